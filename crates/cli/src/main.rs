@@ -6,7 +6,11 @@
 use clap::{Parser, Subcommand};
 
 #[derive(Parser)]
-#[command(name = "medspace", version, about = "A trusted data space for medical data")]
+#[command(
+    name = "medspace",
+    version,
+    about = "A trusted data space for medical data"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,

@@ -1,0 +1,175 @@
+//! Authorization decisions, in one place: who may request what, which approvals a request
+//! needs, and whether a patient's consent allows a use. Pure functions of their inputs.
+
+use crate::records::{ConsentRecord, ConsentState, RequiredApproval};
+use medspace_types::{ApprovalScope, Level, MemberId, Policy, Purpose, Role};
+
+/// Roles that may ask for a contract of this purpose.
+pub fn requester_roles(purpose: Purpose) -> &'static [Role] {
+    match purpose {
+        Purpose::Treatment => &[Role::Clinician],
+        Purpose::PatientAccess => &[],
+        Purpose::InsuranceClaim => &[Role::ClaimsOfficer],
+        Purpose::Research | Purpose::Teaching | Purpose::DrugSafety => &[Role::Researcher],
+        Purpose::PublicHealth | Purpose::QualityManagement => &[Role::Researcher, Role::Auditor],
+    }
+}
+
+/// The approvals a request of `level` touching data of `owners` needs under `policy`.
+pub fn required_approvals(
+    policy: &Policy,
+    level: Level,
+    owners: &[MemberId],
+) -> Vec<RequiredApproval> {
+    let mut out = Vec::new();
+    for req in policy.requirements.iter().filter(|r| r.level <= level) {
+        match req.scope {
+            ApprovalScope::PerOwner => {
+                for owner in owners {
+                    out.push(RequiredApproval {
+                        role: req.role,
+                        member: Some(owner.clone()),
+                        by: None,
+                    });
+                }
+            }
+            ApprovalScope::Consortium => out.push(RequiredApproval {
+                role: req.role,
+                member: None,
+                by: None,
+            }),
+        }
+    }
+    out
+}
+
+/// The consents relevant to one use of one patient's data: the study-specific one (if the use
+/// is for a study) and the broad one for the purpose.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct ConsentView<'a> {
+    /// Consent for this very study.
+    pub study: Option<&'a ConsentRecord>,
+    /// Consent for the purpose as a whole.
+    pub broad: Option<&'a ConsentRecord>,
+}
+
+/// Whether a patient's consent allows a use of `purpose` at `level`, as of block `height`.
+///
+/// A study-specific answer (dynamic secondary consent) overrides the broad one; a revoked
+/// consent counts as no answer. Without an answer, purposes the policy lists as implied are
+/// allowed below L4. L4 always needs an explicit allow with the L4 opt-in.
+pub fn consent_allows(
+    policy: &Policy,
+    purpose: Purpose,
+    level: Level,
+    view: ConsentView<'_>,
+    height: u64,
+) -> bool {
+    fn answer(r: Option<&ConsentRecord>, height: u64) -> Option<&crate::records::ConsentChange> {
+        r.and_then(|r| r.at(height))
+            .filter(|c| c.state != ConsentState::Revoked)
+    }
+    let decided = answer(view.study, height).or_else(|| answer(view.broad, height));
+    match decided {
+        Some(c) => c.state == ConsentState::Allow && (level < Level::L4 || c.l4_opt_in),
+        None => level < Level::L4 && policy.implied_consent.iter().any(|p| *p == purpose),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::records::ConsentChange;
+    use medspace_types::List;
+
+    fn record(changes: &[(u64, ConsentState, bool)]) -> ConsentRecord {
+        ConsentRecord {
+            history: List::new(
+                changes
+                    .iter()
+                    .map(|(h, s, l4)| ConsentChange {
+                        height: *h,
+                        state: *s,
+                        l4_opt_in: *l4,
+                    })
+                    .collect(),
+            )
+            .unwrap(),
+        }
+    }
+
+    #[test]
+    fn study_answer_overrides_broad() {
+        let p = Policy::default();
+        let broad = record(&[(1, ConsentState::Allow, false)]);
+        let study = record(&[(2, ConsentState::Deny, false)]);
+        let v = ConsentView {
+            study: Some(&study),
+            broad: Some(&broad),
+        };
+        assert!(!consent_allows(&p, Purpose::Research, Level::L3, v, 5));
+        assert!(
+            consent_allows(&p, Purpose::Research, Level::L3, v, 1),
+            "before the study answer"
+        );
+    }
+
+    #[test]
+    fn revocation_is_effective_from_its_block() {
+        let p = Policy::default();
+        let broad = record(&[
+            (1, ConsentState::Allow, false),
+            (10, ConsentState::Revoked, false),
+        ]);
+        let v = ConsentView {
+            study: None,
+            broad: Some(&broad),
+        };
+        assert!(consent_allows(&p, Purpose::Research, Level::L2, v, 9));
+        assert!(!consent_allows(&p, Purpose::Research, Level::L2, v, 10));
+    }
+
+    #[test]
+    fn l4_needs_explicit_opt_in() {
+        let p = Policy::default();
+        let no = record(&[(1, ConsentState::Allow, false)]);
+        let yes = record(&[(1, ConsentState::Allow, true)]);
+        let v = |r| ConsentView {
+            study: None,
+            broad: Some(r),
+        };
+        assert!(!consent_allows(&p, Purpose::Research, Level::L4, v(&no), 2));
+        assert!(consent_allows(&p, Purpose::Research, Level::L4, v(&yes), 2));
+        assert!(!consent_allows(
+            &p,
+            Purpose::Treatment,
+            Level::L4,
+            ConsentView::default(),
+            2
+        ));
+        assert!(consent_allows(
+            &p,
+            Purpose::Treatment,
+            Level::L3,
+            ConsentView::default(),
+            2
+        ));
+        assert!(!consent_allows(
+            &p,
+            Purpose::Research,
+            Level::L2,
+            ConsentView::default(),
+            2
+        ));
+    }
+
+    #[test]
+    fn approvals_follow_level_and_owners() {
+        let p = Policy::default();
+        let owners = [MemberId::new("a").unwrap(), MemberId::new("b").unwrap()];
+        assert!(required_approvals(&p, Level::L1, &owners).is_empty());
+        assert_eq!(required_approvals(&p, Level::L2, &owners).len(), 2);
+        assert_eq!(required_approvals(&p, Level::L3, &owners).len(), 4);
+        assert_eq!(required_approvals(&p, Level::L4, &owners).len(), 5);
+    }
+}

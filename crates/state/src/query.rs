@@ -1,0 +1,168 @@
+//! Read-only queries the later layers need, each answered from one state.
+
+use crate::error::TxError;
+use crate::records::keys;
+use crate::records::*;
+use crate::state::{State, decode};
+use crate::trie::Proof;
+use medspace_types::{ContractId, GrantId, PatientId, UserId};
+use serde::Serialize;
+
+/// A record with the proof that it is in the state whose root is `root`.
+#[derive(Clone, Debug, Serialize)]
+pub struct Proven<T> {
+    /// The record.
+    pub record: T,
+    /// Its key in the trie (hex in JSON).
+    #[serde(with = "hex_bytes")]
+    pub key: Vec<u8>,
+    /// Its canonical encoding (what the proof covers).
+    #[serde(with = "hex_bytes")]
+    pub value: Vec<u8>,
+    /// The inclusion proof.
+    pub proof: Proof,
+}
+
+impl<T> Proven<T> {
+    /// Checks the proof against a trusted root.
+    pub fn verify(&self, root: &medspace_types::Hash) -> Result<(), crate::trie::ProofError> {
+        self.proof.verify(root, &self.key, &self.value)
+    }
+}
+
+mod hex_bytes {
+    pub fn serialize<S: serde::Serializer>(b: &[u8], s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&hex::encode(b))
+    }
+}
+
+impl State {
+    fn proven<T: commonware_codec::Decode<Cfg = ()>>(
+        &self,
+        key: Vec<u8>,
+    ) -> Result<Option<Proven<T>>, TxError> {
+        let Some((value, proof)) = self.prove(&key) else {
+            return Ok(None);
+        };
+        let record = decode(&value, key.first().copied().unwrap_or(0))?;
+        Ok(Some(Proven {
+            record,
+            key,
+            value,
+            proof,
+        }))
+    }
+
+    /// Contracts whose status at block time `now_ms` is `status` (`pending`, `active`,
+    /// `expired`, `rejected`, `terminated`), or all when `None`.
+    pub fn contracts_by_status(
+        &self,
+        status: Option<&str>,
+        now_ms: u64,
+    ) -> Result<Vec<ContractRecord>, TxError> {
+        Ok(self
+            .contracts()?
+            .into_iter()
+            .filter(|c| status.is_none_or(|s| c.status_at(now_ms) == s))
+            .collect())
+    }
+
+    /// Pending, unexpired contracts that still wait for an approval `user` can give.
+    pub fn approvals_waiting_for(
+        &self,
+        user: &UserId,
+        now_ms: u64,
+    ) -> Result<Vec<ContractRecord>, TxError> {
+        let Some(u) = self.user(user)? else {
+            return Ok(Vec::new());
+        };
+        Ok(self
+            .contracts()?
+            .into_iter()
+            .filter(|c| {
+                c.status == ContractStatus::Pending && now_ms < c.expiry_ms && c.requester != u.id
+            })
+            .filter(|c| !c.approvals.iter().any(|a| a.by.as_ref() == Some(&u.id)))
+            .filter(|c| {
+                c.missing_approvals()
+                    .any(|a| a.role == u.role && a.member.as_ref().is_none_or(|m| *m == u.member))
+            })
+            .collect())
+    }
+
+    /// A patient's consents, each with its proof.
+    pub fn consents_of(&self, patient: &PatientId) -> Result<Vec<Proven<ConsentRecord>>, TxError> {
+        let keys: Vec<Vec<u8>> = self
+            .scan_raw(&keys::consents_of(patient))
+            .into_iter()
+            .map(|(k, _)| k.to_vec())
+            .collect();
+        keys.into_iter()
+            .filter_map(|k| self.proven(k).transpose())
+            .collect()
+    }
+
+    /// A patient's log (consent changes, grants, accesses, destructions), each entry with its
+    /// proof.
+    pub fn patient_log(&self, patient: &PatientId) -> Result<Vec<Proven<LogEntry>>, TxError> {
+        let keys: Vec<Vec<u8>> = self
+            .scan_raw(&keys::patient_log_of(patient))
+            .into_iter()
+            .map(|(k, _)| k.to_vec())
+            .collect();
+        keys.into_iter()
+            .filter_map(|k| self.proven(k).transpose())
+            .collect()
+    }
+
+    /// A patient's grants (found through their log), each with its proof.
+    pub fn grants_of(&self, patient: &PatientId) -> Result<Vec<Proven<GrantRecord>>, TxError> {
+        let mut out = Vec::new();
+        for entry in self.patient_log(patient)? {
+            if let PatientEvent::GrantIssued(id) = entry.record.event
+                && let Some(g) = self.proven::<GrantRecord>(keys::grant(id))?
+            {
+                out.push(g);
+            }
+        }
+        Ok(out)
+    }
+
+    /// Every audit record touching a patient: their record-level accesses, with proofs.
+    pub fn accesses_of(&self, patient: &PatientId) -> Result<Vec<Proven<AccessRecord>>, TxError> {
+        let mut out = Vec::new();
+        for entry in self.patient_log(patient)? {
+            if let PatientEvent::Accessed(id) = entry.record.event
+                && let Some(a) = self.proven::<AccessRecord>(keys::access(id))?
+            {
+                out.push(a);
+            }
+        }
+        Ok(out)
+    }
+
+    /// Epsilon left on a contract (micro-epsilon), neither spent nor reserved.
+    pub fn budget_left(&self, id: ContractId) -> Result<Option<u64>, TxError> {
+        Ok(self.contract(id)?.map(|c| c.epsilon_left()))
+    }
+
+    /// A contract with its proof.
+    pub fn proven_contract(
+        &self,
+        id: ContractId,
+    ) -> Result<Option<Proven<ContractRecord>>, TxError> {
+        self.proven(keys::contract(id))
+    }
+
+    /// A grant with its proof.
+    pub fn proven_grant(&self, id: GrantId) -> Result<Option<Proven<GrantRecord>>, TxError> {
+        self.proven(keys::grant(id))
+    }
+
+    /// Sum of all balances and escrows: constant over every transaction.
+    pub fn total_credits(&self) -> Result<u128, TxError> {
+        let balances: Vec<u64> = self.scan(&[tag::BALANCE])?;
+        let escrow: u128 = self.contracts()?.iter().map(|c| u128::from(c.escrow)).sum();
+        Ok(balances.iter().map(|b| u128::from(*b)).sum::<u128>() + escrow)
+    }
+}

@@ -1,0 +1,655 @@
+//! What the state stores, and under which keys.
+//!
+//! Every record is stored in the authenticated trie under `table tag | key parts`, encoded with
+//! the canonical codec, so any record can be proven against the state root. Keys are
+//! prefix-free: parts are fixed-size or length-prefixed.
+
+use commonware_codec::{Encode, Write};
+use medspace_types::{
+    AccessBasis, AccessId, Blob, ContractId, Contribution, DatasetDescription, DatasetId, Decision,
+    FieldRef, GrantId, Hash, IssueGrant, JobId, Level, List, MAX_COMPUTATION, Member, MemberId,
+    Mode, PatientId, ProposalId, PublicKey, Purpose, Role, StudyId, Text, UserId, codec_enum,
+    codec_struct, unit_enum,
+};
+use serde::{Deserialize, Serialize};
+
+/// Table tags: the first byte of every key.
+pub mod tag {
+    /// Chain-wide values (chain id, policy).
+    pub const META: u8 = 0x01;
+    /// Public key → principal.
+    pub const KEY: u8 = 0x02;
+    /// Public key → next nonce.
+    pub const NONCE: u8 = 0x03;
+    /// Member records.
+    pub const MEMBER: u8 = 0x04;
+    /// Member credit balances.
+    pub const BALANCE: u8 = 0x05;
+    /// Users.
+    pub const USER: u8 = 0x06;
+    /// Patients (by pseudonym).
+    pub const PATIENT: u8 = 0x07;
+    /// Consents: patient | purpose | study.
+    pub const CONSENT: u8 = 0x08;
+    /// Grants.
+    pub const GRANT: u8 = 0x09;
+    /// Catalog.
+    pub const DATASET: u8 = 0x0a;
+    /// Data-use contracts.
+    pub const CONTRACT: u8 = 0x0b;
+    /// Jobs.
+    pub const JOB: u8 = 0x0c;
+    /// Record-level accesses.
+    pub const ACCESS: u8 = 0x0d;
+    /// Governance proposals.
+    pub const PROPOSAL: u8 = 0x0e;
+    /// A patient's log: patient | sequence.
+    pub const PATIENT_LOG: u8 = 0x0f;
+}
+
+fn key_of(tag: u8, part: &impl Write) -> Vec<u8> {
+    let mut k = vec![tag];
+    part.write(&mut k);
+    k
+}
+
+/// Keys of every table.
+pub mod keys {
+    use super::*;
+
+    /// The chain id.
+    pub fn chain_id() -> Vec<u8> {
+        vec![tag::META, 1]
+    }
+    /// The policy.
+    pub fn policy() -> Vec<u8> {
+        vec![tag::META, 2]
+    }
+    /// A public key's principal.
+    pub fn principal(key: &PublicKey) -> Vec<u8> {
+        key_of(tag::KEY, key)
+    }
+    /// A public key's next nonce.
+    pub fn nonce(key: &PublicKey) -> Vec<u8> {
+        key_of(tag::NONCE, key)
+    }
+    /// A member.
+    pub fn member(id: &MemberId) -> Vec<u8> {
+        key_of(tag::MEMBER, id)
+    }
+    /// A member's balance.
+    pub fn balance(id: &MemberId) -> Vec<u8> {
+        key_of(tag::BALANCE, id)
+    }
+    /// A user.
+    pub fn user(id: &UserId) -> Vec<u8> {
+        key_of(tag::USER, id)
+    }
+    /// A patient.
+    pub fn patient(id: &PatientId) -> Vec<u8> {
+        key_of(tag::PATIENT, id)
+    }
+    /// A patient's consent for a purpose, broad (`None`) or for one study.
+    pub fn consent(patient: &PatientId, purpose: Purpose, study: Option<&StudyId>) -> Vec<u8> {
+        let mut k = key_of(tag::CONSENT, patient);
+        purpose.write(&mut k);
+        study.cloned().write(&mut k);
+        k
+    }
+    /// Prefix of every consent of a patient.
+    pub fn consents_of(patient: &PatientId) -> Vec<u8> {
+        key_of(tag::CONSENT, patient)
+    }
+    /// A grant.
+    pub fn grant(id: GrantId) -> Vec<u8> {
+        key_of(tag::GRANT, &id)
+    }
+    /// A dataset.
+    pub fn dataset(id: &DatasetId) -> Vec<u8> {
+        key_of(tag::DATASET, id)
+    }
+    /// A contract.
+    pub fn contract(id: ContractId) -> Vec<u8> {
+        key_of(tag::CONTRACT, &id)
+    }
+    /// A job.
+    pub fn job(id: JobId) -> Vec<u8> {
+        key_of(tag::JOB, &id)
+    }
+    /// An access.
+    pub fn access(id: AccessId) -> Vec<u8> {
+        key_of(tag::ACCESS, &id)
+    }
+    /// A proposal.
+    pub fn proposal(id: ProposalId) -> Vec<u8> {
+        key_of(tag::PROPOSAL, &id)
+    }
+    /// Entry `seq` of a patient's log.
+    pub fn patient_log(patient: &PatientId, seq: u64) -> Vec<u8> {
+        let mut k = key_of(tag::PATIENT_LOG, patient);
+        seq.write(&mut k);
+        k
+    }
+    /// Prefix of a patient's log.
+    pub fn patient_log_of(patient: &PatientId) -> Vec<u8> {
+        key_of(tag::PATIENT_LOG, patient)
+    }
+}
+
+/// Who a key belongs to.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Principal {
+    /// A member institution itself (its node, its governance votes).
+    Member(MemberId),
+    /// A user of a member.
+    User(UserId),
+    /// A patient.
+    Patient(PatientId),
+}
+codec_enum!(Principal {
+    1 => Member(MemberId),
+    2 => User(UserId),
+    3 => Patient(PatientId),
+});
+
+/// A key's record.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KeyRecord {
+    /// Whose key.
+    pub principal: Principal,
+    /// Replaced by a rotation: it can never sign again.
+    pub retired: bool,
+}
+codec_struct!(KeyRecord {
+    principal: Principal,
+    retired: bool
+});
+
+/// A member's record.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MemberRecord {
+    /// The member.
+    pub member: Member,
+    /// False once removed by vote.
+    pub active: bool,
+    /// When it joined.
+    pub joined_height: u64,
+}
+codec_struct!(MemberRecord {
+    member: Member,
+    active: bool,
+    joined_height: u64
+});
+
+/// A user's record.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UserRecord {
+    /// The user.
+    pub id: UserId,
+    /// Their institution.
+    pub member: MemberId,
+    /// Their role.
+    pub role: Role,
+    /// Their current key.
+    pub key: PublicKey,
+}
+codec_struct!(UserRecord {
+    id: UserId,
+    member: MemberId,
+    role: Role,
+    key: PublicKey
+});
+
+/// A patient's record: a pseudonym and a key, nothing else.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PatientRecord {
+    /// The patient's current key.
+    pub key: PublicKey,
+    /// When they registered.
+    pub registered_height: u64,
+    /// Entries in their log.
+    pub log_len: u64,
+}
+codec_struct!(PatientRecord {
+    key: PublicKey,
+    registered_height: u64,
+    log_len: u64
+});
+
+unit_enum!(
+    /// The state of a consent after a change.
+    ConsentState {
+        1 => Allow = "allow",
+        2 => Deny = "deny",
+        3 => Revoked = "revoked",
+    }
+);
+
+impl From<Decision> for ConsentState {
+    fn from(d: Decision) -> Self {
+        match d {
+            Decision::Allow => ConsentState::Allow,
+            Decision::Deny => ConsentState::Deny,
+        }
+    }
+}
+
+/// One change of a consent.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ConsentChange {
+    /// Block that carried it; effective from that block on.
+    pub height: u64,
+    /// The new state.
+    pub state: ConsentState,
+    /// Explicit L4 opt-in.
+    pub l4_opt_in: bool,
+}
+codec_struct!(ConsentChange {
+    height: u64,
+    state: ConsentState,
+    l4_opt_in: bool
+});
+
+/// How many past changes a consent keeps (queries older than these are answered "deny").
+pub const CONSENT_HISTORY: usize = 32;
+
+/// A patient's consent for a purpose (broad or for one study), with its recent history.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ConsentRecord {
+    /// The changes, oldest first; the last one is in force.
+    pub history: List<ConsentChange, CONSENT_HISTORY>,
+}
+codec_struct!(ConsentRecord { history: List<ConsentChange, CONSENT_HISTORY> });
+
+impl ConsentRecord {
+    /// The change in force at `height`: `None` if there was none yet, or if the history no
+    /// longer reaches back that far (callers treat both as no consent).
+    pub fn at(&self, height: u64) -> Option<&ConsentChange> {
+        let first = self.history.as_slice().first()?;
+        if height < first.height {
+            return None;
+        }
+        self.history.iter().rev().find(|c| c.height <= height)
+    }
+
+    /// The change in force now.
+    pub fn current(&self) -> Option<&ConsentChange> {
+        self.history.as_slice().last()
+    }
+}
+
+/// A grant's record.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GrantRecord {
+    /// The grant.
+    pub id: GrantId,
+    /// The patient who issued it.
+    pub patient: PatientId,
+    /// Its terms.
+    pub terms: IssueGrant,
+    /// When it was issued.
+    pub issued_height: u64,
+    /// Redemptions so far.
+    pub uses: u32,
+    /// Revoked by the patient.
+    pub revoked: bool,
+}
+codec_struct!(GrantRecord {
+    id: GrantId,
+    patient: PatientId,
+    terms: IssueGrant,
+    issued_height: u64,
+    uses: u32,
+    revoked: bool,
+});
+
+/// A catalog entry.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DatasetRecord {
+    /// The owning member.
+    pub owner: MemberId,
+    /// The description.
+    pub description: DatasetDescription,
+    /// When it was (last) published.
+    pub published_height: u64,
+}
+codec_struct!(DatasetRecord {
+    owner: MemberId,
+    description: DatasetDescription,
+    published_height: u64,
+});
+
+unit_enum!(
+    /// A contract's lifecycle state (expiry is derived from block time, see
+    /// [`ContractRecord::is_active`]).
+    ContractStatus {
+        1 => Pending = "pending",
+        2 => Active = "active",
+        3 => Rejected = "rejected",
+        4 => Terminated = "terminated",
+    }
+);
+
+/// One approval a contract needs, and who gave it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RequiredApproval {
+    /// The role.
+    pub role: Role,
+    /// The institution whose user must approve (`None`: any member's).
+    pub member: Option<MemberId>,
+    /// Who approved, once approved.
+    pub by: Option<UserId>,
+}
+codec_struct!(RequiredApproval { role: Role, member: Option<MemberId>, by: Option<UserId> });
+
+/// A data-use contract.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ContractRecord {
+    /// The contract.
+    pub id: ContractId,
+    /// The requesting user.
+    pub requester: UserId,
+    /// Their institution.
+    pub requester_member: MemberId,
+    /// Why.
+    pub purpose: Purpose,
+    /// How.
+    pub mode: Mode,
+    /// The study, if any.
+    pub study: Option<StudyId>,
+    /// Fields in scope.
+    pub fields: List<FieldRef, 256>,
+    /// The approved computation.
+    pub computation: Blob<MAX_COMPUTATION>,
+    /// Highest privacy level touched.
+    pub level: Level,
+    /// Institutions whose data is in scope.
+    pub owners: List<MemberId, 64>,
+    /// Approvals needed, and given.
+    pub approvals: List<RequiredApproval, 128>,
+    /// Lifecycle state.
+    pub status: ContractStatus,
+    /// End (block time, ms).
+    pub expiry_ms: u64,
+    /// Budget, micro-epsilon.
+    pub epsilon_budget: u64,
+    /// Spent by posted results.
+    pub epsilon_spent: u64,
+    /// Reserved by jobs without a result yet.
+    pub epsilon_reserved: u64,
+    /// Fee held in escrow until settlement.
+    pub escrow: u64,
+    /// Records contributed per institution over all results.
+    pub contributions: List<Contribution, 64>,
+    /// Whether the fee was settled.
+    pub settled: bool,
+    /// When it was submitted.
+    pub submitted_height: u64,
+    /// Why it was rejected or terminated.
+    pub closing_reason: Text<256>,
+}
+codec_struct!(ContractRecord {
+    id: ContractId,
+    requester: UserId,
+    requester_member: MemberId,
+    purpose: Purpose,
+    mode: Mode,
+    study: Option<StudyId>,
+    fields: List<FieldRef, 256>,
+    computation: Blob<MAX_COMPUTATION>,
+    level: Level,
+    owners: List<MemberId, 64>,
+    approvals: List<RequiredApproval, 128>,
+    status: ContractStatus,
+    expiry_ms: u64,
+    epsilon_budget: u64,
+    epsilon_spent: u64,
+    epsilon_reserved: u64,
+    escrow: u64,
+    contributions: List<Contribution, 64>,
+    settled: bool,
+    submitted_height: u64,
+    closing_reason: Text<256>,
+});
+
+impl ContractRecord {
+    /// Active and not expired at block time `now_ms`.
+    pub fn is_active(&self, now_ms: u64) -> bool {
+        self.status == ContractStatus::Active && now_ms < self.expiry_ms
+    }
+
+    /// Budget not yet spent or reserved.
+    pub fn epsilon_left(&self) -> u64 {
+        self.epsilon_budget
+            .saturating_sub(self.epsilon_spent)
+            .saturating_sub(self.epsilon_reserved)
+    }
+
+    /// Approvals still missing.
+    pub fn missing_approvals(&self) -> impl Iterator<Item = &RequiredApproval> {
+        self.approvals.iter().filter(|a| a.by.is_none())
+    }
+
+    /// The status as a reader sees it at `now_ms` (`expired` is derived from block time).
+    pub fn status_at(&self, now_ms: u64) -> &'static str {
+        match self.status {
+            ContractStatus::Active if now_ms >= self.expiry_ms => "expired",
+            s => s.as_str(),
+        }
+    }
+}
+
+unit_enum!(
+    /// A job's state.
+    JobStatus {
+        1 => Submitted = "submitted",
+        2 => Done = "done",
+    }
+);
+
+/// A posted result.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct JobResult {
+    /// Hash of the released result.
+    pub result_hash: Hash,
+    /// Epsilon spent.
+    pub epsilon_spent: u64,
+    /// Contributing institutions and counts.
+    pub contributions: List<Contribution, 64>,
+    /// Who posted it.
+    pub posted_by: MemberId,
+    /// When.
+    pub height: u64,
+}
+codec_struct!(JobResult {
+    result_hash: Hash,
+    epsilon_spent: u64,
+    contributions: List<Contribution, 64>,
+    posted_by: MemberId,
+    height: u64,
+});
+
+/// A job.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct JobRecord {
+    /// The job.
+    pub id: JobId,
+    /// Its contract.
+    pub contract: ContractId,
+    /// Who submitted it.
+    pub submitter: UserId,
+    /// What to compute.
+    pub computation: Blob<MAX_COMPUTATION>,
+    /// Epsilon reserved.
+    pub epsilon_reserved: u64,
+    /// State.
+    pub status: JobStatus,
+    /// Block it was submitted in: consent is evaluated at this height.
+    pub submitted_height: u64,
+    /// Block time of submission.
+    pub submitted_ms: u64,
+    /// The result, once posted.
+    pub result: Option<JobResult>,
+}
+codec_struct!(JobRecord {
+    id: JobId,
+    contract: ContractId,
+    submitter: UserId,
+    computation: Blob<MAX_COMPUTATION>,
+    epsilon_reserved: u64,
+    status: JobStatus,
+    submitted_height: u64,
+    submitted_ms: u64,
+    result: Option<JobResult>,
+});
+
+/// A record-level delivery.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AccessRecord {
+    /// The access.
+    pub id: AccessId,
+    /// Whose records.
+    pub patient: PatientId,
+    /// Who delivered.
+    pub holder: MemberId,
+    /// Who received.
+    pub recipient: MemberId,
+    /// Authority.
+    pub basis: AccessBasis,
+    /// Resource types delivered.
+    pub resource_types: List<Text<48>, 32>,
+    /// How many resources.
+    pub resource_count: u32,
+    /// Hash of what left.
+    pub content_hash: Hash,
+    /// When.
+    pub height: u64,
+    /// Block time.
+    pub time_ms: u64,
+    /// When the recipient attested destruction.
+    pub destroyed_height: Option<u64>,
+}
+codec_struct!(AccessRecord {
+    id: AccessId,
+    patient: PatientId,
+    holder: MemberId,
+    recipient: MemberId,
+    basis: AccessBasis,
+    resource_types: List<Text<48>, 32>,
+    resource_count: u32,
+    content_hash: Hash,
+    height: u64,
+    time_ms: u64,
+    destroyed_height: Option<u64>,
+});
+
+/// What a governance proposal would do.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum GovAction {
+    /// Admit a member.
+    AddMember(medspace_types::AddMember),
+    /// Remove a member.
+    RemoveMember(medspace_types::RemoveMember),
+    /// Replace the policy.
+    UpdatePolicy(medspace_types::UpdatePolicy),
+}
+codec_enum!(GovAction {
+    1 => AddMember(medspace_types::AddMember),
+    2 => RemoveMember(medspace_types::RemoveMember),
+    3 => UpdatePolicy(medspace_types::UpdatePolicy),
+});
+
+unit_enum!(
+    /// A proposal's state.
+    ProposalStatus {
+        1 => Open = "open",
+        2 => Passed = "passed",
+        3 => Failed = "failed",
+    }
+);
+
+/// A governance proposal.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProposalRecord {
+    /// The proposal.
+    pub id: ProposalId,
+    /// What it does.
+    pub action: GovAction,
+    /// Who proposed.
+    pub proposer: MemberId,
+    /// Members in favour.
+    pub yes: List<MemberId, 256>,
+    /// Members against.
+    pub no: List<MemberId, 256>,
+    /// State.
+    pub status: ProposalStatus,
+    /// Block time it was opened.
+    pub created_ms: u64,
+}
+codec_struct!(ProposalRecord {
+    id: ProposalId,
+    action: GovAction,
+    proposer: MemberId,
+    yes: List<MemberId, 256>,
+    no: List<MemberId, 256>,
+    status: ProposalStatus,
+    created_ms: u64,
+});
+
+/// Something that happened to a patient's data or consent, in their log.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PatientEvent {
+    /// Consent set or revoked (purpose, study, new state).
+    Consent(ConsentEvent),
+    /// A grant issued.
+    GrantIssued(GrantId),
+    /// A grant revoked.
+    GrantRevoked(GrantId),
+    /// Records delivered.
+    Accessed(AccessId),
+    /// A delivered copy destroyed.
+    Destroyed(AccessId),
+}
+codec_enum!(PatientEvent {
+    1 => Consent(ConsentEvent),
+    2 => GrantIssued(GrantId),
+    3 => GrantRevoked(GrantId),
+    4 => Accessed(AccessId),
+    5 => Destroyed(AccessId),
+});
+
+/// A consent change in a patient's log.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ConsentEvent {
+    /// The purpose.
+    pub purpose: Purpose,
+    /// The study.
+    pub study: Option<StudyId>,
+    /// The new state.
+    pub state: ConsentState,
+}
+codec_struct!(ConsentEvent { purpose: Purpose, study: Option<StudyId>, state: ConsentState });
+
+/// One entry of a patient's log.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LogEntry {
+    /// Block height.
+    pub height: u64,
+    /// Block time.
+    pub time_ms: u64,
+    /// What happened.
+    pub event: PatientEvent,
+}
+codec_struct!(LogEntry {
+    height: u64,
+    time_ms: u64,
+    event: PatientEvent
+});
+
+/// The canonical bytes of a record (what the trie stores and proofs cover).
+pub fn encode_record(r: &impl Encode) -> Vec<u8> {
+    r.encode().to_vec()
+}

@@ -1,0 +1,192 @@
+//! The ledger state: typed access to the authenticated trie.
+
+use crate::error::TxError;
+use crate::records::keys;
+use crate::records::*;
+use crate::trie::{Proof, Trie};
+use commonware_codec::{Decode, DecodeExt, Encode};
+use medspace_types::{
+    AccessId, ContractId, GrantId, Hash, JobId, MemberId, Name, PatientId, Policy, ProposalId,
+    PublicKey, UserId,
+};
+
+/// The whole ledger state. Cloning is O(1): the trie is persistent.
+#[derive(Clone, Debug, Default)]
+pub struct State {
+    pub(crate) trie: Trie,
+}
+
+/// The block a transaction executes in: the only clock the state machine reads.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct BlockContext {
+    /// Block height.
+    pub height: u64,
+    /// Block time, ms since the epoch (agreed by consensus).
+    pub time_ms: u64,
+}
+
+pub(crate) fn decode<T: Decode<Cfg = ()>>(bytes: &[u8], table: u8) -> Result<T, TxError> {
+    T::decode(bytes::Bytes::copy_from_slice(bytes)).map_err(|_| TxError::Corrupt { table })
+}
+
+impl State {
+    /// The state root: commits to every record.
+    pub fn root(&self) -> Hash {
+        self.trie.root_hash()
+    }
+
+    /// Number of records.
+    pub fn len(&self) -> usize {
+        self.trie.len()
+    }
+
+    /// Whether the state is empty (before genesis).
+    pub fn is_empty(&self) -> bool {
+        self.trie.is_empty()
+    }
+
+    /// The raw (canonically encoded) record under `key`.
+    pub fn get_raw(&self, key: &[u8]) -> Option<&[u8]> {
+        self.trie.get(key)
+    }
+
+    /// The raw record under `key` with its inclusion proof against [`State::root`].
+    pub fn prove(&self, key: &[u8]) -> Option<(Vec<u8>, Proof)> {
+        let value = self.trie.get(key)?.to_vec();
+        let proof = self.trie.prove(key)?;
+        Some((value, proof))
+    }
+
+    /// Every raw record whose key starts with `prefix`, in key order.
+    pub fn scan_raw(&self, prefix: &[u8]) -> Vec<(&[u8], &[u8])> {
+        self.trie.scan_prefix(prefix)
+    }
+
+    pub(crate) fn get<T: Decode<Cfg = ()>>(&self, key: &[u8]) -> Result<Option<T>, TxError> {
+        match self.trie.get(key) {
+            None => Ok(None),
+            Some(bytes) => decode(bytes, key.first().copied().unwrap_or(0)).map(Some),
+        }
+    }
+
+    pub(crate) fn put<T: Encode>(&mut self, key: &[u8], value: &T) -> Result<(), TxError> {
+        self.trie
+            .insert(key, value.encode().to_vec())
+            .map_err(|_| TxError::Corrupt {
+                table: key.first().copied().unwrap_or(0),
+            })
+    }
+
+    pub(crate) fn scan<T: Decode<Cfg = ()>>(&self, prefix: &[u8]) -> Result<Vec<T>, TxError> {
+        self.trie
+            .scan_prefix(prefix)
+            .into_iter()
+            .map(|(k, v)| decode(v, k.first().copied().unwrap_or(0)))
+            .collect()
+    }
+
+    /// The chain id.
+    pub fn chain_id(&self) -> Result<Name, TxError> {
+        self.get(&keys::chain_id())?
+            .ok_or(TxError::Corrupt { table: tag::META })
+    }
+
+    /// The policy in force.
+    pub fn policy(&self) -> Result<Policy, TxError> {
+        self.get(&keys::policy())?
+            .ok_or(TxError::Corrupt { table: tag::META })
+    }
+
+    /// Who a key belongs to.
+    pub fn key_record(&self, key: &PublicKey) -> Result<Option<KeyRecord>, TxError> {
+        self.get(&keys::principal(key))
+    }
+
+    /// The next nonce a key must use.
+    pub fn next_nonce(&self, key: &PublicKey) -> Result<u64, TxError> {
+        Ok(self.get::<u64>(&keys::nonce(key))?.unwrap_or(0))
+    }
+
+    /// A member.
+    pub fn member(&self, id: &MemberId) -> Result<Option<MemberRecord>, TxError> {
+        self.get(&keys::member(id))
+    }
+
+    /// Every member, active or not.
+    pub fn members(&self) -> Result<Vec<MemberRecord>, TxError> {
+        self.scan(&[tag::MEMBER])
+    }
+
+    /// A member's credits.
+    pub fn balance(&self, id: &MemberId) -> Result<u64, TxError> {
+        Ok(self.get::<u64>(&keys::balance(id))?.unwrap_or(0))
+    }
+
+    /// A user.
+    pub fn user(&self, id: &UserId) -> Result<Option<UserRecord>, TxError> {
+        self.get(&keys::user(id))
+    }
+
+    /// Every user.
+    pub fn users(&self) -> Result<Vec<UserRecord>, TxError> {
+        self.scan(&[tag::USER])
+    }
+
+    /// A patient.
+    pub fn patient(&self, id: &PatientId) -> Result<Option<PatientRecord>, TxError> {
+        self.get(&keys::patient(id))
+    }
+
+    /// A grant.
+    pub fn grant(&self, id: GrantId) -> Result<Option<GrantRecord>, TxError> {
+        self.get(&keys::grant(id))
+    }
+
+    /// A catalog entry.
+    pub fn dataset(
+        &self,
+        id: &medspace_types::DatasetId,
+    ) -> Result<Option<DatasetRecord>, TxError> {
+        self.get(&keys::dataset(id))
+    }
+
+    /// The whole catalog.
+    pub fn datasets(&self) -> Result<Vec<DatasetRecord>, TxError> {
+        self.scan(&[tag::DATASET])
+    }
+
+    /// A contract.
+    pub fn contract(&self, id: ContractId) -> Result<Option<ContractRecord>, TxError> {
+        self.get(&keys::contract(id))
+    }
+
+    /// Every contract.
+    pub fn contracts(&self) -> Result<Vec<ContractRecord>, TxError> {
+        self.scan(&[tag::CONTRACT])
+    }
+
+    /// A job.
+    pub fn job(&self, id: JobId) -> Result<Option<JobRecord>, TxError> {
+        self.get(&keys::job(id))
+    }
+
+    /// Every job.
+    pub fn jobs(&self) -> Result<Vec<JobRecord>, TxError> {
+        self.scan(&[tag::JOB])
+    }
+
+    /// An access record.
+    pub fn access(&self, id: AccessId) -> Result<Option<AccessRecord>, TxError> {
+        self.get(&keys::access(id))
+    }
+
+    /// A proposal.
+    pub fn proposal(&self, id: ProposalId) -> Result<Option<ProposalRecord>, TxError> {
+        self.get(&keys::proposal(id))
+    }
+
+    /// Every proposal.
+    pub fn proposals(&self) -> Result<Vec<ProposalRecord>, TxError> {
+        self.scan(&[tag::PROPOSAL])
+    }
+}

@@ -1,0 +1,498 @@
+//! The authenticated map behind the state root: a persistent binary Patricia (crit-bit) Merkle
+//! trie over raw keys.
+//!
+//! Why our own: the ledger needs, in one pure in-memory structure, (1) a root that commits to
+//! every record, (2) inclusion proofs checked with the root alone, (3) O(1) snapshots so that a
+//! block can be executed speculatively on top of an unfinalized parent and a refused transaction
+//! can be dropped without an undo log, and (4) ordered prefix scans for the ledger's queries.
+//! commonware-storage's QMDB is an asynchronous, disk-backed database (a fit for the node's
+//! persistence layer, not for a pure `apply`), and its stateless `bmt` rebuilds from all leaves;
+//! the Merkle crates on crates.io either hash the key path (losing order) or rebuild on update.
+//!
+//! Nodes are immutable and shared through `Arc`: an update copies only the path from the root
+//! to the changed leaf, so a clone is a pointer copy and old versions stay valid. Node hashes are
+//! computed lazily and memoized, so hashing a block's writes costs one pass over the new nodes.
+//!
+//! Keys must be prefix-free (no key is a proper prefix of another); the state layer builds every
+//! key from a table tag and fixed-size or length-prefixed parts, which guarantees it.
+//!
+//! Hashes (SHA-256): `leaf = H(0x00 | len(key) u32 | key | H(value))`,
+//! `branch = H(0x01 | bit u32 | left | right)`, the empty map is `H("medspace/trie/empty")`.
+
+use medspace_types::Hash;
+use std::sync::{Arc, OnceLock};
+
+/// An error of the trie.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum TrieError {
+    /// Two different keys where one is a prefix of the other.
+    #[error("key conflict: one key is a prefix of another (len={len})")]
+    PrefixConflict {
+        /// Length of the key being written.
+        len: usize,
+    },
+}
+
+enum Node {
+    Leaf {
+        key: Box<[u8]>,
+        value: Arc<[u8]>,
+        hash: OnceLock<Hash>,
+    },
+    Branch {
+        bit: u32,
+        left: Arc<Node>,
+        right: Arc<Node>,
+        hash: OnceLock<Hash>,
+    },
+}
+
+fn bit_at(key: &[u8], bit: u32) -> bool {
+    let byte = (bit / 8) as usize;
+    key.get(byte)
+        .is_some_and(|b| (b >> (7 - (bit % 8))) & 1 == 1)
+}
+
+/// The first bit where `a` and `b` differ (shorter key padded with zeros); `None` if equal
+/// under padding.
+fn crit_bit(a: &[u8], b: &[u8]) -> Option<u32> {
+    let n = a.len().max(b.len());
+    for i in 0..n {
+        let x = a.get(i).copied().unwrap_or(0);
+        let y = b.get(i).copied().unwrap_or(0);
+        if x != y {
+            let diff = x ^ y;
+            return Some(i as u32 * 8 + diff.leading_zeros());
+        }
+    }
+    None
+}
+
+fn leaf_hash(key: &[u8], value: &[u8]) -> Hash {
+    let vh = Hash::of(&[value]);
+    Hash::of(&[&[0u8], &(key.len() as u32).to_be_bytes(), key, &vh.0])
+}
+
+fn branch_hash(bit: u32, left: &Hash, right: &Hash) -> Hash {
+    Hash::of(&[&[1u8], &bit.to_be_bytes(), &left.0, &right.0])
+}
+
+impl Node {
+    fn hash(&self) -> Hash {
+        match self {
+            Node::Leaf { key, value, hash } => *hash.get_or_init(|| leaf_hash(key, value)),
+            Node::Branch {
+                bit,
+                left,
+                right,
+                hash,
+            } => *hash.get_or_init(|| branch_hash(*bit, &left.hash(), &right.hash())),
+        }
+    }
+
+    fn leaf(key: &[u8], value: Arc<[u8]>) -> Arc<Node> {
+        Arc::new(Node::Leaf {
+            key: key.into(),
+            value,
+            hash: OnceLock::new(),
+        })
+    }
+
+    fn branch(bit: u32, left: Arc<Node>, right: Arc<Node>) -> Arc<Node> {
+        Arc::new(Node::Branch {
+            bit,
+            left,
+            right,
+            hash: OnceLock::new(),
+        })
+    }
+
+    /// Any leaf key below this node.
+    fn some_key(&self) -> &[u8] {
+        let mut node = self;
+        loop {
+            match node {
+                Node::Leaf { key, .. } => return key,
+                Node::Branch { left, .. } => node = left,
+            }
+        }
+    }
+}
+
+/// The hash of the empty map.
+pub fn empty_root() -> Hash {
+    Hash::of(&[b"medspace/trie/empty"])
+}
+
+/// A persistent authenticated map from byte keys to byte values.
+#[derive(Clone, Default)]
+pub struct Trie {
+    root: Option<Arc<Node>>,
+    len: usize,
+}
+
+impl std::fmt::Debug for Trie {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Trie(len={}, root={})", self.len, self.root_hash())
+    }
+}
+
+impl Trie {
+    /// An empty map.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Number of entries.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// Whether the map is empty.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// The root hash committing to every entry.
+    pub fn root_hash(&self) -> Hash {
+        self.root.as_ref().map_or_else(empty_root, |n| n.hash())
+    }
+
+    /// The value under `key`.
+    pub fn get(&self, key: &[u8]) -> Option<&[u8]> {
+        let mut node = self.root.as_deref()?;
+        loop {
+            match node {
+                Node::Leaf { key: k, value, .. } => {
+                    return (&**k == key).then_some(&**value);
+                }
+                Node::Branch {
+                    bit, left, right, ..
+                } => node = if bit_at(key, *bit) { right } else { left },
+            }
+        }
+    }
+
+    /// Sets `key` to `value`.
+    pub fn insert(&mut self, key: &[u8], value: Vec<u8>) -> Result<(), TrieError> {
+        let value: Arc<[u8]> = value.into();
+        let Some(root) = self.root.clone() else {
+            self.root = Some(Node::leaf(key, value));
+            self.len = 1;
+            return Ok(());
+        };
+        // Find the closest existing key by following the key's bits.
+        let mut node = &*root;
+        let closest = loop {
+            match node {
+                Node::Leaf { key: k, .. } => break &**k,
+                Node::Branch {
+                    bit, left, right, ..
+                } => node = if bit_at(key, *bit) { right } else { left },
+            }
+        };
+        match crit_bit(key, closest) {
+            None if closest == key => {
+                self.root = Some(replace(&root, key, value));
+            }
+            None => return Err(TrieError::PrefixConflict { len: key.len() }),
+            Some(crit) => {
+                let leaf = Node::leaf(key, value);
+                self.root = Some(insert_at(&root, key, leaf, crit));
+                self.len += 1;
+            }
+        }
+        Ok(())
+    }
+
+    /// Removes `key`; returns whether it was present.
+    pub fn remove(&mut self, key: &[u8]) -> bool {
+        let Some(root) = self.root.clone() else {
+            return false;
+        };
+        match remove_at(&root, key) {
+            Removal::NotFound => false,
+            Removal::Gone(rest) => {
+                self.root = rest;
+                self.len -= 1;
+                true
+            }
+        }
+    }
+
+    /// Every entry whose key starts with `prefix`, in key order.
+    pub fn scan_prefix(&self, prefix: &[u8]) -> Vec<(&[u8], &[u8])> {
+        let mut out = Vec::new();
+        let Some(mut node) = self.root.as_deref() else {
+            return out;
+        };
+        let prefix_bits = prefix.len() as u32 * 8;
+        // Descend while the branch point lies inside the prefix.
+        while let Node::Branch {
+            bit, left, right, ..
+        } = node
+        {
+            if *bit >= prefix_bits {
+                break;
+            }
+            node = if bit_at(prefix, *bit) { right } else { left };
+        }
+        if !node.some_key().starts_with(prefix) {
+            return out;
+        }
+        let mut stack = vec![node];
+        while let Some(n) = stack.pop() {
+            match n {
+                Node::Leaf { key, value, .. } => out.push((&**key, &**value)),
+                Node::Branch { left, right, .. } => {
+                    stack.push(right);
+                    stack.push(left);
+                }
+            }
+        }
+        out
+    }
+
+    /// An inclusion proof for `key`, if present.
+    pub fn prove(&self, key: &[u8]) -> Option<Proof> {
+        let mut node = self.root.as_deref()?;
+        let mut path = Vec::new();
+        loop {
+            match node {
+                Node::Leaf { key: k, .. } => {
+                    return (&**k == key).then_some(Proof { path });
+                }
+                Node::Branch {
+                    bit, left, right, ..
+                } => {
+                    if bit_at(key, *bit) {
+                        path.push(ProofStep {
+                            bit: *bit,
+                            sibling: left.hash(),
+                        });
+                        node = right;
+                    } else {
+                        path.push(ProofStep {
+                            bit: *bit,
+                            sibling: right.hash(),
+                        });
+                        node = left;
+                    }
+                }
+            }
+        }
+    }
+}
+
+fn replace(node: &Arc<Node>, key: &[u8], value: Arc<[u8]>) -> Arc<Node> {
+    match &**node {
+        Node::Leaf { .. } => Node::leaf(key, value),
+        Node::Branch {
+            bit, left, right, ..
+        } => {
+            if bit_at(key, *bit) {
+                Node::branch(*bit, left.clone(), replace(right, key, value))
+            } else {
+                Node::branch(*bit, replace(left, key, value), right.clone())
+            }
+        }
+    }
+}
+
+fn insert_at(node: &Arc<Node>, key: &[u8], leaf: Arc<Node>, crit: u32) -> Arc<Node> {
+    if let Node::Branch {
+        bit, left, right, ..
+    } = &**node
+        && *bit < crit
+    {
+        return if bit_at(key, *bit) {
+            Node::branch(*bit, left.clone(), insert_at(right, key, leaf, crit))
+        } else {
+            Node::branch(*bit, insert_at(left, key, leaf, crit), right.clone())
+        };
+    }
+    if bit_at(key, crit) {
+        Node::branch(crit, node.clone(), leaf)
+    } else {
+        Node::branch(crit, leaf, node.clone())
+    }
+}
+
+enum Removal {
+    NotFound,
+    Gone(Option<Arc<Node>>),
+}
+
+fn remove_at(node: &Arc<Node>, key: &[u8]) -> Removal {
+    match &**node {
+        Node::Leaf { key: k, .. } => {
+            if &**k == key {
+                Removal::Gone(None)
+            } else {
+                Removal::NotFound
+            }
+        }
+        Node::Branch {
+            bit, left, right, ..
+        } => {
+            let go_right = bit_at(key, *bit);
+            let (child, other) = if go_right {
+                (right, left)
+            } else {
+                (left, right)
+            };
+            match remove_at(child, key) {
+                Removal::NotFound => Removal::NotFound,
+                Removal::Gone(None) => Removal::Gone(Some(other.clone())),
+                Removal::Gone(Some(new_child)) => Removal::Gone(Some(if go_right {
+                    Node::branch(*bit, left.clone(), new_child)
+                } else {
+                    Node::branch(*bit, new_child, right.clone())
+                })),
+            }
+        }
+    }
+}
+
+/// One level of an inclusion proof: the branch bit and the other side's hash.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct ProofStep {
+    /// The bit the branch splits on.
+    pub bit: u32,
+    /// The hash of the subtree on the other side.
+    pub sibling: Hash,
+}
+
+/// An inclusion proof: the path from the root to one leaf.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Proof {
+    /// Steps from the root down.
+    pub path: Vec<ProofStep>,
+}
+
+/// Why a proof did not verify.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ProofError {
+    /// Branch bits must strictly increase from the root down.
+    #[error("malformed proof: branch bits not increasing at step={step}")]
+    Malformed {
+        /// The offending step.
+        step: usize,
+    },
+    /// The recomputed root differs.
+    #[error("proof does not match root: expected={expected} computed={computed}")]
+    RootMismatch {
+        /// The trusted root.
+        expected: Hash,
+        /// What the proof gives.
+        computed: Hash,
+    },
+}
+
+impl Proof {
+    /// Checks that `key` holds `value` in the map whose root is `root`.
+    pub fn verify(&self, root: &Hash, key: &[u8], value: &[u8]) -> Result<(), ProofError> {
+        for (i, pair) in self.path.windows(2).enumerate() {
+            if let [a, b] = pair
+                && a.bit >= b.bit
+            {
+                return Err(ProofError::Malformed { step: i + 1 });
+            }
+        }
+        let mut h = leaf_hash(key, value);
+        for step in self.path.iter().rev() {
+            h = if bit_at(key, step.bit) {
+                branch_hash(step.bit, &step.sibling, &h)
+            } else {
+                branch_hash(step.bit, &h, &step.sibling)
+            };
+        }
+        if h == *root {
+            Ok(())
+        } else {
+            Err(ProofError::RootMismatch {
+                expected: *root,
+                computed: h,
+            })
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+    use std::collections::BTreeMap;
+
+    fn k(i: u32) -> Vec<u8> {
+        let mut v = vec![7u8];
+        v.extend_from_slice(&i.to_be_bytes());
+        v
+    }
+
+    #[test]
+    fn insert_get_remove_and_proofs() {
+        let mut t = Trie::new();
+        assert_eq!(t.root_hash(), empty_root());
+        for i in 0..200 {
+            t.insert(&k(i), vec![i as u8; 3]).unwrap();
+        }
+        assert_eq!(t.len(), 200);
+        let root = t.root_hash();
+        for i in 0..200 {
+            assert_eq!(t.get(&k(i)), Some(&[i as u8; 3][..]));
+            let p = t.prove(&k(i)).unwrap();
+            p.verify(&root, &k(i), &[i as u8; 3]).unwrap();
+            assert!(p.verify(&root, &k(i), &[i as u8 ^ 1; 3]).is_err());
+        }
+        assert!(t.prove(&k(500)).is_none());
+        let snapshot = t.clone();
+        assert!(t.remove(&k(5)));
+        assert!(!t.remove(&k(5)));
+        assert_ne!(t.root_hash(), root);
+        assert_eq!(snapshot.root_hash(), root, "snapshots are unaffected");
+        t.insert(&k(5), vec![5; 3]).unwrap();
+        assert_eq!(t.root_hash(), root, "the root depends on content only");
+    }
+
+    #[test]
+    fn prefix_conflicts_are_refused() {
+        let mut t = Trie::new();
+        t.insert(b"ab", vec![1]).unwrap();
+        assert!(t.insert(b"ab\0", vec![1]).is_err());
+    }
+
+    #[test]
+    fn proof_against_another_root_fails() {
+        let mut t = Trie::new();
+        t.insert(&k(1), vec![1]).unwrap();
+        t.insert(&k(2), vec![2]).unwrap();
+        let p = t.prove(&k(1)).unwrap();
+        let mut t2 = t.clone();
+        t2.insert(&k(3), vec![3]).unwrap();
+        assert!(p.verify(&t2.root_hash(), &k(1), &[1]).is_err());
+        assert!(p.verify(&t.root_hash(), &k(1), &[1]).is_ok());
+    }
+
+    proptest! {
+        #[test]
+        fn behaves_like_a_btreemap(ops in proptest::collection::vec((0u32..64, proptest::option::of(any::<u8>())), 1..200)) {
+            let mut t = Trie::new();
+            let mut m = BTreeMap::new();
+            for (key, val) in ops {
+                match val {
+                    Some(v) => { t.insert(&k(key), vec![v]).unwrap(); m.insert(k(key), vec![v]); }
+                    None => { prop_assert_eq!(t.remove(&k(key)), m.remove(&k(key)).is_some()); }
+                }
+            }
+            prop_assert_eq!(t.len(), m.len());
+            let scanned: Vec<(Vec<u8>, Vec<u8>)> = t.scan_prefix(&[7]).into_iter().map(|(a, b)| (a.to_vec(), b.to_vec())).collect();
+            let expected: Vec<(Vec<u8>, Vec<u8>)> = m.clone().into_iter().collect();
+            prop_assert_eq!(scanned, expected);
+            // Same content, built in key order, gives the same root.
+            let mut t2 = Trie::new();
+            for (a, b) in &m { t2.insert(a, b.clone()).unwrap(); }
+            prop_assert_eq!(t.root_hash(), t2.root_hash());
+        }
+    }
+}

@@ -1,0 +1,308 @@
+//! The vocabulary of the consortium: roles, privacy levels, purposes, sharing modes, members,
+//! the policy, and the catalog's dataset descriptions.
+
+use crate::codec::{List, Text};
+use crate::ids::{ContractId, DatasetId, GrantId, Hash, MemberId};
+use crate::{PublicKey, codec_enum, codec_struct, unit_enum};
+use serde::{Deserialize, Serialize};
+
+unit_enum!(
+    /// What a user may do for their institution.
+    Role {
+        1 => Steward = "steward",
+        2 => DataCommittee = "data_committee",
+        3 => EthicsCommittee = "ethics_committee",
+        4 => Researcher = "researcher",
+        5 => Clinician = "clinician",
+        6 => ClaimsOfficer = "claims_officer",
+        7 => Auditor = "auditor",
+        8 => Patient = "patient",
+    }
+);
+
+unit_enum!(
+    /// Privacy level of a field or resource type (DESIGN §3); a request's level is the highest
+    /// level it touches.
+    Level {
+        /// De-identified, k-anonymous, or aggregate only.
+        1 => L1 = "L1",
+        /// Pseudonymized record-level.
+        2 => L2 = "L2",
+        /// Identifiable clinical record.
+        3 => L3 = "L3",
+        /// Genomic, mental health, HIV/STI, reproductive, substance use.
+        4 => L4 = "L4",
+    }
+);
+
+unit_enum!(
+    /// Why data is used.
+    Purpose {
+        1 => Treatment = "treatment",
+        2 => PatientAccess = "patient_access",
+        3 => Research = "research",
+        4 => Teaching = "teaching",
+        5 => InsuranceClaim = "insurance_claim",
+        6 => PublicHealth = "public_health",
+        7 => DrugSafety = "drug_safety",
+        8 => QualityManagement = "quality_management",
+    }
+);
+
+unit_enum!(
+    /// How data is shared (DESIGN §3).
+    Mode {
+        /// A de-identified extract published with its hash.
+        1 => OpenPool = "open_pool",
+        /// Record-level FHIR delivered node to node.
+        2 => RecordSharing = "record_sharing",
+        /// Compute-to-data: only results leave.
+        3 => Compute = "compute",
+    }
+);
+
+unit_enum!(
+    /// What kind of institution a member is.
+    MemberKind {
+        1 => Hospital = "hospital",
+        2 => Insurer = "insurer",
+        3 => Pharma = "pharma",
+        4 => ResearchInstitute = "research_institute",
+        5 => PublicHealthAgency = "public_health_agency",
+        6 => Regulator = "regulator",
+    }
+);
+
+unit_enum!(
+    /// Who must give an approval: one per data-owning institution, or one for the consortium.
+    ApprovalScope {
+        1 => PerOwner = "per_owner",
+        2 => Consortium = "consortium",
+    }
+);
+
+/// A member institution as registered on the ledger.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Member {
+    /// Its identifier.
+    pub id: MemberId,
+    /// Display name.
+    pub name: Text<128>,
+    /// Kind of institution.
+    pub kind: MemberKind,
+    /// The institution's own signing key (its node and its governance votes).
+    pub key: PublicKey,
+    /// Its X25519 key-agreement public key, for secure aggregation between sites.
+    pub agreement_key: Hash,
+}
+codec_struct!(Member {
+    id: MemberId,
+    name: Text<128>,
+    kind: MemberKind,
+    key: PublicKey,
+    agreement_key: Hash,
+});
+
+/// One approval a contract of some level needs.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Requirement {
+    /// The level this requirement applies to (and every higher level inherits it).
+    pub level: Level,
+    /// The role that must approve.
+    pub role: Role,
+    /// One approval per data owner, or one for the consortium.
+    pub scope: ApprovalScope,
+}
+codec_struct!(Requirement {
+    level: Level,
+    role: Role,
+    scope: ApprovalScope,
+});
+
+/// The consortium's policy, changed only by a 2/3 member vote.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Policy {
+    /// Votes needed to pass a proposal: `yes * den >= members * num`.
+    pub vote_num: u32,
+    /// See `vote_num`.
+    pub vote_den: u32,
+    /// Approvals by level; a requirement of level `l` applies to every request of level `>= l`.
+    pub requirements: List<Requirement, 32>,
+    /// Small-cell suppression threshold for released aggregates.
+    pub min_cell_k: u32,
+    /// Longest lifetime of a data-use contract, in milliseconds.
+    pub max_contract_ms: u64,
+    /// Largest epsilon budget of one contract, in micro-epsilon.
+    pub max_epsilon_micro: u64,
+    /// Purposes that need no explicit patient consent (below L4).
+    pub implied_consent: List<Purpose, 8>,
+    /// How long a governance proposal stays open, in milliseconds.
+    pub proposal_ttl_ms: u64,
+}
+codec_struct!(Policy {
+    vote_num: u32,
+    vote_den: u32,
+    requirements: List<Requirement, 32>,
+    min_cell_k: u32,
+    max_contract_ms: u64,
+    max_epsilon_micro: u64,
+    implied_consent: List<Purpose, 8>,
+    proposal_ttl_ms: u64,
+});
+
+impl Default for Policy {
+    /// The defaults of DESIGN §3: L2 needs the owner's steward; L3 adds the data and ethics
+    /// committees; L4 adds the regulator.
+    fn default() -> Self {
+        let req = |level, role, scope| Requirement { level, role, scope };
+        Self {
+            vote_num: 2,
+            vote_den: 3,
+            requirements: List::new(vec![
+                req(Level::L2, Role::Steward, ApprovalScope::PerOwner),
+                req(Level::L3, Role::DataCommittee, ApprovalScope::Consortium),
+                req(Level::L3, Role::EthicsCommittee, ApprovalScope::Consortium),
+                req(Level::L4, Role::Auditor, ApprovalScope::Consortium),
+            ])
+            .unwrap_or_default(),
+            min_cell_k: 10,
+            max_contract_ms: 2 * 365 * 24 * 3600 * 1000,
+            max_epsilon_micro: 10_000_000,
+            implied_consent: List::new(vec![
+                Purpose::Treatment,
+                Purpose::PatientAccess,
+                Purpose::PublicHealth,
+                Purpose::QualityManagement,
+            ])
+            .unwrap_or_default(),
+            proposal_ttl_ms: 7 * 24 * 3600 * 1000,
+        }
+    }
+}
+
+/// One field of a catalog table, with its privacy level and quality figures.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FieldDesc {
+    /// Column name.
+    pub name: Text<64>,
+    /// Privacy level.
+    pub level: Level,
+    /// Share of missing values, parts per million.
+    pub missing_ppm: u32,
+    /// Share of invalid or unknown codes, parts per million.
+    pub invalid_ppm: u32,
+}
+codec_struct!(FieldDesc {
+    name: Text<64>,
+    level: Level,
+    missing_ppm: u32,
+    invalid_ppm: u32,
+});
+
+/// One table of a dataset: counts and quality, never data.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TableDesc {
+    /// Table name (e.g. `condition_occurrence`).
+    pub name: Text<64>,
+    /// Row count.
+    pub rows: u64,
+    /// Share of duplicate rows, parts per million.
+    pub duplicate_ppm: u32,
+    /// Share of implausible rows, parts per million.
+    pub implausible_ppm: u32,
+    /// Its fields.
+    pub fields: List<FieldDesc, 128>,
+}
+codec_struct!(TableDesc {
+    name: Text<64>,
+    rows: u64,
+    duplicate_ppm: u32,
+    implausible_ppm: u32,
+    fields: List<FieldDesc, 128>,
+});
+
+/// A catalog entry: what a dataset holds, described without any of its data.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DatasetDescription {
+    /// The dataset's identifier.
+    pub id: DatasetId,
+    /// A title.
+    pub title: Text<256>,
+    /// Version, increasing with each publication.
+    pub version: u32,
+    /// Its tables.
+    pub tables: List<TableDesc, 32>,
+    /// Hash of the dataset's content at publication.
+    pub content_hash: Hash,
+}
+codec_struct!(DatasetDescription {
+    id: DatasetId,
+    title: Text<256>,
+    version: u32,
+    tables: List<TableDesc, 32>,
+    content_hash: Hash,
+});
+
+impl DatasetDescription {
+    /// The level of `table.field`, if the dataset has it.
+    pub fn field_level(&self, table: &str, field: &str) -> Option<Level> {
+        self.tables
+            .iter()
+            .find(|t| t.name.as_str() == table)?
+            .fields
+            .iter()
+            .find(|f| f.name.as_str() == field)
+            .map(|f| f.level)
+    }
+}
+
+/// A field a request asks for.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct FieldRef {
+    /// The dataset.
+    pub dataset: DatasetId,
+    /// The table.
+    pub table: Text<64>,
+    /// The field.
+    pub field: Text<64>,
+}
+codec_struct!(FieldRef {
+    dataset: DatasetId,
+    table: Text<64>,
+    field: Text<64>,
+});
+
+/// A contributing institution and how many records it contributed to a result.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Contribution {
+    /// The institution.
+    pub member: MemberId,
+    /// Records (patients) it contributed.
+    pub records: u64,
+}
+codec_struct!(Contribution {
+    member: MemberId,
+    records: u64,
+});
+
+/// On what authority records were delivered.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AccessBasis {
+    /// A patient's authorization grant.
+    Grant(GrantId),
+    /// An approved data-use contract in record-sharing mode.
+    Contract(ContractId),
+}
+codec_enum!(AccessBasis {
+    1 => Grant(GrantId),
+    2 => Contract(ContractId),
+});
+
+unit_enum!(
+    /// A patient's answer for a purpose (or one study).
+    Decision {
+        1 => Allow = "allow",
+        2 => Deny = "deny",
+    }
+);
