@@ -152,6 +152,7 @@ impl State {
         }
         let map = |e: TxError| err(e.to_string());
         s.put(&keys::chain_id(), &g.chain_id).map_err(map)?;
+        s.chain_id = Some(g.chain_id.clone());
         s.put(&keys::policy(), &g.policy).map_err(map)?;
         for gm in &g.members {
             let m = &gm.member;
@@ -176,6 +177,7 @@ impl State {
                 &KeyRecord {
                     principal: Principal::Member(m.id.clone()),
                     retired: false,
+                    nonce: 0,
                 },
             )
             .map_err(map)?;
@@ -214,6 +216,7 @@ impl State {
                 &KeyRecord {
                     principal: Principal::User(u.id.clone()),
                     retired: false,
+                    nonce: 0,
                 },
             )
             .map_err(map)?;
@@ -252,6 +255,9 @@ impl State {
     }
 
     fn check_envelope(&self, tx: &SignedTx) -> Result<(), TxError> {
+        if self.chain_id.as_ref() == Some(&tx.body.chain_id) {
+            return Ok(());
+        }
         let chain = self.chain_id()?;
         if tx.body.chain_id != chain {
             return Err(TxError::ChainId {
@@ -310,7 +316,8 @@ impl State {
     fn execute(&mut self, tx: &SignedTx, ctx: &BlockContext) -> Result<Receipt, TxError> {
         self.check_envelope(tx)?;
         let key = &tx.body.signer;
-        let expected = self.next_nonce(key)?;
+        let record = self.key_record(key)?;
+        let expected = record.as_ref().map_or(0, |r| r.nonce);
         if tx.body.nonce != expected {
             return Err(TxError::Nonce {
                 signer: key.to_hex(),
@@ -318,8 +325,13 @@ impl State {
                 got: tx.body.nonce,
             });
         }
-        let signer = self.resolve_signer(key)?;
-        self.put(&keys::nonce(key), &(expected + 1))?;
+        let signer = self.resolve_signer(key, record.as_ref())?;
+        if let Some(mut r) = record {
+            // An unknown key (a patient registering) gets its record, with nonce 1, from the
+            // handler.
+            r.nonce = expected + 1;
+            self.put(&keys::principal(key), &r)?;
+        }
         let nonce = tx.body.nonce;
         match &tx.body.payload {
             Payload::AddMember(p) => {
@@ -359,14 +371,14 @@ impl State {
         }
     }
 
-    fn resolve_signer(&self, key: &PublicKey) -> Result<Signer, TxError> {
-        let Some(rec) = self.key_record(key)? else {
+    fn resolve_signer(&self, key: &PublicKey, rec: Option<&KeyRecord>) -> Result<Signer, TxError> {
+        let Some(rec) = rec else {
             return Ok(Signer::Unknown);
         };
         if rec.retired {
             return Err(TxError::RetiredKey { key: key.to_hex() });
         }
-        match rec.principal {
+        match rec.principal.clone() {
             Principal::Member(id) => {
                 let m = self.active_member(&id)?;
                 Ok(Signer::Member(m))
@@ -567,6 +579,7 @@ impl State {
                     &KeyRecord {
                         principal: Principal::Member(m.id.clone()),
                         retired: false,
+                        nonce: 0,
                     },
                 )?;
             }
@@ -615,6 +628,7 @@ impl State {
             &KeyRecord {
                 principal: Principal::User(p.user.clone()),
                 retired: false,
+                nonce: 0,
             },
         )?;
         Ok(Receipt::new("register_user"))
@@ -665,6 +679,7 @@ impl State {
             &KeyRecord {
                 principal: principal.clone(),
                 retired: true,
+                nonce: nonce + 1,
             },
         )?;
         self.put(
@@ -672,6 +687,7 @@ impl State {
             &KeyRecord {
                 principal,
                 retired: false,
+                nonce: 0,
             },
         )?;
         Ok(Receipt::new("rotate_key"))
@@ -708,6 +724,7 @@ impl State {
             &KeyRecord {
                 principal: Principal::Patient(id),
                 retired: false,
+                nonce: 1,
             },
         )?;
         Ok(Receipt::created("register_patient", Created::Patient(id)))

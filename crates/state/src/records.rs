@@ -17,10 +17,8 @@ use serde::{Deserialize, Serialize};
 pub mod tag {
     /// Chain-wide values (chain id, policy).
     pub const META: u8 = 0x01;
-    /// Public key → principal.
+    /// Public key → principal and next nonce.
     pub const KEY: u8 = 0x02;
-    /// Public key → next nonce.
-    pub const NONCE: u8 = 0x03;
     /// Member records.
     pub const MEMBER: u8 = 0x04;
     /// Member credit balances.
@@ -68,10 +66,6 @@ pub mod keys {
     /// A public key's principal.
     pub fn principal(key: &PublicKey) -> Vec<u8> {
         key_of(tag::KEY, key)
-    }
-    /// A public key's next nonce.
-    pub fn nonce(key: &PublicKey) -> Vec<u8> {
-        key_of(tag::NONCE, key)
     }
     /// A member.
     pub fn member(id: &MemberId) -> Vec<u8> {
@@ -160,10 +154,13 @@ pub struct KeyRecord {
     pub principal: Principal,
     /// Replaced by a rotation: it can never sign again.
     pub retired: bool,
+    /// The next nonce this key must use (replay protection).
+    pub nonce: u64,
 }
 codec_struct!(KeyRecord {
     principal: Principal,
-    retired: bool
+    retired: bool,
+    nonce: u64
 });
 
 /// A member's record.

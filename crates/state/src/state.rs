@@ -14,6 +14,9 @@ use medspace_types::{
 #[derive(Clone, Debug, Default)]
 pub struct State {
     pub(crate) trie: Trie,
+    /// The chain id, fixed at genesis (a copy of the `META` record, kept at hand because every
+    /// transaction checks it).
+    pub(crate) chain_id: Option<Name>,
 }
 
 /// The block a transaction executes in: the only clock the state machine reads.
@@ -104,7 +107,7 @@ impl State {
 
     /// The next nonce a key must use.
     pub fn next_nonce(&self, key: &PublicKey) -> Result<u64, TxError> {
-        Ok(self.get::<u64>(&keys::nonce(key))?.unwrap_or(0))
+        Ok(self.key_record(key)?.map_or(0, |r| r.nonce))
     }
 
     /// A member.
