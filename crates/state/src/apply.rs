@@ -152,12 +152,18 @@ impl State {
         }
         let map = |e: TxError| err(e.to_string());
         s.put(&keys::chain_id(), &g.chain_id).map_err(map)?;
-        s.chain_id = Some(g.chain_id.clone());
+        s.chain_id = Some(std::sync::Arc::new(g.chain_id.clone()));
         s.put(&keys::policy(), &g.policy).map_err(map)?;
         for gm in &g.members {
             let m = &gm.member;
             if s.member(&m.id).map_err(map)?.is_some() {
                 return Err(err(format!("duplicate member `{}`", m.id)));
+            }
+            if !m.key.is_valid() {
+                return Err(err(format!(
+                    "key of member `{}` is not a valid ed25519 key",
+                    m.id
+                )));
             }
             if s.key_record(&m.key).map_err(map)?.is_some() {
                 return Err(err(format!("key of member `{}` used twice", m.id)));
@@ -197,6 +203,12 @@ impl State {
             }
             if s.user(&u.id).map_err(map)?.is_some() {
                 return Err(err(format!("duplicate user `{}`", u.id)));
+            }
+            if !u.key.is_valid() {
+                return Err(err(format!(
+                    "key of user `{}` is not a valid ed25519 key",
+                    u.id
+                )));
             }
             if s.key_record(&u.key).map_err(map)?.is_some() {
                 return Err(err(format!("key of user `{}` used twice", u.id)));
@@ -255,7 +267,7 @@ impl State {
     }
 
     fn check_envelope(&self, tx: &SignedTx) -> Result<(), TxError> {
-        if self.chain_id.as_ref() == Some(&tx.body.chain_id) {
+        if self.chain_id.as_deref() == Some(&tx.body.chain_id) {
             return Ok(());
         }
         let chain = self.chain_id()?;
@@ -456,6 +468,9 @@ impl State {
     fn validate_action(&self, action: &GovAction) -> Result<(), TxError> {
         match action {
             GovAction::AddMember(a) => {
+                if !a.member.key.is_valid() {
+                    return Err(invalid("key", "not a valid ed25519 public key"));
+                }
                 if self.member(&a.member.id)?.is_some() {
                     return Err(TxError::AlreadyExists {
                         what: "member",
@@ -601,6 +616,9 @@ impl State {
                 have: signer.describe(),
             });
         };
+        if !p.key.is_valid() {
+            return Err(invalid("key", "not a valid ed25519 public key"));
+        }
         if p.role == Role::Patient {
             return Err(invalid(
                 "role",
@@ -1771,6 +1789,30 @@ pub fn split_fee(fee: u64, contributions: &[Contribution]) -> Vec<(MemberId, u64
     out
 }
 
+/// Decompressed signer keys, memoized: decompressing a point (a field square root) costs about
+/// as much as the rest of a signature check, and the same institutions, users and patients sign
+/// transaction after transaction. A pure function's memo: it cannot change any outcome.
+fn verifier_of(key: &PublicKey) -> Option<ed25519::PublicKey> {
+    use std::collections::HashMap;
+    use std::sync::{Mutex, OnceLock};
+    const MAX: usize = 1 << 16;
+    static CACHE: OnceLock<Mutex<HashMap<PublicKey, ed25519::PublicKey>>> = OnceLock::new();
+    let cache = CACHE.get_or_init(|| Mutex::new(HashMap::new()));
+    if let Ok(map) = cache.lock()
+        && let Some(k) = map.get(key)
+    {
+        return Some(k.clone());
+    }
+    let k = key.verifier()?;
+    if let Ok(mut map) = cache.lock() {
+        if map.len() >= MAX {
+            map.clear();
+        }
+        map.insert(key.clone(), k.clone());
+    }
+    Some(k)
+}
+
 /// Checks every signature of a block, in one batch when all are good.
 pub fn verify_signatures(txs: &[SignedTx]) -> Vec<bool> {
     if txs.is_empty() {
@@ -1794,14 +1836,24 @@ pub fn verify_signatures(txs: &[SignedTx]) -> Vec<bool> {
     }
     let (_, seed) = commonware_cryptography::Hasher::finalize(seed);
     let mut rng = ChaCha20Rng::from_seed(seed.0);
-    let items: Vec<(usize, &SignedTx)> = txs.iter().enumerate().collect();
+    let signers: Vec<Option<ed25519::PublicKey>> =
+        txs.iter().map(|t| verifier_of(&t.body.signer)).collect();
+    if signers.iter().any(Option::is_none) {
+        return txs.iter().map(SignedTx::verify_signature).collect();
+    }
+    let items: Vec<(usize, &ed25519::PublicKey, &SignedTx)> = txs
+        .iter()
+        .zip(signers.iter())
+        .enumerate()
+        .filter_map(|(i, (tx, k))| k.as_ref().map(|k| (i, k, tx)))
+        .collect();
     let ok = ed25519::PublicKey::verify_batch(
         &mut rng,
         &items,
-        |_, (i, tx)| BatchEntry {
+        |_, (i, key, tx)| BatchEntry {
             namespace: TX_NAMESPACE,
             message: bodies.get(*i).map_or(&[][..], |b| &b[..]),
-            public_key: &tx.body.signer.0,
+            public_key: key,
             signature: &tx.signature.0,
         },
         &Sequential,

@@ -16,7 +16,7 @@ pub struct State {
     pub(crate) trie: Trie,
     /// The chain id, fixed at genesis (a copy of the `META` record, kept at hand because every
     /// transaction checks it).
-    pub(crate) chain_id: Option<Name>,
+    pub(crate) chain_id: Option<std::sync::Arc<Name>>,
 }
 
 /// The block a transaction executes in: the only clock the state machine reads.
@@ -73,11 +73,11 @@ impl State {
     }
 
     pub(crate) fn put<T: Encode>(&mut self, key: &[u8], value: &T) -> Result<(), TxError> {
-        self.trie
-            .insert(key, value.encode().to_vec())
-            .map_err(|_| TxError::Corrupt {
-                table: key.first().copied().unwrap_or(0),
-            })
+        let mut bytes = Vec::with_capacity(value.encode_size());
+        value.write(&mut bytes);
+        self.trie.insert(key, bytes).map_err(|_| TxError::Corrupt {
+            table: key.first().copied().unwrap_or(0),
+        })
     }
 
     pub(crate) fn scan<T: Decode<Cfg = ()>>(&self, prefix: &[u8]) -> Result<Vec<T>, TxError> {

@@ -16,7 +16,7 @@
 //! Keys must be prefix-free (no key is a proper prefix of another); the state layer builds every
 //! key from a table tag and fixed-size or length-prefixed parts, which guarantees it.
 //!
-//! Hashes (SHA-256): `leaf = H(0x00 | len(key) u32 | key | H(value))`,
+//! Hashes (SHA-256): `leaf = H(0x00 | len(key) u32 | key | value)`,
 //! `branch = H(0x01 | bit u32 | left | right)`, the empty map is `H("medspace/trie/empty")`.
 
 use medspace_types::Hash;
@@ -69,8 +69,7 @@ fn crit_bit(a: &[u8], b: &[u8]) -> Option<u32> {
 }
 
 fn leaf_hash(key: &[u8], value: &[u8]) -> Hash {
-    let vh = Hash::of(&[value]);
-    Hash::of(&[&[0u8], &(key.len() as u32).to_be_bytes(), key, &vh.0])
+    Hash::of(&[&[0u8], &(key.len() as u32).to_be_bytes(), key, value])
 }
 
 fn branch_hash(bit: u32, left: &Hash, right: &Hash) -> Hash {
@@ -181,28 +180,23 @@ impl Trie {
             self.len = 1;
             return Ok(());
         };
-        // Find the closest existing key by following the key's bits.
-        let mut node = &*root;
-        let closest = loop {
-            match node {
-                Node::Leaf { key: k, .. } => break &**k,
-                Node::Branch {
-                    bit, left, right, ..
-                } => node = if bit_at(key, *bit) { right } else { left },
+        // Most writes update an existing record: one walk that copies the path on the way back.
+        let crit = match replace(&root, key, &value) {
+            Replaced::Done(new_root) => {
+                self.root = Some(new_root);
+                return Ok(());
             }
+            Replaced::Absent(crit) => crit,
         };
-        match crit_bit(key, closest) {
-            None if closest == key => {
-                self.root = Some(replace(&root, key, value));
-            }
-            None => return Err(TrieError::PrefixConflict { len: key.len() }),
+        match crit {
+            None => Err(TrieError::PrefixConflict { len: key.len() }),
             Some(crit) => {
                 let leaf = Node::leaf(key, value);
                 self.root = Some(insert_at(&root, key, leaf, crit));
                 self.len += 1;
+                Ok(())
             }
         }
-        Ok(())
     }
 
     /// Removes `key`; returns whether it was present.
@@ -284,16 +278,35 @@ impl Trie {
     }
 }
 
-fn replace(node: &Arc<Node>, key: &[u8], value: Arc<[u8]>) -> Arc<Node> {
+enum Replaced {
+    /// The key was present: the new root.
+    Done(Arc<Node>),
+    /// The key was absent: the first bit where it differs from the closest existing key, where
+    /// the new leaf branches off (`None`: one key is a prefix of the other).
+    Absent(Option<u32>),
+}
+
+fn replace(node: &Arc<Node>, key: &[u8], value: &Arc<[u8]>) -> Replaced {
     match &**node {
-        Node::Leaf { .. } => Node::leaf(key, value),
+        Node::Leaf { key: k, .. } => {
+            if &**k == key {
+                Replaced::Done(Node::leaf(key, value.clone()))
+            } else {
+                Replaced::Absent(crit_bit(key, k))
+            }
+        }
         Node::Branch {
             bit, left, right, ..
         } => {
-            if bit_at(key, *bit) {
-                Node::branch(*bit, left.clone(), replace(right, key, value))
-            } else {
-                Node::branch(*bit, replace(left, key, value), right.clone())
+            let go_right = bit_at(key, *bit);
+            let child = if go_right { right } else { left };
+            match replace(child, key, value) {
+                Replaced::Done(new_child) => Replaced::Done(if go_right {
+                    Node::branch(*bit, left.clone(), new_child)
+                } else {
+                    Node::branch(*bit, new_child, right.clone())
+                }),
+                absent => absent,
             }
         }
     }

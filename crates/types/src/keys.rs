@@ -9,25 +9,55 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use std::fmt;
 use std::str::FromStr;
 
-/// An ed25519 public key.
+/// An ed25519 public key, kept as its 32-byte encoding.
+///
+/// Decoding does not decompress the curve point: records that hold keys are read on every
+/// transaction, and point decompression (a field square root) would dominate the state
+/// machine's time. The point is decompressed, and so validated, where a key is used to verify a
+/// signature ([`PublicKey::verify`], [`PublicKey::verifier`]) and where the ledger registers a
+/// key ([`PublicKey::is_valid`]). Equality, order and hashing use the encoding.
 #[derive(Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct PublicKey(pub ed25519::PublicKey);
+pub struct PublicKey([u8; 32]);
 
 impl PublicKey {
-    /// Checks `sig` over `msg` in the signing namespace `namespace`.
+    /// The key from its 32-byte encoding (not validated: see [`PublicKey::is_valid`]).
+    pub fn from_bytes(bytes: [u8; 32]) -> Self {
+        Self(bytes)
+    }
+
+    /// The decompressed key, or `None` if the bytes are not a valid ed25519 point.
+    pub fn verifier(&self) -> Option<ed25519::PublicKey> {
+        ed25519::PublicKey::decode(bytes::Bytes::copy_from_slice(&self.0)).ok()
+    }
+
+    /// Whether the bytes encode a valid ed25519 public key.
+    pub fn is_valid(&self) -> bool {
+        self.verifier().is_some()
+    }
+
+    /// Checks `sig` over `msg` in the signing namespace `namespace`; false for an invalid key.
     pub fn verify(&self, namespace: &[u8], msg: &[u8], sig: &Signature) -> bool {
-        self.0.verify(namespace, msg, &sig.0)
+        self.verifier()
+            .is_some_and(|k| k.verify(namespace, msg, &sig.0))
     }
 
     /// Lowercase hex of the 32 bytes.
     pub fn to_hex(&self) -> String {
-        hex::encode(self.0.as_ref())
+        hex::encode(self.0)
+    }
+}
+
+impl From<ed25519::PublicKey> for PublicKey {
+    fn from(k: ed25519::PublicKey) -> Self {
+        let mut b = [0u8; 32];
+        b.copy_from_slice(k.as_ref());
+        Self(b)
     }
 }
 
 impl AsRef<[u8]> for PublicKey {
     fn as_ref(&self) -> &[u8] {
-        self.0.as_ref()
+        &self.0
     }
 }
 
@@ -50,12 +80,18 @@ impl FromStr for PublicKey {
             what: "public key",
             reason: "not hex",
         })?;
-        ed25519::PublicKey::decode(bytes)
-            .map(Self)
-            .map_err(|_| TypeError::Malformed {
+        let arr: [u8; 32] = bytes.try_into().map_err(|_| TypeError::Malformed {
+            what: "public key",
+            reason: "not 32 bytes",
+        })?;
+        let key = Self(arr);
+        if !key.is_valid() {
+            return Err(TypeError::Malformed {
                 what: "public key",
                 reason: "not a valid ed25519 point",
-            })
+            });
+        }
+        Ok(key)
     }
 }
 
@@ -75,7 +111,7 @@ impl<'de> Deserialize<'de> for PublicKey {
 
 impl Write for PublicKey {
     fn write(&self, buf: &mut impl BufMut) {
-        self.0.write(buf)
+        buf.put_slice(&self.0);
     }
 }
 
@@ -86,7 +122,7 @@ impl FixedSize for PublicKey {
 impl Read for PublicKey {
     type Cfg = ();
     fn read_cfg(buf: &mut impl Buf, _: &()) -> Result<Self, Error> {
-        Ok(Self(ed25519::PublicKey::read(buf)?))
+        Ok(Self(<[u8; 32]>::read(buf)?))
     }
 }
 
@@ -161,7 +197,7 @@ impl Keypair {
 
     /// The public key.
     pub fn public(&self) -> PublicKey {
-        PublicKey(self.private.public_key())
+        PublicKey::from(self.private.public_key())
     }
 
     /// Signs `msg` in `namespace`.
