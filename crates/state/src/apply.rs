@@ -815,10 +815,10 @@ impl State {
         let l4_opt_in = l4 && state == ConsentState::Allow;
         // Several changes in one block: the last one wins for that height.
         if rec.current().is_some_and(|c| c.height == ctx.height) {
-            rec.history.as_mut_slice().last_mut().map(|c| {
+            if let Some(c) = rec.history.as_mut_slice().last_mut() {
                 c.state = state;
                 c.l4_opt_in = l4_opt_in;
-            });
+            }
         } else {
             rec.history.keep_last(CONSENT_HISTORY - 1);
             rec.history

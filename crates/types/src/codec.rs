@@ -48,7 +48,7 @@ impl<const MAX: usize> fmt::Display for Text<MAX> {
 
 impl<const MAX: usize> Write for Text<MAX> {
     fn write(&self, buf: &mut impl BufMut) {
-        self.0.as_bytes().len().write(buf);
+        self.0.len().write(buf);
         buf.put_slice(self.0.as_bytes());
     }
 }
