@@ -1,0 +1,607 @@
+//! medspace-api: the node's HTTP/JSON API (axum).
+//!
+//! One router per node, generic over [`Ledger`] — what the node knows: the state at its last
+//! finalized block with the anchor (block header and finality certificate) that commits to its
+//! root, a mempool to submit to, and the status of submitted transactions. The chain crate
+//! implements [`Ledger`] for a running node; tests implement it over an in-process state.
+//!
+//! - `POST /v1/tx` takes a signed transaction (its canonical bytes); the transaction carries its
+//!   own signature, so no request signature is needed. Body size and request rate are limited.
+//! - Every `GET /v1/...` read of ledger records must be a signed request ([`auth`]) from a key the
+//!   ledger knows; a patient's routes answer only that patient (or the regulator's auditor).
+//! - Record routes answer the record, its canonical bytes, its inclusion proof and the anchor.
+//! - `GET /v1/health` and `GET /openapi.json` are open.
+#![cfg_attr(
+    not(test),
+    deny(clippy::unwrap_used, clippy::expect_used, clippy::panic)
+)]
+
+pub mod auth;
+mod openapi;
+
+use axum::body::Bytes;
+use axum::extract::{DefaultBodyLimit, Path, Query, Request, State as AxState};
+use axum::http::{HeaderMap, Method, StatusCode, Uri};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use medspace_state::records::{Principal, keys};
+use medspace_state::{Proven, State, records::ContractRecord};
+use medspace_types::{
+    ContractId, GrantId, Hash, JobId, MAX_TX_BYTES, PatientId, Role, SignedTx, UserId,
+};
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use tokio::sync::Mutex;
+
+pub use openapi::openapi;
+
+/// The state a node answers from.
+#[derive(Clone)]
+pub struct Snapshot {
+    /// The state after the last finalized block.
+    pub state: State,
+    /// That block's height.
+    pub height: u64,
+    /// That block's time.
+    pub time_ms: u64,
+    /// What commits to the state root: the block header and its finality certificate, as the
+    /// chain layer presents them.
+    pub anchor: Value,
+}
+
+/// Where a submitted transaction stands.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[serde(tag = "status", rename_all = "snake_case")]
+pub enum TxStatus {
+    /// Never seen (or forgotten).
+    Unknown,
+    /// In the mempool.
+    Pending,
+    /// In a finalized block and applied.
+    Finalized {
+        /// The block.
+        height: u64,
+        /// The receipt (what it created, what followed).
+        receipt: Value,
+    },
+    /// In a finalized block, refused by the state machine (changing nothing).
+    Refused {
+        /// The block.
+        height: u64,
+        /// Why.
+        reason: String,
+    },
+}
+
+/// Why a transaction was not admitted to the mempool.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SubmitError {
+    /// It can never be valid (bad signature, wrong chain, replayed nonce...).
+    #[error("{0}")]
+    Invalid(String),
+    /// Already in the mempool or the chain.
+    #[error("duplicate transaction id={0}")]
+    Duplicate(Hash),
+    /// The mempool is full: try again later.
+    #[error("mempool full: try again later")]
+    Full,
+}
+
+/// What a node offers the API.
+pub trait Ledger: Send + Sync + 'static {
+    /// The state at the last finalized block.
+    fn snapshot(&self) -> Snapshot;
+    /// Admits a transaction to the mempool.
+    fn submit(&self, tx: SignedTx) -> Result<Hash, SubmitError>;
+    /// A transaction's status.
+    fn tx_status(&self, id: &Hash) -> TxStatus;
+}
+
+/// Limits of the API.
+#[derive(Clone, Debug)]
+pub struct Limits {
+    /// Requests per second over all callers (token bucket).
+    pub requests_per_sec: u32,
+    /// Burst size.
+    pub burst: u32,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            requests_per_sec: 2000,
+            burst: 4000,
+        }
+    }
+}
+
+struct Bucket {
+    tokens: f64,
+    last: Instant,
+}
+
+struct Ctx<L> {
+    ledger: Arc<L>,
+    limits: Limits,
+    bucket: Mutex<Bucket>,
+}
+
+/// An API error: a status and a lowercase message.
+#[derive(Debug)]
+pub struct ApiError(StatusCode, String);
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        (self.0, Json(json!({ "error": self.1 }))).into_response()
+    }
+}
+
+fn bad(msg: impl Into<String>) -> ApiError {
+    ApiError(StatusCode::BAD_REQUEST, msg.into())
+}
+
+fn not_found(msg: impl Into<String>) -> ApiError {
+    ApiError(StatusCode::NOT_FOUND, msg.into())
+}
+
+fn internal(e: impl std::fmt::Display) -> ApiError {
+    ApiError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string())
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+/// The router of a node's API.
+pub fn router<L: Ledger>(ledger: Arc<L>, limits: Limits) -> Router {
+    let burst = f64::from(limits.burst);
+    let ctx = Arc::new(Ctx {
+        ledger,
+        limits,
+        bucket: Mutex::new(Bucket {
+            tokens: burst,
+            last: Instant::now(),
+        }),
+    });
+    Router::new()
+        .route("/v1/health", get(health::<L>))
+        .route("/openapi.json", get(|| async { Json(openapi()) }))
+        .route(
+            "/v1/tx",
+            post(submit_tx::<L>).layer(DefaultBodyLimit::max(MAX_TX_BYTES)),
+        )
+        .route("/v1/tx/{id}", get(tx_status::<L>))
+        .route("/v1/status", get(status::<L>))
+        .route("/v1/catalog", get(catalog::<L>))
+        .route("/v1/members", get(members::<L>))
+        .route("/v1/contracts", get(contracts::<L>))
+        .route("/v1/contracts/{id}", get(contract::<L>))
+        .route("/v1/jobs/{id}", get(job::<L>))
+        .route("/v1/grants/{id}", get(grant::<L>))
+        .route("/v1/users/{id}/approvals", get(approvals::<L>))
+        .route("/v1/patients/{id}/log", get(patient_log::<L>))
+        .route("/v1/patients/{id}/consents", get(patient_consents::<L>))
+        .route("/v1/patients/{id}/grants", get(patient_grants::<L>))
+        .route("/v1/records/{key}", get(record::<L>))
+        .layer(middleware::from_fn_with_state(ctx.clone(), rate_limit::<L>))
+        .with_state(ctx)
+}
+
+async fn rate_limit<L: Ledger>(
+    AxState(ctx): AxState<Arc<Ctx<L>>>,
+    req: Request,
+    next: Next,
+) -> Response {
+    {
+        let mut b = ctx.bucket.lock().await;
+        let now = Instant::now();
+        let refill =
+            now.duration_since(b.last).as_secs_f64() * f64::from(ctx.limits.requests_per_sec);
+        b.tokens = (b.tokens + refill).min(f64::from(ctx.limits.burst));
+        b.last = now;
+        if b.tokens < 1.0 {
+            return ApiError(
+                StatusCode::TOO_MANY_REQUESTS,
+                "rate limit exceeded: slow down".into(),
+            )
+            .into_response();
+        }
+        b.tokens -= 1.0;
+    }
+    next.run(req).await
+}
+
+/// Who is calling, as the ledger knows them.
+struct Caller {
+    principal: Principal,
+    role: Option<Role>,
+}
+
+fn authenticate<L: Ledger>(
+    ctx: &Ctx<L>,
+    snap: &Snapshot,
+    method: &Method,
+    uri: &Uri,
+    headers: &HeaderMap,
+) -> Result<Caller, ApiError> {
+    let header = headers.get("authorization").and_then(|v| v.to_str().ok());
+    let pq = uri.path_and_query().map_or(uri.path(), |p| p.as_str());
+    let key = auth::verify_request(header, method.as_str(), pq, b"", now_ms())
+        .map_err(|e| ApiError(StatusCode::UNAUTHORIZED, e.to_string()))?;
+    let _ = ctx;
+    let rec = snap
+        .state
+        .key_record(&key)
+        .map_err(internal)?
+        .filter(|r| !r.retired)
+        .ok_or_else(|| {
+            ApiError(
+                StatusCode::FORBIDDEN,
+                format!("key={} is not registered on the ledger", key.to_hex()),
+            )
+        })?;
+    let role = match &rec.principal {
+        Principal::User(u) => snap.state.user(u).map_err(internal)?.map(|u| u.role),
+        _ => None,
+    };
+    Ok(Caller {
+        principal: rec.principal,
+        role,
+    })
+}
+
+fn may_read_patient(caller: &Caller, patient: &PatientId) -> Result<(), ApiError> {
+    match &caller.principal {
+        Principal::Patient(p) if p == patient => Ok(()),
+        _ if caller.role == Some(Role::Auditor) => Ok(()),
+        _ => Err(ApiError(
+            StatusCode::FORBIDDEN,
+            "only the patient (or the regulator's auditor) may read a patient's records".into(),
+        )),
+    }
+}
+
+#[derive(Serialize)]
+struct Anchored<T: Serialize> {
+    height: u64,
+    root: Hash,
+    anchor: Value,
+    #[serde(flatten)]
+    body: T,
+}
+
+fn anchored<T: Serialize>(snap: &Snapshot, body: T) -> Json<Anchored<T>> {
+    Json(Anchored {
+        height: snap.height,
+        root: snap.state.root(),
+        anchor: snap.anchor.clone(),
+        body,
+    })
+}
+
+async fn health<L: Ledger>(AxState(ctx): AxState<Arc<Ctx<L>>>) -> Json<Value> {
+    let s = ctx.ledger.snapshot();
+    Json(json!({ "status": "ok", "height": s.height }))
+}
+
+async fn submit_tx<L: Ledger>(
+    AxState(ctx): AxState<Arc<Ctx<L>>>,
+    body: Bytes,
+) -> Result<Json<Value>, ApiError> {
+    let tx = SignedTx::from_bytes(body).map_err(|e| bad(e.to_string()))?;
+    match ctx.ledger.submit(tx) {
+        Ok(id) => Ok(Json(json!({ "id": id }))),
+        Err(SubmitError::Invalid(m)) => Err(bad(m)),
+        Err(e @ SubmitError::Duplicate(_)) => Err(ApiError(StatusCode::CONFLICT, e.to_string())),
+        Err(e @ SubmitError::Full) => Err(ApiError(StatusCode::SERVICE_UNAVAILABLE, e.to_string())),
+    }
+}
+
+async fn tx_status<L: Ledger>(
+    AxState(ctx): AxState<Arc<Ctx<L>>>,
+    Path(id): Path<String>,
+) -> Result<Json<TxStatus>, ApiError> {
+    let id: Hash = id
+        .parse()
+        .map_err(|e: medspace_types::TypeError| bad(e.to_string()))?;
+    Ok(Json(ctx.ledger.tx_status(&id)))
+}
+
+macro_rules! signed_read {
+    ($ctx:ident, $method:ident, $uri:ident, $headers:ident) => {{
+        let snap = $ctx.ledger.snapshot();
+        let caller = authenticate(&$ctx, &snap, &$method, &$uri, &$headers)?;
+        (snap, caller)
+    }};
+}
+
+async fn status<L: Ledger>(
+    AxState(ctx): AxState<Arc<Ctx<L>>>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+) -> Result<Json<Value>, ApiError> {
+    let (snap, _) = signed_read!(ctx, method, uri, headers);
+    Ok(Json(json!({
+        "chain_id": snap.state.chain_id().map_err(internal)?,
+        "height": snap.height,
+        "time_ms": snap.time_ms,
+        "root": snap.state.root(),
+        "anchor": snap.anchor,
+    })))
+}
+
+async fn catalog<L: Ledger>(
+    AxState(ctx): AxState<Arc<Ctx<L>>>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+) -> Result<Json<Value>, ApiError> {
+    let (snap, _) = signed_read!(ctx, method, uri, headers);
+    Ok(Json(
+        json!({ "height": snap.height, "datasets": snap.state.datasets().map_err(internal)? }),
+    ))
+}
+
+async fn members<L: Ledger>(
+    AxState(ctx): AxState<Arc<Ctx<L>>>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+) -> Result<Json<Value>, ApiError> {
+    let (snap, _) = signed_read!(ctx, method, uri, headers);
+    let mut out = Vec::new();
+    for m in snap.state.members().map_err(internal)? {
+        let balance = snap.state.balance(&m.member.id).map_err(internal)?;
+        out.push(json!({ "member": m.member, "active": m.active, "balance": balance }));
+    }
+    Ok(Json(json!({ "height": snap.height, "members": out })))
+}
+
+#[derive(Deserialize)]
+struct StatusFilter {
+    status: Option<String>,
+}
+
+async fn contracts<L: Ledger>(
+    AxState(ctx): AxState<Arc<Ctx<L>>>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    Query(f): Query<StatusFilter>,
+) -> Result<Json<Value>, ApiError> {
+    let (snap, _) = signed_read!(ctx, method, uri, headers);
+    let list: Vec<ContractSummary> = snap
+        .state
+        .contracts_by_status(f.status.as_deref(), snap.time_ms)
+        .map_err(internal)?
+        .iter()
+        .map(|c| ContractSummary::of(c, snap.time_ms))
+        .collect();
+    Ok(Json(json!({ "height": snap.height, "contracts": list })))
+}
+
+#[derive(Serialize)]
+struct ContractSummary {
+    id: ContractId,
+    status: &'static str,
+    requester: UserId,
+    purpose: medspace_types::Purpose,
+    mode: medspace_types::Mode,
+    level: medspace_types::Level,
+    epsilon_left: u64,
+    missing_approvals: usize,
+}
+
+impl ContractSummary {
+    fn of(c: &ContractRecord, now_ms: u64) -> Self {
+        Self {
+            id: c.id,
+            status: c.status_at(now_ms),
+            requester: c.requester.clone(),
+            purpose: c.purpose,
+            mode: c.mode,
+            level: c.level,
+            epsilon_left: c.epsilon_left(),
+            missing_approvals: c.missing_approvals().count(),
+        }
+    }
+}
+
+fn parse<T: std::str::FromStr<Err = medspace_types::TypeError>>(s: &str) -> Result<T, ApiError> {
+    s.parse()
+        .map_err(|e: medspace_types::TypeError| bad(e.to_string()))
+}
+
+async fn contract<L: Ledger>(
+    AxState(ctx): AxState<Arc<Ctx<L>>>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    let (snap, _) = signed_read!(ctx, method, uri, headers);
+    let id: ContractId = parse(&id)?;
+    let p = snap
+        .state
+        .proven_contract(id)
+        .map_err(internal)?
+        .ok_or_else(|| not_found(format!("contract not found: id={id}")))?;
+    Ok(anchored(
+        &snap,
+        json!({ "contract": p, "status_now": p.record.status_at(snap.time_ms) }),
+    )
+    .into_response())
+}
+
+async fn job<L: Ledger>(
+    AxState(ctx): AxState<Arc<Ctx<L>>>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    let (snap, _) = signed_read!(ctx, method, uri, headers);
+    let id: JobId = parse(&id)?;
+    proven_record(&snap, keys::job(id), "job", |s, k| s.get_raw(k).map(|_| ()))
+}
+
+async fn grant<L: Ledger>(
+    AxState(ctx): AxState<Arc<Ctx<L>>>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    let (snap, caller) = signed_read!(ctx, method, uri, headers);
+    let id: GrantId = parse(&id)?;
+    let p = snap
+        .state
+        .proven_grant(id)
+        .map_err(internal)?
+        .ok_or_else(|| not_found(format!("grant not found: id={id}")))?;
+    // The patient, the grantee and the holder may read a grant.
+    let allowed = match &caller.principal {
+        Principal::Patient(pt) => *pt == p.record.patient,
+        Principal::Member(m) => *m == p.record.terms.grantee || *m == p.record.terms.holder,
+        Principal::User(_) => caller.role == Some(Role::Auditor),
+    };
+    if !allowed {
+        return Err(ApiError(
+            StatusCode::FORBIDDEN,
+            "only the patient, the grantee, the holder or the auditor may read a grant".into(),
+        ));
+    }
+    Ok(anchored(&snap, json!({ "grant": p })).into_response())
+}
+
+fn proven_record(
+    snap: &Snapshot,
+    key: Vec<u8>,
+    what: &str,
+    exists: impl Fn(&State, &[u8]) -> Option<()>,
+) -> Result<Response, ApiError> {
+    exists(&snap.state, &key).ok_or_else(|| not_found(format!("{what} not found")))?;
+    let (value, proof) = snap
+        .state
+        .prove(&key)
+        .ok_or_else(|| not_found(format!("{what} not found")))?;
+    Ok(anchored(
+        snap,
+        json!({ "key": hex::encode(&key), "value": hex::encode(&value), "proof": proof }),
+    )
+    .into_response())
+}
+
+async fn approvals<L: Ledger>(
+    AxState(ctx): AxState<Arc<Ctx<L>>>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    let (snap, _) = signed_read!(ctx, method, uri, headers);
+    let user: UserId = parse(&id)?;
+    let list: Vec<ContractSummary> = snap
+        .state
+        .approvals_waiting_for(&user, snap.time_ms)
+        .map_err(internal)?
+        .iter()
+        .map(|c| ContractSummary::of(c, snap.time_ms))
+        .collect();
+    Ok(Json(json!({ "height": snap.height, "contracts": list })))
+}
+
+async fn patient_log<L: Ledger>(
+    AxState(ctx): AxState<Arc<Ctx<L>>>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    let (snap, caller) = signed_read!(ctx, method, uri, headers);
+    let patient: PatientId = parse(&id)?;
+    may_read_patient(&caller, &patient)?;
+    let log: Vec<Proven<_>> = snap.state.patient_log(&patient).map_err(internal)?;
+    let accesses = snap.state.accesses_of(&patient).map_err(internal)?;
+    Ok(anchored(&snap, json!({ "log": log, "accesses": accesses })).into_response())
+}
+
+async fn patient_consents<L: Ledger>(
+    AxState(ctx): AxState<Arc<Ctx<L>>>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    let (snap, caller) = signed_read!(ctx, method, uri, headers);
+    let patient: PatientId = parse(&id)?;
+    may_read_patient(&caller, &patient)?;
+    let c = snap.state.consents_of(&patient).map_err(internal)?;
+    Ok(anchored(&snap, json!({ "consents": c })).into_response())
+}
+
+async fn patient_grants<L: Ledger>(
+    AxState(ctx): AxState<Arc<Ctx<L>>>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    let (snap, caller) = signed_read!(ctx, method, uri, headers);
+    let patient: PatientId = parse(&id)?;
+    may_read_patient(&caller, &patient)?;
+    let g = snap.state.grants_of(&patient).map_err(internal)?;
+    Ok(anchored(&snap, json!({ "grants": g })).into_response())
+}
+
+async fn record<L: Ledger>(
+    AxState(ctx): AxState<Arc<Ctx<L>>>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    Path(key): Path<String>,
+) -> Result<Response, ApiError> {
+    let (snap, caller) = signed_read!(ctx, method, uri, headers);
+    let key = hex::decode(&key).map_err(|_| bad("key is not hex"))?;
+    // Patient-keyed tables answer only that patient (or the auditor).
+    let patient_tables = [
+        medspace_state::records::tag::PATIENT,
+        medspace_state::records::tag::CONSENT,
+        medspace_state::records::tag::PATIENT_LOG,
+    ];
+    if let Some(tag) = key.first()
+        && patient_tables.contains(tag)
+    {
+        let mut id = [0u8; 32];
+        let part = key
+            .get(1..33)
+            .ok_or_else(|| bad("key too short for a patient table"))?;
+        id.copy_from_slice(part);
+        may_read_patient(&caller, &PatientId(id))?;
+    }
+    proven_record(&snap, key, "record", |s, k| s.get_raw(k).map(|_| ()))
+}
+
+/// Serves the router on `addr` until `shutdown` completes.
+pub async fn serve<L: Ledger>(
+    ledger: Arc<L>,
+    limits: Limits,
+    addr: std::net::SocketAddr,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let listener = tokio::net::TcpListener::bind(addr).await?;
+    axum::serve(listener, router(ledger, limits))
+        .with_graceful_shutdown(shutdown)
+        .await
+}
+
+/// How long clients should wait between polls of a pending transaction.
+pub const POLL_INTERVAL: Duration = Duration::from_millis(100);

@@ -1,0 +1,126 @@
+//! The OpenAPI 3.1 document of the node API (hand-written: the API is small, and a test checks
+//! that every route of the router is documented).
+
+use serde_json::{Value, json};
+
+/// Every documented path with its method.
+pub const PATHS: &[(&str, &str, &str)] = &[
+    (
+        "/v1/health",
+        "get",
+        "liveness and the last finalized height (open)",
+    ),
+    ("/openapi.json", "get", "this document (open)"),
+    (
+        "/v1/tx",
+        "post",
+        "submit a signed transaction (canonical bytes); answers its id",
+    ),
+    (
+        "/v1/tx/{id}",
+        "get",
+        "status of a transaction: unknown, pending, finalized with its receipt, or refused with the reason",
+    ),
+    (
+        "/v1/status",
+        "get",
+        "chain id, height, time, state root and the anchor that commits to it",
+    ),
+    (
+        "/v1/catalog",
+        "get",
+        "the data catalog (descriptions, counts, quality; never data)",
+    ),
+    (
+        "/v1/members",
+        "get",
+        "member institutions and their credit balances",
+    ),
+    (
+        "/v1/contracts",
+        "get",
+        "data-use contracts, optionally filtered by ?status=",
+    ),
+    (
+        "/v1/contracts/{id}",
+        "get",
+        "a contract with its inclusion proof and anchor",
+    ),
+    (
+        "/v1/jobs/{id}",
+        "get",
+        "a job record (canonical bytes) with its inclusion proof",
+    ),
+    (
+        "/v1/grants/{id}",
+        "get",
+        "a grant with its inclusion proof (patient, grantee, holder or auditor)",
+    ),
+    (
+        "/v1/users/{id}/approvals",
+        "get",
+        "contracts waiting for this user's approval",
+    ),
+    (
+        "/v1/patients/{id}/log",
+        "get",
+        "the patient's log and record accesses, each with its proof (patient or auditor)",
+    ),
+    (
+        "/v1/patients/{id}/consents",
+        "get",
+        "the patient's consents with proofs (patient or auditor)",
+    ),
+    (
+        "/v1/patients/{id}/grants",
+        "get",
+        "the patient's grants with proofs (patient or auditor)",
+    ),
+    (
+        "/v1/records/{key}",
+        "get",
+        "any state record by hex key, with its inclusion proof",
+    ),
+];
+
+/// The OpenAPI document.
+pub fn openapi() -> Value {
+    let mut paths = serde_json::Map::new();
+    for (path, method, summary) in PATHS {
+        let mut op = json!({
+            "summary": summary,
+            "responses": {
+                "200": { "description": "ok" },
+                "400": { "description": "bad input, with {\"error\": message}" },
+                "401": { "description": "missing or bad request signature" },
+                "403": { "description": "caller not allowed" },
+                "404": { "description": "not found" },
+                "429": { "description": "rate limited" }
+            }
+        });
+        if !matches!(
+            *path,
+            "/v1/health" | "/openapi.json" | "/v1/tx" | "/v1/tx/{id}"
+        ) && let Some(o) = op.as_object_mut()
+        {
+            o.insert("security".into(), json!([{ "medspace": [] }]));
+        }
+        let entry = paths.entry(path.to_string()).or_insert_with(|| json!({}));
+        if let Some(e) = entry.as_object_mut() {
+            e.insert(method.to_string(), op);
+        }
+    }
+    json!({
+        "openapi": "3.1.0",
+        "info": { "title": "medspace node API", "version": env!("CARGO_PKG_VERSION") },
+        "paths": paths,
+        "components": {
+            "securitySchemes": {
+                "medspace": {
+                    "type": "apiKey", "in": "header", "name": "authorization",
+                    "description": "Medspace key=<hex ed25519 key>,ts=<unix ms>,sig=<hex signature over METHOD\\nPATH?QUERY\\nTS\\nhex(sha256(body)) in namespace medspace/api/v1>"
+                }
+            }
+        }
+    })
+}
