@@ -1,0 +1,157 @@
+//! What a worker may compute for a job, decided from the ledger as of the job's block.
+
+use crate::links::Links;
+use medspace_state::records::{ContractRecord, ContractStatus, JobRecord, JobStatus};
+use medspace_state::{State, TxError};
+use medspace_types::{FieldRef, JobId, MemberId, Mode};
+use std::collections::BTreeSet;
+
+/// Why a worker will not run a job (nothing is computed, nothing leaves).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PlanError {
+    /// The job is not on the ledger.
+    #[error("job not found: id={0}")]
+    UnknownJob(String),
+    /// The job already has a result.
+    #[error("job {0} already has a result")]
+    Done(String),
+    /// The contract is not (or no longer) active.
+    #[error("contract {id} is {status}: no computation")]
+    ContractNotActive {
+        /// The contract.
+        id: String,
+        /// Its status.
+        status: String,
+    },
+    /// The contract had expired when the job was submitted.
+    #[error("contract {id} expired at {expiry_ms} before the job at {submitted_ms}")]
+    Expired {
+        /// The contract.
+        id: String,
+        /// Its expiry.
+        expiry_ms: u64,
+        /// The job's block time.
+        submitted_ms: u64,
+    },
+    /// This institution holds no data in the contract's scope.
+    #[error("member `{member}` holds no data of contract {id}")]
+    NotAnOwner {
+        /// This institution.
+        member: String,
+        /// The contract.
+        id: String,
+    },
+    /// The job reads a field the contract does not cover.
+    #[error("out of scope: field `{0}` is not approved by the contract")]
+    OutOfScope(String),
+    /// Not a compute contract.
+    #[error("contract {id} is for {mode}, not compute jobs")]
+    WrongMode {
+        /// The contract.
+        id: String,
+        /// Its mode.
+        mode: String,
+    },
+    /// The ledger could not be read.
+    #[error("ledger: {0}")]
+    Ledger(#[from] TxError),
+}
+
+/// A job this worker may run, and on whom.
+#[derive(Clone, Debug)]
+pub struct JobPlan {
+    /// The job.
+    pub job: JobRecord,
+    /// Its contract.
+    pub contract: ContractRecord,
+    /// Local `person_id`s whose consent allows the job, as of its block.
+    pub cohort: BTreeSet<i64>,
+    /// Linked patients left out for want of consent (a count only).
+    pub excluded: usize,
+}
+
+/// Decides whether `member` may run `job` and on which of its linked patients. `fields` are the
+/// fields the job's computation reads (from its query specification): each must be covered by
+/// the contract for this member's datasets.
+pub fn plan_job(
+    state: &State,
+    job: JobId,
+    member: &MemberId,
+    links: &Links,
+    fields: &[(String, String)],
+) -> Result<JobPlan, PlanError> {
+    let job = state
+        .job(job)?
+        .ok_or_else(|| PlanError::UnknownJob(job.to_string()))?;
+    if job.status != JobStatus::Submitted {
+        return Err(PlanError::Done(job.id.to_string()));
+    }
+    let contract = state
+        .contract(job.contract)?
+        .ok_or_else(|| PlanError::UnknownJob(job.contract.to_string()))?;
+    if contract.status != ContractStatus::Active {
+        return Err(PlanError::ContractNotActive {
+            id: contract.id.to_string(),
+            status: contract.status.to_string(),
+        });
+    }
+    if job.submitted_ms >= contract.expiry_ms {
+        return Err(PlanError::Expired {
+            id: contract.id.to_string(),
+            expiry_ms: contract.expiry_ms,
+            submitted_ms: job.submitted_ms,
+        });
+    }
+    if contract.mode != Mode::Compute {
+        return Err(PlanError::WrongMode {
+            id: contract.id.to_string(),
+            mode: contract.mode.to_string(),
+        });
+    }
+    if !contract.owners.iter().any(|o| o == member) {
+        return Err(PlanError::NotAnOwner {
+            member: member.to_string(),
+            id: contract.id.to_string(),
+        });
+    }
+    let mine: Vec<&FieldRef> = contract
+        .fields
+        .iter()
+        .filter(|f| {
+            state
+                .dataset(&f.dataset)
+                .ok()
+                .flatten()
+                .is_some_and(|d| d.owner == *member)
+        })
+        .collect();
+    for (table, field) in fields {
+        if !mine
+            .iter()
+            .any(|f| f.table.as_str() == table && f.field.as_str() == field)
+        {
+            return Err(PlanError::OutOfScope(format!("{table}.{field}")));
+        }
+    }
+    let mut cohort = BTreeSet::new();
+    let mut excluded = 0;
+    for (person, patient) in links.iter() {
+        if state.consent_allows(
+            patient,
+            contract.purpose,
+            contract.study.as_ref(),
+            contract.level,
+            job.submitted_height,
+        )? {
+            cohort.insert(person);
+        } else {
+            excluded += 1;
+        }
+    }
+    Ok(JobPlan {
+        job,
+        contract,
+        cohort,
+        excluded,
+    })
+}
