@@ -338,6 +338,11 @@ impl State {
             });
         }
         let signer = self.resolve_signer(key, record.as_ref())?;
+        if matches!(signer, Signer::Unknown)
+            && !matches!(tx.body.payload, Payload::RegisterPatient(_))
+        {
+            return Err(TxError::UnknownSigner { key: key.to_hex() });
+        }
         if let Some(mut r) = record {
             // An unknown key (a patient registering) gets its record, with nonce 1, from the
             // handler.
@@ -498,7 +503,7 @@ impl State {
                         ),
                     ));
                 }
-                if p.vote_num * 2 <= p.vote_den {
+                if u64::from(p.vote_num) * 2 <= u64::from(p.vote_den) {
                     return Err(invalid("policy", "vote threshold must be a majority"));
                 }
             }
@@ -798,6 +803,7 @@ impl State {
         let key = keys::consent(&patient, purpose, study);
         let mut rec: ConsentRecord = self.get(&key)?.unwrap_or(ConsentRecord {
             history: List::default(),
+            trimmed: false,
         });
         if state == ConsentState::Revoked
             && rec
@@ -820,7 +826,10 @@ impl State {
                 c.l4_opt_in = l4_opt_in;
             }
         } else {
-            rec.history.keep_last(CONSENT_HISTORY - 1);
+            if rec.history.len() >= CONSENT_HISTORY {
+                rec.history.keep_last(CONSENT_HISTORY - 1);
+                rec.trimmed = true;
+            }
             rec.history
                 .push(ConsentChange {
                     height: ctx.height,
@@ -1222,12 +1231,15 @@ impl State {
     }
 
     /// The index of the first open approval slot `user` may fill.
-    fn approval_slot(c: &ContractRecord, user: &UserRecord) -> Option<usize> {
-        c.approvals.iter().position(|a| {
-            a.by.is_none()
-                && a.role == user.role
-                && a.member.as_ref().is_none_or(|m| *m == user.member)
-        })
+    fn approval_slot(
+        &self,
+        c: &ContractRecord,
+        user: &UserRecord,
+    ) -> Result<Option<usize>, TxError> {
+        let kind = self.active_member(&user.member)?.member.kind;
+        Ok(c.approvals
+            .iter()
+            .position(|a| crate::policy::may_fill(a, user.role, &user.member, kind)))
     }
 
     fn approve(
@@ -1247,7 +1259,7 @@ impl State {
                 user.id, c.id
             )));
         }
-        let Some(slot) = Self::approval_slot(&c, &user) else {
+        let Some(slot) = self.approval_slot(&c, &user)? else {
             let need: Vec<String> = c
                 .missing_approvals()
                 .map(|a| match &a.member {
@@ -1281,7 +1293,7 @@ impl State {
     ) -> Result<Receipt, TxError> {
         let user = Self::user_signer(signer, "reject")?;
         let mut c = self.reviewable(p.contract, ctx)?;
-        if Self::approval_slot(&c, &user).is_none() {
+        if self.approval_slot(&c, &user)?.is_none() {
             return Err(TxError::WrongRole {
                 kind: "reject",
                 have: user.role,
@@ -1726,6 +1738,14 @@ impl State {
                 "contract {} has jobs without results",
                 c.id
             )));
+        }
+        // Settling ends the contract: nothing more can run under a contract whose fee is paid
+        // out (or refunded).
+        if matches!(c.status, ContractStatus::Pending | ContractStatus::Active) {
+            c.status = ContractStatus::Terminated;
+            c.epsilon_reserved = 0;
+            c.closing_reason =
+                Text::new("settled").map_err(|e| invalid("reason", e.to_string()))?;
         }
         let payouts = split_fee(c.escrow, c.contributions.as_slice());
         if payouts.is_empty() {

@@ -2,7 +2,7 @@
 //! needs, and whether a patient's consent allows a use. Pure functions of their inputs.
 
 use crate::records::{ConsentRecord, ConsentState, RequiredApproval};
-use medspace_types::{ApprovalScope, Level, MemberId, Policy, Purpose, Role};
+use medspace_types::{ApprovalScope, Level, MemberId, MemberKind, Policy, Purpose, Role};
 
 /// Roles that may ask for a contract of this purpose.
 pub fn requester_roles(purpose: Purpose) -> &'static [Role] {
@@ -43,6 +43,15 @@ pub fn required_approvals(
     out
 }
 
+/// Whether a user of `member` (of kind `kind`) holding `role` may fill the approval slot `slot`.
+/// The auditor's approval is the regulator's: only an auditor of a regulator member gives it.
+pub fn may_fill(slot: &RequiredApproval, role: Role, member: &MemberId, kind: MemberKind) -> bool {
+    slot.by.is_none()
+        && slot.role == role
+        && slot.member.as_ref().is_none_or(|m| m == member)
+        && (role != Role::Auditor || kind == MemberKind::Regulator)
+}
+
 /// The consents relevant to one use of one patient's data: the study-specific one (if the use
 /// is for a study) and the broad one for the purpose.
 #[derive(Clone, Copy, Debug, Default)]
@@ -65,11 +74,22 @@ pub fn consent_allows(
     view: ConsentView<'_>,
     height: u64,
 ) -> bool {
-    fn answer(r: Option<&ConsentRecord>, height: u64) -> Option<&crate::records::ConsentChange> {
-        r.and_then(|r| r.at(height))
-            .filter(|c| c.state != ConsentState::Revoked)
+    use crate::records::{ConsentAt, ConsentChange};
+    fn at(r: Option<&ConsentRecord>, height: u64) -> ConsentAt<'_> {
+        r.map_or(ConsentAt::Never, |r| r.at(height))
     }
-    let decided = answer(view.study, height).or_else(|| answer(view.broad, height));
+    fn answer(a: ConsentAt<'_>) -> Option<&ConsentChange> {
+        match a {
+            ConsentAt::Change(c) if c.state != ConsentState::Revoked => Some(c),
+            _ => None,
+        }
+    }
+    // A height older than a trimmed history: the answer then is unknown, and unknown is "no".
+    let (study, broad) = (at(view.study, height), at(view.broad, height));
+    if matches!(study, ConsentAt::Forgotten) || matches!(broad, ConsentAt::Forgotten) {
+        return false;
+    }
+    let decided = answer(study).or_else(|| answer(broad));
     match decided {
         Some(c) => c.state == ConsentState::Allow && (level < Level::L4 || c.l4_opt_in),
         None => level < Level::L4 && policy.implied_consent.iter().any(|p| *p == purpose),
@@ -84,6 +104,7 @@ mod tests {
 
     fn record(changes: &[(u64, ConsentState, bool)]) -> ConsentRecord {
         ConsentRecord {
+            trimmed: false,
             history: List::new(
                 changes
                     .iter()

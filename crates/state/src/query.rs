@@ -76,6 +76,10 @@ impl State {
         let Some(u) = self.user(user)? else {
             return Ok(Vec::new());
         };
+        let Some(member) = self.member(&u.member)? else {
+            return Ok(Vec::new());
+        };
+        let kind = member.member.kind;
         Ok(self
             .contracts()?
             .into_iter()
@@ -84,8 +88,9 @@ impl State {
             })
             .filter(|c| !c.approvals.iter().any(|a| a.by.as_ref() == Some(&u.id)))
             .filter(|c| {
-                c.missing_approvals()
-                    .any(|a| a.role == u.role && a.member.as_ref().is_none_or(|m| *m == u.member))
+                c.approvals
+                    .iter()
+                    .any(|a| crate::policy::may_fill(a, u.role, &u.member, kind))
             })
             .collect())
     }

@@ -256,18 +256,42 @@ pub const CONSENT_HISTORY: usize = 32;
 pub struct ConsentRecord {
     /// The changes, oldest first; the last one is in force.
     pub history: List<ConsentChange, CONSENT_HISTORY>,
+    /// Whether older changes were dropped (answers before the first kept change are unknown).
+    pub trimmed: bool,
 }
-codec_struct!(ConsentRecord { history: List<ConsentChange, CONSENT_HISTORY> });
+codec_struct!(ConsentRecord {
+    history: List<ConsentChange, CONSENT_HISTORY>,
+    trimmed: bool,
+});
+
+/// A consent's answer at some height.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ConsentAt<'a> {
+    /// The patient had not answered yet.
+    Never,
+    /// The change in force then.
+    Change(&'a ConsentChange),
+    /// The history no longer reaches back that far: treat as no consent.
+    Forgotten,
+}
 
 impl ConsentRecord {
-    /// The change in force at `height`: `None` if there was none yet, or if the history no
-    /// longer reaches back that far (callers treat both as no consent).
-    pub fn at(&self, height: u64) -> Option<&ConsentChange> {
-        let first = self.history.as_slice().first()?;
+    /// The answer in force at `height`.
+    pub fn at(&self, height: u64) -> ConsentAt<'_> {
+        let Some(first) = self.history.as_slice().first() else {
+            return ConsentAt::Never;
+        };
         if height < first.height {
-            return None;
+            return if self.trimmed {
+                ConsentAt::Forgotten
+            } else {
+                ConsentAt::Never
+            };
         }
-        self.history.iter().rev().find(|c| c.height <= height)
+        match self.history.iter().rev().find(|c| c.height <= height) {
+            Some(c) => ConsentAt::Change(c),
+            None => ConsentAt::Never,
+        }
     }
 
     /// The change in force now.
@@ -431,7 +455,9 @@ impl ContractRecord {
     /// The status as a reader sees it at `now_ms` (`expired` is derived from block time).
     pub fn status_at(&self, now_ms: u64) -> &'static str {
         match self.status {
-            ContractStatus::Active if now_ms >= self.expiry_ms => "expired",
+            ContractStatus::Active | ContractStatus::Pending if now_ms >= self.expiry_ms => {
+                "expired"
+            }
             s => s.as_str(),
         }
     }

@@ -1,0 +1,20 @@
+//! Integration tests of the ledger state machine: every transaction kind, its success path and
+//! its refusals (each asserting the exact `TxError` variant and that a refusal leaves the root
+//! and the signer's nonce unchanged), the queries, the inclusion proofs, and property tests of
+//! the codec and of determinism.
+
+mod ledger {
+    pub mod fixture;
+
+    mod access;
+    mod catalog;
+    mod consent;
+    mod contracts;
+    mod envelope;
+    mod governance;
+    mod grants;
+    mod jobs;
+    mod proofs;
+    mod props;
+    mod settlement;
+}

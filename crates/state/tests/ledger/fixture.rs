@@ -1,0 +1,554 @@
+//! A genesis consortium and helpers to sign and apply transactions.
+//!
+//! Three hospitals, a research institute and a regulator; a steward, a data committee member,
+//! an ethics committee member and a clinician per hospital, a researcher at the institute and
+//! an auditor at the regulator; deterministic keys; each hospital publishes a dataset with fields
+//! of every level; four patients register.
+
+#![allow(dead_code)]
+
+use medspace_state::{BlockContext, Created, Receipt, State, TxError};
+use medspace_types::*;
+use std::collections::BTreeMap;
+
+/// Genesis block time.
+pub const T0: u64 = 1_700_000_000_000;
+/// One day in ms.
+pub const DAY_MS: u64 = 86_400_000;
+/// Starting credits of every member.
+pub const BALANCE: u64 = 1_000_000;
+/// The hospitals.
+pub const HOSPITALS: [&str; 3] = ["hospital-a", "hospital-b", "hospital-c"];
+/// Every member, in genesis order.
+pub const MEMBERS: [&str; 5] = [
+    "hospital-a",
+    "hospital-b",
+    "hospital-c",
+    "research-1",
+    "regulator",
+];
+/// The researcher.
+pub const RESEARCHER: &str = "research-1.researcher";
+/// The regulator's auditor.
+pub const AUDITOR: &str = "regulator.auditor";
+/// Patients registered by [`Net::new`].
+pub const PATIENTS: usize = 4;
+
+pub fn name(s: &str) -> Name {
+    Name::new(s).unwrap()
+}
+pub fn mid(s: &str) -> MemberId {
+    MemberId::new(s).unwrap()
+}
+pub fn uid(s: &str) -> UserId {
+    UserId::new(s).unwrap()
+}
+pub fn did(s: &str) -> DatasetId {
+    DatasetId::new(s).unwrap()
+}
+pub fn text<const N: usize>(s: &str) -> Text<N> {
+    Text::new(s).unwrap()
+}
+pub fn list<T, const N: usize>(v: Vec<T>) -> List<T, N> {
+    List::new(v).unwrap()
+}
+pub fn steward(h: &str) -> String {
+    format!("{h}.steward")
+}
+pub fn dc(h: &str) -> String {
+    format!("{h}.dc")
+}
+pub fn ec(h: &str) -> String {
+    format!("{h}.ec")
+}
+pub fn clinician(h: &str) -> String {
+    format!("{h}.clinician")
+}
+pub fn dataset_of(h: &str) -> DatasetId {
+    did(&format!("{h}.cdm"))
+}
+
+/// The users of the genesis consortium: (id, member, role).
+pub fn genesis_users() -> Vec<(String, &'static str, Role)> {
+    let mut v = Vec::new();
+    for h in HOSPITALS {
+        v.push((steward(h), h, Role::Steward));
+        v.push((dc(h), h, Role::DataCommittee));
+        v.push((ec(h), h, Role::EthicsCommittee));
+        v.push((clinician(h), h, Role::Clinician));
+    }
+    v.push((RESEARCHER.to_string(), "research-1", Role::Researcher));
+    v.push((AUDITOR.to_string(), "regulator", Role::Auditor));
+    v
+}
+
+pub fn member_kind(m: &str) -> MemberKind {
+    match m {
+        "research-1" => MemberKind::ResearchInstitute,
+        "regulator" => MemberKind::Regulator,
+        _ => MemberKind::Hospital,
+    }
+}
+
+pub fn member_desc(id: &str, kind: MemberKind, key: &Keypair) -> Member {
+    Member {
+        id: mid(id),
+        name: text(&format!("{id} institution")),
+        kind,
+        key: key.public(),
+        agreement_key: Hash::of(&[id.as_bytes()]),
+    }
+}
+
+pub fn genesis() -> (
+    Genesis,
+    BTreeMap<String, Keypair>,
+    BTreeMap<String, Keypair>,
+) {
+    let mut members = BTreeMap::new();
+    let mut gm = Vec::new();
+    for (i, m) in MEMBERS.iter().enumerate() {
+        let k = Keypair::from_seed(1 + i as u64);
+        gm.push(GenesisMember {
+            member: member_desc(m, member_kind(m), &k),
+            balance: BALANCE,
+        });
+        members.insert(m.to_string(), k);
+    }
+    let mut users = BTreeMap::new();
+    let mut gu = Vec::new();
+    for (i, (id, m, role)) in genesis_users().into_iter().enumerate() {
+        let k = Keypair::from_seed(100 + i as u64);
+        gu.push(GenesisUser {
+            id: uid(&id),
+            member: mid(m),
+            role,
+            key: k.public(),
+        });
+        users.insert(id, k);
+    }
+    let g = Genesis {
+        chain_id: name("medspace-test"),
+        time_ms: T0,
+        members: gm,
+        users: gu,
+        policy: Policy::default(),
+    };
+    (g, members, users)
+}
+
+pub fn field_desc(n: &str, level: Level) -> FieldDesc {
+    FieldDesc {
+        name: text(n),
+        level,
+        missing_ppm: 1_000,
+        invalid_ppm: 0,
+    }
+}
+
+pub fn table_desc(n: &str, rows: u64, fields: Vec<FieldDesc>) -> TableDesc {
+    TableDesc {
+        name: text(n),
+        rows,
+        duplicate_ppm: 0,
+        implausible_ppm: 0,
+        fields: list(fields),
+    }
+}
+
+/// The dataset a hospital publishes: fields of every level, counts and quality, no data.
+pub fn dataset_desc(h: &str, version: u32) -> DatasetDescription {
+    DatasetDescription {
+        id: dataset_of(h),
+        title: text(&format!("{h} OMOP CDM extract")),
+        version,
+        tables: list(vec![
+            table_desc(
+                "person",
+                20,
+                vec![
+                    field_desc("gender_concept_id", Level::L1),
+                    field_desc("year_of_birth", Level::L2),
+                ],
+            ),
+            table_desc(
+                "condition_occurrence",
+                120,
+                vec![field_desc("condition_source_value", Level::L3)],
+            ),
+            table_desc("genomics", 20, vec![field_desc("hiv_status", Level::L4)]),
+        ]),
+        content_hash: Hash::of(&[h.as_bytes(), &version.to_be_bytes()]),
+    }
+}
+
+/// A field of a hospital's dataset at `level`.
+pub fn field_at(h: &str, level: Level) -> FieldRef {
+    let (table, field) = match level {
+        Level::L1 => ("person", "gender_concept_id"),
+        Level::L2 => ("person", "year_of_birth"),
+        Level::L3 => ("condition_occurrence", "condition_source_value"),
+        Level::L4 => ("genomics", "hiv_status"),
+    };
+    FieldRef {
+        dataset: dataset_of(h),
+        table: text(table),
+        field: text(field),
+    }
+}
+
+/// A request for `purpose` in `mode` touching the `level` field of each of `owners`.
+pub fn request(
+    purpose: Purpose,
+    mode: Mode,
+    owners: &[&str],
+    level: Level,
+    expiry_ms: u64,
+    epsilon_budget: u64,
+    fee: u64,
+) -> Payload {
+    Payload::SubmitRequest(SubmitRequest {
+        purpose,
+        mode,
+        study: None,
+        fields: list(owners.iter().map(|h| field_at(h, level)).collect()),
+        computation: Blob::new(b"SELECT count(*) FROM condition_occurrence".to_vec()).unwrap(),
+        expiry_ms,
+        epsilon_budget,
+        fee,
+    })
+}
+
+/// The test network: a state, its keys, and the current block.
+pub struct Net {
+    pub state: State,
+    pub chain: Name,
+    pub ctx: BlockContext,
+    pub members: BTreeMap<String, Keypair>,
+    pub users: BTreeMap<String, Keypair>,
+    pub patients: Vec<Keypair>,
+}
+
+impl Net {
+    /// Genesis only: no datasets, no patients; the next block is height 1.
+    pub fn genesis_only() -> Self {
+        let (g, members, users) = genesis();
+        let state = State::genesis(&g).expect("genesis");
+        Self {
+            state,
+            chain: g.chain_id,
+            ctx: BlockContext {
+                height: 1,
+                time_ms: T0 + 1_000,
+            },
+            members,
+            users,
+            patients: Vec::new(),
+        }
+    }
+
+    /// Genesis, then block 1: every hospital's steward publishes its dataset and
+    /// [`PATIENTS`] patients register. The next block is height 2.
+    pub fn new() -> Self {
+        let mut net = Self::genesis_only();
+        for h in HOSPITALS {
+            let k = net.user(&steward(h));
+            net.ok(
+                &k,
+                Payload::PublishDataset(PublishDataset {
+                    dataset: dataset_desc(h, 1),
+                }),
+            );
+        }
+        for i in 0..PATIENTS {
+            net.register_patient(1_000 + i as u64);
+        }
+        net.next_block();
+        net
+    }
+
+    pub fn register_patient(&mut self, seed: u64) -> PatientId {
+        let k = Keypair::from_seed(seed);
+        let r = self.ok(&k, Payload::RegisterPatient(RegisterPatient {}));
+        let id = PatientId::from_key(&k.public());
+        assert_eq!(r.created, Some(Created::Patient(id)));
+        self.patients.push(k);
+        id
+    }
+
+    pub fn member(&self, m: &str) -> Keypair {
+        self.members
+            .get(m)
+            .unwrap_or_else(|| panic!("member {m}"))
+            .clone()
+    }
+    pub fn user(&self, u: &str) -> Keypair {
+        self.users
+            .get(u)
+            .unwrap_or_else(|| panic!("user {u}"))
+            .clone()
+    }
+    pub fn patient(&self, i: usize) -> Keypair {
+        self.patients[i].clone()
+    }
+    pub fn pid(&self, i: usize) -> PatientId {
+        PatientId::from_key(&self.patients[i].public())
+    }
+
+    /// Moves to the next block (height + 1, time + 1 s).
+    pub fn next_block(&mut self) {
+        self.ctx.height += 1;
+        self.ctx.time_ms += 1_000;
+    }
+
+    /// Moves to a block `ms` later.
+    pub fn advance(&mut self, ms: u64) {
+        self.ctx.height += 1;
+        self.ctx.time_ms += ms;
+    }
+
+    pub fn nonce(&self, key: &Keypair) -> u64 {
+        self.state.next_nonce(&key.public()).unwrap()
+    }
+
+    /// `payload` signed by `key` with its next nonce.
+    pub fn tx(&self, key: &Keypair, payload: Payload) -> SignedTx {
+        SignedTx::new(&self.chain, key, self.nonce(key), payload)
+    }
+
+    pub fn apply_tx(&mut self, tx: &SignedTx) -> Result<Receipt, TxError> {
+        let ctx = self.ctx;
+        self.state.apply(tx, &ctx)
+    }
+
+    pub fn try_apply(&mut self, key: &Keypair, payload: Payload) -> Result<Receipt, TxError> {
+        let tx = self.tx(key, payload);
+        self.apply_tx(&tx)
+    }
+
+    /// Applies and expects success; checks that the nonce moved on and credits are conserved.
+    #[track_caller]
+    pub fn ok(&mut self, key: &Keypair, payload: Payload) -> Receipt {
+        let before = self.nonce(key);
+        let credits = self.state.total_credits().unwrap();
+        let kind = payload.kind();
+        let r = self
+            .try_apply(key, payload)
+            .unwrap_or_else(|e| panic!("{kind} refused: {e}"));
+        assert_eq!(r.kind, kind);
+        if !matches!(r.kind, "rotate_key") {
+            assert_eq!(self.nonce(key), before + 1, "{kind} advances the nonce");
+        }
+        if !matches!(r.kind, "add_member" | "vote") {
+            assert_eq!(
+                self.state.total_credits().unwrap(),
+                credits,
+                "{kind} conserves credits"
+            );
+        }
+        r
+    }
+
+    /// Applies a transaction that must be refused; checks that the root, the signer's nonce and
+    /// the credits are exactly as before, and returns the error.
+    #[track_caller]
+    pub fn refuse_tx(&mut self, tx: &SignedTx) -> TxError {
+        let root = self.state.root();
+        let len = self.state.len();
+        let nonce = self.state.next_nonce(&tx.body.signer).unwrap();
+        let credits = self.state.total_credits().unwrap();
+        let err = match self.apply_tx(tx) {
+            Ok(r) => panic!("{} was accepted: {r:?}", tx.body.payload.kind()),
+            Err(e) => e,
+        };
+        assert_eq!(self.state.root(), root, "refusal changed the root: {err}");
+        assert_eq!(self.state.len(), len, "refusal changed the record count");
+        assert_eq!(
+            self.state.next_nonce(&tx.body.signer).unwrap(),
+            nonce,
+            "refusal changed the nonce: {err}"
+        );
+        assert_eq!(self.state.total_credits().unwrap(), credits);
+        // The message says what was wrong, in lowercase key=value style.
+        assert!(!err.to_string().is_empty());
+        err
+    }
+
+    #[track_caller]
+    pub fn refuse(&mut self, key: &Keypair, payload: Payload) -> TxError {
+        let tx = self.tx(key, payload);
+        self.refuse_tx(&tx)
+    }
+
+    /// Submits a request by `requester` and returns the contract id.
+    #[track_caller]
+    pub fn submit(&mut self, requester: &str, payload: Payload) -> ContractId {
+        let k = self.user(requester);
+        match self.ok(&k, payload).created {
+            Some(Created::Contract(c)) => c,
+            other => panic!("no contract created: {other:?}"),
+        }
+    }
+
+    /// A research request of the researcher: `level` fields of `owners`, 30 days, budget
+    /// 1,000,000 micro-epsilon, fee 1,000.
+    #[track_caller]
+    pub fn research(&mut self, mode: Mode, owners: &[&str], level: Level) -> ContractId {
+        let p = request(
+            Purpose::Research,
+            mode,
+            owners,
+            level,
+            self.ctx.time_ms + 30 * DAY_MS,
+            1_000_000,
+            1_000,
+        );
+        self.submit(RESEARCHER, p)
+    }
+
+    /// Every missing approval of `c`, each given by the first user who may.
+    #[track_caller]
+    pub fn approve_all(&mut self, c: ContractId) {
+        loop {
+            let rec = self.state.contract(c).unwrap().unwrap();
+            let Some(missing) = rec.missing_approvals().next().cloned() else {
+                break;
+            };
+            let (who, _, _) = genesis_users()
+                .into_iter()
+                .find(|(id, m, role)| {
+                    *role == missing.role
+                        && missing.member.as_ref().is_none_or(|x| x.as_str() == *m)
+                        && !rec.approvals.iter().any(|a| a.by == Some(uid(id)))
+                })
+                .expect("a user who can approve");
+            let k = self.user(&who);
+            self.ok(&k, Payload::Approve(Approve { contract: c }));
+        }
+        assert_eq!(
+            self.state
+                .contract(c)
+                .unwrap()
+                .unwrap()
+                .status_at(self.ctx.time_ms),
+            "active"
+        );
+    }
+
+    /// An approved research contract.
+    #[track_caller]
+    pub fn active(&mut self, mode: Mode, owners: &[&str], level: Level) -> ContractId {
+        let c = self.research(mode, owners, level);
+        self.approve_all(c);
+        c
+    }
+
+    /// Submits a job under `c` (by the researcher) and returns its id.
+    #[track_caller]
+    pub fn job(&mut self, c: ContractId, epsilon: u64) -> JobId {
+        let k = self.user(RESEARCHER);
+        match self.ok(&k, submit_job(c, epsilon)).created {
+            Some(Created::Job(j)) => j,
+            other => panic!("no job created: {other:?}"),
+        }
+    }
+
+    /// The patient `i` consents (allow) to `purpose`, broadly.
+    #[track_caller]
+    pub fn consent(&mut self, i: usize, purpose: Purpose, l4_opt_in: bool) {
+        let k = self.patient(i);
+        self.ok(
+            &k,
+            Payload::SetConsent(SetConsent {
+                purpose,
+                study: None,
+                decision: Decision::Allow,
+                l4_opt_in,
+            }),
+        );
+    }
+
+    pub fn balances(&self) -> BTreeMap<String, u64> {
+        MEMBERS
+            .iter()
+            .map(|m| (m.to_string(), self.state.balance(&mid(m)).unwrap()))
+            .collect()
+    }
+}
+
+pub fn submit_job(contract: ContractId, epsilon: u64) -> Payload {
+    Payload::SubmitJob(SubmitJob {
+        contract,
+        computation: Blob::new(b"SELECT count(*)".to_vec()).unwrap(),
+        epsilon,
+    })
+}
+
+pub fn post_result(job: JobId, epsilon_spent: u64, contributions: &[(&str, u64)]) -> Payload {
+    Payload::PostResult(PostResult {
+        job,
+        result_hash: Hash::of(&[b"result", &job.0.to_be_bytes()]),
+        epsilon_spent,
+        contributions: list(
+            contributions
+                .iter()
+                .map(|(m, records)| Contribution {
+                    member: mid(m),
+                    records: *records,
+                })
+                .collect(),
+        ),
+    })
+}
+
+pub fn terminate(contract: ContractId) -> Payload {
+    Payload::Terminate(Terminate {
+        contract,
+        reason: text("ended early"),
+    })
+}
+
+pub fn settle(contract: ContractId) -> Payload {
+    Payload::Settle(Settle { contract })
+}
+
+pub fn approve(contract: ContractId) -> Payload {
+    Payload::Approve(Approve { contract })
+}
+
+/// A grant from a patient to `grantee` for records held by `holder`.
+pub fn grant(
+    grantee: &str,
+    holder: &str,
+    types: &[&str],
+    expiry_ms: u64,
+    max_uses: u32,
+) -> IssueGrant {
+    IssueGrant {
+        grantee: mid(grantee),
+        holder: mid(holder),
+        purpose: Purpose::Treatment,
+        resource_types: list(types.iter().map(|t| text(t)).collect()),
+        period_from_ms: 0,
+        period_to_ms: T0,
+        expiry_ms,
+        max_uses,
+        code_hash: Hash::of(&[b"code"]),
+    }
+}
+
+pub fn record_access(
+    patient: PatientId,
+    recipient: &str,
+    basis: AccessBasis,
+    types: &[&str],
+) -> Payload {
+    Payload::RecordAccess(RecordAccess {
+        patient,
+        recipient: mid(recipient),
+        basis,
+        resource_types: list(types.iter().map(|t| text(t)).collect()),
+        resource_count: 3,
+        content_hash: Hash::of(&[b"bundle"]),
+    })
+}
