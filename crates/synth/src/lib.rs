@@ -16,7 +16,10 @@
 //!
 //! Clinical figures are chosen to be plausible, not epidemiologically exact.
 
-#![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used, clippy::panic))]
+#![cfg_attr(
+    not(test),
+    deny(clippy::unwrap_used, clippy::expect_used, clippy::panic)
+)]
 
 use std::fs::{self, File};
 use std::io::{BufWriter, Write};
@@ -142,9 +145,30 @@ fn pick<'a>(rng: &mut ChaCha8Rng, items: &[&'a str]) -> &'a str {
 }
 
 const FAMILY_NAMES: &[&str] = &[
-    "Smith", "Müller", "García", "Rossi", "Dubois", "Novak", "Jansen", "Silva", "Kowalski", "Nielsen",
-    "Schmidt", "Bianchi", "Martin", "Costa", "Fischer", "Moreau", "Weber", "Ricci", "Bernard",
-    "Kim", "Nguyen", "Haddad", "Okafor", "Lindqvist",
+    "Smith",
+    "Müller",
+    "García",
+    "Rossi",
+    "Dubois",
+    "Novak",
+    "Jansen",
+    "Silva",
+    "Kowalski",
+    "Nielsen",
+    "Schmidt",
+    "Bianchi",
+    "Martin",
+    "Costa",
+    "Fischer",
+    "Moreau",
+    "Weber",
+    "Ricci",
+    "Bernard",
+    "Kim",
+    "Nguyen",
+    "Haddad",
+    "Okafor",
+    "Lindqvist",
 ];
 const GIVEN_F_NAMES: &[&str] = &[
     "Anna", "Maria", "Sofia", "Emma", "Lea", "Clara", "Julia", "Elena", "Ines", "Nora", "Mila",
@@ -173,14 +197,46 @@ const OBESITY: usize = 6;
 const AFIB: usize = 7;
 
 const CHRONIC: &[Chronic] = &[
-    Chronic { snomed: "44054006", display: "Diabetes mellitus type 2 (disorder)", prevalence: [0.02, 0.10, 0.20] },
-    Chronic { snomed: "38341003", display: "Hypertension", prevalence: [0.05, 0.28, 0.55] },
-    Chronic { snomed: "55822004", display: "Hyperlipidemia", prevalence: [0.04, 0.20, 0.35] },
-    Chronic { snomed: "15777000", display: "Prediabetes", prevalence: [0.05, 0.15, 0.18] },
-    Chronic { snomed: "195967001", display: "Asthma", prevalence: [0.08, 0.07, 0.06] },
-    Chronic { snomed: "431855005", display: "Chronic kidney disease stage 1 (disorder)", prevalence: [0.005, 0.03, 0.10] },
-    Chronic { snomed: "162864005", display: "Body mass index 30+ - obesity (finding)", prevalence: [0.10, 0.22, 0.20] },
-    Chronic { snomed: "49436004", display: "Atrial fibrillation", prevalence: [0.001, 0.02, 0.09] },
+    Chronic {
+        snomed: "44054006",
+        display: "Diabetes mellitus type 2 (disorder)",
+        prevalence: [0.02, 0.10, 0.20],
+    },
+    Chronic {
+        snomed: "38341003",
+        display: "Hypertension",
+        prevalence: [0.05, 0.28, 0.55],
+    },
+    Chronic {
+        snomed: "55822004",
+        display: "Hyperlipidemia",
+        prevalence: [0.04, 0.20, 0.35],
+    },
+    Chronic {
+        snomed: "15777000",
+        display: "Prediabetes",
+        prevalence: [0.05, 0.15, 0.18],
+    },
+    Chronic {
+        snomed: "195967001",
+        display: "Asthma",
+        prevalence: [0.08, 0.07, 0.06],
+    },
+    Chronic {
+        snomed: "431855005",
+        display: "Chronic kidney disease stage 1 (disorder)",
+        prevalence: [0.005, 0.03, 0.10],
+    },
+    Chronic {
+        snomed: "162864005",
+        display: "Body mass index 30+ - obesity (finding)",
+        prevalence: [0.10, 0.22, 0.20],
+    },
+    Chronic {
+        snomed: "49436004",
+        display: "Atrial fibrillation",
+        prevalence: [0.001, 0.02, 0.09],
+    },
 ];
 
 /// Acute conditions (code, display, yearly probability).
@@ -194,11 +250,19 @@ const ACUTE: &[(&str, &str, f64)] = &[
 
 /// Medication per chronic condition: (condition index, RxNorm code, display).
 const MEDS: &[(usize, &str, &str)] = &[
-    (DIABETES, "860975", "24 HR Metformin hydrochloride 500 MG Extended Release Oral Tablet"),
+    (
+        DIABETES,
+        "860975",
+        "24 HR Metformin hydrochloride 500 MG Extended Release Oral Tablet",
+    ),
     (HYPERTENSION, "314076", "lisinopril 10 MG Oral Tablet"),
     (HYPERTENSION, "197361", "amlodipine 5 MG Oral Tablet"),
     (HYPERLIPIDEMIA, "312961", "simvastatin 20 MG Oral Tablet"),
-    (ASTHMA, "895994", "120 ACTUAT Fluticasone propionate 0.044 MG/ACTUAT Metered Dose Inhaler"),
+    (
+        ASTHMA,
+        "895994",
+        "120 ACTUAT Fluticasone propionate 0.044 MG/ACTUAT Metered Dose Inhaler",
+    ),
     (AFIB, "855332", "Warfarin Sodium 5 MG Oral Tablet"),
 ];
 
@@ -450,7 +514,11 @@ pub fn patient_resources(seed: u64, hospital: u32, index: u64) -> Vec<Value> {
         let (class, type_code, type_display) = if emergency {
             ("EMER", "50849002", "Emergency room admission (procedure)")
         } else if enc_no == 0 || n_chronic == 0 {
-            ("AMB", "162673000", "General examination of patient (procedure)")
+            (
+                "AMB",
+                "162673000",
+                "General examination of patient (procedure)",
+            )
         } else {
             ("AMB", "185349003", "Encounter for check up (procedure)")
         };
@@ -525,19 +593,63 @@ pub fn patient_resources(seed: u64, hospital: u32, index: u64) -> Vec<Value> {
         // Vital signs.
         let drift = normal(&mut rng, 0.0, 1.0);
         let mut vitals: Vec<(&str, &str, f64, &str, &str)> = vec![
-            ("39156-5", "Body Mass Index", round1(latent.bmi + drift * 0.5), "kg/m2", "vital-signs"),
-            ("8480-6", "Systolic Blood Pressure", (latent.sbp + drift * 6.0).round(), "mm[Hg]", "vital-signs"),
-            ("8462-4", "Diastolic Blood Pressure", (latent.dbp + drift * 4.0).round(), "mm[Hg]", "vital-signs"),
-            ("8867-4", "Heart rate", normal(&mut rng, if has[AFIB] { 95.0 } else { 72.0 }, 9.0).round(), "/min", "vital-signs"),
+            (
+                "39156-5",
+                "Body Mass Index",
+                round1(latent.bmi + drift * 0.5),
+                "kg/m2",
+                "vital-signs",
+            ),
+            (
+                "8480-6",
+                "Systolic Blood Pressure",
+                (latent.sbp + drift * 6.0).round(),
+                "mm[Hg]",
+                "vital-signs",
+            ),
+            (
+                "8462-4",
+                "Diastolic Blood Pressure",
+                (latent.dbp + drift * 4.0).round(),
+                "mm[Hg]",
+                "vital-signs",
+            ),
+            (
+                "8867-4",
+                "Heart rate",
+                normal(&mut rng, if has[AFIB] { 95.0 } else { 72.0 }, 9.0).round(),
+                "/min",
+                "vital-signs",
+            ),
         ];
         if age >= 18 {
             let a1c = round1(latent.a1c + normal(&mut rng, 0.0, 0.25));
             // Mean glucose from HbA1c (ADAG: eAG = 28.7 * A1c - 46.7) plus fasting noise.
-            let glucose = (28.7 * a1c - 46.7 + normal(&mut rng, 0.0, 12.0)).max(55.0).round();
-            vitals.push(("4548-4", "Hemoglobin A1c/Hemoglobin.total in Blood", a1c, "%", "laboratory"));
+            let glucose = (28.7 * a1c - 46.7 + normal(&mut rng, 0.0, 12.0))
+                .max(55.0)
+                .round();
+            vitals.push((
+                "4548-4",
+                "Hemoglobin A1c/Hemoglobin.total in Blood",
+                a1c,
+                "%",
+                "laboratory",
+            ));
             vitals.push(("2339-0", "Glucose", glucose, "mg/dL", "laboratory"));
-            vitals.push(("2093-3", "Total Cholesterol", (latent.chol + normal(&mut rng, 0.0, 10.0)).round(), "mg/dL", "laboratory"));
-            vitals.push(("2160-0", "Creatinine", (latent.creat * 100.0 + normal(&mut rng, 0.0, 5.0)).round() / 100.0, "mg/dL", "laboratory"));
+            vitals.push((
+                "2093-3",
+                "Total Cholesterol",
+                (latent.chol + normal(&mut rng, 0.0, 10.0)).round(),
+                "mg/dL",
+                "laboratory",
+            ));
+            vitals.push((
+                "2160-0",
+                "Creatinine",
+                (latent.creat * 100.0 + normal(&mut rng, 0.0, 5.0)).round() / 100.0,
+                "mg/dL",
+                "laboratory",
+            ));
         }
         for (code, display, value, unit, category) in vitals {
             let oid = next_id(&mut rng);
@@ -682,7 +794,7 @@ pub fn write_ndjson(
     let mut writers: Vec<(String, BufWriter<File>)> = Vec::new();
     let mut summary = SynthSummary::default();
     let write = |resource: &Value,
-                     writers: &mut Vec<(String, BufWriter<File>)>|
+                 writers: &mut Vec<(String, BufWriter<File>)>|
      -> Result<(), SynthError> {
         let rtype = resource
             .get("resourceType")
@@ -699,8 +811,10 @@ pub fn write_ndjson(
         };
         if let Some((_, w)) = writers.get_mut(pos) {
             let path = dir.join(format!("{rtype}.ndjson"));
-            serde_json::to_writer(&mut *w, resource)
-                .map_err(|e| SynthError::Io { path: path.clone(), source: e.into() })?;
+            serde_json::to_writer(&mut *w, resource).map_err(|e| SynthError::Io {
+                path: path.clone(),
+                source: e.into(),
+            })?;
             w.write_all(b"\n").map_err(io(&path))?;
         }
         Ok(())

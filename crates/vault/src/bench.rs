@@ -36,7 +36,11 @@ pub struct IngestBench {
 /// a fresh vault at `work_dir/node`.
 pub fn bench_ingest(work_dir: &Path, patients: u64, seed: u64) -> Result<IngestBench, VaultError> {
     let nd = work_dir.join("ndjson");
-    let cfg = medspace_synth::SynthConfig { patients, seed, hospital: 0 };
+    let cfg = medspace_synth::SynthConfig {
+        patients,
+        seed,
+        hospital: 0,
+    };
     medspace_synth::write_ndjson(cfg, &nd, |_| {}).map_err(|e| VaultError::Io {
         path: nd.clone(),
         source: std::io::Error::other(e.to_string()),
@@ -89,7 +93,12 @@ pub const COHORT_SQL: &str = "SELECT p.gender_source_value AS sex, \
      GROUP BY 1, 2 ORDER BY 1, 2";
 
 /// Builds a vault with `persons` persons at `work_dir/node` and times [`COHORT_SQL`] `runs` times.
-pub fn bench_cohort(work_dir: &Path, persons: u64, seed: u64, runs: usize) -> Result<CohortBench, VaultError> {
+pub fn bench_cohort(
+    work_dir: &Path,
+    persons: u64,
+    seed: u64,
+    runs: usize,
+) -> Result<CohortBench, VaultError> {
     let node = work_dir.join("node");
     if node.exists() {
         std::fs::remove_dir_all(&node).map_err(VaultError::io(&node))?;
@@ -105,7 +114,13 @@ pub fn bench_cohort(work_dir: &Path, persons: u64, seed: u64, runs: usize) -> Re
                 let female = rng.random_bool(0.51);
                 let age: i32 = rng.random_range(0..95);
                 let yob = 2025 - age;
-                let band = if age < 40 { 0.02 } else if age < 65 { 0.10 } else { 0.20 };
+                let band = if age < 40 {
+                    0.02
+                } else if age < 65 {
+                    0.10
+                } else {
+                    0.20
+                };
                 let diabetic = rng.random_bool(band);
                 let pseudo = format!("{pid:032x}");
                 rows.writer.push(
@@ -125,7 +140,13 @@ pub fn bench_cohort(work_dir: &Path, persons: u64, seed: u64, runs: usize) -> Re
                         Val::Str(None),
                     ],
                 )?;
-                let code = if diabetic { "44054006" } else if rng.random_bool(0.3) { "38341003" } else { "444814009" };
+                let code = if diabetic {
+                    "44054006"
+                } else if rng.random_bool(0.3) {
+                    "38341003"
+                } else {
+                    "444814009"
+                };
                 let cid = next_id(rows.counters, "condition_occurrence");
                 rows.writer.push(
                     "condition_occurrence",

@@ -31,11 +31,21 @@ pub enum PrivacyLevel {
 pub fn privacy_level(table: &str, column: &str) -> PrivacyLevel {
     match column {
         "person_id" | "person_source_value" => PrivacyLevel::L4,
-        c if c.ends_with("_date") || c.ends_with("_datetime") || c.ends_with("_of_birth") => PrivacyLevel::L3,
-        "gender_source_value" | "race_source_value" | "ethnicity_source_value" | "gender_concept_id"
-        | "race_concept_id" | "ethnicity_concept_id" => PrivacyLevel::L3,
-        c if c.ends_with("_source_value") || c.starts_with("value_as") || c == "quantity" => PrivacyLevel::L2,
-        c if c.ends_with("_concept_id") && !c.contains("type") && table != "person" => PrivacyLevel::L2,
+        c if c.ends_with("_date") || c.ends_with("_datetime") || c.ends_with("_of_birth") => {
+            PrivacyLevel::L3
+        }
+        "gender_source_value"
+        | "race_source_value"
+        | "ethnicity_source_value"
+        | "gender_concept_id"
+        | "race_concept_id"
+        | "ethnicity_concept_id" => PrivacyLevel::L3,
+        c if c.ends_with("_source_value") || c.starts_with("value_as") || c == "quantity" => {
+            PrivacyLevel::L2
+        }
+        c if c.ends_with("_concept_id") && !c.contains("type") && table != "person" => {
+            PrivacyLevel::L2
+        }
         _ => PrivacyLevel::L1,
     }
 }
@@ -105,7 +115,11 @@ pub fn content_hash(node_dir: &Path) -> Result<String, VaultError> {
 }
 
 /// Builds the description from a session over the vault (async, for callers inside tokio).
-pub async fn describe(ctx: &SessionContext, node_dir: &Path, as_of: i32) -> Result<DatasetDescription, VaultError> {
+pub async fn describe(
+    ctx: &SessionContext,
+    node_dir: &Path,
+    as_of: i32,
+) -> Result<DatasetDescription, VaultError> {
     let quality = quality::profile(ctx, as_of).await?;
     let root = store::vault_dir(node_dir);
     let manifest = store::read_manifest(&root)?;
@@ -131,7 +145,11 @@ pub async fn describe(ctx: &SessionContext, node_dir: &Path, as_of: i32) -> Resu
                     .unwrap_or(0.0),
             })
             .collect();
-        tables.push(TableDescription { name: table.to_string(), row_count: rows, fields });
+        tables.push(TableDescription {
+            name: table.to_string(),
+            row_count: rows,
+            fields,
+        });
     }
     Ok(DatasetDescription {
         format: "medspace-cdm/1".into(),
@@ -156,14 +174,32 @@ mod tests {
 
     #[test]
     fn levels() {
-        assert_eq!(privacy_level("person", "person_source_value"), PrivacyLevel::L4);
+        assert_eq!(
+            privacy_level("person", "person_source_value"),
+            PrivacyLevel::L4
+        );
         assert_eq!(privacy_level("measurement", "person_id"), PrivacyLevel::L4);
         assert_eq!(privacy_level("person", "birth_datetime"), PrivacyLevel::L3);
         assert_eq!(privacy_level("person", "year_of_birth"), PrivacyLevel::L3);
-        assert_eq!(privacy_level("measurement", "measurement_date"), PrivacyLevel::L3);
-        assert_eq!(privacy_level("measurement", "value_as_number"), PrivacyLevel::L2);
-        assert_eq!(privacy_level("condition_occurrence", "condition_source_value"), PrivacyLevel::L2);
-        assert_eq!(privacy_level("condition_occurrence", "condition_type_concept_id"), PrivacyLevel::L1);
-        assert_eq!(privacy_level("measurement", "measurement_id"), PrivacyLevel::L1);
+        assert_eq!(
+            privacy_level("measurement", "measurement_date"),
+            PrivacyLevel::L3
+        );
+        assert_eq!(
+            privacy_level("measurement", "value_as_number"),
+            PrivacyLevel::L2
+        );
+        assert_eq!(
+            privacy_level("condition_occurrence", "condition_source_value"),
+            PrivacyLevel::L2
+        );
+        assert_eq!(
+            privacy_level("condition_occurrence", "condition_type_concept_id"),
+            PrivacyLevel::L1
+        );
+        assert_eq!(
+            privacy_level("measurement", "measurement_id"),
+            PrivacyLevel::L1
+        );
     }
 }

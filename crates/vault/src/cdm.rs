@@ -55,10 +55,18 @@ pub(crate) struct Col {
 }
 
 const fn c(name: &'static str, ty: Ty) -> Col {
-    Col { name, ty, nullable: true }
+    Col {
+        name,
+        ty,
+        nullable: true,
+    }
 }
 const fn key(name: &'static str) -> Col {
-    Col { name, ty: Ty::I64, nullable: false }
+    Col {
+        name,
+        ty: Ty::I64,
+        nullable: false,
+    }
 }
 
 const PERSON: &[Col] = &[
@@ -224,7 +232,11 @@ impl TableBuf {
                 Ty::Date => Builder::Date(Date32Builder::new()),
             })
             .collect();
-        TableBuf { table, builders, rows: 0 }
+        TableBuf {
+            table,
+            builders,
+            rows: 0,
+        }
     }
 
     fn push(&mut self, row: &[Val<'_>]) -> Result<(), VaultError> {
@@ -246,7 +258,9 @@ impl TableBuf {
                     | (Builder::Date(_), Val::Date(_))
             );
             if !ok {
-                return Err(VaultError::storage(self.table)("cell type does not match column".into()));
+                return Err(VaultError::storage(self.table)(
+                    "cell type does not match column".into(),
+                ));
             }
         }
         for (b, v) in self.builders.iter_mut().zip(row) {
@@ -344,7 +358,8 @@ impl CdmWriter {
             *slot = Some(w);
         }
         if let Some(w) = slot.as_mut() {
-            w.write(&batch).map_err(|e| VaultError::storage(table)(e.to_string()))?;
+            w.write(&batch)
+                .map_err(|e| VaultError::storage(table)(e.to_string()))?;
         }
         Ok(())
     }
@@ -358,8 +373,11 @@ impl CdmWriter {
         for (i, slot) in self.writers.into_iter().enumerate() {
             if let Some(w) = slot {
                 let table = TABLES.get(i).copied().unwrap_or("");
-                let file = w.into_inner().map_err(|e| VaultError::storage(table)(e.to_string()))?;
-                file.sync_all().map_err(VaultError::io(self.dir.join(format!("{table}.parquet"))))?;
+                let file = w
+                    .into_inner()
+                    .map_err(|e| VaultError::storage(table)(e.to_string()))?;
+                file.sync_all()
+                    .map_err(VaultError::io(self.dir.join(format!("{table}.parquet"))))?;
                 written.push(table.to_string());
             }
         }
@@ -443,7 +461,11 @@ pub(crate) fn map_resource(
     out: &mut CdmWriter,
 ) -> Result<(), VaultError> {
     let rtype = v.get("resourceType").and_then(Value::as_str).unwrap_or("");
-    let person_of = |field: &str| ref_of(v, field).and_then(parse_reference).and_then(|t| resolve.person(&t));
+    let person_of = |field: &str| {
+        ref_of(v, field)
+            .and_then(parse_reference)
+            .and_then(|t| resolve.person(&t))
+    };
     let visit = ref_of(v, "encounter")
         .or_else(|| ref_of(v, "context"))
         .and_then(parse_reference)
@@ -469,8 +491,14 @@ pub(crate) fn map_resource(
             };
             // Partial birth dates ("1980" or "1980-05") keep only what was given.
             let precision = birth.map(str::len).unwrap_or(0);
-            let race = ext_code(v, "http://hl7.org/fhir/us/core/StructureDefinition/us-core-race");
-            let eth = ext_code(v, "http://hl7.org/fhir/us/core/StructureDefinition/us-core-ethnicity");
+            let race = ext_code(
+                v,
+                "http://hl7.org/fhir/us/core/StructureDefinition/us-core-race",
+            );
+            let eth = ext_code(
+                v,
+                "http://hl7.org/fhir/us/core/StructureDefinition/us-core-ethnicity",
+            );
             let race_concept = match race {
                 Some("2106-3") => 8527,
                 Some("2054-5") => 8516,
@@ -505,18 +533,33 @@ pub(crate) fn map_resource(
             if let Some(death) = date_of(v, &["deceasedDateTime"]) {
                 out.push(
                     "death",
-                    &[Val::I64(Some(pid)), Val::Date(Some(death)), Val::I32(Some(TYPE_EHR)), Val::Str(None)],
+                    &[
+                        Val::I64(Some(pid)),
+                        Val::Date(Some(death)),
+                        Val::I32(Some(TYPE_EHR)),
+                        Val::Str(None),
+                    ],
                 )?;
             } else if v.get("deceasedBoolean").and_then(Value::as_bool) == Some(true) {
                 out.push(
                     "death",
-                    &[Val::I64(Some(pid)), Val::Date(None), Val::I32(Some(TYPE_EHR)), Val::Str(None)],
+                    &[
+                        Val::I64(Some(pid)),
+                        Val::Date(None),
+                        Val::I32(Some(TYPE_EHR)),
+                        Val::Str(None),
+                    ],
                 )?;
             }
         }
         "Encounter" => {
-            let (Some(vid), Some(pid)) = (own_row_id, person_of("subject")) else { return Ok(()) };
-            let class = v.get("class").and_then(|c| c.get("code")).and_then(Value::as_str);
+            let (Some(vid), Some(pid)) = (own_row_id, person_of("subject")) else {
+                return Ok(());
+            };
+            let class = v
+                .get("class")
+                .and_then(|c| c.get("code"))
+                .and_then(Value::as_str);
             let visit_concept = match class {
                 Some("AMB") | Some("outpatient") | Some("ambulatory") | Some("wellness") => 9202,
                 Some("EMER") | Some("emergency") => 9203,
@@ -541,7 +584,9 @@ pub(crate) fn map_resource(
             )?;
         }
         "Condition" => {
-            let Some(pid) = person_of("subject") else { return Ok(()) };
+            let Some(pid) = person_of("subject") else {
+                return Ok(());
+            };
             let code = first_coding(v.get("code"));
             let mapped = code.map(|(s, c)| vocab.map(s, c)).unwrap_or_default();
             let status = v
@@ -555,7 +600,10 @@ pub(crate) fn map_resource(
                     Val::I64(Some(id)),
                     Val::I64(Some(pid)),
                     Val::I32(Some(mapped.concept_id)),
-                    Val::Date(date_of(v, &["onsetDateTime", "onsetPeriod.start", "recordedDate"])),
+                    Val::Date(date_of(
+                        v,
+                        &["onsetDateTime", "onsetPeriod.start", "recordedDate"],
+                    )),
                     Val::Date(date_of(v, &["abatementDateTime", "abatementPeriod.end"])),
                     Val::I32(Some(TYPE_EHR)),
                     Val::Str(status),
@@ -565,9 +613,18 @@ pub(crate) fn map_resource(
                 ],
             )?;
         }
-        "MedicationRequest" | "MedicationStatement" | "MedicationAdministration" | "Immunization" => {
-            let field = if rtype == "Immunization" { "patient" } else { "subject" };
-            let Some(pid) = person_of(field) else { return Ok(()) };
+        "MedicationRequest"
+        | "MedicationStatement"
+        | "MedicationAdministration"
+        | "Immunization" => {
+            let field = if rtype == "Immunization" {
+                "patient"
+            } else {
+                "subject"
+            };
+            let Some(pid) = person_of(field) else {
+                return Ok(());
+            };
             let code = if rtype == "Immunization" {
                 first_coding(v.get("vaccineCode"))
             } else {
@@ -576,9 +633,18 @@ pub(crate) fn map_resource(
             let mapped = code.map(|(s, c)| vocab.map(s, c)).unwrap_or_default();
             let start = date_of(
                 v,
-                &["authoredOn", "occurrenceDateTime", "effectiveDateTime", "effectivePeriod.start", "dispenseRequest.validityPeriod.start"],
+                &[
+                    "authoredOn",
+                    "occurrenceDateTime",
+                    "effectiveDateTime",
+                    "effectivePeriod.start",
+                    "dispenseRequest.validityPeriod.start",
+                ],
             );
-            let end = date_of(v, &["dispenseRequest.validityPeriod.end", "effectivePeriod.end"]);
+            let end = date_of(
+                v,
+                &["dispenseRequest.validityPeriod.end", "effectivePeriod.end"],
+            );
             let quantity = v
                 .get("dispenseRequest")
                 .and_then(|d| d.get("quantity"))
@@ -593,7 +659,11 @@ pub(crate) fn map_resource(
                     Val::I32(Some(mapped.concept_id)),
                     Val::Date(start),
                     Val::Date(end),
-                    Val::I32(Some(if rtype == "MedicationRequest" { 32838 } else { TYPE_EHR })),
+                    Val::I32(Some(if rtype == "MedicationRequest" {
+                        32838
+                    } else {
+                        TYPE_EHR
+                    })),
                     Val::F64(quantity),
                     Val::I64(visit),
                     Val::Str(code.map(|(_, c)| c)),
@@ -602,7 +672,9 @@ pub(crate) fn map_resource(
             )?;
         }
         "Procedure" => {
-            let Some(pid) = person_of("subject") else { return Ok(()) };
+            let Some(pid) = person_of("subject") else {
+                return Ok(());
+            };
             let code = first_coding(v.get("code"));
             let mapped = code.map(|(s, c)| vocab.map(s, c)).unwrap_or_default();
             let id = next_id(counters, "procedure_occurrence");
@@ -622,7 +694,9 @@ pub(crate) fn map_resource(
             )?;
         }
         "AllergyIntolerance" => {
-            let Some(pid) = person_of("patient") else { return Ok(()) };
+            let Some(pid) = person_of("patient") else {
+                return Ok(());
+            };
             let code = first_coding(v.get("code"));
             let mapped = code.map(|(s, c)| vocab.map(s, c)).unwrap_or_default();
             let id = next_id(counters, "observation");
@@ -645,7 +719,9 @@ pub(crate) fn map_resource(
             )?;
         }
         "Observation" => {
-            let Some(pid) = person_of("subject") else { return Ok(()) };
+            let Some(pid) = person_of("subject") else {
+                return Ok(());
+            };
             map_observation(v, pid, visit, vocab, counters, out)?;
         }
         _ => {}
@@ -661,7 +737,15 @@ fn map_observation(
     counters: &mut Counters,
     out: &mut CdmWriter,
 ) -> Result<(), VaultError> {
-    let date = date_of(v, &["effectiveDateTime", "effectivePeriod.start", "effectiveInstant", "issued"]);
+    let date = date_of(
+        v,
+        &[
+            "effectiveDateTime",
+            "effectivePeriod.start",
+            "effectiveInstant",
+            "issued",
+        ],
+    );
     let category = v
         .get("category")
         .and_then(Value::as_array)
@@ -674,13 +758,31 @@ fn map_observation(
     // Multi-component observations (blood pressure panels) give one row per component.
     if let Some(components) = v.get("component").and_then(Value::as_array) {
         for comp in components {
-            map_observation_value(comp, pid, visit, date, category.is_some(), vocab, counters, out)?;
+            map_observation_value(
+                comp,
+                pid,
+                visit,
+                date,
+                category.is_some(),
+                vocab,
+                counters,
+                out,
+            )?;
         }
         if !has_value(v) {
             return Ok(());
         }
     }
-    map_observation_value(v, pid, visit, date, category.is_some(), vocab, counters, out)
+    map_observation_value(
+        v,
+        pid,
+        visit,
+        date,
+        category.is_some(),
+        vocab,
+        counters,
+        out,
+    )
 }
 
 fn has_value(v: &Value) -> bool {
@@ -706,7 +808,9 @@ fn map_observation_value(
         .and_then(|q| q.get("value"))
         .and_then(Value::as_f64)
         .or_else(|| v.get("valueInteger").and_then(Value::as_f64));
-    let unit = quantity.and_then(|q| q.get("code").or_else(|| q.get("unit"))).and_then(Value::as_str);
+    let unit = quantity
+        .and_then(|q| q.get("code").or_else(|| q.get("unit")))
+        .and_then(Value::as_str);
     let concept_value = first_coding(v.get("valueCodeableConcept"));
     let string_value = v
         .get("valueString")

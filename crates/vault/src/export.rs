@@ -69,10 +69,15 @@ fn closure(vault: &Vault, person_id: i64) -> Result<Vec<(String, Value)>, VaultE
 /// One patient's complete record as a FHIR R4 `collection` Bundle. `id` may be the person_id,
 /// the source `Patient.id` or the ledger pseudonym. The Patient comes first.
 pub fn export_patient(vault: &Vault, id: &str) -> Result<Value, VaultError> {
-    let person_id = vault.resolve_patient(id).ok_or(VaultError::PatientNotFound)?;
+    let person_id = vault
+        .resolve_patient(id)
+        .ok_or(VaultError::PatientNotFound)?;
     let mut resources = closure(vault, person_id)?;
     resources.sort_by_key(|(k, _)| (!k.starts_with("Patient/"), k.clone()));
-    let urls: HashMap<String, String> = resources.iter().map(|(k, _)| (k.clone(), full_url(k))).collect();
+    let urls: HashMap<String, String> = resources
+        .iter()
+        .map(|(k, _)| (k.clone(), full_url(k)))
+        .collect();
     let entries: Vec<Value> = resources
         .into_iter()
         .map(|(k, mut v)| {
@@ -103,10 +108,14 @@ pub fn export_ndjson(vault: &Vault, dir: &Path) -> Result<NdjsonSummary, VaultEr
     let mut writers: BTreeMap<String, BufWriter<File>> = BTreeMap::new();
     let mut summary = NdjsonSummary::default();
     for (seg, lines) in vault.live_lines() {
-        let Some(info) = vault.manifest().segments.get(seg as usize) else { continue };
+        let Some(info) = vault.manifest().segments.get(seg as usize) else {
+            continue;
+        };
         let path = vault.segment_dir(&info.name).join("resources.ndjson.zst");
         vault.scan_segment(&path, &mut |line, bytes| {
-            let Some(key) = lines.get(&line) else { return Ok(()) };
+            let Some(key) = lines.get(&line) else {
+                return Ok(());
+            };
             let mut v: Value = serde_json::from_slice(bytes).map_err(|e| VaultError::Corrupt {
                 path: path.clone(),
                 reason: e.to_string(),
@@ -119,7 +128,11 @@ pub fn export_ndjson(vault: &Vault, dir: &Path) -> Result<NdjsonSummary, VaultEr
                 let target = vault.resolve_key(&t)?;
                 (target != r).then_some(target)
             });
-            let ty = key.split_once('/').map(|(t, _)| t).unwrap_or("Unknown").to_string();
+            let ty = key
+                .split_once('/')
+                .map(|(t, _)| t)
+                .unwrap_or("Unknown")
+                .to_string();
             let file_path = dir.join(format!("{ty}.ndjson"));
             let w = match writers.entry(ty.clone()) {
                 std::collections::btree_map::Entry::Occupied(o) => o.into_mut(),
@@ -128,7 +141,10 @@ pub fn export_ndjson(vault: &Vault, dir: &Path) -> Result<NdjsonSummary, VaultEr
                     slot.insert(BufWriter::new(f))
                 }
             };
-            serde_json::to_writer(&mut *w, &v).map_err(|e| VaultError::Io { path: file_path.clone(), source: e.into() })?;
+            serde_json::to_writer(&mut *w, &v).map_err(|e| VaultError::Io {
+                path: file_path.clone(),
+                source: e.into(),
+            })?;
             w.write_all(b"\n").map_err(VaultError::io(&file_path))?;
             *summary.by_type.entry(ty).or_insert(0) += 1;
             Ok(())
@@ -136,7 +152,9 @@ pub fn export_ndjson(vault: &Vault, dir: &Path) -> Result<NdjsonSummary, VaultEr
     }
     for (ty, w) in writers {
         let path = dir.join(format!("{ty}.ndjson"));
-        let f = w.into_inner().map_err(|e| VaultError::io(&path)(e.into_error()))?;
+        let f = w
+            .into_inner()
+            .map_err(|e| VaultError::io(&path)(e.into_error()))?;
         f.sync_all().map_err(VaultError::io(&path))?;
     }
     Ok(summary)
@@ -148,7 +166,10 @@ mod tests {
 
     #[test]
     fn full_urls() {
-        assert_eq!(full_url("Patient/004b7f3b-eaaa-4eda-81dc-3a82854a363d"), "urn:uuid:004b7f3b-eaaa-4eda-81dc-3a82854a363d");
+        assert_eq!(
+            full_url("Patient/004b7f3b-eaaa-4eda-81dc-3a82854a363d"),
+            "urn:uuid:004b7f3b-eaaa-4eda-81dc-3a82854a363d"
+        );
         let u = full_url("Patient/p1");
         assert!(u.starts_with("urn:uuid:"));
         assert!(is_uuid(u.trim_start_matches("urn:uuid:")), "{u}");

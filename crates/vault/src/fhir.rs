@@ -42,7 +42,10 @@ impl fmt::Display for BadReason {
             BadReason::UnknownResourceType(t) => write!(f, "unknown resource type: type={t}"),
             BadReason::NotR4(d) => write!(f, "not fhir r4: {d}"),
             BadReason::DanglingReference(field) => {
-                write!(f, "dangling reference: field={field} target not in batch or vault")
+                write!(
+                    f,
+                    "dangling reference: field={field} target not in batch or vault"
+                )
             }
             BadReason::Conflict => write!(
                 f,
@@ -54,54 +57,201 @@ impl fmt::Display for BadReason {
 
 /// All resource types of FHIR R4 (4.0.1).
 const R4_TYPES: &[&str] = &[
-    "Account", "ActivityDefinition", "AdverseEvent", "AllergyIntolerance", "Appointment",
-    "AppointmentResponse", "AuditEvent", "Basic", "Binary", "BiologicallyDerivedProduct",
-    "BodyStructure", "Bundle", "CapabilityStatement", "CarePlan", "CareTeam", "CatalogEntry",
-    "ChargeItem", "ChargeItemDefinition", "Claim", "ClaimResponse", "ClinicalImpression",
-    "CodeSystem", "Communication", "CommunicationRequest", "CompartmentDefinition", "Composition",
-    "ConceptMap", "Condition", "Consent", "Contract", "Coverage", "CoverageEligibilityRequest",
-    "CoverageEligibilityResponse", "DetectedIssue", "Device", "DeviceDefinition", "DeviceMetric",
-    "DeviceRequest", "DeviceUseStatement", "DiagnosticReport", "DocumentManifest",
-    "DocumentReference", "EffectEvidenceSynthesis", "Encounter", "Endpoint", "EnrollmentRequest",
-    "EnrollmentResponse", "EpisodeOfCare", "EventDefinition", "Evidence", "EvidenceVariable",
-    "ExampleScenario", "ExplanationOfBenefit", "FamilyMemberHistory", "Flag", "Goal",
-    "GraphDefinition", "Group", "GuidanceResponse", "HealthcareService", "ImagingStudy",
-    "Immunization", "ImmunizationEvaluation", "ImmunizationRecommendation", "ImplementationGuide",
-    "InsurancePlan", "Invoice", "Library", "Linkage", "List", "Location", "Measure",
-    "MeasureReport", "Media", "Medication", "MedicationAdministration", "MedicationDispense",
-    "MedicationKnowledge", "MedicationRequest", "MedicationStatement", "MedicinalProduct",
-    "MedicinalProductAuthorization", "MedicinalProductContraindication",
-    "MedicinalProductIndication", "MedicinalProductIngredient", "MedicinalProductInteraction",
-    "MedicinalProductManufactured", "MedicinalProductPackaged", "MedicinalProductPharmaceutical",
-    "MedicinalProductUndesirableEffect", "MessageDefinition", "MessageHeader", "MolecularSequence",
-    "NamingSystem", "NutritionOrder", "Observation", "ObservationDefinition",
-    "OperationDefinition", "OperationOutcome", "Organization", "OrganizationAffiliation",
-    "Parameters", "Patient", "PaymentNotice", "PaymentReconciliation", "Person", "PlanDefinition",
-    "Practitioner", "PractitionerRole", "Procedure", "Provenance", "Questionnaire",
-    "QuestionnaireResponse", "RelatedPerson", "RequestGroup", "ResearchDefinition",
-    "ResearchElementDefinition", "ResearchStudy", "ResearchSubject", "RiskAssessment",
-    "RiskEvidenceSynthesis", "Schedule", "SearchParameter", "ServiceRequest", "Slot", "Specimen",
-    "SpecimenDefinition", "StructureDefinition", "StructureMap", "Subscription", "Substance",
-    "SubstanceNucleicAcid", "SubstancePolymer", "SubstanceProtein", "SubstanceReferenceInformation",
-    "SubstanceSourceMaterial", "SubstanceSpecification", "SupplyDelivery", "SupplyRequest", "Task",
-    "TerminologyCapabilities", "TestReport", "TestScript", "ValueSet", "VerificationResult",
+    "Account",
+    "ActivityDefinition",
+    "AdverseEvent",
+    "AllergyIntolerance",
+    "Appointment",
+    "AppointmentResponse",
+    "AuditEvent",
+    "Basic",
+    "Binary",
+    "BiologicallyDerivedProduct",
+    "BodyStructure",
+    "Bundle",
+    "CapabilityStatement",
+    "CarePlan",
+    "CareTeam",
+    "CatalogEntry",
+    "ChargeItem",
+    "ChargeItemDefinition",
+    "Claim",
+    "ClaimResponse",
+    "ClinicalImpression",
+    "CodeSystem",
+    "Communication",
+    "CommunicationRequest",
+    "CompartmentDefinition",
+    "Composition",
+    "ConceptMap",
+    "Condition",
+    "Consent",
+    "Contract",
+    "Coverage",
+    "CoverageEligibilityRequest",
+    "CoverageEligibilityResponse",
+    "DetectedIssue",
+    "Device",
+    "DeviceDefinition",
+    "DeviceMetric",
+    "DeviceRequest",
+    "DeviceUseStatement",
+    "DiagnosticReport",
+    "DocumentManifest",
+    "DocumentReference",
+    "EffectEvidenceSynthesis",
+    "Encounter",
+    "Endpoint",
+    "EnrollmentRequest",
+    "EnrollmentResponse",
+    "EpisodeOfCare",
+    "EventDefinition",
+    "Evidence",
+    "EvidenceVariable",
+    "ExampleScenario",
+    "ExplanationOfBenefit",
+    "FamilyMemberHistory",
+    "Flag",
+    "Goal",
+    "GraphDefinition",
+    "Group",
+    "GuidanceResponse",
+    "HealthcareService",
+    "ImagingStudy",
+    "Immunization",
+    "ImmunizationEvaluation",
+    "ImmunizationRecommendation",
+    "ImplementationGuide",
+    "InsurancePlan",
+    "Invoice",
+    "Library",
+    "Linkage",
+    "List",
+    "Location",
+    "Measure",
+    "MeasureReport",
+    "Media",
+    "Medication",
+    "MedicationAdministration",
+    "MedicationDispense",
+    "MedicationKnowledge",
+    "MedicationRequest",
+    "MedicationStatement",
+    "MedicinalProduct",
+    "MedicinalProductAuthorization",
+    "MedicinalProductContraindication",
+    "MedicinalProductIndication",
+    "MedicinalProductIngredient",
+    "MedicinalProductInteraction",
+    "MedicinalProductManufactured",
+    "MedicinalProductPackaged",
+    "MedicinalProductPharmaceutical",
+    "MedicinalProductUndesirableEffect",
+    "MessageDefinition",
+    "MessageHeader",
+    "MolecularSequence",
+    "NamingSystem",
+    "NutritionOrder",
+    "Observation",
+    "ObservationDefinition",
+    "OperationDefinition",
+    "OperationOutcome",
+    "Organization",
+    "OrganizationAffiliation",
+    "Parameters",
+    "Patient",
+    "PaymentNotice",
+    "PaymentReconciliation",
+    "Person",
+    "PlanDefinition",
+    "Practitioner",
+    "PractitionerRole",
+    "Procedure",
+    "Provenance",
+    "Questionnaire",
+    "QuestionnaireResponse",
+    "RelatedPerson",
+    "RequestGroup",
+    "ResearchDefinition",
+    "ResearchElementDefinition",
+    "ResearchStudy",
+    "ResearchSubject",
+    "RiskAssessment",
+    "RiskEvidenceSynthesis",
+    "Schedule",
+    "SearchParameter",
+    "ServiceRequest",
+    "Slot",
+    "Specimen",
+    "SpecimenDefinition",
+    "StructureDefinition",
+    "StructureMap",
+    "Subscription",
+    "Substance",
+    "SubstanceNucleicAcid",
+    "SubstancePolymer",
+    "SubstanceProtein",
+    "SubstanceReferenceInformation",
+    "SubstanceSourceMaterial",
+    "SubstanceSpecification",
+    "SupplyDelivery",
+    "SupplyRequest",
+    "Task",
+    "TerminologyCapabilities",
+    "TestReport",
+    "TestScript",
+    "ValueSet",
+    "VerificationResult",
     "VisionPrescription",
 ];
 
 /// Resource types that exist in STU3 or R5 but not in R4: their presence marks another version.
 const OTHER_VERSION_TYPES: &[&str] = &[
     // STU3
-    "ProcedureRequest", "ReferralRequest", "DeviceComponent", "EligibilityRequest",
-    "EligibilityResponse", "ProcessRequest", "ProcessResponse", "DataElement", "ImagingManifest",
-    "ServiceDefinition", "ExpansionProfile", "Sequence", "BodySite",
+    "ProcedureRequest",
+    "ReferralRequest",
+    "DeviceComponent",
+    "EligibilityRequest",
+    "EligibilityResponse",
+    "ProcessRequest",
+    "ProcessResponse",
+    "DataElement",
+    "ImagingManifest",
+    "ServiceDefinition",
+    "ExpansionProfile",
+    "Sequence",
+    "BodySite",
     // R4B / R5
-    "ActorDefinition", "AdministrableProductDefinition", "ArtifactAssessment", "BiologicallyDerivedProductDispense",
-    "Citation", "ClinicalUseDefinition", "ConditionDefinition", "DeviceAssociation", "DeviceDispense",
-    "DeviceUsage", "EncounterHistory", "EvidenceReport", "FormularyItem", "GenomicStudy",
-    "ImagingSelection", "InventoryItem", "InventoryReport", "Ingredient", "ManufacturedItemDefinition",
-    "MedicinalProductDefinition", "NutritionIntake", "NutritionProduct", "PackagedProductDefinition",
-    "Permission", "RegulatedAuthorization", "Requirements", "SubscriptionStatus", "SubscriptionTopic",
-    "TestPlan", "Transport",
+    "ActorDefinition",
+    "AdministrableProductDefinition",
+    "ArtifactAssessment",
+    "BiologicallyDerivedProductDispense",
+    "Citation",
+    "ClinicalUseDefinition",
+    "ConditionDefinition",
+    "DeviceAssociation",
+    "DeviceDispense",
+    "DeviceUsage",
+    "EncounterHistory",
+    "EvidenceReport",
+    "FormularyItem",
+    "GenomicStudy",
+    "ImagingSelection",
+    "InventoryItem",
+    "InventoryReport",
+    "Ingredient",
+    "ManufacturedItemDefinition",
+    "MedicinalProductDefinition",
+    "NutritionIntake",
+    "NutritionProduct",
+    "PackagedProductDefinition",
+    "Permission",
+    "RegulatedAuthorization",
+    "Requirements",
+    "SubscriptionStatus",
+    "SubscriptionTopic",
+    "TestPlan",
+    "Transport",
 ];
 
 /// Whether `t` is an R4 resource type.
@@ -116,11 +266,17 @@ pub fn check_resource(v: &Value) -> Result<(&str, &str), BadReason> {
         .ok_or_else(|| BadReason::Malformed("resource is not a json object".into()))?;
     let rtype = match obj.get("resourceType") {
         Some(Value::String(s)) => s.as_str(),
-        Some(_) => return Err(BadReason::Malformed("field=resourceType is not a string".into())),
+        Some(_) => {
+            return Err(BadReason::Malformed(
+                "field=resourceType is not a string".into(),
+            ));
+        }
         None => return Err(BadReason::Malformed("field=resourceType missing".into())),
     };
     if OTHER_VERSION_TYPES.contains(&rtype) {
-        return Err(BadReason::NotR4(format!("resource type {rtype} does not exist in r4")));
+        return Err(BadReason::NotR4(format!(
+            "resource type {rtype} does not exist in r4"
+        )));
     }
     if !is_r4_type(rtype) {
         let shown: String = rtype.chars().take(40).collect();
@@ -129,7 +285,10 @@ pub fn check_resource(v: &Value) -> Result<(&str, &str), BadReason> {
     if let Some(version) = obj.get("fhirVersion").and_then(Value::as_str)
         && !version.starts_with("4.0")
     {
-        return Err(BadReason::NotR4(format!("fhirVersion={}", version.chars().take(12).collect::<String>())));
+        return Err(BadReason::NotR4(format!(
+            "fhirVersion={}",
+            version.chars().take(12).collect::<String>()
+        )));
     }
     if let Some(profiles) = obj
         .get("meta")
@@ -137,16 +296,30 @@ pub fn check_resource(v: &Value) -> Result<(&str, &str), BadReason> {
         .and_then(Value::as_array)
     {
         for p in profiles.iter().filter_map(Value::as_str) {
-            if p.contains("/fhir/5.0") || p.contains("/fhir/R5/") || p.contains("/fhir/STU3/") || p.contains("/fhir/3.0") {
-                return Err(BadReason::NotR4("meta.profile names another fhir version".into()));
+            if p.contains("/fhir/5.0")
+                || p.contains("/fhir/R5/")
+                || p.contains("/fhir/STU3/")
+                || p.contains("/fhir/3.0")
+            {
+                return Err(BadReason::NotR4(
+                    "meta.profile names another fhir version".into(),
+                ));
             }
         }
     }
     // Fields that only exist in other versions, on the resource types we map.
     let other_version_field = match rtype {
-        "Observation" | "Condition" | "Procedure" | "DiagnosticReport" => obj.contains_key("context").then_some("context"),
-        "MedicationRequest" => obj.get("medication").filter(|m| m.get("concept").is_some() || m.get("reference").is_some()).map(|_| "medication (CodeableReference)"),
-        "Encounter" => obj.get("class").filter(|c| c.is_array()).map(|_| "class as array"),
+        "Observation" | "Condition" | "Procedure" | "DiagnosticReport" => {
+            obj.contains_key("context").then_some("context")
+        }
+        "MedicationRequest" => obj
+            .get("medication")
+            .filter(|m| m.get("concept").is_some() || m.get("reference").is_some())
+            .map(|_| "medication (CodeableReference)"),
+        "Encounter" => obj
+            .get("class")
+            .filter(|c| c.is_array())
+            .map(|_| "class as array"),
         "Patient" => obj.contains_key("animal").then_some("animal"),
         _ => None,
     };
@@ -155,7 +328,11 @@ pub fn check_resource(v: &Value) -> Result<(&str, &str), BadReason> {
     }
     let id = match obj.get("id") {
         Some(Value::String(s)) if valid_id(s) => s.as_str(),
-        Some(_) => return Err(BadReason::Malformed("field=id is not a valid fhir id".into())),
+        Some(_) => {
+            return Err(BadReason::Malformed(
+                "field=id is not a valid fhir id".into(),
+            ));
+        }
         None => return Err(BadReason::Malformed("field=id missing".into())),
     };
     check_fields(rtype, obj)?;
@@ -166,21 +343,30 @@ pub fn check_resource(v: &Value) -> Result<(&str, &str), BadReason> {
 fn valid_id(s: &str) -> bool {
     !s.is_empty()
         && s.len() <= 64
-        && s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.')
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.')
 }
 
 fn check_fields(rtype: &str, obj: &Map<String, Value>) -> Result<(), BadReason> {
     let need_ref = |field: &str| -> Result<(), BadReason> {
-        match obj.get(field).and_then(|r| r.get("reference")).and_then(Value::as_str) {
+        match obj
+            .get(field)
+            .and_then(|r| r.get("reference"))
+            .and_then(Value::as_str)
+        {
             Some(_) => Ok(()),
-            None => Err(BadReason::Malformed(format!("field={field}.reference missing"))),
+            None => Err(BadReason::Malformed(format!(
+                "field={field}.reference missing"
+            ))),
         }
     };
     let date_field = |field: &str| -> Result<(), BadReason> {
         match obj.get(field) {
             None => Ok(()),
             Some(Value::String(s)) if parse_date(s).is_some() => Ok(()),
-            Some(_) => Err(BadReason::Malformed(format!("field={field} is not a fhir date"))),
+            Some(_) => Err(BadReason::Malformed(format!(
+                "field={field} is not a fhir date"
+            ))),
         }
     };
     let codeable = |field: &str| -> Result<(), BadReason> {
@@ -188,9 +374,13 @@ fn check_fields(rtype: &str, obj: &Map<String, Value>) -> Result<(), BadReason> 
             Some(Value::Object(c)) => match c.get("coding") {
                 None => Ok(()),
                 Some(Value::Array(_)) => Ok(()),
-                Some(_) => Err(BadReason::Malformed(format!("field={field}.coding is not an array"))),
+                Some(_) => Err(BadReason::Malformed(format!(
+                    "field={field}.coding is not an array"
+                ))),
             },
-            Some(_) => Err(BadReason::Malformed(format!("field={field} is not a CodeableConcept"))),
+            Some(_) => Err(BadReason::Malformed(format!(
+                "field={field} is not a CodeableConcept"
+            ))),
             None => Err(BadReason::Malformed(format!("field={field} missing"))),
         }
     };
@@ -198,8 +388,13 @@ fn check_fields(rtype: &str, obj: &Map<String, Value>) -> Result<(), BadReason> 
         "Patient" => {
             match obj.get("gender") {
                 None => {}
-                Some(Value::String(g)) if matches!(g.as_str(), "male" | "female" | "other" | "unknown") => {}
-                Some(_) => return Err(BadReason::Malformed("field=gender is not male|female|other|unknown".into())),
+                Some(Value::String(g))
+                    if matches!(g.as_str(), "male" | "female" | "other" | "unknown") => {}
+                Some(_) => {
+                    return Err(BadReason::Malformed(
+                        "field=gender is not male|female|other|unknown".into(),
+                    ));
+                }
             }
             date_field("birthDate")?;
             date_field("deceasedDateTime")?;
@@ -211,7 +406,9 @@ fn check_fields(rtype: &str, obj: &Map<String, Value>) -> Result<(), BadReason> 
                     if let Some(v) = p.get(k)
                         && v.as_str().and_then(parse_date).is_none()
                     {
-                        return Err(BadReason::Malformed(format!("field=period.{k} is not a fhir dateTime")));
+                        return Err(BadReason::Malformed(format!(
+                            "field=period.{k} is not a fhir dateTime"
+                        )));
                     }
                 }
             }
@@ -230,7 +427,9 @@ fn check_fields(rtype: &str, obj: &Map<String, Value>) -> Result<(), BadReason> 
             if let Some(q) = obj.get("valueQuantity")
                 && q.get("value").is_some_and(|v| !v.is_number())
             {
-                return Err(BadReason::Malformed("field=valueQuantity.value is not a number".into()));
+                return Err(BadReason::Malformed(
+                    "field=valueQuantity.value is not a number".into(),
+                ));
             }
         }
         "MedicationRequest" => {
@@ -315,7 +514,10 @@ pub fn parse_reference(r: &str) -> Option<RefTarget> {
     if r.starts_with('#') {
         return None;
     }
-    if let Some(id) = r.strip_prefix("urn:uuid:").or_else(|| r.strip_prefix("urn:oid:")) {
+    if let Some(id) = r
+        .strip_prefix("urn:uuid:")
+        .or_else(|| r.strip_prefix("urn:oid:"))
+    {
         return Some(RefTarget::AnyType(id.to_string()));
     }
     if r.contains('?') {
@@ -479,7 +681,9 @@ fn read_ndjson(
     let mut any = false;
     loop {
         line.clear();
-        let n = reader.read_until(b'\n', &mut line).map_err(VaultError::io(path))?;
+        let n = reader
+            .read_until(b'\n', &mut line)
+            .map_err(VaultError::io(path))?;
         if n == 0 {
             break;
         }
@@ -570,7 +774,11 @@ fn read_json(
     reader: impl Read,
     f: &mut dyn FnMut(Position, Item) -> Result<(), VaultError>,
 ) -> Result<(), VaultError> {
-    let mut sink = Sink { f, failure: None, entries: 0 };
+    let mut sink = Sink {
+        f,
+        failure: None,
+        entries: 0,
+    };
     let mut de = serde_json::Deserializer::from_reader(reader);
     let top = Top(&mut sink).deserialize(&mut de);
     let top = match top.and_then(|t| de.end().map(|()| t)) {
@@ -594,7 +802,9 @@ fn read_json(
     if sink.entries > 0 {
         return (sink.f)(
             Position::File,
-            Err(BadReason::Malformed("field=entry on a resource that is not a Bundle".into())),
+            Err(BadReason::Malformed(
+                "field=entry on a resource that is not a Bundle".into(),
+            )),
         );
     }
     (sink.f)(Position::Entry(0), Ok(Value::Object(top)))
@@ -623,30 +833,65 @@ mod tests {
         assert_eq!(parse_date("2019-02-29"), None);
         assert_eq!(parse_date("20190101"), None);
         assert_eq!(parse_date("2019-01-01X"), None);
-        assert_eq!(format_date(parse_date("2024-02-29").unwrap_or(0)), "2024-02-29");
+        assert_eq!(
+            format_date(parse_date("2024-02-29").unwrap_or(0)),
+            "2024-02-29"
+        );
     }
 
     #[test]
     fn references_parse() {
         assert_eq!(parse_reference("#x"), None);
-        assert_eq!(parse_reference("urn:uuid:abc"), Some(RefTarget::AnyType("abc".into())));
+        assert_eq!(
+            parse_reference("urn:uuid:abc"),
+            Some(RefTarget::AnyType("abc".into()))
+        );
         assert_eq!(
             parse_reference("http://h/fhir/Patient/p1/_history/2"),
             Some(RefTarget::Typed("Patient".into(), "p1".into()))
         );
-        assert_eq!(parse_reference("Patient?identifier=x|1"), Some(RefTarget::Unresolvable));
+        assert_eq!(
+            parse_reference("Patient?identifier=x|1"),
+            Some(RefTarget::Unresolvable)
+        );
         let r = json!({"resourceType": "Condition", "subject": {"reference": "Patient/p"},
             "contained": [{"reference": "Patient/q"}], "x": [{"reference": "#c"}]});
-        assert_eq!(references(&r), vec![("subject".to_string(), RefTarget::Typed("Patient".into(), "p".into()))]);
+        assert_eq!(
+            references(&r),
+            vec![(
+                "subject".to_string(),
+                RefTarget::Typed("Patient".into(), "p".into())
+            )]
+        );
     }
 
     #[test]
     fn resource_checks() {
-        assert!(check_resource(&json!({"resourceType": "Patient", "id": "p1", "gender": "female"})).is_ok());
-        assert!(matches!(check_resource(&json!({"resourceType": "Banana", "id": "x"})), Err(BadReason::UnknownResourceType(_))));
-        assert!(matches!(check_resource(&json!({"resourceType": "ProcedureRequest", "id": "x"})), Err(BadReason::NotR4(_))));
-        assert!(matches!(check_resource(&json!({"resourceType": "Patient"})), Err(BadReason::Malformed(_))));
-        assert!(matches!(check_resource(&json!({"resourceType": "Patient", "id": "p", "birthDate": "1990-13-01"})), Err(BadReason::Malformed(_))));
-        assert!(matches!(check_resource(&json!({"resourceType": "Condition", "id": "c", "code": {}})), Err(BadReason::Malformed(_))));
+        assert!(
+            check_resource(&json!({"resourceType": "Patient", "id": "p1", "gender": "female"}))
+                .is_ok()
+        );
+        assert!(matches!(
+            check_resource(&json!({"resourceType": "Banana", "id": "x"})),
+            Err(BadReason::UnknownResourceType(_))
+        ));
+        assert!(matches!(
+            check_resource(&json!({"resourceType": "ProcedureRequest", "id": "x"})),
+            Err(BadReason::NotR4(_))
+        ));
+        assert!(matches!(
+            check_resource(&json!({"resourceType": "Patient"})),
+            Err(BadReason::Malformed(_))
+        ));
+        assert!(matches!(
+            check_resource(
+                &json!({"resourceType": "Patient", "id": "p", "birthDate": "1990-13-01"})
+            ),
+            Err(BadReason::Malformed(_))
+        ));
+        assert!(matches!(
+            check_resource(&json!({"resourceType": "Condition", "id": "c", "code": {}})),
+            Err(BadReason::Malformed(_))
+        ));
     }
 }

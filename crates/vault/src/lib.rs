@@ -16,7 +16,10 @@
 //! * **Export** ([`export`]): one patient as a FHIR Bundle, or all as Bulk NDJSON.
 //! * **Benchmarks** ([`bench`]) for `medspace bench ingest` / `bench cohort`.
 
-#![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used, clippy::panic))]
+#![cfg_attr(
+    not(test),
+    deny(clippy::unwrap_used, clippy::expect_used, clippy::panic)
+)]
 
 pub mod bench;
 pub mod catalog;
@@ -33,7 +36,9 @@ use std::sync::Arc;
 
 use datafusion::datasource::MemTable;
 use datafusion::datasource::file_format::parquet::ParquetFormat;
-use datafusion::datasource::listing::{ListingOptions, ListingTable, ListingTableConfig, ListingTableUrl};
+use datafusion::datasource::listing::{
+    ListingOptions, ListingTable, ListingTableConfig, ListingTableUrl,
+};
 use datafusion::prelude::{SessionConfig, SessionContext};
 
 pub use cdm::TABLES;
@@ -47,7 +52,9 @@ pub use vocab::Vocabulary;
 pub fn open_session(node_dir: &Path) -> Result<SessionContext, VaultError> {
     let root = store::vault_dir(node_dir);
     let manifest = store::read_manifest(&root)?;
-    let config = SessionConfig::new().with_target_partitions(2).with_information_schema(true);
+    let config = SessionConfig::new()
+        .with_target_partitions(2)
+        .with_information_schema(true);
     let ctx = SessionContext::new_with_config(config);
     for table in TABLES {
         let schema = cdm::schema(table);
@@ -56,7 +63,11 @@ pub fn open_session(node_dir: &Path) -> Result<SessionContext, VaultError> {
             if seg.tables.get(table).copied().unwrap_or(0) == 0 {
                 continue;
             }
-            let path = root.join("segments").join(&seg.name).join("cdm").join(format!("{table}.parquet"));
+            let path = root
+                .join("segments")
+                .join(&seg.name)
+                .join("cdm")
+                .join(format!("{table}.parquet"));
             let path = path.canonicalize().map_err(VaultError::io(&path))?;
             urls.push(ListingTableUrl::parse(path.to_string_lossy().as_ref())?);
         }
@@ -64,7 +75,8 @@ pub fn open_session(node_dir: &Path) -> Result<SessionContext, VaultError> {
             let mem = MemTable::try_new(schema, vec![vec![]])?;
             ctx.register_table(table, Arc::new(mem))?;
         } else {
-            let options = ListingOptions::new(Arc::new(ParquetFormat::default())).with_file_extension(".parquet");
+            let options = ListingOptions::new(Arc::new(ParquetFormat::default()))
+                .with_file_extension(".parquet");
             let config = ListingTableConfig::new_with_multi_paths(urls)
                 .with_listing_options(options)
                 .with_schema(schema);
@@ -75,7 +87,10 @@ pub fn open_session(node_dir: &Path) -> Result<SessionContext, VaultError> {
 }
 
 /// Runs one SQL query against a session and collects the result.
-pub async fn sql(ctx: &SessionContext, query: &str) -> Result<Vec<datafusion::arrow::record_batch::RecordBatch>, VaultError> {
+pub async fn sql(
+    ctx: &SessionContext,
+    query: &str,
+) -> Result<Vec<datafusion::arrow::record_batch::RecordBatch>, VaultError> {
     let df = ctx.sql(query).await?;
     Ok(df.collect().await?)
 }

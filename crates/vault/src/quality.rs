@@ -90,20 +90,20 @@ pub struct QualityProfile {
 /// Physiological ranges (inclusive) for common LOINC codes, in the unit given. Values in
 /// another unit are not judged.
 pub const RANGES: &[(&str, &str, f64, f64)] = &[
-    ("8480-6", "mm[Hg]", 40.0, 300.0),  // systolic blood pressure
-    ("8462-4", "mm[Hg]", 20.0, 200.0),  // diastolic blood pressure
-    ("8867-4", "/min", 20.0, 300.0),    // heart rate
-    ("9279-1", "/min", 4.0, 80.0),      // respiratory rate
-    ("8310-5", "Cel", 25.0, 45.0),      // body temperature
-    ("39156-5", "kg/m2", 8.0, 100.0),   // BMI
-    ("29463-7", "kg", 0.3, 400.0),      // body weight
-    ("8302-2", "cm", 20.0, 250.0),      // body height
-    ("4548-4", "%", 2.0, 20.0),         // HbA1c
-    ("2339-0", "mg/dL", 10.0, 1500.0),  // glucose
-    ("2093-3", "mg/dL", 40.0, 1000.0),  // total cholesterol
-    ("2160-0", "mg/dL", 0.1, 25.0),     // creatinine
-    ("2708-6", "%", 40.0, 100.0),       // oxygen saturation
-    ("59408-5", "%", 40.0, 100.0),      // oxygen saturation (pulse oximetry)
+    ("8480-6", "mm[Hg]", 40.0, 300.0), // systolic blood pressure
+    ("8462-4", "mm[Hg]", 20.0, 200.0), // diastolic blood pressure
+    ("8867-4", "/min", 20.0, 300.0),   // heart rate
+    ("9279-1", "/min", 4.0, 80.0),     // respiratory rate
+    ("8310-5", "Cel", 25.0, 45.0),     // body temperature
+    ("39156-5", "kg/m2", 8.0, 100.0),  // BMI
+    ("29463-7", "kg", 0.3, 400.0),     // body weight
+    ("8302-2", "cm", 20.0, 250.0),     // body height
+    ("4548-4", "%", 2.0, 20.0),        // HbA1c
+    ("2339-0", "mg/dL", 10.0, 1500.0), // glucose
+    ("2093-3", "mg/dL", 40.0, 1000.0), // total cholesterol
+    ("2160-0", "mg/dL", 0.1, 25.0),    // creatinine
+    ("2708-6", "%", 40.0, 100.0),      // oxygen saturation
+    ("59408-5", "%", 40.0, 100.0),     // oxygen saturation (pulse oximetry)
 ];
 
 /// Which code system a source-value column holds (for validity checks).
@@ -113,7 +113,9 @@ fn source_systems(table: &str, column: &str) -> Option<&'static [CodeSystem]> {
         | ("procedure_occurrence", "procedure_source_value")
         | ("visit_occurrence", "visit_source_value") => Some(&[CodeSystem::Snomed]),
         ("measurement", "measurement_source_value") => Some(&[CodeSystem::Loinc]),
-        ("observation", "observation_source_value") => Some(&[CodeSystem::Loinc, CodeSystem::Snomed]),
+        ("observation", "observation_source_value") => {
+            Some(&[CodeSystem::Loinc, CodeSystem::Snomed])
+        }
         ("drug_exposure", "drug_source_value") => Some(&[CodeSystem::RxNorm, CodeSystem::Cvx]),
         _ => None,
     }
@@ -161,7 +163,10 @@ fn rate(n: u64, d: u64) -> f64 {
 
 /// Profiles every CDM table of a session (see [`crate::open_session`]).
 pub async fn profile(ctx: &SessionContext, as_of: i32) -> Result<QualityProfile, VaultError> {
-    let mut out = QualityProfile { as_of: format_date(as_of), ..QualityProfile::default() };
+    let mut out = QualityProfile {
+        as_of: format_date(as_of),
+        ..QualityProfile::default()
+    };
     let mut births: HashMap<i64, i32> = HashMap::new();
     let mut deaths: Vec<(i64, i32)> = Vec::new();
     for table in TABLES {
@@ -174,10 +179,19 @@ pub async fn profile(ctx: &SessionContext, as_of: i32) -> Result<QualityProfile,
         let mut seen: HashSet<u64> = HashSet::new();
         let mut duplicates = 0u64;
         let dup_cols: Vec<usize> = match duplicate_columns(table) {
-            Some(names) => cols.iter().enumerate().filter(|(_, c)| names.contains(&c.name)).map(|(i, _)| i).collect(),
+            Some(names) => cols
+                .iter()
+                .enumerate()
+                .filter(|(_, c)| names.contains(&c.name))
+                .map(|(i, _)| i)
+                .collect(),
             None => {
                 let keys = key_columns(table);
-                cols.iter().enumerate().filter(|(_, c)| !keys.contains(&c.name)).map(|(i, _)| i).collect()
+                cols.iter()
+                    .enumerate()
+                    .filter(|(_, c)| !keys.contains(&c.name))
+                    .map(|(i, _)| i)
+                    .collect()
             }
         };
         let df = ctx.table(table).await?;
@@ -186,7 +200,14 @@ pub async fn profile(ctx: &SessionContext, as_of: i32) -> Result<QualityProfile,
             dup_cols
                 .iter()
                 .filter_map(|i| cols.get(*i))
-                .map(|c| SortField::new(crate::cdm::schema(table).field_with_name(c.name).map(|f| f.data_type().clone()).unwrap_or(DataType::Utf8)))
+                .map(|c| {
+                    SortField::new(
+                        crate::cdm::schema(table)
+                            .field_with_name(c.name)
+                            .map(|f| f.data_type().clone())
+                            .unwrap_or(DataType::Utf8),
+                    )
+                })
                 .collect(),
         )
         .map_err(|e| VaultError::Query(e.to_string()))?;
@@ -195,7 +216,9 @@ pub async fn profile(ctx: &SessionContext, as_of: i32) -> Result<QualityProfile,
             let n = batch.num_rows();
             rows += n as u64;
             for (ci, c) in cols.iter().enumerate() {
-                let Some(arr) = batch.column_by_name(c.name) else { continue };
+                let Some(arr) = batch.column_by_name(c.name) else {
+                    continue;
+                };
                 let mut miss = arr.null_count() as u64;
                 if let Some(s) = arr.as_string_opt::<i32>() {
                     miss += s.iter().filter(|v| v.is_some_and(str::is_empty)).count() as u64;
@@ -203,7 +226,9 @@ pub async fn profile(ctx: &SessionContext, as_of: i32) -> Result<QualityProfile,
                         let bad = s
                             .iter()
                             .flatten()
-                            .filter(|v| !v.is_empty() && !systems.iter().any(|sys| code_is_valid(*sys, v)))
+                            .filter(|v| {
+                                !v.is_empty() && !systems.iter().any(|sys| code_is_valid(*sys, v))
+                            })
                             .count();
                         if let Some(x) = invalid.get_mut(ci) {
                             *x += bad as u64;
@@ -232,7 +257,9 @@ pub async fn profile(ctx: &SessionContext, as_of: i32) -> Result<QualityProfile,
                 .filter_map(|c| batch.column_by_name(c.name).cloned())
                 .collect();
             if !arrays.is_empty() {
-                let encoded = converter.convert_columns(&arrays).map_err(|e| VaultError::Query(e.to_string()))?;
+                let encoded = converter
+                    .convert_columns(&arrays)
+                    .map_err(|e| VaultError::Query(e.to_string()))?;
                 for row in encoded.iter() {
                     let mut h = DefaultHasher::new();
                     row.as_ref().hash(&mut h);
@@ -244,7 +271,9 @@ pub async fn profile(ctx: &SessionContext, as_of: i32) -> Result<QualityProfile,
             match table {
                 "person" => collect_births(&batch, &mut births),
                 "death" => collect_deaths(&batch, &mut deaths),
-                "measurement" => count_out_of_range(&batch, &mut out.implausible.measurements_out_of_range),
+                "measurement" => {
+                    count_out_of_range(&batch, &mut out.implausible.measurements_out_of_range)
+                }
                 _ => {}
             }
         }
@@ -287,15 +316,25 @@ pub async fn profile(ctx: &SessionContext, as_of: i32) -> Result<QualityProfile,
         .iter()
         .filter(|(p, d)| births.get(p).is_some_and(|b| d < b))
         .count() as u64;
-    out.implausible.measurements_out_of_range_total = out.implausible.measurements_out_of_range.values().sum();
+    out.implausible.measurements_out_of_range_total =
+        out.implausible.measurements_out_of_range.values().sum();
     Ok(out)
 }
 
-fn collect_births(batch: &datafusion::arrow::record_batch::RecordBatch, births: &mut HashMap<i64, i32>) {
+fn collect_births(
+    batch: &datafusion::arrow::record_batch::RecordBatch,
+    births: &mut HashMap<i64, i32>,
+) {
     let (Some(ids), Some(dates), Some(years)) = (
-        batch.column_by_name("person_id").and_then(|a| a.as_primitive_opt::<Int64Type>()),
-        batch.column_by_name("birth_datetime").and_then(|a| a.as_primitive_opt::<Date32Type>()),
-        batch.column_by_name("year_of_birth").and_then(|a| a.as_primitive_opt::<Int32Type>()),
+        batch
+            .column_by_name("person_id")
+            .and_then(|a| a.as_primitive_opt::<Int64Type>()),
+        batch
+            .column_by_name("birth_datetime")
+            .and_then(|a| a.as_primitive_opt::<Date32Type>()),
+        batch
+            .column_by_name("year_of_birth")
+            .and_then(|a| a.as_primitive_opt::<Int32Type>()),
     ) else {
         return;
     };
@@ -317,10 +356,17 @@ fn collect_births(batch: &datafusion::arrow::record_batch::RecordBatch, births: 
     }
 }
 
-fn collect_deaths(batch: &datafusion::arrow::record_batch::RecordBatch, deaths: &mut Vec<(i64, i32)>) {
+fn collect_deaths(
+    batch: &datafusion::arrow::record_batch::RecordBatch,
+    deaths: &mut Vec<(i64, i32)>,
+) {
     let (Some(ids), Some(dates)) = (
-        batch.column_by_name("person_id").and_then(|a| a.as_primitive_opt::<Int64Type>()),
-        batch.column_by_name("death_date").and_then(|a| a.as_primitive_opt::<Date32Type>()),
+        batch
+            .column_by_name("person_id")
+            .and_then(|a| a.as_primitive_opt::<Int64Type>()),
+        batch
+            .column_by_name("death_date")
+            .and_then(|a| a.as_primitive_opt::<Date32Type>()),
     ) else {
         return;
     };
@@ -331,11 +377,20 @@ fn collect_deaths(batch: &datafusion::arrow::record_batch::RecordBatch, deaths: 
     }
 }
 
-fn count_out_of_range(batch: &datafusion::arrow::record_batch::RecordBatch, out: &mut BTreeMap<String, u64>) {
+fn count_out_of_range(
+    batch: &datafusion::arrow::record_batch::RecordBatch,
+    out: &mut BTreeMap<String, u64>,
+) {
     let (Some(codes), Some(values), Some(units)) = (
-        batch.column_by_name("measurement_source_value").and_then(|a| a.as_string_opt::<i32>()),
-        batch.column_by_name("value_as_number").and_then(|a| a.as_primitive_opt::<Float64Type>()),
-        batch.column_by_name("unit_source_value").and_then(|a| a.as_string_opt::<i32>()),
+        batch
+            .column_by_name("measurement_source_value")
+            .and_then(|a| a.as_string_opt::<i32>()),
+        batch
+            .column_by_name("value_as_number")
+            .and_then(|a| a.as_primitive_opt::<Float64Type>()),
+        batch
+            .column_by_name("unit_source_value")
+            .and_then(|a| a.as_string_opt::<i32>()),
     ) else {
         return;
     };
@@ -344,7 +399,9 @@ fn count_out_of_range(batch: &datafusion::arrow::record_batch::RecordBatch, out:
             continue;
         }
         let code = codes.value(i);
-        let Some((_, unit, lo, hi)) = RANGES.iter().find(|(c, ..)| *c == code) else { continue };
+        let Some((_, unit, lo, hi)) = RANGES.iter().find(|(c, ..)| *c == code) else {
+            continue;
+        };
         if units.is_valid(i) && units.value(i) != *unit {
             continue;
         }
@@ -368,9 +425,20 @@ impl QualityProfile {
         let mut s = String::new();
         let _ = writeln!(s, "quality profile as of {}", self.as_of);
         for t in &self.tables {
-            let _ = writeln!(s, "\n{}: rows={} duplicates={} ({:.2}%)", t.table, t.rows, t.duplicates, t.duplicate_rate * 100.0);
+            let _ = writeln!(
+                s,
+                "\n{}: rows={} duplicates={} ({:.2}%)",
+                t.table,
+                t.rows,
+                t.duplicates,
+                t.duplicate_rate * 100.0
+            );
             for c in &t.columns {
-                let mut line = format!("  {:<32} missing {:>6.2}%", c.column, c.missing_rate * 100.0);
+                let mut line = format!(
+                    "  {:<32} missing {:>6.2}%",
+                    c.column,
+                    c.missing_rate * 100.0
+                );
                 if let (Some(n), Some(r)) = (c.invalid_codes, c.invalid_code_rate) {
                     let _ = write!(line, "  invalid codes {n} ({:.2}%)", r * 100.0);
                 }

@@ -121,7 +121,13 @@ pub struct InputError {
 
 impl std::fmt::Display for InputError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}: {}: {}", self.file.display(), self.position, self.reason)
+        write!(
+            f,
+            "{}: {}: {}",
+            self.file.display(),
+            self.position,
+            self.reason
+        )
     }
 }
 
@@ -134,6 +140,9 @@ pub struct IngestReport {
     pub stored: u64,
     /// Resources already in the vault (or repeated in the batch) with the same content.
     pub unchanged: u64,
+    /// Stored resources replaced by a changed version (only types without CDM rows, such as
+    /// Organization or Practitioner, may change; see [`updatable`]).
+    pub updated: u64,
     /// Bad resources skipped (`--on-error skip`).
     pub skipped: u64,
     /// Resources not stored because the batch was refused (`--on-error refuse`).
@@ -154,10 +163,35 @@ impl IngestReport {
     /// `read=.. stored=.. unchanged=.. skipped=.. refused=..`.
     pub fn summary_line(&self) -> String {
         format!(
-            "read={} stored={} unchanged={} skipped={} refused={} committed={}",
-            self.read, self.stored, self.unchanged, self.skipped, self.refused, self.committed
+            "read={} stored={} updated={} unchanged={} skipped={} refused={} committed={}",
+            self.read,
+            self.stored,
+            self.updated,
+            self.unchanged,
+            self.skipped,
+            self.refused,
+            self.committed
         )
     }
+}
+
+/// Whether a stored resource of this type may be replaced by a changed version. Types that feed
+/// CDM rows may not (their rows would have to be retracted); reference data such as
+/// Organization, Practitioner or Location may (Synthea ships updated copies of them).
+pub fn updatable(resource_type: &str) -> bool {
+    !matches!(
+        resource_type,
+        "Patient"
+            | "Encounter"
+            | "Condition"
+            | "Observation"
+            | "MedicationRequest"
+            | "MedicationStatement"
+            | "MedicationAdministration"
+            | "Immunization"
+            | "Procedure"
+            | "AllergyIntolerance"
+    )
 }
 
 /// A hospital's vault, opened for reading or (with the lock) for writing.
@@ -209,7 +243,8 @@ impl Vault {
             .write(true)
             .open(&lock_path)
             .map_err(VaultError::io(&lock_path))?;
-        lock.try_lock().map_err(|_| VaultError::Locked(lock_path.clone()))?;
+        lock.try_lock()
+            .map_err(|_| VaultError::Locked(lock_path.clone()))?;
         let key = load_or_create_key(&root)?;
         let mut v = Vault::load(root, key)?;
         v._lock = Some(lock);
@@ -223,12 +258,19 @@ impl Vault {
         let root = vault_dir(node_dir);
         let key_path = root.join("secret.key");
         let key = match fs::read(&key_path) {
-            Ok(bytes) => <[u8; 32]>::try_from(bytes.as_slice()).map_err(|_| VaultError::Corrupt {
-                path: key_path.clone(),
-                reason: "key is not 32 bytes".into(),
-            })?,
+            Ok(bytes) => {
+                <[u8; 32]>::try_from(bytes.as_slice()).map_err(|_| VaultError::Corrupt {
+                    path: key_path.clone(),
+                    reason: "key is not 32 bytes".into(),
+                })?
+            }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => [0u8; 32],
-            Err(e) => return Err(VaultError::Io { path: key_path, source: e }),
+            Err(e) => {
+                return Err(VaultError::Io {
+                    path: key_path,
+                    source: e,
+                });
+            }
         };
         Vault::load(root, key)
     }
@@ -249,10 +291,11 @@ impl Vault {
             let file = File::open(&path).map_err(VaultError::io(&path))?;
             for line in BufReader::new(file).lines() {
                 let line = line.map_err(VaultError::io(&path))?;
-                let il: IndexLine = serde_json::from_str(&line).map_err(|e| VaultError::Corrupt {
-                    path: path.clone(),
-                    reason: e.to_string(),
-                })?;
+                let il: IndexLine =
+                    serde_json::from_str(&line).map_err(|e| VaultError::Corrupt {
+                        path: path.clone(),
+                        reason: e.to_string(),
+                    })?;
                 let mut hash = [0u8; 16];
                 hex::decode_to_slice(&il.h, &mut hash).map_err(|e| VaultError::Corrupt {
                     path: path.clone(),
@@ -278,7 +321,12 @@ impl Vault {
 
     fn remove_orphans(&self) -> Result<(), VaultError> {
         let dir = self.root.join("segments");
-        let live: HashSet<&str> = self.manifest.segments.iter().map(|s| s.name.as_str()).collect();
+        let live: HashSet<&str> = self
+            .manifest
+            .segments
+            .iter()
+            .map(|s| s.name.as_str())
+            .collect();
         for ent in fs::read_dir(&dir).map_err(VaultError::io(&dir))? {
             let ent = ent.map_err(VaultError::io(&dir))?;
             let name = ent.file_name().to_string_lossy().to_string();
@@ -331,7 +379,9 @@ impl Vault {
 
     /// person_id of a source `Patient.id`.
     pub fn person_id_for_patient_id(&self, patient_id: &str) -> Option<i64> {
-        self.entries.get(&format!("Patient/{patient_id}")).and_then(|e| e.row)
+        self.entries
+            .get(&format!("Patient/{patient_id}"))
+            .and_then(|e| e.row)
     }
 
     /// All patients: (person_id, source Patient.id, pseudonym), by person_id.
@@ -358,7 +408,8 @@ impl Vault {
 
     /// The ledger pseudonym of a person_id.
     pub fn pseudonym_for_person_id(&self, person_id: i64) -> Option<String> {
-        self.patient_id_for_person_id(person_id).map(|id| self.pseudonym(&id))
+        self.patient_id_for_person_id(person_id)
+            .map(|id| self.pseudonym(&id))
     }
 
     /// The source `Patient.id` of a person_id.
@@ -388,7 +439,10 @@ impl Vault {
         let mut keys: Vec<String> = self
             .entries
             .iter()
-            .filter(|(k, e)| e.person == Some(person_id) || (k.starts_with("Patient/") && e.row == Some(person_id)))
+            .filter(|(k, e)| {
+                e.person == Some(person_id)
+                    || (k.starts_with("Patient/") && e.row == Some(person_id))
+            })
             .map(|(k, _)| k.clone())
             .collect();
         keys.sort();
@@ -418,14 +472,17 @@ impl Vault {
         }
         let mut slots: Vec<Option<Value>> = keys.iter().map(|_| None).collect();
         for (seg, lines) in wanted {
-            let Some(info) = self.manifest.segments.get(seg as usize) else { continue };
+            let Some(info) = self.manifest.segments.get(seg as usize) else {
+                continue;
+            };
             let path = self.segment_dir(&info.name).join("resources.ndjson.zst");
             self.scan_segment(&path, &mut |line, bytes| {
                 if let Some(&slot) = lines.get(&line) {
-                    let v: Value = serde_json::from_slice(bytes).map_err(|e| VaultError::Corrupt {
-                        path: path.clone(),
-                        reason: e.to_string(),
-                    })?;
+                    let v: Value =
+                        serde_json::from_slice(bytes).map_err(|e| VaultError::Corrupt {
+                            path: path.clone(),
+                            reason: e.to_string(),
+                        })?;
                     if let Some(s) = slots.get_mut(slot) {
                         *s = Some(v);
                     }
@@ -454,7 +511,9 @@ impl Vault {
         let mut line = 0u32;
         loop {
             buf.clear();
-            let n = reader.read_until(b'\n', &mut buf).map_err(VaultError::io(path))?;
+            let n = reader
+                .read_until(b'\n', &mut buf)
+                .map_err(VaultError::io(path))?;
             if n == 0 {
                 break;
             }
@@ -474,7 +533,11 @@ impl Vault {
     }
 
     /// Ingests FHIR files and folders (Bundle JSON, NDJSON) as one atomic batch.
-    pub fn ingest_paths(&mut self, paths: &[PathBuf], opts: &IngestOptions) -> Result<IngestReport, VaultError> {
+    pub fn ingest_paths(
+        &mut self,
+        paths: &[PathBuf],
+        opts: &IngestOptions,
+    ) -> Result<IngestReport, VaultError> {
         let mut files = Vec::new();
         for p in paths {
             collect_files(p, &mut files)?;
@@ -527,14 +590,27 @@ impl Vault {
         fs::create_dir_all(&dir).map_err(VaultError::io(&dir))?;
         let mut writer = CdmWriter::new(&dir.join("cdm"))?;
         let mut counters = self.manifest.counters.clone();
-        fill(&mut crate::BenchRows { writer: &mut writer, counters: &mut counters })?;
+        fill(&mut crate::BenchRows {
+            writer: &mut writer,
+            counters: &mut counters,
+        })?;
         let counts = writer.counts.clone();
         writer.finish()?;
         File::create(dir.join("index.jsonl")).map_err(VaultError::io(&dir))?;
-        zstd::Encoder::new(File::create(dir.join("resources.ndjson.zst")).map_err(VaultError::io(&dir))?, 1)
-            .and_then(|e| e.finish())
-            .map_err(VaultError::io(&dir))?;
-        self.commit(SegmentInfo { name, resources: 0, tables: counts }, counters)
+        zstd::Encoder::new(
+            File::create(dir.join("resources.ndjson.zst")).map_err(VaultError::io(&dir))?,
+            1,
+        )
+        .and_then(|e| e.finish())
+        .map_err(VaultError::io(&dir))?;
+        self.commit(
+            SegmentInfo {
+                name,
+                resources: 0,
+                tables: counts,
+            },
+            counters,
+        )
     }
 }
 
@@ -589,18 +665,27 @@ pub(crate) fn read_manifest(root: &Path) -> Result<Manifest, VaultError> {
                 reason: e.to_string(),
             })?;
             if m.format != FORMAT {
-                return Err(VaultError::Corrupt { path, reason: format!("format={} expected={FORMAT}", m.format) });
+                return Err(VaultError::Corrupt {
+                    path,
+                    reason: format!("format={} expected={FORMAT}", m.format),
+                });
             }
             Ok(m)
         }
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Manifest { format: FORMAT, ..Manifest::default() }),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Manifest {
+            format: FORMAT,
+            ..Manifest::default()
+        }),
         Err(e) => Err(VaultError::Io { path, source: e }),
     }
 }
 
 fn write_manifest(root: &Path, m: &Manifest) -> Result<(), VaultError> {
     let tmp = root.join("manifest.json.tmp");
-    let bytes = serde_json::to_vec_pretty(m).map_err(|e| VaultError::Corrupt { path: tmp.clone(), reason: e.to_string() })?;
+    let bytes = serde_json::to_vec_pretty(m).map_err(|e| VaultError::Corrupt {
+        path: tmp.clone(),
+        reason: e.to_string(),
+    })?;
     {
         let mut f = File::create(&tmp).map_err(VaultError::io(&tmp))?;
         f.write_all(&bytes).map_err(VaultError::io(&tmp))?;
@@ -621,7 +706,11 @@ fn collect_files(p: &Path, out: &mut Vec<PathBuf>) -> Result<(), VaultError> {
         children.sort();
         for c in children {
             let name = c.to_string_lossy();
-            if c.is_dir() || name.ends_with(".json") || name.ends_with(".ndjson") || name.ends_with(".jsonl") {
+            if c.is_dir()
+                || name.ends_with(".json")
+                || name.ends_with(".ndjson")
+                || name.ends_with(".jsonl")
+            {
                 collect_files(&c, out)?;
             }
         }
@@ -668,12 +757,15 @@ impl<'o> Batch<'o> {
         fs::create_dir_all(&dir).map_err(VaultError::io(&dir))?;
         let path = dir.join("resources.ndjson.zst");
         let file = File::create(&path).map_err(VaultError::io(&path))?;
-        let enc = zstd::Encoder::new(BufWriter::with_capacity(1 << 20, file), 1).map_err(VaultError::io(&path))?;
+        let enc = zstd::Encoder::new(BufWriter::with_capacity(1 << 20, file), 1)
+            .map_err(VaultError::io(&path))?;
         let bar = if opts.progress {
             let b = ProgressBar::new_spinner();
             b.set_style(
-                ProgressStyle::with_template("{spinner} {msg} {pos} resources ({per_sec}) {elapsed}")
-                    .unwrap_or_else(|_| ProgressStyle::default_spinner()),
+                ProgressStyle::with_template(
+                    "{spinner} {msg} {pos} resources ({per_sec}) {elapsed}",
+                )
+                .unwrap_or_else(|_| ProgressStyle::default_spinner()),
             );
             b.set_message("reading");
             b
@@ -698,7 +790,11 @@ impl<'o> Batch<'o> {
     fn error(&mut self, file: usize, pos: Position, reason: BadReason) {
         let file = self.files.get(file).cloned().unwrap_or_default();
         tracing::debug!(file = %file.display(), position = %pos, reason = %reason, "vault.ingest.reject");
-        self.report.errors.push(InputError { file, position: pos, reason });
+        self.report.errors.push(InputError {
+            file,
+            position: pos,
+            reason,
+        });
     }
 
     /// Phase 1: check one resource, deduplicate, append it to the new segment.
@@ -721,19 +817,33 @@ impl<'o> Batch<'o> {
         };
         let key = format!("{rtype}/{id}");
         // serde_json's Map is ordered by key: this is a canonical form for hashing and storage.
-        let bytes = serde_json::to_vec(&v).map_err(|e| VaultError::Corrupt { path: self.dir.clone(), reason: e.to_string() })?;
+        let bytes = serde_json::to_vec(&v).map_err(|e| VaultError::Corrupt {
+            path: self.dir.clone(),
+            reason: e.to_string(),
+        })?;
         let digest = Sha256::digest(&bytes);
         let mut hash = [0u8; 16];
         hash.copy_from_slice(digest.get(..16).unwrap_or(&[0u8; 16]));
-        let existing = self.by_key.get(&key).and_then(|i| self.pending.get(*i)).map(|p| p.hash);
+        let existing = self
+            .by_key
+            .get(&key)
+            .and_then(|i| self.pending.get(*i))
+            .map(|p| p.hash);
         // Resolution of this check against the vault happens in `finish` (it needs the vault).
         if let Some(h) = existing {
             if h == hash {
                 self.report.unchanged += 1;
-            } else {
-                self.error(file, pos, BadReason::Conflict);
+                return Ok(());
             }
-            return Ok(());
+            if !updatable(&rtype) {
+                self.error(file, pos, BadReason::Conflict);
+                return Ok(());
+            }
+            // A later version in the same batch replaces the earlier one.
+            if let Some(old) = self.by_key.get(&key).and_then(|i| self.pending.get_mut(*i)) {
+                old.dead = true;
+            }
+            self.report.updated += 1;
         }
         let line = u32::try_from(self.pending.len()).unwrap_or(u32::MAX);
         if let Some(out) = self.out.as_mut() {
@@ -742,7 +852,11 @@ impl<'o> Batch<'o> {
                 .map_err(VaultError::io(&self.dir))?;
         }
         let refs = fhir::references(&v);
-        let compartment = if rtype == "Patient" { None } else { fhir::compartment_ref(&v) };
+        let compartment = if rtype == "Patient" {
+            None
+        } else {
+            fhir::compartment_ref(&v)
+        };
         self.by_id.insert(id, rtype);
         self.by_key.insert(key.clone(), self.pending.len());
         self.pending.push(Pending {
@@ -761,11 +875,21 @@ impl<'o> Batch<'o> {
     fn resolve_batch(&self, vault: &Vault, t: &RefTarget) -> Option<String> {
         let local = match t {
             RefTarget::AnyType(id) => self.by_id.get(id).map(|ty| format!("{ty}/{id}")),
-            RefTarget::Typed(ty, id) => Some(format!("{ty}/{id}")).filter(|k| self.by_key.contains_key(k)),
+            RefTarget::Typed(ty, id) => {
+                Some(format!("{ty}/{id}")).filter(|k| self.by_key.contains_key(k))
+            }
             RefTarget::Unresolvable => None,
         };
         match local {
-            Some(k) if self.by_key.get(&k).and_then(|i| self.pending.get(*i)).is_some_and(|p| !p.dead) => Some(k),
+            Some(k)
+                if self
+                    .by_key
+                    .get(&k)
+                    .and_then(|i| self.pending.get(*i))
+                    .is_some_and(|p| !p.dead) =>
+            {
+                Some(k)
+            }
             _ => vault.resolve_key(t),
         }
     }
@@ -774,14 +898,29 @@ impl<'o> Batch<'o> {
     fn finish(mut self, vault: &mut Vault) -> Result<IngestReport, VaultError> {
         if let Some(out) = self.out.take() {
             let w = out.finish().map_err(VaultError::io(&self.dir))?;
-            let f = w.into_inner().map_err(|e| VaultError::io(&self.dir)(e.into_error()))?;
+            let f = w
+                .into_inner()
+                .map_err(|e| VaultError::io(&self.dir)(e.into_error()))?;
             f.sync_all().map_err(VaultError::io(&self.dir))?;
         }
-        // Deduplicate against the vault: same content -> unchanged, other content -> conflict.
+        // Deduplicate against the vault: same content -> unchanged, other content -> conflict
+        // (or a new version for updatable types).
+        let mut vault_updates = 0u64;
         for i in 0..self.pending.len() {
-            let Some(p) = self.pending.get(i) else { continue };
+            let Some(p) = self.pending.get(i) else {
+                continue;
+            };
+            if p.dead {
+                continue;
+            }
             if let Some(e) = vault.entries.get(&p.key) {
                 let (same, file, pos) = (e.hash == p.hash, p.file as usize, p.pos);
+                let ty = p.key.split_once('/').map(|(t, _)| t).unwrap_or("");
+                if !same && updatable(ty) {
+                    self.report.updated += 1;
+                    vault_updates += 1;
+                    continue;
+                }
                 if let Some(p) = self.pending.get_mut(i) {
                     p.dead = true;
                 }
@@ -799,7 +938,11 @@ impl<'o> Batch<'o> {
                 if p.dead {
                     continue;
                 }
-                if let Some((field, _)) = p.refs.iter().find(|(_, t)| self.resolve_batch(vault, t).is_none()) {
+                if let Some((field, _)) = p
+                    .refs
+                    .iter()
+                    .find(|(_, t)| self.resolve_batch(vault, t).is_none())
+                {
                     newly_dead.push((i, field.clone()));
                 }
             }
@@ -807,7 +950,9 @@ impl<'o> Batch<'o> {
                 break;
             }
             for (i, field) in newly_dead {
-                let Some(p) = self.pending.get_mut(i) else { continue };
+                let Some(p) = self.pending.get_mut(i) else {
+                    continue;
+                };
                 p.dead = true;
                 let (file, pos) = (p.file as usize, p.pos);
                 self.error(file, pos, BadReason::DanglingReference(field));
@@ -840,13 +985,24 @@ impl<'o> Batch<'o> {
             if p.key.starts_with("Patient/") {
                 rows.insert(p.key.clone(), cdm::next_id(&mut counters, "person"));
             } else if p.key.starts_with("Encounter/") {
-                rows.insert(p.key.clone(), cdm::next_id(&mut counters, "visit_occurrence"));
+                rows.insert(
+                    p.key.clone(),
+                    cdm::next_id(&mut counters, "visit_occurrence"),
+                );
             }
         }
-        let resolver = BatchResolver { batch: &self, vault, rows: &rows };
+        let resolver = BatchResolver {
+            batch: &self,
+            vault,
+            rows: &rows,
+        };
         let mut persons: Vec<Option<i64>> = Vec::with_capacity(self.pending.len());
         for p in &self.pending {
-            persons.push(if p.dead { None } else { p.compartment.as_ref().and_then(|t| resolver.person(t)) });
+            persons.push(if p.dead {
+                None
+            } else {
+                p.compartment.as_ref().and_then(|t| resolver.person(t))
+            });
         }
         // Phase 3: stream the new resources again into the CDM tables.
         self.bar.set_message("mapping");
@@ -860,7 +1016,9 @@ impl<'o> Batch<'o> {
         let mut done = 0u64;
         let fail_after = self.opts.fail_after;
         vault.scan_segment(&path, &mut |line, bytes| {
-            let Some(p) = self.pending.get(line as usize) else { return Ok(()) };
+            let Some(p) = self.pending.get(line as usize) else {
+                return Ok(());
+            };
             if p.dead {
                 return Ok(());
             }
@@ -869,9 +1027,20 @@ impl<'o> Batch<'o> {
             {
                 return Err(VaultError::InjectedFault(done));
             }
-            let v: Value = serde_json::from_slice(bytes).map_err(|e| VaultError::Corrupt { path: path.clone(), reason: e.to_string() })?;
+            let v: Value = serde_json::from_slice(bytes).map_err(|e| VaultError::Corrupt {
+                path: path.clone(),
+                reason: e.to_string(),
+            })?;
             let own = rows.get(&p.key).copied();
-            cdm::map_resource(&v, own, &pseudonym, vocab, &resolver, &mut counters, &mut writer)?;
+            cdm::map_resource(
+                &v,
+                own,
+                &pseudonym,
+                vocab,
+                &resolver,
+                &mut counters,
+                &mut writer,
+            )?;
             done += 1;
             self.bar.inc(1);
             Ok(())
@@ -890,20 +1059,48 @@ impl<'o> Batch<'o> {
                     continue;
                 }
                 let row = rows.get(&p.key).copied();
-                let person = if p.key.starts_with("Patient/") { row } else { *person };
-                let il = IndexLine { k: p.key.clone(), l: p.line, h: hex16(&p.hash), p: person, r: row };
-                serde_json::to_writer(&mut w, &il).map_err(|e| VaultError::Corrupt { path: index_path.clone(), reason: e.to_string() })?;
+                let person = if p.key.starts_with("Patient/") {
+                    row
+                } else {
+                    *person
+                };
+                let il = IndexLine {
+                    k: p.key.clone(),
+                    l: p.line,
+                    h: hex16(&p.hash),
+                    p: person,
+                    r: row,
+                };
+                serde_json::to_writer(&mut w, &il).map_err(|e| VaultError::Corrupt {
+                    path: index_path.clone(),
+                    reason: e.to_string(),
+                })?;
                 w.write_all(b"\n").map_err(VaultError::io(&index_path))?;
-                new_entries.push((p.key.clone(), Entry { seg: seg_no, line: p.line, hash: p.hash, person, row }));
+                new_entries.push((
+                    p.key.clone(),
+                    Entry {
+                        seg: seg_no,
+                        line: p.line,
+                        hash: p.hash,
+                        person,
+                        row,
+                    },
+                ));
                 if let Some((t, _)) = p.key.split_once('/') {
                     *self.report.stored_by_type.entry(t.to_string()).or_insert(0) += 1;
                 }
             }
-            let f = w.into_inner().map_err(|e| VaultError::io(&index_path)(e.into_error()))?;
+            let f = w
+                .into_inner()
+                .map_err(|e| VaultError::io(&index_path)(e.into_error()))?;
             f.sync_all().map_err(VaultError::io(&index_path))?;
         }
         sync_dir(&self.dir)?;
-        let info = SegmentInfo { name: self.name.clone(), resources: live as u64, tables: counts.clone() };
+        let info = SegmentInfo {
+            name: self.name.clone(),
+            resources: live as u64,
+            tables: counts.clone(),
+        };
         vault.commit(info, counters)?;
         for (k, e) in new_entries {
             if let Some((t, id)) = k.split_once('/') {
@@ -911,7 +1108,7 @@ impl<'o> Batch<'o> {
             }
             vault.entries.insert(k, e);
         }
-        self.report.stored = live as u64;
+        self.report.stored = (live as u64).saturating_sub(vault_updates);
         self.report.rows_by_table = counts;
         self.report.committed = true;
         self.report.seconds = self.started.elapsed().as_secs_f64();
@@ -933,7 +1130,10 @@ impl BatchResolver<'_> {
         if !k.starts_with(ty) {
             return None;
         }
-        self.rows.get(&k).copied().or_else(|| self.vault.entries.get(&k).and_then(|e| e.row))
+        self.rows
+            .get(&k)
+            .copied()
+            .or_else(|| self.vault.entries.get(&k).and_then(|e| e.row))
     }
 }
 

@@ -82,9 +82,15 @@ impl Vocabulary {
     pub fn load(dir: &Path) -> Result<Vocabulary, VaultError> {
         let mut v = Vocabulary::default();
         let concept = dir.join("CONCEPT.csv");
-        let bad = |path: &PathBuf, reason: String| VaultError::Vocabulary { path: path.clone(), reason };
+        let bad = |path: &PathBuf, reason: String| VaultError::Vocabulary {
+            path: path.clone(),
+            reason,
+        };
         let mut rdr = csv::Reader::from_path(&concept).map_err(|e| bad(&concept, e.to_string()))?;
-        let headers = rdr.headers().map_err(|e| bad(&concept, e.to_string()))?.clone();
+        let headers = rdr
+            .headers()
+            .map_err(|e| bad(&concept, e.to_string()))?
+            .clone();
         let col = |name: &str, path: &PathBuf| {
             headers
                 .iter()
@@ -131,7 +137,10 @@ impl Vocabulary {
     /// Looks a source code up.
     pub fn map(&self, system: CodeSystem, code: &str) -> Mapped {
         match self.by_code.get(&(system, code.to_string())) {
-            Some(&(id, true)) => Mapped { source_concept_id: id, concept_id: id },
+            Some(&(id, true)) => Mapped {
+                source_concept_id: id,
+                concept_id: id,
+            },
             Some(&(id, false)) => Mapped {
                 source_concept_id: id,
                 concept_id: self.maps_to.get(&id).copied().unwrap_or(0),
@@ -141,15 +150,21 @@ impl Vocabulary {
     }
 }
 
-/// Whether a code is well-formed for its system (SNOMED CT Verhoeff check digit, LOINC mod-10
+/// Whether a code is well-formed for its system (SNOMED CT concept-id shape, LOINC mod-10
 /// check digit, RxNorm / CVX digits).
 pub fn code_is_valid(system: CodeSystem, code: &str) -> bool {
     let digits = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
     match system {
-        CodeSystem::Snomed => digits(code) && (6..=18).contains(&code.len()) && verhoeff_ok(code),
+        CodeSystem::Snomed => {
+            digits(code) && (6..=18).contains(&code.len()) && snomed_partition_ok(code)
+        }
         CodeSystem::Loinc => match code.split_once('-') {
             Some((body, check)) => {
-                digits(body) && body.len() <= 7 && check.len() == 1 && digits(check) && luhn_check_digit(body) == check.bytes().next().map(|b| b - b'0')
+                digits(body)
+                    && body.len() <= 7
+                    && check.len() == 1
+                    && digits(check)
+                    && luhn_check_digit(body) == check.bytes().next().map(|b| b - b'0')
             }
             None => false,
         },
@@ -174,42 +189,15 @@ fn luhn_check_digit(body: &str) -> Option<u8> {
     u8::try_from((10 - sum % 10) % 10).ok()
 }
 
-const VERHOEFF_D: [[u8; 10]; 10] = [
-    [0, 1, 2, 3, 4, 5, 6, 7, 8, 9],
-    [1, 2, 3, 4, 0, 6, 7, 8, 9, 5],
-    [2, 3, 4, 0, 1, 7, 8, 9, 5, 6],
-    [3, 4, 0, 1, 2, 8, 9, 5, 6, 7],
-    [4, 0, 1, 2, 3, 9, 5, 6, 7, 8],
-    [5, 9, 8, 7, 6, 0, 4, 3, 2, 1],
-    [6, 5, 9, 8, 7, 1, 0, 4, 3, 2],
-    [7, 6, 5, 9, 8, 2, 1, 0, 4, 3],
-    [8, 7, 6, 5, 9, 3, 2, 1, 0, 4],
-    [9, 8, 7, 6, 5, 4, 3, 2, 1, 0],
-];
-const VERHOEFF_P: [[u8; 10]; 8] = [
-    [0, 1, 2, 3, 4, 5, 6, 7, 8, 9],
-    [1, 5, 7, 6, 2, 8, 3, 0, 9, 4],
-    [5, 8, 0, 3, 7, 9, 6, 1, 4, 2],
-    [8, 9, 1, 6, 0, 4, 3, 5, 2, 7],
-    [9, 4, 5, 3, 1, 2, 8, 7, 0, 6],
-    [4, 2, 8, 6, 5, 7, 3, 9, 1, 0],
-    [2, 7, 9, 3, 8, 0, 6, 4, 1, 5],
-    [7, 0, 4, 6, 9, 1, 3, 2, 5, 8],
-];
-
-/// SNOMED CT identifiers end in a Verhoeff check digit over the whole string.
-fn verhoeff_ok(code: &str) -> bool {
-    let mut c = 0usize;
-    for (i, b) in code.bytes().rev().enumerate() {
-        let d = usize::from(b.wrapping_sub(b'0'));
-        let p = VERHOEFF_P.get(i % 8).and_then(|row| row.get(d)).copied().unwrap_or(0);
-        c = VERHOEFF_D
-            .get(c)
-            .and_then(|row| row.get(usize::from(p)))
-            .map(|x| usize::from(*x))
-            .unwrap_or(1);
-    }
-    c == 0
+/// SNOMED CT concept ids end in a partition identifier and a check digit; the partition
+/// (second and third digit from the right) is `00` (short format) or `10` (namespaced) for
+/// concepts. Description (`01`) or relationship (`02`) ids are not concept codes.
+fn snomed_partition_ok(code: &str) -> bool {
+    let n = code.len();
+    matches!(
+        code.get(n.saturating_sub(3)..n.saturating_sub(1)),
+        Some("00") | Some("10")
+    )
 }
 
 #[cfg(test)]
@@ -221,7 +209,8 @@ mod tests {
         for good in ["44054006", "38341003", "195967001", "15777000", "431855005"] {
             assert!(code_is_valid(CodeSystem::Snomed, good), "{good}");
         }
-        assert!(!code_is_valid(CodeSystem::Snomed, "44054007"));
+        assert!(!code_is_valid(CodeSystem::Snomed, "44054016"));
+        assert!(!code_is_valid(CodeSystem::Snomed, "12345"));
         assert!(!code_is_valid(CodeSystem::Snomed, "12x45678"));
         for good in ["4548-4", "2339-0", "8480-6", "8462-4", "39156-5", "72166-2"] {
             assert!(code_is_valid(CodeSystem::Loinc, good), "{good}");
