@@ -175,6 +175,9 @@ impl IngestReport {
     }
 }
 
+/// Callback over the lines of a segment's resources file: (line number, bytes).
+pub(crate) type LineFn<'a> = dyn FnMut(u32, &[u8]) -> Result<(), VaultError> + 'a;
+
 /// Whether a stored resource of this type may be replaced by a changed version. Types that feed
 /// CDM rows may not (their rows would have to be retracted); reference data such as
 /// Organization, Practitioner or Location may (Synthea ships updated copies of them).
@@ -499,11 +502,7 @@ impl Vault {
     }
 
     /// Calls `f(line, bytes)` for every line of a segment's resources file.
-    pub(crate) fn scan_segment(
-        &self,
-        path: &Path,
-        f: &mut dyn FnMut(u32, &[u8]) -> Result<(), VaultError>,
-    ) -> Result<(), VaultError> {
+    pub(crate) fn scan_segment(&self, path: &Path, f: &mut LineFn<'_>) -> Result<(), VaultError> {
         let file = File::open(path).map_err(VaultError::io(path))?;
         let dec = zstd::Decoder::new(file).map_err(VaultError::io(path))?;
         let mut reader = BufReader::with_capacity(1 << 20, dec);

@@ -44,7 +44,9 @@ fn one_bad_line(bad_line: &str) -> (medspace_vault::IngestReport, usize) {
     let content = format!("{}{}\n", good_lines(), bad_line);
     let file = write(tmp.path(), "in.ndjson", &content);
     let mut vault = Vault::open(&tmp.path().join("node")).unwrap();
-    let report = vault.ingest_paths(&[file.clone()], &skip()).unwrap();
+    let report = vault
+        .ingest_paths(std::slice::from_ref(&file), &skip())
+        .unwrap();
     assert_eq!(report.errors.len(), 1, "{:?}", report.errors);
     assert_eq!(report.errors[0].file, file);
     assert_eq!(report.errors[0].position, Position::Line(3));
@@ -130,7 +132,9 @@ fn truncated_file_is_reported() {
     let cut = &bundle[..bundle.len() - 30];
     let file = write(tmp.path(), "cut.json", cut);
     let mut vault = Vault::open(&tmp.path().join("node")).unwrap();
-    let r = vault.ingest_paths(&[file.clone()], &refuse()).unwrap();
+    let r = vault
+        .ingest_paths(std::slice::from_ref(&file), &refuse())
+        .unwrap();
     assert_eq!(r.errors.len(), 1);
     assert_eq!(r.errors[0].reason, BadReason::Truncated);
     assert_eq!(r.errors[0].file, file);
@@ -193,7 +197,9 @@ fn refuse_mode_stores_nothing_and_keeps_the_vault() {
     ];
     let content: String = more.iter().map(|v| v.to_string() + "\n").collect();
     let bad = write(tmp.path(), "bad.ndjson", &content);
-    let r = vault.ingest_paths(&[bad.clone()], &refuse()).unwrap();
+    let r = vault
+        .ingest_paths(std::slice::from_ref(&bad), &refuse())
+        .unwrap();
     assert_eq!((r.read, r.stored, r.refused, r.committed), (2, 0, 2, false));
     assert_eq!(vault.resource_count(), 2);
     assert_eq!(

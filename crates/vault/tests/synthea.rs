@@ -184,7 +184,9 @@ fn export_round_trip_gives_back_the_same_resources() {
     let tmp = tempfile::tempdir().unwrap();
     let mut vault = Vault::open(tmp.path()).unwrap();
     let hospital = dir.join("hospital-b");
-    let report = vault.ingest_paths(&[hospital.clone()], &opts()).unwrap();
+    let report = vault
+        .ingest_paths(std::slice::from_ref(&hospital), &opts())
+        .unwrap();
     assert!(report.committed);
     let mut files: Vec<_> = std::fs::read_dir(&hospital)
         .unwrap()
