@@ -120,3 +120,34 @@ pub struct BenchRows<'a> {
     pub(crate) writer: &'a mut cdm::CdmWriter,
     pub(crate) counters: &'a mut cdm::Counters,
 }
+
+/// Generates `patients` synthetic patients for hospital number `hospital` (see
+/// [`medspace_synth`]) and ingests them into the node's vault as one batch. For the devnet:
+/// each hospital gets its own, disjoint, deterministic patients.
+pub fn ingest_synthetic(
+    node_dir: &Path,
+    hospital: u32,
+    patients: u64,
+    seed: u64,
+    vocabulary: Option<Arc<Vocabulary>>,
+) -> Result<IngestReport, VaultError> {
+    let mut vault = Vault::open(node_dir)?;
+    let cfg = medspace_synth::SynthConfig {
+        patients,
+        seed,
+        hospital,
+    };
+    let opts = IngestOptions {
+        on_error: OnError::Refuse,
+        vocabulary,
+        ..IngestOptions::default()
+    };
+    // One patient at a time: memory holds one patient's resources, not the population.
+    let resources = medspace_synth::hospital_resources(seed, hospital)
+        .into_iter()
+        .chain(
+            (0..cfg.patients)
+                .flat_map(move |i| medspace_synth::patient_resources(seed, hospital, i)),
+        );
+    vault.ingest_values(&format!("synth-hospital-{hospital}"), resources, &opts)
+}

@@ -726,9 +726,15 @@ struct Pending {
     hash: [u8; 16],
     file: u32,
     pos: Position,
-    refs: Vec<(String, RefTarget)>,
+    /// References not (yet) resolvable inside the batch when the resource was read: checked
+    /// against the whole batch and the vault at the end.
+    forward: Vec<(String, RefTarget)>,
+    /// Batch resources this one refers to that were already read (compact: no strings).
+    deps: Vec<u32>,
     compartment: Option<RefTarget>,
     dead: bool,
+    /// Rejected (an error was reported): resources referring to it dangle.
+    bad: bool,
 }
 
 /// One batch being written into a new segment.
@@ -850,7 +856,19 @@ impl<'o> Batch<'o> {
                 .and_then(|()| out.write_all(b"\n"))
                 .map_err(VaultError::io(&self.dir))?;
         }
-        let refs = fhir::references(&v);
+        let mut forward = Vec::new();
+        let mut deps = Vec::new();
+        for (field, t) in fhir::references(&v) {
+            let local = match &t {
+                RefTarget::AnyType(id) => self.by_id.get(id).map(|ty| format!("{ty}/{id}")),
+                RefTarget::Typed(ty, id) => Some(format!("{ty}/{id}")),
+                RefTarget::Unresolvable => None,
+            };
+            match local.and_then(|k| self.by_key.get(&k)) {
+                Some(i) => deps.push(u32::try_from(*i).unwrap_or(u32::MAX)),
+                None => forward.push((field, t)),
+            }
+        }
         let compartment = if rtype == "Patient" {
             None
         } else {
@@ -864,9 +882,11 @@ impl<'o> Batch<'o> {
             hash,
             file: u32::try_from(file).unwrap_or(u32::MAX),
             pos,
-            refs,
+            forward,
+            deps,
             compartment,
             dead: false,
+            bad: false,
         });
         Ok(())
     }
@@ -922,6 +942,7 @@ impl<'o> Batch<'o> {
                 }
                 if let Some(p) = self.pending.get_mut(i) {
                     p.dead = true;
+                    p.bad = !same;
                 }
                 if same {
                     self.report.unchanged += 1;
@@ -938,11 +959,17 @@ impl<'o> Batch<'o> {
                     continue;
                 }
                 if let Some((field, _)) = p
-                    .refs
+                    .forward
                     .iter()
                     .find(|(_, t)| self.resolve_batch(vault, t).is_none())
                 {
                     newly_dead.push((i, field.clone()));
+                } else if p
+                    .deps
+                    .iter()
+                    .any(|d| self.pending.get(*d as usize).is_some_and(|x| x.bad))
+                {
+                    newly_dead.push((i, "(refers to a rejected resource)".to_string()));
                 }
             }
             if newly_dead.is_empty() {
@@ -953,6 +980,7 @@ impl<'o> Batch<'o> {
                     continue;
                 };
                 p.dead = true;
+                p.bad = true;
                 let (file, pos) = (p.file as usize, p.pos);
                 self.error(file, pos, BadReason::DanglingReference(field));
             }

@@ -289,3 +289,27 @@ fn generated_patients_export_with_every_reference_resolved() {
         count(&node, "select count(*) from measurement")
     );
 }
+
+#[test]
+fn synthetic_hospitals_get_their_own_patients() {
+    let tmp = tempfile::tempdir().unwrap();
+    for h in 0..3u32 {
+        let node = tmp.path().join(format!("h{h}"));
+        let r = medspace_vault::ingest_synthetic(&node, h, 15, 11, None).unwrap();
+        assert!(r.committed && r.errors.is_empty());
+        assert_eq!(count(&node, "select count(*) from person"), 15);
+        // Again: idempotent.
+        let again = medspace_vault::ingest_synthetic(&node, h, 15, 11, None).unwrap();
+        assert_eq!((again.stored, again.committed), (0, false));
+    }
+    let a = Vault::open_read_only(&tmp.path().join("h0"))
+        .unwrap()
+        .persons();
+    let b = Vault::open_read_only(&tmp.path().join("h1"))
+        .unwrap()
+        .persons();
+    assert!(
+        a.iter()
+            .all(|(_, id, _)| b.iter().all(|(_, other, _)| other != id))
+    );
+}
