@@ -206,6 +206,14 @@ pub struct Vault {
     by_id: HashMap<String, String>,
     key: [u8; 32],
     _lock: Option<File>,
+    /// pseudonym -> person_id and person_id -> Patient.id, built on first use.
+    persons_cache: std::sync::OnceLock<PersonMaps>,
+}
+
+#[derive(Default)]
+struct PersonMaps {
+    by_pseudonym: HashMap<String, i64>,
+    by_person: HashMap<i64, String>,
 }
 
 impl std::fmt::Debug for Vault {
@@ -287,6 +295,7 @@ impl Vault {
             by_id: HashMap::new(),
             key,
             _lock: None,
+            persons_cache: std::sync::OnceLock::new(),
         };
         let segments: Vec<String> = v.manifest.segments.iter().map(|s| s.name.clone()).collect();
         for (i, name) in segments.iter().enumerate() {
@@ -403,9 +412,19 @@ impl Vault {
 
     /// person_id of a ledger pseudonym.
     pub fn person_id_for_pseudonym(&self, pseudonym: &str) -> Option<i64> {
-        self.entries.iter().find_map(|(k, e)| {
-            let id = k.strip_prefix("Patient/")?;
-            (self.pseudonym(id) == pseudonym).then_some(e.row).flatten()
+        self.person_maps().by_pseudonym.get(pseudonym).copied()
+    }
+
+    fn person_maps(&self) -> &PersonMaps {
+        self.persons_cache.get_or_init(|| {
+            let mut m = PersonMaps::default();
+            for (k, e) in &self.entries {
+                if let (Some(id), Some(row)) = (k.strip_prefix("Patient/"), e.row) {
+                    m.by_pseudonym.insert(self.pseudonym(id), row);
+                    m.by_person.insert(row, id.to_string());
+                }
+            }
+            m
         })
     }
 
@@ -417,10 +436,7 @@ impl Vault {
 
     /// The source `Patient.id` of a person_id.
     pub fn patient_id_for_person_id(&self, person_id: i64) -> Option<String> {
-        self.entries.iter().find_map(|(k, e)| {
-            let id = k.strip_prefix("Patient/")?;
-            (e.row == Some(person_id)).then(|| id.to_string())
-        })
+        self.person_maps().by_person.get(&person_id).cloned()
     }
 
     /// Resolves a patient given as person_id, source Patient.id or pseudonym.
@@ -1135,6 +1151,7 @@ impl<'o> Batch<'o> {
             }
             vault.entries.insert(k, e);
         }
+        vault.persons_cache = std::sync::OnceLock::new();
         self.report.stored = (live as u64).saturating_sub(vault_updates);
         self.report.rows_by_table = counts;
         self.report.committed = true;
