@@ -468,6 +468,17 @@ impl Vault {
         keys
     }
 
+    /// A patient's stored original resources (its compartment, Patient first), as ingested.
+    pub fn patient_resources(&self, person_id: i64) -> Result<Vec<Value>, VaultError> {
+        let mut keys = self.patient_resource_keys(person_id);
+        keys.sort_by_key(|k| (!k.starts_with("Patient/"), k.clone()));
+        Ok(self
+            .load_resources(&keys)?
+            .into_iter()
+            .map(|(_, v)| v)
+            .collect())
+    }
+
     /// Resolves a reference target to a stored `Type/id` key.
     pub(crate) fn resolve_key(&self, t: &RefTarget) -> Option<String> {
         match t {

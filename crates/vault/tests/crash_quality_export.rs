@@ -313,3 +313,35 @@ fn synthetic_hospitals_get_their_own_patients() {
             .all(|(_, id, _)| b.iter().all(|(_, other, _)| other != id))
     );
 }
+
+#[test]
+fn patient_resources_are_listed_by_person() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut vault = Vault::open(tmp.path()).unwrap();
+    let resources = synth(0, 3);
+    vault
+        .ingest_values("h0", resources.clone(), &IngestOptions::default())
+        .unwrap();
+    let (pid, patient_id, pseudo) = vault.persons()[1].clone();
+    assert_eq!(vault.resolve_patient(&pseudo), Some(pid));
+    assert_eq!(vault.resolve_patient(&patient_id), Some(pid));
+    let mine = vault.patient_resources(pid).unwrap();
+    assert_eq!(mine[0]["id"], patient_id.as_str());
+    let reference = format!("Patient/{patient_id}");
+    let expected = resources
+        .iter()
+        .filter(|r| {
+            r["id"] == patient_id.as_str()
+                || r["subject"]["reference"] == reference.as_str()
+                || r["patient"]["reference"] == reference.as_str()
+        })
+        .count();
+    assert_eq!(mine.len(), expected);
+    // The pseudonym is a keyed hash: not the id, and different in another vault.
+    assert_ne!(pseudo, patient_id);
+    let other = tempfile::tempdir().unwrap();
+    let mut v2 = Vault::open(other.path()).unwrap();
+    v2.ingest_values("h0", resources, &IngestOptions::default())
+        .unwrap();
+    assert_ne!(v2.pseudonym(&patient_id), pseudo);
+}
