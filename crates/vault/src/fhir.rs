@@ -666,10 +666,20 @@ pub fn read_file(
     let reader = BufReader::with_capacity(1 << 20, file);
     if name.ends_with(".ndjson") || name.ends_with(".jsonl") {
         read_ndjson(path, reader, f)
+    } else if len <= SLURP_LIMIT {
+        // Small enough to parse from memory, which is several times faster than from a reader;
+        // larger Bundles are streamed entry by entry.
+        let mut buf = Vec::with_capacity(usize::try_from(len).unwrap_or(0));
+        let mut reader = reader;
+        reader.read_to_end(&mut buf).map_err(VaultError::io(path))?;
+        read_json(serde_json::Deserializer::from_slice(&buf), f)
     } else {
-        read_json(reader, f)
+        read_json(serde_json::Deserializer::from_reader(reader), f)
     }
 }
+
+/// Bundle files up to this size are read into memory before parsing.
+const SLURP_LIMIT: u64 = 64 << 20;
 
 fn read_ndjson(
     path: &Path,
@@ -770,8 +780,8 @@ impl<'de> Visitor<'de> for Entries<'_, '_> {
     }
 }
 
-fn read_json(
-    reader: impl Read,
+fn read_json<'de, R: serde_json::de::Read<'de>>(
+    mut de: serde_json::Deserializer<R>,
     f: &mut dyn FnMut(Position, Item) -> Result<(), VaultError>,
 ) -> Result<(), VaultError> {
     let mut sink = Sink {
@@ -779,7 +789,6 @@ fn read_json(
         failure: None,
         entries: 0,
     };
-    let mut de = serde_json::Deserializer::from_reader(reader);
     let top = Top(&mut sink).deserialize(&mut de);
     let top = match top.and_then(|t| de.end().map(|()| t)) {
         Ok(t) => t,
