@@ -1,17 +1,23 @@
-//! `medspace demo`: the whole story on an in-process ledger, step by step.
+//! `medspace demo`: the whole story on an in-process ledger, step by step, with each hospital's
+//! real vault (FHIR ingested into CDM tables, queried with DataFusion inside the hospital).
 
-use crate::consortium::{Consortium, HOSPITALS, cdm_description};
+use crate::consortium::{Consortium, HOSPITALS};
 use crate::local::Local;
+use crate::{hospitals, publish};
 use anyhow::{Context, bail};
 use medspace_state::{Created, Event, records::PatientEvent};
 use medspace_types::*;
 
 /// Options of the demo.
 pub struct DemoOptions {
-    /// Patients per hospital.
+    /// Generated patients per hospital.
     pub patients: usize,
     /// Seed of every key and choice.
     pub seed: u64,
+    /// One FHIR folder per hospital instead of generated patients.
+    pub fhir: Vec<std::path::PathBuf>,
+    /// Where the hospitals' node directories go (recreated on every run).
+    pub dir: std::path::PathBuf,
 }
 
 struct Patient {
@@ -19,6 +25,24 @@ struct Patient {
     id: PatientId,
     hospital: usize,
 }
+
+/// The study's question: persons with type 2 diabetes (SNOMED 44054006) and an HbA1c
+/// (LOINC 4548-4) of at least 6.5 %, counted by sex. Run at each hospital over its consenting
+/// patients only (the worker registers them as `consented`).
+const STUDY_SQL: &str = "SELECT p.gender_source_value AS sex, COUNT(DISTINCT p.person_id) AS n \
+    FROM person p JOIN consented c ON p.person_id = c.person_id \
+    WHERE p.person_id IN (SELECT person_id FROM condition_occurrence WHERE condition_source_value = '44054006') \
+    AND p.person_id IN (SELECT person_id FROM measurement WHERE measurement_source_value = '4548-4' AND value_as_number >= 6.5) \
+    GROUP BY p.gender_source_value ORDER BY sex";
+
+/// The fields the study reads in each hospital's dataset.
+const STUDY_FIELDS: [(&str, &str); 5] = [
+    ("person", "person_id"),
+    ("person", "gender_source_value"),
+    ("condition_occurrence", "condition_source_value"),
+    ("measurement", "measurement_source_value"),
+    ("measurement", "value_as_number"),
+];
 
 fn step(n: &mut usize, text: &str) {
     *n += 1;
@@ -38,8 +62,9 @@ pub fn run(opts: &DemoOptions) -> anyhow::Result<()> {
     let mut ledger = Local::new(&c.genesis)?;
     let mut n = 0;
     println!(
-        "medspace demo: an in-process consortium ledger (same state machine the chain replicates)"
+        "medspace demo: an in-process consortium ledger (the state machine the chain replicates)"
     );
+    println!("and one vault per hospital under {}", opts.dir.display());
 
     step(
         &mut n,
@@ -58,39 +83,48 @@ pub fn run(opts: &DemoOptions) -> anyhow::Result<()> {
 
     step(
         &mut n,
-        "each hospital publishes its dataset in the catalog (description only, never data)",
+        "each hospital fills its vault (the data never leaves it) and publishes a catalog entry",
     );
-    for h in HOSPITALS {
-        let desc = cdm_description(
-            h,
-            opts.patients as u64,
-            1,
-            Hash::of(&[b"demo-content", h.as_bytes()]),
-        )?;
-        let tables = desc.tables.len();
+    if opts.dir.exists() {
+        std::fs::remove_dir_all(&opts.dir)
+            .with_context(|| format!("cannot clear {}", opts.dir.display()))?;
+    }
+    let source = if opts.fhir.is_empty() {
+        hospitals::Source::Generated {
+            per_hospital: opts.patients as u64,
+        }
+    } else {
+        hospitals::Source::Fhir(&opts.fhir)
+    };
+    let nodes = hospitals::prepare(&opts.dir, &HOSPITALS, opts.seed, &source)?;
+    for node in &nodes {
+        // Quality figures "as of" the demo's genesis day (days since 1970-01-01).
+        let vault_desc =
+            medspace_vault::catalog::describe_node(&node.dir, (t0 / 86_400_000) as i32)?;
+        let desc = publish::ledger_description(&node.member, 1, &vault_desc)?;
+        let rows: u64 = desc.tables.iter().map(|t| t.rows).sum();
         ledger.submit(
-            c.user_key(&format!("{h}.steward"))?,
+            c.user_key(&format!("{}.steward", node.member))?,
             Payload::PublishDataset(PublishDataset { dataset: desc }),
         )?;
         println!(
-            "    {h}.cdm: {tables} tables, field levels L2..L4, {} persons",
-            opts.patients
+            "    {:<12} {} persons, {} FHIR resources -> {rows} CDM rows; published {}.cdm (no data)",
+            node.member, vault_desc.persons, vault_desc.resources, node.member
         );
     }
     ledger.must_block(1000)?;
 
-    step(&mut n, "patients register their keys and set their consent");
+    step(
+        &mut n,
+        "patients register their keys, hospitals link them to their records, patients consent",
+    );
     let mut patients = Vec::new();
-    for (hi, _) in HOSPITALS.iter().enumerate() {
-        for i in 0..opts.patients {
-            let key = Keypair::from_seed(
-                opts.seed.wrapping_mul(1_000_003) + 10_000 + (hi * 100_000 + i) as u64,
-            );
-            let id = PatientId::from_key(&key.public());
-            ledger.submit(&key, Payload::RegisterPatient(RegisterPatient {}))?;
+    for (hi, node) in nodes.iter().enumerate() {
+        for p in &node.patients {
+            ledger.submit(&p.key, Payload::RegisterPatient(RegisterPatient {}))?;
             patients.push(Patient {
-                key,
-                id,
+                key: p.key.clone(),
+                id: p.id,
                 hospital: hi,
             });
         }
@@ -146,12 +180,7 @@ pub fn run(opts: &DemoOptions) -> anyhow::Result<()> {
     let researcher = c.user_key("research-1.researcher")?;
     let mut fields = Vec::new();
     for h in HOSPITALS {
-        for (t, f) in [
-            ("person", "gender_source_value"),
-            ("person", "year_of_birth"),
-            ("condition_occurrence", "condition_source_value"),
-            ("measurement", "value_as_number"),
-        ] {
+        for (t, f) in STUDY_FIELDS {
             fields.push(FieldRef {
                 dataset: DatasetId::new(&format!("{h}.cdm"))?,
                 table: Text::new(t)?,
@@ -159,7 +188,7 @@ pub fn run(opts: &DemoOptions) -> anyhow::Result<()> {
             });
         }
     }
-    let query = br#"{"version":1,"cohort":{"conditions":["44054006"]},"aggregates":[{"count":{}}],"group_by":["sex"]}"#;
+    let query = STUDY_SQL.as_bytes();
     let r = ledger.must(
         researcher,
         Payload::SubmitRequest(SubmitRequest {
@@ -222,9 +251,15 @@ pub fn run(opts: &DemoOptions) -> anyhow::Result<()> {
 
     step(
         &mut n,
-        "the researcher runs a job; each hospital checks consent at the job's block and contributes",
+        "the researcher runs a job; each hospital checks contract and consent at the job's block and computes locally",
     );
-    let job_count = |ledger: &mut Local, eps: u64| -> anyhow::Result<(JobId, Vec<Contribution>)> {
+    let fields_read: Vec<(String, String)> = STUDY_FIELDS
+        .iter()
+        .map(|(t, f)| (t.to_string(), f.to_string()))
+        .collect();
+    let run_job = |ledger: &mut Local,
+                   eps: u64|
+     -> anyhow::Result<(JobId, Vec<Contribution>, Vec<(String, i64)>)> {
         let r = ledger.must(
             researcher,
             Payload::SubmitJob(SubmitJob {
@@ -236,40 +271,45 @@ pub fn run(opts: &DemoOptions) -> anyhow::Result<()> {
         let Created::Job(job) = *created(&r)? else {
             bail!("expected a job")
         };
-        let height = ledger
-            .state
-            .job(job)?
-            .context("job missing")?
-            .submitted_height;
         let mut contributions = Vec::new();
-        for (hi, h) in HOSPITALS.iter().enumerate() {
-            let mut count = 0u64;
-            for p in patients.iter().filter(|p| p.hospital == hi) {
-                if ledger.state.consent_allows(
-                    &p.id,
-                    Purpose::Research,
-                    Some(&study),
-                    Level::L3,
-                    height,
-                )? {
-                    count += 1;
+        let mut table: Vec<(String, i64)> = Vec::new();
+        for node in &nodes {
+            let member = MemberId::new(&node.member)?;
+            let links = medspace_compute::Links::load(&node.dir)?;
+            let plan =
+                medspace_compute::plan_job(&ledger.state, job, &member, &links, &fields_read)?;
+            let rows = medspace_compute::local::run(&node.dir, &plan.cohort, STUDY_SQL)?;
+            let found: i64 = rows
+                .iter()
+                .map(|r| r.values.first().copied().unwrap_or(0))
+                .sum();
+            println!(
+                "    {:<12} {} of {} linked patients consent; {found} match the study question",
+                node.member,
+                plan.cohort.len(),
+                plan.cohort.len() + plan.excluded
+            );
+            for row in rows {
+                let key = row.key.join("/");
+                let v = row.values.first().copied().unwrap_or(0);
+                match table.iter_mut().find(|(k, _)| *k == key) {
+                    Some((_, total)) => *total += v,
+                    None => table.push((key, v)),
                 }
             }
             contributions.push(Contribution {
-                member: MemberId::new(h)?,
-                records: count,
+                member,
+                records: plan.cohort.len() as u64,
             });
         }
-        Ok((job, contributions))
+        Ok((job, contributions, table))
     };
-    let (job, contributions) = job_count(&mut ledger, 500_000)?;
-    for cb in &contributions {
-        println!(
-            "    {:<12} {} consenting patients in the cohort",
-            cb.member, cb.records
-        );
+    let (job, contributions, table) = run_job(&mut ledger, 500_000)?;
+    println!("    result (all hospitals):");
+    for (k, v) in &table {
+        println!("      {k:<8} {v:>6}");
     }
-    let result_hash = Hash::of(&[b"demo-result", &job.0.to_be_bytes()]);
+    let result_hash = Hash::of(&[b"medspace/result/v1", format!("{table:?}").as_bytes()]);
     ledger.must(
         c.member_key("hospital-a")?,
         Payload::PostResult(PostResult {
@@ -280,8 +320,7 @@ pub fn run(opts: &DemoOptions) -> anyhow::Result<()> {
         }),
     )?;
     println!(
-        "    result posted: hash {}, ε spent 0.5, ε left {:.1}",
-        result_hash,
+        "    result posted on the ledger: hash {result_hash}, ε spent 0.5, ε left {:.1}",
         ledger.state.budget_left(contract)?.unwrap_or(0) as f64 / 1e6
     );
 
@@ -312,17 +351,18 @@ pub fn run(opts: &DemoOptions) -> anyhow::Result<()> {
             study: None,
         }),
     )?;
-    let (job2, contributions2) = job_count(&mut ledger, 400_000)?;
+    let (job2, contributions2, table2) = run_job(&mut ledger, 400_000)?;
     println!(
         "    hospital-a cohort: {} -> {}",
         contributions.first().map_or(0, |c| c.records),
         contributions2.first().map_or(0, |c| c.records)
     );
+    let result_hash2 = Hash::of(&[b"medspace/result/v1", format!("{table2:?}").as_bytes()]);
     ledger.must(
         c.member_key("hospital-a")?,
         Payload::PostResult(PostResult {
             job: job2,
-            result_hash: Hash::of(&[b"demo-result", &job2.0.to_be_bytes()]),
+            result_hash: result_hash2,
             epsilon_spent: 400_000,
             contributions: List::new(contributions2)?,
         }),
@@ -336,14 +376,13 @@ pub fn run(opts: &DemoOptions) -> anyhow::Result<()> {
         }),
     )?;
     let mut probe = ledger.state.clone();
-    let refused = probe.apply(
+    match probe.apply(
         &over,
         &medspace_state::BlockContext {
             height: ledger.height + 1,
             time_ms: ledger.time_ms + 1000,
         },
-    );
-    match refused {
+    ) {
         Err(e) => println!("    a third job asking ε=0.2 is refused: {e}"),
         Ok(_) => bail!("a job over budget was accepted"),
     }
@@ -379,7 +418,7 @@ pub fn run(opts: &DemoOptions) -> anyhow::Result<()> {
         bail!("expected a grant")
     };
     println!(
-        "    patient issues grant {grant} to hospital-b (code handed over off-ledger; only its hash is on the ledger)"
+        "    patient issues grant {grant} to hospital-b (the code is handed over off-ledger; only its hash is on the ledger)"
     );
     let delivered = Hash::of(&[b"demo-bundle", &patient.id.0]);
     ledger.must(
@@ -394,7 +433,7 @@ pub fn run(opts: &DemoOptions) -> anyhow::Result<()> {
         }),
     )?;
     println!(
-        "    hospital-a delivers 42 resources to hospital-b and records the access (hash {delivered})"
+        "    hospital-a delivers the granted resources to hospital-b and records the access (hash {delivered})"
     );
 
     step(
@@ -420,8 +459,8 @@ pub fn run(opts: &DemoOptions) -> anyhow::Result<()> {
             PatientEvent::Accessed(a) => {
                 let rec = ledger.state.access(*a)?.context("access missing")?;
                 format!(
-                    "{} resources delivered by {} to {} under {:?}",
-                    rec.resource_count, rec.holder, rec.recipient, rec.basis
+                    "records delivered by {} to {} under {:?}",
+                    rec.holder, rec.recipient, rec.basis
                 )
             }
             PatientEvent::Destroyed(a) => format!("copy of {a} destroyed"),
@@ -432,15 +471,14 @@ pub fn run(opts: &DemoOptions) -> anyhow::Result<()> {
             entry.proof.path.len()
         );
     }
-    let jobs_with_me: Vec<_> = ledger
+    let jobs = ledger
         .state
         .jobs()?
         .into_iter()
         .filter(|j| j.contract == contract)
-        .collect();
+        .count();
     println!(
-        "    contract {contract} ran {} aggregate jobs over hospital-a's consenting patients",
-        jobs_with_me.len()
+        "    contract {contract}: {jobs} aggregate jobs over consenting patients of the three hospitals"
     );
 
     step(

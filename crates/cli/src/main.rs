@@ -6,7 +6,10 @@
 mod bench;
 mod consortium;
 mod demo;
+mod hospitals;
 mod local;
+mod publish;
+mod vault_cmd;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
@@ -27,12 +30,18 @@ struct Cli {
 enum Command {
     /// Run the whole story end to end and print what happened.
     Demo {
-        /// Patients per hospital.
-        #[arg(long, default_value_t = 40)]
+        /// Generated patients per hospital.
+        #[arg(long, default_value_t = 200)]
         patients: usize,
         /// Seed of every key and choice.
         #[arg(long, default_value_t = 1)]
         seed: u64,
+        /// One FHIR R4 folder per hospital (e.g. the Synthea split) instead of generated patients.
+        #[arg(long, num_args = 1.., value_name = "DIR")]
+        fhir: Vec<PathBuf>,
+        /// Where the hospitals' node directories go (recreated on every run).
+        #[arg(long, default_value = ".medspace/demo")]
+        dir: PathBuf,
     },
     /// Write a new ed25519 key pair: the secret to `<out>` (owner-only), the public key to stdout.
     Keygen {
@@ -40,6 +49,19 @@ enum Command {
         #[arg(long)]
         out: PathBuf,
     },
+    /// Ingest FHIR R4 (Bundle JSON, folders, Bulk NDJSON) into the node's vault.
+    Ingest(vault_cmd::IngestArgs),
+    /// Run SQL over the vault's CDM tables (the institution's own operator only).
+    Sql(vault_cmd::SqlArgs),
+    /// Print the vault's data-quality profile.
+    Quality(vault_cmd::QualityArgs),
+    /// Catalog commands.
+    #[command(subcommand)]
+    Catalog(vault_cmd::CatalogCmd),
+    /// Export one patient as a FHIR Bundle, or everything as Bulk NDJSON.
+    Export(vault_cmd::ExportArgs),
+    /// Generate synthetic FHIR R4 patients (Bulk NDJSON).
+    Synth(vault_cmd::SynthArgs),
     /// Benchmarks that print their figures.
     #[command(subcommand)]
     Bench(BenchCommand),
@@ -59,6 +81,10 @@ enum BenchCommand {
         #[arg(long, default_value_t = 20_000)]
         patients: usize,
     },
+    /// Ingest speed into the CDM tables, one core, printed as `<n> resources/s`.
+    Ingest(vault_cmd::BenchIngestArgs),
+    /// Cohort query (condition + lab threshold, by sex and age band) on N persons.
+    Cohort(vault_cmd::BenchCohortArgs),
 }
 
 fn keygen(out: &std::path::Path) -> anyhow::Result<()> {
@@ -84,7 +110,17 @@ fn keygen(out: &std::path::Path) -> anyhow::Result<()> {
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     match cli.command {
-        Command::Demo { patients, seed } => demo::run(&demo::DemoOptions { patients, seed }),
+        Command::Demo {
+            patients,
+            seed,
+            fhir,
+            dir,
+        } => demo::run(&demo::DemoOptions {
+            patients,
+            seed,
+            fhir,
+            dir,
+        }),
         Command::Keygen { out } => keygen(&out),
         Command::Bench(BenchCommand::Apply {
             txs,
@@ -95,5 +131,17 @@ fn main() -> anyhow::Result<()> {
             block,
             patients,
         }),
+        Command::Bench(BenchCommand::Ingest(a)) => {
+            vault_cmd::run_bench(vault_cmd::Bench::Ingest(a))
+        }
+        Command::Bench(BenchCommand::Cohort(a)) => {
+            vault_cmd::run_bench(vault_cmd::Bench::Cohort(a))
+        }
+        Command::Ingest(a) => vault_cmd::run_ingest(a),
+        Command::Sql(a) => vault_cmd::run_sql(a),
+        Command::Quality(a) => vault_cmd::run_quality(a),
+        Command::Catalog(c) => vault_cmd::run_catalog(c),
+        Command::Export(a) => vault_cmd::run_export(a),
+        Command::Synth(a) => vault_cmd::run_synth(a),
     }
 }

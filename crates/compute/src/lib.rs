@@ -12,6 +12,7 @@
 )]
 
 pub mod links;
+pub mod local;
 pub mod plan;
 
 pub use links::Links;

@@ -1,0 +1,110 @@
+//! The hospitals' nodes of a local consortium: each hospital's vault filled with its own
+//! patients (generated, or FHIR files given on the command line), each patient given a key that
+//! registers on the ledger, and the hospital's confirmed link from its local record to that
+//! pseudonym.
+
+use anyhow::Context;
+use medspace_compute::Links;
+use medspace_types::{Hash, Keypair, PatientId};
+use medspace_vault::{IngestOptions, OnError, Vault};
+use std::path::{Path, PathBuf};
+
+/// One patient of a hospital, as the local consortium knows them.
+pub struct Patient {
+    /// Their key (the patient's wallet).
+    pub key: Keypair,
+    /// Their ledger pseudonym.
+    pub id: PatientId,
+}
+
+/// A hospital's node directory and its patients.
+pub struct Hospital {
+    /// Member id.
+    pub member: String,
+    /// Node directory (vault, links).
+    pub dir: PathBuf,
+    /// Its patients.
+    pub patients: Vec<Patient>,
+}
+
+/// Where the patients come from.
+pub enum Source<'a> {
+    /// `n` generated patients per hospital.
+    Generated { per_hospital: u64 },
+    /// One folder (or file) of FHIR R4 per hospital, in hospital order.
+    Fhir(&'a [PathBuf]),
+}
+
+fn patient_key(seed: u64, member: &str, fhir_id: &str) -> Keypair {
+    let h = Hash::of(&[
+        b"medspace/devnet/patient-key",
+        &seed.to_be_bytes(),
+        member.as_bytes(),
+        fhir_id.as_bytes(),
+    ]);
+    let mut b = [0u8; 8];
+    b.copy_from_slice(&h.0[..8]);
+    Keypair::from_seed(u64::from_be_bytes(b))
+}
+
+/// Fills each hospital's vault (if it is empty) and links its patients.
+pub fn prepare(
+    base: &Path,
+    members: &[&str],
+    seed: u64,
+    source: &Source<'_>,
+) -> anyhow::Result<Vec<Hospital>> {
+    let mut out = Vec::new();
+    for (h, member) in members.iter().enumerate() {
+        let dir = base.join(member);
+        std::fs::create_dir_all(&dir)
+            .with_context(|| format!("cannot create {}", dir.display()))?;
+        let mut vault = Vault::open(&dir)?;
+        if vault.resource_count() == 0 {
+            let opts = IngestOptions {
+                on_error: OnError::Skip,
+                progress: true,
+                vocabulary: None,
+                fail_after: None,
+            };
+            let report = match source {
+                Source::Generated { per_hospital } => {
+                    let k = h as u32;
+                    let resources = medspace_synth::hospital_resources(seed, k)
+                        .into_iter()
+                        .chain(
+                            (0..*per_hospital)
+                                .flat_map(move |i| medspace_synth::patient_resources(seed, k, i)),
+                        );
+                    vault.ingest_values(
+                        &format!("synth:seed={seed}:hospital={member}"),
+                        resources,
+                        &opts,
+                    )?
+                }
+                Source::Fhir(dirs) => {
+                    let path = dirs
+                        .get(h)
+                        .with_context(|| format!("no FHIR folder given for {member}"))?;
+                    vault.ingest_paths(std::slice::from_ref(path), &opts)?
+                }
+            };
+            eprintln!("{member}: {}", report.summary_line());
+        }
+        let mut links = Links::load(&dir)?;
+        let mut patients = Vec::new();
+        for (person_id, fhir_id, _) in vault.persons() {
+            let key = patient_key(seed, member, &fhir_id);
+            let id = PatientId::from_key(&key.public());
+            links.link(person_id, id)?;
+            patients.push(Patient { key, id });
+        }
+        links.save(&dir)?;
+        out.push(Hospital {
+            member: member.to_string(),
+            dir,
+            patients,
+        });
+    }
+    Ok(out)
+}

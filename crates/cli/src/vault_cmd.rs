@@ -1,0 +1,390 @@
+//! Commands of the hospital's vault: ingest, sql, quality, catalog profile, export, synth, and
+//! the vault benchmarks. All logic lives in `medspace-vault` / `medspace-synth`.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use anyhow::{Context, bail};
+use clap::{Args, Subcommand, ValueEnum};
+use indicatif::{ProgressBar, ProgressStyle};
+use medspace_vault::{
+    IngestOptions, OnError, Vault, Vocabulary, bench, catalog, export, fhir, quality,
+};
+
+/// What to do with a bad resource.
+#[derive(Clone, Copy, Debug, ValueEnum)]
+pub enum OnErrorArg {
+    /// Skip the bad resource and store the rest.
+    Skip,
+    /// Refuse the whole batch.
+    Refuse,
+}
+
+/// `medspace ingest`.
+#[derive(Args, Debug)]
+pub struct IngestArgs {
+    /// Node directory (the vault lives in `<node>/vault`).
+    #[arg(long)]
+    pub node: PathBuf,
+    /// FHIR R4 Bundle JSON files, folders of them, or Bulk NDJSON files.
+    #[arg(required = true)]
+    pub paths: Vec<PathBuf>,
+    /// Skip bad resources, or refuse the whole batch.
+    #[arg(long, value_enum, default_value = "skip")]
+    pub on_error: OnErrorArg,
+    /// OMOP vocabulary directory (CONCEPT.csv ...); default `$MEDSPACE_VOCAB` or
+    /// `../shared/reference/omop-vocabulary-subset` when present.
+    #[arg(long)]
+    pub vocab: Option<PathBuf>,
+    /// No progress bar.
+    #[arg(long)]
+    pub quiet: bool,
+}
+
+/// `medspace sql` (the institution's own operator only; never exposed to other parties).
+#[derive(Args, Debug)]
+pub struct SqlArgs {
+    /// Node directory.
+    #[arg(long)]
+    pub node: PathBuf,
+    /// SQL over the CDM tables.
+    pub query: String,
+}
+
+/// `medspace quality`.
+#[derive(Args, Debug)]
+pub struct QualityArgs {
+    /// Node directory.
+    #[arg(long)]
+    pub node: PathBuf,
+    /// Dates after this day (YYYY-MM-DD) count as implausible; default today (UTC).
+    #[arg(long)]
+    pub as_of: Option<String>,
+    /// Print JSON instead of text.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `medspace catalog ...` (vault part).
+#[derive(Subcommand, Debug)]
+pub enum CatalogCmd {
+    /// Write the dataset description (tables, fields, counts, quality, privacy levels, hash).
+    Profile(CatalogProfileArgs),
+}
+
+/// `medspace catalog profile`.
+#[derive(Args, Debug)]
+pub struct CatalogProfileArgs {
+    /// Node directory.
+    #[arg(long)]
+    pub node: PathBuf,
+    /// Output file (default: stdout).
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+    /// "As of" date for the quality profile (YYYY-MM-DD); default today (UTC).
+    #[arg(long)]
+    pub as_of: Option<String>,
+}
+
+/// `medspace export`.
+#[derive(Args, Debug)]
+pub struct ExportArgs {
+    /// Node directory.
+    #[arg(long)]
+    pub node: PathBuf,
+    /// One patient: person_id, source Patient.id or pseudonym.
+    #[arg(long, conflicts_with = "ndjson", required_unless_present = "ndjson")]
+    pub patient: Option<String>,
+    /// Output file for `--patient` (default: stdout).
+    #[arg(long, requires = "patient")]
+    pub out: Option<PathBuf>,
+    /// Write Bulk NDJSON of every stored resource into this directory.
+    #[arg(long)]
+    pub ndjson: Option<PathBuf>,
+}
+
+/// `medspace synth`.
+#[derive(Args, Debug)]
+pub struct SynthArgs {
+    /// Number of patients.
+    #[arg(long)]
+    pub patients: u64,
+    /// Seed.
+    #[arg(long, default_value_t = 1)]
+    pub seed: u64,
+    /// Hospital number (each hospital gets its own patients).
+    #[arg(long, default_value_t = 0)]
+    pub hospital: u32,
+    /// Output directory (Bulk NDJSON, one file per resource type).
+    #[arg(long)]
+    pub out: PathBuf,
+}
+
+/// `medspace bench ...` (vault part; the lead merges this with the other benches).
+#[derive(Subcommand, Debug)]
+pub enum Bench {
+    /// Ingest speed into the CDM tables, one core, printed as `<n> resources/s`.
+    Ingest(BenchIngestArgs),
+    /// Cohort query (condition + lab threshold, by sex and age band) on N persons.
+    Cohort(BenchCohortArgs),
+}
+
+/// `medspace bench ingest`.
+#[derive(Args, Debug)]
+pub struct BenchIngestArgs {
+    /// Synthetic patients to generate and ingest.
+    #[arg(long, default_value_t = 2000)]
+    pub patients: u64,
+    /// Seed.
+    #[arg(long, default_value_t = 1)]
+    pub seed: u64,
+    /// Work directory (default: a temporary one, removed afterwards).
+    #[arg(long)]
+    pub dir: Option<PathBuf>,
+}
+
+/// `medspace bench cohort`.
+#[derive(Args, Debug)]
+pub struct BenchCohortArgs {
+    /// Persons in the vault.
+    #[arg(long, default_value_t = 1_000_000)]
+    pub persons: u64,
+    /// Timed runs of the query.
+    #[arg(long, default_value_t = 5)]
+    pub runs: usize,
+    /// Seed.
+    #[arg(long, default_value_t = 1)]
+    pub seed: u64,
+    /// Work directory (default: a temporary one, removed afterwards).
+    #[arg(long)]
+    pub dir: Option<PathBuf>,
+}
+
+fn load_vocab(flag: Option<&Path>) -> anyhow::Result<Option<Arc<Vocabulary>>> {
+    let dir = match flag {
+        Some(d) => Some(d.to_path_buf()),
+        None => std::env::var_os("MEDSPACE_VOCAB")
+            .map(PathBuf::from)
+            .or_else(|| {
+                let d = PathBuf::from("../shared/reference/omop-vocabulary-subset");
+                d.join("CONCEPT.csv").exists().then_some(d)
+            }),
+    };
+    match dir {
+        Some(d) => {
+            let v = Vocabulary::load(&d)
+                .with_context(|| format!("loading vocabulary from {}", d.display()))?;
+            Ok(Some(Arc::new(v)))
+        }
+        None => {
+            eprintln!(
+                "note: no vocabulary found (--vocab); concept ids will be 0, source codes are kept"
+            );
+            Ok(None)
+        }
+    }
+}
+
+fn as_of(flag: Option<&str>) -> anyhow::Result<i32> {
+    match flag {
+        Some(s) => {
+            fhir::parse_date(s).with_context(|| format!("--as-of is not a date (YYYY-MM-DD): {s}"))
+        }
+        None => {
+            let secs = SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .map(|d| d.as_secs())
+                .unwrap_or(0);
+            Ok(i32::try_from(secs / 86_400)?)
+        }
+    }
+}
+
+/// Runs `medspace ingest`.
+pub fn run_ingest(args: IngestArgs) -> anyhow::Result<()> {
+    let vocabulary = load_vocab(args.vocab.as_deref())?;
+    let mut vault = Vault::open(&args.node)?;
+    let opts = IngestOptions {
+        on_error: match args.on_error {
+            OnErrorArg::Skip => OnError::Skip,
+            OnErrorArg::Refuse => OnError::Refuse,
+        },
+        progress: !args.quiet,
+        vocabulary,
+        fail_after: None,
+    };
+    let report = vault.ingest_paths(&args.paths, &opts)?;
+    const SHOWN: usize = 50;
+    for e in report.errors.iter().take(SHOWN) {
+        eprintln!("error: {e}");
+    }
+    if report.errors.len() > SHOWN {
+        eprintln!("error: ... and {} more", report.errors.len() - SHOWN);
+    }
+    println!(
+        "{} ({:.0} resources/s)",
+        report.summary_line(),
+        report.read as f64 / report.seconds.max(1e-9)
+    );
+    if report.refused > 0 {
+        bail!(
+            "batch refused: {} bad resources (--on-error refuse); the vault is unchanged",
+            report.errors.len()
+        );
+    }
+    Ok(())
+}
+
+/// Runs `medspace sql`.
+pub fn run_sql(args: SqlArgs) -> anyhow::Result<()> {
+    println!("{}", medspace_vault::sql_blocking(&args.node, &args.query)?);
+    Ok(())
+}
+
+/// Runs `medspace quality`.
+pub fn run_quality(args: QualityArgs) -> anyhow::Result<()> {
+    let p = quality::profile_node(&args.node, as_of(args.as_of.as_deref())?)?;
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&p)?);
+    } else {
+        print!("{}", p.render());
+    }
+    Ok(())
+}
+
+/// Runs `medspace catalog profile` (and the other vault catalog commands).
+pub fn run_catalog(cmd: CatalogCmd) -> anyhow::Result<()> {
+    match cmd {
+        CatalogCmd::Profile(args) => {
+            let d = catalog::describe_node(&args.node, as_of(args.as_of.as_deref())?)?;
+            let json = serde_json::to_string_pretty(&d)?;
+            match args.out {
+                Some(path) => {
+                    std::fs::write(&path, json)
+                        .with_context(|| format!("writing {}", path.display()))?;
+                    eprintln!("wrote {} (content_hash {})", path.display(), d.content_hash);
+                }
+                None => println!("{json}"),
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Runs `medspace export`.
+pub fn run_export(args: ExportArgs) -> anyhow::Result<()> {
+    let vault = Vault::open_read_only(&args.node)?;
+    if let Some(dir) = args.ndjson {
+        let s = export::export_ndjson(&vault, &dir)?;
+        let total: u64 = s.by_type.values().sum();
+        eprintln!("wrote {total} resources as NDJSON into {}", dir.display());
+        for (t, n) in s.by_type {
+            eprintln!("  {t}: {n}");
+        }
+        return Ok(());
+    }
+    let Some(id) = args.patient else {
+        bail!("give --patient <id> or --ndjson <dir>")
+    };
+    let bundle = export::export_patient(&vault, &id)?;
+    let json = serde_json::to_string_pretty(&bundle)?;
+    match args.out {
+        Some(path) => {
+            std::fs::write(&path, json).with_context(|| format!("writing {}", path.display()))?
+        }
+        None => println!("{json}"),
+    }
+    Ok(())
+}
+
+/// Runs `medspace synth`.
+pub fn run_synth(args: SynthArgs) -> anyhow::Result<()> {
+    let bar = ProgressBar::new(args.patients);
+    bar.set_style(
+        ProgressStyle::with_template("{bar:40} {pos}/{len} patients ({per_sec}) {eta}")
+            .unwrap_or_else(|_| ProgressStyle::default_bar()),
+    );
+    let cfg = medspace_synth::SynthConfig {
+        patients: args.patients,
+        seed: args.seed,
+        hospital: args.hospital,
+    };
+    let s = medspace_synth::write_ndjson(cfg, &args.out, |n| {
+        if n % 256 == 0 {
+            bar.set_position(n);
+        }
+    })?;
+    bar.finish_and_clear();
+    println!(
+        "wrote {} patients, {} resources into {}",
+        s.patients,
+        s.resources,
+        args.out.display()
+    );
+    Ok(())
+}
+
+fn work_dir(flag: Option<PathBuf>) -> anyhow::Result<(PathBuf, bool)> {
+    match flag {
+        Some(d) => {
+            std::fs::create_dir_all(&d)?;
+            Ok((d, false))
+        }
+        None => {
+            let secs = SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .map(|d| d.as_nanos())
+                .unwrap_or(0);
+            let d =
+                std::env::temp_dir().join(format!("medspace-bench-{}-{secs}", std::process::id()));
+            std::fs::create_dir_all(&d)?;
+            Ok((d, true))
+        }
+    }
+}
+
+/// Runs `medspace bench ingest` / `bench cohort`.
+pub fn run_bench(cmd: Bench) -> anyhow::Result<()> {
+    match cmd {
+        Bench::Ingest(a) => {
+            let (dir, temp) = work_dir(a.dir)?;
+            let r = bench::bench_ingest(&dir, a.patients, a.seed);
+            if temp {
+                let _ = std::fs::remove_dir_all(&dir);
+            }
+            let r = r?;
+            println!(
+                "bench ingest: {} patients, {} resources in {:.2} s (one thread)",
+                r.patients, r.resources, r.seconds
+            );
+            println!("{:.0} resources/s", r.resources_per_second);
+            if let Some(kib) = r.peak_rss_kib {
+                println!("peak memory (VmHWM): {:.1} MiB", kib as f64 / 1024.0);
+            }
+        }
+        Bench::Cohort(a) => {
+            let (dir, temp) = work_dir(a.dir)?;
+            let r = bench::bench_cohort(&dir, a.persons, a.seed, a.runs);
+            if temp {
+                let _ = std::fs::remove_dir_all(&dir);
+            }
+            let r = r?;
+            println!(
+                "bench cohort: {} persons, {} measurements (tables built in {:.1} s)",
+                r.persons, r.measurements, r.build_seconds
+            );
+            println!("query: {}", bench::COHORT_SQL);
+            let runs: Vec<String> = r.runs_ms.iter().map(|m| format!("{m:.1}")).collect();
+            println!("runs (ms): {}", runs.join(" "));
+            println!(
+                "median {:.1} ms; cohort {} persons in {} groups",
+                r.median_ms, r.cohort_persons, r.groups
+            );
+            if let Some(kib) = r.peak_rss_kib {
+                println!("peak memory (VmHWM): {:.1} MiB", kib as f64 / 1024.0);
+            }
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,120 @@
+//! The generator is deterministic per seed and its values have the intended correlations.
+
+use medspace_synth::{SynthConfig, generate, patient_bundle, write_ndjson};
+use serde_json::Value;
+
+#[test]
+fn same_seed_same_output_other_seed_other_output() {
+    let cfg = SynthConfig {
+        patients: 25,
+        seed: 42,
+        hospital: 1,
+    };
+    assert_eq!(generate(cfg), generate(cfg));
+    assert_ne!(generate(cfg), generate(SynthConfig { seed: 43, ..cfg }));
+    // Hospitals get disjoint patients.
+    let ids = |c: SynthConfig| -> Vec<String> {
+        generate(c)
+            .iter()
+            .filter(|r| r["resourceType"] == "Patient")
+            .map(|r| r["id"].as_str().unwrap().to_string())
+            .collect()
+    };
+    let a = ids(cfg);
+    let b = ids(SynthConfig { hospital: 2, ..cfg });
+    assert!(a.iter().all(|x| !b.contains(x)));
+    // Files too, byte for byte.
+    let d1 = tempfile::tempdir().unwrap();
+    let d2 = tempfile::tempdir().unwrap();
+    let s1 = write_ndjson(cfg, d1.path(), |_| {}).unwrap();
+    let s2 = write_ndjson(cfg, d2.path(), |_| {}).unwrap();
+    assert_eq!(s1, s2);
+    assert_eq!(s1.patients, 25);
+    for f in std::fs::read_dir(d1.path()).unwrap() {
+        let f = f.unwrap();
+        assert_eq!(
+            std::fs::read(f.path()).unwrap(),
+            std::fs::read(d2.path().join(f.file_name())).unwrap()
+        );
+    }
+}
+
+#[test]
+fn diabetics_have_higher_hba1c_and_glucose() {
+    let resources = generate(SynthConfig {
+        patients: 1500,
+        seed: 3,
+        hospital: 0,
+    });
+    let diabetic: std::collections::HashSet<String> = resources
+        .iter()
+        .filter(|r| {
+            r["resourceType"] == "Condition" && r["code"]["coding"][0]["code"] == "44054006"
+        })
+        .map(|r| r["subject"]["reference"].as_str().unwrap().to_string())
+        .collect();
+    assert!(!diabetic.is_empty());
+    let mean = |code: &str, want: bool| -> f64 {
+        let v: Vec<f64> = resources
+            .iter()
+            .filter(|r| {
+                r["resourceType"] == "Observation" && r["code"]["coding"][0]["code"] == code
+            })
+            .filter(|r| diabetic.contains(r["subject"]["reference"].as_str().unwrap()) == want)
+            .map(|r| r["valueQuantity"]["value"].as_f64().unwrap())
+            .collect();
+        v.iter().sum::<f64>() / v.len() as f64
+    };
+    assert!(mean("4548-4", true) > mean("4548-4", false) + 1.5);
+    assert!(mean("2339-0", true) > mean("2339-0", false) + 40.0);
+    // Prevalence rises with age.
+    let births: std::collections::HashMap<String, i32> = resources
+        .iter()
+        .filter(|r| r["resourceType"] == "Patient")
+        .map(|r| {
+            (
+                format!("Patient/{}", r["id"].as_str().unwrap()),
+                r["birthDate"].as_str().unwrap()[..4].parse().unwrap(),
+            )
+        })
+        .collect();
+    let share = |lo: i32, hi: i32| {
+        let group: Vec<&String> = births
+            .iter()
+            .filter(|(_, y)| (lo..hi).contains(&(2025 - **y)))
+            .map(|(k, _)| k)
+            .collect();
+        group.iter().filter(|k| diabetic.contains(**k)).count() as f64 / group.len() as f64
+    };
+    assert!(share(65, 120) > share(0, 40) * 3.0);
+}
+
+#[test]
+fn bundle_references_resolve_inside_the_bundle() {
+    let b = patient_bundle(5, 0, 3);
+    let entries = b["entry"].as_array().unwrap();
+    let urls: Vec<&str> = entries
+        .iter()
+        .map(|e| e["fullUrl"].as_str().unwrap())
+        .collect();
+    fn refs<'a>(v: &'a Value, out: &mut Vec<&'a str>) {
+        match v {
+            Value::Object(m) => {
+                for (k, c) in m {
+                    match (k.as_str(), c) {
+                        ("reference", Value::String(s)) => out.push(s),
+                        _ => refs(c, out),
+                    }
+                }
+            }
+            Value::Array(a) => a.iter().for_each(|c| refs(c, out)),
+            _ => {}
+        }
+    }
+    let mut all = Vec::new();
+    refs(&b, &mut all);
+    assert!(!all.is_empty());
+    for r in all {
+        assert!(urls.contains(&r), "unresolved {r}");
+    }
+}

@@ -1,0 +1,243 @@
+//! Benchmarks printed by `medspace bench ingest` and `medspace bench cohort`.
+//!
+//! * ingest: generated patients written as Bulk NDJSON, then ingested into a fresh vault on one
+//!   thread (parse, check, deduplicate, store originals, map to CDM Parquet, commit).
+//! * cohort: a vault with N persons (CDM rows written directly, with the generator's
+//!   age-dependent diabetes prevalence and HbA1c distribution) and the query "persons with
+//!   type 2 diabetes (SNOMED 44054006) and an HbA1c (LOINC 4548-4) over 7 %, counted by sex and
+//!   10-year age band", timed over several runs; peak memory from `/proc/self/status` (VmHWM).
+
+use std::path::Path;
+use std::time::Instant;
+
+use rand::{RngExt, SeedableRng};
+use serde::Serialize;
+
+use crate::cdm::{Val, next_id};
+use crate::error::VaultError;
+use crate::store::{IngestOptions, Vault};
+
+/// Result of the ingest benchmark.
+#[derive(Clone, Debug, Serialize)]
+pub struct IngestBench {
+    /// Patients generated.
+    pub patients: u64,
+    /// Resources ingested.
+    pub resources: u64,
+    /// Seconds spent in the ingest.
+    pub seconds: f64,
+    /// Resources per second.
+    pub resources_per_second: f64,
+    /// Peak resident memory of the process, KiB (VmHWM), if known.
+    pub peak_rss_kib: Option<u64>,
+}
+
+/// Generates `patients` synthetic patients into `work_dir/ndjson`, then times their ingest into
+/// a fresh vault at `work_dir/node`.
+pub fn bench_ingest(work_dir: &Path, patients: u64, seed: u64) -> Result<IngestBench, VaultError> {
+    let nd = work_dir.join("ndjson");
+    let cfg = medspace_synth::SynthConfig {
+        patients,
+        seed,
+        hospital: 0,
+    };
+    medspace_synth::write_ndjson(cfg, &nd, |_| {}).map_err(|e| VaultError::Io {
+        path: nd.clone(),
+        source: std::io::Error::other(e.to_string()),
+    })?;
+    let node = work_dir.join("node");
+    if node.exists() {
+        std::fs::remove_dir_all(&node).map_err(VaultError::io(&node))?;
+    }
+    let mut vault = Vault::open(&node)?;
+    let opts = IngestOptions::default();
+    let t = Instant::now();
+    let report = vault.ingest_paths(&[nd], &opts)?;
+    let seconds = t.elapsed().as_secs_f64();
+    Ok(IngestBench {
+        patients,
+        resources: report.stored,
+        seconds,
+        resources_per_second: report.stored as f64 / seconds.max(1e-9),
+        peak_rss_kib: peak_rss_kib(),
+    })
+}
+
+/// Result of the cohort benchmark.
+#[derive(Clone, Debug, Serialize)]
+pub struct CohortBench {
+    /// Persons in the vault.
+    pub persons: u64,
+    /// Measurement rows.
+    pub measurements: u64,
+    /// Seconds to build the tables (not part of the query time).
+    pub build_seconds: f64,
+    /// Query time per run, milliseconds.
+    pub runs_ms: Vec<f64>,
+    /// Median of `runs_ms`.
+    pub median_ms: f64,
+    /// Persons in the cohort (sum over groups).
+    pub cohort_persons: u64,
+    /// Result rows (sex x age band).
+    pub groups: usize,
+    /// Peak resident memory of the process, KiB (VmHWM).
+    pub peak_rss_kib: Option<u64>,
+}
+
+/// The cohort query of the benchmark.
+pub const COHORT_SQL: &str = "SELECT p.gender_source_value AS sex, \
+     CAST(FLOOR((2025 - p.year_of_birth) / 10) * 10 AS INT) AS age_band, COUNT(*) AS persons \
+     FROM person p \
+     WHERE p.person_id IN (SELECT person_id FROM condition_occurrence WHERE condition_source_value = '44054006') \
+       AND p.person_id IN (SELECT person_id FROM measurement WHERE measurement_source_value = '4548-4' AND value_as_number > 7.0) \
+     GROUP BY 1, 2 ORDER BY 1, 2";
+
+/// Builds a vault with `persons` persons at `work_dir/node` and times [`COHORT_SQL`] `runs` times.
+pub fn bench_cohort(
+    work_dir: &Path,
+    persons: u64,
+    seed: u64,
+    runs: usize,
+) -> Result<CohortBench, VaultError> {
+    let node = work_dir.join("node");
+    if node.exists() {
+        std::fs::remove_dir_all(&node).map_err(VaultError::io(&node))?;
+    }
+    let t = Instant::now();
+    let mut measurements = 0u64;
+    {
+        let mut vault = Vault::open(&node)?;
+        let mut rng = rand_chacha_rng(seed);
+        vault.bench_commit_cdm(&mut |rows| {
+            for _ in 0..persons {
+                let pid = next_id(rows.counters, "person");
+                let female = rng.random_bool(0.51);
+                let age: i32 = rng.random_range(0..95);
+                let yob = 2025 - age;
+                let band = if age < 40 {
+                    0.02
+                } else if age < 65 {
+                    0.10
+                } else {
+                    0.20
+                };
+                let diabetic = rng.random_bool(band);
+                let pseudo = format!("{pid:032x}");
+                rows.writer.push(
+                    "person",
+                    &[
+                        Val::I64(Some(pid)),
+                        Val::I32(Some(if female { 8532 } else { 8507 })),
+                        Val::I32(Some(yob)),
+                        Val::I32(Some(1)),
+                        Val::I32(Some(1)),
+                        Val::Date(None),
+                        Val::I32(Some(0)),
+                        Val::I32(Some(0)),
+                        Val::Str(Some(&pseudo)),
+                        Val::Str(Some(if female { "female" } else { "male" })),
+                        Val::Str(None),
+                        Val::Str(None),
+                    ],
+                )?;
+                let code = if diabetic {
+                    "44054006"
+                } else if rng.random_bool(0.3) {
+                    "38341003"
+                } else {
+                    "444814009"
+                };
+                let cid = next_id(rows.counters, "condition_occurrence");
+                rows.writer.push(
+                    "condition_occurrence",
+                    &[
+                        Val::I64(Some(cid)),
+                        Val::I64(Some(pid)),
+                        Val::I32(Some(0)),
+                        Val::Date(Some(19_000 + rng.random_range(0..1_000))),
+                        Val::Date(None),
+                        Val::I32(Some(32817)),
+                        Val::Str(Some("active")),
+                        Val::I64(None),
+                        Val::Str(Some(code)),
+                        Val::I32(Some(0)),
+                    ],
+                )?;
+                for _ in 0..3 {
+                    let mean = if diabetic { 7.8 } else { 5.4 };
+                    let a1c = mean + (rng.random::<f64>() - 0.5) * 2.0;
+                    let mid = next_id(rows.counters, "measurement");
+                    measurements += 1;
+                    rows.writer.push(
+                        "measurement",
+                        &[
+                            Val::I64(Some(mid)),
+                            Val::I64(Some(pid)),
+                            Val::I32(Some(0)),
+                            Val::Date(Some(19_000 + rng.random_range(0..2_000))),
+                            Val::I32(Some(32817)),
+                            Val::F64(Some((a1c * 10.0).round() / 10.0)),
+                            Val::I32(Some(8554)),
+                            Val::I64(None),
+                            Val::Str(Some("4548-4")),
+                            Val::I32(Some(0)),
+                            Val::Str(Some("%")),
+                            Val::Str(None),
+                        ],
+                    )?;
+                }
+            }
+            Ok(())
+        })?;
+    }
+    let build_seconds = t.elapsed().as_secs_f64();
+    let ctx = crate::open_session(&node)?;
+    let rt = crate::runtime()?;
+    let mut runs_ms = Vec::with_capacity(runs);
+    let mut cohort_persons = 0u64;
+    let mut groups = 0;
+    for _ in 0..runs.max(1) {
+        let t = Instant::now();
+        let batches = rt.block_on(crate::sql(&ctx, COHORT_SQL))?;
+        runs_ms.push(t.elapsed().as_secs_f64() * 1000.0);
+        groups = batches.iter().map(|b| b.num_rows()).sum();
+        cohort_persons = 0;
+        for b in &batches {
+            if let Some(col) = b.column_by_name("persons") {
+                use datafusion::arrow::array::AsArray;
+                if let Some(a) = col.as_primitive_opt::<datafusion::arrow::datatypes::Int64Type>() {
+                    cohort_persons += a.iter().flatten().map(|x| x as u64).sum::<u64>();
+                }
+            }
+        }
+    }
+    let mut sorted = runs_ms.clone();
+    sorted.sort_by(f64::total_cmp);
+    let median_ms = sorted.get(sorted.len() / 2).copied().unwrap_or(0.0);
+    Ok(CohortBench {
+        persons,
+        measurements,
+        build_seconds,
+        runs_ms,
+        median_ms,
+        cohort_persons,
+        groups,
+        peak_rss_kib: peak_rss_kib(),
+    })
+}
+
+fn rand_chacha_rng(seed: u64) -> rand::rngs::StdRng {
+    rand::rngs::StdRng::seed_from_u64(seed)
+}
+
+/// Peak resident set size of this process (VmHWM in `/proc/self/status`), KiB.
+pub fn peak_rss_kib() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    status
+        .lines()
+        .find(|l| l.starts_with("VmHWM:"))?
+        .split_whitespace()
+        .nth(1)?
+        .parse()
+        .ok()
+}
