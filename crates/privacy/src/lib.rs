@@ -19,3 +19,8 @@ pub mod dp;
 pub use dp::{
     DpError, Mechanism, sample_discrete_gaussian, sample_discrete_laplace, suppress_small,
 };
+pub mod secagg;
+
+pub use secagg::{
+    SecAggError, aggregate, aggregate_with_dropouts, decode_i64, encode_i64, mask, unmask_dropped,
+};
