@@ -8,19 +8,23 @@
 //!   so the aggregator learns only the total.
 //! - [`query`]: the versioned, declarative federated query spec (cohort + aggregate + group-by),
 //!   its validation and its compilation to SQL over the node's OMOP-like tables, always joined to
-//!   the contract's consent allow-list.
+//!   the contract's consent allow-list, with a fixed group layout so every site's result vector
+//!   lines up for secure aggregation.
 #![cfg_attr(
     not(test),
     deny(clippy::unwrap_used, clippy::expect_used, clippy::panic)
 )]
 
 pub mod dp;
+pub mod query;
+pub mod secagg;
 
 pub use dp::{
     DpError, Mechanism, sample_discrete_gaussian, sample_discrete_laplace, suppress_small,
 };
-pub mod secagg;
-
+pub use query::{
+    GroupKey, QueryError, QuerySpec, Validated, compile_sql, group_index, groups, parse, validate,
+};
 pub use secagg::{
     SecAggError, aggregate, aggregate_with_dropouts, decode_i64, encode_i64, mask, unmask_dropped,
 };
