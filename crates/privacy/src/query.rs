@@ -543,26 +543,26 @@ pub fn compile_sql(spec: &QuerySpec, consented_table: &str) -> Result<String, Qu
     }
     let _ = write!(sql, ")");
 
-    let band = age_band_sql("k.age");
     let mut cols: Vec<String> = Vec::new();
-    let mut keys: Vec<&str> = Vec::new();
     for field in &spec.group_by {
-        match field {
-            GroupField::Sex => {
-                cols.push("k.sex AS sex".to_string());
-                keys.push("sex");
+        cols.push(
+            match field {
+                GroupField::Sex => "sex",
+                GroupField::AgeBand => "age_band",
             }
-            GroupField::AgeBand => {
-                cols.push(format!("{band} AS age_band"));
-                keys.push("age_band");
-            }
-        }
+            .to_string(),
+        );
     }
+    let keys = cols.join(", ");
+    cols.push("CAST(COUNT(*) AS BIGINT) AS n".to_string());
+    let band = age_band_sql("k.age");
     match &spec.aggregate {
         Aggregate::Count => {
-            let _ = writeln!(sql);
-            cols.push("CAST(COUNT(*) AS BIGINT) AS n".to_string());
-            let _ = write!(sql, "SELECT {}\nFROM cohort k", cols.join(", "));
+            let _ = writeln!(sql, ",");
+            let _ = writeln!(sql, "cells AS (");
+            let _ = writeln!(sql, "  SELECT k.sex AS sex, {band} AS age_band");
+            let _ = writeln!(sql, "  FROM cohort k");
+            let _ = writeln!(sql, ")");
         }
         Aggregate::Mean(mean) => {
             let _ = writeln!(sql, ",");
@@ -578,26 +578,23 @@ pub fn compile_sql(spec: &QuerySpec, consented_table: &str) -> Result<String, Qu
                 mean.measurement
             );
             let _ = writeln!(sql, "  ) m WHERE rn = 1");
+            let _ = writeln!(sql, "),");
+            let _ = writeln!(sql, "cells AS (");
+            let _ = writeln!(sql, "  SELECT k.sex AS sex, {band} AS age_band, l.v AS v");
+            let _ = writeln!(
+                sql,
+                "  FROM cohort k JOIN latest l ON l.person_id = k.person_id"
+            );
             let _ = writeln!(sql, ")");
             let (lo, hi) = (sql_f64(mean.lower), sql_f64(mean.upper));
-            cols.push("CAST(COUNT(*) AS BIGINT) AS n".to_string());
             cols.push(format!(
-                "CAST(COALESCE(SUM(CAST(ROUND((CASE WHEN l.v < {lo} THEN {lo} WHEN l.v > {hi} THEN {hi} ELSE l.v END) * {FIXED_POINT_SCALE}.0) AS BIGINT)), 0) AS BIGINT) AS sum_fixed"
+                "CAST(COALESCE(SUM(CAST(ROUND((CASE WHEN v < {lo} THEN {lo} WHEN v > {hi} THEN {hi} ELSE v END) * {FIXED_POINT_SCALE}.0) AS BIGINT)), 0) AS BIGINT) AS sum_fixed"
             ));
-            let _ = write!(
-                sql,
-                "SELECT {}\nFROM cohort k JOIN latest l ON l.person_id = k.person_id",
-                cols.join(", ")
-            );
         }
     }
+    let _ = write!(sql, "SELECT {}\nFROM cells", cols.join(", "));
     if !keys.is_empty() {
-        let _ = write!(
-            sql,
-            "\nGROUP BY {}\nORDER BY {}",
-            keys.join(", "),
-            keys.join(", ")
-        );
+        let _ = write!(sql, "\nGROUP BY {keys}\nORDER BY {keys}");
     }
     Ok(sql)
 }
@@ -649,9 +646,13 @@ mod tests {
     AND (2024 - p.year_of_birth) BETWEEN 40 AND 80
     AND p.person_id IN (SELECT person_id FROM condition_occurrence WHERE condition_source_value = '44054006' AND condition_start_date <= DATE '2024-01-01')
     AND p.person_id IN (SELECT person_id FROM measurement WHERE measurement_source_value = '4548-4' AND measurement_date <= DATE '2024-01-01' AND value_as_number >= 6.5)
+),
+cells AS (
+  SELECT k.sex AS sex, {BAND} AS age_band
+  FROM cohort k
 )
-SELECT k.sex AS sex, {BAND} AS age_band, CAST(COUNT(*) AS BIGINT) AS n
-FROM cohort k
+SELECT sex, age_band, CAST(COUNT(*) AS BIGINT) AS n
+FROM cells
 GROUP BY sex, age_band
 ORDER BY sex, age_band"
         );
@@ -667,7 +668,8 @@ ORDER BY sex, age_band"
         )
         .unwrap();
         let sql = compile_sql(&spec, "allow").unwrap();
-        let expected = "WITH cohort AS (
+        let expected = format!(
+            "WITH cohort AS (
   SELECT p.person_id, p.gender_source_value AS sex, (2020 - p.year_of_birth) AS age
   FROM person p
   JOIN (SELECT DISTINCT person_id FROM \"allow\") c ON c.person_id = p.person_id
@@ -680,9 +682,14 @@ latest AS (
     SELECT person_id, value_as_number AS v, ROW_NUMBER() OVER (PARTITION BY person_id ORDER BY measurement_date DESC, value_as_number DESC) AS rn
     FROM measurement WHERE measurement_source_value = '4548-4' AND measurement_date <= DATE '2020-02-29' AND value_as_number IS NOT NULL
   ) m WHERE rn = 1
+),
+cells AS (
+  SELECT k.sex AS sex, {BAND} AS age_band, l.v AS v
+  FROM cohort k JOIN latest l ON l.person_id = k.person_id
 )
-SELECT CAST(COUNT(*) AS BIGINT) AS n, CAST(COALESCE(SUM(CAST(ROUND((CASE WHEN l.v < 0.0 THEN 0.0 WHEN l.v > 20.0 THEN 20.0 ELSE l.v END) * 1000.0) AS BIGINT)), 0) AS BIGINT) AS sum_fixed
-FROM cohort k JOIN latest l ON l.person_id = k.person_id";
+SELECT CAST(COUNT(*) AS BIGINT) AS n, CAST(COALESCE(SUM(CAST(ROUND((CASE WHEN v < 0.0 THEN 0.0 WHEN v > 20.0 THEN 20.0 ELSE v END) * 1000.0) AS BIGINT)), 0) AS BIGINT) AS sum_fixed
+FROM cells"
+        );
         assert_eq!(sql, expected);
         let v = validate(&spec).unwrap();
         assert_eq!(
