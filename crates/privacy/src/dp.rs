@@ -13,7 +13,8 @@
 //! algorithms here are the same published ones OpenDP implements and are tested against the exact
 //! probability mass functions.
 
-use rand_core::CryptoRng;
+use rand_chacha::ChaCha20Rng;
+use rand_core::{CryptoRng, SeedableRng};
 use thiserror::Error;
 
 /// Errors from the noise samplers.
@@ -25,9 +26,21 @@ pub enum DpError {
     /// A privacy parameter of zero.
     #[error("invalid privacy parameter: {name}=0 (must be positive)")]
     ZeroPrivacyParameter { name: &'static str },
+    /// The operating system's random source failed.
+    #[error("os random source unavailable: {reason}")]
+    OsRandom { reason: String },
     /// Intermediate rational arithmetic exceeded 128 bits.
     #[error("arithmetic overflow in sampler: step={step}")]
     Overflow { step: &'static str },
+}
+
+/// The production noise RNG: ChaCha20 seeded with 32 bytes from the operating system.
+pub fn os_rng() -> Result<ChaCha20Rng, DpError> {
+    let mut seed = [0u8; 32];
+    getrandom::fill(&mut seed).map_err(|e| DpError::OsRandom {
+        reason: e.to_string(),
+    })?;
+    Ok(ChaCha20Rng::from_seed(seed))
 }
 
 /// A uniform integer in `[0, bound)` by rejection from full 128-bit draws (exact, unbiased).
@@ -262,11 +275,24 @@ pub fn suppress_small(count: i64, k: u32) -> Option<i64> {
     }
 }
 
+/// Releases one count: adds the mechanism's noise, then suppresses the noisy value below `k`.
+/// Suppression is decided on the noisy value so that the decision itself is covered by the
+/// mechanism's guarantee (thresholding the true count would not be differentially private).
+pub fn release_count<R: CryptoRng + ?Sized>(
+    rng: &mut R,
+    mechanism: &Mechanism,
+    true_count: i64,
+    k: u32,
+) -> Result<Option<i64>, DpError> {
+    let noisy = true_count.saturating_add(mechanism.noise(rng)?);
+    Ok(suppress_small(noisy, k))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use rand_chacha::ChaCha20Rng;
-    use rand_core::SeedableRng;
+    use rand_core::{Rng, SeedableRng};
 
     const N: usize = 100_000;
     /// Per-point tolerance on |p̂ − p| for |x| ≤ 5. With n = 100k the standard error of p̂ is at
@@ -409,6 +435,49 @@ mod tests {
         for _ in 0..100 {
             sample_discrete_laplace(&mut r, 1 << 50, 3).unwrap();
             sample_discrete_gaussian(&mut r, 1_000_000_000_000, 7).unwrap();
+        }
+    }
+
+    #[test]
+    fn release_adds_noise_then_suppresses() {
+        let m = Mechanism::Laplace {
+            epsilon_micro: 1_000_000,
+            sensitivity: 1,
+        };
+        let mut r = rng(10);
+        let released: Vec<Option<i64>> = (0..2000)
+            .map(|_| release_count(&mut r, &m, 10, 10).unwrap())
+            .collect();
+        // Suppressed iff the noise is negative: P = (1 − P[0]) / 2 = e⁻¹/(1 + e⁻¹) ≈ 0.269, so
+        // about 538 of 2000 (standard deviation about 20).
+        let suppressed = released.iter().filter(|x| x.is_none()).count();
+        assert!((440..640).contains(&suppressed), "suppressed={suppressed}");
+        assert!(released.iter().flatten().all(|&x| x >= 10));
+        assert!(released.iter().flatten().any(|&x| x > 10));
+    }
+
+    #[test]
+    fn os_rng_seeds_differently() {
+        let a = os_rng().unwrap().next_u64();
+        let b = os_rng().unwrap().next_u64();
+        assert_ne!(a, b);
+    }
+
+    mod props {
+        use super::*;
+        use proptest::prelude::*;
+
+        proptest! {
+            #[test]
+            fn samplers_never_fail_on_moderate_parameters(
+                seed in any::<u64>(),
+                num in 1u64..1_000_000_000,
+                den in 1u64..1_000_000,
+            ) {
+                let mut r = rng(seed);
+                prop_assert!(sample_discrete_laplace(&mut r, num, den).is_ok());
+                prop_assert!(sample_discrete_gaussian(&mut r, num, den).is_ok());
+            }
         }
     }
 

@@ -357,6 +357,41 @@ mod tests {
         );
     }
 
+    mod props {
+        use super::*;
+        use proptest::prelude::*;
+
+        proptest! {
+            #![proptest_config(ProptestConfig::with_cases(32))]
+            #[test]
+            fn masked_sum_equals_plain_sum_with_any_dropouts(
+                n in 2usize..6,
+                raw in prop::collection::vec(prop::collection::vec(any::<u64>(), 3), 6),
+                drop_mask in any::<u8>(),
+                job in any::<[u8; 32]>(),
+            ) {
+                let (sec, pubs) = sites(n);
+                let vals: Vec<Vec<u64>> = raw.into_iter().take(n).collect();
+                // Keep at least one survivor: site 0 never drops.
+                let dropped: Vec<usize> = (1..n).filter(|i| drop_mask & (1 << i) != 0).collect();
+                let survivors: Vec<usize> = (0..n).filter(|i| !dropped.contains(i)).collect();
+                let shares: Vec<Vec<u64>> = survivors
+                    .iter()
+                    .map(|&i| mask(&job, i, &sec[i], &pubs, &vals[i]).unwrap())
+                    .collect();
+                let reveals: Vec<Vec<u64>> = survivors
+                    .iter()
+                    .map(|&i| unmask_dropped(&job, i, &sec[i], &pubs, &dropped, 3).unwrap())
+                    .collect();
+                let surv_vals: Vec<Vec<u64>> = survivors.iter().map(|&i| vals[i].clone()).collect();
+                prop_assert_eq!(
+                    aggregate_with_dropouts(&shares, &reveals).unwrap(),
+                    plain_sum(&surv_vals)
+                );
+            }
+        }
+    }
+
     /// Byte frequencies of 80,000 masked bytes from an all-zero input: Pearson chi-square with
     /// 255 degrees of freedom must stay below 330.5 (its 0.999 quantile).
     #[test]
