@@ -43,9 +43,9 @@ pub fn os_rng() -> Result<ChaCha20Rng, DpError> {
     Ok(ChaCha20Rng::from_seed(seed))
 }
 
-/// A uniform integer in `[0, bound)` by rejection from full 128-bit draws (exact, unbiased).
+/// A uniform integer in `[0, bound)` by rejection from full 128-bit draws (exact, unbiased);
+/// 0 for a bound of 0 or 1.
 fn uniform_below<R: CryptoRng + ?Sized>(rng: &mut R, bound: u128) -> u128 {
-    debug_assert!(bound > 0);
     if bound <= 1 {
         return 0;
     }
