@@ -20,6 +20,9 @@ pub struct DemoOptions {
     pub dir: std::path::PathBuf,
 }
 
+/// A job's outcome at the hospitals: the job, each hospital's contribution, the result table.
+type JobOutcome = (JobId, Vec<Contribution>, Vec<(String, i64)>);
+
 struct Patient {
     key: Keypair,
     id: PatientId,
@@ -259,7 +262,7 @@ pub fn run(opts: &DemoOptions) -> anyhow::Result<()> {
         .collect();
     let run_job = |ledger: &mut Local,
                    eps: u64|
-     -> anyhow::Result<(JobId, Vec<Contribution>, Vec<(String, i64)>)> {
+     -> anyhow::Result<JobOutcome> {
         let r = ledger.must(
             researcher,
             Payload::SubmitJob(SubmitJob {

@@ -12,6 +12,7 @@
 )]
 
 pub mod links;
+pub mod federated;
 pub mod local;
 pub mod plan;
 
