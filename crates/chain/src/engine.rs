@@ -752,7 +752,7 @@ pub async fn start<E, A, S, R, B, P>(
     channels: Channels<S, R>,
 ) -> Result<Handle<A>, EngineError>
 where
-    E: Clock + CryptoRng + Spawner + Storage + Metrics + Clone,
+    E: Clock + CryptoRng + Spawner + Storage + Metrics,
     A: Application,
     S: Sender<PublicKey = PublicKey>,
     R: Receiver<PublicKey = PublicKey>,
@@ -945,7 +945,7 @@ where
             timeout_retry: config.timeout_retry,
             view_retention: ViewDelta::new(10),
             skip: SkipPolicy::Enabled {
-                timeout: config.certification_timeout.saturating_mul(2),
+                timeout: config.timeout_retry.saturating_add(config.certification_timeout),
                 budget: SkipBudget::Participants,
             },
             fetch_timeout: commonware_utils::NonZeroDuration::new(config.fetch_timeout)
