@@ -19,9 +19,9 @@ pub fn tx_hash(tx: &[u8]) -> [u8; 32] {
 /// Hash committing to an ordered list of transactions.
 pub fn tx_root(txs: &[Bytes]) -> [u8; 32] {
     let mut hasher = Sha256::new();
-    hasher.update(&(txs.len() as u64).to_be_bytes());
+    hasher.update((txs.len() as u64).to_be_bytes());
     for tx in txs {
-        hasher.update(&tx_hash(tx));
+        hasher.update(tx_hash(tx));
     }
     hasher.finalize().into()
 }
@@ -95,7 +95,13 @@ pub struct Block {
 
 impl Block {
     /// Builds a block, computing the tx root from `txs`.
-    pub fn new(parent: Digest, height: u64, time_ms: u64, txs: Vec<Bytes>, state_root: [u8; 32]) -> Self {
+    pub fn new(
+        parent: Digest,
+        height: u64,
+        time_ms: u64,
+        txs: Vec<Bytes>,
+        state_root: [u8; 32],
+    ) -> Self {
         let header = Header {
             parent,
             height,
@@ -104,13 +110,23 @@ impl Block {
             state_root,
         };
         let digest = header.digest();
-        Self { header, txs, digest }
+        Self {
+            header,
+            txs,
+            digest,
+        }
     }
 
     /// The genesis block of a chain: height 0, no transactions, parent = SHA-256 of the chain id,
     /// state root = the root of the initial state.
     pub fn genesis(chain_id: &str, state_root: [u8; 32]) -> Self {
-        Self::new(Digest::from(<[u8; 32]>::from(Sha256::digest(chain_id.as_bytes()))), 0, 0, Vec::new(), state_root)
+        Self::new(
+            Digest::from(<[u8; 32]>::from(Sha256::digest(chain_id.as_bytes()))),
+            0,
+            0,
+            Vec::new(),
+            state_root,
+        )
     }
 
     /// Total size of the transactions in bytes.
@@ -183,7 +199,10 @@ impl Read for Block {
             txs.push(reader.copy_to_bytes(len));
         }
         if tx_root(&txs) != tx_root_field {
-            return Err(CodecError::Invalid("block", "tx_root does not match transactions"));
+            return Err(CodecError::Invalid(
+                "block",
+                "tx_root does not match transactions",
+            ));
         }
         let header = Header {
             parent,
@@ -193,7 +212,11 @@ impl Read for Block {
             state_root,
         };
         let digest = header.digest();
-        Ok(Self { header, txs, digest })
+        Ok(Self {
+            header,
+            txs,
+            digest,
+        })
     }
 }
 
@@ -221,7 +244,9 @@ impl commonware_consensus::BoundedBlock for Block {
     fn max_encode_size(limits: &BlockLimits) -> usize {
         HEADER_SIZE
             + UInt(limits.max_txs as u64).encode_size()
-            + limits.max_txs.saturating_mul(UInt(limits.max_tx_bytes as u64).encode_size())
+            + limits
+                .max_txs
+                .saturating_mul(UInt(limits.max_tx_bytes as u64).encode_size())
             + limits.max_block_bytes
     }
 }
@@ -253,7 +278,13 @@ mod tests {
 
     #[test]
     fn tampered_tx_is_rejected() {
-        let b = Block::new(Digest::from([9u8; 32]), 1, 2, vec![Bytes::from_static(b"hello")], [7; 32]);
+        let b = Block::new(
+            Digest::from([9u8; 32]),
+            1,
+            2,
+            vec![Bytes::from_static(b"hello")],
+            [7; 32],
+        );
         let mut enc = b.encode().to_vec();
         let last = enc.len() - 1;
         enc[last] ^= 1;
@@ -262,10 +293,22 @@ mod tests {
 
     #[test]
     fn limits_are_enforced() {
-        let b = Block::new(Digest::from([9u8; 32]), 1, 2, vec![Bytes::from(vec![0u8; 100])], [7; 32]);
-        let limits = BlockLimits { max_tx_bytes: 99, ..BlockLimits::default() };
+        let b = Block::new(
+            Digest::from([9u8; 32]),
+            1,
+            2,
+            vec![Bytes::from(vec![0u8; 100])],
+            [7; 32],
+        );
+        let limits = BlockLimits {
+            max_tx_bytes: 99,
+            ..BlockLimits::default()
+        };
         assert!(Block::decode_cfg(b.encode(), &limits).is_err());
-        let limits = BlockLimits { max_txs: 0, ..BlockLimits::default() };
+        let limits = BlockLimits {
+            max_txs: 0,
+            ..BlockLimits::default()
+        };
         assert!(Block::decode_cfg(b.encode(), &limits).is_err());
     }
 }

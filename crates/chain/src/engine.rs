@@ -222,6 +222,18 @@ struct Executed<D> {
     tx_ids: Arc<Vec<[u8; 32]>>,
 }
 
+/// Executed-but-unfinalized ancestry from the committed tip to some block.
+struct PendingChain<D> {
+    /// Diffs, oldest first.
+    diffs: Vec<Arc<D>>,
+    /// Digests of the same blocks, oldest first.
+    digests: Vec<Digest>,
+    /// Height of the newest block (the committed height when empty).
+    height: u64,
+    /// Time of the newest block.
+    time_ms: u64,
+}
+
 struct Shared<A: Application> {
     app: A,
     /// `finalized[h]` = (digest, time, root) of the finalized block at height h (0 = genesis).
@@ -244,7 +256,7 @@ impl<A: Application> Shared<A> {
 
     /// Pending diffs from the committed tip up to and including `digest` (oldest first), or
     /// `None` when `digest` does not descend from the committed tip through executed blocks.
-    fn chain_to(&self, mut digest: Digest) -> Option<(Vec<Arc<A::Diff>>, Vec<Digest>, u64, u64)> {
+    fn chain_to(&self, mut digest: Digest) -> Option<PendingChain<A::Diff>> {
         let (_, tip, tip_time) = self.committed();
         let mut diffs = Vec::new();
         let mut digests = Vec::new();
@@ -253,8 +265,14 @@ impl<A: Application> Shared<A> {
             if digest == tip {
                 diffs.reverse();
                 digests.reverse();
-                let (h, t) = top.unwrap_or((self.finalized.len().saturating_sub(1) as u64, tip_time));
-                return Some((diffs, digests, h, t));
+                let (h, t) =
+                    top.unwrap_or((self.finalized.len().saturating_sub(1) as u64, tip_time));
+                return Some(PendingChain {
+                    diffs,
+                    digests,
+                    height: h,
+                    time_ms: t,
+                });
             }
             let e = self.pending.get(&digest)?;
             if top.is_none() {
@@ -323,7 +341,13 @@ impl<A: Application> Node<A> {
         if shared.pending.contains_key(&digest) {
             return Check::Valid;
         }
-        let Some((diffs, _, parent_h, parent_time)) = shared.chain_to(block.header.parent) else {
+        let Some(PendingChain {
+            diffs,
+            height: parent_h,
+            time_ms: parent_time,
+            ..
+        }) = shared.chain_to(block.header.parent)
+        else {
             return Check::Invalid(format!(
                 "parent not on the committed chain: height={}",
                 block.header.height
@@ -419,7 +443,12 @@ impl<A: Application> Node<A> {
 
     fn build(&self, parent: Digest, now: u64) -> Option<Block> {
         let mut shared = self.shared.lock();
-        let (diffs, digests, parent_h, parent_time) = shared.chain_to(parent)?;
+        let PendingChain {
+            diffs,
+            digests,
+            height: parent_h,
+            time_ms: parent_time,
+        } = shared.chain_to(parent)?;
         // Transactions already in pending ancestors must not be proposed again.
         let in_flight: std::collections::HashSet<[u8; 32]> = digests
             .iter()
@@ -429,11 +458,12 @@ impl<A: Application> Node<A> {
         let height = parent_h.saturating_add(1);
         let time_ms = now.max(parent_time.saturating_add(1));
         let refs: Vec<&A::Diff> = diffs.iter().map(|d| d.as_ref()).collect();
-        let selected = shared.mempool.select(
-            self.limits.max_txs,
-            self.limits.max_block_bytes,
-            |id| in_flight.contains(id),
-        );
+        let selected =
+            shared
+                .mempool
+                .select(self.limits.max_txs, self.limits.max_block_bytes, |id| {
+                    in_flight.contains(id)
+                });
         let mut txs: Vec<Bytes> = selected.iter().map(|(_, tx)| tx.clone()).collect();
         let (mut diff, mut root, outcomes) = shared.app.execute(&refs, height, time_ms, &txs);
         if outcomes.iter().any(Result::is_err) {
@@ -518,7 +548,9 @@ impl<A: Application> Node<A> {
         for (tx, outcome) in block.txs.iter().zip(outcomes) {
             let id = tx_hash(tx);
             shared.mempool.remove(&id);
-            shared.status.insert(id, TxStatus::Finalized { height, outcome });
+            shared
+                .status
+                .insert(id, TxStatus::Finalized { height, outcome });
         }
         shared.pending.retain(|_, e| e.height > height);
         let event = Committed {
@@ -561,7 +593,11 @@ where
             None => return None,
         }
         let block = self.build(parent, now_ms(&clock))?;
-        debug!(height = block.header.height, txs = block.txs.len(), "chain.block.propose");
+        debug!(
+            height = block.header.height,
+            txs = block.txs.len(),
+            "chain.block.propose"
+        );
         let digest = block.digest();
         Some(Digested::precomputed(block, digest))
     }
@@ -619,7 +655,11 @@ impl<A: Application> Clone for Handle<A> {
     }
 }
 
-fn admit<A: Application>(shared: &Mutex<Shared<A>>, tx: &Bytes, max: usize) -> Result<[u8; 32], SubmitError> {
+fn admit<A: Application>(
+    shared: &Mutex<Shared<A>>,
+    tx: &Bytes,
+    max: usize,
+) -> Result<[u8; 32], SubmitError> {
     if tx.len() > max {
         return Err(SubmitError::TooLarge {
             size: tx.len(),
@@ -715,17 +755,25 @@ impl<A: Application> Handle<A> {
 
     /// A stored finalized block and its finalization certificate.
     pub async fn block(&self, height: u64) -> Option<(Block, Option<BlockFinalization>)> {
-        let block = self.marshal.get_block(Identifier::Height(Height::new(height))).await?;
+        let block = self
+            .marshal
+            .get_block(Identifier::Height(Height::new(height)))
+            .await?;
         let fin = self.marshal.get_finalization(Height::new(height)).await;
         Some((block.inner().clone(), fin))
     }
 }
 
-fn archive_config<C>(prefix: &str, name: &str, codec_config: C, page_cache: CacheRef) -> immutable::Config<C> {
+fn archive_config<C>(
+    prefix: &str,
+    name: &str,
+    codec_config: C,
+    page_cache: CacheRef,
+) -> immutable::Config<C> {
     immutable::Config {
         metadata_partition: format!("{prefix}-{name}-metadata"),
         freezer_table_partition: format!("{prefix}-{name}-freezer-table"),
-        freezer_table_initial_size: 1024,
+        freezer_table_initial_size: 256,
         freezer_table_resize_frequency: 10,
         freezer_table_resize_chunk_size: 128,
         freezer_key_partition: format!("{prefix}-{name}-freezer-key"),
@@ -736,10 +784,10 @@ fn archive_config<C>(prefix: &str, name: &str, codec_config: C, page_cache: Cach
         ordinal_partition: format!("{prefix}-{name}-ordinal"),
         items_per_section: NZU64!(1024),
         codec_config,
-        replay_buffer: NZUsize!(1 << 16),
-        freezer_key_write_buffer: NZUsize!(1 << 16),
-        freezer_value_write_buffer: NZUsize!(1 << 16),
-        ordinal_write_buffer: NZUsize!(1 << 16),
+        replay_buffer: NZUsize!(1 << 13),
+        freezer_key_write_buffer: NZUsize!(1 << 13),
+        freezer_value_write_buffer: NZUsize!(1 << 13),
+        ordinal_write_buffer: NZUsize!(1 << 13),
     }
 }
 
@@ -762,8 +810,12 @@ where
     let me = config.signer.public_key();
     let participants = Set::try_from(config.validators.clone())
         .map_err(|e| EngineError::Validators(format!("{e:?}")))?;
-    let scheme = Scheme::signer(config.chain_id.as_bytes(), participants, config.signer.clone())
-        .ok_or_else(|| EngineError::NotValidator(me.to_string()))?;
+    let scheme = Scheme::signer(
+        config.chain_id.as_bytes(),
+        participants,
+        config.signer.clone(),
+    )
+    .ok_or_else(|| EngineError::NotValidator(me.to_string()))?;
     let genesis = Block::genesis(&config.chain_id, app.root());
     let shared = Arc::new(Mutex::new(Shared {
         app,
@@ -780,7 +832,7 @@ where
         max_future_ms: config.max_future_ms,
     };
     let prefix = config.partition_prefix.clone();
-    let page_cache = CacheRef::new(NZU16!(4096), NZUsize!(1024));
+    let page_cache = CacheRef::new(NZU16!(4096), NZUsize!(64));
 
     // Marshal backfill resolver.
     let (backfill_handler, backfill) = marshal_resolver::init(
@@ -831,7 +883,12 @@ where
     })?;
     let blocks = immutable::Archive::init(
         context.child("finalized_blocks"),
-        archive_config(&prefix, "finalized-blocks", config.block_limits, page_cache.clone()),
+        archive_config(
+            &prefix,
+            "finalized-blocks",
+            config.block_limits,
+            page_cache.clone(),
+        ),
     )
     .await
     .map_err(|e| EngineError::Storage {
@@ -846,15 +903,18 @@ where
         marshal::Config {
             provider: ConstantProvider::new(scheme.clone()),
             epocher: epocher.clone(),
-            start: marshal::Start::Genesis(Digested::precomputed(genesis.clone(), genesis.digest())),
+            start: marshal::Start::Genesis(Digested::precomputed(
+                genesis.clone(),
+                genesis.digest(),
+            )),
             partition_prefix: format!("{prefix}-marshal"),
             mailbox_size: config.mailbox_size,
             view_retention: ViewDelta::new(10),
             prunable_items_per_section: NZU64!(64),
             page_cache: page_cache.clone(),
-            replay_buffer: NZUsize!(1 << 16),
-            key_write_buffer: NZUsize!(1 << 16),
-            value_write_buffer: NZUsize!(1 << 16),
+            replay_buffer: NZUsize!(1 << 13),
+            key_write_buffer: NZUsize!(1 << 13),
+            value_write_buffer: NZUsize!(1 << 13),
             block_codec_config: config.block_limits,
             max_repair: NZUsize!(16),
             max_pending_acks: NZUsize!(16),
@@ -892,12 +952,17 @@ where
         let marshal_mailbox = marshal_mailbox.clone();
         context.child("finalizer").spawn(move |_| async move {
             while let Some(update) = fin_rx.next().await {
-                let Update::Block(block, ack) = update else { continue };
+                let Update::Block(block, ack) = update else {
+                    continue;
+                };
                 let height = block.height().get();
                 // Fill any gap from storage (marshal delivers in order; this is defensive).
                 let committed = node.shared.lock().committed().0;
                 for h in committed.saturating_add(1)..height {
-                    match marshal_mailbox.get_block(Identifier::Height(Height::new(h))).await {
+                    match marshal_mailbox
+                        .get_block(Identifier::Height(Height::new(h)))
+                        .await
+                    {
                         Some(b) => {
                             if let Err(reason) = node.commit(b.inner()) {
                                 error!(%reason, "chain.block.commit: failed");
@@ -922,7 +987,12 @@ where
     }
 
     // Consensus.
-    let inline = Inline::new(context.child("inline"), node.clone(), marshal_mailbox.clone(), epocher);
+    let inline = Inline::new(
+        context.child("inline"),
+        node.clone(),
+        marshal_mailbox.clone(),
+        epocher,
+    );
     let engine = simplex::Engine::new(
         context.child("simplex"),
         simplex::config::Config {
@@ -937,15 +1007,17 @@ where
             mailbox_size: config.mailbox_size,
             epoch: Epoch::zero(),
             floor: simplex::config::Floor::Genesis(genesis.digest()),
-            replay_buffer: NZUsize!(1 << 16),
-            write_buffer: NZUsize!(1 << 16),
+            replay_buffer: NZUsize!(1 << 13),
+            write_buffer: NZUsize!(1 << 13),
             page_cache,
             leader_timeout: config.leader_timeout,
             certification_timeout: config.certification_timeout,
             timeout_retry: config.timeout_retry,
             view_retention: ViewDelta::new(10),
             skip: SkipPolicy::Enabled {
-                timeout: config.timeout_retry.saturating_add(config.certification_timeout),
+                timeout: config
+                    .timeout_retry
+                    .saturating_add(config.certification_timeout),
                 budget: SkipBudget::Participants,
             },
             fetch_timeout: commonware_utils::NonZeroDuration::new(config.fetch_timeout)

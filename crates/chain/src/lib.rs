@@ -19,7 +19,10 @@
 //! finalized block that marshal persisted (heights `1..=processed`) through
 //! [`Application::commit`] before consensus starts, so the applied height can never disagree with
 //! the state (both are derived from the same finalized-block archive).
-#![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used, clippy::panic))]
+#![cfg_attr(
+    not(test),
+    deny(clippy::unwrap_used, clippy::expect_used, clippy::panic)
+)]
 
 pub mod block;
 pub mod engine;

@@ -144,26 +144,44 @@ mod tests {
 
     #[test]
     fn dedup_limits_and_order() {
-        let mut m = Mempool::new(MempoolLimits { max_txs: 3, max_bytes: 10 });
+        let mut m = Mempool::new(MempoolLimits {
+            max_txs: 3,
+            max_bytes: 10,
+        });
         m.insert(id(1), Bytes::from_static(b"aaa")).unwrap();
-        assert!(matches!(m.insert(id(1), Bytes::from_static(b"aaa")), Err(MempoolError::Duplicate(_))));
+        assert!(matches!(
+            m.insert(id(1), Bytes::from_static(b"aaa")),
+            Err(MempoolError::Duplicate(_))
+        ));
         m.insert(id(2), Bytes::from_static(b"bbb")).unwrap();
         m.insert(id(3), Bytes::from_static(b"ccc")).unwrap();
-        assert!(matches!(m.insert(id(4), Bytes::from_static(b"d")), Err(MempoolError::Full { .. })));
+        assert!(matches!(
+            m.insert(id(4), Bytes::from_static(b"d")),
+            Err(MempoolError::Full { .. })
+        ));
         let sel = m.select(10, 100, |i| *i == id(2));
-        assert_eq!(sel.iter().map(|(i, _)| i[0]).collect::<Vec<_>>(), vec![1, 3]);
+        assert_eq!(
+            sel.iter().map(|(i, _)| i[0]).collect::<Vec<_>>(),
+            vec![1, 3]
+        );
         assert_eq!(m.select(10, 5, |_| false).len(), 1);
         m.remove(&id(1));
         assert_eq!(m.len(), 2);
         assert!(!m.contains(&id(1)));
         m.insert(id(4), Bytes::from_static(b"d")).unwrap();
         let sel = m.select(2, 100, |_| false);
-        assert_eq!(sel.iter().map(|(i, _)| i[0]).collect::<Vec<_>>(), vec![2, 3]);
+        assert_eq!(
+            sel.iter().map(|(i, _)| i[0]).collect::<Vec<_>>(),
+            vec![2, 3]
+        );
     }
 
     #[test]
     fn byte_limit() {
-        let mut m = Mempool::new(MempoolLimits { max_txs: 10, max_bytes: 4 });
+        let mut m = Mempool::new(MempoolLimits {
+            max_txs: 10,
+            max_bytes: 4,
+        });
         m.insert(id(1), Bytes::from_static(b"aaa")).unwrap();
         assert!(m.insert(id(2), Bytes::from_static(b"bb")).is_err());
         m.remove(&id(1));

@@ -57,7 +57,10 @@ struct Cursor<'a>(&'a [u8]);
 impl<'a> Cursor<'a> {
     fn take(&mut self, n: usize) -> Result<&'a [u8], String> {
         if self.0.len() < n {
-            return Err(format!("transaction truncated: need={n} have={}", self.0.len()));
+            return Err(format!(
+                "transaction truncated: need={n} have={}",
+                self.0.len()
+            ));
         }
         let (a, b) = self.0.split_at(n);
         self.0 = b;
@@ -92,13 +95,24 @@ pub fn decode_tx(tx: &[u8]) -> Result<CounterTx, String> {
     let signed_len = tx.len().saturating_sub(c.0.len());
     let sig = c.arr::<64>()?;
     if !c.0.is_empty() {
-        return Err(format!("trailing bytes after transaction: len={}", c.0.len()));
+        return Err(format!(
+            "trailing bytes after transaction: len={}",
+            c.0.len()
+        ));
     }
     let vk = VerifyingKey::from_bytes(&signer).map_err(|_| "bad signer public key".to_string())?;
-    let msg = tx.get(..signed_len).ok_or_else(|| "transaction truncated".to_string())?;
+    let msg = tx
+        .get(..signed_len)
+        .ok_or_else(|| "transaction truncated".to_string())?;
     vk.verify_strict(msg, &Signature::from_bytes(&sig))
         .map_err(|_| "bad signature".to_string())?;
-    Ok(CounterTx { chain_id, signer, nonce, key, delta })
+    Ok(CounterTx {
+        chain_id,
+        signer,
+        nonce,
+        key,
+        delta,
+    })
 }
 
 /// The writes of one block.
@@ -171,10 +185,14 @@ mod parking_lot_free {
             Self(std::sync::RwLock::new(t))
         }
         pub fn read(&self) -> std::sync::RwLockReadGuard<'_, T> {
-            self.0.read().unwrap_or_else(std::sync::PoisonError::into_inner)
+            self.0
+                .read()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
         }
         pub fn write(&self) -> std::sync::RwLockWriteGuard<'_, T> {
-            self.0.write().unwrap_or_else(std::sync::PoisonError::into_inner)
+            self.0
+                .write()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
         }
     }
 }
@@ -218,7 +236,10 @@ impl Application for CounterApp {
     fn check_tx(&self, tx: &[u8]) -> Result<[u8; 32], String> {
         let t = decode_tx(tx)?;
         if t.chain_id != self.chain_id {
-            return Err(format!("wrong chain id: expected={} got={}", self.chain_id, t.chain_id));
+            return Err(format!(
+                "wrong chain id: expected={} got={}",
+                self.chain_id, t.chain_id
+            ));
         }
         if self.state.read().used.contains(&(t.signer, t.nonce)) {
             return Err(format!("nonce already used: nonce={}", t.nonce));
@@ -237,7 +258,9 @@ impl Application for CounterApp {
         let mut diff = CounterDiff::default();
         let mut outcomes = Vec::with_capacity(txs.len());
         let used = |diff: &CounterDiff, k: &([u8; 32], u64)| {
-            diff.used.contains(k) || pending.iter().any(|p| p.used.contains(k)) || state.used.contains(k)
+            diff.used.contains(k)
+                || pending.iter().any(|p| p.used.contains(k))
+                || state.used.contains(k)
         };
         let value = |diff: &CounterDiff, key: &str| -> i64 {
             if let Some(v) = diff.counters.get(key) {
@@ -295,9 +318,15 @@ impl Application for CounterApp {
         let mut state = self.state.write();
         for (k, v) in &diff.counters {
             if let Some(old) = state.counters.insert(k.clone(), *v) {
-                acc_sub(&mut state.acc, entry_hash(0, k.as_bytes(), &old.to_be_bytes()));
+                acc_sub(
+                    &mut state.acc,
+                    entry_hash(0, k.as_bytes(), &old.to_be_bytes()),
+                );
             }
-            acc_add(&mut state.acc, entry_hash(0, k.as_bytes(), &v.to_be_bytes()));
+            acc_add(
+                &mut state.acc,
+                entry_hash(0, k.as_bytes(), &v.to_be_bytes()),
+            );
         }
         for u in &diff.used {
             if state.used.insert(*u) {
@@ -334,7 +363,14 @@ mod tests {
         let wrong = sign_tx(&k, "other", 3, "x", 1);
         let mut bad = t2.to_vec();
         bad[20] ^= 1;
-        let txs = vec![t1.clone(), t2.clone(), replay, wrong, Bytes::from(bad), Bytes::from_static(b"zz")];
+        let txs = vec![
+            t1.clone(),
+            t2.clone(),
+            replay,
+            wrong,
+            Bytes::from(bad),
+            Bytes::from_static(b"zz"),
+        ];
         let (diff, root, outcomes) = app.execute(&[], 1, 0, &txs);
         assert_eq!(outcomes.iter().filter(|o| o.is_ok()).count(), 2);
         assert!(outcomes[2].as_ref().unwrap_err().contains("nonce"));
@@ -358,7 +394,9 @@ mod tests {
     #[test]
     fn root_independent_of_block_split() {
         let k = test_key(2);
-        let txs: Vec<Bytes> = (0..6).map(|n| sign_tx(&k, "c", n, &format!("k{}", n % 2), 3)).collect();
+        let txs: Vec<Bytes> = (0..6)
+            .map(|n| sign_tx(&k, "c", n, &format!("k{}", n % 2), 3))
+            .collect();
         let mut a = CounterApp::new("c");
         let (d, _, _) = a.execute(&[], 1, 0, &txs);
         let ra = a.commit(1, &d);

@@ -20,7 +20,7 @@ use std::time::Duration;
 
 const CHAIN: &str = "medspace-sim";
 const N: usize = 4;
-const QUOTA: Quota = Quota::per_second(NZU32!(1_000_000));
+const QUOTA: Quota = Quota::per_second(NZU32!(10_000));
 const LINK: Link = Link {
     latency: Duration::from_millis(20),
     jitter: Duration::from_millis(5),
@@ -54,7 +54,9 @@ async fn link(oracle: &Oracle<PublicKey, Ctx>, peers: &[PublicKey], groups: &[&[
         for &a in g.iter() {
             for &b in g.iter() {
                 if a != b {
-                    let _ = oracle.add_link(peers[a].clone(), peers[b].clone(), LINK).await;
+                    let _ = oracle
+                        .add_link(peers[a].clone(), peers[b].clone(), LINK)
+                        .await;
                 }
             }
         }
@@ -155,10 +157,15 @@ async fn wait_finalized(v: &Validator, ids: &[[u8; 32]]) {
     let mut sub = v.handle.subscribe();
     use futures::StreamExt as _;
     loop {
-        if ids
-            .iter()
-            .all(|id| matches!(v.handle.status(id), TxStatus::Finalized { outcome: Ok(()), .. }))
-        {
+        if ids.iter().all(|id| {
+            matches!(
+                v.handle.status(id),
+                TxStatus::Finalized {
+                    outcome: Ok(()),
+                    ..
+                }
+            )
+        }) {
             return;
         }
         sub.next().await.expect("node running");
@@ -184,7 +191,12 @@ fn assert_consistent(vals: &[&Validator]) {
 }
 
 /// Honest run: all finalize the same blocks, roots, and all submitted transactions.
-fn honest(seed: u64) -> (Vec<(commonware_cryptography::sha256::Digest, [u8; 32])>, String) {
+fn honest(
+    seed: u64,
+) -> (
+    Vec<(commonware_cryptography::sha256::Digest, [u8; 32])>,
+    String,
+) {
     let runner = deterministic::Runner::new(
         deterministic::Config::new()
             .with_seed(seed)
@@ -203,17 +215,32 @@ fn honest(seed: u64) -> (Vec<(commonware_cryptography::sha256::Digest, [u8; 32])
         let ids = submit(&refs, seed, 0, 24);
         for v in &vals {
             wait_finalized(v, &ids).await;
+            v.handle.wait_for_height(6).await;
         }
         let target = vals.iter().map(|v| v.handle.height()).max().unwrap_or(0);
         for v in &vals {
             v.handle.wait_for_height(target).await;
         }
         assert_consistent(&refs);
+        eprintln!(
+            "seed={seed} height={target} sim_ms={:?}",
+            ctx.current()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_millis())
+        );
         for v in &vals {
-            let total: i64 = (0..3).map(|k| v.handle.with_app(|a| a.counter(&format!("k{k}")).unwrap_or(0))).sum();
+            let total: i64 = (0..3)
+                .map(|k| {
+                    v.handle
+                        .with_app(|a| a.counter(&format!("k{k}")).unwrap_or(0))
+                })
+                .sum();
             assert_eq!(total, 24, "every transaction applied exactly once");
         }
-        (vals[0].handle.finalized_chain()[..=target as usize].to_vec(), ctx.auditor().state())
+        (
+            vals[0].handle.finalized_chain()[..=target as usize].to_vec(),
+            ctx.auditor().state(),
+        )
     })
 }
 
@@ -242,136 +269,175 @@ fn same_seed_same_result() {
 #[test]
 fn one_validator_cut_off_others_keep_finalizing() {
     for seed in 0..5 {
-        deterministic::Runner::new(deterministic::Config::new().with_seed(seed).with_timeout(Some(Duration::from_secs(300))))
-            .start(|ctx| async move {
-                let keys = keys();
-                let peers: Vec<_> = keys.iter().map(|k| k.public_key()).collect();
-                let oracle = network(&ctx, &peers).await;
-                link(&oracle, &peers, &[&[0, 1, 2]]).await;
-                let mut vals = Vec::new();
-                for i in 0..N {
-                    vals.push(launch(&ctx, &oracle, &keys, i, 0).await);
-                }
-                let live: Vec<&Validator> = vals[..3].iter().collect();
-                let ids = submit(&live, 99, 0, 12);
-                for v in &live {
-                    wait_finalized(v, &ids).await;
-                    v.handle.wait_for_height(5).await;
-                }
-                assert_eq!(vals[3].handle.height(), 0, "isolated validator cannot finalize");
-                let all: Vec<&Validator> = vals.iter().collect();
-                assert_consistent(&all);
-            });
+        deterministic::Runner::new(
+            deterministic::Config::new()
+                .with_seed(seed)
+                .with_timeout(Some(Duration::from_secs(300))),
+        )
+        .start(|ctx| async move {
+            let keys = keys();
+            let peers: Vec<_> = keys.iter().map(|k| k.public_key()).collect();
+            let oracle = network(&ctx, &peers).await;
+            link(&oracle, &peers, &[&[0, 1, 2]]).await;
+            let mut vals = Vec::new();
+            for i in 0..N {
+                vals.push(launch(&ctx, &oracle, &keys, i, 0).await);
+            }
+            let live: Vec<&Validator> = vals[..3].iter().collect();
+            let ids = submit(&live, 99, 0, 12);
+            for v in &live {
+                wait_finalized(v, &ids).await;
+                v.handle.wait_for_height(5).await;
+            }
+            assert_eq!(
+                vals[3].handle.height(),
+                0,
+                "isolated validator cannot finalize"
+            );
+            let all: Vec<&Validator> = vals.iter().collect();
+            assert_consistent(&all);
+        });
     }
 }
 
 #[test]
 fn split_finalizes_nothing_then_heals_and_converges() {
     for seed in 0..5 {
-        deterministic::Runner::new(deterministic::Config::new().with_seed(seed).with_timeout(Some(Duration::from_secs(600))))
-            .start(|ctx| async move {
-                let keys = keys();
-                let peers: Vec<_> = keys.iter().map(|k| k.public_key()).collect();
-                let oracle = network(&ctx, &peers).await;
-                link(&oracle, &peers, &[&[0, 1], &[2, 3]]).await;
-                let mut vals = Vec::new();
-                for i in 0..N {
-                    vals.push(launch(&ctx, &oracle, &keys, i, 0).await);
-                }
-                let refs: Vec<&Validator> = vals.iter().collect();
-                let ids = submit(&refs, 5, 0, 8);
-                // A partition is a period of time: observe it for 30 simulated seconds.
-                ctx.sleep(Duration::from_secs(30)).await;
-                for v in &vals {
-                    assert_eq!(v.handle.height(), 0, "a 2/2 split must finalize nothing");
-                }
-                unlink_all(&oracle, &peers).await;
-                link(&oracle, &peers, &[&[0, 1, 2, 3]]).await;
-                for v in &vals {
-                    wait_finalized(v, &ids).await;
-                }
-                let target = vals.iter().map(|v| v.handle.height()).max().unwrap_or(0);
-                for v in &vals {
-                    v.handle.wait_for_height(target).await;
-                }
-                assert_consistent(&refs);
-            });
+        deterministic::Runner::new(
+            deterministic::Config::new()
+                .with_seed(seed)
+                .with_timeout(Some(Duration::from_secs(600))),
+        )
+        .start(|ctx| async move {
+            let keys = keys();
+            let peers: Vec<_> = keys.iter().map(|k| k.public_key()).collect();
+            let oracle = network(&ctx, &peers).await;
+            link(&oracle, &peers, &[&[0, 1], &[2, 3]]).await;
+            let mut vals = Vec::new();
+            for i in 0..N {
+                vals.push(launch(&ctx, &oracle, &keys, i, 0).await);
+            }
+            let refs: Vec<&Validator> = vals.iter().collect();
+            let ids = submit(&refs, 5, 0, 8);
+            // A partition is a period of time: observe it for 30 simulated seconds.
+            ctx.sleep(Duration::from_secs(30)).await;
+            for v in &vals {
+                assert_eq!(v.handle.height(), 0, "a 2/2 split must finalize nothing");
+            }
+            unlink_all(&oracle, &peers).await;
+            link(&oracle, &peers, &[&[0, 1, 2, 3]]).await;
+            for v in &vals {
+                wait_finalized(v, &ids).await;
+            }
+            let target = vals.iter().map(|v| v.handle.height()).max().unwrap_or(0);
+            for v in &vals {
+                v.handle.wait_for_height(target).await;
+            }
+            assert_consistent(&refs);
+        });
     }
 }
 
 #[test]
 fn crashed_validator_restarts_loses_nothing_and_catches_up() {
     for seed in 0..3 {
-        deterministic::Runner::new(deterministic::Config::new().with_seed(seed).with_timeout(Some(Duration::from_secs(600))))
-            .start(|ctx| async move {
-                let keys = keys();
-                let peers: Vec<_> = keys.iter().map(|k| k.public_key()).collect();
-                let oracle = network(&ctx, &peers).await;
-                link(&oracle, &peers, &[&[0, 1, 2, 3]]).await;
-                let mut vals = Vec::new();
-                for i in 0..N {
-                    vals.push(launch(&ctx, &oracle, &keys, i, 0).await);
-                }
-                let refs: Vec<&Validator> = vals.iter().collect();
-                let before = submit(&refs, 11, 0, 12);
-                for v in &vals {
-                    wait_finalized(v, &before).await;
-                }
-                let crashed_at = vals[3].handle.height();
-                assert!(crashed_at > 0);
-                // Crash validator 3 (aborts every task it spawned; storage stays).
-                let crashed = vals.pop().expect("validator 3");
-                crashed.task.abort();
-                let live: Vec<&Validator> = vals.iter().collect();
-                let after = submit(&live, 12, 0, 12);
-                for v in &vals {
-                    wait_finalized(v, &after).await;
-                }
-                let progressed = vals[0].handle.height();
-                assert!(progressed > crashed_at);
-                // Restart from its storage with a fresh in-memory state.
-                let restarted = launch(&ctx, &oracle, &keys, 3, 1).await;
-                assert!(restarted.handle.height() >= crashed_at, "replay restored finalized state");
-                restarted.handle.wait_for_height(progressed).await;
-                for id in before.iter().chain(after.iter()) {
-                    assert!(matches!(restarted.handle.status(id), TxStatus::Finalized { outcome: Ok(()), .. }));
-                }
-                vals.push(restarted);
-                let all: Vec<&Validator> = vals.iter().collect();
-                let target = all.iter().map(|v| v.handle.height()).max().unwrap_or(0);
-                for v in &all {
-                    v.handle.wait_for_height(target).await;
-                }
-                assert_consistent(&all);
-                let total: i64 = (0..3).map(|k| all[3].handle.with_app(|a| a.counter(&format!("k{k}")).unwrap_or(0))).sum();
-                assert_eq!(total, 24);
-            });
-    }
-}
-
-#[test]
-fn bad_transactions_are_refused_and_change_nothing() {
-    deterministic::Runner::new(deterministic::Config::new().with_seed(1).with_timeout(Some(Duration::from_secs(60))))
+        deterministic::Runner::new(
+            deterministic::Config::new()
+                .with_seed(seed)
+                .with_timeout(Some(Duration::from_secs(600))),
+        )
         .start(|ctx| async move {
             let keys = keys();
             let peers: Vec<_> = keys.iter().map(|k| k.public_key()).collect();
             let oracle = network(&ctx, &peers).await;
             link(&oracle, &peers, &[&[0, 1, 2, 3]]).await;
-            let v = launch(&ctx, &oracle, &keys, 0, 0).await;
-            let key = test_key(1);
-            assert!(v.handle.submit(Bytes::from_static(b"garbage")).is_err());
-            assert!(v.handle.submit(sign_tx(&key, "other-chain", 0, "k", 1)).is_err());
-            let mut bad = sign_tx(&key, CHAIN, 0, "k", 1).to_vec();
-            bad[30] ^= 1;
-            assert!(v.handle.submit(Bytes::from(bad)).is_err());
-            assert!(v.handle.submit(Bytes::from(vec![0u8; 100_000])).is_err());
-            assert_eq!(v.handle.mempool_len(), 0);
-            let ok = sign_tx(&key, CHAIN, 0, "k", 1);
-            v.handle.submit(ok.clone()).expect("good tx admitted");
-            assert!(v.handle.submit(ok).is_err(), "duplicate refused");
-            assert_eq!(v.handle.mempool_len(), 1);
-            select! {
-                _ = ctx.sleep(Duration::from_millis(1)) => {},
+            let mut vals = Vec::new();
+            for i in 0..N {
+                vals.push(launch(&ctx, &oracle, &keys, i, 0).await);
             }
+            let refs: Vec<&Validator> = vals.iter().collect();
+            let before = submit(&refs, 11, 0, 12);
+            for v in &vals {
+                wait_finalized(v, &before).await;
+            }
+            let crashed_at = vals[3].handle.height();
+            assert!(crashed_at > 0);
+            // Crash validator 3 (aborts every task it spawned; storage stays).
+            let crashed = vals.pop().expect("validator 3");
+            crashed.task.abort();
+            let live: Vec<&Validator> = vals.iter().collect();
+            let after = submit(&live, 12, 0, 12);
+            for v in &vals {
+                wait_finalized(v, &after).await;
+            }
+            let progressed = vals[0].handle.height();
+            assert!(progressed > crashed_at);
+            // Restart from its storage with a fresh in-memory state.
+            let restarted = launch(&ctx, &oracle, &keys, 3, 1).await;
+            assert!(
+                restarted.handle.height() >= crashed_at,
+                "replay restored finalized state"
+            );
+            restarted.handle.wait_for_height(progressed).await;
+            for id in before.iter().chain(after.iter()) {
+                assert!(matches!(
+                    restarted.handle.status(id),
+                    TxStatus::Finalized {
+                        outcome: Ok(()),
+                        ..
+                    }
+                ));
+            }
+            vals.push(restarted);
+            let all: Vec<&Validator> = vals.iter().collect();
+            let target = all.iter().map(|v| v.handle.height()).max().unwrap_or(0);
+            for v in &all {
+                v.handle.wait_for_height(target).await;
+            }
+            assert_consistent(&all);
+            let total: i64 = (0..3)
+                .map(|k| {
+                    all[3]
+                        .handle
+                        .with_app(|a| a.counter(&format!("k{k}")).unwrap_or(0))
+                })
+                .sum();
+            assert_eq!(total, 24);
         });
+    }
+}
+
+#[test]
+fn bad_transactions_are_refused_and_change_nothing() {
+    deterministic::Runner::new(
+        deterministic::Config::new()
+            .with_seed(1)
+            .with_timeout(Some(Duration::from_secs(60))),
+    )
+    .start(|ctx| async move {
+        let keys = keys();
+        let peers: Vec<_> = keys.iter().map(|k| k.public_key()).collect();
+        let oracle = network(&ctx, &peers).await;
+        link(&oracle, &peers, &[&[0, 1, 2, 3]]).await;
+        let v = launch(&ctx, &oracle, &keys, 0, 0).await;
+        let key = test_key(1);
+        assert!(v.handle.submit(Bytes::from_static(b"garbage")).is_err());
+        assert!(
+            v.handle
+                .submit(sign_tx(&key, "other-chain", 0, "k", 1))
+                .is_err()
+        );
+        let mut bad = sign_tx(&key, CHAIN, 0, "k", 1).to_vec();
+        bad[30] ^= 1;
+        assert!(v.handle.submit(Bytes::from(bad)).is_err());
+        assert!(v.handle.submit(Bytes::from(vec![0u8; 100_000])).is_err());
+        assert_eq!(v.handle.mempool_len(), 0);
+        let ok = sign_tx(&key, CHAIN, 0, "k", 1);
+        v.handle.submit(ok.clone()).expect("good tx admitted");
+        assert!(v.handle.submit(ok).is_err(), "duplicate refused");
+        assert_eq!(v.handle.mempool_len(), 1);
+        select! {
+            _ = ctx.sleep(Duration::from_millis(1)) => {},
+        }
+    });
 }
