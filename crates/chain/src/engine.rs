@@ -147,6 +147,8 @@ pub struct Committed {
     pub root: [u8; 32],
     /// Number of transactions in the block.
     pub txs: usize,
+    /// Ids (SHA-256) of the block's transactions, in order.
+    pub tx_ids: Arc<Vec<[u8; 32]>>,
 }
 
 /// Engine configuration.
@@ -545,12 +547,12 @@ impl<A: Application> Node<A> {
             return Err(reason);
         }
         shared.finalized.push((digest, block.header.time_ms, root));
-        for (tx, outcome) in block.txs.iter().zip(outcomes) {
-            let id = tx_hash(tx);
-            shared.mempool.remove(&id);
+        let tx_ids: Vec<[u8; 32]> = block.txs.iter().map(|tx| tx_hash(tx)).collect();
+        for (id, outcome) in tx_ids.iter().zip(outcomes) {
+            shared.mempool.remove(id);
             shared
                 .status
-                .insert(id, TxStatus::Finalized { height, outcome });
+                .insert(*id, TxStatus::Finalized { height, outcome });
         }
         shared.pending.retain(|_, e| e.height > height);
         let event = Committed {
@@ -558,6 +560,7 @@ impl<A: Application> Node<A> {
             digest,
             root,
             txs: block.txs.len(),
+            tx_ids: Arc::new(tx_ids),
         };
         shared
             .subscribers

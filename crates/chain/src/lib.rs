@@ -24,9 +24,11 @@
     deny(clippy::unwrap_used, clippy::expect_used, clippy::panic)
 )]
 
+pub mod bench;
 pub mod block;
 pub mod engine;
 pub mod mempool;
+pub mod node;
 pub mod testing;
 
 /// The deterministic application the chain replicates. Transactions are opaque encoded bytes.
