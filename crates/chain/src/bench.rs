@@ -70,7 +70,13 @@ impl std::fmt::Display for BenchReport {
         write!(
             f,
             "finalized={} seconds={:.2} tps={:.0} p50_ms={:.0} p99_ms={:.0} blocks={} apply_tps={:.0}",
-            self.finalized, self.seconds, self.tps, self.p50_ms, self.p99_ms, self.blocks, self.apply_tps
+            self.finalized,
+            self.seconds,
+            self.tps,
+            self.p50_ms,
+            self.p99_ms,
+            self.blocks,
+            self.apply_tps
         )
     }
 }

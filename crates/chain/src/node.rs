@@ -151,8 +151,10 @@ impl Genesis {
 }
 
 fn parse_public_key(hex_key: &str) -> Result<PublicKey, String> {
-    let bytes = hex::decode(hex_key).map_err(|_| format!("public key is not hex: key={hex_key}"))?;
-    PublicKey::decode(bytes::Bytes::from(bytes)).map_err(|_| format!("bad ed25519 public key: key={hex_key}"))
+    let bytes =
+        hex::decode(hex_key).map_err(|_| format!("public key is not hex: key={hex_key}"))?;
+    PublicKey::decode(bytes::Bytes::from(bytes))
+        .map_err(|_| format!("bad ed25519 public key: key={hex_key}"))
 }
 
 /// `[node]` section.
@@ -305,7 +307,11 @@ impl NodeConfig {
     /// Parses and validates a TOML config. Relative paths are resolved against `base`.
     pub fn from_toml(text: &str, base: &Path) -> Result<Self, String> {
         let mut c: NodeConfig = toml::from_str(text).map_err(|e| e.to_string())?;
-        for p in [&mut c.node.data_dir, &mut c.node.key_file, &mut c.node.genesis_file] {
+        for p in [
+            &mut c.node.data_dir,
+            &mut c.node.key_file,
+            &mut c.node.genesis_file,
+        ] {
             if p.is_relative() {
                 *p = base.join(&*p);
             }
@@ -406,7 +412,10 @@ pub fn init_consortium(spec: &ConsortiumSpec, out_dir: &Path) -> Result<Vec<Path
     let mut names = std::collections::HashSet::new();
     for n in &spec.nodes {
         if n.name.is_empty()
-            || !n.name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+            || !n
+                .name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
         {
             return Err(invalid(format!("bad node name: name={}", n.name)));
         }
@@ -494,11 +503,13 @@ pub async fn start_node<A: Application>(
     signer: ed25519::PrivateKey,
     app: A,
 ) -> Result<Handle<A>, NodeError> {
-    let validators = genesis.validator_keys().map_err(|error| NodeError::Invalid {
-        what: "genesis",
-        path: config.node.genesis_file.display().to_string(),
-        error,
-    })?;
+    let validators = genesis
+        .validator_keys()
+        .map_err(|error| NodeError::Invalid {
+            what: "genesis",
+            path: config.node.genesis_file.display().to_string(),
+            error,
+        })?;
     let mut p2p = lookup::Config::local(
         Cups::<_, ChaCha20Poly1305>::new(
             Sake {
@@ -567,12 +578,14 @@ pub async fn start_node<A: Application>(
 }
 
 /// Runs one validator until the process is stopped: loads key and genesis, opens storage under
-/// `data_dir`, starts the engine and serves forever. `make_app` builds the genesis application
-/// state from the genesis file.
-pub fn run_node<A, F>(config: NodeConfig, make_app: F) -> Result<(), NodeError>
+/// `data_dir`, starts the engine and serves the HTTP API on `http.listen`. `make_app` builds the
+/// genesis application state from the genesis file; `extra_routes` receives the engine handle and
+/// returns additional axum routes (state records, inclusion proofs) merged into the API.
+pub fn run_node<A, F, X>(config: NodeConfig, make_app: F, extra_routes: X) -> Result<(), NodeError>
 where
     A: Application,
     F: FnOnce(&Genesis) -> Result<A, String> + Send + 'static,
+    X: FnOnce(Handle<A>) -> axum::Router + Send + 'static,
 {
     let genesis = Genesis::load(&config.node.genesis_file)?;
     let signer = load_key(&config.node.key_file)?;
@@ -588,11 +601,24 @@ where
             .with_storage_directory(config.node.data_dir.join("storage")),
     );
     runner.start(|context| async move {
+        let metrics_context = context.child("metrics");
         let handle = start_node(context.child("node"), &config, &genesis, signer, app).await?;
-        tracing::info!(name = %config.node.name, "chain.node.run: started");
-        let _keep = handle;
-        futures::future::pending::<()>().await;
-        Ok(())
+        tracing::info!(name = %config.node.name, http = %config.http.listen, "chain.node.run: started");
+        let router = crate::api::router(
+            handle.clone(),
+            crate::api::ApiLimits {
+                body_limit: config.http.body_limit,
+                submit_per_second: config.http.submit_rate_per_second,
+            },
+            move || commonware_runtime::Metrics::encode(&metrics_context),
+            extra_routes(handle),
+        );
+        crate::api::serve(config.http.listen, router)
+            .await
+            .map_err(|e| NodeError::Io {
+                path: config.http.listen.to_string(),
+                error: e.to_string(),
+            })
     })
 }
 
@@ -623,7 +649,10 @@ mod tests {
         assert_eq!(g.validators.len(), 3);
         assert_eq!(g.observers.len(), 1);
         let k = load_key(&c.node.key_file).unwrap();
-        assert_eq!(hex::encode(k.public_key().encode()), g.validators[0].public_key);
+        assert_eq!(
+            hex::encode(k.public_key().encode()),
+            g.validators[0].public_key
+        );
         assert!(init_consortium(&spec, &dir).is_err());
         let _ = std::fs::remove_dir_all(&dir);
     }
@@ -632,7 +661,9 @@ mod tests {
     fn config_defaults_and_validation() {
         let c = NodeConfig::from_toml("[node]\nname = \"a\"\n", Path::new("/x")).unwrap();
         assert_eq!(c.node.data_dir, PathBuf::from("/x/data"));
-        assert!(NodeConfig::from_toml("[consensus]\nleader_timeout_ms = 0\n", Path::new("/x")).is_err());
+        assert!(
+            NodeConfig::from_toml("[consensus]\nleader_timeout_ms = 0\n", Path::new("/x")).is_err()
+        );
         assert!(NodeConfig::from_toml("[p2p]\nmax_message_size = 10\n", Path::new("/x")).is_err());
         assert!(NodeConfig::from_toml("nonsense = [", Path::new("/x")).is_err());
     }
