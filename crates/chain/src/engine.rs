@@ -767,7 +767,7 @@ impl<A: Application> Handle<A> {
     }
 }
 
-fn archive_config<C>(
+pub(crate) fn archive_config<C>(
     prefix: &str,
     name: &str,
     codec_config: C,

@@ -25,6 +25,7 @@
 )]
 
 pub mod api;
+pub mod audit;
 pub mod bench;
 pub mod block;
 pub mod engine;
