@@ -441,3 +441,65 @@ fn bad_transactions_are_refused_and_change_nothing() {
         }
     });
 }
+
+#[test]
+fn equivocating_leader_cannot_stop_honest_validators() {
+    use commonware_consensus::{
+        simplex::{elector::RoundRobin, mocks},
+        types::Epoch,
+    };
+    use commonware_cryptography::{Sha256, sha256::Digest};
+    use commonware_utils::ordered::Set;
+    use std::sync::Arc;
+    for seed in 0..3 {
+        deterministic::Runner::new(
+            deterministic::Config::new()
+                .with_seed(seed)
+                .with_timeout(Some(Duration::from_secs(600))),
+        )
+        .start(|ctx| async move {
+            let keys = keys();
+            let peers: Vec<_> = keys.iter().map(|k| k.public_key()).collect();
+            let oracle = network(&ctx, &peers).await;
+            link(&oracle, &peers, &[&[0, 1, 2, 3]]).await;
+            let mut vals = Vec::new();
+            for i in 0..3 {
+                vals.push(launch(&ctx, &oracle, &keys, i, 0).await);
+            }
+            // Validator 3 runs commonware's equivocator: as leader it sends different proposals
+            // to different validators.
+            let control = oracle.control(peers[3].clone());
+            let votes = control
+                .register(channel::VOTES, QUOTA)
+                .await
+                .expect("votes");
+            let certs = control
+                .register(channel::CERTIFICATES, QUOTA)
+                .await
+                .expect("certs");
+            let scheme = engine::Scheme::signer(
+                CHAIN.as_bytes(),
+                Set::try_from(peers.clone()).expect("set"),
+                keys[3].clone(),
+            )
+            .expect("signer");
+            let equivocator = mocks::equivocator::Equivocator::<_, _, _, Sha256>::new(
+                ctx.child("byzantine"),
+                mocks::equivocator::Config {
+                    scheme,
+                    elector: RoundRobin::<Sha256>::default(),
+                    epoch: Epoch::zero(),
+                    relay: Arc::new(mocks::relay::Relay::<Digest, PublicKey>::new()),
+                },
+            );
+            let _byzantine = equivocator.start(votes, certs);
+            let refs: Vec<&Validator> = vals.iter().collect();
+            let ids = submit(&refs, 77, 0, 12);
+            for v in &vals {
+                wait_finalized(v, &ids).await;
+                v.handle.wait_for_height(8).await;
+            }
+            assert_consistent(&refs);
+        });
+    }
+}
