@@ -222,6 +222,7 @@ struct Executed<D> {
     time_ms: u64,
     diff: Arc<D>,
     tx_ids: Arc<Vec<[u8; 32]>>,
+    outcomes: Arc<Vec<Result<(), String>>>,
 }
 
 /// Executed-but-unfinalized ancestry from the committed tip to some block.
@@ -379,7 +380,7 @@ impl<A: Application> Node<A> {
             return Check::Invalid(format!("block over limits: txs={}", block.txs.len()));
         }
         let refs: Vec<&A::Diff> = diffs.iter().map(|d| d.as_ref()).collect();
-        let (diff, root, _) =
+        let (diff, root, outcomes) =
             shared
                 .app
                 .execute(&refs, block.header.height, block.header.time_ms, &block.txs);
@@ -399,6 +400,7 @@ impl<A: Application> Node<A> {
                 time_ms: block.header.time_ms,
                 diff: Arc::new(diff),
                 tx_ids: Arc::new(block.txs.iter().map(|t| tx_hash(t)).collect()),
+                outcomes: Arc::new(outcomes),
             },
         );
         Check::Valid
@@ -468,6 +470,7 @@ impl<A: Application> Node<A> {
                 });
         let mut txs: Vec<Bytes> = selected.iter().map(|(_, tx)| tx.clone()).collect();
         let (mut diff, mut root, outcomes) = shared.app.execute(&refs, height, time_ms, &txs);
+        let mut final_outcomes = outcomes.clone();
         if outcomes.iter().any(Result::is_err) {
             // Drop refused transactions from the proposal (and from the pool) and re-execute.
             let mut kept = Vec::with_capacity(txs.len());
@@ -481,9 +484,10 @@ impl<A: Application> Node<A> {
                 }
             }
             txs = kept;
-            let (d, r, _) = shared.app.execute(&refs, height, time_ms, &txs);
+            let (d, r, o) = shared.app.execute(&refs, height, time_ms, &txs);
             diff = d;
             root = r;
+            final_outcomes = o;
         }
         let block = Block::new(parent, height, time_ms, txs, root);
         shared.pending.insert(
@@ -494,6 +498,7 @@ impl<A: Application> Node<A> {
                 time_ms,
                 diff: Arc::new(diff),
                 tx_ids: Arc::new(block.txs.iter().map(|t| tx_hash(t)).collect()),
+                outcomes: Arc::new(final_outcomes),
             },
         );
         Some(block)
@@ -517,10 +522,10 @@ impl<A: Application> Node<A> {
             ));
         }
         let digest = block.digest();
-        let diff = match shared.pending.get(&digest) {
-            Some(e) => e.diff.clone(),
+        let (diff, outcomes) = match shared.pending.get(&digest) {
+            Some(e) => (e.diff.clone(), e.outcomes.clone()),
             None => {
-                let (diff, root, _) =
+                let (diff, root, outcomes) =
                     shared
                         .app
                         .execute(&[], height, block.header.time_ms, &block.txs);
@@ -533,13 +538,9 @@ impl<A: Application> Node<A> {
                     shared.halted = Some(reason.clone());
                     return Err(reason);
                 }
-                Arc::new(diff)
+                (Arc::new(diff), Arc::new(outcomes))
             }
         };
-        // Outcomes for the status index (cheap relative to consensus; deterministic).
-        let (_, _, outcomes) = shared
-            .app
-            .execute(&[], height, block.header.time_ms, &block.txs);
         let root = shared.app.commit(height, &diff);
         if root != block.header.state_root {
             let reason = format!("committed root differs from header: height={height}");
@@ -548,11 +549,15 @@ impl<A: Application> Node<A> {
         }
         shared.finalized.push((digest, block.header.time_ms, root));
         let tx_ids: Vec<[u8; 32]> = block.txs.iter().map(|tx| tx_hash(tx)).collect();
-        for (id, outcome) in tx_ids.iter().zip(outcomes) {
+        for (id, outcome) in tx_ids.iter().zip(outcomes.iter()) {
             shared.mempool.remove(id);
-            shared
-                .status
-                .insert(*id, TxStatus::Finalized { height, outcome });
+            shared.status.insert(
+                *id,
+                TxStatus::Finalized {
+                    height,
+                    outcome: outcome.clone(),
+                },
+            );
         }
         shared.pending.retain(|_, e| e.height > height);
         let event = Committed {
