@@ -4,6 +4,7 @@
 //! crates under `crates/`, which hold all the logic. Errors become `anyhow` only at this edge.
 
 mod bench;
+mod chain_cmd;
 mod consortium;
 mod demo;
 mod hospitals;
@@ -43,6 +44,8 @@ enum Command {
         #[arg(long, default_value = ".medspace/demo")]
         dir: PathBuf,
     },
+    /// Create a consortium: keys, genesis and one config per node.
+    Init(chain_cmd::InitArgs),
     /// Write a new ed25519 key pair: the secret to `<out>` (owner-only), the public key to stdout.
     Keygen {
         /// Where to write the secret key.
@@ -80,6 +83,18 @@ enum BenchCommand {
         /// Registered patients.
         #[arg(long, default_value_t = 20_000)]
         patients: usize,
+    },
+    /// Four validators over loopback TCP: finalized tx/s and submission→finality latency.
+    Ledger {
+        /// Transactions to submit.
+        #[arg(long, default_value_t = 40_000)]
+        txs: usize,
+        /// Submission rate (tx/s).
+        #[arg(long, default_value_t = 8_000)]
+        rate: u64,
+        /// First loopback port.
+        #[arg(long, default_value_t = 17_400)]
+        base_port: u16,
     },
     /// Ingest speed into the CDM tables, one core, printed as `<n> resources/s`.
     Ingest(vault_cmd::BenchIngestArgs),
@@ -122,6 +137,16 @@ fn main() -> anyhow::Result<()> {
             dir,
         }),
         Command::Keygen { out } => keygen(&out),
+        Command::Init(args) => chain_cmd::init(args),
+        Command::Bench(BenchCommand::Ledger {
+            txs,
+            rate,
+            base_port,
+        }) => chain_cmd::bench(chain_cmd::BenchCommand::Ledger {
+            txs,
+            rate,
+            base_port,
+        }),
         Command::Bench(BenchCommand::Apply {
             txs,
             block,

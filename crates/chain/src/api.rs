@@ -1,0 +1,230 @@
+//! Node HTTP API (axum): submit signed transactions, transaction status, blocks, health and
+//! Prometheus metrics, with a body-size limit and a submission rate limit.
+//!
+//! Routes (JSON answers, errors as `{"error": "..."}`):
+//! - `POST /v1/tx` — raw transaction bytes; `200 {"tx_id": hex}`; `400` garbage / bad signature /
+//!   wrong chain id / replayed nonce / oversized (via [`crate::Application::check_tx`] and the
+//!   block limits), `409` duplicate, `413` body too large, `429` rate limited, `503` mempool full.
+//! - `GET /v1/tx/{id}` — `pending`, `finalized` (height, outcome), `dropped` (reason) or `404`.
+//! - `GET /v1/blocks/{height}` — header fields, tx ids, whether a finality certificate is stored.
+//! - `GET /v1/blocks` — the latest height and the last (up to) 20 block digests and roots.
+//! - `GET /health`, `GET /metrics`.
+//!
+//! [`router`] takes `extra` routes so the state layer can add record + inclusion-proof routes.
+
+use crate::{
+    Application,
+    block::tx_hash,
+    engine::{Handle, SubmitError, TxStatus},
+    mempool::MempoolError,
+};
+use axum::{
+    Json, Router,
+    body::Bytes,
+    extract::{DefaultBodyLimit, Path, State},
+    http::StatusCode,
+    response::{IntoResponse, Response},
+    routing::{get, post},
+};
+use serde_json::json;
+use std::{
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicU64, Ordering},
+    },
+    time::Instant,
+};
+
+/// API limits.
+#[derive(Clone, Copy, Debug)]
+pub struct ApiLimits {
+    /// Maximum body size in bytes.
+    pub body_limit: usize,
+    /// Accepted submissions per second (node-wide).
+    pub submit_per_second: u32,
+}
+
+struct RateLimiter {
+    per_second: u32,
+    window: Mutex<(Instant, u32)>,
+}
+
+impl RateLimiter {
+    fn allow(&self) -> bool {
+        let mut w = self
+            .window
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let now = Instant::now();
+        if now.duration_since(w.0).as_secs_f64() >= 1.0 {
+            *w = (now, 0);
+        }
+        if w.1 >= self.per_second {
+            return false;
+        }
+        w.1 += 1;
+        true
+    }
+}
+
+struct ApiState<A: Application> {
+    handle: Handle<A>,
+    limiter: RateLimiter,
+    metrics: Box<dyn Fn() -> String + Send + Sync>,
+    submitted: AtomicU64,
+    rejected: AtomicU64,
+}
+
+fn error(status: StatusCode, message: impl Into<String>) -> Response {
+    (status, Json(json!({ "error": message.into() }))).into_response()
+}
+
+async fn submit<A: Application>(State(s): State<Arc<ApiState<A>>>, body: Bytes) -> Response {
+    if !s.limiter.allow() {
+        return error(
+            StatusCode::TOO_MANY_REQUESTS,
+            "rate limited: too many submissions",
+        );
+    }
+    match s.handle.submit(body) {
+        Ok(id) => {
+            s.submitted.fetch_add(1, Ordering::Relaxed);
+            (StatusCode::OK, Json(json!({ "tx_id": hex::encode(id) }))).into_response()
+        }
+        Err(e) => {
+            s.rejected.fetch_add(1, Ordering::Relaxed);
+            let status = match &e {
+                SubmitError::Rejected(_) | SubmitError::TooLarge { .. } => StatusCode::BAD_REQUEST,
+                SubmitError::AlreadyFinalized(_)
+                | SubmitError::Mempool(MempoolError::Duplicate(_)) => StatusCode::CONFLICT,
+                SubmitError::Mempool(MempoolError::Full { .. }) => StatusCode::SERVICE_UNAVAILABLE,
+            };
+            error(status, e.to_string())
+        }
+    }
+}
+
+async fn tx_status<A: Application>(
+    State(s): State<Arc<ApiState<A>>>,
+    Path(id): Path<String>,
+) -> Response {
+    let Ok(bytes) = hex::decode(&id) else {
+        return error(StatusCode::BAD_REQUEST, "tx id is not hex");
+    };
+    let Ok(id) = <[u8; 32]>::try_from(bytes.as_slice()) else {
+        return error(
+            StatusCode::BAD_REQUEST,
+            format!("tx id must be 32 bytes: len={}", bytes.len()),
+        );
+    };
+    match s.handle.status(&id) {
+        TxStatus::Pending => Json(json!({ "status": "pending" })).into_response(),
+        TxStatus::Finalized { height, outcome } => Json(json!({
+            "status": "finalized",
+            "height": height,
+            "applied": outcome.is_ok(),
+            "refused": outcome.err(),
+        }))
+        .into_response(),
+        TxStatus::Dropped(reason) => {
+            Json(json!({ "status": "dropped", "reason": reason })).into_response()
+        }
+        TxStatus::Unknown => error(StatusCode::NOT_FOUND, "unknown transaction"),
+    }
+}
+
+async fn block<A: Application>(
+    State(s): State<Arc<ApiState<A>>>,
+    Path(height): Path<u64>,
+) -> Response {
+    match s.handle.block(height).await {
+        Some((b, fin)) => Json(json!({
+            "height": b.header.height,
+            "digest": hex::encode(b.header.digest()),
+            "parent": hex::encode(b.header.parent),
+            "time_ms": b.header.time_ms,
+            "tx_root": hex::encode(b.header.tx_root),
+            "state_root": hex::encode(b.header.state_root),
+            "tx_ids": b.txs.iter().map(|t| hex::encode(tx_hash(t))).collect::<Vec<_>>(),
+            "finalization_stored": fin.is_some(),
+        }))
+        .into_response(),
+        None => error(
+            StatusCode::NOT_FOUND,
+            format!("no finalized block: height={height}"),
+        ),
+    }
+}
+
+async fn blocks<A: Application>(State(s): State<Arc<ApiState<A>>>) -> Response {
+    let chain = s.handle.finalized_chain();
+    let from = chain.len().saturating_sub(20);
+    let recent: Vec<_> = chain
+        .iter()
+        .enumerate()
+        .skip(from)
+        .map(|(h, (d, r))| json!({ "height": h, "digest": hex::encode(d), "state_root": hex::encode(r) }))
+        .collect();
+    Json(json!({ "height": s.handle.height(), "recent": recent })).into_response()
+}
+
+async fn health<A: Application>(State(s): State<Arc<ApiState<A>>>) -> Response {
+    let body = json!({
+        "height": s.handle.height(),
+        "mempool": s.handle.mempool_len(),
+        "halted": s.handle.halted(),
+    });
+    if s.handle.halted().is_some() {
+        (StatusCode::SERVICE_UNAVAILABLE, Json(body)).into_response()
+    } else {
+        Json(body).into_response()
+    }
+}
+
+async fn metrics<A: Application>(State(s): State<Arc<ApiState<A>>>) -> Response {
+    let mut out = (s.metrics)();
+    out.push_str(&format!(
+        "# TYPE medspace_chain_height gauge\nmedspace_chain_height {}\n# TYPE medspace_mempool_txs gauge\nmedspace_mempool_txs {}\n# TYPE medspace_api_submitted_total counter\nmedspace_api_submitted_total {}\n# TYPE medspace_api_rejected_total counter\nmedspace_api_rejected_total {}\n",
+        s.handle.height(),
+        s.handle.mempool_len(),
+        s.submitted.load(Ordering::Relaxed),
+        s.rejected.load(Ordering::Relaxed),
+    ));
+    ([("content-type", "text/plain; version=0.0.4")], out).into_response()
+}
+
+/// Builds the node API. `metrics` renders runtime metrics in Prometheus text format (e.g. the
+/// commonware context's `encode()`); `extra` routes are merged in (state records and proofs).
+pub fn router<A: Application>(
+    handle: Handle<A>,
+    limits: ApiLimits,
+    metrics_text: impl Fn() -> String + Send + Sync + 'static,
+    extra: Router,
+) -> Router {
+    let state = Arc::new(ApiState {
+        handle,
+        limiter: RateLimiter {
+            per_second: limits.submit_per_second,
+            window: Mutex::new((Instant::now(), 0)),
+        },
+        metrics: Box::new(metrics_text),
+        submitted: AtomicU64::new(0),
+        rejected: AtomicU64::new(0),
+    });
+    Router::new()
+        .route("/v1/tx", post(submit::<A>))
+        .route("/v1/tx/{id}", get(tx_status::<A>))
+        .route("/v1/blocks", get(blocks::<A>))
+        .route("/v1/blocks/{height}", get(block::<A>))
+        .route("/health", get(health::<A>))
+        .route("/metrics", get(metrics::<A>))
+        .with_state(state)
+        .merge(extra)
+        .layer(DefaultBodyLimit::max(limits.body_limit))
+}
+
+/// Serves `router` on `listen` until the process stops.
+pub async fn serve(listen: std::net::SocketAddr, router: Router) -> Result<(), std::io::Error> {
+    let listener = tokio::net::TcpListener::bind(listen).await?;
+    axum::serve(listener, router).await
+}

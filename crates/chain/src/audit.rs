@@ -1,0 +1,171 @@
+//! `audit verify`: re-verifies a node's stored chain from its data directory.
+//!
+//! For every height from 1 upward it reads the finalized block and finalization certificate
+//! that marshal stored, and checks: the block decodes (which checks its tx root), heights are
+//! contiguous, the parent digest links to the previous block, the certificate is a valid quorum
+//! certificate of the genesis validators over this block's digest, and re-executing the block on
+//! the state rebuilt so far gives the state root in its header. It names the first faulty height
+//! and the reason. The node must be stopped while auditing.
+//!
+//! The committed state is not stored separately (it is rebuilt from blocks, see the crate
+//! docs), so "tampering with state" means tampering with these archives, which this detects.
+
+use crate::{
+    Application,
+    block::Block,
+    engine::{BlockFinalization, Scheme, archive_config},
+    node::Genesis,
+};
+use commonware_consensus::simplex::types::Finalization;
+use commonware_cryptography::certificate::Verifier as _;
+use commonware_cryptography::sha256::Digest;
+use commonware_parallel::Sequential;
+use commonware_runtime::{Runner as _, Supervisor as _, buffer::paged::CacheRef};
+use commonware_storage::archive::{Archive as _, Identifier, immutable};
+use commonware_utils::{NZU16, NZUsize, ordered::Set};
+use std::path::Path;
+
+/// Result of an audit.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AuditReport {
+    /// Highest height verified without fault.
+    pub verified_height: u64,
+    /// First fault: height and reason.
+    pub fault: Option<(u64, String)>,
+    /// State root after the last verified block.
+    pub root: [u8; 32],
+}
+
+/// Errors that prevent auditing at all.
+#[derive(Debug, thiserror::Error)]
+pub enum AuditError {
+    /// Bad genesis.
+    #[error("invalid genesis: {0}")]
+    Genesis(String),
+    /// Storage could not be opened.
+    #[error("cannot open storage: dir={dir} error={error}")]
+    Storage {
+        /// Directory.
+        dir: String,
+        /// Cause.
+        error: String,
+    },
+}
+
+/// Audits the chain stored by node `node_name` under `data_dir` (its `[node].data_dir`),
+/// starting from `app` holding the genesis state.
+pub fn audit_verify<A: Application>(
+    data_dir: &Path,
+    node_name: &str,
+    genesis: &Genesis,
+    mut app: A,
+) -> Result<AuditReport, AuditError> {
+    let validators = genesis.validator_keys().map_err(AuditError::Genesis)?;
+    let participants =
+        Set::try_from(validators).map_err(|e| AuditError::Genesis(format!("{e:?}")))?;
+    let verifier = Scheme::verifier(genesis.chain_id.as_bytes(), participants);
+    let storage = data_dir.join("storage");
+    let dir = storage.display().to_string();
+    if !storage.is_dir() {
+        return Err(AuditError::Storage {
+            dir,
+            error: "no storage directory".into(),
+        });
+    }
+    let prefix = format!("medspace-{node_name}");
+    let runner = commonware_runtime::tokio::Runner::new(
+        commonware_runtime::tokio::Config::new().with_storage_directory(storage),
+    );
+    let genesis_block = Block::genesis(&genesis.chain_id, app.root());
+    runner.start(|context| async move {
+        let page_cache = CacheRef::new(NZU16!(4096), NZUsize!(64));
+        let limits = crate::block::BlockLimits {
+            max_txs: usize::MAX / 4,
+            max_tx_bytes: usize::MAX / 4,
+            max_block_bytes: usize::MAX / 4,
+        };
+        let storage_err = |e: commonware_storage::archive::Error| AuditError::Storage {
+            dir: dir.clone(),
+            error: e.to_string(),
+        };
+        let blocks: immutable::Archive<_, Digest, Block> = immutable::Archive::init(
+            context.child("blocks"),
+            archive_config(&prefix, "finalized-blocks", limits, page_cache.clone()),
+        )
+        .await
+        .map_err(storage_err)?;
+        let finalizations: immutable::Archive<_, Digest, BlockFinalization> =
+            immutable::Archive::init(
+                context.child("finalizations"),
+                archive_config(
+                    &prefix,
+                    "finalizations-by-height",
+                    verifier.certificate_codec_config(),
+                    page_cache,
+                ),
+            )
+            .await
+            .map_err(storage_err)?;
+        let mut rng = rand::rng();
+        let mut prev = genesis_block.header.digest();
+        let mut prev_time = 0u64;
+        let mut height = 0u64;
+        let mut root = app.root();
+        let fault = loop {
+            let h = height + 1;
+            let fin: Result<Option<Finalization<Scheme, Digest>>, _> =
+                finalizations.get(Identifier::Index(h)).await;
+            let block = blocks.get(Identifier::Index(h)).await;
+            let (fin, block) = match (fin, block) {
+                (Ok(None), Ok(None)) => break None,
+                (Err(e), _) => break Some((h, format!("finality certificate unreadable: {e}"))),
+                (_, Err(e)) => break Some((h, format!("block unreadable: {e}"))),
+                (Ok(None), Ok(Some(_))) => break Some((h, "finality certificate missing".into())),
+                (Ok(Some(_)), Ok(None)) => break Some((h, "block missing".into())),
+                (Ok(Some(f)), Ok(Some(b))) => (f, b),
+            };
+            let digest = block.header.digest();
+            if block.header.height != h {
+                break Some((
+                    h,
+                    format!("stored block has height={}", block.header.height),
+                ));
+            }
+            if block.header.parent != prev {
+                break Some((
+                    h,
+                    "parent digest does not link to the previous block".into(),
+                ));
+            }
+            if block.header.time_ms <= prev_time {
+                break Some((h, "block time not after parent".into()));
+            }
+            if fin.proposal.payload != digest {
+                break Some((h, "finality certificate is for a different block".into()));
+            }
+            if !fin.verify(&mut rng, &verifier, &Sequential) {
+                break Some((h, "finality certificate signature invalid".into()));
+            }
+            let (diff, computed, _) = app.execute(&[], h, block.header.time_ms, &block.txs);
+            if computed != block.header.state_root {
+                break Some((
+                    h,
+                    format!(
+                        "re-execution gives a different state root: header={} computed={}",
+                        hex::encode(block.header.state_root),
+                        hex::encode(computed)
+                    ),
+                ));
+            }
+            root = app.commit(h, &diff);
+            prev = digest;
+            prev_time = block.header.time_ms;
+            height = h;
+        };
+        Ok(AuditReport {
+            verified_height: height,
+            fault,
+            root,
+        })
+    })
+}

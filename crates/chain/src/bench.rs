@@ -1,0 +1,254 @@
+//! `medspace bench ledger`: four validators in one process on the tokio runtime, talking real
+//! authenticated TCP over loopback, running the counter application. Measures sustained
+//! finalized transactions per second and submission→finality latency (observed at validator 0),
+//! plus the single-node apply rate (execute + commit) of the same application.
+
+use crate::{
+    Application as _,
+    engine::Handle,
+    node::{ConsortiumSpec, Genesis, NodeConfig, SpecNode, init_consortium, load_key, start_node},
+    testing::{CounterApp, sign_tx, test_key},
+};
+use bytes::Bytes;
+use commonware_runtime::{Clock as _, Runner as _, Supervisor as _};
+use futures::StreamExt as _;
+use std::{
+    collections::HashMap,
+    net::SocketAddr,
+    path::Path,
+    time::{Duration, Instant},
+};
+
+/// Benchmark parameters.
+#[derive(Clone, Debug)]
+pub struct BenchOptions {
+    /// Number of validators.
+    pub validators: usize,
+    /// Transactions to submit.
+    pub txs: usize,
+    /// Submission rate (tx/s) across all validators.
+    pub rate: u64,
+    /// First loopback port (p2p ports are `base..base+n`, http `base+100..`).
+    pub base_port: u16,
+    /// Tokio worker threads.
+    pub threads: usize,
+}
+
+impl Default for BenchOptions {
+    fn default() -> Self {
+        Self {
+            validators: 4,
+            txs: 40_000,
+            rate: 8_000,
+            base_port: 17_400,
+            threads: 2,
+        }
+    }
+}
+
+/// Benchmark results.
+#[derive(Clone, Debug)]
+pub struct BenchReport {
+    /// Transactions finalized.
+    pub finalized: usize,
+    /// Seconds from first submission to last finalization.
+    pub seconds: f64,
+    /// Finalized tx/s.
+    pub tps: f64,
+    /// Median submission→finality latency (ms).
+    pub p50_ms: f64,
+    /// 99th percentile latency (ms).
+    pub p99_ms: f64,
+    /// Blocks finalized.
+    pub blocks: u64,
+    /// Single-node apply rate (tx/s) of execute+commit.
+    pub apply_tps: f64,
+}
+
+impl std::fmt::Display for BenchReport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "finalized={} seconds={:.2} tps={:.0} p50_ms={:.0} p99_ms={:.0} blocks={} apply_tps={:.0}",
+            self.finalized,
+            self.seconds,
+            self.tps,
+            self.p50_ms,
+            self.p99_ms,
+            self.blocks,
+            self.apply_tps
+        )
+    }
+}
+
+/// Errors running the benchmark.
+#[derive(Debug, thiserror::Error)]
+pub enum BenchError {
+    /// Setting up nodes failed.
+    #[error(transparent)]
+    Node(#[from] crate::node::NodeError),
+    /// Work directory problem.
+    #[error("bench directory error: path={path} error={error}")]
+    Dir {
+        /// Path.
+        path: String,
+        /// Cause.
+        error: String,
+    },
+}
+
+const CHAIN: &str = "medspace-bench";
+
+fn make_txs(count: usize, signers: u64) -> Vec<Bytes> {
+    let keys: Vec<_> = (0..signers).map(test_key).collect();
+    (0..count)
+        .map(|i| {
+            let k = &keys[i % keys.len()];
+            sign_tx(k, CHAIN, i as u64, &format!("k{}", i % 64), 1)
+        })
+        .collect()
+}
+
+/// Single-node apply rate: execute + commit `txs` in blocks of 2,000.
+pub fn apply_rate(txs: &[Bytes]) -> f64 {
+    let mut app = CounterApp::new(CHAIN);
+    let start = Instant::now();
+    for (h, chunk) in txs.chunks(2_000).enumerate() {
+        let (diff, _, _) = app.execute(&[], h as u64 + 1, 1, chunk);
+        app.commit(h as u64 + 1, &diff);
+    }
+    txs.len() as f64 / start.elapsed().as_secs_f64().max(1e-9)
+}
+
+fn percentile(sorted: &[f64], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return 0.0;
+    }
+    let idx = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted.get(idx).copied().unwrap_or(0.0)
+}
+
+/// Runs the benchmark in `work_dir` (created; must not hold a previous run).
+pub fn bench_ledger(opts: &BenchOptions, work_dir: &Path) -> Result<BenchReport, BenchError> {
+    let spec = ConsortiumSpec {
+        chain_id: CHAIN.into(),
+        nodes: (0..opts.validators)
+            .map(|i| SpecNode {
+                name: format!("v{i}"),
+                validator: true,
+                p2p: SocketAddr::from(([127, 0, 0, 1], opts.base_port + i as u16)),
+                http: SocketAddr::from(([127, 0, 0, 1], opts.base_port + 100 + i as u16)),
+            })
+            .collect(),
+        app: serde_json::Value::Null,
+    };
+    let configs = init_consortium(&spec, work_dir)?;
+    let mut nodes = Vec::new();
+    for path in &configs {
+        let c = NodeConfig::load(path)?;
+        let g = Genesis::load(&c.node.genesis_file)?;
+        let k = load_key(&c.node.key_file)?;
+        nodes.push((c, g, k));
+    }
+    let txs = make_txs(opts.txs, 256);
+    let apply_tps = apply_rate(&txs);
+    let runner = commonware_runtime::tokio::Runner::new(
+        commonware_runtime::tokio::Config::new()
+            .with_worker_threads(opts.threads)
+            .with_storage_directory(work_dir.join("storage")),
+    );
+    let opts = opts.clone();
+    runner.start(|context| async move {
+        let mut handles: Vec<Handle<CounterApp>> = Vec::new();
+        for (c, g, k) in nodes {
+            let h = start_node(context.child("node"), &c, &g, k, CounterApp::new(CHAIN)).await?;
+            handles.push(h);
+        }
+        // Wait for the first empty blocks so connections are up before timing.
+        handles[0].wait_for_height(2).await;
+        let mut sub = handles[0].subscribe();
+        let mut submitted: HashMap<[u8; 32], Instant> = HashMap::with_capacity(txs.len());
+        let start = Instant::now();
+        let batch = (opts.rate / 100).max(1) as usize;
+        let mut latencies = Vec::with_capacity(txs.len());
+        let mut last_final = start;
+        let mut blocks = 0u64;
+        let mut sent = 0usize;
+        let total = txs.len();
+        let mut pb = None;
+        if total > 0 {
+            let bar = indicatif::ProgressBar::new(total as u64);
+            pb = Some(bar);
+        }
+        while latencies.len() < total {
+            // Submit on schedule.
+            let due = ((start.elapsed().as_secs_f64() * opts.rate as f64) as usize).min(total);
+            while sent < due {
+                let end = (sent + batch).min(due);
+                for (i, tx) in txs[sent..end].iter().enumerate() {
+                    let h = &handles[(sent + i) % handles.len()];
+                    if let Ok(id) = h.submit(tx.clone()) {
+                        submitted.insert(id, Instant::now());
+                    }
+                }
+                sent = end;
+            }
+            // Drain finalized blocks.
+            let next = futures::future::select(
+                sub.next(),
+                Box::pin(context.sleep(Duration::from_millis(5))),
+            )
+            .await;
+            if let futures::future::Either::Left((Some(c), _)) = next {
+                let now = Instant::now();
+                blocks += 1;
+                for id in c.tx_ids.iter() {
+                    if let Some(t) = submitted.remove(id) {
+                        latencies.push(now.duration_since(t).as_secs_f64() * 1000.0);
+                        last_final = now;
+                    }
+                }
+                if let Some(bar) = &pb {
+                    bar.set_position(latencies.len() as u64);
+                }
+            }
+            if sent == total && submitted.is_empty() {
+                break;
+            }
+            if start.elapsed() > Duration::from_secs(600) {
+                break;
+            }
+        }
+        if let Some(bar) = pb {
+            bar.finish_and_clear();
+        }
+        latencies.sort_by(f64::total_cmp);
+        let seconds = last_final.duration_since(start).as_secs_f64().max(1e-9);
+        Ok(BenchReport {
+            finalized: latencies.len(),
+            seconds,
+            tps: latencies.len() as f64 / seconds,
+            p50_ms: percentile(&latencies, 0.5),
+            p99_ms: percentile(&latencies, 0.99),
+            blocks,
+            apply_tps,
+        })
+    })
+}
+
+/// Creates a fresh temporary work directory for [`bench_ledger`].
+pub fn temp_work_dir() -> Result<std::path::PathBuf, BenchError> {
+    let dir = std::env::temp_dir().join(format!(
+        "medspace-bench-{}-{}",
+        std::process::id(),
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or(0)
+    ));
+    std::fs::create_dir_all(&dir).map_err(|e| BenchError::Dir {
+        path: dir.display().to_string(),
+        error: e.to_string(),
+    })?;
+    Ok(dir)
+}

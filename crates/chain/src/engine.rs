@@ -1,0 +1,1066 @@
+//! The consensus engine around an [`Application`]: simplex + marshal + block/tx gossip.
+//!
+//! Layout per validator:
+//! - simplex (votes, certificates, resolver channels) drives agreement on block digests;
+//! - marshal's [`Inline`] wrapper is simplex's automaton/relay/reporter: it broadcasts full
+//!   blocks through `buffered` broadcast, fetches missing blocks over the backfill channel, and
+//!   verifies each proposal with our [`Node`] (re-execution) before voting;
+//! - marshal stores finalized blocks and finalization certificates in `immutable` archives and
+//!   hands them to the finalizer in height order, at least once;
+//! - the finalizer commits each finalized block's diff exactly once (duplicates are skipped by
+//!   height), updates tx statuses and the mempool, then acknowledges the block to marshal;
+//! - transactions submitted locally are admitted with [`Application::check_tx`] and gossiped to
+//!   all peers over their own channel.
+
+use crate::{
+    Application,
+    block::{Block, BlockLimits, tx_hash},
+    mempool::{Mempool, MempoolError, MempoolLimits},
+};
+use bytes::Bytes;
+use commonware_actor::Feedback;
+use commonware_consensus::{
+    Heightable as _, Reporter,
+    marshal::{
+        self, Identifier, Update,
+        ancestry::Ancestry,
+        core::{Actor as MarshalActor, Mailbox as MarshalMailbox},
+        resolver::p2p as marshal_resolver,
+        standard::{Inline, Standard},
+    },
+    simplex::{
+        self,
+        config::{ForwardPolicy, SkipBudget, SkipPolicy},
+        elector::RoundRobin,
+        types::{Context as SimplexContext, Finalization},
+    },
+    types::{Epoch, FixedEpocher, Height, ViewDelta},
+};
+use commonware_cryptography::{
+    Digested, Digestible as _, Sha256, Signer as _,
+    certificate::{ConstantProvider, Verifier as _},
+    ed25519,
+    sha256::Digest,
+};
+use commonware_p2p::{Blocker, Provider, Receiver, Recipients, Sender};
+use commonware_parallel::Sequential;
+use commonware_runtime::{Clock, Metrics, Spawner, Storage, buffer::paged::CacheRef};
+use commonware_storage::archive::immutable;
+use commonware_utils::{Acknowledgement as _, NZU16, NZU64, NZUsize, ordered::Set, sync::Mutex};
+use futures::{StreamExt as _, channel::mpsc};
+use rand_core::CryptoRng;
+use std::{
+    collections::HashMap,
+    num::NonZeroUsize,
+    sync::Arc,
+    time::{Duration, UNIX_EPOCH},
+};
+use tracing::{debug, error, info, warn};
+
+/// Signing scheme of the consortium: ed25519 multi-signature certificates.
+pub type Scheme = simplex::scheme::ed25519::Scheme;
+/// Validator identity.
+pub type PublicKey = ed25519::PublicKey;
+/// Marshal mailbox for our block type.
+pub type Marshal = MarshalMailbox<Scheme, Standard<Block>>;
+/// A finalization certificate over a block digest.
+pub type BlockFinalization = Finalization<Scheme, Digest>;
+
+/// Epoch length: the validator set is fixed, so one epoch covers the whole chain.
+const EPOCH_LENGTH: u64 = u64::MAX / 2;
+
+/// Errors starting or using the engine.
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    /// This node's key is not in the validator set.
+    #[error("signing key is not a validator: public_key={0}")]
+    NotValidator(String),
+    /// The validator set is empty or has duplicates.
+    #[error("invalid validator set: {0}")]
+    Validators(String),
+    /// A storage archive failed to open.
+    #[error("storage error: partition={partition} error={error}")]
+    Storage {
+        /// Partition name.
+        partition: String,
+        /// Underlying error.
+        error: String,
+    },
+    /// Replaying finalized blocks on start failed.
+    #[error("replay failed at height={height}: {reason}")]
+    Replay {
+        /// First height that could not be replayed.
+        height: u64,
+        /// Why.
+        reason: String,
+    },
+}
+
+/// Why a submitted transaction was not accepted.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SubmitError {
+    /// Refused by [`Application::check_tx`].
+    #[error("transaction rejected: {0}")]
+    Rejected(String),
+    /// Larger than the block limit for one transaction.
+    #[error("transaction too large: size={size} max={max}")]
+    TooLarge {
+        /// Size of the transaction.
+        size: usize,
+        /// Limit.
+        max: usize,
+    },
+    /// Already finalized.
+    #[error("transaction already finalized: height={0}")]
+    AlreadyFinalized(u64),
+    /// Mempool refused it (duplicate or full).
+    #[error(transparent)]
+    Mempool(#[from] MempoolError),
+}
+
+/// Status of a transaction as seen by this node.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum TxStatus {
+    /// Waiting in the mempool.
+    Pending,
+    /// In a finalized block: `outcome` is `Ok` or the refusal reason from the application.
+    Finalized {
+        /// Block height.
+        height: u64,
+        /// Application outcome.
+        outcome: Result<(), String>,
+    },
+    /// Dropped by this node's proposer because the application refused it.
+    Dropped(String),
+    /// Not known.
+    Unknown,
+}
+
+/// A finalized block as committed by this node.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Committed {
+    /// Height.
+    pub height: u64,
+    /// Block digest.
+    pub digest: Digest,
+    /// State root after the block (equals the header's root).
+    pub root: [u8; 32],
+    /// Number of transactions in the block.
+    pub txs: usize,
+    /// Ids (SHA-256) of the block's transactions, in order.
+    pub tx_ids: Arc<Vec<[u8; 32]>>,
+}
+
+/// Engine configuration.
+pub struct Config<B, P> {
+    /// Chain id (also the consensus namespace).
+    pub chain_id: String,
+    /// This validator's consensus key.
+    pub signer: ed25519::PrivateKey,
+    /// All validators.
+    pub validators: Vec<PublicKey>,
+    /// Prefix of every storage partition of this node.
+    pub partition_prefix: String,
+    /// Peer blocker (the p2p oracle/control).
+    pub blocker: B,
+    /// Peer set provider (the p2p oracle/manager).
+    pub peer_provider: P,
+    /// Block limits (also the block codec configuration).
+    pub block_limits: BlockLimits,
+    /// Mempool limits.
+    pub mempool_limits: MempoolLimits,
+    /// How far ahead of local time a proposal's time may be, in ms.
+    pub max_future_ms: u64,
+    /// Simplex leader timeout.
+    pub leader_timeout: Duration,
+    /// Simplex certification timeout.
+    pub certification_timeout: Duration,
+    /// Simplex nullify retry.
+    pub timeout_retry: Duration,
+    /// Marshal/simplex fetch timeout.
+    pub fetch_timeout: Duration,
+    /// Mailbox sizes.
+    pub mailbox_size: NonZeroUsize,
+}
+
+/// The network channels one validator needs, all on the same authenticated network.
+pub struct Channels<S, R> {
+    /// Simplex votes.
+    pub votes: (S, R),
+    /// Simplex certificates.
+    pub certificates: (S, R),
+    /// Simplex certificate resolver.
+    pub resolver: (S, R),
+    /// Marshal backfill.
+    pub backfill: (S, R),
+    /// Full blocks (buffered broadcast).
+    pub blocks: (S, R),
+    /// Transaction gossip.
+    pub txs: (S, R),
+}
+
+/// Channel ids used by [`Channels`] (register these on the p2p network).
+pub mod channel {
+    /// Votes.
+    pub const VOTES: u64 = 0;
+    /// Certificates.
+    pub const CERTIFICATES: u64 = 1;
+    /// Certificate resolver.
+    pub const RESOLVER: u64 = 2;
+    /// Marshal backfill.
+    pub const BACKFILL: u64 = 3;
+    /// Blocks.
+    pub const BLOCKS: u64 = 4;
+    /// Transactions.
+    pub const TXS: u64 = 5;
+}
+
+#[derive(Clone)]
+struct Executed<D> {
+    height: u64,
+    parent: Digest,
+    time_ms: u64,
+    diff: Arc<D>,
+    tx_ids: Arc<Vec<[u8; 32]>>,
+    outcomes: Arc<Vec<Result<(), String>>>,
+}
+
+/// Executed-but-unfinalized ancestry from the committed tip to some block.
+struct PendingChain<D> {
+    /// Diffs, oldest first.
+    diffs: Vec<Arc<D>>,
+    /// Digests of the same blocks, oldest first.
+    digests: Vec<Digest>,
+    /// Height of the newest block (the committed height when empty).
+    height: u64,
+    /// Time of the newest block.
+    time_ms: u64,
+}
+
+struct Shared<A: Application> {
+    app: A,
+    /// `finalized[h]` = (digest, time, root) of the finalized block at height h (0 = genesis).
+    finalized: Vec<(Digest, u64, [u8; 32])>,
+    pending: HashMap<Digest, Executed<A::Diff>>,
+    mempool: Mempool,
+    status: HashMap<[u8; 32], TxStatus>,
+    subscribers: Vec<mpsc::UnboundedSender<Committed>>,
+    halted: Option<String>,
+}
+
+impl<A: Application> Shared<A> {
+    fn committed(&self) -> (u64, Digest, u64) {
+        let h = self.finalized.len().saturating_sub(1) as u64;
+        match self.finalized.last() {
+            Some((d, t, _)) => (h, *d, *t),
+            None => (0, Digest::from([0u8; 32]), 0),
+        }
+    }
+
+    /// Pending diffs from the committed tip up to and including `digest` (oldest first), or
+    /// `None` when `digest` does not descend from the committed tip through executed blocks.
+    fn chain_to(&self, mut digest: Digest) -> Option<PendingChain<A::Diff>> {
+        let (_, tip, tip_time) = self.committed();
+        let mut diffs = Vec::new();
+        let mut digests = Vec::new();
+        let mut top: Option<(u64, u64)> = None;
+        loop {
+            if digest == tip {
+                diffs.reverse();
+                digests.reverse();
+                let (h, t) =
+                    top.unwrap_or((self.finalized.len().saturating_sub(1) as u64, tip_time));
+                return Some(PendingChain {
+                    diffs,
+                    digests,
+                    height: h,
+                    time_ms: t,
+                });
+            }
+            let e = self.pending.get(&digest)?;
+            if top.is_none() {
+                top = Some((e.height, e.time_ms));
+            }
+            diffs.push(e.diff.clone());
+            digests.push(digest);
+            digest = e.parent;
+        }
+    }
+
+    fn finalized_at(&self, height: u64) -> Option<Digest> {
+        usize::try_from(height)
+            .ok()
+            .and_then(|h| self.finalized.get(h))
+            .map(|(d, _, _)| *d)
+    }
+}
+
+enum Check {
+    Valid,
+    Invalid(String),
+}
+
+/// The application side of consensus for one node (implements marshal's `Application`).
+pub struct Node<A: Application> {
+    shared: Arc<Mutex<Shared<A>>>,
+    limits: BlockLimits,
+    max_future_ms: u64,
+}
+
+impl<A: Application> Clone for Node<A> {
+    fn clone(&self) -> Self {
+        Self {
+            shared: self.shared.clone(),
+            limits: self.limits,
+            max_future_ms: self.max_future_ms,
+        }
+    }
+}
+
+fn now_ms(clock: &impl Clock) -> u64 {
+    clock
+        .current()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+        .unwrap_or(0)
+}
+
+impl<A: Application> Node<A> {
+    /// Checks and executes one block whose parent is executed or committed; caches its diff.
+    fn execute_block(&self, block: &Block, now: Option<u64>) -> Check {
+        let mut shared = self.shared.lock();
+        let digest = block.digest();
+        let (committed_h, _, _) = shared.committed();
+        if block.header.height <= committed_h {
+            return if shared.finalized_at(block.header.height) == Some(digest) {
+                Check::Valid
+            } else {
+                Check::Invalid(format!(
+                    "conflicts with finalized chain: height={}",
+                    block.header.height
+                ))
+            };
+        }
+        if shared.pending.contains_key(&digest) {
+            return Check::Valid;
+        }
+        let Some(PendingChain {
+            diffs,
+            height: parent_h,
+            time_ms: parent_time,
+            ..
+        }) = shared.chain_to(block.header.parent)
+        else {
+            return Check::Invalid(format!(
+                "parent not on the committed chain: height={}",
+                block.header.height
+            ));
+        };
+        if block.header.height != parent_h.saturating_add(1) {
+            return Check::Invalid(format!(
+                "height is not parent+1: height={} parent_height={parent_h}",
+                block.header.height
+            ));
+        }
+        if block.header.time_ms <= parent_time {
+            return Check::Invalid(format!(
+                "time not after parent: time_ms={} parent_time_ms={parent_time}",
+                block.header.time_ms
+            ));
+        }
+        if let Some(now) = now
+            && block.header.time_ms > now.saturating_add(self.max_future_ms)
+        {
+            return Check::Invalid(format!(
+                "time too far in the future: time_ms={} now_ms={now}",
+                block.header.time_ms
+            ));
+        }
+        if block.txs.len() > self.limits.max_txs || block.tx_bytes() > self.limits.max_block_bytes {
+            return Check::Invalid(format!("block over limits: txs={}", block.txs.len()));
+        }
+        let refs: Vec<&A::Diff> = diffs.iter().map(|d| d.as_ref()).collect();
+        let (diff, root, outcomes) =
+            shared
+                .app
+                .execute(&refs, block.header.height, block.header.time_ms, &block.txs);
+        if root != block.header.state_root {
+            return Check::Invalid(format!(
+                "state root mismatch: height={} header={} computed={}",
+                block.header.height,
+                hex::encode(block.header.state_root),
+                hex::encode(root)
+            ));
+        }
+        shared.pending.insert(
+            digest,
+            Executed {
+                height: block.header.height,
+                parent: block.header.parent,
+                time_ms: block.header.time_ms,
+                diff: Arc::new(diff),
+                tx_ids: Arc::new(block.txs.iter().map(|t| tx_hash(t)).collect()),
+                outcomes: Arc::new(outcomes),
+            },
+        );
+        Check::Valid
+    }
+
+    /// Walks `ancestry` (newest first) until reaching a block whose parent is known, then
+    /// executes the collected blocks oldest first. Returns the verdict for the newest block.
+    async fn ensure_executed(
+        &self,
+        mut ancestry: impl Ancestry<Block>,
+        now_for_newest: Option<u64>,
+    ) -> Option<Check> {
+        let mut stack: Vec<Digested<Block>> = Vec::new();
+        while let Some(block) = ancestry.next().await {
+            let done = {
+                let shared = self.shared.lock();
+                let (committed_h, tip, _) = shared.committed();
+                let b = block.inner();
+                b.header.height <= committed_h
+                    || b.header.parent == tip
+                    || shared.pending.contains_key(&block.digest())
+                    || shared.pending.contains_key(&b.header.parent)
+            };
+            stack.push(block);
+            if done {
+                break;
+            }
+        }
+        let newest = stack.first().map(|b| b.digest());
+        let mut verdict = None;
+        while let Some(block) = stack.pop() {
+            let now = if Some(block.digest()) == newest {
+                now_for_newest
+            } else {
+                None
+            };
+            match self.execute_block(block.inner(), now) {
+                Check::Valid => verdict = Some(Check::Valid),
+                Check::Invalid(reason) => return Some(Check::Invalid(reason)),
+            }
+        }
+        verdict
+    }
+
+    fn build(&self, parent: Digest, now: u64) -> Option<Block> {
+        let mut shared = self.shared.lock();
+        let PendingChain {
+            diffs,
+            digests,
+            height: parent_h,
+            time_ms: parent_time,
+        } = shared.chain_to(parent)?;
+        // Transactions already in pending ancestors must not be proposed again.
+        let in_flight: std::collections::HashSet<[u8; 32]> = digests
+            .iter()
+            .filter_map(|d| shared.pending.get(d))
+            .flat_map(|e| e.tx_ids.iter().copied())
+            .collect();
+        let height = parent_h.saturating_add(1);
+        let time_ms = now.max(parent_time.saturating_add(1));
+        let refs: Vec<&A::Diff> = diffs.iter().map(|d| d.as_ref()).collect();
+        let selected =
+            shared
+                .mempool
+                .select(self.limits.max_txs, self.limits.max_block_bytes, |id| {
+                    in_flight.contains(id)
+                });
+        let mut txs: Vec<Bytes> = selected.iter().map(|(_, tx)| tx.clone()).collect();
+        let (mut diff, mut root, outcomes) = shared.app.execute(&refs, height, time_ms, &txs);
+        let mut final_outcomes = outcomes.clone();
+        if outcomes.iter().any(Result::is_err) {
+            // Drop refused transactions from the proposal (and from the pool) and re-execute.
+            let mut kept = Vec::with_capacity(txs.len());
+            for ((id, tx), outcome) in selected.iter().zip(outcomes) {
+                match outcome {
+                    Ok(()) => kept.push(tx.clone()),
+                    Err(reason) => {
+                        shared.mempool.remove(id);
+                        shared.status.insert(*id, TxStatus::Dropped(reason));
+                    }
+                }
+            }
+            txs = kept;
+            let (d, r, o) = shared.app.execute(&refs, height, time_ms, &txs);
+            diff = d;
+            root = r;
+            final_outcomes = o;
+        }
+        let block = Block::new(parent, height, time_ms, txs, root);
+        shared.pending.insert(
+            block.digest(),
+            Executed {
+                height,
+                parent,
+                time_ms,
+                diff: Arc::new(diff),
+                tx_ids: Arc::new(block.txs.iter().map(|t| tx_hash(t)).collect()),
+                outcomes: Arc::new(final_outcomes),
+            },
+        );
+        Some(block)
+    }
+
+    /// Commits a finalized block (skips heights already committed). Errors when the block does
+    /// not extend the committed tip or its root does not match re-execution.
+    fn commit(&self, block: &Block) -> Result<bool, String> {
+        let mut shared = self.shared.lock();
+        if let Some(reason) = &shared.halted {
+            return Err(reason.clone());
+        }
+        let (committed_h, tip, _) = shared.committed();
+        let height = block.header.height;
+        if height <= committed_h {
+            return Ok(false);
+        }
+        if height != committed_h + 1 || block.header.parent != tip {
+            return Err(format!(
+                "finalized block does not extend the committed tip: height={height} committed_height={committed_h}"
+            ));
+        }
+        let digest = block.digest();
+        let (diff, outcomes) = match shared.pending.get(&digest) {
+            Some(e) => (e.diff.clone(), e.outcomes.clone()),
+            None => {
+                let (diff, root, outcomes) =
+                    shared
+                        .app
+                        .execute(&[], height, block.header.time_ms, &block.txs);
+                if root != block.header.state_root {
+                    let reason = format!(
+                        "finalized block root mismatch: height={height} header={} computed={}",
+                        hex::encode(block.header.state_root),
+                        hex::encode(root)
+                    );
+                    shared.halted = Some(reason.clone());
+                    return Err(reason);
+                }
+                (Arc::new(diff), Arc::new(outcomes))
+            }
+        };
+        let root = shared.app.commit(height, &diff);
+        if root != block.header.state_root {
+            let reason = format!("committed root differs from header: height={height}");
+            shared.halted = Some(reason.clone());
+            return Err(reason);
+        }
+        shared.finalized.push((digest, block.header.time_ms, root));
+        let tx_ids: Vec<[u8; 32]> = block.txs.iter().map(|tx| tx_hash(tx)).collect();
+        for (id, outcome) in tx_ids.iter().zip(outcomes.iter()) {
+            shared.mempool.remove(id);
+            shared.status.insert(
+                *id,
+                TxStatus::Finalized {
+                    height,
+                    outcome: outcome.clone(),
+                },
+            );
+        }
+        shared.pending.retain(|_, e| e.height > height);
+        let event = Committed {
+            height,
+            digest,
+            root,
+            txs: block.txs.len(),
+            tx_ids: Arc::new(tx_ids),
+        };
+        shared
+            .subscribers
+            .retain(|s| s.unbounded_send(event.clone()).is_ok());
+        Ok(true)
+    }
+}
+
+impl<E, A> commonware_consensus::Application<E> for Node<A>
+where
+    E: Clock + Send + Sync + 'static,
+    A: Application,
+{
+    type SigningScheme = Scheme;
+    type Context = SimplexContext<Digest, PublicKey>;
+    type Block = Block;
+    type Input = ();
+
+    async fn propose(
+        &mut self,
+        context: (E, Self::Context),
+        ancestry: impl Ancestry<Self::Block>,
+        _input: (),
+    ) -> Option<Digested<Block>> {
+        let (clock, ctx) = context;
+        let parent = ctx.parent.1;
+        match self.ensure_executed(ancestry, None).await {
+            Some(Check::Valid) => {}
+            Some(Check::Invalid(reason)) => {
+                warn!(%reason, "chain.block.propose: parent invalid");
+                return None;
+            }
+            None => return None,
+        }
+        let block = self.build(parent, now_ms(&clock))?;
+        debug!(
+            height = block.header.height,
+            txs = block.txs.len(),
+            "chain.block.propose"
+        );
+        let digest = block.digest();
+        Some(Digested::precomputed(block, digest))
+    }
+
+    async fn verify(
+        &mut self,
+        context: (E, Self::Context),
+        ancestry: impl Ancestry<Self::Block>,
+    ) -> bool {
+        let (clock, _) = context;
+        match self.ensure_executed(ancestry, Some(now_ms(&clock))).await {
+            Some(Check::Valid) => true,
+            Some(Check::Invalid(reason)) => {
+                warn!(%reason, "chain.block.verify: rejected");
+                false
+            }
+            None => false,
+        }
+    }
+}
+
+/// Receives finalized blocks from marshal and forwards them to the finalizer task.
+#[derive(Clone)]
+pub struct Finalizer {
+    sender: mpsc::UnboundedSender<Update<Block>>,
+}
+
+impl Reporter for Finalizer {
+    type Activity = Update<Block>;
+
+    fn report(&mut self, activity: Self::Activity) -> Feedback {
+        if let Update::Block(..) = &activity {
+            let _ = self.sender.unbounded_send(activity);
+        }
+        Feedback::Ok
+    }
+}
+
+/// Handle to a running node: submit transactions, query status, subscribe to finalized blocks.
+pub struct Handle<A: Application> {
+    node: Node<A>,
+    marshal: Marshal,
+    gossip: Arc<dyn Fn(Bytes) + Send + Sync>,
+    max_tx_bytes: usize,
+}
+
+impl<A: Application> Clone for Handle<A> {
+    fn clone(&self) -> Self {
+        Self {
+            node: self.node.clone(),
+            marshal: self.marshal.clone(),
+            gossip: self.gossip.clone(),
+            max_tx_bytes: self.max_tx_bytes,
+        }
+    }
+}
+
+fn admit<A: Application>(
+    shared: &Mutex<Shared<A>>,
+    tx: &Bytes,
+    max: usize,
+) -> Result<[u8; 32], SubmitError> {
+    if tx.len() > max {
+        return Err(SubmitError::TooLarge {
+            size: tx.len(),
+            max,
+        });
+    }
+    let mut shared = shared.lock();
+    let id = shared.app.check_tx(tx).map_err(SubmitError::Rejected)?;
+    if let Some(TxStatus::Finalized { height, .. }) = shared.status.get(&id) {
+        return Err(SubmitError::AlreadyFinalized(*height));
+    }
+    shared.mempool.insert(id, tx.clone())?;
+    shared.status.insert(id, TxStatus::Pending);
+    Ok(id)
+}
+
+impl<A: Application> Handle<A> {
+    /// Admits a transaction (check_tx, size limit, dedup), adds it to the mempool and gossips it
+    /// to the other validators. Returns the tx id. Nothing changes on error.
+    pub fn submit(&self, tx: Bytes) -> Result<[u8; 32], SubmitError> {
+        let id = admit(&self.node.shared, &tx, self.max_tx_bytes)?;
+        (self.gossip)(tx);
+        Ok(id)
+    }
+
+    /// Status of a transaction by id.
+    pub fn status(&self, id: &[u8; 32]) -> TxStatus {
+        self.node
+            .shared
+            .lock()
+            .status
+            .get(id)
+            .cloned()
+            .unwrap_or(TxStatus::Unknown)
+    }
+
+    /// Committed height.
+    pub fn height(&self) -> u64 {
+        self.node.shared.lock().committed().0
+    }
+
+    /// (digest, root) of the finalized block at `height`.
+    pub fn finalized(&self, height: u64) -> Option<(Digest, [u8; 32])> {
+        let shared = self.node.shared.lock();
+        usize::try_from(height)
+            .ok()
+            .and_then(|h| shared.finalized.get(h))
+            .map(|(d, _, r)| (*d, *r))
+    }
+
+    /// All finalized (digest, root) pairs from genesis.
+    pub fn finalized_chain(&self) -> Vec<(Digest, [u8; 32])> {
+        self.node
+            .shared
+            .lock()
+            .finalized
+            .iter()
+            .map(|(d, _, r)| (*d, *r))
+            .collect()
+    }
+
+    /// Number of pending transactions.
+    pub fn mempool_len(&self) -> usize {
+        self.node.shared.lock().mempool.len()
+    }
+
+    /// Reason the node stopped committing, if it did (a finalized block failed re-execution).
+    pub fn halted(&self) -> Option<String> {
+        self.node.shared.lock().halted.clone()
+    }
+
+    /// Committed application state (read-only use).
+    pub fn with_app<T>(&self, f: impl FnOnce(&A) -> T) -> T {
+        f(&self.node.shared.lock().app)
+    }
+
+    /// Subscribes to blocks committed from now on.
+    pub fn subscribe(&self) -> mpsc::UnboundedReceiver<Committed> {
+        let (tx, rx) = mpsc::unbounded();
+        self.node.shared.lock().subscribers.push(tx);
+        rx
+    }
+
+    /// Waits until the committed height is at least `height`.
+    pub async fn wait_for_height(&self, height: u64) {
+        let mut sub = self.subscribe();
+        while self.height() < height {
+            if sub.next().await.is_none() {
+                return;
+            }
+        }
+    }
+
+    /// A stored finalized block and its finalization certificate.
+    pub async fn block(&self, height: u64) -> Option<(Block, Option<BlockFinalization>)> {
+        let block = self
+            .marshal
+            .get_block(Identifier::Height(Height::new(height)))
+            .await?;
+        let fin = self.marshal.get_finalization(Height::new(height)).await;
+        Some((block.inner().clone(), fin))
+    }
+}
+
+pub(crate) fn archive_config<C>(
+    prefix: &str,
+    name: &str,
+    codec_config: C,
+    page_cache: CacheRef,
+) -> immutable::Config<C> {
+    immutable::Config {
+        metadata_partition: format!("{prefix}-{name}-metadata"),
+        freezer_table_partition: format!("{prefix}-{name}-freezer-table"),
+        freezer_table_initial_size: 256,
+        freezer_table_resize_frequency: 10,
+        freezer_table_resize_chunk_size: 128,
+        freezer_key_partition: format!("{prefix}-{name}-freezer-key"),
+        freezer_key_page_cache: page_cache,
+        freezer_value_partition: format!("{prefix}-{name}-freezer-value"),
+        freezer_value_target_size: 1 << 20,
+        freezer_value_compression: None,
+        ordinal_partition: format!("{prefix}-{name}-ordinal"),
+        items_per_section: NZU64!(1024),
+        codec_config,
+        replay_buffer: NZUsize!(1 << 13),
+        freezer_key_write_buffer: NZUsize!(1 << 13),
+        freezer_value_write_buffer: NZUsize!(1 << 13),
+        ordinal_write_buffer: NZUsize!(1 << 13),
+    }
+}
+
+/// Starts a validator: opens storage, replays finalized blocks into `app`, starts marshal,
+/// simplex and the gossip tasks. `app` must hold the genesis state.
+pub async fn start<E, A, S, R, B, P>(
+    context: E,
+    config: Config<B, P>,
+    app: A,
+    channels: Channels<S, R>,
+) -> Result<Handle<A>, EngineError>
+where
+    E: Clock + CryptoRng + Spawner + Storage + Metrics,
+    A: Application,
+    S: Sender<PublicKey = PublicKey>,
+    R: Receiver<PublicKey = PublicKey>,
+    B: Blocker<PublicKey = PublicKey>,
+    P: Provider<PublicKey = PublicKey>,
+{
+    let me = config.signer.public_key();
+    let participants = Set::try_from(config.validators.clone())
+        .map_err(|e| EngineError::Validators(format!("{e:?}")))?;
+    let scheme = Scheme::signer(
+        config.chain_id.as_bytes(),
+        participants,
+        config.signer.clone(),
+    )
+    .ok_or_else(|| EngineError::NotValidator(me.to_string()))?;
+    let genesis = Block::genesis(&config.chain_id, app.root());
+    let shared = Arc::new(Mutex::new(Shared {
+        app,
+        finalized: vec![(genesis.digest(), 0, genesis.header.state_root)],
+        pending: HashMap::new(),
+        mempool: Mempool::new(config.mempool_limits),
+        status: HashMap::new(),
+        subscribers: Vec::new(),
+        halted: None,
+    }));
+    let node = Node {
+        shared: shared.clone(),
+        limits: config.block_limits,
+        max_future_ms: config.max_future_ms,
+    };
+    let prefix = config.partition_prefix.clone();
+    let page_cache = CacheRef::new(NZU16!(4096), NZUsize!(64));
+
+    // Marshal backfill resolver.
+    let (backfill_handler, backfill) = marshal_resolver::init(
+        context.child("backfill"),
+        marshal_resolver::Config {
+            public_key: me.clone(),
+            peer_provider: config.peer_provider.clone(),
+            blocker: config.blocker.clone(),
+            mailbox_size: config.mailbox_size,
+            fetch_timeout: commonware_utils::NonZeroDuration::new(config.fetch_timeout)
+                .unwrap_or(commonware_utils::NZDuration!(Duration::from_secs(1))),
+            fetch_retry_delay: Duration::from_millis(100),
+            priority_requests: false,
+            priority_responses: false,
+        },
+        channels.backfill,
+    );
+    let resolver = (backfill_handler, backfill);
+
+    // Full-block broadcast.
+    let (broadcast_engine, buffer) = commonware_broadcast::buffered::Engine::new(
+        context.child("broadcast"),
+        commonware_broadcast::buffered::Config {
+            public_key: me.clone(),
+            mailbox_size: config.mailbox_size,
+            deque_size: 10,
+            priority: false,
+            codec_config: config.block_limits,
+            peer_provider: config.peer_provider.clone(),
+            strategy: Sequential,
+        },
+    );
+    broadcast_engine.start(channels.blocks);
+
+    let finalizations = immutable::Archive::init(
+        context.child("finalizations_by_height"),
+        archive_config(
+            &prefix,
+            "finalizations-by-height",
+            scheme.certificate_codec_config(),
+            page_cache.clone(),
+        ),
+    )
+    .await
+    .map_err(|e| EngineError::Storage {
+        partition: format!("{prefix}-finalizations-by-height"),
+        error: e.to_string(),
+    })?;
+    let blocks = immutable::Archive::init(
+        context.child("finalized_blocks"),
+        archive_config(
+            &prefix,
+            "finalized-blocks",
+            config.block_limits,
+            page_cache.clone(),
+        ),
+    )
+    .await
+    .map_err(|e| EngineError::Storage {
+        partition: format!("{prefix}-finalized-blocks"),
+        error: e.to_string(),
+    })?;
+    let epocher = FixedEpocher::new(NZU64!(EPOCH_LENGTH));
+    let (actor, marshal_mailbox, _floor) = MarshalActor::init(
+        context.child("marshal"),
+        finalizations,
+        blocks,
+        marshal::Config {
+            provider: ConstantProvider::new(scheme.clone()),
+            epocher: epocher.clone(),
+            start: marshal::Start::Genesis(Digested::precomputed(
+                genesis.clone(),
+                genesis.digest(),
+            )),
+            partition_prefix: format!("{prefix}-marshal"),
+            mailbox_size: config.mailbox_size,
+            view_retention: ViewDelta::new(10),
+            prunable_items_per_section: NZU64!(64),
+            page_cache: page_cache.clone(),
+            replay_buffer: NZUsize!(1 << 13),
+            key_write_buffer: NZUsize!(1 << 13),
+            value_write_buffer: NZUsize!(1 << 13),
+            block_codec_config: config.block_limits,
+            max_repair: NZUsize!(16),
+            max_pending_acks: NZUsize!(16),
+            strategy: Sequential,
+        },
+    )
+    .await;
+    let (fin_tx, mut fin_rx) = mpsc::unbounded();
+    actor.start(Finalizer { sender: fin_tx }, buffer, resolver);
+
+    // Rebuild the committed state from marshal's finalized blocks before consensus starts.
+    let processed = marshal_mailbox
+        .get_processed()
+        .await
+        .map(|p| p.height().get())
+        .unwrap_or(0);
+    for height in 1..=processed {
+        let block = marshal_mailbox
+            .get_block(Identifier::Height(Height::new(height)))
+            .await
+            .ok_or_else(|| EngineError::Replay {
+                height,
+                reason: "finalized block missing from storage".into(),
+            })?;
+        node.commit(block.inner())
+            .map_err(|reason| EngineError::Replay { height, reason })?;
+    }
+    if processed > 0 {
+        info!(processed, "chain.node.replay: committed state rebuilt");
+    }
+
+    // Finalizer: commit in order, then acknowledge to marshal.
+    {
+        let node = node.clone();
+        let marshal_mailbox = marshal_mailbox.clone();
+        context.child("finalizer").spawn(move |_| async move {
+            while let Some(update) = fin_rx.next().await {
+                let Update::Block(block, ack) = update else {
+                    continue;
+                };
+                let height = block.height().get();
+                // Fill any gap from storage (marshal delivers in order; this is defensive).
+                let committed = node.shared.lock().committed().0;
+                for h in committed.saturating_add(1)..height {
+                    match marshal_mailbox
+                        .get_block(Identifier::Height(Height::new(h)))
+                        .await
+                    {
+                        Some(b) => {
+                            if let Err(reason) = node.commit(b.inner()) {
+                                error!(%reason, "chain.block.commit: failed");
+                                return;
+                            }
+                        }
+                        None => {
+                            error!(height = h, "chain.block.commit: missing finalized block");
+                            return;
+                        }
+                    }
+                }
+                match node.commit(block.inner()) {
+                    Ok(_) => ack.acknowledge(),
+                    Err(reason) => {
+                        error!(%reason, "chain.block.commit: failed; node halted");
+                        return;
+                    }
+                }
+            }
+        });
+    }
+
+    // Consensus.
+    let inline = Inline::new(
+        context.child("inline"),
+        node.clone(),
+        marshal_mailbox.clone(),
+        epocher,
+    );
+    let engine = simplex::Engine::new(
+        context.child("simplex"),
+        simplex::config::Config {
+            scheme,
+            elector: RoundRobin::<Sha256>::default(),
+            blocker: config.blocker.clone(),
+            automaton: inline.clone(),
+            relay: inline.clone(),
+            reporter: inline,
+            strategy: Sequential,
+            partition: format!("{prefix}-simplex"),
+            mailbox_size: config.mailbox_size,
+            epoch: Epoch::zero(),
+            floor: simplex::config::Floor::Genesis(genesis.digest()),
+            replay_buffer: NZUsize!(1 << 13),
+            write_buffer: NZUsize!(1 << 13),
+            page_cache,
+            leader_timeout: config.leader_timeout,
+            certification_timeout: config.certification_timeout,
+            timeout_retry: config.timeout_retry,
+            view_retention: ViewDelta::new(10),
+            skip: SkipPolicy::Enabled {
+                timeout: config
+                    .timeout_retry
+                    .saturating_add(config.certification_timeout),
+                budget: SkipBudget::Participants,
+            },
+            fetch_timeout: commonware_utils::NonZeroDuration::new(config.fetch_timeout)
+                .unwrap_or(commonware_utils::NZDuration!(Duration::from_secs(1))),
+            fetch_retry_delay: Duration::from_millis(100),
+            forward: ForwardPolicy::Disabled,
+            track_historical_votes: false,
+        },
+    );
+    engine.start(channels.votes, channels.certificates, channels.resolver);
+
+    // Transaction gossip.
+    let (gossip_sender, mut gossip_receiver) = channels.txs;
+    {
+        let shared = shared.clone();
+        let max = config.block_limits.max_tx_bytes;
+        context.child("tx_gossip").spawn(move |_| async move {
+            while let Ok((_, msg)) = gossip_receiver.recv().await {
+                let tx = Bytes::copy_from_slice(msg.as_ref());
+                // Refusals are expected (duplicates via several peers, races with finality).
+                let _ = admit(&shared, &tx, max);
+            }
+        });
+    }
+    let gossip: Arc<dyn Fn(Bytes) + Send + Sync> = {
+        let sender = Mutex::new(gossip_sender);
+        Arc::new(move |tx: Bytes| {
+            let _ = sender.lock().send(Recipients::All, tx, false);
+        })
+    };
+    info!(public_key = %me, "chain.node.start: validator started");
+    Ok(Handle {
+        node,
+        marshal: marshal_mailbox,
+        gossip,
+        max_tx_bytes: config.block_limits.max_tx_bytes,
+    })
+}

@@ -1,0 +1,60 @@
+//! The medspace consortium chain.
+//!
+//! This crate replicates a deterministic [`Application`] (the ledger state machine, written in
+//! `medspace-state`) across a fixed consortium of validators with commonware's simplex BFT
+//! consensus. It is generic over the application so consensus can be tested with no knowledge of
+//! medical transactions.
+//!
+//! - [`block`]: the [`block::Block`] type. Its header commits to the parent, the height, the
+//!   proposer's time, a hash of the ordered transactions and the state root after applying them.
+//! - [`mempool`]: admission-checked, deduplicated, size-bounded pool of pending transactions.
+//! - [`engine`]: wires simplex + marshal (block delivery, finalized-block storage, backfill) +
+//!   buffered broadcast + a transaction gossip channel around the application. Blocks build on
+//!   notarized but unfinalized parents by keeping each executed block's [`Application::Diff`];
+//!   finalized blocks are committed in height order exactly once.
+//! - [`testing`]: a small real application (signed key-value counters, ed25519, nonces, SHA-256
+//!   root) used by the tests and benchmarks.
+//!
+//! Durability: the committed state is not stored separately. On start the engine replays every
+//! finalized block that marshal persisted (heights `1..=processed`) through
+//! [`Application::commit`] before consensus starts, so the applied height can never disagree with
+//! the state (both are derived from the same finalized-block archive).
+#![cfg_attr(
+    not(test),
+    deny(clippy::unwrap_used, clippy::expect_used, clippy::panic)
+)]
+
+pub mod api;
+pub mod audit;
+pub mod bench;
+pub mod block;
+pub mod engine;
+pub mod mempool;
+pub mod node;
+pub mod testing;
+
+/// The deterministic application the chain replicates. Transactions are opaque encoded bytes.
+pub trait Application: Clone + Send + Sync + 'static {
+    /// The writes one block makes, kept for not-yet-finalized blocks (blocks may build on
+    /// notarized but unfinalized parents).
+    type Diff: Clone + Send + Sync + 'static;
+    /// Cheap admission check for the mempool (decodes, checks signature, chain id, and that the
+    /// nonce is not already used in committed state). Returns the 32-byte tx id.
+    fn check_tx(&self, tx: &[u8]) -> Result<[u8; 32], String>;
+    /// Execute `txs` on top of the committed state plus `pending` diffs (oldest first), as block
+    /// `height` with block time `time_ms`. Deterministic. Refused transactions are not an error:
+    /// they are reported per transaction. Returns the diff, the state root after the block, and
+    /// one outcome per tx (Ok or the refusal reason).
+    fn execute(
+        &self,
+        pending: &[&Self::Diff],
+        height: u64,
+        time_ms: u64,
+        txs: &[bytes::Bytes],
+    ) -> (Self::Diff, [u8; 32], Vec<Result<(), String>>);
+    /// Make a finalized block's diff part of the committed state (called in height order,
+    /// exactly once per height). Returns the new root.
+    fn commit(&mut self, height: u64, diff: &Self::Diff) -> [u8; 32];
+    /// Root of the committed state.
+    fn root(&self) -> [u8; 32];
+}

@@ -1,0 +1,73 @@
+//! Chain subcommands: `medspace init --consortium <spec> --out <dir>` and
+//! `medspace bench ledger`.
+
+use anyhow::Context as _;
+use clap::{Args, Subcommand};
+use std::path::PathBuf;
+
+/// `medspace init`.
+#[derive(Args)]
+pub struct InitArgs {
+    /// Consortium spec (TOML): chain_id, [[nodes]] name/validator/p2p/http, optional app.
+    #[arg(long)]
+    pub consortium: PathBuf,
+    /// Output directory (genesis.json, <node>/node.key, <node>/node.toml).
+    #[arg(long)]
+    pub out: PathBuf,
+}
+
+/// `medspace bench <name>`.
+#[derive(Subcommand)]
+pub enum BenchCommand {
+    /// Four validators over loopback TCP: finalized tx/s, p50/p99 submission→finality latency,
+    /// single-node apply rate.
+    Ledger {
+        /// Transactions to submit.
+        #[arg(long, default_value_t = 40_000)]
+        txs: usize,
+        /// Submission rate (tx/s).
+        #[arg(long, default_value_t = 8_000)]
+        rate: u64,
+        /// First loopback port.
+        #[arg(long, default_value_t = 17_400)]
+        base_port: u16,
+    },
+}
+
+/// Runs `medspace init`.
+pub fn init(args: InitArgs) -> anyhow::Result<()> {
+    let text = std::fs::read_to_string(&args.consortium)
+        .with_context(|| format!("reading consortium spec {}", args.consortium.display()))?;
+    let spec: medspace_chain::node::ConsortiumSpec = toml::from_str(&text)
+        .with_context(|| format!("parsing consortium spec {}", args.consortium.display()))?;
+    let configs = medspace_chain::node::init_consortium(&spec, &args.out)?;
+    println!("genesis: {}", args.out.join("genesis.json").display());
+    for c in configs {
+        println!("node config: {}", c.display());
+    }
+    Ok(())
+}
+
+/// Runs `medspace bench ...`.
+pub fn bench(cmd: BenchCommand) -> anyhow::Result<()> {
+    match cmd {
+        BenchCommand::Ledger {
+            txs,
+            rate,
+            base_port,
+        } => {
+            let opts = medspace_chain::bench::BenchOptions {
+                txs,
+                rate,
+                base_port,
+                ..Default::default()
+            };
+            let dir = medspace_chain::bench::temp_work_dir()?;
+            let report = medspace_chain::bench::bench_ledger(&opts, &dir);
+            let _ = std::fs::remove_dir_all(&dir);
+            let report = report?;
+            println!("bench ledger: validators={} {report}", opts.validators);
+            Ok(())
+        }
+    }
+}
