@@ -64,10 +64,13 @@ impl Consortium {
                     name: Text::new(name)?,
                     kind,
                     key: key.public(),
-                    agreement_key: Hash::of(&[
-                        b"medspace/devnet/agreement",
-                        id.as_str().as_bytes(),
-                    ]),
+                    agreement_key: Hash(
+                        x25519_dalek::PublicKey::from(&crate::demo::agreement_secret(
+                            seed,
+                            id.as_str(),
+                        ))
+                        .to_bytes(),
+                    ),
                 },
                 balance,
             });

@@ -29,23 +29,23 @@ struct Patient {
     hospital: usize,
 }
 
-/// The study's question: persons with type 2 diabetes (SNOMED 44054006) and an HbA1c
-/// (LOINC 4548-4) of at least 6.5 %, counted by sex. Run at each hospital over its consenting
-/// patients only (the worker registers them as `consented`).
-const STUDY_SQL: &str = "SELECT p.gender_source_value AS sex, COUNT(DISTINCT p.person_id) AS n \
-    FROM person p JOIN consented c ON p.person_id = c.person_id \
-    WHERE p.person_id IN (SELECT person_id FROM condition_occurrence WHERE condition_source_value = '44054006') \
-    AND p.person_id IN (SELECT person_id FROM measurement WHERE measurement_source_value = '4548-4' AND value_as_number >= 6.5) \
-    GROUP BY p.gender_source_value ORDER BY sex";
+/// The study's question as a federated query specification: persons with type 2 diabetes
+/// (SNOMED 44054006) and an HbA1c (LOINC 4548-4) of at least 6.5 % by the index date, counted by
+/// sex and age band. Each hospital compiles it to SQL locally and runs it over its consenting
+/// patients only.
+const STUDY_SPEC: &str = r#"{"version":1,"cohort":{"conditions":["44054006"],"measurement":{"code":"4548-4","op":">=","value":6.5},"index_date":"2025-01-01"},"aggregate":"count","group_by":["sex"]}"#;
 
-/// The fields the study reads in each hospital's dataset.
-const STUDY_FIELDS: [(&str, &str); 5] = [
-    ("person", "person_id"),
-    ("person", "gender_source_value"),
-    ("condition_occurrence", "condition_source_value"),
-    ("measurement", "measurement_source_value"),
-    ("measurement", "value_as_number"),
-];
+/// Deterministic X25519 secret of a devnet member (its public key is in the genesis).
+pub fn agreement_secret(seed: u64, member: &str) -> x25519_dalek::StaticSecret {
+    x25519_dalek::StaticSecret::from(
+        Hash::of(&[
+            b"medspace/devnet/agreement",
+            &seed.to_be_bytes(),
+            member.as_bytes(),
+        ])
+        .0,
+    )
+}
 
 fn step(n: &mut usize, text: &str) {
     *n += 1;
@@ -181,17 +181,22 @@ pub fn run(opts: &DemoOptions) -> anyhow::Result<()> {
         "a researcher asks for an L3 research contract over the three hospitals",
     );
     let researcher = c.user_key("research-1.researcher")?;
+    let (_, validated) = medspace_privacy::query::parse(STUDY_SPEC)?;
     let mut fields = Vec::new();
     for h in HOSPITALS {
-        for (t, f) in STUDY_FIELDS {
+        for (t, f) in validated
+            .reads
+            .iter()
+            .chain([("person", "person_id")].iter())
+        {
             fields.push(FieldRef {
                 dataset: DatasetId::new(&format!("{h}.cdm"))?,
-                table: Text::new(t)?,
-                field: Text::new(f)?,
+                table: Text::new(*t)?,
+                field: Text::new(*f)?,
             });
         }
     }
-    let query = STUDY_SQL.as_bytes();
+    let query = STUDY_SPEC.as_bytes();
     let r = ledger.must(
         researcher,
         Payload::SubmitRequest(SubmitRequest {
@@ -256,13 +261,15 @@ pub fn run(opts: &DemoOptions) -> anyhow::Result<()> {
         &mut n,
         "the researcher runs a job; each hospital checks contract and consent at the job's block and computes locally",
     );
-    let fields_read: Vec<(String, String)> = STUDY_FIELDS
+    let k = ledger.state.policy()?.min_cell_k;
+    let secrets: Vec<x25519_dalek::StaticSecret> = nodes
         .iter()
-        .map(|(t, f)| (t.to_string(), f.to_string()))
+        .map(|n| agreement_secret(opts.seed, &n.member))
         .collect();
-    let run_job = |ledger: &mut Local,
-                   eps: u64|
-     -> anyhow::Result<JobOutcome> {
+    let peers: Vec<x25519_dalek::PublicKey> =
+        secrets.iter().map(x25519_dalek::PublicKey::from).collect();
+    let spec = medspace_privacy::query::parse(STUDY_SPEC)?.0;
+    let run_job = |ledger: &mut Local, eps: u64| -> anyhow::Result<JobOutcome> {
         let r = ledger.must(
             researcher,
             Payload::SubmitJob(SubmitJob {
@@ -275,42 +282,67 @@ pub fn run(opts: &DemoOptions) -> anyhow::Result<()> {
             bail!("expected a job")
         };
         let mut contributions = Vec::new();
-        let mut table: Vec<(String, i64)> = Vec::new();
-        for node in &nodes {
+        let mut shares = Vec::new();
+        let mut rng = medspace_privacy::dp::os_rng()?;
+        for (i, node) in nodes.iter().enumerate() {
             let member = MemberId::new(&node.member)?;
             let links = medspace_compute::Links::load(&node.dir)?;
-            let plan =
-                medspace_compute::plan_job(&ledger.state, job, &member, &links, &fields_read)?;
-            let rows = medspace_compute::local::run(&node.dir, &plan.cohort, STUDY_SQL)?;
-            let found: i64 = rows
-                .iter()
-                .map(|r| r.values.first().copied().unwrap_or(0))
-                .sum();
+            let keys = medspace_compute::federated::SiteKeys {
+                me: i,
+                secret: &secrets[i],
+                peers: &peers,
+            };
+            let share = medspace_compute::federated::run_site(
+                &ledger.state,
+                job,
+                &member,
+                &node.dir,
+                &links,
+                &keys,
+                medspace_compute::federated::Protection::Full { k },
+                &mut rng,
+            )?;
             println!(
-                "    {:<12} {} of {} linked patients consent; {found} match the study question",
+                "    {:<12} {} of {} linked patients consent; sends a masked vector of {} cells (first word {:016x}…)",
                 node.member,
-                plan.cohort.len(),
-                plan.cohort.len() + plan.excluded
+                share.cohort,
+                node.patients.len(),
+                share.masked.len(),
+                share.masked.first().copied().unwrap_or(0)
             );
-            for row in rows {
-                let key = row.key.join("/");
-                let v = row.values.first().copied().unwrap_or(0);
-                match table.iter_mut().find(|(k, _)| *k == key) {
-                    Some((_, total)) => *total += v,
-                    None => table.push((key, v)),
-                }
-            }
             contributions.push(Contribution {
                 member,
-                records: plan.cohort.len() as u64,
+                records: share.cohort,
             });
+            shares.push(share.masked);
         }
+        let cells = medspace_compute::federated::release(
+            &spec,
+            &shares,
+            &[],
+            medspace_compute::federated::Protection::Full { k },
+        )?;
+        let table = cells
+            .iter()
+            .map(|c| {
+                (
+                    medspace_compute::federated::group_label(&c.group),
+                    c.n.unwrap_or(-1),
+                )
+            })
+            .collect();
         Ok((job, contributions, table))
     };
     let (job, contributions, table) = run_job(&mut ledger, 500_000)?;
-    println!("    result (all hospitals):");
-    for (k, v) in &table {
-        println!("      {k:<8} {v:>6}");
+    println!(
+        "    aggregator sums the shares (masks cancel), suppresses cells below k={k}; released to the researcher:"
+    );
+    for (g, v) in &table {
+        if *v < 0 {
+            println!("      {g:<8} suppressed (< {k})");
+        } else {
+            println!("      {g:<8} {v:>6}   (discrete Laplace noise, ε=0.5)");
+        }
     }
     let result_hash = Hash::of(&[b"medspace/result/v1", format!("{table:?}").as_bytes()]);
     ledger.must(

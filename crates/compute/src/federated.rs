@@ -94,8 +94,11 @@ pub fn job_binding(job: JobId) -> [u8; 32] {
 
 /// Parses a job's computation as a query specification.
 pub fn job_spec(state: &State, job: JobId) -> Result<QuerySpec, FederatedError> {
-    let rec = state.job(job)?.ok_or_else(|| PlanError::UnknownJob(job.to_string()))?;
-    let json = std::str::from_utf8(rec.computation.as_bytes()).map_err(|_| FederatedError::Layout("computation is not utf-8 json".into()))?;
+    let rec = state
+        .job(job)?
+        .ok_or_else(|| PlanError::UnknownJob(job.to_string()))?;
+    let json = std::str::from_utf8(rec.computation.as_bytes())
+        .map_err(|_| FederatedError::Layout("computation is not utf-8 json".into()))?;
     Ok(medspace_privacy::query::parse(json)?.0)
 }
 
@@ -110,13 +113,28 @@ fn values_per_group(spec: &QuerySpec) -> usize {
 fn mechanisms(spec: &QuerySpec, epsilon_micro: u64) -> (Mechanism, Option<Mechanism>) {
     match &spec.aggregate {
         // Each person is in exactly one cell: the histogram's L1 sensitivity is 1.
-        Aggregate::Count => (Mechanism::Laplace { epsilon_micro: epsilon_micro.max(1), sensitivity: 1 }, None),
+        Aggregate::Count => (
+            Mechanism::Laplace {
+                epsilon_micro: epsilon_micro.max(1),
+                sensitivity: 1,
+            },
+            None,
+        ),
         Aggregate::Mean(m) => {
             let half = (epsilon_micro / 2).max(1);
             let bound = m.lower.abs().max(m.upper.abs());
             // One person changes `sum_fixed` by at most the clamping bound, in thousandths.
             let sens = (bound * 1000.0).ceil().max(1.0) as u64;
-            (Mechanism::Laplace { epsilon_micro: half, sensitivity: 1 }, Some(Mechanism::Laplace { epsilon_micro: half, sensitivity: sens }))
+            (
+                Mechanism::Laplace {
+                    epsilon_micro: half,
+                    sensitivity: 1,
+                },
+                Some(Mechanism::Laplace {
+                    epsilon_micro: half,
+                    sensitivity: sens,
+                }),
+            )
         }
     }
 }
@@ -135,7 +153,11 @@ pub fn run_site<R: rand_core::CryptoRng>(
 ) -> Result<SiteShare, FederatedError> {
     let spec = job_spec(state, job)?;
     let validated = medspace_privacy::query::validate(&spec)?;
-    let reads: Vec<(String, String)> = validated.reads.iter().map(|(t, f)| (t.to_string(), f.to_string())).collect();
+    let reads: Vec<(String, String)> = validated
+        .reads
+        .iter()
+        .map(|(t, f)| (t.to_string(), f.to_string()))
+        .collect();
     let plan = plan_job(state, job, member, links, &reads)?;
     let sql = medspace_privacy::query::compile_sql(&spec, CONSENTED)?;
     let rows = local::run(node_dir, &plan.cohort, &sql)?;
@@ -162,23 +184,46 @@ pub fn run_site<R: rand_core::CryptoRng>(
     if let Protection::Full { .. } = protection {
         let (count_mech, sum_mech) = mechanisms(&spec, plan.job.epsilon_reserved);
         for (idx, cell) in vector.iter_mut().enumerate() {
-            let mech = if idx % per == 0 { &count_mech } else { sum_mech.as_ref().unwrap_or(&count_mech) };
+            let mech = if idx % per == 0 {
+                &count_mech
+            } else {
+                sum_mech.as_ref().unwrap_or(&count_mech)
+            };
             *cell += mech.noise(rng)?;
         }
     }
     let encoded: Vec<u64> = vector.iter().map(|v| secagg::encode_i64(*v)).collect();
-    let masked = secagg::mask(&job_binding(job), keys.me, keys.secret, keys.peers, &encoded)?;
-    Ok(SiteShare { member: member.clone(), masked, cohort: plan.cohort.len() as u64 })
+    let masked = secagg::mask(
+        &job_binding(job),
+        keys.me,
+        keys.secret,
+        keys.peers,
+        &encoded,
+    )?;
+    Ok(SiteShare {
+        member: member.clone(),
+        masked,
+        cohort: plan.cohort.len() as u64,
+    })
 }
 
 /// The aggregator's side: sums the shares (and survivors' reveals for dropped sites) and
 /// releases the cells after suppression.
-pub fn release(spec: &QuerySpec, shares: &[Vec<u64>], reveals: &[Vec<u64>], protection: Protection) -> Result<Vec<Cell>, FederatedError> {
+pub fn release(
+    spec: &QuerySpec,
+    shares: &[Vec<u64>],
+    reveals: &[Vec<u64>],
+    protection: Protection,
+) -> Result<Vec<Cell>, FederatedError> {
     let sum = secagg::aggregate_with_dropouts(shares, reveals)?;
     let layout = medspace_privacy::query::groups(spec);
     let per = values_per_group(spec);
     if sum.len() != layout.len() * per {
-        return Err(FederatedError::Layout(format!("expected {} values, got {}", layout.len() * per, sum.len())));
+        return Err(FederatedError::Layout(format!(
+            "expected {} values, got {}",
+            layout.len() * per,
+            sum.len()
+        )));
     }
     let mut cells = Vec::with_capacity(layout.len());
     for (i, group) in layout.iter().enumerate() {
@@ -188,10 +233,16 @@ pub fn release(spec: &QuerySpec, shares: &[Vec<u64>], reveals: &[Vec<u64>], prot
             Protection::TestNone => Some(n),
         };
         let mean = match (&spec.aggregate, n) {
-            (Aggregate::Mean(_), Some(count)) if count > 0 => sum.get(i * per + 1).map(|v| secagg::decode_i64(*v) as f64 / 1000.0 / count as f64),
+            (Aggregate::Mean(_), Some(count)) if count > 0 => sum
+                .get(i * per + 1)
+                .map(|v| secagg::decode_i64(*v) as f64 / 1000.0 / count as f64),
             _ => None,
         };
-        cells.push(Cell { group: *group, n, mean });
+        cells.push(Cell {
+            group: *group,
+            n,
+            mean,
+        });
     }
     Ok(cells)
 }
@@ -205,5 +256,9 @@ pub fn group_label(g: &GroupKey) -> String {
     if let Some(b) = g.age_band {
         parts.push(b.label());
     }
-    if parts.is_empty() { "all".into() } else { parts.join(" ") }
+    if parts.is_empty() {
+        "all".into()
+    } else {
+        parts.join(" ")
+    }
 }

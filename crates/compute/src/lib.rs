@@ -11,8 +11,8 @@
     deny(clippy::unwrap_used, clippy::expect_used, clippy::panic)
 )]
 
-pub mod links;
 pub mod federated;
+pub mod links;
 pub mod local;
 pub mod plan;
 
