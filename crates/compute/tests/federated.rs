@@ -1,0 +1,538 @@
+//! A federated job over three hospitals' vaults against the same query on the pooled data,
+//! refusals of the plan, and the aggregator's view.
+
+use medspace_compute::Links;
+use medspace_compute::federated::{Protection, SiteKeys, job_binding, release, run_site};
+use medspace_privacy::query::parse;
+use medspace_state::{BlockContext, State};
+use medspace_types::*;
+use medspace_vault::{IngestOptions, OnError, Vault};
+use rand_chacha::ChaCha20Rng;
+use rand_core::SeedableRng;
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+
+const SPEC: &str = r#"{"version":1,"cohort":{"conditions":["44054006"],"index_date":"2025-01-01"},"aggregate":"count","group_by":["sex","age_band"]}"#;
+const HOSPITALS: [&str; 3] = ["hospital-a", "hospital-b", "hospital-c"];
+const PER_HOSPITAL: u64 = 120;
+
+struct World {
+    state: State,
+    height: u64,
+    chain: Name,
+    dirs: Vec<PathBuf>,
+    pooled: PathBuf,
+    researcher: Keypair,
+    nodes: Vec<Keypair>,
+    patients: Vec<Vec<Keypair>>,
+}
+
+fn opts() -> IngestOptions {
+    IngestOptions {
+        on_error: OnError::Refuse,
+        progress: false,
+        vocabulary: None,
+        fail_after: None,
+    }
+}
+
+impl World {
+    fn apply(
+        &mut self,
+        key: &Keypair,
+        payload: Payload,
+    ) -> Result<medspace_state::Receipt, medspace_state::TxError> {
+        self.height += 1;
+        let nonce = self.state.next_nonce(&key.public()).unwrap();
+        let tx = SignedTx::new(&self.chain, key, nonce, payload);
+        self.state.apply(
+            &tx,
+            &BlockContext {
+                height: self.height,
+                time_ms: 1_000_000 + self.height,
+            },
+        )
+    }
+
+    fn new(root: &Path) -> World {
+        let chain = Name::new("test").unwrap();
+        let nodes: Vec<Keypair> = (0..3).map(|i| Keypair::from_seed(100 + i)).collect();
+        let stewards: Vec<Keypair> = (0..3).map(|i| Keypair::from_seed(200 + i)).collect();
+        let researcher = Keypair::from_seed(300);
+        let mut members: Vec<GenesisMember> = HOSPITALS
+            .iter()
+            .zip(&nodes)
+            .map(|(h, k)| GenesisMember {
+                member: Member {
+                    id: MemberId::new(h).unwrap(),
+                    name: Text::new(*h).unwrap(),
+                    kind: MemberKind::Hospital,
+                    key: k.public(),
+                    agreement_key: Hash::default(),
+                },
+                balance: 0,
+            })
+            .collect();
+        members.push(GenesisMember {
+            member: Member {
+                id: MemberId::new("research-1").unwrap(),
+                name: Text::new("R").unwrap(),
+                kind: MemberKind::ResearchInstitute,
+                key: Keypair::from_seed(301).public(),
+                agreement_key: Hash::default(),
+            },
+            balance: 100,
+        });
+        let mut users: Vec<GenesisUser> = HOSPITALS
+            .iter()
+            .zip(&stewards)
+            .map(|(h, k)| GenesisUser {
+                id: UserId::new(&format!("{h}.steward")).unwrap(),
+                member: MemberId::new(h).unwrap(),
+                role: Role::Steward,
+                key: k.public(),
+            })
+            .collect();
+        users.push(GenesisUser {
+            id: UserId::new("research-1.researcher").unwrap(),
+            member: MemberId::new("research-1").unwrap(),
+            role: Role::Researcher,
+            key: researcher.public(),
+        });
+        let mut policy = Policy::default();
+        policy.requirements = List::new(vec![Requirement {
+            level: Level::L2,
+            role: Role::Steward,
+            scope: ApprovalScope::PerOwner,
+        }])
+        .unwrap();
+        let state = State::genesis(&Genesis {
+            chain_id: chain.clone(),
+            time_ms: 1_000_000,
+            members,
+            users,
+            policy,
+        })
+        .unwrap();
+        let mut w = World {
+            state,
+            height: 0,
+            chain,
+            dirs: Vec::new(),
+            pooled: root.join("pooled"),
+            researcher,
+            nodes,
+            patients: Vec::new(),
+        };
+        let mut pooled = Vault::open(&w.pooled).unwrap();
+        for (h, member) in HOSPITALS.iter().enumerate() {
+            let dir = root.join(member);
+            let mut vault = Vault::open(&dir).unwrap();
+            let resources: Vec<serde_json::Value> = medspace_synth::hospital_resources(7, h as u32)
+                .into_iter()
+                .chain(
+                    (0..PER_HOSPITAL)
+                        .flat_map(|i| medspace_synth::patient_resources(7, h as u32, i)),
+                )
+                .collect();
+            vault
+                .ingest_values("synth", resources.clone(), &opts())
+                .unwrap();
+            pooled.ingest_values("synth", resources, &opts()).unwrap();
+            // Every patient registers, links and consents to research.
+            let mut links = Links::default();
+            let mut keys = Vec::new();
+            for (i, (person, _, _)) in vault.persons().into_iter().enumerate() {
+                let key = Keypair::from_seed(10_000 + (h as u64) * 1000 + i as u64);
+                let id = PatientId::from_key(&key.public());
+                links.link(person, id).unwrap();
+                w.apply(&key, Payload::RegisterPatient(RegisterPatient {}))
+                    .unwrap();
+                w.apply(
+                    &key,
+                    Payload::SetConsent(SetConsent {
+                        purpose: Purpose::Research,
+                        study: None,
+                        decision: Decision::Allow,
+                        l4_opt_in: false,
+                    }),
+                )
+                .unwrap();
+                keys.push(key);
+            }
+            links.save(&dir).unwrap();
+            w.patients.push(keys);
+            let desc = DatasetDescription {
+                id: DatasetId::new(&format!("{member}.cdm")).unwrap(),
+                title: Text::new("cdm").unwrap(),
+                version: 1,
+                tables: List::new(vec![
+                    TableDesc {
+                        name: Text::new("person").unwrap(),
+                        rows: PER_HOSPITAL,
+                        duplicate_ppm: 0,
+                        implausible_ppm: 0,
+                        fields: List::new(vec![
+                            FieldDesc {
+                                name: Text::new("person_id").unwrap(),
+                                level: Level::L2,
+                                missing_ppm: 0,
+                                invalid_ppm: 0,
+                            },
+                            FieldDesc {
+                                name: Text::new("gender_source_value").unwrap(),
+                                level: Level::L2,
+                                missing_ppm: 0,
+                                invalid_ppm: 0,
+                            },
+                            FieldDesc {
+                                name: Text::new("year_of_birth").unwrap(),
+                                level: Level::L2,
+                                missing_ppm: 0,
+                                invalid_ppm: 0,
+                            },
+                        ])
+                        .unwrap(),
+                    },
+                    TableDesc {
+                        name: Text::new("condition_occurrence").unwrap(),
+                        rows: 1,
+                        duplicate_ppm: 0,
+                        implausible_ppm: 0,
+                        fields: List::new(vec![
+                            FieldDesc {
+                                name: Text::new("condition_source_value").unwrap(),
+                                level: Level::L2,
+                                missing_ppm: 0,
+                                invalid_ppm: 0,
+                            },
+                            FieldDesc {
+                                name: Text::new("condition_start_date").unwrap(),
+                                level: Level::L2,
+                                missing_ppm: 0,
+                                invalid_ppm: 0,
+                            },
+                        ])
+                        .unwrap(),
+                    },
+                ])
+                .unwrap(),
+                content_hash: Hash::default(),
+            };
+            w.apply(
+                &stewards[h],
+                Payload::PublishDataset(PublishDataset { dataset: desc }),
+            )
+            .unwrap();
+            w.dirs.push(dir);
+        }
+        w
+    }
+
+    fn contract(&mut self, fields: &[(&str, &str)]) -> ContractId {
+        let mut refs = Vec::new();
+        for h in HOSPITALS {
+            for (t, f) in fields {
+                refs.push(FieldRef {
+                    dataset: DatasetId::new(&format!("{h}.cdm")).unwrap(),
+                    table: Text::new(*t).unwrap(),
+                    field: Text::new(*f).unwrap(),
+                });
+            }
+        }
+        let r = self
+            .apply(
+                &self.researcher.clone(),
+                Payload::SubmitRequest(SubmitRequest {
+                    purpose: Purpose::Research,
+                    mode: Mode::Compute,
+                    study: None,
+                    fields: List::new(refs).unwrap(),
+                    computation: Blob::new(SPEC.as_bytes().to_vec()).unwrap(),
+                    expiry_ms: 1_000_000 + 1_000_000,
+                    epsilon_budget: 1_000_000,
+                    fee: 0,
+                }),
+            )
+            .unwrap();
+        let Some(medspace_state::Created::Contract(id)) = r.created else {
+            panic!("no contract")
+        };
+        for h in 0..3 {
+            self.apply(
+                &Keypair::from_seed(200 + h),
+                Payload::Approve(Approve { contract: id }),
+            )
+            .unwrap();
+        }
+        id
+    }
+
+    fn job(&mut self, contract: ContractId) -> JobId {
+        let r = self
+            .apply(
+                &self.researcher.clone(),
+                Payload::SubmitJob(SubmitJob {
+                    contract,
+                    computation: Blob::new(SPEC.as_bytes().to_vec()).unwrap(),
+                    epsilon: 100_000,
+                }),
+            )
+            .unwrap();
+        let Some(medspace_state::Created::Job(id)) = r.created else {
+            panic!("no job")
+        };
+        id
+    }
+}
+
+const ALL_FIELDS: [(&str, &str); 5] = [
+    ("person", "person_id"),
+    ("person", "gender_source_value"),
+    ("person", "year_of_birth"),
+    ("condition_occurrence", "condition_source_value"),
+    ("condition_occurrence", "condition_start_date"),
+];
+
+fn secrets() -> (
+    Vec<x25519_dalek::StaticSecret>,
+    Vec<x25519_dalek::PublicKey>,
+) {
+    let s: Vec<x25519_dalek::StaticSecret> = (0..3u8)
+        .map(|i| x25519_dalek::StaticSecret::from([i + 1; 32]))
+        .collect();
+    let p = s.iter().map(x25519_dalek::PublicKey::from).collect();
+    (s, p)
+}
+
+fn run_all(
+    w: &World,
+    job: JobId,
+    protection: Protection,
+    drop: Option<usize>,
+) -> Vec<(String, Option<i64>)> {
+    let (secrets, peers) = secrets();
+    let spec = parse(SPEC).unwrap().0;
+    let mut rng = ChaCha20Rng::seed_from_u64(5);
+    let mut shares = Vec::new();
+    for (i, member) in HOSPITALS.iter().enumerate() {
+        if Some(i) == drop {
+            continue;
+        }
+        let links = Links::load(&w.dirs[i]).unwrap();
+        let keys = SiteKeys {
+            me: i,
+            secret: &secrets[i],
+            peers: &peers,
+        };
+        let share = run_site(
+            &w.state,
+            job,
+            &MemberId::new(member).unwrap(),
+            &w.dirs[i],
+            &links,
+            &keys,
+            protection,
+            &mut rng,
+        )
+        .unwrap();
+        shares.push(share.masked);
+    }
+    let mut reveals = Vec::new();
+    if let Some(d) = drop {
+        for i in (0..3).filter(|i| *i != d) {
+            reveals.push(
+                medspace_privacy::secagg::unmask_dropped(
+                    &job_binding(job),
+                    i,
+                    &secrets[i],
+                    &peers,
+                    &[d],
+                    shares[0].len(),
+                )
+                .unwrap(),
+            );
+        }
+    }
+    release(&spec, &shares, &reveals, protection)
+        .unwrap()
+        .into_iter()
+        .map(|c| (medspace_compute::federated::group_label(&c.group), c.n))
+        .collect()
+}
+
+fn pooled(w: &World, exclude: &[&Path]) -> Vec<(String, Option<i64>)> {
+    // The same compiled query on the pooled vault, every pooled patient consenting.
+    let spec = parse(SPEC).unwrap().0;
+    let sql =
+        medspace_privacy::query::compile_sql(&spec, medspace_compute::local::CONSENTED).unwrap();
+    let vault = Vault::open_read_only(&w.pooled).unwrap();
+    let excluded: BTreeSet<String> = exclude
+        .iter()
+        .flat_map(|d| {
+            Vault::open_read_only(d)
+                .unwrap()
+                .persons()
+                .into_iter()
+                .map(|(_, id, _)| id)
+        })
+        .collect();
+    let cohort: BTreeSet<i64> = vault
+        .persons()
+        .into_iter()
+        .filter(|(_, id, _)| !excluded.contains(id))
+        .map(|(p, _, _)| p)
+        .collect();
+    let rows = medspace_compute::local::run(&w.pooled, &cohort, &sql).unwrap();
+    let layout = medspace_privacy::query::groups(&spec);
+    let mut out: Vec<(String, Option<i64>)> = layout
+        .iter()
+        .map(|g| (medspace_compute::federated::group_label(g), Some(0)))
+        .collect();
+    for r in rows {
+        let i = medspace_privacy::query::group_index(
+            &layout,
+            r.key.first().map(String::as_str),
+            r.key.get(1).map(String::as_str),
+        );
+        if let Some(i) = i {
+            out[i].1 = Some(r.values[0]);
+        }
+    }
+    out
+}
+
+#[test]
+fn federated_equals_pooled_without_protection_and_handles_a_dropout() {
+    let root = tempfile::tempdir().unwrap();
+    let mut w = World::new(root.path());
+    let contract = w.contract(&ALL_FIELDS);
+    let job = w.job(contract);
+    let fed = run_all(&w, job, Protection::TestNone, None);
+    let pool = pooled(&w, &[]);
+    assert_eq!(fed, pool);
+    assert!(
+        pool.iter().map(|(_, n)| n.unwrap()).sum::<i64>() > 0,
+        "the cohort is not empty"
+    );
+    // Hospital c drops out after masking began: the survivors' sum is exact.
+    let fed = run_all(&w, job, Protection::TestNone, Some(2));
+    assert_eq!(fed, pooled(&w, &[&w.dirs[2]]));
+    // With protection, cells below k are suppressed and the rest are noisy but close.
+    let protected = run_all(&w, job, Protection::Full { k: 10 }, None);
+    for ((g, p), (_, exact)) in protected.iter().zip(pooled(&w, &[])) {
+        match p {
+            None => {}
+            Some(v) => assert!((v - exact.unwrap()).abs() < 200, "{g}: {v} vs {exact:?}"),
+        }
+    }
+}
+
+#[test]
+fn revoked_consent_leaves_the_next_jobs_cohort() {
+    let root = tempfile::tempdir().unwrap();
+    let mut w = World::new(root.path());
+    let contract = w.contract(&ALL_FIELDS);
+    let job = w.job(contract);
+    let links = Links::load(&w.dirs[0]).unwrap();
+    let member = MemberId::new("hospital-a").unwrap();
+    let reads: Vec<(String, String)> = ALL_FIELDS
+        .iter()
+        .skip(1)
+        .map(|(t, f)| (t.to_string(), f.to_string()))
+        .collect();
+    let before = medspace_compute::plan_job(&w.state, job, &member, &links, &reads)
+        .unwrap()
+        .cohort
+        .len();
+    let leaver = w.patients[0][0].clone();
+    w.apply(
+        &leaver,
+        Payload::RevokeConsent(RevokeConsent {
+            purpose: Purpose::Research,
+            study: None,
+        }),
+    )
+    .unwrap();
+    // The job submitted before the revocation is judged at its own height.
+    assert_eq!(
+        medspace_compute::plan_job(&w.state, job, &member, &links, &reads)
+            .unwrap()
+            .cohort
+            .len(),
+        before
+    );
+    let job2 = w.job(contract);
+    assert_eq!(
+        medspace_compute::plan_job(&w.state, job2, &member, &links, &reads)
+            .unwrap()
+            .cohort
+            .len(),
+        before - 1
+    );
+}
+
+#[test]
+fn out_of_scope_fields_and_ended_contracts_are_refused() {
+    let root = tempfile::tempdir().unwrap();
+    let mut w = World::new(root.path());
+    // A contract that does not cover condition dates.
+    let contract = w.contract(&ALL_FIELDS[..4]);
+    let job = w.job(contract);
+    let (secrets, peers) = secrets();
+    let links = Links::load(&w.dirs[0]).unwrap();
+    let keys = SiteKeys {
+        me: 0,
+        secret: &secrets[0],
+        peers: &peers,
+    };
+    let mut rng = ChaCha20Rng::seed_from_u64(1);
+    let err = run_site(
+        &w.state,
+        job,
+        &MemberId::new("hospital-a").unwrap(),
+        &w.dirs[0],
+        &links,
+        &keys,
+        Protection::TestNone,
+        &mut rng,
+    )
+    .unwrap_err();
+    assert!(err.to_string().contains("out of scope"), "{err}");
+    // A terminated contract: nothing runs.
+    let contract = w.contract(&ALL_FIELDS);
+    let job = w.job(contract);
+    w.apply(
+        &w.researcher.clone(),
+        Payload::Terminate(Terminate {
+            contract,
+            reason: Text::new("done").unwrap(),
+        }),
+    )
+    .unwrap();
+    let err = run_site(
+        &w.state,
+        job,
+        &MemberId::new("hospital-a").unwrap(),
+        &w.dirs[0],
+        &links,
+        &keys,
+        Protection::TestNone,
+        &mut rng,
+    )
+    .unwrap_err();
+    assert!(err.to_string().contains("terminated"), "{err}");
+    // A member that owns no data in scope.
+    let err = medspace_compute::plan_job(
+        &w.state,
+        job,
+        &MemberId::new("research-1").unwrap(),
+        &links,
+        &[],
+    )
+    .unwrap_err();
+    assert!(
+        err.to_string().contains("terminated") || err.to_string().contains("holds no data"),
+        "{err}"
+    );
+}
