@@ -49,8 +49,7 @@ pub enum Protection {
         /// Suppression threshold (the policy's `min_cell_k`).
         k: u32,
     },
-    /// No noise, no suppression (tests only).
-    #[doc(hidden)]
+    /// No noise, no suppression: only for tests that compare federated and pooled results.
     TestNone,
 }
 

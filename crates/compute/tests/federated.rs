@@ -23,7 +23,6 @@ struct World {
     dirs: Vec<PathBuf>,
     pooled: PathBuf,
     researcher: Keypair,
-    nodes: Vec<Keypair>,
     patients: Vec<Vec<Keypair>>,
 }
 
@@ -99,13 +98,15 @@ impl World {
             role: Role::Researcher,
             key: researcher.public(),
         });
-        let mut policy = Policy::default();
-        policy.requirements = List::new(vec![Requirement {
-            level: Level::L2,
-            role: Role::Steward,
-            scope: ApprovalScope::PerOwner,
-        }])
-        .unwrap();
+        let policy = Policy {
+            requirements: List::new(vec![Requirement {
+                level: Level::L2,
+                role: Role::Steward,
+                scope: ApprovalScope::PerOwner,
+            }])
+            .unwrap(),
+            ..Policy::default()
+        };
         let state = State::genesis(&Genesis {
             chain_id: chain.clone(),
             time_ms: 1_000_000,
@@ -121,7 +122,6 @@ impl World {
             dirs: Vec::new(),
             pooled: root.join("pooled"),
             researcher,
-            nodes,
             patients: Vec::new(),
         };
         let mut pooled = Vault::open(&w.pooled).unwrap();
