@@ -1,0 +1,254 @@
+//! medspace-node: the ledger state machine ([`medspace_state::State`]) as the application the
+//! consortium chain ([`medspace_chain`]) replicates, and the node's ledger-read API over it.
+//!
+//! [`LedgerApp`] implements the chain's `Application`: a block is executed on the state of its
+//! parent — the committed state, or the last of the unfinalized blocks it builds on — and the
+//! result of a block *is* the next state (the state is a persistent trie, so keeping one per
+//! unfinalized block costs only the nodes that block wrote). Committing a finalized block makes
+//! its state the committed one.
+#![cfg_attr(
+    not(test),
+    deny(clippy::unwrap_used, clippy::expect_used, clippy::panic)
+)]
+
+use bytes::Bytes;
+use medspace_chain::Application;
+use medspace_state::{BlockContext, State};
+use medspace_types::{Genesis, SignedTx};
+use std::sync::Arc;
+
+/// The state after a block, kept for blocks that are not final yet.
+#[derive(Clone, Debug)]
+pub struct BlockState {
+    /// The state after the block.
+    pub state: State,
+}
+
+/// The ledger state machine as a chain application.
+#[derive(Clone, Debug)]
+pub struct LedgerApp {
+    committed: State,
+    height: u64,
+}
+
+impl LedgerApp {
+    /// The application at genesis.
+    pub fn new(genesis: &Genesis) -> Result<Self, medspace_state::GenesisError> {
+        Ok(Self {
+            committed: State::genesis(genesis)?,
+            height: 0,
+        })
+    }
+
+    /// The application genesis from the chain's genesis file (`app` holds a medspace genesis).
+    pub fn from_chain_genesis(app: &serde_json::Value) -> Result<Self, String> {
+        let genesis: Genesis =
+            serde_json::from_value(app.clone()).map_err(|e| format!("application genesis: {e}"))?;
+        Self::new(&genesis).map_err(|e| e.to_string())
+    }
+
+    /// The committed state (after the last finalized block).
+    pub fn state(&self) -> &State {
+        &self.committed
+    }
+
+    /// Height of the last committed block.
+    pub fn height(&self) -> u64 {
+        self.height
+    }
+}
+
+/// Orders each signer's transactions by nonce, keeping every signer's slots where they are, so
+/// that a proposer's mempool order never makes a signer's later nonce run first. A pure
+/// function of the block's list: every validator executes the same order.
+fn nonce_order(txs: Vec<(usize, SignedTx)>) -> Vec<(usize, SignedTx)> {
+    use std::collections::BTreeMap;
+    let mut by_signer: BTreeMap<Vec<u8>, Vec<usize>> = BTreeMap::new();
+    for (slot, (_, tx)) in txs.iter().enumerate() {
+        by_signer
+            .entry(tx.body.signer.as_ref().to_vec())
+            .or_default()
+            .push(slot);
+    }
+    let mut out: Vec<Option<(usize, SignedTx)>> = txs.into_iter().map(Some).collect();
+    for slots in by_signer.values() {
+        let mut group: Vec<(usize, SignedTx)> = slots
+            .iter()
+            .filter_map(|s| out.get_mut(*s).and_then(Option::take))
+            .collect();
+        group.sort_by_key(|(_, tx)| tx.body.nonce);
+        for (slot, item) in slots.iter().zip(group) {
+            if let Some(place) = out.get_mut(*slot) {
+                *place = Some(item);
+            }
+        }
+    }
+    out.into_iter().flatten().collect()
+}
+
+impl Application for LedgerApp {
+    type Diff = Arc<BlockState>;
+
+    fn check_tx(&self, tx: &[u8]) -> Result<[u8; 32], String> {
+        let decoded =
+            SignedTx::from_bytes(Bytes::copy_from_slice(tx)).map_err(|e| e.to_string())?;
+        self.committed
+            .check_tx(&decoded)
+            .map_err(|e| e.to_string())?;
+        Ok(medspace_chain::block::tx_hash(tx))
+    }
+
+    fn execute(
+        &self,
+        pending: &[&Self::Diff],
+        height: u64,
+        time_ms: u64,
+        txs: &[Bytes],
+    ) -> (Self::Diff, [u8; 32], Vec<Result<(), String>>) {
+        let mut state = pending
+            .last()
+            .map_or_else(|| self.committed.clone(), |d| d.state.clone());
+        let mut outcomes: Vec<Result<(), String>> = vec![Ok(()); txs.len()];
+        let mut decoded = Vec::with_capacity(txs.len());
+        for (i, raw) in txs.iter().enumerate() {
+            match SignedTx::from_bytes(raw.clone()) {
+                Ok(tx) => decoded.push((i, tx)),
+                Err(e) => {
+                    if let Some(o) = outcomes.get_mut(i) {
+                        *o = Err(e.to_string());
+                    }
+                }
+            }
+        }
+        let ordered = nonce_order(decoded);
+        let list: Vec<SignedTx> = ordered.iter().map(|(_, tx)| tx.clone()).collect();
+        let results = state.apply_block(&BlockContext { height, time_ms }, &list);
+        for ((i, _), r) in ordered.iter().zip(results) {
+            if let (Some(o), Err(e)) = (outcomes.get_mut(*i), r) {
+                *o = Err(e.to_string());
+            }
+        }
+        let root = state.root().0;
+        (Arc::new(BlockState { state }), root, outcomes)
+    }
+
+    fn commit(&mut self, height: u64, diff: &Self::Diff) -> [u8; 32] {
+        self.committed = diff.state.clone();
+        self.height = height;
+        self.committed.root().0
+    }
+
+    fn root(&self) -> [u8; 32] {
+        self.committed.root().0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use medspace_types::*;
+
+    fn genesis() -> (Genesis, Keypair) {
+        let m = Keypair::from_seed(1);
+        let g = Genesis {
+            chain_id: Name::new("t").unwrap(),
+            time_ms: 0,
+            members: vec![GenesisMember {
+                member: Member {
+                    id: MemberId::new("a").unwrap(),
+                    name: Text::new("A").unwrap(),
+                    kind: MemberKind::Hospital,
+                    key: m.public(),
+                    agreement_key: Hash::default(),
+                },
+                balance: 0,
+            }],
+            users: vec![],
+            policy: Policy::default(),
+        };
+        (g, m)
+    }
+
+    fn consent(k: &Keypair, nonce: u64) -> Bytes {
+        SignedTx::new(
+            &Name::new("t").unwrap(),
+            k,
+            nonce,
+            if nonce == 0 {
+                Payload::RegisterPatient(RegisterPatient {})
+            } else {
+                Payload::SetConsent(SetConsent {
+                    purpose: Purpose::Research,
+                    study: None,
+                    decision: Decision::Allow,
+                    l4_opt_in: false,
+                })
+            },
+        )
+        .to_bytes()
+    }
+
+    #[test]
+    fn blocks_build_on_pending_parents_and_commit_in_order() {
+        let (g, _) = genesis();
+        let mut app = LedgerApp::new(&g).unwrap();
+        let p = Keypair::from_seed(9);
+        let genesis_root = app.root();
+        let (d1, r1, o1) = app.execute(&[], 1, 1000, &[consent(&p, 0)]);
+        assert!(o1.iter().all(Result::is_ok));
+        // Block 2 on unfinalized block 1: sees the registration.
+        let (d2, r2, o2) = app.execute(&[&d1], 2, 2000, &[consent(&p, 1)]);
+        assert!(o2.iter().all(Result::is_ok), "{o2:?}");
+        assert_ne!(r1, r2);
+        assert_eq!(app.root(), genesis_root, "nothing committed yet");
+        // The same block executed again gives the same root (determinism).
+        assert_eq!(app.execute(&[&d1], 2, 2000, &[consent(&p, 1)]).1, r2);
+        assert_eq!(app.commit(1, &d1), r1);
+        assert_eq!(app.commit(2, &d2), r2);
+        assert_eq!(app.height(), 2);
+        // A replay is refused at admission and in a block, changing nothing.
+        assert!(app.check_tx(&consent(&p, 1)).unwrap_err().contains("nonce"));
+        let (_, r3, o3) = app.execute(
+            &[],
+            3,
+            3000,
+            &[consent(&p, 1), Bytes::from_static(b"garbage")],
+        );
+        assert!(o3.iter().all(Result::is_err));
+        assert_eq!(r3, r2);
+    }
+
+    #[test]
+    fn a_signers_transactions_run_in_nonce_order_whatever_the_block_order() {
+        let (g, _) = genesis();
+        let app = LedgerApp::new(&g).unwrap();
+        let p = Keypair::from_seed(9);
+        let q = Keypair::from_seed(10);
+        let (_, root_a, oa) = app.execute(
+            &[],
+            1,
+            1000,
+            &[consent(&p, 1), consent(&q, 0), consent(&p, 0)],
+        );
+        assert!(oa.iter().all(Result::is_ok), "{oa:?}");
+        let (_, root_b, _) = app.execute(
+            &[],
+            1,
+            1000,
+            &[consent(&p, 0), consent(&q, 0), consent(&p, 1)],
+        );
+        assert_eq!(root_a, root_b);
+    }
+
+    #[test]
+    fn check_tx_ids_are_the_chains_tx_hash() {
+        let (g, _) = genesis();
+        let app = LedgerApp::new(&g).unwrap();
+        let tx = consent(&Keypair::from_seed(9), 0);
+        assert_eq!(
+            app.check_tx(&tx).unwrap(),
+            medspace_chain::block::tx_hash(&tx)
+        );
+        assert!(app.check_tx(b"junk").is_err());
+    }
+}
