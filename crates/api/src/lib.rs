@@ -161,6 +161,15 @@ fn now_ms() -> u64 {
 
 /// The router of a node's API.
 pub fn router<L: Ledger>(ledger: Arc<L>, limits: Limits) -> Router {
+    routes(ledger, limits, true)
+}
+
+/// The ledger-read routes only (for a node whose chain layer serves `/v1/tx` itself).
+pub fn read_router<L: Ledger>(ledger: Arc<L>, limits: Limits) -> Router {
+    routes(ledger, limits, false)
+}
+
+fn routes<L: Ledger>(ledger: Arc<L>, limits: Limits, with_tx: bool) -> Router {
     let burst = f64::from(limits.burst);
     let ctx = Arc::new(Ctx {
         ledger,
@@ -170,15 +179,18 @@ pub fn router<L: Ledger>(ledger: Arc<L>, limits: Limits) -> Router {
             last: Instant::now(),
         }),
     });
-    Router::new()
+    let mut r = Router::new()
         .route("/v1/health", get(health::<L>))
-        .route("/openapi.json", get(|| async { Json(openapi()) }))
-        .route(
-            "/v1/tx",
-            post(submit_tx::<L>).layer(DefaultBodyLimit::max(MAX_TX_BYTES)),
-        )
-        .route("/v1/tx/{id}", get(tx_status::<L>))
-        .route("/v1/status", get(status::<L>))
+        .route("/openapi.json", get(|| async { Json(openapi()) }));
+    if with_tx {
+        r = r
+            .route(
+                "/v1/tx",
+                post(submit_tx::<L>).layer(DefaultBodyLimit::max(MAX_TX_BYTES)),
+            )
+            .route("/v1/tx/{id}", get(tx_status::<L>));
+    }
+    r.route("/v1/status", get(status::<L>))
         .route("/v1/catalog", get(catalog::<L>))
         .route("/v1/members", get(members::<L>))
         .route("/v1/contracts", get(contracts::<L>))

@@ -46,6 +46,12 @@ enum Command {
     },
     /// Create a consortium: keys, genesis and one config per node.
     Init(chain_cmd::InitArgs),
+    /// Run one node of a consortium (its chain validator and APIs) from its config file.
+    Node {
+        /// The node's TOML config (written by `medspace init`).
+        #[arg(long)]
+        config: PathBuf,
+    },
     /// Write a new ed25519 key pair: the secret to `<out>` (owner-only), the public key to stdout.
     Keygen {
         /// Where to write the secret key.
@@ -138,6 +144,7 @@ fn main() -> anyhow::Result<()> {
         }),
         Command::Keygen { out } => keygen(&out),
         Command::Init(args) => chain_cmd::init(args),
+        Command::Node { config } => medspace_node::run(&config).map_err(anyhow::Error::msg),
         Command::Bench(BenchCommand::Ledger {
             txs,
             rate,

@@ -143,6 +143,75 @@ impl Application for LedgerApp {
     }
 }
 
+/// The node's view for the read API: the committed state of a running chain node.
+pub struct NodeLedger {
+    /// The engine handle.
+    pub handle: medspace_chain::engine::Handle<LedgerApp>,
+}
+
+impl medspace_api::Ledger for NodeLedger {
+    fn snapshot(&self) -> medspace_api::Snapshot {
+        let (state, height) = self.handle.with_app(|a| (a.state().clone(), a.height()));
+        let anchor = match self.handle.finalized(height) {
+            Some((digest, root)) => serde_json::json!({
+                "block": { "height": height, "digest": digest.to_string(), "state_root": medspace_types::Hash(root) },
+                "finality": "certificate stored with the block: GET /v1/blocks/{height}",
+            }),
+            None => serde_json::Value::Null,
+        };
+        medspace_api::Snapshot {
+            state,
+            height,
+            time_ms: 0,
+            anchor,
+        }
+    }
+
+    fn submit(&self, tx: SignedTx) -> Result<medspace_types::Hash, medspace_api::SubmitError> {
+        self.handle
+            .submit(tx.to_bytes())
+            .map(medspace_types::Hash)
+            .map_err(|e| medspace_api::SubmitError::Invalid(e.to_string()))
+    }
+
+    fn tx_status(&self, id: &medspace_types::Hash) -> medspace_api::TxStatus {
+        use medspace_chain::engine::TxStatus as S;
+        match self.handle.status(&id.0) {
+            S::Pending => medspace_api::TxStatus::Pending,
+            S::Finalized {
+                height,
+                outcome: Ok(()),
+            } => medspace_api::TxStatus::Finalized {
+                height,
+                receipt: serde_json::Value::Null,
+            },
+            S::Finalized {
+                height,
+                outcome: Err(reason),
+            } => medspace_api::TxStatus::Refused { height, reason },
+            S::Dropped(reason) => medspace_api::TxStatus::Refused { height: 0, reason },
+            S::Unknown => medspace_api::TxStatus::Unknown,
+        }
+    }
+}
+
+/// Runs a medspace node from its config file until the process stops: the chain replicating
+/// the ledger, its transaction API, and the ledger-read API with proofs.
+pub fn run(config: &std::path::Path) -> Result<(), String> {
+    let cfg = medspace_chain::node::NodeConfig::load(config).map_err(|e| e.to_string())?;
+    medspace_chain::node::run_node(
+        cfg,
+        |g| LedgerApp::from_chain_genesis(&g.app),
+        |handle| {
+            medspace_api::read_router(
+                Arc::new(NodeLedger { handle }),
+                medspace_api::Limits::default(),
+            )
+        },
+    )
+    .map_err(|e| e.to_string())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
