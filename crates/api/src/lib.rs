@@ -300,7 +300,7 @@ fn anchored<T: Serialize>(snap: &Snapshot, body: T) -> Json<Anchored<T>> {
 
 async fn health<L: Ledger>(AxState(ctx): AxState<Arc<Ctx<L>>>) -> Json<Value> {
     let s = ctx.ledger.snapshot();
-    Json(json!({ "status": "ok", "height": s.height }))
+    Json(json!({ "status": "ok", "height": s.height, "root": s.state.root() }))
 }
 
 async fn submit_tx<L: Ledger>(

@@ -7,6 +7,9 @@
 //!   block limits), `409` duplicate, `413` body too large, `429` rate limited, `503` mempool full.
 //! - `GET /v1/tx/{id}` — `pending`, `finalized` (height, outcome), `dropped` (reason) or `404`.
 //! - `GET /v1/blocks/{height}` — header fields, tx ids, whether a finality certificate is stored.
+//! - `GET /v1/blocks/{height}/raw?wait_ms=N` — the finalized block and its finality certificate
+//!   in the binary form of [`crate::follow::encode_finalized`], waiting up to `N` ms (≤ 10 s)
+//!   for that height to be finalized; what observers and verifying clients follow.
 //! - `GET /v1/blocks` — the latest height and the last (up to) 20 block digests and roots.
 //! - `GET /health`, `GET /metrics`.
 //!
@@ -156,6 +159,55 @@ async fn block<A: Application>(
     }
 }
 
+/// Query of `GET /v1/blocks/{height}/raw`.
+#[derive(serde::Deserialize)]
+struct RawQuery {
+    /// Wait up to this long (capped at 10 s) for the height to be finalized.
+    #[serde(default)]
+    wait_ms: u64,
+}
+
+/// Longest a follower may wait at one request for the next block.
+const MAX_WAIT_MS: u64 = 10_000;
+
+async fn block_raw<A: Application>(
+    State(s): State<Arc<ApiState<A>>>,
+    Path(height): Path<u64>,
+    axum::extract::Query(q): axum::extract::Query<RawQuery>,
+) -> Response {
+    if height == 0 {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "height 0 is the genesis block, derived from the genesis file",
+        );
+    }
+    if s.handle.height() < height && q.wait_ms > 0 {
+        let wait = std::time::Duration::from_millis(q.wait_ms.min(MAX_WAIT_MS));
+        let _ = tokio::time::timeout(wait, s.handle.wait_for_height(height)).await;
+    }
+    if s.handle.height() < height {
+        return error(
+            StatusCode::NOT_FOUND,
+            format!("no finalized block: height={height}"),
+        );
+    }
+    match s.handle.block(height).await {
+        Some((b, Some(fin))) => (
+            [("content-type", "application/octet-stream")],
+            crate::follow::encode_finalized(&b, &fin),
+        )
+            .into_response(),
+        Some((_, None)) => error(
+            StatusCode::NOT_FOUND,
+            format!("finality certificate not stored: height={height}"),
+        ),
+        None => error(
+            StatusCode::NOT_FOUND,
+            format!("no finalized block: height={height}"),
+        ),
+    }
+}
+
 async fn blocks<A: Application>(State(s): State<Arc<ApiState<A>>>) -> Response {
     let chain = s.handle.finalized_chain();
     let from = chain.len().saturating_sub(20);
@@ -216,6 +268,7 @@ pub fn router<A: Application>(
         .route("/v1/tx/{id}", get(tx_status::<A>))
         .route("/v1/blocks", get(blocks::<A>))
         .route("/v1/blocks/{height}", get(block::<A>))
+        .route("/v1/blocks/{height}/raw", get(block_raw::<A>))
         .route("/health", get(health::<A>))
         .route("/metrics", get(metrics::<A>))
         .with_state(state)

@@ -13,16 +13,14 @@
 use crate::{
     Application,
     block::Block,
-    engine::{BlockFinalization, Scheme, archive_config},
+    engine::{BlockFinalization, archive_config},
+    follow::{BlockLog, ChainCheck, FollowError},
     node::Genesis,
 };
-use commonware_consensus::simplex::types::Finalization;
-use commonware_cryptography::certificate::Verifier as _;
 use commonware_cryptography::sha256::Digest;
-use commonware_parallel::Sequential;
 use commonware_runtime::{Runner as _, Supervisor as _, buffer::paged::CacheRef};
 use commonware_storage::archive::{Archive as _, Identifier, immutable};
-use commonware_utils::{NZU16, NZUsize, ordered::Set};
+use commonware_utils::{NZU16, NZUsize};
 use std::path::Path;
 
 /// Result of an audit.
@@ -60,10 +58,13 @@ pub fn audit_verify<A: Application>(
     genesis: &Genesis,
     mut app: A,
 ) -> Result<AuditReport, AuditError> {
-    let validators = genesis.validator_keys().map_err(AuditError::Genesis)?;
-    let participants =
-        Set::try_from(validators).map_err(|e| AuditError::Genesis(format!("{e:?}")))?;
-    let verifier = Scheme::verifier(genesis.chain_id.as_bytes(), participants);
+    let mut check =
+        ChainCheck::new(genesis, app.root()).map_err(|e| AuditError::Genesis(e.to_string()))?;
+    let log = data_dir.join(OBSERVED_LOG);
+    if log.is_file() {
+        return audit_log(&log, check, app);
+    }
+    let certificate_config = check.certificate_config();
     let storage = data_dir.join("storage");
     let dir = storage.display().to_string();
     if !storage.is_dir() {
@@ -76,7 +77,6 @@ pub fn audit_verify<A: Application>(
     let runner = commonware_runtime::tokio::Runner::new(
         commonware_runtime::tokio::Config::new().with_storage_directory(storage),
     );
-    let genesis_block = Block::genesis(&genesis.chain_id, app.root());
     runner.start(|context| async move {
         let page_cache = CacheRef::new(NZU16!(4096), NZUsize!(64));
         let limits = crate::block::BlockLimits {
@@ -100,20 +100,17 @@ pub fn audit_verify<A: Application>(
                 archive_config(
                     &prefix,
                     "finalizations-by-height",
-                    verifier.certificate_codec_config(),
+                    certificate_config,
                     page_cache,
                 ),
             )
             .await
             .map_err(storage_err)?;
-        let mut rng = rand::rng();
-        let mut prev = genesis_block.header.digest();
-        let mut prev_time = 0u64;
         let mut height = 0u64;
         let mut root = app.root();
         let fault = loop {
             let h = height + 1;
-            let fin: Result<Option<Finalization<Scheme, Digest>>, _> =
+            let fin: Result<Option<BlockFinalization>, _> =
                 finalizations.get(Identifier::Index(h)).await;
             let block = blocks.get(Identifier::Index(h)).await;
             let (fin, block) = match (fin, block) {
@@ -124,42 +121,10 @@ pub fn audit_verify<A: Application>(
                 (Ok(Some(_)), Ok(None)) => break Some((h, "block missing".into())),
                 (Ok(Some(f)), Ok(Some(b))) => (f, b),
             };
-            let digest = block.header.digest();
-            if block.header.height != h {
-                break Some((
-                    h,
-                    format!("stored block has height={}", block.header.height),
-                ));
+            match step(&mut check, &mut app, &block, &fin) {
+                Ok(r) => root = r,
+                Err(reason) => break Some((h, reason)),
             }
-            if block.header.parent != prev {
-                break Some((
-                    h,
-                    "parent digest does not link to the previous block".into(),
-                ));
-            }
-            if block.header.time_ms <= prev_time {
-                break Some((h, "block time not after parent".into()));
-            }
-            if fin.proposal.payload != digest {
-                break Some((h, "finality certificate is for a different block".into()));
-            }
-            if !fin.verify(&mut rng, &verifier, &Sequential) {
-                break Some((h, "finality certificate signature invalid".into()));
-            }
-            let (diff, computed, _) = app.execute(&[], h, block.header.time_ms, &block.txs);
-            if computed != block.header.state_root {
-                break Some((
-                    h,
-                    format!(
-                        "re-execution gives a different state root: header={} computed={}",
-                        hex::encode(block.header.state_root),
-                        hex::encode(computed)
-                    ),
-                ));
-            }
-            root = app.commit(h, &diff);
-            prev = digest;
-            prev_time = block.header.time_ms;
             height = h;
         };
         Ok(AuditReport {
@@ -168,4 +133,73 @@ pub fn audit_verify<A: Application>(
             root,
         })
     })
+}
+
+/// File name of an observer's block log inside its data directory.
+pub const OBSERVED_LOG: &str = "observed.log";
+
+/// Verifies one block as the next of the chain and executes it; the new root.
+fn step<A: Application>(
+    check: &mut ChainCheck,
+    app: &mut A,
+    block: &Block,
+    fin: &BlockFinalization,
+) -> Result<[u8; 32], String> {
+    check.check(block, fin).map_err(fault_reason)?;
+    let h = block.header.height;
+    let (diff, computed, _) = app.execute(&[], h, block.header.time_ms, &block.txs);
+    if computed != block.header.state_root {
+        return Err(format!(
+            "re-execution gives a different state root: header={} computed={}",
+            hex::encode(block.header.state_root),
+            hex::encode(computed)
+        ));
+    }
+    let root = app.commit(h, &diff);
+    check.advance(block);
+    Ok(root)
+}
+
+/// Audits an observer's block log ([`crate::follow::BlockLog`]).
+fn audit_log<A: Application>(
+    path: &Path,
+    mut check: ChainCheck,
+    mut app: A,
+) -> Result<AuditReport, AuditError> {
+    let mut root = app.root();
+    let (entries, corrupt) = BlockLog::read(path).map_err(|e| AuditError::Storage {
+        dir: path.display().to_string(),
+        error: e.to_string(),
+    })?;
+    let mut fault = None;
+    for (i, raw) in entries.iter().enumerate() {
+        let h = i as u64 + 1;
+        let outcome = check
+            .decode(h, raw)
+            .map_err(fault_reason)
+            .and_then(|(block, fin)| step(&mut check, &mut app, &block, &fin));
+        match outcome {
+            Ok(r) => root = r,
+            Err(reason) => {
+                fault = Some((h, reason));
+                break;
+            }
+        }
+    }
+    if fault.is_none() {
+        fault = corrupt.map(|h| (h, "block log entry corrupt (checksum mismatch)".to_string()));
+    }
+    Ok(AuditReport {
+        verified_height: check.height(),
+        fault,
+        root,
+    })
+}
+
+/// The reason of a fault as the audit names it (the height is reported separately).
+fn fault_reason(e: FollowError) -> String {
+    match e {
+        FollowError::Invalid { reason, .. } | FollowError::Decode { reason, .. } => reason,
+        other => other.to_string(),
+    }
 }

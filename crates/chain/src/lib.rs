@@ -12,6 +12,12 @@
 //!   buffered broadcast + a transaction gossip channel around the application. Blocks build on
 //!   notarized but unfinalized parents by keeping each executed block's [`Application::Diff`];
 //!   finalized blocks are committed in height order exactly once.
+//! - [`follow`]: verifying a finalized chain without voting — the next block's height, parent
+//!   link, time and finality certificate against the genesis validators — the wire form of a
+//!   finalized block, an HTTP source that long-polls validators for it, and the observer's
+//!   append-only block log.
+//! - [`audit`]: `audit verify` over a stopped node's stored chain (a validator's archives or an
+//!   observer's log).
 //! - [`testing`]: a small real application (signed key-value counters, ed25519, nonces, SHA-256
 //!   root) used by the tests and benchmarks.
 //!
@@ -29,6 +35,7 @@ pub mod audit;
 pub mod bench;
 pub mod block;
 pub mod engine;
+pub mod follow;
 pub mod mempool;
 pub mod node;
 pub mod testing;

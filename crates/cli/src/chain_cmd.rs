@@ -8,7 +8,8 @@ use std::path::PathBuf;
 /// `medspace init`.
 #[derive(Args)]
 pub struct InitArgs {
-    /// Consortium spec (TOML): chain_id, [[nodes]] name/validator/p2p/http, optional app.
+    /// Consortium spec (TOML, or JSON if it ends in .json): chain_id, nodes (name, validator,
+    /// p2p, http) and the application genesis `app` (members, users, policy).
     #[arg(long)]
     pub consortium: PathBuf,
     /// Output directory (genesis.json, <node>/node.key, <node>/node.toml).
@@ -38,8 +39,17 @@ pub enum BenchCommand {
 pub fn init(args: InitArgs) -> anyhow::Result<()> {
     let text = std::fs::read_to_string(&args.consortium)
         .with_context(|| format!("reading consortium spec {}", args.consortium.display()))?;
-    let spec: medspace_chain::node::ConsortiumSpec = toml::from_str(&text)
-        .with_context(|| format!("parsing consortium spec {}", args.consortium.display()))?;
+    let is_json = args
+        .consortium
+        .extension()
+        .is_some_and(|e| e.eq_ignore_ascii_case("json"));
+    let spec: medspace_chain::node::ConsortiumSpec = if is_json {
+        serde_json::from_str(&text)
+            .with_context(|| format!("parsing consortium spec {}", args.consortium.display()))?
+    } else {
+        toml::from_str(&text)
+            .with_context(|| format!("parsing consortium spec {}", args.consortium.display()))?
+    };
     let configs = medspace_chain::node::init_consortium(&spec, &args.out)?;
     println!("genesis: {}", args.out.join("genesis.json").display());
     for c in configs {

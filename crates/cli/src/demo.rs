@@ -1,9 +1,12 @@
-//! `medspace demo`: the whole story on an in-process ledger, step by step, with each hospital's
-//! real vault (FHIR ingested into CDM tables, queried with DataFusion inside the hospital).
+//! `medspace demo`: the whole story on a real local consortium, step by step — the devnet's
+//! node processes (four validators and the regulator's observer, over loopback TCP) and each
+//! hospital's real vault (FHIR ingested into CDM tables, queried with DataFusion inside the
+//! hospital). Every transaction goes through consensus; the demo acts on the state it verified
+//! itself from finalized blocks.
 
-use crate::consortium::{Consortium, HOSPITALS};
-use crate::local::Local;
-use crate::{hospitals, publish};
+use crate::consortium::HOSPITALS;
+use crate::devnet::{self, Devnet, DevnetOptions};
+use crate::remote::Remote;
 use anyhow::{Context, bail};
 use medspace_state::{Created, Event, records::PatientEvent};
 use medspace_types::*;
@@ -16,8 +19,10 @@ pub struct DemoOptions {
     pub seed: u64,
     /// One FHIR folder per hospital instead of generated patients.
     pub fhir: Vec<std::path::PathBuf>,
-    /// Where the hospitals' node directories go (recreated on every run).
+    /// Where the consortium's node directories go (recreated on every run).
     pub dir: std::path::PathBuf,
+    /// First loopback port of the demo's consortium.
+    pub base_port: u16,
 }
 
 /// A job's outcome at the hospitals: the job, each hospital's contribution, the result table.
@@ -60,17 +65,71 @@ fn created(r: &medspace_state::Receipt) -> anyhow::Result<&Created> {
 
 /// Runs the demo and prints what happens.
 pub fn run(opts: &DemoOptions) -> anyhow::Result<()> {
-    let t0 = 1_767_225_600_000; // 2026-01-01T00:00:00Z, the devnet's genesis time
-    let c = Consortium::default_devnet(opts.seed, t0)?;
-    let mut ledger = Local::new(&c.genesis)?;
     let mut n = 0;
     println!(
-        "medspace demo: an in-process consortium ledger (the state machine the chain replicates)"
+        "medspace demo: a local consortium of real nodes under {}",
+        opts.dir.display()
     );
-    println!("and one vault per hospital under {}", opts.dir.display());
-
+    if opts.dir.exists() {
+        std::fs::remove_dir_all(&opts.dir)
+            .with_context(|| format!("cannot clear {}", opts.dir.display()))?;
+    }
     step(
         &mut n,
+        "each hospital fills its vault (the data never leaves it); the consortium's nodes start",
+    );
+    let mut net = Devnet::start(
+        &opts.dir,
+        &DevnetOptions {
+            seed: opts.seed,
+            patients: opts.patients,
+            fhir: opts.fhir.clone(),
+            base_port: opts.base_port,
+        },
+    )?;
+    for name in net.node_names() {
+        let role = if net.genesis.observers.iter().any(|o| o.name == name) {
+            "observer (follows and verifies every block)"
+        } else {
+            "validator"
+        };
+        println!(
+            "    {name:<12} http://{:<17} {role}",
+            net.http(&name).map(|a| a.to_string()).unwrap_or_default()
+        );
+    }
+    let mut ledger = net.client()?;
+    let outcome = story(&net, &mut ledger, opts, &mut n);
+    println!("\nstopping the nodes…");
+    net.stop();
+    outcome?;
+    step(
+        &mut n,
+        "audit: each stored chain re-verified from genesis (certificates, links, re-execution)",
+    );
+    for name in ["hospital-a", devnet::OBSERVER] {
+        let report = medspace_node::audit(&net.config(name)).map_err(anyhow::Error::msg)?;
+        match &report.fault {
+            None => println!(
+                "    {name:<12} {} blocks verified, state root {}",
+                report.verified_height,
+                Hash(report.root)
+            ),
+            Some((h, why)) => bail!("audit of {name} failed at height {h}: {why}"),
+        }
+    }
+    Ok(())
+}
+
+fn story(
+    net: &Devnet,
+    ledger: &mut Remote,
+    opts: &DemoOptions,
+    n: &mut usize,
+) -> anyhow::Result<()> {
+    let c = &net.consortium;
+    step(
+        n,
         "genesis: three hospitals, a research institute and a regulator",
     );
     for m in &c.genesis.members {
@@ -82,43 +141,25 @@ pub fn run(opts: &DemoOptions) -> anyhow::Result<()> {
     for u in &c.genesis.users {
         println!("    user   {:<30} {}", u.id, u.role);
     }
-    println!("    state root {}", ledger.state.root());
-
     step(
-        &mut n,
-        "each hospital fills its vault (the data never leaves it) and publishes a catalog entry",
+        n,
+        "each hospital publishes a catalog entry through consensus (description only, no data)",
     );
-    if opts.dir.exists() {
-        std::fs::remove_dir_all(&opts.dir)
-            .with_context(|| format!("cannot clear {}", opts.dir.display()))?;
-    }
-    let source = if opts.fhir.is_empty() {
-        hospitals::Source::Generated {
-            per_hospital: opts.patients as u64,
-        }
-    } else {
-        hospitals::Source::Fhir(&opts.fhir)
-    };
-    let nodes = hospitals::prepare(&opts.dir, &HOSPITALS, opts.seed, &source)?;
-    for node in &nodes {
-        // Quality figures "as of" the demo's genesis day (days since 1970-01-01).
-        let vault_desc =
-            medspace_vault::catalog::describe_node(&node.dir, (t0 / 86_400_000) as i32)?;
-        let desc = publish::ledger_description(&node.member, 1, &vault_desc)?;
-        let rows: u64 = desc.tables.iter().map(|t| t.rows).sum();
-        ledger.submit(
-            c.user_key(&format!("{}.steward", node.member))?,
-            Payload::PublishDataset(PublishDataset { dataset: desc }),
-        )?;
+    devnet::publish_catalogs(net, ledger, |member, d, rows| {
         println!(
-            "    {:<12} {} persons, {} FHIR resources -> {rows} CDM rows; published {}.cdm (no data)",
-            node.member, vault_desc.persons, vault_desc.resources, node.member
+            "    {member:<12} {} persons, {} FHIR resources -> {rows} CDM rows; published {member}.cdm",
+            d.persons, d.resources
         );
-    }
-    ledger.must_block(1000)?;
+    })?;
+    println!(
+        "    finalized at height {}, state root {}",
+        ledger.height(),
+        ledger.state().root()
+    );
+    let nodes = &net.hospitals;
 
     step(
-        &mut n,
+        n,
         "patients register their keys, hospitals link them to their records, patients consent",
     );
     let mut patients = Vec::new();
@@ -132,7 +173,7 @@ pub fn run(opts: &DemoOptions) -> anyhow::Result<()> {
             });
         }
     }
-    ledger.must_block(1000)?;
+    ledger.must_block()?;
     let study = StudyId::new("diabetes-outcomes-2026")?;
     let (mut allow, mut deny, mut study_decline) = (0, 0, 0);
     for (i, p) in patients.iter().enumerate() {
@@ -170,14 +211,14 @@ pub fn run(opts: &DemoOptions) -> anyhow::Result<()> {
             study_decline += 1;
         }
     }
-    ledger.must_block(1000)?;
+    ledger.must_block()?;
     println!(
         "    {} patients: {allow} allow research, {deny} deny, {study_decline} decline study `{study}`",
         patients.len()
     );
 
     step(
-        &mut n,
+        n,
         "a researcher asks for an L3 research contract over the three hospitals",
     );
     let researcher = c.user_key("research-1.researcher")?;
@@ -205,7 +246,7 @@ pub fn run(opts: &DemoOptions) -> anyhow::Result<()> {
             study: Some(study.clone()),
             fields: List::new(fields)?,
             computation: Blob::new(query.to_vec())?,
-            expiry_ms: ledger.time_ms + 90 * 24 * 3600 * 1000,
+            expiry_ms: ledger.time_ms() + 90 * 24 * 3600 * 1000,
             epsilon_budget: 1_000_000,
             fee: 900,
         }),
@@ -214,7 +255,7 @@ pub fn run(opts: &DemoOptions) -> anyhow::Result<()> {
         bail!("expected a contract")
     };
     let rec = ledger
-        .state
+        .state()
         .contract(contract)?
         .context("contract missing")?;
     println!(
@@ -232,7 +273,7 @@ pub fn run(opts: &DemoOptions) -> anyhow::Result<()> {
     }
 
     step(
-        &mut n,
+        n,
         "reviewers approve: each hospital's steward, the data committee, the ethics committee",
     );
     for u in [
@@ -243,8 +284,8 @@ pub fn run(opts: &DemoOptions) -> anyhow::Result<()> {
         "hospital-b.ethics-committee",
     ] {
         let waiting = ledger
-            .state
-            .approvals_waiting_for(&UserId::new(u)?, ledger.time_ms)?;
+            .state()
+            .approvals_waiting_for(&UserId::new(u)?, ledger.time_ms())?;
         let r = ledger.must(c.user_key(u)?, Payload::Approve(Approve { contract }))?;
         let activated = r
             .events
@@ -258,10 +299,10 @@ pub fn run(opts: &DemoOptions) -> anyhow::Result<()> {
     }
 
     step(
-        &mut n,
+        n,
         "the researcher runs a job; each hospital checks contract and consent at the job's block and computes locally",
     );
-    let k = ledger.state.policy()?.min_cell_k;
+    let k = ledger.state().policy()?.min_cell_k;
     let secrets: Vec<x25519_dalek::StaticSecret> = nodes
         .iter()
         .map(|n| agreement_secret(opts.seed, &n.member))
@@ -269,7 +310,7 @@ pub fn run(opts: &DemoOptions) -> anyhow::Result<()> {
     let peers: Vec<x25519_dalek::PublicKey> =
         secrets.iter().map(x25519_dalek::PublicKey::from).collect();
     let spec = medspace_privacy::query::parse(STUDY_SPEC)?.0;
-    let run_job = |ledger: &mut Local, eps: u64| -> anyhow::Result<JobOutcome> {
+    let run_job = |ledger: &mut Remote, eps: u64| -> anyhow::Result<JobOutcome> {
         let r = ledger.must(
             researcher,
             Payload::SubmitJob(SubmitJob {
@@ -293,7 +334,7 @@ pub fn run(opts: &DemoOptions) -> anyhow::Result<()> {
                 peers: &peers,
             };
             let share = medspace_compute::federated::run_site(
-                &ledger.state,
+                ledger.state(),
                 job,
                 &member,
                 &node.dir,
@@ -333,7 +374,7 @@ pub fn run(opts: &DemoOptions) -> anyhow::Result<()> {
             .collect();
         Ok((job, contributions, table))
     };
-    let (job, contributions, table) = run_job(&mut ledger, 500_000)?;
+    let (job, contributions, table) = run_job(ledger, 500_000)?;
     println!(
         "    aggregator sums the shares (masks cancel), suppresses cells below k={k}; released to the researcher:"
     );
@@ -356,11 +397,11 @@ pub fn run(opts: &DemoOptions) -> anyhow::Result<()> {
     )?;
     println!(
         "    result posted on the ledger: hash {result_hash}, ε spent 0.5, ε left {:.1}",
-        ledger.state.budget_left(contract)?.unwrap_or(0) as f64 / 1e6
+        ledger.state().budget_left(contract)?.unwrap_or(0) as f64 / 1e6
     );
 
     step(
-        &mut n,
+        n,
         "a patient revokes research consent; the next job no longer counts them",
     );
     let leaver = patients
@@ -368,13 +409,13 @@ pub fn run(opts: &DemoOptions) -> anyhow::Result<()> {
         .find(|p| {
             p.hospital == 0
                 && ledger
-                    .state
+                    .state()
                     .consent_allows(
                         &p.id,
                         Purpose::Research,
                         Some(&study),
                         Level::L3,
-                        ledger.height,
+                        ledger.height(),
                     )
                     .unwrap_or(false)
         })
@@ -386,7 +427,7 @@ pub fn run(opts: &DemoOptions) -> anyhow::Result<()> {
             study: None,
         }),
     )?;
-    let (job2, contributions2, table2) = run_job(&mut ledger, 400_000)?;
+    let (job2, contributions2, table2) = run_job(ledger, 400_000)?;
     println!(
         "    hospital-a cohort: {} -> {}",
         contributions.first().map_or(0, |c| c.records),
@@ -402,28 +443,22 @@ pub fn run(opts: &DemoOptions) -> anyhow::Result<()> {
             contributions: List::new(contributions2)?,
         }),
     )?;
-    let over = ledger.sign(
+    match ledger.attempt(
         researcher,
         Payload::SubmitJob(SubmitJob {
             contract,
             computation: Blob::new(query.to_vec())?,
             epsilon: 200_000,
         }),
-    )?;
-    let mut probe = ledger.state.clone();
-    match probe.apply(
-        &over,
-        &medspace_state::BlockContext {
-            height: ledger.height + 1,
-            time_ms: ledger.time_ms + 1000,
-        },
-    ) {
-        Err(e) => println!("    a third job asking ε=0.2 is refused: {e}"),
+    )? {
+        Err(e) => println!(
+            "    a third job asking ε=0.2 is refused by the validators (it never enters a block): {e}"
+        ),
         Ok(_) => bail!("a job over budget was accepted"),
     }
 
     step(
-        &mut n,
+        n,
         "data follows the patient: a grant, a record-level delivery, and its audit record",
     );
     let patient = patients
@@ -443,8 +478,8 @@ pub fn run(opts: &DemoOptions) -> anyhow::Result<()> {
                 Text::new("MedicationRequest")?,
             ])?,
             period_from_ms: 0,
-            period_to_ms: ledger.time_ms,
-            expiry_ms: ledger.time_ms + 7 * 24 * 3600 * 1000,
+            period_to_ms: ledger.time_ms(),
+            expiry_ms: ledger.time_ms() + 7 * 24 * 3600 * 1000,
             max_uses: 1,
             code_hash: code_hash(&patient.id, code),
         }),
@@ -472,11 +507,11 @@ pub fn run(opts: &DemoOptions) -> anyhow::Result<()> {
     );
 
     step(
-        &mut n,
+        n,
         "the patient lists who used their data, each entry proven against the state root",
     );
-    let root = ledger.state.root();
-    for entry in ledger.state.patient_log(&patient.id)? {
+    let root = ledger.state().root();
+    for entry in ledger.state().patient_log(&patient.id)? {
         entry
             .verify(&root)
             .context("a log entry failed its proof")?;
@@ -492,7 +527,7 @@ pub fn run(opts: &DemoOptions) -> anyhow::Result<()> {
             PatientEvent::GrantIssued(g) => format!("grant {g} issued"),
             PatientEvent::GrantRevoked(g) => format!("grant {g} revoked"),
             PatientEvent::Accessed(a) => {
-                let rec = ledger.state.access(*a)?.context("access missing")?;
+                let rec = ledger.state().access(*a)?.context("access missing")?;
                 format!(
                     "records delivered by {} to {} under {:?}",
                     rec.holder, rec.recipient, rec.basis
@@ -507,7 +542,7 @@ pub fn run(opts: &DemoOptions) -> anyhow::Result<()> {
         );
     }
     let jobs = ledger
-        .state
+        .state()
         .jobs()?
         .into_iter()
         .filter(|j| j.contract == contract)
@@ -517,7 +552,7 @@ pub fn run(opts: &DemoOptions) -> anyhow::Result<()> {
     );
 
     step(
-        &mut n,
+        n,
         "the contract is settled: the fee is split among the hospitals by contribution",
     );
     let r = ledger.must(researcher, Payload::Settle(Settle { contract }))?;
@@ -526,21 +561,21 @@ pub fn run(opts: &DemoOptions) -> anyhow::Result<()> {
             for (m, amount) in payouts {
                 println!(
                     "    {m:<12} +{amount} credits (balance {})",
-                    ledger.state.balance(m)?
+                    ledger.state().balance(m)?
                 );
             }
         }
     }
     println!(
         "    credits in the system: {} (unchanged since genesis)",
-        ledger.state.total_credits()?
+        ledger.state().total_credits()?
     );
 
     println!(
         "\nfinal height {}, {} records, state root {}",
-        ledger.height,
-        ledger.state.len(),
-        ledger.state.root()
+        ledger.height(),
+        ledger.state().len(),
+        ledger.state().root()
     );
     Ok(())
 }

@@ -2,7 +2,7 @@
 //! consensus. Used by the demo and the benchmarks; the chain replicates exactly the same
 //! `apply_block` across validators.
 
-use anyhow::{Context, bail};
+use anyhow::Context;
 use medspace_state::{BlockContext, Receipt, State};
 use medspace_types::*;
 
@@ -53,18 +53,6 @@ impl Local {
         };
         let txs = std::mem::take(&mut self.pending);
         self.state.apply_block(&ctx, &txs)
-    }
-
-    /// Submits one transaction in its own block and insists that it is accepted.
-    pub fn must(&mut self, key: &Keypair, payload: Payload) -> anyhow::Result<Receipt> {
-        let kind = payload.kind();
-        self.submit(key, payload)?;
-        let mut out = self.block(1000);
-        match out.pop() {
-            Some(Ok(r)) => Ok(r),
-            Some(Err(e)) => bail!("{kind} refused: {e}"),
-            None => bail!("{kind}: no outcome"),
-        }
     }
 
     /// Seals the queued transactions and insists that all are accepted.

@@ -7,9 +7,11 @@ mod bench;
 mod chain_cmd;
 mod consortium;
 mod demo;
+mod devnet;
 mod hospitals;
 mod local;
 mod publish;
+mod remote;
 mod vault_cmd;
 
 use anyhow::Context;
@@ -40,10 +42,35 @@ enum Command {
         /// One FHIR R4 folder per hospital (e.g. the Synthea split) instead of generated patients.
         #[arg(long, num_args = 1.., value_name = "DIR")]
         fhir: Vec<PathBuf>,
-        /// Where the hospitals' node directories go (recreated on every run).
+        /// Where the consortium's node directories go (recreated on every run).
         #[arg(long, default_value = ".medspace/demo")]
         dir: PathBuf,
+        /// First loopback port of the demo's nodes (p2p from here, HTTP from here + 100).
+        #[arg(long, default_value_t = 27_400)]
+        base_port: u16,
     },
+    /// Start (or resume) the default consortium on this machine: four validators and the
+    /// regulator's observer as real node processes over loopback TCP, until Ctrl-C.
+    Devnet {
+        /// Where the devnet lives (created on first start, resumed afterwards).
+        #[arg(long, default_value = ".medspace/devnet")]
+        dir: PathBuf,
+        /// Generated patients per hospital (first start).
+        #[arg(long, default_value_t = 200)]
+        patients: usize,
+        /// Seed of every key and generated patient (first start).
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+        /// One FHIR R4 folder per hospital instead of generated patients (first start).
+        #[arg(long, num_args = 1.., value_name = "DIR")]
+        fhir: Vec<PathBuf>,
+        /// First loopback port (p2p from here, HTTP from here + 100).
+        #[arg(long, default_value_t = 7_400)]
+        base_port: u16,
+    },
+    /// Audit commands.
+    #[command(subcommand)]
+    Audit(AuditCommand),
     /// Create a consortium: keys, genesis and one config per node.
     Init(chain_cmd::InitArgs),
     /// Run one node of a consortium (its chain validator and APIs) from its config file.
@@ -74,6 +101,50 @@ enum Command {
     /// Benchmarks that print their figures.
     #[command(subcommand)]
     Bench(BenchCommand),
+}
+
+#[derive(Subcommand)]
+enum AuditCommand {
+    /// Re-verify a stopped node's whole stored chain: finality certificates, hashes,
+    /// signatures, re-execution to the same state roots. Names the first faulty height.
+    Verify {
+        /// The node's directory (holding node.toml) or its data directory.
+        #[arg(long)]
+        data_dir: PathBuf,
+    },
+}
+
+/// Finds the node config for `audit verify --data-dir`.
+fn node_config_for(dir: &std::path::Path) -> anyhow::Result<PathBuf> {
+    let candidates = [
+        dir.join("node.toml"),
+        dir.parent()
+            .map(|p| p.join("node.toml"))
+            .unwrap_or_default(),
+    ];
+    candidates
+        .into_iter()
+        .find(|c| c.is_file())
+        .with_context(|| format!("no node.toml in {} or its parent", dir.display()))
+}
+
+fn audit_verify(data_dir: &std::path::Path) -> anyhow::Result<()> {
+    let config = node_config_for(data_dir)?;
+    let report = medspace_node::audit(&config).map_err(anyhow::Error::msg)?;
+    match report.fault {
+        None => {
+            println!(
+                "audit verify: {} blocks verified from genesis, state root {}",
+                report.verified_height,
+                hex::encode(report.root)
+            );
+            Ok(())
+        }
+        Some((height, reason)) => anyhow::bail!(
+            "audit verify: fault at height {height}: {reason} (blocks 1..={} verified)",
+            report.verified_height
+        ),
+    }
 }
 
 #[derive(Subcommand)]
@@ -136,15 +207,42 @@ fn main() -> anyhow::Result<()> {
             seed,
             fhir,
             dir,
+            base_port,
         } => demo::run(&demo::DemoOptions {
             patients,
             seed,
             fhir,
             dir,
+            base_port,
         }),
+        Command::Devnet {
+            dir,
+            patients,
+            seed,
+            fhir,
+            base_port,
+        } => devnet::run(&devnet::RunOptions {
+            dir,
+            options: devnet::DevnetOptions {
+                seed,
+                patients,
+                fhir,
+                base_port,
+            },
+        }),
+        Command::Audit(AuditCommand::Verify { data_dir }) => audit_verify(&data_dir),
         Command::Keygen { out } => keygen(&out),
         Command::Init(args) => chain_cmd::init(args),
-        Command::Node { config } => medspace_node::run(&config).map_err(anyhow::Error::msg),
+        Command::Node { config } => {
+            tracing_subscriber::fmt()
+                .with_env_filter(
+                    tracing_subscriber::EnvFilter::try_from_default_env()
+                        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+                )
+                .with_writer(std::io::stderr)
+                .init();
+            medspace_node::run(&config).map_err(anyhow::Error::msg)
+        }
         Command::Bench(BenchCommand::Ledger {
             txs,
             rate,

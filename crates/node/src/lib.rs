@@ -17,6 +17,8 @@ use medspace_state::{BlockContext, State};
 use medspace_types::{Genesis, SignedTx};
 use std::sync::Arc;
 
+pub mod follow;
+
 /// The state after a block, kept for blocks that are not final yet.
 #[derive(Clone, Debug)]
 pub struct BlockState {
@@ -86,6 +88,46 @@ fn nonce_order(txs: Vec<(usize, SignedTx)>) -> Vec<(usize, SignedTx)> {
     out.into_iter().flatten().collect()
 }
 
+/// Executes a block's raw transactions on `state` exactly as every validator does: decode, each
+/// signer's transactions in nonce order, one batch signature check, the rules. Returns, in block
+/// order, each transaction's id and its receipt or refusal reason. Refusals change nothing.
+pub fn execute_block(
+    state: &mut State,
+    height: u64,
+    time_ms: u64,
+    txs: &[Bytes],
+) -> Vec<([u8; 32], Result<medspace_state::Receipt, String>)> {
+    let mut outcomes: Vec<([u8; 32], Result<medspace_state::Receipt, String>)> = txs
+        .iter()
+        .map(|raw| {
+            (
+                medspace_chain::block::tx_hash(raw),
+                Err("not executed".to_string()),
+            )
+        })
+        .collect();
+    let mut decoded = Vec::with_capacity(txs.len());
+    for (i, raw) in txs.iter().enumerate() {
+        match SignedTx::from_bytes(raw.clone()) {
+            Ok(tx) => decoded.push((i, tx)),
+            Err(e) => {
+                if let Some(o) = outcomes.get_mut(i) {
+                    o.1 = Err(e.to_string());
+                }
+            }
+        }
+    }
+    let ordered = nonce_order(decoded);
+    let list: Vec<SignedTx> = ordered.iter().map(|(_, tx)| tx.clone()).collect();
+    let results = state.apply_block(&BlockContext { height, time_ms }, &list);
+    for ((i, _), r) in ordered.iter().zip(results) {
+        if let Some(o) = outcomes.get_mut(*i) {
+            o.1 = r.map_err(|e| e.to_string());
+        }
+    }
+    outcomes
+}
+
 impl Application for LedgerApp {
     type Diff = Arc<BlockState>;
 
@@ -108,26 +150,10 @@ impl Application for LedgerApp {
         let mut state = pending
             .last()
             .map_or_else(|| self.committed.clone(), |d| d.state.clone());
-        let mut outcomes: Vec<Result<(), String>> = vec![Ok(()); txs.len()];
-        let mut decoded = Vec::with_capacity(txs.len());
-        for (i, raw) in txs.iter().enumerate() {
-            match SignedTx::from_bytes(raw.clone()) {
-                Ok(tx) => decoded.push((i, tx)),
-                Err(e) => {
-                    if let Some(o) = outcomes.get_mut(i) {
-                        *o = Err(e.to_string());
-                    }
-                }
-            }
-        }
-        let ordered = nonce_order(decoded);
-        let list: Vec<SignedTx> = ordered.iter().map(|(_, tx)| tx.clone()).collect();
-        let results = state.apply_block(&BlockContext { height, time_ms }, &list);
-        for ((i, _), r) in ordered.iter().zip(results) {
-            if let (Some(o), Err(e)) = (outcomes.get_mut(*i), r) {
-                *o = Err(e.to_string());
-            }
-        }
+        let outcomes = execute_block(&mut state, height, time_ms, txs)
+            .into_iter()
+            .map(|(_, r)| r.map(|_| ()))
+            .collect();
         let root = state.root().0;
         (Arc::new(BlockState { state }), root, outcomes)
     }
@@ -195,10 +221,24 @@ impl medspace_api::Ledger for NodeLedger {
     }
 }
 
-/// Runs a medspace node from its config file until the process stops: the chain replicating
-/// the ledger, its transaction API, and the ledger-read API with proofs.
+/// Runs a medspace node from its config file until the process stops. A validator (named in
+/// the genesis' validators) runs the chain replicating the ledger, its transaction API, and the
+/// ledger-read API with proofs; an observer (named in its observers) follows the validators,
+/// verifying every block, and serves the same read API.
 pub fn run(config: &std::path::Path) -> Result<(), String> {
     let cfg = medspace_chain::node::NodeConfig::load(config).map_err(|e| e.to_string())?;
+    let genesis =
+        medspace_chain::node::Genesis::load(&cfg.node.genesis_file).map_err(|e| e.to_string())?;
+    let name = &cfg.node.name;
+    if genesis.observers.iter().any(|o| &o.name == name) {
+        return follow::run_observer(&cfg, &genesis).map_err(|e| e.to_string());
+    }
+    if !genesis.validators.iter().any(|v| &v.name == name) {
+        return Err(format!(
+            "node name={name} is neither a validator nor an observer in {}",
+            cfg.node.genesis_file.display()
+        ));
+    }
     medspace_chain::node::run_node(
         cfg,
         |g| LedgerApp::from_chain_genesis(&g.app),
@@ -210,6 +250,17 @@ pub fn run(config: &std::path::Path) -> Result<(), String> {
         },
     )
     .map_err(|e| e.to_string())
+}
+
+/// Re-verifies a stopped node's stored chain (`medspace audit verify`): a validator's
+/// finalized-block archives or an observer's block log, from genesis.
+pub fn audit(config: &std::path::Path) -> Result<medspace_chain::audit::AuditReport, String> {
+    let cfg = medspace_chain::node::NodeConfig::load(config).map_err(|e| e.to_string())?;
+    let genesis =
+        medspace_chain::node::Genesis::load(&cfg.node.genesis_file).map_err(|e| e.to_string())?;
+    let app = LedgerApp::from_chain_genesis(&genesis.app)?;
+    medspace_chain::audit::audit_verify(&cfg.node.data_dir, &cfg.node.name, &genesis, app)
+        .map_err(|e| e.to_string())
 }
 
 #[cfg(test)]

@@ -1,0 +1,448 @@
+//! Following the chain without voting: what an observer node (a regulator's, say), the audit and
+//! a client that wants verified state all do.
+//!
+//! A follower trusts nothing but the genesis file. For each height it takes the finalized block
+//! and its finalization certificate (from a validator's `GET /v1/blocks/{height}/raw`, or from
+//! storage) and [`ChainCheck::check`]s that the block is the next one — height, parent digest,
+//! time after its parent — and that the certificate is a quorum certificate of the genesis
+//! validators over that block's digest. Re-executing the block to the root in its header is the
+//! caller's part (it owns the application state), after which [`ChainCheck::advance`] moves on.
+//!
+//! The wire form of a finalized block is the block's encoding followed by the certificate's
+//! ([`encode_finalized`] / [`ChainCheck::decode`]); decoding rejects trailing bytes.
+
+use crate::{
+    block::{Block, BlockLimits},
+    engine::{BlockFinalization, Scheme},
+    node::Genesis,
+};
+use bytes::Bytes;
+use commonware_codec::{Encode as _, Read as _};
+use commonware_cryptography::certificate::Verifier as _;
+use commonware_cryptography::sha256::Digest;
+use commonware_parallel::Sequential;
+use commonware_utils::ordered::Set;
+
+/// Why a follower could not go on.
+#[derive(Debug, thiserror::Error, Clone, PartialEq, Eq)]
+pub enum FollowError {
+    /// The genesis file does not describe a usable validator set.
+    #[error("invalid genesis: {0}")]
+    Genesis(String),
+    /// The bytes are not a finalized block.
+    #[error("finalized block at height={height} does not decode: {reason}")]
+    Decode {
+        /// Height asked for.
+        height: u64,
+        /// Codec error.
+        reason: String,
+    },
+    /// The block or its certificate is not the valid next block.
+    #[error("finalized block at height={height} rejected: {reason}")]
+    Invalid {
+        /// Height of the block.
+        height: u64,
+        /// What is wrong.
+        reason: String,
+    },
+    /// No source could be reached.
+    #[error("no validator answered for height={height}: {reason}")]
+    Unreachable {
+        /// Height asked for.
+        height: u64,
+        /// The last transport error.
+        reason: String,
+    },
+}
+
+/// Encodes a finalized block for the wire or a log: block, then certificate.
+pub fn encode_finalized(block: &Block, fin: &BlockFinalization) -> Vec<u8> {
+    let mut out = block.encode().to_vec();
+    out.extend_from_slice(&fin.encode());
+    out
+}
+
+/// The chain of blocks verified so far: the validator set, and the digest, time and height of
+/// the last verified block.
+pub struct ChainCheck {
+    verifier: Scheme,
+    limits: BlockLimits,
+    prev: Digest,
+    prev_time: u64,
+    height: u64,
+}
+
+impl ChainCheck {
+    /// Starts at genesis: `genesis_root` is the application's state root at genesis.
+    pub fn new(genesis: &Genesis, genesis_root: [u8; 32]) -> Result<Self, FollowError> {
+        let validators = genesis.validator_keys().map_err(FollowError::Genesis)?;
+        let participants =
+            Set::try_from(validators).map_err(|e| FollowError::Genesis(format!("{e:?}")))?;
+        let verifier = Scheme::verifier(genesis.chain_id.as_bytes(), participants);
+        let genesis_block = Block::genesis(&genesis.chain_id, genesis_root);
+        Ok(Self {
+            verifier,
+            // A follower accepts whatever the validators finalized; their own limits bounded it.
+            limits: BlockLimits {
+                max_txs: usize::MAX / 4,
+                max_tx_bytes: usize::MAX / 4,
+                max_block_bytes: usize::MAX / 4,
+            },
+            prev: genesis_block.header.digest(),
+            prev_time: 0,
+            height: 0,
+        })
+    }
+
+    /// Height of the last verified block (0 at genesis).
+    pub fn height(&self) -> u64 {
+        self.height
+    }
+
+    /// Digest of the last verified block.
+    pub fn last_digest(&self) -> Digest {
+        self.prev
+    }
+
+    /// The certificate codec configuration (for reading stored certificates).
+    pub fn certificate_config(&self) -> <BlockFinalization as commonware_codec::Read>::Cfg {
+        self.verifier.certificate_codec_config()
+    }
+
+    /// Decodes a finalized block in the form of [`encode_finalized`].
+    pub fn decode(
+        &self,
+        height: u64,
+        raw: &[u8],
+    ) -> Result<(Block, BlockFinalization), FollowError> {
+        let err = |reason: String| FollowError::Decode { height, reason };
+        let mut buf = Bytes::copy_from_slice(raw);
+        let block = Block::read_cfg(&mut buf, &self.limits).map_err(|e| err(e.to_string()))?;
+        let fin = BlockFinalization::read_cfg(&mut buf, &self.certificate_config())
+            .map_err(|e| err(e.to_string()))?;
+        if !buf.is_empty() {
+            return Err(err(format!("{} trailing bytes", buf.len())));
+        }
+        Ok((block, fin))
+    }
+
+    /// Checks that `block`, certified by `fin`, is the next block of the chain (it does not
+    /// execute it). Nothing changes.
+    pub fn check(&self, block: &Block, fin: &BlockFinalization) -> Result<(), FollowError> {
+        let h = self.height + 1;
+        let invalid = |reason: String| FollowError::Invalid { height: h, reason };
+        if block.header.height != h {
+            return Err(invalid(format!("block has height={}", block.header.height)));
+        }
+        if block.header.parent != self.prev {
+            return Err(invalid(
+                "parent digest does not link to the previous block".into(),
+            ));
+        }
+        if block.header.time_ms <= self.prev_time {
+            return Err(invalid("block time not after parent".into()));
+        }
+        if fin.proposal.payload != block.header.digest() {
+            return Err(invalid(
+                "finality certificate is for a different block".into(),
+            ));
+        }
+        if !fin.verify(&mut rand::rng(), &self.verifier, &Sequential) {
+            return Err(invalid("finality certificate signature invalid".into()));
+        }
+        Ok(())
+    }
+
+    /// Records `block` (already checked and executed) as the last verified block.
+    pub fn advance(&mut self, block: &Block) {
+        self.prev = block.header.digest();
+        self.prev_time = block.header.time_ms;
+        self.height = block.header.height;
+    }
+}
+
+/// Fetches finalized blocks from validators' HTTP APIs, trying each in turn.
+#[derive(Clone)]
+pub struct HttpSource {
+    client: reqwest::Client,
+    urls: Vec<String>,
+    next: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+}
+
+impl HttpSource {
+    /// A source over the given API base URLs (e.g. `http://127.0.0.1:7500`).
+    pub fn new(urls: Vec<String>) -> Self {
+        Self {
+            client: reqwest::Client::builder()
+                .timeout(std::time::Duration::from_secs(30))
+                .build()
+                .unwrap_or_default(),
+            urls,
+            next: Default::default(),
+        }
+    }
+
+    /// The validators' API URLs from a genesis file.
+    pub fn from_genesis(genesis: &Genesis) -> Self {
+        Self::new(
+            genesis
+                .validators
+                .iter()
+                .map(|v| format!("http://{}", v.http))
+                .collect(),
+        )
+    }
+
+    /// Makes the next fetch start at the next validator (after one served something invalid).
+    pub fn skip(&self) {
+        use std::sync::atomic::Ordering;
+        let n = self.urls.len().max(1);
+        let cur = self.next.load(Ordering::Relaxed);
+        self.next.store((cur + 1) % n, Ordering::Relaxed);
+    }
+
+    /// The finalized block at `height`, waiting up to `wait_ms` at the validator for it to be
+    /// finalized. `Ok(None)`: not finalized yet at any reachable validator.
+    pub async fn fetch(&self, height: u64, wait_ms: u64) -> Result<Option<Bytes>, FollowError> {
+        use std::sync::atomic::Ordering;
+        let n = self.urls.len().max(1);
+        let start = self.next.load(Ordering::Relaxed);
+        let mut last = String::from("no validator urls");
+        let mut reached = false;
+        for i in 0..n {
+            let Some(url) = self.urls.get((start + i) % n) else {
+                break;
+            };
+            // Wait at the first validator only; the others are asked without waiting.
+            let wait = if i == 0 { wait_ms } else { 0 };
+            let answer = self
+                .client
+                .get(format!("{url}/v1/blocks/{height}/raw?wait_ms={wait}"))
+                .send()
+                .await;
+            match answer {
+                Ok(r) if r.status().is_success() => match r.bytes().await {
+                    Ok(b) => {
+                        self.next.store((start + i) % n, Ordering::Relaxed);
+                        return Ok(Some(b));
+                    }
+                    Err(e) => last = format!("{url}: {e}"),
+                },
+                Ok(r) if r.status() == reqwest::StatusCode::NOT_FOUND => reached = true,
+                Ok(r) => last = format!("{url}: status {}", r.status()),
+                Err(e) => last = format!("{url}: {e}"),
+            }
+            // Next time start with the next validator (spreads load, skips a dead one).
+            self.next.store((start + i + 1) % n, Ordering::Relaxed);
+        }
+        if reached {
+            Ok(None)
+        } else {
+            Err(FollowError::Unreachable {
+                height,
+                reason: last,
+            })
+        }
+    }
+}
+
+/// An observer's durable record of the chain: an append-only file of finalized blocks, one
+/// entry per height in order (`u32 length | encode_finalized bytes | first 8 bytes of their
+/// SHA-256`), synced after each append.
+///
+/// On open, an incomplete last entry (a crash mid-append) is cut off; any other damage is an
+/// error naming the height, so a node never starts on a log it cannot trust. Every entry is
+/// verified again (certificate, links, re-execution) when replayed, so the checksum only has to
+/// tell a torn write from a complete one.
+pub struct BlockLog {
+    file: std::fs::File,
+    path: std::path::PathBuf,
+}
+
+/// Why a block log could not be used.
+#[derive(Debug, thiserror::Error)]
+pub enum LogError {
+    /// Reading or writing failed.
+    #[error("block log {path}: {error}")]
+    Io {
+        /// The file.
+        path: String,
+        /// The cause.
+        error: String,
+    },
+    /// An entry's checksum does not match its bytes.
+    #[error("block log {path}: entry for height={height} is corrupt (checksum mismatch)")]
+    Corrupt {
+        /// The file.
+        path: String,
+        /// The height of the damaged entry.
+        height: u64,
+    },
+}
+
+const LOG_SUM: usize = 8;
+
+fn log_sum(bytes: &[u8]) -> [u8; LOG_SUM] {
+    use sha2::Digest as _;
+    let d = sha2::Sha256::digest(bytes);
+    let mut out = [0u8; LOG_SUM];
+    out.copy_from_slice(&d[..LOG_SUM]);
+    out
+}
+
+impl BlockLog {
+    /// Opens (creating it if absent) the log at `path` and returns it with its entries in
+    /// height order (entry `i` is height `i + 1`).
+    pub fn open(path: &std::path::Path) -> Result<(Self, Vec<Vec<u8>>), LogError> {
+        let io = |e: std::io::Error| LogError::Io {
+            path: path.display().to_string(),
+            error: e.to_string(),
+        };
+        let data = match std::fs::read(path) {
+            Ok(d) => d,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
+            Err(e) => return Err(io(e)),
+        };
+        let (entries, complete, corrupt) = Self::parse(&data);
+        if let Some(height) = corrupt {
+            return Err(LogError::Corrupt {
+                path: path.display().to_string(),
+                height,
+            });
+        }
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)
+            .map_err(io)?;
+        if complete < data.len() {
+            tracing::warn!(
+                path = %path.display(),
+                dropped = data.len() - complete,
+                "chain.follow.log: incomplete last entry cut off"
+            );
+            file.set_len(complete as u64).map_err(io)?;
+            file.sync_all().map_err(io)?;
+        }
+        Ok((
+            Self {
+                file,
+                path: path.to_path_buf(),
+            },
+            entries,
+        ))
+    }
+
+    /// Reads a log without opening it for writing (for audits): the entries before any damage,
+    /// and the height of the first damaged entry if there is one.
+    pub fn read(path: &std::path::Path) -> Result<(Vec<Vec<u8>>, Option<u64>), LogError> {
+        let data = std::fs::read(path).map_err(|e| LogError::Io {
+            path: path.display().to_string(),
+            error: e.to_string(),
+        })?;
+        let (entries, _, corrupt) = Self::parse(&data);
+        Ok((entries, corrupt))
+    }
+
+    /// Entries, the length of the complete prefix, and the height of a corrupt entry.
+    fn parse(data: &[u8]) -> (Vec<Vec<u8>>, usize, Option<u64>) {
+        let mut entries = Vec::new();
+        let mut at = 0usize;
+        loop {
+            let Some(len) = data
+                .get(at..at + 4)
+                .and_then(|b| <[u8; 4]>::try_from(b).ok())
+                .map(|b| u32::from_be_bytes(b) as usize)
+            else {
+                break;
+            };
+            let end = at + 4 + len + LOG_SUM;
+            let (Some(body), Some(sum)) =
+                (data.get(at + 4..at + 4 + len), data.get(end - LOG_SUM..end))
+            else {
+                break;
+            };
+            if log_sum(body) != sum {
+                return (entries.clone(), at, Some(entries.len() as u64 + 1));
+            }
+            entries.push(body.to_vec());
+            at = end;
+        }
+        (entries, at, None)
+    }
+
+    /// Appends the next finalized block and syncs it to disk.
+    pub fn append(&mut self, raw: &[u8]) -> Result<(), LogError> {
+        use std::io::Write as _;
+        let io = |e: std::io::Error| LogError::Io {
+            path: self.path.display().to_string(),
+            error: e.to_string(),
+        };
+        let len = u32::try_from(raw.len()).map_err(|_| LogError::Io {
+            path: self.path.display().to_string(),
+            error: format!("entry too large: len={}", raw.len()),
+        })?;
+        let mut entry = Vec::with_capacity(4 + raw.len() + LOG_SUM);
+        entry.extend_from_slice(&len.to_be_bytes());
+        entry.extend_from_slice(raw);
+        entry.extend_from_slice(&log_sum(raw));
+        self.file.write_all(&entry).map_err(io)?;
+        self.file.sync_data().map_err(io)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entries_after_append() -> Vec<Vec<u8>> {
+        vec![
+            b"first".to_vec(),
+            b"second block".to_vec(),
+            b"third".to_vec(),
+        ]
+    }
+
+    #[test]
+    fn block_log_round_trips_cuts_a_torn_tail_and_names_a_corrupt_entry() {
+        let dir = std::env::temp_dir().join(format!("medspace-blocklog-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("observed.log");
+        let (mut log, entries) = BlockLog::open(&path).unwrap();
+        assert!(entries.is_empty());
+        log.append(b"first").unwrap();
+        log.append(b"second block").unwrap();
+        drop(log);
+        // A crash mid-append: half an entry at the end.
+        let mut data = std::fs::read(&path).unwrap();
+        let full = data.len();
+        data.extend_from_slice(&[0, 0, 0, 9, b'x']);
+        std::fs::write(&path, &data).unwrap();
+        let (mut log, entries) = BlockLog::open(&path).unwrap();
+        assert_eq!(entries, vec![b"first".to_vec(), b"second block".to_vec()]);
+        assert_eq!(std::fs::metadata(&path).unwrap().len() as usize, full);
+        log.append(b"third").unwrap();
+        drop(log);
+        assert_eq!(
+            BlockLog::read(&path).unwrap(),
+            (entries_after_append(), None)
+        );
+        // A flipped byte inside the second entry is named, not silently dropped.
+        let mut data = std::fs::read(&path).unwrap();
+        data[4 + 5 + LOG_SUM + 4 + 2] ^= 1;
+        std::fs::write(&path, &data).unwrap();
+        assert_eq!(
+            BlockLog::read(&path).unwrap(),
+            (vec![b"first".to_vec()], Some(2))
+        );
+        match BlockLog::open(&path) {
+            Err(LogError::Corrupt { height, .. }) => assert_eq!(height, 2),
+            other => panic!(
+                "expected corrupt entry, got {:?}",
+                other.map(|(_, e)| e.len())
+            ),
+        }
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}

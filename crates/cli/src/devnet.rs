@@ -1,0 +1,439 @@
+//! `medspace devnet`: the whole default consortium on this machine — four validators (three
+//! hospitals and a research institute) and the regulator's observer — as real `medspace node`
+//! processes talking over loopback TCP, with the hospitals' vaults filled and their catalog
+//! published on the chain.
+//!
+//! The first start creates everything under the devnet directory (keys, genesis, node
+//! configs, each hospital's vault and patient links) and, once the chain runs, publishes each
+//! hospital's catalog entry and registers its patients with their consents. Later starts resume
+//! from disk: the nodes replay their stored chain, nothing is re-created.
+
+use crate::consortium::{Consortium, HOSPITALS};
+use crate::remote::Remote;
+use crate::{hospitals, publish};
+use anyhow::{Context, bail};
+use medspace_chain::node::{ConsortiumSpec, Genesis as ChainGenesis, SpecNode};
+use medspace_types::*;
+use serde::{Deserialize, Serialize};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// The devnet's genesis time: 2026-01-01T00:00:00Z.
+pub const GENESIS_MS: u64 = 1_767_225_600_000;
+
+/// The validators of the default consortium, in genesis order, then the observer.
+pub const VALIDATORS: [&str; 4] = ["hospital-a", "hospital-b", "hospital-c", "research-1"];
+/// The observer node.
+pub const OBSERVER: &str = "regulator";
+
+/// How a devnet is made (kept in `devnet.json` so a restart uses the same choices).
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct DevnetOptions {
+    /// Seed of every key and generated patient.
+    pub seed: u64,
+    /// Generated patients per hospital (when no FHIR folders are given).
+    pub patients: usize,
+    /// One FHIR R4 folder per hospital instead of generated patients.
+    pub fhir: Vec<PathBuf>,
+    /// First port: p2p on `base_port + i`, HTTP on `base_port + 100 + i`.
+    pub base_port: u16,
+}
+
+/// What `devnet.json` records.
+#[derive(Serialize, Deserialize)]
+struct Recorded {
+    options: DevnetOptions,
+    /// Catalog published and patients registered.
+    bootstrapped: bool,
+}
+
+/// A running devnet: its node processes (stopped on drop).
+pub struct Devnet {
+    /// Its directory.
+    pub dir: PathBuf,
+    /// The chain genesis.
+    pub genesis: ChainGenesis,
+    /// The consortium's parties and keys.
+    pub consortium: Consortium,
+    /// Each hospital's node directory and patients.
+    pub hospitals: Vec<hospitals::Hospital>,
+    /// The options it was made with.
+    pub options: DevnetOptions,
+    children: Vec<(String, Child)>,
+    bootstrapped: bool,
+}
+
+fn spec(c: &Consortium, base_port: u16) -> anyhow::Result<ConsortiumSpec> {
+    let addr = |p: u16| SocketAddr::from(([127, 0, 0, 1], p));
+    let nodes = VALIDATORS
+        .iter()
+        .map(|n| (*n, true))
+        .chain([(OBSERVER, false)])
+        .enumerate()
+        .map(|(i, (name, validator))| {
+            let i = i as u16;
+            SpecNode {
+                name: name.to_string(),
+                validator,
+                p2p: addr(base_port + i),
+                http: addr(base_port + 100 + i),
+            }
+        })
+        .collect();
+    Ok(ConsortiumSpec {
+        chain_id: c.genesis.chain_id.to_string(),
+        nodes,
+        app: serde_json::to_value(&c.genesis)?,
+    })
+}
+
+impl Devnet {
+    /// Creates the devnet under `dir` if it does not exist yet, then starts its nodes and waits
+    /// until each answers. An existing devnet keeps the options it was made with.
+    pub fn start(dir: &Path, requested: &DevnetOptions) -> anyhow::Result<Self> {
+        let record_path = dir.join("devnet.json");
+        let recorded: Option<Recorded> = match std::fs::read(&record_path) {
+            Ok(b) => Some(
+                serde_json::from_slice(&b)
+                    .with_context(|| format!("reading {}", record_path.display()))?,
+            ),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+            Err(e) => return Err(e).with_context(|| format!("reading {}", record_path.display())),
+        };
+        let (options, bootstrapped) = match recorded {
+            Some(r) => {
+                if r.options != *requested {
+                    eprintln!(
+                        "devnet: {} exists; resuming it with the options it was made with (seed {}, {} patients per hospital{}); remove the directory to start afresh",
+                        dir.display(),
+                        r.options.seed,
+                        r.options.patients,
+                        if r.options.fhir.is_empty() {
+                            String::new()
+                        } else {
+                            ", FHIR folders".into()
+                        }
+                    );
+                }
+                (r.options, r.bootstrapped)
+            }
+            None => {
+                if dir.join("genesis.json").exists() {
+                    bail!(
+                        "{} holds a consortium that is not a devnet (no devnet.json); choose another --dir",
+                        dir.display()
+                    );
+                }
+                (requested.clone(), false)
+            }
+        };
+        let consortium = Consortium::default_devnet(options.seed, GENESIS_MS)?;
+        if !dir.join("genesis.json").exists() {
+            std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+            medspace_chain::node::init_consortium(&spec(&consortium, options.base_port)?, dir)?;
+        }
+        let source = if options.fhir.is_empty() {
+            hospitals::Source::Generated {
+                per_hospital: options.patients as u64,
+            }
+        } else {
+            hospitals::Source::Fhir(&options.fhir)
+        };
+        let hospitals = hospitals::prepare(dir, &HOSPITALS, options.seed, &source)?;
+        let genesis = ChainGenesis::load(&dir.join("genesis.json"))?;
+        let mut devnet = Self {
+            dir: dir.to_path_buf(),
+            genesis,
+            consortium,
+            hospitals,
+            options,
+            children: Vec::new(),
+            bootstrapped,
+        };
+        devnet.record()?;
+        devnet.spawn_all()?;
+        devnet.wait_healthy(Duration::from_secs(120))?;
+        Ok(devnet)
+    }
+
+    fn record(&self) -> anyhow::Result<()> {
+        let path = self.dir.join("devnet.json");
+        let tmp = self.dir.join("devnet.json.tmp");
+        std::fs::write(
+            &tmp,
+            serde_json::to_vec_pretty(&Recorded {
+                options: self.options.clone(),
+                bootstrapped: self.bootstrapped,
+            })?,
+        )?;
+        std::fs::rename(&tmp, &path).with_context(|| format!("writing {}", path.display()))
+    }
+
+    /// Every node's name, in genesis order (validators, then the observer).
+    pub fn node_names(&self) -> Vec<String> {
+        self.genesis
+            .validators
+            .iter()
+            .chain(&self.genesis.observers)
+            .map(|v| v.name.clone())
+            .collect()
+    }
+
+    /// A node's config file.
+    pub fn config(&self, name: &str) -> PathBuf {
+        self.dir.join(name).join("node.toml")
+    }
+
+    /// A node's HTTP API address.
+    pub fn http(&self, name: &str) -> Option<SocketAddr> {
+        self.genesis
+            .validators
+            .iter()
+            .chain(&self.genesis.observers)
+            .find(|v| v.name == name)
+            .map(|v| v.http)
+    }
+
+    fn spawn_all(&mut self) -> anyhow::Result<()> {
+        for name in self.node_names() {
+            self.spawn(&name)?;
+        }
+        Ok(())
+    }
+
+    /// Starts one node process (its output goes to `<dir>/<name>/node.log`).
+    pub fn spawn(&mut self, name: &str) -> anyhow::Result<()> {
+        let exe = std::env::current_exe().context("locating the medspace binary")?;
+        let log_path = self.dir.join(name).join("node.log");
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&log_path)
+            .with_context(|| format!("opening {}", log_path.display()))?;
+        let child = Command::new(exe)
+            .arg("node")
+            .arg("--config")
+            .arg(self.config(name))
+            .stdin(Stdio::null())
+            .stdout(log.try_clone()?)
+            .stderr(log)
+            .spawn()
+            .with_context(|| format!("starting node {name}"))?;
+        self.children.push((name.to_string(), child));
+        Ok(())
+    }
+
+    /// Waits until every node answers its health check.
+    pub fn wait_healthy(&mut self, within: Duration) -> anyhow::Result<()> {
+        let started = Instant::now();
+        for name in self.node_names() {
+            let addr = self.http(&name).context("node without address")?;
+            loop {
+                if let Some((n, child)) = self.children.iter_mut().find(|(n, _)| *n == name)
+                    && let Some(status) = child.try_wait()?
+                {
+                    bail!(
+                        "node {n} exited ({status}); see {}",
+                        self.dir.join(&name).join("node.log").display()
+                    );
+                }
+                if http_ok(addr, "/v1/health") {
+                    break;
+                }
+                if started.elapsed() > within {
+                    bail!(
+                        "node {name} did not answer on {addr} within {}s; see {}",
+                        within.as_secs(),
+                        self.dir.join(&name).join("node.log").display()
+                    );
+                }
+                std::thread::sleep(Duration::from_millis(100));
+            }
+        }
+        Ok(())
+    }
+
+    /// A verifying client of this devnet.
+    pub fn client(&self) -> anyhow::Result<Remote> {
+        Remote::connect(&self.genesis)
+    }
+
+    /// Whether the hospitals' catalog and patients are on the chain already.
+    pub fn bootstrapped(&self) -> bool {
+        self.bootstrapped
+    }
+
+    /// Records that the bootstrap transactions are final.
+    pub fn mark_bootstrapped(&mut self) -> anyhow::Result<()> {
+        self.bootstrapped = true;
+        self.record()
+    }
+
+    /// Stops every node: SIGTERM, then SIGKILL for any still running after five seconds.
+    pub fn stop(&mut self) {
+        for (_, child) in &self.children {
+            let _ = Command::new("kill")
+                .arg("-TERM")
+                .arg(child.id().to_string())
+                .stderr(Stdio::null())
+                .status();
+        }
+        let deadline = Instant::now() + Duration::from_secs(5);
+        for (_, child) in &mut self.children {
+            while Instant::now() < deadline {
+                if let Ok(Some(_)) = child.try_wait() {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        self.children.clear();
+    }
+}
+
+impl Drop for Devnet {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// Whether `GET http://addr/path` answers 200 (a plain HTTP/1.0 request: no client runtime
+/// needed to poll a starting node).
+fn http_ok(addr: SocketAddr, path: &str) -> bool {
+    use std::io::{Read as _, Write as _};
+    let Ok(mut s) = std::net::TcpStream::connect_timeout(&addr, Duration::from_millis(500)) else {
+        return false;
+    };
+    let _ = s.set_read_timeout(Some(Duration::from_secs(2)));
+    if s.write_all(format!("GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n").as_bytes())
+        .is_err()
+    {
+        return false;
+    }
+    let mut head = [0u8; 12];
+    s.read_exact(&mut head).is_ok() && head.starts_with(b"HTTP/1.") && &head[9..12] == b"200"
+}
+
+/// Each hospital's catalog entry, built from its vault (no data: tables, fields, counts,
+/// quality, content hash), submitted by its data steward.
+pub fn publish_catalogs(
+    devnet: &Devnet,
+    ledger: &mut Remote,
+    mut report: impl FnMut(&str, &medspace_vault::catalog::DatasetDescription, u64),
+) -> anyhow::Result<()> {
+    for node in &devnet.hospitals {
+        // Quality figures "as of" the devnet's genesis day (days since 1970-01-01).
+        let vault_desc =
+            medspace_vault::catalog::describe_node(&node.dir, (GENESIS_MS / 86_400_000) as i32)?;
+        let version = ledger
+            .state()
+            .dataset(&DatasetId::new(&format!("{}.cdm", node.member))?)?
+            .map_or(1, |d| d.description.version + 1);
+        let desc = publish::ledger_description(&node.member, version, &vault_desc)?;
+        let rows: u64 = desc.tables.iter().map(|t| t.rows).sum();
+        ledger.submit(
+            devnet
+                .consortium
+                .user_key(&format!("{}.steward", node.member))?,
+            Payload::PublishDataset(PublishDataset { dataset: desc }),
+        )?;
+        report(&node.member, &vault_desc, rows);
+    }
+    ledger.must_block()?;
+    Ok(())
+}
+
+/// Registers every hospital's patients on the ledger (their pseudonymous keys only).
+pub fn register_patients(devnet: &Devnet, ledger: &mut Remote) -> anyhow::Result<usize> {
+    let mut n = 0;
+    for node in &devnet.hospitals {
+        for p in &node.patients {
+            if ledger.state().next_nonce(&p.key.public())? == 0 {
+                ledger.submit(&p.key, Payload::RegisterPatient(RegisterPatient {}))?;
+                n += 1;
+            }
+        }
+    }
+    ledger.must_block()?;
+    Ok(n)
+}
+
+/// Options of `medspace devnet`.
+pub struct RunOptions {
+    /// Where the devnet lives.
+    pub dir: PathBuf,
+    /// How to make it (first start).
+    pub options: DevnetOptions,
+}
+
+/// Runs `medspace devnet` until Ctrl-C.
+pub fn run(opts: &RunOptions) -> anyhow::Result<()> {
+    let fresh = !opts.dir.join("devnet.json").exists();
+    println!(
+        "medspace devnet: {} consortium under {}",
+        if fresh { "creating a" } else { "resuming the" },
+        opts.dir.display()
+    );
+    let mut devnet = Devnet::start(&opts.dir, &opts.options)?;
+    let mut ledger = devnet.client()?;
+    if !devnet.bootstrapped() {
+        publish_catalogs(&devnet, &mut ledger, |member, d, rows| {
+            println!(
+                "  {member:<12} {} persons, {} FHIR resources -> {rows} CDM rows; catalog entry {member}.cdm published",
+                d.persons, d.resources
+            );
+        })?;
+        let n = register_patients(&devnet, &mut ledger)?;
+        println!("  {n} patients registered (pseudonymous keys; their records stay in the vaults)");
+        devnet.mark_bootstrapped()?;
+    }
+    println!(
+        "\n  {:<12} {:<10} {:<24} {}",
+        "node", "role", "http api", "data"
+    );
+    for name in devnet.node_names() {
+        let role = if devnet.genesis.observers.iter().any(|o| o.name == name) {
+            "observer"
+        } else {
+            "validator"
+        };
+        println!(
+            "  {name:<12} {role:<10} http://{:<17} {}",
+            devnet
+                .http(&name)
+                .map(|a| a.to_string())
+                .unwrap_or_default(),
+            devnet.dir.join(&name).display()
+        );
+    }
+    println!(
+        "\n  chain {} at height {}, state root {}",
+        devnet.genesis.chain_id,
+        ledger.height(),
+        ledger.state().root()
+    );
+    println!(
+        "  try: curl http://{}/v1/catalog",
+        devnet
+            .http("hospital-a")
+            .map(|a| a.to_string())
+            .unwrap_or_default()
+    );
+    println!("  Ctrl-C stops the consortium; `medspace devnet` again resumes it from disk.");
+    wait_for_ctrl_c()?;
+    println!("\nstopping the nodes…");
+    devnet.stop();
+    Ok(())
+}
+
+fn wait_for_ctrl_c() -> anyhow::Result<()> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    rt.block_on(tokio::signal::ctrl_c())?;
+    Ok(())
+}

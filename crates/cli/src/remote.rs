@@ -1,0 +1,289 @@
+//! A client of a running consortium: submits signed transactions to the validators' HTTP API
+//! and acts on the state it rebuilt itself from finalized blocks it verified (finality
+//! certificates of the genesis validators, re-execution to each header's state root), never
+//! on a node's word.
+
+use anyhow::{Context, bail};
+use medspace_chain::follow::HttpSource;
+use medspace_node::follow::Follower;
+use medspace_state::{Receipt, State};
+use medspace_types::*;
+use std::time::{Duration, Instant};
+
+/// How long a transaction may take from submission to its finalized block before we give up.
+const FINALITY_TIMEOUT: Duration = Duration::from_secs(60);
+
+struct Pending {
+    id: [u8; 32],
+    kind: &'static str,
+    signer: PublicKey,
+    /// The validator it was sent to.
+    url: String,
+    /// Refused by the validators' proposers (it never enters a block): the reason.
+    dropped: Option<String>,
+}
+
+/// A verifying client of the consortium's chain.
+pub struct Remote {
+    runtime: tokio::runtime::Runtime,
+    client: reqwest::Client,
+    urls: Vec<String>,
+    next_url: usize,
+    source: HttpSource,
+    follower: Follower,
+    chain_id: Name,
+    pending: Vec<Pending>,
+}
+
+impl Remote {
+    /// Connects to the validators named in the genesis and catches up with the chain.
+    pub fn connect(genesis: &medspace_chain::node::Genesis) -> anyhow::Result<Self> {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()?;
+        let urls: Vec<String> = genesis
+            .validators
+            .iter()
+            .map(|v| format!("http://{}", v.http))
+            .collect();
+        let mut r = Self {
+            runtime,
+            client: reqwest::Client::builder()
+                .timeout(Duration::from_secs(30))
+                .build()?,
+            source: HttpSource::new(urls.clone()),
+            urls,
+            next_url: 0,
+            follower: Follower::new(genesis)?,
+            chain_id: Name::new(&genesis.chain_id)?,
+            pending: Vec::new(),
+        };
+        r.catch_up()?;
+        Ok(r)
+    }
+
+    /// The verified state after the last finalized block this client applied.
+    pub fn state(&self) -> &State {
+        self.follower.state()
+    }
+
+    /// Height of that block.
+    pub fn height(&self) -> u64 {
+        self.follower.height()
+    }
+
+    /// Its time (ms since the epoch).
+    pub fn time_ms(&self) -> u64 {
+        self.follower.time_ms()
+    }
+
+    /// Applies every block finalized so far.
+    pub fn catch_up(&mut self) -> anyhow::Result<()> {
+        let latest = self.latest_height()?;
+        let (follower, source) = (&mut self.follower, &self.source);
+        self.runtime
+            .block_on(follower.sync_to(source, latest, |_| {}))?;
+        Ok(())
+    }
+
+    fn latest_height(&mut self) -> anyhow::Result<u64> {
+        let mut last_err = None;
+        for _ in 0..self.urls.len() {
+            let url = self.url();
+            let client = self.client.clone();
+            let answer: anyhow::Result<u64> = self.runtime.block_on(async move {
+                let v: serde_json::Value = serde_json::from_slice(
+                    &client
+                        .get(format!("{url}/v1/blocks"))
+                        .send()
+                        .await?
+                        .bytes()
+                        .await?,
+                )?;
+                v.get("height")
+                    .and_then(serde_json::Value::as_u64)
+                    .context("no height in /v1/blocks")
+            });
+            match answer {
+                Ok(h) => return Ok(h),
+                Err(e) => {
+                    self.next_url += 1;
+                    last_err = Some(e);
+                }
+            }
+        }
+        Err(last_err.unwrap_or_else(|| anyhow::anyhow!("no validators")))
+    }
+
+    fn url(&self) -> String {
+        self.urls
+            .get(self.next_url % self.urls.len().max(1))
+            .cloned()
+            .unwrap_or_default()
+    }
+
+    /// Signs `payload` with the signer's next nonce, counting its transactions not yet final.
+    pub fn sign(&self, key: &Keypair, payload: Payload) -> anyhow::Result<SignedTx> {
+        let pk = key.public();
+        let queued = self.pending.iter().filter(|p| p.signer == pk).count() as u64;
+        let nonce = self.state().next_nonce(&pk)? + queued;
+        Ok(SignedTx::new(&self.chain_id, key, nonce, payload))
+    }
+
+    /// Signs and submits a transaction to a validator (spreading submissions over them).
+    pub fn submit(&mut self, key: &Keypair, payload: Payload) -> anyhow::Result<Hash> {
+        let kind = payload.kind();
+        let tx = self.sign(key, payload)?;
+        let (id, url) = self.post(&tx)?;
+        self.pending.push(Pending {
+            id: id.0,
+            kind,
+            signer: tx.body.signer.clone(),
+            url,
+            dropped: None,
+        });
+        Ok(id)
+    }
+
+    /// Posts an already signed transaction; the node's refusal becomes the error. All of one
+    /// signer's transactions go to the same validator, so they are gossiped in nonce order.
+    fn post(&mut self, tx: &SignedTx) -> anyhow::Result<(Hash, String)> {
+        let pick = tx.body.signer.as_ref().first().copied().unwrap_or(0) as usize;
+        let url = self
+            .urls
+            .get((pick + self.next_url) % self.urls.len().max(1))
+            .cloned()
+            .unwrap_or_default();
+        let client = self.client.clone();
+        let body = tx.to_bytes();
+        let target = format!("{url}/v1/tx");
+        let (status, text) = self.runtime.block_on(async move {
+            let r = client
+                .post(target.as_str())
+                .body(body.to_vec())
+                .send()
+                .await
+                .with_context(|| format!("submitting to {target}"))?;
+            let status = r.status();
+            let text = r.text().await.unwrap_or_default();
+            anyhow::Ok((status, text))
+        })?;
+        if !status.is_success() {
+            let reason = serde_json::from_str::<serde_json::Value>(&text)
+                .ok()
+                .and_then(|v| v.get("error").and_then(|e| e.as_str()).map(String::from))
+                .unwrap_or(text);
+            bail!(
+                "{} refused by the node ({status}): {reason}",
+                tx.body.payload.kind()
+            );
+        }
+        Ok((tx.id(), url))
+    }
+
+    /// Asks the validators holding still-unfinalized transactions whether their proposers
+    /// dropped them (a transaction the state machine refuses never enters a block).
+    fn poll_dropped(&mut self) {
+        for p in self.pending.iter_mut() {
+            if p.dropped.is_some() || self.follower.outcome(&p.id).is_some() {
+                continue;
+            }
+            let client = self.client.clone();
+            let url = format!("{}/v1/tx/{}", p.url, hex::encode(p.id));
+            let status: Option<serde_json::Value> = self.runtime.block_on(async move {
+                let r = client.get(url).send().await.ok()?;
+                serde_json::from_slice(&r.bytes().await.ok()?).ok()
+            });
+            if let Some(v) = status
+                && v.get("status").and_then(|s| s.as_str()) == Some("dropped")
+            {
+                p.dropped = Some(
+                    v.get("reason")
+                        .and_then(|r| r.as_str())
+                        .unwrap_or("dropped by the proposer")
+                        .to_string(),
+                );
+            }
+        }
+    }
+
+    /// Waits until every submitted transaction is in a verified finalized block; returns each
+    /// one's outcome in submission order.
+    pub fn settle(&mut self) -> anyhow::Result<Vec<(&'static str, Result<Receipt, String>)>> {
+        let started = Instant::now();
+        let mut polled = Instant::now();
+        loop {
+            if self
+                .pending
+                .iter()
+                .all(|p| p.dropped.is_some() || self.follower.outcome(&p.id).is_some())
+            {
+                break;
+            }
+            if polled.elapsed() > Duration::from_millis(500) {
+                self.poll_dropped();
+                polled = Instant::now();
+                continue;
+            }
+            if started.elapsed() > FINALITY_TIMEOUT {
+                let missing = self
+                    .pending
+                    .iter()
+                    .filter(|p| p.dropped.is_none() && self.follower.outcome(&p.id).is_none())
+                    .count();
+                bail!(
+                    "{missing} transaction(s) not finalized after {}s (last height {})",
+                    FINALITY_TIMEOUT.as_secs(),
+                    self.height()
+                );
+            }
+            let next = self.height() + 1;
+            let (follower, source) = (&mut self.follower, &self.source);
+            self.runtime
+                .block_on(follower.sync_to(source, next, |_| {}))?;
+        }
+        let pending = std::mem::take(&mut self.pending);
+        Ok(pending
+            .into_iter()
+            .map(|p| {
+                let result = match (self.follower.outcome(&p.id), p.dropped) {
+                    (Some(o), _) => o.result.clone(),
+                    (None, Some(reason)) => Err(reason),
+                    (None, None) => Err("outcome forgotten".into()),
+                };
+                (p.kind, result)
+            })
+            .collect())
+    }
+
+    /// Waits for the submitted transactions and insists that all were accepted.
+    pub fn must_block(&mut self) -> anyhow::Result<Vec<Receipt>> {
+        self.settle()?
+            .into_iter()
+            .map(|(kind, r)| r.map_err(|e| anyhow::anyhow!("{kind} refused: {e}")))
+            .collect()
+    }
+
+    /// Submits one transaction, waits for its block and insists that it was accepted.
+    pub fn must(&mut self, key: &Keypair, payload: Payload) -> anyhow::Result<Receipt> {
+        self.submit(key, payload)?;
+        self.must_block()?
+            .pop()
+            .context("no outcome for the transaction")
+    }
+
+    /// Submits one transaction and returns the state machine's verdict: from its block, or the
+    /// validators' refusal to put it in one.
+    pub fn attempt(
+        &mut self,
+        key: &Keypair,
+        payload: Payload,
+    ) -> anyhow::Result<Result<Receipt, String>> {
+        self.submit(key, payload)?;
+        self.settle()?
+            .pop()
+            .map(|(_, r)| r)
+            .context("no outcome for the transaction")
+    }
+}

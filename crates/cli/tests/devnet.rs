@@ -1,0 +1,335 @@
+//! Multi-process: four `medspace node` validators and an observer over loopback TCP, under
+//! steady load; one validator is killed with SIGKILL while the load goes on, then restarted. Every
+//! transaction acknowledged as finalized must be in the chain of every node, the restarted one
+//! catches up, the observer verifies the same chain, and `medspace audit verify` passes on the
+//! stopped nodes — and names the height of a byte flipped in the observer's block log.
+
+use medspace_chain::follow::HttpSource;
+use medspace_node::follow::Follower;
+use medspace_types::*;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+const BIN: &str = env!("CARGO_BIN_EXE_medspace");
+const CHAIN: &str = "medspace-mp-test";
+
+fn free_ports(n: usize) -> Vec<u16> {
+    let listeners: Vec<_> = (0..n)
+        .map(|_| std::net::TcpListener::bind("127.0.0.1:0").expect("bind"))
+        .collect();
+    listeners
+        .iter()
+        .map(|l| l.local_addr().expect("addr").port())
+        .collect()
+}
+
+struct Net {
+    dir: PathBuf,
+    names: Vec<String>,
+    http: Vec<String>,
+    children: Vec<Option<Child>>,
+    genesis: medspace_chain::node::Genesis,
+}
+
+impl Net {
+    fn spawn(&mut self, i: usize) {
+        let log = std::fs::File::create(self.dir.join(format!("{}.log", self.names[i]))).unwrap();
+        let child = Command::new(BIN)
+            .args(["node", "--config"])
+            .arg(self.dir.join(&self.names[i]).join("node.toml"))
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .expect("spawn node");
+        self.children[i] = Some(child);
+    }
+
+    fn kill(&mut self, i: usize) {
+        if let Some(mut c) = self.children[i].take() {
+            c.kill().unwrap();
+            c.wait().unwrap();
+        }
+    }
+}
+
+impl Drop for Net {
+    fn drop(&mut self) {
+        for i in 0..self.children.len() {
+            self.kill(i);
+        }
+    }
+}
+
+fn init(dir: &Path) -> Net {
+    let ports = free_ports(10);
+    let names: Vec<String> = ["v0", "v1", "v2", "v3", "observer"]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+    let member = Keypair::from_seed(1);
+    let app = Genesis {
+        chain_id: Name::new(CHAIN).unwrap(),
+        time_ms: 0,
+        members: vec![GenesisMember {
+            member: Member {
+                id: MemberId::new("hospital-a").unwrap(),
+                name: Text::new("Hospital A").unwrap(),
+                kind: MemberKind::Hospital,
+                key: member.public(),
+                agreement_key: Hash::default(),
+            },
+            balance: 0,
+        }],
+        users: vec![],
+        policy: Policy::default(),
+    };
+    let nodes: Vec<serde_json::Value> = names
+        .iter()
+        .enumerate()
+        .map(|(i, n)| {
+            serde_json::json!({
+                "name": n,
+                "validator": i < 4,
+                "p2p": format!("127.0.0.1:{}", ports[i]),
+                "http": format!("127.0.0.1:{}", ports[5 + i]),
+            })
+        })
+        .collect();
+    let spec = serde_json::json!({ "chain_id": CHAIN, "nodes": nodes, "app": app });
+    std::fs::create_dir_all(dir).unwrap();
+    let spec_path = dir.join("spec.json");
+    std::fs::write(&spec_path, serde_json::to_vec(&spec).unwrap()).unwrap();
+    let out = Command::new(BIN)
+        .args(["init", "--consortium"])
+        .arg(&spec_path)
+        .arg("--out")
+        .arg(dir)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "init failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let genesis = medspace_chain::node::Genesis::load(&dir.join("genesis.json")).unwrap();
+    Net {
+        dir: dir.to_path_buf(),
+        http: (0..5)
+            .map(|i| format!("http://127.0.0.1:{}", ports[5 + i]))
+            .collect(),
+        names,
+        children: (0..5).map(|_| None).collect(),
+        genesis,
+    }
+}
+
+async fn wait_up(client: &reqwest::Client, url: &str) {
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        if let Ok(r) = client.get(format!("{url}/v1/health")).send().await
+            && r.status().is_success()
+        {
+            return;
+        }
+        assert!(Instant::now() < deadline, "{url} did not come up");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+async fn height(client: &reqwest::Client, url: &str) -> u64 {
+    let v: serde_json::Value = client
+        .get(format!("{url}/v1/blocks"))
+        .send()
+        .await
+        .unwrap()
+        .json_value()
+        .await;
+    v["height"].as_u64().unwrap()
+}
+
+trait JsonValue {
+    async fn json_value(self) -> serde_json::Value;
+}
+
+impl JsonValue for reqwest::Response {
+    async fn json_value(self) -> serde_json::Value {
+        serde_json::from_slice(&self.bytes().await.unwrap()).unwrap()
+    }
+}
+
+/// Submits `count` registrations (fresh keys) round-robin to `targets`; returns their ids.
+async fn load(
+    client: &reqwest::Client,
+    net: &Net,
+    targets: &[usize],
+    first: u64,
+    count: u64,
+) -> Vec<[u8; 32]> {
+    let chain = Name::new(CHAIN).unwrap();
+    let mut ids = Vec::new();
+    for k in first..first + count {
+        let key = Keypair::from_seed(1_000_000 + k);
+        let tx = SignedTx::new(
+            &chain,
+            &key,
+            0,
+            Payload::RegisterPatient(RegisterPatient {}),
+        );
+        let url = &net.http[targets[k as usize % targets.len()]];
+        let r = client
+            .post(format!("{url}/v1/tx"))
+            .body(tx.to_bytes().to_vec())
+            .send()
+            .await
+            .unwrap();
+        assert!(
+            r.status().is_success(),
+            "submit refused: {}",
+            r.text().await.unwrap()
+        );
+        ids.push(tx.id().0);
+    }
+    ids
+}
+
+/// Follows the chain of `urls` with a verifying follower until every id is finalized (the
+/// acknowledgement a client gets); returns the follower.
+async fn acknowledged(net: &Net, urls: &[usize], ids: &[[u8; 32]], follower: &mut Follower) {
+    let source = HttpSource::new(urls.iter().map(|i| net.http[*i].clone()).collect());
+    let deadline = Instant::now() + Duration::from_secs(180);
+    while !ids.iter().all(|id| follower.outcome(id).is_some()) {
+        assert!(
+            Instant::now() < deadline,
+            "transactions not finalized in time"
+        );
+        let next = follower.height() + 1;
+        follower.sync_to(&source, next, |_| {}).await.unwrap();
+    }
+    for id in ids {
+        assert!(
+            follower.outcome(id).unwrap().result.is_ok(),
+            "a registration was refused"
+        );
+    }
+}
+
+#[test]
+fn validators_survive_kill_9_and_every_acknowledged_transaction_is_everywhere() {
+    let dir = std::env::temp_dir().join(format!("medspace-mp-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let mut net = init(&dir);
+    for i in 0..5 {
+        net.spawn(i);
+    }
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let client = reqwest::Client::new();
+    rt.block_on(async {
+        for url in &net.http {
+            wait_up(&client, url).await;
+        }
+    });
+    let mut ack = Follower::new(&net.genesis).unwrap();
+    // Steady load on all four, then on three while validator 3 is dead, then on all again.
+    let mut all_ids = Vec::new();
+    let ids = rt.block_on(load(&client, &net, &[0, 1, 2, 3], 0, 200));
+    rt.block_on(acknowledged(&net, &[0, 1, 2, 3], &ids, &mut ack));
+    all_ids.extend(ids);
+    net.kill(3);
+    let ids = rt.block_on(load(&client, &net, &[0, 1, 2], 200, 300));
+    rt.block_on(acknowledged(&net, &[0, 1, 2], &ids, &mut ack));
+    all_ids.extend(ids);
+    net.spawn(3);
+    rt.block_on(wait_up(&client, &net.http[3]));
+    let ids = rt.block_on(load(&client, &net, &[0, 1, 2, 3], 500, 200));
+    rt.block_on(acknowledged(&net, &[0, 1, 2], &ids, &mut ack));
+    all_ids.extend(ids);
+    let target = ack.height();
+    let target_root = ack.state().root();
+    // Every node — the restarted validator and the observer included — serves a chain that a
+    // verifying follower accepts up to `target`, with every acknowledged transaction in it and
+    // the same state root.
+    for i in 0..5 {
+        let mut f = Follower::new(&net.genesis).unwrap();
+        let source = HttpSource::new(vec![net.http[i].clone()]);
+        if i == 4 {
+            // The observer serves the read API, not blocks: wait until it has verified `target`,
+            // then compare its root with ours at its height.
+            let deadline = Instant::now() + Duration::from_secs(120);
+            let v = loop {
+                let v: serde_json::Value = rt.block_on(async {
+                    client
+                        .get(format!("{}/v1/health", net.http[4]))
+                        .send()
+                        .await
+                        .unwrap()
+                        .json_value()
+                        .await
+                });
+                if v["height"].as_u64().unwrap_or(0) >= target {
+                    break v;
+                }
+                assert!(Instant::now() < deadline, "observer did not catch up: {v}");
+                std::thread::sleep(Duration::from_millis(200));
+            };
+            let h = v["height"].as_u64().unwrap();
+            let source = HttpSource::new(net.http[..4].to_vec());
+            rt.block_on(ack.sync_to(&source, h, |_| {})).unwrap();
+            assert_eq!(
+                v["root"].as_str().unwrap(),
+                ack.state().root().to_string(),
+                "observer disagrees"
+            );
+            continue;
+        }
+        rt.block_on(f.sync_to(&source, target, |_| {}))
+            .unwrap_or_else(|e| panic!("node {i}: {e}"));
+        assert_eq!(f.state().root(), target_root, "node {i} disagrees");
+        for id in &all_ids {
+            assert!(
+                f.outcome(id).is_some_and(|o| o.result.is_ok()),
+                "node {i} lacks a finalized tx"
+            );
+        }
+        let h = rt.block_on(height(&client, &net.http[i]));
+        assert!(h >= target, "node {i} at height {h} < {target}");
+    }
+    drop(rt);
+    for i in 0..5 {
+        net.kill(i);
+    }
+    // Audit the stopped nodes: the restarted validator's archives and the observer's log.
+    for name in ["v3", "observer"] {
+        let out = Command::new(BIN)
+            .args(["audit", "verify", "--data-dir"])
+            .arg(dir.join(name))
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success(),
+            "audit of {name}: {} {}",
+            text,
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(text.contains("blocks verified"), "{text}");
+    }
+    let log = dir.join("observer/data/observed.log");
+    let mut bytes = std::fs::read(&log).unwrap();
+    let at = bytes.len() / 2;
+    bytes[at] ^= 0x40;
+    std::fs::write(&log, bytes).unwrap();
+    let out = Command::new(BIN)
+        .args(["audit", "verify", "--data-dir"])
+        .arg(dir.join("observer"))
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "a flipped byte went unnoticed");
+    assert!(err.contains("fault at height"), "{err}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
