@@ -242,6 +242,10 @@ async fn metrics<A: Application>(State(s): State<Arc<ApiState<A>>>) -> Response 
         s.submitted.load(Ordering::Relaxed),
         s.rejected.load(Ordering::Relaxed),
     ));
+    out.push_str(&format!(
+        "# TYPE medspace_chain_faults_total counter\nmedspace_chain_faults_total {}\n",
+        s.handle.fault_count()
+    ));
     ([("content-type", "text/plain; version=0.0.4")], out).into_response()
 }
 

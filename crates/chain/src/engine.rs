@@ -10,7 +10,10 @@
 //! - the finalizer commits each finalized block's diff exactly once (duplicates are skipped by
 //!   height), updates tx statuses and the mempool, then acknowledges the block to marshal;
 //! - transactions submitted locally are admitted with [`Application::check_tx`] and gossiped to
-//!   all peers over their own channel.
+//!   all peers over their own channel;
+//! - simplex's fault evidence (two conflicting signed votes from one validator in one view) is
+//!   verified, logged, counted and kept in a bounded [`Fault`] log readable from the [`Handle`].
+//!   Simplex itself blocks the offending peer through the configured p2p [`Blocker`].
 
 use crate::{
     Application,
@@ -19,8 +22,9 @@ use crate::{
 };
 use bytes::Bytes;
 use commonware_actor::Feedback;
+use commonware_codec::Encode as _;
 use commonware_consensus::{
-    Heightable as _, Reporter,
+    Epochable as _, Heightable as _, Reporter, Viewable as _,
     marshal::{
         self, Identifier, Update,
         ancestry::Ancestry,
@@ -32,13 +36,13 @@ use commonware_consensus::{
         self,
         config::{ForwardPolicy, SkipBudget, SkipPolicy},
         elector::RoundRobin,
-        types::{Context as SimplexContext, Finalization},
+        types::{Activity, Attributable as _, Context as SimplexContext, Finalization},
     },
     types::{Epoch, FixedEpocher, Height, ViewDelta},
 };
 use commonware_cryptography::{
     Digested, Digestible as _, Sha256, Signer as _,
-    certificate::{ConstantProvider, Verifier as _},
+    certificate::{ConstantProvider, Scheme as _, Verifier as _},
     ed25519,
     sha256::Digest,
 };
@@ -50,7 +54,7 @@ use commonware_utils::{Acknowledgement as _, NZU16, NZU64, NZUsize, ordered::Set
 use futures::{StreamExt as _, channel::mpsc};
 use rand_core::CryptoRng;
 use std::{
-    collections::HashMap,
+    collections::{HashMap, VecDeque},
     num::NonZeroUsize,
     sync::Arc,
     time::{Duration, UNIX_EPOCH},
@@ -68,6 +72,9 @@ pub type BlockFinalization = Finalization<Scheme, Digest>;
 
 /// Epoch length: the validator set is fixed, so one epoch covers the whole chain.
 const EPOCH_LENGTH: u64 = u64::MAX / 2;
+
+/// How many proven faults a node keeps (the oldest are dropped first; the count keeps growing).
+pub const MAX_RECORDED_FAULTS: usize = 1024;
 
 /// Errors starting or using the engine.
 #[derive(Debug, thiserror::Error)]
@@ -149,6 +156,154 @@ pub struct Committed {
     pub txs: usize,
     /// Ids (SHA-256) of the block's transactions, in order.
     pub tx_ids: Arc<Vec<[u8; 32]>>,
+}
+
+/// What a validator provably did wrong.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum FaultKind {
+    /// Two notarize votes for different proposals in the same view.
+    ConflictingNotarize,
+    /// Two finalize votes for different proposals in the same view.
+    ConflictingFinalize,
+    /// A nullify vote and a finalize vote in the same view.
+    NullifyFinalize,
+}
+
+impl FaultKind {
+    /// Stable lowercase name (logs, metrics).
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::ConflictingNotarize => "conflicting_notarize",
+            Self::ConflictingFinalize => "conflicting_finalize",
+            Self::NullifyFinalize => "nullify_finalize",
+        }
+    }
+}
+
+impl std::fmt::Display for FaultKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A consensus fault proven by two signed votes of the same validator that contradict each
+/// other (both signatures verified by this node before recording).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Fault {
+    /// What the validator did.
+    pub kind: FaultKind,
+    /// The offending validator.
+    pub validator: PublicKey,
+    /// Consensus epoch of the conflicting votes.
+    pub epoch: u64,
+    /// Consensus view of the conflicting votes.
+    pub view: u64,
+    /// The evidence: simplex's encoded `Activity` holding both votes, verifiable by anyone who
+    /// knows the validator set and the chain id.
+    pub evidence: Bytes,
+}
+
+/// Proven faults seen by this node: the most recent ones and a running total.
+#[derive(Default)]
+struct FaultLog {
+    recent: VecDeque<Fault>,
+    total: u64,
+}
+
+impl FaultLog {
+    /// Records a fault unless the same (kind, validator, round) is already recorded. Returns
+    /// whether it was new.
+    fn record(&mut self, fault: Fault) -> bool {
+        let seen = self.recent.iter().any(|f| {
+            f.kind == fault.kind
+                && f.validator == fault.validator
+                && f.epoch == fault.epoch
+                && f.view == fault.view
+        });
+        if seen {
+            return false;
+        }
+        if self.recent.len() >= MAX_RECORDED_FAULTS {
+            self.recent.pop_front();
+        }
+        self.recent.push_back(fault);
+        self.total = self.total.saturating_add(1);
+        true
+    }
+}
+
+/// Simplex reporter: forwards every activity to marshal (through [`Inline`]) and records the
+/// fault evidence simplex produces, after verifying both of its signatures.
+struct Accountable<R, E> {
+    inner: R,
+    rng: Arc<Mutex<E>>,
+    scheme: Scheme,
+    faults: Arc<Mutex<FaultLog>>,
+}
+
+impl<R: Clone, E> Clone for Accountable<R, E> {
+    fn clone(&self) -> Self {
+        Self {
+            inner: self.inner.clone(),
+            rng: self.rng.clone(),
+            scheme: self.scheme.clone(),
+            faults: self.faults.clone(),
+        }
+    }
+}
+
+impl<R, E> Accountable<R, E>
+where
+    E: CryptoRng,
+{
+    fn record(&mut self, activity: &Activity<Scheme, Digest>) {
+        let (kind, signer) = match activity {
+            Activity::ConflictingNotarize(c) => (FaultKind::ConflictingNotarize, c.signer()),
+            Activity::ConflictingFinalize(c) => (FaultKind::ConflictingFinalize, c.signer()),
+            Activity::NullifyFinalize(c) => (FaultKind::NullifyFinalize, c.signer()),
+            _ => return,
+        };
+        let (epoch, view) = (activity.epoch().get(), activity.view().get());
+        // Simplex reports conflicts before it verifies vote signatures: only keep evidence that
+        // proves the fault to a third party. (Simplex blocks the sender either way.)
+        if !activity.verify(&mut *self.rng.lock(), &self.scheme, &Sequential) {
+            debug!(%kind, epoch, view, "chain.consensus.fault: evidence does not verify; ignored");
+            return;
+        }
+        let Some(validator) = self.scheme.participants().get(usize::from(signer)).cloned() else {
+            debug!(%kind, %signer, "chain.consensus.fault: signer is not a validator; ignored");
+            return;
+        };
+        let fault = Fault {
+            kind,
+            validator: validator.clone(),
+            epoch,
+            view,
+            evidence: Bytes::from(activity.encode().to_vec()),
+        };
+        if self.faults.lock().record(fault) {
+            warn!(
+                %kind,
+                validator = %validator,
+                epoch,
+                view,
+                "chain.consensus.fault: validator signed conflicting votes"
+            );
+        }
+    }
+}
+
+impl<R, E> Reporter for Accountable<R, E>
+where
+    R: Reporter<Activity = Activity<Scheme, Digest>>,
+    E: CryptoRng + Send + 'static,
+{
+    type Activity = Activity<Scheme, Digest>;
+
+    fn report(&mut self, activity: Self::Activity) -> Feedback {
+        self.record(&activity);
+        self.inner.report(activity)
+    }
 }
 
 /// Engine configuration.
@@ -305,6 +460,10 @@ pub struct Node<A: Application> {
     shared: Arc<Mutex<Shared<A>>>,
     limits: BlockLimits,
     max_future_ms: u64,
+    /// How long a leader with an empty mempool waits for transactions before proposing an
+    /// empty block (a third of the leader timeout): an idle chain makes a few blocks per
+    /// second instead of as many as the network allows, and followers keep up.
+    empty_wait: Duration,
 }
 
 impl<A: Application> Clone for Node<A> {
@@ -313,6 +472,7 @@ impl<A: Application> Clone for Node<A> {
             shared: self.shared.clone(),
             limits: self.limits,
             max_future_ms: self.max_future_ms,
+            empty_wait: self.empty_wait,
         }
     }
 }
@@ -600,6 +760,13 @@ where
             }
             None => return None,
         }
+        // Pace empty blocks: wait (a bounded time) for a transaction to arrive.
+        let step = Duration::from_millis(10);
+        let mut waited = Duration::ZERO;
+        while waited < self.empty_wait && self.shared.lock().mempool.is_empty() {
+            clock.sleep(step).await;
+            waited += step;
+        }
         let block = self.build(parent, now_ms(&clock))?;
         debug!(
             height = block.header.height,
@@ -650,6 +817,7 @@ pub struct Handle<A: Application> {
     marshal: Marshal,
     gossip: Arc<dyn Fn(Bytes) + Send + Sync>,
     max_tx_bytes: usize,
+    faults: Arc<Mutex<FaultLog>>,
 }
 
 impl<A: Application> Clone for Handle<A> {
@@ -659,6 +827,7 @@ impl<A: Application> Clone for Handle<A> {
             marshal: self.marshal.clone(),
             gossip: self.gossip.clone(),
             max_tx_bytes: self.max_tx_bytes,
+            faults: self.faults.clone(),
         }
     }
 }
@@ -742,6 +911,18 @@ impl<A: Application> Handle<A> {
     /// Committed application state (read-only use).
     pub fn with_app<T>(&self, f: impl FnOnce(&A) -> T) -> T {
         f(&self.node.shared.lock().app)
+    }
+
+    /// Proven validator faults this node has seen since it started, oldest first (at most
+    /// [`MAX_RECORDED_FAULTS`], one per kind, validator and round).
+    pub fn faults(&self) -> Vec<Fault> {
+        self.faults.lock().recent.iter().cloned().collect()
+    }
+
+    /// Number of distinct proven faults seen since start (keeps counting past
+    /// [`MAX_RECORDED_FAULTS`]).
+    pub fn fault_count(&self) -> u64 {
+        self.faults.lock().total
     }
 
     /// Subscribes to blocks committed from now on.
@@ -838,6 +1019,7 @@ where
         shared: shared.clone(),
         limits: config.block_limits,
         max_future_ms: config.max_future_ms,
+        empty_wait: config.leader_timeout / 3,
     };
     let prefix = config.partition_prefix.clone();
     let page_cache = CacheRef::new(NZU16!(4096), NZUsize!(64));
@@ -995,12 +1177,19 @@ where
     }
 
     // Consensus.
+    let faults = Arc::new(Mutex::new(FaultLog::default()));
     let inline = Inline::new(
         context.child("inline"),
         node.clone(),
         marshal_mailbox.clone(),
         epocher,
     );
+    let reporter = Accountable {
+        inner: inline.clone(),
+        rng: Arc::new(Mutex::new(context.child("faults"))),
+        scheme: scheme.clone(),
+        faults: faults.clone(),
+    };
     let engine = simplex::Engine::new(
         context.child("simplex"),
         simplex::config::Config {
@@ -1009,7 +1198,7 @@ where
             blocker: config.blocker.clone(),
             automaton: inline.clone(),
             relay: inline.clone(),
-            reporter: inline,
+            reporter,
             strategy: Sequential,
             partition: format!("{prefix}-simplex"),
             mailbox_size: config.mailbox_size,
@@ -1032,7 +1221,10 @@ where
                 .unwrap_or(commonware_utils::NZDuration!(Duration::from_secs(1))),
             fetch_retry_delay: Duration::from_millis(100),
             forward: ForwardPolicy::Disabled,
-            track_historical_votes: false,
+            // Keep every vote until its round is pruned (10 views behind finality) so a
+            // conflicting vote arriving after the certificate still yields evidence; with `false`
+            // simplex drops the full votes at certification and fault reports are best effort.
+            track_historical_votes: true,
         },
     );
     engine.start(channels.votes, channels.certificates, channels.resolver);
@@ -1062,5 +1254,45 @@ where
         marshal: marshal_mailbox,
         gossip,
         max_tx_bytes: config.block_limits.max_tx_bytes,
+        faults,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn fault(kind: FaultKind, seed: u64, view: u64) -> Fault {
+        Fault {
+            kind,
+            validator: ed25519::PrivateKey::from_seed(seed).public_key(),
+            epoch: 0,
+            view,
+            evidence: Bytes::new(),
+        }
+    }
+
+    #[test]
+    fn fault_log_counts_each_kind_validator_and_round_once() {
+        let mut log = FaultLog::default();
+        assert!(log.record(fault(FaultKind::ConflictingNotarize, 3, 5)));
+        assert!(!log.record(fault(FaultKind::ConflictingNotarize, 3, 5)));
+        assert!(log.record(fault(FaultKind::ConflictingFinalize, 3, 5)));
+        assert!(log.record(fault(FaultKind::ConflictingNotarize, 2, 5)));
+        assert!(log.record(fault(FaultKind::ConflictingNotarize, 3, 6)));
+        assert_eq!(log.total, 4);
+        assert_eq!(log.recent.len(), 4);
+    }
+
+    #[test]
+    fn fault_log_keeps_the_most_recent_and_the_full_count() {
+        let mut log = FaultLog::default();
+        let extra = 10u64;
+        for view in 0..MAX_RECORDED_FAULTS as u64 + extra {
+            assert!(log.record(fault(FaultKind::NullifyFinalize, 1, view)));
+        }
+        assert_eq!(log.total, MAX_RECORDED_FAULTS as u64 + extra);
+        assert_eq!(log.recent.len(), MAX_RECORDED_FAULTS);
+        assert_eq!(log.recent.front().map(|f| f.view), Some(extra));
+    }
 }

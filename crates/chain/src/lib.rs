@@ -19,7 +19,9 @@
 //! - [`audit`]: `audit verify` over a stopped node's stored chain (a validator's archives or an
 //!   observer's log).
 //! - [`testing`]: a small real application (signed key-value counters, ed25519, nonces, SHA-256
-//!   root) used by the tests and benchmarks.
+//!   root) used by the tests and benchmarks, and [`testing::sim`], the deterministic-simulation
+//!   harness (simulated network, validator launch, agreement checks) shared by the chain's and
+//!   the node's simulation tests.
 //!
 //! Durability: the committed state is not stored separately. On start the engine replays every
 //! finalized block that marshal persisted (heights `1..=processed`) through

@@ -6,6 +6,8 @@
 //! counter `key`. The state root is SHA-256 of an order-independent sum of SHA-256 hashes of all
 //! entries, maintained incrementally so committing a block costs O(block), not O(state).
 
+pub mod sim;
+
 use crate::Application;
 use bytes::Bytes;
 use ed25519_dalek::{Signature, Signer as _, SigningKey, VerifyingKey};

@@ -4,140 +4,37 @@
 //! `MEDSPACE_SIM_SEEDS` sets how many seeds the multi-seed test runs (default 50).
 
 use bytes::Bytes;
-use commonware_cryptography::{Signer as _, ed25519};
 use commonware_macros::select;
-use commonware_p2p::simulated::{self, Link, Network, Oracle};
-use commonware_runtime::{Clock, Quota, Runner as _, Spawner as _, Supervisor as _, deterministic};
-use commonware_utils::{NZU32, NZUsize, probability};
+use commonware_runtime::{Clock, Runner as _, Supervisor as _};
 use medspace_chain::{
-    Application as _,
-    block::BlockLimits,
-    engine::{self, Channels, Config, Handle, PublicKey, TxStatus, channel},
-    mempool::MempoolLimits,
-    testing::{CounterApp, sign_tx, test_key},
+    engine::{FaultKind, Handle, TxStatus, channel},
+    testing::{
+        CounterApp, sign_tx,
+        sim::{self, Sim},
+        test_key,
+    },
 };
 use std::time::Duration;
 
 const CHAIN: &str = "medspace-sim";
 const N: usize = 4;
-const QUOTA: Quota = Quota::per_second(NZU32!(10_000));
-const LINK: Link = Link {
-    latency: Duration::from_millis(20),
-    jitter: Duration::from_millis(5),
-    success_rate: probability!(1.0),
-};
 
-type Ctx = deterministic::Context;
+type Validator = sim::Validator<CounterApp>;
 
-fn keys() -> Vec<ed25519::PrivateKey> {
-    (0..N as u64).map(ed25519::PrivateKey::from_seed).collect()
-}
-
-async fn network(ctx: &Ctx, peers: &[PublicKey]) -> Oracle<PublicKey, Ctx> {
-    let (network, oracle) = Network::new_with_peers(
-        ctx.child("network"),
-        simulated::Config {
-            max_size: 8 * 1024 * 1024,
-            max_peers_per_set: NZUsize!(N),
-            disconnect_on_block: true,
-            tracked_peer_sets: NZUsize!(1),
-        },
-        peers.to_vec(),
-    )
-    .await;
-    network.start();
-    oracle
-}
-
-async fn link(oracle: &Oracle<PublicKey, Ctx>, peers: &[PublicKey], groups: &[&[usize]]) {
-    for g in groups {
-        for &a in g.iter() {
-            for &b in g.iter() {
-                if a != b {
-                    let _ = oracle
-                        .add_link(peers[a].clone(), peers[b].clone(), LINK)
-                        .await;
-                }
-            }
-        }
+async fn start(ctx: &sim::Ctx, groups: &[&[usize]], launch: &[usize]) -> (Sim, Vec<Validator>) {
+    let sim = Sim::new(ctx, CHAIN, N).await;
+    sim.link(groups).await.expect("link");
+    let mut vals = Vec::new();
+    for &i in launch {
+        vals.push(launch_one(ctx, &sim, i, 0).await);
     }
+    (sim, vals)
 }
 
-async fn unlink_all(oracle: &Oracle<PublicKey, Ctx>, peers: &[PublicKey]) {
-    for a in peers {
-        for b in peers {
-            if a != b {
-                let _ = oracle.remove_link(a.clone(), b.clone()).await;
-            }
-        }
-    }
-}
-
-struct Validator {
-    handle: Handle<CounterApp>,
-    task: commonware_runtime::Handle<()>,
-}
-
-async fn launch(
-    ctx: &Ctx,
-    oracle: &Oracle<PublicKey, Ctx>,
-    keys: &[ed25519::PrivateKey],
-    i: usize,
-    incarnation: u32,
-) -> Validator {
-    let me = keys[i].public_key();
-    let control = oracle.control(me.clone());
-    let mut regs = Vec::new();
-    for ch in [
-        channel::VOTES,
-        channel::CERTIFICATES,
-        channel::RESOLVER,
-        channel::BACKFILL,
-        channel::BLOCKS,
-        channel::TXS,
-    ] {
-        regs.push(control.register(ch, QUOTA).await.expect("register channel"));
-    }
-    let mut regs = regs.into_iter();
-    let mut next = || regs.next().expect("channel");
-    let channels = Channels {
-        votes: next(),
-        certificates: next(),
-        resolver: next(),
-        backfill: next(),
-        blocks: next(),
-        txs: next(),
-    };
-    let config = Config {
-        chain_id: CHAIN.to_string(),
-        signer: keys[i].clone(),
-        validators: keys.iter().map(|k| k.public_key()).collect(),
-        partition_prefix: format!("validator-{i}"),
-        blocker: control.clone(),
-        peer_provider: oracle.manager(),
-        block_limits: BlockLimits::default(),
-        mempool_limits: MempoolLimits::default(),
-        max_future_ms: 5_000,
-        leader_timeout: Duration::from_secs(1),
-        certification_timeout: Duration::from_secs(2),
-        timeout_retry: Duration::from_secs(5),
-        fetch_timeout: Duration::from_secs(1),
-        mailbox_size: NZUsize!(1024),
-    };
-    let (tx, rx) = futures::channel::oneshot::channel();
-    let task = ctx
-        .child("validator")
-        .with_attribute("index", i)
-        .with_attribute("incarnation", incarnation)
-        .spawn(move |ctx| async move {
-            let handle = engine::start(ctx, config, CounterApp::new(CHAIN), channels)
-                .await
-                .expect("start validator");
-            let _ = tx.send(handle);
-            futures::future::pending::<()>().await;
-        });
-    let handle = rx.await.expect("validator started");
-    Validator { handle, task }
+async fn launch_one(ctx: &sim::Ctx, sim: &Sim, i: usize, incarnation: u32) -> Validator {
+    sim.launch(ctx, i, incarnation, CounterApp::new(CHAIN))
+        .await
+        .expect("start validator")
 }
 
 /// Submits `count` counter transactions (signer `signer`, nonces from `first`) round-robin to
@@ -154,40 +51,25 @@ fn submit(vals: &[&Validator], signer: u64, first: u64, count: u64) -> Vec<[u8; 
 }
 
 async fn wait_finalized(v: &Validator, ids: &[[u8; 32]]) {
-    let mut sub = v.handle.subscribe();
-    use futures::StreamExt as _;
-    loop {
-        if ids.iter().all(|id| {
-            matches!(
-                v.handle.status(id),
-                TxStatus::Finalized {
-                    outcome: Ok(()),
-                    ..
-                }
-            )
-        }) {
-            return;
-        }
-        sub.next().await.expect("node running");
-    }
+    sim::wait_applied(&v.handle, ids)
+        .await
+        .expect("node running");
+}
+
+fn handles<'a>(vals: &[&'a Validator]) -> Vec<&'a Handle<CounterApp>> {
+    vals.iter().map(|v| &v.handle).collect()
 }
 
 /// Asserts every pair of validators agrees on the common prefix of their finalized chains and
 /// that the committed root of each equals its header root at its height.
 fn assert_consistent(vals: &[&Validator]) {
-    let chains: Vec<_> = vals.iter().map(|v| v.handle.finalized_chain()).collect();
-    for (i, a) in chains.iter().enumerate() {
-        for b in &chains[i + 1..] {
-            let n = a.len().min(b.len());
-            assert_eq!(a[..n], b[..n], "finalized chains diverge");
-        }
+    if let Err(e) = sim::check_consistent(&handles(vals)) {
+        panic!("{e}");
     }
-    for v in vals {
-        let chain = v.handle.finalized_chain();
-        let (_, root) = chain.last().copied().expect("genesis");
-        assert_eq!(v.handle.with_app(|a| a.root()), root);
-        assert!(v.handle.halted().is_none());
-    }
+}
+
+async fn converge(vals: &[&Validator]) -> u64 {
+    sim::converge(&handles(vals)).await
 }
 
 /// Honest run: all finalize the same blocks, roots, and all submitted transactions.
@@ -197,30 +79,15 @@ fn honest(
     Vec<(commonware_cryptography::sha256::Digest, [u8; 32])>,
     String,
 ) {
-    let runner = deterministic::Runner::new(
-        deterministic::Config::new()
-            .with_seed(seed)
-            .with_timeout(Some(Duration::from_secs(300))),
-    );
-    runner.start(|ctx| async move {
-        let keys = keys();
-        let peers: Vec<_> = keys.iter().map(|k| k.public_key()).collect();
-        let oracle = network(&ctx, &peers).await;
-        link(&oracle, &peers, &[&[0, 1, 2, 3]]).await;
-        let mut vals = Vec::new();
-        for i in 0..N {
-            vals.push(launch(&ctx, &oracle, &keys, i, 0).await);
-        }
+    sim::runner(seed, Duration::from_secs(300)).start(|ctx| async move {
+        let (_sim, vals) = start(&ctx, &[&[0, 1, 2, 3]], &[0, 1, 2, 3]).await;
         let refs: Vec<&Validator> = vals.iter().collect();
         let ids = submit(&refs, seed, 0, 24);
         for v in &vals {
             wait_finalized(v, &ids).await;
             v.handle.wait_for_height(6).await;
         }
-        let target = vals.iter().map(|v| v.handle.height()).max().unwrap_or(0);
-        for v in &vals {
-            v.handle.wait_for_height(target).await;
-        }
+        let target = converge(&refs).await;
         assert_consistent(&refs);
         eprintln!(
             "seed={seed} height={target} sim_ms={:?}",
@@ -236,6 +103,7 @@ fn honest(
                 })
                 .sum();
             assert_eq!(total, 24, "every transaction applied exactly once");
+            assert_eq!(v.handle.fault_count(), 0, "honest run reports no fault");
         }
         (
             vals[0].handle.finalized_chain()[..=target as usize].to_vec(),
@@ -264,25 +132,20 @@ fn same_seed_same_result() {
     let a = honest(7);
     let b = honest(7);
     assert_eq!(a, b);
+    assert_ne!(a, honest(8), "a different seed gives a different run");
+    let a = conflicting_voter(7);
+    let b = conflicting_voter(7);
+    assert_eq!(
+        a, b,
+        "the Byzantine run, its faults included, is reproducible"
+    );
 }
 
 #[test]
 fn one_validator_cut_off_others_keep_finalizing() {
     for seed in 0..5 {
-        deterministic::Runner::new(
-            deterministic::Config::new()
-                .with_seed(seed)
-                .with_timeout(Some(Duration::from_secs(300))),
-        )
-        .start(|ctx| async move {
-            let keys = keys();
-            let peers: Vec<_> = keys.iter().map(|k| k.public_key()).collect();
-            let oracle = network(&ctx, &peers).await;
-            link(&oracle, &peers, &[&[0, 1, 2]]).await;
-            let mut vals = Vec::new();
-            for i in 0..N {
-                vals.push(launch(&ctx, &oracle, &keys, i, 0).await);
-            }
+        sim::runner(seed, Duration::from_secs(300)).start(|ctx| async move {
+            let (_sim, vals) = start(&ctx, &[&[0, 1, 2]], &[0, 1, 2, 3]).await;
             let live: Vec<&Validator> = vals[..3].iter().collect();
             let ids = submit(&live, 99, 0, 12);
             for v in &live {
@@ -303,20 +166,8 @@ fn one_validator_cut_off_others_keep_finalizing() {
 #[test]
 fn split_finalizes_nothing_then_heals_and_converges() {
     for seed in 0..5 {
-        deterministic::Runner::new(
-            deterministic::Config::new()
-                .with_seed(seed)
-                .with_timeout(Some(Duration::from_secs(600))),
-        )
-        .start(|ctx| async move {
-            let keys = keys();
-            let peers: Vec<_> = keys.iter().map(|k| k.public_key()).collect();
-            let oracle = network(&ctx, &peers).await;
-            link(&oracle, &peers, &[&[0, 1], &[2, 3]]).await;
-            let mut vals = Vec::new();
-            for i in 0..N {
-                vals.push(launch(&ctx, &oracle, &keys, i, 0).await);
-            }
+        sim::runner(seed, Duration::from_secs(600)).start(|ctx| async move {
+            let (sim, vals) = start(&ctx, &[&[0, 1], &[2, 3]], &[0, 1, 2, 3]).await;
             let refs: Vec<&Validator> = vals.iter().collect();
             let ids = submit(&refs, 5, 0, 8);
             // A partition is a period of time: observe it for 30 simulated seconds.
@@ -324,15 +175,12 @@ fn split_finalizes_nothing_then_heals_and_converges() {
             for v in &vals {
                 assert_eq!(v.handle.height(), 0, "a 2/2 split must finalize nothing");
             }
-            unlink_all(&oracle, &peers).await;
-            link(&oracle, &peers, &[&[0, 1, 2, 3]]).await;
+            sim.unlink_all().await;
+            sim.link_all().await;
             for v in &vals {
                 wait_finalized(v, &ids).await;
             }
-            let target = vals.iter().map(|v| v.handle.height()).max().unwrap_or(0);
-            for v in &vals {
-                v.handle.wait_for_height(target).await;
-            }
+            converge(&refs).await;
             assert_consistent(&refs);
         });
     }
@@ -341,20 +189,8 @@ fn split_finalizes_nothing_then_heals_and_converges() {
 #[test]
 fn crashed_validator_restarts_loses_nothing_and_catches_up() {
     for seed in 0..3 {
-        deterministic::Runner::new(
-            deterministic::Config::new()
-                .with_seed(seed)
-                .with_timeout(Some(Duration::from_secs(600))),
-        )
-        .start(|ctx| async move {
-            let keys = keys();
-            let peers: Vec<_> = keys.iter().map(|k| k.public_key()).collect();
-            let oracle = network(&ctx, &peers).await;
-            link(&oracle, &peers, &[&[0, 1, 2, 3]]).await;
-            let mut vals = Vec::new();
-            for i in 0..N {
-                vals.push(launch(&ctx, &oracle, &keys, i, 0).await);
-            }
+        sim::runner(seed, Duration::from_secs(600)).start(|ctx| async move {
+            let (sim, mut vals) = start(&ctx, &[&[0, 1, 2, 3]], &[0, 1, 2, 3]).await;
             let refs: Vec<&Validator> = vals.iter().collect();
             let before = submit(&refs, 11, 0, 12);
             for v in &vals {
@@ -373,7 +209,7 @@ fn crashed_validator_restarts_loses_nothing_and_catches_up() {
             let progressed = vals[0].handle.height();
             assert!(progressed > crashed_at);
             // Restart from its storage with a fresh in-memory state.
-            let restarted = launch(&ctx, &oracle, &keys, 3, 1).await;
+            let restarted = launch_one(&ctx, &sim, 3, 1).await;
             assert!(
                 restarted.handle.height() >= crashed_at,
                 "replay restored finalized state"
@@ -390,10 +226,7 @@ fn crashed_validator_restarts_loses_nothing_and_catches_up() {
             }
             vals.push(restarted);
             let all: Vec<&Validator> = vals.iter().collect();
-            let target = all.iter().map(|v| v.handle.height()).max().unwrap_or(0);
-            for v in &all {
-                v.handle.wait_for_height(target).await;
-            }
+            converge(&all).await;
             assert_consistent(&all);
             let total: i64 = (0..3)
                 .map(|k| {
@@ -409,17 +242,9 @@ fn crashed_validator_restarts_loses_nothing_and_catches_up() {
 
 #[test]
 fn bad_transactions_are_refused_and_change_nothing() {
-    deterministic::Runner::new(
-        deterministic::Config::new()
-            .with_seed(1)
-            .with_timeout(Some(Duration::from_secs(60))),
-    )
-    .start(|ctx| async move {
-        let keys = keys();
-        let peers: Vec<_> = keys.iter().map(|k| k.public_key()).collect();
-        let oracle = network(&ctx, &peers).await;
-        link(&oracle, &peers, &[&[0, 1, 2, 3]]).await;
-        let v = launch(&ctx, &oracle, &keys, 0, 0).await;
+    sim::runner(1, Duration::from_secs(60)).start(|ctx| async move {
+        let (_sim, vals) = start(&ctx, &[&[0, 1, 2, 3]], &[0]).await;
+        let v = &vals[0];
         let key = test_key(1);
         assert!(v.handle.submit(Bytes::from_static(b"garbage")).is_err());
         assert!(
@@ -442,6 +267,9 @@ fn bad_transactions_are_refused_and_change_nothing() {
     });
 }
 
+/// Validator 3 runs commonware's equivocator: as leader it sends one proposal (with its notarize
+/// vote) to one validator and a different one to the other two. No single honest validator sees
+/// both votes, so this is not provable evidence; the test is about liveness and safety.
 #[test]
 fn equivocating_leader_cannot_stop_honest_validators() {
     use commonware_consensus::{
@@ -449,44 +277,17 @@ fn equivocating_leader_cannot_stop_honest_validators() {
         types::Epoch,
     };
     use commonware_cryptography::{Sha256, sha256::Digest};
-    use commonware_utils::ordered::Set;
+    use medspace_chain::engine::PublicKey;
     use std::sync::Arc;
     for seed in 0..3 {
-        deterministic::Runner::new(
-            deterministic::Config::new()
-                .with_seed(seed)
-                .with_timeout(Some(Duration::from_secs(600))),
-        )
-        .start(|ctx| async move {
-            let keys = keys();
-            let peers: Vec<_> = keys.iter().map(|k| k.public_key()).collect();
-            let oracle = network(&ctx, &peers).await;
-            link(&oracle, &peers, &[&[0, 1, 2, 3]]).await;
-            let mut vals = Vec::new();
-            for i in 0..3 {
-                vals.push(launch(&ctx, &oracle, &keys, i, 0).await);
-            }
-            // Validator 3 runs commonware's equivocator: as leader it sends different proposals
-            // to different validators.
-            let control = oracle.control(peers[3].clone());
-            let votes = control
-                .register(channel::VOTES, QUOTA)
-                .await
-                .expect("votes");
-            let certs = control
-                .register(channel::CERTIFICATES, QUOTA)
-                .await
-                .expect("certs");
-            let scheme = engine::Scheme::signer(
-                CHAIN.as_bytes(),
-                Set::try_from(peers.clone()).expect("set"),
-                keys[3].clone(),
-            )
-            .expect("signer");
+        sim::runner(seed, Duration::from_secs(600)).start(|ctx| async move {
+            let (sim, vals) = start(&ctx, &[&[0, 1, 2, 3]], &[0, 1, 2]).await;
+            let votes = sim.register(3, channel::VOTES).await.expect("votes");
+            let certs = sim.register(3, channel::CERTIFICATES).await.expect("certs");
             let equivocator = mocks::equivocator::Equivocator::<_, _, _, Sha256>::new(
                 ctx.child("byzantine"),
                 mocks::equivocator::Config {
-                    scheme,
+                    scheme: sim.scheme(3).expect("signer"),
                     elector: RoundRobin::<Sha256>::default(),
                     epoch: Epoch::zero(),
                     relay: Arc::new(mocks::relay::Relay::<Digest, PublicKey>::new()),
@@ -501,5 +302,114 @@ fn equivocating_leader_cannot_stop_honest_validators() {
             }
             assert_consistent(&refs);
         });
+    }
+}
+
+/// What one Byzantine run produced: the agreed finalized chain, each honest validator's recorded
+/// faults (kind, offender, view), and the runtime's audit state.
+type ConflictRun = (
+    Vec<(commonware_cryptography::sha256::Digest, [u8; 32])>,
+    Vec<Vec<(FaultKind, String, u64)>>,
+    String,
+);
+
+/// Validators 0..3 are honest; validator 3 runs commonware's conflicter: for every notarize or
+/// finalize vote it receives it signs and sends two votes for different proposals of the same
+/// view (a random one and the real one). Every honest validator must record that as a proven
+/// fault naming validator 3, and block it, while the three keep finalizing and agree.
+fn conflicting_voter(seed: u64) -> ConflictRun {
+    use commonware_codec::Decode as _;
+    use commonware_consensus::simplex::{mocks, types::Activity};
+    use commonware_cryptography::{Sha256, certificate::Verifier as _, sha256::Digest};
+    use commonware_parallel::Sequential;
+    use commonware_utils::ordered::Set;
+    use medspace_chain::engine::Scheme;
+    sim::runner(seed, Duration::from_secs(600)).start(|mut ctx| async move {
+        let (sim, vals) = start(&ctx, &[&[0, 1, 2, 3]], &[0, 1, 2]).await;
+        let votes = sim.register(3, channel::VOTES).await.expect("votes");
+        let conflicter = mocks::conflicter::Conflicter::<_, _, Sha256>::new(
+            ctx.child("byzantine"),
+            mocks::conflicter::Config {
+                scheme: sim.scheme(3).expect("signer"),
+            },
+        );
+        let _byzantine = conflicter.start(votes);
+        let refs: Vec<&Validator> = vals.iter().collect();
+        let ids = submit(&refs, 77, 0, 12);
+        for v in &vals {
+            wait_finalized(v, &ids).await;
+            v.handle.wait_for_height(8).await;
+        }
+        let target = converge(&refs).await;
+        assert_consistent(&refs);
+
+        let byzantine = sim.peers[3].clone();
+        let verifier = Scheme::verifier(
+            CHAIN.as_bytes(),
+            Set::try_from(sim.peers.clone()).expect("validator set"),
+        );
+        let mut recorded = Vec::new();
+        for (i, v) in vals.iter().enumerate() {
+            let faults = v.handle.faults();
+            assert!(
+                !faults.is_empty(),
+                "seed={seed}: validator {i} did not report the conflicting voter"
+            );
+            assert_eq!(v.handle.fault_count(), faults.len() as u64);
+            for f in &faults {
+                assert_eq!(
+                    f.validator, byzantine,
+                    "seed={seed}: only validator 3 is faulty"
+                );
+                assert!(
+                    matches!(
+                        f.kind,
+                        FaultKind::ConflictingNotarize | FaultKind::ConflictingFinalize
+                    ),
+                    "seed={seed}: unexpected fault kind {}",
+                    f.kind
+                );
+                // The evidence convinces a third party that knows only the validator set.
+                let activity = Activity::<Scheme, Digest>::decode_cfg(
+                    f.evidence.clone(),
+                    &verifier.certificate_codec_config(),
+                )
+                .expect("evidence decodes");
+                assert!(activity.verify(&mut ctx, &verifier, &Sequential));
+            }
+            recorded.push(
+                faults
+                    .iter()
+                    .map(|f| (f.kind, f.validator.to_string(), f.view))
+                    .collect(),
+            );
+        }
+        // Simplex blocked the offender on every honest validator, and only the offender.
+        let blocked = sim.oracle.blocked().await.expect("blocked list");
+        for honest in &sim.peers[..3] {
+            assert!(
+                blocked.contains(&(honest.clone(), byzantine.clone())),
+                "seed={seed}: an honest validator did not block the conflicting voter"
+            );
+        }
+        assert!(blocked.iter().all(|(_, b)| b == &byzantine));
+        eprintln!(
+            "seed={seed} height={target} faults={:?}",
+            recorded.iter().map(Vec::len).collect::<Vec<_>>()
+        );
+        (
+            vals[0].handle.finalized_chain()[..=target as usize].to_vec(),
+            recorded,
+            ctx.auditor().state(),
+        )
+    })
+}
+
+#[test]
+fn conflicting_voter_is_reported_and_honest_validators_keep_finalizing() {
+    for seed in 0..10 {
+        let (chain, faults, _) = conflicting_voter(seed);
+        assert!(chain.len() > 8, "seed={seed}: too little finalized");
+        assert_eq!(faults.len(), 3);
     }
 }

@@ -3,15 +3,11 @@
 //! and consents, and every validator ends with the same state root and the same records.
 
 use bytes::Bytes;
-use commonware_cryptography::{Signer as _, ed25519};
-use commonware_p2p::simulated::{self, Link, Network, Oracle};
-use commonware_runtime::{Quota, Runner as _, Spawner as _, Supervisor as _, deterministic};
-use commonware_utils::{NZU32, NZUsize, probability};
+use commonware_runtime::Runner as _;
 use medspace_chain::{
     Application as _,
-    block::BlockLimits,
-    engine::{self, Channels, Config, Handle, PublicKey, TxStatus, channel},
-    mempool::MempoolLimits,
+    engine::Handle,
+    testing::sim::{self, Sim},
 };
 use medspace_node::LedgerApp;
 use medspace_types::*;
@@ -19,14 +15,6 @@ use std::time::Duration;
 
 const CHAIN: &str = "medspace-sim";
 const N: usize = 4;
-const QUOTA: Quota = Quota::per_second(NZU32!(10_000));
-const LINK: Link = Link {
-    latency: Duration::from_millis(20),
-    jitter: Duration::from_millis(5),
-    success_rate: probability!(1.0),
-};
-
-type Ctx = deterministic::Context;
 
 fn genesis() -> Genesis {
     Genesis {
@@ -47,64 +35,6 @@ fn genesis() -> Genesis {
     }
 }
 
-async fn launch(
-    ctx: &Ctx,
-    oracle: &Oracle<PublicKey, Ctx>,
-    keys: &[ed25519::PrivateKey],
-    i: usize,
-) -> Handle<LedgerApp> {
-    let control = oracle.control(keys[i].public_key());
-    let mut regs = Vec::new();
-    for ch in [
-        channel::VOTES,
-        channel::CERTIFICATES,
-        channel::RESOLVER,
-        channel::BACKFILL,
-        channel::BLOCKS,
-        channel::TXS,
-    ] {
-        regs.push(control.register(ch, QUOTA).await.expect("register channel"));
-    }
-    let mut regs = regs.into_iter();
-    let mut next = || regs.next().expect("channel");
-    let channels = Channels {
-        votes: next(),
-        certificates: next(),
-        resolver: next(),
-        backfill: next(),
-        blocks: next(),
-        txs: next(),
-    };
-    let config = Config {
-        chain_id: CHAIN.to_string(),
-        signer: keys[i].clone(),
-        validators: keys.iter().map(|k| k.public_key()).collect(),
-        partition_prefix: format!("validator-{i}"),
-        blocker: control.clone(),
-        peer_provider: oracle.manager(),
-        block_limits: BlockLimits::default(),
-        mempool_limits: MempoolLimits::default(),
-        max_future_ms: 5_000,
-        leader_timeout: Duration::from_secs(1),
-        certification_timeout: Duration::from_secs(2),
-        timeout_retry: Duration::from_secs(5),
-        fetch_timeout: Duration::from_secs(1),
-        mailbox_size: NZUsize!(1024),
-    };
-    let app = LedgerApp::new(&genesis()).expect("genesis");
-    let (tx, rx) = futures::channel::oneshot::channel();
-    ctx.child("validator")
-        .with_attribute("index", i)
-        .spawn(move |ctx| async move {
-            let handle = engine::start(ctx, config, app, channels)
-                .await
-                .expect("start validator");
-            let _ = tx.send(handle);
-            futures::future::pending::<()>().await;
-        });
-    rx.await.expect("validator started")
-}
-
 /// Runs one seed; returns the finalized chain prefix and the final root.
 fn run(
     seed: u64,
@@ -112,37 +42,14 @@ fn run(
     Vec<(commonware_cryptography::sha256::Digest, [u8; 32])>,
     [u8; 32],
 ) {
-    let runner = deterministic::Runner::new(
-        deterministic::Config::new()
-            .with_seed(seed)
-            .with_timeout(Some(Duration::from_secs(300))),
-    );
-    runner.start(|ctx| async move {
-        let keys: Vec<ed25519::PrivateKey> =
-            (0..N as u64).map(ed25519::PrivateKey::from_seed).collect();
-        let peers: Vec<PublicKey> = keys.iter().map(|k| k.public_key()).collect();
-        let (network, oracle) = Network::new_with_peers(
-            ctx.child("network"),
-            simulated::Config {
-                max_size: 8 * 1024 * 1024,
-                max_peers_per_set: NZUsize!(N),
-                disconnect_on_block: true,
-                tracked_peer_sets: NZUsize!(1),
-            },
-            peers.clone(),
-        )
-        .await;
-        network.start();
-        for a in &peers {
-            for b in &peers {
-                if a != b {
-                    let _ = oracle.add_link(a.clone(), b.clone(), LINK).await;
-                }
-            }
-        }
-        let mut vals = Vec::new();
+    sim::runner(seed, Duration::from_secs(300)).start(|ctx| async move {
+        let sim = Sim::new(&ctx, CHAIN, N).await;
+        sim.link_all().await;
+        let mut vals: Vec<Handle<LedgerApp>> = Vec::new();
         for i in 0..N {
-            vals.push(launch(&ctx, &oracle, &keys, i).await);
+            let app = LedgerApp::new(&genesis()).expect("genesis");
+            let v = sim.launch(&ctx, i, 0, app).await.expect("start validator");
+            vals.push(v.handle);
         }
         // Eight patients register (to different validators) and set a research consent.
         let chain = Name::new(CHAIN).unwrap();
@@ -174,10 +81,9 @@ fn run(
             ids.push(vals[(i + 1) % N].submit(tx).expect("admitted"));
         }
         wait(&vals, &ids).await;
-        let target = vals.iter().map(|v| v.height()).max().unwrap_or(0);
-        for v in &vals {
-            v.wait_for_height(target).await;
-        }
+        let refs: Vec<&Handle<LedgerApp>> = vals.iter().collect();
+        let target = sim::converge(&refs).await;
+        sim::check_consistent(&refs).expect("validators agree");
         let roots: Vec<[u8; 32]> = vals.iter().map(|v| v.with_app(|a| a.root())).collect();
         assert!(
             roots.windows(2).all(|w| w[0] == w[1]),
@@ -202,24 +108,8 @@ fn run(
 }
 
 async fn wait(vals: &[Handle<LedgerApp>], ids: &[[u8; 32]]) {
-    use futures::StreamExt as _;
     for v in vals {
-        let mut sub = v.subscribe();
-        loop {
-            let done = ids.iter().all(|id| {
-                matches!(
-                    v.status(id),
-                    TxStatus::Finalized {
-                        outcome: Ok(()),
-                        ..
-                    }
-                )
-            });
-            if done {
-                break;
-            }
-            sub.next().await.expect("node running");
-        }
+        sim::wait_applied(v, ids).await.expect("node running");
     }
 }
 
