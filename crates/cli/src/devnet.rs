@@ -423,7 +423,11 @@ pub fn run(opts: &RunOptions) -> anyhow::Result<()> {
             .map(|a| a.to_string())
             .unwrap_or_default()
     );
-    println!("  Ctrl-C stops the consortium; `medspace devnet` again resumes it from disk.");
+    println!("  Ctrl-C stops the consortium; `medspace devnet` again resumes it from disk;");
+    println!(
+        "  once stopped, `medspace audit verify --data-dir {}` re-verifies a node's chain.",
+        devnet.dir.join(OBSERVER).display()
+    );
     wait_for_ctrl_c()?;
     println!("\nstopping the nodes…");
     devnet.stop();
