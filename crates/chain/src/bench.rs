@@ -4,7 +4,6 @@
 //! plus the single-node apply rate (execute + commit) of the same application.
 
 use crate::{
-    Application as _,
     engine::Handle,
     node::{ConsortiumSpec, Genesis, NodeConfig, SpecNode, init_consortium, load_key, start_node},
     testing::{CounterApp, sign_tx, test_key},
@@ -109,9 +108,35 @@ fn make_txs(count: usize, signers: u64) -> Vec<Bytes> {
         .collect()
 }
 
-/// Single-node apply rate: execute + commit `txs` in blocks of 2,000.
-pub fn apply_rate(txs: &[Bytes]) -> f64 {
-    let mut app = CounterApp::new(CHAIN);
+/// What a benchmark run replicates and submits.
+pub struct Workload<A> {
+    /// The application at genesis.
+    pub app: A,
+    /// Its genesis as the genesis file's `app` (what the nodes are initialised with).
+    pub app_genesis: serde_json::Value,
+    /// Encoded transactions in submission order.
+    pub txs: Vec<Bytes>,
+    /// For each transaction, which validator receives it (a signer's transactions go to one
+    /// validator, as a client would send them, so they are gossiped in nonce order).
+    pub route: Vec<usize>,
+}
+
+/// The chain id benchmark workloads sign for.
+pub const BENCH_CHAIN: &str = CHAIN;
+
+/// The counter application with `count` transactions from 256 signers.
+pub fn counter_workload(count: usize) -> Workload<CounterApp> {
+    let signers = 256u64;
+    Workload {
+        app: CounterApp::new(CHAIN),
+        app_genesis: serde_json::Value::Null,
+        txs: make_txs(count, signers),
+        route: (0..count).map(|i| i % signers as usize).collect(),
+    }
+}
+
+/// Single-node apply rate of `app`: execute + commit `txs` in blocks of 2,000.
+pub fn apply_rate<A: crate::Application>(mut app: A, txs: &[Bytes]) -> f64 {
     let start = Instant::now();
     for (h, chunk) in txs.chunks(2_000).enumerate() {
         let (diff, _, _) = app.execute(&[], h as u64 + 1, 1, chunk);
@@ -128,8 +153,19 @@ fn percentile(sorted: &[f64], p: f64) -> f64 {
     sorted.get(idx).copied().unwrap_or(0.0)
 }
 
-/// Runs the benchmark in `work_dir` (created; must not hold a previous run).
+/// Runs the benchmark on the counter application in `work_dir` (created; must not hold a
+/// previous run).
 pub fn bench_ledger(opts: &BenchOptions, work_dir: &Path) -> Result<BenchReport, BenchError> {
+    bench_workload(opts, work_dir, counter_workload(opts.txs))
+}
+
+/// Runs the benchmark on any application's workload (`opts.txs` is ignored: the workload's
+/// transactions are submitted).
+pub fn bench_workload<A: crate::Application>(
+    opts: &BenchOptions,
+    work_dir: &Path,
+    workload: Workload<A>,
+) -> Result<BenchReport, BenchError> {
     let spec = ConsortiumSpec {
         chain_id: CHAIN.into(),
         nodes: (0..opts.validators)
@@ -140,7 +176,7 @@ pub fn bench_ledger(opts: &BenchOptions, work_dir: &Path) -> Result<BenchReport,
                 http: SocketAddr::from(([127, 0, 0, 1], opts.base_port + 100 + i as u16)),
             })
             .collect(),
-        app: serde_json::Value::Null,
+        app: workload.app_genesis.clone(),
     };
     let configs = init_consortium(&spec, work_dir)?;
     let mut nodes = Vec::new();
@@ -150,8 +186,10 @@ pub fn bench_ledger(opts: &BenchOptions, work_dir: &Path) -> Result<BenchReport,
         let k = load_key(&c.node.key_file)?;
         nodes.push((c, g, k));
     }
-    let txs = make_txs(opts.txs, 256);
-    let apply_tps = apply_rate(&txs);
+    let Workload {
+        app, txs, route, ..
+    } = workload;
+    let apply_tps = apply_rate(app.clone(), &txs);
     let runner = commonware_runtime::tokio::Runner::new(
         commonware_runtime::tokio::Config::new()
             .with_worker_threads(opts.threads)
@@ -159,9 +197,9 @@ pub fn bench_ledger(opts: &BenchOptions, work_dir: &Path) -> Result<BenchReport,
     );
     let opts = opts.clone();
     runner.start(|context| async move {
-        let mut handles: Vec<Handle<CounterApp>> = Vec::new();
+        let mut handles: Vec<Handle<A>> = Vec::new();
         for (c, g, k) in nodes {
-            let h = start_node(context.child("node"), &c, &g, k, CounterApp::new(CHAIN)).await?;
+            let h = start_node(context.child("node"), &c, &g, k, app.clone()).await?;
             handles.push(h);
         }
         // Wait for the first empty blocks so connections are up before timing.
@@ -186,7 +224,8 @@ pub fn bench_ledger(opts: &BenchOptions, work_dir: &Path) -> Result<BenchReport,
             while sent < due {
                 let end = (sent + batch).min(due);
                 for (i, tx) in txs[sent..end].iter().enumerate() {
-                    let h = &handles[(sent + i) % handles.len()];
+                    let to = route.get(sent + i).copied().unwrap_or(sent + i);
+                    let h = &handles[to % handles.len()];
                     if let Ok(id) = h.submit(tx.clone()) {
                         submitted.insert(id, Instant::now());
                     }

@@ -20,8 +20,8 @@ pub struct InitArgs {
 /// `medspace bench <name>`.
 #[derive(Subcommand)]
 pub enum BenchCommand {
-    /// Four validators over loopback TCP: finalized tx/s, p50/p99 submission→finality latency,
-    /// single-node apply rate.
+    /// Four validators over loopback TCP running the ledger state machine: finalized tx/s,
+    /// p50/p99 submission→finality latency, single-node apply rate.
     Ledger {
         /// Transactions to submit.
         #[arg(long, default_value_t = 40_000)]
@@ -73,10 +73,22 @@ pub fn bench(cmd: BenchCommand) -> anyhow::Result<()> {
                 ..Default::default()
             };
             let dir = medspace_chain::bench::temp_work_dir()?;
-            let report = medspace_chain::bench::bench_ledger(&opts, &dir);
+            let workload = medspace_node::bench_workload(txs).map_err(anyhow::Error::msg)?;
+            println!(
+                "bench ledger: the medspace state machine on {} validators over loopback TCP; {txs} transactions (patients registering, then consenting) offered at {rate} tx/s",
+                opts.validators
+            );
+            let report = medspace_chain::bench::bench_workload(&opts, &dir, workload);
             let _ = std::fs::remove_dir_all(&dir);
             let report = report?;
             println!("bench ledger: validators={} {report}", opts.validators);
+            let cores = std::thread::available_parallelism().map_or(1, |n| n.get()) as f64;
+            let ceiling = report.apply_tps * cores / opts.validators as f64;
+            println!(
+                "machine ceiling (apply rate x {cores} cores / {} validators) = {ceiling:.0} tx/s; finalized/ceiling ratio {:.2}",
+                opts.validators,
+                report.tps / ceiling.max(1e-9)
+            );
             Ok(())
         }
     }
