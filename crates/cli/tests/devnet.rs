@@ -336,8 +336,12 @@ fn validators_survive_kill_9_and_every_acknowledged_transaction_is_everywhere() 
 
 /// A base port with `base..base+5` and `base+100..base+105` free.
 fn free_base() -> u16 {
+    // Tests of this file run in parallel in one process: each call starts elsewhere.
+    static CALLS: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    let call = CALLS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     for attempt in 0..200u32 {
-        let base = 20_000 + ((std::process::id() * 7 + attempt * 211) % 30_000) as u16;
+        let base =
+            20_000 + ((std::process::id() * 7 + call * 4_999 + attempt * 211) % 30_000) as u16;
         let ok = (0..5)
             .flat_map(|i| [base + i, base + 100 + i])
             .map(|p| std::net::TcpListener::bind(("127.0.0.1", p)))
@@ -406,5 +410,56 @@ fn demo_runs_its_story_across_the_devnet() {
         .collect();
     assert_eq!(nums.len(), 2, "{cohort}");
     assert_eq!(nums[0], nums[1] + 1, "{cohort}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// `../shared/data/synthea-r4` if present; skips loudly when absent, fails when `CI=true`.
+fn synthea_dir(test: &str) -> Option<PathBuf> {
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared/data/synthea-r4");
+    if dir.join("hospital-a").is_dir() {
+        return Some(dir);
+    }
+    assert!(
+        std::env::var("CI").as_deref() != Ok("true"),
+        "{test}: ../shared/data/synthea-r4 is missing and CI=true"
+    );
+    eprintln!(
+        "SKIPPED: {test}: ../shared/data/synthea-r4 not found (the Synthea devnet did not run)"
+    );
+    None
+}
+
+/// The devnet's hospitals started from the Synthea split (`--fhir`): each vault holds its 20
+/// patients, each catalog entry is published through consensus, and the study runs over them.
+#[test]
+fn demo_runs_on_the_synthea_split() {
+    let Some(data) = synthea_dir("demo_runs_on_the_synthea_split") else {
+        return;
+    };
+    let dir = std::env::temp_dir().join(format!("medspace-demo-fhir-{}", std::process::id()));
+    let out = Command::new(BIN)
+        .args(["demo", "--base-port"])
+        .arg(free_base().to_string())
+        .arg("--dir")
+        .arg(&dir)
+        .arg("--fhir")
+        .args(["hospital-a", "hospital-b", "hospital-c"].map(|h| data.join(h)))
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "demo failed: {text}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for h in ["hospital-a", "hospital-b", "hospital-c"] {
+        let line = text
+            .lines()
+            .find(|l| l.contains(&format!("published {h}.cdm")))
+            .unwrap_or_else(|| panic!("no catalog line for {h}:\n{text}"));
+        assert!(line.contains(" 20 persons,"), "{line}");
+        assert!(line.contains(&format!("{h}   20 persons")), "{line}");
+    }
+    assert!(text.contains("blocks verified, state root"), "{text}");
     let _ = std::fs::remove_dir_all(&dir);
 }
