@@ -298,6 +298,27 @@ fn validators_survive_kill_9_and_every_acknowledged_transaction_is_everywhere() 
         let h = rt.block_on(height(&client, &net.http[i]));
         assert!(h >= target, "node {i} at height {h} < {target}");
     }
+    // A follower accepts nothing it cannot verify: a flipped byte anywhere in a served block,
+    // a block out of order, and changes nothing when it refuses.
+    let source = HttpSource::new(vec![net.http[0].clone()]);
+    let raw1 = rt.block_on(source.fetch(1, 0)).unwrap().expect("block 1");
+    let raw2 = rt.block_on(source.fetch(2, 0)).unwrap().expect("block 2");
+    let mut f = Follower::new(&net.genesis).unwrap();
+    let genesis_root = f.state().root();
+    assert!(f.apply(&raw2).is_err(), "block 2 accepted before block 1");
+    for at in [0, 40, raw1.len() / 2, raw1.len() - 1] {
+        let mut bad = raw1.to_vec();
+        bad[at] ^= 0x01;
+        assert!(
+            f.apply(&bad).is_err(),
+            "flipped byte at {at} of {} accepted",
+            raw1.len()
+        );
+        assert_eq!((f.height(), f.state().root()), (0, genesis_root));
+    }
+    f.apply(&raw1).unwrap();
+    f.apply(&raw2).unwrap();
+    assert!(f.apply(&raw2).is_err(), "a block applied twice");
     drop(rt);
     for i in 0..5 {
         net.kill(i);
