@@ -1229,25 +1229,43 @@ where
     );
     engine.start(channels.votes, channels.certificates, channels.resolver);
 
-    // Transaction gossip.
-    let (gossip_sender, mut gossip_receiver) = channels.txs;
+    // Transaction gossip, in batches: whatever was submitted since the last message goes out
+    // in one (no waiting for a batch to fill, so an idle node adds no latency; under load one
+    // message carries hundreds of transactions).
+    let (mut gossip_sender, mut gossip_receiver) = channels.txs;
     {
         let shared = shared.clone();
         let max = config.block_limits.max_tx_bytes;
         context.child("tx_gossip").spawn(move |_| async move {
             while let Ok((_, msg)) = gossip_receiver.recv().await {
-                let tx = Bytes::copy_from_slice(msg.as_ref());
-                // Refusals are expected (duplicates via several peers, races with finality).
-                let _ = admit(&shared, &tx, max);
+                // A peer's malformed batch is dropped whole; refusals of single transactions
+                // are expected (duplicates via several peers, races with finality).
+                for tx in decode_tx_batch(msg.as_ref(), max).unwrap_or_default() {
+                    let _ = admit(&shared, &tx, max);
+                }
             }
         });
     }
-    let gossip: Arc<dyn Fn(Bytes) + Send + Sync> = {
-        let sender = Mutex::new(gossip_sender);
-        Arc::new(move |tx: Bytes| {
-            let _ = sender.lock().send(Recipients::All, tx, false);
-        })
-    };
+    let (batch_in, mut batch_out) = mpsc::unbounded::<Bytes>();
+    context.child("tx_batcher").spawn(move |_| async move {
+        while let Some(first) = batch_out.next().await {
+            let mut bytes = first.len();
+            let mut batch = vec![first];
+            while batch.len() < GOSSIP_BATCH_TXS && bytes < GOSSIP_BATCH_BYTES {
+                match batch_out.try_recv() {
+                    Ok(tx) => {
+                        bytes += tx.len();
+                        batch.push(tx);
+                    }
+                    Err(_) => break,
+                }
+            }
+            let _ = gossip_sender.send(Recipients::All, encode_tx_batch(&batch), false);
+        }
+    });
+    let gossip: Arc<dyn Fn(Bytes) + Send + Sync> = Arc::new(move |tx: Bytes| {
+        let _ = batch_in.unbounded_send(tx);
+    });
     info!(public_key = %me, "chain.node.start: validator started");
     Ok(Handle {
         node,
@@ -1258,8 +1276,74 @@ where
     })
 }
 
+/// Most transactions in one gossip message.
+const GOSSIP_BATCH_TXS: usize = 1024;
+/// Bytes after which a gossip batch is sent without taking more.
+const GOSSIP_BATCH_BYTES: usize = 1 << 20;
+
+/// Encodes transactions for one gossip message: `u32 count`, then `u32 length | bytes` each.
+fn encode_tx_batch(txs: &[Bytes]) -> Bytes {
+    let mut out = Vec::with_capacity(4 + txs.iter().map(|t| 4 + t.len()).sum::<usize>());
+    out.extend_from_slice(&(txs.len() as u32).to_be_bytes());
+    for tx in txs {
+        out.extend_from_slice(&(tx.len() as u32).to_be_bytes());
+        out.extend_from_slice(tx);
+    }
+    Bytes::from(out)
+}
+
+/// Decodes a gossip message; `None` if it is malformed, holds too many transactions or one
+/// longer than `max_tx_bytes`.
+fn decode_tx_batch(msg: &[u8], max_tx_bytes: usize) -> Option<Vec<Bytes>> {
+    let word = |at: usize| -> Option<usize> {
+        msg.get(at..at + 4)
+            .and_then(|b| <[u8; 4]>::try_from(b).ok())
+            .map(|b| u32::from_be_bytes(b) as usize)
+    };
+    let count = word(0)?;
+    if count > GOSSIP_BATCH_TXS {
+        return None;
+    }
+    let mut at = 4;
+    let mut out = Vec::with_capacity(count);
+    for _ in 0..count {
+        let len = word(at)?;
+        if len > max_tx_bytes {
+            return None;
+        }
+        let tx = msg.get(at + 4..at + 4 + len)?;
+        out.push(Bytes::copy_from_slice(tx));
+        at += 4 + len;
+    }
+    (at == msg.len()).then_some(out)
+}
+
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn tx_batches_round_trip_and_refuse_malformed_messages() {
+        use super::{Bytes, GOSSIP_BATCH_TXS, decode_tx_batch, encode_tx_batch};
+        let txs = vec![
+            Bytes::from_static(b"one"),
+            Bytes::new(),
+            Bytes::from(vec![7u8; 300]),
+        ];
+        let msg = encode_tx_batch(&txs);
+        assert_eq!(decode_tx_batch(&msg, 300), Some(txs.clone()));
+        assert_eq!(decode_tx_batch(&msg, 299), None, "a tx over the limit");
+        assert_eq!(
+            decode_tx_batch(&msg[..msg.len() - 1], 300),
+            None,
+            "truncated"
+        );
+        let mut longer = msg.to_vec();
+        longer.push(0);
+        assert_eq!(decode_tx_batch(&longer, 300), None, "trailing bytes");
+        assert_eq!(decode_tx_batch(b"", 300), None);
+        let too_many = ((GOSSIP_BATCH_TXS + 1) as u32).to_be_bytes();
+        assert_eq!(decode_tx_batch(&too_many, 300), None);
+    }
+
     use super::*;
 
     fn fault(kind: FaultKind, seed: u64, view: u64) -> Fault {

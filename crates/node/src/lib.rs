@@ -94,6 +94,31 @@ pub struct BlockState {
 pub struct LedgerApp {
     committed: State,
     height: u64,
+    verified: Arc<std::sync::Mutex<VerifiedCache>>,
+}
+
+/// Ids of transactions whose signature this node checked at admission (bounded, oldest
+/// forgotten first), so executing the block that carries them need not check again.
+#[derive(Debug, Default)]
+struct VerifiedCache {
+    ids: std::collections::HashSet<[u8; 32]>,
+    order: std::collections::VecDeque<[u8; 32]>,
+}
+
+/// How many admitted transaction ids the cache keeps.
+const VERIFIED_KEPT: usize = 1 << 20;
+
+impl VerifiedCache {
+    fn insert(&mut self, id: [u8; 32]) {
+        if self.ids.insert(id) {
+            self.order.push_back(id);
+        }
+        while self.order.len() > VERIFIED_KEPT {
+            if let Some(old) = self.order.pop_front() {
+                self.ids.remove(&old);
+            }
+        }
+    }
 }
 
 impl LedgerApp {
@@ -102,6 +127,7 @@ impl LedgerApp {
         Ok(Self {
             committed: State::genesis(genesis)?,
             height: 0,
+            verified: Arc::default(),
         })
     }
 
@@ -160,6 +186,18 @@ pub fn execute_block(
     time_ms: u64,
     txs: &[Bytes],
 ) -> Vec<([u8; 32], Result<medspace_state::Receipt, String>)> {
+    execute_block_with(state, height, time_ms, txs, &|_| false)
+}
+
+/// [`execute_block`] skipping the signature check of transactions `verified` says this node
+/// already checked (same outcome, less work).
+pub fn execute_block_with(
+    state: &mut State,
+    height: u64,
+    time_ms: u64,
+    txs: &[Bytes],
+    verified: &dyn Fn(&[u8; 32]) -> bool,
+) -> Vec<([u8; 32], Result<medspace_state::Receipt, String>)> {
     let mut outcomes: Vec<([u8; 32], Result<medspace_state::Receipt, String>)> = txs
         .iter()
         .map(|raw| {
@@ -182,7 +220,11 @@ pub fn execute_block(
     }
     let ordered = nonce_order(decoded);
     let list: Vec<SignedTx> = ordered.iter().map(|(_, tx)| tx.clone()).collect();
-    let results = state.apply_block(&BlockContext { height, time_ms }, &list);
+    let pre: Vec<bool> = ordered
+        .iter()
+        .map(|(i, _)| outcomes.get(*i).is_some_and(|(id, _)| verified(id)))
+        .collect();
+    let results = state.apply_block_preverified(&BlockContext { height, time_ms }, &list, &pre);
     for ((i, _), r) in ordered.iter().zip(results) {
         if let Some(o) = outcomes.get_mut(*i) {
             o.1 = r.map_err(|e| e.to_string());
@@ -200,7 +242,12 @@ impl Application for LedgerApp {
         self.committed
             .check_tx(&decoded)
             .map_err(|e| e.to_string())?;
-        Ok(medspace_chain::block::tx_hash(tx))
+        let id = medspace_chain::block::tx_hash(tx);
+        self.verified
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .insert(id);
+        Ok(id)
     }
 
     fn execute(
@@ -213,10 +260,21 @@ impl Application for LedgerApp {
         let mut state = pending
             .last()
             .map_or_else(|| self.committed.clone(), |d| d.state.clone());
-        let outcomes = execute_block(&mut state, height, time_ms, txs)
-            .into_iter()
-            .map(|(_, r)| r.map(|_| ()))
-            .collect();
+        let known: std::collections::HashSet<[u8; 32]> = {
+            let cache = self
+                .verified
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            txs.iter()
+                .map(|t| medspace_chain::block::tx_hash(t))
+                .filter(|id| cache.ids.contains(id))
+                .collect()
+        };
+        let outcomes =
+            execute_block_with(&mut state, height, time_ms, txs, &|id| known.contains(id))
+                .into_iter()
+                .map(|(_, r)| r.map(|_| ()))
+                .collect();
         let root = state.root().0;
         (Arc::new(BlockState { state }), root, outcomes)
     }
@@ -421,6 +479,31 @@ mod tests {
             &[consent(&p, 0), consent(&q, 0), consent(&p, 1)],
         );
         assert_eq!(root_a, root_b);
+    }
+
+    #[test]
+    fn skipping_known_signatures_changes_no_outcome() {
+        let (g, _) = genesis();
+        let p = Keypair::from_seed(9);
+        let good = [consent(&p, 0), consent(&p, 1)];
+        let mut forged = SignedTx::from_bytes(consent(&Keypair::from_seed(10), 0)).unwrap();
+        forged.body.nonce = 1; // the signature no longer matches the body
+        let txs = vec![good[0].clone(), forged.to_bytes(), good[1].clone()];
+        let mut a = State::genesis(&g).unwrap();
+        let full = execute_block(&mut a, 1, 1000, &txs);
+        let admitted: Vec<[u8; 32]> = good
+            .iter()
+            .map(|t| medspace_chain::block::tx_hash(t))
+            .collect();
+        let mut b = State::genesis(&g).unwrap();
+        let skipped = execute_block_with(&mut b, 1, 1000, &txs, &|id| admitted.contains(id));
+        assert_eq!(a.root(), b.root());
+        let ok = |o: &[([u8; 32], Result<medspace_state::Receipt, String>)]| {
+            o.iter().map(|(_, r)| r.is_ok()).collect::<Vec<_>>()
+        };
+        assert_eq!(ok(&full), vec![true, false, true]);
+        assert_eq!(ok(&full), ok(&skipped));
+        assert!(skipped[1].1.as_ref().unwrap_err().contains("signature"));
     }
 
     #[test]

@@ -298,7 +298,30 @@ impl State {
         ctx: &BlockContext,
         txs: &[SignedTx],
     ) -> Vec<Result<Receipt, TxError>> {
-        let valid = verify_signatures(txs);
+        self.apply_block_preverified(ctx, txs, &[])
+    }
+
+    /// [`State::apply_block`] where `preverified[i]` says that this node has already checked
+    /// transaction `i`'s signature itself (at mempool admission): only the others are batch
+    /// verified. The outcome is the same as `apply_block`'s — a node may skip only work whose
+    /// answer it already has.
+    pub fn apply_block_preverified(
+        &mut self,
+        ctx: &BlockContext,
+        txs: &[SignedTx],
+        preverified: &[bool],
+    ) -> Vec<Result<Receipt, TxError>> {
+        let known = |i: usize| preverified.get(i).copied().unwrap_or(false);
+        let unknown: Vec<SignedTx> = txs
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| !known(*i))
+            .map(|(_, t)| t.clone())
+            .collect();
+        let mut checked = verify_signatures(&unknown).into_iter();
+        let valid: Vec<bool> = (0..txs.len())
+            .map(|i| known(i) || checked.next().unwrap_or(false))
+            .collect();
         txs.iter()
             .zip(valid)
             .map(|(tx, ok)| {
