@@ -97,7 +97,8 @@ pub fn run(args: BenchFederatedArgs) -> anyhow::Result<()> {
     println!("query spec: {spec}");
     println!(
         "the sites run one after another on this machine ({} cores); every site and the pooled \
-         session run the same compiled SQL through the worker's DataFusion runtime (one thread)",
+         session run the same compiled SQL through compute::local::run_in (DataFusion, 2 target \
+         partitions, on a current-thread tokio runtime)",
         std::thread::available_parallelism().map_or(1, |n| n.get())
     );
     println!(
