@@ -4,6 +4,7 @@
 //! crates under `crates/`, which hold all the logic. Errors become `anyhow` only at this edge.
 
 mod bench;
+mod bench_federated;
 mod chain_cmd;
 mod consortium;
 mod demo;
@@ -177,6 +178,8 @@ enum BenchCommand {
     Ingest(vault_cmd::BenchIngestArgs),
     /// Cohort query (condition + lab threshold, by sex and age band) on N persons.
     Cohort(vault_cmd::BenchCohortArgs),
+    /// Three hospitals' federated data plane against the same query over the pooled data.
+    Federated(bench_federated::BenchFederatedArgs),
 }
 
 fn keygen(out: &std::path::Path) -> anyhow::Result<()> {
@@ -267,6 +270,7 @@ fn main() -> anyhow::Result<()> {
         Command::Bench(BenchCommand::Cohort(a)) => {
             vault_cmd::run_bench(vault_cmd::Bench::Cohort(a))
         }
+        Command::Bench(BenchCommand::Federated(a)) => bench_federated::run(a),
         Command::Ingest(a) => vault_cmd::run_ingest(a),
         Command::Sql(a) => vault_cmd::run_sql(a),
         Command::Quality(a) => vault_cmd::run_quality(a),

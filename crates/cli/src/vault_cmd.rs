@@ -325,7 +325,7 @@ pub fn run_synth(args: SynthArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn work_dir(flag: Option<PathBuf>) -> anyhow::Result<(PathBuf, bool)> {
+pub(crate) fn work_dir(flag: Option<PathBuf>) -> anyhow::Result<(PathBuf, bool)> {
     match flag {
         Some(d) => {
             std::fs::create_dir_all(&d)?;

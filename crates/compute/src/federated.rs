@@ -11,7 +11,9 @@ use medspace_privacy::query::{Aggregate, GroupField, GroupKey, QuerySpec};
 use medspace_privacy::{Mechanism, secagg};
 use medspace_state::State;
 use medspace_types::{Hash, JobId, MemberId};
+use std::collections::BTreeSet;
 use std::path::Path;
+use std::time::{Duration, Instant};
 use x25519_dalek::{PublicKey, StaticSecret};
 
 /// Errors of a federated job (nothing leaves a site that fails).
@@ -138,6 +140,103 @@ fn mechanisms(spec: &QuerySpec, epsilon_micro: u64) -> (Mechanism, Option<Mechan
     }
 }
 
+/// What a site computes once the ledger has decided that the job runs here and on whom.
+#[derive(Clone, Copy, Debug)]
+pub struct SiteJob<'a> {
+    /// The job (its identity binds the masks).
+    pub job: JobId,
+    /// The job's query specification.
+    pub spec: &'a QuerySpec,
+    /// The epsilon the job reserved, in micro-epsilon (calibrates the noise).
+    pub epsilon_micro: u64,
+    /// The protection applied.
+    pub protection: Protection,
+}
+
+/// Wall time of each step of [`site_share`], for the operator's log and the benchmark.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SiteTimings {
+    /// Opening the vault, running the compiled query on the cohort, laying the result out.
+    pub local: Duration,
+    /// Adding the noise to every cell (nothing without protection).
+    pub noise: Duration,
+    /// Masking the vector for secure aggregation.
+    pub mask: Duration,
+}
+
+/// The data plane of one site for a planned job: runs the job's compiled query over `cohort`
+/// (registered as [`CONSENTED`]) in the vault of `node_dir`, lays the result out in the spec's
+/// fixed vector ([`local_vector`]), adds the site's noise and masks the vector. Returns the
+/// masked vector, the only thing that leaves the site, and the time of each step.
+/// [`run_site`] is this after planning the job and its cohort from the ledger.
+pub fn site_share<R: rand_core::CryptoRng>(
+    node_dir: &Path,
+    cohort: &BTreeSet<i64>,
+    job: &SiteJob<'_>,
+    keys: &SiteKeys<'_>,
+    rng: &mut R,
+) -> Result<(Vec<u64>, SiteTimings), FederatedError> {
+    let spec = job.spec;
+    let t = Instant::now();
+    let sql = medspace_privacy::query::compile_sql(spec, CONSENTED)?;
+    let rows = local::run(node_dir, cohort, &sql)?;
+    let mut vector = local_vector(spec, &rows);
+    let local = t.elapsed();
+    let t = Instant::now();
+    if let Protection::Full { .. } = job.protection {
+        let per = values_per_group(spec);
+        let (count_mech, sum_mech) = mechanisms(spec, job.epsilon_micro);
+        for (idx, cell) in vector.iter_mut().enumerate() {
+            let mech = if idx % per == 0 {
+                &count_mech
+            } else {
+                sum_mech.as_ref().unwrap_or(&count_mech)
+            };
+            *cell += mech.noise(rng)?;
+        }
+    }
+    let noise = t.elapsed();
+    let t = Instant::now();
+    let encoded: Vec<u64> = vector.iter().map(|v| secagg::encode_i64(*v)).collect();
+    let masked = secagg::mask(
+        &job_binding(job.job),
+        keys.me,
+        keys.secret,
+        keys.peers,
+        &encoded,
+    )?;
+    let mask = t.elapsed();
+    Ok((masked, SiteTimings { local, noise, mask }))
+}
+
+/// A query's output rows laid out in the fixed vector of the spec's groups
+/// ([`medspace_privacy::query::groups`]): per group `n`, then `sum_fixed` for a mean; zeros for
+/// groups without a row. Rows of a group outside the layout (e.g. an unknown sex) are left out:
+/// they are never released.
+pub fn local_vector(spec: &QuerySpec, rows: &[local::Row]) -> Vec<i64> {
+    let layout = medspace_privacy::query::groups(spec);
+    let per = values_per_group(spec);
+    let mut vector = vec![0i64; layout.len() * per];
+    for row in rows {
+        let (mut sex, mut band) = (None, None);
+        for (field, value) in spec.group_by.iter().zip(row.key.iter()) {
+            match field {
+                GroupField::Sex => sex = Some(value.as_str()),
+                GroupField::AgeBand => band = Some(value.as_str()),
+            }
+        }
+        let Some(i) = medspace_privacy::query::group_index(&layout, sex, band) else {
+            continue;
+        };
+        for (j, v) in row.values.iter().take(per).enumerate() {
+            if let Some(cell) = vector.get_mut(i * per + j) {
+                *cell += *v;
+            }
+        }
+    }
+    vector
+}
+
 /// Runs a job at one site and returns its masked share.
 #[allow(clippy::too_many_arguments)]
 pub fn run_site<R: rand_core::CryptoRng>(
@@ -158,47 +257,13 @@ pub fn run_site<R: rand_core::CryptoRng>(
         .map(|(t, f)| (t.to_string(), f.to_string()))
         .collect();
     let plan = plan_job(state, job, member, links, &reads)?;
-    let sql = medspace_privacy::query::compile_sql(&spec, CONSENTED)?;
-    let rows = local::run(node_dir, &plan.cohort, &sql)?;
-    let layout = &validated.groups;
-    let per = values_per_group(&spec);
-    let mut vector = vec![0i64; layout.len() * per];
-    for row in rows {
-        let (mut sex, mut band) = (None, None);
-        for (field, value) in spec.group_by.iter().zip(row.key.iter()) {
-            match field {
-                GroupField::Sex => sex = Some(value.as_str()),
-                GroupField::AgeBand => band = Some(value.as_str()),
-            }
-        }
-        let Some(i) = medspace_privacy::query::group_index(layout, sex, band) else {
-            continue; // a group outside the fixed layout (e.g. unknown sex) is never released
-        };
-        for (j, v) in row.values.iter().take(per).enumerate() {
-            if let Some(cell) = vector.get_mut(i * per + j) {
-                *cell += *v;
-            }
-        }
-    }
-    if let Protection::Full { .. } = protection {
-        let (count_mech, sum_mech) = mechanisms(&spec, plan.job.epsilon_reserved);
-        for (idx, cell) in vector.iter_mut().enumerate() {
-            let mech = if idx % per == 0 {
-                &count_mech
-            } else {
-                sum_mech.as_ref().unwrap_or(&count_mech)
-            };
-            *cell += mech.noise(rng)?;
-        }
-    }
-    let encoded: Vec<u64> = vector.iter().map(|v| secagg::encode_i64(*v)).collect();
-    let masked = secagg::mask(
-        &job_binding(job),
-        keys.me,
-        keys.secret,
-        keys.peers,
-        &encoded,
-    )?;
+    let site_job = SiteJob {
+        job,
+        spec: &spec,
+        epsilon_micro: plan.job.epsilon_reserved,
+        protection,
+    };
+    let (masked, _) = site_share(node_dir, &plan.cohort, &site_job, keys, rng)?;
     Ok(SiteShare {
         member: member.clone(),
         masked,
@@ -215,26 +280,38 @@ pub fn release(
     protection: Protection,
 ) -> Result<Vec<Cell>, FederatedError> {
     let sum = secagg::aggregate_with_dropouts(shares, reveals)?;
+    let totals: Vec<i64> = sum.iter().map(|v| secagg::decode_i64(*v)).collect();
+    release_totals(spec, &totals, protection)
+}
+
+/// The released cells of a vector of totals in the spec's layout (see [`local_vector`]): `n`
+/// after suppression below `k` (none without protection) and, for a mean, the mean of the
+/// clamped values from `sum_fixed / n`.
+pub fn release_totals(
+    spec: &QuerySpec,
+    totals: &[i64],
+    protection: Protection,
+) -> Result<Vec<Cell>, FederatedError> {
     let layout = medspace_privacy::query::groups(spec);
     let per = values_per_group(spec);
-    if sum.len() != layout.len() * per {
+    if totals.len() != layout.len() * per {
         return Err(FederatedError::Layout(format!(
             "expected {} values, got {}",
             layout.len() * per,
-            sum.len()
+            totals.len()
         )));
     }
     let mut cells = Vec::with_capacity(layout.len());
     for (i, group) in layout.iter().enumerate() {
-        let n = sum.get(i * per).map_or(0, |v| secagg::decode_i64(*v));
+        let n = totals.get(i * per).copied().unwrap_or(0);
         let n = match protection {
             Protection::Full { k } => medspace_privacy::suppress_small(n, k),
             Protection::TestNone => Some(n),
         };
         let mean = match (&spec.aggregate, n) {
-            (Aggregate::Mean(_), Some(count)) if count > 0 => sum
+            (Aggregate::Mean(_), Some(count)) if count > 0 => totals
                 .get(i * per + 1)
-                .map(|v| secagg::decode_i64(*v) as f64 / 1000.0 / count as f64),
+                .map(|v| *v as f64 / 1000.0 / count as f64),
             _ => None,
         };
         cells.push(Cell {

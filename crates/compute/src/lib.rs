@@ -6,11 +6,16 @@
 //! job must stay within the contract's approved fields, and only patients whose consent allows
 //! the contract's purpose (and study, and level — L4 needs explicit opt-in) at that height are
 //! in the cohort. Patients are linked to the ledger's pseudonyms by the hospital ([`links`]).
+//! On that cohort the site runs the job's compiled query in its vault ([`local`]), adds its
+//! noise and masks the result; the aggregator sums the masked shares and releases the
+//! protected cells ([`federated`]). [`bench`] times that data plane against the same query over
+//! the pooled data (`medspace bench federated`).
 #![cfg_attr(
     not(test),
     deny(clippy::unwrap_used, clippy::expect_used, clippy::panic)
 )]
 
+pub mod bench;
 pub mod federated;
 pub mod links;
 pub mod local;

@@ -6,6 +6,7 @@ use datafusion::arrow::array::{Array, ArrayRef, Int64Array, StringArray};
 use datafusion::arrow::datatypes::{DataType, Field, Schema};
 use datafusion::arrow::record_batch::RecordBatch;
 use datafusion::datasource::MemTable;
+use datafusion::prelude::SessionContext;
 use std::collections::BTreeSet;
 use std::path::Path;
 use std::sync::Arc;
@@ -42,7 +43,17 @@ pub struct Row {
 /// Runs `sql` over the vault of `node_dir` with the table [`CONSENTED`]`(person_id)` holding
 /// `cohort`; returns the rows (Utf8 columns form the key, Int64 columns the values).
 pub fn run(node_dir: &Path, cohort: &BTreeSet<i64>, sql: &str) -> Result<Vec<Row>, LocalError> {
-    let ctx = medspace_vault::open_session(node_dir)?;
+    run_in(&medspace_vault::open_session(node_dir)?, cohort, sql)
+}
+
+/// Runs `sql` in an already opened session (which must not yet have a table [`CONSENTED`]) with
+/// [`CONSENTED`]`(person_id)` holding `cohort`, exactly as [`run`] does over a node's own vault.
+/// The benchmark's pooled baseline runs the same query this way over several vaults at once.
+pub fn run_in(
+    ctx: &SessionContext,
+    cohort: &BTreeSet<i64>,
+    sql: &str,
+) -> Result<Vec<Row>, LocalError> {
     let schema = Arc::new(Schema::new(vec![Field::new(
         "person_id",
         DataType::Int64,

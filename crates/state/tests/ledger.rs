@@ -1,12 +1,13 @@
 //! Integration tests of the ledger state machine: every transaction kind, its success path and
 //! its refusals (each asserting the exact `TxError` variant and that a refusal leaves the root
 //! and the signer's nonce unchanged), the queries, the inclusion proofs, and property tests of
-//! the codec and of determinism.
+//! the codec, of determinism and of the epsilon budget under concurrent jobs.
 
 mod ledger {
     pub mod fixture;
 
     mod access;
+    mod budget;
     mod catalog;
     mod consent;
     mod contracts;

@@ -6,6 +6,8 @@
 //!   age-dependent diabetes prevalence and HbA1c distribution) and the query "persons with
 //!   type 2 diabetes (SNOMED 44054006) and an HbA1c (LOINC 4548-4) over 7 %, counted by sex and
 //!   10-year age band", timed over several runs; peak memory from `/proc/self/status` (VmHWM).
+//!   The population builder ([`write_synthetic_cdm`]) also makes the three hospitals of
+//!   `medspace bench federated` (each with its own `person_id` range).
 
 use std::path::Path;
 use std::time::Instant;
@@ -92,7 +94,127 @@ pub const COHORT_SQL: &str = "SELECT p.gender_source_value AS sex, \
        AND p.person_id IN (SELECT person_id FROM measurement WHERE measurement_source_value = '4548-4' AND value_as_number > 7.0) \
      GROUP BY 1, 2 ORDER BY 1, 2";
 
-/// Builds a vault with `persons` persons at `work_dir/node` and times [`COHORT_SQL`] `runs` times.
+/// A synthetic population written directly as CDM rows (no FHIR): each person has a sex, a birth
+/// year (age 0-94 in 2025), one condition (type 2 diabetes with the age-dependent prevalence of
+/// the generator: 2 % under 40, 10 % under 65, 20 % from 65; otherwise hypertension or
+/// another code) dated 2022-01-08..2024-10-03, and three HbA1c measurements (LOINC 4548-4, mean
+/// 7.8 % for diabetics and 5.4 % otherwise, ±1) dated 2022-01-08..2027-07-01.
+#[derive(Clone, Copy, Debug)]
+pub struct SyntheticPersons {
+    /// Persons to write.
+    pub persons: u64,
+    /// Seed of every random choice.
+    pub seed: u64,
+    /// The persons get the `person_id`s `person_id_offset + 1 ..= person_id_offset + persons`
+    /// (in a fresh vault), so that several vaults can hold disjoint id ranges, as the hospitals
+    /// of a consortium do.
+    pub person_id_offset: u32,
+}
+
+/// Writes `population` into the vault at `node` as one new committed segment (the vault is
+/// created if needed) and returns the number of measurement rows. `progress` is called with
+/// the number of persons written so far, every 10,000 persons and at the end.
+pub fn write_synthetic_cdm(
+    node: &Path,
+    population: SyntheticPersons,
+    progress: &mut dyn FnMut(u64),
+) -> Result<u64, VaultError> {
+    let mut measurements = 0u64;
+    let mut vault = Vault::open(node)?;
+    let mut rng = rand_chacha_rng(population.seed);
+    vault.bench_commit_cdm(&mut |rows| {
+        let slot = rows.counters.entry("person".to_string()).or_insert(1);
+        // Never reuse an id the vault has already given out.
+        *slot = (*slot).max(i64::from(population.person_id_offset) + 1);
+        for done in 0..population.persons {
+            if done % 10_000 == 0 {
+                progress(done);
+            }
+            let pid = next_id(rows.counters, "person");
+            let female = rng.random_bool(0.51);
+            let age: i32 = rng.random_range(0..95);
+            let yob = 2025 - age;
+            let band = if age < 40 {
+                0.02
+            } else if age < 65 {
+                0.10
+            } else {
+                0.20
+            };
+            let diabetic = rng.random_bool(band);
+            let pseudo = format!("{pid:032x}");
+            rows.writer.push(
+                "person",
+                &[
+                    Val::I64(Some(pid)),
+                    Val::I32(Some(if female { 8532 } else { 8507 })),
+                    Val::I32(Some(yob)),
+                    Val::I32(Some(1)),
+                    Val::I32(Some(1)),
+                    Val::Date(None),
+                    Val::I32(Some(0)),
+                    Val::I32(Some(0)),
+                    Val::Str(Some(&pseudo)),
+                    Val::Str(Some(if female { "female" } else { "male" })),
+                    Val::Str(None),
+                    Val::Str(None),
+                ],
+            )?;
+            let code = if diabetic {
+                "44054006"
+            } else if rng.random_bool(0.3) {
+                "38341003"
+            } else {
+                "444814009"
+            };
+            let cid = next_id(rows.counters, "condition_occurrence");
+            rows.writer.push(
+                "condition_occurrence",
+                &[
+                    Val::I64(Some(cid)),
+                    Val::I64(Some(pid)),
+                    Val::I32(Some(0)),
+                    Val::Date(Some(19_000 + rng.random_range(0..1_000))),
+                    Val::Date(None),
+                    Val::I32(Some(32817)),
+                    Val::Str(Some("active")),
+                    Val::I64(None),
+                    Val::Str(Some(code)),
+                    Val::I32(Some(0)),
+                ],
+            )?;
+            for _ in 0..3 {
+                let mean = if diabetic { 7.8 } else { 5.4 };
+                let a1c = mean + (rng.random::<f64>() - 0.5) * 2.0;
+                let mid = next_id(rows.counters, "measurement");
+                measurements += 1;
+                rows.writer.push(
+                    "measurement",
+                    &[
+                        Val::I64(Some(mid)),
+                        Val::I64(Some(pid)),
+                        Val::I32(Some(0)),
+                        Val::Date(Some(19_000 + rng.random_range(0..2_000))),
+                        Val::I32(Some(32817)),
+                        Val::F64(Some((a1c * 10.0).round() / 10.0)),
+                        Val::I32(Some(8554)),
+                        Val::I64(None),
+                        Val::Str(Some("4548-4")),
+                        Val::I32(Some(0)),
+                        Val::Str(Some("%")),
+                        Val::Str(None),
+                    ],
+                )?;
+            }
+        }
+        progress(population.persons);
+        Ok(())
+    })?;
+    Ok(measurements)
+}
+
+/// Builds a vault with `persons` persons at `work_dir/node` (see [`write_synthetic_cdm`]) and
+/// times [`COHORT_SQL`] `runs` times.
 pub fn bench_cohort(
     work_dir: &Path,
     persons: u64,
@@ -104,92 +226,15 @@ pub fn bench_cohort(
         std::fs::remove_dir_all(&node).map_err(VaultError::io(&node))?;
     }
     let t = Instant::now();
-    let mut measurements = 0u64;
-    {
-        let mut vault = Vault::open(&node)?;
-        let mut rng = rand_chacha_rng(seed);
-        vault.bench_commit_cdm(&mut |rows| {
-            for _ in 0..persons {
-                let pid = next_id(rows.counters, "person");
-                let female = rng.random_bool(0.51);
-                let age: i32 = rng.random_range(0..95);
-                let yob = 2025 - age;
-                let band = if age < 40 {
-                    0.02
-                } else if age < 65 {
-                    0.10
-                } else {
-                    0.20
-                };
-                let diabetic = rng.random_bool(band);
-                let pseudo = format!("{pid:032x}");
-                rows.writer.push(
-                    "person",
-                    &[
-                        Val::I64(Some(pid)),
-                        Val::I32(Some(if female { 8532 } else { 8507 })),
-                        Val::I32(Some(yob)),
-                        Val::I32(Some(1)),
-                        Val::I32(Some(1)),
-                        Val::Date(None),
-                        Val::I32(Some(0)),
-                        Val::I32(Some(0)),
-                        Val::Str(Some(&pseudo)),
-                        Val::Str(Some(if female { "female" } else { "male" })),
-                        Val::Str(None),
-                        Val::Str(None),
-                    ],
-                )?;
-                let code = if diabetic {
-                    "44054006"
-                } else if rng.random_bool(0.3) {
-                    "38341003"
-                } else {
-                    "444814009"
-                };
-                let cid = next_id(rows.counters, "condition_occurrence");
-                rows.writer.push(
-                    "condition_occurrence",
-                    &[
-                        Val::I64(Some(cid)),
-                        Val::I64(Some(pid)),
-                        Val::I32(Some(0)),
-                        Val::Date(Some(19_000 + rng.random_range(0..1_000))),
-                        Val::Date(None),
-                        Val::I32(Some(32817)),
-                        Val::Str(Some("active")),
-                        Val::I64(None),
-                        Val::Str(Some(code)),
-                        Val::I32(Some(0)),
-                    ],
-                )?;
-                for _ in 0..3 {
-                    let mean = if diabetic { 7.8 } else { 5.4 };
-                    let a1c = mean + (rng.random::<f64>() - 0.5) * 2.0;
-                    let mid = next_id(rows.counters, "measurement");
-                    measurements += 1;
-                    rows.writer.push(
-                        "measurement",
-                        &[
-                            Val::I64(Some(mid)),
-                            Val::I64(Some(pid)),
-                            Val::I32(Some(0)),
-                            Val::Date(Some(19_000 + rng.random_range(0..2_000))),
-                            Val::I32(Some(32817)),
-                            Val::F64(Some((a1c * 10.0).round() / 10.0)),
-                            Val::I32(Some(8554)),
-                            Val::I64(None),
-                            Val::Str(Some("4548-4")),
-                            Val::I32(Some(0)),
-                            Val::Str(Some("%")),
-                            Val::Str(None),
-                        ],
-                    )?;
-                }
-            }
-            Ok(())
-        })?;
-    }
+    let measurements = write_synthetic_cdm(
+        &node,
+        SyntheticPersons {
+            persons,
+            seed,
+            person_id_offset: 0,
+        },
+        &mut |_| {},
+    )?;
     let build_seconds = t.elapsed().as_secs_f64();
     let ctx = crate::open_session(&node)?;
     let rt = crate::runtime()?;

@@ -10,11 +10,14 @@
 //!   condition_occurrence, drug_exposure, measurement, observation, procedure_occurrence, death.
 //!   Patients get a stable local `person_id` and a ledger pseudonym (HMAC with a per-vault key);
 //!   the mapping stays here.
-//! * **Query**: [`open_session`] gives a DataFusion `SessionContext` with those tables.
+//! * **Query**: [`open_session`] gives a DataFusion `SessionContext` with those tables
+//!   ([`open_pooled_session`]: several vaults' tables as one, for the pooled baseline of a
+//!   benchmark).
 //! * **Quality** ([`quality`]) and the **catalog description** ([`catalog`]) that the ledger
 //!   publishes (no data: tables, fields, counts, quality, privacy levels, content hash).
 //! * **Export** ([`export`]): one patient as a FHIR Bundle, or all as Bulk NDJSON.
-//! * **Benchmarks** ([`bench`]) for `medspace bench ingest` / `bench cohort`.
+//! * **Benchmarks** ([`bench`]) for `medspace bench ingest` / `bench cohort`, and the synthetic
+//!   CDM population builder that `bench federated` uses.
 
 #![cfg_attr(
     not(test),
@@ -50,8 +53,21 @@ pub use vocab::Vocabulary;
 /// their CDM names (`person`, `measurement`, ...). Tables with no rows are registered empty
 /// with their schema. Read-only: it sees the state of the last commit when it was opened.
 pub fn open_session(node_dir: &Path) -> Result<SessionContext, VaultError> {
-    let root = store::vault_dir(node_dir);
-    let manifest = store::read_manifest(&root)?;
+    open_pooled_session(&[node_dir])
+}
+
+/// A DataFusion session in which each CDM table is the union of that table in the vaults of all
+/// `node_dirs` (one logical table over every vault's Parquet files), as if their data had been
+/// pooled in one place. The vaults must use disjoint `person_id`s for joins to mean anything.
+/// With one directory this is [`open_session`]. Used by `medspace bench federated` for the
+/// pooled baseline; a node only ever opens its own vault.
+pub fn open_pooled_session(node_dirs: &[&Path]) -> Result<SessionContext, VaultError> {
+    let mut vaults = Vec::with_capacity(node_dirs.len());
+    for node_dir in node_dirs {
+        let root = store::vault_dir(node_dir);
+        let manifest = store::read_manifest(&root)?;
+        vaults.push((root, manifest));
+    }
     let config = SessionConfig::new()
         .with_target_partitions(2)
         .with_information_schema(true);
@@ -59,17 +75,19 @@ pub fn open_session(node_dir: &Path) -> Result<SessionContext, VaultError> {
     for table in TABLES {
         let schema = cdm::schema(table);
         let mut urls = Vec::new();
-        for seg in &manifest.segments {
-            if seg.tables.get(table).copied().unwrap_or(0) == 0 {
-                continue;
+        for (root, manifest) in &vaults {
+            for seg in &manifest.segments {
+                if seg.tables.get(table).copied().unwrap_or(0) == 0 {
+                    continue;
+                }
+                let path = root
+                    .join("segments")
+                    .join(&seg.name)
+                    .join("cdm")
+                    .join(format!("{table}.parquet"));
+                let path = path.canonicalize().map_err(VaultError::io(&path))?;
+                urls.push(ListingTableUrl::parse(path.to_string_lossy().as_ref())?);
             }
-            let path = root
-                .join("segments")
-                .join(&seg.name)
-                .join("cdm")
-                .join(format!("{table}.parquet"));
-            let path = path.canonicalize().map_err(VaultError::io(&path))?;
-            urls.push(ListingTableUrl::parse(path.to_string_lossy().as_ref())?);
         }
         if urls.is_empty() {
             let mem = MemTable::try_new(schema, vec![vec![]])?;

@@ -1,0 +1,426 @@
+//! `medspace bench federated`: the data plane of a federated job against the same query over
+//! the pooled data.
+//!
+//! Three hospitals each get N synthetic persons written directly as CDM Parquet tables
+//! ([`medspace_vault::bench::write_synthetic_cdm`], each hospital with its own `person_id`
+//! range and seed). Every person is in the cohort (the ledger's planning is not timed: the
+//! benchmark starts from an already planned cohort). One federated run is, one site after
+//! another on this machine, [`site_share`] at each hospital — open its vault, run the compiled
+//! query with the cohort as `consented`, lay the result out, add discrete Laplace noise, mask —
+//! and then [`release`] at the aggregator (sum the masked shares, suppress small cells). The
+//! pooled run opens one DataFusion session in which every CDM table is the union of the three
+//! vaults' tables ([`medspace_vault::open_pooled_session`]), registers the union of the cohorts
+//! as `consented` and runs the same SQL through the same function ([`local::run_in`]). Both
+//! sides therefore use the same engine, runtime and configuration.
+//!
+//! Before the timed runs, one untimed run of each side without protection checks that the
+//! federated totals equal the pooled ones cell by cell (the benchmark fails otherwise). The
+//! timed federated runs use full protection. Figures are medians over the runs.
+
+use crate::federated::{
+    Cell, FederatedError, Protection, SiteJob, SiteKeys, local_vector, release, release_totals,
+    site_share,
+};
+use crate::local::{self, CONSENTED};
+use medspace_privacy::query::QuerySpec;
+use medspace_types::{Hash, JobId};
+use medspace_vault::VaultError;
+use medspace_vault::bench::{SyntheticPersons, write_synthetic_cdm};
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+use x25519_dalek::{PublicKey, StaticSecret};
+
+/// The hospitals of the benchmark (also the names of their node directories).
+pub const SITES: [&str; 3] = ["hospital-a", "hospital-b", "hospital-c"];
+
+/// Persons with type 2 diabetes (SNOMED 44054006) and an HbA1c (LOINC 4548-4) of at least 6.5 %
+/// by the index date, counted by sex and 10-year age band (20 cells).
+pub const COUNT_SPEC: &str = r#"{"version":1,"cohort":{"conditions":["44054006"],"measurement":{"code":"4548-4","op":">=","value":6.5},"index_date":"2025-01-01"},"aggregate":"count","group_by":["sex","age_band"]}"#;
+
+/// The same cohort, with the mean of each person's latest HbA1c (clamped to 0..20 %) by sex.
+pub const MEAN_SPEC: &str = r#"{"version":1,"cohort":{"conditions":["44054006"],"measurement":{"code":"4548-4","op":">=","value":6.5},"index_date":"2025-01-01"},"aggregate":{"mean":{"measurement":"4548-4","lower":0,"upper":20}},"group_by":["sex"]}"#;
+
+/// Suppression threshold of the timed (protected) runs.
+pub const BENCH_K: u32 = 10;
+/// Epsilon of the timed (protected) runs, micro-epsilon (ε = 1).
+pub const BENCH_EPSILON_MICRO: u64 = 1_000_000;
+
+/// Errors of the federated benchmark.
+#[derive(Debug, thiserror::Error)]
+pub enum ComputeError {
+    /// Building or opening a vault failed.
+    #[error("vault: {0}")]
+    Vault(#[from] VaultError),
+    /// A step of the federated job failed.
+    #[error("federated job: {0}")]
+    Federated(#[from] FederatedError),
+    /// The pooled query failed.
+    #[error("pooled query: {0}")]
+    Local(#[from] local::LocalError),
+    /// The query specification is not valid.
+    #[error("query specification: {0}")]
+    Query(#[from] medspace_privacy::QueryError),
+    /// A benchmark parameter is out of range.
+    #[error("invalid benchmark parameter: {name}={value} ({need})")]
+    Parameter {
+        /// The parameter.
+        name: &'static str,
+        /// Its value.
+        value: String,
+        /// What it must be.
+        need: &'static str,
+    },
+    /// Without protection, the federated result differs from the pooled one.
+    #[error(
+        "federated and pooled results differ without protection: group={group} federated={federated} pooled={pooled}"
+    )]
+    Mismatch {
+        /// The first differing cell.
+        group: String,
+        /// The federated cell.
+        federated: String,
+        /// The pooled cell.
+        pooled: String,
+    },
+}
+
+/// What to measure.
+#[derive(Clone, Debug)]
+pub struct FederatedOptions {
+    /// Synthetic persons per hospital.
+    pub persons_per_site: u64,
+    /// Timed runs of each side.
+    pub runs: usize,
+    /// Seed of the data (hospital `i` uses `seed + i`).
+    pub seed: u64,
+    /// The query specification (JSON), e.g. [`COUNT_SPEC`].
+    pub spec: String,
+}
+
+/// Where the benchmark is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Progress {
+    /// Persons written so far, over all hospitals.
+    Building {
+        /// Written.
+        done: u64,
+        /// To write.
+        total: u64,
+    },
+    /// The tables are built; the check run is next.
+    Built,
+    /// Timed runs finished so far.
+    Runs {
+        /// Finished.
+        done: usize,
+        /// To run.
+        total: usize,
+    },
+}
+
+/// Median time of each phase of the federated runs, milliseconds.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct FederatedPhases {
+    /// Per hospital: open the vault, run the query on the cohort, lay the result out.
+    pub site_local_ms: Vec<f64>,
+    /// Noise at all hospitals together.
+    pub noise_ms: f64,
+    /// Masking at all hospitals together.
+    pub mask_ms: f64,
+    /// The aggregator: sum the masked shares, suppress, release.
+    pub release_ms: f64,
+    /// The slowest hospital plus the aggregator: the run's time if every hospital computed on
+    /// its own machine at the same time.
+    pub one_machine_per_site_ms: f64,
+}
+
+/// The benchmark's figures.
+#[derive(Clone, Debug)]
+pub struct FederatedBench {
+    /// Persons per hospital.
+    pub persons_per_site: u64,
+    /// Measurement rows over all hospitals.
+    pub measurements: u64,
+    /// Seconds to write all tables (not timed as part of any run).
+    pub build_seconds: f64,
+    /// The compiled SQL that every site and the pooled session run.
+    pub sql: String,
+    /// Wall time of each timed federated run (all sites one after another, then release).
+    pub federated_ms: Vec<f64>,
+    /// Wall time of each timed pooled run.
+    pub pooled_ms: Vec<f64>,
+    /// Median of `federated_ms`.
+    pub median_federated_ms: f64,
+    /// Median of `pooled_ms`.
+    pub median_pooled_ms: f64,
+    /// `median_federated_ms / median_pooled_ms`.
+    pub ratio: f64,
+    /// Median phases of the federated runs.
+    pub phases: FederatedPhases,
+    /// The federated result without protection (the check run).
+    pub unprotected: Vec<Cell>,
+    /// The pooled result (equal to `unprotected`).
+    pub pooled: Vec<Cell>,
+    /// The last protected federated result.
+    pub protected: Vec<Cell>,
+    /// Peak resident memory of the process, KiB (VmHWM).
+    pub peak_rss_kib: Option<u64>,
+}
+
+struct Site {
+    dir: PathBuf,
+    cohort: BTreeSet<i64>,
+    secret: StaticSecret,
+}
+
+/// One federated run's result and phase times.
+struct FederatedRun {
+    cells: Vec<Cell>,
+    total: Duration,
+    local: Vec<Duration>,
+    noise: Duration,
+    mask: Duration,
+    release: Duration,
+    slowest_site: Duration,
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1000.0
+}
+
+fn median(values: &[f64]) -> f64 {
+    let mut sorted = values.to_vec();
+    sorted.sort_by(f64::total_cmp);
+    match sorted.len() {
+        0 => 0.0,
+        n if n % 2 == 1 => sorted.get(n / 2).copied().unwrap_or(0.0),
+        n => {
+            let a = sorted.get(n / 2 - 1).copied().unwrap_or(0.0);
+            let b = sorted.get(n / 2).copied().unwrap_or(0.0);
+            (a + b) / 2.0
+        }
+    }
+}
+
+fn federated_run(
+    sites: &[Site],
+    peers: &[PublicKey],
+    spec: &QuerySpec,
+    job: JobId,
+    protection: Protection,
+) -> Result<FederatedRun, ComputeError> {
+    let mut rng = medspace_privacy::dp::os_rng().map_err(FederatedError::from)?;
+    let site_job = SiteJob {
+        job,
+        spec,
+        epsilon_micro: BENCH_EPSILON_MICRO,
+        protection,
+    };
+    let start = Instant::now();
+    let mut shares = Vec::with_capacity(sites.len());
+    let (mut local, mut noise, mut mask) = (Vec::new(), Duration::ZERO, Duration::ZERO);
+    let mut slowest_site = Duration::ZERO;
+    for (me, site) in sites.iter().enumerate() {
+        let keys = SiteKeys {
+            me,
+            secret: &site.secret,
+            peers,
+        };
+        let (masked, t) = site_share(&site.dir, &site.cohort, &site_job, &keys, &mut rng)?;
+        shares.push(masked);
+        local.push(t.local);
+        noise += t.noise;
+        mask += t.mask;
+        slowest_site = slowest_site.max(t.local + t.noise + t.mask);
+    }
+    let t = Instant::now();
+    let cells = release(spec, &shares, &[], protection)?;
+    let release = t.elapsed();
+    Ok(FederatedRun {
+        cells,
+        total: start.elapsed(),
+        local,
+        noise,
+        mask,
+        release,
+        slowest_site,
+    })
+}
+
+fn pooled_run(
+    dirs: &[&Path],
+    cohort: &BTreeSet<i64>,
+    spec: &QuerySpec,
+    sql: &str,
+) -> Result<(Vec<Cell>, Duration), ComputeError> {
+    let start = Instant::now();
+    let ctx = medspace_vault::open_pooled_session(dirs)?;
+    let rows = local::run_in(&ctx, cohort, sql)?;
+    let cells = release_totals(spec, &local_vector(spec, &rows), Protection::TestNone)?;
+    Ok((cells, start.elapsed()))
+}
+
+fn describe(cell: &Cell) -> String {
+    match (cell.n, cell.mean) {
+        (Some(n), Some(m)) => format!("n={n} mean={m}"),
+        (Some(n), None) => format!("n={n}"),
+        (None, _) => "suppressed".into(),
+    }
+}
+
+/// Builds the three hospitals under `work_dir` (replacing any earlier ones), checks the
+/// federated result without protection against the pooled one, and times `runs` protected
+/// federated runs against `runs` pooled runs (alternating which goes first).
+pub fn bench_federated(
+    work_dir: &Path,
+    options: &FederatedOptions,
+    progress: &mut dyn FnMut(Progress),
+) -> Result<FederatedBench, ComputeError> {
+    let (spec, _) = medspace_privacy::query::parse(&options.spec)?;
+    let sql = medspace_privacy::query::compile_sql(&spec, CONSENTED)?;
+    let persons = options.persons_per_site;
+    let sites_n = SITES.len() as u64;
+    let too_many = || ComputeError::Parameter {
+        name: "persons",
+        value: persons.to_string(),
+        need: "the three hospitals' person ids must fit 32 bits: at most 1431655765 per site",
+    };
+    // Every person id of every site fits in u32, so none of the arithmetic below overflows.
+    let total = persons.checked_mul(sites_n).ok_or_else(too_many)?;
+    u32::try_from(total).map_err(|_| too_many())?;
+    let per_site = u32::try_from(persons).map_err(|_| too_many())?;
+
+    let build = Instant::now();
+    let mut sites = Vec::with_capacity(SITES.len());
+    let mut measurements = 0;
+    let mut offset = 0u32;
+    for (i, name) in (0u64..).zip(SITES) {
+        let dir = work_dir.join(name);
+        if dir.exists() {
+            std::fs::remove_dir_all(&dir).map_err(|source| VaultError::Io {
+                path: dir.clone(),
+                source,
+            })?;
+        }
+        let before = u64::from(offset);
+        measurements += write_synthetic_cdm(
+            &dir,
+            SyntheticPersons {
+                persons,
+                seed: options.seed.wrapping_add(i),
+                person_id_offset: offset,
+            },
+            &mut |done| {
+                progress(Progress::Building {
+                    done: before + done,
+                    total,
+                })
+            },
+        )?;
+        let first = i64::from(offset) + 1;
+        let cohort: BTreeSet<i64> = (first..first + i64::from(per_site)).collect();
+        let secret = StaticSecret::from(
+            Hash::of(&[
+                b"medspace/bench/federated",
+                &options.seed.to_be_bytes(),
+                name.as_bytes(),
+            ])
+            .0,
+        );
+        sites.push(Site {
+            dir,
+            cohort,
+            secret,
+        });
+        offset = offset.saturating_add(per_site);
+    }
+    let build_seconds = build.elapsed().as_secs_f64();
+    progress(Progress::Built);
+
+    let peers: Vec<PublicKey> = sites.iter().map(|s| PublicKey::from(&s.secret)).collect();
+    let dirs: Vec<&Path> = sites.iter().map(|s| s.dir.as_path()).collect();
+    let pooled_cohort: BTreeSet<i64> = sites
+        .iter()
+        .flat_map(|s| s.cohort.iter().copied())
+        .collect();
+
+    // The check (also the warm-up): without protection, federated = pooled, cell by cell.
+    let check = federated_run(&sites, &peers, &spec, JobId(0), Protection::TestNone)?;
+    let (pooled, _) = pooled_run(&dirs, &pooled_cohort, &spec, &sql)?;
+    if check.cells.len() != pooled.len() {
+        return Err(ComputeError::Mismatch {
+            group: "layout".into(),
+            federated: format!("{} cells", check.cells.len()),
+            pooled: format!("{} cells", pooled.len()),
+        });
+    }
+    for (f, p) in check.cells.iter().zip(&pooled) {
+        if f != p {
+            return Err(ComputeError::Mismatch {
+                group: crate::federated::group_label(&p.group),
+                federated: describe(f),
+                pooled: describe(p),
+            });
+        }
+    }
+
+    let runs = options.runs.max(1);
+    let mut federated_ms = Vec::with_capacity(runs);
+    let mut pooled_ms = Vec::with_capacity(runs);
+    let mut local_ms: Vec<Vec<f64>> = vec![Vec::new(); sites.len()];
+    let (mut noise_ms, mut mask_ms, mut release_ms, mut one_machine_ms) =
+        (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    let mut protected = Vec::new();
+    for run in 0..runs {
+        let job = JobId(run as u64 + 1);
+        let protection = Protection::Full { k: BENCH_K };
+        let (fed, pool_time) = if run % 2 == 0 {
+            let fed = federated_run(&sites, &peers, &spec, job, protection)?;
+            let (_, pool_time) = pooled_run(&dirs, &pooled_cohort, &spec, &sql)?;
+            (fed, pool_time)
+        } else {
+            let (_, pool_time) = pooled_run(&dirs, &pooled_cohort, &spec, &sql)?;
+            let fed = federated_run(&sites, &peers, &spec, job, protection)?;
+            (fed, pool_time)
+        };
+        federated_ms.push(ms(fed.total));
+        pooled_ms.push(ms(pool_time));
+        for (acc, t) in local_ms.iter_mut().zip(&fed.local) {
+            acc.push(ms(*t));
+        }
+        noise_ms.push(ms(fed.noise));
+        mask_ms.push(ms(fed.mask));
+        release_ms.push(ms(fed.release));
+        one_machine_ms.push(ms(fed.slowest_site + fed.release));
+        protected = fed.cells;
+        progress(Progress::Runs {
+            done: run + 1,
+            total: runs,
+        });
+    }
+    let median_federated_ms = median(&federated_ms);
+    let median_pooled_ms = median(&pooled_ms);
+    Ok(FederatedBench {
+        persons_per_site: persons,
+        measurements,
+        build_seconds,
+        sql,
+        ratio: median_federated_ms / median_pooled_ms.max(1e-9),
+        median_federated_ms,
+        median_pooled_ms,
+        federated_ms,
+        pooled_ms,
+        phases: FederatedPhases {
+            site_local_ms: local_ms.iter().map(|v| median(v)).collect(),
+            noise_ms: median(&noise_ms),
+            mask_ms: median(&mask_ms),
+            release_ms: median(&release_ms),
+            one_machine_per_site_ms: median(&one_machine_ms),
+        },
+        unprotected: check.cells,
+        pooled,
+        protected,
+        peak_rss_kib: medspace_vault::bench::peak_rss_kib(),
+    })
+}
