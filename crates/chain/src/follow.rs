@@ -348,14 +348,11 @@ impl BlockLog {
     fn parse(data: &[u8]) -> (Vec<Vec<u8>>, usize, Option<u64>) {
         let mut entries = Vec::new();
         let mut at = 0usize;
-        loop {
-            let Some(len) = data
-                .get(at..at + 4)
-                .and_then(|b| <[u8; 4]>::try_from(b).ok())
-                .map(|b| u32::from_be_bytes(b) as usize)
-            else {
-                break;
-            };
+        while let Some(len) = data
+            .get(at..at + 4)
+            .and_then(|b| <[u8; 4]>::try_from(b).ok())
+            .map(|b| u32::from_be_bytes(b) as usize)
+        {
             let end = at + 4 + len + LOG_SUM;
             let (Some(body), Some(sum)) =
                 (data.get(at + 4..at + 4 + len), data.get(end - LOG_SUM..end))
@@ -363,7 +360,8 @@ impl BlockLog {
                 break;
             };
             if log_sum(body) != sum {
-                return (entries.clone(), at, Some(entries.len() as u64 + 1));
+                let corrupt = entries.len() as u64 + 1;
+                return (entries, at, Some(corrupt));
             }
             entries.push(body.to_vec());
             at = end;

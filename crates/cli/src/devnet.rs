@@ -391,10 +391,7 @@ pub fn run(opts: &RunOptions) -> anyhow::Result<()> {
         println!("  {n} patients registered (pseudonymous keys; their records stay in the vaults)");
         devnet.mark_bootstrapped()?;
     }
-    println!(
-        "\n  {:<12} {:<10} {:<24} {}",
-        "node", "role", "http api", "data"
-    );
+    println!("\n  {:<12} {:<10} {:<24} data", "node", "role", "http api");
     for name in devnet.node_names() {
         let role = if devnet.genesis.observers.iter().any(|o| o.name == name) {
             "observer"
