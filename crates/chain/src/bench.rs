@@ -110,8 +110,9 @@ fn make_txs(count: usize, signers: u64) -> Vec<Bytes> {
 
 /// What a benchmark run replicates and submits.
 pub struct Workload<A> {
-    /// The application at genesis.
-    pub app: A,
+    /// Builds the application at genesis — once per validator and once for the apply-rate
+    /// measurement, so no two share anything (state, caches).
+    pub make_app: Box<dyn Fn() -> Result<A, String> + Send>,
     /// Its genesis as the genesis file's `app` (what the nodes are initialised with).
     pub app_genesis: serde_json::Value,
     /// Encoded transactions in submission order.
@@ -128,7 +129,7 @@ pub const BENCH_CHAIN: &str = CHAIN;
 pub fn counter_workload(count: usize) -> Workload<CounterApp> {
     let signers = 256u64;
     Workload {
-        app: CounterApp::new(CHAIN),
+        make_app: Box::new(|| Ok(CounterApp::new(CHAIN))),
         app_genesis: serde_json::Value::Null,
         txs: make_txs(count, signers),
         route: (0..count).map(|i| i % signers as usize).collect(),
@@ -187,9 +188,22 @@ pub fn bench_workload<A: crate::Application>(
         nodes.push((c, g, k));
     }
     let Workload {
-        app, txs, route, ..
+        make_app,
+        txs,
+        route,
+        ..
     } = workload;
-    let apply_tps = apply_rate(app.clone(), &txs);
+    let app = |what: &str| {
+        make_app().map_err(|error| BenchError::Dir {
+            path: what.to_string(),
+            error,
+        })
+    };
+    let apply_tps = apply_rate(app("application genesis")?, &txs);
+    let mut apps = Vec::new();
+    for _ in &nodes {
+        apps.push(app("application genesis")?);
+    }
     let runner = commonware_runtime::tokio::Runner::new(
         commonware_runtime::tokio::Config::new()
             .with_worker_threads(opts.threads)
@@ -198,8 +212,8 @@ pub fn bench_workload<A: crate::Application>(
     let opts = opts.clone();
     runner.start(|context| async move {
         let mut handles: Vec<Handle<A>> = Vec::new();
-        for (c, g, k) in nodes {
-            let h = start_node(context.child("node"), &c, &g, k, app.clone()).await?;
+        for ((c, g, k), app) in nodes.into_iter().zip(apps) {
+            let h = start_node(context.child("node"), &c, &g, k, app).await?;
             handles.push(h);
         }
         // Wait for the first empty blocks so connections are up before timing.

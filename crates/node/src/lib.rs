@@ -42,7 +42,7 @@ pub fn bench_workload(txs: usize) -> Result<medspace_chain::bench::Workload<Ledg
         users: vec![],
         policy: Policy::default(),
     };
-    let app = LedgerApp::new(&genesis).map_err(|e| e.to_string())?;
+    let app_genesis = serde_json::to_value(&genesis).map_err(|e| e.to_string())?;
     // All registrations first, then the consents of the same patients in the same order: a
     // validator admits a patient's consent only once the registration is committed.
     let patients = txs.div_ceil(2);
@@ -75,8 +75,8 @@ pub fn bench_workload(txs: usize) -> Result<medspace_chain::bench::Workload<Ledg
         route.push(i);
     }
     Ok(medspace_chain::bench::Workload {
-        app,
-        app_genesis: serde_json::to_value(&genesis).map_err(|e| e.to_string())?,
+        make_app: Box::new(move || LedgerApp::new(&genesis).map_err(|e| e.to_string())),
+        app_genesis,
         txs: out,
         route,
     })
