@@ -100,6 +100,10 @@ pub fn run(opts: &DemoOptions) -> anyhow::Result<()> {
     }
     let mut ledger = net.client()?;
     let outcome = story(&net, &mut ledger, opts, &mut n);
+    // Let the regulator's observer verify everything the demo did before the nodes stop.
+    if outcome.is_ok() {
+        net.wait_observer(ledger.height(), std::time::Duration::from_secs(60))?;
+    }
     println!("\nstopping the nodes…");
     net.stop();
     outcome?;

@@ -255,6 +255,24 @@ impl Devnet {
         Ok(())
     }
 
+    /// Waits until the observer has verified `height` (its `/v1/health`).
+    pub fn wait_observer(&self, height: u64, within: Duration) -> anyhow::Result<()> {
+        let addr = self.http(OBSERVER).context("no observer")?;
+        let started = Instant::now();
+        loop {
+            if health_height(addr).is_some_and(|h| h >= height) {
+                return Ok(());
+            }
+            if started.elapsed() > within {
+                bail!(
+                    "the observer did not reach height {height} within {}s",
+                    within.as_secs()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
     /// A verifying client of this devnet.
     pub fn client(&self) -> anyhow::Result<Remote> {
         Remote::connect(&self.genesis)
@@ -316,6 +334,22 @@ fn http_ok(addr: SocketAddr, path: &str) -> bool {
     }
     let mut head = [0u8; 12];
     s.read_exact(&mut head).is_ok() && head.starts_with(b"HTTP/1.") && &head[9..12] == b"200"
+}
+
+/// The height a node's `/v1/health` reports.
+fn health_height(addr: SocketAddr) -> Option<u64> {
+    use std::io::{Read as _, Write as _};
+    let mut s = std::net::TcpStream::connect_timeout(&addr, Duration::from_millis(500)).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
+    s.write_all(format!("GET /v1/health HTTP/1.0\r\nHost: {addr}\r\n\r\n").as_bytes())
+        .ok()?;
+    let mut text = String::new();
+    s.read_to_string(&mut text).ok()?;
+    let body = text.split_once("\r\n\r\n")?.1;
+    serde_json::from_str::<serde_json::Value>(body)
+        .ok()?
+        .get("height")?
+        .as_u64()
 }
 
 /// Each hospital's catalog entry, built from its vault (no data: tables, fields, counts,
