@@ -88,7 +88,7 @@ pub fn run(opts: &DemoOptions) -> anyhow::Result<()> {
         },
     )?;
     for name in net.node_names() {
-        let role = if net.genesis.observers.iter().any(|o| o.name == name) {
+        let role = if net.is_observer(&name) {
             "observer (follows and verifies every block)"
         } else {
             "validator"

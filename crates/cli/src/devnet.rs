@@ -186,6 +186,11 @@ impl Devnet {
         self.dir.join(name).join("node.toml")
     }
 
+    /// Whether the genesis names `name` among the observers.
+    pub fn is_observer(&self, name: &str) -> bool {
+        self.genesis.observers.iter().any(|o| o.name == name)
+    }
+
     /// A node's HTTP API address.
     pub fn http(&self, name: &str) -> Option<SocketAddr> {
         self.genesis
@@ -239,7 +244,7 @@ impl Devnet {
                         self.dir.join(&name).join("node.log").display()
                     );
                 }
-                if http_ok(addr, "/v1/health") {
+                if health_height(addr).is_some() {
                     break;
                 }
                 if started.elapsed() > within {
@@ -319,24 +324,8 @@ impl Drop for Devnet {
     }
 }
 
-/// Whether `GET http://addr/path` answers 200 (a plain HTTP/1.0 request: no client runtime
-/// needed to poll a starting node).
-fn http_ok(addr: SocketAddr, path: &str) -> bool {
-    use std::io::{Read as _, Write as _};
-    let Ok(mut s) = std::net::TcpStream::connect_timeout(&addr, Duration::from_millis(500)) else {
-        return false;
-    };
-    let _ = s.set_read_timeout(Some(Duration::from_secs(2)));
-    if s.write_all(format!("GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n").as_bytes())
-        .is_err()
-    {
-        return false;
-    }
-    let mut head = [0u8; 12];
-    s.read_exact(&mut head).is_ok() && head.starts_with(b"HTTP/1.") && &head[9..12] == b"200"
-}
-
-/// The height a node's `/v1/health` reports.
+/// The height a node's `/v1/health` reports; `None` while it does not answer (a plain
+/// HTTP/1.0 request: no client runtime needed to poll a starting node).
 fn health_height(addr: SocketAddr) -> Option<u64> {
     use std::io::{Read as _, Write as _};
     let mut s = std::net::TcpStream::connect_timeout(&addr, Duration::from_millis(500)).ok()?;
@@ -427,7 +416,7 @@ pub fn run(opts: &RunOptions) -> anyhow::Result<()> {
     }
     println!("\n  {:<12} {:<10} {:<24} data", "node", "role", "http api");
     for name in devnet.node_names() {
-        let role = if devnet.genesis.observers.iter().any(|o| o.name == name) {
+        let role = if devnet.is_observer(&name) {
             "observer"
         } else {
             "validator"

@@ -375,25 +375,32 @@ fn free_base() -> u16 {
     panic!("no free ports");
 }
 
+/// Runs `medspace demo` in `dir` on free ports with `args`; its output, insisting on success.
+fn run_demo(dir: &Path, args: &[std::ffi::OsString]) -> String {
+    let out = Command::new(BIN)
+        .args(["demo", "--base-port"])
+        .arg(free_base().to_string())
+        .arg("--dir")
+        .arg(dir)
+        .args(args)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "demo failed: {text}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    text
+}
+
 /// The README's main job, end to end on real node processes: every step's outcome is checked
 /// in its output (the over-budget job refused, the revoked patient gone from the cohort, the
 /// patient's log proven, both stored chains audited).
 #[test]
 fn demo_runs_its_story_across_the_devnet() {
     let dir = std::env::temp_dir().join(format!("medspace-demo-{}", std::process::id()));
-    let out = Command::new(BIN)
-        .args(["demo", "--patients", "25", "--base-port"])
-        .arg(free_base().to_string())
-        .arg("--dir")
-        .arg(&dir)
-        .output()
-        .unwrap();
-    let text = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "demo failed: {text}\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let text = run_demo(&dir, &["--patients".into(), "25".into()]);
     for expected in [
         "observer (follows and verifies every block)",
         "-> contract ACTIVE",
@@ -466,21 +473,9 @@ fn demo_runs_on_the_synthea_split() {
         return;
     };
     let dir = std::env::temp_dir().join(format!("medspace-demo-fhir-{}", std::process::id()));
-    let out = Command::new(BIN)
-        .args(["demo", "--base-port"])
-        .arg(free_base().to_string())
-        .arg("--dir")
-        .arg(&dir)
-        .arg("--fhir")
-        .args(["hospital-a", "hospital-b", "hospital-c"].map(|h| data.join(h)))
-        .output()
-        .unwrap();
-    let text = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "demo failed: {text}\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let mut args: Vec<std::ffi::OsString> = vec!["--fhir".into()];
+    args.extend(["hospital-a", "hospital-b", "hospital-c"].map(|h| data.join(h).into_os_string()));
+    let text = run_demo(&dir, &args);
     for h in ["hospital-a", "hospital-b", "hospital-c"] {
         let line = text
             .lines()

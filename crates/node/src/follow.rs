@@ -7,12 +7,11 @@
 //! with proofs), and clients such as `medspace demo` that want the state they act on to be the
 //! verified one, not a validator's word.
 
-use crate::execute_block;
+use crate::{Recent, execute_block};
 use medspace_chain::follow::{BlockLog, ChainCheck, FollowError, HttpSource};
 use medspace_chain::node::Genesis as ChainGenesis;
 use medspace_state::{Receipt, State};
 use medspace_types::{Genesis, Hash, SignedTx};
-use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, RwLock};
 
 /// How many transaction outcomes a follower remembers (oldest forgotten first).
@@ -32,9 +31,7 @@ pub struct Follower {
     check: ChainCheck,
     state: State,
     time_ms: u64,
-    roots: Vec<(String, [u8; 32])>,
-    outcomes: HashMap<[u8; 32], Outcome>,
-    order: VecDeque<[u8; 32]>,
+    outcomes: Recent<Outcome>,
 }
 
 impl Follower {
@@ -45,12 +42,10 @@ impl Follower {
         let state = State::genesis(&app).map_err(|e| FollowError::Genesis(e.to_string()))?;
         let check = ChainCheck::new(genesis, state.root().0)?;
         Ok(Self {
-            roots: vec![(check.last_digest().to_string(), state.root().0)],
             check,
             state,
             time_ms: app.time_ms,
-            outcomes: HashMap::new(),
-            order: VecDeque::new(),
+            outcomes: Recent::new(OUTCOMES_KEPT),
         })
     }
 
@@ -75,21 +70,12 @@ impl Follower {
         self.state = next;
         self.time_ms = block.header.time_ms;
         self.check.advance(&block);
-        self.roots
-            .push((block.header.digest().to_string(), block.header.state_root));
         let out: Vec<([u8; 32], Outcome)> = results
             .into_iter()
             .map(|(id, result)| (id, Outcome { height: h, result }))
             .collect();
         for (id, o) in &out {
-            if self.outcomes.insert(*id, o.clone()).is_none() {
-                self.order.push_back(*id);
-            }
-        }
-        while self.order.len() > OUTCOMES_KEPT {
-            if let Some(old) = self.order.pop_front() {
-                self.outcomes.remove(&old);
-            }
+            self.outcomes.insert(*id, o.clone());
         }
         Ok(out)
     }
@@ -114,9 +100,9 @@ impl Follower {
         self.outcomes.get(id)
     }
 
-    /// The verified block digest and state root at `height`.
-    pub fn header(&self, height: u64) -> Option<&(String, [u8; 32])> {
-        usize::try_from(height).ok().and_then(|h| self.roots.get(h))
+    /// Digest of the last applied block (its state root is [`Follower::state`]'s).
+    pub fn last_digest(&self) -> String {
+        self.check.last_digest().to_string()
     }
 
     /// Fetches and applies blocks from `source` until `height` is reached; `progress` is
@@ -151,12 +137,12 @@ impl medspace_api::Ledger for ObserverLedger {
             .read()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
         let height = f.height();
-        let anchor = match f.header(height) {
-            Some((digest, root)) if height > 0 => serde_json::json!({
-                "block": { "height": height, "digest": digest, "state_root": Hash(*root) },
+        let anchor = match height {
+            0 => serde_json::Value::Null,
+            _ => serde_json::json!({
+                "block": { "height": height, "digest": f.last_digest(), "state_root": f.state().root() },
                 "finality": "verified by this observer against the genesis validators; certificate in GET /v1/blocks/{height}/raw at any validator",
             }),
-            _ => serde_json::Value::Null,
         };
         medspace_api::Snapshot {
             state: f.state().clone(),

@@ -94,32 +94,47 @@ pub struct BlockState {
 pub struct LedgerApp {
     committed: State,
     height: u64,
-    verified: Arc<std::sync::Mutex<VerifiedCache>>,
+    /// Ids of transactions whose signature this node checked at admission, so executing the
+    /// block that carries them need not check again.
+    verified: Arc<std::sync::Mutex<Recent<()>>>,
 }
 
-/// Ids of transactions whose signature this node checked at admission (bounded, oldest
-/// forgotten first), so executing the block that carries them need not check again.
-#[derive(Debug, Default)]
-struct VerifiedCache {
-    ids: std::collections::HashSet<[u8; 32]>,
+/// The most recent entries keyed by transaction id (bounded; the oldest is forgotten first):
+/// a validator's ids of signatures checked at admission, a follower's outcomes.
+#[derive(Debug)]
+pub(crate) struct Recent<V> {
+    map: std::collections::HashMap<[u8; 32], V>,
     order: std::collections::VecDeque<[u8; 32]>,
+    keep: usize,
 }
 
-/// How many admitted transaction ids the cache keeps.
-const VERIFIED_KEPT: usize = 1 << 20;
+impl<V> Recent<V> {
+    pub(crate) fn new(keep: usize) -> Self {
+        Self {
+            map: std::collections::HashMap::new(),
+            order: std::collections::VecDeque::new(),
+            keep,
+        }
+    }
 
-impl VerifiedCache {
-    fn insert(&mut self, id: [u8; 32]) {
-        if self.ids.insert(id) {
+    pub(crate) fn insert(&mut self, id: [u8; 32], value: V) {
+        if self.map.insert(id, value).is_none() {
             self.order.push_back(id);
         }
-        while self.order.len() > VERIFIED_KEPT {
+        while self.order.len() > self.keep {
             if let Some(old) = self.order.pop_front() {
-                self.ids.remove(&old);
+                self.map.remove(&old);
             }
         }
     }
+
+    pub(crate) fn get(&self, id: &[u8; 32]) -> Option<&V> {
+        self.map.get(id)
+    }
 }
+
+/// How many admitted transaction ids a validator remembers as signature-checked.
+const VERIFIED_KEPT: usize = 1 << 20;
 
 impl LedgerApp {
     /// The application at genesis.
@@ -127,7 +142,7 @@ impl LedgerApp {
         Ok(Self {
             committed: State::genesis(genesis)?,
             height: 0,
-            verified: Arc::default(),
+            verified: Arc::new(std::sync::Mutex::new(Recent::new(VERIFIED_KEPT))),
         })
     }
 
@@ -246,7 +261,7 @@ impl Application for LedgerApp {
         self.verified
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .insert(id);
+            .insert(id, ());
         Ok(id)
     }
 
@@ -267,7 +282,7 @@ impl Application for LedgerApp {
                 .unwrap_or_else(std::sync::PoisonError::into_inner);
             txs.iter()
                 .map(|t| medspace_chain::block::tx_hash(t))
-                .filter(|id| cache.ids.contains(id))
+                .filter(|id| cache.get(id).is_some())
                 .collect()
         };
         let outcomes =
@@ -504,6 +519,17 @@ mod tests {
         assert_eq!(ok(&full), vec![true, false, true]);
         assert_eq!(ok(&full), ok(&skipped));
         assert!(skipped[1].1.as_ref().unwrap_err().contains("signature"));
+    }
+
+    #[test]
+    fn recent_forgets_the_oldest_first() {
+        let mut r = Recent::new(2);
+        r.insert([1; 32], 'a');
+        r.insert([2; 32], 'b');
+        r.insert([1; 32], 'c'); // an update keeps its place
+        r.insert([3; 32], 'd');
+        assert_eq!(r.get(&[1; 32]), None);
+        assert_eq!((r.get(&[2; 32]), r.get(&[3; 32])), (Some(&'b'), Some(&'d')));
     }
 
     #[test]
