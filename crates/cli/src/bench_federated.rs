@@ -35,6 +35,15 @@ pub struct BenchFederatedArgs {
     /// Work directory (default: a temporary one, removed afterwards).
     #[arg(long)]
     pub dir: Option<PathBuf>,
+    /// Jobs timed end to end on a devnet (submission to finalized result; 0 skips it).
+    #[arg(long, default_value_t = 20)]
+    pub e2e_jobs: usize,
+    /// Generated patients per hospital of that devnet.
+    #[arg(long, default_value_t = 200)]
+    pub e2e_patients: usize,
+    /// First loopback port of that devnet.
+    #[arg(long, default_value_t = 27_600)]
+    pub e2e_base_port: u16,
 }
 
 fn cell_text(c: &Cell) -> String {
@@ -53,6 +62,89 @@ fn list(ms: &[f64]) -> String {
         .join(" ")
 }
 
+/// The end-to-end part: a fresh devnet of node processes with their workers; every patient
+/// allows research; one L3 contract approved by its reviewers; `jobs` jobs one after another,
+/// each timed from submission to the client's verified block holding its result.
+fn e2e(args: &BenchFederatedArgs, dir: &std::path::Path) -> anyhow::Result<Vec<f64>> {
+    use crate::devnet::{self, Devnet, DevnetOptions};
+    use medspace_types::*;
+    let net_dir = dir.join("e2e-devnet");
+    if net_dir.exists() {
+        std::fs::remove_dir_all(&net_dir)?;
+    }
+    let mut net = Devnet::start(
+        &net_dir,
+        &DevnetOptions {
+            seed: args.seed,
+            patients: args.e2e_patients,
+            fhir: vec![],
+            base_port: args.e2e_base_port,
+        },
+    )?;
+    let outcome = (|| -> anyhow::Result<Vec<f64>> {
+        let mut ledger = net.client()?;
+        devnet::publish_catalogs(&net, &mut ledger, |_, _, _| {})?;
+        devnet::register_patients(&net, &mut ledger)?;
+        devnet::simulate_consents(&net, &mut ledger)?;
+        let spec = crate::demo::STUDY_SPEC;
+        let researcher = net.consortium.user_key("research-1.researcher")?.clone();
+        let eps = 10_000;
+        let contract = crate::study::propose(
+            &mut ledger,
+            &researcher,
+            &crate::study::Proposal {
+                spec_json: spec,
+                hospitals: &crate::consortium::HOSPITALS,
+                purpose: Purpose::Research,
+                study: None,
+                budget_micro: eps * args.e2e_jobs.max(1) as u64,
+                days: 30,
+                fee: 0,
+            },
+        )?;
+        crate::study::approve_all(&mut ledger, &net.consortium, contract)?;
+        let bar = ProgressBar::new(args.e2e_jobs as u64);
+        bar.set_style(
+            ProgressStyle::with_template("{msg} {bar:40} {pos}/{len} {eta}")
+                .unwrap_or_else(|_| ProgressStyle::default_bar()),
+        );
+        bar.set_message("end-to-end jobs on the devnet");
+        let mut ms = Vec::new();
+        for _ in 0..args.e2e_jobs {
+            let run = crate::study::run_job(
+                &net.genesis,
+                &mut ledger,
+                &researcher,
+                contract,
+                spec.as_bytes(),
+                eps,
+                std::time::Duration::from_secs(120),
+            )?;
+            if run.result.contributions.len() != crate::consortium::HOSPITALS.len() {
+                anyhow::bail!(
+                    "job {} was answered without every hospital: {:?}",
+                    run.job,
+                    run.result.dropped
+                );
+            }
+            ms.push(run.latency.as_secs_f64() * 1000.0);
+            bar.inc(1);
+        }
+        bar.finish_and_clear();
+        Ok(ms)
+    })();
+    net.stop();
+    outcome
+}
+
+fn percentile(sorted: &[f64], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return 0.0;
+    }
+    let i = ((sorted.len() - 1) as f64 * p).round() as usize;
+    sorted.get(i).copied().unwrap_or(0.0)
+}
+
 /// Runs `medspace bench federated`.
 pub fn run(args: BenchFederatedArgs) -> anyhow::Result<()> {
     let spec = match args.aggregate {
@@ -65,7 +157,7 @@ pub fn run(args: BenchFederatedArgs) -> anyhow::Result<()> {
         seed: args.seed,
         spec: spec.to_string(),
     };
-    let (dir, temp) = crate::vault_cmd::work_dir(args.dir)?;
+    let (dir, temp) = crate::vault_cmd::work_dir(args.dir.clone())?;
     let bar = ProgressBar::new(args.persons.saturating_mul(bench::SITES.len() as u64));
     bar.set_style(
         ProgressStyle::with_template("{msg} {bar:40} {pos}/{len} ({per_sec}) {eta}")
@@ -82,6 +174,11 @@ pub fn run(args: BenchFederatedArgs) -> anyhow::Result<()> {
         Progress::Runs { done, .. } => bar.set_position(done as u64),
     });
     bar.finish_and_clear();
+    let e2e_ms = if args.e2e_jobs > 0 && result.is_ok() {
+        Some(e2e(&args, &dir))
+    } else {
+        None
+    };
     if temp {
         let _ = std::fs::remove_dir_all(&dir);
     }
@@ -139,6 +236,22 @@ pub fn run(args: BenchFederatedArgs) -> anyhow::Result<()> {
         r.median_federated_ms, r.median_pooled_ms
     );
     println!("ratio {:.2}", r.ratio);
+    if let Some(ms) = e2e_ms {
+        let mut ms = ms?;
+        println!(
+            "end to end on a devnet (4 validator processes + observer, {} generated patients per hospital, workers in the hospitals' nodes): {} jobs, submission -> result finalized and verified by the client (ms): {}",
+            args.e2e_patients,
+            ms.len(),
+            list(&ms)
+        );
+        ms.sort_by(f64::total_cmp);
+        println!(
+            "e2e p50 {:.0} ms, p90 {:.0} ms, max {:.0} ms",
+            percentile(&ms, 0.5),
+            percentile(&ms, 0.9),
+            ms.last().copied().unwrap_or(0.0)
+        );
+    }
     if let Some(kib) = r.peak_rss_kib {
         println!("peak memory (VmHWM): {:.1} MiB", kib as f64 / 1024.0);
     }

@@ -7,6 +7,7 @@
 use crate::consortium::HOSPITALS;
 use crate::devnet::{self, Devnet, DevnetOptions};
 use crate::remote::Remote;
+use crate::study;
 use anyhow::{Context, bail};
 use medspace_state::{Created, Event, records::PatientEvent};
 use medspace_types::*;
@@ -25,9 +26,6 @@ pub struct DemoOptions {
     pub base_port: u16,
 }
 
-/// A job's outcome at the hospitals: the job, each hospital's contribution, the result table.
-type JobOutcome = (JobId, Vec<Contribution>, Vec<(String, i64)>);
-
 struct Patient {
     key: Keypair,
     id: PatientId,
@@ -38,7 +36,7 @@ struct Patient {
 /// (SNOMED 44054006) and an HbA1c (LOINC 4548-4) of at least 6.5 % by the index date, counted by
 /// sex and age band. Each hospital compiles it to SQL locally and runs it over its consenting
 /// patients only.
-const STUDY_SPEC: &str = r#"{"version":1,"cohort":{"conditions":["44054006"],"measurement":{"code":"4548-4","op":">=","value":6.5},"index_date":"2025-01-01"},"aggregate":"count","group_by":["sex"]}"#;
+pub const STUDY_SPEC: &str = r#"{"version":1,"cohort":{"conditions":["44054006"],"measurement":{"code":"4548-4","op":">=","value":6.5},"index_date":"2025-01-01"},"aggregate":"count","group_by":["sex"]}"#;
 
 /// Deterministic X25519 secret of a devnet member (its public key is in the genesis).
 pub fn agreement_secret(seed: u64, member: &str) -> x25519_dalek::StaticSecret {
@@ -183,20 +181,8 @@ fn story(
     for (i, p) in patients.iter().enumerate() {
         // Most patients allow research; some deny; some accept research in general but
         // decline this one study (dynamic secondary consent).
-        let decision = if i % 7 == 3 {
-            Decision::Deny
-        } else {
-            Decision::Allow
-        };
-        ledger.submit(
-            &p.key,
-            Payload::SetConsent(SetConsent {
-                purpose: Purpose::Research,
-                study: None,
-                decision,
-                l4_opt_in: false,
-            }),
-        )?;
+        let decision = devnet::research_decision(i);
+        ledger.submit(&p.key, devnet::research_consent(None, decision))?;
         if decision == Decision::Allow {
             allow += 1;
         } else {
@@ -205,12 +191,7 @@ fn story(
         if i % 11 == 5 && decision == Decision::Allow {
             ledger.submit(
                 &p.key,
-                Payload::SetConsent(SetConsent {
-                    purpose: Purpose::Research,
-                    study: Some(study.clone()),
-                    decision: Decision::Deny,
-                    l4_opt_in: false,
-                }),
+                devnet::research_consent(Some(study.clone()), Decision::Deny),
             )?;
             study_decline += 1;
         }
@@ -226,38 +207,20 @@ fn story(
         "a researcher asks for an L3 research contract over the three hospitals",
     );
     let researcher = c.user_key("research-1.researcher")?;
-    let (_, validated) = medspace_privacy::query::parse(STUDY_SPEC)?;
-    let mut fields = Vec::new();
-    for h in HOSPITALS {
-        for (t, f) in validated
-            .reads
-            .iter()
-            .chain([("person", "person_id")].iter())
-        {
-            fields.push(FieldRef {
-                dataset: DatasetId::new(&format!("{h}.cdm"))?,
-                table: Text::new(*t)?,
-                field: Text::new(*f)?,
-            });
-        }
-    }
     let query = STUDY_SPEC.as_bytes();
-    let r = ledger.must(
+    let contract = study::propose(
+        ledger,
         researcher,
-        Payload::SubmitRequest(SubmitRequest {
+        &study::Proposal {
+            spec_json: STUDY_SPEC,
+            hospitals: &HOSPITALS,
             purpose: Purpose::Research,
-            mode: Mode::Compute,
             study: Some(study.clone()),
-            fields: List::new(fields)?,
-            computation: Blob::new(query.to_vec())?,
-            expiry_ms: ledger.time_ms() + 90 * 24 * 3600 * 1000,
-            epsilon_budget: 1_000_000,
+            budget_micro: 1_000_000,
+            days: 90,
             fee: 900,
-        }),
+        },
     )?;
-    let Created::Contract(contract) = *created(&r)? else {
-        bail!("expected a contract")
-    };
     let rec = ledger
         .state()
         .contract(contract)?
@@ -306,101 +269,58 @@ fn story(
         n,
         "the researcher runs a job; each hospital checks contract and consent at the job's block and computes locally",
     );
-    let k = ledger.state().policy()?.min_cell_k;
-    let secrets: Vec<x25519_dalek::StaticSecret> = nodes
-        .iter()
-        .map(|n| agreement_secret(opts.seed, &n.member))
-        .collect();
-    let peers: Vec<x25519_dalek::PublicKey> =
-        secrets.iter().map(x25519_dalek::PublicKey::from).collect();
-    let spec = medspace_privacy::query::parse(STUDY_SPEC)?.0;
-    let run_job = |ledger: &mut Remote, eps: u64| -> anyhow::Result<JobOutcome> {
-        let r = ledger.must(
+    let run_job = |ledger: &mut Remote, eps: u64| -> anyhow::Result<study::JobRun> {
+        let run = study::run_job(
+            &net.genesis,
+            ledger,
             researcher,
-            Payload::SubmitJob(SubmitJob {
-                contract,
-                computation: Blob::new(query.to_vec())?,
-                epsilon: eps,
-            }),
+            contract,
+            query,
+            eps,
+            std::time::Duration::from_secs(120),
         )?;
-        let Created::Job(job) = *created(&r)? else {
-            bail!("expected a job")
-        };
-        let mut contributions = Vec::new();
-        let mut shares = Vec::new();
-        let mut rng = medspace_privacy::dp::os_rng()?;
-        for (i, node) in nodes.iter().enumerate() {
-            let member = MemberId::new(&node.member)?;
-            let links = medspace_compute::Links::load(&node.dir)?;
-            let keys = medspace_compute::federated::SiteKeys {
-                me: i,
-                secret: &secrets[i],
-                peers: &peers,
-            };
-            let share = medspace_compute::federated::run_site(
-                ledger.state(),
-                job,
-                &member,
-                &node.dir,
-                &links,
-                &keys,
-                medspace_compute::federated::Protection::Full { k },
-                &mut rng,
-            )?;
-            println!(
-                "    {:<12} {} of {} linked patients consent; sends a masked vector of {} cells (first word {:016x}…)",
-                node.member,
-                share.cohort,
-                node.patients.len(),
-                share.masked.len(),
-                share.masked.first().copied().unwrap_or(0)
-            );
-            contributions.push(Contribution {
-                member,
-                records: share.cohort,
-            });
-            shares.push(share.masked);
-        }
-        let cells = medspace_compute::federated::release(
-            &spec,
-            &shares,
-            &[],
-            medspace_compute::federated::Protection::Full { k },
-        )?;
-        let table = cells
-            .iter()
-            .map(|c| {
-                (
-                    medspace_compute::federated::group_label(&c.group),
-                    c.n.unwrap_or(-1),
+        println!(
+            "    job {} finalized; each hospital's node saw it in a finalized block and computed its share itself",
+            run.job
+        );
+        for (member, records) in &run.result.contributions {
+            let linked = nodes
+                .iter()
+                .find(|h| h.member == member.as_str())
+                .map_or(0, |h| h.patients.len());
+            let sent = if *member == run.result.aggregator {
+                "kept its own masked, noised vector (it aggregates)".to_string()
+            } else {
+                format!(
+                    "sent only a masked, noised vector to {}",
+                    run.result.aggregator
                 )
-            })
-            .collect();
-        Ok((job, contributions, table))
-    };
-    let (job, contributions, table) = run_job(ledger, 500_000)?;
-    println!(
-        "    aggregator sums the shares (masks cancel), suppresses cells below k={k}; released to the researcher:"
-    );
-    for (g, v) in &table {
-        if *v < 0 {
-            println!("      {g:<8} suppressed (< {k})");
-        } else {
-            println!("      {g:<8} {v:>6}   (discrete Laplace noise, ε=0.5)");
+            };
+            println!("    {member:<12} {records} of {linked} linked patients consent; {sent}");
         }
-    }
-    let result_hash = Hash::of(&[b"medspace/result/v1", format!("{table:?}").as_bytes()]);
-    ledger.must(
-        c.member_key("hospital-a")?,
-        Payload::PostResult(PostResult {
-            job,
-            result_hash,
-            epsilon_spent: 500_000,
-            contributions: List::new(contributions.clone())?,
-        }),
-    )?;
+        Ok(run)
+    };
+    let first = run_job(ledger, 500_000)?;
+    let k = first.result.k;
     println!(
-        "    result posted on the ledger: hash {result_hash}, ε spent 0.5, ε left {:.1}",
+        "    {} summed the shares (masks cancel), suppressed cells below k={k}, posted the result on the ledger, and delivered it to the researcher alone ({:.1} s from submission):",
+        first.result.aggregator,
+        first.latency.as_secs_f64()
+    );
+    study::print_result(&first.result, "      ");
+    let chart = opts.dir.join("study-result.svg");
+    std::fs::write(
+        &chart,
+        study::chart_svg(
+            &first.result,
+            "Type 2 diabetes with HbA1c ≥ 6.5 %, three hospitals",
+        ),
+    )
+    .with_context(|| format!("writing {}", chart.display()))?;
+    println!("    chart: {}", chart.display());
+    println!(
+        "    on the ledger: result hash {} (matches what was delivered), ε spent 0.5, ε left {:.1}",
+        first.record.result_hash,
         ledger.state().budget_left(contract)?.unwrap_or(0) as f64 / 1e6
     );
 
@@ -431,22 +351,20 @@ fn story(
             study: None,
         }),
     )?;
-    let (job2, contributions2, table2) = run_job(ledger, 400_000)?;
+    let second = run_job(ledger, 400_000)?;
+    let cohort_a = |r: &study::JobRun| {
+        r.record
+            .contributions
+            .iter()
+            .find(|c| c.member.as_str() == "hospital-a")
+            .map_or(0, |c| c.records)
+    };
     println!(
         "    hospital-a cohort: {} -> {}",
-        contributions.first().map_or(0, |c| c.records),
-        contributions2.first().map_or(0, |c| c.records)
+        cohort_a(&first),
+        cohort_a(&second)
     );
-    let result_hash2 = Hash::of(&[b"medspace/result/v1", format!("{table2:?}").as_bytes()]);
-    ledger.must(
-        c.member_key("hospital-a")?,
-        Payload::PostResult(PostResult {
-            job: job2,
-            result_hash: result_hash2,
-            epsilon_spent: 400_000,
-            contributions: List::new(contributions2)?,
-        }),
-    )?;
+    study::print_result(&second.result, "      ");
     match ledger.attempt(
         researcher,
         Payload::SubmitJob(SubmitJob {

@@ -89,6 +89,37 @@ fn spec(c: &Consortium, base_port: u16) -> anyhow::Result<ConsortiumSpec> {
     })
 }
 
+/// Gives a hospital's node its compute worker: the member's ledger key and X25519 secret in
+/// owner-only files, and the `[worker]` section of its config (once).
+fn ensure_worker(dir: &Path, c: &Consortium, seed: u64, member: &str) -> anyhow::Result<()> {
+    let node = dir.join(member);
+    let config = node.join("node.toml");
+    let text = std::fs::read_to_string(&config)
+        .with_context(|| format!("reading {}", config.display()))?;
+    if text.lines().any(|l| l.trim() == "[worker]") {
+        return Ok(());
+    }
+    let secret = crate::demo::agreement_secret(seed, member);
+    for (file, secret) in [
+        ("member.key", c.member_key(member)?.secret_hex()),
+        ("agreement.key", hex::encode(secret.to_bytes())),
+    ] {
+        if !node.join(file).exists() {
+            crate::write_secret(&node.join(file), &secret)?;
+        }
+    }
+    let section = format!(
+        "\n[worker]\nmember = \"{member}\"\nmember_key_file = \"member.key\"\nagreement_key_file = \"agreement.key\"\nshare_timeout_ms = {WORKER_SHARE_TIMEOUT_MS}\n"
+    );
+    let tmp = node.join("node.toml.tmp");
+    std::fs::write(&tmp, format!("{text}{section}"))
+        .with_context(|| format!("writing {}", tmp.display()))?;
+    std::fs::rename(&tmp, &config).with_context(|| format!("writing {}", config.display()))
+}
+
+/// How long a devnet aggregator waits for a hospital's share before dropping it.
+pub const WORKER_SHARE_TIMEOUT_MS: u64 = 5_000;
+
 impl Devnet {
     /// Creates the devnet under `dir` if it does not exist yet, then starts its nodes and waits
     /// until each answers. An existing devnet keeps the options it was made with.
@@ -142,6 +173,9 @@ impl Devnet {
             hospitals::Source::Fhir(&options.fhir)
         };
         let hospitals = hospitals::prepare(dir, &HOSPITALS, options.seed, &source)?;
+        for member in HOSPITALS {
+            ensure_worker(dir, &consortium, options.seed, member)?;
+        }
         let genesis = ChainGenesis::load(&dir.join("genesis.json"))?;
         let mut devnet = Self {
             dir: dir.to_path_buf(),
@@ -385,6 +419,47 @@ pub fn register_patients(devnet: &Devnet, ledger: &mut Remote) -> anyhow::Result
     Ok(n)
 }
 
+/// The `n`-th simulated patient's research decision: six in seven allow.
+pub fn research_decision(n: usize) -> Decision {
+    if n % 7 == 3 {
+        Decision::Deny
+    } else {
+        Decision::Allow
+    }
+}
+
+/// A research consent (for all studies, or one), without L4 opt-in.
+pub fn research_consent(study: Option<StudyId>, decision: Decision) -> Payload {
+    Payload::SetConsent(SetConsent {
+        purpose: Purpose::Research,
+        study,
+        decision,
+        l4_opt_in: false,
+    })
+}
+
+/// The devnet's patients decide on research consent, deterministically: six in seven allow
+/// research in general, the others deny it (as the patients of a real consortium would, each
+/// with their own key). Run once, at the devnet's bootstrap. Returns (allow, deny).
+pub fn simulate_consents(devnet: &Devnet, ledger: &mut Remote) -> anyhow::Result<(usize, usize)> {
+    let (mut allow, mut deny) = (0, 0);
+    let mut i = 0usize;
+    for node in &devnet.hospitals {
+        for p in &node.patients {
+            i += 1;
+            let decision = research_decision(i);
+            if decision == Decision::Allow {
+                allow += 1;
+            } else {
+                deny += 1;
+            }
+            ledger.submit(&p.key, research_consent(None, decision))?;
+        }
+    }
+    ledger.must_block()?;
+    Ok((allow, deny))
+}
+
 /// Options of `medspace devnet`.
 pub struct RunOptions {
     /// Where the devnet lives.
@@ -412,6 +487,8 @@ pub fn run(opts: &RunOptions) -> anyhow::Result<()> {
         })?;
         let n = register_patients(&devnet, &mut ledger)?;
         println!("  {n} patients registered (pseudonymous keys; their records stay in the vaults)");
+        let (allow, deny) = simulate_consents(&devnet, &mut ledger)?;
+        println!("  research consent: {allow} patients allow, {deny} deny");
         devnet.mark_bootstrapped()?;
     }
     println!("\n  {:<12} {:<10} {:<24} data", "node", "role", "http api");
@@ -442,6 +519,12 @@ pub fn run(opts: &RunOptions) -> anyhow::Result<()> {
             .http("hospital-a")
             .map(|a| a.to_string())
             .unwrap_or_default()
+    );
+    println!(
+        "  a study from the command line: medspace query contract --spec <query.json> --study <id> (as research-1.researcher),"
+    );
+    println!(
+        "    medspace query --as hospital-a.steward approve --contract <id> (each reviewer), medspace query run --contract <id> --epsilon 0.5"
     );
     println!("  Ctrl-C stops the consortium; `medspace devnet` again resumes it from disk;");
     println!(

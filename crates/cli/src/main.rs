@@ -12,7 +12,9 @@ mod devnet;
 mod hospitals;
 mod local;
 mod publish;
+mod query_cmd;
 mod remote;
+mod study;
 mod vault_cmd;
 
 use anyhow::Context;
@@ -69,6 +71,9 @@ enum Command {
         #[arg(long, default_value_t = 7_400)]
         base_port: u16,
     },
+    /// A researcher's federated study on a running consortium: contract, approvals, jobs,
+    /// results (run by the hospitals' own nodes; only protected aggregates leave them).
+    Query(query_cmd::QueryArgs),
     /// Audit commands.
     #[command(subcommand)]
     Audit(AuditCommand),
@@ -182,11 +187,11 @@ enum BenchCommand {
     Federated(bench_federated::BenchFederatedArgs),
 }
 
-fn keygen(out: &std::path::Path) -> anyhow::Result<()> {
+/// Writes a secret (hex) to a new owner-only file; refuses to overwrite.
+pub(crate) fn write_secret(out: &std::path::Path, hex_secret: &str) -> anyhow::Result<()> {
     if out.exists() {
         anyhow::bail!("refusing to overwrite existing key file {}", out.display());
     }
-    let key = medspace_types::Keypair::generate(rand::rng());
     let mut opts = std::fs::OpenOptions::new();
     opts.write(true).create_new(true);
     #[cfg(unix)]
@@ -197,7 +202,13 @@ fn keygen(out: &std::path::Path) -> anyhow::Result<()> {
     let mut f = opts
         .open(out)
         .with_context(|| format!("cannot create {}", out.display()))?;
-    std::io::Write::write_all(&mut f, format!("{}\n", key.secret_hex()).as_bytes())?;
+    std::io::Write::write_all(&mut f, format!("{hex_secret}\n").as_bytes())?;
+    Ok(())
+}
+
+fn keygen(out: &std::path::Path) -> anyhow::Result<()> {
+    let key = medspace_types::Keypair::generate(rand::rng());
+    write_secret(out, &key.secret_hex())?;
     println!("{}", key.public());
     Ok(())
 }
@@ -234,6 +245,7 @@ fn main() -> anyhow::Result<()> {
             },
         }),
         Command::Audit(AuditCommand::Verify { data_dir }) => audit_verify(&data_dir),
+        Command::Query(a) => query_cmd::run(a),
         Command::Keygen { out } => keygen(&out),
         Command::Init(args) => chain_cmd::init(args),
         Command::Node { config } => {

@@ -123,6 +123,40 @@ impl Remote {
             .unwrap_or_default()
     }
 
+    /// Waits for the next finalized block and applies it (long-poll).
+    pub fn next_block(&mut self) -> anyhow::Result<()> {
+        let next = self.height() + 1;
+        let (follower, source) = (&mut self.follower, &self.source);
+        self.runtime
+            .block_on(follower.sync_to(source, next, |_| {}))?;
+        Ok(())
+    }
+
+    /// A `GET` on `base_url` signed by `key` (the API's signed requests): status and body.
+    pub fn get_signed(
+        &self,
+        base_url: &str,
+        path_and_query: &str,
+        key: &Keypair,
+    ) -> anyhow::Result<(u16, Vec<u8>)> {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)?
+            .as_millis() as u64;
+        let auth = medspace_api::auth::sign_request(key, "GET", path_and_query, now, b"");
+        let req = self
+            .client
+            .get(format!("{base_url}{path_and_query}"))
+            .header("authorization", auth);
+        self.runtime.block_on(async move {
+            let r = req
+                .send()
+                .await
+                .with_context(|| format!("GET {base_url}{path_and_query}"))?;
+            let status = r.status().as_u16();
+            anyhow::Ok((status, r.bytes().await?.to_vec()))
+        })
+    }
+
     /// Signs `payload` with the signer's next nonce, counting its transactions not yet final.
     pub fn sign(&self, key: &Keypair, payload: Payload) -> anyhow::Result<SignedTx> {
         let pk = key.public();
@@ -150,36 +184,52 @@ impl Remote {
     /// signer's transactions go to the same validator, so they are gossiped in nonce order.
     fn post(&mut self, tx: &SignedTx) -> anyhow::Result<(Hash, String)> {
         let pick = tx.body.signer.as_ref().first().copied().unwrap_or(0) as usize;
-        let url = self
-            .urls
-            .get((pick + self.next_url) % self.urls.len().max(1))
-            .cloned()
-            .unwrap_or_default();
-        let client = self.client.clone();
-        let body = tx.to_bytes();
-        let target = format!("{url}/v1/tx");
-        let (status, text) = self.runtime.block_on(async move {
-            let r = client
-                .post(target.as_str())
-                .body(body.to_vec())
-                .send()
-                .await
-                .with_context(|| format!("submitting to {target}"))?;
-            let status = r.status();
-            let text = r.text().await.unwrap_or_default();
-            anyhow::Ok((status, text))
-        })?;
-        if !status.is_success() {
-            let reason = serde_json::from_str::<serde_json::Value>(&text)
-                .ok()
-                .and_then(|v| v.get("error").and_then(|e| e.as_str()).map(String::from))
-                .unwrap_or(text);
-            bail!(
-                "{} refused by the node ({status}): {reason}",
-                tx.body.payload.kind()
-            );
+        let n = self.urls.len().max(1);
+        let mut unreachable = Vec::new();
+        // The signer's validator first; the next ones only if it cannot be reached.
+        for step in 0..n {
+            let url = self
+                .urls
+                .get((pick + self.next_url + step) % n)
+                .cloned()
+                .unwrap_or_default();
+            let client = self.client.clone();
+            let body = tx.to_bytes();
+            let target = format!("{url}/v1/tx");
+            let answer = self.runtime.block_on(async move {
+                let r = client
+                    .post(target.as_str())
+                    .body(body.to_vec())
+                    .send()
+                    .await?;
+                let status = r.status();
+                let text = r.text().await.unwrap_or_default();
+                Ok::<_, reqwest::Error>((status, text))
+            });
+            let (status, text) = match answer {
+                Ok(a) => a,
+                Err(e) => {
+                    unreachable.push(format!("{url}: {e}"));
+                    continue;
+                }
+            };
+            if !status.is_success() {
+                let reason = serde_json::from_str::<serde_json::Value>(&text)
+                    .ok()
+                    .and_then(|v| v.get("error").and_then(|e| e.as_str()).map(String::from))
+                    .unwrap_or(text);
+                bail!(
+                    "{} refused by the node ({status}): {reason}",
+                    tx.body.payload.kind()
+                );
+            }
+            return Ok((tx.id(), url));
         }
-        Ok((tx.id(), url))
+        bail!(
+            "no validator could be reached to submit {}: {}",
+            tx.body.payload.kind(),
+            unreachable.join("; ")
+        )
     }
 
     /// Asks the validators holding still-unfinalized transactions whether their proposers

@@ -487,3 +487,231 @@ fn demo_runs_on_the_synthea_split() {
     assert!(text.contains("blocks verified, state root"), "{text}");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// `medspace devnet` running in the background until SIGINT (its nodes stop with it).
+struct DevnetProcess {
+    child: Child,
+    dir: PathBuf,
+}
+
+impl DevnetProcess {
+    fn start(dir: &Path, patients: usize) -> Self {
+        use std::io::BufRead as _;
+        let mut child = Command::new(BIN)
+            .args(["devnet", "--patients", &patients.to_string(), "--base-port"])
+            .arg(free_base().to_string())
+            .arg("--dir")
+            .arg(dir)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let out = child.stdout.take().unwrap();
+        let mut seen = String::new();
+        for line in std::io::BufReader::new(out).lines() {
+            let line = line.unwrap();
+            seen.push_str(&line);
+            seen.push('\n');
+            if line.contains("Ctrl-C stops the consortium") {
+                return Self {
+                    child,
+                    dir: dir.to_path_buf(),
+                };
+            }
+        }
+        let _ = child.kill();
+        let _ = child.wait();
+        panic!("devnet exited before it was ready:\n{seen}");
+    }
+
+    /// `medspace query --devnet <dir> <args>`: (success, stdout + stderr).
+    fn query(&self, args: &[&str]) -> (bool, String) {
+        let out = Command::new(BIN)
+            .arg("query")
+            .arg("--devnet")
+            .arg(&self.dir)
+            .args(args)
+            .output()
+            .unwrap();
+        (
+            out.status.success(),
+            format!(
+                "{}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            ),
+        )
+    }
+
+    /// SIGKILL of one node process of this devnet (found by its config path).
+    fn kill_node(&self, name: &str) {
+        let config = self.dir.join(name).join("node.toml");
+        let st = Command::new("pkill")
+            .args(["-KILL", "-f"])
+            .arg(config.to_string_lossy().as_ref())
+            .status()
+            .unwrap();
+        assert!(st.success(), "no process for {}", config.display());
+    }
+}
+
+impl Drop for DevnetProcess {
+    fn drop(&mut self) {
+        let _ = Command::new("kill")
+            .args(["-INT", &self.child.id().to_string()])
+            .status();
+        let _ = self.child.wait();
+    }
+}
+
+/// A researcher's study from the command line on a running devnet, with the hospitals' own
+/// nodes doing the work: the contract, a run refused until every reviewer approved, a job
+/// answered by all three hospitals (result hash checked against the ledger, delivered to the
+/// researcher only), then a hospital's node killed: the next job is answered by the two others
+/// (the dropped site's masks recovered) and the ledger records who contributed; finally the
+/// exhausted budget refuses a job.
+#[test]
+fn a_study_runs_from_the_cli_on_the_hospitals_workers_and_survives_a_dropped_site() {
+    let dir = std::env::temp_dir().join(format!("medspace-query-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let net = DevnetProcess::start(&dir, 30);
+    let spec = dir.join("query.json");
+    std::fs::write(
+        &spec,
+        r#"{"version":1,"cohort":{"age":{"min":0,"max":150},"index_date":"2025-01-01"},"aggregate":"count","group_by":["sex"]}"#,
+    )
+    .unwrap();
+    let (ok, text) = net.query(&[
+        "contract",
+        "--spec",
+        spec.to_str().unwrap(),
+        "--study",
+        "cli-study",
+        "--budget",
+        "1.0",
+    ]);
+    assert!(ok, "{text}");
+    let contract = text
+        .lines()
+        .find_map(|l| l.strip_prefix("contract "))
+        .unwrap_or_else(|| panic!("no contract in:\n{text}"))
+        .trim()
+        .to_string();
+    assert!(
+        text.contains("waiting for: steward of hospital-a"),
+        "{text}"
+    );
+
+    // Not active yet: a run is refused and nothing is spent.
+    let (ok, text) = net.query(&["run", "--contract", &contract, "--epsilon", "0.3"]);
+    assert!(!ok && text.contains("missing approvals"), "{text}");
+
+    for reviewer in [
+        "hospital-a.steward",
+        "hospital-b.steward",
+        "hospital-c.steward",
+        "hospital-a.data-committee",
+        "hospital-b.ethics-committee",
+    ] {
+        let (ok, text) = net.query(&["--as", reviewer, "approve", "--contract", &contract]);
+        assert!(ok, "{reviewer}: {text}");
+        if text.contains("-> contract ACTIVE") {
+            break;
+        }
+    }
+    let chart = dir.join("chart.svg");
+    let (ok, text) = net.query(&[
+        "run",
+        "--contract",
+        &contract,
+        "--epsilon",
+        "0.3",
+        "--chart",
+        chart.to_str().unwrap(),
+    ]);
+    assert!(ok, "{text}");
+    assert!(text.contains("verified against the ledger"), "{text}");
+    for h in ["hospital-a", "hospital-b", "hospital-c"] {
+        assert!(text.contains(&format!("contributed: {h}")), "{h}: {text}");
+    }
+    assert!(text.contains("epsilon left on"), "{text}");
+    assert!(std::fs::read_to_string(&chart).unwrap().starts_with("<svg"));
+    let job = text
+        .lines()
+        .find_map(|l| l.strip_prefix("job "))
+        .and_then(|l| l.split_whitespace().next())
+        .unwrap()
+        .to_string();
+
+    // The result goes to the researcher alone: another registered key is refused.
+    let member_key = |h: &str| {
+        Keypair::from_secret_hex(&std::fs::read_to_string(dir.join(h).join("member.key")).unwrap())
+            .unwrap()
+    };
+    let genesis = medspace_chain::node::Genesis::load(&dir.join("genesis.json")).unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let get = |node: usize, path: &str, key: &Keypair| -> (u16, String) {
+        let url = format!("http://{}{path}", genesis.validators[node].http);
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_millis() as u64;
+        let auth = medspace_api::auth::sign_request(key, "GET", path, now, b"");
+        rt.block_on(async {
+            let r = reqwest::Client::new()
+                .get(url)
+                .header("authorization", auth)
+                .send()
+                .await
+                .unwrap();
+            (r.status().as_u16(), r.text().await.unwrap())
+        })
+    };
+    let (status, body) = get(
+        0,
+        &format!("/v1/worker/jobs/{job}/result"),
+        &member_key("hospital-b"),
+    );
+    assert_eq!(status, 403, "{body}");
+    assert!(body.contains("only the job's submitter"), "{body}");
+    // A site's share goes to the job's aggregator (hospital-a) only.
+    let share = format!("/v1/worker/jobs/{job}/share");
+    let (status, body) = get(1, &share, &member_key("hospital-c"));
+    assert_eq!(status, 403, "{body}");
+    let (status, body) = get(1, &share, &member_key("hospital-a"));
+    assert_eq!(status, 200, "{body}");
+    assert!(body.contains("\"member\":\"hospital-b\""), "{body}");
+    // A site reveals its masks for one set of dropped sites per job, never a second one.
+    let reveal = |d: &str| format!("/v1/worker/jobs/{job}/reveal?dropped={d}");
+    let (status, body) = get(1, &reveal("hospital-c"), &member_key("hospital-a"));
+    assert_eq!(status, 200, "{body}");
+    let (status, body) = get(1, &reveal("hospital-a"), &member_key("hospital-a"));
+    assert_eq!(status, 409, "{body}");
+    assert!(body.contains("already revealed"), "{body}");
+
+    // A hospital's node dies: the chain goes on with three validators; the aggregator waits
+    // for its share, drops it, and the survivors reveal their masks with it.
+    net.kill_node("hospital-c");
+    let (ok, text) = net.query(&["run", "--contract", &contract, "--epsilon", "0.3"]);
+    assert!(ok, "{text}");
+    assert!(text.contains("hospital-c did not contribute"), "{text}");
+    assert!(
+        text.contains("contributed: hospital-a") && text.contains("contributed: hospital-b"),
+        "{text}"
+    );
+    assert!(!text.contains("contributed: hospital-c"), "{text}");
+    let (ok, status) = net.query(&["status", "--contract", &contract]);
+    assert!(ok, "{status}");
+    assert_eq!(status.matches(" done: ").count(), 2, "{status}");
+    assert!(status.contains("spent 0.600"), "{status}");
+
+    // 0.4 left: a job asking 0.5 is refused by the validators.
+    let (ok, text) = net.query(&["run", "--contract", &contract, "--epsilon", "0.5"]);
+    assert!(!ok && text.contains("budget"), "{text}");
+    drop(net);
+    let _ = std::fs::remove_dir_all(&dir);
+}

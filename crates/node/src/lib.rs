@@ -357,9 +357,65 @@ impl medspace_api::Ledger for NodeLedger {
     }
 }
 
+/// The worker's view of a validator: the committed state, the node's mempool, transaction fates.
+struct WorkerView {
+    handle: medspace_chain::engine::Handle<LedgerApp>,
+}
+
+impl medspace_worker::Ledger for WorkerView {
+    fn snapshot(&self) -> (State, u64) {
+        self.handle.with_app(|a| (a.state().clone(), a.height()))
+    }
+
+    fn submit(&self, tx: SignedTx) -> Result<[u8; 32], String> {
+        self.handle.submit(tx.to_bytes()).map_err(|e| e.to_string())
+    }
+
+    fn tx_state(&self, id: &[u8; 32]) -> medspace_worker::TxState {
+        use medspace_chain::engine::TxStatus as S;
+        use medspace_worker::TxState as W;
+        match self.handle.status(id) {
+            S::Pending => W::Pending,
+            S::Finalized { outcome, .. } => W::Final(outcome),
+            S::Dropped(reason) => W::Dropped(reason),
+            S::Unknown => W::Unknown,
+        }
+    }
+}
+
+/// The node's compute worker, from the `[worker]` section of its config (if any): keys loaded
+/// and checked against the genesis before the chain starts.
+fn prepare_worker(
+    config: &std::path::Path,
+    cfg: &medspace_chain::node::NodeConfig,
+    genesis: &medspace_chain::node::Genesis,
+) -> Result<Option<medspace_worker::config::Prepared>, String> {
+    let Some(section) = medspace_worker::config::load_section(config).map_err(|e| e.to_string())?
+    else {
+        return Ok(None);
+    };
+    let app = LedgerApp::from_chain_genesis(&genesis.app)?;
+    let peers = genesis
+        .validators
+        .iter()
+        .chain(&genesis.observers)
+        .map(|v| (v.name.clone(), format!("http://{}", v.http)))
+        .collect();
+    medspace_worker::config::prepare(
+        &section,
+        app.state(),
+        &genesis.chain_id,
+        &peers,
+        &cfg.node.data_dir.join("worker"),
+    )
+    .map(Some)
+    .map_err(|e| e.to_string())
+}
+
 /// Runs a medspace node from its config file until the process stops. A validator (named in
-/// the genesis' validators) runs the chain replicating the ledger, its transaction API, and the
-/// ledger-read API with proofs; an observer (named in its observers) follows the validators,
+/// the genesis' validators) runs the chain replicating the ledger, its transaction API, the
+/// ledger-read API with proofs and, with a `[worker]` section, the data holder's compute worker
+/// ([`medspace_worker`]); an observer (named in its observers) follows the validators,
 /// verifying every block, and serves the same read API.
 pub fn run(config: &std::path::Path) -> Result<(), String> {
     let cfg = medspace_chain::node::NodeConfig::load(config).map_err(|e| e.to_string())?;
@@ -375,14 +431,41 @@ pub fn run(config: &std::path::Path) -> Result<(), String> {
             cfg.node.genesis_file.display()
         ));
     }
+    let worker = prepare_worker(config, &cfg, &genesis)?;
     medspace_chain::node::run_node(
         cfg,
         |g| LedgerApp::from_chain_genesis(&g.app),
-        |handle| {
-            medspace_api::read_router(
-                Arc::new(NodeLedger { handle }),
+        move |handle| {
+            let mut router = medspace_api::read_router(
+                Arc::new(NodeLedger {
+                    handle: handle.clone(),
+                }),
                 medspace_api::Limits::default(),
-            )
+            );
+            if let Some(prepared) = worker {
+                let view = Arc::new(WorkerView {
+                    handle: handle.clone(),
+                });
+                match medspace_worker::Worker::start(prepared, view) {
+                    Ok(w) => {
+                        router = router.merge(w.router());
+                        tokio::spawn(async move {
+                            let mut seen = handle.height();
+                            loop {
+                                handle.wait_for_height(seen + 1).await;
+                                let now = handle.height();
+                                if now <= seen {
+                                    break; // the engine stopped
+                                }
+                                seen = now;
+                                w.on_block(now);
+                            }
+                        });
+                    }
+                    Err(e) => tracing::error!(error = %e, "node.run: the worker did not start"),
+                }
+            }
+            router
         },
     )
     .map_err(|e| e.to_string())

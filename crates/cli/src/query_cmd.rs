@@ -1,0 +1,339 @@
+//! `medspace query`: a researcher's federated study on a running consortium, from the command
+//! line — the data-use contract for a query specification, its reviewers' approvals, jobs run
+//! by the hospitals' own nodes, and the released result.
+//!
+//! Every command is a signed transaction or a signed read; the client acts only on the state
+//! it verified itself from finalized blocks (`cli::remote`). Keys come from `--key` (a hex
+//! secret file) or, on the local devnet, from `--as <user>`.
+
+use crate::consortium::{Consortium, HOSPITALS};
+use crate::devnet::GENESIS_MS;
+use crate::remote::Remote;
+use crate::study;
+use anyhow::{Context, bail};
+use clap::{Args, Subcommand};
+use medspace_chain::node::Genesis as ChainGenesis;
+use medspace_types::*;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+/// Who is acting and on which consortium.
+#[derive(Args, Clone)]
+pub struct Who {
+    /// The devnet whose genesis and (deterministic) user keys to use.
+    #[arg(long, global = true, default_value = ".medspace/devnet")]
+    devnet: PathBuf,
+    /// The consortium's genesis.json (default: the devnet's).
+    #[arg(long, global = true)]
+    genesis: Option<PathBuf>,
+    /// The signer's hex secret key file (default: the devnet user named by --as).
+    #[arg(long, global = true)]
+    key: Option<PathBuf>,
+    /// The devnet user acting.
+    #[arg(long = "as", global = true, default_value = "research-1.researcher")]
+    user: String,
+}
+
+/// `medspace query` arguments.
+#[derive(Args)]
+pub struct QueryArgs {
+    #[command(flatten)]
+    who: Who,
+    #[command(subcommand)]
+    command: QueryCommand,
+}
+
+#[derive(Subcommand)]
+enum QueryCommand {
+    /// Ask for a data-use contract covering a query specification over the hospitals' data.
+    Contract {
+        /// The query specification (versioned JSON: cohort and aggregate).
+        #[arg(long)]
+        spec: PathBuf,
+        /// The hospitals whose data it covers.
+        #[arg(long, value_delimiter = ',', default_values_t = HOSPITALS.map(String::from))]
+        hospitals: Vec<String>,
+        /// The study, for patients' study-specific consent.
+        #[arg(long)]
+        study: Option<String>,
+        /// The purpose (research, public_health, drug_safety, …).
+        #[arg(long, default_value = "research")]
+        purpose: String,
+        /// Epsilon budget over all jobs.
+        #[arg(long, default_value_t = 1.0)]
+        budget: f64,
+        /// Days until the contract expires.
+        #[arg(long, default_value_t = 90)]
+        days: u64,
+        /// Fee in credits, held in escrow and shared among the contributing hospitals.
+        #[arg(long, default_value_t = 0)]
+        fee: u64,
+    },
+    /// Approve a contract (as a reviewer: steward, data or ethics committee, regulator).
+    Approve {
+        /// The contract.
+        #[arg(long)]
+        contract: String,
+    },
+    /// A contract's status, approvals, budget and jobs.
+    Status {
+        /// The contract.
+        #[arg(long)]
+        contract: String,
+    },
+    /// Run a job under an active contract and print the released result.
+    Run {
+        /// The contract.
+        #[arg(long)]
+        contract: String,
+        /// Epsilon to spend on this job.
+        #[arg(long)]
+        epsilon: f64,
+        /// The query specification (default: the contract's).
+        #[arg(long)]
+        spec: Option<PathBuf>,
+        /// Wait this long for the contract's approvals before giving up.
+        #[arg(long, default_value_t = 0)]
+        wait_approvals_s: u64,
+        /// Give up on the result after this long.
+        #[arg(long, default_value_t = 120)]
+        timeout_s: u64,
+        /// Write a bar chart of the result here (SVG).
+        #[arg(long)]
+        chart: Option<PathBuf>,
+    },
+}
+
+fn micro(eps: f64, what: &str) -> anyhow::Result<u64> {
+    if !(eps.is_finite() && eps > 0.0 && eps <= 1000.0) {
+        bail!("{what} must be a positive number of at most 1000: {what}={eps}");
+    }
+    Ok((eps * 1e6).round() as u64)
+}
+
+fn load(who: &Who) -> anyhow::Result<(ChainGenesis, Keypair)> {
+    let genesis_path = who
+        .genesis
+        .clone()
+        .unwrap_or_else(|| who.devnet.join("genesis.json"));
+    let genesis = ChainGenesis::load(&genesis_path).with_context(|| {
+        format!(
+            "no consortium at {} (start one with `medspace devnet`, or give --genesis)",
+            genesis_path.display()
+        )
+    })?;
+    let key = match &who.key {
+        Some(path) => {
+            let text = std::fs::read_to_string(path)
+                .with_context(|| format!("reading key file {}", path.display()))?;
+            Keypair::from_secret_hex(&text)
+                .with_context(|| format!("key file {} holds no secret key", path.display()))?
+        }
+        None => {
+            let record = who.devnet.join("devnet.json");
+            let v: serde_json::Value = serde_json::from_slice(
+                &std::fs::read(&record)
+                    .with_context(|| format!("reading {} (or give --key)", record.display()))?,
+            )?;
+            let seed = v
+                .pointer("/options/seed")
+                .and_then(serde_json::Value::as_u64)
+                .with_context(|| format!("no seed in {}", record.display()))?;
+            Consortium::default_devnet(seed, GENESIS_MS)?
+                .user_key(&who.user)?
+                .clone()
+        }
+    };
+    Ok((genesis, key))
+}
+
+fn parse_contract(s: &str) -> anyhow::Result<ContractId> {
+    s.parse()
+        .map_err(|e| anyhow::anyhow!("bad contract id `{s}`: {e}"))
+}
+
+/// Runs `medspace query`.
+pub fn run(args: QueryArgs) -> anyhow::Result<()> {
+    let (genesis, key) = load(&args.who)?;
+    let mut ledger = Remote::connect(&genesis)?;
+    match args.command {
+        QueryCommand::Contract {
+            spec,
+            hospitals,
+            study,
+            purpose,
+            budget,
+            days,
+            fee,
+        } => {
+            let spec_json = std::fs::read_to_string(&spec)
+                .with_context(|| format!("reading {}", spec.display()))?;
+            let purpose: Purpose = purpose
+                .parse()
+                .map_err(|e| anyhow::anyhow!("bad purpose `{purpose}`: {e}"))?;
+            let study = study.as_deref().map(StudyId::new).transpose()?;
+            let hs: Vec<&str> = hospitals.iter().map(String::as_str).collect();
+            let contract = study::propose(
+                &mut ledger,
+                &key,
+                &study::Proposal {
+                    spec_json: &spec_json,
+                    hospitals: &hs,
+                    purpose,
+                    study,
+                    budget_micro: micro(budget, "budget")?,
+                    days,
+                    fee,
+                },
+            )?;
+            println!("contract {contract}");
+            print_status(&ledger, contract)
+        }
+        QueryCommand::Approve { contract } => {
+            let contract = parse_contract(&contract)?;
+            let r = ledger.must(&key, Payload::Approve(Approve { contract }))?;
+            let active = r
+                .events
+                .iter()
+                .any(|e| matches!(e, medspace_state::Event::ContractActivated(_)));
+            println!(
+                "approved {contract}{}",
+                if active { " -> contract ACTIVE" } else { "" }
+            );
+            print_status(&ledger, contract)
+        }
+        QueryCommand::Status { contract } => print_status(&ledger, parse_contract(&contract)?),
+        QueryCommand::Run {
+            contract,
+            epsilon,
+            spec,
+            wait_approvals_s,
+            timeout_s,
+            chart,
+        } => {
+            let contract = parse_contract(&contract)?;
+            let waited = Instant::now();
+            loop {
+                let rec = ledger
+                    .state()
+                    .contract(contract)?
+                    .with_context(|| format!("contract {contract} is not on the ledger"))?;
+                if rec.status == medspace_state::records::ContractStatus::Active {
+                    break;
+                }
+                if waited.elapsed() >= Duration::from_secs(wait_approvals_s) {
+                    bail!(
+                        "contract {contract} is {} (missing approvals: {}); use --wait-approvals-s to wait",
+                        rec.status,
+                        missing(&rec).join(", ")
+                    );
+                }
+                ledger.next_block()?;
+            }
+            let computation = match spec {
+                Some(p) => std::fs::read(&p).with_context(|| format!("reading {}", p.display()))?,
+                None => ledger
+                    .state()
+                    .contract(contract)?
+                    .context("contract vanished")?
+                    .computation
+                    .as_bytes()
+                    .to_vec(),
+            };
+            let run = study::run_job(
+                &genesis,
+                &mut ledger,
+                &key,
+                contract,
+                &computation,
+                micro(epsilon, "epsilon")?,
+                Duration::from_secs(timeout_s),
+            )?;
+            println!(
+                "job {} result (from {}, hash {} verified against the ledger, {:.2} s after submission):",
+                run.job,
+                run.result.aggregator,
+                run.record.result_hash,
+                run.latency.as_secs_f64()
+            );
+            study::print_result(&run.result, "  ");
+            for (m, n) in &run.result.contributions {
+                println!("  contributed: {m:<12} {n} consenting patients");
+            }
+            if let Some(path) = chart {
+                std::fs::write(
+                    &path,
+                    study::chart_svg(&run.result, &format!("job {}", run.job)),
+                )
+                .with_context(|| format!("writing {}", path.display()))?;
+                println!("  chart: {}", path.display());
+            }
+            println!(
+                "  epsilon left on {contract}: {:.3}",
+                ledger.state().budget_left(contract)?.unwrap_or(0) as f64 / 1e6
+            );
+            Ok(())
+        }
+    }
+}
+
+fn missing(rec: &medspace_state::records::ContractRecord) -> Vec<String> {
+    rec.approvals
+        .iter()
+        .filter(|a| a.by.is_none())
+        .map(|a| match &a.member {
+            Some(m) => format!("{} of {m}", a.role.as_str()),
+            None => a.role.as_str().to_string(),
+        })
+        .collect()
+}
+
+fn print_status(ledger: &Remote, contract: ContractId) -> anyhow::Result<()> {
+    let s = ledger.state();
+    let rec = s
+        .contract(contract)?
+        .with_context(|| format!("contract {contract} is not on the ledger"))?;
+    println!(
+        "  {contract}: {} {} level {}, holders {}",
+        rec.status,
+        rec.purpose,
+        rec.level,
+        rec.owners
+            .iter()
+            .map(MemberId::as_str)
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+    let missing = missing(&rec);
+    if !missing.is_empty() {
+        println!("  waiting for: {}", missing.join(", "));
+    }
+    println!(
+        "  epsilon: budget {:.3}, spent {:.3}, reserved {:.3}",
+        rec.epsilon_budget as f64 / 1e6,
+        rec.epsilon_spent as f64 / 1e6,
+        rec.epsilon_reserved as f64 / 1e6
+    );
+    for j in s.jobs()?.into_iter().filter(|j| j.contract == contract) {
+        match &j.result {
+            Some(r) => println!(
+                "  job {} done: ε {:.3}, result {} posted by {}, contributions {}",
+                j.id,
+                r.epsilon_spent as f64 / 1e6,
+                r.result_hash,
+                r.posted_by,
+                r.contributions
+                    .iter()
+                    .map(|c| format!("{}={}", c.member, c.records))
+                    .collect::<Vec<_>>()
+                    .join(" ")
+            ),
+            None => println!(
+                "  job {} running (ε {:.3} reserved)",
+                j.id,
+                j.epsilon_reserved as f64 / 1e6
+            ),
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,325 @@
+//! A researcher's federated study on a running consortium, shared by `medspace query`, the demo
+//! and the end-to-end benchmark: the data-use contract for a query specification, jobs under
+//! it, and the released result — fetched from the aggregating hospital's node with a signed
+//! request and checked against the hash its node posted on the ledger.
+
+use crate::remote::Remote;
+use anyhow::{Context, bail};
+use medspace_chain::node::Genesis as ChainGenesis;
+use medspace_state::Created;
+use medspace_state::records::JobResult;
+use medspace_types::*;
+use medspace_worker::wire::ResultDoc;
+use std::time::{Duration, Instant};
+
+/// The fields a query specification reads in each hospital's CDM dataset (and `person_id`,
+/// which every query reads for the consent allow-list).
+pub fn contract_fields(spec_json: &str, hospitals: &[&str]) -> anyhow::Result<Vec<FieldRef>> {
+    let (_, validated) = medspace_privacy::query::parse(spec_json)?;
+    let mut fields = Vec::new();
+    for h in hospitals {
+        for (t, f) in validated
+            .reads
+            .iter()
+            .chain([("person", "person_id")].iter())
+        {
+            fields.push(FieldRef {
+                dataset: DatasetId::new(&format!("{h}.cdm"))?,
+                table: Text::new(*t)?,
+                field: Text::new(*f)?,
+            });
+        }
+    }
+    Ok(fields)
+}
+
+/// What a researcher asks for.
+pub struct Proposal<'a> {
+    /// The query specification (JSON), also the contract's computation.
+    pub spec_json: &'a str,
+    /// The hospitals whose data it covers.
+    pub hospitals: &'a [&'a str],
+    /// The purpose.
+    pub purpose: Purpose,
+    /// The study (dynamic consent is per study).
+    pub study: Option<StudyId>,
+    /// Epsilon budget, micro-epsilon.
+    pub budget_micro: u64,
+    /// Days until it expires.
+    pub days: u64,
+    /// Fee in credits, held in escrow.
+    pub fee: u64,
+}
+
+/// Submits the data-use contract; returns its id once finalized.
+pub fn propose(ledger: &mut Remote, key: &Keypair, p: &Proposal<'_>) -> anyhow::Result<ContractId> {
+    let r = ledger.must(
+        key,
+        Payload::SubmitRequest(SubmitRequest {
+            purpose: p.purpose,
+            mode: Mode::Compute,
+            study: p.study.clone(),
+            fields: List::new(contract_fields(p.spec_json, p.hospitals)?)?,
+            computation: Blob::new(p.spec_json.as_bytes().to_vec())?,
+            expiry_ms: ledger.time_ms() + p.days * 24 * 3600 * 1000,
+            epsilon_budget: p.budget_micro,
+            fee: p.fee,
+        }),
+    )?;
+    match r.created {
+        Some(Created::Contract(c)) => Ok(c),
+        _ => bail!("the request created no contract"),
+    }
+}
+
+/// Approves every approval `contract` still waits for with the consortium's reviewers of the
+/// right role and institution (the local devnet holds all their keys); returns who approved.
+pub fn approve_all(
+    ledger: &mut Remote,
+    consortium: &crate::consortium::Consortium,
+    contract: ContractId,
+) -> anyhow::Result<Vec<UserId>> {
+    let rec = ledger
+        .state()
+        .contract(contract)?
+        .with_context(|| format!("contract {contract} is not on the ledger"))?;
+    let mut by = Vec::new();
+    for slot in rec.approvals.iter().filter(|a| a.by.is_none()) {
+        let (user, key) = consortium
+            .users
+            .iter()
+            .find(|(u, role, member, _)| {
+                *role == slot.role
+                    && slot.member.as_ref().is_none_or(|m| m == member)
+                    && !by.contains(u)
+            })
+            .map(|(u, _, _, k)| (u.clone(), k))
+            .with_context(|| format!("no reviewer for {} in the consortium", slot.role.as_str()))?;
+        ledger.must(key, Payload::Approve(Approve { contract }))?;
+        by.push(user);
+    }
+    Ok(by)
+}
+
+/// A finished job: its result as released, as recorded on the ledger, and how long it took
+/// from submission to the verified block with the result.
+pub struct JobRun {
+    /// The job.
+    pub job: JobId,
+    /// The released result (its hash checked against the ledger).
+    pub result: ResultDoc,
+    /// The ledger's record of it.
+    pub record: JobResult,
+    /// Submission to the finalized result, as this client saw it.
+    pub latency: Duration,
+}
+
+/// Submits a job under `contract` and waits for the hospitals' workers to post its result.
+pub fn run_job(
+    genesis: &ChainGenesis,
+    ledger: &mut Remote,
+    key: &Keypair,
+    contract: ContractId,
+    computation: &[u8],
+    epsilon_micro: u64,
+    timeout: Duration,
+) -> anyhow::Result<JobRun> {
+    let started = Instant::now();
+    let r = ledger.must(
+        key,
+        Payload::SubmitJob(SubmitJob {
+            contract,
+            computation: Blob::new(computation.to_vec())?,
+            epsilon: epsilon_micro,
+        }),
+    )?;
+    let Some(Created::Job(job)) = r.created else {
+        bail!("the job submission created no job")
+    };
+    let record = wait_result(ledger, job, started, timeout)?;
+    let latency = started.elapsed();
+    let result = fetch_result(genesis, ledger, key, job, &record)?;
+    Ok(JobRun {
+        job,
+        result,
+        record,
+        latency,
+    })
+}
+
+/// Follows the chain until `job` has a result on the ledger.
+pub fn wait_result(
+    ledger: &mut Remote,
+    job: JobId,
+    started: Instant,
+    timeout: Duration,
+) -> anyhow::Result<JobResult> {
+    loop {
+        let rec = ledger
+            .state()
+            .job(job)?
+            .with_context(|| format!("job {job} is not on the ledger"))?;
+        if let Some(result) = rec.result {
+            return Ok(result);
+        }
+        if started.elapsed() > timeout {
+            bail!(
+                "no result for job {job} after {}s (height {}): are the hospitals' nodes running?",
+                timeout.as_secs(),
+                ledger.height()
+            );
+        }
+        ledger.next_block()?;
+    }
+}
+
+/// The HTTP base URL of a member's node (the genesis node of that name).
+pub fn node_url(genesis: &ChainGenesis, member: &MemberId) -> anyhow::Result<String> {
+    genesis
+        .validators
+        .iter()
+        .chain(&genesis.observers)
+        .find(|v| v.name == member.as_str())
+        .map(|v| format!("http://{}", v.http))
+        .with_context(|| format!("no node named {member} in the genesis"))
+}
+
+/// Fetches a job's released result from its aggregator, signed by the submitter's `key`, and
+/// checks it against the hash on the ledger.
+pub fn fetch_result(
+    genesis: &ChainGenesis,
+    ledger: &Remote,
+    key: &Keypair,
+    job: JobId,
+    record: &JobResult,
+) -> anyhow::Result<ResultDoc> {
+    let url = node_url(genesis, &record.posted_by)?;
+    let (status, body) = ledger.get_signed(&url, &format!("/v1/worker/jobs/{job}/result"), key)?;
+    if status != 200 {
+        bail!(
+            "{} did not deliver the result of {job}: {}",
+            record.posted_by,
+            String::from_utf8_lossy(&body)
+        );
+    }
+    if medspace_worker::wire::result_hash(&body) != record.result_hash {
+        bail!(
+            "the result {} delivered for {job} does not match the hash on the ledger",
+            record.posted_by
+        );
+    }
+    serde_json::from_slice(&body).context("the delivered result does not parse")
+}
+
+/// The result as a table, one line per cell.
+pub fn print_result(doc: &ResultDoc, indent: &str) {
+    let eps = doc.epsilon_micro as f64 / 1e6;
+    for c in &doc.cells {
+        match (c.n, c.mean) {
+            (None, _) => println!("{indent}{:<14} suppressed (< {})", c.group, doc.k),
+            (Some(n), None) => println!(
+                "{indent}{:<14} {n:>7}   (discrete Laplace noise, ε={eps})",
+                c.group
+            ),
+            (Some(n), Some(m)) => println!(
+                "{indent}{:<14} {n:>7}   mean {m:.2}   (discrete Laplace noise, ε={eps})",
+                c.group
+            ),
+        }
+    }
+    for (m, why) in &doc.dropped {
+        println!("{indent}{m} did not contribute: {why}");
+    }
+}
+
+fn escape(s: &str) -> String {
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+}
+
+/// A bar chart of the released cells (suppressed cells drawn as empty, labelled).
+pub fn chart_svg(doc: &ResultDoc, title: &str) -> String {
+    let (w, bar_h, gap, left, top) = (640.0_f64, 22.0_f64, 8.0_f64, 130.0_f64, 40.0_f64);
+    let max = doc
+        .cells
+        .iter()
+        .filter_map(|c| c.n)
+        .max()
+        .unwrap_or(1)
+        .max(1) as f64;
+    let h = top + doc.cells.len() as f64 * (bar_h + gap) + 30.0;
+    let mut svg = format!(
+        "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{w}\" height=\"{h}\" font-family=\"sans-serif\" font-size=\"13\">\n<rect width=\"100%\" height=\"100%\" fill=\"white\"/>\n<text x=\"10\" y=\"22\" font-size=\"15\">{}</text>\n",
+        escape(title)
+    );
+    for (i, c) in doc.cells.iter().enumerate() {
+        let y = top + i as f64 * (bar_h + gap);
+        svg.push_str(&format!(
+            "<text x=\"{}\" y=\"{}\" text-anchor=\"end\">{}</text>\n",
+            left - 8.0,
+            y + bar_h * 0.7,
+            escape(&c.group)
+        ));
+        match c.n {
+            Some(n) => {
+                let len = (n.max(0) as f64 / max) * (w - left - 80.0);
+                svg.push_str(&format!(
+                    "<rect x=\"{left}\" y=\"{y}\" width=\"{len:.1}\" height=\"{bar_h}\" fill=\"#3b7dd8\"/>\n<text x=\"{:.1}\" y=\"{}\">{n}</text>\n",
+                    left + len + 6.0,
+                    y + bar_h * 0.7
+                ));
+            }
+            None => svg.push_str(&format!(
+                "<rect x=\"{left}\" y=\"{y}\" width=\"60\" height=\"{bar_h}\" fill=\"none\" stroke=\"#999\" stroke-dasharray=\"4 3\"/>\n<text x=\"{:.1}\" y=\"{}\" fill=\"#777\">suppressed (&lt; {})</text>\n",
+                left + 66.0,
+                y + bar_h * 0.7,
+                doc.k
+            )),
+        }
+    }
+    svg.push_str(&format!(
+        "<text x=\"10\" y=\"{:.1}\" fill=\"#555\">ε={} per job, noise from each hospital, small cells suppressed; job {}</text>\n</svg>\n",
+        h - 10.0,
+        doc.epsilon_micro as f64 / 1e6,
+        doc.job
+    ));
+    svg
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use medspace_worker::wire::ResultCell;
+
+    #[test]
+    fn chart_draws_every_cell_and_escapes_labels() {
+        let doc = ResultDoc {
+            version: 1,
+            job: JobId(1),
+            contract: ContractId(2),
+            aggregator: MemberId::new("hospital-a").unwrap(),
+            k: 10,
+            epsilon_micro: 500_000,
+            cells: vec![
+                ResultCell {
+                    group: "female <40".into(),
+                    n: Some(42),
+                    mean: None,
+                },
+                ResultCell {
+                    group: "male".into(),
+                    n: None,
+                    mean: None,
+                },
+            ],
+            contributions: vec![],
+            dropped: vec![],
+        };
+        let svg = chart_svg(&doc, "t");
+        assert!(svg.contains("female &lt;40"));
+        assert!(svg.contains(">42<"));
+        assert!(svg.contains("suppressed (&lt; 10)"));
+        assert_eq!(svg.matches("<rect").count(), 3);
+    }
+}

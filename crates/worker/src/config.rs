@@ -1,0 +1,214 @@
+//! The `[worker]` section of a node's TOML config, and the keys it names.
+//!
+//! ```toml
+//! [worker]
+//! member = "hospital-a"                  # the institution this node computes for
+//! member_key_file = "member.key"         # its ledger key (hex): signs shares and results
+//! agreement_key_file = "agreement.key"   # its X25519 secret (hex): pairwise masks
+//! vault_dir = "."                        # the vault and patient links (default: the node dir)
+//! share_timeout_ms = 10000               # how long the aggregator waits for a site's share
+//! [worker.peers]                         # member -> http base url (default: genesis node of that name)
+//! hospital-b = "http://127.0.0.1:7501"
+//! ```
+
+use crate::WorkerError;
+use medspace_state::State;
+use medspace_types::{Keypair, MemberId};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+use x25519_dalek::{PublicKey as XPublic, StaticSecret};
+
+/// The `[worker]` section as written.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WorkerSection {
+    /// The member this node computes for.
+    pub member: String,
+    /// Hex secret of the member's ledger key.
+    pub member_key_file: PathBuf,
+    /// Hex of the member's 32-byte X25519 secret.
+    pub agreement_key_file: PathBuf,
+    /// Directory of the vault and the patient links (default: the config's directory).
+    #[serde(default)]
+    pub vault_dir: Option<PathBuf>,
+    /// Other members' worker base URLs (default: the genesis node with the member's name).
+    #[serde(default)]
+    pub peers: BTreeMap<String, String>,
+    /// How long the aggregator waits for each site's share before treating it as dropped.
+    #[serde(default = "default_share_timeout_ms")]
+    pub share_timeout_ms: u64,
+}
+
+fn default_share_timeout_ms() -> u64 {
+    10_000
+}
+
+#[derive(Deserialize)]
+struct FileWithWorker {
+    worker: Option<WorkerSection>,
+}
+
+/// Reads the optional `[worker]` section of the node config at `path` (other sections are the
+/// chain's). Relative paths are resolved against the config's directory.
+pub fn load_section(path: &Path) -> Result<Option<WorkerSection>, WorkerError> {
+    let text = std::fs::read_to_string(path).map_err(|e| WorkerError::Io {
+        path: path.display().to_string(),
+        error: e.to_string(),
+    })?;
+    let file: FileWithWorker = toml::from_str(&text).map_err(|e| WorkerError::Config {
+        path: path.display().to_string(),
+        error: e.to_string(),
+    })?;
+    let base = path.parent().unwrap_or(Path::new("."));
+    Ok(file.worker.map(|mut w| {
+        for p in [&mut w.member_key_file, &mut w.agreement_key_file] {
+            if p.is_relative() {
+                *p = base.join(&*p);
+            }
+        }
+        w.vault_dir = Some(match w.vault_dir.take() {
+            Some(p) if p.is_relative() => base.join(p),
+            Some(p) => p,
+            None => base.to_path_buf(),
+        });
+        w
+    }))
+}
+
+/// A worker's settings with its keys loaded and checked against the ledger.
+pub struct Prepared {
+    /// The member.
+    pub member: MemberId,
+    /// Its ledger key.
+    pub key: Keypair,
+    /// Its X25519 secret.
+    pub secret: StaticSecret,
+    /// Vault and links.
+    pub vault_dir: PathBuf,
+    /// Where the worker keeps its shares and results.
+    pub store_dir: PathBuf,
+    /// Other members' worker base URLs.
+    pub peers: BTreeMap<MemberId, String>,
+    /// Aggregator's wait for a share.
+    pub share_timeout: Duration,
+    /// The chain id transactions are signed for.
+    pub chain_id: medspace_types::Name,
+}
+
+fn read_hex(path: &Path, what: &'static str) -> Result<String, WorkerError> {
+    std::fs::read_to_string(path)
+        .map(|s| s.trim().to_string())
+        .map_err(|e| WorkerError::Io {
+            path: format!("{what} {}", path.display()),
+            error: e.to_string(),
+        })
+}
+
+/// Loads the section's keys and checks them against `state` (the member exists, its ledger key
+/// and its registered agreement key are the ones in the files). `default_peers` maps member
+/// names to URLs for members the section does not list; `store_dir` is the node's own.
+pub fn prepare(
+    section: &WorkerSection,
+    state: &State,
+    chain_id: &str,
+    default_peers: &BTreeMap<String, String>,
+    store_dir: &Path,
+) -> Result<Prepared, WorkerError> {
+    let member = MemberId::new(&section.member).map_err(|e| WorkerError::Invalid {
+        what: "worker member",
+        error: format!("{e}: member={}", section.member),
+    })?;
+    let key = Keypair::from_secret_hex(&read_hex(&section.member_key_file, "member key")?)
+        .map_err(|e| WorkerError::Invalid {
+            what: "member key file",
+            error: format!("{e}: path={}", section.member_key_file.display()),
+        })?;
+    let secret_hex = read_hex(&section.agreement_key_file, "agreement key")?;
+    let bytes: [u8; 32] = hex::decode(&secret_hex)
+        .ok()
+        .and_then(|b| b.try_into().ok())
+        .ok_or_else(|| WorkerError::Invalid {
+            what: "agreement key file",
+            error: format!(
+                "expected 64 hex digits: path={}",
+                section.agreement_key_file.display()
+            ),
+        })?;
+    let secret = StaticSecret::from(bytes);
+    let record = state
+        .member(&member)
+        .map_err(|e| WorkerError::Invalid {
+            what: "ledger",
+            error: e.to_string(),
+        })?
+        .ok_or_else(|| WorkerError::Invalid {
+            what: "worker member",
+            error: format!("not a member of the consortium: member={member}"),
+        })?;
+    if record.member.key != key.public() {
+        return Err(WorkerError::Invalid {
+            what: "member key file",
+            error: format!(
+                "the key is not {member}'s ledger key: key={}",
+                key.public().to_hex()
+            ),
+        });
+    }
+    if record.member.agreement_key.0 != XPublic::from(&secret).to_bytes() {
+        return Err(WorkerError::Invalid {
+            what: "agreement key file",
+            error: format!("the secret does not match {member}'s registered agreement key"),
+        });
+    }
+    let chain_id = medspace_types::Name::new(chain_id).map_err(|e| WorkerError::Invalid {
+        what: "chain id",
+        error: e.to_string(),
+    })?;
+    let mut peers = BTreeMap::new();
+    for (name, url) in default_peers.iter().chain(&section.peers) {
+        if let Ok(m) = MemberId::new(name) {
+            peers.insert(m, url.trim_end_matches('/').to_string());
+        }
+    }
+    Ok(Prepared {
+        member,
+        key,
+        secret,
+        vault_dir: section
+            .vault_dir
+            .clone()
+            .unwrap_or_else(|| PathBuf::from(".")),
+        store_dir: store_dir.to_path_buf(),
+        peers,
+        share_timeout: Duration::from_millis(section.share_timeout_ms.max(1)),
+        chain_id,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn section_parses_beside_other_sections_and_resolves_paths() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("node.toml");
+        std::fs::write(
+            &path,
+            "[node]\nname = \"a\"\n[worker]\nmember = \"hospital-a\"\nmember_key_file = \"m.key\"\nagreement_key_file = \"/abs/x.key\"\n",
+        )
+        .unwrap();
+        let w = load_section(&path).unwrap().unwrap();
+        assert_eq!(w.member_key_file, dir.path().join("m.key"));
+        assert_eq!(w.agreement_key_file, PathBuf::from("/abs/x.key"));
+        assert_eq!(w.vault_dir.as_deref(), Some(dir.path()));
+        assert_eq!(w.share_timeout_ms, 10_000);
+        std::fs::write(&path, "[node]\nname = \"a\"\n").unwrap();
+        assert!(load_section(&path).unwrap().is_none());
+        std::fs::write(&path, "[worker]\nmember = \"a\"\nbogus = 1\n").unwrap();
+        let err = load_section(&path).unwrap_err().to_string();
+        assert!(err.contains("node.toml"), "{err}");
+    }
+}
