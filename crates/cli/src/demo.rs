@@ -9,7 +9,7 @@ use crate::devnet::{self, Devnet, DevnetOptions};
 use crate::remote::Remote;
 use crate::study;
 use anyhow::{Context, bail};
-use medspace_state::{Created, Event, records::PatientEvent};
+use medspace_state::{Created, Event};
 use medspace_types::*;
 
 /// Options of the demo.
@@ -381,13 +381,13 @@ fn story(
 
     step(
         n,
-        "data follows the patient: a grant, a record-level delivery, and its audit record",
+        "data follows the patient: a code for a remote consultation, redeemed node to node, recorded on the ledger",
     );
     let patient = patients
         .iter()
         .find(|p| p.hospital == 0)
         .context("no patient")?;
-    let code = "K7Q2-M9XD-4HTR-P8WC";
+    let code = medspace_patient::AuthCode::generate();
     let r = ledger.must(
         &patient.key,
         Payload::IssueGrant(IssueGrant {
@@ -403,66 +403,55 @@ fn story(
             period_to_ms: ledger.time_ms(),
             expiry_ms: ledger.time_ms() + 7 * 24 * 3600 * 1000,
             max_uses: 1,
-            code_hash: code_hash(&patient.id, code),
+            code_hash: code.hash(&patient.id),
         }),
     )?;
     let Created::Grant(grant) = *created(&r)? else {
         bail!("expected a grant")
     };
     println!(
-        "    patient issues grant {grant} to hospital-b (the code is handed over off-ledger; only its hash is on the ledger)"
+        "    patient issues grant {grant} to hospital-b for Condition, Observation, MedicationRequest, single use; code {} (only its hash is on the ledger)",
+        code.display()
     );
-    let delivered = Hash::of(&[b"demo-bundle", &patient.id.0]);
-    ledger.must(
-        c.member_key("hospital-a")?,
-        Payload::RecordAccess(RecordAccess {
-            patient: patient.id,
-            recipient: MemberId::new("hospital-b")?,
-            basis: AccessBasis::Grant(grant),
-            resource_types: List::new(vec![Text::new("Condition")?, Text::new("Observation")?])?,
-            resource_count: 42,
-            content_hash: delivered,
-        }),
-    )?;
+    let clinician = c.user_key("hospital-b.clinician")?;
+    let holder_url = study::node_url(&net.genesis, &MemberId::new("hospital-a")?)?;
+    let redeem = |ledger: &Remote, code: &str| -> anyhow::Result<(u16, Vec<u8>, f64)> {
+        let body = serde_json::to_vec(&serde_json::json!({ "grant": grant, "code": code }))?;
+        let t = std::time::Instant::now();
+        let (status, bytes) =
+            ledger.post_signed(&holder_url, "/v1/records/redeem", &body, clinician)?;
+        Ok((status, bytes, t.elapsed().as_secs_f64() * 1000.0))
+    };
+    let (status, _, _) = redeem(ledger, "0000-0000-0000-0000")?;
     println!(
-        "    hospital-a delivers the granted resources to hospital-b and records the access (hash {delivered})"
+        "    a wrong code is refused by hospital-a's node (http {status}); nothing is delivered"
     );
-
+    let (status, bundle, ms) = redeem(ledger, &code.display())?;
+    if status != 200 {
+        bail!(
+            "redemption refused ({status}): {}",
+            String::from_utf8_lossy(&bundle)
+        );
+    }
+    ledger.catch_up()?;
+    let hash = medspace_worker::records::delivery_hash(&bundle);
+    let access = ledger
+        .state()
+        .accesses_of(&patient.id)?
+        .into_iter()
+        .find(|a| a.record.content_hash == hash)
+        .context("no access record matches the delivered bundle")?;
+    println!(
+        "    a clinician at hospital-b redeems it at hospital-a's node: {} resources delivered in {ms:.0} ms, after the access was final on the ledger (hash {hash} matches the bytes received)",
+        access.record.resource_count
+    );
+    let (status, _, _) = redeem(ledger, &code.display())?;
+    println!("    the same code again is refused (http {status}: single use)");
     step(
         n,
         "the patient lists who used their data, each entry proven against the state root",
     );
-    let root = ledger.state().root();
-    for entry in ledger.state().patient_log(&patient.id)? {
-        entry
-            .verify(&root)
-            .context("a log entry failed its proof")?;
-        let what = match &entry.record.event {
-            PatientEvent::Consent(c) => format!(
-                "consent {} {} {}",
-                c.purpose,
-                c.study
-                    .as_ref()
-                    .map_or("(all studies)".into(), |s| s.to_string()),
-                c.state
-            ),
-            PatientEvent::GrantIssued(g) => format!("grant {g} issued"),
-            PatientEvent::GrantRevoked(g) => format!("grant {g} revoked"),
-            PatientEvent::Accessed(a) => {
-                let rec = ledger.state().access(*a)?.context("access missing")?;
-                format!(
-                    "records delivered by {} to {} under {:?}",
-                    rec.holder, rec.recipient, rec.basis
-                )
-            }
-            PatientEvent::Destroyed(a) => format!("copy of {a} destroyed"),
-        };
-        println!(
-            "    height {:>3}  {what}  [proof ✓ {} steps]",
-            entry.record.height,
-            entry.proof.path.len()
-        );
-    }
+    crate::patient_cmd::print_log(ledger.state(), &patient.id, "    ")?;
     let jobs = ledger
         .state()
         .jobs()?

@@ -35,7 +35,8 @@ pub enum Source<'a> {
     Fhir(&'a [PathBuf]),
 }
 
-fn patient_key(seed: u64, member: &str, fhir_id: &str) -> Keypair {
+/// The devnet's deterministic key of the patient whose record `fhir_id` `member` holds.
+pub fn patient_key(seed: u64, member: &str, fhir_id: &str) -> Keypair {
     let h = Hash::of(&[
         b"medspace/devnet/patient-key",
         &seed.to_be_bytes(),

@@ -11,6 +11,7 @@ mod demo;
 mod devnet;
 mod hospitals;
 mod local;
+mod patient_cmd;
 mod publish;
 mod query_cmd;
 mod remote;
@@ -74,6 +75,9 @@ enum Command {
     /// A researcher's federated study on a running consortium: contract, approvals, jobs,
     /// results (run by the hospitals' own nodes; only protected aggregates leave them).
     Query(query_cmd::QueryArgs),
+    /// A patient's authorization codes and proven access log, and a grantee's redemption of a
+    /// code at the holding hospital's node.
+    Patient(patient_cmd::PatientArgs),
     /// Audit commands.
     #[command(subcommand)]
     Audit(AuditCommand),
@@ -246,6 +250,7 @@ fn main() -> anyhow::Result<()> {
         }),
         Command::Audit(AuditCommand::Verify { data_dir }) => audit_verify(&data_dir),
         Command::Query(a) => query_cmd::run(a),
+        Command::Patient(a) => patient_cmd::run(a),
         Command::Keygen { out } => keygen(&out),
         Command::Init(args) => chain_cmd::init(args),
         Command::Node { config } => {

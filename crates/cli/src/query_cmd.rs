@@ -22,16 +22,29 @@ use std::time::{Duration, Instant};
 pub struct Who {
     /// The devnet whose genesis and (deterministic) user keys to use.
     #[arg(long, global = true, default_value = ".medspace/devnet")]
-    devnet: PathBuf,
+    pub devnet: PathBuf,
     /// The consortium's genesis.json (default: the devnet's).
     #[arg(long, global = true)]
-    genesis: Option<PathBuf>,
+    pub genesis: Option<PathBuf>,
     /// The signer's hex secret key file (default: the devnet user named by --as).
     #[arg(long, global = true)]
-    key: Option<PathBuf>,
-    /// The devnet user acting.
-    #[arg(long = "as", global = true, default_value = "research-1.researcher")]
-    user: String,
+    pub key: Option<PathBuf>,
+    /// The devnet user acting (`medspace query`: default research-1.researcher;
+    /// `medspace patient redeem`: default hospital-b.clinician).
+    #[arg(long = "as", global = true)]
+    pub user: Option<String>,
+}
+
+/// The seed the devnet was made with (its `devnet.json`).
+pub fn devnet_seed(who: &Who) -> anyhow::Result<u64> {
+    let record = who.devnet.join("devnet.json");
+    let v: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(&record)
+            .with_context(|| format!("reading {} (or give --key)", record.display()))?,
+    )?;
+    v.pointer("/options/seed")
+        .and_then(serde_json::Value::as_u64)
+        .with_context(|| format!("no seed in {}", record.display()))
 }
 
 /// `medspace query` arguments.
@@ -111,7 +124,9 @@ fn micro(eps: f64, what: &str) -> anyhow::Result<u64> {
     Ok((eps * 1e6).round() as u64)
 }
 
-fn load(who: &Who) -> anyhow::Result<(ChainGenesis, Keypair)> {
+/// The consortium's genesis and the signer's key: `--key`, or the devnet user `--as` (or
+/// `default_user`).
+pub fn load(who: &Who, default_user: &str) -> anyhow::Result<(ChainGenesis, Keypair)> {
     let genesis_path = who
         .genesis
         .clone()
@@ -129,20 +144,9 @@ fn load(who: &Who) -> anyhow::Result<(ChainGenesis, Keypair)> {
             Keypair::from_secret_hex(&text)
                 .with_context(|| format!("key file {} holds no secret key", path.display()))?
         }
-        None => {
-            let record = who.devnet.join("devnet.json");
-            let v: serde_json::Value = serde_json::from_slice(
-                &std::fs::read(&record)
-                    .with_context(|| format!("reading {} (or give --key)", record.display()))?,
-            )?;
-            let seed = v
-                .pointer("/options/seed")
-                .and_then(serde_json::Value::as_u64)
-                .with_context(|| format!("no seed in {}", record.display()))?;
-            Consortium::default_devnet(seed, GENESIS_MS)?
-                .user_key(&who.user)?
-                .clone()
-        }
+        None => Consortium::default_devnet(devnet_seed(who)?, GENESIS_MS)?
+            .user_key(who.user.as_deref().unwrap_or(default_user))?
+            .clone(),
     };
     Ok((genesis, key))
 }
@@ -154,7 +158,7 @@ fn parse_contract(s: &str) -> anyhow::Result<ContractId> {
 
 /// Runs `medspace query`.
 pub fn run(args: QueryArgs) -> anyhow::Result<()> {
-    let (genesis, key) = load(&args.who)?;
+    let (genesis, key) = load(&args.who, "research-1.researcher")?;
     let mut ledger = Remote::connect(&genesis)?;
     match args.command {
         QueryCommand::Contract {

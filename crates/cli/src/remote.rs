@@ -157,6 +157,33 @@ impl Remote {
         })
     }
 
+    /// A `POST` of `body` on `base_url`, signed by `key`: status and body.
+    pub fn post_signed(
+        &self,
+        base_url: &str,
+        path: &str,
+        body: &[u8],
+        key: &Keypair,
+    ) -> anyhow::Result<(u16, Vec<u8>)> {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)?
+            .as_millis() as u64;
+        let auth = medspace_api::auth::sign_request(key, "POST", path, now, body);
+        let req = self
+            .client
+            .post(format!("{base_url}{path}"))
+            .header("authorization", auth)
+            .body(body.to_vec());
+        self.runtime.block_on(async move {
+            let r = req
+                .send()
+                .await
+                .with_context(|| format!("POST {base_url}{path}"))?;
+            let status = r.status().as_u16();
+            anyhow::Ok((status, r.bytes().await?.to_vec()))
+        })
+    }
+
     /// Signs `payload` with the signer's next nonce, counting its transactions not yet final.
     pub fn sign(&self, key: &Keypair, payload: Payload) -> anyhow::Result<SignedTx> {
         let pk = key.public();

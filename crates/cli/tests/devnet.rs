@@ -508,12 +508,14 @@ impl DevnetProcess {
             .spawn()
             .unwrap();
         let out = child.stdout.take().unwrap();
+        let mut lines = std::io::BufReader::new(out).lines();
         let mut seen = String::new();
-        for line in std::io::BufReader::new(out).lines() {
-            let line = line.unwrap();
+        while let Some(Ok(line)) = lines.next() {
             seen.push_str(&line);
             seen.push('\n');
             if line.contains("Ctrl-C stops the consortium") {
+                // Keep reading: a closed pipe would make the devnet's next line fail.
+                std::thread::spawn(move || lines.for_each(drop));
                 return Self {
                     child,
                     dir: dir.to_path_buf(),
@@ -529,6 +531,25 @@ impl DevnetProcess {
     fn query(&self, args: &[&str]) -> (bool, String) {
         let out = Command::new(BIN)
             .arg("query")
+            .arg("--devnet")
+            .arg(&self.dir)
+            .args(args)
+            .output()
+            .unwrap();
+        (
+            out.status.success(),
+            format!(
+                "{}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            ),
+        )
+    }
+
+    /// `medspace patient --devnet <dir> <args>`: (success, stdout + stderr).
+    fn patient(&self, args: &[&str]) -> (bool, String) {
+        let out = Command::new(BIN)
+            .arg("patient")
             .arg("--devnet")
             .arg(&self.dir)
             .args(args)
@@ -693,6 +714,33 @@ fn a_study_runs_from_the_cli_on_the_hospitals_workers_and_survives_a_dropped_sit
     assert_eq!(status, 409, "{body}");
     assert!(body.contains("already revealed"), "{body}");
 
+    // A job whose query reads fields the contract does not cover: every hospital refuses it,
+    // nothing is computed, and the ledger records a result without contributions (no epsilon
+    // spent).
+    let wide = dir.join("wide.json");
+    std::fs::write(
+        &wide,
+        r#"{"version":1,"cohort":{"measurement":{"code":"4548-4","op":">=","value":6.5},"index_date":"2025-01-01"},"aggregate":"count","group_by":["sex"]}"#,
+    )
+    .unwrap();
+    let (ok, text) = net.query(&[
+        "run",
+        "--contract",
+        &contract,
+        "--epsilon",
+        "0.1",
+        "--spec",
+        wide.to_str().unwrap(),
+    ]);
+    assert!(ok, "{text}");
+    assert_eq!(text.matches("did not contribute").count(), 3, "{text}");
+    assert!(text.contains("out of scope"), "{text}");
+    assert!(!text.contains("contributed: "), "{text}");
+    assert!(
+        text.contains("epsilon left on") && text.contains(": 0.700"),
+        "{text}"
+    );
+
     // A hospital's node dies: the chain goes on with three validators; the aggregator waits
     // for its share, drops it, and the survivors reveal their masks with it.
     net.kill_node("hospital-c");
@@ -706,12 +754,108 @@ fn a_study_runs_from_the_cli_on_the_hospitals_workers_and_survives_a_dropped_sit
     assert!(!text.contains("contributed: hospital-c"), "{text}");
     let (ok, status) = net.query(&["status", "--contract", &contract]);
     assert!(ok, "{status}");
-    assert_eq!(status.matches(" done: ").count(), 2, "{status}");
+    assert_eq!(status.matches(" done: ").count(), 3, "{status}");
     assert!(status.contains("spent 0.600"), "{status}");
 
     // 0.4 left: a job asking 0.5 is refused by the validators.
     let (ok, text) = net.query(&["run", "--contract", &contract, "--epsilon", "0.5"]);
     assert!(!ok && text.contains("budget"), "{text}");
+
+    patient_codes_are_redeemed_only_as_granted(&net);
     drop(net);
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// A patient's code redeemed at the holding hospital's node (hospital-a) by the grantee's
+/// clinician: every refusal path delivers nothing; the one redemption delivers only the granted
+/// type, and the ledger's access record carries the hash of exactly those bytes; the patient's
+/// proven log shows it.
+fn patient_codes_are_redeemed_only_as_granted(net: &DevnetProcess) {
+    let field = |text: &str, name: &str| -> String {
+        text.lines()
+            .find_map(|l| l.strip_prefix(name))
+            .unwrap_or_else(|| panic!("no `{name}` in:\n{text}"))
+            .trim()
+            .to_string()
+    };
+    let qr = net.dir.join("code.svg");
+    let patient = ["--hospital", "hospital-a", "--index", "1"];
+    let mut args = vec![
+        "grant",
+        "--to",
+        "hospital-b",
+        "--types",
+        "Condition",
+        "--qr",
+    ];
+    args.push(qr.to_str().unwrap());
+    args.extend(patient);
+    let (ok, text) = net.patient(&args);
+    assert!(ok, "{text}");
+    let (grant, code) = (field(&text, "grant "), field(&text, "code "));
+    assert!(std::fs::read_to_string(&qr).unwrap().contains("<svg"));
+    let out = net.dir.join("delivered.json");
+    let out_s = out.to_str().unwrap();
+    let redeem = |who: &str, code: &str| {
+        net.patient(&[
+            "--as", who, "redeem", "--grant", &grant, "--code", code, "--out", out_s,
+        ])
+    };
+    // Wrong grantee, wrong code: refused, nothing written.
+    let (ok, text) = redeem("hospital-c.clinician", &code);
+    assert!(
+        !ok && text.contains("is for hospital-b, not hospital-c"),
+        "{text}"
+    );
+    let (ok, text) = redeem("hospital-b.clinician", "AAAA-AAAA-AAAA-AAAA");
+    assert!(!ok && text.contains("wrong code"), "{text}");
+    assert!(!out.exists());
+    // The grantee with the code: only Condition resources, and the ledger has their hash.
+    let (ok, text) = redeem("hospital-b.clinician", &code);
+    assert!(ok, "{text}");
+    assert!(text.contains("access recorded on the ledger"), "{text}");
+    let bundle: serde_json::Value = serde_json::from_slice(&std::fs::read(&out).unwrap()).unwrap();
+    let entries = bundle["entry"].as_array().unwrap();
+    assert!(!entries.is_empty(), "{bundle}");
+    assert_eq!(bundle["total"].as_u64(), Some(entries.len() as u64));
+    for e in entries {
+        assert_eq!(e["resource"]["resourceType"], "Condition", "{e}");
+    }
+    // Single use: the same code again is refused.
+    let (ok, text) = redeem("hospital-b.clinician", &code);
+    assert!(!ok && text.contains("used up"), "{text}");
+    // A revoked grant is refused.
+    let mut args = vec!["grant", "--to", "hospital-b", "--uses", "0"];
+    args.extend(patient);
+    let (ok, text) = net.patient(&args);
+    assert!(ok, "{text}");
+    let (grant2, code2) = (field(&text, "grant "), field(&text, "code "));
+    let mut args = vec!["revoke", "--grant", &grant2];
+    args.extend(patient);
+    let (ok, text) = net.patient(&args);
+    assert!(ok, "{text}");
+    let (ok, text) = net.patient(&[
+        "redeem", "--grant", &grant2, "--code", &code2, "--out", out_s,
+    ]);
+    assert!(!ok && text.contains("revoked"), "{text}");
+    // Guessing is rate-limited: after five wrong codes even the right one is refused.
+    for _ in 0..5 {
+        let (ok, _) = redeem("hospital-b.steward", "BBBB-BBBB-BBBB-BBBB");
+        assert!(!ok);
+    }
+    let (ok, text) = redeem("hospital-b.steward", &code);
+    assert!(!ok && text.contains("too many wrong codes"), "{text}");
+    // The patient's log: the delivery and the revocation, every proof checked.
+    let mut args = vec!["log"];
+    args.extend(patient);
+    let (ok, text) = net.patient(&args);
+    assert!(ok, "{text}");
+    assert_eq!(
+        text.matches("records delivered by hospital-a to hospital-b")
+            .count(),
+        1,
+        "{text}"
+    );
+    assert!(text.contains(&format!("grant {grant2} revoked")), "{text}");
+    assert!(text.contains("every proof checked"), "{text}");
 }

@@ -7,7 +7,10 @@
 //! - `GET /v1/worker/jobs/{job}/reveal?dropped=a,b` — the aggregator only: this site's net mask
 //!   with the dropped sites (one dropped set per job);
 //! - `GET /v1/worker/jobs/{job}/result` — the job's submitter only: the released result, whose
-//!   hash is on the ledger.
+//!   hash is on the ledger;
+//! - `POST /v1/records/redeem` — the grantee institution (its member key or one of its users):
+//!   the granted part of a patient's record, once the access is on the ledger
+//!   ([`crate::records`]).
 
 use crate::Inner;
 use axum::Router;
@@ -70,6 +73,10 @@ pub(crate) fn router(inner: Arc<Inner>) -> Router {
         .route("/v1/worker/jobs/{job}/share", get(share))
         .route("/v1/worker/jobs/{job}/reveal", get(reveal))
         .route("/v1/worker/jobs/{job}/result", get(result))
+        .route(
+            "/v1/records/redeem",
+            axum::routing::post(redeem).layer(axum::extract::DefaultBodyLimit::max(4096)),
+        )
         .with_state(inner)
 }
 
@@ -237,6 +244,50 @@ async fn result(
     })?;
     Ok((
         [(axum::http::header::CONTENT_TYPE, "application/json")],
+        Bytes::from(bytes),
+    )
+        .into_response())
+}
+
+async fn redeem(
+    AxState(inner): AxState<Arc<Inner>>,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, Refusal> {
+    let header = headers.get("authorization").and_then(|v| v.to_str().ok());
+    let pq = uri.path_and_query().map_or(uri.path(), |p| p.as_str());
+    let now = now_ms();
+    let key = medspace_api::auth::verify_request(header, "POST", pq, &body, now)
+        .map_err(|e| refuse(StatusCode::UNAUTHORIZED, e.to_string()))?;
+    let signature = header
+        .and_then(|h| h.rsplit_once("sig="))
+        .map_or("", |(_, s)| s);
+    let as_refusal = |r: crate::records::Refused| {
+        refuse(
+            StatusCode::from_u16(r.status).unwrap_or(StatusCode::FORBIDDEN),
+            r.reason,
+        )
+    };
+    inner.guards.fresh(signature, now).map_err(as_refusal)?;
+    let req: crate::records::Redeem = serde_json::from_slice(&body)
+        .map_err(|e| refuse(StatusCode::BAD_REQUEST, format!("bad redeem request: {e}")))?;
+    let worker = inner.clone();
+    let bytes = tokio::task::spawn_blocking(move || worker.redeem(&key, &req, now))
+        .await
+        .map_err(internal)?
+        .map_err(as_refusal)?;
+    Ok((
+        [
+            (
+                axum::http::header::CONTENT_TYPE,
+                "application/fhir+json".to_string(),
+            ),
+            (
+                axum::http::HeaderName::from_static("x-medspace-content-hash"),
+                crate::records::delivery_hash(&bytes).to_string(),
+            ),
+        ],
         Bytes::from(bytes),
     )
         .into_response())

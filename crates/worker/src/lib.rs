@@ -17,6 +17,10 @@
 //! sites and their cohort sizes) with the member's key through its own validator. The result
 //! itself is served only to the job's submitter, on a request signed by their ledger key.
 //!
+//! The same node serves record sharing ([`records`]): a grantee redeems a patient's
+//! authorization code and receives exactly the granted FHIR resources, once the access is
+//! recorded on the ledger with the member's key (the worker's one nonce sequence).
+//!
 //! Masking is defence in depth: each site's noise alone makes its share ε-differentially
 //! private, so even an aggregator that learned one site's unmasked vector would learn it only
 //! under the job's privacy guarantee.
@@ -27,6 +31,7 @@
 
 pub mod config;
 mod http;
+pub mod records;
 pub mod store;
 pub mod wire;
 
@@ -150,6 +155,8 @@ struct Inner {
     aggregating: Mutex<HashSet<JobId>>,
     /// Serialises this member's transactions (one nonce sequence).
     posting: Mutex<()>,
+    /// Replay, guessing and concurrency guards of record redemption.
+    guards: records::Guards,
     /// The node's async runtime, for outbound requests.
     rt: tokio::runtime::Handle,
     http: reqwest::Client,
@@ -175,10 +182,7 @@ impl Worker {
                 what: "http client",
                 error: e.to_string(),
             })?;
-        let (height, _) = {
-            let (_, h) = ledger.snapshot();
-            (h, ())
-        };
+        let (_, height) = ledger.snapshot();
         let (changed, _) = tokio::sync::watch::channel(0);
         let inner = Arc::new(Inner {
             p,
@@ -190,6 +194,7 @@ impl Worker {
             refused: Mutex::new(HashMap::new()),
             aggregating: Mutex::new(HashSet::new()),
             posting: Mutex::new(()),
+            guards: records::Guards::default(),
             rt,
             http,
         });
@@ -719,10 +724,8 @@ impl Inner {
         Ok(reveal)
     }
 
-    /// Posts the result with this member's key and waits until it is final (retrying when the
-    /// proposers drop it, e.g. for a nonce race).
+    /// Posts the result with this member's key and waits until it is final.
     fn post(&self, doc: &ResultDoc, result_hash: medspace_types::Hash) -> Result<(), WorkerError> {
-        let _one_at_a_time = lock(&self.posting);
         let contributions = doc
             .contributions
             .iter()
@@ -744,12 +747,28 @@ impl Inner {
                 error: e.to_string(),
             })?,
         });
+        let job = doc.job;
+        self.submit_and_wait(payload, &|state: &State| {
+            matches!(state.job(job), Ok(Some(j)) if j.status == JobStatus::Submitted)
+        })
+    }
+
+    /// Signs `payload` with this member's key (one transaction at a time, so nonces never
+    /// race), submits it through the node's validator and waits until it is final: `Ok` once
+    /// applied, the state machine's reason if refused. A transaction the proposers drop is
+    /// signed again with a fresh nonce after a nonce race, while `still_needed` holds.
+    pub(crate) fn submit_and_wait(
+        &self,
+        payload: Payload,
+        still_needed: &dyn Fn(&State) -> bool,
+    ) -> Result<(), WorkerError> {
+        let _one_at_a_time = lock(&self.posting);
+        let kind = payload.kind();
         let mut last = String::from("not attempted");
         for _ in 0..POST_ATTEMPTS {
             let (state, height) = self.ledger.snapshot();
-            match state.job(doc.job)? {
-                Some(j) if j.status == JobStatus::Submitted => {}
-                _ => return Ok(()),
+            if !still_needed(&state) {
+                return Ok(());
             }
             let nonce = state.next_nonce(&self.p.key.public())?;
             let tx = SignedTx::new(&self.p.chain_id, &self.p.key, nonce, payload.clone());
@@ -767,22 +786,26 @@ impl Inner {
                 match self.ledger.tx_state(&id) {
                     TxState::Final(Ok(())) => return Ok(()),
                     TxState::Final(Err(reason)) => return Err(WorkerError::Ledger(reason)),
-                    TxState::Dropped(reason) => {
+                    // Only a nonce race (another user of this key) is worth signing again;
+                    // any other refusal is the state machine's final word.
+                    TxState::Dropped(reason) if reason.contains("nonce") => {
                         last = reason;
                         break;
                     }
+                    TxState::Dropped(reason) => return Err(WorkerError::Ledger(reason)),
                     TxState::Pending | TxState::Unknown => {}
                 }
                 if started.elapsed() > POST_WAIT {
-                    last = "not finalized in time".into();
-                    break;
+                    return Err(WorkerError::Ledger(format!(
+                        "{kind} not finalized within {}s",
+                        POST_WAIT.as_secs()
+                    )));
                 }
                 seen = self.wait_height_above(seen, Duration::from_secs(1));
             }
         }
         Err(WorkerError::Ledger(format!(
-            "post_result for {} failed {POST_ATTEMPTS} times: {last}",
-            doc.job
+            "{kind} failed {POST_ATTEMPTS} times: {last}"
         )))
     }
 }

@@ -1,0 +1,321 @@
+//! `medspace patient`: a patient's side of a running consortium — issue an authorization code
+//! to an institution, revoke it, read their own access log with every entry proven — and the
+//! grantee's side: redeem a code at the holding hospital's node and receive exactly the
+//! granted FHIR resources.
+//!
+//! On the local devnet a patient is named by their hospital and their place in its records
+//! (`--hospital hospital-a --index 0`); their key is the devnet's deterministic one for that
+//! record. `--wallet <file>` uses a patient wallet instead.
+
+use crate::query_cmd::{Who, load};
+use crate::remote::Remote;
+use anyhow::{Context, bail};
+use clap::{Args, Subcommand};
+use medspace_state::State;
+use medspace_state::records::PatientEvent;
+use medspace_types::*;
+use std::path::PathBuf;
+
+/// Which patient acts.
+#[derive(Args, Clone)]
+pub struct WhichPatient {
+    /// The hospital holding the patient's record (devnet).
+    #[arg(long, default_value = "hospital-a")]
+    hospital: String,
+    /// The patient's place among that hospital's records (devnet).
+    #[arg(long, default_value_t = 0)]
+    index: usize,
+    /// A patient wallet file instead of a devnet patient.
+    #[arg(long)]
+    wallet: Option<PathBuf>,
+}
+
+/// `medspace patient` arguments.
+#[derive(Args)]
+pub struct PatientArgs {
+    #[command(flatten)]
+    who: Who,
+    #[command(subcommand)]
+    command: PatientCommand,
+}
+
+#[derive(Subcommand)]
+enum PatientCommand {
+    /// Issue an authorization code to an institution for records a hospital holds.
+    Grant {
+        #[command(flatten)]
+        patient: WhichPatient,
+        /// The institution that may redeem it.
+        #[arg(long)]
+        to: String,
+        /// The hospital whose records it opens (default: --hospital).
+        #[arg(long)]
+        holder: Option<String>,
+        /// Resource types granted.
+        #[arg(long, value_delimiter = ',', default_values_t = ["Condition".to_string(), "Observation".to_string(), "MedicationRequest".to_string()])]
+        types: Vec<String>,
+        /// Purpose of use (treatment, insurance_claim, …).
+        #[arg(long, default_value = "treatment")]
+        purpose: String,
+        /// Only resources dated from this day (YYYY-MM-DD; 1970-01-01 or earlier: all).
+        #[arg(long, default_value = "1970-01-01")]
+        from: String,
+        /// Only resources dated up to this day (YYYY-MM-DD; default: the chain's today).
+        #[arg(long)]
+        until: Option<String>,
+        /// Days until the code expires.
+        #[arg(long, default_value_t = 7)]
+        days: u64,
+        /// Redemptions allowed (0: unlimited until expiry).
+        #[arg(long, default_value_t = 1)]
+        uses: u32,
+        /// Write the code as a QR image (SVG) here.
+        #[arg(long)]
+        qr: Option<PathBuf>,
+    },
+    /// Revoke a grant (effective for every redemption after the block that carries it).
+    Revoke {
+        #[command(flatten)]
+        patient: WhichPatient,
+        /// The grant.
+        #[arg(long)]
+        grant: String,
+    },
+    /// The patient's log: consents, grants, every access, each proven against the state root.
+    Log {
+        #[command(flatten)]
+        patient: WhichPatient,
+    },
+    /// Redeem a code at the holding hospital (as the grantee institution, e.g. `--as
+    /// hospital-b.clinician`), saving the delivered FHIR Bundle.
+    Redeem {
+        /// The grant.
+        #[arg(long)]
+        grant: String,
+        /// The code the patient handed over.
+        #[arg(long)]
+        code: String,
+        /// Where to write the delivered Bundle.
+        #[arg(long)]
+        out: PathBuf,
+    },
+}
+
+/// The devnet key of a hospital's `index`-th patient, or a wallet's key.
+fn patient_key(who: &Who, p: &WhichPatient) -> anyhow::Result<Keypair> {
+    if let Some(w) = &p.wallet {
+        return medspace_patient::Wallet::load(w)
+            .and_then(|w| w.key())
+            .with_context(|| format!("reading wallet {}", w.display()));
+    }
+    let seed = crate::query_cmd::devnet_seed(who)?;
+    let vault = medspace_vault::Vault::open_read_only(&who.devnet.join(&p.hospital))
+        .with_context(|| format!("no hospital {} in {}", p.hospital, who.devnet.display()))?;
+    let persons = vault.persons();
+    let (_, fhir_id, _) = persons.get(p.index).with_context(|| {
+        format!(
+            "{} holds {} patients; no index {}",
+            p.hospital,
+            persons.len(),
+            p.index
+        )
+    })?;
+    Ok(crate::hospitals::patient_key(seed, &p.hospital, fhir_id))
+}
+
+fn day_ms(s: &str) -> anyhow::Result<u64> {
+    let bad = || anyhow::anyhow!("expected a day YYYY-MM-DD: day={s}");
+    let mut it = s.split('-');
+    let (y, m, d): (i64, i64, i64) = (
+        it.next().and_then(|x| x.parse().ok()).ok_or_else(bad)?,
+        it.next().and_then(|x| x.parse().ok()).ok_or_else(bad)?,
+        it.next().and_then(|x| x.parse().ok()).ok_or_else(bad)?,
+    );
+    if it.next().is_some() || !(1..=12).contains(&m) || !(1..=31).contains(&d) {
+        return Err(bad());
+    }
+    let y2 = if m <= 2 { y - 1 } else { y };
+    let era = if y2 >= 0 { y2 } else { y2 - 399 } / 400;
+    let yoe = y2 - era * 400;
+    let doy = (153 * ((m + 9) % 12) + 2) / 5 + d - 1;
+    let days = era * 146_097 + yoe * 365 + yoe / 4 - yoe / 100 + doy - 719_468;
+    // Before 1970 is "from the beginning" (0) for a grant's period.
+    Ok(u64::try_from(days.max(0) * 86_400_000).unwrap_or(0))
+}
+
+/// Prints `patient`'s log from the verified `state`, checking each entry's proof against its
+/// root; returns how many entries there are.
+pub fn print_log(state: &State, patient: &PatientId, indent: &str) -> anyhow::Result<usize> {
+    let root = state.root();
+    let entries = state.patient_log(patient)?;
+    for entry in &entries {
+        entry
+            .verify(&root)
+            .context("a log entry failed its proof")?;
+        let what = match &entry.record.event {
+            PatientEvent::Consent(c) => format!(
+                "consent {} {} {}",
+                c.purpose,
+                c.study
+                    .as_ref()
+                    .map_or("(all studies)".into(), |s| s.to_string()),
+                c.state
+            ),
+            PatientEvent::GrantIssued(g) => format!("grant {g} issued"),
+            PatientEvent::GrantRevoked(g) => format!("grant {g} revoked"),
+            PatientEvent::Accessed(a) => {
+                let rec = state.access(*a)?.context("access missing")?;
+                format!(
+                    "records delivered by {} to {} under {:?} ({} resources, hash {})",
+                    rec.holder, rec.recipient, rec.basis, rec.resource_count, rec.content_hash
+                )
+            }
+            PatientEvent::Destroyed(a) => format!("copy of {a} destroyed"),
+        };
+        println!(
+            "{indent}height {:>3}  {what}  [proof ✓ {} steps]",
+            entry.record.height,
+            entry.proof.path.len()
+        );
+    }
+    Ok(entries.len())
+}
+
+/// Runs `medspace patient`.
+pub fn run(args: PatientArgs) -> anyhow::Result<()> {
+    let who = args.who;
+    let (genesis, signer) = load(&who, "hospital-b.clinician")?;
+    let mut ledger = Remote::connect(&genesis)?;
+    match args.command {
+        PatientCommand::Grant {
+            patient,
+            to,
+            holder,
+            types,
+            purpose,
+            from,
+            until,
+            days,
+            uses,
+            qr,
+        } => {
+            let key = patient_key(&who, &patient)?;
+            let id = PatientId::from_key(&key.public());
+            let code = medspace_patient::AuthCode::generate();
+            let until_ms = match until {
+                Some(d) => day_ms(&d)? + 86_399_999,
+                None => ledger.time_ms(),
+            };
+            let resource_types = types
+                .iter()
+                .map(|t| Text::new(t.as_str()))
+                .collect::<Result<Vec<_>, _>>()?;
+            let r = ledger.must(
+                &key,
+                Payload::IssueGrant(IssueGrant {
+                    grantee: MemberId::new(&to)?,
+                    holder: MemberId::new(holder.as_deref().unwrap_or(&patient.hospital))?,
+                    purpose: purpose
+                        .parse()
+                        .map_err(|e| anyhow::anyhow!("bad purpose `{purpose}`: {e}"))?,
+                    resource_types: List::new(resource_types)?,
+                    period_from_ms: day_ms(&from)?,
+                    period_to_ms: until_ms,
+                    expiry_ms: ledger.time_ms() + days * 24 * 3600 * 1000,
+                    max_uses: uses,
+                    code_hash: code.hash(&id),
+                }),
+            )?;
+            let Some(medspace_state::Created::Grant(grant)) = r.created else {
+                bail!("the grant was not created")
+            };
+            println!("grant {grant}");
+            println!("code  {}", code.display());
+            println!(
+                "  for {to}: {} from {from}, {} use(s), expires in {days} days; only the code's hash is on the ledger",
+                types.join(", "),
+                if uses == 0 {
+                    "unlimited".to_string()
+                } else {
+                    uses.to_string()
+                }
+            );
+            if let Some(path) = qr {
+                std::fs::write(&path, code.qr_svg(&grant.to_string())?)
+                    .with_context(|| format!("writing {}", path.display()))?;
+                println!("  QR code: {}", path.display());
+            }
+            Ok(())
+        }
+        PatientCommand::Revoke { patient, grant } => {
+            let key = patient_key(&who, &patient)?;
+            let grant: GrantId = grant
+                .parse()
+                .map_err(|e| anyhow::anyhow!("bad grant id `{grant}`: {e}"))?;
+            ledger.must(&key, Payload::RevokeGrant(RevokeGrant { grant }))?;
+            println!("grant {grant} revoked at height {}", ledger.height());
+            Ok(())
+        }
+        PatientCommand::Log { patient } => {
+            let key = patient_key(&who, &patient)?;
+            let id = PatientId::from_key(&key.public());
+            println!(
+                "log of patient {id} at height {}, state root {} (verified from finalized blocks):",
+                ledger.height(),
+                ledger.state().root()
+            );
+            let n = print_log(ledger.state(), &id, "  ")?;
+            println!("  {n} entries, every proof checked");
+            Ok(())
+        }
+        PatientCommand::Redeem { grant, code, out } => {
+            let grant: GrantId = grant
+                .parse()
+                .map_err(|e| anyhow::anyhow!("bad grant id `{grant}`: {e}"))?;
+            let rec = ledger
+                .state()
+                .grant(grant)?
+                .with_context(|| format!("grant {grant} is not on the ledger"))?;
+            let url = crate::study::node_url(&genesis, &rec.terms.holder)?;
+            let body = serde_json::to_vec(&serde_json::json!({ "grant": grant, "code": code }))?;
+            let started = std::time::Instant::now();
+            let (status, bytes) = ledger.post_signed(&url, "/v1/records/redeem", &body, &signer)?;
+            let took = started.elapsed();
+            if status != 200 {
+                let reason = serde_json::from_slice::<serde_json::Value>(&bytes)
+                    .ok()
+                    .and_then(|v| v.get("error").and_then(|e| e.as_str()).map(String::from))
+                    .unwrap_or_else(|| String::from_utf8_lossy(&bytes).into_owned());
+                bail!(
+                    "{} refused the redemption ({status}): {reason}",
+                    rec.terms.holder
+                );
+            }
+            // The access record must be on the ledger with the hash of what we received.
+            let hash = medspace_worker::records::delivery_hash(&bytes);
+            ledger.catch_up()?;
+            let access = ledger
+                .state()
+                .accesses_of(&rec.patient)?
+                .into_iter()
+                .find(|a| a.record.content_hash == hash)
+                .context("no access record on the ledger matches what was delivered")?;
+            std::fs::write(&out, &bytes).with_context(|| format!("writing {}", out.display()))?;
+            println!(
+                "received {} resources ({}) from {} in {:.0} ms; access recorded on the ledger (hash {hash} matches); saved {}",
+                access.record.resource_count,
+                access
+                    .record
+                    .resource_types
+                    .iter()
+                    .map(|t| t.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", "),
+                rec.terms.holder,
+                took.as_secs_f64() * 1000.0,
+                out.display()
+            );
+            Ok(())
+        }
+    }
+}

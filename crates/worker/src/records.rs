@@ -1,0 +1,456 @@
+//! Record sharing at the holding hospital's node: a grantee redeems a patient's authorization
+//! code, and the node delivers exactly the granted FHIR resources after the access is on the
+//! ledger.
+//!
+//! `POST /v1/records/redeem` with `{"grant": "g-…", "code": "XXXX-XXXX-…"}`, signed (see
+//! `medspace_api::auth`) by the grantee institution's member key or one of its users' keys. The
+//! node checks, in order: the request is signed and not a replay; the grant is held here and
+//! is for the caller's institution; the caller has not made too many wrong guesses lately; the
+//! code matches the hash on the ledger (a wrong code is counted); only then whether the grant
+//! is revoked, expired or used up, so a guesser learns nothing about it; and no other
+//! redemption of it is in flight. It then reads the
+//! patient's record from its vault, keeps only the granted resource types whose clinical date
+//! lies in the grant's period, records `RecordAccess` (who, whose pseudonym, the grant, the
+//! types, the count and the SHA-256 of exactly the bytes delivered) through its validator, and
+//! only once that transaction is final answers with the Bundle. Anything refused delivers
+//! nothing and changes nothing.
+
+use crate::{Inner, WorkerError, lock};
+use medspace_state::State;
+use medspace_state::records::{GrantRecord, Principal};
+use medspace_types::{
+    AccessBasis, GrantId, Hash, List, MemberId, Payload, PublicKey, RecordAccess, Text,
+};
+use serde::Deserialize;
+use serde_json::Value;
+use std::collections::{HashMap, HashSet};
+use std::sync::Mutex;
+
+/// Failed code attempts a caller may make within [`GUESS_WINDOW_MS`].
+pub const MAX_GUESSES: usize = 5;
+/// The window of the guess limit.
+pub const GUESS_WINDOW_MS: u64 = 10 * 60 * 1000;
+/// Domain of a delivery's content hash.
+pub const DELIVERY_DOMAIN: &[u8] = b"medspace/delivery/v1";
+
+/// The hash recorded on the ledger for delivered bytes.
+pub fn delivery_hash(bytes: &[u8]) -> Hash {
+    Hash::of(&[DELIVERY_DOMAIN, bytes])
+}
+
+/// A redemption request's body.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Redeem {
+    /// The grant.
+    pub grant: GrantId,
+    /// The code the patient handed over.
+    pub code: String,
+}
+
+/// Why a redemption was refused: an HTTP status and a lowercase reason.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Refused {
+    /// HTTP status.
+    pub status: u16,
+    /// Why.
+    pub reason: String,
+}
+
+fn refused(status: u16, reason: impl Into<String>) -> Refused {
+    Refused {
+        status,
+        reason: reason.into(),
+    }
+}
+
+/// In-memory guards of the redemption route.
+#[derive(Default)]
+pub(crate) struct Guards {
+    /// Request signatures seen recently (replay protection), with their timestamps.
+    seen: Mutex<HashMap<String, u64>>,
+    /// Failed code attempts per caller key, with their times.
+    failures: Mutex<HashMap<PublicKey, Vec<u64>>>,
+    /// Grants with a redemption in flight.
+    in_flight: Mutex<HashSet<GrantId>>,
+}
+
+impl Guards {
+    /// Refuses a signature seen within the accepted clock skew.
+    pub(crate) fn fresh(&self, signature: &str, now_ms: u64) -> Result<(), Refused> {
+        let mut seen = lock(&self.seen);
+        seen.retain(|_, t| now_ms.saturating_sub(*t) <= medspace_api::auth::MAX_SKEW_MS * 2);
+        if seen.insert(signature.to_string(), now_ms).is_some() {
+            return Err(refused(409, "replayed request: sign each request afresh"));
+        }
+        Ok(())
+    }
+
+    fn recent_failures(&self, key: &PublicKey, now_ms: u64) -> usize {
+        let mut f = lock(&self.failures);
+        let list = f.entry(key.clone()).or_default();
+        list.retain(|t| now_ms.saturating_sub(*t) < GUESS_WINDOW_MS);
+        list.len()
+    }
+
+    fn fail(&self, key: &PublicKey, now_ms: u64) {
+        lock(&self.failures)
+            .entry(key.clone())
+            .or_default()
+            .push(now_ms);
+    }
+}
+
+/// Releases a grant's in-flight mark when the redemption ends, whatever the outcome.
+struct InFlight<'a> {
+    guards: &'a Guards,
+    grant: GrantId,
+}
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        lock(&self.guards.in_flight).remove(&self.grant);
+    }
+}
+
+/// The institution a caller acts for.
+fn institution(state: &State, who: &Principal) -> Result<MemberId, Refused> {
+    match who {
+        Principal::Member(m) => Ok(m.clone()),
+        Principal::User(u) => state
+            .user(u)
+            .map_err(|e| refused(500, e.to_string()))?
+            .map(|r| r.member)
+            .ok_or_else(|| refused(403, format!("user {u} is not registered"))),
+        Principal::Patient(_) => Err(refused(
+            403,
+            "a patient cannot redeem a grant: the grantee institution does",
+        )),
+    }
+}
+
+/// Whose grant it is: held here, for the caller's institution.
+fn check_parties(grant: &GrantRecord, me: &MemberId, caller: &MemberId) -> Result<(), Refused> {
+    let t = &grant.terms;
+    if t.holder != *me {
+        return Err(refused(
+            404,
+            format!(
+                "grant {} is for records held by {}, not {me}",
+                grant.id, t.holder
+            ),
+        ));
+    }
+    if t.grantee != *caller {
+        return Err(refused(
+            403,
+            format!("grant {} is for {}, not {caller}", grant.id, t.grantee),
+        ));
+    }
+    Ok(())
+}
+
+/// Whether the grant is still live (checked only once the code matched, so a guesser learns
+/// nothing about it).
+fn check_live(grant: &GrantRecord, now_ms: u64) -> Result<(), Refused> {
+    let t = &grant.terms;
+    if grant.revoked {
+        return Err(refused(403, format!("grant {} was revoked", grant.id)));
+    }
+    if now_ms >= t.expiry_ms {
+        return Err(refused(
+            403,
+            format!("grant {} expired at {}", grant.id, t.expiry_ms),
+        ));
+    }
+    if t.max_uses > 0 && grant.uses >= t.max_uses {
+        return Err(refused(
+            403,
+            format!(
+                "grant {} is used up ({} of {})",
+                grant.id, grant.uses, t.max_uses
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// Milliseconds since the epoch (negative before 1970) of a FHIR date or dateTime (`YYYY`,
+/// `YYYY-MM`, `YYYY-MM-DD`, with or without a time, read as UTC midnight of its day).
+fn fhir_date_ms(s: &str) -> Option<i64> {
+    let mut parts = s.get(..10).unwrap_or(s).split('-');
+    let y: i64 = parts.next()?.parse().ok()?;
+    let m: i64 = parts.next().map_or(Some(1), |p| p.parse().ok())?;
+    let d: i64 = parts.next().map_or(Some(1), |p| p.parse().ok())?;
+    if !(1..=12).contains(&m) || !(1..=31).contains(&d) {
+        return None;
+    }
+    // Days from civil (proleptic Gregorian), Howard Hinnant's algorithm.
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = if y >= 0 { y } else { y - 399 } / 400;
+    let yoe = y - era * 400;
+    let mp = (m + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + d - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    let days = era * 146_097 + doe - 719_468;
+    days.checked_mul(86_400_000)
+}
+
+/// The clinical date of a resource (the first of the usual date elements present).
+fn clinical_date_ms(resource: &Value) -> Option<i64> {
+    const FIELDS: [&str; 12] = [
+        "effectiveDateTime",
+        "onsetDateTime",
+        "performedDateTime",
+        "authoredOn",
+        "recordedDate",
+        "issued",
+        "occurrenceDateTime",
+        "date",
+        "created",
+        "effectivePeriod",
+        "performedPeriod",
+        "period",
+    ];
+    for f in FIELDS {
+        match resource.get(f) {
+            Some(Value::String(s)) => return fhir_date_ms(s),
+            Some(Value::Object(p)) => {
+                if let Some(Value::String(s)) = p.get("start") {
+                    return fhir_date_ms(s);
+                }
+            }
+            _ => {}
+        }
+    }
+    if let Some(Value::Object(p)) = resource.get("billablePeriod")
+        && let Some(Value::String(s)) = p.get("start")
+    {
+        return fhir_date_ms(s);
+    }
+    None
+}
+
+/// Keeps only the entries of `bundle` whose type is granted and whose clinical date (if it
+/// has one) lies within `[from_ms, to_ms]` (`from_ms` 0: from the beginning, also before 1970). Returns the types delivered and the count.
+pub fn scope_bundle(
+    bundle: &mut Value,
+    types: &[&str],
+    from_ms: u64,
+    to_ms: u64,
+) -> (Vec<String>, u64) {
+    let mut delivered: Vec<String> = Vec::new();
+    let mut count = 0u64;
+    if let Some(Value::Array(entries)) = bundle.get_mut("entry") {
+        entries.retain(|e| {
+            let Some(r) = e.get("resource") else {
+                return false;
+            };
+            let Some(rt) = r.get("resourceType").and_then(Value::as_str) else {
+                return false;
+            };
+            if !types.contains(&rt) {
+                return false;
+            }
+            let (from, to) = (i64::try_from(from_ms), i64::try_from(to_ms));
+            let in_period = clinical_date_ms(r).is_none_or(|t| {
+                from.is_ok_and(|f| t >= f || from_ms == 0) && to.is_ok_and(|u| t <= u)
+            });
+            if in_period {
+                count += 1;
+                if !delivered.iter().any(|d| d == rt) {
+                    delivered.push(rt.to_string());
+                }
+            }
+            in_period
+        });
+    }
+    delivered.sort();
+    (delivered, count)
+}
+
+impl Inner {
+    /// Redeems a grant for `caller` (the verified signer of the request): every check, then
+    /// the scoped Bundle, the access record on the ledger, and only then the bytes.
+    pub(crate) fn redeem(
+        &self,
+        caller: &PublicKey,
+        req: &Redeem,
+        now_ms: u64,
+    ) -> Result<Vec<u8>, Refused> {
+        let (state, _) = self.ledger.snapshot();
+        let who = match state.key_record(caller) {
+            Ok(Some(r)) if !r.retired => r.principal,
+            Ok(_) => {
+                return Err(refused(
+                    403,
+                    format!("key={} is not registered on the ledger", caller.to_hex()),
+                ));
+            }
+            Err(e) => return Err(refused(500, e.to_string())),
+        };
+        let caller_member = institution(&state, &who)?;
+        let grant = state
+            .grant(req.grant)
+            .map_err(|e| refused(500, e.to_string()))?
+            .ok_or_else(|| refused(404, format!("grant not found: id={}", req.grant)))?;
+        check_parties(&grant, &self.p.member, &caller_member)?;
+        if self.guards.recent_failures(caller, now_ms) >= MAX_GUESSES {
+            return Err(refused(
+                429,
+                format!(
+                    "too many wrong codes from key={}: wait {} minutes",
+                    caller.to_hex(),
+                    GUESS_WINDOW_MS / 60_000
+                ),
+            ));
+        }
+        if medspace_types::code_hash(&grant.patient, &req.code) != grant.terms.code_hash {
+            self.guards.fail(caller, now_ms);
+            return Err(refused(403, format!("wrong code for grant {}", grant.id)));
+        }
+        check_live(&grant, now_ms)?;
+        if !lock(&self.guards.in_flight).insert(grant.id) {
+            return Err(refused(
+                409,
+                format!("a redemption of grant {} is in progress", grant.id),
+            ));
+        }
+        let _release = InFlight {
+            guards: &self.guards,
+            grant: grant.id,
+        };
+        let (bytes, types, count) = self
+            .scoped_record(&grant)
+            .map_err(|e| refused(500, e.to_string()))?;
+        let content_hash = delivery_hash(&bytes);
+        let to_list = |v: &[String]| -> Result<List<Text<48>, 32>, Refused> {
+            let texts = v
+                .iter()
+                .map(|t| Text::new(t).map_err(|e| refused(500, e.to_string())))
+                .collect::<Result<Vec<_>, _>>()?;
+            List::new(texts).map_err(|e| refused(500, e.to_string()))
+        };
+        let payload = Payload::RecordAccess(RecordAccess {
+            patient: grant.patient,
+            recipient: caller_member.clone(),
+            basis: AccessBasis::Grant(grant.id),
+            resource_types: to_list(&types)?,
+            resource_count: u32::try_from(count).unwrap_or(u32::MAX),
+            content_hash,
+        });
+        self.submit_and_wait(payload, &|_| true)
+            .map_err(|e| match e {
+                WorkerError::Ledger(reason) => {
+                    refused(403, format!("the ledger refused the access: {reason}"))
+                }
+                other => refused(500, other.to_string()),
+            })?;
+        tracing::info!(grant = %grant.id, recipient = %caller_member, resources = count, "records.redeem: delivered");
+        Ok(bytes)
+    }
+
+    /// The patient's record at this hospital, scoped to the grant: canonical bytes, the types
+    /// delivered, and the resource count.
+    fn scoped_record(
+        &self,
+        grant: &GrantRecord,
+    ) -> Result<(Vec<u8>, Vec<String>, u64), WorkerError> {
+        let links = medspace_compute::Links::load(&self.p.vault_dir)?;
+        let person = links
+            .person_of(&grant.patient)
+            .ok_or_else(|| WorkerError::Invalid {
+                what: "grant",
+                error: format!("its patient is not linked to a record at {}", self.p.member),
+            })?;
+        let vault = medspace_vault::Vault::open_read_only(&self.p.vault_dir).map_err(|e| {
+            WorkerError::Invalid {
+                what: "vault",
+                error: e.to_string(),
+            }
+        })?;
+        let mut bundle = medspace_vault::export::export_patient(&vault, &person.to_string())
+            .map_err(|e| WorkerError::Invalid {
+                what: "vault",
+                error: e.to_string(),
+            })?;
+        let types: Vec<&str> = grant
+            .terms
+            .resource_types
+            .iter()
+            .map(|t| t.as_str())
+            .collect();
+        let (delivered, count) = scope_bundle(
+            &mut bundle,
+            &types,
+            grant.terms.period_from_ms,
+            grant.terms.period_to_ms,
+        );
+        if let Some(obj) = bundle.as_object_mut() {
+            obj.insert("total".into(), Value::from(count));
+        }
+        let bytes = serde_json::to_vec(&bundle).map_err(|e| WorkerError::Invalid {
+            what: "bundle",
+            error: e.to_string(),
+        })?;
+        Ok((bytes, delivered, count))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn dates_convert_to_epoch_ms() {
+        assert_eq!(fhir_date_ms("1970-01-01"), Some(0));
+        assert_eq!(
+            fhir_date_ms("2026-01-01T10:00:00Z"),
+            Some(1_767_225_600_000)
+        );
+        assert_eq!(fhir_date_ms("2000-03"), fhir_date_ms("2000-03-01"));
+        assert_eq!(fhir_date_ms("2000-13-01"), None);
+        assert_eq!(fhir_date_ms("garbage"), None);
+        assert_eq!(fhir_date_ms("1969-12-31"), Some(-86_400_000));
+    }
+
+    #[test]
+    fn scope_keeps_only_granted_types_in_the_period() {
+        let mut b = json!({"resourceType": "Bundle", "entry": [
+            {"resource": {"resourceType": "Patient", "id": "p"}},
+            {"resource": {"resourceType": "Condition", "onsetDateTime": "2020-05-01"}},
+            {"resource": {"resourceType": "Condition", "onsetDateTime": "2010-05-01"}},
+            {"resource": {"resourceType": "Observation", "effectiveDateTime": "2020-06-01"}},
+            {"resource": {"resourceType": "Claim", "billablePeriod": {"start": "2020-06-02"}}},
+            {"resource": {"resourceType": "Condition"}},
+        ]});
+        let from = fhir_date_ms("2019-01-01").unwrap() as u64;
+        let to = fhir_date_ms("2021-01-01").unwrap() as u64;
+        let (types, n) = scope_bundle(&mut b, &["Condition", "Claim"], from, to);
+        assert_eq!(types, vec!["Claim".to_string(), "Condition".to_string()]);
+        assert_eq!(n, 3);
+        let kept: Vec<&str> = b["entry"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| e["resource"]["resourceType"].as_str().unwrap())
+            .collect();
+        assert_eq!(kept, vec!["Condition", "Claim", "Condition"]);
+    }
+
+    #[test]
+    fn replays_and_guesses_are_limited() {
+        let g = Guards::default();
+        g.fresh("sig-1", 1000).unwrap();
+        assert_eq!(g.fresh("sig-1", 2000).unwrap_err().status, 409);
+        g.fresh("sig-2", 2000).unwrap();
+        let k = medspace_types::Keypair::from_seed(1).public();
+        for i in 0..MAX_GUESSES {
+            assert_eq!(g.recent_failures(&k, 10_000), i);
+            g.fail(&k, 10_000);
+        }
+        assert_eq!(g.recent_failures(&k, 10_000), MAX_GUESSES);
+        assert_eq!(g.recent_failures(&k, 10_000 + GUESS_WINDOW_MS), 0);
+    }
+}
