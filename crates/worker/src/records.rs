@@ -386,9 +386,6 @@ impl Inner {
             grant.terms.period_from_ms,
             grant.terms.period_to_ms,
         );
-        if let Some(obj) = bundle.as_object_mut() {
-            obj.insert("total".into(), Value::from(count));
-        }
         let bytes = serde_json::to_vec(&bundle).map_err(|e| WorkerError::Invalid {
             what: "bundle",
             error: e.to_string(),
