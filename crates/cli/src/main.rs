@@ -5,6 +5,7 @@
 
 mod bench;
 mod bench_federated;
+mod bench_redeem;
 mod chain_cmd;
 mod consortium;
 mod demo;
@@ -189,6 +190,8 @@ enum BenchCommand {
     Cohort(vault_cmd::BenchCohortArgs),
     /// Three hospitals' federated data plane against the same query over the pooled data.
     Federated(bench_federated::BenchFederatedArgs),
+    /// Redeeming a patient's code at the holding hospital's node: latency and rate.
+    Redeem(bench_redeem::BenchRedeemArgs),
 }
 
 /// Writes a secret (hex) to a new owner-only file; refuses to overwrite.
@@ -288,6 +291,7 @@ fn main() -> anyhow::Result<()> {
             vault_cmd::run_bench(vault_cmd::Bench::Cohort(a))
         }
         Command::Bench(BenchCommand::Federated(a)) => bench_federated::run(a),
+        Command::Bench(BenchCommand::Redeem(a)) => bench_redeem::run(a),
         Command::Ingest(a) => vault_cmd::run_ingest(a),
         Command::Sql(a) => vault_cmd::run_sql(a),
         Command::Quality(a) => vault_cmd::run_quality(a),

@@ -273,10 +273,11 @@ async fn redeem(
     let req: crate::records::Redeem = serde_json::from_slice(&body)
         .map_err(|e| refuse(StatusCode::BAD_REQUEST, format!("bad redeem request: {e}")))?;
     let worker = inner.clone();
-    let bytes = tokio::task::spawn_blocking(move || worker.redeem(&key, &req, now))
+    let d = tokio::task::spawn_blocking(move || worker.redeem(&key, &req, now))
         .await
         .map_err(internal)?
         .map_err(as_refusal)?;
+    let header = |name: &'static str| axum::http::HeaderName::from_static(name);
     Ok((
         [
             (
@@ -284,11 +285,19 @@ async fn redeem(
                 "application/fhir+json".to_string(),
             ),
             (
-                axum::http::HeaderName::from_static("x-medspace-content-hash"),
-                crate::records::delivery_hash(&bytes).to_string(),
+                header("x-medspace-content-hash"),
+                crate::records::delivery_hash(&d.bytes).to_string(),
+            ),
+            (
+                header("x-medspace-prepare-us"),
+                d.prepare.as_micros().to_string(),
+            ),
+            (
+                header("x-medspace-finality-us"),
+                d.finality.as_micros().to_string(),
             ),
         ],
-        Bytes::from(bytes),
+        Bytes::from(d.bytes),
     )
         .into_response())
 }

@@ -131,7 +131,7 @@ pub fn aggregator(contract: &ContractRecord) -> Option<&MemberId> {
 /// How long the poster waits for its `PostResult` to be finalized before trying again.
 const POST_WAIT: Duration = Duration::from_secs(30);
 /// Attempts at posting one result.
-const POST_ATTEMPTS: usize = 3;
+const POST_ATTEMPTS: usize = 5;
 
 /// A running worker: its thread follows committed blocks; [`Worker::router`] serves its
 /// node-to-node and requester routes.
@@ -153,8 +153,10 @@ struct Inner {
     refused: Mutex<HashMap<JobId, String>>,
     /// Jobs this site is aggregating or has aggregated since start.
     aggregating: Mutex<HashSet<JobId>>,
-    /// Serialises this member's transactions (one nonce sequence).
-    posting: Mutex<()>,
+    /// The next nonce this member's key signs with: transactions are pipelined (several in
+    /// flight, consecutive nonces); a nonce whose transaction never entered the chain is
+    /// handed out again.
+    nonce: Mutex<Option<u64>>,
     /// Replay, guessing and concurrency guards of record redemption.
     guards: records::Guards,
     /// The node's async runtime, for outbound requests.
@@ -193,7 +195,7 @@ impl Worker {
             changed,
             refused: Mutex::new(HashMap::new()),
             aggregating: Mutex::new(HashSet::new()),
-            posting: Mutex::new(()),
+            nonce: Mutex::new(None),
             guards: records::Guards::default(),
             rt,
             http,
@@ -753,16 +755,33 @@ impl Inner {
         })
     }
 
-    /// Signs `payload` with this member's key (one transaction at a time, so nonces never
-    /// race), submits it through the node's validator and waits until it is final: `Ok` once
-    /// applied, the state machine's reason if refused. A transaction the proposers drop is
-    /// signed again with a fresh nonce after a nonce race, while `still_needed` holds.
+    /// The next nonce for this member's key: the ledger's, or past the ones in flight.
+    fn take_nonce(&self, state: &State) -> Result<u64, WorkerError> {
+        let ledger_next = state.next_nonce(&self.p.key.public())?;
+        let mut next = lock(&self.nonce);
+        let n = next.map_or(ledger_next, |x| x.max(ledger_next));
+        *next = Some(n + 1);
+        Ok(n)
+    }
+
+    /// `nonce` was not consumed by the chain: the next transaction signs with it (those after
+    /// it, if any are in flight, fail on their nonce and are signed again).
+    fn give_back_nonce(&self, nonce: u64) {
+        let mut next = lock(&self.nonce);
+        if next.is_some_and(|x| x > nonce) {
+            *next = Some(nonce);
+        }
+    }
+
+    /// Signs `payload` with this member's key (pipelined nonces: several transactions may be
+    /// in flight), submits it through the node's validator and waits until it is final: `Ok`
+    /// once applied, the state machine's reason if refused. After a nonce race it is signed
+    /// again with a fresh nonce, while `still_needed` holds.
     pub(crate) fn submit_and_wait(
         &self,
         payload: Payload,
         still_needed: &dyn Fn(&State) -> bool,
     ) -> Result<(), WorkerError> {
-        let _one_at_a_time = lock(&self.posting);
         let kind = payload.kind();
         let mut last = String::from("not attempted");
         for _ in 0..POST_ATTEMPTS {
@@ -770,11 +789,12 @@ impl Inner {
             if !still_needed(&state) {
                 return Ok(());
             }
-            let nonce = state.next_nonce(&self.p.key.public())?;
+            let nonce = self.take_nonce(&state)?;
             let tx = SignedTx::new(&self.p.chain_id, &self.p.key, nonce, payload.clone());
             let id = match self.ledger.submit(tx) {
                 Ok(id) => id,
                 Err(e) => {
+                    self.give_back_nonce(nonce);
                     last = e;
                     self.wait_height_above(height, POST_WAIT);
                     continue;
@@ -785,14 +805,26 @@ impl Inner {
             loop {
                 match self.ledger.tx_state(&id) {
                     TxState::Final(Ok(())) => return Ok(()),
-                    TxState::Final(Err(reason)) => return Err(WorkerError::Ledger(reason)),
-                    // Only a nonce race (another user of this key) is worth signing again;
-                    // any other refusal is the state machine's final word.
-                    TxState::Dropped(reason) if reason.contains("nonce") => {
-                        last = reason;
-                        break;
+                    TxState::Final(Err(reason)) => {
+                        self.give_back_nonce(nonce);
+                        // A predecessor's nonce went back: sign again after it.
+                        if reason.contains("nonce") {
+                            last = reason;
+                            break;
+                        }
+                        return Err(WorkerError::Ledger(reason));
                     }
-                    TxState::Dropped(reason) => return Err(WorkerError::Ledger(reason)),
+                    // Only a nonce race (a predecessor that never entered the chain, another
+                    // user of this key) is worth signing again; any other refusal is the
+                    // state machine's final word.
+                    TxState::Dropped(reason) => {
+                        self.give_back_nonce(nonce);
+                        if reason.contains("nonce") {
+                            last = reason;
+                            break;
+                        }
+                        return Err(WorkerError::Ledger(reason));
+                    }
                     TxState::Pending | TxState::Unknown => {}
                 }
                 if started.elapsed() > POST_WAIT {

@@ -38,6 +38,16 @@ pub fn delivery_hash(bytes: &[u8]) -> Hash {
     Hash::of(&[DELIVERY_DOMAIN, bytes])
 }
 
+/// What a redemption delivers, and how long its two phases took at the holder.
+pub struct Delivery {
+    /// The Bundle's bytes.
+    pub bytes: Vec<u8>,
+    /// Checks, reading and scoping the record, hashing (everything but the ledger).
+    pub prepare: std::time::Duration,
+    /// From submitting `RecordAccess` to its finality.
+    pub finality: std::time::Duration,
+}
+
 /// A redemption request's body.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -277,7 +287,8 @@ impl Inner {
         caller: &PublicKey,
         req: &Redeem,
         now_ms: u64,
-    ) -> Result<Vec<u8>, Refused> {
+    ) -> Result<Delivery, Refused> {
+        let started = std::time::Instant::now();
         let (state, _) = self.ledger.snapshot();
         let who = match state.key_record(caller) {
             Ok(Some(r)) if !r.retired => r.principal,
@@ -339,6 +350,7 @@ impl Inner {
             resource_count: u32::try_from(count).unwrap_or(u32::MAX),
             content_hash,
         });
+        let prepared = started.elapsed();
         self.submit_and_wait(payload, &|_| true)
             .map_err(|e| match e {
                 WorkerError::Ledger(reason) => {
@@ -347,7 +359,11 @@ impl Inner {
                 other => refused(500, other.to_string()),
             })?;
         tracing::info!(grant = %grant.id, recipient = %caller_member, resources = count, "records.redeem: delivered");
-        Ok(bytes)
+        Ok(Delivery {
+            bytes,
+            prepare: prepared,
+            finality: started.elapsed().saturating_sub(prepared),
+        })
     }
 
     /// The patient's record at this hospital, scoped to the grant: canonical bytes, the types
