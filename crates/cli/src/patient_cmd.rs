@@ -86,6 +86,15 @@ enum PatientCommand {
         #[command(flatten)]
         patient: WhichPatient,
     },
+    /// Download the patient's complete record from every hospital holding one, as one FHIR R4
+    /// Bundle.
+    Export {
+        #[command(flatten)]
+        patient: WhichPatient,
+        /// Where to write the Bundle.
+        #[arg(long)]
+        out: PathBuf,
+    },
     /// Redeem a code at the holding hospital (as the grantee institution, e.g. `--as
     /// hospital-b.clinician`), saving the delivered FHIR Bundle.
     Redeem {
@@ -266,6 +275,57 @@ pub fn run(args: PatientArgs) -> anyhow::Result<()> {
             );
             let n = print_log(ledger.state(), &id, "  ")?;
             println!("  {n} entries, every proof checked");
+            Ok(())
+        }
+        PatientCommand::Export { patient, out } => {
+            let key = patient_key(&who, &patient)?;
+            let mut entries: Vec<serde_json::Value> = Vec::new();
+            let mut seen = std::collections::HashSet::new();
+            let mut from = Vec::new();
+            let mut unreachable = Vec::new();
+            for node in genesis.validators.iter().chain(&genesis.observers) {
+                let url = format!("http://{}", node.http);
+                let (status, bytes) = match ledger.get_signed(&url, "/v1/records/export", &key) {
+                    Ok(answer) => answer,
+                    Err(e) => {
+                        unreachable.push(format!("{}: {e:#}", node.name));
+                        continue;
+                    }
+                };
+                if status != 200 {
+                    continue; // no record there (or no record service)
+                }
+                let bundle: serde_json::Value = serde_json::from_slice(&bytes)
+                    .with_context(|| format!("{} sent a malformed Bundle", node.name))?;
+                let mut n = 0;
+                for e in bundle["entry"].as_array().into_iter().flatten() {
+                    let url = e["fullUrl"].as_str().unwrap_or_default().to_string();
+                    if url.is_empty() || seen.insert(url) {
+                        entries.push(e.clone());
+                        n += 1;
+                    }
+                }
+                from.push(format!("{} ({n} resources)", node.name));
+            }
+            if from.is_empty() {
+                bail!("no hospital holds a record of this patient");
+            }
+            let bundle = serde_json::json!({
+                "resourceType": "Bundle",
+                "type": "collection",
+                "entry": entries,
+            });
+            std::fs::write(&out, serde_json::to_vec_pretty(&bundle)?)
+                .with_context(|| format!("writing {}", out.display()))?;
+            println!(
+                "exported {} resources from {} into {}",
+                entries.len(),
+                from.join(", "),
+                out.display()
+            );
+            for u in &unreachable {
+                println!("  warning: could not reach {u}; any record held there is missing");
+            }
             Ok(())
         }
         PatientCommand::Redeem { grant, code, out } => {

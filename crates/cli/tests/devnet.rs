@@ -832,9 +832,20 @@ fn patient_codes_are_redeemed_only_as_granted(net: &DevnetProcess) {
         .status()
         .unwrap();
     assert!(st.success());
+    // The patient's own download from every hospital holding a record of them, as one Bundle.
+    let all = net.dir.join("all.json");
+    let mut args = vec!["export", "--out", all.to_str().unwrap()];
+    args.extend(patient);
+    let (ok, text) = net.patient(&args);
+    assert!(ok, "{text}");
+    assert!(text.contains("from hospital-a ("), "{text}");
+    assert!(!text.contains("hospital-b ("), "{text}");
+    let exported: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&all).unwrap()).unwrap();
+    assert!(exported["entry"].as_array().unwrap().len() > entries.len());
     validate_fhir(
         "patient_codes_are_redeemed_only_as_granted",
-        &[&out, &export],
+        &[&out, &export, &all],
     );
     for e in entries {
         assert_eq!(e["resource"]["resourceType"], "Condition", "{e}");

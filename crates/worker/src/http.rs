@@ -8,6 +8,7 @@
 //!   with the dropped sites (one dropped set per job);
 //! - `GET /v1/worker/jobs/{job}/result` — the job's submitter only: the released result, whose
 //!   hash is on the ledger;
+//! - `GET /v1/records/export` — the patient only (their own key): their complete record here;
 //! - `POST /v1/records/redeem` — the grantee institution (its member key or one of its users):
 //!   the granted part of a patient's record, once the access is on the ledger
 //!   ([`crate::records`]).
@@ -73,6 +74,7 @@ pub(crate) fn router(inner: Arc<Inner>) -> Router {
         .route("/v1/worker/jobs/{job}/share", get(share))
         .route("/v1/worker/jobs/{job}/reveal", get(reveal))
         .route("/v1/worker/jobs/{job}/result", get(result))
+        .route("/v1/records/export", get(export))
         .route(
             "/v1/records/redeem",
             axum::routing::post(redeem).layer(axum::extract::DefaultBodyLimit::max(4096)),
@@ -298,6 +300,32 @@ async fn redeem(
             ),
         ],
         Bytes::from(d.bytes),
+    )
+        .into_response())
+}
+
+async fn export(
+    AxState(inner): AxState<Arc<Inner>>,
+    uri: Uri,
+    headers: HeaderMap,
+) -> Result<Response, Refusal> {
+    let header = headers.get("authorization").and_then(|v| v.to_str().ok());
+    let pq = uri.path_and_query().map_or(uri.path(), |p| p.as_str());
+    let key = medspace_api::auth::verify_request(header, "GET", pq, b"", now_ms())
+        .map_err(|e| refuse(StatusCode::UNAUTHORIZED, e.to_string()))?;
+    let worker = inner.clone();
+    let bytes = tokio::task::spawn_blocking(move || worker.export_for(&key))
+        .await
+        .map_err(internal)?
+        .map_err(|r| {
+            refuse(
+                StatusCode::from_u16(r.status).unwrap_or(StatusCode::FORBIDDEN),
+                r.reason,
+            )
+        })?;
+    Ok((
+        [(axum::http::header::CONTENT_TYPE, "application/fhir+json")],
+        Bytes::from(bytes),
     )
         .into_response())
 }

@@ -366,6 +366,38 @@ impl Inner {
         })
     }
 
+    /// A patient's complete record at this hospital, for the patient themself (the verified
+    /// signer of the request): their Bundle as the vault exports it.
+    pub(crate) fn export_for(&self, caller: &PublicKey) -> Result<Vec<u8>, Refused> {
+        let (state, _) = self.ledger.snapshot();
+        let patient = match state.key_record(caller) {
+            Ok(Some(r)) if !r.retired => match r.principal {
+                Principal::Patient(p) => p,
+                _ => return Err(refused(403, "only the patient may export their own record")),
+            },
+            Ok(_) => {
+                return Err(refused(
+                    403,
+                    format!("key={} is not registered on the ledger", caller.to_hex()),
+                ));
+            }
+            Err(e) => return Err(refused(500, e.to_string())),
+        };
+        let links = medspace_compute::Links::load(&self.p.vault_dir)
+            .map_err(|e| refused(500, e.to_string()))?;
+        let person = links.person_of(&patient).ok_or_else(|| {
+            refused(
+                404,
+                format!("{} holds no record linked to this patient", self.p.member),
+            )
+        })?;
+        let vault = medspace_vault::Vault::open_read_only(&self.p.vault_dir)
+            .map_err(|e| refused(500, e.to_string()))?;
+        let bundle = medspace_vault::export::export_patient(&vault, &person.to_string())
+            .map_err(|e| refused(500, e.to_string()))?;
+        serde_json::to_vec(&bundle).map_err(|e| refused(500, e.to_string()))
+    }
+
     /// The patient's record at this hospital, scoped to the grant: canonical bytes, the types
     /// delivered, and the resource count.
     fn scoped_record(
