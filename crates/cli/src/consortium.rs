@@ -1,5 +1,5 @@
-//! The embedded default consortium: three hospitals, a research institute and a regulator,
-//! with their users, deterministic keys (a local devnet's, never production keys) and genesis.
+//! The embedded default consortium: three hospitals, a research institute, a regulator and an
+//! insurer, with their users, deterministic keys (a local devnet's, never production keys) and genesis.
 
 use medspace_types::*;
 
@@ -23,7 +23,7 @@ impl Consortium {
         };
         let mut members = Vec::new();
         let mut gmembers = Vec::new();
-        let member_specs: [(&str, &str, MemberKind, u64); 5] = [
+        let member_specs: [(&str, &str, MemberKind, u64); 6] = [
             (
                 "hospital-a",
                 "Hospital A (university hospital)",
@@ -52,6 +52,12 @@ impl Consortium {
                 "regulator",
                 "Health Data Regulator",
                 MemberKind::Regulator,
+                0,
+            ),
+            (
+                "insurer-1",
+                "Insurer 1 (health insurance)",
+                MemberKind::Insurer,
                 0,
             ),
         ];
@@ -97,6 +103,7 @@ impl Consortium {
         )?;
         add("research-1.researcher", Role::Researcher, "research-1")?;
         add("regulator.auditor", Role::Auditor, "regulator")?;
+        add("insurer-1.claims", Role::ClaimsOfficer, "insurer-1")?;
         let genesis = Genesis {
             chain_id: Name::new("medspace-devnet")?,
             time_ms,

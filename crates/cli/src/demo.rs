@@ -132,7 +132,7 @@ fn story(
     let c = &net.consortium;
     step(
         n,
-        "genesis: three hospitals, a research institute and a regulator",
+        "genesis: three hospitals, a research institute, a regulator and an insurer",
     );
     for m in &c.genesis.members {
         println!(
@@ -447,6 +447,12 @@ fn story(
     );
     let (status, _, _) = redeem(ledger, &code.display())?;
     println!("    the same code again is refused (http {status}: single use)");
+
+    step(
+        n,
+        "an insurer settles a claim: the patient grants it only the Claim, ExplanationOfBenefit and Encounter of one stay",
+    );
+    insurer_claim(net, ledger, patient)?;
     step(
         n,
         "the patient lists who used their data, each entry proven against the state root",
@@ -487,6 +493,104 @@ fn story(
         ledger.height(),
         ledger.state().len(),
         ledger.state().root()
+    );
+    Ok(())
+}
+
+/// `YYYY-MM-DD…` → ms since the epoch of that day's midnight (UTC); `None` before 1970.
+fn day_start_ms(date: &str) -> Option<u64> {
+    medspace_worker::records::fhir_date_ms(date).and_then(|ms| u64::try_from(ms).ok())
+}
+
+/// The insurer's use case: the patient downloads their own record, picks their latest stay,
+/// and grants insurer-1 that stay's Claim, ExplanationOfBenefit and Encounter resources; the
+/// insurer's claims officer redeems the code at the hospital's node and receives nothing else.
+fn insurer_claim(net: &Devnet, ledger: &mut Remote, patient: &Patient) -> anyhow::Result<()> {
+    let c = &net.consortium;
+    let holder = MemberId::new("hospital-a")?;
+    let url = study::node_url(&net.genesis, &holder)?;
+    let (status, bytes) = ledger.get_signed(&url, "/v1/records/export", &patient.key)?;
+    if status != 200 {
+        bail!("the patient's own export failed ({status})");
+    }
+    let record: serde_json::Value = serde_json::from_slice(&bytes)?;
+    let stay = record["entry"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|e| e["resource"]["resourceType"] == "Encounter")
+        .filter_map(|e| {
+            let start = e["resource"]["period"]["start"].as_str()?;
+            let end = e["resource"]["period"]["end"].as_str().unwrap_or(start);
+            Some((
+                day_start_ms(start)?,
+                day_start_ms(end)? + 86_399_999,
+                start.to_string(),
+            ))
+        })
+        .max_by_key(|(s, _, _)| *s)
+        .context("the patient has no dated stay")?;
+    println!(
+        "    the patient downloads their own record from hospital-a ({} resources) and picks the stay of {}",
+        record["entry"].as_array().map_or(0, Vec::len),
+        stay.2.get(..10).unwrap_or(&stay.2)
+    );
+    let code = medspace_patient::AuthCode::generate();
+    let types = ["Claim", "ExplanationOfBenefit", "Encounter"];
+    let r = ledger.must(
+        &patient.key,
+        Payload::IssueGrant(IssueGrant {
+            grantee: MemberId::new("insurer-1")?,
+            holder: holder.clone(),
+            purpose: Purpose::InsuranceClaim,
+            resource_types: List::new(
+                types
+                    .iter()
+                    .map(|t| Text::new(*t))
+                    .collect::<Result<Vec<_>, _>>()?,
+            )?,
+            period_from_ms: stay.0,
+            period_to_ms: stay.1,
+            expiry_ms: ledger.time_ms() + 30 * 24 * 3600 * 1000,
+            max_uses: 1,
+            code_hash: code.hash(&patient.id),
+        }),
+    )?;
+    let Created::Grant(grant) = *created(&r)? else {
+        bail!("expected a grant")
+    };
+    let body = serde_json::to_vec(&serde_json::json!({ "grant": grant, "code": code.display() }))?;
+    let (status, bytes) = ledger.post_signed(
+        &url,
+        "/v1/records/redeem",
+        &body,
+        c.user_key("insurer-1.claims")?,
+    )?;
+    if status != 200 {
+        bail!(
+            "the insurer's redemption was refused ({status}): {}",
+            String::from_utf8_lossy(&bytes)
+        );
+    }
+    let delivered: serde_json::Value = serde_json::from_slice(&bytes)?;
+    let mut by_type: std::collections::BTreeMap<String, usize> = Default::default();
+    for e in delivered["entry"].as_array().into_iter().flatten() {
+        let t = e["resource"]["resourceType"].as_str().unwrap_or("?");
+        if !types.contains(&t) {
+            bail!("the insurer received a {t}, which was not granted");
+        }
+        *by_type.entry(t.to_string()).or_default() += 1;
+    }
+    ledger.catch_up()?;
+    println!(
+        "    insurer-1's claims officer redeems it at hospital-a's node and receives {} ({} of the patient's {} resources; nothing else), access recorded on the ledger",
+        by_type
+            .iter()
+            .map(|(t, k)| format!("{k} {t}"))
+            .collect::<Vec<_>>()
+            .join(", "),
+        by_type.values().sum::<usize>(),
+        record["entry"].as_array().map_or(0, Vec::len)
     );
     Ok(())
 }

@@ -73,6 +73,24 @@ enum PatientCommand {
         #[arg(long)]
         qr: Option<PathBuf>,
     },
+    /// Set a consent: per purpose, for all studies or one (dynamic consent), with or without
+    /// the explicit opt-in that L4 data needs; or revoke it.
+    Consent {
+        #[command(flatten)]
+        patient: WhichPatient,
+        /// The purpose (research, public_health, drug_safety, teaching, …).
+        #[arg(long, default_value = "research")]
+        purpose: String,
+        /// allow, deny or revoke.
+        #[arg(long)]
+        decision: String,
+        /// One study only (a study invitation accepted or declined).
+        #[arg(long)]
+        study: Option<String>,
+        /// Explicit opt-in for L4 data (genomics, mental health, …).
+        #[arg(long)]
+        l4: bool,
+    },
     /// Revoke a grant (effective for every redemption after the block that carries it).
     Revoke {
         #[command(flatten)]
@@ -133,23 +151,11 @@ fn patient_key(who: &Who, p: &WhichPatient) -> anyhow::Result<Keypair> {
 }
 
 fn day_ms(s: &str) -> anyhow::Result<u64> {
-    let bad = || anyhow::anyhow!("expected a day YYYY-MM-DD: day={s}");
-    let mut it = s.split('-');
-    let (y, m, d): (i64, i64, i64) = (
-        it.next().and_then(|x| x.parse().ok()).ok_or_else(bad)?,
-        it.next().and_then(|x| x.parse().ok()).ok_or_else(bad)?,
-        it.next().and_then(|x| x.parse().ok()).ok_or_else(bad)?,
-    );
-    if it.next().is_some() || !(1..=12).contains(&m) || !(1..=31).contains(&d) {
-        return Err(bad());
-    }
-    let y2 = if m <= 2 { y - 1 } else { y };
-    let era = if y2 >= 0 { y2 } else { y2 - 399 } / 400;
-    let yoe = y2 - era * 400;
-    let doy = (153 * ((m + 9) % 12) + 2) / 5 + d - 1;
-    let days = era * 146_097 + yoe * 365 + yoe / 4 - yoe / 100 + doy - 719_468;
+    let ms = medspace_worker::records::fhir_date_ms(s)
+        .filter(|_| s.len() == 10)
+        .ok_or_else(|| anyhow::anyhow!("expected a day YYYY-MM-DD: day={s}"))?;
     // Before 1970 is "from the beginning" (0) for a grant's period.
-    Ok(u64::try_from(days.max(0) * 86_400_000).unwrap_or(0))
+    Ok(u64::try_from(ms).unwrap_or(0))
 }
 
 /// Prints `patient`'s log from the verified `state`, checking each entry's proof against its
@@ -254,6 +260,44 @@ pub fn run(args: PatientArgs) -> anyhow::Result<()> {
                     .with_context(|| format!("writing {}", path.display()))?;
                 println!("  QR code: {}", path.display());
             }
+            Ok(())
+        }
+        PatientCommand::Consent {
+            patient,
+            purpose,
+            decision,
+            study,
+            l4,
+        } => {
+            let key = patient_key(&who, &patient)?;
+            let purpose: Purpose = purpose
+                .parse()
+                .map_err(|e| anyhow::anyhow!("bad purpose `{purpose}`: {e}"))?;
+            let study = study.as_deref().map(StudyId::new).transpose()?;
+            let payload = match decision.as_str() {
+                "revoke" => Payload::RevokeConsent(RevokeConsent {
+                    purpose,
+                    study: study.clone(),
+                }),
+                "allow" | "deny" => Payload::SetConsent(SetConsent {
+                    purpose,
+                    study: study.clone(),
+                    decision: if decision == "allow" {
+                        Decision::Allow
+                    } else {
+                        Decision::Deny
+                    },
+                    l4_opt_in: l4,
+                }),
+                other => bail!("--decision must be allow, deny or revoke: decision={other}"),
+            };
+            ledger.must(&key, payload)?;
+            println!(
+                "consent {purpose} {} {decision}{} at height {}: in force for every job and access after this block",
+                study.map_or("(all studies)".to_string(), |s| s.to_string()),
+                if l4 { " with L4 opt-in" } else { "" },
+                ledger.height()
+            );
             Ok(())
         }
         PatientCommand::Revoke { patient, grant } => {

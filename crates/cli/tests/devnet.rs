@@ -407,6 +407,10 @@ fn demo_runs_its_story_across_the_devnet() {
         "is refused by the validators",
         "epsilon budget exceeded",
         "records delivered by hospital-a to hospital-b",
+        "a wrong code is refused by hospital-a's node (http 403)",
+        "the same code again is refused (http 403",
+        "insurer-1's claims officer redeems it at hospital-a's node and receives",
+        "records delivered by hospital-a to insurer-1",
         "[proof ✓",
         "credits in the system: 10000",
     ] {
@@ -485,6 +489,14 @@ fn demo_runs_on_the_synthea_split() {
         assert!(line.contains(&format!("{h}   20 persons")), "{line}");
     }
     assert!(text.contains("blocks verified, state root"), "{text}");
+    // The insurer receives the one stay's Claim, ExplanationOfBenefit and Encounter only.
+    let insurer = text
+        .lines()
+        .find(|l| l.contains("insurer-1's claims officer redeems"))
+        .unwrap_or_else(|| panic!("no insurer line:\n{text}"));
+    for t in ["Claim,", "Encounter,", "ExplanationOfBenefit ("] {
+        assert!(insurer.contains(t), "{insurer}");
+    }
     let _ = std::fs::remove_dir_all(&dir);
 }
 
@@ -874,7 +886,12 @@ fn patient_codes_are_redeemed_only_as_granted(net: &DevnetProcess) {
     }
     let (ok, text) = redeem("hospital-b.steward", &code);
     assert!(!ok && text.contains("too many wrong codes"), "{text}");
-    // The patient's log: the delivery and the revocation, every proof checked.
+    // Dynamic consent: the patient declines one study.
+    let mut args = vec!["consent", "--decision", "deny", "--study", "cli-study"];
+    args.extend(patient);
+    let (ok, text) = net.patient(&args);
+    assert!(ok, "{text}");
+    // The patient's log: the delivery, the revocation and the consent, every proof checked.
     let mut args = vec!["log"];
     args.extend(patient);
     let (ok, text) = net.patient(&args);
@@ -886,6 +903,7 @@ fn patient_codes_are_redeemed_only_as_granted(net: &DevnetProcess) {
         "{text}"
     );
     assert!(text.contains(&format!("grant {grant2} revoked")), "{text}");
+    assert!(text.contains("consent research cli-study deny"), "{text}");
     assert!(text.contains("every proof checked"), "{text}");
 }
 

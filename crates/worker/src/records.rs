@@ -187,7 +187,7 @@ fn check_live(grant: &GrantRecord, now_ms: u64) -> Result<(), Refused> {
 
 /// Milliseconds since the epoch (negative before 1970) of a FHIR date or dateTime (`YYYY`,
 /// `YYYY-MM`, `YYYY-MM-DD`, with or without a time, read as UTC midnight of its day).
-fn fhir_date_ms(s: &str) -> Option<i64> {
+pub fn fhir_date_ms(s: &str) -> Option<i64> {
     let mut parts = s.get(..10).unwrap_or(s).split('-');
     let y: i64 = parts.next()?.parse().ok()?;
     let m: i64 = parts.next().map_or(Some(1), |p| p.parse().ok())?;
