@@ -458,14 +458,20 @@ fn story(
         "the patient lists who used their data, each entry proven against the state root",
     );
     crate::patient_cmd::print_log(ledger.state(), &patient.id, "    ")?;
-    let jobs = ledger
-        .state()
-        .jobs()?
-        .into_iter()
-        .filter(|j| j.contract == contract)
-        .count();
+    let jobs = crate::patient_cmd::print_jobs(
+        ledger.state(),
+        &patient.id,
+        &[MemberId::new("hospital-a")?],
+        "    ",
+    )?;
     println!(
-        "    contract {contract}: {jobs} aggregate jobs over consenting patients of the three hospitals"
+        "    {jobs} aggregate jobs may have counted this patient (only while their consent allowed it); contract {contract} ran {} in all",
+        ledger
+            .state()
+            .jobs()?
+            .iter()
+            .filter(|j| j.contract == contract)
+            .count()
     );
 
     step(

@@ -196,6 +196,65 @@ pub fn print_log(state: &State, patient: &PatientId, indent: &str) -> anyhow::Re
     Ok(entries.len())
 }
 
+/// Prints the aggregate jobs that may have counted `patient`: jobs under contracts covering
+/// one of `holders` (the hospitals holding the patient's records) whose purpose, study and level
+/// the patient's consent allowed at the job's height (the ledger never learns who was in a
+/// cohort; only aggregates left the hospitals). Each job record is proven against the root.
+/// Returns how many.
+pub fn print_jobs(
+    state: &State,
+    patient: &PatientId,
+    holders: &[MemberId],
+    indent: &str,
+) -> anyhow::Result<usize> {
+    let root = state.root();
+    let mut n = 0;
+    for job in state.jobs()? {
+        let Some(c) = state.contract(job.contract)? else {
+            continue;
+        };
+        let Some(at) = c.owners.iter().find(|o| holders.contains(o)) else {
+            continue;
+        };
+        if !state.consent_allows(
+            patient,
+            c.purpose,
+            c.study.as_ref(),
+            c.level,
+            job.submitted_height,
+        )? {
+            continue;
+        }
+        let key = medspace_state::records::keys::job(job.id);
+        let (value, proof) = state.prove(&key).context("a job without its record")?;
+        proof
+            .verify(&root, &key, &value)
+            .context("a job record failed its proof")?;
+        let outcome = match &job.result {
+            Some(r) => format!(
+                "aggregate result {} posted by {}, {} institutions contributed",
+                r.result_hash,
+                r.posted_by,
+                r.contributions.len()
+            ),
+            None => "running".to_string(),
+        };
+        println!(
+            "{indent}height {:>3}  job {} under {} ({} {}) may have counted you at {at}: your consent allowed it; {outcome}  [proof ✓ {} steps]",
+            job.submitted_height,
+            job.id,
+            c.id,
+            c.purpose,
+            c.study
+                .as_ref()
+                .map_or("(no study)".into(), |s| s.to_string()),
+            proof.path.len()
+        );
+        n += 1;
+    }
+    Ok(n)
+}
+
 /// Runs `medspace patient`.
 pub fn run(args: PatientArgs) -> anyhow::Result<()> {
     let who = args.who;
@@ -318,7 +377,18 @@ pub fn run(args: PatientArgs) -> anyhow::Result<()> {
                 ledger.state().root()
             );
             let n = print_log(ledger.state(), &id, "  ")?;
-            println!("  {n} entries, every proof checked");
+            // The hospitals holding this patient's records: the devnet patient's, or (wallet)
+            // any hospital of the consortium.
+            let holders: Vec<MemberId> = if patient.wallet.is_some() {
+                crate::consortium::HOSPITALS
+                    .iter()
+                    .map(|h| MemberId::new(h))
+                    .collect::<Result<_, _>>()?
+            } else {
+                vec![MemberId::new(&patient.hospital)?]
+            };
+            let jobs = print_jobs(ledger.state(), &id, &holders, "  ")?;
+            println!("  {n} entries and {jobs} jobs, every proof checked");
             Ok(())
         }
         PatientCommand::Export { patient, out } => {

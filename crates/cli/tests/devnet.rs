@@ -904,6 +904,11 @@ fn patient_codes_are_redeemed_only_as_granted(net: &DevnetProcess) {
     );
     assert!(text.contains(&format!("grant {grant2} revoked")), "{text}");
     assert!(text.contains("consent research cli-study deny"), "{text}");
+    // The study's jobs ran while this patient's consent allowed research: listed, proven.
+    assert!(
+        text.contains("may have counted you at hospital-a"),
+        "{text}"
+    );
     assert!(text.contains("every proof checked"), "{text}");
 }
 

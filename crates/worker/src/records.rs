@@ -484,6 +484,62 @@ mod tests {
         assert_eq!(kept, vec!["Condition", "Claim", "Condition"]);
     }
 
+    fn grant(uses: u32, max_uses: u32, revoked: bool) -> GrantRecord {
+        GrantRecord {
+            id: GrantId(1),
+            patient: medspace_types::PatientId([1; 32]),
+            terms: medspace_types::IssueGrant {
+                grantee: MemberId::new("hospital-b").unwrap(),
+                holder: MemberId::new("hospital-a").unwrap(),
+                purpose: medspace_types::Purpose::Treatment,
+                resource_types: List::new(vec![Text::new("Condition").unwrap()]).unwrap(),
+                period_from_ms: 0,
+                period_to_ms: 1_000,
+                expiry_ms: 5_000,
+                max_uses,
+                code_hash: Hash::default(),
+            },
+            issued_height: 1,
+            uses,
+            revoked,
+        }
+    }
+
+    #[test]
+    fn every_refusal_of_a_grant_names_why() {
+        let (a, b, c) = (
+            MemberId::new("hospital-a").unwrap(),
+            MemberId::new("hospital-b").unwrap(),
+            MemberId::new("hospital-c").unwrap(),
+        );
+        let g = grant(0, 1, false);
+        check_parties(&g, &a, &b).unwrap();
+        check_live(&g, 4_999).unwrap();
+        let e = check_parties(&g, &c, &b).unwrap_err();
+        assert_eq!(e.status, 404);
+        assert!(e.reason.contains("held by hospital-a"), "{e:?}");
+        let e = check_parties(&g, &a, &c).unwrap_err();
+        assert!(
+            e.reason.contains("is for hospital-b, not hospital-c"),
+            "{e:?}"
+        );
+        assert!(
+            check_live(&g, 5_000)
+                .unwrap_err()
+                .reason
+                .contains("expired")
+        );
+        let e = check_live(&grant(1, 1, false), 0).unwrap_err();
+        assert!(e.reason.contains("used up (1 of 1)"), "{e:?}");
+        check_live(&grant(7, 0, false), 0).unwrap();
+        assert!(
+            check_live(&grant(0, 0, true), 0)
+                .unwrap_err()
+                .reason
+                .contains("revoked")
+        );
+    }
+
     #[test]
     fn replays_and_guesses_are_limited() {
         let g = Guards::default();
