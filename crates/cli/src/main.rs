@@ -79,6 +79,19 @@ enum Command {
     /// A patient's authorization codes and proven access log, and a grantee's redemption of a
     /// code at the holding hospital's node.
     Patient(patient_cmd::PatientArgs),
+    /// The hospital confirms that one of its records belongs to a patient's ledger pseudonym
+    /// (after checking who they are at the desk): the link stays in the node directory.
+    Link {
+        /// The hospital's node directory (its vault and links).
+        #[arg(long)]
+        node: PathBuf,
+        /// The record: person_id or source Patient.id.
+        #[arg(long)]
+        person: String,
+        /// The patient's pseudonym (from their wallet).
+        #[arg(long)]
+        patient: String,
+    },
     /// Audit commands.
     #[command(subcommand)]
     Audit(AuditCommand),
@@ -213,6 +226,24 @@ pub(crate) fn write_secret(out: &std::path::Path, hex_secret: &str) -> anyhow::R
     Ok(())
 }
 
+fn link(node: &std::path::Path, person: &str, patient: &str) -> anyhow::Result<()> {
+    let vault = medspace_vault::Vault::open_read_only(node)?;
+    let person_id = vault
+        .resolve_patient(person)
+        .with_context(|| format!("no record of person={person} in {}", node.display()))?;
+    let id: medspace_types::PatientId = patient
+        .parse()
+        .map_err(|e| anyhow::anyhow!("bad pseudonym `{patient}`: {e}"))?;
+    let mut links = medspace_compute::Links::load(node)?;
+    links.link(person_id, id)?;
+    links.save(node)?;
+    println!(
+        "linked record {person_id} of {} to patient {id}",
+        node.display()
+    );
+    Ok(())
+}
+
 fn keygen(out: &std::path::Path) -> anyhow::Result<()> {
     let key = medspace_types::Keypair::generate(rand::rng());
     write_secret(out, &key.secret_hex())?;
@@ -254,6 +285,11 @@ fn main() -> anyhow::Result<()> {
         Command::Audit(AuditCommand::Verify { data_dir }) => audit_verify(&data_dir),
         Command::Query(a) => query_cmd::run(a),
         Command::Patient(a) => patient_cmd::run(a),
+        Command::Link {
+            node,
+            person,
+            patient,
+        } => link(&node, &person, &patient),
         Command::Keygen { out } => keygen(&out),
         Command::Init(args) => chain_cmd::init(args),
         Command::Node { config } => {

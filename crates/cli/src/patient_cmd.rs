@@ -41,6 +41,19 @@ pub struct PatientArgs {
 
 #[derive(Subcommand)]
 enum PatientCommand {
+    /// Create a patient wallet (the patient's own key) in a new file; prints the pseudonym the
+    /// ledger will know.
+    Wallet {
+        /// The new wallet file (never overwritten).
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// Register the wallet's key on the ledger (only the pseudonym becomes known).
+    Register {
+        /// The wallet.
+        #[arg(long)]
+        wallet: PathBuf,
+    },
     /// Issue an authorization code to an institution for records a hospital holds.
     Grant {
         #[command(flatten)]
@@ -319,6 +332,29 @@ pub fn run(args: PatientArgs) -> anyhow::Result<()> {
                     .with_context(|| format!("writing {}", path.display()))?;
                 println!("  QR code: {}", path.display());
             }
+            Ok(())
+        }
+        PatientCommand::Wallet { out } => {
+            let w = medspace_patient::Wallet::generate();
+            w.create(&out)
+                .with_context(|| format!("creating wallet {}", out.display()))?;
+            println!("wallet {} for patient {}", out.display(), w.patient);
+            println!(
+                "  next: `medspace patient register --wallet {}`, then ask each hospital treating you to link its record (`medspace link`)",
+                out.display()
+            );
+            Ok(())
+        }
+        PatientCommand::Register { wallet } => {
+            let key = medspace_patient::Wallet::load(&wallet)
+                .and_then(|w| w.key())
+                .with_context(|| format!("reading wallet {}", wallet.display()))?;
+            ledger.must(&key, Payload::RegisterPatient(RegisterPatient {}))?;
+            println!(
+                "patient {} registered at height {}",
+                PatientId::from_key(&key.public()),
+                ledger.height()
+            );
             Ok(())
         }
         PatientCommand::Consent {

@@ -910,6 +910,77 @@ fn patient_codes_are_redeemed_only_as_granted(net: &DevnetProcess) {
         "{text}"
     );
     assert!(text.contains("every proof checked"), "{text}");
+
+    // A newcomer with their own wallet: treated at hospital-a (their record ingested there),
+    // registered by themself, linked by the hospital, then downloading their record.
+    let synth = net.dir.join("newcomer");
+    let run = |args: &[&std::ffi::OsStr]| {
+        let out = Command::new(BIN).args(args).output().unwrap();
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(out.status.success(), "{args:?}: {text}");
+        text
+    };
+    let os = |s: &str| std::ffi::OsString::from(s);
+    let hospital = net.dir.join("hospital-a");
+    run(&[
+        &os("synth"),
+        &os("--patients"),
+        &os("1"),
+        &os("--seed"),
+        &os("77"),
+        &os("--out"),
+        synth.as_os_str(),
+    ]);
+    run(&[
+        &os("ingest"),
+        &os("--quiet"),
+        &os("--node"),
+        hospital.as_os_str(),
+        synth.as_os_str(),
+    ]);
+    let first = std::fs::read_to_string(synth.join("Patient.ndjson")).unwrap();
+    let fhir_id = serde_json::from_str::<serde_json::Value>(first.lines().next().unwrap()).unwrap()
+        ["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let wallet = net.dir.join("wallet.json");
+    let (ok, text) = net.patient(&["wallet", "--out", wallet.to_str().unwrap()]);
+    assert!(ok, "{text}");
+    let pseudonym = text
+        .split_whitespace()
+        .find(|w| w.starts_with("pt-"))
+        .unwrap_or_else(|| panic!("no pseudonym in {text}"))
+        .to_string();
+    let (ok, text) = net.patient(&["register", "--wallet", wallet.to_str().unwrap()]);
+    assert!(ok, "{text}");
+    // Before the hospital links the record, there is nothing to download.
+    let mine = net.dir.join("mine.json");
+    let export = [
+        "export",
+        "--wallet",
+        wallet.to_str().unwrap(),
+        "--out",
+        mine.to_str().unwrap(),
+    ];
+    let (ok, text) = net.patient(&export);
+    assert!(!ok && text.contains("no hospital holds a record"), "{text}");
+    run(&[
+        &os("link"),
+        &os("--node"),
+        hospital.as_os_str(),
+        &os("--person"),
+        &os(&fhir_id),
+        &os("--patient"),
+        &os(&pseudonym),
+    ]);
+    let (ok, text) = net.patient(&export);
+    assert!(ok && text.contains("from hospital-a ("), "{text}");
+    validate_fhir("patient_codes_are_redeemed_only_as_granted", &[&mine]);
 }
 
 /// Runs the independent FHIR R4 validator (the official HL7 R4 JSON schema, installed by
