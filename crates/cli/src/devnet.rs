@@ -165,6 +165,14 @@ impl Devnet {
             std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
             medspace_chain::node::init_consortium(&spec(&consortium, options.base_port)?, dir)?;
         }
+        if ChainGenesis::load(&dir.join("genesis.json"))?.app
+            != serde_json::to_value(&consortium.genesis)?
+        {
+            bail!(
+                "{} was made by another version of medspace (its genesis is not this version's default consortium); remove the directory to start afresh",
+                dir.display()
+            );
+        }
         let source = if options.fhir.is_empty() {
             hospitals::Source::Generated {
                 per_hospital: options.patients as u64,
