@@ -867,6 +867,53 @@ fn patient_codes_are_redeemed_only_as_granted(net: &DevnetProcess) {
     for e in entries {
         assert_eq!(e["resource"]["resourceType"], "Condition", "{e}");
     }
+    // A signed request sent twice: the second is refused as a replay before anything else.
+    let member = Keypair::from_secret_hex(
+        &std::fs::read_to_string(net.dir.join("hospital-b").join("member.key")).unwrap(),
+    )
+    .unwrap();
+    let genesis = medspace_chain::node::Genesis::load(&net.dir.join("genesis.json")).unwrap();
+    let body = format!(r#"{{"grant":"{grant}","code":"CCCC-CCCC-CCCC-CCCC"}}"#);
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64;
+    let auth = medspace_api::auth::sign_request(
+        &member,
+        "POST",
+        "/v1/records/redeem",
+        now,
+        body.as_bytes(),
+    );
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let send = || {
+        rt.block_on(async {
+            let r = reqwest::Client::new()
+                .post(format!(
+                    "http://{}/v1/records/redeem",
+                    genesis.validators[0].http
+                ))
+                .header("authorization", auth.clone())
+                .body(body.clone())
+                .send()
+                .await
+                .unwrap();
+            (r.status().as_u16(), r.text().await.unwrap())
+        })
+    };
+    let (status, text) = send();
+    assert!(
+        status == 403 && text.contains("wrong code"),
+        "{status} {text}"
+    );
+    let (status, text) = send();
+    assert!(
+        status == 409 && text.contains("replayed request"),
+        "{status} {text}"
+    );
     // Single use: the same code again is refused.
     let (ok, text) = redeem("hospital-b.clinician", &code);
     assert!(!ok && text.contains("used up"), "{text}");
