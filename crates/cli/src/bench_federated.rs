@@ -137,7 +137,8 @@ fn e2e(args: &BenchFederatedArgs, dir: &std::path::Path) -> anyhow::Result<Vec<f
     outcome
 }
 
-fn percentile(sorted: &[f64], p: f64) -> f64 {
+/// The `p` quantile (nearest rank) of sorted figures; 0 for none.
+pub fn percentile(sorted: &[f64], p: f64) -> f64 {
     if sorted.is_empty() {
         return 0.0;
     }

@@ -4,6 +4,7 @@
 //! the ledger), the wait for the access record's finality, the client's total, and the
 //! redemptions per second one node sustains under concurrent requests.
 
+use crate::bench_federated::percentile;
 use crate::devnet::{self, Devnet, DevnetOptions};
 use anyhow::{Context, bail};
 use clap::Args;
@@ -36,11 +37,6 @@ pub struct BenchRedeemArgs {
     /// Seed.
     #[arg(long, default_value_t = 1)]
     pub seed: u64,
-}
-
-fn percentile(sorted: &[f64], p: f64) -> f64 {
-    let i = ((sorted.len().max(1) - 1) as f64 * p).round() as usize;
-    sorted.get(i).copied().unwrap_or(0.0)
 }
 
 /// One redemption's figures: (client total ms, holder prepare ms, holder finality ms, resources).

@@ -416,10 +416,9 @@ fn story(
     let clinician = c.user_key("hospital-b.clinician")?;
     let holder_url = study::node_url(&net.genesis, &MemberId::new("hospital-a")?)?;
     let redeem = |ledger: &Remote, code: &str| -> anyhow::Result<(u16, Vec<u8>, f64)> {
-        let body = serde_json::to_vec(&serde_json::json!({ "grant": grant, "code": code }))?;
         let t = std::time::Instant::now();
         let (status, bytes) =
-            ledger.post_signed(&holder_url, "/v1/records/redeem", &body, clinician)?;
+            crate::patient_cmd::redeem_request(ledger, &holder_url, clinician, grant, code)?;
         Ok((status, bytes, t.elapsed().as_secs_f64() * 1000.0))
     };
     let (status, _, _) = redeem(ledger, "0000-0000-0000-0000")?;
@@ -433,17 +432,10 @@ fn story(
             String::from_utf8_lossy(&bundle)
         );
     }
-    ledger.catch_up()?;
-    let hash = medspace_worker::records::delivery_hash(&bundle);
-    let access = ledger
-        .state()
-        .accesses_of(&patient.id)?
-        .into_iter()
-        .find(|a| a.record.content_hash == hash)
-        .context("no access record matches the delivered bundle")?;
+    let access = crate::patient_cmd::access_for(ledger, &patient.id, &bundle)?;
     println!(
-        "    a clinician at hospital-b redeems it at hospital-a's node: {} resources delivered in {ms:.0} ms, after the access was final on the ledger (hash {hash} matches the bytes received)",
-        access.record.resource_count
+        "    a clinician at hospital-b redeems it at hospital-a's node: {} resources delivered in {ms:.0} ms, after the access was final on the ledger (hash {} matches the bytes received)",
+        access.resource_count, access.content_hash
     );
     let (status, _, _) = redeem(ledger, &code.display())?;
     println!("    the same code again is refused (http {status}: single use)");
@@ -565,12 +557,12 @@ fn insurer_claim(net: &Devnet, ledger: &mut Remote, patient: &Patient) -> anyhow
     let Created::Grant(grant) = *created(&r)? else {
         bail!("expected a grant")
     };
-    let body = serde_json::to_vec(&serde_json::json!({ "grant": grant, "code": code.display() }))?;
-    let (status, bytes) = ledger.post_signed(
+    let (status, bytes) = crate::patient_cmd::redeem_request(
+        ledger,
         &url,
-        "/v1/records/redeem",
-        &body,
         c.user_key("insurer-1.claims")?,
+        grant,
+        &code.display(),
     )?;
     if status != 200 {
         bail!(
@@ -587,7 +579,7 @@ fn insurer_claim(net: &Devnet, ledger: &mut Remote, patient: &Patient) -> anyhow
         }
         *by_type.entry(t.to_string()).or_default() += 1;
     }
-    ledger.catch_up()?;
+    crate::patient_cmd::access_for(ledger, &patient.id, &bytes)?;
     println!(
         "    insurer-1's claims officer redeems it at hospital-a's node and receives {} ({} of the patient's {} resources; nothing else), access recorded on the ledger",
         by_type

@@ -171,6 +171,37 @@ fn day_ms(s: &str) -> anyhow::Result<u64> {
     Ok(u64::try_from(ms).unwrap_or(0))
 }
 
+/// Redeems `code` for `grant` at the holding hospital's node (`holder_url`), signed by the
+/// grantee's `key`: the node's status and body (the Bundle, or why it refused).
+pub fn redeem_request(
+    ledger: &Remote,
+    holder_url: &str,
+    key: &Keypair,
+    grant: GrantId,
+    code: &str,
+) -> anyhow::Result<(u16, Vec<u8>)> {
+    let body = serde_json::to_vec(&serde_json::json!({ "grant": grant, "code": code }))?;
+    ledger.post_signed(holder_url, "/v1/records/redeem", &body, key)
+}
+
+/// The access record on the ledger for `delivered` bytes of `patient`'s record (after
+/// catching up): a delivery without one is refused.
+pub fn access_for(
+    ledger: &mut Remote,
+    patient: &PatientId,
+    delivered: &[u8],
+) -> anyhow::Result<medspace_state::records::AccessRecord> {
+    let hash = medspace_worker::records::delivery_hash(delivered);
+    ledger.catch_up()?;
+    ledger
+        .state()
+        .accesses_of(patient)?
+        .into_iter()
+        .find(|a| a.record.content_hash == hash)
+        .map(|a| a.record)
+        .context("no access record on the ledger matches what was delivered")
+}
+
 /// Prints `patient`'s log from the verified `state`, checking each entry's proof against its
 /// root; returns how many entries there are.
 pub fn print_log(state: &State, patient: &PatientId, indent: &str) -> anyhow::Result<usize> {
@@ -487,9 +518,8 @@ pub fn run(args: PatientArgs) -> anyhow::Result<()> {
                 .grant(grant)?
                 .with_context(|| format!("grant {grant} is not on the ledger"))?;
             let url = crate::study::node_url(&genesis, &rec.terms.holder)?;
-            let body = serde_json::to_vec(&serde_json::json!({ "grant": grant, "code": code }))?;
             let started = std::time::Instant::now();
-            let (status, bytes) = ledger.post_signed(&url, "/v1/records/redeem", &body, &signer)?;
+            let (status, bytes) = redeem_request(&ledger, &url, &signer, grant, &code)?;
             let took = started.elapsed();
             if status != 200 {
                 let reason = serde_json::from_slice::<serde_json::Value>(&bytes)
@@ -501,21 +531,13 @@ pub fn run(args: PatientArgs) -> anyhow::Result<()> {
                     rec.terms.holder
                 );
             }
-            // The access record must be on the ledger with the hash of what we received.
-            let hash = medspace_worker::records::delivery_hash(&bytes);
-            ledger.catch_up()?;
-            let access = ledger
-                .state()
-                .accesses_of(&rec.patient)?
-                .into_iter()
-                .find(|a| a.record.content_hash == hash)
-                .context("no access record on the ledger matches what was delivered")?;
+            let access = access_for(&mut ledger, &rec.patient, &bytes)?;
+            let hash = access.content_hash;
             std::fs::write(&out, &bytes).with_context(|| format!("writing {}", out.display()))?;
             println!(
                 "received {} resources ({}) from {} in {:.0} ms; access recorded on the ledger (hash {hash} matches); saved {}",
-                access.record.resource_count,
+                access.resource_count,
                 access
-                    .record
                     .resource_types
                     .iter()
                     .map(|t| t.as_str())

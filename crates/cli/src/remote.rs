@@ -139,22 +139,7 @@ impl Remote {
         path_and_query: &str,
         key: &Keypair,
     ) -> anyhow::Result<(u16, Vec<u8>)> {
-        let now = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)?
-            .as_millis() as u64;
-        let auth = medspace_api::auth::sign_request(key, "GET", path_and_query, now, b"");
-        let req = self
-            .client
-            .get(format!("{base_url}{path_and_query}"))
-            .header("authorization", auth);
-        self.runtime.block_on(async move {
-            let r = req
-                .send()
-                .await
-                .with_context(|| format!("GET {base_url}{path_and_query}"))?;
-            let status = r.status().as_u16();
-            anyhow::Ok((status, r.bytes().await?.to_vec()))
-        })
+        self.signed("GET", base_url, path_and_query, b"", key)
     }
 
     /// A `POST` of `body` on `base_url`, signed by `key`: status and body.
@@ -165,20 +150,30 @@ impl Remote {
         body: &[u8],
         key: &Keypair,
     ) -> anyhow::Result<(u16, Vec<u8>)> {
+        self.signed("POST", base_url, path, body, key)
+    }
+
+    fn signed(
+        &self,
+        method: &str,
+        base_url: &str,
+        path: &str,
+        body: &[u8],
+        key: &Keypair,
+    ) -> anyhow::Result<(u16, Vec<u8>)> {
         let now = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)?
             .as_millis() as u64;
-        let auth = medspace_api::auth::sign_request(key, "POST", path, now, body);
-        let req = self
-            .client
-            .post(format!("{base_url}{path}"))
-            .header("authorization", auth)
-            .body(body.to_vec());
+        let auth = medspace_api::auth::sign_request(key, method, path, now, body);
+        let url = format!("{base_url}{path}");
+        let req = match method {
+            "POST" => self.client.post(&url).body(body.to_vec()),
+            _ => self.client.get(&url),
+        }
+        .header("authorization", auth);
+        let what = format!("{method} {url}");
         self.runtime.block_on(async move {
-            let r = req
-                .send()
-                .await
-                .with_context(|| format!("POST {base_url}{path}"))?;
+            let r = req.send().await.with_context(|| what)?;
             let status = r.status().as_u16();
             anyhow::Ok((status, r.bytes().await?.to_vec()))
         })

@@ -544,10 +544,10 @@ impl DevnetProcess {
         panic!("devnet exited before it was ready:\n{seen}");
     }
 
-    /// `medspace query --devnet <dir> <args>`: (success, stdout + stderr).
-    fn query(&self, args: &[&str]) -> (bool, String) {
+    /// `medspace <command> --devnet <dir> <args>`: (success, stdout + stderr).
+    fn cli(&self, command: &str, args: &[&str]) -> (bool, String) {
         let out = Command::new(BIN)
-            .arg("query")
+            .arg(command)
             .arg("--devnet")
             .arg(&self.dir)
             .args(args)
@@ -563,23 +563,14 @@ impl DevnetProcess {
         )
     }
 
-    /// `medspace patient --devnet <dir> <args>`: (success, stdout + stderr).
+    /// `medspace query --devnet <dir> <args>`.
+    fn query(&self, args: &[&str]) -> (bool, String) {
+        self.cli("query", args)
+    }
+
+    /// `medspace patient --devnet <dir> <args>`.
     fn patient(&self, args: &[&str]) -> (bool, String) {
-        let out = Command::new(BIN)
-            .arg("patient")
-            .arg("--devnet")
-            .arg(&self.dir)
-            .args(args)
-            .output()
-            .unwrap();
-        (
-            out.status.success(),
-            format!(
-                "{}{}",
-                String::from_utf8_lossy(&out.stdout),
-                String::from_utf8_lossy(&out.stderr)
-            ),
-        )
+        self.cli("patient", args)
     }
 
     /// SIGKILL of one node process of this devnet (found by its config path).
