@@ -129,6 +129,26 @@ impl ChainCheck {
     /// Checks that `block`, certified by `fin`, is the next block of the chain (it does not
     /// execute it). Nothing changes.
     pub fn check(&self, block: &Block, fin: &BlockFinalization) -> Result<(), FollowError> {
+        self.check_link(block)?;
+        let invalid = |reason: String| FollowError::Invalid {
+            height: self.height + 1,
+            reason,
+        };
+        if fin.proposal.payload != block.header.digest() {
+            return Err(invalid(
+                "finality certificate is for a different block".into(),
+            ));
+        }
+        if !fin.verify(&mut rand::rng(), &self.verifier, &Sequential) {
+            return Err(invalid("finality certificate signature invalid".into()));
+        }
+        Ok(())
+    }
+
+    /// Checks that `block` links to the chain as its next block (height, parent digest, time),
+    /// without a certificate of its own: it is final only once a later block that links back to
+    /// it carries a valid finality certificate. Nothing changes.
+    pub fn check_link(&self, block: &Block) -> Result<(), FollowError> {
         let h = self.height + 1;
         let invalid = |reason: String| FollowError::Invalid { height: h, reason };
         if block.header.height != h {
@@ -141,14 +161,6 @@ impl ChainCheck {
         }
         if block.header.time_ms <= self.prev_time {
             return Err(invalid("block time not after parent".into()));
-        }
-        if fin.proposal.payload != block.header.digest() {
-            return Err(invalid(
-                "finality certificate is for a different block".into(),
-            ));
-        }
-        if !fin.verify(&mut rand::rng(), &self.verifier, &Sequential) {
-            return Err(invalid("finality certificate signature invalid".into()));
         }
         Ok(())
     }
