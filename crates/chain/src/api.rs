@@ -5,6 +5,11 @@
 //! - `POST /v1/tx` — raw transaction bytes; `200 {"tx_id": hex}`; `400` garbage / bad signature /
 //!   wrong chain id / replayed nonce / oversized (via [`crate::Application::check_tx`] and the
 //!   block limits), `409` duplicate, `413` body too large, `429` rate limited, `503` mempool full.
+//! - `POST /v1/txs` — up to 1,024 transactions in the framing of
+//!   [`crate::engine::encode_tx_batch`], for gateways that forward many clients' transactions:
+//!   their signatures are verified in one batch. `200 {"accepted": n, "results": [...]}` with,
+//!   per transaction in order, `{"tx_id": hex}` or `{"error": "...", "status": code}` (the code
+//!   `POST /v1/tx` would have answered); `400` when the framing is malformed (nothing admitted).
 //! - `GET /v1/tx/{id}` — `pending`, `finalized` (height, outcome), `dropped` (reason) or `404`.
 //! - `GET /v1/blocks/{height}` — header fields, tx ids, whether a finality certificate is stored.
 //! - `GET /v1/blocks/{height}/raw?wait_ms=N` — the finalized block and its finality certificate
@@ -53,7 +58,8 @@ struct RateLimiter {
 }
 
 impl RateLimiter {
-    fn allow(&self) -> bool {
+    /// Takes `n` submissions from this second's allowance, or none if fewer are left.
+    fn allow(&self, n: u32) -> bool {
         let mut w = self
             .window
             .lock()
@@ -62,10 +68,10 @@ impl RateLimiter {
         if now.duration_since(w.0).as_secs_f64() >= 1.0 {
             *w = (now, 0);
         }
-        if w.1 >= self.per_second {
+        if w.1.saturating_add(n) > self.per_second {
             return false;
         }
-        w.1 += 1;
+        w.1 += n;
         true
     }
 }
@@ -82,12 +88,27 @@ fn error(status: StatusCode, message: impl Into<String>) -> Response {
     (status, Json(json!({ "error": message.into() }))).into_response()
 }
 
+/// The status `POST /v1/tx` answers for a refused transaction.
+fn refusal_status(e: &SubmitError) -> StatusCode {
+    match e {
+        SubmitError::Rejected(_) | SubmitError::TooLarge { .. } => StatusCode::BAD_REQUEST,
+        SubmitError::AlreadyFinalized(_) | SubmitError::Mempool(MempoolError::Duplicate(_)) => {
+            StatusCode::CONFLICT
+        }
+        SubmitError::Mempool(MempoolError::Full { .. }) => StatusCode::SERVICE_UNAVAILABLE,
+    }
+}
+
+fn rate_limited() -> Response {
+    error(
+        StatusCode::TOO_MANY_REQUESTS,
+        "rate limited: too many submissions",
+    )
+}
+
 async fn submit<A: Application>(State(s): State<Arc<ApiState<A>>>, body: Bytes) -> Response {
-    if !s.limiter.allow() {
-        return error(
-            StatusCode::TOO_MANY_REQUESTS,
-            "rate limited: too many submissions",
-        );
+    if !s.limiter.allow(1) {
+        return rate_limited();
     }
     match s.handle.submit(body) {
         Ok(id) => {
@@ -96,15 +117,44 @@ async fn submit<A: Application>(State(s): State<Arc<ApiState<A>>>, body: Bytes) 
         }
         Err(e) => {
             s.rejected.fetch_add(1, Ordering::Relaxed);
-            let status = match &e {
-                SubmitError::Rejected(_) | SubmitError::TooLarge { .. } => StatusCode::BAD_REQUEST,
-                SubmitError::AlreadyFinalized(_)
-                | SubmitError::Mempool(MempoolError::Duplicate(_)) => StatusCode::CONFLICT,
-                SubmitError::Mempool(MempoolError::Full { .. }) => StatusCode::SERVICE_UNAVAILABLE,
-            };
-            error(status, e.to_string())
+            error(refusal_status(&e), e.to_string())
         }
     }
+}
+
+/// Largest body of `POST /v1/txs`: a full batch of the largest transactions a block admits.
+const MAX_BATCH_BODY: usize = 4 * 1024 * 1024;
+
+async fn submit_batch<A: Application>(State(s): State<Arc<ApiState<A>>>, body: Bytes) -> Response {
+    let Some(txs) = crate::engine::decode_tx_batch(&body, s.handle.max_tx_bytes()) else {
+        return error(
+            StatusCode::BAD_REQUEST,
+            format!(
+                "malformed transaction batch: expected u32 count (at most {}) then u32 length and bytes per transaction, body_len={}",
+                crate::engine::GOSSIP_BATCH_TXS,
+                body.len()
+            ),
+        );
+    };
+    if !s
+        .limiter
+        .allow(u32::try_from(txs.len()).unwrap_or(u32::MAX))
+    {
+        return rate_limited();
+    }
+    let outcomes = s.handle.submit_many(&txs);
+    let accepted = outcomes.iter().filter(|o| o.is_ok()).count() as u64;
+    s.submitted.fetch_add(accepted, Ordering::Relaxed);
+    s.rejected
+        .fetch_add(outcomes.len() as u64 - accepted, Ordering::Relaxed);
+    let results: Vec<serde_json::Value> = outcomes
+        .iter()
+        .map(|o| match o {
+            Ok(id) => json!({ "tx_id": hex::encode(id) }),
+            Err(e) => json!({ "error": e.to_string(), "status": refusal_status(e).as_u16() }),
+        })
+        .collect();
+    Json(json!({ "accepted": accepted, "results": results })).into_response()
 }
 
 async fn tx_status<A: Application>(
@@ -269,6 +319,10 @@ pub fn router<A: Application>(
     });
     Router::new()
         .route("/v1/tx", post(submit::<A>))
+        .route(
+            "/v1/txs",
+            post(submit_batch::<A>).layer(DefaultBodyLimit::max(MAX_BATCH_BODY)),
+        )
         .route("/v1/tx/{id}", get(tx_status::<A>))
         .route("/v1/blocks", get(blocks::<A>))
         .route("/v1/blocks/{height}", get(block::<A>))

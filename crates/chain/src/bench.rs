@@ -1,7 +1,9 @@
 //! `medspace bench ledger`: four validators in one process on the tokio runtime, talking real
 //! authenticated TCP over loopback, running the counter application. Measures sustained
 //! finalized transactions per second and submission→finality latency (observed at validator 0),
-//! plus the single-node apply rate (execute + commit) of the same application.
+//! plus the single-node apply rate (execute + commit) of the same application. Transactions are
+//! offered on a fixed schedule in 10 ms slices; each validator receives its part of a slice in
+//! one batch ([`Handle::submit_many`], what `POST /v1/txs` does for a gateway).
 
 use crate::{
     engine::Handle,
@@ -50,6 +52,9 @@ impl Default for BenchOptions {
 pub struct BenchReport {
     /// Transactions finalized.
     pub finalized: usize,
+    /// Submissions a validator refused (a full mempool under overload): not counted anywhere
+    /// else, the client would retry them.
+    pub refused: usize,
     /// Seconds from first submission to last finalization.
     pub seconds: f64,
     /// Finalized tx/s.
@@ -68,8 +73,9 @@ impl std::fmt::Display for BenchReport {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(
             f,
-            "finalized={} seconds={:.2} tps={:.0} p50_ms={:.0} p99_ms={:.0} blocks={} apply_tps={:.0}",
+            "finalized={} refused={} seconds={:.2} tps={:.0} p50_ms={:.0} p99_ms={:.0} blocks={} apply_tps={:.0}",
             self.finalized,
+            self.refused,
             self.seconds,
             self.tps,
             self.p50_ms,
@@ -136,6 +142,9 @@ pub fn counter_workload(count: usize) -> Workload<CounterApp> {
     }
 }
 
+/// How many times the apply rate is measured (the best counts).
+const APPLY_PASSES: usize = 3;
+
 /// Single-node apply rate of `app`: execute + commit `txs` in blocks of 2,000.
 pub fn apply_rate<A: crate::Application>(mut app: A, txs: &[Bytes]) -> f64 {
     let start = Instant::now();
@@ -199,7 +208,12 @@ pub fn bench_workload<A: crate::Application>(
             error,
         })
     };
-    let apply_tps = apply_rate(app("application genesis")?, &txs);
+    // The best of three passes, each on a fresh application: a noisy moment of the shared
+    // machine must not lower the ceiling the chain is compared with.
+    let mut apply_tps: f64 = 0.0;
+    for _ in 0..APPLY_PASSES {
+        apply_tps = apply_tps.max(apply_rate(app("application genesis")?, &txs));
+    }
     let mut apps = Vec::new();
     for _ in &nodes {
         apps.push(app("application genesis")?);
@@ -226,6 +240,7 @@ pub fn bench_workload<A: crate::Application>(
         let mut last_final = start;
         let mut blocks = 0u64;
         let mut sent = 0usize;
+        let mut refused = 0usize;
         let total = txs.len();
         let mut pb = None;
         if total > 0 {
@@ -237,11 +252,27 @@ pub fn bench_workload<A: crate::Application>(
             let due = ((start.elapsed().as_secs_f64() * opts.rate as f64) as usize).min(total);
             while sent < due {
                 let end = (sent + batch).min(due);
+                // Each validator gets its share of the slice in one call, as a gateway
+                // forwarding its clients' transactions does (`POST /v1/txs`).
+                let mut per_node: Vec<Vec<Bytes>> = vec![Vec::new(); handles.len()];
                 for (i, tx) in txs[sent..end].iter().enumerate() {
                     let to = route.get(sent + i).copied().unwrap_or(sent + i);
-                    let h = &handles[to % handles.len()];
-                    if let Ok(id) = h.submit(tx.clone()) {
-                        submitted.insert(id, Instant::now());
+                    if let Some(list) = per_node.get_mut(to % handles.len()) {
+                        list.push(tx.clone());
+                    }
+                }
+                for (h, list) in handles.iter().zip(&per_node) {
+                    if list.is_empty() {
+                        continue;
+                    }
+                    let now = Instant::now();
+                    for outcome in h.submit_many(list) {
+                        match outcome {
+                            Ok(id) => {
+                                submitted.insert(id, now);
+                            }
+                            Err(_) => refused += 1,
+                        }
                     }
                 }
                 sent = end;
@@ -252,13 +283,20 @@ pub fn bench_workload<A: crate::Application>(
                 Box::pin(context.sleep(Duration::from_millis(5))),
             )
             .await;
-            if let futures::future::Either::Left((Some(c), _)) = next {
+            if let futures::future::Either::Left((Some(first), _)) = next {
                 let now = Instant::now();
-                blocks += 1;
-                for id in c.tx_ids.iter() {
-                    if let Some(t) = submitted.remove(id) {
-                        latencies.push(now.duration_since(t).as_secs_f64() * 1000.0);
-                        last_final = now;
+                // Take every block committed meanwhile, not one per turn of the loop.
+                let mut committed = vec![first];
+                while let Ok(c) = sub.try_recv() {
+                    committed.push(c);
+                }
+                for c in committed {
+                    blocks += 1;
+                    for id in c.tx_ids.iter() {
+                        if let Some(t) = submitted.remove(id) {
+                            latencies.push(now.duration_since(t).as_secs_f64() * 1000.0);
+                            last_final = now;
+                        }
                     }
                 }
                 if let Some(bar) = &pb {
@@ -279,6 +317,7 @@ pub fn bench_workload<A: crate::Application>(
         let seconds = last_final.duration_since(start).as_secs_f64().max(1e-9);
         Ok(BenchReport {
             finalized: latencies.len(),
+            refused,
             seconds,
             tps: latencies.len() as f64 / seconds,
             p50_ms: percentile(&latencies, 0.5),

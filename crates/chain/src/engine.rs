@@ -9,7 +9,8 @@
 //!   hands them to the finalizer in height order, at least once;
 //! - the finalizer commits each finalized block's diff exactly once (duplicates are skipped by
 //!   height), updates tx statuses and the mempool, then acknowledges the block to marshal;
-//! - transactions submitted locally are admitted with [`Application::check_tx`] and gossiped to
+//! - transactions submitted locally are admitted ([`Application::precheck`], signatures in
+//!   batches and outside the node's lock, then [`Application::check_prechecked`]) and gossiped to
 //!   all peers over their own channel;
 //! - simplex's fault evidence (two conflicting signed votes from one validator in one view) is
 //!   verified, logged, counted and kept in a bounded [`Fault`] log readable from the [`Handle`].
@@ -106,7 +107,7 @@ pub enum EngineError {
 /// Why a submitted transaction was not accepted.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum SubmitError {
-    /// Refused by [`Application::check_tx`].
+    /// Refused by the application's admission checks.
     #[error("transaction rejected: {0}")]
     Rejected(String),
     /// Larger than the block limit for one transaction.
@@ -458,6 +459,9 @@ enum Check {
 /// The application side of consensus for one node (implements marshal's `Application`).
 pub struct Node<A: Application> {
     shared: Arc<Mutex<Shared<A>>>,
+    /// Serializes execution and commits of this node. Executing a block takes long; it runs
+    /// holding only this lock, so admission, status reads and the API never wait for it.
+    exec: Arc<Mutex<()>>,
     limits: BlockLimits,
     max_future_ms: u64,
     /// How long a leader with an empty mempool waits for transactions before proposing an
@@ -470,6 +474,7 @@ impl<A: Application> Clone for Node<A> {
     fn clone(&self) -> Self {
         Self {
             shared: self.shared.clone(),
+            exec: self.exec.clone(),
             limits: self.limits,
             max_future_ms: self.max_future_ms,
             empty_wait: self.empty_wait,
@@ -488,62 +493,67 @@ fn now_ms(clock: &impl Clock) -> u64 {
 impl<A: Application> Node<A> {
     /// Checks and executes one block whose parent is executed or committed; caches its diff.
     fn execute_block(&self, block: &Block, now: Option<u64>) -> Check {
-        let mut shared = self.shared.lock();
+        let _exec = self.exec.lock();
         let digest = block.digest();
-        let (committed_h, _, _) = shared.committed();
-        if block.header.height <= committed_h {
-            return if shared.finalized_at(block.header.height) == Some(digest) {
-                Check::Valid
-            } else {
-                Check::Invalid(format!(
-                    "conflicts with finalized chain: height={}",
+        let (app, diffs) = {
+            let shared = self.shared.lock();
+            let (committed_h, _, _) = shared.committed();
+            if block.header.height <= committed_h {
+                return if shared.finalized_at(block.header.height) == Some(digest) {
+                    Check::Valid
+                } else {
+                    Check::Invalid(format!(
+                        "conflicts with finalized chain: height={}",
+                        block.header.height
+                    ))
+                };
+            }
+            if shared.pending.contains_key(&digest) {
+                return Check::Valid;
+            }
+            let Some(PendingChain {
+                diffs,
+                height: parent_h,
+                time_ms: parent_time,
+                ..
+            }) = shared.chain_to(block.header.parent)
+            else {
+                return Check::Invalid(format!(
+                    "parent not on the committed chain: height={}",
                     block.header.height
-                ))
+                ));
             };
-        }
-        if shared.pending.contains_key(&digest) {
-            return Check::Valid;
-        }
-        let Some(PendingChain {
-            diffs,
-            height: parent_h,
-            time_ms: parent_time,
-            ..
-        }) = shared.chain_to(block.header.parent)
-        else {
-            return Check::Invalid(format!(
-                "parent not on the committed chain: height={}",
-                block.header.height
-            ));
+            if block.header.height != parent_h.saturating_add(1) {
+                return Check::Invalid(format!(
+                    "height is not parent+1: height={} parent_height={parent_h}",
+                    block.header.height
+                ));
+            }
+            if block.header.time_ms <= parent_time {
+                return Check::Invalid(format!(
+                    "time not after parent: time_ms={} parent_time_ms={parent_time}",
+                    block.header.time_ms
+                ));
+            }
+            if let Some(now) = now
+                && block.header.time_ms > now.saturating_add(self.max_future_ms)
+            {
+                return Check::Invalid(format!(
+                    "time too far in the future: time_ms={} now_ms={now}",
+                    block.header.time_ms
+                ));
+            }
+            if block.txs.len() > self.limits.max_txs
+                || block.tx_bytes() > self.limits.max_block_bytes
+            {
+                return Check::Invalid(format!("block over limits: txs={}", block.txs.len()));
+            }
+            (shared.app.clone(), diffs)
         };
-        if block.header.height != parent_h.saturating_add(1) {
-            return Check::Invalid(format!(
-                "height is not parent+1: height={} parent_height={parent_h}",
-                block.header.height
-            ));
-        }
-        if block.header.time_ms <= parent_time {
-            return Check::Invalid(format!(
-                "time not after parent: time_ms={} parent_time_ms={parent_time}",
-                block.header.time_ms
-            ));
-        }
-        if let Some(now) = now
-            && block.header.time_ms > now.saturating_add(self.max_future_ms)
-        {
-            return Check::Invalid(format!(
-                "time too far in the future: time_ms={} now_ms={now}",
-                block.header.time_ms
-            ));
-        }
-        if block.txs.len() > self.limits.max_txs || block.tx_bytes() > self.limits.max_block_bytes {
-            return Check::Invalid(format!("block over limits: txs={}", block.txs.len()));
-        }
+        // The committed state cannot move while `exec` is held: execute without the node lock.
         let refs: Vec<&A::Diff> = diffs.iter().map(|d| d.as_ref()).collect();
         let (diff, root, outcomes) =
-            shared
-                .app
-                .execute(&refs, block.header.height, block.header.time_ms, &block.txs);
+            app.execute(&refs, block.header.height, block.header.time_ms, &block.txs);
         if root != block.header.state_root {
             return Check::Invalid(format!(
                 "state root mismatch: height={} header={} computed={}",
@@ -552,17 +562,15 @@ impl<A: Application> Node<A> {
                 hex::encode(root)
             ));
         }
-        shared.pending.insert(
-            digest,
-            Executed {
-                height: block.header.height,
-                parent: block.header.parent,
-                time_ms: block.header.time_ms,
-                diff: Arc::new(diff),
-                tx_ids: Arc::new(block.txs.iter().map(|t| tx_hash(t)).collect()),
-                outcomes: Arc::new(outcomes),
-            },
-        );
+        let executed = Executed {
+            height: block.header.height,
+            parent: block.header.parent,
+            time_ms: block.header.time_ms,
+            diff: Arc::new(diff),
+            tx_ids: Arc::new(block.txs.iter().map(|t| tx_hash(t)).collect()),
+            outcomes: Arc::new(outcomes),
+        };
+        self.shared.lock().pending.insert(digest, executed);
         Check::Valid
     }
 
@@ -606,101 +614,112 @@ impl<A: Application> Node<A> {
     }
 
     fn build(&self, parent: Digest, now: u64) -> Option<Block> {
-        let mut shared = self.shared.lock();
-        let PendingChain {
-            diffs,
-            digests,
-            height: parent_h,
-            time_ms: parent_time,
-        } = shared.chain_to(parent)?;
-        // Transactions already in pending ancestors must not be proposed again.
-        let in_flight: std::collections::HashSet<[u8; 32]> = digests
-            .iter()
-            .filter_map(|d| shared.pending.get(d))
-            .flat_map(|e| e.tx_ids.iter().copied())
-            .collect();
-        let height = parent_h.saturating_add(1);
-        let time_ms = now.max(parent_time.saturating_add(1));
+        let _exec = self.exec.lock();
+        let (app, diffs, height, time_ms, selected) = {
+            let shared = self.shared.lock();
+            let PendingChain {
+                diffs,
+                digests,
+                height: parent_h,
+                time_ms: parent_time,
+            } = shared.chain_to(parent)?;
+            // Transactions already in pending ancestors must not be proposed again.
+            let in_flight: std::collections::HashSet<[u8; 32]> = digests
+                .iter()
+                .filter_map(|d| shared.pending.get(d))
+                .flat_map(|e| e.tx_ids.iter().copied())
+                .collect();
+            let selected =
+                shared
+                    .mempool
+                    .select(self.limits.max_txs, self.limits.max_block_bytes, |id| {
+                        in_flight.contains(id)
+                    });
+            let height = parent_h.saturating_add(1);
+            let time_ms = now.max(parent_time.saturating_add(1));
+            (shared.app.clone(), diffs, height, time_ms, selected)
+        };
         let refs: Vec<&A::Diff> = diffs.iter().map(|d| d.as_ref()).collect();
-        let selected =
-            shared
-                .mempool
-                .select(self.limits.max_txs, self.limits.max_block_bytes, |id| {
-                    in_flight.contains(id)
-                });
         let mut txs: Vec<Bytes> = selected.iter().map(|(_, tx)| tx.clone()).collect();
-        let (mut diff, mut root, outcomes) = shared.app.execute(&refs, height, time_ms, &txs);
-        let mut final_outcomes = outcomes.clone();
+        let (mut diff, mut root, mut outcomes) = app.execute(&refs, height, time_ms, &txs);
         if outcomes.iter().any(Result::is_err) {
             // Drop refused transactions from the proposal (and from the pool) and re-execute.
             let mut kept = Vec::with_capacity(txs.len());
-            for ((id, tx), outcome) in selected.iter().zip(outcomes) {
-                match outcome {
-                    Ok(()) => kept.push(tx.clone()),
-                    Err(reason) => {
-                        shared.mempool.remove(id);
-                        shared.status.insert(*id, TxStatus::Dropped(reason));
+            {
+                let mut shared = self.shared.lock();
+                for ((id, tx), outcome) in selected.iter().zip(outcomes) {
+                    match outcome {
+                        Ok(()) => kept.push(tx.clone()),
+                        Err(reason) => {
+                            shared.mempool.remove(id);
+                            shared.status.insert(*id, TxStatus::Dropped(reason));
+                        }
                     }
                 }
             }
             txs = kept;
-            let (d, r, o) = shared.app.execute(&refs, height, time_ms, &txs);
-            diff = d;
-            root = r;
-            final_outcomes = o;
+            (diff, root, outcomes) = app.execute(&refs, height, time_ms, &txs);
         }
         let block = Block::new(parent, height, time_ms, txs, root);
-        shared.pending.insert(
-            block.digest(),
-            Executed {
-                height,
-                parent,
-                time_ms,
-                diff: Arc::new(diff),
-                tx_ids: Arc::new(block.txs.iter().map(|t| tx_hash(t)).collect()),
-                outcomes: Arc::new(final_outcomes),
-            },
-        );
+        let executed = Executed {
+            height,
+            parent,
+            time_ms,
+            diff: Arc::new(diff),
+            tx_ids: Arc::new(block.txs.iter().map(|t| tx_hash(t)).collect()),
+            outcomes: Arc::new(outcomes),
+        };
+        self.shared.lock().pending.insert(block.digest(), executed);
         Some(block)
     }
 
     /// Commits a finalized block (skips heights already committed). Errors when the block does
     /// not extend the committed tip or its root does not match re-execution.
     fn commit(&self, block: &Block) -> Result<bool, String> {
-        let mut shared = self.shared.lock();
-        if let Some(reason) = &shared.halted {
-            return Err(reason.clone());
-        }
-        let (committed_h, tip, _) = shared.committed();
+        let _exec = self.exec.lock();
         let height = block.header.height;
-        if height <= committed_h {
-            return Ok(false);
-        }
-        if height != committed_h + 1 || block.header.parent != tip {
-            return Err(format!(
-                "finalized block does not extend the committed tip: height={height} committed_height={committed_h}"
-            ));
-        }
         let digest = block.digest();
-        let (diff, outcomes) = match shared.pending.get(&digest) {
-            Some(e) => (e.diff.clone(), e.outcomes.clone()),
-            None => {
+        // Either this node executed the block already, or it executes it now (outside the
+        // node lock) on the committed state.
+        let executed = {
+            let shared = self.shared.lock();
+            if let Some(reason) = &shared.halted {
+                return Err(reason.clone());
+            }
+            let (committed_h, tip, _) = shared.committed();
+            if height <= committed_h {
+                return Ok(false);
+            }
+            if height != committed_h + 1 || block.header.parent != tip {
+                return Err(format!(
+                    "finalized block does not extend the committed tip: height={height} committed_height={committed_h}"
+                ));
+            }
+            shared
+                .pending
+                .get(&digest)
+                .map(|e| (e.diff.clone(), e.outcomes.clone(), e.tx_ids.clone()))
+                .ok_or_else(|| shared.app.clone())
+        };
+        let (diff, outcomes, tx_ids) = match executed {
+            Ok(found) => found,
+            Err(app) => {
                 let (diff, root, outcomes) =
-                    shared
-                        .app
-                        .execute(&[], height, block.header.time_ms, &block.txs);
+                    app.execute(&[], height, block.header.time_ms, &block.txs);
                 if root != block.header.state_root {
                     let reason = format!(
                         "finalized block root mismatch: height={height} header={} computed={}",
                         hex::encode(block.header.state_root),
                         hex::encode(root)
                     );
-                    shared.halted = Some(reason.clone());
+                    self.shared.lock().halted = Some(reason.clone());
                     return Err(reason);
                 }
-                (Arc::new(diff), Arc::new(outcomes))
+                let ids = block.txs.iter().map(|tx| tx_hash(tx)).collect();
+                (Arc::new(diff), Arc::new(outcomes), Arc::new(ids))
             }
         };
+        let mut shared = self.shared.lock();
         let root = shared.app.commit(height, &diff);
         if root != block.header.state_root {
             let reason = format!("committed root differs from header: height={height}");
@@ -708,7 +727,6 @@ impl<A: Application> Node<A> {
             return Err(reason);
         }
         shared.finalized.push((digest, block.header.time_ms, root));
-        let tx_ids: Vec<[u8; 32]> = block.txs.iter().map(|tx| tx_hash(tx)).collect();
         for (id, outcome) in tx_ids.iter().zip(outcomes.iter()) {
             shared.mempool.remove(id);
             shared.status.insert(
@@ -725,7 +743,7 @@ impl<A: Application> Node<A> {
             digest,
             root,
             txs: block.txs.len(),
-            tx_ids: Arc::new(tx_ids),
+            tx_ids,
         };
         shared
             .subscribers
@@ -832,19 +850,74 @@ impl<A: Application> Clone for Handle<A> {
     }
 }
 
+/// Admits transactions to the mempool. The stateless checks (size, decoding, signatures in one
+/// batch) run without the node's lock, so that neither consensus nor other submitters wait for
+/// signature verification; the lock is taken once for the stateful checks and the inserts.
+/// One outcome per transaction, in order; nothing changes for a refused one.
 fn admit<A: Application>(
     shared: &Mutex<Shared<A>>,
-    tx: &Bytes,
+    txs: &[Bytes],
     max: usize,
-) -> Result<[u8; 32], SubmitError> {
-    if tx.len() > max {
-        return Err(SubmitError::TooLarge {
-            size: tx.len(),
-            max,
-        });
-    }
+) -> Vec<Result<[u8; 32], SubmitError>> {
+    let ids: Vec<[u8; 32]> = txs.iter().map(|tx| tx_hash(tx)).collect();
+    // Transactions already pending here (a peer's copy of one we have) need no checking.
+    let pending: Vec<bool> = {
+        let shared = shared.lock();
+        ids.iter().map(|id| shared.mempool.contains(id)).collect()
+    };
+    let mut out: Vec<Option<Result<[u8; 32], SubmitError>>> = txs
+        .iter()
+        .zip(&ids)
+        .zip(&pending)
+        .map(|((tx, id), pending)| {
+            if tx.len() > max {
+                Some(Err(SubmitError::TooLarge {
+                    size: tx.len(),
+                    max,
+                }))
+            } else if *pending {
+                Some(Err(MempoolError::Duplicate(hex::encode(id)).into()))
+            } else {
+                None
+            }
+        })
+        .collect();
+    let to_check: Vec<Bytes> = txs
+        .iter()
+        .zip(&out)
+        .filter(|(_, o)| o.is_none())
+        .map(|(tx, _)| tx.clone())
+        .collect();
+    let mut prechecked = A::precheck(&to_check).into_iter();
     let mut shared = shared.lock();
-    let id = shared.app.check_tx(tx).map_err(SubmitError::Rejected)?;
+    for (tx, slot) in txs.iter().zip(out.iter_mut()) {
+        if slot.is_some() {
+            continue;
+        }
+        let pre = prechecked
+            .next()
+            .unwrap_or_else(|| Err("transaction was not checked".into()));
+        *slot = Some(
+            pre.map_err(SubmitError::Rejected)
+                .and_then(|()| admit_prechecked(&mut shared, tx)),
+        );
+    }
+    out.into_iter()
+        .map(|o| {
+            o.unwrap_or_else(|| Err(SubmitError::Rejected("transaction was not checked".into())))
+        })
+        .collect()
+}
+
+/// The stateful half of admission, under the node's lock.
+fn admit_prechecked<A: Application>(
+    shared: &mut Shared<A>,
+    tx: &Bytes,
+) -> Result<[u8; 32], SubmitError> {
+    let id = shared
+        .app
+        .check_prechecked(tx)
+        .map_err(SubmitError::Rejected)?;
     if let Some(TxStatus::Finalized { height, .. }) = shared.status.get(&id) {
         return Err(SubmitError::AlreadyFinalized(*height));
     }
@@ -857,9 +930,33 @@ impl<A: Application> Handle<A> {
     /// Admits a transaction (check_tx, size limit, dedup), adds it to the mempool and gossips it
     /// to the other validators. Returns the tx id. Nothing changes on error.
     pub fn submit(&self, tx: Bytes) -> Result<[u8; 32], SubmitError> {
-        let id = admit(&self.node.shared, &tx, self.max_tx_bytes)?;
+        let id = admit(
+            &self.node.shared,
+            std::slice::from_ref(&tx),
+            self.max_tx_bytes,
+        )
+        .pop()
+        .unwrap_or_else(|| Err(SubmitError::Rejected("transaction was not checked".into())))?;
         (self.gossip)(tx);
         Ok(id)
+    }
+
+    /// [`Handle::submit`] for many transactions at once (a gateway forwarding its clients'
+    /// transactions): their signatures are verified in one batch. One outcome per transaction,
+    /// in order; the accepted ones are gossiped.
+    pub fn submit_many(&self, txs: &[Bytes]) -> Vec<Result<[u8; 32], SubmitError>> {
+        let out = admit(&self.node.shared, txs, self.max_tx_bytes);
+        for (tx, o) in txs.iter().zip(&out) {
+            if o.is_ok() {
+                (self.gossip)(tx.clone());
+            }
+        }
+        out
+    }
+
+    /// Largest transaction this node admits.
+    pub fn max_tx_bytes(&self) -> usize {
+        self.max_tx_bytes
     }
 
     /// Status of a transaction by id.
@@ -1017,6 +1114,7 @@ where
     }));
     let node = Node {
         shared: shared.clone(),
+        exec: Arc::new(Mutex::new(())),
         limits: config.block_limits,
         max_future_ms: config.max_future_ms,
         empty_wait: config.leader_timeout / 3,
@@ -1240,9 +1338,8 @@ where
             while let Ok((_, msg)) = gossip_receiver.recv().await {
                 // A peer's malformed batch is dropped whole; refusals of single transactions
                 // are expected (duplicates via several peers, races with finality).
-                for tx in decode_tx_batch(msg.as_ref(), max).unwrap_or_default() {
-                    let _ = admit(&shared, &tx, max);
-                }
+                let batch = decode_tx_batch(msg.as_ref(), max).unwrap_or_default();
+                let _ = admit(&shared, &batch, max);
             }
         });
     }
@@ -1276,13 +1373,14 @@ where
     })
 }
 
-/// Most transactions in one gossip message.
-const GOSSIP_BATCH_TXS: usize = 1024;
+/// Most transactions in one gossip message (and in one `POST /v1/txs`).
+pub const GOSSIP_BATCH_TXS: usize = 1024;
 /// Bytes after which a gossip batch is sent without taking more.
 const GOSSIP_BATCH_BYTES: usize = 1 << 20;
 
-/// Encodes transactions for one gossip message: `u32 count`, then `u32 length | bytes` each.
-fn encode_tx_batch(txs: &[Bytes]) -> Bytes {
+/// Encodes transactions for one gossip message (and the body of `POST /v1/txs`): `u32 count`,
+/// then `u32 length | bytes` each, big-endian.
+pub fn encode_tx_batch(txs: &[Bytes]) -> Bytes {
     let mut out = Vec::with_capacity(4 + txs.iter().map(|t| 4 + t.len()).sum::<usize>());
     out.extend_from_slice(&(txs.len() as u32).to_be_bytes());
     for tx in txs {
@@ -1294,7 +1392,7 @@ fn encode_tx_batch(txs: &[Bytes]) -> Bytes {
 
 /// Decodes a gossip message; `None` if it is malformed, holds too many transactions or one
 /// longer than `max_tx_bytes`.
-fn decode_tx_batch(msg: &[u8], max_tx_bytes: usize) -> Option<Vec<Bytes>> {
+pub fn decode_tx_batch(msg: &[u8], max_tx_bytes: usize) -> Option<Vec<Bytes>> {
     let word = |at: usize| -> Option<usize> {
         msg.get(at..at + 4)
             .and_then(|b| <[u8; 4]>::try_from(b).ok())

@@ -47,9 +47,24 @@ pub trait Application: Clone + Send + Sync + 'static {
     /// The writes one block makes, kept for not-yet-finalized blocks (blocks may build on
     /// notarized but unfinalized parents).
     type Diff: Clone + Send + Sync + 'static;
-    /// Cheap admission check for the mempool (decodes, checks signature, chain id, and that the
-    /// nonce is not already used in committed state). Returns the 32-byte tx id.
-    fn check_tx(&self, tx: &[u8]) -> Result<[u8; 32], String>;
+    /// The stateless half of admission for many transactions at once: decoding and signature
+    /// checks, batched where the application can. The engine runs it without holding the node's
+    /// lock, so consensus and other submitters are not held up by signature verification. One
+    /// outcome per transaction, in order.
+    fn precheck(txs: &[bytes::Bytes]) -> Vec<Result<(), String>>;
+    /// The stateful half of admission, for a transaction that passed [`Application::precheck`]:
+    /// chain id, signer, and that the nonce is not already used in committed state. Cheap; it
+    /// runs under the node's lock. Returns the 32-byte tx id.
+    fn check_prechecked(&self, tx: &[u8]) -> Result<[u8; 32], String>;
+    /// The whole admission check of one transaction: [`Application::precheck`], then
+    /// [`Application::check_prechecked`].
+    fn check_tx(&self, tx: &[u8]) -> Result<[u8; 32], String> {
+        let raw = bytes::Bytes::copy_from_slice(tx);
+        Self::precheck(std::slice::from_ref(&raw))
+            .pop()
+            .unwrap_or_else(|| Err("transaction was not checked".to_string()))?;
+        self.check_prechecked(tx)
+    }
     /// Execute `txs` on top of the committed state plus `pending` diffs (oldest first), as block
     /// `height` with block time `time_ms`. Deterministic. Refused transactions are not an error:
     /// they are reported per transaction. Returns the diff, the state root after the block, and

@@ -81,6 +81,20 @@ impl<'a> Cursor<'a> {
 
 /// Decodes and verifies the signature of a counter transaction (no state checks).
 pub fn decode_tx(tx: &[u8]) -> Result<CounterTx, String> {
+    let (decoded, signed_len, sig) = parse_tx(tx)?;
+    let vk = VerifyingKey::from_bytes(&decoded.signer)
+        .map_err(|_| "bad signer public key".to_string())?;
+    let msg = tx
+        .get(..signed_len)
+        .ok_or_else(|| "transaction truncated".to_string())?;
+    vk.verify_strict(msg, &Signature::from_bytes(&sig))
+        .map_err(|_| "bad signature".to_string())?;
+    Ok(decoded)
+}
+
+/// Decodes a counter transaction without checking its signature: the transaction, the length
+/// of the signed prefix and the signature.
+fn parse_tx(tx: &[u8]) -> Result<(CounterTx, usize, [u8; 64]), String> {
     let mut c = Cursor(tx);
     let version = c.arr::<1>()?[0];
     if version != VERSION {
@@ -102,19 +116,14 @@ pub fn decode_tx(tx: &[u8]) -> Result<CounterTx, String> {
             c.0.len()
         ));
     }
-    let vk = VerifyingKey::from_bytes(&signer).map_err(|_| "bad signer public key".to_string())?;
-    let msg = tx
-        .get(..signed_len)
-        .ok_or_else(|| "transaction truncated".to_string())?;
-    vk.verify_strict(msg, &Signature::from_bytes(&sig))
-        .map_err(|_| "bad signature".to_string())?;
-    Ok(CounterTx {
+    let decoded = CounterTx {
         chain_id,
         signer,
         nonce,
         key,
         delta,
-    })
+    };
+    Ok((decoded, signed_len, sig))
 }
 
 /// The writes of one block.
@@ -235,8 +244,12 @@ impl CounterApp {
 impl Application for CounterApp {
     type Diff = CounterDiff;
 
-    fn check_tx(&self, tx: &[u8]) -> Result<[u8; 32], String> {
-        let t = decode_tx(tx)?;
+    fn precheck(txs: &[Bytes]) -> Vec<Result<(), String>> {
+        txs.iter().map(|tx| decode_tx(tx).map(|_| ())).collect()
+    }
+
+    fn check_prechecked(&self, tx: &[u8]) -> Result<[u8; 32], String> {
+        let (t, _, _) = parse_tx(tx)?;
         if t.chain_id != self.chain_id {
             return Err(format!(
                 "wrong chain id: expected={} got={}",

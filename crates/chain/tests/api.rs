@@ -123,6 +123,70 @@ fn api_rejects_bad_input_and_finalizes_good_tx() {
             }
             futures::StreamExt::next(&mut sub).await.expect("running");
         }
+        // A gateway's batch: each transaction gets the answer `POST /v1/tx` would have given,
+        // signatures checked in one batch; a body over the single-tx limit is fine here.
+        let many: Vec<bytes::Bytes> = (0..40u64)
+            .map(|i| sign_tx(&test_key(100 + i), CHAIN, 0, "b", 1))
+            .collect();
+        let mut bad_in_batch = many[1].to_vec();
+        bad_in_batch[25] ^= 1;
+        let mut batch = many.clone();
+        batch[1] = bad_in_batch.into();
+        batch.push(many[0].clone());
+        batch.push(sign_tx(&key, "other", 2, "a", 2));
+        batch.push(good.clone());
+        let body = medspace_chain::engine::encode_tx_batch(&batch);
+        assert!(
+            body.len() > 4096,
+            "the batch is larger than one transaction's limit"
+        );
+        let before = handles[0].mempool_len();
+        let (s, j) = call(&api, "POST", "/v1/txs", body.to_vec()).await;
+        assert_eq!(s, StatusCode::OK, "{j}");
+        let results = j["results"].as_array().expect("results");
+        assert_eq!(results.len(), batch.len());
+        assert_eq!(j["accepted"], 39, "{j}");
+        assert!(results[0]["tx_id"].is_string());
+        assert_eq!(results[1]["status"], 400);
+        assert!(
+            results[1]["error"]
+                .as_str()
+                .unwrap_or("")
+                .contains("signature"),
+            "{j}"
+        );
+        assert!(results[2..40].iter().all(|r| r["tx_id"].is_string()), "{j}");
+        assert_eq!(
+            results[40]["status"], 409,
+            "a copy of an admitted transaction: {j}"
+        );
+        assert_eq!(results[41]["status"], 400);
+        assert!(
+            results[41]["error"]
+                .as_str()
+                .unwrap_or("")
+                .contains("chain id"),
+            "{j}"
+        );
+        assert_eq!(results[42]["status"], 400, "already finalized: {j}");
+        assert!(handles[0].mempool_len() <= before + 39);
+        // Malformed framing: refused whole, nothing admitted.
+        let mut truncated =
+            medspace_chain::engine::encode_tx_batch(std::slice::from_ref(&good)).to_vec();
+        truncated.pop();
+        let pool = handles[0].mempool_len();
+        for body in [truncated, b"xy".to_vec(), vec![]] {
+            let (s, j) = call(&api, "POST", "/v1/txs", body).await;
+            assert_eq!(s, StatusCode::BAD_REQUEST, "{j}");
+            assert!(
+                j["error"].as_str().unwrap_or("").contains("malformed"),
+                "{j}"
+            );
+        }
+        assert!(
+            handles[0].mempool_len() <= pool,
+            "nothing entered the mempool"
+        );
         // Replay after finality: refused by check_tx (nonce used).
         let (s, j) = call(&api, "POST", "/v1/tx", good.to_vec()).await;
         assert_eq!(s, StatusCode::BAD_REQUEST, "{j}");

@@ -251,11 +251,40 @@ pub fn execute_block_with(
 impl Application for LedgerApp {
     type Diff = Arc<BlockState>;
 
-    fn check_tx(&self, tx: &[u8]) -> Result<[u8; 32], String> {
+    fn precheck(txs: &[Bytes]) -> Vec<Result<(), String>> {
+        let mut out: Vec<Result<(), String>> = Vec::with_capacity(txs.len());
+        let mut decoded = Vec::with_capacity(txs.len());
+        for raw in txs {
+            match SignedTx::from_bytes(raw.clone()) {
+                Ok(tx) => {
+                    decoded.push(tx);
+                    out.push(Ok(()));
+                }
+                Err(e) => out.push(Err(e.to_string())),
+            }
+        }
+        let mut checked = medspace_state::verify_signatures(&decoded).into_iter();
+        let mut signers = decoded.iter();
+        for o in out.iter_mut().filter(|o| o.is_ok()) {
+            let good = checked.next().unwrap_or(false);
+            let signer = signers.next();
+            if !good {
+                *o = Err(medspace_state::TxError::BadSignature {
+                    signer: signer.map(|t| t.body.signer.to_hex()).unwrap_or_default(),
+                }
+                .to_string());
+            }
+        }
+        out
+    }
+
+    /// Admission of a transaction whose decoding and signature [`Application::precheck`]
+    /// accepted; remembers its id as signature-checked so that executing it skips the check.
+    fn check_prechecked(&self, tx: &[u8]) -> Result<[u8; 32], String> {
         let decoded =
             SignedTx::from_bytes(Bytes::copy_from_slice(tx)).map_err(|e| e.to_string())?;
         self.committed
-            .check_tx(&decoded)
+            .check_admission(&decoded)
             .map_err(|e| e.to_string())?;
         let id = medspace_chain::block::tx_hash(tx);
         self.verified
@@ -625,5 +654,44 @@ mod tests {
             medspace_chain::block::tx_hash(&tx)
         );
         assert!(app.check_tx(b"junk").is_err());
+    }
+
+    #[test]
+    fn a_batch_precheck_refuses_exactly_the_bad_transactions() {
+        let (g, _) = genesis();
+        let app = LedgerApp::new(&g).unwrap();
+        let mut txs: Vec<Bytes> = (0..12)
+            .map(|i| consent(&Keypair::from_seed(100 + i), 0))
+            .collect();
+        let flip = |tx: &Bytes| {
+            let mut b = tx.to_vec();
+            if let Some(last) = b.last_mut() {
+                *last ^= 1;
+            }
+            Bytes::from(b)
+        };
+        txs[3] = flip(&txs[3]);
+        txs[8] = flip(&txs[8]);
+        txs[5] = Bytes::from_static(b"junk");
+        let out = LedgerApp::precheck(&txs);
+        assert_eq!(out.len(), txs.len());
+        for (i, o) in out.iter().enumerate() {
+            match i {
+                3 | 8 => assert!(o.as_ref().unwrap_err().contains("signature"), "{i}: {o:?}"),
+                5 => assert!(o.is_err(), "{i}"),
+                _ => assert!(o.is_ok(), "{i}: {o:?}"),
+            }
+        }
+        // The same verdicts one by one (below the batch size) and through the full check.
+        for (i, tx) in txs.iter().enumerate() {
+            let single = LedgerApp::precheck(std::slice::from_ref(tx));
+            assert_eq!(single[0].is_ok(), out[i].is_ok(), "{i}");
+            assert_eq!(app.check_tx(tx).is_ok(), out[i].is_ok(), "{i}");
+        }
+        // Admission after a precheck still applies the stateful rules: an unknown signer.
+        assert!(
+            app.check_prechecked(&consent(&Keypair::from_seed(100), 1))
+                .is_err()
+        );
     }
 }

@@ -246,6 +246,14 @@ impl State {
                 signer: tx.body.signer.to_hex(),
             });
         }
+        self.check_admission(tx)
+    }
+
+    /// [`State::check_tx`] for a transaction whose signature the caller has verified (a node
+    /// verifies the signatures of many transactions in one batch, see [`verify_signatures`]):
+    /// the chain id, the signer and the nonce.
+    pub fn check_admission(&self, tx: &SignedTx) -> Result<(), TxError> {
+        self.check_envelope(tx)?;
         let next = self.next_nonce(&tx.body.signer)?;
         if tx.body.nonce < next {
             return Err(TxError::Nonce {
@@ -1856,10 +1864,25 @@ fn verifier_of(key: &PublicKey) -> Option<ed25519::PublicKey> {
     Some(k)
 }
 
+/// Below this many signatures a batch costs more than checking them one by one.
+const BATCH_FROM: usize = 3;
+
 /// Checks every signature of a block, in one batch when all are good.
 pub fn verify_signatures(txs: &[SignedTx]) -> Vec<bool> {
-    if txs.is_empty() {
-        return Vec::new();
+    if txs.len() < BATCH_FROM {
+        return txs
+            .iter()
+            .map(|t| {
+                verifier_of(&t.body.signer).is_some_and(|k| {
+                    commonware_cryptography::Verifier::verify(
+                        &k,
+                        TX_NAMESPACE,
+                        &commonware_codec::Encode::encode(&t.body),
+                        &t.signature.0,
+                    )
+                })
+            })
+            .collect();
     }
     let bodies: Vec<bytes::Bytes> = txs
         .iter()
