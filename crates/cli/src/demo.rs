@@ -165,9 +165,10 @@ fn story(
         "patients register their keys, hospitals link them to their records, patients consent",
     );
     let mut patients = Vec::new();
+    let mut batch = Vec::new();
     for (hi, node) in nodes.iter().enumerate() {
         for p in &node.patients {
-            ledger.submit(&p.key, Payload::RegisterPatient(RegisterPatient {}))?;
+            batch.push((&p.key, Payload::RegisterPatient(RegisterPatient {})));
             patients.push(Patient {
                 key: p.key.clone(),
                 id: p.id,
@@ -175,27 +176,30 @@ fn story(
             });
         }
     }
+    ledger.submit_many(batch)?;
     ledger.must_block()?;
     let study = StudyId::new("diabetes-outcomes-2026")?;
     let (mut allow, mut deny, mut study_decline) = (0, 0, 0);
+    let mut batch = Vec::new();
     for (i, p) in patients.iter().enumerate() {
         // Most patients allow research; some deny; some accept research in general but
         // decline this one study (dynamic secondary consent).
         let decision = devnet::research_decision(i);
-        ledger.submit(&p.key, devnet::research_consent(None, decision))?;
+        batch.push((&p.key, devnet::research_consent(None, decision)));
         if decision == Decision::Allow {
             allow += 1;
         } else {
             deny += 1;
         }
         if i % 11 == 5 && decision == Decision::Allow {
-            ledger.submit(
+            batch.push((
                 &p.key,
                 devnet::research_consent(Some(study.clone()), Decision::Deny),
-            )?;
+            ));
             study_decline += 1;
         }
     }
+    ledger.submit_many(batch)?;
     ledger.must_block()?;
     println!(
         "    {} patients: {allow} allow research, {deny} deny, {study_decline} decline study `{study}`",

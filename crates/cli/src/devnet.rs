@@ -414,15 +414,15 @@ pub fn publish_catalogs(
 
 /// Registers every hospital's patients on the ledger (their pseudonymous keys only).
 pub fn register_patients(devnet: &Devnet, ledger: &mut Remote) -> anyhow::Result<usize> {
-    let mut n = 0;
+    let mut batch = Vec::new();
     for node in &devnet.hospitals {
         for p in &node.patients {
             if ledger.state().next_nonce(&p.key.public())? == 0 {
-                ledger.submit(&p.key, Payload::RegisterPatient(RegisterPatient {}))?;
-                n += 1;
+                batch.push((&p.key, Payload::RegisterPatient(RegisterPatient {})));
             }
         }
     }
+    let n = ledger.submit_many(batch)?.len();
     ledger.must_block()?;
     Ok(n)
 }
@@ -452,6 +452,7 @@ pub fn research_consent(study: Option<StudyId>, decision: Decision) -> Payload {
 pub fn simulate_consents(devnet: &Devnet, ledger: &mut Remote) -> anyhow::Result<(usize, usize)> {
     let (mut allow, mut deny) = (0, 0);
     let mut i = 0usize;
+    let mut batch = Vec::new();
     for node in &devnet.hospitals {
         for p in &node.patients {
             i += 1;
@@ -461,9 +462,10 @@ pub fn simulate_consents(devnet: &Devnet, ledger: &mut Remote) -> anyhow::Result
             } else {
                 deny += 1;
             }
-            ledger.submit(&p.key, research_consent(None, decision))?;
+            batch.push((&p.key, research_consent(None, decision)));
         }
     }
+    ledger.submit_many(batch)?;
     ledger.must_block()?;
     Ok((allow, deny))
 }

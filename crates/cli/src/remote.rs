@@ -33,6 +33,8 @@ pub struct Remote {
     follower: Follower,
     chain_id: Name,
     pending: Vec<Pending>,
+    /// The height each validator is known to have finalized (see [`Remote::caught_up`]).
+    reached: std::collections::HashMap<String, u64>,
 }
 
 impl Remote {
@@ -58,6 +60,7 @@ impl Remote {
             follower: Follower::new(genesis)?,
             chain_id: Name::new(&genesis.chain_id)?,
             pending: Vec::new(),
+            reached: Default::default(),
         };
         r.catch_up()?;
         Ok(r)
@@ -202,6 +205,146 @@ impl Remote {
         Ok(id)
     }
 
+    /// Signs and submits many transactions the way a gateway does: each validator receives its
+    /// signers' transactions in `POST /v1/txs` batches (signatures verified in one batch). A
+    /// validator that cannot be reached is replaced by the next; any refusal is the error
+    /// (naming how many were refused and the first reason).
+    pub fn submit_many(&mut self, items: Vec<(&Keypair, Payload)>) -> anyhow::Result<Vec<Hash>> {
+        let n = self.urls.len().max(1);
+        let mut queued: std::collections::HashMap<PublicKey, u64> = Default::default();
+        let mut groups: Vec<Vec<(SignedTx, &'static str)>> = vec![Vec::new(); n];
+        let mut ids = Vec::with_capacity(items.len());
+        for (key, payload) in items {
+            let kind = payload.kind();
+            let pk = key.public();
+            let extra = queued.entry(pk.clone()).or_insert(0);
+            let mut tx = self.sign(key, payload)?;
+            if *extra > 0 {
+                tx = SignedTx::new(&self.chain_id, key, tx.body.nonce + *extra, tx.body.payload);
+            }
+            *extra += 1;
+            ids.push(tx.id());
+            let pick = pk.as_ref().first().copied().unwrap_or(0) as usize;
+            if let Some(g) = groups.get_mut((pick + self.next_url) % n) {
+                g.push((tx, kind));
+            }
+        }
+        for (first, group) in groups.into_iter().enumerate() {
+            for chunk in group.chunks(medspace_chain::engine::GOSSIP_BATCH_TXS) {
+                self.post_batch(first, chunk)?;
+            }
+        }
+        Ok(ids)
+    }
+
+    /// Waits (a bounded time) until the validator at `url` has finalized the height this
+    /// client acts on: a transaction built on a state the validator has not committed yet
+    /// (a consent right after its signer's registration) would be refused there.
+    fn caught_up(&mut self, url: &str) {
+        let height = self.height();
+        if height == 0 || self.reached.get(url).is_some_and(|h| *h >= height) {
+            return;
+        }
+        let client = self.client.clone();
+        let target = format!("{url}/v1/blocks/{height}/raw?wait_ms=5000");
+        let reached = self.runtime.block_on(async move {
+            client
+                .get(target)
+                .send()
+                .await
+                .is_ok_and(|r| r.status().is_success())
+        });
+        if reached {
+            self.reached.insert(url.to_string(), height);
+        }
+    }
+
+    /// Posts one batch to validator `first` (or the next reachable one) and records the
+    /// accepted transactions as pending.
+    fn post_batch(
+        &mut self,
+        first: usize,
+        chunk: &[(SignedTx, &'static str)],
+    ) -> anyhow::Result<()> {
+        let n = self.urls.len().max(1);
+        let raw: Vec<bytes::Bytes> = chunk.iter().map(|(tx, _)| tx.to_bytes()).collect();
+        let body = medspace_chain::engine::encode_tx_batch(&raw);
+        let mut unreachable = Vec::new();
+        for step in 0..n {
+            let url = self
+                .urls
+                .get((first + step) % n)
+                .cloned()
+                .unwrap_or_default();
+            self.caught_up(&url);
+            let client = self.client.clone();
+            let target = format!("{url}/v1/txs");
+            let body = body.clone();
+            let answer = self.runtime.block_on(async move {
+                let r = client.post(target.as_str()).body(body).send().await?;
+                let status = r.status();
+                let text = r.text().await.unwrap_or_default();
+                Ok::<_, reqwest::Error>((status, text))
+            });
+            let (status, text) = match answer {
+                Ok(a) => a,
+                Err(e) => {
+                    unreachable.push(format!("{url}: {e}"));
+                    continue;
+                }
+            };
+            let answer: serde_json::Value = serde_json::from_str(&text).unwrap_or_default();
+            if !status.is_success() {
+                bail!(
+                    "a batch of {} transactions was refused by the node ({status}): {}",
+                    chunk.len(),
+                    answer
+                        .get("error")
+                        .and_then(|e| e.as_str())
+                        .unwrap_or(&text)
+                );
+            }
+            let results = answer
+                .get("results")
+                .and_then(|r| r.as_array())
+                .cloned()
+                .unwrap_or_default();
+            if results.len() != chunk.len() {
+                bail!(
+                    "the node answered {} results for a batch of {}",
+                    results.len(),
+                    chunk.len()
+                );
+            }
+            let mut refused = Vec::new();
+            for ((tx, kind), r) in chunk.iter().zip(&results) {
+                match r.get("error").and_then(|e| e.as_str()) {
+                    None => self.pending.push(Pending {
+                        id: tx.id().0,
+                        kind,
+                        signer: tx.body.signer.clone(),
+                        url: url.clone(),
+                        dropped: None,
+                    }),
+                    Some(reason) => refused.push(format!("{kind}: {reason}")),
+                }
+            }
+            if let Some(first_reason) = refused.first() {
+                bail!(
+                    "{} of {} transactions refused by the node, first: {first_reason}",
+                    refused.len(),
+                    chunk.len()
+                );
+            }
+            return Ok(());
+        }
+        bail!(
+            "no validator could be reached to submit a batch of {} transactions: {}",
+            chunk.len(),
+            unreachable.join("; ")
+        )
+    }
+
     /// Posts an already signed transaction; the node's refusal becomes the error. All of one
     /// signer's transactions go to the same validator, so they are gossiped in nonce order.
     fn post(&mut self, tx: &SignedTx) -> anyhow::Result<(Hash, String)> {
@@ -215,6 +358,7 @@ impl Remote {
                 .get((pick + self.next_url + step) % n)
                 .cloned()
                 .unwrap_or_default();
+            self.caught_up(&url);
             let client = self.client.clone();
             let body = tx.to_bytes();
             let target = format!("{url}/v1/tx");
