@@ -39,7 +39,7 @@ impl Default for BenchOptions {
     fn default() -> Self {
         Self {
             validators: 4,
-            txs: 40_000,
+            txs: 80_000,
             rate: 8_000,
             base_port: 17_400,
             threads: 2,

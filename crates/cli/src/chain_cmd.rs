@@ -24,7 +24,7 @@ pub enum BenchCommand {
     /// p50/p99 submission→finality latency, single-node apply rate.
     Ledger {
         /// Transactions to submit.
-        #[arg(long, default_value_t = 40_000)]
+        #[arg(long, default_value_t = 80_000)]
         txs: usize,
         /// Submission rate (tx/s).
         #[arg(long, default_value_t = 8_000)]

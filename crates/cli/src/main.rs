@@ -188,7 +188,7 @@ enum BenchCommand {
     /// Four validators over loopback TCP: finalized tx/s and submission→finality latency.
     Ledger {
         /// Transactions to submit.
-        #[arg(long, default_value_t = 40_000)]
+        #[arg(long, default_value_t = 80_000)]
         txs: usize,
         /// Submission rate (tx/s).
         #[arg(long, default_value_t = 8_000)]

@@ -237,6 +237,21 @@ impl Remote {
         Ok(ids)
     }
 
+    /// POSTs `body` to `target`: the answer's status and text, or why there was none.
+    fn post_bytes(
+        &self,
+        target: String,
+        body: bytes::Bytes,
+    ) -> Result<(reqwest::StatusCode, String), reqwest::Error> {
+        let client = self.client.clone();
+        self.runtime.block_on(async move {
+            let r = client.post(target.as_str()).body(body).send().await?;
+            let status = r.status();
+            let text = r.text().await.unwrap_or_default();
+            Ok((status, text))
+        })
+    }
+
     /// Waits (a bounded time) until the validator at `url` has finalized the height this
     /// client acts on: a transaction built on a state the validator has not committed yet
     /// (a consent right after its signer's registration) would be refused there.
@@ -277,16 +292,7 @@ impl Remote {
                 .cloned()
                 .unwrap_or_default();
             self.caught_up(&url);
-            let client = self.client.clone();
-            let target = format!("{url}/v1/txs");
-            let body = body.clone();
-            let answer = self.runtime.block_on(async move {
-                let r = client.post(target.as_str()).body(body).send().await?;
-                let status = r.status();
-                let text = r.text().await.unwrap_or_default();
-                Ok::<_, reqwest::Error>((status, text))
-            });
-            let (status, text) = match answer {
+            let (status, text) = match self.post_bytes(format!("{url}/v1/txs"), body.clone()) {
                 Ok(a) => a,
                 Err(e) => {
                     unreachable.push(format!("{url}: {e}"));
@@ -359,20 +365,7 @@ impl Remote {
                 .cloned()
                 .unwrap_or_default();
             self.caught_up(&url);
-            let client = self.client.clone();
-            let body = tx.to_bytes();
-            let target = format!("{url}/v1/tx");
-            let answer = self.runtime.block_on(async move {
-                let r = client
-                    .post(target.as_str())
-                    .body(body.to_vec())
-                    .send()
-                    .await?;
-                let status = r.status();
-                let text = r.text().await.unwrap_or_default();
-                Ok::<_, reqwest::Error>((status, text))
-            });
-            let (status, text) = match answer {
+            let (status, text) = match self.post_bytes(format!("{url}/v1/tx"), tx.to_bytes()) {
                 Ok(a) => a,
                 Err(e) => {
                     unreachable.push(format!("{url}: {e}"));
