@@ -17,6 +17,11 @@ pub const PATHS: &[(&str, &str, &str)] = &[
         "submit a signed transaction (canonical bytes); answers its id",
     ),
     (
+        "/v1/txs",
+        "post",
+        "submit up to 1,024 signed transactions in one batch (u32 count, then u32 length and bytes each; validators only); answers per transaction its id or the refusal and its status",
+    ),
+    (
         "/v1/tx/{id}",
         "get",
         "status of a transaction: unknown, pending, finalized with its receipt, or refused with the reason",
@@ -100,7 +105,7 @@ pub fn openapi() -> Value {
         });
         if !matches!(
             *path,
-            "/v1/health" | "/openapi.json" | "/v1/tx" | "/v1/tx/{id}"
+            "/v1/health" | "/openapi.json" | "/v1/tx" | "/v1/txs" | "/v1/tx/{id}"
         ) && let Some(o) = op.as_object_mut()
         {
             o.insert("security".into(), json!([{ "medspace": [] }]));
