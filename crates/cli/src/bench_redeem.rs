@@ -130,26 +130,17 @@ fn bench(net: &Devnet, args: &BenchRedeemArgs) -> anyhow::Result<()> {
         types.sort();
         types.dedup();
         types.truncate(32);
-        let code = medspace_patient::AuthCode::generate();
-        ledger.submit(
-            &p.key,
-            Payload::IssueGrant(IssueGrant {
-                grantee: MemberId::new("hospital-b")?,
-                holder: MemberId::new(&holder.member)?,
-                purpose: Purpose::Treatment,
-                resource_types: List::new(
-                    types
-                        .iter()
-                        .map(|t| Text::new(t.as_str()))
-                        .collect::<Result<Vec<_>, _>>()?,
-                )?,
-                period_from_ms: 0,
-                period_to_ms: u64::MAX / 2,
-                expiry_ms: ledger.time_ms() + 24 * 3600 * 1000,
-                max_uses: 0,
-                code_hash: code.hash(&p.id),
-            }),
-        )?;
+        let (payload, code) = crate::patient_cmd::GrantTerms {
+            grantee: MemberId::new("hospital-b")?,
+            holder: MemberId::new(&holder.member)?,
+            purpose: Purpose::Treatment,
+            types,
+            period_ms: (0, u64::MAX / 2),
+            expiry_ms: ledger.time_ms() + 24 * 3600 * 1000,
+            max_uses: 0,
+        }
+        .with_new_code(&p.id)?;
+        ledger.submit(&p.key, payload)?;
         sizes.push(bundle["entry"].as_array().map_or(0, Vec::len));
         grants.push((p.key.public(), code.display()));
     }

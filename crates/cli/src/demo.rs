@@ -6,6 +6,7 @@
 
 use crate::consortium::HOSPITALS;
 use crate::devnet::{self, Devnet, DevnetOptions};
+use crate::patient_cmd::GrantTerms;
 use crate::remote::Remote;
 use crate::study;
 use anyhow::{Context, bail};
@@ -391,25 +392,19 @@ fn story(
         .iter()
         .find(|p| p.hospital == 0)
         .context("no patient")?;
-    let code = medspace_patient::AuthCode::generate();
-    let r = ledger.must(
-        &patient.key,
-        Payload::IssueGrant(IssueGrant {
-            grantee: MemberId::new("hospital-b")?,
-            holder: MemberId::new("hospital-a")?,
-            purpose: Purpose::Treatment,
-            resource_types: List::new(vec![
-                Text::new("Condition")?,
-                Text::new("Observation")?,
-                Text::new("MedicationRequest")?,
-            ])?,
-            period_from_ms: 0,
-            period_to_ms: ledger.time_ms(),
-            expiry_ms: ledger.time_ms() + 7 * 24 * 3600 * 1000,
-            max_uses: 1,
-            code_hash: code.hash(&patient.id),
-        }),
-    )?;
+    let (payload, code) = GrantTerms {
+        grantee: MemberId::new("hospital-b")?,
+        holder: MemberId::new("hospital-a")?,
+        purpose: Purpose::Treatment,
+        types: ["Condition", "Observation", "MedicationRequest"]
+            .map(String::from)
+            .to_vec(),
+        period_ms: (0, ledger.time_ms()),
+        expiry_ms: ledger.time_ms() + 7 * 24 * 3600 * 1000,
+        max_uses: 1,
+    }
+    .with_new_code(&patient.id)?;
+    let r = ledger.must(&patient.key, payload)?;
     let Created::Grant(grant) = *created(&r)? else {
         bail!("expected a grant")
     };
@@ -537,27 +532,18 @@ fn insurer_claim(net: &Devnet, ledger: &mut Remote, patient: &Patient) -> anyhow
         record["entry"].as_array().map_or(0, Vec::len),
         stay.2.get(..10).unwrap_or(&stay.2)
     );
-    let code = medspace_patient::AuthCode::generate();
     let types = ["Claim", "ExplanationOfBenefit", "Encounter"];
-    let r = ledger.must(
-        &patient.key,
-        Payload::IssueGrant(IssueGrant {
-            grantee: MemberId::new("insurer-1")?,
-            holder: holder.clone(),
-            purpose: Purpose::InsuranceClaim,
-            resource_types: List::new(
-                types
-                    .iter()
-                    .map(|t| Text::new(*t))
-                    .collect::<Result<Vec<_>, _>>()?,
-            )?,
-            period_from_ms: stay.0,
-            period_to_ms: stay.1,
-            expiry_ms: ledger.time_ms() + 30 * 24 * 3600 * 1000,
-            max_uses: 1,
-            code_hash: code.hash(&patient.id),
-        }),
-    )?;
+    let (payload, code) = GrantTerms {
+        grantee: MemberId::new("insurer-1")?,
+        holder: holder.clone(),
+        purpose: Purpose::InsuranceClaim,
+        types: types.map(String::from).to_vec(),
+        period_ms: (stay.0, stay.1),
+        expiry_ms: ledger.time_ms() + 30 * 24 * 3600 * 1000,
+        max_uses: 1,
+    }
+    .with_new_code(&patient.id)?;
+    let r = ledger.must(&patient.key, payload)?;
     let Created::Grant(grant) = *created(&r)? else {
         bail!("expected a grant")
     };

@@ -299,6 +299,52 @@ pub fn print_jobs(
     Ok(n)
 }
 
+/// What a patient grants; the authorization code is made by [`GrantTerms::with_new_code`].
+pub struct GrantTerms {
+    /// Who may fetch.
+    pub grantee: MemberId,
+    /// The hospital holding the records.
+    pub holder: MemberId,
+    /// Why.
+    pub purpose: Purpose,
+    /// FHIR resource types covered.
+    pub types: Vec<String>,
+    /// Records dated within (ms since the epoch, inclusive).
+    pub period_ms: (u64, u64),
+    /// The grant ends at this block time.
+    pub expiry_ms: u64,
+    /// Redemptions allowed (0 = unlimited until expiry).
+    pub max_uses: u32,
+}
+
+impl GrantTerms {
+    /// The grant with a fresh authorization code: the payload `patient` signs, carrying only
+    /// the code's hash (all the ledger ever sees of it), and the code to hand over.
+    pub fn with_new_code(
+        self,
+        patient: &PatientId,
+    ) -> anyhow::Result<(Payload, medspace_patient::AuthCode)> {
+        let code = medspace_patient::AuthCode::generate();
+        let types = self
+            .types
+            .iter()
+            .map(|t| Text::new(t.as_str()))
+            .collect::<Result<Vec<_>, _>>()?;
+        let payload = Payload::IssueGrant(IssueGrant {
+            grantee: self.grantee,
+            holder: self.holder,
+            purpose: self.purpose,
+            resource_types: List::new(types)?,
+            period_from_ms: self.period_ms.0,
+            period_to_ms: self.period_ms.1,
+            expiry_ms: self.expiry_ms,
+            max_uses: self.max_uses,
+            code_hash: code.hash(patient),
+        });
+        Ok((payload, code))
+    }
+}
+
 /// Runs `medspace patient`.
 pub fn run(args: PatientArgs) -> anyhow::Result<()> {
     let who = args.who;
@@ -319,31 +365,23 @@ pub fn run(args: PatientArgs) -> anyhow::Result<()> {
         } => {
             let key = patient_key(&who, &patient)?;
             let id = PatientId::from_key(&key.public());
-            let code = medspace_patient::AuthCode::generate();
             let until_ms = match until {
                 Some(d) => day_ms(&d)? + 86_399_999,
                 None => ledger.time_ms(),
             };
-            let resource_types = types
-                .iter()
-                .map(|t| Text::new(t.as_str()))
-                .collect::<Result<Vec<_>, _>>()?;
-            let r = ledger.must(
-                &key,
-                Payload::IssueGrant(IssueGrant {
-                    grantee: MemberId::new(&to)?,
-                    holder: MemberId::new(holder.as_deref().unwrap_or(&patient.hospital))?,
-                    purpose: purpose
-                        .parse()
-                        .map_err(|e| anyhow::anyhow!("bad purpose `{purpose}`: {e}"))?,
-                    resource_types: List::new(resource_types)?,
-                    period_from_ms: day_ms(&from)?,
-                    period_to_ms: until_ms,
-                    expiry_ms: ledger.time_ms() + days * 24 * 3600 * 1000,
-                    max_uses: uses,
-                    code_hash: code.hash(&id),
-                }),
-            )?;
+            let (payload, code) = GrantTerms {
+                grantee: MemberId::new(&to)?,
+                holder: MemberId::new(holder.as_deref().unwrap_or(&patient.hospital))?,
+                purpose: purpose
+                    .parse()
+                    .map_err(|e| anyhow::anyhow!("bad purpose `{purpose}`: {e}"))?,
+                types: types.clone(),
+                period_ms: (day_ms(&from)?, until_ms),
+                expiry_ms: ledger.time_ms() + days * 24 * 3600 * 1000,
+                max_uses: uses,
+            }
+            .with_new_code(&id)?;
+            let r = ledger.must(&key, payload)?;
             let Some(medspace_state::Created::Grant(grant)) = r.created else {
                 bail!("the grant was not created")
             };

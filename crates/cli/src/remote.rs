@@ -274,16 +274,17 @@ impl Remote {
         }
     }
 
-    /// Posts one batch to validator `first` (or the next reachable one) and records the
-    /// accepted transactions as pending.
-    fn post_batch(
+    /// POSTs `body` to `path` at validator `first`, or at the next ones if it cannot be
+    /// reached (after [`Remote::caught_up`] with each): the validator's URL and its JSON
+    /// answer. A refusal is the error, with the node's reason; `what` names the submission.
+    fn post_with_failover(
         &mut self,
         first: usize,
-        chunk: &[(SignedTx, &'static str)],
-    ) -> anyhow::Result<()> {
+        path: &str,
+        body: bytes::Bytes,
+        what: &str,
+    ) -> anyhow::Result<(String, serde_json::Value)> {
         let n = self.urls.len().max(1);
-        let raw: Vec<bytes::Bytes> = chunk.iter().map(|(tx, _)| tx.to_bytes()).collect();
-        let body = medspace_chain::engine::encode_tx_batch(&raw);
         let mut unreachable = Vec::new();
         for step in 0..n {
             let url = self
@@ -292,7 +293,7 @@ impl Remote {
                 .cloned()
                 .unwrap_or_default();
             self.caught_up(&url);
-            let (status, text) = match self.post_bytes(format!("{url}/v1/txs"), body.clone()) {
+            let (status, text) = match self.post_bytes(format!("{url}{path}"), body.clone()) {
                 Ok(a) => a,
                 Err(e) => {
                     unreachable.push(format!("{url}: {e}"));
@@ -301,94 +302,74 @@ impl Remote {
             };
             let answer: serde_json::Value = serde_json::from_str(&text).unwrap_or_default();
             if !status.is_success() {
-                bail!(
-                    "a batch of {} transactions was refused by the node ({status}): {}",
-                    chunk.len(),
-                    answer
-                        .get("error")
-                        .and_then(|e| e.as_str())
-                        .unwrap_or(&text)
-                );
+                let reason = answer
+                    .get("error")
+                    .and_then(|e| e.as_str())
+                    .unwrap_or(&text);
+                bail!("{what} refused by the node ({status}): {reason}");
             }
-            let results = answer
-                .get("results")
-                .and_then(|r| r.as_array())
-                .cloned()
-                .unwrap_or_default();
-            if results.len() != chunk.len() {
-                bail!(
-                    "the node answered {} results for a batch of {}",
-                    results.len(),
-                    chunk.len()
-                );
-            }
-            let mut refused = Vec::new();
-            for ((tx, kind), r) in chunk.iter().zip(&results) {
-                match r.get("error").and_then(|e| e.as_str()) {
-                    None => self.pending.push(Pending {
-                        id: tx.id().0,
-                        kind,
-                        signer: tx.body.signer.clone(),
-                        url: url.clone(),
-                        dropped: None,
-                    }),
-                    Some(reason) => refused.push(format!("{kind}: {reason}")),
-                }
-            }
-            if let Some(first_reason) = refused.first() {
-                bail!(
-                    "{} of {} transactions refused by the node, first: {first_reason}",
-                    refused.len(),
-                    chunk.len()
-                );
-            }
-            return Ok(());
+            return Ok((url, answer));
         }
         bail!(
-            "no validator could be reached to submit a batch of {} transactions: {}",
-            chunk.len(),
+            "no validator could be reached to submit {what}: {}",
             unreachable.join("; ")
         )
     }
 
+    /// Posts one batch to validator `first` (or the next reachable one) and records the
+    /// accepted transactions as pending.
+    fn post_batch(
+        &mut self,
+        first: usize,
+        chunk: &[(SignedTx, &'static str)],
+    ) -> anyhow::Result<()> {
+        let raw: Vec<bytes::Bytes> = chunk.iter().map(|(tx, _)| tx.to_bytes()).collect();
+        let body = medspace_chain::engine::encode_tx_batch(&raw);
+        let what = format!("a batch of {} transactions", chunk.len());
+        let (url, answer) = self.post_with_failover(first, "/v1/txs", body, &what)?;
+        let results = answer
+            .get("results")
+            .and_then(|r| r.as_array())
+            .cloned()
+            .unwrap_or_default();
+        if results.len() != chunk.len() {
+            bail!("the node answered {} results for {what}", results.len());
+        }
+        let mut refused = Vec::new();
+        for ((tx, kind), r) in chunk.iter().zip(&results) {
+            match r.get("error").and_then(|e| e.as_str()) {
+                None => self.pending.push(Pending {
+                    id: tx.id().0,
+                    kind,
+                    signer: tx.body.signer.clone(),
+                    url: url.clone(),
+                    dropped: None,
+                }),
+                Some(reason) => refused.push(format!("{kind}: {reason}")),
+            }
+        }
+        if let Some(first_reason) = refused.first() {
+            bail!(
+                "{} of {} transactions refused by the node, first: {first_reason}",
+                refused.len(),
+                chunk.len()
+            );
+        }
+        Ok(())
+    }
+
     /// Posts an already signed transaction; the node's refusal becomes the error. All of one
-    /// signer's transactions go to the same validator, so they are gossiped in nonce order.
+    /// signer's transactions go to the same validator (the next ones only if it cannot be
+    /// reached), so they are gossiped in nonce order.
     fn post(&mut self, tx: &SignedTx) -> anyhow::Result<(Hash, String)> {
         let pick = tx.body.signer.as_ref().first().copied().unwrap_or(0) as usize;
-        let n = self.urls.len().max(1);
-        let mut unreachable = Vec::new();
-        // The signer's validator first; the next ones only if it cannot be reached.
-        for step in 0..n {
-            let url = self
-                .urls
-                .get((pick + self.next_url + step) % n)
-                .cloned()
-                .unwrap_or_default();
-            self.caught_up(&url);
-            let (status, text) = match self.post_bytes(format!("{url}/v1/tx"), tx.to_bytes()) {
-                Ok(a) => a,
-                Err(e) => {
-                    unreachable.push(format!("{url}: {e}"));
-                    continue;
-                }
-            };
-            if !status.is_success() {
-                let reason = serde_json::from_str::<serde_json::Value>(&text)
-                    .ok()
-                    .and_then(|v| v.get("error").and_then(|e| e.as_str()).map(String::from))
-                    .unwrap_or(text);
-                bail!(
-                    "{} refused by the node ({status}): {reason}",
-                    tx.body.payload.kind()
-                );
-            }
-            return Ok((tx.id(), url));
-        }
-        bail!(
-            "no validator could be reached to submit {}: {}",
+        let (url, _) = self.post_with_failover(
+            pick + self.next_url,
+            "/v1/tx",
+            tx.to_bytes(),
             tx.body.payload.kind(),
-            unreachable.join("; ")
-        )
+        )?;
+        Ok((tx.id(), url))
     }
 
     /// Asks the validators holding still-unfinalized transactions whether their proposers
