@@ -1,0 +1,302 @@
+//! Data-use contracts: requests with their fee in escrow, the approvals their level needs,
+//! approval, rejection, termination and refunds.
+
+use super::{Created, Event, Receipt, Signer, derive_id, forbidden, invalid, not_found};
+use crate::error::TxError;
+use crate::policy::{requester_roles, required_approvals};
+use crate::records::keys;
+use crate::records::*;
+use crate::state::{BlockContext, State};
+use medspace_types::*;
+
+impl State {
+    pub(super) fn user_signer(signer: Signer, kind: &'static str) -> Result<UserRecord, TxError> {
+        match signer {
+            Signer::User(u) => Ok(u),
+            other => Err(TxError::WrongSigner {
+                kind,
+                need: "a registered user",
+                have: other.describe(),
+            }),
+        }
+    }
+
+    pub(super) fn submit_request(
+        &mut self,
+        signer: Signer,
+        key: &PublicKey,
+        nonce: u64,
+        ctx: &BlockContext,
+        p: &SubmitRequest,
+    ) -> Result<Receipt, TxError> {
+        let user = Self::user_signer(signer, "submit_request")?;
+        let allowed = requester_roles(p.purpose);
+        if !allowed.contains(&user.role) {
+            let need = allowed
+                .iter()
+                .map(|r| r.as_str())
+                .collect::<Vec<_>>()
+                .join("|");
+            return Err(TxError::WrongRole {
+                kind: "submit_request",
+                have: user.role,
+                need: if need.is_empty() { "none".into() } else { need },
+            });
+        }
+        let policy = self.policy()?;
+        if p.expiry_ms <= ctx.time_ms {
+            return Err(TxError::Expired {
+                what: "request",
+                id: "new".into(),
+                expiry_ms: p.expiry_ms,
+                now_ms: ctx.time_ms,
+            });
+        }
+        if p.expiry_ms - ctx.time_ms > policy.max_contract_ms {
+            return Err(invalid(
+                "expiry_ms",
+                format!(
+                    "lifetime {} ms exceeds the policy's {} ms",
+                    p.expiry_ms - ctx.time_ms,
+                    policy.max_contract_ms
+                ),
+            ));
+        }
+        if p.epsilon_budget > policy.max_epsilon_micro {
+            return Err(invalid(
+                "epsilon_budget",
+                format!(
+                    "{} exceeds the policy's {} micro-epsilon",
+                    p.epsilon_budget, policy.max_epsilon_micro
+                ),
+            ));
+        }
+        if p.fields.is_empty() {
+            return Err(invalid("fields", "a request must name at least one field"));
+        }
+        let mut level = Level::L1;
+        let mut owners: Vec<MemberId> = Vec::new();
+        for f in &p.fields {
+            let ds = self
+                .dataset(&f.dataset)?
+                .ok_or_else(|| not_found("dataset", &f.dataset))?;
+            let l = ds
+                .description
+                .field_level(f.table.as_str(), f.field.as_str())
+                .ok_or_else(|| TxError::OutOfScope {
+                    reason: format!(
+                        "field `{}.{}` is not in dataset `{}`",
+                        f.table, f.field, f.dataset
+                    ),
+                })?;
+            self.active_member(&ds.owner)?;
+            level = level.max(l);
+            if !owners.contains(&ds.owner) {
+                owners.push(ds.owner.clone());
+            }
+        }
+        owners.sort();
+        let balance = self.balance(&user.member)?;
+        if balance < p.fee {
+            return Err(TxError::InsufficientBalance {
+                member: user.member.to_string(),
+                balance,
+                needed: p.fee,
+            });
+        }
+        self.put(&keys::balance(&user.member), &(balance - p.fee))?;
+        let id = ContractId(derive_id(b"contract", key, nonce));
+        if self.contract(id)?.is_some() {
+            return Err(TxError::AlreadyExists {
+                what: "contract",
+                id: id.to_string(),
+            });
+        }
+        let approvals = required_approvals(&policy, level, &owners);
+        let status = if approvals.is_empty() {
+            ContractStatus::Active
+        } else {
+            ContractStatus::Pending
+        };
+        let to_list = |e: TypeError| invalid("contract", e.to_string());
+        let rec = ContractRecord {
+            id,
+            requester: user.id.clone(),
+            requester_member: user.member.clone(),
+            purpose: p.purpose,
+            mode: p.mode,
+            study: p.study.clone(),
+            fields: p.fields.clone(),
+            computation: p.computation.clone(),
+            level,
+            owners: List::new(owners).map_err(to_list)?,
+            approvals: List::new(approvals).map_err(to_list)?,
+            status,
+            expiry_ms: p.expiry_ms,
+            epsilon_budget: p.epsilon_budget,
+            epsilon_spent: 0,
+            epsilon_reserved: 0,
+            escrow: p.fee,
+            contributions: List::default(),
+            settled: false,
+            submitted_height: ctx.height,
+            closing_reason: Text::default(),
+        };
+        self.put(&keys::contract(id), &rec)?;
+        let mut receipt = Receipt::created("submit_request", Created::Contract(id));
+        if status == ContractStatus::Active {
+            receipt.events.push(Event::ContractActivated(id));
+        }
+        Ok(receipt)
+    }
+
+    fn reviewable(&self, id: ContractId, ctx: &BlockContext) -> Result<ContractRecord, TxError> {
+        let c = self
+            .contract(id)?
+            .ok_or_else(|| not_found("contract", id))?;
+        if c.status != ContractStatus::Pending {
+            return Err(TxError::ContractState {
+                id: id.to_string(),
+                status: c.status_at(ctx.time_ms),
+                need: "pending",
+            });
+        }
+        if ctx.time_ms >= c.expiry_ms {
+            return Err(TxError::Expired {
+                what: "contract",
+                id: id.to_string(),
+                expiry_ms: c.expiry_ms,
+                now_ms: ctx.time_ms,
+            });
+        }
+        Ok(c)
+    }
+
+    /// The index of the first open approval slot `user` may fill.
+    fn approval_slot(
+        &self,
+        c: &ContractRecord,
+        user: &UserRecord,
+    ) -> Result<Option<usize>, TxError> {
+        let kind = self.active_member(&user.member)?.member.kind;
+        Ok(c.approvals
+            .iter()
+            .position(|a| crate::policy::may_fill(a, user.role, &user.member, kind)))
+    }
+
+    pub(super) fn approve(
+        &mut self,
+        signer: Signer,
+        ctx: &BlockContext,
+        p: &Approve,
+    ) -> Result<Receipt, TxError> {
+        let user = Self::user_signer(signer, "approve")?;
+        let mut c = self.reviewable(p.contract, ctx)?;
+        if c.requester == user.id {
+            return Err(forbidden("a requester cannot approve their own request"));
+        }
+        if c.approvals.iter().any(|a| a.by.as_ref() == Some(&user.id)) {
+            return Err(forbidden(format!(
+                "user `{}` already approved {}",
+                user.id, c.id
+            )));
+        }
+        let Some(slot) = self.approval_slot(&c, &user)? else {
+            let need: Vec<String> = c
+                .missing_approvals()
+                .map(|a| match &a.member {
+                    Some(m) => format!("{}@{}", a.role, m),
+                    None => a.role.to_string(),
+                })
+                .collect();
+            return Err(TxError::WrongRole {
+                kind: "approve",
+                have: user.role,
+                need: need.join("|"),
+            });
+        };
+        if let Some(a) = c.approvals.as_mut_slice().get_mut(slot) {
+            a.by = Some(user.id.clone());
+        }
+        let mut receipt = Receipt::new("approve");
+        if c.missing_approvals().next().is_none() {
+            c.status = ContractStatus::Active;
+            receipt.events.push(Event::ContractActivated(c.id));
+        }
+        self.put(&keys::contract(c.id), &c)?;
+        Ok(receipt)
+    }
+
+    pub(super) fn reject(
+        &mut self,
+        signer: Signer,
+        ctx: &BlockContext,
+        p: &Reject,
+    ) -> Result<Receipt, TxError> {
+        let user = Self::user_signer(signer, "reject")?;
+        let mut c = self.reviewable(p.contract, ctx)?;
+        if self.approval_slot(&c, &user)?.is_none() {
+            return Err(TxError::WrongRole {
+                kind: "reject",
+                have: user.role,
+                need: "a reviewer whose approval is still missing".into(),
+            });
+        }
+        c.status = ContractStatus::Rejected;
+        c.closing_reason = p.reason.clone();
+        // The fee goes back: nothing was computed.
+        self.refund(&mut c)?;
+        self.put(&keys::contract(c.id), &c)?;
+        let mut receipt = Receipt::new("reject");
+        receipt.events.push(Event::ContractRejected(c.id));
+        Ok(receipt)
+    }
+
+    pub(super) fn refund(&mut self, c: &mut ContractRecord) -> Result<(), TxError> {
+        let bal = self.balance(&c.requester_member)?;
+        self.put(
+            &keys::balance(&c.requester_member),
+            &bal.saturating_add(c.escrow),
+        )?;
+        c.escrow = 0;
+        c.settled = true;
+        Ok(())
+    }
+
+    pub(super) fn terminate(&mut self, signer: Signer, p: &Terminate) -> Result<Receipt, TxError> {
+        let mut c = self
+            .contract(p.contract)?
+            .ok_or_else(|| not_found("contract", p.contract))?;
+        let allowed = match &signer {
+            Signer::User(u) => {
+                u.id == c.requester
+                    || (u.role == Role::Steward && c.owners.iter().any(|o| *o == u.member))
+                    || (u.role == Role::Auditor
+                        && self
+                            .member(&u.member)?
+                            .is_some_and(|m| m.member.kind == MemberKind::Regulator))
+            }
+            Signer::Member(m) => c.owners.iter().any(|o| *o == m.member.id),
+            _ => false,
+        };
+        if !allowed {
+            return Err(TxError::WrongSigner {
+                kind: "terminate",
+                need: "the requester, a data owner's steward, or the regulator",
+                have: signer.describe(),
+            });
+        }
+        if !matches!(c.status, ContractStatus::Pending | ContractStatus::Active) {
+            return Err(TxError::ContractState {
+                id: c.id.to_string(),
+                status: c.status.as_str(),
+                need: "pending or active",
+            });
+        }
+        c.status = ContractStatus::Terminated;
+        c.closing_reason = p.reason.clone();
+        c.epsilon_reserved = 0;
+        self.put(&keys::contract(c.id), &c)?;
+        Ok(Receipt::new("terminate"))
+    }
+}

@@ -1,0 +1,312 @@
+//! Governance: proposals and 2/3 member votes (admit or remove a member, replace the policy),
+//! user registration and key rotation.
+
+use super::{Created, Event, Receipt, Signer, derive_id, forbidden, invalid, not_found};
+use crate::error::TxError;
+use crate::records::keys;
+use crate::records::*;
+use crate::state::{BlockContext, State};
+use medspace_types::*;
+
+impl State {
+    pub(super) fn propose(
+        &mut self,
+        signer: Signer,
+        key: &PublicKey,
+        nonce: u64,
+        ctx: &BlockContext,
+        action: GovAction,
+    ) -> Result<Receipt, TxError> {
+        let kind = match &action {
+            GovAction::AddMember(_) => "add_member",
+            GovAction::RemoveMember(_) => "remove_member",
+            GovAction::UpdatePolicy(_) => "update_policy",
+        };
+        let Signer::Member(proposer) = signer else {
+            return Err(TxError::WrongSigner {
+                kind,
+                need: "a member institution's key",
+                have: signer.describe(),
+            });
+        };
+        self.validate_action(&action)?;
+        let id = ProposalId(derive_id(b"proposal", key, nonce));
+        if self.proposal(id)?.is_some() {
+            return Err(TxError::AlreadyExists {
+                what: "proposal",
+                id: id.to_string(),
+            });
+        }
+        let mut rec = ProposalRecord {
+            id,
+            action,
+            proposer: proposer.member.id.clone(),
+            yes: List::default(),
+            no: List::default(),
+            status: ProposalStatus::Open,
+            created_ms: ctx.time_ms,
+        };
+        rec.yes
+            .push(proposer.member.id.clone())
+            .map_err(|e| invalid("votes", e.to_string()))?;
+        let mut receipt = Receipt::created(kind, Created::Proposal(id));
+        self.tally(&mut rec, ctx, &mut receipt)?;
+        self.put(&keys::proposal(id), &rec)?;
+        Ok(receipt)
+    }
+
+    fn validate_action(&self, action: &GovAction) -> Result<(), TxError> {
+        match action {
+            GovAction::AddMember(a) => {
+                if !a.member.key.is_valid() {
+                    return Err(invalid("key", "not a valid ed25519 public key"));
+                }
+                if self.member(&a.member.id)?.is_some() {
+                    return Err(TxError::AlreadyExists {
+                        what: "member",
+                        id: a.member.id.to_string(),
+                    });
+                }
+                if self.key_record(&a.member.key)?.is_some() {
+                    return Err(invalid("key", "already registered to another principal"));
+                }
+            }
+            GovAction::RemoveMember(r) => {
+                self.active_member(&r.member)?;
+                if self.active_member_count()? <= 1 {
+                    return Err(forbidden("cannot remove the last member"));
+                }
+            }
+            GovAction::UpdatePolicy(p) => {
+                let p = &p.policy;
+                if p.vote_den == 0 || p.vote_num == 0 || p.vote_num > p.vote_den {
+                    return Err(invalid(
+                        "policy",
+                        format!(
+                            "vote threshold {}/{} is not a fraction in (0, 1]",
+                            p.vote_num, p.vote_den
+                        ),
+                    ));
+                }
+                if u64::from(p.vote_num) * 2 <= u64::from(p.vote_den) {
+                    return Err(invalid("policy", "vote threshold must be a majority"));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    pub(super) fn vote(
+        &mut self,
+        signer: Signer,
+        ctx: &BlockContext,
+        v: &Vote,
+    ) -> Result<Receipt, TxError> {
+        let Signer::Member(voter) = signer else {
+            return Err(TxError::WrongSigner {
+                kind: "vote",
+                need: "a member institution's key",
+                have: signer.describe(),
+            });
+        };
+        let mut rec = self
+            .proposal(v.proposal)?
+            .ok_or_else(|| not_found("proposal", v.proposal))?;
+        if rec.status != ProposalStatus::Open {
+            return Err(forbidden(format!("proposal {} is {}", rec.id, rec.status)));
+        }
+        let ttl = self.policy()?.proposal_ttl_ms;
+        let expiry = rec.created_ms.saturating_add(ttl);
+        if ctx.time_ms >= expiry {
+            return Err(TxError::Expired {
+                what: "proposal",
+                id: rec.id.to_string(),
+                expiry_ms: expiry,
+                now_ms: ctx.time_ms,
+            });
+        }
+        let me = &voter.member.id;
+        if rec.yes.iter().chain(rec.no.iter()).any(|m| m == me) {
+            return Err(forbidden(format!(
+                "member `{me}` already voted on {}",
+                rec.id
+            )));
+        }
+        let side = if v.approve { &mut rec.yes } else { &mut rec.no };
+        side.push(me.clone())
+            .map_err(|e| invalid("votes", e.to_string()))?;
+        let mut receipt = Receipt::new("vote");
+        self.tally(&mut rec, ctx, &mut receipt)?;
+        self.put(&keys::proposal(rec.id), &rec)?;
+        Ok(receipt)
+    }
+
+    /// Counts the votes of active members; carries the proposal out once it has 2/3 (policy).
+    fn tally(
+        &mut self,
+        rec: &mut ProposalRecord,
+        ctx: &BlockContext,
+        receipt: &mut Receipt,
+    ) -> Result<(), TxError> {
+        let policy = self.policy()?;
+        let members = self.members()?;
+        let active = |id: &MemberId| members.iter().any(|m| m.active && &m.member.id == id);
+        let n = members.iter().filter(|m| m.active).count() as u64;
+        let yes = rec.yes.iter().filter(|m| active(m)).count() as u64;
+        let no = rec.no.iter().filter(|m| active(m)).count() as u64;
+        let (num, den) = (u64::from(policy.vote_num), u64::from(policy.vote_den));
+        if yes * den >= n * num {
+            self.carry_out(&rec.action, ctx)?;
+            rec.status = ProposalStatus::Passed;
+            receipt.events.push(Event::ProposalPassed(rec.id));
+        } else if (n - no.min(n)) * den < n * num {
+            rec.status = ProposalStatus::Failed;
+            receipt.events.push(Event::ProposalFailed(rec.id));
+        }
+        Ok(())
+    }
+
+    fn carry_out(&mut self, action: &GovAction, ctx: &BlockContext) -> Result<(), TxError> {
+        self.validate_action(action)?;
+        match action {
+            GovAction::AddMember(a) => {
+                let m = &a.member;
+                self.put(
+                    &keys::member(&m.id),
+                    &MemberRecord {
+                        member: m.clone(),
+                        active: true,
+                        joined_height: ctx.height,
+                    },
+                )?;
+                let bal = self.balance(&m.id)?;
+                self.put(
+                    &keys::balance(&m.id),
+                    &(bal.saturating_add(a.initial_balance)),
+                )?;
+                self.put(
+                    &keys::principal(&m.key),
+                    &KeyRecord {
+                        principal: Principal::Member(m.id.clone()),
+                        retired: false,
+                        nonce: 0,
+                    },
+                )?;
+            }
+            GovAction::RemoveMember(r) => {
+                let mut m = self.active_member(&r.member)?;
+                m.active = false;
+                self.put(&keys::member(&r.member), &m)?;
+            }
+            GovAction::UpdatePolicy(p) => self.put(&keys::policy(), &p.policy)?,
+        }
+        Ok(())
+    }
+
+    pub(super) fn register_user(
+        &mut self,
+        signer: Signer,
+        p: &RegisterUser,
+    ) -> Result<Receipt, TxError> {
+        let Signer::Member(m) = signer else {
+            return Err(TxError::WrongSigner {
+                kind: "register_user",
+                need: "a member institution's key",
+                have: signer.describe(),
+            });
+        };
+        if !p.key.is_valid() {
+            return Err(invalid("key", "not a valid ed25519 public key"));
+        }
+        if p.role == Role::Patient {
+            return Err(invalid(
+                "role",
+                "patients register themselves with register_patient",
+            ));
+        }
+        if self.user(&p.user)?.is_some() {
+            return Err(TxError::AlreadyExists {
+                what: "user",
+                id: p.user.to_string(),
+            });
+        }
+        if self.key_record(&p.key)?.is_some() {
+            return Err(invalid("key", "already registered to another principal"));
+        }
+        let rec = UserRecord {
+            id: p.user.clone(),
+            member: m.member.id.clone(),
+            role: p.role,
+            key: p.key.clone(),
+        };
+        self.put(&keys::user(&p.user), &rec)?;
+        self.put(
+            &keys::principal(&p.key),
+            &KeyRecord {
+                principal: Principal::User(p.user.clone()),
+                retired: false,
+                nonce: 0,
+            },
+        )?;
+        Ok(Receipt::new("register_user"))
+    }
+
+    pub(super) fn rotate_key(
+        &mut self,
+        signer: Signer,
+        old: &PublicKey,
+        nonce: u64,
+        p: &RotateKey,
+    ) -> Result<Receipt, TxError> {
+        let chain = self.chain_id()?;
+        if !p.new_key.verify(
+            ROTATE_NAMESPACE,
+            &rotation_message(&chain, old, nonce),
+            &p.proof,
+        ) {
+            return Err(invalid(
+                "proof",
+                "the new key's signature over the rotation does not verify",
+            ));
+        }
+        if self.key_record(&p.new_key)?.is_some() {
+            return Err(invalid("new_key", "already registered to a principal"));
+        }
+        let principal = match signer {
+            Signer::Member(mut m) => {
+                m.member.key = p.new_key.clone();
+                self.put(&keys::member(&m.member.id), &m)?;
+                Principal::Member(m.member.id)
+            }
+            Signer::User(mut u) => {
+                u.key = p.new_key.clone();
+                self.put(&keys::user(&u.id), &u)?;
+                Principal::User(u.id)
+            }
+            Signer::Patient(id) => {
+                let mut rec = self.patient(&id)?.ok_or_else(|| not_found("patient", id))?;
+                rec.key = p.new_key.clone();
+                self.put(&keys::patient(&id), &rec)?;
+                Principal::Patient(id)
+            }
+            Signer::Unknown => return Err(TxError::UnknownSigner { key: old.to_hex() }),
+        };
+        self.put(
+            &keys::principal(old),
+            &KeyRecord {
+                principal: principal.clone(),
+                retired: true,
+                nonce: nonce + 1,
+            },
+        )?;
+        self.put(
+            &keys::principal(&p.new_key),
+            &KeyRecord {
+                principal,
+                retired: false,
+                nonce: 0,
+            },
+        )?;
+        Ok(Receipt::new("rotate_key"))
+    }
+}

@@ -1,0 +1,189 @@
+//! Patients: self-registration under a pseudonym, the patient's log, and consent (broad or per
+//! study, with the L4 opt-in and a bounded history).
+
+use super::{Created, Receipt, Signer, invalid, not_found};
+use crate::error::TxError;
+use crate::policy::{ConsentView, consent_allows};
+use crate::records::keys;
+use crate::records::*;
+use crate::state::{BlockContext, State};
+use medspace_types::*;
+
+impl State {
+    pub(super) fn register_patient(
+        &mut self,
+        signer: Signer,
+        key: &PublicKey,
+        ctx: &BlockContext,
+    ) -> Result<Receipt, TxError> {
+        if !matches!(signer, Signer::Unknown) {
+            return Err(invalid("key", "already registered to a principal"));
+        }
+        let id = PatientId::from_key(key);
+        if self.patient(&id)?.is_some() {
+            return Err(TxError::AlreadyExists {
+                what: "patient",
+                id: id.to_string(),
+            });
+        }
+        self.put(
+            &keys::patient(&id),
+            &PatientRecord {
+                key: key.clone(),
+                registered_height: ctx.height,
+                log_len: 0,
+            },
+        )?;
+        self.put(
+            &keys::principal(key),
+            &KeyRecord {
+                principal: Principal::Patient(id),
+                retired: false,
+                nonce: 1,
+            },
+        )?;
+        Ok(Receipt::created("register_patient", Created::Patient(id)))
+    }
+
+    pub(super) fn patient_signer(signer: Signer, kind: &'static str) -> Result<PatientId, TxError> {
+        match signer {
+            Signer::Patient(id) => Ok(id),
+            other => Err(TxError::WrongSigner {
+                kind,
+                need: "the patient's key",
+                have: other.describe(),
+            }),
+        }
+    }
+
+    pub(super) fn log(
+        &mut self,
+        patient: &PatientId,
+        ctx: &BlockContext,
+        event: PatientEvent,
+    ) -> Result<(), TxError> {
+        let mut rec = self
+            .patient(patient)?
+            .ok_or_else(|| not_found("patient", patient))?;
+        self.put(
+            &keys::patient_log(patient, rec.log_len),
+            &LogEntry {
+                height: ctx.height,
+                time_ms: ctx.time_ms,
+                event,
+            },
+        )?;
+        rec.log_len += 1;
+        self.put(&keys::patient(patient), &rec)
+    }
+
+    pub(super) fn set_consent(
+        &mut self,
+        signer: Signer,
+        ctx: &BlockContext,
+        purpose: Purpose,
+        study: Option<&StudyId>,
+        state: ConsentState,
+        l4: bool,
+    ) -> Result<Receipt, TxError> {
+        let kind = if state == ConsentState::Revoked {
+            "revoke_consent"
+        } else {
+            "set_consent"
+        };
+        let patient = Self::patient_signer(signer, kind)?;
+        let key = keys::consent(&patient, purpose, study);
+        let mut rec: ConsentRecord = self.get(&key)?.unwrap_or(ConsentRecord {
+            history: List::default(),
+            trimmed: false,
+        });
+        if state == ConsentState::Revoked
+            && rec
+                .current()
+                .is_none_or(|c| c.state == ConsentState::Revoked)
+        {
+            return Err(not_found(
+                "consent",
+                format!(
+                    "purpose={purpose} study={}",
+                    study.map_or("-", |s| s.as_str())
+                ),
+            ));
+        }
+        let l4_opt_in = l4 && state == ConsentState::Allow;
+        // Several changes in one block: the last one wins for that height.
+        if rec.current().is_some_and(|c| c.height == ctx.height) {
+            if let Some(c) = rec.history.as_mut_slice().last_mut() {
+                c.state = state;
+                c.l4_opt_in = l4_opt_in;
+            }
+        } else {
+            if rec.history.len() >= CONSENT_HISTORY {
+                rec.history.keep_last(CONSENT_HISTORY - 1);
+                rec.trimmed = true;
+            }
+            rec.history
+                .push(ConsentChange {
+                    height: ctx.height,
+                    state,
+                    l4_opt_in,
+                })
+                .map_err(|e| invalid("consent", e.to_string()))?;
+        }
+        self.put(&key, &rec)?;
+        self.log(
+            &patient,
+            ctx,
+            PatientEvent::Consent(ConsentEvent {
+                purpose,
+                study: study.cloned(),
+                state,
+            }),
+        )?;
+        Ok(Receipt::new(kind))
+    }
+
+    pub(super) fn revoke_consent(
+        &mut self,
+        signer: Signer,
+        ctx: &BlockContext,
+        p: &RevokeConsent,
+    ) -> Result<Receipt, TxError> {
+        self.set_consent(
+            signer,
+            ctx,
+            p.purpose,
+            p.study.as_ref(),
+            ConsentState::Revoked,
+            false,
+        )
+    }
+
+    /// Whether `patient`'s consent allows a use of `purpose` (in `study`) at `level`, as of
+    /// block `height`.
+    pub fn consent_allows(
+        &self,
+        patient: &PatientId,
+        purpose: Purpose,
+        study: Option<&StudyId>,
+        level: Level,
+        height: u64,
+    ) -> Result<bool, TxError> {
+        let broad: Option<ConsentRecord> = self.get(&keys::consent(patient, purpose, None))?;
+        let specific: Option<ConsentRecord> = match study {
+            Some(s) => self.get(&keys::consent(patient, purpose, Some(s)))?,
+            None => None,
+        };
+        let policy = self.policy()?;
+        Ok(consent_allows(
+            &policy,
+            purpose,
+            level,
+            ConsentView {
+                study: specific.as_ref(),
+                broad: broad.as_ref(),
+            },
+            height,
+        ))
+    }
+}
