@@ -30,94 +30,8 @@ impl State {
             return Err(not_found("patient", p.patient));
         }
         match &p.basis {
-            AccessBasis::Grant(gid) => {
-                let mut g = self.grant(*gid)?.ok_or_else(|| not_found("grant", gid))?;
-                let t = &g.terms;
-                if g.patient != p.patient {
-                    return Err(TxError::OutOfScope {
-                        reason: format!("grant {gid} is another patient's"),
-                    });
-                }
-                if t.holder != holder {
-                    return Err(TxError::OutOfScope {
-                        reason: format!("grant {gid} is for records held by `{}`", t.holder),
-                    });
-                }
-                if t.grantee != p.recipient {
-                    return Err(TxError::OutOfScope {
-                        reason: format!(
-                            "grant {gid} is for `{}`, not `{}`",
-                            t.grantee, p.recipient
-                        ),
-                    });
-                }
-                if g.revoked {
-                    return Err(forbidden(format!("grant {gid} was revoked")));
-                }
-                if ctx.time_ms >= t.expiry_ms {
-                    return Err(TxError::Expired {
-                        what: "grant",
-                        id: gid.to_string(),
-                        expiry_ms: t.expiry_ms,
-                        now_ms: ctx.time_ms,
-                    });
-                }
-                if t.max_uses > 0 && g.uses >= t.max_uses {
-                    return Err(forbidden(format!(
-                        "grant {gid} is used up ({} of {})",
-                        g.uses, t.max_uses
-                    )));
-                }
-                for rt in &p.resource_types {
-                    if !t.resource_types.iter().any(|x| x == rt) {
-                        return Err(TxError::OutOfScope {
-                            reason: format!("resource type `{rt}` is not granted by {gid}"),
-                        });
-                    }
-                }
-                g.uses += 1;
-                self.put(&keys::grant(*gid), &g)?;
-            }
-            AccessBasis::Contract(cid) => {
-                let c = self
-                    .contract(*cid)?
-                    .ok_or_else(|| not_found("contract", cid))?;
-                if !c.is_active(ctx.time_ms) {
-                    return Err(TxError::ContractState {
-                        id: cid.to_string(),
-                        status: c.status_at(ctx.time_ms),
-                        need: "active",
-                    });
-                }
-                if c.mode != Mode::RecordSharing {
-                    return Err(TxError::OutOfScope {
-                        reason: format!("contract {cid} is for {}, not record sharing", c.mode),
-                    });
-                }
-                if c.requester_member != p.recipient {
-                    return Err(TxError::OutOfScope {
-                        reason: format!("contract {cid} is held by `{}`", c.requester_member),
-                    });
-                }
-                if !c.owners.iter().any(|o| *o == holder) {
-                    return Err(TxError::OutOfScope {
-                        reason: format!("member `{holder}` holds no data of contract {cid}"),
-                    });
-                }
-                if !self.consent_allows(
-                    &p.patient,
-                    c.purpose,
-                    c.study.as_ref(),
-                    c.level,
-                    ctx.height,
-                )? {
-                    return Err(TxError::NoConsent {
-                        patient: p.patient.to_string(),
-                        purpose: c.purpose.to_string(),
-                        level: c.level,
-                    });
-                }
-            }
+            AccessBasis::Grant(gid) => self.redeem_grant(*gid, &holder, ctx, p)?,
+            AccessBasis::Contract(cid) => self.check_sharing_contract(*cid, &holder, ctx, p)?,
         }
         let id = AccessId(derive_id(b"access", key, nonce));
         if self.access(id)?.is_some() {
@@ -142,6 +56,109 @@ impl State {
         self.put(&keys::access(id), &rec)?;
         self.log(&p.patient, ctx, PatientEvent::Accessed(id))?;
         Ok(Receipt::created("record_access", Created::Access(id)))
+    }
+
+    /// A delivery under a patient's grant: the grant must be this patient's, for records of
+    /// `holder` going to the recipient, unrevoked, unexpired, not used up, and cover every
+    /// resource type delivered. Counts one use.
+    fn redeem_grant(
+        &mut self,
+        gid: GrantId,
+        holder: &MemberId,
+        ctx: &BlockContext,
+        p: &RecordAccess,
+    ) -> Result<(), TxError> {
+        let mut g = self.grant(gid)?.ok_or_else(|| not_found("grant", gid))?;
+        let t = &g.terms;
+        if g.patient != p.patient {
+            return Err(TxError::OutOfScope {
+                reason: format!("grant {gid} is another patient's"),
+            });
+        }
+        if t.holder != *holder {
+            return Err(TxError::OutOfScope {
+                reason: format!("grant {gid} is for records held by `{}`", t.holder),
+            });
+        }
+        if t.grantee != p.recipient {
+            return Err(TxError::OutOfScope {
+                reason: format!("grant {gid} is for `{}`, not `{}`", t.grantee, p.recipient),
+            });
+        }
+        if g.revoked {
+            return Err(forbidden(format!("grant {gid} was revoked")));
+        }
+        if ctx.time_ms >= t.expiry_ms {
+            return Err(TxError::Expired {
+                what: "grant",
+                id: gid.to_string(),
+                expiry_ms: t.expiry_ms,
+                now_ms: ctx.time_ms,
+            });
+        }
+        if t.max_uses > 0 && g.uses >= t.max_uses {
+            return Err(forbidden(format!(
+                "grant {gid} is used up ({} of {})",
+                g.uses, t.max_uses
+            )));
+        }
+        for rt in &p.resource_types {
+            if !t.resource_types.iter().any(|x| x == rt) {
+                return Err(TxError::OutOfScope {
+                    reason: format!("resource type `{rt}` is not granted by {gid}"),
+                });
+            }
+        }
+        // FIXME(overflow): with max_uses = 0 (unlimited) this u32 overflows after 2^32
+        // deliveries (a panic in debug builds, a wrap in release); bounded when max_uses > 0
+        // (uses < max_uses, checked above). Saturating would change the root at that point, so
+        // it is a decision of its own, not a refactor's.
+        g.uses += 1;
+        self.put(&keys::grant(gid), &g)
+    }
+
+    /// A delivery under a data-use contract: active, in record-sharing mode, held by the
+    /// recipient, with `holder` among its data owners, and allowed by the patient's consent.
+    fn check_sharing_contract(
+        &self,
+        cid: ContractId,
+        holder: &MemberId,
+        ctx: &BlockContext,
+        p: &RecordAccess,
+    ) -> Result<(), TxError> {
+        let c = self
+            .contract(cid)?
+            .ok_or_else(|| not_found("contract", cid))?;
+        if !c.is_active(ctx.time_ms) {
+            return Err(TxError::ContractState {
+                id: cid.to_string(),
+                status: c.status_at(ctx.time_ms),
+                need: "active",
+            });
+        }
+        if c.mode != Mode::RecordSharing {
+            return Err(TxError::OutOfScope {
+                reason: format!("contract {cid} is for {}, not record sharing", c.mode),
+            });
+        }
+        if c.requester_member != p.recipient {
+            return Err(TxError::OutOfScope {
+                reason: format!("contract {cid} is held by `{}`", c.requester_member),
+            });
+        }
+        if !c.owners.iter().any(|o| o == holder) {
+            return Err(TxError::OutOfScope {
+                reason: format!("member `{holder}` holds no data of contract {cid}"),
+            });
+        }
+        if !self.consent_allows(&p.patient, c.purpose, c.study.as_ref(), c.level, ctx.height)? {
+            return Err(TxError::NoConsent {
+                patient: p.patient.to_string(),
+                purpose: c.purpose.to_string(),
+                level: c.level,
+            });
+        }
+        Ok(())
     }
 
     pub(super) fn attest_destruction(

@@ -30,81 +30,11 @@ impl State {
         p: &SubmitRequest,
     ) -> Result<Receipt, TxError> {
         let user = Self::user_signer(signer, "submit_request")?;
-        let allowed = requester_roles(p.purpose);
-        if !allowed.contains(&user.role) {
-            let need = allowed
-                .iter()
-                .map(|r| r.as_str())
-                .collect::<Vec<_>>()
-                .join("|");
-            return Err(TxError::WrongRole {
-                kind: "submit_request",
-                have: user.role,
-                need: if need.is_empty() { "none".into() } else { need },
-            });
-        }
+        check_requester_role(&user, p.purpose)?;
         let policy = self.policy()?;
-        if p.expiry_ms <= ctx.time_ms {
-            return Err(TxError::Expired {
-                what: "request",
-                id: "new".into(),
-                expiry_ms: p.expiry_ms,
-                now_ms: ctx.time_ms,
-            });
-        }
-        if p.expiry_ms - ctx.time_ms > policy.max_contract_ms {
-            return Err(invalid(
-                "expiry_ms",
-                format!(
-                    "lifetime {} ms exceeds the policy's {} ms",
-                    p.expiry_ms - ctx.time_ms,
-                    policy.max_contract_ms
-                ),
-            ));
-        }
-        if p.epsilon_budget > policy.max_epsilon_micro {
-            return Err(invalid(
-                "epsilon_budget",
-                format!(
-                    "{} exceeds the policy's {} micro-epsilon",
-                    p.epsilon_budget, policy.max_epsilon_micro
-                ),
-            ));
-        }
-        if p.fields.is_empty() {
-            return Err(invalid("fields", "a request must name at least one field"));
-        }
-        let mut level = Level::L1;
-        let mut owners: Vec<MemberId> = Vec::new();
-        for f in &p.fields {
-            let ds = self
-                .dataset(&f.dataset)?
-                .ok_or_else(|| not_found("dataset", &f.dataset))?;
-            let l = ds
-                .description
-                .field_level(f.table.as_str(), f.field.as_str())
-                .ok_or_else(|| TxError::OutOfScope {
-                    reason: format!(
-                        "field `{}.{}` is not in dataset `{}`",
-                        f.table, f.field, f.dataset
-                    ),
-                })?;
-            self.active_member(&ds.owner)?;
-            level = level.max(l);
-            if !owners.contains(&ds.owner) {
-                owners.push(ds.owner.clone());
-            }
-        }
-        owners.sort();
-        let balance = self.balance(&user.member)?;
-        if balance < p.fee {
-            return Err(TxError::InsufficientBalance {
-                member: user.member.to_string(),
-                balance,
-                needed: p.fee,
-            });
-        }
-        self.put(&keys::balance(&user.member), &(balance - p.fee))?;
+        check_request_terms(&policy, ctx, p)?;
+        let (level, owners) = self.request_scope(p)?;
+        self.escrow_fee(&user.member, p.fee)?;
         let id = ContractId(derive_id(b"contract", key, nonce));
         if self.contract(id)?.is_some() {
             return Err(TxError::AlreadyExists {
@@ -148,6 +78,49 @@ impl State {
             receipt.events.push(Event::ContractActivated(id));
         }
         Ok(receipt)
+    }
+
+    /// The level of a request (the highest of its fields') and the members whose data it
+    /// touches, sorted; every field must exist in a dataset of an active member.
+    fn request_scope(&self, p: &SubmitRequest) -> Result<(Level, Vec<MemberId>), TxError> {
+        let mut level = Level::L1;
+        let mut owners: Vec<MemberId> = Vec::new();
+        for f in &p.fields {
+            let ds = self
+                .dataset(&f.dataset)?
+                .ok_or_else(|| not_found("dataset", &f.dataset))?;
+            let l = ds
+                .description
+                .field_level(f.table.as_str(), f.field.as_str())
+                .ok_or_else(|| TxError::OutOfScope {
+                    reason: format!(
+                        "field `{}.{}` is not in dataset `{}`",
+                        f.table, f.field, f.dataset
+                    ),
+                })?;
+            self.active_member(&ds.owner)?;
+            level = level.max(l);
+            if !owners.contains(&ds.owner) {
+                owners.push(ds.owner.clone());
+            }
+        }
+        owners.sort();
+        Ok((level, owners))
+    }
+
+    /// Moves a request's fee from the requester's institution into escrow (the contract
+    /// record holds it).
+    fn escrow_fee(&mut self, member: &MemberId, fee: u64) -> Result<(), TxError> {
+        let balance = self.balance(member)?;
+        if balance < fee {
+            return Err(TxError::InsufficientBalance {
+                member: member.to_string(),
+                balance,
+                needed: fee,
+            });
+        }
+        // INVARIANT: balance >= fee, checked above.
+        self.put(&keys::balance(member), &(balance - fee))
     }
 
     fn reviewable(&self, id: ContractId, ctx: &BlockContext) -> Result<ContractRecord, TxError> {
@@ -299,4 +272,63 @@ impl State {
         self.put(&keys::contract(c.id), &c)?;
         Ok(Receipt::new("terminate"))
     }
+}
+
+/// Whether the user's role may ask for a contract of this purpose.
+fn check_requester_role(user: &UserRecord, purpose: Purpose) -> Result<(), TxError> {
+    let allowed = requester_roles(purpose);
+    if allowed.contains(&user.role) {
+        return Ok(());
+    }
+    let need = allowed
+        .iter()
+        .map(|r| r.as_str())
+        .collect::<Vec<_>>()
+        .join("|");
+    Err(TxError::WrongRole {
+        kind: "submit_request",
+        have: user.role,
+        need: if need.is_empty() { "none".into() } else { need },
+    })
+}
+
+/// The request's terms within the policy: a lifetime and a budget the policy allows, at least
+/// one field.
+fn check_request_terms(
+    policy: &Policy,
+    ctx: &BlockContext,
+    p: &SubmitRequest,
+) -> Result<(), TxError> {
+    if p.expiry_ms <= ctx.time_ms {
+        return Err(TxError::Expired {
+            what: "request",
+            id: "new".into(),
+            expiry_ms: p.expiry_ms,
+            now_ms: ctx.time_ms,
+        });
+    }
+    // INVARIANT: expiry_ms > time_ms, checked above.
+    let lifetime = p.expiry_ms - ctx.time_ms;
+    if lifetime > policy.max_contract_ms {
+        return Err(invalid(
+            "expiry_ms",
+            format!(
+                "lifetime {} ms exceeds the policy's {} ms",
+                lifetime, policy.max_contract_ms
+            ),
+        ));
+    }
+    if p.epsilon_budget > policy.max_epsilon_micro {
+        return Err(invalid(
+            "epsilon_budget",
+            format!(
+                "{} exceeds the policy's {} micro-epsilon",
+                p.epsilon_budget, policy.max_epsilon_micro
+            ),
+        ));
+    }
+    if p.fields.is_empty() {
+        return Err(invalid("fields", "a request must name at least one field"));
+    }
+    Ok(())
 }

@@ -43,20 +43,7 @@ impl State {
                 "a grant must name at least one resource type",
             ));
         }
-        for t in &p.resource_types {
-            let ok = t.as_str().len() <= 48
-                && t.as_str()
-                    .chars()
-                    .next()
-                    .is_some_and(|c| c.is_ascii_uppercase())
-                && t.as_str().chars().all(|c| c.is_ascii_alphanumeric());
-            if !ok {
-                return Err(invalid(
-                    "resource_types",
-                    format!("`{t}` is not a FHIR resource type name"),
-                ));
-            }
-        }
+        check_resource_types(&p.resource_types)?;
         let id = GrantId(derive_id(b"grant", key, nonce));
         if self.grant(id)?.is_some() {
             return Err(TxError::AlreadyExists {
@@ -101,4 +88,24 @@ impl State {
         self.log(&patient, ctx, PatientEvent::GrantRevoked(p.grant))?;
         Ok(Receipt::new("revoke_grant"))
     }
+}
+
+/// Every resource type is a FHIR resource type name: up to 48 ASCII letters and digits,
+/// starting with a capital.
+fn check_resource_types(types: &List<Text<48>, 32>) -> Result<(), TxError> {
+    for t in types {
+        let ok = t.as_str().len() <= 48
+            && t.as_str()
+                .chars()
+                .next()
+                .is_some_and(|c| c.is_ascii_uppercase())
+            && t.as_str().chars().all(|c| c.is_ascii_alphanumeric());
+        if !ok {
+            return Err(invalid(
+                "resource_types",
+                format!("`{t}` is not a FHIR resource type name"),
+            ));
+        }
+    }
+    Ok(())
 }

@@ -63,6 +63,8 @@ impl State {
                 id: id.to_string(),
             });
         }
+        // INVARIANT: p.epsilon <= epsilon_left(), checked above, so the reservation stays within
+        // the budget (or adds 0 when spent and reserved already exhaust it).
         c.epsilon_reserved += p.epsilon;
         self.put(&keys::contract(c.id), &c)?;
         let job = JobRecord {
@@ -124,40 +126,13 @@ impl State {
                 requested: p.epsilon_spent,
             });
         }
-        let mut seen: Vec<&MemberId> = Vec::new();
-        for contribution in &p.contributions {
-            if !c.owners.iter().any(|o| *o == contribution.member) {
-                return Err(TxError::OutOfScope {
-                    reason: format!(
-                        "contributor `{}` holds no data of contract {}",
-                        contribution.member, c.id
-                    ),
-                });
-            }
-            if seen.contains(&&contribution.member) {
-                return Err(invalid(
-                    "contributions",
-                    format!("member `{}` listed twice", contribution.member),
-                ));
-            }
-            seen.push(&contribution.member);
-        }
+        check_contributions(&c, p.contributions.as_slice())?;
+        // INVARIANT: epsilon_spent + p.epsilon_spent <= epsilon_budget, checked above; the
+        // saturating sum there cannot have saturated, since p.epsilon_spent is at most this job's
+        // reservation and every reservation was taken within epsilon_left().
         c.epsilon_spent += p.epsilon_spent;
         c.epsilon_reserved = c.epsilon_reserved.saturating_sub(job.epsilon_reserved);
-        for contribution in &p.contributions {
-            match c
-                .contributions
-                .as_mut_slice()
-                .iter_mut()
-                .find(|x| x.member == contribution.member)
-            {
-                Some(x) => x.records = x.records.saturating_add(contribution.records),
-                None => c
-                    .contributions
-                    .push(contribution.clone())
-                    .map_err(|e| invalid("contributions", e.to_string()))?,
-            }
-        }
+        add_contributions(&mut c, p.contributions.as_slice())?;
         job.status = JobStatus::Done;
         job.result = Some(JobResult {
             result_hash: p.result_hash,
@@ -170,4 +145,50 @@ impl State {
         self.put(&keys::job(job.id), &job)?;
         Ok(Receipt::new("post_result"))
     }
+}
+
+/// Every contributor of a result holds data of the contract, and is listed once.
+fn check_contributions(c: &ContractRecord, contributions: &[Contribution]) -> Result<(), TxError> {
+    let mut seen: Vec<&MemberId> = Vec::new();
+    for contribution in contributions {
+        if !c.owners.iter().any(|o| *o == contribution.member) {
+            return Err(TxError::OutOfScope {
+                reason: format!(
+                    "contributor `{}` holds no data of contract {}",
+                    contribution.member, c.id
+                ),
+            });
+        }
+        if seen.contains(&&contribution.member) {
+            return Err(invalid(
+                "contributions",
+                format!("member `{}` listed twice", contribution.member),
+            ));
+        }
+        seen.push(&contribution.member);
+    }
+    Ok(())
+}
+
+/// Adds a result's record counts to the contract's per-member totals (the basis of the fee
+/// split at settlement).
+fn add_contributions(
+    c: &mut ContractRecord,
+    contributions: &[Contribution],
+) -> Result<(), TxError> {
+    for contribution in contributions {
+        match c
+            .contributions
+            .as_mut_slice()
+            .iter_mut()
+            .find(|x| x.member == contribution.member)
+        {
+            Some(x) => x.records = x.records.saturating_add(contribution.records),
+            None => c
+                .contributions
+                .push(contribution.clone())
+                .map_err(|e| invalid("contributions", e.to_string()))?,
+        }
+    }
+    Ok(())
 }

@@ -150,6 +150,15 @@ fn invalid(field: &'static str, reason: impl Into<String>) -> TxError {
     }
 }
 
+fn genesis_invalid(reason: String) -> GenesisError {
+    GenesisError::Invalid(reason)
+}
+
+/// A state error while building genesis (a record that does not encode or a key conflict).
+fn genesis_corrupt(e: TxError) -> GenesisError {
+    GenesisError::Invalid(e.to_string())
+}
+
 fn not_found(what: &'static str, id: impl ToString) -> TxError {
     TxError::NotFound {
         what,
@@ -160,102 +169,120 @@ fn not_found(what: &'static str, id: impl ToString) -> TxError {
 impl State {
     /// Builds the first state from a genesis description.
     pub fn genesis(g: &Genesis) -> Result<State, GenesisError> {
-        let err = |m: String| GenesisError::Invalid(m);
         let mut s = State::default();
         if g.members.is_empty() {
-            return Err(err("no members".into()));
+            return Err(genesis_invalid("no members".into()));
         }
         if g.policy.vote_den == 0 || g.policy.vote_num == 0 || g.policy.vote_num > g.policy.vote_den
         {
-            return Err(err(format!(
+            return Err(genesis_invalid(format!(
                 "vote threshold {}/{} is not a fraction in (0, 1]",
                 g.policy.vote_num, g.policy.vote_den
             )));
         }
-        let map = |e: TxError| err(e.to_string());
-        s.put(&keys::chain_id(), &g.chain_id).map_err(map)?;
+        s.put(&keys::chain_id(), &g.chain_id)
+            .map_err(genesis_corrupt)?;
         s.chain_id = Some(std::sync::Arc::new(g.chain_id.clone()));
-        s.put(&keys::policy(), &g.policy).map_err(map)?;
+        s.put(&keys::policy(), &g.policy).map_err(genesis_corrupt)?;
         for gm in &g.members {
-            let m = &gm.member;
-            if s.member(&m.id).map_err(map)?.is_some() {
-                return Err(err(format!("duplicate member `{}`", m.id)));
-            }
-            if !m.key.is_valid() {
-                return Err(err(format!(
-                    "key of member `{}` is not a valid ed25519 key",
-                    m.id
-                )));
-            }
-            if s.key_record(&m.key).map_err(map)?.is_some() {
-                return Err(err(format!("key of member `{}` used twice", m.id)));
-            }
-            s.put(
-                &keys::member(&m.id),
-                &MemberRecord {
-                    member: m.clone(),
-                    active: true,
-                    joined_height: 0,
-                },
-            )
-            .map_err(map)?;
-            s.put(&keys::balance(&m.id), &gm.balance).map_err(map)?;
-            s.put(
-                &keys::principal(&m.key),
-                &KeyRecord {
-                    principal: Principal::Member(m.id.clone()),
-                    retired: false,
-                    nonce: 0,
-                },
-            )
-            .map_err(map)?;
+            s.genesis_member(gm)?;
         }
         for u in &g.users {
-            if s.member(&u.member).map_err(map)?.is_none() {
-                return Err(err(format!(
-                    "user `{}` of unknown member `{}`",
-                    u.id, u.member
-                )));
-            }
-            if u.role == Role::Patient {
-                return Err(err(format!(
-                    "user `{}`: patients register themselves",
-                    u.id
-                )));
-            }
-            if s.user(&u.id).map_err(map)?.is_some() {
-                return Err(err(format!("duplicate user `{}`", u.id)));
-            }
-            if !u.key.is_valid() {
-                return Err(err(format!(
-                    "key of user `{}` is not a valid ed25519 key",
-                    u.id
-                )));
-            }
-            if s.key_record(&u.key).map_err(map)?.is_some() {
-                return Err(err(format!("key of user `{}` used twice", u.id)));
-            }
-            s.put(
-                &keys::user(&u.id),
-                &UserRecord {
-                    id: u.id.clone(),
-                    member: u.member.clone(),
-                    role: u.role,
-                    key: u.key.clone(),
-                },
-            )
-            .map_err(map)?;
-            s.put(
-                &keys::principal(&u.key),
-                &KeyRecord {
-                    principal: Principal::User(u.id.clone()),
-                    retired: false,
-                    nonce: 0,
-                },
-            )
-            .map_err(map)?;
+            s.genesis_user(u)?;
         }
         Ok(s)
+    }
+
+    /// Registers a founding member, its balance and its key.
+    fn genesis_member(&mut self, gm: &GenesisMember) -> Result<(), GenesisError> {
+        let m = &gm.member;
+        if self.member(&m.id).map_err(genesis_corrupt)?.is_some() {
+            return Err(genesis_invalid(format!("duplicate member `{}`", m.id)));
+        }
+        if !m.key.is_valid() {
+            return Err(genesis_invalid(format!(
+                "key of member `{}` is not a valid ed25519 key",
+                m.id
+            )));
+        }
+        if self.key_record(&m.key).map_err(genesis_corrupt)?.is_some() {
+            return Err(genesis_invalid(format!(
+                "key of member `{}` used twice",
+                m.id
+            )));
+        }
+        self.put(
+            &keys::member(&m.id),
+            &MemberRecord {
+                member: m.clone(),
+                active: true,
+                joined_height: 0,
+            },
+        )
+        .map_err(genesis_corrupt)?;
+        self.put(&keys::balance(&m.id), &gm.balance)
+            .map_err(genesis_corrupt)?;
+        self.put(
+            &keys::principal(&m.key),
+            &KeyRecord {
+                principal: Principal::Member(m.id.clone()),
+                retired: false,
+                nonce: 0,
+            },
+        )
+        .map_err(genesis_corrupt)?;
+        Ok(())
+    }
+
+    /// Registers a user of a founding member and its key.
+    fn genesis_user(&mut self, u: &GenesisUser) -> Result<(), GenesisError> {
+        if self.member(&u.member).map_err(genesis_corrupt)?.is_none() {
+            return Err(genesis_invalid(format!(
+                "user `{}` of unknown member `{}`",
+                u.id, u.member
+            )));
+        }
+        if u.role == Role::Patient {
+            return Err(genesis_invalid(format!(
+                "user `{}`: patients register themselves",
+                u.id
+            )));
+        }
+        if self.user(&u.id).map_err(genesis_corrupt)?.is_some() {
+            return Err(genesis_invalid(format!("duplicate user `{}`", u.id)));
+        }
+        if !u.key.is_valid() {
+            return Err(genesis_invalid(format!(
+                "key of user `{}` is not a valid ed25519 key",
+                u.id
+            )));
+        }
+        if self.key_record(&u.key).map_err(genesis_corrupt)?.is_some() {
+            return Err(genesis_invalid(format!(
+                "key of user `{}` used twice",
+                u.id
+            )));
+        }
+        self.put(
+            &keys::user(&u.id),
+            &UserRecord {
+                id: u.id.clone(),
+                member: u.member.clone(),
+                role: u.role,
+                key: u.key.clone(),
+            },
+        )
+        .map_err(genesis_corrupt)?;
+        self.put(
+            &keys::principal(&u.key),
+            &KeyRecord {
+                principal: Principal::User(u.id.clone()),
+                retired: false,
+                nonce: 0,
+            },
+        )
+        .map_err(genesis_corrupt)?;
+        Ok(())
     }
 
     /// Admission check for a mempool: decodes nothing, writes nothing. Checks the chain id, the
@@ -378,7 +405,21 @@ impl State {
         Ok(receipt)
     }
 
+    /// Runs one transaction on `self` (a snapshot the caller drops on error): the envelope, the
+    /// nonce, then the transaction's rule.
     fn execute(&mut self, tx: &SignedTx, ctx: &BlockContext) -> Result<Receipt, TxError> {
+        let signer = self.take_nonce(tx)?;
+        self.dispatch(
+            signer,
+            &tx.body.signer,
+            tx.body.nonce,
+            ctx,
+            &tx.body.payload,
+        )
+    }
+
+    /// Checks the envelope and the nonce, resolves the signer and consumes its nonce.
+    fn take_nonce(&mut self, tx: &SignedTx) -> Result<Signer, TxError> {
         self.check_envelope(tx)?;
         let key = &tx.body.signer;
         let record = self.key_record(key)?;
@@ -399,11 +440,25 @@ impl State {
         if let Some(mut r) = record {
             // An unknown key (a patient registering) gets its record, with nonce 1, from the
             // handler.
+            // INVARIANT: nonces start at 0 (1 for a patient) and grow by one per applied
+            // transaction of the key; no key can sign 2^64 transactions.
             r.nonce = expected + 1;
             self.put(&keys::principal(key), &r)?;
         }
-        let nonce = tx.body.nonce;
-        match &tx.body.payload {
+        Ok(signer)
+    }
+
+    /// The rule of the transaction's kind. `key` and `nonce` are the signer's, for the ids of
+    /// created records.
+    fn dispatch(
+        &mut self,
+        signer: Signer,
+        key: &PublicKey,
+        nonce: u64,
+        ctx: &BlockContext,
+        payload: &Payload,
+    ) -> Result<Receipt, TxError> {
+        match payload {
             Payload::AddMember(p) => {
                 self.propose(signer, key, nonce, ctx, GovAction::AddMember(p.clone()))
             }

@@ -17,17 +17,7 @@ impl State {
         let mut c = self
             .contract(p.contract)?
             .ok_or_else(|| not_found("contract", p.contract))?;
-        let may = match &signer {
-            Signer::User(u) => {
-                u.id == c.requester
-                    || (u.role == Role::Steward && c.owners.iter().any(|o| *o == u.member))
-            }
-            Signer::Member(m) => {
-                c.owners.iter().any(|o| *o == m.member.id) || m.member.id == c.requester_member
-            }
-            _ => false,
-        };
-        if !may {
+        if !may_settle(&signer, &c) {
             return Err(TxError::WrongSigner {
                 kind: "settle",
                 need: "the requester or a data owner",
@@ -62,12 +52,7 @@ impl State {
         if payouts.is_empty() {
             self.refund(&mut c)?;
         } else {
-            for (m, amount) in &payouts {
-                let bal = self.balance(m)?;
-                self.put(&keys::balance(m), &bal.saturating_add(*amount))?;
-            }
-            c.escrow = 0;
-            c.settled = true;
+            self.pay_out(&mut c, &payouts)?;
         }
         self.put(&keys::contract(c.id), &c)?;
         let mut receipt = Receipt::new("settle");
@@ -76,6 +61,36 @@ impl State {
             payouts,
         });
         Ok(receipt)
+    }
+
+    /// Credits each member its share of the escrow, which is then empty.
+    fn pay_out(
+        &mut self,
+        c: &mut ContractRecord,
+        payouts: &[(MemberId, u64)],
+    ) -> Result<(), TxError> {
+        for (m, amount) in payouts {
+            let bal = self.balance(m)?;
+            self.put(&keys::balance(m), &bal.saturating_add(*amount))?;
+        }
+        c.escrow = 0;
+        c.settled = true;
+        Ok(())
+    }
+}
+
+/// Who may settle a contract: its requester, a steward of a data owner, a data owner itself or
+/// the requester's institution.
+fn may_settle(signer: &Signer, c: &ContractRecord) -> bool {
+    match signer {
+        Signer::User(u) => {
+            u.id == c.requester
+                || (u.role == Role::Steward && c.owners.iter().any(|o| *o == u.member))
+        }
+        Signer::Member(m) => {
+            c.owners.iter().any(|o| *o == m.member.id) || m.member.id == c.requester_member
+        }
+        _ => false,
     }
 }
 
