@@ -13,8 +13,15 @@
 //! chain execute blocks speculatively on unfinalized parents.
 //!
 //! Module map: [`records`] (what is stored, under which keys), [`policy`] (the authorization
-//! decisions, pure), [`apply`] (the transaction rules), [`query`] (reads for the API, the
-//! compute worker and the patient's log), [`trie`] (the authenticated map).
+//! decisions, pure), [`apply`] (the transaction rules: the envelope and dispatch in `apply`
+//! itself, then one file per domain — `governance`, `patients`, `grants`, `catalog`,
+//! `contracts`, `jobs`, `access`, `value` — and `signatures`, the batch signature check),
+//! [`query`] (reads for the API, the compute worker and the patient's log), [`trie`] (the
+//! authenticated map).
+//!
+//! Signature checks decompress signer keys through a [`KeyCache`]: a memo owned by each
+//! [`State`] (shared by its clones, never part of the root) or by the caller of
+//! [`verify_signatures_with`]; no cache is process-global.
 #![cfg_attr(
     not(test),
     deny(clippy::unwrap_used, clippy::expect_used, clippy::panic)
@@ -28,7 +35,9 @@ pub mod records;
 mod state;
 pub mod trie;
 
-pub use apply::{Created, Event, Receipt, split_fee, verify_signatures};
+pub use apply::{
+    Created, Event, KeyCache, Receipt, split_fee, verify_signatures, verify_signatures_with,
+};
 pub use error::{GenesisError, TxError};
 pub use query::Proven;
 pub use state::{BlockContext, State};

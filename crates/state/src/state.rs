@@ -1,5 +1,6 @@
 //! The ledger state: typed access to the authenticated trie.
 
+use crate::apply::KeyCache;
 use crate::error::TxError;
 use crate::records::keys;
 use crate::records::*;
@@ -11,12 +12,18 @@ use medspace_types::{
 };
 
 /// The whole ledger state. Cloning is O(1): the trie is persistent.
+///
+/// Besides the records, a state holds a [`KeyCache`] of decompressed signer keys for its
+/// signature checks: not a record, not in the root, shared by the state's clones (the
+/// snapshots a block executes on) and fresh in every [`State::genesis`].
 #[derive(Clone, Debug, Default)]
 pub struct State {
     pub(crate) trie: Trie,
     /// The chain id, fixed at genesis (a copy of the `META` record, kept at hand because every
     /// transaction checks it).
     pub(crate) chain_id: Option<std::sync::Arc<Name>>,
+    /// Signer keys already decompressed: a memo, outside the state proper.
+    pub(crate) key_cache: KeyCache,
 }
 
 /// The block a transaction executes in: the only clock the state machine reads.
@@ -36,6 +43,24 @@ impl State {
     /// The state root: commits to every record.
     pub fn root(&self) -> Hash {
         self.trie.root_hash()
+    }
+
+    /// The cache of decompressed signer keys this state (and every clone of it) verifies
+    /// signatures with.
+    pub fn key_cache(&self) -> &KeyCache {
+        &self.key_cache
+    }
+
+    /// Replaces the key cache, e.g. with [`KeyCache::new`] to measure a cold start, or with a
+    /// node's own cache to share it with admission. Changes no outcome and no root.
+    pub fn set_key_cache(&mut self, cache: KeyCache) {
+        self.key_cache = cache;
+    }
+
+    /// This state with `cache` as its key cache (see [`State::set_key_cache`]).
+    pub fn with_key_cache(mut self, cache: KeyCache) -> Self {
+        self.key_cache = cache;
+        self
     }
 
     /// Number of records.

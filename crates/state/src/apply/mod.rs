@@ -15,7 +15,8 @@
 //! - `jobs`: compute jobs and their posted results;
 //! - `access`: record-level deliveries and destruction attestations;
 //! - `value`: settlement and [`split_fee`];
-//! - `signatures`: batch signature checks ([`verify_signatures`]).
+//! - `signatures`: batch signature checks ([`verify_signatures`], [`verify_signatures_with`])
+//!   and the [`KeyCache`] of decompressed signer keys.
 
 mod access;
 mod catalog;
@@ -27,7 +28,7 @@ mod patients;
 mod signatures;
 mod value;
 
-pub use signatures::verify_signatures;
+pub use signatures::{KeyCache, verify_signatures, verify_signatures_with};
 pub use value::split_fee;
 
 use crate::error::{GenesisError, TxError};
@@ -348,8 +349,9 @@ impl State {
     }
 
     /// Applies a block's transactions in order. Signatures are checked in one batch (falling
-    /// back to one by one if the batch fails, to find the bad ones). Returns one outcome per
-    /// transaction; refused ones change nothing.
+    /// back to one by one if the batch fails, to find the bad ones), signer keys decompressed
+    /// through the state's [`KeyCache`]. Returns one outcome per transaction; refused ones
+    /// change nothing.
     pub fn apply_block(
         &mut self,
         ctx: &BlockContext,
@@ -375,7 +377,7 @@ impl State {
             .filter(|(i, _)| !known(*i))
             .map(|(_, t)| t.clone())
             .collect();
-        let mut checked = verify_signatures(&unknown).into_iter();
+        let mut checked = verify_signatures_with(&self.key_cache, &unknown).into_iter();
         let valid: Vec<bool> = (0..txs.len())
             .map(|i| known(i) || checked.next().unwrap_or(false))
             .collect();
