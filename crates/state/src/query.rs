@@ -168,6 +168,7 @@ impl State {
     pub fn total_credits(&self) -> Result<u128, TxError> {
         let balances: Vec<u64> = self.scan(&[tag::BALANCE])?;
         let escrow: u128 = self.contracts()?.iter().map(|c| u128::from(c.escrow)).sum();
+        // INVARIANT: sums of u64 values in u128 cannot overflow (that would take 2^64 records).
         Ok(balances.iter().map(|b| u128::from(*b)).sum::<u128>() + escrow)
     }
 }

@@ -49,6 +49,7 @@ enum Node {
 
 fn bit_at(key: &[u8], bit: u32) -> bool {
     let byte = (bit / 8) as usize;
+    // INVARIANT: bit % 8 <= 7.
     key.get(byte)
         .is_some_and(|b| (b >> (7 - (bit % 8))) & 1 == 1)
 }
@@ -62,6 +63,8 @@ fn crit_bit(a: &[u8], b: &[u8]) -> Option<u32> {
         let y = b.get(i).copied().unwrap_or(0);
         if x != y {
             let diff = x ^ y;
+            // INVARIANT: i is a position in a key, and keys (a table tag and a few bounded
+            // parts) are far shorter than 2^29 bytes, so the bit index fits u32.
             return Some(i as u32 * 8 + diff.leading_zeros());
         }
     }
@@ -69,6 +72,7 @@ fn crit_bit(a: &[u8], b: &[u8]) -> Option<u32> {
 }
 
 fn leaf_hash(key: &[u8], value: &[u8]) -> Hash {
+    // INVARIANT: keys are far shorter than 2^32 bytes, so the length fits u32.
     Hash::of(&[&[0u8], &(key.len() as u32).to_be_bytes(), key, value])
 }
 
@@ -193,6 +197,7 @@ impl Trie {
             Some(crit) => {
                 let leaf = Node::leaf(key, value);
                 self.root = Some(insert_at(&root, key, leaf, crit));
+                // INVARIANT: len counts the leaves in memory, below usize::MAX.
                 self.len += 1;
                 Ok(())
             }
@@ -208,6 +213,7 @@ impl Trie {
             Removal::NotFound => false,
             Removal::Gone(rest) => {
                 self.root = rest;
+                // INVARIANT: a leaf was found and removed, so len >= 1.
                 self.len -= 1;
                 true
             }
@@ -220,6 +226,7 @@ impl Trie {
         let Some(mut node) = self.root.as_deref() else {
             return out;
         };
+        // INVARIANT: prefixes are key prefixes, far shorter than 2^29 bytes.
         let prefix_bits = prefix.len() as u32 * 8;
         // Descend while the branch point lies inside the prefix.
         while let Node::Branch {
@@ -409,6 +416,7 @@ impl Proof {
             if let [a, b] = pair
                 && a.bit >= b.bit
             {
+                // INVARIANT: i < path.len(), so i + 1 does not overflow.
                 return Err(ProofError::Malformed { step: i + 1 });
             }
         }

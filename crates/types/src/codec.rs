@@ -4,6 +4,10 @@
 //! its own bounds: [`Text`] and [`List`] name their maximum length in their type, and a decode
 //! of more items or bytes than that fails before anything is allocated for them. `Decode` (used by
 //! every entry point) rejects trailing bytes.
+//!
+//! Sizes: every length is at most its type's `MAX` (checked by the constructors and by the
+//! decoders), all far below `u32::MAX`, so lengths fit the codec's `u32` length prefix (whose
+//! writer would panic otherwise) and the encoded-size sums below cannot overflow `usize`.
 
 use bytes::{Buf as _, BufMut};
 use commonware_codec::{Buf, EncodeSize, Error, RangeCfg, Read, ReadRangeExt, Write};
@@ -111,7 +115,7 @@ impl<T, const MAX: usize> List<T, MAX> {
         if self.0.len() >= MAX {
             return Err(crate::TypeError::TooLong {
                 what: "list",
-                len: self.0.len() + 1,
+                len: self.0.len().saturating_add(1),
                 max: MAX,
             });
         }
@@ -128,6 +132,7 @@ impl<T, const MAX: usize> List<T, MAX> {
     pub fn keep_last(&mut self, keep: usize) {
         let len = self.0.len();
         if len > keep {
+            // INVARIANT: len > keep, checked above.
             self.0.drain(..len - keep);
         }
     }

@@ -49,8 +49,12 @@ impl PublicKey {
 
 impl From<ed25519::PublicKey> for PublicKey {
     fn from(k: ed25519::PublicKey) -> Self {
+        // INVARIANT: an ed25519 public key encodes to exactly 32 bytes, so every byte of `b` is
+        // written (`zip` rather than `copy_from_slice`, which would panic on a length mismatch).
         let mut b = [0u8; 32];
-        b.copy_from_slice(k.as_ref());
+        for (to, from) in b.iter_mut().zip(k.as_ref()) {
+            *to = *from;
+        }
         Self(b)
     }
 }

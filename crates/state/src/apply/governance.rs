@@ -155,6 +155,9 @@ impl State {
         let yes = rec.yes.iter().filter(|m| active(m)).count() as u64;
         let no = rec.no.iter().filter(|m| active(m)).count() as u64;
         let (num, den) = (u64::from(policy.vote_num), u64::from(policy.vote_den));
+        // INVARIANT: no product overflows u64: num and den are u32, the vote lists hold at most
+        // 256 members, and the member count n stays far below 2^32 (each member was admitted
+        // by its own vote).
         if yes * den >= n * num {
             self.carry_out(&rec.action, ctx)?;
             rec.status = ProposalStatus::Passed;
@@ -296,6 +299,8 @@ impl State {
             &KeyRecord {
                 principal: principal.clone(),
                 retired: true,
+                // INVARIANT: `nonce` is the key's current nonce, which `take_nonce` already
+                // incremented without overflow.
                 nonce: nonce + 1,
             },
         )?;

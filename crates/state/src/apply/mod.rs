@@ -127,15 +127,14 @@ impl Signer {
 /// Ids of created records: derived from the creating transaction, so a client knows them
 /// before the block is final. A collision is refused, never overwritten.
 fn derive_id(kind: &[u8], signer: &PublicKey, nonce: u64) -> u64 {
-    let h = Hash::of(&[
+    let Hash([b0, b1, b2, b3, b4, b5, b6, b7, ..]) = Hash::of(&[
         b"medspace/id/v1",
         kind,
         signer.as_ref(),
         &nonce.to_be_bytes(),
     ]);
-    let mut b = [0u8; 8];
-    b.copy_from_slice(&h.0[..8]);
-    u64::from_be_bytes(b)
+    // The first 8 bytes of the hash, big-endian.
+    u64::from_be_bytes([b0, b1, b2, b3, b4, b5, b6, b7])
 }
 
 fn forbidden(reason: impl Into<String>) -> TxError {

@@ -73,6 +73,7 @@ impl State {
                 event,
             },
         )?;
+        // INVARIANT: one entry per applied transaction; no log reaches 2^64 entries.
         rec.log_len += 1;
         self.put(&keys::patient(patient), &rec)
     }

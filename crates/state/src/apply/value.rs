@@ -98,39 +98,57 @@ fn may_settle(signer: &Signer, c: &ContractRecord) -> bool {
 /// share and the remainder goes one credit at a time to the largest fractional parts (ties to
 /// the smaller member id). Returns nothing when nobody contributed.
 pub fn split_fee(fee: u64, contributions: &[Contribution]) -> Vec<(MemberId, u64)> {
+    // INVARIANT: a sum of u64 values in u128 cannot overflow (it would take 2^64 of them).
     let total: u128 = contributions.iter().map(|c| u128::from(c.records)).sum();
     if total == 0 || fee == 0 {
         return Vec::new();
     }
-    let mut parts: Vec<(MemberId, u64, u128)> = contributions
+    let mut parts: Vec<Share> = contributions
         .iter()
-        .map(|c| {
+        .enumerate()
+        .map(|(at, c)| {
+            // INVARIANT: a product of two u64 values fits u128.
             let num = u128::from(fee) * u128::from(c.records);
             // INVARIANT: num / total <= fee, which fits u64.
-            (
-                c.member.clone(),
-                u64::try_from(num / total).unwrap_or(0),
-                num % total,
-            )
+            Share {
+                at,
+                member: c.member.clone(),
+                credits: u64::try_from(num / total).unwrap_or(0),
+                remainder: num % total,
+            }
         })
         .collect();
-    let given: u64 = parts.iter().map(|p| p.1).sum();
-    let mut rest = fee - given;
-    let mut order: Vec<usize> = (0..parts.len()).collect();
-    order.sort_by(|&a, &b| {
-        let (pa, pb) = (&parts[a], &parts[b]);
-        pb.2.cmp(&pa.2).then_with(|| pa.0.cmp(&pb.0))
+    // INVARIANT: the floors of the shares add up to at most `fee` (the records add up to
+    // `total`), so neither this sum nor the subtraction overflows.
+    let given: u64 = parts.iter().map(|p| p.credits).sum();
+    let mut left = fee - given;
+    // Largest remainder first, ties to the smaller member id (then contribution order: the
+    // sort is stable).
+    parts.sort_by(|a, b| {
+        b.remainder
+            .cmp(&a.remainder)
+            .then_with(|| a.member.cmp(&b.member))
     });
-    for i in order {
-        if rest == 0 {
+    for p in &mut parts {
+        if left == 0 {
             break;
         }
-        if let Some(p) = parts.get_mut(i) {
-            p.1 += 1;
-            rest -= 1;
-        }
+        // INVARIANT: credits + left <= fee, and left > 0.
+        p.credits += 1;
+        left -= 1;
     }
-    let mut out: Vec<(MemberId, u64)> = parts.into_iter().map(|(m, a, _)| (m, a)).collect();
-    out.sort_by(|a, b| a.0.cmp(&b.0));
-    out
+    // By member id (then contribution order).
+    parts.sort_by(|a, b| a.member.cmp(&b.member).then(a.at.cmp(&b.at)));
+    parts.into_iter().map(|p| (p.member, p.credits)).collect()
+}
+
+/// One contributor's share of a fee while it is split.
+struct Share {
+    /// Position among the contributions.
+    at: usize,
+    member: MemberId,
+    /// Credits given so far.
+    credits: u64,
+    /// The fractional part of the exact share, times the total records.
+    remainder: u128,
 }
