@@ -8,6 +8,14 @@
 //! The encoding is canonical and versioned (commonware-codec): one byte string per value, every
 //! length bounded in the type that decodes it, trailing bytes rejected. Nothing here does I/O or
 //! holds patient data; the state machine (`medspace-state`) gives these types their rules.
+//!
+//! Module map: [`codec`] (bounded [`Text`], [`List`], [`Blob`] and the encoding macros),
+//! [`ids`] (identifiers and [`struct@Hash`]), [`keys`] (ed25519 keys and signatures),
+//! [`domain`] (roles, levels, purposes, members, the policy, the catalog), [`tx`] (payloads,
+//! [`TxBody`], [`SignedTx`]), [`genesis`] (the first state's description). Every decoder (each
+//! wire type's `Decode`, [`SignedTx::from_bytes`], the text and JSON forms) is fuzzed with
+//! arbitrary and mutated input in `tests/decoders.rs`: it refuses with a typed error or returns
+//! a value that re-encodes to the same bytes, and never panics.
 #![cfg_attr(
     not(test),
     deny(clippy::unwrap_used, clippy::expect_used, clippy::panic)
