@@ -16,7 +16,7 @@
 //! * **Quality** ([`quality`]) and the **catalog description** ([`catalog`]) that the ledger
 //!   publishes (no data: tables, fields, counts, quality, privacy levels, content hash).
 //! * **Export** ([`export`]): one patient as a FHIR Bundle, or all as Bulk NDJSON.
-//! * **Benchmarks** ([`bench`]) for `medspace bench ingest` / `bench cohort`, and the synthetic
+//! * **Benchmarks** ([`bench`](mod@bench)) for `medspace bench ingest` / `bench cohort`, and the synthetic
 //!   CDM population builder that `bench federated` uses.
 //!
 //! Module map:
@@ -27,7 +27,7 @@
 //!   writing, and one mapper per FHIR resource family.
 //! * `session` — DataFusion sessions over the committed tables ([`open_session`],
 //!   [`open_pooled_session`], [`sql`], [`sql_blocking`]).
-//! * [`vocab`] — the OMOP vocabulary subset; [`quality`], [`catalog`], [`export`], [`bench`] as
+//! * [`vocab`] — the OMOP vocabulary subset; [`quality`], [`catalog`], [`export`], [`bench`](mod@bench) as
 //!   above; [`error`] — [`VaultError`].
 
 #![cfg_attr(
