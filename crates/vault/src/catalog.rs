@@ -101,7 +101,7 @@ pub fn content_hash(node_dir: &Path) -> Result<String, VaultError> {
     let mut h = Sha256::new();
     h.update(b"medspace-vault-content-v1");
     for seg in &manifest.segments {
-        let path = root.join("segments").join(&seg.name).join("index.jsonl");
+        let path = store::segment_dir(&root, &seg.name).join("index.jsonl");
         let bytes = std::fs::read(&path).map_err(VaultError::io(&path))?;
         h.update((seg.name.len() as u64).to_le_bytes());
         h.update(seg.name.as_bytes());

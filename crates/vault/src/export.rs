@@ -111,7 +111,7 @@ pub fn export_ndjson(vault: &Vault, dir: &Path) -> Result<NdjsonSummary, VaultEr
         let Some(info) = vault.manifest().segments.get(seg as usize) else {
             continue;
         };
-        let path = vault.segment_dir(&info.name).join("resources.ndjson.zst");
+        let path = vault.resources_file(&info.name);
         vault.scan_segment(&path, &mut |line, bytes| {
             let Some(key) = lines.get(&line) else {
                 return Ok(());

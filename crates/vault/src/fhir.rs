@@ -637,8 +637,9 @@ fn classify(e: &serde_json::Error) -> BadReason {
     if e.is_eof() {
         BadReason::Truncated
     } else {
-        // serde_json messages describe the syntax ("expected value", "trailing comma"), never
-        // echo the input.
+        // Syntax errors: serde_json's messages describe the syntax ("expected value", "trailing
+        // comma") and never echo the input. (Its type errors do quote the value; `read_json`
+        // names their place instead.)
         BadReason::Malformed(format!("invalid json: {}", strip_position(&e.to_string())))
     }
 }
@@ -716,6 +717,8 @@ struct Sink<'a> {
     f: &'a mut dyn FnMut(Position, Item) -> Result<(), VaultError>,
     failure: Option<VaultError>,
     entries: u64,
+    /// Reading the value of `entry` (for naming where a value of the wrong type was).
+    in_entry: bool,
 }
 
 struct Top<'s, 'a>(&'s mut Sink<'a>);
@@ -736,7 +739,9 @@ impl<'de> Visitor<'de> for Top<'_, '_> {
         let mut rest = Map::new();
         while let Some(key) = map.next_key::<String>()? {
             if key == "entry" {
+                self.0.in_entry = true;
                 map.next_value_seed(Entries(&mut *self.0))?;
+                self.0.in_entry = false;
             } else {
                 let v: Value = map.next_value()?;
                 rest.insert(key, v);
@@ -788,6 +793,7 @@ fn read_json<'de, R: serde_json::de::Read<'de>>(
         f,
         failure: None,
         entries: 0,
+        in_entry: false,
     };
     let top = Top(&mut sink).deserialize(&mut de);
     let top = match top.and_then(|t| de.end().map(|()| t)) {
@@ -796,7 +802,17 @@ fn read_json<'de, R: serde_json::de::Read<'de>>(
             if let Some(failure) = sink.failure.take() {
                 return Err(failure);
             }
-            let reason = classify(&e);
+            let reason = if e.is_data() {
+                // A value of the wrong type: serde's message would quote the value (patient
+                // data), so name the place instead.
+                BadReason::Malformed(if sink.in_entry {
+                    "invalid json: field=entry is not an array of bundle entries".into()
+                } else {
+                    "invalid json: expected a fhir resource or bundle object".into()
+                })
+            } else {
+                classify(&e)
+            };
             let pos = Position::At(e.line() as u64, e.column() as u64);
             return (sink.f)(pos, Err(reason));
         }
@@ -871,6 +887,28 @@ mod tests {
                 "subject".to_string(),
                 RefTarget::Typed("Patient".into(), "p".into())
             )]
+        );
+    }
+
+    #[test]
+    fn wrong_json_types_are_named_not_quoted() {
+        let reasons = |doc: &str| {
+            let mut out = Vec::new();
+            let de = serde_json::Deserializer::from_slice(doc.as_bytes());
+            read_json(de, &mut |_, item| {
+                out.extend(item.err().map(|r| r.to_string()));
+                Ok(())
+            })
+            .unwrap_or_default();
+            out
+        };
+        assert_eq!(
+            reasons(r#""Jane Doe""#),
+            ["malformed: invalid json: expected a fhir resource or bundle object"]
+        );
+        assert_eq!(
+            reasons(r#"{"resourceType": "Bundle", "entry": "Jane Doe"}"#),
+            ["malformed: invalid json: field=entry is not an array of bundle entries"]
         );
     }
 

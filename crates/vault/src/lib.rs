@@ -16,8 +16,19 @@
 //! * **Quality** ([`quality`]) and the **catalog description** ([`catalog`]) that the ledger
 //!   publishes (no data: tables, fields, counts, quality, privacy levels, content hash).
 //! * **Export** ([`export`]): one patient as a FHIR Bundle, or all as Bulk NDJSON.
-//! * **Benchmarks** ([`bench`]) for `medspace bench ingest` / `bench cohort`, and the synthetic
+//! * **Benchmarks** ([`bench`](mod@bench)) for `medspace bench ingest` / `bench cohort`, and the synthetic
 //!   CDM population builder that `bench federated` uses.
+//!
+//! Module map:
+//! * [`fhir`] — FHIR R4 JSON: resource checks, references, dates, reading Bundle / NDJSON files.
+//! * [`store`] — the vault on disk ([`Vault`]): manifest and segments with the crash-safe
+//!   commit, segment index, original resources, pseudonyms, and the ingest batch.
+//! * [`cdm`] — the CDM schema (`cdm::tables`, one data-like list of tables and columns), Parquet
+//!   writing, and one mapper per FHIR resource family.
+//! * `session` — DataFusion sessions over the committed tables ([`open_session`],
+//!   [`open_pooled_session`], [`sql`], [`sql_blocking`]).
+//! * [`vocab`] — the OMOP vocabulary subset; [`quality`], [`catalog`], [`export`], [`bench`](mod@bench) as
+//!   above; [`error`] — [`VaultError`].
 
 #![cfg_attr(
     not(test),
@@ -31,106 +42,19 @@ pub mod error;
 pub mod export;
 pub mod fhir;
 pub mod quality;
+mod session;
 pub mod store;
 pub mod vocab;
 
 use std::path::Path;
 use std::sync::Arc;
 
-use datafusion::datasource::MemTable;
-use datafusion::datasource::file_format::parquet::ParquetFormat;
-use datafusion::datasource::listing::{
-    ListingOptions, ListingTable, ListingTableConfig, ListingTableUrl,
-};
-use datafusion::prelude::{SessionConfig, SessionContext};
-
 pub use cdm::TABLES;
 pub use error::VaultError;
+pub(crate) use session::runtime;
+pub use session::{open_pooled_session, open_session, sql, sql_blocking};
 pub use store::{IngestOptions, IngestReport, InputError, OnError, Vault};
 pub use vocab::Vocabulary;
-
-/// A DataFusion session over the committed CDM tables of a node's vault, registered under
-/// their CDM names (`person`, `measurement`, ...). Tables with no rows are registered empty
-/// with their schema. Read-only: it sees the state of the last commit when it was opened.
-pub fn open_session(node_dir: &Path) -> Result<SessionContext, VaultError> {
-    open_pooled_session(&[node_dir])
-}
-
-/// A DataFusion session in which each CDM table is the union of that table in the vaults of all
-/// `node_dirs` (one logical table over every vault's Parquet files), as if their data had been
-/// pooled in one place. The vaults must use disjoint `person_id`s for joins to mean anything.
-/// With one directory this is [`open_session`]. Used by `medspace bench federated` for the
-/// pooled baseline; a node only ever opens its own vault.
-pub fn open_pooled_session(node_dirs: &[&Path]) -> Result<SessionContext, VaultError> {
-    let mut vaults = Vec::with_capacity(node_dirs.len());
-    for node_dir in node_dirs {
-        let root = store::vault_dir(node_dir);
-        let manifest = store::read_manifest(&root)?;
-        vaults.push((root, manifest));
-    }
-    let config = SessionConfig::new()
-        .with_target_partitions(2)
-        .with_information_schema(true);
-    let ctx = SessionContext::new_with_config(config);
-    for table in TABLES {
-        let schema = cdm::schema(table);
-        let mut urls = Vec::new();
-        for (root, manifest) in &vaults {
-            for seg in &manifest.segments {
-                if seg.tables.get(table).copied().unwrap_or(0) == 0 {
-                    continue;
-                }
-                let path = root
-                    .join("segments")
-                    .join(&seg.name)
-                    .join("cdm")
-                    .join(format!("{table}.parquet"));
-                let path = path.canonicalize().map_err(VaultError::io(&path))?;
-                urls.push(ListingTableUrl::parse(path.to_string_lossy().as_ref())?);
-            }
-        }
-        if urls.is_empty() {
-            let mem = MemTable::try_new(schema, vec![vec![]])?;
-            ctx.register_table(table, Arc::new(mem))?;
-        } else {
-            let options = ListingOptions::new(Arc::new(ParquetFormat::default()))
-                .with_file_extension(".parquet");
-            let config = ListingTableConfig::new_with_multi_paths(urls)
-                .with_listing_options(options)
-                .with_schema(schema);
-            ctx.register_table(table, Arc::new(ListingTable::try_new(config)?))?;
-        }
-    }
-    Ok(ctx)
-}
-
-/// Runs one SQL query against a session and collects the result.
-pub async fn sql(
-    ctx: &SessionContext,
-    query: &str,
-) -> Result<Vec<datafusion::arrow::record_batch::RecordBatch>, VaultError> {
-    let df = ctx.sql(query).await?;
-    Ok(df.collect().await?)
-}
-
-/// Runs one SQL query against a node's vault and renders the result as a text table
-/// (blocking; for the operator's `medspace sql`). Must not be called inside a tokio runtime.
-pub fn sql_blocking(node_dir: &Path, query: &str) -> Result<String, VaultError> {
-    let ctx = open_session(node_dir)?;
-    let rt = runtime()?;
-    let batches = rt.block_on(sql(&ctx, query))?;
-    datafusion::arrow::util::pretty::pretty_format_batches(&batches)
-        .map(|t| t.to_string())
-        .map_err(|e| VaultError::Query(e.to_string()))
-}
-
-pub(crate) fn runtime() -> Result<tokio::runtime::Runtime, VaultError> {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .map_err(VaultError::io("tokio-runtime"))
-}
 
 /// Row sink handed to [`Vault::bench_commit_cdm`].
 #[doc(hidden)]

@@ -303,7 +303,7 @@ pub async fn profile(ctx: &SessionContext, as_of: i32) -> Result<QualityProfile,
                 cq.unknown_codes = Some(u);
                 cq.unknown_code_rate = Some(rate(u, present));
             }
-            if c.ty == crate::cdm::Ty::Date {
+            if c.ty == crate::cdm::ColumnType::Date32 {
                 let f = future.get(ci).copied().unwrap_or(0);
                 cq.future_dates = Some(f);
                 out.implausible.future_dates += f;

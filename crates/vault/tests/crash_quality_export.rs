@@ -1,4 +1,6 @@
-//! Crash mid-batch, quality figures on data with known defects, export of generated patients.
+//! Crash mid-batch, quality figures on data with known defects, export of generated patients,
+//! and the exact output of two ingests (every file the vault writes, exports, quality, catalog)
+//! pinned by hash.
 
 use std::collections::HashSet;
 use std::path::Path;
@@ -345,3 +347,267 @@ fn patient_resources_are_listed_by_person() {
         .unwrap();
     assert_ne!(v2.pseudonym(&patient_id), pseudo);
 }
+
+/// Hand-written resources that take every branch of the CDM mapping (partial birth dates, death
+/// as a date or a flag, each visit class, components, coded and string values, every drug
+/// source, allergies, `urn:uuid:` and `context` references), plus a few bad ones.
+fn mapping_cases() -> Vec<Value> {
+    let snomed =
+        |code: &str| json!({"coding": [{"system": "http://snomed.info/sct", "code": code}]});
+    let loinc = |code: &str| json!({"coding": [{"system": "http://loinc.org", "code": code}]});
+    let race = |code: &str, eth: &str| {
+        json!([
+            {"url": "http://hl7.org/fhir/us/core/StructureDefinition/us-core-race",
+             "extension": [{"url": "ombCategory", "valueCoding": {"code": code}}]},
+            {"url": "http://hl7.org/fhir/us/core/StructureDefinition/us-core-ethnicity",
+             "extension": [{"url": "ombCategory", "valueCoding": {"code": eth}}]}
+        ])
+    };
+    let mut v = vec![
+        json!({"resourceType": "Organization", "id": "org", "name": "A"}),
+        json!({"resourceType": "Patient", "id": "pa", "gender": "female", "birthDate": "1950-03-04",
+               "extension": race("2106-3", "2135-2"), "deceasedDateTime": "2020-02-02T10:00:00Z",
+               "managingOrganization": {"reference": "Organization/org"}}),
+        json!({"resourceType": "Patient", "id": "pb", "gender": "male", "birthDate": "1980",
+               "extension": race("2054-5", "2186-5"), "deceasedBoolean": true}),
+        json!({"resourceType": "Patient", "id": "pc", "gender": "other", "birthDate": "1990-07",
+               "extension": race("2028-9", "x")}),
+        json!({"resourceType": "Patient", "id": "pd", "extension": race("1002-5", "2135-2")}),
+        json!({"resourceType": "Patient", "id": "pe", "gender": "unknown", "birthDate": "2001-01-01",
+               "extension": race("2076-8", "2186-5")}),
+    ];
+    for (i, class) in [
+        "AMB",
+        "EMER",
+        "IMP",
+        "outpatient",
+        "emergency",
+        "ACUTE",
+        "HH",
+    ]
+    .iter()
+    .enumerate()
+    {
+        v.push(
+            json!({"resourceType": "Encounter", "id": format!("e{i}"), "class": {"code": class},
+            "type": [snomed("185349003")], "subject": {"reference": "Patient/pa"},
+            "period": {"start": format!("2019-0{}-01T08:00:00Z", i + 1)}}),
+        );
+    }
+    v.extend([
+        json!({"resourceType": "Encounter", "id": "e9", "subject": {"reference": "urn:uuid:pb"},
+               "period": {"start": "2018-01-01", "end": "2018-01-03"}}),
+        json!({"resourceType": "Condition", "id": "c1", "subject": {"reference": "Patient/pa"},
+               "encounter": {"reference": "Encounter/e0"}, "code": snomed("44054006"),
+               "clinicalStatus": {"coding": [{"code": "active"}]}, "onsetDateTime": "2019-01-01"}),
+        json!({"resourceType": "Condition", "id": "c2", "subject": {"reference": "Patient/pb"},
+               "code": snomed("15777000"), "onsetPeriod": {"start": "2017-05-05"},
+               "abatementDateTime": "2018-05-05"}),
+        json!({"resourceType": "Condition", "id": "c3", "subject": {"reference": "Patient/pc"},
+               "code": {"coding": [{"system": "http://example.org/local", "code": "X1"},
+                                   {"system": "http://snomed.info/sct", "code": "38341003"}]},
+               "recordedDate": "2016-01-01", "abatementPeriod": {"end": "2016-02-01"}}),
+        json!({"resourceType": "MedicationRequest", "id": "m1", "subject": {"reference": "Patient/pa"},
+               "encounter": {"reference": "Encounter/e1"}, "authoredOn": "2019-02-01",
+               "medicationCodeableConcept": {"coding": [{"system": "http://www.nlm.nih.gov/research/umls/rxnorm", "code": "860975"}]},
+               "dispenseRequest": {"quantity": {"value": 30}, "validityPeriod": {"start": "2019-02-01", "end": "2019-03-01"}}}),
+        json!({"resourceType": "MedicationStatement", "id": "m2", "subject": {"reference": "Patient/pb"},
+               "context": {"reference": "Encounter/e9"}, "effectivePeriod": {"start": "2018-01-01", "end": "2018-02-01"},
+               "medicationCodeableConcept": {"coding": [{"system": "http://www.nlm.nih.gov/research/umls/rxnorm", "code": "314076"}]}}),
+        json!({"resourceType": "MedicationAdministration", "id": "m3", "subject": {"reference": "Patient/pc"},
+               "effectiveDateTime": "2016-03-03", "medicationCodeableConcept": {"text": "no coding"}}),
+        json!({"resourceType": "Immunization", "id": "i1", "patient": {"reference": "Patient/pa"},
+               "vaccineCode": {"coding": [{"system": "http://hl7.org/fhir/sid/cvx", "code": "140"}]},
+               "occurrenceDateTime": "2019-10-10", "encounter": {"reference": "Encounter/e2"}}),
+        json!({"resourceType": "Procedure", "id": "pr1", "subject": {"reference": "Patient/pa"},
+               "code": snomed("73761001"), "performedDateTime": "2019-04-04"}),
+        json!({"resourceType": "Procedure", "id": "pr2", "subject": {"reference": "Patient/pd"},
+               "code": snomed("430193006"), "performedPeriod": {"start": "2015-01-01", "end": "2015-01-02"}}),
+        json!({"resourceType": "AllergyIntolerance", "id": "a1", "patient": {"reference": "Patient/pa"},
+               "code": snomed("300916003"), "onsetDateTime": "2010-01-01"}),
+        json!({"resourceType": "AllergyIntolerance", "id": "a2", "patient": {"reference": "Patient/pe"},
+               "recordedDate": "2011-01-01"}),
+        json!({"resourceType": "Observation", "id": "o1", "subject": {"reference": "Patient/pa"},
+               "code": loinc("85354-9"), "effectiveDateTime": "2019-01-01",
+               "category": [{"coding": [{"code": "vital-signs"}]}],
+               "component": [
+                   {"code": loinc("8480-6"), "valueQuantity": {"value": 120, "code": "mm[Hg]"}},
+                   {"code": loinc("8462-4"), "valueQuantity": {"value": 80, "unit": "mm[Hg]"}}]}),
+        json!({"resourceType": "Observation", "id": "o2", "subject": {"reference": "Patient/pa"},
+               "code": loinc("55284-4"), "effectivePeriod": {"start": "2019-01-02"},
+               "component": [{"code": loinc("8480-6"), "valueQuantity": {"value": 130, "code": "mm[Hg]"}}],
+               "valueString": "panel"}),
+        json!({"resourceType": "Observation", "id": "o3", "subject": {"reference": "Patient/pb"},
+               "code": loinc("72166-2"), "effectiveInstant": "2018-01-01T00:00:00Z",
+               "valueCodeableConcept": snomed("266919005")}),
+        json!({"resourceType": "Observation", "id": "o4", "subject": {"reference": "Patient/pb"},
+               "code": loinc("2339-0"), "issued": "2018-02-02T00:00:00Z",
+               "category": [{"coding": [{"code": "laboratory"}]}]}),
+        json!({"resourceType": "Observation", "id": "o5", "subject": {"reference": "Patient/pc"},
+               "code": loinc("9279-1"), "valueInteger": 16, "effectiveDateTime": "2016-01-01"}),
+        json!({"resourceType": "Observation", "id": "o6", "subject": {"reference": "Patient/pc"},
+               "code": loinc("X"), "valueString": "free text", "effectiveDateTime": "2016-01-01"}),
+    ]);
+    for (i, unit) in ["%", "mg/dL", "kg/m2", "kg", "cm", "/min", "Cel"]
+        .iter()
+        .enumerate()
+    {
+        v.push(json!({"resourceType": "Observation", "id": format!("q{i}"),
+            "subject": {"reference": "Patient/pd"}, "code": loinc("4548-4"),
+            "encounter": {"reference": "Encounter/e3"}, "effectiveDateTime": "2020-01-01",
+            "valueQuantity": {"value": 5.5 + i as f64, "code": unit}}));
+    }
+    // Bad: dangling, unknown type, not R4, conflict within the batch.
+    v.extend([
+        json!({"resourceType": "Condition", "id": "bad1", "subject": {"reference": "Patient/nobody"}, "code": {}}),
+        json!({"resourceType": "Banana", "id": "bad2"}),
+        json!({"resourceType": "Observation", "id": "bad3", "subject": {"reference": "Patient/pa"}, "code": {}, "context": {}}),
+        json!({"resourceType": "Patient", "id": "pe", "gender": "female"}),
+    ]);
+    v
+}
+
+/// A tiny vocabulary: one standard concept, one that maps to a standard one, one unmapped.
+fn tiny_vocabulary(dir: &Path) -> medspace_vault::Vocabulary {
+    std::fs::create_dir_all(dir).unwrap();
+    std::fs::write(
+        dir.join("CONCEPT.csv"),
+        "concept_id,concept_name,domain_id,vocabulary_id,concept_class_id,standard_concept,concept_code,valid_start_date,valid_end_date,invalid_reason\n\
+         201826,Type 2 diabetes,Condition,SNOMED,Clinical Finding,S,44054006,1970-01-01,2099-12-31,\n\
+         40316773,Prediabetes,Condition,SNOMED,Clinical Finding,,15777000,1970-01-01,2002-01-31,U\n\
+         3004410,HbA1c,Measurement,LOINC,Lab Test,S,4548-4,1970-01-01,2099-12-31,\n\
+         1503297,Metformin,Drug,RxNorm,Clinical Drug,,860975,1970-01-01,2099-12-31,\n\
+         40213154,Influenza,Drug,CVX,CVX,S,140,1970-01-01,2099-12-31,\n\
+         9999,Other,Drug,ATC,ATC,S,A10,1970-01-01,2099-12-31,\n",
+    )
+    .unwrap();
+    std::fs::write(
+        dir.join("CONCEPT_RELATIONSHIP_maps_to.csv"),
+        "concept_id_1,concept_id_2,relationship_id,valid_start_date,valid_end_date,invalid_reason\n\
+         40316773,37018196,Maps to,1970-01-01,2099-12-31,\n\
+         1503297,1503298,Maps to,1970-01-01,2099-12-31,\n\
+         1503297,1,Subsumes,1970-01-01,2099-12-31,\n",
+    )
+    .unwrap();
+    medspace_vault::Vocabulary::load(dir).unwrap()
+}
+
+/// Every file under `dir`, by relative path; zstd files decompressed.
+fn tree_digest(h: &mut sha2::Sha256, dir: &Path) {
+    use sha2::Digest;
+    let mut files = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).unwrap() {
+            let p = e.unwrap().path();
+            if p.is_dir() {
+                stack.push(p);
+            } else {
+                files.push(p);
+            }
+        }
+    }
+    files.sort();
+    for f in files {
+        let rel = f.strip_prefix(dir).unwrap().to_string_lossy().to_string();
+        if rel == "LOCK" {
+            continue;
+        }
+        let mut bytes = std::fs::read(&f).unwrap();
+        if rel.ends_with(".zst") {
+            bytes = zstd_decode(&bytes);
+        }
+        h.update((rel.len() as u64).to_le_bytes());
+        h.update(rel.as_bytes());
+        h.update((bytes.len() as u64).to_le_bytes());
+        h.update(&bytes);
+    }
+}
+
+fn zstd_decode(bytes: &[u8]) -> Vec<u8> {
+    use std::io::Read;
+    let mut out = Vec::new();
+    zstd::Decoder::new(bytes)
+        .unwrap()
+        .read_to_end(&mut out)
+        .unwrap();
+    out
+}
+
+fn report_text(r: &medspace_vault::IngestReport) -> String {
+    let errors: Vec<String> = r.errors.iter().map(|e| e.to_string()).collect();
+    format!(
+        "{} {:?} {:?} {errors:?}",
+        r.summary_line(),
+        r.stored_by_type,
+        r.rows_by_table
+    )
+}
+
+/// Everything an ingest writes (manifest, index, original resources, every Parquet file byte for
+/// byte), the reports, both exports, the quality profile and the catalog description, for a
+/// fixed key and fixed input: pinned so that a refactoring of the vault provably leaves its
+/// output unchanged. A deliberate change of the output updates the constant.
+#[test]
+fn ingest_output_is_pinned() {
+    use sha2::Digest;
+    let tmp = tempfile::tempdir().unwrap();
+    let node = tmp.path().join("node");
+    std::fs::create_dir_all(node.join("vault")).unwrap();
+    std::fs::write(node.join("vault/secret.key"), [7u8; 32]).unwrap();
+    let vocab = std::sync::Arc::new(tiny_vocabulary(&tmp.path().join("vocab")));
+    let opts = IngestOptions {
+        vocabulary: Some(vocab),
+        ..IngestOptions::default()
+    };
+    let mut h = sha2::Sha256::new();
+    let mut vault = Vault::open(&node).unwrap();
+    let first = vault
+        .ingest_values("cases", mapping_cases(), &opts)
+        .unwrap();
+    h.update(report_text(&first).as_bytes());
+    // A second batch: a Bundle file with references into the first batch, an updated
+    // Organization, repeats, and generated patients.
+    let bundle = json!({"resourceType": "Bundle", "type": "collection", "entry": [
+        {"resource": {"resourceType": "Organization", "id": "org", "name": "B"}},
+        {"resource": {"resourceType": "Observation", "id": "later", "subject": {"reference": "Patient/pa"},
+                      "code": {"coding": [{"system": "http://loinc.org", "code": "4548-4"}]},
+                      "valueQuantity": {"value": 6.0, "code": "%"}, "effectiveDateTime": "2021-01-01"}},
+        {"resource": {"resourceType": "Patient", "id": "pa", "gender": "female"}},
+        {"resource": {"resourceType": "Organization", "id": "org2", "name": "C"}},
+        {"resource": {"resourceType": "Organization", "id": "org2", "name": "D"}}
+    ]});
+    let input = tmp.path().join("input");
+    std::fs::create_dir_all(&input).unwrap();
+    std::fs::write(input.join("b.json"), bundle.to_string()).unwrap();
+    let lines: String = synth(3, 12).iter().map(|r| r.to_string() + "\n").collect();
+    std::fs::write(input.join("g.ndjson"), lines).unwrap();
+    let second = vault.ingest_paths(&[input], &opts).unwrap();
+    let text = report_text(&second);
+    h.update(
+        text.replace(&tmp.path().display().to_string(), "TMP")
+            .as_bytes(),
+    );
+    tree_digest(&mut h, &node.join("vault"));
+    for (pid, patient_id, pseudo) in vault.persons() {
+        h.update(format!("{pid} {patient_id} {pseudo}\n").as_bytes());
+        let b = export::export_patient(&vault, &patient_id).unwrap();
+        h.update(serde_json::to_vec(&b).unwrap());
+    }
+    let nd = tmp.path().join("nd");
+    export::export_ndjson(&vault, &nd).unwrap();
+    tree_digest(&mut h, &nd);
+    drop(vault);
+    let as_of = parse_date("2025-01-01").unwrap();
+    let q = quality::profile_node(&node, as_of).unwrap();
+    h.update(q.render().as_bytes());
+    let d = catalog::describe_node(&node, as_of).unwrap();
+    h.update(serde_json::to_vec(&d).unwrap());
+    assert_eq!(
+        hex::encode(h.finalize()),
+        PINNED_INGEST,
+        "vault output changed"
+    );
+}
+
+const PINNED_INGEST: &str = "d570dc906dc7f128b2b572a8ccf259d2d03bb2b009d3f1aac9d35b0448bfc76b";

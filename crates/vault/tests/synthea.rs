@@ -37,25 +37,29 @@ fn count(node: &Path, sql: &str) -> i64 {
     batches[0].column(0).as_primitive::<Int64Type>().value(0)
 }
 
-fn opts() -> IngestOptions {
+/// Refuse mode with the OMOP vocabulary subset (see [`common::vocab_dir`] for when it is
+/// missing).
+fn opts(test: &str) -> IngestOptions {
     IngestOptions {
         on_error: OnError::Refuse,
-        vocabulary: common::vocab_dir().map(|d| Arc::new(Vocabulary::load(&d).unwrap())),
+        vocabulary: common::vocab_dir(test).map(|d| Arc::new(Vocabulary::load(&d).unwrap())),
         ..IngestOptions::default()
     }
 }
 
 #[test]
 fn counts_per_type_and_table_match_the_source() {
-    let Some(dir) = common::synthea_dir("counts_per_type_and_table_match_the_source") else {
+    let test = "counts_per_type_and_table_match_the_source";
+    let Some(dir) = common::synthea_dir(test) else {
         return;
     };
+    let opts = opts(test);
     let counts: Value =
         serde_json::from_slice(&std::fs::read(dir.join("../counts.json")).unwrap()).unwrap();
     for hospital in ["hospital-a", "hospital-b", "hospital-c"] {
         let tmp = tempfile::tempdir().unwrap();
         let mut vault = Vault::open(tmp.path()).unwrap();
-        let report = vault.ingest_paths(&[dir.join(hospital)], &opts()).unwrap();
+        let report = vault.ingest_paths(&[dir.join(hospital)], &opts).unwrap();
         assert!(
             report.errors.is_empty(),
             "{hospital}: {:?}",
@@ -162,7 +166,7 @@ fn counts_per_type_and_table_match_the_source() {
             ),
             0
         );
-        if common::vocab_dir().is_some() {
+        if opts.vocabulary.is_some() {
             assert!(
                 count(
                     node,
@@ -178,14 +182,15 @@ fn counts_per_type_and_table_match_the_source() {
 
 #[test]
 fn export_round_trip_gives_back_the_same_resources() {
-    let Some(dir) = common::synthea_dir("export_round_trip_gives_back_the_same_resources") else {
+    let test = "export_round_trip_gives_back_the_same_resources";
+    let Some(dir) = common::synthea_dir(test) else {
         return;
     };
     let tmp = tempfile::tempdir().unwrap();
     let mut vault = Vault::open(tmp.path()).unwrap();
     let hospital = dir.join("hospital-b");
     let report = vault
-        .ingest_paths(std::slice::from_ref(&hospital), &opts())
+        .ingest_paths(std::slice::from_ref(&hospital), &opts(test))
         .unwrap();
     assert!(report.committed);
     let mut files: Vec<_> = std::fs::read_dir(&hospital)
@@ -259,21 +264,23 @@ fn export_round_trip_gives_back_the_same_resources() {
 
 #[test]
 fn re_ingest_adds_nothing() {
-    let Some(dir) = common::synthea_dir("re_ingest_adds_nothing") else {
+    let test = "re_ingest_adds_nothing";
+    let Some(dir) = common::synthea_dir(test) else {
         return;
     };
+    let opts = opts(test);
     let tmp = tempfile::tempdir().unwrap();
     let paths = [dir.join("hospital-c"), dir.join("shared")];
     let first = Vault::open(tmp.path())
         .unwrap()
-        .ingest_paths(&paths, &opts())
+        .ingest_paths(&paths, &opts)
         .unwrap();
     assert!(first.committed && first.stored > 0);
     let persons = count(tmp.path(), "select count(*) from person");
     let rows = count(tmp.path(), "select count(*) from measurement");
     let mut vault = Vault::open(tmp.path()).unwrap();
     let before = vault.resource_count();
-    let again = vault.ingest_paths(&paths, &opts()).unwrap();
+    let again = vault.ingest_paths(&paths, &opts).unwrap();
     assert_eq!(again.stored, 0);
     assert!(!again.committed);
     assert_eq!(again.read, first.read);
@@ -286,4 +293,28 @@ fn re_ingest_adds_nothing() {
     let b = Vault::open_read_only(tmp.path()).unwrap().persons();
     assert_eq!(a, b);
     assert_eq!(a.len() as i64, persons);
+}
+
+/// The rule for missing shared data: a printed skip on a developer machine, a failure in CI.
+#[test]
+fn missing_shared_data_skips_here_and_fails_under_ci() {
+    let nowhere = tempfile::tempdir().unwrap();
+    let got = std::panic::catch_unwind(|| {
+        common::shared_in(
+            nowhere.path(),
+            "missing_shared_data_skips_here_and_fails_under_ci",
+            "reference/omop-vocabulary-subset",
+            "CONCEPT.csv",
+            "this check",
+        )
+    });
+    if common::ci() {
+        assert!(got.is_err(), "missing shared data must fail under CI=true");
+    } else {
+        assert_eq!(
+            got.ok(),
+            Some(None),
+            "missing shared data is a printed skip"
+        );
+    }
 }

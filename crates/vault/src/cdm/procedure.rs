@@ -1,0 +1,31 @@
+//! Procedure → procedure_occurrence: the code and when it was performed.
+
+use serde_json::Value;
+
+use super::extract::{date_of, first_coding};
+use super::{Mapping, TYPE_EHR, Val};
+use crate::error::VaultError;
+
+pub(super) fn map(v: &Value, m: &mut Mapping<'_>) -> Result<(), VaultError> {
+    let Some(pid) = m.person_of(v, "subject") else {
+        return Ok(());
+    };
+    let visit = m.visit_of(v);
+    let code = first_coding(v.get("code"));
+    let mapped = m.concepts(code);
+    let id = m.next_id("procedure_occurrence");
+    m.push(
+        "procedure_occurrence",
+        &[
+            Val::I64(Some(id)),
+            Val::I64(Some(pid)),
+            Val::I32(Some(mapped.concept_id)),
+            Val::Date(date_of(v, &["performedDateTime", "performedPeriod.start"])),
+            Val::Date(date_of(v, &["performedPeriod.end"])),
+            Val::I32(Some(TYPE_EHR)),
+            Val::I64(visit),
+            Val::Str(code.map(|(_, c)| c)),
+            Val::I32(Some(mapped.source_concept_id)),
+        ],
+    )
+}

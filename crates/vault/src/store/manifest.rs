@@ -1,0 +1,186 @@
+//! The committed state of a vault and the crash-safe commit.
+//!
+//! `manifest.json` lists the committed segments and the id counters. A batch is written into a
+//! fresh segment directory and becomes visible only when the new manifest replaces the old one
+//! with one atomic `rename` ([`Vault::commit`]). A crash before that leaves an orphan directory
+//! that is not in the manifest: readers never see it, and the next writer deletes it
+//! ([`Vault::remove_orphans`]).
+
+use std::collections::{BTreeMap, HashSet};
+use std::fs::{self, File};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use super::Vault;
+use crate::cdm::{CdmWriter, Counters};
+use crate::error::VaultError;
+
+const MANIFEST: &str = "manifest.json";
+const MANIFEST_TMP: &str = "manifest.json.tmp";
+const FORMAT: u32 = 1;
+
+/// The committed state of a vault.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub(crate) struct Manifest {
+    pub format: u32,
+    pub generation: u64,
+    pub segments: Vec<SegmentInfo>,
+    /// Next local id per table (`person`, `visit_occurrence`, row tables).
+    pub counters: Counters,
+}
+
+impl Manifest {
+    /// The directory name of the segment the next commit adds.
+    pub(super) fn next_segment_name(&self) -> String {
+        format!("seg-{:08}", self.generation + 1)
+    }
+}
+
+/// One committed batch.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub(crate) struct SegmentInfo {
+    pub name: String,
+    pub resources: u64,
+    /// Tables with a Parquet file in this segment, and their row counts.
+    pub tables: BTreeMap<String, u64>,
+}
+
+/// `<node>/vault`.
+pub fn vault_dir(node_dir: &Path) -> PathBuf {
+    node_dir.join("vault")
+}
+
+/// `<vault>/segments/<name>`.
+pub(crate) fn segment_dir(root: &Path, name: &str) -> PathBuf {
+    root.join("segments").join(name)
+}
+
+/// The committed manifest of the vault at `root` (an empty one when there is none yet).
+pub(crate) fn read_manifest(root: &Path) -> Result<Manifest, VaultError> {
+    let path = root.join(MANIFEST);
+    match fs::read(&path) {
+        Ok(bytes) => {
+            let m: Manifest = serde_json::from_slice(&bytes).map_err(|e| VaultError::Corrupt {
+                path: path.clone(),
+                reason: e.to_string(),
+            })?;
+            if m.format != FORMAT {
+                return Err(VaultError::Corrupt {
+                    path,
+                    reason: format!("format={} expected={FORMAT}", m.format),
+                });
+            }
+            Ok(m)
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Manifest {
+            format: FORMAT,
+            ..Manifest::default()
+        }),
+        Err(e) => Err(VaultError::Io { path, source: e }),
+    }
+}
+
+/// Writes the manifest to a temporary file, syncs it, and renames it over the old one.
+fn write_manifest(root: &Path, m: &Manifest) -> Result<(), VaultError> {
+    let tmp = root.join(MANIFEST_TMP);
+    let bytes = serde_json::to_vec_pretty(m).map_err(|e| VaultError::Corrupt {
+        path: tmp.clone(),
+        reason: e.to_string(),
+    })?;
+    {
+        let mut f = File::create(&tmp).map_err(VaultError::io(&tmp))?;
+        f.write_all(&bytes).map_err(VaultError::io(&tmp))?;
+        f.sync_all().map_err(VaultError::io(&tmp))?;
+    }
+    let path = root.join(MANIFEST);
+    fs::rename(&tmp, &path).map_err(VaultError::io(&path))?;
+    sync_dir(root)
+}
+
+/// Makes a directory's entries (new files, renames) durable.
+pub(super) fn sync_dir(path: &Path) -> Result<(), VaultError> {
+    File::open(path)
+        .and_then(|d| d.sync_all())
+        .map_err(VaultError::io(path))
+}
+
+impl Vault {
+    /// Commits a fully written and synced segment: the new manifest lists it and carries the
+    /// new counters.
+    pub(super) fn commit(
+        &mut self,
+        info: SegmentInfo,
+        counters: Counters,
+    ) -> Result<(), VaultError> {
+        let mut m = self.manifest.clone();
+        m.format = FORMAT;
+        m.generation += 1;
+        m.segments.push(info);
+        m.counters = counters;
+        write_manifest(&self.root, &m)?;
+        self.manifest = m;
+        Ok(())
+    }
+
+    /// Deletes what an interrupted batch left: segment directories not in the manifest and a
+    /// temporary manifest.
+    pub(super) fn remove_orphans(&self) -> Result<(), VaultError> {
+        let dir = self.root.join("segments");
+        let live: HashSet<&str> = self
+            .manifest
+            .segments
+            .iter()
+            .map(|s| s.name.as_str())
+            .collect();
+        for ent in fs::read_dir(&dir).map_err(VaultError::io(&dir))? {
+            let ent = ent.map_err(VaultError::io(&dir))?;
+            let name = ent.file_name().to_string_lossy().to_string();
+            if !live.contains(name.as_str()) {
+                tracing::warn!(segment = %name, "vault.segment.remove_orphan");
+                fs::remove_dir_all(ent.path()).map_err(VaultError::io(ent.path()))?;
+            }
+        }
+        let tmp = self.root.join(MANIFEST_TMP);
+        if tmp.exists() {
+            fs::remove_file(&tmp).map_err(VaultError::io(&tmp))?;
+        }
+        Ok(())
+    }
+
+    /// Writes rows straight into the CDM tables as one committed segment without original
+    /// resources. Only for benchmarks that need millions of persons quickly.
+    #[doc(hidden)]
+    pub fn bench_commit_cdm(
+        &mut self,
+        fill: &mut dyn FnMut(&mut crate::BenchRows<'_>) -> Result<(), VaultError>,
+    ) -> Result<(), VaultError> {
+        let name = self.manifest.next_segment_name();
+        let dir = self.segment_dir(&name);
+        fs::create_dir_all(&dir).map_err(VaultError::io(&dir))?;
+        let mut writer = CdmWriter::new(&dir.join("cdm"))?;
+        let mut counters = self.manifest.counters.clone();
+        fill(&mut crate::BenchRows {
+            writer: &mut writer,
+            counters: &mut counters,
+        })?;
+        let counts = writer.counts.clone();
+        writer.finish()?;
+        File::create(dir.join("index.jsonl")).map_err(VaultError::io(&dir))?;
+        zstd::Encoder::new(
+            File::create(dir.join("resources.ndjson.zst")).map_err(VaultError::io(&dir))?,
+            1,
+        )
+        .and_then(|e| e.finish())
+        .map_err(VaultError::io(&dir))?;
+        self.commit(
+            SegmentInfo {
+                name,
+                resources: 0,
+                tables: counts,
+            },
+            counters,
+        )
+    }
+}

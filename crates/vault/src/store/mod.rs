@@ -1,0 +1,159 @@
+//! The vault on disk, its index, and the atomic ingest of a batch.
+//!
+//! Layout under `<node>/vault/`:
+//! ```text
+//! LOCK                      exclusive file lock of the one writer
+//! secret.key                32 random bytes: the per-vault pseudonym key (never leaves the node)
+//! manifest.json             the committed state: list of segments, id counters
+//! segments/seg-NNNNNNNN/    one per committed batch
+//!     resources.ndjson.zst  the original resources (canonical JSON, zstd)
+//!     index.jsonl           type/id, line, content hash, compartment person, local row id
+//!     cdm/<table>.parquet   the CDM rows of this batch
+//! ```
+//! A batch is written into a fresh segment directory and becomes visible only when the new
+//! `manifest.json` replaces the old one with one atomic `rename`. A crash before that leaves an
+//! orphan directory that is not in the manifest: readers never see it and the next writer deletes
+//! it. So a crash mid-batch leaves the vault exactly as it was before the batch.
+//!
+//! Module map:
+//! * this file — [`Vault`]: opening (lock, key, index, orphan cleanup) and counts.
+//! * `manifest` — the committed state, segment directories, the crash-safe commit, orphan
+//!   cleanup.
+//! * `index` — a segment's `index.jsonl` (where each resource lives, its hash and local ids).
+//! * `resources` — the original resources: streaming a segment, loading by key, a patient's
+//!   compartment.
+//! * `identity` — the per-vault key, pseudonyms, person_id ↔ Patient.id ↔ pseudonym.
+//! * `ingest` — options, report and the two entry points of an ingest.
+//! * `batch` — phase 1: check, deduplicate and append each resource to the new segment.
+//! * `finish` — phases 2 and 3: dedup against the vault, reference checks, local ids, CDM rows,
+//!   index, commit.
+
+mod batch;
+mod finish;
+mod identity;
+mod index;
+mod ingest;
+mod manifest;
+mod resources;
+
+use std::collections::{BTreeMap, HashMap};
+use std::fs::{self, File, OpenOptions};
+use std::path::{Path, PathBuf};
+
+use crate::error::VaultError;
+
+pub use ingest::{IngestOptions, IngestReport, InputError, OnError, updatable};
+pub use manifest::vault_dir;
+pub(crate) use manifest::{Manifest, read_manifest, segment_dir};
+
+use identity::PersonMaps;
+use index::Entry;
+
+/// A hospital's vault, opened for reading or (with the lock) for writing.
+pub struct Vault {
+    root: PathBuf,
+    manifest: Manifest,
+    entries: HashMap<String, Entry>,
+    /// id -> type, for `urn:uuid:` references.
+    by_id: HashMap<String, String>,
+    key: [u8; 32],
+    _lock: Option<File>,
+    /// pseudonym -> person_id and person_id -> Patient.id, built on first use.
+    persons_cache: std::sync::OnceLock<PersonMaps>,
+}
+
+impl std::fmt::Debug for Vault {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Vault")
+            .field("root", &self.root)
+            .field("segments", &self.manifest.segments.len())
+            .field("resources", &self.entries.len())
+            .finish()
+    }
+}
+
+impl Vault {
+    /// Opens (creating if needed) the vault of a node for writing. Takes the exclusive lock and
+    /// removes leftovers of an interrupted batch.
+    pub fn open(node_dir: &Path) -> Result<Vault, VaultError> {
+        let root = vault_dir(node_dir);
+        fs::create_dir_all(root.join("segments")).map_err(VaultError::io(&root))?;
+        let lock_path = root.join("LOCK");
+        let lock = OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&lock_path)
+            .map_err(VaultError::io(&lock_path))?;
+        lock.try_lock()
+            .map_err(|_| VaultError::Locked(lock_path.clone()))?;
+        let key = identity::load_or_create_key(&root)?;
+        let mut v = Vault::load(root, key)?;
+        v._lock = Some(lock);
+        v.remove_orphans()?;
+        Ok(v)
+    }
+
+    /// Opens an existing vault read-only (no lock; sees the last committed state). A node
+    /// without a vault reads as empty.
+    pub fn open_read_only(node_dir: &Path) -> Result<Vault, VaultError> {
+        let root = vault_dir(node_dir);
+        let key = identity::read_key_or_zero(&root)?;
+        Vault::load(root, key)
+    }
+
+    /// Reads the manifest and the index of every committed segment.
+    fn load(root: PathBuf, key: [u8; 32]) -> Result<Vault, VaultError> {
+        let manifest = read_manifest(&root)?;
+        let mut v = Vault {
+            root,
+            manifest,
+            entries: HashMap::new(),
+            by_id: HashMap::new(),
+            key,
+            _lock: None,
+            persons_cache: std::sync::OnceLock::new(),
+        };
+        let segments: Vec<String> = v.manifest.segments.iter().map(|s| s.name.clone()).collect();
+        for (i, name) in segments.iter().enumerate() {
+            let path = v.segment_dir(name).join("index.jsonl");
+            let seg = u32::try_from(i).unwrap_or(u32::MAX);
+            index::read_index(&path, seg, &mut |key, entry| {
+                if let Some((t, id)) = key.split_once('/') {
+                    v.by_id.insert(id.to_string(), t.to_string());
+                }
+                v.entries.insert(key, entry);
+            })?;
+        }
+        Ok(v)
+    }
+
+    /// The vault directory.
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    pub(crate) fn segment_dir(&self, name: &str) -> PathBuf {
+        segment_dir(&self.root, name)
+    }
+
+    pub(crate) fn manifest(&self) -> &Manifest {
+        &self.manifest
+    }
+
+    /// Number of stored resources.
+    pub fn resource_count(&self) -> usize {
+        self.entries.len()
+    }
+
+    /// Stored resources per type.
+    pub fn counts_by_type(&self) -> BTreeMap<String, u64> {
+        let mut out = BTreeMap::new();
+        for k in self.entries.keys() {
+            if let Some((t, _)) = k.split_once('/') {
+                *out.entry(t.to_string()).or_insert(0) += 1;
+            }
+        }
+        out
+    }
+}

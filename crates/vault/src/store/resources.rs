@@ -1,0 +1,133 @@
+//! The original resources: each segment keeps the resources of its batch as canonical JSON, one
+//! per line, zstd-compressed (`resources.ndjson.zst`), for export and record sharing. Reads
+//! stream a segment once and pick the lines they need.
+
+use std::collections::{BTreeMap, HashMap};
+use std::fs::File;
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+
+use serde_json::Value;
+
+use super::Vault;
+use crate::error::VaultError;
+use crate::fhir::RefTarget;
+
+/// A segment's original resources, inside its directory.
+pub(super) const RESOURCES_FILE: &str = "resources.ndjson.zst";
+
+/// Callback over the lines of a segment's resources file: (line number, bytes).
+pub(crate) type LineFn<'a> = dyn FnMut(u32, &[u8]) -> Result<(), VaultError> + 'a;
+
+impl Vault {
+    /// The resources file of a committed segment.
+    pub(crate) fn resources_file(&self, segment: &str) -> PathBuf {
+        self.segment_dir(segment).join(RESOURCES_FILE)
+    }
+
+    /// The `Type/id` keys of a patient's stored resources (the Patient and everything in its
+    /// compartment), sorted.
+    pub fn patient_resource_keys(&self, person_id: i64) -> Vec<String> {
+        let mut keys: Vec<String> = self
+            .entries
+            .iter()
+            .filter(|(k, e)| {
+                e.person == Some(person_id)
+                    || (k.starts_with("Patient/") && e.row == Some(person_id))
+            })
+            .map(|(k, _)| k.clone())
+            .collect();
+        keys.sort();
+        keys
+    }
+
+    /// A patient's stored original resources (its compartment, Patient first), as ingested.
+    pub fn patient_resources(&self, person_id: i64) -> Result<Vec<Value>, VaultError> {
+        let mut keys = self.patient_resource_keys(person_id);
+        keys.sort_by_key(|k| (!k.starts_with("Patient/"), k.clone()));
+        Ok(self
+            .load_resources(&keys)?
+            .into_iter()
+            .map(|(_, v)| v)
+            .collect())
+    }
+
+    /// Resolves a reference target to a stored `Type/id` key.
+    pub(crate) fn resolve_key(&self, t: &RefTarget) -> Option<String> {
+        match t {
+            RefTarget::AnyType(id) => self.by_id.get(id).map(|ty| format!("{ty}/{id}")),
+            RefTarget::Typed(ty, id) => {
+                let k = format!("{ty}/{id}");
+                self.entries.contains_key(&k).then_some(k)
+            }
+            RefTarget::Unresolvable => None,
+        }
+    }
+
+    /// Loads stored resources by `Type/id` key (in the order given; unknown keys are left out).
+    pub fn load_resources(&self, keys: &[String]) -> Result<Vec<(String, Value)>, VaultError> {
+        // Group wanted lines per segment, then stream each segment once.
+        let mut wanted: BTreeMap<u32, HashMap<u32, usize>> = BTreeMap::new();
+        for (i, k) in keys.iter().enumerate() {
+            if let Some(e) = self.entries.get(k) {
+                wanted.entry(e.seg).or_default().insert(e.line, i);
+            }
+        }
+        let mut slots: Vec<Option<Value>> = keys.iter().map(|_| None).collect();
+        for (seg, lines) in wanted {
+            let Some(info) = self.manifest.segments.get(seg as usize) else {
+                continue;
+            };
+            let path = self.resources_file(&info.name);
+            self.scan_segment(&path, &mut |line, bytes| {
+                if let Some(&slot) = lines.get(&line) {
+                    let v: Value =
+                        serde_json::from_slice(bytes).map_err(|e| VaultError::Corrupt {
+                            path: path.clone(),
+                            reason: e.to_string(),
+                        })?;
+                    if let Some(s) = slots.get_mut(slot) {
+                        *s = Some(v);
+                    }
+                }
+                Ok(())
+            })?;
+        }
+        Ok(keys
+            .iter()
+            .cloned()
+            .zip(slots)
+            .filter_map(|(k, v)| v.map(|v| (k, v)))
+            .collect())
+    }
+
+    /// Calls `f(line, bytes)` for every line of a segment's resources file.
+    pub(crate) fn scan_segment(&self, path: &Path, f: &mut LineFn<'_>) -> Result<(), VaultError> {
+        let file = File::open(path).map_err(VaultError::io(path))?;
+        let dec = zstd::Decoder::new(file).map_err(VaultError::io(path))?;
+        let mut reader = BufReader::with_capacity(1 << 20, dec);
+        let mut buf = Vec::with_capacity(8192);
+        let mut line = 0u32;
+        loop {
+            buf.clear();
+            let n = reader
+                .read_until(b'\n', &mut buf)
+                .map_err(VaultError::io(path))?;
+            if n == 0 {
+                break;
+            }
+            f(line, &buf)?;
+            line += 1;
+        }
+        Ok(())
+    }
+
+    /// Every stored resource key with its segment position, for full scans.
+    pub(crate) fn live_lines(&self) -> Vec<(u32, HashMap<u32, String>)> {
+        let mut per: BTreeMap<u32, HashMap<u32, String>> = BTreeMap::new();
+        for (k, e) in &self.entries {
+            per.entry(e.seg).or_default().insert(e.line, k.clone());
+        }
+        per.into_iter().collect()
+    }
+}
