@@ -6,8 +6,10 @@
 //! one batch ([`Handle::submit_many`], what `POST /v1/txs` does for a gateway).
 
 use crate::{
+    config::{NodeConfig, NodeError, load_key},
     engine::Handle,
-    node::{ConsortiumSpec, Genesis, NodeConfig, SpecNode, init_consortium, load_key, start_node},
+    genesis::{ConsortiumSpec, Genesis, SpecNode, init_consortium},
+    node::start_node,
     testing::{CounterApp, sign_tx, test_key},
 };
 use bytes::Bytes;
@@ -91,7 +93,7 @@ impl std::fmt::Display for BenchReport {
 pub enum BenchError {
     /// Setting up nodes failed.
     #[error(transparent)]
-    Node(#[from] crate::node::NodeError),
+    Node(#[from] NodeError),
     /// Work directory problem.
     #[error("bench directory error: path={path} error={error}")]
     Dir {

@@ -14,7 +14,7 @@
 use crate::{
     block::{Block, BlockLimits},
     engine::{BlockFinalization, Scheme},
-    node::Genesis,
+    genesis::Genesis,
 };
 use bytes::Bytes;
 use commonware_codec::{Encode as _, Read as _};

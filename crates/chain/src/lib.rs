@@ -16,8 +16,14 @@
 //!   link, time and finality certificate against the genesis validators — the wire form of a
 //!   finalized block, an HTTP source that long-polls validators for it, and the observer's
 //!   append-only block log.
+//! - [`genesis`]: the consortium spec, the genesis file (validators, observers, application
+//!   genesis) and [`genesis::init_consortium`], which writes keys, genesis and node configs.
+//! - [`config`]: a node's TOML configuration, validated at load, and its key file.
+//! - [`node`]: running one validator on the tokio runtime over authenticated TCP, with the
+//!   [`api`] (the node's HTTP API) served beside it.
 //! - [`audit`]: `audit verify` over a stopped node's stored chain (a validator's archives or an
 //!   observer's log).
+//! - [`bench`]: `medspace bench ledger`, validators over loopback TCP measuring finalized tx/s.
 //! - [`testing`]: a small real application (signed key-value counters, ed25519, nonces, SHA-256
 //!   root) used by the tests and benchmarks, and [`testing::sim`], the deterministic-simulation
 //!   harness (simulated network, validator launch, agreement checks) shared by the chain's and
@@ -36,8 +42,10 @@ pub mod api;
 pub mod audit;
 pub mod bench;
 pub mod block;
+pub mod config;
 pub mod engine;
 pub mod follow;
+pub mod genesis;
 pub mod mempool;
 pub mod node;
 pub mod testing;
