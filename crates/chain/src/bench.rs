@@ -1,17 +1,19 @@
 //! `medspace bench ledger`: four validators in one process on the tokio runtime, talking real
-//! authenticated TCP over loopback, running the counter application. Measures sustained
-//! finalized transactions per second and submission→finality latency (observed at validator 0),
-//! plus the single-node apply rate (execute + commit) of the same application. Transactions are
-//! offered on a fixed schedule in 10 ms slices; each validator receives its part of a slice in
-//! one batch ([`Handle::submit_many`], what `POST /v1/txs` does for a gateway).
+//! authenticated TCP over loopback, replicating an application's [`Workload`] (the binary runs the
+//! ledger's; with feature `testing`, `bench_ledger` runs the counter application's). Measures
+//! sustained finalized transactions per second and submission→finality latency (observed at
+//! validator 0), plus the single-node apply rate (execute + commit) of the same application.
+//! Transactions are offered on a fixed schedule in 10 ms slices; each validator receives its part
+//! of a slice in one batch ([`Handle::submit_many`], what `POST /v1/txs` does for a gateway).
 
 use crate::{
     config::{NodeConfig, NodeError, load_key},
     engine::Handle,
     genesis::{ConsortiumSpec, Genesis, SpecNode, init_consortium},
     node::start_node,
-    testing::{CounterApp, sign_tx, test_key},
 };
+#[cfg(feature = "testing")]
+use crate::testing::{CounterApp, sign_tx, test_key};
 use bytes::Bytes;
 use commonware_runtime::{Clock as _, Runner as _, Supervisor as _};
 use futures::StreamExt as _;
@@ -106,6 +108,7 @@ pub enum BenchError {
 
 const CHAIN: &str = "medspace-bench";
 
+#[cfg(feature = "testing")]
 fn make_txs(count: usize, signers: u64) -> Vec<Bytes> {
     let keys: Vec<_> = (0..signers).map(test_key).collect();
     (0..count)
@@ -133,7 +136,8 @@ pub struct Workload<A> {
 /// The chain id benchmark workloads sign for.
 pub const BENCH_CHAIN: &str = CHAIN;
 
-/// The counter application with `count` transactions from 256 signers.
+/// The counter application with `count` transactions from 256 signers (feature `testing`).
+#[cfg(feature = "testing")]
 pub fn counter_workload(count: usize) -> Workload<CounterApp> {
     let signers = 256u64;
     Workload {
@@ -166,7 +170,9 @@ fn percentile(sorted: &[f64], p: f64) -> f64 {
 }
 
 /// Runs the benchmark on the counter application in `work_dir` (created; must not hold a
-/// previous run).
+/// previous run). Feature `testing`: the binary's `bench ledger` runs the ledger's own workload
+/// through [`bench_workload`].
+#[cfg(feature = "testing")]
 pub fn bench_ledger(opts: &BenchOptions, work_dir: &Path) -> Result<BenchReport, BenchError> {
     bench_workload(opts, work_dir, counter_workload(opts.txs))
 }

@@ -24,10 +24,10 @@
 //! - [`audit`]: `audit verify` over a stopped node's stored chain (a validator's archives or an
 //!   observer's log).
 //! - [`bench`]: `medspace bench ledger`, validators over loopback TCP measuring finalized tx/s.
-//! - [`testing`]: a small real application (signed key-value counters, ed25519, nonces, SHA-256
-//!   root) used by the tests and benchmarks, and [`testing::sim`], the deterministic-simulation
-//!   harness (simulated network, validator launch, agreement checks) shared by the chain's and
-//!   the node's simulation tests.
+//! - `testing` (cargo feature `testing`, off by default): a small real application (signed
+//!   key-value counters, ed25519, nonces, SHA-256 root) used by the tests and the counter
+//!   benchmark, and `testing::sim`, the deterministic-simulation harness (simulated network,
+//!   validator launch, agreement checks) shared by the chain's and the node's simulation tests.
 //!
 //! Durability: the committed state is not stored separately. On start the engine replays every
 //! finalized block that marshal persisted (heights `1..=processed`) through
@@ -48,6 +48,7 @@ pub mod follow;
 pub mod genesis;
 pub mod mempool;
 pub mod node;
+#[cfg(feature = "testing")]
 pub mod testing;
 
 /// The deterministic application the chain replicates. Transactions are opaque encoded bytes.
