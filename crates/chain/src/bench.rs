@@ -6,14 +6,14 @@
 //! Transactions are offered on a fixed schedule in 10 ms slices; each validator receives its part
 //! of a slice in one batch ([`Handle::submit_many`], what `POST /v1/txs` does for a gateway).
 
+#[cfg(feature = "testing")]
+use crate::testing::{CounterApp, sign_tx, test_key};
 use crate::{
     config::{NodeConfig, NodeError, load_key},
     engine::Handle,
     genesis::{ConsortiumSpec, Genesis, SpecNode, init_consortium},
     node::start_node,
 };
-#[cfg(feature = "testing")]
-use crate::testing::{CounterApp, sign_tx, test_key};
 use bytes::Bytes;
 use commonware_runtime::{Clock as _, Runner as _, Supervisor as _};
 use futures::StreamExt as _;
@@ -33,7 +33,8 @@ pub struct BenchOptions {
     pub txs: usize,
     /// Submission rate (tx/s) across all validators.
     pub rate: u64,
-    /// First loopback port (p2p ports are `base..base+n`, http `base+100..`).
+    /// First loopback port (p2p ports are `base..base+n`, http `base+100..`); `0` lets the
+    /// operating system choose free ports ([`free_ports`]).
     pub base_port: u16,
     /// Tokio worker threads.
     pub threads: usize,
@@ -104,6 +105,45 @@ pub enum BenchError {
         /// Cause.
         error: String,
     },
+    /// No free loopback port could be reserved.
+    #[error("no free loopback port: error={0}")]
+    Ports(String),
+}
+
+/// `n` distinct TCP ports that the operating system reports free on 127.0.0.1: each is bound
+/// to port 0, and all are released together once every one is known (so none is handed out
+/// twice). Another process may take one before it is used again; use them right away.
+pub fn free_ports(n: usize) -> Result<Vec<u16>, BenchError> {
+    let listeners = (0..n)
+        .map(|_| std::net::TcpListener::bind((std::net::Ipv4Addr::LOCALHOST, 0)))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| BenchError::Ports(e.to_string()))?;
+    listeners
+        .iter()
+        .map(|l| l.local_addr().map(|a| a.port()))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| BenchError::Ports(e.to_string()))
+}
+
+/// The (p2p, http) loopback addresses of `n` validators: from `base_port` on, or free ports
+/// chosen by the operating system when it is `0`.
+fn node_addresses(base_port: u16, n: usize) -> Result<Vec<(SocketAddr, SocketAddr)>, BenchError> {
+    let local = |port: u16| SocketAddr::from(([127, 0, 0, 1], port));
+    if base_port == 0 {
+        let ports = free_ports(n.saturating_mul(2))?;
+        let (p2p, http) = ports.split_at(n.min(ports.len()));
+        return Ok(p2p
+            .iter()
+            .zip(http)
+            .map(|(&p, &h)| (local(p), local(h)))
+            .collect());
+    }
+    Ok((0..n)
+        .map(|i| {
+            let i = i as u16;
+            (local(base_port + i), local(base_port + 100 + i))
+        })
+        .collect())
 }
 
 const CHAIN: &str = "medspace-bench";
@@ -186,12 +226,14 @@ pub fn bench_workload<A: crate::Application>(
 ) -> Result<BenchReport, BenchError> {
     let spec = ConsortiumSpec {
         chain_id: CHAIN.into(),
-        nodes: (0..opts.validators)
-            .map(|i| SpecNode {
+        nodes: node_addresses(opts.base_port, opts.validators)?
+            .into_iter()
+            .enumerate()
+            .map(|(i, (p2p, http))| SpecNode {
                 name: format!("v{i}"),
                 validator: true,
-                p2p: SocketAddr::from(([127, 0, 0, 1], opts.base_port + i as u16)),
-                http: SocketAddr::from(([127, 0, 0, 1], opts.base_port + 100 + i as u16)),
+                p2p,
+                http,
             })
             .collect(),
         app: workload.app_genesis.clone(),

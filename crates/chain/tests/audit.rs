@@ -27,14 +27,18 @@ fn files(dir: &Path, out: &mut Vec<std::path::PathBuf>) {
 #[test]
 fn audit_verifies_clean_chain_and_detects_flipped_byte() {
     let dir = medspace_chain::bench::temp_work_dir().expect("dir");
+    // Ports chosen by the operating system right before the validators start.
+    let ports = medspace_chain::bench::free_ports(8).expect("free ports");
     let spec = ConsortiumSpec {
         chain_id: CHAIN.into(),
-        nodes: (0..4u16)
-            .map(|i| SpecNode {
+        nodes: ports
+            .chunks(2)
+            .enumerate()
+            .map(|(i, pair)| SpecNode {
                 name: format!("n{i}"),
                 validator: true,
-                p2p: SocketAddr::from(([127, 0, 0, 1], 20_400 + i)),
-                http: SocketAddr::from(([127, 0, 0, 1], 20_500 + i)),
+                p2p: SocketAddr::from(([127, 0, 0, 1], pair[0])),
+                http: SocketAddr::from(([127, 0, 0, 1], pair[1])),
             })
             .collect(),
         app: serde_json::Value::Null,
