@@ -105,9 +105,12 @@ pub enum BenchError {
         /// Cause.
         error: String,
     },
-    /// No free loopback port could be reserved.
+    /// No free loopback port could be reserved, or the ports asked for do not exist.
     #[error("no free loopback port: error={0}")]
     Ports(String),
+    /// The benchmark has no validator to run.
+    #[error("bench needs at least one validator: validators=0")]
+    NoValidators,
 }
 
 /// `n` distinct TCP ports that the operating system reports free on 127.0.0.1: each is bound
@@ -138,12 +141,17 @@ fn node_addresses(base_port: u16, n: usize) -> Result<Vec<(SocketAddr, SocketAdd
             .map(|(&p, &h)| (local(p), local(h)))
             .collect());
     }
-    Ok((0..n)
+    (0..n)
         .map(|i| {
-            let i = i as u16;
-            (local(base_port + i), local(base_port + 100 + i))
+            let p2p = u16::try_from(i).ok().and_then(|i| base_port.checked_add(i));
+            match (p2p, p2p.and_then(|p| p.checked_add(100))) {
+                (Some(p2p), Some(http)) => Ok((local(p2p), local(http))),
+                _ => Err(BenchError::Ports(format!(
+                    "no port above 65535: base_port={base_port} validators={n}"
+                ))),
+            }
         })
-        .collect())
+        .collect()
 }
 
 const CHAIN: &str = "medspace-bench";
@@ -151,11 +159,12 @@ const CHAIN: &str = "medspace-bench";
 #[cfg(feature = "testing")]
 fn make_txs(count: usize, signers: u64) -> Vec<Bytes> {
     let keys: Vec<_> = (0..signers).map(test_key).collect();
-    (0..count)
-        .map(|i| {
-            let k = &keys[i % keys.len()];
-            sign_tx(k, CHAIN, i as u64, &format!("k{}", i % 64), 1)
-        })
+    // Transaction `i` is signed by signer `i % signers`.
+    keys.iter()
+        .cycle()
+        .take(count)
+        .enumerate()
+        .map(|(i, k)| sign_tx(k, CHAIN, i as u64, &format!("k{}", i % 64), 1))
         .collect()
 }
 
@@ -281,8 +290,9 @@ pub fn bench_workload<A: crate::Application>(
             handles.push(h);
         }
         // Wait for the first empty blocks so connections are up before timing.
-        handles[0].wait_for_height(2).await;
-        let mut sub = handles[0].subscribe();
+        let first = handles.first().ok_or(BenchError::NoValidators)?;
+        first.wait_for_height(2).await;
+        let mut sub = first.subscribe();
         let mut submitted: HashMap<[u8; 32], Instant> = HashMap::with_capacity(txs.len());
         let start = Instant::now();
         let batch = (opts.rate / 100).max(1) as usize;
@@ -305,9 +315,12 @@ pub fn bench_workload<A: crate::Application>(
                 // Each validator gets its share of the slice in one call, as a gateway
                 // forwarding its clients' transactions does (`POST /v1/txs`).
                 let mut per_node: Vec<Vec<Bytes>> = vec![Vec::new(); handles.len()];
-                for (i, tx) in txs[sent..end].iter().enumerate() {
-                    let to = route.get(sent + i).copied().unwrap_or(sent + i);
-                    if let Some(list) = per_node.get_mut(to % handles.len()) {
+                for (i, tx) in txs.iter().enumerate().take(end).skip(sent) {
+                    let to = route.get(i).copied().unwrap_or(i);
+                    if let Some(list) = to
+                        .checked_rem(handles.len())
+                        .and_then(|n| per_node.get_mut(n))
+                    {
                         list.push(tx.clone());
                     }
                 }
