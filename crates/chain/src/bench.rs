@@ -391,7 +391,7 @@ pub fn bench_workload<A: crate::Application>(
     })
 }
 
-/// Creates a fresh temporary work directory for [`bench_ledger`].
+/// Creates a fresh temporary work directory for a benchmark run ([`bench_workload`]).
 pub fn temp_work_dir() -> Result<std::path::PathBuf, BenchError> {
     let dir = std::env::temp_dir().join(format!(
         "medspace-bench-{}-{}",

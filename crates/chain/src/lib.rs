@@ -23,7 +23,7 @@
 //!   [`api`] (the node's HTTP API) served beside it.
 //! - [`audit`]: `audit verify` over a stopped node's stored chain (a validator's archives or an
 //!   observer's log).
-//! - [`bench`]: `medspace bench ledger`, validators over loopback TCP measuring finalized tx/s.
+//! - [`bench`](mod@bench): `medspace bench ledger`, validators over loopback TCP measuring finalized tx/s.
 //! - `testing` (cargo feature `testing`, off by default): a small real application (signed
 //!   key-value counters, ed25519, nonces, SHA-256 root) used by the tests and the counter
 //!   benchmark, and `testing::sim`, the deterministic-simulation harness (simulated network,
