@@ -15,7 +15,7 @@ use crate::{
     block::Block,
     engine::{BlockFinalization, archive_config},
     follow::{BlockLog, ChainCheck, FollowError},
-    node::Genesis,
+    genesis::Genesis,
 };
 use commonware_cryptography::sha256::Digest;
 use commonware_runtime::{Runner as _, Supervisor as _, buffer::paged::CacheRef};

@@ -1,14 +1,18 @@
 //! `medspace bench ledger`: four validators in one process on the tokio runtime, talking real
-//! authenticated TCP over loopback, running the counter application. Measures sustained
-//! finalized transactions per second and submission→finality latency (observed at validator 0),
-//! plus the single-node apply rate (execute + commit) of the same application. Transactions are
-//! offered on a fixed schedule in 10 ms slices; each validator receives its part of a slice in
-//! one batch ([`Handle::submit_many`], what `POST /v1/txs` does for a gateway).
+//! authenticated TCP over loopback, replicating an application's [`Workload`] (the binary runs the
+//! ledger's; with feature `testing`, `bench_ledger` runs the counter application's). Measures
+//! sustained finalized transactions per second and submission→finality latency (observed at
+//! validator 0), plus the single-node apply rate (execute + commit) of the same application.
+//! Transactions are offered on a fixed schedule in 10 ms slices; each validator receives its part
+//! of a slice in one batch ([`Handle::submit_many`], what `POST /v1/txs` does for a gateway).
 
+#[cfg(feature = "testing")]
+use crate::testing::{CounterApp, sign_tx, test_key};
 use crate::{
+    config::{NodeConfig, NodeError, load_key},
     engine::Handle,
-    node::{ConsortiumSpec, Genesis, NodeConfig, SpecNode, init_consortium, load_key, start_node},
-    testing::{CounterApp, sign_tx, test_key},
+    genesis::{ConsortiumSpec, Genesis, SpecNode, init_consortium},
+    node::start_node,
 };
 use bytes::Bytes;
 use commonware_runtime::{Clock as _, Runner as _, Supervisor as _};
@@ -29,7 +33,8 @@ pub struct BenchOptions {
     pub txs: usize,
     /// Submission rate (tx/s) across all validators.
     pub rate: u64,
-    /// First loopback port (p2p ports are `base..base+n`, http `base+100..`).
+    /// First loopback port (p2p ports are `base..base+n`, http `base+100..`); `0` lets the
+    /// operating system choose free ports ([`free_ports`]).
     pub base_port: u16,
     /// Tokio worker threads.
     pub threads: usize,
@@ -91,7 +96,7 @@ impl std::fmt::Display for BenchReport {
 pub enum BenchError {
     /// Setting up nodes failed.
     #[error(transparent)]
-    Node(#[from] crate::node::NodeError),
+    Node(#[from] NodeError),
     /// Work directory problem.
     #[error("bench directory error: path={path} error={error}")]
     Dir {
@@ -100,17 +105,66 @@ pub enum BenchError {
         /// Cause.
         error: String,
     },
+    /// No free loopback port could be reserved, or the ports asked for do not exist.
+    #[error("no free loopback port: error={0}")]
+    Ports(String),
+    /// The benchmark has no validator to run.
+    #[error("bench needs at least one validator: validators=0")]
+    NoValidators,
+}
+
+/// `n` distinct TCP ports that the operating system reports free on 127.0.0.1: each is bound
+/// to port 0, and all are released together once every one is known (so none is handed out
+/// twice). Another process may take one before it is used again; use them right away.
+pub fn free_ports(n: usize) -> Result<Vec<u16>, BenchError> {
+    let listeners = (0..n)
+        .map(|_| std::net::TcpListener::bind((std::net::Ipv4Addr::LOCALHOST, 0)))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| BenchError::Ports(e.to_string()))?;
+    listeners
+        .iter()
+        .map(|l| l.local_addr().map(|a| a.port()))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| BenchError::Ports(e.to_string()))
+}
+
+/// The (p2p, http) loopback addresses of `n` validators: from `base_port` on, or free ports
+/// chosen by the operating system when it is `0`.
+fn node_addresses(base_port: u16, n: usize) -> Result<Vec<(SocketAddr, SocketAddr)>, BenchError> {
+    let local = |port: u16| SocketAddr::from(([127, 0, 0, 1], port));
+    if base_port == 0 {
+        let ports = free_ports(n.saturating_mul(2))?;
+        let (p2p, http) = ports.split_at(n.min(ports.len()));
+        return Ok(p2p
+            .iter()
+            .zip(http)
+            .map(|(&p, &h)| (local(p), local(h)))
+            .collect());
+    }
+    (0..n)
+        .map(|i| {
+            let p2p = u16::try_from(i).ok().and_then(|i| base_port.checked_add(i));
+            match (p2p, p2p.and_then(|p| p.checked_add(100))) {
+                (Some(p2p), Some(http)) => Ok((local(p2p), local(http))),
+                _ => Err(BenchError::Ports(format!(
+                    "no port above 65535: base_port={base_port} validators={n}"
+                ))),
+            }
+        })
+        .collect()
 }
 
 const CHAIN: &str = "medspace-bench";
 
+#[cfg(feature = "testing")]
 fn make_txs(count: usize, signers: u64) -> Vec<Bytes> {
     let keys: Vec<_> = (0..signers).map(test_key).collect();
-    (0..count)
-        .map(|i| {
-            let k = &keys[i % keys.len()];
-            sign_tx(k, CHAIN, i as u64, &format!("k{}", i % 64), 1)
-        })
+    // Transaction `i` is signed by signer `i % signers`.
+    keys.iter()
+        .cycle()
+        .take(count)
+        .enumerate()
+        .map(|(i, k)| sign_tx(k, CHAIN, i as u64, &format!("k{}", i % 64), 1))
         .collect()
 }
 
@@ -131,7 +185,8 @@ pub struct Workload<A> {
 /// The chain id benchmark workloads sign for.
 pub const BENCH_CHAIN: &str = CHAIN;
 
-/// The counter application with `count` transactions from 256 signers.
+/// The counter application with `count` transactions from 256 signers (feature `testing`).
+#[cfg(feature = "testing")]
 pub fn counter_workload(count: usize) -> Workload<CounterApp> {
     let signers = 256u64;
     Workload {
@@ -164,7 +219,9 @@ fn percentile(sorted: &[f64], p: f64) -> f64 {
 }
 
 /// Runs the benchmark on the counter application in `work_dir` (created; must not hold a
-/// previous run).
+/// previous run). Feature `testing`: the binary's `bench ledger` runs the ledger's own workload
+/// through [`bench_workload`].
+#[cfg(feature = "testing")]
 pub fn bench_ledger(opts: &BenchOptions, work_dir: &Path) -> Result<BenchReport, BenchError> {
     bench_workload(opts, work_dir, counter_workload(opts.txs))
 }
@@ -178,12 +235,14 @@ pub fn bench_workload<A: crate::Application>(
 ) -> Result<BenchReport, BenchError> {
     let spec = ConsortiumSpec {
         chain_id: CHAIN.into(),
-        nodes: (0..opts.validators)
-            .map(|i| SpecNode {
+        nodes: node_addresses(opts.base_port, opts.validators)?
+            .into_iter()
+            .enumerate()
+            .map(|(i, (p2p, http))| SpecNode {
                 name: format!("v{i}"),
                 validator: true,
-                p2p: SocketAddr::from(([127, 0, 0, 1], opts.base_port + i as u16)),
-                http: SocketAddr::from(([127, 0, 0, 1], opts.base_port + 100 + i as u16)),
+                p2p,
+                http,
             })
             .collect(),
         app: workload.app_genesis.clone(),
@@ -231,8 +290,9 @@ pub fn bench_workload<A: crate::Application>(
             handles.push(h);
         }
         // Wait for the first empty blocks so connections are up before timing.
-        handles[0].wait_for_height(2).await;
-        let mut sub = handles[0].subscribe();
+        let first = handles.first().ok_or(BenchError::NoValidators)?;
+        first.wait_for_height(2).await;
+        let mut sub = first.subscribe();
         let mut submitted: HashMap<[u8; 32], Instant> = HashMap::with_capacity(txs.len());
         let start = Instant::now();
         let batch = (opts.rate / 100).max(1) as usize;
@@ -255,9 +315,12 @@ pub fn bench_workload<A: crate::Application>(
                 // Each validator gets its share of the slice in one call, as a gateway
                 // forwarding its clients' transactions does (`POST /v1/txs`).
                 let mut per_node: Vec<Vec<Bytes>> = vec![Vec::new(); handles.len()];
-                for (i, tx) in txs[sent..end].iter().enumerate() {
-                    let to = route.get(sent + i).copied().unwrap_or(sent + i);
-                    if let Some(list) = per_node.get_mut(to % handles.len()) {
+                for (i, tx) in txs.iter().enumerate().take(end).skip(sent) {
+                    let to = route.get(i).copied().unwrap_or(i);
+                    if let Some(list) = to
+                        .checked_rem(handles.len())
+                        .and_then(|n| per_node.get_mut(n))
+                    {
                         list.push(tx.clone());
                     }
                 }
@@ -328,7 +391,7 @@ pub fn bench_workload<A: crate::Application>(
     })
 }
 
-/// Creates a fresh temporary work directory for [`bench_ledger`].
+/// Creates a fresh temporary work directory for a benchmark run ([`bench_workload`]).
 pub fn temp_work_dir() -> Result<std::path::PathBuf, BenchError> {
     let dir = std::env::temp_dir().join(format!(
         "medspace-bench-{}-{}",

@@ -14,7 +14,7 @@
 use crate::{
     block::{Block, BlockLimits},
     engine::{BlockFinalization, Scheme},
-    node::Genesis,
+    genesis::Genesis,
 };
 use bytes::Bytes;
 use commonware_codec::{Encode as _, Read as _};
@@ -296,7 +296,7 @@ const LOG_SUM: usize = 8;
 
 fn log_sum(bytes: &[u8]) -> [u8; LOG_SUM] {
     use sha2::Digest as _;
-    let d = sha2::Sha256::digest(bytes);
+    let d: [u8; 32] = sha2::Sha256::digest(bytes).into();
     let mut out = [0u8; LOG_SUM];
     out.copy_from_slice(&d[..LOG_SUM]);
     out
@@ -361,14 +361,20 @@ impl BlockLog {
         let mut entries = Vec::new();
         let mut at = 0usize;
         while let Some(len) = data
-            .get(at..at + 4)
+            .get(at..at.saturating_add(4))
             .and_then(|b| <[u8; 4]>::try_from(b).ok())
             .map(|b| u32::from_be_bytes(b) as usize)
         {
-            let end = at + 4 + len + LOG_SUM;
-            let (Some(body), Some(sum)) =
-                (data.get(at + 4..at + 4 + len), data.get(end - LOG_SUM..end))
-            else {
+            // An entry running past the end of the address space runs past the end of the
+            // file: a torn entry, like one running past the end of the data.
+            let body_at = at.saturating_add(4);
+            let Some(sum_at) = body_at.checked_add(len) else {
+                break;
+            };
+            let Some(end) = sum_at.checked_add(LOG_SUM) else {
+                break;
+            };
+            let (Some(body), Some(sum)) = (data.get(body_at..sum_at), data.get(sum_at..end)) else {
                 break;
             };
             if log_sum(body) != sum {

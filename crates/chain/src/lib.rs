@@ -16,12 +16,18 @@
 //!   link, time and finality certificate against the genesis validators — the wire form of a
 //!   finalized block, an HTTP source that long-polls validators for it, and the observer's
 //!   append-only block log.
+//! - [`genesis`]: the consortium spec, the genesis file (validators, observers, application
+//!   genesis) and [`genesis::init_consortium`], which writes keys, genesis and node configs.
+//! - [`config`]: a node's TOML configuration, validated at load, and its key file.
+//! - [`node`]: running one validator on the tokio runtime over authenticated TCP, with the
+//!   [`api`] (the node's HTTP API) served beside it.
 //! - [`audit`]: `audit verify` over a stopped node's stored chain (a validator's archives or an
 //!   observer's log).
-//! - [`testing`]: a small real application (signed key-value counters, ed25519, nonces, SHA-256
-//!   root) used by the tests and benchmarks, and [`testing::sim`], the deterministic-simulation
-//!   harness (simulated network, validator launch, agreement checks) shared by the chain's and
-//!   the node's simulation tests.
+//! - [`bench`](mod@bench): `medspace bench ledger`, validators over loopback TCP measuring finalized tx/s.
+//! - `testing` (cargo feature `testing`, off by default): a small real application (signed
+//!   key-value counters, ed25519, nonces, SHA-256 root) used by the tests and the counter
+//!   benchmark, and `testing::sim`, the deterministic-simulation harness (simulated network,
+//!   validator launch, agreement checks) shared by the chain's and the node's simulation tests.
 //!
 //! Durability: the committed state is not stored separately. On start the engine replays every
 //! finalized block that marshal persisted (heights `1..=processed`) through
@@ -36,10 +42,13 @@ pub mod api;
 pub mod audit;
 pub mod bench;
 pub mod block;
+pub mod config;
 pub mod engine;
 pub mod follow;
+pub mod genesis;
 pub mod mempool;
 pub mod node;
+#[cfg(feature = "testing")]
 pub mod testing;
 
 /// The deterministic application the chain replicates. Transactions are opaque encoded bytes.

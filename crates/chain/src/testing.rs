@@ -146,11 +146,11 @@ fn entry_hash(tag: u8, a: &[u8], b: &[u8]) -> [u64; 4] {
     h.update((a.len() as u64).to_be_bytes());
     h.update(a);
     h.update(b);
-    let d = h.finalize();
+    let d: [u8; 32] = h.finalize().into();
     let mut out = [0u64; 4];
-    for (i, lane) in out.iter_mut().enumerate() {
+    for (lane, word) in out.iter_mut().zip(d.chunks_exact(8)) {
         let mut w = [0u8; 8];
-        w.copy_from_slice(&d[i * 8..i * 8 + 8]);
+        w.copy_from_slice(word);
         *lane = u64::from_be_bytes(w);
     }
     out

@@ -38,14 +38,18 @@ async fn call(
 #[test]
 fn api_rejects_bad_input_and_finalizes_good_tx() {
     let dir = medspace_chain::bench::temp_work_dir().expect("dir");
+    // Ports chosen by the operating system right before the validators start.
+    let ports = medspace_chain::bench::free_ports(8).expect("free ports");
     let spec = ConsortiumSpec {
         chain_id: CHAIN.into(),
-        nodes: (0..4u16)
-            .map(|i| SpecNode {
+        nodes: ports
+            .chunks(2)
+            .enumerate()
+            .map(|(i, pair)| SpecNode {
                 name: format!("n{i}"),
                 validator: true,
-                p2p: SocketAddr::from(([127, 0, 0, 1], 19_400 + i)),
-                http: SocketAddr::from(([127, 0, 0, 1], 19_500 + i)),
+                p2p: SocketAddr::from(([127, 0, 0, 1], pair[0])),
+                http: SocketAddr::from(([127, 0, 0, 1], pair[1])),
             })
             .collect(),
         app: serde_json::Value::Null,
