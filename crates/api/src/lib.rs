@@ -1,9 +1,10 @@
 //! medspace-api: the node's HTTP/JSON API (axum).
 //!
-//! One router per node, generic over [`Ledger`] — what the node knows: the state at its last
-//! finalized block with the anchor (block header and finality certificate) that commits to its
-//! root, a mempool to submit to, and the status of submitted transactions. The chain crate
-//! implements [`Ledger`] for a running node; tests implement it over an in-process state.
+//! One router per node, generic over [`medspace_ledger::Ledger`] — what the node knows: the
+//! state at its last finalized block with the anchor (block header and finality certificate)
+//! that commits to its root, a mempool to submit to, and the status of submitted transactions.
+//! A validator's chain handle and an observer's follower implement it; tests implement it over
+//! an in-process state.
 //!
 //! - `POST /v1/tx` takes a signed transaction (its canonical bytes); the transaction carries its
 //!   own signature, so no request signature is needed. Body size and request rate are limited.
@@ -11,10 +12,6 @@
 //!   ledger knows; a patient's routes answer only that patient (or the regulator's auditor).
 //! - Record routes answer the record, its canonical bytes, its inclusion proof and the anchor.
 //! - `GET /v1/health` and `GET /openapi.json` are open.
-#![cfg_attr(
-    not(test),
-    deny(clippy::unwrap_used, clippy::expect_used, clippy::panic)
-)]
 
 pub mod auth;
 mod openapi;
@@ -39,67 +36,7 @@ use tokio::sync::Mutex;
 
 pub use openapi::openapi;
 
-/// The state a node answers from.
-#[derive(Clone)]
-pub struct Snapshot {
-    /// The state after the last finalized block.
-    pub state: State,
-    /// That block's height.
-    pub height: u64,
-    /// That block's time.
-    pub time_ms: u64,
-    /// What commits to the state root: the block header and its finality certificate, as the
-    /// chain layer presents them.
-    pub anchor: Value,
-}
-
-/// Where a submitted transaction stands.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
-#[serde(tag = "status", rename_all = "snake_case")]
-pub enum TxStatus {
-    /// Never seen (or forgotten).
-    Unknown,
-    /// In the mempool.
-    Pending,
-    /// In a finalized block and applied.
-    Finalized {
-        /// The block.
-        height: u64,
-        /// The receipt (what it created, what followed).
-        receipt: Value,
-    },
-    /// In a finalized block, refused by the state machine (changing nothing).
-    Refused {
-        /// The block.
-        height: u64,
-        /// Why.
-        reason: String,
-    },
-}
-
-/// Why a transaction was not admitted to the mempool.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum SubmitError {
-    /// It can never be valid (bad signature, wrong chain, replayed nonce...).
-    #[error("{0}")]
-    Invalid(String),
-    /// Already in the mempool or the chain.
-    #[error("duplicate transaction id={0}")]
-    Duplicate(Hash),
-    /// The mempool is full: try again later.
-    #[error("mempool full: try again later")]
-    Full,
-}
-
-/// What a node offers the API.
-pub trait Ledger: Send + Sync + 'static {
-    /// The state at the last finalized block.
-    fn snapshot(&self) -> Snapshot;
-    /// Admits a transaction to the mempool.
-    fn submit(&self, tx: SignedTx) -> Result<Hash, SubmitError>;
-    /// A transaction's status.
-    fn tx_status(&self, id: &Hash) -> TxStatus;
-}
+pub use medspace_ledger::{Anchor, Ledger, Snapshot, SubmitError, TxStatus};
 
 /// Limits of the API.
 #[derive(Clone, Debug)]
@@ -284,7 +221,7 @@ fn may_read_patient(caller: &Caller, patient: &PatientId) -> Result<(), ApiError
 struct Anchored<T: Serialize> {
     height: u64,
     root: Hash,
-    anchor: Value,
+    anchor: Option<Anchor>,
     #[serde(flatten)]
     body: T,
 }
@@ -313,6 +250,9 @@ async fn submit_tx<L: Ledger>(
         Err(SubmitError::Invalid(m)) => Err(bad(m)),
         Err(e @ SubmitError::Duplicate(_)) => Err(ApiError(StatusCode::CONFLICT, e.to_string())),
         Err(e @ SubmitError::Full) => Err(ApiError(StatusCode::SERVICE_UNAVAILABLE, e.to_string())),
+        Err(e @ SubmitError::ReadOnly) => {
+            Err(ApiError(StatusCode::METHOD_NOT_ALLOWED, e.to_string()))
+        }
     }
 }
 

@@ -1,4 +1,11 @@
 //! Runs the ledger benchmark: `cargo run --release -p medspace-chain --example bench_ledger -- [txs] [rate]`.
+
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
 fn main() {
     let mut args = std::env::args().skip(1);
     let mut opts = medspace_chain::bench::BenchOptions::default();

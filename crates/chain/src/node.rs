@@ -119,7 +119,7 @@ pub fn run_node<A, F, X>(config: NodeConfig, make_app: F, extra_routes: X) -> Re
 where
     A: Application,
     F: FnOnce(&Genesis) -> Result<A, String> + Send + 'static,
-    X: FnOnce(Handle<A>) -> axum::Router + Send + 'static,
+    X: FnOnce(commonware_runtime::tokio::Context, Handle<A>) -> axum::Router + Send + 'static,
 {
     let genesis = Genesis::load(&config.node.genesis_file)?;
     let signer = load_key(&config.node.key_file)?;
@@ -136,6 +136,7 @@ where
     );
     runner.start(|context| async move {
         let metrics_context = context.child("metrics");
+        let services_context = context.child("services");
         let handle = start_node(context.child("node"), &config, &genesis, signer, app).await?;
         tracing::info!(name = %config.node.name, http = %config.http.listen, "chain.node.run: started");
         let router = crate::api::router(
@@ -145,7 +146,7 @@ where
                 submit_per_second: config.http.submit_rate_per_second,
             },
             move || commonware_runtime::Metrics::encode(&metrics_context),
-            extra_routes(handle),
+            extra_routes(services_context, handle),
         );
         crate::api::serve(config.http.listen, router)
             .await

@@ -244,7 +244,7 @@ impl CounterApp {
 impl Application for CounterApp {
     type Diff = CounterDiff;
 
-    fn precheck(txs: &[Bytes]) -> Vec<Result<(), String>> {
+    fn precheck(&self, txs: &[Bytes]) -> Vec<Result<(), String>> {
         txs.iter().map(|tx| decode_tx(tx).map(|_| ())).collect()
     }
 

@@ -2,6 +2,12 @@
 //! committed; flipping one byte of one stored block is detected at exactly that block's height,
 //! with the storage's checksum as the reason, and everything before it still verifies.
 
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
 use commonware_codec::Encode as _;
 use commonware_runtime::{Runner as _, Supervisor as _};
 use medspace_chain::{

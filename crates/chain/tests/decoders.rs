@@ -15,6 +15,12 @@
 //! Case counts are small so the whole binary runs in seconds; `MEDSPACE_DECODER_SCALE=n` runs
 //! `n` times as many.
 
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
 use bytes::Bytes;
 use commonware_codec::{Decode as _, Encode as _};
 use commonware_consensus::{

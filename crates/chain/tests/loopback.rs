@@ -1,6 +1,12 @@
 //! Four validators on the tokio runtime over real loopback TCP finalize every submitted
 //! transaction (small load; the benchmark measures speed).
 
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
 use medspace_chain::bench::{BenchOptions, bench_ledger, temp_work_dir};
 
 #[test]

@@ -3,6 +3,12 @@
 //!
 //! `MEDSPACE_SIM_SEEDS` sets how many seeds the multi-seed test runs (default 50).
 
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
 use bytes::Bytes;
 use commonware_macros::select;
 use commonware_runtime::{Clock, Runner as _, Supervisor as _};

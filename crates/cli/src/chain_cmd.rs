@@ -1,9 +1,8 @@
-//! Chain subcommands: `medspace init --consortium <spec> --out <dir>` and
-//! `medspace bench ledger`.
+//! Node and chain subcommands: `init`, `node`, `audit verify`, `keygen`, `link`.
 
 use anyhow::Context as _;
-use clap::{Args, Subcommand};
-use std::path::PathBuf;
+use clap::Args;
+use std::path::{Path, PathBuf};
 
 /// `medspace init`.
 #[derive(Args)]
@@ -15,24 +14,6 @@ pub struct InitArgs {
     /// Output directory (genesis.json, <node>/node.key, <node>/node.toml).
     #[arg(long)]
     pub out: PathBuf,
-}
-
-/// `medspace bench <name>`.
-#[derive(Subcommand)]
-pub enum BenchCommand {
-    /// Four validators over loopback TCP running the ledger state machine: finalized tx/s,
-    /// p50/p99 submission→finality latency, single-node apply rate.
-    Ledger {
-        /// Transactions to submit.
-        #[arg(long, default_value_t = 80_000)]
-        txs: usize,
-        /// Submission rate (tx/s).
-        #[arg(long, default_value_t = 8_000)]
-        rate: u64,
-        /// First loopback port.
-        #[arg(long, default_value_t = 17_400)]
-        base_port: u16,
-    },
 }
 
 /// Runs `medspace init`.
@@ -58,38 +39,74 @@ pub fn init(args: InitArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Runs `medspace bench ...`.
-pub fn bench(cmd: BenchCommand) -> anyhow::Result<()> {
-    match cmd {
-        BenchCommand::Ledger {
-            txs,
-            rate,
-            base_port,
-        } => {
-            let opts = medspace_chain::bench::BenchOptions {
-                txs,
-                rate,
-                base_port,
-                ..Default::default()
-            };
-            let dir = medspace_chain::bench::temp_work_dir()?;
-            let workload = medspace_node::bench_workload(txs).map_err(anyhow::Error::msg)?;
+/// Runs one node from its config (logs to stderr).
+pub fn node(config: &Path) -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    Ok(medspace_node::run(config)?)
+}
+
+/// Finds the node config for `audit verify --data-dir`.
+fn node_config_for(dir: &Path) -> anyhow::Result<PathBuf> {
+    let candidates = [
+        dir.join("node.toml"),
+        dir.parent()
+            .map(|p| p.join("node.toml"))
+            .unwrap_or_default(),
+    ];
+    candidates
+        .into_iter()
+        .find(|c| c.is_file())
+        .with_context(|| format!("no node.toml in {} or its parent", dir.display()))
+}
+
+/// Runs `medspace audit verify`.
+pub fn audit_verify(data_dir: &Path) -> anyhow::Result<()> {
+    let report = medspace_ledger::audit(&node_config_for(data_dir)?)?;
+    match report.fault {
+        None => {
             println!(
-                "bench ledger: the medspace state machine on {} validators over loopback TCP; {txs} transactions (patients registering, then consenting) offered at {rate} tx/s",
-                opts.validators
-            );
-            let report = medspace_chain::bench::bench_workload(&opts, &dir, workload);
-            let _ = std::fs::remove_dir_all(&dir);
-            let report = report?;
-            println!("bench ledger: validators={} {report}", opts.validators);
-            let cores = std::thread::available_parallelism().map_or(1, |n| n.get()) as f64;
-            let ceiling = report.apply_tps * cores / opts.validators as f64;
-            println!(
-                "machine ceiling (apply rate x {cores} cores / {} validators) = {ceiling:.0} tx/s; finalized/ceiling ratio {:.2}",
-                opts.validators,
-                report.tps / ceiling.max(1e-9)
+                "audit verify: {} blocks verified from genesis, state root {}",
+                report.verified_height,
+                hex::encode(report.root)
             );
             Ok(())
         }
+        Some((height, reason)) => anyhow::bail!(
+            "audit verify: fault at height {height}: {reason} (blocks 1..={} verified)",
+            report.verified_height
+        ),
     }
+}
+
+/// Runs `medspace keygen`.
+pub fn keygen(out: &Path) -> anyhow::Result<()> {
+    let key = medspace_types::Keypair::generate(rand::rng());
+    medspace_devnet::write_secret(out, &key.secret_hex())?;
+    println!("{}", key.public());
+    Ok(())
+}
+
+/// Runs `medspace link`.
+pub fn link(node: &Path, person: &str, patient: &str) -> anyhow::Result<()> {
+    let vault = medspace_vault::Vault::open_read_only(node)?;
+    let person_id = vault
+        .resolve_patient(person)
+        .with_context(|| format!("no record of person={person} in {}", node.display()))?;
+    let id: medspace_types::PatientId = patient
+        .parse()
+        .map_err(|e| anyhow::anyhow!("bad pseudonym `{patient}`: {e}"))?;
+    let mut links = medspace_compute::Links::load(node)?;
+    links.link(person_id, id)?;
+    links.save(node)?;
+    println!(
+        "linked record {person_id} of {} to patient {id}",
+        node.display()
+    );
+    Ok(())
 }

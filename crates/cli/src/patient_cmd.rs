@@ -8,11 +8,10 @@
 //! record. `--wallet <file>` uses a patient wallet instead.
 
 use crate::query_cmd::{Who, load};
-use crate::remote::Remote;
 use anyhow::{Context, bail};
 use clap::{Args, Subcommand};
-use medspace_state::State;
-use medspace_state::records::PatientEvent;
+use medspace_client::Remote;
+use medspace_client::records::{self, GrantTerms, LogLine};
 use medspace_types::*;
 use std::path::PathBuf;
 
@@ -160,7 +159,7 @@ fn patient_key(who: &Who, p: &WhichPatient) -> anyhow::Result<Keypair> {
             p.index
         )
     })?;
-    Ok(crate::hospitals::patient_key(seed, &p.hospital, fhir_id))
+    Ok(medspace_consortium::patient_key(seed, &p.hospital, fhir_id))
 }
 
 fn day_ms(s: &str) -> anyhow::Result<u64> {
@@ -171,177 +170,12 @@ fn day_ms(s: &str) -> anyhow::Result<u64> {
     Ok(u64::try_from(ms).unwrap_or(0))
 }
 
-/// Redeems `code` for `grant` at the holding hospital's node (`holder_url`), signed by the
-/// grantee's `key`: the node's status and body (the Bundle, or why it refused).
-pub fn redeem_request(
-    ledger: &Remote,
-    holder_url: &str,
-    key: &Keypair,
-    grant: GrantId,
-    code: &str,
-) -> anyhow::Result<(u16, Vec<u8>)> {
-    let body = serde_json::to_vec(&serde_json::json!({ "grant": grant, "code": code }))?;
-    ledger.post_signed(holder_url, "/v1/records/redeem", &body, key)
-}
-
-/// The access record on the ledger for `delivered` bytes of `patient`'s record (after
-/// catching up): a delivery without one is refused.
-pub fn access_for(
-    ledger: &mut Remote,
-    patient: &PatientId,
-    delivered: &[u8],
-) -> anyhow::Result<medspace_state::records::AccessRecord> {
-    let hash = medspace_worker::records::delivery_hash(delivered);
-    ledger.catch_up()?;
-    ledger
-        .state()
-        .accesses_of(patient)?
-        .into_iter()
-        .find(|a| a.record.content_hash == hash)
-        .map(|a| a.record)
-        .context("no access record on the ledger matches what was delivered")
-}
-
-/// Prints `patient`'s log from the verified `state`, checking each entry's proof against its
-/// root; returns how many entries there are.
-pub fn print_log(state: &State, patient: &PatientId, indent: &str) -> anyhow::Result<usize> {
-    let root = state.root();
-    let entries = state.patient_log(patient)?;
-    for entry in &entries {
-        entry
-            .verify(&root)
-            .context("a log entry failed its proof")?;
-        let what = match &entry.record.event {
-            PatientEvent::Consent(c) => format!(
-                "consent {} {} {}",
-                c.purpose,
-                c.study
-                    .as_ref()
-                    .map_or("(all studies)".into(), |s| s.to_string()),
-                c.state
-            ),
-            PatientEvent::GrantIssued(g) => format!("grant {g} issued"),
-            PatientEvent::GrantRevoked(g) => format!("grant {g} revoked"),
-            PatientEvent::Accessed(a) => {
-                let rec = state.access(*a)?.context("access missing")?;
-                format!(
-                    "records delivered by {} to {} under {:?} ({} resources, hash {})",
-                    rec.holder, rec.recipient, rec.basis, rec.resource_count, rec.content_hash
-                )
-            }
-            PatientEvent::Destroyed(a) => format!("copy of {a} destroyed"),
-        };
+fn print_lines(lines: &[LogLine]) {
+    for l in lines {
         println!(
-            "{indent}height {:>3}  {what}  [proof ✓ {} steps]",
-            entry.record.height,
-            entry.proof.path.len()
+            "  height {:>3}  {}  [proof ✓ {} steps]",
+            l.height, l.what, l.proof_steps
         );
-    }
-    Ok(entries.len())
-}
-
-/// Prints the aggregate jobs that may have counted `patient`: jobs under contracts covering
-/// one of `holders` (the hospitals holding the patient's records) whose purpose, study and level
-/// the patient's consent allowed at the job's height (the ledger never learns who was in a
-/// cohort; only aggregates left the hospitals). Each job record is proven against the root.
-/// Returns how many.
-pub fn print_jobs(
-    state: &State,
-    patient: &PatientId,
-    holders: &[MemberId],
-    indent: &str,
-) -> anyhow::Result<usize> {
-    let root = state.root();
-    let mut n = 0;
-    for job in state.jobs()? {
-        let Some(c) = state.contract(job.contract)? else {
-            continue;
-        };
-        let Some(at) = c.owners.iter().find(|o| holders.contains(o)) else {
-            continue;
-        };
-        if !state.consent_allows(
-            patient,
-            c.purpose,
-            c.study.as_ref(),
-            c.level,
-            job.submitted_height,
-        )? {
-            continue;
-        }
-        let key = medspace_state::records::keys::job(job.id);
-        let (value, proof) = state.prove(&key).context("a job without its record")?;
-        proof
-            .verify(&root, &key, &value)
-            .context("a job record failed its proof")?;
-        let outcome = match &job.result {
-            Some(r) => format!(
-                "aggregate result {} posted by {}, {} institutions contributed",
-                r.result_hash,
-                r.posted_by,
-                r.contributions.len()
-            ),
-            None => "running".to_string(),
-        };
-        println!(
-            "{indent}height {:>3}  job {} under {} ({} {}) may have counted you at {at}: your consent allowed it; {outcome}  [proof ✓ {} steps]",
-            job.submitted_height,
-            job.id,
-            c.id,
-            c.purpose,
-            c.study
-                .as_ref()
-                .map_or("(no study)".into(), |s| s.to_string()),
-            proof.path.len()
-        );
-        n += 1;
-    }
-    Ok(n)
-}
-
-/// What a patient grants; the authorization code is made by [`GrantTerms::with_new_code`].
-pub struct GrantTerms {
-    /// Who may fetch.
-    pub grantee: MemberId,
-    /// The hospital holding the records.
-    pub holder: MemberId,
-    /// Why.
-    pub purpose: Purpose,
-    /// FHIR resource types covered.
-    pub types: Vec<String>,
-    /// Records dated within (ms since the epoch, inclusive).
-    pub period_ms: (u64, u64),
-    /// The grant ends at this block time.
-    pub expiry_ms: u64,
-    /// Redemptions allowed (0 = unlimited until expiry).
-    pub max_uses: u32,
-}
-
-impl GrantTerms {
-    /// The grant with a fresh authorization code: the payload `patient` signs, carrying only
-    /// the code's hash (all the ledger ever sees of it), and the code to hand over.
-    pub fn with_new_code(
-        self,
-        patient: &PatientId,
-    ) -> anyhow::Result<(Payload, medspace_patient::AuthCode)> {
-        let code = medspace_patient::AuthCode::generate();
-        let types = self
-            .types
-            .iter()
-            .map(|t| Text::new(t.as_str()))
-            .collect::<Result<Vec<_>, _>>()?;
-        let payload = Payload::IssueGrant(IssueGrant {
-            grantee: self.grantee,
-            holder: self.holder,
-            purpose: self.purpose,
-            resource_types: List::new(types)?,
-            period_from_ms: self.period_ms.0,
-            period_to_ms: self.period_ms.1,
-            expiry_ms: self.expiry_ms,
-            max_uses: self.max_uses,
-            code_hash: code.hash(patient),
-        });
-        Ok((payload, code))
     }
 }
 
@@ -481,68 +315,44 @@ pub fn run(args: PatientArgs) -> anyhow::Result<()> {
                 ledger.height(),
                 ledger.state().root()
             );
-            let n = print_log(ledger.state(), &id, "  ")?;
+            let log = records::log(ledger.state(), &id)?;
+            print_lines(&log);
             // The hospitals holding this patient's records: the devnet patient's, or (wallet)
             // any hospital of the consortium.
             let holders: Vec<MemberId> = if patient.wallet.is_some() {
-                crate::consortium::HOSPITALS
+                medspace_consortium::HOSPITALS
                     .iter()
                     .map(|h| MemberId::new(h))
                     .collect::<Result<_, _>>()?
             } else {
                 vec![MemberId::new(&patient.hospital)?]
             };
-            let jobs = print_jobs(ledger.state(), &id, &holders, "  ")?;
-            println!("  {n} entries and {jobs} jobs, every proof checked");
+            let jobs = records::jobs_that_may_have_counted(ledger.state(), &id, &holders)?;
+            print_lines(&jobs);
+            println!(
+                "  {} entries and {} jobs, every proof checked",
+                log.len(),
+                jobs.len()
+            );
             Ok(())
         }
         PatientCommand::Export { patient, out } => {
             let key = patient_key(&who, &patient)?;
-            let mut entries: Vec<serde_json::Value> = Vec::new();
-            let mut seen = std::collections::HashSet::new();
-            let mut from = Vec::new();
-            let mut unreachable = Vec::new();
-            for node in genesis.validators.iter().chain(&genesis.observers) {
-                let url = format!("http://{}", node.http);
-                let (status, bytes) = match ledger.get_signed(&url, "/v1/records/export", &key) {
-                    Ok(answer) => answer,
-                    Err(e) => {
-                        unreachable.push(format!("{}: {e:#}", node.name));
-                        continue;
-                    }
-                };
-                if status != 200 {
-                    continue; // no record there (or no record service)
-                }
-                let bundle: serde_json::Value = serde_json::from_slice(&bytes)
-                    .with_context(|| format!("{} sent a malformed Bundle", node.name))?;
-                let mut n = 0;
-                for e in bundle["entry"].as_array().into_iter().flatten() {
-                    let url = e["fullUrl"].as_str().unwrap_or_default().to_string();
-                    if url.is_empty() || seen.insert(url) {
-                        entries.push(e.clone());
-                        n += 1;
-                    }
-                }
-                from.push(format!("{} ({n} resources)", node.name));
-            }
-            if from.is_empty() {
-                bail!("no hospital holds a record of this patient");
-            }
-            let bundle = serde_json::json!({
-                "resourceType": "Bundle",
-                "type": "collection",
-                "entry": entries,
-            });
-            std::fs::write(&out, serde_json::to_vec_pretty(&bundle)?)
+            let rec = records::export_record(&ledger, &genesis, &key)?;
+            std::fs::write(&out, serde_json::to_vec_pretty(&rec.bundle)?)
                 .with_context(|| format!("writing {}", out.display()))?;
+            let from: Vec<String> = rec
+                .from
+                .iter()
+                .map(|(node, n)| format!("{node} ({n} resources)"))
+                .collect();
+            let total: usize = rec.from.iter().map(|(_, n)| n).sum();
             println!(
-                "exported {} resources from {} into {}",
-                entries.len(),
+                "exported {total} resources from {} into {}",
                 from.join(", "),
                 out.display()
             );
-            for u in &unreachable {
+            for u in &rec.unreachable {
                 println!("  warning: could not reach {u}; any record held there is missing");
             }
             Ok(())
@@ -551,29 +361,12 @@ pub fn run(args: PatientArgs) -> anyhow::Result<()> {
             let grant: GrantId = grant
                 .parse()
                 .map_err(|e| anyhow::anyhow!("bad grant id `{grant}`: {e}"))?;
-            let rec = ledger
-                .state()
-                .grant(grant)?
-                .with_context(|| format!("grant {grant} is not on the ledger"))?;
-            let url = crate::study::node_url(&genesis, &rec.terms.holder)?;
             let started = std::time::Instant::now();
-            let (status, bytes) = redeem_request(&ledger, &url, &signer, grant, &code)?;
+            let (bytes, access) = records::redeem(&mut ledger, &genesis, &signer, grant, &code)?;
             let took = started.elapsed();
-            if status != 200 {
-                let reason = serde_json::from_slice::<serde_json::Value>(&bytes)
-                    .ok()
-                    .and_then(|v| v.get("error").and_then(|e| e.as_str()).map(String::from))
-                    .unwrap_or_else(|| String::from_utf8_lossy(&bytes).into_owned());
-                bail!(
-                    "{} refused the redemption ({status}): {reason}",
-                    rec.terms.holder
-                );
-            }
-            let access = access_for(&mut ledger, &rec.patient, &bytes)?;
-            let hash = access.content_hash;
             std::fs::write(&out, &bytes).with_context(|| format!("writing {}", out.display()))?;
             println!(
-                "received {} resources ({}) from {} in {:.0} ms; access recorded on the ledger (hash {hash} matches); saved {}",
+                "received {} resources ({}) from {} in {:.0} ms; access recorded on the ledger (hash {} matches); saved {}",
                 access.resource_count,
                 access
                     .resource_types
@@ -581,8 +374,9 @@ pub fn run(args: PatientArgs) -> anyhow::Result<()> {
                     .map(|t| t.as_str())
                     .collect::<Vec<_>>()
                     .join(", "),
-                rec.terms.holder,
+                access.holder,
                 took.as_secs_f64() * 1000.0,
+                access.content_hash,
                 out.display()
             );
             Ok(())

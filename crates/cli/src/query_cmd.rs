@@ -3,16 +3,15 @@
 //! by the hospitals' own nodes, and the released result.
 //!
 //! Every command is a signed transaction or a signed read; the client acts only on the state
-//! it verified itself from finalized blocks (`cli::remote`). Keys come from `--key` (a hex
-//! secret file) or, on the local devnet, from `--as <user>`.
+//! it verified itself from finalized blocks (`medspace_client::Remote`). Keys come from `--key`
+//! (a hex secret file) or, on the local devnet, from `--as <user>`.
 
-use crate::consortium::{Consortium, HOSPITALS};
-use crate::devnet::GENESIS_MS;
-use crate::remote::Remote;
-use crate::study;
 use anyhow::{Context, bail};
 use clap::{Args, Subcommand};
 use medspace_chain::node::Genesis as ChainGenesis;
+use medspace_client::Remote;
+use medspace_client::study;
+use medspace_consortium::{Consortium, GENESIS_MS, HOSPITALS};
 use medspace_types::*;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
@@ -260,7 +259,9 @@ pub fn run(args: QueryArgs) -> anyhow::Result<()> {
                 run.record.result_hash,
                 run.latency.as_secs_f64()
             );
-            study::print_result(&run.result, "  ");
+            for l in study::result_lines(&run.result) {
+                println!("  {l}");
+            }
             for (m, n) in &run.result.contributions {
                 println!("  contributed: {m:<12} {n} consenting patients");
             }

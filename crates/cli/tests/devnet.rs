@@ -4,8 +4,14 @@
 //! catches up, the observer verifies the same chain, and `medspace audit verify` passes on the
 //! stopped nodes — and names the height of a byte flipped in the observer's block log.
 
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
 use medspace_chain::follow::HttpSource;
-use medspace_node::follow::Follower;
+use medspace_ledger::Follower;
 use medspace_types::*;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -707,20 +713,22 @@ fn a_study_runs_from_the_cli_on_the_hospitals_workers_and_survives_a_dropped_sit
     );
     assert_eq!(status, 403, "{body}");
     assert!(body.contains("only the job's submitter"), "{body}");
-    // A site's share goes to the job's aggregator (hospital-a) only.
-    let share = format!("/v1/worker/jobs/{job}/share");
-    let (status, body) = get(1, &share, &member_key("hospital-c"));
+    // A site's dealing goes to the job's aggregator (hospital-a) only.
+    let dealing = format!("/v1/worker/jobs/{job}/dealing");
+    let (status, body) = get(1, &dealing, &member_key("hospital-c"));
     assert_eq!(status, 403, "{body}");
-    let (status, body) = get(1, &share, &member_key("hospital-a"));
+    assert!(body.contains("only the aggregator"), "{body}");
+    let (status, body) = get(1, &dealing, &member_key("hospital-a"));
     assert_eq!(status, 200, "{body}");
     assert!(body.contains("\"member\":\"hospital-b\""), "{body}");
-    // A site reveals its masks for one set of dropped sites per job, never a second one.
-    let reveal = |d: &str| format!("/v1/worker/jobs/{job}/reveal?dropped={d}");
-    let (status, body) = get(1, &reveal("hospital-c"), &member_key("hospital-a"));
-    assert_eq!(status, 200, "{body}");
-    let (status, body) = get(1, &reveal("hospital-a"), &member_key("hospital-a"));
-    assert_eq!(status, 409, "{body}");
-    assert!(body.contains("already revealed"), "{body}");
+    // The round is closed on the ledger: a site reveals for its sets, to the aggregator only,
+    // the same shares each time.
+    let reveal = format!("/v1/worker/jobs/{job}/reveal");
+    let (status, body) = get(1, &reveal, &member_key("hospital-c"));
+    assert_eq!(status, 403, "{body}");
+    let (status, first) = get(1, &reveal, &member_key("hospital-a"));
+    assert_eq!(status, 200, "{first}");
+    assert_eq!(get(1, &reveal, &member_key("hospital-a")), (200, first));
 
     // A job whose query reads fields the contract does not cover: every hospital refuses it,
     // nothing is computed, and the ledger records a result without contributions (no epsilon

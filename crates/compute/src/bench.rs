@@ -5,9 +5,11 @@
 //! ([`medspace_vault::bench::write_synthetic_cdm`], each hospital with its own `person_id`
 //! range and seed). Every person is in the cohort (the ledger's planning is not timed: the
 //! benchmark starts from an already planned cohort). One federated run is, one site after
-//! another on this machine, [`site_share`] at each hospital — open its vault, run the compiled
-//! query with the cohort as `consented`, lay the result out, add discrete Laplace noise, mask —
-//! and then [`release`] at the aggregator (sum the masked shares, suppress small cells). The
+//! another on this machine, [`site_vector`] at each hospital — open its vault, run the compiled
+//! query with the cohort as `consented`, lay the result out, add discrete Laplace noise — and
+//! its part of the secure aggregation round (deal its shares, open the others', mask with double
+//! masking), then the aggregator's part (the reveals, unmasking the sum, suppressing small
+//! cells). The
 //! pooled run opens one DataFusion session in which every CDM table is the union of the three
 //! vaults' tables ([`medspace_vault::open_pooled_session`]), registers the union of the cohorts
 //! as `consented` and runs the same SQL through the same function ([`local::run_in`]). Both
@@ -17,12 +19,11 @@
 //! federated totals equal the pooled ones cell by cell (the benchmark fails otherwise). The
 //! timed federated runs use full protection. Figures are medians over the runs.
 
-use crate::federated::{
-    Cell, FederatedError, Protection, SiteJob, SiteKeys, local_vector, release, release_totals,
-    site_share,
-};
+use crate::federated::{FederatedError, SiteJob, local_vector, site_vector};
 use crate::local::{self, CONSENTED};
 use medspace_privacy::query::QuerySpec;
+use medspace_privacy::release::{Cell, Protection, group_label, release_totals};
+use medspace_privacy::secagg;
 use medspace_types::{Hash, JobId};
 use medspace_vault::VaultError;
 use medspace_vault::bench::{SyntheticPersons, write_synthetic_cdm};
@@ -58,6 +59,12 @@ pub enum ComputeError {
     /// The pooled query failed.
     #[error("pooled query: {0}")]
     Local(#[from] local::LocalError),
+    /// The secure aggregation round failed.
+    #[error("secure aggregation: {0}")]
+    SecAgg(#[from] secagg::SecAggError),
+    /// A result did not fit the query's layout.
+    #[error(transparent)]
+    Layout(#[from] medspace_privacy::release::LayoutError),
     /// The query specification is not valid.
     #[error("query specification: {0}")]
     Query(#[from] medspace_privacy::QueryError),
@@ -126,9 +133,10 @@ pub struct FederatedPhases {
     pub site_local_ms: Vec<f64>,
     /// Noise at all hospitals together.
     pub noise_ms: f64,
-    /// Masking at all hospitals together.
+    /// Secure aggregation at all hospitals together: dealing, opening the shares dealt to it,
+    /// double masking, revealing.
     pub mask_ms: f64,
-    /// The aggregator: sum the masked shares, suppress, release.
+    /// The aggregator: check the reveals, unmask the sum, suppress, release.
     pub release_ms: f64,
     /// The slowest hospital plus the aggregator: the run's time if every hospital computed on
     /// its own machine at the same time.
@@ -203,6 +211,61 @@ fn median(values: &[f64]) -> f64 {
     }
 }
 
+// INVARIANT: every index ranges over `0..sites.len()`, and `vectors`, `secrets` are parallel
+// to `sites`.
+#[allow(clippy::indexing_slicing)]
+/// One secure aggregation round over the sites' vectors (every site deals, masks and
+/// reveals; nobody drops): the sum, the sites' time and the aggregator's time.
+fn secure_sum(
+    job: JobId,
+    sites: &[Site],
+    peers: &[PublicKey],
+    vectors: &[Vec<i64>],
+) -> Result<(Vec<i64>, Duration, Duration), ComputeError> {
+    let mut rng = medspace_privacy::dp::os_rng().map_err(FederatedError::from)?;
+    let round = secagg::Round::new(
+        Hash::of(&[b"medspace/job/v1", &job.0.to_be_bytes()]).0,
+        sites.len(),
+    )?;
+    let all: Vec<usize> = (0..sites.len()).collect();
+    let keys = |i: usize| secagg::Keys {
+        me: i,
+        secret: &sites[i].secret,
+        peers,
+    };
+    let t = Instant::now();
+    let secrets: Vec<secagg::SiteSecrets> = sites
+        .iter()
+        .map(|_| secagg::SiteSecrets::random(&mut rng))
+        .collect();
+    let dealings: Vec<(usize, secagg::Dealing)> = all
+        .iter()
+        .map(|&i| secagg::deal(&round, &keys(i), &secrets[i]).map(|d| (i, d)))
+        .collect::<Result<_, _>>()?;
+    let mut masked = Vec::with_capacity(sites.len());
+    let mut reveals = Vec::with_capacity(sites.len());
+    for &i in &all {
+        let held: Vec<(usize, secagg::HeldShare)> = dealings
+            .iter()
+            .map(|(d, dl)| secagg::open_share(&round, &keys(i), *d, dl).map(|s| (*d, s)))
+            .collect::<Result<_, _>>()?;
+        let encoded: Vec<u64> = vectors[i].iter().map(|v| secagg::encode_i64(*v)).collect();
+        masked.push((
+            i,
+            secagg::mask(&round, &keys(i), &all, &secrets[i], &encoded)?,
+        ));
+        reveals.push(secagg::reveal(&round, i, &all, &all, &held)?);
+    }
+    let sites_time = t.elapsed();
+    let t = Instant::now();
+    let (sum, _) = secagg::unmask(&round, &all, &all, &dealings, &masked, &reveals)?;
+    Ok((
+        sum.into_iter().map(secagg::decode_i64).collect(),
+        sites_time,
+        t.elapsed(),
+    ))
+}
+
 fn federated_run(
     sites: &[Site],
     peers: &[PublicKey],
@@ -212,31 +275,27 @@ fn federated_run(
 ) -> Result<FederatedRun, ComputeError> {
     let mut rng = medspace_privacy::dp::os_rng().map_err(FederatedError::from)?;
     let site_job = SiteJob {
-        job,
         spec,
         epsilon_micro: BENCH_EPSILON_MICRO,
         protection,
     };
     let start = Instant::now();
-    let mut shares = Vec::with_capacity(sites.len());
-    let (mut local, mut noise, mut mask) = (Vec::new(), Duration::ZERO, Duration::ZERO);
+    let mut vectors = Vec::with_capacity(sites.len());
+    let (mut local, mut noise) = (Vec::new(), Duration::ZERO);
     let mut slowest_site = Duration::ZERO;
-    for (me, site) in sites.iter().enumerate() {
-        let keys = SiteKeys {
-            me,
-            secret: &site.secret,
-            peers,
-        };
-        let (masked, t) = site_share(&site.dir, &site.cohort, &site_job, &keys, &mut rng)?;
-        shares.push(masked);
+    for site in sites {
+        let (vector, t) = site_vector(&site.dir, &site.cohort, &site_job, &mut rng)?;
+        vectors.push(vector);
         local.push(t.local);
         noise += t.noise;
-        mask += t.mask;
-        slowest_site = slowest_site.max(t.local + t.noise + t.mask);
+        slowest_site = slowest_site.max(t.local + t.noise);
     }
+    let (totals, mask, unmask) = secure_sum(job, sites, peers, &vectors)?;
     let t = Instant::now();
-    let cells = release(spec, &shares, &[], protection)?;
-    let release = t.elapsed();
+    let cells = release_totals(spec, &totals, protection)?;
+    let release = unmask + t.elapsed();
+    // Each site's share of the round's work, as if every hospital had its own machine.
+    let per_site_mask = mask / u32::try_from(sites.len().max(1)).unwrap_or(1);
     Ok(FederatedRun {
         cells,
         total: start.elapsed(),
@@ -244,7 +303,7 @@ fn federated_run(
         noise,
         mask,
         release,
-        slowest_site,
+        slowest_site: slowest_site + per_site_mask,
     })
 }
 
@@ -358,7 +417,7 @@ pub fn bench_federated(
     for (f, p) in check.cells.iter().zip(&pooled) {
         if f != p {
             return Err(ComputeError::Mismatch {
-                group: crate::federated::group_label(&p.group),
+                group: group_label(&p.group),
                 federated: describe(f),
                 pooled: describe(p),
             });

@@ -1,4 +1,4 @@
-//! medspace-compute: the compute worker of a data-holding node.
+//! medspace-compute: a data-holding node's data plane over its vault.
 //!
 //! For each job addressed to this institution, the worker reads the ledger *as of the job's
 //! block* and decides whether and on whom it may compute ([`plan`]): the contract must be active
@@ -6,19 +6,18 @@
 //! job must stay within the contract's approved fields, and only patients whose consent allows
 //! the contract's purpose (and study, and level — L4 needs explicit opt-in) at that height are
 //! in the cohort. Patients are linked to the ledger's pseudonyms by the hospital ([`links`]).
-//! On that cohort the site runs the job's compiled query in its vault ([`local`]), adds its
-//! noise and masks the result; the aggregator sums the masked shares and releases the
-//! protected cells ([`federated`]). [`bench`] times that data plane against the same query over
-//! the pooled data (`medspace bench federated`).
-#![cfg_attr(
-    not(test),
-    deny(clippy::unwrap_used, clippy::expect_used, clippy::panic)
-)]
+//! On that cohort the site runs the job's compiled query in its vault ([`local`]) and adds its
+//! noise ([`federated`]); the node's compute service masks that vector in the job's
+//! aggregation round (`medspace-worker`). [`node`] plugs the vault into the node's services
+//! (the compute service's data plane, record sharing's source). [`bench`] times the data plane
+//! with secure aggregation against the same query over the pooled data
+//! (`medspace bench federated`).
 
 pub mod bench;
 pub mod federated;
 pub mod links;
 pub mod local;
+pub mod node;
 pub mod plan;
 
 pub use links::Links;

@@ -1,6 +1,12 @@
 //! The federated benchmark at a small size: without protection its federated totals equal the
 //! pooled ones, and both equal an independent count written by hand.
 
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
 use medspace_compute::bench::{
     COUNT_SPEC, ComputeError, FederatedOptions, MEAN_SPEC, SITES, bench_federated,
 };

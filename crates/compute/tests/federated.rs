@@ -1,9 +1,17 @@
 //! A federated job over three hospitals' vaults against the same query on the pooled data,
 //! refusals of the plan, and the aggregator's view.
 
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
 use medspace_compute::Links;
-use medspace_compute::federated::{Protection, SiteKeys, job_binding, release, run_site};
+use medspace_compute::federated::run_site;
 use medspace_privacy::query::parse;
+use medspace_privacy::release::{Protection, group_label, release_totals};
+use medspace_privacy::secagg;
 use medspace_state::{BlockContext, State};
 use medspace_types::*;
 use medspace_vault::{IngestOptions, OnError, Vault};
@@ -12,6 +20,7 @@ use rand_core::SeedableRng;
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 
+const SPEC_BY_SEX: &str = r#"{"version":1,"cohort":{"conditions":["44054006"],"index_date":"2025-01-01"},"aggregate":"count","group_by":["sex"]}"#;
 const SPEC: &str = r#"{"version":1,"cohort":{"conditions":["44054006"],"index_date":"2025-01-01"},"aggregate":"count","group_by":["sex","age_band"]}"#;
 const HOSPITALS: [&str; 3] = ["hospital-a", "hospital-b", "hospital-c"];
 const PER_HOSPITAL: u64 = 120;
@@ -175,19 +184,19 @@ impl World {
                         fields: List::new(vec![
                             FieldDesc {
                                 name: Text::new("person_id").unwrap(),
-                                level: Level::L2,
+                                level: level_of("person_id"),
                                 missing_ppm: 0,
                                 invalid_ppm: 0,
                             },
                             FieldDesc {
                                 name: Text::new("gender_source_value").unwrap(),
-                                level: Level::L2,
+                                level: level_of("gender_source_value"),
                                 missing_ppm: 0,
                                 invalid_ppm: 0,
                             },
                             FieldDesc {
                                 name: Text::new("year_of_birth").unwrap(),
-                                level: Level::L2,
+                                level: level_of("year_of_birth"),
                                 missing_ppm: 0,
                                 invalid_ppm: 0,
                             },
@@ -202,13 +211,13 @@ impl World {
                         fields: List::new(vec![
                             FieldDesc {
                                 name: Text::new("condition_source_value").unwrap(),
-                                level: Level::L2,
+                                level: level_of("condition_source_value"),
                                 missing_ppm: 0,
                                 invalid_ppm: 0,
                             },
                             FieldDesc {
                                 name: Text::new("condition_start_date").unwrap(),
-                                level: Level::L2,
+                                level: level_of("condition_start_date"),
                                 missing_ppm: 0,
                                 invalid_ppm: 0,
                             },
@@ -230,6 +239,10 @@ impl World {
     }
 
     fn contract(&mut self, fields: &[(&str, &str)]) -> ContractId {
+        self.contract_for(fields, SPEC)
+    }
+
+    fn contract_for(&mut self, fields: &[(&str, &str)], spec: &str) -> ContractId {
         let mut refs = Vec::new();
         for h in HOSPITALS {
             for (t, f) in fields {
@@ -248,7 +261,7 @@ impl World {
                     mode: Mode::Compute,
                     study: None,
                     fields: List::new(refs).unwrap(),
-                    computation: Blob::new(SPEC.as_bytes().to_vec()).unwrap(),
+                    computation: Blob::new(spec.as_bytes().to_vec()).unwrap(),
                     expiry_ms: 1_000_000 + 1_000_000,
                     epsilon_budget: 1_000_000,
                     fee: 0,
@@ -269,13 +282,17 @@ impl World {
     }
 
     fn job(&mut self, contract: ContractId) -> JobId {
+        self.job_with(contract, SPEC, 100_000)
+    }
+
+    fn job_with(&mut self, contract: ContractId, spec: &str, epsilon: u64) -> JobId {
         let r = self
             .apply(
                 &self.researcher.clone(),
                 Payload::SubmitJob(SubmitJob {
                     contract,
-                    computation: Blob::new(SPEC.as_bytes().to_vec()).unwrap(),
-                    epsilon: 100_000,
+                    computation: Blob::new(spec.as_bytes().to_vec()).unwrap(),
+                    epsilon,
                 }),
             )
             .unwrap();
@@ -284,6 +301,17 @@ impl World {
         };
         id
     }
+}
+
+/// The level the consortium's default classification gives a field (the tables here have
+/// distinct column names).
+fn level_of(column: &str) -> Level {
+    let c = medspace_types::classification::Classification::default();
+    ["person", "condition_occurrence"]
+        .iter()
+        .map(|t| c.field_level(t, column))
+        .min()
+        .unwrap()
 }
 
 const ALL_FIELDS: [(&str, &str); 5] = [
@@ -305,65 +333,92 @@ fn secrets() -> (
     (s, p)
 }
 
+/// A secure aggregation round over the sites' vectors; a `None` site never dealt (dropped).
+fn secure_total(job: JobId, vectors: &[Option<Vec<i64>>]) -> Vec<i64> {
+    let (x, peers) = secrets();
+    let round = secagg::Round::new(Hash::of(&[&job.0.to_be_bytes()]).0, 3).unwrap();
+    let mut rng = ChaCha20Rng::seed_from_u64(9);
+    let keys = |i: usize| secagg::Keys {
+        me: i,
+        secret: &x[i],
+        peers: &peers,
+    };
+    let u1: Vec<usize> = (0..3).filter(|i| vectors[*i].is_some()).collect();
+    let secrets: Vec<secagg::SiteSecrets> = (0..3)
+        .map(|_| secagg::SiteSecrets::random(&mut rng))
+        .collect();
+    let dealings: Vec<(usize, secagg::Dealing)> = u1
+        .iter()
+        .map(|&i| (i, secagg::deal(&round, &keys(i), &secrets[i]).unwrap()))
+        .collect();
+    let mut masked = Vec::new();
+    let mut reveals = Vec::new();
+    for &i in &u1 {
+        let v: Vec<u64> = vectors[i]
+            .as_ref()
+            .unwrap()
+            .iter()
+            .map(|v| secagg::encode_i64(*v))
+            .collect();
+        masked.push((
+            i,
+            secagg::mask(&round, &keys(i), &u1, &secrets[i], &v).unwrap(),
+        ));
+        let held: Vec<(usize, secagg::HeldShare)> = dealings
+            .iter()
+            .map(|(d, dl)| (*d, secagg::open_share(&round, &keys(i), *d, dl).unwrap()))
+            .collect();
+        reveals.push(secagg::reveal(&round, i, &u1, &u1, &held).unwrap());
+    }
+    let (sum, cheaters) = secagg::unmask(&round, &u1, &u1, &dealings, &masked, &reveals).unwrap();
+    assert!(cheaters.is_empty());
+    sum.into_iter().map(secagg::decode_i64).collect()
+}
+
 fn run_all(
     w: &World,
     job: JobId,
     protection: Protection,
     drop: Option<usize>,
 ) -> Vec<(String, Option<i64>)> {
-    let (secrets, peers) = secrets();
-    let spec = parse(SPEC).unwrap().0;
+    let json = std::str::from_utf8(w.state.job(job).unwrap().unwrap().computation.as_bytes())
+        .unwrap()
+        .to_string();
+    let spec = parse(&json).unwrap().0;
     let mut rng = ChaCha20Rng::seed_from_u64(5);
-    let mut shares = Vec::new();
+    let mut vectors = Vec::new();
     for (i, member) in HOSPITALS.iter().enumerate() {
         if Some(i) == drop {
+            vectors.push(None);
             continue;
         }
         let links = Links::load(&w.dirs[i]).unwrap();
-        let keys = SiteKeys {
-            me: i,
-            secret: &secrets[i],
-            peers: &peers,
-        };
-        let share = run_site(
+        let (vector, _) = run_site(
             &w.state,
             job,
             &MemberId::new(member).unwrap(),
             &w.dirs[i],
             &links,
-            &keys,
             protection,
             &mut rng,
         )
         .unwrap();
-        shares.push(share.masked);
+        vectors.push(Some(vector));
     }
-    let mut reveals = Vec::new();
-    if let Some(d) = drop {
-        for i in (0..3).filter(|i| *i != d) {
-            reveals.push(
-                medspace_privacy::secagg::unmask_dropped(
-                    &job_binding(job),
-                    i,
-                    &secrets[i],
-                    &peers,
-                    &[d],
-                    shares[0].len(),
-                )
-                .unwrap(),
-            );
-        }
-    }
-    release(&spec, &shares, &reveals, protection)
+    release_totals(&spec, &secure_total(job, &vectors), protection)
         .unwrap()
         .into_iter()
-        .map(|c| (medspace_compute::federated::group_label(&c.group), c.n))
+        .map(|c| (group_label(&c.group), c.n))
         .collect()
 }
 
 fn pooled(w: &World, exclude: &[&Path]) -> Vec<(String, Option<i64>)> {
+    pooled_for(w, SPEC, exclude)
+}
+
+fn pooled_for(w: &World, spec: &str, exclude: &[&Path]) -> Vec<(String, Option<i64>)> {
     // The same compiled query on the pooled vault, every pooled patient consenting.
-    let spec = parse(SPEC).unwrap().0;
+    let spec = parse(spec).unwrap().0;
     let sql =
         medspace_privacy::query::compile_sql(&spec, medspace_compute::local::CONSENTED).unwrap();
     let vault = Vault::open_read_only(&w.pooled).unwrap();
@@ -385,10 +440,8 @@ fn pooled(w: &World, exclude: &[&Path]) -> Vec<(String, Option<i64>)> {
         .collect();
     let rows = medspace_compute::local::run(&w.pooled, &cohort, &sql).unwrap();
     let layout = medspace_privacy::query::groups(&spec);
-    let mut out: Vec<(String, Option<i64>)> = layout
-        .iter()
-        .map(|g| (medspace_compute::federated::group_label(g), Some(0)))
-        .collect();
+    let mut out: Vec<(String, Option<i64>)> =
+        layout.iter().map(|g| (group_label(g), Some(0))).collect();
     for r in rows {
         let i = medspace_privacy::query::group_index(
             &layout,
@@ -415,17 +468,33 @@ fn federated_equals_pooled_without_protection_and_handles_a_dropout() {
         pool.iter().map(|(_, n)| n.unwrap()).sum::<i64>() > 0,
         "the cohort is not empty"
     );
-    // Hospital c drops out after masking began: the survivors' sum is exact.
+    // Hospital c drops out before dealing: the survivors' sum is exact.
     let fed = run_all(&w, job, Protection::TestNone, Some(2));
     assert_eq!(fed, pooled(&w, &[&w.dirs[2]]));
-    // With protection, cells below k are suppressed and the rest are noisy but close.
+    // With protection (by sex, ε=0.8: each site's discrete Laplace noise has scale 1.25), a
+    // cell is released noisy but close when well above k, suppressed when well below.
+    let by_sex = w.contract_for(&ALL_FIELDS, SPEC_BY_SEX);
+    let job = w.job_with(by_sex, SPEC_BY_SEX, 800_000);
     let protected = run_all(&w, job, Protection::Full { k: 10 }, None);
-    for ((g, p), (_, exact)) in protected.iter().zip(pooled(&w, &[])) {
+    let exact = pooled_for(&w, SPEC_BY_SEX, &[]);
+    let mut released = 0;
+    for ((g, p), (_, exact)) in protected.iter().zip(&exact) {
+        let exact = exact.unwrap();
         match p {
-            None => {}
-            Some(v) => assert!((v - exact.unwrap()).abs() < 200, "{g}: {v} vs {exact:?}"),
+            None => assert!(exact < 10 + 20, "{g}: a cell of {exact} was suppressed"),
+            Some(v) => {
+                assert!((v - exact).abs() < 20, "{g}: {v} vs {exact}");
+                released += 1;
+            }
+        }
+        if exact >= 30 {
+            assert!(p.is_some(), "{g}: a cell of {exact} must be released");
         }
     }
+    assert!(
+        released > 0,
+        "some cells are above k and released: {exact:?}"
+    );
 }
 
 #[test]
@@ -479,13 +548,7 @@ fn out_of_scope_fields_and_ended_contracts_are_refused() {
     // A contract that does not cover condition dates.
     let contract = w.contract(&ALL_FIELDS[..4]);
     let job = w.job(contract);
-    let (secrets, peers) = secrets();
     let links = Links::load(&w.dirs[0]).unwrap();
-    let keys = SiteKeys {
-        me: 0,
-        secret: &secrets[0],
-        peers: &peers,
-    };
     let mut rng = ChaCha20Rng::seed_from_u64(1);
     let err = run_site(
         &w.state,
@@ -493,7 +556,6 @@ fn out_of_scope_fields_and_ended_contracts_are_refused() {
         &MemberId::new("hospital-a").unwrap(),
         &w.dirs[0],
         &links,
-        &keys,
         Protection::TestNone,
         &mut rng,
     )
@@ -516,7 +578,6 @@ fn out_of_scope_fields_and_ended_contracts_are_refused() {
         &MemberId::new("hospital-a").unwrap(),
         &w.dirs[0],
         &links,
-        &keys,
         Protection::TestNone,
         &mut rng,
     )

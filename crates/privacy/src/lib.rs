@@ -3,20 +3,19 @@
 //!
 //! - [`dp`]: disclosure control on every output — exact discrete Laplace and discrete Gaussian
 //!   noise over a cryptographically secure RNG, and small-cell suppression.
-//! - [`secagg`]: pairwise-masked secure aggregation of integer vectors over Z/2^64, with keys from
-//!   X25519 agreement between sites (public keys registered on the ledger) and dropout recovery,
-//!   so the aggregator learns only the total.
+//! - [`secagg`]: secure aggregation of integer vectors over Z/2^64 with double masking (a self
+//!   mask and pairwise masks from X25519 agreement keys registered on the ledger), threshold
+//!   shares of both checked against Feldman commitments, and dropout recovery, so the aggregator
+//!   learns only the total over the survivors.
+//! - [`release`]: the released cells of an aggregate: small-cell suppression and labels.
 //! - [`query`]: the versioned, declarative federated query spec (cohort + aggregate + group-by),
 //!   its validation and its compilation to SQL over the node's OMOP-like tables, always joined to
 //!   the contract's consent allow-list, with a fixed group layout so every site's result vector
 //!   lines up for secure aggregation.
-#![cfg_attr(
-    not(test),
-    deny(clippy::unwrap_used, clippy::expect_used, clippy::panic)
-)]
 
 pub mod dp;
 pub mod query;
+pub mod release;
 pub mod secagg;
 
 pub use dp::{
@@ -25,6 +24,4 @@ pub use dp::{
 pub use query::{
     GroupKey, QueryError, QuerySpec, Validated, compile_sql, group_index, groups, parse, validate,
 };
-pub use secagg::{
-    SecAggError, aggregate, aggregate_with_dropouts, decode_i64, encode_i64, mask, unmask_dropped,
-};
+pub use secagg::{SecAggError, decode_i64, encode_i64};

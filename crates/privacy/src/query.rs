@@ -241,6 +241,52 @@ pub struct Validated {
     pub groups: Vec<GroupKey>,
 }
 
+/// The codes a spec filters on, with the CDM table whose source codes they are matched in.
+pub fn codes(spec: &QuerySpec) -> Vec<(&'static str, &str)> {
+    let c = &spec.cohort;
+    let mut out: Vec<(&'static str, &str)> = Vec::new();
+    out.extend(
+        c.conditions
+            .iter()
+            .map(|x| ("condition_occurrence", x.as_str())),
+    );
+    out.extend(c.drugs.iter().map(|x| ("drug_exposure", x.as_str())));
+    out.extend(
+        c.procedures
+            .iter()
+            .map(|x| ("procedure_occurrence", x.as_str())),
+    );
+    if let Some(m) = &c.measurement {
+        out.push(("measurement", m.code.as_str()));
+    }
+    if let Aggregate::Mean(m) = &spec.aggregate {
+        out.push(("measurement", m.measurement.as_str()));
+    }
+    out
+}
+
+/// A spec's privacy level under a consortium's classification: the highest of the fields it
+/// reads (the consent allow-list's `person.person_id` included) and of the codes it filters on
+/// (a sensitive code makes it L4, whatever the fields).
+pub fn level(
+    spec: &QuerySpec,
+    validated: &Validated,
+    classification: &medspace_types::classification::Classification,
+) -> medspace_types::Level {
+    let fields = validated
+        .reads
+        .iter()
+        .chain(std::iter::once(&("person", "person_id")))
+        .map(|(t, f)| classification.field_level(t, f));
+    let codes = codes(spec)
+        .into_iter()
+        .map(|(t, c)| classification.code_level(t, c));
+    fields
+        .chain(codes)
+        .max()
+        .unwrap_or(medspace_types::Level::L1)
+}
+
 /// Parses a spec from JSON (unknown fields are rejected) and validates it.
 pub fn parse(json: &str) -> Result<(QuerySpec, Validated), QueryError> {
     let spec: QuerySpec = serde_json::from_str(json).map_err(|e| QueryError::Parse {
@@ -617,6 +663,21 @@ fn age_band_sql(col: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_sensitive_code_makes_a_query_l4_whatever_its_fields() {
+        let c = medspace_types::classification::Classification::default();
+        let plain = r#"{"version":1,"cohort":{"conditions":["44054006"],"index_date":"2025-01-01"},"aggregate":"count","group_by":["sex"]}"#;
+        let (spec, v) = parse(plain).unwrap();
+        assert_eq!(level(&spec, &v, &c), medspace_types::Level::L3);
+        assert_eq!(codes(&spec), vec![("condition_occurrence", "44054006")]);
+        let hiv = plain.replace("44054006", "86406008");
+        let (spec, v) = parse(&hiv).unwrap();
+        assert_eq!(level(&spec, &v, &c), medspace_types::Level::L4);
+        let by_sex = r#"{"version":1,"cohort":{"index_date":"2025-01-01"},"aggregate":"count","group_by":["sex"]}"#;
+        let (spec, v) = parse(by_sex).unwrap();
+        assert_eq!(level(&spec, &v, &c), medspace_types::Level::L2);
+    }
 
     fn example() -> QuerySpec {
         serde_json::from_str(

@@ -1,7 +1,7 @@
 //! Authorization decisions, in one place: who may request what, which approvals a request
 //! needs, and whether a patient's consent allows a use. Pure functions of their inputs.
 
-use crate::records::{ConsentRecord, ConsentState, RequiredApproval};
+use crate::records::{ConsentRecord, ConsentState, GrantRecord, RequiredApproval};
 use medspace_types::{ApprovalScope, Level, MemberId, MemberKind, Policy, Purpose, Role};
 
 /// Roles that may ask for a contract of this purpose.
@@ -193,4 +193,65 @@ mod tests {
         assert_eq!(required_approvals(&p, Level::L3, &owners).len(), 4);
         assert_eq!(required_approvals(&p, Level::L4, &owners).len(), 5);
     }
+}
+
+/// The threshold of a secure aggregation round among `sites` data holders: a strict majority,
+/// `⌊n/2⌋ + 1`. It is both the fewest survivors whose sum may be released and the number of
+/// shares that reconstruct a site's mask secret (the same as `medspace_privacy::secagg`'s).
+pub fn round_threshold(sites: usize) -> usize {
+    sites / 2 + 1
+}
+
+/// Why a patient's grant cannot be used now.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum GrantRefusal {
+    /// The patient revoked it.
+    #[error("grant {grant} was revoked")]
+    Revoked {
+        /// The grant.
+        grant: String,
+    },
+    /// Its expiry passed.
+    #[error("grant {grant} expired at {expiry_ms}")]
+    Expired {
+        /// The grant.
+        grant: String,
+        /// Its expiry (block time, ms).
+        expiry_ms: u64,
+    },
+    /// Every allowed use is spent.
+    #[error("grant {grant} is used up ({uses} of {max_uses})")]
+    UsedUp {
+        /// The grant.
+        grant: String,
+        /// Uses so far.
+        uses: u32,
+        /// Uses allowed.
+        max_uses: u32,
+    },
+}
+
+/// Whether a grant may be used at `now_ms`: not revoked, not expired, not used up. The one
+/// rule the ledger (`RecordAccess`) and the holding hospital's node (before it reads a record)
+/// both apply.
+pub fn grant_live(grant: &GrantRecord, now_ms: u64) -> Result<(), GrantRefusal> {
+    let t = &grant.terms;
+    let id = || grant.id.to_string();
+    if grant.revoked {
+        return Err(GrantRefusal::Revoked { grant: id() });
+    }
+    if now_ms >= t.expiry_ms {
+        return Err(GrantRefusal::Expired {
+            grant: id(),
+            expiry_ms: t.expiry_ms,
+        });
+    }
+    if t.max_uses > 0 && grant.uses >= t.max_uses {
+        return Err(GrantRefusal::UsedUp {
+            grant: id(),
+            uses: grant.uses,
+            max_uses: t.max_uses,
+        });
+    }
+    Ok(())
 }

@@ -493,6 +493,22 @@ codec_struct!(JobResult {
     height: u64,
 });
 
+/// The sets of a job's secure aggregation round, fixed by its aggregator (`CloseRound`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RoundRecord {
+    /// The sites that dealt (U1), in the contract's owner order.
+    pub sharers: List<MemberId, 64>,
+    /// The sites whose masked vectors are in the sum (U2), in owner order.
+    pub survivors: List<MemberId, 64>,
+    /// The block that closed the round.
+    pub height: u64,
+}
+codec_struct!(RoundRecord {
+    sharers: List<MemberId, 64>,
+    survivors: List<MemberId, 64>,
+    height: u64,
+});
+
 /// A job.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct JobRecord {
@@ -514,6 +530,8 @@ pub struct JobRecord {
     pub submitted_ms: u64,
     /// The result, once posted.
     pub result: Option<JobResult>,
+    /// The aggregation round's sets, once closed.
+    pub round: Option<RoundRecord>,
 }
 codec_struct!(JobRecord {
     id: JobId,
@@ -525,6 +543,7 @@ codec_struct!(JobRecord {
     submitted_height: u64,
     submitted_ms: u64,
     result: Option<JobResult>,
+    round: Option<RoundRecord>,
 });
 
 /// A record-level delivery.

@@ -3,6 +3,12 @@
 //! and the signer's nonce unchanged), the queries, the inclusion proofs, and property tests of
 //! the codec, of determinism and of the epsilon budget under concurrent jobs.
 
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
 mod ledger {
     pub mod fixture;
 

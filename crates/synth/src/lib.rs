@@ -28,11 +28,6 @@
 //! * This file: the configuration, the whole-population API ([`generate`], [`write_ndjson`])
 //!   and transaction Bundles ([`patient_bundle`]).
 
-#![cfg_attr(
-    not(test),
-    deny(clippy::unwrap_used, clippy::expect_used, clippy::panic)
-)]
-
 mod calendar;
 mod codes;
 mod hospital;

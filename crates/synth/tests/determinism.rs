@@ -1,5 +1,11 @@
 //! The generator is deterministic per seed and its values have the intended correlations.
 
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
 use medspace_synth::{SynthConfig, generate, patient_bundle, write_ndjson};
 use serde_json::Value;
 

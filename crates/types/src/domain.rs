@@ -138,6 +138,10 @@ pub struct Policy {
     pub implied_consent: List<Purpose, 8>,
     /// How long a governance proposal stays open, in milliseconds.
     pub proposal_ttl_ms: u64,
+    /// The privacy level of every field and the codes that make data highly sensitive
+    /// (the default classification when a genesis file leaves it out).
+    #[serde(default)]
+    pub classification: crate::classification::Classification,
 }
 codec_struct!(Policy {
     vote_num: u32,
@@ -148,6 +152,7 @@ codec_struct!(Policy {
     max_epsilon_micro: u64,
     implied_consent: List<Purpose, 8>,
     proposal_ttl_ms: u64,
+    classification: crate::classification::Classification,
 });
 
 impl Default for Policy {
@@ -176,6 +181,7 @@ impl Default for Policy {
             ])
             .unwrap_or_default(),
             proposal_ttl_ms: 7 * 24 * 3600 * 1000,
+            classification: crate::classification::Classification::default(),
         }
     }
 }

@@ -265,23 +265,105 @@ codec_struct!(SubmitJob {
     epsilon: u64,
 });
 
-/// A data holder posts a job's result.
+/// The job's aggregator fixes the sets of a secure aggregation round: the data holders whose
+/// dealings it received (`sharers`, U1) and those whose masked vectors it received
+/// (`survivors`, U2). The first close of a job is the only one: every site reveals for these
+/// sets and no others.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CloseRound {
+    /// The job.
+    pub job: JobId,
+    /// The sites that dealt, in the contract's owner order.
+    pub sharers: List<MemberId, 64>,
+    /// The sites whose masked vectors are in the sum, in the contract's owner order.
+    pub survivors: List<MemberId, 64>,
+}
+codec_struct!(CloseRound {
+    job: JobId,
+    sharers: List<MemberId, 64>,
+    survivors: List<MemberId, 64>,
+});
+
+/// Signing namespace of a site's attestation of its contribution to a job.
+pub const CONTRIBUTION_NAMESPACE: &[u8] = b"medspace/contribution/v1";
+
+/// What a site signs to attest how many records it contributed to a job.
+pub fn contribution_message(job: JobId, member: &MemberId, records: u64) -> Vec<u8> {
+    let mut m = Vec::with_capacity(8 + 1 + member.as_str().len() + 8);
+    m.extend_from_slice(&job.0.to_be_bytes());
+    m.extend_from_slice(member.as_str().as_bytes());
+    m.push(0);
+    m.extend_from_slice(&records.to_be_bytes());
+    m
+}
+
+/// A site's contribution to a job's result, signed by the site's member key (so the
+/// aggregator cannot invent or inflate another site's contribution).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SignedContribution {
+    /// The institution.
+    pub member: MemberId,
+    /// Records (patients) it contributed.
+    pub records: u64,
+    /// Its member key's signature over [`contribution_message`].
+    pub signature: Signature,
+}
+codec_struct!(SignedContribution {
+    member: MemberId,
+    records: u64,
+    signature: Signature,
+});
+
+impl SignedContribution {
+    /// `member`'s attestation of `records` for `job`, signed with its member key.
+    pub fn sign(key: &Keypair, job: JobId, member: MemberId, records: u64) -> Self {
+        let signature = key.sign(
+            CONTRIBUTION_NAMESPACE,
+            &contribution_message(job, &member, records),
+        );
+        Self {
+            member,
+            records,
+            signature,
+        }
+    }
+
+    /// Whether `key` signed this contribution for `job`.
+    pub fn verify(&self, job: JobId, key: &PublicKey) -> bool {
+        key.verify(
+            CONTRIBUTION_NAMESPACE,
+            &contribution_message(job, &self.member, self.records),
+            &self.signature,
+        )
+    }
+
+    /// The contribution without its signature.
+    pub fn unsigned(&self) -> Contribution {
+        Contribution {
+            member: self.member.clone(),
+            records: self.records,
+        }
+    }
+}
+
+/// The job's aggregator posts its result.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PostResult {
     /// The job.
     pub job: JobId,
     /// Hash of the released result.
     pub result_hash: Hash,
-    /// Epsilon actually spent, micro-epsilon.
+    /// Epsilon the poster reports as spent, micro-epsilon (the ledger charges the job's whole
+    /// reservation once its round is closed, whatever this says).
     pub epsilon_spent: u64,
-    /// Institutions that contributed, with their record counts.
-    pub contributions: List<Contribution, 64>,
+    /// The survivors' contributions, each signed by its site.
+    pub contributions: List<SignedContribution, 64>,
 }
 codec_struct!(PostResult {
     job: JobId,
     result_hash: Hash,
     epsilon_spent: u64,
-    contributions: List<Contribution, 64>,
+    contributions: List<SignedContribution, 64>,
 });
 
 /// A data holder records a record-level delivery.
@@ -353,6 +435,7 @@ pub enum Payload {
     RecordAccess(RecordAccess),
     AttestDestruction(AttestDestruction),
     Settle(Settle),
+    CloseRound(CloseRound),
 }
 codec_enum!(Payload {
     1 => AddMember(AddMember),
@@ -376,6 +459,7 @@ codec_enum!(Payload {
     19 => RecordAccess(RecordAccess),
     20 => AttestDestruction(AttestDestruction),
     21 => Settle(Settle),
+    22 => CloseRound(CloseRound),
 });
 
 impl Payload {
@@ -403,6 +487,7 @@ impl Payload {
             Payload::RecordAccess(_) => "record_access",
             Payload::AttestDestruction(_) => "attest_destruction",
             Payload::Settle(_) => "settle",
+            Payload::CloseRound(_) => "close_round",
         }
     }
 }

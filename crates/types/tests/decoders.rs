@@ -10,6 +10,12 @@
 //!
 //! 256 cases per property; the whole binary runs in a few seconds.
 
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
 use bytes::Bytes;
 use commonware_codec::{DecodeExt, Encode};
 use medspace_types::codec::read_tag_pub;
@@ -133,6 +139,7 @@ arbitrary_bytes! {
     text_256: Text<256>,
     list_of_texts: List<Text<48>, 32>,
     list_of_contributions: List<Contribution, 64>,
+    list_of_signed_contributions: List<SignedContribution, 64>,
     list_of_member_ids: List<MemberId, 64>,
     blob: Blob<MAX_COMPUTATION>,
     // ids.rs
@@ -167,6 +174,7 @@ arbitrary_bytes! {
     dataset_description: DatasetDescription,
     field_ref: FieldRef,
     contribution: Contribution,
+    signed_contribution: SignedContribution,
     access_basis: AccessBasis,
     // tx.rs
     add_member: AddMember,
@@ -190,6 +198,7 @@ arbitrary_bytes! {
     record_access: RecordAccess,
     attest_destruction: AttestDestruction,
     settle: Settle,
+    close_round: CloseRound,
     payload: Payload,
     tx_body: TxBody,
     signed_tx: SignedTx,
@@ -500,6 +509,16 @@ fn dataset() -> DatasetDescription {
     }
 }
 
+/// The default policy with a classification cut to a few entries of each kind (every byte of
+/// every encoding is mutated below: the full classification would only repeat the same shapes).
+fn small_policy() -> Policy {
+    let mut p = Policy::default();
+    let c = &mut p.classification;
+    c.fields = List::new(c.fields.iter().take(3).cloned().collect()).unwrap();
+    c.sensitive = List::new(c.sensitive.iter().take(2).cloned().collect()).unwrap();
+    p
+}
+
 fn payloads() -> Vec<Payload> {
     let member = Member {
         id: mid("insurer-1"),
@@ -522,7 +541,7 @@ fn payloads() -> Vec<Payload> {
             member: mid("hospital-c"),
         }),
         Payload::UpdatePolicy(UpdatePolicy {
-            policy: Policy::default(),
+            policy: small_policy(),
         }),
         Payload::Vote(Vote {
             proposal: ProposalId(7),
@@ -597,16 +616,25 @@ fn payloads() -> Vec<Payload> {
             result_hash: Hash::of(&[b"result"]),
             epsilon_spent: 200_000,
             contributions: List::new(vec![
-                Contribution {
-                    member: mid("hospital-a"),
-                    records: 1_200,
-                },
-                Contribution {
-                    member: mid("hospital-b"),
-                    records: 800,
-                },
+                SignedContribution::sign(
+                    &Keypair::from_seed(41),
+                    JobId(8),
+                    mid("hospital-a"),
+                    1_200,
+                ),
+                SignedContribution::sign(&Keypair::from_seed(42), JobId(8), mid("hospital-b"), 800),
             ])
             .unwrap(),
+        }),
+        Payload::CloseRound(CloseRound {
+            job: JobId(8),
+            sharers: List::new(vec![
+                mid("hospital-a"),
+                mid("hospital-b"),
+                mid("hospital-c"),
+            ])
+            .unwrap(),
+            survivors: List::new(vec![mid("hospital-a"), mid("hospital-b")]).unwrap(),
         }),
         Payload::RecordAccess(RecordAccess {
             patient: PatientId([3; 32]),
@@ -691,11 +719,17 @@ fn corpus() -> Corpus {
                 check::<AttestDestruction>,
             ),
             Payload::Settle(p) => ("Settle", p.encode().to_vec(), check::<Settle>),
+            Payload::CloseRound(p) => ("CloseRound", p.encode().to_vec(), check::<CloseRound>),
         };
         add(name, bytes, check);
     }
     let d = dataset();
-    let policy = Policy::default();
+    let policy = small_policy();
+    add(
+        "Classification",
+        policy.classification.encode().to_vec(),
+        check::<medspace_types::classification::Classification>,
+    );
     add("Policy", policy.encode().to_vec(), check::<Policy>);
     for r in &policy.requirements {
         add("Requirement", r.encode().to_vec(), check::<Requirement>);
@@ -721,7 +755,16 @@ fn corpus() -> Corpus {
             }
             Payload::PostResult(r) => {
                 for c in &r.contributions {
-                    add("Contribution", c.encode().to_vec(), check::<Contribution>);
+                    add(
+                        "SignedContribution",
+                        c.encode().to_vec(),
+                        check::<SignedContribution>,
+                    );
+                    add(
+                        "Contribution",
+                        c.unsigned().encode().to_vec(),
+                        check::<Contribution>,
+                    );
                 }
             }
             Payload::RecordAccess(r) => {
@@ -845,7 +888,7 @@ fn boundary_bytes_at_every_position() {
 fn corpus_covers_every_kind() {
     let kinds: std::collections::BTreeSet<&str> =
         CORPUS.txs.iter().map(|t| t.body.payload.kind()).collect();
-    assert_eq!(kinds.len(), 21);
+    assert_eq!(kinds.len(), 22);
     for tx in &CORPUS.txs {
         assert_eq!(SignedTx::from_bytes(tx.to_bytes()).as_ref(), Ok(tx));
         assert!(tx.verify_signature());

@@ -14,40 +14,14 @@ use crate::error::VaultError;
 use crate::quality::{self, QualityProfile};
 use crate::store;
 
-/// How sensitive a field is (L1 least, L4 most).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
-pub enum PrivacyLevel {
-    /// Vocabulary and bookkeeping: concept ids, record types, surrogate row ids.
-    L1,
-    /// Clinical content: source codes, values, units.
-    L2,
-    /// Quasi-identifiers: dates, year/month/day of birth, sex, race, ethnicity.
-    L3,
-    /// Identifiers: person_id, the ledger pseudonym.
-    L4,
-}
+/// How sensitive a field is: the consortium's level (DESIGN §3), as the default
+/// classification of `medspace_types::classification` sets it. The ledger's policy is the
+/// authority: a consortium may have voted other levels, and publishing takes the policy's.
+pub use medspace_types::Level as PrivacyLevel;
 
-/// The privacy level of a CDM column.
+/// The default privacy level of a CDM column.
 pub fn privacy_level(table: &str, column: &str) -> PrivacyLevel {
-    match column {
-        "person_id" | "person_source_value" => PrivacyLevel::L4,
-        c if c.ends_with("_date") || c.ends_with("_datetime") || c.ends_with("_of_birth") => {
-            PrivacyLevel::L3
-        }
-        "gender_source_value"
-        | "race_source_value"
-        | "ethnicity_source_value"
-        | "gender_concept_id"
-        | "race_concept_id"
-        | "ethnicity_concept_id" => PrivacyLevel::L3,
-        c if c.ends_with("_source_value") || c.starts_with("value_as") || c == "quantity" => {
-            PrivacyLevel::L2
-        }
-        c if c.ends_with("_concept_id") && !c.contains("type") && table != "person" => {
-            PrivacyLevel::L2
-        }
-        _ => PrivacyLevel::L1,
-    }
+    medspace_types::classification::default_field_level(table, column)
 }
 
 /// One field of a published table.
@@ -173,33 +147,21 @@ mod tests {
     use super::*;
 
     #[test]
-    fn levels() {
+    fn levels_are_the_consortium_defaults() {
         assert_eq!(
             privacy_level("person", "person_source_value"),
-            PrivacyLevel::L4
+            PrivacyLevel::L3
         );
-        assert_eq!(privacy_level("measurement", "person_id"), PrivacyLevel::L4);
+        assert_eq!(privacy_level("measurement", "person_id"), PrivacyLevel::L2);
         assert_eq!(privacy_level("person", "birth_datetime"), PrivacyLevel::L3);
-        assert_eq!(privacy_level("person", "year_of_birth"), PrivacyLevel::L3);
+        assert_eq!(privacy_level("person", "year_of_birth"), PrivacyLevel::L2);
         assert_eq!(
-            privacy_level("measurement", "measurement_date"),
+            privacy_level("condition_occurrence", "condition_source_value"),
             PrivacyLevel::L3
         );
         assert_eq!(
-            privacy_level("measurement", "value_as_number"),
-            PrivacyLevel::L2
-        );
-        assert_eq!(
-            privacy_level("condition_occurrence", "condition_source_value"),
-            PrivacyLevel::L2
-        );
-        assert_eq!(
-            privacy_level("condition_occurrence", "condition_type_concept_id"),
-            PrivacyLevel::L1
-        );
-        assert_eq!(
             privacy_level("measurement", "measurement_id"),
-            PrivacyLevel::L1
+            PrivacyLevel::L2
         );
     }
 }

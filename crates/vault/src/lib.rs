@@ -30,11 +30,6 @@
 //! * [`vocab`] — the OMOP vocabulary subset; [`quality`], [`catalog`], [`export`], [`bench`](mod@bench) as
 //!   above; [`error`] — [`VaultError`].
 
-#![cfg_attr(
-    not(test),
-    deny(clippy::unwrap_used, clippy::expect_used, clippy::panic)
-)]
-
 pub mod bench;
 pub mod catalog;
 pub mod cdm;

@@ -1,6 +1,12 @@
 //! Each kind of bad input is reported with file, position and reason; `skip` stores the rest,
 //! `refuse` stores nothing; the vault is never left changed by a refused batch.
 
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
 use std::path::{Path, PathBuf};
 
 use medspace_vault::fhir::{BadReason, Position};

@@ -2,6 +2,12 @@
 //! and the exact output of two ingests (every file the vault writes, exports, quality, catalog)
 //! pinned by hash.
 
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
 use std::collections::HashSet;
 use std::path::Path;
 
@@ -201,7 +207,7 @@ fn quality_figures_on_data_with_known_defects() {
         .iter()
         .find(|f| f.name == "person_source_value")
         .unwrap();
-    assert_eq!(psv.privacy_level, catalog::PrivacyLevel::L4);
+    assert_eq!(psv.privacy_level, catalog::PrivacyLevel::L3);
     // The hash changes with the data.
     vault
         .ingest_values(
@@ -610,4 +616,6 @@ fn ingest_output_is_pinned() {
     );
 }
 
-const PINNED_INGEST: &str = "d570dc906dc7f128b2b572a8ccf259d2d03bb2b009d3f1aac9d35b0448bfc76b";
+// Changed once on purpose: the catalog's field levels now come from the consortium's default
+// classification (`medspace_types::classification`) instead of the vault's own table.
+const PINNED_INGEST: &str = "cf9ebf739c6e514f9fd07267a184d71b6981e15b400a03820717e3116a3e5031";

@@ -9,6 +9,12 @@
 //!
 //! Cases per property: `PROPTEST_CASES` (default 48, a few seconds in all).
 
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;

@@ -1,6 +1,12 @@
 //! Ingest of the Synthea sample (three hospitals): counts per resource type and CDM table
 //! against the source files, round trip through patient export, idempotent re-ingest.
 
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
 mod common;
 
 use std::collections::{BTreeMap, HashMap};

@@ -1,41 +1,42 @@
 //! The worker's routes on its node's HTTP API. Every request is signed by a ledger key
 //! (`medspace_api::auth`), and each route answers only the party the ledger names:
 //!
-//! - `GET /v1/worker/jobs/{job}/share?wait_ms=` — the job's aggregator only: this site's signed
-//!   masked share (`200`), `202` while it is not computed yet (after waiting up to `wait_ms`),
-//!   `409` with the reason when this site refused the job;
-//! - `GET /v1/worker/jobs/{job}/reveal?dropped=a,b` — the aggregator only: this site's net mask
-//!   with the dropped sites (one dropped set per job);
-//! - `GET /v1/worker/jobs/{job}/result` — the job's submitter only: the released result, whose
-//!   hash is on the ledger;
+//! - `GET /v1/worker/jobs/{job}/dealing?wait_ms=` — the job's aggregator (its member key): this
+//!   site's signed dealing (`200`), `202` while its vector is not computed yet (after waiting
+//!   up to `wait_ms`), `409` with the reason when this site does not take part;
+//! - `POST /v1/worker/jobs/{job}/mask` — the aggregator: this site's masked vector for the
+//!   forwarded dealings (one set of dealers per job, ever);
+//! - `GET /v1/worker/jobs/{job}/reveal?wait_ms=` — the aggregator: this site's reveal for the
+//!   sets the ledger fixed (`202` until the ledger closed the round);
+//! - `GET /v1/worker/jobs/{job}/result` — the job's submitter only, and only once the result's
+//!   hash is final on the ledger: the released result;
 //! - `GET /v1/records/export` — the patient only (their own key): their complete record here;
 //! - `POST /v1/records/redeem` — the grantee institution (its member key or one of its users):
 //!   the granted part of a patient's record, once the access is on the ledger
 //!   ([`crate::records`]).
 
-use crate::Inner;
+use crate::compute::Mailbox;
+use crate::records::{RecordSharing, RecordSource};
+use crate::store::Store;
+use crate::transport::PeerError;
 use axum::Router;
 use axum::body::Bytes;
-use axum::extract::{Path, Query, State as AxState};
+use axum::extract::{DefaultBodyLimit, Path, Query, State as AxState};
 use axum::http::{HeaderMap, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
-use medspace_state::State;
-use medspace_state::records::{JobRecord, Principal};
+use axum::routing::{get, post};
+use commonware_runtime::{Clock, Spawner};
+use medspace_ledger::Ledger;
+use medspace_state::records::Principal;
 use medspace_types::{JobId, MemberId};
 use serde::Deserialize;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// Longest long-poll a caller may ask for.
 const MAX_WAIT: Duration = Duration::from_secs(30);
-
-pub(crate) fn now_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
-}
+/// Largest mask request (the dealings of every site).
+const MASK_BODY_LIMIT: usize = 1 << 20;
 
 /// The text of an error answer (its `error` field, or the status).
 pub(crate) fn error_text(status: u16, body: &[u8]) -> String {
@@ -65,36 +66,85 @@ fn internal(e: impl std::fmt::Display) -> Refusal {
     refuse(StatusCode::INTERNAL_SERVER_ERROR, e.to_string())
 }
 
-fn answer(status: StatusCode, msg: impl Into<String>) -> Response {
-    refuse(status, msg).into_response()
+fn status_of(code: u16) -> StatusCode {
+    StatusCode::from_u16(code).unwrap_or(StatusCode::FORBIDDEN)
 }
 
-pub(crate) fn router(inner: Arc<Inner>) -> Router {
+/// What the routes reach.
+pub(crate) struct Routes<E, L, R> {
+    pub(crate) ledger: Arc<L>,
+    pub(crate) compute: Mailbox,
+    pub(crate) records: Arc<RecordSharing<E, L, R>>,
+    pub(crate) store: Store,
+}
+
+pub(crate) fn router<E, L, R>(routes: Arc<Routes<E, L, R>>) -> Router
+where
+    E: Spawner + Clock,
+    L: Ledger,
+    R: RecordSource,
+{
     Router::new()
-        .route("/v1/worker/jobs/{job}/share", get(share))
-        .route("/v1/worker/jobs/{job}/reveal", get(reveal))
-        .route("/v1/worker/jobs/{job}/result", get(result))
-        .route("/v1/records/export", get(export))
+        .route("/v1/worker/jobs/{job}/dealing", get(dealing::<E, L, R>))
+        .route(
+            "/v1/worker/jobs/{job}/mask",
+            post(mask::<E, L, R>).layer(DefaultBodyLimit::max(MASK_BODY_LIMIT)),
+        )
+        .route("/v1/worker/jobs/{job}/reveal", get(reveal::<E, L, R>))
+        .route("/v1/worker/jobs/{job}/result", get(result::<E, L, R>))
+        .route("/v1/records/export", get(export::<E, L, R>))
         .route(
             "/v1/records/redeem",
-            axum::routing::post(redeem).layer(axum::extract::DefaultBodyLimit::max(4096)),
+            post(redeem::<E, L, R>).layer(DefaultBodyLimit::max(4096)),
         )
-        .with_state(inner)
+        .with_state(routes)
+}
+
+fn path_and_query(uri: &Uri) -> &str {
+    uri.path_and_query().map_or(uri.path(), |p| p.as_str())
 }
 
 /// The caller's ledger identity from the signed request.
-fn caller(state: &State, uri: &Uri, headers: &HeaderMap) -> Result<Principal, Refusal> {
+fn caller<L: Ledger>(
+    ledger: &L,
+    method: &str,
+    uri: &Uri,
+    headers: &HeaderMap,
+    body: &[u8],
+) -> Result<(medspace_types::PublicKey, Principal), Refusal> {
     let header = headers.get("authorization").and_then(|v| v.to_str().ok());
-    let pq = uri.path_and_query().map_or(uri.path(), |p| p.as_str());
-    let key = medspace_api::auth::verify_request(header, "GET", pq, b"", now_ms())
-        .map_err(|e| refuse(StatusCode::UNAUTHORIZED, e.to_string()))?;
-    match state.key_record(&key) {
-        Ok(Some(r)) if !r.retired => Ok(r.principal),
+    let key = medspace_api::auth::verify_request(
+        header,
+        method,
+        path_and_query(uri),
+        body,
+        crate::now_ms(),
+    )
+    .map_err(|e| refuse(StatusCode::UNAUTHORIZED, e.to_string()))?;
+    match ledger.snapshot().state.key_record(&key) {
+        Ok(Some(r)) if !r.retired => Ok((key, r.principal)),
         Ok(_) => Err(refuse(
             StatusCode::FORBIDDEN,
             format!("key={} is not registered on the ledger", key.to_hex()),
         )),
         Err(e) => Err(internal(e)),
+    }
+}
+
+/// The calling member (node-to-node routes take only member keys).
+fn member<L: Ledger>(
+    ledger: &L,
+    method: &str,
+    uri: &Uri,
+    headers: &HeaderMap,
+    body: &[u8],
+) -> Result<MemberId, Refusal> {
+    match caller(ledger, method, uri, headers, body)?.1 {
+        Principal::Member(m) => Ok(m),
+        _ => Err(refuse(
+            StatusCode::FORBIDDEN,
+            "only a member's node key may take part in a round",
+        )),
     }
 }
 
@@ -107,124 +157,84 @@ fn parse_job(job: &str) -> Result<JobId, Refusal> {
     })
 }
 
-/// The job and whether `who` is its aggregator, waiting (up to `until`) for this node to
-/// commit the job's block if it has not yet.
-async fn job_for_aggregator(
-    inner: &Inner,
-    job: JobId,
-    uri: &Uri,
-    headers: &HeaderMap,
-    until: Instant,
-) -> Result<(State, JobRecord), Refusal> {
-    let mut changed = inner.changed.subscribe();
-    loop {
-        let (state, _) = inner.ledger.snapshot();
-        if let Some(rec) = state.job(job).map_err(internal)? {
-            let who = caller(&state, uri, headers)?;
-            let contract = state
-                .contract(rec.contract)
-                .map_err(internal)?
-                .ok_or_else(|| refuse(StatusCode::NOT_FOUND, "contract not found"))?;
-            let Some(agg) = crate::aggregator(&contract) else {
-                return Err(refuse(StatusCode::NOT_FOUND, "contract has no data holder"));
-            };
-            if !contract.owners.iter().any(|o| *o == inner.p.member) {
-                return Err(refuse(
-                    StatusCode::NOT_FOUND,
-                    format!("{} holds no data of {}", inner.p.member, contract.id),
-                ));
-            }
-            if who != Principal::Member(agg.clone()) {
-                return Err(refuse(
-                    StatusCode::FORBIDDEN,
-                    format!("only the aggregator {agg} of {job} may ask"),
-                ));
-            }
-            return Ok((state, rec));
-        }
-        let left = until.saturating_duration_since(Instant::now());
-        if left.is_zero() || tokio::time::timeout(left, changed.changed()).await.is_err() {
-            // Unknown here: unauthenticated callers learn nothing more than that.
-            let (state, _) = inner.ledger.snapshot();
-            caller(&state, uri, headers)?;
-            return Err(refuse(
-                StatusCode::NOT_FOUND,
-                format!("job not found: id={job}"),
-            ));
-        }
-    }
-}
-
 #[derive(Deserialize)]
 struct Wait {
     wait_ms: Option<u64>,
 }
 
-async fn share(
-    AxState(inner): AxState<Arc<Inner>>,
+fn wait_of(q: &Wait) -> Duration {
+    Duration::from_millis(q.wait_ms.unwrap_or(0)).min(MAX_WAIT)
+}
+
+/// Answers a round request: the message, `202` when not ready within `wait`, or the refusal.
+async fn answer<T: serde::Serialize>(
+    wait: Duration,
+    fut: impl std::future::Future<Output = Result<T, PeerError>>,
+) -> Response {
+    match tokio::time::timeout(wait.max(Duration::from_millis(1)), fut).await {
+        Ok(Ok(msg)) => axum::Json(msg).into_response(),
+        Ok(Err(PeerError::NotReady)) | Err(_) => {
+            refuse(StatusCode::ACCEPTED, "not ready yet").into_response()
+        }
+        Ok(Err(PeerError::Refused(why))) => refuse(StatusCode::CONFLICT, why).into_response(),
+        Ok(Err(PeerError::Forbidden(why))) => refuse(StatusCode::FORBIDDEN, why).into_response(),
+        Ok(Err(e)) => internal(e).into_response(),
+    }
+}
+
+async fn dealing<E, L: Ledger, R>(
+    AxState(r): AxState<Arc<Routes<E, L, R>>>,
     Path(job): Path<String>,
     Query(q): Query<Wait>,
     uri: Uri,
     headers: HeaderMap,
 ) -> Result<Response, Refusal> {
     let job = parse_job(&job)?;
-    let until = Instant::now() + Duration::from_millis(q.wait_ms.unwrap_or(0)).min(MAX_WAIT);
-    job_for_aggregator(&inner, job, &uri, &headers, until).await?;
-    let mut changed = inner.changed.subscribe();
-    loop {
-        if let Some(s) = inner.store.share(job).map_err(internal)? {
-            return Ok(axum::Json(s).into_response());
-        }
-        if let Some(why) = crate::lock(&inner.refused).get(&job).cloned() {
-            return Err(refuse(StatusCode::CONFLICT, format!("refused: {why}")));
-        }
-        let left = until.saturating_duration_since(Instant::now());
-        if left.is_zero() || tokio::time::timeout(left, changed.changed()).await.is_err() {
-            return Ok(answer(StatusCode::ACCEPTED, "share not computed yet"));
-        }
-    }
+    let who = member(r.ledger.as_ref(), "GET", &uri, &headers, b"")?;
+    Ok(answer(wait_of(&q), r.compute.dealing(job, who)).await)
 }
 
-#[derive(Deserialize)]
-struct Dropped {
-    dropped: String,
-}
-
-async fn reveal(
-    AxState(inner): AxState<Arc<Inner>>,
+async fn mask<E, L: Ledger, R>(
+    AxState(r): AxState<Arc<Routes<E, L, R>>>,
     Path(job): Path<String>,
-    Query(q): Query<Dropped>,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, Refusal> {
+    let job = parse_job(&job)?;
+    let who = member(r.ledger.as_ref(), "POST", &uri, &headers, &body)?;
+    let req: crate::wire::MaskRequest = serde_json::from_slice(&body)
+        .map_err(|e| refuse(StatusCode::BAD_REQUEST, format!("bad mask request: {e}")))?;
+    if req.job != job {
+        return Err(refuse(
+            StatusCode::BAD_REQUEST,
+            "mask request for another job",
+        ));
+    }
+    Ok(answer(MAX_WAIT, r.compute.mask(req, who)).await)
+}
+
+async fn reveal<E, L: Ledger, R>(
+    AxState(r): AxState<Arc<Routes<E, L, R>>>,
+    Path(job): Path<String>,
+    Query(q): Query<Wait>,
     uri: Uri,
     headers: HeaderMap,
 ) -> Result<Response, Refusal> {
     let job = parse_job(&job)?;
-    let (state, _) = job_for_aggregator(&inner, job, &uri, &headers, Instant::now()).await?;
-    let mut dropped = Vec::new();
-    for name in q.dropped.split(',').filter(|s| !s.is_empty()) {
-        dropped.push(MemberId::new(name).map_err(|e| {
-            refuse(
-                StatusCode::BAD_REQUEST,
-                format!("bad member in dropped: {e}: member={name}"),
-            )
-        })?);
-    }
-    let worker = inner.clone();
-    let reveal = tokio::task::spawn_blocking(move || worker.reveal(&state, job, &dropped))
-        .await
-        .map_err(internal)?
-        .map_err(|why| refuse(StatusCode::CONFLICT, why))?;
-    Ok(axum::Json(reveal).into_response())
+    let who = member(r.ledger.as_ref(), "GET", &uri, &headers, b"")?;
+    Ok(answer(wait_of(&q), r.compute.reveal(job, who)).await)
 }
 
-async fn result(
-    AxState(inner): AxState<Arc<Inner>>,
+async fn result<E, L: Ledger, R>(
+    AxState(r): AxState<Arc<Routes<E, L, R>>>,
     Path(job): Path<String>,
     uri: Uri,
     headers: HeaderMap,
 ) -> Result<Response, Refusal> {
     let job = parse_job(&job)?;
-    let (state, _) = inner.ledger.snapshot();
-    let who = caller(&state, &uri, &headers)?;
+    let (_, who) = caller(r.ledger.as_ref(), "GET", &uri, &headers, b"")?;
+    let state = r.ledger.snapshot().state;
     let rec = state
         .job(job)
         .map_err(internal)?
@@ -238,46 +248,61 @@ async fn result(
             ),
         ));
     }
-    let bytes = inner.store.result(job).map_err(internal)?.ok_or_else(|| {
+    let bytes = r.store.result(job).map_err(internal)?.ok_or_else(|| {
         refuse(
             StatusCode::NOT_FOUND,
-            format!("no result of {job} released by {}", inner.p.member),
+            format!("no result of {job} released here"),
         )
     })?;
-    Ok((
-        [(axum::http::header::CONTENT_TYPE, "application/json")],
-        Bytes::from(bytes),
-    )
-        .into_response())
+    // Served only once the ledger holds exactly this result: a result posted nowhere, or
+    // under a terminated contract's refused post, is never delivered.
+    match rec.result {
+        Some(posted) if posted.result_hash == crate::wire::result_hash(&bytes) => Ok((
+            [(axum::http::header::CONTENT_TYPE, "application/json")],
+            Bytes::from(bytes),
+        )
+            .into_response()),
+        Some(_) => Err(refuse(
+            StatusCode::CONFLICT,
+            format!("the result of {job} on the ledger is not the one kept here"),
+        )),
+        None => Err(refuse(
+            StatusCode::ACCEPTED,
+            format!("the result of {job} is not final on the ledger yet"),
+        )),
+    }
 }
 
-async fn redeem(
-    AxState(inner): AxState<Arc<Inner>>,
+async fn redeem<E, L, R>(
+    AxState(r): AxState<Arc<Routes<E, L, R>>>,
     uri: Uri,
     headers: HeaderMap,
     body: Bytes,
-) -> Result<Response, Refusal> {
-    let header = headers.get("authorization").and_then(|v| v.to_str().ok());
-    let pq = uri.path_and_query().map_or(uri.path(), |p| p.as_str());
-    let now = now_ms();
-    let key = medspace_api::auth::verify_request(header, "POST", pq, &body, now)
-        .map_err(|e| refuse(StatusCode::UNAUTHORIZED, e.to_string()))?;
-    let signature = header
+) -> Result<Response, Refusal>
+where
+    E: Spawner + Clock,
+    L: Ledger,
+    R: RecordSource,
+{
+    let (key, _) = caller(r.ledger.as_ref(), "POST", &uri, &headers, &body)?;
+    let signature = headers
+        .get("authorization")
+        .and_then(|v| v.to_str().ok())
         .and_then(|h| h.rsplit_once("sig="))
-        .map_or("", |(_, s)| s);
-    let as_refusal = |r: crate::records::Refused| {
-        refuse(
-            StatusCode::from_u16(r.status).unwrap_or(StatusCode::FORBIDDEN),
-            r.reason,
-        )
-    };
-    inner.guards.fresh(signature, now).map_err(as_refusal)?;
+        .map_or("", |(_, s)| s)
+        .to_string();
+    let now = crate::now_ms();
+    let as_refusal = |x: crate::records::Refused| refuse(status_of(x.status), x.reason);
+    r.records
+        .guards
+        .fresh(&signature, now)
+        .map_err(as_refusal)?;
     let req: crate::records::Redeem = serde_json::from_slice(&body)
         .map_err(|e| refuse(StatusCode::BAD_REQUEST, format!("bad redeem request: {e}")))?;
-    let worker = inner.clone();
-    let d = tokio::task::spawn_blocking(move || worker.redeem(&key, &req, now))
+    let d = r
+        .records
+        .redeem(&key, &req, now)
         .await
-        .map_err(internal)?
         .map_err(as_refusal)?;
     let header = |name: &'static str| axum::http::HeaderName::from_static(name);
     Ok((
@@ -304,25 +329,22 @@ async fn redeem(
         .into_response())
 }
 
-async fn export(
-    AxState(inner): AxState<Arc<Inner>>,
+async fn export<E, L, R>(
+    AxState(r): AxState<Arc<Routes<E, L, R>>>,
     uri: Uri,
     headers: HeaderMap,
-) -> Result<Response, Refusal> {
-    let header = headers.get("authorization").and_then(|v| v.to_str().ok());
-    let pq = uri.path_and_query().map_or(uri.path(), |p| p.as_str());
-    let key = medspace_api::auth::verify_request(header, "GET", pq, b"", now_ms())
-        .map_err(|e| refuse(StatusCode::UNAUTHORIZED, e.to_string()))?;
-    let worker = inner.clone();
-    let bytes = tokio::task::spawn_blocking(move || worker.export_for(&key))
+) -> Result<Response, Refusal>
+where
+    E: Spawner + Clock,
+    L: Ledger,
+    R: RecordSource,
+{
+    let (key, _) = caller(r.ledger.as_ref(), "GET", &uri, &headers, b"")?;
+    let bytes = r
+        .records
+        .export_for(&key)
         .await
-        .map_err(internal)?
-        .map_err(|r| {
-            refuse(
-                StatusCode::from_u16(r.status).unwrap_or(StatusCode::FORBIDDEN),
-                r.reason,
-            )
-        })?;
+        .map_err(|x| refuse(status_of(x.status), x.reason))?;
     Ok((
         [(axum::http::header::CONTENT_TYPE, "application/fhir+json")],
         Bytes::from(bytes),

@@ -1,30 +1,34 @@
 //! Record sharing at the holding hospital's node: a grantee redeems a patient's authorization
 //! code, and the node delivers exactly the granted FHIR resources after the access is on the
-//! ledger.
+//! ledger; a patient downloads their own complete record.
 //!
 //! `POST /v1/records/redeem` with `{"grant": "g-…", "code": "XXXX-XXXX-…"}`, signed (see
 //! `medspace_api::auth`) by the grantee institution's member key or one of its users' keys. The
 //! node checks, in order: the request is signed and not a replay; the grant is held here and
 //! is for the caller's institution; the caller has not made too many wrong guesses lately; the
 //! code matches the hash on the ledger (a wrong code is counted); only then whether the grant
-//! is revoked, expired or used up, so a guesser learns nothing about it; and no other
-//! redemption of it is in flight. It then reads the
-//! patient's record from its vault, keeps only the granted resource types whose clinical date
-//! lies in the grant's period, records `RecordAccess` (who, whose pseudonym, the grant, the
-//! types, the count and the SHA-256 of exactly the bytes delivered) through its validator, and
+//! is live (`medspace_state::policy::grant_live`, the ledger's own rule), so a guesser learns
+//! nothing about it; and no other redemption of it is in flight. It then reads the patient's
+//! record through its [`RecordSource`], keeps only the granted resource types whose clinical
+//! date lies in the grant's period, records `RecordAccess` (who, whose pseudonym, the grant, the
+//! types, the count and the SHA-256 of exactly the bytes delivered) with the member key, and
 //! only once that transaction is final answers with the Bundle. Anything refused delivers
 //! nothing and changes nothing.
 
-use crate::{Inner, WorkerError, lock};
+use crate::WorkerError;
+use crate::compute::PlaneRefusal;
+use crate::submit::Submitter;
+use commonware_runtime::{Clock, Spawner};
+use medspace_ledger::Ledger;
 use medspace_state::State;
 use medspace_state::records::{GrantRecord, Principal};
 use medspace_types::{
-    AccessBasis, GrantId, Hash, List, MemberId, Payload, PublicKey, RecordAccess, Text,
+    AccessBasis, GrantId, Hash, List, MemberId, PatientId, Payload, PublicKey, RecordAccess, Text,
 };
 use serde::Deserialize;
 use serde_json::Value;
 use std::collections::{HashMap, HashSet};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex, PoisonError};
 
 /// Failed code attempts a caller may make within [`GUESS_WINDOW_MS`].
 pub const MAX_GUESSES: usize = 5;
@@ -36,6 +40,14 @@ pub const DELIVERY_DOMAIN: &[u8] = b"medspace/delivery/v1";
 /// The hash recorded on the ledger for delivered bytes.
 pub fn delivery_hash(bytes: &[u8]) -> Hash {
     Hash::of(&[DELIVERY_DOMAIN, bytes])
+}
+
+/// Where a hospital's patient records come from: its vault, through its confirmed links from
+/// ledger pseudonyms to local records (`medspace-compute`), or a scripted one in tests.
+pub trait RecordSource: Send + Sync + 'static {
+    /// The patient's complete record here as a FHIR R4 Bundle, if this hospital holds one
+    /// linked to the pseudonym. Blocking.
+    fn patient_bundle(&self, patient: &PatientId) -> Result<Option<Value>, PlaneRefusal>;
 }
 
 /// What a redemption delivers, and how long its two phases took at the holder.
@@ -58,7 +70,7 @@ pub struct Redeem {
     pub code: String,
 }
 
-/// Why a redemption was refused: an HTTP status and a lowercase reason.
+/// Why a request was refused: an HTTP status and a lowercase reason.
 #[derive(Debug, PartialEq, Eq)]
 pub struct Refused {
     /// HTTP status.
@@ -72,6 +84,10 @@ fn refused(status: u16, reason: impl Into<String>) -> Refused {
         status,
         reason: reason.into(),
     }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
 /// In-memory guards of the redemption route.
@@ -160,29 +176,10 @@ fn check_parties(grant: &GrantRecord, me: &MemberId, caller: &MemberId) -> Resul
     Ok(())
 }
 
-/// Whether the grant is still live (checked only once the code matched, so a guesser learns
-/// nothing about it).
+/// Whether the grant is still live, by the ledger's own rule (checked only once the code
+/// matched, so a guesser learns nothing about it).
 fn check_live(grant: &GrantRecord, now_ms: u64) -> Result<(), Refused> {
-    let t = &grant.terms;
-    if grant.revoked {
-        return Err(refused(403, format!("grant {} was revoked", grant.id)));
-    }
-    if now_ms >= t.expiry_ms {
-        return Err(refused(
-            403,
-            format!("grant {} expired at {}", grant.id, t.expiry_ms),
-        ));
-    }
-    if t.max_uses > 0 && grant.uses >= t.max_uses {
-        return Err(refused(
-            403,
-            format!(
-                "grant {} is used up ({} of {})",
-                grant.id, grant.uses, t.max_uses
-            ),
-        ));
-    }
-    Ok(())
+    medspace_state::policy::grant_live(grant, now_ms).map_err(|e| refused(403, e.to_string()))
 }
 
 /// Milliseconds since the epoch (negative before 1970) of a FHIR date or dateTime (`YYYY`,
@@ -279,17 +276,62 @@ pub fn scope_bundle(
     (delivered, count)
 }
 
-impl Inner {
+/// The record-sharing service of a hospital's node.
+pub struct RecordSharing<E, L, R> {
+    ctx: E,
+    member: MemberId,
+    ledger: Arc<L>,
+    source: Arc<R>,
+    submitter: Arc<Submitter<L>>,
+    pub(crate) guards: Guards,
+}
+
+impl<E, L, R> RecordSharing<E, L, R>
+where
+    E: Spawner + Clock,
+    L: Ledger,
+    R: RecordSource,
+{
+    /// The service of `member`'s node.
+    pub fn new(
+        ctx: E,
+        member: MemberId,
+        ledger: Arc<L>,
+        source: Arc<R>,
+        submitter: Arc<Submitter<L>>,
+    ) -> Self {
+        Self {
+            ctx,
+            member,
+            ledger,
+            source,
+            submitter,
+            guards: Guards::default(),
+        }
+    }
+
+    /// The patient's bundle, read off the async runtime.
+    async fn bundle(&self, patient: PatientId) -> Result<Option<Value>, Refused> {
+        let source = self.source.clone();
+        self.ctx
+            .child("records")
+            .shared(true)
+            .spawn(move |_| async move { source.patient_bundle(&patient) })
+            .await
+            .map_err(|e| refused(500, e.to_string()))?
+            .map_err(|e| refused(500, e.to_string()))
+    }
+
     /// Redeems a grant for `caller` (the verified signer of the request): every check, then
     /// the scoped Bundle, the access record on the ledger, and only then the bytes.
-    pub(crate) fn redeem(
+    pub async fn redeem(
         &self,
         caller: &PublicKey,
         req: &Redeem,
         now_ms: u64,
     ) -> Result<Delivery, Refused> {
-        let started = std::time::Instant::now();
-        let (state, _) = self.ledger.snapshot();
+        let started = self.ctx.current();
+        let state = self.ledger.snapshot().state;
         let who = match state.key_record(caller) {
             Ok(Some(r)) if !r.retired => r.principal,
             Ok(_) => {
@@ -305,7 +347,7 @@ impl Inner {
             .grant(req.grant)
             .map_err(|e| refused(500, e.to_string()))?
             .ok_or_else(|| refused(404, format!("grant not found: id={}", req.grant)))?;
-        check_parties(&grant, &self.p.member, &caller_member)?;
+        check_parties(&grant, &self.member, &caller_member)?;
         if self.guards.recent_failures(caller, now_ms) >= MAX_GUESSES {
             return Err(refused(
                 429,
@@ -331,9 +373,7 @@ impl Inner {
             guards: &self.guards,
             grant: grant.id,
         };
-        let (bytes, types, count) = self
-            .scoped_record(&grant)
-            .map_err(|e| refused(500, e.to_string()))?;
+        let (bytes, types, count) = self.scoped_record(&grant).await?;
         let content_hash = delivery_hash(&bytes);
         let to_list = |v: &[String]| -> Result<List<Text<48>, 32>, Refused> {
             let texts = v
@@ -350,8 +390,13 @@ impl Inner {
             resource_count: u32::try_from(count).unwrap_or(u32::MAX),
             content_hash,
         });
-        let prepared = started.elapsed();
-        self.submit_and_wait(payload, &|_| true)
+        let elapsed = |from: std::time::SystemTime| {
+            self.ctx.current().duration_since(from).unwrap_or_default()
+        };
+        let prepared = elapsed(started);
+        self.submitter
+            .submit_and_wait(&self.ctx, payload, &|_| true)
+            .await
             .map_err(|e| match e {
                 WorkerError::Ledger(reason) => {
                     refused(403, format!("the ledger refused the access: {reason}"))
@@ -362,14 +407,14 @@ impl Inner {
         Ok(Delivery {
             bytes,
             prepare: prepared,
-            finality: started.elapsed().saturating_sub(prepared),
+            finality: elapsed(started).saturating_sub(prepared),
         })
     }
 
     /// A patient's complete record at this hospital, for the patient themself (the verified
     /// signer of the request): their Bundle as the vault exports it.
-    pub(crate) fn export_for(&self, caller: &PublicKey) -> Result<Vec<u8>, Refused> {
-        let (state, _) = self.ledger.snapshot();
+    pub async fn export_for(&self, caller: &PublicKey) -> Result<Vec<u8>, Refused> {
+        let state = self.ledger.snapshot().state;
         let patient = match state.key_record(caller) {
             Ok(Some(r)) if !r.retired => match r.principal {
                 Principal::Patient(p) => p,
@@ -383,45 +428,30 @@ impl Inner {
             }
             Err(e) => return Err(refused(500, e.to_string())),
         };
-        let links = medspace_compute::Links::load(&self.p.vault_dir)
-            .map_err(|e| refused(500, e.to_string()))?;
-        let person = links.person_of(&patient).ok_or_else(|| {
+        let bundle = self.bundle(patient).await?.ok_or_else(|| {
             refused(
                 404,
-                format!("{} holds no record linked to this patient", self.p.member),
+                format!("{} holds no record linked to this patient", self.member),
             )
         })?;
-        let vault = medspace_vault::Vault::open_read_only(&self.p.vault_dir)
-            .map_err(|e| refused(500, e.to_string()))?;
-        let bundle = medspace_vault::export::export_patient(&vault, &person.to_string())
-            .map_err(|e| refused(500, e.to_string()))?;
         serde_json::to_vec(&bundle).map_err(|e| refused(500, e.to_string()))
     }
 
     /// The patient's record at this hospital, scoped to the grant: canonical bytes, the types
     /// delivered, and the resource count.
-    fn scoped_record(
+    async fn scoped_record(
         &self,
         grant: &GrantRecord,
-    ) -> Result<(Vec<u8>, Vec<String>, u64), WorkerError> {
-        let links = medspace_compute::Links::load(&self.p.vault_dir)?;
-        let person = links
-            .person_of(&grant.patient)
-            .ok_or_else(|| WorkerError::Invalid {
-                what: "grant",
-                error: format!("its patient is not linked to a record at {}", self.p.member),
-            })?;
-        let vault = medspace_vault::Vault::open_read_only(&self.p.vault_dir).map_err(|e| {
-            WorkerError::Invalid {
-                what: "vault",
-                error: e.to_string(),
-            }
+    ) -> Result<(Vec<u8>, Vec<String>, u64), Refused> {
+        let mut bundle = self.bundle(grant.patient).await?.ok_or_else(|| {
+            refused(
+                500,
+                format!(
+                    "the grant's patient is not linked to a record at {}",
+                    self.member
+                ),
+            )
         })?;
-        let mut bundle = medspace_vault::export::export_patient(&vault, &person.to_string())
-            .map_err(|e| WorkerError::Invalid {
-                what: "vault",
-                error: e.to_string(),
-            })?;
         let types: Vec<&str> = grant
             .terms
             .resource_types
@@ -434,10 +464,7 @@ impl Inner {
             grant.terms.period_from_ms,
             grant.terms.period_to_ms,
         );
-        let bytes = serde_json::to_vec(&bundle).map_err(|e| WorkerError::Invalid {
-            what: "bundle",
-            error: e.to_string(),
-        })?;
+        let bytes = serde_json::to_vec(&bundle).map_err(|e| refused(500, e.to_string()))?;
         Ok((bytes, delivered, count))
     }
 }

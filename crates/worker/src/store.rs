@@ -1,14 +1,49 @@
-//! The worker's own files: each job's share as this site computed it, and each result this site
-//! released as aggregator. A share is computed once and kept: after a restart the node serves
-//! the same share (fresh noise for the same job would let an aggregator average noise away).
-//! Files are written to a temporary name, synced and renamed, so a crash leaves the old state.
+//! The worker's own files, one folder per job. What a site computed and committed to is written
+//! once and never replaced, so a restart serves exactly what was served before: the same noised
+//! vector and secrets (fresh noise for the same job would let an aggregator average it away),
+//! the same `U1` and masked vector (a site masks for one set of dealers only, ever). Files are
+//! written to a temporary name, synced and renamed, so a crash leaves the previous state.
 
 use crate::WorkerError;
-use crate::wire::Share;
+use crate::wire::{DealingMsg, Hex, MaskedMsg};
 use medspace_types::JobId;
+use serde::{Deserialize, Serialize, de::DeserializeOwned};
 use std::path::{Path, PathBuf};
 
-/// Shares and results on disk under one directory.
+/// What a site computed for a job: its noised local vector, cohort size and round secrets.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SiteRecord {
+    /// The site's secrets ([`medspace_privacy::secagg::SiteSecrets`] bytes).
+    pub secrets: Hex,
+    /// The noised local vector in the query's layout.
+    pub vector: Vec<i64>,
+    /// Consenting patients the query ran on.
+    pub cohort: u64,
+}
+
+/// What a site committed to when it answered the mask request.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct MaskCommitment {
+    /// `U1` as site indices.
+    pub u1: Vec<usize>,
+    /// Its share of each dealer of `U1` ([`medspace_privacy::secagg::HeldShare`] bytes).
+    pub held: Vec<(usize, Hex)>,
+    /// The signed masked vector it answered.
+    pub answer: MaskedMsg,
+}
+
+/// What the aggregator collected, so that a restart continues the same round.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct Collected {
+    /// The dealings that define `U1` (contract order).
+    pub dealings: Vec<DealingMsg>,
+    /// The masked vectors that define `U2` (contract order).
+    pub masked: Vec<MaskedMsg>,
+    /// Sites left out, with why.
+    pub dropped: Vec<(String, String)>,
+}
+
+/// Per-job files under one directory.
 #[derive(Clone, Debug)]
 pub struct Store {
     dir: PathBuf,
@@ -24,25 +59,22 @@ fn io(path: &Path, e: std::io::Error) -> WorkerError {
 impl Store {
     /// Opens (creating) the store under `dir`.
     pub fn open(dir: &Path) -> Result<Self, WorkerError> {
-        for sub in ["shares", "results", "reveals"] {
-            let d = dir.join(sub);
-            std::fs::create_dir_all(&d).map_err(|e| io(&d, e))?;
-        }
+        let jobs = dir.join("jobs");
+        std::fs::create_dir_all(&jobs).map_err(|e| io(&jobs, e))?;
         Ok(Self {
             dir: dir.to_path_buf(),
         })
     }
 
-    fn share_path(&self, job: JobId) -> PathBuf {
-        self.dir.join("shares").join(format!("{job}.json"))
-    }
-
-    fn result_path(&self, job: JobId) -> PathBuf {
-        self.dir.join("results").join(format!("{job}.json"))
+    fn path(&self, job: JobId, name: &str) -> PathBuf {
+        self.dir.join("jobs").join(job.to_string()).join(name)
     }
 
     fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), WorkerError> {
         use std::io::Write as _;
+        if let Some(parent) = path.parent() {
+            std::fs::create_dir_all(parent).map_err(|e| io(parent, e))?;
+        }
         let tmp = path.with_extension("tmp");
         let mut f = std::fs::File::create(&tmp).map_err(|e| io(&tmp, e))?;
         f.write_all(bytes).map_err(|e| io(&tmp, e))?;
@@ -50,7 +82,7 @@ impl Store {
         std::fs::rename(&tmp, path).map_err(|e| io(path, e))
     }
 
-    fn read(path: &Path) -> Result<Option<Vec<u8>>, WorkerError> {
+    fn read_bytes(path: &Path) -> Result<Option<Vec<u8>>, WorkerError> {
         match std::fs::read(path) {
             Ok(b) => Ok(Some(b)),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
@@ -58,114 +90,141 @@ impl Store {
         }
     }
 
-    /// Keeps this site's share of a job (never replaced once written).
-    pub fn put_share(&self, share: &Share) -> Result<(), WorkerError> {
-        let path = self.share_path(share.job);
-        if path.exists() {
-            return Ok(());
-        }
-        let bytes = serde_json::to_vec(share).map_err(|e| WorkerError::Invalid {
-            what: "share",
-            error: e.to_string(),
-        })?;
-        Self::write_atomic(&path, &bytes)
-    }
-
-    /// This site's share of a job, if computed.
-    pub fn share(&self, job: JobId) -> Result<Option<Share>, WorkerError> {
-        let path = self.share_path(job);
-        match Self::read(&path)? {
+    fn read<T: DeserializeOwned>(&self, job: JobId, name: &str) -> Result<Option<T>, WorkerError> {
+        let path = self.path(job, name);
+        match Self::read_bytes(&path)? {
             None => Ok(None),
             Some(b) => serde_json::from_slice(&b)
                 .map(Some)
                 .map_err(|e| WorkerError::Invalid {
-                    what: "stored share",
+                    what: "stored record",
                     error: format!("{e}: path={}", path.display()),
                 }),
         }
     }
 
-    /// Keeps the exact bytes of a result this site released (never replaced once written).
-    pub fn put_result(&self, job: JobId, bytes: &[u8]) -> Result<(), WorkerError> {
-        let path = self.result_path(job);
-        if path.exists() {
-            return Ok(());
-        }
-        Self::write_atomic(&path, bytes)
-    }
-
-    /// Records that this site reveals its masks with `dropped` for `job`. The first set named
-    /// for a job is kept; the same set again is allowed, any other is refused, so an
-    /// aggregator can never collect a site's masks one peer at a time.
-    pub fn claim_reveal(
+    /// Writes `value` unless the file exists (first write wins). Returns what is stored.
+    fn put_once<T: Serialize + DeserializeOwned + Clone>(
         &self,
         job: JobId,
-        dropped: &[medspace_types::MemberId],
-    ) -> Result<(), WorkerError> {
-        let path = self.dir.join("reveals").join(format!("{job}.json"));
-        let names: Vec<&str> = dropped.iter().map(|m| m.as_str()).collect();
-        let wanted = serde_json::to_vec(&names).map_err(|e| WorkerError::Invalid {
-            what: "reveal",
+        name: &str,
+        value: &T,
+    ) -> Result<T, WorkerError> {
+        if let Some(kept) = self.read(job, name)? {
+            return Ok(kept);
+        }
+        let bytes = serde_json::to_vec(value).map_err(|e| WorkerError::Invalid {
+            what: "record",
             error: e.to_string(),
         })?;
-        match Self::read(&path)? {
-            Some(kept) if kept == wanted => Ok(()),
-            Some(kept) => Err(WorkerError::Invalid {
-                what: "reveal",
-                error: format!(
-                    "masks of {job} were already revealed for dropped sites {}; refusing sites {}",
-                    String::from_utf8_lossy(&kept),
-                    String::from_utf8_lossy(&wanted)
-                ),
-            }),
-            None => Self::write_atomic(&path, &wanted),
+        Self::write_atomic(&self.path(job, name), &bytes)?;
+        Ok(value.clone())
+    }
+
+    /// Keeps what the site computed (never replaced); returns what is kept.
+    pub fn put_site(&self, job: JobId, rec: &SiteRecord) -> Result<SiteRecord, WorkerError> {
+        self.put_once(job, "site.json", rec)
+    }
+
+    /// What the site computed, if it did.
+    pub fn site(&self, job: JobId) -> Result<Option<SiteRecord>, WorkerError> {
+        self.read(job, "site.json")
+    }
+
+    /// Keeps why the site refused the job (never replaced).
+    pub fn put_refusal(&self, job: JobId, reason: &str) -> Result<String, WorkerError> {
+        self.put_once(job, "refused.json", &reason.to_string())
+    }
+
+    /// Why the site refused the job, if it did.
+    pub fn refusal(&self, job: JobId) -> Result<Option<String>, WorkerError> {
+        self.read(job, "refused.json")
+    }
+
+    /// Keeps the site's mask commitment (never replaced); returns what is kept, which may be an
+    /// earlier commitment to another `U1`.
+    pub fn put_commitment(
+        &self,
+        job: JobId,
+        c: &MaskCommitment,
+    ) -> Result<MaskCommitment, WorkerError> {
+        self.put_once(job, "mask.json", c)
+    }
+
+    /// The site's mask commitment, if it made one.
+    pub fn commitment(&self, job: JobId) -> Result<Option<MaskCommitment>, WorkerError> {
+        self.read(job, "mask.json")
+    }
+
+    /// Keeps (replacing) what the aggregator collected so far.
+    pub fn put_collected(&self, job: JobId, c: &Collected) -> Result<(), WorkerError> {
+        let bytes = serde_json::to_vec(c).map_err(|e| WorkerError::Invalid {
+            what: "collected",
+            error: e.to_string(),
+        })?;
+        Self::write_atomic(&self.path(job, "collected.json"), &bytes)
+    }
+
+    /// What the aggregator collected, if anything.
+    pub fn collected(&self, job: JobId) -> Result<Option<Collected>, WorkerError> {
+        self.read(job, "collected.json")
+    }
+
+    /// Keeps the exact bytes of a result this site released (never replaced); returns the
+    /// bytes kept.
+    pub fn put_result(&self, job: JobId, bytes: &[u8]) -> Result<Vec<u8>, WorkerError> {
+        let path = self.path(job, "result.json");
+        if let Some(kept) = Self::read_bytes(&path)? {
+            return Ok(kept);
         }
+        Self::write_atomic(&path, bytes)?;
+        Ok(bytes.to_vec())
     }
 
     /// The bytes of a released result.
     pub fn result(&self, job: JobId) -> Result<Option<Vec<u8>>, WorkerError> {
-        Self::read(&self.result_path(job))
+        Self::read_bytes(&self.path(job, "result.json"))
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use medspace_types::{Keypair, MemberId};
+
+    fn dir(name: &str) -> PathBuf {
+        let d = std::env::temp_dir().join(format!(
+            "medspace-worker-store-{name}-{}",
+            std::process::id()
+        ));
+        let _ = std::fs::remove_dir_all(&d);
+        d
+    }
 
     #[test]
-    fn a_share_is_kept_once_and_survives_reopening() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(dir.path()).unwrap();
-        let k = Keypair::from_seed(1);
-        let m = MemberId::new("hospital-a").unwrap();
-        assert!(store.share(JobId(1)).unwrap().is_none());
-        let first = Share::sign(&k, JobId(1), m.clone(), 3, vec![1, 2]);
-        store.put_share(&first).unwrap();
-        store
-            .put_share(&Share::sign(&k, JobId(1), m, 4, vec![5, 6]))
-            .unwrap();
-        let again = Store::open(dir.path()).unwrap();
-        assert_eq!(again.share(JobId(1)).unwrap(), Some(first));
-        again.put_result(JobId(1), b"r1").unwrap();
-        again.put_result(JobId(1), b"r2").unwrap();
-        assert_eq!(store.result(JobId(1)).unwrap().as_deref(), Some(&b"r1"[..]));
-        std::fs::write(
-            dir.path().join("shares").join("j-0000000000000002.json"),
-            b"{",
-        )
-        .unwrap();
-        assert!(store.share(JobId(2)).is_err());
-        let c = MemberId::new("hospital-c").unwrap();
-        let b = MemberId::new("hospital-b").unwrap();
-        store
-            .claim_reveal(JobId(1), std::slice::from_ref(&c))
-            .unwrap();
-        store
-            .claim_reveal(JobId(1), std::slice::from_ref(&c))
-            .unwrap();
-        let err = again.claim_reveal(JobId(1), &[b]).unwrap_err().to_string();
-        assert!(err.contains("already revealed"), "{err}");
-        assert!(store.share(JobId(2)).is_err());
+    fn first_write_wins_and_survives_reopening() {
+        let d = dir("once");
+        let store = Store::open(&d).unwrap();
+        assert!(store.site(JobId(1)).unwrap().is_none());
+        let first = SiteRecord {
+            secrets: Hex(vec![1; 96]),
+            vector: vec![3, 4],
+            cohort: 7,
+        };
+        assert_eq!(store.put_site(JobId(1), &first).unwrap(), first);
+        let second = SiteRecord {
+            vector: vec![9, 9],
+            ..first.clone()
+        };
+        assert_eq!(store.put_site(JobId(1), &second).unwrap(), first);
+        let again = Store::open(&d).unwrap();
+        assert_eq!(again.site(JobId(1)).unwrap(), Some(first));
+        assert_eq!(again.put_result(JobId(1), b"r1").unwrap(), b"r1");
+        assert_eq!(again.put_result(JobId(1), b"r2").unwrap(), b"r1");
+        std::fs::write(again.path(JobId(2), "site.json"), b"{").unwrap_or_else(|_| {
+            std::fs::create_dir_all(again.path(JobId(2), "")).unwrap();
+            std::fs::write(again.path(JobId(2), "site.json"), b"{").unwrap();
+        });
+        assert!(again.site(JobId(2)).is_err());
+        let _ = std::fs::remove_dir_all(&d);
     }
 }

@@ -1,141 +1,140 @@
-//! What travels between nodes and to the requester: a site's masked share, a survivor's mask
-//! reveal for dropped sites, and the released result. Shares and reveals are signed by the
-//! sending member's ledger key, so the aggregator knows who sent what whatever the transport;
-//! the result's hash is what the aggregator posts on the ledger.
+//! What travels between the data holders' nodes and to the requester. Every protocol message is
+//! [`Signed`] by the sending member's ledger key, so the aggregator (and the sites it forwards
+//! dealings to) know who sent what whatever the transport; the released result's hash is what
+//! the aggregator posts on the ledger.
+//!
+//! One job's messages, in order (see [`crate::round`]):
+//! 1. [`DealingMsg`] — a site's commitments, its sealed bundle of pairwise seeds and its sealed
+//!    shares for every site (answer to the aggregator's dealing request);
+//! 2. [`MaskRequest`] — the aggregator forwards every dealing it received (they define `U1`);
+//!    the site answers [`MaskedMsg`]: its double-masked vector and its cohort size;
+//! 3. [`RevealMsg`] — after the ledger fixed `(U1, U2)`, a survivor's shares of the survivors'
+//!    self masks and of the dropped dealers' bundle keys;
+//! 4. [`ResultDoc`] — the released result, served to the job's submitter only.
 
-use medspace_types::{Hash, JobId, Keypair, MemberId, PublicKey, Signature};
-use serde::{Deserialize, Serialize};
+use medspace_types::{ContractId, Hash, JobId, Keypair, MemberId, PublicKey, Signature};
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
-/// Signing namespace of a site's share.
-pub const SHARE_NAMESPACE: &[u8] = b"medspace/worker/share/v1";
+/// Signing namespace of a site's dealing.
+pub const DEALING_NAMESPACE: &[u8] = b"medspace/worker/dealing/v2";
+/// Signing namespace of a site's masked vector.
+pub const MASKED_NAMESPACE: &[u8] = b"medspace/worker/masked/v2";
 /// Signing namespace of a survivor's reveal.
-pub const REVEAL_NAMESPACE: &[u8] = b"medspace/worker/reveal/v1";
+pub const REVEAL_NAMESPACE: &[u8] = b"medspace/worker/reveal/v2";
 /// Domain of a released result's hash (the hash posted on the ledger).
 pub const RESULT_DOMAIN: &[u8] = b"medspace/result/v1";
 
-fn words_hash(words: &[u64]) -> Hash {
-    let bytes: Vec<u8> = words.iter().flat_map(|w| w.to_be_bytes()).collect();
-    Hash::of(&[&bytes])
+/// Bytes carried as lowercase hex in JSON.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Hex(pub Vec<u8>);
+
+impl Serialize for Hex {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&hex::encode(&self.0))
+    }
 }
 
-/// One site's contribution to a job: its masked vector (uniformly random to anyone without the
-/// other sites' shares) and how many of its patients were in the cohort.
+impl<'de> Deserialize<'de> for Hex {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        hex::decode(&s).map(Hex).map_err(serde::de::Error::custom)
+    }
+}
+
+/// A message body with the sender's signature over its canonical JSON.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct Share {
-    /// The job.
-    pub job: JobId,
-    /// The sending site.
-    pub member: MemberId,
-    /// Consenting patients the site's query ran on (the ledger's contribution record).
-    pub cohort: u64,
-    /// The masked, noised vector.
-    pub masked: Vec<u64>,
-    /// The member key's signature over all of the above.
+pub struct Signed<T> {
+    /// What is signed.
+    pub body: T,
+    /// The member key's signature over `SHA-256(namespace | JSON(body))`.
     pub signature: Signature,
 }
 
-impl Share {
-    fn message(job: JobId, member: &MemberId, cohort: u64, masked: &[u64]) -> Vec<u8> {
-        let mut m = Vec::new();
-        m.extend_from_slice(&job.0.to_be_bytes());
-        m.extend_from_slice(member.as_str().as_bytes());
-        m.push(0);
-        m.extend_from_slice(&cohort.to_be_bytes());
-        m.extend_from_slice(&words_hash(masked).0);
-        m
+fn digest<T: Serialize>(body: &T) -> Option<Hash> {
+    serde_json::to_vec(body).ok().map(|b| Hash::of(&[&b]))
+}
+
+impl<T: Serialize> Signed<T> {
+    /// Signs `body` with `key` in `namespace`; `None` only if the body cannot be serialized.
+    pub fn sign(key: &Keypair, namespace: &[u8], body: T) -> Option<Self> {
+        let d = digest(&body)?;
+        Some(Self {
+            signature: key.sign(namespace, &d.0),
+            body,
+        })
     }
 
-    /// A share signed by the site's member key.
-    pub fn sign(
-        key: &Keypair,
-        job: JobId,
-        member: MemberId,
-        cohort: u64,
-        masked: Vec<u64>,
-    ) -> Self {
-        let signature = key.sign(
-            SHARE_NAMESPACE,
-            &Self::message(job, &member, cohort, &masked),
-        );
-        Self {
-            job,
-            member,
-            cohort,
-            masked,
-            signature,
-        }
-    }
-
-    /// Whether `key` signed exactly this share.
-    pub fn verify(&self, key: &PublicKey) -> bool {
-        key.verify(
-            SHARE_NAMESPACE,
-            &Self::message(self.job, &self.member, self.cohort, &self.masked),
-            &self.signature,
-        )
+    /// Whether `key` signed exactly this body in `namespace`.
+    pub fn verify(&self, key: &PublicKey, namespace: &[u8]) -> bool {
+        digest(&self.body).is_some_and(|d| key.verify(namespace, &d.0, &self.signature))
     }
 }
 
-/// What a surviving site reveals when others dropped out: the net of its pairwise masks with the
-/// dropped sites, which the aggregator subtracts from the survivors' sum.
+/// A site's dealing for a job ([`medspace_privacy::secagg::Dealing`] on the wire).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DealingBody {
+    /// The job.
+    pub job: JobId,
+    /// The dealing site.
+    pub member: MemberId,
+    /// Feldman commitment to its self-mask polynomial.
+    pub self_commitment: Hex,
+    /// Feldman commitment to its bundle-key polynomial.
+    pub bundle_commitment: Hex,
+    /// Its pairwise seeds, sealed under its bundle key.
+    pub bundle: Hex,
+    /// One sealed share pair per site of the contract, in the contract's owner order.
+    pub shares: Vec<Hex>,
+}
+
+/// A signed dealing.
+pub type DealingMsg = Signed<DealingBody>;
+
+/// The aggregator's request for a site's masked vector: the dealings it received, in the
+/// contract's owner order. Their senders are `U1`, the sites the vector is masked with.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct Reveal {
+pub struct MaskRequest {
+    /// The job.
+    pub job: JobId,
+    /// The dealings of `U1`.
+    pub dealings: Vec<DealingMsg>,
+}
+
+/// A site's double-masked vector and how many of its patients the job ran on.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MaskedBody {
+    /// The job.
+    pub job: JobId,
+    /// The site.
+    pub member: MemberId,
+    /// `U1`, the sites it is masked with (contract order).
+    pub sharers: Vec<MemberId>,
+    /// The masked vector (uniformly random to anyone without the unmasking shares).
+    pub masked: Vec<u64>,
+    /// Consenting patients the site's query ran on (the ledger's contribution record).
+    pub cohort: u64,
+    /// The site's own attestation of that count, for the ledger (signed with its member key).
+    pub contribution: medspace_types::SignedContribution,
+}
+
+/// A signed masked vector.
+pub type MaskedMsg = Signed<MaskedBody>;
+
+/// What a survivor reveals for the ledger's `(U1, U2)`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RevealBody {
     /// The job.
     pub job: JobId,
     /// The revealing site.
     pub member: MemberId,
-    /// The sites that dropped out, in the contract's owner order.
-    pub dropped: Vec<MemberId>,
-    /// The net mask with them.
-    pub values: Vec<u64>,
-    /// The member key's signature over all of the above.
-    pub signature: Signature,
+    /// Its share of each survivor's self mask.
+    pub self_shares: Vec<(MemberId, Hex)>,
+    /// Its share of each dropped dealer's bundle key.
+    pub bundle_shares: Vec<(MemberId, Hex)>,
 }
 
-impl Reveal {
-    fn message(job: JobId, member: &MemberId, dropped: &[MemberId], values: &[u64]) -> Vec<u8> {
-        let mut m = Vec::new();
-        m.extend_from_slice(&job.0.to_be_bytes());
-        m.extend_from_slice(member.as_str().as_bytes());
-        for d in dropped {
-            m.push(0);
-            m.extend_from_slice(d.as_str().as_bytes());
-        }
-        m.push(1);
-        m.extend_from_slice(&words_hash(values).0);
-        m
-    }
-
-    /// A reveal signed by the site's member key.
-    pub fn sign(
-        key: &Keypair,
-        job: JobId,
-        member: MemberId,
-        dropped: Vec<MemberId>,
-        values: Vec<u64>,
-    ) -> Self {
-        let signature = key.sign(
-            REVEAL_NAMESPACE,
-            &Self::message(job, &member, &dropped, &values),
-        );
-        Self {
-            job,
-            member,
-            dropped,
-            values,
-            signature,
-        }
-    }
-
-    /// Whether `key` signed exactly this reveal.
-    pub fn verify(&self, key: &PublicKey) -> bool {
-        key.verify(
-            REVEAL_NAMESPACE,
-            &Self::message(self.job, &self.member, &self.dropped, &self.values),
-            &self.signature,
-        )
-    }
-}
+/// A signed reveal.
+pub type RevealMsg = Signed<RevealBody>;
 
 /// One released cell of a result.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -152,12 +151,12 @@ pub struct ResultCell {
 /// bytes served is the hash on the ledger.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct ResultDoc {
-    /// Format version (1).
+    /// Format version (2: double-masked aggregation).
     pub version: u32,
     /// The job.
     pub job: JobId,
     /// Its contract.
-    pub contract: medspace_types::ContractId,
+    pub contract: ContractId,
     /// The aggregating site.
     pub aggregator: MemberId,
     /// Suppression threshold applied.
@@ -168,8 +167,11 @@ pub struct ResultDoc {
     pub cells: Vec<ResultCell>,
     /// Sites that contributed, with their cohort sizes.
     pub contributions: Vec<(MemberId, u64)>,
-    /// Sites whose share did not arrive (their data is not in the result), with why.
+    /// Sites whose data is not in the result, with why.
     pub dropped: Vec<(MemberId, String)>,
+    /// Why nothing was released, when nothing was.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub failure: Option<String>,
 }
 
 /// The hash of a served result's bytes: what the aggregator posts on the ledger.
@@ -182,27 +184,35 @@ mod tests {
     use super::*;
 
     #[test]
-    fn shares_and_reveals_verify_only_unchanged_and_by_their_signer() {
+    fn signed_messages_verify_only_unchanged_by_their_signer_in_their_namespace() {
         let k = Keypair::from_seed(1);
         let other = Keypair::from_seed(2);
-        let m = MemberId::new("hospital-a").unwrap();
-        let s = Share::sign(&k, JobId(7), m.clone(), 12, vec![1, 2, 3]);
-        assert!(s.verify(&k.public()));
-        assert!(!s.verify(&other.public()));
+        let body = MaskedBody {
+            job: JobId(7),
+            member: MemberId::new("hospital-a").unwrap(),
+            sharers: vec![MemberId::new("hospital-a").unwrap()],
+            masked: vec![1, 2, 3],
+            cohort: 12,
+            contribution: medspace_types::SignedContribution::sign(
+                &k,
+                JobId(7),
+                MemberId::new("hospital-a").unwrap(),
+                12,
+            ),
+        };
+        let s = Signed::sign(&k, MASKED_NAMESPACE, body).unwrap();
+        assert!(s.verify(&k.public(), MASKED_NAMESPACE));
+        assert!(!s.verify(&other.public(), MASKED_NAMESPACE));
+        assert!(!s.verify(&k.public(), REVEAL_NAMESPACE));
         let mut t = s.clone();
-        t.masked[1] ^= 1;
-        assert!(!t.verify(&k.public()));
+        t.body.masked[1] ^= 1;
+        assert!(!t.verify(&k.public(), MASKED_NAMESPACE));
         let mut t = s.clone();
-        t.cohort += 1;
-        assert!(!t.verify(&k.public()));
+        t.body.cohort += 1;
+        assert!(!t.verify(&k.public(), MASKED_NAMESPACE));
         let json = serde_json::to_string(&s).unwrap();
-        assert_eq!(serde_json::from_str::<Share>(&json).unwrap(), s);
-
-        let d = vec![MemberId::new("hospital-c").unwrap()];
-        let r = Reveal::sign(&k, JobId(7), m, d, vec![9, 9]);
-        assert!(r.verify(&k.public()));
-        let mut t = r.clone();
-        t.dropped.clear();
-        assert!(!t.verify(&k.public()));
+        let back: MaskedMsg = serde_json::from_str(&json).unwrap();
+        assert!(back.verify(&k.public(), MASKED_NAMESPACE));
+        assert!(serde_json::from_str::<Hex>("\"zz\"").is_err());
     }
 }

@@ -102,10 +102,16 @@ pub(super) fn admit<A: Application>(
     max: usize,
 ) -> Vec<Result<[u8; 32], SubmitError>> {
     let ids: Vec<[u8; 32]> = txs.iter().map(|tx| tx_hash(tx)).collect();
-    // Transactions already pending here (a peer's copy of one we have) need no checking.
-    let pending: Vec<bool> = {
+    // Transactions already pending here (a peer's copy of one we have) need no checking. The
+    // application is cloned (cheap: an application shares its state) so the stateless checks
+    // run outside the lock with whatever the application keeps across checks (decompressed
+    // keys).
+    let (pending, app): (Vec<bool>, A) = {
         let shared = shared.lock();
-        ids.iter().map(|id| shared.mempool.contains(id)).collect()
+        (
+            ids.iter().map(|id| shared.mempool.contains(id)).collect(),
+            shared.app.clone(),
+        )
     };
     let mut out: Vec<Option<Result<[u8; 32], SubmitError>>> = txs
         .iter()
@@ -130,7 +136,7 @@ pub(super) fn admit<A: Application>(
         .filter(|(_, o)| o.is_none())
         .map(|(tx, _)| tx.clone())
         .collect();
-    let mut prechecked = A::precheck(&to_check).into_iter();
+    let mut prechecked = app.precheck(&to_check).into_iter();
     let mut shared = shared.lock();
     for (tx, slot) in txs.iter().zip(out.iter_mut()) {
         if slot.is_some() {

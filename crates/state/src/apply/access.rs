@@ -85,22 +85,17 @@ impl State {
                 reason: format!("grant {gid} is for `{}`, not `{}`", t.grantee, p.recipient),
             });
         }
-        if g.revoked {
-            return Err(forbidden(format!("grant {gid} was revoked")));
-        }
-        if ctx.time_ms >= t.expiry_ms {
-            return Err(TxError::Expired {
-                what: "grant",
-                id: gid.to_string(),
-                expiry_ms: t.expiry_ms,
-                now_ms: ctx.time_ms,
-            });
-        }
-        if t.max_uses > 0 && g.uses >= t.max_uses {
-            return Err(forbidden(format!(
-                "grant {gid} is used up ({} of {})",
-                g.uses, t.max_uses
-            )));
+        match crate::policy::grant_live(&g, ctx.time_ms) {
+            Ok(()) => {}
+            Err(crate::policy::GrantRefusal::Expired { expiry_ms, .. }) => {
+                return Err(TxError::Expired {
+                    what: "grant",
+                    id: gid.to_string(),
+                    expiry_ms,
+                    now_ms: ctx.time_ms,
+                });
+            }
+            Err(other) => return Err(forbidden(other.to_string())),
         }
         for rt in &p.resource_types {
             if !t.resource_types.iter().any(|x| x == rt) {

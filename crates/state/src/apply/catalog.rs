@@ -34,6 +34,7 @@ impl State {
     ) -> Result<Receipt, TxError> {
         let owner = Self::steward_member(&signer, "publish_dataset")?;
         let d = &p.dataset;
+        let classification = self.policy()?.classification;
         if d.tables.is_empty() {
             return Err(invalid(
                 "tables",
@@ -48,6 +49,17 @@ impl State {
                 ));
             }
             for f in &t.fields {
+                // An owner may classify its data higher than the consortium, never lower.
+                let floor = classification.field_level(t.name.as_str(), f.name.as_str());
+                if f.level < floor {
+                    return Err(invalid(
+                        "level",
+                        format!(
+                            "`{}.{}` is published at {} below the consortium's {floor}",
+                            t.name, f.name, f.level
+                        ),
+                    ));
+                }
                 if f.missing_ppm > 1_000_000 || f.invalid_ppm > 1_000_000 {
                     return Err(invalid(
                         "quality",

@@ -80,9 +80,11 @@ impl State {
         Ok(receipt)
     }
 
-    /// The level of a request (the highest of its fields') and the members whose data it
-    /// touches, sorted; every field must exist in a dataset of an active member.
+    /// The level of a request (the highest of its fields': the consortium's classification, or
+    /// the owner's if it published the field higher) and the members whose data it touches,
+    /// sorted; every field must exist in a dataset of an active member.
     fn request_scope(&self, p: &SubmitRequest) -> Result<(Level, Vec<MemberId>), TxError> {
+        let classification = self.policy()?.classification;
         let mut level = Level::L1;
         let mut owners: Vec<MemberId> = Vec::new();
         for f in &p.fields {
@@ -99,7 +101,9 @@ impl State {
                     ),
                 })?;
             self.active_member(&ds.owner)?;
-            level = level.max(l);
+            level = level
+                .max(l)
+                .max(classification.field_level(f.table.as_str(), f.field.as_str()));
             if !owners.contains(&ds.owner) {
                 owners.push(ds.owner.clone());
             }

@@ -1,5 +1,7 @@
-//! Compute jobs under an active contract: epsilon reserved at submission, spent when a data
-//! holder posts the result with each institution's contribution.
+//! Compute jobs under an active contract: epsilon reserved at submission; the job's aggregator
+//! closes its secure aggregation round (the sets every site reveals for) and posts the result
+//! with each survivor's signed contribution; the whole reservation is charged once the round is
+//! closed.
 
 use super::{Created, Receipt, Signer, derive_id, forbidden, invalid, not_found};
 use crate::error::TxError;
@@ -77,35 +79,44 @@ impl State {
             submitted_height: ctx.height,
             submitted_ms: ctx.time_ms,
             result: None,
+            round: None,
         };
         self.put(&keys::job(id), &job)?;
         Ok(Receipt::created("submit_job", Created::Job(id)))
     }
 
-    pub(super) fn post_result(
-        &mut self,
+    /// The job, its contract, and the check that `signer` is the job's aggregator (the
+    /// contract's first data holder, by its member key) and the job still waits for a result.
+    fn job_for_aggregator(
+        &self,
         signer: Signer,
-        ctx: &BlockContext,
-        p: &PostResult,
-    ) -> Result<Receipt, TxError> {
+        kind: &'static str,
+        id: JobId,
+    ) -> Result<(JobRecord, ContractRecord, MemberId), TxError> {
         let Signer::Member(poster) = signer else {
             return Err(TxError::WrongSigner {
-                kind: "post_result",
-                need: "a data-holding member's node key",
+                kind,
+                need: "the job's aggregator's member key",
                 have: signer.describe(),
             });
         };
-        let mut job = self.job(p.job)?.ok_or_else(|| not_found("job", p.job))?;
+        let job = self.job(id)?.ok_or_else(|| not_found("job", id))?;
         if job.status != JobStatus::Submitted {
             return Err(forbidden(format!("job {} already has a result", job.id)));
         }
-        let mut c = self
+        let c = self
             .contract(job.contract)?
             .ok_or_else(|| not_found("contract", job.contract))?;
-        if !c.owners.iter().any(|o| *o == poster.member.id) {
+        let aggregator = c
+            .owners
+            .iter()
+            .next()
+            .cloned()
+            .ok_or_else(|| forbidden(format!("contract {} has no data holder", c.id)))?;
+        if poster.member.id != aggregator {
             return Err(forbidden(format!(
-                "member `{}` holds no data of contract {}",
-                poster.member.id, c.id
+                "only the aggregator `{aggregator}` of job {} may do this, not `{}`",
+                job.id, poster.member.id
             )));
         }
         if c.status != ContractStatus::Active {
@@ -115,59 +126,165 @@ impl State {
                 need: "active",
             });
         }
-        if p.epsilon_spent > job.epsilon_reserved
-            || c.epsilon_spent.saturating_add(p.epsilon_spent) > c.epsilon_budget
-        {
+        Ok((job, c, aggregator))
+    }
+
+    pub(super) fn close_round(
+        &mut self,
+        signer: Signer,
+        ctx: &BlockContext,
+        p: &CloseRound,
+    ) -> Result<Receipt, TxError> {
+        let (mut job, c, _) = self.job_for_aggregator(signer, "close_round", p.job)?;
+        if job.round.is_some() {
+            return Err(forbidden(format!(
+                "the round of job {} is closed already",
+                job.id
+            )));
+        }
+        let owners: Vec<&MemberId> = c.owners.iter().collect();
+        let sharers = in_owner_order(&owners, p.sharers.as_slice(), "sharers")?;
+        let survivors = in_owner_order(&owners, p.survivors.as_slice(), "survivors")?;
+        if !survivors.iter().all(|s| sharers.contains(s)) {
+            return Err(invalid("survivors", "a survivor did not deal"));
+        }
+        let need = crate::policy::round_threshold(owners.len());
+        if survivors.len() < need {
+            return Err(invalid(
+                "survivors",
+                format!(
+                    "{} survivors, the threshold is {need} of {} sites",
+                    survivors.len(),
+                    owners.len()
+                ),
+            ));
+        }
+        job.round = Some(RoundRecord {
+            sharers: p.sharers.clone(),
+            survivors: p.survivors.clone(),
+            height: ctx.height,
+        });
+        self.put(&keys::job(job.id), &job)?;
+        Ok(Receipt::new("close_round"))
+    }
+
+    pub(super) fn post_result(
+        &mut self,
+        signer: Signer,
+        ctx: &BlockContext,
+        p: &PostResult,
+    ) -> Result<Receipt, TxError> {
+        let (mut job, mut c, aggregator) = self.job_for_aggregator(signer, "post_result", p.job)?;
+        // What is charged is decided here, not by the poster: once the round is closed the
+        // sites have revealed, so anything may have been released and the whole reservation
+        // is spent; before, nothing was released and nothing is spent.
+        let charged = match &job.round {
+            Some(_) => job.epsilon_reserved,
+            None => 0,
+        };
+        if p.epsilon_spent != charged {
+            return Err(invalid(
+                "epsilon_spent",
+                format!(
+                    "the job is charged {charged} (its reservation once its round is closed, 0 before); the post says {}",
+                    p.epsilon_spent
+                ),
+            ));
+        }
+        if c.epsilon_spent.saturating_add(charged) > c.epsilon_budget {
             return Err(TxError::BudgetExceeded {
                 contract: c.id.to_string(),
                 budget: c.epsilon_budget,
                 spent: c.epsilon_spent,
                 reserved: c.epsilon_reserved,
-                requested: p.epsilon_spent,
+                requested: charged,
             });
         }
-        check_contributions(&c, p.contributions.as_slice())?;
-        // INVARIANT: epsilon_spent + p.epsilon_spent <= epsilon_budget, checked above; the
-        // saturating sum there cannot have saturated, since p.epsilon_spent is at most this job's
-        // reservation and every reservation was taken within epsilon_left().
-        c.epsilon_spent += p.epsilon_spent;
+        let contributions = self.check_contributions(&job, p.contributions.as_slice())?;
+        // INVARIANT: epsilon_spent + charged <= epsilon_budget, checked above without saturation
+        // (charged is this job's reservation, taken within epsilon_left()).
+        c.epsilon_spent += charged;
         c.epsilon_reserved = c.epsilon_reserved.saturating_sub(job.epsilon_reserved);
-        add_contributions(&mut c, p.contributions.as_slice())?;
+        add_contributions(&mut c, &contributions)?;
         job.status = JobStatus::Done;
         job.result = Some(JobResult {
             result_hash: p.result_hash,
-            epsilon_spent: p.epsilon_spent,
-            contributions: p.contributions.clone(),
-            posted_by: poster.member.id.clone(),
+            epsilon_spent: charged,
+            contributions: List::new(contributions)
+                .map_err(|e| invalid("contributions", e.to_string()))?,
+            posted_by: aggregator,
             height: ctx.height,
         });
         self.put(&keys::contract(c.id), &c)?;
         self.put(&keys::job(job.id), &job)?;
         Ok(Receipt::new("post_result"))
     }
-}
 
-/// Every contributor of a result holds data of the contract, and is listed once.
-fn check_contributions(c: &ContractRecord, contributions: &[Contribution]) -> Result<(), TxError> {
-    let mut seen: Vec<&MemberId> = Vec::new();
-    for contribution in contributions {
-        if !c.owners.iter().any(|o| *o == contribution.member) {
-            return Err(TxError::OutOfScope {
-                reason: format!(
-                    "contributor `{}` holds no data of contract {}",
-                    contribution.member, c.id
-                ),
-            });
+    /// A result's contributions: none (nothing released), or exactly one per survivor of the
+    /// closed round, in order, each signed by its site's member key.
+    fn check_contributions(
+        &self,
+        job: &JobRecord,
+        contributions: &[SignedContribution],
+    ) -> Result<Vec<Contribution>, TxError> {
+        if contributions.is_empty() {
+            return Ok(Vec::new());
         }
-        if seen.contains(&&contribution.member) {
+        let Some(round) = &job.round else {
             return Err(invalid(
                 "contributions",
-                format!("member `{}` listed twice", contribution.member),
+                "a result with contributions needs its round closed first",
+            ));
+        };
+        let members: Vec<&MemberId> = contributions.iter().map(|c| &c.member).collect();
+        let survivors: Vec<&MemberId> = round.survivors.iter().collect();
+        if members != survivors {
+            return Err(invalid(
+                "contributions",
+                "the contributors must be exactly the round's survivors, in order",
             ));
         }
-        seen.push(&contribution.member);
+        let mut out = Vec::with_capacity(contributions.len());
+        for sc in contributions {
+            let rec = self
+                .member(&sc.member)?
+                .ok_or_else(|| not_found("member", &sc.member))?;
+            if !sc.verify(job.id, &rec.member.key) {
+                return Err(invalid(
+                    "contributions",
+                    format!(
+                        "the contribution of `{}` is not signed by its member key",
+                        sc.member
+                    ),
+                ));
+            }
+            out.push(sc.unsigned());
+        }
+        Ok(out)
     }
-    Ok(())
+}
+
+/// `set` as a strictly increasing selection of `owners`.
+fn in_owner_order<'a>(
+    owners: &[&MemberId],
+    set: &'a [MemberId],
+    field: &'static str,
+) -> Result<Vec<&'a MemberId>, TxError> {
+    let mut last: Option<usize> = None;
+    for m in set {
+        let i = owners
+            .iter()
+            .position(|o| *o == m)
+            .ok_or_else(|| invalid(field, format!("`{m}` holds no data of the contract")))?;
+        if last.is_some_and(|l| l >= i) {
+            return Err(invalid(
+                field,
+                "members out of the contract's order or repeated",
+            ));
+        }
+        last = Some(i);
+    }
+    Ok(set.iter().collect())
 }
 
 /// Adds a result's record counts to the contract's per-member totals (the basis of the fee

@@ -494,6 +494,7 @@ impl State {
             Payload::RecordAccess(p) => self.record_access(signer, key, nonce, ctx, p),
             Payload::AttestDestruction(p) => self.attest_destruction(signer, ctx, p),
             Payload::Settle(p) => self.settle(signer, ctx, p),
+            Payload::CloseRound(p) => self.close_round(signer, ctx, p),
         }
     }
 

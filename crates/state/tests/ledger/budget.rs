@@ -3,18 +3,18 @@
 //! posted in the same block as new jobs, on two contracts at once.
 //!
 //! Random blocks of `SubmitJob` (random epsilons, including exactly what is left and just over
-//! it) and `PostResult` (spending part of, all of, or more than the job's reservation) are
-//! applied with `apply_block`. An independent model of the contracts (budget, jobs running and
-//! their reservations, jobs done and what they spent) predicts each outcome; the state machine
-//! must agree with it, every refusal must be `BudgetExceeded` naming the contract, its budget
-//! and what it had spent and reserved, and after every block each contract's spent + reserved,
-//! the sum over its accepted jobs of what each holds (reserved while running, spent once done),
-//! stays within its budget.
+//! it), `CloseRound` and `PostResult` (by the aggregator or another owner, claiming the job's
+//! reservation, nothing, or something else) are applied with `apply_block`. An independent model
+//! of the contracts (budget, jobs running with their reservations and whether their round is
+//! closed, jobs done and what they spent) predicts each outcome; the state machine must agree
+//! with it, a refused job must be `BudgetExceeded` naming the contract, its budget and what it
+//! had spent and reserved, and after every block each contract's spent + reserved, the sum over
+//! its accepted jobs of what each holds (reserved while running, spent once done), stays within
+//! its budget.
 //!
-//! What a job holds is what counts against the budget: a result spending less than its job
-//! reserved gives the rest back (see `jobs::job_reserves_budget_and_result_spends_it`), so the
-//! epsilons *asked* by all jobs over time may add up to more than the budget, never what they
-//! hold or spent.
+//! What a job holds is what counts against the budget: a job whose round never closed released
+//! nothing and gives its reservation back, so the epsilons *asked* by all jobs over time may add
+//! up to more than the budget, never what they hold or spent.
 
 use super::fixture::*;
 use medspace_state::records::JobStatus;
@@ -41,8 +41,10 @@ enum Ask {
 enum Op {
     /// The researcher submits a job under contract `contract % 2`.
     Submit { contract: u8, ask: Ask },
-    /// An owner's node posts the result of a running job (picked among those running),
-    /// spending `percent` % of its reservation (over 100: more than it reserved).
+    /// The aggregator closes the round of a running job (picked among those running).
+    Close { pick: prop::sample::Index },
+    /// An owner's node posts the result of a running job, claiming `percent` % of its
+    /// reservation as spent (100: exactly it; 0: nothing).
     Post {
         pick: prop::sample::Index,
         percent: u8,
@@ -62,7 +64,8 @@ fn ask_s() -> impl Strategy<Value = Ask> {
 fn op_s() -> impl Strategy<Value = Op> {
     prop_oneof![
         3 => (any::<u8>(), ask_s()).prop_map(|(contract, ask)| Op::Submit { contract, ask }),
-        2 => (any::<prop::sample::Index>(), 0u8..=120, any::<u8>())
+        1 => any::<prop::sample::Index>().prop_map(|pick| Op::Close { pick }),
+        2 => (any::<prop::sample::Index>(), prop_oneof![Just(0u8), Just(100u8), 0u8..=120], any::<u8>())
             .prop_map(|(pick, percent, owner)| Op::Post { pick, percent, owner }),
     ]
 }
@@ -73,15 +76,15 @@ const OWNERS: [&str; 2] = ["hospital-a", "hospital-b"];
 #[derive(Clone, Debug, Default)]
 struct Model {
     budget: u64,
-    /// Jobs running: reservation.
-    running: BTreeMap<JobId, u64>,
+    /// Jobs running: reservation, and whether their round is closed.
+    running: BTreeMap<JobId, (u64, bool)>,
     /// Jobs done: epsilon spent.
     done: BTreeMap<JobId, u64>,
 }
 
 impl Model {
     fn held(&self) -> u64 {
-        self.running.values().sum::<u64>() + self.done.values().sum::<u64>()
+        self.running.values().map(|(r, _)| r).sum::<u64>() + self.done.values().sum::<u64>()
     }
 }
 
@@ -104,13 +107,25 @@ fn contract(net: &mut Net, budget: u64) -> ContractId {
 /// What a transaction in a block is, for judging its outcome.
 #[derive(Clone, Copy, Debug)]
 enum Did {
-    Submit { c: usize, epsilon: u64 },
-    Post { c: usize, job: JobId, spent: u64 },
+    Submit {
+        c: usize,
+        epsilon: u64,
+    },
+    Close {
+        c: usize,
+        job: JobId,
+    },
+    Post {
+        c: usize,
+        job: JobId,
+        spent: u64,
+        aggregator: bool,
+    },
 }
 
 /// Checks an outcome against the model (and updates it): accepted exactly when the model
-/// allows it, and every refusal a `BudgetExceeded` that names the contract, its budget and its
-/// spent and reserved epsilon before the transaction.
+/// allows it; a refused job is a `BudgetExceeded` that names the contract, its budget and its
+/// spent and reserved epsilon before the transaction, a refused result names what is wrong.
 fn judge(
     models: &mut [Model],
     ids: &[ContractId],
@@ -118,14 +133,24 @@ fn judge(
     did: Did,
     out: &Result<medspace_state::Receipt, TxError>,
 ) -> Result<(), TestCaseError> {
-    let (c, requested) = match did {
-        Did::Submit { c, epsilon } => (c, epsilon),
-        Did::Post { c, spent, .. } => (c, spent),
+    let c = match did {
+        Did::Submit { c, .. } | Did::Close { c, .. } | Did::Post { c, .. } => c,
     };
     let m = &models[c];
     let allowed = match did {
         Did::Submit { epsilon, .. } => epsilon <= m.budget - m.held(),
-        Did::Post { job, spent, .. } => m.running.get(&job).is_some_and(|r| spent <= *r),
+        Did::Close { job, .. } => m.running.get(&job).is_some_and(|(_, closed)| !closed),
+        Did::Post {
+            job,
+            spent,
+            aggregator,
+            ..
+        } => {
+            aggregator
+                && m.running
+                    .get(&job)
+                    .is_some_and(|(r, closed)| spent == if *closed { *r } else { 0 })
+        }
     };
     match out {
         Ok(r) => {
@@ -135,7 +160,12 @@ fn judge(
                     let Some(Created::Job(job)) = r.created else {
                         return Err(TestCaseError::fail(format!("no job created: {r:?}")));
                     };
-                    models[c].running.insert(job, epsilon);
+                    models[c].running.insert(job, (epsilon, false));
+                }
+                Did::Close { job, .. } => {
+                    if let Some(entry) = models[c].running.get_mut(&job) {
+                        entry.1 = true;
+                    }
                 }
                 Did::Post { job, spent, .. } => {
                     models[c].running.remove(&job);
@@ -148,19 +178,42 @@ fn judge(
                 !allowed,
                 "{did:?} refused ({e}) though the model {m:?} allows it"
             );
-            let rec = before.contract(ids[c]).unwrap().unwrap();
-            let expected = TxError::BudgetExceeded {
-                contract: ids[c].to_string(),
-                budget: m.budget,
-                spent: rec.epsilon_spent,
-                reserved: rec.epsilon_reserved,
-                requested,
-            };
-            prop_assert_eq!(e, &expected);
-            let msg = e.to_string();
-            prop_assert!(msg.starts_with("epsilon budget exceeded"), "{msg}");
-            let named = format!("contract={} budget={}", ids[c], m.budget);
-            prop_assert!(msg.contains(&named), "{msg}");
+            match did {
+                Did::Submit { epsilon, .. } => {
+                    let rec = before.contract(ids[c]).unwrap().unwrap();
+                    let expected = TxError::BudgetExceeded {
+                        contract: ids[c].to_string(),
+                        budget: m.budget,
+                        spent: rec.epsilon_spent,
+                        reserved: rec.epsilon_reserved,
+                        requested: epsilon,
+                    };
+                    prop_assert_eq!(e, &expected);
+                    let msg = e.to_string();
+                    prop_assert!(msg.starts_with("epsilon budget exceeded"), "{msg}");
+                    let named = format!("contract={} budget={}", ids[c], m.budget);
+                    prop_assert!(msg.contains(&named), "{msg}");
+                }
+                Did::Close { .. } => {
+                    prop_assert!(matches!(e, TxError::Forbidden { .. }), "{e:?}");
+                }
+                Did::Post { aggregator, .. } => {
+                    if aggregator {
+                        prop_assert!(
+                            matches!(
+                                e,
+                                TxError::Invalid {
+                                    field: "epsilon_spent",
+                                    ..
+                                }
+                            ),
+                            "{e:?}"
+                        );
+                    } else {
+                        prop_assert!(matches!(e, TxError::Forbidden { .. }), "{e:?}");
+                    }
+                }
+            }
         }
     }
     Ok(())
@@ -180,7 +233,10 @@ fn check_contracts(net: &Net, ids: &[ContractId], models: &[Model]) -> Result<()
             rec.epsilon_reserved,
             rec.epsilon_budget
         );
-        prop_assert_eq!(rec.epsilon_reserved, m.running.values().sum::<u64>());
+        prop_assert_eq!(
+            rec.epsilon_reserved,
+            m.running.values().map(|(r, _)| r).sum::<u64>()
+        );
         prop_assert_eq!(rec.epsilon_spent, m.done.values().sum::<u64>());
         let mut held: u64 = 0;
         for job in m.running.keys().chain(m.done.keys()) {
@@ -212,10 +268,20 @@ struct Stats {
     jobs_refused: usize,
     results_accepted: usize,
     results_refused: usize,
+    rounds_closed: usize,
     /// Most jobs accepted in one block.
     max_jobs_in_a_block: usize,
     /// Most jobs running at once after a block.
     max_running: usize,
+}
+
+/// Every running job under the model: (contract, job, reservation, round closed).
+fn running_jobs(models: &[Model]) -> Vec<(usize, JobId, u64, bool)> {
+    models
+        .iter()
+        .enumerate()
+        .flat_map(|(c, m)| m.running.iter().map(move |(j, (r, k))| (c, *j, *r, *k)))
+        .collect()
 }
 
 fn run(budgets: [u64; 2], blocks: &[Vec<Op>]) -> Result<Stats, TestCaseError> {
@@ -260,30 +326,48 @@ fn run(budgets: [u64; 2], blocks: &[Vec<Op>]) -> Result<Stats, TestCaseError> {
                         Did::Submit { c, epsilon },
                     )
                 }
+                Op::Close { pick } => {
+                    let running = running_jobs(&models);
+                    if running.is_empty() {
+                        continue;
+                    }
+                    let (c, job, _, _) = running[pick.index(running.len())];
+                    (
+                        net.member(OWNERS[0]),
+                        close_round(job, &OWNERS, &OWNERS),
+                        Did::Close { c, job },
+                    )
+                }
                 Op::Post {
                     pick,
                     percent,
                     owner,
                 } => {
-                    let running: Vec<(usize, JobId, u64)> = models
-                        .iter()
-                        .enumerate()
-                        .flat_map(|(c, m)| m.running.iter().map(move |(j, r)| (c, *j, *r)))
-                        .collect();
+                    let running = running_jobs(&models);
                     if running.is_empty() {
                         continue;
                     }
-                    let (c, job, reserved) = running[pick.index(running.len())];
+                    let (c, job, reserved, closed) = running[pick.index(running.len())];
                     let mut spent = reserved * u64::from(percent) / 100;
                     if percent > 100 {
                         spent = spent.max(reserved + 1);
                     }
                     let owner = OWNERS[usize::from(owner) % OWNERS.len()];
-                    let contributions = [(owner, u64::from(percent))];
+                    // What a closed round's survivors contributed; nothing before.
+                    let contributions: Vec<(&str, u64)> = if closed {
+                        OWNERS.iter().map(|o| (*o, u64::from(percent))).collect()
+                    } else {
+                        Vec::new()
+                    };
                     (
                         net.member(owner),
                         post_result(job, spent, &contributions),
-                        Did::Post { c, job, spent },
+                        Did::Post {
+                            c,
+                            job,
+                            spent,
+                            aggregator: owner == OWNERS[0],
+                        },
                     )
                 }
             };
@@ -303,6 +387,8 @@ fn run(budgets: [u64; 2], blocks: &[Vec<Op>]) -> Result<Stats, TestCaseError> {
                 (Did::Submit { .. }, false) => stats.jobs_refused += 1,
                 (Did::Post { .. }, true) => stats.results_accepted += 1,
                 (Did::Post { .. }, false) => stats.results_refused += 1,
+                (Did::Close { .. }, true) => stats.rounds_closed += 1,
+                (Did::Close { .. }, false) => {}
             }
             txs.push(tx);
             expected.push(out);
@@ -352,4 +438,5 @@ fn budget_histories_exercise_acceptance_and_refusal() {
     assert!(stats.results_refused >= 1, "{stats:?}");
     assert!(stats.max_jobs_in_a_block >= 2, "{stats:?}");
     assert!(stats.max_running >= 3, "{stats:?}");
+    assert!(stats.rounds_closed >= 3, "{stats:?}");
 }

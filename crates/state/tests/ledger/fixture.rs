@@ -132,7 +132,10 @@ pub fn genesis() -> (
         time_ms: T0,
         members: gm,
         users: gu,
-        policy: Policy::default(),
+        policy: Policy {
+            classification: classification(),
+            ..Policy::default()
+        },
     };
     (g, members, users)
 }
@@ -179,6 +182,27 @@ pub fn dataset_desc(h: &str, version: u32) -> DatasetDescription {
             table_desc("genomics", 20, vec![field_desc("hiv_status", Level::L4)]),
         ]),
         content_hash: Hash::of(&[h.as_bytes(), &version.to_be_bytes()]),
+    }
+}
+
+/// The fixture consortium's classification: one field of each level (the ones
+/// [`dataset_desc`] publishes), anything else L1.
+pub fn classification() -> medspace_types::classification::Classification {
+    use medspace_types::classification::{Classification, FieldLevel};
+    let f = |table: &str, column: &str, level| FieldLevel {
+        table: text(table),
+        column: text(column),
+        level,
+    };
+    Classification {
+        fields: list(vec![
+            f("person", "gender_concept_id", Level::L1),
+            f("person", "year_of_birth", Level::L2),
+            f("condition_occurrence", "condition_source_value", Level::L3),
+            f("genomics", "hiv_status", Level::L4),
+        ]),
+        sensitive: Classification::default().sensitive,
+        unlisted: Level::L1,
     }
 }
 
@@ -453,6 +477,24 @@ impl Net {
         }
     }
 
+    /// The job's result as its aggregator (the contract's first owner) posts it: the round
+    /// closed with every contributor as dealer and survivor, then the result with the
+    /// reservation charged. No contributions: the round stays open, nothing is charged.
+    #[track_caller]
+    pub fn finish(&mut self, j: JobId, contributions: &[(&str, u64)]) {
+        let job = self.state.job(j).unwrap().unwrap();
+        let c = self.state.contract(job.contract).unwrap().unwrap();
+        let aggregator = c.owners.iter().next().unwrap().to_string();
+        let agg = self.member(&aggregator);
+        if contributions.is_empty() {
+            self.ok(&agg, post_result(j, 0, &[]));
+            return;
+        }
+        let sites: Vec<&str> = contributions.iter().map(|(m, _)| *m).collect();
+        self.ok(&agg, close_round(j, &sites, &sites));
+        self.ok(&agg, post_result(j, job.epsilon_reserved, contributions));
+    }
+
     /// The patient `i` consents (allow) to `purpose`, broadly.
     #[track_caller]
     pub fn consent(&mut self, i: usize, purpose: Purpose, l4_opt_in: bool) {
@@ -484,6 +526,25 @@ pub fn submit_job(contract: ContractId, epsilon: u64) -> Payload {
     })
 }
 
+/// A member's node key (the genesis derivation).
+pub fn member_keypair(m: &str) -> Keypair {
+    let i = MEMBERS
+        .iter()
+        .position(|x| *x == m)
+        .unwrap_or(MEMBERS.len()) as u64;
+    Keypair::from_seed(1 + i)
+}
+
+/// The job's aggregator closes its round: `sharers` dealt, `survivors` sent masked vectors.
+pub fn close_round(job: JobId, sharers: &[&str], survivors: &[&str]) -> Payload {
+    Payload::CloseRound(CloseRound {
+        job,
+        sharers: list(sharers.iter().map(|m| mid(m)).collect()),
+        survivors: list(survivors.iter().map(|m| mid(m)).collect()),
+    })
+}
+
+/// A result whose contributions are each signed by their member's key.
 pub fn post_result(job: JobId, epsilon_spent: u64, contributions: &[(&str, u64)]) -> Payload {
     Payload::PostResult(PostResult {
         job,
@@ -492,9 +553,8 @@ pub fn post_result(job: JobId, epsilon_spent: u64, contributions: &[(&str, u64)]
         contributions: list(
             contributions
                 .iter()
-                .map(|(m, records)| Contribution {
-                    member: mid(m),
-                    records: *records,
+                .map(|(m, records)| {
+                    SignedContribution::sign(&member_keypair(m), job, mid(m), *records)
                 })
                 .collect(),
         ),

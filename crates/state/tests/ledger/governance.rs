@@ -309,7 +309,8 @@ fn proposals_are_validated() {
 fn update_policy_by_vote_changes_required_approvals() {
     let mut net = Net::new();
     // New policy: L2 also needs the data committee; contracts live at most 40 days.
-    let mut policy = Policy::default();
+    let before = net.state.policy().unwrap();
+    let mut policy = before.clone();
     let mut reqs = policy.requirements.clone().into_vec();
     reqs.push(Requirement {
         level: Level::L2,
@@ -327,7 +328,7 @@ fn update_policy_by_vote_changes_required_approvals() {
     );
     vote(&mut net, "hospital-a", p, true);
     vote(&mut net, "hospital-b", p, true);
-    assert_eq!(net.state.policy().unwrap(), Policy::default(), "not yet");
+    assert_eq!(net.state.policy().unwrap(), before, "not yet");
     assert_eq!(
         vote(&mut net, "hospital-c", p, true),
         vec![Event::ProposalPassed(p)]
@@ -595,4 +596,63 @@ fn votes_of_a_removed_member_stop_counting() {
         }),
     );
     assert!(matches!(err, TxError::NotMember { .. }));
+}
+
+/// The classification of fields is consortium policy: a vote reclassifies a field, and from
+/// then on requests touching it need the approvals of its new level, and no owner may publish
+/// it lower.
+#[test]
+fn a_vote_reclassifies_a_field_for_every_later_request_and_publication() {
+    let mut net = Net::new();
+    let c = net.research(Mode::Compute, &["hospital-a"], Level::L2);
+    assert_eq!(net.state.contract(c).unwrap().unwrap().level, Level::L2);
+    let mut policy = net.state.policy().unwrap();
+    let mut fields = policy.classification.fields.clone().into_vec();
+    for f in fields.iter_mut() {
+        if f.column.as_str() == "year_of_birth" {
+            f.level = Level::L3;
+        }
+    }
+    policy.classification.fields = list(fields);
+    let p = propose(
+        &mut net,
+        "regulator",
+        Payload::UpdatePolicy(UpdatePolicy {
+            policy: policy.clone(),
+        }),
+    );
+    for m in ["hospital-a", "hospital-b", "hospital-c"] {
+        vote(&mut net, m, p, true);
+    }
+    assert_eq!(net.state.policy().unwrap(), policy);
+    // The same fields, published at L2 before the vote, now make an L3 request.
+    let c = net.research(Mode::Compute, &["hospital-a"], Level::L2);
+    let rec = net.state.contract(c).unwrap().unwrap();
+    assert_eq!(rec.level, Level::L3);
+    let roles: Vec<Role> = rec.approvals.iter().map(|a| a.role).collect();
+    assert!(roles.contains(&Role::EthicsCommittee), "{roles:?}");
+    // Republishing the field at L2 is refused; at L3 or higher it is fine.
+    let s = net.user(&steward("hospital-a"));
+    let root = net.state.root();
+    let err = net.refuse(
+        &s,
+        Payload::PublishDataset(PublishDataset {
+            dataset: dataset_desc("hospital-a", 2),
+        }),
+    );
+    assert!(
+        matches!(err, TxError::Invalid { field: "level", .. }),
+        "{err:?}"
+    );
+    assert_eq!(net.state.root(), root, "nothing changed");
+    let mut d = dataset_desc("hospital-a", 2);
+    let mut tables = d.tables.clone().into_vec();
+    let mut fields = tables[0].fields.clone().into_vec();
+    fields[1].level = Level::L4;
+    tables[0].fields = list(fields);
+    d.tables = list(tables);
+    net.ok(&s, Payload::PublishDataset(PublishDataset { dataset: d }));
+    // A field the owner published above the consortium's level keeps the owner's level.
+    let c = net.research(Mode::Compute, &["hospital-a"], Level::L2);
+    assert_eq!(net.state.contract(c).unwrap().unwrap().level, Level::L4);
 }

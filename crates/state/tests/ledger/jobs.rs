@@ -8,7 +8,7 @@ use medspace_types::*;
 const BUDGET: u64 = 1_000_000;
 
 #[test]
-fn job_reserves_budget_and_result_spends_it() {
+fn job_reserves_budget_and_a_closed_round_spends_all_of_it() {
     let mut net = Net::new();
     let c = net.active(Mode::Compute, &["hospital-a", "hospital-b"], Level::L3);
     assert_eq!(net.state.budget_left(c).unwrap(), Some(BUDGET));
@@ -18,30 +18,55 @@ fn job_reserves_budget_and_result_spends_it() {
     assert_eq!(job.contract, c);
     assert_eq!(job.submitter, uid(RESEARCHER));
     assert_eq!(job.submitted_height, net.ctx.height);
+    assert_eq!(job.round, None);
     assert_eq!(net.state.budget_left(c).unwrap(), Some(BUDGET - 300_000));
     let h = net.member("hospital-a");
     net.ok(
         &h,
+        close_round(
+            j,
+            &["hospital-a", "hospital-b"],
+            &["hospital-a", "hospital-b"],
+        ),
+    );
+    let round = net.state.job(j).unwrap().unwrap().round.unwrap();
+    assert_eq!(round.survivors.len(), 2);
+    assert_eq!(round.height, net.ctx.height);
+    // Once the round is closed, less than the reservation cannot be claimed as spent.
+    let err = net.refuse(
+        &h,
         post_result(j, 200_000, &[("hospital-a", 12), ("hospital-b", 7)]),
+    );
+    assert!(
+        matches!(
+            err,
+            TxError::Invalid {
+                field: "epsilon_spent",
+                ..
+            }
+        ),
+        "{err:?}"
+    );
+    net.ok(
+        &h,
+        post_result(j, 300_000, &[("hospital-a", 12), ("hospital-b", 7)]),
     );
     let job = net.state.job(j).unwrap().unwrap();
     assert_eq!(job.status, JobStatus::Done);
     let res = job.result.unwrap();
-    assert_eq!(res.epsilon_spent, 200_000);
+    assert_eq!(res.epsilon_spent, 300_000);
     assert_eq!(res.posted_by, mid("hospital-a"));
     assert_eq!(res.contributions.len(), 2);
-    // The unused reservation returns to the budget.
-    assert_eq!(net.state.budget_left(c).unwrap(), Some(BUDGET - 200_000));
+    assert_eq!(net.state.budget_left(c).unwrap(), Some(BUDGET - 300_000));
     let rec = net.state.contract(c).unwrap().unwrap();
-    assert_eq!((rec.epsilon_spent, rec.epsilon_reserved), (200_000, 0));
+    assert_eq!((rec.epsilon_spent, rec.epsilon_reserved), (300_000, 0));
     assert_eq!(rec.contributions.len(), 2);
     // A second result for the same job.
     let err = net.refuse(&h, post_result(j, 0, &[]));
     assert!(matches!(err, TxError::Forbidden { .. }), "{err:?}");
     // Contributions add up over jobs.
     let j2 = net.job(c, 100_000);
-    let hb = net.member("hospital-b");
-    net.ok(&hb, post_result(j2, 100_000, &[("hospital-b", 3)]));
+    net.finish(j2, &[("hospital-a", 1), ("hospital-b", 3)]);
     let rec = net.state.contract(c).unwrap().unwrap();
     let b = rec
         .contributions
@@ -49,7 +74,194 @@ fn job_reserves_budget_and_result_spends_it() {
         .find(|x| x.member == mid("hospital-b"))
         .unwrap();
     assert_eq!(b.records, 10);
+    assert_eq!(net.state.budget_left(c).unwrap(), Some(BUDGET - 400_000));
+}
+
+#[test]
+fn a_round_never_closed_releases_nothing_and_spends_nothing() {
+    let mut net = Net::new();
+    let c = net.active(Mode::Compute, &["hospital-a", "hospital-b"], Level::L2);
+    let j = net.job(c, 300_000);
+    let h = net.member("hospital-a");
+    // Without a closed round, nothing was released: no contributions, nothing spent.
+    let err = net.refuse(
+        &h,
+        post_result(j, 0, &[("hospital-a", 3), ("hospital-b", 4)]),
+    );
+    assert!(
+        matches!(
+            err,
+            TxError::Invalid {
+                field: "contributions",
+                ..
+            }
+        ),
+        "{err:?}"
+    );
+    let err = net.refuse(&h, post_result(j, 300_000, &[]));
+    assert!(
+        matches!(
+            err,
+            TxError::Invalid {
+                field: "epsilon_spent",
+                ..
+            }
+        ),
+        "{err:?}"
+    );
+    net.ok(&h, post_result(j, 0, &[]));
+    assert_eq!(net.state.budget_left(c).unwrap(), Some(BUDGET));
+    // A round closed then failing still spends the reservation: the sites revealed.
+    let j = net.job(c, 300_000);
+    net.ok(
+        &h,
+        close_round(
+            j,
+            &["hospital-a", "hospital-b"],
+            &["hospital-a", "hospital-b"],
+        ),
+    );
+    let err = net.refuse(&h, post_result(j, 0, &[]));
+    assert!(
+        matches!(
+            err,
+            TxError::Invalid {
+                field: "epsilon_spent",
+                ..
+            }
+        ),
+        "{err:?}"
+    );
+    net.ok(&h, post_result(j, 300_000, &[]));
     assert_eq!(net.state.budget_left(c).unwrap(), Some(BUDGET - 300_000));
+}
+
+#[test]
+fn a_round_is_closed_once_by_the_aggregator_with_sets_that_hold() {
+    let mut net = Net::new();
+    let c = net.active(
+        Mode::Compute,
+        &["hospital-a", "hospital-b", "hospital-c"],
+        Level::L2,
+    );
+    let j = net.job(c, 1_000);
+    let all = ["hospital-a", "hospital-b", "hospital-c"];
+    // Only the aggregator (the contract's first data holder) closes.
+    for m in ["hospital-b", "hospital-c", "research-1"] {
+        let k = net.member(m);
+        let err = net.refuse(&k, close_round(j, &all, &all));
+        assert!(matches!(err, TxError::Forbidden { .. }), "{m}: {err:?}");
+    }
+    let steward = net.user(&steward("hospital-a"));
+    assert!(matches!(
+        net.refuse(&steward, close_round(j, &all, &all)),
+        TxError::WrongSigner {
+            kind: "close_round",
+            ..
+        }
+    ));
+    let h = net.member("hospital-a");
+    // Sets: holders only, in contract order, survivors among the dealers, a majority.
+    for (sharers, survivors, field) in [
+        (
+            &["hospital-a", "research-1"][..],
+            &["hospital-a"][..],
+            "sharers",
+        ),
+        (
+            &["hospital-b", "hospital-a"][..],
+            &["hospital-a", "hospital-b"][..],
+            "sharers",
+        ),
+        (
+            &["hospital-a", "hospital-a"][..],
+            &["hospital-a"][..],
+            "sharers",
+        ),
+        (
+            &["hospital-a", "hospital-b"][..],
+            &["hospital-a", "hospital-c"][..],
+            "survivors",
+        ),
+        (&all[..], &["hospital-a"][..], "survivors"),
+    ] {
+        let err = net.refuse(&h, close_round(j, sharers, survivors));
+        assert!(
+            matches!(&err, TxError::Invalid { field: f, .. } if *f == field),
+            "{sharers:?} {survivors:?}: {err:?}"
+        );
+    }
+    // Two closes with different sets in one block: exactly the first is kept.
+    net.next_block();
+    let n = net.nonce(&h);
+    let txs = vec![
+        SignedTx::new(
+            &net.chain,
+            &h,
+            n,
+            close_round(j, &all, &["hospital-a", "hospital-b"]),
+        ),
+        SignedTx::new(&net.chain, &h, n + 1, close_round(j, &all, &all)),
+    ];
+    let ctx = net.ctx;
+    let out = net.state.apply_block(&ctx, &txs);
+    assert!(out[0].is_ok(), "{:?}", out[0]);
+    assert!(
+        matches!(out[1], Err(TxError::Forbidden { .. })),
+        "{:?}",
+        out[1]
+    );
+    let round = net.state.job(j).unwrap().unwrap().round.unwrap();
+    assert_eq!(round.survivors.len(), 2);
+    // The result's contributors are exactly the survivors, each signed by its own key.
+    let err = net.refuse(&h, post_result(j, 1_000, &[("hospital-a", 1)]));
+    assert!(
+        matches!(
+            err,
+            TxError::Invalid {
+                field: "contributions",
+                ..
+            }
+        ),
+        "{err:?}"
+    );
+    let err = net.refuse(
+        &h,
+        post_result(j, 1_000, &[("hospital-b", 1), ("hospital-a", 1)]),
+    );
+    assert!(
+        matches!(
+            err,
+            TxError::Invalid {
+                field: "contributions",
+                ..
+            }
+        ),
+        "{err:?}"
+    );
+    // The aggregator cannot invent a survivor's contribution.
+    let mut forged = post_result(j, 1_000, &[("hospital-a", 1), ("hospital-b", 2)]);
+    if let Payload::PostResult(p) = &mut forged {
+        let mut list = p.contributions.as_slice().to_vec();
+        list[1] =
+            SignedContribution::sign(&member_keypair("hospital-a"), j, mid("hospital-b"), 900);
+        p.contributions = List::new(list).unwrap();
+    }
+    let err = net.refuse(&h, forged);
+    assert!(
+        matches!(
+            err,
+            TxError::Invalid {
+                field: "contributions",
+                ..
+            }
+        ),
+        "{err:?}"
+    );
+    net.ok(
+        &h,
+        post_result(j, 1_000, &[("hospital-a", 1), ("hospital-b", 2)]),
+    );
 }
 
 #[test]
@@ -86,21 +298,22 @@ fn budget_exceeded_is_refused() {
     assert_eq!(net.state.budget_left(c).unwrap(), Some(0));
     let err = net.refuse(&r, submit_job(c, 1));
     assert!(matches!(err, TxError::BudgetExceeded { .. }));
-    // A result may not spend more than its job reserved.
+    // A result is charged exactly its job's reservation.
     let h = net.member("hospital-a");
+    net.ok(&h, close_round(j1, &["hospital-a"], &["hospital-a"]));
     let err = net.refuse(&h, post_result(j1, 600_001, &[("hospital-a", 1)]));
     assert!(
         matches!(
             err,
-            TxError::BudgetExceeded {
-                requested: 600_001,
+            TxError::Invalid {
+                field: "epsilon_spent",
                 ..
             }
         ),
         "{err:?}"
     );
     net.ok(&h, post_result(j1, 600_000, &[("hospital-a", 1)]));
-    net.ok(&h, post_result(j2, 400_000, &[("hospital-a", 1)]));
+    net.finish(j2, &[("hospital-a", 1)]);
     assert_eq!(net.state.budget_left(c).unwrap(), Some(0));
     assert!(matches!(
         net.refuse(&r, submit_job(c, 1)),
@@ -187,13 +400,22 @@ fn submit_job_refusals() {
 }
 
 #[test]
-fn post_result_only_by_an_owners_node_key() {
+fn post_result_only_by_the_aggregators_node_key() {
     let mut net = Net::new();
     let c = net.active(Mode::Compute, &["hospital-a", "hospital-b"], Level::L2);
     let j = net.job(c, 1_000);
-    let ok = post_result(j, 500, &[("hospital-a", 1), ("hospital-b", 2)]);
-    // Not a data owner.
-    for m in ["hospital-c", "research-1", "regulator"] {
+    let h = net.member("hospital-a");
+    net.ok(
+        &h,
+        close_round(
+            j,
+            &["hospital-a", "hospital-b"],
+            &["hospital-a", "hospital-b"],
+        ),
+    );
+    let ok = post_result(j, 1_000, &[("hospital-a", 1), ("hospital-b", 2)]);
+    // Not the aggregator, even another data owner.
+    for m in ["hospital-b", "hospital-c", "research-1", "regulator"] {
         let k = net.member(m);
         assert!(
             matches!(net.refuse(&k, ok.clone()), TxError::Forbidden { .. }),
@@ -215,30 +437,6 @@ fn post_result_only_by_an_owners_node_key() {
             }
         ));
     }
-    let h = net.member("hospital-a");
-    // Contributions of non-owners.
-    let err = net.refuse(
-        &h,
-        post_result(j, 500, &[("hospital-a", 1), ("hospital-c", 5)]),
-    );
-    assert!(matches!(err, TxError::OutOfScope { .. }), "{err:?}");
-    let err = net.refuse(&h, post_result(j, 500, &[("research-1", 5)]));
-    assert!(matches!(err, TxError::OutOfScope { .. }));
-    // One member listed twice.
-    let err = net.refuse(
-        &h,
-        post_result(j, 500, &[("hospital-a", 1), ("hospital-a", 2)]),
-    );
-    assert!(matches!(
-        err,
-        TxError::Invalid {
-            field: "contributions",
-            ..
-        }
-    ));
-    // More epsilon than reserved.
-    let err = net.refuse(&h, post_result(j, 1_001, &[("hospital-a", 1)]));
-    assert!(matches!(err, TxError::BudgetExceeded { .. }));
     // An unknown job.
     let err = net.refuse(&h, post_result(JobId(99), 1, &[]));
     assert!(matches!(err, TxError::NotFound { what: "job", .. }));
@@ -255,17 +453,22 @@ fn post_result_refused_after_termination() {
     let rec = net.state.contract(c).unwrap().unwrap();
     assert_eq!(rec.epsilon_reserved, 0);
     let h = net.member("hospital-a");
-    let err = net.refuse(&h, post_result(j, 1, &[("hospital-a", 1)]));
-    assert!(
-        matches!(
-            err,
-            TxError::ContractState {
-                status: "terminated",
-                ..
-            }
-        ),
-        "{err:?}"
-    );
+    for p in [
+        close_round(j, &["hospital-a"], &["hospital-a"]),
+        post_result(j, 0, &[]),
+    ] {
+        let err = net.refuse(&h, p);
+        assert!(
+            matches!(
+                err,
+                TxError::ContractState {
+                    status: "terminated",
+                    ..
+                }
+            ),
+            "{err:?}"
+        );
+    }
 }
 
 #[test]

@@ -80,9 +80,11 @@ fn kind_s() -> impl Strategy<Value = MemberKind> {
 fn types_s() -> impl Strategy<Value = List<Text<48>, 32>> {
     vec(text_s::<48>(), 0..4).prop_map(|v| List::new(v).unwrap())
 }
-fn contributions_s() -> impl Strategy<Value = List<Contribution, 64>> {
+fn contributions_s() -> impl Strategy<Value = List<SignedContribution, 64>> {
     vec(
-        (member_s(), any::<u64>()).prop_map(|(member, records)| Contribution { member, records }),
+        (member_s(), any::<u64>(), any::<u64>()).prop_map(|(member, records, seed)| {
+            SignedContribution::sign(&Keypair::from_seed(seed), JobId(seed), member, records)
+        }),
         0..5,
     )
     .prop_map(|v| List::new(v).unwrap())
@@ -118,6 +120,16 @@ fn policy_s() -> impl Strategy<Value = Policy> {
             max_epsilon_micro: eps,
             implied_consent: List::new(implied).unwrap(),
             proposal_ttl_ms: ttl,
+            classification: medspace_types::classification::Classification {
+                fields: List::new(vec![medspace_types::classification::FieldLevel {
+                    table: Text::new("person").unwrap(),
+                    column: Text::new("person_id").unwrap(),
+                    level: Level::ALL[(k % 4) as usize],
+                }])
+                .unwrap(),
+                sensitive: List::default(),
+                unlisted: Level::ALL[(ttl % 4) as usize],
+            },
         })
 }
 fn dataset_s() -> impl Strategy<Value = DatasetDescription> {
@@ -314,6 +326,15 @@ fn payload_s() -> impl Strategy<Value = Payload> {
                     result_hash,
                     epsilon_spent,
                     contributions,
+                })
+            })
+            .boxed(),
+        (any::<u64>(), vec(member_s(), 0..4), vec(member_s(), 0..4))
+            .prop_map(|(j, sharers, survivors)| {
+                Payload::CloseRound(CloseRound {
+                    job: JobId(j),
+                    sharers: List::new(sharers).unwrap(),
+                    survivors: List::new(survivors).unwrap(),
                 })
             })
             .boxed(),
@@ -606,10 +627,9 @@ fn build(net: &mut Net, seen: &Seen, op: &Op) -> Option<SignedTx> {
         }
         6 => {
             let job = pick(&seen.jobs, b, JobId(u64::from(b)));
-            let owners: Vec<MemberId> = net
-                .state
-                .job(job)
-                .unwrap()
+            let record = net.state.job(job).unwrap();
+            let owners: Vec<MemberId> = record
+                .as_ref()
                 .and_then(|j| net.state.contract(j.contract).unwrap())
                 .map(|c| c.owners.into_vec())
                 .unwrap_or_default();
@@ -617,24 +637,38 @@ fn build(net: &mut Net, seen: &Seen, op: &Op) -> Option<SignedTx> {
                 Some(o) if a % 4 != 0 => o.to_string(),
                 _ => member(a).to_string(),
             };
-            let n = x % 4;
             let names: Vec<String> = if x & 0x100 == 0 && !owners.is_empty() {
                 owners.iter().map(|m| m.to_string()).collect()
             } else {
                 HOSPITALS
                     .iter()
-                    .take(n as usize)
+                    .take((x % 4) as usize)
                     .map(|h| h.to_string())
                     .collect()
             };
-            let contributions: Vec<(&str, u64)> = names
-                .iter()
-                .map(|h| (h.as_str(), u64::from(x >> 12) % 50))
-                .collect();
-            (
-                net.member(&poster),
-                post_result(job, u64::from(x % 300) * 1_000, &contributions),
-            )
+            let sites: Vec<&str> = names.iter().map(String::as_str).collect();
+            let closed = record.as_ref().is_some_and(|j| j.round.is_some());
+            if !closed && x & 0x200 == 0 {
+                // The aggregator (mostly) closes the round with (mostly) every holder.
+                (net.member(&poster), close_round(job, &sites, &sites))
+            } else {
+                // Mostly what the ledger charges (the reservation once closed, 0 before).
+                let reserved = record.as_ref().map_or(0, |j| j.epsilon_reserved);
+                let spent = match (x >> 10) % 4 {
+                    0 => u64::from(x % 300) * 1_000,
+                    _ if closed => reserved,
+                    _ => 0,
+                };
+                let contributions: Vec<(&str, u64)> = if closed || x & 0x400 != 0 {
+                    sites
+                        .iter()
+                        .map(|h| (*h, u64::from(x >> 12) % 50))
+                        .collect()
+                } else {
+                    Vec::new()
+                };
+                (net.member(&poster), post_result(job, spent, &contributions))
+            }
         }
         7 => {
             let expiry = net.ctx.time_ms + u64::from(x % 20) * 1_000;
@@ -998,6 +1032,7 @@ fn random_history_exercises_every_kind() {
         "approve",
         "submit_job",
         "post_result",
+        "close_round",
         "issue_grant",
         "record_access",
         "settle",

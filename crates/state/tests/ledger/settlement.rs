@@ -26,13 +26,9 @@ fn fee_is_split_by_contribution_exactly() {
     assert_eq!(net.state.total_credits().unwrap(), total);
     let j = net.job(c, 100);
     let h = net.member("hospital-a");
-    net.ok(
-        &h,
-        post_result(
-            j,
-            100,
-            &[("hospital-a", 10), ("hospital-b", 20), ("hospital-c", 3)],
-        ),
+    net.finish(
+        j,
+        &[("hospital-a", 10), ("hospital-b", 20), ("hospital-c", 3)],
     );
     let before = net.balances();
     // An owner may not settle a running contract; only its requester may.
@@ -114,8 +110,7 @@ fn settle_refusals() {
     assert!(matches!(err, TxError::Forbidden { .. }), "{err:?}");
     let err = net.refuse(&r, settle(ContractId(5)));
     assert!(matches!(err, TxError::NotFound { .. }));
-    let h = net.member("hospital-a");
-    net.ok(&h, post_result(j, 100, &[("hospital-a", 4)]));
+    net.finish(j, &[("hospital-a", 4)]);
     // After expiry the owner's steward may settle.
     net.advance(10 * DAY_MS);
     let before = net.balances();
@@ -131,8 +126,8 @@ fn refund_when_nobody_contributed() {
     assert_eq!(net.balances()["research-1"], BALANCE - 700);
     let j = net.job(c, 100);
     let h = net.member("hospital-b");
-    // A result with zero records.
-    net.ok(&h, post_result(j, 0, &[("hospital-b", 0)]));
+    // A result with zero records from both sites.
+    net.finish(j, &[("hospital-a", 0), ("hospital-b", 0)]);
     let r = net.user(RESEARCHER);
     net.ok(&r, terminate(c));
     let before = net.balances();

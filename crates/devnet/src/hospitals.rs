@@ -3,9 +3,9 @@
 //! registers on the ledger, and the hospital's confirmed link from its local record to that
 //! pseudonym.
 
-use anyhow::Context;
+use crate::{Context, Result};
 use medspace_compute::Links;
-use medspace_types::{Hash, Keypair, PatientId};
+use medspace_types::{Keypair, PatientId};
 use medspace_vault::{IngestOptions, OnError, Vault};
 use std::path::{Path, PathBuf};
 
@@ -35,26 +35,13 @@ pub enum Source<'a> {
     Fhir(&'a [PathBuf]),
 }
 
-/// The devnet's deterministic key of the patient whose record `fhir_id` `member` holds.
-pub fn patient_key(seed: u64, member: &str, fhir_id: &str) -> Keypair {
-    let h = Hash::of(&[
-        b"medspace/devnet/patient-key",
-        &seed.to_be_bytes(),
-        member.as_bytes(),
-        fhir_id.as_bytes(),
-    ]);
-    let mut b = [0u8; 8];
-    b.copy_from_slice(&h.0[..8]);
-    Keypair::from_seed(u64::from_be_bytes(b))
-}
-
 /// Fills each hospital's vault (if it is empty) and links its patients.
 pub fn prepare(
     base: &Path,
     members: &[&str],
     seed: u64,
     source: &Source<'_>,
-) -> anyhow::Result<Vec<Hospital>> {
+) -> Result<Vec<Hospital>> {
     let mut out = Vec::new();
     for (h, member) in members.iter().enumerate() {
         let dir = base.join(member);
@@ -95,7 +82,7 @@ pub fn prepare(
         let mut links = Links::load(&dir)?;
         let mut patients = Vec::new();
         for (person_id, fhir_id, _) in vault.persons() {
-            let key = patient_key(seed, member, &fhir_id);
+            let key = medspace_consortium::patient_key(seed, member, &fhir_id);
             let id = PatientId::from_key(&key.public());
             links.link(person_id, id)?;
             patients.push(Patient { key, id });

@@ -2,6 +2,12 @@
 //! commonware's deterministic runtime and simulated network finalize patients' registrations
 //! and consents, and every validator ends with the same state root and the same records.
 
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
 use bytes::Bytes;
 use commonware_runtime::Runner as _;
 use medspace_chain::{
@@ -9,7 +15,7 @@ use medspace_chain::{
     engine::Handle,
     testing::sim::{self, Sim},
 };
-use medspace_node::LedgerApp;
+use medspace_ledger::LedgerApp;
 use medspace_types::*;
 use std::time::Duration;
 

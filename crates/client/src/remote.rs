@@ -3,12 +3,19 @@
 //! certificates of the genesis validators, re-execution to each header's state root), never
 //! on a node's word.
 
-use anyhow::{Context, bail};
+use crate::{ClientError, Result};
 use medspace_chain::follow::HttpSource;
-use medspace_node::follow::Follower;
+use medspace_ledger::Follower;
 use medspace_state::{Receipt, State};
 use medspace_types::*;
 use std::time::{Duration, Instant};
+
+fn http(what: impl Into<String>, error: impl std::fmt::Display) -> ClientError {
+    ClientError::Http {
+        what: what.into(),
+        error: error.to_string(),
+    }
+}
 
 /// How long a transaction may take from submission to its finalized block before we give up.
 const FINALITY_TIMEOUT: Duration = Duration::from_secs(60);
@@ -39,11 +46,12 @@ pub struct Remote {
 
 impl Remote {
     /// Connects to the validators named in the genesis and catches up with the chain.
-    pub fn connect(genesis: &medspace_chain::node::Genesis) -> anyhow::Result<Self> {
+    pub fn connect(genesis: &medspace_chain::node::Genesis) -> Result<Self> {
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
             .enable_all()
-            .build()?;
+            .build()
+            .map_err(|e| ClientError::Runtime(e.to_string()))?;
         let urls: Vec<String> = genesis
             .validators
             .iter()
@@ -53,7 +61,8 @@ impl Remote {
             runtime,
             client: reqwest::Client::builder()
                 .timeout(Duration::from_secs(30))
-                .build()?,
+                .build()
+                .map_err(|e| ClientError::Runtime(e.to_string()))?,
             source: HttpSource::new(urls.clone()),
             urls,
             next_url: 0,
@@ -82,7 +91,7 @@ impl Remote {
     }
 
     /// Applies every block finalized so far.
-    pub fn catch_up(&mut self) -> anyhow::Result<()> {
+    pub fn catch_up(&mut self) -> Result<()> {
         let latest = self.latest_height()?;
         let (follower, source) = (&mut self.follower, &self.source);
         self.runtime
@@ -90,23 +99,26 @@ impl Remote {
         Ok(())
     }
 
-    fn latest_height(&mut self) -> anyhow::Result<u64> {
+    fn latest_height(&mut self) -> Result<u64> {
         let mut last_err = None;
         for _ in 0..self.urls.len() {
             let url = self.url();
             let client = self.client.clone();
-            let answer: anyhow::Result<u64> = self.runtime.block_on(async move {
-                let v: serde_json::Value = serde_json::from_slice(
-                    &client
-                        .get(format!("{url}/v1/blocks"))
-                        .send()
-                        .await?
-                        .bytes()
-                        .await?,
-                )?;
+            let answer: Result<u64> = self.runtime.block_on(async move {
+                let what = format!("GET {url}/v1/blocks");
+                let bytes = client
+                    .get(format!("{url}/v1/blocks"))
+                    .send()
+                    .await
+                    .map_err(|e| http(&what, e))?
+                    .bytes()
+                    .await
+                    .map_err(|e| http(&what, e))?;
+                let v: serde_json::Value =
+                    serde_json::from_slice(&bytes).map_err(|e| http(&what, e))?;
                 v.get("height")
                     .and_then(serde_json::Value::as_u64)
-                    .context("no height in /v1/blocks")
+                    .ok_or_else(|| http(&what, "no height in the answer"))
             });
             match answer {
                 Ok(h) => return Ok(h),
@@ -116,7 +128,7 @@ impl Remote {
                 }
             }
         }
-        Err(last_err.unwrap_or_else(|| anyhow::anyhow!("no validators")))
+        Err(last_err.unwrap_or_else(|| ClientError::Missing("no validators in the genesis".into())))
     }
 
     fn url(&self) -> String {
@@ -127,7 +139,7 @@ impl Remote {
     }
 
     /// Waits for the next finalized block and applies it (long-poll).
-    pub fn next_block(&mut self) -> anyhow::Result<()> {
+    pub fn next_block(&mut self) -> Result<()> {
         let next = self.height() + 1;
         let (follower, source) = (&mut self.follower, &self.source);
         self.runtime
@@ -141,7 +153,7 @@ impl Remote {
         base_url: &str,
         path_and_query: &str,
         key: &Keypair,
-    ) -> anyhow::Result<(u16, Vec<u8>)> {
+    ) -> Result<(u16, Vec<u8>)> {
         self.signed("GET", base_url, path_and_query, b"", key)
     }
 
@@ -152,7 +164,7 @@ impl Remote {
         path: &str,
         body: &[u8],
         key: &Keypair,
-    ) -> anyhow::Result<(u16, Vec<u8>)> {
+    ) -> Result<(u16, Vec<u8>)> {
         self.signed("POST", base_url, path, body, key)
     }
 
@@ -163,10 +175,11 @@ impl Remote {
         path: &str,
         body: &[u8],
         key: &Keypair,
-    ) -> anyhow::Result<(u16, Vec<u8>)> {
+    ) -> Result<(u16, Vec<u8>)> {
         let now = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)?
-            .as_millis() as u64;
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+            .unwrap_or(0);
         let auth = medspace_api::auth::sign_request(key, method, path, now, body);
         let url = format!("{base_url}{path}");
         let req = match method {
@@ -176,14 +189,15 @@ impl Remote {
         .header("authorization", auth);
         let what = format!("{method} {url}");
         self.runtime.block_on(async move {
-            let r = req.send().await.with_context(|| what)?;
+            let r = req.send().await.map_err(|e| http(&what, e))?;
             let status = r.status().as_u16();
-            anyhow::Ok((status, r.bytes().await?.to_vec()))
+            let body = r.bytes().await.map_err(|e| http(&what, e))?;
+            Ok((status, body.to_vec()))
         })
     }
 
     /// Signs `payload` with the signer's next nonce, counting its transactions not yet final.
-    pub fn sign(&self, key: &Keypair, payload: Payload) -> anyhow::Result<SignedTx> {
+    pub fn sign(&self, key: &Keypair, payload: Payload) -> Result<SignedTx> {
         let pk = key.public();
         let queued = self.pending.iter().filter(|p| p.signer == pk).count() as u64;
         let nonce = self.state().next_nonce(&pk)? + queued;
@@ -191,7 +205,7 @@ impl Remote {
     }
 
     /// Signs and submits a transaction to a validator (spreading submissions over them).
-    pub fn submit(&mut self, key: &Keypair, payload: Payload) -> anyhow::Result<Hash> {
+    pub fn submit(&mut self, key: &Keypair, payload: Payload) -> Result<Hash> {
         let kind = payload.kind();
         let tx = self.sign(key, payload)?;
         let (id, url) = self.post(&tx)?;
@@ -209,7 +223,7 @@ impl Remote {
     /// signers' transactions in `POST /v1/txs` batches (signatures verified in one batch). A
     /// validator that cannot be reached is replaced by the next; any refusal is the error
     /// (naming how many were refused and the first reason).
-    pub fn submit_many(&mut self, items: Vec<(&Keypair, Payload)>) -> anyhow::Result<Vec<Hash>> {
+    pub fn submit_many(&mut self, items: Vec<(&Keypair, Payload)>) -> Result<Vec<Hash>> {
         let n = self.urls.len().max(1);
         let mut queued: std::collections::HashMap<PublicKey, u64> = Default::default();
         let mut groups: Vec<Vec<(SignedTx, &'static str)>> = vec![Vec::new(); n];
@@ -283,7 +297,7 @@ impl Remote {
         path: &str,
         body: bytes::Bytes,
         what: &str,
-    ) -> anyhow::Result<(String, serde_json::Value)> {
+    ) -> Result<(String, serde_json::Value)> {
         let n = self.urls.len().max(1);
         let mut unreachable = Vec::new();
         for step in 0..n {
@@ -306,23 +320,23 @@ impl Remote {
                     .get("error")
                     .and_then(|e| e.as_str())
                     .unwrap_or(&text);
-                bail!("{what} refused by the node ({status}): {reason}");
+                return Err(ClientError::Refused {
+                    what: what.to_string(),
+                    status: status.as_u16(),
+                    reason: reason.to_string(),
+                });
             }
             return Ok((url, answer));
         }
-        bail!(
-            "no validator could be reached to submit {what}: {}",
-            unreachable.join("; ")
-        )
+        Err(http(
+            format!("submitting {what}"),
+            format!("no validator could be reached: {}", unreachable.join("; ")),
+        ))
     }
 
     /// Posts one batch to validator `first` (or the next reachable one) and records the
     /// accepted transactions as pending.
-    fn post_batch(
-        &mut self,
-        first: usize,
-        chunk: &[(SignedTx, &'static str)],
-    ) -> anyhow::Result<()> {
+    fn post_batch(&mut self, first: usize, chunk: &[(SignedTx, &'static str)]) -> Result<()> {
         let raw: Vec<bytes::Bytes> = chunk.iter().map(|(tx, _)| tx.to_bytes()).collect();
         let body = medspace_chain::engine::encode_tx_batch(&raw);
         let what = format!("a batch of {} transactions", chunk.len());
@@ -333,7 +347,10 @@ impl Remote {
             .cloned()
             .unwrap_or_default();
         if results.len() != chunk.len() {
-            bail!("the node answered {} results for {what}", results.len());
+            return Err(http(
+                &what,
+                format!("the node answered {} results", results.len()),
+            ));
         }
         let mut refused = Vec::new();
         for ((tx, kind), r) in chunk.iter().zip(&results) {
@@ -349,11 +366,15 @@ impl Remote {
             }
         }
         if let Some(first_reason) = refused.first() {
-            bail!(
-                "{} of {} transactions refused by the node, first: {first_reason}",
-                refused.len(),
-                chunk.len()
-            );
+            return Err(ClientError::Refused {
+                what,
+                status: 400,
+                reason: format!(
+                    "{} of {} transactions refused, first: {first_reason}",
+                    refused.len(),
+                    chunk.len()
+                ),
+            });
         }
         Ok(())
     }
@@ -361,7 +382,7 @@ impl Remote {
     /// Posts an already signed transaction; the node's refusal becomes the error. All of one
     /// signer's transactions go to the same validator (the next ones only if it cannot be
     /// reached), so they are gossiped in nonce order.
-    fn post(&mut self, tx: &SignedTx) -> anyhow::Result<(Hash, String)> {
+    fn post(&mut self, tx: &SignedTx) -> Result<(Hash, String)> {
         let pick = tx.body.signer.as_ref().first().copied().unwrap_or(0) as usize;
         let (url, _) = self.post_with_failover(
             pick + self.next_url,
@@ -400,7 +421,7 @@ impl Remote {
 
     /// Waits until every submitted transaction is in a verified finalized block; returns each
     /// one's outcome in submission order.
-    pub fn settle(&mut self) -> anyhow::Result<Vec<(&'static str, Result<Receipt, String>)>> {
+    pub fn settle(&mut self) -> Result<Vec<(&'static str, Result<Receipt, String>)>> {
         let started = Instant::now();
         let mut polled = Instant::now();
         loop {
@@ -422,11 +443,11 @@ impl Remote {
                     .iter()
                     .filter(|p| p.dropped.is_none() && self.follower.outcome(&p.id).is_none())
                     .count();
-                bail!(
+                return Err(ClientError::Timeout(format!(
                     "{missing} transaction(s) not finalized after {}s (last height {})",
                     FINALITY_TIMEOUT.as_secs(),
                     self.height()
-                );
+                )));
             }
             let next = self.height() + 1;
             let (follower, source) = (&mut self.follower, &self.source);
@@ -438,7 +459,7 @@ impl Remote {
             .into_iter()
             .map(|p| {
                 let result = match (self.follower.outcome(&p.id), p.dropped) {
-                    (Some(o), _) => o.result.clone(),
+                    (Some(o), _) => o.result.clone().map_err(|e| e.to_string()),
                     (None, Some(reason)) => Err(reason),
                     (None, None) => Err("outcome forgotten".into()),
                 };
@@ -448,32 +469,28 @@ impl Remote {
     }
 
     /// Waits for the submitted transactions and insists that all were accepted.
-    pub fn must_block(&mut self) -> anyhow::Result<Vec<Receipt>> {
+    pub fn must_block(&mut self) -> Result<Vec<Receipt>> {
         self.settle()?
             .into_iter()
-            .map(|(kind, r)| r.map_err(|e| anyhow::anyhow!("{kind} refused: {e}")))
+            .map(|(kind, r)| r.map_err(|reason| ClientError::Transaction { kind, reason }))
             .collect()
     }
 
     /// Submits one transaction, waits for its block and insists that it was accepted.
-    pub fn must(&mut self, key: &Keypair, payload: Payload) -> anyhow::Result<Receipt> {
+    pub fn must(&mut self, key: &Keypair, payload: Payload) -> Result<Receipt> {
         self.submit(key, payload)?;
         self.must_block()?
             .pop()
-            .context("no outcome for the transaction")
+            .ok_or_else(|| ClientError::Missing("no outcome for the transaction".into()))
     }
 
     /// Submits one transaction and returns the state machine's verdict: from its block, or the
     /// validators' refusal to put it in one.
-    pub fn attempt(
-        &mut self,
-        key: &Keypair,
-        payload: Payload,
-    ) -> anyhow::Result<Result<Receipt, String>> {
+    pub fn attempt(&mut self, key: &Keypair, payload: Payload) -> Result<Result<Receipt, String>> {
         self.submit(key, payload)?;
         self.settle()?
             .pop()
             .map(|(_, r)| r)
-            .context("no outcome for the transaction")
+            .ok_or_else(|| ClientError::Missing("no outcome for the transaction".into()))
     }
 }

@@ -1,11 +1,12 @@
-//! A researcher's federated study on a running consortium, shared by `medspace query`, the demo
-//! and the end-to-end benchmark: the data-use contract for a query specification, jobs under
+//! A researcher's federated study on a running consortium, shared by `medspace query`, the demo,
+//! the end-to-end benchmark and the console: the data-use contract for a query specification, jobs under
 //! it, and the released result — fetched from the aggregating hospital's node with a signed
 //! request and checked against the hash its node posted on the ledger.
 
 use crate::remote::Remote;
-use anyhow::{Context, bail};
+use crate::{ClientError, Result};
 use medspace_chain::node::Genesis as ChainGenesis;
+use medspace_consortium::Consortium;
 use medspace_state::Created;
 use medspace_state::records::JobResult;
 use medspace_types::*;
@@ -14,7 +15,7 @@ use std::time::{Duration, Instant};
 
 /// The fields a query specification reads in each hospital's CDM dataset (and `person_id`,
 /// which every query reads for the consent allow-list).
-pub fn contract_fields(spec_json: &str, hospitals: &[&str]) -> anyhow::Result<Vec<FieldRef>> {
+pub fn contract_fields(spec_json: &str, hospitals: &[&str]) -> Result<Vec<FieldRef>> {
     let (_, validated) = medspace_privacy::query::parse(spec_json)?;
     let mut fields = Vec::new();
     for h in hospitals {
@@ -52,7 +53,7 @@ pub struct Proposal<'a> {
 }
 
 /// Submits the data-use contract; returns its id once finalized.
-pub fn propose(ledger: &mut Remote, key: &Keypair, p: &Proposal<'_>) -> anyhow::Result<ContractId> {
+pub fn propose(ledger: &mut Remote, key: &Keypair, p: &Proposal<'_>) -> Result<ContractId> {
     let r = ledger.must(
         key,
         Payload::SubmitRequest(SubmitRequest {
@@ -68,7 +69,9 @@ pub fn propose(ledger: &mut Remote, key: &Keypair, p: &Proposal<'_>) -> anyhow::
     )?;
     match r.created {
         Some(Created::Contract(c)) => Ok(c),
-        _ => bail!("the request created no contract"),
+        _ => Err(ClientError::Missing(
+            "the request created no contract".into(),
+        )),
     }
 }
 
@@ -76,26 +79,25 @@ pub fn propose(ledger: &mut Remote, key: &Keypair, p: &Proposal<'_>) -> anyhow::
 /// right role and institution (the local devnet holds all their keys); returns who approved.
 pub fn approve_all(
     ledger: &mut Remote,
-    consortium: &crate::consortium::Consortium,
+    consortium: &Consortium,
     contract: ContractId,
-) -> anyhow::Result<Vec<UserId>> {
+) -> Result<Vec<UserId>> {
     let rec = ledger
         .state()
         .contract(contract)?
-        .with_context(|| format!("contract {contract} is not on the ledger"))?;
+        .ok_or_else(|| ClientError::Missing(format!("contract {contract} is not on the ledger")))?;
     let mut by = Vec::new();
     for slot in rec.approvals.iter().filter(|a| a.by.is_none()) {
         let (user, key) = consortium
-            .users
-            .iter()
-            .find(|(u, role, member, _)| {
-                *role == slot.role
-                    && slot.member.as_ref().is_none_or(|m| m == member)
-                    && !by.contains(u)
-            })
-            .map(|(u, _, _, k)| (u.clone(), k))
-            .with_context(|| format!("no reviewer for {} in the consortium", slot.role.as_str()))?;
-        ledger.must(key, Payload::Approve(Approve { contract }))?;
+            .reviewer(slot.role, slot.member.as_ref(), &by)
+            .map(|(u, k)| (u.clone(), k.clone()))
+            .ok_or_else(|| {
+                ClientError::Missing(format!(
+                    "no reviewer for {} in the consortium",
+                    slot.role.as_str()
+                ))
+            })?;
+        ledger.must(&key, Payload::Approve(Approve { contract }))?;
         by.push(user);
     }
     Ok(by)
@@ -123,7 +125,7 @@ pub fn run_job(
     computation: &[u8],
     epsilon_micro: u64,
     timeout: Duration,
-) -> anyhow::Result<JobRun> {
+) -> Result<JobRun> {
     let started = Instant::now();
     let r = ledger.must(
         key,
@@ -134,7 +136,9 @@ pub fn run_job(
         }),
     )?;
     let Some(Created::Job(job)) = r.created else {
-        bail!("the job submission created no job")
+        return Err(ClientError::Missing(
+            "the job submission created no job".into(),
+        ));
     };
     let record = wait_result(ledger, job, started, timeout)?;
     let latency = started.elapsed();
@@ -153,35 +157,35 @@ pub fn wait_result(
     job: JobId,
     started: Instant,
     timeout: Duration,
-) -> anyhow::Result<JobResult> {
+) -> Result<JobResult> {
     loop {
         let rec = ledger
             .state()
             .job(job)?
-            .with_context(|| format!("job {job} is not on the ledger"))?;
+            .ok_or_else(|| ClientError::Missing(format!("job {job} is not on the ledger")))?;
         if let Some(result) = rec.result {
             return Ok(result);
         }
         if started.elapsed() > timeout {
-            bail!(
+            return Err(ClientError::Timeout(format!(
                 "no result for job {job} after {}s (height {}): are the hospitals' nodes running?",
                 timeout.as_secs(),
                 ledger.height()
-            );
+            )));
         }
         ledger.next_block()?;
     }
 }
 
 /// The HTTP base URL of a member's node (the genesis node of that name).
-pub fn node_url(genesis: &ChainGenesis, member: &MemberId) -> anyhow::Result<String> {
+pub fn node_url(genesis: &ChainGenesis, member: &MemberId) -> Result<String> {
     genesis
         .validators
         .iter()
         .chain(&genesis.observers)
         .find(|v| v.name == member.as_str())
         .map(|v| format!("http://{}", v.http))
-        .with_context(|| format!("no node named {member} in the genesis"))
+        .ok_or_else(|| ClientError::Missing(format!("no node named {member} in the genesis")))
 }
 
 /// Fetches a job's released result from its aggregator, signed by the submitter's `key`, and
@@ -192,44 +196,50 @@ pub fn fetch_result(
     key: &Keypair,
     job: JobId,
     record: &JobResult,
-) -> anyhow::Result<ResultDoc> {
+) -> Result<ResultDoc> {
     let url = node_url(genesis, &record.posted_by)?;
     let (status, body) = ledger.get_signed(&url, &format!("/v1/worker/jobs/{job}/result"), key)?;
     if status != 200 {
-        bail!(
-            "{} did not deliver the result of {job}: {}",
-            record.posted_by,
-            String::from_utf8_lossy(&body)
-        );
+        return Err(ClientError::Refused {
+            what: format!("the result of {job} at {}", record.posted_by),
+            status,
+            reason: String::from_utf8_lossy(&body).into_owned(),
+        });
     }
     if medspace_worker::wire::result_hash(&body) != record.result_hash {
-        bail!(
+        return Err(ClientError::Verification(format!(
             "the result {} delivered for {job} does not match the hash on the ledger",
             record.posted_by
-        );
+        )));
     }
-    serde_json::from_slice(&body).context("the delivered result does not parse")
+    serde_json::from_slice(&body)
+        .map_err(|e| ClientError::Verification(format!("the delivered result does not parse: {e}")))
 }
 
-/// The result as a table, one line per cell.
-pub fn print_result(doc: &ResultDoc, indent: &str) {
+/// The result as a table, one line per cell, then one per site that did not contribute.
+pub fn result_lines(doc: &ResultDoc) -> Vec<String> {
     let eps = doc.epsilon_micro as f64 / 1e6;
-    for c in &doc.cells {
-        match (c.n, c.mean) {
-            (None, _) => println!("{indent}{:<14} suppressed (< {})", c.group, doc.k),
-            (Some(n), None) => println!(
-                "{indent}{:<14} {n:>7}   (discrete Laplace noise, ε={eps})",
+    let mut out: Vec<String> = doc
+        .cells
+        .iter()
+        .map(|c| match (c.n, c.mean) {
+            (None, _) => format!("{:<14} suppressed (< {})", c.group, doc.k),
+            (Some(n), None) => {
+                format!("{:<14} {n:>7}   (discrete Laplace noise, ε={eps})", c.group)
+            }
+            (Some(n), Some(m)) => format!(
+                "{:<14} {n:>7}   mean {m:.2}   (discrete Laplace noise, ε={eps})",
                 c.group
             ),
-            (Some(n), Some(m)) => println!(
-                "{indent}{:<14} {n:>7}   mean {m:.2}   (discrete Laplace noise, ε={eps})",
-                c.group
-            ),
-        }
-    }
+        })
+        .collect();
     for (m, why) in &doc.dropped {
-        println!("{indent}{m} did not contribute: {why}");
+        out.push(format!("{m} did not contribute: {why}"));
     }
+    if let Some(why) = &doc.failure {
+        out.push(format!("nothing was released: {why}"));
+    }
+    out
 }
 
 fn escape(s: &str) -> String {
@@ -295,7 +305,7 @@ mod tests {
     #[test]
     fn chart_draws_every_cell_and_escapes_labels() {
         let doc = ResultDoc {
-            version: 1,
+            version: 2,
             job: JobId(1),
             contract: ContractId(2),
             aggregator: MemberId::new("hospital-a").unwrap(),
@@ -315,6 +325,7 @@ mod tests {
             ],
             contributions: vec![],
             dropped: vec![],
+            failure: None,
         };
         let svg = chart_svg(&doc, "t");
         assert!(svg.contains("female &lt;40"));

@@ -4,12 +4,12 @@
 //! hospital). Every transaction goes through consensus; the demo acts on the state it verified
 //! itself from finalized blocks.
 
-use crate::consortium::HOSPITALS;
 use crate::devnet::{self, Devnet, DevnetOptions};
-use crate::patient_cmd::GrantTerms;
-use crate::remote::Remote;
-use crate::study;
-use anyhow::{Context, bail};
+use crate::{Context, Result, fail};
+use medspace_client::Remote;
+use medspace_client::records::GrantTerms;
+use medspace_client::study;
+use medspace_consortium::HOSPITALS;
 use medspace_state::{Created, Event};
 use medspace_types::*;
 
@@ -39,31 +39,19 @@ struct Patient {
 /// patients only.
 pub const STUDY_SPEC: &str = r#"{"version":1,"cohort":{"conditions":["44054006"],"measurement":{"code":"4548-4","op":">=","value":6.5},"index_date":"2025-01-01"},"aggregate":"count","group_by":["sex"]}"#;
 
-/// Deterministic X25519 secret of a devnet member (its public key is in the genesis).
-pub fn agreement_secret(seed: u64, member: &str) -> x25519_dalek::StaticSecret {
-    x25519_dalek::StaticSecret::from(
-        Hash::of(&[
-            b"medspace/devnet/agreement",
-            &seed.to_be_bytes(),
-            member.as_bytes(),
-        ])
-        .0,
-    )
-}
-
 fn step(n: &mut usize, text: &str) {
     *n += 1;
     println!("\n[{n}] {text}");
 }
 
-fn created(r: &medspace_state::Receipt) -> anyhow::Result<&Created> {
+fn created(r: &medspace_state::Receipt) -> Result<&Created> {
     r.created
         .as_ref()
         .context("the transaction created nothing")
 }
 
 /// Runs the demo and prints what happens.
-pub fn run(opts: &DemoOptions) -> anyhow::Result<()> {
+pub fn run(opts: &DemoOptions) -> Result<()> {
     let mut n = 0;
     println!(
         "medspace demo: a local consortium of real nodes under {}",
@@ -111,25 +99,20 @@ pub fn run(opts: &DemoOptions) -> anyhow::Result<()> {
         "audit: each stored chain re-verified from genesis (certificates, links, re-execution)",
     );
     for name in ["hospital-a", devnet::OBSERVER] {
-        let report = medspace_node::audit(&net.config(name)).map_err(anyhow::Error::msg)?;
+        let report = medspace_ledger::audit(&net.config(name)).context("audit")?;
         match &report.fault {
             None => println!(
                 "    {name:<12} {} blocks verified, state root {}",
                 report.verified_height,
                 Hash(report.root)
             ),
-            Some((h, why)) => bail!("audit of {name} failed at height {h}: {why}"),
+            Some((h, why)) => fail!("audit of {name} failed at height {h}: {why}"),
         }
     }
     Ok(())
 }
 
-fn story(
-    net: &Devnet,
-    ledger: &mut Remote,
-    opts: &DemoOptions,
-    n: &mut usize,
-) -> anyhow::Result<()> {
+fn story(net: &Devnet, ledger: &mut Remote, opts: &DemoOptions, n: &mut usize) -> Result<()> {
     let c = &net.consortium;
     step(
         n,
@@ -274,7 +257,7 @@ fn story(
         n,
         "the researcher runs a job; each hospital checks contract and consent at the job's block and computes locally",
     );
-    let run_job = |ledger: &mut Remote, eps: u64| -> anyhow::Result<study::JobRun> {
+    let run_job = |ledger: &mut Remote, eps: u64| -> Result<study::JobRun> {
         let run = study::run_job(
             &net.genesis,
             ledger,
@@ -312,7 +295,9 @@ fn story(
         first.result.aggregator,
         first.latency.as_secs_f64()
     );
-    study::print_result(&first.result, "      ");
+    for l in study::result_lines(&first.result) {
+        println!("      {l}");
+    }
     let chart = opts.dir.join("study-result.svg");
     std::fs::write(
         &chart,
@@ -369,7 +354,9 @@ fn story(
         cohort_a(&first),
         cohort_a(&second)
     );
-    study::print_result(&second.result, "      ");
+    for l in study::result_lines(&second.result) {
+        println!("      {l}");
+    }
     match ledger.attempt(
         researcher,
         Payload::SubmitJob(SubmitJob {
@@ -381,7 +368,7 @@ fn story(
         Err(e) => println!(
             "    a third job asking ε=0.2 is refused by the validators (it never enters a block): {e}"
         ),
-        Ok(_) => bail!("a job over budget was accepted"),
+        Ok(_) => fail!("a job over budget was accepted"),
     }
 
     step(
@@ -406,7 +393,7 @@ fn story(
     .with_new_code(&patient.id)?;
     let r = ledger.must(&patient.key, payload)?;
     let Created::Grant(grant) = *created(&r)? else {
-        bail!("expected a grant")
+        fail!("expected a grant")
     };
     println!(
         "    patient issues grant {grant} to hospital-b for Condition, Observation, MedicationRequest, single use; code {} (only its hash is on the ledger)",
@@ -414,10 +401,10 @@ fn story(
     );
     let clinician = c.user_key("hospital-b.clinician")?;
     let holder_url = study::node_url(&net.genesis, &MemberId::new("hospital-a")?)?;
-    let redeem = |ledger: &Remote, code: &str| -> anyhow::Result<(u16, Vec<u8>, f64)> {
+    let redeem = |ledger: &Remote, code: &str| -> Result<(u16, Vec<u8>, f64)> {
         let t = std::time::Instant::now();
         let (status, bytes) =
-            crate::patient_cmd::redeem_request(ledger, &holder_url, clinician, grant, code)?;
+            medspace_client::records::redeem_request(ledger, &holder_url, clinician, grant, code)?;
         Ok((status, bytes, t.elapsed().as_secs_f64() * 1000.0))
     };
     let (status, _, _) = redeem(ledger, "0000-0000-0000-0000")?;
@@ -426,12 +413,12 @@ fn story(
     );
     let (status, bundle, ms) = redeem(ledger, &code.display())?;
     if status != 200 {
-        bail!(
+        fail!(
             "redemption refused ({status}): {}",
             String::from_utf8_lossy(&bundle)
         );
     }
-    let access = crate::patient_cmd::access_for(ledger, &patient.id, &bundle)?;
+    let access = medspace_client::records::access_for(ledger, &patient.id, &bundle)?;
     println!(
         "    a clinician at hospital-b redeems it at hospital-a's node: {} resources delivered in {ms:.0} ms, after the access was final on the ledger (hash {} matches the bytes received)",
         access.resource_count, access.content_hash
@@ -448,13 +435,24 @@ fn story(
         n,
         "the patient lists who used their data, each entry proven against the state root",
     );
-    crate::patient_cmd::print_log(ledger.state(), &patient.id, "    ")?;
-    let jobs = crate::patient_cmd::print_jobs(
+    for l in medspace_client::records::log(ledger.state(), &patient.id)? {
+        println!(
+            "    height {:>3}  {}  [proof ✓ {} steps]",
+            l.height, l.what, l.proof_steps
+        );
+    }
+    let jobs = medspace_client::records::jobs_that_may_have_counted(
         ledger.state(),
         &patient.id,
         &[MemberId::new("hospital-a")?],
-        "    ",
     )?;
+    for l in &jobs {
+        println!(
+            "    height {:>3}  {}  [proof ✓ {} steps]",
+            l.height, l.what, l.proof_steps
+        );
+    }
+    let jobs = jobs.len();
     println!(
         "    {jobs} aggregate jobs may have counted this patient (only while their consent allowed it); contract {contract} ran {} in all",
         ledger
@@ -502,34 +500,40 @@ fn day_start_ms(date: &str) -> Option<u64> {
 /// The insurer's use case: the patient downloads their own record, picks their latest stay,
 /// and grants insurer-1 that stay's Claim, ExplanationOfBenefit and Encounter resources; the
 /// insurer's claims officer redeems the code at the hospital's node and receives nothing else.
-fn insurer_claim(net: &Devnet, ledger: &mut Remote, patient: &Patient) -> anyhow::Result<()> {
+fn insurer_claim(net: &Devnet, ledger: &mut Remote, patient: &Patient) -> Result<()> {
     let c = &net.consortium;
     let holder = MemberId::new("hospital-a")?;
     let url = study::node_url(&net.genesis, &holder)?;
     let (status, bytes) = ledger.get_signed(&url, "/v1/records/export", &patient.key)?;
     if status != 200 {
-        bail!("the patient's own export failed ({status})");
+        fail!("the patient's own export failed ({status})");
     }
     let record: serde_json::Value = serde_json::from_slice(&bytes)?;
-    let stay = record["entry"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter(|e| e["resource"]["resourceType"] == "Encounter")
+    let entries = record
+        .get("entry")
+        .and_then(serde_json::Value::as_array)
+        .cloned()
+        .unwrap_or_default();
+    let text = |e: &serde_json::Value, path: &str| {
+        e.pointer(path).and_then(|v| v.as_str()).map(String::from)
+    };
+    let stay = entries
+        .iter()
+        .filter(|e| text(e, "/resource/resourceType").as_deref() == Some("Encounter"))
         .filter_map(|e| {
-            let start = e["resource"]["period"]["start"].as_str()?;
-            let end = e["resource"]["period"]["end"].as_str().unwrap_or(start);
+            let start = text(e, "/resource/period/start")?;
+            let end = text(e, "/resource/period/end").unwrap_or_else(|| start.clone());
             Some((
-                day_start_ms(start)?,
-                day_start_ms(end)? + 86_399_999,
-                start.to_string(),
+                day_start_ms(&start)?,
+                day_start_ms(&end)? + 86_399_999,
+                start,
             ))
         })
         .max_by_key(|(s, _, _)| *s)
         .context("the patient has no dated stay")?;
     println!(
         "    the patient downloads their own record from hospital-a ({} resources) and picks the stay of {}",
-        record["entry"].as_array().map_or(0, Vec::len),
+        entries.len(),
         stay.2.get(..10).unwrap_or(&stay.2)
     );
     let types = ["Claim", "ExplanationOfBenefit", "Encounter"];
@@ -545,9 +549,9 @@ fn insurer_claim(net: &Devnet, ledger: &mut Remote, patient: &Patient) -> anyhow
     .with_new_code(&patient.id)?;
     let r = ledger.must(&patient.key, payload)?;
     let Created::Grant(grant) = *created(&r)? else {
-        bail!("expected a grant")
+        fail!("expected a grant")
     };
-    let (status, bytes) = crate::patient_cmd::redeem_request(
+    let (status, bytes) = medspace_client::records::redeem_request(
         ledger,
         &url,
         c.user_key("insurer-1.claims")?,
@@ -555,21 +559,29 @@ fn insurer_claim(net: &Devnet, ledger: &mut Remote, patient: &Patient) -> anyhow
         &code.display(),
     )?;
     if status != 200 {
-        bail!(
+        fail!(
             "the insurer's redemption was refused ({status}): {}",
             String::from_utf8_lossy(&bytes)
         );
     }
     let delivered: serde_json::Value = serde_json::from_slice(&bytes)?;
     let mut by_type: std::collections::BTreeMap<String, usize> = Default::default();
-    for e in delivered["entry"].as_array().into_iter().flatten() {
-        let t = e["resource"]["resourceType"].as_str().unwrap_or("?");
+    for e in delivered
+        .get("entry")
+        .and_then(serde_json::Value::as_array)
+        .into_iter()
+        .flatten()
+    {
+        let t = e
+            .pointer("/resource/resourceType")
+            .and_then(|v| v.as_str())
+            .unwrap_or("?");
         if !types.contains(&t) {
-            bail!("the insurer received a {t}, which was not granted");
+            fail!("the insurer received a {t}, which was not granted");
         }
         *by_type.entry(t.to_string()).or_default() += 1;
     }
-    crate::patient_cmd::access_for(ledger, &patient.id, &bytes)?;
+    medspace_client::records::access_for(ledger, &patient.id, &bytes)?;
     println!(
         "    insurer-1's claims officer redeems it at hospital-a's node and receives {} ({} of the patient's {} resources; nothing else), access recorded on the ledger",
         by_type
@@ -578,7 +590,7 @@ fn insurer_claim(net: &Devnet, ledger: &mut Remote, patient: &Patient) -> anyhow
             .collect::<Vec<_>>()
             .join(", "),
         by_type.values().sum::<usize>(),
-        record["entry"].as_array().map_or(0, Vec::len)
+        entries.len()
     );
     Ok(())
 }

@@ -8,20 +8,17 @@
 //! hospital's catalog entry and registers its patients with their consents. Later starts resume
 //! from disk: the nodes replay their stored chain, nothing is re-created.
 
-use crate::consortium::{Consortium, HOSPITALS};
-use crate::remote::Remote;
+use crate::{Context, Result, fail};
 use crate::{hospitals, publish};
-use anyhow::{Context, bail};
 use medspace_chain::node::{ConsortiumSpec, Genesis as ChainGenesis, SpecNode};
+use medspace_client::Remote;
+use medspace_consortium::{Consortium, GENESIS_MS, HOSPITALS};
 use medspace_types::*;
 use serde::{Deserialize, Serialize};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
-
-/// The devnet's genesis time: 2026-01-01T00:00:00Z.
-pub const GENESIS_MS: u64 = 1_767_225_600_000;
 
 /// The validators of the default consortium, in genesis order, then the observer.
 pub const VALIDATORS: [&str; 4] = ["hospital-a", "hospital-b", "hospital-c", "research-1"];
@@ -65,7 +62,7 @@ pub struct Devnet {
     bootstrapped: bool,
 }
 
-fn spec(c: &Consortium, base_port: u16) -> anyhow::Result<ConsortiumSpec> {
+fn spec(c: &Consortium, base_port: u16) -> Result<ConsortiumSpec> {
     let addr = |p: u16| SocketAddr::from(([127, 0, 0, 1], p));
     let nodes = VALIDATORS
         .iter()
@@ -91,7 +88,7 @@ fn spec(c: &Consortium, base_port: u16) -> anyhow::Result<ConsortiumSpec> {
 
 /// Gives a hospital's node its compute worker: the member's ledger key and X25519 secret in
 /// owner-only files, and the `[worker]` section of its config (once).
-fn ensure_worker(dir: &Path, c: &Consortium, seed: u64, member: &str) -> anyhow::Result<()> {
+fn ensure_worker(dir: &Path, c: &Consortium, seed: u64, member: &str) -> Result<()> {
     let node = dir.join(member);
     let config = node.join("node.toml");
     let text = std::fs::read_to_string(&config)
@@ -99,7 +96,7 @@ fn ensure_worker(dir: &Path, c: &Consortium, seed: u64, member: &str) -> anyhow:
     if text.lines().any(|l| l.trim() == "[worker]") {
         return Ok(());
     }
-    let secret = crate::demo::agreement_secret(seed, member);
+    let secret = medspace_consortium::agreement_secret(seed, member);
     for (file, secret) in [
         ("member.key", c.member_key(member)?.secret_hex()),
         ("agreement.key", hex::encode(secret.to_bytes())),
@@ -123,7 +120,7 @@ pub const WORKER_SHARE_TIMEOUT_MS: u64 = 5_000;
 impl Devnet {
     /// Creates the devnet under `dir` if it does not exist yet, then starts its nodes and waits
     /// until each answers. An existing devnet keeps the options it was made with.
-    pub fn start(dir: &Path, requested: &DevnetOptions) -> anyhow::Result<Self> {
+    pub fn start(dir: &Path, requested: &DevnetOptions) -> Result<Self> {
         let record_path = dir.join("devnet.json");
         let recorded: Option<Recorded> = match std::fs::read(&record_path) {
             Ok(b) => Some(
@@ -152,7 +149,7 @@ impl Devnet {
             }
             None => {
                 if dir.join("genesis.json").exists() {
-                    bail!(
+                    fail!(
                         "{} holds a consortium that is not a devnet (no devnet.json); choose another --dir",
                         dir.display()
                     );
@@ -168,7 +165,7 @@ impl Devnet {
         if ChainGenesis::load(&dir.join("genesis.json"))?.app
             != serde_json::to_value(&consortium.genesis)?
         {
-            bail!(
+            fail!(
                 "{} was made by another version of medspace (its genesis is not this version's default consortium); remove the directory to start afresh",
                 dir.display()
             );
@@ -200,7 +197,7 @@ impl Devnet {
         Ok(devnet)
     }
 
-    fn record(&self) -> anyhow::Result<()> {
+    fn record(&self) -> Result<()> {
         let path = self.dir.join("devnet.json");
         let tmp = self.dir.join("devnet.json.tmp");
         std::fs::write(
@@ -243,7 +240,7 @@ impl Devnet {
             .map(|v| v.http)
     }
 
-    fn spawn_all(&mut self) -> anyhow::Result<()> {
+    fn spawn_all(&mut self) -> Result<()> {
         for name in self.node_names() {
             self.spawn(&name)?;
         }
@@ -251,7 +248,7 @@ impl Devnet {
     }
 
     /// Starts one node process (its output goes to `<dir>/<name>/node.log`).
-    pub fn spawn(&mut self, name: &str) -> anyhow::Result<()> {
+    pub fn spawn(&mut self, name: &str) -> Result<()> {
         let exe = std::env::current_exe().context("locating the medspace binary")?;
         let log_path = self.dir.join(name).join("node.log");
         let log = std::fs::OpenOptions::new()
@@ -273,7 +270,7 @@ impl Devnet {
     }
 
     /// Waits until every node answers its health check.
-    pub fn wait_healthy(&mut self, within: Duration) -> anyhow::Result<()> {
+    pub fn wait_healthy(&mut self, within: Duration) -> Result<()> {
         let started = Instant::now();
         for name in self.node_names() {
             let addr = self.http(&name).context("node without address")?;
@@ -281,7 +278,7 @@ impl Devnet {
                 if let Some((n, child)) = self.children.iter_mut().find(|(n, _)| *n == name)
                     && let Some(status) = child.try_wait()?
                 {
-                    bail!(
+                    fail!(
                         "node {n} exited ({status}); see {}",
                         self.dir.join(&name).join("node.log").display()
                     );
@@ -290,7 +287,7 @@ impl Devnet {
                     break;
                 }
                 if started.elapsed() > within {
-                    bail!(
+                    fail!(
                         "node {name} did not answer on {addr} within {}s; see {}",
                         within.as_secs(),
                         self.dir.join(&name).join("node.log").display()
@@ -303,7 +300,7 @@ impl Devnet {
     }
 
     /// Waits until the observer has verified `height` (its `/v1/health`).
-    pub fn wait_observer(&self, height: u64, within: Duration) -> anyhow::Result<()> {
+    pub fn wait_observer(&self, height: u64, within: Duration) -> Result<()> {
         let addr = self.http(OBSERVER).context("no observer")?;
         let started = Instant::now();
         loop {
@@ -311,7 +308,7 @@ impl Devnet {
                 return Ok(());
             }
             if started.elapsed() > within {
-                bail!(
+                fail!(
                     "the observer did not reach height {height} within {}s",
                     within.as_secs()
                 );
@@ -321,8 +318,8 @@ impl Devnet {
     }
 
     /// A verifying client of this devnet.
-    pub fn client(&self) -> anyhow::Result<Remote> {
-        Remote::connect(&self.genesis)
+    pub fn client(&self) -> Result<Remote> {
+        Ok(Remote::connect(&self.genesis)?)
     }
 
     /// Whether the hospitals' catalog and patients are on the chain already.
@@ -331,7 +328,7 @@ impl Devnet {
     }
 
     /// Records that the bootstrap transactions are final.
-    pub fn mark_bootstrapped(&mut self) -> anyhow::Result<()> {
+    pub fn mark_bootstrapped(&mut self) -> Result<()> {
         self.bootstrapped = true;
         self.record()
     }
@@ -389,7 +386,7 @@ pub fn publish_catalogs(
     devnet: &Devnet,
     ledger: &mut Remote,
     mut report: impl FnMut(&str, &medspace_vault::catalog::DatasetDescription, u64),
-) -> anyhow::Result<()> {
+) -> Result<()> {
     for node in &devnet.hospitals {
         // Quality figures "as of" the devnet's genesis day (days since 1970-01-01).
         let vault_desc =
@@ -398,7 +395,9 @@ pub fn publish_catalogs(
             .state()
             .dataset(&DatasetId::new(&format!("{}.cdm", node.member))?)?
             .map_or(1, |d| d.description.version + 1);
-        let desc = publish::ledger_description(&node.member, version, &vault_desc)?;
+        let classification = ledger.state().policy()?.classification;
+        let desc =
+            publish::ledger_description(&node.member, version, &vault_desc, &classification)?;
         let rows: u64 = desc.tables.iter().map(|t| t.rows).sum();
         ledger.submit(
             devnet
@@ -413,7 +412,7 @@ pub fn publish_catalogs(
 }
 
 /// Registers every hospital's patients on the ledger (their pseudonymous keys only).
-pub fn register_patients(devnet: &Devnet, ledger: &mut Remote) -> anyhow::Result<usize> {
+pub fn register_patients(devnet: &Devnet, ledger: &mut Remote) -> Result<usize> {
     let mut batch = Vec::new();
     for node in &devnet.hospitals {
         for p in &node.patients {
@@ -449,7 +448,7 @@ pub fn research_consent(study: Option<StudyId>, decision: Decision) -> Payload {
 /// The devnet's patients decide on research consent, deterministically: six in seven allow
 /// research in general, the others deny it (as the patients of a real consortium would, each
 /// with their own key). Run once, at the devnet's bootstrap. Returns (allow, deny).
-pub fn simulate_consents(devnet: &Devnet, ledger: &mut Remote) -> anyhow::Result<(usize, usize)> {
+pub fn simulate_consents(devnet: &Devnet, ledger: &mut Remote) -> Result<(usize, usize)> {
     let (mut allow, mut deny) = (0, 0);
     let mut i = 0usize;
     let mut batch = Vec::new();
@@ -468,89 +467,4 @@ pub fn simulate_consents(devnet: &Devnet, ledger: &mut Remote) -> anyhow::Result
     ledger.submit_many(batch)?;
     ledger.must_block()?;
     Ok((allow, deny))
-}
-
-/// Options of `medspace devnet`.
-pub struct RunOptions {
-    /// Where the devnet lives.
-    pub dir: PathBuf,
-    /// How to make it (first start).
-    pub options: DevnetOptions,
-}
-
-/// Runs `medspace devnet` until Ctrl-C.
-pub fn run(opts: &RunOptions) -> anyhow::Result<()> {
-    let fresh = !opts.dir.join("devnet.json").exists();
-    println!(
-        "medspace devnet: {} consortium under {}",
-        if fresh { "creating a" } else { "resuming the" },
-        opts.dir.display()
-    );
-    let mut devnet = Devnet::start(&opts.dir, &opts.options)?;
-    let mut ledger = devnet.client()?;
-    if !devnet.bootstrapped() {
-        publish_catalogs(&devnet, &mut ledger, |member, d, rows| {
-            println!(
-                "  {member:<12} {} persons, {} FHIR resources -> {rows} CDM rows; catalog entry {member}.cdm published",
-                d.persons, d.resources
-            );
-        })?;
-        let n = register_patients(&devnet, &mut ledger)?;
-        println!("  {n} patients registered (pseudonymous keys; their records stay in the vaults)");
-        let (allow, deny) = simulate_consents(&devnet, &mut ledger)?;
-        println!("  research consent: {allow} patients allow, {deny} deny");
-        devnet.mark_bootstrapped()?;
-    }
-    println!("\n  {:<12} {:<10} {:<24} data", "node", "role", "http api");
-    for name in devnet.node_names() {
-        let role = if devnet.is_observer(&name) {
-            "observer"
-        } else {
-            "validator"
-        };
-        println!(
-            "  {name:<12} {role:<10} http://{:<17} {}",
-            devnet
-                .http(&name)
-                .map(|a| a.to_string())
-                .unwrap_or_default(),
-            devnet.dir.join(&name).display()
-        );
-    }
-    println!(
-        "\n  chain {} at height {}, state root {}",
-        devnet.genesis.chain_id,
-        ledger.height(),
-        ledger.state().root()
-    );
-    println!(
-        "  try: curl http://{}/v1/catalog",
-        devnet
-            .http("hospital-a")
-            .map(|a| a.to_string())
-            .unwrap_or_default()
-    );
-    println!(
-        "  a study from the command line: medspace query contract --spec <query.json> --study <id> (as research-1.researcher),"
-    );
-    println!(
-        "    medspace query --as hospital-a.steward approve --contract <id> (each reviewer), medspace query run --contract <id> --epsilon 0.5"
-    );
-    println!("  Ctrl-C stops the consortium; `medspace devnet` again resumes it from disk;");
-    println!(
-        "  once stopped, `medspace audit verify --data-dir {}` re-verifies a node's chain.",
-        devnet.dir.join(OBSERVER).display()
-    );
-    wait_for_ctrl_c()?;
-    println!("\nstopping the nodes…");
-    devnet.stop();
-    Ok(())
-}
-
-fn wait_for_ctrl_c() -> anyhow::Result<()> {
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()?;
-    rt.block_on(tokio::signal::ctrl_c())?;
-    Ok(())
 }

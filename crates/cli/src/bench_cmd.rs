@@ -1,0 +1,423 @@
+//! `medspace bench apply | ledger | federated | redeem`: the figures, printed. Each benchmark
+//! lives in its library crate and prints its baseline from the same run, measured the same
+//! way, and the ratio.
+
+use anyhow::Context as _;
+use clap::{Args, ValueEnum};
+use indicatif::{ProgressBar, ProgressStyle};
+use medspace_compute::bench::{self, FederatedOptions, Progress};
+use medspace_devnet::bench::{percentile, sorted};
+use medspace_privacy::release::{Cell, group_label};
+use std::path::PathBuf;
+
+fn bar(len: u64, template: &str, msg: &'static str) -> ProgressBar {
+    let bar = ProgressBar::new(len);
+    bar.set_style(
+        ProgressStyle::with_template(template).unwrap_or_else(|_| ProgressStyle::default_bar()),
+    );
+    bar.set_message(msg);
+    bar
+}
+
+/// `medspace bench apply`.
+#[derive(Args, Debug)]
+pub struct ApplyArgs {
+    /// Transactions in the timed mix.
+    #[arg(long, default_value_t = 100_000)]
+    pub txs: usize,
+    /// Transactions per block.
+    #[arg(long, default_value_t = 2_000)]
+    pub block: usize,
+    /// Registered patients.
+    #[arg(long, default_value_t = 20_000)]
+    pub patients: usize,
+}
+
+/// Runs `medspace bench apply`.
+pub fn apply(a: ApplyArgs) -> anyhow::Result<()> {
+    let r = medspace_ledger::bench_apply::apply(
+        &medspace_ledger::bench_apply::ApplyOptions {
+            txs: a.txs,
+            block: a.block,
+            patients: a.patients,
+        },
+        &mut |step| println!("{step}"),
+    )?;
+    println!("state: {} records, root {}", r.records, r.root);
+    println!(
+        "one core, blocks of {} transactions; both sides verify the same signatures in one batch per block",
+        a.block
+    );
+    for (name, rate, raw) in [
+        (
+            "cold keys (every signer's key decompressed in the run)",
+            r.cold,
+            r.raw_cold,
+        ),
+        ("warm keys (keys already decompressed)", r.warm, r.raw_warm),
+    ] {
+        println!("{name}:");
+        println!(
+            "  apply (signatures + rules + state root): {:>8.0} tx/s  [signatures {:.0}%, rules {:.0}%, root {:.0}%]",
+            rate.tx_per_s,
+            100.0 * rate.signatures,
+            100.0 * rate.rules,
+            100.0 * rate.root
+        );
+        println!("  raw ed25519 batch verification:          {raw:>8.0} tx/s");
+        println!("  ratio apply / raw: {:.2}", rate.tx_per_s / raw.max(1e-9));
+    }
+    Ok(())
+}
+
+/// `medspace bench ledger`.
+#[derive(Args, Debug)]
+pub struct LedgerArgs {
+    /// Transactions to submit.
+    #[arg(long, default_value_t = 80_000)]
+    pub txs: usize,
+    /// Submission rate (tx/s).
+    #[arg(long, default_value_t = 8_000)]
+    pub rate: u64,
+    /// First loopback port.
+    #[arg(long, default_value_t = 17_400)]
+    pub base_port: u16,
+    /// Where the validators run: in this process (four engines on one runtime), as one OS
+    /// process per validator (`medspace node`, as a consortium really runs), or both.
+    #[arg(long, value_enum, default_value_t = LedgerMode::Both)]
+    pub mode: LedgerMode,
+}
+
+/// Where `bench ledger`'s validators run.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum LedgerMode {
+    /// Four engines in this process.
+    InProcess,
+    /// One `medspace node` process per validator.
+    Processes,
+    /// Both, one after the other.
+    Both,
+}
+
+/// Runs `medspace bench ledger`.
+pub fn ledger(a: LedgerArgs) -> anyhow::Result<()> {
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get()) as f64;
+    if a.mode != LedgerMode::Processes {
+        let opts = medspace_chain::bench::BenchOptions {
+            txs: a.txs,
+            rate: a.rate,
+            base_port: a.base_port,
+            ..Default::default()
+        };
+        let dir = medspace_chain::bench::temp_work_dir()?;
+        let workload = medspace_ledger::bench::workload(a.txs)?;
+        println!(
+            "bench ledger (in process): the medspace state machine on {} validators over loopback TCP in one process; {} transactions (patients registering, then consenting) offered at {} tx/s",
+            opts.validators, a.txs, a.rate
+        );
+        let report = medspace_chain::bench::bench_workload(&opts, &dir, workload);
+        let _ = std::fs::remove_dir_all(&dir);
+        let report = report?;
+        println!(
+            "bench ledger (in process): validators={} {report}",
+            opts.validators
+        );
+        let ceiling = report.apply_tps * cores / opts.validators as f64;
+        println!(
+            "machine ceiling (apply rate x {cores} cores / {} validators) = {ceiling:.0} tx/s; finalized/ceiling ratio {:.2}",
+            opts.validators,
+            report.tps / ceiling.max(1e-9)
+        );
+    }
+    if a.mode != LedgerMode::InProcess {
+        let exe = std::env::current_exe().context("locating the medspace binary")?;
+        let opts = medspace_devnet::bench::LedgerOptions {
+            txs: a.txs,
+            rate: a.rate,
+            base_port: a.base_port.saturating_add(1000),
+        };
+        println!(
+            "bench ledger (processes): 4 `medspace node` validator processes over loopback TCP; the same workload, each validator's share posted as POST /v1/txs batches"
+        );
+        let r = medspace_devnet::bench::ledger_processes(&exe, &opts, &mut |line| {
+            println!("  {line}")
+        })?;
+        let lat = sorted(r.latencies_ms.iter().copied());
+        println!(
+            "bench ledger (processes): finalized {} of {} in {:.2} s = {:.0} tx/s; submission->finality p50 {:.0} ms p99 {:.0} ms; refused {}",
+            r.finalized,
+            a.txs,
+            r.seconds,
+            r.finalized as f64 / r.seconds.max(1e-9),
+            percentile(&lat, 0.5),
+            percentile(&lat, 0.99),
+            r.refused
+        );
+    }
+    Ok(())
+}
+
+/// Which aggregate the federated benchmark's query computes.
+#[derive(Clone, Copy, Debug, ValueEnum)]
+pub enum AggregateArg {
+    /// Persons by sex and age band (20 cells).
+    Count,
+    /// Mean of the latest HbA1c by sex (count and clamped sum per cell).
+    Mean,
+}
+
+/// `medspace bench federated`.
+#[derive(Args, Debug)]
+pub struct FederatedArgs {
+    /// Synthetic persons per hospital (three hospitals).
+    #[arg(long, default_value_t = 1_000_000)]
+    pub persons: u64,
+    /// Timed runs of each side.
+    #[arg(long, default_value_t = 5)]
+    pub runs: usize,
+    /// Seed of the data.
+    #[arg(long, default_value_t = 1)]
+    pub seed: u64,
+    /// The aggregate of the query.
+    #[arg(long, value_enum, default_value_t = AggregateArg::Count)]
+    pub aggregate: AggregateArg,
+    /// Work directory (default: a temporary one, removed afterwards).
+    #[arg(long)]
+    pub dir: Option<PathBuf>,
+    /// Jobs timed end to end on a devnet (submission to finalized result; 0 skips it).
+    #[arg(long, default_value_t = 20)]
+    pub e2e_jobs: usize,
+    /// Generated patients per hospital of that devnet.
+    #[arg(long, default_value_t = 200)]
+    pub e2e_patients: usize,
+    /// First loopback port of that devnet.
+    #[arg(long, default_value_t = 27_600)]
+    pub e2e_base_port: u16,
+}
+
+fn cell_text(c: &Cell) -> String {
+    let n =
+        c.n.map_or_else(|| "suppressed".to_string(), |n| n.to_string());
+    match c.mean {
+        Some(m) => format!("{}: {n} (mean {m:.3})", group_label(&c.group)),
+        None => format!("{}: {n}", group_label(&c.group)),
+    }
+}
+
+fn list(ms: &[f64]) -> String {
+    ms.iter()
+        .map(|m| format!("{m:.1}"))
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+/// Runs `medspace bench federated`.
+pub fn federated(args: FederatedArgs) -> anyhow::Result<()> {
+    let spec = match args.aggregate {
+        AggregateArg::Count => bench::COUNT_SPEC,
+        AggregateArg::Mean => bench::MEAN_SPEC,
+    };
+    let options = FederatedOptions {
+        persons_per_site: args.persons,
+        runs: args.runs,
+        seed: args.seed,
+        spec: spec.to_string(),
+    };
+    let (dir, temp) = crate::vault_cmd::work_dir(args.dir.clone())?;
+    let b = bar(
+        args.persons.saturating_mul(bench::SITES.len() as u64),
+        "{msg} {bar:40} {pos}/{len} ({per_sec}) {eta}",
+        "building the hospitals' CDM tables (persons)",
+    );
+    let result = bench::bench_federated(&dir, &options, &mut |p| match p {
+        Progress::Building { done, .. } => b.set_position(done),
+        Progress::Built => {
+            b.set_message("check run without protection, then timed runs");
+            b.set_length(options.runs.max(1) as u64);
+            b.set_position(0);
+        }
+        Progress::Runs { done, .. } => b.set_position(done as u64),
+    });
+    b.finish_and_clear();
+    let e2e = if args.e2e_jobs > 0 && result.is_ok() {
+        let b = bar(
+            args.e2e_jobs as u64,
+            "{msg} {bar:40} {pos}/{len} {eta}",
+            "end-to-end jobs on the devnet",
+        );
+        let out = medspace_devnet::bench::jobs_end_to_end(
+            &dir.join("e2e-devnet"),
+            &medspace_devnet::bench::JobsOptions {
+                seed: args.seed,
+                patients: args.e2e_patients,
+                base_port: args.e2e_base_port,
+                jobs: args.e2e_jobs,
+            },
+            &mut |done, _| b.set_position(done as u64),
+        );
+        b.finish_and_clear();
+        Some(out)
+    } else {
+        None
+    };
+    if temp {
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+    let r = result?;
+    let sites = bench::SITES.len();
+    println!(
+        "bench federated: {sites} hospitals x {} persons ({} pooled), {} measurements (tables built in {:.1} s)",
+        r.persons_per_site,
+        r.persons_per_site * sites as u64,
+        r.measurements,
+        r.build_seconds
+    );
+    println!("query spec: {spec}");
+    println!(
+        "the sites run one after another on this machine ({} cores); every site and the pooled session run the same compiled SQL through compute::local::run_in",
+        std::thread::available_parallelism().map_or(1, |n| n.get())
+    );
+    println!(
+        "check without protection: federated = pooled in all {} cells",
+        r.pooled.len()
+    );
+    for c in &r.pooled {
+        println!("  {}", cell_text(c));
+    }
+    println!(
+        "protected release (epsilon {}, k {}) of the last run:\n  {}",
+        bench::BENCH_EPSILON_MICRO as f64 / 1e6,
+        bench::BENCH_K,
+        r.protected
+            .iter()
+            .map(cell_text)
+            .collect::<Vec<_>>()
+            .join("; ")
+    );
+    println!("federated runs (ms): {}", list(&r.federated_ms));
+    println!("pooled runs (ms):    {}", list(&r.pooled_ms));
+    println!("federated phases (median ms):");
+    for (name, t) in bench::SITES.iter().zip(&r.phases.site_local_ms) {
+        println!("  {name}: vault + query + layout {t:.1}");
+    }
+    println!("  noise, all sites {:.3}", r.phases.noise_ms);
+    println!(
+        "  secure aggregation at the sites (deal, open shares, double mask, reveal), all sites {:.3}",
+        r.phases.mask_ms
+    );
+    println!("  unmasking + release {:.3}", r.phases.release_ms);
+    println!(
+        "  one machine per site (slowest site + aggregation) {:.1}",
+        r.phases.one_machine_per_site_ms
+    );
+    println!(
+        "median federated {:.1} ms (sites one after another), pooled {:.1} ms; ratio {:.2}",
+        r.median_federated_ms, r.median_pooled_ms, r.ratio
+    );
+    if let Some(ms) = e2e {
+        let ms = sorted(ms?);
+        println!(
+            "end to end on a devnet (4 validator processes + observer, {} generated patients per hospital): {} jobs, submission -> result finalized and verified by the client (ms): {}",
+            args.e2e_patients,
+            ms.len(),
+            list(&ms)
+        );
+        println!(
+            "e2e p50 {:.0} ms, p90 {:.0} ms, max {:.0} ms",
+            percentile(&ms, 0.5),
+            percentile(&ms, 0.9),
+            ms.last().copied().unwrap_or(0.0)
+        );
+    }
+    if let Some(kib) = r.peak_rss_kib {
+        println!("peak memory (VmHWM): {:.1} MiB", kib as f64 / 1024.0);
+    }
+    Ok(())
+}
+
+/// `medspace bench redeem`.
+#[derive(Args, Debug)]
+pub struct RedeemArgs {
+    /// Generated patients per hospital.
+    #[arg(long, default_value_t = 40)]
+    pub patients: usize,
+    /// One FHIR folder per hospital instead (e.g. the Synthea split).
+    #[arg(long, num_args = 1.., value_name = "DIR")]
+    pub fhir: Vec<PathBuf>,
+    /// Sequential redemptions timed.
+    #[arg(long, default_value_t = 30)]
+    pub redemptions: usize,
+    /// Concurrent clients for the rate.
+    #[arg(long, default_value_t = 16)]
+    pub concurrency: usize,
+    /// Redemptions in the rate run.
+    #[arg(long, default_value_t = 200)]
+    pub rate_redemptions: usize,
+    /// First loopback port of the devnet.
+    #[arg(long, default_value_t = 27_800)]
+    pub base_port: u16,
+    /// Seed.
+    #[arg(long, default_value_t = 1)]
+    pub seed: u64,
+}
+
+/// Runs `medspace bench redeem`.
+pub fn redeem(a: RedeemArgs) -> anyhow::Result<()> {
+    let b = bar(
+        (a.redemptions + a.rate_redemptions) as u64,
+        "{msg} {bar:40} {pos}/{len}",
+        "redemptions",
+    );
+    let r = medspace_devnet::bench::redeem(
+        &medspace_devnet::bench::RedeemOptions {
+            patients: a.patients,
+            fhir: a.fhir,
+            redemptions: a.redemptions,
+            concurrency: a.concurrency,
+            rate_redemptions: a.rate_redemptions,
+            base_port: a.base_port,
+            seed: a.seed,
+        },
+        &mut |done, _| b.set_position(done as u64),
+    )?;
+    b.finish_and_clear();
+    let sizes = &r.record_sizes;
+    println!(
+        "bench redeem: a devnet of 4 validator processes + observer; hospital-a holds {} patients ({} resources each on average, the largest {})",
+        sizes.len(),
+        sizes.iter().sum::<usize>() / sizes.len().max(1),
+        sizes.iter().max().copied().unwrap_or(0)
+    );
+    let seq = &r.sequential;
+    let total = sorted(seq.iter().map(|t| t.total_ms));
+    let prep = sorted(seq.iter().map(|t| t.prepare_ms));
+    let fin = sorted(seq.iter().map(|t| t.finality_ms));
+    let rest = sorted(
+        seq.iter()
+            .map(|t| t.total_ms - t.prepare_ms - t.finality_ms),
+    );
+    println!(
+        "{} sequential redemptions of the largest record ({} resources each): client p50 {:.0} ms, p90 {:.0} ms, request to last byte, the access record's finality included",
+        seq.len(),
+        seq.first().map_or(0, |t| t.resources),
+        percentile(&total, 0.5),
+        percentile(&total, 0.9),
+    );
+    println!(
+        "  split (p50): holder prepares {:.1} ms + the access record's finality {:.0} ms + transfer and client {:.1} ms",
+        percentile(&prep, 0.5),
+        percentile(&fin, 0.5),
+        percentile(&rest, 0.5),
+    );
+    let conc = sorted(r.concurrent.iter().map(|t| t.total_ms));
+    println!(
+        "{} redemptions by {} concurrent clients over {} grants in {:.1} s: {:.1} redemptions/s at one node (client p50 {:.0} ms)",
+        r.concurrent.len(),
+        a.concurrency,
+        r.grants,
+        r.concurrent_s,
+        r.concurrent.len() as f64 / r.concurrent_s.max(1e-9),
+        percentile(&conc, 0.5)
+    );
+    Ok(())
+}

@@ -1,0 +1,138 @@
+//! `medspace devnet` and `medspace demo`: the embedded default consortium on this machine
+//! (`medspace_devnet`), started, bootstrapped and shown; the demo's story run on it.
+
+use anyhow::Context as _;
+use clap::Args;
+use medspace_devnet::devnet::{self, OBSERVER};
+use medspace_devnet::{Devnet, DevnetOptions};
+use std::path::PathBuf;
+
+/// `medspace devnet`.
+#[derive(Args, Debug)]
+pub struct DevnetArgs {
+    /// Where the devnet lives (created on first start, resumed afterwards).
+    #[arg(long, default_value = ".medspace/devnet")]
+    pub dir: PathBuf,
+    /// Generated patients per hospital (first start).
+    #[arg(long, default_value_t = 200)]
+    pub patients: usize,
+    /// Seed of every key and generated patient (first start).
+    #[arg(long, default_value_t = 1)]
+    pub seed: u64,
+    /// One FHIR R4 folder per hospital instead of generated patients (first start).
+    #[arg(long, num_args = 1.., value_name = "DIR")]
+    pub fhir: Vec<PathBuf>,
+    /// First loopback port (p2p from here, HTTP from here + 100).
+    #[arg(long, default_value_t = 7_400)]
+    pub base_port: u16,
+}
+
+/// `medspace demo`.
+#[derive(Args, Debug)]
+pub struct DemoArgs {
+    /// Generated patients per hospital.
+    #[arg(long, default_value_t = 200)]
+    pub patients: usize,
+    /// Seed of every key and choice.
+    #[arg(long, default_value_t = 1)]
+    pub seed: u64,
+    /// One FHIR R4 folder per hospital (e.g. the Synthea split) instead of generated patients.
+    #[arg(long, num_args = 1.., value_name = "DIR")]
+    pub fhir: Vec<PathBuf>,
+    /// Where the consortium's node directories go (recreated on every run).
+    #[arg(long, default_value = ".medspace/demo")]
+    pub dir: PathBuf,
+    /// First loopback port of the demo's nodes (p2p from here, HTTP from here + 100).
+    #[arg(long, default_value_t = 27_400)]
+    pub base_port: u16,
+}
+
+/// Runs `medspace demo`.
+pub fn demo(a: DemoArgs) -> anyhow::Result<()> {
+    Ok(medspace_devnet::demo::run(
+        &medspace_devnet::demo::DemoOptions {
+            patients: a.patients,
+            seed: a.seed,
+            fhir: a.fhir,
+            dir: a.dir,
+            base_port: a.base_port,
+        },
+    )?)
+}
+
+/// Runs `medspace devnet` until Ctrl-C.
+pub fn run(a: DevnetArgs) -> anyhow::Result<()> {
+    let fresh = !a.dir.join("devnet.json").exists();
+    println!(
+        "medspace devnet: {} consortium under {}",
+        if fresh { "creating a" } else { "resuming the" },
+        a.dir.display()
+    );
+    let mut net = Devnet::start(
+        &a.dir,
+        &DevnetOptions {
+            seed: a.seed,
+            patients: a.patients,
+            fhir: a.fhir,
+            base_port: a.base_port,
+        },
+    )?;
+    let mut ledger = net.client()?;
+    if !net.bootstrapped() {
+        devnet::publish_catalogs(&net, &mut ledger, |member, d, rows| {
+            println!(
+                "  {member:<12} {} persons, {} FHIR resources -> {rows} CDM rows; catalog entry {member}.cdm published",
+                d.persons, d.resources
+            );
+        })?;
+        let n = devnet::register_patients(&net, &mut ledger)?;
+        println!("  {n} patients registered (pseudonymous keys; their records stay in the vaults)");
+        let (allow, deny) = devnet::simulate_consents(&net, &mut ledger)?;
+        println!("  research consent: {allow} patients allow, {deny} deny");
+        net.mark_bootstrapped()?;
+    }
+    println!("\n  {:<12} {:<10} {:<24} data", "node", "role", "http api");
+    for name in net.node_names() {
+        let role = if net.is_observer(&name) {
+            "observer"
+        } else {
+            "validator"
+        };
+        println!(
+            "  {name:<12} {role:<10} http://{:<17} {}",
+            net.http(&name).map(|a| a.to_string()).unwrap_or_default(),
+            net.dir.join(&name).display()
+        );
+    }
+    println!(
+        "\n  chain {} at height {}, state root {}",
+        net.genesis.chain_id,
+        ledger.height(),
+        ledger.state().root()
+    );
+    println!(
+        "  try: curl http://{}/v1/blocks",
+        net.http("hospital-a")
+            .map(|a| a.to_string())
+            .unwrap_or_default()
+    );
+    println!(
+        "  a study from the command line: medspace query contract --spec <query.json> --study <id> (as research-1.researcher),"
+    );
+    println!(
+        "    medspace query --as hospital-a.steward approve --contract <id> (each reviewer), medspace query run --contract <id> --epsilon 0.5"
+    );
+    println!("  Ctrl-C stops the consortium; `medspace devnet` again resumes it from disk;");
+    println!(
+        "  once stopped, `medspace audit verify --data-dir {}` re-verifies a node's chain.",
+        net.dir.join(OBSERVER).display()
+    );
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?
+        .block_on(tokio::signal::ctrl_c())
+        .context("waiting for Ctrl-C")?;
+    println!("\nstopping the nodes…");
+    net.stop();
+    Ok(())
+}

@@ -1,0 +1,306 @@
+//! A patient's side of a running consortium — authorization codes, the proven log, the complete
+//! record — and a grantee's redemption of a code at the holding hospital's node.
+
+use crate::remote::Remote;
+use crate::{ClientError, Result};
+use medspace_chain::node::Genesis as ChainGenesis;
+use medspace_state::State;
+use medspace_state::records::{AccessRecord, PatientEvent};
+use medspace_types::*;
+use serde_json::Value;
+
+/// What a patient grants; the authorization code is made by [`GrantTerms::with_new_code`].
+pub struct GrantTerms {
+    /// Who may fetch.
+    pub grantee: MemberId,
+    /// The hospital holding the records.
+    pub holder: MemberId,
+    /// Why.
+    pub purpose: Purpose,
+    /// FHIR resource types covered.
+    pub types: Vec<String>,
+    /// Records dated within (ms since the epoch, inclusive).
+    pub period_ms: (u64, u64),
+    /// The grant ends at this block time.
+    pub expiry_ms: u64,
+    /// Redemptions allowed (0 = unlimited until expiry).
+    pub max_uses: u32,
+}
+
+impl GrantTerms {
+    /// The grant with a fresh authorization code: the payload `patient` signs, carrying only
+    /// the code's hash (all the ledger ever sees of it), and the code to hand over.
+    pub fn with_new_code(
+        self,
+        patient: &PatientId,
+    ) -> Result<(Payload, medspace_patient::AuthCode)> {
+        let code = medspace_patient::AuthCode::generate();
+        let types = self
+            .types
+            .iter()
+            .map(|t| Text::new(t.as_str()))
+            .collect::<Result<Vec<_>, _>>()?;
+        let payload = Payload::IssueGrant(IssueGrant {
+            grantee: self.grantee,
+            holder: self.holder,
+            purpose: self.purpose,
+            resource_types: List::new(types)?,
+            period_from_ms: self.period_ms.0,
+            period_to_ms: self.period_ms.1,
+            expiry_ms: self.expiry_ms,
+            max_uses: self.max_uses,
+            code_hash: code.hash(patient),
+        });
+        Ok((payload, code))
+    }
+}
+
+/// Redeems `code` for `grant` at the holding hospital's node (`holder_url`), signed by the
+/// grantee's `key`: the node's status and body (the Bundle, or why it refused).
+pub fn redeem_request(
+    ledger: &Remote,
+    holder_url: &str,
+    key: &Keypair,
+    grant: GrantId,
+    code: &str,
+) -> Result<(u16, Vec<u8>)> {
+    let body = serde_json::to_vec(&serde_json::json!({ "grant": grant, "code": code }))
+        .map_err(|e| ClientError::Missing(e.to_string()))?;
+    ledger.post_signed(holder_url, "/v1/records/redeem", &body, key)
+}
+
+/// The reason in a node's error answer (its `error` field, or the body).
+pub fn error_reason(body: &[u8]) -> String {
+    serde_json::from_slice::<Value>(body)
+        .ok()
+        .and_then(|v| v.get("error").and_then(|e| e.as_str()).map(String::from))
+        .unwrap_or_else(|| String::from_utf8_lossy(body).into_owned())
+}
+
+/// The access record on the ledger for `delivered` bytes of `patient`'s record (after
+/// catching up): a delivery without one is refused.
+pub fn access_for(
+    ledger: &mut Remote,
+    patient: &PatientId,
+    delivered: &[u8],
+) -> Result<AccessRecord> {
+    let hash = medspace_worker::records::delivery_hash(delivered);
+    ledger.catch_up()?;
+    ledger
+        .state()
+        .accesses_of(patient)?
+        .into_iter()
+        .find(|a| a.record.content_hash == hash)
+        .map(|a| a.record)
+        .ok_or_else(|| {
+            ClientError::Verification(
+                "no access record on the ledger matches what was delivered".into(),
+            )
+        })
+}
+
+/// Redeems a grant and checks the delivery against its access record: the Bundle's bytes and
+/// the record.
+pub fn redeem(
+    ledger: &mut Remote,
+    genesis: &ChainGenesis,
+    key: &Keypair,
+    grant: GrantId,
+    code: &str,
+) -> Result<(Vec<u8>, AccessRecord)> {
+    let rec = ledger
+        .state()
+        .grant(grant)?
+        .ok_or_else(|| ClientError::Missing(format!("grant {grant} is not on the ledger")))?;
+    let url = crate::study::node_url(genesis, &rec.terms.holder)?;
+    let (status, bytes) = redeem_request(ledger, &url, key, grant, code)?;
+    if status != 200 {
+        return Err(ClientError::Refused {
+            what: format!("the redemption at {}", rec.terms.holder),
+            status,
+            reason: error_reason(&bytes),
+        });
+    }
+    let access = access_for(ledger, &rec.patient, &bytes)?;
+    Ok((bytes, access))
+}
+
+/// One entry of a patient's log, its proof checked against the state root.
+pub struct LogLine {
+    /// The block that recorded it.
+    pub height: u64,
+    /// What happened, in words.
+    pub what: String,
+    /// Steps of its inclusion proof.
+    pub proof_steps: usize,
+}
+
+/// `patient`'s log from the verified `state`, each entry's proof checked against its root.
+pub fn log(state: &State, patient: &PatientId) -> Result<Vec<LogLine>> {
+    let root = state.root();
+    let mut out = Vec::new();
+    for entry in state.patient_log(patient)? {
+        entry
+            .verify(&root)
+            .map_err(|e| ClientError::Verification(format!("a log entry failed its proof: {e}")))?;
+        let what = match &entry.record.event {
+            PatientEvent::Consent(c) => format!(
+                "consent {} {} {}",
+                c.purpose,
+                c.study
+                    .as_ref()
+                    .map_or("(all studies)".into(), |s| s.to_string()),
+                c.state
+            ),
+            PatientEvent::GrantIssued(g) => format!("grant {g} issued"),
+            PatientEvent::GrantRevoked(g) => format!("grant {g} revoked"),
+            PatientEvent::Accessed(a) => {
+                let rec = state
+                    .access(*a)?
+                    .ok_or_else(|| ClientError::Missing(format!("access {a} missing")))?;
+                format!(
+                    "records delivered by {} to {} under {:?} ({} resources, hash {})",
+                    rec.holder, rec.recipient, rec.basis, rec.resource_count, rec.content_hash
+                )
+            }
+            PatientEvent::Destroyed(a) => format!("copy of {a} destroyed"),
+        };
+        out.push(LogLine {
+            height: entry.record.height,
+            what,
+            proof_steps: entry.proof.path.len(),
+        });
+    }
+    Ok(out)
+}
+
+/// The aggregate jobs that may have counted `patient`: jobs under contracts covering one of
+/// `holders` (the hospitals holding the patient's records) whose purpose, study and level the
+/// patient's consent allowed at the job's height (the ledger never learns who was in a cohort;
+/// only aggregates left the hospitals). Each job record is proven against the root.
+pub fn jobs_that_may_have_counted(
+    state: &State,
+    patient: &PatientId,
+    holders: &[MemberId],
+) -> Result<Vec<LogLine>> {
+    let root = state.root();
+    let mut out = Vec::new();
+    for job in state.jobs()? {
+        let Some(c) = state.contract(job.contract)? else {
+            continue;
+        };
+        let Some(at) = c.owners.iter().find(|o| holders.contains(o)) else {
+            continue;
+        };
+        if !state.consent_allows(
+            patient,
+            c.purpose,
+            c.study.as_ref(),
+            c.level,
+            job.submitted_height,
+        )? {
+            continue;
+        }
+        let key = medspace_state::records::keys::job(job.id);
+        let (value, proof) = state
+            .prove(&key)
+            .ok_or_else(|| ClientError::Missing("a job without its record".into()))?;
+        proof.verify(&root, &key, &value).map_err(|e| {
+            ClientError::Verification(format!("a job record failed its proof: {e}"))
+        })?;
+        let outcome = match &job.result {
+            Some(r) => format!(
+                "aggregate result {} posted by {}, {} institutions contributed",
+                r.result_hash,
+                r.posted_by,
+                r.contributions.len()
+            ),
+            None => "running".to_string(),
+        };
+        out.push(LogLine {
+            height: job.submitted_height,
+            what: format!(
+                "job {} under {} ({} {}) may have counted you at {at}: your consent allowed it; {outcome}",
+                job.id,
+                c.id,
+                c.purpose,
+                c.study
+                    .as_ref()
+                    .map_or("(no study)".into(), |s| s.to_string()),
+            ),
+            proof_steps: proof.path.len(),
+        });
+    }
+    Ok(out)
+}
+
+/// A patient's complete record, merged from every hospital holding one.
+pub struct ExportedRecord {
+    /// One FHIR R4 Bundle (`collection`).
+    pub bundle: Value,
+    /// The hospitals that answered with a record, and how many resources each added.
+    pub from: Vec<(String, usize)>,
+    /// Nodes that could not be reached (any record held there is missing).
+    pub unreachable: Vec<String>,
+}
+
+/// Downloads the patient's record (signed by their own `key`) from every node of the genesis
+/// and merges the Bundles, each resource once.
+pub fn export_record(
+    ledger: &Remote,
+    genesis: &ChainGenesis,
+    key: &Keypair,
+) -> Result<ExportedRecord> {
+    let mut entries: Vec<Value> = Vec::new();
+    let mut seen = std::collections::HashSet::new();
+    let mut from = Vec::new();
+    let mut unreachable = Vec::new();
+    for node in genesis.validators.iter().chain(&genesis.observers) {
+        let url = format!("http://{}", node.http);
+        let (status, bytes) = match ledger.get_signed(&url, "/v1/records/export", key) {
+            Ok(answer) => answer,
+            Err(e) => {
+                unreachable.push(format!("{}: {e}", node.name));
+                continue;
+            }
+        };
+        if status != 200 {
+            continue; // no record there (or no record service)
+        }
+        let bundle: Value = serde_json::from_slice(&bytes).map_err(|e| {
+            ClientError::Verification(format!("{} sent a malformed Bundle: {e}", node.name))
+        })?;
+        let mut n = 0;
+        for e in bundle
+            .get("entry")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+        {
+            let url = e
+                .get("fullUrl")
+                .and_then(Value::as_str)
+                .unwrap_or_default()
+                .to_string();
+            if url.is_empty() || seen.insert(url) {
+                entries.push(e.clone());
+                n += 1;
+            }
+        }
+        from.push((node.name.clone(), n));
+    }
+    if from.is_empty() {
+        return Err(ClientError::Missing(
+            "no hospital holds a record of this patient".into(),
+        ));
+    }
+    Ok(ExportedRecord {
+        bundle: serde_json::json!({
+            "resourceType": "Bundle",
+            "type": "collection",
+            "entry": entries,
+        }),
+        from,
+        unreachable,
+    })
+}

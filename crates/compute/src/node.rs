@@ -1,0 +1,89 @@
+//! The hospital's vault behind the node's services: [`VaultPlane`] is the compute service's
+//! data plane (a job planned from the ledger, run on the consenting patients, noised), and
+//! [`VaultRecords`] is record sharing's source (a patient's record through the hospital's
+//! confirmed link from the ledger pseudonym).
+
+use crate::federated::run_site;
+use crate::links::Links;
+use medspace_privacy::release::Protection;
+use medspace_state::State;
+use medspace_types::{JobId, MemberId, PatientId};
+use medspace_worker::compute::{DataPlane, PlaneRefusal, SiteVector};
+use medspace_worker::records::RecordSource;
+use std::path::PathBuf;
+
+/// Runs `f` on a thread of its own and waits for it: the vault's DataFusion work starts a
+/// runtime, which tokio forbids on a thread that belongs to a runtime (the node's blocking
+/// tasks do).
+fn outside_runtime<T: Send>(
+    f: impl FnOnce() -> Result<T, PlaneRefusal> + Send,
+) -> Result<T, PlaneRefusal> {
+    std::thread::scope(|s| {
+        s.spawn(f)
+            .join()
+            .unwrap_or_else(|_| Err(PlaneRefusal("the vault's computation failed".into())))
+    })
+}
+
+/// The compute service's data plane over a hospital's vault and patient links.
+pub struct VaultPlane {
+    /// The node directory holding the vault and the links.
+    pub dir: PathBuf,
+}
+
+impl DataPlane for VaultPlane {
+    fn site_vector(
+        &self,
+        state: &State,
+        job: JobId,
+        member: &MemberId,
+    ) -> Result<SiteVector, PlaneRefusal> {
+        let refuse = |e: &dyn std::fmt::Display| PlaneRefusal(e.to_string());
+        // The links are read afresh for every job: a patient linked since the last one counts.
+        let links = Links::load(&self.dir).map_err(|e| refuse(&e))?;
+        let k = state.policy().map_err(|e| refuse(&e))?.min_cell_k;
+        let mut rng = medspace_privacy::dp::os_rng().map_err(|e| refuse(&e))?;
+        let started = std::time::Instant::now();
+        // DataFusion runs on a runtime of its own, which cannot start inside the node's: the
+        // query runs on a thread outside it (the caller is a blocking task and may wait).
+        let (values, cohort) = outside_runtime(|| {
+            run_site(
+                state,
+                job,
+                member,
+                &self.dir,
+                &links,
+                Protection::Full { k },
+                &mut rng,
+            )
+            .map_err(|e| refuse(&e))
+        })?;
+        tracing::info!(job = %job, cohort, ms = started.elapsed().as_millis() as u64, "compute.site: vector computed");
+        Ok(SiteVector { values, cohort })
+    }
+}
+
+/// Record sharing's source over a hospital's vault and patient links.
+pub struct VaultRecords {
+    /// The node directory holding the vault and the links.
+    pub dir: PathBuf,
+}
+
+impl RecordSource for VaultRecords {
+    fn patient_bundle(
+        &self,
+        patient: &PatientId,
+    ) -> Result<Option<serde_json::Value>, PlaneRefusal> {
+        let refuse = |e: &dyn std::fmt::Display| PlaneRefusal(e.to_string());
+        let links = Links::load(&self.dir).map_err(|e| refuse(&e))?;
+        let Some(person) = links.person_of(patient) else {
+            return Ok(None);
+        };
+        outside_runtime(|| {
+            let vault = medspace_vault::Vault::open_read_only(&self.dir).map_err(|e| refuse(&e))?;
+            medspace_vault::export::export_patient(&vault, &person.to_string())
+                .map(Some)
+                .map_err(|e| refuse(&e))
+        })
+    }
+}

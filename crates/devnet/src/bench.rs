@@ -1,0 +1,595 @@
+//! The end-to-end benchmarks that need a running consortium of real node processes:
+//! [`jobs_end_to_end`] (a study's jobs from submission to the client's verified result) and
+//! [`redeem`] (a patient's code redeemed at the holding hospital's node). They return their
+//! figures; the command line prints them.
+
+use crate::devnet::{self, Devnet, DevnetOptions};
+use crate::{Context, Result, fail};
+use medspace_types::*;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+/// The `p` quantile (nearest rank) of sorted figures; 0 for none.
+pub fn percentile(sorted: &[f64], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return 0.0;
+    }
+    let i = ((sorted.len() - 1) as f64 * p).round() as usize;
+    sorted.get(i).copied().unwrap_or(0.0)
+}
+
+/// The figures sorted ascending.
+pub fn sorted(v: impl IntoIterator<Item = f64>) -> Vec<f64> {
+    let mut x: Vec<f64> = v.into_iter().collect();
+    x.sort_by(f64::total_cmp);
+    x
+}
+
+/// The end-to-end jobs benchmark.
+#[derive(Clone, Debug)]
+pub struct JobsOptions {
+    /// Seed of the devnet.
+    pub seed: u64,
+    /// Generated patients per hospital.
+    pub patients: usize,
+    /// First loopback port.
+    pub base_port: u16,
+    /// Jobs timed one after another.
+    pub jobs: usize,
+}
+
+/// A fresh devnet of node processes with their workers under `dir`; every patient decides on
+/// research; one L3 contract approved by its reviewers; `jobs` jobs one after another, each
+/// timed from submission to the client's verified block holding its result. Milliseconds.
+pub fn jobs_end_to_end(
+    dir: &Path,
+    opts: &JobsOptions,
+    progress: &mut dyn FnMut(usize, usize),
+) -> Result<Vec<f64>> {
+    if dir.exists() {
+        std::fs::remove_dir_all(dir)?;
+    }
+    let mut net = Devnet::start(
+        dir,
+        &DevnetOptions {
+            seed: opts.seed,
+            patients: opts.patients,
+            fhir: vec![],
+            base_port: opts.base_port,
+        },
+    )?;
+    let outcome = (|| -> Result<Vec<f64>> {
+        let mut ledger = net.client()?;
+        devnet::publish_catalogs(&net, &mut ledger, |_, _, _| {})?;
+        devnet::register_patients(&net, &mut ledger)?;
+        devnet::simulate_consents(&net, &mut ledger)?;
+        let spec = crate::demo::STUDY_SPEC;
+        let researcher = net.consortium.user_key("research-1.researcher")?.clone();
+        let eps = 10_000;
+        let contract = medspace_client::study::propose(
+            &mut ledger,
+            &researcher,
+            &medspace_client::study::Proposal {
+                spec_json: spec,
+                hospitals: &medspace_consortium::HOSPITALS,
+                purpose: Purpose::Research,
+                study: None,
+                budget_micro: eps * opts.jobs.max(1) as u64,
+                days: 30,
+                fee: 0,
+            },
+        )?;
+        medspace_client::study::approve_all(&mut ledger, &net.consortium, contract)?;
+        let mut ms = Vec::new();
+        for done in 0..opts.jobs {
+            let run = medspace_client::study::run_job(
+                &net.genesis,
+                &mut ledger,
+                &researcher,
+                contract,
+                spec.as_bytes(),
+                eps,
+                Duration::from_secs(120),
+            )?;
+            if run.result.contributions.len() != medspace_consortium::HOSPITALS.len() {
+                fail!(
+                    "job {} was answered without every hospital: {:?}",
+                    run.job,
+                    run.result.dropped
+                );
+            }
+            ms.push(run.latency.as_secs_f64() * 1000.0);
+            progress(done + 1, opts.jobs);
+        }
+        Ok(ms)
+    })();
+    net.stop();
+    outcome
+}
+
+/// The redemption benchmark.
+#[derive(Clone, Debug)]
+pub struct RedeemOptions {
+    /// Generated patients per hospital.
+    pub patients: usize,
+    /// One FHIR folder per hospital instead.
+    pub fhir: Vec<PathBuf>,
+    /// Sequential redemptions timed.
+    pub redemptions: usize,
+    /// Concurrent clients for the rate.
+    pub concurrency: usize,
+    /// Redemptions in the rate run.
+    pub rate_redemptions: usize,
+    /// First loopback port of the devnet.
+    pub base_port: u16,
+    /// Seed.
+    pub seed: u64,
+}
+
+/// One redemption as the client saw it.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Timing {
+    /// The client's total, request to last byte (includes the access record's finality), ms.
+    pub total_ms: f64,
+    /// The holder's preparation (checks, reading and scoping the record, hashing), ms.
+    pub prepare_ms: f64,
+    /// The holder's wait for the access record's finality, ms.
+    pub finality_ms: f64,
+    /// Resources delivered.
+    pub resources: usize,
+}
+
+/// The redemption benchmark's figures.
+#[derive(Clone, Debug)]
+pub struct RedeemReport {
+    /// Resources per patient record of hospital-a.
+    pub record_sizes: Vec<usize>,
+    /// Sequential redemptions of the largest record.
+    pub sequential: Vec<Timing>,
+    /// Redemptions by concurrent clients.
+    pub concurrent: Vec<Timing>,
+    /// Wall time of the concurrent run, s.
+    pub concurrent_s: f64,
+    /// Grants redeemed in the concurrent run.
+    pub grants: usize,
+}
+
+async fn redeem_once(
+    client: &reqwest::Client,
+    url: &str,
+    key: &Keypair,
+    grant: GrantId,
+    code: &str,
+) -> Result<Timing> {
+    let body = serde_json::to_vec(&serde_json::json!({ "grant": grant, "code": code }))?;
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+        .unwrap_or(0);
+    let path = "/v1/records/redeem";
+    let auth = medspace_api::auth::sign_request(key, "POST", path, now, &body);
+    let t = Instant::now();
+    let r = client
+        .post(format!("{url}{path}"))
+        .header("authorization", auth)
+        .body(body)
+        .send()
+        .await
+        .context("redeem request")?;
+    let status = r.status();
+    let us = |name: &str| -> f64 {
+        r.headers()
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<f64>().ok())
+            .unwrap_or(0.0)
+            / 1000.0
+    };
+    let (prepare_ms, finality_ms) = (us("x-medspace-prepare-us"), us("x-medspace-finality-us"));
+    let bytes = r.bytes().await.context("redeem answer")?;
+    let total_ms = t.elapsed().as_secs_f64() * 1000.0;
+    if !status.is_success() {
+        fail!(
+            "redemption refused ({status}): {}",
+            medspace_client::records::error_reason(&bytes)
+        );
+    }
+    let v: serde_json::Value = serde_json::from_slice(&bytes)?;
+    let resources = v
+        .get("entry")
+        .and_then(serde_json::Value::as_array)
+        .map_or(0, Vec::len);
+    Ok(Timing {
+        total_ms,
+        prepare_ms,
+        finality_ms,
+        resources,
+    })
+}
+
+/// Redeems codes on a fresh devnet: every patient of hospital-a grants hospital-b all their
+/// resource types; the largest record is redeemed `redemptions` times one after another, then
+/// `rate_redemptions` by `concurrency` clients at once.
+pub fn redeem(
+    opts: &RedeemOptions,
+    progress: &mut dyn FnMut(usize, usize),
+) -> Result<RedeemReport> {
+    let dir = std::env::temp_dir().join(format!("medspace-bench-redeem-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let mut net = Devnet::start(
+        &dir,
+        &DevnetOptions {
+            seed: opts.seed,
+            patients: opts.patients,
+            fhir: opts.fhir.clone(),
+            base_port: opts.base_port,
+        },
+    )?;
+    let outcome = redeem_on(&net, opts, progress);
+    net.stop();
+    let _ = std::fs::remove_dir_all(&dir);
+    outcome
+}
+
+fn redeem_on(
+    net: &Devnet,
+    opts: &RedeemOptions,
+    progress: &mut dyn FnMut(usize, usize),
+) -> Result<RedeemReport> {
+    let mut ledger = net.client()?;
+    devnet::publish_catalogs(net, &mut ledger, |_, _, _| {})?;
+    devnet::register_patients(net, &mut ledger)?;
+    let holder = net
+        .hospitals
+        .first()
+        .context("the devnet has no hospital")?;
+    let vault = medspace_vault::Vault::open_read_only(&holder.dir)?;
+    let mut sizes = Vec::new();
+    let mut codes = Vec::new();
+    for (i, (person, _, _)) in vault.persons().into_iter().enumerate() {
+        let p = holder.patients.get(i).context("patient list out of step")?;
+        let bundle = medspace_vault::export::export_patient(&vault, &person.to_string())?;
+        let entries = bundle
+            .get("entry")
+            .and_then(serde_json::Value::as_array)
+            .cloned()
+            .unwrap_or_default();
+        let mut types: Vec<String> = entries
+            .iter()
+            .filter_map(|e| {
+                e.pointer("/resource/resourceType")
+                    .and_then(serde_json::Value::as_str)
+                    .map(String::from)
+            })
+            .collect();
+        types.sort();
+        types.dedup();
+        types.truncate(32);
+        let (payload, code) = medspace_client::records::GrantTerms {
+            grantee: MemberId::new("hospital-b")?,
+            holder: MemberId::new(&holder.member)?,
+            purpose: Purpose::Treatment,
+            types,
+            period_ms: (0, u64::MAX / 2),
+            expiry_ms: ledger.time_ms() + 24 * 3600 * 1000,
+            max_uses: 0,
+        }
+        .with_new_code(&p.id)?;
+        ledger.submit(&p.key, payload)?;
+        sizes.push(entries.len());
+        codes.push(code.display());
+    }
+    let ids: Vec<GrantId> = ledger
+        .must_block()?
+        .iter()
+        .filter_map(|r| match r.created {
+            Some(medspace_state::Created::Grant(g)) => Some(g),
+            _ => None,
+        })
+        .collect();
+    if ids.len() != codes.len() {
+        fail!("{} grants issued, {} expected", ids.len(), codes.len());
+    }
+    let grants: Vec<(GrantId, String)> = ids.into_iter().zip(codes).collect();
+    let largest = sizes
+        .iter()
+        .enumerate()
+        .max_by_key(|(_, n)| **n)
+        .map(|(i, _)| i)
+        .context("no patients")?;
+    let (big_grant, big_code) = grants.get(largest).cloned().context("no grant")?;
+    let url = medspace_client::study::node_url(&net.genesis, &MemberId::new(&holder.member)?)?;
+    let key = net.consortium.user_key("hospital-b.clinician")?.clone();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?;
+    let client = reqwest::Client::builder()
+        .timeout(Duration::from_secs(60))
+        .build()
+        .context("http client")?;
+    let total_steps = opts.redemptions + opts.rate_redemptions;
+    let mut sequential = Vec::new();
+    for i in 0..opts.redemptions {
+        sequential.push(rt.block_on(redeem_once(&client, &url, &key, big_grant, &big_code))?);
+        progress(i + 1, total_steps);
+    }
+    // The rate: concurrent clients, each on its own patients' grants.
+    let clients = opts.concurrency.max(1);
+    let started = Instant::now();
+    let mut tasks = Vec::new();
+    for c in 0..clients {
+        let (client, url, key) = (client.clone(), url.clone(), key.clone());
+        let mine: Vec<(GrantId, String)> = grants
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| i % clients == c)
+            .map(|(_, g)| g.clone())
+            .collect();
+        let n = opts.rate_redemptions / clients;
+        tasks.push(rt.spawn(async move {
+            let mut out = Vec::new();
+            for i in 0..n {
+                if let Some((g, code)) = mine.get(i % mine.len().max(1)) {
+                    out.push(redeem_once(&client, &url, &key, *g, code).await);
+                }
+            }
+            out
+        }));
+    }
+    let mut concurrent = Vec::new();
+    for t in tasks {
+        for r in rt.block_on(t).context("a client task")? {
+            concurrent.push(r?);
+            progress(opts.redemptions + concurrent.len(), total_steps);
+        }
+    }
+    Ok(RedeemReport {
+        record_sizes: sizes,
+        sequential,
+        concurrent,
+        concurrent_s: started.elapsed().as_secs_f64(),
+        grants: grants.len(),
+    })
+}
+
+/// The ledger benchmark with one OS process per validator.
+#[derive(Clone, Debug)]
+pub struct LedgerOptions {
+    /// Transactions offered.
+    pub txs: usize,
+    /// Offered rate (tx/s).
+    pub rate: u64,
+    /// First loopback port (p2p from here, HTTP from here + 100).
+    pub base_port: u16,
+}
+
+/// What the processes finalized.
+#[derive(Clone, Debug, Default)]
+pub struct LedgerReport {
+    /// Transactions finalized.
+    pub finalized: usize,
+    /// Refused at admission (mempool full under overload).
+    pub refused: usize,
+    /// From the first submission to the last finalization, s.
+    pub seconds: f64,
+    /// Submission (the batch's answer) to finality at validator 0, per finalized transaction.
+    pub latencies_ms: Vec<f64>,
+}
+
+const LEDGER_VALIDATORS: usize = 4;
+
+/// Four `medspace node` validator processes (`exe`) over loopback, the ledger benchmark's
+/// workload ([`medspace_ledger::bench::workload`]) offered in 10 ms slices, each validator's
+/// share of a slice as one `POST /v1/txs` batch; finality observed at validator 0 block by
+/// block. The processes and their files are removed afterwards.
+pub fn ledger_processes(
+    exe: &Path,
+    opts: &LedgerOptions,
+    progress: &mut dyn FnMut(&str),
+) -> Result<LedgerReport> {
+    let dir = std::env::temp_dir().join(format!("medspace-bench-ledger-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir)?;
+    let workload = medspace_ledger::bench::workload(opts.txs).context("workload")?;
+    let addr = |p: u16| std::net::SocketAddr::from(([127, 0, 0, 1], p));
+    let nodes: Vec<medspace_chain::node::SpecNode> = (0..LEDGER_VALIDATORS as u16)
+        .map(|i| medspace_chain::node::SpecNode {
+            name: format!("v{i}"),
+            validator: true,
+            p2p: addr(opts.base_port + i),
+            http: addr(opts.base_port + 100 + i),
+        })
+        .collect();
+    let urls: Vec<String> = nodes.iter().map(|n| format!("http://{}", n.http)).collect();
+    medspace_chain::node::init_consortium(
+        &medspace_chain::node::ConsortiumSpec {
+            chain_id: medspace_chain::bench::BENCH_CHAIN.to_string(),
+            nodes: nodes.clone(),
+            app: workload.app_genesis.clone(),
+        },
+        &dir,
+    )?;
+    let mut children = Vec::new();
+    for n in &nodes {
+        let log = std::fs::File::create(dir.join(&n.name).join("node.log"))?;
+        children.push(
+            std::process::Command::new(exe)
+                .arg("node")
+                .arg("--config")
+                .arg(dir.join(&n.name).join("node.toml"))
+                .env("RUST_LOG", "warn")
+                .stdin(std::process::Stdio::null())
+                .stdout(log.try_clone()?)
+                .stderr(log)
+                .spawn()
+                .context("starting a validator process")?,
+        );
+    }
+    progress("4 validator processes started; waiting for their APIs");
+    let outcome = offer(&urls, &workload.txs, &workload.route, opts.rate, progress);
+    for c in &mut children {
+        let _ = c.kill();
+        let _ = c.wait();
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+    outcome
+}
+
+fn offer(
+    urls: &[String],
+    txs: &[bytes::Bytes],
+    route: &[usize],
+    rate: u64,
+    progress: &mut dyn FnMut(&str),
+) -> Result<LedgerReport> {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?;
+    let client = reqwest::Client::builder()
+        .timeout(Duration::from_secs(30))
+        .build()
+        .context("http client")?;
+    // Every validator answers before anything is offered.
+    let started = Instant::now();
+    for url in urls {
+        while rt
+            .block_on(client.get(format!("{url}/health")).send())
+            .map(|r| !r.status().is_success())
+            .unwrap_or(true)
+        {
+            if started.elapsed() > Duration::from_secs(60) {
+                fail!("validator {url} did not answer within 60 s");
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+    progress("offering the workload");
+    let submitted = std::sync::Arc::new(std::sync::Mutex::new(std::collections::HashMap::<
+        String,
+        Instant,
+    >::new()));
+    let total = txs.len();
+    // The watcher: validator 0's finalized blocks, one after another.
+    let watcher = {
+        let (client, url, submitted) = (
+            client.clone(),
+            urls.first().cloned().unwrap_or_default(),
+            submitted.clone(),
+        );
+        rt.spawn(async move {
+            let mut latencies = Vec::new();
+            let mut last = Instant::now();
+            let mut height = 1u64;
+            let idle_limit = Duration::from_secs(30);
+            while latencies.len() < total && last.elapsed() < idle_limit {
+                let raw = client
+                    .get(format!("{url}/v1/blocks/{height}/raw?wait_ms=2000"))
+                    .send()
+                    .await;
+                if !raw.is_ok_and(|r| r.status().is_success()) {
+                    continue;
+                }
+                let Ok(r) = client.get(format!("{url}/v1/blocks/{height}")).send().await else {
+                    continue;
+                };
+                let Ok(body) = r.bytes().await else {
+                    continue;
+                };
+                let Ok(v) = serde_json::from_slice::<serde_json::Value>(&body) else {
+                    continue;
+                };
+                let now = Instant::now();
+                let ids = v
+                    .get("tx_ids")
+                    .and_then(serde_json::Value::as_array)
+                    .cloned()
+                    .unwrap_or_default();
+                if !ids.is_empty() {
+                    last = now;
+                }
+                let sent = submitted.lock().map(|m| m.clone()).unwrap_or_default();
+                for id in ids.iter().filter_map(serde_json::Value::as_str) {
+                    if let Some(t) = sent.get(id) {
+                        latencies.push(now.duration_since(*t).as_secs_f64() * 1000.0);
+                    }
+                }
+                height += 1;
+            }
+            (latencies, last)
+        })
+    };
+    let start = Instant::now();
+    let mut sent = 0usize;
+    let mut refused = 0usize;
+    let n = urls.len().max(1);
+    while sent < total {
+        let due = ((start.elapsed().as_secs_f64() * rate as f64) as usize).min(total);
+        if due <= sent {
+            std::thread::sleep(Duration::from_millis(10));
+            continue;
+        }
+        let mut per_node: Vec<Vec<bytes::Bytes>> = vec![Vec::new(); n];
+        for (i, tx) in txs.iter().enumerate().take(due).skip(sent) {
+            let to = route.get(i).copied().unwrap_or(i) % n;
+            if let Some(list) = per_node.get_mut(to) {
+                list.push(tx.clone());
+            }
+        }
+        let posts = per_node
+            .into_iter()
+            .zip(urls)
+            .filter(|(l, _)| !l.is_empty())
+            .map(|(list, url)| {
+                let (client, submitted) = (client.clone(), submitted.clone());
+                let body = medspace_chain::engine::encode_tx_batch(&list);
+                let ids: Vec<String> = list
+                    .iter()
+                    .map(|t| hex::encode(medspace_chain::block::tx_hash(t)))
+                    .collect();
+                let url = format!("{url}/v1/txs");
+                async move {
+                    let answer = client.post(url).body(body).send().await;
+                    let now = Instant::now();
+                    let v: serde_json::Value = match answer {
+                        Ok(r) => r
+                            .bytes()
+                            .await
+                            .ok()
+                            .and_then(|b| serde_json::from_slice(&b).ok())
+                            .unwrap_or_default(),
+                        Err(_) => return ids.len(),
+                    };
+                    let results = v
+                        .get("results")
+                        .and_then(serde_json::Value::as_array)
+                        .cloned()
+                        .unwrap_or_default();
+                    let mut refused = 0;
+                    if let Ok(mut m) = submitted.lock() {
+                        for (id, r) in ids.into_iter().zip(results) {
+                            if r.get("error").is_some() {
+                                refused += 1;
+                            } else {
+                                m.insert(id, now);
+                            }
+                        }
+                    }
+                    refused
+                }
+            });
+        refused += rt
+            .block_on(futures::future::join_all(posts))
+            .into_iter()
+            .sum::<usize>();
+        sent = due;
+    }
+    let (latencies, last) = rt.block_on(watcher).context("watching the blocks")?;
+    Ok(LedgerReport {
+        finalized: latencies.len(),
+        refused,
+        seconds: last.duration_since(start).as_secs_f64(),
+        latencies_ms: latencies,
+    })
+}

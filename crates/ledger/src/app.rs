@@ -1,0 +1,337 @@
+//! [`LedgerApp`]: the ledger state machine as the application the consortium chain replicates.
+//!
+//! A block executes on the state of its parent — the committed state, or the last of the
+//! unfinalized blocks it builds on — and the result of a block *is* the next state (the state is
+//! a persistent trie, so keeping one per unfinalized block costs only the nodes that block
+//! wrote). Committing a finalized block makes its state the committed one.
+
+use crate::LedgerError;
+use crate::execute::execute_block_with;
+use crate::recent::Recent;
+use bytes::Bytes;
+use medspace_chain::Application;
+use medspace_state::State;
+use medspace_types::{Genesis, SignedTx};
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex, PoisonError};
+
+/// How many admitted transaction ids a validator remembers as signature-checked.
+const VERIFIED_KEPT: usize = 1 << 20;
+
+/// The state after a block, kept for blocks that are not final yet.
+#[derive(Clone, Debug)]
+pub struct BlockState {
+    /// The state after the block.
+    pub state: State,
+}
+
+/// The ledger state machine as a chain application.
+#[derive(Clone, Debug)]
+pub struct LedgerApp {
+    committed: State,
+    height: u64,
+    /// Ids of transactions whose signature this node checked at admission, so executing the
+    /// block that carries them need not check again.
+    verified: Arc<Mutex<Recent<()>>>,
+}
+
+impl LedgerApp {
+    /// The application at genesis.
+    pub fn new(genesis: &Genesis) -> Result<Self, LedgerError> {
+        Ok(Self {
+            committed: State::genesis(genesis)?,
+            height: 0,
+            verified: Arc::new(Mutex::new(Recent::new(VERIFIED_KEPT))),
+        })
+    }
+
+    /// The application from the chain genesis' `app` section (a medspace genesis).
+    pub fn from_chain_genesis(app: &serde_json::Value) -> Result<Self, LedgerError> {
+        let genesis: Genesis = serde_json::from_value(app.clone())
+            .map_err(|e| LedgerError::AppGenesis(e.to_string()))?;
+        Self::new(&genesis)
+    }
+
+    /// The cache of decompressed signer keys this node's admission and blocks share (one per
+    /// node, carried by its committed state).
+    pub fn key_cache(&self) -> &medspace_state::KeyCache {
+        self.committed.key_cache()
+    }
+
+    /// The committed state (after the last finalized block).
+    pub fn state(&self) -> &State {
+        &self.committed
+    }
+
+    /// Height of the last committed block.
+    pub fn height(&self) -> u64 {
+        self.height
+    }
+}
+
+impl Application for LedgerApp {
+    type Diff = Arc<BlockState>;
+
+    fn precheck(&self, txs: &[Bytes]) -> Vec<Result<(), String>> {
+        let mut out: Vec<Result<(), String>> = Vec::with_capacity(txs.len());
+        let mut decoded = Vec::with_capacity(txs.len());
+        for raw in txs {
+            match SignedTx::from_bytes(raw.clone()) {
+                Ok(tx) => {
+                    decoded.push(tx);
+                    out.push(Ok(()));
+                }
+                Err(e) => out.push(Err(e.to_string())),
+            }
+        }
+        let mut checked =
+            medspace_state::verify_signatures_with(self.committed.key_cache(), &decoded)
+                .into_iter();
+        let mut signers = decoded.iter();
+        for o in out.iter_mut().filter(|o| o.is_ok()) {
+            let good = checked.next().unwrap_or(false);
+            let signer = signers.next();
+            if !good {
+                *o = Err(medspace_state::TxError::BadSignature {
+                    signer: signer.map(|t| t.body.signer.to_hex()).unwrap_or_default(),
+                }
+                .to_string());
+            }
+        }
+        out
+    }
+
+    /// Admission of a transaction whose decoding and signature [`Application::precheck`]
+    /// accepted; remembers its id as signature-checked so that executing it skips the check.
+    fn check_prechecked(&self, tx: &[u8]) -> Result<[u8; 32], String> {
+        let decoded =
+            SignedTx::from_bytes(Bytes::copy_from_slice(tx)).map_err(|e| e.to_string())?;
+        self.committed
+            .check_admission(&decoded)
+            .map_err(|e| e.to_string())?;
+        let id = medspace_chain::block::tx_hash(tx);
+        self.verified
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(id, ());
+        Ok(id)
+    }
+
+    fn execute(
+        &self,
+        pending: &[&Self::Diff],
+        height: u64,
+        time_ms: u64,
+        txs: &[Bytes],
+    ) -> (Self::Diff, [u8; 32], Vec<Result<(), String>>) {
+        let mut state = pending
+            .last()
+            .map_or_else(|| self.committed.clone(), |d| d.state.clone());
+        let known: HashSet<[u8; 32]> = {
+            let cache = self.verified.lock().unwrap_or_else(PoisonError::into_inner);
+            txs.iter()
+                .map(|t| medspace_chain::block::tx_hash(t))
+                .filter(|id| cache.get(id).is_some())
+                .collect()
+        };
+        let outcomes =
+            execute_block_with(&mut state, height, time_ms, txs, &|id| known.contains(id))
+                .into_iter()
+                .map(|(_, r)| r.map(|_| ()).map_err(|e| e.to_string()))
+                .collect();
+        let root = state.root().0;
+        (Arc::new(BlockState { state }), root, outcomes)
+    }
+
+    fn commit(&mut self, height: u64, diff: &Self::Diff) -> [u8; 32] {
+        self.committed = diff.state.clone();
+        self.height = height;
+        self.committed.root().0
+    }
+
+    fn root(&self) -> [u8; 32] {
+        self.committed.root().0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::execute::{execute_block, execute_block_with};
+    use medspace_types::*;
+
+    fn genesis() -> (Genesis, Keypair) {
+        let m = Keypair::from_seed(1);
+        let g = Genesis {
+            chain_id: Name::new("t").unwrap(),
+            time_ms: 0,
+            members: vec![GenesisMember {
+                member: Member {
+                    id: MemberId::new("a").unwrap(),
+                    name: Text::new("A").unwrap(),
+                    kind: MemberKind::Hospital,
+                    key: m.public(),
+                    agreement_key: Hash::default(),
+                },
+                balance: 0,
+            }],
+            users: vec![],
+            policy: Policy::default(),
+        };
+        (g, m)
+    }
+
+    fn consent(k: &Keypair, nonce: u64) -> Bytes {
+        SignedTx::new(
+            &Name::new("t").unwrap(),
+            k,
+            nonce,
+            if nonce == 0 {
+                Payload::RegisterPatient(RegisterPatient {})
+            } else {
+                Payload::SetConsent(SetConsent {
+                    purpose: Purpose::Research,
+                    study: None,
+                    decision: Decision::Allow,
+                    l4_opt_in: false,
+                })
+            },
+        )
+        .to_bytes()
+    }
+
+    #[test]
+    fn blocks_build_on_pending_parents_and_commit_in_order() {
+        let (g, _) = genesis();
+        let mut app = LedgerApp::new(&g).unwrap();
+        let p = Keypair::from_seed(9);
+        let genesis_root = app.root();
+        let (d1, r1, o1) = app.execute(&[], 1, 1000, &[consent(&p, 0)]);
+        assert!(o1.iter().all(Result::is_ok));
+        // Block 2 on unfinalized block 1: sees the registration.
+        let (d2, r2, o2) = app.execute(&[&d1], 2, 2000, &[consent(&p, 1)]);
+        assert!(o2.iter().all(Result::is_ok), "{o2:?}");
+        assert_ne!(r1, r2);
+        assert_eq!(app.root(), genesis_root, "nothing committed yet");
+        // The same block executed again gives the same root (determinism).
+        assert_eq!(app.execute(&[&d1], 2, 2000, &[consent(&p, 1)]).1, r2);
+        assert_eq!(app.commit(1, &d1), r1);
+        assert_eq!(app.commit(2, &d2), r2);
+        assert_eq!(app.height(), 2);
+        // A replay is refused at admission and in a block, changing nothing.
+        assert!(app.check_tx(&consent(&p, 1)).unwrap_err().contains("nonce"));
+        let (_, r3, o3) = app.execute(
+            &[],
+            3,
+            3000,
+            &[consent(&p, 1), Bytes::from_static(b"garbage")],
+        );
+        assert!(o3.iter().all(Result::is_err));
+        assert_eq!(r3, r2);
+    }
+
+    #[test]
+    fn a_signers_transactions_run_in_nonce_order_whatever_the_block_order() {
+        let (g, _) = genesis();
+        let app = LedgerApp::new(&g).unwrap();
+        let p = Keypair::from_seed(9);
+        let q = Keypair::from_seed(10);
+        let (_, root_a, oa) = app.execute(
+            &[],
+            1,
+            1000,
+            &[consent(&p, 1), consent(&q, 0), consent(&p, 0)],
+        );
+        assert!(oa.iter().all(Result::is_ok), "{oa:?}");
+        let (_, root_b, _) = app.execute(
+            &[],
+            1,
+            1000,
+            &[consent(&p, 0), consent(&q, 0), consent(&p, 1)],
+        );
+        assert_eq!(root_a, root_b);
+    }
+
+    #[test]
+    fn skipping_known_signatures_changes_no_outcome() {
+        let (g, _) = genesis();
+        let p = Keypair::from_seed(9);
+        let good = [consent(&p, 0), consent(&p, 1)];
+        let mut forged = SignedTx::from_bytes(consent(&Keypair::from_seed(10), 0)).unwrap();
+        forged.body.nonce = 1; // the signature no longer matches the body
+        let txs = vec![good[0].clone(), forged.to_bytes(), good[1].clone()];
+        let mut a = State::genesis(&g).unwrap();
+        let full = execute_block(&mut a, 1, 1000, &txs);
+        let admitted: Vec<[u8; 32]> = good
+            .iter()
+            .map(|t| medspace_chain::block::tx_hash(t))
+            .collect();
+        let mut b = State::genesis(&g).unwrap();
+        let skipped = execute_block_with(&mut b, 1, 1000, &txs, &|id| admitted.contains(id));
+        assert_eq!(a.root(), b.root());
+        let ok = |o: &[([u8; 32], crate::TxOutcome)]| {
+            o.iter().map(|(_, r)| r.is_ok()).collect::<Vec<_>>()
+        };
+        assert_eq!(ok(&full), vec![true, false, true]);
+        assert_eq!(ok(&full), ok(&skipped));
+        assert!(
+            skipped[1]
+                .1
+                .as_ref()
+                .unwrap_err()
+                .to_string()
+                .contains("signature")
+        );
+    }
+
+    #[test]
+    fn check_tx_ids_are_the_chains_tx_hash() {
+        let (g, _) = genesis();
+        let app = LedgerApp::new(&g).unwrap();
+        let tx = consent(&Keypair::from_seed(9), 0);
+        assert_eq!(
+            app.check_tx(&tx).unwrap(),
+            medspace_chain::block::tx_hash(&tx)
+        );
+        assert!(app.check_tx(b"junk").is_err());
+    }
+
+    #[test]
+    fn a_batch_precheck_refuses_exactly_the_bad_transactions() {
+        let (g, _) = genesis();
+        let app = LedgerApp::new(&g).unwrap();
+        let mut txs: Vec<Bytes> = (0..12)
+            .map(|i| consent(&Keypair::from_seed(100 + i), 0))
+            .collect();
+        let flip = |tx: &Bytes| {
+            let mut b = tx.to_vec();
+            if let Some(last) = b.last_mut() {
+                *last ^= 1;
+            }
+            Bytes::from(b)
+        };
+        txs[3] = flip(&txs[3]);
+        txs[8] = flip(&txs[8]);
+        txs[5] = Bytes::from_static(b"junk");
+        let out = app.precheck(&txs);
+        assert_eq!(out.len(), txs.len());
+        for (i, o) in out.iter().enumerate() {
+            match i {
+                3 | 8 => assert!(o.as_ref().unwrap_err().contains("signature"), "{i}: {o:?}"),
+                5 => assert!(o.is_err(), "{i}"),
+                _ => assert!(o.is_ok(), "{i}: {o:?}"),
+            }
+        }
+        // The same verdicts one by one (below the batch size) and through the full check.
+        for (i, tx) in txs.iter().enumerate() {
+            let single = app.precheck(std::slice::from_ref(tx));
+            assert_eq!(single[0].is_ok(), out[i].is_ok(), "{i}");
+            assert_eq!(app.check_tx(tx).is_ok(), out[i].is_ok(), "{i}");
+        }
+        // Admission after a precheck still applies the stateful rules: an unknown signer.
+        assert!(
+            app.check_prechecked(&consent(&Keypair::from_seed(100), 1))
+                .is_err()
+        );
+    }
+}

@@ -1,0 +1,78 @@
+//! The ledger's benchmark workloads.
+
+use crate::{LedgerApp, LedgerError};
+use medspace_types::*;
+
+/// The ledger benchmark's workload: the real state machine, and patients who each register
+/// their key and then set a research consent (two signed transactions per patient, the
+/// registrations first; a patient's two go to the same validator).
+pub fn workload(txs: usize) -> Result<medspace_chain::bench::Workload<LedgerApp>, WorkloadError> {
+    let chain = Name::new(medspace_chain::bench::BENCH_CHAIN)?;
+    let member = Keypair::from_seed(u64::MAX);
+    let genesis = Genesis {
+        chain_id: chain.clone(),
+        time_ms: 0,
+        members: vec![GenesisMember {
+            member: Member {
+                id: MemberId::new("hospital-a")?,
+                name: Text::new("Hospital A")?,
+                kind: MemberKind::Hospital,
+                key: member.public(),
+                agreement_key: Hash::default(),
+            },
+            balance: 0,
+        }],
+        users: vec![],
+        policy: Policy::default(),
+    };
+    let app_genesis =
+        serde_json::to_value(&genesis).map_err(|e| LedgerError::AppGenesis(e.to_string()))?;
+    // All registrations first, then the consents of the same patients in the same order: a
+    // validator admits a patient's consent only once the registration is committed.
+    let patients = txs.div_ceil(2);
+    let keys: Vec<Keypair> = (0..patients)
+        .map(|i| Keypair::from_seed(1 << 32 | i as u64))
+        .collect();
+    let mut out = Vec::with_capacity(txs);
+    let mut route = Vec::with_capacity(txs);
+    for (i, key) in keys.iter().enumerate() {
+        out.push(
+            SignedTx::new(&chain, key, 0, Payload::RegisterPatient(RegisterPatient {})).to_bytes(),
+        );
+        route.push(i);
+    }
+    for (i, key) in keys.iter().enumerate().take(txs - patients) {
+        out.push(
+            SignedTx::new(
+                &chain,
+                key,
+                1,
+                Payload::SetConsent(SetConsent {
+                    purpose: Purpose::Research,
+                    study: None,
+                    decision: Decision::Allow,
+                    l4_opt_in: false,
+                }),
+            )
+            .to_bytes(),
+        );
+        route.push(i);
+    }
+    Ok(medspace_chain::bench::Workload {
+        make_app: Box::new(move || LedgerApp::new(&genesis).map_err(|e| e.to_string())),
+        app_genesis,
+        txs: out,
+        route,
+    })
+}
+
+/// Why a workload could not be built.
+#[derive(Debug, thiserror::Error)]
+pub enum WorkloadError {
+    /// A name or text did not fit its type.
+    #[error(transparent)]
+    Type(#[from] TypeError),
+    /// The genesis is not valid.
+    #[error(transparent)]
+    Ledger(#[from] LedgerError),
+}

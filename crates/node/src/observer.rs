@@ -1,0 +1,131 @@
+//! The observer node: a regulator's node that follows the validators over HTTP, verifies every
+//! block (finality certificate of the genesis validators, parent link, re-execution to the
+//! header's root), keeps every verified block in its own log, and serves the ledger-read API
+//! with proofs from the state it verified ([`medspace_ledger::FollowerView`]).
+
+use medspace_chain::follow::{BlockLog, FollowError, HttpSource};
+use medspace_chain::node::Genesis as ChainGenesis;
+use medspace_ledger::{Follower, FollowerView};
+use std::sync::{Arc, RwLock};
+
+/// Errors of an observer node.
+#[derive(Debug, thiserror::Error)]
+pub enum ObserverError {
+    /// The chain could not be followed.
+    #[error(transparent)]
+    Follow(#[from] FollowError),
+    /// The block log could not be used.
+    #[error(transparent)]
+    Log(#[from] medspace_chain::follow::LogError),
+    /// The logged chain no longer verifies.
+    #[error("stored block at height={height} no longer verifies: {reason}")]
+    Stored {
+        /// Height of the stored block.
+        height: u64,
+        /// Why.
+        reason: String,
+    },
+    /// Files or sockets.
+    #[error("{what}: {error}")]
+    Io {
+        /// What failed.
+        what: String,
+        /// The cause.
+        error: String,
+    },
+}
+
+/// Runs an observer node until the process stops: replays and re-verifies its block log, then
+/// follows the validators' finalized blocks over HTTP, verifying each (certificate, links,
+/// re-execution) before appending it to the log, and serves the ledger-read API with proofs on
+/// `http.listen`.
+pub fn run(
+    config: &medspace_chain::node::NodeConfig,
+    genesis: &ChainGenesis,
+) -> Result<(), ObserverError> {
+    let io = |what: &str, e: &dyn std::fmt::Display| ObserverError::Io {
+        what: what.to_string(),
+        error: e.to_string(),
+    };
+    std::fs::create_dir_all(&config.node.data_dir)
+        .map_err(|e| io(&config.node.data_dir.display().to_string(), &e))?;
+    let mut follower = Follower::new(genesis)?;
+    let (mut log, entries) = BlockLog::open(
+        &config
+            .node
+            .data_dir
+            .join(medspace_chain::audit::OBSERVED_LOG),
+    )?;
+    for (i, raw) in entries.iter().enumerate() {
+        follower.apply(raw).map_err(|e| ObserverError::Stored {
+            height: i as u64 + 1,
+            reason: e.to_string(),
+        })?;
+    }
+    tracing::info!(
+        name = %config.node.name,
+        height = follower.height(),
+        "node.observer: replayed block log"
+    );
+    let follower = Arc::new(RwLock::new(follower));
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(config.node.worker_threads)
+        .enable_all()
+        .build()
+        .map_err(|e| io("tokio runtime", &e))?;
+    let source = HttpSource::from_genesis(genesis);
+    let listen = config.http.listen;
+    let shared = follower.clone();
+    runtime.block_on(async move {
+        let router = medspace_api::router(
+            Arc::new(FollowerView::new(shared.clone())),
+            medspace_api::Limits::default(),
+        );
+        let server = tokio::spawn(async move { medspace_chain::api::serve(listen, router).await });
+        let mut backoff_ms = 100u64;
+        loop {
+            if server.is_finished() {
+                return match server.await {
+                    Ok(Err(e)) => Err(io(&format!("http {listen}"), &e)),
+                    Ok(Ok(())) => Ok(()),
+                    Err(e) => Err(io(&format!("http {listen}"), &e)),
+                };
+            }
+            let next = shared
+                .read()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .height()
+                + 1;
+            let fetched = source.fetch(next, 5_000).await;
+            let applied = match fetched {
+                Ok(Some(raw)) => {
+                    let mut f = shared
+                        .write()
+                        .unwrap_or_else(std::sync::PoisonError::into_inner);
+                    match f.apply(&raw) {
+                        Ok(_) => log.append(&raw).map(|()| true).map_err(ObserverError::from),
+                        Err(e) => {
+                            // A validator served something that does not verify: never store
+                            // it, ask the others.
+                            tracing::warn!(height = next, error = %e, "node.observer: block rejected");
+                            source.skip();
+                            Ok(false)
+                        }
+                    }
+                }
+                Ok(None) => Ok(false),
+                Err(e) => {
+                    tracing::warn!(height = next, error = %e, "node.observer: validators unreachable");
+                    Ok(false)
+                }
+            };
+            match applied? {
+                true => backoff_ms = 100,
+                false => {
+                    tokio::time::sleep(std::time::Duration::from_millis(backoff_ms)).await;
+                    backoff_ms = (backoff_ms * 2).min(2_000);
+                }
+            }
+        }
+    })
+}

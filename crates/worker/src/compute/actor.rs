@@ -1,0 +1,363 @@
+//! The compute actor's loop: one message at a time, so every once-only rule of the round (one
+//! computed vector and one set of secrets per job, one `U1` per job) is a read and a write with
+//! nothing in between.
+
+use super::aggregate::Aggregation;
+use super::ingress::{Mailbox, Message, Reply};
+use super::{Config, DataPlane};
+use crate::round::{Job, RoundError};
+use crate::store::{MaskCommitment, SiteRecord};
+use crate::transport::{PeerError, Transport};
+use crate::wire::{DealingMsg, Hex, MaskRequest, MaskedMsg, RevealMsg};
+use futures::StreamExt as _;
+use futures::channel::mpsc;
+use medspace_ledger::Ledger;
+use medspace_privacy::secagg::{HeldShare, SiteSecrets};
+use medspace_state::records::JobStatus;
+use medspace_types::{JobId, MemberId};
+use rand_core::CryptoRng;
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+
+/// The compute service's actor.
+pub struct Actor<E, L, T, P> {
+    ctx: E,
+    cfg: Arc<Config<L, P>>,
+    transport: T,
+    mailbox: mpsc::Receiver<Message>,
+    me: Mailbox,
+    /// Jobs whose vector the data plane is computing.
+    computing: BTreeSet<JobId>,
+    /// Dealing requests waiting for the vector.
+    waiting_dealing: BTreeMap<JobId, Vec<(MemberId, Reply<DealingMsg>)>>,
+    /// Reveal requests waiting for the ledger to close the round.
+    waiting_reveal: Vec<(JobId, MemberId, Reply<RevealMsg>)>,
+    /// Jobs this node is aggregating.
+    aggregating: BTreeSet<JobId>,
+    /// Failed aggregation attempts per job (a job is retried on later blocks a few times).
+    attempts: BTreeMap<JobId, u32>,
+}
+
+/// Aggregation attempts of one job before the node gives up on it (each attempt posts a
+/// failure result when the round cannot complete; only a ledger that keeps refusing or losing
+/// the post makes an attempt fail).
+const MAX_ATTEMPTS: u32 = 3;
+
+fn refused<T>(e: impl std::fmt::Display) -> Result<T, PeerError> {
+    Err(PeerError::Refused(e.to_string()))
+}
+
+impl<E, L, T, P> Actor<E, L, T, P>
+where
+    E: commonware_runtime::Spawner + commonware_runtime::Clock + CryptoRng,
+    L: Ledger,
+    T: Transport,
+    P: DataPlane,
+{
+    /// An actor and its mailbox.
+    pub fn new(ctx: E, cfg: Config<L, P>, transport: T) -> (Self, Mailbox) {
+        let (tx, rx) = mpsc::channel(cfg.mailbox_size.max(16));
+        let mailbox = Mailbox::new(tx);
+        (
+            Self {
+                ctx,
+                cfg: Arc::new(cfg),
+                transport,
+                mailbox: rx,
+                me: mailbox.clone(),
+                computing: BTreeSet::new(),
+                waiting_dealing: BTreeMap::new(),
+                waiting_reveal: Vec::new(),
+                aggregating: BTreeSet::new(),
+                attempts: BTreeMap::new(),
+            },
+            mailbox,
+        )
+    }
+
+    /// Runs the actor until its mailbox closes.
+    pub fn start(self) -> commonware_runtime::Handle<()> {
+        let ctx = self.ctx.child("compute");
+        ctx.spawn(move |_| self.run())
+    }
+
+    async fn run(mut self) {
+        // Start from what is already committed (a restart resumes its jobs).
+        let height = self.cfg.ledger.snapshot().height;
+        self.on_committed(height);
+        while let Some(msg) = self.mailbox.next().await {
+            match msg {
+                Message::Committed { height } => self.on_committed(height),
+                Message::Computed { job, outcome } => self.on_computed(job, outcome),
+                Message::Dealing { job, caller, reply } => self.on_dealing(job, caller, reply),
+                Message::Mask {
+                    caller,
+                    request,
+                    reply,
+                } => {
+                    let answer = self.on_mask(&caller, &request);
+                    let _ = reply.send(answer);
+                }
+                Message::Reveal { job, caller, reply } => self.on_reveal(job, caller, reply),
+                Message::Aggregated { job, outcome } => {
+                    self.aggregating.remove(&job);
+                    match outcome {
+                        Ok(()) => tracing::info!(job = %job, "worker.aggregate: result posted"),
+                        Err(e) => {
+                            tracing::warn!(job = %job, error = %e, "worker.aggregate: no result")
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// On a committed block: start computing this site's vector of every new job of its
+    /// contracts, aggregate the jobs it aggregates, answer reveals the block made possible.
+    fn on_committed(&mut self, _height: u64) {
+        let snap = self.cfg.ledger.snapshot();
+        let jobs = match snap.state.jobs() {
+            Ok(j) => j,
+            Err(e) => {
+                tracing::error!(error = %e, "worker.follow: cannot list jobs");
+                return;
+            }
+        };
+        for rec in jobs.iter().filter(|j| j.status == JobStatus::Submitted) {
+            let Ok(Some(contract)) = snap.state.contract(rec.contract) else {
+                continue;
+            };
+            if !contract.owners.iter().any(|o| *o == self.cfg.member) {
+                continue;
+            }
+            self.ensure_computing(rec.id);
+            if crate::round::aggregator(&contract) == Some(&self.cfg.member)
+                && self.attempts.get(&rec.id).copied().unwrap_or(0) < MAX_ATTEMPTS
+                && self.aggregating.insert(rec.id)
+            {
+                *self.attempts.entry(rec.id).or_insert(0) += 1;
+                self.spawn_aggregation(rec.id);
+            }
+        }
+        let waiting = std::mem::take(&mut self.waiting_reveal);
+        for (job, caller, reply) in waiting {
+            self.on_reveal(job, caller, reply);
+        }
+        self.waiting_dealing.retain(|_, w| {
+            w.retain(|(_, r)| !r.is_canceled());
+            !w.is_empty()
+        });
+    }
+
+    fn ensure_computing(&mut self, job: JobId) {
+        let store = &self.cfg.store;
+        let known =
+            matches!(store.site(job), Ok(Some(_))) || matches!(store.refusal(job), Ok(Some(_)));
+        if known || !self.computing.insert(job) {
+            return;
+        }
+        let cfg = self.cfg.clone();
+        let me = self.me.clone();
+        self.ctx
+            .child("site")
+            .shared(true)
+            .spawn(move |_| async move {
+                let state = cfg.ledger.snapshot().state;
+                let outcome = cfg
+                    .plane
+                    .site_vector(&state, job, &cfg.member)
+                    .map_err(|e| e.to_string());
+                me.send(Message::Computed { job, outcome }).await;
+            });
+    }
+
+    fn spawn_aggregation(&self, job: JobId) {
+        let agg = Aggregation {
+            cfg: self.cfg.clone(),
+            transport: self.transport.clone(),
+            me: self.me.clone(),
+            job,
+        };
+        let me = self.me.clone();
+        self.ctx.child("aggregate").spawn(move |ctx| async move {
+            let outcome = agg.run(&ctx).await.map_err(|e| e.to_string());
+            me.send(Message::Aggregated { job, outcome }).await;
+        });
+    }
+
+    fn on_computed(&mut self, job: JobId, outcome: Result<super::SiteVector, String>) {
+        self.computing.remove(&job);
+        let stored = match outcome {
+            Ok(v) => {
+                let secrets = SiteSecrets::random(&mut self.ctx);
+                self.cfg
+                    .store
+                    .put_site(
+                        job,
+                        &SiteRecord {
+                            secrets: Hex(secrets.to_bytes()),
+                            vector: v.values,
+                            cohort: v.cohort,
+                        },
+                    )
+                    .map(|_| ())
+            }
+            Err(reason) => {
+                tracing::warn!(job = %job, reason = %reason, "worker.share: refused");
+                self.cfg.store.put_refusal(job, &reason).map(|_| ())
+            }
+        };
+        if let Err(e) = stored {
+            tracing::error!(job = %job, error = %e, "worker.share: cannot keep");
+        }
+        for (caller, reply) in self.waiting_dealing.remove(&job).unwrap_or_default() {
+            self.on_dealing(job, caller, reply);
+        }
+    }
+
+    /// The job from the ledger, and a refusal unless `caller` is its aggregator.
+    fn job_for(&self, job: JobId, caller: &MemberId) -> Result<Job, PeerError> {
+        let snap = self.cfg.ledger.snapshot();
+        let j = match Job::from_ledger(&snap.state, job) {
+            Ok(j) => j,
+            Err(RoundError::UnknownJob(_)) => return Err(PeerError::NotReady),
+            Err(e) => return refused(e),
+        };
+        if j.index(&self.cfg.member).is_none() {
+            return refused(format!("{} holds no data of {job}", self.cfg.member));
+        }
+        if j.aggregator() != Some(caller) {
+            return Err(PeerError::Forbidden(format!(
+                "only the aggregator of {job} may ask, not {caller}"
+            )));
+        }
+        Ok(j)
+    }
+
+    fn site(&self, job: JobId) -> Result<Option<(SiteRecord, SiteSecrets)>, PeerError> {
+        if let Some(reason) = self
+            .cfg
+            .store
+            .refusal(job)
+            .map_err(|e| PeerError::Refused(e.to_string()))?
+        {
+            return refused(format!("this site does not take part: {reason}"));
+        }
+        match self
+            .cfg
+            .store
+            .site(job)
+            .map_err(|e| PeerError::Refused(e.to_string()))?
+        {
+            None => Ok(None),
+            Some(rec) => {
+                let secrets = SiteSecrets::from_bytes(&rec.secrets.0)
+                    .ok_or_else(|| PeerError::Refused("stored secrets are damaged".into()))?;
+                Ok(Some((rec, secrets)))
+            }
+        }
+    }
+
+    fn on_dealing(&mut self, job: JobId, caller: MemberId, reply: Reply<DealingMsg>) {
+        let answer = (|| {
+            let j = self.job_for(job, &caller)?;
+            let Some((_, secrets)) = self.site(job)? else {
+                return Err(PeerError::NotReady);
+            };
+            j.dealing(
+                &self.cfg.member,
+                &self.cfg.key,
+                &self.cfg.agreement,
+                &secrets,
+            )
+            .or_else(refused)
+        })();
+        match answer {
+            Err(PeerError::NotReady) if !reply.is_canceled() => {
+                self.waiting_dealing
+                    .entry(job)
+                    .or_default()
+                    .push((caller, reply));
+            }
+            other => {
+                let _ = reply.send(other);
+            }
+        }
+    }
+
+    fn on_mask(&mut self, caller: &MemberId, req: &MaskRequest) -> Result<MaskedMsg, PeerError> {
+        let j = self.job_for(req.job, caller)?;
+        let Some((rec, secrets)) = self.site(req.job)? else {
+            return Err(PeerError::NotReady);
+        };
+        let store = &self.cfg.store;
+        let kept = store
+            .commitment(req.job)
+            .map_err(|e| PeerError::Refused(e.to_string()))?;
+        let (u1, held, answer) = j
+            .accept_mask(
+                &self.cfg.member,
+                &self.cfg.key,
+                &self.cfg.agreement,
+                &secrets,
+                &rec.vector,
+                rec.cohort,
+                req,
+            )
+            .or_else(refused)?;
+        if let Some(kept) = kept {
+            // One U1 per job, ever: the same request gets the same answer, another is refused.
+            if kept.u1 == u1 {
+                return Ok(kept.answer);
+            }
+            return refused(format!(
+                "this site already masked {} for other dealers",
+                req.job
+            ));
+        }
+        let commitment = MaskCommitment {
+            u1,
+            held: held.iter().map(|(d, s)| (*d, Hex(s.to_bytes()))).collect(),
+            answer,
+        };
+        let kept = store
+            .put_commitment(req.job, &commitment)
+            .map_err(|e| PeerError::Refused(e.to_string()))?;
+        Ok(kept.answer)
+    }
+
+    fn on_reveal(&mut self, job: JobId, caller: MemberId, reply: Reply<RevealMsg>) {
+        let answer = (|| {
+            let j = self.job_for(job, &caller)?;
+            let Some(c) = self
+                .cfg
+                .store
+                .commitment(job)
+                .map_err(|e| PeerError::Refused(e.to_string()))?
+            else {
+                return refused(format!("this site sent no masked vector for {job}"));
+            };
+            let Some(round) = j.record.round.clone() else {
+                return Err(PeerError::NotReady);
+            };
+            let held: Vec<(usize, HeldShare)> = c
+                .held
+                .iter()
+                .filter_map(|(d, h)| HeldShare::from_bytes(&h.0).map(|s| (*d, s)))
+                .collect();
+            j.reveal(&self.cfg.member, &self.cfg.key, &c.u1, &held, &round)
+                .map_err(|e| {
+                    tracing::warn!(job = %job, error = %e, "worker.reveal: refused");
+                    PeerError::Refused(e.to_string())
+                })
+        })();
+        match answer {
+            Err(PeerError::NotReady) if !reply.is_canceled() => {
+                self.waiting_reveal.push((job, caller, reply));
+            }
+            other => {
+                let _ = reply.send(other);
+            }
+        }
+    }
+}

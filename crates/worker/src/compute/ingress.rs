@@ -1,0 +1,119 @@
+//! The compute actor's mailbox and messages.
+
+use super::SiteVector;
+use crate::transport::PeerError;
+use crate::wire::{DealingMsg, MaskRequest, MaskedMsg, RevealMsg};
+use futures::SinkExt as _;
+use futures::channel::{mpsc, oneshot};
+use medspace_types::{JobId, MemberId};
+
+/// A reply channel.
+pub type Reply<T> = oneshot::Sender<Result<T, PeerError>>;
+
+/// What the compute actor is told or asked.
+pub enum Message {
+    /// The node committed a block at `height`.
+    Committed {
+        /// The height.
+        height: u64,
+    },
+    /// The data plane finished this site's vector of a job (or refused it).
+    Computed {
+        /// The job.
+        job: JobId,
+        /// The vector, or why not.
+        outcome: Result<SiteVector, String>,
+    },
+    /// The job's aggregator asks for this site's dealing (answered once it exists).
+    Dealing {
+        /// The job.
+        job: JobId,
+        /// The authenticated caller.
+        caller: MemberId,
+        /// Where the answer goes.
+        reply: Reply<DealingMsg>,
+    },
+    /// The job's aggregator asks for this site's masked vector for the forwarded dealings.
+    Mask {
+        /// The authenticated caller.
+        caller: MemberId,
+        /// The dealings.
+        request: MaskRequest,
+        /// Where the answer goes.
+        reply: Reply<MaskedMsg>,
+    },
+    /// The job's aggregator asks for this site's reveal (answered once the ledger closed the
+    /// round).
+    Reveal {
+        /// The job.
+        job: JobId,
+        /// The authenticated caller.
+        caller: MemberId,
+        /// Where the answer goes.
+        reply: Reply<RevealMsg>,
+    },
+    /// An aggregation task ended.
+    Aggregated {
+        /// The job.
+        job: JobId,
+        /// Posted, or why not.
+        outcome: Result<(), String>,
+    },
+}
+
+/// The compute actor's mailbox.
+#[derive(Clone)]
+pub struct Mailbox {
+    sender: mpsc::Sender<Message>,
+}
+
+impl Mailbox {
+    /// A mailbox over `sender`.
+    pub fn new(sender: mpsc::Sender<Message>) -> Self {
+        Self { sender }
+    }
+
+    /// Delivers `msg` (dropped if the actor stopped).
+    pub async fn send(&self, msg: Message) {
+        let _ = self.sender.clone().send(msg).await;
+    }
+
+    /// Tells the actor of a committed block without waiting (a full mailbox drops the notice;
+    /// the next block's carries the news).
+    pub fn committed(&self, height: u64) {
+        let _ = self.sender.clone().try_send(Message::Committed { height });
+    }
+
+    async fn ask<T>(&self, make: impl FnOnce(Reply<T>) -> Message) -> Result<T, PeerError> {
+        let (tx, rx) = oneshot::channel();
+        self.send(make(tx)).await;
+        rx.await
+            .unwrap_or_else(|_| Err(PeerError::Unreachable("the compute service stopped".into())))
+    }
+
+    /// This site's dealing for `job`, for `caller`.
+    pub async fn dealing(&self, job: JobId, caller: MemberId) -> Result<DealingMsg, PeerError> {
+        self.ask(|reply| Message::Dealing { job, caller, reply })
+            .await
+    }
+
+    /// This site's masked vector for `request`, for `caller`.
+    pub async fn mask(
+        &self,
+        request: MaskRequest,
+        caller: MemberId,
+    ) -> Result<MaskedMsg, PeerError> {
+        self.ask(|reply| Message::Mask {
+            caller,
+            request,
+            reply,
+        })
+        .await
+    }
+
+    /// This site's reveal for `job`, for `caller`.
+    pub async fn reveal(&self, job: JobId, caller: MemberId) -> Result<RevealMsg, PeerError> {
+        self.ask(|reply| Message::Reveal { job, caller, reply })
+            .await
+    }
+}

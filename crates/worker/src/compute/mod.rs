@@ -1,0 +1,75 @@
+//! The compute service of a data holder's node: it follows the committed jobs of its contracts,
+//! has its [`DataPlane`] compute the site's noised vector once per job, takes part in each
+//! job's aggregation round as a site ([`crate::round`]), and, for the contracts whose first data
+//! holder it is, runs the round as aggregator and posts the result.
+//!
+//! Shaped like a commonware actor: [`Config`] here, the [`Mailbox`] and its messages in
+//! [`ingress`], the loop in [`actor`], the aggregator's task in [`aggregate`]. The actor owns
+//! the site's per-job state, so the round's once-only rules (one dealing, one `U1`) are decided
+//! in one place, one message at a time. It runs on any commonware runtime: the node's tokio
+//! runtime, or the deterministic one in the simulations.
+
+pub mod actor;
+pub mod aggregate;
+pub mod ingress;
+
+pub use actor::Actor;
+pub use ingress::{Mailbox, Message};
+
+use crate::store::Store;
+use crate::submit::Submitter;
+use medspace_state::State;
+use medspace_types::{JobId, Keypair, MemberId};
+use std::sync::Arc;
+use std::time::Duration;
+use x25519_dalek::StaticSecret;
+
+/// A site's noised local vector for a job, in the query's layout, and its cohort size.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SiteVector {
+    /// Per cell of the layout: count (and sum for a mean), with the site's noise.
+    pub values: Vec<i64>,
+    /// Consenting patients the query ran on.
+    pub cohort: u64,
+}
+
+/// Why a site does not take part in a job (the contract does not allow it here, no consenting
+/// patient, the computation failed…): a lowercase reason naming no patient.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct PlaneRefusal(pub String);
+
+/// Where a site's vector comes from: the hospital's vault (`medspace-compute`) in a node, a
+/// scripted one in the simulations.
+pub trait DataPlane: Send + Sync + 'static {
+    /// Plans `job` from the ledger as of its block (contract, scope, consent) for `member`,
+    /// runs its query on the consenting patients and adds this site's noise. Blocking.
+    fn site_vector(
+        &self,
+        state: &State,
+        job: JobId,
+        member: &MemberId,
+    ) -> Result<SiteVector, PlaneRefusal>;
+}
+
+/// What the compute service is and holds.
+pub struct Config<L, P> {
+    /// The member this node computes for.
+    pub member: MemberId,
+    /// Its ledger key (signs dealings, masked vectors, reveals and its transactions).
+    pub key: Keypair,
+    /// Its X25519 agreement secret (pairwise masks and share encryption).
+    pub agreement: StaticSecret,
+    /// The node's view of the ledger.
+    pub ledger: Arc<L>,
+    /// The site's data plane.
+    pub plane: Arc<P>,
+    /// Per-job files.
+    pub store: Store,
+    /// The member key's transactions.
+    pub submitter: Arc<Submitter<L>>,
+    /// How long the aggregator waits for each step's answers before treating a site as dropped.
+    pub step_timeout: Duration,
+    /// Capacity of the mailbox.
+    pub mailbox_size: usize,
+}

@@ -1,0 +1,162 @@
+//! How the aggregator reaches the other data holders: a [`Transport`] with one call per round
+//! step. [`HttpTransport`] is the production one (signed requests to each member's node); the
+//! simulations use an in-memory one with scripted delays and failures.
+
+use crate::wire::{DealingMsg, MaskRequest, MaskedMsg, RevealMsg};
+use medspace_types::{JobId, Keypair, MemberId};
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::time::Duration;
+
+/// Why a peer gave no usable answer.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum PeerError {
+    /// The site refused, with its reason.
+    #[error("refused: {0}")]
+    Refused(String),
+    /// The caller may not ask this (not the job's aggregator).
+    #[error("forbidden: {0}")]
+    Forbidden(String),
+    /// The site has nothing yet (ask again).
+    #[error("not ready")]
+    NotReady,
+    /// The site could not be reached.
+    #[error("unreachable: {0}")]
+    Unreachable(String),
+    /// The answer does not parse.
+    #[error("malformed answer: {0}")]
+    Malformed(String),
+}
+
+/// The aggregator's calls to another data holder. Each waits at most `wait` at the site for
+/// something not ready yet; the caller bounds the whole call with its own deadline.
+pub trait Transport: Clone + Send + Sync + 'static {
+    /// The site's dealing for `job`.
+    fn dealing(
+        &self,
+        to: &MemberId,
+        job: JobId,
+        wait: Duration,
+    ) -> impl Future<Output = Result<DealingMsg, PeerError>> + Send;
+
+    /// The site's masked vector for the dealers of `req`.
+    fn mask(
+        &self,
+        to: &MemberId,
+        req: MaskRequest,
+    ) -> impl Future<Output = Result<MaskedMsg, PeerError>> + Send;
+
+    /// The site's reveal for the ledger's sets of `job`.
+    fn reveal(
+        &self,
+        to: &MemberId,
+        job: JobId,
+        wait: Duration,
+    ) -> impl Future<Output = Result<RevealMsg, PeerError>> + Send;
+}
+
+/// Signed HTTP requests to each member's node (`/v1/worker/jobs/{job}/…`).
+#[derive(Clone)]
+pub struct HttpTransport {
+    client: reqwest::Client,
+    key: Keypair,
+    peers: BTreeMap<MemberId, String>,
+}
+
+impl HttpTransport {
+    /// A transport signing with `key`, reaching each member at its base URL.
+    pub fn new(key: Keypair, peers: BTreeMap<MemberId, String>) -> Result<Self, PeerError> {
+        let client = reqwest::Client::builder()
+            .timeout(Duration::from_secs(60))
+            .build()
+            .map_err(|e| PeerError::Unreachable(e.to_string()))?;
+        Ok(Self { client, key, peers })
+    }
+
+    fn url(&self, to: &MemberId) -> Result<&str, PeerError> {
+        self.peers
+            .get(to)
+            .map(String::as_str)
+            .ok_or_else(|| PeerError::Unreachable(format!("no address known for member={to}")))
+    }
+
+    async fn call<T: serde::de::DeserializeOwned>(
+        &self,
+        to: &MemberId,
+        method: &'static str,
+        path_and_query: String,
+        body: Vec<u8>,
+        timeout: Duration,
+    ) -> Result<T, PeerError> {
+        let url = format!("{}{path_and_query}", self.url(to)?);
+        let auth = medspace_api::auth::sign_request(
+            &self.key,
+            method,
+            &path_and_query,
+            crate::now_ms(),
+            &body,
+        );
+        let req = match method {
+            "POST" => self.client.post(&url).body(body),
+            _ => self.client.get(&url),
+        }
+        .header("authorization", auth)
+        .header("content-type", "application/json")
+        .timeout(timeout + Duration::from_secs(2));
+        let resp = req
+            .send()
+            .await
+            .map_err(|e| PeerError::Unreachable(e.to_string()))?;
+        let status = resp.status().as_u16();
+        let bytes = resp
+            .bytes()
+            .await
+            .map_err(|e| PeerError::Unreachable(e.to_string()))?;
+        match status {
+            200 => serde_json::from_slice(&bytes).map_err(|e| PeerError::Malformed(e.to_string())),
+            202 => Err(PeerError::NotReady),
+            403 => Err(PeerError::Forbidden(crate::http::error_text(
+                status, &bytes,
+            ))),
+            _ => Err(PeerError::Refused(crate::http::error_text(status, &bytes))),
+        }
+    }
+}
+
+impl Transport for HttpTransport {
+    fn dealing(
+        &self,
+        to: &MemberId,
+        job: JobId,
+        wait: Duration,
+    ) -> impl Future<Output = Result<DealingMsg, PeerError>> + Send {
+        let pq = format!("/v1/worker/jobs/{job}/dealing?wait_ms={}", wait.as_millis());
+        let (this, to) = (self.clone(), to.clone());
+        async move { this.call(&to, "GET", pq, Vec::new(), wait).await }
+    }
+
+    fn mask(
+        &self,
+        to: &MemberId,
+        req: MaskRequest,
+    ) -> impl Future<Output = Result<MaskedMsg, PeerError>> + Send {
+        let pq = format!("/v1/worker/jobs/{}/mask", req.job);
+        let body = serde_json::to_vec(&req).unwrap_or_default();
+        let (this, to) = (self.clone(), to.clone());
+        async move {
+            this.call(&to, "POST", pq, body, Duration::from_secs(10))
+                .await
+        }
+    }
+
+    fn reveal(
+        &self,
+        to: &MemberId,
+        job: JobId,
+        wait: Duration,
+    ) -> impl Future<Output = Result<RevealMsg, PeerError>> + Send {
+        let pq = format!("/v1/worker/jobs/{job}/reveal?wait_ms={}", wait.as_millis());
+        let (this, to) = (self.clone(), to.clone());
+        async move { this.call(&to, "GET", pq, Vec::new(), wait).await }
+    }
+}

@@ -1,0 +1,853 @@
+//! The compute service as a protocol, under commonware's deterministic runtime: three hospitals'
+//! workers (the real actors, stores and round) over a simulated transport with scripted delays
+//! and failures, an in-process ledger sealing a block every 50 ms of simulated time, and a
+//! scripted data plane whose vectors are known, so every released total can be checked exactly.
+//!
+//! Each scenario runs on many seeds; a seed fixes message timings, so a failure names a seed
+//! that reproduces it.
+
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
+
+use bytes::Bytes;
+use commonware_runtime::{Clock, Runner as _, Spawner, Supervisor as _, deterministic};
+use medspace_consortium::{Consortium, GENESIS_MS};
+use medspace_ledger::{Ledger, Snapshot, SubmitError, TxStatus, execute_block};
+use medspace_privacy::secagg::SiteSecrets;
+use medspace_state::State;
+use medspace_state::records::JobStatus;
+use medspace_types::*;
+use medspace_worker::Worker;
+use medspace_worker::compute::{DataPlane, Mailbox, PlaneRefusal, SiteVector};
+use medspace_worker::config::Prepared;
+use medspace_worker::records::RecordSource;
+use medspace_worker::round::Job;
+use medspace_worker::transport::{PeerError, Transport};
+use medspace_worker::wire::{DealingMsg, MaskRequest, MaskedMsg, ResultDoc, RevealMsg};
+use std::collections::{BTreeMap, HashMap};
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+const SEEDS: u64 = 50;
+const BLOCK_MS: u64 = 50;
+const STEP_TIMEOUT: Duration = Duration::from_secs(2);
+const SPEC: &str =
+    r#"{"version":1,"cohort":{"index_date":"2025-01-01"},"aggregate":"count","group_by":["sex"]}"#;
+
+// ---------------------------------------------------------------------------------------------
+// The in-process ledger.
+
+struct LedgerInner {
+    state: State,
+    height: u64,
+    time_ms: u64,
+    pending: Vec<SignedTx>,
+    status: HashMap<Hash, TxStatus>,
+}
+
+struct SimLedger {
+    inner: Mutex<LedgerInner>,
+}
+
+impl SimLedger {
+    fn new(genesis: &Genesis) -> Self {
+        Self {
+            inner: Mutex::new(LedgerInner {
+                state: State::genesis(genesis).unwrap(),
+                height: 0,
+                time_ms: genesis.time_ms,
+                pending: Vec::new(),
+                status: HashMap::new(),
+            }),
+        }
+    }
+
+    /// Seals the pending transactions into the next block; its height.
+    fn seal(&self) -> u64 {
+        let mut g = self.inner.lock().unwrap();
+        g.height += 1;
+        g.time_ms += BLOCK_MS;
+        let txs: Vec<Bytes> = std::mem::take(&mut g.pending)
+            .iter()
+            .map(SignedTx::to_bytes)
+            .collect();
+        let (h, t) = (g.height, g.time_ms);
+        let outcomes = execute_block(&mut g.state, h, t, &txs);
+        for (id, outcome) in outcomes {
+            let status = match outcome {
+                Ok(r) => TxStatus::Finalized {
+                    height: h,
+                    receipt: Some(r),
+                },
+                Err(e) => TxStatus::Refused {
+                    height: h,
+                    reason: e.to_string(),
+                },
+            };
+            g.status.insert(Hash(id), status);
+        }
+        h
+    }
+
+    fn state(&self) -> State {
+        self.inner.lock().unwrap().state.clone()
+    }
+}
+
+impl Ledger for SimLedger {
+    fn snapshot(&self) -> Snapshot {
+        let g = self.inner.lock().unwrap();
+        Snapshot {
+            state: g.state.clone(),
+            height: g.height,
+            time_ms: g.time_ms,
+            anchor: None,
+        }
+    }
+
+    fn submit(&self, tx: SignedTx) -> Result<Hash, SubmitError> {
+        let mut g = self.inner.lock().unwrap();
+        if !tx.verify_signature() {
+            return Err(SubmitError::Invalid("bad signature".into()));
+        }
+        g.state
+            .check_admission(&tx)
+            .map_err(|e| SubmitError::Invalid(e.to_string()))?;
+        let id = tx.id();
+        if g.status.contains_key(&id) {
+            return Err(SubmitError::Duplicate(id));
+        }
+        g.status.insert(id, TxStatus::Pending);
+        g.pending.push(tx);
+        Ok(id)
+    }
+
+    fn tx_status(&self, id: &Hash) -> TxStatus {
+        self.inner
+            .lock()
+            .unwrap()
+            .status
+            .get(id)
+            .cloned()
+            .unwrap_or(TxStatus::Unknown)
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// The simulated transport.
+
+/// How a site's node behaves on the network.
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Link {
+    /// Answers after a latency drawn per request (ms range).
+    Normal,
+    /// Never answers (requests hang).
+    Silent,
+    /// Answers only after this delay.
+    Late(Duration),
+    /// Refuses connections (a node that is down).
+    Down,
+}
+
+#[derive(Default)]
+struct Net {
+    mailboxes: BTreeMap<MemberId, Mailbox>,
+    links: BTreeMap<MemberId, Link>,
+}
+
+#[derive(Clone)]
+struct SimTransport {
+    clock: Arc<deterministic::Context>,
+    rng: Arc<Mutex<rand_chacha::ChaCha20Rng>>,
+    me: MemberId,
+    net: Arc<Mutex<Net>>,
+}
+
+impl SimTransport {
+    /// The target's mailbox after the link's delay, or why not.
+    async fn reach(&self, to: &MemberId) -> Result<Mailbox, PeerError> {
+        let (link, mailbox) = {
+            let net = self.net.lock().unwrap();
+            (
+                net.links.get(to).copied().unwrap_or(Link::Normal),
+                net.mailboxes.get(to).cloned(),
+            )
+        };
+        match link {
+            Link::Silent => futures::future::pending().await,
+            Link::Down => return Err(PeerError::Unreachable("connection refused".into())),
+            Link::Late(d) => self.clock.sleep(d).await,
+            Link::Normal => {
+                let ms = 1 + (self.rng.lock().unwrap().next_u64() % 40);
+                self.clock.sleep(Duration::from_millis(ms)).await;
+            }
+        }
+        mailbox.ok_or_else(|| PeerError::Unreachable(format!("no node for {to}")))
+    }
+
+    async fn bounded<T>(
+        &self,
+        wait: Duration,
+        fut: impl std::future::Future<Output = Result<T, PeerError>>,
+    ) -> Result<T, PeerError> {
+        match medspace_worker::within(self.clock.as_ref(), wait.max(Duration::from_millis(1)), fut)
+            .await
+        {
+            Some(r) => r,
+            None => Err(PeerError::NotReady),
+        }
+    }
+}
+
+use rand_core::Rng as _;
+
+impl Transport for SimTransport {
+    fn dealing(
+        &self,
+        to: &MemberId,
+        job: JobId,
+        wait: Duration,
+    ) -> impl std::future::Future<Output = Result<DealingMsg, PeerError>> + Send {
+        let (this, to) = (self.clone(), to.clone());
+        async move {
+            let mb = this.reach(&to).await?;
+            this.bounded(wait, mb.dealing(job, this.me.clone())).await
+        }
+    }
+
+    fn mask(
+        &self,
+        to: &MemberId,
+        req: MaskRequest,
+    ) -> impl std::future::Future<Output = Result<MaskedMsg, PeerError>> + Send {
+        let (this, to) = (self.clone(), to.clone());
+        async move {
+            let mb = this.reach(&to).await?;
+            mb.mask(req, this.me.clone()).await
+        }
+    }
+
+    fn reveal(
+        &self,
+        to: &MemberId,
+        job: JobId,
+        wait: Duration,
+    ) -> impl std::future::Future<Output = Result<RevealMsg, PeerError>> + Send {
+        let (this, to) = (self.clone(), to.clone());
+        async move {
+            let mb = this.reach(&to).await?;
+            this.bounded(wait, mb.reveal(job, this.me.clone())).await
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// The scripted data plane: site `i` contributes `100·(i+1) + 10·cell` to every cell.
+
+struct FakePlane {
+    site: usize,
+}
+
+fn fake_vector(site: usize, len: usize) -> Vec<i64> {
+    (0..len)
+        .map(|c| 100 * (site as i64 + 1) + 10 * c as i64)
+        .collect()
+}
+
+impl DataPlane for FakePlane {
+    fn site_vector(
+        &self,
+        state: &State,
+        job: JobId,
+        _member: &MemberId,
+    ) -> Result<SiteVector, PlaneRefusal> {
+        let j = Job::from_ledger(state, job).map_err(|e| PlaneRefusal(e.to_string()))?;
+        Ok(SiteVector {
+            values: fake_vector(self.site, j.layout_len()),
+            cohort: 40 + self.site as u64,
+        })
+    }
+}
+
+struct NoRecords;
+
+impl RecordSource for NoRecords {
+    fn patient_bundle(&self, _: &PatientId) -> Result<Option<serde_json::Value>, PlaneRefusal> {
+        Ok(None)
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// The consortium, its contract and job.
+
+struct World {
+    ctx: deterministic::Context,
+    seed: u64,
+    c: Consortium,
+    ledger: Arc<SimLedger>,
+    net: Arc<Mutex<Net>>,
+    dir: PathBuf,
+    workers: Arc<Mutex<BTreeMap<MemberId, Worker>>>,
+}
+
+fn member(s: &str) -> MemberId {
+    MemberId::new(s).unwrap()
+}
+
+impl World {
+    fn new(ctx: deterministic::Context, seed: u64, name: &str) -> Self {
+        let c = Consortium::default_devnet(1, GENESIS_MS).unwrap();
+        let ledger = Arc::new(SimLedger::new(&c.genesis));
+        let dir = std::env::temp_dir().join(format!(
+            "medspace-worker-sim-{name}-{seed}-{}",
+            std::process::id()
+        ));
+        let _ = std::fs::remove_dir_all(&dir);
+        let world = Self {
+            ctx,
+            seed,
+            c,
+            ledger,
+            net: Arc::new(Mutex::new(Net::default())),
+            dir,
+            workers: Arc::new(Mutex::new(BTreeMap::new())),
+        };
+        world.start_blocks();
+        world
+    }
+
+    /// Seals a block every 50 ms and tells every running worker.
+    fn start_blocks(&self) {
+        let (ledger, workers) = (self.ledger.clone(), self.workers.clone());
+        self.ctx.child("blocks").spawn(move |ctx| async move {
+            loop {
+                ctx.sleep(Duration::from_millis(BLOCK_MS)).await;
+                let h = ledger.seal();
+                for w in workers.lock().unwrap().values() {
+                    w.on_block(h);
+                }
+            }
+        });
+    }
+
+    /// Starts (or restarts, over the same files) a hospital's worker.
+    fn start_worker(&self, name: &str) {
+        let m = member(name);
+        let site = medspace_consortium::HOSPITALS
+            .iter()
+            .position(|h| *h == name)
+            .unwrap();
+        let p = Prepared {
+            member: m.clone(),
+            key: self.c.member_key(name).unwrap().clone(),
+            secret: self.c.agreement(name),
+            vault_dir: self.dir.join(name),
+            store_dir: self.dir.join(name).join("worker"),
+            peers: BTreeMap::new(),
+            share_timeout: STEP_TIMEOUT,
+            chain_id: self.c.genesis.chain_id.clone(),
+        };
+        let transport = SimTransport {
+            clock: Arc::new(self.ctx.child("transport")),
+            rng: Arc::new(Mutex::new(rand_core::SeedableRng::seed_from_u64(
+                self.seed ^ site as u64,
+            ))),
+            me: m.clone(),
+            net: self.net.clone(),
+        };
+        let w = Worker::start(
+            self.ctx.child("worker"),
+            p,
+            self.ledger.clone(),
+            transport,
+            Arc::new(FakePlane { site }),
+            Arc::new(NoRecords),
+        )
+        .unwrap();
+        self.net
+            .lock()
+            .unwrap()
+            .mailboxes
+            .insert(m.clone(), w.mailbox().clone());
+        self.workers.lock().unwrap().insert(m, w);
+    }
+
+    /// Stops a hospital's worker (its files stay).
+    fn stop_worker(&self, name: &str) {
+        let m = member(name);
+        self.workers.lock().unwrap().remove(&m);
+        self.net.lock().unwrap().mailboxes.remove(&m);
+    }
+
+    fn link(&self, name: &str, link: Link) {
+        self.net.lock().unwrap().links.insert(member(name), link);
+    }
+
+    fn submit(&self, key: &Keypair, payload: Payload) {
+        let state = self.ledger.state();
+        let pending = self
+            .ledger
+            .inner
+            .lock()
+            .unwrap()
+            .pending
+            .iter()
+            .filter(|t| t.body.signer == key.public())
+            .count() as u64;
+        let nonce = state.next_nonce(&key.public()).unwrap() + pending;
+        let tx = SignedTx::new(&self.c.genesis.chain_id, key, nonce, payload);
+        self.ledger.submit(tx).unwrap();
+    }
+
+    async fn next_block(&self) {
+        self.ctx.sleep(Duration::from_millis(BLOCK_MS + 1)).await;
+    }
+
+    /// Catalog, an L2 research contract over the three hospitals approved by their stewards,
+    /// and a job; returns the job.
+    async fn contract_and_job(&self) -> JobId {
+        for h in medspace_consortium::HOSPITALS {
+            self.submit(
+                self.c.user_key(&format!("{h}.steward")).unwrap(),
+                Payload::PublishDataset(PublishDataset {
+                    dataset: person_dataset(h),
+                }),
+            );
+        }
+        self.next_block().await;
+        let researcher = self.c.user_key("research-1.researcher").unwrap();
+        let fields: Vec<FieldRef> = medspace_consortium::HOSPITALS
+            .iter()
+            .flat_map(|h| {
+                ["person_id", "gender_source_value"].map(|f| FieldRef {
+                    dataset: DatasetId::new(&format!("{h}.cdm")).unwrap(),
+                    table: Text::new("person").unwrap(),
+                    field: Text::new(f).unwrap(),
+                })
+            })
+            .collect();
+        self.submit(
+            researcher,
+            Payload::SubmitRequest(SubmitRequest {
+                purpose: Purpose::Research,
+                mode: Mode::Compute,
+                study: None,
+                fields: List::new(fields).unwrap(),
+                computation: Blob::new(SPEC.as_bytes().to_vec()).unwrap(),
+                expiry_ms: GENESIS_MS + 90 * 86_400_000,
+                epsilon_budget: 1_000_000,
+                fee: 0,
+            }),
+        );
+        self.next_block().await;
+        let contract = self.ledger.state().contracts().unwrap()[0].id;
+        for h in medspace_consortium::HOSPITALS {
+            self.submit(
+                self.c.user_key(&format!("{h}.steward")).unwrap(),
+                Payload::Approve(Approve { contract }),
+            );
+        }
+        self.next_block().await;
+        self.submit(
+            researcher,
+            Payload::SubmitJob(SubmitJob {
+                contract,
+                computation: Blob::new(SPEC.as_bytes().to_vec()).unwrap(),
+                epsilon: 100_000,
+            }),
+        );
+        self.next_block().await;
+        let jobs = self.ledger.state().jobs().unwrap();
+        assert_eq!(jobs.len(), 1, "the job is on the ledger");
+        jobs[0].id
+    }
+
+    /// Waits (simulated time) until the job has a result on the ledger.
+    async fn result(&self, job: JobId, within: Duration) -> medspace_state::records::JobResult {
+        let start = self.ctx.current();
+        loop {
+            if let Some(r) = self.ledger.state().job(job).unwrap().and_then(|j| j.result) {
+                return r;
+            }
+            if self.ctx.current().duration_since(start).unwrap() >= within {
+                let job = self.ledger.state().job(job).unwrap();
+                let collected = medspace_worker::store::Store::open(
+                    &self.dir.join("hospital-a").join("worker"),
+                )
+                .unwrap()
+                .collected(job.as_ref().unwrap().id)
+                .unwrap();
+                panic!(
+                    "no result within {within:?}: job {job:?}, aggregator collected {collected:?}"
+                );
+            }
+            self.next_block().await;
+        }
+    }
+
+    /// The aggregator's released result, checked against the hash on the ledger.
+    fn released(&self, job: JobId, posted: &medspace_state::records::JobResult) -> ResultDoc {
+        let store =
+            medspace_worker::store::Store::open(&self.dir.join("hospital-a").join("worker"))
+                .unwrap();
+        let bytes = store
+            .result(job)
+            .unwrap()
+            .expect("the aggregator kept its result");
+        assert_eq!(
+            medspace_worker::wire::result_hash(&bytes),
+            posted.result_hash
+        );
+        serde_json::from_slice(&bytes).unwrap()
+    }
+}
+
+impl Drop for World {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+fn person_dataset(h: &str) -> DatasetDescription {
+    let field = |name: &str| FieldDesc {
+        name: Text::new(name).unwrap(),
+        level: Level::L2,
+        missing_ppm: 0,
+        invalid_ppm: 0,
+    };
+    DatasetDescription {
+        id: DatasetId::new(&format!("{h}.cdm")).unwrap(),
+        title: Text::new(format!("{h} common data model")).unwrap(),
+        version: 1,
+        tables: List::new(vec![TableDesc {
+            name: Text::new("person").unwrap(),
+            rows: 100,
+            duplicate_ppm: 0,
+            implausible_ppm: 0,
+            fields: List::new(vec![field("person_id"), field("gender_source_value")]).unwrap(),
+        }])
+        .unwrap(),
+        content_hash: Hash::of(&[h.as_bytes()]),
+    }
+}
+
+/// The exact totals of the sites in `sites` (indices) for the spec's layout.
+fn expected(sites: &[usize]) -> Vec<Option<i64>> {
+    let (spec, _) = medspace_privacy::query::parse(SPEC).unwrap();
+    let len = medspace_privacy::release::layout_len(&spec);
+    (0..len)
+        .map(|c| Some(sites.iter().map(|s| fake_vector(*s, len)[c]).sum()))
+        .collect()
+}
+
+fn cells(doc: &ResultDoc) -> Vec<Option<i64>> {
+    doc.cells.iter().map(|c| c.n).collect()
+}
+
+fn runner(seed: u64) -> deterministic::Runner {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+        .with_test_writer()
+        .try_init();
+    deterministic::Runner::new(
+        deterministic::Config::new()
+            .with_seed(seed)
+            .with_timeout(Some(Duration::from_secs(600))),
+    )
+}
+
+/// Runs one seed of a scenario; returns what the test compares across runs.
+fn run_job(seed: u64, name: &'static str, setup: fn(&World)) -> (ResultDoc, Hash) {
+    runner(seed).start(|ctx| async move {
+        let w = World::new(ctx, seed, name);
+        for h in medspace_consortium::HOSPITALS {
+            w.start_worker(h);
+        }
+        setup(&w);
+        let job = w.contract_and_job().await;
+        let posted = w.result(job, Duration::from_secs(60)).await;
+        let doc = w.released(job, &posted);
+        let record = w.ledger.state().job(job).unwrap().unwrap();
+        assert_eq!(record.status, JobStatus::Done);
+        (doc, w.ledger.state().root())
+    })
+}
+
+// ---------------------------------------------------------------------------------------------
+// Scenarios.
+
+#[test]
+fn a_three_site_job_releases_the_exact_sum_on_every_seed() {
+    for seed in 0..SEEDS {
+        let (doc, root) = run_job(seed, "all", |_| {});
+        assert_eq!(cells(&doc), expected(&[0, 1, 2]), "seed {seed}");
+        assert_eq!(doc.contributions.len(), 3, "seed {seed}");
+        assert!(doc.dropped.is_empty(), "seed {seed}: {:?}", doc.dropped);
+        if seed < 3 {
+            // Same seed, same run: the released bytes and the ledger's root.
+            let (again, again_root) = run_job(seed, "again", |_| {});
+            assert_eq!(again, doc, "seed {seed}");
+            assert_eq!(again_root, root, "seed {seed}");
+        }
+    }
+}
+
+#[test]
+fn a_site_that_never_answers_is_dropped_and_the_others_are_released() {
+    for seed in 0..SEEDS {
+        let (doc, _) = run_job(seed, "silent", |w| w.link("hospital-c", Link::Silent));
+        assert_eq!(cells(&doc), expected(&[0, 1]), "seed {seed}");
+        let dropped: Vec<&str> = doc.dropped.iter().map(|(m, _)| m.as_str()).collect();
+        assert_eq!(dropped, vec!["hospital-c"], "seed {seed}");
+    }
+}
+
+#[test]
+fn a_site_that_answers_late_is_dropped() {
+    for seed in 0..SEEDS {
+        let (doc, _) = run_job(seed, "late", |w| {
+            w.link("hospital-b", Link::Late(STEP_TIMEOUT * 2))
+        });
+        assert_eq!(cells(&doc), expected(&[0, 2]), "seed {seed}");
+        assert_eq!(doc.contributions.len(), 2, "seed {seed}");
+    }
+}
+
+#[test]
+fn a_site_down_during_the_whole_round_is_dropped() {
+    for seed in 0..SEEDS / 5 {
+        let (doc, _) = run_job(seed, "down", |w| w.link("hospital-b", Link::Down));
+        assert_eq!(cells(&doc), expected(&[0, 2]), "seed {seed}");
+    }
+}
+
+/// A site restarts after it answered its masked vector and before the reveal: it reveals for
+/// the same round from its files, with the same secrets and vector (never fresh noise).
+#[test]
+fn a_site_restarting_between_mask_and_reveal_serves_the_same_round() {
+    for seed in 0..SEEDS {
+        runner(seed).start(|ctx| async move {
+            let w = World::new(ctx.child("world"), seed, "restart");
+            for h in medspace_consortium::HOSPITALS {
+                w.start_worker(h);
+            }
+            let job = w.contract_and_job().await;
+            let b_store =
+                medspace_worker::store::Store::open(&w.dir.join("hospital-b").join("worker"))
+                    .unwrap();
+            // Wait until hospital-b committed its masked vector, then crash it.
+            loop {
+                if b_store.commitment(job).unwrap().is_some() {
+                    break;
+                }
+                ctx.sleep(Duration::from_millis(5)).await;
+            }
+            let before = (b_store.site(job).unwrap(), b_store.commitment(job).unwrap());
+            assert!(
+                w.ledger.state().job(job).unwrap().unwrap().round.is_none(),
+                "seed {seed}: the crash comes before the round is closed"
+            );
+            w.stop_worker("hospital-b");
+            w.link("hospital-b", Link::Down);
+            ctx.sleep(Duration::from_millis(300)).await;
+            w.start_worker("hospital-b");
+            w.link("hospital-b", Link::Normal);
+            let posted = w.result(job, Duration::from_secs(60)).await;
+            let doc = w.released(job, &posted);
+            assert_eq!(cells(&doc), expected(&[0, 1, 2]), "seed {seed}");
+            let after = (b_store.site(job).unwrap(), b_store.commitment(job).unwrap());
+            assert_eq!(
+                before, after,
+                "seed {seed}: the restarted site kept its round"
+            );
+        });
+    }
+}
+
+/// Two mask requests for the same job with different dealer sets reach a site at once: it
+/// masks for exactly one of them, ever.
+#[test]
+fn concurrent_mask_requests_for_two_dealer_sets_exactly_one_wins() {
+    for seed in 0..SEEDS {
+        runner(seed).start(|ctx| async move {
+            let w = World::new(ctx.child("world"), seed, "race");
+            // Only hospital-b runs a worker; the test plays the aggregator hospital-a.
+            w.start_worker("hospital-b");
+            let job = w.contract_and_job().await;
+            let a = member("hospital-a");
+            let b_mailbox = w.net.lock().unwrap().mailboxes[&member("hospital-b")].clone();
+            let state = w.ledger.state();
+            let j = Job::from_ledger(&state, job).unwrap();
+            let deal = |name: &str, seed: u64| {
+                let secrets = SiteSecrets::random(rand_chacha_rng(seed));
+                j.dealing(
+                    &member(name),
+                    w.c.member_key(name).unwrap(),
+                    &w.c.agreement(name),
+                    &secrets,
+                )
+                .unwrap()
+            };
+            let b_dealing = b_mailbox.dealing(job, a.clone()).await.unwrap();
+            let one = MaskRequest {
+                job,
+                dealings: vec![deal("hospital-a", seed), b_dealing.clone()],
+            };
+            let two = MaskRequest {
+                job,
+                dealings: vec![b_dealing.clone(), deal("hospital-c", seed)],
+            };
+            let (r1, r2) = futures::join!(
+                b_mailbox.mask(one.clone(), a.clone()),
+                b_mailbox.mask(two.clone(), a.clone())
+            );
+            assert_eq!(
+                u8::from(r1.is_ok()) + u8::from(r2.is_ok()),
+                1,
+                "seed {seed}: {r1:?} {r2:?}"
+            );
+            let (won, lost) = if r1.is_ok() { (one, two) } else { (two, one) };
+            // The winner is answered again, identically; the loser is refused again.
+            assert_eq!(
+                b_mailbox.mask(won, a.clone()).await.unwrap(),
+                r1.clone().or(r2.clone()).unwrap()
+            );
+            assert!(matches!(
+                b_mailbox.mask(lost, a.clone()).await,
+                Err(PeerError::Refused(_))
+            ));
+            // A caller that is not the job's aggregator gets nothing.
+            assert!(matches!(
+                b_mailbox.dealing(job, member("hospital-c")).await,
+                Err(PeerError::Forbidden(_))
+            ));
+        });
+    }
+}
+
+fn rand_chacha_rng(seed: u64) -> impl rand_core::CryptoRng {
+    use rand_core::SeedableRng as _;
+    rand_chacha::ChaCha20Rng::seed_from_u64(seed)
+}
+
+/// A dishonest aggregator receives every masked vector, then closes the round claiming that
+/// hospital-c dropped, to have c's pairwise masks revealed. hospital-c, which did answer,
+/// refuses to reveal anything; hospital-b reveals c's bundle key but never c's self mask; with
+/// everything the aggregator then holds, c's vector stays masked.
+#[test]
+fn an_aggregator_calling_a_received_site_dropped_learns_nothing_of_it() {
+    for seed in 0..SEEDS {
+        runner(seed).start(|ctx| async move {
+            let w = World::new(ctx.child("world"), seed, "liar");
+            w.start_worker("hospital-b");
+            w.start_worker("hospital-c");
+            let job = w.contract_and_job().await;
+            let a = member("hospital-a");
+            let mailbox = |n: &str| w.net.lock().unwrap().mailboxes[&member(n)].clone();
+            let j = Job::from_ledger(&w.ledger.state(), job).unwrap();
+            // The aggregator's own site, played by the test.
+            let a_secrets = SiteSecrets::random(rand_chacha_rng(seed));
+            let a_key = w.c.member_key("hospital-a").unwrap().clone();
+            let a_x = w.c.agreement("hospital-a");
+            let dealings = vec![
+                j.dealing(&a, &a_key, &a_x, &a_secrets).unwrap(),
+                mailbox("hospital-b").dealing(job, a.clone()).await.unwrap(),
+                mailbox("hospital-c").dealing(job, a.clone()).await.unwrap(),
+            ];
+            let req = MaskRequest { job, dealings };
+            let (a_u1, a_held, y_a) = j
+                .accept_mask(
+                    &a,
+                    &a_key,
+                    &a_x,
+                    &a_secrets,
+                    &fake_vector(0, j.layout_len()),
+                    40,
+                    &req,
+                )
+                .unwrap();
+            let y_b = mailbox("hospital-b")
+                .mask(req.clone(), a.clone())
+                .await
+                .unwrap();
+            let y_c = mailbox("hospital-c")
+                .mask(req.clone(), a.clone())
+                .await
+                .unwrap();
+            // The lie, on the ledger: c "dropped".
+            let names = |v: &[&str]| List::new(v.iter().map(|n| member(n)).collect()).unwrap();
+            w.submit(
+                &a_key,
+                Payload::CloseRound(CloseRound {
+                    job,
+                    sharers: names(&["hospital-a", "hospital-b", "hospital-c"]),
+                    survivors: names(&["hospital-a", "hospital-b"]),
+                }),
+            );
+            w.next_block().await;
+            let round = w
+                .ledger
+                .state()
+                .job(job)
+                .unwrap()
+                .unwrap()
+                .round
+                .expect("closed");
+            let c_reveal = mailbox("hospital-c").reveal(job, a.clone()).await;
+            assert!(
+                matches!(&c_reveal, Err(PeerError::Refused(why)) if why.contains("dropped")),
+                "seed {seed}: {c_reveal:?}"
+            );
+            let b_reveal = mailbox("hospital-b").reveal(job, a.clone()).await.unwrap();
+            let a_reveal = j.reveal(&a, &a_key, &a_u1, &a_held, &round).unwrap();
+            for r in [&a_reveal, &b_reveal] {
+                assert!(
+                    r.body
+                        .self_shares
+                        .iter()
+                        .all(|(m, _)| m.as_str() != "hospital-c"),
+                    "seed {seed}: nobody reveals c's self mask"
+                );
+            }
+            // Everything the aggregator holds unmasks the sum of a and b, not c's vector.
+            let u2 = vec![0usize, 1];
+            let reveals = vec![
+                j.check_reveal(&a_reveal, &u2).unwrap(),
+                j.check_reveal(&b_reveal, &u2).unwrap(),
+            ];
+            let checked: Vec<(usize, medspace_privacy::secagg::Dealing)> = req
+                .dealings
+                .iter()
+                .map(|d| j.check_dealing(d).unwrap())
+                .collect();
+            // What the shares open is the sum over {a, b} — which the lie got anyway — and
+            // c's masked vector is not in it.
+            let masked = vec![
+                (0usize, y_a.body.masked.clone()),
+                (1, y_b.body.masked.clone()),
+            ];
+            let (totals, cheaters) = j
+                .unmask(&[0, 1, 2], &u2, &checked, &masked, &reveals)
+                .unwrap();
+            assert!(cheaters.is_empty());
+            let len = j.layout_len();
+            let ab: Vec<i64> = (0..len)
+                .map(|i| fake_vector(0, len)[i] + fake_vector(1, len)[i])
+                .collect();
+            assert_eq!(totals, ab, "seed {seed}");
+            assert_ne!(
+                y_c.body
+                    .masked
+                    .iter()
+                    .map(|v| *v as i64)
+                    .collect::<Vec<_>>(),
+                fake_vector(2, len)
+            );
+        });
+    }
+}
