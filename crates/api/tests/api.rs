@@ -77,39 +77,22 @@ fn chain() -> Name {
 fn setup() -> (Arc<Local>, Keypair, Keypair) {
     let member = Keypair::from_seed(1);
     let auditor = Keypair::from_seed(2);
-    let g = Genesis {
-        chain_id: chain(),
-        time_ms: 1_000_000,
-        members: vec![
-            GenesisMember {
-                member: Member {
-                    id: MemberId::new("hospital-a").unwrap(),
-                    name: Text::new("A").unwrap(),
-                    kind: MemberKind::Hospital,
-                    key: member.public(),
-                    agreement_key: Hash::default(),
-                },
-                balance: 10,
-            },
-            GenesisMember {
-                member: Member {
-                    id: MemberId::new("regulator").unwrap(),
-                    name: Text::new("R").unwrap(),
-                    kind: MemberKind::Regulator,
-                    key: Keypair::from_seed(3).public(),
-                    agreement_key: Hash::default(),
-                },
-                balance: 0,
-            },
-        ],
-        users: vec![GenesisUser {
-            id: UserId::new("regulator.auditor").unwrap(),
-            member: MemberId::new("regulator").unwrap(),
-            role: Role::Auditor,
-            key: auditor.public(),
-        }],
-        policy: Policy::default(),
-    };
+    let g = medspace_consortium::GenesisBuilder::new("test-chain")
+        .unwrap()
+        .time(1_000_000)
+        .member_with(
+            "hospital-a",
+            MemberKind::Hospital,
+            &member,
+            10,
+            Hash::default(),
+        )
+        .unwrap()
+        .member("regulator", MemberKind::Regulator, &Keypair::from_seed(3))
+        .unwrap()
+        .user("regulator.auditor", "regulator", Role::Auditor, &auditor)
+        .unwrap()
+        .build();
     let state = State::genesis(&g).unwrap();
     (
         Arc::new(Local {

@@ -75,22 +75,11 @@ fn init(dir: &Path) -> Net {
         .map(|s| s.to_string())
         .collect();
     let member = Keypair::from_seed(1);
-    let app = Genesis {
-        chain_id: Name::new(CHAIN).unwrap(),
-        time_ms: 0,
-        members: vec![GenesisMember {
-            member: Member {
-                id: MemberId::new("hospital-a").unwrap(),
-                name: Text::new("Hospital A").unwrap(),
-                kind: MemberKind::Hospital,
-                key: member.public(),
-                agreement_key: Hash::default(),
-            },
-            balance: 0,
-        }],
-        users: vec![],
-        policy: Policy::default(),
-    };
+    let app = medspace_consortium::GenesisBuilder::new(CHAIN)
+        .unwrap()
+        .member("hospital-a", MemberKind::Hospital, &member)
+        .unwrap()
+        .build();
     let nodes: Vec<serde_json::Value> = names
         .iter()
         .enumerate()

@@ -56,7 +56,8 @@ impl GrantTerms {
 }
 
 /// Redeems `code` for `grant` at the holding hospital's node (`holder_url`), signed by the
-/// grantee's `key`: the node's status and body (the Bundle, or why it refused).
+/// grantee's `key`, with the height this client has seen (so the holder catches up to a grant just
+/// issued before judging): the node's status and body (the Bundle, or why it refused).
 pub fn redeem_request(
     ledger: &Remote,
     holder_url: &str,
@@ -64,8 +65,10 @@ pub fn redeem_request(
     grant: GrantId,
     code: &str,
 ) -> Result<(u16, Vec<u8>)> {
-    let body = serde_json::to_vec(&serde_json::json!({ "grant": grant, "code": code }))
-        .map_err(|e| ClientError::Missing(e.to_string()))?;
+    let body = serde_json::to_vec(
+        &serde_json::json!({ "grant": grant, "code": code, "after_height": ledger.height() }),
+    )
+    .map_err(|e| ClientError::Missing(e.to_string()))?;
     ledger.post_signed(holder_url, "/v1/records/redeem", &body, key)
 }
 

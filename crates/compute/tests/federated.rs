@@ -67,46 +67,6 @@ impl World {
         let nodes: Vec<Keypair> = (0..3).map(|i| Keypair::from_seed(100 + i)).collect();
         let stewards: Vec<Keypair> = (0..3).map(|i| Keypair::from_seed(200 + i)).collect();
         let researcher = Keypair::from_seed(300);
-        let mut members: Vec<GenesisMember> = HOSPITALS
-            .iter()
-            .zip(&nodes)
-            .map(|(h, k)| GenesisMember {
-                member: Member {
-                    id: MemberId::new(h).unwrap(),
-                    name: Text::new(*h).unwrap(),
-                    kind: MemberKind::Hospital,
-                    key: k.public(),
-                    agreement_key: Hash::default(),
-                },
-                balance: 0,
-            })
-            .collect();
-        members.push(GenesisMember {
-            member: Member {
-                id: MemberId::new("research-1").unwrap(),
-                name: Text::new("R").unwrap(),
-                kind: MemberKind::ResearchInstitute,
-                key: Keypair::from_seed(301).public(),
-                agreement_key: Hash::default(),
-            },
-            balance: 100,
-        });
-        let mut users: Vec<GenesisUser> = HOSPITALS
-            .iter()
-            .zip(&stewards)
-            .map(|(h, k)| GenesisUser {
-                id: UserId::new(&format!("{h}.steward")).unwrap(),
-                member: MemberId::new(h).unwrap(),
-                role: Role::Steward,
-                key: k.public(),
-            })
-            .collect();
-        users.push(GenesisUser {
-            id: UserId::new("research-1.researcher").unwrap(),
-            member: MemberId::new("research-1").unwrap(),
-            role: Role::Researcher,
-            key: researcher.public(),
-        });
         let policy = Policy {
             requirements: List::new(vec![Requirement {
                 level: Level::L2,
@@ -116,14 +76,35 @@ impl World {
             .unwrap(),
             ..Policy::default()
         };
-        let state = State::genesis(&Genesis {
-            chain_id: chain.clone(),
-            time_ms: 1_000_000,
-            members,
-            users,
-            policy,
-        })
-        .unwrap();
+        let mut g = medspace_consortium::GenesisBuilder::new("test")
+            .unwrap()
+            .time(1_000_000)
+            .policy(policy);
+        for ((h, node), steward) in HOSPITALS.iter().zip(&nodes).zip(&stewards) {
+            g = g
+                .member(h, MemberKind::Hospital, node)
+                .unwrap()
+                .user(&format!("{h}.steward"), h, Role::Steward, steward)
+                .unwrap();
+        }
+        let genesis = g
+            .member_with(
+                "research-1",
+                MemberKind::ResearchInstitute,
+                &Keypair::from_seed(301),
+                100,
+                Hash::default(),
+            )
+            .unwrap()
+            .user(
+                "research-1.researcher",
+                "research-1",
+                Role::Researcher,
+                &researcher,
+            )
+            .unwrap()
+            .build();
+        let state = State::genesis(&genesis).unwrap();
         let mut w = World {
             state,
             height: 0,

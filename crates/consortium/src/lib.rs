@@ -107,6 +107,95 @@ pub fn patient_key(seed: u64, member: &str, fhir_id: &str) -> Keypair {
     Keypair::from_seed(u64::from_be_bytes(b))
 }
 
+/// A genesis built member by member: the one way tests, benchmarks and tools write a small
+/// consortium's genesis (the default consortium is [`Consortium::default_devnet`]).
+#[derive(Clone, Debug)]
+pub struct GenesisBuilder {
+    genesis: Genesis,
+}
+
+impl GenesisBuilder {
+    /// An empty consortium on chain `chain_id` at time 0, with the default policy.
+    pub fn new(chain_id: &str) -> Result<Self, ConsortiumError> {
+        Ok(Self {
+            genesis: Genesis {
+                chain_id: Name::new(chain_id)?,
+                time_ms: 0,
+                members: Vec::new(),
+                users: Vec::new(),
+                policy: Policy::default(),
+            },
+        })
+    }
+
+    /// The genesis block time.
+    pub fn time(mut self, time_ms: u64) -> Self {
+        self.genesis.time_ms = time_ms;
+        self
+    }
+
+    /// The consortium's policy.
+    pub fn policy(mut self, policy: Policy) -> Self {
+        self.genesis.policy = policy;
+        self
+    }
+
+    /// A member with its ledger key, opening credits and X25519 agreement key (zero when it
+    /// takes no part in secure aggregation).
+    pub fn member_with(
+        mut self,
+        id: &str,
+        kind: MemberKind,
+        key: &Keypair,
+        balance: u64,
+        agreement_key: Hash,
+    ) -> Result<Self, ConsortiumError> {
+        self.genesis.members.push(GenesisMember {
+            member: Member {
+                id: MemberId::new(id)?,
+                name: Text::new(id)?,
+                kind,
+                key: key.public(),
+                agreement_key,
+            },
+            balance,
+        });
+        Ok(self)
+    }
+
+    /// A member with its ledger key, no credits and no agreement key.
+    pub fn member(
+        self,
+        id: &str,
+        kind: MemberKind,
+        key: &Keypair,
+    ) -> Result<Self, ConsortiumError> {
+        self.member_with(id, kind, key, 0, Hash::default())
+    }
+
+    /// A user of `member` with `role`.
+    pub fn user(
+        mut self,
+        id: &str,
+        member: &str,
+        role: Role,
+        key: &Keypair,
+    ) -> Result<Self, ConsortiumError> {
+        self.genesis.users.push(GenesisUser {
+            id: UserId::new(id)?,
+            member: MemberId::new(member)?,
+            role,
+            key: key.public(),
+        });
+        Ok(self)
+    }
+
+    /// The genesis.
+    pub fn build(self) -> Genesis {
+        self.genesis
+    }
+}
+
 impl Consortium {
     /// Builds the default consortium at `time_ms`; `seed` varies every key.
     pub fn default_devnet(seed: u64, time_ms: u64) -> Result<Self, ConsortiumError> {

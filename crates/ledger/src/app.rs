@@ -162,22 +162,11 @@ mod tests {
 
     fn genesis() -> (Genesis, Keypair) {
         let m = Keypair::from_seed(1);
-        let g = Genesis {
-            chain_id: Name::new("t").unwrap(),
-            time_ms: 0,
-            members: vec![GenesisMember {
-                member: Member {
-                    id: MemberId::new("a").unwrap(),
-                    name: Text::new("A").unwrap(),
-                    kind: MemberKind::Hospital,
-                    key: m.public(),
-                    agreement_key: Hash::default(),
-                },
-                balance: 0,
-            }],
-            users: vec![],
-            policy: Policy::default(),
-        };
+        let g = medspace_consortium::GenesisBuilder::new("t")
+            .unwrap()
+            .member("a", MemberKind::Hospital, &m)
+            .unwrap()
+            .build();
         (g, m)
     }
 

@@ -7,24 +7,11 @@ use medspace_types::*;
 /// their key and then set a research consent (two signed transactions per patient, the
 /// registrations first; a patient's two go to the same validator).
 pub fn workload(txs: usize) -> Result<medspace_chain::bench::Workload<LedgerApp>, WorkloadError> {
-    let chain = Name::new(medspace_chain::bench::BENCH_CHAIN)?;
     let member = Keypair::from_seed(u64::MAX);
-    let genesis = Genesis {
-        chain_id: chain.clone(),
-        time_ms: 0,
-        members: vec![GenesisMember {
-            member: Member {
-                id: MemberId::new("hospital-a")?,
-                name: Text::new("Hospital A")?,
-                kind: MemberKind::Hospital,
-                key: member.public(),
-                agreement_key: Hash::default(),
-            },
-            balance: 0,
-        }],
-        users: vec![],
-        policy: Policy::default(),
-    };
+    let genesis = medspace_consortium::GenesisBuilder::new(medspace_chain::bench::BENCH_CHAIN)?
+        .member("hospital-a", MemberKind::Hospital, &member)?
+        .build();
+    let chain = genesis.chain_id.clone();
     let app_genesis =
         serde_json::to_value(&genesis).map_err(|e| LedgerError::AppGenesis(e.to_string()))?;
     // All registrations first, then the consents of the same patients in the same order: a
@@ -75,4 +62,7 @@ pub enum WorkloadError {
     /// The genesis is not valid.
     #[error(transparent)]
     Ledger(#[from] LedgerError),
+    /// The consortium could not be built.
+    #[error(transparent)]
+    Consortium(#[from] medspace_consortium::ConsortiumError),
 }

@@ -23,22 +23,11 @@ const CHAIN: &str = "medspace-sim";
 const N: usize = 4;
 
 fn genesis() -> Genesis {
-    Genesis {
-        chain_id: Name::new(CHAIN).unwrap(),
-        time_ms: 0,
-        members: vec![GenesisMember {
-            member: Member {
-                id: MemberId::new("hospital-a").unwrap(),
-                name: Text::new("A").unwrap(),
-                kind: MemberKind::Hospital,
-                key: Keypair::from_seed(77).public(),
-                agreement_key: Hash::default(),
-            },
-            balance: 0,
-        }],
-        users: vec![],
-        policy: Policy::default(),
-    }
+    medspace_consortium::GenesisBuilder::new(CHAIN)
+        .unwrap()
+        .member("hospital-a", MemberKind::Hospital, &Keypair::from_seed(77))
+        .unwrap()
+        .build()
 }
 
 /// Runs one seed; returns the finalized chain prefix and the final root.

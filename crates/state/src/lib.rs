@@ -25,6 +25,7 @@
 
 pub mod apply;
 pub mod error;
+mod key_cache;
 pub mod policy;
 pub mod query;
 pub mod records;

@@ -1,7 +1,7 @@
 //! The ledger state: typed access to the authenticated trie.
 
-use crate::apply::KeyCache;
 use crate::error::TxError;
+use crate::key_cache::KeyCache;
 use crate::records::keys;
 use crate::records::*;
 use crate::trie::{Proof, Trie};

@@ -38,17 +38,6 @@ const MAX_WAIT: Duration = Duration::from_secs(30);
 /// Largest mask request (the dealings of every site).
 const MASK_BODY_LIMIT: usize = 1 << 20;
 
-/// The text of an error answer (its `error` field, or the status).
-pub(crate) fn error_text(status: u16, body: &[u8]) -> String {
-    serde_json::from_slice::<serde_json::Value>(body)
-        .ok()
-        .and_then(|v| v.get("error").and_then(|e| e.as_str()).map(str::to_string))
-        .map_or_else(
-            || format!("http status {status}"),
-            |e| format!("{e} (http {status})"),
-        )
-}
-
 /// A refusal: status and lowercase message, answered as `{"error": …}`.
 struct Refusal(StatusCode, String);
 

@@ -68,7 +68,14 @@ pub struct Redeem {
     pub grant: GrantId,
     /// The code the patient handed over.
     pub code: String,
+    /// The finalized height at which the caller saw the grant: the holder's node waits (at
+    /// most [`CATCH_UP`]) until its own ledger has reached it, so a grant just issued is found.
+    #[serde(default)]
+    pub after_height: u64,
 }
+
+/// How long a redemption waits for the holder's ledger to reach the caller's height.
+pub const CATCH_UP: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// Why a request was refused: an HTTP status and a lowercase reason.
 #[derive(Debug, PartialEq, Eq)]
@@ -331,6 +338,9 @@ where
         now_ms: u64,
     ) -> Result<Delivery, Refused> {
         let started = self.ctx.current();
+        self.submitter
+            .reached(&self.ctx, req.after_height, CATCH_UP)
+            .await;
         let state = self.ledger.snapshot().state;
         let who = match state.key_record(caller) {
             Ok(Some(r)) if !r.retired => r.principal,

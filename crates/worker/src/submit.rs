@@ -63,16 +63,12 @@ impl<L: Ledger> Submitter<L> {
 
     /// Waits (at most `limit`) until the node commits a block after `seen`; the new height.
     async fn next_height<E: Clock>(&self, clock: &E, seen: u64, limit: Duration) -> u64 {
-        let mut rx = self.heights.clone();
-        let wait = async {
-            while *rx.borrow_and_update() <= seen {
-                if rx.changed().await.is_err() {
-                    break;
-                }
-            }
-        };
-        let _ = crate::within(clock, limit, wait).await;
-        *self.heights.borrow()
+        reached(clock, &self.heights, seen.saturating_add(1), limit).await
+    }
+
+    /// Waits (at most `limit`) until the node has committed `height`; the height reached.
+    pub async fn reached<E: Clock>(&self, clock: &E, height: u64, limit: Duration) -> u64 {
+        reached(clock, &self.heights, height, limit).await
     }
 
     /// Signs `payload` with the member key, submits it and waits until it is final: `Ok` once
@@ -135,5 +131,58 @@ impl<L: Ledger> Submitter<L> {
         Err(WorkerError::Ledger(format!(
             "{kind} failed {ATTEMPTS} times: {last}"
         )))
+    }
+}
+
+/// Waits (at most `limit`) until `heights` reaches `height`; the height then.
+async fn reached<E: Clock>(
+    clock: &E,
+    heights: &watch::Receiver<u64>,
+    height: u64,
+    limit: Duration,
+) -> u64 {
+    let mut rx = heights.clone();
+    let wait = async {
+        while *rx.borrow_and_update() < height {
+            if rx.changed().await.is_err() {
+                break;
+            }
+        }
+    };
+    let _ = crate::within(clock, limit, wait).await;
+    *heights.borrow()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use commonware_runtime::{Runner as _, Spawner as _, Supervisor as _, deterministic};
+
+    #[test]
+    fn waits_for_a_height_and_no_longer_than_the_limit() {
+        deterministic::Runner::default().start(|ctx| async move {
+            let (tx, rx) = watch::channel(3u64);
+            // Already there: no wait.
+            assert_eq!(reached(&ctx, &rx, 2, Duration::from_secs(1)).await, 3);
+            ctx.child("blocks").spawn(move |ctx| async move {
+                for h in 4..=6 {
+                    ctx.sleep(Duration::from_millis(100)).await;
+                    tx.send_replace(h);
+                }
+                ctx.sleep(Duration::from_secs(60)).await;
+            });
+            let start = ctx.current();
+            assert_eq!(reached(&ctx, &rx, 5, Duration::from_secs(10)).await, 5);
+            let waited = ctx.current().duration_since(start).unwrap();
+            assert!(
+                waited >= Duration::from_millis(200) && waited < Duration::from_millis(300),
+                "woken by the height, not the limit: {waited:?}"
+            );
+            // Height 9 never comes: the limit ends the wait.
+            let start = ctx.current();
+            assert_eq!(reached(&ctx, &rx, 9, Duration::from_secs(2)).await, 6);
+            let waited = ctx.current().duration_since(start).unwrap();
+            assert!(waited >= Duration::from_secs(2) && waited < Duration::from_millis(2100));
+        });
     }
 }

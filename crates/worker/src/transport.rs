@@ -55,6 +55,17 @@ pub trait Transport: Clone + Send + Sync + 'static {
     ) -> impl Future<Output = Result<RevealMsg, PeerError>> + Send;
 }
 
+/// The text of an error answer (its `error` field, or the status).
+pub(crate) fn error_text(status: u16, body: &[u8]) -> String {
+    serde_json::from_slice::<serde_json::Value>(body)
+        .ok()
+        .and_then(|v| v.get("error").and_then(|e| e.as_str()).map(str::to_string))
+        .map_or_else(
+            || format!("http status {status}"),
+            |e| format!("{e} (http {status})"),
+        )
+}
+
 /// Signed HTTP requests to each member's node (`/v1/worker/jobs/{job}/…`).
 #[derive(Clone)]
 pub struct HttpTransport {
@@ -115,10 +126,8 @@ impl HttpTransport {
         match status {
             200 => serde_json::from_slice(&bytes).map_err(|e| PeerError::Malformed(e.to_string())),
             202 => Err(PeerError::NotReady),
-            403 => Err(PeerError::Forbidden(crate::http::error_text(
-                status, &bytes,
-            ))),
-            _ => Err(PeerError::Refused(crate::http::error_text(status, &bytes))),
+            403 => Err(PeerError::Forbidden(error_text(status, &bytes))),
+            _ => Err(PeerError::Refused(error_text(status, &bytes))),
         }
     }
 }

@@ -12,7 +12,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 use sha2::{Digest, Sha256};
 
 use super::Vault;
-use super::ingest::{IngestOptions, IngestReport, InputError, updatable};
+use super::options::{IngestOptions, IngestReport, InputError, updatable};
 use super::resources::RESOURCES_FILE;
 use crate::error::VaultError;
 use crate::fhir::{self, BadReason, Position, RefTarget};

@@ -34,6 +34,7 @@ mod identity;
 mod index;
 mod ingest;
 mod manifest;
+mod options;
 mod resources;
 
 use std::collections::{BTreeMap, HashMap};
