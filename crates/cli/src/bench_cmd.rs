@@ -102,6 +102,7 @@ pub enum LedgerMode {
 /// Runs `medspace bench ledger`.
 pub fn ledger(a: LedgerArgs) -> anyhow::Result<()> {
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get()) as f64;
+    let mut in_process_tps = None;
     if a.mode != LedgerMode::Processes {
         let opts = medspace_chain::bench::BenchOptions {
             txs: a.txs,
@@ -122,6 +123,7 @@ pub fn ledger(a: LedgerArgs) -> anyhow::Result<()> {
             "bench ledger (in process): validators={} {report}",
             opts.validators
         );
+        in_process_tps = Some(report.tps);
         let ceiling = report.apply_tps * cores / opts.validators as f64;
         println!(
             "machine ceiling (apply rate x {cores} cores / {} validators) = {ceiling:.0} tx/s; finalized/ceiling ratio {:.2}",
@@ -153,6 +155,15 @@ pub fn ledger(a: LedgerArgs) -> anyhow::Result<()> {
             percentile(&lat, 0.99),
             r.refused
         );
+        if let Some(why) = &r.first_refusal {
+            println!("  the first refusal: {why}");
+        }
+        if let Some(base) = in_process_tps {
+            println!(
+                "  baseline, same run: the same workload in one process {base:.0} tx/s; processes/in-process ratio {:.2}",
+                r.finalized as f64 / r.seconds.max(1e-9) / base.max(1e-9)
+            );
+        }
     }
     Ok(())
 }
@@ -402,6 +413,12 @@ pub fn redeem(a: RedeemArgs) -> anyhow::Result<()> {
         seq.first().map_or(0, |t| t.resources),
         percentile(&total, 0.5),
         percentile(&total, 0.9),
+    );
+    let local = sorted(r.local_ms.iter().copied());
+    println!(
+        "  baseline, same run: reading, scoping, serializing and hashing that record from the vault in-process p50 {:.1} ms; a redemption costs {:.1}x that",
+        percentile(&local, 0.5),
+        percentile(&total, 0.5) / percentile(&local, 0.5).max(1e-9),
     );
     println!(
         "  split (p50): holder prepares {:.1} ms + the access record's finality {:.0} ms + transfer and client {:.1} ms",

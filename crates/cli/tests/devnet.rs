@@ -394,6 +394,38 @@ fn run_demo(dir: &Path, args: &[std::ffi::OsString]) -> String {
     text
 }
 
+/// `medspace bench ledger --mode processes` on a small workload: four `medspace node`
+/// processes finalize every transaction offered, and the figures are printed. (The workload's
+/// patients register, then consent: the rate leaves the registrations three seconds to be
+/// final before the first consent, which a validator admits only from a registered key.)
+#[test]
+fn the_multi_process_ledger_benchmark_finalizes_its_workload() {
+    let base = free_base() - 1000; // the processes listen at base + 1000 and base + 1100
+    let out = Command::new(BIN)
+        .args([
+            "bench",
+            "ledger",
+            "--mode",
+            "processes",
+            "--txs",
+            "600",
+            "--rate",
+            "100",
+        ])
+        .arg("--base-port")
+        .arg(base.to_string())
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "bench failed: {text}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(text.contains("finalized 600 of 600"), "{text}");
+    assert!(text.contains("refused 0"), "{text}");
+}
+
 /// The README's main job, end to end on real node processes: every step's outcome is checked
 /// in its output (the over-budget job refused, the revoked patient gone from the cohort, the
 /// patient's log proven, both stored chains audited).

@@ -152,6 +152,9 @@ pub struct RedeemReport {
     pub concurrent_s: f64,
     /// Grants redeemed in the concurrent run.
     pub grants: usize,
+    /// The baseline: the same record read from the vault, scoped, serialized and hashed in
+    /// this process (no network, no ledger), ms, once per sequential redemption.
+    pub local_ms: Vec<f64>,
 }
 
 async fn redeem_once(
@@ -160,8 +163,11 @@ async fn redeem_once(
     key: &Keypair,
     grant: GrantId,
     code: &str,
+    after_height: u64,
 ) -> Result<Timing> {
-    let body = serde_json::to_vec(&serde_json::json!({ "grant": grant, "code": code }))?;
+    let body = serde_json::to_vec(
+        &serde_json::json!({ "grant": grant, "code": code, "after_height": after_height }),
+    )?;
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
@@ -246,6 +252,8 @@ fn redeem_on(
     let vault = medspace_vault::Vault::open_read_only(&holder.dir)?;
     let mut sizes = Vec::new();
     let mut codes = Vec::new();
+    let mut persons = Vec::new();
+    let mut all_types = Vec::new();
     for (i, (person, _, _)) in vault.persons().into_iter().enumerate() {
         let p = holder.patients.get(i).context("patient list out of step")?;
         let bundle = medspace_vault::export::export_patient(&vault, &person.to_string())?;
@@ -254,16 +262,7 @@ fn redeem_on(
             .and_then(serde_json::Value::as_array)
             .cloned()
             .unwrap_or_default();
-        let mut types: Vec<String> = entries
-            .iter()
-            .filter_map(|e| {
-                e.pointer("/resource/resourceType")
-                    .and_then(serde_json::Value::as_str)
-                    .map(String::from)
-            })
-            .collect();
-        types.sort();
-        types.dedup();
+        let mut types = types_of(&entries);
         types.truncate(32);
         let (payload, code) = medspace_client::records::GrantTerms {
             grantee: MemberId::new("hospital-b")?,
@@ -278,6 +277,8 @@ fn redeem_on(
         ledger.submit(&p.key, payload)?;
         sizes.push(entries.len());
         codes.push(code.display());
+        persons.push(person.to_string());
+        all_types.push(types_of(&entries));
     }
     let ids: Vec<GrantId> = ledger
         .must_block()?
@@ -298,6 +299,13 @@ fn redeem_on(
         .map(|(i, _)| i)
         .context("no patients")?;
     let (big_grant, big_code) = grants.get(largest).cloned().context("no grant")?;
+    let local_ms = local_reads(
+        &vault,
+        persons.get(largest).context("no person")?,
+        all_types.get(largest).context("no types")?,
+        opts.redemptions,
+    )?;
+    let after_height = ledger.height();
     let url = medspace_client::study::node_url(&net.genesis, &MemberId::new(&holder.member)?)?;
     let key = net.consortium.user_key("hospital-b.clinician")?.clone();
     let rt = tokio::runtime::Builder::new_multi_thread()
@@ -311,7 +319,14 @@ fn redeem_on(
     let total_steps = opts.redemptions + opts.rate_redemptions;
     let mut sequential = Vec::new();
     for i in 0..opts.redemptions {
-        sequential.push(rt.block_on(redeem_once(&client, &url, &key, big_grant, &big_code))?);
+        sequential.push(rt.block_on(redeem_once(
+            &client,
+            &url,
+            &key,
+            big_grant,
+            &big_code,
+            after_height,
+        ))?);
         progress(i + 1, total_steps);
     }
     // The rate: concurrent clients, each on its own patients' grants.
@@ -331,7 +346,7 @@ fn redeem_on(
             let mut out = Vec::new();
             for i in 0..n {
                 if let Some((g, code)) = mine.get(i % mine.len().max(1)) {
-                    out.push(redeem_once(&client, &url, &key, *g, code).await);
+                    out.push(redeem_once(&client, &url, &key, *g, code, after_height).await);
                 }
             }
             out
@@ -350,7 +365,45 @@ fn redeem_on(
         concurrent,
         concurrent_s: started.elapsed().as_secs_f64(),
         grants: grants.len(),
+        local_ms,
     })
+}
+
+/// The distinct resource types of a Bundle's entries, sorted.
+fn types_of(entries: &[serde_json::Value]) -> Vec<String> {
+    let mut types: Vec<String> = entries
+        .iter()
+        .filter_map(|e| {
+            e.pointer("/resource/resourceType")
+                .and_then(serde_json::Value::as_str)
+                .map(String::from)
+        })
+        .collect();
+    types.sort();
+    types.dedup();
+    types
+}
+
+/// The redemption benchmark's baseline: what the holder does for a redemption without the
+/// network and the ledger — read the patient's record from the vault, keep the granted types,
+/// serialize and hash it — `n` times, ms each.
+fn local_reads(
+    vault: &medspace_vault::Vault,
+    person: &str,
+    types: &[String],
+    n: usize,
+) -> Result<Vec<f64>> {
+    let types: Vec<&str> = types.iter().map(String::as_str).collect();
+    let mut out = Vec::with_capacity(n);
+    for _ in 0..n {
+        let t = Instant::now();
+        let mut bundle = medspace_vault::export::export_patient(vault, person)?;
+        medspace_worker::records::scope_bundle(&mut bundle, &types, 0, u64::MAX / 2);
+        let bytes = serde_json::to_vec(&bundle)?;
+        std::hint::black_box(medspace_worker::records::delivery_hash(&bytes));
+        out.push(t.elapsed().as_secs_f64() * 1000.0);
+    }
+    Ok(out)
 }
 
 /// The ledger benchmark with one OS process per validator.
@@ -371,6 +424,8 @@ pub struct LedgerReport {
     pub finalized: usize,
     /// Refused at admission (mempool full under overload).
     pub refused: usize,
+    /// Why the first refused transaction was refused.
+    pub first_refusal: Option<String>,
     /// From the first submission to the last finalization, s.
     pub seconds: f64,
     /// Submission (the batch's answer) to finality at validator 0, per finalized transaction.
@@ -410,10 +465,10 @@ pub fn ledger_processes(
         },
         &dir,
     )?;
-    let mut children = Vec::new();
+    let mut children = Children(Vec::new());
     for n in &nodes {
         let log = std::fs::File::create(dir.join(&n.name).join("node.log"))?;
-        children.push(
+        children.0.push(
             std::process::Command::new(exe)
                 .arg("node")
                 .arg("--config")
@@ -428,12 +483,21 @@ pub fn ledger_processes(
     }
     progress("4 validator processes started; waiting for their APIs");
     let outcome = offer(&urls, &workload.txs, &workload.route, opts.rate, progress);
-    for c in &mut children {
-        let _ = c.kill();
-        let _ = c.wait();
-    }
+    drop(children);
     let _ = std::fs::remove_dir_all(&dir);
     outcome
+}
+
+/// The benchmark's validator processes, killed however the benchmark ends (an error, a panic).
+struct Children(Vec<std::process::Child>);
+
+impl Drop for Children {
+    fn drop(&mut self) {
+        for c in &mut self.0 {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
 }
 
 fn offer(
@@ -447,6 +511,8 @@ fn offer(
         .worker_threads(2)
         .enable_all()
         .build()?;
+    // reqwest starts its timeout timer when a request is sent, inside the runtime's context.
+    let _inside = rt.enter();
     let client = reqwest::Client::builder()
         .timeout(Duration::from_secs(30))
         .build()
@@ -509,10 +575,11 @@ fn offer(
                 if !ids.is_empty() {
                     last = now;
                 }
-                let sent = submitted.lock().map(|m| m.clone()).unwrap_or_default();
-                for id in ids.iter().filter_map(serde_json::Value::as_str) {
-                    if let Some(t) = sent.get(id) {
-                        latencies.push(now.duration_since(*t).as_secs_f64() * 1000.0);
+                if let Ok(sent) = submitted.lock() {
+                    for id in ids.iter().filter_map(serde_json::Value::as_str) {
+                        if let Some(t) = sent.get(id) {
+                            latencies.push(now.duration_since(*t).as_secs_f64() * 1000.0);
+                        }
                     }
                 }
                 height += 1;
@@ -523,6 +590,7 @@ fn offer(
     let start = Instant::now();
     let mut sent = 0usize;
     let mut refused = 0usize;
+    let mut first_refusal = None;
     let n = urls.len().max(1);
     while sent < total {
         let due = ((start.elapsed().as_secs_f64() * rate as f64) as usize).min(total);
@@ -559,18 +627,19 @@ fn offer(
                             .ok()
                             .and_then(|b| serde_json::from_slice(&b).ok())
                             .unwrap_or_default(),
-                        Err(_) => return ids.len(),
+                        Err(e) => return (ids.len(), Some(e.to_string())),
                     };
                     let results = v
                         .get("results")
                         .and_then(serde_json::Value::as_array)
                         .cloned()
                         .unwrap_or_default();
-                    let mut refused = 0;
+                    let mut refused = (0, None);
                     if let Ok(mut m) = submitted.lock() {
                         for (id, r) in ids.into_iter().zip(results) {
-                            if r.get("error").is_some() {
-                                refused += 1;
+                            if let Some(e) = r.get("error") {
+                                refused.0 += 1;
+                                refused.1.get_or_insert_with(|| e.to_string());
                             } else {
                                 m.insert(id, now);
                             }
@@ -579,16 +648,19 @@ fn offer(
                     refused
                 }
             });
-        refused += rt
-            .block_on(futures::future::join_all(posts))
-            .into_iter()
-            .sum::<usize>();
+        for (n, why) in rt.block_on(futures::future::join_all(posts)) {
+            refused += n;
+            if first_refusal.is_none() {
+                first_refusal = why;
+            }
+        }
         sent = due;
     }
     let (latencies, last) = rt.block_on(watcher).context("watching the blocks")?;
     Ok(LedgerReport {
         finalized: latencies.len(),
         refused,
+        first_refusal,
         seconds: last.duration_since(start).as_secs_f64(),
         latencies_ms: latencies,
     })
