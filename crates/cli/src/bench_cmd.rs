@@ -259,9 +259,12 @@ pub fn federated(args: FederatedArgs) -> anyhow::Result<()> {
         let out = medspace_devnet::bench::jobs_end_to_end(
             &dir.join("e2e-devnet"),
             &medspace_devnet::bench::JobsOptions {
-                seed: args.seed,
-                patients: args.e2e_patients,
-                base_port: args.e2e_base_port,
+                net: medspace_devnet::devnet::DevnetOptions {
+                    seed: args.seed,
+                    patients: args.e2e_patients,
+                    fhir: Vec::new(),
+                    base_port: args.e2e_base_port,
+                },
                 jobs: args.e2e_jobs,
             },
             &mut |done, _| b.set_position(done as u64),
@@ -381,13 +384,15 @@ pub fn redeem(a: RedeemArgs) -> anyhow::Result<()> {
     );
     let r = medspace_devnet::bench::redeem(
         &medspace_devnet::bench::RedeemOptions {
-            patients: a.patients,
-            fhir: a.fhir,
+            net: medspace_devnet::devnet::DevnetOptions {
+                seed: a.seed,
+                patients: a.patients,
+                fhir: a.fhir,
+                base_port: a.base_port,
+            },
             redemptions: a.redemptions,
             concurrency: a.concurrency,
             rate_redemptions: a.rate_redemptions,
-            base_port: a.base_port,
-            seed: a.seed,
         },
         &mut |done, _| b.set_position(done as u64),
     )?;

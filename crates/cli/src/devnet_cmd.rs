@@ -7,21 +7,41 @@ use medspace_devnet::devnet::{self, OBSERVER};
 use medspace_devnet::{Devnet, DevnetOptions};
 use std::path::PathBuf;
 
+/// The patients of a devnet's hospitals, generated or read from FHIR folders.
+#[derive(Args, Debug)]
+pub struct HospitalData {
+    /// Generated patients per hospital.
+    #[arg(long, default_value_t = 200)]
+    pub patients: usize,
+    /// Seed of every key, generated patient and choice.
+    #[arg(long, default_value_t = 1)]
+    pub seed: u64,
+    /// One FHIR R4 folder per hospital (e.g. the Synthea split) instead of generated patients.
+    #[arg(long, num_args = 1.., value_name = "DIR")]
+    pub fhir: Vec<PathBuf>,
+}
+
+impl HospitalData {
+    /// The devnet these patients make, on ports from `base_port`.
+    pub fn devnet(self, base_port: u16) -> DevnetOptions {
+        DevnetOptions {
+            seed: self.seed,
+            patients: self.patients,
+            fhir: self.fhir,
+            base_port,
+        }
+    }
+}
+
 /// `medspace devnet`.
 #[derive(Args, Debug)]
 pub struct DevnetArgs {
     /// Where the devnet lives (created on first start, resumed afterwards).
     #[arg(long, default_value = ".medspace/devnet")]
     pub dir: PathBuf,
-    /// Generated patients per hospital (first start).
-    #[arg(long, default_value_t = 200)]
-    pub patients: usize,
-    /// Seed of every key and generated patient (first start).
-    #[arg(long, default_value_t = 1)]
-    pub seed: u64,
-    /// One FHIR R4 folder per hospital instead of generated patients (first start).
-    #[arg(long, num_args = 1.., value_name = "DIR")]
-    pub fhir: Vec<PathBuf>,
+    /// Its hospitals' patients (first start).
+    #[command(flatten)]
+    pub data: HospitalData,
     /// First loopback port (p2p from here, HTTP from here + 100).
     #[arg(long, default_value_t = 7_400)]
     pub base_port: u16,
@@ -30,15 +50,9 @@ pub struct DevnetArgs {
 /// `medspace demo`.
 #[derive(Args, Debug)]
 pub struct DemoArgs {
-    /// Generated patients per hospital.
-    #[arg(long, default_value_t = 200)]
-    pub patients: usize,
-    /// Seed of every key and choice.
-    #[arg(long, default_value_t = 1)]
-    pub seed: u64,
-    /// One FHIR R4 folder per hospital (e.g. the Synthea split) instead of generated patients.
-    #[arg(long, num_args = 1.., value_name = "DIR")]
-    pub fhir: Vec<PathBuf>,
+    /// Its hospitals' patients.
+    #[command(flatten)]
+    pub data: HospitalData,
     /// Where the consortium's node directories go (recreated on every run).
     #[arg(long, default_value = ".medspace/demo")]
     pub dir: PathBuf,
@@ -51,11 +65,8 @@ pub struct DemoArgs {
 pub fn demo(a: DemoArgs) -> anyhow::Result<()> {
     Ok(medspace_devnet::demo::run(
         &medspace_devnet::demo::DemoOptions {
-            patients: a.patients,
-            seed: a.seed,
-            fhir: a.fhir,
             dir: a.dir,
-            base_port: a.base_port,
+            net: a.data.devnet(a.base_port),
         },
     )?)
 }
@@ -68,15 +79,7 @@ pub fn run(a: DevnetArgs) -> anyhow::Result<()> {
         if fresh { "creating a" } else { "resuming the" },
         a.dir.display()
     );
-    let mut net = Devnet::start(
-        &a.dir,
-        &DevnetOptions {
-            seed: a.seed,
-            patients: a.patients,
-            fhir: a.fhir,
-            base_port: a.base_port,
-        },
-    )?;
+    let mut net = Devnet::start(&a.dir, &a.data.devnet(a.base_port))?;
     let mut ledger = net.client()?;
     if !net.bootstrapped() {
         devnet::publish_catalogs(&net, &mut ledger, |member, d, rows| {

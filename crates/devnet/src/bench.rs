@@ -6,7 +6,7 @@
 use crate::devnet::{self, Devnet, DevnetOptions};
 use crate::{Context, Result, fail};
 use medspace_types::*;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 /// The `p` quantile (nearest rank) of sorted figures; 0 for none.
@@ -28,12 +28,8 @@ pub fn sorted(v: impl IntoIterator<Item = f64>) -> Vec<f64> {
 /// The end-to-end jobs benchmark.
 #[derive(Clone, Debug)]
 pub struct JobsOptions {
-    /// Seed of the devnet.
-    pub seed: u64,
-    /// Generated patients per hospital.
-    pub patients: usize,
-    /// First loopback port.
-    pub base_port: u16,
+    /// The devnet.
+    pub net: DevnetOptions,
     /// Jobs timed one after another.
     pub jobs: usize,
 }
@@ -49,15 +45,7 @@ pub fn jobs_end_to_end(
     if dir.exists() {
         std::fs::remove_dir_all(dir)?;
     }
-    let mut net = Devnet::start(
-        dir,
-        &DevnetOptions {
-            seed: opts.seed,
-            patients: opts.patients,
-            fhir: vec![],
-            base_port: opts.base_port,
-        },
-    )?;
+    let mut net = Devnet::start(dir, &opts.net)?;
     let outcome = (|| -> Result<Vec<f64>> {
         let mut ledger = net.client()?;
         devnet::publish_catalogs(&net, &mut ledger, |_, _, _| {})?;
@@ -110,20 +98,14 @@ pub fn jobs_end_to_end(
 /// The redemption benchmark.
 #[derive(Clone, Debug)]
 pub struct RedeemOptions {
-    /// Generated patients per hospital.
-    pub patients: usize,
-    /// One FHIR folder per hospital instead.
-    pub fhir: Vec<PathBuf>,
+    /// The devnet.
+    pub net: DevnetOptions,
     /// Sequential redemptions timed.
     pub redemptions: usize,
     /// Concurrent clients for the rate.
     pub concurrency: usize,
     /// Redemptions in the rate run.
     pub rate_redemptions: usize,
-    /// First loopback port of the devnet.
-    pub base_port: u16,
-    /// Seed.
-    pub seed: u64,
 }
 
 /// One redemption as the client saw it.
@@ -222,15 +204,7 @@ pub fn redeem(
 ) -> Result<RedeemReport> {
     let dir = std::env::temp_dir().join(format!("medspace-bench-redeem-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
-    let mut net = Devnet::start(
-        &dir,
-        &DevnetOptions {
-            seed: opts.seed,
-            patients: opts.patients,
-            fhir: opts.fhir.clone(),
-            base_port: opts.base_port,
-        },
-    )?;
+    let mut net = Devnet::start(&dir, &opts.net)?;
     let outcome = redeem_on(&net, opts, progress);
     net.stop();
     let _ = std::fs::remove_dir_all(&dir);

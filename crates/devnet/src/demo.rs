@@ -15,16 +15,10 @@ use medspace_types::*;
 
 /// Options of the demo.
 pub struct DemoOptions {
-    /// Generated patients per hospital.
-    pub patients: usize,
-    /// Seed of every key and choice.
-    pub seed: u64,
-    /// One FHIR folder per hospital instead of generated patients.
-    pub fhir: Vec<std::path::PathBuf>,
     /// Where the consortium's node directories go (recreated on every run).
     pub dir: std::path::PathBuf,
-    /// First loopback port of the demo's consortium.
-    pub base_port: u16,
+    /// The consortium (seed of every key and choice, its patients, its ports).
+    pub net: DevnetOptions,
 }
 
 struct Patient {
@@ -65,15 +59,7 @@ pub fn run(opts: &DemoOptions) -> Result<()> {
         &mut n,
         "each hospital fills its vault (the data never leaves it); the consortium's nodes start",
     );
-    let mut net = Devnet::start(
-        &opts.dir,
-        &DevnetOptions {
-            seed: opts.seed,
-            patients: opts.patients,
-            fhir: opts.fhir.clone(),
-            base_port: opts.base_port,
-        },
-    )?;
+    let mut net = Devnet::start(&opts.dir, &opts.net)?;
     for name in net.node_names() {
         let role = if net.is_observer(&name) {
             "observer (follows and verifies every block)"

@@ -221,6 +221,30 @@ impl Job {
         })
     }
 
+    /// The index of `member`, a site of this job, if `msg` is for this job and signed by that
+    /// site's ledger key in `namespace` (each message kind has its own).
+    fn signed_by_site<T: serde::Serialize>(
+        &self,
+        msg: &Signed<T>,
+        member: &MemberId,
+        job: JobId,
+        namespace: &[u8],
+    ) -> Result<usize, RoundError> {
+        let bad = |why| RoundError::Message {
+            member: member.clone(),
+            why,
+        };
+        let i = self.site(member)?;
+        if job != self.id() {
+            return Err(bad("message for another job"));
+        }
+        let key = self.keys.get(i).ok_or(bad("no ledger key"))?;
+        if !msg.verify(key, namespace) {
+            return Err(bad("message not signed by the site"));
+        }
+        Ok(i)
+    }
+
     /// Checks a dealing: for this job, from a holder, signed by its ledger key. Returns the
     /// dealer's index and the dealing.
     pub fn check_dealing(&self, msg: &DealingMsg) -> Result<(usize, Dealing), RoundError> {
@@ -229,14 +253,7 @@ impl Job {
             member: b.member.clone(),
             why,
         };
-        let i = self.site(&b.member)?;
-        if b.job != self.id() {
-            return Err(bad("dealing for another job"));
-        }
-        let key = self.keys.get(i).ok_or(bad("no ledger key"))?;
-        if !msg.verify(key, DEALING_NAMESPACE) {
-            return Err(bad("dealing not signed by the site"));
-        }
+        let i = self.signed_by_site(msg, &b.member, b.job, DEALING_NAMESPACE)?;
         if b.shares.len() != self.round.sites {
             return Err(bad("dealing with the wrong number of shares"));
         }
@@ -330,11 +347,7 @@ impl Job {
             member: b.member.clone(),
             why,
         };
-        let i = self.site(&b.member)?;
-        let key = self.keys.get(i).ok_or(bad("no ledger key"))?;
-        if b.job != self.id() || !msg.verify(key, MASKED_NAMESPACE) {
-            return Err(bad("masked vector not signed by the site for this job"));
-        }
+        let i = self.signed_by_site(msg, &b.member, b.job, MASKED_NAMESPACE)?;
         if b.sharers != self.members(u1) || !u1.contains(&i) {
             return Err(bad("masked with other sites than the request's"));
         }
@@ -343,7 +356,10 @@ impl Job {
         }
         if b.contribution.member != b.member
             || b.contribution.records != b.cohort
-            || !b.contribution.verify(self.id(), key)
+            || !self
+                .keys
+                .get(i)
+                .is_some_and(|key| b.contribution.verify(self.id(), key))
         {
             return Err(bad("contribution not attested by the site"));
         }
@@ -408,11 +424,7 @@ impl Job {
             member: b.member.clone(),
             why,
         };
-        let i = self.site(&b.member)?;
-        let key = self.keys.get(i).ok_or(bad("no ledger key"))?;
-        if b.job != self.id() || !msg.verify(key, REVEAL_NAMESPACE) {
-            return Err(bad("reveal not signed by the site for this job"));
-        }
+        let i = self.signed_by_site(msg, &b.member, b.job, REVEAL_NAMESPACE)?;
         if !u2.contains(&i) {
             return Err(bad("reveal from a site that did not survive"));
         }

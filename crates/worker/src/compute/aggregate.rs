@@ -81,6 +81,32 @@ where
 }
 
 impl<L: Ledger, T: Transport, P: DataPlane> Aggregation<L, T, P> {
+    /// `site`'s dealing: from this node's own site through its mailbox, from another over
+    /// the transport (the same for the mask and reveal steps below).
+    async fn dealing_of(&self, site: &MemberId, wait: Duration) -> Result<DealingMsg, PeerError> {
+        if *site == self.cfg.member {
+            self.me.dealing(self.job, site.clone()).await
+        } else {
+            self.transport.dealing(site, self.job, wait).await
+        }
+    }
+
+    async fn masked_of(&self, site: &MemberId, req: MaskRequest) -> Result<MaskedMsg, PeerError> {
+        if *site == self.cfg.member {
+            self.me.mask(req, site.clone()).await
+        } else {
+            self.transport.mask(site, req).await
+        }
+    }
+
+    async fn reveal_of(&self, site: &MemberId, wait: Duration) -> Result<RevealMsg, PeerError> {
+        if *site == self.cfg.member {
+            self.me.reveal(self.job, site.clone()).await
+        } else {
+            self.transport.reveal(site, self.job, wait).await
+        }
+    }
+
     fn job(&self) -> Result<Job, WorkerError> {
         Job::from_ledger(&self.cfg.ledger.snapshot().state, self.job)
             .map_err(|e| WorkerError::Round(e.to_string()))
@@ -179,16 +205,8 @@ impl<L: Ledger, T: Transport, P: DataPlane> Aggregation<L, T, P> {
     /// Every holder's dealing, in parallel, until the step deadline.
     async fn collect_dealings<E: Clock>(&self, clock: &E, job: &Job) -> Collected {
         let deadline = clock.current() + self.cfg.step_timeout;
-        let me = &self.cfg.member;
         let asks = job.owners.iter().map(|owner| async move {
-            let answer = if owner == me {
-                ask_until(clock, deadline, |_| self.me.dealing(self.job, me.clone())).await
-            } else {
-                ask_until(clock, deadline, |wait| {
-                    self.transport.dealing(owner, self.job, wait)
-                })
-                .await
-            };
+            let answer = ask_until(clock, deadline, |wait| self.dealing_of(owner, wait)).await;
             (owner.clone(), answer)
         });
         let mut out = Collected::default();
@@ -242,21 +260,11 @@ impl<L: Ledger, T: Transport, P: DataPlane> Aggregation<L, T, P> {
             job: self.job,
             dealings: ordered,
         };
-        let me = &self.cfg.member;
         let asks = u1.iter().filter_map(|i| job.owners.get(*i)).map(|owner| {
             let request = request.clone();
             async move {
-                let answer = if owner == me {
-                    ask_until(clock, deadline, |_| {
-                        self.me.mask(request.clone(), me.clone())
-                    })
-                    .await
-                } else {
-                    ask_until(clock, deadline, |_| {
-                        self.transport.mask(owner, request.clone())
-                    })
-                    .await
-                };
+                let answer =
+                    ask_until(clock, deadline, |_| self.masked_of(owner, request.clone())).await;
                 (owner.clone(), answer)
             }
         });
@@ -347,19 +355,11 @@ impl<L: Ledger, T: Transport, P: DataPlane> Aggregation<L, T, P> {
     /// Every survivor's reveal, in parallel, until the step deadline.
     async fn collect_reveals<E: Clock>(&self, clock: &E, job: &Job, u2: &[usize]) -> Vec<Revealed> {
         let deadline = clock.current() + self.cfg.step_timeout;
-        let me = &self.cfg.member;
         let asks = u2
             .iter()
             .filter_map(|i| job.owners.get(*i))
             .map(|owner| async move {
-                let answer: Result<RevealMsg, PeerError> = if owner == me {
-                    ask_until(clock, deadline, |_| self.me.reveal(self.job, me.clone())).await
-                } else {
-                    ask_until(clock, deadline, |wait| {
-                        self.transport.reveal(owner, self.job, wait)
-                    })
-                    .await
-                };
+                let answer = ask_until(clock, deadline, |wait| self.reveal_of(owner, wait)).await;
                 (owner.clone(), answer)
             });
         let mut out = Vec::new();
