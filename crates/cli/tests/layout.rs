@@ -1,6 +1,7 @@
-//! The shape of the house, checked: no two modules of a crate import each other in a loop, the
-//! binary stays argument parsing and printing, and the ledger (what clients, followers and
-//! auditors link) carries no data plane.
+//! The shape of the house, checked: the crates stand on the floors ARCHITECTURE.md draws (each
+//! uses only lower ones), no two modules of a crate import each other in a loop, the binary
+//! stays argument parsing and printing, and the ledger (what clients, followers and auditors
+//! link) carries no data plane.
 
 #![allow(
     clippy::unwrap_used,
@@ -262,5 +263,81 @@ fn the_ledger_builds_without_datafusion() {
     assert!(
         !seen.contains("medspace-vault"),
         "medspace-ledger links the vault"
+    );
+}
+
+/// The floors drawn in ARCHITECTURE.md: crate name -> floor.
+fn documented_floors() -> BTreeMap<String, usize> {
+    let doc =
+        std::fs::read_to_string(crates_dir().parent().unwrap().join("ARCHITECTURE.md")).unwrap();
+    let block = doc
+        .split("```text\n")
+        .nth(1)
+        .and_then(|rest| rest.split("```").next())
+        .expect("ARCHITECTURE.md opens with the floors in a text block");
+    let mut floors = BTreeMap::new();
+    for line in block.lines() {
+        // `<floor>  <crate> · <crate>  <what they are>`: columns apart by two spaces or more.
+        let (floor, rest) = line.split_once("  ").unwrap();
+        let floor: usize = floor.trim().parse().unwrap();
+        let names = rest.trim_start().split("  ").next().unwrap();
+        for name in names.split('·') {
+            floors.insert(name.trim().to_string(), floor);
+        }
+    }
+    floors
+}
+
+/// The `medspace-*` crates each crate's `[dependencies]` name.
+fn crate_dependencies() -> BTreeMap<String, BTreeSet<String>> {
+    let mut out = BTreeMap::new();
+    for e in std::fs::read_dir(crates_dir()).unwrap() {
+        let dir = e.unwrap().path();
+        let Ok(manifest) = std::fs::read_to_string(dir.join("Cargo.toml")) else {
+            continue;
+        };
+        let deps = manifest
+            .split("[dependencies]")
+            .nth(1)
+            .map(|s| s.split("\n[").next().unwrap_or(""))
+            .unwrap_or("");
+        let names = deps
+            .lines()
+            .filter_map(|l| l.trim().strip_prefix("medspace-"))
+            .filter_map(|l| l.split([' ', '=', '.']).next())
+            .map(String::from)
+            .collect();
+        out.insert(
+            dir.file_name().unwrap().to_string_lossy().into_owned(),
+            names,
+        );
+    }
+    out
+}
+
+#[test]
+fn the_floors_in_architecture_md_are_the_crates_dependencies() {
+    let floors = documented_floors();
+    let deps = crate_dependencies();
+    let drawn: BTreeSet<&String> = floors.keys().collect();
+    let real: BTreeSet<&String> = deps.keys().collect();
+    assert_eq!(
+        drawn, real,
+        "ARCHITECTURE.md draws exactly the crates under crates/"
+    );
+    let mut wrong = Vec::new();
+    for (krate, uses) in &deps {
+        for dep in uses {
+            if floors[dep] >= floors[krate] {
+                wrong.push(format!(
+                    "{krate} (floor {}) uses {dep} (floor {})",
+                    floors[krate], floors[dep]
+                ));
+            }
+        }
+    }
+    assert!(
+        wrong.is_empty(),
+        "a crate uses one on its floor or above: {wrong:?}"
     );
 }
