@@ -172,7 +172,7 @@ fn make_txs(count: usize, signers: u64) -> Vec<Bytes> {
 pub struct Workload<A> {
     /// Builds the application at genesis — once per validator and once for the apply-rate
     /// measurement, so no two share anything (state, caches).
-    pub make_app: Box<dyn Fn() -> Result<A, String> + Send>,
+    pub make_app: Box<dyn Fn() -> Result<A, Box<dyn std::error::Error + Send + Sync>> + Send>,
     /// Its genesis as the genesis file's `app` (what the nodes are initialised with).
     pub app_genesis: serde_json::Value,
     /// Encoded transactions in submission order.
@@ -262,9 +262,9 @@ pub fn bench_workload<A: crate::Application>(
         ..
     } = workload;
     let app = |what: &str| {
-        make_app().map_err(|error| BenchError::Dir {
+        make_app().map_err(|e| BenchError::Dir {
             path: what.to_string(),
-            error,
+            error: e.to_string(),
         })
     };
     // The best of three passes, each on a fresh application: a noisy moment of the shared

@@ -191,10 +191,21 @@ pub struct NodeConfig {
     pub mempool: MempoolSection,
 }
 
+/// Why a node config is refused.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// Not TOML of a node config's shape.
+    #[error("not a node config: {0}")]
+    Shape(#[from] toml::de::Error),
+    /// A value out of its range, or two values that do not fit together.
+    #[error("{0}")]
+    Range(String),
+}
+
 impl NodeConfig {
     /// Parses and validates a TOML config. Relative paths are resolved against `base`.
-    pub fn from_toml(text: &str, base: &Path) -> Result<Self, String> {
-        let mut c: NodeConfig = toml::from_str(text).map_err(|e| e.to_string())?;
+    pub fn from_toml(text: &str, base: &Path) -> Result<Self, ConfigError> {
+        let mut c: NodeConfig = toml::from_str(text)?;
         for p in [
             &mut c.node.data_dir,
             &mut c.node.key_file,
@@ -212,42 +223,43 @@ impl NodeConfig {
     pub fn load(path: &Path) -> Result<Self, NodeError> {
         let text = std::fs::read_to_string(path).map_err(|e| io(path, e))?;
         let base = path.parent().unwrap_or(Path::new("."));
-        Self::from_toml(&text, base).map_err(|error| NodeError::Invalid {
+        Self::from_toml(&text, base).map_err(|e| NodeError::Invalid {
             what: "node config",
             path: path.display().to_string(),
-            error,
+            error: e.to_string(),
         })
     }
 
     /// Checks value ranges.
-    pub fn validate(&self) -> Result<(), String> {
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let range = |s: String| Err(ConfigError::Range(s));
         let c = &self.consensus;
         if c.leader_timeout_ms == 0 || c.certification_timeout_ms <= c.leader_timeout_ms {
-            return Err(format!(
+            return range(format!(
                 "consensus timeouts: need 0 < leader_timeout_ms < certification_timeout_ms, got leader_timeout_ms={} certification_timeout_ms={}",
                 c.leader_timeout_ms, c.certification_timeout_ms
             ));
         }
         if c.timeout_retry_ms == 0 || c.fetch_timeout_ms == 0 {
-            return Err("consensus: timeout_retry_ms and fetch_timeout_ms must be > 0".into());
+            return range("consensus: timeout_retry_ms and fetch_timeout_ms must be > 0".into());
         }
         if c.max_block_txs == 0 || c.max_tx_bytes == 0 || c.max_block_bytes < c.max_tx_bytes {
-            return Err(format!(
+            return range(format!(
                 "consensus limits: max_block_txs={} max_tx_bytes={} max_block_bytes={}",
                 c.max_block_txs, c.max_tx_bytes, c.max_block_bytes
             ));
         }
         if (self.p2p.max_message_size as usize) < c.max_block_bytes.saturating_add(64 * 1024) {
-            return Err(format!(
+            return range(format!(
                 "p2p.max_message_size={} must exceed consensus.max_block_bytes={} plus overhead",
                 self.p2p.max_message_size, c.max_block_bytes
             ));
         }
         if self.p2p.rate_per_second == 0 || self.http.submit_rate_per_second == 0 {
-            return Err("rates must be > 0".into());
+            return range("rates must be > 0".into());
         }
         if self.mempool.max_txs == 0 || self.node.worker_threads == 0 {
-            return Err("mempool.max_txs and node.worker_threads must be > 0".into());
+            return range("mempool.max_txs and node.worker_threads must be > 0".into());
         }
         Ok(())
     }

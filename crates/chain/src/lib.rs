@@ -47,28 +47,34 @@ pub mod node;
 #[cfg(feature = "testing")]
 pub mod testing;
 
+/// One outcome per transaction of a block, in order: applied, or why it was refused.
+pub type Outcomes<R> = Vec<Result<(), R>>;
+
 /// The deterministic application the chain replicates. Transactions are opaque encoded bytes.
 pub trait Application: Clone + Send + Sync + 'static {
     /// The writes one block makes, kept for not-yet-finalized blocks (blocks may build on
     /// notarized but unfinalized parents).
     type Diff: Clone + Send + Sync + 'static;
+    /// Why the application refuses a transaction, at admission or in a block. The chain reports
+    /// it to the submitter as its text.
+    type Refusal: std::fmt::Display + Send + Sync + 'static;
     /// The stateless half of admission for many transactions at once: decoding and signature
     /// checks, batched where the application can. The engine runs it on a clone of the
     /// application, without holding the node's lock, so consensus and other submitters are not
     /// held up by signature verification; it reads no state, only what the application keeps to
     /// check faster (decompressed keys). One outcome per transaction, in order.
-    fn precheck(&self, txs: &[bytes::Bytes]) -> Vec<Result<(), String>>;
+    fn precheck(&self, txs: &[bytes::Bytes]) -> Vec<Result<(), Self::Refusal>>;
     /// The stateful half of admission, for a transaction that passed [`Application::precheck`]:
     /// chain id, signer, and that the nonce is not already used in committed state. Cheap; it
     /// runs under the node's lock. Returns the 32-byte tx id.
-    fn check_prechecked(&self, tx: &[u8]) -> Result<[u8; 32], String>;
+    fn check_prechecked(&self, tx: &[u8]) -> Result<[u8; 32], Self::Refusal>;
     /// The whole admission check of one transaction: [`Application::precheck`], then
     /// [`Application::check_prechecked`].
-    fn check_tx(&self, tx: &[u8]) -> Result<[u8; 32], String> {
+    fn check_tx(&self, tx: &[u8]) -> Result<[u8; 32], Self::Refusal> {
         let raw = bytes::Bytes::copy_from_slice(tx);
-        self.precheck(std::slice::from_ref(&raw))
-            .pop()
-            .unwrap_or_else(|| Err("transaction was not checked".to_string()))?;
+        if let Some(Err(e)) = self.precheck(std::slice::from_ref(&raw)).pop() {
+            return Err(e);
+        }
         self.check_prechecked(tx)
     }
     /// Execute `txs` on top of the committed state plus `pending` diffs (oldest first), as block
@@ -81,7 +87,7 @@ pub trait Application: Clone + Send + Sync + 'static {
         height: u64,
         time_ms: u64,
         txs: &[bytes::Bytes],
-    ) -> (Self::Diff, [u8; 32], Vec<Result<(), String>>);
+    ) -> (Self::Diff, [u8; 32], Outcomes<Self::Refusal>);
     /// Make a finalized block's diff part of the committed state (called in height order,
     /// exactly once per height). Returns the new root.
     fn commit(&mut self, height: u64, diff: &Self::Diff) -> [u8; 32];

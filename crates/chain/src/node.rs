@@ -115,18 +115,23 @@ pub async fn start_node<A: Application>(
 /// `data_dir`, starts the engine and serves the HTTP API on `http.listen`. `make_app` builds the
 /// genesis application state from the genesis file; `extra_routes` receives the engine handle and
 /// returns additional axum routes (state records, inclusion proofs) merged into the API.
-pub fn run_node<A, F, X>(config: NodeConfig, make_app: F, extra_routes: X) -> Result<(), NodeError>
+pub fn run_node<A, E, F, X>(
+    config: NodeConfig,
+    make_app: F,
+    extra_routes: X,
+) -> Result<(), NodeError>
 where
     A: Application,
-    F: FnOnce(&Genesis) -> Result<A, String> + Send + 'static,
+    E: std::fmt::Display,
+    F: FnOnce(&Genesis) -> Result<A, E> + Send + 'static,
     X: FnOnce(commonware_runtime::tokio::Context, Handle<A>) -> axum::Router + Send + 'static,
 {
     let genesis = Genesis::load(&config.node.genesis_file)?;
     let signer = load_key(&config.node.key_file)?;
-    let app = make_app(&genesis).map_err(|error| NodeError::Invalid {
+    let app = make_app(&genesis).map_err(|e| NodeError::Invalid {
         what: "application genesis",
         path: config.node.genesis_file.display().to_string(),
-        error,
+        error: e.to_string(),
     })?;
     std::fs::create_dir_all(&config.node.data_dir).map_err(|e| io(&config.node.data_dir, e))?;
     let runner = commonware_runtime::tokio::Runner::new(

@@ -243,6 +243,7 @@ impl CounterApp {
 
 impl Application for CounterApp {
     type Diff = CounterDiff;
+    type Refusal = String;
 
     fn precheck(&self, txs: &[Bytes]) -> Vec<Result<(), String>> {
         txs.iter().map(|tx| decode_tx(tx).map(|_| ())).collect()

@@ -6,7 +6,7 @@
 //! wrote). Committing a finalized block makes its state the committed one.
 
 use crate::LedgerError;
-use crate::execute::execute_block_with;
+use crate::execute::{Refusal, execute_block_with};
 use crate::recent::Recent;
 use bytes::Bytes;
 use medspace_chain::Application;
@@ -71,9 +71,10 @@ impl LedgerApp {
 
 impl Application for LedgerApp {
     type Diff = Arc<BlockState>;
+    type Refusal = Refusal;
 
-    fn precheck(&self, txs: &[Bytes]) -> Vec<Result<(), String>> {
-        let mut out: Vec<Result<(), String>> = Vec::with_capacity(txs.len());
+    fn precheck(&self, txs: &[Bytes]) -> Vec<Result<(), Refusal>> {
+        let mut out: Vec<Result<(), Refusal>> = Vec::with_capacity(txs.len());
         let mut decoded = Vec::with_capacity(txs.len());
         for raw in txs {
             match SignedTx::from_bytes(raw.clone()) {
@@ -81,7 +82,7 @@ impl Application for LedgerApp {
                     decoded.push(tx);
                     out.push(Ok(()));
                 }
-                Err(e) => out.push(Err(e.to_string())),
+                Err(e) => out.push(Err(Refusal::Malformed(e))),
             }
         }
         let mut checked =
@@ -92,10 +93,9 @@ impl Application for LedgerApp {
             let good = checked.next().unwrap_or(false);
             let signer = signers.next();
             if !good {
-                *o = Err(medspace_state::TxError::BadSignature {
+                *o = Err(Refusal::Rules(medspace_state::TxError::BadSignature {
                     signer: signer.map(|t| t.body.signer.to_hex()).unwrap_or_default(),
-                }
-                .to_string());
+                }));
             }
         }
         out
@@ -103,12 +103,9 @@ impl Application for LedgerApp {
 
     /// Admission of a transaction whose decoding and signature [`Application::precheck`]
     /// accepted; remembers its id as signature-checked so that executing it skips the check.
-    fn check_prechecked(&self, tx: &[u8]) -> Result<[u8; 32], String> {
-        let decoded =
-            SignedTx::from_bytes(Bytes::copy_from_slice(tx)).map_err(|e| e.to_string())?;
-        self.committed
-            .check_admission(&decoded)
-            .map_err(|e| e.to_string())?;
+    fn check_prechecked(&self, tx: &[u8]) -> Result<[u8; 32], Refusal> {
+        let decoded = SignedTx::from_bytes(Bytes::copy_from_slice(tx))?;
+        self.committed.check_admission(&decoded)?;
         let id = medspace_chain::block::tx_hash(tx);
         self.verified
             .lock()
@@ -123,7 +120,7 @@ impl Application for LedgerApp {
         height: u64,
         time_ms: u64,
         txs: &[Bytes],
-    ) -> (Self::Diff, [u8; 32], Vec<Result<(), String>>) {
+    ) -> (Self::Diff, [u8; 32], Vec<Result<(), Refusal>>) {
         let mut state = pending
             .last()
             .map_or_else(|| self.committed.clone(), |d| d.state.clone());
@@ -137,7 +134,7 @@ impl Application for LedgerApp {
         let outcomes =
             execute_block_with(&mut state, height, time_ms, txs, &|id| known.contains(id))
                 .into_iter()
-                .map(|(_, r)| r.map(|_| ()).map_err(|e| e.to_string()))
+                .map(|(_, r)| r.map(|_| ()))
                 .collect();
         let root = state.root().0;
         (Arc::new(BlockState { state }), root, outcomes)
@@ -208,7 +205,10 @@ mod tests {
         assert_eq!(app.commit(2, &d2), r2);
         assert_eq!(app.height(), 2);
         // A replay is refused at admission and in a block, changing nothing.
-        assert!(app.check_tx(&consent(&p, 1)).unwrap_err().contains("nonce"));
+        assert!(matches!(
+            app.check_tx(&consent(&p, 1)),
+            Err(Refusal::Rules(medspace_state::TxError::Nonce { .. }))
+        ));
         let (_, r3, o3) = app.execute(
             &[],
             3,
@@ -306,7 +306,13 @@ mod tests {
         assert_eq!(out.len(), txs.len());
         for (i, o) in out.iter().enumerate() {
             match i {
-                3 | 8 => assert!(o.as_ref().unwrap_err().contains("signature"), "{i}: {o:?}"),
+                3 | 8 => assert!(
+                    matches!(
+                        o,
+                        Err(Refusal::Rules(medspace_state::TxError::BadSignature { .. }))
+                    ),
+                    "{i}: {o:?}"
+                ),
                 5 => assert!(o.is_err(), "{i}"),
                 _ => assert!(o.is_ok(), "{i}: {o:?}"),
             }

@@ -46,7 +46,7 @@ pub fn workload(txs: usize) -> Result<medspace_chain::bench::Workload<LedgerApp>
         route.push(i);
     }
     Ok(medspace_chain::bench::Workload {
-        make_app: Box::new(move || LedgerApp::new(&genesis).map_err(|e| e.to_string())),
+        make_app: Box::new(move || Ok(LedgerApp::new(&genesis)?)),
         app_genesis,
         txs: out,
         route,

@@ -84,7 +84,7 @@ pub fn run(config: &Path) -> Result<(), NodeError> {
     let worker = prepare_worker(config, &cfg, &genesis)?;
     medspace_chain::node::run_node(
         cfg,
-        |g| LedgerApp::from_chain_genesis(&g.app).map_err(|e| e.to_string()),
+        |g| LedgerApp::from_chain_genesis(&g.app),
         move |ctx, handle| {
             let ledger = Arc::new(handle.clone());
             let mut router =

@@ -197,6 +197,7 @@ impl<A: Application> Node<A> {
         let refs: Vec<&A::Diff> = diffs.iter().map(|d| d.as_ref()).collect();
         let (diff, root, outcomes) =
             app.execute(&refs, block.header.height, block.header.time_ms, &block.txs);
+        let outcomes = as_text(outcomes);
         if root != block.header.state_root {
             return Check::Invalid(format!(
                 "state root mismatch: height={} header={} computed={}",
@@ -284,7 +285,8 @@ impl<A: Application> Node<A> {
         };
         let refs: Vec<&A::Diff> = diffs.iter().map(|d| d.as_ref()).collect();
         let mut txs: Vec<Bytes> = selected.iter().map(|(_, tx)| tx.clone()).collect();
-        let (mut diff, mut root, mut outcomes) = app.execute(&refs, height, time_ms, &txs);
+        let (mut diff, mut root, outcomes) = app.execute(&refs, height, time_ms, &txs);
+        let mut outcomes = as_text(outcomes);
         if outcomes.iter().any(Result::is_err) {
             // Drop refused transactions from the proposal (and from the pool) and re-execute.
             let mut kept = Vec::with_capacity(txs.len());
@@ -301,7 +303,9 @@ impl<A: Application> Node<A> {
                 }
             }
             txs = kept;
-            (diff, root, outcomes) = app.execute(&refs, height, time_ms, &txs);
+            let again;
+            (diff, root, again) = app.execute(&refs, height, time_ms, &txs);
+            outcomes = as_text(again);
         }
         let block = Block::new(parent, height, time_ms, txs, root);
         let executed = Executed {
@@ -359,7 +363,7 @@ impl<A: Application> Node<A> {
                     return Err(reason);
                 }
                 let ids = block.txs.iter().map(|tx| tx_hash(tx)).collect();
-                (Arc::new(diff), Arc::new(outcomes), Arc::new(ids))
+                (Arc::new(diff), Arc::new(as_text(outcomes)), Arc::new(ids))
             }
         };
         let mut shared = self.shared.lock();
@@ -791,4 +795,12 @@ where
     );
     engine.start(votes, certificates, resolver);
     faults
+}
+
+/// A block's outcomes as the chain reports them: the application's refusals as text.
+fn as_text<R: std::fmt::Display>(outcomes: Vec<Result<(), R>>) -> Vec<Result<(), String>> {
+    outcomes
+        .into_iter()
+        .map(|o| o.map_err(|e| e.to_string()))
+        .collect()
 }

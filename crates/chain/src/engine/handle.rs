@@ -142,13 +142,11 @@ pub(super) fn admit<A: Application>(
         if slot.is_some() {
             continue;
         }
-        let pre = prechecked
-            .next()
-            .unwrap_or_else(|| Err("transaction was not checked".into()));
-        *slot = Some(
-            pre.map_err(SubmitError::Rejected)
-                .and_then(|()| admit_prechecked(&mut shared, tx)),
-        );
+        *slot = Some(match prechecked.next() {
+            Some(Ok(())) => admit_prechecked(&mut shared, tx),
+            Some(Err(e)) => Err(SubmitError::Rejected(e.to_string())),
+            None => Err(SubmitError::Rejected("transaction was not checked".into())),
+        });
     }
     out.into_iter()
         .map(|o| {
@@ -165,7 +163,7 @@ fn admit_prechecked<A: Application>(
     let id = shared
         .app
         .check_prechecked(tx)
-        .map_err(SubmitError::Rejected)?;
+        .map_err(|e| SubmitError::Rejected(e.to_string()))?;
     if let Some(TxStatus::Finalized { height, .. }) = shared.status.get(&id) {
         return Err(SubmitError::AlreadyFinalized(*height));
     }
