@@ -123,7 +123,7 @@ pub fn openapi() -> Value {
             "securitySchemes": {
                 "medspace": {
                     "type": "apiKey", "in": "header", "name": "authorization",
-                    "description": "Medspace key=<hex ed25519 key>,ts=<unix ms>,sig=<hex signature over METHOD\\nPATH?QUERY\\nTS\\nhex(sha256(body)) in namespace medspace/api/v1>"
+                    "description": "Medspace key=<hex ed25519 key>,ts=<unix ms>,nonce=<32 hex>,aud=<member whose node this is>,sig=<hex signature, namespace medspace/api/v2, over medspace-request-v2\\nMETHOD\\nPATH?QUERY\\nAUD\\nTS\\nNONCE\\nhex(sha256(body))>; each signed request is accepted once, within 60 s of the node's clock"
                 }
             }
         }

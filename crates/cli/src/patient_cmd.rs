@@ -140,6 +140,24 @@ enum PatientCommand {
     },
 }
 
+/// The hospitals that hold the patient's records: the devnet patient's hospital; a wallet's
+/// linked hospitals, or — for a wallet no hospital has linked yet — every hospital.
+fn holders(p: &WhichPatient, state: &medspace_state::State) -> anyhow::Result<Vec<MemberId>> {
+    let Some(w) = &p.wallet else {
+        return Ok(vec![MemberId::new(&p.hospital)?]);
+    };
+    let wallet = medspace_patient::Wallet::load(w)
+        .with_context(|| format!("reading wallet {}", w.display()))?;
+    if wallet.links.is_empty() {
+        return Ok(records::hospitals(state)?);
+    }
+    Ok(wallet
+        .links
+        .iter()
+        .map(|l| MemberId::new(&l.member))
+        .collect::<Result<_, _>>()?)
+}
+
 /// The devnet key of a hospital's `index`-th patient, or a wallet's key.
 fn patient_key(who: &Who, p: &WhichPatient) -> anyhow::Result<Keypair> {
     if let Some(w) = &p.wallet {
@@ -317,16 +335,7 @@ pub fn run(args: PatientArgs) -> anyhow::Result<()> {
             );
             let log = records::log(ledger.state(), &id)?;
             print_lines(&log);
-            // The hospitals holding this patient's records: the devnet patient's, or (wallet)
-            // any hospital of the consortium.
-            let holders: Vec<MemberId> = if patient.wallet.is_some() {
-                medspace_consortium::HOSPITALS
-                    .iter()
-                    .map(|h| MemberId::new(h))
-                    .collect::<Result<_, _>>()?
-            } else {
-                vec![MemberId::new(&patient.hospital)?]
-            };
+            let holders = holders(&patient, ledger.state())?;
             let jobs = records::jobs_that_may_have_counted(ledger.state(), &id, &holders)?;
             print_lines(&jobs);
             println!(
@@ -338,7 +347,7 @@ pub fn run(args: PatientArgs) -> anyhow::Result<()> {
         }
         PatientCommand::Export { patient, out } => {
             let key = patient_key(&who, &patient)?;
-            let rec = records::export_record(&ledger, &genesis, &key)?;
+            let rec = records::export_record(&ledger, &holders(&patient, ledger.state())?, &key)?;
             std::fs::write(&out, serde_json::to_vec_pretty(&rec.bundle)?)
                 .with_context(|| format!("writing {}", out.display()))?;
             let from: Vec<String> = rec
@@ -362,7 +371,7 @@ pub fn run(args: PatientArgs) -> anyhow::Result<()> {
                 .parse()
                 .map_err(|e| anyhow::anyhow!("bad grant id `{grant}`: {e}"))?;
             let started = std::time::Instant::now();
-            let (bytes, access) = records::redeem(&mut ledger, &genesis, &signer, grant, &code)?;
+            let (bytes, access) = records::redeem(&mut ledger, &signer, grant, &code)?;
             let took = started.elapsed();
             std::fs::write(&out, &bytes).with_context(|| format!("writing {}", out.display()))?;
             println!(

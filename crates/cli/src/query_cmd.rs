@@ -244,7 +244,6 @@ pub fn run(args: QueryArgs) -> anyhow::Result<()> {
                     .to_vec(),
             };
             let run = study::run_job(
-                &genesis,
                 &mut ledger,
                 &key,
                 contract,

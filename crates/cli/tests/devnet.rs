@@ -712,11 +712,13 @@ fn a_study_runs_from_the_cli_on_the_hospitals_workers_and_survives_a_dropped_sit
         .unwrap();
     let get = |node: usize, path: &str, key: &Keypair| -> (u16, String) {
         let url = format!("http://{}{path}", genesis.validators[node].http);
-        let now = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .as_millis() as u64;
-        let auth = medspace_api::auth::sign_request(key, "GET", path, now, b"");
+        let auth = medspace_api::auth::Request {
+            method: "GET",
+            path_and_query: path,
+            audience: &genesis.validators[node].name,
+            body: b"",
+        }
+        .sign(key);
         rt.block_on(async {
             let r = reqwest::Client::new()
                 .get(url)
@@ -887,34 +889,31 @@ fn patient_codes_are_redeemed_only_as_granted(net: &DevnetProcess) {
     for e in entries {
         assert_eq!(e["resource"]["resourceType"], "Condition", "{e}");
     }
-    // A signed request sent twice: the second is refused as a replay before anything else.
+    // A signed request sent twice: the second is refused as a replay before anything else; sent
+    // to another node, it is refused there as signed for someone else.
     let member = Keypair::from_secret_hex(
         &std::fs::read_to_string(net.dir.join("hospital-b").join("member.key")).unwrap(),
     )
     .unwrap();
     let genesis = medspace_chain::node::Genesis::load(&net.dir.join("genesis.json")).unwrap();
     let body = format!(r#"{{"grant":"{grant}","code":"CCCC-CCCC-CCCC-CCCC"}}"#);
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_millis() as u64;
-    let auth = medspace_api::auth::sign_request(
-        &member,
-        "POST",
-        "/v1/records/redeem",
-        now,
-        body.as_bytes(),
-    );
+    let auth = medspace_api::auth::Request {
+        method: "POST",
+        path_and_query: "/v1/records/redeem",
+        audience: &genesis.validators[0].name,
+        body: body.as_bytes(),
+    }
+    .sign(&member);
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .unwrap();
-    let send = || {
+    let send_to = |node: usize| {
         rt.block_on(async {
             let r = reqwest::Client::new()
                 .post(format!(
                     "http://{}/v1/records/redeem",
-                    genesis.validators[0].http
+                    genesis.validators[node].http
                 ))
                 .header("authorization", auth.clone())
                 .body(body.clone())
@@ -924,14 +923,19 @@ fn patient_codes_are_redeemed_only_as_granted(net: &DevnetProcess) {
             (r.status().as_u16(), r.text().await.unwrap())
         })
     };
-    let (status, text) = send();
+    let (status, text) = send_to(0);
     assert!(
         status == 403 && text.contains("wrong code"),
         "{status} {text}"
     );
-    let (status, text) = send();
+    let (status, text) = send_to(0);
     assert!(
-        status == 409 && text.contains("replayed request"),
+        status == 401 && text.contains("replayed request"),
+        "{status} {text}"
+    );
+    let (status, text) = send_to(1);
+    assert!(
+        status == 401 && text.contains("signed for another node"),
         "{status} {text}"
     );
     // Single use: the same code again is refused.
@@ -951,13 +955,14 @@ fn patient_codes_are_redeemed_only_as_granted(net: &DevnetProcess) {
         "redeem", "--grant", &grant2, "--code", &code2, "--out", out_s,
     ]);
     assert!(!ok && text.contains("revoked"), "{text}");
-    // Guessing is rate-limited: after five wrong codes even the right one is refused.
+    // Guessing is limited: after five wrong codes for a grant (counted on the holder's disk),
+    // even the right one is refused and the patient must issue a new grant.
     for _ in 0..5 {
         let (ok, _) = redeem("hospital-b.steward", "BBBB-BBBB-BBBB-BBBB");
         assert!(!ok);
     }
     let (ok, text) = redeem("hospital-b.steward", &code);
-    assert!(!ok && text.contains("too many wrong codes"), "{text}");
+    assert!(!ok && text.contains("locked after 5 wrong codes"), "{text}");
     // Dynamic consent: the patient declines one study.
     let mut args = vec!["consent", "--decision", "deny", "--study", "cli-study"];
     args.extend(patient);

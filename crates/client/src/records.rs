@@ -3,7 +3,6 @@
 
 use crate::remote::Remote;
 use crate::{ClientError, Result};
-use medspace_chain::node::Genesis as ChainGenesis;
 use medspace_state::State;
 use medspace_state::records::{AccessRecord, PatientEvent};
 use medspace_types::*;
@@ -55,12 +54,12 @@ impl GrantTerms {
     }
 }
 
-/// Redeems `code` for `grant` at the holding hospital's node (`holder_url`), signed by the
-/// grantee's `key`, with the height this client has seen (so the holder catches up to a grant just
-/// issued before judging): the node's status and body (the Bundle, or why it refused).
+/// Redeems `code` for `grant` at the holding hospital's node, signed by the grantee's `key` for
+/// that node only, with the height this client has seen (so the holder catches up to a grant
+/// just issued before judging): the node's status and body (the Bundle, or why it refused).
 pub fn redeem_request(
     ledger: &Remote,
-    holder_url: &str,
+    holder: &MemberId,
     key: &Keypair,
     grant: GrantId,
     code: &str,
@@ -69,7 +68,7 @@ pub fn redeem_request(
         &serde_json::json!({ "grant": grant, "code": code, "after_height": ledger.height() }),
     )
     .map_err(|e| ClientError::Missing(e.to_string()))?;
-    ledger.post_signed(holder_url, "/v1/records/redeem", &body, key)
+    ledger.post_signed(holder, "/v1/records/redeem", &body, key)
 }
 
 /// The reason in a node's error answer (its `error` field, or the body).
@@ -106,7 +105,6 @@ pub fn access_for(
 /// the record.
 pub fn redeem(
     ledger: &mut Remote,
-    genesis: &ChainGenesis,
     key: &Keypair,
     grant: GrantId,
     code: &str,
@@ -115,8 +113,7 @@ pub fn redeem(
         .state()
         .grant(grant)?
         .ok_or_else(|| ClientError::Missing(format!("grant {grant} is not on the ledger")))?;
-    let url = crate::study::node_url(genesis, &rec.terms.holder)?;
-    let (status, bytes) = redeem_request(ledger, &url, key, grant, code)?;
+    let (status, bytes) = redeem_request(ledger, &rec.terms.holder, key, grant, code)?;
     if status != 200 {
         return Err(ClientError::Refused {
             what: format!("the redemption at {}", rec.terms.holder),
@@ -247,23 +244,34 @@ pub struct ExportedRecord {
     pub unreachable: Vec<String>,
 }
 
-/// Downloads the patient's record (signed by their own `key`) from every node of the genesis
-/// and merges the Bundles, each resource once.
+/// The active hospital members of the consortium: where a patient's records may be held when
+/// their wallet names no hospital.
+pub fn hospitals(state: &medspace_state::State) -> Result<Vec<MemberId>> {
+    Ok(state
+        .members()?
+        .into_iter()
+        .filter(|m| m.active && m.member.kind == MemberKind::Hospital)
+        .map(|m| m.member.id)
+        .collect())
+}
+
+/// Downloads the patient's record from each of `holders` (the hospitals that hold it), each
+/// request signed by the patient's own `key` for that hospital's node only, and merges the
+/// Bundles, each resource once. Nothing is asked of any other node.
 pub fn export_record(
     ledger: &Remote,
-    genesis: &ChainGenesis,
+    holders: &[MemberId],
     key: &Keypair,
 ) -> Result<ExportedRecord> {
     let mut entries: Vec<Value> = Vec::new();
     let mut seen = std::collections::HashSet::new();
     let mut from = Vec::new();
     let mut unreachable = Vec::new();
-    for node in genesis.validators.iter().chain(&genesis.observers) {
-        let url = format!("http://{}", node.http);
-        let (status, bytes) = match ledger.get_signed(&url, "/v1/records/export", key) {
+    for holder in holders {
+        let (status, bytes) = match ledger.get_signed(holder, "/v1/records/export", key) {
             Ok(answer) => answer,
             Err(e) => {
-                unreachable.push(format!("{}: {e}", node.name));
+                unreachable.push(format!("{holder}: {e}"));
                 continue;
             }
         };
@@ -271,7 +279,7 @@ pub fn export_record(
             continue; // no record there (or no record service)
         }
         let bundle: Value = serde_json::from_slice(&bytes).map_err(|e| {
-            ClientError::Verification(format!("{} sent a malformed Bundle: {e}", node.name))
+            ClientError::Verification(format!("{holder} sent a malformed Bundle: {e}"))
         })?;
         let mut n = 0;
         for e in bundle
@@ -290,7 +298,7 @@ pub fn export_record(
                 n += 1;
             }
         }
-        from.push((node.name.clone(), n));
+        from.push((holder.to_string(), n));
     }
     if from.is_empty() {
         return Err(ClientError::Missing(

@@ -35,6 +35,8 @@ pub struct Remote {
     runtime: tokio::runtime::Runtime,
     client: reqwest::Client,
     urls: Vec<String>,
+    /// Every node of the genesis (validators and observers), by member: its API's URL.
+    nodes: std::collections::BTreeMap<String, String>,
     next_url: usize,
     source: HttpSource,
     follower: Follower,
@@ -65,6 +67,12 @@ impl Remote {
                 .map_err(|e| ClientError::Runtime(e.to_string()))?,
             source: HttpSource::new(urls.clone()),
             urls,
+            nodes: genesis
+                .validators
+                .iter()
+                .chain(&genesis.observers)
+                .map(|n| (n.name.clone(), format!("http://{}", n.http)))
+                .collect(),
             next_url: 0,
             follower: Follower::new(genesis)?,
             chain_id: Name::new(&genesis.chain_id)?,
@@ -147,41 +155,58 @@ impl Remote {
         Ok(())
     }
 
-    /// A `GET` on `base_url` signed by `key` (the API's signed requests): status and body.
+    /// The API URL of `member`'s node, as the genesis names it.
+    pub fn node_url(&self, member: &MemberId) -> Result<&str> {
+        self.nodes
+            .get(member.as_str())
+            .map(String::as_str)
+            .ok_or_else(|| ClientError::Missing(format!("no node named {member} in the genesis")))
+    }
+
+    /// The members that run a node (validators and observers).
+    pub fn node_members(&self) -> impl Iterator<Item = &str> {
+        self.nodes.keys().map(String::as_str)
+    }
+
+    /// A `GET` at `member`'s node, signed by `key` for that node only (the API's signed
+    /// requests): status and body.
     pub fn get_signed(
         &self,
-        base_url: &str,
+        member: &MemberId,
         path_and_query: &str,
         key: &Keypair,
     ) -> Result<(u16, Vec<u8>)> {
-        self.signed("GET", base_url, path_and_query, b"", key)
+        self.signed("GET", member, path_and_query, b"", key)
     }
 
-    /// A `POST` of `body` on `base_url`, signed by `key`: status and body.
+    /// A `POST` of `body` at `member`'s node, signed by `key` for that node only: status and
+    /// body.
     pub fn post_signed(
         &self,
-        base_url: &str,
+        member: &MemberId,
         path: &str,
         body: &[u8],
         key: &Keypair,
     ) -> Result<(u16, Vec<u8>)> {
-        self.signed("POST", base_url, path, body, key)
+        self.signed("POST", member, path, body, key)
     }
 
     fn signed(
         &self,
         method: &str,
-        base_url: &str,
+        member: &MemberId,
         path: &str,
         body: &[u8],
         key: &Keypair,
     ) -> Result<(u16, Vec<u8>)> {
-        let now = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
-            .unwrap_or(0);
-        let auth = medspace_api::auth::sign_request(key, method, path, now, body);
-        let url = format!("{base_url}{path}");
+        let auth = medspace_api::auth::Request {
+            method,
+            path_and_query: path,
+            audience: member.as_str(),
+            body,
+        }
+        .sign(key);
+        let url = format!("{}{path}", self.node_url(member)?);
         let req = match method {
             "POST" => self.client.post(&url).body(body.to_vec()),
             _ => self.client.get(&url),

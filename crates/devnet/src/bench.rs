@@ -71,7 +71,6 @@ pub fn jobs_end_to_end(
         let mut ms = Vec::new();
         for done in 0..opts.jobs {
             let run = medspace_client::study::run_job(
-                &net.genesis,
                 &mut ledger,
                 &researcher,
                 contract,
@@ -141,7 +140,7 @@ pub struct RedeemReport {
 
 async fn redeem_once(
     client: &reqwest::Client,
-    url: &str,
+    (holder, url): (&MemberId, &str),
     key: &Keypair,
     grant: GrantId,
     code: &str,
@@ -150,12 +149,14 @@ async fn redeem_once(
     let body = serde_json::to_vec(
         &serde_json::json!({ "grant": grant, "code": code, "after_height": after_height }),
     )?;
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
-        .unwrap_or(0);
     let path = "/v1/records/redeem";
-    let auth = medspace_api::auth::sign_request(key, "POST", path, now, &body);
+    let auth = medspace_api::auth::Request {
+        method: "POST",
+        path_and_query: path,
+        audience: holder.as_str(),
+        body: &body,
+    }
+    .sign(key);
     let t = Instant::now();
     let r = client
         .post(format!("{url}{path}"))
@@ -280,7 +281,8 @@ fn redeem_on(
         opts.redemptions,
     )?;
     let after_height = ledger.height();
-    let url = medspace_client::study::node_url(&net.genesis, &MemberId::new(&holder.member)?)?;
+    let holder_id = MemberId::new(&holder.member)?;
+    let url = ledger.node_url(&holder_id)?.to_string();
     let key = net.consortium.user_key("hospital-b.clinician")?.clone();
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -295,7 +297,7 @@ fn redeem_on(
     for i in 0..opts.redemptions {
         sequential.push(rt.block_on(redeem_once(
             &client,
-            &url,
+            (&holder_id, &url),
             &key,
             big_grant,
             &big_code,
@@ -308,7 +310,8 @@ fn redeem_on(
     let started = Instant::now();
     let mut tasks = Vec::new();
     for c in 0..clients {
-        let (client, url, key) = (client.clone(), url.clone(), key.clone());
+        let (client, url, key, holder) =
+            (client.clone(), url.clone(), key.clone(), holder_id.clone());
         let mine: Vec<(GrantId, String)> = grants
             .iter()
             .enumerate()
@@ -320,7 +323,9 @@ fn redeem_on(
             let mut out = Vec::new();
             for i in 0..n {
                 if let Some((g, code)) = mine.get(i % mine.len().max(1)) {
-                    out.push(redeem_once(&client, &url, &key, *g, code, after_height).await);
+                    out.push(
+                        redeem_once(&client, (&holder, &url), &key, *g, code, after_height).await,
+                    );
                 }
             }
             out

@@ -82,13 +82,13 @@ pub fn run(config: &Path) -> Result<(), NodeError> {
         });
     }
     let worker = prepare_worker(config, &cfg, &genesis)?;
+    let api = medspace_api::Config::new(name.clone());
     medspace_chain::node::run_node(
         cfg,
         |g| LedgerApp::from_chain_genesis(&g.app),
         move |ctx, handle| {
             let ledger = Arc::new(handle.clone());
-            let mut router =
-                medspace_api::read_router(ledger.clone(), medspace_api::Limits::default());
+            let mut router = medspace_api::read_router(ledger.clone(), api);
             if let Some(p) = worker {
                 match start_worker(ctx, p, ledger) {
                     Ok(w) => {

@@ -76,11 +76,9 @@ pub fn run(
     let source = HttpSource::from_genesis(genesis);
     let listen = config.http.listen;
     let shared = follower.clone();
+    let api = medspace_api::Config::new(config.node.name.clone());
     runtime.block_on(async move {
-        let router = medspace_api::router(
-            Arc::new(FollowerView::new(shared.clone())),
-            medspace_api::Limits::default(),
-        );
+        let router = medspace_api::router(Arc::new(FollowerView::new(shared.clone())), api);
         let server = tokio::spawn(async move { medspace_chain::api::serve(listen, router).await });
         let mut backoff_ms = 100u64;
         loop {
