@@ -60,6 +60,24 @@ impl Net {
     }
 }
 
+/// The member whose key reads the test consortium's blocks.
+const READER_SEED: u64 = 1;
+
+impl Net {
+    /// A follower's source over the validators `order`, reading as the member.
+    fn source(&self, order: &[usize]) -> HttpSource {
+        HttpSource::named(
+            order
+                .iter()
+                .map(|i| (self.names[*i].clone(), self.http[*i].clone()))
+                .collect(),
+        )
+        .signed_by(std::sync::Arc::new(medspace_api::gate::KeySigner(
+            Keypair::from_seed(READER_SEED),
+        )))
+    }
+}
+
 impl Drop for Net {
     fn drop(&mut self) {
         for i in 0..self.children.len() {
@@ -74,7 +92,7 @@ fn init(dir: &Path) -> Net {
         .iter()
         .map(|s| s.to_string())
         .collect();
-    let member = Keypair::from_seed(1);
+    let member = Keypair::from_seed(READER_SEED);
     let app = medspace_consortium::GenesisBuilder::new(CHAIN)
         .unwrap()
         .member("hospital-a", MemberKind::Hospital, &member)
@@ -109,6 +127,16 @@ fn init(dir: &Path) -> Net {
         String::from_utf8_lossy(&out.stderr)
     );
     let genesis = medspace_chain::node::Genesis::load(&dir.join("genesis.json")).unwrap();
+    // The observer reads the validators' blocks with its member's ledger key.
+    let observer = dir.join("observer");
+    std::fs::write(observer.join("member.key"), member.secret_hex()).unwrap();
+    let config = observer.join("node.toml");
+    let text = std::fs::read_to_string(&config).unwrap();
+    std::fs::write(
+        &config,
+        format!("{text}\n[observer]\nmember_key_file = \"member.key\"\n"),
+    )
+    .unwrap();
     Net {
         dir: dir.to_path_buf(),
         http: (0..5)
@@ -135,7 +163,7 @@ async fn wait_up(client: &reqwest::Client, url: &str) {
 
 async fn height(client: &reqwest::Client, url: &str) -> u64 {
     let v: serde_json::Value = client
-        .get(format!("{url}/v1/blocks"))
+        .get(format!("{url}/health"))
         .send()
         .await
         .unwrap()
@@ -192,7 +220,7 @@ async fn load(
 /// Follows the chain of `urls` with a verifying follower until every id is finalized (the
 /// acknowledgement a client gets); returns the follower.
 async fn acknowledged(net: &Net, urls: &[usize], ids: &[[u8; 32]], follower: &mut Follower) {
-    let source = HttpSource::new(urls.iter().map(|i| net.http[*i].clone()).collect());
+    let source = net.source(urls);
     let deadline = Instant::now() + Duration::from_secs(180);
     while !ids.iter().all(|id| follower.outcome(id).is_some()) {
         assert!(
@@ -253,9 +281,9 @@ fn validators_survive_kill_9_and_every_acknowledged_transaction_is_everywhere() 
         // Node i first. A validator that was down may hold a block it finalized through a
         // later certificate without that block's own certificate; the source then takes that
         // one block (verified all the same) from the next validator.
-        let mut urls = vec![net.http[i].clone()];
-        urls.extend((0..4).filter(|j| *j != i).map(|j| net.http[j].clone()));
-        let source = HttpSource::new(urls);
+        let mut order = vec![i];
+        order.extend((0..4).filter(|j| *j != i));
+        let source = net.source(&order);
         if i == 4 {
             // The observer serves the read API, not blocks: wait until it has verified `target`,
             // then compare its root with ours at its height.
@@ -277,7 +305,7 @@ fn validators_survive_kill_9_and_every_acknowledged_transaction_is_everywhere() 
                 std::thread::sleep(Duration::from_millis(200));
             };
             let h = v["height"].as_u64().unwrap();
-            let source = HttpSource::new(net.http[..4].to_vec());
+            let source = net.source(&[0, 1, 2, 3]);
             rt.block_on(ack.sync_to(&source, h, |_| {})).unwrap();
             assert_eq!(
                 v["root"].as_str().unwrap(),
@@ -300,7 +328,13 @@ fn validators_survive_kill_9_and_every_acknowledged_transaction_is_everywhere() 
     }
     // A follower accepts nothing it cannot verify: a flipped byte anywhere in a served block,
     // a block out of order, and changes nothing when it refuses.
-    let source = HttpSource::new(net.http[..4].to_vec());
+    // Blocks go to the consortium's members only: an unsigned follower gets none.
+    let unsigned = HttpSource::new(net.http[..4].to_vec());
+    assert!(
+        rt.block_on(unsigned.fetch(1, 0)).is_err(),
+        "an unsigned read of a block"
+    );
+    let source = net.source(&[0, 1, 2, 3]);
     let raw1 = rt.block_on(source.fetch(1, 0)).unwrap().expect("block 1");
     let raw2 = rt.block_on(source.fetch(2, 0)).unwrap().expect("block 2");
     let mut f = Follower::new(&net.genesis).unwrap();
@@ -737,7 +771,7 @@ fn a_study_runs_from_the_cli_on_the_hospitals_workers_and_survives_a_dropped_sit
     assert_eq!(status, 403, "{body}");
     assert!(body.contains("only the job's submitter"), "{body}");
     // A site's dealing goes to the job's aggregator (hospital-a) only.
-    let dealing = format!("/v1/worker/jobs/{job}/dealing");
+    let dealing = format!("/v1/worker/jobs/{job}/dealing?wait_ms=5000");
     let (status, body) = get(1, &dealing, &member_key("hospital-c"));
     assert_eq!(status, 403, "{body}");
     assert!(body.contains("only the aggregator"), "{body}");
@@ -746,7 +780,7 @@ fn a_study_runs_from_the_cli_on_the_hospitals_workers_and_survives_a_dropped_sit
     assert!(body.contains("\"member\":\"hospital-b\""), "{body}");
     // The round is closed on the ledger: a site reveals for its sets, to the aggregator only,
     // the same shares each time.
-    let reveal = format!("/v1/worker/jobs/{job}/reveal");
+    let reveal = format!("/v1/worker/jobs/{job}/reveal?wait_ms=5000");
     let (status, body) = get(1, &reveal, &member_key("hospital-c"));
     assert_eq!(status, 403, "{body}");
     let (status, first) = get(1, &reveal, &member_key("hospital-a"));
