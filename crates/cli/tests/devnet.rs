@@ -420,12 +420,76 @@ fn run_demo(dir: &Path, args: &[std::ffi::OsString]) -> String {
         .output()
         .unwrap();
     let text = String::from_utf8_lossy(&out.stdout).into_owned();
-    assert!(
-        out.status.success(),
-        "demo failed: {text}\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    text
+    let errors = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "demo failed: {text}\n{errors}");
+    // Everything the demo printed, its diagnostics last.
+    format!("{text}\n{errors}")
+}
+
+/// What identifies the patients of the FHIR files under `dir`: their FHIR ids, given and family
+/// names, birth dates, address lines and identifiers (each at least 4 characters).
+fn identifiers_of_patients(dir: &Path) -> std::collections::BTreeSet<String> {
+    let mut out = std::collections::BTreeSet::new();
+    let mut add = |v: Option<&str>| {
+        if let Some(v) = v.filter(|v| v.len() >= 4) {
+            out.insert(v.to_string());
+        }
+    };
+    for f in std::fs::read_dir(dir).unwrap() {
+        let bundle: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(f.unwrap().path()).unwrap()).unwrap();
+        for e in bundle["entry"].as_array().into_iter().flatten() {
+            let r = &e["resource"];
+            if r["resourceType"] != "Patient" {
+                continue;
+            }
+            add(r["id"].as_str());
+            add(r["birthDate"].as_str());
+            for n in r["name"].as_array().into_iter().flatten() {
+                add(n["family"].as_str());
+                for g in n["given"].as_array().into_iter().flatten() {
+                    add(g.as_str());
+                }
+            }
+            for a in r["address"].as_array().into_iter().flatten() {
+                for l in a["line"].as_array().into_iter().flatten() {
+                    add(l.as_str());
+                }
+            }
+            for i in r["identifier"].as_array().into_iter().flatten() {
+                add(i["value"].as_str());
+            }
+        }
+    }
+    out
+}
+
+/// The first of `secrets` found in `bytes`.
+fn first_found<'a>(
+    bytes: &[u8],
+    secrets: &'a std::collections::BTreeSet<String>,
+) -> Option<&'a String> {
+    secrets
+        .iter()
+        .find(|s| bytes.windows(s.len()).any(|w| w == s.as_bytes()))
+}
+
+/// Every file a consortium run leaves outside the hospitals' own stores (vault and patient
+/// links): the chain's stored blocks, the observer's block log, node logs, worker files,
+/// genesis and configs, the study's chart.
+fn files_outside_the_hospitals_stores(dir: &Path, out: &mut Vec<PathBuf>) {
+    for e in std::fs::read_dir(dir).unwrap() {
+        let p = e.unwrap().path();
+        let name = p.file_name().unwrap().to_string_lossy().into_owned();
+        if name == "vault" || name == "links.json" {
+            continue;
+        }
+        if p.is_dir() {
+            files_outside_the_hospitals_stores(&p, out);
+        } else {
+            out.push(p);
+        }
+    }
 }
 
 /// `medspace bench ledger --mode processes` on a small workload: four `medspace node`
@@ -562,6 +626,45 @@ fn demo_runs_on_the_synthea_split() {
         .unwrap_or_else(|| panic!("no insurer line:\n{text}"));
     for t in ["Claim,", "Encounter,", "ExplanationOfBenefit ("] {
         assert!(insurer.contains(t), "{insurer}");
+    }
+    // No patient data on the ledger, in the logs, in errors or in the output: the patients'
+    // names, birth dates, FHIR ids, addresses and identifiers appear in none of them.
+    let mut secrets = std::collections::BTreeSet::new();
+    for h in ["hospital-a", "hospital-b", "hospital-c"] {
+        secrets.extend(identifiers_of_patients(&data.join(h)));
+    }
+    assert!(secrets.len() > 300, "{} identifiers", secrets.len());
+    // The scan finds what is there (its own input).
+    let input = std::fs::read_dir(data.join("hospital-a"))
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap();
+    assert!(first_found(&std::fs::read(input.path()).unwrap(), &secrets).is_some());
+    let mut files = Vec::new();
+    files_outside_the_hospitals_stores(&dir, &mut files);
+    assert!(
+        files.iter().any(|f| f.ends_with("observed.log"))
+            && files.iter().any(|f| f.ends_with("node.log"))
+            && files
+                .iter()
+                .any(|f| f.components().any(|c| c.as_os_str() == "storage")),
+        "the scan covers the stored chain and the logs: {files:?}"
+    );
+    for f in &files {
+        if let Some(found) = first_found(&std::fs::read(f).unwrap(), &secrets) {
+            panic!(
+                "patient data ({} characters) in {}",
+                found.len(),
+                f.display()
+            );
+        }
+    }
+    if let Some(found) = first_found(text.as_bytes(), &secrets) {
+        panic!(
+            "patient data ({} characters) in the demo's output",
+            found.len()
+        );
     }
     let _ = std::fs::remove_dir_all(&dir);
 }
