@@ -145,7 +145,9 @@ async fn reached<E: Clock>(
     let wait = async {
         while *rx.borrow_and_update() < height {
             if rx.changed().await.is_err() {
-                break;
+                // The node stopped telling heights (it is shutting down): wait out the limit
+                // rather than return at once, so no caller's retry loop spins.
+                std::future::pending::<()>().await;
             }
         }
     };
@@ -183,6 +185,21 @@ mod tests {
             assert_eq!(reached(&ctx, &rx, 9, Duration::from_secs(2)).await, 6);
             let waited = ctx.current().duration_since(start).unwrap();
             assert!(waited >= Duration::from_secs(2) && waited < Duration::from_millis(2100));
+        });
+    }
+
+    #[test]
+    fn a_node_that_stopped_telling_heights_is_waited_out_not_spun_on() {
+        deterministic::Runner::default().start(|ctx| async move {
+            let (tx, rx) = watch::channel(3u64);
+            drop(tx);
+            let start = ctx.current();
+            assert_eq!(reached(&ctx, &rx, 9, Duration::from_secs(2)).await, 3);
+            let waited = ctx.current().duration_since(start).unwrap();
+            assert!(
+                waited >= Duration::from_secs(2),
+                "returned at once: {waited:?}"
+            );
         });
     }
 }

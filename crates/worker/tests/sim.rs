@@ -52,6 +52,8 @@ struct LedgerInner {
 
 struct SimLedger {
     inner: Mutex<LedgerInner>,
+    /// Transaction kinds this ledger refuses at admission (a scripted "never final").
+    refused_kinds: Mutex<Vec<&'static str>>,
 }
 
 impl SimLedger {
@@ -64,6 +66,7 @@ impl SimLedger {
                 pending: Vec::new(),
                 status: HashMap::new(),
             }),
+            refused_kinds: Mutex::new(Vec::new()),
         }
     }
 
@@ -114,6 +117,10 @@ impl Ledger for SimLedger {
         let mut g = self.inner.lock().unwrap();
         if !tx.verify_signature() {
             return Err(SubmitError::Invalid("bad signature".into()));
+        }
+        let kind = tx.body.payload.kind();
+        if self.refused_kinds.lock().unwrap().contains(&kind) {
+            return Err(SubmitError::Invalid(format!("{kind} refused (scripted)")));
         }
         g.state
             .check_admission(&tx)
@@ -850,4 +857,80 @@ fn an_aggregator_calling_a_received_site_dropped_learns_nothing_of_it() {
             );
         });
     }
+}
+
+/// GET `path` on `name`'s worker routes, signed by `key` for that node; the status and body.
+async fn get_signed(w: &World, name: &str, path: &str, key: &Keypair) -> (u16, Vec<u8>) {
+    use tower::ServiceExt as _;
+    let router = w.workers.lock().unwrap()[&member(name)].router();
+    let auth = medspace_api::auth::Request {
+        method: "GET",
+        path_and_query: path,
+        audience: name,
+        body: b"",
+    }
+    .sign(key);
+    let req = axum::http::Request::get(path)
+        .header("authorization", auth)
+        .body(axum::body::Body::empty())
+        .unwrap();
+    let resp = router.oneshot(req).await.unwrap();
+    let status = resp.status().as_u16();
+    let body = axum::body::to_bytes(resp.into_body(), 1 << 20)
+        .await
+        .unwrap();
+    (status, body.to_vec())
+}
+
+#[test]
+fn a_result_leaves_the_aggregator_only_once_the_ledger_holds_it_and_only_to_the_submitter() {
+    runner(7).start(|ctx| async move {
+        let w = World::new(ctx, 7, "unposted");
+        for h in medspace_consortium::HOSPITALS {
+            w.start_worker(h);
+        }
+        // The ledger never takes the aggregator's result (as when the contract is terminated
+        // after the sites computed): the aggregator holds the bytes, the ledger nothing.
+        w.ledger.refused_kinds.lock().unwrap().push("post_result");
+        let job = w.contract_and_job().await;
+        let store =
+            medspace_worker::store::Store::open(&w.dir.join("hospital-a").join("worker")).unwrap();
+        let mut waited = 0;
+        while store.result(job).unwrap().is_none() {
+            assert!(waited < 1200, "the aggregator never computed the result");
+            w.next_block().await;
+            waited += 1;
+        }
+        let kept = store.result(job).unwrap().unwrap();
+        let path = format!("/v1/worker/jobs/{job}/result");
+        let researcher = w.c.user_key("research-1.researcher").unwrap().clone();
+        let (status, body) = get_signed(&w, "hospital-a", &path, &researcher).await;
+        assert_eq!(status, 202, "{}", String::from_utf8_lossy(&body));
+        assert!(
+            !body
+                .windows(kept.len().min(32))
+                .any(|x| x == &kept[..kept.len().min(32)]),
+            "the unposted result left the aggregator"
+        );
+        assert!(w.ledger.state().job(job).unwrap().unwrap().result.is_none());
+
+        // Once posted (the ledger takes it again; the aggregator, restarted, posts what it
+        // kept), the submitter gets exactly the bytes whose hash is on the ledger...
+        w.ledger.refused_kinds.lock().unwrap().clear();
+        w.stop_worker("hospital-a");
+        w.start_worker("hospital-a");
+        let posted = w.result(job, Duration::from_secs(120)).await;
+        let (status, body) = get_signed(&w, "hospital-a", &path, &researcher).await;
+        assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
+        assert_eq!(
+            medspace_worker::wire::result_hash(&body),
+            posted.result_hash
+        );
+        // ...and nobody else: not another member's user, not a steward of a site.
+        for other in ["hospital-b.steward", "hospital-a.steward"] {
+            let key = w.c.user_key(other).unwrap().clone();
+            let (status, body) = get_signed(&w, "hospital-a", &path, &key).await;
+            assert_eq!(status, 403, "{other}: {}", String::from_utf8_lossy(&body));
+        }
+    });
 }
