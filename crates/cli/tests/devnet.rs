@@ -166,12 +166,14 @@ async fn load(
     let mut ids = Vec::new();
     for k in first..first + count {
         let key = Keypair::from_seed(1_000_000 + k);
-        let tx = SignedTx::new(
+        // Attested by hospital-a's member key (seed 1, see `init`).
+        let reg = RegisterPatient::attested(
             &chain,
-            &key,
-            0,
-            Payload::RegisterPatient(RegisterPatient {}),
+            &key.public(),
+            MemberId::new("hospital-a").unwrap(),
+            &Keypair::from_seed(1),
         );
+        let tx = SignedTx::new(&chain, &key, 0, Payload::RegisterPatient(reg));
         let url = &net.http[targets[k as usize % targets.len()]];
         let r = client
             .post(format!("{url}/v1/tx"))

@@ -825,7 +825,9 @@ mod tests {
             Decimal::parse("99999999999999999999"),
             Err(DecimalError::Range)
         );
-        for bad in ["", "-", "01", "1.", ".5", "1e", "1e+", "+1", "1 ", "NaN", "0x10"] {
+        for bad in [
+            "", "-", "01", "1.", ".5", "1e", "1e+", "+1", "1 ", "NaN", "0x10",
+        ] {
             assert_eq!(Decimal::parse(bad), Err(DecimalError::Syntax), "{bad:?}");
         }
         assert_eq!(Decimal::parse("6.5").unwrap().to_f64(), 6.5);
