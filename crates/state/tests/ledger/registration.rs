@@ -77,7 +77,6 @@ fn a_patient_registers_only_with_a_hospitals_attestation() {
     assert!(matches!(err, TxError::Forbidden { .. }), "{err:?}");
     let err = net.refuse(&k, attested(&chain, &k.public(), "hospital-z", &hospital));
     assert!(matches!(err, TxError::NotMember { .. }), "{err:?}");
-    let c = net.member("hospital-c");
     let p = net.registration(&k.public(), "hospital-c");
     net.pass(
         "hospital-a",
@@ -87,7 +86,6 @@ fn a_patient_registers_only_with_a_hospitals_attestation() {
     );
     let err = net.refuse(&k, p.clone());
     assert!(matches!(err, TxError::NotMember { .. }), "{err:?}");
-    let _ = c;
     // A live hospital's attestation registers the key, once.
     let p = net.registration(&k.public(), "hospital-b");
     net.ok(&k, p.clone());
