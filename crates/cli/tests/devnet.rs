@@ -1170,6 +1170,45 @@ fn patient_codes_are_redeemed_only_as_granted(net: &DevnetProcess) {
         .to_string();
     let (ok, text) = net.patient(&["register", "--wallet", wallet.to_str().unwrap()]);
     assert!(ok, "{text}");
+    // The hospital's way: it attests a verified person's key; the attestation registers that
+    // key only (another wallet presenting it is refused by the validators).
+    let public_key = |text: &str| -> String {
+        text.lines()
+            .find_map(|l| l.trim().strip_prefix("public key "))
+            .and_then(|l| l.split_whitespace().next())
+            .unwrap_or_else(|| panic!("no public key in {text}"))
+            .to_string()
+    };
+    let (verified, other) = (net.dir.join("verified.json"), net.dir.join("other.json"));
+    let (ok, text) = net.patient(&["wallet", "--out", verified.to_str().unwrap()]);
+    assert!(ok, "{text}");
+    let key = public_key(&text);
+    let (ok, text) = net.patient(&["wallet", "--out", other.to_str().unwrap()]);
+    assert!(ok, "{text}");
+    let (ok, attestation) =
+        net.patient(&["attest", "--patient-key", &key, "--hospital", "hospital-a"]);
+    assert!(ok, "{attestation}");
+    let attestation = attestation
+        .lines()
+        .next()
+        .unwrap_or_default()
+        .trim()
+        .to_string();
+    let register = |w: &std::path::Path| {
+        net.patient(&[
+            "register",
+            "--wallet",
+            w.to_str().unwrap(),
+            "--hospital",
+            "hospital-a",
+            "--attestation",
+            &attestation,
+        ])
+    };
+    let (ok, text) = register(&other);
+    assert!(!ok && text.contains("attestation"), "{text}");
+    let (ok, text) = register(&verified);
+    assert!(ok && text.contains("registered at height"), "{text}");
     // Before the hospital links the record, there is nothing to download.
     let mine = net.dir.join("mine.json");
     let export = [
