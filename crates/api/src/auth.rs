@@ -187,8 +187,12 @@ fn parse_header(header: &str) -> Result<Header<'_>, AuthError> {
                 .is_some(),
             "ts" => ts
                 .replace(
-                    v.parse::<u64>()
-                        .map_err(|_| AuthError::Malformed("ts is not a number"))?,
+                    // Digits only: `u64::from_str` also takes a leading `+`, which would let
+                    // a changed header pass as the same one.
+                    Some(v)
+                        .filter(|v| !v.is_empty() && v.bytes().all(|b| b.is_ascii_digit()))
+                        .and_then(|v| v.parse::<u64>().ok())
+                        .ok_or(AuthError::Malformed("ts is not a number"))?,
                 )
                 .is_some(),
             "nonce" => {

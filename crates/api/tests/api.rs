@@ -74,6 +74,16 @@ fn chain() -> Name {
     Name::new("test-chain").unwrap()
 }
 
+/// A patient's registration, attested by hospital-a's member key (seed 1, as in [`setup`]).
+fn registration(patient: &PublicKey) -> Payload {
+    Payload::RegisterPatient(RegisterPatient::attested(
+        &chain(),
+        patient,
+        MemberId::new("hospital-a").unwrap(),
+        &Keypair::from_seed(1),
+    ))
+}
+
 fn setup() -> (Arc<Local>, Keypair, Keypair) {
     let member = Keypair::from_seed(1);
     let auditor = Keypair::from_seed(2);
@@ -180,12 +190,7 @@ async fn bad_transactions_get_4xx_and_change_nothing() {
             .contains("cannot decode transaction")
     );
     // Bad signature.
-    let mut tx = SignedTx::new(
-        &chain(),
-        &member,
-        0,
-        Payload::RegisterPatient(RegisterPatient {}),
-    );
+    let mut tx = SignedTx::new(&chain(), &member, 0, registration(&member.public()));
     tx.body.nonce = 1;
     let (s, v) = call(&app, post_tx(tx.to_bytes().to_vec())).await;
     assert_eq!(s, StatusCode::BAD_REQUEST);
@@ -214,12 +219,7 @@ async fn bad_transactions_get_4xx_and_change_nothing() {
     assert_eq!(l.snapshot().state.root(), root, "nothing changed");
     // A good one, then its replay.
     let patient = Keypair::from_seed(50);
-    let tx = SignedTx::new(
-        &chain(),
-        &patient,
-        0,
-        Payload::RegisterPatient(RegisterPatient {}),
-    );
+    let tx = SignedTx::new(&chain(), &patient, 0, registration(&patient.public()));
     let (s, v) = call(&app, post_tx(tx.to_bytes().to_vec())).await;
     assert_eq!(s, StatusCode::OK);
     assert_eq!(v["id"], tx.id().to_hex());
@@ -257,13 +257,8 @@ async fn reads_need_a_known_signer_and_patients_see_only_their_own_log() {
     let alice = Keypair::from_seed(60);
     let bob = Keypair::from_seed(61);
     for k in [&alice, &bob] {
-        l.submit(SignedTx::new(
-            &chain(),
-            k,
-            0,
-            Payload::RegisterPatient(RegisterPatient {}),
-        ))
-        .unwrap();
+        l.submit(SignedTx::new(&chain(), k, 0, registration(&k.public())))
+            .unwrap();
         l.submit(SignedTx::new(
             &chain(),
             k,
@@ -350,13 +345,8 @@ async fn rate_limit_answers_429() {
 /// A patient registered with a research consent, and the id of a grant they issued to the
 /// regulator for records held by hospital-a.
 fn patient_with_grant(l: &Local, key: &Keypair) -> GrantId {
-    l.submit(SignedTx::new(
-        &chain(),
-        key,
-        0,
-        Payload::RegisterPatient(RegisterPatient {}),
-    ))
-    .unwrap();
+    l.submit(SignedTx::new(&chain(), key, 0, registration(&key.public())))
+        .unwrap();
     let id = l
         .submit(SignedTx::new(
             &chain(),
@@ -534,7 +524,7 @@ fn whole_blocks_go_to_the_consortium_and_headers_to_any_registered_key() {
         &chain(),
         &patient,
         0,
-        Payload::RegisterPatient(RegisterPatient {}),
+        registration(&patient.public()),
     ))
     .unwrap();
     let gate = medspace_api::gate::ChainGate::new(l.clone(), NODE);

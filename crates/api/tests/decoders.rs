@@ -72,3 +72,13 @@ proptest! {
         prop_assert!(other.verify(Some(&h), NOW).is_err());
     }
 }
+
+/// A `+` before the timestamp (which `u64::from_str` would take) makes another header, refused.
+#[test]
+fn a_signed_timestamp_is_refused() {
+    let damaged = valid().replace("ts=", "ts=+");
+    assert!(matches!(
+        REQ.verify(Some(&damaged), NOW),
+        Err(AuthError::Malformed(_))
+    ));
+}

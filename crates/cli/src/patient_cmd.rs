@@ -48,11 +48,30 @@ enum PatientCommand {
         #[arg(long)]
         out: PathBuf,
     },
-    /// Register the wallet's key on the ledger (only the pseudonym becomes known).
+    /// Register the wallet's key on the ledger (only the pseudonym becomes known), with the
+    /// attestation of a hospital that verified the person.
     Register {
         /// The wallet.
         #[arg(long)]
         wallet: PathBuf,
+        /// The hospital that verified the person.
+        #[arg(long, default_value = "hospital-a")]
+        hospital: String,
+        /// The hospital's attestation (hex, from `medspace patient attest`); on a devnet it is
+        /// made with the devnet's key of --hospital when left out.
+        #[arg(long)]
+        attestation: Option<String>,
+    },
+    /// As a hospital: attest a patient key whose holder the hospital has verified, with the
+    /// hospital's member key (--key, or the devnet's key of --hospital); prints the
+    /// attestation the patient registers with.
+    Attest {
+        /// The patient's public key (hex, as `medspace patient wallet` prints it).
+        #[arg(long)]
+        patient_key: String,
+        /// The attesting hospital.
+        #[arg(long, default_value = "hospital-a")]
+        hospital: String,
     },
     /// Issue an authorization code to an institution for records a hospital holds.
     Grant {
@@ -181,6 +200,22 @@ fn patient_key(who: &Who, p: &WhichPatient) -> anyhow::Result<Keypair> {
     Ok(medspace_consortium::patient_key(seed, &p.hospital, fhir_id))
 }
 
+/// A hospital's member key: the file of --key, or the devnet's key of `hospital`.
+fn member_key(who: &Who, hospital: &str) -> anyhow::Result<Keypair> {
+    if let Some(path) = &who.key {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("reading key file {}", path.display()))?;
+        return Keypair::from_secret_hex(&text)
+            .with_context(|| format!("key file {} holds no secret key", path.display()));
+    }
+    let seed = crate::query_cmd::devnet_seed(who)?;
+    Ok(
+        medspace_consortium::Consortium::default_devnet(seed, medspace_consortium::GENESIS_MS)?
+            .member_key(hospital)?
+            .clone(),
+    )
+}
+
 fn day_ms(s: &str) -> anyhow::Result<u64> {
     let ms = medspace_worker::records::fhir_date_ms(s)
         .filter(|_| s.len() == 10)
@@ -276,21 +311,67 @@ pub fn run(args: PatientArgs) -> anyhow::Result<()> {
                 .with_context(|| format!("creating wallet {}", out.display()))?;
             println!("wallet {} for patient {}", out.display(), w.patient);
             println!(
+                "  public key {} (a hospital attests it: `medspace patient attest --patient-key …`)",
+                w.key()
+                    .with_context(|| format!("reading wallet {}", out.display()))?
+                    .public()
+            );
+            println!(
                 "  next: `medspace patient register --wallet {}`, then ask each hospital treating you to link its record (`medspace link`)",
                 out.display()
             );
             Ok(())
         }
-        PatientCommand::Register { wallet } => {
+        PatientCommand::Register {
+            wallet,
+            hospital,
+            attestation,
+        } => {
             let key = medspace_patient::Wallet::load(&wallet)
                 .and_then(|w| w.key())
                 .with_context(|| format!("reading wallet {}", wallet.display()))?;
+            let chain = Name::new(&genesis.chain_id)?;
+            let registration = match attestation {
+                Some(hex) => RegisterPatient {
+                    hospital: MemberId::new(&hospital)?,
+                    attestation: serde_json::from_value(serde_json::Value::String(hex))
+                        .context("--attestation is not a signature in hex")?,
+                },
+                None => RegisterPatient::attested(
+                    &chain,
+                    &key.public(),
+                    MemberId::new(&hospital)?,
+                    &member_key(&who, &hospital)?,
+                ),
+            };
             let ledger = light(&key)?;
-            ledger.must(Payload::RegisterPatient(RegisterPatient {}))?;
+            ledger.must(Payload::RegisterPatient(registration))?;
             println!(
                 "patient {} registered at height {}",
                 PatientId::from_key(&key.public()),
                 ledger.latest()?.height
+            );
+            Ok(())
+        }
+        PatientCommand::Attest {
+            patient_key,
+            hospital,
+        } => {
+            let patient: PublicKey = patient_key
+                .parse()
+                .map_err(|e| anyhow::anyhow!("bad --patient-key: {e}"))?;
+            let chain = Name::new(&genesis.chain_id)?;
+            let reg = RegisterPatient::attested(
+                &chain,
+                &patient,
+                MemberId::new(&hospital)?,
+                &member_key(&who, &hospital)?,
+            );
+            println!(
+                "{}",
+                serde_json::to_value(&reg.attestation)?
+                    .as_str()
+                    .unwrap_or_default()
             );
             Ok(())
         }

@@ -194,12 +194,14 @@ async fn load(
     let mut ids = Vec::new();
     for k in first..first + count {
         let key = Keypair::from_seed(1_000_000 + k);
-        let tx = SignedTx::new(
+        // Attested by hospital-a's member key (seed 1, see `init`).
+        let reg = RegisterPatient::attested(
             &chain,
-            &key,
-            0,
-            Payload::RegisterPatient(RegisterPatient {}),
+            &key.public(),
+            MemberId::new("hospital-a").unwrap(),
+            &Keypair::from_seed(1),
         );
+        let tx = SignedTx::new(&chain, &key, 0, Payload::RegisterPatient(reg));
         let url = &net.http[targets[k as usize % targets.len()]];
         let r = client
             .post(format!("{url}/v1/tx"))
@@ -890,9 +892,8 @@ fn a_study_runs_from_the_cli_on_the_hospitals_workers_and_survives_a_dropped_sit
     assert_eq!(status, 200, "{first}");
     assert_eq!(get(1, &reveal, &member_key("hospital-a")), (200, first));
 
-    // A job whose query reads fields the contract does not cover: every hospital refuses it,
-    // nothing is computed, and the ledger records a result without contributions (no epsilon
-    // spent).
+    // A job running another query than the contract approved (one reading fields the contract
+    // does not cover): the validators refuse it, nothing is submitted, no epsilon reserved.
     let wide = dir.join("wide.json");
     std::fs::write(
         &wide,
@@ -908,14 +909,11 @@ fn a_study_runs_from_the_cli_on_the_hospitals_workers_and_survives_a_dropped_sit
         "--spec",
         wide.to_str().unwrap(),
     ]);
-    assert!(ok, "{text}");
-    assert_eq!(text.matches("did not contribute").count(), 3, "{text}");
-    assert!(text.contains("out of scope"), "{text}");
-    assert!(!text.contains("contributed: "), "{text}");
-    assert!(
-        text.contains("epsilon left on") && text.contains(": 0.700"),
-        "{text}"
-    );
+    assert!(!ok, "{text}");
+    assert!(text.contains("not the one contract"), "{text}");
+    let (ok, status) = net.query(&["status", "--contract", &contract]);
+    assert!(ok, "{status}");
+    assert!(status.contains("spent 0.300"), "{status}");
 
     // A hospital's node dies: the chain goes on with three validators; the aggregator waits
     // for its share, drops it, and the survivors reveal their masks with it.
@@ -930,7 +928,7 @@ fn a_study_runs_from_the_cli_on_the_hospitals_workers_and_survives_a_dropped_sit
     assert!(!text.contains("contributed: hospital-c"), "{text}");
     let (ok, status) = net.query(&["status", "--contract", &contract]);
     assert!(ok, "{status}");
-    assert_eq!(status.matches(" done: ").count(), 3, "{status}");
+    assert_eq!(status.matches(" done: ").count(), 2, "{status}");
     assert!(status.contains("spent 0.600"), "{status}");
 
     // 0.4 left: a job asking 0.5 is refused by the validators.
@@ -1172,6 +1170,45 @@ fn patient_codes_are_redeemed_only_as_granted(net: &DevnetProcess) {
         .to_string();
     let (ok, text) = net.patient(&["register", "--wallet", wallet.to_str().unwrap()]);
     assert!(ok, "{text}");
+    // The hospital's way: it attests a verified person's key; the attestation registers that
+    // key only (another wallet presenting it is refused by the validators).
+    let public_key = |text: &str| -> String {
+        text.lines()
+            .find_map(|l| l.trim().strip_prefix("public key "))
+            .and_then(|l| l.split_whitespace().next())
+            .unwrap_or_else(|| panic!("no public key in {text}"))
+            .to_string()
+    };
+    let (verified, other) = (net.dir.join("verified.json"), net.dir.join("other.json"));
+    let (ok, text) = net.patient(&["wallet", "--out", verified.to_str().unwrap()]);
+    assert!(ok, "{text}");
+    let key = public_key(&text);
+    let (ok, text) = net.patient(&["wallet", "--out", other.to_str().unwrap()]);
+    assert!(ok, "{text}");
+    let (ok, attestation) =
+        net.patient(&["attest", "--patient-key", &key, "--hospital", "hospital-a"]);
+    assert!(ok, "{attestation}");
+    let attestation = attestation
+        .lines()
+        .next()
+        .unwrap_or_default()
+        .trim()
+        .to_string();
+    let register = |w: &std::path::Path| {
+        net.patient(&[
+            "register",
+            "--wallet",
+            w.to_str().unwrap(),
+            "--hospital",
+            "hospital-a",
+            "--attestation",
+            &attestation,
+        ])
+    };
+    let (ok, text) = register(&other);
+    assert!(!ok && text.contains("attestation"), "{text}");
+    let (ok, text) = register(&verified);
+    assert!(ok && text.contains("registered at height"), "{text}");
     // Before the hospital links the record, there is nothing to download.
     let mine = net.dir.join("mine.json");
     let export = [

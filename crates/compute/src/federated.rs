@@ -63,9 +63,10 @@ fn mechanisms(spec: &QuerySpec, epsilon_micro: u64) -> (Mechanism, Option<Mechan
         ),
         Aggregate::Mean(m) => {
             let half = (epsilon_micro / 2).max(1);
-            let bound = m.lower.abs().max(m.upper.abs());
-            // One person changes `sum_fixed` by at most the clamping bound, in thousandths.
-            let sens = (bound * 1000.0).ceil().max(1.0) as u64;
+            let bound = m.lower.abs_nanos().max(m.upper.abs_nanos());
+            // One person changes `sum_fixed` by at most the clamping bound, in thousandths
+            // (rounded up from billionths).
+            let sens = bound.div_ceil(1_000_000).max(1);
             (
                 Mechanism::Laplace {
                     epsilon_micro: half,

@@ -3,7 +3,7 @@
 use crate::links::Links;
 use medspace_state::records::{ContractRecord, ContractStatus, JobRecord, JobStatus};
 use medspace_state::{State, TxError};
-use medspace_types::{FieldRef, JobId, MemberId, Mode};
+use medspace_types::{FieldRef, JobId, MemberId, Mode, computation_hash};
 use std::collections::BTreeSet;
 
 /// Why a worker will not run a job (nothing is computed, nothing leaves).
@@ -44,6 +44,14 @@ pub enum PlanError {
     /// The job reads a field the contract does not cover.
     #[error("out of scope: field `{0}` is not approved by the contract")]
     OutOfScope(String),
+    /// The job's computation is not the one its contract approved.
+    #[error("job {job} runs a computation contract {contract} did not approve")]
+    NotApproved {
+        /// The job.
+        job: String,
+        /// The contract.
+        contract: String,
+    },
     /// Not a compute contract.
     #[error("contract {id} is for {mode}, not compute jobs")]
     WrongMode {
@@ -70,7 +78,9 @@ pub struct JobPlan {
     pub excluded: usize,
 }
 
-/// Decides whether `member` may run `job` and on which of its linked patients. `fields` are the
+/// Decides whether `member` may run `job` and on which of its linked patients: the job must
+/// run the computation its contract approved, under an active compute contract naming this
+/// member, reading only fields the contract covers here. `fields` are the
 /// fields the job's computation reads (from its query specification): each must be covered by
 /// the contract for this member's datasets.
 pub fn plan_job(
@@ -106,6 +116,13 @@ pub fn plan_job(
         return Err(PlanError::WrongMode {
             id: contract.id.to_string(),
             mode: contract.mode.to_string(),
+        });
+    }
+    // Defence in depth: the ledger refuses such a job; a site never runs one either.
+    if computation_hash(job.computation.as_bytes()) != contract.computation_hash {
+        return Err(PlanError::NotApproved {
+            job: job.id.to_string(),
+            contract: contract.id.to_string(),
         });
     }
     if !contract.owners.iter().any(|o| o == member) {

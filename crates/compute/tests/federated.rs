@@ -136,8 +136,13 @@ impl World {
                 let key = Keypair::from_seed(10_000 + (h as u64) * 1000 + i as u64);
                 let id = PatientId::from_key(&key.public());
                 links.link(person, id).unwrap();
-                w.apply(&key, Payload::RegisterPatient(RegisterPatient {}))
-                    .unwrap();
+                let reg = RegisterPatient::attested(
+                    &w.chain,
+                    &key.public(),
+                    MemberId::new(member).unwrap(),
+                    &nodes[h],
+                );
+                w.apply(&key, Payload::RegisterPatient(reg)).unwrap();
                 w.apply(
                     &key,
                     Payload::SetConsent(SetConsent {

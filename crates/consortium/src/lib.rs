@@ -276,6 +276,22 @@ impl Consortium {
             .ok_or_else(|| ConsortiumError::NoMember(id.to_string()))
     }
 
+    /// The registration of the patient key `patient`, attested by the hospital member
+    /// `hospital` with its ledger key (a local consortium holds every member's key; a real
+    /// hospital signs only after verifying the person).
+    pub fn patient_registration(
+        &self,
+        hospital: &str,
+        patient: &PublicKey,
+    ) -> Result<RegisterPatient, ConsortiumError> {
+        Ok(RegisterPatient::attested(
+            &self.genesis.chain_id,
+            patient,
+            MemberId::new(hospital)?,
+            self.member_key(hospital)?,
+        ))
+    }
+
     /// A member's X25519 agreement secret.
     pub fn agreement(&self, id: &str) -> x25519_dalek::StaticSecret {
         agreement_secret(self.seed, id)
@@ -325,5 +341,10 @@ mod tests {
             patient_key(1, "hospital-a", "p1").public(),
             patient_key(1, "hospital-a", "p2").public()
         );
+        let patient = patient_key(1, "hospital-a", "p1").public();
+        let reg = a.patient_registration("hospital-a", &patient).unwrap();
+        let hospital = a.member_key("hospital-a").unwrap().public();
+        assert!(reg.verify(&a.genesis.chain_id, &patient, &hospital));
+        assert!(a.patient_registration("nobody", &patient).is_err());
     }
 }

@@ -138,7 +138,10 @@ fn story(net: &Devnet, ledger: &mut Remote, opts: &DemoOptions, n: &mut usize) -
     let mut batch = Vec::new();
     for (hi, node) in nodes.iter().enumerate() {
         for p in &node.patients {
-            batch.push((&p.key, Payload::RegisterPatient(RegisterPatient {})));
+            let reg = net
+                .consortium
+                .patient_registration(&node.member, &p.key.public())?;
+            batch.push((&p.key, Payload::RegisterPatient(reg)));
             patients.push(Patient {
                 key: p.key.clone(),
                 id: p.id,

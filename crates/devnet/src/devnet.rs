@@ -437,13 +437,17 @@ pub fn publish_catalogs(
     Ok(())
 }
 
-/// Registers every hospital's patients on the ledger (their pseudonymous keys only).
+/// Registers every hospital's patients on the ledger (their pseudonymous keys only), each
+/// registration attested by the hospital that holds the patient's record.
 pub fn register_patients(devnet: &Devnet, ledger: &mut Remote) -> Result<usize> {
     let mut batch = Vec::new();
     for node in &devnet.hospitals {
         for p in &node.patients {
             if ledger.state().next_nonce(&p.key.public())? == 0 {
-                batch.push((&p.key, Payload::RegisterPatient(RegisterPatient {})));
+                let reg = devnet
+                    .consortium
+                    .patient_registration(&node.member, &p.key.public())?;
+                batch.push((&p.key, Payload::RegisterPatient(reg)));
             }
         }
     }

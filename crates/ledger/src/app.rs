@@ -173,7 +173,12 @@ mod tests {
             k,
             nonce,
             if nonce == 0 {
-                Payload::RegisterPatient(RegisterPatient {})
+                Payload::RegisterPatient(RegisterPatient::attested(
+                    &Name::new("t").unwrap(),
+                    &k.public(),
+                    MemberId::new("a").unwrap(),
+                    &Keypair::from_seed(1),
+                ))
             } else {
                 Payload::SetConsent(SetConsent {
                     purpose: Purpose::Research,

@@ -4,8 +4,9 @@ use crate::{LedgerApp, LedgerError};
 use medspace_types::*;
 
 /// The ledger benchmark's workload: the real state machine, and patients who each register
-/// their key and then set a research consent (two signed transactions per patient, the
-/// registrations first; a patient's two go to the same validator).
+/// their key (attested by the hospital, whose signature the state machine checks too) and then
+/// set a research consent (two signed transactions per patient, the registrations first; a
+/// patient's two go to the same validator).
 pub fn workload(txs: usize) -> Result<medspace_chain::bench::Workload<LedgerApp>, WorkloadError> {
     let member = bench_member();
     let genesis = medspace_consortium::GenesisBuilder::new(medspace_chain::bench::BENCH_CHAIN)?
@@ -22,10 +23,10 @@ pub fn workload(txs: usize) -> Result<medspace_chain::bench::Workload<LedgerApp>
         .collect();
     let mut out = Vec::with_capacity(txs);
     let mut route = Vec::with_capacity(txs);
+    let hospital = MemberId::new("hospital-a")?;
     for (i, key) in keys.iter().enumerate() {
-        out.push(
-            SignedTx::new(&chain, key, 0, Payload::RegisterPatient(RegisterPatient {})).to_bytes(),
-        );
+        let reg = RegisterPatient::attested(&chain, &key.public(), hospital.clone(), &member);
+        out.push(SignedTx::new(&chain, key, 0, Payload::RegisterPatient(reg)).to_bytes());
         route.push(i);
     }
     for (i, key) in keys.iter().enumerate().take(txs - patients) {

@@ -65,6 +65,10 @@ pub struct ApplyReport {
     pub raw_warm: f64,
 }
 
+/// The contracts' computation: a count of persons with a (not sensitive) condition, L3 like
+/// the condition fields the contracts name.
+const COMPUTATION: &str = r#"{"version":1,"cohort":{"conditions":["44054006"],"index_date":"2025-01-01"},"aggregate":"count"}"#;
+
 /// Why the benchmark could not run.
 #[derive(Debug, thiserror::Error)]
 pub enum ApplyError {
@@ -162,7 +166,8 @@ fn setup(
         .collect();
     for chunk in patients.chunks(block) {
         for k in chunk {
-            ledger.submit(k, Payload::RegisterPatient(RegisterPatient {}))?;
+            let reg = c.patient_registration("hospital-a", &k.public())?;
+            ledger.submit(k, Payload::RegisterPatient(reg))?;
         }
         ledger.must_block(1000)?;
     }
@@ -181,7 +186,7 @@ fn setup(
                     mode: Mode::Compute,
                     study: None,
                     fields: List::new(fields.clone())?,
-                    computation: Blob::new(b"{}".to_vec())?,
+                    computation: Blob::new(COMPUTATION.as_bytes().to_vec())?,
                     expiry_ms: T0 + 300 * 24 * 3600 * 1000,
                     epsilon_budget: 1_000_000,
                     fee: 0,

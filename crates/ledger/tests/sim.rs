@@ -53,9 +53,13 @@ fn run(
             .collect();
         let mut ids = Vec::new();
         for (i, p) in patients.iter().enumerate() {
-            let tx: Bytes =
-                SignedTx::new(&chain, p, 0, Payload::RegisterPatient(RegisterPatient {}))
-                    .to_bytes();
+            let reg = RegisterPatient::attested(
+                &chain,
+                &p.public(),
+                MemberId::new("hospital-a").unwrap(),
+                &Keypair::from_seed(77),
+            );
+            let tx: Bytes = SignedTx::new(&chain, p, 0, Payload::RegisterPatient(reg)).to_bytes();
             ids.push(vals[i % N].submit(tx).expect("admitted"));
         }
         wait(&vals, &ids).await;

@@ -8,10 +8,10 @@
 //!   shares of both checked against Feldman commitments, and dropout recovery, so the aggregator
 //!   learns only the total over the survivors.
 //! - [`release`]: the released cells of an aggregate: small-cell suppression and labels.
-//! - [`query`]: the versioned, declarative federated query spec (cohort + aggregate + group-by),
-//!   its validation and its compilation to SQL over the node's OMOP-like tables, always joined to
-//!   the contract's consent allow-list, with a fixed group layout so every site's result vector
-//!   lines up for secure aggregation.
+//! - [`query`]: the compilation of the versioned, declarative federated query spec (cohort +
+//!   aggregate + group-by; the spec itself is `medspace_types::query`, re-exported there) to SQL
+//!   over the node's OMOP-like tables, always joined to the contract's consent allow-list, with a
+//!   fixed group layout so every site's result vector lines up for secure aggregation.
 
 pub mod dp;
 pub mod query;

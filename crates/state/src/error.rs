@@ -121,6 +121,23 @@ pub enum TxError {
         /// Asked for.
         requested: u64,
     },
+    /// A dataset's lifetime differential-privacy budget (over every contract) would be
+    /// exceeded.
+    #[error(
+        "dataset epsilon budget exceeded: dataset={dataset} budget={budget} spent={spent} reserved={reserved} requested={requested} (micro-epsilon)"
+    )]
+    DatasetBudgetExceeded {
+        /// The dataset.
+        dataset: String,
+        /// Its lifetime budget (policy).
+        budget: u64,
+        /// Spent so far.
+        spent: u64,
+        /// Reserved by running jobs.
+        reserved: u64,
+        /// Asked for.
+        requested: u64,
+    },
     /// The patient's consent does not allow this use.
     #[error("no consent: patient={patient} purpose={purpose} level={level}")]
     NoConsent {

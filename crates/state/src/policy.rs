@@ -4,15 +4,69 @@
 use crate::records::{ConsentRecord, ConsentState, GrantRecord, RequiredApproval};
 use medspace_types::{ApprovalScope, Level, MemberId, MemberKind, Policy, Purpose, Role};
 
-/// Roles that may ask for a contract of this purpose.
-pub fn requester_roles(purpose: Purpose) -> &'static [Role] {
+/// Whether `role` is one of the consortium's own roles (data committee, ethics committee,
+/// auditor): appointed by a governance vote, never registered by an institution for itself
+/// (except a regulator's own auditors).
+pub fn is_consortium_role(role: Role) -> bool {
+    matches!(
+        role,
+        Role::DataCommittee | Role::EthicsCommittee | Role::Auditor
+    )
+}
+
+/// Who may ask for a contract of `purpose`: each entry is a role and the kinds of institution
+/// whose users of that role may. Purposes the consortium may treat as implied consent
+/// (treatment, public health, quality management) are the narrowest: a clinician of a hospital
+/// for treatment; a public-health agency's researcher or the regulator's auditor for public
+/// health; a hospital's own staff (steward, clinician, researcher) or the regulator's auditor for
+/// quality management. A research institute's researcher asks only for research, teaching and
+/// drug safety.
+pub fn requesters(purpose: Purpose) -> &'static [(Role, &'static [MemberKind])] {
+    use MemberKind::*;
+    const HOSPITAL: &[MemberKind] = &[Hospital];
+    const REGULATOR: &[MemberKind] = &[Regulator];
     match purpose {
-        Purpose::Treatment => &[Role::Clinician],
+        Purpose::Treatment => &[(Role::Clinician, HOSPITAL)],
         Purpose::PatientAccess => &[],
-        Purpose::InsuranceClaim => &[Role::ClaimsOfficer],
-        Purpose::Research | Purpose::Teaching | Purpose::DrugSafety => &[Role::Researcher],
-        Purpose::PublicHealth | Purpose::QualityManagement => &[Role::Researcher, Role::Auditor],
+        Purpose::InsuranceClaim => &[(Role::ClaimsOfficer, &[Insurer])],
+        Purpose::Research => &[(
+            Role::Researcher,
+            &[Hospital, ResearchInstitute, Pharma, PublicHealthAgency],
+        )],
+        Purpose::Teaching => &[(Role::Researcher, &[Hospital, ResearchInstitute])],
+        Purpose::DrugSafety => &[
+            (
+                Role::Researcher,
+                &[Hospital, ResearchInstitute, Pharma, PublicHealthAgency],
+            ),
+            (Role::Auditor, REGULATOR),
+        ],
+        Purpose::PublicHealth => &[
+            (Role::Researcher, &[PublicHealthAgency]),
+            (Role::Auditor, REGULATOR),
+        ],
+        Purpose::QualityManagement => &[
+            (Role::Steward, HOSPITAL),
+            (Role::Clinician, HOSPITAL),
+            (Role::Researcher, HOSPITAL),
+            (Role::Auditor, REGULATOR),
+        ],
     }
+}
+
+/// Whether a user holding `role` at an institution of `kind` may ask for a contract of
+/// `purpose` (see [`requesters`]).
+pub fn may_request(purpose: Purpose, role: Role, kind: MemberKind) -> bool {
+    requesters(purpose)
+        .iter()
+        .any(|(r, kinds)| *r == role && kinds.contains(&kind))
+}
+
+/// Whether a request of `purpose` by an institution of `kind` may touch only the requester's
+/// own data: a hospital's quality management looks at its own care, not at other hospitals'
+/// patients (whose consent is only implied for their own hospital's quality work).
+pub fn own_data_only(purpose: Purpose, kind: MemberKind) -> bool {
+    purpose == Purpose::QualityManagement && kind == MemberKind::Hospital
 }
 
 /// The approvals a request of `level` touching data of `owners` needs under `policy`.
@@ -43,12 +97,28 @@ pub fn required_approvals(
     out
 }
 
-/// Whether a user of `member` (of kind `kind`) holding `role` may fill the approval slot `slot`.
-/// The auditor's approval is the regulator's: only an auditor of a regulator member gives it.
-pub fn may_fill(slot: &RequiredApproval, role: Role, member: &MemberId, kind: MemberKind) -> bool {
+/// Whether a user of `member` (of kind `kind`) holding `role` may fill the approval slot `slot`
+/// of a request by an institution `requester`.
+///
+/// - A per-owner slot is the owner's: only its own user of the slot's role fills it (a
+///   requester's own steward approving the use of its own institution's data is normal).
+/// - A consortium slot (a committee, the regulator) is never filled by a user of the
+///   requesting institution: nobody reviews their own institution's request.
+/// - The auditor's approval is the regulator's: only an auditor of a regulator member gives it.
+pub fn may_fill(
+    slot: &RequiredApproval,
+    role: Role,
+    member: &MemberId,
+    kind: MemberKind,
+    requester: &MemberId,
+) -> bool {
+    let institution = match &slot.member {
+        Some(owner) => owner == member,
+        None => member != requester,
+    };
     slot.by.is_none()
         && slot.role == role
-        && slot.member.as_ref().is_none_or(|m| m == member)
+        && institution
         && (role != Role::Auditor || kind == MemberKind::Regulator)
 }
 

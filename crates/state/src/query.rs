@@ -79,7 +79,8 @@ impl State {
             .collect())
     }
 
-    /// Pending, unexpired contracts that still wait for an approval `user` can give.
+    /// Pending, unexpired contracts that still wait for an approval `user` can give (never a
+    /// request of the user's own institution for a consortium slot).
     pub fn approvals_waiting_for(
         &self,
         user: &UserId,
@@ -100,9 +101,9 @@ impl State {
             })
             .filter(|c| !c.approvals.iter().any(|a| a.by.as_ref() == Some(&u.id)))
             .filter(|c| {
-                c.approvals
-                    .iter()
-                    .any(|a| crate::policy::may_fill(a, u.role, &u.member, kind))
+                c.approvals.iter().any(|a| {
+                    crate::policy::may_fill(a, u.role, &u.member, kind, &c.requester_member)
+                })
             })
             .collect())
     }

@@ -43,6 +43,10 @@ pub mod tag {
     pub const PROPOSAL: u8 = 0x0e;
     /// A patient's log: patient | sequence.
     pub const PATIENT_LOG: u8 = 0x0f;
+    /// Studies, by id: which institution's contracts may name them.
+    pub const STUDY: u8 = 0x10;
+    /// Each dataset's lifetime epsilon account.
+    pub const DATASET_EPSILON: u8 = 0x11;
 }
 
 fn key_of(tag: u8, part: &impl Write) -> Vec<u8> {
@@ -127,6 +131,14 @@ pub mod keys {
     /// Prefix of a patient's log.
     pub fn patient_log_of(patient: &PatientId) -> Vec<u8> {
         key_of(tag::PATIENT_LOG, patient)
+    }
+    /// A study.
+    pub fn study(id: &StudyId) -> Vec<u8> {
+        key_of(tag::STUDY, id)
+    }
+    /// A dataset's epsilon account.
+    pub fn dataset_epsilon(id: &DatasetId) -> Vec<u8> {
+        key_of(tag::DATASET_EPSILON, id)
     }
 }
 
@@ -325,6 +337,41 @@ codec_struct!(GrantRecord {
     revoked: bool,
 });
 
+/// A study, registered by the first contract that names it: only contracts of the same
+/// requesting institution may name it afterwards (so nobody can borrow another study's
+/// study-specific consents).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StudyRecord {
+    /// The study.
+    pub id: StudyId,
+    /// The institution whose contracts run it.
+    pub owner: MemberId,
+    /// The contract that registered it.
+    pub first_contract: ContractId,
+    /// When it was registered.
+    pub height: u64,
+}
+codec_struct!(StudyRecord {
+    id: StudyId,
+    owner: MemberId,
+    first_contract: ContractId,
+    height: u64,
+});
+
+/// A dataset's lifetime differential-privacy account over every contract (micro-epsilon),
+/// against the policy's `dataset_epsilon_micro`.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EpsilonAccount {
+    /// Charged by results of jobs whose round was closed (or cut off after it closed).
+    pub spent: u64,
+    /// Reserved by jobs without a result yet.
+    pub reserved: u64,
+}
+codec_struct!(EpsilonAccount {
+    spent: u64,
+    reserved: u64
+});
+
 /// A catalog entry.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DatasetRecord {
@@ -383,7 +430,10 @@ pub struct ContractRecord {
     pub fields: List<FieldRef, 256>,
     /// The approved computation.
     pub computation: Blob<MAX_COMPUTATION>,
-    /// Highest privacy level touched.
+    /// SHA-256 of the approved computation: a job runs only a computation of this hash.
+    pub computation_hash: Hash,
+    /// Highest privacy level touched: of its fields and, for a query, of the codes it filters
+    /// on.
     pub level: Level,
     /// Institutions whose data is in scope.
     pub owners: List<MemberId, 64>,
@@ -399,6 +449,10 @@ pub struct ContractRecord {
     pub epsilon_spent: u64,
     /// Reserved by jobs without a result yet.
     pub epsilon_reserved: u64,
+    /// The part of `epsilon_reserved` held by jobs whose round is closed (their sites have
+    /// revealed, so a result may have been released): charged to the datasets if the contract
+    /// ends before those jobs post their results.
+    pub epsilon_closed: u64,
     /// Fee held in escrow until settlement.
     pub escrow: u64,
     /// Records contributed per institution over all results.
@@ -419,6 +473,7 @@ codec_struct!(ContractRecord {
     study: Option<StudyId>,
     fields: List<FieldRef, 256>,
     computation: Blob<MAX_COMPUTATION>,
+    computation_hash: Hash,
     level: Level,
     owners: List<MemberId, 64>,
     approvals: List<RequiredApproval, 128>,
@@ -427,6 +482,7 @@ codec_struct!(ContractRecord {
     epsilon_budget: u64,
     epsilon_spent: u64,
     epsilon_reserved: u64,
+    epsilon_closed: u64,
     escrow: u64,
     contributions: List<Contribution, 64>,
     settled: bool,
@@ -445,6 +501,17 @@ impl ContractRecord {
         self.epsilon_budget
             .saturating_sub(self.epsilon_spent)
             .saturating_sub(self.epsilon_reserved)
+    }
+
+    /// The datasets the contract names, each once, in order of first mention.
+    pub fn datasets(&self) -> Vec<DatasetId> {
+        let mut out: Vec<DatasetId> = Vec::new();
+        for f in &self.fields {
+            if !out.contains(&f.dataset) {
+                out.push(f.dataset.clone());
+            }
+        }
+        out
     }
 
     /// Approvals still missing.
@@ -596,11 +663,17 @@ pub enum GovAction {
     RemoveMember(medspace_types::RemoveMember),
     /// Replace the policy.
     UpdatePolicy(medspace_types::UpdatePolicy),
+    /// Appoint a user to a consortium role.
+    AppointUser(medspace_types::AppointUser),
+    /// Dismiss a user.
+    DismissUser(medspace_types::DismissUser),
 }
 codec_enum!(GovAction {
     1 => AddMember(medspace_types::AddMember),
     2 => RemoveMember(medspace_types::RemoveMember),
     3 => UpdatePolicy(medspace_types::UpdatePolicy),
+    4 => AppointUser(medspace_types::AppointUser),
+    5 => DismissUser(medspace_types::DismissUser),
 });
 
 unit_enum!(

@@ -183,6 +183,19 @@ impl State {
         self.scan(&[tag::DATASET])
     }
 
+    /// A study's registration.
+    pub fn study(&self, id: &medspace_types::StudyId) -> Result<Option<StudyRecord>, TxError> {
+        self.get(&keys::study(id))
+    }
+
+    /// A dataset's lifetime epsilon account (empty before its first job).
+    pub fn dataset_epsilon(
+        &self,
+        id: &medspace_types::DatasetId,
+    ) -> Result<EpsilonAccount, TxError> {
+        Ok(self.get(&keys::dataset_epsilon(id))?.unwrap_or_default())
+    }
+
     /// A contract.
     pub fn contract(&self, id: ContractId) -> Result<Option<ContractRecord>, TxError> {
         self.get(&keys::contract(id))

@@ -15,13 +15,19 @@ mod ledger {
     mod access;
     mod budget;
     mod catalog;
+    mod computations;
     mod consent;
     mod contracts;
+    mod dataset_budget;
     mod envelope;
     mod governance;
     mod grants;
     mod jobs;
+    mod matrix;
     mod proofs;
     mod props;
+    mod registration;
+    mod roles;
     mod settlement;
+    mod studies;
 }

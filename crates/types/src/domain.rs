@@ -134,10 +134,25 @@ pub struct Policy {
     pub max_contract_ms: u64,
     /// Largest epsilon budget of one contract, in micro-epsilon.
     pub max_epsilon_micro: u64,
-    /// Purposes that need no explicit patient consent (below L4).
+    /// Purposes that need no explicit patient consent (below L4). Who may request a purpose is
+    /// decided by `medspace_state::policy::may_request` (by role and kind of institution).
     pub implied_consent: List<Purpose, 8>,
     /// How long a governance proposal stays open, in milliseconds.
     pub proposal_ttl_ms: u64,
+    /// Largest epsilon one job may reserve, in micro-epsilon.
+    #[serde(default = "default_max_job_epsilon_micro")]
+    pub max_job_epsilon_micro: u64,
+    /// Lifetime epsilon budget of one dataset over every contract and job that touches it, in
+    /// micro-epsilon. A job reserves its epsilon on every dataset its contract names.
+    ///
+    /// This bounds what the consortium releases about one hospital's dataset, not what it
+    /// releases about one person: a patient treated at several hospitals is in several
+    /// datasets, each with its own budget, so their privacy loss can add up to this budget
+    /// times the number of datasets holding them (and a member republishing its data under a
+    /// new dataset id starts a new budget). The ledger cannot link a person across sites, so it
+    /// cannot do better; private set intersection would be the place to.
+    #[serde(default = "default_dataset_epsilon_micro")]
+    pub dataset_epsilon_micro: u64,
     /// The privacy level of every field and the codes that make data highly sensitive
     /// (the default classification when a genesis file leaves it out).
     #[serde(default)]
@@ -152,8 +167,20 @@ codec_struct!(Policy {
     max_epsilon_micro: u64,
     implied_consent: List<Purpose, 8>,
     proposal_ttl_ms: u64,
+    max_job_epsilon_micro: u64,
+    dataset_epsilon_micro: u64,
     classification: crate::classification::Classification,
 });
+
+/// The default per-job epsilon cap: 1 (in micro-epsilon).
+pub fn default_max_job_epsilon_micro() -> u64 {
+    1_000_000
+}
+
+/// The default lifetime epsilon budget of a dataset: 50 (in micro-epsilon).
+pub fn default_dataset_epsilon_micro() -> u64 {
+    50_000_000
+}
 
 impl Default for Policy {
     /// The defaults of DESIGN §3: L2 needs the owner's steward; L3 adds the data and ethics
@@ -181,6 +208,8 @@ impl Default for Policy {
             ])
             .unwrap_or_default(),
             proposal_ttl_ms: 7 * 24 * 3600 * 1000,
+            max_job_epsilon_micro: default_max_job_epsilon_micro(),
+            dataset_epsilon_micro: default_dataset_epsilon_micro(),
             classification: crate::classification::Classification::default(),
         }
     }

@@ -72,7 +72,9 @@ codec_struct!(Vote {
     approve: bool
 });
 
-/// A member registers one of its users.
+/// A member registers one of its own institutional users (steward, researcher, clinician,
+/// claims officer; a regulator also its auditors). Consortium roles are appointed by a vote
+/// ([`AppointUser`]).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RegisterUser {
     /// The user's identifier.
@@ -88,6 +90,35 @@ codec_struct!(RegisterUser {
     key: PublicKey
 });
 
+/// Proposes appointing a user to a consortium role (data committee, ethics committee, or a
+/// regulator's auditor) at `member`: a governance vote follows, and the user exists only once
+/// it passes.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AppointUser {
+    /// The user's identifier.
+    pub user: UserId,
+    /// The institution the user belongs to.
+    pub member: MemberId,
+    /// The consortium role.
+    pub role: Role,
+    /// The user's signing key.
+    pub key: PublicKey,
+}
+codec_struct!(AppointUser {
+    user: UserId,
+    member: MemberId,
+    role: Role,
+    key: PublicKey
+});
+
+/// Proposes dismissing a user: once the vote passes, the user's key can never sign again.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DismissUser {
+    /// The user.
+    pub user: UserId,
+}
+codec_struct!(DismissUser { user: UserId });
+
 /// A principal replaces its signing key. `proof` is the new key's signature over
 /// `chain id | old key | nonce` in [`ROTATE_NAMESPACE`].
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -102,10 +133,61 @@ codec_struct!(RotateKey {
     proof: Signature
 });
 
-/// A patient registers their key; the ledger knows them only by the derived pseudonym.
+/// Signing namespace of a hospital's attestation that it verified the person holding a
+/// patient key.
+pub const PATIENT_ATTESTATION_NAMESPACE: &[u8] = b"medspace/patient-attestation/v1";
+
+/// What a hospital's member key signs to attest a patient key: `chain id | patient key`.
+pub fn patient_attestation_message(chain_id: &Name, patient: &PublicKey) -> Vec<u8> {
+    let mut m = Vec::with_capacity(80);
+    chain_id.write(&mut m);
+    patient.write(&mut m);
+    m
+}
+
+/// A patient registers their key; the ledger knows them only by the derived pseudonym. The
+/// registration carries a hospital's attestation that it verified the person (so keys cannot
+/// be registered in bulk by anyone): the hospital member's key signs
+/// [`patient_attestation_message`] in [`PATIENT_ATTESTATION_NAMESPACE`].
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct RegisterPatient {}
-codec_struct!(RegisterPatient {});
+pub struct RegisterPatient {
+    /// The hospital that verified the person.
+    pub hospital: MemberId,
+    /// The hospital member key's signature over the chain id and the patient's key.
+    pub attestation: Signature,
+}
+codec_struct!(RegisterPatient {
+    hospital: MemberId,
+    attestation: Signature
+});
+
+impl RegisterPatient {
+    /// The registration of `patient` on chain `chain_id`, attested by `hospital` with its
+    /// member key `hospital_key`.
+    pub fn attested(
+        chain_id: &Name,
+        patient: &PublicKey,
+        hospital: MemberId,
+        hospital_key: &Keypair,
+    ) -> Self {
+        Self {
+            hospital,
+            attestation: hospital_key.sign(
+                PATIENT_ATTESTATION_NAMESPACE,
+                &patient_attestation_message(chain_id, patient),
+            ),
+        }
+    }
+
+    /// Whether `hospital_key` attested `patient` on chain `chain_id`.
+    pub fn verify(&self, chain_id: &Name, patient: &PublicKey, hospital_key: &PublicKey) -> bool {
+        hospital_key.verify(
+            PATIENT_ATTESTATION_NAMESPACE,
+            &patient_attestation_message(chain_id, patient),
+            &self.attestation,
+        )
+    }
+}
 
 /// A member publishes (or republishes) a dataset description in the catalog.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -229,7 +311,8 @@ codec_struct!(Approve {
     contract: ContractId
 });
 
-/// A reviewer rejects a contract.
+/// A reviewer rejects a contract: only a reviewer whose approval is still missing, and always
+/// with a reason (recorded on the contract).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Reject {
     /// The contract.
@@ -249,7 +332,14 @@ pub struct Terminate {
 }
 codec_struct!(Terminate { contract: ContractId, reason: Text<256> });
 
-/// The contract holder runs a computation under an active contract.
+/// The hash that binds a computation to a contract: the SHA-256 of its bytes (so anyone can
+/// check it with any SHA-256 tool).
+pub fn computation_hash(computation: &[u8]) -> Hash {
+    Hash::of(&[computation])
+}
+
+/// The contract holder runs a computation under an active contract: the very computation the
+/// contract approved (same [`computation_hash`]).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SubmitJob {
     /// The contract.
@@ -436,6 +526,8 @@ pub enum Payload {
     AttestDestruction(AttestDestruction),
     Settle(Settle),
     CloseRound(CloseRound),
+    AppointUser(AppointUser),
+    DismissUser(DismissUser),
 }
 codec_enum!(Payload {
     1 => AddMember(AddMember),
@@ -460,6 +552,8 @@ codec_enum!(Payload {
     20 => AttestDestruction(AttestDestruction),
     21 => Settle(Settle),
     22 => CloseRound(CloseRound),
+    23 => AppointUser(AppointUser),
+    24 => DismissUser(DismissUser),
 });
 
 impl Payload {
@@ -488,6 +582,8 @@ impl Payload {
             Payload::AttestDestruction(_) => "attest_destruction",
             Payload::Settle(_) => "settle",
             Payload::CloseRound(_) => "close_round",
+            Payload::AppointUser(_) => "appoint_user",
+            Payload::DismissUser(_) => "dismiss_user",
         }
     }
 }

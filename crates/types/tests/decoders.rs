@@ -199,6 +199,8 @@ arbitrary_bytes! {
     attest_destruction: AttestDestruction,
     settle: Settle,
     close_round: CloseRound,
+    appoint_user: AppointUser,
+    dismiss_user: DismissUser,
     payload: Payload,
     tx_body: TxBody,
     signed_tx: SignedTx,
@@ -378,6 +380,46 @@ proptest! {
         json_round_trips::<Text<48>>(&json)?;
         json_round_trips::<Blob<64>>(&json)?;
     }
+
+    /// The query specification the ledger reads from a contract's computation: arbitrary bytes
+    /// never panic the parser, and a spec that parses prints to JSON that parses back to it.
+    #[test]
+    fn query_specs_from_arbitrary_bytes(bytes in bytes_s()) {
+        query_spec_round_trips(&bytes)?;
+    }
+
+    /// A valid spec with one edit: refused or a spec that round-trips.
+    #[test]
+    fn query_specs_mutated(m in mutation_s()) {
+        query_spec_round_trips(&m.apply(SPEC.as_bytes()))?;
+    }
+
+    /// Numbers as text: an exact decimal that prints to text parsing back to it, or refused.
+    #[test]
+    fn decimals_from_text(s in "-?[0-9]{0,22}(\\.[0-9]{0,22})?([eE][+-]?[0-9]{0,4})?") {
+        if let Ok(d) = query::Decimal::parse(&s) {
+            let shown = d.to_string();
+            prop_assert_eq!(query::Decimal::parse(&shown), Ok(d), "{} -> {}", s, shown);
+        }
+    }
+}
+
+/// A query specification of every kind of clause.
+const SPEC: &str = r#"{"version":1,"cohort":{"conditions":["44054006"],"drugs":["860975"],"procedures":["73761001"],"measurement":{"code":"4548-4","op":">=","value":6.5},"sex":"female","age":{"min":40,"max":80},"index_date":"2024-02-29"},"aggregate":{"mean":{"measurement":"2339-0","lower":-1.25,"upper":4e2}},"group_by":["sex","age_band"]}"#;
+
+fn query_spec_round_trips(bytes: &[u8]) -> Result<(), TestCaseError> {
+    if let Ok((spec, validated)) = query::parse_bytes(bytes) {
+        let json = serde_json::to_string(&spec).map_err(|e| TestCaseError::fail(e.to_string()))?;
+        let (back, again) = query::parse(&json).map_err(|e| TestCaseError::fail(e.to_string()))?;
+        prop_assert_eq!(&back, &spec);
+        prop_assert_eq!(again, validated);
+    }
+    Ok(())
+}
+
+#[test]
+fn the_sample_spec_parses() {
+    assert!(query::parse(SPEC).is_ok());
 }
 
 // ---- valid encodings, mutated ----
@@ -556,7 +598,12 @@ fn payloads() -> Vec<Payload> {
             new_key: new_key.public(),
             proof: new_key.sign(ROTATE_NAMESPACE, &rotation_message(&chain, &old, 4)),
         }),
-        Payload::RegisterPatient(RegisterPatient {}),
+        Payload::RegisterPatient(RegisterPatient::attested(
+            &chain,
+            &Keypair::from_seed(13).public(),
+            mid("hospital-a"),
+            &Keypair::from_seed(1),
+        )),
         Payload::PublishDataset(PublishDataset { dataset: dataset() }),
         Payload::SetConsent(SetConsent {
             purpose: Purpose::Research,
@@ -650,6 +697,15 @@ fn payloads() -> Vec<Payload> {
         Payload::Settle(Settle {
             contract: ContractId(6),
         }),
+        Payload::AppointUser(AppointUser {
+            user: UserId::new("hospital-b.ethics").unwrap(),
+            member: mid("hospital-b"),
+            role: Role::EthicsCommittee,
+            key: Keypair::from_seed(14).public(),
+        }),
+        Payload::DismissUser(DismissUser {
+            user: UserId::new("hospital-b.ethics").unwrap(),
+        }),
     ]
 }
 
@@ -720,6 +776,8 @@ fn corpus() -> Corpus {
             ),
             Payload::Settle(p) => ("Settle", p.encode().to_vec(), check::<Settle>),
             Payload::CloseRound(p) => ("CloseRound", p.encode().to_vec(), check::<CloseRound>),
+            Payload::AppointUser(p) => ("AppointUser", p.encode().to_vec(), check::<AppointUser>),
+            Payload::DismissUser(p) => ("DismissUser", p.encode().to_vec(), check::<DismissUser>),
         };
         add(name, bytes, check);
     }
@@ -888,7 +946,7 @@ fn boundary_bytes_at_every_position() {
 fn corpus_covers_every_kind() {
     let kinds: std::collections::BTreeSet<&str> =
         CORPUS.txs.iter().map(|t| t.body.payload.kind()).collect();
-    assert_eq!(kinds.len(), 22);
+    assert_eq!(kinds.len(), 24);
     for tx in &CORPUS.txs {
         assert_eq!(SignedTx::from_bytes(tx.to_bytes()).as_ref(), Ok(tx));
         assert!(tx.verify_signature());

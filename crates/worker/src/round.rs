@@ -25,7 +25,7 @@ use medspace_privacy::query::QuerySpec;
 use medspace_privacy::secagg::{self, Dealing, HeldShare, Keys, Revealed, Round, SiteSecrets};
 use medspace_state::State;
 use medspace_state::records::{ContractRecord, JobRecord, RoundRecord};
-use medspace_types::{Hash, JobId, Keypair, MemberId, PublicKey};
+use medspace_types::{Hash, JobId, Keypair, MemberId, PublicKey, computation_hash};
 use x25519_dalek::{PublicKey as XPublic, StaticSecret};
 
 /// Why a round step was refused (lowercase, naming what and which value; no patient data).
@@ -121,6 +121,14 @@ impl Job {
                 .ok_or_else(|| RoundError::Ledger(format!("not a member: member={o}")))?;
             keys.push(m.member.key.clone());
             agreement.push(XPublic::from(m.member.agreement_key.0));
+        }
+        // Defence in depth: the ledger binds every job to its contract's computation; a site
+        // still runs only a computation of the hash its contract approved.
+        if computation_hash(record.computation.as_bytes()) != contract.computation_hash {
+            return Err(RoundError::Computation(format!(
+                "not the computation contract {} approved",
+                contract.id
+            )));
         }
         let json = std::str::from_utf8(record.computation.as_bytes())
             .map_err(|_| RoundError::Computation("not utf-8".into()))?;

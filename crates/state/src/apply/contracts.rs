@@ -1,12 +1,20 @@
 //! Data-use contracts: requests with their fee in escrow, the approvals their level needs,
 //! approval, rejection, termination and refunds.
+//!
+//! A request is classified by everything it touches: the level of each field (the consortium's
+//! classification, or the owner's published level if higher) and, for a compute request, the
+//! level of its query — the fields it reads and the codes it filters on (a sensitive code makes
+//! it L4, with the regulator's approval and only opted-in patients). The contract keeps the hash
+//! of its computation: jobs run that computation only. A study is registered by the first
+//! contract naming it and belongs to that requesting institution.
 
 use super::{Created, Event, Receipt, Signer, derive_id, forbidden, invalid, not_found};
 use crate::error::TxError;
-use crate::policy::{requester_roles, required_approvals};
+use crate::policy::{may_request, own_data_only, required_approvals};
 use crate::records::keys;
 use crate::records::*;
 use crate::state::{BlockContext, State};
+use medspace_types::query;
 use medspace_types::*;
 
 impl State {
@@ -30,10 +38,28 @@ impl State {
         p: &SubmitRequest,
     ) -> Result<Receipt, TxError> {
         let user = Self::user_signer(signer, "submit_request")?;
-        check_requester_role(&user, p.purpose)?;
+        let kind = self.active_member(&user.member)?.member.kind;
+        check_requester(&user, kind, p.purpose)?;
         let policy = self.policy()?;
         check_request_terms(&policy, ctx, p)?;
-        let (level, owners) = self.request_scope(p)?;
+        let (mut level, owners) = self.request_scope(p)?;
+        if own_data_only(p.purpose, kind) && owners.iter().any(|o| *o != user.member) {
+            return Err(forbidden(format!(
+                "{} by a hospital covers only its own data, not that of {}",
+                p.purpose,
+                owners
+                    .iter()
+                    .filter(|o| **o != user.member)
+                    .map(|o| format!("`{o}`"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )));
+        }
+        if p.mode == Mode::Compute {
+            let (spec, validated) = query::parse_bytes(p.computation.as_bytes())
+                .map_err(|e| invalid("computation", e.to_string()))?;
+            level = level.max(query::level(&spec, &validated, &policy.classification));
+        }
         self.escrow_fee(&user.member, p.fee)?;
         let id = ContractId(derive_id(b"contract", key, nonce));
         if self.contract(id)?.is_some() {
@@ -41,6 +67,9 @@ impl State {
                 what: "contract",
                 id: id.to_string(),
             });
+        }
+        if let Some(study) = &p.study {
+            self.claim_study(study, &user.member, id, ctx)?;
         }
         let approvals = required_approvals(&policy, level, &owners);
         let status = if approvals.is_empty() {
@@ -58,6 +87,7 @@ impl State {
             study: p.study.clone(),
             fields: p.fields.clone(),
             computation: p.computation.clone(),
+            computation_hash: computation_hash(p.computation.as_bytes()),
             level,
             owners: List::new(owners).map_err(to_list)?,
             approvals: List::new(approvals).map_err(to_list)?,
@@ -66,6 +96,7 @@ impl State {
             epsilon_budget: p.epsilon_budget,
             epsilon_spent: 0,
             epsilon_reserved: 0,
+            epsilon_closed: 0,
             escrow: p.fee,
             contributions: List::default(),
             settled: false,
@@ -112,6 +143,34 @@ impl State {
         Ok((level, owners))
     }
 
+    /// Registers `study` for `member` (whose contract `contract` names it first), or checks that
+    /// it is already `member`'s: a contract cannot name another institution's study and so
+    /// inherit the study-specific consents its patients gave.
+    fn claim_study(
+        &mut self,
+        study: &StudyId,
+        member: &MemberId,
+        contract: ContractId,
+        ctx: &BlockContext,
+    ) -> Result<(), TxError> {
+        match self.study(study)? {
+            Some(s) if s.owner != *member => Err(forbidden(format!(
+                "study `{study}` belongs to `{}`",
+                s.owner
+            ))),
+            Some(_) => Ok(()),
+            None => self.put(
+                &keys::study(study),
+                &StudyRecord {
+                    id: study.clone(),
+                    owner: member.clone(),
+                    first_contract: contract,
+                    height: ctx.height,
+                },
+            ),
+        }
+    }
+
     /// Moves a request's fee from the requester's institution into escrow (the contract
     /// record holds it).
     fn escrow_fee(&mut self, member: &MemberId, fee: u64) -> Result<(), TxError> {
@@ -156,9 +215,9 @@ impl State {
         user: &UserRecord,
     ) -> Result<Option<usize>, TxError> {
         let kind = self.active_member(&user.member)?.member.kind;
-        Ok(c.approvals
-            .iter()
-            .position(|a| crate::policy::may_fill(a, user.role, &user.member, kind)))
+        Ok(c.approvals.iter().position(|a| {
+            crate::policy::may_fill(a, user.role, &user.member, kind, &c.requester_member)
+        }))
     }
 
     pub(super) fn approve(
@@ -212,6 +271,9 @@ impl State {
     ) -> Result<Receipt, TxError> {
         let user = Self::user_signer(signer, "reject")?;
         let mut c = self.reviewable(p.contract, ctx)?;
+        if p.reason.as_str().trim().is_empty() {
+            return Err(invalid("reason", "a rejection must say why"));
+        }
         if self.approval_slot(&c, &user)?.is_none() {
             return Err(TxError::WrongRole {
                 kind: "reject",
@@ -272,27 +334,33 @@ impl State {
         }
         c.status = ContractStatus::Terminated;
         c.closing_reason = p.reason.clone();
-        c.epsilon_reserved = 0;
+        self.end_reservations(&mut c)?;
         self.put(&keys::contract(c.id), &c)?;
         Ok(Receipt::new("terminate"))
     }
 }
 
-/// Whether the user's role may ask for a contract of this purpose.
-fn check_requester_role(user: &UserRecord, purpose: Purpose) -> Result<(), TxError> {
-    let allowed = requester_roles(purpose);
-    if allowed.contains(&user.role) {
+/// Whether the user's role, at an institution of `kind`, may ask for a contract of this purpose.
+fn check_requester(user: &UserRecord, kind: MemberKind, purpose: Purpose) -> Result<(), TxError> {
+    if may_request(purpose, user.role, kind) {
         return Ok(());
     }
-    let need = allowed
+    let need = crate::policy::requesters(purpose)
         .iter()
-        .map(|r| r.as_str())
+        .map(|(role, kinds)| {
+            let kinds: Vec<&str> = kinds.iter().map(|k| k.as_str()).collect();
+            format!("{role}@{}", kinds.join("/"))
+        })
         .collect::<Vec<_>>()
         .join("|");
     Err(TxError::WrongRole {
         kind: "submit_request",
         have: user.role,
-        need: if need.is_empty() { "none".into() } else { need },
+        need: if need.is_empty() {
+            "none".into()
+        } else {
+            format!("{need} (the signer is at a {kind})")
+        },
     })
 }
 

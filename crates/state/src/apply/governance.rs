@@ -1,5 +1,11 @@
-//! Governance: proposals and 2/3 member votes (admit or remove a member, replace the policy),
-//! user registration and key rotation.
+//! Governance: proposals and 2/3 member votes (admit or remove a member, replace the policy,
+//! appoint a user to a consortium role or dismiss a user), user registration and key rotation.
+//!
+//! Who registers whom: a member registers its own institutional users (steward, researcher,
+//! clinician, claims officer) by its own key, and a regulator also its own auditors. The
+//! consortium's roles — data committee, ethics committee, and auditors anywhere else — are
+//! appointed only by a passed `AppointUser` proposal, so no institution can mint the reviewers
+//! of its own requests.
 
 use super::{Created, Event, Receipt, Signer, derive_id, forbidden, invalid, not_found};
 use crate::error::TxError;
@@ -21,6 +27,8 @@ impl State {
             GovAction::AddMember(_) => "add_member",
             GovAction::RemoveMember(_) => "remove_member",
             GovAction::UpdatePolicy(_) => "update_policy",
+            GovAction::AppointUser(_) => "appoint_user",
+            GovAction::DismissUser(_) => "dismiss_user",
         };
         let Signer::Member(proposer) = signer else {
             return Err(TxError::WrongSigner {
@@ -91,9 +99,69 @@ impl State {
                 if u64::from(p.vote_num) * 2 <= u64::from(p.vote_den) {
                     return Err(invalid("policy", "vote threshold must be a majority"));
                 }
+                if p.max_job_epsilon_micro == 0 || p.dataset_epsilon_micro == 0 {
+                    return Err(invalid(
+                        "policy",
+                        "the epsilon caps must allow some epsilon (0 would stop every job)",
+                    ));
+                }
+            }
+            GovAction::AppointUser(a) => {
+                let member = self.active_member(&a.member)?;
+                if !crate::policy::is_consortium_role(a.role) {
+                    return Err(invalid(
+                        "role",
+                        format!(
+                            "{} is an institutional role: the member registers it (register_user)",
+                            a.role
+                        ),
+                    ));
+                }
+                if a.role == Role::Auditor && member.member.kind != MemberKind::Regulator {
+                    return Err(invalid("role", "auditors belong to a regulator member"));
+                }
+                self.check_new_user(&a.user, &a.key)?;
+            }
+            GovAction::DismissUser(d) => {
+                let user = self
+                    .user(&d.user)?
+                    .ok_or_else(|| not_found("user", &d.user))?;
+                if self.key_record(&user.key)?.is_some_and(|k| k.retired) {
+                    return Err(forbidden(format!("user `{}` is already dismissed", d.user)));
+                }
             }
         }
         Ok(())
+    }
+
+    /// A new user's id is free and its key valid and unused.
+    fn check_new_user(&self, user: &UserId, key: &PublicKey) -> Result<(), TxError> {
+        if !key.is_valid() {
+            return Err(invalid("key", "not a valid ed25519 public key"));
+        }
+        if self.user(user)?.is_some() {
+            return Err(TxError::AlreadyExists {
+                what: "user",
+                id: user.to_string(),
+            });
+        }
+        if self.key_record(key)?.is_some() {
+            return Err(invalid("key", "already registered to another principal"));
+        }
+        Ok(())
+    }
+
+    /// Writes a user and its key's record.
+    fn put_user(&mut self, rec: &UserRecord) -> Result<(), TxError> {
+        self.put(&keys::user(&rec.id), rec)?;
+        self.put(
+            &keys::principal(&rec.key),
+            &KeyRecord {
+                principal: Principal::User(rec.id.clone()),
+                retired: false,
+                nonce: 0,
+            },
+        )
     }
 
     pub(super) fn vote(
@@ -202,6 +270,22 @@ impl State {
                 self.put(&keys::member(&r.member), &m)?;
             }
             GovAction::UpdatePolicy(p) => self.put(&keys::policy(), &p.policy)?,
+            GovAction::AppointUser(a) => self.put_user(&UserRecord {
+                id: a.user.clone(),
+                member: a.member.clone(),
+                role: a.role,
+                key: a.key.clone(),
+            })?,
+            GovAction::DismissUser(d) => {
+                let user = self
+                    .user(&d.user)?
+                    .ok_or_else(|| not_found("user", &d.user))?;
+                let mut rec = self
+                    .key_record(&user.key)?
+                    .ok_or_else(|| not_found("key", &user.key))?;
+                rec.retired = true;
+                self.put(&keys::principal(&user.key), &rec)?;
+            }
         }
         Ok(())
     }
@@ -218,39 +302,29 @@ impl State {
                 have: signer.describe(),
             });
         };
-        if !p.key.is_valid() {
-            return Err(invalid("key", "not a valid ed25519 public key"));
+        match p.role {
+            Role::Patient => {
+                return Err(invalid(
+                    "role",
+                    "patients register themselves with register_patient",
+                ));
+            }
+            Role::Auditor if m.member.kind == MemberKind::Regulator => {}
+            role if crate::policy::is_consortium_role(role) => {
+                return Err(forbidden(format!(
+                    "{role} is a consortium role: it is appointed by a governance vote (appoint_user), not registered by `{}`",
+                    m.member.id
+                )));
+            }
+            _ => {}
         }
-        if p.role == Role::Patient {
-            return Err(invalid(
-                "role",
-                "patients register themselves with register_patient",
-            ));
-        }
-        if self.user(&p.user)?.is_some() {
-            return Err(TxError::AlreadyExists {
-                what: "user",
-                id: p.user.to_string(),
-            });
-        }
-        if self.key_record(&p.key)?.is_some() {
-            return Err(invalid("key", "already registered to another principal"));
-        }
-        let rec = UserRecord {
+        self.check_new_user(&p.user, &p.key)?;
+        self.put_user(&UserRecord {
             id: p.user.clone(),
             member: m.member.id.clone(),
             role: p.role,
             key: p.key.clone(),
-        };
-        self.put(&keys::user(&p.user), &rec)?;
-        self.put(
-            &keys::principal(&p.key),
-            &KeyRecord {
-                principal: Principal::User(p.user.clone()),
-                retired: false,
-                nonce: 0,
-            },
-        )?;
+        })?;
         Ok(Receipt::new("register_user"))
     }
 

@@ -1,7 +1,10 @@
-//! Compute jobs under an active contract: epsilon reserved at submission; the job's aggregator
-//! closes its secure aggregation round (the sets every site reveals for) and posts the result
-//! with each survivor's signed contribution; the whole reservation is charged once the round is
-//! closed.
+//! Compute jobs under an active contract: a job runs only the computation its contract
+//! approved; epsilon is reserved at submission (at least some, at most the policy's per-job
+//! cap) on the contract and on every dataset the contract names (each dataset has a lifetime
+//! budget across all contracts); the job's aggregator closes its secure aggregation round (the
+//! sets every site reveals for) and posts the result with each survivor's signed contribution;
+//! the whole reservation is charged, to the contract and to the datasets, once the round is
+//! closed, and released when it never was.
 
 use super::{Created, Receipt, Signer, derive_id, forbidden, invalid, not_found};
 use crate::error::TxError;
@@ -49,6 +52,30 @@ impl State {
                 reason: format!("contract {} is for {}, not compute jobs", c.id, c.mode),
             });
         }
+        if computation_hash(p.computation.as_bytes()) != c.computation_hash {
+            return Err(TxError::OutOfScope {
+                reason: format!(
+                    "the job's computation is not the one contract {} approved",
+                    c.id
+                ),
+            });
+        }
+        let policy = self.policy()?;
+        if p.epsilon == 0 {
+            return Err(invalid(
+                "epsilon",
+                "a job must reserve some epsilon (its noise is calibrated to it)",
+            ));
+        }
+        if p.epsilon > policy.max_job_epsilon_micro {
+            return Err(invalid(
+                "epsilon",
+                format!(
+                    "{} exceeds the policy's per-job cap of {} micro-epsilon",
+                    p.epsilon, policy.max_job_epsilon_micro
+                ),
+            ));
+        }
         if p.epsilon > c.epsilon_left() {
             return Err(TxError::BudgetExceeded {
                 contract: c.id.to_string(),
@@ -58,6 +85,7 @@ impl State {
                 requested: p.epsilon,
             });
         }
+        self.reserve_datasets(&c, p.epsilon, policy.dataset_epsilon_micro)?;
         let id = JobId(derive_id(b"job", key, nonce));
         if self.job(id)?.is_some() {
             return Err(TxError::AlreadyExists {
@@ -135,7 +163,7 @@ impl State {
         ctx: &BlockContext,
         p: &CloseRound,
     ) -> Result<Receipt, TxError> {
-        let (mut job, c, _) = self.job_for_aggregator(signer, "close_round", p.job)?;
+        let (mut job, mut c, _) = self.job_for_aggregator(signer, "close_round", p.job)?;
         if job.round.is_some() {
             return Err(forbidden(format!(
                 "the round of job {} is closed already",
@@ -164,6 +192,9 @@ impl State {
             survivors: p.survivors.clone(),
             height: ctx.height,
         });
+        // From here on the sites reveal: the reservation is as good as spent.
+        c.epsilon_closed = c.epsilon_closed.saturating_add(job.epsilon_reserved);
+        self.put(&keys::contract(c.id), &c)?;
         self.put(&keys::job(job.id), &job)?;
         Ok(Receipt::new("close_round"))
     }
@@ -205,6 +236,8 @@ impl State {
         // (charged is this job's reservation, taken within epsilon_left()).
         c.epsilon_spent += charged;
         c.epsilon_reserved = c.epsilon_reserved.saturating_sub(job.epsilon_reserved);
+        c.epsilon_closed = c.epsilon_closed.saturating_sub(charged);
+        self.settle_datasets(&c, job.epsilon_reserved, charged)?;
         add_contributions(&mut c, &contributions)?;
         job.status = JobStatus::Done;
         job.result = Some(JobResult {
@@ -261,6 +294,67 @@ impl State {
             out.push(sc.unsigned());
         }
         Ok(out)
+    }
+}
+
+impl State {
+    /// Reserves `epsilon` on every dataset `c` names, refusing if any dataset's lifetime
+    /// budget (`budget`) would be exceeded.
+    fn reserve_datasets(
+        &mut self,
+        c: &ContractRecord,
+        epsilon: u64,
+        budget: u64,
+    ) -> Result<(), TxError> {
+        for d in c.datasets() {
+            let mut acc = self.dataset_epsilon(&d)?;
+            let used = acc.spent.saturating_add(acc.reserved);
+            if used.saturating_add(epsilon) > budget {
+                return Err(TxError::DatasetBudgetExceeded {
+                    dataset: d.to_string(),
+                    budget,
+                    spent: acc.spent,
+                    reserved: acc.reserved,
+                    requested: epsilon,
+                });
+            }
+            // INVARIANT: used + epsilon <= budget, checked above.
+            acc.reserved += epsilon;
+            self.put(&keys::dataset_epsilon(&d), &acc)?;
+        }
+        Ok(())
+    }
+
+    /// A job's reservation of `reserved` on every dataset of `c` ends: `charged` of it (the
+    /// whole reservation once the round closed, 0 before) becomes spent, the rest is released.
+    fn settle_datasets(
+        &mut self,
+        c: &ContractRecord,
+        reserved: u64,
+        charged: u64,
+    ) -> Result<(), TxError> {
+        for d in c.datasets() {
+            let mut acc = self.dataset_epsilon(&d)?;
+            acc.reserved = acc.reserved.saturating_sub(reserved);
+            acc.spent = acc.spent.saturating_add(charged);
+            self.put(&keys::dataset_epsilon(&d), &acc)?;
+        }
+        Ok(())
+    }
+
+    /// A contract ends (terminated, or settled after it ended) with jobs still waiting for
+    /// their results: nothing can be posted under it any more. What jobs with a closed round
+    /// reserved may have been released, so it is charged (to the contract and its datasets);
+    /// the rest is released.
+    pub(super) fn end_reservations(&mut self, c: &mut ContractRecord) -> Result<(), TxError> {
+        if c.epsilon_reserved > 0 {
+            let closed = c.epsilon_closed.min(c.epsilon_reserved);
+            self.settle_datasets(c, c.epsilon_reserved, closed)?;
+            c.epsilon_spent = c.epsilon_spent.saturating_add(closed);
+        }
+        c.epsilon_reserved = 0;
+        c.epsilon_closed = 0;
+        Ok(())
     }
 }
 

@@ -7,7 +7,8 @@
 //! (chain id, signature, nonce, signer), the dispatch to a rule and the [`Receipt`] — and each
 //! domain's rules live in their own file, as one `impl State` block:
 //!
-//! - `governance`: proposals and votes (members, policy), user registration, key rotation;
+//! - `governance`: proposals and votes (members, policy, consortium roles), user registration,
+//!   key rotation;
 //! - `patients`: patient registration, the patient's log, consent;
 //! - `grants`: a patient's grants, issued and revoked;
 //! - `catalog`: dataset descriptions;
@@ -188,6 +189,11 @@ impl State {
                 g.policy.vote_num, g.policy.vote_den
             )));
         }
+        if g.policy.max_job_epsilon_micro == 0 || g.policy.dataset_epsilon_micro == 0 {
+            return Err(genesis_invalid(
+                "the epsilon caps must allow some epsilon (0 would stop every job)".into(),
+            ));
+        }
         s.put(&keys::chain_id(), &g.chain_id)
             .map_err(genesis_corrupt)?;
         s.chain_id = Some(std::sync::Arc::new(g.chain_id.clone()));
@@ -294,8 +300,8 @@ impl State {
     }
 
     /// Admission check for a mempool: decodes nothing, writes nothing. Checks the chain id, the
-    /// signature, that the signer is known (or registering as a patient) and that the nonce is
-    /// not already used.
+    /// signature, that the signer is known (or registering as a patient with a hospital's
+    /// attestation) and that the nonce is not already used.
     pub fn check_tx(&self, tx: &SignedTx) -> Result<(), TxError> {
         self.check_envelope(tx)?;
         if !tx.verify_signature() {
@@ -324,10 +330,14 @@ impl State {
                 key: tx.body.signer.to_hex(),
             }),
             Some(_) => Ok(()),
-            None if matches!(tx.body.payload, Payload::RegisterPatient(_)) => Ok(()),
-            None => Err(TxError::UnknownSigner {
-                key: tx.body.signer.to_hex(),
-            }),
+            None => match &tx.body.payload {
+                // A registration is admitted only with a valid hospital attestation, so the
+                // mempool cannot be flooded with free registrations either.
+                Payload::RegisterPatient(p) => self.check_patient_attestation(&tx.body.signer, p),
+                _ => Err(TxError::UnknownSigner {
+                    key: tx.body.signer.to_hex(),
+                }),
+            },
         }
     }
 
@@ -477,10 +487,16 @@ impl State {
             Payload::UpdatePolicy(p) => {
                 self.propose(signer, key, nonce, ctx, GovAction::UpdatePolicy(p.clone()))
             }
+            Payload::AppointUser(p) => {
+                self.propose(signer, key, nonce, ctx, GovAction::AppointUser(p.clone()))
+            }
+            Payload::DismissUser(p) => {
+                self.propose(signer, key, nonce, ctx, GovAction::DismissUser(p.clone()))
+            }
             Payload::Vote(p) => self.vote(signer, ctx, p),
             Payload::RegisterUser(p) => self.register_user(signer, p),
             Payload::RotateKey(p) => self.rotate_key(signer, key, nonce, p),
-            Payload::RegisterPatient(_) => self.register_patient(signer, key, ctx),
+            Payload::RegisterPatient(p) => self.register_patient(signer, key, ctx, p),
             Payload::PublishDataset(p) => self.publish_dataset(signer, ctx, p),
             Payload::SetConsent(p) => self.set_consent(
                 signer,

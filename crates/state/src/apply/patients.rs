@@ -1,7 +1,8 @@
-//! Patients: self-registration under a pseudonym, the patient's log, and consent (broad or per
-//! study, with the L4 opt-in and a bounded history).
+//! Patients: registration under a pseudonym (attested by a hospital that verified the person),
+//! the patient's log, and consent (broad or per study, with the L4 opt-in and a bounded
+//! history).
 
-use super::{Created, Receipt, Signer, invalid, not_found};
+use super::{Created, Receipt, Signer, forbidden, invalid, not_found};
 use crate::error::TxError;
 use crate::policy::{ConsentView, consent_allows};
 use crate::records::keys;
@@ -15,10 +16,12 @@ impl State {
         signer: Signer,
         key: &PublicKey,
         ctx: &BlockContext,
+        p: &RegisterPatient,
     ) -> Result<Receipt, TxError> {
         if !matches!(signer, Signer::Unknown) {
             return Err(invalid("key", "already registered to a principal"));
         }
+        self.check_patient_attestation(key, p)?;
         let id = PatientId::from_key(key);
         if self.patient(&id)?.is_some() {
             return Err(TxError::AlreadyExists {
@@ -43,6 +46,46 @@ impl State {
             },
         )?;
         Ok(Receipt::created("register_patient", Created::Patient(id)))
+    }
+
+    /// A registration's attestation: by an active hospital member's key, over this chain and
+    /// the registering key. A fresh key alone proves nothing; a hospital that verified the
+    /// person attests it, so registrations cannot be minted in bulk by whoever holds keys.
+    pub(crate) fn check_patient_attestation(
+        &self,
+        key: &PublicKey,
+        p: &RegisterPatient,
+    ) -> Result<(), TxError> {
+        let hospital = self.active_member(&p.hospital)?;
+        if hospital.member.kind != MemberKind::Hospital {
+            return Err(forbidden(format!(
+                "`{}` is a {}, not a hospital: only a hospital attests a patient",
+                p.hospital, hospital.member.kind
+            )));
+        }
+        let chain = self.chain_id()?;
+        let message = patient_attestation_message(&chain, key);
+        let attested = self
+            .key_cache
+            .verifier(&hospital.member.key)
+            .is_some_and(|k| {
+                commonware_cryptography::Verifier::verify(
+                    &k,
+                    PATIENT_ATTESTATION_NAMESPACE,
+                    &message,
+                    &p.attestation.0,
+                )
+            });
+        if !attested {
+            return Err(invalid(
+                "attestation",
+                format!(
+                    "not `{}`'s member key's signature over this chain and patient key",
+                    p.hospital
+                ),
+            ));
+        }
+        Ok(())
     }
 
     pub(super) fn patient_signer(signer: Signer, kind: &'static str) -> Result<PatientId, TxError> {

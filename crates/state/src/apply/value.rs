@@ -44,7 +44,7 @@ impl State {
         // out (or refunded).
         if matches!(c.status, ContractStatus::Pending | ContractStatus::Active) {
             c.status = ContractStatus::Terminated;
-            c.epsilon_reserved = 0;
+            self.end_reservations(&mut c)?;
             c.closing_reason =
                 Text::new("settled").map_err(|e| invalid("reason", e.to_string()))?;
         }

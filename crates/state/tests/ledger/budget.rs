@@ -72,6 +72,10 @@ fn op_s() -> impl Strategy<Value = Op> {
 
 const OWNERS: [&str; 2] = ["hospital-a", "hospital-b"];
 
+/// The fixture policy's per-job cap: a job asking for nothing or for more is refused whatever
+/// its contract's budget.
+const JOB_CAP: u64 = FIXTURE_JOB_CAP;
+
 /// The test's own account of a contract.
 #[derive(Clone, Debug, Default)]
 struct Model {
@@ -138,7 +142,9 @@ fn judge(
     };
     let m = &models[c];
     let allowed = match did {
-        Did::Submit { epsilon, .. } => epsilon <= m.budget - m.held(),
+        Did::Submit { epsilon, .. } => {
+            epsilon > 0 && epsilon <= JOB_CAP && epsilon <= m.budget - m.held()
+        }
         Did::Close { job, .. } => m.running.get(&job).is_some_and(|(_, closed)| !closed),
         Did::Post {
             job,
@@ -179,6 +185,18 @@ fn judge(
                 "{did:?} refused ({e}) though the model {m:?} allows it"
             );
             match did {
+                Did::Submit { epsilon, .. } if epsilon == 0 || epsilon > JOB_CAP => {
+                    prop_assert!(
+                        matches!(
+                            e,
+                            TxError::Invalid {
+                                field: "epsilon",
+                                ..
+                            }
+                        ),
+                        "{e:?}"
+                    );
+                }
                 Did::Submit { epsilon, .. } => {
                     let rec = before.contract(ids[c]).unwrap().unwrap();
                     let expected = TxError::BudgetExceeded {
@@ -257,6 +275,18 @@ fn check_contracts(net: &Net, ids: &[ContractId], models: &[Model]) -> Result<()
             m.budget
         );
         prop_assert_eq!(net.state.budget_left(*id).unwrap(), Some(m.budget - held));
+    }
+    // Both contracts name both hospitals' datasets: each dataset's lifetime account holds what
+    // the jobs of both hold, reserved while running and spent once done.
+    let reserved: u64 = models
+        .iter()
+        .flat_map(|m| m.running.values().map(|(r, _)| *r))
+        .sum();
+    let spent: u64 = models.iter().flat_map(|m| m.done.values().copied()).sum();
+    for h in OWNERS {
+        let acc = net.state.dataset_epsilon(&dataset_of(h)).unwrap();
+        prop_assert_eq!(acc.reserved, reserved, "{} reserved", h);
+        prop_assert_eq!(acc.spent, spent, "{} spent", h);
     }
     Ok(())
 }

@@ -256,17 +256,28 @@ fn l4_adds_the_regulators_auditor() {
 /// regulator, yet the consortium-scoped auditor approval accepts any member's auditor.
 #[test]
 fn l4_regulator_approval_needs_the_regulators_auditor() {
-    let mut net = Net::new();
-    let m = net.member("hospital-a");
+    // A hospital cannot give itself an auditor any more; one declared at genesis still cannot
+    // fill the regulator's slot.
     let fake = Keypair::from_seed(61);
-    net.ok(
-        &m,
-        Payload::RegisterUser(RegisterUser {
-            user: uid("hospital-a.auditor"),
+    let mut net = Net::new_with(|g, users| {
+        g.users.push(GenesisUser {
+            id: uid("hospital-a.auditor"),
+            member: mid("hospital-a"),
             role: Role::Auditor,
             key: fake.public(),
+        });
+        users.insert("hospital-a.auditor".into(), fake.clone());
+    });
+    let m = net.member("hospital-a");
+    let err = net.refuse(
+        &m,
+        Payload::RegisterUser(RegisterUser {
+            user: uid("hospital-a.auditor2"),
+            role: Role::Auditor,
+            key: Keypair::from_seed(62).public(),
         }),
     );
+    assert!(matches!(err, TxError::Forbidden { .. }), "{err:?}");
     let c = net.research(Mode::Compute, &["hospital-a"], Level::L4);
     let err = net.refuse(&fake, approve(c));
     assert!(matches!(err, TxError::WrongRole { .. }), "{err:?}");
@@ -623,7 +634,17 @@ fn contracts_expire_by_block_time() {
 
 #[test]
 fn terminate_by_requester_owner_steward_or_regulator() {
-    let mut net = Net::new();
+    // A hospital's own auditor can only come from genesis now.
+    let own_auditor = Keypair::from_seed(62);
+    let mut net = Net::new_with(|g, users| {
+        g.users.push(GenesisUser {
+            id: uid("hospital-b.auditor"),
+            member: mid("hospital-b"),
+            role: Role::Auditor,
+            key: own_auditor.public(),
+        });
+        users.insert("hospital-b.auditor".into(), own_auditor.clone());
+    });
     // Who may: the requester, the owner's steward, the owner's node, the regulator's auditor.
     let allowed = [
         net.user(RESEARCHER),
@@ -633,16 +654,6 @@ fn terminate_by_requester_owner_steward_or_regulator() {
     ];
     // Who may not: another hospital's steward, the owner's clinician and committees, another
     // member's node, the research institute's node, a patient, a hospital's own auditor.
-    let m = net.member("hospital-b");
-    let own_auditor = Keypair::from_seed(62);
-    net.ok(
-        &m,
-        Payload::RegisterUser(RegisterUser {
-            user: uid("hospital-b.auditor"),
-            role: Role::Auditor,
-            key: own_auditor.public(),
-        }),
-    );
     let refused = [
         net.user(&steward("hospital-b")),
         net.user(&clinician("hospital-a")),

@@ -201,9 +201,28 @@ fn check_tx_admits_valid_and_refuses_used_nonces() {
         &net.chain,
         &newcomer,
         0,
-        Payload::RegisterPatient(RegisterPatient {}),
+        net.registration(&newcomer.public(), "hospital-b"),
     );
     net.state.check_tx(&reg).unwrap();
+    // Without a hospital's attestation a fresh key is not even admitted to a mempool.
+    let forged = SignedTx::new(
+        &net.chain,
+        &newcomer,
+        0,
+        Payload::RegisterPatient(RegisterPatient::attested(
+            &net.chain,
+            &newcomer.public(),
+            mid("hospital-b"),
+            &newcomer,
+        )),
+    );
+    assert!(matches!(
+        net.state.check_tx(&forged),
+        Err(TxError::Invalid {
+            field: "attestation",
+            ..
+        })
+    ));
 }
 
 #[test]
@@ -332,14 +351,16 @@ fn register_patient_twice_is_refused() {
     let mut net = Net::new();
     let p = net.patient(0);
     // A registered key signing register_patient again.
-    let err = net.refuse(&p, Payload::RegisterPatient(RegisterPatient {}));
+    let again = net.registration(&p.public(), "hospital-a");
+    let err = net.refuse(&p, again);
     assert!(
         matches!(err, TxError::Invalid { field: "key", .. }),
         "{err:?}"
     );
     // A user key cannot register as a patient.
     let u = net.user(RESEARCHER);
-    let err = net.refuse(&u, Payload::RegisterPatient(RegisterPatient {}));
+    let reg = net.registration(&u.public(), "hospital-a");
+    let err = net.refuse(&u, reg);
     assert!(matches!(err, TxError::Invalid { field: "key", .. }));
     // A patient's first transaction must carry nonce 0.
     let k = Keypair::from_seed(4_242);
@@ -347,7 +368,7 @@ fn register_patient_twice_is_refused() {
         &net.chain,
         &k,
         1,
-        Payload::RegisterPatient(RegisterPatient {}),
+        net.registration(&k.public(), "hospital-a"),
     );
     assert!(matches!(
         net.refuse_tx(&tx),

@@ -31,8 +31,16 @@ pub const MEMBERS: [&str; 5] = [
 pub const RESEARCHER: &str = "research-1.researcher";
 /// The regulator's auditor.
 pub const AUDITOR: &str = "regulator.auditor";
+/// The fixture policy's per-job epsilon cap: the largest contract budget, so that the budget
+/// tests exercise each contract's own budget (the cap has tests of its own).
+pub const FIXTURE_JOB_CAP: u64 = 10_000_000;
 /// Patients registered by [`Net::new`].
 pub const PATIENTS: usize = 4;
+/// The query every fixture request computes: persons counted, no code (L1 under the fixture's
+/// classification).
+pub const SPEC: &str = r#"{"version":1,"cohort":{"index_date":"2025-01-01"},"aggregate":"count"}"#;
+/// A query filtering on HIV infection, a sensitive code: L4 whatever its fields.
+pub const SPEC_HIV: &str = r#"{"version":1,"cohort":{"conditions":["86406008"],"index_date":"2025-01-01"},"aggregate":"count"}"#;
 
 pub fn name(s: &str) -> Name {
     Name::new(s).unwrap()
@@ -134,6 +142,7 @@ pub fn genesis() -> (
         users: gu,
         policy: Policy {
             classification: classification(),
+            max_job_epsilon_micro: FIXTURE_JOB_CAP,
             ..Policy::default()
         },
     };
@@ -185,7 +194,7 @@ pub fn dataset_desc(h: &str, version: u32) -> DatasetDescription {
     }
 }
 
-/// The fixture consortium's classification: one field of each level (the ones
+/// The fixture consortium's classification: fields up to each level (the ones
 /// [`dataset_desc`] publishes), anything else L1.
 pub fn classification() -> medspace_types::classification::Classification {
     use medspace_types::classification::{Classification, FieldLevel};
@@ -197,7 +206,9 @@ pub fn classification() -> medspace_types::classification::Classification {
     Classification {
         fields: list(vec![
             f("person", "gender_concept_id", Level::L1),
-            f("person", "year_of_birth", Level::L2),
+            // L1 here (published at L2 by the hospitals) so that a query, which always reads the
+            // birth year, is L1 unless it filters on a sensitive code.
+            f("person", "year_of_birth", Level::L1),
             f("condition_occurrence", "condition_source_value", Level::L3),
             f("genomics", "hiv_status", Level::L4),
         ]),
@@ -236,14 +247,16 @@ pub fn request(
         mode,
         study: None,
         fields: list(owners.iter().map(|h| field_at(h, level)).collect()),
-        computation: Blob::new(b"SELECT count(*) FROM condition_occurrence".to_vec()).unwrap(),
+        computation: Blob::new(SPEC.as_bytes().to_vec()).unwrap(),
         expiry_ms,
         epsilon_budget,
         fee,
     })
 }
 
-/// The test network: a state, its keys, and the current block.
+/// The test network: a state, its keys, and the current block. Cloning is cheap (the state is
+/// a persistent trie): each cell of the authorization matrix runs on its own clone.
+#[derive(Clone)]
 pub struct Net {
     pub state: State,
     pub chain: Name,
@@ -256,11 +269,33 @@ pub struct Net {
 impl Net {
     /// Genesis only: no datasets, no patients; the next block is height 1.
     pub fn genesis_only() -> Self {
-        let (g, members, users) = genesis();
-        let state = State::genesis(&g).expect("genesis");
+        Self::genesis_with(|_, _| {})
+    }
+
+    /// [`Net::genesis_with`] that may also add members (and their keys).
+    pub fn genesis_with_members(
+        edit: impl FnOnce(&mut Genesis, &mut BTreeMap<String, Keypair>, &mut BTreeMap<String, Keypair>),
+    ) -> Self {
+        let (mut g, mut members, mut users) = genesis();
+        edit(&mut g, &mut members, &mut users);
+        Self::from_genesis(&g, members, users)
+    }
+
+    /// [`Net::genesis_only`] of the fixture genesis as `edit` changes it (it may add users
+    /// and their keys).
+    pub fn genesis_with(edit: impl FnOnce(&mut Genesis, &mut BTreeMap<String, Keypair>)) -> Self {
+        Self::genesis_with_members(|g, _, users| edit(g, users))
+    }
+
+    fn from_genesis(
+        g: &Genesis,
+        members: BTreeMap<String, Keypair>,
+        users: BTreeMap<String, Keypair>,
+    ) -> Self {
+        let state = State::genesis(g).expect("genesis");
         Self {
             state,
-            chain: g.chain_id,
+            chain: g.chain_id.clone(),
             ctx: BlockContext {
                 height: 1,
                 time_ms: T0 + 1_000,
@@ -274,7 +309,16 @@ impl Net {
     /// Genesis, then block 1: every hospital's steward publishes its dataset and
     /// [`PATIENTS`] patients register. The next block is height 2.
     pub fn new() -> Self {
-        let mut net = Self::genesis_only();
+        Self::new_with(|_, _| {})
+    }
+
+    /// [`Net::new`] on the fixture genesis as `edit` changes it.
+    pub fn new_with(edit: impl FnOnce(&mut Genesis, &mut BTreeMap<String, Keypair>)) -> Self {
+        Self::new_from(Self::genesis_with(edit))
+    }
+
+    /// `net` (a genesis), then block 1 as in [`Net::new`].
+    pub fn new_from(mut net: Net) -> Self {
         for h in HOSPITALS {
             let k = net.user(&steward(h));
             net.ok(
@@ -293,10 +337,75 @@ impl Net {
 
     pub fn register_patient(&mut self, seed: u64) -> PatientId {
         let k = Keypair::from_seed(seed);
-        let r = self.ok(&k, Payload::RegisterPatient(RegisterPatient {}));
+        let r = self.ok(&k, self.registration(&k.public(), "hospital-a"));
         let id = PatientId::from_key(&k.public());
         assert_eq!(r.created, Some(Created::Patient(id)));
         self.patients.push(k);
+        id
+    }
+
+    /// The registration of `patient`, attested by the member `hospital`'s key.
+    pub fn registration(&self, patient: &PublicKey, hospital: &str) -> Payload {
+        Payload::RegisterPatient(RegisterPatient::attested(
+            &self.chain,
+            patient,
+            mid(hospital),
+            &self.member(hospital),
+        ))
+    }
+
+    /// `member` registers an institutional user `id` with `role` by its own key; returns the
+    /// user's key.
+    #[track_caller]
+    pub fn register_user(&mut self, member: &str, id: &str, role: Role, seed: u64) -> Keypair {
+        let k = Keypair::from_seed(seed);
+        let m = self.member(member);
+        self.ok(
+            &m,
+            Payload::RegisterUser(RegisterUser {
+                user: uid(id),
+                role,
+                key: k.public(),
+            }),
+        );
+        self.users.insert(id.to_string(), k.clone());
+        k
+    }
+
+    /// `proposer` proposes `payload` and every other active member votes yes until it passes;
+    /// returns the proposal.
+    #[track_caller]
+    pub fn pass(&mut self, proposer: &str, payload: Payload) -> ProposalId {
+        let k = self.member(proposer);
+        let r = self.ok(&k, payload);
+        let Some(Created::Proposal(id)) = r.created else {
+            panic!("no proposal created: {r:?}");
+        };
+        let voters: Vec<String> = self
+            .state
+            .members()
+            .unwrap()
+            .into_iter()
+            .filter(|m| m.active && m.member.id.as_str() != proposer)
+            .map(|m| m.member.id.to_string())
+            .collect();
+        for v in voters {
+            if self.state.proposal(id).unwrap().unwrap().status.as_str() != "open" {
+                break;
+            }
+            let k = self.member(&v);
+            self.ok(
+                &k,
+                Payload::Vote(Vote {
+                    proposal: id,
+                    approve: true,
+                }),
+            );
+        }
+        assert_eq!(
+            self.state.proposal(id).unwrap().unwrap().status.as_str(),
+            "passed"
+        );
         id
     }
 
@@ -477,6 +586,16 @@ impl Net {
         }
     }
 
+    /// Submits a job running `spec` under `c` (by the researcher) and returns its id.
+    #[track_caller]
+    pub fn job_of(&mut self, c: ContractId, spec: &str, epsilon: u64) -> JobId {
+        let k = self.user(RESEARCHER);
+        match self.ok(&k, submit_job_of(c, spec, epsilon)).created {
+            Some(Created::Job(j)) => j,
+            other => panic!("no job created: {other:?}"),
+        }
+    }
+
     /// The job's result as its aggregator (the contract's first owner) posts it: the round
     /// closed with every contributor as dealer and survivor, then the result with the
     /// reservation charged. No contributions: the round stays open, nothing is charged.
@@ -519,9 +638,14 @@ impl Net {
 }
 
 pub fn submit_job(contract: ContractId, epsilon: u64) -> Payload {
+    submit_job_of(contract, SPEC, epsilon)
+}
+
+/// A job running the computation `spec` under `contract`.
+pub fn submit_job_of(contract: ContractId, spec: &str, epsilon: u64) -> Payload {
     Payload::SubmitJob(SubmitJob {
         contract,
-        computation: Blob::new(b"SELECT count(*)".to_vec()).unwrap(),
+        computation: Blob::new(spec.as_bytes().to_vec()).unwrap(),
         epsilon,
     })
 }

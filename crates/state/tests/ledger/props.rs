@@ -120,6 +120,8 @@ fn policy_s() -> impl Strategy<Value = Policy> {
             max_epsilon_micro: eps,
             implied_consent: List::new(implied).unwrap(),
             proposal_ttl_ms: ttl,
+            max_job_epsilon_micro: eps / 3,
+            dataset_epsilon_micro: ms / 5,
             classification: medspace_types::classification::Classification {
                 fields: List::new(vec![medspace_types::classification::FieldLevel {
                     table: Text::new("person").unwrap(),
@@ -218,7 +220,27 @@ fn payload_s() -> impl Strategy<Value = Payload> {
         (key_s(), sig_s())
             .prop_map(|(new_key, proof)| Payload::RotateKey(RotateKey { new_key, proof }))
             .boxed(),
-        Just(Payload::RegisterPatient(RegisterPatient {})).boxed(),
+        (member_s(), sig_s())
+            .prop_map(|(hospital, attestation)| {
+                Payload::RegisterPatient(RegisterPatient {
+                    hospital,
+                    attestation,
+                })
+            })
+            .boxed(),
+        (user_s(), member_s(), role_s(), key_s())
+            .prop_map(|(user, member, role, key)| {
+                Payload::AppointUser(AppointUser {
+                    user,
+                    member,
+                    role,
+                    key,
+                })
+            })
+            .boxed(),
+        user_s()
+            .prop_map(|user| Payload::DismissUser(DismissUser { user }))
+            .boxed(),
         dataset_s()
             .prop_map(|dataset| Payload::PublishDataset(PublishDataset { dataset }))
             .boxed(),
