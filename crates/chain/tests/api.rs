@@ -195,6 +195,16 @@ fn api_rejects_bad_input_and_finalizes_good_tx() {
                 let mut forged = header.clone();
                 forged[90] ^= 1; // the state root
                 assert!(check.verify(h, &forged).is_err(), "a changed root");
+                // The gate answers before anything waits: an unsigned long-poll for a height
+                // far ahead is refused at once, not after its ten seconds.
+                let far = format!("/v1/blocks/{}/header?wait_ms=10000", h + 1_000);
+                let (s, _) = tokio::time::timeout(
+                    std::time::Duration::from_secs(5),
+                    raw_call(&gated, &far, false),
+                )
+                .await
+                .expect("refused without waiting");
+                assert_eq!(s, StatusCode::UNAUTHORIZED, "unsigned long-poll");
                 break;
             }
             futures::StreamExt::next(&mut sub).await.expect("running");
