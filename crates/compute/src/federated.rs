@@ -167,7 +167,21 @@ pub fn local_vector(spec: &QuerySpec, rows: &[local::Row]) -> Vec<i64> {
     vector
 }
 
-/// A job at one site, planned from the ledger: its noised vector and cohort size.
+/// What a site says it contributed to a job (the weight of its share of the job's value): the
+/// total of its vector's count cells, at least zero. It is computed from the very vector the
+/// site releases (noised when protected), so it costs no privacy of its own and no exact
+/// per-site count ever reaches the ledger or the result.
+pub fn contributed_records(spec: &QuerySpec, vector: &[i64]) -> u64 {
+    let per = values_per_group(spec).max(1);
+    let total: i64 = vector
+        .iter()
+        .step_by(per)
+        .fold(0i64, |acc, v| acc.saturating_add(*v));
+    u64::try_from(total).unwrap_or(0)
+}
+
+/// A job at one site, planned from the ledger: its noised vector and what it contributed
+/// ([`contributed_records`]).
 pub fn run_site<R: rand_core::CryptoRng>(
     state: &State,
     job: JobId,
@@ -191,5 +205,6 @@ pub fn run_site<R: rand_core::CryptoRng>(
         protection,
     };
     let (vector, _) = site_vector(node_dir, &plan.cohort, &site_job, rng)?;
-    Ok((vector, plan.cohort.len() as u64))
+    let records = contributed_records(&spec, &vector);
+    Ok((vector, records))
 }

@@ -8,7 +8,7 @@
     clippy::indexing_slicing
 )]
 use medspace_compute::Links;
-use medspace_compute::federated::run_site;
+use medspace_compute::federated::{contributed_records, run_site};
 use medspace_privacy::query::parse;
 use medspace_privacy::release::{Protection, group_label, release_totals};
 use medspace_privacy::secagg;
@@ -481,6 +481,36 @@ fn federated_equals_pooled_without_protection_and_handles_a_dropout() {
         released > 0,
         "some cells are above k and released: {exact:?}"
     );
+}
+
+#[test]
+fn a_site_posts_what_its_released_vector_counts_never_its_exact_cohort() {
+    let root = tempfile::tempdir().unwrap();
+    let mut w = World::new(root.path());
+    let contract = w.contract_for(&ALL_FIELDS, SPEC_BY_SEX);
+    let job = w.job_with(contract, SPEC_BY_SEX, 800_000);
+    let spec = parse(SPEC_BY_SEX).unwrap().0;
+    let member = MemberId::new("hospital-a").unwrap();
+    let links = Links::load(&w.dirs[0]).unwrap();
+    let site = |protection, seed| {
+        let mut rng = ChaCha20Rng::seed_from_u64(seed);
+        run_site(&w.state, job, &member, &w.dirs[0], &links, protection, &mut rng).unwrap()
+    };
+    // Unprotected, it is exactly the patients the query counted there (not the consenting
+    // cohort, which is larger).
+    let (exact_vector, exact) = site(Protection::TestNone, 0);
+    let counted: i64 = exact_vector.iter().sum();
+    assert_eq!(exact, u64::try_from(counted).unwrap());
+    assert!(exact > 0);
+    // Protected, it is the total of the noised vector the site releases, and that total moves
+    // with the noise: the exact number is never what the ledger gets.
+    let mut seen = BTreeSet::new();
+    for seed in 0..12 {
+        let (vector, records) = site(Protection::Full { k: 10 }, seed);
+        assert_eq!(records, contributed_records(&spec, &vector), "seed {seed}");
+        seen.insert(records);
+    }
+    assert!(seen.len() > 3, "the posted count is noised: {seen:?}");
 }
 
 #[test]

@@ -393,7 +393,8 @@ pub fn contribution_message(job: JobId, member: &MemberId, records: u64) -> Vec<
 pub struct SignedContribution {
     /// The institution.
     pub member: MemberId,
-    /// Records (patients) it contributed.
+    /// Records (patients) it contributed, as its released counts say: the total of the
+    /// site's noised count cells, never its exact cohort size.
     pub records: u64,
     /// Its member key's signature over [`contribution_message`].
     pub signature: Signature,

@@ -111,7 +111,8 @@ pub struct MaskedBody {
     pub sharers: Vec<MemberId>,
     /// The masked vector (uniformly random to anyone without the unmasking shares).
     pub masked: Vec<u64>,
-    /// Consenting patients the site's query ran on (the ledger's contribution record).
+    /// What the site contributed, from its released (noised) counts (the ledger's contribution
+    /// record); never its exact cohort size.
     pub cohort: u64,
     /// The site's own attestation of that count, for the ledger (signed with its member key).
     pub contribution: medspace_types::SignedContribution,

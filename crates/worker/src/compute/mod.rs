@@ -29,7 +29,8 @@ use x25519_dalek::StaticSecret;
 pub struct SiteVector {
     /// Per cell of the layout: count (and sum for a mean), with the site's noise.
     pub values: Vec<i64>,
-    /// Consenting patients the query ran on.
+    /// What the site contributed, from its released (noised) counts; the weight of its share
+    /// of the job's value. Never the exact cohort size.
     pub cohort: u64,
 }
 
