@@ -334,8 +334,8 @@ pub fn router<A: Application>(
         .layer(DefaultBodyLimit::max(limits.body_limit))
 }
 
-/// Serves `router` on `listen` until the process stops.
+/// Serves `router` on `listen` over plain HTTP until the process stops. Nodes serve through
+/// [`crate::tls::serve`], which speaks TLS when the genesis pins the node's certificate.
 pub async fn serve(listen: std::net::SocketAddr, router: Router) -> Result<(), std::io::Error> {
-    let listener = tokio::net::TcpListener::bind(listen).await?;
-    axum::serve(listener, router).await
+    crate::tls::serve(listen, router, None).await
 }

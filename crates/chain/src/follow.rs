@@ -173,36 +173,53 @@ impl ChainCheck {
     }
 }
 
+/// How long one fetch of a block may take (its wait at the validator included).
+const FETCH_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
+
 /// Fetches finalized blocks from validators' HTTP APIs, trying each in turn.
 #[derive(Clone)]
 pub struct HttpSource {
-    client: reqwest::Client,
+    client: Option<reqwest::Client>,
     urls: Vec<String>,
     next: std::sync::Arc<std::sync::atomic::AtomicUsize>,
 }
 
 impl HttpSource {
-    /// A source over the given API base URLs (e.g. `http://127.0.0.1:7500`).
+    /// A source over the given plain-HTTP API base URLs (e.g. `http://127.0.0.1:7500`), with a
+    /// client that trusts no certificate ([`crate::tls::plain_client`]). Nodes whose
+    /// certificates the genesis pins are followed with [`HttpSource::from_genesis`].
     pub fn new(urls: Vec<String>) -> Self {
+        // Building a client with no certificates reads nothing from outside; should it fail
+        // anyway, the source answers every fetch with `Unreachable`.
+        let client = crate::tls::plain_client(FETCH_TIMEOUT)
+            .inspect_err(|e| tracing::error!(error = %e, "chain.follow: no http client"))
+            .ok();
         Self {
-            client: reqwest::Client::builder()
-                .timeout(std::time::Duration::from_secs(30))
-                .build()
-                .unwrap_or_default(),
+            client,
             urls,
             next: Default::default(),
         }
     }
 
-    /// The validators' API URLs from a genesis file.
-    pub fn from_genesis(genesis: &Genesis) -> Self {
-        Self::new(
-            genesis
-                .validators
-                .iter()
-                .map(|v| format!("http://{}", v.http))
-                .collect(),
-        )
+    /// A source over `urls` through `client` (e.g. a [`crate::tls::client`] pinning the
+    /// genesis certificates).
+    pub fn with_client(client: reqwest::Client, urls: Vec<String>) -> Self {
+        Self {
+            client: Some(client),
+            urls,
+            next: Default::default(),
+        }
+    }
+
+    /// The validators of a genesis file, reached over TLS with the certificates it pins
+    /// ([`crate::tls::client`], [`crate::tls::node_url`]).
+    pub fn from_genesis(genesis: &Genesis) -> Result<Self, FollowError> {
+        let client = crate::tls::client(genesis, FETCH_TIMEOUT)
+            .map_err(|e| FollowError::Genesis(e.to_string()))?;
+        Ok(Self::with_client(
+            client,
+            crate::tls::validator_urls(genesis),
+        ))
     }
 
     /// Makes the next fetch start at the next validator (after one served something invalid).
@@ -221,14 +238,19 @@ impl HttpSource {
         let start = self.next.load(Ordering::Relaxed);
         let mut last = String::from("no validator urls");
         let mut reached = false;
+        let Some(client) = &self.client else {
+            return Err(FollowError::Unreachable {
+                height,
+                reason: "no http client".into(),
+            });
+        };
         for i in 0..n {
             let Some(url) = self.urls.get((start + i) % n) else {
                 break;
             };
             // Wait at the first validator only; the others are asked without waiting.
             let wait = if i == 0 { wait_ms } else { 0 };
-            let answer = self
-                .client
+            let answer = client
                 .get(format!("{url}/v1/blocks/{height}/raw?wait_ms={wait}"))
                 .send()
                 .await;

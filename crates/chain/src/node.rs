@@ -112,7 +112,9 @@ pub async fn start_node<A: Application>(
 }
 
 /// Runs one validator until the process is stopped: loads key and genesis, opens storage under
-/// `data_dir`, starts the engine and serves the HTTP API on `http.listen`. `make_app` builds the
+/// `data_dir`, starts the engine and serves the HTTP API on `http.listen` — over TLS with the
+/// certificate the genesis pins for the node ([`crate::tls::for_node`]; a node with none
+/// refuses to start unless its config allows plain HTTP). `make_app` builds the
 /// genesis application state from the genesis file; `extra_routes` receives the engine handle and
 /// returns additional axum routes (state records, inclusion proofs) merged into the API.
 pub fn run_node<A, E, F, X>(
@@ -127,6 +129,7 @@ where
     X: FnOnce(commonware_runtime::tokio::Context, Handle<A>) -> axum::Router + Send + 'static,
 {
     let genesis = Genesis::load(&config.node.genesis_file)?;
+    let tls = crate::tls::for_node(&config, &genesis)?;
     let signer = load_key(&config.node.key_file)?;
     let app = make_app(&genesis).map_err(|e| NodeError::Invalid {
         what: "application genesis",
@@ -153,7 +156,7 @@ where
             move || commonware_runtime::Metrics::encode(&metrics_context),
             extra_routes(services_context, handle),
         );
-        crate::api::serve(config.http.listen, router)
+        crate::tls::serve(config.http.listen, router, tls)
             .await
             .map_err(|e| NodeError::Io {
                 path: config.http.listen.to_string(),

@@ -60,6 +60,18 @@ impl Net {
     }
 }
 
+impl Net {
+    /// A client trusting exactly the genesis certificates.
+    fn client(&self) -> reqwest::Client {
+        medspace_chain::tls::client(&self.genesis, Duration::from_secs(30)).unwrap()
+    }
+
+    /// A block source over `urls` with that client.
+    fn source(&self, urls: Vec<String>) -> HttpSource {
+        HttpSource::with_client(self.client(), urls)
+    }
+}
+
 impl Drop for Net {
     fn drop(&mut self) {
         for i in 0..self.children.len() {
@@ -109,11 +121,18 @@ fn init(dir: &Path) -> Net {
         String::from_utf8_lossy(&out.stderr)
     );
     let genesis = medspace_chain::node::Genesis::load(&dir.join("genesis.json")).unwrap();
+    // Every node's certificate is pinned in the genesis: its API is https://<name>:<port>.
+    let http: Vec<String> = genesis
+        .validators
+        .iter()
+        .chain(&genesis.observers)
+        .map(medspace_chain::tls::node_url)
+        .collect();
+    assert!(http.iter().all(|u| u.starts_with("https://")), "{http:?}");
+    assert_eq!(http[4], format!("https://observer:{}", ports[9]));
     Net {
         dir: dir.to_path_buf(),
-        http: (0..5)
-            .map(|i| format!("http://127.0.0.1:{}", ports[5 + i]))
-            .collect(),
+        http,
         names,
         children: (0..5).map(|_| None).collect(),
         genesis,
@@ -192,7 +211,7 @@ async fn load(
 /// Follows the chain of `urls` with a verifying follower until every id is finalized (the
 /// acknowledgement a client gets); returns the follower.
 async fn acknowledged(net: &Net, urls: &[usize], ids: &[[u8; 32]], follower: &mut Follower) {
-    let source = HttpSource::new(urls.iter().map(|i| net.http[*i].clone()).collect());
+    let source = net.source(urls.iter().map(|i| net.http[*i].clone()).collect());
     let deadline = Instant::now() + Duration::from_secs(180);
     while !ids.iter().all(|id| follower.outcome(id).is_some()) {
         assert!(
@@ -222,12 +241,21 @@ fn validators_survive_kill_9_and_every_acknowledged_transaction_is_everywhere() 
         .enable_all()
         .build()
         .unwrap();
-    let client = reqwest::Client::new();
+    let client = net.client();
     rt.block_on(async {
         for url in &net.http {
             wait_up(&client, url).await;
         }
     });
+    // TLS only: a plain-HTTP request to a node's API port gets no answer, and a client that
+    // pins nothing refuses the node's certificate.
+    let plain = medspace_chain::tls::plain_client(Duration::from_secs(5)).unwrap();
+    for (i, v) in net.genesis.validators.iter().chain(&net.genesis.observers).enumerate() {
+        let answered = rt.block_on(plain.get(format!("http://{}/v1/health", v.http)).send());
+        assert!(answered.is_err(), "node {i} answered plain HTTP: {answered:?}");
+        let unpinned = rt.block_on(plain.get(format!("{}/v1/health", net.http[i])).send());
+        assert!(unpinned.is_err(), "node {i}: an unpinned certificate was trusted");
+    }
     let mut ack = Follower::new(&net.genesis).unwrap();
     // Steady load on all four, then on three while validator 3 is dead, then on all again.
     let mut all_ids = Vec::new();
@@ -255,7 +283,7 @@ fn validators_survive_kill_9_and_every_acknowledged_transaction_is_everywhere() 
         // one block (verified all the same) from the next validator.
         let mut urls = vec![net.http[i].clone()];
         urls.extend((0..4).filter(|j| *j != i).map(|j| net.http[j].clone()));
-        let source = HttpSource::new(urls);
+        let source = net.source(urls);
         if i == 4 {
             // The observer serves the read API, not blocks: wait until it has verified `target`,
             // then compare its root with ours at its height.
@@ -277,7 +305,7 @@ fn validators_survive_kill_9_and_every_acknowledged_transaction_is_everywhere() 
                 std::thread::sleep(Duration::from_millis(200));
             };
             let h = v["height"].as_u64().unwrap();
-            let source = HttpSource::new(net.http[..4].to_vec());
+            let source = net.source(net.http[..4].to_vec());
             rt.block_on(ack.sync_to(&source, h, |_| {})).unwrap();
             assert_eq!(
                 v["root"].as_str().unwrap(),
@@ -300,7 +328,7 @@ fn validators_survive_kill_9_and_every_acknowledged_transaction_is_everywhere() 
     }
     // A follower accepts nothing it cannot verify: a flipped byte anywhere in a served block,
     // a block out of order, and changes nothing when it refuses.
-    let source = HttpSource::new(net.http[..4].to_vec());
+    let source = net.source(net.http[..4].to_vec());
     let raw1 = rt.block_on(source.fetch(1, 0)).unwrap().expect("block 1");
     let raw2 = rt.block_on(source.fetch(2, 0)).unwrap().expect("block 2");
     let mut f = Follower::new(&net.genesis).unwrap();
@@ -422,8 +450,16 @@ fn the_multi_process_ledger_benchmark_finalizes_its_workload() {
         "bench failed: {text}\n{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    assert!(text.contains("finalized 600 of 600"), "{text}");
-    assert!(text.contains("refused 0"), "{text}");
+    // Both runs, over TLS and over plain HTTP, finalize everything, and the ratio is printed.
+    for mode in ["tls", "plain http"] {
+        let line = text
+            .lines()
+            .find(|l| l.starts_with(&format!("bench ledger (processes, {mode}):")))
+            .unwrap_or_else(|| panic!("no {mode} figures: {text}"));
+        assert!(line.contains("finalized 600 of 600"), "{text}");
+        assert!(line.contains("refused 0"), "{text}");
+    }
+    assert!(text.contains("tls / plain http, same run: throughput"), "{text}");
 }
 
 /// The README's main job, end to end on real node processes: every step's outcome is checked
@@ -711,7 +747,10 @@ fn a_study_runs_from_the_cli_on_the_hospitals_workers_and_survives_a_dropped_sit
         .build()
         .unwrap();
     let get = |node: usize, path: &str, key: &Keypair| -> (u16, String) {
-        let url = format!("http://{}{path}", genesis.validators[node].http);
+        let url = format!(
+            "{}{path}",
+            medspace_chain::tls::node_url(&genesis.validators[node])
+        );
         let auth = medspace_api::auth::Request {
             method: "GET",
             path_and_query: path,
@@ -720,7 +759,8 @@ fn a_study_runs_from_the_cli_on_the_hospitals_workers_and_survives_a_dropped_sit
         }
         .sign(key);
         rt.block_on(async {
-            let r = reqwest::Client::new()
+            let r = medspace_chain::tls::client(&genesis, Duration::from_secs(30))
+                .unwrap()
                 .get(url)
                 .header("authorization", auth)
                 .send()
@@ -910,10 +950,11 @@ fn patient_codes_are_redeemed_only_as_granted(net: &DevnetProcess) {
         .unwrap();
     let send_to = |node: usize| {
         rt.block_on(async {
-            let r = reqwest::Client::new()
+            let r = medspace_chain::tls::client(&genesis, Duration::from_secs(30))
+                .unwrap()
                 .post(format!(
-                    "http://{}/v1/records/redeem",
-                    genesis.validators[node].http
+                    "{}/v1/records/redeem",
+                    medspace_chain::tls::node_url(&genesis.validators[node])
                 ))
                 .header("authorization", auth.clone())
                 .body(body.clone())

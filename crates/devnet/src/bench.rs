@@ -288,10 +288,8 @@ fn redeem_on(
         .worker_threads(2)
         .enable_all()
         .build()?;
-    let client = reqwest::Client::builder()
-        .timeout(Duration::from_secs(60))
-        .build()
-        .context("http client")?;
+    // Over TLS when the devnet's genesis pins the nodes' certificates, plain HTTP when not.
+    let client = medspace_chain::tls::client(&net.genesis, Duration::from_secs(60))?;
     let total_steps = opts.redemptions + opts.rate_redemptions;
     let mut sequential = Vec::new();
     for i in 0..opts.redemptions {
@@ -394,6 +392,8 @@ pub struct LedgerOptions {
     pub rate: u64,
     /// First loopback port (p2p from here, HTTP from here + 100).
     pub base_port: u16,
+    /// The validators' APIs over TLS (certificates pinned in the genesis), or plain HTTP.
+    pub tls: bool,
 }
 
 /// What the processes finalized.
@@ -435,15 +435,17 @@ pub fn ledger_processes(
             http: addr(opts.base_port + 100 + i),
         })
         .collect();
-    let urls: Vec<String> = nodes.iter().map(|n| format!("http://{}", n.http)).collect();
     medspace_chain::node::init_consortium(
         &medspace_chain::node::ConsortiumSpec {
             chain_id: medspace_chain::bench::BENCH_CHAIN.to_string(),
             nodes: nodes.clone(),
             app: workload.app_genesis.clone(),
+            plain_http: !opts.tls,
         },
         &dir,
     )?;
+    let genesis = medspace_chain::node::Genesis::load(&dir.join("genesis.json"))?;
+    let urls = medspace_chain::tls::validator_urls(&genesis);
     let mut children = Children(Vec::new());
     for n in &nodes {
         let log = std::fs::File::create(dir.join(&n.name).join("node.log"))?;
@@ -461,7 +463,14 @@ pub fn ledger_processes(
         );
     }
     progress("4 validator processes started; waiting for their APIs");
-    let outcome = offer(&urls, &workload.txs, &workload.route, opts.rate, progress);
+    let outcome = offer(
+        &genesis,
+        &urls,
+        &workload.txs,
+        &workload.route,
+        opts.rate,
+        progress,
+    );
     drop(children);
     let _ = std::fs::remove_dir_all(&dir);
     outcome
@@ -480,6 +489,7 @@ impl Drop for Children {
 }
 
 fn offer(
+    genesis: &medspace_chain::node::Genesis,
     urls: &[String],
     txs: &[bytes::Bytes],
     route: &[usize],
@@ -492,10 +502,8 @@ fn offer(
         .build()?;
     // reqwest starts its timeout timer when a request is sent, inside the runtime's context.
     let _inside = rt.enter();
-    let client = reqwest::Client::builder()
-        .timeout(Duration::from_secs(30))
-        .build()
-        .context("http client")?;
+    // Over TLS when the genesis pins the validators' certificates, plain HTTP when not.
+    let client = medspace_chain::tls::client(genesis, Duration::from_secs(30))?;
     // Every validator answers before anything is offered.
     let started = Instant::now();
     for url in urls {
