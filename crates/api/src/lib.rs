@@ -18,6 +18,7 @@
 //! - `GET /v1/health` and `GET /openapi.json` are open.
 
 pub mod auth;
+pub mod gate;
 pub mod limit;
 mod openapi;
 
@@ -156,6 +157,7 @@ fn routes<L: Ledger>(ledger: Arc<L>, config: Config, with_tx: bool) -> Router {
         .route("/v1/users/{id}/approvals", get(approvals::<L>))
         .route("/v1/patients/{id}/log", get(patient_log::<L>))
         .route("/v1/patients/{id}/consents", get(patient_consents::<L>))
+        .route("/v1/patients/{id}/jobs", get(patient_jobs::<L>))
         .route("/v1/patients/{id}/grants", get(patient_grants::<L>))
         .route("/v1/records/{key}", get(record::<L>))
         .layer(middleware::from_fn_with_state(ctx.clone(), rate_limit::<L>))
@@ -576,6 +578,45 @@ async fn patient_consents<L: Ledger>(
     may_read_patient(&snap.state, &caller, &patient)?;
     let c = snap.state.consents_of(&patient).map_err(internal)?;
     Ok(anchored(&snap, json!({ "consents": c })).into_response())
+}
+
+/// Query of `GET /v1/patients/{id}/jobs`.
+#[derive(Deserialize)]
+struct Holders {
+    /// Comma-separated member ids.
+    holders: String,
+}
+
+/// Most hospitals one jobs query may name.
+const MAX_HOLDERS: usize = 32;
+
+async fn patient_jobs<L: Ledger>(
+    AxState(ctx): AxState<Arc<Ctx<L>>>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    Query(q): Query<Holders>,
+) -> Result<Response, ApiError> {
+    let (snap, caller) = signed_read!(ctx, method, uri, headers);
+    let patient: PatientId = parse(&id)?;
+    may_read_patient(&snap.state, &caller, &patient)?;
+    let holders: Vec<medspace_types::MemberId> = q
+        .holders
+        .split(',')
+        .filter(|h| !h.is_empty())
+        .take(MAX_HOLDERS + 1)
+        .map(medspace_types::MemberId::new)
+        .collect::<Result<_, _>>()
+        .map_err(|e| bad(e.to_string()))?;
+    if holders.len() > MAX_HOLDERS {
+        return Err(bad(format!("at most {MAX_HOLDERS} holders")));
+    }
+    let jobs = snap
+        .state
+        .jobs_that_may_have_counted(&patient, &holders)
+        .map_err(internal)?;
+    Ok(anchored(&snap, json!({ "jobs": jobs })).into_response())
 }
 
 async fn patient_grants<L: Ledger>(

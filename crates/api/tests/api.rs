@@ -524,3 +524,59 @@ async fn one_key_cannot_use_up_the_api_for_the_others() {
     let (s, _) = call(&app, signed_get(&auditor, "/v1/status")).await;
     assert_eq!(s, StatusCode::OK, "another key is served");
 }
+
+#[test]
+fn whole_blocks_go_to_the_consortium_and_headers_to_any_registered_key() {
+    use medspace_chain::api::{ChainAccess, ReadGate};
+    let (l, member, auditor) = setup();
+    let patient = Keypair::from_seed(70);
+    l.submit(SignedTx::new(
+        &chain(),
+        &patient,
+        0,
+        Payload::RegisterPatient(RegisterPatient {}),
+    ))
+    .unwrap();
+    let gate = medspace_api::gate::ChainGate::new(l.clone(), NODE);
+    let path = "/v1/blocks/1/raw";
+    let ask = |key: Option<&Keypair>, audience: &str| {
+        let mut h = axum::http::HeaderMap::new();
+        if let Some(k) = key {
+            let v = auth::Request {
+                method: "GET",
+                path_and_query: path,
+                audience,
+                body: b"",
+            }
+            .sign(k);
+            h.insert("authorization", v.parse().unwrap());
+        }
+        gate.access("GET", path, &h)
+    };
+    assert_eq!(
+        ask(Some(&member), NODE).unwrap(),
+        ChainAccess::Blocks,
+        "a member"
+    );
+    assert_eq!(
+        ask(Some(&auditor), NODE).unwrap(),
+        ChainAccess::Blocks,
+        "a member's user"
+    );
+    assert_eq!(
+        ask(Some(&patient), NODE).unwrap(),
+        ChainAccess::Headers,
+        "a patient"
+    );
+    assert_eq!(
+        ask(Some(&Keypair::from_seed(99)), NODE).unwrap_err().status,
+        403,
+        "unknown"
+    );
+    assert_eq!(ask(None, NODE).unwrap_err().status, 401, "unsigned");
+    assert_eq!(
+        ask(Some(&member), "hospital-b").unwrap_err().status,
+        401,
+        "another node's"
+    );
+}

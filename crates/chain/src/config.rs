@@ -123,7 +123,7 @@ pub struct HttpSection {
     /// The node's TLS private key (PEM), for the certificate the genesis pins for it.
     pub tls_key_file: PathBuf,
     /// Serve plain HTTP when the genesis pins no certificate for this node (a development
-    /// network only; see [`crate::tls`]). Without it such a node refuses to start. It never
+    /// network only). Without it such a node refuses to start. It never
     /// turns TLS off for a node whose certificate is pinned.
     pub allow_plain: bool,
 }
@@ -134,7 +134,7 @@ impl Default for HttpSection {
             listen: SocketAddr::from(([127, 0, 0, 1], 7500)),
             body_limit: 128 * 1024,
             submit_rate_per_second: 20_000,
-            tls_key_file: PathBuf::from(crate::tls::KEY_FILE),
+            tls_key_file: PathBuf::from(crate::certs::KEY_FILE),
             allow_plain: false,
         }
     }

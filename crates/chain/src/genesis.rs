@@ -4,7 +4,8 @@
 //! one node config per member.
 
 use crate::{
-    config::{HttpSection, NodeConfig, NodeError, NodeSection, P2pSection, io},
+    certs::{CERT_FILE, KEY_FILE, NodeCertificate},
+    config::{HttpSection, NodeConfig, NodeError, NodeSection, P2pSection, io, write_secret},
     engine::PublicKey,
 };
 use commonware_codec::{DecodeExt as _, Encode as _};
@@ -67,6 +68,24 @@ pub struct GenesisValidator {
     pub tls_cert: Option<String>,
 }
 
+impl GenesisValidator {
+    /// The DER bytes of the node's pinned certificate, if the entry has one; an error if
+    /// `tls_cert` is not hex.
+    pub fn pinned_cert(&self) -> Result<Option<Vec<u8>>, String> {
+        self.tls_cert
+            .as_deref()
+            .map(|h| hex::decode(h).map_err(|_| "tls_cert is not hex".to_string()))
+            .transpose()
+    }
+}
+
+/// Writes a node's TLS key (owner-only) and a PEM copy of its certificate into `dir`.
+pub(crate) fn write_node_files(dir: &Path, cert: &NodeCertificate) -> Result<(), NodeError> {
+    write_secret(&dir.join(KEY_FILE), &cert.key_pem)?;
+    let path = dir.join(CERT_FILE);
+    std::fs::write(&path, &cert.cert_pem).map_err(|e| io(&path, e))
+}
+
 /// The genesis file (JSON).
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
 pub struct Genesis {
@@ -106,10 +125,10 @@ impl Genesis {
             })?;
         }
         for v in g.validators.iter().chain(&g.observers) {
-            crate::tls::pinned_der(v).map_err(|e| NodeError::Invalid {
+            v.pinned_cert().map_err(|error| NodeError::Invalid {
                 what: "genesis",
                 path: path.display().to_string(),
-                error: e.to_string(),
+                error: format!("node {}: {error}", v.name),
             })?;
         }
         Ok(g)
@@ -188,20 +207,19 @@ pub fn init_consortium(spec: &ConsortiumSpec, out_dir: &Path) -> Result<Vec<Path
             None
         } else {
             Some(
-                crate::tls::NodeCertificate::generate(&n.name, n.http.ip())
+                NodeCertificate::generate(&n.name, n.http.ip())
                     .map_err(|e| invalid(e.to_string()))?,
             )
         });
     }
-    let entry = |n: &SpecNode, k: &ed25519::PrivateKey, c: &Option<crate::tls::NodeCertificate>| {
-        GenesisValidator {
+    let entry =
+        |n: &SpecNode, k: &ed25519::PrivateKey, c: &Option<NodeCertificate>| GenesisValidator {
             name: n.name.clone(),
             public_key: hex::encode(k.public_key().encode()),
             p2p: n.p2p,
             http: n.http,
-            tls_cert: c.as_ref().map(crate::tls::NodeCertificate::genesis_hex),
-        }
-    };
+            tls_cert: c.as_ref().map(NodeCertificate::genesis_hex),
+        };
     let nodes = || spec.nodes.iter().zip(&keys).zip(&certs);
     let genesis = Genesis {
         chain_id: spec.chain_id.clone(),
@@ -224,7 +242,7 @@ pub fn init_consortium(spec: &ConsortiumSpec, out_dir: &Path) -> Result<Vec<Path
         std::fs::create_dir_all(&dir).map_err(|e| io(&dir, e))?;
         write_new(&dir.join("node.key"), &hex::encode(k.encode()))?;
         if let Some(cert) = cert {
-            crate::tls::write_node_files(&dir, cert)?;
+            write_node_files(&dir, cert)?;
         }
         let config = NodeConfig {
             node: NodeSection {
@@ -240,7 +258,7 @@ pub fn init_consortium(spec: &ConsortiumSpec, out_dir: &Path) -> Result<Vec<Path
             },
             http: HttpSection {
                 listen: n.http,
-                tls_key_file: PathBuf::from(crate::tls::KEY_FILE),
+                tls_key_file: PathBuf::from(KEY_FILE),
                 allow_plain: spec.plain_http,
                 ..HttpSection::default()
             },

@@ -21,6 +21,7 @@
 //! - [`config`]: a node's TOML configuration, validated at load, and its key file.
 //! - [`node`]: running one validator on the tokio runtime over authenticated TCP, with the
 //!   [`api`] (the node's HTTP API) served beside it.
+//! - [`certs`]: a node's TLS key and self-signed certificate, made at `init`.
 //! - [`tls`]: TLS on the HTTP APIs with each node's certificate pinned in the genesis: node
 //!   certificates, server configuration, the pinned client, serving a router.
 //! - [`audit`]: `audit verify` over a stopped node's stored chain (a validator's archives or an
@@ -40,6 +41,7 @@ pub mod api;
 pub mod audit;
 pub mod bench;
 pub mod block;
+pub mod certs;
 pub mod config;
 pub mod engine;
 pub mod follow;

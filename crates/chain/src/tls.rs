@@ -25,114 +25,37 @@
 //! Validator-to-validator consensus traffic does not go through here: it is commonware-p2p,
 //! authenticated and encrypted with the validators' ed25519 keys from the same genesis.
 
+pub use crate::certs::{CERT_FILE, KEY_FILE, NodeCertificate, TlsError};
 use crate::{
+    certs::{invalid, provider},
     config::{NodeConfig, NodeError},
     genesis::{Genesis, GenesisValidator},
 };
 use rustls::{
     DigitallySignedStruct, SignatureScheme,
     client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier},
-    crypto::{CryptoProvider, WebPkiSupportedAlgorithms},
+    crypto::WebPkiSupportedAlgorithms,
     pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime, pem::PemObject as _},
 };
 use std::{
     net::{IpAddr, SocketAddr},
-    path::Path,
     sync::Arc,
     time::Duration,
 };
 
-/// The file, in a node's directory, holding its TLS private key (PKCS#8 PEM, owner-only).
-pub const KEY_FILE: &str = "tls.key";
-/// The file, in a node's directory, holding a copy of its pinned certificate (PEM), for tools
-/// such as `curl --cacert`. The genesis entry is what clients trust; this is a convenience.
-pub const CERT_FILE: &str = "tls.crt";
-
-/// Why TLS could not be set up.
-#[derive(Debug, thiserror::Error)]
-pub enum TlsError {
-    /// A key or certificate could not be made.
-    #[error("tls key generation failed: {0}")]
-    Generate(String),
-    /// A key or certificate does not parse, or they do not belong together.
-    #[error("tls {what}: {error}")]
-    Invalid {
-        /// What was being read.
-        what: String,
-        /// Why it was refused.
-        error: String,
-    },
-    /// The HTTP client could not be built.
-    #[error("http client: {0}")]
-    Client(String),
-}
-
-fn invalid(what: impl Into<String>, error: impl std::fmt::Display) -> TlsError {
-    TlsError::Invalid {
-        what: what.into(),
-        error: error.to_string(),
-    }
-}
-
-/// The cryptography every TLS endpoint here uses: rustls's `ring` provider.
-fn provider() -> Arc<CryptoProvider> {
-    Arc::new(rustls::crypto::ring::default_provider())
-}
-
-/// A freshly generated node key and its self-signed certificate.
-pub struct NodeCertificate {
-    /// The certificate, DER (what the genesis pins).
-    pub cert_der: Vec<u8>,
-    /// The certificate, PEM (the `tls.crt` copy).
-    pub cert_pem: String,
-    /// The private key, PKCS#8 PEM (the `tls.key` file).
-    pub key_pem: String,
-}
-
-impl NodeCertificate {
-    /// Generates an ECDSA P-256 key and a self-signed certificate whose subject alternative
-    /// names are the node's `name` (a DNS name) and `ip` (the address clients reach it at).
-    pub fn generate(name: &str, ip: IpAddr) -> Result<Self, TlsError> {
-        let gen_err = |e: rcgen::Error| TlsError::Generate(e.to_string());
-        let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).map_err(gen_err)?;
-        let mut params =
-            rcgen::CertificateParams::new(vec![name.to_string(), ip.to_string()]).map_err(gen_err)?;
-        let mut dn = rcgen::DistinguishedName::new();
-        dn.push(rcgen::DnType::CommonName, name);
-        params.distinguished_name = dn;
-        let cert = params.self_signed(&key).map_err(gen_err)?;
-        Ok(Self {
-            cert_der: cert.der().to_vec(),
-            cert_pem: cert.pem(),
-            key_pem: key.serialize_pem(),
-        })
-    }
-
-    /// The certificate as the genesis carries it (hex of the DER).
-    pub fn genesis_hex(&self) -> String {
-        hex::encode(&self.cert_der)
-    }
-}
-
 /// The DER bytes of a genesis entry's pinned certificate, if it has one.
 pub fn pinned_der(entry: &GenesisValidator) -> Result<Option<Vec<u8>>, TlsError> {
     entry
-        .tls_cert
-        .as_deref()
-        .map(|h| {
-            hex::decode(h).map_err(|_| {
-                invalid(
-                    format!("certificate of node {}", entry.name),
-                    "tls_cert is not hex",
-                )
-            })
-        })
-        .transpose()
+        .pinned_cert()
+        .map_err(|e| invalid(format!("certificate of node {}", entry.name), e))
 }
 
 /// A node's server configuration from its private key (PKCS#8, SEC1 or PKCS#1 PEM) and its
 /// certificate (DER): TLS 1.3 only, HTTP/1.1. Refuses a key that is not the certificate's.
-pub fn server_config(key_pem: &[u8], cert_der: &[u8]) -> Result<Arc<rustls::ServerConfig>, TlsError> {
+pub fn server_config(
+    key_pem: &[u8],
+    cert_der: &[u8],
+) -> Result<Arc<rustls::ServerConfig>, TlsError> {
     let key = PrivateKeyDer::from_pem_slice(key_pem).map_err(|e| invalid("private key", e))?;
     let cert = CertificateDer::from(cert_der.to_vec());
     let provider = provider();
@@ -186,11 +109,13 @@ pub fn for_node(
     };
     let path = &config.http.tls_key_file;
     let key = std::fs::read(path).map_err(|e| crate::config::io(path, e))?;
-    server_config(&key, &cert).map_err(|e| NodeError::Invalid {
-        what: "tls key",
-        path: path.display().to_string(),
-        error: e.to_string(),
-    })
+    server_config(&key, &cert)
+        .map(Some)
+        .map_err(|e| NodeError::Invalid {
+            what: "tls key",
+            path: path.display().to_string(),
+            error: e.to_string(),
+        })
 }
 
 /// The base URL a client uses for a node: `https://<name>:<port>` when the genesis pins its
@@ -198,7 +123,11 @@ pub fn for_node(
 /// `http://<address>` when it pins none.
 pub fn node_url(entry: &GenesisValidator) -> String {
     if entry.tls_cert.is_some() {
-        format!("https://{}:{}", entry.name.to_ascii_lowercase(), entry.http.port())
+        format!(
+            "https://{}:{}",
+            entry.name.to_ascii_lowercase(),
+            entry.http.port()
+        )
     } else {
         format!("http://{}", entry.http)
     }
@@ -400,13 +329,6 @@ where
     }
 }
 
-/// Writes a node's TLS key (owner-only) and a PEM copy of its certificate into `dir`.
-pub fn write_node_files(dir: &Path, cert: &NodeCertificate) -> Result<(), NodeError> {
-    crate::config::write_secret(&dir.join(KEY_FILE), &cert.key_pem)?;
-    let path = dir.join(CERT_FILE);
-    std::fs::write(&path, &cert.cert_pem).map_err(|e| crate::config::io(&path, e))
-}
-
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
@@ -500,7 +422,11 @@ mod tests {
         let c = client(&g, timeout).unwrap();
         for v in &g.validators {
             let r = c.get(format!("{}/health", node_url(v))).send().await;
-            assert!(r.is_err(), "{} answered with another node's certificate", v.name);
+            assert!(
+                r.is_err(),
+                "{} answered with another node's certificate",
+                v.name
+            );
         }
         // A freshly generated certificate, pinned nowhere, for the right name and IP.
         let fresh = NodeCertificate::generate("node-a", local()).unwrap();
@@ -519,7 +445,11 @@ mod tests {
         ]);
         let c = client(&g, timeout).unwrap();
         for v in &g.validators {
-            let r = c.get(format!("{}/health", node_url(v))).send().await.unwrap();
+            let r = c
+                .get(format!("{}/health", node_url(v)))
+                .send()
+                .await
+                .unwrap();
             assert!(r.status().is_success());
         }
     }
@@ -538,7 +468,7 @@ mod tests {
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).unwrap();
         let cert = NodeCertificate::generate("node-a", local()).unwrap();
-        write_node_files(&dir, &cert).unwrap();
+        crate::genesis::write_node_files(&dir, &cert).unwrap();
         let addr = SocketAddr::from((local(), 7500));
         let mut config = NodeConfig {
             node: NodeSection {

@@ -37,7 +37,9 @@ pub fn init(args: InitArgs) -> anyhow::Result<()> {
         println!("node config: {}", c.display());
     }
     if spec.plain_http {
-        println!("plain HTTP: no TLS certificates (the nodes' configs allow plain HTTP; development only)");
+        println!(
+            "plain HTTP: no TLS certificates (the nodes' configs allow plain HTTP; development only)"
+        );
     } else {
         println!(
             "tls: each node's certificate is pinned in the genesis (its key in <node dir>/{}, a copy of the certificate in <node dir>/{})",

@@ -125,13 +125,13 @@ pub fn run(a: DevnetArgs) -> anyhow::Result<()> {
                 net.dir.join("genesis.json").display()
             );
             println!(
-                "  try: curl --cacert {} --resolve hospital-a:{}:{} {a_url}/v1/blocks",
+                "  try: curl --cacert {} --resolve hospital-a:{}:{} {a_url}/v1/health",
                 net.cert_file("hospital-a").display(),
                 addr.port(),
                 addr.ip()
             );
         }
-        _ => println!("  try: curl {a_url}/v1/blocks"),
+        _ => println!("  try: curl {a_url}/v1/health"),
     }
     println!(
         "  a study from the command line: medspace query contract --spec <query.json> --study <id> (as research-1.researcher),"

@@ -158,7 +158,7 @@ fn parse_contract(s: &str) -> anyhow::Result<ContractId> {
 /// Runs `medspace query`.
 pub fn run(args: QueryArgs) -> anyhow::Result<()> {
     let (genesis, key) = load(&args.who, "research-1.researcher")?;
-    let mut ledger = Remote::connect(&genesis)?;
+    let mut ledger = Remote::connect(&genesis, &key)?;
     match args.command {
         QueryCommand::Contract {
             spec,

@@ -60,15 +60,32 @@ impl Net {
     }
 }
 
+/// The member whose key reads the test consortium's blocks.
+const READER_SEED: u64 = 1;
+
 impl Net {
     /// A client trusting exactly the genesis certificates.
     fn client(&self) -> reqwest::Client {
         medspace_chain::tls::client(&self.genesis, Duration::from_secs(30)).unwrap()
     }
 
-    /// A block source over `urls` with that client.
-    fn source(&self, urls: Vec<String>) -> HttpSource {
-        HttpSource::with_client(self.client(), urls)
+    /// A follower's unsigned source over the validators `order`, through that client.
+    fn unsigned_source(&self, order: &[usize]) -> HttpSource {
+        HttpSource::with_client(
+            self.client(),
+            order
+                .iter()
+                .map(|i| (self.names[*i].clone(), self.http[*i].clone()))
+                .collect(),
+        )
+    }
+
+    /// A follower's source over the validators `order`, reading as the member.
+    fn source(&self, order: &[usize]) -> HttpSource {
+        self.unsigned_source(order)
+            .signed_by(std::sync::Arc::new(medspace_api::gate::KeySigner(
+                Keypair::from_seed(READER_SEED),
+            )))
     }
 }
 
@@ -86,7 +103,7 @@ fn init(dir: &Path) -> Net {
         .iter()
         .map(|s| s.to_string())
         .collect();
-    let member = Keypair::from_seed(1);
+    let member = Keypair::from_seed(READER_SEED);
     let app = medspace_consortium::GenesisBuilder::new(CHAIN)
         .unwrap()
         .member("hospital-a", MemberKind::Hospital, &member)
@@ -130,6 +147,16 @@ fn init(dir: &Path) -> Net {
         .collect();
     assert!(http.iter().all(|u| u.starts_with("https://")), "{http:?}");
     assert_eq!(http[4], format!("https://observer:{}", ports[9]));
+    // The observer reads the validators' blocks with its member's ledger key.
+    let observer = dir.join("observer");
+    std::fs::write(observer.join("member.key"), member.secret_hex()).unwrap();
+    let config = observer.join("node.toml");
+    let text = std::fs::read_to_string(&config).unwrap();
+    std::fs::write(
+        &config,
+        format!("{text}\n[observer]\nmember_key_file = \"member.key\"\n"),
+    )
+    .unwrap();
     Net {
         dir: dir.to_path_buf(),
         http,
@@ -154,7 +181,7 @@ async fn wait_up(client: &reqwest::Client, url: &str) {
 
 async fn height(client: &reqwest::Client, url: &str) -> u64 {
     let v: serde_json::Value = client
-        .get(format!("{url}/v1/blocks"))
+        .get(format!("{url}/health"))
         .send()
         .await
         .unwrap()
@@ -211,7 +238,7 @@ async fn load(
 /// Follows the chain of `urls` with a verifying follower until every id is finalized (the
 /// acknowledgement a client gets); returns the follower.
 async fn acknowledged(net: &Net, urls: &[usize], ids: &[[u8; 32]], follower: &mut Follower) {
-    let source = net.source(urls.iter().map(|i| net.http[*i].clone()).collect());
+    let source = net.source(urls);
     let deadline = Instant::now() + Duration::from_secs(180);
     while !ids.iter().all(|id| follower.outcome(id).is_some()) {
         assert!(
@@ -250,11 +277,57 @@ fn validators_survive_kill_9_and_every_acknowledged_transaction_is_everywhere() 
     // TLS only: a plain-HTTP request to a node's API port gets no answer, and a client that
     // pins nothing refuses the node's certificate.
     let plain = medspace_chain::tls::plain_client(Duration::from_secs(5)).unwrap();
-    for (i, v) in net.genesis.validators.iter().chain(&net.genesis.observers).enumerate() {
-        let answered = rt.block_on(plain.get(format!("http://{}/v1/health", v.http)).send());
-        assert!(answered.is_err(), "node {i} answered plain HTTP: {answered:?}");
-        let unpinned = rt.block_on(plain.get(format!("{}/v1/health", net.http[i])).send());
-        assert!(unpinned.is_err(), "node {i}: an unpinned certificate was trusted");
+    for (i, v) in net
+        .genesis
+        .validators
+        .iter()
+        .chain(&net.genesis.observers)
+        .enumerate()
+    {
+        let answered = rt.block_on(async {
+            plain
+                .get(format!("http://{}/v1/health", v.http))
+                .send()
+                .await
+        });
+        assert!(
+            answered.is_err(),
+            "node {i} answered plain HTTP: {answered:?}"
+        );
+        let unpinned =
+            rt.block_on(async { plain.get(format!("{}/v1/health", net.http[i])).send().await });
+        assert!(
+            unpinned.is_err(),
+            "node {i}: an unpinned certificate was trusted"
+        );
+    }
+    // A client pinned to other certificates for the same names and addresses (a second
+    // `medspace init` of the same spec) is refused by every node, and the other way round.
+    let other = dir.join("other");
+    let out = Command::new(BIN)
+        .args(["init", "--consortium"])
+        .arg(dir.join("spec.json"))
+        .arg("--out")
+        .arg(&other)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let other = medspace_chain::node::Genesis::load(&other.join("genesis.json")).unwrap();
+    let impostor = medspace_chain::tls::client(&other, Duration::from_secs(5)).unwrap();
+    for url in &net.http {
+        let answered = rt.block_on(async { impostor.get(format!("{url}/v1/health")).send().await });
+        assert!(
+            answered.is_err(),
+            "{url} trusted by a client pinning other certificates"
+        );
+        let answered = rt
+            .block_on(async { client.get(format!("{url}/v1/health")).send().await })
+            .unwrap();
+        assert!(answered.status().is_success(), "{url}");
     }
     let mut ack = Follower::new(&net.genesis).unwrap();
     // Steady load on all four, then on three while validator 3 is dead, then on all again.
@@ -281,9 +354,9 @@ fn validators_survive_kill_9_and_every_acknowledged_transaction_is_everywhere() 
         // Node i first. A validator that was down may hold a block it finalized through a
         // later certificate without that block's own certificate; the source then takes that
         // one block (verified all the same) from the next validator.
-        let mut urls = vec![net.http[i].clone()];
-        urls.extend((0..4).filter(|j| *j != i).map(|j| net.http[j].clone()));
-        let source = net.source(urls);
+        let mut order = vec![i];
+        order.extend((0..4).filter(|j| *j != i));
+        let source = net.source(&order);
         if i == 4 {
             // The observer serves the read API, not blocks: wait until it has verified `target`,
             // then compare its root with ours at its height.
@@ -305,7 +378,7 @@ fn validators_survive_kill_9_and_every_acknowledged_transaction_is_everywhere() 
                 std::thread::sleep(Duration::from_millis(200));
             };
             let h = v["height"].as_u64().unwrap();
-            let source = net.source(net.http[..4].to_vec());
+            let source = net.source(&[0, 1, 2, 3]);
             rt.block_on(ack.sync_to(&source, h, |_| {})).unwrap();
             assert_eq!(
                 v["root"].as_str().unwrap(),
@@ -328,7 +401,13 @@ fn validators_survive_kill_9_and_every_acknowledged_transaction_is_everywhere() 
     }
     // A follower accepts nothing it cannot verify: a flipped byte anywhere in a served block,
     // a block out of order, and changes nothing when it refuses.
-    let source = net.source(net.http[..4].to_vec());
+    // Blocks go to the consortium's members only: an unsigned follower gets none.
+    let unsigned = net.unsigned_source(&[0, 1, 2, 3]);
+    assert!(
+        rt.block_on(unsigned.fetch(1, 0)).is_err(),
+        "an unsigned read of a block"
+    );
+    let source = net.source(&[0, 1, 2, 3]);
     let raw1 = rt.block_on(source.fetch(1, 0)).unwrap().expect("block 1");
     let raw2 = rt.block_on(source.fetch(2, 0)).unwrap().expect("block 2");
     let mut f = Follower::new(&net.genesis).unwrap();
@@ -414,12 +493,76 @@ fn run_demo(dir: &Path, args: &[std::ffi::OsString]) -> String {
         .output()
         .unwrap();
     let text = String::from_utf8_lossy(&out.stdout).into_owned();
-    assert!(
-        out.status.success(),
-        "demo failed: {text}\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    text
+    let errors = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "demo failed: {text}\n{errors}");
+    // Everything the demo printed, its diagnostics last.
+    format!("{text}\n{errors}")
+}
+
+/// What identifies the patients of the FHIR files under `dir`: their FHIR ids, given and family
+/// names, birth dates, address lines and identifiers (each at least 4 characters).
+fn identifiers_of_patients(dir: &Path) -> std::collections::BTreeSet<String> {
+    let mut out = std::collections::BTreeSet::new();
+    let mut add = |v: Option<&str>| {
+        if let Some(v) = v.filter(|v| v.len() >= 4) {
+            out.insert(v.to_string());
+        }
+    };
+    for f in std::fs::read_dir(dir).unwrap() {
+        let bundle: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(f.unwrap().path()).unwrap()).unwrap();
+        for e in bundle["entry"].as_array().into_iter().flatten() {
+            let r = &e["resource"];
+            if r["resourceType"] != "Patient" {
+                continue;
+            }
+            add(r["id"].as_str());
+            add(r["birthDate"].as_str());
+            for n in r["name"].as_array().into_iter().flatten() {
+                add(n["family"].as_str());
+                for g in n["given"].as_array().into_iter().flatten() {
+                    add(g.as_str());
+                }
+            }
+            for a in r["address"].as_array().into_iter().flatten() {
+                for l in a["line"].as_array().into_iter().flatten() {
+                    add(l.as_str());
+                }
+            }
+            for i in r["identifier"].as_array().into_iter().flatten() {
+                add(i["value"].as_str());
+            }
+        }
+    }
+    out
+}
+
+/// The first of `secrets` found in `bytes`.
+fn first_found<'a>(
+    bytes: &[u8],
+    secrets: &'a std::collections::BTreeSet<String>,
+) -> Option<&'a String> {
+    secrets
+        .iter()
+        .find(|s| bytes.windows(s.len()).any(|w| w == s.as_bytes()))
+}
+
+/// Every file a consortium run leaves outside the hospitals' own stores (vault and patient
+/// links): the chain's stored blocks, the observer's block log, node logs, worker files,
+/// genesis and configs, the study's chart.
+fn files_outside_the_hospitals_stores(dir: &Path, out: &mut Vec<PathBuf>) {
+    for e in std::fs::read_dir(dir).unwrap() {
+        let p = e.unwrap().path();
+        let name = p.file_name().unwrap().to_string_lossy().into_owned();
+        if name == "vault" || name == "links.json" {
+            continue;
+        }
+        if p.is_dir() {
+            files_outside_the_hospitals_stores(&p, out);
+        } else {
+            out.push(p);
+        }
+    }
 }
 
 /// `medspace bench ledger --mode processes` on a small workload: four `medspace node`
@@ -459,7 +602,10 @@ fn the_multi_process_ledger_benchmark_finalizes_its_workload() {
         assert!(line.contains("finalized 600 of 600"), "{text}");
         assert!(line.contains("refused 0"), "{text}");
     }
-    assert!(text.contains("tls / plain http, same run: throughput"), "{text}");
+    assert!(
+        text.contains("tls / plain http, same run: throughput"),
+        "{text}"
+    );
 }
 
 /// The README's main job, end to end on real node processes: every step's outcome is checked
@@ -469,6 +615,24 @@ fn the_multi_process_ledger_benchmark_finalizes_its_workload() {
 fn demo_runs_its_story_across_the_devnet() {
     let dir = std::env::temp_dir().join(format!("medspace-demo-{}", std::process::id()));
     let text = run_demo(&dir, &["--patients".into(), "25".into()]);
+    // Over TLS: every node's API is listed as https://<name>:<port>, none as plain HTTP.
+    for node in [
+        "hospital-a",
+        "hospital-b",
+        "hospital-c",
+        "research-1",
+        "regulator",
+    ] {
+        assert!(
+            text.contains(&format!(" https://{node}:")),
+            "{node} not over https in:\n{text}"
+        );
+    }
+    assert!(
+        !text.contains("http://127.0.0.1"),
+        "a plain-HTTP URL in:\n{text}"
+    );
+    assert!(text.contains("every HTTP API speaks TLS 1.3"), "{text}");
     for expected in [
         "observer (follows and verifies every block)",
         "-> contract ACTIVE",
@@ -565,6 +729,45 @@ fn demo_runs_on_the_synthea_split() {
     for t in ["Claim,", "Encounter,", "ExplanationOfBenefit ("] {
         assert!(insurer.contains(t), "{insurer}");
     }
+    // No patient data on the ledger, in the logs, in errors or in the output: the patients'
+    // names, birth dates, FHIR ids, addresses and identifiers appear in none of them.
+    let mut secrets = std::collections::BTreeSet::new();
+    for h in ["hospital-a", "hospital-b", "hospital-c"] {
+        secrets.extend(identifiers_of_patients(&data.join(h)));
+    }
+    assert!(secrets.len() > 300, "{} identifiers", secrets.len());
+    // The scan finds what is there (its own input).
+    let input = std::fs::read_dir(data.join("hospital-a"))
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap();
+    assert!(first_found(&std::fs::read(input.path()).unwrap(), &secrets).is_some());
+    let mut files = Vec::new();
+    files_outside_the_hospitals_stores(&dir, &mut files);
+    assert!(
+        files.iter().any(|f| f.ends_with("observed.log"))
+            && files.iter().any(|f| f.ends_with("node.log"))
+            && files
+                .iter()
+                .any(|f| f.components().any(|c| c.as_os_str() == "storage")),
+        "the scan covers the stored chain and the logs: {files:?}"
+    );
+    for f in &files {
+        if let Some(found) = first_found(&std::fs::read(f).unwrap(), &secrets) {
+            panic!(
+                "patient data ({} characters) in {}",
+                found.len(),
+                f.display()
+            );
+        }
+    }
+    if let Some(found) = first_found(text.as_bytes(), &secrets) {
+        panic!(
+            "patient data ({} characters) in the demo's output",
+            found.len()
+        );
+    }
     let _ = std::fs::remove_dir_all(&dir);
 }
 
@@ -594,6 +797,11 @@ impl DevnetProcess {
             seen.push_str(&line);
             seen.push('\n');
             if line.contains("Ctrl-C stops the consortium") {
+                // The devnet runs over TLS by default: its nodes are listed as https URLs.
+                for node in ["hospital-a", "regulator"] {
+                    assert!(seen.contains(&format!(" https://{node}:")), "{seen}");
+                }
+                assert!(!seen.contains("http://127.0.0.1"), "{seen}");
                 // Keep reading: a closed pipe would make the devnet's next line fail.
                 std::thread::spawn(move || lines.for_each(drop));
                 return Self {
@@ -777,7 +985,7 @@ fn a_study_runs_from_the_cli_on_the_hospitals_workers_and_survives_a_dropped_sit
     assert_eq!(status, 403, "{body}");
     assert!(body.contains("only the job's submitter"), "{body}");
     // A site's dealing goes to the job's aggregator (hospital-a) only.
-    let dealing = format!("/v1/worker/jobs/{job}/dealing");
+    let dealing = format!("/v1/worker/jobs/{job}/dealing?wait_ms=5000");
     let (status, body) = get(1, &dealing, &member_key("hospital-c"));
     assert_eq!(status, 403, "{body}");
     assert!(body.contains("only the aggregator"), "{body}");
@@ -786,7 +994,7 @@ fn a_study_runs_from_the_cli_on_the_hospitals_workers_and_survives_a_dropped_sit
     assert!(body.contains("\"member\":\"hospital-b\""), "{body}");
     // The round is closed on the ledger: a site reveals for its sets, to the aggregator only,
     // the same shares each time.
-    let reveal = format!("/v1/worker/jobs/{job}/reveal");
+    let reveal = format!("/v1/worker/jobs/{job}/reveal?wait_ms=5000");
     let (status, body) = get(1, &reveal, &member_key("hospital-c"));
     assert_eq!(status, 403, "{body}");
     let (status, first) = get(1, &reveal, &member_key("hospital-a"));

@@ -35,20 +35,26 @@ pub struct Remote {
     runtime: tokio::runtime::Runtime,
     client: reqwest::Client,
     urls: Vec<String>,
+    /// The validators' names, in the order of `urls`.
+    names: Vec<String>,
     /// Every node of the genesis (validators and observers), by member: its API's URL.
     nodes: std::collections::BTreeMap<String, String>,
     next_url: usize,
     source: HttpSource,
     follower: Follower,
     chain_id: Name,
+    /// The key that reads the chain.
+    reader: Keypair,
     pending: Vec<Pending>,
     /// The height each validator is known to have finalized (see [`Remote::caught_up`]).
     reached: std::collections::HashMap<String, u64>,
 }
 
 impl Remote {
-    /// Connects to the validators named in the genesis and catches up with the chain.
-    pub fn connect(genesis: &medspace_chain::node::Genesis) -> Result<Self> {
+    /// Connects to the validators named in the genesis and catches up with the chain, reading
+    /// blocks as `reader` (validators serve whole blocks to the keys of the consortium's
+    /// members and their users only; a patient reads through [`crate::light::LightClient`]).
+    pub fn connect(genesis: &medspace_chain::node::Genesis, reader: &Keypair) -> Result<Self> {
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
             .enable_all()
@@ -60,9 +66,15 @@ impl Remote {
             .map_err(|e| ClientError::Runtime(e.to_string()))?;
         let mut r = Self {
             runtime,
-            source: HttpSource::with_client(client.clone(), urls.clone()),
+            source: HttpSource::from_genesis(genesis)
+                .map_err(|e| ClientError::Runtime(e.to_string()))?
+                .signed_by(std::sync::Arc::new(medspace_api::gate::KeySigner(
+                    reader.clone(),
+                ))),
             client,
+            reader: reader.clone(),
             urls,
+            names: genesis.validators.iter().map(|v| v.name.clone()).collect(),
             nodes: genesis
                 .validators
                 .iter()
@@ -106,12 +118,20 @@ impl Remote {
     fn latest_height(&mut self) -> Result<u64> {
         let mut last_err = None;
         for _ in 0..self.urls.len() {
-            let url = self.url();
+            let (name, url) = self.validator();
             let client = self.client.clone();
+            let auth = medspace_api::auth::Request {
+                method: "GET",
+                path_and_query: "/v1/blocks",
+                audience: &name,
+                body: b"",
+            }
+            .sign(&self.reader);
             let answer: Result<u64> = self.runtime.block_on(async move {
                 let what = format!("GET {url}/v1/blocks");
                 let bytes = client
                     .get(format!("{url}/v1/blocks"))
+                    .header("authorization", auth)
                     .send()
                     .await
                     .map_err(|e| http(&what, e))?
@@ -135,11 +155,13 @@ impl Remote {
         Err(last_err.unwrap_or_else(|| ClientError::Missing("no validators in the genesis".into())))
     }
 
-    fn url(&self) -> String {
-        self.urls
-            .get(self.next_url % self.urls.len().max(1))
-            .cloned()
-            .unwrap_or_default()
+    /// The validator asked next: its name and URL.
+    fn validator(&self) -> (String, String) {
+        let i = self.next_url % self.urls.len().max(1);
+        (
+            self.names.get(i).cloned().unwrap_or_default(),
+            self.urls.get(i).cloned().unwrap_or_default(),
+        )
     }
 
     /// Waits for the next finalized block and applies it (long-poll).
@@ -295,11 +317,27 @@ impl Remote {
         if height == 0 || self.reached.get(url).is_some_and(|h| *h >= height) {
             return;
         }
+        let name = self
+            .urls
+            .iter()
+            .position(|u| u == url)
+            .and_then(|i| self.names.get(i))
+            .cloned()
+            .unwrap_or_default();
+        let path = format!("/v1/blocks/{height}/header?wait_ms=5000");
+        let auth = medspace_api::auth::Request {
+            method: "GET",
+            path_and_query: &path,
+            audience: &name,
+            body: b"",
+        }
+        .sign(&self.reader);
         let client = self.client.clone();
-        let target = format!("{url}/v1/blocks/{height}/raw?wait_ms=5000");
+        let target = format!("{url}{path}");
         let reached = self.runtime.block_on(async move {
             client
                 .get(target)
+                .header("authorization", auth)
                 .send()
                 .await
                 .is_ok_and(|r| r.status().is_success())

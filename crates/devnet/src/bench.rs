@@ -463,9 +463,14 @@ pub fn ledger_processes(
         );
     }
     progress("4 validator processes started; waiting for their APIs");
+    let reader = (
+        nodes.first().map(|n| n.name.clone()).unwrap_or_default(),
+        medspace_ledger::bench::bench_member(),
+    );
     let outcome = offer(
         &genesis,
         &urls,
+        &reader,
         &workload.txs,
         &workload.route,
         opts.rate,
@@ -488,9 +493,12 @@ impl Drop for Children {
     }
 }
 
+/// Offers `txs` to the validators at `urls` at `rate`, watching validator 0's blocks as
+/// `reader` (its name, and a member's key: validators serve blocks to members only).
 fn offer(
     genesis: &medspace_chain::node::Genesis,
     urls: &[String],
+    reader: &(String, Keypair),
     txs: &[bytes::Bytes],
     route: &[usize],
     rate: u64,
@@ -531,20 +539,40 @@ fn offer(
             urls.first().cloned().unwrap_or_default(),
             submitted.clone(),
         );
+        let (audience, key) = reader.clone();
+        let signed = move |path: &str| {
+            medspace_api::auth::Request {
+                method: "GET",
+                path_and_query: path,
+                audience: &audience,
+                body: b"",
+            }
+            .sign(&key)
+        };
         rt.spawn(async move {
             let mut latencies = Vec::new();
             let mut last = Instant::now();
             let mut height = 1u64;
             let idle_limit = Duration::from_secs(30);
             while latencies.len() < total && last.elapsed() < idle_limit {
+                // Waits at the validator for the height, then reads its transaction ids.
+                let wait = format!("/v1/blocks/{height}/header?wait_ms=2000");
                 let raw = client
-                    .get(format!("{url}/v1/blocks/{height}/raw?wait_ms=2000"))
+                    .get(format!("{url}{wait}"))
+                    .header("authorization", signed(&wait))
                     .send()
                     .await;
                 if !raw.is_ok_and(|r| r.status().is_success()) {
+                    tokio::time::sleep(Duration::from_millis(20)).await;
                     continue;
                 }
-                let Ok(r) = client.get(format!("{url}/v1/blocks/{height}")).send().await else {
+                let path = format!("/v1/blocks/{height}");
+                let Ok(r) = client
+                    .get(format!("{url}{path}"))
+                    .header("authorization", signed(&path))
+                    .send()
+                    .await
+                else {
                     continue;
                 };
                 let Ok(body) = r.bytes().await else {

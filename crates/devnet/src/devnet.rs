@@ -133,25 +133,46 @@ fn spec(c: &Consortium, base_port: u16, plain_http: bool) -> Result<ConsortiumSp
 /// Gives a hospital's node its compute worker: the member's ledger key and X25519 secret in
 /// owner-only files, and the `[worker]` section of its config (once).
 fn ensure_worker(dir: &Path, c: &Consortium, seed: u64, member: &str) -> Result<()> {
-    let node = dir.join(member);
-    let config = node.join("node.toml");
-    let text = std::fs::read_to_string(&config)
-        .with_context(|| format!("reading {}", config.display()))?;
-    if text.lines().any(|l| l.trim() == "[worker]") {
-        return Ok(());
-    }
     let secret = medspace_consortium::agreement_secret(seed, member);
-    for (file, secret) in [
-        ("member.key", c.member_key(member)?.secret_hex()),
-        ("agreement.key", hex::encode(secret.to_bytes())),
-    ] {
-        if !node.join(file).exists() {
-            crate::write_secret(&node.join(file), &secret)?;
-        }
-    }
     let section = format!(
         "\n[worker]\nmember = \"{member}\"\nmember_key_file = \"member.key\"\nagreement_key_file = \"agreement.key\"\nshare_timeout_ms = {WORKER_SHARE_TIMEOUT_MS}\n"
     );
+    add_section(
+        &dir.join(member),
+        "[worker]",
+        &section,
+        &[
+            ("member.key", c.member_key(member)?.secret_hex()),
+            ("agreement.key", hex::encode(secret.to_bytes())),
+        ],
+    )
+}
+
+/// Gives the observer's node its member's ledger key (it reads the validators' blocks with it)
+/// and the `[observer]` section of its config (once).
+fn ensure_observer(dir: &Path, c: &Consortium, member: &str) -> Result<()> {
+    add_section(
+        &dir.join(member),
+        "[observer]",
+        "\n[observer]\nmember_key_file = \"member.key\"\n",
+        &[("member.key", c.member_key(member)?.secret_hex())],
+    )
+}
+
+/// Appends `section` (headed `head`) to `node`'s config unless it has one, after writing each
+/// of `secrets` to its owner-only file (unless present).
+fn add_section(node: &Path, head: &str, section: &str, secrets: &[(&str, String)]) -> Result<()> {
+    let config = node.join("node.toml");
+    let text = std::fs::read_to_string(&config)
+        .with_context(|| format!("reading {}", config.display()))?;
+    if text.lines().any(|l| l.trim() == head) {
+        return Ok(());
+    }
+    for (file, secret) in secrets {
+        if !node.join(file).exists() {
+            crate::write_secret(&node.join(file), secret)?;
+        }
+    }
     let tmp = node.join("node.toml.tmp");
     std::fs::write(&tmp, format!("{text}{section}"))
         .with_context(|| format!("writing {}", tmp.display()))?;
@@ -228,6 +249,7 @@ impl Devnet {
         for member in HOSPITALS {
             ensure_worker(dir, &consortium, options.seed, member)?;
         }
+        ensure_observer(dir, &consortium, OBSERVER)?;
         let genesis = ChainGenesis::load(&dir.join("genesis.json"))?;
         if !options.plain_http
             && genesis
@@ -395,9 +417,13 @@ impl Devnet {
         }
     }
 
-    /// A verifying client of this devnet.
+    /// A verifying client of this devnet, reading the chain as the regulator (a member: the
+    /// validators serve it whole blocks).
     pub fn client(&self) -> Result<Remote> {
-        Ok(Remote::connect(&self.genesis)?)
+        Ok(Remote::connect(
+            &self.genesis,
+            self.consortium.member_key(OBSERVER)?,
+        )?)
     }
 
     /// Whether the hospitals' catalog and patients are on the chain already.

@@ -73,7 +73,8 @@ pub fn run(config: &Path) -> Result<(), NodeError> {
     let genesis = Genesis::load(&cfg.node.genesis_file)?;
     let name = &cfg.node.name;
     if genesis.observers.iter().any(|o| &o.name == name) {
-        return Ok(observer::run(&cfg, &genesis)?);
+        let key = observer::member_key(config)?;
+        return Ok(observer::run(&cfg, &genesis, key)?);
     }
     if !genesis.validators.iter().any(|v| &v.name == name) {
         return Err(NodeError::Unknown {
@@ -90,11 +91,13 @@ pub fn run(config: &Path) -> Result<(), NodeError> {
         }
     })?;
     let api = medspace_api::Config::new(name.clone());
+    let member = name.clone();
     medspace_chain::node::run_node(
         cfg,
         |g| LedgerApp::from_chain_genesis(&g.app),
         move |ctx, handle| {
             let ledger = Arc::new(handle.clone());
+            let gate = Arc::new(medspace_api::gate::ChainGate::new(ledger.clone(), member));
             let mut router = medspace_api::read_router(ledger.clone(), api);
             if let Some(p) = worker {
                 match start_worker(ctx, p, ledger, client) {
@@ -105,7 +108,10 @@ pub fn run(config: &Path) -> Result<(), NodeError> {
                     Err(e) => tracing::error!(error = %e, "node.run: the worker did not start"),
                 }
             }
-            router
+            medspace_chain::node::Services {
+                routes: router,
+                gate,
+            }
         },
     )?;
     Ok(())

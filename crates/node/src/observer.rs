@@ -8,6 +8,41 @@ use medspace_chain::node::Genesis as ChainGenesis;
 use medspace_ledger::{Follower, FollowerView};
 use std::sync::{Arc, RwLock};
 
+/// The `[observer]` section of an observer's config: the ledger key of its member, with which
+/// it asks the validators for blocks (they serve whole blocks to the consortium's members only).
+#[derive(Debug, serde::Deserialize)]
+pub struct ObserverSection {
+    /// Hex secret of the member's ledger key (relative to the config's directory).
+    pub member_key_file: std::path::PathBuf,
+}
+
+#[derive(serde::Deserialize)]
+struct FileWithObserver {
+    observer: Option<ObserverSection>,
+}
+
+/// The member key named by the `[observer]` section of the config at `path`.
+pub fn member_key(path: &std::path::Path) -> Result<medspace_types::Keypair, ObserverError> {
+    let io = |what: &std::path::Path, e: &dyn std::fmt::Display| ObserverError::Io {
+        what: what.display().to_string(),
+        error: e.to_string(),
+    };
+    let text = std::fs::read_to_string(path).map_err(|e| io(path, &e))?;
+    let file: FileWithObserver = toml::from_str(&text).map_err(|e| io(path, &e))?;
+    let section = file.observer.ok_or_else(|| {
+        io(
+            path,
+            &"an observer reads the validators' blocks with its member's ledger key: add an [observer] section with member_key_file",
+        )
+    })?;
+    let key_path = path
+        .parent()
+        .unwrap_or(std::path::Path::new("."))
+        .join(&section.member_key_file);
+    let hex = std::fs::read_to_string(&key_path).map_err(|e| io(&key_path, &e))?;
+    medspace_types::Keypair::from_secret_hex(hex.trim()).map_err(|e| io(&key_path, &e))
+}
+
 /// Errors of an observer node.
 #[derive(Debug, thiserror::Error)]
 pub enum ObserverError {
@@ -43,6 +78,7 @@ pub enum ObserverError {
 pub fn run(
     config: &medspace_chain::node::NodeConfig,
     genesis: &ChainGenesis,
+    member_key: medspace_types::Keypair,
 ) -> Result<(), ObserverError> {
     let io = |what: &str, e: &dyn std::fmt::Display| ObserverError::Io {
         what: what.to_string(),
@@ -75,7 +111,8 @@ pub fn run(
         .build()
         .map_err(|e| io("tokio runtime", &e))?;
     let tls = medspace_chain::tls::for_node(config, genesis).map_err(|e| io("tls", &e))?;
-    let source = HttpSource::from_genesis(genesis)?;
+    let source = HttpSource::from_genesis(genesis)?
+        .signed_by(Arc::new(medspace_api::gate::KeySigner(member_key)));
     let listen = config.http.listen;
     let shared = follower.clone();
     let api = medspace_api::Config::new(config.node.name.clone());
