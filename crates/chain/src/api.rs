@@ -457,9 +457,3 @@ pub fn router<A: Application>(
         .merge(extra)
         .layer(DefaultBodyLimit::max(limits.body_limit))
 }
-
-/// Serves `router` on `listen` until the process stops.
-pub async fn serve(listen: std::net::SocketAddr, router: Router) -> Result<(), std::io::Error> {
-    let listener = tokio::net::TcpListener::bind(listen).await?;
-    axum::serve(listener, router).await
-}

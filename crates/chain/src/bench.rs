@@ -246,6 +246,8 @@ pub fn bench_workload<A: crate::Application>(
             })
             .collect(),
         app: workload.app_genesis.clone(),
+        // The validators here are driven through their handles, not over HTTP: no certificates.
+        plain_http: true,
     };
     let configs = init_consortium(&spec, work_dir)?;
     let mut nodes = Vec::new();

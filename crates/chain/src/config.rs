@@ -45,6 +45,21 @@ pub(crate) fn io(path: &Path, e: impl std::fmt::Display) -> NodeError {
     }
 }
 
+/// Writes `content` to a new file at `path` readable by its owner only (a key).
+pub(crate) fn write_secret(path: &Path, content: &str) -> Result<(), NodeError> {
+    use std::io::Write as _;
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt as _;
+        options.mode(0o600);
+    }
+    let mut f = options.open(path).map_err(|e| io(path, e))?;
+    f.write_all(content.as_bytes()).map_err(|e| io(path, e))?;
+    f.sync_all().map_err(|e| io(path, e))
+}
+
 /// `[node]` section.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
 #[serde(default)]
@@ -105,6 +120,12 @@ pub struct HttpSection {
     pub body_limit: usize,
     /// Transaction submissions per second accepted by this node.
     pub submit_rate_per_second: u32,
+    /// The node's TLS private key (PEM), for the certificate the genesis pins for it.
+    pub tls_key_file: PathBuf,
+    /// Serve plain HTTP when the genesis pins no certificate for this node (a development
+    /// network only). Without it such a node refuses to start. It never
+    /// turns TLS off for a node whose certificate is pinned.
+    pub allow_plain: bool,
 }
 
 impl Default for HttpSection {
@@ -113,6 +134,8 @@ impl Default for HttpSection {
             listen: SocketAddr::from(([127, 0, 0, 1], 7500)),
             body_limit: 128 * 1024,
             submit_rate_per_second: 20_000,
+            tls_key_file: PathBuf::from(crate::certs::KEY_FILE),
+            allow_plain: false,
         }
     }
 }
@@ -210,6 +233,7 @@ impl NodeConfig {
             &mut c.node.data_dir,
             &mut c.node.key_file,
             &mut c.node.genesis_file,
+            &mut c.http.tls_key_file,
         ] {
             if p.is_relative() {
                 *p = base.join(&*p);

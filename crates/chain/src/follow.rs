@@ -231,6 +231,9 @@ impl ChainCheck {
     }
 }
 
+/// How long one fetch of a block may take (its wait at the validator included).
+const FETCH_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
+
 /// Signs a follower's requests to a node: the chain knows no identities, so the application's
 /// client says who is asking (see [`crate::api::ReadGate`]).
 pub trait RequestSigner: Send + Sync + 'static {
@@ -243,7 +246,9 @@ pub trait RequestSigner: Send + Sync + 'static {
 /// turn.
 #[derive(Clone)]
 pub struct HttpSource {
-    client: reqwest::Client,
+    /// `None` only if even a client trusting nothing could not be built: every fetch then
+    /// fails as `Unreachable`.
+    client: Option<reqwest::Client>,
     /// Each validator's name (the audience of signed requests) and API base URL.
     nodes: Vec<(String, String)>,
     signer: Option<std::sync::Arc<dyn RequestSigner>>,
@@ -251,34 +256,53 @@ pub struct HttpSource {
 }
 
 impl HttpSource {
-    /// A source over the given API base URLs (e.g. `http://127.0.0.1:7500`), whose requests
-    /// are not signed (a chain without a read gate).
+    /// A source over the given plain-HTTP API base URLs (e.g. `http://127.0.0.1:7500`), whose
+    /// requests are not signed, with a client that trusts no certificate
+    /// ([`crate::tls::plain_client`]). Nodes whose certificates the genesis pins are followed
+    /// with [`HttpSource::from_genesis`].
     pub fn new(urls: Vec<String>) -> Self {
         Self::named(urls.into_iter().map(|u| (String::new(), u)).collect())
     }
 
-    /// A source over `(name, base URL)` of each validator.
+    /// A source over `(name, plain-HTTP base URL)` of each validator.
     pub fn named(nodes: Vec<(String, String)>) -> Self {
+        // Building a client with no certificates reads nothing from outside; should it fail
+        // anyway, the source answers every fetch with `Unreachable`.
+        let client = crate::tls::plain_client(FETCH_TIMEOUT)
+            .inspect_err(|e| tracing::error!(error = %e, "chain.follow: no http client"))
+            .ok();
         Self {
-            client: reqwest::Client::builder()
-                .timeout(std::time::Duration::from_secs(30))
-                .build()
-                .unwrap_or_default(),
+            client,
             nodes,
             signer: None,
             next: Default::default(),
         }
     }
 
-    /// The validators of a genesis file.
-    pub fn from_genesis(genesis: &Genesis) -> Self {
-        Self::named(
+    /// A source over `(name, base URL)` of each validator through `client` (e.g. a
+    /// [`crate::tls::client`] pinning the genesis certificates).
+    pub fn with_client(client: reqwest::Client, nodes: Vec<(String, String)>) -> Self {
+        Self {
+            client: Some(client),
+            nodes,
+            signer: None,
+            next: Default::default(),
+        }
+    }
+
+    /// The validators of a genesis file, reached over TLS with the certificates it pins
+    /// ([`crate::tls::client`], [`crate::tls::node_url`]).
+    pub fn from_genesis(genesis: &Genesis) -> Result<Self, FollowError> {
+        let client = crate::tls::client(genesis, FETCH_TIMEOUT)
+            .map_err(|e| FollowError::Genesis(e.to_string()))?;
+        Ok(Self::with_client(
+            client,
             genesis
                 .validators
                 .iter()
-                .map(|v| (v.name.clone(), format!("http://{}", v.http)))
+                .map(|v| (v.name.clone(), crate::tls::node_url(v)))
                 .collect(),
-        )
+        ))
     }
 
     /// The same source, its requests signed by `signer`.
@@ -322,6 +346,12 @@ impl HttpSource {
         let start = self.next.load(Ordering::Relaxed);
         let mut last = String::from("no validator urls");
         let mut reached = false;
+        let Some(client) = &self.client else {
+            return Err(FollowError::Unreachable {
+                height,
+                reason: "no http client".into(),
+            });
+        };
         for i in 0..n {
             let Some((name, url)) = self.nodes.get((start + i) % n) else {
                 break;
@@ -329,7 +359,7 @@ impl HttpSource {
             // Wait at the first validator only; the others are asked without waiting.
             let wait = if i == 0 { wait_ms } else { 0 };
             let path = format!("/v1/blocks/{height}/{part}?wait_ms={wait}");
-            let mut req = self.client.get(format!("{url}{path}"));
+            let mut req = client.get(format!("{url}{path}"));
             if let Some(s) = &self.signer {
                 req = req.header("authorization", s.authorization(name, &path));
             }

@@ -4,7 +4,8 @@
 //! one node config per member.
 
 use crate::{
-    config::{HttpSection, NodeConfig, NodeError, NodeSection, P2pSection, io},
+    certs::{CERT_FILE, KEY_FILE, NodeCertificate},
+    config::{HttpSection, NodeConfig, NodeError, NodeSection, P2pSection, io, write_secret},
     engine::PublicKey,
 };
 use commonware_codec::{DecodeExt as _, Encode as _};
@@ -43,6 +44,10 @@ pub struct ConsortiumSpec {
     /// Initial members, users and policy, interpreted by the application.
     #[serde(default)]
     pub app: serde_json::Value,
+    /// Make no TLS certificates: the nodes serve plain HTTP (their configs say
+    /// `[http] allow_plain = true`). For development and for measuring what TLS costs.
+    #[serde(default)]
+    pub plain_http: bool,
 }
 
 /// A validator in the genesis file.
@@ -56,6 +61,29 @@ pub struct GenesisValidator {
     pub p2p: SocketAddr,
     /// HTTP address.
     pub http: SocketAddr,
+    /// The node's TLS certificate (hex of the DER), pinned: clients accept this certificate,
+    /// and only this one, from this node ([`crate::tls`]). Absent in genesis files made before
+    /// TLS or with `plain_http`; such a node serves plain HTTP only if its config allows it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls_cert: Option<String>,
+}
+
+impl GenesisValidator {
+    /// The DER bytes of the node's pinned certificate, if the entry has one; an error if
+    /// `tls_cert` is not hex.
+    pub fn pinned_cert(&self) -> Result<Option<Vec<u8>>, String> {
+        self.tls_cert
+            .as_deref()
+            .map(|h| hex::decode(h).map_err(|_| "tls_cert is not hex".to_string()))
+            .transpose()
+    }
+}
+
+/// Writes a node's TLS key (owner-only) and a PEM copy of its certificate into `dir`.
+pub(crate) fn write_node_files(dir: &Path, cert: &NodeCertificate) -> Result<(), NodeError> {
+    write_secret(&dir.join(KEY_FILE), &cert.key_pem)?;
+    let path = dir.join(CERT_FILE);
+    std::fs::write(&path, &cert.cert_pem).map_err(|e| io(&path, e))
 }
 
 /// The genesis file (JSON).
@@ -96,6 +124,13 @@ impl Genesis {
                 error,
             })?;
         }
+        for v in g.validators.iter().chain(&g.observers) {
+            v.pinned_cert().map_err(|error| NodeError::Invalid {
+                what: "genesis",
+                path: path.display().to_string(),
+                error: format!("node {}: {error}", v.name),
+            })?;
+        }
         Ok(g)
     }
 
@@ -125,8 +160,11 @@ fn write_new(path: &Path, content: &str) -> Result<(), NodeError> {
     f.write_all(content.as_bytes()).map_err(|e| io(path, e))
 }
 
-/// Writes `<out>/genesis.json`, and for each node `<out>/<name>/node.key` and
-/// `<out>/<name>/node.toml`. Refuses to overwrite existing files. Returns the config paths.
+/// Writes `<out>/genesis.json`, and for each node `<out>/<name>/node.key`,
+/// `<out>/<name>/node.toml` and (unless the spec asks for plain HTTP) its TLS key
+/// `<out>/<name>/tls.key` with a copy of its certificate `<out>/<name>/tls.crt`, the certificate
+/// pinned in the node's genesis entry. Refuses to overwrite existing files. Returns the config
+/// paths.
 pub fn init_consortium(spec: &ConsortiumSpec, out_dir: &Path) -> Result<Vec<PathBuf>, NodeError> {
     let invalid = |error: String| NodeError::Invalid {
         what: "consortium spec",
@@ -163,27 +201,35 @@ pub fn init_consortium(spec: &ConsortiumSpec, out_dir: &Path) -> Result<Vec<Path
             .map_err(|e| invalid(format!("key generation failed: {e}")))?;
         keys.push(key);
     }
-    let entry = |n: &SpecNode, k: &ed25519::PrivateKey| GenesisValidator {
-        name: n.name.clone(),
-        public_key: hex::encode(k.public_key().encode()),
-        p2p: n.p2p,
-        http: n.http,
-    };
+    let mut certs = Vec::new();
+    for n in &spec.nodes {
+        certs.push(if spec.plain_http {
+            None
+        } else {
+            Some(
+                NodeCertificate::generate(&n.name, n.http.ip())
+                    .map_err(|e| invalid(e.to_string()))?,
+            )
+        });
+    }
+    let entry =
+        |n: &SpecNode, k: &ed25519::PrivateKey, c: &Option<NodeCertificate>| GenesisValidator {
+            name: n.name.clone(),
+            public_key: hex::encode(k.public_key().encode()),
+            p2p: n.p2p,
+            http: n.http,
+            tls_cert: c.as_ref().map(NodeCertificate::genesis_hex),
+        };
+    let nodes = || spec.nodes.iter().zip(&keys).zip(&certs);
     let genesis = Genesis {
         chain_id: spec.chain_id.clone(),
-        validators: spec
-            .nodes
-            .iter()
-            .zip(&keys)
-            .filter(|(n, _)| n.validator)
-            .map(|(n, k)| entry(n, k))
+        validators: nodes()
+            .filter(|((n, _), _)| n.validator)
+            .map(|((n, k), c)| entry(n, k, c))
             .collect(),
-        observers: spec
-            .nodes
-            .iter()
-            .zip(&keys)
-            .filter(|(n, _)| !n.validator)
-            .map(|(n, k)| entry(n, k))
+        observers: nodes()
+            .filter(|((n, _), _)| !n.validator)
+            .map(|((n, k), c)| entry(n, k, c))
             .collect(),
         app: spec.app.clone(),
     };
@@ -191,10 +237,13 @@ pub fn init_consortium(spec: &ConsortiumSpec, out_dir: &Path) -> Result<Vec<Path
     let text = serde_json::to_string_pretty(&genesis).map_err(|e| invalid(e.to_string()))?;
     write_new(&genesis_path, &text)?;
     let mut configs = Vec::new();
-    for (n, k) in spec.nodes.iter().zip(&keys) {
+    for ((n, k), cert) in nodes() {
         let dir = out_dir.join(&n.name);
         std::fs::create_dir_all(&dir).map_err(|e| io(&dir, e))?;
         write_new(&dir.join("node.key"), &hex::encode(k.encode()))?;
+        if let Some(cert) = cert {
+            write_node_files(&dir, cert)?;
+        }
         let config = NodeConfig {
             node: NodeSection {
                 name: n.name.clone(),
@@ -209,6 +258,8 @@ pub fn init_consortium(spec: &ConsortiumSpec, out_dir: &Path) -> Result<Vec<Path
             },
             http: HttpSection {
                 listen: n.http,
+                tls_key_file: PathBuf::from(KEY_FILE),
+                allow_plain: spec.plain_http,
                 ..HttpSection::default()
             },
             ..NodeConfig::default()
@@ -241,6 +292,7 @@ mod tests {
                 })
                 .collect(),
             app: serde_json::json!({"policy": 1}),
+            plain_http: false,
         };
         let configs = init_consortium(&spec, &dir).unwrap();
         assert_eq!(configs.len(), 4);
@@ -253,6 +305,13 @@ mod tests {
             hex::encode(k.public_key().encode()),
             g.validators[0].public_key
         );
+        // Every node's certificate is pinned, and its key is the one the node will load.
+        for (path, entry) in configs.iter().zip(g.validators.iter().chain(&g.observers)) {
+            let c = NodeConfig::load(path).unwrap();
+            assert!(!c.http.allow_plain);
+            assert!(crate::tls::for_node(&c, &g).unwrap().is_some());
+            assert!(entry.tls_cert.is_some());
+        }
         assert!(init_consortium(&spec, &dir).is_err());
         let _ = std::fs::remove_dir_all(&dir);
     }

@@ -21,6 +21,9 @@
 //! - [`config`]: a node's TOML configuration, validated at load, and its key file.
 //! - [`node`]: running one validator on the tokio runtime over authenticated TCP, with the
 //!   [`api`] (the node's HTTP API) served beside it.
+//! - [`certs`]: a node's TLS key and self-signed certificate, made at `init`.
+//! - [`tls`]: TLS on the HTTP APIs with each node's certificate pinned in the genesis: node
+//!   certificates, server configuration, the pinned client, serving a router.
 //! - [`audit`]: `audit verify` over a stopped node's stored chain (a validator's archives or an
 //!   observer's log).
 //! - [`bench`](mod@bench): `medspace bench ledger`, validators over loopback TCP measuring finalized tx/s.
@@ -38,6 +41,7 @@ pub mod api;
 pub mod audit;
 pub mod bench;
 pub mod block;
+pub mod certs;
 pub mod config;
 pub mod engine;
 pub mod follow;
@@ -46,6 +50,7 @@ pub mod mempool;
 pub mod node;
 #[cfg(feature = "testing")]
 pub mod testing;
+pub mod tls;
 
 /// One outcome per transaction of a block, in order: applied, or why it was refused.
 pub type Outcomes<R> = Vec<Result<(), R>>;

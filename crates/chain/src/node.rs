@@ -121,9 +121,11 @@ pub struct Services {
 }
 
 /// Runs one validator until the process is stopped: loads key and genesis, opens storage under
-/// `data_dir`, starts the engine and serves the HTTP API on `http.listen`. `make_app` builds the
-/// genesis application state from the genesis file; `services` receives the engine handle and
-/// returns the application's routes and read gate ([`Services`]).
+/// `data_dir`, starts the engine and serves the HTTP API on `http.listen` — over TLS with the
+/// certificate the genesis pins for the node ([`crate::tls::for_node`]; a node with none
+/// refuses to start unless its config allows plain HTTP). `make_app` builds the genesis
+/// application state from the genesis file; `services` receives the engine handle and returns
+/// the application's routes and read gate ([`Services`]).
 pub fn run_node<A, E, F, X>(
     config: NodeConfig,
     make_app: F,
@@ -136,6 +138,7 @@ where
     X: FnOnce(commonware_runtime::tokio::Context, Handle<A>) -> Services + Send + 'static,
 {
     let genesis = Genesis::load(&config.node.genesis_file)?;
+    let tls = crate::tls::for_node(&config, &genesis)?;
     let signer = load_key(&config.node.key_file)?;
     let app = make_app(&genesis).map_err(|e| NodeError::Invalid {
         what: "application genesis",
@@ -164,7 +167,7 @@ where
             services.routes,
             services.gate,
         );
-        crate::api::serve(config.http.listen, router)
+        crate::tls::serve(config.http.listen, router, tls)
             .await
             .map_err(|e| NodeError::Io {
                 path: config.http.listen.to_string(),

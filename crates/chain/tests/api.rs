@@ -95,6 +95,7 @@ fn api_rejects_bad_input_and_finalizes_good_tx() {
             })
             .collect(),
         app: serde_json::Value::Null,
+        plain_http: false,
     };
     let configs = init_consortium(&spec, &dir).expect("init");
     let genesis_file = dir.join("genesis.json");

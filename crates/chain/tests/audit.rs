@@ -83,6 +83,7 @@ fn audit_verifies_clean_chain_and_detects_flipped_byte() {
             })
             .collect(),
         app: serde_json::Value::Null,
+        plain_http: false,
     };
     let configs = init_consortium(&spec, &dir).expect("init");
     let data = dir.join("data");

@@ -292,6 +292,7 @@ fn consortium() -> (Genesis, Vec<Scheme>) {
                 public_key: hex::encode(k.encode()),
                 p2p: address,
                 http: address,
+                tls_cert: None,
             })
             .collect(),
         observers: Vec::new(),

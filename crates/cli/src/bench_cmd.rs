@@ -86,6 +86,36 @@ pub struct LedgerArgs {
     /// process per validator (`medspace node`, as a consortium really runs), or both.
     #[arg(long, value_enum, default_value_t = LedgerMode::Both)]
     pub mode: LedgerMode,
+    /// The validators' HTTP APIs over TLS, plain HTTP, or both one after the other with the
+    /// ratio (the processes mode; the in-process validators are driven without HTTP).
+    #[arg(long, value_enum, default_value_t = TlsArg::Both)]
+    pub tls: TlsArg,
+}
+
+/// Whether a benchmark's HTTP hops speak TLS.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum TlsArg {
+    /// TLS, the certificates pinned in the genesis (what a consortium runs).
+    On,
+    /// Plain HTTP (no certificates; the nodes allow it).
+    Off,
+    /// Both, TLS first, then the ratio TLS / plain.
+    Both,
+}
+
+impl TlsArg {
+    /// The runs it asks for: `true` for TLS.
+    fn runs(self) -> &'static [bool] {
+        match self {
+            TlsArg::On => &[true],
+            TlsArg::Off => &[false],
+            TlsArg::Both => &[true, false],
+        }
+    }
+}
+
+fn tls_label(tls: bool) -> &'static str {
+    if tls { "tls" } else { "plain http" }
 }
 
 /// Where `bench ledger`'s validators run.
@@ -131,37 +161,60 @@ pub fn ledger(a: LedgerArgs) -> anyhow::Result<()> {
             report.tps / ceiling.max(1e-9)
         );
     }
+    if a.mode != LedgerMode::Processes {
+        println!(
+            "  (in process the validators are driven through their handles and talk commonware-p2p, encrypted and authenticated by their ed25519 keys: no HTTP hop, so TLS does not apply; --tls applies to the processes mode)"
+        );
+    }
     if a.mode != LedgerMode::InProcess {
         let exe = std::env::current_exe().context("locating the medspace binary")?;
-        let opts = medspace_devnet::bench::LedgerOptions {
-            txs: a.txs,
-            rate: a.rate,
-            base_port: a.base_port.saturating_add(1000),
-        };
         println!(
             "bench ledger (processes): 4 `medspace node` validator processes over loopback TCP; the same workload, each validator's share posted as POST /v1/txs batches"
         );
-        let r = medspace_devnet::bench::ledger_processes(&exe, &opts, &mut |line| {
-            println!("  {line}")
-        })?;
-        let lat = sorted(r.latencies_ms.iter().copied());
-        println!(
-            "bench ledger (processes): finalized {} of {} in {:.2} s = {:.0} tx/s; submission->finality p50 {:.0} ms p99 {:.0} ms; refused {}",
-            r.finalized,
-            a.txs,
-            r.seconds,
-            r.finalized as f64 / r.seconds.max(1e-9),
-            percentile(&lat, 0.5),
-            percentile(&lat, 0.99),
-            r.refused
-        );
-        if let Some(why) = &r.first_refusal {
-            println!("  the first refusal: {why}");
-        }
-        if let Some(base) = in_process_tps {
+        // (tls, tx/s, p50 ms, p99 ms) of each run.
+        let mut figures = Vec::new();
+        for (run, &tls) in a.tls.runs().iter().enumerate() {
+            let opts = medspace_devnet::bench::LedgerOptions {
+                txs: a.txs,
+                rate: a.rate,
+                // Each run on its own ports: the previous run's sockets may still linger.
+                base_port: a
+                    .base_port
+                    .saturating_add(1000)
+                    .saturating_add(200 * run as u16),
+                tls,
+            };
+            let r = medspace_devnet::bench::ledger_processes(&exe, &opts, &mut |line| {
+                println!("  [{}] {line}", tls_label(tls))
+            })?;
+            let lat = sorted(r.latencies_ms.iter().copied());
+            let tps = r.finalized as f64 / r.seconds.max(1e-9);
+            let (p50, p99) = (percentile(&lat, 0.5), percentile(&lat, 0.99));
             println!(
-                "  baseline, same run: the same workload in one process {base:.0} tx/s; processes/in-process ratio {:.2}",
-                r.finalized as f64 / r.seconds.max(1e-9) / base.max(1e-9)
+                "bench ledger (processes, {}): finalized {} of {} in {:.2} s = {tps:.0} tx/s; submission->finality p50 {p50:.0} ms p99 {p99:.0} ms; refused {}",
+                tls_label(tls),
+                r.finalized,
+                a.txs,
+                r.seconds,
+                r.refused
+            );
+            if let Some(why) = &r.first_refusal {
+                println!("  the first refusal: {why}");
+            }
+            if let Some(base) = in_process_tps {
+                println!(
+                    "  baseline, same run: the same workload in one process {base:.0} tx/s; processes/in-process ratio {:.2}",
+                    tps / base.max(1e-9)
+                );
+            }
+            figures.push((tls, tps, p50, p99));
+        }
+        if let [(true, t_tps, t_p50, t_p99), (false, p_tps, p_p50, p_p99)] = figures.as_slice() {
+            println!(
+                "bench ledger (processes): tls / plain http, same run: throughput {:.3} ({t_tps:.0} / {p_tps:.0} tx/s), p50 latency {:.3} ({t_p50:.0} / {p_p50:.0} ms), p99 latency {:.3} ({t_p99:.0} / {p_p99:.0} ms)",
+                t_tps / p_tps.max(1e-9),
+                t_p50 / p_p50.max(1e-9),
+                t_p99 / p_p99.max(1e-9),
             );
         }
     }
@@ -264,6 +317,7 @@ pub fn federated(args: FederatedArgs) -> anyhow::Result<()> {
                     patients: args.e2e_patients,
                     fhir: Vec::new(),
                     base_port: args.e2e_base_port,
+                    plain_http: false,
                 },
                 jobs: args.e2e_jobs,
             },
@@ -373,22 +427,57 @@ pub struct RedeemArgs {
     /// Seed.
     #[arg(long, default_value_t = 1)]
     pub seed: u64,
+    /// The nodes' HTTP APIs over TLS, plain HTTP, or both (one devnet each, one after the
+    /// other) with the ratio.
+    #[arg(long, value_enum, default_value_t = TlsArg::Both)]
+    pub tls: TlsArg,
 }
 
 /// Runs `medspace bench redeem`.
 pub fn redeem(a: RedeemArgs) -> anyhow::Result<()> {
+    // (tls, sequential p50 ms, transfer p50 ms, concurrent redemptions/s) of each run.
+    let mut figures = Vec::new();
+    for (run, &tls) in a.tls.runs().iter().enumerate() {
+        figures.push((tls, redeem_once(&a, tls, run)?));
+    }
+    if let [(true, t), (false, p)] = figures.as_slice() {
+        println!(
+            "bench redeem: tls / plain http, same run: sequential p50 {:.3} ({:.0} / {:.0} ms), transfer and client p50 {:.3} ({:.1} / {:.1} ms), concurrent rate {:.3} ({:.1} / {:.1} redemptions/s)",
+            t.0 / p.0.max(1e-9),
+            t.0,
+            p.0,
+            t.1 / p.1.max(1e-9),
+            t.1,
+            p.1,
+            t.2 / p.2.max(1e-9),
+            t.2,
+            p.2,
+        );
+    }
+    Ok(())
+}
+
+/// One devnet's redemptions, printed; returns (sequential p50 ms, transfer and client p50 ms,
+/// concurrent redemptions/s).
+fn redeem_once(a: &RedeemArgs, tls: bool, run: usize) -> anyhow::Result<(f64, f64, f64)> {
     let b = bar(
         (a.redemptions + a.rate_redemptions) as u64,
         "{msg} {bar:40} {pos}/{len}",
-        "redemptions",
+        if tls {
+            "redemptions (tls)"
+        } else {
+            "redemptions (plain http)"
+        },
     );
     let r = medspace_devnet::bench::redeem(
         &medspace_devnet::bench::RedeemOptions {
             net: medspace_devnet::devnet::DevnetOptions {
                 seed: a.seed,
                 patients: a.patients,
-                fhir: a.fhir,
-                base_port: a.base_port,
+                fhir: a.fhir.clone(),
+                // Each run on its own ports: the previous devnet's sockets may still linger.
+                base_port: a.base_port.saturating_add(200 * run as u16),
+                plain_http: !tls,
             },
             redemptions: a.redemptions,
             concurrency: a.concurrency,
@@ -397,6 +486,7 @@ pub fn redeem(a: RedeemArgs) -> anyhow::Result<()> {
         &mut |done, _| b.set_position(done as u64),
     )?;
     b.finish_and_clear();
+    println!("bench redeem ({}):", tls_label(tls));
     let sizes = &r.record_sizes;
     println!(
         "bench redeem: a devnet of 4 validator processes + observer; hospital-a holds {} patients ({} resources each on average, the largest {})",
@@ -441,5 +531,9 @@ pub fn redeem(a: RedeemArgs) -> anyhow::Result<()> {
         r.concurrent.len() as f64 / r.concurrent_s.max(1e-9),
         percentile(&conc, 0.5)
     );
-    Ok(())
+    Ok((
+        percentile(&total, 0.5),
+        percentile(&rest, 0.5),
+        r.concurrent.len() as f64 / r.concurrent_s.max(1e-9),
+    ))
 }

@@ -36,6 +36,17 @@ pub fn init(args: InitArgs) -> anyhow::Result<()> {
     for c in configs {
         println!("node config: {}", c.display());
     }
+    if spec.plain_http {
+        println!(
+            "plain HTTP: no TLS certificates (the nodes' configs allow plain HTTP; development only)"
+        );
+    } else {
+        println!(
+            "tls: each node's certificate is pinned in the genesis (its key in <node dir>/{}, a copy of the certificate in <node dir>/{})",
+            medspace_chain::tls::KEY_FILE,
+            medspace_chain::tls::CERT_FILE
+        );
+    }
     Ok(())
 }
 

@@ -19,6 +19,9 @@ pub struct HospitalData {
     /// One FHIR R4 folder per hospital (e.g. the Synthea split) instead of generated patients.
     #[arg(long, num_args = 1.., value_name = "DIR")]
     pub fhir: Vec<PathBuf>,
+    /// Development only: the nodes' HTTP APIs without TLS (no certificates in the genesis).
+    #[arg(long)]
+    pub plain_http: bool,
 }
 
 impl HospitalData {
@@ -29,6 +32,7 @@ impl HospitalData {
             patients: self.patients,
             fhir: self.fhir,
             base_port,
+            plain_http: self.plain_http,
         }
     }
 }
@@ -94,7 +98,7 @@ pub fn run(a: DevnetArgs) -> anyhow::Result<()> {
         println!("  research consent: {allow} patients allow, {deny} deny");
         net.mark_bootstrapped()?;
     }
-    println!("\n  {:<12} {:<10} {:<24} data", "node", "role", "http api");
+    println!("\n  {:<12} {:<10} {:<24} data", "node", "role", "api");
     for name in net.node_names() {
         let role = if net.is_observer(&name) {
             "observer"
@@ -102,8 +106,8 @@ pub fn run(a: DevnetArgs) -> anyhow::Result<()> {
             "validator"
         };
         println!(
-            "  {name:<12} {role:<10} http://{:<17} {}",
-            net.http(&name).map(|a| a.to_string()).unwrap_or_default(),
+            "  {name:<12} {role:<10} {:<24} {}",
+            net.url(&name).unwrap_or_default(),
             net.dir.join(&name).display()
         );
     }
@@ -113,12 +117,22 @@ pub fn run(a: DevnetArgs) -> anyhow::Result<()> {
         ledger.height(),
         ledger.state().root()
     );
-    println!(
-        "  try: curl http://{}/v1/health",
-        net.http("hospital-a")
-            .map(|a| a.to_string())
-            .unwrap_or_default()
-    );
+    let a_url = net.url("hospital-a").unwrap_or_default();
+    match net.http("hospital-a") {
+        Some(addr) if !net.options.plain_http => {
+            println!(
+                "  every API speaks TLS with the certificate pinned for its node in {} (no CA: trust that certificate, by the node's name)",
+                net.dir.join("genesis.json").display()
+            );
+            println!(
+                "  try: curl --cacert {} --resolve hospital-a:{}:{} {a_url}/v1/health",
+                net.cert_file("hospital-a").display(),
+                addr.port(),
+                addr.ip()
+            );
+        }
+        _ => println!("  try: curl {a_url}/v1/health"),
+    }
     println!(
         "  a study from the command line: medspace query contract --spec <query.json> --study <id> (as research-1.researcher),"
     );

@@ -64,17 +64,28 @@ impl Net {
 const READER_SEED: u64 = 1;
 
 impl Net {
-    /// A follower's source over the validators `order`, reading as the member.
-    fn source(&self, order: &[usize]) -> HttpSource {
-        HttpSource::named(
+    /// A client trusting exactly the genesis certificates.
+    fn client(&self) -> reqwest::Client {
+        medspace_chain::tls::client(&self.genesis, Duration::from_secs(30)).unwrap()
+    }
+
+    /// A follower's unsigned source over the validators `order`, through that client.
+    fn unsigned_source(&self, order: &[usize]) -> HttpSource {
+        HttpSource::with_client(
+            self.client(),
             order
                 .iter()
                 .map(|i| (self.names[*i].clone(), self.http[*i].clone()))
                 .collect(),
         )
-        .signed_by(std::sync::Arc::new(medspace_api::gate::KeySigner(
-            Keypair::from_seed(READER_SEED),
-        )))
+    }
+
+    /// A follower's source over the validators `order`, reading as the member.
+    fn source(&self, order: &[usize]) -> HttpSource {
+        self.unsigned_source(order)
+            .signed_by(std::sync::Arc::new(medspace_api::gate::KeySigner(
+                Keypair::from_seed(READER_SEED),
+            )))
     }
 }
 
@@ -127,6 +138,15 @@ fn init(dir: &Path) -> Net {
         String::from_utf8_lossy(&out.stderr)
     );
     let genesis = medspace_chain::node::Genesis::load(&dir.join("genesis.json")).unwrap();
+    // Every node's certificate is pinned in the genesis: its API is https://<name>:<port>.
+    let http: Vec<String> = genesis
+        .validators
+        .iter()
+        .chain(&genesis.observers)
+        .map(medspace_chain::tls::node_url)
+        .collect();
+    assert!(http.iter().all(|u| u.starts_with("https://")), "{http:?}");
+    assert_eq!(http[4], format!("https://observer:{}", ports[9]));
     // The observer reads the validators' blocks with its member's ledger key.
     let observer = dir.join("observer");
     std::fs::write(observer.join("member.key"), member.secret_hex()).unwrap();
@@ -139,9 +159,7 @@ fn init(dir: &Path) -> Net {
     .unwrap();
     Net {
         dir: dir.to_path_buf(),
-        http: (0..5)
-            .map(|i| format!("http://127.0.0.1:{}", ports[5 + i]))
-            .collect(),
+        http,
         names,
         children: (0..5).map(|_| None).collect(),
         genesis,
@@ -252,12 +270,67 @@ fn validators_survive_kill_9_and_every_acknowledged_transaction_is_everywhere() 
         .enable_all()
         .build()
         .unwrap();
-    let client = reqwest::Client::new();
+    let client = net.client();
     rt.block_on(async {
         for url in &net.http {
             wait_up(&client, url).await;
         }
     });
+    // TLS only: a plain-HTTP request to a node's API port gets no answer, and a client that
+    // pins nothing refuses the node's certificate.
+    let plain = medspace_chain::tls::plain_client(Duration::from_secs(5)).unwrap();
+    for (i, v) in net
+        .genesis
+        .validators
+        .iter()
+        .chain(&net.genesis.observers)
+        .enumerate()
+    {
+        let answered = rt.block_on(async {
+            plain
+                .get(format!("http://{}/v1/health", v.http))
+                .send()
+                .await
+        });
+        assert!(
+            answered.is_err(),
+            "node {i} answered plain HTTP: {answered:?}"
+        );
+        let unpinned =
+            rt.block_on(async { plain.get(format!("{}/v1/health", net.http[i])).send().await });
+        assert!(
+            unpinned.is_err(),
+            "node {i}: an unpinned certificate was trusted"
+        );
+    }
+    // A client pinned to other certificates for the same names and addresses (a second
+    // `medspace init` of the same spec) is refused by every node, and the other way round.
+    let other = dir.join("other");
+    let out = Command::new(BIN)
+        .args(["init", "--consortium"])
+        .arg(dir.join("spec.json"))
+        .arg("--out")
+        .arg(&other)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let other = medspace_chain::node::Genesis::load(&other.join("genesis.json")).unwrap();
+    let impostor = medspace_chain::tls::client(&other, Duration::from_secs(5)).unwrap();
+    for url in &net.http {
+        let answered = rt.block_on(async { impostor.get(format!("{url}/v1/health")).send().await });
+        assert!(
+            answered.is_err(),
+            "{url} trusted by a client pinning other certificates"
+        );
+        let answered = rt
+            .block_on(async { client.get(format!("{url}/v1/health")).send().await })
+            .unwrap();
+        assert!(answered.status().is_success(), "{url}");
+    }
     let mut ack = Follower::new(&net.genesis).unwrap();
     // Steady load on all four, then on three while validator 3 is dead, then on all again.
     let mut all_ids = Vec::new();
@@ -331,7 +404,7 @@ fn validators_survive_kill_9_and_every_acknowledged_transaction_is_everywhere() 
     // A follower accepts nothing it cannot verify: a flipped byte anywhere in a served block,
     // a block out of order, and changes nothing when it refuses.
     // Blocks go to the consortium's members only: an unsigned follower gets none.
-    let unsigned = HttpSource::new(net.http[..4].to_vec());
+    let unsigned = net.unsigned_source(&[0, 1, 2, 3]);
     assert!(
         rt.block_on(unsigned.fetch(1, 0)).is_err(),
         "an unsigned read of a block"
@@ -522,8 +595,19 @@ fn the_multi_process_ledger_benchmark_finalizes_its_workload() {
         "bench failed: {text}\n{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    assert!(text.contains("finalized 600 of 600"), "{text}");
-    assert!(text.contains("refused 0"), "{text}");
+    // Both runs, over TLS and over plain HTTP, finalize everything, and the ratio is printed.
+    for mode in ["tls", "plain http"] {
+        let line = text
+            .lines()
+            .find(|l| l.starts_with(&format!("bench ledger (processes, {mode}):")))
+            .unwrap_or_else(|| panic!("no {mode} figures: {text}"));
+        assert!(line.contains("finalized 600 of 600"), "{text}");
+        assert!(line.contains("refused 0"), "{text}");
+    }
+    assert!(
+        text.contains("tls / plain http, same run: throughput"),
+        "{text}"
+    );
 }
 
 /// The README's main job, end to end on real node processes: every step's outcome is checked
@@ -533,6 +617,24 @@ fn the_multi_process_ledger_benchmark_finalizes_its_workload() {
 fn demo_runs_its_story_across_the_devnet() {
     let dir = std::env::temp_dir().join(format!("medspace-demo-{}", std::process::id()));
     let text = run_demo(&dir, &["--patients".into(), "25".into()]);
+    // Over TLS: every node's API is listed as https://<name>:<port>, none as plain HTTP.
+    for node in [
+        "hospital-a",
+        "hospital-b",
+        "hospital-c",
+        "research-1",
+        "regulator",
+    ] {
+        assert!(
+            text.contains(&format!(" https://{node}:")),
+            "{node} not over https in:\n{text}"
+        );
+    }
+    assert!(
+        !text.contains("http://127.0.0.1"),
+        "a plain-HTTP URL in:\n{text}"
+    );
+    assert!(text.contains("every HTTP API speaks TLS 1.3"), "{text}");
     for expected in [
         "observer (follows and verifies every block)",
         "-> contract ACTIVE",
@@ -697,6 +799,11 @@ impl DevnetProcess {
             seen.push_str(&line);
             seen.push('\n');
             if line.contains("Ctrl-C stops the consortium") {
+                // The devnet runs over TLS by default: its nodes are listed as https URLs.
+                for node in ["hospital-a", "regulator"] {
+                    assert!(seen.contains(&format!(" https://{node}:")), "{seen}");
+                }
+                assert!(!seen.contains("http://127.0.0.1"), "{seen}");
                 // Keep reading: a closed pipe would make the devnet's next line fail.
                 std::thread::spawn(move || lines.for_each(drop));
                 return Self {
@@ -850,7 +957,10 @@ fn a_study_runs_from_the_cli_on_the_hospitals_workers_and_survives_a_dropped_sit
         .build()
         .unwrap();
     let get = |node: usize, path: &str, key: &Keypair| -> (u16, String) {
-        let url = format!("http://{}{path}", genesis.validators[node].http);
+        let url = format!(
+            "{}{path}",
+            medspace_chain::tls::node_url(&genesis.validators[node])
+        );
         let auth = medspace_api::auth::Request {
             method: "GET",
             path_and_query: path,
@@ -859,7 +969,8 @@ fn a_study_runs_from_the_cli_on_the_hospitals_workers_and_survives_a_dropped_sit
         }
         .sign(key);
         rt.block_on(async {
-            let r = reqwest::Client::new()
+            let r = medspace_chain::tls::client(&genesis, Duration::from_secs(30))
+                .unwrap()
                 .get(url)
                 .header("authorization", auth)
                 .send()
@@ -1045,10 +1156,11 @@ fn patient_codes_are_redeemed_only_as_granted(net: &DevnetProcess) {
         .unwrap();
     let send_to = |node: usize| {
         rt.block_on(async {
-            let r = reqwest::Client::new()
+            let r = medspace_chain::tls::client(&genesis, Duration::from_secs(30))
+                .unwrap()
                 .post(format!(
-                    "http://{}/v1/records/redeem",
-                    genesis.validators[node].http
+                    "{}/v1/records/redeem",
+                    medspace_chain::tls::node_url(&genesis.validators[node])
                 ))
                 .header("authorization", auth.clone())
                 .body(body.clone())

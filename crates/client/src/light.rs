@@ -64,20 +64,19 @@ impl LightClient {
                 .enable_all()
                 .build()
                 .map_err(|e| ClientError::Runtime(e.to_string()))?,
-            client: reqwest::Client::builder()
-                .timeout(Duration::from_secs(30))
-                .build()
+            // Every node over TLS, trusting exactly the certificates the genesis pins.
+            client: medspace_chain::tls::client(genesis, Duration::from_secs(30))
                 .map_err(|e| ClientError::Runtime(e.to_string()))?,
             validators: genesis
                 .validators
                 .iter()
-                .map(|v| (v.name.clone(), format!("http://{}", v.http)))
+                .map(|v| (v.name.clone(), medspace_chain::tls::node_url(v)))
                 .collect(),
             nodes: genesis
                 .validators
                 .iter()
                 .chain(&genesis.observers)
-                .map(|n| (n.name.clone(), format!("http://{}", n.http)))
+                .map(|n| (n.name.clone(), medspace_chain::tls::node_url(n)))
                 .collect(),
             check: HeaderCheck::new(genesis)?,
             chain_id: Name::new(&genesis.chain_id)?,

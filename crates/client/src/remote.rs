@@ -60,20 +60,18 @@ impl Remote {
             .enable_all()
             .build()
             .map_err(|e| ClientError::Runtime(e.to_string()))?;
-        let urls: Vec<String> = genesis
-            .validators
-            .iter()
-            .map(|v| format!("http://{}", v.http))
-            .collect();
+        // Every node is reached over TLS, trusting exactly the certificates the genesis pins.
+        let urls = medspace_chain::tls::validator_urls(genesis);
+        let client = medspace_chain::tls::client(genesis, Duration::from_secs(30))
+            .map_err(|e| ClientError::Runtime(e.to_string()))?;
         let mut r = Self {
             runtime,
-            client: reqwest::Client::builder()
-                .timeout(Duration::from_secs(30))
-                .build()
-                .map_err(|e| ClientError::Runtime(e.to_string()))?,
-            source: HttpSource::from_genesis(genesis).signed_by(std::sync::Arc::new(
-                medspace_api::gate::KeySigner(reader.clone()),
-            )),
+            source: HttpSource::from_genesis(genesis)
+                .map_err(|e| ClientError::Runtime(e.to_string()))?
+                .signed_by(std::sync::Arc::new(medspace_api::gate::KeySigner(
+                    reader.clone(),
+                ))),
+            client,
             reader: reader.clone(),
             urls,
             names: genesis.validators.iter().map(|v| v.name.clone()).collect(),
@@ -81,7 +79,7 @@ impl Remote {
                 .validators
                 .iter()
                 .chain(&genesis.observers)
-                .map(|n| (n.name.clone(), format!("http://{}", n.http)))
+                .map(|n| (n.name.clone(), medspace_chain::tls::node_url(n)))
                 .collect(),
             next_url: 0,
             follower: Follower::new(genesis)?,

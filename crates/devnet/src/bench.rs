@@ -288,10 +288,8 @@ fn redeem_on(
         .worker_threads(2)
         .enable_all()
         .build()?;
-    let client = reqwest::Client::builder()
-        .timeout(Duration::from_secs(60))
-        .build()
-        .context("http client")?;
+    // Over TLS when the devnet's genesis pins the nodes' certificates, plain HTTP when not.
+    let client = medspace_chain::tls::client(&net.genesis, Duration::from_secs(60))?;
     let total_steps = opts.redemptions + opts.rate_redemptions;
     let mut sequential = Vec::new();
     for i in 0..opts.redemptions {
@@ -394,6 +392,8 @@ pub struct LedgerOptions {
     pub rate: u64,
     /// First loopback port (p2p from here, HTTP from here + 100).
     pub base_port: u16,
+    /// The validators' APIs over TLS (certificates pinned in the genesis), or plain HTTP.
+    pub tls: bool,
 }
 
 /// What the processes finalized.
@@ -435,15 +435,17 @@ pub fn ledger_processes(
             http: addr(opts.base_port + 100 + i),
         })
         .collect();
-    let urls: Vec<String> = nodes.iter().map(|n| format!("http://{}", n.http)).collect();
     medspace_chain::node::init_consortium(
         &medspace_chain::node::ConsortiumSpec {
             chain_id: medspace_chain::bench::BENCH_CHAIN.to_string(),
             nodes: nodes.clone(),
             app: workload.app_genesis.clone(),
+            plain_http: !opts.tls,
         },
         &dir,
     )?;
+    let genesis = medspace_chain::node::Genesis::load(&dir.join("genesis.json"))?;
+    let urls = medspace_chain::tls::validator_urls(&genesis);
     let mut children = Children(Vec::new());
     for n in &nodes {
         let log = std::fs::File::create(dir.join(&n.name).join("node.log"))?;
@@ -466,6 +468,7 @@ pub fn ledger_processes(
         medspace_ledger::bench::bench_member(),
     );
     let outcome = offer(
+        &genesis,
         &urls,
         &reader,
         &workload.txs,
@@ -493,6 +496,7 @@ impl Drop for Children {
 /// Offers `txs` to the validators at `urls` at `rate`, watching validator 0's blocks as
 /// `reader` (its name, and a member's key: validators serve blocks to members only).
 fn offer(
+    genesis: &medspace_chain::node::Genesis,
     urls: &[String],
     reader: &(String, Keypair),
     txs: &[bytes::Bytes],
@@ -506,10 +510,8 @@ fn offer(
         .build()?;
     // reqwest starts its timeout timer when a request is sent, inside the runtime's context.
     let _inside = rt.enter();
-    let client = reqwest::Client::builder()
-        .timeout(Duration::from_secs(30))
-        .build()
-        .context("http client")?;
+    // Over TLS when the genesis pins the validators' certificates, plain HTTP when not.
+    let client = medspace_chain::tls::client(genesis, Duration::from_secs(30))?;
     // Every validator answers before anything is offered.
     let started = Instant::now();
     for url in urls {

@@ -67,8 +67,13 @@ pub fn run(opts: &DemoOptions) -> Result<()> {
             "validator"
         };
         println!(
-            "    {name:<12} http://{:<17} {role}",
-            net.http(&name).map(|a| a.to_string()).unwrap_or_default()
+            "    {name:<12} {:<24} {role}",
+            net.url(&name).unwrap_or_default()
+        );
+    }
+    if !opts.net.plain_http {
+        println!(
+            "    every HTTP API speaks TLS 1.3 with the certificate its node's genesis entry pins (clients trust those, no CA); the validators' consensus traffic is commonware-p2p, authenticated and encrypted with their ed25519 keys"
         );
     }
     let mut ledger = net.client()?;

@@ -36,6 +36,10 @@ pub struct DevnetOptions {
     pub fhir: Vec<PathBuf>,
     /// First port: p2p on `base_port + i`, HTTP on `base_port + 100 + i`.
     pub base_port: u16,
+    /// Plain HTTP instead of TLS (no certificates pinned; the nodes allow plain HTTP): for
+    /// development and for measuring what TLS costs. Off by default.
+    #[serde(default)]
+    pub plain_http: bool,
 }
 
 /// What `devnet.json` records.
@@ -60,9 +64,48 @@ pub struct Devnet {
     pub options: DevnetOptions,
     children: Vec<(String, Child)>,
     bootstrapped: bool,
+    probe: Probe,
 }
 
-fn spec(c: &Consortium, base_port: u16) -> Result<ConsortiumSpec> {
+/// Asks the nodes' `/v1/health` over HTTPS with the client that pins the genesis
+/// certificates, from a small runtime of its own (the devnet's callers are not async).
+struct Probe {
+    runtime: tokio::runtime::Runtime,
+    client: reqwest::Client,
+}
+
+impl Probe {
+    fn new(genesis: &ChainGenesis) -> Result<Self> {
+        Ok(Self {
+            runtime: tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?,
+            client: medspace_chain::tls::client(genesis, Duration::from_secs(2))?,
+        })
+    }
+
+    /// The height a node's `/v1/health` reports; `None` while it does not answer.
+    fn height(&self, url: &str) -> Option<u64> {
+        self.runtime.block_on(async {
+            let answer = self
+                .client
+                .get(format!("{url}/v1/health"))
+                .send()
+                .await
+                .ok()?;
+            if !answer.status().is_success() {
+                return None;
+            }
+            let body = answer.bytes().await.ok()?;
+            serde_json::from_slice::<serde_json::Value>(&body)
+                .ok()?
+                .get("height")?
+                .as_u64()
+        })
+    }
+}
+
+fn spec(c: &Consortium, base_port: u16, plain_http: bool) -> Result<ConsortiumSpec> {
     let addr = |p: u16| SocketAddr::from(([127, 0, 0, 1], p));
     let nodes = VALIDATORS
         .iter()
@@ -83,6 +126,7 @@ fn spec(c: &Consortium, base_port: u16) -> Result<ConsortiumSpec> {
         chain_id: c.genesis.chain_id.to_string(),
         nodes,
         app: serde_json::to_value(&c.genesis)?,
+        plain_http,
     })
 }
 
@@ -181,7 +225,10 @@ impl Devnet {
         let consortium = Consortium::default_devnet(options.seed, GENESIS_MS)?;
         if !dir.join("genesis.json").exists() {
             std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-            medspace_chain::node::init_consortium(&spec(&consortium, options.base_port)?, dir)?;
+            medspace_chain::node::init_consortium(
+                &spec(&consortium, options.base_port, options.plain_http)?,
+                dir,
+            )?;
         }
         if ChainGenesis::load(&dir.join("genesis.json"))?.app
             != serde_json::to_value(&consortium.genesis)?
@@ -204,6 +251,19 @@ impl Devnet {
         }
         ensure_observer(dir, &consortium, OBSERVER)?;
         let genesis = ChainGenesis::load(&dir.join("genesis.json"))?;
+        if !options.plain_http
+            && genesis
+                .validators
+                .iter()
+                .chain(&genesis.observers)
+                .any(|v| v.tls_cert.is_none())
+        {
+            fail!(
+                "{} was made before its nodes had TLS certificates (its genesis pins none); remove the directory to start afresh",
+                dir.display()
+            );
+        }
+        let probe = Probe::new(&genesis)?;
         let mut devnet = Self {
             dir: dir.to_path_buf(),
             genesis,
@@ -212,6 +272,7 @@ impl Devnet {
             options,
             children: Vec::new(),
             bootstrapped,
+            probe,
         };
         devnet.record()?;
         devnet.spawn_all()?;
@@ -262,6 +323,22 @@ impl Devnet {
             .map(|v| v.http)
     }
 
+    /// The base URL clients use for a node's API: `https://<name>:<port>` (its certificate
+    /// pinned in the genesis; [`medspace_chain::tls::node_url`]).
+    pub fn url(&self, name: &str) -> Option<String> {
+        self.genesis
+            .validators
+            .iter()
+            .chain(&self.genesis.observers)
+            .find(|v| v.name == name)
+            .map(medspace_chain::tls::node_url)
+    }
+
+    /// A node's pinned certificate as a PEM file, for `curl --cacert`.
+    pub fn cert_file(&self, name: &str) -> PathBuf {
+        self.dir.join(name).join(medspace_chain::tls::CERT_FILE)
+    }
+
     fn spawn_all(&mut self) -> Result<()> {
         for name in self.node_names() {
             self.spawn(&name)?;
@@ -296,6 +373,7 @@ impl Devnet {
         let started = Instant::now();
         for name in self.node_names() {
             let addr = self.http(&name).context("node without address")?;
+            let url = self.url(&name).context("node without address")?;
             loop {
                 if let Some((n, child)) = self.children.iter_mut().find(|(n, _)| *n == name)
                     && let Some(status) = child.try_wait()?
@@ -305,7 +383,7 @@ impl Devnet {
                         self.dir.join(&name).join("node.log").display()
                     );
                 }
-                if health_height(addr).is_some() {
+                if self.probe.height(&url).is_some() {
                     break;
                 }
                 if started.elapsed() > within {
@@ -323,10 +401,10 @@ impl Devnet {
 
     /// Waits until the observer has verified `height` (its `/v1/health`).
     pub fn wait_observer(&self, height: u64, within: Duration) -> Result<()> {
-        let addr = self.http(OBSERVER).context("no observer")?;
+        let url = self.url(OBSERVER).context("no observer")?;
         let started = Instant::now();
         loop {
-            if health_height(addr).is_some_and(|h| h >= height) {
+            if self.probe.height(&url).is_some_and(|h| h >= height) {
                 return Ok(());
             }
             if started.elapsed() > within {
@@ -387,23 +465,6 @@ impl Drop for Devnet {
     fn drop(&mut self) {
         self.stop();
     }
-}
-
-/// The height a node's `/v1/health` reports; `None` while it does not answer (a plain
-/// HTTP/1.0 request: no client runtime needed to poll a starting node).
-fn health_height(addr: SocketAddr) -> Option<u64> {
-    use std::io::{Read as _, Write as _};
-    let mut s = std::net::TcpStream::connect_timeout(&addr, Duration::from_millis(500)).ok()?;
-    s.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
-    s.write_all(format!("GET /v1/health HTTP/1.0\r\nHost: {addr}\r\n\r\n").as_bytes())
-        .ok()?;
-    let mut text = String::new();
-    s.read_to_string(&mut text).ok()?;
-    let body = text.split_once("\r\n\r\n")?.1;
-    serde_json::from_str::<serde_json::Value>(body)
-        .ok()?
-        .get("height")?
-        .as_u64()
 }
 
 /// Each hospital's catalog entry, built from its vault (no data: tables, fields, counts,

@@ -42,6 +42,9 @@ pub enum DevnetError {
     /// Making or loading the consortium's files failed.
     #[error(transparent)]
     Node(#[from] medspace_chain::node::NodeError),
+    /// The TLS client could not be built from the genesis.
+    #[error(transparent)]
+    Tls(#[from] medspace_chain::tls::TlsError),
     /// A file or process operation failed.
     #[error(transparent)]
     Io(#[from] std::io::Error),

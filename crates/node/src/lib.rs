@@ -56,7 +56,7 @@ fn prepare_worker(
         .validators
         .iter()
         .chain(&genesis.observers)
-        .map(|v| (v.name.clone(), format!("http://{}", v.http)))
+        .map(|v| (v.name.clone(), medspace_chain::tls::node_url(v)))
         .collect();
     Ok(Some(medspace_worker::config::prepare(
         &section,
@@ -83,6 +83,13 @@ pub fn run(config: &Path) -> Result<(), NodeError> {
         });
     }
     let worker = prepare_worker(config, &cfg, &genesis)?;
+    // The worker reaches the other nodes with the client that trusts the genesis certificates.
+    let client = medspace_chain::tls::client(&genesis, WORKER_REQUEST_TIMEOUT).map_err(|e| {
+        medspace_worker::WorkerError::Invalid {
+            what: "transport",
+            error: e.to_string(),
+        }
+    })?;
     let api = medspace_api::Config::new(name.clone());
     let member = name.clone();
     medspace_chain::node::run_node(
@@ -93,7 +100,7 @@ pub fn run(config: &Path) -> Result<(), NodeError> {
             let gate = Arc::new(medspace_api::gate::ChainGate::new(ledger.clone(), member));
             let mut router = medspace_api::read_router(ledger.clone(), api);
             if let Some(p) = worker {
-                match start_worker(ctx, p, ledger) {
+                match start_worker(ctx, p, ledger, client) {
                     Ok(w) => {
                         router = router.merge(w.router());
                         follow_blocks(handle, w);
@@ -110,20 +117,19 @@ pub fn run(config: &Path) -> Result<(), NodeError> {
     Ok(())
 }
 
+/// The longest a worker's request to another node may take.
+const WORKER_REQUEST_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
+
 /// Starts the worker's services on the node's runtime, over its vault.
 fn start_worker(
     ctx: commonware_runtime::tokio::Context,
     p: medspace_worker::config::Prepared,
     ledger: Arc<medspace_chain::engine::Handle<LedgerApp>>,
+    client: reqwest::Client,
 ) -> Result<medspace_worker::Worker, medspace_worker::WorkerError> {
     let peers: BTreeMap<_, _> = p.peers.clone();
     let transport =
-        medspace_worker::transport::HttpTransport::new(p.key.clone(), peers).map_err(|e| {
-            medspace_worker::WorkerError::Invalid {
-                what: "transport",
-                error: e.to_string(),
-            }
-        })?;
+        medspace_worker::transport::HttpTransport::with_client(client, p.key.clone(), peers);
     let plane = Arc::new(medspace_compute::node::VaultPlane {
         dir: p.vault_dir.clone(),
     });

@@ -71,9 +71,10 @@ pub enum ObserverError {
 }
 
 /// Runs an observer node until the process stops: replays and re-verifies its block log, then
-/// follows the validators' finalized blocks over HTTP, verifying each (certificate, links,
-/// re-execution) before appending it to the log, and serves the ledger-read API with proofs on
-/// `http.listen`.
+/// follows the validators' finalized blocks over HTTPS (their certificates pinned in the
+/// genesis), verifying each (certificate, links, re-execution) before appending it to the log,
+/// and serves the ledger-read API with proofs on `http.listen`, over TLS with the certificate
+/// the genesis pins for the observer ([`medspace_chain::tls::for_node`]).
 pub fn run(
     config: &medspace_chain::node::NodeConfig,
     genesis: &ChainGenesis,
@@ -109,14 +110,15 @@ pub fn run(
         .enable_all()
         .build()
         .map_err(|e| io("tokio runtime", &e))?;
-    let source = HttpSource::from_genesis(genesis)
+    let tls = medspace_chain::tls::for_node(config, genesis).map_err(|e| io("tls", &e))?;
+    let source = HttpSource::from_genesis(genesis)?
         .signed_by(Arc::new(medspace_api::gate::KeySigner(member_key)));
     let listen = config.http.listen;
     let shared = follower.clone();
     let api = medspace_api::Config::new(config.node.name.clone());
     runtime.block_on(async move {
         let router = medspace_api::router(Arc::new(FollowerView::new(shared.clone())), api);
-        let server = tokio::spawn(async move { medspace_chain::api::serve(listen, router).await });
+        let server = tokio::spawn(async move { medspace_chain::tls::serve(listen, router, tls).await });
         let mut backoff_ms = 100u64;
         loop {
             if server.is_finished() {

@@ -7,8 +7,8 @@
 //! agreement_key_file = "agreement.key"   # its X25519 secret (hex): pairwise masks
 //! vault_dir = "."                        # the vault and patient links (default: the node dir)
 //! share_timeout_ms = 10000               # how long the aggregator waits for a site's share
-//! [worker.peers]                         # member -> http base url (default: genesis node of that name)
-//! hospital-b = "http://127.0.0.1:7501"
+//! [worker.peers]                         # member -> base url (default: genesis node of that name)
+//! hospital-b = "https://hospital-b:7501"  # the name resolves to its genesis address
 //! ```
 
 use crate::WorkerError;

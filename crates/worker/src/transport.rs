@@ -75,13 +75,23 @@ pub struct HttpTransport {
 }
 
 impl HttpTransport {
-    /// A transport signing with `key`, reaching each member at its base URL.
+    /// A transport signing with `key`, reaching each member at its plain-HTTP base URL (a
+    /// client trusting no certificate: [`medspace_chain::tls::plain_client`]). Nodes use
+    /// [`HttpTransport::with_client`] with the client that pins the genesis certificates.
     pub fn new(key: Keypair, peers: BTreeMap<MemberId, String>) -> Result<Self, PeerError> {
-        let client = reqwest::Client::builder()
-            .timeout(Duration::from_secs(60))
-            .build()
+        let client = medspace_chain::tls::plain_client(Duration::from_secs(60))
             .map_err(|e| PeerError::Unreachable(e.to_string()))?;
-        Ok(Self { client, key, peers })
+        Ok(Self::with_client(client, key, peers))
+    }
+
+    /// A transport signing with `key`, reaching each member at its base URL through `client`
+    /// (e.g. [`medspace_chain::tls::client`], which trusts exactly the genesis certificates).
+    pub fn with_client(
+        client: reqwest::Client,
+        key: Keypair,
+        peers: BTreeMap<MemberId, String>,
+    ) -> Self {
+        Self { client, key, peers }
     }
 
     fn url(&self, to: &MemberId) -> Result<&str, PeerError> {
