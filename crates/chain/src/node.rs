@@ -14,7 +14,7 @@ use crate::{
 pub use crate::{
     config::{
         ConsensusSection, HttpSection, MempoolSection, NodeConfig, NodeError, NodeSection,
-        P2pSection, load_key,
+        KEY_PASSPHRASE_ENV, KEY_ROLE, P2pSection, load_key,
     },
     genesis::{ConsortiumSpec, Genesis, GenesisValidator, SpecNode, init_consortium},
 };
@@ -127,7 +127,7 @@ where
     X: FnOnce(commonware_runtime::tokio::Context, Handle<A>) -> axum::Router + Send + 'static,
 {
     let genesis = Genesis::load(&config.node.genesis_file)?;
-    let signer = load_key(&config.node.key_file)?;
+    let signer = config.load_node_key()?;
     let app = make_app(&genesis).map_err(|e| NodeError::Invalid {
         what: "application genesis",
         path: config.node.genesis_file.display().to_string(),

@@ -26,7 +26,9 @@ use medspace_privacy::release::{Cell, Protection, group_label, release_totals};
 use medspace_privacy::secagg;
 use medspace_types::{Hash, JobId};
 use medspace_vault::VaultError;
+use medspace_vault::VaultKey;
 use medspace_vault::bench::{SyntheticPersons, write_synthetic_cdm};
+use medspace_vault::seal::{KdfParams, Passphrase};
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -178,6 +180,7 @@ pub struct FederatedBench {
 
 struct Site {
     dir: PathBuf,
+    key: VaultKey,
     cohort: BTreeSet<i64>,
     secret: StaticSecret,
 }
@@ -284,7 +287,7 @@ fn federated_run(
     let (mut local, mut noise) = (Vec::new(), Duration::ZERO);
     let mut slowest_site = Duration::ZERO;
     for site in sites {
-        let (vector, t) = site_vector(&site.dir, &site.cohort, &site_job, &mut rng)?;
+        let (vector, t) = site_vector(&site.dir, &site.key, &site.cohort, &site_job, &mut rng)?;
         vectors.push(vector);
         local.push(t.local);
         noise += t.noise;
@@ -308,7 +311,7 @@ fn federated_run(
 }
 
 fn pooled_run(
-    dirs: &[&Path],
+    dirs: &[(&Path, &VaultKey)],
     cohort: &BTreeSet<i64>,
     spec: &QuerySpec,
     sql: &str,
@@ -363,8 +366,10 @@ pub fn bench_federated(
             })?;
         }
         let before = u64::from(offset);
+        let key = VaultKey::create(&dir, &Passphrase::generate(), KdfParams::DEFAULT)?;
         measurements += write_synthetic_cdm(
             &dir,
+            &key,
             SyntheticPersons {
                 persons,
                 seed: options.seed.wrapping_add(i),
@@ -389,6 +394,7 @@ pub fn bench_federated(
         );
         sites.push(Site {
             dir,
+            key,
             cohort,
             secret,
         });
@@ -398,7 +404,7 @@ pub fn bench_federated(
     progress(Progress::Built);
 
     let peers: Vec<PublicKey> = sites.iter().map(|s| PublicKey::from(&s.secret)).collect();
-    let dirs: Vec<&Path> = sites.iter().map(|s| s.dir.as_path()).collect();
+    let dirs: Vec<(&Path, &VaultKey)> = sites.iter().map(|s| (s.dir.as_path(), &s.key)).collect();
     let pooled_cohort: BTreeSet<i64> = sites
         .iter()
         .flat_map(|s| s.cohort.iter().copied())

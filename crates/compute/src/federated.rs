@@ -14,6 +14,7 @@ use medspace_privacy::release::{Protection, values_per_group};
 use medspace_state::State;
 use medspace_types::{JobId, MemberId};
 use std::collections::BTreeSet;
+use medspace_vault::VaultKey;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
@@ -101,11 +102,12 @@ pub struct SiteTimings {
 }
 
 /// The data plane of one site for a planned job: runs the job's compiled query over `cohort`
-/// (registered as [`CONSENTED`]) in the vault of `node_dir`, lays the result out in the spec's
+/// (registered as [`CONSENTED`]) in the vault of `node_dir` (keys `key`), lays the result out in the spec's
 /// fixed vector ([`local_vector`]) and adds the site's noise. Returns the noised vector and the
 /// time of each step.
 pub fn site_vector<R: rand_core::CryptoRng>(
     node_dir: &Path,
+    key: &VaultKey,
     cohort: &BTreeSet<i64>,
     job: &SiteJob<'_>,
     rng: &mut R,
@@ -113,7 +115,7 @@ pub fn site_vector<R: rand_core::CryptoRng>(
     let spec = job.spec;
     let t = Instant::now();
     let sql = medspace_privacy::query::compile_sql(spec, CONSENTED)?;
-    let rows = local::run(node_dir, cohort, &sql)?;
+    let rows = local::run(node_dir, key, cohort, &sql)?;
     let mut vector = local_vector(spec, &rows);
     let local = t.elapsed();
     let t = Instant::now();
@@ -172,6 +174,7 @@ pub fn run_site<R: rand_core::CryptoRng>(
     job: JobId,
     member: &MemberId,
     node_dir: &Path,
+    key: &VaultKey,
     links: &Links,
     protection: Protection,
     rng: &mut R,
@@ -189,6 +192,6 @@ pub fn run_site<R: rand_core::CryptoRng>(
         epsilon_micro: plan.job.epsilon_reserved,
         protection,
     };
-    let (vector, _) = site_vector(node_dir, &plan.cohort, &site_job, rng)?;
+    let (vector, _) = site_vector(node_dir, key, &plan.cohort, &site_job, rng)?;
     Ok((vector, plan.cohort.len() as u64))
 }

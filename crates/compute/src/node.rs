@@ -10,6 +10,7 @@ use medspace_state::State;
 use medspace_types::{JobId, MemberId, PatientId};
 use medspace_worker::compute::{DataPlane, PlaneRefusal, SiteVector};
 use medspace_worker::records::RecordSource;
+use medspace_vault::VaultKey;
 use std::path::PathBuf;
 
 /// Runs `f` on a thread of its own and waits for it: the vault's DataFusion work starts a
@@ -29,6 +30,8 @@ fn outside_runtime<T: Send>(
 pub struct VaultPlane {
     /// The node directory holding the vault and the links.
     pub dir: PathBuf,
+    /// The vault's keys, unlocked once when the node starts.
+    pub key: VaultKey,
 }
 
 impl DataPlane for VaultPlane {
@@ -40,7 +43,7 @@ impl DataPlane for VaultPlane {
     ) -> Result<SiteVector, PlaneRefusal> {
         let refuse = |e: &dyn std::fmt::Display| PlaneRefusal(e.to_string());
         // The links are read afresh for every job: a patient linked since the last one counts.
-        let links = Links::load(&self.dir).map_err(|e| refuse(&e))?;
+        let links = Links::load(&self.dir, &self.key).map_err(|e| refuse(&e))?;
         let k = state.policy().map_err(|e| refuse(&e))?.min_cell_k;
         let mut rng = medspace_privacy::dp::os_rng().map_err(|e| refuse(&e))?;
         let started = std::time::Instant::now();
@@ -52,6 +55,7 @@ impl DataPlane for VaultPlane {
                 job,
                 member,
                 &self.dir,
+                &self.key,
                 &links,
                 Protection::Full { k },
                 &mut rng,
@@ -67,6 +71,8 @@ impl DataPlane for VaultPlane {
 pub struct VaultRecords {
     /// The node directory holding the vault and the links.
     pub dir: PathBuf,
+    /// The vault's keys, unlocked once when the node starts.
+    pub key: VaultKey,
 }
 
 impl RecordSource for VaultRecords {
@@ -75,12 +81,12 @@ impl RecordSource for VaultRecords {
         patient: &PatientId,
     ) -> Result<Option<serde_json::Value>, PlaneRefusal> {
         let refuse = |e: &dyn std::fmt::Display| PlaneRefusal(e.to_string());
-        let links = Links::load(&self.dir).map_err(|e| refuse(&e))?;
+        let links = Links::load(&self.dir, &self.key).map_err(|e| refuse(&e))?;
         let Some(person) = links.person_of(patient) else {
             return Ok(None);
         };
         outside_runtime(|| {
-            let vault = medspace_vault::Vault::open_read_only(&self.dir).map_err(|e| refuse(&e))?;
+            let vault = medspace_vault::Vault::open_read_only(&self.dir, &self.key).map_err(|e| refuse(&e))?;
             medspace_vault::export::export_patient(&vault, &person.to_string())
                 .map(Some)
                 .map_err(|e| refuse(&e))

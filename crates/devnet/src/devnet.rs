@@ -87,7 +87,9 @@ fn spec(c: &Consortium, base_port: u16) -> Result<ConsortiumSpec> {
 }
 
 /// Gives a hospital's node its compute worker: the member's ledger key and X25519 secret in
-/// owner-only files, and the `[worker]` section of its config (once).
+/// owner-only files, the `[worker]` section of its config and the `[vault]` section naming
+/// the vault's passphrase file (once). (The member and agreement keys stay plain hex: the
+/// worker's config reads them so; the node's own ledger key is sealed.)
 fn ensure_worker(dir: &Path, c: &Consortium, seed: u64, member: &str) -> Result<()> {
     let node = dir.join(member);
     let config = node.join("node.toml");
@@ -106,7 +108,8 @@ fn ensure_worker(dir: &Path, c: &Consortium, seed: u64, member: &str) -> Result<
         }
     }
     let section = format!(
-        "\n[worker]\nmember = \"{member}\"\nmember_key_file = \"member.key\"\nagreement_key_file = \"agreement.key\"\nshare_timeout_ms = {WORKER_SHARE_TIMEOUT_MS}\n"
+        "\n[worker]\nmember = \"{member}\"\nmember_key_file = \"member.key\"\nagreement_key_file = \"agreement.key\"\nshare_timeout_ms = {WORKER_SHARE_TIMEOUT_MS}\n\n[vault]\npassphrase_file = \"{}\"\n",
+        hospitals::VAULT_PASSPHRASE_FILE
     );
     let tmp = node.join("node.toml.tmp");
     std::fs::write(&tmp, format!("{text}{section}"))
@@ -390,7 +393,11 @@ pub fn publish_catalogs(
     for node in &devnet.hospitals {
         // Quality figures "as of" the devnet's genesis day (days since 1970-01-01).
         let vault_desc =
-            medspace_vault::catalog::describe_node(&node.dir, (GENESIS_MS / 86_400_000) as i32)?;
+            medspace_vault::catalog::describe_node(
+                &node.dir,
+                &node.key,
+                (GENESIS_MS / 86_400_000) as i32,
+            )?;
         let version = ledger
             .state()
             .dataset(&DatasetId::new(&format!("{}.cdm", node.member))?)?
