@@ -8,12 +8,18 @@
 //!
 //! - `POST /v1/tx` takes a signed transaction (its canonical bytes); the transaction carries its
 //!   own signature, so no request signature is needed. Body size and request rate are limited.
-//! - Every `GET /v1/...` read of ledger records must be a signed request ([`auth`]) from a key the
-//!   ledger knows; a patient's routes answer only that patient (or the regulator's auditor).
+//! - Every `GET /v1/...` read of ledger records must be a signed request ([`auth`]) for this
+//!   node, from a key the ledger knows, accepted once; each key has its own request rate.
+//! - What concerns a patient — their registration, consents, log, grants and the record-level
+//!   accesses to their data — answers only that patient, the parties a grant or an access names,
+//!   and the appointed auditors of an active regulator member. Grants and accesses that the
+//!   caller may not read answer exactly as ones that do not exist.
 //! - Record routes answer the record, its canonical bytes, its inclusion proof and the anchor.
 //! - `GET /v1/health` and `GET /openapi.json` are open.
 
 pub mod auth;
+pub mod gate;
+pub mod limit;
 mod openapi;
 
 use axum::body::Bytes;
@@ -31,7 +37,7 @@ use medspace_types::{
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 use tokio::sync::Mutex;
 
 pub use openapi::openapi;
@@ -45,6 +51,10 @@ pub struct Limits {
     pub requests_per_sec: u32,
     /// Burst size.
     pub burst: u32,
+    /// Requests per second of one key.
+    pub per_key_per_sec: u32,
+    /// One key's burst.
+    pub per_key_burst: u32,
 }
 
 impl Default for Limits {
@@ -52,19 +62,37 @@ impl Default for Limits {
         Self {
             requests_per_sec: 2000,
             burst: 4000,
+            per_key_per_sec: 50,
+            per_key_burst: 200,
         }
     }
 }
 
-struct Bucket {
-    tokens: f64,
-    last: Instant,
+/// A node's read API: whose node it is and its limits.
+#[derive(Clone, Debug)]
+pub struct Config {
+    /// The member whose node serves the API: the audience every signed request must name.
+    pub member: String,
+    /// Rate limits.
+    pub limits: Limits,
+}
+
+impl Config {
+    /// The API of `member`'s node with the default limits.
+    pub fn new(member: impl Into<String>) -> Self {
+        Self {
+            member: member.into(),
+            limits: Limits::default(),
+        }
+    }
 }
 
 struct Ctx<L> {
     ledger: Arc<L>,
-    limits: Limits,
-    bucket: Mutex<Bucket>,
+    member: String,
+    bucket: Mutex<limit::Bucket>,
+    per_key: limit::KeyLimiter,
+    replays: auth::ReplayGuard,
 }
 
 /// An API error: a status and a lowercase message.
@@ -89,32 +117,24 @@ fn internal(e: impl std::fmt::Display) -> ApiError {
     ApiError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string())
 }
 
-fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
-}
-
 /// The router of a node's API.
-pub fn router<L: Ledger>(ledger: Arc<L>, limits: Limits) -> Router {
-    routes(ledger, limits, true)
+pub fn router<L: Ledger>(ledger: Arc<L>, config: Config) -> Router {
+    routes(ledger, config, true)
 }
 
 /// The ledger-read routes only (for a node whose chain layer serves `/v1/tx` itself).
-pub fn read_router<L: Ledger>(ledger: Arc<L>, limits: Limits) -> Router {
-    routes(ledger, limits, false)
+pub fn read_router<L: Ledger>(ledger: Arc<L>, config: Config) -> Router {
+    routes(ledger, config, false)
 }
 
-fn routes<L: Ledger>(ledger: Arc<L>, limits: Limits, with_tx: bool) -> Router {
-    let burst = f64::from(limits.burst);
+fn routes<L: Ledger>(ledger: Arc<L>, config: Config, with_tx: bool) -> Router {
+    let l = &config.limits;
     let ctx = Arc::new(Ctx {
         ledger,
-        limits,
-        bucket: Mutex::new(Bucket {
-            tokens: burst,
-            last: Instant::now(),
-        }),
+        bucket: Mutex::new(limit::Bucket::new(l.requests_per_sec, l.burst)),
+        per_key: limit::KeyLimiter::new(l.per_key_per_sec, l.per_key_burst),
+        replays: auth::ReplayGuard::default(),
+        member: config.member,
     });
     let mut r = Router::new()
         .route("/v1/health", get(health::<L>))
@@ -137,6 +157,7 @@ fn routes<L: Ledger>(ledger: Arc<L>, limits: Limits, with_tx: bool) -> Router {
         .route("/v1/users/{id}/approvals", get(approvals::<L>))
         .route("/v1/patients/{id}/log", get(patient_log::<L>))
         .route("/v1/patients/{id}/consents", get(patient_consents::<L>))
+        .route("/v1/patients/{id}/jobs", get(patient_jobs::<L>))
         .route("/v1/patients/{id}/grants", get(patient_grants::<L>))
         .route("/v1/records/{key}", get(record::<L>))
         .layer(middleware::from_fn_with_state(ctx.clone(), rate_limit::<L>))
@@ -148,21 +169,12 @@ async fn rate_limit<L: Ledger>(
     req: Request,
     next: Next,
 ) -> Response {
-    {
-        let mut b = ctx.bucket.lock().await;
-        let now = Instant::now();
-        let refill =
-            now.duration_since(b.last).as_secs_f64() * f64::from(ctx.limits.requests_per_sec);
-        b.tokens = (b.tokens + refill).min(f64::from(ctx.limits.burst));
-        b.last = now;
-        if b.tokens < 1.0 {
-            return ApiError(
-                StatusCode::TOO_MANY_REQUESTS,
-                "rate limit exceeded: slow down".into(),
-            )
-            .into_response();
-        }
-        b.tokens -= 1.0;
+    if !ctx.bucket.lock().await.take(Instant::now()) {
+        return ApiError(
+            StatusCode::TOO_MANY_REQUESTS,
+            "rate limit exceeded: slow down".into(),
+        )
+        .into_response();
     }
     next.run(req).await
 }
@@ -171,6 +183,8 @@ async fn rate_limit<L: Ledger>(
 struct Caller {
     principal: Principal,
     role: Option<Role>,
+    /// For a user, their institution.
+    member: Option<medspace_types::MemberId>,
 }
 
 fn authenticate<L: Ledger>(
@@ -182,9 +196,26 @@ fn authenticate<L: Ledger>(
 ) -> Result<Caller, ApiError> {
     let header = headers.get("authorization").and_then(|v| v.to_str().ok());
     let pq = uri.path_and_query().map_or(uri.path(), |p| p.as_str());
-    let key = auth::verify_request(header, method.as_str(), pq, b"", now_ms())
+    let request = auth::Request {
+        method: method.as_str(),
+        path_and_query: pq,
+        audience: &ctx.member,
+        body: b"",
+    };
+    let now = auth::now_ms();
+    let v = request
+        .verify(header, now)
         .map_err(|e| ApiError(StatusCode::UNAUTHORIZED, e.to_string()))?;
-    let _ = ctx;
+    if !ctx.per_key.take(&v.key, Instant::now()) {
+        return Err(ApiError(
+            StatusCode::TOO_MANY_REQUESTS,
+            format!("rate limit of key={} exceeded: slow down", v.key.to_hex()),
+        ));
+    }
+    ctx.replays
+        .admit(&v, now)
+        .map_err(|e| ApiError(StatusCode::UNAUTHORIZED, e.to_string()))?;
+    let key = v.key;
     let rec = snap
         .state
         .key_record(&key)
@@ -196,25 +227,81 @@ fn authenticate<L: Ledger>(
                 format!("key={} is not registered on the ledger", key.to_hex()),
             )
         })?;
-    let role = match &rec.principal {
-        Principal::User(u) => snap.state.user(u).map_err(internal)?.map(|u| u.role),
-        _ => None,
+    let (role, member) = match &rec.principal {
+        Principal::User(u) => snap
+            .state
+            .user(u)
+            .map_err(internal)?
+            .map_or((None, None), |u| (Some(u.role), Some(u.member))),
+        _ => (None, None),
     };
     Ok(Caller {
         principal: rec.principal,
         role,
+        member,
     })
 }
 
-fn may_read_patient(caller: &Caller, patient: &PatientId) -> Result<(), ApiError> {
-    match &caller.principal {
-        Principal::Patient(p) if p == patient => Ok(()),
-        _ if caller.role == Some(Role::Auditor) => Ok(()),
-        _ => Err(ApiError(
-            StatusCode::FORBIDDEN,
-            "only the patient (or the regulator's auditor) may read a patient's records".into(),
-        )),
+impl Caller {
+    /// An auditor appointed by an active regulator member.
+    fn is_regulator_auditor(&self, state: &State) -> Result<bool, ApiError> {
+        let (Some(Role::Auditor), Some(m)) = (self.role, &self.member) else {
+            return Ok(false);
+        };
+        Ok(state
+            .member(m)
+            .map_err(internal)?
+            .is_some_and(|r| r.active && r.member.kind == medspace_types::MemberKind::Regulator))
     }
+
+    /// The member itself, or one of its users.
+    fn acts_for(&self, member: &medspace_types::MemberId) -> bool {
+        match &self.principal {
+            Principal::Member(m) => m == member,
+            Principal::User(_) => self.member.as_ref() == Some(member),
+            Principal::Patient(_) => false,
+        }
+    }
+}
+
+fn may_read_patient(state: &State, caller: &Caller, patient: &PatientId) -> Result<(), ApiError> {
+    if matches!(&caller.principal, Principal::Patient(p) if p == patient)
+        || caller.is_regulator_auditor(state)?
+    {
+        return Ok(());
+    }
+    Err(ApiError(
+        StatusCode::FORBIDDEN,
+        "only the patient (or an auditor of the regulator) may read a patient's records".into(),
+    ))
+}
+
+/// Whether `caller` may read `grant`: its patient, its grantee, its holder, an auditor.
+fn may_read_grant(
+    state: &State,
+    caller: &Caller,
+    grant: &medspace_state::records::GrantRecord,
+) -> Result<bool, ApiError> {
+    Ok(
+        matches!(&caller.principal, Principal::Patient(p) if *p == grant.patient)
+            || caller.acts_for(&grant.terms.grantee)
+            || caller.acts_for(&grant.terms.holder)
+            || caller.is_regulator_auditor(state)?,
+    )
+}
+
+/// Whether `caller` may read `access`: its patient, its holder, its recipient, an auditor.
+fn may_read_access(
+    state: &State,
+    caller: &Caller,
+    access: &medspace_state::records::AccessRecord,
+) -> Result<bool, ApiError> {
+    Ok(
+        matches!(&caller.principal, Principal::Patient(p) if *p == access.patient)
+            || caller.acts_for(&access.holder)
+            || caller.acts_for(&access.recipient)
+            || caller.is_regulator_auditor(state)?,
+    )
 }
 
 #[derive(Serialize)]
@@ -414,22 +501,15 @@ async fn grant<L: Ledger>(
 ) -> Result<Response, ApiError> {
     let (snap, caller) = signed_read!(ctx, method, uri, headers);
     let id: GrantId = parse(&id)?;
+    // A grant the caller may not read answers as one that does not exist.
+    let missing = || not_found(format!("grant not found: id={id}"));
     let p = snap
         .state
         .proven_grant(id)
         .map_err(internal)?
-        .ok_or_else(|| not_found(format!("grant not found: id={id}")))?;
-    // The patient, the grantee and the holder may read a grant.
-    let allowed = match &caller.principal {
-        Principal::Patient(pt) => *pt == p.record.patient,
-        Principal::Member(m) => *m == p.record.terms.grantee || *m == p.record.terms.holder,
-        Principal::User(_) => caller.role == Some(Role::Auditor),
-    };
-    if !allowed {
-        return Err(ApiError(
-            StatusCode::FORBIDDEN,
-            "only the patient, the grantee, the holder or the auditor may read a grant".into(),
-        ));
+        .ok_or_else(missing)?;
+    if !may_read_grant(&snap.state, &caller, &p.record)? {
+        return Err(missing());
     }
     Ok(anchored(&snap, json!({ "grant": p })).into_response())
 }
@@ -480,7 +560,7 @@ async fn patient_log<L: Ledger>(
 ) -> Result<Response, ApiError> {
     let (snap, caller) = signed_read!(ctx, method, uri, headers);
     let patient: PatientId = parse(&id)?;
-    may_read_patient(&caller, &patient)?;
+    may_read_patient(&snap.state, &caller, &patient)?;
     let log: Vec<Proven<_>> = snap.state.patient_log(&patient).map_err(internal)?;
     let accesses = snap.state.accesses_of(&patient).map_err(internal)?;
     Ok(anchored(&snap, json!({ "log": log, "accesses": accesses })).into_response())
@@ -495,9 +575,48 @@ async fn patient_consents<L: Ledger>(
 ) -> Result<Response, ApiError> {
     let (snap, caller) = signed_read!(ctx, method, uri, headers);
     let patient: PatientId = parse(&id)?;
-    may_read_patient(&caller, &patient)?;
+    may_read_patient(&snap.state, &caller, &patient)?;
     let c = snap.state.consents_of(&patient).map_err(internal)?;
     Ok(anchored(&snap, json!({ "consents": c })).into_response())
+}
+
+/// Query of `GET /v1/patients/{id}/jobs`.
+#[derive(Deserialize)]
+struct Holders {
+    /// Comma-separated member ids.
+    holders: String,
+}
+
+/// Most hospitals one jobs query may name.
+const MAX_HOLDERS: usize = 32;
+
+async fn patient_jobs<L: Ledger>(
+    AxState(ctx): AxState<Arc<Ctx<L>>>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    Query(q): Query<Holders>,
+) -> Result<Response, ApiError> {
+    let (snap, caller) = signed_read!(ctx, method, uri, headers);
+    let patient: PatientId = parse(&id)?;
+    may_read_patient(&snap.state, &caller, &patient)?;
+    let holders: Vec<medspace_types::MemberId> = q
+        .holders
+        .split(',')
+        .filter(|h| !h.is_empty())
+        .take(MAX_HOLDERS + 1)
+        .map(medspace_types::MemberId::new)
+        .collect::<Result<_, _>>()
+        .map_err(|e| bad(e.to_string()))?;
+    if holders.len() > MAX_HOLDERS {
+        return Err(bad(format!("at most {MAX_HOLDERS} holders")));
+    }
+    let jobs = snap
+        .state
+        .jobs_that_may_have_counted(&patient, &holders)
+        .map_err(internal)?;
+    Ok(anchored(&snap, json!({ "jobs": jobs })).into_response())
 }
 
 async fn patient_grants<L: Ledger>(
@@ -509,7 +628,7 @@ async fn patient_grants<L: Ledger>(
 ) -> Result<Response, ApiError> {
     let (snap, caller) = signed_read!(ctx, method, uri, headers);
     let patient: PatientId = parse(&id)?;
-    may_read_patient(&caller, &patient)?;
+    may_read_patient(&snap.state, &caller, &patient)?;
     let g = snap.state.grants_of(&patient).map_err(internal)?;
     Ok(anchored(&snap, json!({ "grants": g })).into_response())
 }
@@ -523,34 +642,67 @@ async fn record<L: Ledger>(
 ) -> Result<Response, ApiError> {
     let (snap, caller) = signed_read!(ctx, method, uri, headers);
     let key = hex::decode(&key).map_err(|_| bad("key is not hex"))?;
-    // Patient-keyed tables answer only that patient (or the auditor).
-    let patient_tables = [
-        medspace_state::records::tag::PATIENT,
-        medspace_state::records::tag::CONSENT,
-        medspace_state::records::tag::PATIENT_LOG,
-    ];
-    if let Some(tag) = key.first()
-        && patient_tables.contains(tag)
-    {
-        let mut id = [0u8; 32];
-        let part = key
-            .get(1..33)
-            .ok_or_else(|| bad("key too short for a patient table"))?;
-        id.copy_from_slice(part);
-        may_read_patient(&caller, &PatientId(id))?;
+    use medspace_state::records::tag;
+    match key.first().copied() {
+        // Patient-keyed tables answer only that patient (or an auditor).
+        Some(tag::PATIENT | tag::CONSENT | tag::PATIENT_LOG) => {
+            let mut id = [0u8; 32];
+            let part = key
+                .get(1..33)
+                .ok_or_else(|| bad("key too short for a patient table"))?;
+            id.copy_from_slice(part);
+            may_read_patient(&snap.state, &caller, &PatientId(id))?;
+        }
+        // Grants and accesses answer their parties; to anyone else they do not exist.
+        Some(tag::GRANT) => {
+            let id = GrantId(id_after_tag(&key)?);
+            if keys::grant(id) != key {
+                return Err(bad("not a grant's key"));
+            }
+            let allowed = match snap.state.grant(id).map_err(internal)? {
+                Some(g) => may_read_grant(&snap.state, &caller, &g)?,
+                None => false,
+            };
+            if !allowed {
+                return Err(not_found("record not found"));
+            }
+        }
+        Some(tag::ACCESS) => {
+            let id = medspace_types::AccessId(id_after_tag(&key)?);
+            if keys::access(id) != key {
+                return Err(bad("not an access's key"));
+            }
+            let allowed = match snap.state.access(id).map_err(internal)? {
+                Some(a) => may_read_access(&snap.state, &caller, &a)?,
+                None => false,
+            };
+            if !allowed {
+                return Err(not_found("record not found"));
+            }
+        }
+        _ => {}
     }
     proven_record(&snap, key, "record", |s, k| s.get_raw(k).map(|_| ()))
+}
+
+/// The 8-byte id after a table tag.
+fn id_after_tag(key: &[u8]) -> Result<u64, ApiError> {
+    key.get(1..9)
+        .and_then(|b| <[u8; 8]>::try_from(b).ok())
+        .map(u64::from_be_bytes)
+        .filter(|_| key.len() == 9)
+        .ok_or_else(|| bad("not a key of that table"))
 }
 
 /// Serves the router on `addr` until `shutdown` completes.
 pub async fn serve<L: Ledger>(
     ledger: Arc<L>,
-    limits: Limits,
+    config: Config,
     addr: std::net::SocketAddr,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     let listener = tokio::net::TcpListener::bind(addr).await?;
-    axum::serve(listener, router(ledger, limits))
+    axum::serve(listener, router(ledger, config))
         .with_graceful_shutdown(shutdown)
         .await
 }

@@ -59,7 +59,7 @@ pub const PATHS: &[(&str, &str, &str)] = &[
     (
         "/v1/grants/{id}",
         "get",
-        "a grant with its inclusion proof (patient, grantee, holder or auditor)",
+        "a grant with its inclusion proof (its patient, grantee or holder, or a regulator's auditor; anyone else: not found)",
     ),
     (
         "/v1/users/{id}/approvals",
@@ -70,6 +70,11 @@ pub const PATHS: &[(&str, &str, &str)] = &[
         "/v1/patients/{id}/log",
         "get",
         "the patient's log and record accesses, each with its proof (patient or auditor)",
+    ),
+    (
+        "/v1/patients/{id}/jobs",
+        "get",
+        "the aggregate jobs that may have counted the patient (?holders=hospital-a,hospital-b: the hospitals holding their records), each job and contract with its proof (patient or auditor)",
     ),
     (
         "/v1/patients/{id}/consents",
@@ -123,7 +128,7 @@ pub fn openapi() -> Value {
             "securitySchemes": {
                 "medspace": {
                     "type": "apiKey", "in": "header", "name": "authorization",
-                    "description": "Medspace key=<hex ed25519 key>,ts=<unix ms>,sig=<hex signature over METHOD\\nPATH?QUERY\\nTS\\nhex(sha256(body)) in namespace medspace/api/v1>"
+                    "description": "Medspace key=<hex ed25519 key>,ts=<unix ms>,nonce=<32 hex>,aud=<member whose node this is>,sig=<hex signature, namespace medspace/api/v2, over medspace-request-v2\\nMETHOD\\nPATH?QUERY\\nAUD\\nTS\\nNONCE\\nhex(sha256(body))>; each signed request is accepted once, within 60 s of the node's clock"
                 }
             }
         }

@@ -9,7 +9,7 @@
 use axum::body::Body;
 use axum::http::{Request, StatusCode};
 use http_body_util::BodyExt;
-use medspace_api::{Ledger, Limits, Snapshot, SubmitError, TxStatus, auth, router};
+use medspace_api::{Config, Ledger, Limits, Snapshot, SubmitError, TxStatus, auth, router};
 use medspace_state::{BlockContext, State};
 use medspace_types::*;
 use serde_json::Value;
@@ -103,13 +103,6 @@ fn setup() -> (Arc<Local>, Keypair, Keypair) {
     )
 }
 
-fn now() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_millis() as u64
-}
-
 async fn call(app: &axum::Router, req: Request<Body>) -> (StatusCode, Value) {
     let resp = app.clone().oneshot(req).await.unwrap();
     let status = resp.status();
@@ -120,8 +113,21 @@ async fn call(app: &axum::Router, req: Request<Body>) -> (StatusCode, Value) {
     )
 }
 
+/// The node the API under test belongs to.
+const NODE: &str = "hospital-a";
+
 fn signed_get(key: &Keypair, path: &str) -> Request<Body> {
-    let h = auth::sign_request(key, "GET", path, now(), b"");
+    signed_get_for(key, path, NODE)
+}
+
+fn signed_get_for(key: &Keypair, path: &str, audience: &str) -> Request<Body> {
+    let h = auth::Request {
+        method: "GET",
+        path_and_query: path,
+        audience,
+        body: b"",
+    }
+    .sign(key);
     Request::get(path)
         .header("authorization", h)
         .body(Body::empty())
@@ -135,7 +141,7 @@ fn post_tx(bytes: Vec<u8>) -> Request<Body> {
 #[tokio::test]
 async fn health_and_openapi_are_open_and_every_route_is_documented() {
     let (l, ..) = setup();
-    let app = router(l, Limits::default());
+    let app = router(l, Config::new(NODE));
     let (s, v) = call(
         &app,
         Request::get("/v1/health").body(Body::empty()).unwrap(),
@@ -162,7 +168,7 @@ async fn health_and_openapi_are_open_and_every_route_is_documented() {
 #[tokio::test]
 async fn bad_transactions_get_4xx_and_change_nothing() {
     let (l, member, _) = setup();
-    let app = router(l.clone(), Limits::default());
+    let app = router(l.clone(), Config::new(NODE));
     let root = l.snapshot().state.root();
     // Garbage bytes.
     let (s, v) = call(&app, post_tx(vec![1, 2, 3])).await;
@@ -234,7 +240,7 @@ async fn bad_transactions_get_4xx_and_change_nothing() {
 #[tokio::test]
 async fn reads_need_a_known_signer_and_patients_see_only_their_own_log() {
     let (l, member, auditor) = setup();
-    let app = router(l.clone(), Limits::default());
+    let app = router(l.clone(), Config::new(NODE));
     let (s, _) = call(
         &app,
         Request::get("/v1/status").body(Body::empty()).unwrap(),
@@ -311,9 +317,13 @@ async fn rate_limit_answers_429() {
     let (l, ..) = setup();
     let app = router(
         l,
-        Limits {
-            requests_per_sec: 1,
-            burst: 2,
+        Config {
+            member: NODE.into(),
+            limits: Limits {
+                requests_per_sec: 1,
+                burst: 2,
+                ..Limits::default()
+            },
         },
     );
     let mut codes = Vec::new();
@@ -334,5 +344,239 @@ async fn rate_limit_answers_429() {
             .count(),
         2,
         "{codes:?}"
+    );
+}
+
+/// A patient registered with a research consent, and the id of a grant they issued to the
+/// regulator for records held by hospital-a.
+fn patient_with_grant(l: &Local, key: &Keypair) -> GrantId {
+    l.submit(SignedTx::new(
+        &chain(),
+        key,
+        0,
+        Payload::RegisterPatient(RegisterPatient {}),
+    ))
+    .unwrap();
+    let id = l
+        .submit(SignedTx::new(
+            &chain(),
+            key,
+            1,
+            Payload::IssueGrant(IssueGrant {
+                grantee: MemberId::new("regulator").unwrap(),
+                holder: MemberId::new("hospital-a").unwrap(),
+                purpose: Purpose::Treatment,
+                resource_types: List::new(vec![Text::new("Condition").unwrap()]).unwrap(),
+                period_from_ms: 0,
+                period_to_ms: 2_000_000,
+                expiry_ms: 9_000_000,
+                max_uses: 1,
+                code_hash: Hash::of(&[b"code"]),
+            }),
+        ))
+        .unwrap();
+    match l.tx_status(&id) {
+        TxStatus::Finalized {
+            receipt: Some(r), ..
+        } => match r.created {
+            Some(medspace_state::Created::Grant(g)) => g,
+            other => panic!("{other:?}"),
+        },
+        other => panic!("{other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn what_concerns_a_patient_answers_them_the_grant_parties_and_the_regulators_auditor() {
+    let (l, member, auditor) = setup();
+    // An auditor a hospital made for itself (governance would refuse it on the ledger; the
+    // read API does not rely on that).
+    let own_auditor = Keypair::from_seed(4);
+    let g = medspace_consortium::GenesisBuilder::new("test-chain")
+        .unwrap()
+        .time(1_000_000)
+        .member_with(
+            "hospital-a",
+            MemberKind::Hospital,
+            &member,
+            10,
+            Hash::default(),
+        )
+        .unwrap()
+        .member("regulator", MemberKind::Regulator, &Keypair::from_seed(3))
+        .unwrap()
+        .user("regulator.auditor", "regulator", Role::Auditor, &auditor)
+        .unwrap()
+        .member("hospital-b", MemberKind::Hospital, &Keypair::from_seed(5))
+        .unwrap()
+        .user(
+            "hospital-b.auditor",
+            "hospital-b",
+            Role::Auditor,
+            &own_auditor,
+        )
+        .unwrap()
+        .build();
+    *l.inner.lock().unwrap() = (State::genesis(&g).unwrap(), 0, HashMap::new());
+    let app = router(l.clone(), Config::new(NODE));
+    let (alice, bob) = (Keypair::from_seed(60), Keypair::from_seed(61));
+    let grant = patient_with_grant(&l, &alice);
+    patient_with_grant(&l, &bob);
+    let alice_id = PatientId::from_key(&alice.public());
+    let root = l.snapshot().state.root();
+
+    let log = format!("/v1/patients/{alice_id}/log");
+    let (s, _) = call(&app, signed_get(&own_auditor, &log)).await;
+    assert_eq!(s, StatusCode::FORBIDDEN, "a member's own auditor");
+    let (s, _) = call(&app, signed_get(&auditor, &log)).await;
+    assert_eq!(s, StatusCode::OK, "the regulator's auditor");
+
+    let by_id = format!("/v1/grants/{grant}");
+    let by_key = format!(
+        "/v1/records/{}",
+        hex::encode(medspace_state::records::keys::grant(grant))
+    );
+    for path in [&by_id, &by_key] {
+        for (who, key, want) in [
+            ("the patient", &alice, StatusCode::OK),
+            ("the holder", &member, StatusCode::OK),
+            (
+                "the regulator's auditor (grantee side)",
+                &auditor,
+                StatusCode::OK,
+            ),
+            ("another patient", &bob, StatusCode::NOT_FOUND),
+            (
+                "a member's own auditor",
+                &own_auditor,
+                StatusCode::NOT_FOUND,
+            ),
+        ] {
+            let (s, v) = call(&app, signed_get(key, path)).await;
+            assert_eq!(s, want, "{who} reading {path}: {v}");
+        }
+    }
+    // A grant that does not exist answers the same as one the caller may not read.
+    let (s, v) = call(&app, signed_get(&bob, "/v1/grants/g-0000000000000001")).await;
+    let (s2, v2) = call(&app, signed_get(&bob, &by_id)).await;
+    assert_eq!(
+        (s, v["error"].as_str().map(|e| e.contains("not found"))),
+        (s2, v2["error"].as_str().map(|e| e.contains("not found")))
+    );
+    assert_eq!(l.snapshot().state.root(), root, "reads change nothing");
+}
+
+#[tokio::test]
+async fn a_signed_request_is_good_once_and_at_its_node_only() {
+    let (l, member, _) = setup();
+    let app = router(l, Config::new(NODE));
+    let req = || {
+        let h = auth::Request {
+            method: "GET",
+            path_and_query: "/v1/status",
+            audience: NODE,
+            body: b"",
+        }
+        .sign(&member);
+        move || {
+            Request::get("/v1/status")
+                .header("authorization", h.clone())
+                .body(Body::empty())
+                .unwrap()
+        }
+    };
+    let once = req();
+    let (s, _) = call(&app, once()).await;
+    assert_eq!(s, StatusCode::OK);
+    let (s, v) = call(&app, once()).await;
+    assert_eq!(s, StatusCode::UNAUTHORIZED, "{v}");
+    assert!(v["error"].as_str().unwrap().contains("replayed"), "{v}");
+    // Signed for another node: refused here.
+    let (s, v) = call(&app, signed_get_for(&member, "/v1/status", "hospital-b")).await;
+    assert_eq!(s, StatusCode::UNAUTHORIZED, "{v}");
+    assert!(v["error"].as_str().unwrap().contains("another node"), "{v}");
+}
+
+#[tokio::test]
+async fn one_key_cannot_use_up_the_api_for_the_others() {
+    let (l, member, auditor) = setup();
+    let app = router(
+        l,
+        Config {
+            member: NODE.into(),
+            limits: Limits {
+                per_key_per_sec: 1,
+                per_key_burst: 3,
+                ..Limits::default()
+            },
+        },
+    );
+    let mut codes = Vec::new();
+    for _ in 0..5 {
+        codes.push(call(&app, signed_get(&member, "/v1/status")).await.0);
+    }
+    assert_eq!(
+        codes.iter().filter(|c| **c == StatusCode::OK).count(),
+        3,
+        "{codes:?}"
+    );
+    assert_eq!(codes.last(), Some(&StatusCode::TOO_MANY_REQUESTS));
+    let (s, _) = call(&app, signed_get(&auditor, "/v1/status")).await;
+    assert_eq!(s, StatusCode::OK, "another key is served");
+}
+
+#[test]
+fn whole_blocks_go_to_the_consortium_and_headers_to_any_registered_key() {
+    use medspace_chain::api::{ChainAccess, ReadGate};
+    let (l, member, auditor) = setup();
+    let patient = Keypair::from_seed(70);
+    l.submit(SignedTx::new(
+        &chain(),
+        &patient,
+        0,
+        Payload::RegisterPatient(RegisterPatient {}),
+    ))
+    .unwrap();
+    let gate = medspace_api::gate::ChainGate::new(l.clone(), NODE);
+    let path = "/v1/blocks/1/raw";
+    let ask = |key: Option<&Keypair>, audience: &str| {
+        let mut h = axum::http::HeaderMap::new();
+        if let Some(k) = key {
+            let v = auth::Request {
+                method: "GET",
+                path_and_query: path,
+                audience,
+                body: b"",
+            }
+            .sign(k);
+            h.insert("authorization", v.parse().unwrap());
+        }
+        gate.access("GET", path, &h)
+    };
+    assert_eq!(
+        ask(Some(&member), NODE).unwrap(),
+        ChainAccess::Blocks,
+        "a member"
+    );
+    assert_eq!(
+        ask(Some(&auditor), NODE).unwrap(),
+        ChainAccess::Blocks,
+        "a member's user"
+    );
+    assert_eq!(
+        ask(Some(&patient), NODE).unwrap(),
+        ChainAccess::Headers,
+        "a patient"
+    );
+    assert_eq!(
+        ask(Some(&Keypair::from_seed(99)), NODE).unwrap_err().status,
+        403,
+        "unknown"
+    );
+    assert_eq!(ask(None, NODE).unwrap_err().status, 401, "unsigned");
+    assert_eq!(
+        ask(Some(&member), "hospital-b").unwrap_err().status,
+        401,
+        "another node's"
     );
 }

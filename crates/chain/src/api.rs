@@ -11,11 +11,20 @@
 //!   per transaction in order, `{"tx_id": hex}` or `{"error": "...", "status": code}` (the code
 //!   `POST /v1/tx` would have answered); `400` when the framing is malformed (nothing admitted).
 //! - `GET /v1/tx/{id}` — `pending`, `finalized` (height, outcome), `dropped` (reason) or `404`.
-//! - `GET /v1/blocks/{height}` — header fields, tx ids, whether a finality certificate is stored.
-//! - `GET /v1/blocks/{height}/raw?wait_ms=N` — the finalized block and its finality certificate
-//!   in the binary form of [`crate::follow::encode_finalized`], waiting up to `N` ms (≤ 10 s)
-//!   for that height to be finalized; what observers and verifying clients follow.
-//! - `GET /v1/blocks` — the latest height and the last (up to) 20 block digests and roots.
+//!
+//! The chain's contents are read through a [`ReadGate`] the node provides (the chain itself knows
+//! no identities): whole blocks — every transaction — only for callers the gate grants
+//! [`ChainAccess::Blocks`] (a consortium's members and their staff), headers with their
+//! finality certificates for [`ChainAccess::Headers`] (any registered key: a patient's light
+//! client checks proofs against them).
+//! - `GET /v1/blocks/{height}` (blocks) — header fields, tx ids, whether a finality certificate
+//!   is stored.
+//! - `GET /v1/blocks/{height}/raw?wait_ms=N` (blocks) — the finalized block and its finality
+//!   certificate in the binary form of [`crate::follow::encode_finalized`], waiting up to `N`
+//!   ms (≤ 10 s) for that height to be finalized; what observers and verifying clients follow.
+//! - `GET /v1/blocks/{height}/header?wait_ms=N` (headers) — the header and its finality
+//!   certificate ([`crate::follow::encode_certified_header`]); what light clients follow.
+//! - `GET /v1/blocks` (headers) — the latest height and the last (up to) 20 digests and roots.
 //! - `GET /health`, `GET /metrics`.
 //!
 //! [`router`] takes `extra` routes so the state layer can add record + inclusion-proof routes.
@@ -42,6 +51,52 @@ use std::{
     },
     time::Instant,
 };
+
+/// What a caller may read of the chain.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum ChainAccess {
+    /// Headers and their finality certificates.
+    Headers,
+    /// Whole blocks: every transaction.
+    Blocks,
+}
+
+/// Why a read of the chain was refused: an HTTP status and a reason.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("{reason}")]
+pub struct GateRefusal {
+    /// The HTTP status to answer (401, 403, 429).
+    pub status: u16,
+    /// Why.
+    pub reason: String,
+}
+
+/// Decides who may read what of the chain over the API, from the request (its method, path and
+/// headers: typically a signed request naming a key the application knows).
+pub trait ReadGate: Send + Sync + 'static {
+    /// What the caller of this request may read, or why nothing.
+    fn access(
+        &self,
+        method: &str,
+        path_and_query: &str,
+        headers: &axum::http::HeaderMap,
+    ) -> Result<ChainAccess, GateRefusal>;
+}
+
+/// A gate open to everyone: for a chain without identities (the chain's own tests and
+/// benchmarks, a private test network). A medspace node never uses it.
+pub struct OpenGate;
+
+impl ReadGate for OpenGate {
+    fn access(
+        &self,
+        _: &str,
+        _: &str,
+        _: &axum::http::HeaderMap,
+    ) -> Result<ChainAccess, GateRefusal> {
+        Ok(ChainAccess::Blocks)
+    }
+}
 
 /// API limits.
 #[derive(Clone, Copy, Debug)]
@@ -78,6 +133,7 @@ impl RateLimiter {
 
 struct ApiState<A: Application> {
     handle: Handle<A>,
+    gate: Arc<dyn ReadGate>,
     limiter: RateLimiter,
     metrics: Box<dyn Fn() -> String + Send + Sync>,
     submitted: AtomicU64,
@@ -186,10 +242,36 @@ async fn tx_status<A: Application>(
     }
 }
 
+/// `None` when the caller's access is at least `need`; else the refusal to answer.
+fn gate<A: Application>(
+    s: &ApiState<A>,
+    uri: &axum::http::Uri,
+    headers: &axum::http::HeaderMap,
+    need: ChainAccess,
+) -> Option<Response> {
+    let pq = uri.path_and_query().map_or(uri.path(), |p| p.as_str());
+    match s.gate.access("GET", pq, headers) {
+        Ok(have) if have >= need => None,
+        Ok(_) => Some(error(
+            StatusCode::FORBIDDEN,
+            "block bodies are for the consortium's members and appointed observers; read headers at /v1/blocks/{height}/header",
+        )),
+        Err(r) => Some(error(
+            StatusCode::from_u16(r.status).unwrap_or(StatusCode::FORBIDDEN),
+            r.reason,
+        )),
+    }
+}
+
 async fn block<A: Application>(
     State(s): State<Arc<ApiState<A>>>,
     Path(height): Path<u64>,
+    uri: axum::http::Uri,
+    headers: axum::http::HeaderMap,
 ) -> Response {
+    if let Some(refused) = gate(&s, &uri, &headers, ChainAccess::Blocks) {
+        return refused;
+    }
     match s.handle.block(height).await {
         Some((b, fin)) => Json(json!({
             "height": b.header.height,
@@ -224,7 +306,35 @@ async fn block_raw<A: Application>(
     State(s): State<Arc<ApiState<A>>>,
     Path(height): Path<u64>,
     axum::extract::Query(q): axum::extract::Query<RawQuery>,
+    uri: axum::http::Uri,
+    headers: axum::http::HeaderMap,
 ) -> Response {
+    finalized(&s, height, q, &uri, &headers, ChainAccess::Blocks).await
+}
+
+async fn block_header<A: Application>(
+    State(s): State<Arc<ApiState<A>>>,
+    Path(height): Path<u64>,
+    axum::extract::Query(q): axum::extract::Query<RawQuery>,
+    uri: axum::http::Uri,
+    headers: axum::http::HeaderMap,
+) -> Response {
+    finalized(&s, height, q, &uri, &headers, ChainAccess::Headers).await
+}
+
+/// A finalized block (`Blocks`) or its certified header (`Headers`), after the gate and, if
+/// asked, a wait for the height. The gate is passed before anything waits.
+async fn finalized<A: Application>(
+    s: &ApiState<A>,
+    height: u64,
+    q: RawQuery,
+    uri: &axum::http::Uri,
+    headers: &axum::http::HeaderMap,
+    what: ChainAccess,
+) -> Response {
+    if let Some(refused) = gate(s, uri, headers, what) {
+        return refused;
+    }
     if height == 0 {
         return error(
             StatusCode::BAD_REQUEST,
@@ -244,7 +354,10 @@ async fn block_raw<A: Application>(
     match s.handle.block(height).await {
         Some((b, Some(fin))) => (
             [("content-type", "application/octet-stream")],
-            crate::follow::encode_finalized(&b, &fin),
+            match what {
+                ChainAccess::Blocks => crate::follow::encode_finalized(&b, &fin),
+                ChainAccess::Headers => crate::follow::encode_certified_header(&b.header, &fin),
+            },
         )
             .into_response(),
         Some((_, None)) => error(
@@ -258,7 +371,14 @@ async fn block_raw<A: Application>(
     }
 }
 
-async fn blocks<A: Application>(State(s): State<Arc<ApiState<A>>>) -> Response {
+async fn blocks<A: Application>(
+    State(s): State<Arc<ApiState<A>>>,
+    uri: axum::http::Uri,
+    headers: axum::http::HeaderMap,
+) -> Response {
+    if let Some(refused) = gate(&s, &uri, &headers, ChainAccess::Headers) {
+        return refused;
+    }
     let chain = s.handle.finalized_chain();
     let from = chain.len().saturating_sub(20);
     let recent: Vec<_> = chain
@@ -300,15 +420,18 @@ async fn metrics<A: Application>(State(s): State<Arc<ApiState<A>>>) -> Response 
 }
 
 /// Builds the node API. `metrics` renders runtime metrics in Prometheus text format (e.g. the
-/// commonware context's `encode()`); `extra` routes are merged in (state records and proofs).
+/// commonware context's `encode()`); `extra` routes are merged in (state records and proofs);
+/// `gate` decides who reads the chain.
 pub fn router<A: Application>(
     handle: Handle<A>,
     limits: ApiLimits,
     metrics_text: impl Fn() -> String + Send + Sync + 'static,
     extra: Router,
+    gate: Arc<dyn ReadGate>,
 ) -> Router {
     let state = Arc::new(ApiState {
         handle,
+        gate,
         limiter: RateLimiter {
             per_second: limits.submit_per_second,
             window: Mutex::new((Instant::now(), 0)),
@@ -327,6 +450,7 @@ pub fn router<A: Application>(
         .route("/v1/blocks", get(blocks::<A>))
         .route("/v1/blocks/{height}", get(block::<A>))
         .route("/v1/blocks/{height}/raw", get(block_raw::<A>))
+        .route("/v1/blocks/{height}/header", get(block_header::<A>))
         .route("/health", get(health::<A>))
         .route("/metrics", get(metrics::<A>))
         .with_state(state)

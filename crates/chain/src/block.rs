@@ -77,6 +77,31 @@ impl Header {
         out
     }
 
+    /// The header of its fixed-width canonical form.
+    pub fn from_bytes(b: &[u8; HEADER_SIZE]) -> Self {
+        let word = |at: usize| -> [u8; 32] {
+            let mut w = [0u8; 32];
+            for (i, x) in w.iter_mut().enumerate() {
+                *x = b.get(at + i).copied().unwrap_or(0);
+            }
+            w
+        };
+        let num = |at: usize| -> u64 {
+            let mut n = [0u8; 8];
+            for (i, x) in n.iter_mut().enumerate() {
+                *x = b.get(at + i).copied().unwrap_or(0);
+            }
+            u64::from_be_bytes(n)
+        };
+        Self {
+            parent: Digest::from(word(0)),
+            height: num(32),
+            time_ms: num(40),
+            tx_root: word(48),
+            state_root: word(80),
+        }
+    }
+
     /// The block digest: SHA-256 of the encoded header.
     pub fn digest(&self) -> Digest {
         Digest::from(<[u8; 32]>::from(Sha256::digest(self.to_bytes())))

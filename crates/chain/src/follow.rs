@@ -12,7 +12,7 @@
 //! ([`encode_finalized`] / [`ChainCheck::decode`]); decoding rejects trailing bytes.
 
 use crate::{
-    block::{Block, BlockLimits},
+    block::{Block, BlockLimits, HEADER_SIZE, Header},
     engine::{BlockFinalization, Scheme},
     genesis::Genesis,
 };
@@ -60,6 +60,64 @@ pub fn encode_finalized(block: &Block, fin: &BlockFinalization) -> Vec<u8> {
     let mut out = block.encode().to_vec();
     out.extend_from_slice(&fin.encode());
     out
+}
+
+/// Encodes a certified header for light clients: the header's fixed-width bytes, then the
+/// finality certificate over its digest.
+pub fn encode_certified_header(header: &Header, fin: &BlockFinalization) -> Vec<u8> {
+    let mut out = header.to_bytes().to_vec();
+    out.extend_from_slice(&fin.encode());
+    out
+}
+
+/// Checks single headers certified by the genesis validators: what a light client (a patient's
+/// app) needs to trust a state root without the blocks' transactions. A header with a valid
+/// finality certificate of a quorum of the genesis validators is final; the state root in it
+/// then anchors inclusion proofs.
+pub struct HeaderCheck {
+    verifier: Scheme,
+}
+
+impl HeaderCheck {
+    /// The check for `genesis`'s validators.
+    pub fn new(genesis: &Genesis) -> Result<Self, FollowError> {
+        let validators = genesis.validator_keys().map_err(FollowError::Genesis)?;
+        let participants =
+            Set::try_from(validators).map_err(|e| FollowError::Genesis(format!("{e:?}")))?;
+        Ok(Self {
+            verifier: Scheme::verifier(genesis.chain_id.as_bytes(), participants),
+        })
+    }
+
+    /// The header at `height` in `raw` (the form of [`encode_certified_header`]), if its
+    /// certificate is a quorum certificate of the genesis validators over it.
+    pub fn verify(&self, height: u64, raw: &[u8]) -> Result<Header, FollowError> {
+        let err = |reason: String| FollowError::Decode { height, reason };
+        let (head, rest) = raw
+            .split_first_chunk::<HEADER_SIZE>()
+            .ok_or_else(|| err(format!("{} bytes, shorter than a header", raw.len())))?;
+        let header = Header::from_bytes(head);
+        let mut buf = Bytes::copy_from_slice(rest);
+        let fin = BlockFinalization::read_cfg(&mut buf, &self.verifier.certificate_codec_config())
+            .map_err(|e| err(e.to_string()))?;
+        if !buf.is_empty() {
+            return Err(err(format!("{} trailing bytes", buf.len())));
+        }
+        let invalid = |reason: &str| FollowError::Invalid {
+            height,
+            reason: reason.into(),
+        };
+        if header.height != height {
+            return Err(invalid("header of another height"));
+        }
+        if fin.proposal.payload != header.digest() {
+            return Err(invalid("finality certificate is for a different block"));
+        }
+        if !fin.verify(&mut rand::rng(), &self.verifier, &Sequential) {
+            return Err(invalid("finality certificate signature invalid"));
+        }
+        Ok(header)
+    }
 }
 
 /// The chain of blocks verified so far: the validator set, and the digest, time and height of
@@ -173,42 +231,66 @@ impl ChainCheck {
     }
 }
 
-/// Fetches finalized blocks from validators' HTTP APIs, trying each in turn.
+/// Signs a follower's requests to a node: the chain knows no identities, so the application's
+/// client says who is asking (see [`crate::api::ReadGate`]).
+pub trait RequestSigner: Send + Sync + 'static {
+    /// The `authorization` header of a `GET` of `path_and_query` at the node named
+    /// `audience`.
+    fn authorization(&self, audience: &str, path_and_query: &str) -> String;
+}
+
+/// Fetches finalized blocks (or certified headers) from validators' HTTP APIs, trying each in
+/// turn.
 #[derive(Clone)]
 pub struct HttpSource {
     client: reqwest::Client,
-    urls: Vec<String>,
+    /// Each validator's name (the audience of signed requests) and API base URL.
+    nodes: Vec<(String, String)>,
+    signer: Option<std::sync::Arc<dyn RequestSigner>>,
     next: std::sync::Arc<std::sync::atomic::AtomicUsize>,
 }
 
 impl HttpSource {
-    /// A source over the given API base URLs (e.g. `http://127.0.0.1:7500`).
+    /// A source over the given API base URLs (e.g. `http://127.0.0.1:7500`), whose requests
+    /// are not signed (a chain without a read gate).
     pub fn new(urls: Vec<String>) -> Self {
+        Self::named(urls.into_iter().map(|u| (String::new(), u)).collect())
+    }
+
+    /// A source over `(name, base URL)` of each validator.
+    pub fn named(nodes: Vec<(String, String)>) -> Self {
         Self {
             client: reqwest::Client::builder()
                 .timeout(std::time::Duration::from_secs(30))
                 .build()
                 .unwrap_or_default(),
-            urls,
+            nodes,
+            signer: None,
             next: Default::default(),
         }
     }
 
-    /// The validators' API URLs from a genesis file.
+    /// The validators of a genesis file.
     pub fn from_genesis(genesis: &Genesis) -> Self {
-        Self::new(
+        Self::named(
             genesis
                 .validators
                 .iter()
-                .map(|v| format!("http://{}", v.http))
+                .map(|v| (v.name.clone(), format!("http://{}", v.http)))
                 .collect(),
         )
+    }
+
+    /// The same source, its requests signed by `signer`.
+    pub fn signed_by(mut self, signer: std::sync::Arc<dyn RequestSigner>) -> Self {
+        self.signer = Some(signer);
+        self
     }
 
     /// Makes the next fetch start at the next validator (after one served something invalid).
     pub fn skip(&self) {
         use std::sync::atomic::Ordering;
-        let n = self.urls.len().max(1);
+        let n = self.nodes.len().max(1);
         let cur = self.next.load(Ordering::Relaxed);
         self.next.store((cur + 1) % n, Ordering::Relaxed);
     }
@@ -216,22 +298,42 @@ impl HttpSource {
     /// The finalized block at `height`, waiting up to `wait_ms` at the validator for it to be
     /// finalized. `Ok(None)`: not finalized yet at any reachable validator.
     pub async fn fetch(&self, height: u64, wait_ms: u64) -> Result<Option<Bytes>, FollowError> {
+        self.fetch_part(height, "raw", wait_ms).await
+    }
+
+    /// The certified header at `height` ([`encode_certified_header`]), waiting as
+    /// [`HttpSource::fetch`] does.
+    pub async fn fetch_header(
+        &self,
+        height: u64,
+        wait_ms: u64,
+    ) -> Result<Option<Bytes>, FollowError> {
+        self.fetch_part(height, "header", wait_ms).await
+    }
+
+    async fn fetch_part(
+        &self,
+        height: u64,
+        part: &str,
+        wait_ms: u64,
+    ) -> Result<Option<Bytes>, FollowError> {
         use std::sync::atomic::Ordering;
-        let n = self.urls.len().max(1);
+        let n = self.nodes.len().max(1);
         let start = self.next.load(Ordering::Relaxed);
         let mut last = String::from("no validator urls");
         let mut reached = false;
         for i in 0..n {
-            let Some(url) = self.urls.get((start + i) % n) else {
+            let Some((name, url)) = self.nodes.get((start + i) % n) else {
                 break;
             };
             // Wait at the first validator only; the others are asked without waiting.
             let wait = if i == 0 { wait_ms } else { 0 };
-            let answer = self
-                .client
-                .get(format!("{url}/v1/blocks/{height}/raw?wait_ms={wait}"))
-                .send()
-                .await;
+            let path = format!("/v1/blocks/{height}/{part}?wait_ms={wait}");
+            let mut req = self.client.get(format!("{url}{path}"));
+            if let Some(s) = &self.signer {
+                req = req.header("authorization", s.authorization(name, &path));
+            }
+            let answer = req.send().await;
             match answer {
                 Ok(r) if r.status().is_success() => match r.bytes().await {
                     Ok(b) => {

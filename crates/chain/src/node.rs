@@ -111,10 +111,19 @@ pub async fn start_node<A: Application>(
     Ok(engine::start(context.child("engine"), engine_config, app, channels).await?)
 }
 
+/// What the application adds to a validator's HTTP API: its routes (state records, inclusion
+/// proofs, services) and the gate deciding who reads the chain.
+pub struct Services {
+    /// Routes merged into the API.
+    pub routes: axum::Router,
+    /// Who may read blocks and headers.
+    pub gate: std::sync::Arc<dyn crate::api::ReadGate>,
+}
+
 /// Runs one validator until the process is stopped: loads key and genesis, opens storage under
 /// `data_dir`, starts the engine and serves the HTTP API on `http.listen`. `make_app` builds the
-/// genesis application state from the genesis file; `extra_routes` receives the engine handle and
-/// returns additional axum routes (state records, inclusion proofs) merged into the API.
+/// genesis application state from the genesis file; `services` receives the engine handle and
+/// returns the application's routes and read gate ([`Services`]).
 pub fn run_node<A, E, F, X>(
     config: NodeConfig,
     make_app: F,
@@ -124,7 +133,7 @@ where
     A: Application,
     E: std::fmt::Display,
     F: FnOnce(&Genesis) -> Result<A, E> + Send + 'static,
-    X: FnOnce(commonware_runtime::tokio::Context, Handle<A>) -> axum::Router + Send + 'static,
+    X: FnOnce(commonware_runtime::tokio::Context, Handle<A>) -> Services + Send + 'static,
 {
     let genesis = Genesis::load(&config.node.genesis_file)?;
     let signer = config.load_node_key()?;
@@ -144,14 +153,16 @@ where
         let services_context = context.child("services");
         let handle = start_node(context.child("node"), &config, &genesis, signer, app).await?;
         tracing::info!(name = %config.node.name, http = %config.http.listen, "chain.node.run: started");
+        let services = extra_routes(services_context, handle.clone());
         let router = crate::api::router(
-            handle.clone(),
+            handle,
             crate::api::ApiLimits {
                 body_limit: config.http.body_limit,
                 submit_per_second: config.http.submit_rate_per_second,
             },
             move || commonware_runtime::Metrics::encode(&metrics_context),
-            extra_routes(services_context, handle),
+            services.routes,
+            services.gate,
         );
         crate::api::serve(config.http.listen, router)
             .await

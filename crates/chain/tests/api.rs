@@ -14,7 +14,7 @@ use axum::{
 };
 use commonware_runtime::{Runner as _, Supervisor as _};
 use medspace_chain::{
-    api::{ApiLimits, router},
+    api::{ApiLimits, ChainAccess, GateRefusal, OpenGate, ReadGate, router},
     node::{ConsortiumSpec, Genesis, NodeConfig, SpecNode, init_consortium, start_node},
     testing::{CounterApp, sign_tx, test_key},
 };
@@ -22,6 +22,42 @@ use std::net::SocketAddr;
 use tower::ServiceExt as _;
 
 const CHAIN: &str = "medspace-api";
+
+/// Headers to callers with an `authorization` header, nothing to others.
+struct HeadersOnly;
+
+impl ReadGate for HeadersOnly {
+    fn access(
+        &self,
+        _: &str,
+        _: &str,
+        headers: &axum::http::HeaderMap,
+    ) -> Result<ChainAccess, GateRefusal> {
+        if headers.contains_key("authorization") {
+            Ok(ChainAccess::Headers)
+        } else {
+            Err(GateRefusal {
+                status: 401,
+                reason: "sign the request".into(),
+            })
+        }
+    }
+}
+
+async fn raw_call(app: &Router, uri: &str, signed: bool) -> (StatusCode, Vec<u8>) {
+    let mut req = Request::builder().method("GET").uri(uri);
+    if signed {
+        req = req.header("authorization", "test");
+    }
+    let resp = app
+        .clone()
+        .oneshot(req.body(Body::empty()).expect("request"))
+        .await
+        .expect("response");
+    let status = resp.status();
+    let bytes = to_bytes(resp.into_body(), 1 << 20).await.expect("body");
+    (status, bytes.to_vec())
+}
 
 async fn call(
     app: &Router,
@@ -61,6 +97,7 @@ fn api_rejects_bad_input_and_finalizes_good_tx() {
         app: serde_json::Value::Null,
     };
     let configs = init_consortium(&spec, &dir).expect("init");
+    let genesis_file = dir.join("genesis.json");
     let runner = commonware_runtime::tokio::Runner::new(
         commonware_runtime::tokio::Config::new().with_storage_directory(dir.join("storage")),
     );
@@ -84,7 +121,20 @@ fn api_rejects_bad_input_and_finalizes_good_tx() {
             },
             String::new,
             Router::new(),
+            std::sync::Arc::new(OpenGate),
         );
+        // The same node behind a gate that gives headers only, and to signed callers only.
+        let gated = router(
+            handles[0].clone(),
+            ApiLimits {
+                body_limit: 4096,
+                submit_per_second: 1000,
+            },
+            String::new,
+            Router::new(),
+            std::sync::Arc::new(HeadersOnly),
+        );
+        let genesis = Genesis::load(&genesis_file).expect("genesis");
         let key = test_key(3);
         let good = sign_tx(&key, CHAIN, 1, "a", 2);
         let mut bad_sig = good.to_vec();
@@ -129,6 +179,22 @@ fn api_rejects_bad_input_and_finalizes_good_tx() {
                         .iter()
                         .any(|t| t == &serde_json::json!(id))
                 );
+                // Behind the gate: no body, no transactions, but a certified header.
+                for path in [format!("/v1/blocks/{h}"), format!("/v1/blocks/{h}/raw")] {
+                    let (s, _) = raw_call(&gated, &path, true).await;
+                    assert_eq!(s, StatusCode::FORBIDDEN, "{path}");
+                }
+                let (s, _) = raw_call(&gated, &format!("/v1/blocks/{h}/header"), false).await;
+                assert_eq!(s, StatusCode::UNAUTHORIZED, "unsigned");
+                let (s, header) = raw_call(&gated, &format!("/v1/blocks/{h}/header"), true).await;
+                assert_eq!(s, StatusCode::OK);
+                let check = medspace_chain::follow::HeaderCheck::new(&genesis).expect("check");
+                let verified = check.verify(h, &header).expect("a certified header");
+                assert_eq!(verified.height, h);
+                assert!(check.verify(h + 1, &header).is_err(), "another height");
+                let mut forged = header.clone();
+                forged[90] ^= 1; // the state root
+                assert!(check.verify(h, &forged).is_err(), "a changed root");
                 break;
             }
             futures::StreamExt::next(&mut sub).await.expect("running");

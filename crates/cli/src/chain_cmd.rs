@@ -85,8 +85,14 @@ pub fn audit_verify(data_dir: &Path) -> anyhow::Result<()> {
 }
 
 /// Runs `medspace keygen`: the secret sealed under the passphrase of `passphrase_file` (else
-/// `MEDSPACE_KEY_PASSPHRASE`), or plain hex when asked.
-pub fn keygen(out: &Path, passphrase_file: Option<&Path>, plain: bool) -> anyhow::Result<()> {
+/// `MEDSPACE_KEY_PASSPHRASE`) for a node's key or (`member`) a member's, or plain hex when
+/// asked.
+pub fn keygen(
+    out: &Path,
+    passphrase_file: Option<&Path>,
+    plain: bool,
+    member: bool,
+) -> anyhow::Result<()> {
     use medspace_vault::seal::{KdfParams, PassphraseSource, SealedKey};
     let key = medspace_types::Keypair::generate(rand::rng());
     if plain {
@@ -102,10 +108,15 @@ pub fn keygen(out: &Path, passphrase_file: Option<&Path>, plain: bool) -> anyhow
                 medspace_chain::node::KEY_PASSPHRASE_ENV
             )
         })?;
-        let secret = hex::decode(key.secret_hex())?;
+        let secret = zeroize::Zeroizing::new(hex::decode(key.secret_hex())?);
+        let role = if member {
+            medspace_worker::config::MEMBER_KEY_ROLE
+        } else {
+            medspace_chain::node::KEY_ROLE
+        };
         SealedKey::seal(
             &secret,
-            medspace_chain::node::KEY_ROLE,
+            role,
             &passphrase,
             KdfParams::DEFAULT,
         )?

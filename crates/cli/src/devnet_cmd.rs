@@ -114,7 +114,7 @@ pub fn run(a: DevnetArgs) -> anyhow::Result<()> {
         ledger.state().root()
     );
     println!(
-        "  try: curl http://{}/v1/blocks",
+        "  try: curl http://{}/v1/health",
         net.http("hospital-a")
             .map(|a| a.to_string())
             .unwrap_or_default()

@@ -72,9 +72,13 @@ enum Command {
         /// The passphrase file (default: `$MEDSPACE_KEY_PASSPHRASE`).
         #[arg(long)]
         passphrase_file: Option<PathBuf>,
-        /// Write the secret as plain hex instead (e.g. a worker's member key).
+        /// Write the secret as plain hex instead.
         #[arg(long, conflicts_with = "passphrase_file")]
         plain: bool,
+        /// Seal it as a member's (or user's) ledger key — a worker's or observer's
+        /// `member_key_file`, or `--key` of the client commands — instead of a node's key.
+        #[arg(long)]
+        member: bool,
     },
     /// The vault's encryption at rest: a new passphrase, a new data key, converting an old
     /// unencrypted vault.
@@ -145,7 +149,8 @@ fn main() -> anyhow::Result<()> {
             out,
             passphrase_file,
             plain,
-        } => chain_cmd::keygen(&out, passphrase_file.as_deref(), plain),
+            member,
+        } => chain_cmd::keygen(&out, passphrase_file.as_deref(), plain, member),
         Command::Vault(c) => vault_cmd::run_vault(c),
         Command::Ingest(a) => vault_cmd::run_ingest(a),
         Command::Sql(a) => vault_cmd::run_sql(a),

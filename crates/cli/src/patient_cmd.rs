@@ -11,6 +11,7 @@ use crate::query_cmd::{Who, load};
 use anyhow::{Context, bail};
 use clap::{Args, Subcommand};
 use medspace_client::Remote;
+use medspace_client::light::LightClient;
 use medspace_client::records::{self, GrantTerms, LogLine};
 use medspace_types::*;
 use std::path::PathBuf;
@@ -140,6 +141,24 @@ enum PatientCommand {
     },
 }
 
+/// The hospitals that hold the patient's records: the devnet patient's hospital; a wallet's
+/// linked hospitals, or — for a wallet no hospital has linked yet — every hospital.
+fn holders(p: &WhichPatient, light: &LightClient) -> anyhow::Result<Vec<MemberId>> {
+    let Some(w) = &p.wallet else {
+        return Ok(vec![MemberId::new(&p.hospital)?]);
+    };
+    let wallet = medspace_patient::Wallet::load(w)
+        .with_context(|| format!("reading wallet {}", w.display()))?;
+    if wallet.links.is_empty() {
+        return Ok(light.hospitals()?);
+    }
+    Ok(wallet
+        .links
+        .iter()
+        .map(|l| MemberId::new(&l.member))
+        .collect::<Result<_, _>>()?)
+}
+
 /// The devnet key of a hospital's `index`-th patient, or a wallet's key.
 fn patient_key(who: &Who, p: &WhichPatient) -> anyhow::Result<Keypair> {
     if let Some(w) = &p.wallet {
@@ -185,7 +204,9 @@ fn print_lines(lines: &[LogLine]) {
 pub fn run(args: PatientArgs) -> anyhow::Result<()> {
     let who = args.who;
     let (genesis, signer) = load(&who, "hospital-b.clinician")?;
-    let mut ledger = Remote::connect(&genesis)?;
+    // A patient acts through a light client with their own key: validators serve whole blocks
+    // to the consortium only; the patient checks certified headers and proofs.
+    let light = |key: &Keypair| LightClient::connect(&genesis, key);
     match args.command {
         PatientCommand::Grant {
             patient,
@@ -201,9 +222,11 @@ pub fn run(args: PatientArgs) -> anyhow::Result<()> {
         } => {
             let key = patient_key(&who, &patient)?;
             let id = PatientId::from_key(&key.public());
+            let ledger = light(&key)?;
+            let now_ms = ledger.latest()?.time_ms;
             let until_ms = match until {
                 Some(d) => day_ms(&d)? + 86_399_999,
-                None => ledger.time_ms(),
+                None => now_ms,
             };
             let (payload, code) = GrantTerms {
                 grantee: MemberId::new(&to)?,
@@ -213,12 +236,22 @@ pub fn run(args: PatientArgs) -> anyhow::Result<()> {
                     .map_err(|e| anyhow::anyhow!("bad purpose `{purpose}`: {e}"))?,
                 types: types.clone(),
                 period_ms: (day_ms(&from)?, until_ms),
-                expiry_ms: ledger.time_ms() + days * 24 * 3600 * 1000,
+                expiry_ms: now_ms + days * 24 * 3600 * 1000,
                 max_uses: uses,
             }
             .with_new_code(&id)?;
-            let r = ledger.must(&key, payload)?;
-            let Some(medspace_state::Created::Grant(grant)) = r.created else {
+            let Payload::IssueGrant(terms) = &payload else {
+                bail!("not a grant")
+            };
+            let code_hash = terms.code_hash;
+            ledger.must(payload)?;
+            // The grant is the patient's with this code's hash, proven on the ledger.
+            let Some(grant) = ledger
+                .grants(&id)?
+                .into_iter()
+                .find(|g| g.terms.code_hash == code_hash)
+                .map(|g| g.id)
+            else {
                 bail!("the grant was not created")
             };
             println!("grant {grant}");
@@ -254,11 +287,12 @@ pub fn run(args: PatientArgs) -> anyhow::Result<()> {
             let key = medspace_patient::Wallet::load(&wallet)
                 .and_then(|w| w.key())
                 .with_context(|| format!("reading wallet {}", wallet.display()))?;
-            ledger.must(&key, Payload::RegisterPatient(RegisterPatient {}))?;
+            let ledger = light(&key)?;
+            ledger.must(Payload::RegisterPatient(RegisterPatient {}))?;
             println!(
                 "patient {} registered at height {}",
                 PatientId::from_key(&key.public()),
-                ledger.height()
+                ledger.latest()?.height
             );
             Ok(())
         }
@@ -291,12 +325,13 @@ pub fn run(args: PatientArgs) -> anyhow::Result<()> {
                 }),
                 other => bail!("--decision must be allow, deny or revoke: decision={other}"),
             };
-            ledger.must(&key, payload)?;
+            let ledger = light(&key)?;
+            ledger.must(payload)?;
             println!(
                 "consent {purpose} {} {decision}{} at height {}: in force for every job and access after this block",
                 study.map_or("(all studies)".to_string(), |s| s.to_string()),
                 if l4 { " with L4 opt-in" } else { "" },
-                ledger.height()
+                ledger.latest()?.height
             );
             Ok(())
         }
@@ -305,31 +340,28 @@ pub fn run(args: PatientArgs) -> anyhow::Result<()> {
             let grant: GrantId = grant
                 .parse()
                 .map_err(|e| anyhow::anyhow!("bad grant id `{grant}`: {e}"))?;
-            ledger.must(&key, Payload::RevokeGrant(RevokeGrant { grant }))?;
-            println!("grant {grant} revoked at height {}", ledger.height());
+            let ledger = light(&key)?;
+            ledger.must(Payload::RevokeGrant(RevokeGrant { grant }))?;
+            println!(
+                "grant {grant} revoked at height {}",
+                ledger.latest()?.height
+            );
             Ok(())
         }
         PatientCommand::Log { patient } => {
             let key = patient_key(&who, &patient)?;
             let id = PatientId::from_key(&key.public());
+            let ledger = light(&key)?;
+            let head = ledger.latest()?;
             println!(
-                "log of patient {id} at height {}, state root {} (verified from finalized blocks):",
-                ledger.height(),
-                ledger.state().root()
+                "log of patient {id} at height {}, state root {} (a certified header; every entry proven against the root of the height it was read at):",
+                head.height,
+                hex::encode(head.state_root)
             );
-            let log = records::log(ledger.state(), &id)?;
+            let log = ledger.log(&id)?;
             print_lines(&log);
-            // The hospitals holding this patient's records: the devnet patient's, or (wallet)
-            // any hospital of the consortium.
-            let holders: Vec<MemberId> = if patient.wallet.is_some() {
-                medspace_consortium::HOSPITALS
-                    .iter()
-                    .map(|h| MemberId::new(h))
-                    .collect::<Result<_, _>>()?
-            } else {
-                vec![MemberId::new(&patient.hospital)?]
-            };
-            let jobs = records::jobs_that_may_have_counted(ledger.state(), &id, &holders)?;
+            let holders = holders(&patient, &ledger)?;
+            let jobs = ledger.jobs(&id, &holders)?;
             print_lines(&jobs);
             println!(
                 "  {} entries and {} jobs, every proof checked",
@@ -340,7 +372,9 @@ pub fn run(args: PatientArgs) -> anyhow::Result<()> {
         }
         PatientCommand::Export { patient, out } => {
             let key = patient_key(&who, &patient)?;
-            let rec = records::export_record(&ledger, &genesis, &key)?;
+            let ledger = light(&key)?;
+            let rec =
+                records::export_record(&|m, p| ledger.get_at(m, p), &holders(&patient, &ledger)?)?;
             std::fs::write(&out, serde_json::to_vec_pretty(&rec.bundle)?)
                 .with_context(|| format!("writing {}", out.display()))?;
             let from: Vec<String> = rec
@@ -363,8 +397,9 @@ pub fn run(args: PatientArgs) -> anyhow::Result<()> {
             let grant: GrantId = grant
                 .parse()
                 .map_err(|e| anyhow::anyhow!("bad grant id `{grant}`: {e}"))?;
+            let mut ledger = Remote::connect(&genesis, &signer)?;
             let started = std::time::Instant::now();
-            let (bytes, access) = records::redeem(&mut ledger, &genesis, &signer, grant, &code)?;
+            let (bytes, access) = records::redeem(&mut ledger, &signer, grant, &code)?;
             let took = started.elapsed();
             std::fs::write(&out, &bytes).with_context(|| format!("writing {}", out.display()))?;
             println!(

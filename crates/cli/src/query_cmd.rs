@@ -138,10 +138,19 @@ pub fn load(who: &Who, default_user: &str) -> anyhow::Result<(ChainGenesis, Keyp
     })?;
     let key = match &who.key {
         Some(path) => {
-            let text = std::fs::read_to_string(path)
-                .with_context(|| format!("reading key file {}", path.display()))?;
-            Keypair::from_secret_hex(&text)
-                .with_context(|| format!("key file {} holds no secret key", path.display()))?
+            // A sealed member key file (`keygen --member`), opened with the passphrase in
+            // `MEDSPACE_KEY_PASSPHRASE`; a plain hex one is accepted too.
+            let passphrase = medspace_vault::seal::PassphraseSource {
+                file: None,
+                env: Some(medspace_chain::node::KEY_PASSPHRASE_ENV.into()),
+            }
+            .resolve()?;
+            let unlock = medspace_vault::seal::Unlock {
+                passphrase,
+                allow_plain: true,
+            };
+            medspace_worker::config::load_member_key(path, &unlock)
+                .with_context(|| format!("key file {}", path.display()))?
         }
         None => Consortium::default_devnet(devnet_seed(who)?, GENESIS_MS)?
             .user_key(who.user.as_deref().unwrap_or(default_user))?
@@ -158,7 +167,7 @@ fn parse_contract(s: &str) -> anyhow::Result<ContractId> {
 /// Runs `medspace query`.
 pub fn run(args: QueryArgs) -> anyhow::Result<()> {
     let (genesis, key) = load(&args.who, "research-1.researcher")?;
-    let mut ledger = Remote::connect(&genesis)?;
+    let mut ledger = Remote::connect(&genesis, &key)?;
     match args.command {
         QueryCommand::Contract {
             spec,
@@ -244,7 +253,6 @@ pub fn run(args: QueryArgs) -> anyhow::Result<()> {
                     .to_vec(),
             };
             let run = study::run_job(
-                &genesis,
                 &mut ledger,
                 &key,
                 contract,

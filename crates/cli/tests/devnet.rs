@@ -60,6 +60,24 @@ impl Net {
     }
 }
 
+/// The member whose key reads the test consortium's blocks.
+const READER_SEED: u64 = 1;
+
+impl Net {
+    /// A follower's source over the validators `order`, reading as the member.
+    fn source(&self, order: &[usize]) -> HttpSource {
+        HttpSource::named(
+            order
+                .iter()
+                .map(|i| (self.names[*i].clone(), self.http[*i].clone()))
+                .collect(),
+        )
+        .signed_by(std::sync::Arc::new(medspace_api::gate::KeySigner(
+            Keypair::from_seed(READER_SEED),
+        )))
+    }
+}
+
 impl Drop for Net {
     fn drop(&mut self) {
         for i in 0..self.children.len() {
@@ -74,7 +92,7 @@ fn init(dir: &Path) -> Net {
         .iter()
         .map(|s| s.to_string())
         .collect();
-    let member = Keypair::from_seed(1);
+    let member = Keypair::from_seed(READER_SEED);
     let app = medspace_consortium::GenesisBuilder::new(CHAIN)
         .unwrap()
         .member("hospital-a", MemberKind::Hospital, &member)
@@ -109,6 +127,16 @@ fn init(dir: &Path) -> Net {
         String::from_utf8_lossy(&out.stderr)
     );
     let genesis = medspace_chain::node::Genesis::load(&dir.join("genesis.json")).unwrap();
+    // The observer reads the validators' blocks with its member's ledger key.
+    let observer = dir.join("observer");
+    std::fs::write(observer.join("member.key"), member.secret_hex()).unwrap();
+    let config = observer.join("node.toml");
+    let text = std::fs::read_to_string(&config).unwrap();
+    std::fs::write(
+        &config,
+        format!("{text}\n[observer]\nmember_key_file = \"member.key\"\n"),
+    )
+    .unwrap();
     Net {
         dir: dir.to_path_buf(),
         http: (0..5)
@@ -135,7 +163,7 @@ async fn wait_up(client: &reqwest::Client, url: &str) {
 
 async fn height(client: &reqwest::Client, url: &str) -> u64 {
     let v: serde_json::Value = client
-        .get(format!("{url}/v1/blocks"))
+        .get(format!("{url}/health"))
         .send()
         .await
         .unwrap()
@@ -192,7 +220,7 @@ async fn load(
 /// Follows the chain of `urls` with a verifying follower until every id is finalized (the
 /// acknowledgement a client gets); returns the follower.
 async fn acknowledged(net: &Net, urls: &[usize], ids: &[[u8; 32]], follower: &mut Follower) {
-    let source = HttpSource::new(urls.iter().map(|i| net.http[*i].clone()).collect());
+    let source = net.source(urls);
     let deadline = Instant::now() + Duration::from_secs(180);
     while !ids.iter().all(|id| follower.outcome(id).is_some()) {
         assert!(
@@ -253,9 +281,9 @@ fn validators_survive_kill_9_and_every_acknowledged_transaction_is_everywhere() 
         // Node i first. A validator that was down may hold a block it finalized through a
         // later certificate without that block's own certificate; the source then takes that
         // one block (verified all the same) from the next validator.
-        let mut urls = vec![net.http[i].clone()];
-        urls.extend((0..4).filter(|j| *j != i).map(|j| net.http[j].clone()));
-        let source = HttpSource::new(urls);
+        let mut order = vec![i];
+        order.extend((0..4).filter(|j| *j != i));
+        let source = net.source(&order);
         if i == 4 {
             // The observer serves the read API, not blocks: wait until it has verified `target`,
             // then compare its root with ours at its height.
@@ -277,7 +305,7 @@ fn validators_survive_kill_9_and_every_acknowledged_transaction_is_everywhere() 
                 std::thread::sleep(Duration::from_millis(200));
             };
             let h = v["height"].as_u64().unwrap();
-            let source = HttpSource::new(net.http[..4].to_vec());
+            let source = net.source(&[0, 1, 2, 3]);
             rt.block_on(ack.sync_to(&source, h, |_| {})).unwrap();
             assert_eq!(
                 v["root"].as_str().unwrap(),
@@ -300,7 +328,13 @@ fn validators_survive_kill_9_and_every_acknowledged_transaction_is_everywhere() 
     }
     // A follower accepts nothing it cannot verify: a flipped byte anywhere in a served block,
     // a block out of order, and changes nothing when it refuses.
-    let source = HttpSource::new(net.http[..4].to_vec());
+    // Blocks go to the consortium's members only: an unsigned follower gets none.
+    let unsigned = HttpSource::new(net.http[..4].to_vec());
+    assert!(
+        rt.block_on(unsigned.fetch(1, 0)).is_err(),
+        "an unsigned read of a block"
+    );
+    let source = net.source(&[0, 1, 2, 3]);
     let raw1 = rt.block_on(source.fetch(1, 0)).unwrap().expect("block 1");
     let raw2 = rt.block_on(source.fetch(2, 0)).unwrap().expect("block 2");
     let mut f = Follower::new(&net.genesis).unwrap();
@@ -386,12 +420,78 @@ fn run_demo(dir: &Path, args: &[std::ffi::OsString]) -> String {
         .output()
         .unwrap();
     let text = String::from_utf8_lossy(&out.stdout).into_owned();
-    assert!(
-        out.status.success(),
-        "demo failed: {text}\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    text
+    let errors = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "demo failed: {text}\n{errors}");
+    // Everything the demo printed, its diagnostics last.
+    format!("{text}\n{errors}")
+}
+
+/// What identifies the patients of the FHIR files under `dir`: their FHIR ids, given and family
+/// names, birth dates, address lines and identifiers (each at least 4 characters).
+fn identifiers_of_patients(dir: &Path) -> std::collections::BTreeSet<String> {
+    let mut out = std::collections::BTreeSet::new();
+    let mut add = |v: Option<&str>| {
+        if let Some(v) = v.filter(|v| v.len() >= 4) {
+            out.insert(v.to_string());
+        }
+    };
+    for f in std::fs::read_dir(dir).unwrap() {
+        let bundle: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(f.unwrap().path()).unwrap()).unwrap();
+        for e in bundle["entry"].as_array().into_iter().flatten() {
+            let r = &e["resource"];
+            if r["resourceType"] != "Patient" {
+                continue;
+            }
+            add(r["id"].as_str());
+            add(r["birthDate"].as_str());
+            for n in r["name"].as_array().into_iter().flatten() {
+                add(n["family"].as_str());
+                for g in n["given"].as_array().into_iter().flatten() {
+                    add(g.as_str());
+                }
+            }
+            for a in r["address"].as_array().into_iter().flatten() {
+                for l in a["line"].as_array().into_iter().flatten() {
+                    add(l.as_str());
+                }
+            }
+            for i in r["identifier"].as_array().into_iter().flatten() {
+                add(i["value"].as_str());
+            }
+        }
+    }
+    out
+}
+
+/// The first of `secrets` found in `bytes`.
+fn first_found<'a>(
+    bytes: &[u8],
+    secrets: &'a std::collections::BTreeSet<String>,
+) -> Option<&'a String> {
+    secrets
+        .iter()
+        .find(|s| bytes.windows(s.len()).any(|w| w == s.as_bytes()))
+}
+
+/// Every file a consortium run leaves: the chain's stored blocks, the observer's block log,
+/// node logs, worker files, genesis and configs, the study's chart, and the hospitals' own
+/// stores (the encrypted vaults, the sealed patient links, the sealed key files).
+fn files_of_the_run(dir: &Path, out: &mut Vec<PathBuf>) {
+    for e in std::fs::read_dir(dir).unwrap() {
+        let p = e.unwrap().path();
+        if p.is_dir() {
+            files_of_the_run(&p, out);
+        } else {
+            out.push(p);
+        }
+    }
+}
+
+/// Whether `f` is one of the hospitals' encrypted stores (ciphertext: random bytes).
+fn is_encrypted_store(f: &Path) -> bool {
+    f.components().any(|c| c.as_os_str() == "vault")
+        || f.file_name().is_some_and(|n| n == "links.sealed")
 }
 
 /// `medspace bench ledger --mode processes` on a small workload: four `medspace node`
@@ -528,6 +628,56 @@ fn demo_runs_on_the_synthea_split() {
         .unwrap_or_else(|| panic!("no insurer line:\n{text}"));
     for t in ["Claim,", "Encounter,", "ExplanationOfBenefit ("] {
         assert!(insurer.contains(t), "{insurer}");
+    }
+    // No patient data on the ledger, in the logs, in errors or in the output: the patients'
+    // names, birth dates, FHIR ids, addresses and identifiers appear in none of them.
+    let mut secrets = std::collections::BTreeSet::new();
+    for h in ["hospital-a", "hospital-b", "hospital-c"] {
+        secrets.extend(identifiers_of_patients(&data.join(h)));
+    }
+    assert!(secrets.len() > 300, "{} identifiers", secrets.len());
+    // The scan finds what is there (its own input).
+    let input = std::fs::read_dir(data.join("hospital-a"))
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap();
+    assert!(first_found(&std::fs::read(input.path()).unwrap(), &secrets).is_some());
+    let mut files = Vec::new();
+    files_of_the_run(&dir, &mut files);
+    assert!(
+        files.iter().any(|f| f.ends_with("observed.log"))
+            && files.iter().any(|f| f.ends_with("node.log"))
+            && files
+                .iter()
+                .any(|f| f.components().any(|c| c.as_os_str() == "storage"))
+            && files.iter().any(|f| f.ends_with("links.sealed"))
+            && files
+                .iter()
+                .any(|f| is_encrypted_store(f) && f.extension().is_some_and(|e| e == "parquet")),
+        "the scan covers the stored chain, the logs and the encrypted stores: {files:?}"
+    );
+    // In ciphertext (megabytes of random bytes) a given 4- or 5-byte string turns up by
+    // chance; there the scan looks for the identifiers of 6 characters or more (FHIR ids,
+    // birth dates, most names and addresses), which do not.
+    let long: std::collections::BTreeSet<String> =
+        secrets.iter().filter(|s| s.len() >= 6).cloned().collect();
+    assert!(long.len() * 2 > secrets.len(), "{} of {}", long.len(), secrets.len());
+    for f in &files {
+        let scan = if is_encrypted_store(f) { &long } else { &secrets };
+        if let Some(found) = first_found(&std::fs::read(f).unwrap(), scan) {
+            panic!(
+                "patient data ({} characters) in {}",
+                found.len(),
+                f.display()
+            );
+        }
+    }
+    if let Some(found) = first_found(text.as_bytes(), &secrets) {
+        panic!(
+            "patient data ({} characters) in the demo's output",
+            found.len()
+        );
     }
     let _ = std::fs::remove_dir_all(&dir);
 }
@@ -712,11 +862,13 @@ fn a_study_runs_from_the_cli_on_the_hospitals_workers_and_survives_a_dropped_sit
         .unwrap();
     let get = |node: usize, path: &str, key: &Keypair| -> (u16, String) {
         let url = format!("http://{}{path}", genesis.validators[node].http);
-        let now = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .as_millis() as u64;
-        let auth = medspace_api::auth::sign_request(key, "GET", path, now, b"");
+        let auth = medspace_api::auth::Request {
+            method: "GET",
+            path_and_query: path,
+            audience: &genesis.validators[node].name,
+            body: b"",
+        }
+        .sign(key);
         rt.block_on(async {
             let r = reqwest::Client::new()
                 .get(url)
@@ -735,7 +887,7 @@ fn a_study_runs_from_the_cli_on_the_hospitals_workers_and_survives_a_dropped_sit
     assert_eq!(status, 403, "{body}");
     assert!(body.contains("only the job's submitter"), "{body}");
     // A site's dealing goes to the job's aggregator (hospital-a) only.
-    let dealing = format!("/v1/worker/jobs/{job}/dealing");
+    let dealing = format!("/v1/worker/jobs/{job}/dealing?wait_ms=5000");
     let (status, body) = get(1, &dealing, &member_key("hospital-c"));
     assert_eq!(status, 403, "{body}");
     assert!(body.contains("only the aggregator"), "{body}");
@@ -744,7 +896,7 @@ fn a_study_runs_from_the_cli_on_the_hospitals_workers_and_survives_a_dropped_sit
     assert!(body.contains("\"member\":\"hospital-b\""), "{body}");
     // The round is closed on the ledger: a site reveals for its sets, to the aggregator only,
     // the same shares each time.
-    let reveal = format!("/v1/worker/jobs/{job}/reveal");
+    let reveal = format!("/v1/worker/jobs/{job}/reveal?wait_ms=5000");
     let (status, body) = get(1, &reveal, &member_key("hospital-c"));
     assert_eq!(status, 403, "{body}");
     let (status, first) = get(1, &reveal, &member_key("hospital-a"));
@@ -887,34 +1039,31 @@ fn patient_codes_are_redeemed_only_as_granted(net: &DevnetProcess) {
     for e in entries {
         assert_eq!(e["resource"]["resourceType"], "Condition", "{e}");
     }
-    // A signed request sent twice: the second is refused as a replay before anything else.
+    // A signed request sent twice: the second is refused as a replay before anything else; sent
+    // to another node, it is refused there as signed for someone else.
     let member = Keypair::from_secret_hex(
         &std::fs::read_to_string(net.dir.join("hospital-b").join("member.key")).unwrap(),
     )
     .unwrap();
     let genesis = medspace_chain::node::Genesis::load(&net.dir.join("genesis.json")).unwrap();
     let body = format!(r#"{{"grant":"{grant}","code":"CCCC-CCCC-CCCC-CCCC"}}"#);
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_millis() as u64;
-    let auth = medspace_api::auth::sign_request(
-        &member,
-        "POST",
-        "/v1/records/redeem",
-        now,
-        body.as_bytes(),
-    );
+    let auth = medspace_api::auth::Request {
+        method: "POST",
+        path_and_query: "/v1/records/redeem",
+        audience: &genesis.validators[0].name,
+        body: body.as_bytes(),
+    }
+    .sign(&member);
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .unwrap();
-    let send = || {
+    let send_to = |node: usize| {
         rt.block_on(async {
             let r = reqwest::Client::new()
                 .post(format!(
                     "http://{}/v1/records/redeem",
-                    genesis.validators[0].http
+                    genesis.validators[node].http
                 ))
                 .header("authorization", auth.clone())
                 .body(body.clone())
@@ -924,14 +1073,19 @@ fn patient_codes_are_redeemed_only_as_granted(net: &DevnetProcess) {
             (r.status().as_u16(), r.text().await.unwrap())
         })
     };
-    let (status, text) = send();
+    let (status, text) = send_to(0);
     assert!(
         status == 403 && text.contains("wrong code"),
         "{status} {text}"
     );
-    let (status, text) = send();
+    let (status, text) = send_to(0);
     assert!(
-        status == 409 && text.contains("replayed request"),
+        status == 401 && text.contains("replayed request"),
+        "{status} {text}"
+    );
+    let (status, text) = send_to(1);
+    assert!(
+        status == 401 && text.contains("signed for another node"),
         "{status} {text}"
     );
     // Single use: the same code again is refused.
@@ -951,13 +1105,14 @@ fn patient_codes_are_redeemed_only_as_granted(net: &DevnetProcess) {
         "redeem", "--grant", &grant2, "--code", &code2, "--out", out_s,
     ]);
     assert!(!ok && text.contains("revoked"), "{text}");
-    // Guessing is rate-limited: after five wrong codes even the right one is refused.
+    // Guessing is limited: after five wrong codes for a grant (counted on the holder's disk),
+    // even the right one is refused and the patient must issue a new grant.
     for _ in 0..5 {
         let (ok, _) = redeem("hospital-b.steward", "BBBB-BBBB-BBBB-BBBB");
         assert!(!ok);
     }
     let (ok, text) = redeem("hospital-b.steward", &code);
-    assert!(!ok && text.contains("too many wrong codes"), "{text}");
+    assert!(!ok && text.contains("locked after 5 wrong codes"), "{text}");
     // Dynamic consent: the patient declines one study.
     let mut args = vec!["consent", "--decision", "deny", "--study", "cli-study"];
     args.extend(patient);

@@ -14,6 +14,7 @@
 //! The command line (`medspace query`, `medspace patient`, the demo) and the web console are
 //! argument parsing and presentation over this library.
 
+pub mod light;
 pub mod records;
 pub mod remote;
 pub mod study;

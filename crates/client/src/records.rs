@@ -3,9 +3,8 @@
 
 use crate::remote::Remote;
 use crate::{ClientError, Result};
-use medspace_chain::node::Genesis as ChainGenesis;
-use medspace_state::State;
-use medspace_state::records::{AccessRecord, PatientEvent};
+use medspace_state::records::{AccessRecord, LogEntry, PatientEvent};
+use medspace_state::{Proven, State};
 use medspace_types::*;
 use serde_json::Value;
 
@@ -55,12 +54,12 @@ impl GrantTerms {
     }
 }
 
-/// Redeems `code` for `grant` at the holding hospital's node (`holder_url`), signed by the
-/// grantee's `key`, with the height this client has seen (so the holder catches up to a grant just
-/// issued before judging): the node's status and body (the Bundle, or why it refused).
+/// Redeems `code` for `grant` at the holding hospital's node, signed by the grantee's `key` for
+/// that node only, with the height this client has seen (so the holder catches up to a grant
+/// just issued before judging): the node's status and body (the Bundle, or why it refused).
 pub fn redeem_request(
     ledger: &Remote,
-    holder_url: &str,
+    holder: &MemberId,
     key: &Keypair,
     grant: GrantId,
     code: &str,
@@ -69,7 +68,7 @@ pub fn redeem_request(
         &serde_json::json!({ "grant": grant, "code": code, "after_height": ledger.height() }),
     )
     .map_err(|e| ClientError::Missing(e.to_string()))?;
-    ledger.post_signed(holder_url, "/v1/records/redeem", &body, key)
+    ledger.post_signed(holder, "/v1/records/redeem", &body, key)
 }
 
 /// The reason in a node's error answer (its `error` field, or the body).
@@ -106,7 +105,6 @@ pub fn access_for(
 /// the record.
 pub fn redeem(
     ledger: &mut Remote,
-    genesis: &ChainGenesis,
     key: &Keypair,
     grant: GrantId,
     code: &str,
@@ -115,8 +113,7 @@ pub fn redeem(
         .state()
         .grant(grant)?
         .ok_or_else(|| ClientError::Missing(format!("grant {grant} is not on the ledger")))?;
-    let url = crate::study::node_url(genesis, &rec.terms.holder)?;
-    let (status, bytes) = redeem_request(ledger, &url, key, grant, code)?;
+    let (status, bytes) = redeem_request(ledger, &rec.terms.holder, key, grant, code)?;
     if status != 200 {
         return Err(ClientError::Refused {
             what: format!("the redemption at {}", rec.terms.holder),
@@ -140,12 +137,30 @@ pub struct LogLine {
 
 /// `patient`'s log from the verified `state`, each entry's proof checked against its root.
 pub fn log(state: &State, patient: &PatientId) -> Result<Vec<LogLine>> {
-    let root = state.root();
+    log_lines(
+        &state.root(),
+        &state.patient_log(patient)?,
+        &state.accesses_of(patient)?,
+    )
+}
+
+fn proof_failed(what: &str) -> impl Fn(medspace_state::trie::ProofError) -> ClientError + '_ {
+    move |e| ClientError::Verification(format!("{what} failed its proof: {e}"))
+}
+
+/// A patient's log entries and the record accesses they name, each proof checked against
+/// `root`, in words.
+pub fn log_lines(
+    root: &Hash,
+    entries: &[Proven<LogEntry>],
+    accesses: &[Proven<AccessRecord>],
+) -> Result<Vec<LogLine>> {
+    for a in accesses {
+        a.verify(root).map_err(proof_failed("an access record"))?;
+    }
     let mut out = Vec::new();
-    for entry in state.patient_log(patient)? {
-        entry
-            .verify(&root)
-            .map_err(|e| ClientError::Verification(format!("a log entry failed its proof: {e}")))?;
+    for entry in entries {
+        entry.verify(root).map_err(proof_failed("a log entry"))?;
         let what = match &entry.record.event {
             PatientEvent::Consent(c) => format!(
                 "consent {} {} {}",
@@ -158,8 +173,10 @@ pub fn log(state: &State, patient: &PatientId) -> Result<Vec<LogLine>> {
             PatientEvent::GrantIssued(g) => format!("grant {g} issued"),
             PatientEvent::GrantRevoked(g) => format!("grant {g} revoked"),
             PatientEvent::Accessed(a) => {
-                let rec = state
-                    .access(*a)?
+                let rec = accesses
+                    .iter()
+                    .find(|p| &p.record.id == a)
+                    .map(|p| &p.record)
                     .ok_or_else(|| ClientError::Missing(format!("access {a} missing")))?;
                 format!(
                     "records delivered by {} to {} under {:?} ({} resources, hash {})",
@@ -186,31 +203,32 @@ pub fn jobs_that_may_have_counted(
     patient: &PatientId,
     holders: &[MemberId],
 ) -> Result<Vec<LogLine>> {
-    let root = state.root();
+    job_lines(
+        &state.root(),
+        &state.jobs_that_may_have_counted(patient, holders)?,
+    )
+}
+
+/// Jobs that may have counted a patient, each job and contract proof checked against `root`,
+/// in words.
+pub fn job_lines(root: &Hash, jobs: &[medspace_state::CountedJob]) -> Result<Vec<LogLine>> {
     let mut out = Vec::new();
-    for job in state.jobs()? {
-        let Some(c) = state.contract(job.contract)? else {
-            continue;
-        };
-        let Some(at) = c.owners.iter().find(|o| holders.contains(o)) else {
-            continue;
-        };
-        if !state.consent_allows(
-            patient,
-            c.purpose,
-            c.study.as_ref(),
-            c.level,
-            job.submitted_height,
-        )? {
-            continue;
+    for counted in jobs {
+        counted
+            .job
+            .verify(root)
+            .map_err(proof_failed("a job record"))?;
+        counted
+            .contract
+            .verify(root)
+            .map_err(proof_failed("a contract record"))?;
+        let (job, c) = (&counted.job.record, &counted.contract.record);
+        if job.contract != c.id || !c.owners.iter().any(|o| *o == counted.at) {
+            return Err(ClientError::Verification(format!(
+                "job {} is listed with a contract that is not its own",
+                job.id
+            )));
         }
-        let key = medspace_state::records::keys::job(job.id);
-        let (value, proof) = state
-            .prove(&key)
-            .ok_or_else(|| ClientError::Missing("a job without its record".into()))?;
-        proof.verify(&root, &key, &value).map_err(|e| {
-            ClientError::Verification(format!("a job record failed its proof: {e}"))
-        })?;
         let outcome = match &job.result {
             Some(r) => format!(
                 "aggregate result {} posted by {}, {} institutions contributed",
@@ -223,19 +241,23 @@ pub fn jobs_that_may_have_counted(
         out.push(LogLine {
             height: job.submitted_height,
             what: format!(
-                "job {} under {} ({} {}) may have counted you at {at}: your consent allowed it; {outcome}",
+                "job {} under {} ({} {}) may have counted you at {}: your consent allowed it; {outcome}",
                 job.id,
                 c.id,
                 c.purpose,
                 c.study
                     .as_ref()
                     .map_or("(no study)".into(), |s| s.to_string()),
+                counted.at,
             ),
-            proof_steps: proof.path.len(),
+            proof_steps: counted.job.proof.path.len(),
         });
     }
     Ok(out)
 }
+
+/// A signed `GET` of a path at a member's node: the answer's status and body.
+pub type SignedGet<'a> = dyn Fn(&MemberId, &str) -> Result<(u16, Vec<u8>)> + 'a;
 
 /// A patient's complete record, merged from every hospital holding one.
 pub struct ExportedRecord {
@@ -247,23 +269,30 @@ pub struct ExportedRecord {
     pub unreachable: Vec<String>,
 }
 
-/// Downloads the patient's record (signed by their own `key`) from every node of the genesis
-/// and merges the Bundles, each resource once.
-pub fn export_record(
-    ledger: &Remote,
-    genesis: &ChainGenesis,
-    key: &Keypair,
-) -> Result<ExportedRecord> {
+/// The active hospital members of the consortium: where a patient's records may be held when
+/// their wallet names no hospital.
+pub fn hospitals(state: &medspace_state::State) -> Result<Vec<MemberId>> {
+    Ok(state
+        .members()?
+        .into_iter()
+        .filter(|m| m.active && m.member.kind == MemberKind::Hospital)
+        .map(|m| m.member.id)
+        .collect())
+}
+
+/// Downloads the patient's record from each of `holders` (the hospitals that hold it) with
+/// `get` (a `GET` at a member's node, signed by the patient's own key for that node only), and
+/// merges the Bundles, each resource once. Nothing is asked of any other node.
+pub fn export_record(get: &SignedGet<'_>, holders: &[MemberId]) -> Result<ExportedRecord> {
     let mut entries: Vec<Value> = Vec::new();
     let mut seen = std::collections::HashSet::new();
     let mut from = Vec::new();
     let mut unreachable = Vec::new();
-    for node in genesis.validators.iter().chain(&genesis.observers) {
-        let url = format!("http://{}", node.http);
-        let (status, bytes) = match ledger.get_signed(&url, "/v1/records/export", key) {
+    for holder in holders {
+        let (status, bytes) = match get(holder, "/v1/records/export") {
             Ok(answer) => answer,
             Err(e) => {
-                unreachable.push(format!("{}: {e}", node.name));
+                unreachable.push(format!("{holder}: {e}"));
                 continue;
             }
         };
@@ -271,7 +300,7 @@ pub fn export_record(
             continue; // no record there (or no record service)
         }
         let bundle: Value = serde_json::from_slice(&bytes).map_err(|e| {
-            ClientError::Verification(format!("{} sent a malformed Bundle: {e}", node.name))
+            ClientError::Verification(format!("{holder} sent a malformed Bundle: {e}"))
         })?;
         let mut n = 0;
         for e in bundle
@@ -290,7 +319,7 @@ pub fn export_record(
                 n += 1;
             }
         }
-        from.push((node.name.clone(), n));
+        from.push((holder.to_string(), n));
     }
     if from.is_empty() {
         return Err(ClientError::Missing(

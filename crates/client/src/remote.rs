@@ -35,18 +35,26 @@ pub struct Remote {
     runtime: tokio::runtime::Runtime,
     client: reqwest::Client,
     urls: Vec<String>,
+    /// The validators' names, in the order of `urls`.
+    names: Vec<String>,
+    /// Every node of the genesis (validators and observers), by member: its API's URL.
+    nodes: std::collections::BTreeMap<String, String>,
     next_url: usize,
     source: HttpSource,
     follower: Follower,
     chain_id: Name,
+    /// The key that reads the chain.
+    reader: Keypair,
     pending: Vec<Pending>,
     /// The height each validator is known to have finalized (see [`Remote::caught_up`]).
     reached: std::collections::HashMap<String, u64>,
 }
 
 impl Remote {
-    /// Connects to the validators named in the genesis and catches up with the chain.
-    pub fn connect(genesis: &medspace_chain::node::Genesis) -> Result<Self> {
+    /// Connects to the validators named in the genesis and catches up with the chain, reading
+    /// blocks as `reader` (validators serve whole blocks to the keys of the consortium's
+    /// members and their users only; a patient reads through [`crate::light::LightClient`]).
+    pub fn connect(genesis: &medspace_chain::node::Genesis, reader: &Keypair) -> Result<Self> {
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
             .enable_all()
@@ -63,8 +71,18 @@ impl Remote {
                 .timeout(Duration::from_secs(30))
                 .build()
                 .map_err(|e| ClientError::Runtime(e.to_string()))?,
-            source: HttpSource::new(urls.clone()),
+            source: HttpSource::from_genesis(genesis).signed_by(std::sync::Arc::new(
+                medspace_api::gate::KeySigner(reader.clone()),
+            )),
+            reader: reader.clone(),
             urls,
+            names: genesis.validators.iter().map(|v| v.name.clone()).collect(),
+            nodes: genesis
+                .validators
+                .iter()
+                .chain(&genesis.observers)
+                .map(|n| (n.name.clone(), format!("http://{}", n.http)))
+                .collect(),
             next_url: 0,
             follower: Follower::new(genesis)?,
             chain_id: Name::new(&genesis.chain_id)?,
@@ -102,12 +120,20 @@ impl Remote {
     fn latest_height(&mut self) -> Result<u64> {
         let mut last_err = None;
         for _ in 0..self.urls.len() {
-            let url = self.url();
+            let (name, url) = self.validator();
             let client = self.client.clone();
+            let auth = medspace_api::auth::Request {
+                method: "GET",
+                path_and_query: "/v1/blocks",
+                audience: &name,
+                body: b"",
+            }
+            .sign(&self.reader);
             let answer: Result<u64> = self.runtime.block_on(async move {
                 let what = format!("GET {url}/v1/blocks");
                 let bytes = client
                     .get(format!("{url}/v1/blocks"))
+                    .header("authorization", auth)
                     .send()
                     .await
                     .map_err(|e| http(&what, e))?
@@ -131,11 +157,13 @@ impl Remote {
         Err(last_err.unwrap_or_else(|| ClientError::Missing("no validators in the genesis".into())))
     }
 
-    fn url(&self) -> String {
-        self.urls
-            .get(self.next_url % self.urls.len().max(1))
-            .cloned()
-            .unwrap_or_default()
+    /// The validator asked next: its name and URL.
+    fn validator(&self) -> (String, String) {
+        let i = self.next_url % self.urls.len().max(1);
+        (
+            self.names.get(i).cloned().unwrap_or_default(),
+            self.urls.get(i).cloned().unwrap_or_default(),
+        )
     }
 
     /// Waits for the next finalized block and applies it (long-poll).
@@ -147,41 +175,58 @@ impl Remote {
         Ok(())
     }
 
-    /// A `GET` on `base_url` signed by `key` (the API's signed requests): status and body.
+    /// The API URL of `member`'s node, as the genesis names it.
+    pub fn node_url(&self, member: &MemberId) -> Result<&str> {
+        self.nodes
+            .get(member.as_str())
+            .map(String::as_str)
+            .ok_or_else(|| ClientError::Missing(format!("no node named {member} in the genesis")))
+    }
+
+    /// The members that run a node (validators and observers).
+    pub fn node_members(&self) -> impl Iterator<Item = &str> {
+        self.nodes.keys().map(String::as_str)
+    }
+
+    /// A `GET` at `member`'s node, signed by `key` for that node only (the API's signed
+    /// requests): status and body.
     pub fn get_signed(
         &self,
-        base_url: &str,
+        member: &MemberId,
         path_and_query: &str,
         key: &Keypair,
     ) -> Result<(u16, Vec<u8>)> {
-        self.signed("GET", base_url, path_and_query, b"", key)
+        self.signed("GET", member, path_and_query, b"", key)
     }
 
-    /// A `POST` of `body` on `base_url`, signed by `key`: status and body.
+    /// A `POST` of `body` at `member`'s node, signed by `key` for that node only: status and
+    /// body.
     pub fn post_signed(
         &self,
-        base_url: &str,
+        member: &MemberId,
         path: &str,
         body: &[u8],
         key: &Keypair,
     ) -> Result<(u16, Vec<u8>)> {
-        self.signed("POST", base_url, path, body, key)
+        self.signed("POST", member, path, body, key)
     }
 
     fn signed(
         &self,
         method: &str,
-        base_url: &str,
+        member: &MemberId,
         path: &str,
         body: &[u8],
         key: &Keypair,
     ) -> Result<(u16, Vec<u8>)> {
-        let now = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
-            .unwrap_or(0);
-        let auth = medspace_api::auth::sign_request(key, method, path, now, body);
-        let url = format!("{base_url}{path}");
+        let auth = medspace_api::auth::Request {
+            method,
+            path_and_query: path,
+            audience: member.as_str(),
+            body,
+        }
+        .sign(key);
+        let url = format!("{}{path}", self.node_url(member)?);
         let req = match method {
             "POST" => self.client.post(&url).body(body.to_vec()),
             _ => self.client.get(&url),
@@ -274,11 +319,27 @@ impl Remote {
         if height == 0 || self.reached.get(url).is_some_and(|h| *h >= height) {
             return;
         }
+        let name = self
+            .urls
+            .iter()
+            .position(|u| u == url)
+            .and_then(|i| self.names.get(i))
+            .cloned()
+            .unwrap_or_default();
+        let path = format!("/v1/blocks/{height}/header?wait_ms=5000");
+        let auth = medspace_api::auth::Request {
+            method: "GET",
+            path_and_query: &path,
+            audience: &name,
+            body: b"",
+        }
+        .sign(&self.reader);
         let client = self.client.clone();
-        let target = format!("{url}/v1/blocks/{height}/raw?wait_ms=5000");
+        let target = format!("{url}{path}");
         let reached = self.runtime.block_on(async move {
             client
                 .get(target)
+                .header("authorization", auth)
                 .send()
                 .await
                 .is_ok_and(|r| r.status().is_success())

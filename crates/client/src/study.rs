@@ -5,7 +5,6 @@
 
 use crate::remote::Remote;
 use crate::{ClientError, Result};
-use medspace_chain::node::Genesis as ChainGenesis;
 use medspace_consortium::Consortium;
 use medspace_state::Created;
 use medspace_state::records::JobResult;
@@ -118,7 +117,6 @@ pub struct JobRun {
 
 /// Submits a job under `contract` and waits for the hospitals' workers to post its result.
 pub fn run_job(
-    genesis: &ChainGenesis,
     ledger: &mut Remote,
     key: &Keypair,
     contract: ContractId,
@@ -142,7 +140,7 @@ pub fn run_job(
     };
     let record = wait_result(ledger, job, started, timeout)?;
     let latency = started.elapsed();
-    let result = fetch_result(genesis, ledger, key, job, &record)?;
+    let result = fetch_result(ledger, key, job, &record)?;
     Ok(JobRun {
         job,
         result,
@@ -177,28 +175,19 @@ pub fn wait_result(
     }
 }
 
-/// The HTTP base URL of a member's node (the genesis node of that name).
-pub fn node_url(genesis: &ChainGenesis, member: &MemberId) -> Result<String> {
-    genesis
-        .validators
-        .iter()
-        .chain(&genesis.observers)
-        .find(|v| v.name == member.as_str())
-        .map(|v| format!("http://{}", v.http))
-        .ok_or_else(|| ClientError::Missing(format!("no node named {member} in the genesis")))
-}
-
 /// Fetches a job's released result from its aggregator, signed by the submitter's `key`, and
 /// checks it against the hash on the ledger.
 pub fn fetch_result(
-    genesis: &ChainGenesis,
     ledger: &Remote,
     key: &Keypair,
     job: JobId,
     record: &JobResult,
 ) -> Result<ResultDoc> {
-    let url = node_url(genesis, &record.posted_by)?;
-    let (status, body) = ledger.get_signed(&url, &format!("/v1/worker/jobs/{job}/result"), key)?;
+    let (status, body) = ledger.get_signed(
+        &record.posted_by,
+        &format!("/v1/worker/jobs/{job}/result"),
+        key,
+    )?;
     if status != 200 {
         return Err(ClientError::Refused {
             what: format!("the result of {job} at {}", record.posted_by),

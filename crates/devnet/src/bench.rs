@@ -71,7 +71,6 @@ pub fn jobs_end_to_end(
         let mut ms = Vec::new();
         for done in 0..opts.jobs {
             let run = medspace_client::study::run_job(
-                &net.genesis,
                 &mut ledger,
                 &researcher,
                 contract,
@@ -141,7 +140,7 @@ pub struct RedeemReport {
 
 async fn redeem_once(
     client: &reqwest::Client,
-    url: &str,
+    (holder, url): (&MemberId, &str),
     key: &Keypair,
     grant: GrantId,
     code: &str,
@@ -150,12 +149,14 @@ async fn redeem_once(
     let body = serde_json::to_vec(
         &serde_json::json!({ "grant": grant, "code": code, "after_height": after_height }),
     )?;
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
-        .unwrap_or(0);
     let path = "/v1/records/redeem";
-    let auth = medspace_api::auth::sign_request(key, "POST", path, now, &body);
+    let auth = medspace_api::auth::Request {
+        method: "POST",
+        path_and_query: path,
+        audience: holder.as_str(),
+        body: &body,
+    }
+    .sign(key);
     let t = Instant::now();
     let r = client
         .post(format!("{url}{path}"))
@@ -280,7 +281,8 @@ fn redeem_on(
         opts.redemptions,
     )?;
     let after_height = ledger.height();
-    let url = medspace_client::study::node_url(&net.genesis, &MemberId::new(&holder.member)?)?;
+    let holder_id = MemberId::new(&holder.member)?;
+    let url = ledger.node_url(&holder_id)?.to_string();
     let key = net.consortium.user_key("hospital-b.clinician")?.clone();
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -295,7 +297,7 @@ fn redeem_on(
     for i in 0..opts.redemptions {
         sequential.push(rt.block_on(redeem_once(
             &client,
-            &url,
+            (&holder_id, &url),
             &key,
             big_grant,
             &big_code,
@@ -308,7 +310,8 @@ fn redeem_on(
     let started = Instant::now();
     let mut tasks = Vec::new();
     for c in 0..clients {
-        let (client, url, key) = (client.clone(), url.clone(), key.clone());
+        let (client, url, key, holder) =
+            (client.clone(), url.clone(), key.clone(), holder_id.clone());
         let mine: Vec<(GrantId, String)> = grants
             .iter()
             .enumerate()
@@ -320,7 +323,9 @@ fn redeem_on(
             let mut out = Vec::new();
             for i in 0..n {
                 if let Some((g, code)) = mine.get(i % mine.len().max(1)) {
-                    out.push(redeem_once(&client, &url, &key, *g, code, after_height).await);
+                    out.push(
+                        redeem_once(&client, (&holder, &url), &key, *g, code, after_height).await,
+                    );
                 }
             }
             out
@@ -456,7 +461,18 @@ pub fn ledger_processes(
         );
     }
     progress("4 validator processes started; waiting for their APIs");
-    let outcome = offer(&urls, &workload.txs, &workload.route, opts.rate, progress);
+    let reader = (
+        nodes.first().map(|n| n.name.clone()).unwrap_or_default(),
+        medspace_ledger::bench::bench_member(),
+    );
+    let outcome = offer(
+        &urls,
+        &reader,
+        &workload.txs,
+        &workload.route,
+        opts.rate,
+        progress,
+    );
     drop(children);
     let _ = std::fs::remove_dir_all(&dir);
     outcome
@@ -474,8 +490,11 @@ impl Drop for Children {
     }
 }
 
+/// Offers `txs` to the validators at `urls` at `rate`, watching validator 0's blocks as
+/// `reader` (its name, and a member's key: validators serve blocks to members only).
 fn offer(
     urls: &[String],
+    reader: &(String, Keypair),
     txs: &[bytes::Bytes],
     route: &[usize],
     rate: u64,
@@ -518,20 +537,40 @@ fn offer(
             urls.first().cloned().unwrap_or_default(),
             submitted.clone(),
         );
+        let (audience, key) = reader.clone();
+        let signed = move |path: &str| {
+            medspace_api::auth::Request {
+                method: "GET",
+                path_and_query: path,
+                audience: &audience,
+                body: b"",
+            }
+            .sign(&key)
+        };
         rt.spawn(async move {
             let mut latencies = Vec::new();
             let mut last = Instant::now();
             let mut height = 1u64;
             let idle_limit = Duration::from_secs(30);
             while latencies.len() < total && last.elapsed() < idle_limit {
+                // Waits at the validator for the height, then reads its transaction ids.
+                let wait = format!("/v1/blocks/{height}/header?wait_ms=2000");
                 let raw = client
-                    .get(format!("{url}/v1/blocks/{height}/raw?wait_ms=2000"))
+                    .get(format!("{url}{wait}"))
+                    .header("authorization", signed(&wait))
                     .send()
                     .await;
                 if !raw.is_ok_and(|r| r.status().is_success()) {
+                    tokio::time::sleep(Duration::from_millis(20)).await;
                     continue;
                 }
-                let Ok(r) = client.get(format!("{url}/v1/blocks/{height}")).send().await else {
+                let path = format!("/v1/blocks/{height}");
+                let Ok(r) = client
+                    .get(format!("{url}{path}"))
+                    .header("authorization", signed(&path))
+                    .send()
+                    .await
+                else {
                     continue;
                 };
                 let Ok(body) = r.bytes().await else {

@@ -245,7 +245,6 @@ fn story(net: &Devnet, ledger: &mut Remote, opts: &DemoOptions, n: &mut usize) -
     );
     let run_job = |ledger: &mut Remote, eps: u64| -> Result<study::JobRun> {
         let run = study::run_job(
-            &net.genesis,
             ledger,
             researcher,
             contract,
@@ -386,11 +385,11 @@ fn story(net: &Devnet, ledger: &mut Remote, opts: &DemoOptions, n: &mut usize) -
         code.display()
     );
     let clinician = c.user_key("hospital-b.clinician")?;
-    let holder_url = study::node_url(&net.genesis, &MemberId::new("hospital-a")?)?;
+    let holder = MemberId::new("hospital-a")?;
     let redeem = |ledger: &Remote, code: &str| -> Result<(u16, Vec<u8>, f64)> {
         let t = std::time::Instant::now();
         let (status, bytes) =
-            medspace_client::records::redeem_request(ledger, &holder_url, clinician, grant, code)?;
+            medspace_client::records::redeem_request(ledger, &holder, clinician, grant, code)?;
         Ok((status, bytes, t.elapsed().as_secs_f64() * 1000.0))
     };
     let (status, _, _) = redeem(ledger, "0000-0000-0000-0000")?;
@@ -489,8 +488,7 @@ fn day_start_ms(date: &str) -> Option<u64> {
 fn insurer_claim(net: &Devnet, ledger: &mut Remote, patient: &Patient) -> Result<()> {
     let c = &net.consortium;
     let holder = MemberId::new("hospital-a")?;
-    let url = study::node_url(&net.genesis, &holder)?;
-    let (status, bytes) = ledger.get_signed(&url, "/v1/records/export", &patient.key)?;
+    let (status, bytes) = ledger.get_signed(&holder, "/v1/records/export", &patient.key)?;
     if status != 200 {
         fail!("the patient's own export failed ({status})");
     }
@@ -539,7 +537,7 @@ fn insurer_claim(net: &Devnet, ledger: &mut Remote, patient: &Patient) -> Result
     };
     let (status, bytes) = medspace_client::records::redeem_request(
         ledger,
-        &url,
+        &holder,
         c.user_key("insurer-1.claims")?,
         grant,
         &code.display(),

@@ -87,35 +87,89 @@ fn spec(c: &Consortium, base_port: u16) -> Result<ConsortiumSpec> {
 }
 
 /// Gives a hospital's node its compute worker: the member's ledger key and X25519 secret in
-/// owner-only files, the `[worker]` section of its config and the `[vault]` section naming
-/// the vault's passphrase file (once). (The member and agreement keys stay plain hex: the
-/// worker's config reads them so; the node's own ledger key is sealed.)
+/// sealed key files, the `[worker]` section of its config and the `[vault]` section naming
+/// the vault's passphrase file (once).
 fn ensure_worker(dir: &Path, c: &Consortium, seed: u64, member: &str) -> Result<()> {
-    let node = dir.join(member);
-    let config = node.join("node.toml");
-    let text = std::fs::read_to_string(&config)
-        .with_context(|| format!("reading {}", config.display()))?;
-    if text.lines().any(|l| l.trim() == "[worker]") {
-        return Ok(());
-    }
     let secret = medspace_consortium::agreement_secret(seed, member);
-    for (file, secret) in [
-        ("member.key", c.member_key(member)?.secret_hex()),
-        ("agreement.key", hex::encode(secret.to_bytes())),
-    ] {
-        if !node.join(file).exists() {
-            crate::write_secret(&node.join(file), &secret)?;
-        }
-    }
     let section = format!(
         "\n[worker]\nmember = \"{member}\"\nmember_key_file = \"member.key\"\nagreement_key_file = \"agreement.key\"\nshare_timeout_ms = {WORKER_SHARE_TIMEOUT_MS}\n\n[vault]\npassphrase_file = \"{}\"\n",
         hospitals::VAULT_PASSPHRASE_FILE
     );
+    add_section(
+        &dir.join(member),
+        "[worker]",
+        &section,
+        &[
+            (
+                "member.key",
+                medspace_worker::config::MEMBER_KEY_ROLE,
+                member_secret(c, member)?,
+            ),
+            (
+                "agreement.key",
+                medspace_worker::config::AGREEMENT_KEY_ROLE,
+                zeroize::Zeroizing::new(secret.to_bytes().to_vec()),
+            ),
+        ],
+    )
+}
+
+/// The raw secret of a member's ledger key.
+fn member_secret(c: &Consortium, member: &str) -> Result<zeroize::Zeroizing<Vec<u8>>> {
+    let hex = zeroize::Zeroizing::new(c.member_key(member)?.secret_hex());
+    hex::decode(hex.as_str())
+        .map(zeroize::Zeroizing::new)
+        .map_err(|_| crate::DevnetError::Failed("a member key is not hex".into()))
+}
+
+/// Gives the observer's node its member's ledger key (it reads the validators' blocks with it)
+/// and the `[observer]` section of its config (once).
+fn ensure_observer(dir: &Path, c: &Consortium, member: &str) -> Result<()> {
+    add_section(
+        &dir.join(member),
+        "[observer]",
+        "\n[observer]\nmember_key_file = \"member.key\"\n",
+        &[(
+            "member.key",
+            medspace_worker::config::MEMBER_KEY_ROLE,
+            member_secret(c, member)?,
+        )],
+    )
+}
+
+/// A secret to write as a sealed key file: (file name, role, secret).
+type Secret<'a> = (&'a str, &'a str, zeroize::Zeroizing<Vec<u8>>);
+
+/// Appends `section` (headed `head`) to `node`'s config unless it has one, after sealing each
+/// of `secrets` into its owner-only key file (unless present) under the node's key passphrase
+/// (`node.pass`, written by `init_consortium`).
+fn add_section(node: &Path, head: &str, section: &str, secrets: &[Secret<'_>]) -> Result<()> {
+    use medspace_vault::seal::{KdfParams, Passphrase, SealedKey};
+    let config = node.join("node.toml");
+    let text = std::fs::read_to_string(&config)
+        .with_context(|| format!("reading {}", config.display()))?;
+    if text.lines().any(|l| l.trim() == head) {
+        return Ok(());
+    }
+    let pass_path = node.join(NODE_PASSPHRASE_FILE);
+    let passphrase = Passphrase::from_file(&pass_path)
+        .map_err(|e| crate::DevnetError::Failed(format!("node key passphrase: {e}")))?;
+    for (file, role, secret) in secrets {
+        let path = node.join(file);
+        if !path.exists() {
+            SealedKey::seal(secret, role, &passphrase, KdfParams::DEFAULT)
+                .and_then(|k| k.write(&path, false))
+                .map_err(|e| crate::DevnetError::Failed(format!("{file}: {e}")))?;
+        }
+    }
     let tmp = node.join("node.toml.tmp");
     std::fs::write(&tmp, format!("{text}{section}"))
         .with_context(|| format!("writing {}", tmp.display()))?;
     std::fs::rename(&tmp, &config).with_context(|| format!("writing {}", config.display()))
 }
+
+/// The file beside each node's config holding the passphrase of its key files.
+pub const NODE_PASSPHRASE_FILE: &str = "node.pass";
 
 /// How long a devnet aggregator waits for a hospital's share before dropping it.
 pub const WORKER_SHARE_TIMEOUT_MS: u64 = 5_000;
@@ -184,6 +238,7 @@ impl Devnet {
         for member in HOSPITALS {
             ensure_worker(dir, &consortium, options.seed, member)?;
         }
+        ensure_observer(dir, &consortium, OBSERVER)?;
         let genesis = ChainGenesis::load(&dir.join("genesis.json"))?;
         let mut devnet = Self {
             dir: dir.to_path_buf(),
@@ -320,9 +375,13 @@ impl Devnet {
         }
     }
 
-    /// A verifying client of this devnet.
+    /// A verifying client of this devnet, reading the chain as the regulator (a member: the
+    /// validators serve it whole blocks).
     pub fn client(&self) -> Result<Remote> {
-        Ok(Remote::connect(&self.genesis)?)
+        Ok(Remote::connect(
+            &self.genesis,
+            self.consortium.member_key(OBSERVER)?,
+        )?)
     }
 
     /// Whether the hospitals' catalog and patients are on the chain already.

@@ -7,7 +7,7 @@ use medspace_types::*;
 /// their key and then set a research consent (two signed transactions per patient, the
 /// registrations first; a patient's two go to the same validator).
 pub fn workload(txs: usize) -> Result<medspace_chain::bench::Workload<LedgerApp>, WorkloadError> {
-    let member = Keypair::from_seed(u64::MAX);
+    let member = bench_member();
     let genesis = medspace_consortium::GenesisBuilder::new(medspace_chain::bench::BENCH_CHAIN)?
         .member("hospital-a", MemberKind::Hospital, &member)?
         .build();
@@ -51,6 +51,12 @@ pub fn workload(txs: usize) -> Result<medspace_chain::bench::Workload<LedgerApp>
         txs: out,
         route,
     })
+}
+
+/// The key of the workload's one member: it reads the benchmark chain's blocks (validators
+/// serve whole blocks to members only).
+pub fn bench_member() -> Keypair {
+    Keypair::from_seed(u64::MAX)
 }
 
 /// Why a workload could not be built.

@@ -38,9 +38,11 @@ pub struct Anchor {
 impl Serialize for Anchor {
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         let finality = match self.finality {
-            Finality::Certificate => "certificate stored with the block: GET /v1/blocks/{height}",
+            Finality::Certificate => {
+                "certificate stored with the block: GET /v1/blocks/{height}/header (any registered key)"
+            }
             Finality::VerifiedByObserver => {
-                "verified by this observer against the genesis validators; certificate in GET /v1/blocks/{height}/raw at any validator"
+                "verified by this observer against the genesis validators; certificate in GET /v1/blocks/{height}/header at any validator"
             }
         };
         serde_json::json!({

@@ -75,6 +75,7 @@ fn prepare_worker(
         &genesis.chain_id,
         &peers,
         &cfg.node.data_dir.join("worker"),
+        &cfg.key_unlock()?,
     )?))
 }
 
@@ -135,7 +136,8 @@ pub fn run(config: &Path) -> Result<(), NodeError> {
     let genesis = Genesis::load(&cfg.node.genesis_file)?;
     let name = &cfg.node.name;
     if genesis.observers.iter().any(|o| &o.name == name) {
-        return Ok(observer::run(&cfg, &genesis)?);
+        let key = observer::member_key(config, &cfg.key_unlock()?)?;
+        return Ok(observer::run(&cfg, &genesis, key)?);
     }
     if !genesis.validators.iter().any(|v| &v.name == name) {
         return Err(NodeError::Unknown {
@@ -150,13 +152,15 @@ pub fn run(config: &Path) -> Result<(), NodeError> {
         }
         None => None,
     };
+    let api = medspace_api::Config::new(name.clone());
+    let member = name.clone();
     medspace_chain::node::run_node(
         cfg,
         |g| LedgerApp::from_chain_genesis(&g.app),
         move |ctx, handle| {
             let ledger = Arc::new(handle.clone());
-            let mut router =
-                medspace_api::read_router(ledger.clone(), medspace_api::Limits::default());
+            let gate = Arc::new(medspace_api::gate::ChainGate::new(ledger.clone(), member));
+            let mut router = medspace_api::read_router(ledger.clone(), api);
             if let Some((p, key)) = worker {
                 match start_worker(ctx, p, key, ledger) {
                     Ok(w) => {
@@ -166,7 +170,10 @@ pub fn run(config: &Path) -> Result<(), NodeError> {
                     Err(e) => tracing::error!(error = %e, "node.run: the worker did not start"),
                 }
             }
-            router
+            medspace_chain::node::Services {
+                routes: router,
+                gate,
+            }
         },
     )?;
     Ok(())

@@ -8,6 +8,45 @@ use medspace_chain::node::Genesis as ChainGenesis;
 use medspace_ledger::{Follower, FollowerView};
 use std::sync::{Arc, RwLock};
 
+/// The `[observer]` section of an observer's config: the ledger key of its member, with which
+/// it asks the validators for blocks (they serve whole blocks to the consortium's members only).
+#[derive(Debug, serde::Deserialize)]
+pub struct ObserverSection {
+    /// The member's ledger key: a sealed key file opened with the node's key passphrase
+    /// (relative to the config's directory).
+    pub member_key_file: std::path::PathBuf,
+}
+
+#[derive(serde::Deserialize)]
+struct FileWithObserver {
+    observer: Option<ObserverSection>,
+}
+
+/// The member key named by the `[observer]` section of the config at `path`, opened with
+/// `unlock` (the node's key passphrase).
+pub fn member_key(
+    path: &std::path::Path,
+    unlock: &medspace_seal::Unlock,
+) -> Result<medspace_types::Keypair, ObserverError> {
+    let io = |what: &std::path::Path, e: &dyn std::fmt::Display| ObserverError::Io {
+        what: what.display().to_string(),
+        error: e.to_string(),
+    };
+    let text = std::fs::read_to_string(path).map_err(|e| io(path, &e))?;
+    let file: FileWithObserver = toml::from_str(&text).map_err(|e| io(path, &e))?;
+    let section = file.observer.ok_or_else(|| {
+        io(
+            path,
+            &"an observer reads the validators' blocks with its member's ledger key: add an [observer] section with member_key_file",
+        )
+    })?;
+    let key_path = path
+        .parent()
+        .unwrap_or(std::path::Path::new("."))
+        .join(&section.member_key_file);
+    medspace_worker::config::load_member_key(&key_path, unlock).map_err(|e| io(&key_path, &e))
+}
+
 /// Errors of an observer node.
 #[derive(Debug, thiserror::Error)]
 pub enum ObserverError {
@@ -42,6 +81,7 @@ pub enum ObserverError {
 pub fn run(
     config: &medspace_chain::node::NodeConfig,
     genesis: &ChainGenesis,
+    member_key: medspace_types::Keypair,
 ) -> Result<(), ObserverError> {
     let io = |what: &str, e: &dyn std::fmt::Display| ObserverError::Io {
         what: what.to_string(),
@@ -73,14 +113,13 @@ pub fn run(
         .enable_all()
         .build()
         .map_err(|e| io("tokio runtime", &e))?;
-    let source = HttpSource::from_genesis(genesis);
+    let source = HttpSource::from_genesis(genesis)
+        .signed_by(Arc::new(medspace_api::gate::KeySigner(member_key)));
     let listen = config.http.listen;
     let shared = follower.clone();
+    let api = medspace_api::Config::new(config.node.name.clone());
     runtime.block_on(async move {
-        let router = medspace_api::router(
-            Arc::new(FollowerView::new(shared.clone())),
-            medspace_api::Limits::default(),
-        );
+        let router = medspace_api::router(Arc::new(FollowerView::new(shared.clone())), api);
         let server = tokio::spawn(async move { medspace_chain::api::serve(listen, router).await });
         let mut backoff_ms = 100u64;
         loop {

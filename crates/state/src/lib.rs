@@ -36,5 +36,5 @@ pub use apply::{
     Created, Event, KeyCache, Receipt, split_fee, verify_signatures, verify_signatures_with,
 };
 pub use error::{GenesisError, TxError};
-pub use query::Proven;
+pub use query::{CountedJob, Proven};
 pub use state::{BlockContext, State};

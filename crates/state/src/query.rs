@@ -5,7 +5,7 @@ use crate::records::keys;
 use crate::records::*;
 use crate::state::{State, decode};
 use crate::trie::Proof;
-use medspace_types::{ContractId, GrantId, PatientId, UserId};
+use medspace_types::{ContractId, GrantId, MemberId, PatientId, UserId};
 use serde::Serialize;
 
 /// A record with the proof that it is in the state whose root is `root`.
@@ -28,6 +28,18 @@ impl<T> Proven<T> {
     pub fn verify(&self, root: &medspace_types::Hash) -> Result<(), crate::trie::ProofError> {
         self.proof.verify(root, &self.key, &self.value)
     }
+}
+
+/// A job that may have counted a patient, with its contract, both proven, and the hospital
+/// through which (one of the contract's data holders that holds the patient's record).
+#[derive(Clone, Debug, Serialize)]
+pub struct CountedJob {
+    /// The job.
+    pub job: Proven<JobRecord>,
+    /// Its contract.
+    pub contract: Proven<ContractRecord>,
+    /// The holder of the patient's record among the contract's data holders.
+    pub at: MemberId,
 }
 
 mod hex_bytes {
@@ -157,6 +169,45 @@ impl State {
         id: ContractId,
     ) -> Result<Option<Proven<ContractRecord>>, TxError> {
         self.proven(keys::contract(id))
+    }
+
+    /// The aggregate jobs that may have counted `patient`: jobs under contracts whose data
+    /// holders include one of `holders` (the hospitals holding the patient's records), run while
+    /// the patient's consent allowed the contract's purpose, study and level (at the job's
+    /// height). The ledger never learns who was in a cohort; this is the most it can say.
+    pub fn jobs_that_may_have_counted(
+        &self,
+        patient: &PatientId,
+        holders: &[MemberId],
+    ) -> Result<Vec<CountedJob>, TxError> {
+        let mut out = Vec::new();
+        for job in self.jobs()? {
+            let Some(c) = self.contract(job.contract)? else {
+                continue;
+            };
+            let Some(at) = c.owners.iter().find(|o| holders.contains(o)) else {
+                continue;
+            };
+            if !self.consent_allows(
+                patient,
+                c.purpose,
+                c.study.as_ref(),
+                c.level,
+                job.submitted_height,
+            )? {
+                continue;
+            }
+            if let (Some(job), Some(contract)) =
+                (self.proven(keys::job(job.id))?, self.proven_contract(c.id)?)
+            {
+                out.push(CountedJob {
+                    job,
+                    contract,
+                    at: at.clone(),
+                });
+            }
+        }
+        Ok(out)
     }
 
     /// A grant with its proof.

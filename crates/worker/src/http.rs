@@ -61,6 +61,10 @@ fn status_of(code: u16) -> StatusCode {
 
 /// What the routes reach.
 pub(crate) struct Routes<E, L, R> {
+    /// This node's member: the audience every request must be signed for.
+    pub(crate) me: MemberId,
+    pub(crate) replays: medspace_api::auth::ReplayGuard,
+    pub(crate) per_key: medspace_api::limit::KeyLimiter,
     pub(crate) ledger: Arc<L>,
     pub(crate) compute: Mailbox,
     pub(crate) records: Arc<RecordSharing<E, L, R>>,
@@ -93,24 +97,38 @@ fn path_and_query(uri: &Uri) -> &str {
     uri.path_and_query().map_or(uri.path(), |p| p.as_str())
 }
 
-/// The caller's ledger identity from the signed request.
-fn caller<L: Ledger>(
-    ledger: &L,
+/// The caller's ledger identity from the signed request: signed for this node, within its
+/// key's rate, never accepted before, by a key the ledger knows. Checked before anything
+/// waits or reads a record.
+fn caller<E, L: Ledger, R>(
+    r: &Routes<E, L, R>,
     method: &str,
     uri: &Uri,
     headers: &HeaderMap,
     body: &[u8],
 ) -> Result<(medspace_types::PublicKey, Principal), Refusal> {
     let header = headers.get("authorization").and_then(|v| v.to_str().ok());
-    let key = medspace_api::auth::verify_request(
-        header,
+    let request = medspace_api::auth::Request {
         method,
-        path_and_query(uri),
+        path_and_query: path_and_query(uri),
+        audience: r.me.as_str(),
         body,
-        crate::now_ms(),
-    )
-    .map_err(|e| refuse(StatusCode::UNAUTHORIZED, e.to_string()))?;
-    match ledger.snapshot().state.key_record(&key) {
+    };
+    let now = crate::now_ms();
+    let v = request
+        .verify(header, now)
+        .map_err(|e| refuse(StatusCode::UNAUTHORIZED, e.to_string()))?;
+    if !r.per_key.take(&v.key, std::time::Instant::now()) {
+        return Err(refuse(
+            StatusCode::TOO_MANY_REQUESTS,
+            format!("rate limit of key={} exceeded: slow down", v.key.to_hex()),
+        ));
+    }
+    r.replays
+        .admit(&v, now)
+        .map_err(|e| refuse(StatusCode::UNAUTHORIZED, e.to_string()))?;
+    let key = v.key;
+    match r.ledger.snapshot().state.key_record(&key) {
         Ok(Some(r)) if !r.retired => Ok((key, r.principal)),
         Ok(_) => Err(refuse(
             StatusCode::FORBIDDEN,
@@ -121,14 +139,14 @@ fn caller<L: Ledger>(
 }
 
 /// The calling member (node-to-node routes take only member keys).
-fn member<L: Ledger>(
-    ledger: &L,
+fn member<E, L: Ledger, R>(
+    r: &Routes<E, L, R>,
     method: &str,
     uri: &Uri,
     headers: &HeaderMap,
     body: &[u8],
 ) -> Result<MemberId, Refusal> {
-    match caller(ledger, method, uri, headers, body)?.1 {
+    match caller(r, method, uri, headers, body)?.1 {
         Principal::Member(m) => Ok(m),
         _ => Err(refuse(
             StatusCode::FORBIDDEN,
@@ -179,7 +197,7 @@ async fn dealing<E, L: Ledger, R>(
     headers: HeaderMap,
 ) -> Result<Response, Refusal> {
     let job = parse_job(&job)?;
-    let who = member(r.ledger.as_ref(), "GET", &uri, &headers, b"")?;
+    let who = member(&r, "GET", &uri, &headers, b"")?;
     Ok(answer(wait_of(&q), r.compute.dealing(job, who)).await)
 }
 
@@ -191,7 +209,7 @@ async fn mask<E, L: Ledger, R>(
     body: Bytes,
 ) -> Result<Response, Refusal> {
     let job = parse_job(&job)?;
-    let who = member(r.ledger.as_ref(), "POST", &uri, &headers, &body)?;
+    let who = member(&r, "POST", &uri, &headers, &body)?;
     let req: crate::wire::MaskRequest = serde_json::from_slice(&body)
         .map_err(|e| refuse(StatusCode::BAD_REQUEST, format!("bad mask request: {e}")))?;
     if req.job != job {
@@ -211,7 +229,7 @@ async fn reveal<E, L: Ledger, R>(
     headers: HeaderMap,
 ) -> Result<Response, Refusal> {
     let job = parse_job(&job)?;
-    let who = member(r.ledger.as_ref(), "GET", &uri, &headers, b"")?;
+    let who = member(&r, "GET", &uri, &headers, b"")?;
     Ok(answer(wait_of(&q), r.compute.reveal(job, who)).await)
 }
 
@@ -222,7 +240,7 @@ async fn result<E, L: Ledger, R>(
     headers: HeaderMap,
 ) -> Result<Response, Refusal> {
     let job = parse_job(&job)?;
-    let (_, who) = caller(r.ledger.as_ref(), "GET", &uri, &headers, b"")?;
+    let (_, who) = caller(&r, "GET", &uri, &headers, b"")?;
     let state = r.ledger.snapshot().state;
     let rec = state
         .job(job)
@@ -273,19 +291,9 @@ where
     L: Ledger,
     R: RecordSource,
 {
-    let (key, _) = caller(r.ledger.as_ref(), "POST", &uri, &headers, &body)?;
-    let signature = headers
-        .get("authorization")
-        .and_then(|v| v.to_str().ok())
-        .and_then(|h| h.rsplit_once("sig="))
-        .map_or("", |(_, s)| s)
-        .to_string();
+    let (key, _) = caller(&r, "POST", &uri, &headers, &body)?;
     let now = crate::now_ms();
     let as_refusal = |x: crate::records::Refused| refuse(status_of(x.status), x.reason);
-    r.records
-        .guards
-        .fresh(&signature, now)
-        .map_err(as_refusal)?;
     let req: crate::records::Redeem = serde_json::from_slice(&body)
         .map_err(|e| refuse(StatusCode::BAD_REQUEST, format!("bad redeem request: {e}")))?;
     let d = r
@@ -328,7 +336,7 @@ where
     L: Ledger,
     R: RecordSource,
 {
-    let (key, _) = caller(r.ledger.as_ref(), "GET", &uri, &headers, b"")?;
+    let (key, _) = caller(&r, "GET", &uri, &headers, b"")?;
     let bytes = r
         .records
         .export_for(&key)

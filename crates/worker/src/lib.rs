@@ -80,6 +80,12 @@ impl From<medspace_state::TxError> for WorkerError {
     }
 }
 
+/// Requests per second one key may make to the worker's routes (the rounds' long-polls
+/// included), and its burst.
+pub const PER_KEY_PER_SEC: u32 = 100;
+/// See [`PER_KEY_PER_SEC`].
+pub const PER_KEY_BURST: u32 = 400;
+
 /// `fut`'s output if it completes within `limit` of `clock`'s time, `None` otherwise (the
 /// runtime's own `timeout` needs a `'static` future; the protocol's borrow their task).
 pub async fn within<E: Clock, T>(
@@ -159,12 +165,16 @@ impl Worker {
             ledger.clone(),
             source,
             submitter,
+            store.clone(),
         ));
         let router = http::router(Arc::new(http::Routes {
+            me: p.member.clone(),
             ledger,
             compute: compute.clone(),
             records,
             store,
+            replays: medspace_api::auth::ReplayGuard::default(),
+            per_key: medspace_api::limit::KeyLimiter::new(PER_KEY_PER_SEC, PER_KEY_BURST),
         }));
         tracing::info!(member = %p.member, "worker.start: following committed jobs");
         Ok(Self {

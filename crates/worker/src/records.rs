@@ -30,10 +30,13 @@ use serde_json::Value;
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex, PoisonError};
 
-/// Failed code attempts a caller may make within [`GUESS_WINDOW_MS`].
+/// Failed code attempts a caller key may make within [`GUESS_WINDOW_MS`].
 pub const MAX_GUESSES: usize = 5;
-/// The window of the guess limit.
+/// The window of the per-key guess limit.
 pub const GUESS_WINDOW_MS: u64 = 10 * 60 * 1000;
+/// Wrong codes a grant tolerates at a holder, ever (counted on disk, so a restart does not
+/// reset it); then the grant is locked there and the patient issues a new one.
+pub const MAX_WRONG_CODES_PER_GRANT: u32 = 5;
 /// Domain of a delivery's content hash.
 pub const DELIVERY_DOMAIN: &[u8] = b"medspace/delivery/v1";
 
@@ -97,28 +100,19 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
-/// In-memory guards of the redemption route.
+/// In-memory guards of the redemption route (replays are refused for every route by the
+/// HTTP layer's [`medspace_api::auth::ReplayGuard`]).
 #[derive(Default)]
 pub(crate) struct Guards {
-    /// Request signatures seen recently (replay protection), with their timestamps.
-    seen: Mutex<HashMap<String, u64>>,
     /// Failed code attempts per caller key, with their times.
     failures: Mutex<HashMap<PublicKey, Vec<u64>>>,
+    /// Held while a grant's wrong-code count is read and written.
+    counting: Mutex<()>,
     /// Grants with a redemption in flight.
     in_flight: Mutex<HashSet<GrantId>>,
 }
 
 impl Guards {
-    /// Refuses a signature seen within the accepted clock skew.
-    pub(crate) fn fresh(&self, signature: &str, now_ms: u64) -> Result<(), Refused> {
-        let mut seen = lock(&self.seen);
-        seen.retain(|_, t| now_ms.saturating_sub(*t) <= medspace_api::auth::MAX_SKEW_MS * 2);
-        if seen.insert(signature.to_string(), now_ms).is_some() {
-            return Err(refused(409, "replayed request: sign each request afresh"));
-        }
-        Ok(())
-    }
-
     fn recent_failures(&self, key: &PublicKey, now_ms: u64) -> usize {
         let mut f = lock(&self.failures);
         let list = f.entry(key.clone()).or_default();
@@ -290,6 +284,7 @@ pub struct RecordSharing<E, L, R> {
     ledger: Arc<L>,
     source: Arc<R>,
     submitter: Arc<Submitter<L>>,
+    store: crate::store::Store,
     pub(crate) guards: Guards,
 }
 
@@ -306,6 +301,7 @@ where
         ledger: Arc<L>,
         source: Arc<R>,
         submitter: Arc<Submitter<L>>,
+        store: crate::store::Store,
     ) -> Self {
         Self {
             ctx,
@@ -313,6 +309,7 @@ where
             ledger,
             source,
             submitter,
+            store,
             guards: Guards::default(),
         }
     }
@@ -368,10 +365,30 @@ where
                 ),
             ));
         }
+        let locked = || {
+            refused(
+                429,
+                format!(
+                    "grant {} is locked after {MAX_WRONG_CODES_PER_GRANT} wrong codes: ask the patient for a new grant",
+                    grant.id
+                ),
+            )
+        };
+        // Serialized for all grants (wrong codes are rare): no two wrong tries race the count.
+        let counting = lock(&self.guards.counting);
+        let wrong = |e: crate::WorkerError| refused(500, e.to_string());
+        if self.store.wrong_codes(grant.id).map_err(wrong)? >= MAX_WRONG_CODES_PER_GRANT {
+            return Err(locked());
+        }
         if medspace_types::code_hash(&grant.patient, &req.code) != grant.terms.code_hash {
             self.guards.fail(caller, now_ms);
+            let n = self.store.add_wrong_code(grant.id).map_err(wrong)?;
+            if n >= MAX_WRONG_CODES_PER_GRANT {
+                return Err(locked());
+            }
             return Err(refused(403, format!("wrong code for grant {}", grant.id)));
         }
+        drop(counting);
         check_live(&grant, now_ms)?;
         if !lock(&self.guards.in_flight).insert(grant.id) {
             return Err(refused(
@@ -578,11 +595,8 @@ mod tests {
     }
 
     #[test]
-    fn replays_and_guesses_are_limited() {
+    fn guesses_are_limited_per_key() {
         let g = Guards::default();
-        g.fresh("sig-1", 1000).unwrap();
-        assert_eq!(g.fresh("sig-1", 2000).unwrap_err().status, 409);
-        g.fresh("sig-2", 2000).unwrap();
         let k = medspace_types::Keypair::from_seed(1).public();
         for i in 0..MAX_GUESSES {
             assert_eq!(g.recent_failures(&k, 10_000), i);

@@ -6,7 +6,7 @@
 
 use crate::WorkerError;
 use crate::wire::{DealingMsg, Hex, MaskedMsg};
-use medspace_types::JobId;
+use medspace_types::{GrantId, JobId};
 use serde::{Deserialize, Serialize, de::DeserializeOwned};
 use std::path::{Path, PathBuf};
 
@@ -185,6 +185,34 @@ impl Store {
     pub fn result(&self, job: JobId) -> Result<Option<Vec<u8>>, WorkerError> {
         Self::read_bytes(&self.path(job, "result.json"))
     }
+
+    fn wrong_codes_path(&self, grant: GrantId) -> PathBuf {
+        self.dir.join("grants").join(format!("{grant}.wrong-codes"))
+    }
+
+    /// Wrong codes tried for `grant` at this node, ever.
+    pub fn wrong_codes(&self, grant: GrantId) -> Result<u32, WorkerError> {
+        let path = self.wrong_codes_path(grant);
+        match Self::read_bytes(&path)? {
+            None => Ok(0),
+            // A count that does not read back locks the grant rather than resetting it.
+            Some(b) => std::str::from_utf8(&b)
+                .ok()
+                .and_then(|s| s.trim().parse().ok())
+                .ok_or_else(|| WorkerError::Invalid {
+                    what: "wrong-code count",
+                    error: format!("unreadable: path={}", path.display()),
+                }),
+        }
+    }
+
+    /// Counts one more wrong code for `grant` (synced before it returns); the new count. The
+    /// caller serializes calls for one grant.
+    pub fn add_wrong_code(&self, grant: GrantId) -> Result<u32, WorkerError> {
+        let n = self.wrong_codes(grant)?.saturating_add(1);
+        Self::write_atomic(&self.wrong_codes_path(grant), n.to_string().as_bytes())?;
+        Ok(n)
+    }
 }
 
 #[cfg(test)]
@@ -225,6 +253,29 @@ mod tests {
             std::fs::write(again.path(JobId(2), "site.json"), b"{").unwrap();
         });
         assert!(again.site(JobId(2)).is_err());
+        let _ = std::fs::remove_dir_all(&d);
+    }
+
+    #[test]
+    fn wrong_codes_are_counted_across_restarts_and_a_damaged_count_locks() {
+        let d = dir("codes");
+        let g = GrantId(5);
+        let store = Store::open(&d).unwrap();
+        assert_eq!(store.wrong_codes(g).unwrap(), 0);
+        assert_eq!(store.add_wrong_code(g).unwrap(), 1);
+        assert_eq!(store.add_wrong_code(g).unwrap(), 2);
+        let again = Store::open(&d).unwrap();
+        assert_eq!(
+            again.wrong_codes(g).unwrap(),
+            2,
+            "a restart does not reset the count"
+        );
+        assert_eq!(again.wrong_codes(GrantId(6)).unwrap(), 0);
+        std::fs::write(again.wrong_codes_path(g), b"two").unwrap();
+        assert!(
+            again.wrong_codes(g).is_err(),
+            "an unreadable count is not zero"
+        );
         let _ = std::fs::remove_dir_all(&d);
     }
 }

@@ -100,13 +100,13 @@ impl HttpTransport {
         timeout: Duration,
     ) -> Result<T, PeerError> {
         let url = format!("{}{path_and_query}", self.url(to)?);
-        let auth = medspace_api::auth::sign_request(
-            &self.key,
+        let auth = medspace_api::auth::Request {
             method,
-            &path_and_query,
-            crate::now_ms(),
-            &body,
-        );
+            path_and_query: &path_and_query,
+            audience: to.as_str(),
+            body: &body,
+        }
+        .sign(&self.key);
         let req = match method {
             "POST" => self.client.post(&url).body(body),
             _ => self.client.get(&url),

@@ -1,7 +1,7 @@
 //! Record-level access audit: a data holder records each delivery (under a patient's grant or a
 //! record-sharing contract) and the recipient attests the copy's destruction.
 
-use super::{Created, Receipt, Signer, derive_id, forbidden, not_found};
+use super::{Created, Receipt, Signer, derive_unguessable_id, forbidden, not_found};
 use crate::error::TxError;
 use crate::records::keys;
 use crate::records::*;
@@ -33,7 +33,12 @@ impl State {
             AccessBasis::Grant(gid) => self.redeem_grant(*gid, &holder, ctx, p)?,
             AccessBasis::Contract(cid) => self.check_sharing_contract(*cid, &holder, ctx, p)?,
         }
-        let id = AccessId(derive_id(b"access", key, nonce));
+        let id = AccessId(derive_unguessable_id(
+            b"access",
+            key,
+            nonce,
+            &p.content_hash.0,
+        ));
         if self.access(id)?.is_some() {
             return Err(TxError::AlreadyExists {
                 what: "access",

@@ -1,7 +1,7 @@
 //! Patient grants: a patient authorizes an institution to fetch some of their records from
 //! another, and may revoke it.
 
-use super::{Created, Receipt, Signer, derive_id, forbidden, invalid, not_found};
+use super::{Created, Receipt, Signer, derive_unguessable_id, forbidden, invalid, not_found};
 use crate::error::TxError;
 use crate::records::keys;
 use crate::records::*;
@@ -44,7 +44,7 @@ impl State {
             ));
         }
         check_resource_types(&p.resource_types)?;
-        let id = GrantId(derive_id(b"grant", key, nonce));
+        let id = GrantId(derive_unguessable_id(b"grant", key, nonce, &p.code_hash.0));
         if self.grant(id)?.is_some() {
             return Err(TxError::AlreadyExists {
                 what: "grant",

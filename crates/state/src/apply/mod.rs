@@ -127,11 +127,19 @@ impl Signer {
 /// Ids of created records: derived from the creating transaction, so a client knows them
 /// before the block is final. A collision is refused, never overwritten.
 fn derive_id(kind: &[u8], signer: &PublicKey, nonce: u64) -> u64 {
+    derive_unguessable_id(kind, signer, nonce, &[])
+}
+
+/// An id that also depends on `secret`, a value of the transaction only its parties know (a
+/// code's salted hash, a delivery's content hash): nobody else can list such records by
+/// trying a signer's nonces.
+fn derive_unguessable_id(kind: &[u8], signer: &PublicKey, nonce: u64, secret: &[u8]) -> u64 {
     let Hash([b0, b1, b2, b3, b4, b5, b6, b7, ..]) = Hash::of(&[
         b"medspace/id/v1",
         kind,
         signer.as_ref(),
         &nonce.to_be_bytes(),
+        secret,
     ]);
     // The first 8 bytes of the hash, big-endian.
     u64::from_be_bytes([b0, b1, b2, b3, b4, b5, b6, b7])

@@ -1,0 +1,123 @@
+//! Who reads the chain at a medspace node: the node's [`medspace_chain::api::ReadGate`].
+//!
+//! Blocks carry every transaction — consents, grants, record accesses — so whole blocks go only
+//! to the consortium: the key of an active member, or of a user of an active member. Headers
+//! with their finality certificates go to any key the ledger knows, a patient's included: a
+//! light client needs nothing more to check a state root, and proofs of its own records against
+//! it. Every request is signed for this node and accepted once ([`crate::auth`]).
+
+use crate::auth::{ReplayGuard, Request, now_ms};
+use crate::limit::KeyLimiter;
+use medspace_chain::api::{ChainAccess, GateRefusal, ReadGate};
+use medspace_ledger::Ledger;
+use medspace_state::records::Principal;
+use medspace_types::Keypair;
+use std::sync::Arc;
+use std::time::Instant;
+
+/// Requests per second one key may make for blocks or headers (a follower catching up asks
+/// for one block per request), and its burst.
+pub const CHAIN_READS_PER_SEC: u32 = 2000;
+/// See [`CHAIN_READS_PER_SEC`].
+pub const CHAIN_READS_BURST: u32 = 4000;
+
+/// The read gate of `member`'s node over its ledger.
+pub struct ChainGate<L> {
+    ledger: Arc<L>,
+    member: String,
+    replays: ReplayGuard,
+    per_key: KeyLimiter,
+}
+
+impl<L: Ledger> ChainGate<L> {
+    /// The gate of `member`'s node.
+    pub fn new(ledger: Arc<L>, member: impl Into<String>) -> Self {
+        Self {
+            ledger,
+            member: member.into(),
+            replays: ReplayGuard::default(),
+            per_key: KeyLimiter::new(CHAIN_READS_PER_SEC, CHAIN_READS_BURST),
+        }
+    }
+}
+
+fn refuse(status: u16, reason: impl Into<String>) -> GateRefusal {
+    GateRefusal {
+        status,
+        reason: reason.into(),
+    }
+}
+
+impl<L: Ledger> ReadGate for ChainGate<L> {
+    fn access(
+        &self,
+        method: &str,
+        path_and_query: &str,
+        headers: &axum::http::HeaderMap,
+    ) -> Result<ChainAccess, GateRefusal> {
+        let header = headers.get("authorization").and_then(|v| v.to_str().ok());
+        let now = now_ms();
+        let v = Request {
+            method,
+            path_and_query,
+            audience: &self.member,
+            body: b"",
+        }
+        .verify(header, now)
+        .map_err(|e| refuse(401, e.to_string()))?;
+        if !self.per_key.take(&v.key, Instant::now()) {
+            return Err(refuse(
+                429,
+                format!("rate limit of key={} exceeded", v.key.to_hex()),
+            ));
+        }
+        self.replays
+            .admit(&v, now)
+            .map_err(|e| refuse(401, e.to_string()))?;
+        let state = self.ledger.snapshot().state;
+        let internal = |e: medspace_state::TxError| refuse(500, e.to_string());
+        let rec = state
+            .key_record(&v.key)
+            .map_err(internal)?
+            .filter(|r| !r.retired)
+            .ok_or_else(|| {
+                refuse(
+                    403,
+                    format!("key={} is not registered on the ledger", v.key.to_hex()),
+                )
+            })?;
+        let member = match &rec.principal {
+            Principal::Member(m) => Some(m.clone()),
+            Principal::User(u) => state.user(u).map_err(internal)?.map(|u| u.member),
+            Principal::Patient(_) => None,
+        };
+        let active = match member {
+            Some(m) => state
+                .member(&m)
+                .map_err(internal)?
+                .is_some_and(|r| r.active),
+            None => false,
+        };
+        Ok(if active {
+            ChainAccess::Blocks
+        } else {
+            ChainAccess::Headers
+        })
+    }
+}
+
+/// Signs a follower's block and header requests with a ledger key (the chain's
+/// [`medspace_chain::follow::RequestSigner`]).
+pub struct KeySigner(pub Keypair);
+
+impl medspace_chain::follow::RequestSigner for KeySigner {
+    fn authorization(&self, audience: &str, path_and_query: &str) -> String {
+        Request {
+            method: "GET",
+            path_and_query,
+            audience,
+            body: b"",
+        }
+        .sign(&self.0)
+    }
+}
