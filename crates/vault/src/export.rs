@@ -2,6 +2,11 @@
 //! as Bulk Data NDJSON. Every reference in an export resolves inside it: the export includes
 //! the resources a patient's resources refer to (Organization, Practitioner, ...), and
 //! references are rewritten consistently (`urn:uuid:` full URLs in a Bundle, `Type/id` in NDJSON).
+//!
+//! Only the patient's own resources leave: reference following stops at anything that belongs
+//! to another person (another patient's Patient or compartment, a Person or RelatedPerson not in
+//! this patient's compartment), and a reference to such a resource is replaced by a bare
+//! `display` saying it was withheld, so not even the other person's id leaves.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fs::{self, File};
@@ -42,7 +47,36 @@ fn full_url(key: &str) -> String {
     )
 }
 
-/// The keys of a patient's record: its compartment plus everything reachable by references.
+/// Resource types that describe a person: never followed into an export unless they are the
+/// patient's own (their Patient, or in their compartment).
+const PERSON_TYPES: [&str; 3] = ["Patient", "Person", "RelatedPerson"];
+
+/// What a reference to another person's resource becomes in an export.
+pub const WITHHELD: &str = "withheld: concerns another person";
+
+/// Whether the stored resource `key` may leave in `person_id`'s export: it is theirs (their
+/// Patient or in their compartment), or it is shared and describes no person.
+fn belongs_to(vault: &Vault, key: &str, person_id: i64) -> bool {
+    match vault.owner_of(key) {
+        Some(owner) => owner == person_id,
+        None => {
+            let ty = key.split_once('/').map_or(key, |(t, _)| t);
+            !PERSON_TYPES.contains(&ty)
+        }
+    }
+}
+
+/// Whether a reference names a person other than the exported patient: a stored resource that
+/// is not theirs, or a person-type target that is not stored here (another hospital's patient).
+fn names_someone_else(vault: &Vault, t: &RefTarget, person_id: i64) -> bool {
+    match vault.resolve_key(t) {
+        Some(k) => !belongs_to(vault, &k, person_id),
+        None => matches!(t, RefTarget::Typed(ty, _) if PERSON_TYPES.contains(&ty.as_str())),
+    }
+}
+
+/// The keys of a patient's record: its compartment plus everything of theirs, or shared and
+/// about nobody, reachable by references.
 fn closure(vault: &Vault, person_id: i64) -> Result<Vec<(String, Value)>, VaultError> {
     let mut keys = vault.patient_resource_keys(person_id);
     let mut seen: HashSet<String> = keys.iter().cloned().collect();
@@ -53,6 +87,7 @@ fn closure(vault: &Vault, person_id: i64) -> Result<Vec<(String, Value)>, VaultE
         for (_, v) in &loaded {
             for (_, t) in fhir::references(v) {
                 if let Some(k) = vault.resolve_key(&t)
+                    && belongs_to(vault, &k, person_id)
                     && seen.insert(k.clone())
                 {
                     next.push(k);
@@ -81,6 +116,9 @@ pub fn export_patient(vault: &Vault, id: &str) -> Result<Value, VaultError> {
     let entries: Vec<Value> = resources
         .into_iter()
         .map(|(k, mut v)| {
+            fhir::withhold_references(&mut v, WITHHELD, &mut |r| {
+                fhir::parse_reference(r).is_some_and(|t| names_someone_else(vault, &t, person_id))
+            });
             fhir::rewrite_references(&mut v, &mut |r| {
                 let t = fhir::parse_reference(r)?;
                 let target = vault.resolve_key(&t)?;

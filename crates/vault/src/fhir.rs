@@ -594,6 +594,31 @@ pub fn rewrite_references(v: &mut Value, f: &mut dyn FnMut(&str) -> Option<Strin
     }
 }
 
+/// Replaces every Reference whose `reference` string `f` picks by a Reference holding only
+/// `display` (its identifier and display, which could name someone, are dropped too).
+pub fn withhold_references(v: &mut Value, display: &str, f: &mut dyn FnMut(&str) -> bool) {
+    match v {
+        Value::Object(map) => {
+            if map
+                .get("reference")
+                .and_then(Value::as_str)
+                .is_some_and(|r| f(r))
+            {
+                map.clear();
+                map.insert("display".into(), Value::String(display.into()));
+                return;
+            }
+            for child in map.values_mut() {
+                withhold_references(child, display, f);
+            }
+        }
+        Value::Array(items) => items
+            .iter_mut()
+            .for_each(|i| withhold_references(i, display, f)),
+        _ => {}
+    }
+}
+
 /// The patient a resource belongs to (its compartment), from `subject` / `patient` /
 /// `beneficiary`.
 pub fn compartment_ref(v: &Value) -> Option<RefTarget> {

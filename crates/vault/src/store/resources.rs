@@ -52,6 +52,18 @@ impl Vault {
             .collect())
     }
 
+    /// The person a stored resource belongs to: a Patient's own row, or the patient of the
+    /// compartment a resource is in; `None` for shared resources (Organization, Practitioner,
+    /// Location, Medication...) and unknown keys.
+    pub(crate) fn owner_of(&self, key: &str) -> Option<i64> {
+        let e = self.entries.get(key)?;
+        if key.starts_with("Patient/") {
+            e.row
+        } else {
+            e.person
+        }
+    }
+
     /// Resolves a reference target to a stored `Type/id` key.
     pub(crate) fn resolve_key(&self, t: &RefTarget) -> Option<String> {
         match t {
