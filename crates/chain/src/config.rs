@@ -341,10 +341,12 @@ pub fn load_key(path: &Path, unlock: &Unlock) -> Result<ed25519::PrivateKey, Nod
             source,
         },
     })?;
-    ed25519::PrivateKey::decode(bytes::Bytes::copy_from_slice(&secret)).map_err(|_| NodeError::Invalid {
-        what: "key file",
-        path: path.display().to_string(),
-        error: "not an ed25519 private key".into(),
+    ed25519::PrivateKey::decode(bytes::Bytes::copy_from_slice(&secret)).map_err(|_| {
+        NodeError::Invalid {
+            what: "key file",
+            path: path.display().to_string(),
+            error: "not an ed25519 private key".into(),
+        }
     })
 }
 
@@ -361,11 +363,8 @@ mod tests {
         );
         assert!(NodeConfig::from_toml("[p2p]\nmax_message_size = 10\n", Path::new("/x")).is_err());
         assert!(NodeConfig::from_toml("nonsense = [", Path::new("/x")).is_err());
-        let c = NodeConfig::from_toml(
-            "[node]\nkey_passphrase_file = \"p\"\n",
-            Path::new("/x"),
-        )
-        .unwrap();
+        let c = NodeConfig::from_toml("[node]\nkey_passphrase_file = \"p\"\n", Path::new("/x"))
+            .unwrap();
         assert_eq!(c.node.key_passphrase_file, Some(PathBuf::from("/x/p")));
         assert!(!c.node.allow_plain_key);
     }
@@ -413,7 +412,11 @@ mod tests {
                 ..
             })
         ));
-        assert_eq!(std::fs::read(&sealed_path).unwrap(), before, "nothing changed");
+        assert_eq!(
+            std::fs::read(&sealed_path).unwrap(),
+            before,
+            "nothing changed"
+        );
         let plain_path = dir.join("plain.key");
         std::fs::write(&plain_path, hex::encode(&secret)).unwrap();
         assert!(matches!(

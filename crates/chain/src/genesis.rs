@@ -211,7 +211,9 @@ pub fn init_consortium(spec: &ConsortiumSpec, out_dir: &Path) -> Result<Vec<Path
         )
         .map_err(|e| invalid(e.to_string()))?;
         let key_path = dir.join("node.key");
-        sealed.write(&key_path, false).map_err(|e| io(&key_path, e))?;
+        sealed
+            .write(&key_path, false)
+            .map_err(|e| io(&key_path, e))?;
         let config = NodeConfig {
             node: NodeSection {
                 name: n.name.clone(),

@@ -13,8 +13,8 @@ use crate::{
 };
 pub use crate::{
     config::{
-        ConsensusSection, HttpSection, MempoolSection, NodeConfig, NodeError, NodeSection,
-        KEY_PASSPHRASE_ENV, KEY_ROLE, P2pSection, load_key,
+        ConsensusSection, HttpSection, KEY_PASSPHRASE_ENV, KEY_ROLE, MempoolSection, NodeConfig,
+        NodeError, NodeSection, P2pSection, load_key,
     },
     genesis::{ConsortiumSpec, Genesis, GenesisValidator, SpecNode, init_consortium},
 };

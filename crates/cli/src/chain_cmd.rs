@@ -114,13 +114,7 @@ pub fn keygen(
         } else {
             medspace_chain::node::KEY_ROLE
         };
-        SealedKey::seal(
-            &secret,
-            role,
-            &passphrase,
-            KdfParams::DEFAULT,
-        )?
-        .write(out, false)?;
+        SealedKey::seal(&secret, role, &passphrase, KdfParams::DEFAULT)?.write(out, false)?;
     }
     println!("{}", key.public());
     Ok(())

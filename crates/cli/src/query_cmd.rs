@@ -25,7 +25,8 @@ pub struct Who {
     /// The consortium's genesis.json (default: the devnet's).
     #[arg(long, global = true)]
     pub genesis: Option<PathBuf>,
-    /// The signer's hex secret key file (default: the devnet user named by --as).
+    /// The signer's key file: sealed (`keygen --member`, passphrase in
+    /// `$MEDSPACE_KEY_PASSPHRASE`) or hex (default: the devnet user named by --as).
     #[arg(long, global = true)]
     pub key: Option<PathBuf>,
     /// The devnet user acting (`medspace query`: default research-1.researcher;

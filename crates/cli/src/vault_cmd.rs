@@ -316,7 +316,11 @@ fn as_of(flag: Option<&str>) -> anyhow::Result<i32> {
 pub fn run_ingest(args: IngestArgs) -> anyhow::Result<()> {
     let vocabulary = load_vocab(args.vocab.as_deref())?;
     // A first ingest creates the vault, its keys sealed under the node's passphrase.
-    let key = VaultKey::unlock_or_create(&args.node, &passphrase(&args.node, None)?, KdfParams::DEFAULT)?;
+    let key = VaultKey::unlock_or_create(
+        &args.node,
+        &passphrase(&args.node, None)?,
+        KdfParams::DEFAULT,
+    )?;
     let mut vault = Vault::open(&args.node, &key)?;
     let opts = IngestOptions {
         on_error: match args.on_error {
@@ -352,7 +356,10 @@ pub fn run_ingest(args: IngestArgs) -> anyhow::Result<()> {
 /// Runs `medspace sql`.
 pub fn run_sql(args: SqlArgs) -> anyhow::Result<()> {
     let key = vault_key(&args.node)?;
-    println!("{}", medspace_vault::sql_blocking(&args.node, &key, &args.query)?);
+    println!(
+        "{}",
+        medspace_vault::sql_blocking(&args.node, &key, &args.query)?
+    );
     Ok(())
 }
 

@@ -127,9 +127,19 @@ fn init(dir: &Path) -> Net {
         String::from_utf8_lossy(&out.stderr)
     );
     let genesis = medspace_chain::node::Genesis::load(&dir.join("genesis.json")).unwrap();
-    // The observer reads the validators' blocks with its member's ledger key.
+    // The observer reads the validators' blocks with its member's ledger key, sealed under its
+    // node's key passphrase (a plain key file is refused without `allow_plain_key`).
     let observer = dir.join("observer");
-    std::fs::write(observer.join("member.key"), member.secret_hex()).unwrap();
+    let pass = medspace_vault::seal::Passphrase::from_file(&observer.join("node.pass")).unwrap();
+    medspace_vault::seal::SealedKey::seal(
+        &hex::decode(member.secret_hex()).unwrap(),
+        medspace_worker::config::MEMBER_KEY_ROLE,
+        &pass,
+        medspace_vault::seal::KdfParams::INSECURE_FAST,
+    )
+    .unwrap()
+    .write(&observer.join("member.key"), false)
+    .unwrap();
     let config = observer.join("node.toml");
     let text = std::fs::read_to_string(&config).unwrap();
     std::fs::write(
@@ -387,6 +397,23 @@ fn validators_survive_kill_9_and_every_acknowledged_transaction_is_everywhere() 
     assert!(!out.status.success(), "a flipped byte went unnoticed");
     assert!(err.contains("fault at height"), "{err}");
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// The member key of the devnet node in `node`: its key file is sealed under the node's key
+/// passphrase (`node.pass`), and holds no key in the clear.
+fn sealed_member_key(node: &Path) -> Keypair {
+    let file = node.join("member.key");
+    assert!(
+        Keypair::from_secret_hex(&std::fs::read_to_string(&file).unwrap()).is_err(),
+        "a member key file in the clear"
+    );
+    let unlock = medspace_vault::seal::Unlock {
+        passphrase: Some(
+            medspace_vault::seal::Passphrase::from_file(&node.join("node.pass")).unwrap(),
+        ),
+        allow_plain: false,
+    };
+    medspace_worker::config::load_member_key(&file, &unlock).unwrap()
 }
 
 /// A base port with `base..base+5` and `base+100..base+105` free.
@@ -662,9 +689,18 @@ fn demo_runs_on_the_synthea_split() {
     // birth dates, most names and addresses), which do not.
     let long: std::collections::BTreeSet<String> =
         secrets.iter().filter(|s| s.len() >= 6).cloned().collect();
-    assert!(long.len() * 2 > secrets.len(), "{} of {}", long.len(), secrets.len());
+    assert!(
+        long.len() * 2 > secrets.len(),
+        "{} of {}",
+        long.len(),
+        secrets.len()
+    );
     for f in &files {
-        let scan = if is_encrypted_store(f) { &long } else { &secrets };
+        let scan = if is_encrypted_store(f) {
+            &long
+        } else {
+            &secrets
+        };
         if let Some(found) = first_found(&std::fs::read(f).unwrap(), scan) {
             panic!(
                 "patient data ({} characters) in {}",
@@ -851,10 +887,7 @@ fn a_study_runs_from_the_cli_on_the_hospitals_workers_and_survives_a_dropped_sit
         .to_string();
 
     // The result goes to the researcher alone: another registered key is refused.
-    let member_key = |h: &str| {
-        Keypair::from_secret_hex(&std::fs::read_to_string(dir.join(h).join("member.key")).unwrap())
-            .unwrap()
-    };
+    let member_key = |h: &str| sealed_member_key(&dir.join(h));
     let genesis = medspace_chain::node::Genesis::load(&dir.join("genesis.json")).unwrap();
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -1041,10 +1074,7 @@ fn patient_codes_are_redeemed_only_as_granted(net: &DevnetProcess) {
     }
     // A signed request sent twice: the second is refused as a replay before anything else; sent
     // to another node, it is refused there as signed for someone else.
-    let member = Keypair::from_secret_hex(
-        &std::fs::read_to_string(net.dir.join("hospital-b").join("member.key")).unwrap(),
-    )
-    .unwrap();
+    let member = sealed_member_key(&net.dir.join("hospital-b"));
     let genesis = medspace_chain::node::Genesis::load(&net.dir.join("genesis.json")).unwrap();
     let body = format!(r#"{{"grant":"{grant}","code":"CCCC-CCCC-CCCC-CCCC"}}"#);
     let auth = medspace_api::auth::Request {

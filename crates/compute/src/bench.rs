@@ -36,6 +36,8 @@ use x25519_dalek::{PublicKey, StaticSecret};
 
 /// The hospitals of the benchmark (also the names of their node directories).
 pub const SITES: [&str; 3] = ["hospital-a", "hospital-b", "hospital-c"];
+/// The file in each site's directory holding its vault's generated passphrase.
+pub const SITE_PASSPHRASE_FILE: &str = "vault.pass";
 
 /// Persons with type 2 diabetes (SNOMED 44054006) and an HbA1c (LOINC 4548-4) of at least 6.5 %
 /// by the index date, counted by sex and 10-year age band (20 cells).
@@ -366,7 +368,21 @@ pub fn bench_federated(
             })?;
         }
         let before = u64::from(offset);
-        let key = VaultKey::create(&dir, &Passphrase::generate(), KdfParams::DEFAULT)?;
+        // Each site's vault is sealed under a generated passphrase kept beside it, owner-only
+        // (`<site>/vault.pass`), so the sites can be reopened after the run.
+        let passphrase = Passphrase::generate();
+        std::fs::create_dir_all(&dir).map_err(|source| VaultError::Io {
+            path: dir.clone(),
+            source,
+        })?;
+        let pass_path = dir.join(SITE_PASSPHRASE_FILE);
+        passphrase
+            .write_new(&pass_path)
+            .map_err(|e| VaultError::Corrupt {
+                path: pass_path.clone(),
+                reason: e.to_string(),
+            })?;
+        let key = VaultKey::create(&dir, &passphrase, KdfParams::DEFAULT)?;
         measurements += write_synthetic_cdm(
             &dir,
             &key,

@@ -13,8 +13,8 @@ use medspace_privacy::query::{Aggregate, GroupField, QuerySpec};
 use medspace_privacy::release::{Protection, values_per_group};
 use medspace_state::State;
 use medspace_types::{JobId, MemberId};
-use std::collections::BTreeSet;
 use medspace_vault::VaultKey;
+use std::collections::BTreeSet;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
@@ -168,13 +168,21 @@ pub fn local_vector(spec: &QuerySpec, rows: &[local::Row]) -> Vec<i64> {
     vector
 }
 
+/// A site's vault: the node directory holding it and its unlocked keys.
+#[derive(Clone, Copy, Debug)]
+pub struct SiteVault<'a> {
+    /// The node directory.
+    pub dir: &'a Path,
+    /// The vault's keys.
+    pub key: &'a VaultKey,
+}
+
 /// A job at one site, planned from the ledger: its noised vector and cohort size.
 pub fn run_site<R: rand_core::CryptoRng>(
     state: &State,
     job: JobId,
     member: &MemberId,
-    node_dir: &Path,
-    key: &VaultKey,
+    vault: SiteVault<'_>,
     links: &Links,
     protection: Protection,
     rng: &mut R,
@@ -192,6 +200,6 @@ pub fn run_site<R: rand_core::CryptoRng>(
         epsilon_micro: plan.job.epsilon_reserved,
         protection,
     };
-    let (vector, _) = site_vector(node_dir, key, &plan.cohort, &site_job, rng)?;
+    let (vector, _) = site_vector(vault.dir, vault.key, &plan.cohort, &site_job, rng)?;
     Ok((vector, plan.cohort.len() as u64))
 }

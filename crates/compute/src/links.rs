@@ -177,9 +177,7 @@ mod tests {
         let bytes = std::fs::read(links_path(&node)).unwrap();
         let hex_id = hex::encode([0xab; 32]);
         assert!(
-            !bytes
-                .windows(hex_id.len())
-                .any(|w| w == hex_id.as_bytes()),
+            !bytes.windows(hex_id.len()).any(|w| w == hex_id.as_bytes()),
             "the pseudonym is in plaintext"
         );
         let back = Links::load(&node, &k).unwrap();

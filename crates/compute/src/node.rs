@@ -8,9 +8,9 @@ use crate::links::Links;
 use medspace_privacy::release::Protection;
 use medspace_state::State;
 use medspace_types::{JobId, MemberId, PatientId};
+use medspace_vault::VaultKey;
 use medspace_worker::compute::{DataPlane, PlaneRefusal, SiteVector};
 use medspace_worker::records::RecordSource;
-use medspace_vault::VaultKey;
 use std::path::PathBuf;
 
 /// Runs `f` on a thread of its own and waits for it: the vault's DataFusion work starts a
@@ -54,8 +54,10 @@ impl DataPlane for VaultPlane {
                 state,
                 job,
                 member,
-                &self.dir,
-                &self.key,
+                crate::federated::SiteVault {
+                    dir: &self.dir,
+                    key: &self.key,
+                },
                 &links,
                 Protection::Full { k },
                 &mut rng,
@@ -86,7 +88,8 @@ impl RecordSource for VaultRecords {
             return Ok(None);
         };
         outside_runtime(|| {
-            let vault = medspace_vault::Vault::open_read_only(&self.dir, &self.key).map_err(|e| refuse(&e))?;
+            let vault = medspace_vault::Vault::open_read_only(&self.dir, &self.key)
+                .map_err(|e| refuse(&e))?;
             medspace_vault::export::export_patient(&vault, &person.to_string())
                 .map(Some)
                 .map_err(|e| refuse(&e))

@@ -142,14 +142,11 @@ fn too_many_persons_are_refused_before_anything_is_built() {
     assert!(std::fs::read_dir(dir.path()).unwrap().next().is_none());
 }
 
-/// The test vault's keys: a fixed passphrase and the cheapest argon2id parameters, the vault's
-/// keys created on first use.
-#[allow(dead_code)]
+/// A benchmark site's vault keys, unlocked with the passphrase the benchmark kept beside it.
 fn vkey(node: &std::path::Path) -> medspace_vault::VaultKey {
-    medspace_vault::VaultKey::unlock_or_create(
-        node,
-        &medspace_vault::seal::Passphrase::new("test passphrase").unwrap(),
-        medspace_vault::seal::KdfParams::INSECURE_FAST,
+    let pass = medspace_vault::seal::Passphrase::from_file(
+        &node.join(medspace_compute::bench::SITE_PASSPHRASE_FILE),
     )
-    .unwrap()
+    .unwrap();
+    medspace_vault::VaultKey::unlock(node, &pass).unwrap()
 }

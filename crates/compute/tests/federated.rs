@@ -8,7 +8,7 @@
     clippy::indexing_slicing
 )]
 use medspace_compute::Links;
-use medspace_compute::federated::run_site;
+use medspace_compute::federated::{SiteVault, run_site};
 use medspace_privacy::query::parse;
 use medspace_privacy::release::{Protection, group_label, release_totals};
 use medspace_privacy::secagg;
@@ -378,8 +378,10 @@ fn run_all(
             &w.state,
             job,
             &MemberId::new(member).unwrap(),
-            &w.dirs[i],
-            &vkey(&w.dirs[i]),
+            SiteVault {
+                dir: &w.dirs[i],
+                key: &vkey(&w.dirs[i]),
+            },
             &links,
             protection,
             &mut rng,
@@ -536,8 +538,10 @@ fn out_of_scope_fields_and_ended_contracts_are_refused() {
         &w.state,
         job,
         &MemberId::new("hospital-a").unwrap(),
-        &w.dirs[0],
-        &vkey(&w.dirs[0]),
+        SiteVault {
+            dir: &w.dirs[0],
+            key: &vkey(&w.dirs[0]),
+        },
         &links,
         Protection::TestNone,
         &mut rng,
@@ -559,8 +563,10 @@ fn out_of_scope_fields_and_ended_contracts_are_refused() {
         &w.state,
         job,
         &MemberId::new("hospital-a").unwrap(),
-        &w.dirs[0],
-        &vkey(&w.dirs[0]),
+        SiteVault {
+            dir: &w.dirs[0],
+            key: &vkey(&w.dirs[0]),
+        },
         &links,
         Protection::TestNone,
         &mut rng,

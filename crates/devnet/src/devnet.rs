@@ -451,12 +451,11 @@ pub fn publish_catalogs(
 ) -> Result<()> {
     for node in &devnet.hospitals {
         // Quality figures "as of" the devnet's genesis day (days since 1970-01-01).
-        let vault_desc =
-            medspace_vault::catalog::describe_node(
-                &node.dir,
-                &node.key,
-                (GENESIS_MS / 86_400_000) as i32,
-            )?;
+        let vault_desc = medspace_vault::catalog::describe_node(
+            &node.dir,
+            &node.key,
+            (GENESIS_MS / 86_400_000) as i32,
+        )?;
         let version = ledger
             .state()
             .dataset(&DatasetId::new(&format!("{}.cdm", node.member))?)?

@@ -26,8 +26,21 @@ impl Passphrase {
         Ok(Passphrase(text))
     }
 
-    /// Reads a passphrase file: its text without the trailing line break.
+    /// Reads a passphrase file: its text without the trailing line break. On Unix a file that
+    /// its group or others may read or write is refused ([`SealError::Exposed`]), as ssh does
+    /// with private keys: `chmod 600` it.
     pub fn from_file(path: &Path) -> Result<Passphrase, SealError> {
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt as _;
+            let mode = std::fs::metadata(path)
+                .map_err(SealError::io(path))?
+                .permissions()
+                .mode();
+            if mode & 0o077 != 0 {
+                return Err(SealError::Exposed(path.display().to_string()));
+            }
+        }
         let text = Zeroizing::new(std::fs::read_to_string(path).map_err(SealError::io(path))?);
         Passphrase::new(text.trim_end_matches(['\r', '\n']).to_string())
     }
@@ -46,7 +59,7 @@ impl Passphrase {
 
     /// Writes the passphrase to a new owner-only file (see [`crate::write_private`]).
     pub fn write_new(&self, path: &Path) -> Result<(), SealError> {
-        crate::keyfile::write_private(path, format!("{}\n", self.0.as_str()).as_bytes(), false)
+        crate::file::write_private(path, format!("{}\n", self.0.as_str()).as_bytes(), false)
     }
 }
 
@@ -144,6 +157,23 @@ impl KdfParams {
 mod tests {
     use super::*;
 
+    #[cfg(unix)]
+    #[test]
+    fn a_passphrase_file_others_may_read_is_refused() {
+        use std::os::unix::fs::PermissionsExt as _;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("p.pass");
+        Passphrase::new("s3cret").unwrap().write_new(&path).unwrap();
+        assert_eq!(Passphrase::from_file(&path).unwrap().expose(), b"s3cret");
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
+        assert!(matches!(
+            Passphrase::from_file(&path),
+            Err(SealError::Exposed(_))
+        ));
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
+        assert!(Passphrase::from_file(&path).is_ok());
+    }
+
     #[test]
     fn same_inputs_same_key_and_any_change_changes_it() {
         let p = Passphrase::new("correct horse").unwrap();
@@ -169,7 +199,7 @@ mod tests {
     fn source_prefers_the_named_file() {
         let dir = tempfile::tempdir().unwrap();
         let file = dir.path().join("pass");
-        std::fs::write(&file, "from-file\n").unwrap();
+        crate::write_private(&file, b"from-file\n", false).unwrap();
         let s = PassphraseSource {
             file: Some(file),
             env: Some("MEDSPACE_SEAL_TEST_UNSET_VARIABLE".into()),

@@ -8,7 +8,8 @@
 //!   secret (a ledger key, an X25519 secret, a vault's data keys) sealed with
 //!   XChaCha20-Poly1305 under an argon2id key, its role and parameters bound as associated
 //!   data; reading a key file that may be sealed or plain ([`read_secret`]); re-wrapping under a
-//!   new passphrase; owner-only atomic writes.
+//!   new passphrase.
+//! * [`file`] — owner-only files written atomically ([`write_private`]).
 //! * [`stream`] — sealed files of any size: the STREAM construction over XChaCha20-Poly1305 in
 //!   64 KiB chunks (a random nonce prefix per file, the file's role as associated data of every
 //!   chunk, the last chunk marked so truncation is detected), as a [`std::io::Write`] and a
@@ -19,12 +20,14 @@
 //! frames them: file headers, associated data, key derivation labels and typed errors. Failures
 //! never say more than which check failed: no secret or plaintext appears in an error.
 
+pub mod file;
 pub mod kdf;
 pub mod keyfile;
 pub mod stream;
 
+pub use file::write_private;
 pub use kdf::{KdfParams, Passphrase, PassphraseSource};
-pub use keyfile::{KeyFileKind, SealedKey, Unlock, read_secret, write_private};
+pub use keyfile::{KeyFileKind, SealedKey, Unlock, read_secret};
 pub use stream::{DataKey, OpenReader, SealWriter, open_bytes, seal_bytes};
 
 /// Why sealing or opening failed.
@@ -52,6 +55,9 @@ pub enum SealError {
     /// The key file is plain (unencrypted) and plain key files are not allowed here.
     #[error("key file is not encrypted and plain key files are not allowed: {0}")]
     PlainRefused(String),
+    /// A passphrase file that others than its owner may read or write.
+    #[error("passphrase file is readable or writable by others than its owner (chmod 600): {0}")]
+    Exposed(String),
     /// A sealed key file was found but no passphrase was given.
     #[error("key file is encrypted and no passphrase was given: {0}")]
     NoPassphrase(String),

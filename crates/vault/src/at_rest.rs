@@ -62,8 +62,13 @@ impl std::fmt::Debug for VaultKey {
     }
 }
 
+/// `<node>/vault`: the vault directory of a node directory.
+pub fn vault_dir(node_dir: &Path) -> PathBuf {
+    node_dir.join("vault")
+}
+
 fn key_path(node_dir: &Path) -> PathBuf {
-    crate::store::vault_dir(node_dir).join(KEY_FILE)
+    vault_dir(node_dir).join(KEY_FILE)
 }
 
 impl VaultKey {
@@ -104,7 +109,7 @@ impl VaultKey {
         passphrase: &Passphrase,
         params: KdfParams,
     ) -> Result<VaultKey, VaultError> {
-        let root = crate::store::vault_dir(node_dir);
+        let root = vault_dir(node_dir);
         if root.join(PLAIN_KEY_FILE).exists() || root.join("manifest.json").exists() {
             return Err(VaultError::NotEncrypted(root));
         }
@@ -121,7 +126,7 @@ impl VaultKey {
         params: KdfParams,
         pseudonym: [u8; 32],
     ) -> Result<VaultKey, VaultError> {
-        let root = crate::store::vault_dir(node_dir);
+        let root = vault_dir(node_dir);
         let key = VaultKey::for_plain(pseudonym);
         key.install(&root, passphrase, params, false)?;
         Ok(key)
@@ -134,7 +139,7 @@ impl VaultKey {
         node_dir: &Path,
         path: &Path,
     ) -> Result<Zeroizing<Vec<u8>>, VaultError> {
-        read_sealed(self, &crate::store::vault_dir(node_dir), path)
+        read_sealed(self, &vault_dir(node_dir), path)
     }
 
     /// Writes this key's key file and check file into the vault directory `root`.
@@ -159,7 +164,7 @@ impl VaultKey {
     /// checks the keys against the vault. A wrong passphrase is
     /// [`VaultError::WrongPassphrase`] and changes nothing.
     pub fn unlock(node_dir: &Path, passphrase: &Passphrase) -> Result<VaultKey, VaultError> {
-        let root = crate::store::vault_dir(node_dir);
+        let root = vault_dir(node_dir);
         let path = root.join(KEY_FILE);
         if !path.exists() {
             if root.join(PLAIN_KEY_FILE).exists() || root.join("manifest.json").exists() {
@@ -233,7 +238,11 @@ impl VaultKey {
     /// links) under a subkey of the vault's data key; `role` names the file (it is bound as
     /// associated data).
     pub fn seal_node_file(&self, role: &str, bytes: &[u8]) -> Vec<u8> {
-        medspace_seal::seal_bytes(&self.node_files(), &format!("medspace/node/v1|{role}"), bytes)
+        medspace_seal::seal_bytes(
+            &self.node_files(),
+            &format!("medspace/node/v1|{role}"),
+            bytes,
+        )
     }
 
     /// Opens a file sealed by [`VaultKey::seal_node_file`] for the same `role`.
@@ -242,7 +251,11 @@ impl VaultKey {
         role: &str,
         sealed: &[u8],
     ) -> Result<Zeroizing<Vec<u8>>, SealError> {
-        medspace_seal::open_bytes(&self.node_files(), &format!("medspace/node/v1|{role}"), sealed)
+        medspace_seal::open_bytes(
+            &self.node_files(),
+            &format!("medspace/node/v1|{role}"),
+            sealed,
+        )
     }
 
     /// Derived from the pseudonym key, not the data key: node files live outside the vault,
@@ -340,10 +353,7 @@ pub(crate) fn create_sealed(
 }
 
 /// Finishes a sealed file and syncs it.
-pub(crate) fn finish_sealed(
-    path: &Path,
-    w: SealWriter<BufWriter<File>>,
-) -> Result<(), VaultError> {
+pub(crate) fn finish_sealed(path: &Path, w: SealWriter<BufWriter<File>>) -> Result<(), VaultError> {
     let buf = w.finish().map_err(|e| VaultError::from_io(path, e))?;
     let f = buf
         .into_inner()
@@ -387,7 +397,8 @@ pub(crate) fn write_sealed(
     bytes: &[u8],
 ) -> Result<(), VaultError> {
     let mut w = create_sealed(key, root, path)?;
-    w.write_all(bytes).map_err(|e| VaultError::from_io(path, e))?;
+    w.write_all(bytes)
+        .map_err(|e| VaultError::from_io(path, e))?;
     finish_sealed(path, w)
 }
 

@@ -15,9 +15,9 @@ use std::time::Instant;
 use rand::{RngExt, SeedableRng};
 use serde::Serialize;
 
+use crate::at_rest::VaultKey;
 use crate::cdm::{Val, next_id};
 use crate::error::VaultError;
-use crate::at_rest::VaultKey;
 use crate::store::{IngestOptions, Vault};
 use medspace_seal::{KdfParams, Passphrase};
 

@@ -9,8 +9,8 @@ use datafusion::prelude::SessionContext;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-use crate::cdm::{TABLES, schema};
 use crate::at_rest::VaultKey;
+use crate::cdm::{TABLES, schema};
 use crate::error::VaultError;
 use crate::quality::{self, QualityProfile};
 use crate::store;

@@ -60,7 +60,9 @@ pub enum VaultError {
     #[error("vault has no key file: path={0}")]
     NoKey(PathBuf),
     /// The vault was written unencrypted by an earlier version.
-    #[error("vault is not encrypted (written by an earlier version); convert it with `medspace vault encrypt`: path={0}")]
+    #[error(
+        "vault is not encrypted (written by an earlier version); convert it with `medspace vault encrypt`: path={0}"
+    )]
     NotEncrypted(PathBuf),
     /// No passphrase was given for a vault.
     #[error("no vault passphrase: set {env} or name a passphrase file")]

@@ -602,7 +602,7 @@ pub fn withhold_references(v: &mut Value, display: &str, f: &mut dyn FnMut(&str)
             if map
                 .get("reference")
                 .and_then(Value::as_str)
-                .is_some_and(|r| f(r))
+                .is_some_and(&mut *f)
             {
                 map.clear();
                 map.insert("display".into(), Value::String(display.into()));

@@ -48,11 +48,11 @@ use std::path::Path;
 use std::sync::Arc;
 
 pub use at_rest::VaultKey;
+pub use cdm::TABLES;
+pub use error::VaultError;
 /// The sealing primitives (passphrases, argon2id parameters, sealed key files), re-exported for
 /// the vault's users.
 pub use medspace_seal as seal;
-pub use cdm::TABLES;
-pub use error::VaultError;
 pub(crate) use session::runtime;
 pub use session::{open_pooled_session, open_session, sql, sql_blocking};
 pub use store::{IngestOptions, IngestReport, InputError, OnError, Vault};

@@ -71,8 +71,7 @@ pub fn open_pooled_session(vaults_in: &[(&Path, &VaultKey)]) -> Result<SessionCo
             ctx.register_table(table, Arc::new(mem))?;
         } else {
             let format = ParquetFormat::default().with_options(parquet_options.clone());
-            let options =
-                ListingOptions::new(Arc::new(format)).with_file_extension(".parquet");
+            let options = ListingOptions::new(Arc::new(format)).with_file_extension(".parquet");
             let config = ListingTableConfig::new_with_multi_paths(urls)
                 .with_listing_options(options)
                 .with_schema(schema);

@@ -1,7 +1,12 @@
 //! Encryption at rest: no patient data readable in a vault's files, wrong passphrases and keys
 //! refused without changing anything, re-wrapping and re-encryption, tampering detected as a
 //! typed error.
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing)]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
 
 use std::path::{Path, PathBuf};
 
@@ -34,7 +39,11 @@ fn vault_with_known_patient(dir: &Path, passphrase: &str) -> (PathBuf, VaultKey)
     let r = vault
         .ingest_values("known", resources, &IngestOptions::default())
         .unwrap();
-    assert!(r.committed && r.errors.is_empty(), "{} errors", r.errors.len());
+    assert!(
+        r.committed && r.errors.is_empty(),
+        "{} errors",
+        r.errors.len()
+    );
     (node, key)
 }
 
@@ -65,14 +74,22 @@ fn no_patient_data_in_the_vaults_files() {
     let (node, key) = vault_with_known_patient(tmp.path(), "s3cret");
     let needles = [NAME, BIRTH, FHIR_ID, "44054006", "Zelda"];
     let files = all_files(&node);
-    assert!(files.iter().any(|f| f.extension().is_some_and(|e| e == "parquet")));
+    assert!(
+        files
+            .iter()
+            .any(|f| f.extension().is_some_and(|e| e == "parquet"))
+    );
     for f in &files {
         let bytes = std::fs::read(f).unwrap();
         for n in needles {
             assert!(!contains(&bytes, n), "{n} in plaintext in {}", f.display());
         }
         // Nor compressed: nothing in the vault is a readable zstd frame.
-        assert!(zstd::decode_all(&bytes[..]).is_err() || bytes.is_empty(), "{}", f.display());
+        assert!(
+            zstd::decode_all(&bytes[..]).is_err() || bytes.is_empty(),
+            "{}",
+            f.display()
+        );
     }
     // Control: the needles are really there, in the plaintext the vault gives its owner.
     let vault = Vault::open_read_only(&node, &key).unwrap();
@@ -88,27 +105,45 @@ fn no_patient_data_in_the_vaults_files() {
             "SELECT COUNT(*) FROM condition_occurrence WHERE condition_source_value = '44054006'",
         ))
         .unwrap();
-    let text = datafusion::arrow::util::pretty::pretty_format_batches(&rows).unwrap().to_string();
-    assert!(!text.contains("| 0 "), "the encrypted tables read back: {text}");
+    let text = datafusion::arrow::util::pretty::pretty_format_batches(&rows)
+        .unwrap()
+        .to_string();
+    assert!(
+        !text.contains("| 0 "),
+        "the encrypted tables read back: {text}"
+    );
 }
 
 #[test]
 fn wrong_passphrase_and_wrong_keys_are_refused_and_change_nothing() {
     let tmp = tempfile::tempdir().unwrap();
     let (node, _) = vault_with_known_patient(tmp.path(), "right");
-    let before: Vec<(PathBuf, Vec<u8>)> =
-        all_files(&node).into_iter().map(|f| (f.clone(), std::fs::read(&f).unwrap())).collect();
+    let before: Vec<(PathBuf, Vec<u8>)> = all_files(&node)
+        .into_iter()
+        .map(|f| (f.clone(), std::fs::read(&f).unwrap()))
+        .collect();
     assert!(matches!(
         VaultKey::unlock(&node, &pass("wrong")),
         Err(VaultError::WrongPassphrase(_))
     ));
     // Keys of another vault: refused before anything is read or written.
     let (_, other) = vault_with_known_patient(&tmp.path().join("other"), "right");
-    assert!(matches!(Vault::open(&node, &other), Err(VaultError::WrongKey(_))));
-    assert!(matches!(Vault::open_read_only(&node, &other), Err(VaultError::WrongKey(_))));
-    assert!(matches!(open_session(&node, &other), Err(VaultError::WrongKey(_))));
-    let after: Vec<(PathBuf, Vec<u8>)> =
-        all_files(&node).into_iter().map(|f| (f.clone(), std::fs::read(&f).unwrap())).collect();
+    assert!(matches!(
+        Vault::open(&node, &other),
+        Err(VaultError::WrongKey(_))
+    ));
+    assert!(matches!(
+        Vault::open_read_only(&node, &other),
+        Err(VaultError::WrongKey(_))
+    ));
+    assert!(matches!(
+        open_session(&node, &other),
+        Err(VaultError::WrongKey(_))
+    ));
+    let after: Vec<(PathBuf, Vec<u8>)> = all_files(&node)
+        .into_iter()
+        .map(|f| (f.clone(), std::fs::read(&f).unwrap()))
+        .collect();
     assert_eq!(before, after);
     // A node without a vault has no key to unlock.
     assert!(matches!(
@@ -124,7 +159,12 @@ fn rewrap_changes_the_passphrase_only() {
     let hash = catalog::content_hash(&node, &key).unwrap();
     let data_before = std::fs::read(node.join("vault/manifest.json")).unwrap();
     assert!(matches!(
-        VaultKey::rewrap(&node, &pass("not-old"), &pass("new"), KdfParams::INSECURE_FAST),
+        VaultKey::rewrap(
+            &node,
+            &pass("not-old"),
+            &pass("new"),
+            KdfParams::INSECURE_FAST
+        ),
         Err(VaultError::WrongPassphrase(_))
     ));
     VaultKey::rewrap(&node, &pass("old"), &pass("new"), KdfParams::INSECURE_FAST).unwrap();
@@ -134,7 +174,10 @@ fn rewrap_changes_the_passphrase_only() {
     ));
     let key2 = VaultKey::unlock(&node, &pass("new")).unwrap();
     assert_eq!(catalog::content_hash(&node, &key2).unwrap(), hash);
-    assert_eq!(std::fs::read(node.join("vault/manifest.json")).unwrap(), data_before);
+    assert_eq!(
+        std::fs::read(node.join("vault/manifest.json")).unwrap(),
+        data_before
+    );
     let vault = Vault::open_read_only(&node, &key2).unwrap();
     assert!(export::export_patient(&vault, FHIR_ID).is_ok());
 }
@@ -145,16 +188,22 @@ fn reencryption_rewrites_every_file_under_a_new_data_key() {
     let (node, key) = vault_with_known_patient(tmp.path(), "old");
     let hash = catalog::content_hash(&node, &key).unwrap();
     let persons = Vault::open_read_only(&node, &key).unwrap().persons();
-    let before: Vec<(PathBuf, Vec<u8>)> =
-        all_files(&node).into_iter().map(|f| (f.clone(), std::fs::read(&f).unwrap())).collect();
-    let new_key =
-        Vault::reencrypt(&node, &key, &pass("new"), KdfParams::INSECURE_FAST).unwrap();
+    let before: Vec<(PathBuf, Vec<u8>)> = all_files(&node)
+        .into_iter()
+        .map(|f| (f.clone(), std::fs::read(&f).unwrap()))
+        .collect();
+    let new_key = Vault::reencrypt(&node, &key, &pass("new"), KdfParams::INSECURE_FAST).unwrap();
     // Every data file changed; the logical content and the pseudonyms did not.
     for (f, bytes) in &before {
         if f.file_name().is_some_and(|n| n == "LOCK") {
             continue;
         }
-        assert_ne!(&std::fs::read(f).unwrap(), bytes, "{} unchanged", f.display());
+        assert_ne!(
+            &std::fs::read(f).unwrap(),
+            bytes,
+            "{} unchanged",
+            f.display()
+        );
     }
     assert!(!tmp.path().join("node/vault.old").exists());
     assert_eq!(catalog::content_hash(&node, &new_key).unwrap(), hash);
@@ -162,18 +211,28 @@ fn reencryption_rewrites_every_file_under_a_new_data_key() {
     let vault = Vault::open_read_only(&node, &unlocked).unwrap();
     assert_eq!(vault.persons(), persons);
     assert!(export::export_patient(&vault, FHIR_ID).is_ok());
-    assert!(matches!(Vault::open_read_only(&node, &key), Err(VaultError::WrongKey(_))));
+    assert!(matches!(
+        Vault::open_read_only(&node, &key),
+        Err(VaultError::WrongKey(_))
+    ));
     assert!(matches!(
         VaultKey::unlock(&node, &pass("old")),
         Err(VaultError::WrongPassphrase(_))
     ));
     let rt = tokio::runtime::Runtime::new().unwrap();
     let ctx = open_session(&node, &unlocked).unwrap();
-    assert!(rt.block_on(medspace_vault::sql(&ctx, "SELECT * FROM person")).is_ok());
+    assert!(
+        rt.block_on(medspace_vault::sql(&ctx, "SELECT * FROM person"))
+            .is_ok()
+    );
     // A writer can still add to it.
     let mut w = Vault::open(&node, &unlocked).unwrap();
     let r = w
-        .ingest_values("more", medspace_synth::patient_resources(5, 0, 9), &IngestOptions::default())
+        .ingest_values(
+            "more",
+            medspace_synth::patient_resources(5, 0, 9),
+            &IngestOptions::default(),
+        )
         .unwrap();
     assert!(r.committed);
 }
@@ -204,20 +263,33 @@ fn one_flipped_byte_is_detected_on_read() {
     // The index: the vault does not open.
     let (node, key) = vault_with_known_patient(&tmp.path().join("b"), "p");
     flip(&segment_file(&node, "index.jsonl"));
-    assert!(matches!(Vault::open_read_only(&node, &key), Err(VaultError::Tampered(_))));
+    assert!(matches!(
+        Vault::open_read_only(&node, &key),
+        Err(VaultError::Tampered(_))
+    ));
     // The manifest.
     let (node, key) = vault_with_known_patient(&tmp.path().join("c"), "p");
     flip(&node.join("vault/manifest.json"));
-    assert!(matches!(Vault::open(&node, &key), Err(VaultError::Tampered(_))));
+    assert!(matches!(
+        Vault::open(&node, &key),
+        Err(VaultError::Tampered(_))
+    ));
     // The key file: refused as a wrong passphrase would be.
     let (node, _) = vault_with_known_patient(&tmp.path().join("d"), "p");
     let kf = node.join("vault/vault.key");
     let mut v: serde_json::Value = serde_json::from_slice(&std::fs::read(&kf).unwrap()).unwrap();
     let sealed = v["sealed"].as_str().unwrap().to_string();
-    let flipped = format!("{}{}", if sealed.starts_with('0') { "1" } else { "0" }, &sealed[1..]);
+    let flipped = format!(
+        "{}{}",
+        if sealed.starts_with('0') { "1" } else { "0" },
+        &sealed[1..]
+    );
     v["sealed"] = json!(flipped);
     std::fs::write(&kf, v.to_string()).unwrap();
-    assert!(matches!(VaultKey::unlock(&node, &pass("p")), Err(VaultError::WrongPassphrase(_))));
+    assert!(matches!(
+        VaultKey::unlock(&node, &pass("p")),
+        Err(VaultError::WrongPassphrase(_))
+    ));
     // A Parquet file: a flipped byte anywhere either fails the query or leaves its answer
     // exactly as it was (bytes no query reads, such as the page index, or the leading magic);
     // never a different answer. The data pages and the footer are authenticated.
@@ -227,8 +299,15 @@ fn one_flipped_byte_is_detected_on_read() {
     let rt = tokio::runtime::Runtime::new().unwrap();
     let query = |node: &Path| {
         let ctx = open_session(node, &key).unwrap();
-        rt.block_on(medspace_vault::sql(&ctx, "SELECT * FROM person ORDER BY person_id"))
-            .map(|b| datafusion::arrow::util::pretty::pretty_format_batches(&b).unwrap().to_string())
+        rt.block_on(medspace_vault::sql(
+            &ctx,
+            "SELECT * FROM person ORDER BY person_id",
+        ))
+        .map(|b| {
+            datafusion::arrow::util::pretty::pretty_format_batches(&b)
+                .unwrap()
+                .to_string()
+        })
     };
     let good = query(&node).unwrap();
     let (mut refused, mut tried) = (0, 0);
@@ -242,17 +321,27 @@ fn one_flipped_byte_is_detected_on_read() {
             Ok(t) => assert_eq!(t, good, "byte {i} changed the answer undetected"),
         }
     }
-    assert!(refused * 2 > tried, "only {refused} of {tried} flips refused");
+    assert!(
+        refused * 2 > tried,
+        "only {refused} of {tried} flips refused"
+    );
     std::fs::write(&f, &orig).unwrap();
     // A file moved into another segment's place does not open there.
     let (node, key) = vault_with_known_patient(&tmp.path().join("f"), "p");
     let mut w = Vault::open(&node, &key).unwrap();
-    w.ingest_values("more", medspace_synth::patient_resources(5, 0, 7), &IngestOptions::default())
-        .unwrap();
+    w.ingest_values(
+        "more",
+        medspace_synth::patient_resources(5, 0, 7),
+        &IngestOptions::default(),
+    )
+    .unwrap();
     drop(w);
     let second = node.join("vault/segments/seg-00000002/index.jsonl");
     std::fs::copy(segment_file(&node, "index.jsonl"), &second).unwrap();
-    assert!(matches!(Vault::open_read_only(&node, &key), Err(VaultError::Tampered(_))));
+    assert!(matches!(
+        Vault::open_read_only(&node, &key),
+        Err(VaultError::Tampered(_))
+    ));
 }
 
 /// The rows of `sql` over the vault's encrypted tables, each as its values joined by `|`.
@@ -321,9 +410,18 @@ fn encrypted_tables_answer_as_the_input_says_before_and_after_rotation() {
     };
     let before = sorted(answers(&node, &key, by_sex_and_year));
     assert_eq!(before, expected);
-    assert_eq!(answers(&node, &key, count_conditions), vec![conditions.to_string()]);
+    assert_eq!(
+        answers(&node, &key, count_conditions),
+        vec![conditions.to_string()]
+    );
     let new_key = Vault::reencrypt(&node, &key, &pass("p2"), KdfParams::INSECURE_FAST).unwrap();
     assert_eq!(sorted(answers(&node, &new_key, by_sex_and_year)), before);
-    assert_eq!(answers(&node, &new_key, count_conditions), vec![conditions.to_string()]);
-    assert!(matches!(open_session(&node, &key), Err(VaultError::WrongKey(_))));
+    assert_eq!(
+        answers(&node, &new_key, count_conditions),
+        vec![conditions.to_string()]
+    );
+    assert!(matches!(
+        open_session(&node, &key),
+        Err(VaultError::WrongKey(_))
+    ));
 }

@@ -216,7 +216,10 @@ fn quality_figures_on_data_with_known_defects() {
             &IngestOptions::default(),
         )
         .unwrap();
-    assert_ne!(catalog::content_hash(node, &vkey(node)).unwrap(), d.content_hash);
+    assert_ne!(
+        catalog::content_hash(node, &vkey(node)).unwrap(),
+        d.content_hash
+    );
 }
 
 #[test]
@@ -537,7 +540,10 @@ fn vault_digest(h: &mut sha2::Sha256, node: &Path) {
     let rt = tokio::runtime::Runtime::new().unwrap();
     for table in medspace_vault::TABLES {
         let batches = rt
-            .block_on(medspace_vault::sql(&ctx, &format!("SELECT * FROM {table} ORDER BY 1, 2")))
+            .block_on(medspace_vault::sql(
+                &ctx,
+                &format!("SELECT * FROM {table} ORDER BY 1, 2"),
+            ))
             .unwrap();
         let text = datafusion::arrow::util::pretty::pretty_format_batches(&batches)
             .unwrap()

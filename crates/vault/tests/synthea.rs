@@ -295,8 +295,12 @@ fn re_ingest_adds_nothing() {
     assert_eq!(count(tmp.path(), "select count(*) from person"), persons);
     assert_eq!(count(tmp.path(), "select count(*) from measurement"), rows);
     // Person ids and pseudonyms are stable across reopen.
-    let a = Vault::open_read_only(tmp.path(), &vkey(tmp.path())).unwrap().persons();
-    let b = Vault::open_read_only(tmp.path(), &vkey(tmp.path())).unwrap().persons();
+    let a = Vault::open_read_only(tmp.path(), &vkey(tmp.path()))
+        .unwrap()
+        .persons();
+    let b = Vault::open_read_only(tmp.path(), &vkey(tmp.path()))
+        .unwrap()
+        .persons();
     assert_eq!(a, b);
     assert_eq!(a.len() as i64, persons);
 }

@@ -127,7 +127,10 @@ fn read_key(
 }
 
 /// A member's ledger key from the key file at `path` (sealed, or plain where `unlock` allows).
-pub fn load_member_key(path: &Path, unlock: &medspace_seal::Unlock) -> Result<Keypair, WorkerError> {
+pub fn load_member_key(
+    path: &Path,
+    unlock: &medspace_seal::Unlock,
+) -> Result<Keypair, WorkerError> {
     let secret = read_key(path, MEMBER_KEY_ROLE, "member key file", unlock)?;
     let hex = zeroize::Zeroizing::new(hex::encode(secret.as_slice()));
     Keypair::from_secret_hex(&hex).map_err(|e| WorkerError::Invalid {

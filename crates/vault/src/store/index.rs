@@ -96,7 +96,8 @@ pub(super) fn write_index(
             path: path.to_path_buf(),
             reason: e.to_string(),
         })?;
-        w.write_all(b"\n").map_err(|e| VaultError::from_io(path, e))?;
+        w.write_all(b"\n")
+            .map_err(|e| VaultError::from_io(path, e))?;
     }
     at_rest::finish_sealed(path, w)
 }

@@ -50,7 +50,7 @@ pub(crate) struct SegmentInfo {
 
 /// `<node>/vault`.
 pub fn vault_dir(node_dir: &Path) -> PathBuf {
-    node_dir.join("vault")
+    crate::at_rest::vault_dir(node_dir)
 }
 
 /// `<vault>/segments/<name>`.
@@ -102,7 +102,8 @@ pub(super) fn write_manifest(root: &Path, key: &VaultKey, m: &Manifest) -> Resul
             &at_rest::role(&at_rest::rel_path(root, &path)),
         )
         .map_err(|e| VaultError::from_io(&tmp, e))?;
-        w.write_all(&bytes).map_err(|e| VaultError::from_io(&tmp, e))?;
+        w.write_all(&bytes)
+            .map_err(|e| VaultError::from_io(&tmp, e))?;
         at_rest::finish_sealed(&tmp, w)?;
     }
     fs::rename(&tmp, &path).map_err(VaultError::io(&path))?;

@@ -85,12 +85,10 @@ impl Source<'_> {
             Source::Plain => {
                 let path = root.join("manifest.json");
                 match fs::read(&path) {
-                    Ok(bytes) => {
-                        serde_json::from_slice(&bytes).map_err(|e| VaultError::Corrupt {
-                            path,
-                            reason: e.to_string(),
-                        })
-                    }
+                    Ok(bytes) => serde_json::from_slice(&bytes).map_err(|e| VaultError::Corrupt {
+                        path,
+                        reason: e.to_string(),
+                    }),
                     Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Manifest::default()),
                     Err(e) => Err(VaultError::Io { path, source: e }),
                 }
@@ -171,7 +169,13 @@ fn copy_vault(
         let seg_rel = PathBuf::from("segments").join(&seg.name);
         let dir = new_root.join(&seg_rel);
         fs::create_dir_all(dir.join("cdm")).map_err(VaultError::io(&dir))?;
-        reseal(src, old_root, new_key, new_root, &seg_rel.join("index.jsonl"))?;
+        reseal(
+            src,
+            old_root,
+            new_key,
+            new_root,
+            &seg_rel.join("index.jsonl"),
+        )?;
         reseal(
             src,
             old_root,
@@ -237,13 +241,7 @@ impl Vault {
     ) -> Result<VaultKey, VaultError> {
         let vault = Vault::open(node_dir, key)?;
         let new_key = key.with_new_data_key();
-        rekey(
-            node_dir,
-            &Source::Sealed(key),
-            &new_key,
-            passphrase,
-            params,
-        )?;
+        rekey(node_dir, &Source::Sealed(key), &new_key, passphrase, params)?;
         drop(vault);
         Ok(new_key)
     }
@@ -263,9 +261,8 @@ impl Vault {
             });
         }
         let lock = Vault::lock(&root)?;
-        let pseudonym = identity::read_plain_key(&root)?.ok_or_else(|| VaultError::NoKey(
-            root.join(at_rest::PLAIN_KEY_FILE),
-        ))?;
+        let pseudonym = identity::read_plain_key(&root)?
+            .ok_or_else(|| VaultError::NoKey(root.join(at_rest::PLAIN_KEY_FILE)))?;
         let new_key = VaultKey::for_plain(pseudonym);
         rekey(node_dir, &Source::Plain, &new_key, passphrase, params)?;
         drop(lock);
