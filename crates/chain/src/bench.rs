@@ -9,7 +9,7 @@
 #[cfg(feature = "testing")]
 use crate::testing::{CounterApp, sign_tx, test_key};
 use crate::{
-    config::{NodeConfig, NodeError, load_key},
+    config::{NodeConfig, NodeError},
     engine::Handle,
     genesis::{ConsortiumSpec, Genesis, SpecNode, init_consortium},
     node::start_node,
@@ -254,7 +254,7 @@ pub fn bench_workload<A: crate::Application>(
     for path in &configs {
         let c = NodeConfig::load(path)?;
         let g = Genesis::load(&c.node.genesis_file)?;
-        let k = load_key(&c.node.key_file)?;
+        let k = c.load_node_key()?;
         nodes.push((c, g, k));
     }
     let Workload {

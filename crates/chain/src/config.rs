@@ -1,10 +1,15 @@
 //! A node's TOML configuration ([`NodeConfig`] and its `#[serde(default)]` sections), validated
-//! once at load, the node's key file ([`load_key`]), and the errors of loading a node's files
-//! ([`NodeError`]).
+//! once at load, the node's key file ([`load_key`], [`NodeConfig::load_node_key`]), and the
+//! errors of loading a node's files ([`NodeError`]).
+//!
+//! The key file is a sealed key file ([`medspace_seal::SealedKey`], role [`KEY_ROLE`]) opened
+//! with the passphrase in `[node] key_passphrase_file`, else in the environment variable
+//! [`KEY_PASSPHRASE_ENV`]. A plain key file (hex) loads only with `allow_plain_key = true`.
 
 use crate::{block::BlockLimits, engine::EngineError, mempool::MempoolLimits};
 use commonware_codec::DecodeExt as _;
 use commonware_cryptography::ed25519;
+use medspace_seal::{PassphraseSource, SealError, Unlock};
 use serde::{Deserialize, Serialize};
 use std::{
     net::SocketAddr,
@@ -32,10 +37,24 @@ pub enum NodeError {
         /// Cause.
         error: String,
     },
+    /// A key file did not open: wrong passphrase, altered, plain where plain is not allowed,
+    /// or no passphrase given.
+    #[error("key file {path}: {source}")]
+    Key {
+        /// The key file.
+        path: String,
+        /// Why.
+        source: SealError,
+    },
     /// Engine failed.
     #[error(transparent)]
     Engine(#[from] EngineError),
 }
+
+/// The role of a node's ledger key in a sealed key file.
+pub const KEY_ROLE: &str = "ledger-ed25519";
+/// The environment variable the key file's passphrase may come from.
+pub const KEY_PASSPHRASE_ENV: &str = "MEDSPACE_KEY_PASSPHRASE";
 
 /// An I/O error on `path`.
 pub(crate) fn io(path: &Path, e: impl std::fmt::Display) -> NodeError {
@@ -68,8 +87,13 @@ pub struct NodeSection {
     pub name: String,
     /// Data directory (storage, keys).
     pub data_dir: PathBuf,
-    /// Hex private key file.
+    /// The node's ledger key: a sealed key file (or, with `allow_plain_key`, hex).
     pub key_file: PathBuf,
+    /// A file holding the key file's passphrase (else [`KEY_PASSPHRASE_ENV`]).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub key_passphrase_file: Option<PathBuf>,
+    /// Whether a plain (unencrypted, hex) key file may be loaded.
+    pub allow_plain_key: bool,
     /// Genesis JSON.
     pub genesis_file: PathBuf,
     /// Tokio worker threads.
@@ -82,6 +106,8 @@ impl Default for NodeSection {
             name: "node".into(),
             data_dir: PathBuf::from("data"),
             key_file: PathBuf::from("node.key"),
+            key_passphrase_file: None,
+            allow_plain_key: false,
             genesis_file: PathBuf::from("genesis.json"),
             worker_threads: 2,
         }
@@ -234,7 +260,10 @@ impl NodeConfig {
             &mut c.node.key_file,
             &mut c.node.genesis_file,
             &mut c.http.tls_key_file,
-        ] {
+        ]
+        .into_iter()
+        .chain(c.node.key_passphrase_file.as_mut())
+        {
             if p.is_relative() {
                 *p = base.join(&*p);
             }
@@ -288,6 +317,28 @@ impl NodeConfig {
         Ok(())
     }
 
+    /// How this node's key file opens: the passphrase from `key_passphrase_file` or the
+    /// environment, and whether a plain key file is allowed.
+    pub fn key_unlock(&self) -> Result<Unlock, NodeError> {
+        let source = PassphraseSource {
+            file: self.node.key_passphrase_file.clone(),
+            env: Some(KEY_PASSPHRASE_ENV.into()),
+        };
+        let passphrase = source.resolve().map_err(|source| NodeError::Key {
+            path: self.node.key_file.display().to_string(),
+            source,
+        })?;
+        Ok(Unlock {
+            passphrase,
+            allow_plain: self.node.allow_plain_key,
+        })
+    }
+
+    /// Loads this node's ledger key (see [`NodeConfig::key_unlock`]).
+    pub fn load_node_key(&self) -> Result<ed25519::PrivateKey, NodeError> {
+        load_key(&self.node.key_file, &self.key_unlock()?)
+    }
+
     /// The block limits of the `[consensus]` section.
     pub(crate) fn block_limits(&self) -> BlockLimits {
         BlockLimits {
@@ -298,18 +349,28 @@ impl NodeConfig {
     }
 }
 
-/// Reads a hex private key file.
-pub fn load_key(path: &Path) -> Result<ed25519::PrivateKey, NodeError> {
-    let text = std::fs::read_to_string(path).map_err(|e| io(path, e))?;
-    let bytes = hex::decode(text.trim()).map_err(|_| NodeError::Invalid {
-        what: "key file",
-        path: path.display().to_string(),
-        error: "not hex".into(),
+/// Reads a ledger key file: sealed (opened with the passphrase in `unlock`), or plain hex if
+/// `unlock` allows it. A wrong passphrase is [`NodeError::Key`] with
+/// [`SealError::WrongPassphrase`].
+pub fn load_key(path: &Path, unlock: &Unlock) -> Result<ed25519::PrivateKey, NodeError> {
+    let secret = medspace_seal::read_secret(path, KEY_ROLE, unlock).map_err(|e| match e {
+        SealError::Io { source, .. } => io(path, source),
+        SealError::Format(_) => NodeError::Invalid {
+            what: "key file",
+            path: path.display().to_string(),
+            error: "neither a sealed key file nor hex".into(),
+        },
+        source => NodeError::Key {
+            path: path.display().to_string(),
+            source,
+        },
     })?;
-    ed25519::PrivateKey::decode(bytes::Bytes::from(bytes)).map_err(|_| NodeError::Invalid {
-        what: "key file",
-        path: path.display().to_string(),
-        error: "not an ed25519 private key".into(),
+    ed25519::PrivateKey::decode(bytes::Bytes::copy_from_slice(&secret)).map_err(|_| {
+        NodeError::Invalid {
+            what: "key file",
+            path: path.display().to_string(),
+            error: "not an ed25519 private key".into(),
+        }
     })
 }
 
@@ -326,5 +387,75 @@ mod tests {
         );
         assert!(NodeConfig::from_toml("[p2p]\nmax_message_size = 10\n", Path::new("/x")).is_err());
         assert!(NodeConfig::from_toml("nonsense = [", Path::new("/x")).is_err());
+        let c = NodeConfig::from_toml("[node]\nkey_passphrase_file = \"p\"\n", Path::new("/x"))
+            .unwrap();
+        assert_eq!(c.node.key_passphrase_file, Some(PathBuf::from("/x/p")));
+        assert!(!c.node.allow_plain_key);
+    }
+
+    #[test]
+    fn key_files_sealed_plain_and_wrong_passphrase() {
+        use commonware_cryptography::Signer as _;
+        use medspace_seal::{KdfParams, Passphrase, SealedKey};
+        let dir = std::env::temp_dir().join(format!("medspace-keyfile-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let key = ed25519::PrivateKey::decode(bytes::Bytes::from_static(&[7u8; 32])).unwrap();
+        let secret = commonware_codec::Encode::encode(&key).to_vec();
+        let sealed_path = dir.join("sealed.key");
+        let _ = std::fs::remove_file(&sealed_path);
+        let pass = Passphrase::new("right").unwrap();
+        SealedKey::seal(&secret, KEY_ROLE, &pass, KdfParams::INSECURE_FAST)
+            .unwrap()
+            .write(&sealed_path, false)
+            .unwrap();
+        let before = std::fs::read(&sealed_path).unwrap();
+        let unlock = |p: Option<&str>, allow_plain| Unlock {
+            passphrase: p.map(|p| Passphrase::new(p).unwrap()),
+            allow_plain,
+        };
+        // No key bytes in the clear: neither raw nor hex (nor any 8-byte run of either).
+        let contains = |needle: &[u8]| before.windows(needle.len()).any(|w| w == needle);
+        let hex_secret = hex::encode(&secret);
+        for i in 0..secret.len() - 8 {
+            assert!(!contains(&secret[i..i + 8]));
+            assert!(!contains(&hex_secret.as_bytes()[2 * i..2 * i + 16]));
+        }
+        let loaded = load_key(&sealed_path, &unlock(Some("right"), false)).unwrap();
+        assert_eq!(loaded.public_key(), key.public_key());
+        assert!(matches!(
+            load_key(&sealed_path, &unlock(Some("wrong"), false)),
+            Err(NodeError::Key {
+                source: SealError::WrongPassphrase,
+                ..
+            })
+        ));
+        assert!(matches!(
+            load_key(&sealed_path, &unlock(None, true)),
+            Err(NodeError::Key {
+                source: SealError::NoPassphrase(_),
+                ..
+            })
+        ));
+        assert_eq!(
+            std::fs::read(&sealed_path).unwrap(),
+            before,
+            "nothing changed"
+        );
+        let plain_path = dir.join("plain.key");
+        std::fs::write(&plain_path, hex::encode(&secret)).unwrap();
+        assert!(matches!(
+            load_key(&plain_path, &unlock(Some("right"), false)),
+            Err(NodeError::Key {
+                source: SealError::PlainRefused(_),
+                ..
+            })
+        ));
+        assert_eq!(
+            load_key(&plain_path, &unlock(None, true))
+                .unwrap()
+                .public_key(),
+            key.public_key()
+        );
+        let _ = std::fs::remove_dir_all(&dir);
     }
 }

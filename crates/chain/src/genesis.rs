@@ -160,12 +160,14 @@ fn write_new(path: &Path, content: &str) -> Result<(), NodeError> {
     f.write_all(content.as_bytes()).map_err(|e| io(path, e))
 }
 
-/// Writes `<out>/genesis.json`, and for each node `<out>/<name>/node.key`,
+/// Writes `<out>/genesis.json`, and for each node `<out>/<name>/node.key` (sealed under a
+/// generated passphrase), `<out>/<name>/node.pass` (that passphrase, owner-only),
 /// `<out>/<name>/node.toml` and (unless the spec asks for plain HTTP) its TLS key
 /// `<out>/<name>/tls.key` with a copy of its certificate `<out>/<name>/tls.crt`, the certificate
 /// pinned in the node's genesis entry. Refuses to overwrite existing files. Returns the config
 /// paths.
 pub fn init_consortium(spec: &ConsortiumSpec, out_dir: &Path) -> Result<Vec<PathBuf>, NodeError> {
+    let kdf_params = medspace_seal::KdfParams::DEFAULT;
     let invalid = |error: String| NodeError::Invalid {
         what: "consortium spec",
         path: out_dir.display().to_string(),
@@ -240,7 +242,24 @@ pub fn init_consortium(spec: &ConsortiumSpec, out_dir: &Path) -> Result<Vec<Path
     for ((n, k), cert) in nodes() {
         let dir = out_dir.join(&n.name);
         std::fs::create_dir_all(&dir).map_err(|e| io(&dir, e))?;
-        write_new(&dir.join("node.key"), &hex::encode(k.encode()))?;
+        // The key sealed under a fresh passphrase, kept beside it in an owner-only file (a
+        // local consortium on one machine; a real deployment keeps the passphrase elsewhere).
+        let passphrase = medspace_seal::Passphrase::generate();
+        let pass_path = dir.join("node.pass");
+        passphrase
+            .write_new(&pass_path)
+            .map_err(|e| io(&pass_path, e))?;
+        let sealed = medspace_seal::SealedKey::seal(
+            &k.encode(),
+            crate::config::KEY_ROLE,
+            &passphrase,
+            kdf_params,
+        )
+        .map_err(|e| invalid(e.to_string()))?;
+        let key_path = dir.join("node.key");
+        sealed
+            .write(&key_path, false)
+            .map_err(|e| io(&key_path, e))?;
         if let Some(cert) = cert {
             write_node_files(&dir, cert)?;
         }
@@ -249,6 +268,7 @@ pub fn init_consortium(spec: &ConsortiumSpec, out_dir: &Path) -> Result<Vec<Path
                 name: n.name.clone(),
                 data_dir: PathBuf::from("data"),
                 key_file: PathBuf::from("node.key"),
+                key_passphrase_file: Some(PathBuf::from("node.pass")),
                 genesis_file: PathBuf::from("../genesis.json"),
                 ..NodeSection::default()
             },
@@ -275,7 +295,6 @@ pub fn init_consortium(spec: &ConsortiumSpec, out_dir: &Path) -> Result<Vec<Path
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::load_key;
 
     #[test]
     fn init_writes_loadable_files_and_refuses_overwrite() {
@@ -300,7 +319,7 @@ mod tests {
         let g = Genesis::load(&c.node.genesis_file).unwrap();
         assert_eq!(g.validators.len(), 3);
         assert_eq!(g.observers.len(), 1);
-        let k = load_key(&c.node.key_file).unwrap();
+        let k = c.load_node_key().unwrap();
         assert_eq!(
             hex::encode(k.public_key().encode()),
             g.validators[0].public_key

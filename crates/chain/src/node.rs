@@ -13,8 +13,8 @@ use crate::{
 };
 pub use crate::{
     config::{
-        ConsensusSection, HttpSection, MempoolSection, NodeConfig, NodeError, NodeSection,
-        P2pSection, load_key,
+        ConsensusSection, HttpSection, KEY_PASSPHRASE_ENV, KEY_ROLE, MempoolSection, NodeConfig,
+        NodeError, NodeSection, P2pSection, load_key,
     },
     genesis::{ConsortiumSpec, Genesis, GenesisValidator, SpecNode, init_consortium},
 };
@@ -139,7 +139,7 @@ where
 {
     let genesis = Genesis::load(&config.node.genesis_file)?;
     let tls = crate::tls::for_node(&config, &genesis)?;
-    let signer = load_key(&config.node.key_file)?;
+    let signer = config.load_node_key()?;
     let app = make_app(&genesis).map_err(|e| NodeError::Invalid {
         what: "application genesis",
         path: config.node.genesis_file.display().to_string(),

@@ -15,7 +15,7 @@ use axum::{
 use commonware_runtime::{Runner as _, Supervisor as _};
 use medspace_chain::{
     api::{ApiLimits, ChainAccess, GateRefusal, OpenGate, ReadGate, router},
-    node::{ConsortiumSpec, Genesis, NodeConfig, SpecNode, init_consortium, load_key, start_node},
+    node::{ConsortiumSpec, Genesis, NodeConfig, SpecNode, init_consortium, start_node},
     testing::{CounterApp, sign_tx, test_key},
 };
 use std::net::SocketAddr;
@@ -107,7 +107,7 @@ fn api_rejects_bad_input_and_finalizes_good_tx() {
         for path in &configs {
             let c = NodeConfig::load(path).expect("config");
             let g = Genesis::load(&c.node.genesis_file).expect("genesis");
-            let k = load_key(&c.node.key_file).expect("key");
+            let k = c.load_node_key().expect("key");
             handles.push(
                 start_node(context.child("node"), &c, &g, k, CounterApp::new(CHAIN))
                     .await

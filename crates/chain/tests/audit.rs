@@ -15,7 +15,7 @@ use medspace_chain::{
     audit::audit_verify,
     bench::{free_ports, temp_work_dir},
     engine::TxStatus,
-    node::{ConsortiumSpec, Genesis, NodeConfig, SpecNode, init_consortium, load_key, start_node},
+    node::{ConsortiumSpec, Genesis, NodeConfig, SpecNode, init_consortium, start_node},
     testing::{CounterApp, sign_tx, sim::wait_applied, test_key},
 };
 use std::{
@@ -95,7 +95,7 @@ fn audit_verifies_clean_chain_and_detects_flipped_byte() {
         for path in &configs {
             let c = NodeConfig::load(path).expect("config");
             let g = Genesis::load(&c.node.genesis_file).expect("genesis");
-            let k = load_key(&c.node.key_file).expect("key");
+            let k = c.load_node_key().expect("key");
             handles.push(
                 start_node(context.child("node"), &c, &g, k, CounterApp::new(CHAIN))
                     .await

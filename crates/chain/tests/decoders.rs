@@ -558,6 +558,14 @@ fn file_with(data: &[u8]) -> PathBuf {
 
 /// A file's content refused as `what`, naming the file: invalid, or not text at all (which the
 /// loaders report as a read error).
+/// Plain key files allowed (what these tests feed is hex or garbage, never sealed).
+fn plain_allowed() -> medspace_seal::Unlock {
+    medspace_seal::Unlock {
+        passphrase: None,
+        allow_plain: true,
+    }
+}
+
 fn is_refused(e: &NodeError, what: &str, path: &Path) -> bool {
     let file = path.display().to_string();
     match e {
@@ -565,6 +573,7 @@ fn is_refused(e: &NodeError, what: &str, path: &Path) -> bool {
             what: w, path: p, ..
         } => *w == what && *p == file,
         NodeError::Io { path: p, error } => *p == file && error.contains("UTF-8"),
+        NodeError::Key { path: p, .. } => what == "key file" && *p == file,
         NodeError::Engine(_) => false,
     }
 }
@@ -595,7 +604,7 @@ proptest! {
         if let Err(e) = Genesis::load(&path) {
             prop_assert!(is_refused(&e, "genesis", &path), "{}", e);
         }
-        if let Err(e) = load_key(&path) {
+        if let Err(e) = load_key(&path, &plain_allowed()) {
             prop_assert!(is_refused(&e, "key file", &path), "{}", e);
         }
         let _ = std::fs::remove_file(&path);
@@ -618,7 +627,7 @@ proptest! {
         let key = commonware_cryptography::ed25519::PrivateKey::from_seed(seed);
         let valid = hex::encode(key.encode());
         let path = file_with(&damage.apply(valid.as_bytes()));
-        if let Err(e) = load_key(&path) {
+        if let Err(e) = load_key(&path, &plain_allowed()) {
             prop_assert!(is_refused(&e, "key file", &path), "{}", e);
         }
         let _ = std::fs::remove_file(&path);

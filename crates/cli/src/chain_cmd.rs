@@ -95,26 +95,55 @@ pub fn audit_verify(data_dir: &Path) -> anyhow::Result<()> {
     }
 }
 
-/// Runs `medspace keygen`.
-pub fn keygen(out: &Path) -> anyhow::Result<()> {
+/// Runs `medspace keygen`: the secret sealed under the passphrase of `passphrase_file` (else
+/// `MEDSPACE_KEY_PASSPHRASE`) for a node's key or (`member`) a member's, or plain hex when
+/// asked.
+pub fn keygen(
+    out: &Path,
+    passphrase_file: Option<&Path>,
+    plain: bool,
+    member: bool,
+) -> anyhow::Result<()> {
+    use medspace_vault::seal::{KdfParams, PassphraseSource, SealedKey};
     let key = medspace_types::Keypair::generate(rand::rng());
-    medspace_devnet::write_secret(out, &key.secret_hex())?;
+    if plain {
+        medspace_devnet::write_secret(out, &key.secret_hex())?;
+    } else {
+        let source = PassphraseSource {
+            file: passphrase_file.map(Path::to_path_buf),
+            env: Some(medspace_chain::node::KEY_PASSPHRASE_ENV.into()),
+        };
+        let passphrase = source.resolve()?.with_context(|| {
+            format!(
+                "give --passphrase-file or set {} (or --plain for an unencrypted key file)",
+                medspace_chain::node::KEY_PASSPHRASE_ENV
+            )
+        })?;
+        let secret = zeroize::Zeroizing::new(hex::decode(key.secret_hex())?);
+        let role = if member {
+            medspace_worker::config::MEMBER_KEY_ROLE
+        } else {
+            medspace_chain::node::KEY_ROLE
+        };
+        SealedKey::seal(&secret, role, &passphrase, KdfParams::DEFAULT)?.write(out, false)?;
+    }
     println!("{}", key.public());
     Ok(())
 }
 
 /// Runs `medspace link`.
 pub fn link(node: &Path, person: &str, patient: &str) -> anyhow::Result<()> {
-    let vault = medspace_vault::Vault::open_read_only(node)?;
+    let key = crate::vault_cmd::vault_key(node)?;
+    let vault = medspace_vault::Vault::open_read_only(node, &key)?;
     let person_id = vault
         .resolve_patient(person)
         .with_context(|| format!("no record of person={person} in {}", node.display()))?;
     let id: medspace_types::PatientId = patient
         .parse()
         .map_err(|e| anyhow::anyhow!("bad pseudonym `{patient}`: {e}"))?;
-    let mut links = medspace_compute::Links::load(node)?;
+    let mut links = medspace_compute::Links::load(node, &key)?;
     links.link(person_id, id)?;
-    links.save(node)?;
+    links.save(node, &key)?;
     println!(
         "linked record {person_id} of {} to patient {id}",
         node.display()

@@ -63,12 +63,27 @@ enum Command {
         #[arg(long)]
         config: PathBuf,
     },
-    /// Write a new ed25519 key pair: the secret to `<out>` (owner-only), the public key to stdout.
+    /// Write a new ed25519 key pair: the secret to `<out>` (owner-only), sealed under a
+    /// passphrase (argon2id, XChaCha20-Poly1305), the public key to stdout.
     Keygen {
         /// Where to write the secret key.
         #[arg(long)]
         out: PathBuf,
+        /// The passphrase file (default: `$MEDSPACE_KEY_PASSPHRASE`).
+        #[arg(long)]
+        passphrase_file: Option<PathBuf>,
+        /// Write the secret as plain hex instead.
+        #[arg(long, conflicts_with = "passphrase_file")]
+        plain: bool,
+        /// Seal it as a member's (or user's) ledger key — a worker's or observer's
+        /// `member_key_file`, or `--key` of the client commands — instead of a node's key.
+        #[arg(long)]
+        member: bool,
     },
+    /// The vault's encryption at rest: a new passphrase, a new data key, converting an old
+    /// unencrypted vault.
+    #[command(subcommand)]
+    Vault(vault_cmd::VaultCmd),
     /// Ingest FHIR R4 (Bundle JSON, folders, Bulk NDJSON) into the node's vault.
     Ingest(vault_cmd::IngestArgs),
     /// Run SQL over the vault's CDM tables (the institution's own operator only).
@@ -130,7 +145,13 @@ fn main() -> anyhow::Result<()> {
         Command::Audit(AuditCommand::Verify { data_dir }) => chain_cmd::audit_verify(&data_dir),
         Command::Init(a) => chain_cmd::init(a),
         Command::Node { config } => chain_cmd::node(&config),
-        Command::Keygen { out } => chain_cmd::keygen(&out),
+        Command::Keygen {
+            out,
+            passphrase_file,
+            plain,
+            member,
+        } => chain_cmd::keygen(&out, passphrase_file.as_deref(), plain, member),
+        Command::Vault(c) => vault_cmd::run_vault(c),
         Command::Ingest(a) => vault_cmd::run_ingest(a),
         Command::Sql(a) => vault_cmd::run_sql(a),
         Command::Quality(a) => vault_cmd::run_quality(a),

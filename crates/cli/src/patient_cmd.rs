@@ -186,7 +186,9 @@ fn patient_key(who: &Who, p: &WhichPatient) -> anyhow::Result<Keypair> {
             .with_context(|| format!("reading wallet {}", w.display()));
     }
     let seed = crate::query_cmd::devnet_seed(who)?;
-    let vault = medspace_vault::Vault::open_read_only(&who.devnet.join(&p.hospital))
+    let node = who.devnet.join(&p.hospital);
+    let vault = crate::vault_cmd::vault_key(&node)
+        .and_then(|key| Ok(medspace_vault::Vault::open_read_only(&node, &key)?))
         .with_context(|| format!("no hospital {} in {}", p.hospital, who.devnet.display()))?;
     let persons = vault.persons();
     let (_, fhir_id, _) = persons.get(p.index).with_context(|| {

@@ -25,7 +25,8 @@ pub struct Who {
     /// The consortium's genesis.json (default: the devnet's).
     #[arg(long, global = true)]
     pub genesis: Option<PathBuf>,
-    /// The signer's hex secret key file (default: the devnet user named by --as).
+    /// The signer's key file: sealed (`keygen --member`, passphrase in
+    /// `$MEDSPACE_KEY_PASSPHRASE`) or hex (default: the devnet user named by --as).
     #[arg(long, global = true)]
     pub key: Option<PathBuf>,
     /// The devnet user acting (`medspace query`: default research-1.researcher;
@@ -138,10 +139,19 @@ pub fn load(who: &Who, default_user: &str) -> anyhow::Result<(ChainGenesis, Keyp
     })?;
     let key = match &who.key {
         Some(path) => {
-            let text = std::fs::read_to_string(path)
-                .with_context(|| format!("reading key file {}", path.display()))?;
-            Keypair::from_secret_hex(&text)
-                .with_context(|| format!("key file {} holds no secret key", path.display()))?
+            // A sealed member key file (`keygen --member`), opened with the passphrase in
+            // `MEDSPACE_KEY_PASSPHRASE`; a plain hex one is accepted too.
+            let passphrase = medspace_vault::seal::PassphraseSource {
+                file: None,
+                env: Some(medspace_chain::node::KEY_PASSPHRASE_ENV.into()),
+            }
+            .resolve()?;
+            let unlock = medspace_vault::seal::Unlock {
+                passphrase,
+                allow_plain: true,
+            };
+            medspace_worker::config::load_member_key(path, &unlock)
+                .with_context(|| format!("key file {}", path.display()))?
         }
         None => Consortium::default_devnet(devnet_seed(who)?, GENESIS_MS)?
             .user_key(who.user.as_deref().unwrap_or(default_user))?

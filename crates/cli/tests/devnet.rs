@@ -147,9 +147,19 @@ fn init(dir: &Path) -> Net {
         .collect();
     assert!(http.iter().all(|u| u.starts_with("https://")), "{http:?}");
     assert_eq!(http[4], format!("https://observer:{}", ports[9]));
-    // The observer reads the validators' blocks with its member's ledger key.
+    // The observer reads the validators' blocks with its member's ledger key, sealed under its
+    // node's key passphrase (a plain key file is refused without `allow_plain_key`).
     let observer = dir.join("observer");
-    std::fs::write(observer.join("member.key"), member.secret_hex()).unwrap();
+    let pass = medspace_vault::seal::Passphrase::from_file(&observer.join("node.pass")).unwrap();
+    medspace_vault::seal::SealedKey::seal(
+        &hex::decode(member.secret_hex()).unwrap(),
+        medspace_worker::config::MEMBER_KEY_ROLE,
+        &pass,
+        medspace_vault::seal::KdfParams::INSECURE_FAST,
+    )
+    .unwrap()
+    .write(&observer.join("member.key"), false)
+    .unwrap();
     let config = observer.join("node.toml");
     let text = std::fs::read_to_string(&config).unwrap();
     std::fs::write(
@@ -464,6 +474,23 @@ fn validators_survive_kill_9_and_every_acknowledged_transaction_is_everywhere() 
     let _ = std::fs::remove_dir_all(&dir);
 }
 
+/// The member key of the devnet node in `node`: its key file is sealed under the node's key
+/// passphrase (`node.pass`), and holds no key in the clear.
+fn sealed_member_key(node: &Path) -> Keypair {
+    let file = node.join("member.key");
+    assert!(
+        Keypair::from_secret_hex(&std::fs::read_to_string(&file).unwrap()).is_err(),
+        "a member key file in the clear"
+    );
+    let unlock = medspace_vault::seal::Unlock {
+        passphrase: Some(
+            medspace_vault::seal::Passphrase::from_file(&node.join("node.pass")).unwrap(),
+        ),
+        allow_plain: false,
+    };
+    medspace_worker::config::load_member_key(&file, &unlock).unwrap()
+}
+
 /// A base port with `base..base+5` and `base+100..base+105` free.
 fn free_base() -> u16 {
     // Tests of this file run in parallel in one process: each call starts elsewhere.
@@ -549,22 +576,24 @@ fn first_found<'a>(
         .find(|s| bytes.windows(s.len()).any(|w| w == s.as_bytes()))
 }
 
-/// Every file a consortium run leaves outside the hospitals' own stores (vault and patient
-/// links): the chain's stored blocks, the observer's block log, node logs, worker files,
-/// genesis and configs, the study's chart.
-fn files_outside_the_hospitals_stores(dir: &Path, out: &mut Vec<PathBuf>) {
+/// Every file a consortium run leaves: the chain's stored blocks, the observer's block log,
+/// node logs, worker files, genesis and configs, the study's chart, and the hospitals' own
+/// stores (the encrypted vaults, the sealed patient links, the sealed key files).
+fn files_of_the_run(dir: &Path, out: &mut Vec<PathBuf>) {
     for e in std::fs::read_dir(dir).unwrap() {
         let p = e.unwrap().path();
-        let name = p.file_name().unwrap().to_string_lossy().into_owned();
-        if name == "vault" || name == "links.json" {
-            continue;
-        }
         if p.is_dir() {
-            files_outside_the_hospitals_stores(&p, out);
+            files_of_the_run(&p, out);
         } else {
             out.push(p);
         }
     }
+}
+
+/// Whether `f` is one of the hospitals' encrypted stores (ciphertext: random bytes).
+fn is_encrypted_store(f: &Path) -> bool {
+    f.components().any(|c| c.as_os_str() == "vault")
+        || f.file_name().is_some_and(|n| n == "links.sealed")
 }
 
 /// `medspace bench ledger --mode processes` on a small workload: four `medspace node`
@@ -746,17 +775,37 @@ fn demo_runs_on_the_synthea_split() {
         .unwrap();
     assert!(first_found(&std::fs::read(input.path()).unwrap(), &secrets).is_some());
     let mut files = Vec::new();
-    files_outside_the_hospitals_stores(&dir, &mut files);
+    files_of_the_run(&dir, &mut files);
     assert!(
         files.iter().any(|f| f.ends_with("observed.log"))
             && files.iter().any(|f| f.ends_with("node.log"))
             && files
                 .iter()
-                .any(|f| f.components().any(|c| c.as_os_str() == "storage")),
-        "the scan covers the stored chain and the logs: {files:?}"
+                .any(|f| f.components().any(|c| c.as_os_str() == "storage"))
+            && files.iter().any(|f| f.ends_with("links.sealed"))
+            && files
+                .iter()
+                .any(|f| is_encrypted_store(f) && f.extension().is_some_and(|e| e == "parquet")),
+        "the scan covers the stored chain, the logs and the encrypted stores: {files:?}"
+    );
+    // In ciphertext (megabytes of random bytes) a given 4- or 5-byte string turns up by
+    // chance; there the scan looks for the identifiers of 6 characters or more (FHIR ids,
+    // birth dates, most names and addresses), which do not.
+    let long: std::collections::BTreeSet<String> =
+        secrets.iter().filter(|s| s.len() >= 6).cloned().collect();
+    assert!(
+        long.len() * 2 > secrets.len(),
+        "{} of {}",
+        long.len(),
+        secrets.len()
     );
     for f in &files {
-        if let Some(found) = first_found(&std::fs::read(f).unwrap(), &secrets) {
+        let scan = if is_encrypted_store(f) {
+            &long
+        } else {
+            &secrets
+        };
+        if let Some(found) = first_found(&std::fs::read(f).unwrap(), scan) {
             panic!(
                 "patient data ({} characters) in {}",
                 found.len(),
@@ -947,10 +996,7 @@ fn a_study_runs_from_the_cli_on_the_hospitals_workers_and_survives_a_dropped_sit
         .to_string();
 
     // The result goes to the researcher alone: another registered key is refused.
-    let member_key = |h: &str| {
-        Keypair::from_secret_hex(&std::fs::read_to_string(dir.join(h).join("member.key")).unwrap())
-            .unwrap()
-    };
+    let member_key = |h: &str| sealed_member_key(&dir.join(h));
     let genesis = medspace_chain::node::Genesis::load(&dir.join("genesis.json")).unwrap();
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -1137,10 +1183,7 @@ fn patient_codes_are_redeemed_only_as_granted(net: &DevnetProcess) {
     }
     // A signed request sent twice: the second is refused as a replay before anything else; sent
     // to another node, it is refused there as signed for someone else.
-    let member = Keypair::from_secret_hex(
-        &std::fs::read_to_string(net.dir.join("hospital-b").join("member.key")).unwrap(),
-    )
-    .unwrap();
+    let member = sealed_member_key(&net.dir.join("hospital-b"));
     let genesis = medspace_chain::node::Genesis::load(&net.dir.join("genesis.json")).unwrap();
     let body = format!(r#"{{"grant":"{grant}","code":"CCCC-CCCC-CCCC-CCCC"}}"#);
     let auth = medspace_api::auth::Request {

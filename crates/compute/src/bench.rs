@@ -26,7 +26,9 @@ use medspace_privacy::release::{Cell, Protection, group_label, release_totals};
 use medspace_privacy::secagg;
 use medspace_types::{Hash, JobId};
 use medspace_vault::VaultError;
+use medspace_vault::VaultKey;
 use medspace_vault::bench::{SyntheticPersons, write_synthetic_cdm};
+use medspace_vault::seal::{KdfParams, Passphrase};
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -34,6 +36,8 @@ use x25519_dalek::{PublicKey, StaticSecret};
 
 /// The hospitals of the benchmark (also the names of their node directories).
 pub const SITES: [&str; 3] = ["hospital-a", "hospital-b", "hospital-c"];
+/// The file in each site's directory holding its vault's generated passphrase.
+pub const SITE_PASSPHRASE_FILE: &str = "vault.pass";
 
 /// Persons with type 2 diabetes (SNOMED 44054006) and an HbA1c (LOINC 4548-4) of at least 6.5 %
 /// by the index date, counted by sex and 10-year age band (20 cells).
@@ -178,6 +182,7 @@ pub struct FederatedBench {
 
 struct Site {
     dir: PathBuf,
+    key: VaultKey,
     cohort: BTreeSet<i64>,
     secret: StaticSecret,
 }
@@ -284,7 +289,7 @@ fn federated_run(
     let (mut local, mut noise) = (Vec::new(), Duration::ZERO);
     let mut slowest_site = Duration::ZERO;
     for site in sites {
-        let (vector, t) = site_vector(&site.dir, &site.cohort, &site_job, &mut rng)?;
+        let (vector, t) = site_vector(&site.dir, &site.key, &site.cohort, &site_job, &mut rng)?;
         vectors.push(vector);
         local.push(t.local);
         noise += t.noise;
@@ -308,7 +313,7 @@ fn federated_run(
 }
 
 fn pooled_run(
-    dirs: &[&Path],
+    dirs: &[(&Path, &VaultKey)],
     cohort: &BTreeSet<i64>,
     spec: &QuerySpec,
     sql: &str,
@@ -363,8 +368,24 @@ pub fn bench_federated(
             })?;
         }
         let before = u64::from(offset);
+        // Each site's vault is sealed under a generated passphrase kept beside it, owner-only
+        // (`<site>/vault.pass`), so the sites can be reopened after the run.
+        let passphrase = Passphrase::generate();
+        std::fs::create_dir_all(&dir).map_err(|source| VaultError::Io {
+            path: dir.clone(),
+            source,
+        })?;
+        let pass_path = dir.join(SITE_PASSPHRASE_FILE);
+        passphrase
+            .write_new(&pass_path)
+            .map_err(|e| VaultError::Corrupt {
+                path: pass_path.clone(),
+                reason: e.to_string(),
+            })?;
+        let key = VaultKey::create(&dir, &passphrase, KdfParams::DEFAULT)?;
         measurements += write_synthetic_cdm(
             &dir,
+            &key,
             SyntheticPersons {
                 persons,
                 seed: options.seed.wrapping_add(i),
@@ -389,6 +410,7 @@ pub fn bench_federated(
         );
         sites.push(Site {
             dir,
+            key,
             cohort,
             secret,
         });
@@ -398,7 +420,7 @@ pub fn bench_federated(
     progress(Progress::Built);
 
     let peers: Vec<PublicKey> = sites.iter().map(|s| PublicKey::from(&s.secret)).collect();
-    let dirs: Vec<&Path> = sites.iter().map(|s| s.dir.as_path()).collect();
+    let dirs: Vec<(&Path, &VaultKey)> = sites.iter().map(|s| (s.dir.as_path(), &s.key)).collect();
     let pooled_cohort: BTreeSet<i64> = sites
         .iter()
         .flat_map(|s| s.cohort.iter().copied())

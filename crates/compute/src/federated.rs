@@ -13,6 +13,7 @@ use medspace_privacy::query::{Aggregate, GroupField, QuerySpec};
 use medspace_privacy::release::{Protection, values_per_group};
 use medspace_state::State;
 use medspace_types::{JobId, MemberId};
+use medspace_vault::VaultKey;
 use std::collections::BTreeSet;
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -102,11 +103,12 @@ pub struct SiteTimings {
 }
 
 /// The data plane of one site for a planned job: runs the job's compiled query over `cohort`
-/// (registered as [`CONSENTED`]) in the vault of `node_dir`, lays the result out in the spec's
+/// (registered as [`CONSENTED`]) in the vault of `node_dir` (keys `key`), lays the result out in the spec's
 /// fixed vector ([`local_vector`]) and adds the site's noise. Returns the noised vector and the
 /// time of each step.
 pub fn site_vector<R: rand_core::CryptoRng>(
     node_dir: &Path,
+    key: &VaultKey,
     cohort: &BTreeSet<i64>,
     job: &SiteJob<'_>,
     rng: &mut R,
@@ -114,7 +116,7 @@ pub fn site_vector<R: rand_core::CryptoRng>(
     let spec = job.spec;
     let t = Instant::now();
     let sql = medspace_privacy::query::compile_sql(spec, CONSENTED)?;
-    let rows = local::run(node_dir, cohort, &sql)?;
+    let rows = local::run(node_dir, key, cohort, &sql)?;
     let mut vector = local_vector(spec, &rows);
     let local = t.elapsed();
     let t = Instant::now();
@@ -180,13 +182,22 @@ pub fn contributed_records(spec: &QuerySpec, vector: &[i64]) -> u64 {
     u64::try_from(total).unwrap_or(0)
 }
 
+/// A site's vault: the node directory holding it and its unlocked keys.
+#[derive(Clone, Copy, Debug)]
+pub struct SiteVault<'a> {
+    /// The node directory.
+    pub dir: &'a Path,
+    /// The vault's keys.
+    pub key: &'a VaultKey,
+}
+
 /// A job at one site, planned from the ledger: its noised vector and what it contributed
 /// ([`contributed_records`]).
 pub fn run_site<R: rand_core::CryptoRng>(
     state: &State,
     job: JobId,
     member: &MemberId,
-    node_dir: &Path,
+    vault: SiteVault<'_>,
     links: &Links,
     protection: Protection,
     rng: &mut R,
@@ -204,7 +215,7 @@ pub fn run_site<R: rand_core::CryptoRng>(
         epsilon_micro: plan.job.epsilon_reserved,
         protection,
     };
-    let (vector, _) = site_vector(node_dir, &plan.cohort, &site_job, rng)?;
+    let (vector, _) = site_vector(vault.dir, vault.key, &plan.cohort, &site_job, rng)?;
     let records = contributed_records(&spec, &vector);
     Ok((vector, records))
 }

@@ -1,7 +1,10 @@
 //! The hospital's confirmed links between its local patients (the vault's `person_id`) and the
-//! patients' ledger pseudonyms. Kept only in the hospital's node directory, never on the ledger.
+//! patients' ledger pseudonyms. Kept only in the hospital's node directory, never on the ledger,
+//! and encrypted at rest under the vault's keys (`links.sealed`: a sealed file, see
+//! [`medspace_vault::VaultKey::seal_node_file`]): the map ties identities to pseudonyms.
 
 use medspace_types::PatientId;
+use medspace_vault::VaultKey;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -16,6 +19,12 @@ pub enum LinkError {
         path: String,
         /// The cause.
         source: std::io::Error,
+    },
+    /// The file failed authentication (altered, or sealed under another vault's keys).
+    #[error("links file {path} failed authentication (altered, or another vault's keys)")]
+    Tampered {
+        /// The file.
+        path: String,
     },
     /// The file does not parse.
     #[error("links file {path} is malformed: {reason}")]
@@ -43,14 +52,18 @@ pub struct Links {
 
 /// Where a node keeps its links.
 pub fn links_path(node_dir: &Path) -> PathBuf {
-    node_dir.join("links.json")
+    node_dir.join(LINKS_FILE)
 }
 
+/// The links' file name in the node directory; also the role the file is sealed for.
+const LINKS_FILE: &str = "links.sealed";
+
 impl Links {
-    /// Loads the links of a node (none if the file does not exist yet).
-    pub fn load(node_dir: &Path) -> Result<Self, LinkError> {
+    /// Loads the links of a node (none if the file does not exist yet), opened with the
+    /// vault's keys.
+    pub fn load(node_dir: &Path, key: &VaultKey) -> Result<Self, LinkError> {
         let path = links_path(node_dir);
-        let bytes = match std::fs::read(&path) {
+        let sealed = match std::fs::read(&path) {
             Ok(b) => b,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Self::default()),
             Err(source) => {
@@ -60,6 +73,11 @@ impl Links {
                 });
             }
         };
+        let bytes = key
+            .open_node_file(LINKS_FILE, &sealed)
+            .map_err(|_| LinkError::Tampered {
+                path: path.display().to_string(),
+            })?;
         let mut links: Links =
             serde_json::from_slice(&bytes).map_err(|e| LinkError::Malformed {
                 path: path.display().to_string(),
@@ -75,8 +93,9 @@ impl Links {
         Ok(links)
     }
 
-    /// Saves atomically (write a temporary file, then rename).
-    pub fn save(&self, node_dir: &Path) -> Result<(), LinkError> {
+    /// Saves atomically, sealed under the vault's keys (owner-only temporary file, synced,
+    /// then renamed).
+    pub fn save(&self, node_dir: &Path, key: &VaultKey) -> Result<(), LinkError> {
         let path = links_path(node_dir);
         let io = |source| LinkError::Io {
             path: path.display().to_string(),
@@ -86,9 +105,8 @@ impl Links {
             path: path.display().to_string(),
             reason: e.to_string(),
         })?;
-        let tmp = path.with_extension("json.tmp");
-        std::fs::write(&tmp, json).map_err(io)?;
-        std::fs::rename(&tmp, &path).map_err(io)
+        let sealed = key.seal_node_file(LINKS_FILE, &json);
+        medspace_vault::at_rest::write_private_file(&path, &sealed).map_err(io)
     }
 
     /// Links a local record to a pseudonym (the hospital's confirmation step).
@@ -130,5 +148,53 @@ impl Links {
     /// Whether there are none.
     pub fn is_empty(&self) -> bool {
         self.by_person.is_empty()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use medspace_vault::seal::{KdfParams, Passphrase};
+
+    fn key(node: &Path, pass: &str) -> VaultKey {
+        VaultKey::unlock_or_create(
+            node,
+            &Passphrase::new(pass).unwrap(),
+            KdfParams::INSECURE_FAST,
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn links_are_sealed_round_trip_and_refuse_other_keys_and_tampering() {
+        let tmp = tempfile::tempdir().unwrap();
+        let node = tmp.path().join("a");
+        let k = key(&node, "p");
+        let pseudonym = PatientId([0xab; 32]);
+        let mut links = Links::default();
+        links.link(42, pseudonym).unwrap();
+        links.save(&node, &k).unwrap();
+        let bytes = std::fs::read(links_path(&node)).unwrap();
+        let hex_id = hex::encode([0xab; 32]);
+        assert!(
+            !bytes.windows(hex_id.len()).any(|w| w == hex_id.as_bytes()),
+            "the pseudonym is in plaintext"
+        );
+        let back = Links::load(&node, &k).unwrap();
+        assert_eq!(back.person_of(&pseudonym), Some(42));
+        // Another vault's keys, or one flipped byte: a typed refusal.
+        let other = key(&tmp.path().join("b"), "p");
+        assert!(matches!(
+            Links::load(&node, &other),
+            Err(LinkError::Tampered { .. })
+        ));
+        let mut bytes = bytes;
+        let i = bytes.len() / 2;
+        bytes[i] ^= 1;
+        std::fs::write(links_path(&node), bytes).unwrap();
+        assert!(matches!(
+            Links::load(&node, &k),
+            Err(LinkError::Tampered { .. })
+        ));
     }
 }

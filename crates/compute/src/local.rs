@@ -40,10 +40,15 @@ pub struct Row {
     pub values: Vec<i64>,
 }
 
-/// Runs `sql` over the vault of `node_dir` with the table [`CONSENTED`]`(person_id)` holding
+/// Runs `sql` over the vault of `node_dir` (unlocked with `key`) with the table [`CONSENTED`]`(person_id)` holding
 /// `cohort`; returns the rows (Utf8 columns form the key, Int64 columns the values).
-pub fn run(node_dir: &Path, cohort: &BTreeSet<i64>, sql: &str) -> Result<Vec<Row>, LocalError> {
-    run_in(&medspace_vault::open_session(node_dir)?, cohort, sql)
+pub fn run(
+    node_dir: &Path,
+    key: &medspace_vault::VaultKey,
+    cohort: &BTreeSet<i64>,
+    sql: &str,
+) -> Result<Vec<Row>, LocalError> {
+    run_in(&medspace_vault::open_session(node_dir, key)?, cohort, sql)
 }
 
 /// Runs `sql` in an already opened session (which must not yet have a table [`CONSENTED`]) with

@@ -8,6 +8,7 @@ use crate::links::Links;
 use medspace_privacy::release::Protection;
 use medspace_state::State;
 use medspace_types::{JobId, MemberId, PatientId};
+use medspace_vault::VaultKey;
 use medspace_worker::compute::{DataPlane, PlaneRefusal, SiteVector};
 use medspace_worker::records::RecordSource;
 use std::path::PathBuf;
@@ -29,6 +30,8 @@ fn outside_runtime<T: Send>(
 pub struct VaultPlane {
     /// The node directory holding the vault and the links.
     pub dir: PathBuf,
+    /// The vault's keys, unlocked once when the node starts.
+    pub key: VaultKey,
 }
 
 impl DataPlane for VaultPlane {
@@ -40,7 +43,7 @@ impl DataPlane for VaultPlane {
     ) -> Result<SiteVector, PlaneRefusal> {
         let refuse = |e: &dyn std::fmt::Display| PlaneRefusal(e.to_string());
         // The links are read afresh for every job: a patient linked since the last one counts.
-        let links = Links::load(&self.dir).map_err(|e| refuse(&e))?;
+        let links = Links::load(&self.dir, &self.key).map_err(|e| refuse(&e))?;
         let k = state.policy().map_err(|e| refuse(&e))?.min_cell_k;
         let mut rng = medspace_privacy::dp::os_rng().map_err(|e| refuse(&e))?;
         let started = std::time::Instant::now();
@@ -51,7 +54,10 @@ impl DataPlane for VaultPlane {
                 state,
                 job,
                 member,
-                &self.dir,
+                crate::federated::SiteVault {
+                    dir: &self.dir,
+                    key: &self.key,
+                },
                 &links,
                 Protection::Full { k },
                 &mut rng,
@@ -67,6 +73,8 @@ impl DataPlane for VaultPlane {
 pub struct VaultRecords {
     /// The node directory holding the vault and the links.
     pub dir: PathBuf,
+    /// The vault's keys, unlocked once when the node starts.
+    pub key: VaultKey,
 }
 
 impl RecordSource for VaultRecords {
@@ -75,12 +83,13 @@ impl RecordSource for VaultRecords {
         patient: &PatientId,
     ) -> Result<Option<serde_json::Value>, PlaneRefusal> {
         let refuse = |e: &dyn std::fmt::Display| PlaneRefusal(e.to_string());
-        let links = Links::load(&self.dir).map_err(|e| refuse(&e))?;
+        let links = Links::load(&self.dir, &self.key).map_err(|e| refuse(&e))?;
         let Some(person) = links.person_of(patient) else {
             return Ok(None);
         };
         outside_runtime(|| {
-            let vault = medspace_vault::Vault::open_read_only(&self.dir).map_err(|e| refuse(&e))?;
+            let vault = medspace_vault::Vault::open_read_only(&self.dir, &self.key)
+                .map_err(|e| refuse(&e))?;
             medspace_vault::export::export_patient(&vault, &person.to_string())
                 .map(Some)
                 .map_err(|e| refuse(&e))

@@ -34,7 +34,7 @@ fn hand_count(node: &std::path::Path) -> i64 {
           AND m.value_as_number >= 6.5 \
         WHERE p.gender_source_value IN ('female', 'male') AND p.year_of_birth <= 2025";
     // The `consented` table is registered but not used by this query.
-    let rows = medspace_compute::local::run(node, &BTreeSet::new(), sql).unwrap();
+    let rows = medspace_compute::local::run(node, &vkey(node), &BTreeSet::new(), sql).unwrap();
     rows[0].values[0]
 }
 
@@ -85,9 +85,9 @@ fn hand_means(nodes: &[std::path::PathBuf]) -> Vec<(String, i64, f64)> {
     let mut by_sex: BTreeMap<String, (i64, i64)> = BTreeMap::new();
     for node in nodes {
         let none = BTreeSet::new();
-        let cohort = medspace_compute::local::run(node, &none, cohort_sql).unwrap();
+        let cohort = medspace_compute::local::run(node, &vkey(node), &none, cohort_sql).unwrap();
         let mut latest: BTreeMap<i64, (i64, i64)> = BTreeMap::new();
-        for r in medspace_compute::local::run(node, &none, values_sql).unwrap() {
+        for r in medspace_compute::local::run(node, &vkey(node), &none, values_sql).unwrap() {
             let candidate = (r.values[1], r.values[2]);
             let slot = latest.entry(r.values[0]).or_insert(candidate);
             if candidate > *slot {
@@ -140,4 +140,13 @@ fn too_many_persons_are_refused_before_anything_is_built() {
     assert!(matches!(err, ComputeError::Parameter { .. }), "{err}");
     assert!(err.to_string().contains("persons=2000000000"), "{err}");
     assert!(std::fs::read_dir(dir.path()).unwrap().next().is_none());
+}
+
+/// A benchmark site's vault keys, unlocked with the passphrase the benchmark kept beside it.
+fn vkey(node: &std::path::Path) -> medspace_vault::VaultKey {
+    let pass = medspace_vault::seal::Passphrase::from_file(
+        &node.join(medspace_compute::bench::SITE_PASSPHRASE_FILE),
+    )
+    .unwrap();
+    medspace_vault::VaultKey::unlock(node, &pass).unwrap()
 }

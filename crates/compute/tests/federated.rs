@@ -8,7 +8,7 @@
     clippy::indexing_slicing
 )]
 use medspace_compute::Links;
-use medspace_compute::federated::{contributed_records, run_site};
+use medspace_compute::federated::{SiteVault, contributed_records, run_site};
 use medspace_privacy::query::parse;
 use medspace_privacy::release::{Protection, group_label, release_totals};
 use medspace_privacy::secagg;
@@ -114,10 +114,10 @@ impl World {
             researcher,
             patients: Vec::new(),
         };
-        let mut pooled = Vault::open(&w.pooled).unwrap();
+        let mut pooled = Vault::open(&w.pooled, &vkey(&w.pooled)).unwrap();
         for (h, member) in HOSPITALS.iter().enumerate() {
             let dir = root.join(member);
-            let mut vault = Vault::open(&dir).unwrap();
+            let mut vault = Vault::open(&dir, &vkey(&dir)).unwrap();
             let resources: Vec<serde_json::Value> = medspace_synth::hospital_resources(7, h as u32)
                 .into_iter()
                 .chain(
@@ -155,7 +155,7 @@ impl World {
                 .unwrap();
                 keys.push(key);
             }
-            links.save(&dir).unwrap();
+            links.save(&dir, &vkey(&dir)).unwrap();
             w.patients.push(keys);
             let desc = DatasetDescription {
                 id: DatasetId::new(&format!("{member}.cdm")).unwrap(),
@@ -378,12 +378,15 @@ fn run_all(
             vectors.push(None);
             continue;
         }
-        let links = Links::load(&w.dirs[i]).unwrap();
+        let links = Links::load(&w.dirs[i], &vkey(&w.dirs[i])).unwrap();
         let (vector, _) = run_site(
             &w.state,
             job,
             &MemberId::new(member).unwrap(),
-            &w.dirs[i],
+            SiteVault {
+                dir: &w.dirs[i],
+                key: &vkey(&w.dirs[i]),
+            },
             &links,
             protection,
             &mut rng,
@@ -407,11 +410,11 @@ fn pooled_for(w: &World, spec: &str, exclude: &[&Path]) -> Vec<(String, Option<i
     let spec = parse(spec).unwrap().0;
     let sql =
         medspace_privacy::query::compile_sql(&spec, medspace_compute::local::CONSENTED).unwrap();
-    let vault = Vault::open_read_only(&w.pooled).unwrap();
+    let vault = Vault::open_read_only(&w.pooled, &vkey(&w.pooled)).unwrap();
     let excluded: BTreeSet<String> = exclude
         .iter()
         .flat_map(|d| {
-            Vault::open_read_only(d)
+            Vault::open_read_only(d, &vkey(d))
                 .unwrap()
                 .persons()
                 .into_iter()
@@ -424,7 +427,7 @@ fn pooled_for(w: &World, spec: &str, exclude: &[&Path]) -> Vec<(String, Option<i
         .filter(|(_, id, _)| !excluded.contains(id))
         .map(|(p, _, _)| p)
         .collect();
-    let rows = medspace_compute::local::run(&w.pooled, &cohort, &sql).unwrap();
+    let rows = medspace_compute::local::run(&w.pooled, &vkey(&w.pooled), &cohort, &sql).unwrap();
     let layout = medspace_privacy::query::groups(&spec);
     let mut out: Vec<(String, Option<i64>)> =
         layout.iter().map(|g| (group_label(g), Some(0))).collect();
@@ -491,10 +494,15 @@ fn a_site_posts_what_its_released_vector_counts_never_its_exact_cohort() {
     let job = w.job_with(contract, SPEC_BY_SEX, 800_000);
     let spec = parse(SPEC_BY_SEX).unwrap().0;
     let member = MemberId::new("hospital-a").unwrap();
-    let links = Links::load(&w.dirs[0]).unwrap();
+    let key = vkey(&w.dirs[0]);
+    let links = Links::load(&w.dirs[0], &key).unwrap();
+    let vault = SiteVault {
+        dir: &w.dirs[0],
+        key: &key,
+    };
     let site = |protection, seed| {
         let mut rng = ChaCha20Rng::seed_from_u64(seed);
-        run_site(&w.state, job, &member, &w.dirs[0], &links, protection, &mut rng).unwrap()
+        run_site(&w.state, job, &member, vault, &links, protection, &mut rng).unwrap()
     };
     // Unprotected, it is exactly the patients the query counted there (not the consenting
     // cohort, which is larger).
@@ -519,7 +527,7 @@ fn revoked_consent_leaves_the_next_jobs_cohort() {
     let mut w = World::new(root.path());
     let contract = w.contract(&ALL_FIELDS);
     let job = w.job(contract);
-    let links = Links::load(&w.dirs[0]).unwrap();
+    let links = Links::load(&w.dirs[0], &vkey(&w.dirs[0])).unwrap();
     let member = MemberId::new("hospital-a").unwrap();
     let reads: Vec<(String, String)> = ALL_FIELDS
         .iter()
@@ -564,13 +572,16 @@ fn out_of_scope_fields_and_ended_contracts_are_refused() {
     // A contract that does not cover condition dates.
     let contract = w.contract(&ALL_FIELDS[..4]);
     let job = w.job(contract);
-    let links = Links::load(&w.dirs[0]).unwrap();
+    let links = Links::load(&w.dirs[0], &vkey(&w.dirs[0])).unwrap();
     let mut rng = ChaCha20Rng::seed_from_u64(1);
     let err = run_site(
         &w.state,
         job,
         &MemberId::new("hospital-a").unwrap(),
-        &w.dirs[0],
+        SiteVault {
+            dir: &w.dirs[0],
+            key: &vkey(&w.dirs[0]),
+        },
         &links,
         Protection::TestNone,
         &mut rng,
@@ -592,7 +603,10 @@ fn out_of_scope_fields_and_ended_contracts_are_refused() {
         &w.state,
         job,
         &MemberId::new("hospital-a").unwrap(),
-        &w.dirs[0],
+        SiteVault {
+            dir: &w.dirs[0],
+            key: &vkey(&w.dirs[0]),
+        },
         &links,
         Protection::TestNone,
         &mut rng,
@@ -612,4 +626,16 @@ fn out_of_scope_fields_and_ended_contracts_are_refused() {
         err.to_string().contains("terminated") || err.to_string().contains("holds no data"),
         "{err}"
     );
+}
+
+/// The test vault's keys: a fixed passphrase and the cheapest argon2id parameters, the vault's
+/// keys created on first use.
+#[allow(dead_code)]
+fn vkey(node: &std::path::Path) -> medspace_vault::VaultKey {
+    medspace_vault::VaultKey::unlock_or_create(
+        node,
+        &medspace_vault::seal::Passphrase::new("test passphrase").unwrap(),
+        medspace_vault::seal::KdfParams::INSECURE_FAST,
+    )
+    .unwrap()
 }

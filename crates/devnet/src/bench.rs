@@ -224,7 +224,7 @@ fn redeem_on(
         .hospitals
         .first()
         .context("the devnet has no hospital")?;
-    let vault = medspace_vault::Vault::open_read_only(&holder.dir)?;
+    let vault = medspace_vault::Vault::open_read_only(&holder.dir, &holder.key)?;
     let mut sizes = Vec::new();
     let mut codes = Vec::new();
     let mut persons = Vec::new();

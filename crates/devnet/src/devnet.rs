@@ -131,21 +131,39 @@ fn spec(c: &Consortium, base_port: u16, plain_http: bool) -> Result<ConsortiumSp
 }
 
 /// Gives a hospital's node its compute worker: the member's ledger key and X25519 secret in
-/// owner-only files, and the `[worker]` section of its config (once).
+/// sealed key files, the `[worker]` section of its config and the `[vault]` section naming
+/// the vault's passphrase file (once).
 fn ensure_worker(dir: &Path, c: &Consortium, seed: u64, member: &str) -> Result<()> {
     let secret = medspace_consortium::agreement_secret(seed, member);
     let section = format!(
-        "\n[worker]\nmember = \"{member}\"\nmember_key_file = \"member.key\"\nagreement_key_file = \"agreement.key\"\nshare_timeout_ms = {WORKER_SHARE_TIMEOUT_MS}\n"
+        "\n[worker]\nmember = \"{member}\"\nmember_key_file = \"member.key\"\nagreement_key_file = \"agreement.key\"\nshare_timeout_ms = {WORKER_SHARE_TIMEOUT_MS}\n\n[vault]\npassphrase_file = \"{}\"\n",
+        hospitals::VAULT_PASSPHRASE_FILE
     );
     add_section(
         &dir.join(member),
         "[worker]",
         &section,
         &[
-            ("member.key", c.member_key(member)?.secret_hex()),
-            ("agreement.key", hex::encode(secret.to_bytes())),
+            (
+                "member.key",
+                medspace_worker::config::MEMBER_KEY_ROLE,
+                member_secret(c, member)?,
+            ),
+            (
+                "agreement.key",
+                medspace_worker::config::AGREEMENT_KEY_ROLE,
+                zeroize::Zeroizing::new(secret.to_bytes().to_vec()),
+            ),
         ],
     )
+}
+
+/// The raw secret of a member's ledger key.
+fn member_secret(c: &Consortium, member: &str) -> Result<zeroize::Zeroizing<Vec<u8>>> {
+    let hex = zeroize::Zeroizing::new(c.member_key(member)?.secret_hex());
+    hex::decode(hex.as_str())
+        .map(zeroize::Zeroizing::new)
+        .map_err(|_| crate::DevnetError::Failed("a member key is not hex".into()))
 }
 
 /// Gives the observer's node its member's ledger key (it reads the validators' blocks with it)
@@ -155,22 +173,37 @@ fn ensure_observer(dir: &Path, c: &Consortium, member: &str) -> Result<()> {
         &dir.join(member),
         "[observer]",
         "\n[observer]\nmember_key_file = \"member.key\"\n",
-        &[("member.key", c.member_key(member)?.secret_hex())],
+        &[(
+            "member.key",
+            medspace_worker::config::MEMBER_KEY_ROLE,
+            member_secret(c, member)?,
+        )],
     )
 }
 
-/// Appends `section` (headed `head`) to `node`'s config unless it has one, after writing each
-/// of `secrets` to its owner-only file (unless present).
-fn add_section(node: &Path, head: &str, section: &str, secrets: &[(&str, String)]) -> Result<()> {
+/// A secret to write as a sealed key file: (file name, role, secret).
+type Secret<'a> = (&'a str, &'a str, zeroize::Zeroizing<Vec<u8>>);
+
+/// Appends `section` (headed `head`) to `node`'s config unless it has one, after sealing each
+/// of `secrets` into its owner-only key file (unless present) under the node's key passphrase
+/// (`node.pass`, written by `init_consortium`).
+fn add_section(node: &Path, head: &str, section: &str, secrets: &[Secret<'_>]) -> Result<()> {
+    use medspace_vault::seal::{KdfParams, Passphrase, SealedKey};
     let config = node.join("node.toml");
     let text = std::fs::read_to_string(&config)
         .with_context(|| format!("reading {}", config.display()))?;
     if text.lines().any(|l| l.trim() == head) {
         return Ok(());
     }
-    for (file, secret) in secrets {
-        if !node.join(file).exists() {
-            crate::write_secret(&node.join(file), secret)?;
+    let pass_path = node.join(NODE_PASSPHRASE_FILE);
+    let passphrase = Passphrase::from_file(&pass_path)
+        .map_err(|e| crate::DevnetError::Failed(format!("node key passphrase: {e}")))?;
+    for (file, role, secret) in secrets {
+        let path = node.join(file);
+        if !path.exists() {
+            SealedKey::seal(secret, role, &passphrase, KdfParams::DEFAULT)
+                .and_then(|k| k.write(&path, false))
+                .map_err(|e| crate::DevnetError::Failed(format!("{file}: {e}")))?;
         }
     }
     let tmp = node.join("node.toml.tmp");
@@ -178,6 +211,9 @@ fn add_section(node: &Path, head: &str, section: &str, secrets: &[(&str, String)
         .with_context(|| format!("writing {}", tmp.display()))?;
     std::fs::rename(&tmp, &config).with_context(|| format!("writing {}", config.display()))
 }
+
+/// The file beside each node's config holding the passphrase of its key files.
+pub const NODE_PASSPHRASE_FILE: &str = "node.pass";
 
 /// How long a devnet aggregator waits for a hospital's share before dropping it.
 pub const WORKER_SHARE_TIMEOUT_MS: u64 = 5_000;
@@ -476,8 +512,11 @@ pub fn publish_catalogs(
 ) -> Result<()> {
     for node in &devnet.hospitals {
         // Quality figures "as of" the devnet's genesis day (days since 1970-01-01).
-        let vault_desc =
-            medspace_vault::catalog::describe_node(&node.dir, (GENESIS_MS / 86_400_000) as i32)?;
+        let vault_desc = medspace_vault::catalog::describe_node(
+            &node.dir,
+            &node.key,
+            (GENESIS_MS / 86_400_000) as i32,
+        )?;
         let version = ledger
             .state()
             .dataset(&DatasetId::new(&format!("{}.cdm", node.member))?)?

@@ -6,7 +6,8 @@
 use crate::{Context, Result};
 use medspace_compute::Links;
 use medspace_types::{Keypair, PatientId};
-use medspace_vault::{IngestOptions, OnError, Vault};
+use medspace_vault::seal::{KdfParams, Passphrase};
+use medspace_vault::{IngestOptions, OnError, Vault, VaultKey};
 use std::path::{Path, PathBuf};
 
 /// One patient of a hospital, as the local consortium knows them.
@@ -23,6 +24,8 @@ pub struct Hospital {
     pub member: String,
     /// Node directory (vault, links).
     pub dir: PathBuf,
+    /// The vault's keys (unlocked once from the node's `vault.pass`).
+    pub key: VaultKey,
     /// Its patients.
     pub patients: Vec<Patient>,
 }
@@ -33,6 +36,27 @@ pub enum Source<'a> {
     Generated { per_hospital: u64 },
     /// One folder (or file) of FHIR R4 per hospital, in hospital order.
     Fhir(&'a [PathBuf]),
+}
+
+/// The file beside a hospital's node config holding its vault's passphrase.
+pub const VAULT_PASSPHRASE_FILE: &str = "vault.pass";
+
+/// The keys of the vault in the node directory `dir`, unlocked with its passphrase file; on
+/// first use, a generated passphrase (written owner-only) and new vault keys.
+pub fn vault_key(dir: &Path) -> Result<VaultKey> {
+    let pass_path = dir.join(VAULT_PASSPHRASE_FILE);
+    if !pass_path.exists() {
+        Passphrase::generate()
+            .write_new(&pass_path)
+            .map_err(|e| crate::DevnetError::Failed(format!("vault passphrase: {e}")))?;
+    }
+    let passphrase = Passphrase::from_file(&pass_path)
+        .map_err(|e| crate::DevnetError::Failed(format!("vault passphrase: {e}")))?;
+    Ok(VaultKey::unlock_or_create(
+        dir,
+        &passphrase,
+        KdfParams::DEFAULT,
+    )?)
 }
 
 /// Fills each hospital's vault (if it is empty) and links its patients.
@@ -47,7 +71,8 @@ pub fn prepare(
         let dir = base.join(member);
         std::fs::create_dir_all(&dir)
             .with_context(|| format!("cannot create {}", dir.display()))?;
-        let mut vault = Vault::open(&dir)?;
+        let key = vault_key(&dir)?;
+        let mut vault = Vault::open(&dir, &key)?;
         if vault.resource_count() == 0 {
             let opts = IngestOptions {
                 on_error: OnError::Skip,
@@ -79,7 +104,7 @@ pub fn prepare(
             };
             eprintln!("{member}: {}", report.summary_line());
         }
-        let mut links = Links::load(&dir)?;
+        let mut links = Links::load(&dir, &key)?;
         let mut patients = Vec::new();
         for (person_id, fhir_id, _) in vault.persons() {
             let key = medspace_consortium::patient_key(seed, member, &fhir_id);
@@ -87,10 +112,12 @@ pub fn prepare(
             links.link(person_id, id)?;
             patients.push(Patient { key, id });
         }
-        links.save(&dir)?;
+        links.save(&dir, &key)?;
+        drop(vault);
         out.push(Hospital {
             member: member.to_string(),
             dir,
+            key,
             patients,
         });
     }

@@ -13,7 +13,7 @@ pub mod observer;
 use medspace_chain::node::{Genesis, NodeConfig};
 use medspace_ledger::LedgerApp;
 use std::collections::BTreeMap;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 /// Why a node could not start or stopped.
@@ -31,6 +31,17 @@ pub enum NodeError {
     /// The observer failed.
     #[error(transparent)]
     Observer(#[from] observer::ObserverError),
+    /// The vault did not open (no or wrong passphrase, damaged key file).
+    #[error("vault: {0}")]
+    Vault(#[from] medspace_vault::VaultError),
+    /// The `[vault]` section is not valid.
+    #[error("invalid [vault] section in {path}: {error}")]
+    VaultSection {
+        /// The config file.
+        path: String,
+        /// Why.
+        error: String,
+    },
     /// The node's name is in neither list of the genesis.
     #[error("node name={name} is neither a validator nor an observer in {genesis}")]
     Unknown {
@@ -64,7 +75,59 @@ fn prepare_worker(
         &genesis.chain_id,
         &peers,
         &cfg.node.data_dir.join("worker"),
+        &cfg.key_unlock()?,
     )?))
+}
+
+/// The `[vault]` section of a node's config.
+#[derive(Debug, Default, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct VaultSection {
+    /// A file holding the vault's passphrase (else [`medspace_vault::at_rest::PASSPHRASE_ENV`]).
+    passphrase_file: Option<PathBuf>,
+}
+
+#[derive(serde::Deserialize)]
+struct FileWithVault {
+    vault: Option<VaultSection>,
+}
+
+/// Where the vault's passphrase comes from, per the config at `config`: its `[vault]
+/// passphrase_file` (relative to the config's directory), else the environment.
+pub fn vault_passphrase_source(
+    config: &Path,
+) -> Result<medspace_vault::seal::PassphraseSource, NodeError> {
+    let bad = |error: String| NodeError::VaultSection {
+        path: config.display().to_string(),
+        error,
+    };
+    let text = std::fs::read_to_string(config).map_err(|e| bad(e.to_string()))?;
+    let file: FileWithVault = toml::from_str(&text).map_err(|e| bad(e.to_string()))?;
+    let base = config.parent().unwrap_or(Path::new("."));
+    let section = file.vault.unwrap_or_default();
+    Ok(medspace_vault::seal::PassphraseSource {
+        file: section.passphrase_file.map(|p| base.join(p)),
+        env: Some(medspace_vault::at_rest::PASSPHRASE_ENV.into()),
+    })
+}
+
+/// Unlocks (creating on first start) the vault of a worker's node, once, with the passphrase
+/// its config names.
+fn unlock_vault(config: &Path, vault_dir: &Path) -> Result<medspace_vault::VaultKey, NodeError> {
+    let passphrase = vault_passphrase_source(config)?
+        .resolve()
+        .map_err(|e| NodeError::VaultSection {
+            path: config.display().to_string(),
+            error: e.to_string(),
+        })?
+        .ok_or(medspace_vault::VaultError::NoPassphrase {
+            env: medspace_vault::at_rest::PASSPHRASE_ENV,
+        })?;
+    Ok(medspace_vault::VaultKey::unlock_or_create(
+        vault_dir,
+        &passphrase,
+        medspace_vault::seal::KdfParams::DEFAULT,
+    )?)
 }
 
 /// Runs a medspace node from its config file until the process stops.
@@ -73,7 +136,7 @@ pub fn run(config: &Path) -> Result<(), NodeError> {
     let genesis = Genesis::load(&cfg.node.genesis_file)?;
     let name = &cfg.node.name;
     if genesis.observers.iter().any(|o| &o.name == name) {
-        let key = observer::member_key(config)?;
+        let key = observer::member_key(config, &cfg.key_unlock()?)?;
         return Ok(observer::run(&cfg, &genesis, key)?);
     }
     if !genesis.validators.iter().any(|v| &v.name == name) {
@@ -82,7 +145,13 @@ pub fn run(config: &Path) -> Result<(), NodeError> {
             genesis: cfg.node.genesis_file.display().to_string(),
         });
     }
-    let worker = prepare_worker(config, &cfg, &genesis)?;
+    let worker = match prepare_worker(config, &cfg, &genesis)? {
+        Some(p) => {
+            let key = unlock_vault(config, &p.vault_dir)?;
+            Some((p, key))
+        }
+        None => None,
+    };
     // The worker reaches the other nodes with the client that trusts the genesis certificates.
     let client = medspace_chain::tls::client(&genesis, WORKER_REQUEST_TIMEOUT).map_err(|e| {
         medspace_worker::WorkerError::Invalid {
@@ -99,8 +168,8 @@ pub fn run(config: &Path) -> Result<(), NodeError> {
             let ledger = Arc::new(handle.clone());
             let gate = Arc::new(medspace_api::gate::ChainGate::new(ledger.clone(), member));
             let mut router = medspace_api::read_router(ledger.clone(), api);
-            if let Some(p) = worker {
-                match start_worker(ctx, p, ledger, client) {
+            if let Some((p, key)) = worker {
+                match start_worker(ctx, p, key, ledger, client) {
                     Ok(w) => {
                         router = router.merge(w.router());
                         follow_blocks(handle, w);
@@ -124,6 +193,7 @@ const WORKER_REQUEST_TIMEOUT: std::time::Duration = std::time::Duration::from_se
 fn start_worker(
     ctx: commonware_runtime::tokio::Context,
     p: medspace_worker::config::Prepared,
+    key: medspace_vault::VaultKey,
     ledger: Arc<medspace_chain::engine::Handle<LedgerApp>>,
     client: reqwest::Client,
 ) -> Result<medspace_worker::Worker, medspace_worker::WorkerError> {
@@ -132,9 +202,11 @@ fn start_worker(
         medspace_worker::transport::HttpTransport::with_client(client, p.key.clone(), peers);
     let plane = Arc::new(medspace_compute::node::VaultPlane {
         dir: p.vault_dir.clone(),
+        key: key.clone(),
     });
     let records = Arc::new(medspace_compute::node::VaultRecords {
         dir: p.vault_dir.clone(),
+        key,
     });
     medspace_worker::Worker::start(ctx, p, ledger, transport, plane, records)
 }

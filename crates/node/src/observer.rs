@@ -12,7 +12,8 @@ use std::sync::{Arc, RwLock};
 /// it asks the validators for blocks (they serve whole blocks to the consortium's members only).
 #[derive(Debug, serde::Deserialize)]
 pub struct ObserverSection {
-    /// Hex secret of the member's ledger key (relative to the config's directory).
+    /// The member's ledger key: a sealed key file opened with the node's key passphrase
+    /// (relative to the config's directory).
     pub member_key_file: std::path::PathBuf,
 }
 
@@ -21,8 +22,12 @@ struct FileWithObserver {
     observer: Option<ObserverSection>,
 }
 
-/// The member key named by the `[observer]` section of the config at `path`.
-pub fn member_key(path: &std::path::Path) -> Result<medspace_types::Keypair, ObserverError> {
+/// The member key named by the `[observer]` section of the config at `path`, opened with
+/// `unlock` (the node's key passphrase).
+pub fn member_key(
+    path: &std::path::Path,
+    unlock: &medspace_seal::Unlock,
+) -> Result<medspace_types::Keypair, ObserverError> {
     let io = |what: &std::path::Path, e: &dyn std::fmt::Display| ObserverError::Io {
         what: what.display().to_string(),
         error: e.to_string(),
@@ -39,8 +44,7 @@ pub fn member_key(path: &std::path::Path) -> Result<medspace_types::Keypair, Obs
         .parent()
         .unwrap_or(std::path::Path::new("."))
         .join(&section.member_key_file);
-    let hex = std::fs::read_to_string(&key_path).map_err(|e| io(&key_path, &e))?;
-    medspace_types::Keypair::from_secret_hex(hex.trim()).map_err(|e| io(&key_path, &e))
+    medspace_worker::config::load_member_key(&key_path, unlock).map_err(|e| io(&key_path, &e))
 }
 
 /// Errors of an observer node.

@@ -15,9 +15,11 @@ use std::time::Instant;
 use rand::{RngExt, SeedableRng};
 use serde::Serialize;
 
+use crate::at_rest::VaultKey;
 use crate::cdm::{Val, next_id};
 use crate::error::VaultError;
 use crate::store::{IngestOptions, Vault};
+use medspace_seal::{KdfParams, Passphrase};
 
 /// Result of the ingest benchmark.
 #[derive(Clone, Debug, Serialize)]
@@ -30,6 +32,9 @@ pub struct IngestBench {
     pub seconds: f64,
     /// Resources per second.
     pub resources_per_second: f64,
+    /// Milliseconds to unlock the vault's keys from its passphrase (argon2id, once per open;
+    /// not part of `seconds`).
+    pub unlock_ms: f64,
     /// Peak resident memory of the process, KiB (VmHWM), if known.
     pub peak_rss_kib: Option<u64>,
 }
@@ -51,7 +56,12 @@ pub fn bench_ingest(work_dir: &Path, patients: u64, seed: u64) -> Result<IngestB
     if node.exists() {
         std::fs::remove_dir_all(&node).map_err(VaultError::io(&node))?;
     }
-    let mut vault = Vault::open(&node)?;
+    let passphrase = Passphrase::generate();
+    VaultKey::create(&node, &passphrase, KdfParams::DEFAULT)?;
+    let t = Instant::now();
+    let key = VaultKey::unlock(&node, &passphrase)?;
+    let unlock_ms = t.elapsed().as_secs_f64() * 1000.0;
+    let mut vault = Vault::open(&node, &key)?;
     let opts = IngestOptions::default();
     let t = Instant::now();
     let report = vault.ingest_paths(&[nd], &opts)?;
@@ -61,6 +71,7 @@ pub fn bench_ingest(work_dir: &Path, patients: u64, seed: u64) -> Result<IngestB
         resources: report.stored,
         seconds,
         resources_per_second: report.stored as f64 / seconds.max(1e-9),
+        unlock_ms,
         peak_rss_kib: peak_rss_kib(),
     })
 }
@@ -111,16 +122,17 @@ pub struct SyntheticPersons {
     pub person_id_offset: u32,
 }
 
-/// Writes `population` into the vault at `node` as one new committed segment (the vault is
-/// created if needed) and returns the number of measurement rows. `progress` is called with
+/// Writes `population` into the vault at `node` (whose keys are `key`) as one new committed
+/// segment and returns the number of measurement rows. `progress` is called with
 /// the number of persons written so far, every 10,000 persons and at the end.
 pub fn write_synthetic_cdm(
     node: &Path,
+    key: &VaultKey,
     population: SyntheticPersons,
     progress: &mut dyn FnMut(u64),
 ) -> Result<u64, VaultError> {
     let mut measurements = 0u64;
-    let mut vault = Vault::open(node)?;
+    let mut vault = Vault::open(node, key)?;
     let mut rng = rand_chacha_rng(population.seed);
     vault.bench_commit_cdm(&mut |rows| {
         let slot = rows.counters.entry("person".to_string()).or_insert(1);
@@ -226,8 +238,10 @@ pub fn bench_cohort(
         std::fs::remove_dir_all(&node).map_err(VaultError::io(&node))?;
     }
     let t = Instant::now();
+    let key = VaultKey::create(&node, &Passphrase::generate(), KdfParams::DEFAULT)?;
     let measurements = write_synthetic_cdm(
         &node,
+        &key,
         SyntheticPersons {
             persons,
             seed,
@@ -236,7 +250,7 @@ pub fn bench_cohort(
         &mut |_| {},
     )?;
     let build_seconds = t.elapsed().as_secs_f64();
-    let ctx = crate::open_session(&node)?;
+    let ctx = crate::open_session(&node, &key)?;
     let rt = crate::runtime()?;
     let mut runs_ms = Vec::with_capacity(runs);
     let mut cohort_persons = 0u64;

@@ -9,6 +9,7 @@ use datafusion::prelude::SessionContext;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
+use crate::at_rest::VaultKey;
 use crate::cdm::{TABLES, schema};
 use crate::error::VaultError;
 use crate::quality::{self, QualityProfile};
@@ -68,18 +69,20 @@ pub struct DatasetDescription {
     pub content_hash: String,
 }
 
-/// SHA-256 over the committed state.
-pub fn content_hash(node_dir: &Path) -> Result<String, VaultError> {
+/// SHA-256 over the committed state: each segment's name, the SHA-256 of its index's
+/// *plaintext*, and its row counts. A hash of the logical content, the same however the files
+/// are encrypted (so re-encryption under a new key does not change it).
+pub fn content_hash(node_dir: &Path, key: &VaultKey) -> Result<String, VaultError> {
     let root = store::vault_dir(node_dir);
-    let manifest = store::read_manifest(&root)?;
+    let manifest = store::read_manifest(&root, key)?;
     let mut h = Sha256::new();
     h.update(b"medspace-vault-content-v1");
     for seg in &manifest.segments {
         let path = store::segment_dir(&root, &seg.name).join("index.jsonl");
-        let bytes = std::fs::read(&path).map_err(VaultError::io(&path))?;
+        let bytes = crate::at_rest::read_sealed(key, &root, &path)?;
         h.update((seg.name.len() as u64).to_le_bytes());
         h.update(seg.name.as_bytes());
-        h.update(Sha256::digest(&bytes));
+        h.update(Sha256::digest(bytes.as_slice()));
         for (table, rows) in &seg.tables {
             h.update(table.as_bytes());
             h.update(rows.to_le_bytes());
@@ -92,11 +95,12 @@ pub fn content_hash(node_dir: &Path) -> Result<String, VaultError> {
 pub async fn describe(
     ctx: &SessionContext,
     node_dir: &Path,
+    key: &VaultKey,
     as_of: i32,
 ) -> Result<DatasetDescription, VaultError> {
     let quality = quality::profile(ctx, as_of).await?;
     let root = store::vault_dir(node_dir);
-    let manifest = store::read_manifest(&root)?;
+    let manifest = store::read_manifest(&root, key)?;
     let resources = manifest.segments.iter().map(|s| s.resources).sum();
     let mut tables = Vec::new();
     let mut persons = 0;
@@ -132,14 +136,18 @@ pub async fn describe(
         resources,
         tables,
         quality,
-        content_hash: content_hash(node_dir)?,
+        content_hash: content_hash(node_dir, key)?,
     })
 }
 
 /// Blocking [`describe`] of a node's vault. Must not be called inside a tokio runtime.
-pub fn describe_node(node_dir: &Path, as_of: i32) -> Result<DatasetDescription, VaultError> {
-    let ctx = crate::open_session(node_dir)?;
-    crate::runtime()?.block_on(describe(&ctx, node_dir, as_of))
+pub fn describe_node(
+    node_dir: &Path,
+    key: &VaultKey,
+    as_of: i32,
+) -> Result<DatasetDescription, VaultError> {
+    let ctx = crate::open_session(node_dir, key)?;
+    crate::runtime()?.block_on(describe(&ctx, node_dir, key, as_of))
 }
 
 #[cfg(test)]

@@ -47,6 +47,29 @@ pub enum VaultError {
         /// What was wrong.
         reason: String,
     },
+    /// The vault's passphrase is wrong (or its key file was altered); nothing was changed.
+    #[error("wrong vault passphrase, or the vault key file was altered: path={0}")]
+    WrongPassphrase(PathBuf),
+    /// The keys given do not belong to this vault.
+    #[error("the keys given are not this vault's: path={0}")]
+    WrongKey(PathBuf),
+    /// A sealed file failed authentication: altered, truncated, or moved from elsewhere.
+    #[error("vault file failed authentication (altered, truncated or moved): path={0}")]
+    Tampered(PathBuf),
+    /// The vault has no key file yet.
+    #[error("vault has no key file: path={0}")]
+    NoKey(PathBuf),
+    /// The vault was written unencrypted by an earlier version.
+    #[error(
+        "vault is not encrypted (written by an earlier version); convert it with `medspace vault encrypt`: path={0}"
+    )]
+    NotEncrypted(PathBuf),
+    /// No passphrase was given for a vault.
+    #[error("no vault passphrase: set {env} or name a passphrase file")]
+    NoPassphrase {
+        /// The environment variable consulted.
+        env: &'static str,
+    },
     /// A test hook aborted the ingest mid-batch, as a crash would (nothing is committed).
     #[error("injected fault: ingest aborted after resources={0} (test hook)")]
     InjectedFault(u64),

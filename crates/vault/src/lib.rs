@@ -20,6 +20,8 @@
 //!   CDM population builder that `bench federated` uses.
 //!
 //! Module map:
+//! * [`at_rest`] — encryption at rest: the vault's keys ([`VaultKey`], unlocked once from a
+//!   passphrase), sealed files, encrypted Parquet and the session's decryption factory.
 //! * [`fhir`] — FHIR R4 JSON: resource checks, references, dates, reading Bundle / NDJSON files.
 //! * [`store`] — the vault on disk ([`Vault`]): manifest and segments with the crash-safe
 //!   commit, segment index, original resources, pseudonyms, and the ingest batch.
@@ -30,6 +32,7 @@
 //! * [`vocab`] — the OMOP vocabulary subset; [`quality`], [`catalog`], [`export`], [`bench`](mod@bench) as
 //!   above; [`error`] — [`VaultError`].
 
+pub mod at_rest;
 pub mod bench;
 pub mod catalog;
 pub mod cdm;
@@ -44,8 +47,12 @@ pub mod vocab;
 use std::path::Path;
 use std::sync::Arc;
 
+pub use at_rest::VaultKey;
 pub use cdm::TABLES;
 pub use error::VaultError;
+/// The sealing primitives (passphrases, argon2id parameters, sealed key files), re-exported for
+/// the vault's users.
+pub use medspace_seal as seal;
 pub(crate) use session::runtime;
 pub use session::{open_pooled_session, open_session, sql, sql_blocking};
 pub use store::{IngestOptions, IngestReport, InputError, OnError, Vault};
@@ -63,12 +70,13 @@ pub struct BenchRows<'a> {
 /// each hospital gets its own, disjoint, deterministic patients.
 pub fn ingest_synthetic(
     node_dir: &Path,
+    key: &VaultKey,
     hospital: u32,
     patients: u64,
     seed: u64,
     vocabulary: Option<Arc<Vocabulary>>,
 ) -> Result<IngestReport, VaultError> {
-    let mut vault = Vault::open(node_dir)?;
+    let mut vault = Vault::open(node_dir, key)?;
     let cfg = medspace_synth::SynthConfig {
         patients,
         seed,

@@ -413,8 +413,12 @@ fn count_out_of_range(
 }
 
 /// Blocking profile of a node's vault (for the CLI). Must not be called inside a tokio runtime.
-pub fn profile_node(node_dir: &Path, as_of: i32) -> Result<QualityProfile, VaultError> {
-    let ctx = crate::open_session(node_dir)?;
+pub fn profile_node(
+    node_dir: &Path,
+    key: &crate::VaultKey,
+    as_of: i32,
+) -> Result<QualityProfile, VaultError> {
+    let ctx = crate::open_session(node_dir, key)?;
     crate::runtime()?.block_on(profile(&ctx, as_of))
 }
 

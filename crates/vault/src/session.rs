@@ -12,6 +12,9 @@ use datafusion::datasource::listing::{
 };
 use datafusion::prelude::{SessionConfig, SessionContext};
 
+use datafusion::common::config::TableParquetOptions;
+
+use crate::at_rest::{FACTORY_ID, VaultDecryption, VaultKey};
 use crate::cdm::{self, TABLES};
 use crate::error::VaultError;
 use crate::store;
@@ -19,8 +22,9 @@ use crate::store;
 /// A DataFusion session over the committed CDM tables of a node's vault, registered under
 /// their CDM names (`person`, `measurement`, ...). Tables with no rows are registered empty
 /// with their schema. Read-only: it sees the state of the last commit when it was opened.
-pub fn open_session(node_dir: &Path) -> Result<SessionContext, VaultError> {
-    open_pooled_session(&[node_dir])
+/// The encrypted Parquet files are decrypted with the vault's keys as they are read.
+pub fn open_session(node_dir: &Path, key: &VaultKey) -> Result<SessionContext, VaultError> {
+    open_pooled_session(&[(node_dir, key)])
 }
 
 /// A DataFusion session in which each CDM table is the union of that table in the vaults of all
@@ -28,17 +32,25 @@ pub fn open_session(node_dir: &Path) -> Result<SessionContext, VaultError> {
 /// pooled in one place. The vaults must use disjoint `person_id`s for joins to mean anything.
 /// With one directory this is [`open_session`]. Used by `medspace bench federated` for the
 /// pooled baseline; a node only ever opens its own vault.
-pub fn open_pooled_session(node_dirs: &[&Path]) -> Result<SessionContext, VaultError> {
-    let mut vaults = Vec::with_capacity(node_dirs.len());
-    for node_dir in node_dirs {
+pub fn open_pooled_session(vaults_in: &[(&Path, &VaultKey)]) -> Result<SessionContext, VaultError> {
+    let mut vaults = Vec::with_capacity(vaults_in.len());
+    let mut keys = Vec::with_capacity(vaults_in.len());
+    for (node_dir, key) in vaults_in {
         let root = store::vault_dir(node_dir);
-        let manifest = store::read_manifest(&root)?;
+        key.check(&root)?;
+        let manifest = store::read_manifest(&root, key)?;
+        let canonical = root.canonicalize().map_err(VaultError::io(&root))?;
+        keys.push((canonical, (*key).clone()));
         vaults.push((root, manifest));
     }
     let config = SessionConfig::new()
         .with_target_partitions(2)
         .with_information_schema(true);
     let ctx = SessionContext::new_with_config(config);
+    ctx.runtime_env()
+        .register_parquet_encryption_factory(FACTORY_ID, Arc::new(VaultDecryption::new(keys)?));
+    let mut parquet_options = TableParquetOptions::default();
+    parquet_options.crypto.factory_id = Some(FACTORY_ID.to_string());
     for table in TABLES {
         let schema = cdm::schema(table);
         let mut urls = Vec::new();
@@ -58,8 +70,8 @@ pub fn open_pooled_session(node_dirs: &[&Path]) -> Result<SessionContext, VaultE
             let mem = MemTable::try_new(schema, vec![vec![]])?;
             ctx.register_table(table, Arc::new(mem))?;
         } else {
-            let options = ListingOptions::new(Arc::new(ParquetFormat::default()))
-                .with_file_extension(".parquet");
+            let format = ParquetFormat::default().with_options(parquet_options.clone());
+            let options = ListingOptions::new(Arc::new(format)).with_file_extension(".parquet");
             let config = ListingTableConfig::new_with_multi_paths(urls)
                 .with_listing_options(options)
                 .with_schema(schema);
@@ -80,8 +92,8 @@ pub async fn sql(
 
 /// Runs one SQL query against a node's vault and renders the result as a text table
 /// (blocking; for the operator's `medspace sql`). Must not be called inside a tokio runtime.
-pub fn sql_blocking(node_dir: &Path, query: &str) -> Result<String, VaultError> {
-    let ctx = open_session(node_dir)?;
+pub fn sql_blocking(node_dir: &Path, key: &VaultKey, query: &str) -> Result<String, VaultError> {
+    let ctx = open_session(node_dir, key)?;
     let rt = runtime()?;
     let batches = rt.block_on(sql(&ctx, query))?;
     datafusion::arrow::util::pretty::pretty_format_batches(&batches)

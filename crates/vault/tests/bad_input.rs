@@ -49,7 +49,7 @@ fn one_bad_line(bad_line: &str) -> (medspace_vault::IngestReport, usize) {
     let tmp = tempfile::tempdir().unwrap();
     let content = format!("{}{}\n", good_lines(), bad_line);
     let file = write(tmp.path(), "in.ndjson", &content);
-    let mut vault = Vault::open(&tmp.path().join("node")).unwrap();
+    let mut vault = Vault::open(&tmp.path().join("node"), &vkey(&tmp.path().join("node"))).unwrap();
     let report = vault
         .ingest_paths(std::slice::from_ref(&file), &skip())
         .unwrap();
@@ -120,7 +120,7 @@ fn dangling_reference_is_skipped_and_cascades() {
     ];
     let content: String = lines.iter().map(|v| v.to_string() + "\n").collect();
     let file = write(tmp.path(), "x.ndjson", &content);
-    let mut vault = Vault::open(&tmp.path().join("node")).unwrap();
+    let mut vault = Vault::open(&tmp.path().join("node"), &vkey(&tmp.path().join("node"))).unwrap();
     let r = vault.ingest_paths(&[file], &skip()).unwrap();
     assert_eq!((r.read, r.stored, r.skipped), (3, 0, 3));
     assert!(!r.committed);
@@ -137,7 +137,7 @@ fn truncated_file_is_reported() {
     .to_string();
     let cut = &bundle[..bundle.len() - 30];
     let file = write(tmp.path(), "cut.json", cut);
-    let mut vault = Vault::open(&tmp.path().join("node")).unwrap();
+    let mut vault = Vault::open(&tmp.path().join("node"), &vkey(&tmp.path().join("node"))).unwrap();
     let r = vault
         .ingest_paths(std::slice::from_ref(&file), &refuse())
         .unwrap();
@@ -170,7 +170,7 @@ fn empty_file_is_reported() {
         "nobundle.json",
         r#"{"resourceType": "Bundle", "type": "transaction", "entry": []}"#,
     );
-    let mut vault = Vault::open(&tmp.path().join("node")).unwrap();
+    let mut vault = Vault::open(&tmp.path().join("node"), &vkey(&tmp.path().join("node"))).unwrap();
     let r = vault
         .ingest_paths(&[a.clone(), b.clone(), c.clone()], &skip())
         .unwrap();
@@ -194,7 +194,7 @@ fn refuse_mode_stores_nothing_and_keeps_the_vault() {
     let tmp = tempfile::tempdir().unwrap();
     let node = tmp.path().join("node");
     let good = write(tmp.path(), "good.ndjson", &good_lines());
-    let mut vault = Vault::open(&node).unwrap();
+    let mut vault = Vault::open(&node, &vkey(&node)).unwrap();
     assert!(vault.ingest_paths(&[good], &refuse()).unwrap().committed);
     let manifest_before = std::fs::read(node.join("vault/manifest.json")).unwrap();
     let more = [
@@ -227,7 +227,7 @@ fn refuse_mode_stores_nothing_and_keeps_the_vault() {
 fn changed_clinical_resource_is_a_conflict() {
     let tmp = tempfile::tempdir().unwrap();
     let node = tmp.path().join("node");
-    let mut vault = Vault::open(&node).unwrap();
+    let mut vault = Vault::open(&node, &vkey(&node)).unwrap();
     let a = write(tmp.path(), "a.ndjson", &good_lines());
     vault.ingest_paths(&[a], &skip()).unwrap();
     let changed =
@@ -255,4 +255,16 @@ fn changed_clinical_resource_is_a_conflict() {
         .load_resources(&["Organization/o".to_string()])
         .unwrap();
     assert_eq!(got[0].1["name"], "B");
+}
+
+/// The test vault's keys: a fixed passphrase and the cheapest argon2id parameters, the vault's
+/// keys created on first use.
+#[allow(dead_code)]
+fn vkey(node: &std::path::Path) -> medspace_vault::VaultKey {
+    medspace_vault::VaultKey::unlock_or_create(
+        node,
+        &medspace_vault::seal::Passphrase::new("test passphrase").unwrap(),
+        medspace_vault::seal::KdfParams::INSECURE_FAST,
+    )
+    .unwrap()
 }

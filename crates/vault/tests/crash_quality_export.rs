@@ -19,7 +19,7 @@ use medspace_vault::{IngestOptions, Vault, catalog, export, open_session, qualit
 use serde_json::{Value, json};
 
 fn count(node: &Path, sql: &str) -> i64 {
-    let ctx = open_session(node).unwrap();
+    let ctx = open_session(node, &vkey(node)).unwrap();
     let rt = tokio::runtime::Runtime::new().unwrap();
     let b = rt.block_on(medspace_vault::sql(&ctx, sql)).unwrap();
     b[0].column(0).as_primitive::<Int64Type>().value(0)
@@ -37,7 +37,7 @@ fn synth(hospital: u32, patients: u64) -> Vec<Value> {
 fn crash_mid_batch_leaves_the_vault_as_before() {
     let tmp = tempfile::tempdir().unwrap();
     let node = tmp.path();
-    let mut vault = Vault::open(node).unwrap();
+    let mut vault = Vault::open(node, &vkey(node)).unwrap();
     let first = vault
         .ingest_values("h0", synth(0, 20), &IngestOptions::default())
         .unwrap();
@@ -68,7 +68,7 @@ fn crash_mid_batch_leaves_the_vault_as_before() {
     drop(vault);
     // Reopen: the orphan is gone, the state is the one before the batch, and the batch can be
     // ingested again in full.
-    let mut vault = Vault::open(node).unwrap();
+    let mut vault = Vault::open(node, &vkey(node)).unwrap();
     assert_eq!(vault.resource_count(), stored);
     assert_eq!(
         std::fs::read_dir(node.join("vault/segments"))
@@ -91,9 +91,9 @@ fn crash_mid_batch_leaves_the_vault_as_before() {
 #[test]
 fn second_writer_is_locked_out() {
     let tmp = tempfile::tempdir().unwrap();
-    let _a = Vault::open(tmp.path()).unwrap();
+    let _a = Vault::open(tmp.path(), &vkey(tmp.path())).unwrap();
     assert!(matches!(
-        Vault::open(tmp.path()),
+        Vault::open(tmp.path(), &vkey(tmp.path())),
         Err(VaultError::Locked(_))
     ));
 }
@@ -138,13 +138,13 @@ fn quality_figures_on_data_with_known_defects() {
         // glucose in another unit is not judged
         obs("o5", "a", "2339-0", 3000.0, "mmol/L", "2021-01-01"),
     ];
-    let mut vault = Vault::open(node).unwrap();
+    let mut vault = Vault::open(node, &vkey(node)).unwrap();
     let r = vault
         .ingest_values("defects", resources, &IngestOptions::default())
         .unwrap();
     assert!(r.errors.is_empty(), "{:?}", r.errors);
     let as_of = parse_date("2025-01-01").unwrap();
-    let p = quality::profile_node(node, as_of).unwrap();
+    let p = quality::profile_node(node, &vkey(node), as_of).unwrap();
     let table = |t: &str| p.tables.iter().find(|x| x.table == t).unwrap();
     let col = |t: &str, c: &str| {
         table(t)
@@ -192,7 +192,7 @@ fn quality_figures_on_data_with_known_defects() {
         Some(&1)
     );
     // The catalog description carries the same profile, privacy levels, and no data.
-    let d = catalog::describe_node(node, as_of).unwrap();
+    let d = catalog::describe_node(node, &vkey(node), as_of).unwrap();
     assert_eq!(d.persons, 4);
     assert_eq!(d.quality, p);
     assert_eq!(d.content_hash.len(), 64);
@@ -216,14 +216,17 @@ fn quality_figures_on_data_with_known_defects() {
             &IngestOptions::default(),
         )
         .unwrap();
-    assert_ne!(catalog::content_hash(node).unwrap(), d.content_hash);
+    assert_ne!(
+        catalog::content_hash(node, &vkey(node)).unwrap(),
+        d.content_hash
+    );
 }
 
 #[test]
 fn generated_patients_export_with_every_reference_resolved() {
     let tmp = tempfile::tempdir().unwrap();
     let node = tmp.path().join("node");
-    let mut vault = Vault::open(&node).unwrap();
+    let mut vault = Vault::open(&node, &vkey(&node)).unwrap();
     let resources = synth(2, 30);
     let n = resources.len() as u64;
     let r = vault
@@ -287,7 +290,7 @@ fn generated_patients_export_with_every_reference_resolved() {
         );
     }
     let other = tmp.path().join("other");
-    let r2 = Vault::open(&other)
+    let r2 = Vault::open(&other, &vkey(&other))
         .unwrap()
         .ingest_paths(&[out], &IngestOptions::default())
         .unwrap();
@@ -303,17 +306,17 @@ fn synthetic_hospitals_get_their_own_patients() {
     let tmp = tempfile::tempdir().unwrap();
     for h in 0..3u32 {
         let node = tmp.path().join(format!("h{h}"));
-        let r = medspace_vault::ingest_synthetic(&node, h, 15, 11, None).unwrap();
+        let r = medspace_vault::ingest_synthetic(&node, &vkey(&node), h, 15, 11, None).unwrap();
         assert!(r.committed && r.errors.is_empty());
         assert_eq!(count(&node, "select count(*) from person"), 15);
         // Again: idempotent.
-        let again = medspace_vault::ingest_synthetic(&node, h, 15, 11, None).unwrap();
+        let again = medspace_vault::ingest_synthetic(&node, &vkey(&node), h, 15, 11, None).unwrap();
         assert_eq!((again.stored, again.committed), (0, false));
     }
-    let a = Vault::open_read_only(&tmp.path().join("h0"))
+    let a = Vault::open_read_only(&tmp.path().join("h0"), &vkey(&tmp.path().join("h0")))
         .unwrap()
         .persons();
-    let b = Vault::open_read_only(&tmp.path().join("h1"))
+    let b = Vault::open_read_only(&tmp.path().join("h1"), &vkey(&tmp.path().join("h1")))
         .unwrap()
         .persons();
     assert!(
@@ -325,7 +328,7 @@ fn synthetic_hospitals_get_their_own_patients() {
 #[test]
 fn patient_resources_are_listed_by_person() {
     let tmp = tempfile::tempdir().unwrap();
-    let mut vault = Vault::open(tmp.path()).unwrap();
+    let mut vault = Vault::open(tmp.path(), &vkey(tmp.path())).unwrap();
     let resources = synth(0, 3);
     vault
         .ingest_values("h0", resources.clone(), &IngestOptions::default())
@@ -348,7 +351,7 @@ fn patient_resources_are_listed_by_person() {
     // The pseudonym is a keyed hash: not the id, and different in another vault.
     assert_ne!(pseudo, patient_id);
     let other = tempfile::tempdir().unwrap();
-    let mut v2 = Vault::open(other.path()).unwrap();
+    let mut v2 = Vault::open(other.path(), &vkey(other.path())).unwrap();
     v2.ingest_values("h0", resources, &IngestOptions::default())
         .unwrap();
     assert_ne!(v2.pseudonym(&patient_id), pseudo);
@@ -499,6 +502,57 @@ fn tiny_vocabulary(dir: &Path) -> medspace_vault::Vocabulary {
 }
 
 /// Every file under `dir`, by relative path; zstd files decompressed.
+/// The logical content of a vault's files: the plaintext of every sealed file (manifest, keys
+/// check, indexes, original resources decompressed) and every CDM table's rows read through a
+/// session, so the digest does not depend on the random nonces of encryption.
+fn vault_digest(h: &mut sha2::Sha256, node: &Path) {
+    use sha2::Digest;
+    let key = vkey(node);
+    let dir = node.join("vault");
+    let mut files = Vec::new();
+    let mut stack = vec![dir.clone()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).unwrap() {
+            let p = e.unwrap().path();
+            if p.is_dir() {
+                stack.push(p);
+            } else {
+                files.push(p);
+            }
+        }
+    }
+    files.sort();
+    for f in files {
+        let rel = f.strip_prefix(&dir).unwrap().to_string_lossy().to_string();
+        if rel == "LOCK" || rel == "vault.key" || rel == "key.check" || rel.ends_with(".parquet") {
+            continue;
+        }
+        let mut bytes = key.read_vault_file(node, &f).unwrap().to_vec();
+        if rel.ends_with(".zst") {
+            bytes = zstd_decode(&bytes);
+        }
+        h.update((rel.len() as u64).to_le_bytes());
+        h.update(rel.as_bytes());
+        h.update((bytes.len() as u64).to_le_bytes());
+        h.update(&bytes);
+    }
+    let ctx = open_session(node, &key).unwrap();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    for table in medspace_vault::TABLES {
+        let batches = rt
+            .block_on(medspace_vault::sql(
+                &ctx,
+                &format!("SELECT * FROM {table} ORDER BY 1, 2"),
+            ))
+            .unwrap();
+        let text = datafusion::arrow::util::pretty::pretty_format_batches(&batches)
+            .unwrap()
+            .to_string();
+        h.update(table.as_bytes());
+        h.update(text.as_bytes());
+    }
+}
+
 fn tree_digest(h: &mut sha2::Sha256, dir: &Path) {
     use sha2::Digest;
     let mut files = Vec::new();
@@ -559,15 +613,21 @@ fn ingest_output_is_pinned() {
     use sha2::Digest;
     let tmp = tempfile::tempdir().unwrap();
     let node = tmp.path().join("node");
-    std::fs::create_dir_all(node.join("vault")).unwrap();
-    std::fs::write(node.join("vault/secret.key"), [7u8; 32]).unwrap();
+    // A fixed pseudonym key, as the plain `secret.key` of earlier versions was.
+    medspace_vault::VaultKey::create_with_pseudonym_key(
+        &node,
+        &medspace_vault::seal::Passphrase::new("test passphrase").unwrap(),
+        medspace_vault::seal::KdfParams::INSECURE_FAST,
+        [7u8; 32],
+    )
+    .unwrap();
     let vocab = std::sync::Arc::new(tiny_vocabulary(&tmp.path().join("vocab")));
     let opts = IngestOptions {
         vocabulary: Some(vocab),
         ..IngestOptions::default()
     };
     let mut h = sha2::Sha256::new();
-    let mut vault = Vault::open(&node).unwrap();
+    let mut vault = Vault::open(&node, &vkey(&node)).unwrap();
     let first = vault
         .ingest_values("cases", mapping_cases(), &opts)
         .unwrap();
@@ -594,7 +654,7 @@ fn ingest_output_is_pinned() {
         text.replace(&tmp.path().display().to_string(), "TMP")
             .as_bytes(),
     );
-    tree_digest(&mut h, &node.join("vault"));
+    vault_digest(&mut h, &node);
     for (pid, patient_id, pseudo) in vault.persons() {
         h.update(format!("{pid} {patient_id} {pseudo}\n").as_bytes());
         let b = export::export_patient(&vault, &patient_id).unwrap();
@@ -605,9 +665,9 @@ fn ingest_output_is_pinned() {
     tree_digest(&mut h, &nd);
     drop(vault);
     let as_of = parse_date("2025-01-01").unwrap();
-    let q = quality::profile_node(&node, as_of).unwrap();
+    let q = quality::profile_node(&node, &vkey(&node), as_of).unwrap();
     h.update(q.render().as_bytes());
-    let d = catalog::describe_node(&node, as_of).unwrap();
+    let d = catalog::describe_node(&node, &vkey(&node), as_of).unwrap();
     h.update(serde_json::to_vec(&d).unwrap());
     assert_eq!(
         hex::encode(h.finalize()),
@@ -616,8 +676,25 @@ fn ingest_output_is_pinned() {
     );
 }
 
-// Changed once on purpose: the catalog's field levels now come from the consortium's default
-// classification (`medspace_types::classification`) instead of the vault's own table.
-// Changed again on purpose: a patient's export withholds what belongs to another person (in
-// these cases, observations of `pd` point at an encounter of another patient).
-const PINNED_INGEST: &str = "a9132d552c8c28fc9ceedd8323248f42cc007516ccf89870df5bfc08f9def501";
+// Changed on purpose: once when the catalog's field levels came to come from the consortium's
+// default classification (`medspace_types::classification`) instead of the vault's own table;
+// once when a patient's export came to withhold what belongs to another person (in these
+// cases, observations of `pd` point at an encounter of another patient); once for encryption
+// at rest, when the digest of the vault's files became a digest of their
+// logical content (sealed files' plaintext, the tables' rows) instead of raw bytes, which
+// random nonces now make differ on every run. The plaintext of the manifest, indexes and
+// resources is byte for byte what was hashed before; only the Parquet part is now hashed as
+// rows rather than file bytes.
+const PINNED_INGEST: &str = "ee9c56c6a1928d74e913e1d4993751d1d0ae255e64494995c91cfc93e4f3913f";
+
+/// The test vault's keys: a fixed passphrase and the cheapest argon2id parameters, the vault's
+/// keys created on first use.
+#[allow(dead_code)]
+fn vkey(node: &std::path::Path) -> medspace_vault::VaultKey {
+    medspace_vault::VaultKey::unlock_or_create(
+        node,
+        &medspace_vault::seal::Passphrase::new("test passphrase").unwrap(),
+        medspace_vault::seal::KdfParams::INSECURE_FAST,
+    )
+    .unwrap()
+}

@@ -44,12 +44,10 @@ fn config() -> ProptestConfig {
 // ---------------------------------------------------------------------------------------------
 // Vaults and what "unchanged" means.
 
-/// A vault in `dir/node` with a fixed key (written directly: no key generation per case).
+/// A vault in `dir/node` with a fixed passphrase (the cheapest argon2id parameters).
 fn vault_in(dir: &Path) -> (PathBuf, Vault) {
     let node = dir.join("node");
-    std::fs::create_dir_all(node.join("vault")).unwrap();
-    std::fs::write(node.join("vault/secret.key"), [3u8; 32]).unwrap();
-    let vault = Vault::open(&node).unwrap();
+    let vault = Vault::open(&node, &vkey(&node)).unwrap();
     (node, vault)
 }
 
@@ -141,7 +139,7 @@ fn check_ingest(
             prop_assert_eq!(after.resources, before.resources + r.stored as usize);
         }
         // What was committed reads back.
-        let reread = Vault::open_read_only(node).unwrap();
+        let reread = Vault::open_read_only(node, &vkey(node)).unwrap();
         prop_assert_eq!(reread.resource_count(), vault.resource_count());
         prop_assert_eq!(reread.counts_by_type(), vault.counts_by_type());
     } else {
@@ -797,7 +795,7 @@ fn deep_nesting_is_reported() {
         Ok(r) => assert!(r.committed || state(&node, &vault) == before),
         Err(e) => {
             drop(vault);
-            let reopened = Vault::open(&node).unwrap();
+            let reopened = Vault::open(&node, &vkey(&node)).unwrap();
             assert_eq!(state(&node, &reopened), before, "{e}");
         }
     }
@@ -830,4 +828,16 @@ fn ingest_with_a_loaded_vocabulary() {
         )
         .unwrap();
     assert!(r.committed && r.errors.is_empty());
+}
+
+/// The test vault's keys: a fixed passphrase and the cheapest argon2id parameters, the vault's
+/// keys created on first use.
+#[allow(dead_code)]
+fn vkey(node: &std::path::Path) -> medspace_vault::VaultKey {
+    medspace_vault::VaultKey::unlock_or_create(
+        node,
+        &medspace_vault::seal::Passphrase::new("test passphrase").unwrap(),
+        medspace_vault::seal::KdfParams::INSECURE_FAST,
+    )
+    .unwrap()
 }

@@ -72,7 +72,14 @@ fn family() -> Vec<Value> {
 #[test]
 fn an_export_carries_only_the_patients_own_resources() {
     let tmp = tempfile::tempdir().unwrap();
-    let mut vault = Vault::open(&tmp.path().join("node")).unwrap();
+    let node = tmp.path().join("node");
+    let key = medspace_vault::VaultKey::create(
+        &node,
+        &medspace_vault::seal::Passphrase::new("test passphrase").unwrap(),
+        medspace_vault::seal::KdfParams::INSECURE_FAST,
+    )
+    .unwrap();
+    let mut vault = Vault::open(&node, &key).unwrap();
     let n = family().len() as u64;
     let report = vault
         .ingest_values("family", family(), &IngestOptions::default())

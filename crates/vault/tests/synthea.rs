@@ -37,7 +37,7 @@ fn key(r: &Value) -> String {
 }
 
 fn count(node: &Path, sql: &str) -> i64 {
-    let ctx = open_session(node).unwrap();
+    let ctx = open_session(node, &vkey(node)).unwrap();
     let rt = tokio::runtime::Runtime::new().unwrap();
     let batches = rt.block_on(medspace_vault::sql(&ctx, sql)).unwrap();
     batches[0].column(0).as_primitive::<Int64Type>().value(0)
@@ -64,7 +64,7 @@ fn counts_per_type_and_table_match_the_source() {
         serde_json::from_slice(&std::fs::read(dir.join("../counts.json")).unwrap()).unwrap();
     for hospital in ["hospital-a", "hospital-b", "hospital-c"] {
         let tmp = tempfile::tempdir().unwrap();
-        let mut vault = Vault::open(tmp.path()).unwrap();
+        let mut vault = Vault::open(tmp.path(), &vkey(tmp.path())).unwrap();
         let report = vault.ingest_paths(&[dir.join(hospital)], &opts).unwrap();
         assert!(
             report.errors.is_empty(),
@@ -193,7 +193,7 @@ fn export_round_trip_gives_back_the_same_resources() {
         return;
     };
     let tmp = tempfile::tempdir().unwrap();
-    let mut vault = Vault::open(tmp.path()).unwrap();
+    let mut vault = Vault::open(tmp.path(), &vkey(tmp.path())).unwrap();
     let hospital = dir.join("hospital-b");
     let report = vault
         .ingest_paths(std::slice::from_ref(&hospital), &opts(test))
@@ -277,14 +277,14 @@ fn re_ingest_adds_nothing() {
     let opts = opts(test);
     let tmp = tempfile::tempdir().unwrap();
     let paths = [dir.join("hospital-c"), dir.join("shared")];
-    let first = Vault::open(tmp.path())
+    let first = Vault::open(tmp.path(), &vkey(tmp.path()))
         .unwrap()
         .ingest_paths(&paths, &opts)
         .unwrap();
     assert!(first.committed && first.stored > 0);
     let persons = count(tmp.path(), "select count(*) from person");
     let rows = count(tmp.path(), "select count(*) from measurement");
-    let mut vault = Vault::open(tmp.path()).unwrap();
+    let mut vault = Vault::open(tmp.path(), &vkey(tmp.path())).unwrap();
     let before = vault.resource_count();
     let again = vault.ingest_paths(&paths, &opts).unwrap();
     assert_eq!(again.stored, 0);
@@ -295,8 +295,12 @@ fn re_ingest_adds_nothing() {
     assert_eq!(count(tmp.path(), "select count(*) from person"), persons);
     assert_eq!(count(tmp.path(), "select count(*) from measurement"), rows);
     // Person ids and pseudonyms are stable across reopen.
-    let a = Vault::open_read_only(tmp.path()).unwrap().persons();
-    let b = Vault::open_read_only(tmp.path()).unwrap().persons();
+    let a = Vault::open_read_only(tmp.path(), &vkey(tmp.path()))
+        .unwrap()
+        .persons();
+    let b = Vault::open_read_only(tmp.path(), &vkey(tmp.path()))
+        .unwrap()
+        .persons();
     assert_eq!(a, b);
     assert_eq!(a.len() as i64, persons);
 }
@@ -323,4 +327,16 @@ fn missing_shared_data_skips_here_and_fails_under_ci() {
             "missing shared data is a printed skip"
         );
     }
+}
+
+/// The test vault's keys: a fixed passphrase and the cheapest argon2id parameters, the vault's
+/// keys created on first use.
+#[allow(dead_code)]
+fn vkey(node: &std::path::Path) -> medspace_vault::VaultKey {
+    medspace_vault::VaultKey::unlock_or_create(
+        node,
+        &medspace_vault::seal::Passphrase::new("test passphrase").unwrap(),
+        medspace_vault::seal::KdfParams::INSECURE_FAST,
+    )
+    .unwrap()
 }

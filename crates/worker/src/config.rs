@@ -3,13 +3,18 @@
 //! ```toml
 //! [worker]
 //! member = "hospital-a"                  # the institution this node computes for
-//! member_key_file = "member.key"         # its ledger key (hex): signs shares and results
-//! agreement_key_file = "agreement.key"   # its X25519 secret (hex): pairwise masks
+//! member_key_file = "member.key"         # its ledger key (sealed key file): signs shares and results
+//! agreement_key_file = "agreement.key"   # its X25519 secret (sealed key file): pairwise masks
 //! vault_dir = "."                        # the vault and patient links (default: the node dir)
 //! share_timeout_ms = 10000               # how long the aggregator waits for a site's share
 //! [worker.peers]                         # member -> base url (default: genesis node of that name)
 //! hospital-b = "https://hospital-b:7501"  # the name resolves to its genesis address
 //! ```
+//!
+//! Both key files are sealed key files ([`medspace_seal::SealedKey`], roles [`MEMBER_KEY_ROLE`]
+//! and [`AGREEMENT_KEY_ROLE`]) opened with the node's key passphrase (`[node]
+//! key_passphrase_file`, else the environment); plain hex only where the node allows plain key
+//! files (`[node] allow_plain_key`).
 
 use crate::WorkerError;
 use medspace_state::State;
@@ -20,15 +25,20 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 use x25519_dalek::{PublicKey as XPublic, StaticSecret};
 
+/// The role of a member's ledger key in a sealed key file.
+pub const MEMBER_KEY_ROLE: &str = "member-ed25519";
+/// The role of a member's X25519 agreement secret in a sealed key file.
+pub const AGREEMENT_KEY_ROLE: &str = "agreement-x25519";
+
 /// The `[worker]` section as written.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct WorkerSection {
     /// The member this node computes for.
     pub member: String,
-    /// Hex secret of the member's ledger key.
+    /// The member's ledger key (sealed key file).
     pub member_key_file: PathBuf,
-    /// Hex of the member's 32-byte X25519 secret.
+    /// The member's 32-byte X25519 secret (sealed key file).
     pub agreement_key_file: PathBuf,
     /// Directory of the vault and the patient links (default: the config's directory).
     #[serde(default)]
@@ -97,46 +107,73 @@ pub struct Prepared {
     pub chain_id: medspace_types::Name,
 }
 
-fn read_hex(path: &Path, what: &'static str) -> Result<String, WorkerError> {
-    std::fs::read_to_string(path)
-        .map(|s| s.trim().to_string())
-        .map_err(|e| WorkerError::Io {
+/// The secret of a key file for `role` (sealed, or plain hex where `unlock` allows it).
+fn read_key(
+    path: &Path,
+    role: &str,
+    what: &'static str,
+    unlock: &medspace_seal::Unlock,
+) -> Result<zeroize::Zeroizing<Vec<u8>>, WorkerError> {
+    medspace_seal::read_secret(path, role, unlock).map_err(|e| match e {
+        medspace_seal::SealError::Io { source, .. } => WorkerError::Io {
             path: format!("{what} {}", path.display()),
-            error: e.to_string(),
-        })
+            error: source.to_string(),
+        },
+        other => WorkerError::Invalid {
+            what,
+            error: format!("{other}: path={}", path.display()),
+        },
+    })
+}
+
+/// A member's ledger key from the key file at `path` (sealed, or plain where `unlock` allows).
+pub fn load_member_key(
+    path: &Path,
+    unlock: &medspace_seal::Unlock,
+) -> Result<Keypair, WorkerError> {
+    let secret = read_key(path, MEMBER_KEY_ROLE, "member key file", unlock)?;
+    let hex = zeroize::Zeroizing::new(hex::encode(secret.as_slice()));
+    Keypair::from_secret_hex(&hex).map_err(|e| WorkerError::Invalid {
+        what: "member key file",
+        error: format!("{e}: path={}", path.display()),
+    })
 }
 
 /// Loads the section's keys and checks them against `state` (the member exists, its ledger key
 /// and its registered agreement key are the ones in the files). `default_peers` maps member
-/// names to URLs for members the section does not list; `store_dir` is the node's own.
+/// names to URLs for members the section does not list; `store_dir` is the node's own;
+/// `unlock` opens the key files.
 pub fn prepare(
     section: &WorkerSection,
     state: &State,
     chain_id: &str,
     default_peers: &BTreeMap<String, String>,
     store_dir: &Path,
+    unlock: &medspace_seal::Unlock,
 ) -> Result<Prepared, WorkerError> {
     let member = MemberId::new(&section.member).map_err(|e| WorkerError::Invalid {
         what: "worker member",
         error: format!("{e}: member={}", section.member),
     })?;
-    let key = Keypair::from_secret_hex(&read_hex(&section.member_key_file, "member key")?)
-        .map_err(|e| WorkerError::Invalid {
-            what: "member key file",
-            error: format!("{e}: path={}", section.member_key_file.display()),
-        })?;
-    let secret_hex = read_hex(&section.agreement_key_file, "agreement key")?;
-    let bytes: [u8; 32] = hex::decode(&secret_hex)
-        .ok()
-        .and_then(|b| b.try_into().ok())
-        .ok_or_else(|| WorkerError::Invalid {
+    let key = load_member_key(&section.member_key_file, unlock)?;
+    let raw = read_key(
+        &section.agreement_key_file,
+        AGREEMENT_KEY_ROLE,
+        "agreement key file",
+        unlock,
+    )?;
+    let mut bytes = zeroize::Zeroizing::new([0u8; 32]);
+    if raw.len() != bytes.len() {
+        return Err(WorkerError::Invalid {
             what: "agreement key file",
             error: format!(
-                "expected 64 hex digits: path={}",
+                "expected a 32-byte secret: path={}",
                 section.agreement_key_file.display()
             ),
-        })?;
-    let secret = StaticSecret::from(bytes);
+        });
+    }
+    bytes.copy_from_slice(&raw);
+    let secret = StaticSecret::from(*bytes);
     let record = state
         .member(&member)
         .map_err(|e| WorkerError::Invalid {

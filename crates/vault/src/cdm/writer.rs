@@ -16,6 +16,7 @@ use parquet::basic::Compression;
 use parquet::file::properties::WriterProperties;
 
 use super::tables::{ColumnType, TABLES, columns};
+use crate::at_rest::{VaultKey, rel_path};
 use crate::error::VaultError;
 
 /// The Arrow schema of a CDM table (empty schema for an unknown name).
@@ -142,9 +143,12 @@ impl TableBuf {
 
 const FLUSH_ROWS: usize = 64 * 1024;
 
-/// Writes the CDM rows of one segment into `<dir>/<table>.parquet`, bounded in memory.
+/// Writes the CDM rows of one segment into `<dir>/<table>.parquet`, bounded in memory, each
+/// file encrypted (footer and columns) under keys derived for its path in the vault.
 pub(crate) struct CdmWriter {
     dir: PathBuf,
+    root: PathBuf,
+    key: VaultKey,
     bufs: Vec<TableBuf>,
     writers: Vec<Option<ArrowWriter<File>>>,
     /// Rows written per table.
@@ -152,10 +156,13 @@ pub(crate) struct CdmWriter {
 }
 
 impl CdmWriter {
-    pub fn new(dir: &Path) -> Result<CdmWriter, VaultError> {
+    /// A writer into `dir`, inside the vault at `root` whose keys are `key`.
+    pub fn new(root: &Path, key: &VaultKey, dir: &Path) -> Result<CdmWriter, VaultError> {
         std::fs::create_dir_all(dir).map_err(VaultError::io(dir))?;
         Ok(CdmWriter {
             dir: dir.to_path_buf(),
+            root: root.to_path_buf(),
+            key: key.clone(),
             bufs: TABLES.iter().map(|t| TableBuf::new(t)).collect(),
             writers: TABLES.iter().map(|_| None).collect(),
             counts: BTreeMap::new(),
@@ -192,9 +199,13 @@ impl CdmWriter {
         if slot.is_none() {
             let path = self.dir.join(format!("{table}.parquet"));
             let file = File::create(&path).map_err(VaultError::io(&path))?;
+            let encryption = self
+                .key
+                .parquet_encryption(&rel_path(&self.root, &path), table)?;
             let props = WriterProperties::builder()
                 .set_compression(Compression::SNAPPY)
                 .set_max_row_group_row_count(Some(256 * 1024))
+                .with_file_encryption_properties(encryption)
                 .build();
             let w = ArrowWriter::try_new(file, schema(table), Some(props))
                 .map_err(|e| VaultError::storage(table)(e.to_string()))?;

@@ -5,6 +5,8 @@
 use std::collections::HashMap;
 use std::fs::{self, File};
 use std::io::{BufWriter, Write};
+
+use medspace_seal::SealWriter;
 use std::path::PathBuf;
 use std::time::Instant;
 
@@ -41,7 +43,7 @@ pub(super) struct Batch<'o> {
     pub(super) name: String,
     pub(super) dir: PathBuf,
     pub(super) files: Vec<PathBuf>,
-    pub(super) out: Option<zstd::Encoder<'static, BufWriter<File>>>,
+    pub(super) out: Option<zstd::Encoder<'static, SealWriter<BufWriter<File>>>>,
     pub(super) pending: Vec<Pending>,
     pub(super) by_key: HashMap<String, usize>,
     pub(super) by_id: HashMap<String, String>,
@@ -59,9 +61,8 @@ impl<'o> Batch<'o> {
         }
         fs::create_dir_all(&dir).map_err(VaultError::io(&dir))?;
         let path = dir.join(RESOURCES_FILE);
-        let file = File::create(&path).map_err(VaultError::io(&path))?;
-        let enc = zstd::Encoder::new(BufWriter::with_capacity(1 << 20, file), 1)
-            .map_err(VaultError::io(&path))?;
+        let sealed = crate::at_rest::create_sealed(&vault.key, &vault.root, &path)?;
+        let enc = zstd::Encoder::new(sealed, 1).map_err(|e| VaultError::from_io(&path, e))?;
         let bar = if opts.progress {
             let b = ProgressBar::new_spinner();
             b.set_style(

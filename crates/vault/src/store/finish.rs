@@ -41,7 +41,7 @@ impl Batch<'_> {
         let rows = self.assign_row_ids(&mut counters);
         let CdmOutput { persons, counts } = self.map_to_cdm(vault, &rows, &mut counters)?;
         let seg_no = u32::try_from(vault.manifest.segments.len()).unwrap_or(u32::MAX);
-        let new_entries = self.write_segment_index(seg_no, &rows, &persons, live)?;
+        let new_entries = self.write_segment_index(vault, seg_no, &rows, &persons, live)?;
         let info = SegmentInfo {
             name: self.name.clone(),
             resources: live as u64,
@@ -67,11 +67,9 @@ impl Batch<'_> {
     /// Finishes and syncs the new segment's resources file.
     fn close_resources(&mut self) -> Result<(), VaultError> {
         if let Some(out) = self.out.take() {
-            let w = out.finish().map_err(VaultError::io(&self.dir))?;
-            let f = w
-                .into_inner()
-                .map_err(|e| VaultError::io(&self.dir)(e.into_error()))?;
-            f.sync_all().map_err(VaultError::io(&self.dir))?;
+            let path = self.dir.join(RESOURCES_FILE);
+            let sealed = out.finish().map_err(|e| VaultError::from_io(&path, e))?;
+            crate::at_rest::finish_sealed(&path, sealed)?;
         }
         Ok(())
     }
@@ -198,8 +196,8 @@ impl Batch<'_> {
         self.bar.set_position(0);
         let vocab_empty = Vocabulary::empty();
         let vocab = self.opts.vocabulary.as_deref().unwrap_or(&vocab_empty);
-        let mut writer = CdmWriter::new(&self.dir.join("cdm"))?;
-        let key = vault.key;
+        let mut writer = CdmWriter::new(&vault.root, &vault.key, &self.dir.join("cdm"))?;
+        let key = *vault.key.pseudonym_key();
         let pseudonym = move |id: &str| pseudonym_with(&key, id);
         let path = self.dir.join(RESOURCES_FILE);
         let mut done = 0u64;
@@ -235,6 +233,7 @@ impl Batch<'_> {
     /// new entries for the vault's in-memory index.
     fn write_segment_index(
         &mut self,
+        vault: &Vault,
         seg_no: u32,
         rows: &HashMap<String, i64>,
         persons: &[Option<i64>],
@@ -265,7 +264,12 @@ impl Batch<'_> {
                 *self.report.stored_by_type.entry(t.to_string()).or_insert(0) += 1;
             }
         }
-        write_index(&self.dir.join("index.jsonl"), &new_entries)?;
+        write_index(
+            &vault.key,
+            &vault.root,
+            &self.dir.join("index.jsonl"),
+            &new_entries,
+        )?;
         sync_dir(&self.dir)?;
         Ok(new_entries)
     }

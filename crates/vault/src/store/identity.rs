@@ -1,20 +1,16 @@
-//! Patient identity: the per-vault secret key, ledger pseudonyms, and the mapping between a
+//! Patient identity: the per-vault pseudonym key (inside the vault's sealed key file), ledger pseudonyms, and the mapping between a
 //! local person_id, the source `Patient.id` and the pseudonym. The mapping never leaves the
 //! vault.
 
 use std::collections::HashMap;
-use std::fs::{self, OpenOptions};
-use std::io::Write;
+use std::fs;
 use std::path::Path;
 
 use hmac::{KeyInit, Mac};
 use sha2::Sha256;
 
 use super::Vault;
-use super::manifest::sync_dir;
 use crate::error::VaultError;
-
-const KEY_FILE: &str = "secret.key";
 
 /// pseudonym -> person_id and person_id -> Patient.id.
 #[derive(Default)]
@@ -23,9 +19,10 @@ pub(super) struct PersonMaps {
     by_person: HashMap<i64, String>,
 }
 
-/// The vault's key, if there is one.
-fn read_key(root: &Path) -> Result<Option<[u8; 32]>, VaultError> {
-    let path = root.join(KEY_FILE);
+/// The pseudonym key of a vault written before encryption at rest (`secret.key`, 32 plain
+/// bytes), if there is one: what a conversion keeps so the patients' pseudonyms stay the same.
+pub(super) fn read_plain_key(root: &Path) -> Result<Option<[u8; 32]>, VaultError> {
+    let path = root.join(crate::at_rest::PLAIN_KEY_FILE);
     match fs::read(&path) {
         Ok(bytes) => <[u8; 32]>::try_from(bytes.as_slice())
             .map(Some)
@@ -36,37 +33,6 @@ fn read_key(root: &Path) -> Result<Option<[u8; 32]>, VaultError> {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
         Err(e) => Err(VaultError::Io { path, source: e }),
     }
-}
-
-/// The key for a read-only view: a vault that has none yet has no patients to name.
-pub(super) fn read_key_or_zero(root: &Path) -> Result<[u8; 32], VaultError> {
-    Ok(read_key(root)?.unwrap_or([0u8; 32]))
-}
-
-/// The vault's key; a new random one (written with mode 0600, then renamed into place) when
-/// there is none.
-pub(super) fn load_or_create_key(root: &Path) -> Result<[u8; 32], VaultError> {
-    if let Some(key) = read_key(root)? {
-        return Ok(key);
-    }
-    let path = root.join(KEY_FILE);
-    let key: [u8; 32] = rand::random();
-    let tmp = root.join("secret.key.tmp");
-    {
-        let mut opts = OpenOptions::new();
-        opts.write(true).create(true).truncate(true);
-        #[cfg(unix)]
-        {
-            use std::os::unix::fs::OpenOptionsExt;
-            opts.mode(0o600);
-        }
-        let mut f = opts.open(&tmp).map_err(VaultError::io(&tmp))?;
-        f.write_all(&key).map_err(VaultError::io(&tmp))?;
-        f.sync_all().map_err(VaultError::io(&tmp))?;
-    }
-    fs::rename(&tmp, &path).map_err(VaultError::io(&path))?;
-    sync_dir(root)?;
-    Ok(key)
 }
 
 /// HMAC-SHA256 of the patient id with the vault's key, first 16 bytes in hex.
@@ -86,7 +52,7 @@ impl Vault {
     /// The ledger pseudonym of a source `Patient.id`: HMAC-SHA256 with the vault's secret key,
     /// first 16 bytes in hex. Stable for the life of the vault; unlinkable without the key.
     pub fn pseudonym(&self, patient_id: &str) -> String {
-        pseudonym_with(&self.key, patient_id)
+        pseudonym_with(self.key.pseudonym_key(), patient_id)
     }
 
     /// person_id of a source `Patient.id`.

@@ -1,12 +1,12 @@
 //! A segment's index (`index.jsonl`): one line per stored resource with its `Type/id`, its line
 //! in the segment's resources file, its content hash, and its local ids.
 
-use std::fs::File;
-use std::io::{BufRead, BufReader, BufWriter, Write};
+use std::io::{BufRead, Write};
 use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
+use crate::at_rest::{self, VaultKey};
 use crate::error::VaultError;
 
 /// One stored resource in the index file.
@@ -50,13 +50,15 @@ impl Entry {
 
 /// Calls `f(key, entry)` for every line of the index of segment number `seg`, in file order.
 pub(super) fn read_index(
+    key: &VaultKey,
+    root: &Path,
     path: &Path,
     seg: u32,
     f: &mut dyn FnMut(String, Entry),
 ) -> Result<(), VaultError> {
-    let file = File::open(path).map_err(VaultError::io(path))?;
-    for line in BufReader::new(file).lines() {
-        let line = line.map_err(VaultError::io(path))?;
+    let reader = at_rest::open_sealed(key, root, path)?;
+    for line in std::io::BufReader::new(reader).lines() {
+        let line = line.map_err(|e| VaultError::from_io(path, e))?;
         let il: IndexLine = serde_json::from_str(&line).map_err(|e| VaultError::Corrupt {
             path: path.to_path_buf(),
             reason: e.to_string(),
@@ -80,19 +82,22 @@ pub(super) fn read_index(
     Ok(())
 }
 
-/// Writes and syncs a segment's index: one line per `(key, entry)`, in the order given.
-pub(super) fn write_index(path: &Path, entries: &[(String, Entry)]) -> Result<(), VaultError> {
-    let f = File::create(path).map_err(VaultError::io(path))?;
-    let mut w = BufWriter::new(f);
+/// Writes and syncs a segment's index (sealed): one line per `(key, entry)`, in the order
+/// given.
+pub(super) fn write_index(
+    vault_key: &VaultKey,
+    root: &Path,
+    path: &Path,
+    entries: &[(String, Entry)],
+) -> Result<(), VaultError> {
+    let mut w = at_rest::create_sealed(vault_key, root, path)?;
     for (key, entry) in entries {
         serde_json::to_writer(&mut w, &entry.line(key)).map_err(|e| VaultError::Corrupt {
             path: path.to_path_buf(),
             reason: e.to_string(),
         })?;
-        w.write_all(b"\n").map_err(VaultError::io(path))?;
+        w.write_all(b"\n")
+            .map_err(|e| VaultError::from_io(path, e))?;
     }
-    let f = w
-        .into_inner()
-        .map_err(|e| VaultError::io(path)(e.into_error()))?;
-    f.sync_all().map_err(VaultError::io(path))
+    at_rest::finish_sealed(path, w)
 }

@@ -14,12 +14,13 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use super::Vault;
+use crate::at_rest::{self, VaultKey};
 use crate::cdm::{CdmWriter, Counters};
 use crate::error::VaultError;
 
 const MANIFEST: &str = "manifest.json";
 const MANIFEST_TMP: &str = "manifest.json.tmp";
-const FORMAT: u32 = 1;
+pub(super) const FORMAT: u32 = 1;
 
 /// The committed state of a vault.
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
@@ -49,7 +50,7 @@ pub(crate) struct SegmentInfo {
 
 /// `<node>/vault`.
 pub fn vault_dir(node_dir: &Path) -> PathBuf {
-    node_dir.join("vault")
+    crate::at_rest::vault_dir(node_dir)
 }
 
 /// `<vault>/segments/<name>`.
@@ -58,9 +59,15 @@ pub(crate) fn segment_dir(root: &Path, name: &str) -> PathBuf {
 }
 
 /// The committed manifest of the vault at `root` (an empty one when there is none yet).
-pub(crate) fn read_manifest(root: &Path) -> Result<Manifest, VaultError> {
+pub(crate) fn read_manifest(root: &Path, key: &VaultKey) -> Result<Manifest, VaultError> {
     let path = root.join(MANIFEST);
-    match fs::read(&path) {
+    if !path.exists() {
+        return Ok(Manifest {
+            format: FORMAT,
+            ..Manifest::default()
+        });
+    }
+    match at_rest::read_sealed(key, root, &path) {
         Ok(bytes) => {
             let m: Manifest = serde_json::from_slice(&bytes).map_err(|e| VaultError::Corrupt {
                 path: path.clone(),
@@ -74,27 +81,31 @@ pub(crate) fn read_manifest(root: &Path) -> Result<Manifest, VaultError> {
             }
             Ok(m)
         }
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Manifest {
-            format: FORMAT,
-            ..Manifest::default()
-        }),
-        Err(e) => Err(VaultError::Io { path, source: e }),
+        Err(e) => Err(e),
     }
 }
 
-/// Writes the manifest to a temporary file, syncs it, and renames it over the old one.
-fn write_manifest(root: &Path, m: &Manifest) -> Result<(), VaultError> {
+/// Writes the manifest (sealed) to a temporary file, syncs it, and renames it over the old one.
+pub(super) fn write_manifest(root: &Path, key: &VaultKey, m: &Manifest) -> Result<(), VaultError> {
     let tmp = root.join(MANIFEST_TMP);
     let bytes = serde_json::to_vec_pretty(m).map_err(|e| VaultError::Corrupt {
         path: tmp.clone(),
         reason: e.to_string(),
     })?;
-    {
-        let mut f = File::create(&tmp).map_err(VaultError::io(&tmp))?;
-        f.write_all(&bytes).map_err(VaultError::io(&tmp))?;
-        f.sync_all().map_err(VaultError::io(&tmp))?;
-    }
     let path = root.join(MANIFEST);
+    // Sealed for the manifest's own path: the temporary name is only its way there.
+    {
+        let file = File::create(&tmp).map_err(VaultError::io(&tmp))?;
+        let mut w = medspace_seal::SealWriter::new(
+            std::io::BufWriter::new(file),
+            key.files(),
+            &at_rest::role(&at_rest::rel_path(root, &path)),
+        )
+        .map_err(|e| VaultError::from_io(&tmp, e))?;
+        w.write_all(&bytes)
+            .map_err(|e| VaultError::from_io(&tmp, e))?;
+        at_rest::finish_sealed(&tmp, w)?;
+    }
     fs::rename(&tmp, &path).map_err(VaultError::io(&path))?;
     sync_dir(root)
 }
@@ -119,7 +130,7 @@ impl Vault {
         m.generation += 1;
         m.segments.push(info);
         m.counters = counters;
-        write_manifest(&self.root, &m)?;
+        write_manifest(&self.root, &self.key, &m)?;
         self.manifest = m;
         Ok(())
     }
@@ -159,7 +170,7 @@ impl Vault {
         let name = self.manifest.next_segment_name();
         let dir = self.segment_dir(&name);
         fs::create_dir_all(&dir).map_err(VaultError::io(&dir))?;
-        let mut writer = CdmWriter::new(&dir.join("cdm"))?;
+        let mut writer = CdmWriter::new(&self.root, &self.key, &dir.join("cdm"))?;
         let mut counters = self.manifest.counters.clone();
         fill(&mut crate::BenchRows {
             writer: &mut writer,
@@ -167,13 +178,13 @@ impl Vault {
         })?;
         let counts = writer.counts.clone();
         writer.finish()?;
-        File::create(dir.join("index.jsonl")).map_err(VaultError::io(&dir))?;
-        zstd::Encoder::new(
-            File::create(dir.join("resources.ndjson.zst")).map_err(VaultError::io(&dir))?,
-            1,
-        )
-        .and_then(|e| e.finish())
-        .map_err(VaultError::io(&dir))?;
+        at_rest::write_sealed(&self.key, &self.root, &dir.join("index.jsonl"), b"")?;
+        let path = dir.join(super::resources::RESOURCES_FILE);
+        let sealed = at_rest::create_sealed(&self.key, &self.root, &path)?;
+        let sealed = zstd::Encoder::new(sealed, 1)
+            .and_then(|e| e.finish())
+            .map_err(|e| VaultError::from_io(&path, e))?;
+        at_rest::finish_sealed(&path, sealed)?;
         self.commit(
             SegmentInfo {
                 name,

@@ -3,13 +3,16 @@
 //! Layout under `<node>/vault/`:
 //! ```text
 //! LOCK                      exclusive file lock of the one writer
-//! secret.key                32 random bytes: the per-vault pseudonym key (never leaves the node)
-//! manifest.json             the committed state: list of segments, id counters
+//! vault.key                 the data key and the pseudonym key, sealed under the passphrase
+//! key.check                 sealed: tells a wrong key from a damaged vault
+//! manifest.json             sealed: the committed state, list of segments, id counters
 //! segments/seg-NNNNNNNN/    one per committed batch
-//!     resources.ndjson.zst  the original resources (canonical JSON, zstd)
-//!     index.jsonl           type/id, line, content hash, compartment person, local row id
-//!     cdm/<table>.parquet   the CDM rows of this batch
+//!     resources.ndjson.zst  sealed: the original resources (canonical JSON, zstd)
+//!     index.jsonl           sealed: type/id, line, content hash, compartment person, row id
+//!     cdm/<table>.parquet   the CDM rows of this batch (Parquet modular encryption)
 //! ```
+//! Every file but `LOCK` and `vault.key` is encrypted under keys derived from the data key
+//! (see [`crate::at_rest`]); "sealed" is a [`medspace_seal::stream`] file bound to its path.
 //! A batch is written into a fresh segment directory and becomes visible only when the new
 //! `manifest.json` replaces the old one with one atomic `rename`. A crash before that leaves an
 //! orphan directory that is not in the manifest: readers never see it and the next writer deletes
@@ -35,12 +38,14 @@ mod index;
 mod ingest;
 mod manifest;
 mod options;
+mod rekey;
 mod resources;
 
 use std::collections::{BTreeMap, HashMap};
 use std::fs::{self, File, OpenOptions};
 use std::path::{Path, PathBuf};
 
+use crate::at_rest::VaultKey;
 use crate::error::VaultError;
 
 pub use ingest::{IngestOptions, IngestReport, InputError, OnError, updatable};
@@ -57,7 +62,7 @@ pub struct Vault {
     entries: HashMap<String, Entry>,
     /// id -> type, for `urn:uuid:` references.
     by_id: HashMap<String, String>,
-    key: [u8; 32],
+    key: VaultKey,
     _lock: Option<File>,
     /// pseudonym -> person_id and person_id -> Patient.id, built on first use.
     persons_cache: std::sync::OnceLock<PersonMaps>,
@@ -74,11 +79,24 @@ impl std::fmt::Debug for Vault {
 }
 
 impl Vault {
-    /// Opens (creating if needed) the vault of a node for writing. Takes the exclusive lock and
-    /// removes leftovers of an interrupted batch.
-    pub fn open(node_dir: &Path) -> Result<Vault, VaultError> {
+    /// Opens the vault of a node for writing, with its keys (see [`VaultKey::unlock`] and
+    /// [`VaultKey::create`]). Takes the exclusive lock, checks the keys against the vault, and
+    /// removes leftovers of an interrupted batch or re-encryption.
+    pub fn open(node_dir: &Path, key: &VaultKey) -> Result<Vault, VaultError> {
         let root = vault_dir(node_dir);
+        rekey::recover(node_dir)?;
+        key.check(&root)?;
         fs::create_dir_all(root.join("segments")).map_err(VaultError::io(&root))?;
+        let lock = Vault::lock(&root)?;
+        rekey::remove_leftovers(node_dir)?;
+        let mut v = Vault::load(root, key.clone())?;
+        v._lock = Some(lock);
+        v.remove_orphans()?;
+        Ok(v)
+    }
+
+    /// Takes the exclusive writer's lock of the vault at `root`.
+    fn lock(root: &Path) -> Result<File, VaultError> {
         let lock_path = root.join("LOCK");
         let lock = OpenOptions::new()
             .create(true)
@@ -88,24 +106,20 @@ impl Vault {
             .map_err(VaultError::io(&lock_path))?;
         lock.try_lock()
             .map_err(|_| VaultError::Locked(lock_path.clone()))?;
-        let key = identity::load_or_create_key(&root)?;
-        let mut v = Vault::load(root, key)?;
-        v._lock = Some(lock);
-        v.remove_orphans()?;
-        Ok(v)
+        Ok(lock)
     }
 
-    /// Opens an existing vault read-only (no lock; sees the last committed state). A node
-    /// without a vault reads as empty.
-    pub fn open_read_only(node_dir: &Path) -> Result<Vault, VaultError> {
+    /// Opens an existing vault read-only with its keys (no lock; sees the last committed
+    /// state). A vault with no committed batch reads as empty.
+    pub fn open_read_only(node_dir: &Path, key: &VaultKey) -> Result<Vault, VaultError> {
         let root = vault_dir(node_dir);
-        let key = identity::read_key_or_zero(&root)?;
-        Vault::load(root, key)
+        key.check(&root)?;
+        Vault::load(root, key.clone())
     }
 
     /// Reads the manifest and the index of every committed segment.
-    fn load(root: PathBuf, key: [u8; 32]) -> Result<Vault, VaultError> {
-        let manifest = read_manifest(&root)?;
+    fn load(root: PathBuf, key: VaultKey) -> Result<Vault, VaultError> {
+        let manifest = read_manifest(&root, &key)?;
         let mut v = Vault {
             root,
             manifest,
@@ -116,10 +130,11 @@ impl Vault {
             persons_cache: std::sync::OnceLock::new(),
         };
         let segments: Vec<String> = v.manifest.segments.iter().map(|s| s.name.clone()).collect();
+        let (key, root) = (v.key.clone(), v.root.clone());
         for (i, name) in segments.iter().enumerate() {
             let path = v.segment_dir(name).join("index.jsonl");
             let seg = u32::try_from(i).unwrap_or(u32::MAX);
-            index::read_index(&path, seg, &mut |key, entry| {
+            index::read_index(&key, &root, &path, seg, &mut |key, entry| {
                 if let Some((t, id)) = key.split_once('/') {
                     v.by_id.insert(id.to_string(), t.to_string());
                 }

@@ -3,13 +3,13 @@
 //! stream a segment once and pick the lines they need.
 
 use std::collections::{BTreeMap, HashMap};
-use std::fs::File;
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 
 use serde_json::Value;
 
 use super::Vault;
+use crate::at_rest;
 use crate::error::VaultError;
 use crate::fhir::RefTarget;
 
@@ -115,8 +115,8 @@ impl Vault {
 
     /// Calls `f(line, bytes)` for every line of a segment's resources file.
     pub(crate) fn scan_segment(&self, path: &Path, f: &mut LineFn<'_>) -> Result<(), VaultError> {
-        let file = File::open(path).map_err(VaultError::io(path))?;
-        let dec = zstd::Decoder::new(file).map_err(VaultError::io(path))?;
+        let sealed = at_rest::open_sealed(&self.key, &self.root, path)?;
+        let dec = zstd::Decoder::new(sealed).map_err(|e| VaultError::from_io(path, e))?;
         let mut reader = BufReader::with_capacity(1 << 20, dec);
         let mut buf = Vec::with_capacity(8192);
         let mut line = 0u32;
@@ -124,7 +124,7 @@ impl Vault {
             buf.clear();
             let n = reader
                 .read_until(b'\n', &mut buf)
-                .map_err(VaultError::io(path))?;
+                .map_err(|e| VaultError::from_io(path, e))?;
             if n == 0 {
                 break;
             }
