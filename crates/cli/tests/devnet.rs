@@ -702,10 +702,11 @@ fn demo_runs_its_story_across_the_devnet() {
             assert_eq!(*w.last().unwrap(), final_root, "{line}");
         }
     }
-    // The cohort shrank after the revocation.
+    // The cohort shrank after the revocation (the hospital's own count; the ledger has only
+    // noised contributions).
     let cohort = text
         .lines()
-        .find(|l| l.contains("hospital-a cohort:"))
+        .find(|l| l.contains("hospital-a consenting patients (its own count):"))
         .expect("cohort line");
     let nums: Vec<u64> = cohort
         .split(|c: char| !c.is_ascii_digit())

@@ -311,22 +311,28 @@ fn story(net: &Devnet, ledger: &mut Remote, opts: &DemoOptions, n: &mut usize) -
         n,
         "a patient revokes research consent; the next job no longer counts them",
     );
-    let leaver = patients
-        .iter()
-        .find(|p| {
-            p.hospital == 0
-                && ledger
-                    .state()
-                    .consent_allows(
-                        &p.id,
-                        Purpose::Research,
-                        Some(&study),
-                        Level::L3,
-                        ledger.height(),
-                    )
-                    .unwrap_or(false)
-        })
-        .context("no consenting patient")?;
+    // Hospital a's own count of its consenting patients (the ledger holds only each site's
+    // noised contribution, never this exact number).
+    let consenting_at_a = |ledger: &Remote| {
+        patients
+            .iter()
+            .filter(|p| {
+                p.hospital == 0
+                    && ledger
+                        .state()
+                        .consent_allows(
+                            &p.id,
+                            Purpose::Research,
+                            Some(&study),
+                            Level::L3,
+                            ledger.height(),
+                        )
+                        .unwrap_or(false)
+            })
+            .collect::<Vec<_>>()
+    };
+    let consenting_before = consenting_at_a(ledger);
+    let leaver = *consenting_before.first().context("no consenting patient")?;
     ledger.must(
         &leaver.key,
         Payload::RevokeConsent(RevokeConsent {
@@ -343,7 +349,12 @@ fn story(net: &Devnet, ledger: &mut Remote, opts: &DemoOptions, n: &mut usize) -
             .map_or(0, |c| c.records)
     };
     println!(
-        "    hospital-a cohort: {} -> {}",
+        "    hospital-a consenting patients (its own count): {} -> {}",
+        consenting_before.len(),
+        consenting_at_a(ledger).len()
+    );
+    println!(
+        "    on the ledger, hospital-a's contribution (the total of its noised counts): {} -> {}",
         cohort_a(&first),
         cohort_a(&second)
     );
