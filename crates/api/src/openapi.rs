@@ -27,6 +27,31 @@ pub const PATHS: &[(&str, &str, &str)] = &[
         "status of a transaction: unknown, pending, finalized with its receipt, or refused with the reason",
     ),
     (
+        "/v1/blocks/{height}/raw",
+        "get",
+        "a finalized block with its finality certificate (?wait_ms= long-polls; signed by an active member's key or its user's; checked before any wait)",
+    ),
+    (
+        "/v1/blocks/{height}/header",
+        "get",
+        "a finalized block's header with its finality certificate, for light clients (?wait_ms= long-polls; any registered key; checked before any wait)",
+    ),
+    (
+        "/v1/worker/jobs/{job}/result",
+        "get",
+        "a job's released result, to its submitter only and only once the ledger holds its hash (202 before)",
+    ),
+    (
+        "/v1/records/export",
+        "get",
+        "the calling patient's own record as a FHIR Bundle (signed by the patient for this node; another person's resources withheld)",
+    ),
+    (
+        "/v1/records/redeem",
+        "post",
+        "redeem a patient's authorization code for their records (signed by the grantee; five wrong codes lock the grant)",
+    ),
+    (
         "/v1/status",
         "get",
         "chain id, height, time, state root and the anchor that commits to it",
