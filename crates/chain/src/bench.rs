@@ -180,6 +180,48 @@ pub struct Workload<A> {
     /// For each transaction, which validator receives it (a signer's transactions go to one
     /// validator, as a client would send them, so they are gossiped in nonce order).
     pub route: Vec<usize>,
+    /// For each transaction, the one (by index) that must be final before it is offered, as
+    /// a client waits for its registration before it signs anything else (empty: none).
+    pub after: Vec<Option<usize>>,
+}
+
+/// Transactions due but held until what they depend on is final ([`Workload::after`]).
+#[derive(Debug, Default)]
+pub struct Held {
+    waiting: Vec<usize>,
+}
+
+impl Held {
+    /// Of `due` (indices of transactions due now) and those held before, the ones to offer
+    /// now — in index order, each once — given `final_` (whether the transaction at an index
+    /// is final); the rest stay held.
+    pub fn release(
+        &mut self,
+        due: std::ops::Range<usize>,
+        after: &[Option<usize>],
+        is_final: impl Fn(usize) -> bool,
+    ) -> Vec<usize> {
+        let mut offer = Vec::new();
+        let mut still = Vec::new();
+        for i in self.waiting.drain(..).chain(due) {
+            match after.get(i).copied().flatten() {
+                Some(j) if !is_final(j) => still.push(i),
+                _ => offer.push(i),
+            }
+        }
+        self.waiting = still;
+        offer
+    }
+
+    /// Transactions held.
+    pub fn len(&self) -> usize {
+        self.waiting.len()
+    }
+
+    /// Whether nothing is held.
+    pub fn is_empty(&self) -> bool {
+        self.waiting.is_empty()
+    }
 }
 
 /// The chain id benchmark workloads sign for.
@@ -194,6 +236,7 @@ pub fn counter_workload(count: usize) -> Workload<CounterApp> {
         app_genesis: serde_json::Value::Null,
         txs: make_txs(count, signers),
         route: (0..count).map(|i| i % signers as usize).collect(),
+        after: Vec::new(),
     }
 }
 
@@ -261,6 +304,7 @@ pub fn bench_workload<A: crate::Application>(
         make_app,
         txs,
         route,
+        after,
         ..
     } = workload;
     let app = |what: &str| {
@@ -309,38 +353,55 @@ pub fn bench_workload<A: crate::Application>(
             let bar = indicatif::ProgressBar::new(total as u64);
             pb = Some(bar);
         }
+        let index: HashMap<[u8; 32], usize> = txs
+            .iter()
+            .enumerate()
+            .map(|(i, t)| (crate::block::tx_hash(t), i))
+            .collect();
+        let mut done = vec![false; total];
+        let mut held = Held::default();
         while latencies.len() < total {
-            // Submit on schedule.
+            // Submit on schedule, holding what waits for another transaction's finality.
             let due = ((start.elapsed().as_secs_f64() * opts.rate as f64) as usize).min(total);
-            while sent < due {
-                let end = (sent + batch).min(due);
+            let offer = held.release(sent..due, &after, |j| done.get(j).copied().unwrap_or(true));
+            sent = due;
+            for slice in offer.chunks(batch) {
                 // Each validator gets its share of the slice in one call, as a gateway
                 // forwarding its clients' transactions does (`POST /v1/txs`).
-                let mut per_node: Vec<Vec<Bytes>> = vec![Vec::new(); handles.len()];
-                for (i, tx) in txs.iter().enumerate().take(end).skip(sent) {
+                let mut per_node: Vec<(Vec<usize>, Vec<Bytes>)> =
+                    vec![Default::default(); handles.len()];
+                for &i in slice {
                     let to = route.get(i).copied().unwrap_or(i);
-                    if let Some(list) = to
-                        .checked_rem(handles.len())
-                        .and_then(|n| per_node.get_mut(n))
-                    {
+                    if let (Some((at, list)), Some(tx)) = (
+                        to.checked_rem(handles.len())
+                            .and_then(|n| per_node.get_mut(n)),
+                        txs.get(i),
+                    ) {
+                        at.push(i);
                         list.push(tx.clone());
                     }
                 }
-                for (h, list) in handles.iter().zip(&per_node) {
+                for (h, (at, list)) in handles.iter().zip(&per_node) {
                     if list.is_empty() {
                         continue;
                     }
                     let now = Instant::now();
-                    for outcome in h.submit_many(list) {
+                    for (i, outcome) in at.iter().zip(h.submit_many(list)) {
                         match outcome {
                             Ok(id) => {
                                 submitted.insert(id, now);
                             }
-                            Err(_) => refused += 1,
+                            Err(_) => {
+                                refused += 1;
+                                // What waits for it is offered (and refused) rather than
+                                // held forever.
+                                if let Some(d) = done.get_mut(*i) {
+                                    *d = true;
+                                }
+                            }
                         }
                     }
                 }
-                sent = end;
             }
             // Drain finalized blocks.
             let next = futures::future::select(
@@ -358,6 +419,9 @@ pub fn bench_workload<A: crate::Application>(
                 for c in committed {
                     blocks += 1;
                     for id in c.tx_ids.iter() {
+                        if let Some(d) = index.get(id).and_then(|&i| done.get_mut(i)) {
+                            *d = true;
+                        }
                         if let Some(t) = submitted.remove(id) {
                             latencies.push(now.duration_since(t).as_secs_f64() * 1000.0);
                             last_final = now;
@@ -368,7 +432,7 @@ pub fn bench_workload<A: crate::Application>(
                     bar.set_position(latencies.len() as u64);
                 }
             }
-            if sent == total && submitted.is_empty() {
+            if sent == total && submitted.is_empty() && held.is_empty() {
                 break;
             }
             if start.elapsed() > Duration::from_secs(600) {

@@ -401,7 +401,8 @@ pub struct LedgerOptions {
 pub struct LedgerReport {
     /// Transactions finalized.
     pub finalized: usize,
-    /// Refused at admission (mempool full under overload).
+    /// Refused at admission for good (a full mempool under overload, or a signer still
+    /// unregistered when the benchmark gives up).
     pub refused: usize,
     /// Why the first refused transaction was refused.
     pub first_refusal: Option<String>,
@@ -471,14 +472,23 @@ pub fn ledger_processes(
         &genesis,
         &urls,
         &reader,
-        &workload.txs,
-        &workload.route,
+        &workload,
         opts.rate,
         progress,
     );
     drop(children);
     let _ = std::fs::remove_dir_all(&dir);
     outcome
+}
+
+/// What one batch's answer said: refusals, the first reason, and what to offer again.
+#[derive(Default)]
+struct Offered {
+    /// Indices of the transactions refused.
+    failed: Vec<usize>,
+    /// Indices of those to offer again (what they wait for is not final there yet).
+    again: Vec<usize>,
+    why: Option<String>,
 }
 
 /// The benchmark's validator processes, killed however the benchmark ends (an error, a panic).
@@ -493,17 +503,18 @@ impl Drop for Children {
     }
 }
 
-/// Offers `txs` to the validators at `urls` at `rate`, watching validator 0's blocks as
-/// `reader` (its name, and a member's key: validators serve blocks to members only).
+/// Offers the workload's transactions to the validators at `urls` at `rate` (each one that
+/// waits for another once that one is final), watching validator 0's blocks as `reader` (its
+/// name, and a member's key: validators serve blocks to members only).
 fn offer(
     genesis: &medspace_chain::node::Genesis,
     urls: &[String],
     reader: &(String, Keypair),
-    txs: &[bytes::Bytes],
-    route: &[usize],
+    workload: &medspace_chain::bench::Workload<medspace_ledger::LedgerApp>,
     rate: u64,
     progress: &mut dyn FnMut(&str),
 ) -> Result<LedgerReport> {
+    let (txs, route, after) = (&workload.txs, &workload.route, &workload.after);
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -532,12 +543,17 @@ fn offer(
         Instant,
     >::new()));
     let total = txs.len();
+    let finalized = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    // Ids of the transactions validator 0 saw final, for those that wait for one.
+    let done = std::sync::Arc::new(std::sync::Mutex::new(std::collections::HashSet::<String>::new()));
     // The watcher: validator 0's finalized blocks, one after another.
     let watcher = {
-        let (client, url, submitted) = (
+        let (client, url, submitted, finalized, done) = (
             client.clone(),
             urls.first().cloned().unwrap_or_default(),
             submitted.clone(),
+            finalized.clone(),
+            done.clone(),
         );
         let (audience, key) = reader.clone();
         let signed = move |path: &str| {
@@ -553,6 +569,7 @@ fn offer(
             let mut latencies = Vec::new();
             let mut last = Instant::now();
             let mut height = 1u64;
+            let mut failure: Option<String> = None;
             let idle_limit = Duration::from_secs(30);
             while latencies.len() < total && last.elapsed() < idle_limit {
                 // Waits at the validator for the height, then reads its transaction ids.
@@ -562,9 +579,22 @@ fn offer(
                     .header("authorization", signed(&wait))
                     .send()
                     .await;
-                if !raw.is_ok_and(|r| r.status().is_success()) {
-                    tokio::time::sleep(Duration::from_millis(20)).await;
-                    continue;
+                match raw {
+                    Ok(r) if r.status().is_success() => {}
+                    Ok(r) => {
+                        let status = r.status();
+                        let body = r.text().await.unwrap_or_default();
+                        if status != reqwest::StatusCode::NOT_FOUND {
+                            failure.get_or_insert_with(|| format!("{status}: {body}"));
+                        }
+                        tokio::time::sleep(Duration::from_millis(20)).await;
+                        continue;
+                    }
+                    Err(e) => {
+                        failure.get_or_insert_with(|| e.to_string());
+                        tokio::time::sleep(Duration::from_millis(20)).await;
+                        continue;
+                    }
                 }
                 let path = format!("/v1/blocks/{height}");
                 let Ok(r) = client
@@ -575,6 +605,14 @@ fn offer(
                 else {
                     continue;
                 };
+                if !r.status().is_success() {
+                    // Read the same block again: skipping it would lose its transactions.
+                    let status = r.status();
+                    let body = r.text().await.unwrap_or_default();
+                    failure.get_or_insert_with(|| format!("{status}: {body}"));
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                    continue;
+                }
                 let Ok(body) = r.bytes().await else {
                     continue;
                 };
@@ -590,6 +628,13 @@ fn offer(
                 if !ids.is_empty() {
                     last = now;
                 }
+                if let Ok(mut d) = done.lock() {
+                    d.extend(
+                        ids.iter()
+                            .filter_map(serde_json::Value::as_str)
+                            .map(str::to_string),
+                    );
+                }
                 if let Ok(sent) = submitted.lock() {
                     for id in ids.iter().filter_map(serde_json::Value::as_str) {
                         if let Some(t) = sent.get(id) {
@@ -597,9 +642,10 @@ fn offer(
                         }
                     }
                 }
+                finalized.store(latencies.len(), std::sync::atomic::Ordering::Relaxed);
                 height += 1;
             }
-            (latencies, last)
+            (latencies, last, failure)
         })
     };
     let start = Instant::now();
@@ -607,71 +653,157 @@ fn offer(
     let mut refused = 0usize;
     let mut first_refusal = None;
     let n = urls.len().max(1);
-    while sent < total {
+    let tx_ids: Vec<String> = txs
+        .iter()
+        .map(|t| hex::encode(medspace_chain::block::tx_hash(t)))
+        .collect();
+    // Transactions refused here: what waits for one is offered (and refused) rather than
+    // held forever.
+    let mut failed = vec![false; total];
+    let mut held = medspace_chain::bench::Held::default();
+    let give_up = Duration::from_secs(300);
+    let mut shown = Instant::now();
+    let mut again: std::collections::VecDeque<(Instant, usize)> = Default::default();
+    while sent < total || !held.is_empty() || !again.is_empty() {
+        if shown.elapsed() >= Duration::from_secs(2) {
+            shown = Instant::now();
+            let accepted = submitted.lock().map_or(0, |m| m.len());
+            progress(&format!(
+                "{:>5.1} s: offered {}/{total}, accepted {accepted}, finalized {}",
+                start.elapsed().as_secs_f64(),
+                sent - held.len(),
+                finalized.load(std::sync::atomic::Ordering::Relaxed),
+            ));
+        }
         let due = ((start.elapsed().as_secs_f64() * rate as f64) as usize).min(total);
-        if due <= sent {
+        let mut offer = {
+            let done = done.lock().map(|d| d.clone()).unwrap_or_default();
+            held.release(sent..due, after, |j| {
+                failed.get(j).copied().unwrap_or(true)
+                    || tx_ids.get(j).is_none_or(|id| done.contains(id))
+            })
+        };
+        let now = Instant::now();
+        while again.front().is_some_and(|(at, _)| *at <= now) {
+            offer.extend(again.pop_front().map(|(_, i)| i));
+        }
+        sent = due;
+        if offer.is_empty() {
+            if start.elapsed() > give_up {
+                refused += held.len() + again.len();
+                first_refusal.get_or_insert_with(|| {
+                    "gave up waiting for the transactions these depend on".to_string()
+                });
+                break;
+            }
             std::thread::sleep(Duration::from_millis(10));
             continue;
         }
-        let mut per_node: Vec<Vec<bytes::Bytes>> = vec![Vec::new(); n];
-        for (i, tx) in txs.iter().enumerate().take(due).skip(sent) {
+        let mut per_node: Vec<Vec<usize>> = vec![Vec::new(); n];
+        for i in offer {
             let to = route.get(i).copied().unwrap_or(i) % n;
             if let Some(list) = per_node.get_mut(to) {
-                list.push(tx.clone());
+                list.push(i);
             }
         }
+        // A batch holds at most `GOSSIP_BATCH_TXS` transactions.
         let posts = per_node
             .into_iter()
             .zip(urls)
-            .filter(|(l, _)| !l.is_empty())
+            .flat_map(|(list, url)| {
+                list.chunks(medspace_chain::engine::GOSSIP_BATCH_TXS)
+                    .map(|c| (c.to_vec(), url))
+                    .collect::<Vec<_>>()
+            })
             .map(|(list, url)| {
                 let (client, submitted) = (client.clone(), submitted.clone());
-                let body = medspace_chain::engine::encode_tx_batch(&list);
+                let batch: Vec<bytes::Bytes> =
+                    list.iter().filter_map(|i| txs.get(*i).cloned()).collect();
+                let body = medspace_chain::engine::encode_tx_batch(&batch);
                 let ids: Vec<String> = list
                     .iter()
-                    .map(|t| hex::encode(medspace_chain::block::tx_hash(t)))
+                    .filter_map(|i| tx_ids.get(*i).cloned())
                     .collect();
                 let url = format!("{url}/v1/txs");
                 async move {
+                    let mut outcome = Offered::default();
                     let answer = client.post(url).body(body).send().await;
                     let now = Instant::now();
                     let v: serde_json::Value = match answer {
-                        Ok(r) => r
+                        Ok(r) if r.status().is_success() => r
                             .bytes()
                             .await
                             .ok()
                             .and_then(|b| serde_json::from_slice(&b).ok())
                             .unwrap_or_default(),
-                        Err(e) => return (ids.len(), Some(e.to_string())),
+                        Ok(r) => {
+                            outcome.why = Some(format!(
+                                "{}: {}",
+                                r.status(),
+                                r.text().await.unwrap_or_default()
+                            ));
+                            outcome.failed = list;
+                            return outcome;
+                        }
+                        Err(e) => {
+                            outcome.why = Some(e.to_string());
+                            outcome.failed = list;
+                            return outcome;
+                        }
                     };
                     let results = v
                         .get("results")
                         .and_then(serde_json::Value::as_array)
                         .cloned()
                         .unwrap_or_default();
-                    let mut refused = (0, None);
                     if let Ok(mut m) = submitted.lock() {
-                        for (id, r) in ids.into_iter().zip(results) {
-                            if let Some(e) = r.get("error") {
-                                refused.0 += 1;
-                                refused.1.get_or_insert_with(|| e.to_string());
-                            } else {
-                                m.insert(id, now);
+                        for (k, (id, at)) in ids.into_iter().zip(&list).enumerate() {
+                            match results.get(k).map(|r| r.get("error")) {
+                                Some(None) => {
+                                    m.insert(id, now);
+                                }
+                                // Final at validator 0, not yet at the validator it was
+                                // sent to: offered again shortly, as the client would.
+                                Some(Some(e))
+                                    if after.get(*at).copied().flatten().is_some()
+                                        && e.to_string().contains("unknown signer") =>
+                                {
+                                    outcome.again.push(*at);
+                                }
+                                Some(Some(e)) => {
+                                    outcome.failed.push(*at);
+                                    outcome.why.get_or_insert_with(|| e.to_string());
+                                }
+                                None => {
+                                    outcome.failed.push(*at);
+                                    outcome.why.get_or_insert_with(|| {
+                                        "the batch's answer has no result for it".into()
+                                    });
+                                }
                             }
                         }
                     }
-                    refused
+                    outcome
                 }
             });
-        for (n, why) in rt.block_on(futures::future::join_all(posts)) {
-            refused += n;
+        let later = Instant::now() + Duration::from_millis(200);
+        for o in rt.block_on(futures::future::join_all(posts)) {
+            again.extend(o.again.into_iter().map(|i| (later, i)));
+            refused += o.failed.len();
+            for i in o.failed {
+                if let Some(f) = failed.get_mut(i) {
+                    *f = true;
+                }
+            }
             if first_refusal.is_none() {
-                first_refusal = why;
+                first_refusal = o.why;
             }
         }
-        sent = due;
     }
-    let (latencies, last) = rt.block_on(watcher).context("watching the blocks")?;
+    let (latencies, last, failure) = rt.block_on(watcher).context("watching the blocks")?;
+    if let Some(f) = failure {
+        progress(&format!("validator 0 refused a block read at least once (read again): {f}"));
+    }
     Ok(LedgerReport {
         finalized: latencies.len(),
         refused,
