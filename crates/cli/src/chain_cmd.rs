@@ -42,7 +42,7 @@ pub fn init(args: InitArgs) -> anyhow::Result<()> {
         );
     } else {
         println!(
-            "tls: each node's certificate is pinned in the genesis (its key in <node dir>/{}, a copy of the certificate in <node dir>/{})",
+            "tls: each node's certificate is pinned in the genesis (its key sealed under the node's key passphrase in <node dir>/{}, a copy of the certificate in <node dir>/{})",
             medspace_chain::tls::KEY_FILE,
             medspace_chain::tls::CERT_FILE
         );
@@ -95,14 +95,24 @@ pub fn audit_verify(data_dir: &Path) -> anyhow::Result<()> {
     }
 }
 
+/// Which key `keygen` writes.
+#[derive(Clone, Copy, Debug)]
+pub enum KeyRole {
+    /// A node's consensus key (`[node] key_file`).
+    Consensus,
+    /// A member's (or user's) ledger key: the CLI's `--key`.
+    Member,
+    /// A member's node key: a worker's or observer's `node_key_file`.
+    MemberNode,
+}
+
 /// Runs `medspace keygen`: the secret sealed under the passphrase of `passphrase_file` (else
-/// `MEDSPACE_KEY_PASSPHRASE`) for a node's key or (`member`) a member's, or plain hex when
-/// asked.
+/// `MEDSPACE_KEY_PASSPHRASE`) in the role of `role`, or plain hex when asked.
 pub fn keygen(
     out: &Path,
     passphrase_file: Option<&Path>,
     plain: bool,
-    member: bool,
+    role: KeyRole,
 ) -> anyhow::Result<()> {
     use medspace_vault::seal::{KdfParams, PassphraseSource, SealedKey};
     let key = medspace_types::Keypair::generate(rand::rng());
@@ -120,10 +130,10 @@ pub fn keygen(
             )
         })?;
         let secret = zeroize::Zeroizing::new(hex::decode(key.secret_hex())?);
-        let role = if member {
-            medspace_worker::config::MEMBER_KEY_ROLE
-        } else {
-            medspace_chain::node::KEY_ROLE
+        let role = match role {
+            KeyRole::Member => medspace_worker::config::MEMBER_KEY_ROLE,
+            KeyRole::MemberNode => medspace_worker::config::NODE_KEY_ROLE,
+            KeyRole::Consensus => medspace_chain::node::KEY_ROLE,
         };
         SealedKey::seal(&secret, role, &passphrase, KdfParams::DEFAULT)?.write(out, false)?;
     }

@@ -75,10 +75,14 @@ enum Command {
         /// Write the secret as plain hex instead.
         #[arg(long, conflicts_with = "passphrase_file")]
         plain: bool,
-        /// Seal it as a member's (or user's) ledger key — a worker's or observer's
-        /// `member_key_file`, or `--key` of the client commands — instead of a node's key.
-        #[arg(long)]
+        /// Seal it as a member's (or user's) ledger key — `--key` of the client commands
+        /// (governance, users, catalog) — instead of a node's consensus key.
+        #[arg(long, conflicts_with = "node_ledger")]
         member: bool,
+        /// Seal it as a member's node key — a worker's or observer's `node_key_file`, the
+        /// genesis member's `node_key` — instead of a node's consensus key.
+        #[arg(long)]
+        node_ledger: bool,
     },
     /// The vault's encryption at rest: a new passphrase, a new data key, converting an old
     /// unencrypted vault.
@@ -150,7 +154,17 @@ fn main() -> anyhow::Result<()> {
             passphrase_file,
             plain,
             member,
-        } => chain_cmd::keygen(&out, passphrase_file.as_deref(), plain, member),
+            node_ledger,
+        } => {
+            let role = if member {
+                chain_cmd::KeyRole::Member
+            } else if node_ledger {
+                chain_cmd::KeyRole::MemberNode
+            } else {
+                chain_cmd::KeyRole::Consensus
+            };
+            chain_cmd::keygen(&out, passphrase_file.as_deref(), plain, role)
+        }
         Command::Vault(c) => vault_cmd::run_vault(c),
         Command::Ingest(a) => vault_cmd::run_ingest(a),
         Command::Sql(a) => vault_cmd::run_sql(a),

@@ -243,8 +243,7 @@ fn a_round_is_closed_once_by_the_aggregator_with_sets_that_hold() {
     let mut forged = post_result(j, 1_000, &[("hospital-a", 1), ("hospital-b", 2)]);
     if let Payload::PostResult(p) = &mut forged {
         let mut list = p.contributions.as_slice().to_vec();
-        list[1] =
-            SignedContribution::sign(&node_keypair("hospital-a"), j, mid("hospital-b"), 900);
+        list[1] = SignedContribution::sign(&node_keypair("hospital-a"), j, mid("hospital-b"), 900);
         p.contributions = List::new(list).unwrap();
     }
     let err = net.refuse(&h, forged);

@@ -228,11 +228,21 @@ fn a_member_replaces_its_compromised_node_key_and_the_old_one_never_signs_again(
         Payload::RotateNodeKey(RotateNodeKey::new(&net.chain, &b.public(), nb, &fresh_b)),
     );
     assert_eq!(
-        net.state.member(&mid("hospital-b")).unwrap().unwrap().member.node_key,
+        net.state
+            .member(&mid("hospital-b"))
+            .unwrap()
+            .unwrap()
+            .member
+            .node_key,
         fresh_b.public()
     );
     assert_eq!(
-        net.state.member(&mid("hospital-a")).unwrap().unwrap().member.node_key,
+        net.state
+            .member(&mid("hospital-a"))
+            .unwrap()
+            .unwrap()
+            .member
+            .node_key,
         old.public()
     );
     // hospital-a replaces its node key.
