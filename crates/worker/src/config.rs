@@ -274,4 +274,71 @@ mod tests {
         let err = load_section(&path).unwrap_err().to_string();
         assert!(err.contains("node.toml"), "{err}");
     }
+
+    #[test]
+    fn a_worker_starts_with_its_node_key_and_refuses_the_member_key() {
+        use medspace_seal::{KdfParams, Passphrase, SealedKey, Unlock};
+        let dir = tempfile::tempdir().unwrap();
+        let c = medspace_consortium::Consortium::default_devnet(7, 0).unwrap();
+        let state = State::genesis(&c.genesis).unwrap();
+        let pass = Passphrase::generate();
+        let seal = |file: &str, role: &str, secret: &[u8]| {
+            let path = dir.path().join(file);
+            SealedKey::seal(secret, role, &pass, KdfParams::INSECURE_FAST)
+                .unwrap()
+                .write(&path, false)
+                .unwrap();
+            path
+        };
+        let raw = |k: &Keypair| hex::decode(k.secret_hex()).unwrap();
+        let agreement = seal(
+            "agreement.key",
+            AGREEMENT_KEY_ROLE,
+            &c.agreement("hospital-a").to_bytes(),
+        );
+        let node = seal(
+            "node.key",
+            NODE_KEY_ROLE,
+            &raw(c.node_key("hospital-a").unwrap()),
+        );
+        // The member key, sealed as if it were a node key: refused, saying why.
+        let member = seal(
+            "member-as-node.key",
+            NODE_KEY_ROLE,
+            &raw(c.member_key("hospital-a").unwrap()),
+        );
+        let section = |node_key_file: &Path| WorkerSection {
+            member: "hospital-a".into(),
+            node_key_file: node_key_file.to_path_buf(),
+            agreement_key_file: agreement.clone(),
+            vault_dir: None,
+            peers: BTreeMap::new(),
+            share_timeout_ms: 1_000,
+        };
+        let unlock = Unlock {
+            passphrase: Some(pass.clone()),
+            allow_plain: false,
+        };
+        let prepare_with = |file: &Path| {
+            prepare(
+                &section(file),
+                &state,
+                "medspace-devnet",
+                &BTreeMap::new(),
+                dir.path(),
+                &unlock,
+            )
+        };
+        let p = prepare_with(&node).unwrap();
+        assert_eq!(p.key.public(), c.node_key("hospital-a").unwrap().public());
+        let err = prepare_with(&member).err().unwrap().to_string();
+        assert!(err.contains("member key"), "{err}");
+        // A member key file (its own role) is not a node key file either.
+        let member_file = seal(
+            "member.key",
+            MEMBER_KEY_ROLE,
+            &raw(c.member_key("hospital-a").unwrap()),
+        );
+        assert!(prepare_with(&member_file).is_err());
+    }
 }
