@@ -50,6 +50,61 @@ pub fn init(args: InitArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// `medspace rotate-node-key`.
+#[derive(Args)]
+pub struct RotateNodeKeyArgs {
+    #[command(flatten)]
+    who: crate::query_cmd::Who,
+    /// The devnet member whose member key signs (without `--key`).
+    #[arg(long)]
+    member: Option<String>,
+    /// The new node key file (`keygen --node-ledger`; sealed under `$MEDSPACE_KEY_PASSPHRASE`,
+    /// or hex).
+    #[arg(long)]
+    new: PathBuf,
+}
+
+/// Runs `medspace rotate-node-key`: `RotateNodeKey` signed by the member key (`--key`, or the
+/// devnet's key of `--member`), with the new key's proof of possession.
+pub fn rotate_node_key(a: RotateNodeKeyArgs) -> anyhow::Result<()> {
+    use medspace_types::{Payload, RotateNodeKey};
+    let (genesis, key) = match (&a.who.key, &a.member) {
+        (Some(_), _) => crate::query_cmd::load(&a.who, "")?,
+        (None, Some(m)) => {
+            let (genesis, _) = crate::query_cmd::load(&a.who, "research-1.researcher")?;
+            let seed = crate::query_cmd::devnet_seed(&a.who)?;
+            let c = medspace_consortium::Consortium::default_devnet(
+                seed,
+                medspace_consortium::GENESIS_MS,
+            )?;
+            (genesis, c.member_key(m)?.clone())
+        }
+        (None, None) => {
+            anyhow::bail!("give --key (the member key file) or --member (a devnet member)")
+        }
+    };
+    let unlock = medspace_vault::seal::Unlock {
+        passphrase: medspace_vault::seal::PassphraseSource {
+            file: None,
+            env: Some(medspace_chain::node::KEY_PASSPHRASE_ENV.into()),
+        }
+        .resolve()?,
+        allow_plain: true,
+    };
+    let new = medspace_worker::config::load_node_key(&a.new, &unlock)
+        .with_context(|| format!("new node key file {}", a.new.display()))?;
+    let mut ledger = medspace_client::Remote::connect(&genesis, &key)?;
+    let chain = medspace_types::Name::new(&genesis.chain_id)?;
+    let nonce = ledger.state().next_nonce(&key.public())?;
+    let rotation = RotateNodeKey::new(&chain, &key.public(), nonce, &new);
+    ledger.must(&key, Payload::RotateNodeKey(rotation))?;
+    println!(
+        "node key replaced: {} (the old one is retired)",
+        new.public()
+    );
+    Ok(())
+}
+
 /// Runs one node from its config (logs to stderr).
 pub fn node(config: &Path) -> anyhow::Result<()> {
     tracing_subscriber::fmt()

@@ -52,6 +52,10 @@ enum Command {
         #[arg(long)]
         patient: String,
     },
+    /// A member replaces its node's ledger key (a compromised or lost node), signed by its
+    /// member key; the old node key never signs again. Then install the new key file as the
+    /// node's `node_key_file` and restart the node.
+    RotateNodeKey(chain_cmd::RotateNodeKeyArgs),
     /// Audit commands.
     #[command(subcommand)]
     Audit(AuditCommand),
@@ -148,6 +152,7 @@ fn main() -> anyhow::Result<()> {
         } => chain_cmd::link(&node, &person, &patient),
         Command::Audit(AuditCommand::Verify { data_dir }) => chain_cmd::audit_verify(&data_dir),
         Command::Init(a) => chain_cmd::init(a),
+        Command::RotateNodeKey(a) => chain_cmd::rotate_node_key(a),
         Command::Node { config } => chain_cmd::node(&config),
         Command::Keygen {
             out,

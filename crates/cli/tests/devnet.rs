@@ -1187,6 +1187,33 @@ fn a_study_runs_from_the_cli_on_the_hospitals_workers_and_survives_a_dropped_sit
     assert!(!ok && text.contains("budget"), "{text}");
 
     patient_codes_are_redeemed_only_as_granted(&net);
+
+    // hospital-c's node (killed above) is taken as compromised: its member key replaces the
+    // node key from the CLI, and the old node key is refused from then on (here on a round
+    // route at hospital-b's node, where it acted for hospital-c before).
+    let old = node_key("hospital-c");
+    let (status, body) = get(1, &dealing, &old);
+    assert!(
+        status == 403 && body.contains("only the aggregator"),
+        "{body}"
+    );
+    let new = dir.join("new-node.key");
+    std::fs::write(&new, Keypair::from_seed(4_242).secret_hex()).unwrap();
+    let (ok, text) = net.cli(
+        "rotate-node-key",
+        &["--member", "hospital-c", "--new", new.to_str().unwrap()],
+    );
+    assert!(ok, "{text}");
+    assert!(text.contains("node key replaced"), "{text}");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let (status, body) = get(1, &dealing, &old);
+        if status == 403 && body.contains("not registered") {
+            break;
+        }
+        assert!(Instant::now() < deadline, "{status} {body}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
     drop(net);
     let _ = std::fs::remove_dir_all(&dir);
 }
