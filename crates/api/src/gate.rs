@@ -87,7 +87,8 @@ impl<L: Ledger> ReadGate for ChainGate<L> {
                 )
             })?;
         let member = match &rec.principal {
-            Principal::Member(m) => Some(m.clone()),
+            // A member's node key reads for its member (an observer follows with it).
+            Principal::Member(m) | Principal::Node(m) => Some(m.clone()),
             Principal::User(u) => state.user(u).map_err(internal)?.map(|u| u.member),
             Principal::Patient(_) => None,
         };

@@ -254,10 +254,10 @@ impl Caller {
             .is_some_and(|r| r.active && r.member.kind == medspace_types::MemberKind::Regulator))
     }
 
-    /// The member itself, or one of its users.
+    /// The member itself (its member key or its node key), or one of its users.
     fn acts_for(&self, member: &medspace_types::MemberId) -> bool {
         match &self.principal {
-            Principal::Member(m) => m == member,
+            Principal::Member(m) | Principal::Node(m) => m == member,
             Principal::User(_) => self.member.as_ref() == Some(member),
             Principal::Patient(_) => false,
         }

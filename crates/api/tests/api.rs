@@ -572,4 +572,17 @@ fn whole_blocks_go_to_the_consortium_and_headers_to_any_registered_key() {
         401,
         "another node's"
     );
+    // A member's node key reads for its member (an observer follows with it): blocks, as the
+    // member key, no more.
+    let node = medspace_consortium::derived_node_key(&member);
+    assert_eq!(
+        ask(Some(&node), NODE).unwrap(),
+        ChainAccess::Blocks,
+        "a member's node key"
+    );
+    assert_eq!(
+        ask(Some(&node), "hospital-b").unwrap_err().status,
+        401,
+        "a node key's request for another node"
+    );
 }

@@ -6,8 +6,12 @@
 use rustls::crypto::CryptoProvider;
 use std::{net::IpAddr, sync::Arc};
 
-/// The file, in a node's directory, holding its TLS private key (PKCS#8 PEM, owner-only).
+/// The file, in a node's directory, holding its TLS private key: a sealed key file (role
+/// [`TLS_KEY_ROLE`]) under the node's key passphrase, owner-only; the PEM exists only in
+/// memory.
 pub const KEY_FILE: &str = "tls.key";
+/// The role of a node's TLS private key (its PKCS#8 PEM) in a sealed key file.
+pub const TLS_KEY_ROLE: &str = "tls-p256-pkcs8-pem";
 /// The file, in a node's directory, holding a copy of its pinned certificate (PEM), for tools
 /// such as `curl --cacert`. The genesis entry is what clients trust; this is a convenience.
 pub const CERT_FILE: &str = "tls.crt";

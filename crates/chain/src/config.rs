@@ -64,21 +64,6 @@ pub(crate) fn io(path: &Path, e: impl std::fmt::Display) -> NodeError {
     }
 }
 
-/// Writes `content` to a new file at `path` readable by its owner only (a key).
-pub(crate) fn write_secret(path: &Path, content: &str) -> Result<(), NodeError> {
-    use std::io::Write as _;
-    let mut options = std::fs::OpenOptions::new();
-    options.write(true).create_new(true);
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::OpenOptionsExt as _;
-        options.mode(0o600);
-    }
-    let mut f = options.open(path).map_err(|e| io(path, e))?;
-    f.write_all(content.as_bytes()).map_err(|e| io(path, e))?;
-    f.sync_all().map_err(|e| io(path, e))
-}
-
 /// `[node]` section.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
 #[serde(default)]

@@ -5,7 +5,7 @@
 
 use crate::{
     certs::{CERT_FILE, KEY_FILE, NodeCertificate},
-    config::{HttpSection, NodeConfig, NodeError, NodeSection, P2pSection, io, write_secret},
+    config::{HttpSection, NodeConfig, NodeError, NodeSection, P2pSection, io},
     engine::PublicKey,
 };
 use commonware_codec::{DecodeExt as _, Encode as _};
@@ -79,9 +79,26 @@ impl GenesisValidator {
     }
 }
 
-/// Writes a node's TLS key (owner-only) and a PEM copy of its certificate into `dir`.
-pub(crate) fn write_node_files(dir: &Path, cert: &NodeCertificate) -> Result<(), NodeError> {
-    write_secret(&dir.join(KEY_FILE), &cert.key_pem)?;
+/// Writes a node's TLS key, sealed under `passphrase` (an owner-only sealed key file of role
+/// [`crate::certs::TLS_KEY_ROLE`]), and a PEM copy of its certificate into `dir`.
+pub(crate) fn write_node_files(
+    dir: &Path,
+    cert: &NodeCertificate,
+    passphrase: &medspace_seal::Passphrase,
+    kdf_params: medspace_seal::KdfParams,
+) -> Result<(), NodeError> {
+    let key_path = dir.join(KEY_FILE);
+    medspace_seal::SealedKey::seal(
+        cert.key_pem.as_bytes(),
+        crate::certs::TLS_KEY_ROLE,
+        passphrase,
+        kdf_params,
+    )
+    .and_then(|k| k.write(&key_path, false))
+    .map_err(|source| NodeError::Key {
+        path: key_path.display().to_string(),
+        source,
+    })?;
     let path = dir.join(CERT_FILE);
     std::fs::write(&path, &cert.cert_pem).map_err(|e| io(&path, e))
 }
@@ -261,7 +278,7 @@ pub fn init_consortium(spec: &ConsortiumSpec, out_dir: &Path) -> Result<Vec<Path
             .write(&key_path, false)
             .map_err(|e| io(&key_path, e))?;
         if let Some(cert) = cert {
-            write_node_files(&dir, cert)?;
+            write_node_files(&dir, cert, &passphrase, kdf_params)?;
         }
         let config = NodeConfig {
             node: NodeSection {

@@ -3,7 +3,9 @@
 //! There is no certificate authority. `medspace init` ([`crate::genesis::init_consortium`])
 //! makes each node an ECDSA P-256 key and a self-signed certificate naming the node (a DNS name
 //! such as `hospital-a`) and its HTTP address's IP ([`NodeCertificate::generate`]); the key
-//! stays in the node's directory (`tls.key`, owner-only), the certificate goes into the node's
+//! stays in the node's directory (`tls.key`, owner-only, sealed under the node's key
+//! passphrase like its ledger keys, and opened in memory only: [`load_key`]), the certificate
+//! goes into the node's
 //! genesis entry (`tls_cert`, hex of the DER) and, for `curl --cacert`, into `tls.crt` beside
 //! the key.
 //!
@@ -25,7 +27,7 @@
 //! Validator-to-validator consensus traffic does not go through here: it is commonware-p2p,
 //! authenticated and encrypted with the validators' ed25519 keys from the same genesis.
 
-pub use crate::certs::{CERT_FILE, KEY_FILE, NodeCertificate, TlsError};
+pub use crate::certs::{CERT_FILE, KEY_FILE, NodeCertificate, TLS_KEY_ROLE, TlsError};
 use crate::{
     certs::{invalid, provider},
     config::{NodeConfig, NodeError},
@@ -108,7 +110,7 @@ pub fn for_node(
         )));
     };
     let path = &config.http.tls_key_file;
-    let key = std::fs::read(path).map_err(|e| crate::config::io(path, e))?;
+    let key = load_key(path, &config.key_unlock()?)?;
     server_config(&key, &cert)
         .map(Some)
         .map_err(|e| NodeError::Invalid {
@@ -116,6 +118,40 @@ pub fn for_node(
             path: path.display().to_string(),
             error: e.to_string(),
         })
+}
+
+/// A node's TLS private key (its PEM, in memory only) from the key file at `path`: a sealed key
+/// file of role [`TLS_KEY_ROLE`] opened with `unlock`'s passphrase (the node's key
+/// passphrase). A plain PEM key file is read only where `unlock` allows plain key files
+/// (`[node] allow_plain_key`, development only); a wrong passphrase is [`NodeError::Key`] with
+/// `SealError::WrongPassphrase`.
+pub fn load_key(
+    path: &std::path::Path,
+    unlock: &medspace_seal::Unlock,
+) -> Result<zeroize::Zeroizing<Vec<u8>>, NodeError> {
+    let bytes =
+        zeroize::Zeroizing::new(std::fs::read(path).map_err(|e| crate::config::io(path, e))?);
+    if bytes.trim_ascii_start().starts_with(b"-----BEGIN") {
+        if unlock.allow_plain {
+            return Ok(bytes);
+        }
+        return Err(NodeError::Invalid {
+            what: "tls key",
+            path: path.display().to_string(),
+            error: "a plain PEM private key: seal it under the node's key passphrase (or set [node] allow_plain_key = true, development only)".into(),
+        });
+    }
+    let sealed_only = medspace_seal::Unlock {
+        passphrase: unlock.passphrase.clone(),
+        allow_plain: false,
+    };
+    medspace_seal::read_secret(path, TLS_KEY_ROLE, &sealed_only).map_err(|e| match e {
+        medspace_seal::SealError::Io { source, .. } => crate::config::io(path, source),
+        source => NodeError::Key {
+            path: path.display().to_string(),
+            source,
+        },
+    })
 }
 
 /// The base URL a client uses for a node: `https://<name>:<port>` when the genesis pins its
@@ -468,11 +504,21 @@ mod tests {
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).unwrap();
         let cert = NodeCertificate::generate("node-a", local()).unwrap();
-        crate::genesis::write_node_files(&dir, &cert).unwrap();
+        let pass_path = dir.join("node.pass");
+        let passphrase = medspace_seal::Passphrase::generate();
+        passphrase.write_new(&pass_path).unwrap();
+        crate::genesis::write_node_files(
+            &dir,
+            &cert,
+            &passphrase,
+            medspace_seal::KdfParams::INSECURE_FAST,
+        )
+        .unwrap();
         let addr = SocketAddr::from((local(), 7500));
         let mut config = NodeConfig {
             node: NodeSection {
                 name: "node-a".into(),
+                key_passphrase_file: Some(pass_path.clone()),
                 ..NodeSection::default()
             },
             http: HttpSection {
@@ -498,6 +544,77 @@ mod tests {
                 .mode();
             assert_eq!(mode & 0o777, 0o600);
         }
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn the_tls_key_is_sealed_on_disk_and_a_wrong_passphrase_is_refused() {
+        let dir = std::env::temp_dir().join(format!("medspace-tls-seal-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let cert = NodeCertificate::generate("node-a", local()).unwrap();
+        let passphrase = medspace_seal::Passphrase::generate();
+        let pass_path = dir.join("node.pass");
+        passphrase.write_new(&pass_path).unwrap();
+        crate::genesis::write_node_files(
+            &dir,
+            &cert,
+            &passphrase,
+            medspace_seal::KdfParams::INSECURE_FAST,
+        )
+        .unwrap();
+        // On disk: no PEM private key, not the key's bytes.
+        let on_disk = std::fs::read(dir.join(KEY_FILE)).unwrap();
+        let text = String::from_utf8_lossy(&on_disk);
+        assert!(!text.contains("PRIVATE KEY"), "{text}");
+        assert!(PrivateKeyDer::from_pem_slice(&on_disk).is_err());
+        let pem_body: String = cert
+            .key_pem
+            .lines()
+            .filter(|l| !l.starts_with("-----"))
+            .collect();
+        assert!(!text.contains(&pem_body[..40]));
+        // The right passphrase opens it, in memory, to the key the certificate is pinned for.
+        let unlock = medspace_seal::Unlock {
+            passphrase: Some(passphrase),
+            allow_plain: false,
+        };
+        let key = load_key(&dir.join(KEY_FILE), &unlock).unwrap();
+        assert_eq!(key.as_slice(), cert.key_pem.as_bytes());
+        assert!(server_config(&key, &cert.cert_der).is_ok());
+        // A wrong passphrase: a clear error naming the file, never the key.
+        let wrong = medspace_seal::Unlock {
+            passphrase: Some(medspace_seal::Passphrase::new("not the passphrase").unwrap()),
+            allow_plain: false,
+        };
+        let err = load_key(&dir.join(KEY_FILE), &wrong).unwrap_err();
+        assert!(
+            matches!(
+                err,
+                NodeError::Key {
+                    source: medspace_seal::SealError::WrongPassphrase,
+                    ..
+                }
+            ),
+            "{err}"
+        );
+        let msg = err.to_string();
+        assert!(msg.contains("tls.key"), "{msg}");
+        assert!(!msg.contains(&pem_body[..40]), "{msg}");
+        // No passphrase at all: refused too.
+        let none = medspace_seal::Unlock::default();
+        assert!(load_key(&dir.join(KEY_FILE), &none).is_err());
+        // A plain PEM key file (as written before sealing) is refused unless plain key files
+        // are allowed (development only).
+        let plain = dir.join("plain.key");
+        std::fs::write(&plain, &cert.key_pem).unwrap();
+        let err = load_key(&plain, &unlock).unwrap_err();
+        assert!(err.to_string().contains("plain PEM"), "{err}");
+        let allow = medspace_seal::Unlock {
+            passphrase: None,
+            allow_plain: true,
+        };
+        assert!(load_key(&plain, &allow).is_ok());
         let _ = std::fs::remove_dir_all(&dir);
     }
 }

@@ -92,6 +92,13 @@ async fn a_node_serves_tls_only_and_only_with_its_pinned_certificate() {
     let urls = tls::validator_urls(&genesis);
     assert_eq!(urls[0], format!("https://n0:{}", ports[0]));
     assert!(urls.iter().all(|u| u.starts_with("https://")), "{urls:?}");
+    // Each node's TLS private key is sealed on disk (no PEM private key in the file), opened
+    // in memory with the node's key passphrase; the nodes serve TLS with it below.
+    for c in &configs {
+        let on_disk = std::fs::read_to_string(&c.http.tls_key_file).unwrap();
+        assert!(!on_disk.contains("PRIVATE KEY"), "{on_disk}");
+        assert!(!on_disk.contains("-----BEGIN"), "{on_disk}");
+    }
     for c in &configs {
         start(c, &genesis).await;
     }

@@ -42,11 +42,66 @@ pub fn init(args: InitArgs) -> anyhow::Result<()> {
         );
     } else {
         println!(
-            "tls: each node's certificate is pinned in the genesis (its key in <node dir>/{}, a copy of the certificate in <node dir>/{})",
+            "tls: each node's certificate is pinned in the genesis (its key sealed under the node's key passphrase in <node dir>/{}, a copy of the certificate in <node dir>/{})",
             medspace_chain::tls::KEY_FILE,
             medspace_chain::tls::CERT_FILE
         );
     }
+    Ok(())
+}
+
+/// `medspace rotate-node-key`.
+#[derive(Args)]
+pub struct RotateNodeKeyArgs {
+    #[command(flatten)]
+    who: crate::query_cmd::Who,
+    /// The devnet member whose member key signs (without `--key`).
+    #[arg(long)]
+    member: Option<String>,
+    /// The new node key file (`keygen --node-ledger`; sealed under `$MEDSPACE_KEY_PASSPHRASE`,
+    /// or hex).
+    #[arg(long)]
+    new: PathBuf,
+}
+
+/// Runs `medspace rotate-node-key`: `RotateNodeKey` signed by the member key (`--key`, or the
+/// devnet's key of `--member`), with the new key's proof of possession.
+pub fn rotate_node_key(a: RotateNodeKeyArgs) -> anyhow::Result<()> {
+    use medspace_types::{Payload, RotateNodeKey};
+    let (genesis, key) = match (&a.who.key, &a.member) {
+        (Some(_), _) => crate::query_cmd::load(&a.who, "")?,
+        (None, Some(m)) => {
+            let (genesis, _) = crate::query_cmd::load(&a.who, "research-1.researcher")?;
+            let seed = crate::query_cmd::devnet_seed(&a.who)?;
+            let c = medspace_consortium::Consortium::default_devnet(
+                seed,
+                medspace_consortium::GENESIS_MS,
+            )?;
+            (genesis, c.member_key(m)?.clone())
+        }
+        (None, None) => {
+            anyhow::bail!("give --key (the member key file) or --member (a devnet member)")
+        }
+    };
+    let unlock = medspace_vault::seal::Unlock {
+        passphrase: medspace_vault::seal::PassphraseSource {
+            file: None,
+            env: Some(medspace_chain::node::KEY_PASSPHRASE_ENV.into()),
+        }
+        .resolve()?,
+        allow_plain: true,
+    };
+    let new = medspace_worker::config::load_node_key(&a.new, &unlock)
+        .with_context(|| format!("new node key file {}", a.new.display()))?;
+    let mut ledger = medspace_client::Remote::connect(&genesis, &key)?;
+    let chain = medspace_types::Name::new(&genesis.chain_id)?;
+    let nonce = ledger.state().next_nonce(&key.public())?;
+    let rotation = RotateNodeKey::new(&chain, &key.public(), nonce, &new);
+    ledger.must(&key, Payload::RotateNodeKey(rotation))?;
+    println!(
+        "node key replaced: {} (the old one is retired)",
+        new.public()
+    );
     Ok(())
 }
 
@@ -95,14 +150,24 @@ pub fn audit_verify(data_dir: &Path) -> anyhow::Result<()> {
     }
 }
 
+/// Which key `keygen` writes.
+#[derive(Clone, Copy, Debug)]
+pub enum KeyRole {
+    /// A node's consensus key (`[node] key_file`).
+    Consensus,
+    /// A member's (or user's) ledger key: the CLI's `--key`.
+    Member,
+    /// A member's node key: a worker's or observer's `node_key_file`.
+    MemberNode,
+}
+
 /// Runs `medspace keygen`: the secret sealed under the passphrase of `passphrase_file` (else
-/// `MEDSPACE_KEY_PASSPHRASE`) for a node's key or (`member`) a member's, or plain hex when
-/// asked.
+/// `MEDSPACE_KEY_PASSPHRASE`) in the role of `role`, or plain hex when asked.
 pub fn keygen(
     out: &Path,
     passphrase_file: Option<&Path>,
     plain: bool,
-    member: bool,
+    role: KeyRole,
 ) -> anyhow::Result<()> {
     use medspace_vault::seal::{KdfParams, PassphraseSource, SealedKey};
     let key = medspace_types::Keypair::generate(rand::rng());
@@ -120,10 +185,10 @@ pub fn keygen(
             )
         })?;
         let secret = zeroize::Zeroizing::new(hex::decode(key.secret_hex())?);
-        let role = if member {
-            medspace_worker::config::MEMBER_KEY_ROLE
-        } else {
-            medspace_chain::node::KEY_ROLE
+        let role = match role {
+            KeyRole::Member => medspace_worker::config::MEMBER_KEY_ROLE,
+            KeyRole::MemberNode => medspace_worker::config::NODE_KEY_ROLE,
+            KeyRole::Consensus => medspace_chain::node::KEY_ROLE,
         };
         SealedKey::seal(&secret, role, &passphrase, KdfParams::DEFAULT)?.write(out, false)?;
     }

@@ -52,6 +52,10 @@ enum Command {
         #[arg(long)]
         patient: String,
     },
+    /// A member replaces its node's ledger key (a compromised or lost node), signed by its
+    /// member key; the old node key never signs again. Then install the new key file as the
+    /// node's `node_key_file` and restart the node.
+    RotateNodeKey(chain_cmd::RotateNodeKeyArgs),
     /// Audit commands.
     #[command(subcommand)]
     Audit(AuditCommand),
@@ -75,10 +79,14 @@ enum Command {
         /// Write the secret as plain hex instead.
         #[arg(long, conflicts_with = "passphrase_file")]
         plain: bool,
-        /// Seal it as a member's (or user's) ledger key — a worker's or observer's
-        /// `member_key_file`, or `--key` of the client commands — instead of a node's key.
-        #[arg(long)]
+        /// Seal it as a member's (or user's) ledger key — `--key` of the client commands
+        /// (governance, users, catalog) — instead of a node's consensus key.
+        #[arg(long, conflicts_with = "node_ledger")]
         member: bool,
+        /// Seal it as a member's node key — a worker's or observer's `node_key_file`, the
+        /// genesis member's `node_key` — instead of a node's consensus key.
+        #[arg(long)]
+        node_ledger: bool,
     },
     /// The vault's encryption at rest: a new passphrase, a new data key, converting an old
     /// unencrypted vault.
@@ -144,13 +152,24 @@ fn main() -> anyhow::Result<()> {
         } => chain_cmd::link(&node, &person, &patient),
         Command::Audit(AuditCommand::Verify { data_dir }) => chain_cmd::audit_verify(&data_dir),
         Command::Init(a) => chain_cmd::init(a),
+        Command::RotateNodeKey(a) => chain_cmd::rotate_node_key(a),
         Command::Node { config } => chain_cmd::node(&config),
         Command::Keygen {
             out,
             passphrase_file,
             plain,
             member,
-        } => chain_cmd::keygen(&out, passphrase_file.as_deref(), plain, member),
+            node_ledger,
+        } => {
+            let role = if member {
+                chain_cmd::KeyRole::Member
+            } else if node_ledger {
+                chain_cmd::KeyRole::MemberNode
+            } else {
+                chain_cmd::KeyRole::Consensus
+            };
+            chain_cmd::keygen(&out, passphrase_file.as_deref(), plain, role)
+        }
         Command::Vault(c) => vault_cmd::run_vault(c),
         Command::Ingest(a) => vault_cmd::run_ingest(a),
         Command::Sql(a) => vault_cmd::run_sql(a),

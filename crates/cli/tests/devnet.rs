@@ -147,24 +147,26 @@ fn init(dir: &Path) -> Net {
         .collect();
     assert!(http.iter().all(|u| u.starts_with("https://")), "{http:?}");
     assert_eq!(http[4], format!("https://observer:{}", ports[9]));
-    // The observer reads the validators' blocks with its member's ledger key, sealed under its
-    // node's key passphrase (a plain key file is refused without `allow_plain_key`).
+    // The observer reads the validators' blocks with its member's node key (never the member
+    // key), sealed under its node's key passphrase (a plain key file is refused without
+    // `allow_plain_key`).
     let observer = dir.join("observer");
     let pass = medspace_vault::seal::Passphrase::from_file(&observer.join("node.pass")).unwrap();
+    let node_key = medspace_consortium::derived_node_key(&member);
     medspace_vault::seal::SealedKey::seal(
-        &hex::decode(member.secret_hex()).unwrap(),
-        medspace_worker::config::MEMBER_KEY_ROLE,
+        &hex::decode(node_key.secret_hex()).unwrap(),
+        medspace_worker::config::NODE_KEY_ROLE,
         &pass,
         medspace_vault::seal::KdfParams::INSECURE_FAST,
     )
     .unwrap()
-    .write(&observer.join("member.key"), false)
+    .write(&observer.join("member-node.key"), false)
     .unwrap();
     let config = observer.join("node.toml");
     let text = std::fs::read_to_string(&config).unwrap();
     std::fs::write(
         &config,
-        format!("{text}\n[observer]\nmember_key_file = \"member.key\"\n"),
+        format!("{text}\n[observer]\nnode_key_file = \"member-node.key\"\n"),
     )
     .unwrap();
     Net {
@@ -474,13 +476,13 @@ fn validators_survive_kill_9_and_every_acknowledged_transaction_is_everywhere() 
     let _ = std::fs::remove_dir_all(&dir);
 }
 
-/// The member key of the devnet node in `node`: its key file is sealed under the node's key
+/// The node key of the devnet node in `node`: its key file is sealed under the node's key
 /// passphrase (`node.pass`), and holds no key in the clear.
-fn sealed_member_key(node: &Path) -> Keypair {
-    let file = node.join("member.key");
+fn sealed_node_key(node: &Path) -> Keypair {
+    let file = node.join(medspace_worker::config::NODE_KEY_FILE);
     assert!(
         Keypair::from_secret_hex(&std::fs::read_to_string(&file).unwrap()).is_err(),
-        "a member key file in the clear"
+        "a node key file in the clear"
     );
     let unlock = medspace_vault::seal::Unlock {
         passphrase: Some(
@@ -488,7 +490,80 @@ fn sealed_member_key(node: &Path) -> Keypair {
         ),
         allow_plain: false,
     };
-    medspace_worker::config::load_member_key(&file, &unlock).unwrap()
+    medspace_worker::config::load_node_key(&file, &unlock).unwrap()
+}
+
+/// The member key of `member` in a devnet of `seed`: the CLI's (derived from the seed), never
+/// in a node's directory.
+fn devnet_member_key(seed: u64, member: &str) -> Keypair {
+    medspace_consortium::Consortium::default_devnet(seed, medspace_consortium::GENESIS_MS)
+        .unwrap()
+        .member_key(member)
+        .unwrap()
+        .clone()
+}
+
+/// No file of the node directory `node` holds `member`'s member key: none is a key file of
+/// the member key's role, none opens (under the node's passphrase) to its secret, none
+/// carries its secret in hex.
+fn assert_no_member_key_in(node: &Path, member: &Keypair) {
+    let secret_hex = member.secret_hex();
+    let secret = hex::decode(&secret_hex).unwrap();
+    let unlock = medspace_vault::seal::Unlock {
+        passphrase: Some(
+            medspace_vault::seal::Passphrase::from_file(&node.join("node.pass")).unwrap(),
+        ),
+        // Plain hex is covered by the scan for the secret's hex below.
+        allow_plain: false,
+    };
+    let mut files = Vec::new();
+    files_of_the_run(node, &mut files);
+    assert!(!files.is_empty());
+    for f in files {
+        assert_ne!(
+            f.file_name().and_then(|n| n.to_str()),
+            Some("member.key"),
+            "a member key file in {}",
+            node.display()
+        );
+        // The nodes may be running: a file that vanished (a renamed temporary) holds nothing.
+        let Ok(meta) = std::fs::metadata(&f) else {
+            continue;
+        };
+        if meta.len() > 1 << 20 {
+            continue;
+        }
+        let Ok(bytes) = std::fs::read(&f) else {
+            continue;
+        };
+        assert!(
+            !bytes
+                .windows(secret_hex.len())
+                .any(|w| w.eq_ignore_ascii_case(secret_hex.as_bytes())),
+            "the member key in the clear in {}",
+            f.display()
+        );
+        for role in [
+            medspace_worker::config::MEMBER_KEY_ROLE,
+            medspace_worker::config::NODE_KEY_ROLE,
+            medspace_chain::node::KEY_ROLE,
+        ] {
+            if let Ok(opened) = medspace_vault::seal::read_secret(&f, role, &unlock) {
+                assert_ne!(
+                    opened.as_slice(),
+                    secret.as_slice(),
+                    "{} opens to the member key",
+                    f.display()
+                );
+                assert_ne!(
+                    role,
+                    medspace_worker::config::MEMBER_KEY_ROLE,
+                    "a member key file in {}",
+                    f.display()
+                );
+            }
+        }
+    }
 }
 
 /// A base port with `base..base+5` and `base+100..base+105` free.
@@ -714,6 +789,16 @@ fn demo_runs_its_story_across_the_devnet() {
         .collect();
     assert_eq!(nums.len(), 2, "{cohort}");
     assert_eq!(nums[0], nums[1] + 1, "{cohort}");
+    // Every node ran with its node key only: no member key in any node's directory.
+    for node in [
+        "hospital-a",
+        "hospital-b",
+        "hospital-c",
+        "research-1",
+        "regulator",
+    ] {
+        assert_no_member_key_in(&dir.join(node), &devnet_member_key(1, node));
+    }
     let _ = std::fs::remove_dir_all(&dir);
 }
 
@@ -996,8 +1081,12 @@ fn a_study_runs_from_the_cli_on_the_hospitals_workers_and_survives_a_dropped_sit
         .unwrap()
         .to_string();
 
+    // The hospitals' nodes run with their node keys; no member key is in their directories.
+    for h in ["hospital-a", "hospital-b", "hospital-c"] {
+        assert_no_member_key_in(&dir.join(h), &devnet_member_key(1, h));
+    }
     // The result goes to the researcher alone: another registered key is refused.
-    let member_key = |h: &str| sealed_member_key(&dir.join(h));
+    let node_key = |h: &str| sealed_node_key(&dir.join(h));
     let genesis = medspace_chain::node::Genesis::load(&dir.join("genesis.json")).unwrap();
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -1029,26 +1118,30 @@ fn a_study_runs_from_the_cli_on_the_hospitals_workers_and_survives_a_dropped_sit
     let (status, body) = get(
         0,
         &format!("/v1/worker/jobs/{job}/result"),
-        &member_key("hospital-b"),
+        &node_key("hospital-b"),
     );
     assert_eq!(status, 403, "{body}");
     assert!(body.contains("only the job's submitter"), "{body}");
     // A site's dealing goes to the job's aggregator (hospital-a) only.
     let dealing = format!("/v1/worker/jobs/{job}/dealing?wait_ms=5000");
-    let (status, body) = get(1, &dealing, &member_key("hospital-c"));
+    let (status, body) = get(1, &dealing, &node_key("hospital-c"));
     assert_eq!(status, 403, "{body}");
     assert!(body.contains("only the aggregator"), "{body}");
-    let (status, body) = get(1, &dealing, &member_key("hospital-a"));
+    // The aggregator's member key takes no part in a round: only its node key does.
+    let (status, body) = get(1, &dealing, &devnet_member_key(1, "hospital-a"));
+    assert_eq!(status, 403, "{body}");
+    assert!(body.contains("node key"), "{body}");
+    let (status, body) = get(1, &dealing, &node_key("hospital-a"));
     assert_eq!(status, 200, "{body}");
     assert!(body.contains("\"member\":\"hospital-b\""), "{body}");
     // The round is closed on the ledger: a site reveals for its sets, to the aggregator only,
     // the same shares each time.
     let reveal = format!("/v1/worker/jobs/{job}/reveal?wait_ms=5000");
-    let (status, body) = get(1, &reveal, &member_key("hospital-c"));
+    let (status, body) = get(1, &reveal, &node_key("hospital-c"));
     assert_eq!(status, 403, "{body}");
-    let (status, first) = get(1, &reveal, &member_key("hospital-a"));
+    let (status, first) = get(1, &reveal, &node_key("hospital-a"));
     assert_eq!(status, 200, "{first}");
-    assert_eq!(get(1, &reveal, &member_key("hospital-a")), (200, first));
+    assert_eq!(get(1, &reveal, &node_key("hospital-a")), (200, first));
 
     // A job running another query than the contract approved (one reading fields the contract
     // does not cover): the validators refuse it, nothing is submitted, no epsilon reserved.
@@ -1094,6 +1187,33 @@ fn a_study_runs_from_the_cli_on_the_hospitals_workers_and_survives_a_dropped_sit
     assert!(!ok && text.contains("budget"), "{text}");
 
     patient_codes_are_redeemed_only_as_granted(&net);
+
+    // hospital-c's node (killed above) is taken as compromised: its member key replaces the
+    // node key from the CLI, and the old node key is refused from then on (here on a round
+    // route at hospital-b's node, where it acted for hospital-c before).
+    let old = node_key("hospital-c");
+    let (status, body) = get(1, &dealing, &old);
+    assert!(
+        status == 403 && body.contains("only the aggregator"),
+        "{body}"
+    );
+    let new = dir.join("new-node.key");
+    std::fs::write(&new, Keypair::from_seed(4_242).secret_hex()).unwrap();
+    let (ok, text) = net.cli(
+        "rotate-node-key",
+        &["--member", "hospital-c", "--new", new.to_str().unwrap()],
+    );
+    assert!(ok, "{text}");
+    assert!(text.contains("node key replaced"), "{text}");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let (status, body) = get(1, &dealing, &old);
+        if status == 403 && body.contains("not registered") {
+            break;
+        }
+        assert!(Instant::now() < deadline, "{status} {body}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
     drop(net);
     let _ = std::fs::remove_dir_all(&dir);
 }
@@ -1184,7 +1304,7 @@ fn patient_codes_are_redeemed_only_as_granted(net: &DevnetProcess) {
     }
     // A signed request sent twice: the second is refused as a replay before anything else; sent
     // to another node, it is refused there as signed for someone else.
-    let member = sealed_member_key(&net.dir.join("hospital-b"));
+    let member = devnet_member_key(1, "hospital-b");
     let genesis = medspace_chain::node::Genesis::load(&net.dir.join("genesis.json")).unwrap();
     let body = format!(r#"{{"grant":"{grant}","code":"CCCC-CCCC-CCCC-CCCC"}}"#);
     let auth = medspace_api::auth::Request {

@@ -74,8 +74,10 @@ pub struct Consortium {
     pub seed: u64,
     /// The application genesis.
     pub genesis: Genesis,
-    /// Members and their ledger keys.
+    /// Members and their member keys (governance; the CLI's, never a node's).
     pub members: Vec<(MemberId, Keypair)>,
+    /// Members and their node keys (what each member's node process signs with).
+    pub nodes: Vec<(MemberId, Keypair)>,
     /// Users: id, role, institution, key.
     pub users: Vec<(UserId, Role, MemberId, Keypair)>,
 }
@@ -102,6 +104,16 @@ pub fn patient_key(seed: u64, member: &str, fhir_id: &str) -> Keypair {
         member.as_bytes(),
         fhir_id.as_bytes(),
     ]);
+    let mut b = [0u8; 8];
+    b.copy_from_slice(h.0.get(..8).unwrap_or(&[0; 8]));
+    Keypair::from_seed(u64::from_be_bytes(b))
+}
+
+/// The deterministic node key of the member whose member key is `member` (a local
+/// consortium's or a test's, never a production key): what [`GenesisBuilder`] registers as the
+/// member's node key, so a test holding a member key can sign its node's work too.
+pub fn derived_node_key(member: &Keypair) -> Keypair {
+    let h = Hash::of(&[b"medspace/devnet/node-key", member.public().as_ref()]);
     let mut b = [0u8; 8];
     b.copy_from_slice(h.0.get(..8).unwrap_or(&[0; 8]));
     Keypair::from_seed(u64::from_be_bytes(b))
@@ -140,8 +152,8 @@ impl GenesisBuilder {
         self
     }
 
-    /// A member with its ledger key, opening credits and X25519 agreement key (zero when it
-    /// takes no part in secure aggregation).
+    /// A member with its member key, opening credits and X25519 agreement key (zero when it
+    /// takes no part in secure aggregation); its node key is [`derived_node_key`] of `key`.
     pub fn member_with(
         mut self,
         id: &str,
@@ -156,6 +168,7 @@ impl GenesisBuilder {
                 name: Text::new(id)?,
                 kind,
                 key: key.public(),
+                node_key: derived_node_key(key).public(),
                 agreement_key,
             },
             balance,
@@ -205,9 +218,11 @@ impl Consortium {
             Keypair::from_seed(n)
         };
         let mut members = Vec::new();
+        let mut nodes = Vec::new();
         let mut genesis_members = Vec::new();
         for MemberSpec(id, name, kind, balance) in MEMBERS {
             let key = next_key();
+            let node = derived_node_key(&key);
             let agreement = x25519_dalek::PublicKey::from(&agreement_secret(seed, id)).to_bytes();
             let id = MemberId::new(id)?;
             genesis_members.push(GenesisMember {
@@ -216,10 +231,12 @@ impl Consortium {
                     name: Text::new(name)?,
                     kind,
                     key: key.public(),
+                    node_key: node.public(),
                     agreement_key: Hash(agreement),
                 },
                 balance,
             });
+            nodes.push((id.clone(), node));
             members.push((id, key));
         }
         let mut users = Vec::new();
@@ -263,11 +280,21 @@ impl Consortium {
             seed,
             genesis,
             members,
+            nodes,
             users,
         })
     }
 
-    /// A member's ledger key.
+    /// A member's node key: what its node process signs with.
+    pub fn node_key(&self, id: &str) -> Result<&Keypair, ConsortiumError> {
+        self.nodes
+            .iter()
+            .find(|(m, _)| m.as_str() == id)
+            .map(|(_, k)| k)
+            .ok_or_else(|| ConsortiumError::NoMember(id.to_string()))
+    }
+
+    /// A member's member key (governance, users, catalog, node key replacement).
     pub fn member_key(&self, id: &str) -> Result<&Keypair, ConsortiumError> {
         self.members
             .iter()
@@ -346,5 +373,9 @@ mod tests {
         let hospital = a.member_key("hospital-a").unwrap().public();
         assert!(reg.verify(&a.genesis.chain_id, &patient, &hospital));
         assert!(a.patient_registration("nobody", &patient).is_err());
+        let node = a.node_key("hospital-a").unwrap().public();
+        assert_ne!(node, hospital);
+        assert_eq!(a.genesis.members[0].member.node_key, node);
+        assert!(!reg.verify(&a.genesis.chain_id, &patient, &node));
     }
 }

@@ -14,6 +14,7 @@ use medspace_chain::node::{ConsortiumSpec, Genesis as ChainGenesis, SpecNode};
 use medspace_client::Remote;
 use medspace_consortium::{Consortium, GENESIS_MS, HOSPITALS};
 use medspace_types::*;
+use medspace_worker::config::{NODE_KEY_FILE, NODE_KEY_ROLE};
 use serde::{Deserialize, Serialize};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -130,13 +131,14 @@ fn spec(c: &Consortium, base_port: u16, plain_http: bool) -> Result<ConsortiumSp
     })
 }
 
-/// Gives a hospital's node its compute worker: the member's ledger key and X25519 secret in
+/// Gives a hospital's node its compute worker: the member's node key and X25519 secret in
 /// sealed key files, the `[worker]` section of its config and the `[vault]` section naming
-/// the vault's passphrase file (once).
+/// the vault's passphrase file (once). The member key is never written into a node's
+/// directory: the CLI derives it from the devnet's seed (`--key` takes a file elsewhere).
 fn ensure_worker(dir: &Path, c: &Consortium, seed: u64, member: &str) -> Result<()> {
     let secret = medspace_consortium::agreement_secret(seed, member);
     let section = format!(
-        "\n[worker]\nmember = \"{member}\"\nmember_key_file = \"member.key\"\nagreement_key_file = \"agreement.key\"\nshare_timeout_ms = {WORKER_SHARE_TIMEOUT_MS}\n\n[vault]\npassphrase_file = \"{}\"\n",
+        "\n[worker]\nmember = \"{member}\"\nnode_key_file = \"{NODE_KEY_FILE}\"\nagreement_key_file = \"agreement.key\"\nshare_timeout_ms = {WORKER_SHARE_TIMEOUT_MS}\n\n[vault]\npassphrase_file = \"{}\"\n",
         hospitals::VAULT_PASSPHRASE_FILE
     );
     add_section(
@@ -144,11 +146,7 @@ fn ensure_worker(dir: &Path, c: &Consortium, seed: u64, member: &str) -> Result<
         "[worker]",
         &section,
         &[
-            (
-                "member.key",
-                medspace_worker::config::MEMBER_KEY_ROLE,
-                member_secret(c, member)?,
-            ),
+            (NODE_KEY_FILE, NODE_KEY_ROLE, node_secret(c, member)?),
             (
                 "agreement.key",
                 medspace_worker::config::AGREEMENT_KEY_ROLE,
@@ -158,26 +156,22 @@ fn ensure_worker(dir: &Path, c: &Consortium, seed: u64, member: &str) -> Result<
     )
 }
 
-/// The raw secret of a member's ledger key.
-fn member_secret(c: &Consortium, member: &str) -> Result<zeroize::Zeroizing<Vec<u8>>> {
-    let hex = zeroize::Zeroizing::new(c.member_key(member)?.secret_hex());
+/// The raw secret of a member's node key.
+fn node_secret(c: &Consortium, member: &str) -> Result<zeroize::Zeroizing<Vec<u8>>> {
+    let hex = zeroize::Zeroizing::new(c.node_key(member)?.secret_hex());
     hex::decode(hex.as_str())
         .map(zeroize::Zeroizing::new)
-        .map_err(|_| crate::DevnetError::Failed("a member key is not hex".into()))
+        .map_err(|_| crate::DevnetError::Failed("a node key is not hex".into()))
 }
 
-/// Gives the observer's node its member's ledger key (it reads the validators' blocks with it)
+/// Gives the observer's node its member's node key (it reads the validators' blocks with it)
 /// and the `[observer]` section of its config (once).
 fn ensure_observer(dir: &Path, c: &Consortium, member: &str) -> Result<()> {
     add_section(
         &dir.join(member),
         "[observer]",
-        "\n[observer]\nmember_key_file = \"member.key\"\n",
-        &[(
-            "member.key",
-            medspace_worker::config::MEMBER_KEY_ROLE,
-            member_secret(c, member)?,
-        )],
+        &format!("\n[observer]\nnode_key_file = \"{NODE_KEY_FILE}\"\n"),
+        &[(NODE_KEY_FILE, NODE_KEY_ROLE, node_secret(c, member)?)],
     )
 }
 

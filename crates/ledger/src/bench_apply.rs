@@ -249,7 +249,7 @@ fn sign_mix(
 ) -> Result<Vec<SignedTx>, ApplyError> {
     let n_approve = opts.txs / 5;
     let n_access = opts.txs / 5;
-    let holder = c.member_key("hospital-a")?;
+    let holder = c.node_key("hospital-a")?;
     let missing = |what: &str| ApplyError::Check(format!("setup made no {what}"));
     let mut nonces: std::collections::HashMap<PublicKey, u64> = std::collections::HashMap::new();
     let mut sign = |key: &Keypair, payload: Payload| -> Result<SignedTx, ApplyError> {

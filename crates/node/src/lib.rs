@@ -136,7 +136,7 @@ pub fn run(config: &Path) -> Result<(), NodeError> {
     let genesis = Genesis::load(&cfg.node.genesis_file)?;
     let name = &cfg.node.name;
     if genesis.observers.iter().any(|o| &o.name == name) {
-        let key = observer::member_key(config, &cfg.key_unlock()?)?;
+        let key = observer::node_key(config, &cfg.key_unlock()?)?;
         return Ok(observer::run(&cfg, &genesis, key)?);
     }
     if !genesis.validators.iter().any(|v| &v.name == name) {

@@ -8,13 +8,15 @@ use medspace_chain::node::Genesis as ChainGenesis;
 use medspace_ledger::{Follower, FollowerView};
 use std::sync::{Arc, RwLock};
 
-/// The `[observer]` section of an observer's config: the ledger key of its member, with which
-/// it asks the validators for blocks (they serve whole blocks to the consortium's members only).
+/// The `[observer]` section of an observer's config: the node key of its member, with which
+/// it asks the validators for blocks (they serve whole blocks to the consortium's members, and
+/// a member's node key reads for its member). Never the member key: that stays with the CLI.
 #[derive(Debug, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct ObserverSection {
-    /// The member's ledger key: a sealed key file opened with the node's key passphrase
+    /// The member's node key: a sealed key file opened with the node's key passphrase
     /// (relative to the config's directory).
-    pub member_key_file: std::path::PathBuf,
+    pub node_key_file: std::path::PathBuf,
 }
 
 #[derive(serde::Deserialize)]
@@ -22,9 +24,9 @@ struct FileWithObserver {
     observer: Option<ObserverSection>,
 }
 
-/// The member key named by the `[observer]` section of the config at `path`, opened with
+/// The node key named by the `[observer]` section of the config at `path`, opened with
 /// `unlock` (the node's key passphrase).
-pub fn member_key(
+pub fn node_key(
     path: &std::path::Path,
     unlock: &medspace_seal::Unlock,
 ) -> Result<medspace_types::Keypair, ObserverError> {
@@ -37,14 +39,14 @@ pub fn member_key(
     let section = file.observer.ok_or_else(|| {
         io(
             path,
-            &"an observer reads the validators' blocks with its member's ledger key: add an [observer] section with member_key_file",
+            &"an observer reads the validators' blocks with its member's node key: add an [observer] section with node_key_file",
         )
     })?;
     let key_path = path
         .parent()
         .unwrap_or(std::path::Path::new("."))
-        .join(&section.member_key_file);
-    medspace_worker::config::load_member_key(&key_path, unlock).map_err(|e| io(&key_path, &e))
+        .join(&section.node_key_file);
+    medspace_worker::config::load_node_key(&key_path, unlock).map_err(|e| io(&key_path, &e))
 }
 
 /// Errors of an observer node.
@@ -82,7 +84,7 @@ pub enum ObserverError {
 pub fn run(
     config: &medspace_chain::node::NodeConfig,
     genesis: &ChainGenesis,
-    member_key: medspace_types::Keypair,
+    node_key: medspace_types::Keypair,
 ) -> Result<(), ObserverError> {
     let io = |what: &str, e: &dyn std::fmt::Display| ObserverError::Io {
         what: what.to_string(),
@@ -116,7 +118,7 @@ pub fn run(
         .map_err(|e| io("tokio runtime", &e))?;
     let tls = medspace_chain::tls::for_node(config, genesis).map_err(|e| io("tls", &e))?;
     let source = HttpSource::from_genesis(genesis)?
-        .signed_by(Arc::new(medspace_api::gate::KeySigner(member_key)));
+        .signed_by(Arc::new(medspace_api::gate::KeySigner(node_key)));
     let listen = config.http.listen;
     let shared = follower.clone();
     let api = medspace_api::Config::new(config.node.name.clone());

@@ -146,17 +146,20 @@ pub mod keys {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Principal {
-    /// A member institution itself (its node, its governance votes).
+    /// A member institution itself, by its member key (governance, its users, its catalog).
     Member(MemberId),
     /// A user of a member.
     User(UserId),
     /// A patient.
     Patient(PatientId),
+    /// A member's node, by its node key (a round and its result, access records, reads).
+    Node(MemberId),
 }
 codec_enum!(Principal {
     1 => Member(MemberId),
     2 => User(UserId),
     3 => Patient(PatientId),
+    4 => Node(MemberId),
 });
 
 /// A key's record.

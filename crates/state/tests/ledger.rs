@@ -24,6 +24,7 @@ mod ledger {
     mod grants;
     mod jobs;
     mod matrix;
+    mod node_keys;
     mod proofs;
     mod props;
     mod registration;

@@ -90,8 +90,15 @@ pub struct Member {
     pub name: Text<128>,
     /// Kind of institution.
     pub kind: MemberKind,
-    /// The institution's own signing key (its node and its governance votes).
+    /// The institution's own signing key, its **member key**: governance (proposals, votes),
+    /// its users, its catalog, its contracts' business, replacing its node key. Kept out of the
+    /// node process (the CLI holds it).
     pub key: PublicKey,
+    /// Its **node key**: the key its network-facing node signs with (a job's round and result,
+    /// a delivery's access record, the node's signed reads and worker messages). It cannot
+    /// propose, vote, register users or rotate keys; the member key replaces it
+    /// (`RotateNodeKey`).
+    pub node_key: PublicKey,
     /// Its X25519 key-agreement public key, for secure aggregation between sites.
     pub agreement_key: Hash,
 }
@@ -100,6 +107,7 @@ codec_struct!(Member {
     name: Text<128>,
     kind: MemberKind,
     key: PublicKey,
+    node_key: PublicKey,
     agreement_key: Hash,
 });
 

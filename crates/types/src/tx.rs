@@ -23,6 +23,8 @@ use serde::{Deserialize, Serialize};
 pub const TX_NAMESPACE: &[u8] = b"medspace/tx/v1";
 /// Signing namespace of the proof of possession in a key rotation.
 pub const ROTATE_NAMESPACE: &[u8] = b"medspace/rotate/v1";
+/// Signing namespace of the proof of possession when a member replaces its node key.
+pub const ROTATE_NODE_NAMESPACE: &[u8] = b"medspace/rotate-node/v1";
 /// The only envelope version this build reads and writes.
 pub const TX_VERSION: u8 = 1;
 /// Largest encoded transaction accepted anywhere.
@@ -132,6 +134,35 @@ codec_struct!(RotateKey {
     new_key: PublicKey,
     proof: Signature
 });
+
+/// A member replaces its node key (a compromised or lost node), signed by its member key; the
+/// old node key is retired and can never sign again. `proof` is the new key's signature over
+/// `chain id | member key | nonce` in [`ROTATE_NODE_NAMESPACE`].
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RotateNodeKey {
+    /// The new node key.
+    pub new_key: PublicKey,
+    /// Proof of possession of the new key.
+    pub proof: Signature,
+}
+codec_struct!(RotateNodeKey {
+    new_key: PublicKey,
+    proof: Signature
+});
+
+impl RotateNodeKey {
+    /// The replacement of the node key of the member whose key is `member_key`, by `new_key`,
+    /// in the member key's transaction of `nonce` on `chain_id`.
+    pub fn new(chain_id: &Name, member_key: &PublicKey, nonce: u64, new_key: &Keypair) -> Self {
+        Self {
+            new_key: new_key.public(),
+            proof: new_key.sign(
+                ROTATE_NODE_NAMESPACE,
+                &rotation_message(chain_id, member_key, nonce),
+            ),
+        }
+    }
+}
 
 /// Signing namespace of a hospital's attestation that it verified the person holding a
 /// patient key.
@@ -387,7 +418,7 @@ pub fn contribution_message(job: JobId, member: &MemberId, records: u64) -> Vec<
     m
 }
 
-/// A site's contribution to a job's result, signed by the site's member key (so the
+/// A site's contribution to a job's result, signed by the site's node key (so the
 /// aggregator cannot invent or inflate another site's contribution).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SignedContribution {
@@ -396,7 +427,7 @@ pub struct SignedContribution {
     /// Records (patients) it contributed, as its released counts say: the total of the
     /// site's noised count cells, never its exact cohort size.
     pub records: u64,
-    /// Its member key's signature over [`contribution_message`].
+    /// Its node key's signature over [`contribution_message`].
     pub signature: Signature,
 }
 codec_struct!(SignedContribution {
@@ -406,7 +437,7 @@ codec_struct!(SignedContribution {
 });
 
 impl SignedContribution {
-    /// `member`'s attestation of `records` for `job`, signed with its member key.
+    /// `member`'s attestation of `records` for `job`, signed with its node key.
     pub fn sign(key: &Keypair, job: JobId, member: MemberId, records: u64) -> Self {
         let signature = key.sign(
             CONTRIBUTION_NAMESPACE,
@@ -529,6 +560,7 @@ pub enum Payload {
     CloseRound(CloseRound),
     AppointUser(AppointUser),
     DismissUser(DismissUser),
+    RotateNodeKey(RotateNodeKey),
 }
 codec_enum!(Payload {
     1 => AddMember(AddMember),
@@ -555,6 +587,7 @@ codec_enum!(Payload {
     22 => CloseRound(CloseRound),
     23 => AppointUser(AppointUser),
     24 => DismissUser(DismissUser),
+    25 => RotateNodeKey(RotateNodeKey),
 });
 
 impl Payload {
@@ -585,6 +618,7 @@ impl Payload {
             Payload::CloseRound(_) => "close_round",
             Payload::AppointUser(_) => "appoint_user",
             Payload::DismissUser(_) => "dismiss_user",
+            Payload::RotateNodeKey(_) => "rotate_node_key",
         }
     }
 }

@@ -567,6 +567,7 @@ fn payloads() -> Vec<Payload> {
         name: text("Insurer One"),
         kind: MemberKind::Insurer,
         key: Keypair::from_seed(10).public(),
+        node_key: Keypair::from_seed(14).public(),
         agreement_key: Hash::of(&[b"x25519"]),
     };
     let types = List::new(vec![text("Encounter"), text("Observation")]).unwrap();
@@ -598,6 +599,7 @@ fn payloads() -> Vec<Payload> {
             new_key: new_key.public(),
             proof: new_key.sign(ROTATE_NAMESPACE, &rotation_message(&chain, &old, 4)),
         }),
+        Payload::RotateNodeKey(RotateNodeKey::new(&chain, &old, 5, &new_key)),
         Payload::RegisterPatient(RegisterPatient::attested(
             &chain,
             &Keypair::from_seed(13).public(),
@@ -778,6 +780,9 @@ fn corpus() -> Corpus {
             Payload::CloseRound(p) => ("CloseRound", p.encode().to_vec(), check::<CloseRound>),
             Payload::AppointUser(p) => ("AppointUser", p.encode().to_vec(), check::<AppointUser>),
             Payload::DismissUser(p) => ("DismissUser", p.encode().to_vec(), check::<DismissUser>),
+            Payload::RotateNodeKey(p) => {
+                ("RotateNodeKey", p.encode().to_vec(), check::<RotateNodeKey>)
+            }
         };
         add(name, bytes, check);
     }
@@ -946,7 +951,7 @@ fn boundary_bytes_at_every_position() {
 fn corpus_covers_every_kind() {
     let kinds: std::collections::BTreeSet<&str> =
         CORPUS.txs.iter().map(|t| t.body.payload.kind()).collect();
-    assert_eq!(kinds.len(), 24);
+    assert_eq!(kinds.len(), 25);
     for tx in &CORPUS.txs {
         assert_eq!(SignedTx::from_bytes(tx.to_bytes()).as_ref(), Ok(tx));
         assert!(tx.verify_signature());

@@ -3,7 +3,8 @@
 //! ```toml
 //! [worker]
 //! member = "hospital-a"                  # the institution this node computes for
-//! member_key_file = "member.key"         # its ledger key (sealed key file): signs shares and results
+//! node_key_file = "member-node.key"      # the member's node key (sealed key file): signs the
+//!                                        # round's messages, results and access records
 //! agreement_key_file = "agreement.key"   # its X25519 secret (sealed key file): pairwise masks
 //! vault_dir = "."                        # the vault and patient links (default: the node dir)
 //! share_timeout_ms = 10000               # how long the aggregator waits for a site's share
@@ -11,10 +12,14 @@
 //! hospital-b = "https://hospital-b:7501"  # the name resolves to its genesis address
 //! ```
 //!
-//! Both key files are sealed key files ([`medspace_seal::SealedKey`], roles [`MEMBER_KEY_ROLE`]
+//! Both key files are sealed key files ([`medspace_seal::SealedKey`], roles [`NODE_KEY_ROLE`]
 //! and [`AGREEMENT_KEY_ROLE`]) opened with the node's key passphrase (`[node]
 //! key_passphrase_file`, else the environment); plain hex only where the node allows plain key
 //! files (`[node] allow_plain_key`).
+//!
+//! The node never holds its member's **member key** (governance, users, catalog): that key is
+//! the CLI's (`--key`, role [`MEMBER_KEY_ROLE`]). The node key can do node work only, and the
+//! member key replaces it if the node is compromised.
 
 use crate::WorkerError;
 use medspace_state::State;
@@ -25,8 +30,12 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 use x25519_dalek::{PublicKey as XPublic, StaticSecret};
 
-/// The role of a member's ledger key in a sealed key file.
+/// The role of a member's ledger key (its member key) in a sealed key file.
 pub const MEMBER_KEY_ROLE: &str = "member-ed25519";
+/// The role of a member's node key in a sealed key file.
+pub const NODE_KEY_ROLE: &str = "member-node-ed25519";
+/// The usual file name of a member's node key in its node's directory.
+pub const NODE_KEY_FILE: &str = "member-node.key";
 /// The role of a member's X25519 agreement secret in a sealed key file.
 pub const AGREEMENT_KEY_ROLE: &str = "agreement-x25519";
 
@@ -36,8 +45,8 @@ pub const AGREEMENT_KEY_ROLE: &str = "agreement-x25519";
 pub struct WorkerSection {
     /// The member this node computes for.
     pub member: String,
-    /// The member's ledger key (sealed key file).
-    pub member_key_file: PathBuf,
+    /// The member's node key (sealed key file): never the member key.
+    pub node_key_file: PathBuf,
     /// The member's 32-byte X25519 secret (sealed key file).
     pub agreement_key_file: PathBuf,
     /// Directory of the vault and the patient links (default: the config's directory).
@@ -73,7 +82,7 @@ pub fn load_section(path: &Path) -> Result<Option<WorkerSection>, WorkerError> {
     })?;
     let base = path.parent().unwrap_or(Path::new("."));
     Ok(file.worker.map(|mut w| {
-        for p in [&mut w.member_key_file, &mut w.agreement_key_file] {
+        for p in [&mut w.node_key_file, &mut w.agreement_key_file] {
             if p.is_relative() {
                 *p = base.join(&*p);
             }
@@ -91,7 +100,7 @@ pub fn load_section(path: &Path) -> Result<Option<WorkerSection>, WorkerError> {
 pub struct Prepared {
     /// The member.
     pub member: MemberId,
-    /// Its ledger key.
+    /// Its node key.
     pub key: Keypair,
     /// Its X25519 secret.
     pub secret: StaticSecret,
@@ -139,8 +148,18 @@ pub fn load_member_key(
     })
 }
 
-/// Loads the section's keys and checks them against `state` (the member exists, its ledger key
-/// and its registered agreement key are the ones in the files). `default_peers` maps member
+/// A member's node key from the key file at `path` (sealed, or plain where `unlock` allows).
+pub fn load_node_key(path: &Path, unlock: &medspace_seal::Unlock) -> Result<Keypair, WorkerError> {
+    let secret = read_key(path, NODE_KEY_ROLE, "node key file", unlock)?;
+    let hex = zeroize::Zeroizing::new(hex::encode(secret.as_slice()));
+    Keypair::from_secret_hex(&hex).map_err(|e| WorkerError::Invalid {
+        what: "node key file",
+        error: format!("{e}: path={}", path.display()),
+    })
+}
+
+/// Loads the section's keys and checks them against `state` (the member exists, its current
+/// node key and its registered agreement key are the ones in the files). `default_peers` maps member
 /// names to URLs for members the section does not list; `store_dir` is the node's own;
 /// `unlock` opens the key files.
 pub fn prepare(
@@ -155,7 +174,7 @@ pub fn prepare(
         what: "worker member",
         error: format!("{e}: member={}", section.member),
     })?;
-    let key = load_member_key(&section.member_key_file, unlock)?;
+    let key = load_node_key(&section.node_key_file, unlock)?;
     let raw = read_key(
         &section.agreement_key_file,
         AGREEMENT_KEY_ROLE,
@@ -184,13 +203,20 @@ pub fn prepare(
             what: "worker member",
             error: format!("not a member of the consortium: member={member}"),
         })?;
-    if record.member.key != key.public() {
-        return Err(WorkerError::Invalid {
-            what: "member key file",
-            error: format!(
-                "the key is not {member}'s ledger key: key={}",
+    if record.member.node_key != key.public() {
+        let error = if record.member.key == key.public() {
+            format!(
+                "the file holds {member}'s member key; a node runs with its node key only (the member key stays with the CLI)"
+            )
+        } else {
+            format!(
+                "the key is not {member}'s current node key: key={}",
                 key.public().to_hex()
-            ),
+            )
+        };
+        return Err(WorkerError::Invalid {
+            what: "node key file",
+            error,
         });
     }
     if record.member.agreement_key.0 != XPublic::from(&secret).to_bytes() {
@@ -234,11 +260,11 @@ mod tests {
         let path = dir.path().join("node.toml");
         std::fs::write(
             &path,
-            "[node]\nname = \"a\"\n[worker]\nmember = \"hospital-a\"\nmember_key_file = \"m.key\"\nagreement_key_file = \"/abs/x.key\"\n",
+            "[node]\nname = \"a\"\n[worker]\nmember = \"hospital-a\"\nnode_key_file = \"m.key\"\nagreement_key_file = \"/abs/x.key\"\n",
         )
         .unwrap();
         let w = load_section(&path).unwrap().unwrap();
-        assert_eq!(w.member_key_file, dir.path().join("m.key"));
+        assert_eq!(w.node_key_file, dir.path().join("m.key"));
         assert_eq!(w.agreement_key_file, PathBuf::from("/abs/x.key"));
         assert_eq!(w.vault_dir.as_deref(), Some(dir.path()));
         assert_eq!(w.share_timeout_ms, 10_000);
@@ -247,5 +273,72 @@ mod tests {
         std::fs::write(&path, "[worker]\nmember = \"a\"\nbogus = 1\n").unwrap();
         let err = load_section(&path).unwrap_err().to_string();
         assert!(err.contains("node.toml"), "{err}");
+    }
+
+    #[test]
+    fn a_worker_starts_with_its_node_key_and_refuses_the_member_key() {
+        use medspace_seal::{KdfParams, Passphrase, SealedKey, Unlock};
+        let dir = tempfile::tempdir().unwrap();
+        let c = medspace_consortium::Consortium::default_devnet(7, 0).unwrap();
+        let state = State::genesis(&c.genesis).unwrap();
+        let pass = Passphrase::generate();
+        let seal = |file: &str, role: &str, secret: &[u8]| {
+            let path = dir.path().join(file);
+            SealedKey::seal(secret, role, &pass, KdfParams::INSECURE_FAST)
+                .unwrap()
+                .write(&path, false)
+                .unwrap();
+            path
+        };
+        let raw = |k: &Keypair| hex::decode(k.secret_hex()).unwrap();
+        let agreement = seal(
+            "agreement.key",
+            AGREEMENT_KEY_ROLE,
+            &c.agreement("hospital-a").to_bytes(),
+        );
+        let node = seal(
+            "node.key",
+            NODE_KEY_ROLE,
+            &raw(c.node_key("hospital-a").unwrap()),
+        );
+        // The member key, sealed as if it were a node key: refused, saying why.
+        let member = seal(
+            "member-as-node.key",
+            NODE_KEY_ROLE,
+            &raw(c.member_key("hospital-a").unwrap()),
+        );
+        let section = |node_key_file: &Path| WorkerSection {
+            member: "hospital-a".into(),
+            node_key_file: node_key_file.to_path_buf(),
+            agreement_key_file: agreement.clone(),
+            vault_dir: None,
+            peers: BTreeMap::new(),
+            share_timeout_ms: 1_000,
+        };
+        let unlock = Unlock {
+            passphrase: Some(pass.clone()),
+            allow_plain: false,
+        };
+        let prepare_with = |file: &Path| {
+            prepare(
+                &section(file),
+                &state,
+                "medspace-devnet",
+                &BTreeMap::new(),
+                dir.path(),
+                &unlock,
+            )
+        };
+        let p = prepare_with(&node).unwrap();
+        assert_eq!(p.key.public(), c.node_key("hospital-a").unwrap().public());
+        let err = prepare_with(&member).err().unwrap().to_string();
+        assert!(err.contains("member key"), "{err}");
+        // A member key file (its own role) is not a node key file either.
+        let member_file = seal(
+            "member.key",
+            MEMBER_KEY_ROLE,
+            &raw(c.member_key("hospital-a").unwrap()),
+        );
+        assert!(prepare_with(&member_file).is_err());
     }
 }

@@ -1,7 +1,7 @@
 //! The worker's routes on its node's HTTP API. Every request is signed by a ledger key
 //! (`medspace_api::auth`), and each route answers only the party the ledger names:
 //!
-//! - `GET /v1/worker/jobs/{job}/dealing?wait_ms=` — the job's aggregator (its member key): this
+//! - `GET /v1/worker/jobs/{job}/dealing?wait_ms=` — the job's aggregator (its node key): this
 //!   site's signed dealing (`200`), `202` while its vector is not computed yet (after waiting
 //!   up to `wait_ms`), `409` with the reason when this site does not take part;
 //! - `POST /v1/worker/jobs/{job}/mask` — the aggregator: this site's masked vector for the
@@ -11,7 +11,7 @@
 //! - `GET /v1/worker/jobs/{job}/result` — the job's submitter only, and only once the result's
 //!   hash is final on the ledger: the released result;
 //! - `GET /v1/records/export` — the patient only (their own key): their complete record here;
-//! - `POST /v1/records/redeem` — the grantee institution (its member key or one of its users):
+//! - `POST /v1/records/redeem` — the grantee institution (its member key, its node key or one of its users):
 //!   the granted part of a patient's record, once the access is on the ledger
 //!   ([`crate::records`]).
 
@@ -138,7 +138,8 @@ fn caller<E, L: Ledger, R>(
     }
 }
 
-/// The calling member (node-to-node routes take only member keys).
+/// The calling member (node-to-node routes take only a member's current node key: a member
+/// key, which stays with the institution's CLI, takes no part in a round).
 fn member<E, L: Ledger, R>(
     r: &Routes<E, L, R>,
     method: &str,
@@ -147,7 +148,7 @@ fn member<E, L: Ledger, R>(
     body: &[u8],
 ) -> Result<MemberId, Refusal> {
     match caller(r, method, uri, headers, body)?.1 {
-        Principal::Member(m) => Ok(m),
+        Principal::Node(m) => Ok(m),
         _ => Err(refuse(
             StatusCode::FORBIDDEN,
             "only a member's node key may take part in a round",

@@ -11,7 +11,7 @@
 //! - [`records`]: record sharing. A grantee redeems a patient's authorization code and receives
 //!   exactly the granted FHIR resources once the access is recorded on the ledger; a patient
 //!   downloads their own record.
-//! - [`submit`]: the member key's one nonce sequence, shared by both services.
+//! - [`submit`]: the node key's one nonce sequence, shared by both services.
 //! - [`wire`], [`store`], [`http`]: the signed messages, the per-job files, the routes.
 //!
 //! Both services are generic over a commonware runtime (its clock, its spawner, its randomness):

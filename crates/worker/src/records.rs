@@ -3,7 +3,7 @@
 //! ledger; a patient downloads their own complete record.
 //!
 //! `POST /v1/records/redeem` with `{"grant": "g-…", "code": "XXXX-XXXX-…"}`, signed (see
-//! `medspace_api::auth`) by the grantee institution's member key or one of its users' keys. The
+//! `medspace_api::auth`) by the grantee institution's member key, its node key or one of its users' keys. The
 //! node checks, in order: the request is signed and not a replay; the grant is held here and
 //! is for the caller's institution; the caller has not made too many wrong guesses lately; the
 //! code matches the hash on the ledger (a wrong code is counted); only then whether the grant
@@ -11,7 +11,7 @@
 //! nothing about it; and no other redemption of it is in flight. It then reads the patient's
 //! record through its [`RecordSource`], keeps only the granted resource types whose clinical
 //! date lies in the grant's period, records `RecordAccess` (who, whose pseudonym, the grant, the
-//! types, the count and the SHA-256 of exactly the bytes delivered) with the member key, and
+//! types, the count and the SHA-256 of exactly the bytes delivered) with the node key, and
 //! only once that transaction is final answers with the Bundle. Anything refused delivers
 //! nothing and changes nothing.
 
@@ -143,7 +143,8 @@ impl Drop for InFlight<'_> {
 /// The institution a caller acts for.
 fn institution(state: &State, who: &Principal) -> Result<MemberId, Refused> {
     match who {
-        Principal::Member(m) => Ok(m.clone()),
+        // The member key, or the member's node acting for it.
+        Principal::Member(m) | Principal::Node(m) => Ok(m.clone()),
         Principal::User(u) => state
             .user(u)
             .map_err(|e| refused(500, e.to_string()))?

@@ -85,7 +85,7 @@ pub struct Job {
     pub record: JobRecord,
     /// Its contract's data holders, in ledger order (site `i` is `owners[i]`).
     pub owners: Vec<MemberId>,
-    /// Each holder's ledger key.
+    /// Each holder's node key.
     pub keys: Vec<PublicKey>,
     /// Each holder's X25519 agreement key.
     pub agreement: Vec<XPublic>,
@@ -119,7 +119,7 @@ impl Job {
                 .member(o)
                 .map_err(ledger)?
                 .ok_or_else(|| RoundError::Ledger(format!("not a member: member={o}")))?;
-            keys.push(m.member.key.clone());
+            keys.push(m.member.node_key.clone());
             agreement.push(XPublic::from(m.member.agreement_key.0));
         }
         // Defence in depth: the ledger binds every job to its contract's computation; a site
@@ -230,7 +230,7 @@ impl Job {
     }
 
     /// The index of `member`, a site of this job, if `msg` is for this job and signed by that
-    /// site's ledger key in `namespace` (each message kind has its own).
+    /// site's node key in `namespace` (each message kind has its own).
     fn signed_by_site<T: serde::Serialize>(
         &self,
         msg: &Signed<T>,
@@ -246,14 +246,14 @@ impl Job {
         if job != self.id() {
             return Err(bad("message for another job"));
         }
-        let key = self.keys.get(i).ok_or(bad("no ledger key"))?;
+        let key = self.keys.get(i).ok_or(bad("no node key"))?;
         if !msg.verify(key, namespace) {
             return Err(bad("message not signed by the site"));
         }
         Ok(i)
     }
 
-    /// Checks a dealing: for this job, from a holder, signed by its ledger key. Returns the
+    /// Checks a dealing: for this job, from a holder, signed by its node key. Returns the
     /// dealer's index and the dealing.
     pub fn check_dealing(&self, msg: &DealingMsg) -> Result<(usize, Dealing), RoundError> {
         let b = &msg.body;

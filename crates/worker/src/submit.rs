@@ -1,6 +1,6 @@
-//! The member key's transactions (`CloseRound`, `PostResult`, `RecordAccess`): signed with
+//! The node key's transactions (`CloseRound`, `PostResult`, `RecordAccess`): signed with
 //! pipelined nonces, submitted through the node's validator and awaited until final. Shared by
-//! the compute service and record sharing — the member key has one nonce sequence.
+//! the compute service and record sharing — the node key has one nonce sequence.
 
 use crate::WorkerError;
 use commonware_runtime::Clock;
@@ -16,7 +16,7 @@ const FINAL_WAIT: Duration = Duration::from_secs(30);
 /// Attempts at one transaction (nonce races sign it again).
 const ATTEMPTS: usize = 5;
 
-/// Signs, submits and awaits the member key's transactions.
+/// Signs, submits and awaits the node key's transactions.
 pub struct Submitter<L> {
     ledger: Arc<L>,
     key: Keypair,
@@ -71,7 +71,7 @@ impl<L: Ledger> Submitter<L> {
         reached(clock, &self.heights, height, limit).await
     }
 
-    /// Signs `payload` with the member key, submits it and waits until it is final: `Ok` once
+    /// Signs `payload` with the node key, submits it and waits until it is final: `Ok` once
     /// applied, the state machine's reason if refused. After a nonce race it is signed again,
     /// while `still_needed` holds.
     pub async fn submit_and_wait<E: Clock>(

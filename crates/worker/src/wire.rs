@@ -1,5 +1,5 @@
 //! What travels between the data holders' nodes and to the requester. Every protocol message is
-//! [`Signed`] by the sending member's ledger key, so the aggregator (and the sites it forwards
+//! [`Signed`] by the sending member's node key, so the aggregator (and the sites it forwards
 //! dealings to) know who sent what whatever the transport; the released result's hash is what
 //! the aggregator posts on the ledger.
 //!
@@ -46,7 +46,7 @@ impl<'de> Deserialize<'de> for Hex {
 pub struct Signed<T> {
     /// What is signed.
     pub body: T,
-    /// The member key's signature over `SHA-256(namespace | JSON(body))`.
+    /// The node key's signature over `SHA-256(namespace | JSON(body))`.
     pub signature: Signature,
 }
 
@@ -114,7 +114,7 @@ pub struct MaskedBody {
     /// What the site contributed, from its released (noised) counts (the ledger's contribution
     /// record); never its exact cohort size.
     pub cohort: u64,
-    /// The site's own attestation of that count, for the ledger (signed with its member key).
+    /// The site's own attestation of that count, for the ledger (signed with its node key).
     pub contribution: medspace_types::SignedContribution,
 }
 

@@ -140,7 +140,7 @@ fn fixture() -> &'static Fixture {
             .map(|(hosp, s)| {
                 j.dealing(
                     &MemberId::new(hosp).unwrap(),
-                    c.member_key(hosp).unwrap(),
+                    c.node_key(hosp).unwrap(),
                     &c.agreement(hosp),
                     s,
                 )
@@ -155,7 +155,7 @@ fn fixture() -> &'static Fixture {
         let (_, _, masked) = j
             .accept_mask(
                 &b,
-                c.member_key("hospital-b").unwrap(),
+                c.node_key("hospital-b").unwrap(),
                 &c.agreement("hospital-b"),
                 &secrets[1],
                 &vec![5; j.layout_len()],
@@ -191,7 +191,7 @@ fn feed(bytes: &[u8]) {
         let c = &f.c;
         let _ = j.accept_mask(
             &MemberId::new("hospital-c").unwrap(),
-            c.member_key("hospital-c").unwrap(),
+            c.node_key("hospital-c").unwrap(),
             &c.agreement("hospital-c"),
             &SiteSecrets::random(rand_chacha::ChaCha20Rng::seed_from_u64(9)),
             &vec![1; j.layout_len()],

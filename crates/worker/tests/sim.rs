@@ -351,7 +351,7 @@ impl World {
             .unwrap();
         let p = Prepared {
             member: m.clone(),
-            key: self.c.member_key(name).unwrap().clone(),
+            key: self.c.node_key(name).unwrap().clone(),
             secret: self.c.agreement(name),
             vault_dir: self.dir.join(name),
             store_dir: self.dir.join(name).join("worker"),
@@ -694,7 +694,7 @@ fn concurrent_mask_requests_for_two_dealer_sets_exactly_one_wins() {
                 let secrets = SiteSecrets::random(rand_chacha_rng(seed));
                 j.dealing(
                     &member(name),
-                    w.c.member_key(name).unwrap(),
+                    w.c.node_key(name).unwrap(),
                     &w.c.agreement(name),
                     &secrets,
                 )
@@ -759,7 +759,7 @@ fn an_aggregator_calling_a_received_site_dropped_learns_nothing_of_it() {
             let j = Job::from_ledger(&w.ledger.state(), job).unwrap();
             // The aggregator's own site, played by the test.
             let a_secrets = SiteSecrets::random(rand_chacha_rng(seed));
-            let a_key = w.c.member_key("hospital-a").unwrap().clone();
+            let a_key = w.c.node_key("hospital-a").unwrap().clone();
             let a_x = w.c.agreement("hospital-a");
             let dealings = vec![
                 j.dealing(&a, &a_key, &a_x, &a_secrets).unwrap(),

@@ -17,7 +17,8 @@ impl State {
         ctx: &BlockContext,
         p: &RecordAccess,
     ) -> Result<Receipt, TxError> {
-        let Signer::Member(holder) = signer else {
+        // The node that delivers records it: by the holder's node key only.
+        let Signer::Node(holder) = signer else {
             return Err(TxError::WrongSigner {
                 kind: "record_access",
                 need: "the holding member's node key",
@@ -167,8 +168,9 @@ impl State {
         ctx: &BlockContext,
         p: &AttestDestruction,
     ) -> Result<Receipt, TxError> {
+        // The recipient institution attests: its member key, its node, or one of its users.
         let member = match &signer {
-            Signer::Member(m) => m.member.id.clone(),
+            Signer::Member(m) | Signer::Node(m) => m.member.id.clone(),
             Signer::User(u) => u.member.clone(),
             other => {
                 return Err(TxError::WrongSigner {

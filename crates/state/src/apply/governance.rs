@@ -69,6 +69,15 @@ impl State {
                 if !a.member.key.is_valid() {
                     return Err(invalid("key", "not a valid ed25519 public key"));
                 }
+                if !a.member.node_key.is_valid() {
+                    return Err(invalid("node_key", "not a valid ed25519 public key"));
+                }
+                if a.member.node_key == a.member.key {
+                    return Err(invalid(
+                        "node_key",
+                        "the node key must differ from the member key",
+                    ));
+                }
                 if self.member(&a.member.id)?.is_some() {
                     return Err(TxError::AlreadyExists {
                         what: "member",
@@ -77,6 +86,12 @@ impl State {
                 }
                 if self.key_record(&a.member.key)?.is_some() {
                     return Err(invalid("key", "already registered to another principal"));
+                }
+                if self.key_record(&a.member.node_key)?.is_some() {
+                    return Err(invalid(
+                        "node_key",
+                        "already registered to another principal",
+                    ));
                 }
             }
             GovAction::RemoveMember(r) => {
@@ -263,6 +278,14 @@ impl State {
                         nonce: 0,
                     },
                 )?;
+                self.put(
+                    &keys::principal(&m.node_key),
+                    &KeyRecord {
+                        principal: Principal::Node(m.id.clone()),
+                        retired: false,
+                        nonce: 0,
+                    },
+                )?;
             }
             GovAction::RemoveMember(r) => {
                 let mut m = self.active_member(&r.member)?;
@@ -366,6 +389,15 @@ impl State {
                 self.put(&keys::patient(&id), &rec)?;
                 Principal::Patient(id)
             }
+            // A node key does not rotate itself: its member replaces it (`RotateNodeKey`), so
+            // a compromised node cannot keep its key away from the member.
+            Signer::Node(m) => {
+                return Err(TxError::WrongSigner {
+                    kind: "rotate_key",
+                    need: "the key's owner (a node key is replaced by its member's key: rotate_node_key)",
+                    have: Signer::Node(m).describe(),
+                });
+            }
             Signer::Unknown => return Err(TxError::UnknownSigner { key: old.to_hex() }),
         };
         self.put(
@@ -387,5 +419,54 @@ impl State {
             },
         )?;
         Ok(Receipt::new("rotate_key"))
+    }
+
+    /// A member replaces its node key: signed by the member key, with the new key's proof of
+    /// possession; the old node key is retired and never signs again.
+    pub(super) fn rotate_node_key(
+        &mut self,
+        signer: Signer,
+        member_key: &PublicKey,
+        nonce: u64,
+        p: &RotateNodeKey,
+    ) -> Result<Receipt, TxError> {
+        let Signer::Member(mut m) = signer else {
+            return Err(TxError::WrongSigner {
+                kind: "rotate_node_key",
+                need: "the member's own key (its member key)",
+                have: signer.describe(),
+            });
+        };
+        let chain = self.chain_id()?;
+        if !p.new_key.verify(
+            ROTATE_NODE_NAMESPACE,
+            &rotation_message(&chain, member_key, nonce),
+            &p.proof,
+        ) {
+            return Err(invalid(
+                "proof",
+                "the new node key's signature over the rotation does not verify",
+            ));
+        }
+        if self.key_record(&p.new_key)?.is_some() {
+            return Err(invalid("new_key", "already registered to a principal"));
+        }
+        let old = m.member.node_key.clone();
+        let mut old_rec = self
+            .key_record(&old)?
+            .ok_or_else(|| not_found("key", &old))?;
+        old_rec.retired = true;
+        self.put(&keys::principal(&old), &old_rec)?;
+        m.member.node_key = p.new_key.clone();
+        self.put(&keys::member(&m.member.id), &m)?;
+        self.put(
+            &keys::principal(&p.new_key),
+            &KeyRecord {
+                principal: Principal::Node(m.member.id),
+                retired: false,
+                nonce: 0,
+            },
+        )?;
+        Ok(Receipt::new("rotate_node_key"))
     }
 }

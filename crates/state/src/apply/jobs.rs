@@ -114,17 +114,18 @@ impl State {
     }
 
     /// The job, its contract, and the check that `signer` is the job's aggregator (the
-    /// contract's first data holder, by its member key) and the job still waits for a result.
+    /// contract's first data holder, by its node key: the member key is refused, a round is
+    /// node work) and the job still waits for a result.
     fn job_for_aggregator(
         &self,
         signer: Signer,
         kind: &'static str,
         id: JobId,
     ) -> Result<(JobRecord, ContractRecord, MemberId), TxError> {
-        let Signer::Member(poster) = signer else {
+        let Signer::Node(poster) = signer else {
             return Err(TxError::WrongSigner {
                 kind,
-                need: "the job's aggregator's member key",
+                need: "the job's aggregator's node key",
                 have: signer.describe(),
             });
         };
@@ -254,7 +255,8 @@ impl State {
     }
 
     /// A result's contributions: none (nothing released), or exactly one per survivor of the
-    /// closed round, in order, each signed by its site's member key.
+    /// closed round, in order, each signed by its site's current node key (a member key's
+    /// signature is refused: contributions are node work).
     fn check_contributions(
         &self,
         job: &JobRecord,
@@ -282,11 +284,11 @@ impl State {
             let rec = self
                 .member(&sc.member)?
                 .ok_or_else(|| not_found("member", &sc.member))?;
-            if !sc.verify(job.id, &rec.member.key) {
+            if !sc.verify(job.id, &rec.member.node_key) {
                 return Err(invalid(
                     "contributions",
                     format!(
-                        "the contribution of `{}` is not signed by its member key",
+                        "the contribution of `{}` is not signed by its node key",
                         sc.member
                     ),
                 ));

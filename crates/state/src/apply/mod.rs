@@ -106,9 +106,15 @@ impl Receipt {
     }
 }
 
-/// The resolved signer of a transaction.
+/// The resolved signer of a transaction. Exhaustive on purpose: every rule decides for each
+/// kind of key, in particular whether a member's node key (the key its network-facing node
+/// holds) may do what the member key may.
 enum Signer {
+    /// A member's own key (its member key).
     Member(MemberRecord),
+    /// A member's node key: operational work only (a job's round and result, access records,
+    /// destruction attestations).
+    Node(MemberRecord),
     User(UserRecord),
     Patient(PatientId),
     Unknown,
@@ -118,6 +124,7 @@ impl Signer {
     fn describe(&self) -> String {
         match self {
             Signer::Member(m) => format!("member `{}`", m.member.id),
+            Signer::Node(m) => format!("the node key of member `{}`", m.member.id),
             Signer::User(u) => format!("user `{}` ({})", u.id, u.role),
             Signer::Patient(_) => "a patient".into(),
             Signer::Unknown => "an unregistered key".into(),
@@ -213,17 +220,27 @@ impl State {
         if self.member(&m.id).map_err(genesis_corrupt)?.is_some() {
             return Err(genesis_invalid(format!("duplicate member `{}`", m.id)));
         }
-        if !m.key.is_valid() {
+        for (what, key) in [("key", &m.key), ("node key", &m.node_key)] {
+            if !key.is_valid() {
+                return Err(genesis_invalid(format!(
+                    "{what} of member `{}` is not a valid ed25519 key",
+                    m.id
+                )));
+            }
+        }
+        if m.key == m.node_key {
             return Err(genesis_invalid(format!(
-                "key of member `{}` is not a valid ed25519 key",
+                "member `{}`: the node key must differ from the member key",
                 m.id
             )));
         }
-        if self.key_record(&m.key).map_err(genesis_corrupt)?.is_some() {
-            return Err(genesis_invalid(format!(
-                "key of member `{}` used twice",
-                m.id
-            )));
+        for key in [&m.key, &m.node_key] {
+            if self.key_record(key).map_err(genesis_corrupt)?.is_some() {
+                return Err(genesis_invalid(format!(
+                    "key of member `{}` used twice",
+                    m.id
+                )));
+            }
         }
         self.put(
             &keys::member(&m.id),
@@ -240,6 +257,15 @@ impl State {
             &keys::principal(&m.key),
             &KeyRecord {
                 principal: Principal::Member(m.id.clone()),
+                retired: false,
+                nonce: 0,
+            },
+        )
+        .map_err(genesis_corrupt)?;
+        self.put(
+            &keys::principal(&m.node_key),
+            &KeyRecord {
+                principal: Principal::Node(m.id.clone()),
                 retired: false,
                 nonce: 0,
             },
@@ -496,6 +522,7 @@ impl State {
             Payload::Vote(p) => self.vote(signer, ctx, p),
             Payload::RegisterUser(p) => self.register_user(signer, p),
             Payload::RotateKey(p) => self.rotate_key(signer, key, nonce, p),
+            Payload::RotateNodeKey(p) => self.rotate_node_key(signer, key, nonce, p),
             Payload::RegisterPatient(p) => self.register_patient(signer, key, ctx, p),
             Payload::PublishDataset(p) => self.publish_dataset(signer, ctx, p),
             Payload::SetConsent(p) => self.set_consent(
@@ -540,6 +567,15 @@ impl State {
                 Ok(Signer::User(u))
             }
             Principal::Patient(id) => Ok(Signer::Patient(id)),
+            Principal::Node(id) => {
+                let m = self.active_member(&id)?;
+                // A replaced node key is retired; this holds also for a record written before
+                // the check existed.
+                if m.member.node_key != *key {
+                    return Err(TxError::RetiredKey { key: key.to_hex() });
+                }
+                Ok(Signer::Node(m))
+            }
         }
     }
 

@@ -105,6 +105,7 @@ mod tests {
                     name: Text::new("Hospital A").unwrap(),
                     kind: MemberKind::Hospital,
                     key: member.public(),
+                    node_key: Keypair::from_seed(0xdead).public(),
                     agreement_key: Hash::default(),
                 },
                 balance: 100,

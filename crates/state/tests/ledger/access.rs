@@ -8,7 +8,7 @@ use medspace_state::{Created, TxError};
 use medspace_types::*;
 
 fn access(net: &mut Net, holder: &str, p: Payload) -> AccessId {
-    let k = net.member(holder);
+    let k = net.node(holder);
     match net.ok(&k, p).created {
         Some(Created::Access(a)) => a,
         other => panic!("no access: {other:?}"),
@@ -61,7 +61,7 @@ fn grant_redemption_refusals() {
         grant("hospital-b", "hospital-a", &["Encounter"], now + DAY_MS, 1),
     );
     let pid = net.pid(0);
-    let h = net.member("hospital-a");
+    let h = net.node("hospital-a");
     let ra = |pid, recipient, types: &[&str]| {
         record_access(pid, recipient, AccessBasis::Grant(g), types)
     };
@@ -69,11 +69,11 @@ fn grant_redemption_refusals() {
     let err = net.refuse(&h, ra(pid, "hospital-c", &["Encounter"]));
     assert!(matches!(err, TxError::OutOfScope { .. }), "{err:?}");
     // Wrong holder: hospital-c does not hold the granted records.
-    let hc = net.member("hospital-c");
+    let hc = net.node("hospital-c");
     let err = net.refuse(&hc, ra(pid, "hospital-b", &["Encounter"]));
     assert!(matches!(err, TxError::OutOfScope { .. }));
     // The grantee itself cannot "deliver" to itself under it.
-    let hb = net.member("hospital-b");
+    let hb = net.node("hospital-b");
     assert!(matches!(
         net.refuse(&hb, ra(pid, "hospital-b", &["Encounter"])),
         TxError::OutOfScope { .. }
@@ -138,8 +138,8 @@ fn revoked_and_expired_grants_cannot_be_redeemed() {
         grant("hospital-c", "hospital-b", &["Encounter"], now + 5_000, 0),
     );
     let pid = net.pid(1);
-    let ha = net.member("hospital-a");
-    let hb = net.member("hospital-b");
+    let ha = net.node("hospital-a");
+    let hb = net.node("hospital-b");
     // Unlimited uses until expiry or revocation.
     for _ in 0..3 {
         net.ok(
@@ -184,7 +184,7 @@ fn record_sharing_contract_needs_consent_at_the_access_height() {
         &["hospital-a", "hospital-b"],
         Level::L3,
     );
-    let h = net.member("hospital-a");
+    let h = net.node("hospital-a");
     let (p0, p1) = (net.pid(0), net.pid(1));
     let basis = AccessBasis::Contract(c);
     let a = access(
@@ -245,7 +245,7 @@ fn record_sharing_contract_needs_consent_at_the_access_height() {
         record_access(p2, "hospital-b", basis.clone(), &["Condition"]),
     );
     assert!(matches!(err, TxError::OutOfScope { .. }));
-    let hc = net.member("hospital-c");
+    let hc = net.node("hospital-c");
     let err = net.refuse(
         &hc,
         record_access(p2, "research-1", basis.clone(), &["Condition"]),
@@ -289,7 +289,7 @@ fn l4_record_sharing_needs_the_explicit_opt_in() {
     net.consent(0, Purpose::Research, false);
     net.consent(1, Purpose::Research, true);
     let c = net.active(Mode::RecordSharing, &["hospital-a"], Level::L4);
-    let h = net.member("hospital-a");
+    let h = net.node("hospital-a");
     let basis = AccessBasis::Contract(c);
     let err = net.refuse(
         &h,
@@ -498,7 +498,7 @@ fn study_specific_consent_governs_a_study_contract() {
         net.state.contract(c).unwrap().unwrap().study,
         Some(StudyId::new("study-9").unwrap())
     );
-    let h = net.member("hospital-a");
+    let h = net.node("hospital-a");
     let basis = AccessBasis::Contract(c);
     net.ok(
         &h,
@@ -550,7 +550,7 @@ fn implied_purpose_needs_no_consent_below_l4() {
         net.refuse(&a, approve(c4)),
         TxError::Forbidden { .. }
     ));
-    let h = net.member("hospital-b");
+    let h = net.node("hospital-b");
     net.ok(
         &h,
         record_access(

@@ -363,7 +363,7 @@ fn run(budgets: [u64; 2], blocks: &[Vec<Op>]) -> Result<Stats, TestCaseError> {
                     }
                     let (c, job, _, _) = running[pick.index(running.len())];
                     (
-                        net.member(OWNERS[0]),
+                        net.node(OWNERS[0]),
                         close_round(job, &OWNERS, &OWNERS),
                         Did::Close { c, job },
                     )
@@ -390,7 +390,7 @@ fn run(budgets: [u64; 2], blocks: &[Vec<Op>]) -> Result<Stats, TestCaseError> {
                         Vec::new()
                     };
                     (
-                        net.member(owner),
+                        net.node(owner),
                         post_result(job, spent, &contributions),
                         Did::Post {
                             c,

@@ -606,7 +606,7 @@ fn contracts_expire_by_block_time() {
         let c2 = n2.active(Mode::RecordSharing, &["hospital-a"], Level::L2);
         let e = n2.state.contract(c2).unwrap().unwrap().expiry_ms;
         n2.advance(e - n2.ctx.time_ms);
-        let h = n2.member("hospital-a");
+        let h = n2.node("hospital-a");
         let err = n2.refuse(
             &h,
             record_access(

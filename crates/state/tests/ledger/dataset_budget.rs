@@ -65,7 +65,7 @@ fn a_datasets_budget_spans_every_contract() {
     // A contract terminated after its job's round closed: the sites revealed, so the
     // reservation is charged, to the contract and to every dataset it names.
     let j3 = net.job(both, 400_000);
-    let h = net.member("hospital-a");
+    let h = net.node("hospital-a");
     net.ok(
         &h,
         close_round(

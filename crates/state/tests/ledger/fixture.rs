@@ -98,12 +98,21 @@ pub fn member_kind(m: &str) -> MemberKind {
     }
 }
 
+/// The node key of the member whose member key is `member` (the fixture's derivation).
+pub fn node_of(member: &Keypair) -> Keypair {
+    let h = Hash::of(&[b"fixture/node-key", member.public().as_ref()]);
+    let mut b = [0u8; 8];
+    b.copy_from_slice(&h.0[..8]);
+    Keypair::from_seed(u64::from_be_bytes(b))
+}
+
 pub fn member_desc(id: &str, kind: MemberKind, key: &Keypair) -> Member {
     Member {
         id: mid(id),
         name: text(&format!("{id} institution")),
         kind,
         key: key.public(),
+        node_key: node_of(key).public(),
         agreement_key: Hash::of(&[id.as_bytes()]),
     }
 }
@@ -415,6 +424,10 @@ impl Net {
             .unwrap_or_else(|| panic!("member {m}"))
             .clone()
     }
+    /// The node key of member `m` (registered with it: [`node_of`] its member key).
+    pub fn node(&self, m: &str) -> Keypair {
+        node_of(&self.member(m))
+    }
     pub fn user(&self, u: &str) -> Keypair {
         self.users
             .get(u)
@@ -604,7 +617,7 @@ impl Net {
         let job = self.state.job(j).unwrap().unwrap();
         let c = self.state.contract(job.contract).unwrap().unwrap();
         let aggregator = c.owners.iter().next().unwrap().to_string();
-        let agg = self.member(&aggregator);
+        let agg = self.node(&aggregator);
         if contributions.is_empty() {
             self.ok(&agg, post_result(j, 0, &[]));
             return;
@@ -650,13 +663,18 @@ pub fn submit_job_of(contract: ContractId, spec: &str, epsilon: u64) -> Payload 
     })
 }
 
-/// A member's node key (the genesis derivation).
+/// A genesis member's member key (the genesis derivation).
 pub fn member_keypair(m: &str) -> Keypair {
     let i = MEMBERS
         .iter()
         .position(|x| *x == m)
         .unwrap_or(MEMBERS.len()) as u64;
     Keypair::from_seed(1 + i)
+}
+
+/// A genesis member's node key.
+pub fn node_keypair(m: &str) -> Keypair {
+    node_of(&member_keypair(m))
 }
 
 /// The job's aggregator closes its round: `sharers` dealt, `survivors` sent masked vectors.
@@ -668,7 +686,7 @@ pub fn close_round(job: JobId, sharers: &[&str], survivors: &[&str]) -> Payload 
     })
 }
 
-/// A result whose contributions are each signed by their member's key.
+/// A result whose contributions are each signed by their member's node key.
 pub fn post_result(job: JobId, epsilon_spent: u64, contributions: &[(&str, u64)]) -> Payload {
     Payload::PostResult(PostResult {
         job,
@@ -678,7 +696,7 @@ pub fn post_result(job: JobId, epsilon_spent: u64, contributions: &[(&str, u64)]
             contributions
                 .iter()
                 .map(|(m, records)| {
-                    SignedContribution::sign(&member_keypair(m), job, mid(m), *records)
+                    SignedContribution::sign(&node_keypair(m), job, mid(m), *records)
                 })
                 .collect(),
         ),

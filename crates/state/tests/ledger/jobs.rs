@@ -20,7 +20,7 @@ fn job_reserves_budget_and_a_closed_round_spends_all_of_it() {
     assert_eq!(job.submitted_height, net.ctx.height);
     assert_eq!(job.round, None);
     assert_eq!(net.state.budget_left(c).unwrap(), Some(BUDGET - 300_000));
-    let h = net.member("hospital-a");
+    let h = net.node("hospital-a");
     net.ok(
         &h,
         close_round(
@@ -82,7 +82,7 @@ fn a_round_never_closed_releases_nothing_and_spends_nothing() {
     let mut net = Net::new();
     let c = net.active(Mode::Compute, &["hospital-a", "hospital-b"], Level::L2);
     let j = net.job(c, 300_000);
-    let h = net.member("hospital-a");
+    let h = net.node("hospital-a");
     // Without a closed round, nothing was released: no contributions, nothing spent.
     let err = net.refuse(
         &h,
@@ -148,7 +148,7 @@ fn a_round_is_closed_once_by_the_aggregator_with_sets_that_hold() {
     let all = ["hospital-a", "hospital-b", "hospital-c"];
     // Only the aggregator (the contract's first data holder) closes.
     for m in ["hospital-b", "hospital-c", "research-1"] {
-        let k = net.member(m);
+        let k = net.node(m);
         let err = net.refuse(&k, close_round(j, &all, &all));
         assert!(matches!(err, TxError::Forbidden { .. }), "{m}: {err:?}");
     }
@@ -160,7 +160,7 @@ fn a_round_is_closed_once_by_the_aggregator_with_sets_that_hold() {
             ..
         }
     ));
-    let h = net.member("hospital-a");
+    let h = net.node("hospital-a");
     // Sets: holders only, in contract order, survivors among the dealers, a majority.
     for (sharers, survivors, field) in [
         (
@@ -243,8 +243,7 @@ fn a_round_is_closed_once_by_the_aggregator_with_sets_that_hold() {
     let mut forged = post_result(j, 1_000, &[("hospital-a", 1), ("hospital-b", 2)]);
     if let Payload::PostResult(p) = &mut forged {
         let mut list = p.contributions.as_slice().to_vec();
-        list[1] =
-            SignedContribution::sign(&member_keypair("hospital-a"), j, mid("hospital-b"), 900);
+        list[1] = SignedContribution::sign(&node_keypair("hospital-a"), j, mid("hospital-b"), 900);
         p.contributions = List::new(list).unwrap();
     }
     let err = net.refuse(&h, forged);
@@ -299,7 +298,7 @@ fn budget_exceeded_is_refused() {
     let err = net.refuse(&r, submit_job(c, 1));
     assert!(matches!(err, TxError::BudgetExceeded { .. }));
     // A result is charged exactly its job's reservation.
-    let h = net.member("hospital-a");
+    let h = net.node("hospital-a");
     net.ok(&h, close_round(j1, &["hospital-a"], &["hospital-a"]));
     let err = net.refuse(&h, post_result(j1, 600_001, &[("hospital-a", 1)]));
     assert!(
@@ -404,7 +403,7 @@ fn post_result_only_by_the_aggregators_node_key() {
     let mut net = Net::new();
     let c = net.active(Mode::Compute, &["hospital-a", "hospital-b"], Level::L2);
     let j = net.job(c, 1_000);
-    let h = net.member("hospital-a");
+    let h = net.node("hospital-a");
     net.ok(
         &h,
         close_round(
@@ -416,7 +415,7 @@ fn post_result_only_by_the_aggregators_node_key() {
     let ok = post_result(j, 1_000, &[("hospital-a", 1), ("hospital-b", 2)]);
     // Not the aggregator, even another data owner.
     for m in ["hospital-b", "hospital-c", "research-1", "regulator"] {
-        let k = net.member(m);
+        let k = net.node(m);
         assert!(
             matches!(net.refuse(&k, ok.clone()), TxError::Forbidden { .. }),
             "{m}"
@@ -452,7 +451,7 @@ fn post_result_refused_after_termination() {
     net.ok(&r, terminate(c));
     let rec = net.state.contract(c).unwrap().unwrap();
     assert_eq!(rec.epsilon_reserved, 0);
-    let h = net.member("hospital-a");
+    let h = net.node("hospital-a");
     for p in [
         close_round(j, &["hospital-a"], &["hospital-a"]),
         post_result(j, 0, &[]),

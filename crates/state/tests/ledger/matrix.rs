@@ -1,6 +1,7 @@
 //! The authorization matrix: every transaction kind (and the variants the rules tell apart)
 //! signed by every kind of signer — a patient's key, a user of each role, a member of each
-//! kind, a removed member's key, a retired key, an outsider's key — each cell applied to its
+//! kind, a member's node key, a removed member's key, a retired key, a replaced node key, an
+//! outsider's key — each cell applied to its
 //! own copy of one prepared consortium and checked against ONE table: allowed, or refused with
 //! the root, the record count, the signer's nonce and the credits unchanged.
 
@@ -10,7 +11,7 @@ use medspace_types::*;
 use std::collections::BTreeSet;
 
 /// The signers, the matrix's columns.
-const SIGNERS: [&str; 17] = [
+const SIGNERS: [&str; 20] = [
     "patient",
     "steward",
     "data_committee",
@@ -25,8 +26,11 @@ const SIGNERS: [&str; 17] = [
     "insurer",
     "pharma",
     "public_health_agency",
+    "hospital_node",
+    "insurer_node",
     "removed_member",
     "retired_key",
+    "retired_node_key",
     "outsider",
 ];
 
@@ -52,10 +56,13 @@ const TABLE: &[(&str, &str)] = &[
     ("register_user(data_committee)", ""),
     ("register_user(ethics_committee)", ""),
     ("register_user(auditor)", "regulator"),
+    // A node key never rotates itself: its member replaces it.
     ("rotate_key", REGISTERED),
-    // Only a fresh key, and only with a hospital's attestation.
+    ("rotate_node_key", MEMBERS_ALL),
+    // Only a fresh key, and only with a hospital's attestation by its member key.
     ("register_patient(attested)", "outsider"),
     ("register_patient(unattested)", ""),
+    ("register_patient(attested by a node key)", ""),
     // The member itself or its steward publishes its dataset.
     ("publish_dataset(hospital's)", "steward hospital"),
     // The patient's own decisions.
@@ -97,11 +104,14 @@ const TABLE: &[(&str, &str)] = &[
     ("submit_job(approved computation)", "researcher"),
     ("submit_job(another computation)", ""),
     ("submit_job(no epsilon)", ""),
-    ("close_round", "hospital"),
-    ("post_result", "hospital"),
-    // Records: the holder's node records a delivery, the recipient attests destruction.
-    ("record_access", "hospital"),
-    ("attest_destruction", "claims_officer insurer"),
+    // by its node key, never its member key; each contribution signed by its site's node key.
+    ("close_round", "hospital_node"),
+    ("post_result", "hospital_node"),
+    ("post_result(contribution signed by the member key)", ""),
+    // Records: the holder's node records a delivery, the recipient institution (its member
+    // key, its node or its user) attests destruction.
+    ("record_access", "hospital_node"),
+    ("attest_destruction", "claims_officer insurer insurer_node"),
     // Value: the requester (or its institution) or a data owner (or its steward).
     ("settle", "researcher steward hospital research_institute"),
 ];
@@ -254,7 +264,7 @@ fn world() -> World {
     let active = net.active(Mode::Compute, &["hospital-a"], Level::L1);
     let open_job = net.job(active, 100_000);
     let closed_job = net.job(active, 100_000);
-    let h = net.member("hospital-a");
+    let h = net.node("hospital-a");
     net.ok(
         &h,
         close_round(closed_job, &["hospital-a"], &["hospital-a"]),
@@ -306,6 +316,12 @@ fn world() -> World {
         Some(Created::Access(a)) => a,
         other => panic!("no access: {other:?}"),
     };
+    // A replaced node key: hospital-b's member key gives its node a new key.
+    let old_node = net.node("hospital-b");
+    let b = net.member("hospital-b");
+    let nonce = net.nonce(&b);
+    let rotation = RotateNodeKey::new(&net.chain, &b.public(), nonce, &Keypair::from_seed(1_121));
+    net.ok(&b, Payload::RotateNodeKey(rotation));
     net.advance(10_000);
     let keys = vec![
         ("patient", net.patient(0)),
@@ -322,8 +338,11 @@ fn world() -> World {
         ("insurer", net.member("insurer-1")),
         ("pharma", net.member("pharma-1")),
         ("public_health_agency", net.member("agency-1")),
+        ("hospital_node", net.node("hospital-a")),
+        ("insurer_node", net.node("insurer-1")),
         ("removed_member", removed),
         ("retired_key", retired),
+        ("retired_node_key", old_node),
         ("outsider", Keypair::from_seed(1_140)),
     ];
     World {
@@ -401,7 +420,21 @@ fn payload(w: &World, row: &str, signer: &str, key: &Keypair) -> Payload {
                 ),
             })
         }
+        "rotate_node_key" => Payload::RotateNodeKey(RotateNodeKey::new(
+            &net.chain,
+            &key.public(),
+            net.nonce(key),
+            &fresh,
+        )),
         "register_patient(attested)" => net.registration(&key.public(), "hospital-b"),
+        "register_patient(attested by a node key)" => {
+            Payload::RegisterPatient(RegisterPatient::attested(
+                &net.chain,
+                &key.public(),
+                mid("hospital-a"),
+                &net.node("hospital-a"),
+            ))
+        }
         "register_patient(unattested)" => Payload::RegisterPatient(RegisterPatient::attested(
             &net.chain,
             &key.public(),
@@ -465,6 +498,18 @@ fn payload(w: &World, row: &str, signer: &str, key: &Keypair) -> Payload {
         "submit_job(no epsilon)" => submit_job(w.active, 0),
         "close_round" => close_round(w.open_job, &["hospital-a"], &["hospital-a"]),
         "post_result" => post_result(w.closed_job, 100_000, &[("hospital-a", 4)]),
+        "post_result(contribution signed by the member key)" => {
+            let mut p = post_result(w.closed_job, 100_000, &[("hospital-a", 4)]);
+            if let Payload::PostResult(r) = &mut p {
+                r.contributions = list(vec![SignedContribution::sign(
+                    &net.member("hospital-a"),
+                    w.closed_job,
+                    mid("hospital-a"),
+                    4,
+                )]);
+            }
+            p
+        }
         "record_access" => record_access(
             net.pid(0),
             "insurer-1",
@@ -554,6 +599,7 @@ fn authorization_matrix() {
         "close_round",
         "appoint_user",
         "dismiss_user",
+        "rotate_node_key",
     ]
     .into_iter()
     .collect();

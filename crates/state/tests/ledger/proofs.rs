@@ -86,7 +86,7 @@ fn every_patient_facing_record_comes_with_a_proof() {
         0,
         grant("hospital-b", "hospital-a", &["Encounter"], now + DAY_MS, 0),
     );
-    let h = net.member("hospital-a");
+    let h = net.node("hospital-a");
     let pid = net.pid(0);
     net.ok(
         &h,

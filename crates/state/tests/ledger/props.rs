@@ -176,15 +176,22 @@ fn dataset_s() -> impl Strategy<Value = DatasetDescription> {
 }
 
 fn payload_s() -> impl Strategy<Value = Payload> {
-    let member = (member_s(), text_s::<128>(), kind_s(), key_s(), hash_s()).prop_map(
-        |(id, name, kind, key, agreement_key)| Member {
+    let member = (
+        member_s(),
+        text_s::<128>(),
+        kind_s(),
+        key_s(),
+        key_s(),
+        hash_s(),
+    )
+        .prop_map(|(id, name, kind, key, node_key, agreement_key)| Member {
             id,
             name,
             kind,
             key,
+            node_key,
             agreement_key,
-        },
-    );
+        });
     let field_ref =
         (name_s(), text_s::<64>(), text_s::<64>()).prop_map(|(d, table, field)| FieldRef {
             dataset: DatasetId(d),
@@ -672,7 +679,7 @@ fn build(net: &mut Net, seen: &Seen, op: &Op) -> Option<SignedTx> {
             let closed = record.as_ref().is_some_and(|j| j.round.is_some());
             if !closed && x & 0x200 == 0 {
                 // The aggregator (mostly) closes the round with (mostly) every holder.
-                (net.member(&poster), close_round(job, &sites, &sites))
+                (net.node(&poster), close_round(job, &sites, &sites))
             } else {
                 // Mostly what the ledger charges (the reservation once closed, 0 before).
                 let reserved = record.as_ref().map_or(0, |j| j.epsilon_reserved);
@@ -689,7 +696,7 @@ fn build(net: &mut Net, seen: &Seen, op: &Op) -> Option<SignedTx> {
                 } else {
                     Vec::new()
                 };
-                (net.member(&poster), post_result(job, spent, &contributions))
+                (net.node(&poster), post_result(job, spent, &contributions))
             }
         }
         7 => {
@@ -766,7 +773,7 @@ fn build(net: &mut Net, seen: &Seen, op: &Op) -> Option<SignedTx> {
                     ),
                 }
             };
-            (net.member(&holder), p)
+            (net.node(&holder), p)
         }
         10 => {
             let k = if a % 2 == 0 {

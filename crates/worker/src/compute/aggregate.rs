@@ -449,7 +449,7 @@ impl<L: Ledger, T: Transport, P: DataPlane> Aggregation<L, T, P> {
     }
 
     /// The survivors' signed contributions, from their masked vectors (each site signed its own
-    /// with its member key; the aggregator only forwards them).
+    /// with its node key; the aggregator only forwards them).
     fn contributions(&self, doc: &ResultDoc) -> Result<Vec<SignedContribution>, WorkerError> {
         if doc.contributions.is_empty() {
             return Ok(Vec::new());
@@ -501,7 +501,7 @@ impl<L: Ledger, T: Transport, P: DataPlane> Aggregation<L, T, P> {
         Err(WorkerError::Round(format!("the job cannot run: {why}")))
     }
 
-    /// Posts the result's hash with the member key and waits until it is final.
+    /// Posts the result's hash with the node key and waits until it is final.
     async fn post<E: Clock>(
         &self,
         clock: &E,

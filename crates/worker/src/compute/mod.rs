@@ -57,7 +57,7 @@ pub trait DataPlane: Send + Sync + 'static {
 pub struct Config<L, P> {
     /// The member this node computes for.
     pub member: MemberId,
-    /// Its ledger key (signs dealings, masked vectors, reveals and its transactions).
+    /// Its node key (signs dealings, masked vectors, reveals and its transactions).
     pub key: Keypair,
     /// Its X25519 agreement secret (pairwise masks and share encryption).
     pub agreement: StaticSecret,
@@ -67,7 +67,7 @@ pub struct Config<L, P> {
     pub plane: Arc<P>,
     /// Per-job files.
     pub store: Store,
-    /// The member key's transactions.
+    /// The node key's transactions.
     pub submitter: Arc<Submitter<L>>,
     /// How long the aggregator waits for each step's answers before treating a site as dropped.
     pub step_timeout: Duration,
