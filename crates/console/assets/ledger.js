@@ -170,6 +170,49 @@ export class Client {
     return raw ? new Uint8Array(await r.arrayBuffer()) : r.json();
   }
 
+  /// A signed `GET` of `path` at `member`'s node: directly if it is this node, else through
+  /// this node's relay (the signature is for `member` and `path`: the relay cannot reuse it).
+  async getAt(member, path) {
+    const auth = await authorization(this.session, "GET", path, member, new Uint8Array());
+    const url = member === this.member ? path : `/console/relay/${encodeURIComponent(member)}${path}`;
+    const r = await fetch(url, { headers: { authorization: auth }, cache: "no-store" });
+    if (!r.ok) throw new Refused(r.status, path);
+    return r.json();
+  }
+
+  /// The patient's complete record: every hospital's Bundle merged into one, each resource
+  /// once (as `medspace patient export` does). Returns the Bundle and what came from where.
+  async exportRecord() {
+    const members = await this.get("/v1/members");
+    const hospitals = (members.members || [])
+      .filter((m) => m.active && m.member && m.member.kind === "hospital")
+      .map((m) => m.member.id);
+    const entries = [];
+    const seen = new Set();
+    const from = [];
+    const unreachable = [];
+    for (const h of hospitals) {
+      let bundle;
+      try {
+        bundle = await this.getAt(h, "/v1/records/export");
+      } catch (e) {
+        if (!(e instanceof Refused) || e.status >= 500) unreachable.push(h);
+        continue;
+      }
+      let n = 0;
+      for (const e of bundle.entry || []) {
+        const url = e.fullUrl || "";
+        if (!url || !seen.has(url)) {
+          if (url) seen.add(url);
+          entries.push(e);
+          n++;
+        }
+      }
+      from.push([h, n]);
+    }
+    return { bundle: { resourceType: "Bundle", type: "collection", entry: entries }, from, unreachable };
+  }
+
   /// The header at `height`, its finality certificate checked against the genesis validators.
   async header(height) {
     if (this.headers.has(height)) return this.headers.get(height);

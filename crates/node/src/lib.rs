@@ -9,6 +9,7 @@
 //! ([`observer`]).
 
 pub mod observer;
+pub mod relay;
 
 use medspace_chain::node::{Genesis, NodeConfig};
 use medspace_ledger::LedgerApp;
@@ -169,7 +170,15 @@ pub fn run(config: &Path) -> Result<(), NodeError> {
     })?;
     let api = medspace_api::Config::new(name.clone());
     let member = name.clone();
-    let console = console_router(&cfg.node.genesis_file, name)?;
+    let console = console_router(&cfg.node.genesis_file, name)?.merge(relay::router(
+        client.clone(),
+        genesis
+            .validators
+            .iter()
+            .chain(&genesis.observers)
+            .map(|n| (n.name.clone(), medspace_chain::tls::node_url(n)))
+            .collect(),
+    ));
     medspace_chain::node::run_node(
         cfg,
         |g| LedgerApp::from_chain_genesis(&g.app),

@@ -147,6 +147,13 @@ check((await page.textContent("#log")).includes("not verified"), "the page says 
 await shot("log-tampered-en");
 await page.unroute(isLog);
 
+// The complete record from every hospital, as one FHIR Bundle (validated by the Rust test).
+await go("#/record", "record");
+const [download] = await Promise.all([page.waitForEvent("download", { timeout: 90000 }), page.click("#download")]);
+await download.saveAs(env.RECORD_OUT);
+check((await page.textContent("#record-status")).includes("from hospital-a"), "the record names where it came from");
+await shot("record-en");
+
 // Another patient's log: refused, in words.
 await go(`#/log?patient=${env.OTHER_PATIENT}`, "log");
 const refusal = (await page.textContent("main .notice")) || "";
@@ -155,7 +162,7 @@ check(!/\b(403|Forbidden|Error)\b/.test(refusal), "no raw status in the refusal"
 await shot("log-refused-en");
 
 // Accessibility: every control labelled; the tab order reaches every control.
-const pages = [["#/consents", "consents"], ["#/grants", "grants"], ["#/log", "log"]];
+const pages = [["#/consents", "consents"], ["#/grants", "grants"], ["#/log", "log"], ["#/record", "record"]];
 for (const [hash, name] of pages) {
   await go(hash, name);
   const unlabelled = await page.$$eval("input, select, textarea, button, a[href]", (els) =>
@@ -190,8 +197,8 @@ for (const [hash, name] of pages) {
 
 // Chinese: every page, no untranslated string in any text node.
 await page.selectOption("#locale", "zh");
-const allowed = /([0-9a-f]{16}|medspace|hospital-[a-z]|research-\d|regulator|cli-study|pt-[0-9a-f]+|[gcaj]-[0-9a-f]{16}|QR|L4|English|[0-9A-Z]{4}(-[0-9A-Z]{4}){3})/g;
-for (const [hash, name] of [...pages, ["#/log", "log"]]) {
+const allowed = /([0-9a-f]{16}|FHIR R4|medspace|hospital-[a-z]|research-\d|regulator|cli-study|pt-[0-9a-f]+|[gcaj]-[0-9a-f]{16}|QR|L4|English|[0-9A-Z]{4}(-[0-9A-Z]{4}){3})/g;
+for (const [hash, name] of [...pages, ["#/signin", "signin"]]) {
   await go(hash, name);
   const leftovers = await page.evaluate((src) => {
     const re = new RegExp(src, "g");
