@@ -177,6 +177,53 @@ fn a_patient_uses_the_portal_in_a_real_browser() {
             "1.0",
         ],
     );
+    // A second study, approved and run: a job that may have counted the patient (who allows
+    // research in general).
+    let text = cli(
+        &dir,
+        &[
+            "query",
+            "contract",
+            "--spec",
+            spec.to_str().unwrap(),
+            "--study",
+            "study-two",
+            "--budget",
+            "1.0",
+        ],
+    );
+    let contract = text
+        .lines()
+        .find_map(|l| l.strip_prefix("contract "))
+        .unwrap_or_else(|| panic!("no contract in:\n{text}"))
+        .trim()
+        .to_string();
+    for reviewer in [
+        "hospital-a.steward",
+        "hospital-b.steward",
+        "hospital-c.steward",
+        "hospital-a.data-committee",
+        "hospital-b.ethics-committee",
+    ] {
+        let text = cli(
+            &dir,
+            &[
+                "query",
+                "--as",
+                reviewer,
+                "approve",
+                "--contract",
+                &contract,
+            ],
+        );
+        if text.contains("-> contract ACTIVE") {
+            break;
+        }
+    }
+    cli(
+        &dir,
+        &["query", "run", "--contract", &contract, "--epsilon", "0.3"],
+    );
     // The patient's wallet file, and another patient's pseudonym.
     let wallet = dir.join("wallet.json");
     cli(

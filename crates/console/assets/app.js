@@ -220,7 +220,7 @@ async function consentsPage() {
     status,
     inv.length ? inv : h("p", {}, t("invitations_none")),
     h("h2", {}, t("general_title")),
-    h("table", {}, h("thead", {}, h("tr", {}, ["purpose_col", "state_col", "since_col", "action_col"].map((k) => h("th", { scope: "col" }, t(k))))), h("tbody", {}, rows)),
+    h("table", { class: "consents" }, h("thead", {}, h("tr", {}, ["purpose_col", "state_col", "since_col", "action_col"].map((k) => h("th", { scope: "col" }, t(k))))), h("tbody", {}, rows)),
     h("p", { class: "check" }, l4, " ", h("label", { for: "l4" }, t("l4_label"))),
   );
 }
@@ -379,12 +379,60 @@ async function logPage(patient) {
       h(
         "tr",
         { "data-verified": ok ? "true" : "false" },
-        h("td", {}, entry ? date(entry.timeMs) : "—", h("br"), h("span", { class: "muted" }, entry ? "#" + number(entry.height) : "")),
-        h("td", {}, entry ? describe(entry.event, accesses) : "—"),
+        h("td", {}, ok && entry ? date(entry.timeMs) : "—", h("br"), h("span", { class: "muted" }, ok && entry ? "#" + number(entry.height) : "")),
+        // What an entry says is shown only once its proof holds.
+        h("td", {}, ok && entry ? describe(entry.event, accesses) : h("em", {}, t("entry_unverified"))),
         h("td", {}, h("span", { class: "badge " + (ok ? "ok" : "bad") }, ok ? "✓ " + t("verified") : "✗ " + t("not_verified"))),
       ),
     );
   }
+  // Jobs that may have counted the patient at their hospitals: job and contract proven at the
+  // answer's own certified height.
+  const jobRows = [];
+  try {
+    const members = await c.get("/v1/members");
+    const hospitals = (members.members || []).filter((m) => m.active && m.member && m.member.kind === "hospital").map((m) => m.member.id);
+    const ja = await c.get(`/v1/patients/${patient}/jobs?holders=${hospitals.join(",")}`);
+    const jh = await c.header(ja.height);
+    for (const j of ja.jobs || []) {
+      const job = await L.checkProven(jh.stateRoot, j.job);
+      const con = await L.checkProven(jh.stateRoot, j.contract);
+      let ok = job.ok && con.ok && hospitals.includes(j.at);
+      let jr = null;
+      let cr = null;
+      try {
+        jr = L.decodeJobHead(job.value);
+        cr = L.decodeContractHead(con.value);
+        ok = ok && jr.contract === cr.id;
+      } catch {
+        ok = false;
+      }
+      jobRows.push(
+        h(
+          "tr",
+          { "data-verified": ok ? "true" : "false", class: "job" },
+          h("td", {}, ok ? date(jr.timeMs) : "—", h("br"), h("span", { class: "muted" }, ok ? "#" + number(jr.height) : "")),
+          h(
+            "td",
+            {},
+            ok
+              ? t(jr.done ? "ev_job_done" : "ev_job_running", {
+                  job: jr.id,
+                  who: cr.institution,
+                  purpose: purposeName(cr.purpose),
+                  study: cr.study ? t("ev_study", { study: cr.study }) : "",
+                  at: j.at,
+                })
+              : h("em", {}, t("entry_unverified")),
+          ),
+          h("td", {}, h("span", { class: "badge " + (ok ? "ok" : "bad") }, ok ? "✓ " + t("verified") : "✗ " + t("not_verified"))),
+        ),
+      );
+    }
+  } catch (e) {
+    if (!(e instanceof L.Refused)) throw e;
+  }
+  rows.push(...jobRows);
   show(
     h("h1", {}, t("log_title")),
     h("p", { class: "lead" }, t("log_intro")),

@@ -463,6 +463,20 @@ export function decodeGrant(value) {
   return { id, grantee, holder, purpose, resourceTypes, fromMs, toMs, expiryMs, maxUses, codeHash, issuedHeight, uses, revoked };
 }
 
+/// The proven prefix of a job record: id, contract, submitter, status, submission.
+export function decodeJobHead(value) {
+  const r = new c.Reader(value);
+  const id = "j-" + r.u64().toString(16).padStart(16, "0");
+  const contract = "c-" + r.u64().toString(16).padStart(16, "0");
+  const submitter = r.name();
+  r.take(Number(r.varint()));
+  r.u64();
+  const done = r.u8() === 2;
+  const height = r.u64();
+  const timeMs = r.u64();
+  return { id, contract, submitter, done, height, timeMs };
+}
+
 /// The proven prefix of a contract record: id, requester, institution, purpose, mode, study.
 export function decodeContractHead(value) {
   const r = new c.Reader(value);

@@ -88,7 +88,7 @@ const inv = await page.$$("section.card");
 check(inv.length >= 1, "a study invitation is shown");
 await shot("consents-en");
 if (inv.length) {
-  await page.click("section.card button.warn");
+  await page.click('section.card[aria-labelledby="inv-cli-study"] button.warn');
   await waitText("#consent-status .done");
   check((await page.textContent("main")).includes("You declined this study."), "the study shows as declined");
 }
@@ -125,6 +125,7 @@ check(rows.every((r) => r.v === "true"), "every entry verified");
 check(rows.some((r) => r.text.includes("hospital-b received")), "the access by hospital-b is in the log");
 check(rows.some((r) => r.text.includes("(study cli-study): declined")), "the declined study is in the log");
 check(rows.some((r) => r.text.includes("You revoked access code")), "the revocation is in the log");
+check(rows.some((r) => r.text.includes("for research (study study-two) may have counted you at hospital-a")), "the job that may have counted the patient is in the log");
 await shot("log-en");
 
 // A tampered proof shows as not verified.
@@ -197,7 +198,7 @@ for (const [hash, name] of pages) {
 
 // Chinese: every page, no untranslated string in any text node.
 await page.selectOption("#locale", "zh");
-const allowed = /([0-9a-f]{16}|FHIR R4|medspace|hospital-[a-z]|research-\d|regulator|cli-study|pt-[0-9a-f]+|[gcaj]-[0-9a-f]{16}|QR|L4|English|[0-9A-Z]{4}(-[0-9A-Z]{4}){3})/g;
+const allowed = /([0-9a-f]{16}|FHIR R4|medspace|hospital-[a-z]|research-\d|regulator|cli-study|study-two|pt-[0-9a-f]+|[gcaj]-[0-9a-f]{16}|QR|L4|English|[0-9A-Z]{4}(-[0-9A-Z]{4}){3})/g;
 for (const [hash, name] of [...pages, ["#/signin", "signin"]]) {
   await go(hash, name);
   const leftovers = await page.evaluate((src) => {
