@@ -378,7 +378,7 @@ async function logPage(patient) {
     rows.push(
       h(
         "tr",
-        { "data-verified": ok ? "true" : "false" },
+        { "data-verified": ok ? "true" : "false", "data-height": ok && entry ? String(entry.height) : "0" },
         h("td", {}, ok && entry ? date(entry.timeMs) : "—", h("br"), h("span", { class: "muted" }, ok && entry ? "#" + number(entry.height) : "")),
         // What an entry says is shown only once its proof holds.
         h("td", {}, ok && entry ? describe(entry.event, accesses) : h("em", {}, t("entry_unverified"))),
@@ -410,7 +410,7 @@ async function logPage(patient) {
       jobRows.push(
         h(
           "tr",
-          { "data-verified": ok ? "true" : "false", class: "job" },
+          { "data-verified": ok ? "true" : "false", class: "job", "data-height": ok ? String(jr.height) : "0" },
           h("td", {}, ok ? date(jr.timeMs) : "—", h("br"), h("span", { class: "muted" }, ok ? "#" + number(jr.height) : "")),
           h(
             "td",
@@ -429,10 +429,12 @@ async function logPage(patient) {
         ),
       );
     }
-  } catch (e) {
-    if (!(e instanceof L.Refused)) throw e;
+  } catch {
+    // No jobs are listed unless their block verifies: the notice above says so when it
+    // does not; a refusal of the jobs query leaves the rest of the log standing.
   }
   rows.push(...jobRows);
+  rows.sort((a, b) => Number(a.dataset.height) - Number(b.dataset.height));
   show(
     h("h1", {}, t("log_title")),
     h("p", { class: "lead" }, t("log_intro")),

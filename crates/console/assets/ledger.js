@@ -257,15 +257,7 @@ export class Client {
   /// Signs `payload` (its encoding) with the next nonce, submits it and waits until final.
   async submit(payload) {
     const nonce = await this.nonce();
-    const body = c.concat(
-      c.u8(TX_VERSION),
-      c.name(this.genesis.chain_id),
-      c.unhex(this.session.public),
-      c.u64(nonce),
-      payload,
-    );
-    const sig = await sign(this.session, TX_NAMESPACE, body);
-    const tx = c.concat(body, sig);
+    const tx = await signTx(this.session, this.genesis.chain_id, nonce, payload);
     const id = c.hex(await c.sha256(tx));
     const r = await fetch("/v1/tx", {
       method: "POST",
@@ -298,6 +290,14 @@ export class Client {
     if ((await this.nonce()) <= nonce) throw new Verification("not applied");
     return id;
   }
+}
+
+/// A signed transaction's bytes, as `types::SignedTx::new` makes them: the body (version,
+/// chain id, signer, nonce, payload), then the signature over it in the namespace
+/// `medspace/tx/v1`.
+export async function signTx(session, chainId, nonce, payload) {
+  const body = c.concat(c.u8(TX_VERSION), c.name(chainId), c.unhex(session.public), c.u64(nonce), payload);
+  return c.concat(body, await sign(session, TX_NAMESPACE, body));
 }
 
 // ---------------------------------------------------------------- finality certificates

@@ -220,6 +220,62 @@ mod tests {
         assert!(url("https://a:1/", &body).ends_with(&genesis_hash(&body)));
     }
 
+    /// The keys of one locale's table in `i18n.js` (lines `    key: "…",` inside `<locale>: {`).
+    fn locale_keys(locale: &str) -> Vec<String> {
+        let src = asset("i18n.js").unwrap();
+        let start = src.find(&format!("\n  {locale}: {{\n")).unwrap();
+        let body = &src[start..];
+        let end = body.find("\n  },").unwrap();
+        let mut keys: Vec<String> = body[..end]
+            .lines()
+            .skip(2)
+            .filter_map(|l| l.strip_prefix("    "))
+            .filter_map(|l| l.split_once(':').map(|(k, _)| k.to_string()))
+            .filter(|k| k.chars().all(|c| c.is_ascii_alphanumeric() || c == '_'))
+            .collect();
+        keys.sort();
+        keys
+    }
+
+    #[test]
+    fn every_string_is_translated() {
+        let en = locale_keys("en");
+        let zh = locale_keys("zh");
+        assert!(en.len() > 50, "{en:?}");
+        assert_eq!(en, zh, "the English and Chinese tables differ");
+        // Every key the pages use exists.
+        for name in ["app.js", "index.html"] {
+            let src = asset(name).unwrap();
+            for (at, _) in src.match_indices("t(\"") {
+                // `t(` itself, not the end of `get(`.
+                if src[..at]
+                    .chars()
+                    .next_back()
+                    .is_some_and(|c| c.is_ascii_alphanumeric() || c == '_' || c == '.')
+                {
+                    continue;
+                }
+                let part = &src[at + 3..];
+                let key: String = part
+                    .chars()
+                    .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+                    .collect();
+                if key.is_empty() || !part[key.len()..].starts_with('"') {
+                    continue;
+                }
+                if key.ends_with('_') {
+                    // A family completed at run time (`"p_" + purpose`).
+                    assert!(en.iter().any(|k| k.starts_with(&key)), "{name}: `{key}…`");
+                } else {
+                    assert!(
+                        en.contains(&key),
+                        "{name} uses `{key}`, which has no string"
+                    );
+                }
+            }
+        }
+    }
+
     #[test]
     fn no_asset_reaches_outside_the_node() {
         for a in ASSETS {

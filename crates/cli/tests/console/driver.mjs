@@ -155,6 +155,23 @@ await download.saveAs(env.RECORD_OUT);
 check((await page.textContent("#record-status")).includes("from hospital-a"), "the record names where it came from");
 await shot("record-en");
 
+// A forged finality certificate: the block is not verified, and no entry is.
+const isHeader = (url) => /\/v1\/blocks\/\d+\/header$/.test(url.pathname);
+await page.route(isHeader, async (route) => {
+  const resp = await route.fetch();
+  const body = Buffer.from(await resp.body());
+  body[body.length - 1] ^= 1;
+  await route.fulfill({ response: resp, body });
+});
+await go("#/log", "log");
+check((await page.textContent("#block")).includes("could not be verified"), "a forged certificate is refused");
+check(
+  (await page.$$eval("#log tbody tr", (trs) => trs.map((tr) => tr.dataset.verified))).every((v) => v === "false"),
+  "no entry is verified without a verified block",
+);
+await shot("log-forged-block-en");
+await page.unroute(isHeader);
+
 // Another patient's log: refused, in words.
 await go(`#/log?patient=${env.OTHER_PATIENT}`, "log");
 const refusal = (await page.textContent("main .notice")) || "";
