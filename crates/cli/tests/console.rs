@@ -255,6 +255,28 @@ fn a_patient_uses_the_portal_in_a_real_browser() {
         .unwrap()
         .to_string();
 
+    // A hospital's member key, exported from its sealed file for the browser; a wallet no
+    // hospital registered.
+    let staff = dir.join("staff-key.json");
+    let pass = std::fs::read_to_string(dir.join("hospital-a/node.pass")).unwrap();
+    let out = Command::new(BIN)
+        .args(["key", "export-browser", "--key"])
+        .arg(dir.join("hospital-a/member.key"))
+        .arg("--out")
+        .arg(&staff)
+        .env("MEDSPACE_KEY_PASSPHRASE", pass.trim_end_matches('\n'))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success() && String::from_utf8_lossy(&out.stdout).contains("WARNING"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let new_wallet = dir.join("new-wallet.json");
+    cli(
+        &dir,
+        &["patient", "wallet", "--out", new_wallet.to_str().unwrap()],
+    );
     let shots = root().join("target/console-screenshots");
     let record = dir.join("record.json");
     let out = Command::new("node")
@@ -267,6 +289,8 @@ fn a_patient_uses_the_portal_in_a_real_browser() {
         .env("DEVNET_DIR", &dir)
         .env("SHOTS", &shots)
         .env("RECORD_OUT", &record)
+        .env("STAFF_KEY", &staff)
+        .env("NEW_WALLET", &new_wallet)
         .output()
         .unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);

@@ -100,6 +100,7 @@ function signinPage() {
     try {
       const content = file.files && file.files[0] ? await file.files[0].text() : text.value;
       state.session = await L.importWallet(content);
+      state.kind = null;
       text.value = "";
       location.hash = "#/consents";
       await route();
@@ -523,6 +524,20 @@ async function route() {
   state.client = state.client && state.client.session === state.session ? state.client : new L.Client(state.genesis, state.member, state.session);
   show(h("p", { "aria-live": "polite" }, t("loading")));
   try {
+    // Who the key is, from its proven record; remembered for this tab (a hint for which pages
+    // to show: every read is still signed and refused by the node to anyone else).
+    const kindKey = "medspace.kind." + state.session.public;
+    state.kind = state.kind || sessionStorage.getItem(kindKey);
+    if (!state.kind) {
+      const rec = await state.client.keyRecord();
+      state.kind = rec && !rec.retired ? rec.kind : "unknown";
+      if (state.kind !== "unknown") sessionStorage.setItem(kindKey, state.kind);
+    }
+    if (state.kind !== "patient") {
+      show(h("h1", {}, t("app_title")), h("div", { class: "notice", role: "alert", id: "who" }, t(state.kind === "unknown" ? "not_registered" : "staff_not_yet")));
+      document.body.dataset.ready = page;
+      return;
+    }
     if (page === "grants") await grantsPage();
     else if (page === "record") recordPage();
     else if (page === "log") {
@@ -530,18 +545,10 @@ async function route() {
       await logPage(params.get("patient") || state.session.patient);
     } else await consentsPage();
   } catch (e) {
-    state.notRegistered = e instanceof L.Refused && e.status === 403 && !(await registered());
+    state.notRegistered = false;
     show(h("h1", {}, t({ grants: "grants_title", log: "log_title", record: "record_title" }[page] || "consents_title")), notice(e));
   }
   document.body.dataset.ready = page;
-}
-
-async function registered() {
-  try {
-    return (await state.client.nonce()) > 0n;
-  } catch {
-    return false;
-  }
 }
 
 async function start() {
@@ -562,6 +569,7 @@ async function start() {
     await L.signOut();
     state.session = null;
     state.client = null;
+    state.kind = null;
     location.hash = "#/signin";
   });
   window.addEventListener("hashchange", route);

@@ -230,24 +230,32 @@ export class Client {
     return { body, root: header.stateRoot, header };
   }
 
-  /// The proven next nonce of the signed-in key.
-  async nonce() {
+  /// The signed-in key's proven record: who it is (`member`, `user` or `patient`) and its next
+  /// nonce; `null` for a key the ledger does not know.
+  async keyRecord() {
     const key = c.concat(c.u8(0x02), c.unhex(this.session.public));
     let a;
     try {
       a = await this.anchored(`/v1/records/${c.hex(key)}`);
     } catch (e) {
-      if (e instanceof Refused && (e.status === 404 || e.status === 403)) return 0n;
+      if (e instanceof Refused && (e.status === 404 || e.status === 403)) return null;
       throw e;
     }
     const p = await checkProven(a.root, a.body);
+    if (!p.ok) throw new Verification("key record fails its proof");
     if (!c.equal(p.key, key)) throw new Verification("key record of another key");
     const r = new c.Reader(p.value);
     const tag = r.u8();
     if (tag === 3) r.take(32);
     else r.name();
-    r.bool();
-    return r.u64();
+    const retired = r.bool();
+    return { kind: [null, "member", "user", "patient"][tag], retired, nonce: r.u64() };
+  }
+
+  /// The proven next nonce of the signed-in key (0 for a key the ledger does not know).
+  async nonce() {
+    const rec = await this.keyRecord();
+    return rec ? rec.nonce : 0n;
   }
 
   async chainId() {

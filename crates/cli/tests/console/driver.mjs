@@ -265,7 +265,21 @@ await page.click("#signout");
 await ready("signin");
 await page.reload();
 await ready("signin");
-check(true, "signed out");
+
+// A staff key exported for the browser (`medspace key export-browser`) and a wallet no hospital
+// registered yet: each told in words what it can do.
+for (const [file, expect, what] of [
+  [env.STAFF_KEY, "not in this console yet", "staff key"],
+  [env.NEW_WALLET, "not registered yet", "unregistered wallet"],
+]) {
+  await page.setInputFiles("#wallet-file", file);
+  await page.click("#signin");
+  await ready("consents");
+  check(((await page.textContent("main")) || "").includes(expect), `${what}: ${expect}`);
+  await shot(what.replace(/ /g, "-") + "-en");
+  await page.click("#signout");
+  await ready("signin");
+}
 
 check(external.length === 0, "no request left the node: " + JSON.stringify(external.slice(0, 3)));
 check(consoleErrors.length === 0, "no errors in the page: " + JSON.stringify(consoleErrors.slice(0, 3)));
