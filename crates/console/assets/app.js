@@ -92,6 +92,11 @@ function chrome(page) {
 // ---------------------------------------------------------------- sign-in
 
 function signinPage() {
+  if (state.pinned === false) {
+    // The node serves another consortium than the address promised: no sign-in here.
+    show(h("h1", {}, t("signin_title")), h("div", { class: "notice", role: "alert", id: "refused-genesis" }, t("genesis_bad")));
+    return;
+  }
   const file = h("input", { type: "file", id: "wallet-file", accept: ".json,application/json" });
   const text = h("textarea", { id: "wallet-text", spellcheck: "false", autocomplete: "off" });
   const status = h("div", { "aria-live": "polite", id: "signin-status" });
@@ -442,7 +447,10 @@ async function logPage(patient) {
     header
       ? h("p", { class: "muted", id: "block" }, t("block_ok", { height: number(header.height), n: number(state.genesis.validators.length) }))
       : h("div", { class: "notice", role: "alert", id: "block" }, t("block_bad")),
-    rows.length
+    // Without a verified block nothing is listed: the notice above says why.
+    !header
+      ? null
+      : rows.length
       ? h("table", { id: "log" }, h("thead", {}, h("tr", {}, ["when_col", "what_col", "proof_col"].map((k) => h("th", { scope: "col" }, t(k))))), h("tbody", {}, rows))
       : h("p", {}, t("log_none")),
   );

@@ -165,6 +165,7 @@ await page.route(isHeader, async (route) => {
 });
 await go("#/log", "log");
 check((await page.textContent("#block")).includes("could not be verified"), "a forged certificate is refused");
+check((await page.$$("#log")).length === 0, "nothing is listed without a verified block");
 check(
   (await page.$$eval("#log tbody tr", (trs) => trs.map((tr) => tr.dataset.verified))).every((v) => v === "false"),
   "no entry is verified without a verified block",
@@ -258,6 +259,17 @@ for (const [hash, name] of [["#/signin", "signin"], ...pages]) {
   samples.sort((a, b) => a - b);
   const q = (p) => samples[Math.min(samples.length - 1, Math.ceil(p * samples.length) - 1)];
   timing[name] = { p50: q(0.5), p95: q(0.95), n: samples.length };
+}
+
+// An address pinning another genesis: refused in words, no sign-in offered.
+{
+  const other = await context.newPage();
+  await other.goto(origin + "/console/#genesis=" + "0".repeat(64));
+  await other.waitForSelector('body[data-ready="signin"]', { state: "attached" });
+  check(((await other.textContent("#refused-genesis")) || "").includes("different consortium"), "a wrong genesis hash is refused");
+  check((await other.$$("#wallet-file")).length === 0, "no sign-in under a wrong genesis");
+  await other.screenshot({ path: path.join(shots, "genesis-mismatch-en.png"), fullPage: true });
+  await other.close();
 }
 
 // Sign-out forgets the key.
