@@ -177,6 +177,28 @@ fn a_patient_uses_the_portal_in_a_real_browser() {
             "1.0",
         ],
     );
+    // Every node serves the console — validators and the regulator's observer — with its
+    // content security policy, over the TLS the genesis pins.
+    let genesis = medspace_chain::node::Genesis::load(&dir.join("genesis.json")).unwrap();
+    let client = medspace_chain::tls::client(&genesis, std::time::Duration::from_secs(10)).unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    for node in genesis.validators.iter().chain(&genesis.observers) {
+        let url = format!("{}/console/", medspace_chain::tls::node_url(node));
+        let (status, csp) = rt.block_on(async {
+            let r = client.get(&url).send().await.unwrap();
+            let csp = r
+                .headers()
+                .get("content-security-policy")
+                .map(|v| v.to_str().unwrap().to_string());
+            (r.status().as_u16(), csp)
+        });
+        assert_eq!(status, 200, "{url}");
+        assert!(csp.unwrap().starts_with("default-src 'self'"), "{url}");
+    }
+
     // A second study, approved and run: a job that may have counted the patient (who allows
     // research in general).
     let text = cli(

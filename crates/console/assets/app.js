@@ -207,7 +207,7 @@ async function consentsPage() {
       "tr",
       {},
       h("th", { scope: "row" }, purposeName(p)),
-      h("td", {}, t(st ? "state_" + st : "state_none")),
+      h("td", {}, t(st ? "state_" + st : "state_none"), st === "allow" && cur.now.l4 ? h("span", { class: "muted l4-on" }, h("br"), t("l4_on")) : null),
       h("td", {}, cur && cur.now ? number(cur.now.height) : "—"),
       h(
         "td",

@@ -93,6 +93,13 @@ if (inv.length) {
   check((await page.textContent("main")).includes("You declined this study."), "the study shows as declined");
 }
 
+// L4 opt-in with the general research consent.
+await go("#/consents", "consents");
+await page.check("#l4");
+await page.click('button[aria-label="Allow: research"]');
+await waitText("#consent-status .done");
+check((await page.textContent("table.consents")).includes("including highly sensitive data"), "the L4 opt-in is shown");
+
 // An access code for hospital-b, its QR code, redeemed by hospital-b, then revoked.
 await go("#/grants", "grants");
 await page.selectOption("#grantee", "hospital-b");
