@@ -277,8 +277,7 @@ fn a_patient_uses_the_portal_in_a_real_browser() {
         .unwrap()
         .to_string();
 
-    // A hospital's member key, exported from its sealed file for the browser; a wallet no
-    // hospital registered.
+    // A hospital's member key, exported from its sealed file for the browser.
     let staff = dir.join("staff-key.json");
     let pass = std::fs::read_to_string(dir.join("hospital-a/node.pass")).unwrap();
     let out = Command::new(BIN)
@@ -294,11 +293,6 @@ fn a_patient_uses_the_portal_in_a_real_browser() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let new_wallet = dir.join("new-wallet.json");
-    cli(
-        &dir,
-        &["patient", "wallet", "--out", new_wallet.to_str().unwrap()],
-    );
     let shots = root().join("target/console-screenshots");
     let record = dir.join("record.json");
     let out = Command::new("node")
@@ -312,7 +306,6 @@ fn a_patient_uses_the_portal_in_a_real_browser() {
         .env("SHOTS", &shots)
         .env("RECORD_OUT", &record)
         .env("STAFF_KEY", &staff)
-        .env("NEW_WALLET", &new_wallet)
         .output()
         .unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);

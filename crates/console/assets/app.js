@@ -115,7 +115,7 @@ function signinPage() {
   };
   const create = async () => {
     const w = await L.newWallet();
-    const a = h("a", { href: URL.createObjectURL(new Blob([w], { type: "application/json" })), download: "wallet.json" }, t("new_wallet_save"));
+    const a = h("a", { href: URL.createObjectURL(new Blob([w], { type: "application/json" })), download: "wallet.json", id: "new-wallet-save" }, t("new_wallet_save"));
     created.replaceChildren(h("p", {}, t("new_wallet_hint")), a);
   };
   const created = h("div", { "aria-live": "polite" });
@@ -151,10 +151,10 @@ async function consentsPage() {
   }
   const byStudy = new Map(consents.filter((x) => x.study).map((x) => [x.study, x]));
   // Study invitations: research contracts naming a study, their head proven.
-  const list = await c.get("/v1/contracts");
+  const contracts = await c.get("/v1/contracts");
   const invitations = [];
   const seen = new Set();
-  for (const s of list.contracts || []) {
+  for (const s of contracts.contracts || []) {
     if (s.purpose !== "research") continue;
     try {
       const ca = await c.anchored(`/v1/contracts/${s.id}`);
@@ -182,6 +182,9 @@ async function consentsPage() {
   };
   const research = consents.find((x) => x.purpose === "research" && !x.study);
   const l4 = h("input", { type: "checkbox", id: "l4", checked: research && research.now && research.now.l4 });
+  // Undecided studies first: they are what waits.
+  invitations.sort((a, b) => Number(!!(byStudy.get(a.study) || {}).now) - Number(!!(byStudy.get(b.study) || {}).now));
+  const general = research && research.now ? research.now.state : null;
   const inv = invitations.map((i) => {
     const d = byStudy.get(i.study);
     return h(
@@ -189,14 +192,27 @@ async function consentsPage() {
       { class: "card", "aria-labelledby": "inv-" + i.study },
       h("h3", { id: "inv-" + i.study }, t("invitation", { study: i.study })),
       h("p", {}, t("invitation_by", { who: i.institution, purpose: purposeName(i.purpose) })),
+      h(
+        "dl",
+        { class: "facts" },
+        h("dt", {}, t("inv_reads")),
+        h("dd", {}, i.fields.length ? list(i.fields) : "—"),
+        h("dt", {}, t("inv_where")),
+        h("dd", {}, list(i.owners)),
+        h("dt", {}, t("inv_how")),
+        h("dd", {}, t("mode_" + i.mode), " ", t("level_" + i.level)),
+      ),
       d && d.now
         ? h("p", {}, t(d.now.state === "allow" ? "decided_allow" : "decided_deny"))
-        : h(
+        : [
+            h("p", {}, t(general === "allow" ? "inv_until_allow" : "inv_until_deny")),
+            h(
             "div",
             { class: "row" },
             h("button", { type: "button", onclick: decide("research", i.study, true, false), "aria-describedby": "inv-" + i.study }, t("allow")),
             h("button", { type: "button", class: "warn", onclick: decide("research", i.study, false, false), "aria-describedby": "inv-" + i.study }, t("decline")),
           ),
+          ],
     );
   });
   const purposes = ["research", "public_health", "drug_safety", "teaching"];
@@ -553,6 +569,8 @@ async function route() {
       await logPage(params.get("patient") || state.session.patient);
     } else await consentsPage();
   } catch (e) {
+    // A bug, not a refusal: reported to the console (the browser test fails on it).
+    if (!(e instanceof L.Refused) && !(e instanceof L.Verification)) console.error(e);
     state.notRegistered = false;
     show(h("h1", {}, t({ grants: "grants_title", log: "log_title", record: "record_title" }[page] || "consents_title")), notice(e));
   }

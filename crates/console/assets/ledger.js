@@ -486,15 +486,25 @@ export function decodeJobHead(value) {
 }
 
 /// The proven prefix of a contract record: id, requester, institution, purpose, mode, study.
+/// With it what the patient reads before deciding: the fields it reads, its level and the
+/// hospitals that hold the data.
 export function decodeContractHead(value) {
   const r = new c.Reader(value);
   const id = "c-" + r.u64().toString(16).padStart(16, "0");
   const requester = r.name();
   const institution = r.name();
   const purpose = PURPOSES[r.u8()];
-  r.u8();
+  const mode = [null, "open_pool", "record_sharing", "compute"][r.u8()];
   const study = r.option((x) => x.name());
-  return { id, requester, institution, purpose, study };
+  const fields = r.list((x) => {
+    x.name();
+    return `${x.text()}.${x.text()}`;
+  });
+  r.take(Number(r.varint()));
+  r.take(32);
+  const level = r.u8();
+  const owners = r.list((x) => x.name());
+  return { id, requester, institution, purpose, mode, study, fields: [...new Set(fields)], level, owners };
 }
 
 // ---------------------------------------------------------------- transactions

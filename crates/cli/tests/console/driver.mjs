@@ -79,6 +79,17 @@ await page.goto(base);
 await ready("signin");
 check((await page.textContent("#genesis")).includes("expected"), "genesis pinned and accepted");
 await shot("signin-en");
+// A new wallet made in the browser, saved by the person (signed in with at the end: no
+// hospital registered it).
+await page.click("#new-wallet");
+await page.waitForSelector("#new-wallet-save");
+const [walletDownload] = await Promise.all([page.waitForEvent("download"), page.click("#new-wallet-save")]);
+const newWallet = path.join(userData, "browser-wallet.json");
+await walletDownload.saveAs(newWallet);
+{
+  const w = JSON.parse(fs.readFileSync(newWallet, "utf8"));
+  check(/^[0-9a-f]{64}$/.test(w.secret) && /^pt-[0-9a-f]{64}$/.test(w.patient), "the browser's new wallet has a key and a pseudonym");
+}
 await page.setInputFiles("#wallet-file", env.WALLET);
 await page.click("#signin");
 await ready("consents");
@@ -91,6 +102,7 @@ if (inv.length) {
   await page.click('section.card[aria-labelledby="inv-cli-study"] button.warn');
   await waitText("#consent-status .done");
   check((await page.textContent("main")).includes("You declined this study."), "the study shows as declined");
+  check((await page.textContent('section.card[aria-labelledby="inv-cli-study"]')).includes("What it reads"), "the study says what it reads");
 }
 
 // L4 opt-in with the general research consent.
@@ -223,7 +235,7 @@ for (const [hash, name] of pages) {
 
 // Chinese: every page, no untranslated string in any text node.
 await page.selectOption("#locale", "zh");
-const allowed = /([0-9a-f]{16}|FHIR R4|medspace|hospital-[a-z]|research-\d|regulator|cli-study|study-two|pt-[0-9a-f]+|[gcaj]-[0-9a-f]{16}|QR|L4|English|[0-9A-Z]{4}(-[0-9A-Z]{4}){3})/g;
+const allowed = /([a-z_]+\.[a-z_]+|[0-9a-f]{16}|FHIR R4|medspace|hospital-[a-z]|research-\d|regulator|cli-study|study-two|pt-[0-9a-f]+|[gcaj]-[0-9a-f]{16}|QR|L4|English|[0-9A-Z]{4}(-[0-9A-Z]{4}){3})/g;
 for (const [hash, name] of [...pages, ["#/signin", "signin"]]) {
   await go(hash, name);
   const leftovers = await page.evaluate((src) => {
@@ -289,7 +301,7 @@ await ready("signin");
 // registered yet: each told in words what it can do.
 for (const [file, expect, what] of [
   [env.STAFF_KEY, "not in this console yet", "staff key"],
-  [env.NEW_WALLET, "not registered yet", "unregistered wallet"],
+  [newWallet, "not registered yet", "unregistered wallet"],
 ]) {
   await page.setInputFiles("#wallet-file", file);
   await page.click("#signin");
