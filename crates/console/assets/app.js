@@ -69,7 +69,7 @@ function chrome(page) {
   const nav = document.getElementById("nav");
   nav.setAttribute("aria-label", t("nav_label"));
   nav.replaceChildren(
-    state.session
+    state.session && state.pinned !== false
       ? h(
           "ul",
           {},
