@@ -28,6 +28,9 @@ fn root() -> PathBuf {
 /// The browser and its driver, or why not.
 fn browser() -> Result<PathBuf, String> {
     let dir = root().join(".ci/browser");
+    if Command::new("node").arg("--version").output().is_err() {
+        return Err("node is missing".into());
+    }
     if !Path::new(CHROMIUM).exists() {
         return Err(format!(
             "{CHROMIUM} is missing (apt-get install -y chromium)"
