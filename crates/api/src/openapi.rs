@@ -12,6 +12,26 @@ pub const PATHS: &[(&str, &str, &str)] = &[
     ),
     ("/openapi.json", "get", "this document (open)"),
     (
+        "/console/",
+        "get",
+        "the console (open): the patient portal's page; its modules and styles are served beside it",
+    ),
+    (
+        "/console/{asset}",
+        "get",
+        "one of the console's embedded files (open): app.js, ledger.js, codec.js, i18n.js, qr.js, style.css",
+    ),
+    (
+        "/console/genesis.json",
+        "get",
+        "this node's genesis file byte for byte (open): the console checks its SHA-256 against the hash pinned in its address",
+    ),
+    (
+        "/console/node.json",
+        "get",
+        "which member's node this is (open): the audience of signed requests",
+    ),
+    (
         "/v1/tx",
         "post",
         "submit a signed transaction (canonical bytes); answers its id",

@@ -215,3 +215,43 @@ pub fn link(node: &Path, person: &str, patient: &str) -> anyhow::Result<()> {
     );
     Ok(())
 }
+
+/// `medspace key export-browser`: the key of a sealed (or plain) member/user key file, unsealed
+/// into a new owner-only JSON file the console imports. Prints a warning: the file is the key.
+pub fn export_browser_key(key: &Path, out: &Path) -> anyhow::Result<()> {
+    let passphrase = medspace_vault::seal::PassphraseSource {
+        file: None,
+        env: Some(medspace_chain::node::KEY_PASSPHRASE_ENV.into()),
+    }
+    .resolve()?;
+    let unlock = medspace_vault::seal::Unlock {
+        passphrase,
+        allow_plain: true,
+    };
+    let pair = medspace_worker::config::load_member_key(key, &unlock)
+        .with_context(|| format!("key file {}", key.display()))?;
+    let json = zeroize::Zeroizing::new(serde_json::to_string_pretty(&serde_json::json!({
+        "format": "medspace-browser-key/v1",
+        "secret": pair.secret_hex(),
+        "public_key": pair.public().to_hex(),
+        "warning": "this file is the key, unsealed: import it in the console, then delete it",
+    }))?);
+    let mut opts = std::fs::OpenOptions::new();
+    opts.write(true).create_new(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt as _;
+        opts.mode(0o600);
+    }
+    let mut f = opts
+        .open(out)
+        .with_context(|| format!("creating {} (never overwritten)", out.display()))?;
+    std::io::Write::write_all(&mut f, json.as_bytes())
+        .with_context(|| format!("writing {}", out.display()))?;
+    println!("wrote {} for public key {}", out.display(), pair.public());
+    println!(
+        "  WARNING: {} holds the key UNSEALED. Import it in the console (the browser keeps it as a non-extractable key), then delete the file.",
+        out.display()
+    );
+    Ok(())
+}

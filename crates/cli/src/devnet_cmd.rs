@@ -111,6 +111,18 @@ pub fn run(a: DevnetArgs) -> anyhow::Result<()> {
             net.dir.join(&name).display()
         );
     }
+    println!("\n  the console (patient portal) of each node, the genesis pinned by its hash:");
+    for name in net.node_names() {
+        println!(
+            "  {name:<12} {}",
+            net.console_url(&name).unwrap_or_default()
+        );
+    }
+    if !net.options.plain_http {
+        println!(
+            "  (the browser does not know the certificate pinned in the genesis: accept it for that address)"
+        );
+    }
     println!(
         "\n  chain {} at height {}, state root {}",
         net.genesis.chain_id,

@@ -67,6 +67,9 @@ enum Command {
         #[arg(long)]
         config: PathBuf,
     },
+    /// Key files for other tools.
+    #[command(subcommand)]
+    Key(KeyCommand),
     /// Write a new ed25519 key pair: the secret to `<out>` (owner-only), sealed under a
     /// passphrase (argon2id, XChaCha20-Poly1305), the public key to stdout.
     Keygen {
@@ -108,6 +111,24 @@ enum Command {
     /// Benchmarks that print their figures.
     #[command(subcommand)]
     Bench(BenchCommand),
+}
+
+/// `medspace key`.
+#[derive(Subcommand)]
+enum KeyCommand {
+    /// Export a member's or user's key for the console in a browser: the sealed key file
+    /// (`keygen --member`, passphrase in `$MEDSPACE_KEY_PASSPHRASE`) is opened here and written
+    /// UNSEALED as JSON (`{"format": "medspace-browser-key/v1", "secret", "public_key"}`) to a
+    /// new owner-only file, which the console imports as a non-extractable WebCrypto key. The
+    /// browser does not run argon2: delete the exported file once it is imported.
+    ExportBrowser {
+        /// The sealed (or plain hex) key file.
+        #[arg(long)]
+        key: PathBuf,
+        /// The new file for the browser (never overwritten).
+        #[arg(long)]
+        out: PathBuf,
+    },
 }
 
 #[derive(Subcommand)]
@@ -169,6 +190,9 @@ fn main() -> anyhow::Result<()> {
                 chain_cmd::KeyRole::Consensus
             };
             chain_cmd::keygen(&out, passphrase_file.as_deref(), plain, role)
+        }
+        Command::Key(KeyCommand::ExportBrowser { key, out }) => {
+            chain_cmd::export_browser_key(&key, &out)
         }
         Command::Vault(c) => vault_cmd::run_vault(c),
         Command::Ingest(a) => vault_cmd::run_ingest(a),

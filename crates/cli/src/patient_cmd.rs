@@ -47,6 +47,13 @@ enum PatientCommand {
         /// The new wallet file (never overwritten).
         #[arg(long)]
         out: PathBuf,
+        /// Development only: write the key of this devnet hospital's patient (chosen by
+        /// --devnet-index) instead of a new key, e.g. to sign in to the console as them.
+        #[arg(long)]
+        devnet_hospital: Option<String>,
+        /// With --devnet-hospital: the patient's place among that hospital's records.
+        #[arg(long, default_value_t = 0)]
+        devnet_index: usize,
     },
     /// Register the wallet's key on the ledger (only the pseudonym becomes known), with the
     /// attestation of a hospital that verified the person.
@@ -307,8 +314,22 @@ pub fn run(args: PatientArgs) -> anyhow::Result<()> {
             }
             Ok(())
         }
-        PatientCommand::Wallet { out } => {
-            let w = medspace_patient::Wallet::generate();
+        PatientCommand::Wallet {
+            out,
+            devnet_hospital,
+            devnet_index,
+        } => {
+            let w = match devnet_hospital {
+                Some(hospital) => medspace_patient::Wallet::from_key(&patient_key(
+                    &who,
+                    &WhichPatient {
+                        hospital,
+                        index: devnet_index,
+                        wallet: None,
+                    },
+                )?),
+                None => medspace_patient::Wallet::generate(),
+            };
             w.create(&out)
                 .with_context(|| format!("creating wallet {}", out.display()))?;
             println!("wallet {} for patient {}", out.display(), w.patient);

@@ -71,6 +71,10 @@ pub fn run(opts: &DemoOptions) -> Result<()> {
             net.url(&name).unwrap_or_default()
         );
     }
+    println!(
+        "    the console (patient portal): {}",
+        net.console_url("hospital-a").unwrap_or_default()
+    );
     if !opts.net.plain_http {
         println!(
             "    every HTTP API speaks TLS 1.3 with the certificate its node's genesis entry pins (clients trust those, no CA); the validators' consensus traffic is commonware-p2p, authenticated and encrypted with their ed25519 keys"

@@ -364,6 +364,24 @@ impl Devnet {
             .map(medspace_chain::tls::node_url)
     }
 
+    /// The console's address at a node, as a browser opens it: the node's loopback address
+    /// (the browser does not know the pinned certificate: accept it for this address) and, in
+    /// the fragment, the SHA-256 of this devnet's genesis file, which the page checks before it
+    /// trusts the validator keys the node serves ([`medspace_console`]).
+    pub fn console_url(&self, name: &str) -> Option<String> {
+        let genesis = std::fs::read(self.dir.join("genesis.json")).ok()?;
+        let addr = self.http(name)?;
+        let scheme = if self.options.plain_http {
+            "http"
+        } else {
+            "https"
+        };
+        Some(medspace_console::url(
+            &format!("{scheme}://{addr}"),
+            &genesis,
+        ))
+    }
+
     /// A node's pinned certificate as a PEM file, for `curl --cacert`.
     pub fn cert_file(&self, name: &str) -> PathBuf {
         self.dir.join(name).join(medspace_chain::tls::CERT_FILE)

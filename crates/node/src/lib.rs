@@ -9,6 +9,7 @@
 //! ([`observer`]).
 
 pub mod observer;
+pub mod relay;
 
 use medspace_chain::node::{Genesis, NodeConfig};
 use medspace_ledger::LedgerApp;
@@ -38,6 +39,14 @@ pub enum NodeError {
     #[error("invalid [vault] section in {path}: {error}")]
     VaultSection {
         /// The config file.
+        path: String,
+        /// Why.
+        error: String,
+    },
+    /// The genesis file could not be read for the console.
+    #[error("genesis file {path}: {error}")]
+    Genesis {
+        /// The file.
         path: String,
         /// Why.
         error: String,
@@ -161,13 +170,22 @@ pub fn run(config: &Path) -> Result<(), NodeError> {
     })?;
     let api = medspace_api::Config::new(name.clone());
     let member = name.clone();
+    let console = console_router(&cfg.node.genesis_file, name)?.merge(relay::router(
+        client.clone(),
+        genesis
+            .validators
+            .iter()
+            .chain(&genesis.observers)
+            .map(|n| (n.name.clone(), medspace_chain::tls::node_url(n)))
+            .collect(),
+    ));
     medspace_chain::node::run_node(
         cfg,
         |g| LedgerApp::from_chain_genesis(&g.app),
         move |ctx, handle| {
             let ledger = Arc::new(handle.clone());
             let gate = Arc::new(medspace_api::gate::ChainGate::new(ledger.clone(), member));
-            let mut router = medspace_api::read_router(ledger.clone(), api);
+            let mut router = medspace_api::read_router(ledger.clone(), api).merge(console);
             if let Some((p, key)) = worker {
                 match start_worker(ctx, p, key, ledger, client) {
                     Ok(w) => {
@@ -184,6 +202,16 @@ pub fn run(config: &Path) -> Result<(), NodeError> {
         },
     )?;
     Ok(())
+}
+
+/// The console's routes (`medspace-console`), serving this node's genesis file byte for byte so
+/// that the browser can check it against the hash pinned in the console's address.
+pub fn console_router(genesis_file: &Path, member: &str) -> Result<axum::Router, NodeError> {
+    let bytes = std::fs::read(genesis_file).map_err(|e| NodeError::Genesis {
+        path: genesis_file.display().to_string(),
+        error: e.to_string(),
+    })?;
+    Ok(medspace_console::router(bytes, member))
 }
 
 /// The longest a worker's request to another node may take.

@@ -122,8 +122,12 @@ pub fn run(
     let listen = config.http.listen;
     let shared = follower.clone();
     let api = medspace_api::Config::new(config.node.name.clone());
+    let genesis_file =
+        std::fs::read(&config.node.genesis_file).map_err(|e| io("genesis file", &e))?;
+    let console = medspace_console::router(genesis_file, &config.node.name);
     runtime.block_on(async move {
-        let router = medspace_api::router(Arc::new(FollowerView::new(shared.clone())), api);
+        let router =
+            medspace_api::router(Arc::new(FollowerView::new(shared.clone())), api).merge(console);
         let server = tokio::spawn(async move { medspace_chain::tls::serve(listen, router, tls).await });
         let mut backoff_ms = 100u64;
         loop {

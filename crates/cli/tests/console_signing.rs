@@ -1,0 +1,143 @@
+//! The console's browser code signs exactly as the Rust code does: `ledger.js` run under node
+//! (whose WebCrypto has Ed25519, as Chromium's does) against `medspace-api`'s `auth::Request`
+//! and `medspace-types`' transactions — the request message byte for byte, an authorization
+//! header the API accepts, and consent, grant and revocation transactions that decode, verify
+//! and carry exactly the payload the Rust code builds (the grant's code hashed as
+//! `types::code_hash` does). Without node the test skips loudly; under `CI=true` it fails.
+
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
+
+use medspace_api::auth;
+use medspace_types::*;
+use std::process::Command;
+
+#[test]
+fn the_browser_signs_requests_and_transactions_as_the_rust_code_does() {
+    if Command::new("node").arg("--version").output().is_err() {
+        assert!(
+            std::env::var("CI").as_deref() != Ok("true"),
+            "node is missing and CI=true"
+        );
+        eprintln!("SKIPPED console signing test: node is missing");
+        return;
+    }
+    let dir = std::env::temp_dir().join(format!("medspace-console-sign-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    for name in ["codec.js", "ledger.js"] {
+        std::fs::write(dir.join(name), medspace_console::asset(name).unwrap()).unwrap();
+    }
+    let key = Keypair::from_secret_hex(&"07".repeat(32)).unwrap();
+    let public = key.public().to_hex();
+    let patient = PatientId::from_key(&key.public());
+    let nonce = [9u8; 16];
+    let script = format!(
+        r#"
+import * as L from "./ledger.js";
+import * as c from "./codec.js";
+const pkcs8 = c.concat(c.unhex("302e020100300506032b657004220420"), c.unhex("{secret}"));
+const key = await crypto.subtle.importKey("pkcs8", pkcs8, {{ name: "Ed25519" }}, false, ["sign"]);
+const session = {{ key, public: "{public}" }};
+const out = {{}};
+out.message = c.hex(await L.requestMessage("GET", "/v1/patients/{patient}/log?x=1", "hospital-a", 1700000000000, new Uint8Array(16).fill(9), new Uint8Array()));
+out.header = await L.authorization(session, "GET", "/v1/patients/{patient}/log?x=1", "hospital-a", new Uint8Array());
+out.consent = c.hex(await L.signTx(session, "medspace-devnet", 3n, L.setConsent("research", "study-x", false, true)));
+const g = await L.issueGrant("{patient}", {{ grantee: "hospital-b", holder: "hospital-a", purpose: "treatment", resourceTypes: ["Encounter", "Condition"], fromMs: 0, toMs: 1700000000000, expiryMs: 1800000000000, maxUses: 2, code: "ab12-cd34-ef56-gh78" }});
+out.grant = c.hex(await L.signTx(session, "medspace-devnet", 4n, g.payload));
+out.revoke = c.hex(await L.signTx(session, "medspace-devnet", 5n, L.revokeGrant("g-00000000000000ff")));
+console.log(JSON.stringify(out));
+"#,
+        secret = key.secret_hex(),
+    );
+    let script_path = dir.join("sign.mjs");
+    std::fs::write(&script_path, script).unwrap();
+    let out = Command::new("node").arg(&script_path).output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+
+    // The request message, byte for byte; the header accepted by the API's verifier.
+    let path = format!("/v1/patients/{patient}/log?x=1");
+    let request = auth::Request {
+        method: "GET",
+        path_and_query: &path,
+        audience: "hospital-a",
+        body: b"",
+    };
+    assert_eq!(
+        v["message"].as_str().unwrap(),
+        hex::encode(request.message(1_700_000_000_000, &nonce))
+    );
+    let verified = request
+        .verify(v["header"].as_str(), auth::now_ms())
+        .expect("the API accepts the browser's signature");
+    assert_eq!(verified.key, key.public());
+    let other = auth::Request {
+        audience: "hospital-b",
+        ..request
+    };
+    assert!(other.verify(v["header"].as_str(), auth::now_ms()).is_err());
+
+    // Transactions: they decode, their signatures verify, their payloads are the Rust ones.
+    let chain = Name::new("medspace-devnet").unwrap();
+    let tx = |field: &str| {
+        SignedTx::from_bytes(hex::decode(v[field].as_str().unwrap()).unwrap()).unwrap()
+    };
+    let expect = |nonce: u64, payload: Payload| SignedTx::new(&chain, &key, nonce, payload);
+    let consent = tx("consent");
+    assert!(consent.verify_signature());
+    assert_eq!(
+        consent,
+        expect(
+            3,
+            Payload::SetConsent(SetConsent {
+                purpose: Purpose::Research,
+                study: Some(StudyId::new("study-x").unwrap()),
+                decision: Decision::Deny,
+                l4_opt_in: true,
+            })
+        )
+    );
+    let grant = tx("grant");
+    assert!(grant.verify_signature());
+    assert_eq!(
+        grant,
+        expect(
+            4,
+            Payload::IssueGrant(IssueGrant {
+                grantee: MemberId::new("hospital-b").unwrap(),
+                holder: MemberId::new("hospital-a").unwrap(),
+                purpose: Purpose::Treatment,
+                resource_types: List::new(vec![
+                    Text::new("Encounter").unwrap(),
+                    Text::new("Condition").unwrap(),
+                ])
+                .unwrap(),
+                period_from_ms: 0,
+                period_to_ms: 1_700_000_000_000,
+                expiry_ms: 1_800_000_000_000,
+                max_uses: 2,
+                code_hash: code_hash(&patient, "AB12-CD34-EF56-GH78"),
+            })
+        )
+    );
+    let revoke = tx("revoke");
+    assert!(revoke.verify_signature());
+    assert_eq!(
+        revoke,
+        expect(
+            5,
+            Payload::RevokeGrant(RevokeGrant {
+                grant: GrantId(0xff)
+            })
+        )
+    );
+    std::fs::remove_dir_all(&dir).unwrap();
+}

@@ -1,0 +1,566 @@
+// The patient's light client in the browser: the key (non-extractable WebCrypto Ed25519),
+// signed requests exactly as medspace-api's auth::Request signs them, the genesis pinned by
+// its hash, finality certificates of simplex (ed25519 scheme) checked against the genesis
+// validators, inclusion proofs of the state trie, and transactions encoded and signed here.
+// Nothing the node says about the ledger is taken without a proof.
+
+import * as c from "./codec.js";
+
+const API_NAMESPACE = c.utf8("medspace/api/v2");
+const TX_NAMESPACE = c.utf8("medspace/tx/v1");
+const TX_VERSION = 1;
+const PKCS8_ED25519 = c.unhex("302e020100300506032b657004220420");
+
+export const PURPOSES = [
+  null,
+  "treatment",
+  "patient_access",
+  "research",
+  "teaching",
+  "insurance_claim",
+  "public_health",
+  "drug_safety",
+  "quality_management",
+];
+const CONSENT_STATES = [null, "allow", "deny", "revoked"];
+
+/// commonware's namespaced message: varint(len(namespace)) || namespace || message.
+export function unionUnique(namespace, msg) {
+  return c.concat(c.varint(namespace.length), namespace, msg);
+}
+
+// ---------------------------------------------------------------- genesis
+
+/// The genesis file served by the node, accepted only if its SHA-256 is `pinned` (from the
+/// console's address). Returns the parsed genesis and its hash.
+export async function loadGenesis(pinned) {
+  const r = await fetch("/console/genesis.json", { cache: "no-store" });
+  if (!r.ok) throw new Error("genesis-unavailable");
+  const bytes = new Uint8Array(await r.arrayBuffer());
+  const hash = c.hex(await c.sha256(bytes));
+  const genesis = JSON.parse(new TextDecoder().decode(bytes));
+  return { genesis, hash, pinnedOk: pinned ? pinned.toLowerCase() === hash : null };
+}
+
+// ---------------------------------------------------------------- the key
+
+const DB = "medspace-console";
+
+function idb() {
+  return new Promise((resolve, reject) => {
+    const req = indexedDB.open(DB, 1);
+    req.onupgradeneeded = () => req.result.createObjectStore("keys");
+    req.onsuccess = () => resolve(req.result);
+    req.onerror = () => reject(req.error);
+  });
+}
+
+async function idbDo(mode, f) {
+  const db = await idb();
+  return new Promise((resolve, reject) => {
+    const tx = db.transaction("keys", mode);
+    const req = f(tx.objectStore("keys"));
+    tx.oncomplete = () => resolve(req.result);
+    tx.onerror = () => reject(tx.error);
+  });
+}
+
+/// The signed-in identity: a non-extractable private key and the public key (hex).
+export async function loadSession() {
+  return (await idbDo("readonly", (s) => s.get("session"))) || null;
+}
+
+export async function signOut() {
+  await idbDo("readwrite", (s) => s.delete("session"));
+}
+
+/// Imports a wallet file's text (`{"secret": hex, "patient": "pt-…"}` as medspace-patient
+/// writes it). The seed is imported as a non-extractable key; the public key is derived once
+/// through a transient extractable copy that is dropped at once.
+export async function importWallet(text) {
+  let w;
+  try {
+    w = JSON.parse(text);
+  } catch {
+    throw new Error("wallet-malformed");
+  }
+  if (typeof w.secret !== "string" || !/^[0-9a-fA-F]{64}$/.test(w.secret)) {
+    throw new Error("wallet-malformed");
+  }
+  const pkcs8 = c.concat(PKCS8_ED25519, c.unhex(w.secret));
+  const transient = await crypto.subtle.importKey("pkcs8", pkcs8, { name: "Ed25519" }, true, [
+    "sign",
+  ]);
+  const jwk = await crypto.subtle.exportKey("jwk", transient);
+  const pub = b64url(jwk.x);
+  const key = await crypto.subtle.importKey("pkcs8", pkcs8, { name: "Ed25519" }, false, ["sign"]);
+  pkcs8.fill(0);
+  const patient = "pt-" + c.hex(await c.sha256(c.utf8("medspace/patient/v1"), pub));
+  if (w.patient && w.patient !== patient) throw new Error("wallet-mismatch");
+  const session = { key, public: c.hex(pub), patient };
+  await idbDo("readwrite", (s) => s.put(session, "session"));
+  return session;
+}
+
+/// A new patient wallet made in the browser: the key is generated non-extractable except for
+/// the one export the wallet file needs, which is handed to the person to save.
+export async function newWallet() {
+  const pair = await crypto.subtle.generateKey({ name: "Ed25519" }, true, ["sign", "verify"]);
+  const pk = new Uint8Array(await crypto.subtle.exportKey("pkcs8", pair.privateKey));
+  const secret = c.hex(pk.subarray(PKCS8_ED25519.length));
+  pk.fill(0);
+  const pub = new Uint8Array(await crypto.subtle.exportKey("raw", pair.publicKey));
+  const patient = "pt-" + c.hex(await c.sha256(c.utf8("medspace/patient/v1"), pub));
+  return JSON.stringify({ secret, patient, links: [] }, null, 2);
+}
+
+function b64url(s) {
+  const b = atob(s.replace(/-/g, "+").replace(/_/g, "/"));
+  return Uint8Array.from(b, (ch) => ch.charCodeAt(0));
+}
+
+async function sign(session, namespace, msg) {
+  return new Uint8Array(
+    await crypto.subtle.sign({ name: "Ed25519" }, session.key, unionUnique(namespace, msg)),
+  );
+}
+
+// ---------------------------------------------------------------- signed requests
+
+/// The message of medspace-api's `Request::message`.
+export async function requestMessage(method, pathAndQuery, audience, tsMs, nonce, body) {
+  const bodyHash = c.hex(await c.sha256(body));
+  return c.utf8(
+    `medspace-request-v2\n${method}\n${pathAndQuery}\n${audience}\n${tsMs}\n${c.hex(nonce)}\n${bodyHash}`,
+  );
+}
+
+export async function authorization(session, method, pathAndQuery, audience, body) {
+  const ts = Date.now();
+  const nonce = crypto.getRandomValues(new Uint8Array(16));
+  const msg = await requestMessage(method, pathAndQuery, audience, ts, nonce, body);
+  const sig = await sign(session, API_NAMESPACE, msg);
+  return `Medspace key=${session.public},ts=${ts},nonce=${c.hex(nonce)},aud=${audience},sig=${c.hex(sig)}`;
+}
+
+/// A refusal with the node's status, for the page to put in words.
+export class Refused extends Error {
+  constructor(status, what) {
+    super(`refused ${status}`);
+    this.status = status;
+    this.what = what;
+  }
+}
+
+export class Verification extends Error {}
+
+export class Client {
+  constructor(genesis, member, session) {
+    this.genesis = genesis;
+    this.member = member;
+    this.session = session;
+    this.validators = genesis.validators.map((v) => c.unhex(v.public_key));
+    this.headers = new Map();
+  }
+
+  async get(path, raw = false) {
+    const auth = await authorization(this.session, "GET", path, this.member, new Uint8Array());
+    const r = await fetch(path, { headers: { authorization: auth }, cache: "no-store" });
+    if (!r.ok) throw new Refused(r.status, path);
+    return raw ? new Uint8Array(await r.arrayBuffer()) : r.json();
+  }
+
+  /// A signed `GET` of `path` at `member`'s node: directly if it is this node, else through
+  /// this node's relay (the signature is for `member` and `path`: the relay cannot reuse it).
+  async getAt(member, path) {
+    const auth = await authorization(this.session, "GET", path, member, new Uint8Array());
+    const url = member === this.member ? path : `/console/relay/${encodeURIComponent(member)}${path}`;
+    const r = await fetch(url, { headers: { authorization: auth }, cache: "no-store" });
+    if (!r.ok) throw new Refused(r.status, path);
+    return r.json();
+  }
+
+  /// The patient's complete record: every hospital's Bundle merged into one, each resource
+  /// once (as `medspace patient export` does). Returns the Bundle and what came from where.
+  async exportRecord() {
+    const members = await this.get("/v1/members");
+    const hospitals = (members.members || [])
+      .filter((m) => m.active && m.member && m.member.kind === "hospital")
+      .map((m) => m.member.id);
+    const entries = [];
+    const seen = new Set();
+    const from = [];
+    const unreachable = [];
+    for (const h of hospitals) {
+      let bundle;
+      try {
+        bundle = await this.getAt(h, "/v1/records/export");
+      } catch (e) {
+        if (!(e instanceof Refused) || e.status >= 500) unreachable.push(h);
+        continue;
+      }
+      let n = 0;
+      for (const e of bundle.entry || []) {
+        const url = e.fullUrl || "";
+        if (!url || !seen.has(url)) {
+          if (url) seen.add(url);
+          entries.push(e);
+          n++;
+        }
+      }
+      from.push([h, n]);
+    }
+    return { bundle: { resourceType: "Bundle", type: "collection", entry: entries }, from, unreachable };
+  }
+
+  /// The header at `height`, its finality certificate checked against the genesis validators.
+  async header(height) {
+    if (this.headers.has(height)) return this.headers.get(height);
+    const raw = await this.get(`/v1/blocks/${height}/header?wait_ms=5000`, true);
+    const h = await verifyCertifiedHeader(this.genesis.chain_id, this.validators, height, raw);
+    this.headers.set(height, h);
+    return h;
+  }
+
+  /// An answer and the certified state root of its height.
+  async anchored(path) {
+    const body = await this.get(path);
+    if (typeof body.height !== "number") throw new Verification("no height");
+    const header = await this.header(body.height);
+    return { body, root: header.stateRoot, header };
+  }
+
+  /// The signed-in key's proven record: who it is (`member`, `user` or `patient`) and its next
+  /// nonce; `null` for a key the ledger does not know.
+  async keyRecord() {
+    const key = c.concat(c.u8(0x02), c.unhex(this.session.public));
+    let a;
+    try {
+      a = await this.anchored(`/v1/records/${c.hex(key)}`);
+    } catch (e) {
+      if (e instanceof Refused && (e.status === 404 || e.status === 403)) return null;
+      throw e;
+    }
+    const p = await checkProven(a.root, a.body);
+    if (!p.ok) throw new Verification("key record fails its proof");
+    if (!c.equal(p.key, key)) throw new Verification("key record of another key");
+    const r = new c.Reader(p.value);
+    const tag = r.u8();
+    if (tag === 3) r.take(32);
+    else r.name();
+    const retired = r.bool();
+    return { kind: [null, "member", "user", "patient"][tag], retired, nonce: r.u64() };
+  }
+
+  /// The proven next nonce of the signed-in key (0 for a key the ledger does not know).
+  async nonce() {
+    const rec = await this.keyRecord();
+    return rec ? rec.nonce : 0n;
+  }
+
+  async chainId() {
+    return this.genesis.chain_id;
+  }
+
+  /// Signs `payload` (its encoding) with the next nonce, submits it and waits until final.
+  async submit(payload) {
+    const nonce = await this.nonce();
+    const tx = await signTx(this.session, this.genesis.chain_id, nonce, payload);
+    const id = c.hex(await c.sha256(tx));
+    const r = await fetch("/v1/tx", {
+      method: "POST",
+      body: tx,
+      headers: { "content-type": "application/octet-stream" },
+    });
+    if (!r.ok) {
+      let reason = "";
+      try {
+        reason = (await r.json()).error || "";
+      } catch {
+        /* no reason */
+      }
+      const e = new Refused(r.status, "tx");
+      e.reason = reason;
+      throw e;
+    }
+    const started = Date.now();
+    for (;;) {
+      const s = await (await fetch(`/v1/tx/${id}`, { cache: "no-store" })).json();
+      if (s.status === "finalized") break;
+      if (s.status === "dropped") {
+        const e = new Refused(400, "tx");
+        e.reason = s.reason || "";
+        throw e;
+      }
+      if (Date.now() - started > 60000) throw new Refused(504, "tx");
+      await new Promise((res) => setTimeout(res, 150));
+    }
+    if ((await this.nonce()) <= nonce) throw new Verification("not applied");
+    return id;
+  }
+}
+
+/// A signed transaction's bytes, as `types::SignedTx::new` makes them: the body (version,
+/// chain id, signer, nonce, payload), then the signature over it in the namespace
+/// `medspace/tx/v1`.
+export async function signTx(session, chainId, nonce, payload) {
+  const body = c.concat(c.u8(TX_VERSION), c.name(chainId), c.unhex(session.public), c.u64(nonce), payload);
+  return c.concat(body, await sign(session, TX_NAMESPACE, body));
+}
+
+// ---------------------------------------------------------------- finality certificates
+
+const HEADER_SIZE = 112;
+
+/// Checks `raw` (a header's 112 bytes, then simplex's `Finalization<ed25519::Scheme, Digest>`)
+/// for `height`: the proposal's payload is the header's digest and a quorum of the genesis
+/// validators signed the finalize subject. Returns the header's fields.
+export async function verifyCertifiedHeader(chainId, validators, height, raw) {
+  if (raw.length < HEADER_SIZE) throw new Verification("short header");
+  const head = raw.subarray(0, HEADER_SIZE);
+  const hv = new DataView(head.buffer, head.byteOffset, HEADER_SIZE);
+  const header = {
+    height: hv.getBigUint64(32),
+    timeMs: hv.getBigUint64(40),
+    stateRoot: head.slice(80, 112),
+    digest: await c.sha256(head),
+  };
+  if (header.height !== BigInt(height)) throw new Verification("header of another height");
+  const r = new c.Reader(raw.subarray(HEADER_SIZE));
+  const start = r.at;
+  r.varint(); // epoch
+  r.varint(); // view
+  r.varint(); // parent view
+  const payload = r.take(32);
+  const proposal = r.b.subarray(start, r.at);
+  if (!c.equal(payload, header.digest)) throw new Verification("certificate for another block");
+  const bits = Number(r.u64());
+  const n = validators.length;
+  if (bits !== n) throw new Verification("signer bitmap of another size");
+  const bitmap = r.take(Math.ceil(bits / 8));
+  const signers = [];
+  for (let i = 0; i < bits; i++) if (bitmap[i >> 3] & (1 << (i & 7))) signers.push(i);
+  const count = Number(r.varint());
+  if (count !== signers.length) throw new Verification("signatures do not match the signers");
+  const sigs = [];
+  for (let i = 0; i < count; i++) sigs.push(r.take(64));
+  if (!r.done()) throw new Verification("trailing bytes");
+  const quorum = n - Math.floor((n - 1) / 3);
+  if (signers.length < quorum) throw new Verification("no quorum");
+  // Participants are the genesis validators' keys in sorted order (an ordered set).
+  const ordered = [...validators].sort(compareBytes);
+  const ns = c.concat(c.utf8(chainId), c.utf8("_FINALIZE"));
+  const msg = unionUnique(ns, proposal);
+  for (let i = 0; i < signers.length; i++) {
+    const pk = await crypto.subtle.importKey("raw", ordered[signers[i]], { name: "Ed25519" }, false, [
+      "verify",
+    ]);
+    if (!(await crypto.subtle.verify({ name: "Ed25519" }, pk, sigs[i], msg))) {
+      throw new Verification("bad validator signature");
+    }
+  }
+  return header;
+}
+
+function compareBytes(a, b) {
+  for (let i = 0; i < Math.min(a.length, b.length); i++) if (a[i] !== b[i]) return a[i] - b[i];
+  return a.length - b.length;
+}
+
+// ---------------------------------------------------------------- inclusion proofs
+
+function bitAt(key, bit) {
+  const byte = bit >> 3;
+  return byte < key.length && ((key[byte] >> (7 - (bit & 7))) & 1) === 1;
+}
+
+/// `state::trie::Proof::verify`: the leaf hash folded up the path must give `root`.
+export async function verifyProof(root, key, value, proof) {
+  const path = proof && Array.isArray(proof.path) ? proof.path : null;
+  if (!path) return false;
+  for (let i = 1; i < path.length; i++) if (path[i - 1].bit >= path[i].bit) return false;
+  let h = await c.sha256(c.u8(0), c.u32(key.length), key, value);
+  for (let i = path.length - 1; i >= 0; i--) {
+    const { bit } = path[i];
+    const sib = c.unhex(path[i].sibling);
+    h = bitAt(key, bit)
+      ? await c.sha256(c.u8(1), c.u32(bit), sib, h)
+      : await c.sha256(c.u8(1), c.u32(bit), h, sib);
+  }
+  return c.equal(h, root);
+}
+
+/// A proven record (`key`, `value`, `proof` in hex/JSON): its bytes and whether the proof holds.
+export async function checkProven(root, p) {
+  const key = c.unhex(p.key);
+  const value = c.unhex(p.value);
+  const ok = await verifyProof(root, key, value, p.proof);
+  return { key, value, ok };
+}
+
+// ---------------------------------------------------------------- records
+
+export function decodeLogEntry(value) {
+  const r = new c.Reader(value);
+  const height = r.u64();
+  const timeMs = r.u64();
+  const tag = r.u8();
+  let event;
+  if (tag === 1) {
+    const purpose = PURPOSES[r.u8()];
+    const study = r.option((x) => x.name());
+    const state = CONSENT_STATES[r.u8()];
+    event = { kind: "consent", purpose, study, state };
+  } else if (tag >= 2 && tag <= 5) {
+    const id = r.u64().toString(16).padStart(16, "0");
+    event = [null, null, { kind: "grant_issued", id: "g-" + id }, { kind: "grant_revoked", id: "g-" + id },
+      { kind: "accessed", id: "a-" + id }, { kind: "destroyed", id: "a-" + id }][tag];
+  } else throw new Error("unknown event");
+  if (!r.done()) throw new Error("trailing bytes");
+  return { height, timeMs, event };
+}
+
+export function decodeAccess(value) {
+  const r = new c.Reader(value);
+  const id = "a-" + r.u64().toString(16).padStart(16, "0");
+  const patient = c.hex(r.take(32));
+  const holder = r.name();
+  const recipient = r.name();
+  const basisTag = r.u8();
+  const basisId = r.u64().toString(16).padStart(16, "0");
+  const basis = basisTag === 1 ? "g-" + basisId : "c-" + basisId;
+  const resourceTypes = r.list((x) => x.text());
+  const resourceCount = r.u32();
+  r.take(32);
+  const height = r.u64();
+  const timeMs = r.u64();
+  return { id, patient, holder, recipient, basis, resourceTypes, resourceCount, height, timeMs };
+}
+
+export function decodeConsent(key, value) {
+  const k = new c.Reader(key);
+  k.u8();
+  k.take(32);
+  const purpose = PURPOSES[k.u8()];
+  const study = k.option((x) => x.name());
+  const r = new c.Reader(value);
+  const history = r.list((x) => ({
+    height: x.u64(),
+    state: CONSENT_STATES[x.u8()],
+    l4: x.bool(),
+  }));
+  return { purpose, study, history, now: history[history.length - 1] || null };
+}
+
+export function decodeGrant(value) {
+  const r = new c.Reader(value);
+  const id = "g-" + r.u64().toString(16).padStart(16, "0");
+  r.take(32);
+  const grantee = r.name();
+  const holder = r.name();
+  const purpose = PURPOSES[r.u8()];
+  const resourceTypes = r.list((x) => x.text());
+  const fromMs = r.u64();
+  const toMs = r.u64();
+  const expiryMs = r.u64();
+  const maxUses = r.u32();
+  const codeHash = c.hex(r.take(32));
+  const issuedHeight = r.u64();
+  const uses = r.u32();
+  const revoked = r.bool();
+  return { id, grantee, holder, purpose, resourceTypes, fromMs, toMs, expiryMs, maxUses, codeHash, issuedHeight, uses, revoked };
+}
+
+/// The proven prefix of a job record: id, contract, submitter, status, submission.
+export function decodeJobHead(value) {
+  const r = new c.Reader(value);
+  const id = "j-" + r.u64().toString(16).padStart(16, "0");
+  const contract = "c-" + r.u64().toString(16).padStart(16, "0");
+  const submitter = r.name();
+  r.take(Number(r.varint()));
+  r.u64();
+  const done = r.u8() === 2;
+  const height = r.u64();
+  const timeMs = r.u64();
+  return { id, contract, submitter, done, height, timeMs };
+}
+
+/// The proven prefix of a contract record: id, requester, institution, purpose, mode, study.
+/// With it what the patient reads before deciding: the fields it reads, its level and the
+/// hospitals that hold the data.
+export function decodeContractHead(value) {
+  const r = new c.Reader(value);
+  const id = "c-" + r.u64().toString(16).padStart(16, "0");
+  const requester = r.name();
+  const institution = r.name();
+  const purpose = PURPOSES[r.u8()];
+  const mode = [null, "open_pool", "record_sharing", "compute"][r.u8()];
+  const study = r.option((x) => x.name());
+  const fields = r.list((x) => {
+    x.name();
+    return `${x.text()}.${x.text()}`;
+  });
+  r.take(Number(r.varint()));
+  r.take(32);
+  const level = r.u8();
+  const owners = r.list((x) => x.name());
+  return { id, requester, institution, purpose, mode, study, fields: [...new Set(fields)], level, owners };
+}
+
+// ---------------------------------------------------------------- transactions
+
+export function purposeTag(p) {
+  const i = PURPOSES.indexOf(p);
+  if (i < 1) throw new Error("unknown purpose");
+  return i;
+}
+
+/// `Payload::SetConsent`.
+export function setConsent(purpose, study, allow, l4) {
+  return c.concat(
+    c.u8(9),
+    c.u8(purposeTag(purpose)),
+    c.option(study, c.name),
+    c.u8(allow ? 1 : 2),
+    c.bool(l4),
+  );
+}
+
+/// `Payload::IssueGrant`, its code hashed as `types::code_hash` does.
+export async function issueGrant(patient, t) {
+  const codeHash = await c.sha256(
+    c.utf8("medspace/grant-code/v1"),
+    c.unhex(patient.replace(/^pt-/, "")),
+    c.utf8(t.code.replace(/[^0-9A-Za-z]/g, "").toUpperCase()),
+  );
+  const payload = c.concat(
+    c.u8(11),
+    c.name(t.grantee),
+    c.name(t.holder),
+    c.u8(purposeTag(t.purpose)),
+    c.list(t.resourceTypes, c.text),
+    c.u64(t.fromMs),
+    c.u64(t.toMs),
+    c.u64(t.expiryMs),
+    c.u32(t.maxUses),
+    codeHash,
+  );
+  return { payload, codeHash: c.hex(codeHash) };
+}
+
+/// `Payload::RevokeGrant`.
+export function revokeGrant(id) {
+  return c.concat(c.u8(12), c.u64(BigInt("0x" + id.replace(/^g-/, ""))));
+}
+
+const CODE_ALPHABET = "0123456789ABCDEFGHJKMNPQRSTVWXYZ";
+
+/// A fresh authorization code: 80 bits from the browser's CSPRNG, `XXXX-XXXX-XXXX-XXXX`.
+export function newCode() {
+  const b = crypto.getRandomValues(new Uint8Array(10));
+  let acc = 0n;
+  for (const x of b) acc = (acc << 8n) | BigInt(x);
+  let s = "";
+  for (let i = 15; i >= 0; i--) s += CODE_ALPHABET[Number((acc >> BigInt(i * 5)) & 31n)];
+  return s.match(/.{4}/g).join("-");
+}
