@@ -174,23 +174,32 @@ fn wait_of(q: &Wait) -> Duration {
     Duration::from_millis(q.wait_ms.unwrap_or(0)).min(MAX_WAIT)
 }
 
-/// Answers a round request: the message, `202` when not ready within `wait`, or the refusal.
+/// Answers a round request: the message, `202` when not ready within `wait` (on the worker
+/// runtime's clock, so a deterministic simulation drives it too), or the refusal.
 async fn answer<T: serde::Serialize>(
+    clock: &impl Clock,
     wait: Duration,
     fut: impl std::future::Future<Output = Result<T, PeerError>>,
 ) -> Response {
-    match tokio::time::timeout(wait.max(Duration::from_millis(1)), fut).await {
-        Ok(Ok(msg)) => axum::Json(msg).into_response(),
-        Ok(Err(PeerError::NotReady)) | Err(_) => {
+    let fut = std::pin::pin!(fut);
+    let timer = std::pin::pin!(clock.sleep(wait.max(Duration::from_millis(1))));
+    match futures::future::select(fut, timer).await {
+        futures::future::Either::Left((Ok(msg), _)) => axum::Json(msg).into_response(),
+        futures::future::Either::Left((Err(PeerError::NotReady), _))
+        | futures::future::Either::Right(_) => {
             refuse(StatusCode::ACCEPTED, "not ready yet").into_response()
         }
-        Ok(Err(PeerError::Refused(why))) => refuse(StatusCode::CONFLICT, why).into_response(),
-        Ok(Err(PeerError::Forbidden(why))) => refuse(StatusCode::FORBIDDEN, why).into_response(),
-        Ok(Err(e)) => internal(e).into_response(),
+        futures::future::Either::Left((Err(PeerError::Refused(why)), _)) => {
+            refuse(StatusCode::CONFLICT, why).into_response()
+        }
+        futures::future::Either::Left((Err(PeerError::Forbidden(why)), _)) => {
+            refuse(StatusCode::FORBIDDEN, why).into_response()
+        }
+        futures::future::Either::Left((Err(e), _)) => internal(e).into_response(),
     }
 }
 
-async fn dealing<E, L: Ledger, R>(
+async fn dealing<E: Clock, L: Ledger, R>(
     AxState(r): AxState<Arc<Routes<E, L, R>>>,
     Path(job): Path<String>,
     Query(q): Query<Wait>,
@@ -199,10 +208,10 @@ async fn dealing<E, L: Ledger, R>(
 ) -> Result<Response, Refusal> {
     let job = parse_job(&job)?;
     let who = member(&r, "GET", &uri, &headers, b"")?;
-    Ok(answer(wait_of(&q), r.compute.dealing(job, who)).await)
+    Ok(answer(r.records.clock(), wait_of(&q), r.compute.dealing(job, who)).await)
 }
 
-async fn mask<E, L: Ledger, R>(
+async fn mask<E: Clock, L: Ledger, R>(
     AxState(r): AxState<Arc<Routes<E, L, R>>>,
     Path(job): Path<String>,
     uri: Uri,
@@ -219,10 +228,10 @@ async fn mask<E, L: Ledger, R>(
             "mask request for another job",
         ));
     }
-    Ok(answer(MAX_WAIT, r.compute.mask(req, who)).await)
+    Ok(answer(r.records.clock(), MAX_WAIT, r.compute.mask(req, who)).await)
 }
 
-async fn reveal<E, L: Ledger, R>(
+async fn reveal<E: Clock, L: Ledger, R>(
     AxState(r): AxState<Arc<Routes<E, L, R>>>,
     Path(job): Path<String>,
     Query(q): Query<Wait>,
@@ -231,7 +240,7 @@ async fn reveal<E, L: Ledger, R>(
 ) -> Result<Response, Refusal> {
     let job = parse_job(&job)?;
     let who = member(&r, "GET", &uri, &headers, b"")?;
-    Ok(answer(wait_of(&q), r.compute.reveal(job, who)).await)
+    Ok(answer(r.records.clock(), wait_of(&q), r.compute.reveal(job, who)).await)
 }
 
 async fn result<E, L: Ledger, R>(

@@ -289,6 +289,13 @@ pub struct RecordSharing<E, L, R> {
     pub(crate) guards: Guards,
 }
 
+impl<E, L, R> RecordSharing<E, L, R> {
+    /// The worker runtime's clock.
+    pub(crate) fn clock(&self) -> &E {
+        &self.ctx
+    }
+}
+
 impl<E, L, R> RecordSharing<E, L, R>
 where
     E: Spawner + Clock,

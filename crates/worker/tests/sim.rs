@@ -934,3 +934,88 @@ fn a_result_leaves_the_aggregator_only_once_the_ledger_holds_it_and_only_to_the_
         }
     });
 }
+
+/// Sends `method path` with `body` to `name`'s worker routes carrying exactly `auth`; the
+/// status and body.
+async fn send_with(
+    w: &World,
+    name: &str,
+    method: &str,
+    path: &str,
+    body: &[u8],
+    auth: &str,
+) -> (u16, String) {
+    use tower::ServiceExt as _;
+    let router = w.workers.lock().unwrap()[&member(name)].router();
+    let req = axum::http::Request::builder()
+        .method(method)
+        .uri(path)
+        .header("authorization", auth)
+        .body(axum::body::Body::from(body.to_vec()))
+        .unwrap();
+    let resp = router.oneshot(req).await.unwrap();
+    let status = resp.status().as_u16();
+    let body = axum::body::to_bytes(resp.into_body(), 1 << 20)
+        .await
+        .unwrap();
+    (status, String::from_utf8_lossy(&body).into_owned())
+}
+
+#[test]
+fn every_worker_route_accepts_a_signed_request_once_and_only_at_its_audience() {
+    runner(11).start(|ctx| async move {
+        let w = World::new(ctx, 11, "replay");
+        for h in medspace_consortium::HOSPITALS {
+            w.start_worker(h);
+        }
+        let job = w.contract_and_job().await;
+        let node_b = w.c.node_key("hospital-b").unwrap().clone();
+        let researcher = w.c.user_key("research-1.researcher").unwrap().clone();
+        let patient_key = Keypair::from_seed(0x5eed);
+        let routes: Vec<(&str, String, Vec<u8>, &Keypair)> = vec![
+            ("GET", format!("/v1/worker/jobs/{job}/dealing"), vec![], &node_b),
+            ("POST", format!("/v1/worker/jobs/{job}/mask"), b"{}".to_vec(), &node_b),
+            ("GET", format!("/v1/worker/jobs/{job}/reveal"), vec![], &node_b),
+            ("GET", format!("/v1/worker/jobs/{job}/result"), vec![], &researcher),
+            ("GET", "/v1/records/export".to_string(), vec![], &patient_key),
+            (
+                "POST",
+                "/v1/records/redeem".to_string(),
+                b"{\"grant\":\"1\",\"code\":\"x\"}".to_vec(),
+                &researcher,
+            ),
+        ];
+        for (method, path, body, key) in &routes {
+            let sign = |audience: &str| {
+                medspace_api::auth::Request {
+                    method,
+                    path_and_query: path,
+                    audience,
+                    body,
+                }
+                .sign(key)
+            };
+            // The first use is judged on its merits (whatever the route answers), never as a
+            // replay; the very same signed request again is refused as one.
+            let auth = sign("hospital-a");
+            let (first, said) = send_with(&w, "hospital-a", method, path, body, &auth).await;
+            assert!(
+                first != 401 && !said.contains("replayed"),
+                "{method} {path}: the first use did not reach the route ({first}: {said})"
+            );
+            let (again, said) = send_with(&w, "hospital-a", method, path, body, &auth).await;
+            assert_eq!(again, 401, "{method} {path} replayed: {said}");
+            assert!(said.contains("replayed"), "{method} {path}: {said}");
+            // The same signature re-encoded (upper-case hex) is the same request: refused.
+            let (head, sig) = auth.rsplit_once("sig=").unwrap();
+            let upper = format!("{head}sig={}", sig.to_uppercase());
+            let (status, said) = send_with(&w, "hospital-a", method, path, body, &upper).await;
+            assert_eq!(status, 401, "{method} {path} re-encoded: {said}");
+            // A request signed for hospital-a, taken to hospital-b, is refused there.
+            let fresh = sign("hospital-a");
+            let (status, said) = send_with(&w, "hospital-b", method, path, body, &fresh).await;
+            assert_eq!(status, 401, "{method} {path} at another node: {said}");
+            assert!(said.contains("audience"), "{method} {path}: {said}");
+        }
+    });
+}
