@@ -235,6 +235,25 @@ fn authenticate<L: Ledger>(
             .map_or((None, None), |u| (Some(u.role), Some(u.member))),
         _ => (None, None),
     };
+    // A removed member's keys and users keep no standing: they read nothing a registered
+    // key may read.
+    let acts_for = match &rec.principal {
+        Principal::Member(m) | Principal::Node(m) => Some(m),
+        Principal::User(_) => member.as_ref(),
+        Principal::Patient(_) => None,
+    };
+    if let Some(m) = acts_for
+        && !snap
+            .state
+            .member(m)
+            .map_err(internal)?
+            .is_some_and(|r| r.active)
+    {
+        return Err(ApiError(
+            StatusCode::FORBIDDEN,
+            format!("member `{m}` is no longer in the consortium: its keys read nothing"),
+        ));
+    }
     Ok(Caller {
         principal: rec.principal,
         role,

@@ -1,0 +1,353 @@
+//! The read API's authorization matrix: every route × every kind of caller, generated from
+//! one table of routes (each with its rule) and one of callers (each with what it is), every
+//! cell asserted. A removed member's keys, a retired key, an outsider's key and an unsigned
+//! request are callers like the others.
+
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
+use axum::body::Body;
+use axum::http::{Request, StatusCode};
+use http_body_util::BodyExt;
+use medspace_api::{Config, Ledger, Snapshot, SubmitError, TxStatus, auth, router};
+use medspace_state::{BlockContext, Created, State};
+use medspace_types::*;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use tower::ServiceExt;
+
+/// An in-process ledger: every submitted transaction is a block of its own.
+struct Local(Mutex<(State, u64, HashMap<Hash, TxStatus>)>);
+
+impl Ledger for Local {
+    fn snapshot(&self) -> Snapshot {
+        let g = self.0.lock().unwrap();
+        Snapshot {
+            state: g.0.clone(),
+            height: g.1,
+            time_ms: 1_000_000 + g.1,
+            anchor: None,
+        }
+    }
+    fn submit(&self, tx: SignedTx) -> Result<Hash, SubmitError> {
+        let mut g = self.0.lock().unwrap();
+        g.0.check_tx(&tx)
+            .map_err(|e| SubmitError::Invalid(e.to_string()))?;
+        let id = tx.id();
+        g.1 += 1;
+        let ctx = BlockContext {
+            height: g.1,
+            time_ms: 1_000_000 + g.1,
+        };
+        let status = match g.0.apply(&tx, &ctx) {
+            Ok(r) => TxStatus::Finalized {
+                height: ctx.height,
+                receipt: Some(r),
+            },
+            Err(e) => TxStatus::Refused {
+                height: ctx.height,
+                reason: e.to_string(),
+            },
+        };
+        g.2.insert(id, status);
+        Ok(id)
+    }
+    fn tx_status(&self, id: &Hash) -> TxStatus {
+        self.0
+            .lock()
+            .unwrap()
+            .2
+            .get(id)
+            .cloned()
+            .unwrap_or(TxStatus::Unknown)
+    }
+}
+
+const CHAIN: &str = "matrix-chain";
+const NODE: &str = "hospital-a";
+
+fn chain() -> Name {
+    Name::new(CHAIN).unwrap()
+}
+
+fn id(s: &str) -> MemberId {
+    MemberId::new(s).unwrap()
+}
+
+/// Submits `payload` signed by `key` at `nonce`; what it created.
+fn apply(l: &Local, key: &Keypair, nonce: u64, payload: Payload) -> Option<Created> {
+    let tx_id = l.submit(SignedTx::new(&chain(), key, nonce, payload)).unwrap();
+    match l.tx_status(&tx_id) {
+        TxStatus::Finalized {
+            receipt: Some(r), ..
+        } => r.created,
+        other => panic!("setup transaction refused: {other:?}"),
+    }
+}
+
+/// What a caller is, as far as the read rules go.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Is {
+    /// No authorization header at all.
+    Unsigned,
+    /// A key the ledger does not know, a retired key, or a removed member's key: the ledger
+    /// gives it no standing.
+    NoStanding,
+    /// The patient the records are about.
+    ThePatient,
+    /// Another registered patient.
+    AnotherPatient,
+    /// The grant's holder (hospital-a: its member key, node key or one of its users).
+    Holder,
+    /// The grant's grantee (hospital-b's member key).
+    Grantee,
+    /// An auditor appointed by the active regulator.
+    RegulatorAuditor,
+    /// A registered key with none of the parts above (the regulator's own member key,
+    /// hospital-c's researcher…).
+    Registered,
+}
+
+/// The rule of a route.
+#[derive(Clone, Copy, Debug)]
+enum Rule {
+    /// Anyone, signed or not.
+    Open,
+    /// Any key the ledger gives standing.
+    Registered,
+    /// The patient, or an auditor of the regulator.
+    PatientOrAuditor,
+    /// The patient, the grant's holder and grantee, or an auditor of the regulator; anyone
+    /// else registered is answered "not found", exactly as for a grant that does not exist.
+    GrantParties,
+}
+
+/// The answer `rule` gives a caller that `is`.
+fn expected(rule: Rule, is: Is) -> StatusCode {
+    use StatusCode as S;
+    match (rule, is) {
+        (Rule::Open, _) => S::OK,
+        (_, Is::Unsigned) => S::UNAUTHORIZED,
+        (_, Is::NoStanding) => S::FORBIDDEN,
+        (Rule::Registered, _) => S::OK,
+        (Rule::PatientOrAuditor, Is::ThePatient | Is::RegulatorAuditor) => S::OK,
+        (Rule::PatientOrAuditor, _) => S::FORBIDDEN,
+        (
+            Rule::GrantParties,
+            Is::ThePatient | Is::Holder | Is::Grantee | Is::RegulatorAuditor,
+        ) => S::OK,
+        (Rule::GrantParties, _) => S::NOT_FOUND,
+    }
+}
+
+#[tokio::test]
+async fn every_read_route_answers_every_kind_of_caller_as_its_rule_says() {
+    // The consortium: three hospitals and a regulator with an auditor; hospital-a's steward
+    // and researcher; hospital-c's researcher.
+    let key = |seed: u64| Keypair::from_seed(seed);
+    let (a, b, c, reg) = (key(1), key(2), key(3), key(4));
+    let (auditor, steward, researcher, c_researcher) = (key(5), key(6), key(7), key(8));
+    let g = medspace_consortium::GenesisBuilder::new(CHAIN)
+        .unwrap()
+        .time(1_000_000)
+        .member("hospital-a", MemberKind::Hospital, &a)
+        .unwrap()
+        .member("hospital-b", MemberKind::Hospital, &b)
+        .unwrap()
+        .member("hospital-c", MemberKind::Hospital, &c)
+        .unwrap()
+        .member("regulator", MemberKind::Regulator, &reg)
+        .unwrap()
+        .user("regulator.auditor", "regulator", Role::Auditor, &auditor)
+        .unwrap()
+        .user("hospital-a.steward", "hospital-a", Role::Steward, &steward)
+        .unwrap()
+        .user(
+            "hospital-a.researcher",
+            "hospital-a",
+            Role::Researcher,
+            &researcher,
+        )
+        .unwrap()
+        .user(
+            "hospital-c.researcher",
+            "hospital-c",
+            Role::Researcher,
+            &c_researcher,
+        )
+        .unwrap()
+        .build();
+    let l = Arc::new(Local(Mutex::new((
+        State::genesis(&g).unwrap(),
+        0,
+        HashMap::new(),
+    ))));
+
+    // Alice, registered at hospital-a, lets hospital-b have her conditions; Bob registers.
+    let (alice, bob) = (key(60), key(61));
+    for p in [&alice, &bob] {
+        let reg = RegisterPatient::attested(&chain(), &p.public(), id("hospital-a"), &a);
+        apply(&l, p, 0, Payload::RegisterPatient(reg));
+    }
+    let Some(Created::Grant(grant)) = apply(
+        &l,
+        &alice,
+        1,
+        Payload::IssueGrant(IssueGrant {
+            grantee: id("hospital-b"),
+            holder: id("hospital-a"),
+            purpose: Purpose::Treatment,
+            resource_types: List::new(vec![Text::new("Condition").unwrap()]).unwrap(),
+            period_from_ms: 0,
+            period_to_ms: 2_000_000,
+            expiry_ms: 9_000_000,
+            max_uses: 1,
+            code_hash: Hash::of(&[b"code"]),
+        }),
+    ) else {
+        panic!("no grant")
+    };
+    // hospital-a's steward replaces its key: the old one is retired.
+    let new_steward = key(9);
+    let proof = new_steward.sign(
+        ROTATE_NAMESPACE,
+        &rotation_message(&chain(), &steward.public(), 0),
+    );
+    apply(
+        &l,
+        &steward,
+        0,
+        Payload::RotateKey(RotateKey {
+            new_key: new_steward.public(),
+            proof,
+        }),
+    );
+    // The consortium removes hospital-c by vote.
+    let Some(Created::Proposal(p)) = apply(
+        &l,
+        &a,
+        0,
+        Payload::RemoveMember(RemoveMember {
+            member: id("hospital-c"),
+        }),
+    ) else {
+        panic!("no proposal")
+    };
+    for voter in [&b, &reg] {
+        apply(
+            &l,
+            voter,
+            0,
+            Payload::Vote(Vote {
+                proposal: p,
+                approve: true,
+            }),
+        );
+    }
+    assert!(
+        !l.snapshot()
+            .state
+            .member(&id("hospital-c"))
+            .unwrap()
+            .unwrap()
+            .active,
+        "hospital-c was not removed"
+    );
+
+    let alice_id = PatientId::from_key(&alice.public());
+    let grant_key = hex::encode(medspace_state::records::keys::grant(grant));
+    let routes: Vec<(String, Rule)> = vec![
+        ("/v1/health".into(), Rule::Open),
+        ("/openapi.json".into(), Rule::Open),
+        ("/v1/status".into(), Rule::Registered),
+        ("/v1/catalog".into(), Rule::Registered),
+        ("/v1/members".into(), Rule::Registered),
+        ("/v1/contracts".into(), Rule::Registered),
+        ("/v1/contracts?status=active".into(), Rule::Registered),
+        (
+            "/v1/users/hospital-a.researcher/approvals".into(),
+            Rule::Registered,
+        ),
+        (format!("/v1/patients/{alice_id}/log"), Rule::PatientOrAuditor),
+        (
+            format!("/v1/patients/{alice_id}/consents"),
+            Rule::PatientOrAuditor,
+        ),
+        (
+            format!("/v1/patients/{alice_id}/jobs?holders=hospital-a,hospital-b"),
+            Rule::PatientOrAuditor,
+        ),
+        (
+            format!("/v1/patients/{alice_id}/grants"),
+            Rule::PatientOrAuditor,
+        ),
+        (format!("/v1/grants/{grant}"), Rule::GrantParties),
+        (format!("/v1/records/{grant_key}"), Rule::GrantParties),
+    ];
+    let node_a = medspace_consortium::derived_node_key(&a);
+    let outsider = key(99);
+    let callers: Vec<(&str, Option<&Keypair>, Is)> = vec![
+        ("unsigned", None, Is::Unsigned),
+        ("an outsider's key", Some(&outsider), Is::NoStanding),
+        ("a retired key", Some(&steward), Is::NoStanding),
+        ("a removed member's key", Some(&c), Is::NoStanding),
+        (
+            "a removed member's user",
+            Some(&c_researcher),
+            Is::NoStanding,
+        ),
+        ("the patient", Some(&alice), Is::ThePatient),
+        ("another patient", Some(&bob), Is::AnotherPatient),
+        ("the holder's member key", Some(&a), Is::Holder),
+        ("the holder's node key", Some(&node_a), Is::Holder),
+        ("the holder's steward", Some(&new_steward), Is::Holder),
+        ("the holder's researcher", Some(&researcher), Is::Holder),
+        ("the grantee's member key", Some(&b), Is::Grantee),
+        ("the regulator's auditor", Some(&auditor), Is::RegulatorAuditor),
+        ("the regulator's member key", Some(&reg), Is::Registered),
+    ];
+    let app = router(l.clone(), Config::new(NODE));
+    let root = l.snapshot().state.root();
+    let mut cells = 0usize;
+    let mut wrong = Vec::new();
+    for (path, rule) in &routes {
+        for (who, k, is) in &callers {
+            let mut req = Request::get(path.as_str());
+            if let Some(k) = k {
+                let h = auth::Request {
+                    method: "GET",
+                    path_and_query: path,
+                    audience: NODE,
+                    body: b"",
+                }
+                .sign(k);
+                req = req.header("authorization", h);
+            }
+            let resp = app
+                .clone()
+                .oneshot(req.body(Body::empty()).unwrap())
+                .await
+                .unwrap();
+            let status = resp.status();
+            let body = resp.into_body().collect().await.unwrap().to_bytes();
+            let want = expected(*rule, *is);
+            cells += 1;
+            if status != want {
+                wrong.push(format!(
+                    "GET {path} by {who}: {status}, the rule {rule:?} says {want}: {}",
+                    String::from_utf8_lossy(&body)
+                ));
+            }
+        }
+    }
+    println!(
+        "read API authorization matrix: {} routes x {} callers = {cells} cells",
+        routes.len(),
+        callers.len()
+    );
+    assert!(wrong.is_empty(), "{} cells wrong:\n{}", wrong.len(), wrong.join("\n"));
+    assert_eq!(l.snapshot().state.root(), root, "reads change nothing");
+}
