@@ -79,7 +79,9 @@ fn id(s: &str) -> MemberId {
 
 /// Submits `payload` signed by `key` at `nonce`; what it created.
 fn apply(l: &Local, key: &Keypair, nonce: u64, payload: Payload) -> Option<Created> {
-    let tx_id = l.submit(SignedTx::new(&chain(), key, nonce, payload)).unwrap();
+    let tx_id = l
+        .submit(SignedTx::new(&chain(), key, nonce, payload))
+        .unwrap();
     match l.tx_status(&tx_id) {
         TxStatus::Finalized {
             receipt: Some(r), ..
@@ -135,10 +137,9 @@ fn expected(rule: Rule, is: Is) -> StatusCode {
         (Rule::Registered, _) => S::OK,
         (Rule::PatientOrAuditor, Is::ThePatient | Is::RegulatorAuditor) => S::OK,
         (Rule::PatientOrAuditor, _) => S::FORBIDDEN,
-        (
-            Rule::GrantParties,
-            Is::ThePatient | Is::Holder | Is::Grantee | Is::RegulatorAuditor,
-        ) => S::OK,
+        (Rule::GrantParties, Is::ThePatient | Is::Holder | Is::Grantee | Is::RegulatorAuditor) => {
+            S::OK
+        }
         (Rule::GrantParties, _) => S::NOT_FOUND,
     }
 }
@@ -271,7 +272,10 @@ async fn every_read_route_answers_every_kind_of_caller_as_its_rule_says() {
             "/v1/users/hospital-a.researcher/approvals".into(),
             Rule::Registered,
         ),
-        (format!("/v1/patients/{alice_id}/log"), Rule::PatientOrAuditor),
+        (
+            format!("/v1/patients/{alice_id}/log"),
+            Rule::PatientOrAuditor,
+        ),
         (
             format!("/v1/patients/{alice_id}/consents"),
             Rule::PatientOrAuditor,
@@ -306,7 +310,11 @@ async fn every_read_route_answers_every_kind_of_caller_as_its_rule_says() {
         ("the holder's steward", Some(&new_steward), Is::Holder),
         ("the holder's researcher", Some(&researcher), Is::Holder),
         ("the grantee's member key", Some(&b), Is::Grantee),
-        ("the regulator's auditor", Some(&auditor), Is::RegulatorAuditor),
+        (
+            "the regulator's auditor",
+            Some(&auditor),
+            Is::RegulatorAuditor,
+        ),
         ("the regulator's member key", Some(&reg), Is::Registered),
     ];
     let app = router(l.clone(), Config::new(NODE));
@@ -348,6 +356,11 @@ async fn every_read_route_answers_every_kind_of_caller_as_its_rule_says() {
         routes.len(),
         callers.len()
     );
-    assert!(wrong.is_empty(), "{} cells wrong:\n{}", wrong.len(), wrong.join("\n"));
+    assert!(
+        wrong.is_empty(),
+        "{} cells wrong:\n{}",
+        wrong.len(),
+        wrong.join("\n")
+    );
     assert_eq!(l.snapshot().state.root(), root, "reads change nothing");
 }

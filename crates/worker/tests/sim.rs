@@ -973,11 +973,36 @@ fn every_worker_route_accepts_a_signed_request_once_and_only_at_its_audience() {
         let researcher = w.c.user_key("research-1.researcher").unwrap().clone();
         let patient_key = Keypair::from_seed(0x5eed);
         let routes: Vec<(&str, String, Vec<u8>, &Keypair)> = vec![
-            ("GET", format!("/v1/worker/jobs/{job}/dealing"), vec![], &node_b),
-            ("POST", format!("/v1/worker/jobs/{job}/mask"), b"{}".to_vec(), &node_b),
-            ("GET", format!("/v1/worker/jobs/{job}/reveal"), vec![], &node_b),
-            ("GET", format!("/v1/worker/jobs/{job}/result"), vec![], &researcher),
-            ("GET", "/v1/records/export".to_string(), vec![], &patient_key),
+            (
+                "GET",
+                format!("/v1/worker/jobs/{job}/dealing"),
+                vec![],
+                &node_b,
+            ),
+            (
+                "POST",
+                format!("/v1/worker/jobs/{job}/mask"),
+                b"{}".to_vec(),
+                &node_b,
+            ),
+            (
+                "GET",
+                format!("/v1/worker/jobs/{job}/reveal"),
+                vec![],
+                &node_b,
+            ),
+            (
+                "GET",
+                format!("/v1/worker/jobs/{job}/result"),
+                vec![],
+                &researcher,
+            ),
+            (
+                "GET",
+                "/v1/records/export".to_string(),
+                vec![],
+                &patient_key,
+            ),
             (
                 "POST",
                 "/v1/records/redeem".to_string(),

@@ -1,0 +1,195 @@
+//! `medspace vault rewrap | rotate-key | encrypt` as an operator runs them: the binary, a
+//! vault ingested from generated patients, the passphrase from the environment.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+const BIN: &str = env!("CARGO_BIN_EXE_medspace");
+const ENV: &str = "MEDSPACE_VAULT_PASSPHRASE";
+
+fn run(pass: &str, args: &[&str]) -> Output {
+    Command::new(BIN)
+        .args(args)
+        .env(ENV, pass)
+        .output()
+        .expect("running medspace")
+}
+
+fn ok(pass: &str, args: &[&str]) -> String {
+    let out = run(pass, args);
+    assert!(
+        out.status.success(),
+        "medspace {args:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn refused(pass: &str, args: &[&str]) -> String {
+    let out = run(pass, args);
+    assert!(!out.status.success(), "medspace {args:?} succeeded");
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+/// Every file under `dir` with its bytes: what "nothing changed" compares.
+fn snapshot(dir: &Path) -> BTreeMap<PathBuf, Vec<u8>> {
+    let mut out = BTreeMap::new();
+    let mut todo = vec![dir.to_path_buf()];
+    while let Some(d) = todo.pop() {
+        for e in std::fs::read_dir(&d).unwrap() {
+            let p = e.unwrap().path();
+            if p.is_dir() {
+                todo.push(p);
+            } else if p.file_name().is_some_and(|n| n != "LOCK" && n != ".lock") {
+                let bytes = std::fs::read(&p).unwrap();
+                out.insert(p.strip_prefix(dir).unwrap().to_path_buf(), bytes);
+            }
+        }
+    }
+    out
+}
+
+/// A fresh directory of its own under the system's temporary directory.
+struct Tmp(PathBuf);
+
+impl Tmp {
+    fn new(name: &str) -> Self {
+        let p =
+            std::env::temp_dir().join(format!("medspace-vault-cli-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&p);
+        std::fs::create_dir_all(&p).unwrap();
+        Self(p)
+    }
+    fn path(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for Tmp {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+const COUNT: &str = "SELECT count(*) AS n, sum(year_of_birth) AS y FROM person";
+
+#[test]
+fn an_operator_changes_the_passphrase_rotates_the_data_key_and_nothing_else_changes() {
+    let tmp = Tmp::new("rotate");
+    let (fhir, node) = (tmp.path().join("fhir"), tmp.path().join("node"));
+    let (fhir_s, node_s) = (fhir.to_str().unwrap(), node.to_str().unwrap());
+    ok("first", &["synth", "--patients", "25", "--out", fhir_s]);
+    ok("first", &["ingest", "--node", node_s, "--quiet", fhir_s]);
+    let answer = ok("first", &["sql", "--node", node_s, COUNT]);
+    assert!(answer.contains("25"), "{answer}");
+
+    // A new passphrase: the old one no longer opens the vault, the new one does, and the
+    // data answer the same.
+    let before_all = snapshot(&node);
+    let new_pass = tmp.path().join("new.pass");
+    std::fs::write(&new_pass, "second").unwrap();
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt as _;
+        std::fs::set_permissions(&new_pass, std::fs::Permissions::from_mode(0o600)).unwrap();
+    }
+    let said = refused(
+        "wrong",
+        &[
+            "vault",
+            "rewrap",
+            "--node",
+            node_s,
+            "--new-passphrase-file",
+            new_pass.to_str().unwrap(),
+        ],
+    );
+    assert!(said.contains("wrong vault passphrase"), "{said}");
+    assert_eq!(snapshot(&node), before_all, "a refused rewrap changes nothing");
+    let before = snapshot(&node);
+    ok(
+        "first",
+        &[
+            "vault",
+            "rewrap",
+            "--node",
+            node_s,
+            "--new-passphrase-file",
+            new_pass.to_str().unwrap(),
+        ],
+    );
+    let after = snapshot(&node);
+    let changed: Vec<_> = before
+        .iter()
+        .filter(|(p, h)| after.get(*p) != Some(h))
+        .map(|(p, _)| p.clone())
+        .collect();
+    assert_eq!(
+        changed,
+        vec![PathBuf::from("vault/vault.key")],
+        "a rewrap replaces the sealed key file only"
+    );
+    let said = refused("first", &["sql", "--node", node_s, COUNT]);
+    assert!(said.contains("wrong vault passphrase"), "{said}");
+    assert_eq!(ok("second", &["sql", "--node", node_s, COUNT]), answer);
+
+    // A new data key: every data file rewritten, the same answers.
+    let before = snapshot(&node);
+    ok("second", &["vault", "rotate-key", "--node", node_s]);
+    let after = snapshot(&node);
+    let same: Vec<_> = after
+        .iter()
+        .filter(|(p, h)| before.get(*p) == Some(h))
+        .map(|(p, _)| p.clone())
+        .collect();
+    assert!(same.is_empty(), "files not rewritten: {same:?}");
+    assert_eq!(ok("second", &["sql", "--node", node_s, COUNT]), answer);
+
+    // An encrypted vault cannot be "encrypted" again: refused, nothing changed.
+    let before = snapshot(&node);
+    let said = refused("second", &["vault", "encrypt", "--node", node_s]);
+    assert!(said.contains("already encrypted"), "{said}");
+    assert_eq!(snapshot(&node), before);
+}
+
+#[test]
+fn a_vault_from_before_encryption_is_converted_keeping_its_pseudonym_key() {
+    let tmp = Tmp::new("convert");
+    let node = tmp.path().join("node");
+    let node_s = node.to_str().unwrap();
+    // What an earlier version left before its first ingest: the plain pseudonym key.
+    std::fs::create_dir_all(node.join("vault")).unwrap();
+    std::fs::write(node.join("vault/secret.key"), [7u8; 32]).unwrap();
+    // Without a passphrase: a clear error, nothing changed.
+    let before = snapshot(&node);
+    let out = Command::new(BIN)
+        .args(["vault", "encrypt", "--node", node_s])
+        .env_remove(ENV)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains(ENV),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(snapshot(&node), before);
+
+    ok("pass", &["vault", "encrypt", "--node", node_s]);
+    let files = snapshot(&node);
+    assert!(
+        files.contains_key(Path::new("vault/vault.key")),
+        "{files:?}"
+    );
+    assert!(
+        !files.contains_key(Path::new("vault/secret.key")),
+        "the plain key stayed: {files:?}"
+    );
+    // The sealed key file holds the pseudonym key, not in the clear.
+    let sealed = std::fs::read(node.join("vault/vault.key")).unwrap();
+    assert!(!sealed.windows(32).any(|w| w == [7u8; 32]));
+    let said = refused("pass", &["vault", "encrypt", "--node", node_s]);
+    assert!(said.contains("already encrypted"), "{said}");
+}
