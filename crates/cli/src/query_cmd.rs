@@ -99,7 +99,8 @@ enum QueryCommand {
         /// The contract.
         #[arg(long)]
         contract: String,
-        /// Epsilon to spend on this job.
+        /// Epsilon each hospital releases its counts under; the ledger charges it times the
+        /// contract's hospitals (a patient at every one is counted at each).
         #[arg(long)]
         epsilon: f64,
         /// The query specification (default: the contract's).

@@ -247,7 +247,7 @@ fn a_patient_uses_the_portal_in_a_real_browser() {
     }
     cli(
         &dir,
-        &["query", "run", "--contract", &contract, "--epsilon", "0.3"],
+        &["query", "run", "--contract", &contract, "--epsilon", "0.1"],
     );
     // The patient's wallet file, and another patient's pseudonym.
     let wallet = dir.join("wallet.json");

@@ -107,7 +107,11 @@ fn an_operator_changes_the_passphrase_rotates_the_data_key_and_nothing_else_chan
         ],
     );
     assert!(said.contains("wrong vault passphrase"), "{said}");
-    assert_eq!(snapshot(&node), before_all, "a refused rewrap changes nothing");
+    assert_eq!(
+        snapshot(&node),
+        before_all,
+        "a refused rewrap changes nothing"
+    );
     let before = snapshot(&node);
     ok(
         "first",

@@ -460,10 +460,11 @@ fn federated_equals_pooled_without_protection_and_handles_a_dropout() {
     // Hospital c drops out before dealing: the survivors' sum is exact.
     let fed = run_all(&w, job, Protection::TestNone, Some(2));
     assert_eq!(fed, pooled(&w, &[&w.dirs[2]]));
-    // With protection (by sex, ε=0.8: each site's discrete Laplace noise has scale 1.25), a
-    // cell is released noisy but close when well above k, suppressed when well below.
+    // With protection (by sex, ε=0.3 per site, 0.9 charged for three sites: each site's
+    // discrete Laplace noise has scale 3.3), a cell is released noisy but close when well
+    // above k, suppressed when well below.
     let by_sex = w.contract_for(&ALL_FIELDS, SPEC_BY_SEX);
-    let job = w.job_with(by_sex, SPEC_BY_SEX, 800_000);
+    let job = w.job_with(by_sex, SPEC_BY_SEX, 300_000);
     let protected = run_all(&w, job, Protection::Full { k: 10 }, None);
     let exact = pooled_for(&w, SPEC_BY_SEX, &[]);
     let mut released = 0;
@@ -491,7 +492,7 @@ fn a_site_posts_what_its_released_vector_counts_never_its_exact_cohort() {
     let root = tempfile::tempdir().unwrap();
     let mut w = World::new(root.path());
     let contract = w.contract_for(&ALL_FIELDS, SPEC_BY_SEX);
-    let job = w.job_with(contract, SPEC_BY_SEX, 800_000);
+    let job = w.job_with(contract, SPEC_BY_SEX, 300_000);
     let spec = parse(SPEC_BY_SEX).unwrap().0;
     let member = MemberId::new("hospital-a").unwrap();
     let key = vkey(&w.dirs[0]);

@@ -62,7 +62,10 @@ pub fn jobs_end_to_end(
                 hospitals: &medspace_consortium::HOSPITALS,
                 purpose: Purpose::Research,
                 study: None,
-                budget_micro: eps * opts.jobs.max(1) as u64,
+                // Each job is charged its epsilon once per hospital.
+                budget_micro: eps
+                    * medspace_consortium::HOSPITALS.len() as u64
+                    * opts.jobs.max(1) as u64,
                 days: 30,
                 fee: 0,
             },

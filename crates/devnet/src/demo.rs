@@ -285,7 +285,9 @@ fn story(net: &Devnet, ledger: &mut Remote, opts: &DemoOptions, n: &mut usize) -
         }
         Ok(run)
     };
-    let first = run_job(ledger, 500_000)?;
+    // Each hospital releases its own noised counts, so a patient treated at all three is
+    // counted three times: the ledger charges the per-site ε times three.
+    let first = run_job(ledger, 150_000)?;
     let k = first.result.k;
     println!(
         "    {} summed the shares (masks cancel), suppressed cells below k={k}, posted the result on the ledger, and delivered it to the researcher alone ({:.1} s from submission):",
@@ -306,8 +308,9 @@ fn story(net: &Devnet, ledger: &mut Remote, opts: &DemoOptions, n: &mut usize) -
     .with_context(|| format!("writing {}", chart.display()))?;
     println!("    chart: {}", chart.display());
     println!(
-        "    on the ledger: result hash {} (matches what was delivered), ε spent 0.5, ε left {:.1}",
+        "    on the ledger: result hash {} (matches what was delivered), ε 0.15 per hospital charged {:.2} (a patient at all three hospitals is counted three times), ε left {:.2}",
         first.record.result_hash,
+        first.record.epsilon_spent as f64 / 1e6,
         ledger.state().budget_left(contract)?.unwrap_or(0) as f64 / 1e6
     );
 
@@ -344,7 +347,7 @@ fn story(net: &Devnet, ledger: &mut Remote, opts: &DemoOptions, n: &mut usize) -
             study: None,
         }),
     )?;
-    let second = run_job(ledger, 400_000)?;
+    let second = run_job(ledger, 150_000)?;
     let cohort_a = |r: &study::JobRun| {
         r.record
             .contributions
@@ -370,11 +373,11 @@ fn story(net: &Devnet, ledger: &mut Remote, opts: &DemoOptions, n: &mut usize) -
         Payload::SubmitJob(SubmitJob {
             contract,
             computation: Blob::new(query.to_vec())?,
-            epsilon: 200_000,
+            epsilon: 50_000,
         }),
     )? {
         Err(e) => println!(
-            "    a third job asking ε=0.2 is refused by the validators (it never enters a block): {e}"
+            "    a third job asking ε=0.05 per hospital (0.15 for three) is refused by the validators (it never enters a block): {e}"
         ),
         Ok(_) => fail!("a job over budget was accepted"),
     }

@@ -33,7 +33,8 @@ mod state;
 pub mod trie;
 
 pub use apply::{
-    Created, Event, KeyCache, Receipt, split_fee, verify_signatures, verify_signatures_with,
+    Created, Event, KeyCache, Receipt, person_epsilon, split_fee, verify_signatures,
+    verify_signatures_with,
 };
 pub use error::{GenesisError, TxError};
 pub use query::{CountedJob, Proven};

@@ -546,7 +546,8 @@ unit_enum!(
 pub struct JobResult {
     /// Hash of the released result.
     pub result_hash: Hash,
-    /// Epsilon spent.
+    /// Epsilon charged, micro-epsilon: the sites' epsilon times the job's sites (what a
+    /// patient treated at every site can lose), 0 when nothing was released.
     pub epsilon_spent: u64,
     /// Contributing institutions and counts.
     pub contributions: List<Contribution, 64>,

@@ -475,8 +475,9 @@ pub struct PostResult {
     pub job: JobId,
     /// Hash of the released result.
     pub result_hash: Hash,
-    /// Epsilon the poster reports as spent, micro-epsilon (the ledger charges the job's whole
-    /// reservation once its round is closed, whatever this says).
+    /// The epsilon each site released under, micro-epsilon: the job's once its round is
+    /// closed, 0 before (anything else is refused). The ledger charges it times the job's
+    /// sites.
     pub epsilon_spent: u64,
     /// The survivors' contributions, each signed by its site.
     pub contributions: List<SignedContribution, 64>,

@@ -1,7 +1,8 @@
 //! Compute jobs under an active contract: a job runs only the computation its contract
 //! approved; epsilon is reserved at submission (at least some, at most the policy's per-job
 //! cap) on the contract and on every dataset the contract names (each dataset has a lifetime
-//! budget across all contracts); the job's aggregator closes its secure aggregation round (the
+//! budget across all contracts) — the job's per-site epsilon times its number of sites, what
+//! a patient treated at every site can lose ([`person_epsilon`]); the job's aggregator closes its secure aggregation round (the
 //! sets every site reveals for) and posts the result with each survivor's signed contribution;
 //! the whole reservation is charged, to the contract and to the datasets, once the round is
 //! closed, and released when it never was.
@@ -67,25 +68,34 @@ impl State {
                 "a job must reserve some epsilon (its noise is calibrated to it)",
             ));
         }
-        if p.epsilon > policy.max_job_epsilon_micro {
+        // What a person present at every site of the job can lose: each site counts them in
+        // its own noised release, so the sites' releases compose.
+        let sites = c.owners.len().max(1) as u64;
+        let charge = person_epsilon(p.epsilon, &c).ok_or_else(|| {
+            invalid(
+                "epsilon",
+                format!("{} micro-epsilon x {sites} sites overflows", p.epsilon),
+            )
+        })?;
+        if charge > policy.max_job_epsilon_micro {
             return Err(invalid(
                 "epsilon",
                 format!(
-                    "{} exceeds the policy's per-job cap of {} micro-epsilon",
+                    "{} micro-epsilon per site x {sites} sites = {charge} (what a patient treated at every site can lose) exceeds the policy's per-job cap of {} micro-epsilon",
                     p.epsilon, policy.max_job_epsilon_micro
                 ),
             ));
         }
-        if p.epsilon > c.epsilon_left() {
+        if charge > c.epsilon_left() {
             return Err(TxError::BudgetExceeded {
                 contract: c.id.to_string(),
                 budget: c.epsilon_budget,
                 spent: c.epsilon_spent,
                 reserved: c.epsilon_reserved,
-                requested: p.epsilon,
+                requested: charge,
             });
         }
-        self.reserve_datasets(&c, p.epsilon, policy.dataset_epsilon_micro)?;
+        self.reserve_datasets(&c, charge, policy.dataset_epsilon_micro)?;
         let id = JobId(derive_id(b"job", key, nonce));
         if self.job(id)?.is_some() {
             return Err(TxError::AlreadyExists {
@@ -93,9 +103,9 @@ impl State {
                 id: id.to_string(),
             });
         }
-        // INVARIANT: p.epsilon <= epsilon_left(), checked above, so the reservation stays within
+        // INVARIANT: charge <= epsilon_left(), checked above, so the reservation stays within
         // the budget (or adds 0 when spent and reserved already exhaust it).
-        c.epsilon_reserved += p.epsilon;
+        c.epsilon_reserved += charge;
         self.put(&keys::contract(c.id), &c)?;
         let job = JobRecord {
             id,
@@ -194,7 +204,9 @@ impl State {
             height: ctx.height,
         });
         // From here on the sites reveal: the reservation is as good as spent.
-        c.epsilon_closed = c.epsilon_closed.saturating_add(job.epsilon_reserved);
+        c.epsilon_closed = c
+            .epsilon_closed
+            .saturating_add(person_epsilon(job.epsilon_reserved, &c).unwrap_or(u64::MAX));
         self.put(&keys::contract(c.id), &c)?;
         self.put(&keys::job(job.id), &job)?;
         Ok(Receipt::new("close_round"))
@@ -210,19 +222,24 @@ impl State {
         // What is charged is decided here, not by the poster: once the round is closed the
         // sites have revealed, so anything may have been released and the whole reservation
         // is spent; before, nothing was released and nothing is spent.
-        let charged = match &job.round {
+        // The post states the per-site epsilon the sites released under (the job's, once its
+        // round is closed; 0 before); the ledger charges that times the job's sites, what a
+        // patient treated at every site can lose (see `person_epsilon`).
+        let released = match &job.round {
             Some(_) => job.epsilon_reserved,
             None => 0,
         };
-        if p.epsilon_spent != charged {
+        if p.epsilon_spent != released {
             return Err(invalid(
                 "epsilon_spent",
                 format!(
-                    "the job is charged {charged} (its reservation once its round is closed, 0 before); the post says {}",
+                    "the sites released under {released} micro-epsilon each (the job's epsilon once its round is closed, 0 before); the post says {}",
                     p.epsilon_spent
                 ),
             ));
         }
+        let reserved = person_epsilon(job.epsilon_reserved, &c).unwrap_or(u64::MAX);
+        let charged = person_epsilon(released, &c).unwrap_or(u64::MAX);
         if c.epsilon_spent.saturating_add(charged) > c.epsilon_budget {
             return Err(TxError::BudgetExceeded {
                 contract: c.id.to_string(),
@@ -236,9 +253,9 @@ impl State {
         // INVARIANT: epsilon_spent + charged <= epsilon_budget, checked above without saturation
         // (charged is this job's reservation, taken within epsilon_left()).
         c.epsilon_spent += charged;
-        c.epsilon_reserved = c.epsilon_reserved.saturating_sub(job.epsilon_reserved);
+        c.epsilon_reserved = c.epsilon_reserved.saturating_sub(reserved);
         c.epsilon_closed = c.epsilon_closed.saturating_sub(charged);
-        self.settle_datasets(&c, job.epsilon_reserved, charged)?;
+        self.settle_datasets(&c, reserved, charged)?;
         add_contributions(&mut c, &contributions)?;
         job.status = JobStatus::Done;
         job.result = Some(JobResult {
@@ -404,4 +421,13 @@ fn add_contributions(
         }
     }
     Ok(())
+}
+
+/// The epsilon a job of `per_site` micro-epsilon costs a person under contract `c`: every
+/// site the contract names releases its own noised counts of its patients, so a patient
+/// treated at all of them is counted — and loses `per_site` — once per site. The ledger cannot
+/// tell who is at several sites (counting them once needs cross-site linkage), so it charges
+/// the worst case: `per_site` times the number of sites. `None` on overflow.
+pub fn person_epsilon(per_site: u64, c: &ContractRecord) -> Option<u64> {
+    per_site.checked_mul(c.owners.len().max(1) as u64)
 }

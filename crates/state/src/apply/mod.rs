@@ -29,6 +29,7 @@ mod patients;
 mod signatures;
 mod value;
 
+pub use jobs::person_epsilon;
 pub use signatures::{KeyCache, verify_signatures, verify_signatures_with};
 pub use value::split_fee;
 

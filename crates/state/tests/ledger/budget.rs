@@ -54,7 +54,7 @@ enum Op {
 
 fn ask_s() -> impl Strategy<Value = Ask> {
     prop_oneof![
-        6 => (0u32..=700_000).prop_map(Ask::Share),
+        6 => (0u32..=350_000).prop_map(Ask::Share),
         2 => Just(Ask::Rest),
         2 => (1u64..=3).prop_map(Ask::Over),
         1 => (0u64..=3).prop_map(|d| Ask::Huge(u64::MAX - d)),
@@ -71,6 +71,8 @@ fn op_s() -> impl Strategy<Value = Op> {
 }
 
 const OWNERS: [&str; 2] = ["hospital-a", "hospital-b"];
+/// A job's per-site epsilon is charged once per site (a patient at both is counted twice).
+const SITES: u64 = OWNERS.len() as u64;
 
 /// The fixture policy's per-job cap: a job asking for nothing or for more is refused whatever
 /// its contract's budget.
@@ -80,15 +82,16 @@ const JOB_CAP: u64 = FIXTURE_JOB_CAP;
 #[derive(Clone, Debug, Default)]
 struct Model {
     budget: u64,
-    /// Jobs running: reservation, and whether their round is closed.
+    /// Jobs running: per-site epsilon (the reservation is `SITES` times it), and whether
+    /// their round is closed.
     running: BTreeMap<JobId, (u64, bool)>,
-    /// Jobs done: epsilon spent.
+    /// Jobs done: epsilon charged.
     done: BTreeMap<JobId, u64>,
 }
 
 impl Model {
     fn held(&self) -> u64 {
-        self.running.values().map(|(r, _)| r).sum::<u64>() + self.done.values().sum::<u64>()
+        SITES * self.running.values().map(|(r, _)| r).sum::<u64>() + self.done.values().sum::<u64>()
     }
 }
 
@@ -143,7 +146,10 @@ fn judge(
     let m = &models[c];
     let allowed = match did {
         Did::Submit { epsilon, .. } => {
-            epsilon > 0 && epsilon <= JOB_CAP && epsilon <= m.budget - m.held()
+            epsilon > 0
+                && epsilon
+                    .checked_mul(SITES)
+                    .is_some_and(|e| e <= JOB_CAP && e <= m.budget - m.held())
         }
         Did::Close { job, .. } => m.running.get(&job).is_some_and(|(_, closed)| !closed),
         Did::Post {
@@ -175,7 +181,7 @@ fn judge(
                 }
                 Did::Post { job, spent, .. } => {
                     models[c].running.remove(&job);
-                    models[c].done.insert(job, spent);
+                    models[c].done.insert(job, spent * SITES);
                 }
             }
         }
@@ -185,7 +191,9 @@ fn judge(
                 "{did:?} refused ({e}) though the model {m:?} allows it"
             );
             match did {
-                Did::Submit { epsilon, .. } if epsilon == 0 || epsilon > JOB_CAP => {
+                Did::Submit { epsilon, .. }
+                    if epsilon == 0 || epsilon.checked_mul(SITES).is_none_or(|e| e > JOB_CAP) =>
+                {
                     prop_assert!(
                         matches!(
                             e,
@@ -204,7 +212,7 @@ fn judge(
                         budget: m.budget,
                         spent: rec.epsilon_spent,
                         reserved: rec.epsilon_reserved,
-                        requested: epsilon,
+                        requested: epsilon * SITES,
                     };
                     prop_assert_eq!(e, &expected);
                     let msg = e.to_string();
@@ -253,7 +261,7 @@ fn check_contracts(net: &Net, ids: &[ContractId], models: &[Model]) -> Result<()
         );
         prop_assert_eq!(
             rec.epsilon_reserved,
-            m.running.values().map(|(r, _)| r).sum::<u64>()
+            SITES * m.running.values().map(|(r, _)| r).sum::<u64>()
         );
         prop_assert_eq!(rec.epsilon_spent, m.done.values().sum::<u64>());
         let mut held: u64 = 0;
@@ -261,9 +269,9 @@ fn check_contracts(net: &Net, ids: &[ContractId], models: &[Model]) -> Result<()
             let j = net.state.job(*job).unwrap().unwrap();
             prop_assert_eq!(j.contract, *id);
             held += match (j.status, &j.result) {
-                (JobStatus::Submitted, None) => j.epsilon_reserved,
+                (JobStatus::Submitted, None) => SITES * j.epsilon_reserved,
                 (JobStatus::Done, Some(r)) => {
-                    prop_assert!(r.epsilon_spent <= j.epsilon_reserved);
+                    prop_assert!(r.epsilon_spent <= SITES * j.epsilon_reserved);
                     r.epsilon_spent
                 }
                 other => return Err(TestCaseError::fail(format!("job {job}: {other:?}"))),
@@ -278,10 +286,11 @@ fn check_contracts(net: &Net, ids: &[ContractId], models: &[Model]) -> Result<()
     }
     // Both contracts name both hospitals' datasets: each dataset's lifetime account holds what
     // the jobs of both hold, reserved while running and spent once done.
-    let reserved: u64 = models
-        .iter()
-        .flat_map(|m| m.running.values().map(|(r, _)| *r))
-        .sum();
+    let reserved: u64 = SITES
+        * models
+            .iter()
+            .flat_map(|m| m.running.values().map(|(r, _)| *r))
+            .sum::<u64>();
     let spent: u64 = models.iter().flat_map(|m| m.done.values().copied()).sum();
     for h in OWNERS {
         let acc = net.state.dataset_epsilon(&dataset_of(h)).unwrap();
@@ -346,8 +355,8 @@ fn run(budgets: [u64; 2], blocks: &[Vec<Op>]) -> Result<Stats, TestCaseError> {
                     let left = scratch.budget_left(ids[c]).unwrap().unwrap();
                     let epsilon = match ask {
                         Ask::Share(ppm) => budget * u64::from(ppm) / 1_000_000,
-                        Ask::Rest => left,
-                        Ask::Over(d) => left + d,
+                        Ask::Rest => left / SITES,
+                        Ask::Over(d) => left / SITES + d,
                         Ask::Huge(e) => e,
                     };
                     (

@@ -39,7 +39,8 @@ fn a_datasets_budget_spans_every_contract() {
     let both = net.active(Mode::Compute, &["hospital-a", "hospital-b"], Level::L1);
     let only_a = net.active(Mode::Compute, &["hospital-a"], Level::L1);
     let r = net.user(RESEARCHER);
-    let j1 = net.job(both, 600_000);
+    // Two sites: 300,000 per site is 600,000 for a patient treated at both.
+    let j1 = net.job(both, 300_000);
     assert_eq!(account(&net, "hospital-a"), (0, 600_000));
     assert_eq!(account(&net, "hospital-b"), (0, 600_000));
     // Another contract's job on the same dataset: within its own contract's budget, beyond
@@ -64,7 +65,7 @@ fn a_datasets_budget_spans_every_contract() {
     assert_eq!(account(&net, "hospital-b"), (0, 0));
     // A contract terminated after its job's round closed: the sites revealed, so the
     // reservation is charged, to the contract and to every dataset it names.
-    let j3 = net.job(both, 400_000);
+    let j3 = net.job(both, 200_000);
     let h = net.node("hospital-a");
     net.ok(
         &h,
@@ -74,7 +75,7 @@ fn a_datasets_budget_spans_every_contract() {
             &["hospital-a", "hospital-b"],
         ),
     );
-    let j4 = net.job(both, 50_000);
+    let j4 = net.job(both, 25_000);
     net.ok(&r, terminate(both));
     assert_eq!(account(&net, "hospital-a"), (900_000, 0));
     assert_eq!(account(&net, "hospital-b"), (400_000, 0));
@@ -88,4 +89,38 @@ fn a_datasets_budget_spans_every_contract() {
         "{err:?}"
     );
     net.job(only_a, 100_000);
+}
+
+#[test]
+fn a_patient_at_every_site_is_charged_once_per_site() {
+    // Each site releases its own noised counts: a patient treated at all three is counted
+    // three times, so a job costs them its per-site epsilon three times. The per-job cap,
+    // the contract's budget and every dataset's budget see that product.
+    let mut net = Net::new_with(|g, _| g.policy.max_job_epsilon_micro = 1_000_000);
+    let three = net.active(
+        Mode::Compute,
+        &["hospital-a", "hospital-b", "hospital-c"],
+        Level::L1,
+    );
+    let r = net.user(RESEARCHER);
+    let before = net.state.root();
+    let err = net.refuse(&r, submit_job(three, 400_000));
+    assert!(
+        matches!(&err, TxError::Invalid { field: "epsilon", reason } if reason.contains("3 sites")),
+        "{err:?}"
+    );
+    assert_eq!(net.state.root(), before, "a refused job changes nothing");
+    let j = net.job(three, 300_000);
+    for site in ["hospital-a", "hospital-b", "hospital-c"] {
+        assert_eq!(account(&net, site), (0, 900_000), "{site}");
+    }
+    assert_eq!(
+        net.state.budget_left(three).unwrap(),
+        Some(1_000_000 - 900_000)
+    );
+    let job = net.state.job(j).unwrap().unwrap();
+    assert_eq!(
+        job.epsilon_reserved, 300_000,
+        "the sites calibrate to their own"
+    );
 }

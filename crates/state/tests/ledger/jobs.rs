@@ -19,7 +19,9 @@ fn job_reserves_budget_and_a_closed_round_spends_all_of_it() {
     assert_eq!(job.submitter, uid(RESEARCHER));
     assert_eq!(job.submitted_height, net.ctx.height);
     assert_eq!(job.round, None);
-    assert_eq!(net.state.budget_left(c).unwrap(), Some(BUDGET - 300_000));
+    // Two sites: a patient treated at both is counted twice, so the job reserves twice its
+    // per-site epsilon.
+    assert_eq!(net.state.budget_left(c).unwrap(), Some(BUDGET - 600_000));
     let h = net.node("hospital-a");
     net.ok(
         &h,
@@ -54,12 +56,12 @@ fn job_reserves_budget_and_a_closed_round_spends_all_of_it() {
     let job = net.state.job(j).unwrap().unwrap();
     assert_eq!(job.status, JobStatus::Done);
     let res = job.result.unwrap();
-    assert_eq!(res.epsilon_spent, 300_000);
+    assert_eq!(res.epsilon_spent, 600_000, "charged per site x 2 sites");
     assert_eq!(res.posted_by, mid("hospital-a"));
     assert_eq!(res.contributions.len(), 2);
-    assert_eq!(net.state.budget_left(c).unwrap(), Some(BUDGET - 300_000));
+    assert_eq!(net.state.budget_left(c).unwrap(), Some(BUDGET - 600_000));
     let rec = net.state.contract(c).unwrap().unwrap();
-    assert_eq!((rec.epsilon_spent, rec.epsilon_reserved), (300_000, 0));
+    assert_eq!((rec.epsilon_spent, rec.epsilon_reserved), (600_000, 0));
     assert_eq!(rec.contributions.len(), 2);
     // A second result for the same job.
     let err = net.refuse(&h, post_result(j, 0, &[]));
@@ -74,7 +76,7 @@ fn job_reserves_budget_and_a_closed_round_spends_all_of_it() {
         .find(|x| x.member == mid("hospital-b"))
         .unwrap();
     assert_eq!(b.records, 10);
-    assert_eq!(net.state.budget_left(c).unwrap(), Some(BUDGET - 400_000));
+    assert_eq!(net.state.budget_left(c).unwrap(), Some(BUDGET - 800_000));
 }
 
 #[test]
@@ -133,7 +135,7 @@ fn a_round_never_closed_releases_nothing_and_spends_nothing() {
         "{err:?}"
     );
     net.ok(&h, post_result(j, 300_000, &[]));
-    assert_eq!(net.state.budget_left(c).unwrap(), Some(BUDGET - 300_000));
+    assert_eq!(net.state.budget_left(c).unwrap(), Some(BUDGET - 600_000));
 }
 
 #[test]

@@ -72,7 +72,11 @@ fn contract_proof_verifies_and_detects_tampering() {
     // A fresh proof verifies against the later root, and shows the new record.
     let fresh = net.state.proven_contract(c).unwrap().unwrap();
     fresh.verify(&later).unwrap();
-    assert_eq!(fresh.record.epsilon_reserved, 10);
+    // Per site x the contract's sites.
+    assert_eq!(
+        fresh.record.epsilon_reserved,
+        10 * fresh.record.owners.len() as u64
+    );
     assert!(fresh.verify(&root).is_err());
 }
 
