@@ -2,9 +2,9 @@
 //!
 //! Blocks carry every transaction — consents, grants, record accesses — so whole blocks go only
 //! to the consortium: the key of an active member, or of a user of an active member. Headers
-//! with their finality certificates go to any key the ledger knows, a patient's included: a
-//! light client needs nothing more to check a state root, and proofs of its own records against
-//! it. Every request is signed for this node and accepted once ([`crate::auth`]).
+//! with their finality certificates go to a patient's key too: a light client needs nothing more
+//! to check a state root, and proofs of its own records against it. A removed member's keys and
+//! users read nothing. Every request is signed for this node and accepted once ([`crate::auth`]).
 
 use crate::auth::{ReplayGuard, Request, now_ms};
 use crate::limit::KeyLimiter;
@@ -92,18 +92,27 @@ impl<L: Ledger> ReadGate for ChainGate<L> {
             Principal::User(u) => state.user(u).map_err(internal)?.map(|u| u.member),
             Principal::Patient(_) => None,
         };
-        let active = match member {
-            Some(m) => state
-                .member(&m)
-                .map_err(internal)?
-                .is_some_and(|r| r.active),
-            None => false,
-        };
-        Ok(if active {
-            ChainAccess::Blocks
-        } else {
-            ChainAccess::Headers
-        })
+        match member {
+            // A patient's key: headers, for its light client.
+            None => Ok(ChainAccess::Headers),
+            Some(m) => {
+                if state
+                    .member(&m)
+                    .map_err(internal)?
+                    .is_some_and(|r| r.active)
+                {
+                    Ok(ChainAccess::Blocks)
+                } else {
+                    // A removed member's keys and users keep no standing.
+                    Err(refuse(
+                        403,
+                        format!(
+                            "member `{m}` is no longer in the consortium: its keys read nothing"
+                        ),
+                    ))
+                }
+            }
+        }
     }
 }
 

@@ -144,8 +144,18 @@ fn expected(rule: Rule, is: Is) -> StatusCode {
     }
 }
 
-#[tokio::test]
-async fn every_read_route_answers_every_kind_of_caller_as_its_rule_says() {
+/// The consortium the matrices run on, and every kind of caller.
+struct World {
+    l: Arc<Local>,
+    alice: Keypair,
+    grant: GrantId,
+    callers: Vec<(&'static str, Option<Keypair>, Is)>,
+}
+
+/// Three hospitals and a regulator with an auditor; hospital-a's steward (whose first key is
+/// retired by a rotation) and researcher; hospital-c's researcher; hospital-c removed by vote;
+/// Alice and Bob, registered at hospital-a, Alice granting hospital-b her conditions.
+fn world() -> World {
     // The consortium: three hospitals and a regulator with an auditor; hospital-a's steward
     // and researcher; hospital-c's researcher.
     let key = |seed: u64| Keypair::from_seed(seed);
@@ -258,6 +268,60 @@ async fn every_read_route_answers_every_kind_of_caller_as_its_rule_says() {
         "hospital-c was not removed"
     );
 
+    let node_a = medspace_consortium::derived_node_key(&a);
+    let outsider = key(99);
+    let callers: Vec<(&'static str, Option<Keypair>, Is)> = vec![
+        ("unsigned", None, Is::Unsigned),
+        ("an outsider's key", Some(outsider.clone()), Is::NoStanding),
+        ("a retired key", Some(steward.clone()), Is::NoStanding),
+        ("a removed member's key", Some(c.clone()), Is::NoStanding),
+        (
+            "a removed member's user",
+            Some(c_researcher.clone()),
+            Is::NoStanding,
+        ),
+        ("the patient", Some(alice.clone()), Is::ThePatient),
+        ("another patient", Some(bob.clone()), Is::AnotherPatient),
+        ("the holder's member key", Some(a.clone()), Is::Holder),
+        ("the holder's node key", Some(node_a.clone()), Is::Holder),
+        (
+            "the holder's steward",
+            Some(new_steward.clone()),
+            Is::Holder,
+        ),
+        (
+            "the holder's researcher",
+            Some(researcher.clone()),
+            Is::Holder,
+        ),
+        ("the grantee's member key", Some(b.clone()), Is::Grantee),
+        (
+            "the regulator's auditor",
+            Some(auditor.clone()),
+            Is::RegulatorAuditor,
+        ),
+        (
+            "the regulator's member key",
+            Some(reg.clone()),
+            Is::Registered,
+        ),
+    ];
+    World {
+        l,
+        alice,
+        grant,
+        callers,
+    }
+}
+
+#[tokio::test]
+async fn every_read_route_answers_every_kind_of_caller_as_its_rule_says() {
+    let World {
+        l,
+        alice,
+        grant,
+        callers,
+    } = world();
     let alice_id = PatientId::from_key(&alice.public());
     let grant_key = hex::encode(medspace_state::records::keys::grant(grant));
     let routes: Vec<(String, Rule)> = vec![
@@ -290,32 +354,6 @@ async fn every_read_route_answers_every_kind_of_caller_as_its_rule_says() {
         ),
         (format!("/v1/grants/{grant}"), Rule::GrantParties),
         (format!("/v1/records/{grant_key}"), Rule::GrantParties),
-    ];
-    let node_a = medspace_consortium::derived_node_key(&a);
-    let outsider = key(99);
-    let callers: Vec<(&str, Option<&Keypair>, Is)> = vec![
-        ("unsigned", None, Is::Unsigned),
-        ("an outsider's key", Some(&outsider), Is::NoStanding),
-        ("a retired key", Some(&steward), Is::NoStanding),
-        ("a removed member's key", Some(&c), Is::NoStanding),
-        (
-            "a removed member's user",
-            Some(&c_researcher),
-            Is::NoStanding,
-        ),
-        ("the patient", Some(&alice), Is::ThePatient),
-        ("another patient", Some(&bob), Is::AnotherPatient),
-        ("the holder's member key", Some(&a), Is::Holder),
-        ("the holder's node key", Some(&node_a), Is::Holder),
-        ("the holder's steward", Some(&new_steward), Is::Holder),
-        ("the holder's researcher", Some(&researcher), Is::Holder),
-        ("the grantee's member key", Some(&b), Is::Grantee),
-        (
-            "the regulator's auditor",
-            Some(&auditor),
-            Is::RegulatorAuditor,
-        ),
-        ("the regulator's member key", Some(&reg), Is::Registered),
     ];
     let app = router(l.clone(), Config::new(NODE));
     let root = l.snapshot().state.root();
@@ -353,6 +391,79 @@ async fn every_read_route_answers_every_kind_of_caller_as_its_rule_says() {
     }
     println!(
         "read API authorization matrix: {} routes x {} callers = {cells} cells",
+        routes.len(),
+        callers.len()
+    );
+    assert!(
+        wrong.is_empty(),
+        "{} cells wrong:\n{}",
+        wrong.len(),
+        wrong.join("\n")
+    );
+    assert_eq!(l.snapshot().state.root(), root, "reads change nothing");
+}
+
+/// What a chain route needs.
+#[derive(Clone, Copy, Debug)]
+enum Needs {
+    /// Whole blocks (every transaction): the consortium's members and their staff.
+    Blocks,
+    /// Headers with finality certificates: any key the ledger gives standing.
+    Headers,
+}
+
+#[test]
+fn every_chain_read_answers_every_kind_of_caller_as_its_rule_says() {
+    use medspace_chain::api::{ChainAccess, ReadGate};
+    let World { l, callers, .. } = world();
+    let gate = medspace_api::gate::ChainGate::new(l.clone(), NODE);
+    let routes = [
+        ("/v1/blocks?from=1&limit=10", Needs::Blocks),
+        ("/v1/blocks/1", Needs::Blocks),
+        ("/v1/blocks/1/raw", Needs::Blocks),
+        ("/v1/blocks/1/header", Needs::Headers),
+        ("/v1/blocks/1/header?wait_ms=10", Needs::Headers),
+    ];
+    let root = l.snapshot().state.root();
+    let mut cells = 0usize;
+    let mut wrong = Vec::new();
+    for (path, needs) in routes {
+        for (who, k, is) in &callers {
+            let mut headers = axum::http::HeaderMap::new();
+            if let Some(k) = k {
+                let h = auth::Request {
+                    method: "GET",
+                    path_and_query: path,
+                    audience: NODE,
+                    body: b"",
+                }
+                .sign(k);
+                headers.insert("authorization", h.parse().unwrap());
+            }
+            let got = match gate.access("GET", path, &headers) {
+                Ok(ChainAccess::Blocks) => 200,
+                Ok(ChainAccess::Headers) if matches!(needs, Needs::Headers) => 200,
+                // The route answers a headers-only caller 403 for whole blocks.
+                Ok(ChainAccess::Headers) => 403,
+                Err(r) => r.status,
+            };
+            let want = match (is, needs) {
+                (Is::Unsigned, _) => 401,
+                (Is::NoStanding, _) => 403,
+                // Patients (light clients) read headers, never whole blocks.
+                (Is::ThePatient | Is::AnotherPatient, Needs::Headers) => 200,
+                (Is::ThePatient | Is::AnotherPatient, Needs::Blocks) => 403,
+                // Every key of an active member, and its users.
+                _ => 200,
+            };
+            cells += 1;
+            if got != want {
+                wrong.push(format!("GET {path} by {who}: {got}, {needs:?} says {want}"));
+            }
+        }
+    }
+    println!(
+        "chain read authorization matrix: {} routes x {} callers = {cells} cells",
         routes.len(),
         callers.len()
     );

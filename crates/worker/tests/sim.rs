@@ -1044,3 +1044,163 @@ fn every_worker_route_accepts_a_signed_request_once_and_only_at_its_audience() {
         }
     });
 }
+
+/// Who calls a worker route, as far as its rules go.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Caller {
+    Unsigned,
+    Outsider,
+    /// The node key of a site of the job other than the node asked.
+    SiteNode,
+    /// The node key of the job's aggregator.
+    AggregatorNode,
+    /// A member key (of a site or not): it takes no part in a round.
+    MemberKey,
+    /// The job's submitter.
+    Submitter,
+    /// Another registered user.
+    OtherUser,
+}
+
+#[test]
+fn every_worker_route_answers_every_kind_of_caller_as_its_rule_says() {
+    runner(13).start(|ctx| async move {
+        let w = World::new(ctx, 13, "route-matrix");
+        for h in medspace_consortium::HOSPITALS {
+            w.start_worker(h);
+        }
+        let job = w.contract_and_job().await;
+        let k =
+            |f: Result<&Keypair, medspace_consortium::ConsortiumError>| Some(f.unwrap().clone());
+        // The callers, asking hospital-b's node (a site; hospital-a aggregates).
+        let callers: Vec<(&str, Option<Keypair>, Caller)> = vec![
+            ("unsigned", None, Caller::Unsigned),
+            (
+                "an outsider",
+                Some(Keypair::from_seed(0xbad)),
+                Caller::Outsider,
+            ),
+            (
+                "hospital-c's node key",
+                k(w.c.node_key("hospital-c")),
+                Caller::SiteNode,
+            ),
+            (
+                "hospital-a's node key (the aggregator)",
+                k(w.c.node_key("hospital-a")),
+                Caller::AggregatorNode,
+            ),
+            (
+                "hospital-a's member key",
+                k(w.c.member_key("hospital-a")),
+                Caller::MemberKey,
+            ),
+            (
+                "hospital-c's member key",
+                k(w.c.member_key("hospital-c")),
+                Caller::MemberKey,
+            ),
+            (
+                "the submitter",
+                k(w.c.user_key("research-1.researcher")),
+                Caller::Submitter,
+            ),
+            (
+                "hospital-b's steward",
+                k(w.c.user_key("hospital-b.steward")),
+                Caller::OtherUser,
+            ),
+            (
+                "the regulator's auditor",
+                k(w.c.user_key("regulator.auditor")),
+                Caller::OtherUser,
+            ),
+        ];
+        // Each route with whom it serves (anyone else: 401 unsigned, 403 otherwise); a served
+        // caller reaches the route's own answer (any status but 401 and 403).
+        type Serves = fn(Caller) -> bool;
+        let routes: Vec<(&str, String, Vec<u8>, Serves)> = vec![
+            // Only the aggregator collects a site's dealing (and asks it to reveal, below);
+            // the masked vectors are asked between the job's sites.
+            (
+                "GET",
+                format!("/v1/worker/jobs/{job}/dealing"),
+                vec![],
+                |c| c == Caller::AggregatorNode,
+            ),
+            (
+                "POST",
+                format!("/v1/worker/jobs/{job}/mask"),
+                b"{}".to_vec(),
+                |c| matches!(c, Caller::SiteNode | Caller::AggregatorNode),
+            ),
+            // Only the aggregator asks a site to reveal.
+            (
+                "GET",
+                format!("/v1/worker/jobs/{job}/reveal"),
+                vec![],
+                |c| c == Caller::AggregatorNode,
+            ),
+            // A result goes to the job's submitter only.
+            (
+                "GET",
+                format!("/v1/worker/jobs/{job}/result"),
+                vec![],
+                |c| c == Caller::Submitter,
+            ),
+            // Any registered key may present a code; the grant decides.
+            (
+                "POST",
+                "/v1/records/redeem".to_string(),
+                b"{\"grant\":\"g-0000000000000001\",\"code\":\"x\"}".to_vec(),
+                |c| !matches!(c, Caller::Unsigned | Caller::Outsider),
+            ),
+            // A patient's own export: no member, user or outsider.
+            ("GET", "/v1/records/export".to_string(), vec![], |_| false),
+        ];
+        let mut cells = 0;
+        let mut wrong = Vec::new();
+        for (method, path, body, serves) in &routes {
+            for (who, key, caller) in &callers {
+                let auth = key.as_ref().map(|k| {
+                    medspace_api::auth::Request {
+                        method,
+                        path_and_query: path,
+                        audience: "hospital-b",
+                        body,
+                    }
+                    .sign(k)
+                });
+                let (status, said) = send_with(
+                    &w,
+                    "hospital-b",
+                    method,
+                    path,
+                    body,
+                    auth.as_deref().unwrap_or(""),
+                )
+                .await;
+                let ok = match (serves(*caller), caller) {
+                    (true, _) => status != 401 && status != 403,
+                    (false, Caller::Unsigned) => status == 401,
+                    (false, _) => status == 403,
+                };
+                cells += 1;
+                if !ok {
+                    wrong.push(format!("{method} {path} by {who}: {status} {said}"));
+                }
+            }
+        }
+        println!(
+            "worker route authorization matrix: {} routes x {} callers = {cells} cells",
+            routes.len(),
+            callers.len()
+        );
+        assert!(
+            wrong.is_empty(),
+            "{} cells wrong:\n{}",
+            wrong.len(),
+            wrong.join("\n")
+        );
+    });
+}
