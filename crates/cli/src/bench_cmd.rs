@@ -171,52 +171,18 @@ pub fn ledger(a: LedgerArgs) -> anyhow::Result<()> {
         println!(
             "bench ledger (processes): 4 `medspace node` validator processes over loopback TCP; the same workload, each validator's share posted as POST /v1/txs batches"
         );
-        // (tls, tx/s, p50 ms, p99 ms) of each run.
-        let mut figures = Vec::new();
-        for (run, &tls) in a.tls.runs().iter().enumerate() {
-            let opts = medspace_devnet::bench::LedgerOptions {
+        medspace_devnet::bench::ledger_process_runs(
+            &exe,
+            medspace_devnet::bench::LedgerOptions {
                 txs: a.txs,
                 rate: a.rate,
-                // Each run on its own ports: the previous run's sockets may still linger.
-                base_port: a
-                    .base_port
-                    .saturating_add(1000)
-                    .saturating_add(200 * run as u16),
-                tls,
-            };
-            let r = medspace_devnet::bench::ledger_processes(&exe, &opts, &mut |line| {
-                println!("  [{}] {line}", tls_label(tls))
-            })?;
-            let lat = sorted(r.latencies_ms.iter().copied());
-            let tps = r.finalized as f64 / r.seconds.max(1e-9);
-            let (p50, p99) = (percentile(&lat, 0.5), percentile(&lat, 0.99));
-            println!(
-                "bench ledger (processes, {}): finalized {} of {} in {:.2} s = {tps:.0} tx/s; submission->finality p50 {p50:.0} ms p99 {p99:.0} ms; refused {}",
-                tls_label(tls),
-                r.finalized,
-                a.txs,
-                r.seconds,
-                r.refused
-            );
-            if let Some(why) = &r.first_refusal {
-                println!("  the first refusal: {why}");
-            }
-            if let Some(base) = in_process_tps {
-                println!(
-                    "  baseline, same run: the same workload in one process {base:.0} tx/s; processes/in-process ratio {:.2}",
-                    tps / base.max(1e-9)
-                );
-            }
-            figures.push((tls, tps, p50, p99));
-        }
-        if let [(true, t_tps, t_p50, t_p99), (false, p_tps, p_p50, p_p99)] = figures.as_slice() {
-            println!(
-                "bench ledger (processes): tls / plain http, same run: throughput {:.3} ({t_tps:.0} / {p_tps:.0} tx/s), p50 latency {:.3} ({t_p50:.0} / {p_p50:.0} ms), p99 latency {:.3} ({t_p99:.0} / {p_p99:.0} ms)",
-                t_tps / p_tps.max(1e-9),
-                t_p50 / p_p50.max(1e-9),
-                t_p99 / p_p99.max(1e-9),
-            );
-        }
+                base_port: a.base_port.saturating_add(1000),
+                tls: true,
+            },
+            a.tls.runs(),
+            in_process_tps,
+            &mut |line| println!("{line}"),
+        )?;
     }
     Ok(())
 }

@@ -68,29 +68,12 @@ pub struct RotateNodeKeyArgs {
 /// devnet's key of `--member`), with the new key's proof of possession.
 pub fn rotate_node_key(a: RotateNodeKeyArgs) -> anyhow::Result<()> {
     use medspace_types::{Payload, RotateNodeKey};
-    let (genesis, key) = match (&a.who.key, &a.member) {
-        (Some(_), _) => crate::query_cmd::load(&a.who, "")?,
-        (None, Some(m)) => {
-            let (genesis, _) = crate::query_cmd::load(&a.who, "research-1.researcher")?;
-            let seed = crate::query_cmd::devnet_seed(&a.who)?;
-            let c = medspace_consortium::Consortium::default_devnet(
-                seed,
-                medspace_consortium::GENESIS_MS,
-            )?;
-            (genesis, c.member_key(m)?.clone())
-        }
-        (None, None) => {
-            anyhow::bail!("give --key (the member key file) or --member (a devnet member)")
-        }
+    let Some(member) = a.member.as_deref().or(a.who.key.as_ref().map(|_| "")) else {
+        anyhow::bail!("give --key (the member key file) or --member (a devnet member)")
     };
-    let unlock = medspace_vault::seal::Unlock {
-        passphrase: medspace_vault::seal::PassphraseSource {
-            file: None,
-            env: Some(medspace_chain::node::KEY_PASSPHRASE_ENV.into()),
-        }
-        .resolve()?,
-        allow_plain: true,
-    };
+    let key = crate::patient_cmd::member_key(&a.who, member)?;
+    let (genesis, _) = crate::query_cmd::load(&a.who, "research-1.researcher")?;
+    let unlock = medspace_worker::config::cli_unlock()?;
     let new = medspace_worker::config::load_node_key(&a.new, &unlock)
         .with_context(|| format!("new node key file {}", a.new.display()))?;
     let mut ledger = medspace_client::Remote::connect(&genesis, &key)?;
@@ -219,35 +202,15 @@ pub fn link(node: &Path, person: &str, patient: &str) -> anyhow::Result<()> {
 /// `medspace key export-browser`: the key of a sealed (or plain) member/user key file, unsealed
 /// into a new owner-only JSON file the console imports. Prints a warning: the file is the key.
 pub fn export_browser_key(key: &Path, out: &Path) -> anyhow::Result<()> {
-    let passphrase = medspace_vault::seal::PassphraseSource {
-        file: None,
-        env: Some(medspace_chain::node::KEY_PASSPHRASE_ENV.into()),
-    }
-    .resolve()?;
-    let unlock = medspace_vault::seal::Unlock {
-        passphrase,
-        allow_plain: true,
-    };
+    let unlock = medspace_worker::config::cli_unlock()?;
     let pair = medspace_worker::config::load_member_key(key, &unlock)
         .with_context(|| format!("key file {}", key.display()))?;
-    let json = zeroize::Zeroizing::new(serde_json::to_string_pretty(&serde_json::json!({
-        "format": "medspace-browser-key/v1",
-        "secret": pair.secret_hex(),
-        "public_key": pair.public().to_hex(),
-        "warning": "this file is the key, unsealed: import it in the console, then delete it",
-    }))?);
-    let mut opts = std::fs::OpenOptions::new();
-    opts.write(true).create_new(true);
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::OpenOptionsExt as _;
-        opts.mode(0o600);
-    }
-    let mut f = opts
-        .open(out)
+    let json = zeroize::Zeroizing::new(medspace_console::browser_key_json(
+        &pair.secret_hex(),
+        &pair.public().to_hex(),
+    ));
+    medspace_vault::seal::write_private(out, json.as_bytes(), false)
         .with_context(|| format!("creating {} (never overwritten)", out.display()))?;
-    std::io::Write::write_all(&mut f, json.as_bytes())
-        .with_context(|| format!("writing {}", out.display()))?;
     println!("wrote {} for public key {}", out.display(), pair.public());
     println!(
         "  WARNING: {} holds the key UNSEALED. Import it in the console (the browser keeps it as a non-extractable key), then delete the file.",

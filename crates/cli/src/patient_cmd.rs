@@ -209,18 +209,19 @@ fn patient_key(who: &Who, p: &WhichPatient) -> anyhow::Result<Keypair> {
     Ok(medspace_consortium::patient_key(seed, &p.hospital, fhir_id))
 }
 
-/// A hospital's member key: the file of --key, or the devnet's key of `hospital`.
-fn member_key(who: &Who, hospital: &str) -> anyhow::Result<Keypair> {
+/// A member's key: the file of --key (sealed or hex), or the devnet's key of `member`.
+pub(crate) fn member_key(who: &Who, member: &str) -> anyhow::Result<Keypair> {
     if let Some(path) = &who.key {
-        let text = std::fs::read_to_string(path)
-            .with_context(|| format!("reading key file {}", path.display()))?;
-        return Keypair::from_secret_hex(&text)
-            .with_context(|| format!("key file {} holds no secret key", path.display()));
+        return medspace_worker::config::load_member_key(
+            path,
+            &medspace_worker::config::cli_unlock()?,
+        )
+        .with_context(|| format!("key file {}", path.display()));
     }
     let seed = crate::query_cmd::devnet_seed(who)?;
     Ok(
         medspace_consortium::Consortium::default_devnet(seed, medspace_consortium::GENESIS_MS)?
-            .member_key(hospital)?
+            .member_key(member)?
             .clone(),
     )
 }

@@ -142,15 +142,7 @@ pub fn load(who: &Who, default_user: &str) -> anyhow::Result<(ChainGenesis, Keyp
         Some(path) => {
             // A sealed member key file (`keygen --member`), opened with the passphrase in
             // `MEDSPACE_KEY_PASSPHRASE`; a plain hex one is accepted too.
-            let passphrase = medspace_vault::seal::PassphraseSource {
-                file: None,
-                env: Some(medspace_chain::node::KEY_PASSPHRASE_ENV.into()),
-            }
-            .resolve()?;
-            let unlock = medspace_vault::seal::Unlock {
-                passphrase,
-                allow_plain: true,
-            };
+            let unlock = medspace_worker::config::cli_unlock()?;
             medspace_worker::config::load_member_key(path, &unlock)
                 .with_context(|| format!("key file {}", path.display()))?
         }

@@ -487,6 +487,65 @@ struct Offered {
     why: Option<String>,
 }
 
+fn tls_label(tls: bool) -> &'static str {
+    if tls { "tls" } else { "plain http" }
+}
+
+/// The processes mode of `medspace bench ledger`: [`ledger_processes`] once per entry of
+/// `tls` (TLS or plain HTTP, each run on its own ports: the previous run's sockets may still
+/// linger), each run's figures and, with TLS then plain HTTP, their ratio, as report lines to
+/// `out`; with `baseline_tps` (the in-process run), the processes/in-process ratio.
+pub fn ledger_process_runs(
+    exe: &Path,
+    first: LedgerOptions,
+    tls: &[bool],
+    baseline_tps: Option<f64>,
+    out: &mut dyn FnMut(String),
+) -> Result<()> {
+    // (tls, tx/s, p50 ms, p99 ms) of each run.
+    let mut figures = Vec::new();
+    for (run, &tls) in tls.iter().enumerate() {
+        let opts = LedgerOptions {
+            base_port: first.base_port.saturating_add(200 * run as u16),
+            tls,
+            ..first
+        };
+        let r = ledger_processes(exe, &opts, &mut |line| {
+            out(format!("  [{}] {line}", tls_label(tls)))
+        })?;
+        let lat = sorted(r.latencies_ms.iter().copied());
+        let tps = r.finalized as f64 / r.seconds.max(1e-9);
+        let (p50, p99) = (percentile(&lat, 0.5), percentile(&lat, 0.99));
+        out(format!(
+            "bench ledger (processes, {}): finalized {} of {} in {:.2} s = {tps:.0} tx/s; submission->finality p50 {p50:.0} ms p99 {p99:.0} ms; refused {}",
+            tls_label(tls),
+            r.finalized,
+            opts.txs,
+            r.seconds,
+            r.refused
+        ));
+        if let Some(why) = &r.first_refusal {
+            out(format!("  the first refusal: {why}"));
+        }
+        if let Some(base) = baseline_tps {
+            out(format!(
+                "  baseline, same run: the same workload in one process {base:.0} tx/s; processes/in-process ratio {:.2}",
+                tps / base.max(1e-9)
+            ));
+        }
+        figures.push((tls, tps, p50, p99));
+    }
+    if let [(true, t_tps, t_p50, t_p99), (false, p_tps, p_p50, p_p99)] = figures.as_slice() {
+        out(format!(
+            "bench ledger (processes): tls / plain http, same run: throughput {:.3} ({t_tps:.0} / {p_tps:.0} tx/s), p50 latency {:.3} ({t_p50:.0} / {p_p50:.0} ms), p99 latency {:.3} ({t_p99:.0} / {p_p99:.0} ms)",
+            t_tps / p_tps.max(1e-9),
+            t_p50 / p_p50.max(1e-9),
+            t_p99 / p_p99.max(1e-9),
+        ));
+    }
+    Ok(())
+}
+
 /// The benchmark's validator processes, killed however the benchmark ends (an error, a panic).
 struct Children(Vec<std::process::Child>);
 

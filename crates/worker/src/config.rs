@@ -135,6 +135,24 @@ fn read_key(
     })
 }
 
+/// How the command line opens a member's, user's or node's key file: sealed under the
+/// passphrase in `MEDSPACE_KEY_PASSPHRASE` when set, or plain hex.
+pub fn cli_unlock() -> Result<medspace_seal::Unlock, WorkerError> {
+    let passphrase = medspace_seal::PassphraseSource {
+        file: None,
+        env: Some(medspace_chain::node::KEY_PASSPHRASE_ENV.into()),
+    }
+    .resolve()
+    .map_err(|e| WorkerError::Invalid {
+        what: "key passphrase",
+        error: e.to_string(),
+    })?;
+    Ok(medspace_seal::Unlock {
+        passphrase,
+        allow_plain: true,
+    })
+}
+
 /// A member's ledger key from the key file at `path` (sealed, or plain where `unlock` allows).
 pub fn load_member_key(
     path: &Path,
