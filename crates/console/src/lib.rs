@@ -180,6 +180,19 @@ async fn node_info(State(ctx): State<Arc<Ctx>>) -> Response {
     )
 }
 
+/// The file `medspace key export-browser` writes for the console to import: a key's secret
+/// and public halves in hex, with the warning that the file is the key, unsealed.
+pub fn browser_key_json(secret_hex: &str, public_hex: &str) -> String {
+    let doc = serde_json::json!({
+        "format": "medspace-browser-key/v1",
+        "secret": secret_hex,
+        "public_key": public_hex,
+        "warning": "this file is the key, unsealed: import it in the console, then delete it",
+    });
+    // INVARIANT: a JSON value of strings always serializes.
+    serde_json::to_string_pretty(&doc).unwrap_or_default()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -291,17 +304,4 @@ mod tests {
             }
         }
     }
-}
-
-/// The file `medspace key export-browser` writes for the console to import: a key's secret
-/// and public halves in hex, with the warning that the file is the key, unsealed.
-pub fn browser_key_json(secret_hex: &str, public_hex: &str) -> String {
-    let doc = serde_json::json!({
-        "format": "medspace-browser-key/v1",
-        "secret": secret_hex,
-        "public_key": public_hex,
-        "warning": "this file is the key, unsealed: import it in the console, then delete it",
-    });
-    // INVARIANT: a JSON value of strings always serializes.
-    serde_json::to_string_pretty(&doc).unwrap_or_default()
 }
