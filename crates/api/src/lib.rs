@@ -152,6 +152,7 @@ fn routes<L: Ledger>(ledger: Arc<L>, config: Config, with_tx: bool) -> Router {
         .route("/v1/members", get(members::<L>))
         .route("/v1/contracts", get(contracts::<L>))
         .route("/v1/contracts/{id}", get(contract::<L>))
+        .route("/v1/contracts/{id}/jobs", get(contract_jobs::<L>))
         .route("/v1/jobs/{id}", get(job::<L>))
         .route("/v1/grants/{id}", get(grant::<L>))
         .route("/v1/users/{id}/approvals", get(approvals::<L>))
@@ -374,6 +375,7 @@ async fn status<L: Ledger>(
         "time_ms": snap.time_ms,
         "root": snap.state.root(),
         "anchor": snap.anchor,
+        "policy": snap.state.policy().map_err(internal)?,
     })))
 }
 
@@ -478,6 +480,19 @@ async fn contract<L: Ledger>(
         json!({ "contract": p, "status_now": p.record.status_at(snap.time_ms) }),
     )
     .into_response())
+}
+
+async fn contract_jobs<L: Ledger>(
+    AxState(ctx): AxState<Arc<Ctx<L>>>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    let (snap, _) = signed_read!(ctx, method, uri, headers);
+    let id: ContractId = parse(&id)?;
+    let jobs = snap.state.proven_jobs_of(id).map_err(internal)?;
+    Ok(anchored(&snap, json!({ "jobs": jobs })).into_response())
 }
 
 async fn job<L: Ledger>(

@@ -97,6 +97,11 @@ pub const PATHS: &[(&str, &str, &str)] = &[
         "a contract with its inclusion proof and anchor",
     ),
     (
+        "/v1/contracts/{id}/jobs",
+        "get",
+        "the jobs of a contract, each with its inclusion proof",
+    ),
+    (
         "/v1/jobs/{id}",
         "get",
         "a job record (canonical bytes) with its inclusion proof",
