@@ -9,8 +9,9 @@ import { state, h, show, notice, chrome, stopPolling } from "./ui.js";
 import * as patient from "./patient.js";
 import * as researcher from "./researcher.js";
 import * as reviewer from "./reviewer.js";
+import * as steward from "./steward.js";
 
-const MODULES = [patient, researcher, reviewer];
+const MODULES = [patient, researcher, reviewer, steward];
 const PAGES = MODULES.flatMap((m) => m.pages);
 
 // ---------------------------------------------------------------- sign-in

@@ -311,6 +311,15 @@ const STRINGS = {
     decisions_none: "You have not decided on any contract yet.",
     dec_approved: "approved as {slot}",
     dec_rejected: "rejected:",
+    // ---- data steward: my hospital
+    nav_hospital: "My hospital",
+    hospital_title: "What {member} holds and gives",
+    hospital_intro: "Your hospital's catalog entry — what its vault holds, table by table — and every study contract that covers its data, with the consenting patients it contributed.",
+    hospital_no_dataset: "Your hospital has not published a catalog entry yet.",
+    hospital_contracts: "Contracts covering our data",
+    hospital_no_contracts: "No contract covers your hospital's data yet.",
+    col_contributed: "Patients contributed",
+    hospital_deliveries_later: "Record deliveries to other members are in each patient's log; a list for the hospital is not in this console yet.",
   },
   zh: {
     app_title: "medspace — 患者门户",
@@ -621,6 +630,15 @@ const STRINGS = {
     decisions_none: "您尚未对任何合同作出决定。",
     dec_approved: "以{slot}身份批准",
     dec_rejected: "已拒绝：",
+    // ---- data steward: my hospital
+    nav_hospital: "本院",
+    hospital_title: "{member} 持有与提供的数据",
+    hospital_intro: "本院的目录条目（数据库中逐表的内容），以及涵盖本院数据的每份研究合同及本院贡献的同意患者人数。",
+    hospital_no_dataset: "本院尚未发布目录条目。",
+    hospital_contracts: "涵盖本院数据的合同",
+    hospital_no_contracts: "尚无合同涵盖本院数据。",
+    col_contributed: "贡献的患者数",
+    hospital_deliveries_later: "向其他成员交付记录的情况记录在每位患者的日志中；本控制台尚无面向医院的交付列表。",
   },
 };
 

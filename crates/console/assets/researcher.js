@@ -28,16 +28,17 @@ export function slotName(a) {
   return a.member ? t("slot_of", { role: roleName(a.role), member: a.member }) : t("slot_any", { role: roleName(a.role) });
 }
 
-async function catalog() {
+export async function catalog() {
   const c = await state.client.get("/v1/catalog");
   return c.datasets || [];
 }
 
 // ---------------------------------------------------------------- the catalog
 
-async function catalogPage() {
-  const datasets = await catalog();
-  const cards = datasets.map((d) => {
+/// One dataset's catalog entry: its facts, rows per table and quality profile as charts, and
+/// each table's fields with their levels.
+export function datasetCard(d) {
+  {
     const desc = d.description;
     const tables = desc.tables || [];
     const total = tables.reduce((a, x) => a + Number(x.rows), 0);
@@ -73,7 +74,11 @@ async function catalogPage() {
         ),
       ),
     );
-  });
+  }
+}
+
+async function catalogPage() {
+  const cards = (await catalog()).map(datasetCard);
   show(h("h1", {}, t("catalog_title")), h("p", { class: "lead" }, t("catalog_intro")), cards.length ? cards : h("p", { id: "empty" }, t("catalog_none")));
 }
 

@@ -85,7 +85,7 @@ export function table(cols, rows, attrs = {}) {
 
 /// A horizontal bar chart of `[label, value, note]` (value `null`: drawn empty, `note` said).
 export function bars(items, title, opts = {}) {
-  const w = 640;
+  const w = 560;
   // Room for the longest label (14 px text, about 8 px a character).
   const left = opts.left || Math.min(300, 20 + 8.2 * Math.max(4, ...items.map(([l]) => [...String(l)].length)));
   const bh = 24;

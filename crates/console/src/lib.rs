@@ -101,6 +101,11 @@ const ASSETS: &[Asset] = &[
         body: include_str!("../assets/reviewer.js"),
     },
     Asset {
+        name: "steward.js",
+        mime: "text/javascript; charset=utf-8",
+        body: include_str!("../assets/steward.js"),
+    },
+    Asset {
         name: "qr.js",
         mime: "text/javascript; charset=utf-8",
         body: include_str!("../assets/qr.js"),

@@ -103,7 +103,10 @@ await res.page.fill("#study-id", "browser-study");
 await res.page.fill("#index", "2025-01-01");
 await res.page.fill("#amin", "0");
 await res.page.fill("#amax", "150");
-await res.page.check("#gsex");
+// One group (everyone): the released number is above the suppression threshold whatever the
+// consents of the day.
+await res.page.uncheck("#gsex");
+await res.page.fill("#budget", "2");
 const level = await res.text("#preview-level");
 const approvalsNeeded = await res.page.$$eval("#preview-approvals li", (l) => l.map((x) => x.textContent));
 check(/^L[1-4]/.test(level), "the level needed is shown before submitting: " + level);
@@ -138,7 +141,7 @@ await res.page.waitForSelector('#contract-status[data-status="active"]', { timeo
 check((await res.page.$$(".approvals li.waiting")).length === 0, "every approval shows as given");
 
 // ---------------------------------------------------------------- the job and its result
-await res.page.fill("#job-eps", "0.3");
+await res.page.fill("#job-eps", "1");
 await res.page.click("#run-job");
 await res.page.waitForSelector(".result[data-verified='true']", { timeout: 180000 });
 const job = await res.page.getAttribute(".result", "data-job");
@@ -150,7 +153,7 @@ const shown = await res.page.$$eval(".result table.cells tbody tr", (rows) =>
 );
 check(shown.length >= 1, "the result's table has rows");
 check((await res.page.$$(".result svg.chart rect.bar")).length === shown.length, "the chart draws one bar per group");
-check((await res.text("#eps-left")).startsWith("0.700"), "the epsilon left is shown: " + (await res.text("#eps-left")));
+check((await res.text("#eps-left")).startsWith("1.000 of 2.000"), "the epsilon left is shown: " + (await res.text("#eps-left")));
 const [download] = await Promise.all([res.page.waitForEvent("download"), res.page.click(`#csv-${job}`)]);
 await download.saveAs(env.CSV_OUT);
 await res.shot("result-en");
@@ -185,6 +188,15 @@ check(second !== contract, "a second contract");
   await st.go("#/decisions", "decisions");
   check((await st.text("#decisions")).includes(contract) && (await st.text("#decisions")).includes("broader"), "the steward's decisions list both");
   await st.shot("decisions-en");
+}
+// The steward's hospital: its catalog entry and the contracts covering its data, with what it gave.
+{
+  const st = reviewers["hospital-a.steward"];
+  await st.go("#/hospital", "hospital");
+  const row = await st.text(`#hospital-contracts tr[data-contract="${contract}"]`);
+  check(row.includes("active") && row.includes("research-1.researcher"), "the steward sees the contract covering its data: " + row);
+  check((await st.page.$$("section.card[data-dataset='hospital-a.cdm'] svg.chart")).length === 2, "the steward sees its vault's counts per table");
+  await st.shot("hospital-en");
 }
 await res.page.waitForSelector('#contract-status[data-status="rejected"]', { timeout: 60000 });
 check((await res.text("#closing-reason")).includes("broader than the purpose"), "the researcher reads the reason");
@@ -237,6 +249,7 @@ const st = reviewers["hospital-a.steward"];
 await st.page.selectOption("#locale", "zh");
 await noEnglish(st, "#/queue", "queue", "queue-zh");
 await noEnglish(st, "#/decisions", "decisions", "decisions-zh");
+await noEnglish(st, "#/hospital", "hospital", "hospital-zh");
 await noEnglish(st, "#/study", "study", "role-refused-zh");
 // A phone's width.
 await res.page.setViewportSize({ width: 390, height: 844 });
@@ -272,6 +285,7 @@ for (const [p, hash, name] of [
   [res, `#/studies?contract=${contract}`, "studies"],
   [st, "#/queue", "queue"],
   [st, "#/decisions", "decisions"],
+  [st, "#/hospital", "hospital"],
 ]) {
   const samples = [];
   for (let i = 0; i < 7; i++) {
