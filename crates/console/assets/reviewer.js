@@ -75,6 +75,7 @@ function decisionCard(rec, open) {
       ? h(
           "div",
           { class: "decide" },
+          rec.approvals.some((a) => mine(a, rec)) ? null : h("p", { class: "muted", id: "not-yours-" + rec.id }, t("decide_not_yours")),
           h("p", {}, h("button", { type: "button", class: "approve", onclick: approve, "aria-describedby": "dh-" + rec.id }, t("approve"))),
           h(
             "form",

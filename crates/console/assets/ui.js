@@ -55,7 +55,8 @@ export function explain(e) {
 export function reasonInWords(reason) {
   const r = String(reason || "");
   const known = [
-    [/not authorized|unauthorized|may not|not allowed|role/i, "why_role"],
+    [/already approved|already decided/i, "why_already"],
+    [/forbidden|not authorized|unauthorized|may not|not allowed|role/i, "why_role"],
     [/reason/i, "why_reason"],
     [/budget|epsilon/i, "why_budget"],
     [/not active|not pending|expired|status/i, "why_status"],

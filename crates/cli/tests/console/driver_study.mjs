@@ -173,9 +173,11 @@ check(second !== contract, "a second contract");
   await dc.page.waitForSelector(`${card} .decide-status .done`, { timeout: 60000 });
   // A forbidden action: approving again what is no longer theirs to approve.
   await dc.go(`#/queue?contract=${second}`, "queue");
+  check(!!(await dc.page.$(`#not-yours-${second}`)), "the reviewer is told no approval of it waits for them");
   await dc.page.click(`${card} button.approve`);
   await dc.page.waitForSelector(`${card} .decide-status .notice`, { timeout: 60000 });
   const refusal = await dc.text(`${card} .decide-status .notice`);
+  check(refusal.includes("already decided"), "the refusal says why in words: " + refusal);
   check(refusal.startsWith("The ledger did not accept this") && !/Error|status \d|at [a-z]+\.js/.test(refusal), "a forbidden approval is refused in words: " + refusal);
   await dc.shot("refused-en");
   const st = reviewers["hospital-a.steward"];
