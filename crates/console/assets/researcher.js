@@ -102,19 +102,29 @@ export function reads(spec) {
 
 const codesOf = (s) => s.split(/[\s,;]+/).filter(Boolean);
 
+// A specification's numbers are exact decimals, written as JSON numbers from the text typed
+// (never through a float): marked here, unquoted by `specJson`.
+const DEC = "@@decimal:";
+const dec = (s) => (/^-?\d{1,10}(\.\d{1,9})?$/.test(s) ? DEC + s : s);
+
+/// The specification's JSON text: what the contract carries, byte for byte.
+export function specJson(spec, indent) {
+  return JSON.stringify(spec, null, indent).replace(/"@@decimal:(-?[0-9.]+)"/g, "$1");
+}
+
 /// The specification the form describes (the exact computation the contract will carry).
-function specOf(f) {
+export function specOf(f) {
   const cohort = {};
   for (const k of ["conditions", "drugs", "procedures"]) {
     const v = codesOf(f[k].value);
     if (v.length) cohort[k] = v;
   }
-  if (f.mcode.value.trim()) cohort.measurement = { code: f.mcode.value.trim(), op: f.mop.value, value: f.mvalue.value.trim() || "0" };
+  if (f.mcode.value.trim()) cohort.measurement = { code: f.mcode.value.trim(), op: f.mop.value, value: dec(f.mvalue.value.trim() || "0") };
   if (f.sex.value) cohort.sex = f.sex.value;
   if (f.amin.value !== "" || f.amax.value !== "") cohort.age = { min: Number(f.amin.value || 0), max: Number(f.amax.value || 150) };
   cohort.index_date = f.index.value;
   const spec = { version: 1, cohort, aggregate: "count" };
-  if (f.agg.value === "mean") spec.aggregate = { mean: { measurement: f.mean.value.trim(), lower: f.lower.value.trim() || "0", upper: f.upper.value.trim() || "0" } };
+  if (f.agg.value === "mean") spec.aggregate = { mean: { measurement: f.mean.value.trim(), lower: dec(f.lower.value.trim() || "0"), upper: dec(f.upper.value.trim() || "0") } };
   const g = [];
   if (f.gsex.checked) g.push("sex");
   if (f.gage.checked) g.push("age_band");
@@ -131,7 +141,7 @@ function problems(f, spec, hospitals) {
   for (const k of ["conditions", "drugs", "procedures"]) if ((spec.cohort[k] || []).some((x) => !code.test(x))) out.push([k, t("err_code")]);
   if (spec.cohort.measurement) {
     if (!code.test(spec.cohort.measurement.code)) out.push(["mcode", t("err_code")]);
-    if (!/^-?\d+(\.\d{1,9})?$/.test(spec.cohort.measurement.value)) out.push(["mvalue", t("err_number")]);
+    if (!/^-?\d{1,10}(\.\d{1,9})?$/.test(f.mvalue.value.trim() || "0")) out.push(["mvalue", t("err_number")]);
   }
   const a = spec.cohort.age;
   if (a && !(a.min >= 0 && a.min <= a.max && a.max <= 150)) out.push(["amin", t("err_age")]);
@@ -139,7 +149,8 @@ function problems(f, spec, hospitals) {
   if (spec.aggregate.mean) {
     const m = spec.aggregate.mean;
     if (!code.test(m.measurement)) out.push(["mean", t("err_code")]);
-    if (!(Number(m.lower) < Number(m.upper))) out.push(["lower", t("err_bounds")]);
+    const num = (x) => Number(String(x).replace(DEC, ""));
+    if (!(num(m.lower) < num(m.upper)) || String(m.lower + m.upper).split(DEC).length !== 3) out.push(["lower", t("err_bounds")]);
   }
   const b = Number(f.budget.value);
   if (!(b > 0 && b <= 1000)) out.push(["budget", t("err_budget")]);
@@ -216,7 +227,7 @@ async function studyPage() {
       h("h3", {}, t("preview_reads")),
       table([t("col_field"), t("col_level")], uniq, { id: "preview-reads" }),
       h("h3", {}, t("preview_spec")),
-      h("pre", { id: "spec-json", tabindex: "0" }, JSON.stringify(spec, null, 1)),
+      h("pre", { id: "spec-json", tabindex: "0" }, specJson(spec, 1)),
     );
     return { spec, hs, fields };
   };
@@ -237,7 +248,7 @@ async function studyPage() {
     // The ledger's time: the last certified block's (the contract's expiry is in block time).
     const st = await state.client.get("/v1/status");
     const now = (await state.client.header(st.height)).timeMs;
-    const json = JSON.stringify(spec);
+    const json = specJson(spec);
     const payload = L.submitRequest({
       purpose: f.purpose.value,
       study: f.study.value,
