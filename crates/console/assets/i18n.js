@@ -209,7 +209,7 @@ const STRINGS = {
     // ---- researcher: study builder
     nav_study: "New study",
     builder_title: "Build a study",
-    builder_intro: "Describe who to count and what to compute. Only protected totals leave the hospitals. Before you sign, the panel shows the privacy level your study needs and who must approve it.",
+    builder_intro: "Describe who to count and what to compute. Only protected totals leave the hospitals. Before you sign, “Before you sign” shows the privacy level your study needs and who must approve it.",
     fs_study: "The study",
     study_id_hint: "Lower-case letters, digits, dots and dashes. Patients see it when they decide.",
     fs_cohort: "Who is counted",
@@ -529,7 +529,7 @@ const STRINGS = {
     // ---- researcher: study builder
     nav_study: "新建研究",
     builder_title: "构建研究",
-    builder_intro: "说明要统计哪些人、计算什么。离开医院的只有受保护的总数。签名之前，右侧面板会显示研究所需的隐私级别以及必须由谁审批。",
+    builder_intro: "说明要统计哪些人、计算什么。离开医院的只有受保护的总数。签名之前，“签名之前”一栏会显示研究所需的隐私级别以及必须由谁审批。",
     fs_study: "研究",
     study_id_hint: "小写字母、数字、点和连字符。患者作决定时会看到它。",
     fs_cohort: "统计哪些人",

@@ -267,7 +267,7 @@ async function studyPage() {
 
   const form = h(
     "form",
-    { onsubmit: submit, oninput: update, onchange: update, novalidate: true },
+    { id: "study-form", onsubmit: submit, oninput: update, onchange: update, novalidate: true },
     errors,
     h("fieldset", {}, h("legend", {}, t("fs_study")),
       h("label", { for: "study-id" }, t("study_id")), h("p", { class: "muted", id: "study-id-hint" }, t("study_id_hint")), f.study,
@@ -289,10 +289,15 @@ async function studyPage() {
       h("label", { for: "budget" }, t("budget")), f.budget,
       h("label", { for: "days" }, t("days_valid")), f.days,
       h("label", { for: "fee" }, t("fee")), f.fee),
-    h("p", {}, h("button", { type: "submit", id: "submit-study" }, t("submit_study"))),
+  );
+  // The button after the preview: on a phone too, what it needs is read before it is signed.
+  show(
+    h("h1", {}, t("builder_title")),
+    h("p", { class: "lead" }, t("builder_intro")),
+    h("div", { class: "builder" }, form, preview),
+    h("p", {}, h("button", { type: "submit", form: "study-form", id: "submit-study" }, t("submit_study"))),
     status2,
   );
-  show(h("h1", {}, t("builder_title")), h("p", { class: "lead" }, t("builder_intro")), h("div", { class: "builder" }, form, preview));
   update();
 }
 
