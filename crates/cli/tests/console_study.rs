@@ -58,6 +58,34 @@ fn staff_run_a_study_in_real_browsers() {
             &keys.join(format!("{u}.json")),
         );
     }
+    // A record delivery from hospital-a: a devnet patient's code, redeemed by hospital-b.
+    let text = cli(&dir, &["patient", "grant", "--to", "hospital-b"]);
+    let grant = text
+        .lines()
+        .find_map(|l| l.strip_prefix("grant "))
+        .unwrap_or_else(|| panic!("no grant in:\n{text}"))
+        .trim()
+        .to_string();
+    let code = text
+        .lines()
+        .find_map(|l| l.strip_prefix("code "))
+        .unwrap_or_else(|| panic!("no code in:\n{text}"))
+        .trim()
+        .to_string();
+    let bundle = dir.join("bundle.json");
+    cli(
+        &dir,
+        &[
+            "patient",
+            "redeem",
+            "--grant",
+            &grant,
+            "--code",
+            &code,
+            "--out",
+            bundle.to_str().unwrap(),
+        ],
+    );
     let shots = root().join("target/console-screenshots");
     let csv = dir.join("result.csv");
     let out = Command::new("node")

@@ -320,7 +320,10 @@ const STRINGS = {
     hospital_contracts: "Contracts covering our data",
     hospital_no_contracts: "No contract covers your hospital's data yet.",
     col_contributed: "Patients contributed",
-    hospital_deliveries_later: "Record deliveries to other members are in each patient's log; a list for the hospital is not in this console yet.",
+    hospital_deliveries: "Records delivered from our hospital",
+    hospital_no_deliveries: "No record has been delivered from your hospital.",
+    delivery_row: "{recipient} received {n} records ({types})",
+    col_patient: "Patient (pseudonym)",
   },
   zh: {
     app_title: "medspace — 患者门户",
@@ -640,7 +643,10 @@ const STRINGS = {
     hospital_contracts: "涵盖本院数据的合同",
     hospital_no_contracts: "尚无合同涵盖本院数据。",
     col_contributed: "贡献的患者数",
-    hospital_deliveries_later: "向其他成员交付记录的情况记录在每位患者的日志中；本控制台尚无面向医院的交付列表。",
+    hospital_deliveries: "本院交付的记录",
+    hospital_no_deliveries: "本院尚未交付任何记录。",
+    delivery_row: "{recipient} 收到 {n} 条记录（{types}）",
+    col_patient: "患者（假名）",
   },
 };
 

@@ -198,6 +198,7 @@ check(second !== contract, "a second contract");
   const row = await st.text(`#hospital-contracts tr[data-contract="${contract}"]`);
   check(row.includes("active") && row.includes("research-1.researcher"), "the steward sees the contract covering its data: " + row);
   check((await st.page.$$("section.card[data-dataset='hospital-a.cdm'] svg.chart")).length === 2, "the steward sees its vault's counts per table");
+  check((await st.page.$$("#deliveries tr[data-verified='true']")).length >= 1, "the steward sees the hospital's record delivery, verified");
   await st.shot("hospital-en");
 }
 await res.page.waitForSelector('#contract-status[data-status="rejected"]', { timeout: 60000 });
