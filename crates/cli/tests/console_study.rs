@@ -92,6 +92,9 @@ fn staff_run_a_study_in_real_browsers() {
         .arg(root().join("crates/cli/tests/console/driver_study.mjs"))
         .env("BROWSER_DIR", &browser_dir)
         .env("CONSOLE_URL", &net.console)
+        // The researcher at their own institution's node: the result comes from the
+        // aggregating hospital's node through that node's relay.
+        .env("RESEARCH_URL", &net.consoles["research-1"])
         .env("KEYS", &keys)
         .env("SHOTS", &shots)
         .env("CSV_OUT", &csv)

@@ -26,7 +26,9 @@ const pageErrors = [];
 const external = [];
 
 /// A person in their own browser context, signed in with their key.
-async function person(user, locale = "en") {
+async function person(user, locale = "en", url = env.CONSOLE_URL) {
+  const origin = url.split("/console/")[0];
+  const genesis = url.split("#genesis=")[1];
   const context = await browser.newContext({ ignoreHTTPSErrors: true, viewport: { width: 1200, height: 900 }, acceptDownloads: true });
   const page = await context.newPage();
   page.on("pageerror", (e) => pageErrors.push(`${user}: ${e}`));
@@ -86,7 +88,15 @@ process.on("unhandledRejection", fail);
 process.on("uncaughtException", fail);
 
 // ---------------------------------------------------------------- the researcher's catalog
-const res = await person("research-1.researcher");
+const relayed = [];
+const res = await person("research-1.researcher", "en", env.RESEARCH_URL);
+res.page.on("request", (r) => {
+  if (r.url().includes("/console/relay/")) relayed.push(r.url());
+});
+const relayedBodies = [];
+res.page.on("response", async (r) => {
+  if (r.url().includes("/console/relay/")) relayedBodies.push(`${r.status()} ${JSON.stringify(r.headers())} ${(await r.text()).slice(0, 300)}`);
+});
 await res.ready("catalog");
 check((await res.page.$$("section.card[data-dataset]")).length >= 3, "the catalog lists the hospitals' datasets");
 check((await res.page.$$("section.card svg.chart rect.bar")).length >= 3, "the catalog draws its charts");
@@ -143,7 +153,8 @@ check((await res.page.$$(".approvals li.waiting")).length === 0, "every approval
 // ---------------------------------------------------------------- the job and its result
 await res.page.fill("#job-eps", "1");
 await res.page.click("#run-job");
-await res.page.waitForSelector(".result[data-verified='true']", { timeout: 180000 });
+await res.page.waitForSelector(".result[data-verified='true'], section.job .notice", { timeout: 180000 });
+if (!(await res.page.$(".result[data-verified='true']"))) throw new Error("no verified result: " + (await res.text("section.job")) + " relayed: " + JSON.stringify(relayedBodies));
 const job = await res.page.getAttribute(".result", "data-job");
 const shown = await res.page.$$eval(".result table.cells tbody tr", (rows) =>
   rows.map((r) => {
@@ -156,6 +167,7 @@ check((await res.page.$$(".result svg.chart rect.bar")).length === shown.length,
 check((await res.text("#eps-left")).startsWith("1.000 of 2.000"), "the epsilon left is shown: " + (await res.text("#eps-left")));
 const [download] = await Promise.all([res.page.waitForEvent("download"), res.page.click(`#csv-${job}`)]);
 await download.saveAs(env.CSV_OUT);
+check(relayed.some((u) => /\/console\/relay\/hospital-a\/v1\/worker\/jobs\/j-[0-9a-f]{16}\/result$/.test(u)), "the result came through the researcher's node's relay: " + JSON.stringify(relayed));
 await res.shot("result-en");
 
 // ---------------------------------------------------------------- a second study, rejected

@@ -57,6 +57,8 @@ pub struct Devnet {
     pub child: Child,
     pub dir: PathBuf,
     pub console: String,
+    /// Every node's console address, by node name.
+    pub consoles: std::collections::BTreeMap<String, String>,
 }
 
 impl Drop for Devnet {
@@ -91,9 +93,16 @@ pub fn start(dir: &Path) -> Devnet {
     let mut lines = std::io::BufReader::new(child.stdout.take().unwrap()).lines();
     let mut seen = String::new();
     let mut console = None;
+    let mut consoles = std::collections::BTreeMap::new();
     while let Some(Ok(line)) = lines.next() {
         seen.push_str(&line);
         seen.push('\n');
+        if line.contains("/console/#genesis=") {
+            let mut w = line.split_whitespace();
+            if let (Some(name), Some(url)) = (w.next(), line.split_whitespace().last()) {
+                consoles.insert(name.to_string(), url.to_string());
+            }
+        }
         if line.trim_start().starts_with("hospital-a") && line.contains("/console/#genesis=") {
             console = line.split_whitespace().last().map(str::to_string);
         }
@@ -103,6 +112,7 @@ pub fn start(dir: &Path) -> Devnet {
                 child,
                 dir: dir.to_path_buf(),
                 console: console.unwrap_or_else(|| panic!("no console url in:\n{seen}")),
+                consoles,
             };
         }
     }
