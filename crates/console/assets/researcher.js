@@ -448,7 +448,9 @@ async function contractPage(id) {
       h("h2", {}, t("jobs_title")),
       rec.status === "active"
         ? h("form", { onsubmit: run, class: "row" }, h("span", {}, h("label", { for: "job-eps" }, t("job_epsilon")), epsIn), h("button", { type: "submit", id: "run-job" }, t("run_job")))
-        : h("p", { class: "muted" }, t("jobs_wait_active")),
+        : rec.status === "pending"
+          ? h("p", { class: "muted" }, t("jobs_wait_active"))
+          : null,
       status,
       jobs.length
         ? jobs
