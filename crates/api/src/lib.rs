@@ -152,6 +152,8 @@ fn routes<L: Ledger>(ledger: Arc<L>, config: Config, with_tx: bool) -> Router {
         .route("/v1/members", get(members::<L>))
         .route("/v1/contracts", get(contracts::<L>))
         .route("/v1/contracts/{id}", get(contract::<L>))
+        .route("/v1/contracts/{id}/jobs", get(contract_jobs::<L>))
+        .route("/v1/members/{id}/deliveries", get(member_deliveries::<L>))
         .route("/v1/jobs/{id}", get(job::<L>))
         .route("/v1/grants/{id}", get(grant::<L>))
         .route("/v1/users/{id}/approvals", get(approvals::<L>))
@@ -393,6 +395,7 @@ async fn status<L: Ledger>(
         "time_ms": snap.time_ms,
         "root": snap.state.root(),
         "anchor": snap.anchor,
+        "policy": snap.state.policy().map_err(internal)?,
     })))
 }
 
@@ -497,6 +500,37 @@ async fn contract<L: Ledger>(
         json!({ "contract": p, "status_now": p.record.status_at(snap.time_ms) }),
     )
     .into_response())
+}
+
+async fn contract_jobs<L: Ledger>(
+    AxState(ctx): AxState<Arc<Ctx<L>>>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    let (snap, _) = signed_read!(ctx, method, uri, headers);
+    let id: ContractId = parse(&id)?;
+    let jobs = snap.state.proven_jobs_of(id).map_err(internal)?;
+    Ok(anchored(&snap, json!({ "jobs": jobs })).into_response())
+}
+
+/// The record deliveries a member's node served: for that member's keys and users, and the
+/// regulator's auditor; to anyone else they do not exist.
+async fn member_deliveries<L: Ledger>(
+    AxState(ctx): AxState<Arc<Ctx<L>>>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    let (snap, caller) = signed_read!(ctx, method, uri, headers);
+    let member = medspace_types::MemberId::new(&id).map_err(|e| bad(e.to_string()))?;
+    if !(caller.acts_for(&member) || caller.is_regulator_auditor(&snap.state)?) {
+        return Err(not_found(format!("member not found: id={id}")));
+    }
+    let deliveries = snap.state.proven_deliveries_of(&member).map_err(internal)?;
+    Ok(anchored(&snap, json!({ "deliveries": deliveries })).into_response())
 }
 
 async fn job<L: Ledger>(

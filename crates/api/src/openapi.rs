@@ -97,6 +97,16 @@ pub const PATHS: &[(&str, &str, &str)] = &[
         "a contract with its inclusion proof and anchor",
     ),
     (
+        "/v1/contracts/{id}/jobs",
+        "get",
+        "the jobs of a contract, each with its inclusion proof",
+    ),
+    (
+        "/v1/members/{id}/deliveries",
+        "get",
+        "the record deliveries a member served, each with its inclusion proof (its own keys and users, or a regulator's auditor)",
+    ),
+    (
         "/v1/jobs/{id}",
         "get",
         "a job record (canonical bytes) with its inclusion proof",

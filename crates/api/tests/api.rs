@@ -456,6 +456,24 @@ async fn what_concerns_a_patient_answers_them_the_grant_parties_and_the_regulato
         (s, v["error"].as_str().map(|e| e.contains("not found"))),
         (s2, v2["error"].as_str().map(|e| e.contains("not found")))
     );
+    // A hospital's record deliveries: its own keys and users, and the regulator's auditor.
+    let deliveries = "/v1/members/hospital-a/deliveries";
+    for (who, key, want) in [
+        ("the member", &member, StatusCode::OK),
+        ("the regulator's auditor", &auditor, StatusCode::OK),
+        (
+            "another member's auditor",
+            &own_auditor,
+            StatusCode::NOT_FOUND,
+        ),
+        ("a patient", &alice, StatusCode::NOT_FOUND),
+    ] {
+        let (s, v) = call(&app, signed_get(key, deliveries)).await;
+        assert_eq!(s, want, "{who} reading {deliveries}: {v}");
+        if s == StatusCode::OK {
+            assert!(v["deliveries"].is_array(), "{v}");
+        }
+    }
     assert_eq!(l.snapshot().state.root(), root, "reads change nothing");
 }
 

@@ -14,129 +14,12 @@
     clippy::indexing_slicing
 )]
 
-use std::io::BufRead as _;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+#[path = "console/harness.rs"]
+mod harness;
 
-const BIN: &str = env!("CARGO_BIN_EXE_medspace");
-const CHROMIUM: &str = "/usr/bin/chromium";
-
-fn root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
-}
-
-/// The browser and its driver, or why not.
-fn browser() -> Result<PathBuf, String> {
-    let dir = root().join(".ci/browser");
-    if Command::new("node").arg("--version").output().is_err() {
-        return Err("node is missing".into());
-    }
-    if !Path::new(CHROMIUM).exists() {
-        return Err(format!(
-            "{CHROMIUM} is missing (apt-get install -y chromium)"
-        ));
-    }
-    if !dir.join("node_modules/playwright-core").exists() {
-        return Err(format!(
-            "{} has no playwright-core (run .ci/run)",
-            dir.display()
-        ));
-    }
-    Ok(dir)
-}
-
-fn free_base() -> u16 {
-    // Ports from base (p2p) and base + 100 (HTTP) for five nodes.
-    for _ in 0..50 {
-        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        let p = l.local_addr().unwrap().port();
-        drop(l);
-        if p > 20_000 && p < 60_000 {
-            let free = (0..5).all(|i| {
-                std::net::TcpListener::bind(("127.0.0.1", p + i)).is_ok()
-                    && std::net::TcpListener::bind(("127.0.0.1", p + 100 + i)).is_ok()
-            });
-            if free {
-                return p;
-            }
-        }
-    }
-    panic!("no free ports")
-}
-
-struct Devnet {
-    child: Child,
-    dir: PathBuf,
-    console: String,
-}
-
-impl Drop for Devnet {
-    fn drop(&mut self) {
-        // Ctrl-C to the devnet process this test started: it stops its nodes, then exits.
-        let _ = Command::new("kill")
-            .args(["-INT", &self.child.id().to_string()])
-            .status();
-        for _ in 0..200 {
-            if let Ok(Some(_)) = self.child.try_wait() {
-                break;
-            }
-            std::thread::sleep(std::time::Duration::from_millis(100));
-        }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
-}
-
-fn start(dir: &Path) -> Devnet {
-    let mut child = Command::new(BIN)
-        .args(["devnet", "--patients", "8", "--base-port"])
-        .arg(free_base().to_string())
-        .arg("--dir")
-        .arg(dir)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut lines = std::io::BufReader::new(child.stdout.take().unwrap()).lines();
-    let mut seen = String::new();
-    let mut console = None;
-    while let Some(Ok(line)) = lines.next() {
-        seen.push_str(&line);
-        seen.push('\n');
-        if line.trim_start().starts_with("hospital-a") && line.contains("/console/#genesis=") {
-            console = line.split_whitespace().last().map(str::to_string);
-        }
-        if line.contains("Ctrl-C stops the consortium") {
-            std::thread::spawn(move || lines.for_each(drop));
-            return Devnet {
-                child,
-                dir: dir.to_path_buf(),
-                console: console.unwrap_or_else(|| panic!("no console url in:\n{seen}")),
-            };
-        }
-    }
-    let _ = child.kill();
-    let _ = child.wait();
-    panic!("devnet exited before it was ready:\n{seen}");
-}
-
-fn cli(dir: &Path, args: &[&str]) -> String {
-    let out = Command::new(BIN)
-        .args([args[0], "--devnet"])
-        .arg(dir)
-        .args(&args[1..])
-        .output()
-        .unwrap();
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(out.status.success(), "medspace {args:?}: {text}");
-    text
-}
+use harness::*;
+use std::path::Path;
+use std::process::Command;
 
 #[test]
 fn a_patient_uses_the_portal_in_a_real_browser() {
@@ -280,22 +163,9 @@ fn a_patient_uses_the_portal_in_a_real_browser() {
         .unwrap()
         .to_string();
 
-    // A hospital's member key, exported from its sealed file for the browser.
+    // A hospital's member key, exported for the browser.
     let staff = dir.join("staff-key.json");
-    let pass = std::fs::read_to_string(dir.join("hospital-a/node.pass")).unwrap();
-    let out = Command::new(BIN)
-        .args(["key", "export-browser", "--key"])
-        .arg(dir.join("hospital-a/member.key"))
-        .arg("--out")
-        .arg(&staff)
-        .env("MEDSPACE_KEY_PASSPHRASE", pass.trim_end_matches('\n'))
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success() && String::from_utf8_lossy(&out.stdout).contains("WARNING"),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    browser_key(consortium(&dir).member_key("hospital-a").unwrap(), &staff);
     let shots = root().join("target/console-screenshots");
     let record = dir.join("record.json");
     let out = Command::new("node")

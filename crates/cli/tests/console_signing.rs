@@ -49,9 +49,23 @@ out.consent = c.hex(await L.signTx(session, "medspace-devnet", 3n, L.setConsent(
 const g = await L.issueGrant("{patient}", {{ grantee: "hospital-b", holder: "hospital-a", purpose: "treatment", resourceTypes: ["Encounter", "Condition"], fromMs: 0, toMs: 1700000000000, expiryMs: 1800000000000, maxUses: 2, code: "ab12-cd34-ef56-gh78" }});
 out.grant = c.hex(await L.signTx(session, "medspace-devnet", 4n, g.payload));
 out.revoke = c.hex(await L.signTx(session, "medspace-devnet", 5n, L.revokeGrant("g-00000000000000ff")));
+out.request = c.hex(await L.signTx(session, "medspace-devnet", 6n, L.submitRequest({{ purpose: "research", study: "study-x", fields: [{{ dataset: "hospital-a.cdm", table: "person", field: "person_id" }}, {{ dataset: "hospital-b.cdm", table: "measurement", field: "value_as_number" }}], computation: c.utf8('{{"version":1}}'), expiryMs: 1800000000000, epsilonBudget: 1500000, fee: 7 }})));
+out.approve = c.hex(await L.signTx(session, "medspace-devnet", 7n, L.approve("c-00000000000000a1")));
+out.reject = c.hex(await L.signTx(session, "medspace-devnet", 8n, L.reject("c-00000000000000a2", "too broad: 患者")));
+out.job = c.hex(await L.signTx(session, "medspace-devnet", 9n, L.submitJob("c-00000000000000a3", c.utf8('{{"version":1}}'), 300000)));
+out.user = JSON.stringify(L.decodeUser(c.unhex("{user}")));
+out.name = L.hexName("research-1.researcher");
 console.log(JSON.stringify(out));
 "#,
         secret = key.secret_hex(),
+        user = hex::encode(medspace_state::records::encode_record(
+            &medspace_state::records::UserRecord {
+                id: UserId::new("hospital-b.steward").unwrap(),
+                member: MemberId::new("hospital-b").unwrap(),
+                role: Role::EthicsCommittee,
+                key: key.public(),
+            }
+        )),
     );
     let script_path = dir.join("sign.mjs");
     std::fs::write(&script_path, script).unwrap();
@@ -138,6 +152,73 @@ console.log(JSON.stringify(out));
                 grant: GrantId(0xff)
             })
         )
+    );
+    // The staff's transactions: a study's request, approval, rejection (with its reason) and
+    // job; and the user record the console reads a role from.
+    let field = |d: &str, t: &str, f: &str| FieldRef {
+        dataset: DatasetId::new(d).unwrap(),
+        table: Text::new(t).unwrap(),
+        field: Text::new(f).unwrap(),
+    };
+    for (name, nonce, payload) in [
+        (
+            "request",
+            6,
+            Payload::SubmitRequest(SubmitRequest {
+                purpose: Purpose::Research,
+                mode: Mode::Compute,
+                study: Some(StudyId::new("study-x").unwrap()),
+                fields: List::new(vec![
+                    field("hospital-a.cdm", "person", "person_id"),
+                    field("hospital-b.cdm", "measurement", "value_as_number"),
+                ])
+                .unwrap(),
+                computation: Blob::new(br#"{"version":1}"#.to_vec()).unwrap(),
+                expiry_ms: 1_800_000_000_000,
+                epsilon_budget: 1_500_000,
+                fee: 7,
+            }),
+        ),
+        (
+            "approve",
+            7,
+            Payload::Approve(Approve {
+                contract: "c-00000000000000a1".parse().unwrap(),
+            }),
+        ),
+        (
+            "reject",
+            8,
+            Payload::Reject(Reject {
+                contract: "c-00000000000000a2".parse().unwrap(),
+                reason: Text::new("too broad: 患者").unwrap(),
+            }),
+        ),
+        (
+            "job",
+            9,
+            Payload::SubmitJob(SubmitJob {
+                contract: "c-00000000000000a3".parse().unwrap(),
+                computation: Blob::new(br#"{"version":1}"#.to_vec()).unwrap(),
+                epsilon: 300_000,
+            }),
+        ),
+    ] {
+        let got = tx(name);
+        assert!(got.verify_signature(), "{name}");
+        assert_eq!(got, expect(nonce, payload), "{name}");
+    }
+    let user: serde_json::Value = serde_json::from_str(v["user"].as_str().unwrap()).unwrap();
+    assert_eq!(
+        user,
+        serde_json::json!({"id": "hospital-b.steward", "member": "hospital-b", "role": "ethics_committee"})
+    );
+    assert_eq!(
+        v["name"].as_str().unwrap(),
+        hex::encode(medspace_state::records::keys::user(
+            &UserId::new("research-1.researcher").unwrap()
+        ))
+        .trim_start_matches("06")
     );
     std::fs::remove_dir_all(&dir).unwrap();
 }

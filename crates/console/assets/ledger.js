@@ -180,6 +180,15 @@ export class Client {
     return r.json();
   }
 
+  /// The bytes of a signed `GET` of `path` at `member`'s node (through this node's relay).
+  async getAtBytes(member, path) {
+    const auth = await authorization(this.session, "GET", path, member, new Uint8Array());
+    const url = member === this.member ? path : `/console/relay/${encodeURIComponent(member)}${path}`;
+    const r = await fetch(url, { headers: { authorization: auth }, cache: "no-store" });
+    if (!r.ok) throw new Refused(r.status, path);
+    return new Uint8Array(await r.arrayBuffer());
+  }
+
   /// The patient's complete record: every hospital's Bundle merged into one, each resource
   /// once (as `medspace patient export` does). Returns the Bundle and what came from where.
   async exportRecord() {
@@ -246,10 +255,9 @@ export class Client {
     if (!c.equal(p.key, key)) throw new Verification("key record of another key");
     const r = new c.Reader(p.value);
     const tag = r.u8();
-    if (tag === 3) r.take(32);
-    else r.name();
+    const name = tag === 3 ? (r.take(32), null) : r.name();
     const retired = r.bool();
-    return { kind: [null, "member", "user", "patient"][tag], retired, nonce: r.u64() };
+    return { kind: [null, "member", "user", "patient"][tag], name, retired, nonce: r.u64() };
   }
 
   /// The proven next nonce of the signed-in key (0 for a key the ledger does not know).
@@ -286,7 +294,15 @@ export class Client {
     const started = Date.now();
     for (;;) {
       const s = await (await fetch(`/v1/tx/${id}`, { cache: "no-store" })).json();
-      if (s.status === "finalized") break;
+      if (s.status === "finalized") {
+        if (s.applied === false) {
+          // Final, but the ledger refused it: its reason is on the block.
+          const e = new Refused(400, "tx");
+          e.reason = s.refused || "";
+          throw e;
+        }
+        break;
+      }
       if (s.status === "dropped") {
         const e = new Refused(400, "tx");
         e.reason = s.reason || "";
@@ -563,4 +579,121 @@ export function newCode() {
   let s = "";
   for (let i = 15; i >= 0; i--) s += CODE_ALPHABET[Number((acc >> BigInt(i * 5)) & 31n)];
   return s.match(/.{4}/g).join("-");
+}
+
+// ---------------------------------------------------------------- studies (staff)
+
+export const ROLES = [null, "steward", "data_committee", "ethics_committee", "researcher", "clinician", "claims_officer", "auditor", "patient"];
+const MODES = [null, "open_pool", "record_sharing", "compute"];
+const CONTRACT_STATUS = [null, "pending", "active", "rejected", "terminated"];
+
+function idNum(s, prefix) {
+  const hexPart = String(s).replace(prefix, "");
+  if (!/^[0-9a-fA-F]{1,16}$/.test(hexPart)) throw new Error("bad id");
+  return BigInt("0x" + hexPart);
+}
+
+const blob = (bytes) => c.concat(c.varint(bytes.length), bytes);
+
+/// `Payload::SubmitRequest` for a federated query (mode compute): `fields` as
+/// `{dataset, table, field}`, `computation` the specification's bytes.
+export function submitRequest(r) {
+  return c.concat(
+    c.u8(13),
+    c.u8(purposeTag(r.purpose)),
+    c.u8(MODES.indexOf(r.mode || "compute")),
+    c.option(r.study, c.name),
+    c.list(r.fields, (f) => c.concat(c.name(f.dataset), c.text(f.table), c.text(f.field))),
+    blob(r.computation),
+    c.u64(r.expiryMs),
+    c.u64(r.epsilonBudget),
+    c.u64(r.fee || 0),
+  );
+}
+
+/// `Payload::Approve`.
+export function approve(contract) {
+  return c.concat(c.u8(14), c.u64(idNum(contract, /^c-/)));
+}
+
+/// `Payload::Reject`: a reason is required by the ledger.
+export function reject(contract, reason) {
+  return c.concat(c.u8(15), c.u64(idNum(contract, /^c-/)), c.text(reason));
+}
+
+/// `Payload::SubmitJob`.
+export function submitJob(contract, computation, epsilonMicro) {
+  return c.concat(c.u8(17), c.u64(idNum(contract, /^c-/)), blob(computation), c.u64(epsilonMicro));
+}
+
+const idHex = (r, p) => p + r.u64().toString(16).padStart(16, "0");
+const contributions = (r) => r.list((x) => ({ member: x.name(), records: x.u64() }));
+
+/// A whole contract record (`records::ContractRecord`), from its proven bytes.
+export function decodeContract(value) {
+  const r = new c.Reader(value);
+  const out = {};
+  out.id = idHex(r, "c-");
+  out.requester = r.name();
+  out.institution = r.name();
+  out.purpose = PURPOSES[r.u8()];
+  out.mode = MODES[r.u8()];
+  out.study = r.option((x) => x.name());
+  out.fields = r.list((x) => ({ dataset: x.name(), table: x.text(), field: x.text() }));
+  out.computation = new TextDecoder().decode(r.take(Number(r.varint())));
+  out.computationHash = c.hex(r.take(32));
+  out.level = r.u8();
+  out.owners = r.list((x) => x.name());
+  out.approvals = r.list((x) => ({ role: ROLES[x.u8()], member: x.option((y) => y.name()), by: x.option((y) => y.name()) }));
+  out.status = CONTRACT_STATUS[r.u8()];
+  out.expiryMs = r.u64();
+  out.budget = r.u64();
+  out.spent = r.u64();
+  out.reserved = r.u64();
+  out.closed = r.u64();
+  out.escrow = r.u64();
+  out.contributions = contributions(r);
+  out.settled = r.bool();
+  out.submittedHeight = r.u64();
+  out.reason = r.text();
+  if (!r.done()) throw new Verification("contract record has trailing bytes");
+  return out;
+}
+
+/// A whole job record (`records::JobRecord`), from its proven bytes.
+export function decodeJob(value) {
+  const r = new c.Reader(value);
+  const out = {};
+  out.id = idHex(r, "j-");
+  out.contract = idHex(r, "c-");
+  out.submitter = r.name();
+  out.computation = new TextDecoder().decode(r.take(Number(r.varint())));
+  out.reserved = r.u64();
+  out.done = r.u8() === 2;
+  out.height = r.u64();
+  out.timeMs = r.u64();
+  out.result = r.option((x) => ({
+    hash: c.hex(x.take(32)),
+    spent: x.u64(),
+    contributions: contributions(x),
+    postedBy: x.name(),
+    height: x.u64(),
+  }));
+  return out;
+}
+
+/// A user record (`records::UserRecord`): who they are, where, in which role.
+export function decodeUser(value) {
+  const r = new c.Reader(value);
+  return { id: r.name(), member: r.name(), role: ROLES[r.u8()] };
+}
+
+/// The SHA-256 the aggregator's node posts for a released result (`wire::result_hash`).
+export async function resultHash(bytes) {
+  return c.hex(await c.sha256(c.utf8("medspace/result/v1"), bytes));
+}
+
+/// The hex of a `Name` (as record keys embed it).
+export function hexName(s) {
+  return c.hex(c.name(s));
 }

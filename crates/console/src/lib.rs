@@ -81,6 +81,31 @@ const ASSETS: &[Asset] = &[
         body: include_str!("../assets/ledger.js"),
     },
     Asset {
+        name: "ui.js",
+        mime: "text/javascript; charset=utf-8",
+        body: include_str!("../assets/ui.js"),
+    },
+    Asset {
+        name: "patient.js",
+        mime: "text/javascript; charset=utf-8",
+        body: include_str!("../assets/patient.js"),
+    },
+    Asset {
+        name: "researcher.js",
+        mime: "text/javascript; charset=utf-8",
+        body: include_str!("../assets/researcher.js"),
+    },
+    Asset {
+        name: "reviewer.js",
+        mime: "text/javascript; charset=utf-8",
+        body: include_str!("../assets/reviewer.js"),
+    },
+    Asset {
+        name: "steward.js",
+        mime: "text/javascript; charset=utf-8",
+        body: include_str!("../assets/steward.js"),
+    },
+    Asset {
         name: "qr.js",
         mime: "text/javascript; charset=utf-8",
         body: include_str!("../assets/qr.js"),

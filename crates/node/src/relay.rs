@@ -6,8 +6,10 @@
 //! `member`'s node, over the client that pins the genesis certificates — with the patient's
 //! authorization header untouched. That header is signed in the browser for `member`'s node and
 //! for that path only, so the relaying node can neither read it as its own nor replay it at
-//! another node; it sees the bytes pass, as any TLS-terminating hop would. Nothing else is
-//! relayed.
+//! another node; it sees the bytes pass, as any TLS-terminating hop would. The researcher's
+//! pages need one more: `GET /console/relay/{member}/v1/worker/jobs/{job}/result`, a released
+//! study result at the aggregating hospital's node (signed for that node and path alike; the
+//! page checks the bytes against the result hash on the ledger). Nothing else is relayed.
 
 use axum::Router;
 use axum::body::Body;
@@ -30,6 +32,10 @@ struct Relay {
 pub fn router(client: reqwest::Client, nodes: BTreeMap<String, String>) -> Router {
     Router::new()
         .route("/console/relay/{member}/v1/records/export", get(export))
+        .route(
+            "/console/relay/{member}/v1/worker/jobs/{job}/result",
+            get(job_result),
+        )
         .with_state(Arc::new(Relay { client, nodes }))
 }
 
@@ -47,7 +53,32 @@ async fn export(
     Path(member): Path<String>,
     headers: HeaderMap,
 ) -> Response {
-    let Some(base) = r.nodes.get(&member) else {
+    pass(&r, &member, "/v1/records/export".to_string(), &headers).await
+}
+
+async fn job_result(
+    State(r): State<Arc<Relay>>,
+    Path((member, job)): Path<(String, String)>,
+    headers: HeaderMap,
+) -> Response {
+    // A job id only (`j-` and hex): nothing that could reach another path.
+    let ok = job.strip_prefix("j-").is_some_and(|h| {
+        !h.is_empty() && h.len() <= 16 && h.bytes().all(|b| b.is_ascii_hexdigit())
+    });
+    if !ok {
+        return refuse(StatusCode::BAD_REQUEST, "not a job id");
+    }
+    pass(
+        &r,
+        &member,
+        format!("/v1/worker/jobs/{job}/result"),
+        &headers,
+    )
+    .await
+}
+
+async fn pass(r: &Relay, member: &str, path: String, headers: &HeaderMap) -> Response {
+    let Some(base) = r.nodes.get(member) else {
         return refuse(StatusCode::NOT_FOUND, "no such node in the genesis");
     };
     let Some(auth) = headers.get(header::AUTHORIZATION) else {
@@ -58,7 +89,7 @@ async fn export(
     };
     let sent = r
         .client
-        .get(format!("{base}/v1/records/export"))
+        .get(format!("{base}{path}"))
         .header(header::AUTHORIZATION, auth.clone())
         .send()
         .await;

@@ -172,6 +172,35 @@ impl State {
         self.proven(keys::contract(id))
     }
 
+    /// Every record delivery from `holder` (record-level accesses it served), with its proof.
+    pub fn proven_deliveries_of(
+        &self,
+        holder: &MemberId,
+    ) -> Result<Vec<Proven<AccessRecord>>, TxError> {
+        let mut out = Vec::new();
+        for a in self
+            .scan::<AccessRecord>(&[tag::ACCESS])?
+            .into_iter()
+            .filter(|a| &a.holder == holder)
+        {
+            if let Some(p) = self.proven(keys::access(a.id))? {
+                out.push(p);
+            }
+        }
+        Ok(out)
+    }
+
+    /// Every job under `contract`, with its proof, oldest first.
+    pub fn proven_jobs_of(&self, contract: ContractId) -> Result<Vec<Proven<JobRecord>>, TxError> {
+        let mut out = Vec::new();
+        for j in self.jobs()?.into_iter().filter(|j| j.contract == contract) {
+            if let Some(p) = self.proven(keys::job(j.id))? {
+                out.push(p);
+            }
+        }
+        Ok(out)
+    }
+
     /// The aggregate jobs that may have counted `patient`: jobs under contracts whose data
     /// holders include one of `holders` (the hospitals holding the patient's records), run while
     /// the patient's consent allowed the contract's purpose, study and level (at the job's

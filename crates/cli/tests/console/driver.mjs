@@ -300,12 +300,12 @@ await ready("signin");
 // A staff key exported for the browser (`medspace key export-browser`) and a wallet no hospital
 // registered yet: each told in words what it can do.
 for (const [file, expect, what] of [
-  [env.STAFF_KEY, "not in this console yet", "staff key"],
+  [env.STAFF_KEY, "no pages for that yet", "staff key"],
   [newWallet, "not registered yet", "unregistered wallet"],
 ]) {
   await page.setInputFiles("#wallet-file", file);
   await page.click("#signin");
-  await ready("consents");
+  await ready("none");
   check(((await page.textContent("main")) || "").includes(expect), `${what}: ${expect}`);
   await shot(what.replace(/ /g, "-") + "-en");
   await page.click("#signout");

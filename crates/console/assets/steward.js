@@ -1,0 +1,80 @@
+// The data steward's hospital page: what the hospital's vault holds as its catalog entry says
+// (rows per CDM table, quality, fields and levels), and every contract that covers its data with
+// the patients it contributed — each contract proven against a certified block.
+
+import * as L from "./ledger.js";
+import { t, date, number, list } from "./i18n.js";
+import { state, h, show } from "./ui.js";
+import { catalog, datasetCard, provenContract, levelName, statusName } from "./researcher.js";
+
+/// A FHIR resource type in words where the console has them, else as it is.
+function typeName(x) {
+  const k = "t_" + x;
+  const v = t(k);
+  return v === k ? x : v;
+}
+
+async function hospitalPage() {
+  const member = state.principal.member;
+  const mine = (await catalog()).filter((d) => d.owner === member);
+  const all = (await state.client.get("/v1/contracts")).contracts || [];
+  const rows = [];
+  for (const s of all.slice().reverse()) {
+    const { rec } = await provenContract(s.id);
+    if (!rec.owners.includes(member)) continue;
+    const given = rec.contributions.find((c) => c.member === member);
+    rows.push(
+      h(
+        "tr",
+        { "data-contract": rec.id },
+        h("td", {}, h("a", { href: "#/queue?contract=" + rec.id }, rec.id)),
+        h("td", {}, rec.requester),
+        h("td", {}, rec.study || "—"),
+        h("td", {}, levelName(rec.level)),
+        h("td", {}, statusName(rec.status)),
+        h("td", {}, given ? number(given.records) : "0"),
+      ),
+    );
+  }
+  // Every record delivery this hospital served, each checked against a certified block.
+  const d = await state.client.anchored(`/v1/members/${member}/deliveries`);
+  const deliveries = [];
+  for (const p of d.body.deliveries || []) {
+    const chk = await L.checkProven(d.root, p);
+    let a = null;
+    try {
+      a = chk.ok ? L.decodeAccess(chk.value) : null;
+    } catch {
+      a = null;
+    }
+    deliveries.push(
+      h(
+        "tr",
+        { "data-verified": a && a.holder === member ? "true" : "false", "data-access": a ? a.id : "" },
+        h("td", {}, a ? date(a.timeMs) : "—", h("br"), h("span", { class: "muted" }, a ? "#" + number(a.height) : "")),
+        h("td", {}, a ? t("delivery_row", { recipient: a.recipient, n: number(a.resourceCount), types: list(a.resourceTypes.map(typeName)) }) : h("em", {}, t("entry_unverified"))),
+        h("td", {}, a ? h("code", { translate: "no" }, "pt-" + a.patient.slice(0, 12) + "…") : "—"),
+        h("td", {}, h("span", { class: "badge " + (a ? "ok" : "bad") }, a ? "✓ " + t("verified") : "✗ " + t("not_verified"))),
+      ),
+    );
+  }
+  show(
+    h("h1", {}, t("hospital_title", { member })),
+    h("p", { class: "lead" }, t("hospital_intro")),
+    mine.length ? mine.map(datasetCard) : h("p", { id: "empty-dataset" }, t("hospital_no_dataset")),
+    h("h2", {}, t("hospital_contracts")),
+    rows.length
+      ? h("table", { id: "hospital-contracts" }, h("thead", {}, h("tr", {}, [t("col_contract"), t("requester"), t("study_id"), t("col_level"), t("col_status"), t("col_contributed")].map((c) => h("th", { scope: "col" }, c)))), h("tbody", {}, rows))
+      : h("p", { id: "empty" }, t("hospital_no_contracts")),
+    h("h2", {}, t("hospital_deliveries")),
+    h("p", { class: "muted" }, t("block_ok", { height: number(d.header.height), n: number(state.genesis.validators.length) })),
+    deliveries.length
+      ? h("table", { id: "deliveries" }, h("thead", {}, h("tr", {}, [t("when_col"), t("what_col"), t("col_patient"), t("proof_col")].map((c) => h("th", { scope: "col" }, c)))), h("tbody", {}, deliveries))
+      : h("p", { id: "no-deliveries" }, t("hospital_no_deliveries")),
+  );
+}
+
+const isSteward = (p) => p.kind === "user" && p.role === "steward";
+
+/// The steward's pages, for the router.
+export const pages = [{ id: "hospital", nav: "nav_hospital", title: "hospital_title", may: isSteward, render: () => hospitalPage() }];
