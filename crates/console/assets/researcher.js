@@ -476,7 +476,8 @@ async function contractPage(id) {
   const run = async (ev) => {
     ev.preventDefault();
     const { rec } = await provenContract(id);
-    await submitting(status, L.submitJob(id, new TextEncoder().encode(rec.computation), micro(epsIn.value)), t("job_submitted"));
+    // A refusal stays on the page (the ledger's reason in words); a job re-renders the page.
+    if ((await submitting(status, L.submitJob(id, new TextEncoder().encode(rec.computation), micro(epsIn.value)), t("job_submitted"))) === null) return;
     lastKey = "";
     await render();
   };

@@ -151,7 +151,13 @@ await res.page.waitForSelector('#contract-status[data-status="active"]', { timeo
 check((await res.page.$$(".approvals li.waiting")).length === 0, "every approval shows as given");
 
 // ---------------------------------------------------------------- the job and its result
-await res.page.fill("#job-eps", "1");
+// ε 0.5 per hospital is 1.5 for three: over the policy's per-job cap, refused in words.
+await res.page.fill("#job-eps", "0.5");
+await res.page.click("#run-job");
+await res.page.waitForSelector("#job-status .notice", { timeout: 60000 });
+check((await res.text("#job-status .notice")).includes("cap"), "an over-cap job is refused in words: " + (await res.text("#job-status .notice")));
+await res.shot("study-over-cap-en");
+await res.page.fill("#job-eps", "0.3");
 await res.page.click("#run-job");
 await res.page.waitForSelector(".result[data-verified='true'], section.job .notice", { timeout: 180000 });
 if (!(await res.page.$(".result[data-verified='true']"))) throw new Error("no verified result: " + (await res.text("section.job")) + " relayed: " + JSON.stringify(relayedBodies));
@@ -164,7 +170,7 @@ const shown = await res.page.$$eval(".result table.cells tbody tr", (rows) =>
 );
 check(shown.length >= 1, "the result's table has rows");
 check((await res.page.$$(".result svg.chart rect.bar")).length === shown.length, "the chart draws one bar per group");
-check((await res.text("#eps-left")).startsWith("1.000 of 2.000"), "the epsilon left is shown: " + (await res.text("#eps-left")));
+check((await res.text("#eps-left")).startsWith("1.100 of 2.000"), "the epsilon left is shown: " + (await res.text("#eps-left")));
 const [download] = await Promise.all([res.page.waitForEvent("download"), res.page.click(`#csv-${job}`)]);
 await download.saveAs(env.CSV_OUT);
 check(relayed.some((u) => /\/console\/relay\/hospital-a\/v1\/worker\/jobs\/j-[0-9a-f]{16}\/result$/.test(u)), "the result came through the researcher's node's relay: " + JSON.stringify(relayed));
