@@ -468,14 +468,7 @@ pub fn ledger_processes(
         nodes.first().map(|n| n.name.clone()).unwrap_or_default(),
         medspace_ledger::bench::bench_member(),
     );
-    let outcome = offer(
-        &genesis,
-        &urls,
-        &reader,
-        &workload,
-        opts.rate,
-        progress,
-    );
+    let outcome = offer(&genesis, &urls, &reader, &workload, opts.rate, progress);
     drop(children);
     let _ = std::fs::remove_dir_all(&dir);
     outcome
@@ -545,7 +538,9 @@ fn offer(
     let total = txs.len();
     let finalized = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
     // Ids of the transactions validator 0 saw final, for those that wait for one.
-    let done = std::sync::Arc::new(std::sync::Mutex::new(std::collections::HashSet::<String>::new()));
+    let done = std::sync::Arc::new(std::sync::Mutex::new(
+        std::collections::HashSet::<String>::new(),
+    ));
     // The watcher: validator 0's finalized blocks, one after another.
     let watcher = {
         let (client, url, submitted, finalized, done) = (
@@ -802,7 +797,9 @@ fn offer(
     }
     let (latencies, last, failure) = rt.block_on(watcher).context("watching the blocks")?;
     if let Some(f) = failure {
-        progress(&format!("validator 0 refused a block read at least once (read again): {f}"));
+        progress(&format!(
+            "validator 0 refused a block read at least once (read again): {f}"
+        ));
     }
     Ok(LedgerReport {
         finalized: latencies.len(),
