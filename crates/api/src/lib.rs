@@ -20,7 +20,7 @@
 pub mod auth;
 pub mod gate;
 pub mod limit;
-mod openapi;
+pub mod openapi;
 
 use axum::body::Bytes;
 use axum::extract::{DefaultBodyLimit, Path, Query, Request, State as AxState};
@@ -40,7 +40,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::Mutex;
 
-pub use openapi::openapi;
+pub use openapi::{Access, ROUTES, Route, Served, openapi, path_parameters};
 
 pub use medspace_ledger::{Anchor, Ledger, Snapshot, SubmitError, TxStatus};
 

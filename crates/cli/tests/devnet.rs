@@ -1717,3 +1717,69 @@ fn a_stalled_consortium_is_named_and_given_up_on() {
     drop(net);
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// Every route of the OpenAPI document's list is served by the nodes that it says serve it
+/// (the router's own "no route" answer — 404 or 405 with an empty body — never comes back),
+/// and the document a node serves is the one made from that list.
+#[test]
+fn every_documented_route_is_served_by_the_devnet() {
+    use medspace_api::Served;
+    let dir = std::env::temp_dir().join(format!("medspace-routes-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let net = DevnetProcess::start(&dir, 10);
+    let genesis = medspace_chain::node::Genesis::load(&dir.join("genesis.json")).unwrap();
+    let url = |name: &str| {
+        let n = genesis
+            .validators
+            .iter()
+            .chain(&genesis.observers)
+            .find(|v| v.name == name)
+            .unwrap();
+        medspace_chain::tls::node_url(n)
+    };
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let client = medspace_chain::tls::client(&genesis, Duration::from_secs(30)).unwrap();
+    let ask = |method: &str, target: String| {
+        rt.block_on(async {
+            let req = match method {
+                "post" => client.post(&target).body(Vec::new()),
+                _ => client.get(&target),
+            };
+            let r = req.send().await.unwrap();
+            (r.status().as_u16(), r.bytes().await.unwrap().to_vec())
+        })
+    };
+    let (status, body) = ask("get", format!("{}/openapi.json", url("hospital-a")));
+    assert_eq!(status, 200);
+    let served: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(served, medspace_api::openapi());
+    for route in medspace_api::ROUTES {
+        let concrete = route
+            .path
+            .replace("{height}", "1")
+            .replace("{asset}", "app.js")
+            .replace("{member}", "hospital-b")
+            .replace("{job}", "1")
+            .replace("{id}", "00")
+            .replace("{key}", "00");
+        let nodes: &[&str] = match route.served {
+            Served::Every => &["hospital-a", "research-1", "regulator"],
+            Served::Validators => &["hospital-a", "research-1"],
+            Served::Workers => &["hospital-a"],
+        };
+        for node in nodes {
+            let (status, body) = ask(route.method, format!("{}{concrete}", url(node)));
+            assert!(
+                !((status == 404 || status == 405) && body.is_empty()),
+                "{} {} is documented but {node} has no such route ({status})",
+                route.method,
+                route.path
+            );
+        }
+    }
+    drop(net);
+    let _ = std::fs::remove_dir_all(&dir);
+}
