@@ -435,6 +435,8 @@ struct ContractSummary {
     purpose: medspace_types::Purpose,
     mode: medspace_types::Mode,
     level: medspace_types::Level,
+    epsilon_budget: u64,
+    epsilon_spent: u64,
     epsilon_left: u64,
     missing_approvals: usize,
 }
@@ -448,6 +450,8 @@ impl ContractSummary {
             purpose: c.purpose,
             mode: c.mode,
             level: c.level,
+            epsilon_budget: c.epsilon_budget,
+            epsilon_spent: c.epsilon_spent,
             epsilon_left: c.epsilon_left(),
             missing_approvals: c.missing_approvals().count(),
         }

@@ -1,0 +1,120 @@
+// Drives the auditor's explorer (/console/explorer.html) in a real Chromium (playwright-core)
+// for crates/cli/tests/console.rs. Input by environment; prints one JSON line `RESULT {...}`.
+import { createRequire } from "node:module";
+import fs from "node:fs";
+import path from "node:path";
+
+const env = process.env;
+const require = createRequire(path.join(env.BROWSER_DIR, "package.json"));
+const { chromium } = require("playwright-core");
+const base = env.CONSOLE_URL; // https://127.0.0.1:port/console/#genesis=…
+const origin = base.split("/console/")[0];
+const shots = env.SHOTS;
+fs.mkdirSync(shots, { recursive: true });
+const failures = [];
+const check = (ok, what) => {
+  if (!ok) failures.push(what);
+};
+
+const browser = await chromium.launch({
+  executablePath: "/usr/bin/chromium",
+  args: ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking", "--disable-component-update", "--disable-sync", "--ignore-certificate-errors"],
+});
+const context = await browser.newContext({ ignoreHTTPSErrors: true, viewport: { width: 1200, height: 900 } });
+const page = await context.newPage();
+const pageErrors = [];
+page.on("pageerror", (e) => pageErrors.push(String(e)));
+page.on("console", (m) => {
+  if (m.type() === "error" && !m.text().startsWith("Failed to load resource")) pageErrors.push(m.text());
+});
+const external = [];
+page.on("request", (r) => {
+  if (!r.url().startsWith(origin) && !r.url().startsWith("blob:") && !r.url().startsWith("data:")) external.push(r.url());
+});
+const shot = (name) => page.screenshot({ path: path.join(shots, name + ".png"), fullPage: true });
+const ready = (name, timeout = 60000) => page.waitForSelector(`body[data-ready="${name}"]`, { timeout, state: "attached" });
+
+process.on("unhandledRejection", async (e) => {
+  try {
+    await shot("explorer-failure");
+  } catch {
+    /* no page */
+  }
+  console.log("RESULT " + JSON.stringify({ ok: false, failures: [...failures, String(e)], pageErrors }));
+  process.exit(1);
+});
+
+async function signIn(file) {
+  await page.goto("about:blank");
+  await page.goto(base);
+  await ready("signin");
+  await page.setInputFiles("#wallet-file", file);
+  await page.click("#signin");
+  await ready("consents");
+}
+async function openExplorer() {
+  await page.goto("about:blank");
+  await page.goto(origin + "/console/explorer.html");
+  await ready("explorer");
+}
+async function signOut() {
+  await page.goto("about:blank");
+  await page.goto(origin + "/console/");
+  await ready("consents");
+  await page.click("#signout");
+  await ready("signin");
+}
+
+// The auditor: blocks with their certificates verified in the page, the consortium's health.
+await signIn(env.AUDITOR_KEY);
+await openExplorer();
+const main = () => page.textContent("main");
+check((await main()).includes("Signed in as auditor regulator.auditor"), "the auditor is greeted: " + (await main()).slice(0, 200));
+const verified = await page.$$('tr.block[data-verified="yes"]');
+const unverified = await page.$$('tr.block[data-verified="no"]');
+check(verified.length >= 3, `blocks with verified certificates: ${verified.length}`);
+check(unverified.length === 0, `blocks not verified: ${unverified.length}`);
+check((await page.textContent("#health")).includes("Blocks are being finalized: 4 of 4"), "all four validators answer: " + (await page.textContent("#health")));
+check((await page.textContent("#contracts")).includes("Active"), "an active contract is listed");
+check((await page.textContent("#contracts")).includes("spent"), "budgets spent are shown");
+check((await page.textContent("#faults")).includes("None recorded"), "no faults recorded");
+await shot("explorer-en");
+// Live: the next block shows without a reload.
+const h0 = Number(await page.getAttribute("body", "data-height"));
+let h1 = h0;
+for (let i = 0; i < 60 && h1 <= h0; i++) {
+  await page.waitForTimeout(500);
+  h1 = Number(await page.getAttribute("body", "data-height"));
+}
+check(h1 > h0, `a new block arrived live (${h0} -> ${h1})`);
+check((await page.textContent("#live")).includes(String(h1)), "the live line shows the new height");
+// A block's detail: its digest, state root, certificate and transactions.
+const first = await page.$("tr.block a");
+const height = await first.textContent();
+await first.click();
+await page.waitForSelector("#block-h");
+check((await page.textContent("#block-h")).includes(height.trim()), "the chosen block is shown");
+await shot("explorer-block-en");
+// Chinese, and a phone's width.
+await page.selectOption("#locale", "zh");
+await page.waitForSelector("text=最新区块");
+await shot("explorer-zh");
+await page.setViewportSize({ width: 390, height: 844 });
+await shot("explorer-zh-phone");
+await page.setViewportSize({ width: 1200, height: 900 });
+await page.selectOption("#locale", "en");
+await page.waitForSelector("text=Latest blocks");
+await signOut();
+
+// A researcher's key: refused in words, no chain shown.
+await signIn(env.OTHER_KEY);
+await openExplorer();
+check((await page.textContent("#who")).includes("This explorer is for the auditors of a regulator"), "a non-auditor is refused in words: " + (await main()).slice(0, 200));
+check((await page.$$("tr.block")).length === 0, "no blocks for a non-auditor");
+await shot("explorer-refused-en");
+await signOut();
+
+check(external.length === 0, "no request left the node: " + JSON.stringify(external.slice(0, 3)));
+check(pageErrors.length === 0, "no errors in the page: " + JSON.stringify(pageErrors.slice(0, 3)));
+await browser.close();
+console.log("RESULT " + JSON.stringify({ ok: failures.length === 0, failures, pageErrors }));

@@ -1,0 +1,312 @@
+// The regulator's auditor's explorer (/console/explorer.html): the consortium's health, the
+// latest blocks each with its finality certificate verified here against the genesis
+// validators, a block's transactions, the recorded consensus faults, and contracts by status
+// with their privacy budgets. Live: a long-poll on the next block re-draws the page when one
+// is final. The key is the one signed in at /console/ (in this browser); every read is signed
+// and the node gates it; this page also refuses, in words, anyone but an auditor of a
+// regulator member.
+
+import * as L from "./ledger.js";
+import * as c from "./codec.js";
+import { t, getLocale, setLocale, LOCALES, date, number } from "./i18n.js";
+
+const ROLE_AUDITOR = 7;
+const BLOCKS_SHOWN = 10;
+
+function h(tag, attrs = {}, ...kids) {
+  const el = document.createElement(tag);
+  for (const [k, v] of Object.entries(attrs || {})) {
+    if (v === null || v === undefined || v === false) continue;
+    if (k.startsWith("on")) el.addEventListener(k.slice(2), v);
+    else if (v === true) el.setAttribute(k, "");
+    else el.setAttribute(k, v);
+  }
+  for (const k of kids.flat()) if (k !== null && k !== undefined) el.append(k instanceof Node ? k : String(k));
+  return el;
+}
+
+function explain(e) {
+  if (e instanceof L.Refused) {
+    const k = { 401: "refused_401", 403: "refused_403", 404: "refused_404", 429: "refused_429" }[e.status];
+    return t(k || "refused_other");
+  }
+  if (e instanceof L.Verification) return t("verification_failed");
+  return t("refused_other");
+}
+
+const ago = (ms) => t("ex_ago", { s: number(Math.max(0, Math.round(ms / 1000))) });
+
+/// Who the signed-in key is, from proven records: its key record, and for a user their user
+/// record (institution and role). `null` for a key the ledger does not know.
+export async function whoAmI(client) {
+  const key = c.concat(c.u8(0x02), c.unhex(client.session.public));
+  let a;
+  try {
+    a = await client.anchored(`/v1/records/${c.hex(key)}`);
+  } catch (e) {
+    if (e instanceof L.Refused && (e.status === 404 || e.status === 403)) return null;
+    throw e;
+  }
+  const p = await L.checkProven(a.root, a.body);
+  if (!p.ok || !c.equal(p.key, key)) throw new L.Verification("key record");
+  const r = new c.Reader(p.value);
+  const tag = r.u8();
+  const kind = [null, "member", "user", "patient"][tag];
+  if (kind !== "user") return { kind };
+  const user = r.name();
+  const ukey = c.concat(c.u8(0x06), c.name(user));
+  const u = await client.anchored(`/v1/records/${c.hex(ukey)}`);
+  const up = await L.checkProven(u.root, u.body);
+  if (!up.ok || !c.equal(up.key, ukey)) throw new L.Verification("user record");
+  const ur = new c.Reader(up.value);
+  ur.name(); // id
+  const member = ur.name();
+  const role = ur.u8();
+  return { kind, user, member, role };
+}
+
+/// Whether `who` is an auditor of an active regulator member.
+async function isAuditor(client, who) {
+  if (!who || who.kind !== "user" || who.role !== ROLE_AUDITOR) return false;
+  const members = await client.get("/v1/members");
+  return (members.members || []).some((m) => m.active && m.member && m.member.id === who.member && m.member.kind === "regulator");
+}
+
+/// The consortium's health as this node sees it.
+export async function healthSection(client) {
+  const s = await client.get("/v1/consortium");
+  const rows = s.validators.map((v) =>
+    h(
+      "tr",
+      {},
+      h("td", {}, v.name, v.this_node ? h("span", { class: "muted" }, " " + t("ex_this_node")) : ""),
+      h("td", {}, h("span", { class: "badge " + (v.reachable ? "ok" : "bad") }, t(v.reachable ? "ex_reachable" : "ex_unreachable"))),
+      h("td", {}, v.last_seen_age_ms === null ? t("ex_never") : ago(v.last_seen_age_ms)),
+    ),
+  );
+  return h(
+    "section",
+    { id: "health", "aria-labelledby": "health-h" },
+    h("h2", { id: "health-h" }, t("ex_health")),
+    h(
+      "p",
+      { class: s.can_finalize ? "done" : "notice", role: s.can_finalize ? null : "alert" },
+      s.can_finalize
+        ? t("ex_can_finalize", { n: s.reachable, total: s.validators.length, needed: s.needed })
+        : t("ex_cannot_finalize", { who: s.unreachable.join(", "), n: s.reachable, total: s.validators.length, needed: s.needed }),
+    ),
+    h("p", {}, t("ex_last_final", { height: number(s.height), age: ago(s.finalized_age_ms) })),
+    h("table", {}, h("thead", {}, h("tr", {}, h("th", { scope: "col" }, t("ex_validator")), h("th", { scope: "col" }, t("ex_state")), h("th", { scope: "col" }, t("ex_last_seen")))), h("tbody", {}, rows)),
+  );
+}
+
+/// The latest blocks, each certificate verified here; the chosen block's transactions.
+export async function blocksSection(client, chosen) {
+  const b = await client.get("/v1/blocks");
+  const heights = [];
+  for (let x = b.height; x >= 1 && heights.length < BLOCKS_SHOWN; x--) heights.push(x);
+  const rows = [];
+  for (const height of heights) {
+    let verified = false;
+    let time = null;
+    try {
+      const hd = await client.header(height);
+      verified = true;
+      time = Number(hd.timeMs);
+    } catch (e) {
+      if (!(e instanceof L.Verification)) throw e;
+    }
+    const detail = await client.get(`/v1/blocks/${height}`);
+    rows.push(
+      h(
+        "tr",
+        { class: "block", "data-verified": verified ? "yes" : "no" },
+        h("td", {}, h("a", { href: `#/block/${height}` }, number(height))),
+        h("td", {}, time ? date(time) : ""),
+        h("td", {}, number(detail.tx_ids.length)),
+        h("td", {}, h("span", { class: "badge " + (verified ? "ok" : "bad") }, t(verified ? "ex_cert_ok" : "ex_cert_bad"))),
+        h("td", { class: "muted" }, detail.digest.slice(0, 16) + "…"),
+      ),
+    );
+  }
+  const parts = [
+    h("h2", { id: "blocks-h" }, t("ex_blocks")),
+    h("p", { class: "muted", id: "live", "aria-live": "polite" }, t("ex_live", { height: number(b.height) })),
+    h(
+      "table",
+      {},
+      h("thead", {}, h("tr", {}, ...["ex_height", "ex_time", "ex_txs", "ex_certificate", "ex_digest"].map((k) => h("th", { scope: "col" }, t(k))))),
+      h("tbody", {}, rows),
+    ),
+  ];
+  if (chosen) {
+    const d = await client.get(`/v1/blocks/${chosen}`);
+    const hd = await client.header(chosen);
+    parts.push(
+      h("h2", { id: "block-h" }, t("ex_block", { height: number(chosen) })),
+      h(
+        "dl",
+        { class: "facts" },
+        h("dt", {}, t("ex_digest")),
+        h("dd", {}, d.digest),
+        h("dt", {}, t("ex_state_root")),
+        h("dd", {}, c.hex(hd.stateRoot)),
+        h("dt", {}, t("ex_certificate")),
+        h("dd", {}, t("ex_cert_detail")),
+      ),
+      d.tx_ids.length ? h("ul", { class: "plain muted", id: "txs" }, d.tx_ids.map((id) => h("li", {}, id))) : h("p", {}, t("ex_no_txs")),
+    );
+  }
+  return h("section", { id: "blocks", "aria-labelledby": "blocks-h" }, parts);
+}
+
+/// Recorded consensus faults (the node's count, from its open metrics).
+export async function faultsSection() {
+  const text = await (await fetch("/metrics", { cache: "no-store" })).text();
+  const m = /^medspace_chain_faults_total (\d+)/m.exec(text);
+  const n = m ? Number(m[1]) : null;
+  return h(
+    "section",
+    { id: "faults", "aria-labelledby": "faults-h" },
+    h("h2", { id: "faults-h" }, t("ex_faults")),
+    h("p", {}, n === null ? t("ex_faults_unknown") : n === 0 ? t("ex_faults_none") : t("ex_faults_n", { n: number(n) })),
+  );
+}
+
+/// Contracts by status, with their privacy budget spent.
+export async function contractsSection(client) {
+  const all = (await client.get("/v1/contracts")).contracts || [];
+  const by = new Map();
+  for (const k of all) by.set(k.status, [...(by.get(k.status) || []), k]);
+  const eps = (micro) => number(Number(micro) / 1e6);
+  const parts = [h("h2", { id: "contracts-h" }, t("ex_contracts"))];
+  if (!all.length) parts.push(h("p", {}, t("ex_no_contracts")));
+  for (const [status, list] of [...by.entries()].sort()) {
+    parts.push(
+      h("h3", {}, t("ex_status", { status: t("ex_st_" + status), n: number(list.length) })),
+      h(
+        "table",
+        { class: "contracts" },
+        h("thead", {}, h("tr", {}, ...["ex_contract", "ex_purpose", "ex_requester", "ex_budget"].map((k) => h("th", { scope: "col" }, t(k))))),
+        h(
+          "tbody",
+          {},
+          list.map((k) =>
+            h(
+              "tr",
+              {},
+              h("td", {}, k.id),
+              h("td", {}, t("p_" + k.purpose)),
+              h("td", {}, k.requester),
+              h("td", {}, t("ex_spent", { spent: eps(k.epsilon_spent), budget: eps(k.epsilon_budget) })),
+            ),
+          ),
+        ),
+      ),
+    );
+  }
+  return h("section", { id: "contracts", "aria-labelledby": "contracts-h" }, parts);
+}
+
+/// The whole explorer page for a signed-in auditor (or the refusal in words).
+export async function explorerPage(client, chosen) {
+  const who = await whoAmI(client);
+  if (!(await isAuditor(client, who))) {
+    return [h("h1", {}, t("ex_title")), h("div", { class: "notice", role: "alert", id: "who" }, t("ex_not_auditor"))];
+  }
+  return [
+    h("h1", {}, t("ex_title")),
+    h("p", { class: "lead", id: "who" }, t("ex_signed_in", { user: who.user })),
+    await healthSection(client),
+    await blocksSection(client, chosen),
+    await faultsSection(),
+    await contractsSection(client),
+  ];
+}
+
+// ---------------------------------------------------------------- the page itself
+
+const state = { client: null, height: 0, live: 0 };
+
+function chrome() {
+  document.documentElement.lang = getLocale() === "zh" ? "zh-CN" : "en";
+  document.title = t("ex_title");
+  document.getElementById("skip").textContent = t("skip");
+  document.getElementById("locale-label").textContent = t("language");
+  const sel = document.getElementById("locale");
+  sel.replaceChildren(...Object.entries(LOCALES).map(([k, v]) => h("option", { value: k, selected: k === getLocale(), lang: k === "zh" ? "zh-CN" : "en" }, v)));
+  const nav = document.getElementById("nav");
+  nav.setAttribute("aria-label", t("nav_label"));
+  nav.replaceChildren(h("ul", {}, h("li", {}, h("a", { href: "#/", "aria-current": "page" }, t("ex_nav"))), h("li", {}, h("a", { href: "/console/" }, t("ex_portal")))));
+}
+
+async function render() {
+  chrome();
+  const main = document.getElementById("main");
+  const chosen = Number((/^#\/block\/(\d+)$/.exec(location.hash) || [])[1]) || null;
+  try {
+    const nodes = await explorerPage(state.client, chosen);
+    main.replaceChildren(...nodes);
+  } catch (e) {
+    if (!(e instanceof L.Refused) && !(e instanceof L.Verification)) console.error(e);
+    main.replaceChildren(h("h1", {}, t("ex_title")), h("div", { class: "notice", role: "alert" }, explain(e)));
+  }
+  document.body.dataset.ready = "explorer";
+}
+
+/// Waits for blocks above the last one drawn (the node's long-poll) and re-draws on each.
+async function live(generation) {
+  while (generation === state.live) {
+    try {
+      const b = await state.client.get(`/v1/blocks?after=${state.height}&wait_ms=10000`);
+      if (generation !== state.live) return;
+      if (b.height > state.height) {
+        state.height = b.height;
+        const el = document.getElementById("live");
+        if (el) el.textContent = t("ex_live", { height: number(b.height) });
+        document.body.dataset.height = String(b.height);
+      }
+    } catch {
+      await new Promise((res) => setTimeout(res, 3000));
+    }
+  }
+}
+
+async function start() {
+  const pinned = new URLSearchParams(location.hash.split("#").find((x) => x.startsWith("genesis=")) || "").get("genesis") || sessionStorage.getItem("medspace.genesis");
+  if (pinned) sessionStorage.setItem("medspace.genesis", pinned);
+  const g = await L.loadGenesis(pinned);
+  const member = (await (await fetch("/console/node.json")).json()).member;
+  const banner = document.getElementById("genesis");
+  banner.textContent = g.pinnedOk === false ? t("genesis_bad") : g.pinnedOk ? t("genesis_ok", { hash: g.hash.slice(0, 16) }) : t("genesis_unpinned", { hash: g.hash });
+  banner.className = g.pinnedOk === false ? "bad" : "";
+  if (location.hash.startsWith("#genesis=")) history.replaceState(null, "", "#/");
+  document.getElementById("locale").addEventListener("change", (e) => {
+    setLocale(e.target.value);
+    render();
+  });
+  const session = await L.loadSession();
+  if (!session || g.pinnedOk === false) {
+    chrome();
+    document.getElementById("main").replaceChildren(
+      h("h1", {}, t("ex_title")),
+      h("div", { class: "notice", role: "alert", id: "who" }, g.pinnedOk === false ? t("genesis_bad") : t("ex_sign_in_first")),
+      g.pinnedOk === false ? "" : h("p", {}, h("a", { href: "/console/#/signin" }, t("ex_portal"))),
+    );
+    document.body.dataset.ready = "explorer";
+    return;
+  }
+  state.client = new L.Client(g.genesis, member, session);
+  window.addEventListener("hashchange", render);
+  await render();
+  try {
+    state.height = (await state.client.get("/v1/blocks")).height;
+    document.body.dataset.height = String(state.height);
+    state.live += 1;
+    live(state.live);
+  } catch {
+    /* not an auditor here, or the node refused: nothing to follow */
+  }
+}
+
+if (document.querySelector('script[src="/console/explorer.js"]')) start().catch((e) => console.error(e));
