@@ -100,43 +100,44 @@ export async function healthSection(client) {
   );
 }
 
+/// One block's row: its certificate verified here against the genesis validators.
+export async function blockRow(client, height) {
+  let verified = false;
+  let time = null;
+  try {
+    const hd = await client.header(height);
+    verified = true;
+    time = Number(hd.timeMs);
+  } catch (e) {
+    if (!(e instanceof L.Verification)) throw e;
+  }
+  const detail = await client.get(`/v1/blocks/${height}`);
+  return h(
+    "tr",
+    { class: "block", "data-verified": verified ? "yes" : "no", "data-height": String(height) },
+    h("td", {}, h("a", { href: `#/block/${height}` }, number(height))),
+    h("td", {}, time ? date(time) : ""),
+    h("td", {}, number(detail.tx_ids.length)),
+    h("td", {}, h("span", { class: "badge " + (verified ? "ok" : "bad") }, t(verified ? "ex_cert_ok" : "ex_cert_bad"))),
+    h("td", { class: "muted" }, detail.digest.slice(0, 16) + "…"),
+  );
+}
+
 /// The latest blocks, each certificate verified here; the chosen block's transactions.
 export async function blocksSection(client, chosen) {
   const b = await client.get("/v1/blocks");
   const heights = [];
   for (let x = b.height; x >= 1 && heights.length < BLOCKS_SHOWN; x--) heights.push(x);
   const rows = [];
-  for (const height of heights) {
-    let verified = false;
-    let time = null;
-    try {
-      const hd = await client.header(height);
-      verified = true;
-      time = Number(hd.timeMs);
-    } catch (e) {
-      if (!(e instanceof L.Verification)) throw e;
-    }
-    const detail = await client.get(`/v1/blocks/${height}`);
-    rows.push(
-      h(
-        "tr",
-        { class: "block", "data-verified": verified ? "yes" : "no" },
-        h("td", {}, h("a", { href: `#/block/${height}` }, number(height))),
-        h("td", {}, time ? date(time) : ""),
-        h("td", {}, number(detail.tx_ids.length)),
-        h("td", {}, h("span", { class: "badge " + (verified ? "ok" : "bad") }, t(verified ? "ex_cert_ok" : "ex_cert_bad"))),
-        h("td", { class: "muted" }, detail.digest.slice(0, 16) + "…"),
-      ),
-    );
-  }
+  for (const height of heights) rows.push(await blockRow(client, height));
   const parts = [
     h("h2", { id: "blocks-h" }, t("ex_blocks")),
     h("p", { class: "muted", id: "live", "aria-live": "polite" }, t("ex_live", { height: number(b.height) })),
     h(
       "table",
-      {},
+      { class: "blocks" },
       h("thead", {}, h("tr", {}, ...["ex_height", "ex_time", "ex_txs", "ex_certificate", "ex_digest"].map((k) => h("th", { scope: "col" }, t(k))))),
-      h("tbody", {}, rows),
+      h("tbody", { id: "block-rows" }, rows),
     ),
   ];
   if (chosen) {
@@ -226,9 +227,15 @@ export async function explorerPage(client, chosen) {
 
 // ---------------------------------------------------------------- the page itself
 
-const state = { client: null, height: 0, live: 0 };
+const state = { client: null, height: 0, live: 0, genesisInfo: null };
 
 function chrome() {
+  const g = state.genesisInfo;
+  const banner = document.getElementById("genesis");
+  if (g) {
+    banner.textContent = g.pinnedOk === false ? t("genesis_bad") : g.pinnedOk ? t("genesis_ok", { hash: g.hash.slice(0, 16) }) : t("genesis_unpinned", { hash: g.hash });
+    banner.className = g.pinnedOk === false ? "bad" : "";
+  }
   document.documentElement.lang = getLocale() === "zh" ? "zh-CN" : "en";
   document.title = t("ex_title");
   document.getElementById("skip").textContent = t("skip");
@@ -245,8 +252,15 @@ async function render() {
   const main = document.getElementById("main");
   const chosen = Number((/^#\/block\/(\d+)$/.exec(location.hash) || [])[1]) || null;
   try {
+    state.live += 1;
     const nodes = await explorerPage(state.client, chosen);
     main.replaceChildren(...nodes);
+    const top = document.querySelector("#block-rows tr");
+    if (top) {
+      state.height = Number(top.dataset.height);
+      document.body.dataset.height = String(state.height);
+      live(state.live);
+    }
   } catch (e) {
     if (!(e instanceof L.Refused) && !(e instanceof L.Verification)) console.error(e);
     main.replaceChildren(h("h1", {}, t("ex_title")), h("div", { class: "notice", role: "alert" }, explain(e)));
@@ -254,19 +268,36 @@ async function render() {
   document.body.dataset.ready = "explorer";
 }
 
-/// Waits for blocks above the last one drawn (the node's long-poll) and re-draws on each.
+/// Waits for blocks above the last one drawn (the node's long-poll): each new block's row, its
+/// certificate verified, goes on top of the table; the consortium's health is re-read with it.
 async function live(generation) {
+  let healthAt = Date.now();
   while (generation === state.live) {
     try {
       const b = await state.client.get(`/v1/blocks?after=${state.height}&wait_ms=10000`);
       if (generation !== state.live) return;
+      const tbody = document.getElementById("block-rows");
+      for (let x = Math.max(state.height + 1, b.height - BLOCKS_SHOWN + 1); x <= b.height; x++) {
+        const row = await blockRow(state.client, x);
+        if (generation !== state.live) return;
+        if (tbody) {
+          tbody.prepend(row);
+          while (tbody.children.length > BLOCKS_SHOWN) tbody.lastElementChild.remove();
+        }
+      }
       if (b.height > state.height) {
         state.height = b.height;
         const el = document.getElementById("live");
         if (el) el.textContent = t("ex_live", { height: number(b.height) });
         document.body.dataset.height = String(b.height);
       }
-    } catch {
+      if (Date.now() - healthAt > 5000) {
+        healthAt = Date.now();
+        const old = document.getElementById("health");
+        if (old) old.replaceWith(await healthSection(state.client));
+      }
+    } catch (e) {
+      if (!(e instanceof L.Refused) && !(e instanceof L.Verification)) console.error(e);
       await new Promise((res) => setTimeout(res, 3000));
     }
   }
@@ -277,9 +308,7 @@ async function start() {
   if (pinned) sessionStorage.setItem("medspace.genesis", pinned);
   const g = await L.loadGenesis(pinned);
   const member = (await (await fetch("/console/node.json")).json()).member;
-  const banner = document.getElementById("genesis");
-  banner.textContent = g.pinnedOk === false ? t("genesis_bad") : g.pinnedOk ? t("genesis_ok", { hash: g.hash.slice(0, 16) }) : t("genesis_unpinned", { hash: g.hash });
-  banner.className = g.pinnedOk === false ? "bad" : "";
+  state.genesisInfo = g;
   if (location.hash.startsWith("#genesis=")) history.replaceState(null, "", "#/");
   document.getElementById("locale").addEventListener("change", (e) => {
     setLocale(e.target.value);
@@ -299,14 +328,6 @@ async function start() {
   state.client = new L.Client(g.genesis, member, session);
   window.addEventListener("hashchange", render);
   await render();
-  try {
-    state.height = (await state.client.get("/v1/blocks")).height;
-    document.body.dataset.height = String(state.height);
-    state.live += 1;
-    live(state.live);
-  } catch {
-    /* not an auditor here, or the node refused: nothing to follow */
-  }
 }
 
 if (document.querySelector('script[src="/console/explorer.js"]')) start().catch((e) => console.error(e));

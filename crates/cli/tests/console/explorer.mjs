@@ -88,6 +88,10 @@ for (let i = 0; i < 60 && h1 <= h0; i++) {
 }
 check(h1 > h0, `a new block arrived live (${h0} -> ${h1})`);
 check((await page.textContent("#live")).includes(String(h1)), "the live line shows the new height");
+const top = await page.$("#block-rows tr");
+check(Number(await top.getAttribute("data-height")) > h0, "the new block's row is on top of the table, without a reload");
+check((await top.getAttribute("data-verified")) === "yes", "the live block's certificate is verified");
+check((await page.$$('tr.block[data-verified="no"]')).length === 0, "every live row verified");
 // A block's detail: its digest, state root, certificate and transactions.
 const first = await page.$("tr.block a");
 const height = await first.textContent();
@@ -98,6 +102,7 @@ await shot("explorer-block-en");
 // Chinese, and a phone's width.
 await page.selectOption("#locale", "zh");
 await page.waitForSelector("text=最新区块");
+check(!/[A-Za-z]{4,}/.test(((await page.textContent("#genesis")) || "").replace(/genesis|[0-9a-f]{16}/g, "")), "the genesis line is in Chinese: " + (await page.textContent("#genesis")));
 await shot("explorer-zh");
 await page.setViewportSize({ width: 390, height: 844 });
 await shot("explorer-zh-phone");
