@@ -150,6 +150,7 @@ fn routes<L: Ledger>(ledger: Arc<L>, config: Config, with_tx: bool) -> Router {
     r.route("/v1/status", get(status::<L>))
         .route("/v1/catalog", get(catalog::<L>))
         .route("/v1/members", get(members::<L>))
+        .route("/v1/proposals", get(proposals::<L>))
         .route("/v1/contracts", get(contracts::<L>))
         .route("/v1/contracts/{id}", get(contract::<L>))
         .route("/v1/jobs/{id}", get(job::<L>))
@@ -387,6 +388,17 @@ async fn catalog<L: Ledger>(
     Ok(Json(
         json!({ "height": snap.height, "datasets": snap.state.datasets().map_err(internal)? }),
     ))
+}
+
+async fn proposals<L: Ledger>(
+    AxState(ctx): AxState<Arc<Ctx<L>>>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+) -> Result<Json<Value>, ApiError> {
+    let (snap, _) = signed_read!(ctx, method, uri, headers);
+    let list = snap.state.proposals().map_err(internal)?;
+    Ok(Json(json!({ "height": snap.height, "proposals": list })))
 }
 
 async fn members<L: Ledger>(

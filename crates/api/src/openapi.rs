@@ -265,6 +265,13 @@ pub const ROUTES: &[Route] = &[
         "the data catalog (descriptions, counts, quality; never data)",
     ),
     r(
+        "/v1/proposals",
+        "get",
+        Signed,
+        Every,
+        "governance proposals with their votes (yes, no) and status",
+    ),
+    r(
         "/v1/members",
         "get",
         Signed,

@@ -362,17 +362,23 @@ fn validate_fhir(file: &Path) {
     println!("FHIR R4 schema: {}", text.trim());
 }
 
-/// A devnet user's key as a plain hex file, exported for the browser
-/// (`medspace key export-browser`).
+/// A devnet user's key exported for the browser.
 fn browser_key(dir: &Path, user: &str) -> PathBuf {
-    let key = medspace_consortium::Consortium::default_devnet(1, medspace_consortium::GENESIS_MS)
-        .unwrap()
-        .user_key(user)
-        .unwrap()
-        .clone();
-    let hex = dir.join(format!("{user}.hex"));
+    export_key(
+        dir,
+        user,
+        medspace_consortium::Consortium::default_devnet(1, medspace_consortium::GENESIS_MS)
+            .unwrap()
+            .user_key(user)
+            .unwrap(),
+    )
+}
+
+/// `key` as a plain hex file, exported for the browser (`medspace key export-browser`).
+fn export_key(dir: &Path, name: &str, key: &medspace_types::Keypair) -> PathBuf {
+    let hex = dir.join(format!("{name}.hex"));
     std::fs::write(&hex, key.secret_hex()).unwrap();
-    let out = dir.join(format!("{user}.browser.json"));
+    let out = dir.join(format!("{name}.browser.json"));
     let done = Command::new(BIN)
         .args(["key", "export-browser", "--key"])
         .arg(&hex)
@@ -392,7 +398,9 @@ fn browser_key(dir: &Path, user: &str) -> PathBuf {
 /// explores the chain: the consortium's health, blocks each with its finality certificate
 /// verified in the page, a new block arriving without a reload, a block's transactions,
 /// contracts by status with their budgets; in Chinese and at a phone's width. A researcher's
-/// key is refused in words. Screenshots in `target/console-screenshots/explorer-*.png`.
+/// key is refused in words. Governance: the auditor reads it; hospital-a's member key proposes
+/// an appointment signed in the page and sees it listed with its vote. Screenshots in
+/// `target/console-screenshots/explorer-*.png` and `governance-*.png`.
 #[test]
 fn an_auditor_explores_the_chain_in_a_real_browser() {
     let browser_dir = match browser() {
@@ -430,6 +438,14 @@ fn an_auditor_explores_the_chain_in_a_real_browser() {
             &["query", "--as", reviewer, "approve", "--contract", "latest"],
         );
     }
+    let member = export_key(
+        &dir,
+        "hospital-a.member",
+        medspace_consortium::Consortium::default_devnet(1, medspace_consortium::GENESIS_MS)
+            .unwrap()
+            .member_key("hospital-a")
+            .unwrap(),
+    );
     let auditor = browser_key(&dir, "regulator.auditor");
     let other = browser_key(&dir, "research-1.researcher");
     let shots = root().join("target/console-screenshots");
@@ -439,6 +455,7 @@ fn an_auditor_explores_the_chain_in_a_real_browser() {
         .env("CONSOLE_URL", &net.console)
         .env("AUDITOR_KEY", &auditor)
         .env("OTHER_KEY", &other)
+        .env("MEMBER_KEY", &member)
         .env("SHOTS", &shots)
         .output()
         .unwrap();

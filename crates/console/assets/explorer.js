@@ -9,6 +9,7 @@
 import * as L from "./ledger.js";
 import * as c from "./codec.js";
 import { t, getLocale, setLocale, LOCALES, date, number } from "./i18n.js";
+import { governancePage } from "./governance.js";
 
 const ROLE_AUDITOR = 7;
 const BLOCKS_SHOWN = 10;
@@ -52,6 +53,7 @@ export async function whoAmI(client) {
   const r = new c.Reader(p.value);
   const tag = r.u8();
   const kind = [null, "member", "user", "patient"][tag];
+  if (kind === "member") return { kind, member: r.name() };
   if (kind !== "user") return { kind };
   const user = r.name();
   const ukey = c.concat(c.u8(0x06), c.name(user));
@@ -244,12 +246,34 @@ function chrome() {
   sel.replaceChildren(...Object.entries(LOCALES).map(([k, v]) => h("option", { value: k, selected: k === getLocale(), lang: k === "zh" ? "zh-CN" : "en" }, v)));
   const nav = document.getElementById("nav");
   nav.setAttribute("aria-label", t("nav_label"));
-  nav.replaceChildren(h("ul", {}, h("li", {}, h("a", { href: "#/", "aria-current": "page" }, t("ex_nav"))), h("li", {}, h("a", { href: "/console/" }, t("ex_portal")))));
+  const gov = location.hash.startsWith("#/governance");
+  nav.replaceChildren(
+    h(
+      "ul",
+      {},
+      h("li", {}, h("a", { href: "#/", "aria-current": gov ? null : "page" }, t("ex_nav"))),
+      h("li", {}, h("a", { href: "#/governance", "aria-current": gov ? "page" : null }, t("gv_nav"))),
+      h("li", {}, h("a", { href: "/console/" }, t("ex_portal"))),
+    ),
+  );
 }
 
-async function render() {
+async function render(said) {
   chrome();
   const main = document.getElementById("main");
+  if (location.hash.startsWith("#/governance")) {
+    state.live += 1;
+    document.title = t("gv_title");
+    try {
+      const who = await whoAmI(state.client);
+      main.replaceChildren(...(await governancePage(state.client, who, (outcome) => render(outcome), said instanceof Node ? said : null)));
+    } catch (e) {
+      if (!(e instanceof L.Refused) && !(e instanceof L.Verification)) console.error(e);
+      main.replaceChildren(h("h1", {}, t("gv_title")), h("div", { class: "notice", role: "alert" }, explain(e)));
+    }
+    document.body.dataset.ready = "governance";
+    return;
+  }
   const chosen = Number((/^#\/block\/(\d+)$/.exec(location.hash) || [])[1]) || null;
   try {
     state.live += 1;
@@ -326,7 +350,7 @@ async function start() {
     return;
   }
   state.client = new L.Client(g.genesis, member, session);
-  window.addEventListener("hashchange", render);
+  window.addEventListener("hashchange", () => render());
   await render();
 }
 

@@ -71,6 +71,11 @@ const ASSETS: &[Asset] = &[
         body: include_str!("../assets/explorer.js"),
     },
     Asset {
+        name: "governance.js",
+        mime: "text/javascript; charset=utf-8",
+        body: include_str!("../assets/governance.js"),
+    },
+    Asset {
         name: "app.js",
         mime: "text/javascript; charset=utf-8",
         body: include_str!("../assets/app.js"),
@@ -254,7 +259,13 @@ mod tests {
         assert!(en.len() > 50, "{en:?}");
         assert_eq!(en, zh, "the English and Chinese tables differ");
         // Every key the pages use exists.
-        for name in ["app.js", "index.html", "explorer.js", "explorer.html"] {
+        for name in [
+            "app.js",
+            "index.html",
+            "explorer.js",
+            "explorer.html",
+            "governance.js",
+        ] {
             let src = asset(name).unwrap();
             for (at, _) in src.match_indices("t(\"") {
                 // `t(` itself, not the end of `get(`.

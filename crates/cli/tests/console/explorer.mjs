@@ -109,6 +109,44 @@ await shot("explorer-zh-phone");
 await page.setViewportSize({ width: 1200, height: 900 });
 await page.selectOption("#locale", "en");
 await page.waitForSelector("text=Latest blocks");
+// Governance, read only for an auditor.
+await page.click('a[href="#/governance"]');
+await page.waitForSelector("#members");
+check((await page.textContent("#who")).includes("only a member institution's key proposes"), "an auditor reads governance only");
+check((await page.$$("#propose-appoint")).length === 0, "no proposal forms for an auditor");
+await signOut();
+
+// A member institution's key proposes an appointment, signed in the page; it is listed with
+// its vote.
+await signIn(env.MEMBER_KEY);
+await page.goto("about:blank");
+await page.goto(origin + "/console/explorer.html#/governance");
+await ready("governance");
+check((await page.textContent("#who")).includes("member key of hospital-a"), "the member is greeted: " + (await page.textContent("main")).slice(0, 200));
+check((await page.$$("#members tbody tr")).length >= 5, "the members are listed");
+const pair = await crypto.subtle.generateKey({ name: "Ed25519" }, true, ["sign", "verify"]);
+const pub = Buffer.from(await crypto.subtle.exportKey("raw", pair.publicKey)).toString("hex");
+await page.fill("#appoint-user", "hospital-a.ethics-2");
+await page.selectOption("#appoint-member", "hospital-a");
+await page.selectOption("#appoint-role", "ethics_committee");
+await page.fill("#appoint-key", pub);
+await page.click("#propose-appoint button[type=submit]");
+await page.waitForSelector("#outcome", { timeout: 90000 });
+check((await page.getAttribute("#outcome", "class")) === "done", "the proposal is final: " + (await page.textContent("#outcome")));
+const card = await page.$('.proposal[data-status="open"]');
+check(card !== null, "the open proposal is listed");
+if (card) {
+  const text = await card.textContent();
+  check(text.includes("Appoint hospital-a.ethics-2 at hospital-a as ethics committee") && text.includes("For: hospital-a"), "the proposal and its vote: " + text);
+}
+await shot("governance-en");
+await page.setViewportSize({ width: 390, height: 844 });
+await page.selectOption("#locale", "zh");
+await page.waitForSelector("text=提案");
+await shot("governance-zh-phone");
+await page.setViewportSize({ width: 1200, height: 900 });
+await page.selectOption("#locale", "en");
+await page.waitForSelector("text=Proposals");
 await signOut();
 
 // A researcher's key: refused in words, no chain shown.
