@@ -399,7 +399,7 @@ fn export_key(dir: &Path, name: &str, key: &medspace_types::Keypair) -> PathBuf 
 /// verified in the page, a new block arriving without a reload, a block's transactions,
 /// contracts by status with their budgets; in Chinese and at a phone's width. A researcher's
 /// key is refused in words. Governance: the auditor reads it; hospital-a's member key proposes
-/// an appointment signed in the page and sees it listed with its vote. Screenshots in
+/// an appointment signed in the page and sees it listed with its vote; hospital-b's votes for it. Screenshots in
 /// `target/console-screenshots/explorer-*.png` and `governance-*.png`.
 #[test]
 fn an_auditor_explores_the_chain_in_a_real_browser() {
@@ -446,6 +446,14 @@ fn an_auditor_explores_the_chain_in_a_real_browser() {
             .member_key("hospital-a")
             .unwrap(),
     );
+    let member_b = export_key(
+        &dir,
+        "hospital-b.member",
+        medspace_consortium::Consortium::default_devnet(1, medspace_consortium::GENESIS_MS)
+            .unwrap()
+            .member_key("hospital-b")
+            .unwrap(),
+    );
     let auditor = browser_key(&dir, "regulator.auditor");
     let other = browser_key(&dir, "research-1.researcher");
     let shots = root().join("target/console-screenshots");
@@ -456,6 +464,7 @@ fn an_auditor_explores_the_chain_in_a_real_browser() {
         .env("AUDITOR_KEY", &auditor)
         .env("OTHER_KEY", &other)
         .env("MEMBER_KEY", &member)
+        .env("MEMBER_B_KEY", &member_b)
         .env("SHOTS", &shots)
         .output()
         .unwrap();

@@ -149,6 +149,21 @@ await page.selectOption("#locale", "en");
 await page.waitForSelector("text=Proposals");
 await signOut();
 
+// Another member votes for it in the page.
+await signIn(env.MEMBER_B_KEY);
+await page.goto("about:blank");
+await page.goto(origin + "/console/explorer.html#/governance");
+await ready("governance");
+await page.click('.proposal[data-status="open"] .vote-yes');
+await page.waitForSelector("#outcome", { timeout: 90000 });
+check((await page.getAttribute("#outcome", "class")) === "done", "the vote is final: " + (await page.textContent("#outcome")));
+const after = await page.$(".proposal");
+const afterText = after ? await after.textContent() : "";
+check(afterText.includes("hospital-a") && afterText.includes("hospital-b") && afterText.startsWith("Appoint"), "both votes counted: " + afterText);
+check((await page.$$('.proposal .vote-yes')).length === 0, "no second vote offered");
+await shot("governance-voted-en");
+await signOut();
+
 // A researcher's key: refused in words, no chain shown.
 await signIn(env.OTHER_KEY);
 await openExplorer();
