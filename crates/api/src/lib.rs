@@ -151,6 +151,7 @@ fn routes<L: Ledger>(ledger: Arc<L>, config: Config, with_tx: bool) -> Router {
         .route("/v1/catalog", get(catalog::<L>))
         .route("/v1/members", get(members::<L>))
         .route("/v1/proposals", get(proposals::<L>))
+        .route("/v1/accesses/undestroyed", get(undestroyed::<L>))
         .route("/v1/contracts", get(contracts::<L>))
         .route("/v1/contracts/{id}", get(contract::<L>))
         .route("/v1/jobs/{id}", get(job::<L>))
@@ -388,6 +389,44 @@ async fn catalog<L: Ledger>(
     Ok(Json(
         json!({ "height": snap.height, "datasets": snap.state.datasets().map_err(internal)? }),
     ))
+}
+
+/// Record-level deliveries whose recipient has not attested destroying the copy: for the
+/// regulator's auditors only, and without the patient's pseudonym.
+async fn undestroyed<L: Ledger>(
+    AxState(ctx): AxState<Arc<Ctx<L>>>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+) -> Result<Json<Value>, ApiError> {
+    let (snap, caller) = signed_read!(ctx, method, uri, headers);
+    if !caller.is_regulator_auditor(&snap.state)? {
+        return Err(ApiError(
+            StatusCode::FORBIDDEN,
+            "only an auditor of the regulator may list deliveries awaiting destruction".into(),
+        ));
+    }
+    let key = keys::access(medspace_types::AccessId(0));
+    let table = key.get(..1).unwrap_or_default();
+    let mut out = Vec::new();
+    for (_, bytes) in snap.state.scan_raw(table) {
+        let a = <medspace_state::records::AccessRecord as commonware_codec::DecodeExt<()>>::decode(
+            Bytes::copy_from_slice(bytes),
+        )
+        .map_err(internal)?;
+        if a.destroyed_height.is_none() {
+            out.push(json!({
+                "id": a.id,
+                "holder": a.holder,
+                "recipient": a.recipient,
+                "resource_types": a.resource_types,
+                "resource_count": a.resource_count,
+                "height": a.height,
+                "time_ms": a.time_ms,
+            }));
+        }
+    }
+    Ok(Json(json!({ "height": snap.height, "accesses": out })))
 }
 
 async fn proposals<L: Ledger>(

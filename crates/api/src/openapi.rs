@@ -272,6 +272,13 @@ pub const ROUTES: &[Route] = &[
         "governance proposals with their votes (yes, no) and status",
     ),
     r(
+        "/v1/accesses/undestroyed",
+        "get",
+        Signed,
+        Every,
+        "record-level deliveries whose recipient has not attested destroying the copy, without the patients' pseudonyms (a regulator's auditors only)",
+    ),
+    r(
         "/v1/members",
         "get",
         Signed,

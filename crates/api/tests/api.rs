@@ -532,6 +532,24 @@ async fn what_concerns_a_patient_answers_them_the_grant_parties_and_the_regulato
     assert_eq!(s, StatusCode::FORBIDDEN, "a member's own auditor");
     let (s, _) = call(&app, signed_get(&auditor, &log)).await;
     assert_eq!(s, StatusCode::OK, "the regulator's auditor");
+    // Deliveries awaiting destruction: the regulator's auditors only, without pseudonyms.
+    let open = "/v1/accesses/undestroyed";
+    let (s, v) = call(&app, signed_get(&auditor, open)).await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    assert!(v["accesses"].is_array(), "{v}");
+    assert!(!v.to_string().contains("pt-"), "{v}");
+    for (who, key) in [
+        ("a member's own auditor", &own_auditor),
+        ("a hospital", &member),
+        ("a patient", &alice),
+    ] {
+        let (s, v) = call(&app, signed_get(key, open)).await;
+        assert_eq!(s, StatusCode::FORBIDDEN, "{who}: {v}");
+        assert!(
+            v["error"].as_str().unwrap().contains("only an auditor"),
+            "{v}"
+        );
+    }
 
     let by_id = format!("/v1/grants/{grant}");
     let by_key = format!(

@@ -211,6 +211,28 @@ export async function contractsSection(client) {
   return h("section", { id: "contracts", "aria-labelledby": "contracts-h" }, parts);
 }
 
+/// Record-level deliveries whose recipient has not yet attested destroying the copy.
+export async function destructionSection(client) {
+  const list = (await client.get("/v1/accesses/undestroyed")).accesses || [];
+  return h(
+    "section",
+    { id: "destruction", "aria-labelledby": "destruction-h" },
+    h("h2", { id: "destruction-h" }, t("ex_destruction")),
+    list.length
+      ? h(
+          "table",
+          {},
+          h("thead", {}, h("tr", {}, ...["ex_access", "ex_holder", "ex_recipient", "ex_resources", "ex_time"].map((k) => h("th", { scope: "col" }, t(k))))),
+          h(
+            "tbody",
+            {},
+            list.map((a) => h("tr", {}, h("td", {}, a.id), h("td", {}, a.holder), h("td", {}, a.recipient), h("td", {}, number(a.resource_count)), h("td", {}, date(a.time_ms)))),
+          ),
+        )
+      : h("p", {}, t("ex_destruction_none")),
+  );
+}
+
 /// The whole explorer page for a signed-in auditor (or the refusal in words).
 export async function explorerPage(client, chosen) {
   const who = await whoAmI(client);
@@ -224,6 +246,7 @@ export async function explorerPage(client, chosen) {
     await blocksSection(client, chosen),
     await faultsSection(),
     await contractsSection(client),
+    await destructionSection(client),
   ];
 }
 

@@ -78,6 +78,7 @@ check((await page.textContent("#health")).includes("Blocks are being finalized: 
 check((await page.textContent("#contracts")).includes("Active"), "an active contract is listed");
 check((await page.textContent("#contracts")).includes("spent"), "budgets spent are shown");
 check((await page.textContent("#faults")).includes("None recorded"), "no faults recorded");
+check((await page.textContent("#destruction")).includes("attested destroyed"), "no delivery awaits destruction: " + (await page.textContent("#destruction")));
 await shot("explorer-en");
 // Live: the next block shows without a reload.
 const h0 = Number(await page.getAttribute("body", "data-height"));
