@@ -3,8 +3,8 @@
 //! and `medspace-types`' transactions — the request message byte for byte, an authorization
 //! header the API accepts, and consent, grant and revocation transactions that decode, verify
 //! and carry exactly the payload the Rust code builds (the grant's code hashed as
-//! `types::code_hash` does), and governance transactions (a vote, a removal, an appointment, a
-//! dismissal; `governance.js`) equal to the Rust ones byte for byte. Without node the test
+//! `types::code_hash` does), and governance transactions (a vote, an admission, a removal, an
+//! appointment, a dismissal; `governance.js`) equal to the Rust ones byte for byte. Without node the test
 //! skips loudly; under `CI=true` it fails.
 
 #![allow(
@@ -58,10 +58,13 @@ out.revoke = c.hex(await L.signTx(session, "medspace-devnet", 5n, L.revokeGrant(
 out.vote = c.hex(await L.signTx(session, "medspace-devnet", 6n, G.vote("p-00000000000a0b0c", false)));
 out.remove = c.hex(await L.signTx(session, "medspace-devnet", 7n, G.removeMember("insurer-1")));
 out.appoint = c.hex(await L.signTx(session, "medspace-devnet", 8n, G.appointUser("hospital-a.ethics-2", "hospital-a", "ethics_committee", "{public}")));
+out.add = c.hex(await L.signTx(session, "medspace-devnet", 10n, G.addMember({{ id: "hospital-d", name: "Hospital D (district)", kind: "hospital", key: "{public}", nodeKey: "{other}", agreementKey: "{agreement}" }}, 250n)));
 out.dismiss = c.hex(await L.signTx(session, "medspace-devnet", 9n, G.dismissUser("hospital-b.ethics-committee")));
 console.log(JSON.stringify(out));
 "#,
         secret = key.secret_hex(),
+        other = Keypair::from_seed(5).public().to_hex(),
+        agreement = "ab".repeat(32),
     );
     let script_path = dir.join("sign.mjs");
     std::fs::write(&script_path, script).unwrap();
@@ -193,7 +196,24 @@ console.log(JSON.stringify(out));
             ),
         ),
     ];
-    for (field, rust) in cases {
+    let add = (
+        "add",
+        expect(
+            10,
+            Payload::AddMember(AddMember {
+                member: Member {
+                    id: MemberId::new("hospital-d").unwrap(),
+                    name: Text::new("Hospital D (district)").unwrap(),
+                    kind: MemberKind::Hospital,
+                    key: key.public(),
+                    node_key: Keypair::from_seed(5).public(),
+                    agreement_key: Hash([0xab; 32]),
+                },
+                initial_balance: 250,
+            }),
+        ),
+    );
+    for (field, rust) in cases.into_iter().chain([add]) {
         let browser = tx(field);
         assert!(browser.verify_signature(), "{field}");
         assert_eq!(

@@ -919,6 +919,8 @@ struct DevnetProcess {
 impl DevnetProcess {
     fn start(dir: &Path, patients: usize) -> Self {
         use std::io::BufRead as _;
+        // Its errors go to a file beside the devnet, shown if it does not come up.
+        let errors = dir.with_extension("stderr");
         let mut child = Command::new(BIN)
             .args(["devnet", "--patients", &patients.to_string(), "--base-port"])
             .arg(free_base().to_string())
@@ -926,7 +928,7 @@ impl DevnetProcess {
             .arg(dir)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
-            .stderr(Stdio::null())
+            .stderr(std::fs::File::create(&errors).unwrap())
             .spawn()
             .unwrap();
         let out = child.stdout.take().unwrap();
@@ -952,7 +954,8 @@ impl DevnetProcess {
         }
         let _ = child.kill();
         let _ = child.wait();
-        panic!("devnet exited before it was ready:\n{seen}");
+        let errors = std::fs::read_to_string(&errors).unwrap_or_default();
+        panic!("devnet exited before it was ready:\n{seen}\nstderr:\n{errors}");
     }
 
     /// `medspace <command> --devnet <dir> <args>`: (success, stdout + stderr).

@@ -1,6 +1,6 @@
 // Governance (/console/explorer.html#/governance): the consortium's members and its proposals
-// with their votes; a member institution's key proposes (remove a member, appoint a user to a
-// consortium role, dismiss a user) and votes, every transaction signed in this browser. The
+// with their votes; a member institution's key proposes (admit or remove a member, appoint a
+// user to a consortium role, dismiss a user) and votes, every transaction signed in this browser. The
 // payload encodings below equal `types::Payload`'s byte for byte (crates/cli/tests/
 // console_signing.rs holds them against the Rust ones).
 
@@ -13,6 +13,28 @@ export function vote(proposal, approve) {
   const id = /^p-([0-9a-f]{16})$/.exec(proposal);
   if (!id) throw new Error("bad proposal id");
   return c.concat(c.u8(4), c.u64(BigInt("0x" + id[1])), c.bool(approve));
+}
+
+/// The kinds of member institutions (`types::MemberKind`).
+export const MEMBER_KINDS = { hospital: 1, insurer: 2, pharma: 3, research_institute: 4, public_health_agency: 5, regulator: 6 };
+
+const HEX32 = /^[0-9a-fA-F]{64}$/;
+
+/// `Payload::AddMember`: the member (id, display name, kind, member key, node key, X25519
+/// agreement key; keys as hex) and the credits it starts with.
+export function addMember(m, initialBalance) {
+  if (!(m.kind in MEMBER_KINDS)) throw new Error("bad kind");
+  for (const k of [m.key, m.nodeKey, m.agreementKey]) if (!HEX32.test(k)) throw new Error("bad key");
+  return c.concat(
+    c.u8(1),
+    c.name(m.id),
+    c.text(m.name),
+    c.u8(MEMBER_KINDS[m.kind]),
+    c.unhex(m.key),
+    c.unhex(m.nodeKey),
+    c.unhex(m.agreementKey),
+    c.u64(BigInt(initialBalance)),
+  );
 }
 
 /// `Payload::RemoveMember`.
@@ -140,6 +162,33 @@ export async function governancePage(client, who, redraw, said) {
     const field = (id, label, control) => [h("label", { for: id }, label), control];
     parts.push(
       h("h2", { id: "propose-h" }, t("gv_propose")),
+      h(
+        "form",
+        {
+          id: "propose-add",
+          class: "card",
+          onsubmit: (e) => {
+            e.preventDefault();
+            const v = (id) => document.getElementById(id).value.trim();
+            let payload;
+            try {
+              payload = addMember({ id: v("add-id"), name: v("add-name"), kind: v("add-kind"), key: v("add-key"), nodeKey: v("add-node-key"), agreementKey: v("add-agreement-key") }, 0n);
+            } catch {
+              redraw(h("div", { class: "notice", role: "alert", id: "outcome" }, t("gv_bad_input")));
+              return;
+            }
+            act(payload, t("gv_proposed"));
+          },
+        },
+        h("h3", {}, t("gv_add_title")),
+        field("add-id", t("gv_add_id"), h("input", { type: "text", id: "add-id", required: true, autocomplete: "off" })),
+        field("add-name", t("gv_add_name"), h("input", { type: "text", id: "add-name", required: true, autocomplete: "off" })),
+        field("add-kind", t("gv_kind"), sel("add-kind", Object.keys(MEMBER_KINDS).map((k) => [k, t("gv_kind_" + k)]))),
+        field("add-key", t("gv_add_key"), h("input", { type: "text", id: "add-key", required: true, autocomplete: "off", spellcheck: "false", size: "66" })),
+        field("add-node-key", t("gv_add_node_key"), h("input", { type: "text", id: "add-node-key", required: true, autocomplete: "off", spellcheck: "false", size: "66" })),
+        field("add-agreement-key", t("gv_add_agreement_key"), h("input", { type: "text", id: "add-agreement-key", required: true, autocomplete: "off", spellcheck: "false", size: "66" })),
+        h("p", {}, h("button", { type: "submit" }, t("gv_propose_button"))),
+      ),
       h(
         "form",
         {
