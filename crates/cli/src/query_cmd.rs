@@ -45,7 +45,7 @@ pub fn connect(who: &Who, genesis: &ChainGenesis, key: &Keypair) -> anyhow::Resu
     let mut ledger = Remote::connect(genesis, key)?;
     ledger.set_finality_timeout(Duration::from_secs(who.finality_timeout_s.max(1)));
     let limit = who.finality_timeout_s;
-    ledger.on_stall(move |s| eprintln!("waiting: {} (giving up after {limit} s)", s.describe()));
+    ledger.on_stall(move |s| eprintln!("waiting: {}; giving up after {limit} s", s.describe()));
     Ok(ledger)
 }
 
