@@ -1648,6 +1648,7 @@ fn a_stalled_consortium_is_named_and_given_up_on() {
     }
     let status = child.wait().unwrap();
     let took = started.elapsed();
+    println!("what the stalled command said ({took:?}):\n{text}");
     assert!(!status.success(), "{text}");
     let named = named_after.unwrap_or_else(|| panic!("validators never named:\n{text}"));
     assert!(
