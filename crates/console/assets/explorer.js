@@ -125,6 +125,35 @@ export async function blockRow(client, height) {
   );
 }
 
+/// `types::Payload`'s variants, by tag.
+const KINDS = [null, "add_member", "remove_member", "update_policy", "vote", "register_user", "rotate_key", "register_patient", "publish_dataset", "set_consent", "revoke_consent", "issue_grant", "revoke_grant", "submit_request", "approve", "reject", "terminate", "submit_job", "post_result", "record_access", "attest_destruction", "settle", "close_round", "appoint_user", "dismiss_user", "rotate_node_key"];
+
+/// A finalized block's transactions from its raw bytes, checked here: its header is the one
+/// whose certificate `client.header` verified (same digest), and the transactions hash to the
+/// header's transaction root (`chain::block::tx_root`). Each: id, kind, signer, nonce.
+export async function blockTransactions(client, height) {
+  const certified = await client.header(height);
+  const raw = await client.get(`/v1/blocks/${height}/raw`, true);
+  const head = raw.subarray(0, 112);
+  if (!c.equal(await c.sha256(head), certified.digest)) throw new L.Verification("another block than the certified one");
+  const r = new c.Reader(raw.subarray(112));
+  const n = Number(r.varint());
+  const txs = [];
+  for (let i = 0; i < n; i++) txs.push(r.take(Number(r.varint())));
+  const ids = [];
+  for (const tx of txs) ids.push(await c.sha256(tx));
+  const root = await c.sha256(c.concat(c.u64(BigInt(n)), ...ids));
+  if (!c.equal(root, head.subarray(48, 80))) throw new L.Verification("transactions do not match the header");
+  return txs.map((tx, i) => {
+    const t = new c.Reader(tx);
+    t.u8(); // version
+    t.name(); // chain id
+    const signer = c.hex(t.take(32));
+    const nonce = t.u64();
+    return { id: c.hex(ids[i]), kind: KINDS[t.u8()] || "unknown", signer, nonce };
+  });
+}
+
 /// The latest blocks, each certificate verified here; the chosen block's transactions.
 export async function blocksSection(client, chosen) {
   const b = await client.get("/v1/blocks");
@@ -157,7 +186,24 @@ export async function blocksSection(client, chosen) {
         h("dt", {}, t("ex_certificate")),
         h("dd", {}, t("ex_cert_detail")),
       ),
-      d.tx_ids.length ? h("ul", { class: "plain muted", id: "txs" }, d.tx_ids.map((id) => h("li", {}, id))) : h("p", {}, t("ex_no_txs")),
+    );
+    const txs = await blockTransactions(client, chosen);
+    parts.push(
+      ...(txs.length
+        ? [
+            h("p", { class: "done", id: "txs-verified" }, t("ex_txs_verified", { n: number(txs.length) })),
+            h(
+              "table",
+              { id: "txs" },
+              h("thead", {}, h("tr", {}, ...["ex_kind", "ex_signer", "ex_nonce", "ex_tx"].map((k) => h("th", { scope: "col" }, t(k))))),
+              h(
+                "tbody",
+                {},
+                txs.map((x) => h("tr", {}, h("td", {}, t("ex_k_" + x.kind)), h("td", { class: "muted" }, x.signer.slice(0, 16) + "…"), h("td", {}, number(x.nonce)), h("td", { class: "muted" }, x.id.slice(0, 16) + "…"))),
+              ),
+            ),
+          ]
+        : [h("p", { id: "txs-verified" }, t("ex_no_txs"))]),
     );
   }
   return h("section", { id: "blocks", "aria-labelledby": "blocks-h" }, parts);

@@ -93,12 +93,26 @@ const top = await page.$("#block-rows tr");
 check(Number(await top.getAttribute("data-height")) > h0, "the new block's row is on top of the table, without a reload");
 check((await top.getAttribute("data-verified")) === "yes", "the live block's certificate is verified");
 check((await page.$$('tr.block[data-verified="no"]')).length === 0, "every live row verified");
-// A block's detail: its digest, state root, certificate and transactions.
-const first = await page.$("tr.block a");
-const height = await first.textContent();
-await first.click();
-await page.waitForSelector("#block-h");
-check((await page.textContent("#block-h")).includes(height.trim()), "the chosen block is shown");
+// A block's detail: its digest, state root, certificate and transactions (decoded and checked
+// against the certified header) — a block with transactions.
+let withTxs = null;
+for (const row of await page.$$("tr.block")) {
+  const n = Number((await (await row.$("td:nth-child(3)")).textContent()).replace(/\D/g, ""));
+  if (n > 0) {
+    withTxs = row;
+    break;
+  }
+}
+check(withTxs !== null, "a block with transactions is listed");
+if (withTxs) {
+  const link = await withTxs.$("a");
+  const height = (await link.textContent()).trim();
+  await link.click();
+  await page.waitForSelector("#txs-verified");
+  check((await page.textContent("#block-h")).includes(height), "the chosen block is shown");
+  check((await page.textContent("#txs-verified")).includes("checked here against the block's certified header"), "its transactions verified: " + (await page.textContent("#txs-verified")));
+  check((await page.$$("#txs tbody tr")).length > 0, "its transactions listed");
+}
 await shot("explorer-block-en");
 // Chinese, and a phone's width.
 await page.selectOption("#locale", "zh");
