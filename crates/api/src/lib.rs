@@ -490,6 +490,8 @@ struct ContractSummary {
     epsilon_spent: u64,
     epsilon_left: u64,
     missing_approvals: usize,
+    /// The datasets its fields read.
+    datasets: std::collections::BTreeSet<medspace_types::DatasetId>,
 }
 
 impl ContractSummary {
@@ -505,6 +507,7 @@ impl ContractSummary {
             epsilon_spent: c.epsilon_spent,
             epsilon_left: c.epsilon_left(),
             missing_approvals: c.missing_approvals().count(),
+            datasets: c.fields.iter().map(|f| f.dataset.clone()).collect(),
         }
     }
 }

@@ -254,6 +254,27 @@ export async function contractsSection(client) {
       ),
     );
   }
+  // Per dataset: the ε spent by the contracts that read it.
+  const per = new Map();
+  for (const k of all) {
+    for (const d of k.datasets || []) {
+      const x = per.get(d) || { spent: 0, contracts: 0 };
+      x.spent += Number(k.epsilon_spent);
+      x.contracts += 1;
+      per.set(d, x);
+    }
+  }
+  if (per.size) {
+    parts.push(
+      h("h3", { id: "datasets-h" }, t("ex_by_dataset")),
+      h(
+        "table",
+        { id: "datasets" },
+        h("thead", {}, h("tr", {}, ...["ex_dataset", "ex_dataset_contracts", "ex_dataset_spent"].map((k) => h("th", { scope: "col" }, t(k))))),
+        h("tbody", {}, [...per.entries()].sort().map(([d, x]) => h("tr", {}, h("td", {}, d), h("td", {}, number(x.contracts)), h("td", {}, eps(x.spent))))),
+      ),
+    );
+  }
   return h("section", { id: "contracts", "aria-labelledby": "contracts-h" }, parts);
 }
 

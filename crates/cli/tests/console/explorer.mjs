@@ -77,6 +77,7 @@ check(unverified.length === 0, `blocks not verified: ${unverified.length}`);
 check((await page.textContent("#health")).includes("Blocks are being finalized: 4 of 4"), "all four validators answer: " + (await page.textContent("#health")));
 check((await page.textContent("#contracts")).includes("Active"), "an active contract is listed");
 check((await page.textContent("#contracts")).includes("spent"), "budgets spent are shown");
+check((await page.$$("#datasets tbody tr")).length > 0, "budgets per dataset are shown");
 check((await page.textContent("#faults")).includes("None recorded"), "no faults recorded");
 check((await page.textContent("#destruction")).includes("attested destroyed"), "no delivery awaits destruction: " + (await page.textContent("#destruction")));
 await shot("explorer-en");
