@@ -386,8 +386,24 @@ async fn catalog<L: Ledger>(
     headers: HeaderMap,
 ) -> Result<Json<Value>, ApiError> {
     let (snap, _) = signed_read!(ctx, method, uri, headers);
+    let datasets = snap.state.datasets().map_err(internal)?;
+    // Each dataset's lifetime privacy account against the policy's budget per dataset.
+    let budget = snap.state.policy().map_err(internal)?.dataset_epsilon_micro;
+    let mut budgets = Vec::new();
+    for d in &datasets {
+        let acc = snap
+            .state
+            .dataset_epsilon(&d.description.id)
+            .map_err(internal)?;
+        budgets.push(json!({
+            "dataset": d.description.id,
+            "epsilon_spent": acc.spent,
+            "epsilon_reserved": acc.reserved,
+            "epsilon_budget": budget,
+        }));
+    }
     Ok(Json(
-        json!({ "height": snap.height, "datasets": snap.state.datasets().map_err(internal)? }),
+        json!({ "height": snap.height, "datasets": datasets, "budgets": budgets }),
     ))
 }
 

@@ -262,7 +262,7 @@ pub const ROUTES: &[Route] = &[
         "get",
         Signed,
         Every,
-        "the data catalog (descriptions, counts, quality; never data)",
+        "the data catalog (descriptions, counts, quality; never data) and each dataset's lifetime privacy budget: spent, reserved, the policy's limit",
     ),
     r(
         "/v1/proposals",

@@ -432,6 +432,11 @@ fn an_auditor_explores_the_chain_in_a_real_browser() {
             &["query", "--as", reviewer, "approve", "--contract", "latest"],
         );
     }
+    // A job, so that budgets are spent.
+    cli(
+        &dir,
+        &["query", "run", "--contract", "latest", "--epsilon", "0.2"],
+    );
     let member = export_key(
         &dir,
         "hospital-a.member",

@@ -254,24 +254,31 @@ export async function contractsSection(client) {
       ),
     );
   }
-  // Per dataset: the ε spent by the contracts that read it.
-  const per = new Map();
-  for (const k of all) {
-    for (const d of k.datasets || []) {
-      const x = per.get(d) || { spent: 0, contracts: 0 };
-      x.spent += Number(k.epsilon_spent);
-      x.contracts += 1;
-      per.set(d, x);
-    }
-  }
-  if (per.size) {
+  // Per dataset: its lifetime privacy account (every contract and job that touches it) against
+  // the policy's budget per dataset, and how many contracts read it.
+  const readers = new Map();
+  for (const k of all) for (const d of k.datasets || []) readers.set(d, (readers.get(d) || 0) + 1);
+  const budgets = (await client.get("/v1/catalog")).budgets || [];
+  if (budgets.length) {
     parts.push(
       h("h3", { id: "datasets-h" }, t("ex_by_dataset")),
       h(
         "table",
         { id: "datasets" },
         h("thead", {}, h("tr", {}, ...["ex_dataset", "ex_dataset_contracts", "ex_dataset_spent"].map((k) => h("th", { scope: "col" }, t(k))))),
-        h("tbody", {}, [...per.entries()].sort().map(([d, x]) => h("tr", {}, h("td", {}, d), h("td", {}, number(x.contracts)), h("td", {}, eps(x.spent))))),
+        h(
+          "tbody",
+          {},
+          budgets.map((b) =>
+            h(
+              "tr",
+              {},
+              h("td", {}, b.dataset),
+              h("td", {}, number(readers.get(b.dataset) || 0)),
+              h("td", {}, t("ex_dataset_account", { spent: eps(b.epsilon_spent), reserved: eps(b.epsilon_reserved), budget: eps(b.epsilon_budget) })),
+            ),
+          ),
+        ),
       ),
     );
   }
