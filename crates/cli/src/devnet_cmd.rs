@@ -3,7 +3,7 @@
 
 use anyhow::Context as _;
 use clap::Args;
-use medspace_devnet::devnet::{self, OBSERVER};
+use medspace_devnet::devnet;
 use medspace_devnet::{Devnet, DevnetOptions};
 use std::path::PathBuf;
 
@@ -75,39 +75,6 @@ pub fn demo(a: DemoArgs) -> anyhow::Result<()> {
     )?)
 }
 
-/// The example query specification written into the devnet's directory for the printed hints.
-const EXAMPLE_SPEC: &str = "example-query.json";
-
-/// Every person with a birth date, counted by sex.
-const EXAMPLE_QUERY: &str = r#"{"version":1,"cohort":{"age":{"min":0,"max":150},"index_date":"2025-01-01"},"aggregate":"count","group_by":["sex"]}"#;
-
-/// The reviewers the example's contract over the three hospitals' data waits for, in the
-/// default devnet (the test of the hints runs them).
-const REVIEWERS: [&str; 3] = [
-    "hospital-a.steward",
-    "hospital-b.steward",
-    "hospital-c.steward",
-];
-
-/// How to run this binary as printed: `medspace` when that is what `PATH` finds, else its path.
-fn medspace_command() -> String {
-    let Ok(exe) = std::env::current_exe().and_then(|p| p.canonicalize()) else {
-        return "medspace".into();
-    };
-    let on_path = std::env::var_os("PATH").is_some_and(|path| {
-        std::env::split_paths(&path).any(|d| {
-            d.join("medspace")
-                .canonicalize()
-                .is_ok_and(|found| found == exe)
-        })
-    });
-    if on_path {
-        "medspace".into()
-    } else {
-        exe.display().to_string()
-    }
-}
-
 /// Runs `medspace devnet` until Ctrl-C.
 pub fn run(a: DevnetArgs) -> anyhow::Result<()> {
     let fresh = !a.dir.join("devnet.json").exists();
@@ -162,43 +129,22 @@ pub fn run(a: DevnetArgs) -> anyhow::Result<()> {
         ledger.height(),
         ledger.state().root()
     );
-    let a_url = net.url("hospital-a").unwrap_or_default();
     if !net.options.plain_http {
         println!(
             "  every API speaks TLS with the certificate pinned for its node in {} (no CA: trust that certificate, by the node's name)",
             net.dir.join("genesis.json").display()
         );
     }
-    println!("\n  try (each `$` line runs as printed, in this order):");
-    match net.http("hospital-a") {
-        Some(addr) if !net.options.plain_http => println!(
-            "  $ curl --cacert {} --resolve hospital-a:{}:{} {a_url}/v1/health",
-            net.cert_file("hospital-a").display(),
-            addr.port(),
-            addr.ip()
-        ),
-        _ => println!("  $ curl {a_url}/v1/health"),
+    println!(
+        "\n  try (each `$` line runs as printed, in this order; the study is signed by the devnet's users, `latest` is the newest contract):"
+    );
+    let hints = medspace_devnet::hints::hints(&net).context("writing the example query")?;
+    for h in &hints.now {
+        println!("  $ {h}");
     }
-    let spec = net.dir.join(EXAMPLE_SPEC);
-    std::fs::write(&spec, EXAMPLE_QUERY).with_context(|| format!("writing {}", spec.display()))?;
-    let me = medspace_command();
-    let dir = net.dir.display();
-    println!(
-        "  a study from the command line (signed by the devnet's users; `latest` is the newest contract):"
-    );
-    println!(
-        "  $ {me} query --devnet {dir} contract --spec {} --study example-study",
-        spec.display()
-    );
-    for reviewer in REVIEWERS {
-        println!("  $ {me} query --devnet {dir} --as {reviewer} approve --contract latest");
+    for h in &hints.after_stop {
+        println!("  after Ctrl-C: $ {h}");
     }
-    println!("  $ {me} query --devnet {dir} run --contract latest --epsilon 0.5");
-    println!("  $ {me} query --devnet {dir} status --contract latest");
-    println!(
-        "  after Ctrl-C: $ {me} audit verify --data-dir {}",
-        net.dir.join(OBSERVER).display()
-    );
     println!("  Ctrl-C stops the consortium; `medspace devnet` again resumes it from disk.");
     tokio::runtime::Builder::new_current_thread()
         .enable_all()
