@@ -98,23 +98,18 @@ check((await top.getAttribute("data-verified")) === "yes", "the live block's cer
 check((await page.$$('tr.block[data-verified="no"]')).length === 0, "every live row verified");
 // A block's detail: its digest, state root, certificate and transactions (decoded and checked
 // against the certified header) — a block with transactions.
-let withTxs = null;
-for (const row of await page.$$("tr.block")) {
-  const n = Number((await (await row.$("td:nth-child(3)")).textContent()).replace(/\D/g, ""));
-  if (n > 0) {
-    withTxs = row;
-    break;
-  }
+// (Walked down from the top by the block links' addresses: the latest ten may all be empty.)
+let found = null;
+const topHeight = Number(await page.getAttribute("body", "data-height"));
+for (let hgt = topHeight; hgt >= 1 && found === null; hgt--) {
+  await page.goto(origin + "/console/explorer.html#/block/" + hgt);
+  await page.waitForSelector(`#block-h:text-is("Block ${hgt}")`, { timeout: 30000 });
+  check((await page.textContent("#txs-verified")).length > 0, `block ${hgt}: its transactions checked`);
+  if ((await page.$$("#txs tbody tr")).length > 0) found = hgt;
 }
-check(withTxs !== null, "a block with transactions is listed");
-if (withTxs) {
-  const link = await withTxs.$("a");
-  const height = (await link.textContent()).trim();
-  await link.click();
-  await page.waitForSelector("#txs-verified");
-  check((await page.textContent("#block-h")).includes(height), "the chosen block is shown");
+check(found !== null, "a block with transactions is found");
+if (found !== null) {
   check((await page.textContent("#txs-verified")).includes("checked here against the block's certified header"), "its transactions verified: " + (await page.textContent("#txs-verified")));
-  check((await page.$$("#txs tbody tr")).length > 0, "its transactions listed");
 }
 await shot("explorer-block-en");
 // Chinese, and a phone's width.
