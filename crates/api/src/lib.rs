@@ -20,7 +20,7 @@
 pub mod auth;
 pub mod gate;
 pub mod limit;
-mod openapi;
+pub mod openapi;
 
 use axum::body::Bytes;
 use axum::extract::{DefaultBodyLimit, Path, Query, Request, State as AxState};
@@ -40,7 +40,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::Mutex;
 
-pub use openapi::openapi;
+pub use openapi::{Access, ROUTES, Route, Served, openapi, path_parameters};
 
 pub use medspace_ledger::{Anchor, Ledger, Snapshot, SubmitError, TxStatus};
 
@@ -150,6 +150,8 @@ fn routes<L: Ledger>(ledger: Arc<L>, config: Config, with_tx: bool) -> Router {
     r.route("/v1/status", get(status::<L>))
         .route("/v1/catalog", get(catalog::<L>))
         .route("/v1/members", get(members::<L>))
+        .route("/v1/proposals", get(proposals::<L>))
+        .route("/v1/accesses/undestroyed", get(undestroyed::<L>))
         .route("/v1/contracts", get(contracts::<L>))
         .route("/v1/contracts/{id}", get(contract::<L>))
         .route("/v1/contracts/{id}/jobs", get(contract_jobs::<L>))
@@ -406,9 +408,74 @@ async fn catalog<L: Ledger>(
     headers: HeaderMap,
 ) -> Result<Json<Value>, ApiError> {
     let (snap, _) = signed_read!(ctx, method, uri, headers);
+    let datasets = snap.state.datasets().map_err(internal)?;
+    // Each dataset's lifetime privacy account against the policy's budget per dataset.
+    let budget = snap.state.policy().map_err(internal)?.dataset_epsilon_micro;
+    let mut budgets = Vec::new();
+    for d in &datasets {
+        let acc = snap
+            .state
+            .dataset_epsilon(&d.description.id)
+            .map_err(internal)?;
+        budgets.push(json!({
+            "dataset": d.description.id,
+            "epsilon_spent": acc.spent,
+            "epsilon_reserved": acc.reserved,
+            "epsilon_budget": budget,
+        }));
+    }
     Ok(Json(
-        json!({ "height": snap.height, "datasets": snap.state.datasets().map_err(internal)? }),
+        json!({ "height": snap.height, "datasets": datasets, "budgets": budgets }),
     ))
+}
+
+/// Record-level deliveries whose recipient has not attested destroying the copy: for the
+/// regulator's auditors only, and without the patient's pseudonym.
+async fn undestroyed<L: Ledger>(
+    AxState(ctx): AxState<Arc<Ctx<L>>>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+) -> Result<Json<Value>, ApiError> {
+    let (snap, caller) = signed_read!(ctx, method, uri, headers);
+    if !caller.is_regulator_auditor(&snap.state)? {
+        return Err(ApiError(
+            StatusCode::FORBIDDEN,
+            "only an auditor of the regulator may list deliveries awaiting destruction".into(),
+        ));
+    }
+    let key = keys::access(medspace_types::AccessId(0));
+    let table = key.get(..1).unwrap_or_default();
+    let mut out = Vec::new();
+    for (_, bytes) in snap.state.scan_raw(table) {
+        let a = <medspace_state::records::AccessRecord as commonware_codec::DecodeExt<()>>::decode(
+            Bytes::copy_from_slice(bytes),
+        )
+        .map_err(internal)?;
+        if a.destroyed_height.is_none() {
+            out.push(json!({
+                "id": a.id,
+                "holder": a.holder,
+                "recipient": a.recipient,
+                "resource_types": a.resource_types,
+                "resource_count": a.resource_count,
+                "height": a.height,
+                "time_ms": a.time_ms,
+            }));
+        }
+    }
+    Ok(Json(json!({ "height": snap.height, "accesses": out })))
+}
+
+async fn proposals<L: Ledger>(
+    AxState(ctx): AxState<Arc<Ctx<L>>>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+) -> Result<Json<Value>, ApiError> {
+    let (snap, _) = signed_read!(ctx, method, uri, headers);
+    let list = snap.state.proposals().map_err(internal)?;
+    Ok(Json(json!({ "height": snap.height, "proposals": list })))
 }
 
 async fn members<L: Ledger>(
@@ -457,8 +524,12 @@ struct ContractSummary {
     purpose: medspace_types::Purpose,
     mode: medspace_types::Mode,
     level: medspace_types::Level,
+    epsilon_budget: u64,
+    epsilon_spent: u64,
     epsilon_left: u64,
     missing_approvals: usize,
+    /// The datasets its fields read.
+    datasets: std::collections::BTreeSet<medspace_types::DatasetId>,
 }
 
 impl ContractSummary {
@@ -470,8 +541,11 @@ impl ContractSummary {
             purpose: c.purpose,
             mode: c.mode,
             level: c.level,
+            epsilon_budget: c.epsilon_budget,
+            epsilon_spent: c.epsilon_spent,
             epsilon_left: c.epsilon_left(),
             missing_approvals: c.missing_approvals().count(),
+            datasets: c.fields.iter().map(|f| f.dataset.clone()).collect(),
         }
     }
 }

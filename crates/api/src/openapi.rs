@@ -3,157 +3,414 @@
 
 use serde_json::{Value, json};
 
-/// Every documented path with its method.
-pub const PATHS: &[(&str, &str, &str)] = &[
-    (
+/// Who may call a route.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Access {
+    /// Anyone: no request signature.
+    Open,
+    /// A request signed for this node by a key the ledger knows (see the security scheme); the
+    /// summary says whose keys are answered.
+    Signed,
+}
+
+/// Which nodes serve a route.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Served {
+    /// Validators and observers.
+    Every,
+    /// Validators (the chain's own API).
+    Validators,
+    /// Validators with a `[worker]` section (the hospitals' data holders).
+    Workers,
+}
+
+/// One route a node serves: the one list the document is made from, and that the tests hold
+/// against the routers.
+#[derive(Clone, Copy, Debug)]
+pub struct Route {
+    /// The path, with `{parameters}`.
+    pub path: &'static str,
+    /// `get` or `post`.
+    pub method: &'static str,
+    /// Who may call it.
+    pub access: Access,
+    /// Which nodes serve it.
+    pub served: Served,
+    /// Its optional query parameters: name and meaning.
+    pub query: &'static [(&'static str, &'static str)],
+    /// What it does.
+    pub summary: &'static str,
+}
+
+const fn r(
+    path: &'static str,
+    method: &'static str,
+    access: Access,
+    served: Served,
+    summary: &'static str,
+) -> Route {
+    Route {
+        path,
+        method,
+        access,
+        served,
+        query: &[],
+        summary,
+    }
+}
+
+const fn q(
+    path: &'static str,
+    access: Access,
+    served: Served,
+    query: &'static [(&'static str, &'static str)],
+    summary: &'static str,
+) -> Route {
+    Route {
+        path,
+        method: "get",
+        access,
+        served,
+        query,
+        summary,
+    }
+}
+
+use Access::{Open, Signed};
+use Served::{Every, Validators, Workers};
+
+const WAIT: (&str, &str) = (
+    "wait_ms",
+    "wait up to this many ms (at most 10,000) for the height (long-poll); the signature is checked before any wait",
+);
+
+/// Every route a node serves: the read API (this crate), the chain's API (`medspace-chain`),
+/// the worker's (`medspace-worker`), the console and its relay (`medspace-console`,
+/// `medspace-node`) and the consortium's health (`medspace-node`).
+pub const ROUTES: &[Route] = &[
+    r(
         "/v1/health",
         "get",
-        "liveness and the last finalized height (open)",
+        Open,
+        Every,
+        "liveness and the last finalized height",
     ),
-    ("/openapi.json", "get", "this document (open)"),
-    (
+    r("/openapi.json", "get", Open, Every, "this document"),
+    r(
+        "/health",
+        "get",
+        Open,
+        Validators,
+        "the chain's health: height, mempool size, whether it halted (503 if so)",
+    ),
+    r(
+        "/metrics",
+        "get",
+        Open,
+        Validators,
+        "Prometheus metrics of the node (no patient data)",
+    ),
+    r("/console", "get", Open, Every, "redirects to /console/"),
+    r(
         "/console/",
         "get",
-        "the console (open): the patient portal's page; its modules and styles are served beside it",
+        Open,
+        Every,
+        "the console: the patient portal's page; its modules and styles are served beside it",
     ),
-    (
+    r(
         "/console/{asset}",
         "get",
-        "one of the console's embedded files (open): app.js, ledger.js, codec.js, i18n.js, qr.js, style.css",
+        Open,
+        Every,
+        "one of the console's embedded files: its ES modules and style sheet",
     ),
-    (
+    r(
         "/console/genesis.json",
         "get",
-        "this node's genesis file byte for byte (open): the console checks its SHA-256 against the hash pinned in its address",
+        Open,
+        Every,
+        "this node's genesis file byte for byte: the console checks its SHA-256 against the hash pinned in its address",
     ),
-    (
+    r(
         "/console/node.json",
         "get",
-        "which member's node this is (open): the audience of signed requests",
+        Open,
+        Every,
+        "which member's node this is: the audience of signed requests",
     ),
-    (
+    r(
+        "/console/relay/{member}/v1/records/export",
+        "get",
+        Signed,
+        Validators,
+        "passes a patient's record download on to `member`'s node, the authorization header (signed in the browser for that node) untouched",
+    ),
+    r(
+        "/console/relay/{member}/v1/worker/jobs/{job}/result",
+        "get",
+        Signed,
+        Validators,
+        "passes a researcher's request for a job's released result on to `member`'s node (the job's aggregator), the authorization header (signed in the browser for that node) untouched",
+    ),
+    r(
         "/v1/tx",
         "post",
-        "submit a signed transaction (canonical bytes); answers its id",
+        Open,
+        Every,
+        "submit a signed transaction (canonical bytes; the transaction carries its own signature); answers its id",
     ),
-    (
+    r(
         "/v1/txs",
         "post",
-        "submit up to 1,024 signed transactions in one batch (u32 count, then u32 length and bytes each; validators only); answers per transaction its id or the refusal and its status",
+        Open,
+        Validators,
+        "submit up to 1,024 signed transactions in one batch (u32 count, then u32 length and bytes each); answers per transaction its id or the refusal and its status",
     ),
-    (
+    r(
         "/v1/tx/{id}",
         "get",
-        "status of a transaction: unknown, pending, finalized with its receipt, or refused with the reason",
+        Open,
+        Every,
+        "status of a transaction: unknown, pending, finalized with its receipt, or dropped with the reason",
     ),
-    (
+    q(
+        "/v1/blocks",
+        Signed,
+        Validators,
+        &[
+            (
+                "after",
+                "answer once a block above this height is finalized (live updates)",
+            ),
+            WAIT,
+        ],
+        "the latest height and the last (up to) 20 digests and state roots (any registered key)",
+    ),
+    r(
+        "/v1/blocks/{height}",
+        "get",
+        Signed,
+        Validators,
+        "a finalized block's header fields and transaction ids (members and their users)",
+    ),
+    q(
         "/v1/blocks/{height}/raw",
-        "get",
-        "a finalized block with its finality certificate (?wait_ms= long-polls; signed by an active member's key or its user's; checked before any wait)",
+        Signed,
+        Validators,
+        &[WAIT],
+        "a finalized block with its finality certificate, binary (members and their users)",
     ),
-    (
+    q(
         "/v1/blocks/{height}/header",
-        "get",
-        "a finalized block's header with its finality certificate, for light clients (?wait_ms= long-polls; any registered key; checked before any wait)",
+        Signed,
+        Validators,
+        &[WAIT],
+        "a finalized block's header with its finality certificate, binary, for light clients (any registered key)",
     ),
-    (
+    r(
+        "/v1/consortium",
+        "get",
+        Signed,
+        Every,
+        "which validators this node reaches and when it last did, the last finalized height and its age, whether enough validators answer to finalize (any registered key)",
+    ),
+    q(
+        "/v1/worker/jobs/{job}/dealing",
+        Signed,
+        Workers,
+        &[WAIT],
+        "a site's secret-sharing dealing for a job, to the job's aggregator node only",
+    ),
+    r(
+        "/v1/worker/jobs/{job}/mask",
+        "post",
+        Signed,
+        Workers,
+        "a site's mask share for a job, from the job's aggregator node only",
+    ),
+    q(
+        "/v1/worker/jobs/{job}/reveal",
+        Signed,
+        Workers,
+        &[WAIT],
+        "a site's reveal of a dropped site's masks, to the job's aggregator node only",
+    ),
+    r(
         "/v1/worker/jobs/{job}/result",
         "get",
+        Signed,
+        Workers,
         "a job's released result, to its submitter only and only once the ledger holds its hash (202 before)",
     ),
-    (
+    r(
         "/v1/records/export",
         "get",
-        "the calling patient's own record as a FHIR Bundle (signed by the patient for this node; another person's resources withheld)",
+        Signed,
+        Workers,
+        "the calling patient's own record as a FHIR Bundle (another person's resources withheld)",
     ),
-    (
+    r(
         "/v1/records/redeem",
         "post",
+        Signed,
+        Workers,
         "redeem a patient's authorization code for their records (signed by the grantee; five wrong codes lock the grant)",
     ),
-    (
+    r(
         "/v1/status",
         "get",
+        Signed,
+        Every,
         "chain id, height, time, state root and the anchor that commits to it",
     ),
-    (
+    r(
         "/v1/catalog",
         "get",
-        "the data catalog (descriptions, counts, quality; never data)",
+        Signed,
+        Every,
+        "the data catalog (descriptions, counts, quality; never data) and each dataset's lifetime privacy budget: spent, reserved, the policy's limit",
     ),
-    (
+    r(
+        "/v1/proposals",
+        "get",
+        Signed,
+        Every,
+        "governance proposals with their votes (yes, no) and status",
+    ),
+    r(
+        "/v1/accesses/undestroyed",
+        "get",
+        Signed,
+        Every,
+        "record-level deliveries whose recipient has not attested destroying the copy, without the patients' pseudonyms (a regulator's auditors only)",
+    ),
+    r(
         "/v1/members",
         "get",
+        Signed,
+        Every,
         "member institutions and their credit balances",
     ),
-    (
+    q(
         "/v1/contracts",
-        "get",
-        "data-use contracts, optionally filtered by ?status=",
+        Signed,
+        Every,
+        &[("status", "only contracts in this status")],
+        "data-use contracts",
     ),
-    (
+    r(
         "/v1/contracts/{id}",
         "get",
+        Signed,
+        Every,
         "a contract with its inclusion proof and anchor",
     ),
-    (
+    r(
         "/v1/contracts/{id}/jobs",
         "get",
+        Signed,
+        Every,
         "the jobs of a contract, each with its inclusion proof",
     ),
-    (
+    r(
         "/v1/members/{id}/deliveries",
         "get",
+        Signed,
+        Every,
         "the record deliveries a member served, each with its inclusion proof (its own keys and users, or a regulator's auditor)",
     ),
-    (
+    r(
         "/v1/jobs/{id}",
         "get",
+        Signed,
+        Every,
         "a job record (canonical bytes) with its inclusion proof",
     ),
-    (
+    r(
         "/v1/grants/{id}",
         "get",
+        Signed,
+        Every,
         "a grant with its inclusion proof (its patient, grantee or holder, or a regulator's auditor; anyone else: not found)",
     ),
-    (
+    r(
         "/v1/users/{id}/approvals",
         "get",
+        Signed,
+        Every,
         "contracts waiting for this user's approval",
     ),
-    (
+    r(
         "/v1/patients/{id}/log",
         "get",
+        Signed,
+        Every,
         "the patient's log and record accesses, each with its proof (patient or auditor)",
     ),
-    (
+    q(
         "/v1/patients/{id}/jobs",
-        "get",
-        "the aggregate jobs that may have counted the patient (?holders=hospital-a,hospital-b: the hospitals holding their records), each job and contract with its proof (patient or auditor)",
+        Signed,
+        Every,
+        &[(
+            "holders",
+            "the hospitals holding the patient's records, comma-separated",
+        )],
+        "the aggregate jobs that may have counted the patient, each job and contract with its proof (patient or auditor)",
     ),
-    (
+    r(
         "/v1/patients/{id}/consents",
         "get",
+        Signed,
+        Every,
         "the patient's consents with proofs (patient or auditor)",
     ),
-    (
+    r(
         "/v1/patients/{id}/grants",
         "get",
+        Signed,
+        Every,
         "the patient's grants with proofs (patient or auditor)",
     ),
-    (
+    r(
         "/v1/records/{key}",
         "get",
+        Signed,
+        Every,
         "any state record by hex key, with its inclusion proof",
     ),
 ];
 
+/// The `{parameters}` of a path template.
+pub fn path_parameters(path: &str) -> Vec<&str> {
+    path.split('/')
+        .filter_map(|seg| seg.strip_prefix('{').and_then(|s| s.strip_suffix('}')))
+        .collect()
+}
+
 /// The OpenAPI document.
 pub fn openapi() -> Value {
     let mut paths = serde_json::Map::new();
-    for (path, method, summary) in PATHS {
+    for route in ROUTES {
+        let mut parameters: Vec<Value> = path_parameters(route.path)
+            .into_iter()
+            .map(|name| {
+                json!({ "name": name, "in": "path", "required": true, "schema": { "type": "string" } })
+            })
+            .collect();
+        parameters.extend(route.query.iter().map(|(name, what)| {
+            json!({ "name": name, "in": "query", "required": false, "description": what, "schema": { "type": "string" } })
+        }));
+        let served = match route.served {
+            Served::Every => "every node",
+            Served::Validators => "validators",
+            Served::Workers => "the hospitals' nodes (validators with a worker)",
+        };
         let mut op = json!({
-            "summary": summary,
+            "summary": route.summary,
+            "description": format!("Served by {served}."),
+            "operationId": format!("{} {}", route.method, route.path),
+            "parameters": parameters,
             "responses": {
                 "200": { "description": "ok" },
                 "400": { "description": "bad input, with {\"error\": message}" },
@@ -163,16 +420,20 @@ pub fn openapi() -> Value {
                 "429": { "description": "rate limited" }
             }
         });
-        if !matches!(
-            *path,
-            "/v1/health" | "/openapi.json" | "/v1/tx" | "/v1/txs" | "/v1/tx/{id}"
-        ) && let Some(o) = op.as_object_mut()
-        {
-            o.insert("security".into(), json!([{ "medspace": [] }]));
+        if let Some(o) = op.as_object_mut() {
+            o.insert(
+                "security".into(),
+                match route.access {
+                    Access::Open => json!([]),
+                    Access::Signed => json!([{ "medspace": [] }]),
+                },
+            );
         }
-        let entry = paths.entry(path.to_string()).or_insert_with(|| json!({}));
+        let entry = paths
+            .entry(route.path.to_string())
+            .or_insert_with(|| json!({}));
         if let Some(e) = entry.as_object_mut() {
-            e.insert(method.to_string(), op);
+            e.insert(route.method.to_string(), op);
         }
     }
     json!({

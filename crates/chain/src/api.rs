@@ -24,7 +24,9 @@
 //!   ms (≤ 10 s) for that height to be finalized; what observers and verifying clients follow.
 //! - `GET /v1/blocks/{height}/header?wait_ms=N` (headers) — the header and its finality
 //!   certificate ([`crate::follow::encode_certified_header`]); what light clients follow.
-//! - `GET /v1/blocks` (headers) — the latest height and the last (up to) 20 digests and roots.
+//! - `GET /v1/blocks?after=H&wait_ms=N` (headers) — the latest height and the last (up to) 20
+//!   digests and roots; with `after`, waiting up to `N` ms (≤ 10 s) for a block above `H` (how
+//!   the console learns of new blocks without reloading).
 //! - `GET /health`, `GET /metrics`.
 //!
 //! [`router`] takes `extra` routes so the state layer can add record + inclusion-proof routes.
@@ -371,13 +373,32 @@ async fn finalized<A: Application>(
     }
 }
 
+/// Query of `GET /v1/blocks`: long-poll for a block above `after`.
+#[derive(serde::Deserialize)]
+struct BlocksQuery {
+    /// Answer once a block above this height is finalized (or the wait is over).
+    after: Option<u64>,
+    /// Wait up to this long (capped at 10 s).
+    #[serde(default)]
+    wait_ms: u64,
+}
+
 async fn blocks<A: Application>(
     State(s): State<Arc<ApiState<A>>>,
+    axum::extract::Query(q): axum::extract::Query<BlocksQuery>,
     uri: axum::http::Uri,
     headers: axum::http::HeaderMap,
 ) -> Response {
     if let Some(refused) = gate(&s, &uri, &headers, ChainAccess::Headers) {
         return refused;
+    }
+    // Live updates (the console): the gate is passed before anything waits.
+    if let Some(after) = q.after
+        && s.handle.height() <= after
+        && q.wait_ms > 0
+    {
+        let wait = std::time::Duration::from_millis(q.wait_ms.min(MAX_WAIT_MS));
+        let _ = tokio::time::timeout(wait, s.handle.wait_for_height(after + 1)).await;
     }
     let chain = s.handle.finalized_chain();
     let from = chain.len().saturating_sub(20);

@@ -206,6 +206,35 @@ fn api_rejects_bad_input_and_finalizes_good_tx() {
                 .await
                 .expect("refused without waiting");
                 assert_eq!(s, StatusCode::UNAUTHORIZED, "unsigned long-poll");
+                // Live updates: `/v1/blocks?after=` answers as soon as a block above `after`
+                // is finalized (the chain keeps making blocks), and at once for an old one;
+                // unsigned, it is refused before any wait.
+                let (s, j) = call(&api, "GET", "/v1/blocks?after=0&wait_ms=10000", vec![]).await;
+                assert_eq!(s, StatusCode::OK, "{j}");
+                assert!(j["height"].as_u64().expect("height") >= h, "{j}");
+                let now = handles[0].height();
+                let started = std::time::Instant::now();
+                let (s, j) = call(
+                    &api,
+                    "GET",
+                    &format!("/v1/blocks?after={now}&wait_ms=10000"),
+                    vec![],
+                )
+                .await;
+                assert_eq!(s, StatusCode::OK, "{j}");
+                assert!(j["height"].as_u64().expect("height") > now, "{j}");
+                assert!(started.elapsed() < std::time::Duration::from_secs(10));
+                let (s, _) = tokio::time::timeout(
+                    std::time::Duration::from_secs(5),
+                    raw_call(
+                        &gated,
+                        &format!("/v1/blocks?after={}&wait_ms=10000", h + 1_000),
+                        false,
+                    ),
+                )
+                .await
+                .expect("refused without waiting");
+                assert_eq!(s, StatusCode::UNAUTHORIZED, "unsigned live updates");
                 break;
             }
             futures::StreamExt::next(&mut sub).await.expect("running");

@@ -3,7 +3,7 @@
 
 use anyhow::Context as _;
 use clap::Args;
-use medspace_devnet::devnet::{self, OBSERVER};
+use medspace_devnet::devnet;
 use medspace_devnet::{Devnet, DevnetOptions};
 use std::path::PathBuf;
 
@@ -129,33 +129,23 @@ pub fn run(a: DevnetArgs) -> anyhow::Result<()> {
         ledger.height(),
         ledger.state().root()
     );
-    let a_url = net.url("hospital-a").unwrap_or_default();
-    match net.http("hospital-a") {
-        Some(addr) if !net.options.plain_http => {
-            println!(
-                "  every API speaks TLS with the certificate pinned for its node in {} (no CA: trust that certificate, by the node's name)",
-                net.dir.join("genesis.json").display()
-            );
-            println!(
-                "  try: curl --cacert {} --resolve hospital-a:{}:{} {a_url}/v1/health",
-                net.cert_file("hospital-a").display(),
-                addr.port(),
-                addr.ip()
-            );
-        }
-        _ => println!("  try: curl {a_url}/v1/health"),
+    if !net.options.plain_http {
+        println!(
+            "  every API speaks TLS with the certificate pinned for its node in {} (no CA: trust that certificate, by the node's name)",
+            net.dir.join("genesis.json").display()
+        );
     }
     println!(
-        "  a study from the command line: medspace query contract --spec <query.json> --study <id> (as research-1.researcher),"
+        "\n  try (each `$` line runs as printed, in this order; the study is signed by the devnet's users, `latest` is the newest contract):"
     );
-    println!(
-        "    medspace query --as hospital-a.steward approve --contract <id> (each reviewer), medspace query run --contract <id> --epsilon 0.5"
-    );
-    println!("  Ctrl-C stops the consortium; `medspace devnet` again resumes it from disk;");
-    println!(
-        "  once stopped, `medspace audit verify --data-dir {}` re-verifies a node's chain.",
-        net.dir.join(OBSERVER).display()
-    );
+    let hints = medspace_devnet::hints::hints(&net).context("writing the example query")?;
+    for h in &hints.now {
+        println!("  $ {h}");
+    }
+    for h in &hints.after_stop {
+        println!("  after Ctrl-C: $ {h}");
+    }
+    println!("  Ctrl-C stops the consortium; `medspace devnet` again resumes it from disk.");
     tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?

@@ -10,7 +10,6 @@
 use crate::query_cmd::{Who, load};
 use anyhow::{Context, bail};
 use clap::{Args, Subcommand};
-use medspace_client::Remote;
 use medspace_client::light::LightClient;
 use medspace_client::records::{self, GrantTerms, LogLine};
 use medspace_types::*;
@@ -500,7 +499,7 @@ pub fn run(args: PatientArgs) -> anyhow::Result<()> {
             let grant: GrantId = grant
                 .parse()
                 .map_err(|e| anyhow::anyhow!("bad grant id `{grant}`: {e}"))?;
-            let mut ledger = Remote::connect(&genesis, &signer)?;
+            let mut ledger = crate::query_cmd::connect(&who, &genesis, &signer)?;
             let started = std::time::Instant::now();
             let (bytes, access) = records::redeem(&mut ledger, &signer, grant, &code)?;
             let took = started.elapsed();

@@ -33,6 +33,20 @@ pub struct Who {
     /// `medspace patient redeem`: default hospital-b.clinician).
     #[arg(long = "as", global = true)]
     pub user: Option<String>,
+    /// Give up after this many seconds without a finalized block (the consortium cannot
+    /// finalize while too many validators are unreachable; they are named after a few seconds).
+    #[arg(long, global = true, default_value_t = medspace_client::remote::FINALITY_TIMEOUT.as_secs())]
+    pub finality_timeout_s: u64,
+}
+
+/// Connects to the consortium as `key`: waits tell on stderr which validators do not answer,
+/// and give up after `--finality-timeout-s` without a finalized block.
+pub fn connect(who: &Who, genesis: &ChainGenesis, key: &Keypair) -> anyhow::Result<Remote> {
+    let mut ledger = Remote::connect(genesis, key)?;
+    ledger.set_finality_timeout(Duration::from_secs(who.finality_timeout_s.max(1)));
+    let limit = who.finality_timeout_s;
+    ledger.on_stall(move |s| eprintln!("waiting: {}; giving up after {limit} s", s.describe()));
+    Ok(ledger)
 }
 
 /// The seed the devnet was made with (its `devnet.json`).
@@ -84,19 +98,19 @@ enum QueryCommand {
     },
     /// Approve a contract (as a reviewer: steward, data or ethics committee, regulator).
     Approve {
-        /// The contract.
+        /// The contract (its id, or `latest`: the newest on the ledger).
         #[arg(long)]
         contract: String,
     },
     /// A contract's status, approvals, budget and jobs.
     Status {
-        /// The contract.
+        /// The contract (its id, or `latest`: the newest on the ledger).
         #[arg(long)]
         contract: String,
     },
     /// Run a job under an active contract and print the released result.
     Run {
-        /// The contract.
+        /// The contract (its id, or `latest`: the newest on the ledger).
         #[arg(long)]
         contract: String,
         /// Epsilon each hospital releases its counts under; the ledger charges it times the
@@ -153,7 +167,17 @@ pub fn load(who: &Who, default_user: &str) -> anyhow::Result<(ChainGenesis, Keyp
     Ok((genesis, key))
 }
 
-fn parse_contract(s: &str) -> anyhow::Result<ContractId> {
+/// A contract's id, or `latest`: the newest contract on the ledger.
+fn parse_contract(ledger: &Remote, s: &str) -> anyhow::Result<ContractId> {
+    if s == "latest" {
+        return ledger
+            .state()
+            .contracts()?
+            .into_iter()
+            .map(|c| c.id)
+            .max()
+            .context("no contract on the ledger yet (`latest` names the newest)");
+    }
     s.parse()
         .map_err(|e| anyhow::anyhow!("bad contract id `{s}`: {e}"))
 }
@@ -161,7 +185,7 @@ fn parse_contract(s: &str) -> anyhow::Result<ContractId> {
 /// Runs `medspace query`.
 pub fn run(args: QueryArgs) -> anyhow::Result<()> {
     let (genesis, key) = load(&args.who, "research-1.researcher")?;
-    let mut ledger = Remote::connect(&genesis, &key)?;
+    let mut ledger = connect(&args.who, &genesis, &key)?;
     match args.command {
         QueryCommand::Contract {
             spec,
@@ -196,7 +220,7 @@ pub fn run(args: QueryArgs) -> anyhow::Result<()> {
             print_status(&ledger, contract)
         }
         QueryCommand::Approve { contract } => {
-            let contract = parse_contract(&contract)?;
+            let contract = parse_contract(&ledger, &contract)?;
             let r = ledger.must(&key, Payload::Approve(Approve { contract }))?;
             let active = r
                 .events
@@ -208,7 +232,9 @@ pub fn run(args: QueryArgs) -> anyhow::Result<()> {
             );
             print_status(&ledger, contract)
         }
-        QueryCommand::Status { contract } => print_status(&ledger, parse_contract(&contract)?),
+        QueryCommand::Status { contract } => {
+            print_status(&ledger, parse_contract(&ledger, &contract)?)
+        }
         QueryCommand::Run {
             contract,
             epsilon,
@@ -217,7 +243,7 @@ pub fn run(args: QueryArgs) -> anyhow::Result<()> {
             timeout_s,
             chart,
         } => {
-            let contract = parse_contract(&contract)?;
+            let contract = parse_contract(&ledger, &contract)?;
             let waited = Instant::now();
             loop {
                 let rec = ledger

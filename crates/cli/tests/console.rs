@@ -231,3 +231,86 @@ fn validate_fhir(file: &Path) {
     );
     println!("FHIR R4 schema: {}", text.trim());
 }
+
+/// The regulator's auditor signs in with a key exported by `medspace key export-browser` and
+/// explores the chain: the consortium's health, blocks each with its finality certificate
+/// verified in the page, a new block arriving without a reload, a block's transactions,
+/// contracts by status with their budgets; in Chinese and at a phone's width. A researcher's
+/// key is refused in words. Governance: the auditor reads it; hospital-a's member key proposes
+/// an appointment signed in the page and sees it listed with its vote; hospital-b's votes for it. Screenshots in
+/// `target/console-screenshots/explorer-*.png` and `governance-*.png`.
+#[test]
+fn an_auditor_explores_the_chain_in_a_real_browser() {
+    let browser_dir = match browser() {
+        Ok(d) => d,
+        Err(why) => {
+            assert!(
+                std::env::var("CI").as_deref() != Ok("true"),
+                "explorer browser test: {why} and CI=true"
+            );
+            eprintln!("SKIPPED explorer browser test: {why}");
+            return;
+        }
+    };
+    let dir = std::env::temp_dir().join(format!("medspace-explorer-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let net = start(&dir);
+    // An active contract, so that a budget shows.
+    let spec = dir.join("query.json");
+    std::fs::write(
+        &spec,
+        r#"{"version":1,"cohort":{"age":{"min":0,"max":150},"index_date":"2025-01-01"},"aggregate":"count","group_by":["sex"]}"#,
+    )
+    .unwrap();
+    cli(
+        &dir,
+        &["query", "contract", "--spec", spec.to_str().unwrap()],
+    );
+    for reviewer in [
+        "hospital-a.steward",
+        "hospital-b.steward",
+        "hospital-c.steward",
+    ] {
+        cli(
+            &dir,
+            &["query", "--as", reviewer, "approve", "--contract", "latest"],
+        );
+    }
+    // A job, so that budgets are spent.
+    cli(
+        &dir,
+        &["query", "run", "--contract", "latest", "--epsilon", "0.2"],
+    );
+    let c = consortium(&dir);
+    let key_file = |name: &str, key: &medspace_types::Keypair| {
+        let out = dir.join(format!("{name}.browser.json"));
+        browser_key(key, &out);
+        out
+    };
+    let member = key_file("hospital-a.member", c.member_key("hospital-a").unwrap());
+    let member_b = key_file("hospital-b.member", c.member_key("hospital-b").unwrap());
+    let auditor = key_file("regulator.auditor", c.user_key("regulator.auditor").unwrap());
+    let other = key_file("research", c.user_key("research-1.researcher").unwrap());
+    let shots = root().join("target/console-screenshots");
+    let out = Command::new("node")
+        .arg(root().join("crates/cli/tests/console/explorer.mjs"))
+        .env("BROWSER_DIR", &browser_dir)
+        .env("CONSOLE_URL", &net.console)
+        .env("AUDITOR_KEY", &auditor)
+        .env("OTHER_KEY", &other)
+        .env("MEMBER_KEY", &member)
+        .env("MEMBER_B_KEY", &member_b)
+        .env("SHOTS", &shots)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let result: serde_json::Value = stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("RESULT "))
+        .map(|j| serde_json::from_str(j).unwrap())
+        .unwrap_or_else(|| panic!("the driver failed:\n{stdout}\n{stderr}"));
+    println!("screenshots in {}", shots.display());
+    assert_eq!(result["ok"], true, "failures: {:#}", result["failures"]);
+}
+

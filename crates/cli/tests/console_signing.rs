@@ -3,7 +3,9 @@
 //! and `medspace-types`' transactions — the request message byte for byte, an authorization
 //! header the API accepts, and consent, grant and revocation transactions that decode, verify
 //! and carry exactly the payload the Rust code builds (the grant's code hashed as
-//! `types::code_hash` does). Without node the test skips loudly; under `CI=true` it fails.
+//! `types::code_hash` does), and governance transactions (a vote, an admission, a removal, an
+//! appointment, a dismissal; `governance.js`) equal to the Rust ones byte for byte. Without node the test
+//! skips loudly; under `CI=true` it fails.
 
 #![allow(
     clippy::unwrap_used,
@@ -28,7 +30,7 @@ fn the_browser_signs_requests_and_transactions_as_the_rust_code_does() {
     }
     let dir = std::env::temp_dir().join(format!("medspace-console-sign-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
-    for name in ["codec.js", "ledger.js"] {
+    for name in ["codec.js", "ledger.js", "governance.js", "i18n.js"] {
         std::fs::write(dir.join(name), medspace_console::asset(name).unwrap()).unwrap();
     }
     let key = Keypair::from_secret_hex(&"07".repeat(32)).unwrap();
@@ -39,6 +41,10 @@ fn the_browser_signs_requests_and_transactions_as_the_rust_code_does() {
         r#"
 import * as L from "./ledger.js";
 import * as c from "./codec.js";
+// governance.js's page uses the translations, which read the locale from the browser's storage.
+globalThis.localStorage = {{ getItem: () => null, setItem: () => {{}} }};
+if (!globalThis.navigator) globalThis.navigator = {{ language: "en" }};
+const G = await import("./governance.js");
 const pkcs8 = c.concat(c.unhex("302e020100300506032b657004220420"), c.unhex("{secret}"));
 const key = await crypto.subtle.importKey("pkcs8", pkcs8, {{ name: "Ed25519" }}, false, ["sign"]);
 const session = {{ key, public: "{public}" }};
@@ -55,6 +61,11 @@ out.reject = c.hex(await L.signTx(session, "medspace-devnet", 8n, L.reject("c-00
 out.job = c.hex(await L.signTx(session, "medspace-devnet", 9n, L.submitJob("c-00000000000000a3", c.utf8('{{"version":1}}'), 300000)));
 out.user = JSON.stringify(L.decodeUser(c.unhex("{user}")));
 out.name = L.hexName("research-1.researcher");
+out.vote = c.hex(await L.signTx(session, "medspace-devnet", 20n, G.vote("p-00000000000a0b0c", false)));
+out.remove = c.hex(await L.signTx(session, "medspace-devnet", 21n, G.removeMember("insurer-1")));
+out.appoint = c.hex(await L.signTx(session, "medspace-devnet", 22n, G.appointUser("hospital-a.ethics-2", "hospital-a", "ethics_committee", "{public}")));
+out.add = c.hex(await L.signTx(session, "medspace-devnet", 24n, G.addMember({{ id: "hospital-d", name: "Hospital D (district)", kind: "hospital", key: "{public}", nodeKey: "{other}", agreementKey: "{agreement}" }}, 250n)));
+out.dismiss = c.hex(await L.signTx(session, "medspace-devnet", 23n, G.dismissUser("hospital-b.ethics-committee")));
 console.log(JSON.stringify(out));
 "#,
         secret = key.secret_hex(),
@@ -66,6 +77,8 @@ console.log(JSON.stringify(out));
                 key: key.public(),
             }
         )),
+        other = Keypair::from_seed(5).public().to_hex(),
+        agreement = "ab".repeat(32),
     );
     let script_path = dir.join("sign.mjs");
     std::fs::write(&script_path, script).unwrap();
@@ -220,5 +233,75 @@ console.log(JSON.stringify(out));
         ))
         .trim_start_matches("06")
     );
+    // Governance, signed in the browser: a vote, a member's removal, an appointment, a
+    // dismissal.
+    let cases = [
+        (
+            "vote",
+            expect(
+                20,
+                Payload::Vote(Vote {
+                    proposal: ProposalId(0x000a_0b0c),
+                    approve: false,
+                }),
+            ),
+        ),
+        (
+            "remove",
+            expect(
+                21,
+                Payload::RemoveMember(RemoveMember {
+                    member: MemberId::new("insurer-1").unwrap(),
+                }),
+            ),
+        ),
+        (
+            "appoint",
+            expect(
+                22,
+                Payload::AppointUser(AppointUser {
+                    user: UserId::new("hospital-a.ethics-2").unwrap(),
+                    member: MemberId::new("hospital-a").unwrap(),
+                    role: Role::EthicsCommittee,
+                    key: key.public(),
+                }),
+            ),
+        ),
+        (
+            "dismiss",
+            expect(
+                23,
+                Payload::DismissUser(DismissUser {
+                    user: UserId::new("hospital-b.ethics-committee").unwrap(),
+                }),
+            ),
+        ),
+    ];
+    let add = (
+        "add",
+        expect(
+            24,
+            Payload::AddMember(AddMember {
+                member: Member {
+                    id: MemberId::new("hospital-d").unwrap(),
+                    name: Text::new("Hospital D (district)").unwrap(),
+                    kind: MemberKind::Hospital,
+                    key: key.public(),
+                    node_key: Keypair::from_seed(5).public(),
+                    agreement_key: Hash([0xab; 32]),
+                },
+                initial_balance: 250,
+            }),
+        ),
+    );
+    for (field, rust) in cases.into_iter().chain([add]) {
+        let browser = tx(field);
+        assert!(browser.verify_signature(), "{field}");
+        assert_eq!(
+            browser.to_bytes(),
+            rust.to_bytes(),
+            "{field}: byte for byte"
+        );
+    }
     std::fs::remove_dir_all(&dir).unwrap();
 }

@@ -912,11 +912,15 @@ fn demo_runs_on_the_synthea_split() {
 struct DevnetProcess {
     child: Child,
     dir: PathBuf,
+    /// What it printed up to its "Ctrl-C stops the consortium" line.
+    printed: String,
 }
 
 impl DevnetProcess {
     fn start(dir: &Path, patients: usize) -> Self {
         use std::io::BufRead as _;
+        // Its errors go to a file beside the devnet, shown if it does not come up.
+        let errors = dir.with_extension("stderr");
         let mut child = Command::new(BIN)
             .args(["devnet", "--patients", &patients.to_string(), "--base-port"])
             .arg(free_base().to_string())
@@ -924,7 +928,7 @@ impl DevnetProcess {
             .arg(dir)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
-            .stderr(Stdio::null())
+            .stderr(std::fs::File::create(&errors).unwrap())
             .spawn()
             .unwrap();
         let out = child.stdout.take().unwrap();
@@ -944,12 +948,14 @@ impl DevnetProcess {
                 return Self {
                     child,
                     dir: dir.to_path_buf(),
+                    printed: seen,
                 };
             }
         }
         let _ = child.kill();
         let _ = child.wait();
-        panic!("devnet exited before it was ready:\n{seen}");
+        let errors = std::fs::read_to_string(&errors).unwrap_or_default();
+        panic!("devnet exited before it was ready:\n{seen}\nstderr:\n{errors}");
     }
 
     /// `medspace <command> --devnet <dir> <args>`: (success, stdout + stderr).
@@ -1543,4 +1549,242 @@ fn validate_fhir(test: &str, files: &[&Path]) {
         String::from_utf8_lossy(&out.stderr)
     );
     assert_eq!(text.matches("valid ").count(), files.len(), "{text}");
+}
+
+/// Every `$` hint `medspace devnet` prints runs as printed, in order, and succeeds (the curl of
+/// the open health route, the study signed by the devnet's users with `--contract latest`);
+/// the one printed for after Ctrl-C runs once the devnet stopped.
+#[test]
+fn every_hint_the_devnet_prints_works_as_printed() {
+    let dir = std::env::temp_dir().join(format!("medspace-hints-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let net = DevnetProcess::start(&dir, 20);
+    let mut now = Vec::new();
+    let mut after = Vec::new();
+    for line in net.printed.lines() {
+        let line = line.trim();
+        if let Some(cmd) = line.strip_prefix("after Ctrl-C: $ ") {
+            after.push(cmd.to_string());
+        } else if let Some(cmd) = line.strip_prefix("$ ") {
+            now.push(cmd.to_string());
+        }
+    }
+    assert!(
+        now.iter().any(|c| c.starts_with("curl ")) && now.len() >= 6 && after.len() == 1,
+        "hints not found in:\n{}",
+        net.printed
+    );
+    let run = |cmd: &str| {
+        let out = Command::new("sh").args(["-c", cmd]).output().unwrap();
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(out.status.success(), "`{cmd}` failed:\n{text}");
+        text
+    };
+    for cmd in &now {
+        let text = run(cmd);
+        if cmd.starts_with("curl ") {
+            assert!(text.contains("\"status\""), "`{cmd}`: {text}");
+        }
+        if cmd.contains("hospital-c.steward approve") {
+            assert!(text.contains("-> contract ACTIVE"), "{text}");
+        }
+        if cmd.contains(" run --contract latest") {
+            assert!(text.contains("verified against the ledger"), "{text}");
+        }
+    }
+    drop(net);
+    for cmd in &after {
+        run(cmd);
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Two of the four validators killed: the consortium cannot finalize. A submitting command
+/// names the unreachable validators within seconds and gives up with a clear message after
+/// its `--finality-timeout-s`; a node's `GET /v1/consortium` says the same.
+#[test]
+fn a_stalled_consortium_is_named_and_given_up_on() {
+    use std::io::BufRead as _;
+    let dir = std::env::temp_dir().join(format!("medspace-stall-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let net = DevnetProcess::start(&dir, 10);
+    let genesis = medspace_chain::node::Genesis::load(&dir.join("genesis.json")).unwrap();
+    let down = ["hospital-b", "hospital-c"];
+    for v in down {
+        assert!(genesis.validators.iter().any(|x| x.name == v), "{v}");
+        net.kill_node(v);
+    }
+    let spec = dir.join("query.json");
+    std::fs::write(
+        &spec,
+        r#"{"version":1,"cohort":{"age":{"min":0,"max":150},"index_date":"2025-01-01"},"aggregate":"count","group_by":["sex"]}"#,
+    )
+    .unwrap();
+    let timeout_s = 8u64;
+    let started = Instant::now();
+    let mut child = Command::new(BIN)
+        .args(["query", "--devnet"])
+        .arg(&dir)
+        .args(["--finality-timeout-s", &timeout_s.to_string()])
+        .args(["contract", "--spec"])
+        .arg(&spec)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let err = child.stderr.take().unwrap();
+    let mut named_after = None;
+    let mut text = String::new();
+    for line in std::io::BufReader::new(err).lines() {
+        let line = line.unwrap();
+        if named_after.is_none() && down.iter().all(|v| line.contains(v)) {
+            named_after = Some(started.elapsed());
+        }
+        text.push_str(&line);
+        text.push('\n');
+    }
+    let status = child.wait().unwrap();
+    let took = started.elapsed();
+    println!("what the stalled command said ({took:?}):\n{text}");
+    assert!(!status.success(), "{text}");
+    let named = named_after.unwrap_or_else(|| panic!("validators never named:\n{text}"));
+    assert!(
+        named < Duration::from_secs(6),
+        "named after {named:?}:\n{text}"
+    );
+    assert!(text.contains("unreachable"), "{text}");
+    assert!(text.contains("cannot finalize"), "{text}");
+    assert!(
+        text.contains(&format!("gave up after {timeout_s} s")),
+        "{text}"
+    );
+    assert!(
+        took >= Duration::from_secs(timeout_s) && took < Duration::from_secs(timeout_s + 20),
+        "took {took:?}:\n{text}"
+    );
+
+    // The live node's view of the consortium, for the console.
+    let key = devnet_member_key(1, "hospital-a");
+    let node = genesis
+        .validators
+        .iter()
+        .find(|v| v.name == "hospital-a")
+        .unwrap();
+    let url = format!("{}/v1/consortium", medspace_chain::tls::node_url(node));
+    let auth = medspace_api::auth::Request {
+        method: "GET",
+        path_and_query: "/v1/consortium",
+        audience: "hospital-a",
+        body: b"",
+    }
+    .sign(&key);
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let client = medspace_chain::tls::client(&genesis, Duration::from_secs(30)).unwrap();
+    let (status, v) = rt.block_on(async {
+        let r = client
+            .get(&url)
+            .header("authorization", auth)
+            .send()
+            .await
+            .unwrap();
+        (
+            r.status().as_u16(),
+            serde_json::from_slice::<serde_json::Value>(&r.bytes().await.unwrap()).unwrap(),
+        )
+    });
+    assert_eq!(status, 200, "{v}");
+    assert_eq!(v["can_finalize"], false, "{v}");
+    assert_eq!(v["needed"], 3, "{v}");
+    let unreachable: Vec<&str> = v["unreachable"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|x| x.as_str())
+        .collect();
+    assert_eq!(unreachable, down, "{v}");
+    assert!(v["finalized_age_ms"].as_u64().unwrap() >= 1000, "{v}");
+    // Unsigned: refused in words.
+    let (status, v) = rt.block_on(async {
+        let r = client.get(&url).send().await.unwrap();
+        (
+            r.status().as_u16(),
+            serde_json::from_slice::<serde_json::Value>(&r.bytes().await.unwrap()).unwrap(),
+        )
+    });
+    assert_eq!(status, 401, "{v}");
+    drop(net);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Every route of the OpenAPI document's list is served by the nodes that it says serve it
+/// (the router's own "no route" answer — 404 or 405 with an empty body — never comes back),
+/// and the document a node serves is the one made from that list.
+#[test]
+fn every_documented_route_is_served_by_the_devnet() {
+    use medspace_api::Served;
+    let dir = std::env::temp_dir().join(format!("medspace-routes-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let net = DevnetProcess::start(&dir, 10);
+    let genesis = medspace_chain::node::Genesis::load(&dir.join("genesis.json")).unwrap();
+    let url = |name: &str| {
+        let n = genesis
+            .validators
+            .iter()
+            .chain(&genesis.observers)
+            .find(|v| v.name == name)
+            .unwrap();
+        medspace_chain::tls::node_url(n)
+    };
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let client = medspace_chain::tls::client(&genesis, Duration::from_secs(30)).unwrap();
+    let ask = |method: &str, target: String| {
+        rt.block_on(async {
+            let req = match method {
+                "post" => client.post(&target).body(Vec::new()),
+                _ => client.get(&target),
+            };
+            let r = req.send().await.unwrap();
+            (r.status().as_u16(), r.bytes().await.unwrap().to_vec())
+        })
+    };
+    let (status, body) = ask("get", format!("{}/openapi.json", url("hospital-a")));
+    assert_eq!(status, 200);
+    let served: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(served, medspace_api::openapi());
+    for route in medspace_api::ROUTES {
+        let concrete = route
+            .path
+            .replace("{height}", "1")
+            .replace("{asset}", "app.js")
+            .replace("{member}", "hospital-b")
+            .replace("{job}", "1")
+            .replace("{id}", "00")
+            .replace("{key}", "00");
+        let nodes: &[&str] = match route.served {
+            Served::Every => &["hospital-a", "research-1", "regulator"],
+            Served::Validators => &["hospital-a", "research-1"],
+            Served::Workers => &["hospital-a"],
+        };
+        for node in nodes {
+            let (status, body) = ask(route.method, format!("{}{concrete}", url(node)));
+            assert!(
+                !((status == 404 || status == 405) && body.is_empty()),
+                "{} {} is documented but {node} has no such route ({status})",
+                route.method,
+                route.path
+            );
+        }
+    }
+    drop(net);
+    let _ = std::fs::remove_dir_all(&dir);
 }

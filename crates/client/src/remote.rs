@@ -17,8 +17,71 @@ fn http(what: impl Into<String>, error: impl std::fmt::Display) -> ClientError {
     }
 }
 
-/// How long a transaction may take from submission to its finalized block before we give up.
-const FINALITY_TIMEOUT: Duration = Duration::from_secs(60);
+/// How long the client waits without a newly finalized block before it gives up (by default;
+/// see [`Remote::set_finality_timeout`]).
+pub const FINALITY_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// How long the client waits for a block before it asks which validators it can reach.
+const STALL_PROBE: Duration = Duration::from_secs(2);
+
+/// How long one validator may take to answer that probe.
+const PROBE_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// Why no block has been finalized for a while, as far as this client can tell: which
+/// validators do not answer their open `GET /v1/health`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Stall {
+    /// The validators whose node did not answer.
+    pub unreachable: Vec<String>,
+    /// How many validators the genesis names.
+    pub validators: usize,
+    /// How many of them must take part for a block to be finalized.
+    pub needed: usize,
+    /// The last finalized height this client verified.
+    pub height: u64,
+    /// How long the client has waited for the next block.
+    pub waited: Duration,
+}
+
+impl Stall {
+    /// Validators `n` of which `needed` must vote: `n - f` with `f = (n - 1) / 3` faulty.
+    pub fn quorum(n: usize) -> usize {
+        n - n.saturating_sub(1) / 3
+    }
+
+    /// Whether enough validators answer to finalize blocks.
+    pub fn can_finalize(&self) -> bool {
+        self.validators - self.unreachable.len() >= self.needed
+    }
+
+    /// One line for a person.
+    pub fn describe(&self) -> String {
+        let waited = self.waited.as_secs();
+        if self.unreachable.is_empty() {
+            return format!(
+                "no block finalized for {waited} s after height {}; all {} validators answer",
+                self.height, self.validators
+            );
+        }
+        format!(
+            "no block finalized for {waited} s after height {}: validator{} {} unreachable ({} of {} reachable, {} needed to finalize{})",
+            self.height,
+            if self.unreachable.len() == 1 { "" } else { "s" },
+            self.unreachable.join(", "),
+            self.validators - self.unreachable.len(),
+            self.validators,
+            self.needed,
+            if self.can_finalize() {
+                ""
+            } else {
+                ": the consortium cannot finalize until they are back"
+            }
+        )
+    }
+}
+
+/// What is told of a stalled wait.
+type StallReport = Box<dyn FnMut(&Stall) + Send>;
 
 struct Pending {
     id: [u8; 32],
@@ -48,6 +111,10 @@ pub struct Remote {
     pending: Vec<Pending>,
     /// The height each validator is known to have finalized (see [`Remote::caught_up`]).
     reached: std::collections::HashMap<String, u64>,
+    /// How long to wait without a new finalized block.
+    finality_timeout: Duration,
+    /// Told, while waiting, why no block comes.
+    on_stall: Option<StallReport>,
 }
 
 impl Remote {
@@ -86,6 +153,8 @@ impl Remote {
             chain_id: Name::new(&genesis.chain_id)?,
             pending: Vec::new(),
             reached: Default::default(),
+            finality_timeout: FINALITY_TIMEOUT,
+            on_stall: None,
         };
         r.catch_up()?;
         Ok(r)
@@ -164,13 +233,94 @@ impl Remote {
         )
     }
 
-    /// Waits for the next finalized block and applies it (long-poll).
+    /// Gives up waiting for a block after `timeout` without one (default [`FINALITY_TIMEOUT`]).
+    pub fn set_finality_timeout(&mut self, timeout: Duration) {
+        self.finality_timeout = timeout;
+    }
+
+    /// Calls `f` while a wait for the next block lasts: after a few seconds with which
+    /// validators do not answer, again whenever that changes (and every 10 s).
+    pub fn on_stall(&mut self, f: impl FnMut(&Stall) + Send + 'static) {
+        self.on_stall = Some(Box::new(f));
+    }
+
+    /// Asks every validator's open `GET /v1/health` (each at most [`PROBE_TIMEOUT`]).
+    pub fn stall(&self, waited: Duration) -> Stall {
+        let client = self.client.clone();
+        let targets: Vec<(String, String)> = self
+            .names
+            .iter()
+            .cloned()
+            .zip(self.urls.iter().map(|u| format!("{u}/v1/health")))
+            .collect();
+        let answers = self.runtime.block_on(async move {
+            let handles: Vec<_> = targets
+                .into_iter()
+                .map(|(name, url)| {
+                    let client = client.clone();
+                    tokio::spawn(async move {
+                        let answered = tokio::time::timeout(PROBE_TIMEOUT, client.get(url).send())
+                            .await
+                            .is_ok_and(|r| r.is_ok());
+                        (name, answered)
+                    })
+                })
+                .collect();
+            let mut out = Vec::new();
+            for h in handles {
+                if let Ok(a) = h.await {
+                    out.push(a);
+                }
+            }
+            out
+        });
+        Stall {
+            unreachable: answers
+                .into_iter()
+                .filter(|(_, ok)| !ok)
+                .map(|(n, _)| n)
+                .collect(),
+            validators: self.names.len(),
+            needed: Stall::quorum(self.names.len()),
+            height: self.height(),
+            waited,
+        }
+    }
+
+    /// Waits for the next finalized block and applies it (long-poll). After a few seconds
+    /// without one it tells [`Remote::on_stall`] which validators do not answer; after the
+    /// finality timeout it gives up, saying so.
     pub fn next_block(&mut self) -> Result<()> {
         let next = self.height() + 1;
-        let (follower, source) = (&mut self.follower, &self.source);
-        self.runtime
-            .block_on(follower.sync_to(source, next, |_| {}))?;
-        Ok(())
+        let started = Instant::now();
+        let mut told: Option<(Vec<String>, Instant)> = None;
+        loop {
+            let (follower, source) = (&mut self.follower, &self.source);
+            let slice = self.runtime.block_on(async {
+                tokio::time::timeout(STALL_PROBE, follower.sync_to(source, next, |_| {})).await
+            });
+            if let Ok(done) = slice {
+                done?;
+                return Ok(());
+            }
+            let stall = self.stall(started.elapsed());
+            if stall.waited >= self.finality_timeout {
+                return Err(ClientError::Timeout(format!(
+                    "{}; gave up after {} s without a finalized block",
+                    stall.describe(),
+                    self.finality_timeout.as_secs()
+                )));
+            }
+            let tell = told.as_ref().is_none_or(|(before, at)| {
+                *before != stall.unreachable || at.elapsed() >= Duration::from_secs(10)
+            });
+            if tell {
+                if let Some(f) = self.on_stall.as_mut() {
+                    f(&stall);
+                }
+                told = Some((stall.unreachable, Instant::now()));
+            }
+        }
     }
 
     /// The API URL of `member`'s node, as the genesis names it.
@@ -478,6 +628,14 @@ impl Remote {
         }
     }
 
+    /// How many submitted transactions are neither finalized nor dropped.
+    fn unfinalized(&self) -> usize {
+        self.pending
+            .iter()
+            .filter(|p| p.dropped.is_none() && self.follower.outcome(&p.id).is_none())
+            .count()
+    }
+
     /// Waits until every submitted transaction is in a verified finalized block; returns each
     /// one's outcome in submission order.
     pub fn settle(&mut self) -> Result<Vec<(&'static str, Result<Receipt, String>)>> {
@@ -496,22 +654,23 @@ impl Remote {
                 polled = Instant::now();
                 continue;
             }
-            if started.elapsed() > FINALITY_TIMEOUT {
-                let missing = self
-                    .pending
-                    .iter()
-                    .filter(|p| p.dropped.is_none() && self.follower.outcome(&p.id).is_none())
-                    .count();
+            if started.elapsed() > self.finality_timeout {
                 return Err(ClientError::Timeout(format!(
-                    "{missing} transaction(s) not finalized after {}s (last height {})",
-                    FINALITY_TIMEOUT.as_secs(),
+                    "{} transaction(s) not in a finalized block after {} s (last height {})",
+                    self.unfinalized(),
+                    self.finality_timeout.as_secs(),
                     self.height()
                 )));
             }
-            let next = self.height() + 1;
-            let (follower, source) = (&mut self.follower, &self.source);
-            self.runtime
-                .block_on(follower.sync_to(source, next, |_| {}))?;
+            if let Err(e) = self.next_block() {
+                let missing = self.unfinalized();
+                return Err(match e {
+                    ClientError::Timeout(why) => ClientError::Timeout(format!(
+                        "{missing} transaction(s) not finalized: {why}"
+                    )),
+                    other => other,
+                });
+            }
         }
         let pending = std::mem::take(&mut self.pending);
         Ok(pending

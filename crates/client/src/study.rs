@@ -183,11 +183,20 @@ pub fn fetch_result(
     job: JobId,
     record: &JobResult,
 ) -> Result<ResultDoc> {
-    let (status, body) = ledger.get_signed(
-        &record.posted_by,
-        &format!("/v1/worker/jobs/{job}/result"),
-        key,
-    )?;
+    // The aggregator answers 202 until its own node has the block that holds the result's
+    // hash (this client may have verified that block first): ask again for a while.
+    let asked = Instant::now();
+    let (status, body) = loop {
+        let (status, body) = ledger.get_signed(
+            &record.posted_by,
+            &format!("/v1/worker/jobs/{job}/result"),
+            key,
+        )?;
+        if status != 202 || asked.elapsed() > Duration::from_secs(30) {
+            break (status, body);
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    };
     if status != 200 {
         return Err(ClientError::Refused {
             what: format!("the result of {job} at {}", record.posted_by),

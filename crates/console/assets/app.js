@@ -109,7 +109,10 @@ async function route() {
     const p = state.principal;
     const mine = PAGES.filter((x) => x.may(p));
     const titleKey = p.kind === "patient" ? "app_title" : "app_title_staff";
-    chrome(path, mine.map((x) => [x.id, x.nav]), titleKey);
+    // The explorer (its own page) for the regulator's auditors and members' keys: the node's
+    // gate decides what it shows them.
+    const explorer = p.kind === "member" || (p.kind === "user" && p.role === "auditor") ? [["explorer.html", "ex_nav"]] : [];
+    chrome(path, mine.map((x) => [x.id, x.nav]).concat(explorer), titleKey);
     page = mine.find((x) => x.id === path) || (path ? null : mine[0]);
     if (!page) {
       const who = p.kind === "user" ? t("role_" + p.role) : t("kind_" + p.kind);

@@ -123,7 +123,7 @@ export function chrome(page, nav, titleKey) {
   navEl.setAttribute("aria-label", t("nav_label"));
   navEl.replaceChildren(
     state.session && state.pinned !== false && nav.length
-      ? h("ul", {}, nav.map(([p, k]) => h("li", {}, h("a", { href: "#/" + p, "aria-current": p === page ? "page" : null }, t(k)))))
+      ? h("ul", {}, nav.map(([p, k]) => h("li", {}, h("a", { href: p.endsWith(".html") ? p : "#/" + p, "aria-current": p === page ? "page" : null }, t(k)))))
       : "",
   );
   const g = document.getElementById("genesis");

@@ -61,6 +61,21 @@ const ASSETS: &[Asset] = &[
         body: include_str!("../assets/style.css"),
     },
     Asset {
+        name: "explorer.html",
+        mime: "text/html; charset=utf-8",
+        body: include_str!("../assets/explorer.html"),
+    },
+    Asset {
+        name: "explorer.js",
+        mime: "text/javascript; charset=utf-8",
+        body: include_str!("../assets/explorer.js"),
+    },
+    Asset {
+        name: "governance.js",
+        mime: "text/javascript; charset=utf-8",
+        body: include_str!("../assets/governance.js"),
+    },
+    Asset {
         name: "app.js",
         mime: "text/javascript; charset=utf-8",
         body: include_str!("../assets/app.js"),
@@ -282,7 +297,13 @@ mod tests {
         assert!(en.len() > 50, "{en:?}");
         assert_eq!(en, zh, "the English and Chinese tables differ");
         // Every key the pages use exists.
-        for name in ["app.js", "index.html"] {
+        for name in [
+            "app.js",
+            "index.html",
+            "explorer.js",
+            "explorer.html",
+            "governance.js",
+        ] {
             let src = asset(name).unwrap();
             for (at, _) in src.match_indices("t(\"") {
                 // `t(` itself, not the end of `get(`.

@@ -5,6 +5,7 @@
 //!   genesis and node configs, each hospital's vault ([`hospitals`]) and worker section; once
 //!   the chain runs, each hospital's catalog entry ([`publish`]), its patients' registrations
 //!   and their research consents. Later starts resume from disk.
+//! - [`hints`]: the commands `medspace devnet` prints to try, each runnable as printed.
 //! - [`demo`]: the whole story on such a consortium, step by step, printed.
 //! - [`bench`]: the end-to-end benchmarks that need a running consortium (jobs from submission
 //!   to verified result, code redemption node to node).
@@ -12,6 +13,7 @@
 pub mod bench;
 pub mod demo;
 pub mod devnet;
+pub mod hints;
 pub mod hospitals;
 pub mod publish;
 

@@ -8,6 +8,7 @@
 //! the observers) follows the validators, verifying every block, and serves the same read API
 //! ([`observer`]).
 
+pub mod consortium;
 pub mod observer;
 pub mod relay;
 
@@ -170,6 +171,8 @@ pub fn run(config: &Path) -> Result<(), NodeError> {
     })?;
     let api = medspace_api::Config::new(name.clone());
     let member = name.clone();
+    let validators = validator_urls(&genesis);
+    let probe_client = client.clone();
     let console = console_router(&cfg.node.genesis_file, name)?.merge(relay::router(
         client.clone(),
         genesis
@@ -184,8 +187,20 @@ pub fn run(config: &Path) -> Result<(), NodeError> {
         |g| LedgerApp::from_chain_genesis(&g.app),
         move |ctx, handle| {
             let ledger = Arc::new(handle.clone());
+            let watch = consortium::router(
+                ledger.clone(),
+                Arc::new(medspace_api::gate::ChainGate::new(
+                    ledger.clone(),
+                    member.clone(),
+                )),
+                probe_client,
+                member.clone(),
+                validators,
+            );
             let gate = Arc::new(medspace_api::gate::ChainGate::new(ledger.clone(), member));
-            let mut router = medspace_api::read_router(ledger.clone(), api).merge(console);
+            let mut router = medspace_api::read_router(ledger.clone(), api)
+                .merge(console)
+                .merge(watch);
             if let Some((p, key)) = worker {
                 match start_worker(ctx, p, key, ledger, client) {
                     Ok(w) => {
@@ -202,6 +217,15 @@ pub fn run(config: &Path) -> Result<(), NodeError> {
         },
     )?;
     Ok(())
+}
+
+/// The genesis validators, in order: name and API URL.
+pub fn validator_urls(genesis: &Genesis) -> Vec<(String, String)> {
+    genesis
+        .validators
+        .iter()
+        .map(|v| (v.name.clone(), medspace_chain::tls::node_url(v)))
+        .collect()
 }
 
 /// The console's routes (`medspace-console`), serving this node's genesis file byte for byte so

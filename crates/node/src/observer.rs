@@ -125,9 +125,20 @@ pub fn run(
     let genesis_file =
         std::fs::read(&config.node.genesis_file).map_err(|e| io("genesis file", &e))?;
     let console = medspace_console::router(genesis_file, &config.node.name);
+    let validators = crate::validator_urls(genesis);
+    let probe_client = medspace_chain::tls::client(genesis, std::time::Duration::from_secs(5))
+        .map_err(|e| io("tls client", &e))?;
+    let me = config.node.name.clone();
     runtime.block_on(async move {
-        let router =
-            medspace_api::router(Arc::new(FollowerView::new(shared.clone())), api).merge(console);
+        let view = Arc::new(FollowerView::new(shared.clone()));
+        let watch = crate::consortium::router(
+            view.clone(),
+            Arc::new(medspace_api::gate::ChainGate::new(view.clone(), me.clone())),
+            probe_client,
+            me,
+            validators,
+        );
+        let router = medspace_api::router(view, api).merge(console).merge(watch);
         let server = tokio::spawn(async move { medspace_chain::tls::serve(listen, router, tls).await });
         let mut backoff_ms = 100u64;
         loop {

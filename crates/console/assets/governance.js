@@ -1,0 +1,248 @@
+// Governance (/console/explorer.html#/governance): the consortium's members and its proposals
+// with their votes; a member institution's key proposes (admit or remove a member, appoint a
+// user to a consortium role, dismiss a user) and votes, every transaction signed in this browser. The
+// payload encodings below equal `types::Payload`'s byte for byte (crates/cli/tests/
+// console_signing.rs holds them against the Rust ones).
+
+import * as L from "./ledger.js";
+import * as c from "./codec.js";
+import { t, number, date, list } from "./i18n.js";
+
+/// `Payload::Vote`: the proposal (`p-` and 16 hex digits) and yes or no.
+export function vote(proposal, approve) {
+  const id = /^p-([0-9a-f]{16})$/.exec(proposal);
+  if (!id) throw new Error("bad proposal id");
+  return c.concat(c.u8(4), c.u64(BigInt("0x" + id[1])), c.bool(approve));
+}
+
+/// The kinds of member institutions (`types::MemberKind`).
+export const MEMBER_KINDS = { hospital: 1, insurer: 2, pharma: 3, research_institute: 4, public_health_agency: 5, regulator: 6 };
+
+const HEX32 = /^[0-9a-fA-F]{64}$/;
+
+/// `Payload::AddMember`: the member (id, display name, kind, member key, node key, X25519
+/// agreement key; keys as hex) and the credits it starts with.
+export function addMember(m, initialBalance) {
+  if (!(m.kind in MEMBER_KINDS)) throw new Error("bad kind");
+  for (const k of [m.key, m.nodeKey, m.agreementKey]) if (!HEX32.test(k)) throw new Error("bad key");
+  return c.concat(
+    c.u8(1),
+    c.name(m.id),
+    c.text(m.name),
+    c.u8(MEMBER_KINDS[m.kind]),
+    c.unhex(m.key),
+    c.unhex(m.nodeKey),
+    c.unhex(m.agreementKey),
+    c.u64(BigInt(initialBalance)),
+  );
+}
+
+/// `Payload::RemoveMember`.
+export function removeMember(member) {
+  return c.concat(c.u8(2), c.name(member));
+}
+
+/// The roles a vote appoints (`types::Role`).
+export const APPOINTED_ROLES = { data_committee: 2, ethics_committee: 3, auditor: 7 };
+
+/// `Payload::AppointUser`: the user, their institution, a consortium role and their key (hex).
+export function appointUser(user, member, role, keyHex) {
+  if (!(role in APPOINTED_ROLES)) throw new Error("bad role");
+  if (!/^[0-9a-fA-F]{64}$/.test(keyHex)) throw new Error("bad key");
+  return c.concat(c.u8(23), c.name(user), c.name(member), c.u8(APPOINTED_ROLES[role]), c.unhex(keyHex));
+}
+
+/// `Payload::DismissUser`.
+export function dismissUser(user) {
+  return c.concat(c.u8(24), c.name(user));
+}
+
+function h(tag, attrs = {}, ...kids) {
+  const el = document.createElement(tag);
+  for (const [k, v] of Object.entries(attrs || {})) {
+    if (v === null || v === undefined || v === false) continue;
+    if (k.startsWith("on")) el.addEventListener(k.slice(2), v);
+    else if (v === true) el.setAttribute(k, "");
+    else el.setAttribute(k, v);
+  }
+  for (const k of kids.flat()) if (k !== null && k !== undefined) el.append(k instanceof Node ? k : String(k));
+  return el;
+}
+
+function describe(action) {
+  const [kind, a] = Object.entries(action)[0] || ["", {}];
+  if (kind === "remove_member") return t("gv_do_remove", { member: a.member });
+  if (kind === "add_member") return t("gv_do_add", { member: a.member.id });
+  if (kind === "appoint_user") return t("gv_do_appoint", { user: a.user, member: a.member, role: t("gv_role_" + a.role) });
+  if (kind === "dismiss_user") return t("gv_do_dismiss", { user: a.user });
+  if (kind === "update_policy") return t("gv_do_policy");
+  return kind;
+}
+
+function refusal(e) {
+  if (e instanceof L.Refused && e.what === "tx") return t("refused_tx", { reason: e.reason || t("refused_other") });
+  if (e instanceof L.Refused) return t({ 401: "refused_401", 403: "refused_403", 404: "refused_404", 429: "refused_429" }[e.status] || "refused_other");
+  if (e instanceof L.Verification) return t("verification_failed");
+  return t("gv_bad_input");
+}
+
+/// The governance page for the signed-in key (`who`: see explorer.js `whoAmI`); `redraw` draws
+/// it again after a transaction; `said` is the outcome of the last one.
+export async function governancePage(client, who, redraw, said) {
+  const title = h("h1", {}, t("gv_title"));
+  if (!who || (who.kind !== "member" && who.kind !== "user")) {
+    return [title, h("div", { class: "notice", role: "alert", id: "who" }, t("gv_not_member"))];
+  }
+  const canAct = who.kind === "member";
+  const members = ((await client.get("/v1/members")).members || []).filter((m) => m.member);
+  const proposals = (await client.get("/v1/proposals")).proposals || [];
+  const act = async (payload, done) => {
+    let outcome;
+    try {
+      await client.submit(payload);
+      outcome = h("div", { class: "done", role: "status", id: "outcome" }, done);
+    } catch (e) {
+      if (!(e instanceof L.Refused) && !(e instanceof L.Verification) && !(e instanceof Error)) console.error(e);
+      outcome = h("div", { class: "notice", role: "alert", id: "outcome" }, refusal(e));
+    }
+    await redraw(outcome);
+  };
+  const parts = [
+    title,
+    h("p", { class: "lead", id: "who" }, canAct ? t("gv_as_member", { member: who.member }) : t("gv_read_only")),
+    said || "",
+    h("h2", { id: "members-h" }, t("gv_members")),
+    h(
+      "table",
+      { id: "members" },
+      h("thead", {}, h("tr", {}, ...["gv_member", "gv_kind", "gv_active", "gv_balance"].map((k) => h("th", { scope: "col" }, t(k))))),
+      h(
+        "tbody",
+        {},
+        members.map((m) =>
+          h(
+            "tr",
+            {},
+            h("td", {}, m.member.name, h("br"), h("span", { class: "muted" }, m.member.id)),
+            h("td", {}, t("gv_kind_" + m.member.kind)),
+            h("td", {}, h("span", { class: "badge " + (m.active ? "ok" : "bad") }, t(m.active ? "gv_yes" : "gv_no"))),
+            h("td", {}, number(m.balance)),
+          ),
+        ),
+      ),
+    ),
+    h("h2", { id: "proposals-h" }, t("gv_proposals")),
+  ];
+  const order = { open: 0, passed: 1, failed: 2 };
+  const sorted = [...proposals].sort((a, b) => order[a.status] - order[b.status] || b.created_ms - a.created_ms);
+  if (!sorted.length) parts.push(h("p", {}, t("gv_no_proposals")));
+  for (const p of sorted) {
+    const voted = p.yes.includes(who.member) || p.no.includes(who.member);
+    parts.push(
+      h(
+        "div",
+        { class: "card proposal", "data-id": p.id, "data-status": p.status },
+        h("p", {}, h("strong", {}, describe(p.action))),
+        h("p", { class: "muted" }, t("gv_by", { id: p.id, member: p.proposer, when: date(p.created_ms) })),
+        h("p", {}, h("span", { class: "badge " + (p.status === "failed" ? "bad" : "ok") }, t("gv_st_" + p.status)), " ", t("gv_votes", { yes: p.yes.length ? list(p.yes) : "—", no: p.no.length ? list(p.no) : "—" })),
+        canAct && p.status === "open" && !voted
+          ? h(
+              "div",
+              { class: "row" },
+              h("button", { type: "button", class: "vote-yes", onclick: () => act(vote(p.id, true), t("gv_voted")) }, t("gv_vote_yes")),
+              h("button", { type: "button", class: "warn vote-no", onclick: () => act(vote(p.id, false), t("gv_voted")) }, t("gv_vote_no")),
+            )
+          : "",
+      ),
+    );
+  }
+  if (canAct) {
+    const others = members.filter((m) => m.active && m.member.id !== who.member).map((m) => m.member.id);
+    const sel = (id, options) => h("select", { id }, options.map(([v, label]) => h("option", { value: v }, label)));
+    const field = (id, label, control) => [h("label", { for: id }, label), control];
+    parts.push(
+      h("h2", { id: "propose-h" }, t("gv_propose")),
+      h(
+        "form",
+        {
+          id: "propose-add",
+          class: "card",
+          onsubmit: (e) => {
+            e.preventDefault();
+            const v = (id) => document.getElementById(id).value.trim();
+            let payload;
+            try {
+              payload = addMember({ id: v("add-id"), name: v("add-name"), kind: v("add-kind"), key: v("add-key"), nodeKey: v("add-node-key"), agreementKey: v("add-agreement-key") }, 0n);
+            } catch {
+              redraw(h("div", { class: "notice", role: "alert", id: "outcome" }, t("gv_bad_input")));
+              return;
+            }
+            act(payload, t("gv_proposed"));
+          },
+        },
+        h("h3", {}, t("gv_add_title")),
+        field("add-id", t("gv_add_id"), h("input", { type: "text", id: "add-id", required: true, autocomplete: "off" })),
+        field("add-name", t("gv_add_name"), h("input", { type: "text", id: "add-name", required: true, autocomplete: "off" })),
+        field("add-kind", t("gv_kind"), sel("add-kind", Object.keys(MEMBER_KINDS).map((k) => [k, t("gv_kind_" + k)]))),
+        field("add-key", t("gv_add_key"), h("input", { type: "text", id: "add-key", required: true, autocomplete: "off", spellcheck: "false", size: "66" })),
+        field("add-node-key", t("gv_add_node_key"), h("input", { type: "text", id: "add-node-key", required: true, autocomplete: "off", spellcheck: "false", size: "66" })),
+        field("add-agreement-key", t("gv_add_agreement_key"), h("input", { type: "text", id: "add-agreement-key", required: true, autocomplete: "off", spellcheck: "false", size: "66" })),
+        h("p", {}, h("button", { type: "submit" }, t("gv_propose_button"))),
+      ),
+      h(
+        "form",
+        {
+          id: "propose-remove",
+          class: "card",
+          onsubmit: (e) => {
+            e.preventDefault();
+            act(removeMember(document.getElementById("remove-member").value), t("gv_proposed"));
+          },
+        },
+        h("h3", {}, t("gv_remove_title")),
+        field("remove-member", t("gv_member"), sel("remove-member", others.map((m) => [m, m]))),
+        h("p", {}, h("button", { type: "submit" }, t("gv_propose_button"))),
+      ),
+      h(
+        "form",
+        {
+          id: "propose-appoint",
+          class: "card",
+          onsubmit: (e) => {
+            e.preventDefault();
+            const v = (id) => document.getElementById(id).value.trim();
+            let payload;
+            try {
+              payload = appointUser(v("appoint-user"), v("appoint-member"), v("appoint-role"), v("appoint-key"));
+            } catch {
+              redraw(h("div", { class: "notice", role: "alert", id: "outcome" }, t("gv_bad_input")));
+              return;
+            }
+            act(payload, t("gv_proposed"));
+          },
+        },
+        h("h3", {}, t("gv_appoint_title")),
+        field("appoint-user", t("gv_user"), h("input", { type: "text", id: "appoint-user", required: true, autocomplete: "off" })),
+        field("appoint-member", t("gv_member"), sel("appoint-member", members.filter((m) => m.active).map((m) => [m.member.id, m.member.id]))),
+        field("appoint-role", t("gv_role"), sel("appoint-role", Object.keys(APPOINTED_ROLES).map((r) => [r, t("gv_role_" + r)]))),
+        field("appoint-key", t("gv_key"), h("input", { type: "text", id: "appoint-key", required: true, autocomplete: "off", spellcheck: "false", size: "66" })),
+        h("p", {}, h("button", { type: "submit" }, t("gv_propose_button"))),
+      ),
+      h(
+        "form",
+        {
+          id: "propose-dismiss",
+          class: "card",
+          onsubmit: (e) => {
+            e.preventDefault();
+            act(dismissUser(document.getElementById("dismiss-user").value.trim()), t("gv_proposed"));
+          },
+        },
+        h("h3", {}, t("gv_dismiss_title")),
+        field("dismiss-user", t("gv_user"), h("input", { type: "text", id: "dismiss-user", required: true, autocomplete: "off" })),
+        h("p", {}, h("button", { type: "submit" }, t("gv_propose_button"))),
+      ),
+    );
+  }
+  return parts;
+}
