@@ -8,40 +8,15 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use anyhow::{Context, bail};
 use clap::{Args, Subcommand, ValueEnum};
 use indicatif::{ProgressBar, ProgressStyle};
-use medspace_vault::seal::{KdfParams, Passphrase, PassphraseSource};
+use medspace_vault::seal::{KdfParams, Passphrase};
 use medspace_vault::{
     IngestOptions, OnError, Vault, VaultKey, Vocabulary, bench, catalog, export, fhir, quality,
 };
 
-/// Where a node's vault passphrase comes from: the `[vault] passphrase_file` of
-/// `<node>/node.toml` when it names one, else `$MEDSPACE_VAULT_PASSPHRASE`.
-fn passphrase_source(node: &Path) -> anyhow::Result<PassphraseSource> {
-    let config = node.join("node.toml");
-    if config.exists() {
-        return Ok(medspace_node::vault_passphrase_source(&config)?);
-    }
-    Ok(PassphraseSource {
-        file: None,
-        env: Some(medspace_vault::at_rest::PASSPHRASE_ENV.into()),
-    })
-}
-
-/// The passphrase of a node's vault (see [`passphrase_source`]), or of `file` when given.
+/// The passphrase of a node's vault, or of `file` when given (see
+/// [`medspace_node::vault_passphrase`]).
 fn passphrase(node: &Path, file: Option<&Path>) -> anyhow::Result<Passphrase> {
-    let source = match file {
-        Some(f) => PassphraseSource {
-            file: Some(f.to_path_buf()),
-            env: None,
-        },
-        None => passphrase_source(node)?,
-    };
-    source.resolve()?.with_context(|| {
-        format!(
-            "no vault passphrase for {}: set {} or name a passphrase file in its node.toml ([vault] passphrase_file)",
-            node.display(),
-            medspace_vault::at_rest::PASSPHRASE_ENV
-        )
-    })
+    Ok(medspace_node::vault_passphrase(node, file)?)
 }
 
 /// Unlocks a node's vault (argon2id once).

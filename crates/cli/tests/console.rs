@@ -289,7 +289,10 @@ fn an_auditor_explores_the_chain_in_a_real_browser() {
     };
     let member = key_file("hospital-a.member", c.member_key("hospital-a").unwrap());
     let member_b = key_file("hospital-b.member", c.member_key("hospital-b").unwrap());
-    let auditor = key_file("regulator.auditor", c.user_key("regulator.auditor").unwrap());
+    let auditor = key_file(
+        "regulator.auditor",
+        c.user_key("regulator.auditor").unwrap(),
+    );
     let other = key_file("research", c.user_key("research-1.researcher").unwrap());
     let shots = root().join("target/console-screenshots");
     let out = Command::new("node")
@@ -313,4 +316,3 @@ fn an_auditor_explores_the_chain_in_a_real_browser() {
     println!("screenshots in {}", shots.display());
     assert_eq!(result["ok"], true, "failures: {:#}", result["failures"]);
 }
-

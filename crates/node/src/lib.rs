@@ -44,6 +44,16 @@ pub enum NodeError {
         /// Why.
         error: String,
     },
+    /// No passphrase for a node's vault where one was looked for.
+    #[error(
+        "no vault passphrase for {node}: set {env} or name a passphrase file in its node.toml ([vault] passphrase_file)"
+    )]
+    NoVaultPassphrase {
+        /// The node directory.
+        node: String,
+        /// The environment variable looked at.
+        env: &'static str,
+    },
     /// The genesis file could not be read for the console.
     #[error("genesis file {path}: {error}")]
     Genesis {
@@ -119,6 +129,38 @@ pub fn vault_passphrase_source(
         file: section.passphrase_file.map(|p| base.join(p)),
         env: Some(medspace_vault::at_rest::PASSPHRASE_ENV.into()),
     })
+}
+
+/// The passphrase of the vault in `node_dir`: from `file` when given, else from where
+/// `<node_dir>/node.toml` says (its `[vault] passphrase_file`, else the environment), else (no
+/// config) from `$MEDSPACE_VAULT_PASSPHRASE`. A missing one is an error naming both places.
+pub fn vault_passphrase(
+    node_dir: &Path,
+    file: Option<&Path>,
+) -> Result<medspace_vault::seal::Passphrase, NodeError> {
+    let config = node_dir.join("node.toml");
+    let source = match file {
+        Some(f) => medspace_vault::seal::PassphraseSource {
+            file: Some(f.to_path_buf()),
+            env: None,
+        },
+        None if config.exists() => vault_passphrase_source(&config)?,
+        None => medspace_vault::seal::PassphraseSource {
+            file: None,
+            env: Some(medspace_vault::at_rest::PASSPHRASE_ENV.into()),
+        },
+    };
+    let bad = |error: String| NodeError::VaultSection {
+        path: config.display().to_string(),
+        error,
+    };
+    source
+        .resolve()
+        .map_err(|e| bad(e.to_string()))?
+        .ok_or_else(|| NodeError::NoVaultPassphrase {
+            node: node_dir.display().to_string(),
+            env: medspace_vault::at_rest::PASSPHRASE_ENV,
+        })
 }
 
 /// Unlocks (creating on first start) the vault of a worker's node, once, with the passphrase
