@@ -33,6 +33,8 @@ page.on("request", (r) => {
 });
 const shot = (name) => page.screenshot({ path: path.join(shots, name + ".png"), fullPage: true });
 const ready = (name, timeout = 60000) => page.waitForSelector(`body[data-ready="${name}"]`, { timeout, state: "attached" });
+// Signed in: whichever page the key's role lands on (the console's router decides).
+const signedIn = (timeout = 60000) => page.waitForSelector('body[data-ready]:not([data-ready="signin"]):not([data-ready="loading"])', { timeout, state: "attached" });
 
 process.on("unhandledRejection", async (e) => {
   try {
@@ -50,7 +52,7 @@ async function signIn(file) {
   await ready("signin");
   await page.setInputFiles("#wallet-file", file);
   await page.click("#signin");
-  await ready("consents");
+  await signedIn();
 }
 async function openExplorer() {
   await page.goto("about:blank");
@@ -60,7 +62,7 @@ async function openExplorer() {
 async function signOut() {
   await page.goto("about:blank");
   await page.goto(origin + "/console/");
-  await ready("consents");
+  await signedIn();
   await page.click("#signout");
   await ready("signin");
 }
@@ -78,8 +80,9 @@ check((await page.textContent("#health")).includes("Blocks are being finalized: 
 check((await page.textContent("#contracts")).includes("Active"), "an active contract is listed");
 check((await page.textContent("#contracts")).includes("spent"), "budgets spent are shown");
 check((await page.$$("#datasets tbody tr")).length === 3, "budgets per dataset are shown");
-check((await page.textContent("#datasets")).includes("0.2 spent"), "each dataset's account shows the job's ε: " + (await page.textContent("#datasets")));
-check((await page.textContent("#contracts")).includes("0.2 of 1 spent"), "the contract's budget shows the job's ε");
+// The job ran at ε 0.2 per hospital: three hospitals, 0.6 charged.
+check((await page.textContent("#datasets")).includes("0.6 spent"), "each dataset's account shows the job's ε: " + (await page.textContent("#datasets")));
+check((await page.textContent("#contracts")).includes("0.6 of 1 spent"), "the contract's budget shows the job's ε");
 check((await page.textContent("#faults")).includes("None recorded"), "no faults recorded");
 check((await page.textContent("#destruction")).includes("attested destroyed"), "no delivery awaits destruction: " + (await page.textContent("#destruction")));
 await shot("explorer-en");
