@@ -69,7 +69,7 @@ pub fn hints(net: &Devnet) -> std::io::Result<Hints> {
     for reviewer in REVIEWERS {
         now.push(format!("{q} --as {reviewer} approve --contract latest"));
     }
-    now.push(format!("{q} run --contract latest --epsilon 0.5"));
+    now.push(format!("{q} run --contract latest --epsilon 0.3"));
     now.push(format!("{q} status --contract latest"));
     let after_stop = vec![format!(
         "{me} audit verify --data-dir {}",

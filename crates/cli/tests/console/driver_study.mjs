@@ -95,7 +95,10 @@ res.page.on("request", (r) => {
 });
 const relayedBodies = [];
 res.page.on("response", async (r) => {
-  if (r.url().includes("/console/relay/")) relayedBodies.push(`${r.status()} ${JSON.stringify(r.headers())} ${(await r.text()).slice(0, 300)}`);
+  if (!r.url().includes("/console/relay/")) return;
+  // A response still arriving as the page closes has no body to read any more.
+  const body = await r.text().catch(() => "(page closed)");
+  relayedBodies.push(`${r.status()} ${JSON.stringify(r.headers())} ${body.slice(0, 300)}`);
 });
 await res.ready("catalog");
 check((await res.page.$$("section.card[data-dataset]")).length >= 3, "the catalog lists the hospitals' datasets");
