@@ -12,59 +12,16 @@
 use axum::body::Body;
 use axum::http::{Request, StatusCode};
 use http_body_util::BodyExt;
-use medspace_api::{Config, Ledger, Snapshot, SubmitError, TxStatus, auth, router};
-use medspace_state::{BlockContext, Created, State};
+use medspace_api::{Config, Ledger, TxStatus, auth, router};
+use medspace_state::{Created, State};
 use medspace_types::*;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use tower::ServiceExt;
 
-/// An in-process ledger: every submitted transaction is a block of its own.
-struct Local(Mutex<(State, u64, HashMap<Hash, TxStatus>)>);
-
-impl Ledger for Local {
-    fn snapshot(&self) -> Snapshot {
-        let g = self.0.lock().unwrap();
-        Snapshot {
-            state: g.0.clone(),
-            height: g.1,
-            time_ms: 1_000_000 + g.1,
-            anchor: None,
-        }
-    }
-    fn submit(&self, tx: SignedTx) -> Result<Hash, SubmitError> {
-        let mut g = self.0.lock().unwrap();
-        g.0.check_tx(&tx)
-            .map_err(|e| SubmitError::Invalid(e.to_string()))?;
-        let id = tx.id();
-        g.1 += 1;
-        let ctx = BlockContext {
-            height: g.1,
-            time_ms: 1_000_000 + g.1,
-        };
-        let status = match g.0.apply(&tx, &ctx) {
-            Ok(r) => TxStatus::Finalized {
-                height: ctx.height,
-                receipt: Some(r),
-            },
-            Err(e) => TxStatus::Refused {
-                height: ctx.height,
-                reason: e.to_string(),
-            },
-        };
-        g.2.insert(id, status);
-        Ok(id)
-    }
-    fn tx_status(&self, id: &Hash) -> TxStatus {
-        self.0
-            .lock()
-            .unwrap()
-            .2
-            .get(id)
-            .cloned()
-            .unwrap_or(TxStatus::Unknown)
-    }
-}
+#[path = "support/local.rs"]
+mod local;
+use local::Local;
 
 const CHAIN: &str = "matrix-chain";
 const NODE: &str = "hospital-a";
@@ -125,6 +82,11 @@ enum Rule {
     /// The patient, the grant's holder and grantee, or an auditor of the regulator; anyone
     /// else registered is answered "not found", exactly as for a grant that does not exist.
     GrantParties,
+    /// hospital-a itself (its keys and users), or an auditor of the regulator; to anyone else
+    /// registered the member's records do not exist.
+    HolderOrAuditor,
+    /// An auditor of the regulator only.
+    AuditorOnly,
 }
 
 /// The answer `rule` gives a caller that `is`.
@@ -141,6 +103,10 @@ fn expected(rule: Rule, is: Is) -> StatusCode {
             S::OK
         }
         (Rule::GrantParties, _) => S::NOT_FOUND,
+        (Rule::HolderOrAuditor, Is::Holder | Is::RegulatorAuditor) => S::OK,
+        (Rule::HolderOrAuditor, _) => S::NOT_FOUND,
+        (Rule::AuditorOnly, Is::RegulatorAuditor) => S::OK,
+        (Rule::AuditorOnly, _) => S::FORBIDDEN,
     }
 }
 
@@ -191,11 +157,9 @@ fn world() -> World {
         )
         .unwrap()
         .build();
-    let l = Arc::new(Local(Mutex::new((
-        State::genesis(&g).unwrap(),
-        0,
-        HashMap::new(),
-    ))));
+    let l = Arc::new(Local {
+        inner: Mutex::new((State::genesis(&g).unwrap(), 0, HashMap::new())),
+    });
 
     // Alice, registered at hospital-a, lets hospital-b have her conditions; Bob registers.
     let (alice, bob) = (key(60), key(61));
@@ -330,6 +294,16 @@ async fn every_read_route_answers_every_kind_of_caller_as_its_rule_says() {
         ("/v1/status".into(), Rule::Registered),
         ("/v1/catalog".into(), Rule::Registered),
         ("/v1/members".into(), Rule::Registered),
+        ("/v1/proposals".into(), Rule::Registered),
+        ("/v1/accesses/undestroyed".into(), Rule::AuditorOnly),
+        (
+            "/v1/members/hospital-a/deliveries".into(),
+            Rule::HolderOrAuditor,
+        ),
+        (
+            "/v1/contracts/c-00000000000000a1/jobs".into(),
+            Rule::Registered,
+        ),
         ("/v1/contracts".into(), Rule::Registered),
         ("/v1/contracts?status=active".into(), Rule::Registered),
         (
@@ -473,5 +447,46 @@ fn every_chain_read_answers_every_kind_of_caller_as_its_rule_says() {
         wrong.len(),
         wrong.join("\n")
     );
+    assert_eq!(l.snapshot().state.root(), root, "reads change nothing");
+}
+
+#[tokio::test]
+async fn a_malformed_path_or_query_is_a_clear_400_and_changes_nothing() {
+    let World { l, alice, .. } = world();
+    let app = router(l.clone(), Config::new(NODE));
+    let root = l.snapshot().state.root();
+    for path in [
+        "/v1/contracts/not-a-contract",
+        "/v1/contracts/not-a-contract/jobs",
+        "/v1/jobs/j-zz",
+        "/v1/grants/g-not-hex",
+        "/v1/members/NOT%20A%20MEMBER/deliveries",
+        "/v1/users/NOT%20A%20USER/approvals",
+        "/v1/patients/pt-short/log",
+        "/v1/records/not-hex",
+    ] {
+        let h = auth::Request {
+            method: "GET",
+            path_and_query: path,
+            audience: NODE,
+            body: b"",
+        }
+        .sign(&alice);
+        let resp = app
+            .clone()
+            .oneshot(
+                Request::get(path)
+                    .header("authorization", h)
+                    .body(Body::empty())
+                    .unwrap(),
+            )
+            .await
+            .unwrap();
+        let status = resp.status();
+        let body = resp.into_body().collect().await.unwrap().to_bytes();
+        let said = String::from_utf8_lossy(&body);
+        assert_eq!(status, StatusCode::BAD_REQUEST, "GET {path}: {said}");
+        assert!(said.contains("\"error\""), "GET {path}: {said}");
+    }
     assert_eq!(l.snapshot().state.root(), root, "reads change nothing");
 }
