@@ -30,6 +30,17 @@ fn chain() -> Name {
     Name::new(CHAIN).unwrap()
 }
 
+/// The authorization header of `GET path` at this node, signed by `key`.
+fn sign(path: &str, key: &Keypair) -> String {
+    auth::Request {
+        method: "GET",
+        path_and_query: path,
+        audience: NODE,
+        body: b"",
+    }
+    .sign(key)
+}
+
 fn id(s: &str) -> MemberId {
     MemberId::new(s).unwrap()
 }
@@ -337,13 +348,7 @@ async fn every_read_route_answers_every_kind_of_caller_as_its_rule_says() {
         for (who, k, is) in &callers {
             let mut req = Request::get(path.as_str());
             if let Some(k) = k {
-                let h = auth::Request {
-                    method: "GET",
-                    path_and_query: path,
-                    audience: NODE,
-                    body: b"",
-                }
-                .sign(k);
+                let h = sign(path, k);
                 req = req.header("authorization", h);
             }
             let resp = app
@@ -405,13 +410,7 @@ fn every_chain_read_answers_every_kind_of_caller_as_its_rule_says() {
         for (who, k, is) in &callers {
             let mut headers = axum::http::HeaderMap::new();
             if let Some(k) = k {
-                let h = auth::Request {
-                    method: "GET",
-                    path_and_query: path,
-                    audience: NODE,
-                    body: b"",
-                }
-                .sign(k);
+                let h = sign(path, k);
                 headers.insert("authorization", h.parse().unwrap());
             }
             let got = match gate.access("GET", path, &headers) {

@@ -23,16 +23,8 @@ use std::process::Command;
 
 #[test]
 fn a_patient_uses_the_portal_in_a_real_browser() {
-    let browser_dir = match browser() {
-        Ok(d) => d,
-        Err(why) => {
-            assert!(
-                std::env::var("CI").as_deref() != Ok("true"),
-                "console browser test: {why} and CI=true"
-            );
-            eprintln!("SKIPPED console browser test: {why}");
-            return;
-        }
+    let Some(browser_dir) = browser_or_skip("console browser test") else {
+        return;
     };
     let dir = std::env::temp_dir().join(format!("medspace-console-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
@@ -241,16 +233,8 @@ fn validate_fhir(file: &Path) {
 /// `target/console-screenshots/explorer-*.png` and `governance-*.png`.
 #[test]
 fn an_auditor_explores_the_chain_in_a_real_browser() {
-    let browser_dir = match browser() {
-        Ok(d) => d,
-        Err(why) => {
-            assert!(
-                std::env::var("CI").as_deref() != Ok("true"),
-                "explorer browser test: {why} and CI=true"
-            );
-            eprintln!("SKIPPED explorer browser test: {why}");
-            return;
-        }
+    let Some(browser_dir) = browser_or_skip("explorer browser test") else {
+        return;
     };
     let dir = std::env::temp_dir().join(format!("medspace-explorer-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);

@@ -34,6 +34,22 @@ pub fn browser() -> Result<PathBuf, String> {
     Ok(dir)
 }
 
+/// The browser's `node_modules` for test `what`, or `None` after saying loudly why it is
+/// skipped — except under `CI=true`, where a missing browser fails the test.
+pub fn browser_or_skip(what: &str) -> Option<PathBuf> {
+    match browser() {
+        Ok(d) => Some(d),
+        Err(why) => {
+            assert!(
+                std::env::var("CI").as_deref() != Ok("true"),
+                "{what}: {why} and CI=true"
+            );
+            eprintln!("SKIPPED {what}: {why}");
+            None
+        }
+    }
+}
+
 pub fn free_base() -> u16 {
     // Ports from base (p2p) and base + 100 (HTTP) for five nodes.
     for _ in 0..50 {
