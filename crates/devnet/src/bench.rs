@@ -718,6 +718,8 @@ fn offer(
     // held forever.
     let mut failed = vec![false; total];
     let mut held = medspace_chain::bench::Held::default();
+    // (transactions seen final, refused) when the held were last looked at.
+    let mut last_seen = (usize::MAX, 0);
     let give_up = Duration::from_secs(300);
     let mut shown = Instant::now();
     let mut again: std::collections::VecDeque<(Instant, usize)> = Default::default();
@@ -734,8 +736,15 @@ fn offer(
         }
         let due = ((start.elapsed().as_secs_f64() * rate as f64) as usize).min(total);
         let mut offer = {
-            let done = done.lock().map(|d| d.clone()).unwrap_or_default();
-            held.release(sent..due, after, |j| {
+            // Read under the lock (the watcher adds to it block by block), never copied: the
+            // set grows to the whole workload and this runs every 10 ms.
+            let done = done
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            let seen = (done.len(), refused);
+            let changed = seen != last_seen;
+            last_seen = seen;
+            held.release(sent..due, after, changed, |j| {
                 failed.get(j).copied().unwrap_or(true)
                     || tx_ids.get(j).is_none_or(|id| done.contains(id))
             })
