@@ -8,12 +8,17 @@
 //!   shares of both checked against Feldman commitments, and dropout recovery, so the aggregator
 //!   learns only the total over the survivors.
 //! - [`release`]: the released cells of an aggregate: small-cell suppression and labels.
+//! - [`glm`]: federated generalized linear models (logistic, Poisson, linear) by Newton/IRLS
+//!   over sites' sufficient statistics, encoded as exact fixed point for secure aggregation,
+//!   with an optional discrete-Gaussian DP release per iteration.
+//! - [`survival`]: Kaplan–Meier curves and the log-rank test from aggregated per-bin counts.
 //! - [`query`]: the compilation of the versioned, declarative federated query spec (cohort +
 //!   aggregate + group-by; the spec itself is `medspace_types::query`, re-exported there) to SQL
 //!   over the node's OMOP-like tables, always joined to the contract's consent allow-list, with a
 //!   fixed group layout so every site's result vector lines up for secure aggregation.
 
 pub mod dp;
+pub mod glm;
 pub mod query;
 pub mod release;
 pub mod secagg;
