@@ -22,6 +22,7 @@ pub mod glm;
 pub mod query;
 pub mod release;
 pub mod secagg;
+pub mod survival;
 
 pub use dp::{
     DpError, Mechanism, sample_discrete_gaussian, sample_discrete_laplace, suppress_small,
