@@ -5,7 +5,8 @@
 //!   the genesis validators, re-execution to each header's state root).
 //! - [`study`]: a researcher's study — the data-use contract for a query specification, its
 //!   approvals, jobs, and the released result fetched from the aggregating hospital and checked
-//!   against the hash on the ledger; the result as a table and as a chart.
+//!   against the hash on the ledger; the result as a table and as a chart ([`models`]: a
+//!   model's coefficient table and forest plot, survival curves and the log-rank test).
 //! - [`records`]: a patient's side (grants with fresh authorization codes, the log with every
 //!   entry proven, the complete record from every hospital as one Bundle) and a grantee's
 //!   redemption of a code at the holding hospital's node, checked against its access record.
@@ -15,6 +16,7 @@
 //! argument parsing and presentation over this library.
 
 pub mod light;
+pub mod models;
 pub mod records;
 pub mod remote;
 pub mod study;

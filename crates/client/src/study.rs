@@ -217,8 +217,19 @@ pub fn fetch_result(
 /// The result as a table, one line per cell, then one per site that did not contribute.
 pub fn result_lines(doc: &ResultDoc) -> Vec<String> {
     let eps = doc.epsilon_micro as f64 / 1e6;
-    let mut out: Vec<String> = doc
-        .cells
+    let mut out: Vec<String> = Vec::new();
+    if let Some(m) = &doc.model {
+        out.extend(crate::models::model_lines(m));
+    }
+    if let Some(s) = &doc.survival {
+        out.extend(crate::models::survival_lines(s));
+    }
+    let cells = if doc.model.is_some() || doc.survival.is_some() {
+        &[][..]
+    } else {
+        &doc.cells[..]
+    };
+    out.extend(cells
         .iter()
         .map(|c| match (c.n, c.mean) {
             (None, _) => format!("{:<14} suppressed (< {})", c.group, doc.k),
@@ -229,8 +240,7 @@ pub fn result_lines(doc: &ResultDoc) -> Vec<String> {
                 "{:<14} {n:>7}   mean {m:.2}   (discrete Laplace noise, ε={eps})",
                 c.group
             ),
-        })
-        .collect();
+        }));
     for (m, why) in &doc.dropped {
         out.push(format!("{m} did not contribute: {why}"));
     }
@@ -246,8 +256,15 @@ fn escape(s: &str) -> String {
         .replace('>', "&gt;")
 }
 
-/// A bar chart of the released cells (suppressed cells drawn as empty, labelled).
+/// The result's chart: a forest plot for a model, the curves for a survival job, else a bar
+/// chart of the released cells (suppressed cells drawn as empty, labelled).
 pub fn chart_svg(doc: &ResultDoc, title: &str) -> String {
+    if let Some(m) = &doc.model {
+        return crate::models::forest_svg(m, title);
+    }
+    if let Some(s) = &doc.survival {
+        return crate::models::survival_svg(s, title);
+    }
     let (w, bar_h, gap, left, top) = (640.0_f64, 22.0_f64, 8.0_f64, 130.0_f64, 40.0_f64);
     let max = doc
         .cells
@@ -324,6 +341,8 @@ mod tests {
             contributions: vec![],
             dropped: vec![],
             failure: None,
+            model: None,
+            survival: None,
         };
         let svg = chart_svg(&doc, "t");
         assert!(svg.contains("female &lt;40"));

@@ -62,6 +62,23 @@ fn mechanisms(spec: &QuerySpec, epsilon_micro: u64) -> (Mechanism, Option<Mechan
             },
             None,
         ),
+        // One person adds 1 to their group's entered count and 1 to one bin's events or
+        // censored: L1 sensitivity 2.
+        Aggregate::Survival(_) => (
+            Mechanism::Laplace {
+                epsilon_micro: epsilon_micro.max(1),
+                sensitivity: 2,
+            },
+            None,
+        ),
+        // A model's statistics are noised per step (`medspace_privacy::glm::noise_stats`).
+        Aggregate::Model(_) => (
+            Mechanism::Laplace {
+                epsilon_micro: epsilon_micro.max(1),
+                sensitivity: 1,
+            },
+            None,
+        ),
         Aggregate::Mean(m) => {
             let half = (epsilon_micro / 2).max(1);
             let bound = m.lower.abs_nanos().max(m.upper.abs_nanos());
@@ -117,7 +134,15 @@ pub fn site_vector<R: rand_core::CryptoRng>(
     let t = Instant::now();
     let sql = medspace_privacy::query::compile_sql(spec, CONSENTED)?;
     let rows = local::run(node_dir, key, cohort, &sql)?;
-    let mut vector = local_vector(spec, &rows);
+    let mut vector = match &spec.aggregate {
+        Aggregate::Survival(s) => survival_vector(spec, s, &rows)?,
+        Aggregate::Model(_) => {
+            return Err(FederatedError::Layout(
+                "a model's job has no single vector (its rows are read by model_rows)".into(),
+            ));
+        }
+        Aggregate::Count | Aggregate::Mean(_) => local_vector(spec, &rows),
+    };
     let local = t.elapsed();
     let t = Instant::now();
     if let Protection::Full { .. } = job.protection {
@@ -167,6 +192,133 @@ pub fn local_vector(spec: &QuerySpec, rows: &[local::Row]) -> Vec<i64> {
         }
     }
     vector
+}
+
+/// A survival query's rows (group columns, `days`, `event`) as the site's counts per group and
+/// time bin ([`medspace_privacy::survival::site_vector`]); times at or past the horizon are
+/// censored there.
+pub fn survival_vector(
+    spec: &QuerySpec,
+    s: &medspace_privacy::query::SurvivalSpec,
+    rows: &[local::Row],
+) -> Result<Vec<i64>, FederatedError> {
+    let layout = medspace_privacy::query::groups(spec);
+    let bins = s.bins();
+    let end = u32::try_from(bins)
+        .unwrap_or(u32::MAX)
+        .saturating_mul(s.bin_days);
+    let mut times = Vec::with_capacity(rows.len());
+    for row in rows {
+        let (mut sex, mut band) = (None, None);
+        for (field, value) in spec.group_by.iter().zip(row.key.iter()) {
+            match field {
+                GroupField::Sex => sex = Some(value.as_str()),
+                GroupField::AgeBand => band = Some(value.as_str()),
+            }
+        }
+        let Some(g) = medspace_privacy::query::group_index(&layout, sex, band) else {
+            continue;
+        };
+        let (days, event) = match row.values.as_slice() {
+            [days, event] => (*days, *event == 1),
+            _ => return Err(FederatedError::Layout("survival rows need days and event".into())),
+        };
+        let days = u32::try_from(days.max(0)).unwrap_or(u32::MAX);
+        times.push(if days >= s.horizon_days {
+            (g, end, false)
+        } else {
+            (g, days, event)
+        });
+    }
+    medspace_privacy::survival::site_vector(layout.len(), bins, s.bin_days, &times)
+        .map_err(|e| FederatedError::Layout(e.to_string()))
+}
+
+/// A model's rows at one site: its variables for the consenting cohort (`cohort`), in memory,
+/// with the intercept column first and, for a Poisson model, `log(person-days)` as offset.
+/// Refused when the site has fewer than `k` complete rows, or not more rows than coefficients.
+pub fn model_rows(
+    node_dir: &Path,
+    key: &VaultKey,
+    cohort: &BTreeSet<i64>,
+    spec: &QuerySpec,
+    k: u32,
+) -> Result<medspace_worker::compute::ModelRows, FederatedError> {
+    let Aggregate::Model(m) = &spec.aggregate else {
+        return Err(FederatedError::Layout("not a model".into()));
+    };
+    let sql = medspace_privacy::query::compile_sql(spec, CONSENTED)?;
+    let columns = local::run_f64(node_dir, key, cohort, &sql)?;
+    let column = |name: &str| -> Result<&[f64], FederatedError> {
+        columns
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.as_slice())
+            .ok_or_else(|| FederatedError::Layout(format!("the model's query has no column {name}")))
+    };
+    let y = column("y")?;
+    let xs: Vec<&[f64]> = (0..m.covariates.len())
+        .map(|i| column(&format!("x{i}")))
+        .collect::<Result<_, _>>()?;
+    let days = match m.family {
+        medspace_privacy::query::Family::Poisson => Some(column("days")?),
+        _ => None,
+    };
+    let p = m.covariates.len() + 1;
+    let mut out = medspace_worker::compute::ModelRows {
+        p,
+        x: Vec::with_capacity(y.len() * p),
+        y: Vec::with_capacity(y.len()),
+        offset: days.map(|_| Vec::with_capacity(y.len())),
+        cohort: 0,
+    };
+    for (r, yv) in y.iter().enumerate() {
+        if let Some(d) = days {
+            match d.get(r) {
+                Some(d) if *d > 0.0 => {
+                    if let Some(o) = out.offset.as_mut() {
+                        o.push(d.ln());
+                    }
+                }
+                // No person-time in the window (died on its first day): not at risk.
+                _ => continue,
+            }
+        }
+        out.y.push(*yv);
+        out.x.push(1.0);
+        for x in &xs {
+            out.x.push(x.get(r).copied().unwrap_or(0.0));
+        }
+    }
+    let n = out.y.len();
+    if n < k as usize || n <= p {
+        return Err(FederatedError::Layout(format!(
+            "too few complete rows here for this model (need at least {} and more than {p})",
+            k
+        )));
+    }
+    out.cohort = medspace_worker::compute::model::coarse_count(n);
+    Ok(out)
+}
+
+/// A model's job at one site, planned from the ledger like [`run_site`]: its rows.
+pub fn run_model_site(
+    state: &State,
+    job: JobId,
+    member: &MemberId,
+    vault: SiteVault<'_>,
+    links: &Links,
+) -> Result<medspace_worker::compute::ModelRows, FederatedError> {
+    let spec = job_spec(state, job)?;
+    let validated = medspace_privacy::query::validate(&spec)?;
+    let reads: Vec<(String, String)> = validated
+        .reads
+        .iter()
+        .map(|(t, f)| (t.to_string(), f.to_string()))
+        .collect();
+    let plan = plan_job(state, job, member, links, &reads)?;
+    let k = state.policy()?.min_cell_k;
+    model_rows(vault.dir, vault.key, &plan.cohort, &spec, k)
 }
 
 /// What a site says it contributed to a job (the weight of its share of the job's value): the

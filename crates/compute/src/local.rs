@@ -51,14 +51,42 @@ pub fn run(
     run_in(&medspace_vault::open_session(node_dir, key)?, cohort, sql)
 }
 
-/// Runs `sql` in an already opened session (which must not yet have a table [`CONSENTED`]) with
-/// [`CONSENTED`]`(person_id)` holding `cohort`, exactly as [`run`] does over a node's own vault.
-/// The benchmark's pooled baseline runs the same query this way over several vaults at once.
-pub fn run_in(
+/// Runs `sql` over the vault of `node_dir` as [`run`] does and returns its Float64 columns by
+/// name, for a model's rows (nulls are refused: a model's query yields complete rows).
+pub fn run_f64(
+    node_dir: &Path,
+    key: &medspace_vault::VaultKey,
+    cohort: &BTreeSet<i64>,
+    sql: &str,
+) -> Result<Vec<(String, Vec<f64>)>, LocalError> {
+    let ctx = medspace_vault::open_session(node_dir, key)?;
+    let batches = collect(&ctx, cohort, sql)?;
+    let mut out: Vec<(String, Vec<f64>)> = Vec::new();
+    for b in &batches {
+        let schema = b.schema();
+        for (i, col) in b.columns().iter().enumerate() {
+            let name = schema.field(i).name().clone();
+            let a = col
+                .as_any()
+                .downcast_ref::<datafusion::arrow::array::Float64Array>()
+                .ok_or_else(|| LocalError::Shape(format!("column {name} is not Float64")))?;
+            if a.null_count() > 0 {
+                return Err(LocalError::Shape(format!("column {name} has nulls")));
+            }
+            match out.get_mut(i) {
+                Some((_, v)) => v.extend_from_slice(a.values()),
+                None => out.push((name, a.values().to_vec())),
+            }
+        }
+    }
+    Ok(out)
+}
+
+fn collect(
     ctx: &SessionContext,
     cohort: &BTreeSet<i64>,
     sql: &str,
-) -> Result<Vec<Row>, LocalError> {
+) -> Result<Vec<RecordBatch>, LocalError> {
     let schema = Arc::new(Schema::new(vec![Field::new(
         "person_id",
         DataType::Int64,
@@ -72,7 +100,18 @@ pub fn run_in(
         Arc::new(MemTable::try_new(schema, vec![vec![batch]])?),
     )?;
     let rt = tokio::runtime::Builder::new_current_thread().build()?;
-    let batches = rt.block_on(async { ctx.sql(sql).await?.collect().await })?;
+    Ok(rt.block_on(async { ctx.sql(sql).await?.collect().await })?)
+}
+
+/// Runs `sql` in an already opened session (which must not yet have a table [`CONSENTED`]) with
+/// [`CONSENTED`]`(person_id)` holding `cohort`, exactly as [`run`] does over a node's own vault.
+/// The benchmark's pooled baseline runs the same query this way over several vaults at once.
+pub fn run_in(
+    ctx: &SessionContext,
+    cohort: &BTreeSet<i64>,
+    sql: &str,
+) -> Result<Vec<Row>, LocalError> {
+    let batches = collect(ctx, cohort, sql)?;
     let mut rows = Vec::new();
     for b in &batches {
         for r in 0..b.num_rows() {

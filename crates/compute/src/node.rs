@@ -9,7 +9,7 @@ use medspace_privacy::release::Protection;
 use medspace_state::State;
 use medspace_types::{JobId, MemberId, PatientId};
 use medspace_vault::VaultKey;
-use medspace_worker::compute::{DataPlane, PlaneRefusal, SiteVector};
+use medspace_worker::compute::{DataPlane, ModelRows, PlaneRefusal, SiteVector};
 use medspace_worker::records::RecordSource;
 use std::path::PathBuf;
 
@@ -66,6 +66,32 @@ impl DataPlane for VaultPlane {
         })?;
         tracing::info!(job = %job, cohort, ms = started.elapsed().as_millis() as u64, "compute.site: vector computed");
         Ok(SiteVector { values, cohort })
+    }
+
+    fn model_rows(
+        &self,
+        state: &State,
+        job: JobId,
+        member: &MemberId,
+    ) -> Result<ModelRows, PlaneRefusal> {
+        let refuse = |e: &dyn std::fmt::Display| PlaneRefusal(e.to_string());
+        let links = Links::load(&self.dir, &self.key).map_err(|e| refuse(&e))?;
+        let started = std::time::Instant::now();
+        let rows = outside_runtime(|| {
+            crate::federated::run_model_site(
+                state,
+                job,
+                member,
+                crate::federated::SiteVault {
+                    dir: &self.dir,
+                    key: &self.key,
+                },
+                &links,
+            )
+            .map_err(|e| refuse(&e))
+        })?;
+        tracing::info!(job = %job, cohort = rows.cohort, ms = started.elapsed().as_millis() as u64, "compute.site: model rows read");
+        Ok(rows)
     }
 }
 

@@ -16,8 +16,11 @@
 //!   aggregate + group-by; the spec itself is `medspace_types::query`, re-exported there) to SQL
 //!   over the node's OMOP-like tables, always joined to the contract's consent allow-list, with a
 //!   fixed group layout so every site's result vector lines up for secure aggregation.
+//! - [`features`]: the per-person rows of a model or a survival curve (variables built from the
+//!   CDM at the index date), compiled to SQL after the same cohort; they never leave the site.
 
 pub mod dp;
+pub mod features;
 pub mod glm;
 pub mod query;
 pub mod release;

@@ -19,7 +19,7 @@ fn valid_table_name(name: &str) -> bool {
 }
 
 /// A decimal as a SQL literal: always with a decimal point, never an exponent.
-fn sql_decimal(v: Decimal) -> String {
+pub(crate) fn sql_decimal(v: Decimal) -> String {
     v.to_string()
 }
 
@@ -94,6 +94,17 @@ pub fn compile_sql(spec: &QuerySpec, consented_table: &str) -> Result<String, Qu
         );
     }
     let _ = write!(sql, ")");
+    match &spec.aggregate {
+        Aggregate::Model(model) => {
+            crate::features::model_rows(&mut sql, model, &c.index_date)?;
+            return Ok(sql);
+        }
+        Aggregate::Survival(surv) => {
+            crate::features::survival_rows(&mut sql, surv, &c.index_date, &spec.group_by)?;
+            return Ok(sql);
+        }
+        Aggregate::Count | Aggregate::Mean(_) => {}
+    }
 
     let mut cols: Vec<String> = Vec::new();
     for field in &spec.group_by {
@@ -116,6 +127,7 @@ pub fn compile_sql(spec: &QuerySpec, consented_table: &str) -> Result<String, Qu
             let _ = writeln!(sql, "  FROM cohort k");
             let _ = writeln!(sql, ")");
         }
+        Aggregate::Model(_) | Aggregate::Survival(_) => {}
         Aggregate::Mean(mean) => {
             let _ = writeln!(sql, ",");
             let _ = writeln!(sql, "latest AS (");
@@ -152,7 +164,7 @@ pub fn compile_sql(spec: &QuerySpec, consented_table: &str) -> Result<String, Qu
 }
 
 /// `CASE` expression mapping an age column to its band label.
-fn age_band_sql(col: &str) -> String {
+pub(crate) fn age_band_sql(col: &str) -> String {
     let mut s = String::from("CASE");
     for band in AgeBand::all().take(9) {
         let _ = write!(

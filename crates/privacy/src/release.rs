@@ -40,11 +40,16 @@ pub struct LayoutError {
     pub got: usize,
 }
 
-/// Values per group of the layout: the count, and the sum for a mean.
+/// Values per group of the layout: the count, and the sum for a mean; for a survival curve
+/// the persons entered and each bin's events and censored persons
+/// ([`crate::survival::layout_len`]). A model has no cells: its statistics have their own layout
+/// per iteration ([`crate::glm::stats_len`]), so it has none here.
 pub fn values_per_group(spec: &QuerySpec) -> usize {
-    match spec.aggregate {
+    match &spec.aggregate {
         Aggregate::Count => 1,
         Aggregate::Mean(_) => 2,
+        Aggregate::Survival(s) => 1 + 2 * s.bins(),
+        Aggregate::Model(_) => 0,
     }
 }
 

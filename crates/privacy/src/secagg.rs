@@ -65,6 +65,8 @@ use x25519_dalek::{PublicKey, StaticSecret};
 pub const PAIR_INFO: &[u8] = b"medspace/secagg/pair/v2";
 /// Domain of the key that encrypts a share for its holder.
 pub const SHARE_INFO: &[u8] = b"medspace/secagg/share/v2";
+/// Domain of the pairwise seeds of one step of a multi-step job ([`mask_step`]).
+pub const STEP_INFO: &[u8] = b"medspace/secagg/step/v1";
 /// Domain of the self-mask expansion.
 pub const SELF_DOMAIN: &[u8] = b"medspace/secagg/self/v2";
 /// Domain of the key that encrypts a site's bundle of pairwise seeds.
@@ -614,6 +616,41 @@ pub fn mask(
     Ok(out)
 }
 
+/// Masks site `keys.me`'s `values` for one step of a multi-step job (an iteration of a model
+/// fit) over a `set` of sites fixed for the whole job: the pairwise masks with every other site
+/// of `set`, each seeded from the X25519 agreement, the job and `step` (which binds the
+/// iteration and the parameters it was computed at), so the masks of all sites of `set` cancel
+/// in the sum of their answers for the same step, and only there.
+///
+/// There is no self mask and no dropout recovery: nothing is ever revealed. A site that does not
+/// answer ends the job, so the aggregator never learns one site's values, and a set fixed on the
+/// ledger before the first step stops it from differencing the sums of two sets.
+pub fn mask_step(
+    round: &Round,
+    keys: &Keys<'_>,
+    set: &[usize],
+    step: &[u8],
+    values: &[u64],
+) -> Result<Vec<u64>, SecAggError> {
+    keys.check(round)?;
+    check_set(round, set)?;
+    if !set.contains(&keys.me) {
+        return Err(SecAggError::Sets(
+            "a site masks only within a set it belongs to",
+        ));
+    }
+    let mut out = values.to_vec();
+    for &other in set.iter().filter(|o| **o != keys.me) {
+        let (lo, hi) = (keys.me.min(other) as u64, keys.me.max(other) as u64);
+        let seed = keys.agree(
+            other,
+            &[STEP_INFO, &round.job, &lo.to_be_bytes(), &hi.to_be_bytes(), step],
+        )?;
+        add_into(&mut out, &expand(seed, values.len()), keys.me < other);
+    }
+    Ok(out)
+}
+
 /// Checks that `set` is strictly increasing and within the round.
 fn check_set(round: &Round, set: &[usize]) -> Result<(), SecAggError> {
     for pair in set.windows(2) {
@@ -877,6 +914,33 @@ mod tests {
             add_into(&mut s, v, true);
         }
         s
+    }
+
+    #[test]
+    fn step_masks_cancel_only_within_the_same_step_and_set() {
+        let round = Round::new([9u8; 32], 3).unwrap();
+        let (x, pubs) = sites(3, 41);
+        let vals = values(3, 5);
+        let set = [0usize, 1, 2];
+        let masked = |step: &[&[u8]]| -> Vec<Vec<u64>> {
+            (0..3)
+                .map(|i| {
+                    mask_step(&round, &self_keys(&x, &pubs, i), &set, step[i], &vals[i]).unwrap()
+                })
+                .collect()
+        };
+        let same = masked(&[b"t1", b"t1", b"t1"]);
+        assert_ne!(same[0], vals[0], "a masked vector hides the site's values");
+        let refs: Vec<&Vec<u64>> = same.iter().collect();
+        let want: Vec<&Vec<u64>> = vals.iter().collect();
+        assert_eq!(plain_sum(&refs), plain_sum(&want));
+        // A site asked for another step (other parameters) does not cancel.
+        let mixed = masked(&[b"t1", b"t2", b"t1"]);
+        let refs: Vec<&Vec<u64>> = mixed.iter().collect();
+        assert_ne!(plain_sum(&refs), plain_sum(&want));
+        // A site outside the set, or a set without it, is refused.
+        assert!(mask_step(&round, &self_keys(&x, &pubs, 2), &[0, 1], b"t1", &vals[2]).is_err());
+        assert!(mask_step(&round, &self_keys(&x, &pubs, 0), &[1, 0], b"t1", &vals[0]).is_err());
     }
 
     struct Sim {

@@ -12,7 +12,8 @@
 //! Module map: [`codec`] (bounded [`Text`], [`List`], [`Blob`] and the encoding macros),
 //! [`ids`] (identifiers and [`struct@Hash`]), [`keys`] (ed25519 keys and signatures),
 //! [`domain`] (roles, levels, purposes, members, the policy, the catalog), [`query`] (the
-//! federated query specification: parsing, what it reads, its codes and level), [`tx`] (payloads,
+//! federated query specification: parsing, what it reads, its codes and level), [`model`] (its
+//! regressions and survival curves), [`tx`] (payloads,
 //! [`TxBody`], [`SignedTx`]), [`genesis`] (the first state's description). Every decoder (each
 //! wire type's `Decode`, [`SignedTx::from_bytes`], the text and JSON forms) is fuzzed with
 //! arbitrary and mutated input in `tests/decoders.rs`: it refuses with a typed error or returns
@@ -25,6 +26,7 @@ pub mod domain;
 pub mod genesis;
 pub mod ids;
 pub mod keys;
+pub mod model;
 pub mod query;
 pub mod tx;
 

@@ -32,6 +32,9 @@
 
 use crate::Level;
 use crate::classification::Classification;
+pub use crate::model::{
+    Clamped, Event, Family, Feature, ModelSpec, SurvivalSpec, Threshold, Window,
+};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use std::fmt;
 use thiserror::Error;
@@ -97,6 +100,12 @@ pub enum QueryError {
     GroupBy {
         /// Why.
         reason: &'static str,
+    },
+    /// A model or survival specification that cannot run.
+    #[error("invalid model: {reason}")]
+    Model {
+        /// Why.
+        reason: String,
     },
     /// A consent allow-list table name a compiler cannot quote safely.
     #[error("invalid consented table name (must match [A-Za-z_][A-Za-z0-9_]{{0,62}})")]
@@ -407,6 +416,10 @@ pub enum Aggregate {
     Count,
     /// Clamped mean of a measurement: the node releases `n` and `sum_fixed`.
     Mean(MeanSpec),
+    /// A regression fitted across the sites ([`crate::model`]); no `group_by`.
+    Model(ModelSpec),
+    /// Kaplan–Meier curves per group and the log-rank test ([`crate::model`]).
+    Survival(SurvivalSpec),
 }
 
 /// The measurement to average and its clamping bounds.
@@ -506,8 +519,15 @@ pub fn codes(spec: &QuerySpec) -> Vec<(&'static str, &str)> {
     if let Some(m) = &c.measurement {
         out.push(("measurement", m.code.as_str()));
     }
-    if let Aggregate::Mean(m) = &spec.aggregate {
-        out.push(("measurement", m.measurement.as_str()));
+    match &spec.aggregate {
+        Aggregate::Mean(m) => out.push(("measurement", m.measurement.as_str())),
+        Aggregate::Model(m) => out.extend(m.variables().filter_map(Feature::code)),
+        Aggregate::Survival(s) => {
+            if let Event::Condition(c) = &s.event {
+                out.push(("condition_occurrence", c.as_str()));
+            }
+        }
+        Aggregate::Count => {}
     }
     out
 }
@@ -570,6 +590,11 @@ fn check_codes(field: &'static str, codes: &[String]) -> Result<(), QueryError> 
     }
 }
 
+/// [`check_number`] for the model module.
+pub(crate) fn check_bound(field: &'static str, value: Decimal) -> Result<(), QueryError> {
+    check_number(field, value)
+}
+
 fn check_number(field: &'static str, value: Decimal) -> Result<(), QueryError> {
     // INVARIANT: MAX_ABS_VALUE × 10^9 = 10^18 fits i64.
     if value.abs_nanos() <= (MAX_ABS_VALUE * NANOS_PER_UNIT).unsigned_abs() {
@@ -577,6 +602,26 @@ fn check_number(field: &'static str, value: Decimal) -> Result<(), QueryError> {
     } else {
         Err(QueryError::Number { field })
     }
+}
+
+/// An index date `YYYY-MM-DD` as days since 1970-01-01 (the Arrow `Date32` value of that
+/// day), checked as [`index_year`] checks it.
+pub fn index_day(date: &str) -> Result<i64, QueryError> {
+    let year = i64::from(index_year(date)?);
+    let num = |r: std::ops::Range<usize>| {
+        date.get(r)
+            .and_then(|s| s.parse::<i64>().ok())
+            .ok_or(QueryError::IndexDate)
+    };
+    let (month, day) = (num(5..7)?, num(8..10)?);
+    // Days from civil (proleptic Gregorian), counting years from March so the leap day is last.
+    let y = if month <= 2 { year - 1 } else { year };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let mp = (month + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + day - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    Ok(era * 146_097 + doe - 719_468)
 }
 
 /// The year of an index date `YYYY-MM-DD`, checking that the date exists (and is after 1800).
@@ -653,6 +698,18 @@ pub fn validate(spec: &QuerySpec) -> Result<Validated, QueryError> {
             return Err(QueryError::Bounds);
         }
     }
+    match &spec.aggregate {
+        Aggregate::Model(m) => {
+            m.validate()?;
+            if !spec.group_by.is_empty() {
+                return Err(QueryError::GroupBy {
+                    reason: "a model is fitted on the whole cohort (use covariates instead)",
+                });
+            }
+        }
+        Aggregate::Survival(s) => s.validate()?,
+        Aggregate::Count | Aggregate::Mean(_) => {}
+    }
     if spec.group_by.len() > 2 {
         return Err(QueryError::GroupBy {
             reason: "at most 2 fields",
@@ -700,6 +757,14 @@ pub fn validate(spec: &QuerySpec) -> Result<Validated, QueryError> {
     );
     if measured {
         reads.push(("measurement", "value_as_number"));
+    }
+    match &spec.aggregate {
+        Aggregate::Model(m) => {
+            reads.push(("person", "gender_source_value"));
+            reads.extend(m.variables().flat_map(Feature::reads));
+        }
+        Aggregate::Survival(s) => reads.extend(s.reads()),
+        Aggregate::Count | Aggregate::Mean(_) => {}
     }
     reads.sort_unstable();
     reads.dedup();
@@ -767,6 +832,15 @@ pub fn group_index(
 mod tests {
     #![allow(clippy::unwrap_used, clippy::indexing_slicing)]
     use super::*;
+
+    #[test]
+    fn index_day_is_days_since_the_epoch() {
+        assert_eq!(index_day("1970-01-01").unwrap(), 0);
+        assert_eq!(index_day("2000-03-01").unwrap(), 11_017);
+        assert_eq!(index_day("2024-01-01").unwrap(), 19_723);
+        assert_eq!(index_day("1969-12-31").unwrap(), -1);
+        assert!(index_day("2023-02-29").is_err());
+    }
 
     pub(crate) fn example() -> QuerySpec {
         serde_json::from_str(

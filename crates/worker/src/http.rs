@@ -8,6 +8,9 @@
 //!   forwarded dealings (one set of dealers per job, ever);
 //! - `GET /v1/worker/jobs/{job}/reveal?wait_ms=` — the aggregator: this site's reveal for the
 //!   sets the ledger fixed (`202` until the ledger closed the round);
+//! - `POST /v1/worker/jobs/{job}/step` — the aggregator of a model's job: this site's masked
+//!   statistics at the request's coefficients (each iteration once, in increasing order, only
+//!   for the set the ledger fixed; `202` until it did) ([`crate::compute::model`]);
 //! - `GET /v1/worker/jobs/{job}/result` — the job's submitter only, and only once the result's
 //!   hash is final on the ledger: the released result;
 //! - `GET /v1/records/export` — the patient only (their own key): their complete record here;
@@ -84,6 +87,10 @@ where
             post(mask::<E, L, R>).layer(DefaultBodyLimit::max(MASK_BODY_LIMIT)),
         )
         .route("/v1/worker/jobs/{job}/reveal", get(reveal::<E, L, R>))
+        .route(
+            "/v1/worker/jobs/{job}/step",
+            post(step::<E, L, R>).layer(DefaultBodyLimit::max(16 * 1024)),
+        )
         .route("/v1/worker/jobs/{job}/result", get(result::<E, L, R>))
         .route("/v1/records/export", get(export::<E, L, R>))
         .route(
@@ -229,6 +236,26 @@ async fn mask<E: Clock, L: Ledger, R>(
         ));
     }
     Ok(answer(r.records.clock(), MAX_WAIT, r.compute.mask(req, who)).await)
+}
+
+async fn step<E: Clock, L: Ledger, R>(
+    AxState(r): AxState<Arc<Routes<E, L, R>>>,
+    Path(job): Path<String>,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, Refusal> {
+    let job = parse_job(&job)?;
+    let who = member(&r, "POST", &uri, &headers, &body)?;
+    let req: crate::wire::StepRequest = serde_json::from_slice(&body)
+        .map_err(|e| refuse(StatusCode::BAD_REQUEST, format!("bad step request: {e}")))?;
+    if req.job != job {
+        return Err(refuse(
+            StatusCode::BAD_REQUEST,
+            "step request for another job",
+        ));
+    }
+    Ok(answer(r.records.clock(), MAX_WAIT, r.compute.step(req, who)).await)
 }
 
 async fn reveal<E: Clock, L: Ledger, R>(

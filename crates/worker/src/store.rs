@@ -5,7 +5,7 @@
 //! written to a temporary name, synced and renamed, so a crash leaves the previous state.
 
 use crate::WorkerError;
-use crate::wire::{DealingMsg, Hex, MaskedMsg};
+use crate::wire::{DealingMsg, Hex, MaskedMsg, StepMsg};
 use medspace_types::{GrantId, JobId};
 use serde::{Deserialize, Serialize, de::DeserializeOwned};
 use std::path::{Path, PathBuf};
@@ -41,6 +41,20 @@ pub struct Collected {
     pub masked: Vec<MaskedMsg>,
     /// Sites left out, with why.
     pub dropped: Vec<(String, String)>,
+    /// A model's job: the sites' signed contributions from their last step (the round's
+    /// survivors, contract order).
+    #[serde(default)]
+    pub contributions: Vec<medspace_types::SignedContribution>,
+}
+
+/// The last step of a model's job a site answered: it answers each iteration once, for one
+/// set of coefficients, and never goes back.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct StepRecord {
+    /// The iteration.
+    pub iteration: u32,
+    /// The signed answer (its binding names the coefficients).
+    pub answer: StepMsg,
 }
 
 /// Per-job files under one directory.
@@ -129,6 +143,21 @@ impl Store {
     /// What the site computed, if it did.
     pub fn site(&self, job: JobId) -> Result<Option<SiteRecord>, WorkerError> {
         self.read(job, "site.json")
+    }
+
+    /// Replaces the site's last answered step of a model's job (the caller checks that the
+    /// iteration goes forward).
+    pub fn put_step(&self, job: JobId, rec: &StepRecord) -> Result<(), WorkerError> {
+        let bytes = serde_json::to_vec(rec).map_err(|e| WorkerError::Invalid {
+            what: "record",
+            error: e.to_string(),
+        })?;
+        Self::write_atomic(&self.path(job, "step.json"), &bytes)
+    }
+
+    /// The site's last answered step of a model's job.
+    pub fn step(&self, job: JobId) -> Result<Option<StepRecord>, WorkerError> {
+        self.read(job, "step.json")
     }
 
     /// Keeps why the site refused the job (never replaced).

@@ -2,7 +2,7 @@
 //! step. [`HttpTransport`] is the production one (signed requests to each member's node); the
 //! simulations use an in-memory one with scripted delays and failures.
 
-use crate::wire::{DealingMsg, MaskRequest, MaskedMsg, RevealMsg};
+use crate::wire::{DealingMsg, MaskRequest, MaskedMsg, RevealMsg, StepMsg, StepRequest};
 use medspace_types::{JobId, Keypair, MemberId};
 use std::collections::BTreeMap;
 use std::future::Future;
@@ -53,6 +53,17 @@ pub trait Transport: Clone + Send + Sync + 'static {
         job: JobId,
         wait: Duration,
     ) -> impl Future<Output = Result<RevealMsg, PeerError>> + Send;
+
+    /// The site's statistics for one step of a model's job (waits at the site until the
+    /// ledger fixed the job's set). A transport that carries no model steps refuses.
+    fn step(
+        &self,
+        to: &MemberId,
+        req: StepRequest,
+    ) -> impl Future<Output = Result<StepMsg, PeerError>> + Send {
+        let _ = (to, req);
+        async { Err(PeerError::Refused("this transport carries no model steps".into())) }
+    }
 }
 
 /// The text of an error answer (its `error` field, or the status).
@@ -177,5 +188,19 @@ impl Transport for HttpTransport {
         let pq = format!("/v1/worker/jobs/{job}/reveal?wait_ms={}", wait.as_millis());
         let (this, to) = (self.clone(), to.clone());
         async move { this.call(&to, "GET", pq, Vec::new(), wait).await }
+    }
+
+    fn step(
+        &self,
+        to: &MemberId,
+        req: StepRequest,
+    ) -> impl Future<Output = Result<StepMsg, PeerError>> + Send {
+        let pq = format!("/v1/worker/jobs/{}/step", req.job);
+        let body = serde_json::to_vec(&req).unwrap_or_default();
+        let (this, to) = (self.clone(), to.clone());
+        async move {
+            this.call(&to, "POST", pq, body, Duration::from_secs(30))
+                .await
+        }
     }
 }

@@ -11,6 +11,11 @@
 //! 3. [`RevealMsg`] — after the ledger fixed `(U1, U2)`, a survivor's shares of the survivors'
 //!    self masks and of the dropped dealers' bundle keys;
 //! 4. [`ResultDoc`] — the released result, served to the job's submitter only.
+//!
+//! A model's job runs many steps over one set of sites instead (see
+//! [`crate::compute::model`]): the dealings only say who takes part; once the ledger fixed that
+//! set, each iteration is a [`StepRequest`] (the coefficients) answered by a [`StepMsg`] (the
+//! site's statistics at them, masked so that only the set's sum opens).
 
 use medspace_types::{ContractId, Hash, JobId, Keypair, MemberId, PublicKey, Signature};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
@@ -21,6 +26,10 @@ pub const DEALING_NAMESPACE: &[u8] = b"medspace/worker/dealing/v2";
 pub const MASKED_NAMESPACE: &[u8] = b"medspace/worker/masked/v2";
 /// Signing namespace of a survivor's reveal.
 pub const REVEAL_NAMESPACE: &[u8] = b"medspace/worker/reveal/v2";
+/// Signing namespace of a site's statistics for one step of a model's fit.
+pub const STEP_NAMESPACE: &[u8] = b"medspace/worker/step/v1";
+/// Domain of a step's binding (its iteration and coefficients).
+pub const STEP_DOMAIN: &[u8] = b"medspace/step/v1";
 /// Domain of a released result's hash (the hash posted on the ledger).
 pub const RESULT_DOMAIN: &[u8] = b"medspace/result/v1";
 
@@ -137,6 +146,141 @@ pub struct RevealBody {
 /// A signed reveal.
 pub type RevealMsg = Signed<RevealBody>;
 
+/// The aggregator asks every site of a model's job for its statistics at `beta`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct StepRequest {
+    /// The job.
+    pub job: JobId,
+    /// The iteration (0 first); a site answers each once, in increasing order.
+    pub iteration: u32,
+    /// The coefficients, intercept first.
+    pub beta: Vec<f64>,
+}
+
+impl StepRequest {
+    /// What binds a site's answer to this step: the job, the iteration and the exact
+    /// coefficients (their IEEE bits), so masks cancel only among answers to the same request.
+    pub fn binding(&self) -> [u8; 32] {
+        let bits: Vec<u8> = self
+            .beta
+            .iter()
+            .flat_map(|b| b.to_bits().to_be_bytes())
+            .collect();
+        Hash::of(&[
+            STEP_DOMAIN,
+            &self.job.0.to_be_bytes(),
+            &self.iteration.to_be_bytes(),
+            &bits,
+        ])
+        .0
+    }
+}
+
+/// A site's masked statistics for one step.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StepBody {
+    /// The job.
+    pub job: JobId,
+    /// The site.
+    pub member: MemberId,
+    /// The iteration answered.
+    pub iteration: u32,
+    /// The request's [`StepRequest::binding`].
+    pub binding: Hex,
+    /// The statistics' fixed-point encoding, masked ([`medspace_privacy::secagg::mask_step`]).
+    pub masked: Vec<u64>,
+    /// The site's attestation of its contribution (its cohort, coarsened), for the ledger.
+    pub contribution: medspace_types::SignedContribution,
+}
+
+/// A signed step answer.
+pub type StepMsg = Signed<StepBody>;
+
+/// One coefficient of a released model.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct TermRow {
+    /// `intercept` or the covariate's name.
+    pub name: String,
+    /// The coefficient.
+    pub coefficient: f64,
+    /// Its standard error.
+    pub std_error: f64,
+    /// Wald z.
+    pub z: f64,
+    /// Two-sided p-value.
+    pub p_value: f64,
+    /// 95% Wald interval.
+    pub ci_low: f64,
+    /// 95% Wald interval.
+    pub ci_high: f64,
+    /// `exp(coefficient)` and its interval: the odds ratio (logistic) or rate ratio (Poisson).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ratio: Option<[f64; 3]>,
+}
+
+/// A released model.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ModelResult {
+    /// `logistic`, `poisson` or `linear`.
+    pub family: String,
+    /// The coefficients, intercept first.
+    pub terms: Vec<TermRow>,
+    /// Residual deviance.
+    pub deviance: f64,
+    /// Newton iterations run.
+    pub iterations: u32,
+    /// Persons in the fit (all sites).
+    pub n: u64,
+    /// Dispersion (1 for logistic and Poisson).
+    pub scale: f64,
+    /// Whether each site noised its statistics (differential privacy).
+    pub dp: bool,
+}
+
+/// One time bin of a released survival curve.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct CurvePoint {
+    /// Start of the bin, days after the index date.
+    pub day: u32,
+    /// Persons at risk at its start.
+    pub at_risk: u64,
+    /// Events in it.
+    pub events: u64,
+    /// Censored in it.
+    pub censored: u64,
+    /// Survival at its end.
+    pub survival: f64,
+    /// 95% band.
+    pub ci_low: f64,
+    /// 95% band.
+    pub ci_high: f64,
+}
+
+/// A released survival curve of one group; it stops where the risk set fell below `k`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct CurveResult {
+    /// The group (`all`, `female`, …).
+    pub group: String,
+    /// Persons followed.
+    pub entered: u64,
+    /// The released bins.
+    pub points: Vec<CurvePoint>,
+    /// Bins withheld because the risk set was below `k`.
+    pub suppressed_bins: u32,
+}
+
+/// Released survival curves and the log-rank test between their groups.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct SurvivalResult {
+    /// Width of a bin in days.
+    pub bin_days: u32,
+    /// One curve per group.
+    pub curves: Vec<CurveResult>,
+    /// Log-rank chi-square, degrees of freedom and p-value (with two groups or more).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub log_rank: Option<(f64, u32, f64)>,
+}
+
 /// One released cell of a result.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct ResultCell {
@@ -173,6 +317,12 @@ pub struct ResultDoc {
     /// Why nothing was released, when nothing was.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub failure: Option<String>,
+    /// The fitted model, for a model's job.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub model: Option<ModelResult>,
+    /// The survival curves, for a survival job.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub survival: Option<SurvivalResult>,
 }
 
 /// The hash of a served result's bytes: what the aggregator posts on the ledger.

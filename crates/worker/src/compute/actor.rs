@@ -4,11 +4,12 @@
 
 use super::aggregate::Aggregation;
 use super::ingress::{Mailbox, Message, Reply};
-use super::{Config, DataPlane};
+use super::model::{SiteStep, answer_step};
+use super::{Config, DataPlane, ModelRows};
 use crate::round::{Job, RoundError};
-use crate::store::{MaskCommitment, SiteRecord};
+use crate::store::{MaskCommitment, SiteRecord, StepRecord};
 use crate::transport::{PeerError, Transport};
-use crate::wire::{DealingMsg, Hex, MaskRequest, MaskedMsg, RevealMsg};
+use crate::wire::{DealingMsg, Hex, MaskRequest, MaskedMsg, RevealMsg, StepMsg, StepRequest};
 use futures::StreamExt as _;
 use futures::channel::mpsc;
 use medspace_ledger::Ledger;
@@ -32,6 +33,10 @@ pub struct Actor<E, L, T, P> {
     waiting_dealing: BTreeMap<JobId, Vec<(MemberId, Reply<DealingMsg>)>>,
     /// Reveal requests waiting for the ledger to close the round.
     waiting_reveal: Vec<(JobId, MemberId, Reply<RevealMsg>)>,
+    /// Step requests waiting for the ledger to fix a model job's set (or for its rows).
+    waiting_step: Vec<(MemberId, StepRequest, Reply<StepMsg>)>,
+    /// The rows of the model jobs this site takes part in, in memory only, while they run.
+    models: BTreeMap<JobId, Arc<ModelRows>>,
     /// Jobs this node is aggregating.
     aggregating: BTreeSet<JobId>,
     /// Failed aggregation attempts per job (a job is retried on later blocks a few times).
@@ -68,6 +73,8 @@ where
                 computing: BTreeSet::new(),
                 waiting_dealing: BTreeMap::new(),
                 waiting_reveal: Vec::new(),
+                waiting_step: Vec::new(),
+                models: BTreeMap::new(),
                 aggregating: BTreeSet::new(),
                 attempts: BTreeMap::new(),
             },
@@ -89,6 +96,12 @@ where
             match msg {
                 Message::Committed { height } => self.on_committed(height),
                 Message::Computed { job, outcome } => self.on_computed(job, outcome),
+                Message::Modeled { job, outcome } => self.on_modeled(job, outcome),
+                Message::Step {
+                    caller,
+                    request,
+                    reply,
+                } => self.on_step(caller, request, reply),
                 Message::Dealing { job, caller, reply } => self.on_dealing(job, caller, reply),
                 Message::Mask {
                     caller,
@@ -139,9 +152,18 @@ where
                 self.spawn_aggregation(rec.id);
             }
         }
+        // A model's rows leave memory when its job is no longer running.
+        self.models.retain(|job, _| {
+            jobs.iter()
+                .any(|j| j.id == *job && j.status == JobStatus::Submitted)
+        });
         let waiting = std::mem::take(&mut self.waiting_reveal);
         for (job, caller, reply) in waiting {
             self.on_reveal(job, caller, reply);
+        }
+        let waiting = std::mem::take(&mut self.waiting_step);
+        for (caller, req, reply) in waiting {
+            self.on_step(caller, req, reply);
         }
         self.waiting_dealing.retain(|_, w| {
             w.retain(|(_, r)| !r.is_canceled());
@@ -151,13 +173,34 @@ where
 
     fn ensure_computing(&mut self, job: JobId) {
         let store = &self.cfg.store;
-        let known =
-            matches!(store.site(job), Ok(Some(_))) || matches!(store.refusal(job), Ok(Some(_)));
-        if known || !self.computing.insert(job) {
+        let refused = matches!(store.refusal(job), Ok(Some(_)));
+        let model = self.is_model(job);
+        let known = if model {
+            // A model's rows are never written: after a restart they are read again.
+            self.models.contains_key(&job)
+        } else {
+            matches!(store.site(job), Ok(Some(_)))
+        };
+        if refused || known || !self.computing.insert(job) {
             return;
         }
         let cfg = self.cfg.clone();
         let me = self.me.clone();
+        if model {
+            self.ctx
+                .child("site")
+                .shared(true)
+                .spawn(move |_| async move {
+                    let state = cfg.ledger.snapshot().state;
+                    let outcome = cfg
+                        .plane
+                        .model_rows(&state, job, &cfg.member)
+                        .map(Arc::new)
+                        .map_err(|e| e.to_string());
+                    me.send(Message::Modeled { job, outcome }).await;
+                });
+            return;
+        }
         self.ctx
             .child("site")
             .shared(true)
@@ -212,6 +255,99 @@ where
         }
         for (caller, reply) in self.waiting_dealing.remove(&job).unwrap_or_default() {
             self.on_dealing(job, caller, reply);
+        }
+    }
+
+    /// Whether `job`'s computation is a model.
+    fn is_model(&self, job: JobId) -> bool {
+        let state = self.cfg.ledger.snapshot().state;
+        matches!(state.job(job), Ok(Some(rec)) if matches!(
+            medspace_privacy::query::parse_bytes(rec.computation.as_bytes()),
+            Ok((spec, _)) if matches!(spec.aggregate, medspace_privacy::query::Aggregate::Model(_))
+        ))
+    }
+
+    fn on_modeled(&mut self, job: JobId, outcome: Result<Arc<ModelRows>, String>) {
+        self.computing.remove(&job);
+        let stored = match outcome {
+            Ok(rows) => {
+                // The dealing says the site takes part; its secrets are drawn once, ever.
+                let secrets = SiteSecrets::random(&mut self.ctx);
+                let kept = self.cfg.store.put_site(
+                    job,
+                    &SiteRecord {
+                        secrets: Hex(secrets.to_bytes()),
+                        vector: Vec::new(),
+                        cohort: rows.cohort,
+                    },
+                );
+                self.models.insert(job, rows);
+                kept.map(|_| ())
+            }
+            Err(reason) => {
+                tracing::warn!(job = %job, reason = %reason, "worker.model: refused");
+                self.cfg.store.put_refusal(job, &reason).map(|_| ())
+            }
+        };
+        if let Err(e) = stored {
+            tracing::error!(job = %job, error = %e, "worker.model: cannot keep");
+        }
+        for (caller, reply) in self.waiting_dealing.remove(&job).unwrap_or_default() {
+            self.on_dealing(job, caller, reply);
+        }
+        let waiting = std::mem::take(&mut self.waiting_step);
+        for (caller, req, reply) in waiting {
+            self.on_step(caller, req, reply);
+        }
+    }
+
+    fn on_step(&mut self, caller: MemberId, req: StepRequest, reply: Reply<StepMsg>) {
+        let answer = (|| {
+            let j = self.job_for(req.job, &caller)?;
+            self.site(req.job)?;
+            let Some(rows) = self.models.get(&req.job).cloned() else {
+                return Err(PeerError::NotReady);
+            };
+            let store = &self.cfg.store;
+            let last = store
+                .step(req.job)
+                .map_err(|e| PeerError::Refused(e.to_string()))?;
+            let site = SiteStep {
+                me: &self.cfg.member,
+                key: &self.cfg.key,
+                secret: &self.cfg.agreement,
+                rows: &rows,
+                last: last.as_ref(),
+            };
+            match answer_step(&j, &site, &req, &mut self.ctx) {
+                Ok(Some(msg)) => {
+                    if last.as_ref().map(|l| &l.answer) != Some(&msg) {
+                        store
+                            .put_step(
+                                req.job,
+                                &StepRecord {
+                                    iteration: req.iteration,
+                                    answer: msg.clone(),
+                                },
+                            )
+                            .map_err(|e| PeerError::Refused(e.to_string()))?;
+                    }
+                    Ok(msg)
+                }
+                Ok(None) => Err(PeerError::NotReady),
+                Err(why) => {
+                    tracing::warn!(job = %req.job, error = %why, "worker.model: step refused");
+                    Err(PeerError::Refused(why))
+                }
+            }
+        })();
+        match answer {
+            Err(PeerError::NotReady) if !reply.is_canceled() => {
+                self.waiting_step.push((caller, req, reply));
+            }
+            other => {
+                let _ = reply.send(other);
+            }
         }
     }
 

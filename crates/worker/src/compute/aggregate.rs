@@ -38,7 +38,7 @@ pub struct Aggregation<L, T, P> {
 }
 
 /// Asks one site, again while it is not ready or unreachable, until `deadline`.
-async fn ask_until<E, F, Fut, R>(
+pub(crate) async fn ask_until<E, F, Fut, R>(
     clock: &E,
     deadline: SystemTime,
     mut ask: F,
@@ -107,7 +107,7 @@ impl<L: Ledger, T: Transport, P: DataPlane> Aggregation<L, T, P> {
         }
     }
 
-    fn job(&self) -> Result<Job, WorkerError> {
+    pub(crate) fn job(&self) -> Result<Job, WorkerError> {
         Job::from_ledger(&self.cfg.ledger.snapshot().state, self.job)
             .map_err(|e| WorkerError::Round(e.to_string()))
     }
@@ -147,6 +147,23 @@ impl<L: Ledger, T: Transport, P: DataPlane> Aggregation<L, T, P> {
                     "fewer sites dealt than the threshold",
                 )
                 .await;
+        }
+        if let Some(model) = super::model::model_of(&job) {
+            // The dealers are the sites that take part; the ledger fixes them for every step.
+            let model = model.clone();
+            let u = match &job.record.round {
+                Some(round) => {
+                    job.ledger_sets(round)
+                        .map_err(|e| WorkerError::Round(e.to_string()))?
+                        .1
+                }
+                None => {
+                    self.close(clock, &job, &u1, &u1).await?;
+                    u1
+                }
+            };
+            let job = self.job()?;
+            return self.run_model(clock, &job, &model, collected, &u).await;
         }
         if collected.masked.is_empty() && job.record.round.is_none() {
             let (masked, dropped) = self
@@ -194,12 +211,26 @@ impl<L: Ledger, T: Transport, P: DataPlane> Aggregation<L, T, P> {
             }
         };
         let doc = self.release(&job, &collected, &totals)?;
-        let bytes = serde_json::to_vec(&doc).map_err(|e| WorkerError::Invalid {
+        self.release_doc(clock, &doc).await
+    }
+
+    /// Keeps the released result (the first kept is the one posted) and posts its hash.
+    pub(crate) async fn release_doc<E: Clock>(
+        &self,
+        clock: &E,
+        doc: &ResultDoc,
+    ) -> Result<(), WorkerError> {
+        let bytes = serde_json::to_vec(doc).map_err(|e| WorkerError::Invalid {
             what: "result",
             error: e.to_string(),
         })?;
-        let bytes = store.put_result(self.job, &bytes)?;
-        self.post(clock, &doc, &bytes).await
+        let bytes = self.cfg.store.put_result(self.job, &bytes)?;
+        let kept: ResultDoc =
+            serde_json::from_slice(&bytes).map_err(|e| WorkerError::Invalid {
+                what: "stored result",
+                error: e.to_string(),
+            })?;
+        self.post(clock, &kept, &bytes).await
     }
 
     /// Every holder's dealing, in parallel, until the step deadline.
@@ -389,10 +420,23 @@ impl<L: Ledger, T: Transport, P: DataPlane> Aggregation<L, T, P> {
                 mean: cell.mean,
             })
             .collect();
-        Ok(self.doc(job, c, cells, true))
+        let mut doc = self.doc(job, c, cells, true);
+        if let medspace_privacy::query::Aggregate::Survival(s) = &job.spec.aggregate {
+            doc.survival = Some(
+                super::model::survival_result(&job.spec, s, totals, job.k)
+                    .map_err(WorkerError::Round)?,
+            );
+        }
+        Ok(doc)
     }
 
-    fn doc(&self, job: &Job, c: &Collected, cells: Vec<ResultCell>, released: bool) -> ResultDoc {
+    pub(crate) fn doc(
+        &self,
+        job: &Job,
+        c: &Collected,
+        cells: Vec<ResultCell>,
+        released: bool,
+    ) -> ResultDoc {
         let contributions = if released {
             c.masked
                 .iter()
@@ -418,11 +462,13 @@ impl<L: Ledger, T: Transport, P: DataPlane> Aggregation<L, T, P> {
             contributions,
             dropped,
             failure: None,
+            model: None,
+            survival: None,
         }
     }
 
     /// Posts that nothing was released: every cell empty, the reasons kept.
-    async fn fail<E: Clock>(
+    pub(crate) async fn fail<E: Clock>(
         &self,
         clock: &E,
         job: &Job,
@@ -455,6 +501,9 @@ impl<L: Ledger, T: Transport, P: DataPlane> Aggregation<L, T, P> {
             return Ok(Vec::new());
         }
         let collected = self.cfg.store.collected(self.job)?.unwrap_or_default();
+        if !collected.contributions.is_empty() {
+            return Ok(collected.contributions);
+        }
         doc.contributions
             .iter()
             .map(|(member, _)| {
@@ -491,6 +540,8 @@ impl<L: Ledger, T: Transport, P: DataPlane> Aggregation<L, T, P> {
             contributions: Vec::new(),
             dropped: Vec::new(),
             failure: Some(format!("the job cannot run: {why}")),
+            model: None,
+            survival: None,
         };
         let bytes = serde_json::to_vec(&doc).map_err(|e| WorkerError::Invalid {
             what: "result",

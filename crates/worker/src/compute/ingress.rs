@@ -1,8 +1,9 @@
 //! The compute actor's mailbox and messages.
 
-use super::SiteVector;
+use super::{ModelRows, SiteVector};
+use std::sync::Arc;
 use crate::transport::PeerError;
-use crate::wire::{DealingMsg, MaskRequest, MaskedMsg, RevealMsg};
+use crate::wire::{DealingMsg, MaskRequest, MaskedMsg, RevealMsg, StepMsg, StepRequest};
 use futures::SinkExt as _;
 use futures::channel::{mpsc, oneshot};
 use medspace_types::{JobId, MemberId};
@@ -23,6 +24,23 @@ pub enum Message {
         job: JobId,
         /// The vector, or why not.
         outcome: Result<SiteVector, String>,
+    },
+    /// The data plane finished this site's rows of a model's job (or refused it).
+    Modeled {
+        /// The job.
+        job: JobId,
+        /// The rows, or why not.
+        outcome: Result<Arc<ModelRows>, String>,
+    },
+    /// The aggregator of a model's job asks for this site's statistics at a step (answered
+    /// once the ledger fixed the job's set).
+    Step {
+        /// The authenticated caller.
+        caller: MemberId,
+        /// The step.
+        request: StepRequest,
+        /// Where the answer goes.
+        reply: Reply<StepMsg>,
     },
     /// The job's aggregator asks for this site's dealing (answered once it exists).
     Dealing {
@@ -104,6 +122,16 @@ impl Mailbox {
         caller: MemberId,
     ) -> Result<MaskedMsg, PeerError> {
         self.ask(|reply| Message::Mask {
+            caller,
+            request,
+            reply,
+        })
+        .await
+    }
+
+    /// This site's statistics for a model's step, for `caller`.
+    pub async fn step(&self, request: StepRequest, caller: MemberId) -> Result<StepMsg, PeerError> {
+        self.ask(|reply| Message::Step {
             caller,
             request,
             reply,

@@ -12,6 +12,7 @@
 pub mod actor;
 pub mod aggregate;
 pub mod ingress;
+pub mod model;
 
 pub use actor::Actor;
 pub use ingress::{Mailbox, Message};
@@ -34,6 +35,23 @@ pub struct SiteVector {
     pub cohort: u64,
 }
 
+/// A site's rows of a model's job, in memory only (never written by the worker): the design
+/// matrix with its intercept column first, the outcome and, for a Poisson model, the offset.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ModelRows {
+    /// Columns of the design (intercept and covariates).
+    pub p: usize,
+    /// `n × p`, row-major.
+    pub x: Vec<f64>,
+    /// The outcome.
+    pub y: Vec<f64>,
+    /// `log(person-days)` per row, for a Poisson model.
+    pub offset: Option<Vec<f64>>,
+    /// What the site attests it contributed: its rows, coarsened (see
+    /// [`model::coarse_count`]).
+    pub cohort: u64,
+}
+
 /// Why a site does not take part in a job (the contract does not allow it here, no consenting
 /// patient, the computation failed…): a lowercase reason naming no patient.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
@@ -51,6 +69,17 @@ pub trait DataPlane: Send + Sync + 'static {
         job: JobId,
         member: &MemberId,
     ) -> Result<SiteVector, PlaneRefusal>;
+
+    /// Plans a model's `job` as [`DataPlane::site_vector`] plans a query and returns the
+    /// consenting patients' rows of its variables. Blocking.
+    fn model_rows(
+        &self,
+        _state: &State,
+        _job: JobId,
+        _member: &MemberId,
+    ) -> Result<ModelRows, PlaneRefusal> {
+        Err(PlaneRefusal("this data plane fits no models".into()))
+    }
 }
 
 /// What the compute service is and holds.

@@ -1,0 +1,400 @@
+//! A model's job: a regression fitted by Newton / IRLS across the sites, many secure
+//! aggregations over one set of sites fixed on the ledger.
+//!
+//! 1. **join** — each site plans the job from the ledger (contract, consent at the job's
+//!    height), reads its consenting patients' variables into memory
+//!    ([`super::DataPlane::model_rows`]) and deals as for any job; the dealers are the sites
+//!    that take part.
+//! 2. **fix** — the aggregator posts `CloseRound(U, U)`: the ledger now says which sites take
+//!    part, for every step, and the job's epsilon is spent from here on.
+//! 3. **step** — for iteration `t` the aggregator sends the coefficients to every site of `U`;
+//!    each computes its statistics there (`X'WX`, the score, the deviance: never a row),
+//!    adds its noise when the model is differentially private, encodes them exactly in fixed
+//!    point and masks them pairwise for this step ([`medspace_privacy::secagg::mask_step`]);
+//!    the sum of all of `U`'s answers opens, nothing less. A site answers each iteration once,
+//!    for one set of coefficients, in increasing order, at most `max_iterations` times, and
+//!    only for the ledger's set.
+//! 4. **release** — when the fit converges, the aggregator releases the coefficient table and
+//!    posts its hash with the sites' signed contributions; a site that does not answer a step
+//!    in time, or a fit that does not converge, ends the job with the reason (a later step
+//!    cannot drop a site: recovering its masks would expose its earlier answers).
+
+use super::aggregate::Aggregation;
+use super::{DataPlane, ModelRows};
+use crate::WorkerError;
+use crate::round::Job;
+use crate::store::{Collected, StepRecord};
+use crate::transport::{PeerError, Transport};
+use crate::wire::{
+    CurvePoint, CurveResult, Hex, ModelResult, STEP_NAMESPACE, Signed, StepBody, StepMsg,
+    StepRequest, SurvivalResult, TermRow,
+};
+use commonware_runtime::Clock;
+use futures::future::join_all;
+use medspace_ledger::Ledger;
+use medspace_privacy::glm::{self, DpGlm, Irls, Options, Progress, Rows, Stats};
+use medspace_privacy::query::{Aggregate, Family, Feature, ModelSpec};
+use medspace_privacy::secagg::{self, Keys};
+use medspace_types::{Keypair, MemberId, SignedContribution};
+use rand_core::CryptoRng;
+use x25519_dalek::StaticSecret;
+
+/// The δ of a differentially private model's (ε, δ): its zero-concentrated budget is converted
+/// with this δ (one in a million, far below one over any cohort's size).
+pub const DP_DELTA: f64 = 1e-6;
+
+/// What a site attests it contributed: its count rounded down to a multiple of 10 (a coarse,
+/// protected figure; the exact cohort size never leaves the site).
+pub fn coarse_count(n: usize) -> u64 {
+    (n as u64 / 10) * 10
+}
+
+/// The job's model specification, if it is a model's job.
+pub fn model_of(job: &Job) -> Option<&ModelSpec> {
+    match &job.spec.aggregate {
+        Aggregate::Model(m) => Some(m),
+        _ => None,
+    }
+}
+
+pub(crate) fn family(f: Family) -> glm::Family {
+    match f {
+        Family::Logistic => glm::Family::Logistic,
+        Family::Poisson => glm::Family::Poisson,
+        Family::Linear => glm::Family::Linear,
+    }
+}
+
+/// The clipping bounds of a private model: each column's largest magnitude (the intercept's
+/// is 1) and the outcome's.
+fn dp_bounds(m: &ModelSpec) -> (Vec<f64>, f64) {
+    let x = std::iter::once(1.0)
+        .chain(m.covariates.iter().map(|c| c.bound().to_f64()))
+        .collect();
+    let y = match &m.outcome {
+        Feature::CountWithin(_) | Feature::Measurement(_) | Feature::Age => {
+            m.outcome.bound().to_f64()
+        }
+        _ => 1.0,
+    };
+    (x, y)
+}
+
+/// What a site needs to answer a step.
+pub struct SiteStep<'a> {
+    /// This site.
+    pub me: &'a MemberId,
+    /// Its node key.
+    pub key: &'a Keypair,
+    /// Its agreement secret.
+    pub secret: &'a StaticSecret,
+    /// Its rows of the job.
+    pub rows: &'a ModelRows,
+    /// Its last answered step.
+    pub last: Option<&'a StepRecord>,
+}
+
+/// A site's answer to `req`, under the rules of the module's documentation. `Ok(None)` when
+/// the ledger has not fixed the set yet (ask again later). The same request as the last gets
+/// the same answer.
+pub fn answer_step<R: CryptoRng>(
+    job: &Job,
+    site: &SiteStep<'_>,
+    req: &StepRequest,
+    rng: &mut R,
+) -> Result<Option<StepMsg>, String> {
+    let Some(m) = model_of(job) else {
+        return Err(format!("{} is not a model's job", job.id()));
+    };
+    if req.job != job.id() {
+        return Err("step request for another job".into());
+    }
+    if req.iteration >= m.max_iterations {
+        return Err(format!(
+            "iteration {} is beyond the approved max_iterations {}",
+            req.iteration, m.max_iterations
+        ));
+    }
+    if let Some(last) = site.last {
+        if last.iteration == req.iteration && last.answer.body.binding.0 == req.binding() {
+            return Ok(Some(last.answer.clone()));
+        }
+        if req.iteration <= last.iteration {
+            return Err(format!(
+                "this site already answered iteration {} (each once, in increasing order)",
+                last.iteration
+            ));
+        }
+    }
+    let Some(round) = &job.record.round else {
+        return Ok(None);
+    };
+    let (u1, u2) = job.ledger_sets(round).map_err(|e| e.to_string())?;
+    let me = job
+        .index(site.me)
+        .ok_or_else(|| format!("{} holds no data of {}", site.me, job.id()))?;
+    if u1 != u2 || !u2.contains(&me) {
+        return Err("the ledger's set of this job does not include this site".into());
+    }
+    let p = m.covariates.len() + 1;
+    if req.beta.len() != p || req.beta.iter().any(|b| !b.is_finite()) {
+        return Err(format!("the coefficients must be {p} finite numbers"));
+    }
+    let rows = Rows {
+        p: site.rows.p,
+        x: &site.rows.x,
+        y: &site.rows.y,
+        offset: site.rows.offset.as_deref(),
+    };
+    let fam = family(m.family);
+    let mut stats = glm::site_stats(fam, &rows, &req.beta).map_err(|e| e.to_string())?;
+    if m.dp {
+        let rho = glm::zcdp_rho(job.record.epsilon_reserved as f64 / 1e6, DP_DELTA)
+            / f64::from(m.max_iterations);
+        let (x_bound, y_bound) = dp_bounds(m);
+        let dp = DpGlm::new(rho, x_bound, y_bound);
+        stats = glm::noise_stats(&stats, &dp, fam, rng).map_err(|e| e.to_string())?;
+    }
+    let encoded: Vec<u64> = glm::encode(&stats)
+        .map_err(|e| e.to_string())?
+        .into_iter()
+        .map(secagg::encode_i64)
+        .collect();
+    let binding = req.binding();
+    let keys = Keys {
+        me,
+        secret: site.secret,
+        peers: &job.agreement,
+    };
+    let masked = secagg::mask_step(&job.round, &keys, &u2, &binding, &encoded)
+        .map_err(|e| e.to_string())?;
+    let body = StepBody {
+        job: job.id(),
+        member: site.me.clone(),
+        iteration: req.iteration,
+        binding: Hex(binding.to_vec()),
+        masked,
+        contribution: SignedContribution::sign(
+            site.key,
+            job.id(),
+            site.me.clone(),
+            site.rows.cohort,
+        ),
+    };
+    Signed::sign(site.key, STEP_NAMESPACE, body)
+        .map(Some)
+        .ok_or_else(|| "cannot sign".into())
+}
+
+/// Checks a step answer: for this job, step and set, signed by its site, of the model's length.
+fn check_step(job: &Job, msg: &StepMsg, req: &StepRequest, p: usize) -> Result<(), String> {
+    let b = &msg.body;
+    let i = job
+        .index(&b.member)
+        .ok_or_else(|| format!("{} holds no data of the job", b.member))?;
+    let key = job.keys.get(i).ok_or("no node key")?;
+    if b.job != job.id() || !msg.verify(key, STEP_NAMESPACE) {
+        return Err("answer not signed by the site for this job".into());
+    }
+    if b.iteration != req.iteration || b.binding.0 != req.binding() {
+        return Err("answer for another step".into());
+    }
+    if b.masked.len() != glm::stats_len(p) {
+        return Err("answer does not fit the model".into());
+    }
+    if b.contribution.member != b.member || !b.contribution.verify(job.id(), key) {
+        return Err("contribution not attested by the site".into());
+    }
+    Ok(())
+}
+
+fn result(m: &ModelSpec, fit: &glm::Fit) -> ModelResult {
+    ModelResult {
+        family: m.family.as_str().to_string(),
+        terms: fit
+            .terms
+            .iter()
+            .map(|t| TermRow {
+                name: t.name.clone(),
+                coefficient: t.coefficient,
+                std_error: t.std_error,
+                z: t.z,
+                p_value: t.p_value,
+                ci_low: t.ci_low,
+                ci_high: t.ci_high,
+                ratio: t.ratio.map(|(r, lo, hi)| [r, lo, hi]),
+            })
+            .collect(),
+        deviance: fit.deviance,
+        iterations: fit.iterations,
+        n: fit.n,
+        scale: fit.scale,
+        dp: m.dp,
+    }
+}
+
+/// The released curves of a survival job from the summed counts: each group's Kaplan–Meier
+/// curve up to where its risk set falls below `k`, and the log-rank test between the groups.
+pub fn survival_result(
+    spec: &medspace_privacy::query::QuerySpec,
+    s: &medspace_privacy::query::SurvivalSpec,
+    totals: &[i64],
+    k: u32,
+) -> Result<SurvivalResult, String> {
+    use medspace_privacy::survival;
+    let groups = medspace_privacy::query::groups(spec);
+    let bins = s.bins();
+    let curves = survival::kaplan_meier(totals, groups.len(), bins, s.bin_days, u64::from(k))
+        .map_err(|e| e.to_string())?;
+    let log_rank = if groups.len() > 1 {
+        survival::log_rank(totals, groups.len(), bins)
+            .ok()
+            .map(|t| (t.chi2, t.df, t.p_value))
+    } else {
+        None
+    };
+    let per = 1 + 2 * bins;
+    Ok(SurvivalResult {
+        bin_days: s.bin_days,
+        curves: curves
+            .iter()
+            .map(|c| CurveResult {
+                group: groups
+                    .get(c.group)
+                    .map(medspace_privacy::release::group_label)
+                    .unwrap_or_default(),
+                entered: totals
+                    .get(c.group * per)
+                    .map(|n| (*n).max(0) as u64)
+                    .unwrap_or(0),
+                points: c
+                    .points
+                    .iter()
+                    .filter(|p| !p.suppressed)
+                    .map(|p| CurvePoint {
+                        day: u32::try_from(p.time_days).unwrap_or(u32::MAX),
+                        at_risk: p.at_risk,
+                        events: p.events,
+                        censored: p.censored,
+                        survival: p.survival,
+                        ci_low: p.ci_low,
+                        ci_high: p.ci_high,
+                    })
+                    .collect(),
+                // The curve stops at its first bin whose risk set is below k: every bin from
+                // there on is withheld.
+                suppressed_bins: if c.points.iter().any(|p| p.suppressed) {
+                    u32::try_from(bins - c.points.iter().filter(|p| !p.suppressed).count())
+                        .unwrap_or(u32::MAX)
+                } else {
+                    0
+                },
+            })
+            .collect(),
+        log_rank,
+    })
+}
+
+impl<L: Ledger, T: Transport, P: DataPlane> Aggregation<L, T, P> {
+    async fn step_of(&self, site: &MemberId, req: StepRequest) -> Result<StepMsg, PeerError> {
+        if *site == self.cfg.member {
+            self.me.step(req, site.clone()).await
+        } else {
+            self.transport.step(site, req).await
+        }
+    }
+
+    /// Runs a model's job from its fixed set `u` (site indices) to a posted result or failure.
+    pub(crate) async fn run_model<E: Clock>(
+        &self,
+        clock: &E,
+        job: &Job,
+        m: &ModelSpec,
+        mut collected: Collected,
+        u: &[usize],
+    ) -> Result<(), WorkerError> {
+        let p = m.covariates.len() + 1;
+        let opts = Options {
+            max_iter: m.max_iterations,
+            l2: m.l2.map(|d| d.to_f64()).unwrap_or(0.0),
+            ..Options::default()
+        };
+        let fam = family(m.family);
+        let mut irls = Irls::new(fam, p, opts);
+        let sites: Vec<MemberId> = u.iter().filter_map(|i| job.owners.get(*i).cloned()).collect();
+        loop {
+            let req = StepRequest {
+                job: self.job,
+                iteration: irls.iteration(),
+                beta: irls.beta().to_vec(),
+            };
+            let deadline = clock.current() + self.cfg.step_timeout;
+            let asks = sites.iter().map(|site| {
+                let req = req.clone();
+                async move {
+                    let answer = super::aggregate::ask_until(clock, deadline, |_| {
+                        self.step_of(site, req.clone())
+                    })
+                    .await;
+                    (site.clone(), answer)
+                }
+            });
+            let mut sum = vec![0u64; glm::stats_len(p)];
+            let mut contributions = Vec::with_capacity(sites.len());
+            for (site, answer) in join_all(asks).await {
+                let msg = match answer
+                    .map_err(|e| e.to_string())
+                    .and_then(|msg| check_step(job, &msg, &req, p).map(|()| msg))
+                {
+                    Ok(msg) => msg,
+                    Err(why) => {
+                        collected.dropped.push((site.to_string(), why.clone()));
+                        let why = format!(
+                            "{site} did not answer iteration {}: {why}",
+                            req.iteration
+                        );
+                        return self.fail(clock, job, &collected, &why).await;
+                    }
+                };
+                for (s, v) in sum.iter_mut().zip(&msg.body.masked) {
+                    *s = s.wrapping_add(*v);
+                }
+                contributions.push(msg.body.contribution);
+            }
+            let total: Vec<i64> = sum.into_iter().map(secagg::decode_i64).collect();
+            let stats: Stats = match glm::decode(p, &total) {
+                Ok(s) => s,
+                Err(e) => {
+                    let why = format!("the summed statistics do not decode: {e}");
+                    return self.fail(clock, job, &collected, &why).await;
+                }
+            };
+            match irls.update(&stats) {
+                Ok(Progress::Continue) => continue,
+                Ok(Progress::Converged) => {
+                    let fit = match glm::summarize(fam, &m.terms(), &irls, &stats) {
+                        Ok(fit) => fit,
+                        Err(e) => {
+                            let why = format!("the fit cannot be summarized: {e}");
+                            return self.fail(clock, job, &collected, &why).await;
+                        }
+                    };
+                    collected.contributions = contributions;
+                    self.cfg.store.put_collected(self.job, &collected)?;
+                    let mut doc = self.doc(job, &collected, Vec::new(), true);
+                    doc.contributions = collected
+                        .contributions
+                        .iter()
+                        .map(|c| (c.member.clone(), c.records))
+                        .collect();
+                    doc.model = Some(result(m, &fit));
+                    return self.release_doc(clock, &doc).await;
+                }
+                Err(e) => {
+                    let why = format!("the fit stopped at iteration {}: {e}", irls.iteration());
+                    return self.fail(clock, job, &collected, &why).await;
+                }
+            }
+        }
+    }
+}
