@@ -1150,6 +1150,8 @@ fn a_study_runs_from_the_cli_on_the_hospitals_workers_and_survives_a_dropped_sit
     assert_eq!(status, 200, "{first}");
     assert_eq!(get(1, &reveal, &node_key("hospital-a")), (200, first));
 
+    models_run_from_the_cli(&net, &dir);
+
     // A job running another query than the contract approved (one reading fields the contract
     // does not cover): the validators refuse it, nothing is submitted, no epsilon reserved.
     let wide = dir.join("wide.json");
@@ -1223,6 +1225,75 @@ fn a_study_runs_from_the_cli_on_the_hospitals_workers_and_survives_a_dropped_sit
     }
     drop(net);
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// A logistic regression (many masked steps over the set the ledger fixed) and Kaplan–Meier
+/// curves by sex, each under its own approved contract, from the CLI: the coefficient table, the
+/// curves and their charts come back verified against the ledger.
+fn models_run_from_the_cli(net: &DevnetProcess, dir: &Path) {
+    for (name, spec, expect) in [
+        (
+            "model",
+            r#"{"version":1,"cohort":{"index_date":"2024-01-01"},"aggregate":{"model":{"family":"logistic","outcome":{"condition":"38341003"},"covariates":["age","female"]}}}"#,
+            "odds ratio (95% CI)",
+        ),
+        (
+            "survival",
+            r#"{"version":1,"cohort":{"index_date":"2020-01-01"},"group_by":["sex"],"aggregate":{"survival":{"event":"death","horizon_days":1825,"bin_days":90}}}"#,
+            "log-rank test",
+        ),
+    ] {
+        let file = dir.join(format!("{name}.json"));
+        std::fs::write(&file, spec).unwrap();
+        let (ok, text) = net.query(&[
+            "contract",
+            "--spec",
+            file.to_str().unwrap(),
+            "--study",
+            &format!("cli-{name}"),
+            "--budget",
+            "1.0",
+        ]);
+        assert!(ok, "{text}");
+        let contract = text
+            .lines()
+            .find_map(|l| l.strip_prefix("contract "))
+            .unwrap()
+            .trim()
+            .to_string();
+        for reviewer in [
+            "hospital-a.steward",
+            "hospital-b.steward",
+            "hospital-c.steward",
+            "hospital-a.data-committee",
+            "hospital-b.ethics-committee",
+        ] {
+            let (ok, text) = net.query(&["--as", reviewer, "approve", "--contract", &contract]);
+            if text.contains("-> contract ACTIVE") {
+                break;
+            }
+            assert!(ok, "{reviewer}: {text}");
+        }
+        let chart = dir.join(format!("{name}.svg"));
+        let (ok, text) = net.query(&[
+            "run",
+            "--contract",
+            &contract,
+            "--epsilon",
+            "0.1",
+            "--chart",
+            chart.to_str().unwrap(),
+        ]);
+        assert!(ok, "{text}");
+        assert!(text.contains("verified against the ledger"), "{text}");
+        assert!(text.contains(expect), "{text}");
+        assert!(!text.contains("nothing was released"), "{text}");
+        for h in ["hospital-a", "hospital-b", "hospital-c"] {
+            assert!(text.contains(&format!("contributed: {h}")), "{h}: {text}");
+        }
+        let svg = std::fs::read_to_string(&chart).unwrap();
+        assert!(svg.starts_with("<svg"), "{svg}");
+    }
 }
 
 /// A patient's code redeemed at the holding hospital's node (hospital-a) by the grantee's

@@ -145,7 +145,10 @@ pub fn site_vector<R: rand_core::CryptoRng>(
     };
     let local = t.elapsed();
     let t = Instant::now();
-    if let Protection::Full { .. } = job.protection {
+    // A survival curve without its `dp` option releases exact counts (only their sum leaves
+    // the sites; small risk sets are suppressed at release).
+    let noised = !matches!(&spec.aggregate, Aggregate::Survival(s) if !s.dp);
+    if let (Protection::Full { .. }, true) = (job.protection, noised) {
         let per = values_per_group(spec);
         let (count_mech, sum_mech) = mechanisms(spec, job.epsilon_micro);
         for (idx, cell) in vector.iter_mut().enumerate() {

@@ -27,6 +27,12 @@ struct Patient {
     hospital: usize,
 }
 
+/// The model study: the odds of type 2 diabetes by age, sex, BMI and HbA1c (latest values
+/// before the index date), a logistic regression fitted inside the hospitals.
+pub const MODEL_SPEC: &str = r#"{"version":1,"cohort":{"age":{"min":18,"max":100},"index_date":"2025-01-01"},"aggregate":{"model":{"family":"logistic","outcome":{"condition":"44054006"},"covariates":["age","female",{"measurement":{"code":"39156-5","lower":12,"upper":60}},{"measurement":{"code":"4548-4","lower":3,"upper":15}}]}}}"#;
+/// The survival study: time from 2020 to death over five years, by sex, in 30-day bins.
+pub const SURVIVAL_SPEC: &str = r#"{"version":1,"cohort":{"index_date":"2020-01-01"},"group_by":["sex"],"aggregate":{"survival":{"event":"death","horizon_days":1825,"bin_days":30}}}"#;
+
 /// The study's question as a federated query specification: persons with type 2 diabetes
 /// (SNOMED 44054006) and an HbA1c (LOINC 4548-4) of at least 6.5 % by the index date, counted by
 /// sex and age band. Each hospital compiles it to SQL locally and runs it over its consenting
@@ -103,6 +109,75 @@ pub fn run(opts: &DemoOptions) -> Result<()> {
             ),
             Some((h, why)) => fail!("audit of {name} failed at height {h}: {why}"),
         }
+    }
+    Ok(())
+}
+
+/// A logistic regression and Kaplan–Meier curves, each under its own approved contract: the
+/// hospitals compute on their consenting patients and only masked statistics leave.
+fn model_studies(
+    ledger: &mut Remote,
+    c: &medspace_consortium::Consortium,
+    researcher: &Keypair,
+    study: &StudyId,
+    opts: &DemoOptions,
+    n: &mut usize,
+) -> Result<()> {
+    step(
+        n,
+        "models run inside the hospitals: a logistic regression (many masked rounds) and survival curves",
+    );
+    for (what, spec, file) in [
+        (
+            "type 2 diabetes ~ age + female + BMI + HbA1c (logistic)",
+            MODEL_SPEC,
+            "study-model.svg",
+        ),
+        (
+            "survival from 2020 to death by sex (Kaplan-Meier)",
+            SURVIVAL_SPEC,
+            "study-survival.svg",
+        ),
+    ] {
+        let contract = study::propose(
+            ledger,
+            researcher,
+            &study::Proposal {
+                spec_json: spec,
+                hospitals: &HOSPITALS,
+                purpose: Purpose::Research,
+                study: Some(study.clone()),
+                budget_micro: 1_000_000,
+                days: 90,
+                fee: 0,
+            },
+        )?;
+        let approvers = study::approve_all(ledger, c, contract)?;
+        let run = study::run_job(
+            ledger,
+            researcher,
+            contract,
+            spec.as_bytes(),
+            150_000,
+            std::time::Duration::from_secs(180),
+        )?;
+        println!(
+            "    {what}: contract {contract} approved by {} reviewers; job {} released by {} in {:.1} s, its hash on the ledger",
+            approvers.len(),
+            run.job,
+            run.result.aggregator,
+            run.latency.as_secs_f64()
+        );
+        if let Some(why) = &run.result.failure {
+            fail!("the {what} job released nothing: {why}");
+        }
+        for l in study::result_lines(&run.result) {
+            println!("      {l}");
+        }
+        let chart = opts.dir.join(file);
+        std::fs::write(&chart, study::chart_svg(&run.result, what))
+            .with_context(|| format!("writing {}", chart.display()))?;
+        println!("    chart: {}", chart.display());
     }
     Ok(())
 }
@@ -381,6 +456,8 @@ fn story(net: &Devnet, ledger: &mut Remote, opts: &DemoOptions, n: &mut usize) -
         ),
         Ok(_) => fail!("a job over budget was accepted"),
     }
+
+    model_studies(ledger, c, researcher, &study, opts, n)?;
 
     step(
         n,

@@ -22,7 +22,9 @@
 //! (death, or the first record of a condition after the index date) or censoring (the last
 //! visit, death for a condition event, or the horizon), in bins of `bin_days`.
 //! Persons who died on or before the index date, or who had the condition event already, are
-//! not at risk and are left out.
+//! not at risk and are left out. The counts are exact (only their sum leaves the sites, and a
+//! curve stops where its risk set falls below the policy's `k`) unless `dp` asks each site to
+//! noise them.
 //!
 //! Like the rest of a query, a specification holds no floating point: bounds and penalties are
 //! exact [`Decimal`]s.
@@ -346,6 +348,11 @@ pub struct SurvivalSpec {
     pub horizon_days: u32,
     /// Width of a time bin in days (1: exact daily times).
     pub bin_days: u32,
+    /// Whether each site adds discrete Laplace noise to its counts (calibrated to the job's
+    /// epsilon). Without it the counts are exact and only their sum leaves the sites (secure
+    /// aggregation); a curve stops where its risk set falls below the policy's `k`.
+    #[serde(default)]
+    pub dp: bool,
 }
 
 impl SurvivalSpec {

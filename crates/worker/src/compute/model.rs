@@ -109,6 +109,9 @@ pub fn answer_step<R: CryptoRng>(
     if req.job != job.id() {
         return Err("step request for another job".into());
     }
+    if job.record.status != medspace_state::records::JobStatus::Submitted {
+        return Err(format!("{} is no longer running", job.id()));
+    }
     if req.iteration >= m.max_iterations {
         return Err(format!(
             "iteration {} is beyond the approved max_iterations {}",
@@ -396,5 +399,145 @@ impl<L: Ledger, T: Transport, P: DataPlane> Aggregation<L, T, P> {
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::indexing_slicing)]
+    use super::*;
+    use medspace_privacy::secagg::Round;
+    use medspace_state::records::{JobRecord, JobStatus, RoundRecord};
+    use medspace_types::{Blob, ContractId, JobId, List, UserId};
+    use x25519_dalek::PublicKey as XPublic;
+
+    const SPEC: &str = r#"{"version":1,"cohort":{"index_date":"2022-01-01"},"aggregate":{"model":{"family":"logistic","outcome":"female","covariates":["age"],"max_iterations":4}}}"#;
+
+    struct Fixture {
+        job: Job,
+        keys: Vec<Keypair>,
+        secrets: Vec<StaticSecret>,
+        rows: ModelRows,
+    }
+
+    fn fixture(closed: Option<&[usize]>) -> Fixture {
+        let owners: Vec<MemberId> = ["hospital-a", "hospital-b", "hospital-c"]
+            .iter()
+            .map(|m| MemberId::new(m).unwrap())
+            .collect();
+        let keys: Vec<Keypair> = (0..3).map(|i| Keypair::from_seed(70 + i)).collect();
+        let secrets: Vec<StaticSecret> = (0..3u8).map(|i| StaticSecret::from([i + 9; 32])).collect();
+        let names = |set: &[usize]| List::new(set.iter().map(|i| owners[*i].clone()).collect()).unwrap();
+        let record = JobRecord {
+            id: JobId(5),
+            contract: ContractId(1),
+            submitter: UserId::new("research-1.researcher").unwrap(),
+            computation: Blob::new(SPEC.as_bytes().to_vec()).unwrap(),
+            epsilon_reserved: 100_000,
+            status: JobStatus::Submitted,
+            submitted_height: 1,
+            submitted_ms: 1,
+            result: None,
+            round: closed.map(|set| RoundRecord {
+                sharers: names(set),
+                survivors: names(set),
+                height: 2,
+            }),
+        };
+        let job = Job {
+            record,
+            keys: keys.iter().map(Keypair::public).collect(),
+            agreement: secrets.iter().map(XPublic::from).collect(),
+            round: Round::new(crate::round::job_binding(JobId(5)), 3).unwrap(),
+            spec: medspace_privacy::query::parse(SPEC).unwrap().0,
+            k: 10,
+            owners,
+        };
+        // 40 rows: age and sex.
+        let mut x = Vec::new();
+        let mut y = Vec::new();
+        for i in 0..40 {
+            x.extend([1.0, 20.0 + i as f64]);
+            y.push(f64::from(i % 3 == 0));
+        }
+        Fixture {
+            job,
+            keys,
+            secrets,
+            rows: ModelRows { p: 2, x, y, offset: None, cohort: 40 },
+        }
+    }
+
+    fn ask(f: &Fixture, site: usize, req: &StepRequest, last: Option<&StepRecord>) -> Result<Option<StepMsg>, String> {
+        let me = f.job.owners[site].clone();
+        let s = SiteStep {
+            me: &me,
+            key: &f.keys[site],
+            secret: &f.secrets[site],
+            rows: &f.rows,
+            last,
+        };
+        answer_step(&f.job, &s, req, &mut rand_chacha::ChaCha20Rng::seed_from_u64(1))
+    }
+
+    use rand_core::SeedableRng as _;
+
+    fn req(iteration: u32, beta: [f64; 2]) -> StepRequest {
+        StepRequest { job: JobId(5), iteration, beta: beta.to_vec() }
+    }
+
+    #[test]
+    fn a_site_answers_only_for_the_ledgers_set_each_iteration_once_and_forward() {
+        // Before the ledger fixed the set: ask again later.
+        let open = fixture(None);
+        assert_eq!(ask(&open, 1, &req(0, [0.0, 0.0]), None), Ok(None));
+        let f = fixture(Some(&[0, 1, 2]));
+        let first = ask(&f, 1, &req(0, [0.0, 0.0]), None).unwrap().unwrap();
+        assert!(first.verify(&f.keys[1].public(), STEP_NAMESPACE));
+        let last = StepRecord { iteration: 0, answer: first.clone() };
+        // The same request: the same answer.
+        assert_eq!(ask(&f, 1, &req(0, [0.0, 0.0]), Some(&last)), Ok(Some(first.clone())));
+        // Other coefficients for an answered iteration, or going back: refused.
+        let again = ask(&f, 1, &req(0, [0.5, 0.0]), Some(&last)).unwrap_err();
+        assert!(again.contains("already answered"), "{again}");
+        let later = StepRecord { iteration: 2, answer: first.clone() };
+        assert!(ask(&f, 1, &req(1, [0.0, 0.0]), Some(&later)).is_err());
+        // Beyond the approved iterations, malformed coefficients: refused.
+        assert!(ask(&f, 1, &req(4, [0.0, 0.0]), None).unwrap_err().contains("max_iterations"));
+        assert!(ask(&f, 1, &req(1, [f64::NAN, 0.0]), None).is_err());
+        assert!(ask(&f, 1, &StepRequest { job: JobId(5), iteration: 1, beta: vec![0.0] }, None).is_err());
+        // A site the ledger's set leaves out answers nothing.
+        let two = fixture(Some(&[0, 1]));
+        assert!(ask(&two, 2, &req(0, [0.0, 0.0]), None).unwrap_err().contains("does not include"));
+        // A finished job answers nothing.
+        let mut done = fixture(Some(&[0, 1, 2]));
+        done.job.record.status = JobStatus::Done;
+        assert!(ask(&done, 1, &req(0, [0.0, 0.0]), None).unwrap_err().contains("no longer running"));
+    }
+
+    #[test]
+    fn the_sum_of_the_sets_answers_opens_to_the_sites_statistics() {
+        let f = fixture(Some(&[0, 1, 2]));
+        let r = req(0, [0.1, -0.01]);
+        let mut sum = vec![0u64; glm::stats_len(2)];
+        for site in 0..3 {
+            let msg = ask(&f, site, &r, None).unwrap().unwrap();
+            check_step(&f.job, &msg, &r, 2).unwrap();
+            for (a, b) in sum.iter_mut().zip(&msg.body.masked) {
+                *a = a.wrapping_add(*b);
+            }
+        }
+        let total: Vec<i64> = sum.into_iter().map(secagg::decode_i64).collect();
+        let stats = glm::decode(2, &total).unwrap();
+        let rows = Rows { p: 2, x: &f.rows.x, y: &f.rows.y, offset: None };
+        let one = glm::site_stats(glm::Family::Logistic, &rows, &r.beta).unwrap();
+        assert_eq!(stats.n, 3 * one.n);
+        assert!((stats.deviance - 3.0 * one.deviance).abs() < 1e-6);
+        // An answer to other coefficients, or from another signer, does not pass the check.
+        let msg = ask(&f, 1, &r, None).unwrap().unwrap();
+        assert!(check_step(&f.job, &msg, &req(0, [0.2, 0.0]), 2).is_err());
+        let mut forged = msg.clone();
+        forged.body.member = f.job.owners[2].clone();
+        assert!(check_step(&f.job, &forged, &r, 2).is_err());
     }
 }
