@@ -13,6 +13,7 @@ mod query_cmd;
 mod vault_cmd;
 
 use clap::{Parser, Subcommand};
+use medspace_compute::bench_glm;
 use std::path::PathBuf;
 
 #[derive(Parser)]
@@ -158,6 +159,15 @@ enum BenchCommand {
     Federated(bench_cmd::FederatedArgs),
     /// Redeeming a patient's code at the holding hospital's node: latency and rate.
     Redeem(bench_cmd::RedeemArgs),
+    /// Federated logistic regression (3 hospitals, IRLS over secure aggregation) vs pooled.
+    Glm {
+        /// Persons per hospital.
+        #[arg(long, default_value_t = 1_000_000)]
+        persons: usize,
+        /// Threads per statistics pass (both sides alike).
+        #[arg(long, default_value_t = 1)]
+        threads: usize,
+    },
 }
 
 fn main() -> anyhow::Result<()> {
@@ -208,6 +218,7 @@ fn main() -> anyhow::Result<()> {
             BenchCommand::Cohort(a) => vault_cmd::run_bench(vault_cmd::Bench::Cohort(a)),
             BenchCommand::Federated(a) => bench_cmd::federated(a),
             BenchCommand::Redeem(a) => bench_cmd::redeem(a),
+            BenchCommand::Glm { persons, threads } => Ok(bench_glm::run_cli(persons, threads)?),
         },
     }
 }

@@ -11,9 +11,11 @@
 //! aggregation round (`medspace-worker`). [`node`] plugs the vault into the node's services
 //! (the compute service's data plane, record sharing's source). [`bench`] times the data plane
 //! with secure aggregation against the same query over the pooled data
-//! (`medspace bench federated`).
+//! (`medspace bench federated`); [`bench_glm`] times a federated logistic regression (IRLS over
+//! secure aggregation) against the pooled fit (`medspace bench glm`).
 
 pub mod bench;
+pub mod bench_glm;
 pub mod federated;
 pub mod links;
 pub mod local;

@@ -1343,11 +1343,11 @@ pub fn fit_pooled(
 /// **Clipping** (applied by [`site_stats_clipped`]; the caller may also clamp beforehand):
 /// every covariate to `|x_j| ≤ x_bound[j]` (use 1 for the intercept), and per family:
 ///
-/// | family   | outcome            | mean / residual                 | w = ∂μ/∂η ≤ W | |y − μ| ≤ R | deviance ≤ D |
+/// | family   | outcome            | mean / residual                 | w = ∂μ/∂η ≤ W | abs(y − μ) ≤ R | deviance ≤ D |
 /// |----------|--------------------|---------------------------------|---------------|-------------|--------------|
 /// | logistic | y ∈ [0, 1]         | μ ∈ (0, 1)                      | 1/4           | 1           | `deviance_bound` |
 /// | Poisson  | y ∈ [0, y_bound]   | μ clamped to ≤ y_bound          | y_bound       | y_bound     | `deviance_bound` |
-/// | linear   | |y| ≤ y_bound      | residual clamped to ±2·y_bound  | 1             | 2·y_bound   | 4·y_bound² (and `deviance_bound`) |
+/// | linear   | abs(y) ≤ y_bound   | residual clamped to ±2·y_bound  | 1             | 2·y_bound   | 4·y_bound² (and `deviance_bound`) |
 ///
 /// (The per-row deviance is clamped to `[0, deviance_bound]` in every family.)
 ///
