@@ -237,6 +237,13 @@ pub const ROUTES: &[Route] = &[
         "a site's reveal of a dropped site's masks, to the job's aggregator node only",
     ),
     r(
+        "/v1/worker/jobs/{job}/step",
+        "post",
+        Signed,
+        Workers,
+        "a site's masked statistics for one step of a model's fit, to the job's aggregator node only (each iteration once, in order, for the set the ledger fixed; 202 before)",
+    ),
+    r(
         "/v1/worker/jobs/{job}/result",
         "get",
         Signed,

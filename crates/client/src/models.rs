@@ -120,7 +120,7 @@ pub fn forest_svg(m: &ModelResult, title: &str) -> String {
         })
         .filter(|(_, v, lo, hi)| v.is_finite() && lo.is_finite() && hi.is_finite())
         .collect();
-    let (w, row_h, left, right, top) = (720.0_f64, 26.0_f64, 230.0_f64, 150.0_f64, 44.0_f64);
+    let (w, row_h, left, right, top) = (760.0_f64, 26.0_f64, 230.0_f64, 210.0_f64, 44.0_f64);
     let h = top + rows.len() as f64 * row_h + 50.0;
     let lo = rows.iter().map(|r| r.2).fold(0.0_f64, f64::min);
     let hi = rows.iter().map(|r| r.3).fold(0.0_f64, f64::max);
@@ -174,7 +174,7 @@ const COLOURS: [&str; 6] = [
 
 /// The Kaplan–Meier curves as steps with their 95% bands, one colour per group.
 pub fn survival_svg(s: &SurvivalResult, title: &str) -> String {
-    let (w, h, left, bottom, top, right) = (720.0_f64, 420.0_f64, 60.0, 50.0, 44.0, 150.0);
+    let (w, h, left, bottom, top, right) = (720.0_f64, 420.0_f64, 60.0, 64.0, 44.0, 150.0);
     let days = s
         .curves
         .iter()
@@ -182,16 +182,32 @@ pub fn survival_svg(s: &SurvivalResult, title: &str) -> String {
         .max()
         .unwrap_or(1)
         .max(1) as f64;
+    // The survival axis starts at the lowest band's tenth below (curves near 1 stay readable).
+    let floor = s
+        .curves
+        .iter()
+        .flat_map(|c| c.points.iter().map(|p| p.ci_low))
+        .fold(1.0_f64, f64::min);
+    let floor = ((floor * 10.0).floor() / 10.0).clamp(0.0, 0.9);
     let x = |d: f64| left + d / days * (w - left - right);
-    let y = |v: f64| top + (1.0 - v.clamp(0.0, 1.0)) * (h - top - bottom);
+    let y = |v: f64| top + (1.0 - (v.clamp(floor, 1.0) - floor) / (1.0 - floor)) * (h - top - bottom);
     let mut svg = svg_head(w, h, title);
-    for tick in [0.0, 0.25, 0.5, 0.75, 1.0] {
+    for i in 0..=4 {
+        let tick = floor + (1.0 - floor) * f64::from(i) / 4.0;
         svg.push_str(&format!(
-            "<line x1=\"{left}\" y1=\"{0:.1}\" x2=\"{1:.1}\" y2=\"{0:.1}\" stroke=\"#eee\"/>\n<text x=\"{2}\" y=\"{3:.1}\" text-anchor=\"end\" fill=\"#555\">{tick:.2}</text>\n",
+            "<line x1=\"{left}\" y1=\"{0:.1}\" x2=\"{1:.1}\" y2=\"{0:.1}\" stroke=\"#eee\"/>\n<text x=\"{2}\" y=\"{3:.1}\" text-anchor=\"end\" fill=\"#555\">{tick:.3}</text>\n",
             y(tick),
             w - right,
             left - 6.0,
             y(tick) + 4.0
+        ));
+    }
+    for i in 0..=4 {
+        let d = days * f64::from(i) / 4.0;
+        svg.push_str(&format!(
+            "<text x=\"{:.1}\" y=\"{:.1}\" text-anchor=\"middle\" fill=\"#555\">{d:.0}</text>\n",
+            x(d),
+            h - bottom + 18.0
         ));
     }
     for (i, c) in s.curves.iter().enumerate() {

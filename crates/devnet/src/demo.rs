@@ -27,9 +27,9 @@ struct Patient {
     hospital: usize,
 }
 
-/// The model study: the odds of type 2 diabetes by age, sex, BMI and HbA1c (latest values
-/// before the index date), a logistic regression fitted inside the hospitals.
-pub const MODEL_SPEC: &str = r#"{"version":1,"cohort":{"age":{"min":18,"max":100},"index_date":"2025-01-01"},"aggregate":{"model":{"family":"logistic","outcome":{"condition":"44054006"},"covariates":["age","female",{"measurement":{"code":"39156-5","lower":12,"upper":60}},{"measurement":{"code":"4548-4","lower":3,"upper":15}}]}}}"#;
+/// The model study: the odds of type 2 diabetes by age, sex, BMI (its latest value before the
+/// index date) and hypertension, a logistic regression fitted inside the hospitals.
+pub const MODEL_SPEC: &str = r#"{"version":1,"cohort":{"age":{"min":18,"max":100},"index_date":"2025-01-01"},"aggregate":{"model":{"family":"logistic","outcome":{"condition":"44054006"},"covariates":["age","female",{"measurement":{"code":"39156-5","lower":12,"upper":60}},{"condition":"38341003"}]}}}"#;
 /// The survival study: time from 2020 to death over five years, by sex, in 30-day bins.
 pub const SURVIVAL_SPEC: &str = r#"{"version":1,"cohort":{"index_date":"2020-01-01"},"group_by":["sex"],"aggregate":{"survival":{"event":"death","horizon_days":1825,"bin_days":30}}}"#;
 
@@ -129,7 +129,7 @@ fn model_studies(
     );
     for (what, spec, file) in [
         (
-            "type 2 diabetes ~ age + female + BMI + HbA1c (logistic)",
+            "type 2 diabetes ~ age + female + BMI + hypertension (logistic)",
             MODEL_SPEC,
             "study-model.svg",
         ),

@@ -22,12 +22,14 @@ use medspace_state::State;
 use medspace_state::records::JobStatus;
 use medspace_types::*;
 use medspace_worker::Worker;
-use medspace_worker::compute::{DataPlane, Mailbox, PlaneRefusal, SiteVector};
+use medspace_worker::compute::{DataPlane, Mailbox, ModelRows, PlaneRefusal, SiteVector};
 use medspace_worker::config::Prepared;
 use medspace_worker::records::RecordSource;
 use medspace_worker::round::Job;
 use medspace_worker::transport::{PeerError, Transport};
-use medspace_worker::wire::{DealingMsg, MaskRequest, MaskedMsg, ResultDoc, RevealMsg};
+use medspace_worker::wire::{
+    DealingMsg, MaskRequest, MaskedMsg, ResultDoc, RevealMsg, StepMsg, StepRequest,
+};
 use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
@@ -251,6 +253,19 @@ impl Transport for SimTransport {
             this.bounded(wait, mb.reveal(job, this.me.clone())).await
         }
     }
+
+    fn step(
+        &self,
+        to: &MemberId,
+        req: StepRequest,
+    ) -> impl std::future::Future<Output = Result<StepMsg, PeerError>> + Send {
+        let (this, to) = (self.clone(), to.clone());
+        async move {
+            let mb = this.reach(&to).await?;
+            this.bounded(Duration::from_secs(30), mb.step(req, this.me.clone()))
+                .await
+        }
+    }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -278,6 +293,32 @@ impl DataPlane for FakePlane {
             values: fake_vector(self.site, j.layout_len()),
             cohort: 40 + self.site as u64,
         })
+    }
+
+    fn model_rows(
+        &self,
+        _state: &State,
+        _job: JobId,
+        _member: &MemberId,
+    ) -> Result<ModelRows, PlaneRefusal> {
+        Ok(fake_rows(self.site))
+    }
+}
+
+/// Site `i`'s rows of a model `y ~ age`: 60 persons, a deterministic mix of outcomes.
+fn fake_rows(site: usize) -> ModelRows {
+    let (mut x, mut y) = (Vec::new(), Vec::new());
+    for r in 0..60 {
+        let age = 20.0 + ((r * 7 + site * 13) % 60) as f64;
+        x.extend([1.0, age]);
+        y.push(f64::from((r * 5 + site * 3 + age as usize) % 9 < 4));
+    }
+    ModelRows {
+        p: 2,
+        x,
+        y,
+        offset: None,
+        cohort: 60,
     }
 }
 
@@ -418,6 +459,11 @@ impl World {
     /// Catalog, an L2 research contract over the three hospitals approved by their stewards,
     /// and a job; returns the job.
     async fn contract_and_job(&self) -> JobId {
+        self.contract_and_job_for(SPEC).await
+    }
+
+    /// [`World::contract_and_job`] for another computation.
+    async fn contract_and_job_for(&self, spec: &str) -> JobId {
         for h in medspace_consortium::HOSPITALS {
             self.submit(
                 self.c.user_key(&format!("{h}.steward")).unwrap(),
@@ -445,7 +491,7 @@ impl World {
                 mode: Mode::Compute,
                 study: None,
                 fields: List::new(fields).unwrap(),
-                computation: Blob::new(SPEC.as_bytes().to_vec()).unwrap(),
+                computation: Blob::new(spec.as_bytes().to_vec()).unwrap(),
                 expiry_ms: GENESIS_MS + 90 * 86_400_000,
                 epsilon_budget: 1_000_000,
                 fee: 0,
@@ -464,7 +510,7 @@ impl World {
             researcher,
             Payload::SubmitJob(SubmitJob {
                 contract,
-                computation: Blob::new(SPEC.as_bytes().to_vec()).unwrap(),
+                computation: Blob::new(spec.as_bytes().to_vec()).unwrap(),
                 epsilon: 100_000,
             }),
         );
@@ -992,6 +1038,12 @@ fn every_worker_route_accepts_a_signed_request_once_and_only_at_its_audience() {
                 &node_b,
             ),
             (
+                "POST",
+                format!("/v1/worker/jobs/{job}/step"),
+                b"{}".to_vec(),
+                &node_b,
+            ),
+            (
                 "GET",
                 format!("/v1/worker/jobs/{job}/result"),
                 vec![],
@@ -1141,6 +1193,19 @@ fn every_worker_route_answers_every_kind_of_caller_as_its_rule_says() {
                 vec![],
                 |c| c == Caller::AggregatorNode,
             ),
+            // Only the aggregator asks a site for a model's step (this job is no model: the
+            // aggregator's request reaches the site, which refuses it for that).
+            (
+                "POST",
+                format!("/v1/worker/jobs/{job}/step"),
+                serde_json::to_vec(&StepRequest {
+                    job,
+                    iteration: 0,
+                    beta: vec![0.0, 0.0],
+                })
+                .unwrap(),
+                |c| c == Caller::AggregatorNode,
+            ),
             // A result goes to the job's submitter only.
             (
                 "GET",
@@ -1204,3 +1269,89 @@ fn every_worker_route_answers_every_kind_of_caller_as_its_rule_says() {
         );
     });
 }
+
+// ---------------------------------------------------------------------------------------------
+// A model's job: many masked steps over the set the ledger fixed.
+
+const MODEL: &str = r#"{"version":1,"cohort":{"index_date":"2025-01-01"},"aggregate":{"model":{"family":"logistic","outcome":"female","covariates":["age"]}}}"#;
+
+/// The pooled fit of the three sites' rows: what the federated fit must release.
+fn pooled_fit() -> medspace_privacy::glm::Fit {
+    let sites: Vec<ModelRows> = (0..3).map(fake_rows).collect();
+    let x: Vec<f64> = sites.iter().flat_map(|s| s.x.clone()).collect();
+    let y: Vec<f64> = sites.iter().flat_map(|s| s.y.clone()).collect();
+    let rows = medspace_privacy::glm::Rows { p: 2, x: &x, y: &y, offset: None };
+    medspace_privacy::glm::fit_pooled(
+        medspace_privacy::glm::Family::Logistic,
+        &rows,
+        &["intercept".into(), "age".into()],
+        medspace_privacy::glm::Options::default(),
+    )
+    .unwrap()
+}
+
+#[test]
+fn a_model_job_releases_the_pooled_fit_and_its_set_is_fixed_on_the_ledger() {
+    for seed in 0..SEEDS / 5 {
+        let want = pooled_fit();
+        runner(seed).start(|ctx| async move {
+            let w = World::new(ctx, seed, "model");
+            for h in medspace_consortium::HOSPITALS {
+                w.start_worker(h);
+            }
+            let job = w.contract_and_job_for(MODEL).await;
+            let posted = w.result(job, Duration::from_secs(120)).await;
+            let doc = w.released(job, &posted);
+            assert_eq!(doc.failure, None, "seed {seed}");
+            let m = doc.model.expect("a model result");
+            assert_eq!(m.n, 180);
+            for (t, p) in m.terms.iter().zip(&want.terms) {
+                assert!(
+                    (t.coefficient - p.coefficient).abs() <= 1e-9 * p.coefficient.abs().max(1.0),
+                    "seed {seed} {}: {} vs {}",
+                    t.name,
+                    t.coefficient,
+                    p.coefficient
+                );
+                assert!((t.std_error - p.std_error).abs() <= 1e-9 * p.std_error);
+            }
+            let record = w.ledger.state().job(job).unwrap().unwrap();
+            let round = record.round.unwrap();
+            assert_eq!(round.sharers, round.survivors, "seed {seed}");
+            assert_eq!(round.survivors.len(), 3);
+            assert_eq!(posted.contributions.len(), 3, "seed {seed}");
+        });
+    }
+}
+
+#[test]
+fn a_site_lost_during_a_models_steps_ends_the_job_with_the_reason() {
+    for seed in 0..SEEDS / 5 {
+        runner(seed).start(|ctx| async move {
+            let w = World::new(ctx, seed, "model-lost");
+            for h in medspace_consortium::HOSPITALS {
+                w.start_worker(h);
+            }
+            let job = w.contract_and_job_for(MODEL).await;
+            // Once the ledger fixed the set, hospital-c's node goes away.
+            loop {
+                if w.ledger.state().job(job).unwrap().unwrap().round.is_some() {
+                    break;
+                }
+                w.next_block().await;
+            }
+            w.link("hospital-c", Link::Down);
+            let posted = w.result(job, Duration::from_secs(120)).await;
+            let doc = w.released(job, &posted);
+            let why = doc.failure.expect("the job fails");
+            assert!(why.contains("hospital-c did not answer iteration"), "seed {seed}: {why}");
+            assert!(doc.model.is_none(), "seed {seed}: nothing is released");
+            assert!(posted.contributions.is_empty(), "seed {seed}");
+            assert_eq!(
+                w.ledger.state().job(job).unwrap().unwrap().status,
+                JobStatus::Done
+            );
+        });
+    }
+}
+

@@ -150,14 +150,19 @@ pub fn answer_step<R: CryptoRng>(
         offset: site.rows.offset.as_deref(),
     };
     let fam = family(m.family);
-    let mut stats = glm::site_stats(fam, &rows, &req.beta).map_err(|e| e.to_string())?;
-    if m.dp {
+    let stats = if m.dp {
+        // Each row clipped to the variables' bounds, then the site's calibrated noise: the job's
+        // epsilon (at δ = DP_DELTA) spread evenly over every approved iteration.
         let rho = glm::zcdp_rho(job.record.epsilon_reserved as f64 / 1e6, DP_DELTA)
             / f64::from(m.max_iterations);
         let (x_bound, y_bound) = dp_bounds(m);
         let dp = DpGlm::new(rho, x_bound, y_bound);
-        stats = glm::noise_stats(&stats, &dp, fam, rng).map_err(|e| e.to_string())?;
-    }
+        let clipped =
+            glm::site_stats_clipped(fam, &rows, &req.beta, &dp).map_err(|e| e.to_string())?;
+        glm::noise_stats(&clipped, &dp, fam, rng).map_err(|e| e.to_string())?
+    } else {
+        glm::site_stats(fam, &rows, &req.beta).map_err(|e| e.to_string())?
+    };
     let encoded: Vec<u64> = glm::encode(&stats)
         .map_err(|e| e.to_string())?
         .into_iter()
@@ -317,9 +322,11 @@ impl<L: Ledger, T: Transport, P: DataPlane> Aggregation<L, T, P> {
         u: &[usize],
     ) -> Result<(), WorkerError> {
         let p = m.covariates.len() + 1;
+        // A private fit runs every approved iteration (no convergence test on noisy sums).
         let opts = Options {
             max_iter: m.max_iterations,
             l2: m.l2.map(|d| d.to_f64()).unwrap_or(0.0),
+            noisy: m.dp,
             ..Options::default()
         };
         let fam = family(m.family);
