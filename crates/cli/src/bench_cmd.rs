@@ -7,7 +7,6 @@ use clap::{Args, ValueEnum};
 use indicatif::{ProgressBar, ProgressStyle};
 use medspace_compute::bench::{self, FederatedOptions, Progress};
 use medspace_devnet::bench::{percentile, sorted};
-use medspace_privacy::release::{Cell, group_label};
 use std::path::PathBuf;
 
 fn bar(len: u64, template: &str, msg: &'static str) -> ProgressBar {
@@ -225,15 +224,6 @@ pub struct FederatedArgs {
     pub e2e_base_port: u16,
 }
 
-fn cell_text(c: &Cell) -> String {
-    let n =
-        c.n.map_or_else(|| "suppressed".to_string(), |n| n.to_string());
-    match c.mean {
-        Some(m) => format!("{}: {n} (mean {m:.3})", group_label(&c.group)),
-        None => format!("{}: {n}", group_label(&c.group)),
-    }
-}
-
 fn list(ms: &[f64]) -> String {
     ms.iter()
         .map(|m| format!("{m:.1}"))
@@ -298,56 +288,7 @@ pub fn federated(args: FederatedArgs) -> anyhow::Result<()> {
         let _ = std::fs::remove_dir_all(&dir);
     }
     let r = result?;
-    let sites = bench::SITES.len();
-    println!(
-        "bench federated: {sites} hospitals x {} persons ({} pooled), {} measurements (tables built in {:.1} s)",
-        r.persons_per_site,
-        r.persons_per_site * sites as u64,
-        r.measurements,
-        r.build_seconds
-    );
-    println!("query spec: {spec}");
-    println!(
-        "the sites run one after another on this machine ({} cores); every site and the pooled session run the same compiled SQL through compute::local::run_in",
-        std::thread::available_parallelism().map_or(1, |n| n.get())
-    );
-    println!(
-        "check without protection: federated = pooled in all {} cells",
-        r.pooled.len()
-    );
-    for c in &r.pooled {
-        println!("  {}", cell_text(c));
-    }
-    println!(
-        "protected release (epsilon {}, k {}) of the last run:\n  {}",
-        bench::BENCH_EPSILON_MICRO as f64 / 1e6,
-        bench::BENCH_K,
-        r.protected
-            .iter()
-            .map(cell_text)
-            .collect::<Vec<_>>()
-            .join("; ")
-    );
-    println!("federated runs (ms): {}", list(&r.federated_ms));
-    println!("pooled runs (ms):    {}", list(&r.pooled_ms));
-    println!("federated phases (median ms):");
-    for (name, t) in bench::SITES.iter().zip(&r.phases.site_local_ms) {
-        println!("  {name}: vault + query + layout {t:.1}");
-    }
-    println!("  noise, all sites {:.3}", r.phases.noise_ms);
-    println!(
-        "  secure aggregation at the sites (deal, open shares, double mask, reveal), all sites {:.3}",
-        r.phases.mask_ms
-    );
-    println!("  unmasking + release {:.3}", r.phases.release_ms);
-    println!(
-        "  one machine per site (slowest site + aggregation) {:.1}",
-        r.phases.one_machine_per_site_ms
-    );
-    println!(
-        "median federated {:.1} ms (sites one after another), pooled {:.1} ms; ratio {:.2}",
-        r.median_federated_ms, r.median_pooled_ms, r.ratio
-    );
+    print!("{}", r.report(spec));
     if let Some(ms) = e2e {
         let ms = sorted(ms?);
         println!(
@@ -362,9 +303,6 @@ pub fn federated(args: FederatedArgs) -> anyhow::Result<()> {
             percentile(&ms, 0.9),
             ms.last().copied().unwrap_or(0.0)
         );
-    }
-    if let Some(kib) = r.peak_rss_kib {
-        println!("peak memory (VmHWM): {:.1} MiB", kib as f64 / 1024.0);
     }
     Ok(())
 }

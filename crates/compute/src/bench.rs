@@ -147,6 +147,92 @@ pub struct FederatedPhases {
     pub one_machine_per_site_ms: f64,
 }
 
+fn cell_text(c: &Cell) -> String {
+    let n =
+        c.n.map_or_else(|| "suppressed".to_string(), |n| n.to_string());
+    match c.mean {
+        Some(m) => format!("{}: {n} (mean {m:.3})", group_label(&c.group)),
+        None => format!("{}: {n}", group_label(&c.group)),
+    }
+}
+
+fn ms_list(ms: &[f64]) -> String {
+    ms.iter()
+        .map(|m| format!("{m:.1}"))
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+impl FederatedBench {
+    /// The figures as the command prints them, for the query `spec`.
+    pub fn report(&self, spec: &str) -> String {
+        use std::fmt::Write as _;
+        let r = self;
+        let mut o = String::new();
+        let sites = SITES.len();
+        let _ = writeln!(
+            o,
+            "bench federated: {sites} hospitals x {} persons ({} pooled), {} measurements (tables built in {:.1} s)",
+            r.persons_per_site,
+            r.persons_per_site * sites as u64,
+            r.measurements,
+            r.build_seconds
+        );
+        let _ = writeln!(o, "query spec: {spec}");
+        let _ = writeln!(
+            o,
+            "the sites run one after another on this machine ({} cores); every site and the pooled session run the same compiled SQL through compute::local::run_in",
+            std::thread::available_parallelism().map_or(1, |n| n.get())
+        );
+        let _ = writeln!(
+            o,
+            "check without protection: federated = pooled in all {} cells",
+            r.pooled.len()
+        );
+        for c in &r.pooled {
+            let _ = writeln!(o, "  {}", cell_text(c));
+        }
+        let _ = writeln!(
+            o,
+            "protected release (epsilon {}, k {}) of the last run:\n  {}",
+            BENCH_EPSILON_MICRO as f64 / 1e6,
+            BENCH_K,
+            r.protected
+                .iter()
+                .map(cell_text)
+                .collect::<Vec<_>>()
+                .join("; ")
+        );
+        let _ = writeln!(o, "federated runs (ms): {}", ms_list(&r.federated_ms));
+        let _ = writeln!(o, "pooled runs (ms):    {}", ms_list(&r.pooled_ms));
+        let _ = writeln!(o, "federated phases (median ms):");
+        for (name, t) in SITES.iter().zip(&r.phases.site_local_ms) {
+            let _ = writeln!(o, "  {name}: vault + query + layout {t:.1}");
+        }
+        let _ = writeln!(o, "  noise, all sites {:.3}", r.phases.noise_ms);
+        let _ = writeln!(
+            o,
+            "  secure aggregation at the sites (deal, open shares, double mask, reveal), all sites {:.3}",
+            r.phases.mask_ms
+        );
+        let _ = writeln!(o, "  unmasking + release {:.3}", r.phases.release_ms);
+        let _ = writeln!(
+            o,
+            "  one machine per site (slowest site + aggregation) {:.1}",
+            r.phases.one_machine_per_site_ms
+        );
+        let _ = writeln!(
+            o,
+            "median federated {:.1} ms (sites one after another), pooled {:.1} ms; ratio {:.2}",
+            r.median_federated_ms, r.median_pooled_ms, r.ratio
+        );
+        if let Some(kib) = r.peak_rss_kib {
+            let _ = writeln!(o, "peak memory (VmHWM): {:.1} MiB", kib as f64 / 1024.0);
+        }
+        o
+    }
+}
+
 /// The benchmark's figures.
 #[derive(Clone, Debug)]
 pub struct FederatedBench {
