@@ -84,7 +84,10 @@ pub fn survival_lines(s: &SurvivalResult) -> Vec<String> {
             last.map(|p| format!("{:.4} ({:.4}–{:.4})", p.survival, p.ci_low, p.ci_high))
                 .unwrap_or_else(|| "—".into()),
             if c.suppressed_bins > 0 {
-                format!("  ({} later bins withheld: small risk set)", c.suppressed_bins)
+                format!(
+                    "  ({} later bins withheld: small risk set)",
+                    c.suppressed_bins
+                )
             } else {
                 String::new()
             }
@@ -190,7 +193,8 @@ pub fn survival_svg(s: &SurvivalResult, title: &str) -> String {
         .fold(1.0_f64, f64::min);
     let floor = ((floor * 10.0).floor() / 10.0).clamp(0.0, 0.9);
     let x = |d: f64| left + d / days * (w - left - right);
-    let y = |v: f64| top + (1.0 - (v.clamp(floor, 1.0) - floor) / (1.0 - floor)) * (h - top - bottom);
+    let y =
+        |v: f64| top + (1.0 - (v.clamp(floor, 1.0) - floor) / (1.0 - floor)) * (h - top - bottom);
     let mut svg = svg_head(w, h, title);
     for i in 0..=4 {
         let tick = floor + (1.0 - floor) * f64::from(i) / 4.0;
@@ -269,7 +273,11 @@ mod tests {
         };
         ModelResult {
             family: "logistic".into(),
-            terms: vec![term("intercept", -2.0), term("age", 0.03), term("a<b", -0.5)],
+            terms: vec![
+                term("intercept", -2.0),
+                term("age", 0.03),
+                term("a<b", -0.5),
+            ],
             deviance: 123.0,
             iterations: 6,
             n: 500,
@@ -287,7 +295,11 @@ mod tests {
         assert!(lines[3].contains("1.030"), "{}", lines[3]);
         let svg = forest_svg(&m, "t");
         assert!(svg.contains("a&lt;b"));
-        assert_eq!(svg.matches("<rect x=").count(), 2, "one marker per covariate");
+        assert_eq!(
+            svg.matches("<rect x=").count(),
+            2,
+            "one marker per covariate"
+        );
         assert!(svg.contains("odds ratio"));
     }
 

@@ -229,18 +229,16 @@ pub fn result_lines(doc: &ResultDoc) -> Vec<String> {
     } else {
         &doc.cells[..]
     };
-    out.extend(cells
-        .iter()
-        .map(|c| match (c.n, c.mean) {
-            (None, _) => format!("{:<14} suppressed (< {})", c.group, doc.k),
-            (Some(n), None) => {
-                format!("{:<14} {n:>7}   (discrete Laplace noise, ε={eps})", c.group)
-            }
-            (Some(n), Some(m)) => format!(
-                "{:<14} {n:>7}   mean {m:.2}   (discrete Laplace noise, ε={eps})",
-                c.group
-            ),
-        }));
+    out.extend(cells.iter().map(|c| match (c.n, c.mean) {
+        (None, _) => format!("{:<14} suppressed (< {})", c.group, doc.k),
+        (Some(n), None) => {
+            format!("{:<14} {n:>7}   (discrete Laplace noise, ε={eps})", c.group)
+        }
+        (Some(n), Some(m)) => format!(
+            "{:<14} {n:>7}   mean {m:.2}   (discrete Laplace noise, ε={eps})",
+            c.group
+        ),
+    }));
     for (m, why) in &doc.dropped {
         out.push(format!("{m} did not contribute: {why}"));
     }

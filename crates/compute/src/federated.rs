@@ -224,7 +224,11 @@ pub fn survival_vector(
         };
         let (days, event) = match row.values.as_slice() {
             [days, event] => (*days, *event == 1),
-            _ => return Err(FederatedError::Layout("survival rows need days and event".into())),
+            _ => {
+                return Err(FederatedError::Layout(
+                    "survival rows need days and event".into(),
+                ));
+            }
         };
         let days = u32::try_from(days.max(0)).unwrap_or(u32::MAX);
         times.push(if days >= s.horizon_days {
@@ -257,7 +261,9 @@ pub fn model_rows(
             .iter()
             .find(|(n, _)| n == name)
             .map(|(_, v)| v.as_slice())
-            .ok_or_else(|| FederatedError::Layout(format!("the model's query has no column {name}")))
+            .ok_or_else(|| {
+                FederatedError::Layout(format!("the model's query has no column {name}"))
+            })
     };
     let y = column("y")?;
     let xs: Vec<&[f64]> = (0..m.covariates.len())

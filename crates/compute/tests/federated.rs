@@ -11,14 +11,12 @@ use medspace_compute::Links;
 use medspace_compute::federated::{SiteVault, contributed_records, run_site};
 use medspace_privacy::query::parse;
 use medspace_privacy::release::{Protection, group_label, release_totals};
-use medspace_privacy::secagg;
-use medspace_state::{BlockContext, State};
 use medspace_types::*;
-use medspace_vault::{IngestOptions, OnError, Vault};
+use medspace_vault::Vault;
 use rand_chacha::ChaCha20Rng;
 use rand_core::SeedableRng;
 use std::collections::BTreeSet;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 mod support;
 use support::*;

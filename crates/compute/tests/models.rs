@@ -241,8 +241,18 @@ fn federated_models_equal_statsmodels_on_the_pooled_rows() {
         let mut worst: f64 = 0.0;
         for (j, t) in fit.terms.iter().enumerate() {
             let (b, se) = (params[j].as_f64().unwrap(), bse[j].as_f64().unwrap());
-            assert!(rel(t.coefficient, b) < 1e-6, "{}: β {} vs {b}", t.name, t.coefficient);
-            assert!(rel(t.std_error, se) < 1e-6, "{}: SE {} vs {se}", t.name, t.std_error);
+            assert!(
+                rel(t.coefficient, b) < 1e-6,
+                "{}: β {} vs {b}",
+                t.name,
+                t.coefficient
+            );
+            assert!(
+                rel(t.std_error, se) < 1e-6,
+                "{}: SE {} vs {se}",
+                t.name,
+                t.std_error
+            );
             worst = worst.max(rel(t.coefficient, b)).max(rel(t.std_error, se));
         }
         assert!(rel(fit.deviance, want["deviance"].as_f64().unwrap()) < 1e-6);
@@ -320,7 +330,11 @@ fn federated_kaplan_meier_equals_lifelines_on_the_pooled_rows() {
             .zip(w["s"].as_array().unwrap())
         {
             let t = t.as_f64().unwrap() as u64;
-            let Some(p) = curve.points.iter().find(|p| p.time_days == t && !p.suppressed) else {
+            let Some(p) = curve
+                .points
+                .iter()
+                .find(|p| p.time_days == t && !p.suppressed)
+            else {
                 continue;
             };
             assert!(
@@ -334,6 +348,12 @@ fn federated_kaplan_meier_equals_lifelines_on_the_pooled_rows() {
     }
     assert!(compared > 20, "compared {compared} times");
     let lr = survival::log_rank(&total, 2, s.bins()).unwrap();
-    assert!(rel(lr.chi2, want["chi2"].as_f64().unwrap()) < 1e-9, "{lr:?} vs {want}");
-    assert!(rel(lr.p_value, want["p"].as_f64().unwrap()) < 1e-9, "{lr:?} vs {want}");
+    assert!(
+        rel(lr.chi2, want["chi2"].as_f64().unwrap()) < 1e-9,
+        "{lr:?} vs {want}"
+    );
+    assert!(
+        rel(lr.p_value, want["p"].as_f64().unwrap()) < 1e-9,
+        "{lr:?} vs {want}"
+    );
 }

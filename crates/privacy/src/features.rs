@@ -224,7 +224,9 @@ pub(crate) fn survival_rows(
         });
     }
     cols.push(format!("CAST(({end}) - {idx} AS BIGINT) AS days"));
-    cols.push(format!("CAST(CASE WHEN {event} THEN 1 ELSE 0 END AS BIGINT) AS event"));
+    cols.push(format!(
+        "CAST(CASE WHEN {event} THEN 1 ELSE 0 END AS BIGINT) AS event"
+    ));
     let _ = write!(
         sql,
         "\nSELECT {}\nFROM cohort k\n{}\nWHERE {}\nORDER BY k.person_id",
@@ -254,7 +256,10 @@ mod tests {
         assert!(sql.contains("JOIN v3 ON v3.person_id"), "{sql}");
         assert!(sql.contains("LEFT JOIN v4"), "{sql}");
         assert!(v.reads.contains(&("measurement", "value_as_number")));
-        assert!(v.reads.contains(&("condition_occurrence", "condition_source_value")));
+        assert!(
+            v.reads
+                .contains(&("condition_occurrence", "condition_source_value"))
+        );
     }
 
     #[test]

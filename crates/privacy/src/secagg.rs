@@ -644,7 +644,13 @@ pub fn mask_step(
         let (lo, hi) = (keys.me.min(other) as u64, keys.me.max(other) as u64);
         let seed = keys.agree(
             other,
-            &[STEP_INFO, &round.job, &lo.to_be_bytes(), &hi.to_be_bytes(), step],
+            &[
+                STEP_INFO,
+                &round.job,
+                &lo.to_be_bytes(),
+                &hi.to_be_bytes(),
+                step,
+            ],
         )?;
         add_into(&mut out, &expand(seed, values.len()), keys.me < other);
     }

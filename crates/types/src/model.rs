@@ -232,12 +232,12 @@ impl Feature {
                 }
             }
             Feature::Above(t) => crate::query::check_bound(field, t.value)?,
-            Feature::ConditionWithin(w) | Feature::CountWithin(w) => {
-                if w.days == 0 || w.days > MAX_DAYS {
-                    return Err(QueryError::Model {
-                        reason: format!("{field}: a window must be 1 to {MAX_DAYS} days"),
-                    });
-                }
+            Feature::ConditionWithin(w) | Feature::CountWithin(w)
+                if w.days == 0 || w.days > MAX_DAYS =>
+            {
+                return Err(QueryError::Model {
+                    reason: format!("{field}: a window must be 1 to {MAX_DAYS} days"),
+                });
             }
             _ => {}
         }
@@ -284,9 +284,7 @@ impl ModelSpec {
     pub fn validate(&self) -> Result<(), QueryError> {
         let model = |reason: String| Err(QueryError::Model { reason });
         if self.covariates.is_empty() || self.covariates.len() > MAX_COVARIATES {
-            return model(format!(
-                "a model needs 1 to {MAX_COVARIATES} covariates"
-            ));
+            return model(format!("a model needs 1 to {MAX_COVARIATES} covariates"));
         }
         if self.max_iterations == 0 || self.max_iterations > MAX_ITERATIONS {
             return model(format!("max_iterations must be 1 to {MAX_ITERATIONS}"));

@@ -62,7 +62,11 @@ pub trait Transport: Clone + Send + Sync + 'static {
         req: StepRequest,
     ) -> impl Future<Output = Result<StepMsg, PeerError>> + Send {
         let _ = (to, req);
-        async { Err(PeerError::Refused("this transport carries no model steps".into())) }
+        async {
+            Err(PeerError::Refused(
+                "this transport carries no model steps".into(),
+            ))
+        }
     }
 }
 

@@ -1280,7 +1280,12 @@ fn pooled_fit() -> medspace_privacy::glm::Fit {
     let sites: Vec<ModelRows> = (0..3).map(fake_rows).collect();
     let x: Vec<f64> = sites.iter().flat_map(|s| s.x.clone()).collect();
     let y: Vec<f64> = sites.iter().flat_map(|s| s.y.clone()).collect();
-    let rows = medspace_privacy::glm::Rows { p: 2, x: &x, y: &y, offset: None };
+    let rows = medspace_privacy::glm::Rows {
+        p: 2,
+        x: &x,
+        y: &y,
+        offset: None,
+    };
     medspace_privacy::glm::fit_pooled(
         medspace_privacy::glm::Family::Logistic,
         &rows,
@@ -1344,7 +1349,10 @@ fn a_site_lost_during_a_models_steps_ends_the_job_with_the_reason() {
             let posted = w.result(job, Duration::from_secs(120)).await;
             let doc = w.released(job, &posted);
             let why = doc.failure.expect("the job fails");
-            assert!(why.contains("hospital-c did not answer iteration"), "seed {seed}: {why}");
+            assert!(
+                why.contains("hospital-c did not answer iteration"),
+                "seed {seed}: {why}"
+            );
             assert!(doc.model.is_none(), "seed {seed}: nothing is released");
             assert!(posted.contributions.is_empty(), "seed {seed}");
             assert_eq!(
@@ -1354,4 +1362,3 @@ fn a_site_lost_during_a_models_steps_ends_the_job_with_the_reason() {
         });
     }
 }
-

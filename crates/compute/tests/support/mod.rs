@@ -260,10 +260,17 @@ pub fn level_of(table: &str, column: &str) -> Level {
 
 /// The tables and fields each hospital publishes.
 pub const PUBLISHED: [(&str, &[&str]); 5] = [
-    ("person", &["person_id", "gender_source_value", "year_of_birth"]),
+    (
+        "person",
+        &["person_id", "gender_source_value", "year_of_birth"],
+    ),
     (
         "condition_occurrence",
-        &["person_id", "condition_source_value", "condition_start_date"],
+        &[
+            "person_id",
+            "condition_source_value",
+            "condition_start_date",
+        ],
     ),
     (
         "measurement",

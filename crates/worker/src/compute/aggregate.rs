@@ -225,11 +225,10 @@ impl<L: Ledger, T: Transport, P: DataPlane> Aggregation<L, T, P> {
             error: e.to_string(),
         })?;
         let bytes = self.cfg.store.put_result(self.job, &bytes)?;
-        let kept: ResultDoc =
-            serde_json::from_slice(&bytes).map_err(|e| WorkerError::Invalid {
-                what: "stored result",
-                error: e.to_string(),
-            })?;
+        let kept: ResultDoc = serde_json::from_slice(&bytes).map_err(|e| WorkerError::Invalid {
+            what: "stored result",
+            error: e.to_string(),
+        })?;
         self.post(clock, &kept, &bytes).await
     }
 

@@ -1,12 +1,12 @@
 //! The compute actor's mailbox and messages.
 
 use super::{ModelRows, SiteVector};
-use std::sync::Arc;
 use crate::transport::PeerError;
 use crate::wire::{DealingMsg, MaskRequest, MaskedMsg, RevealMsg, StepMsg, StepRequest};
 use futures::SinkExt as _;
 use futures::channel::{mpsc, oneshot};
 use medspace_types::{JobId, MemberId};
+use std::sync::Arc;
 
 /// A reply channel.
 pub type Reply<T> = oneshot::Sender<Result<T, PeerError>>;

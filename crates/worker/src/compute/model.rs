@@ -174,8 +174,8 @@ pub fn answer_step<R: CryptoRng>(
         secret: site.secret,
         peers: &job.agreement,
     };
-    let masked = secagg::mask_step(&job.round, &keys, &u2, &binding, &encoded)
-        .map_err(|e| e.to_string())?;
+    let masked =
+        secagg::mask_step(&job.round, &keys, &u2, &binding, &encoded).map_err(|e| e.to_string())?;
     let body = StepBody {
         job: job.id(),
         member: site.me.clone(),
@@ -331,7 +331,10 @@ impl<L: Ledger, T: Transport, P: DataPlane> Aggregation<L, T, P> {
         };
         let fam = family(m.family);
         let mut irls = Irls::new(fam, p, opts);
-        let sites: Vec<MemberId> = u.iter().filter_map(|i| job.owners.get(*i).cloned()).collect();
+        let sites: Vec<MemberId> = u
+            .iter()
+            .filter_map(|i| job.owners.get(*i).cloned())
+            .collect();
         loop {
             let req = StepRequest {
                 job: self.job,
@@ -359,10 +362,8 @@ impl<L: Ledger, T: Transport, P: DataPlane> Aggregation<L, T, P> {
                     Ok(msg) => msg,
                     Err(why) => {
                         collected.dropped.push((site.to_string(), why.clone()));
-                        let why = format!(
-                            "{site} did not answer iteration {}: {why}",
-                            req.iteration
-                        );
+                        let why =
+                            format!("{site} did not answer iteration {}: {why}", req.iteration);
                         return self.fail(clock, job, &collected, &why).await;
                     }
                 };
@@ -433,8 +434,10 @@ mod tests {
             .map(|m| MemberId::new(m).unwrap())
             .collect();
         let keys: Vec<Keypair> = (0..3).map(|i| Keypair::from_seed(70 + i)).collect();
-        let secrets: Vec<StaticSecret> = (0..3u8).map(|i| StaticSecret::from([i + 9; 32])).collect();
-        let names = |set: &[usize]| List::new(set.iter().map(|i| owners[*i].clone()).collect()).unwrap();
+        let secrets: Vec<StaticSecret> =
+            (0..3u8).map(|i| StaticSecret::from([i + 9; 32])).collect();
+        let names =
+            |set: &[usize]| List::new(set.iter().map(|i| owners[*i].clone()).collect()).unwrap();
         let record = JobRecord {
             id: JobId(5),
             contract: ContractId(1),
@@ -471,11 +474,22 @@ mod tests {
             job,
             keys,
             secrets,
-            rows: ModelRows { p: 2, x, y, offset: None, cohort: 40 },
+            rows: ModelRows {
+                p: 2,
+                x,
+                y,
+                offset: None,
+                cohort: 40,
+            },
         }
     }
 
-    fn ask(f: &Fixture, site: usize, req: &StepRequest, last: Option<&StepRecord>) -> Result<Option<StepMsg>, String> {
+    fn ask(
+        f: &Fixture,
+        site: usize,
+        req: &StepRequest,
+        last: Option<&StepRecord>,
+    ) -> Result<Option<StepMsg>, String> {
         let me = f.job.owners[site].clone();
         let s = SiteStep {
             me: &me,
@@ -484,13 +498,22 @@ mod tests {
             rows: &f.rows,
             last,
         };
-        answer_step(&f.job, &s, req, &mut rand_chacha::ChaCha20Rng::seed_from_u64(1))
+        answer_step(
+            &f.job,
+            &s,
+            req,
+            &mut rand_chacha::ChaCha20Rng::seed_from_u64(1),
+        )
     }
 
     use rand_core::SeedableRng as _;
 
     fn req(iteration: u32, beta: [f64; 2]) -> StepRequest {
-        StepRequest { job: JobId(5), iteration, beta: beta.to_vec() }
+        StepRequest {
+            job: JobId(5),
+            iteration,
+            beta: beta.to_vec(),
+        }
     }
 
     #[test]
@@ -501,25 +524,58 @@ mod tests {
         let f = fixture(Some(&[0, 1, 2]));
         let first = ask(&f, 1, &req(0, [0.0, 0.0]), None).unwrap().unwrap();
         assert!(first.verify(&f.keys[1].public(), STEP_NAMESPACE));
-        let last = StepRecord { iteration: 0, answer: first.clone() };
+        let last = StepRecord {
+            iteration: 0,
+            answer: first.clone(),
+        };
         // The same request: the same answer.
-        assert_eq!(ask(&f, 1, &req(0, [0.0, 0.0]), Some(&last)), Ok(Some(first.clone())));
+        assert_eq!(
+            ask(&f, 1, &req(0, [0.0, 0.0]), Some(&last)),
+            Ok(Some(first.clone()))
+        );
         // Other coefficients for an answered iteration, or going back: refused.
         let again = ask(&f, 1, &req(0, [0.5, 0.0]), Some(&last)).unwrap_err();
         assert!(again.contains("already answered"), "{again}");
-        let later = StepRecord { iteration: 2, answer: first.clone() };
+        let later = StepRecord {
+            iteration: 2,
+            answer: first.clone(),
+        };
         assert!(ask(&f, 1, &req(1, [0.0, 0.0]), Some(&later)).is_err());
         // Beyond the approved iterations, malformed coefficients: refused.
-        assert!(ask(&f, 1, &req(4, [0.0, 0.0]), None).unwrap_err().contains("max_iterations"));
+        assert!(
+            ask(&f, 1, &req(4, [0.0, 0.0]), None)
+                .unwrap_err()
+                .contains("max_iterations")
+        );
         assert!(ask(&f, 1, &req(1, [f64::NAN, 0.0]), None).is_err());
-        assert!(ask(&f, 1, &StepRequest { job: JobId(5), iteration: 1, beta: vec![0.0] }, None).is_err());
+        assert!(
+            ask(
+                &f,
+                1,
+                &StepRequest {
+                    job: JobId(5),
+                    iteration: 1,
+                    beta: vec![0.0]
+                },
+                None
+            )
+            .is_err()
+        );
         // A site the ledger's set leaves out answers nothing.
         let two = fixture(Some(&[0, 1]));
-        assert!(ask(&two, 2, &req(0, [0.0, 0.0]), None).unwrap_err().contains("does not include"));
+        assert!(
+            ask(&two, 2, &req(0, [0.0, 0.0]), None)
+                .unwrap_err()
+                .contains("does not include")
+        );
         // A finished job answers nothing.
         let mut done = fixture(Some(&[0, 1, 2]));
         done.job.record.status = JobStatus::Done;
-        assert!(ask(&done, 1, &req(0, [0.0, 0.0]), None).unwrap_err().contains("no longer running"));
+        assert!(
+            ask(&done, 1, &req(0, [0.0, 0.0]), None)
+                .unwrap_err()
+                .contains("no longer running")
+        );
     }
 
     #[test]
@@ -536,7 +592,12 @@ mod tests {
         }
         let total: Vec<i64> = sum.into_iter().map(secagg::decode_i64).collect();
         let stats = glm::decode(2, &total).unwrap();
-        let rows = Rows { p: 2, x: &f.rows.x, y: &f.rows.y, offset: None };
+        let rows = Rows {
+            p: 2,
+            x: &f.rows.x,
+            y: &f.rows.y,
+            offset: None,
+        };
         let one = glm::site_stats(glm::Family::Logistic, &rows, &r.beta).unwrap();
         assert_eq!(stats.n, 3 * one.n);
         assert!((stats.deviance - 3.0 * one.deviance).abs() < 1e-6);
