@@ -38,6 +38,8 @@ use std::time::Duration;
 
 /// Longest long-poll a caller may ask for.
 const MAX_WAIT: Duration = Duration::from_secs(30);
+/// Largest step request of a model (every earlier iteration's answers from every site).
+const STEP_BODY_LIMIT: usize = 8 << 20;
 /// Largest mask request (the dealings of every site).
 const MASK_BODY_LIMIT: usize = 1 << 20;
 
@@ -89,7 +91,7 @@ where
         .route("/v1/worker/jobs/{job}/reveal", get(reveal::<E, L, R>))
         .route(
             "/v1/worker/jobs/{job}/step",
-            post(step::<E, L, R>).layer(DefaultBodyLimit::max(16 * 1024)),
+            post(step::<E, L, R>).layer(DefaultBodyLimit::max(STEP_BODY_LIMIT)),
         )
         .route("/v1/worker/jobs/{job}/result", get(result::<E, L, R>))
         .route("/v1/records/export", get(export::<E, L, R>))

@@ -155,6 +155,11 @@ pub struct StepRequest {
     pub iteration: u32,
     /// The coefficients, intercept first.
     pub beta: Vec<f64>,
+    /// Every earlier iteration's answers from the job's set, in order: from them each site
+    /// replays the fit and answers only if `beta` is the Newton step they lead to, so the
+    /// aggregator never chooses the coefficients a site computes at.
+    #[serde(default)]
+    pub history: Vec<Vec<StepMsg>>,
 }
 
 impl StepRequest {

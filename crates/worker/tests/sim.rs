@@ -1202,6 +1202,7 @@ fn every_worker_route_answers_every_kind_of_caller_as_its_rule_says() {
                     job,
                     iteration: 0,
                     beta: vec![0.0, 0.0],
+                    history: Vec::new(),
                 })
                 .unwrap(),
                 |c| c == Caller::AggregatorNode,
@@ -1359,6 +1360,31 @@ fn a_site_lost_during_a_models_steps_ends_the_job_with_the_reason() {
                 w.ledger.state().job(job).unwrap().unwrap().status,
                 JobStatus::Done
             );
+        });
+    }
+}
+
+#[test]
+fn a_private_model_runs_every_approved_iteration_with_noised_statistics() {
+    const PRIVATE: &str = r#"{"version":1,"cohort":{"index_date":"2025-01-01"},"aggregate":{"model":{"family":"logistic","outcome":"female","covariates":["age"],"max_iterations":6,"dp":true}}}"#;
+    for seed in 0..3 {
+        let exact = pooled_fit();
+        runner(seed).start(|ctx| async move {
+            let w = World::new(ctx, seed, "model-dp");
+            for h in medspace_consortium::HOSPITALS {
+                w.start_worker(h);
+            }
+            let job = w.contract_and_job_for(PRIVATE).await;
+            let posted = w.result(job, Duration::from_secs(120)).await;
+            let doc = w.released(job, &posted);
+            assert_eq!(doc.failure, None, "seed {seed}");
+            let m = doc.model.expect("a model result");
+            assert!(m.dp);
+            // No convergence test on noisy sums: every approved iteration runs, and the
+            // ledger charged the job's epsilon once for all of them.
+            assert_eq!(m.iterations, 6, "seed {seed}");
+            assert_ne!(m.terms[1].coefficient, exact.terms[1].coefficient);
+            assert_eq!(posted.epsilon_spent, 3 * 100_000, "seed {seed}");
         });
     }
 }

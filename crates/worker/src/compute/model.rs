@@ -7,8 +7,12 @@
 //!    that take part.
 //! 2. **fix** — the aggregator posts `CloseRound(U, U)`: the ledger now says which sites take
 //!    part, for every step, and the job's epsilon is spent from here on.
-//! 3. **step** — for iteration `t` the aggregator sends the coefficients to every site of `U`;
-//!    each computes its statistics there (`X'WX`, the score, the deviance: never a row),
+//! 3. **step** — for iteration `t` the aggregator sends the coefficients to every site of `U`,
+//!    with every earlier iteration's signed answers: the site sums them itself, replays the fit
+//!    from its start and answers only if the coefficients are the Newton step that history
+//!    leads to (the aggregator chooses nothing a site computes at; the update reads only exact
+//!    sums, basic arithmetic and square roots, so every site replays it bit for bit); each site
+//!    computes its statistics there (`X'WX`, the score, the deviance: never a row),
 //!    adds its noise when the model is differentially private, encodes them exactly in fixed
 //!    point and masks them pairwise for this step ([`medspace_privacy::secagg::mask_step`]);
 //!    the sum of all of `U`'s answers opens, nothing less. A site answers each iteration once,
@@ -80,6 +84,70 @@ fn dp_bounds(m: &ModelSpec) -> (Vec<f64>, f64) {
     (x, y)
 }
 
+/// The Newton options of a model's fit: the same at the aggregator and at every site.
+pub fn irls_options(m: &ModelSpec) -> Options {
+    // A private fit runs every approved iteration (no convergence test on noisy sums).
+    Options {
+        max_iter: m.max_iterations,
+        l2: m.l2.map(|d| d.to_f64()).unwrap_or(0.0),
+        noisy: m.dp,
+        ..Options::default()
+    }
+}
+
+/// The fit replayed from its start through `history` (each iteration's answers from the set
+/// `set`, checked and summed here): the coefficients the next step must use.
+fn replay(
+    job: &Job,
+    m: &ModelSpec,
+    set: &[usize],
+    history: &[Vec<StepMsg>],
+) -> Result<Irls, String> {
+    let p = m.covariates.len() + 1;
+    let mut irls = Irls::new(family(m.family), p, irls_options(m));
+    for (t, answers) in history.iter().enumerate() {
+        let step = StepRequest {
+            job: job.id(),
+            iteration: u32::try_from(t).map_err(|_| "too many iterations")?,
+            beta: irls.beta().to_vec(),
+            history: Vec::new(),
+        };
+        if answers.len() != set.len() {
+            return Err(format!(
+                "iteration {t} needs an answer from each of the {} sites",
+                set.len()
+            ));
+        }
+        let mut seen = Vec::with_capacity(set.len());
+        let mut sum = vec![0u64; glm::stats_len(p)];
+        for a in answers {
+            check_step(job, a, &step, p).map_err(|e| format!("iteration {t}: {e}"))?;
+            let i = job
+                .index(&a.body.member)
+                .ok_or("an answer from outside the job")?;
+            if !set.contains(&i) || seen.contains(&i) {
+                return Err(format!(
+                    "iteration {t}: answers not from the ledger's set, once each"
+                ));
+            }
+            seen.push(i);
+            for (s, v) in sum.iter_mut().zip(&a.body.masked) {
+                *s = s.wrapping_add(*v);
+            }
+        }
+        let total: Vec<i64> = sum.into_iter().map(secagg::decode_i64).collect();
+        let stats = glm::decode(p, &total).map_err(|e| format!("iteration {t}: {e}"))?;
+        match irls.update(&stats) {
+            Ok(Progress::Continue) => {}
+            Ok(Progress::Converged) => {
+                return Err(format!("the fit converged at iteration {t}: no later step"));
+            }
+            Err(e) => return Err(format!("iteration {t}: {e}")),
+        }
+    }
+    Ok(irls)
+}
+
 /// What a site needs to answer a step.
 pub struct SiteStep<'a> {
     /// This site.
@@ -142,6 +210,20 @@ pub fn answer_step<R: CryptoRng>(
     let p = m.covariates.len() + 1;
     if req.beta.len() != p || req.beta.iter().any(|b| !b.is_finite()) {
         return Err(format!("the coefficients must be {p} finite numbers"));
+    }
+    if req.history.len() != req.iteration as usize {
+        return Err("the request must carry every earlier iteration's answers".into());
+    }
+    let replayed = replay(job, m, &u2, &req.history)?;
+    if replayed
+        .beta()
+        .iter()
+        .map(|b| b.to_bits())
+        .ne(req.beta.iter().map(|b| b.to_bits()))
+    {
+        return Err(
+            "the coefficients are not the Newton step the earlier iterations' sums lead to".into(),
+        );
     }
     let rows = Rows {
         p: site.rows.p,
@@ -322,15 +404,9 @@ impl<L: Ledger, T: Transport, P: DataPlane> Aggregation<L, T, P> {
         u: &[usize],
     ) -> Result<(), WorkerError> {
         let p = m.covariates.len() + 1;
-        // A private fit runs every approved iteration (no convergence test on noisy sums).
-        let opts = Options {
-            max_iter: m.max_iterations,
-            l2: m.l2.map(|d| d.to_f64()).unwrap_or(0.0),
-            noisy: m.dp,
-            ..Options::default()
-        };
         let fam = family(m.family);
-        let mut irls = Irls::new(fam, p, opts);
+        let mut irls = Irls::new(fam, p, irls_options(m));
+        let mut history: Vec<Vec<StepMsg>> = Vec::new();
         let sites: Vec<MemberId> = u
             .iter()
             .filter_map(|i| job.owners.get(*i).cloned())
@@ -340,6 +416,7 @@ impl<L: Ledger, T: Transport, P: DataPlane> Aggregation<L, T, P> {
                 job: self.job,
                 iteration: irls.iteration(),
                 beta: irls.beta().to_vec(),
+                history: history.clone(),
             };
             let deadline = clock.current() + self.cfg.step_timeout;
             let asks = sites.iter().map(|site| {
@@ -354,6 +431,7 @@ impl<L: Ledger, T: Transport, P: DataPlane> Aggregation<L, T, P> {
             });
             let mut sum = vec![0u64; glm::stats_len(p)];
             let mut contributions = Vec::with_capacity(sites.len());
+            let mut answers = Vec::with_capacity(sites.len());
             for (site, answer) in join_all(asks).await {
                 let msg = match answer
                     .map_err(|e| e.to_string())
@@ -370,8 +448,10 @@ impl<L: Ledger, T: Transport, P: DataPlane> Aggregation<L, T, P> {
                 for (s, v) in sum.iter_mut().zip(&msg.body.masked) {
                     *s = s.wrapping_add(*v);
                 }
-                contributions.push(msg.body.contribution);
+                contributions.push(msg.body.contribution.clone());
+                answers.push(msg);
             }
+            history.push(answers);
             let total: Vec<i64> = sum.into_iter().map(secagg::decode_i64).collect();
             let stats: Stats = match glm::decode(p, &total) {
                 Ok(s) => s,
@@ -513,6 +593,7 @@ mod tests {
             job: JobId(5),
             iteration,
             beta: beta.to_vec(),
+            history: Vec::new(),
         }
     }
 
@@ -554,8 +635,9 @@ mod tests {
                 1,
                 &StepRequest {
                     job: JobId(5),
-                    iteration: 1,
-                    beta: vec![0.0]
+                    iteration: 0,
+                    beta: vec![0.0],
+                    history: Vec::new(),
                 },
                 None
             )
@@ -579,9 +661,73 @@ mod tests {
     }
 
     #[test]
+    fn a_site_computes_only_at_the_newton_step_the_history_leads_to() {
+        let f = fixture(Some(&[0, 1, 2]));
+        // Iteration 0 starts at zero: other coefficients are the aggregator's choice, refused.
+        let chosen = ask(&f, 0, &req(0, [0.3, -0.02]), None).unwrap_err();
+        assert!(chosen.contains("not the Newton step"), "{chosen}");
+        let first: Vec<StepMsg> = (0..3)
+            .map(|site| ask(&f, site, &req(0, [0.0, 0.0]), None).unwrap().unwrap())
+            .collect();
+        // The step the sums lead to, computed as the aggregator does.
+        let mut irls = Irls::new(
+            glm::Family::Logistic,
+            2,
+            irls_options(model_of(&f.job).unwrap()),
+        );
+        let mut sum = vec![0u64; glm::stats_len(2)];
+        for a in &first {
+            for (s, v) in sum.iter_mut().zip(&a.body.masked) {
+                *s = s.wrapping_add(*v);
+            }
+        }
+        let total: Vec<i64> = sum.into_iter().map(secagg::decode_i64).collect();
+        irls.update(&glm::decode(2, &total).unwrap()).unwrap();
+        let next = |beta: Vec<f64>, history: Vec<Vec<StepMsg>>| StepRequest {
+            job: JobId(5),
+            iteration: 1,
+            beta,
+            history,
+        };
+        let last = StepRecord {
+            iteration: 0,
+            answer: first[1].clone(),
+        };
+        let good = next(irls.beta().to_vec(), vec![first.clone()]);
+        assert!(ask(&f, 1, &good, Some(&last)).unwrap().is_some());
+        // A nudged coefficient, a missing history, a history short of one site or with a
+        // forged answer: refused, nothing computed.
+        let mut nudged = irls.beta().to_vec();
+        nudged[1] += 1e-12;
+        assert!(ask(&f, 1, &next(nudged, vec![first.clone()]), Some(&last)).is_err());
+        assert!(ask(&f, 1, &next(irls.beta().to_vec(), vec![]), Some(&last)).is_err());
+        assert!(
+            ask(
+                &f,
+                1,
+                &next(irls.beta().to_vec(), vec![first[..2].to_vec()]),
+                Some(&last)
+            )
+            .is_err()
+        );
+        let mut forged = first.clone();
+        forged[2].body.masked[0] ^= 1;
+        let why = ask(
+            &f,
+            1,
+            &next(irls.beta().to_vec(), vec![forged]),
+            Some(&last),
+        )
+        .unwrap_err();
+        assert!(why.contains("not signed"), "{why}");
+        let twice = vec![first[0].clone(), first[0].clone(), first[2].clone()];
+        assert!(ask(&f, 1, &next(irls.beta().to_vec(), vec![twice]), Some(&last)).is_err());
+    }
+
+    #[test]
     fn the_sum_of_the_sets_answers_opens_to_the_sites_statistics() {
         let f = fixture(Some(&[0, 1, 2]));
-        let r = req(0, [0.1, -0.01]);
+        let r = req(0, [0.0, 0.0]);
         let mut sum = vec![0u64; glm::stats_len(2)];
         for site in 0..3 {
             let msg = ask(&f, site, &r, None).unwrap().unwrap();
@@ -604,6 +750,7 @@ mod tests {
         // An answer to other coefficients, or from another signer, does not pass the check.
         let msg = ask(&f, 1, &r, None).unwrap().unwrap();
         assert!(check_step(&f.job, &msg, &req(0, [0.2, 0.0]), 2).is_err());
+        assert!(check_step(&f.job, &msg, &req(1, [0.0, 0.0]), 2).is_err());
         let mut forged = msg.clone();
         forged.body.member = f.job.owners[2].clone();
         assert!(check_step(&f.job, &forged, &r, 2).is_err());
