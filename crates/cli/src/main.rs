@@ -158,6 +158,15 @@ enum BenchCommand {
     Federated(bench_cmd::FederatedArgs),
     /// Redeeming a patient's code at the holding hospital's node: latency and rate.
     Redeem(bench_cmd::RedeemArgs),
+    /// ECDH-PSI (ristretto255) of two sets of --n IDs, both parties in-process, bytes on the wire.
+    Psi {
+        #[arg(long, default_value_t = 1_000_000)]
+        n: usize,
+        #[arg(long = "overlap", default_value_t = 0.5)]
+        o: f64,
+        #[arg(long = "threads")]
+        t: Option<usize>,
+    },
 }
 
 fn main() -> anyhow::Result<()> {
@@ -208,6 +217,7 @@ fn main() -> anyhow::Result<()> {
             BenchCommand::Cohort(a) => vault_cmd::run_bench(vault_cmd::Bench::Cohort(a)),
             BenchCommand::Federated(a) => bench_cmd::federated(a),
             BenchCommand::Redeem(a) => bench_cmd::redeem(a),
+            BenchCommand::Psi { n, o, t } => Ok(medspace_privacy::psi::bench::print(n, o, t)?),
         },
     }
 }

@@ -12,8 +12,11 @@
 //!   aggregate + group-by; the spec itself is `medspace_types::query`, re-exported there) to SQL
 //!   over the node's OMOP-like tables, always joined to the contract's consent allow-list, with a
 //!   fixed group layout so every site's result vector lines up for secure aggregation.
+//! - [`psi`]: private set intersection (ECDH-PSI on ristretto255) over keyed identifiers, in
+//!   cardinality-only and linked modes, the multi-site dedup rule, and its benchmark.
 
 pub mod dp;
+pub mod psi;
 pub mod query;
 pub mod release;
 pub mod secagg;
