@@ -68,7 +68,7 @@ pub mod bench;
 use curve25519_dalek::ristretto::{CompressedRistretto, RistrettoPoint};
 use curve25519_dalek::scalar::Scalar;
 use curve25519_dalek::traits::IsIdentity;
-use hkdf::Hkdf;
+use hkdf::{Hkdf, HkdfExtract};
 use rand_core::CryptoRng;
 use sha2::{Digest, Sha256, Sha512};
 use thiserror::Error;
@@ -228,11 +228,11 @@ pub fn normalize_national_id(raw: &str) -> String {
 }
 
 fn keyed(key: &ContractKey, domain: &[u8], data: &[u8]) -> Identifier {
-    // HKDF-Extract(salt = key, ikm) is HMAC-SHA-256(key, ikm).
-    let mut ikm = Vec::with_capacity(domain.len() + data.len());
-    ikm.extend_from_slice(domain);
-    ikm.extend_from_slice(data);
-    let (prk, _) = Hkdf::<Sha256>::extract(Some(&key.0), &ikm);
+    // HKDF-Extract(salt = key, ikm = domain || data) is HMAC-SHA-256(key, domain || data).
+    let mut extract = HkdfExtract::<Sha256>::new(Some(&key.0));
+    extract.input_ikm(domain);
+    extract.input_ikm(data);
+    let (prk, _) = extract.finalize();
     Identifier(prk.into())
 }
 
@@ -783,8 +783,10 @@ where
     I: AsRef<[u8]> + Sync,
     R: CryptoRng + ?Sized,
 {
+    // Every site but the last answers the sites after it.
     let senders = sites
         .iter()
+        .take(sites.len().saturating_sub(1))
         .map(|ids| Sender::new(rng, ids, Mode::Linked, threads))
         .collect::<Result<Vec<_>, _>>()?;
     let mut plan = Vec::with_capacity(sites.len());
