@@ -168,6 +168,15 @@ enum BenchCommand {
         #[arg(long, default_value_t = 1)]
         threads: usize,
     },
+    /// ECDH-PSI (ristretto255) of two sets of --n IDs, both parties in-process, bytes on the wire.
+    Psi {
+        #[arg(long, default_value_t = 1_000_000)]
+        n: usize,
+        #[arg(long = "overlap", default_value_t = 0.5)]
+        o: f64,
+        #[arg(long = "threads")]
+        t: Option<usize>,
+    },
 }
 
 fn main() -> anyhow::Result<()> {
@@ -219,6 +228,7 @@ fn main() -> anyhow::Result<()> {
             BenchCommand::Federated(a) => bench_cmd::federated(a),
             BenchCommand::Redeem(a) => bench_cmd::redeem(a),
             BenchCommand::Glm { persons, threads } => Ok(bench_glm::run_cli(persons, threads)?),
+            BenchCommand::Psi { n, o, t } => Ok(medspace_privacy::psi::bench::print(n, o, t)?),
         },
     }
 }
