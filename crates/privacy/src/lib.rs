@@ -16,13 +16,12 @@
 //!   aggregate + group-by; the spec itself is `medspace_types::query`, re-exported there) to SQL
 //!   over the node's OMOP-like tables, always joined to the contract's consent allow-list, with a
 //!   fixed group layout so every site's result vector lines up for secure aggregation.
-//! - [`features`]: the per-person rows of a model or a survival curve (variables built from the
+//! - [`query::features`]: the per-person rows of a model or a survival curve (variables built from the
 //!   CDM at the index date), compiled to SQL after the same cohort; they never leave the site.
 //! - [`psi`]: private set intersection (ECDH-PSI on ristretto255) over keyed identifiers, in
 //!   cardinality-only and linked modes, the multi-site dedup rule, and its benchmark.
 
 pub mod dp;
-pub mod features;
 pub mod glm;
 pub mod psi;
 pub mod query;

@@ -7,6 +7,8 @@
 //! every site's vector lines up for secure aggregation. The semantics of a compiled query are
 //! those documented on [`medspace_types::query`].
 
+pub mod features;
+
 use std::fmt::Write as _;
 
 pub use medspace_types::query::*;
@@ -96,11 +98,11 @@ pub fn compile_sql(spec: &QuerySpec, consented_table: &str) -> Result<String, Qu
     let _ = write!(sql, ")");
     match &spec.aggregate {
         Aggregate::Model(model) => {
-            crate::features::model_rows(&mut sql, model, &c.index_date)?;
+            features::model_rows(&mut sql, model, &c.index_date)?;
             return Ok(sql);
         }
         Aggregate::Survival(surv) => {
-            crate::features::survival_rows(&mut sql, surv, &c.index_date, &spec.group_by)?;
+            features::survival_rows(&mut sql, surv, &c.index_date, &spec.group_by)?;
             return Ok(sql);
         }
         Aggregate::Count | Aggregate::Mean(_) => {}

@@ -12,7 +12,7 @@
 //! Module map: [`codec`] (bounded [`Text`], [`List`], [`Blob`] and the encoding macros),
 //! [`ids`] (identifiers and [`struct@Hash`]), [`keys`] (ed25519 keys and signatures),
 //! [`domain`] (roles, levels, purposes, members, the policy, the catalog), [`query`] (the
-//! federated query specification: parsing, what it reads, its codes and level), [`model`] (its
+//! federated query specification: parsing, what it reads, its codes and level), [`query::model`] (its
 //! regressions and survival curves), [`tx`] (payloads,
 //! [`TxBody`], [`SignedTx`]), [`genesis`] (the first state's description). Every decoder (each
 //! wire type's `Decode`, [`SignedTx::from_bytes`], the text and JSON forms) is fuzzed with
@@ -26,7 +26,6 @@ pub mod domain;
 pub mod genesis;
 pub mod ids;
 pub mod keys;
-pub mod model;
 pub mod query;
 pub mod tx;
 

@@ -32,9 +32,8 @@
 
 use crate::Level;
 use crate::classification::Classification;
-pub use crate::model::{
-    Clamped, Event, Family, Feature, ModelSpec, SurvivalSpec, Threshold, Window,
-};
+pub mod model;
+pub use model::{Clamped, Event, Family, Feature, ModelSpec, SurvivalSpec, Threshold, Window};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use std::fmt;
 use thiserror::Error;
@@ -416,9 +415,9 @@ pub enum Aggregate {
     Count,
     /// Clamped mean of a measurement: the node releases `n` and `sum_fixed`.
     Mean(MeanSpec),
-    /// A regression fitted across the sites ([`crate::model`]); no `group_by`.
+    /// A regression fitted across the sites ([`model`]); no `group_by`.
     Model(ModelSpec),
-    /// Kaplan–Meier curves per group and the log-rank test ([`crate::model`]).
+    /// Kaplan–Meier curves per group and the log-rank test ([`model`]).
     Survival(SurvivalSpec),
 }
 

@@ -5,12 +5,18 @@
 //! round instead of starting another.
 
 use super::ingress::Mailbox;
+use super::model::{check_step, family, irls_options, result};
 use super::{Config, DataPlane};
 use crate::WorkerError;
 use crate::round::{Job, RoundError};
 use crate::store::Collected;
 use crate::transport::{PeerError, Transport};
-use crate::wire::{DealingMsg, MaskRequest, MaskedMsg, ResultCell, ResultDoc, RevealMsg};
+use crate::wire::{
+    DealingMsg, MaskRequest, MaskedMsg, ResultCell, ResultDoc, RevealMsg, StepMsg, StepRequest,
+};
+use medspace_privacy::glm::{self, Irls, Progress, Stats};
+use medspace_privacy::query::ModelSpec;
+use medspace_privacy::secagg;
 use commonware_runtime::Clock;
 use futures::future::join_all;
 use medspace_ledger::Ledger;
@@ -579,5 +585,111 @@ impl<L: Ledger, T: Transport, P: DataPlane> Aggregation<L, T, P> {
                 matches!(state.job(job), Ok(Some(j)) if j.status == JobStatus::Submitted)
             })
             .await
+    }
+}
+
+/// A model's job, after the ledger fixed its set ([`super::model`]).
+impl<L: Ledger, T: Transport, P: DataPlane> Aggregation<L, T, P> {
+    async fn step_of(&self, site: &MemberId, req: StepRequest) -> Result<StepMsg, PeerError> {
+        if *site == self.cfg.member {
+            self.me.step(req, site.clone()).await
+        } else {
+            self.transport.step(site, req).await
+        }
+    }
+
+    /// Runs a model's job from its fixed set `u` (site indices) to a posted result or failure.
+    pub(crate) async fn run_model<E: Clock>(
+        &self,
+        clock: &E,
+        job: &Job,
+        m: &ModelSpec,
+        mut collected: Collected,
+        u: &[usize],
+    ) -> Result<(), WorkerError> {
+        let p = m.covariates.len() + 1;
+        let fam = family(m.family);
+        let mut irls = Irls::new(fam, p, irls_options(m));
+        let mut history: Vec<Vec<StepMsg>> = Vec::new();
+        let sites: Vec<MemberId> = u
+            .iter()
+            .filter_map(|i| job.owners.get(*i).cloned())
+            .collect();
+        loop {
+            let req = StepRequest {
+                job: self.job,
+                iteration: irls.iteration(),
+                beta: irls.beta().to_vec(),
+                history: history.clone(),
+            };
+            let deadline = clock.current() + self.cfg.step_timeout;
+            let asks = sites.iter().map(|site| {
+                let req = req.clone();
+                async move {
+                    let answer = ask_until(clock, deadline, |_| {
+                        self.step_of(site, req.clone())
+                    })
+                    .await;
+                    (site.clone(), answer)
+                }
+            });
+            let mut sum = vec![0u64; glm::stats_len(p)];
+            let mut contributions = Vec::with_capacity(sites.len());
+            let mut answers = Vec::with_capacity(sites.len());
+            for (site, answer) in join_all(asks).await {
+                let msg = match answer
+                    .map_err(|e| e.to_string())
+                    .and_then(|msg| check_step(job, &msg, &req, p).map(|()| msg))
+                {
+                    Ok(msg) => msg,
+                    Err(why) => {
+                        collected.dropped.push((site.to_string(), why.clone()));
+                        let why =
+                            format!("{site} did not answer iteration {}: {why}", req.iteration);
+                        return self.fail(clock, job, &collected, &why).await;
+                    }
+                };
+                for (s, v) in sum.iter_mut().zip(&msg.body.masked) {
+                    *s = s.wrapping_add(*v);
+                }
+                contributions.push(msg.body.contribution.clone());
+                answers.push(msg);
+            }
+            history.push(answers);
+            let total: Vec<i64> = sum.into_iter().map(secagg::decode_i64).collect();
+            let stats: Stats = match glm::decode(p, &total) {
+                Ok(s) => s,
+                Err(e) => {
+                    let why = format!("the summed statistics do not decode: {e}");
+                    return self.fail(clock, job, &collected, &why).await;
+                }
+            };
+            match irls.update(&stats) {
+                Ok(Progress::Continue) => continue,
+                Ok(Progress::Converged) => {
+                    let fit = match glm::summarize(fam, &m.terms(), &irls, &stats) {
+                        Ok(fit) => fit,
+                        Err(e) => {
+                            let why = format!("the fit cannot be summarized: {e}");
+                            return self.fail(clock, job, &collected, &why).await;
+                        }
+                    };
+                    collected.contributions = contributions;
+                    self.cfg.store.put_collected(self.job, &collected)?;
+                    let mut doc = self.doc(job, &collected, Vec::new(), true);
+                    doc.contributions = collected
+                        .contributions
+                        .iter()
+                        .map(|c| (c.member.clone(), c.records))
+                        .collect();
+                    doc.model = Some(result(m, &fit));
+                    return self.release_doc(clock, &doc).await;
+                }
+                Err(e) => {
+                    let why = format!("the fit stopped at iteration {}: {e}", irls.iteration());
+                    return self.fail(clock, job, &collected, &why).await;
+                }
+            }
+        }
     }
 }

@@ -23,20 +23,14 @@
 //!    in time, or a fit that does not converge, ends the job with the reason (a later step
 //!    cannot drop a site: recovering its masks would expose its earlier answers).
 
-use super::aggregate::Aggregation;
-use super::{DataPlane, ModelRows};
-use crate::WorkerError;
+use super::ModelRows;
 use crate::round::Job;
-use crate::store::{Collected, StepRecord};
-use crate::transport::{PeerError, Transport};
+use crate::store::StepRecord;
 use crate::wire::{
     CurvePoint, CurveResult, Hex, ModelResult, STEP_NAMESPACE, Signed, StepBody, StepMsg,
     StepRequest, SurvivalResult, TermRow,
 };
-use commonware_runtime::Clock;
-use futures::future::join_all;
-use medspace_ledger::Ledger;
-use medspace_privacy::glm::{self, DpGlm, Irls, Options, Progress, Rows, Stats};
+use medspace_privacy::glm::{self, DpGlm, Irls, Options, Progress, Rows};
 use medspace_privacy::query::{Aggregate, Family, Feature, ModelSpec};
 use medspace_privacy::secagg::{self, Keys};
 use medspace_types::{Keypair, MemberId, SignedContribution};
@@ -277,7 +271,7 @@ pub fn answer_step<R: CryptoRng>(
 }
 
 /// Checks a step answer: for this job, step and set, signed by its site, of the model's length.
-fn check_step(job: &Job, msg: &StepMsg, req: &StepRequest, p: usize) -> Result<(), String> {
+pub(crate) fn check_step(job: &Job, msg: &StepMsg, req: &StepRequest, p: usize) -> Result<(), String> {
     let b = &msg.body;
     let i = job
         .index(&b.member)
@@ -298,7 +292,7 @@ fn check_step(job: &Job, msg: &StepMsg, req: &StepRequest, p: usize) -> Result<(
     Ok(())
 }
 
-fn result(m: &ModelSpec, fit: &glm::Fit) -> ModelResult {
+pub(crate) fn result(m: &ModelSpec, fit: &glm::Fit) -> ModelResult {
     ModelResult {
         family: m.family.as_str().to_string(),
         terms: fit
@@ -383,111 +377,6 @@ pub fn survival_result(
             .collect(),
         log_rank,
     })
-}
-
-impl<L: Ledger, T: Transport, P: DataPlane> Aggregation<L, T, P> {
-    async fn step_of(&self, site: &MemberId, req: StepRequest) -> Result<StepMsg, PeerError> {
-        if *site == self.cfg.member {
-            self.me.step(req, site.clone()).await
-        } else {
-            self.transport.step(site, req).await
-        }
-    }
-
-    /// Runs a model's job from its fixed set `u` (site indices) to a posted result or failure.
-    pub(crate) async fn run_model<E: Clock>(
-        &self,
-        clock: &E,
-        job: &Job,
-        m: &ModelSpec,
-        mut collected: Collected,
-        u: &[usize],
-    ) -> Result<(), WorkerError> {
-        let p = m.covariates.len() + 1;
-        let fam = family(m.family);
-        let mut irls = Irls::new(fam, p, irls_options(m));
-        let mut history: Vec<Vec<StepMsg>> = Vec::new();
-        let sites: Vec<MemberId> = u
-            .iter()
-            .filter_map(|i| job.owners.get(*i).cloned())
-            .collect();
-        loop {
-            let req = StepRequest {
-                job: self.job,
-                iteration: irls.iteration(),
-                beta: irls.beta().to_vec(),
-                history: history.clone(),
-            };
-            let deadline = clock.current() + self.cfg.step_timeout;
-            let asks = sites.iter().map(|site| {
-                let req = req.clone();
-                async move {
-                    let answer = super::aggregate::ask_until(clock, deadline, |_| {
-                        self.step_of(site, req.clone())
-                    })
-                    .await;
-                    (site.clone(), answer)
-                }
-            });
-            let mut sum = vec![0u64; glm::stats_len(p)];
-            let mut contributions = Vec::with_capacity(sites.len());
-            let mut answers = Vec::with_capacity(sites.len());
-            for (site, answer) in join_all(asks).await {
-                let msg = match answer
-                    .map_err(|e| e.to_string())
-                    .and_then(|msg| check_step(job, &msg, &req, p).map(|()| msg))
-                {
-                    Ok(msg) => msg,
-                    Err(why) => {
-                        collected.dropped.push((site.to_string(), why.clone()));
-                        let why =
-                            format!("{site} did not answer iteration {}: {why}", req.iteration);
-                        return self.fail(clock, job, &collected, &why).await;
-                    }
-                };
-                for (s, v) in sum.iter_mut().zip(&msg.body.masked) {
-                    *s = s.wrapping_add(*v);
-                }
-                contributions.push(msg.body.contribution.clone());
-                answers.push(msg);
-            }
-            history.push(answers);
-            let total: Vec<i64> = sum.into_iter().map(secagg::decode_i64).collect();
-            let stats: Stats = match glm::decode(p, &total) {
-                Ok(s) => s,
-                Err(e) => {
-                    let why = format!("the summed statistics do not decode: {e}");
-                    return self.fail(clock, job, &collected, &why).await;
-                }
-            };
-            match irls.update(&stats) {
-                Ok(Progress::Continue) => continue,
-                Ok(Progress::Converged) => {
-                    let fit = match glm::summarize(fam, &m.terms(), &irls, &stats) {
-                        Ok(fit) => fit,
-                        Err(e) => {
-                            let why = format!("the fit cannot be summarized: {e}");
-                            return self.fail(clock, job, &collected, &why).await;
-                        }
-                    };
-                    collected.contributions = contributions;
-                    self.cfg.store.put_collected(self.job, &collected)?;
-                    let mut doc = self.doc(job, &collected, Vec::new(), true);
-                    doc.contributions = collected
-                        .contributions
-                        .iter()
-                        .map(|c| (c.member.clone(), c.records))
-                        .collect();
-                    doc.model = Some(result(m, &fit));
-                    return self.release_doc(clock, &doc).await;
-                }
-                Err(e) => {
-                    let why = format!("the fit stopped at iteration {}: {e}", irls.iteration());
-                    return self.fail(clock, job, &collected, &why).await;
-                }
-            }
-        }
-    }
 }
 
 #[cfg(test)]

@@ -29,7 +29,7 @@
 //! Like the rest of a query, a specification holds no floating point: bounds and penalties are
 //! exact [`Decimal`]s.
 
-use crate::query::{CmpOp, Decimal, QueryError, valid_code};
+use super::{CmpOp, Decimal, QueryError, valid_code};
 use serde::{Deserialize, Serialize};
 
 /// Most covariates a model may have (besides its intercept).
@@ -225,13 +225,13 @@ impl Feature {
         }
         match self {
             Feature::Measurement(m) => {
-                crate::query::check_bound(field, m.lower)?;
-                crate::query::check_bound(field, m.upper)?;
+                super::check_bound(field, m.lower)?;
+                super::check_bound(field, m.upper)?;
                 if m.lower >= m.upper {
                     return Err(QueryError::Bounds);
                 }
             }
-            Feature::Above(t) => crate::query::check_bound(field, t.value)?,
+            Feature::Above(t) => super::check_bound(field, t.value)?,
             Feature::ConditionWithin(w) | Feature::CountWithin(w)
                 if w.days == 0 || w.days > MAX_DAYS =>
             {

@@ -1,5 +1,5 @@
 //! The per-person rows of a model or a survival curve, compiled to SQL after the cohort of
-//! [`crate::query::compile_sql`]. These rows never leave the site: the data plane turns them
+//! [`super::compile_sql`]. These rows never leave the site: the data plane turns them
 //! into the site's statistics ([`crate::glm::site_stats`], [`crate::survival::site_vector`]),
 //! and only those (masked) do.
 //!
@@ -12,7 +12,7 @@
 //! Dates are compared as their day numbers (`CAST(date AS BIGINT)`, days since 1970-01-01), so a
 //! window is integer arithmetic on the index day computed here.
 
-use crate::query::{
+use super::{
     Clamped, Event, Feature, GroupField, ModelSpec, QueryError, SurvivalSpec, Threshold,
     age_band_sql, index_day, sql_decimal,
 };
@@ -240,7 +240,7 @@ pub(crate) fn survival_rows(
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used)]
-    use crate::query::{compile_sql, parse};
+    use super::super::{compile_sql, parse};
 
     #[test]
     fn a_model_selects_one_row_per_person_with_its_variables() {
