@@ -826,7 +826,7 @@ const STRINGS = {
     err_days: "合同有效期至少一天。",
     // ---- researcher: models and survival curves
     agg_model: "回归模型",
-    agg_survival: "生存曲线（Kaplan–Meier）",
+    agg_survival: "生存曲线（乘积极限法）",
     model_hint: "模型在整个队列上拟合，不分组：请把性别或年龄作为协变量。",
     model_family: "模型",
     fam_logistic: "逻辑回归（是/否结局：比值比）",
@@ -915,7 +915,7 @@ const STRINGS = {
     log_rank: "对数秩检验：χ² = {chi2}，自由度 {df}，p = {p}",
     log_rank_none: "无对数秩检验：只有一条曲线。",
     km_title: "作业 {job} 公布的各组生存率",
-    km_desc: "每组一条 Kaplan–Meier 曲线，阴影为 95% 置信带；纵轴从 {floor} 开始。下方表格给出相同的数字。",
+    km_desc: "每组一条乘积极限法生存曲线，阴影为 95% 置信带；纵轴从 {floor} 开始。下方表格给出相同的数字。",
     km_axis_x: "索引日期后的天数（步长 {bin} 天）",
     km_axis_y: "生存率",
     km_legend: "{group}（n = {n}）",
