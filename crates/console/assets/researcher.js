@@ -319,7 +319,7 @@ async function studyPage() {
     event: h("select", { id: "event" }, [["death", "ev_death"], ["condition", "ev_condition"]].map(([v, k]) => h("option", { value: v }, t(k)))),
     ecode: input("ecode"),
     horizon: h("input", { id: "horizon", type: "number", min: "1", max: String(MAX_DAYS), value: "1825" }),
-    bin: h("input", { id: "bin", type: "number", min: "1", value: "30" }),
+    bin: h("input", { id: "bin", type: "number", min: "1", max: String(MAX_DAYS), value: "30" }),
     sdp: h("input", { id: "sdp", type: "checkbox" }),
     mean: input("mean"),
     lower: input("lower", { inputmode: "decimal" }),
@@ -438,7 +438,7 @@ async function studyPage() {
     }
     const uniq = r.map(([a, b]) => {
       const lv = Math.max(...fields.filter((x) => x.table === a && x.field === b).map((x) => x.level), 1);
-      return [`${a}.${b}`, h("span", { class: "lv lv" + lv }, levelName(lv))];
+      return [h("span", { translate: "no" }, `${a}.`, h("wbr"), b), h("span", { class: "lv lv" + lv }, levelName(lv))];
     });
     preview.replaceChildren(
       h("h2", { id: "preview-h" }, t("preview_title")),
