@@ -225,6 +225,12 @@ fn the_builder_writes_models_and_the_results_show_them() {
         en["km"][0]["logRank"]
     );
     assert_eq!(en["points"], 84);
+    assert!(
+        en["survivalText"]
+            .as_str()
+            .unwrap()
+            .contains("No noise was added")
+    );
     // The CSV files hold the released numbers.
     let csv = en["modelCsv"].as_str().unwrap();
     assert_eq!(csv.lines().count(), 6, "{csv}");
@@ -258,4 +264,140 @@ fn the_builder_writes_models_and_the_results_show_them() {
         assert!(!text.contains(english), "{english} in the Chinese builder");
     }
     std::fs::remove_dir_all(&dir).unwrap();
+}
+
+/// A logistic model and Kaplan–Meier curves by sex, each run under its own approved contract on
+/// a devnet (from the command line), shown on the researcher's contract pages: the terms and
+/// the groups the page shows are those of the result the ledger's hash commits to.
+#[test]
+fn a_devnet_model_and_survival_job_show_on_the_contract_page() {
+    let Some(browser_dir) = browser_or_skip("console models devnet browser test") else {
+        return;
+    };
+    let dir = std::env::temp_dir().join(format!(
+        "medspace-console-models-live-{}",
+        std::process::id()
+    ));
+    let _ = std::fs::remove_dir_all(&dir);
+    let net = start_with(&dir, 30);
+    let consortium = consortium(&dir);
+    let key = consortium.user_key("research-1.researcher").unwrap();
+    let wallet = dir.join("research-1.researcher.json");
+    browser_key(key, &wallet);
+    let mut contracts = Vec::new();
+    for (name, spec) in [
+        (
+            "model",
+            r#"{"version":1,"cohort":{"index_date":"2024-01-01"},"aggregate":{"model":{"family":"logistic","outcome":{"condition":"38341003"},"covariates":["age","female"],"max_iterations":25,"dp":false}}}"#,
+        ),
+        ("survival", SURVIVAL_SPEC),
+    ] {
+        let file = dir.join(format!("{name}.json"));
+        std::fs::write(&file, spec).unwrap();
+        let text = cli(
+            &dir,
+            &[
+                "query",
+                "contract",
+                "--spec",
+                file.to_str().unwrap(),
+                "--study",
+                &format!("console-{name}"),
+                "--budget",
+                "1.0",
+            ],
+        );
+        let contract = text
+            .lines()
+            .find_map(|l| l.strip_prefix("contract "))
+            .unwrap_or_else(|| panic!("no contract in:\n{text}"))
+            .trim()
+            .to_string();
+        for reviewer in [
+            "hospital-a.steward",
+            "hospital-b.steward",
+            "hospital-c.steward",
+            "hospital-a.data-committee",
+            "hospital-b.ethics-committee",
+        ] {
+            let text = cli(
+                &dir,
+                &[
+                    "query",
+                    "--as",
+                    reviewer,
+                    "approve",
+                    "--contract",
+                    &contract,
+                ],
+            );
+            if text.contains("-> contract ACTIVE") {
+                break;
+            }
+        }
+        let text = cli(
+            &dir,
+            &["query", "run", "--contract", &contract, "--epsilon", "0.1"],
+        );
+        assert!(!text.contains("nothing was released"), "{text}");
+        contracts.push(contract);
+    }
+    let shots = root().join("target/console-screenshots");
+    let out = Command::new("node")
+        .arg(root().join("crates/cli/tests/console/driver_models_live.mjs"))
+        .env("BROWSER_DIR", &browser_dir)
+        .env("RESEARCH_URL", &net.consoles["research-1"])
+        .env("KEY", &wallet)
+        .env("MODEL_CONTRACT", &contracts[0])
+        .env("SURVIVAL_CONTRACT", &contracts[1])
+        .env("SHOTS", &shots)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let r: Value = stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("RESULT "))
+        .map(|j| serde_json::from_str(j).unwrap())
+        .unwrap_or_else(|| {
+            panic!(
+                "the driver failed:\n{stdout}\n{}",
+                String::from_utf8_lossy(&out.stderr)
+            )
+        });
+    assert_eq!(r["ok"], true, "{r:#}");
+
+    // What the pages showed is the result the ledger's hash commits to.
+    let genesis = medspace_chain::node::Genesis::load(&dir.join("genesis.json")).unwrap();
+    let ledger = medspace_client::remote::Remote::connect(&genesis, key).unwrap();
+    let released = |kind: &str| {
+        let job: medspace_types::JobId = r[kind]["job"].as_str().unwrap().parse().unwrap();
+        let record = ledger.state().job(job).unwrap().unwrap().result.unwrap();
+        medspace_client::study::fetch_result(&ledger, key, job, &record).unwrap()
+    };
+    let doc = released("model");
+    let terms: Vec<String> = doc
+        .model
+        .as_ref()
+        .unwrap()
+        .terms
+        .iter()
+        .map(|t| t.name.clone())
+        .collect();
+    assert_eq!(r["model"]["terms"], json!(terms));
+    assert_eq!(r["model"]["forest"], 1);
+    let doc = released("survival");
+    let groups: Vec<String> = doc
+        .survival
+        .as_ref()
+        .unwrap()
+        .curves
+        .iter()
+        .map(|c| c.group.clone())
+        .collect();
+    assert_eq!(r["survival"]["groups"], json!(groups));
+    assert_eq!(r["survival"]["curves"], json!(groups.len()));
+    // The spec asked for no noise: the page says the counts are exact.
+    let text = r["survival"]["text"].as_str().unwrap();
+    assert!(text.contains("No noise was added"), "{text}");
+    drop(net);
 }

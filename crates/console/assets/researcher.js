@@ -814,8 +814,10 @@ function survivalCsv(sv) {
   return lines.join("\n") + "\n";
 }
 
-function survivalView(job, doc) {
+function survivalView(job, doc, spec) {
   const sv = doc.survival;
+  // Whether the counts were noised is the approved computation's (`dp`), not the result's.
+  const dp = spec && spec.aggregate && spec.aggregate.survival ? !!spec.aggregate.survival.dp : null;
   const bin = Number(sv.bin_days) || 1;
   const curves = sv.curves || [];
   const summary = curves.map((c) => {
@@ -834,7 +836,7 @@ function survivalView(job, doc) {
     );
   });
   return [
-    h("p", { class: "muted" }, t("surv_protection", { k: number(doc.k) }), " ", Number(doc.epsilon_micro) > 0 ? t("surv_noise", { eps: eps(doc.epsilon_micro) }) : t("surv_exact")),
+    h("p", { class: "muted" }, t("surv_protection", { k: number(doc.k) }), dp === null ? null : [" ", dp ? t("surv_noise", { eps: eps(doc.epsilon_micro) }) : t("surv_exact")]),
     h("div", { class: "scroll" }, table([t("col_group"), t("col_entered"), t("col_events"), t("col_surv_last"), t("col_withheld")], summary, { class: "curves" })),
     sv.log_rank ? h("p", { id: "log-rank-" + job.id }, logRankText(sv.log_rank)) : h("p", { class: "muted" }, t("log_rank_none")),
     kmChart(sv, t("km_title", { job: job.id })),
@@ -859,14 +861,14 @@ function survivalView(job, doc) {
 }
 
 /// A released result: a coefficient table and forest plot for a model, Kaplan–Meier curves for
-/// survival, else the counts or means per group.
-export function resultView(job, doc) {
+/// survival, else the counts or means per group. `computation` is the contract's spec text.
+export function resultView(job, doc, computation) {
   if (doc.model || doc.survival) {
     return h(
       "div",
       { class: "result", "data-job": job.id, "data-verified": "true", "data-kind": doc.model ? "model" : "survival" },
       h("p", {}, h("span", { class: "badge ok" }, "✓ " + t("result_verified"))),
-      doc.model ? modelView(job, doc) : survivalView(job, doc),
+      doc.model ? modelView(job, doc) : survivalView(job, doc, specOfText(computation)),
       (doc.contributions || []).length ? h("p", { class: "muted" }, t("contributed", { who: list(doc.contributions.map(([m, n]) => t("contrib_one", { m, n: number(n) }))) })) : null,
       (doc.dropped || []).map(([m, why]) => h("p", { class: "muted" }, t("dropped", { m, why }))),
       doc.failure ? h("div", { class: "notice" }, t("nothing_released", { why: doc.failure })) : null,
@@ -874,6 +876,14 @@ export function resultView(job, doc) {
   }
   return countView(job, doc);
 }
+
+const specOfText = (text) => {
+  try {
+    return text ? JSON.parse(text) : null;
+  } catch {
+    return null;
+  }
+};
 
 function countView(job, doc) {
   const cells = doc.cells || [];
@@ -957,7 +967,7 @@ async function contractPage(id) {
                 "section",
                 { class: "card job", "data-job": j.id, "aria-labelledby": "h-" + j.id },
                 h("h3", { id: "h-" + j.id }, t("job_head", { job: j.id, when: date(j.timeMs) })),
-                !j.result ? h("p", {}, t("job_running")) : r instanceof Error ? notice(r) : resultView(j, r),
+                !j.result ? h("p", {}, t("job_running")) : r instanceof Error ? notice(r) : resultView(j, r, rec.computation),
               );
             })
         : h("p", {}, t("jobs_none")),

@@ -159,7 +159,7 @@ async function results(page, locale) {
     async ([m, s]) => {
       const ui = await import("./ui.js");
       const R = await import("./researcher.js");
-      ui.show(ui.h("h1", {}, "…"), ui.h("section", { class: "card job" }, R.resultView({ id: m.job }, m)), ui.h("section", { class: "card job" }, R.resultView({ id: s.job }, s)));
+      ui.show(ui.h("h1", {}, "…"), ui.h("section", { class: "card job" }, R.resultView({ id: m.job }, m)), ui.h("section", { class: "card job" }, R.resultView({ id: s.job }, s, '{"aggregate":{"survival":{"dp":false}}}')));
     },
     [model, survival],
   );
@@ -168,6 +168,7 @@ async function results(page, locale) {
   out.forest = await page.$$eval(`.result[data-job="${model.job}"] svg.forest`, (x) => x.map((s) => ({ title: s.querySelector("title").textContent, desc: s.querySelector("desc").textContent, rows: s.querySelectorAll("rect.point").length, labelledBy: !!document.getElementById(s.getAttribute("aria-describedby")) })));
   out.curves = await page.$$eval(`.result[data-job="${survival.job}"] table.curves tbody tr`, (x) => x.map((r) => [r.dataset.group, ...[...r.cells].map((c) => c.textContent)]));
   out.km = await page.$$eval(`.result[data-job="${survival.job}"] svg.km`, (x) => x.map((s) => ({ title: s.querySelector("title").textContent, paths: s.querySelectorAll("path.curve").length, bands: s.querySelectorAll("polygon.band").length, logRank: (s.querySelector("#log-rank-line") || {}).textContent || "" })));
+  out.survivalText = await page.textContent(`.result[data-job="${survival.job}"]`);
   out.points = await page.$$eval(`.result[data-job="${survival.job}"] table.points tbody tr`, (x) => x.length);
   const csv = async (job) => {
     const [dl] = await Promise.all([page.waitForEvent("download"), page.click("#csv-" + job)]);
