@@ -733,7 +733,7 @@ function modelView(job, doc) {
       [t("model_noise"), m.dp ? t("model_dp_yes", { eps: eps(doc.epsilon_micro) }) : t("model_dp_no")],
     ]),
     h("div", { class: "scroll" }, table(cols, rows, { class: "terms" })),
-    forestPlot(m, t("forest_title", { job: job.id })),
+    h("div", { class: "scroll" }, forestPlot(m, t("forest_title", { job: job.id }))),
     h("p", {}, csvLink(job, modelCsv(m), "csv_model")),
   ];
 }
@@ -839,7 +839,7 @@ function survivalView(job, doc, spec) {
     h("p", { class: "muted" }, t("surv_protection", { k: number(doc.k) }), dp === null ? null : [" ", dp ? t("surv_noise", { eps: eps(doc.epsilon_micro) }) : t("surv_exact")]),
     h("div", { class: "scroll" }, table([t("col_group"), t("col_entered"), t("col_events"), t("col_surv_last"), t("col_withheld")], summary, { class: "curves" })),
     sv.log_rank ? h("p", { id: "log-rank-" + job.id }, logRankText(sv.log_rank)) : h("p", { class: "muted" }, t("log_rank_none")),
-    kmChart(sv, t("km_title", { job: job.id })),
+    h("div", { class: "scroll" }, kmChart(sv, t("km_title", { job: job.id }))),
     h(
       "details",
       {},
