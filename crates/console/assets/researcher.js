@@ -6,8 +6,8 @@
 // table and a CSV file.
 
 import * as L from "./ledger.js";
-import { t, date, number, list } from "./i18n.js";
-import { state, h, show, notice, facts, table, bars, submitting, onNewBlocks } from "./ui.js";
+import { t, date, number, list, intlTag } from "./i18n.js";
+import { state, h, s as svgEl, show, notice, facts, table, bars, submitting, onNewBlocks } from "./ui.js";
 
 const LEVEL = { L1: 1, L2: 2, L3: 3, L4: 4 };
 const PURPOSES = ["research", "public_health", "drug_safety"];
@@ -96,6 +96,15 @@ export function reads(spec) {
   const measured = !!c.measurement || (spec.aggregate && spec.aggregate.mean);
   table(measured, "measurement", "measurement_source_value", "measurement_date");
   if (measured) out.push(["measurement", "value_as_number"]);
+  const agg = spec.aggregate || {};
+  if (agg.model) {
+    out.push(["person", "gender_source_value"]);
+    for (const v of [agg.model.outcome, ...(agg.model.covariates || [])]) out.push(...featureReads(v));
+  }
+  if (agg.survival) {
+    out.push(["death", "person_id"], ["death", "death_date"], ["visit_occurrence", "person_id"], ["visit_occurrence", "visit_start_date"]);
+    if (agg.survival.event && agg.survival.event.condition !== undefined) table(true, "condition_occurrence", "condition_source_value", "condition_start_date");
+  }
   const seen = new Set();
   return out.filter(([a, b]) => !seen.has(a + "." + b) && seen.add(a + "." + b)).sort((x, y) => (x.join(".") < y.join(".") ? -1 : 1));
 }
@@ -112,6 +121,121 @@ export function specJson(spec, indent) {
   return JSON.stringify(spec, null, indent).replace(/"@@decimal:(-?[0-9.]+)"/g, "$1");
 }
 
+// ---------------------------------------------------------------- models and survival curves
+
+/// A model's variable kinds (`types::model::Feature`) and the fields each takes.
+export const FEATURE_KINDS = ["age", "female", "condition", "drug", "procedure", "measurement", "above", "condition_within", "count_within"];
+const KIND_FIELDS = {
+  age: [],
+  female: [],
+  condition: ["code"],
+  drug: ["code"],
+  procedure: ["code"],
+  measurement: ["code", "lower", "upper"],
+  above: ["code", "op", "value"],
+  condition_within: ["code", "days"],
+  count_within: ["code", "days"],
+};
+const OPS = [">=", ">", "<=", "<", "="];
+const MAX_COVARIATES = 16;
+const MAX_ITERATIONS = 50;
+const MAX_DAYS = 10958;
+const MAX_BINS = 4096;
+const CODE = /^[A-Za-z0-9.-]{1,32}$/;
+const NUM = /^-?\d{1,10}(\.\d{1,9})?$/;
+const kindOf = (v) => (typeof v === "string" ? v : Object.keys(v || {})[0]);
+const isBinary = (k) => !["age", "measurement", "count_within"].includes(k);
+const val = (x) => (x && x.value !== undefined ? String(x.value).trim() : "");
+// Whole numbers as JSON numbers; anything else stays text (and is refused by the checks).
+const whole = (v) => (/^\d{1,9}$/.test(String(v).trim()) ? Number(v) : String(v).trim());
+
+/// A variable's JSON from its row (`row.kind.value`, `row.code.value`, …).
+export function featureOf(r) {
+  const k = r.kind.value;
+  const code = val(r.code);
+  if (k === "measurement") return { measurement: { code, lower: dec(val(r.lower) || "0"), upper: dec(val(r.upper) || "0") } };
+  if (k === "above") return { above: { code, op: r.op.value, value: dec(val(r.value) || "0") } };
+  if (k === "condition_within" || k === "count_within") return { [k]: { code, days: whole(val(r.days)) } };
+  if (KIND_FIELDS[k] && KIND_FIELDS[k].length) return { [k]: code };
+  return k;
+}
+
+/// What a variable reads: `Feature::reads`.
+function featureReads(v) {
+  const coded = (t, code, d) => [[t, "person_id"], [t, code], [t, d]];
+  const cond = coded("condition_occurrence", "condition_source_value", "condition_start_date");
+  switch (kindOf(v)) {
+    case "age":
+      return [["person", "year_of_birth"]];
+    case "female":
+      return [["person", "gender_source_value"]];
+    case "condition":
+    case "condition_within":
+      return cond;
+    case "count_within":
+      return [...cond, ["death", "person_id"], ["death", "death_date"]];
+    case "drug":
+      return coded("drug_exposure", "drug_source_value", "drug_exposure_start_date");
+    case "procedure":
+      return coded("procedure_occurrence", "procedure_source_value", "procedure_date");
+    case "measurement":
+    case "above":
+      return [...coded("measurement", "measurement_source_value", "measurement_date"), ["measurement", "value_as_number"]];
+    default:
+      return [];
+  }
+}
+
+/// The problems of one variable's row, each `[field id, message]`.
+function featureProblems(r) {
+  const out = [];
+  const k = r.kind.value;
+  const need = KIND_FIELDS[k] || [];
+  if (need.includes("code") && !CODE.test(val(r.code))) out.push([r.p + "-code", t("err_code")]);
+  if (k === "measurement") {
+    if (!NUM.test(val(r.lower)) || !NUM.test(val(r.upper))) out.push([r.p + "-lower", t("err_clamp_number")]);
+    else if (!(Number(val(r.lower)) < Number(val(r.upper)))) out.push([r.p + "-lower", t("err_bounds")]);
+  }
+  if (k === "above" && !NUM.test(val(r.value))) out.push([r.p + "-value", t("err_number")]);
+  if (need.includes("days")) {
+    const d = whole(val(r.days));
+    if (!(Number.isInteger(d) && d >= 1 && d <= MAX_DAYS)) out.push([r.p + "-days", t("err_window", { max: number(MAX_DAYS) })]);
+  }
+  return out;
+}
+
+/// The problems of a model or survival specification (the rules of `ModelSpec::validate` and
+/// `SurvivalSpec::validate`, said in words).
+function modelProblems(f, spec) {
+  const out = [];
+  const agg = spec.aggregate;
+  if (agg.model) {
+    const m = agg.model;
+    const rows = [f.outcome, ...f.covariates];
+    for (const r of rows) out.push(...featureProblems(r));
+    if (!f.covariates.length || f.covariates.length > MAX_COVARIATES) out.push(["add-covariate", t("err_covariates", { max: number(MAX_COVARIATES) })]);
+    const keys = rows.map((r) => specJson(featureOf(r)));
+    f.covariates.forEach((r, i) => {
+      if (keys.indexOf(keys[i + 1]) < i + 1) out.push([r.p + "-kind", t("err_repeat", { n: number(i + 1) })]);
+    });
+    const k = f.outcome.kind.value;
+    const fits = { logistic: isBinary(k), poisson: k === "count_within", linear: k === "measurement" || k === "age" }[m.family];
+    if (!fits) out.push(["out-kind", t("err_family_" + m.family)]);
+    const it = m.max_iterations;
+    if (!(Number.isInteger(it) && it >= 1 && it <= MAX_ITERATIONS)) out.push(["iters", t("err_iterations", { max: number(MAX_ITERATIONS) })]);
+  }
+  if (agg.survival) {
+    const sv = agg.survival;
+    if (sv.event !== "death" && !CODE.test(sv.event.condition)) out.push(["ecode", t("err_code")]);
+    const hz = sv.horizon_days;
+    const b = sv.bin_days;
+    if (!(Number.isInteger(hz) && hz >= 1 && hz <= MAX_DAYS)) out.push(["horizon", t("err_horizon", { max: number(MAX_DAYS) })]);
+    else if (!(Number.isInteger(b) && b >= 1 && b <= hz)) out.push(["bin", t("err_bin")]);
+    else if (Math.ceil(hz / b) > MAX_BINS) out.push(["bin", t("err_bins", { max: number(MAX_BINS) })]);
+  }
+  return out;
+}
+
 /// The specification the form describes (the exact computation the contract will carry).
 export function specOf(f) {
   const cohort = {};
@@ -123,17 +247,26 @@ export function specOf(f) {
   if (f.sex.value) cohort.sex = f.sex.value;
   if (f.amin.value !== "" || f.amax.value !== "") cohort.age = { min: Number(f.amin.value || 0), max: Number(f.amax.value || 150) };
   cohort.index_date = f.index.value;
-  const spec = { version: 1, cohort, aggregate: "count" };
-  if (f.agg.value === "mean") spec.aggregate = { mean: { measurement: f.mean.value.trim(), lower: dec(f.lower.value.trim() || "0"), upper: dec(f.upper.value.trim() || "0") } };
+  const spec = { version: 1, cohort };
   const g = [];
   if (f.gsex.checked) g.push("sex");
   if (f.gage.checked) g.push("age_band");
-  if (g.length) spec.group_by = g;
+  // A model is fitted on the whole cohort: no group_by.
+  if (g.length && f.agg.value !== "model") spec.group_by = g;
+  spec.aggregate = "count";
+  if (f.agg.value === "mean") spec.aggregate = { mean: { measurement: f.mean.value.trim(), lower: dec(f.lower.value.trim() || "0"), upper: dec(f.upper.value.trim() || "0") } };
+  if (f.agg.value === "model") {
+    spec.aggregate = { model: { family: f.family.value, outcome: featureOf(f.outcome), covariates: f.covariates.map(featureOf), max_iterations: whole(f.iters.value), dp: !!f.mdp.checked } };
+  }
+  if (f.agg.value === "survival") {
+    const event = f.event.value === "condition" ? { condition: f.ecode.value.trim() } : "death";
+    spec.aggregate = { survival: { event, horizon_days: whole(f.horizon.value), bin_days: whole(f.bin.value), dp: !!f.sdp.checked } };
+  }
   return spec;
 }
 
 /// The problems of the form, each `[field id, message]` (the error summary links to the field).
-function problems(f, spec, hospitals) {
+export function problems(f, spec, hospitals) {
   const out = [];
   const code = /^[A-Za-z0-9.-]{1,32}$/;
   if (!/^[a-z0-9][a-z0-9.-]{0,63}$/.test(f.study.value)) out.push(["study-id", t("err_study")]);
@@ -152,6 +285,7 @@ function problems(f, spec, hospitals) {
     const num = (x) => Number(String(x).replace(DEC, ""));
     if (!(num(m.lower) < num(m.upper)) || String(m.lower + m.upper).split(DEC).length !== 3) out.push(["lower", t("err_bounds")]);
   }
+  out.push(...modelProblems(f, spec));
   const b = Number(f.budget.value);
   if (!(b > 0 && b <= 1000)) out.push(["budget", t("err_budget")]);
   if (!(Number(f.days.value) >= 1)) out.push(["days", t("err_days")]);
@@ -176,7 +310,17 @@ async function studyPage() {
     amin: h("input", { id: "amin", type: "number", min: "0", max: "150" }),
     amax: h("input", { id: "amax", type: "number", min: "0", max: "150" }),
     index: h("input", { id: "index", type: "date", value: new Date().toISOString().slice(0, 10) }),
-    agg: h("select", { id: "agg" }, [["count", "agg_count"], ["mean", "agg_mean"]].map(([v, k]) => h("option", { value: v }, t(k)))),
+    agg: h("select", { id: "agg" }, [["count", "agg_count"], ["mean", "agg_mean"], ["model", "agg_model"], ["survival", "agg_survival"]].map(([v, k]) => h("option", { value: v }, t(k)))),
+    family: h("select", { id: "family" }, ["logistic", "poisson", "linear"].map((v) => h("option", { value: v }, t("fam_" + v)))),
+    outcome: null,
+    covariates: [],
+    iters: h("input", { id: "iters", type: "number", min: "1", max: String(MAX_ITERATIONS), value: "25" }),
+    mdp: h("input", { id: "mdp", type: "checkbox" }),
+    event: h("select", { id: "event" }, [["death", "ev_death"], ["condition", "ev_condition"]].map(([v, k]) => h("option", { value: v }, t(k)))),
+    ecode: input("ecode"),
+    horizon: h("input", { id: "horizon", type: "number", min: "1", max: String(MAX_DAYS), value: "1825" }),
+    bin: h("input", { id: "bin", type: "number", min: "1", max: String(MAX_DAYS), value: "30" }),
+    sdp: h("input", { id: "sdp", type: "checkbox" }),
     mean: input("mean"),
     lower: input("lower", { inputmode: "decimal" }),
     upper: input("upper", { inputmode: "decimal" }),
@@ -188,6 +332,75 @@ async function studyPage() {
   };
   const boxes = owners.map((o) => h("span", { class: "check" }, h("input", { type: "checkbox", id: "h-" + o, value: o, checked: true, class: "hospital" }), " ", h("label", { for: "h-" + o }, o), " "));
   const meanBox = h("div", { id: "mean-box" }, h("label", { for: "mean" }, t("mean_code")), f.mean, h("div", { class: "row" }, h("span", {}, h("label", { for: "lower" }, t("mean_lower")), f.lower), h("span", {}, h("label", { for: "upper" }, t("mean_upper")), f.upper)));
+  // A model's variables: the outcome, then the covariates, each a kind and the fields it takes.
+  let serial = 0;
+  const featureRow = (p, kind, legend) => {
+    const r = { p, el: null, legendEl: h("legend", {}, legend) };
+    r.kind = h("select", { id: p + "-kind" }, FEATURE_KINDS.map((k) => h("option", { value: k, selected: k === kind }, t("fk_" + k))));
+    r.code = input(p + "-code", { "aria-describedby": "codes-hint" });
+    r.lower = input(p + "-lower", { inputmode: "decimal" });
+    r.upper = input(p + "-upper", { inputmode: "decimal" });
+    r.op = h("select", { id: p + "-op" }, OPS.map((o) => h("option", { value: o }, o)));
+    r.value = input(p + "-value", { inputmode: "decimal" });
+    r.days = h("input", { id: p + "-days", name: p + "-days", type: "number", min: "1", max: String(MAX_DAYS) });
+    const cell = (k, label, el) => (r["box_" + k] = h("span", { "data-field": k }, h("label", { for: el.id }, label), el));
+    r.el = h(
+      "fieldset",
+      { class: "feature", id: p },
+      r.legendEl,
+      h("label", { for: p + "-kind" }, t("f_kind")),
+      r.kind,
+      h("div", { class: "row" }, cell("code", t("f_code"), r.code), cell("lower", t("mean_lower"), r.lower), cell("upper", t("mean_upper"), r.upper), cell("op", t("comparison"), r.op), cell("value", t("threshold"), r.value), cell("days", t("f_days"), r.days)),
+    );
+    r.sync = () => {
+      const need = KIND_FIELDS[r.kind.value] || [];
+      for (const k of ["code", "lower", "upper", "op", "value", "days"]) r["box_" + k].hidden = !need.includes(k);
+    };
+    return r;
+  };
+  f.outcome = featureRow("out", "condition", t("model_outcome"));
+  const covList = h("div", { id: "covariates" });
+  const addCovariate = (kind) => {
+    const r = featureRow("cov-" + ++serial, kind, "");
+    r.remove = h("button", { type: "button", class: "secondary", id: r.p + "-remove", onclick: () => {
+      f.covariates = f.covariates.filter((x) => x !== r);
+      r.el.remove();
+      update();
+      document.getElementById("add-covariate").focus();
+    } }, t("cov_remove"));
+    r.el.append(h("p", {}, r.remove));
+    f.covariates.push(r);
+    covList.append(r.el);
+    return r;
+  };
+  addCovariate("age");
+  const addBtn = h("button", { type: "button", class: "secondary", id: "add-covariate", onclick: () => {
+    const r = addCovariate("condition");
+    update();
+    r.kind.focus();
+  } }, t("cov_add"));
+  const modelBox = h(
+    "div",
+    { id: "model-box" },
+    h("p", { class: "muted" }, t("model_hint")),
+    h("label", { for: "family" }, t("model_family")),
+    f.family,
+    f.outcome.el,
+    h("fieldset", { id: "covariates-box" }, h("legend", {}, t("model_covariates", { max: number(MAX_COVARIATES) })), covList, h("p", {}, addBtn)),
+    h("label", { for: "iters" }, t("model_iterations", { max: number(MAX_ITERATIONS) })),
+    f.iters,
+    h("p", { class: "check" }, f.mdp, " ", h("label", { for: "mdp" }, t("model_dp"))),
+  );
+  const ecodeBox = h("span", {}, h("label", { for: "ecode" }, t("ev_code")), f.ecode);
+  const survBox = h(
+    "div",
+    { id: "survival-box" },
+    h("p", { class: "muted" }, t("surv_hint")),
+    h("div", { class: "row" }, h("span", {}, h("label", { for: "event" }, t("surv_event")), f.event), ecodeBox),
+    h("div", { class: "row" }, h("span", {}, h("label", { for: "horizon" }, t("surv_horizon")), f.horizon), h("span", {}, h("label", { for: "bin" }, t("surv_bin")), f.bin)),
+    h("p", { class: "check" }, f.sdp, " ", h("label", { for: "sdp" }, t("surv_dp"))),
+  );
+  const groupBox = h("fieldset", { id: "group-box" }, h("legend", {}, t("group_by")), h("span", { class: "check" }, f.gsex, " ", h("label", { for: "gsex" }, t("g_sex"))), " ", h("span", { class: "check" }, f.gage, " ", h("label", { for: "gage" }, t("g_age"))));
   const preview = h("section", { id: "preview", class: "panel", "aria-live": "polite", "aria-labelledby": "preview-h" });
   const errors = h("div", { id: "errors" });
   const status2 = h("div", { "aria-live": "polite", id: "study-status" });
@@ -195,6 +408,16 @@ async function studyPage() {
 
   const update = () => {
     meanBox.hidden = f.agg.value !== "mean";
+    modelBox.hidden = f.agg.value !== "model";
+    survBox.hidden = f.agg.value !== "survival";
+    groupBox.hidden = f.agg.value === "model";
+    ecodeBox.hidden = f.event.value !== "condition";
+    for (const r of [f.outcome, ...f.covariates]) r.sync();
+    f.covariates.forEach((r, i) => {
+      r.legendEl.textContent = t("model_covariate", { n: number(i + 1) });
+      r.remove.setAttribute("aria-label", t("cov_remove_n", { n: number(i + 1) }));
+    });
+    addBtn.disabled = f.covariates.length >= MAX_COVARIATES;
     const spec = specOf(f);
     const hs = chosen();
     const r = reads(spec);
@@ -215,7 +438,7 @@ async function studyPage() {
     }
     const uniq = r.map(([a, b]) => {
       const lv = Math.max(...fields.filter((x) => x.table === a && x.field === b).map((x) => x.level), 1);
-      return [`${a}.${b}`, h("span", { class: "lv lv" + lv }, levelName(lv))];
+      return [h("span", { translate: "no" }, `${a}.`, h("wbr"), b), h("span", { class: "lv lv" + lv }, levelName(lv))];
     });
     preview.replaceChildren(
       h("h2", { id: "preview-h" }, t("preview_title")),
@@ -283,8 +506,8 @@ async function studyPage() {
       h("div", { class: "row" }, h("span", {}, h("label", { for: "amin" }, t("age_min")), f.amin), h("span", {}, h("label", { for: "amax" }, t("age_max")), f.amax)),
       h("label", { for: "index" }, t("index_date")), f.index),
     h("fieldset", {}, h("legend", {}, t("fs_output")),
-      h("label", { for: "agg" }, t("aggregate")), f.agg, meanBox,
-      h("fieldset", {}, h("legend", {}, t("group_by")), h("span", { class: "check" }, f.gsex, " ", h("label", { for: "gsex" }, t("g_sex"))), " ", h("span", { class: "check" }, f.gage, " ", h("label", { for: "gage" }, t("g_age"))))),
+      h("label", { for: "agg" }, t("aggregate")), f.agg, meanBox, modelBox, survBox,
+      groupBox),
     h("fieldset", {}, h("legend", {}, t("fs_terms")),
       h("label", { for: "budget" }, t("budget")), f.budget,
       h("label", { for: "days" }, t("days_valid")), f.days,
@@ -380,7 +603,289 @@ function csvOf(doc) {
   return lines.join("\n") + "\n";
 }
 
-function resultView(job, doc) {
+// ---------------------------------------------------------------- model and survival results
+
+const fixed = (x, d) => (Number.isFinite(Number(x)) ? new Intl.NumberFormat(intlTag(), { minimumFractionDigits: d, maximumFractionDigits: d }).format(Number(x)) : "—");
+const pText = (p) => (Number(p) < 0.001 ? "< " + fixed(0.001, 3) : fixed(p, 3));
+const percent = (x, d = 1) => new Intl.NumberFormat(intlTag(), { style: "percent", minimumFractionDigits: d, maximumFractionDigits: d }).format(Number(x));
+const csvEsc = (v) => (/[",\n]/.test(String(v)) ? `"${String(v).replace(/"/g, '""')}"` : String(v));
+const csvLink = (job, text, key) => h("a", { href: URL.createObjectURL(new Blob([text], { type: "text/csv" })), download: `${job.id}.csv`, class: "button secondary", id: "csv-" + job.id }, t(key));
+const COLOURS = ["#1d70b8", "#d4351c", "#00703c", "#6f3c97", "#b58840", "#505a5f"];
+const DASHES = [null, "8 4", "2 4", "10 4 2 4"];
+
+/// A model term in words: `intercept`, `age`, `condition 44054006`, `count 1 within 365d`, …
+/// (the names `Feature::name` gives), translated where the console knows the form.
+export function termName(name) {
+  const n = String(name);
+  if (n === "intercept" || n === "age" || n === "female") return t("term_" + n);
+  let m = /^(condition|count) (\S+) within (\d+)d$/.exec(n);
+  if (m) return t(m[1] === "count" ? "term_count_within" : "term_condition_within", { code: m[2], days: number(m[3]) });
+  m = /^(condition|drug|procedure|measurement) (\S+)$/.exec(n);
+  if (m) return t("term_" + m[1], { code: m[2] });
+  return n;
+}
+
+/// Nice round axis ticks between `lo` and `hi` (about `n` of them).
+function ticks(lo, hi, n = 5) {
+  const span = hi - lo || 1;
+  const raw = span / n;
+  const mag = 10 ** Math.floor(Math.log10(raw));
+  const step = [1, 2, 5, 10].map((x) => x * mag).find((x) => x >= raw) || raw;
+  const out = [];
+  for (let v = Math.ceil(lo / step) * step; v <= hi + step * 1e-9; v += step) out.push(Number(v.toPrecision(12)));
+  return out;
+}
+
+/// Text width in the chart's 14 px font (CJK characters are about twice a Latin one).
+const textWidth = (str) => [...String(str)].reduce((a, c) => a + (c.charCodeAt(0) > 0x2e80 ? 15 : 8.6), 0);
+
+/// A forest plot: each covariate's ratio (log axis, 1 = no effect) or coefficient (linear
+/// models, 0 = no effect) with its 95 % interval.
+export function forestPlot(m, title) {
+  const ratios = m.family !== "linear";
+  const rows = (m.terms || [])
+    .filter((x) => x.name !== "intercept")
+    .map((x) => (ratios ? (x.ratio ? [x.name, ...x.ratio] : [x.name, Math.exp(x.coefficient), Math.exp(x.ci_low), Math.exp(x.ci_high)]) : [x.name, x.coefficient, x.ci_low, x.ci_high]))
+    .filter(([, v, lo, hi]) => [v, lo, hi].every((z) => Number.isFinite(z) && (!ratios || z > 0)));
+  const labels = rows.map(([n]) => termName(n));
+  const valueText = ([, v, lo, hi]) => `${fixed(v, ratios ? 2 : 3)} (${fixed(lo, ratios ? 2 : 3)}–${fixed(hi, ratios ? 2 : 3)})`;
+  const w = 680;
+  const left = Math.min(260, 16 + Math.max(40, ...labels.map(textWidth)));
+  const right = Math.min(220, 20 + Math.max(60, ...rows.map((r) => textWidth(valueText(r)))));
+  const rh = 30;
+  const top = 12;
+  const height = top + rows.length * rh + 62;
+  const tf = ratios ? Math.log : (x) => x;
+  let lo = Math.min(ratios ? 1 : 0, ...rows.map((r) => r[2]));
+  let hi = Math.max(ratios ? 1 : 0, ...rows.map((r) => r[3]));
+  if (lo === hi) [lo, hi] = ratios ? [lo / 2, hi * 2] : [lo - 1, hi + 1];
+  // Ratios: the axis reaches the round values (…, 0.5, 1, 2, 5, …) around the intervals.
+  const NICE = [];
+  for (let e = -4; e <= 4; e++) for (const k of [1, 2, 5]) NICE.push(k * 10 ** e);
+  if (ratios) {
+    lo = Math.max(...NICE.filter((v) => v <= lo), NICE[0]);
+    hi = Math.min(...NICE.filter((v) => v >= hi), NICE[NICE.length - 1]);
+  }
+  const [a, b] = [tf(lo), tf(hi)];
+  const pad = (b - a) * 0.05;
+  const x = (v) => left + ((tf(v) - a + pad) / (b - a + 2 * pad)) * (w - left - right);
+  let marks;
+  if (ratios) {
+    marks = NICE.filter((v) => v >= lo && v <= hi);
+    if (marks.length > 7) marks = marks.filter((v) => String(v).replace(/0|\./g, "") === "1");
+    if (marks.length < 2) marks = [lo, 1, hi].filter((v, i, z) => z.indexOf(v) === i).sort((p, q) => p - q);
+  } else marks = ticks(lo, hi);
+  const descId = "forest-desc-" + Math.random().toString(36).slice(2, 8);
+  const svg = svgEl(
+    "svg",
+    { viewBox: `0 0 ${w} ${height}`, role: "img", "aria-label": title, "aria-describedby": descId, class: "chart forest" },
+    svgEl("title", {}, title),
+    svgEl("desc", { id: descId }, t(ratios ? "forest_desc_ratio" : "forest_desc_linear")),
+  );
+  const axisY = top + rows.length * rh + 6;
+  for (const v of marks) {
+    svg.append(
+      svgEl("line", { x1: x(v), x2: x(v), y1: top, y2: axisY, class: "grid" }),
+      svgEl("text", { x: x(v), y: axisY + 18, "text-anchor": "middle", class: "tick" }, fixed(v, ratios ? Math.max(0, -Math.floor(Math.log10(v) + 1e-9)) : Math.max(0, -Math.floor(Math.log10(Math.abs(marks[1] - marks[0] || 1)))))),
+    );
+  }
+  svg.append(
+    svgEl("line", { x1: x(ratios ? 1 : 0), x2: x(ratios ? 1 : 0), y1: top, y2: axisY, class: "null-line" }),
+    svgEl("line", { x1: left, x2: w - right, y1: axisY, y2: axisY, class: "axis" }),
+    svgEl("text", { x: (left + w - right) / 2, y: axisY + 42, "text-anchor": "middle", class: "axis-label" }, t(ratios ? "forest_axis_" + m.family : "forest_axis_linear")),
+  );
+  rows.forEach((r, i) => {
+    const [, v, l, u] = r;
+    const y = top + i * rh + rh / 2;
+    svg.append(
+      svgEl("text", { x: left - 10, y: y + 5, "text-anchor": "end", class: "lab" }, labels[i]),
+      svgEl("line", { x1: x(l), x2: x(u), y1: y, y2: y, class: "ci" }),
+      svgEl("rect", { x: x(v) - 5, y: y - 5, width: 10, height: 10, class: "point" }),
+      svgEl("text", { x: w - right + 12, y: y + 5, class: "val" }, valueText(r)),
+    );
+  });
+  return svg;
+}
+
+function modelCsv(m) {
+  const lines = [["term", "coefficient", "std_error", "z", "p_value", "ci_low", "ci_high", "ratio", "ratio_low", "ratio_high"].join(",")];
+  for (const x of m.terms || []) {
+    const r = x.name !== "intercept" && x.ratio ? x.ratio : ["", "", ""];
+    lines.push([csvEsc(x.name), x.coefficient, x.std_error, x.z, x.p_value, x.ci_low, x.ci_high, ...r].join(","));
+  }
+  return lines.join("\n") + "\n";
+}
+
+function modelView(job, doc) {
+  const m = doc.model;
+  const ratios = m.family !== "linear";
+  const cols = [t("col_term"), t("col_coef"), t("col_se"), t("col_z"), t("col_p"), ratios ? t("col_ratio_" + m.family) : t("col_ci")];
+  const rows = (m.terms || []).map((x) => {
+    const ratio = !ratios ? `${fixed(x.ci_low, 3)} – ${fixed(x.ci_high, 3)}` : x.name === "intercept" || !x.ratio ? "" : `${fixed(x.ratio[0], 2)} (${fixed(x.ratio[1], 2)}–${fixed(x.ratio[2], 2)})`;
+    return h("tr", { "data-term": x.name }, [termName(x.name), fixed(x.coefficient, 4), fixed(x.std_error, 4), fixed(x.z, 2), pText(x.p_value), ratio].map((c, i) => h("td", { class: i ? "num" : null }, c)));
+  });
+  return [
+    facts([
+      [t("model_family"), t("fam_" + m.family)],
+      [t("model_n"), number(m.n)],
+      [t("model_fit"), t("model_fit_is", { it: number(m.iterations), dev: fixed(m.deviance, 2) })],
+      ...(m.family === "linear" ? [[t("model_scale"), fixed(m.scale, 4)]] : []),
+      [t("model_noise"), m.dp ? t("model_dp_yes", { eps: eps(doc.epsilon_micro) }) : t("model_dp_no")],
+    ]),
+    h("div", { class: "scroll" }, table(cols, rows, { class: "terms" })),
+    h("div", { class: "scroll" }, forestPlot(m, t("forest_title", { job: job.id }))),
+    h("p", {}, csvLink(job, modelCsv(m), "csv_model")),
+  ];
+}
+
+/// Kaplan–Meier step curves per group with their 95 % bands, on an axis that starts near the
+/// lowest band (curves near 1 stay readable), and the log-rank test under the chart.
+export function kmChart(sv, title) {
+  const curves = sv.curves || [];
+  const bin = Number(sv.bin_days) || 1;
+  const w = 680;
+  const left = 88;
+  const right = 20;
+  const top = 14;
+  const plotH = 300;
+  const legendTop = top + plotH + 74;
+  const perRow = 2;
+  const height = legendTop + Math.ceil(Math.max(1, curves.length) / perRow) * 24 + (sv.log_rank ? 28 : 6);
+  const days = Math.max(1, ...curves.map((c) => (c.points.length ? c.points[c.points.length - 1].day + bin : 0)));
+  let floor = Math.min(1, ...curves.flatMap((c) => c.points.map((p) => p.ci_low)));
+  floor = Math.min(0.9, Math.max(0, Math.floor(floor * 10) / 10));
+  const x = (d) => left + (d / days) * (w - left - right);
+  const y = (v) => top + (1 - (Math.min(1, Math.max(floor, v)) - floor) / (1 - floor)) * plotH;
+  const descId = "km-desc-" + Math.random().toString(36).slice(2, 8);
+  const svg = svgEl(
+    "svg",
+    { viewBox: `0 0 ${w} ${height}`, role: "img", "aria-label": title, "aria-describedby": descId, class: "chart km" },
+    svgEl("title", {}, title),
+    svgEl("desc", { id: descId }, t("km_desc", { floor: percent(floor, 0) })),
+  );
+  for (let i = 0; i <= 4; i++) {
+    const v = floor + ((1 - floor) * i) / 4;
+    svg.append(svgEl("line", { x1: left, x2: w - right, y1: y(v), y2: y(v), class: "grid" }), svgEl("text", { x: left - 8, y: y(v) + 5, "text-anchor": "end", class: "tick" }, percent(v, floor > 0.5 ? 1 : 0)));
+  }
+  for (const d of ticks(0, days, 6)) svg.append(svgEl("line", { x1: x(d), x2: x(d), y1: top + plotH, y2: top + plotH + 5, class: "axis" }), svgEl("text", { x: x(d), y: top + plotH + 22, "text-anchor": "middle", class: "tick" }, number(d)));
+  svg.append(
+    svgEl("line", { x1: left, x2: w - right, y1: top + plotH, y2: top + plotH, class: "axis" }),
+    svgEl("line", { x1: left, x2: left, y1: top, y2: top + plotH, class: "axis" }),
+    svgEl("text", { x: (left + w - right) / 2, y: top + plotH + 46, "text-anchor": "middle", class: "axis-label" }, t("km_axis_x", { bin: number(bin) })),
+    svgEl("text", { x: 16, y: top + plotH / 2, "text-anchor": "middle", transform: `rotate(-90 16 ${top + plotH / 2})`, class: "axis-label" }, t("km_axis_y")),
+  );
+  curves.forEach((c, i) => {
+    const colour = COLOURS[i % COLOURS.length];
+    const dash = DASHES[i % DASHES.length];
+    let line = `M${x(0).toFixed(1)},${y(1).toFixed(1)}`;
+    const up = [];
+    const low = [];
+    let prevHi = 1;
+    let prevLo = 1;
+    let from = 0;
+    for (const p of c.points) {
+      const end = p.day + bin;
+      line += ` H${x(end).toFixed(1)} V${y(p.survival).toFixed(1)}`;
+      // The band steps with the curve: the previous bin's interval until this bin ends.
+      up.push(`${x(from).toFixed(1)},${y(prevHi).toFixed(1)}`, `${x(end).toFixed(1)},${y(prevHi).toFixed(1)}`);
+      low.push(`${x(from).toFixed(1)},${y(prevLo).toFixed(1)}`, `${x(end).toFixed(1)},${y(prevLo).toFixed(1)}`);
+      prevHi = p.ci_high;
+      prevLo = p.ci_low;
+      from = end;
+    }
+    if (up.length) svg.append(svgEl("polygon", { points: [...up, ...low.reverse()].join(" "), fill: colour, class: "band" }));
+    svg.append(svgEl("path", { d: line, stroke: colour, "stroke-dasharray": dash, class: "curve", "data-group": c.group }));
+    const lx = left + (i % perRow) * ((w - left - right) / perRow);
+    const ly = legendTop + Math.floor(i / perRow) * 24;
+    svg.append(
+      svgEl("line", { x1: lx, x2: lx + 28, y1: ly - 5, y2: ly - 5, stroke: colour, "stroke-dasharray": dash, class: "curve" }),
+      svgEl("text", { x: lx + 36, y: ly, class: "lab" }, t("km_legend", { group: groupName(c.group), n: number(c.entered) })),
+    );
+  });
+  if (sv.log_rank) svg.append(svgEl("text", { x: left, y: height - 8, class: "lab", id: "log-rank-line" }, logRankText(sv.log_rank)));
+  return svg;
+}
+
+const logRankText = ([chi2, df, p]) => t("log_rank", { chi2: fixed(chi2, 2), df: number(df), p: pText(p) });
+
+function survivalCsv(sv) {
+  const lines = [["group", "day", "at_risk", "events", "censored", "survival", "ci_low", "ci_high"].join(",")];
+  for (const c of sv.curves || []) for (const p of c.points) lines.push([csvEsc(c.group), p.day, p.at_risk, p.events, p.censored, p.survival, p.ci_low, p.ci_high].join(","));
+  return lines.join("\n") + "\n";
+}
+
+function survivalView(job, doc, spec) {
+  const sv = doc.survival;
+  // Whether the counts were noised is the approved computation's (`dp`), not the result's.
+  const dp = spec && spec.aggregate && spec.aggregate.survival ? !!spec.aggregate.survival.dp : null;
+  const bin = Number(sv.bin_days) || 1;
+  const curves = sv.curves || [];
+  const summary = curves.map((c) => {
+    const last = c.points[c.points.length - 1];
+    const events = c.points.reduce((a, p) => a + Number(p.events), 0);
+    return h(
+      "tr",
+      { "data-group": c.group },
+      [
+        groupName(c.group),
+        number(c.entered),
+        number(events),
+        last ? t("surv_at", { s: percent(last.survival), lo: percent(last.ci_low), hi: percent(last.ci_high), day: number(last.day + bin) }) : "—",
+        c.suppressed_bins ? t("surv_withheld_n", { n: number(c.suppressed_bins) }) : "—",
+      ].map((x, i) => h("td", { class: i && i < 3 ? "num" : null }, x)),
+    );
+  });
+  return [
+    h("p", { class: "muted" }, t("surv_protection", { k: number(doc.k) }), dp === null ? null : [" ", dp ? t("surv_noise", { eps: eps(doc.epsilon_micro) }) : t("surv_exact")]),
+    h("div", { class: "scroll" }, table([t("col_group"), t("col_entered"), t("col_events"), t("col_surv_last"), t("col_withheld")], summary, { class: "curves" })),
+    sv.log_rank ? h("p", { id: "log-rank-" + job.id }, logRankText(sv.log_rank)) : h("p", { class: "muted" }, t("log_rank_none")),
+    h("div", { class: "scroll" }, kmChart(sv, t("km_title", { job: job.id }))),
+    h(
+      "details",
+      {},
+      h("summary", {}, t("km_table")),
+      curves.map((c) =>
+        h(
+          "div",
+          { class: "scroll" },
+          table(
+            [t("col_day"), t("col_at_risk"), t("col_events"), t("col_censored"), t("col_survival")],
+            c.points.map((p) => [number(p.day + bin), number(p.at_risk), number(p.events), number(p.censored), `${percent(p.survival)} (${percent(p.ci_low)}–${percent(p.ci_high)})`]),
+            { class: "points", "data-group": c.group, "aria-label": groupName(c.group) },
+          ),
+        ),
+      ),
+    ),
+    h("p", {}, csvLink(job, survivalCsv(sv), "csv_survival")),
+  ];
+}
+
+/// A released result: a coefficient table and forest plot for a model, Kaplan–Meier curves for
+/// survival, else the counts or means per group. `computation` is the contract's spec text.
+export function resultView(job, doc, computation) {
+  if (doc.model || doc.survival) {
+    return h(
+      "div",
+      { class: "result", "data-job": job.id, "data-verified": "true", "data-kind": doc.model ? "model" : "survival" },
+      h("p", {}, h("span", { class: "badge ok" }, "✓ " + t("result_verified"))),
+      doc.model ? modelView(job, doc) : survivalView(job, doc, specOfText(computation)),
+      (doc.contributions || []).length ? h("p", { class: "muted" }, t("contributed", { who: list(doc.contributions.map(([m, n]) => t("contrib_one", { m, n: number(n) }))) })) : null,
+      (doc.dropped || []).map(([m, why]) => h("p", { class: "muted" }, t("dropped", { m, why }))),
+      doc.failure ? h("div", { class: "notice" }, t("nothing_released", { why: doc.failure })) : null,
+    );
+  }
+  return countView(job, doc);
+}
+
+const specOfText = (text) => {
+  try {
+    return text ? JSON.parse(text) : null;
+  } catch {
+    return null;
+  }
+};
+
+function countView(job, doc) {
   const cells = doc.cells || [];
   const mean = cells.some((c) => c.mean !== null && c.mean !== undefined);
   const label = t("result_chart_label", { job: job.id });
@@ -462,7 +967,7 @@ async function contractPage(id) {
                 "section",
                 { class: "card job", "data-job": j.id, "aria-labelledby": "h-" + j.id },
                 h("h3", { id: "h-" + j.id }, t("job_head", { job: j.id, when: date(j.timeMs) })),
-                !j.result ? h("p", {}, t("job_running")) : r instanceof Error ? notice(r) : resultView(j, r),
+                !j.result ? h("p", {}, t("job_running")) : r instanceof Error ? notice(r) : resultView(j, r, rec.computation),
               );
             })
         : h("p", {}, t("jobs_none")),

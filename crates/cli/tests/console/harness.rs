@@ -96,8 +96,13 @@ impl Drop for Devnet {
 }
 
 pub fn start(dir: &Path) -> Devnet {
+    start_with(dir, 8)
+}
+
+/// A devnet of `patients` patients a hospital.
+pub fn start_with(dir: &Path, patients: usize) -> Devnet {
     let mut child = Command::new(BIN)
-        .args(["devnet", "--patients", "8", "--base-port"])
+        .args(["devnet", "--patients", &patients.to_string(), "--base-port"])
         .arg(free_base().to_string())
         .arg("--dir")
         .arg(dir)
