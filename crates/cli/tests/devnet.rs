@@ -738,6 +738,14 @@ fn demo_runs_its_story_across_the_devnet() {
         !text.contains("http://127.0.0.1"),
         "a plain-HTTP URL in:\n{text}"
     );
+    // The model study: a logistic regression's table and the survival curves with their test.
+    for shown in [
+        "logistic regression, n=",
+        "odds ratio (95% CI)",
+        "log-rank test: chi2",
+    ] {
+        assert!(text.contains(shown), "no {shown:?} in:\n{text}");
+    }
     assert!(text.contains("every HTTP API speaks TLS 1.3"), "{text}");
     for expected in [
         "observer (follows and verifies every block)",

@@ -14,13 +14,13 @@ use crate::transport::{PeerError, Transport};
 use crate::wire::{
     DealingMsg, MaskRequest, MaskedMsg, ResultCell, ResultDoc, RevealMsg, StepMsg, StepRequest,
 };
-use medspace_privacy::glm::{self, Irls, Progress, Stats};
-use medspace_privacy::query::ModelSpec;
-use medspace_privacy::secagg;
 use commonware_runtime::Clock;
 use futures::future::join_all;
 use medspace_ledger::Ledger;
+use medspace_privacy::glm::{self, Irls, Progress, Stats};
+use medspace_privacy::query::ModelSpec;
 use medspace_privacy::release::{Protection, group_label, release_totals};
+use medspace_privacy::secagg;
 use medspace_privacy::secagg::{Dealing, Revealed};
 use medspace_state::records::JobStatus;
 use medspace_types::{CloseRound, JobId, List, MemberId, Payload, PostResult, SignedContribution};
@@ -626,10 +626,8 @@ impl<L: Ledger, T: Transport, P: DataPlane> Aggregation<L, T, P> {
             let asks = sites.iter().map(|site| {
                 let req = req.clone();
                 async move {
-                    let answer = ask_until(clock, deadline, |_| {
-                        self.step_of(site, req.clone())
-                    })
-                    .await;
+                    let answer =
+                        ask_until(clock, deadline, |_| self.step_of(site, req.clone())).await;
                     (site.clone(), answer)
                 }
             });

@@ -271,7 +271,12 @@ pub fn answer_step<R: CryptoRng>(
 }
 
 /// Checks a step answer: for this job, step and set, signed by its site, of the model's length.
-pub(crate) fn check_step(job: &Job, msg: &StepMsg, req: &StepRequest, p: usize) -> Result<(), String> {
+pub(crate) fn check_step(
+    job: &Job,
+    msg: &StepMsg,
+    req: &StepRequest,
+    p: usize,
+) -> Result<(), String> {
     let b = &msg.body;
     let i = job
         .index(&b.member)
