@@ -45,6 +45,10 @@ pub struct Collected {
     /// survivors, contract order).
     #[serde(default)]
     pub contributions: Vec<medspace_types::SignedContribution>,
+    /// A model's job: every finished iteration's answers, so a restarted aggregator continues
+    /// the same fit (the sites see the same coefficients again) instead of starting another.
+    #[serde(default)]
+    pub steps: Vec<Vec<StepMsg>>,
 }
 
 /// The last step of a model's job a site answered: it answers each iteration once, for one

@@ -5,7 +5,7 @@
 //! round instead of starting another.
 
 use super::ingress::Mailbox;
-use super::model::{check_step, family, irls_options, result};
+use super::model::{check_step, family, result};
 use super::{Config, DataPlane};
 use crate::WorkerError;
 use crate::round::{Job, RoundError};
@@ -17,7 +17,7 @@ use crate::wire::{
 use commonware_runtime::Clock;
 use futures::future::join_all;
 use medspace_ledger::Ledger;
-use medspace_privacy::glm::{self, Irls, Progress, Stats};
+use medspace_privacy::glm::{self, Progress, Stats};
 use medspace_privacy::query::ModelSpec;
 use medspace_privacy::release::{Protection, group_label, release_totals};
 use medspace_privacy::secagg;
@@ -609,8 +609,15 @@ impl<L: Ledger, T: Transport, P: DataPlane> Aggregation<L, T, P> {
     ) -> Result<(), WorkerError> {
         let p = m.covariates.len() + 1;
         let fam = family(m.family);
-        let mut irls = Irls::new(fam, p, irls_options(m));
-        let mut history: Vec<Vec<StepMsg>> = Vec::new();
+        // A restarted aggregator continues from the iterations it kept.
+        let mut history: Vec<Vec<StepMsg>> = collected.steps.clone();
+        let mut irls = match super::model::replay(job, m, u, &history) {
+            Ok(irls) => irls,
+            Err(e) => {
+                let why = format!("the kept iterations do not replay: {e}");
+                return self.fail(clock, job, &collected, &why).await;
+            }
+        };
         let sites: Vec<MemberId> = u
             .iter()
             .filter_map(|i| job.owners.get(*i).cloned())
@@ -663,7 +670,11 @@ impl<L: Ledger, T: Transport, P: DataPlane> Aggregation<L, T, P> {
                 }
             };
             match irls.update(&stats) {
-                Ok(Progress::Continue) => continue,
+                Ok(Progress::Continue) => {
+                    collected.steps.clone_from(&history);
+                    self.cfg.store.put_collected(self.job, &collected)?;
+                    continue;
+                }
                 Ok(Progress::Converged) => {
                     let fit = match glm::summarize(fam, &m.terms(), &irls, &stats) {
                         Ok(fit) => fit,

@@ -18,6 +18,9 @@
 //!    the sum of all of `U`'s answers opens, nothing less. A site answers each iteration once,
 //!    for one set of coefficients, in increasing order, at most `max_iterations` times, and
 //!    only for the ledger's set.
+//!    The aggregator keeps every finished iteration's answers, so after a restart it replays
+//!    them and asks the same step again (a site answers a repeated request with its kept
+//!    answer).
 //! 4. **release** — when the fit converges, the aggregator releases the coefficient table and
 //!    posts its hash with the sites' signed contributions; a site that does not answer a step
 //!    in time, or a fit that does not converge, ends the job with the reason (a later step
@@ -91,7 +94,7 @@ pub fn irls_options(m: &ModelSpec) -> Options {
 
 /// The fit replayed from its start through `history` (each iteration's answers from the set
 /// `set`, checked and summed here): the coefficients the next step must use.
-fn replay(
+pub(crate) fn replay(
     job: &Job,
     m: &ModelSpec,
     set: &[usize],
