@@ -169,6 +169,23 @@ pub fn site_vector<R: rand_core::CryptoRng>(
     ))
 }
 
+/// The position in `layout` of an output row's group (its `group_by` key columns); `None` for
+/// a group outside the layout (e.g. an unknown sex), which is never released.
+fn row_group(
+    spec: &QuerySpec,
+    layout: &[medspace_privacy::query::GroupKey],
+    row: &local::Row,
+) -> Option<usize> {
+    let (mut sex, mut band) = (None, None);
+    for (field, value) in spec.group_by.iter().zip(row.key.iter()) {
+        match field {
+            GroupField::Sex => sex = Some(value.as_str()),
+            GroupField::AgeBand => band = Some(value.as_str()),
+        }
+    }
+    medspace_privacy::query::group_index(layout, sex, band)
+}
+
 /// A query's output rows laid out in the fixed vector of the spec's groups
 /// ([`medspace_privacy::query::groups`]): per group `n`, then `sum_fixed` for a mean; zeros for
 /// groups without a row. Rows of a group outside the layout (e.g. an unknown sex) are left out:
@@ -178,14 +195,7 @@ pub fn local_vector(spec: &QuerySpec, rows: &[local::Row]) -> Vec<i64> {
     let per = values_per_group(spec);
     let mut vector = vec![0i64; layout.len() * per];
     for row in rows {
-        let (mut sex, mut band) = (None, None);
-        for (field, value) in spec.group_by.iter().zip(row.key.iter()) {
-            match field {
-                GroupField::Sex => sex = Some(value.as_str()),
-                GroupField::AgeBand => band = Some(value.as_str()),
-            }
-        }
-        let Some(i) = medspace_privacy::query::group_index(&layout, sex, band) else {
+        let Some(i) = row_group(spec, &layout, row) else {
             continue;
         };
         for (j, v) in row.values.iter().take(per).enumerate() {
@@ -212,14 +222,7 @@ pub fn survival_vector(
         .saturating_mul(s.bin_days);
     let mut times = Vec::with_capacity(rows.len());
     for row in rows {
-        let (mut sex, mut band) = (None, None);
-        for (field, value) in spec.group_by.iter().zip(row.key.iter()) {
-            match field {
-                GroupField::Sex => sex = Some(value.as_str()),
-                GroupField::AgeBand => band = Some(value.as_str()),
-            }
-        }
-        let Some(g) = medspace_privacy::query::group_index(&layout, sex, band) else {
+        let Some(g) = row_group(spec, &layout, row) else {
             continue;
         };
         let (days, event) = match row.values.as_slice() {
@@ -310,14 +313,14 @@ pub fn model_rows(
     Ok(out)
 }
 
-/// A model's job at one site, planned from the ledger like [`run_site`]: its rows.
-pub fn run_model_site(
+/// A job's specification and its plan at one site: the ledger allows it here, on these
+/// consenting patients, reading only fields its contract covers.
+fn plan_site(
     state: &State,
     job: JobId,
     member: &MemberId,
-    vault: SiteVault<'_>,
     links: &Links,
-) -> Result<medspace_worker::compute::ModelRows, FederatedError> {
+) -> Result<(QuerySpec, crate::plan::JobPlan), FederatedError> {
     let spec = job_spec(state, job)?;
     let validated = medspace_privacy::query::validate(&spec)?;
     let reads: Vec<(String, String)> = validated
@@ -326,6 +329,18 @@ pub fn run_model_site(
         .map(|(t, f)| (t.to_string(), f.to_string()))
         .collect();
     let plan = plan_job(state, job, member, links, &reads)?;
+    Ok((spec, plan))
+}
+
+/// A model's job at one site, planned from the ledger like [`run_site`]: its rows.
+pub fn run_model_site(
+    state: &State,
+    job: JobId,
+    member: &MemberId,
+    vault: SiteVault<'_>,
+    links: &Links,
+) -> Result<medspace_worker::compute::ModelRows, FederatedError> {
+    let (spec, plan) = plan_site(state, job, member, links)?;
     let k = state.policy()?.min_cell_k;
     model_rows(vault.dir, vault.key, &plan.cohort, &spec, k)
 }
@@ -363,14 +378,7 @@ pub fn run_site<R: rand_core::CryptoRng>(
     protection: Protection,
     rng: &mut R,
 ) -> Result<(Vec<i64>, u64), FederatedError> {
-    let spec = job_spec(state, job)?;
-    let validated = medspace_privacy::query::validate(&spec)?;
-    let reads: Vec<(String, String)> = validated
-        .reads
-        .iter()
-        .map(|(t, f)| (t.to_string(), f.to_string()))
-        .collect();
-    let plan = plan_job(state, job, member, links, &reads)?;
+    let (spec, plan) = plan_site(state, job, member, links)?;
     let site_job = SiteJob {
         spec: &spec,
         epsilon_micro: plan.job.epsilon_reserved,

@@ -220,6 +220,25 @@ async fn dealing<E: Clock, L: Ledger, R>(
     Ok(answer(r.records.clock(), wait_of(&q), r.compute.dealing(job, who)).await)
 }
 
+/// A posted round request's body, which must parse and name the job of its path (a clear 400
+/// otherwise).
+fn request_for<T: serde::de::DeserializeOwned>(
+    job: JobId,
+    body: &[u8],
+    what: &str,
+    job_of: impl Fn(&T) -> JobId,
+) -> Result<T, Refusal> {
+    let req: T = serde_json::from_slice(body)
+        .map_err(|e| refuse(StatusCode::BAD_REQUEST, format!("bad {what} request: {e}")))?;
+    if job_of(&req) != job {
+        return Err(refuse(
+            StatusCode::BAD_REQUEST,
+            format!("{what} request for another job"),
+        ));
+    }
+    Ok(req)
+}
+
 async fn mask<E: Clock, L: Ledger, R>(
     AxState(r): AxState<Arc<Routes<E, L, R>>>,
     Path(job): Path<String>,
@@ -229,14 +248,7 @@ async fn mask<E: Clock, L: Ledger, R>(
 ) -> Result<Response, Refusal> {
     let job = parse_job(&job)?;
     let who = member(&r, "POST", &uri, &headers, &body)?;
-    let req: crate::wire::MaskRequest = serde_json::from_slice(&body)
-        .map_err(|e| refuse(StatusCode::BAD_REQUEST, format!("bad mask request: {e}")))?;
-    if req.job != job {
-        return Err(refuse(
-            StatusCode::BAD_REQUEST,
-            "mask request for another job",
-        ));
-    }
+    let req = request_for(job, &body, "mask", |m: &crate::wire::MaskRequest| m.job)?;
     Ok(answer(r.records.clock(), MAX_WAIT, r.compute.mask(req, who)).await)
 }
 
@@ -249,14 +261,7 @@ async fn step<E: Clock, L: Ledger, R>(
 ) -> Result<Response, Refusal> {
     let job = parse_job(&job)?;
     let who = member(&r, "POST", &uri, &headers, &body)?;
-    let req: crate::wire::StepRequest = serde_json::from_slice(&body)
-        .map_err(|e| refuse(StatusCode::BAD_REQUEST, format!("bad step request: {e}")))?;
-    if req.job != job {
-        return Err(refuse(
-            StatusCode::BAD_REQUEST,
-            "step request for another job",
-        ));
-    }
+    let req = request_for(job, &body, "step", |s: &crate::wire::StepRequest| s.job)?;
     Ok(answer(r.records.clock(), MAX_WAIT, r.compute.step(req, who)).await)
 }
 

@@ -172,18 +172,21 @@ where
     }
 
     fn ensure_computing(&mut self, job: JobId) {
+        // Rows in memory, a computation under way, or a refusal: nothing to start.
         let store = &self.cfg.store;
-        let refused = matches!(store.refusal(job), Ok(Some(_)));
-        let model = self.is_model(job);
-        let known = if model {
-            // A model's rows are never written: after a restart they are read again.
-            self.models.contains_key(&job)
-        } else {
-            matches!(store.site(job), Ok(Some(_)))
-        };
-        if refused || known || !self.computing.insert(job) {
+        if self.models.contains_key(&job)
+            || self.computing.contains(&job)
+            || matches!(store.refusal(job), Ok(Some(_)))
+        {
             return;
         }
+        // A model's rows are never written (after a restart they are read again); a query's
+        // vector is computed once and kept.
+        let model = self.is_model(job);
+        if !model && matches!(store.site(job), Ok(Some(_))) {
+            return;
+        }
+        self.computing.insert(job);
         let cfg = self.cfg.clone();
         let me = self.me.clone();
         if model {

@@ -5,7 +5,7 @@
 //! round instead of starting another.
 
 use super::ingress::Mailbox;
-use super::model::{check_step, family, result};
+use super::model::{check_step, family, open_sum, result};
 use super::{Config, DataPlane};
 use crate::WorkerError;
 use crate::round::{Job, RoundError};
@@ -20,7 +20,6 @@ use medspace_ledger::Ledger;
 use medspace_privacy::glm::{self, Progress, Stats};
 use medspace_privacy::query::ModelSpec;
 use medspace_privacy::release::{Protection, group_label, release_totals};
-use medspace_privacy::secagg;
 use medspace_privacy::secagg::{Dealing, Revealed};
 use medspace_state::records::JobStatus;
 use medspace_types::{CloseRound, JobId, List, MemberId, Payload, PostResult, SignedContribution};
@@ -638,8 +637,6 @@ impl<L: Ledger, T: Transport, P: DataPlane> Aggregation<L, T, P> {
                     (site.clone(), answer)
                 }
             });
-            let mut sum = vec![0u64; glm::stats_len(p)];
-            let mut contributions = Vec::with_capacity(sites.len());
             let mut answers = Vec::with_capacity(sites.len());
             for (site, answer) in join_all(asks).await {
                 let msg = match answer
@@ -654,21 +651,20 @@ impl<L: Ledger, T: Transport, P: DataPlane> Aggregation<L, T, P> {
                         return self.fail(clock, job, &collected, &why).await;
                     }
                 };
-                for (s, v) in sum.iter_mut().zip(&msg.body.masked) {
-                    *s = s.wrapping_add(*v);
-                }
-                contributions.push(msg.body.contribution.clone());
                 answers.push(msg);
             }
-            history.push(answers);
-            let total: Vec<i64> = sum.into_iter().map(secagg::decode_i64).collect();
-            let stats: Stats = match glm::decode(p, &total) {
+            let stats: Stats = match open_sum(&answers, p) {
                 Ok(s) => s,
                 Err(e) => {
                     let why = format!("the summed statistics do not decode: {e}");
                     return self.fail(clock, job, &collected, &why).await;
                 }
             };
+            let contributions: Vec<_> = answers
+                .iter()
+                .map(|a| a.body.contribution.clone())
+                .collect();
+            history.push(answers);
             match irls.update(&stats) {
                 Ok(Progress::Continue) => {
                     collected.steps.clone_from(&history);

@@ -92,6 +92,19 @@ pub fn irls_options(m: &ModelSpec) -> Options {
     }
 }
 
+/// The statistics the set's (checked) answers to one step sum to: their masks cancel only in
+/// this sum of all of them.
+pub(crate) fn open_sum(answers: &[StepMsg], p: usize) -> Result<glm::Stats, String> {
+    let mut sum = vec![0u64; glm::stats_len(p)];
+    for a in answers {
+        for (s, v) in sum.iter_mut().zip(&a.body.masked) {
+            *s = s.wrapping_add(*v);
+        }
+    }
+    let total: Vec<i64> = sum.into_iter().map(secagg::decode_i64).collect();
+    glm::decode(p, &total).map_err(|e| e.to_string())
+}
+
 /// The fit replayed from its start through `history` (each iteration's answers from the set
 /// `set`, checked and summed here): the coefficients the next step must use.
 pub(crate) fn replay(
@@ -116,7 +129,6 @@ pub(crate) fn replay(
             ));
         }
         let mut seen = Vec::with_capacity(set.len());
-        let mut sum = vec![0u64; glm::stats_len(p)];
         for a in answers {
             check_step(job, a, &step, p).map_err(|e| format!("iteration {t}: {e}"))?;
             let i = job
@@ -128,12 +140,8 @@ pub(crate) fn replay(
                 ));
             }
             seen.push(i);
-            for (s, v) in sum.iter_mut().zip(&a.body.masked) {
-                *s = s.wrapping_add(*v);
-            }
         }
-        let total: Vec<i64> = sum.into_iter().map(secagg::decode_i64).collect();
-        let stats = glm::decode(p, &total).map_err(|e| format!("iteration {t}: {e}"))?;
+        let stats = open_sum(answers, p).map_err(|e| format!("iteration {t}: {e}"))?;
         match irls.update(&stats) {
             Ok(Progress::Continue) => {}
             Ok(Progress::Converged) => {
