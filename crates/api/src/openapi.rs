@@ -244,6 +244,13 @@ pub const ROUTES: &[Route] = &[
         "a site's masked statistics for one step of a model's fit, to the job's aggregator node only (each iteration once, in order, for the set the ledger fixed; 202 before)",
     ),
     r(
+        "/v1/worker/jobs/{job}/psi",
+        "post",
+        Signed,
+        Workers,
+        "a site's answer to a later site's count-once set (private set intersection of the job's patients), to a later site's node only (one set per site and job; 202 while computing)",
+    ),
+    r(
         "/v1/worker/jobs/{job}/result",
         "get",
         Signed,

@@ -205,7 +205,7 @@ fn patient_key(who: &Who, p: &WhichPatient) -> anyhow::Result<Keypair> {
             p.index
         )
     })?;
-    Ok(medspace_consortium::patient_key(seed, &p.hospital, fhir_id))
+    Ok(medspace_consortium::patient_key(seed, fhir_id))
 }
 
 /// A member's key: the file of --key (sealed or hex), or the devnet's key of `member`.

@@ -567,6 +567,25 @@ fn assert_no_member_key_in(node: &Path, member: &Keypair) {
 }
 
 /// A base port with `base..base+5` and `base+100..base+105` free.
+/// A log without its terminal colour codes.
+fn plain_log(log: &str) -> String {
+    let mut out = String::with_capacity(log.len());
+    let mut chars = log.chars();
+    while let Some(c) = chars.next() {
+        if c == '\u{1b}' {
+            // Skip to the end of the escape sequence (a letter).
+            for e in chars.by_ref() {
+                if e.is_ascii_alphabetic() {
+                    break;
+                }
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
 fn free_base() -> u16 {
     // Tests of this file run in parallel in one process: each call starts elsewhere.
     static CALLS: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
@@ -753,6 +772,8 @@ fn demo_runs_its_story_across_the_devnet() {
         "is refused by the validators",
         "epsilon budget exceeded",
         "records delivered by hospital-a to hospital-b",
+        // 25 patients per hospital, indices 4, 14 and 24 referred to the next hospital.
+        "counted once: 9 patients are held by two hospitals",
         "a wrong code is refused by hospital-a's node (http 403)",
         "the same code again is refused (http 403",
         "insurer-1's claims officer redeems it at hospital-a's node and receives",
@@ -1095,6 +1116,29 @@ fn a_study_runs_from_the_cli_on_the_hospitals_workers_and_survives_a_dropped_sit
         .and_then(|l| l.split_whitespace().next())
         .unwrap()
         .to_string();
+
+    // Every patient counts once: before computing, hospital-b and hospital-c each ran a private
+    // set intersection with the hospitals before them over HTTP and left out the patients
+    // those hold (the generator refers one in ten of a hospital's patients to the next).
+    for (h, earlier) in [("hospital-b", "hospital-a"), ("hospital-c", "hospital-b")] {
+        let log = std::fs::read_to_string(dir.join(h).join("node.log")).unwrap();
+        let shared = plain_log(&log)
+            .lines()
+            .filter(|l| l.contains("patients left to an earlier site") && l.contains(&job))
+            .filter(|l| l.contains(&format!("site={earlier}")))
+            .find_map(|l| {
+                l.split("shared=")
+                    .nth(1)?
+                    .split_whitespace()
+                    .next()?
+                    .parse::<u32>()
+                    .ok()
+            });
+        assert!(
+            shared.is_some_and(|n| n > 0),
+            "{h} left out no patient of {earlier}: {shared:?}"
+        );
+    }
 
     // The hospitals' nodes run with their node keys; no member key is in their directories.
     for h in ["hospital-a", "hospital-b", "hospital-c"] {

@@ -332,6 +332,23 @@ fn plan_site(
     Ok((spec, plan))
 }
 
+/// The ledger pseudonyms of the patients who may count in `job` at this site (linked here and
+/// consenting at the job's height, as its plan says), for the count-once rule
+/// ([`medspace_worker::compute::once`]).
+pub fn job_patients(
+    state: &State,
+    job: JobId,
+    member: &MemberId,
+    links: &Links,
+) -> Result<Vec<medspace_types::PatientId>, FederatedError> {
+    let (_, plan) = plan_site(state, job, member, links)?;
+    Ok(plan
+        .cohort
+        .iter()
+        .filter_map(|person| links.patient_of(*person).copied())
+        .collect())
+}
+
 /// A model's job at one site, planned from the ledger like [`run_site`]: its rows.
 pub fn run_model_site(
     state: &State,

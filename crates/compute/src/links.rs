@@ -93,6 +93,21 @@ impl Links {
         Ok(links)
     }
 
+    /// These links but the patients in `leave_out` (counted at another site).
+    pub fn without(&self, leave_out: &std::collections::BTreeSet<PatientId>) -> Self {
+        let by_person: BTreeMap<i64, PatientId> = self
+            .by_person
+            .iter()
+            .filter(|(_, id)| !leave_out.contains(id))
+            .map(|(p, id)| (*p, *id))
+            .collect();
+        let by_patient = by_person.iter().map(|(p, id)| (*id, *p)).collect();
+        Self {
+            by_person,
+            by_patient,
+        }
+    }
+
     /// Saves atomically, sealed under the vault's keys (owner-only temporary file, synced,
     /// then renamed).
     pub fn save(&self, node_dir: &Path, key: &VaultKey) -> Result<(), LinkError> {

@@ -11,6 +11,7 @@ use medspace_types::{JobId, MemberId, PatientId};
 use medspace_vault::VaultKey;
 use medspace_worker::compute::{DataPlane, ModelRows, PlaneRefusal, SiteVector};
 use medspace_worker::records::RecordSource;
+use std::collections::BTreeSet;
 use std::path::PathBuf;
 
 /// Runs `f` on a thread of its own and waits for it: the vault's DataFusion work starts a
@@ -40,10 +41,14 @@ impl DataPlane for VaultPlane {
         state: &State,
         job: JobId,
         member: &MemberId,
+        leave_out: &BTreeSet<PatientId>,
     ) -> Result<SiteVector, PlaneRefusal> {
         let refuse = |e: &dyn std::fmt::Display| PlaneRefusal(e.to_string());
-        // The links are read afresh for every job: a patient linked since the last one counts.
-        let links = Links::load(&self.dir, &self.key).map_err(|e| refuse(&e))?;
+        // The links are read afresh for every job: a patient linked since the last one counts
+        // (unless an earlier site counts them).
+        let links = Links::load(&self.dir, &self.key)
+            .map_err(|e| refuse(&e))?
+            .without(leave_out);
         let k = state.policy().map_err(|e| refuse(&e))?.min_cell_k;
         let mut rng = medspace_privacy::dp::os_rng().map_err(|e| refuse(&e))?;
         let started = std::time::Instant::now();
@@ -73,9 +78,12 @@ impl DataPlane for VaultPlane {
         state: &State,
         job: JobId,
         member: &MemberId,
+        leave_out: &BTreeSet<PatientId>,
     ) -> Result<ModelRows, PlaneRefusal> {
         let refuse = |e: &dyn std::fmt::Display| PlaneRefusal(e.to_string());
-        let links = Links::load(&self.dir, &self.key).map_err(|e| refuse(&e))?;
+        let links = Links::load(&self.dir, &self.key)
+            .map_err(|e| refuse(&e))?
+            .without(leave_out);
         let started = std::time::Instant::now();
         let rows = outside_runtime(|| {
             crate::federated::run_model_site(
@@ -92,6 +100,19 @@ impl DataPlane for VaultPlane {
         })?;
         tracing::info!(job = %job, cohort = rows.cohort, ms = started.elapsed().as_millis() as u64, "compute.site: model rows read");
         Ok(rows)
+    }
+
+    fn job_patients(
+        &self,
+        state: &State,
+        job: JobId,
+        member: &MemberId,
+    ) -> Result<Option<Vec<PatientId>>, PlaneRefusal> {
+        let refuse = |e: &dyn std::fmt::Display| PlaneRefusal(e.to_string());
+        let links = Links::load(&self.dir, &self.key).map_err(|e| refuse(&e))?;
+        crate::federated::job_patients(state, job, member, &links)
+            .map(Some)
+            .map_err(|e| refuse(&e))
     }
 }
 

@@ -95,13 +95,12 @@ pub fn agreement_secret(seed: u64, member: &str) -> x25519_dalek::StaticSecret {
     )
 }
 
-/// The deterministic key of the patient whose record `fhir_id` `member` holds, in a local
-/// consortium of `seed`.
-pub fn patient_key(seed: u64, member: &str, fhir_id: &str) -> Keypair {
+/// The deterministic key of the patient whose record has the FHIR Patient id `fhir_id`, in a
+/// local consortium of `seed`: the same at every hospital holding that record.
+pub fn patient_key(seed: u64, fhir_id: &str) -> Keypair {
     let h = Hash::of(&[
-        b"medspace/devnet/patient-key",
+        b"medspace/devnet/patient-key/v2",
         &seed.to_be_bytes(),
-        member.as_bytes(),
         fhir_id.as_bytes(),
     ]);
     let mut b = [0u8; 8];
@@ -364,11 +363,8 @@ mod tests {
         assert!(a.user_key("nobody").is_err());
         let agreement = x25519_dalek::PublicKey::from(&a.agreement("hospital-b")).to_bytes();
         assert_eq!(a.genesis.members[1].member.agreement_key.0, agreement);
-        assert_ne!(
-            patient_key(1, "hospital-a", "p1").public(),
-            patient_key(1, "hospital-a", "p2").public()
-        );
-        let patient = patient_key(1, "hospital-a", "p1").public();
+        assert_ne!(patient_key(1, "p1").public(), patient_key(1, "p2").public());
+        let patient = patient_key(1, "p1").public();
         let reg = a.patient_registration("hospital-a", &patient).unwrap();
         let hospital = a.member_key("hospital-a").unwrap().public();
         assert!(reg.verify(&a.genesis.chain_id, &patient, &hospital));

@@ -553,14 +553,12 @@ pub fn publish_catalogs(
 /// registration attested by the hospital that holds the patient's record.
 pub fn register_patients(devnet: &Devnet, ledger: &mut Remote) -> Result<usize> {
     let mut batch = Vec::new();
-    for node in &devnet.hospitals {
-        for p in &node.patients {
-            if ledger.state().next_nonce(&p.key.public())? == 0 {
-                let reg = devnet
-                    .consortium
-                    .patient_registration(&node.member, &p.key.public())?;
-                batch.push((&p.key, Payload::RegisterPatient(reg)));
-            }
+    for (_, member, p) in crate::hospitals::distinct_patients(&devnet.hospitals) {
+        if ledger.state().next_nonce(&p.key.public())? == 0 {
+            let reg = devnet
+                .consortium
+                .patient_registration(member, &p.key.public())?;
+            batch.push((&p.key, Payload::RegisterPatient(reg)));
         }
     }
     let n = ledger.submit_many(batch)?.len();
@@ -594,17 +592,15 @@ pub fn simulate_consents(devnet: &Devnet, ledger: &mut Remote) -> Result<(usize,
     let (mut allow, mut deny) = (0, 0);
     let mut i = 0usize;
     let mut batch = Vec::new();
-    for node in &devnet.hospitals {
-        for p in &node.patients {
-            i += 1;
-            let decision = research_decision(i);
-            if decision == Decision::Allow {
-                allow += 1;
-            } else {
-                deny += 1;
-            }
-            batch.push((&p.key, research_consent(None, decision)));
+    for (_, _, p) in crate::hospitals::distinct_patients(&devnet.hospitals) {
+        i += 1;
+        let decision = research_decision(i);
+        if decision == Decision::Allow {
+            allow += 1;
+        } else {
+            deny += 1;
         }
+        batch.push((&p.key, research_consent(None, decision)));
     }
     ledger.submit_many(batch)?;
     ledger.must_block()?;

@@ -83,12 +83,16 @@ pub fn prepare(
             let report = match source {
                 Source::Generated { per_hospital } => {
                     let k = h as u32;
+                    let n = members.len() as u32;
+                    // Its own patients, then the copies of those the previous hospital
+                    // referred here (one in ten, see `medspace_synth::is_shared`).
                     let resources = medspace_synth::hospital_resources(seed, k)
                         .into_iter()
                         .chain(
                             (0..*per_hospital)
                                 .flat_map(move |i| medspace_synth::patient_resources(seed, k, i)),
-                        );
+                        )
+                        .chain(medspace_synth::shared_resources(seed, k, n, *per_hospital));
                     vault.ingest_values(
                         &format!("synth:seed={seed}:hospital={member}"),
                         resources,
@@ -107,7 +111,9 @@ pub fn prepare(
         let mut links = Links::load(&dir, &key)?;
         let mut patients = Vec::new();
         for (person_id, fhir_id, _) in vault.persons() {
-            let key = medspace_consortium::patient_key(seed, member, &fhir_id);
+            // The key follows the person: a patient held by two hospitals (the same Patient
+            // id) is one ledger pseudonym, linked at both.
+            let key = medspace_consortium::patient_key(seed, &fhir_id);
             let id = PatientId::from_key(&key.public());
             links.link(person_id, id)?;
             patients.push(Patient { key, id });
@@ -122,4 +128,20 @@ pub fn prepare(
         });
     }
     Ok(out)
+}
+
+/// Every patient once, with the first hospital holding their record (its index and member):
+/// a patient two hospitals hold is one person, with one key that registers and consents once.
+pub fn distinct_patients(hospitals: &[Hospital]) -> Vec<(usize, &str, &Patient)> {
+    let mut seen = std::collections::BTreeSet::new();
+    hospitals
+        .iter()
+        .enumerate()
+        .flat_map(|(h, node)| {
+            node.patients
+                .iter()
+                .map(move |p| (h, node.member.as_str(), p))
+        })
+        .filter(|(_, _, p)| seen.insert(p.id))
+        .collect()
 }

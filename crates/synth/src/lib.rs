@@ -125,6 +125,30 @@ fn rewrite_refs_to_urn(v: &mut Value) {
 
 /// All resources of `cfg.patients` patients of hospital `cfg.hospital`, in memory: the
 /// hospital's Organization and Practitioners first, then each patient's resources.
+/// Whether patient `index` of a hospital is also treated at the next hospital of the
+/// consortium (one in ten): the ground truth of the count-once tests, where a patient held by
+/// two hospitals must count once.
+pub fn is_shared(index: u64) -> bool {
+    index % 10 == 4
+}
+
+/// The records hospital `hospital` (of `hospitals`, each with `per_hospital` generated
+/// patients) holds of patients first treated at the previous hospital: a copy of each shared
+/// patient's record (same Patient id, same history), with the referring hospital's
+/// Organization and Practitioners it refers to, as a referral brings it. Nothing with one
+/// hospital.
+pub fn shared_resources(seed: u64, hospital: u32, hospitals: u32, per_hospital: u64) -> Vec<Value> {
+    if hospitals < 2 {
+        return Vec::new();
+    }
+    let from = (hospital + hospitals - 1) % hospitals;
+    let mut out = hospital_resources(seed, from);
+    for i in (0..per_hospital).filter(|i| is_shared(*i)) {
+        out.extend(patient_resources(seed, from, i));
+    }
+    out
+}
+
 pub fn generate(cfg: SynthConfig) -> Vec<Value> {
     let mut out = hospital_resources(cfg.seed, cfg.hospital);
     for i in 0..cfg.patients {

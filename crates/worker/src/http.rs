@@ -11,6 +11,9 @@
 //! - `POST /v1/worker/jobs/{job}/step` — the aggregator of a model's job: this site's masked
 //!   statistics at the request's coefficients (each iteration once, in increasing order, only
 //!   for the set the ledger fixed; `202` until it did) ([`crate::compute::model`]);
+//! - `POST /v1/worker/jobs/{job}/psi?wait_ms=` — a later site of the job (its node key): the
+//!   answer to its count-once set (one set per site and job, ever; `202` while computing)
+//!   ([`crate::compute::once`]);
 //! - `GET /v1/worker/jobs/{job}/result` — the job's submitter only, and only once the result's
 //!   hash is final on the ledger: the released result;
 //! - `GET /v1/records/export` — the patient only (their own key): their complete record here;
@@ -40,6 +43,8 @@ use std::time::Duration;
 const MAX_WAIT: Duration = Duration::from_secs(30);
 /// Largest step request of a model (every earlier iteration's answers from every site).
 const STEP_BODY_LIMIT: usize = 8 << 20;
+/// Largest count-once set (two million patients, hex-encoded).
+const PSI_BODY_LIMIT: usize = 160 << 20;
 /// Largest mask request (the dealings of every site).
 const MASK_BODY_LIMIT: usize = 1 << 20;
 
@@ -92,6 +97,10 @@ where
         .route(
             "/v1/worker/jobs/{job}/step",
             post(step::<E, L, R>).layer(DefaultBodyLimit::max(STEP_BODY_LIMIT)),
+        )
+        .route(
+            "/v1/worker/jobs/{job}/psi",
+            post(psi::<E, L, R>).layer(DefaultBodyLimit::max(PSI_BODY_LIMIT)),
         )
         .route("/v1/worker/jobs/{job}/result", get(result::<E, L, R>))
         .route("/v1/records/export", get(export::<E, L, R>))
@@ -239,6 +248,33 @@ fn request_for<T: serde::de::DeserializeOwned>(
     Ok(req)
 }
 
+/// A posted round request: signed by a member's node key, its body for the path's job (`what`
+/// names it in refusals), answered by the compute actor within `wait`.
+#[allow(clippy::too_many_arguments)]
+async fn posted<E, L, R, T, A, Fut>(
+    r: &Routes<E, L, R>,
+    job: &str,
+    uri: &Uri,
+    headers: &HeaderMap,
+    body: &[u8],
+    what: &str,
+    job_of: impl Fn(&T) -> JobId,
+    wait: Duration,
+    ask: impl FnOnce(T, MemberId) -> Fut,
+) -> Result<Response, Refusal>
+where
+    E: Clock,
+    L: Ledger,
+    T: serde::de::DeserializeOwned,
+    A: serde::Serialize,
+    Fut: std::future::Future<Output = Result<A, PeerError>>,
+{
+    let job = parse_job(job)?;
+    let who = member(r, "POST", uri, headers, body)?;
+    let req = request_for(job, body, what, job_of)?;
+    Ok(answer(r.records.clock(), wait, ask(req, who)).await)
+}
+
 async fn mask<E: Clock, L: Ledger, R>(
     AxState(r): AxState<Arc<Routes<E, L, R>>>,
     Path(job): Path<String>,
@@ -246,10 +282,12 @@ async fn mask<E: Clock, L: Ledger, R>(
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Response, Refusal> {
-    let job = parse_job(&job)?;
-    let who = member(&r, "POST", &uri, &headers, &body)?;
-    let req = request_for(job, &body, "mask", |m: &crate::wire::MaskRequest| m.job)?;
-    Ok(answer(r.records.clock(), MAX_WAIT, r.compute.mask(req, who)).await)
+    let job_of = |m: &crate::wire::MaskRequest| m.job;
+    let ask = |req, who| r.compute.mask(req, who);
+    posted(
+        &r, &job, &uri, &headers, &body, "mask", job_of, MAX_WAIT, ask,
+    )
+    .await
 }
 
 async fn step<E: Clock, L: Ledger, R>(
@@ -259,10 +297,27 @@ async fn step<E: Clock, L: Ledger, R>(
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Response, Refusal> {
-    let job = parse_job(&job)?;
-    let who = member(&r, "POST", &uri, &headers, &body)?;
-    let req = request_for(job, &body, "step", |s: &crate::wire::StepRequest| s.job)?;
-    Ok(answer(r.records.clock(), MAX_WAIT, r.compute.step(req, who)).await)
+    let job_of = |s: &crate::wire::StepRequest| s.job;
+    let ask = |req, who| r.compute.step(req, who);
+    posted(
+        &r, &job, &uri, &headers, &body, "step", job_of, MAX_WAIT, ask,
+    )
+    .await
+}
+
+async fn psi<E: Clock, L: Ledger, R>(
+    AxState(r): AxState<Arc<Routes<E, L, R>>>,
+    Path(job): Path<String>,
+    Query(q): Query<Wait>,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, Refusal> {
+    let job_of = |a: &crate::wire::PsiAsk| a.job;
+    let ask = |req, who| r.compute.psi(req, who);
+    // At least a second: a refusal is decided at once, never answered "not ready".
+    let wait = wait_of(&q).max(Duration::from_secs(1));
+    posted(&r, &job, &uri, &headers, &body, "psi", job_of, wait, ask).await
 }
 
 async fn reveal<E: Clock, L: Ledger, R>(

@@ -164,6 +164,17 @@ impl Store {
         self.read(job, "step.json")
     }
 
+    /// Keeps the hash of the first count-once set site `index` sent for `job` (never
+    /// replaced); returns what is kept.
+    pub fn put_psi_request(
+        &self,
+        job: JobId,
+        index: usize,
+        hash: &medspace_types::Hash,
+    ) -> Result<medspace_types::Hash, WorkerError> {
+        self.put_once(job, &format!("psi-{index}.json"), hash)
+    }
+
     /// Keeps why the site refused the job (never replaced).
     pub fn put_refusal(&self, job: JobId, reason: &str) -> Result<String, WorkerError> {
         self.put_once(job, "refused.json", &reason.to_string())

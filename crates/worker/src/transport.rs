@@ -2,7 +2,9 @@
 //! step. [`HttpTransport`] is the production one (signed requests to each member's node); the
 //! simulations use an in-memory one with scripted delays and failures.
 
-use crate::wire::{DealingMsg, MaskRequest, MaskedMsg, RevealMsg, StepMsg, StepRequest};
+use crate::wire::{
+    DealingMsg, MaskRequest, MaskedMsg, PsiAnswer, PsiAsk, RevealMsg, StepMsg, StepRequest,
+};
 use medspace_types::{JobId, Keypair, MemberId};
 use std::collections::BTreeMap;
 use std::future::Future;
@@ -65,6 +67,22 @@ pub trait Transport: Clone + Send + Sync + 'static {
         async {
             Err(PeerError::Refused(
                 "this transport carries no model steps".into(),
+            ))
+        }
+    }
+
+    /// An earlier site's answer to this site's count-once set (waits at the site up to
+    /// `wait` while it computes). A transport that carries no such sets refuses.
+    fn psi(
+        &self,
+        to: &MemberId,
+        ask: PsiAsk,
+        wait: Duration,
+    ) -> impl Future<Output = Result<PsiAnswer, PeerError>> + Send {
+        let _ = (to, ask, wait);
+        async {
+            Err(PeerError::Refused(
+                "this transport carries no count-once sets".into(),
             ))
         }
     }
@@ -192,6 +210,22 @@ impl Transport for HttpTransport {
         let pq = format!("/v1/worker/jobs/{job}/reveal?wait_ms={}", wait.as_millis());
         let (this, to) = (self.clone(), to.clone());
         async move { this.call(&to, "GET", pq, Vec::new(), wait).await }
+    }
+
+    fn psi(
+        &self,
+        to: &MemberId,
+        ask: PsiAsk,
+        wait: Duration,
+    ) -> impl Future<Output = Result<PsiAnswer, PeerError>> + Send {
+        let pq = format!(
+            "/v1/worker/jobs/{}/psi?wait_ms={}",
+            ask.job,
+            wait.as_millis()
+        );
+        let body = serde_json::to_vec(&ask).unwrap_or_default();
+        let (this, to) = (self.clone(), to.clone());
+        async move { this.call(&to, "POST", pq, body, wait).await }
     }
 
     fn step(

@@ -146,6 +146,26 @@ pub struct RevealBody {
 /// A signed reveal.
 pub type RevealMsg = Signed<RevealBody>;
 
+/// A later site's set for the count-once rule of a job (see [`crate::compute::once`]): its
+/// patients' blinded identifiers, a [`medspace_privacy::psi::Request`] in its byte form.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PsiAsk {
+    /// The job.
+    pub job: JobId,
+    /// The request's bytes.
+    pub request: Hex,
+}
+
+/// An earlier site's answer to a [`PsiAsk`]: a [`medspace_privacy::psi::Response`] in its
+/// byte form (the receiver's set blinded again, and the sender's own blinded set).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PsiAnswer {
+    /// The job.
+    pub job: JobId,
+    /// The response's bytes.
+    pub response: Hex,
+}
+
 /// The aggregator asks every site of a model's job for its statistics at `beta`.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct StepRequest {

@@ -28,9 +28,10 @@ use medspace_worker::records::RecordSource;
 use medspace_worker::round::Job;
 use medspace_worker::transport::{PeerError, Transport};
 use medspace_worker::wire::{
-    DealingMsg, MaskRequest, MaskedMsg, ResultDoc, RevealMsg, StepMsg, StepRequest,
+    DealingMsg, MaskRequest, MaskedMsg, PsiAnswer, PsiAsk, ResultDoc, RevealMsg, StepMsg,
+    StepRequest,
 };
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -266,6 +267,19 @@ impl Transport for SimTransport {
                 .await
         }
     }
+
+    fn psi(
+        &self,
+        to: &MemberId,
+        ask: PsiAsk,
+        wait: Duration,
+    ) -> impl std::future::Future<Output = Result<PsiAnswer, PeerError>> + Send {
+        let (this, to) = (self.clone(), to.clone());
+        async move {
+            let mb = this.reach(&to).await?;
+            this.bounded(wait, mb.psi(ask, this.me.clone())).await
+        }
+    }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -273,6 +287,25 @@ impl Transport for SimTransport {
 
 struct FakePlane {
     site: usize,
+    /// The site's patients' pseudonyms, in the count-once scenarios: cell 0 then counts those
+    /// not left to an earlier site.
+    patients: Option<Vec<PatientId>>,
+}
+
+/// Patient `i`'s pseudonym in the count-once scenarios.
+fn pseudonym(i: u32) -> PatientId {
+    PatientId(Hash::of(&[b"sim-patient", &i.to_be_bytes()]).0)
+}
+
+/// Site `i`'s patients in the count-once scenarios: a holds 0..40, b 30..70, c 0..10 and
+/// 60..90 (90 persons, 30 of them held twice).
+fn site_patients(site: usize) -> Vec<PatientId> {
+    let range: Vec<u32> = match site {
+        0 => (0..40).collect(),
+        1 => (30..70).collect(),
+        _ => (0..10).chain(60..90).collect(),
+    };
+    range.into_iter().map(pseudonym).collect()
 }
 
 fn fake_vector(site: usize, len: usize) -> Vec<i64> {
@@ -287,12 +320,26 @@ impl DataPlane for FakePlane {
         state: &State,
         job: JobId,
         _member: &MemberId,
+        leave_out: &BTreeSet<PatientId>,
     ) -> Result<SiteVector, PlaneRefusal> {
         let j = Job::from_ledger(state, job).map_err(|e| PlaneRefusal(e.to_string()))?;
+        let mut values = fake_vector(self.site, j.layout_len());
+        if let Some(patients) = &self.patients {
+            values[0] = patients.iter().filter(|p| !leave_out.contains(p)).count() as i64;
+        }
         Ok(SiteVector {
-            values: fake_vector(self.site, j.layout_len()),
+            values,
             cohort: 40 + self.site as u64,
         })
+    }
+
+    fn job_patients(
+        &self,
+        _state: &State,
+        _job: JobId,
+        _member: &MemberId,
+    ) -> Result<Option<Vec<PatientId>>, PlaneRefusal> {
+        Ok(self.patients.clone())
     }
 
     fn model_rows(
@@ -300,6 +347,7 @@ impl DataPlane for FakePlane {
         _state: &State,
         _job: JobId,
         _member: &MemberId,
+        _leave_out: &BTreeSet<PatientId>,
     ) -> Result<ModelRows, PlaneRefusal> {
         Ok(fake_rows(self.site))
     }
@@ -385,6 +433,11 @@ impl World {
 
     /// Starts (or restarts, over the same files) a hospital's worker.
     fn start_worker(&self, name: &str) {
+        self.start_worker_with(name, false);
+    }
+
+    /// [`World::start_worker`]; with `patients`, its plane holds [`site_patients`].
+    fn start_worker_with(&self, name: &str, patients: bool) {
         let m = member(name);
         let site = medspace_consortium::HOSPITALS
             .iter()
@@ -413,7 +466,10 @@ impl World {
             p,
             self.ledger.clone(),
             transport,
-            Arc::new(FakePlane { site }),
+            Arc::new(FakePlane {
+                site,
+                patients: patients.then(|| site_patients(site)),
+            }),
             Arc::new(NoRecords),
         )
         .unwrap();
@@ -648,6 +704,86 @@ fn a_three_site_job_releases_the_exact_sum_on_every_seed() {
             assert_eq!(again_root, root, "seed {seed}");
         }
     }
+}
+
+/// Site `site`'s blinded set as a later site would send it, with `n` pseudonyms.
+fn psi_ask(job: JobId, first: u32, n: u32, seed: u64) -> PsiAsk {
+    let ids = medspace_worker::compute::once::identifiers(
+        job,
+        &(first..first + n).map(pseudonym).collect::<Vec<_>>(),
+    );
+    let mut rng = rand_chacha_rng(seed);
+    let (_, request) = medspace_privacy::psi::Receiver::new(
+        &mut rng,
+        &ids,
+        medspace_privacy::psi::Mode::Linked,
+        1,
+    )
+    .unwrap();
+    PsiAsk {
+        job,
+        request: medspace_worker::wire::Hex(request.to_bytes().unwrap()),
+    }
+}
+
+#[test]
+fn patients_held_by_several_sites_count_once_on_every_seed() {
+    for seed in 0..3 {
+        runner(seed).start(|ctx| async move {
+            let w = World::new(ctx, seed, "once");
+            for h in medspace_consortium::HOSPITALS {
+                w.start_worker_with(h, true);
+            }
+            let job = w.contract_and_job().await;
+            let posted = w.result(job, Duration::from_secs(60)).await;
+            let doc = w.released(job, &posted);
+            // 120 records of 90 persons: each counts once (a keeps its 40, b the 30 a does
+            // not hold, c the 20 neither holds).
+            let mut want = expected(&[0, 1, 2]);
+            want[0] = Some(90);
+            assert_eq!(cells(&doc), want, "seed {seed}");
+            assert!(doc.dropped.is_empty(), "seed {seed}: {:?}", doc.dropped);
+        });
+    }
+}
+
+#[test]
+fn a_count_once_set_is_refused_when_stuffed_sent_twice_or_sent_backwards() {
+    runner(7).start(|ctx| async move {
+        let w = World::new(ctx, 7, "once-refused");
+        // b is down for the whole job: c cannot learn whom b holds, and b contributes nothing.
+        w.start_worker_with("hospital-a", true);
+        w.start_worker_with("hospital-c", true);
+        let job = w.contract_and_job().await;
+        let mailbox = |name: &str| w.net.lock().unwrap().mailboxes[&member(name)].clone();
+        let (a, c) = (mailbox("hospital-a"), mailbox("hospital-c"));
+        // More elements than the catalog of the sender publishes persons (100): refused.
+        let stuffed = a.psi(psi_ask(job, 0, 101, 1), member("hospital-b")).await;
+        assert!(
+            matches!(&stuffed, Err(PeerError::Refused(why)) if why.contains("publishes 100 persons")),
+            "{stuffed:?}"
+        );
+        // Only a later site sends an earlier one its set.
+        let backwards = c.psi(psi_ask(job, 0, 5, 2), member("hospital-a")).await;
+        assert!(
+            matches!(&backwards, Err(PeerError::Forbidden(_))),
+            "{backwards:?}"
+        );
+        // One set per site and job: b's first is answered, another one refused.
+        let first = a.psi(psi_ask(job, 30, 40, 3), member("hospital-b")).await;
+        assert!(first.is_ok(), "{first:?}");
+        let again = a.psi(psi_ask(job, 0, 40, 4), member("hospital-b")).await;
+        assert!(
+            matches!(&again, Err(PeerError::Refused(why)) if why.contains("already sent another set")),
+            "{again:?}"
+        );
+        let posted = w.result(job, Duration::from_secs(120)).await;
+        let doc = w.released(job, &posted);
+        // a keeps its 40; c leaves a's 10 out and keeps the 10 it shares with b, which did
+        // not contribute: 70 persons, each once.
+        assert_eq!(cells(&doc)[0], Some(70));
+        assert_eq!(doc.dropped.len(), 1, "{:?}", doc.dropped);
+    });
 }
 
 #[test]
@@ -1206,6 +1342,14 @@ fn every_worker_route_answers_every_kind_of_caller_as_its_rule_says() {
                 })
                 .unwrap(),
                 |c| c == Caller::AggregatorNode,
+            ),
+            // Only a later site sends a site its count-once set (hospital-a is earlier; the
+            // malformed set reaches hospital-c's route and is refused for that).
+            (
+                "POST",
+                format!("/v1/worker/jobs/{job}/psi"),
+                format!("{{\"job\":\"{job}\",\"request\":\"00\"}}").into_bytes(),
+                |c| c == Caller::SiteNode,
             ),
             // A result goes to the job's submitter only.
             (

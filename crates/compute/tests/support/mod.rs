@@ -54,6 +54,17 @@ impl World {
     }
 
     pub fn new(root: &Path) -> World {
+        Self::build(root, false)
+    }
+
+    /// [`World::new`] where each hospital also holds a copy of the records of the previous
+    /// hospital's referred patients (`medspace_synth::shared_resources`: one in ten), linked to
+    /// the same pseudonym: patients held by two hospitals. The pooled vault holds each once.
+    pub fn with_referrals(root: &Path) -> World {
+        Self::build(root, true)
+    }
+
+    fn build(root: &Path, referrals: bool) -> World {
         let chain = Name::new("test").unwrap();
         let nodes: Vec<Keypair> = (0..3).map(|i| Keypair::from_seed(100 + i)).collect();
         let stewards: Vec<Keypair> = (0..3).map(|i| Keypair::from_seed(200 + i)).collect();
@@ -106,15 +117,22 @@ impl World {
             patients: Vec::new(),
         };
         let mut pooled = Vault::open(&w.pooled, &vkey(&w.pooled)).unwrap();
+        let mut known: std::collections::BTreeMap<String, Keypair> = Default::default();
         for (h, member) in HOSPITALS.iter().enumerate() {
             let dir = root.join(member);
             let mut vault = Vault::open(&dir, &vkey(&dir)).unwrap();
+            let referred = if referrals {
+                medspace_synth::shared_resources(7, h as u32, 3, PER_HOSPITAL)
+            } else {
+                Vec::new()
+            };
             let resources: Vec<serde_json::Value> = medspace_synth::hospital_resources(7, h as u32)
                 .into_iter()
                 .chain(
                     (0..PER_HOSPITAL)
                         .flat_map(|i| medspace_synth::patient_resources(7, h as u32, i)),
                 )
+                .chain(referred)
                 .collect();
             vault
                 .ingest_values("synth", resources.clone(), &opts())
@@ -123,8 +141,16 @@ impl World {
             // Every patient registers, links and consents to research.
             let mut links = Links::default();
             let mut keys = Vec::new();
-            for (i, (person, _, _)) in vault.persons().into_iter().enumerate() {
+            for (i, (person, fhir_id, _)) in vault.persons().into_iter().enumerate() {
+                // A referred patient is the same person, with the key they already have.
+                if let Some(key) = known.get(&fhir_id) {
+                    links
+                        .link(person, PatientId::from_key(&key.public()))
+                        .unwrap();
+                    continue;
+                }
                 let key = Keypair::from_seed(10_000 + (h as u64) * 1000 + i as u64);
+                known.insert(fhir_id, key.clone());
                 let id = PatientId::from_key(&key.public());
                 links.link(person, id).unwrap();
                 let reg = RegisterPatient::attested(

@@ -9,13 +9,15 @@ use super::{Config, DataPlane, ModelRows};
 use crate::round::{Job, RoundError};
 use crate::store::{MaskCommitment, SiteRecord, StepRecord};
 use crate::transport::{PeerError, Transport};
-use crate::wire::{DealingMsg, Hex, MaskRequest, MaskedMsg, RevealMsg, StepMsg, StepRequest};
+use crate::wire::{
+    DealingMsg, Hex, MaskRequest, MaskedMsg, PsiAnswer, PsiAsk, RevealMsg, StepMsg, StepRequest,
+};
 use futures::StreamExt as _;
 use futures::channel::mpsc;
 use medspace_ledger::Ledger;
 use medspace_privacy::secagg::{HeldShare, SiteSecrets};
 use medspace_state::records::JobStatus;
-use medspace_types::{JobId, MemberId};
+use medspace_types::{Hash, JobId, MemberId};
 use rand_core::CryptoRng;
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
@@ -41,7 +43,15 @@ pub struct Actor<E, L, T, P> {
     aggregating: BTreeSet<JobId>,
     /// Failed aggregation attempts per job (a job is retried on later blocks a few times).
     attempts: BTreeMap<JobId, u32>,
+    /// This site's answers to later sites' count-once sets, by (job, receiver): `None` while
+    /// computing. In memory only (after a restart the same set is answered again).
+    psi: BTreeMap<(JobId, MemberId), PsiServed>,
+    /// Count-once sets waiting for their answer.
+    waiting_psi: Vec<(JobId, MemberId, Reply<PsiAnswer>)>,
 }
+
+/// A count-once set this site answers: the set's hash and, once computed, the answer.
+type PsiServed = (Hash, Option<Result<PsiAnswer, String>>);
 
 /// Aggregation attempts of one job before the node gives up on it (each attempt posts a
 /// failure result when the round cannot complete; only a ledger that keeps refusing or losing
@@ -77,6 +87,8 @@ where
                 models: BTreeMap::new(),
                 aggregating: BTreeSet::new(),
                 attempts: BTreeMap::new(),
+                psi: BTreeMap::new(),
+                waiting_psi: Vec::new(),
             },
             mailbox,
         )
@@ -103,6 +115,12 @@ where
                     reply,
                 } => self.on_step(caller, request, reply),
                 Message::Dealing { job, caller, reply } => self.on_dealing(job, caller, reply),
+                Message::Psi { caller, ask, reply } => self.on_psi(caller, ask, reply),
+                Message::PsiAnswered {
+                    job,
+                    caller,
+                    outcome,
+                } => self.on_psi_answered(job, caller, outcome),
                 Message::Mask {
                     caller,
                     request,
@@ -152,11 +170,13 @@ where
                 self.spawn_aggregation(rec.id);
             }
         }
-        // A model's rows leave memory when its job is no longer running.
-        self.models.retain(|job, _| {
+        // A model's rows and the count-once answers leave memory when their job has ended.
+        let running = |job: &JobId| {
             jobs.iter()
                 .any(|j| j.id == *job && j.status == JobStatus::Submitted)
-        });
+        };
+        self.models.retain(|job, _| running(job));
+        self.psi.retain(|(job, _), _| running(job));
         let waiting = std::mem::take(&mut self.waiting_reveal);
         for (job, caller, reply) in waiting {
             self.on_reveal(job, caller, reply);
@@ -189,31 +209,29 @@ where
         self.computing.insert(job);
         let cfg = self.cfg.clone();
         let me = self.me.clone();
-        if model {
-            self.ctx
-                .child("site")
-                .shared(true)
-                .spawn(move |_| async move {
-                    let state = cfg.ledger.snapshot().state;
-                    let outcome = cfg
-                        .plane
-                        .model_rows(&state, job, &cfg.member)
-                        .map(Arc::new)
-                        .map_err(|e| e.to_string());
-                    me.send(Message::Modeled { job, outcome }).await;
-                });
-            return;
-        }
+        let transport = self.transport.clone();
         self.ctx
             .child("site")
             .shared(true)
-            .spawn(move |_| async move {
+            .spawn(move |mut ctx| async move {
+                // The patients an earlier site also holds count there, not here.
+                let leave_out = super::once::leave_out(&mut ctx, &cfg, &transport, job).await;
                 let state = cfg.ledger.snapshot().state;
-                let outcome = cfg
-                    .plane
-                    .site_vector(&state, job, &cfg.member)
-                    .map_err(|e| e.to_string());
-                me.send(Message::Computed { job, outcome }).await;
+                let msg = if model {
+                    let outcome = cfg
+                        .plane
+                        .model_rows(&state, job, &cfg.member, &leave_out)
+                        .map(Arc::new)
+                        .map_err(|e| e.to_string());
+                    Message::Modeled { job, outcome }
+                } else {
+                    let outcome = cfg
+                        .plane
+                        .site_vector(&state, job, &cfg.member, &leave_out)
+                        .map_err(|e| e.to_string());
+                    Message::Computed { job, outcome }
+                };
+                me.send(msg).await;
             });
     }
 
@@ -497,6 +515,98 @@ where
             other => {
                 let _ = reply.send(other);
             }
+        }
+    }
+
+    /// A later site's count-once set: checked ([`super::once::check_request`]), its hash kept
+    /// (one set per site and job, ever), answered once computed.
+    fn on_psi(&mut self, caller: MemberId, ask: PsiAsk, reply: Reply<PsiAnswer>) {
+        let job = ask.job;
+        let key = (job, caller.clone());
+        let hash = super::once::request_hash(&ask.request.0);
+        if let Some((kept, done)) = self.psi.get(&key) {
+            match done {
+                _ if *kept != hash => {
+                    let _ = reply.send(refused(format!(
+                        "{caller} already sent another set for {job}: one set per site and job"
+                    )));
+                }
+                Some(answer) => {
+                    let _ = reply.send(answer.clone().or_else(refused));
+                }
+                None => self.waiting_psi.push((job, caller, reply)),
+            }
+            return;
+        }
+        let checked = (|| {
+            let state = self.cfg.ledger.snapshot().state;
+            let j = match Job::from_ledger(&state, job) {
+                Ok(j) => j,
+                Err(RoundError::UnknownJob(_)) => return Err(PeerError::NotReady),
+                Err(e) => return refused(e),
+            };
+            let request = super::once::check_request(&state, &j, &self.cfg.member, &caller, &ask)?;
+            let index = j.index(&caller).unwrap_or(usize::MAX);
+            let kept = self
+                .cfg
+                .store
+                .put_psi_request(job, index, &hash)
+                .map_err(|e| PeerError::Refused(e.to_string()))?;
+            if kept != hash {
+                return refused(format!(
+                    "{caller} already sent another set for {job}: one set per site and job"
+                ));
+            }
+            Ok(request)
+        })();
+        let request = match checked {
+            Ok(r) => r,
+            Err(e) => {
+                tracing::warn!(job = %job, caller = %caller, error = %e, "worker.once: set refused");
+                let _ = reply.send(Err(e));
+                return;
+            }
+        };
+        tracing::info!(job = %job, caller = %caller, elements = request.points.len(), "worker.once: answering a set");
+        self.psi.insert(key, (hash, None));
+        self.waiting_psi.push((job, caller.clone(), reply));
+        let cfg = self.cfg.clone();
+        let me = self.me.clone();
+        self.ctx
+            .child("once")
+            .shared(true)
+            .spawn(move |mut ctx| async move {
+                let state = cfg.ledger.snapshot().state;
+                let outcome =
+                    super::once::answer(&*cfg.plane, &state, job, &cfg.member, &request, &mut ctx);
+                me.send(Message::PsiAnswered {
+                    job,
+                    caller,
+                    outcome,
+                })
+                .await;
+            });
+    }
+
+    fn on_psi_answered(
+        &mut self,
+        job: JobId,
+        caller: MemberId,
+        outcome: Result<PsiAnswer, String>,
+    ) {
+        if let Err(e) = &outcome {
+            tracing::warn!(job = %job, caller = %caller, error = %e, "worker.once: no answer");
+        }
+        let waiting = std::mem::take(&mut self.waiting_psi);
+        for (j, c, reply) in waiting {
+            if j == job && c == caller {
+                let _ = reply.send(outcome.clone().or_else(refused));
+            } else if !reply.is_canceled() {
+                self.waiting_psi.push((j, c, reply));
+            }
+        }
+        if let Some((_, done)) = self.psi.get_mut(&(job, caller)) {
+            *done = Some(outcome);
         }
     }
 }

@@ -2,7 +2,9 @@
 
 use super::{ModelRows, SiteVector};
 use crate::transport::PeerError;
-use crate::wire::{DealingMsg, MaskRequest, MaskedMsg, RevealMsg, StepMsg, StepRequest};
+use crate::wire::{
+    DealingMsg, MaskRequest, MaskedMsg, PsiAnswer, PsiAsk, RevealMsg, StepMsg, StepRequest,
+};
 use futures::SinkExt as _;
 use futures::channel::{mpsc, oneshot};
 use medspace_types::{JobId, MemberId};
@@ -41,6 +43,24 @@ pub enum Message {
         request: StepRequest,
         /// Where the answer goes.
         reply: Reply<StepMsg>,
+    },
+    /// A later site of a job sends its count-once set (answered once computed).
+    Psi {
+        /// The authenticated caller.
+        caller: MemberId,
+        /// Its set.
+        ask: PsiAsk,
+        /// Where the answer goes.
+        reply: Reply<PsiAnswer>,
+    },
+    /// This site's answer to a count-once set is computed (or refused).
+    PsiAnswered {
+        /// The job.
+        job: JobId,
+        /// The receiver.
+        caller: MemberId,
+        /// The answer, or why not.
+        outcome: Result<PsiAnswer, String>,
     },
     /// The job's aggregator asks for this site's dealing (answered once it exists).
     Dealing {
@@ -137,6 +157,11 @@ impl Mailbox {
             reply,
         })
         .await
+    }
+
+    /// This site's answer to `caller`'s count-once set.
+    pub async fn psi(&self, ask: PsiAsk, caller: MemberId) -> Result<PsiAnswer, PeerError> {
+        self.ask(|reply| Message::Psi { caller, ask, reply }).await
     }
 
     /// This site's reveal for `job`, for `caller`.

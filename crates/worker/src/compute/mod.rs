@@ -13,6 +13,7 @@ pub mod actor;
 pub mod aggregate;
 pub mod ingress;
 pub mod model;
+pub mod once;
 
 pub use actor::Actor;
 pub use ingress::{Mailbox, Message};
@@ -20,7 +21,8 @@ pub use ingress::{Mailbox, Message};
 use crate::store::Store;
 use crate::submit::Submitter;
 use medspace_state::State;
-use medspace_types::{JobId, Keypair, MemberId};
+use medspace_types::{JobId, Keypair, MemberId, PatientId};
+use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::Duration;
 use x25519_dalek::StaticSecret;
@@ -62,23 +64,38 @@ pub struct PlaneRefusal(pub String);
 /// scripted one in the simulations.
 pub trait DataPlane: Send + Sync + 'static {
     /// Plans `job` from the ledger as of its block (contract, scope, consent) for `member`,
-    /// runs its query on the consenting patients and adds this site's noise. Blocking.
+    /// runs its query on the consenting patients but those in `leave_out` (counted at an
+    /// earlier site, see [`once`]) and adds this site's noise. Blocking.
     fn site_vector(
         &self,
         state: &State,
         job: JobId,
         member: &MemberId,
+        leave_out: &BTreeSet<PatientId>,
     ) -> Result<SiteVector, PlaneRefusal>;
 
     /// Plans a model's `job` as [`DataPlane::site_vector`] plans a query and returns the
-    /// consenting patients' rows of its variables. Blocking.
+    /// consenting patients' rows of its variables (but `leave_out`'s). Blocking.
     fn model_rows(
         &self,
         _state: &State,
         _job: JobId,
         _member: &MemberId,
+        _leave_out: &BTreeSet<PatientId>,
     ) -> Result<ModelRows, PlaneRefusal> {
         Err(PlaneRefusal("this data plane fits no models".into()))
+    }
+
+    /// The ledger pseudonyms of the patients who may count in `job` here (linked at this
+    /// site, consenting at the job's height), for the count-once rule ([`once`]). `None`: this
+    /// plane knows no pseudonyms, and its site takes part in no intersection. Blocking.
+    fn job_patients(
+        &self,
+        _state: &State,
+        _job: JobId,
+        _member: &MemberId,
+    ) -> Result<Option<Vec<PatientId>>, PlaneRefusal> {
+        Ok(None)
     }
 }
 

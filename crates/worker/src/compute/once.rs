@@ -1,0 +1,223 @@
+//! Counting a patient once across sites: before a site computes its part of a job, it runs a
+//! linked private set intersection ([`medspace_privacy::psi`], ECDH on ristretto255) with every
+//! site before it in the contract's order, over the ledger pseudonyms of the patients who may
+//! count in the job (linked here and consenting at the job's height), and leaves out the
+//! patients an earlier site also holds. The earliest site keeps everyone, so a patient treated
+//! at several hospitals counts once, with the record of the first of them.
+//!
+//! Roles, for each pair of sites `i < j`: `j` is the receiver (it sends its blinded set to `i`
+//! at `POST /v1/worker/jobs/{job}/psi` and learns which of its own patients `i` also holds),
+//! `i` the sender (it learns only how many patients `j` sent). Neither learns anything of the
+//! other's patients outside the intersection.
+//!
+//! What a sender enforces ([`check_request`]), since the receiver chooses its set and the
+//! ledger's pseudonyms are public: only a later site of the job may ask, while the job runs;
+//! one set per (job, receiver), ever (the first request's hash is kept, so a second, stuffed
+//! set is refused even after a restart); no more elements than the persons the receiver's own
+//! catalog entries publish. A receiver could still put other pseudonyms in place of its own
+//! within that bound; the request's size and hash are kept on both sides for the audit, and
+//! what it could learn is limited to whether those patients are at the sender.
+//!
+//! A sender that cannot be reached within half the job's dealing deadline is not waited for: it will not
+//! contribute either, so nobody is counted twice (its patients shared with this site then
+//! count here). A sender that refuses is logged and its patients kept here.
+
+use super::{Config, DataPlane};
+use crate::round::{Job, job_binding};
+use crate::transport::{PeerError, Transport};
+use crate::wire::{Hex, PsiAnswer, PsiAsk};
+use medspace_ledger::Ledger;
+use medspace_privacy::psi::{self, ContractKey, Mode, Receiver, Sender};
+use medspace_state::State;
+use medspace_types::{Hash, JobId, MemberId, PatientId};
+use rand_core::CryptoRng;
+use std::collections::BTreeSet;
+use std::time::SystemTime;
+
+/// Threads a PSI computation may use (the node's other services keep running beside it).
+const THREADS: usize = 2;
+
+/// The identifier key of a job's count-once runs: the pseudonyms are hashed under a key bound
+/// to the job, so one job's messages cannot be matched with another's. It is public (derived
+/// from the job); the secrecy is the ECDH exponents', drawn afresh for every run.
+fn job_key(job: JobId) -> ContractKey {
+    ContractKey::derive(&job_binding(job), b"medspace/count-once/v1")
+}
+
+/// The PSI elements of `patients`, in their order.
+pub fn identifiers(job: JobId, patients: &[PatientId]) -> Vec<psi::Identifier> {
+    let key = job_key(job);
+    patients
+        .iter()
+        .map(|p| psi::pseudonym_identifier(&key, &p.0))
+        .collect()
+}
+
+/// The hash a sender keeps of the first request of each receiver.
+pub fn request_hash(bytes: &[u8]) -> Hash {
+    Hash::of(&[b"medspace/count-once/request/v1", bytes])
+}
+
+/// The most persons `member`'s own catalog entries publish (its `person` tables' rows): the
+/// bound on the set it may send.
+fn published_persons(state: &State, member: &MemberId) -> u64 {
+    state
+        .datasets()
+        .unwrap_or_default()
+        .iter()
+        .filter(|d| d.owner == *member)
+        .flat_map(|d| d.description.tables.iter())
+        .filter(|t| t.name.as_str() == "person")
+        .map(|t| t.rows)
+        .sum()
+}
+
+/// A sender's checks of a receiver's request, before any work: the job runs, the caller is a
+/// site after this one, the set is a linked one within the caller's published persons.
+/// Who asks is checked first.
+/// Returns the parsed request.
+pub fn check_request(
+    state: &State,
+    job: &Job,
+    me: &MemberId,
+    caller: &MemberId,
+    ask: &PsiAsk,
+) -> Result<psi::Request, PeerError> {
+    let (Some(mine), Some(theirs)) = (job.index(me), job.index(caller)) else {
+        return Err(PeerError::Forbidden(format!(
+            "{caller} is not a data holder of {}",
+            job.id()
+        )));
+    };
+    if theirs <= mine {
+        return Err(PeerError::Forbidden(format!(
+            "only a site after {me} in the contract's order sends it its set, not {caller}"
+        )));
+    }
+    if job.record.status != medspace_state::records::JobStatus::Submitted {
+        return Err(PeerError::Refused(format!("{} already ended", job.id())));
+    }
+    let request =
+        psi::Request::from_bytes(&ask.request.0).map_err(|e| PeerError::Refused(e.to_string()))?;
+    if request.mode != Mode::Linked {
+        return Err(PeerError::Refused("a count-once set runs linked".into()));
+    }
+    let bound = published_persons(state, caller);
+    if request.points.len() as u64 > bound {
+        return Err(PeerError::Refused(format!(
+            "{} elements from {caller}, whose catalog publishes {bound} persons",
+            request.points.len()
+        )));
+    }
+    Ok(request)
+}
+
+/// The sender's answer: its own patients of the job, blinded under a fresh secret, and the
+/// receiver's set blinded again.
+pub fn answer<P: DataPlane, R: CryptoRng>(
+    plane: &P,
+    state: &State,
+    job: JobId,
+    me: &MemberId,
+    request: &psi::Request,
+    rng: &mut R,
+) -> Result<PsiAnswer, String> {
+    let patients = plane
+        .job_patients(state, job, me)
+        .map_err(|e| e.to_string())?
+        .unwrap_or_default();
+    let ids = identifiers(job, &patients);
+    let sender = Sender::new(rng, &ids, Mode::Linked, THREADS).map_err(|e| e.to_string())?;
+    let response = sender.respond(request, rng).map_err(|e| e.to_string())?;
+    Ok(PsiAnswer {
+        job,
+        response: Hex(response.to_bytes().map_err(|e| e.to_string())?),
+    })
+}
+
+/// What this site leaves out of `job`: its patients that a site before it also holds. Empty
+/// for the first site, for a data plane without pseudonyms, and when no earlier site answers.
+pub async fn leave_out<E, L, T, P>(
+    ctx: &mut E,
+    cfg: &Config<L, P>,
+    transport: &T,
+    job: JobId,
+) -> BTreeSet<PatientId>
+where
+    E: commonware_runtime::Clock + CryptoRng,
+    L: Ledger,
+    T: Transport,
+    P: DataPlane,
+{
+    // Half the aggregator's wait for dealings: a site that gives up on an unreachable earlier
+    // one still deals in time.
+    let deadline = ctx.current() + cfg.step_timeout / 2;
+    let state = cfg.ledger.snapshot().state;
+    let Ok(j) = Job::from_ledger(&state, job) else {
+        return BTreeSet::new();
+    };
+    let Some(mine) = j.index(&cfg.member) else {
+        return BTreeSet::new();
+    };
+    let earlier = j.owners.get(..mine).unwrap_or_default();
+    if earlier.is_empty() {
+        return BTreeSet::new();
+    }
+    let patients = match cfg.plane.job_patients(&state, job, &cfg.member) {
+        Ok(Some(p)) if !p.is_empty() => p,
+        Ok(_) => return BTreeSet::new(),
+        Err(e) => {
+            tracing::warn!(job = %job, error = %e, "worker.once: no set");
+            return BTreeSet::new();
+        }
+    };
+    let ids = identifiers(job, &patients);
+    let (receiver, request) = match Receiver::new(ctx, &ids, Mode::Linked, THREADS)
+        .and_then(|(r, q)| Ok((r, q.to_bytes()?)))
+    {
+        Ok(x) => x,
+        Err(e) => {
+            tracing::warn!(job = %job, error = %e, "worker.once: cannot blind the set");
+            return BTreeSet::new();
+        }
+    };
+    let mut out = BTreeSet::new();
+    for site in earlier {
+        let ask = PsiAsk {
+            job,
+            request: Hex(request.clone()),
+        };
+        let answered = ask_site(ctx, deadline, transport, site, ask).await;
+        let found = answered.and_then(|a| {
+            let response = psi::Response::from_bytes(&a.response.0)
+                .map_err(|e| PeerError::Malformed(e.to_string()))?;
+            receiver
+                .finish(&response)
+                .map_err(|e| PeerError::Malformed(e.to_string()))
+        });
+        match found {
+            Ok(psi::PsiOutput::Linked(hits)) => {
+                tracing::info!(job = %job, site = %site, shared = hits.len(), "worker.once: patients left to an earlier site");
+                out.extend(hits.iter().filter_map(|i| patients.get(*i).copied()));
+            }
+            Ok(psi::PsiOutput::Cardinality(_)) => {}
+            Err(e) => {
+                tracing::warn!(job = %job, site = %site, error = %e, "worker.once: no answer; its shared patients count here")
+            }
+        }
+    }
+    out
+}
+
+async fn ask_site<E: commonware_runtime::Clock, T: Transport>(
+    clock: &E,
+    deadline: SystemTime,
+    transport: &T,
+    site: &MemberId,
+    ask: PsiAsk,
+) -> Result<PsiAnswer, PeerError> {
+    super::aggregate::ask_until(clock, deadline, |wait| {
+        transport.psi(site, ask.clone(), wait)
+    })
+    .await
+}
