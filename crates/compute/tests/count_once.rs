@@ -15,7 +15,6 @@ use medspace_privacy::glm;
 use medspace_privacy::query::parse;
 use medspace_privacy::release::{Protection, release_totals};
 use medspace_types::*;
-use medspace_vault::Vault;
 use rand_chacha::ChaCha20Rng;
 use rand_core::SeedableRng;
 use std::collections::BTreeSet;
@@ -111,8 +110,7 @@ fn pooled_count(w: &World) -> i64 {
     let spec = parse(SPEC).unwrap().0;
     let sql =
         medspace_privacy::query::compile_sql(&spec, medspace_compute::local::CONSENTED).unwrap();
-    let vault = Vault::open_read_only(&w.pooled, &vkey(&w.pooled)).unwrap();
-    let cohort: BTreeSet<i64> = vault.persons().into_iter().map(|(p, _, _)| p).collect();
+    let cohort = w.pooled_persons();
     medspace_compute::local::run(&w.pooled, &vkey(&w.pooled), &cohort, &sql)
         .unwrap()
         .iter()
@@ -164,12 +162,7 @@ fn a_patient_held_by_two_hospitals_counts_once_in_a_count_and_a_model() {
     let spec = parse(MODEL).unwrap().0;
     let sql =
         medspace_privacy::query::compile_sql(&spec, medspace_compute::local::CONSENTED).unwrap();
-    let cohort: BTreeSet<i64> = Vault::open_read_only(&w.pooled, &vkey(&w.pooled))
-        .unwrap()
-        .persons()
-        .into_iter()
-        .map(|(p, _, _)| p)
-        .collect();
+    let cohort = w.pooled_persons();
     let cols =
         medspace_compute::local::run_f64(&w.pooled, &vkey(&w.pooled), &cohort, &sql).unwrap();
     assert_eq!(y.len(), cols[0].1.len(), "one row per person");

@@ -17,9 +17,7 @@ use medspace_privacy::query::{Aggregate, Family, parse};
 use medspace_privacy::release::Protection;
 use medspace_privacy::{secagg, survival};
 use medspace_types::*;
-use medspace_vault::Vault;
 use serde_json::Value;
-use std::collections::BTreeSet;
 use std::fmt::Write as _;
 use std::path::PathBuf;
 
@@ -192,12 +190,7 @@ fn pooled_rows(w: &World, json: &str) -> String {
     };
     let sql =
         medspace_privacy::query::compile_sql(&spec, medspace_compute::local::CONSENTED).unwrap();
-    let cohort: BTreeSet<i64> = Vault::open_read_only(&w.pooled, &vkey(&w.pooled))
-        .unwrap()
-        .persons()
-        .into_iter()
-        .map(|(p, _, _)| p)
-        .collect();
+    let cohort = w.pooled_persons();
     let cols =
         medspace_compute::local::run_f64(&w.pooled, &vkey(&w.pooled), &cohort, &sql).unwrap();
     let mut csv = String::from("family");
@@ -303,12 +296,7 @@ fn federated_kaplan_meier_equals_lifelines_on_the_pooled_rows() {
     // The pooled rows, censored at the horizon as the sites censor them.
     let sql =
         medspace_privacy::query::compile_sql(&spec, medspace_compute::local::CONSENTED).unwrap();
-    let cohort: BTreeSet<i64> = Vault::open_read_only(&w.pooled, &vkey(&w.pooled))
-        .unwrap()
-        .persons()
-        .into_iter()
-        .map(|(p, _, _)| p)
-        .collect();
+    let cohort = w.pooled_persons();
     let rows = medspace_compute::local::run(&w.pooled, &vkey(&w.pooled), &cohort, &sql).unwrap();
     let mut csv = String::from("group,days,event\n");
     for r in &rows {

@@ -214,6 +214,16 @@ impl World {
         w
     }
 
+    /// Every person of the pooled vault (each once).
+    pub fn pooled_persons(&self) -> std::collections::BTreeSet<i64> {
+        Vault::open_read_only(&self.pooled, &vkey(&self.pooled))
+            .unwrap()
+            .persons()
+            .into_iter()
+            .map(|(p, _, _)| p)
+            .collect()
+    }
+
     pub fn contract(&mut self, fields: &[(&str, &str)]) -> ContractId {
         self.contract_for(fields, SPEC)
     }
