@@ -113,6 +113,7 @@ pub(crate) fn now_ms() -> u64 {
 /// A running worker: the compute actor, record sharing and their routes.
 pub struct Worker {
     compute: Mailbox,
+    actor: commonware_runtime::Handle<()>,
     heights: watch::Sender<u64>,
     router: axum::Router,
 }
@@ -158,7 +159,7 @@ impl Worker {
             },
             transport,
         );
-        actor.start();
+        let actor = actor.start();
         let records = Arc::new(RecordSharing::new(
             ctx.child("records"),
             p.member.clone(),
@@ -179,6 +180,7 @@ impl Worker {
         tracing::info!(member = %p.member, "worker.start: following committed jobs");
         Ok(Self {
             compute,
+            actor,
             heights,
             router,
         })
@@ -188,6 +190,12 @@ impl Worker {
     pub fn on_block(&self, height: u64) {
         self.heights.send_replace(height);
         self.compute.committed(height);
+    }
+
+    /// Stops the compute service and every task it started (its site computations and
+    /// aggregations), as a node that goes down stops them; its files stay for a restart.
+    pub fn stop(self) {
+        self.actor.abort();
     }
 
     /// The compute service's mailbox (the simulations' transport delivers to it).

@@ -481,11 +481,13 @@ impl World {
         self.workers.lock().unwrap().insert(m, w);
     }
 
-    /// Stops a hospital's worker (its files stay).
+    /// Stops a hospital's worker and every task it started (its files stay).
     fn stop_worker(&self, name: &str) {
         let m = member(name);
-        self.workers.lock().unwrap().remove(&m);
         self.net.lock().unwrap().mailboxes.remove(&m);
+        if let Some(w) = self.workers.lock().unwrap().remove(&m) {
+            w.stop();
+        }
     }
 
     fn link(&self, name: &str, link: Link) {
@@ -1472,6 +1474,65 @@ fn a_model_job_releases_the_pooled_fit_and_its_set_is_fixed_on_the_ledger() {
             assert_eq!(posted.contributions.len(), 3, "seed {seed}");
         });
     }
+}
+
+#[test]
+fn an_aggregator_stopped_during_a_models_steps_continues_the_same_fit_after_its_restart() {
+    let mut stopped = 0;
+    for seed in 0..4 {
+        let want = pooled_fit();
+        stopped += runner(seed).start(|ctx| async move {
+            let w = World::new(ctx, seed, "model-restart");
+            for h in medspace_consortium::HOSPITALS {
+                w.start_worker(h);
+            }
+            let job = w.contract_and_job_for(MODEL).await;
+            // Once the aggregator kept two iterations' answers, its node goes down (the
+            // aggregation task with it) and comes back over the same files.
+            let store =
+                medspace_worker::store::Store::open(&w.dir.join("hospital-a").join("worker"))
+                    .unwrap();
+            let mut mid_fit = false;
+            loop {
+                if w.ledger.state().job(job).unwrap().unwrap().result.is_some() {
+                    break;
+                }
+                if let Some(kept) = store.collected(job).unwrap().filter(|c| c.steps.len() >= 2) {
+                    w.stop_worker("hospital-a");
+                    // Down means down: nothing of its aggregation goes on meanwhile.
+                    w.ctx.sleep(Duration::from_secs(1)).await;
+                    assert!(
+                        store.collected(job).unwrap() == Some(kept),
+                        "seed {seed}: the stopped aggregator went on collecting"
+                    );
+                    assert!(w.ledger.state().job(job).unwrap().unwrap().result.is_none());
+                    w.start_worker("hospital-a");
+                    mid_fit = true;
+                    break;
+                }
+                w.ctx.sleep(Duration::from_millis(5)).await;
+            }
+            let posted = w.result(job, Duration::from_secs(120)).await;
+            let doc = w.released(job, &posted);
+            assert_eq!(doc.failure, None, "seed {seed}");
+            let m = doc.model.expect("a model result");
+            assert_eq!(m.n, 180, "seed {seed}");
+            for (t, p) in m.terms.iter().zip(&want.terms) {
+                assert!(
+                    (t.coefficient - p.coefficient).abs() <= 1e-9 * p.coefficient.abs().max(1.0),
+                    "seed {seed} {}: {} vs {}",
+                    t.name,
+                    t.coefficient,
+                    p.coefficient
+                );
+            }
+            u32::from(mid_fit)
+        });
+    }
+    assert!(
+        stopped >= 2,
+        "the aggregator was stopped mid-fit on {stopped} seeds only"
+    );
 }
 
 #[test]

@@ -97,7 +97,13 @@ where
     /// Runs the actor until its mailbox closes.
     pub fn start(self) -> commonware_runtime::Handle<()> {
         let ctx = self.ctx.child("compute");
-        ctx.spawn(move |_| self.run())
+        // Everything the actor spawns (a site's computation, an aggregation) runs under the
+        // actor's own task, so stopping the actor stops them all.
+        ctx.spawn(move |ctx| {
+            let mut actor = self;
+            actor.ctx = ctx;
+            actor.run()
+        })
     }
 
     async fn run(mut self) {
