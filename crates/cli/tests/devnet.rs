@@ -1109,6 +1109,7 @@ fn a_study_runs_from_the_cli_on_the_hospitals_workers_and_survives_a_dropped_sit
         assert!(text.contains(&format!("contributed: {h}")), "{h}: {text}");
     }
     assert!(text.contains("epsilon left on"), "{text}");
+    assert!(text.contains("each patient counted once"), "{text}");
     assert!(std::fs::read_to_string(&chart).unwrap().starts_with("<svg"));
     let job = text
         .lines()

@@ -242,6 +242,19 @@ pub fn result_lines(doc: &ResultDoc) -> Vec<String> {
     for (m, why) in &doc.dropped {
         out.push(format!("{m} did not contribute: {why}"));
     }
+    if doc.failure.is_none() && doc.contributions.len() > 1 {
+        if doc.not_counted_once.is_empty() {
+            out.push(
+                "each patient counted once: every hospital matched its patients with those before it (private set intersection)"
+                    .to_string(),
+            );
+        }
+        for (later, earlier) in &doc.not_counted_once {
+            out.push(format!(
+                "not matched: {later} with {earlier} (a patient held by both may count twice)"
+            ));
+        }
+    }
     if let Some(why) = &doc.failure {
         out.push(format!("nothing was released: {why}"));
     }
@@ -338,6 +351,7 @@ mod tests {
             ],
             contributions: vec![],
             dropped: vec![],
+            not_counted_once: vec![],
             failure: None,
             model: None,
             survival: None,

@@ -213,6 +213,18 @@ impl Job {
         secret: &StaticSecret,
         secrets: &SiteSecrets,
     ) -> Result<DealingMsg, RoundError> {
+        self.dealing_counted_once(me, key, secret, secrets, Vec::new())
+    }
+
+    /// [`Job::dealing`], saying which earlier sites this one matched its patients with.
+    pub fn dealing_counted_once(
+        &self,
+        me: &MemberId,
+        key: &Keypair,
+        secret: &StaticSecret,
+        secrets: &SiteSecrets,
+        counted_once_with: Vec<MemberId>,
+    ) -> Result<DealingMsg, RoundError> {
         let i = self.site(me)?;
         let d = secagg::deal(&self.round, &self.keys(i, secret), secrets)?;
         let body = DealingBody {
@@ -222,6 +234,7 @@ impl Job {
             bundle_commitment: Hex(d.bundle_commitment),
             bundle: Hex(d.bundle),
             shares: d.shares.into_iter().map(Hex).collect(),
+            counted_once_with,
         };
         Signed::sign(key, DEALING_NAMESPACE, body).ok_or(RoundError::Message {
             member: me.clone(),

@@ -19,6 +19,10 @@ pub struct SiteRecord {
     pub vector: Vec<i64>,
     /// Consenting patients the query ran on.
     pub cohort: u64,
+    /// The earlier sites this site matched its patients with (see
+    /// [`crate::compute::once`]); its dealing says so.
+    #[serde(default)]
+    pub counted_once_with: Vec<medspace_types::MemberId>,
 }
 
 /// What a site committed to when it answered the mask request.
@@ -281,6 +285,7 @@ mod tests {
             secrets: Hex(vec![1; 96]),
             vector: vec![3, 4],
             cohort: 7,
+            counted_once_with: Vec::new(),
         };
         assert_eq!(store.put_site(JobId(1), &first).unwrap(), first);
         let second = SiteRecord {

@@ -94,6 +94,10 @@ pub struct DealingBody {
     pub bundle: Hex,
     /// One sealed share pair per site of the contract, in the contract's owner order.
     pub shares: Vec<Hex>,
+    /// The sites before this one whose patients it matched its own with and left out
+    /// ([`crate::compute::once`]), in contract order.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub counted_once_with: Vec<MemberId>,
 }
 
 /// A signed dealing.
@@ -348,6 +352,11 @@ pub struct ResultDoc {
     /// The survival curves, for a survival job.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub survival: Option<SurvivalResult>,
+    /// Pairs of contributing sites (later, earlier) whose patients were NOT matched, so a
+    /// patient held by both may count twice (the later one could not reach the earlier one,
+    /// or holds no pseudonyms); empty when every patient counts once.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub not_counted_once: Vec<(MemberId, MemberId)>,
 }
 
 /// The hash of a served result's bytes: what the aggregator posts on the ledger.

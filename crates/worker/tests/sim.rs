@@ -698,6 +698,17 @@ fn a_three_site_job_releases_the_exact_sum_on_every_seed() {
         let (doc, root) = run_job(seed, "all", |_| {});
         assert_eq!(cells(&doc), expected(&[0, 1, 2]), "seed {seed}");
         assert_eq!(doc.contributions.len(), 3, "seed {seed}");
+        // These planes know no pseudonyms: the result says who was not matched with whom.
+        let pair = |a: &str, b: &str| (member(a), member(b));
+        assert_eq!(
+            doc.not_counted_once,
+            vec![
+                pair("hospital-b", "hospital-a"),
+                pair("hospital-c", "hospital-a"),
+                pair("hospital-c", "hospital-b")
+            ],
+            "seed {seed}"
+        );
         assert!(doc.dropped.is_empty(), "seed {seed}: {:?}", doc.dropped);
         if seed < 3 {
             // Same seed, same run: the released bytes and the ledger's root.
@@ -745,6 +756,8 @@ fn patients_held_by_several_sites_count_once_on_every_seed() {
             want[0] = Some(90);
             assert_eq!(cells(&doc), want, "seed {seed}");
             assert!(doc.dropped.is_empty(), "seed {seed}: {:?}", doc.dropped);
+            // Every site's dealing names the earlier sites it matched: the result says so.
+            assert!(doc.not_counted_once.is_empty(), "seed {seed}");
         });
     }
 }
@@ -785,6 +798,7 @@ fn a_count_once_set_is_refused_when_stuffed_sent_twice_or_sent_backwards() {
         // not contribute: 70 persons, each once.
         assert_eq!(cells(&doc)[0], Some(70));
         assert_eq!(doc.dropped.len(), 1, "{:?}", doc.dropped);
+        assert!(doc.not_counted_once.is_empty(), "{:?}", doc.not_counted_once);
     });
 }
 

@@ -113,8 +113,16 @@ where
         while let Some(msg) = self.mailbox.next().await {
             match msg {
                 Message::Committed { height } => self.on_committed(height),
-                Message::Computed { job, outcome } => self.on_computed(job, outcome),
-                Message::Modeled { job, outcome } => self.on_modeled(job, outcome),
+                Message::Computed {
+                    job,
+                    outcome,
+                    counted_once_with,
+                } => self.on_computed(job, outcome, counted_once_with),
+                Message::Modeled {
+                    job,
+                    outcome,
+                    counted_once_with,
+                } => self.on_modeled(job, outcome, counted_once_with),
                 Message::Step {
                     caller,
                     request,
@@ -221,7 +229,8 @@ where
             .shared(true)
             .spawn(move |mut ctx| async move {
                 // The patients an earlier site also holds count there, not here.
-                let leave_out = super::once::leave_out(&mut ctx, &cfg, &transport, job).await;
+                let matched = super::once::leave_out(&mut ctx, &cfg, &transport, job).await;
+                let (leave_out, counted_once_with) = (matched.leave_out, matched.with);
                 let state = cfg.ledger.snapshot().state;
                 let msg = if model {
                     let outcome = cfg
@@ -229,13 +238,21 @@ where
                         .model_rows(&state, job, &cfg.member, &leave_out)
                         .map(Arc::new)
                         .map_err(|e| e.to_string());
-                    Message::Modeled { job, outcome }
+                    Message::Modeled {
+                        job,
+                        outcome,
+                        counted_once_with,
+                    }
                 } else {
                     let outcome = cfg
                         .plane
                         .site_vector(&state, job, &cfg.member, &leave_out)
                         .map_err(|e| e.to_string());
-                    Message::Computed { job, outcome }
+                    Message::Computed {
+                        job,
+                        outcome,
+                        counted_once_with,
+                    }
                 };
                 me.send(msg).await;
             });
@@ -255,7 +272,12 @@ where
         });
     }
 
-    fn on_computed(&mut self, job: JobId, outcome: Result<super::SiteVector, String>) {
+    fn on_computed(
+        &mut self,
+        job: JobId,
+        outcome: Result<super::SiteVector, String>,
+        counted_once_with: Vec<MemberId>,
+    ) {
         self.computing.remove(&job);
         let stored = match outcome {
             Ok(v) => {
@@ -268,6 +290,7 @@ where
                             secrets: Hex(secrets.to_bytes()),
                             vector: v.values,
                             cohort: v.cohort,
+                            counted_once_with,
                         },
                     )
                     .map(|_| ())
@@ -294,7 +317,12 @@ where
         ))
     }
 
-    fn on_modeled(&mut self, job: JobId, outcome: Result<Arc<ModelRows>, String>) {
+    fn on_modeled(
+        &mut self,
+        job: JobId,
+        outcome: Result<Arc<ModelRows>, String>,
+        counted_once_with: Vec<MemberId>,
+    ) {
         self.computing.remove(&job);
         let stored = match outcome {
             Ok(rows) => {
@@ -306,6 +334,7 @@ where
                         secrets: Hex(secrets.to_bytes()),
                         vector: Vec::new(),
                         cohort: rows.cohort,
+                        counted_once_with,
                     },
                 );
                 self.models.insert(job, rows);
@@ -424,14 +453,15 @@ where
     fn on_dealing(&mut self, job: JobId, caller: MemberId, reply: Reply<DealingMsg>) {
         let answer = (|| {
             let j = self.job_for(job, &caller)?;
-            let Some((_, secrets)) = self.site(job)? else {
+            let Some((rec, secrets)) = self.site(job)? else {
                 return Err(PeerError::NotReady);
             };
-            j.dealing(
+            j.dealing_counted_once(
                 &self.cfg.member,
                 &self.cfg.key,
                 &self.cfg.agreement,
                 &secrets,
+                rec.counted_once_with,
             )
             .or_else(refused)
         })();

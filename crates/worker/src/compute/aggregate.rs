@@ -441,7 +441,7 @@ impl<L: Ledger, T: Transport, P: DataPlane> Aggregation<L, T, P> {
         cells: Vec<ResultCell>,
         released: bool,
     ) -> ResultDoc {
-        let contributions = if released {
+        let contributions: Vec<(MemberId, u64)> = if released {
             c.masked
                 .iter()
                 .map(|m| (m.body.member.clone(), m.body.cohort))
@@ -449,6 +449,7 @@ impl<L: Ledger, T: Transport, P: DataPlane> Aggregation<L, T, P> {
         } else {
             Vec::new()
         };
+        let contributors: Vec<MemberId> = contributions.iter().map(|(m, _)| m.clone()).collect();
         let mut dropped: Vec<(MemberId, String)> = c
             .dropped
             .iter()
@@ -468,6 +469,7 @@ impl<L: Ledger, T: Transport, P: DataPlane> Aggregation<L, T, P> {
             failure: None,
             model: None,
             survival: None,
+            not_counted_once: not_counted_once(job, &c.dealings, &contributors),
         }
     }
 
@@ -546,6 +548,7 @@ impl<L: Ledger, T: Transport, P: DataPlane> Aggregation<L, T, P> {
             failure: Some(format!("the job cannot run: {why}")),
             model: None,
             survival: None,
+            not_counted_once: Vec::new(),
         };
         let bytes = serde_json::to_vec(&doc).map_err(|e| WorkerError::Invalid {
             what: "result",
@@ -687,6 +690,10 @@ impl<L: Ledger, T: Transport, P: DataPlane> Aggregation<L, T, P> {
                         .iter()
                         .map(|c| (c.member.clone(), c.records))
                         .collect();
+                    let contributors: Vec<MemberId> =
+                        doc.contributions.iter().map(|(m, _)| m.clone()).collect();
+                    doc.not_counted_once =
+                        not_counted_once(job, &collected.dealings, &contributors);
                     doc.model = Some(result(m, &fit));
                     return self.release_doc(clock, &doc).await;
                 }
@@ -697,4 +704,29 @@ impl<L: Ledger, T: Transport, P: DataPlane> Aggregation<L, T, P> {
             }
         }
     }
+}
+
+/// The pairs of contributing sites (later, earlier) whose patients were not matched: the later
+/// one's dealing does not name the earlier one among those it matched its patients with.
+fn not_counted_once(
+    job: &Job,
+    dealings: &[DealingMsg],
+    contributors: &[MemberId],
+) -> Vec<(MemberId, MemberId)> {
+    let mut sites: Vec<&MemberId> = contributors.iter().collect();
+    sites.sort_by_key(|m| job.index(m));
+    let mut out = Vec::new();
+    for (k, later) in sites.iter().enumerate() {
+        let matched = dealings
+            .iter()
+            .find(|d| d.body.member == **later)
+            .map(|d| d.body.counted_once_with.as_slice())
+            .unwrap_or_default();
+        for earlier in sites.iter().take(k) {
+            if !matched.contains(earlier) {
+                out.push(((*later).clone(), (*earlier).clone()));
+            }
+        }
+    }
+    out
 }

@@ -26,6 +26,8 @@ pub enum Message {
         job: JobId,
         /// The vector, or why not.
         outcome: Result<SiteVector, String>,
+        /// The earlier sites its patients were matched with.
+        counted_once_with: Vec<MemberId>,
     },
     /// The data plane finished this site's rows of a model's job (or refused it).
     Modeled {
@@ -33,6 +35,8 @@ pub enum Message {
         job: JobId,
         /// The rows, or why not.
         outcome: Result<Arc<ModelRows>, String>,
+        /// The earlier sites its patients were matched with.
+        counted_once_with: Vec<MemberId>,
     },
     /// The aggregator of a model's job asks for this site's statistics at a step (answered
     /// once the ledger fixed the job's set).

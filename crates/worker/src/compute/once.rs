@@ -135,6 +135,16 @@ pub fn answer<P: DataPlane, R: CryptoRng>(
     })
 }
 
+/// What a site found before computing a job.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Matched {
+    /// Its patients a site before it also holds: left out here.
+    pub leave_out: BTreeSet<PatientId>,
+    /// The sites before it it matched its patients with (all of them when it has no patient
+    /// in the job; none for a data plane without pseudonyms).
+    pub with: Vec<MemberId>,
+}
+
 /// What this site leaves out of `job`: its patients that a site before it also holds. Empty
 /// for the first site, for a data plane without pseudonyms, and when no earlier site answers.
 pub async fn leave_out<E, L, T, P>(
@@ -142,7 +152,7 @@ pub async fn leave_out<E, L, T, P>(
     cfg: &Config<L, P>,
     transport: &T,
     job: JobId,
-) -> BTreeSet<PatientId>
+) -> Matched
 where
     E: commonware_runtime::Clock + CryptoRng,
     L: Ledger,
@@ -154,21 +164,28 @@ where
     let deadline = ctx.current() + cfg.step_timeout / 2;
     let state = cfg.ledger.snapshot().state;
     let Ok(j) = Job::from_ledger(&state, job) else {
-        return BTreeSet::new();
+        return Matched::default();
     };
     let Some(mine) = j.index(&cfg.member) else {
-        return BTreeSet::new();
+        return Matched::default();
     };
     let earlier = j.owners.get(..mine).unwrap_or_default();
     if earlier.is_empty() {
-        return BTreeSet::new();
+        return Matched::default();
     }
     let patients = match cfg.plane.job_patients(&state, job, &cfg.member) {
-        Ok(Some(p)) if !p.is_empty() => p,
-        Ok(_) => return BTreeSet::new(),
+        Ok(Some(p)) if p.is_empty() => {
+            // Nobody here to count twice.
+            return Matched {
+                leave_out: BTreeSet::new(),
+                with: earlier.to_vec(),
+            };
+        }
+        Ok(Some(p)) => p,
+        Ok(None) => return Matched::default(),
         Err(e) => {
             tracing::warn!(job = %job, error = %e, "worker.once: no set");
-            return BTreeSet::new();
+            return Matched::default();
         }
     };
     let ids = identifiers(job, &patients);
@@ -178,10 +195,10 @@ where
         Ok(x) => x,
         Err(e) => {
             tracing::warn!(job = %job, error = %e, "worker.once: cannot blind the set");
-            return BTreeSet::new();
+            return Matched::default();
         }
     };
-    let mut out = BTreeSet::new();
+    let mut out = Matched::default();
     for site in earlier {
         let ask = PsiAsk {
             job,
@@ -198,7 +215,9 @@ where
         match found {
             Ok(psi::PsiOutput::Linked(hits)) => {
                 tracing::info!(job = %job, site = %site, shared = hits.len(), "worker.once: patients left to an earlier site");
-                out.extend(hits.iter().filter_map(|i| patients.get(*i).copied()));
+                out.leave_out
+                    .extend(hits.iter().filter_map(|i| patients.get(*i).copied()));
+                out.with.push(site.clone());
             }
             Ok(psi::PsiOutput::Cardinality(_)) => {}
             Err(e) => {
