@@ -78,7 +78,7 @@ fn survival_doc() -> ResultDoc {
         "aggregator": "hospital-b", "k": 5, "epsilon_micro": 0,
         "cells": [{"group": "female", "n": 530}, {"group": "male", "n": 521}],
         "contributions": [["hospital-a", 412], ["hospital-b", 388], ["hospital-c", 251]],
-        "dropped": [],
+        "dropped": [], "not_counted_once": [["hospital-c", "hospital-b"]],
         "survival": {"bin_days": 30, "curves": [curve("female", 530, 44, 4), curve("male", 521, 40, 7)],
                      "log_rank": [6.214, 1, 0.0127]}
     }))

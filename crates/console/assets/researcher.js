@@ -871,10 +871,20 @@ export function resultView(job, doc, computation) {
       doc.model ? modelView(job, doc) : survivalView(job, doc, specOfText(computation)),
       (doc.contributions || []).length ? h("p", { class: "muted" }, t("contributed", { who: list(doc.contributions.map(([m, n]) => t("contrib_one", { m, n: number(n) }))) })) : null,
       (doc.dropped || []).map(([m, why]) => h("p", { class: "muted" }, t("dropped", { m, why }))),
+      onceView(doc),
       doc.failure ? h("div", { class: "notice" }, t("nothing_released", { why: doc.failure })) : null,
     );
   }
   return countView(job, doc);
+}
+
+/// Whether each patient counted once across the contributing hospitals, or which pairs were
+/// not matched.
+function onceView(doc) {
+  if (doc.failure || (doc.contributions || []).length < 2) return null;
+  const pairs = doc.not_counted_once || [];
+  if (!pairs.length) return h("p", { class: "muted", "data-once": "all" }, t("counted_once"));
+  return pairs.map(([later, earlier]) => h("p", { class: "notice", "data-once": "missing" }, t("not_counted_once", { later, earlier })));
 }
 
 const specOfText = (text) => {
@@ -903,6 +913,7 @@ function countView(job, doc) {
     h("p", { class: "muted" }, t("result_noise", { eps: eps(doc.epsilon_micro) })),
     (doc.contributions || []).length ? h("p", { class: "muted" }, t("contributed", { who: list(doc.contributions.map(([m, n]) => t("contrib_one", { m, n: number(n) }))) })) : null,
     (doc.dropped || []).map(([m, why]) => h("p", { class: "muted" }, t("dropped", { m, why }))),
+    onceView(doc),
     doc.failure ? h("div", { class: "notice" }, t("nothing_released", { why: doc.failure })) : null,
     h("p", {}, csv),
   );

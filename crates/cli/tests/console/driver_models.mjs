@@ -170,6 +170,12 @@ async function results(page, locale) {
   out.km = await page.$$eval(`.result[data-job="${survival.job}"] svg.km`, (x) => x.map((s) => ({ title: s.querySelector("title").textContent, paths: s.querySelectorAll("path.curve").length, bands: s.querySelectorAll("polygon.band").length, logRank: (s.querySelector("#log-rank-line") || {}).textContent || "" })));
   out.survivalText = await page.textContent(`.result[data-job="${survival.job}"]`);
   out.points = await page.$$eval(`.result[data-job="${survival.job}"] table.points tbody tr`, (x) => x.length);
+  // Counted once: the model's hospitals all matched; the curves' result names the pair that did not.
+  const once = (job) => page.$$eval(`.result[data-job="${job}"] [data-once]`, (x) => x.map((e) => e.dataset.once + ": " + e.textContent));
+  out.onceModel = await once(model.job);
+  out.onceSurvival = await once(survival.job);
+  check(out.onceModel.length === 1 && out.onceModel[0].startsWith("all: "), `${locale}: counted once: ${out.onceModel}`);
+  check(out.onceSurvival.length === 1 && out.onceSurvival[0].startsWith("missing: ") && out.onceSurvival[0].includes("hospital-c") && out.onceSurvival[0].includes("hospital-b"), `${locale}: not counted once: ${out.onceSurvival}`);
   const csv = async (job) => {
     const [dl] = await Promise.all([page.waitForEvent("download"), page.click("#csv-" + job)]);
     return fs.readFileSync(await dl.path(), "utf8");
