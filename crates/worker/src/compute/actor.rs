@@ -48,6 +48,8 @@ pub struct Actor<E, L, T, P> {
     psi: BTreeMap<(JobId, MemberId), PsiServed>,
     /// Count-once sets waiting for their answer.
     waiting_psi: Vec<(JobId, MemberId, Reply<PsiAnswer>)>,
+    /// This site's blinded set per running job, shared by its answers.
+    senders: Arc<super::once::Senders>,
 }
 
 /// A count-once set this site answers: the set's hash and, once computed, the answer.
@@ -89,6 +91,7 @@ where
                 attempts: BTreeMap::new(),
                 psi: BTreeMap::new(),
                 waiting_psi: Vec::new(),
+                senders: Arc::default(),
             },
             mailbox,
         )
@@ -191,6 +194,9 @@ where
         };
         self.models.retain(|job, _| running(job));
         self.psi.retain(|(job, _), _| running(job));
+        if let Ok(mut s) = self.senders.lock() {
+            s.retain(|job, _| running(job));
+        }
         let waiting = std::mem::take(&mut self.waiting_reveal);
         for (job, caller, reply) in waiting {
             self.on_reveal(job, caller, reply);
@@ -608,13 +614,21 @@ where
         self.waiting_psi.push((job, caller.clone(), reply));
         let cfg = self.cfg.clone();
         let me = self.me.clone();
+        let senders = self.senders.clone();
         self.ctx
             .child("once")
             .shared(true)
             .spawn(move |mut ctx| async move {
                 let state = cfg.ledger.snapshot().state;
-                let outcome =
-                    super::once::answer(&*cfg.plane, &state, job, &cfg.member, &request, &mut ctx);
+                let outcome = super::once::answer(
+                    &*cfg.plane,
+                    &senders,
+                    &state,
+                    job,
+                    &cfg.member,
+                    &request,
+                    &mut ctx,
+                );
                 me.send(Message::PsiAnswered {
                     job,
                     caller,

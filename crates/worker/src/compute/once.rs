@@ -112,22 +112,43 @@ pub fn check_request(
     Ok(request)
 }
 
-/// The sender's answer: its own patients of the job, blinded under a fresh secret, and the
-/// receiver's set blinded again.
+/// A site's blinded set per running job, made once and used for every later site's answer (as
+/// [`psi::dedup_plan`] does): the sets' hashing and blinding is half a sender's work.
+pub type Senders = std::sync::Mutex<std::collections::BTreeMap<JobId, std::sync::Arc<Sender>>>;
+
+/// The sender's answer: its own patients of the job, blinded under a secret drawn once per job
+/// (kept in `senders`), and the receiver's set blinded again.
 pub fn answer<P: DataPlane, R: CryptoRng>(
     plane: &P,
+    senders: &Senders,
     state: &State,
     job: JobId,
     me: &MemberId,
     request: &psi::Request,
     rng: &mut R,
 ) -> Result<PsiAnswer, String> {
-    let patients = plane
-        .job_patients(state, job, me)
-        .map_err(|e| e.to_string())?
-        .unwrap_or_default();
-    let ids = identifiers(job, &patients);
-    let sender = Sender::new(rng, &ids, Mode::Linked, THREADS).map_err(|e| e.to_string())?;
+    let sender = {
+        // Held while the set is blinded: a second receiver's answer waits for it rather than
+        // blinding it again.
+        let mut kept = senders
+            .lock()
+            .map_err(|_| "the count-once state is poisoned".to_string())?;
+        match kept.get(&job) {
+            Some(s) => s.clone(),
+            None => {
+                let patients = plane
+                    .job_patients(state, job, me)
+                    .map_err(|e| e.to_string())?
+                    .unwrap_or_default();
+                let ids = identifiers(job, &patients);
+                let s = std::sync::Arc::new(
+                    Sender::new(rng, &ids, Mode::Linked, THREADS).map_err(|e| e.to_string())?,
+                );
+                kept.insert(job, s.clone());
+                s
+            }
+        }
+    };
     let response = sender.respond(request, rng).map_err(|e| e.to_string())?;
     Ok(PsiAnswer {
         job,
