@@ -365,6 +365,9 @@ fn a_devnet_model_and_survival_job_show_on_the_contract_page() {
             )
         });
     assert_eq!(r["ok"], true, "{r:#}");
+    // Each job's first answer was a 202 (the aggregator's node a block behind): the page asked
+    // again and showed the verified result.
+    assert_eq!(r["notYet"], 2, "{r:#}");
 
     // What the pages showed is the result the ledger's hash commits to.
     let genesis = medspace_chain::node::Genesis::load(&dir.join("genesis.json")).unwrap();

@@ -185,7 +185,8 @@ export class Client {
     const auth = await authorization(this.session, "GET", path, member, new Uint8Array());
     const url = member === this.member ? path : `/console/relay/${encodeURIComponent(member)}${path}`;
     const r = await fetch(url, { headers: { authorization: auth }, cache: "no-store" });
-    if (!r.ok) throw new Refused(r.status, path);
+    // Only a 200 carries the bytes asked for: a 202 ("not ready yet") is a refusal to retry.
+    if (r.status !== 200) throw new Refused(r.status, path);
     return new Uint8Array(await r.arrayBuffer());
   }
 

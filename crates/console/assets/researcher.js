@@ -583,7 +583,17 @@ async function studiesPage(q) {
 /// A released result, fetched from the aggregator (through this node) and checked against the
 /// hash the ledger holds; `null` with the reason when it cannot be.
 async function released(job) {
-  const bytes = await state.client.getAtBytes(job.result.postedBy, `/v1/worker/jobs/${job.id}/result`);
+  // The aggregator answers 202 until its own node has the block holding the result's hash (this
+  // page's node may have it first): ask again for a while, as the CLI does.
+  let bytes;
+  for (let tries = 0; !bytes; tries++) {
+    try {
+      bytes = await state.client.getAtBytes(job.result.postedBy, `/v1/worker/jobs/${job.id}/result`);
+    } catch (e) {
+      if (!(e instanceof L.Refused) || e.status !== 202 || tries >= 60) throw e;
+      await new Promise((done) => setTimeout(done, 250));
+    }
+  }
   if ((await L.resultHash(bytes)) !== job.result.hash) throw new L.Verification("result differs from the hash on the ledger");
   return JSON.parse(new TextDecoder().decode(bytes));
 }

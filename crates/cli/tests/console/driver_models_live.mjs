@@ -28,6 +28,18 @@ try {
   await page.setInputFiles("#wallet-file", env.KEY);
   await page.click("#signin");
   await page.waitForSelector("body[data-ready]:not([data-ready='signin'])", { state: "attached", timeout: 60000 });
+  // The aggregator's node answers 202 while it has not yet applied the block holding the
+  // result's hash (this page's node may have it first): the first answer per job is that 202,
+  // and the page must ask again rather than take the refusal's body for the result.
+  const asked = new Set();
+  out.notYet = 0;
+  await page.route("**/v1/worker/jobs/*/result", (route) => {
+    const job = route.request().url().split("/jobs/")[1].split("/")[0];
+    if (asked.has(job)) return route.continue();
+    asked.add(job);
+    out.notYet += 1;
+    return route.fulfill({ status: 202, contentType: "application/json", body: JSON.stringify({ error: `the result of ${job} is not final on the ledger yet` }) });
+  });
   for (const [kind, contract] of [["model", env.MODEL_CONTRACT], ["survival", env.SURVIVAL_CONTRACT]]) {
     await page.goto("about:blank");
     await page.goto(origin + "/console/#/studies?contract=" + contract);
