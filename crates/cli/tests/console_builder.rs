@@ -28,8 +28,15 @@ fn the_study_builder_writes_specs_the_ledger_reads() {
     for name in medspace_console::asset_names().filter(|n| n.ends_with(".js")) {
         std::fs::write(dir.join(name), medspace_console::asset(name).unwrap()).unwrap();
     }
+    // The consortium's default classification, as `/v1/status` gives it to the page.
+    std::fs::write(
+        dir.join("classification.json"),
+        serde_json::to_vec(&medspace_types::classification::Classification::default()).unwrap(),
+    )
+    .unwrap();
     // The modules read the locale from the browser's storage when they load.
     let script = r#"
+const classification = JSON.parse((await import("node:fs")).readFileSync(new URL("./classification.json", import.meta.url), "utf8"));
 globalThis.localStorage = { getItem: () => null, setItem: () => {} };
 if (!globalThis.navigator) globalThis.navigator = { language: "en" };
 const R = await import("./researcher.js");
@@ -59,6 +66,11 @@ const forms = [
   { agg: "model", family: "linear", conditions: "44054006", outcome: ["measurement", { code: "4548-4", lower: "3", upper: "20.5" }], covariates: [["age"], ["female"]] },
   { agg: "survival", gsex: true, index: "2020-01-01" },
   { agg: "survival", gage: true, event: "condition", ecode: "44054006", horizon: "3650", bin: "1", dp: true },
+  // Highly sensitive codes (HIV infection, an HIV antibody test, depression), in the cohort
+  // and in a model's variables: the preview says L4, as the ledger will.
+  { conditions: "44054006, 86406008", gsex: true },
+  { agg: "model", covariates: [["age"], ["above", { code: "7917-8", op: ">", value: "0" }], ["condition_within", { code: "35489007", days: "30" }]] },
+  { agg: "survival", event: "condition", ecode: "86406008" },
 ];
 // Invalid forms: the reasons the builder gives, by field.
 const invalid = [
@@ -74,7 +86,12 @@ const invalid = [
 });
 const out = forms.map((f) => {
   const spec = R.specOf(form(f));
-  return { json: R.specJson(spec), reads: R.reads(spec).map(([t, c]) => `${t}.${c}`) };
+  return {
+    json: R.specJson(spec),
+    reads: R.reads(spec).map(([t, c]) => `${t}.${c}`),
+    codes: R.specCodes(spec).map(([t, c]) => `${t}:${c}`),
+    sensitive: R.sensitiveCodes(spec, classification).map(([t, c]) => `${t}:${c}`),
+  };
 });
 console.log(JSON.stringify({ out, invalid }));
 "#;
@@ -90,7 +107,7 @@ console.log(JSON.stringify({ out, invalid }));
     );
     let all: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     let forms = all["out"].as_array().unwrap();
-    assert_eq!(forms.len(), 10);
+    assert_eq!(forms.len(), 13);
     // The model and survival forms write the documented specifications.
     assert_eq!(
         forms[5]["json"],
@@ -134,6 +151,33 @@ console.log(JSON.stringify({ out, invalid }));
             .collect();
         let js: Vec<String> = serde_json::from_value(f["reads"].clone()).unwrap();
         assert_eq!(js, rust, "reads of {json}");
+        // The codes and the sensitive ones among them, as the ledger finds them.
+        let (spec, _) = medspace_types::query::parse(json).unwrap();
+        let default = medspace_types::classification::Classification::default();
+        let codes = medspace_types::query::codes(&spec);
+        let rust: Vec<String> = codes.iter().map(|(t, c)| format!("{t}:{c}")).collect();
+        let js: Vec<String> = serde_json::from_value(f["codes"].clone()).unwrap();
+        assert_eq!(js, rust, "codes of {json}");
+        let rust: Vec<String> = codes
+            .iter()
+            .filter(|(t, c)| default.sensitive(t, c).is_some())
+            .map(|(t, c)| format!("{t}:{c}"))
+            .collect();
+        let js: Vec<String> = serde_json::from_value(f["sensitive"].clone()).unwrap();
+        assert_eq!(js, rust, "sensitive codes of {json}");
+        assert_eq!(
+            !js.is_empty(),
+            medspace_types::query::code_level(&spec, &default) == medspace_types::Level::L4,
+            "{json}"
+        );
+    }
+    // The sensitive forms are found so (the check above is not vacuous).
+    for f in &forms[10..] {
+        assert!(
+            !f["sensitive"].as_array().unwrap().is_empty(),
+            "{}",
+            f["json"]
+        );
     }
     std::fs::remove_dir_all(&dir).unwrap();
 }

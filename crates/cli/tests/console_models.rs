@@ -121,9 +121,15 @@ fn the_builder_writes_models_and_the_results_show_them() {
         serde_json::to_vec(&survival).unwrap(),
     )
     .unwrap();
+    std::fs::write(
+        dir.join("classification.json"),
+        serde_json::to_vec(&medspace_types::classification::Classification::default()).unwrap(),
+    )
+    .unwrap();
     let shots = root().join("target/console-screenshots");
     let out = Command::new("node")
         .arg(root().join("crates/cli/tests/console/driver_models.mjs"))
+        .env("CLASSIFICATION", dir.join("classification.json"))
         .env("BROWSER_DIR", &browser_dir)
         .env("ASSETS", &dir)
         .env("MODEL_DOC", dir.join("model-doc.json"))

@@ -186,6 +186,35 @@ function featureReads(v) {
   }
 }
 
+/// The `[table, code]` pairs a specification filters or models on (`types::query::codes`).
+export function specCodes(spec) {
+  const c = spec.cohort || {};
+  const out = [];
+  for (const x of c.conditions || []) out.push(["condition_occurrence", x]);
+  for (const x of c.drugs || []) out.push(["drug_exposure", x]);
+  for (const x of c.procedures || []) out.push(["procedure_occurrence", x]);
+  if (c.measurement) out.push(["measurement", c.measurement.code]);
+  const agg = spec.aggregate || {};
+  if (agg.mean) out.push(["measurement", agg.mean.measurement]);
+  if (agg.model) {
+    for (const v of [agg.model.outcome, ...(agg.model.covariates || [])]) {
+      const k = kindOf(v);
+      const x = typeof v === "object" && v ? v[k] : null;
+      const table = { condition: "condition_occurrence", drug: "drug_exposure", procedure: "procedure_occurrence", measurement: "measurement", above: "measurement", condition_within: "condition_occurrence", count_within: "condition_occurrence" }[k];
+      if (table) out.push([table, typeof x === "string" ? x : x && x.code]);
+    }
+  }
+  if (agg.survival && agg.survival.event && agg.survival.event.condition !== undefined) out.push(["condition_occurrence", agg.survival.event.condition]);
+  return out.filter(([, code]) => typeof code === "string");
+}
+
+/// The codes of a specification the consortium classes as highly sensitive
+/// (`Classification::sensitive`: the same table, and the same code or one it prefixes).
+export function sensitiveCodes(spec, classification) {
+  const list = (classification && classification.sensitive) || [];
+  return specCodes(spec).filter(([table, code]) => list.some((s) => s.table === table && (s.prefix ? code.startsWith(s.code) : code === s.code)));
+}
+
 /// The problems of one variable's row, each `[field id, message]`.
 function featureProblems(r) {
   const out = [];
@@ -429,7 +458,9 @@ async function studyPage() {
         fields.push({ dataset: d ? d.description.id : `${hname}.cdm`, table: tb, field: fl, level: fd ? LEVEL[fd.level] : 3 });
       }
     }
-    const level = Math.max(1, ...fields.map((x) => x.level));
+    // A highly sensitive code makes the request L4 whatever the fields (as the ledger decides).
+    const sensitive = sensitiveCodes(spec, policy.classification);
+    const level = Math.max(1, ...fields.map((x) => x.level), sensitive.length ? 4 : 1);
     const slots = [];
     for (const req of policy.requirements || []) {
       if (LEVEL[req.level] > level) continue;
@@ -446,7 +477,9 @@ async function studyPage() {
         [t("preview_level"), h("strong", { id: "preview-level" }, levelName(level))],
         [t("preview_approvals"), slots.length ? h("ul", { id: "preview-approvals" }, slots.map((a) => h("li", {}, slotName(a)))) : t("preview_no_approvals")],
       ]),
-      h("p", { class: "muted" }, t("preview_sensitive")),
+      sensitive.length
+        ? h("p", { class: "notice", id: "preview-sensitive" }, t("preview_sensitive_found", { codes: list(sensitive.map(([, code]) => code)) }))
+        : h("p", { class: "muted" }, t("preview_sensitive")),
       h("h3", {}, t("preview_reads")),
       table([t("col_field"), t("col_level")], uniq, { id: "preview-reads" }),
       h("h3", {}, t("preview_spec")),

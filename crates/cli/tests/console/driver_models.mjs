@@ -32,6 +32,8 @@ await new Promise((r) => server.listen(0, "127.0.0.1", r));
 const origin = `http://127.0.0.1:${server.address().port}`;
 const model = JSON.parse(fs.readFileSync(env.MODEL_DOC, "utf8"));
 const survival = JSON.parse(fs.readFileSync(env.SURVIVAL_DOC, "utf8"));
+// The consortium's default classification (its sensitive codes), as `/v1/status` carries it.
+const classification = JSON.parse(fs.readFileSync(env.CLASSIFICATION, "utf8"));
 const browser = await chromium.launch({ executablePath: "/usr/bin/chromium", args: ["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking", "--disable-component-update", "--disable-sync"] });
 const pageErrors = [];
 
@@ -49,7 +51,7 @@ async function open(locale, width = 1200) {
 
 // The builder, against a stub of the node's catalog and policy.
 async function builder(page) {
-  await page.evaluate(async () => {
+  await page.evaluate(async (classification) => {
     const ui = await import("./ui.js");
     const f = (name, level) => ({ name, level, missing_ppm: 0, invalid_ppm: 0 });
     const tb = (name, fields) => ({ name, rows: 8, duplicate_ppm: 0, implausible_ppm: 0, fields });
@@ -62,12 +64,12 @@ async function builder(page) {
       tb("visit_occurrence", [f("person_id", "L2"), f("visit_start_date", "L2")]),
     ];
     const datasets = ["hospital-a", "hospital-b"].map((owner) => ({ owner, published_height: 3, description: { id: owner + ".cdm", title: owner, version: 1, tables } }));
-    const policy = { requirements: [{ level: "L2", role: "steward", scope: "per_owner" }, { level: "L3", role: "data_committee", scope: "any" }] };
+    const policy = { requirements: [{ level: "L2", role: "steward", scope: "per_owner" }, { level: "L3", role: "data_committee", scope: "any" }], classification };
     ui.state.principal = { kind: "user", role: "researcher", id: "research-1.researcher" };
     ui.state.client = { get: async (p) => (p === "/v1/catalog" ? { datasets } : p === "/v1/status" ? { policy, height: 3 } : { contracts: [] }) };
     const R = await import("./researcher.js");
     await R.pages.find((x) => x.id === "study").render(new URLSearchParams());
-  });
+  }, classification);
   await page.waitForSelector("#spec-json");
 }
 const spec = async (page) => JSON.parse(await page.textContent("#spec-json"));
@@ -101,6 +103,17 @@ await en.fill("#iters", "25");
 const modelSpec = await spec(en);
 const modelText = await compact(en);
 const modelLevel = await en.textContent("#preview-level");
+// A highly sensitive code (HIV infection) in the cohort: the preview says L4 and why, as the
+// ledger will when it records the request.
+check(!(await en.isVisible("#preview-sensitive")), "no sensitive code yet");
+await en.fill("#conditions", "86406008");
+const sensitiveLevel = await en.textContent("#preview-level");
+const sensitiveNote = (await en.isVisible("#preview-sensitive")) && (await en.textContent("#preview-sensitive"));
+await en.screenshot({ path: path.join(shots, "models-builder-sensitive.png"), fullPage: true });
+await en.fill("#conditions", "");
+check(/^L4/.test(sensitiveLevel), `a sensitive code makes the preview L4: ${sensitiveLevel}`);
+check(sensitiveNote && sensitiveNote.includes("86406008"), `the preview names the sensitive code: ${sensitiveNote}`);
+check(!(await en.isVisible("#preview-sensitive")), "the note leaves with the code");
 const modelReads = await en.$$eval("#preview-reads tbody tr td:first-child", (x) => x.map((e) => e.textContent));
 await en.screenshot({ path: path.join(shots, "models-builder-model.png"), fullPage: true });
 // A Poisson model with all kinds of covariates.
