@@ -154,6 +154,15 @@ export class Refused extends Error {
 
 export class Verification extends Error {}
 
+/// A transaction sent while the consortium cannot finalize (too few validators answer):
+/// `health` is the node's `/v1/consortium` view, naming those that do not.
+export class Stalled extends Error {
+  constructor(health) {
+    super("the consortium cannot finalize");
+    this.health = health;
+  }
+}
+
 export class Client {
   constructor(genesis, member, session) {
     this.genesis = genesis;
@@ -293,7 +302,15 @@ export class Client {
       throw e;
     }
     const started = Date.now();
+    let asked = started;
     for (;;) {
+      // Honest waiting: not final after a few seconds, ask the node whether the consortium can
+      // finalize at all, and say so (naming who does not answer) rather than wait silently.
+      if (Date.now() - asked > 3000) {
+        asked = Date.now();
+        const health = await this.get("/v1/consortium").catch(() => null);
+        if (health && health.can_finalize === false) throw new Stalled(health);
+      }
       const s = await (await fetch(`/v1/tx/${id}`, { cache: "no-store" })).json();
       if (s.status === "finalized") {
         if (s.applied === false) {

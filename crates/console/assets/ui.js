@@ -2,7 +2,7 @@
 // language, genesis) and small charts drawn as inline SVG.
 
 import * as L from "./ledger.js";
-import { t, getLocale, LOCALES, number } from "./i18n.js";
+import { t, getLocale, LOCALES, number, list } from "./i18n.js";
 
 /// The tab's state: the pinned genesis, this node's member, the signed-in key and who it is.
 export const state = { genesis: null, member: null, session: null, client: null, pinned: null, principal: null };
@@ -44,6 +44,10 @@ export function explain(e) {
     return t(k || "refused_other");
   }
   if (e instanceof L.Verification) return t("verification_failed");
+  if (e instanceof L.Stalled) {
+    const s = e.health;
+    return t("tx_stalled", { who: list(s.unreachable || []), n: s.reachable, total: (s.validators || []).length, needed: s.needed });
+  }
   if (e && (e.message === "wallet-malformed" || e.message === "wallet-mismatch")) {
     return t(e.message === "wallet-malformed" ? "wallet_malformed" : "wallet_mismatch");
   }

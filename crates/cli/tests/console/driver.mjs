@@ -105,12 +105,31 @@ if (inv.length) {
   check((await page.textContent('section.card[aria-labelledby="inv-cli-study"]')).includes("What it reads"), "the study says what it reads");
 }
 
-// L4 opt-in with the general research consent.
+// L4 opt-in with the general research consent, sent while the consortium cannot finalize: the
+// node's answers about the transaction (still pending) and the consortium (two of four
+// validators silent) are replaced at the network. Within seconds the page says so, naming them,
+// instead of waiting silently; the transaction was sent all the same and is recorded.
 await go("#/consents", "consents");
+const health = { can_finalize: false, unreachable: ["hospital-b", "hospital-c"], reachable: 2, needed: 3, validators: [{ name: "hospital-a" }, { name: "hospital-b" }, { name: "hospital-c" }, { name: "research-1" }], height: 1, finalized_age_ms: 9000 };
+await page.route("**/v1/tx/*", (r) => (r.request().method() === "GET" ? r.fulfill({ status: 200, contentType: "application/json", body: JSON.stringify({ status: "pending" }) }) : r.continue()));
+await page.route("**/v1/consortium", (r) => r.fulfill({ status: 200, contentType: "application/json", body: JSON.stringify(health) }));
 await page.check("#l4");
+const sentAt = Date.now();
 await page.click('button[aria-label="Allow: research"]');
-await waitText("#consent-status .done");
-check((await page.textContent("table.consents")).includes("including highly sensitive data"), "the L4 opt-in is shown");
+await waitText("#consent-status .notice", 20000);
+const stalled = await page.textContent("#consent-status");
+check(stalled.includes("hospital-b") && stalled.includes("hospital-c") && stalled.includes("cannot finalize"), `the stalled consortium is named: ${stalled}`);
+check(Date.now() - sentAt < 10000, `said within seconds (${Date.now() - sentAt} ms)`);
+await shot("consents-stalled-en");
+await page.unroute("**/v1/tx/*");
+await page.unroute("**/v1/consortium");
+let recorded = false;
+for (let i = 0; i < 30 && !recorded; i++) {
+  await go("#/consents", "consents");
+  recorded = (await page.textContent("table.consents")).includes("including highly sensitive data");
+  if (!recorded) await new Promise((r) => setTimeout(r, 1000));
+}
+check(recorded, "the L4 opt-in sent while stalled is recorded and shown");
 
 // An access code for hospital-b, its QR code, redeemed by hospital-b, then revoked.
 await go("#/grants", "grants");
