@@ -19,13 +19,33 @@ function mine(slot, rec) {
   return !slot.by && slot.role === p.role && (slot.member ? slot.member === p.member : p.member !== rec.institution);
 }
 
-/// Everything needed to decide on one contract.
-function decisionCard(rec, open) {
+const pct = (ppm) => `${(Number(ppm) / 10000).toFixed(1)} %`;
+
+/// A field's published quality in a dataset of the catalog: `{ missing, invalid }` in parts per
+/// million, or `null` when the catalog does not describe it.
+function quality(catalog, dataset, table, field) {
+  const d = catalog.find((x) => x.description && x.description.id === dataset);
+  const tb = d && (d.description.tables || []).find((x) => x.name === table);
+  const f = tb && (tb.fields || []).find((x) => x.name === field);
+  return f ? { missing: Number(f.missing_ppm), invalid: Number(f.invalid_ppm) } : null;
+}
+
+/// Everything needed to decide on one contract, the quality of the data it touches included
+/// (each field's missing and invalid shares, per hospital, as its catalog entry publishes them).
+function decisionCard(rec, open, catalog = []) {
   const fields = new Map();
   for (const f of rec.fields) {
     const k = `${f.table}.${f.field}`;
-    fields.set(k, [...(fields.get(k) || []), f.dataset]);
+    fields.set(k, [...(fields.get(k) || []), f]);
   }
+  const worst = (fs, key) => {
+    const qs = fs.map((f) => [f.dataset, quality(catalog, f.dataset, f.table, f.field)]).filter(([, q]) => q);
+    if (!qs.length) return "—";
+    const [ds, q] = qs.reduce((a, b) => (b[1][key] > a[1][key] ? b : a));
+    // Which hospital is worst, said only where the hospitals differ.
+    const differ = qs.some(([, x]) => x[key] !== q[key]);
+    return h("span", { class: "q", "data-ppm": String(q[key]), title: list(qs.map(([d, x]) => `${d}: ${pct(x[key])}`)) }, pct(q[key]), differ ? h("span", { class: "muted" }, " " + t("quality_at", { ds })) : "");
+  };
   let spec = rec.computation;
   try {
     spec = JSON.stringify(JSON.parse(rec.computation), null, 1);
@@ -65,7 +85,12 @@ function decisionCard(rec, open) {
       [t("col_status"), statusName(rec.status)],
     ]),
     h("h3", {}, t("decide_fields")),
-    table([t("col_field"), t("col_datasets")], [...fields].map(([k, ds]) => [k, list(ds)]), { class: "fields" }),
+    table(
+      [t("col_field"), t("col_datasets"), t("col_missing"), t("col_invalid")],
+      [...fields].map(([k, fs]) => h("tr", { "data-field": k }, [k, list(fs.map((f) => f.dataset)), worst(fs, "missing"), worst(fs, "invalid")].map((x) => h("td", {}, x)))),
+      { class: "fields" },
+    ),
+    h("p", { class: "muted" }, t("quality_hint")),
     h("h3", {}, t("decide_computation")),
     h("pre", { tabindex: "0", class: "spec" }, spec),
     h("p", { class: "muted" }, t("computation_hash", { hash: rec.computationHash })),
@@ -91,16 +116,23 @@ function decisionCard(rec, open) {
   );
 }
 
+/// The catalog's datasets (their quality profile), or none when it cannot be read.
+const catalogOf = () =>
+  state.client
+    .get("/v1/catalog")
+    .then((x) => x.datasets || [])
+    .catch(() => []);
+
 async function queuePage(q) {
   const one = q.get("contract");
   if (one) {
-    const { rec } = await provenContract(one);
-    show(h("h1", {}, t("queue_title")), h("p", {}, h("a", { href: "#/queue" }, t("back_queue"))), decisionCard(rec, true));
+    const [{ rec }, catalog] = await Promise.all([provenContract(one), catalogOf()]);
+    show(h("h1", {}, t("queue_title")), h("p", {}, h("a", { href: "#/queue" }, t("back_queue"))), decisionCard(rec, true, catalog));
     return;
   }
-  const waiting = (await state.client.get(`/v1/users/${state.principal.id}/approvals`)).contracts || [];
+  const [waiting, catalog] = await Promise.all([state.client.get(`/v1/users/${state.principal.id}/approvals`).then((x) => x.contracts || []), catalogOf()]);
   const cards = [];
-  for (const s of waiting) cards.push(decisionCard((await provenContract(s.id)).rec, true));
+  for (const s of waiting) cards.push(decisionCard((await provenContract(s.id)).rec, true, catalog));
   show(
     h("h1", {}, t("queue_title")),
     h("p", { class: "lead" }, t("queue_intro", { role: t("role_" + state.principal.role), member: state.principal.member })),

@@ -143,6 +143,10 @@ for (const u of USERS_REVIEWING()) {
   if (!(await r.page.$(card))) continue;
   check((await r.text(card)).includes("research-1.researcher") && (await r.text(card)).includes("index_date"), `${u} sees requester and computation`);
   if (firstQueue) {
+    // The quality of the data the request touches, per field, from the hospitals' catalog
+    // entries: a share for each field the request reads.
+    const quality = await r.page.$$eval(`${card} table.fields tbody tr`, (rows) => rows.map((x) => ({ field: x.dataset.field, missing: x.cells[2].textContent, ppm: (x.cells[2].querySelector("[data-ppm]") || {}).dataset })));
+    check(quality.length > 0 && quality.every((q) => /\d\.\d %/.test(q.missing) && q.ppm && q.ppm.ppm !== undefined), `${u} sees each field's quality: ${JSON.stringify(quality)}`);
     await r.shot("queue-en");
     firstQueue = false;
   }
