@@ -110,6 +110,13 @@ pub const ROUTES: &[Route] = &[
         Validators,
         "Prometheus metrics of the node (no patient data)",
     ),
+    r(
+        "/v1/faults",
+        "get",
+        Open,
+        Validators,
+        "the consensus faults this node proved (two contradicting signed votes of one validator), each with its evidence",
+    ),
     r("/console", "get", Open, Every, "redirects to /console/"),
     r(
         "/console/",

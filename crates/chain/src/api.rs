@@ -27,7 +27,10 @@
 //! - `GET /v1/blocks?after=H&wait_ms=N` (headers) — the latest height and the last (up to) 20
 //!   digests and roots; with `after`, waiting up to `N` ms (≤ 10 s) for a block above `H` (how
 //!   the console learns of new blocks without reloading).
-//! - `GET /health`, `GET /metrics`.
+//! - `GET /health`, `GET /metrics`;
+//! - `GET /v1/faults` — the consensus faults this node proved (two contradicting signed votes
+//!   of one validator), each with its evidence, which anyone holding the validator set can
+//!   verify.
 //!
 //! [`router`] takes `extra` routes so the state layer can add record + inclusion-proof routes.
 
@@ -440,6 +443,29 @@ async fn metrics<A: Application>(State(s): State<Arc<ApiState<A>>>) -> Response 
     ([("content-type", "text/plain; version=0.0.4")], out).into_response()
 }
 
+/// The recorded faults as JSON: the total seen and the most recent ones, each with its kind,
+/// the validator's key, the epoch and view, and the evidence (simplex's encoded activity) in hex.
+pub fn faults_json(total: u64, faults: &[crate::engine::Fault]) -> serde_json::Value {
+    use commonware_codec::Encode as _;
+    json!({
+        "total": total,
+        "faults": faults
+            .iter()
+            .map(|f| json!({
+                "kind": f.kind.as_str(),
+                "validator": hex::encode(f.validator.encode()),
+                "epoch": f.epoch,
+                "view": f.view,
+                "evidence": hex::encode(&f.evidence),
+            }))
+            .collect::<Vec<_>>(),
+    })
+}
+
+async fn faults<A: Application>(State(s): State<Arc<ApiState<A>>>) -> Response {
+    Json(faults_json(s.handle.fault_count(), &s.handle.faults())).into_response()
+}
+
 /// Builds the node API. `metrics` renders runtime metrics in Prometheus text format (e.g. the
 /// commonware context's `encode()`); `extra` routes are merged in (state records and proofs);
 /// `gate` decides who reads the chain.
@@ -474,6 +500,7 @@ pub fn router<A: Application>(
         .route("/v1/blocks/{height}/header", get(block_header::<A>))
         .route("/health", get(health::<A>))
         .route("/metrics", get(metrics::<A>))
+        .route("/v1/faults", get(faults::<A>))
         .with_state(state)
         .merge(extra)
         .layer(DefaultBodyLimit::max(limits.body_limit))

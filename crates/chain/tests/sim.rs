@@ -362,6 +362,24 @@ fn conflicting_voter(seed: u64) -> ConflictRun {
                 "seed={seed}: validator {i} did not report the conflicting voter"
             );
             assert_eq!(v.handle.fault_count(), faults.len() as u64);
+            // `GET /v1/faults` says the same, with evidence a third party decodes and verifies.
+            let json = medspace_chain::api::faults_json(v.handle.fault_count(), &faults);
+            assert_eq!(json["total"], faults.len() as u64);
+            for (f, j) in faults.iter().zip(json["faults"].as_array().unwrap()) {
+                assert_eq!(j["kind"], f.kind.as_str());
+                assert_eq!(
+                    j["validator"],
+                    hex::encode(commonware_codec::Encode::encode(&byzantine))
+                );
+                assert_eq!(j["view"], f.view);
+                let evidence = hex::decode(j["evidence"].as_str().unwrap()).unwrap();
+                let activity = Activity::<Scheme, Digest>::decode_cfg(
+                    bytes::Bytes::from(evidence),
+                    &verifier.certificate_codec_config(),
+                )
+                .expect("the served evidence decodes");
+                assert!(activity.verify(&mut ctx, &verifier, &Sequential));
+            }
             for f in &faults {
                 assert_eq!(
                     f.validator, byzantine,

@@ -209,16 +209,46 @@ export async function blocksSection(client, chosen) {
   return h("section", { id: "blocks", "aria-labelledby": "blocks-h" }, parts);
 }
 
-/// Recorded consensus faults (the node's count, from its open metrics).
-export async function faultsSection() {
-  const text = await (await fetch("/metrics", { cache: "no-store" })).text();
-  const m = /^medspace_chain_faults_total (\d+)/m.exec(text);
-  const n = m ? Number(m[1]) : null;
+/// Recorded consensus faults (`GET /v1/faults`): who signed which conflicting votes, with the
+/// evidence to download — the two signed votes, which anyone holding the genesis validator set
+/// can check.
+export async function faultsSection(client) {
+  let s = null;
+  try {
+    const r = await fetch("/v1/faults", { cache: "no-store" });
+    if (r.ok) s = await r.json();
+  } catch {
+    /* not served here */
+  }
+  const n = s ? Number(s.total) : null;
+  const names = new Map(((client && client.genesis && client.genesis.validators) || []).map((v) => [String(v.public_key), v.name]));
+  const faults = (s && s.faults) || [];
+  const rows = faults.map((f) => {
+    const bytes = new Uint8Array((f.evidence.match(/../g) || []).map((x) => parseInt(x, 16)));
+    const href = URL.createObjectURL(new Blob([bytes], { type: "application/octet-stream" }));
+    const who = names.get(f.validator);
+    return h(
+      "tr",
+      { class: "fault", "data-kind": f.kind, "data-validator": f.validator },
+      h("td", {}, t("ex_fault_" + f.kind)),
+      h("td", {}, who || h("code", { translate: "no" }, f.validator.slice(0, 16) + "…")),
+      h("td", {}, number(f.epoch), " / ", number(f.view)),
+      h("td", {}, h("a", { href, download: `fault-${f.kind}-${f.view}.bin` }, t("ex_fault_evidence", { n: number(bytes.length) }))),
+    );
+  });
   return h(
     "section",
     { id: "faults", "aria-labelledby": "faults-h" },
     h("h2", { id: "faults-h" }, t("ex_faults")),
     h("p", {}, n === null ? t("ex_faults_unknown") : n === 0 ? t("ex_faults_none") : t("ex_faults_n", { n: number(n) })),
+    rows.length
+      ? h(
+          "table",
+          { id: "fault-list" },
+          h("thead", {}, h("tr", {}, [t("ex_fault_kind"), t("ex_validator"), t("ex_fault_view"), t("ex_fault_proof")].map((x) => h("th", { scope: "col" }, x)))),
+          h("tbody", {}, rows),
+        )
+      : null,
   );
 }
 
@@ -318,7 +348,7 @@ export async function explorerPage(client, chosen) {
     h("p", { class: "lead", id: "who" }, t("ex_signed_in", { user: who.user })),
     await healthSection(client),
     await blocksSection(client, chosen),
-    await faultsSection(),
+    await faultsSection(client),
     await contractsSection(client),
     await destructionSection(client),
   ];

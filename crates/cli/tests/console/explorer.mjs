@@ -20,7 +20,7 @@ const browser = await chromium.launch({
   executablePath: "/usr/bin/chromium",
   args: ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking", "--disable-component-update", "--disable-sync", "--ignore-certificate-errors"],
 });
-const context = await browser.newContext({ ignoreHTTPSErrors: true, viewport: { width: 1200, height: 900 } });
+const context = await browser.newContext({ ignoreHTTPSErrors: true, acceptDownloads: true, viewport: { width: 1200, height: 900 } });
 const page = await context.newPage();
 const pageErrors = [];
 page.on("pageerror", (e) => pageErrors.push(String(e)));
@@ -86,6 +86,25 @@ check((await page.textContent("#contracts")).includes("0.6 of 1 spent"), "the co
 check((await page.textContent("#faults")).includes("None recorded"), "no faults recorded");
 check((await page.textContent("#destruction")).includes("attested destroyed"), "no delivery awaits destruction: " + (await page.textContent("#destruction")));
 await shot("explorer-en");
+// A recorded fault, as `GET /v1/faults` serves one (the chain's simulation checks the real
+// evidence decodes and verifies): the page names the validator from the genesis and offers the
+// evidence's bytes.
+{
+  const genesis = await page.evaluate(async () => (await fetch("/console/genesis.json")).json());
+  const culprit = genesis.validators.find((v) => v.name === "hospital-c");
+  const evidence = "ab".repeat(150);
+  await page.route("**/v1/faults", (r) => r.fulfill({ status: 200, contentType: "application/json", body: JSON.stringify({ total: 1, faults: [{ kind: "conflicting_finalize", validator: culprit.public_key, epoch: 0, view: 42, evidence }] }) }));
+  await page.reload();
+  await ready("explorer");
+  const row = await page.textContent("#fault-list tbody tr.fault");
+  check(row.includes("hospital-c") && row.includes("two finalize votes") && row.includes("150 bytes"), "the fault names its validator and offers its evidence: " + row);
+  const [dl] = await Promise.all([page.waitForEvent("download"), page.click("#fault-list a[download]")]);
+  check(fs.readFileSync(await dl.path()).length === 150, "the evidence downloads whole");
+  await page.screenshot({ path: path.join(shots, "explorer-fault-en.png"), fullPage: true });
+  await page.unroute("**/v1/faults");
+  await page.reload();
+  await ready("explorer");
+}
 // Live: the next block shows without a reload.
 const h0 = Number(await page.getAttribute("body", "data-height"));
 let h1 = h0;
