@@ -33,6 +33,19 @@ fn the_browser_signs_requests_and_transactions_as_the_rust_code_does() {
     for name in ["codec.js", "ledger.js", "governance.js", "i18n.js"] {
         std::fs::write(dir.join(name), medspace_console::asset(name).unwrap()).unwrap();
     }
+    // A policy change as the governance page proposes it: the policy in force (the default, as
+    // `/v1/status` serves it) with other numbers.
+    let policy = Policy {
+        min_cell_k: 11,
+        max_job_epsilon_micro: 750_000,
+        max_contract_ms: 120 * 86_400_000,
+        ..Policy::default()
+    };
+    std::fs::write(
+        dir.join("policy.json"),
+        serde_json::to_vec(&policy).unwrap(),
+    )
+    .unwrap();
     let key = Keypair::from_secret_hex(&"07".repeat(32)).unwrap();
     let public = key.public().to_hex();
     let patient = PatientId::from_key(&key.public());
@@ -66,6 +79,8 @@ out.remove = c.hex(await L.signTx(session, "medspace-devnet", 21n, G.removeMembe
 out.appoint = c.hex(await L.signTx(session, "medspace-devnet", 22n, G.appointUser("hospital-a.ethics-2", "hospital-a", "ethics_committee", "{public}")));
 out.add = c.hex(await L.signTx(session, "medspace-devnet", 24n, G.addMember({{ id: "hospital-d", name: "Hospital D (district)", kind: "hospital", key: "{public}", nodeKey: "{other}", agreementKey: "{agreement}" }}, 250n)));
 out.dismiss = c.hex(await L.signTx(session, "medspace-devnet", 23n, G.dismissUser("hospital-b.ethics-committee")));
+const policy = JSON.parse((await import("node:fs")).readFileSync(new URL("./policy.json", import.meta.url), "utf8"));
+out.policy = c.hex(await L.signTx(session, "medspace-devnet", 25n, G.updatePolicy(policy)));
 console.log(JSON.stringify(out));
 "#,
         secret = key.secret_hex(),
@@ -294,7 +309,11 @@ console.log(JSON.stringify(out));
             }),
         ),
     );
-    for (field, rust) in cases.into_iter().chain([add]) {
+    let update = (
+        "policy",
+        expect(25, Payload::UpdatePolicy(UpdatePolicy { policy })),
+    );
+    for (field, rust) in cases.into_iter().chain([add, update]) {
         let browser = tx(field);
         assert!(browser.verify_signature(), "{field}");
         assert_eq!(

@@ -57,6 +57,71 @@ export function dismissUser(user) {
   return c.concat(c.u8(24), c.name(user));
 }
 
+// The unit enums a policy carries, by their JSON names (`types::domain`, `types::classification`).
+const LEVELS = { L1: 1, L2: 2, L3: 3, L4: 4 };
+const ROLES = { steward: 1, data_committee: 2, ethics_committee: 3, researcher: 4, clinician: 5, claims_officer: 6, auditor: 7, patient: 8 };
+const SCOPES = { per_owner: 1, consortium: 2 };
+const PURPOSES = { treatment: 1, patient_access: 2, research: 3, teaching: 4, insurance_claim: 5, public_health: 6, drug_safety: 7, quality_management: 8 };
+const SENSITIVE = { hiv_sti: 1, mental_health: 2, substance_use: 3, reproductive: 4, genetic: 5 };
+
+/// `Payload::UpdatePolicy`: the whole policy (as `/v1/status` gives it), every field in the
+/// order `types::Policy`'s codec writes it.
+export function updatePolicy(p) {
+  const en = (map, v) => {
+    if (!(v in map)) throw new Error("bad value " + v);
+    return c.u8(map[v]);
+  };
+  const whole = (n) => {
+    if (!Number.isSafeInteger(Number(n)) || Number(n) < 0) throw new Error("bad number");
+    return BigInt(n);
+  };
+  const cl = p.classification;
+  return c.concat(
+    c.u8(3),
+    c.u32(Number(whole(p.vote_num))),
+    c.u32(Number(whole(p.vote_den))),
+    c.list(p.requirements, (r) => c.concat(en(LEVELS, r.level), en(ROLES, r.role), en(SCOPES, r.scope))),
+    c.u32(Number(whole(p.min_cell_k))),
+    c.u64(whole(p.max_contract_ms)),
+    c.u64(whole(p.max_epsilon_micro)),
+    c.list(p.implied_consent, (x) => en(PURPOSES, x)),
+    c.u64(whole(p.proposal_ttl_ms)),
+    c.u64(whole(p.max_job_epsilon_micro)),
+    c.u64(whole(p.dataset_epsilon_micro)),
+    c.list(cl.fields, (f) => c.concat(c.text(f.table), c.text(f.column), en(LEVELS, f.level))),
+    c.list(cl.sensitive, (s) => c.concat(c.text(s.table), c.text(s.code), c.bool(s.prefix), en(SENSITIVE, s.category))),
+    en(LEVELS, cl.unlisted),
+  );
+}
+
+/// The policy's numbers a member may propose to change in the page: name, how it is shown
+/// and typed (ε, days, a whole number) and how it is kept.
+const POLICY_NUMBERS = [
+  ["min_cell_k", "whole"],
+  ["max_job_epsilon_micro", "eps"],
+  ["max_epsilon_micro", "eps"],
+  ["dataset_epsilon_micro", "eps"],
+  ["max_contract_ms", "days"],
+];
+const shown = (unit, v) => (unit === "eps" ? Number(v) / 1e6 : unit === "days" ? Number(v) / 86400000 : Number(v));
+const kept = (unit, s) => {
+  const x = Number(String(s).trim());
+  if (!Number.isFinite(x) || x <= 0) throw new Error("bad number");
+  const v = unit === "eps" ? Math.round(x * 1e6) : unit === "days" ? Math.round(x * 86400000) : x;
+  if (!Number.isSafeInteger(v)) throw new Error("bad number");
+  return v;
+};
+
+/// What a policy proposal changes, against the policy in force: `[name, from, to]` in the
+/// units the form uses (other fields compared whole).
+export function policyChanges(current, next) {
+  const out = POLICY_NUMBERS.filter(([k]) => Number(current[k]) !== Number(next[k])).map(([k, unit]) => [k, shown(unit, current[k]), shown(unit, next[k])]);
+  for (const k of ["vote_num", "vote_den", "proposal_ttl_ms", "requirements", "implied_consent", "classification"]) {
+    if (JSON.stringify(current[k]) !== JSON.stringify(next[k]) && !POLICY_NUMBERS.some(([n]) => n === k)) out.push([k, null, null]);
+  }
+  return out;
+}
+
 function h(tag, attrs = {}, ...kids) {
   const el = document.createElement(tag);
   for (const [k, v] of Object.entries(attrs || {})) {
@@ -69,8 +134,12 @@ function h(tag, attrs = {}, ...kids) {
   return el;
 }
 
-function describe(action) {
+function describe(action, policy) {
   const [kind, a] = Object.entries(action)[0] || ["", {}];
+  if (kind === "update_policy" && policy && a && a.policy) {
+    const changes = policyChanges(policy, a.policy).map(([k, from, to]) => (from === null ? t("gv_pol_" + k) : t("gv_pol_change", { what: t("gv_pol_" + k), from: number(from), to: number(to) })));
+    return t("gv_do_policy") + (changes.length ? ": " + list(changes) : "");
+  }
   if (kind === "remove_member") return t("gv_do_remove", { member: a.member });
   if (kind === "add_member") return t("gv_do_add", { member: a.member.id });
   if (kind === "appoint_user") return t("gv_do_appoint", { user: a.user, member: a.member, role: t("gv_role_" + a.role) });
@@ -96,6 +165,7 @@ export async function governancePage(client, who, redraw, said) {
   const canAct = who.kind === "member";
   const members = ((await client.get("/v1/members")).members || []).filter((m) => m.member);
   const proposals = (await client.get("/v1/proposals")).proposals || [];
+  const policy = (await client.get("/v1/status")).policy || null;
   const act = async (payload, done) => {
     let outcome;
     try {
@@ -142,7 +212,7 @@ export async function governancePage(client, who, redraw, said) {
       h(
         "div",
         { class: "card proposal", "data-id": p.id, "data-status": p.status },
-        h("p", {}, h("strong", {}, describe(p.action))),
+        h("p", {}, h("strong", {}, describe(p.action, policy))),
         h("p", { class: "muted" }, t("gv_by", { id: p.id, member: p.proposer, when: date(p.created_ms) })),
         h("p", {}, h("span", { class: "badge " + (p.status === "failed" ? "bad" : "ok") }, t("gv_st_" + p.status)), " ", t("gv_votes", { yes: p.yes.length ? list(p.yes) : "—", no: p.no.length ? list(p.no) : "—" })),
         canAct && p.status === "open" && !voted
@@ -228,6 +298,33 @@ export async function governancePage(client, who, redraw, said) {
         field("appoint-key", t("gv_key"), h("input", { type: "text", id: "appoint-key", required: true, autocomplete: "off", spellcheck: "false", size: "66" })),
         h("p", {}, h("button", { type: "submit" }, t("gv_propose_button"))),
       ),
+      policy
+        ? h(
+            "form",
+            {
+              id: "propose-policy",
+              class: "card",
+              onsubmit: (e) => {
+                e.preventDefault();
+                let payload;
+                try {
+                  const next = { ...policy };
+                  for (const [k, unit] of POLICY_NUMBERS) next[k] = kept(unit, document.getElementById("pol-" + k).value);
+                  if (!policyChanges(policy, next).length) throw new Error("nothing changes");
+                  payload = updatePolicy(next);
+                } catch {
+                  redraw(h("div", { class: "notice", role: "alert", id: "outcome" }, t("gv_bad_input")));
+                  return;
+                }
+                act(payload, t("gv_proposed"));
+              },
+            },
+            h("h3", {}, t("gv_policy_title")),
+            h("p", { class: "muted" }, t("gv_policy_hint")),
+            POLICY_NUMBERS.flatMap(([k, unit]) => field("pol-" + k, t("gv_pol_" + k), h("input", { type: "text", inputmode: "decimal", id: "pol-" + k, value: String(shown(unit, policy[k])), autocomplete: "off", size: "12" }))),
+            h("p", {}, h("button", { type: "submit" }, t("gv_propose_button"))),
+          )
+        : "",
       h(
         "form",
         {

@@ -197,6 +197,23 @@ const afterText = after ? await after.textContent() : "";
 check(afterText.includes("hospital-a") && afterText.includes("hospital-b") && afterText.startsWith("Appoint"), "both votes counted: " + afterText);
 check((await page.$$('.proposal .vote-yes')).length === 0, "no second vote offered");
 await shot("governance-voted-en");
+// A policy change proposed in the page (the whole policy signed here, byte for byte as the
+// Rust encoding: console_signing.rs): the smallest released group one larger; the proposal says
+// what it changes, from what to what.
+const kNow = Number(await page.inputValue("#pol-min_cell_k"));
+await page.fill("#pol-min_cell_k", String(kNow + 1));
+await page.click("#propose-policy button[type=submit]");
+// The vote's outcome is still on the page: wait for this proposal's (or a refusal).
+// (Polled from here: the page's CSP allows no evaluated script.)
+for (let i = 0; i < 180; i++) {
+  const cards = await page.$$eval(".proposal", (x) => x.map((e) => e.textContent));
+  if (cards.some((x) => x.startsWith("Replace")) || (await page.$("#outcome.notice"))) break;
+  await page.waitForTimeout(500);
+}
+check((await page.getAttribute("#outcome", "class")) === "done", "the policy proposal is final: " + (await page.textContent("#outcome")));
+const policyCard = (await page.$$eval(".proposal", (x) => x.map((e) => e.textContent))).find((x) => x.startsWith("Replace the consortium's policy")) || "";
+check(policyCard.includes(`smallest released group (k) from ${kNow} to ${kNow + 1}`) && policyCard.includes("For: hospital-b"), "the policy proposal says what it changes: " + policyCard);
+await shot("governance-policy-en");
 await signOut();
 
 // A researcher's key: refused in words, no chain shown.
