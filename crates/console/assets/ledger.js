@@ -233,12 +233,18 @@ export class Client {
   }
 
   /// The header at `height`, its finality certificate checked against the genesis validators.
+  /// Kept per height as the promise, so proofs anchored at once at one height share one fetch
+  /// and one verification (a failed one is forgotten).
   async header(height) {
-    if (this.headers.has(height)) return this.headers.get(height);
-    const raw = await this.get(`/v1/blocks/${height}/header?wait_ms=5000`, true);
-    const h = await verifyCertifiedHeader(this.genesis.chain_id, this.validators, height, raw);
-    this.headers.set(height, h);
-    return h;
+    if (!this.headers.has(height)) {
+      const verified = (async () => {
+        const raw = await this.get(`/v1/blocks/${height}/header?wait_ms=5000`, true);
+        return verifyCertifiedHeader(this.genesis.chain_id, this.validators, height, raw);
+      })();
+      this.headers.set(height, verified);
+      verified.catch(() => this.headers.delete(height));
+    }
+    return this.headers.get(height);
   }
 
   /// An answer and the certified state root of its height.

@@ -131,8 +131,9 @@ async function queuePage(q) {
     return;
   }
   const [waiting, catalog] = await Promise.all([state.client.get(`/v1/users/${state.principal.id}/approvals`).then((x) => x.contracts || []), catalogOf()]);
-  const cards = [];
-  for (const s of waiting) cards.push(decisionCard((await provenContract(s.id)).rec, true, catalog));
+  // Every contract proven at once (each is its own proof; none waits for another).
+  const recs = await Promise.all(waiting.map((s) => provenContract(s.id)));
+  const cards = recs.map(({ rec }) => decisionCard(rec, true, catalog));
   show(
     h("h1", {}, t("queue_title")),
     h("p", { class: "lead" }, t("queue_intro", { role: t("role_" + state.principal.role), member: state.principal.member })),
@@ -143,8 +144,8 @@ async function queuePage(q) {
 async function decisionsPage() {
   const all = (await state.client.get("/v1/contracts")).contracts || [];
   const rows = [];
-  for (const s of all.slice().reverse()) {
-    const { rec } = await provenContract(s.id);
+  const recs = await Promise.all(all.slice().reverse().map((s) => provenContract(s.id)));
+  for (const { rec } of recs) {
     const approved = rec.approvals.find((a) => a.by === state.principal.id);
     const rejectedMine = rec.status === "rejected" && rec.approvals.some((a) => mine(a, rec));
     if (!approved && !rejectedMine) continue;

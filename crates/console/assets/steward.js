@@ -16,11 +16,15 @@ function typeName(x) {
 
 async function hospitalPage() {
   const member = state.principal.member;
-  const mine = (await catalog()).filter((d) => d.owner === member);
-  const all = (await state.client.get("/v1/contracts")).contracts || [];
+  // The deliveries' proof is fetched beside the rest, not after it.
+  const proven = state.client.anchored(`/v1/members/${member}/deliveries`);
+  const [datasets, listed] = await Promise.all([catalog(), state.client.get("/v1/contracts")]);
+  const mine = datasets.filter((d) => d.owner === member);
+  const all = listed.contracts || [];
   const rows = [];
-  for (const s of all.slice().reverse()) {
-    const { rec } = await provenContract(s.id);
+  // Every contract proven at once (each is its own proof; none waits for another).
+  const recs = await Promise.all(all.slice().reverse().map((s) => provenContract(s.id)));
+  for (const { rec } of recs) {
     if (!rec.owners.includes(member)) continue;
     const given = rec.contributions.find((c) => c.member === member);
     rows.push(
@@ -37,7 +41,7 @@ async function hospitalPage() {
     );
   }
   // Every record delivery this hospital served, each checked against a certified block.
-  const d = await state.client.anchored(`/v1/members/${member}/deliveries`);
+  const d = await proven;
   const deliveries = [];
   for (const p of d.body.deliveries || []) {
     const chk = await L.checkProven(d.root, p);
