@@ -30,19 +30,24 @@ async function consentsPage() {
   const contracts = await c.get("/v1/contracts");
   const invitations = [];
   const seen = new Set();
-  for (const s of contracts.contracts || []) {
-    if (s.purpose !== "research") continue;
-    try {
-      const ca = await c.anchored(`/v1/contracts/${s.id}`);
-      const chk = await L.checkProven(ca.root, ca.body.contract);
-      if (!chk.ok) continue;
-      const head = L.decodeContractHead(chk.value);
-      if (head.study && !seen.has(head.study)) {
-        seen.add(head.study);
-        invitations.push(head);
-      }
-    } catch {
-      /* a contract that does not verify is not shown */
+  // Every research contract's head proven at once (each its own proof).
+  const heads = await Promise.all(
+    (contracts.contracts || [])
+      .filter((s) => s.purpose === "research")
+      .map(async (s) => {
+        try {
+          const ca = await c.anchored(`/v1/contracts/${s.id}`);
+          const chk = await L.checkProven(ca.root, ca.body.contract);
+          return chk.ok ? L.decodeContractHead(chk.value) : null;
+        } catch {
+          return null; // a contract that does not verify is not shown
+        }
+      }),
+  );
+  for (const head of heads) {
+    if (head && head.study && !seen.has(head.study)) {
+      seen.add(head.study);
+      invitations.push(head);
     }
   }
   const status = h("div", { "aria-live": "polite", id: "consent-status" });
