@@ -115,7 +115,13 @@ pub fn prepare(
             // id) is one ledger pseudonym, linked at both.
             let key = medspace_consortium::patient_key(seed, &fhir_id);
             let id = PatientId::from_key(&key.public());
-            links.link(person_id, id)?;
+            if links.link(person_id, id).is_err() {
+                // Links from a version that keyed patients otherwise (per hospital).
+                crate::fail!(
+                    "{} was made by another version of medspace (its patient links differ); remove the directory to start afresh",
+                    base.display()
+                );
+            }
             patients.push(Patient { key, id });
         }
         links.save(&dir, &key)?;
