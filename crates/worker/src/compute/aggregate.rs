@@ -239,7 +239,10 @@ impl<L: Ledger, T: Transport, P: DataPlane> Aggregation<L, T, P> {
 
     /// Every holder's dealing, in parallel, until the step deadline.
     async fn collect_dealings<E: Clock>(&self, clock: &E, job: &Job) -> Collected {
-        let deadline = clock.current() + self.cfg.step_timeout;
+        // The sites match their patients before they compute (count once): their dealings
+        // come that much later on large hospitals.
+        let allowance = super::once::allowance(&self.cfg.ledger.snapshot().state, job);
+        let deadline = clock.current() + self.cfg.step_timeout + allowance;
         let asks = job.owners.iter().map(|owner| async move {
             let answer = ask_until(clock, deadline, |wait| self.dealing_of(owner, wait)).await;
             (owner.clone(), answer)

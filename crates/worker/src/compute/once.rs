@@ -18,7 +18,8 @@
 //! within that bound; the request's size and hash are kept on both sides for the audit, and
 //! what it could learn is limited to whether those patients are at the sender.
 //!
-//! A sender that cannot be reached within half the job's dealing deadline is not waited for: it will not
+//! A sender that cannot be reached within half the job's dealing deadline (plus the matching's
+//! [`allowance`], which grows with the persons the sites publish) is not waited for: it will not
 //! contribute either, so nobody is counted twice (its patients shared with this site then
 //! count here). A sender that refuses is logged and its patients kept here.
 
@@ -32,7 +33,7 @@ use medspace_state::State;
 use medspace_types::{Hash, JobId, MemberId, PatientId};
 use rand_core::CryptoRng;
 use std::collections::BTreeSet;
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 
 /// Threads a PSI computation may use (the node's other services keep running beside it).
 const THREADS: usize = 2;
@@ -70,6 +71,36 @@ fn published_persons(state: &State, member: &MemberId) -> u64 {
         .filter(|t| t.name.as_str() == "person")
         .map(|t| t.rows)
         .sum()
+}
+
+/// Wall time the matching may take per person the job's sites publish: both parties' curve
+/// work is about 80 core-µs per element (`medspace bench psi`), done on two threads, with room
+/// for a busy node.
+const PER_PERSON: Duration = Duration::from_micros(100);
+/// The most the matching of one job is allowed, whatever the catalog says.
+const MAX_ALLOWANCE: Duration = Duration::from_secs(30 * 60);
+
+/// The time the count-once matching of `job` is allowed on top of the round's own deadline,
+/// from the persons its sites publish (the sets are at most that large): what lets a job over
+/// large hospitals still match before the sites deal, and the aggregator wait for them. The
+/// same on every node (it reads only the ledger).
+pub fn allowance(state: &State, job: &Job) -> Duration {
+    if job.owners.len() < 2 {
+        return Duration::ZERO;
+    }
+    let persons: u64 = job
+        .owners
+        .iter()
+        .map(|m| published_persons(state, m))
+        .fold(0, u64::saturating_add);
+    allowance_for(persons)
+}
+
+/// [`allowance`] for `persons` published in all.
+fn allowance_for(persons: u64) -> Duration {
+    PER_PERSON
+        .saturating_mul(u32::try_from(persons).unwrap_or(u32::MAX))
+        .min(MAX_ALLOWANCE)
 }
 
 /// A sender's checks of a receiver's request, before any work: the job runs, the caller is a
@@ -180,13 +211,14 @@ where
     T: Transport,
     P: DataPlane,
 {
-    // Half the aggregator's wait for dealings: a site that gives up on an unreachable earlier
-    // one still deals in time.
-    let deadline = ctx.current() + cfg.step_timeout / 2;
     let state = cfg.ledger.snapshot().state;
     let Ok(j) = Job::from_ledger(&state, job) else {
         return Matched::default();
     };
+    // Half the aggregator's wait for dealings plus the matching's allowance (which the
+    // aggregator adds to its wait too): a site that gives up on an unreachable earlier one
+    // still deals in time.
+    let deadline = ctx.current() + cfg.step_timeout / 2 + allowance(&state, &j);
     let Some(mine) = j.index(&cfg.member) else {
         return Matched::default();
     };
@@ -260,4 +292,18 @@ async fn ask_site<E: commonware_runtime::Clock, T: Transport>(
         transport.psi(site, ask.clone(), wait)
     })
     .await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_allowance_grows_with_the_persons_and_is_capped() {
+        let per = allowance_for;
+        assert_eq!(per(0), Duration::ZERO);
+        // Three hospitals of a million persons: five minutes.
+        assert_eq!(per(3_000_000), Duration::from_secs(300));
+        assert_eq!(per(u64::MAX), MAX_ALLOWANCE);
+    }
 }
