@@ -8,7 +8,7 @@ use crate::wire::{
 use medspace_types::{JobId, Keypair, MemberId};
 use std::collections::BTreeMap;
 use std::future::Future;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 /// Why a peer gave no usable answer.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
@@ -84,6 +84,52 @@ pub trait Transport: Clone + Send + Sync + 'static {
             Err(PeerError::Refused(
                 "this transport carries no count-once sets".into(),
             ))
+        }
+    }
+}
+
+/// How long one request may wait at the site before asking again.
+const POLL: Duration = Duration::from_secs(5);
+
+/// Asks one site, again while it is not ready or unreachable, until `deadline`.
+pub(crate) async fn ask_until<E, F, Fut, R>(
+    clock: &E,
+    deadline: SystemTime,
+    mut ask: F,
+) -> Result<R, PeerError>
+where
+    E: commonware_runtime::Clock,
+    F: FnMut(Duration) -> Fut,
+    Fut: Future<Output = Result<R, PeerError>>,
+{
+    let mut last = PeerError::NotReady;
+    loop {
+        let left = deadline
+            .duration_since(clock.current())
+            .unwrap_or(Duration::ZERO);
+        if left.is_zero() {
+            return Err(match last {
+                PeerError::NotReady => {
+                    PeerError::Unreachable("no answer before the deadline".into())
+                }
+                other => other,
+            });
+        }
+        let wait = left.min(POLL);
+        match crate::within(clock, left, ask(wait)).await {
+            Some(Ok(r)) => return Ok(r),
+            Some(Err(PeerError::NotReady)) => last = PeerError::NotReady,
+            Some(Err(PeerError::Unreachable(e))) => {
+                last = PeerError::Unreachable(e);
+                // The site's node is down or restarting: try again shortly.
+                clock.sleep(Duration::from_millis(200).min(left)).await;
+            }
+            Some(Err(other)) => return Err(other),
+            None => {
+                return Err(PeerError::Unreachable(
+                    "no answer before the deadline".into(),
+                ));
+            }
         }
     }
 }

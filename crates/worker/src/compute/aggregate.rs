@@ -10,7 +10,7 @@ use super::{Config, DataPlane};
 use crate::WorkerError;
 use crate::round::{Job, RoundError};
 use crate::store::Collected;
-use crate::transport::{PeerError, Transport};
+use crate::transport::{PeerError, Transport, ask_until};
 use crate::wire::{
     DealingMsg, MaskRequest, MaskedMsg, ResultCell, ResultDoc, RevealMsg, StepMsg, StepRequest,
 };
@@ -23,12 +23,8 @@ use medspace_privacy::release::{Protection, group_label, release_totals};
 use medspace_privacy::secagg::{Dealing, Revealed};
 use medspace_state::records::JobStatus;
 use medspace_types::{CloseRound, JobId, List, MemberId, Payload, PostResult, SignedContribution};
-use std::future::Future;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
-
-/// How long one request may wait at the site before asking again.
-const POLL: Duration = Duration::from_secs(5);
+use std::time::Duration;
 
 /// One job's aggregation.
 pub struct Aggregation<L, T, P> {
@@ -40,49 +36,6 @@ pub struct Aggregation<L, T, P> {
     pub me: Mailbox,
     /// The job.
     pub job: JobId,
-}
-
-/// Asks one site, again while it is not ready or unreachable, until `deadline`.
-pub(crate) async fn ask_until<E, F, Fut, R>(
-    clock: &E,
-    deadline: SystemTime,
-    mut ask: F,
-) -> Result<R, PeerError>
-where
-    E: Clock,
-    F: FnMut(Duration) -> Fut,
-    Fut: Future<Output = Result<R, PeerError>>,
-{
-    let mut last = PeerError::NotReady;
-    loop {
-        let left = deadline
-            .duration_since(clock.current())
-            .unwrap_or(Duration::ZERO);
-        if left.is_zero() {
-            return Err(match last {
-                PeerError::NotReady => {
-                    PeerError::Unreachable("no answer before the deadline".into())
-                }
-                other => other,
-            });
-        }
-        let wait = left.min(POLL);
-        match crate::within(clock, left, ask(wait)).await {
-            Some(Ok(r)) => return Ok(r),
-            Some(Err(PeerError::NotReady)) => last = PeerError::NotReady,
-            Some(Err(PeerError::Unreachable(e))) => {
-                last = PeerError::Unreachable(e);
-                // The site's node is down or restarting: try again shortly.
-                clock.sleep(Duration::from_millis(200).min(left)).await;
-            }
-            Some(Err(other)) => return Err(other),
-            None => {
-                return Err(PeerError::Unreachable(
-                    "no answer before the deadline".into(),
-                ));
-            }
-        }
-    }
 }
 
 impl<L: Ledger, T: Transport, P: DataPlane> Aggregation<L, T, P> {

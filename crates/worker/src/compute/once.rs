@@ -288,7 +288,7 @@ async fn ask_site<E: commonware_runtime::Clock, T: Transport>(
     site: &MemberId,
     ask: PsiAsk,
 ) -> Result<PsiAnswer, PeerError> {
-    super::aggregate::ask_until(clock, deadline, |wait| {
+    crate::transport::ask_until(clock, deadline, |wait| {
         transport.psi(site, ask.clone(), wait)
     })
     .await
