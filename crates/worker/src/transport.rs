@@ -1,6 +1,8 @@
-//! How the aggregator reaches the other data holders: a [`Transport`] with one call per round
-//! step. [`HttpTransport`] is the production one (signed requests to each member's node); the
-//! simulations use an in-memory one with scripted delays and failures.
+//! How a data holder reaches the others: a [`Transport`] with one call per round step (the
+//! aggregator's) and the count-once set (a later site's, to each earlier one), and
+//! [`ask_until`], the ask-again loop both use. [`HttpTransport`] is the production one (signed
+//! requests to each member's node); the simulations use an in-memory one with scripted delays
+//! and failures.
 
 use crate::wire::{
     DealingMsg, MaskRequest, MaskedMsg, PsiAnswer, PsiAsk, RevealMsg, StepMsg, StepRequest,
