@@ -1,6 +1,6 @@
 //! How a data holder reaches the others: a [`Transport`] with one call per round step (the
 //! aggregator's) and the count-once set (a later site's, to each earlier one), and
-//! [`ask_until`], the ask-again loop both use. [`HttpTransport`] is the production one (signed
+//! `ask_until`, the ask-again loop both use. [`HttpTransport`] is the production one (signed
 //! requests to each member's node); the simulations use an in-memory one with scripted delays
 //! and failures.
 
