@@ -32,6 +32,11 @@ pub struct AuditReport {
     pub fault: Option<(u64, String)>,
     /// State root after the last verified block.
     pub root: [u8; 32],
+    /// The first of the blocks at the end of the store that no certificate proves (none of
+    /// their own, and no later certified block links back to them): a node stopped between
+    /// storing a block and its certificate leaves such a tail. They are neither verified nor
+    /// counted; nothing in them is trusted.
+    pub unproven_tail: Option<u64>,
 }
 
 /// Errors that prevent auditing at all.
@@ -141,18 +146,16 @@ pub fn audit_verify<A: Application>(
         if let (None, Some((h, before))) = (&fault, unproven) {
             return Ok(AuditReport {
                 verified_height: h - 1,
-                fault: Some((
-                    h,
-                    "finality certificate missing (no later certified block links back to it)"
-                        .into(),
-                )),
+                fault: None,
                 root: before,
+                unproven_tail: Some(h),
             });
         }
         Ok(AuditReport {
             verified_height: height,
             fault,
             root,
+            unproven_tail: None,
         })
     })
 }
@@ -220,6 +223,7 @@ fn audit_log<A: Application>(
         verified_height: check.height(),
         fault,
         root,
+        unproven_tail: None,
     })
 }
 

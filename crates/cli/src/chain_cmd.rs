@@ -124,6 +124,11 @@ pub fn audit_verify(data_dir: &Path) -> anyhow::Result<()> {
                 report.verified_height,
                 hex::encode(report.root)
             );
+            if let Some(h) = report.unproven_tail {
+                println!(
+                    "audit verify: blocks from {h} on are stored without a certificate yet (the node stopped before storing it): not verified, not counted"
+                );
+            }
             Ok(())
         }
         Some((height, reason)) => anyhow::bail!(
