@@ -163,6 +163,13 @@ fn api_rejects_bad_input_and_finalizes_good_tx() {
         let id = j["tx_id"].as_str().expect("tx id").to_string();
         let (s, _) = call(&api, "POST", "/v1/tx", good.to_vec()).await;
         assert_eq!(s, StatusCode::CONFLICT, "duplicate");
+        // Recorded consensus faults are open to anyone (like `/metrics`): none among honest
+        // validators, even behind the gate and unsigned.
+        for app in [&api, &gated] {
+            let (s, j) = call(app, "GET", "/v1/faults", vec![]).await;
+            assert_eq!(s, StatusCode::OK, "{j}");
+            assert_eq!(j, serde_json::json!({ "total": 0, "faults": [] }));
+        }
         // Wait for finality through the handle (no sleeping), then query the API.
         let mut sub = handles[0].subscribe();
         loop {

@@ -125,7 +125,7 @@ impl Default for GlmBenchOptions {
 }
 
 /// Timings of one side.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct SideTimes {
     /// Iterations (statistics evaluations) to convergence.
     pub iterations: u32,
@@ -448,13 +448,7 @@ pub fn bench_glm(
     // Pooled.
     let (px, py) = slices(&pooled_batch)?;
     let mut irls = Irls::new(family, P, Options::default());
-    let mut pooled = SideTimes {
-        iterations: 0,
-        per_iteration: vec![],
-        stats: Duration::ZERO,
-        aggregation: Duration::ZERO,
-        total: Duration::ZERO,
-    };
+    let mut pooled = SideTimes::default();
     let start = Instant::now();
     let pooled_last = loop {
         let it = Instant::now();
@@ -491,13 +485,7 @@ pub fn bench_glm(
     };
     let site_cols = batches.iter().map(slices).collect::<Result<Vec<_>, _>>()?;
     let mut irls = Irls::new(family, P, Options::default());
-    let mut fed = SideTimes {
-        iterations: 0,
-        per_iteration: vec![],
-        stats: Duration::ZERO,
-        aggregation: Duration::ZERO,
-        total: Duration::ZERO,
-    };
+    let mut fed = SideTimes::default();
     let start = Instant::now();
     let fed_last = loop {
         let it = Instant::now();

@@ -224,7 +224,12 @@ export async function faultsSection(client) {
   const names = new Map(((client && client.genesis && client.genesis.validators) || []).map((v) => [String(v.public_key), v.name]));
   const faults = (s && s.faults) || [];
   const rows = faults.map((f) => {
-    const bytes = new Uint8Array((f.evidence.match(/../g) || []).map((x) => parseInt(x, 16)));
+    let bytes = new Uint8Array();
+    try {
+      bytes = c.unhex(f.evidence);
+    } catch {
+      /* malformed evidence: offered as nothing rather than breaking the page */
+    }
     const href = URL.createObjectURL(new Blob([bytes], { type: "application/octet-stream" }));
     const who = names.get(f.validator);
     return h(

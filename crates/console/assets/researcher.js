@@ -13,7 +13,8 @@ const LEVEL = { L1: 1, L2: 2, L3: 3, L4: 4 };
 const PURPOSES = ["research", "public_health", "drug_safety"];
 const micro = (eps) => Math.round(Number(eps) * 1e6);
 const eps = (m) => (Number(m) / 1e6).toFixed(3);
-const pct = (ppm) => `${(Number(ppm) / 10000).toFixed(1)} %`;
+/// Parts per million as a percentage with one decimal.
+export const pct = (ppm) => `${(Number(ppm) / 10000).toFixed(1)} %`;
 
 export function levelName(n) {
   return t("lv_" + n);

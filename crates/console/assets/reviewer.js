@@ -7,7 +7,7 @@
 import * as L from "./ledger.js";
 import { t, date, number, list } from "./i18n.js";
 import { state, h, show, facts, table, submitting } from "./ui.js";
-import { provenContract, approvalsView, levelName, slotName, statusName } from "./researcher.js";
+import { provenContract, approvalsView, levelName, slotName, statusName, pct } from "./researcher.js";
 
 const REVIEWERS = ["steward", "data_committee", "ethics_committee", "auditor"];
 const eps = (m) => (Number(m) / 1e6).toFixed(3);
@@ -18,8 +18,6 @@ function mine(slot, rec) {
   const p = state.principal;
   return !slot.by && slot.role === p.role && (slot.member ? slot.member === p.member : p.member !== rec.institution);
 }
-
-const pct = (ppm) => `${(Number(ppm) / 10000).toFixed(1)} %`;
 
 /// A field's published quality in a dataset of the catalog: `{ missing, invalid }` in parts per
 /// million, or `null` when the catalog does not describe it.
