@@ -76,16 +76,26 @@ impl<L: Ledger> ReadGate for ChainGate<L> {
             .map_err(|e| refuse(401, e.to_string()))?;
         let state = self.ledger.snapshot().state;
         let internal = |e: medspace_state::TxError| refuse(500, e.to_string());
-        let rec = state
-            .key_record(&v.key)
-            .map_err(internal)?
-            .filter(|r| !r.retired)
-            .ok_or_else(|| {
-                refuse(
-                    403,
-                    format!("key={} is not registered on the ledger", v.key.to_hex()),
-                )
-            })?;
+        let rec = state.key_record(&v.key).map_err(internal)?;
+        // The new key of a pending re-binding reads headers already: its light client checks
+        // the re-binding's proof before it completes it.
+        if rec.is_none() && state.rebind_of(&v.key).map_err(internal)?.is_some() {
+            return Ok(ChainAccess::Headers);
+        }
+        // So does a patient's retired key: its light client proves to its holder that it was
+        // retired (headers are what any patient reads; nothing in them is about anyone).
+        if rec
+            .as_ref()
+            .is_some_and(|r| r.retired && matches!(r.principal, Principal::Patient(_)))
+        {
+            return Ok(ChainAccess::Headers);
+        }
+        let rec = rec.filter(|r| !r.retired).ok_or_else(|| {
+            refuse(
+                403,
+                format!("key={} is not registered on the ledger", v.key.to_hex()),
+            )
+        })?;
         let member = match &rec.principal {
             // A member's node key reads for its member (an observer follows with it).
             Principal::Member(m) | Principal::Node(m) => Some(m.clone()),

@@ -164,6 +164,7 @@ fn routes<L: Ledger>(ledger: Arc<L>, config: Config, with_tx: bool) -> Router {
         .route("/v1/patients/{id}/jobs", get(patient_jobs::<L>))
         .route("/v1/patients/{id}/grants", get(patient_grants::<L>))
         .route("/v1/records/{key}", get(record::<L>))
+        .route("/v1/rebinding", get(rebinding::<L>))
         .layer(middleware::from_fn_with_state(ctx.clone(), rate_limit::<L>))
         .with_state(ctx)
 }
@@ -191,13 +192,14 @@ struct Caller {
     member: Option<medspace_types::MemberId>,
 }
 
-fn authenticate<L: Ledger>(
+/// The key that signed the request (signature, freshness, rate and replay checked), registered
+/// or not.
+fn signing_key<L: Ledger>(
     ctx: &Ctx<L>,
-    snap: &Snapshot,
     method: &Method,
     uri: &Uri,
     headers: &HeaderMap,
-) -> Result<Caller, ApiError> {
+) -> Result<medspace_types::PublicKey, ApiError> {
     let header = headers.get("authorization").and_then(|v| v.to_str().ok());
     let pq = uri.path_and_query().map_or(uri.path(), |p| p.as_str());
     let request = auth::Request {
@@ -219,10 +221,26 @@ fn authenticate<L: Ledger>(
     ctx.replays
         .admit(&v, now)
         .map_err(|e| ApiError(StatusCode::UNAUTHORIZED, e.to_string()))?;
-    let key = v.key;
+    Ok(v.key)
+}
+
+fn authenticate<L: Ledger>(
+    ctx: &Ctx<L>,
+    snap: &Snapshot,
+    method: &Method,
+    uri: &Uri,
+    headers: &HeaderMap,
+) -> Result<Caller, ApiError> {
+    let key = signing_key(ctx, method, uri, headers)?;
+    caller_of(snap, &key)
+}
+
+/// Who `key` is on the ledger: refused if it is registered to nobody, retired, or its member
+/// was removed.
+fn caller_of(snap: &Snapshot, key: &medspace_types::PublicKey) -> Result<Caller, ApiError> {
     let rec = snap
         .state
-        .key_record(&key)
+        .key_record(key)
         .map_err(internal)?
         .filter(|r| !r.retired)
         .ok_or_else(|| {
@@ -767,8 +785,15 @@ async fn record<L: Ledger>(
     headers: HeaderMap,
     Path(key): Path<String>,
 ) -> Result<Response, ApiError> {
-    let (snap, caller) = signed_read!(ctx, method, uri, headers);
+    let snap = ctx.ledger.snapshot();
+    let signer = signing_key(&ctx, &method, &uri, &headers)?;
     let key = hex::decode(&key).map_err(|_| bad("key is not hex"))?;
+    // A key reads its own record whatever it is (unregistered: not found; retired: so marked),
+    // so a client can tell a retired key from one never registered.
+    if key == keys::principal(&signer) {
+        return proven_record(&snap, key, "record", |s, k| s.get_raw(k).map(|_| ()));
+    }
+    let caller = caller_of(&snap, &signer)?;
     use medspace_state::records::tag;
     match key.first().copied() {
         // Patient-keyed tables answer only that patient (or an auditor).
@@ -807,9 +832,45 @@ async fn record<L: Ledger>(
                 return Err(not_found("record not found"));
             }
         }
+        // A pending re-binding answers its patient, the hospital that asked, an auditor (and,
+        // through `/v1/rebinding`, the new key itself).
+        Some(tag::REBIND) => {
+            let new_key = key
+                .get(1..)
+                .and_then(|b| <[u8; 32]>::try_from(b).ok())
+                .map(medspace_types::PublicKey::from_bytes)
+                .filter(|k| keys::rebind(k) == key)
+                .ok_or_else(|| bad("not a re-binding's key"))?;
+            let allowed = match snap.state.rebind_of(&new_key).map_err(internal)? {
+                Some(r) => {
+                    matches!(&caller.principal, Principal::Patient(p) if *p == r.patient)
+                        || caller.acts_for(&r.hospital)
+                        || caller.is_regulator_auditor(&snap.state)?
+                }
+                None => false,
+            };
+            if !allowed {
+                return Err(not_found("record not found"));
+            }
+        }
         _ => {}
     }
     proven_record(&snap, key, "record", |s, k| s.get_raw(k).map(|_| ()))
+}
+
+/// The pending re-binding of the key that signs the request, proven: how a patient's new key,
+/// registered to nobody yet, learns which pseudonym it is to take over and from when.
+async fn rebinding<L: Ledger>(
+    AxState(ctx): AxState<Arc<Ctx<L>>>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let snap = ctx.ledger.snapshot();
+    let key = signing_key(&ctx, &method, &uri, &headers)?;
+    proven_record(&snap, keys::rebind(&key), "pending re-binding", |s, k| {
+        s.get_raw(k).map(|_| ())
+    })
 }
 
 /// The 8-byte id after a table tag.

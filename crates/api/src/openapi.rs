@@ -400,6 +400,13 @@ pub const ROUTES: &[Route] = &[
         Every,
         "any state record by hex key, with its inclusion proof",
     ),
+    r(
+        "/v1/rebinding",
+        "get",
+        Signed,
+        Every,
+        "the pending key re-binding of the signing key, registered or not, with its proof",
+    ),
 ];
 
 /// The `{parameters}` of a path template.

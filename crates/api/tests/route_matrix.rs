@@ -79,6 +79,9 @@ enum Is {
     /// A registered key with none of the parts above (the regulator's own member key,
     /// hospital-c's researcher…).
     Registered,
+    /// The new key of the patient's pending re-binding: no standing yet, but it may read
+    /// that re-binding.
+    PendingKey,
 }
 
 /// The rule of a route.
@@ -98,6 +101,12 @@ enum Rule {
     HolderOrAuditor,
     /// An auditor of the regulator only.
     AuditorOnly,
+    /// A pending re-binding: the patient, the hospital that asked (hospital-a), an auditor;
+    /// anyone else registered is answered "not found".
+    RebindParties,
+    /// The pending re-binding of the signing key: found only by that key; any other signed
+    /// request, registered or not, finds nothing.
+    OwnRebinding,
 }
 
 /// The answer `rule` gives a caller that `is`.
@@ -106,6 +115,9 @@ fn expected(rule: Rule, is: Is) -> StatusCode {
     match (rule, is) {
         (Rule::Open, _) => S::OK,
         (_, Is::Unsigned) => S::UNAUTHORIZED,
+        (Rule::OwnRebinding, Is::PendingKey) => S::OK,
+        (Rule::OwnRebinding, _) => S::NOT_FOUND,
+        (_, Is::PendingKey) => S::FORBIDDEN,
         (_, Is::NoStanding) => S::FORBIDDEN,
         (Rule::Registered, _) => S::OK,
         (Rule::PatientOrAuditor, Is::ThePatient | Is::RegulatorAuditor) => S::OK,
@@ -118,6 +130,8 @@ fn expected(rule: Rule, is: Is) -> StatusCode {
         (Rule::HolderOrAuditor, _) => S::NOT_FOUND,
         (Rule::AuditorOnly, Is::RegulatorAuditor) => S::OK,
         (Rule::AuditorOnly, _) => S::FORBIDDEN,
+        (Rule::RebindParties, Is::ThePatient | Is::Holder | Is::RegulatorAuditor) => S::OK,
+        (Rule::RebindParties, _) => S::NOT_FOUND,
     }
 }
 
@@ -126,6 +140,8 @@ struct World {
     l: Arc<Local>,
     alice: Keypair,
     grant: GrantId,
+    /// The key hospital-a's steward asked to re-bind Alice to (pending).
+    rebinding: Keypair,
     callers: Vec<(&'static str, Option<Keypair>, Is)>,
 }
 
@@ -211,6 +227,21 @@ fn world() -> World {
             proof,
         }),
     );
+    // hospital-a's steward asks to re-bind Alice to a new key (pending its veto delay).
+    let rebinding = key(62);
+    apply(
+        &l,
+        &new_steward,
+        l.snapshot()
+            .state
+            .next_nonce(&new_steward.public())
+            .unwrap(),
+        Payload::RebindPatient(RebindPatient {
+            patient: PatientId::from_key(&alice.public()),
+            new_key: rebinding.public(),
+            proof: RebindPatient::claim(&chain(), &id("hospital-a"), &rebinding),
+        }),
+    );
     // The consortium removes hospital-c by vote.
     let Some(Created::Proposal(p)) = apply(
         &l,
@@ -280,11 +311,17 @@ fn world() -> World {
             Some(reg.clone()),
             Is::Registered,
         ),
+        (
+            "the pending re-binding's new key",
+            Some(rebinding.clone()),
+            Is::PendingKey,
+        ),
     ];
     World {
         l,
         alice,
         grant,
+        rebinding,
         callers,
     }
 }
@@ -295,10 +332,12 @@ async fn every_read_route_answers_every_kind_of_caller_as_its_rule_says() {
         l,
         alice,
         grant,
+        rebinding,
         callers,
     } = world();
     let alice_id = PatientId::from_key(&alice.public());
     let grant_key = hex::encode(medspace_state::records::keys::grant(grant));
+    let rebind_key = hex::encode(medspace_state::records::keys::rebind(&rebinding.public()));
     let routes: Vec<(String, Rule)> = vec![
         ("/v1/health".into(), Rule::Open),
         ("/openapi.json".into(), Rule::Open),
@@ -339,6 +378,8 @@ async fn every_read_route_answers_every_kind_of_caller_as_its_rule_says() {
         ),
         (format!("/v1/grants/{grant}"), Rule::GrantParties),
         (format!("/v1/records/{grant_key}"), Rule::GrantParties),
+        (format!("/v1/records/{rebind_key}"), Rule::RebindParties),
+        ("/v1/rebinding".into(), Rule::OwnRebinding),
     ];
     let app = router(l.clone(), Config::new(NODE));
     let root = l.snapshot().state.root();
@@ -423,9 +464,10 @@ fn every_chain_read_answers_every_kind_of_caller_as_its_rule_says() {
             let want = match (is, needs) {
                 (Is::Unsigned, _) => 401,
                 (Is::NoStanding, _) => 403,
-                // Patients (light clients) read headers, never whole blocks.
-                (Is::ThePatient | Is::AnotherPatient, Needs::Headers) => 200,
-                (Is::ThePatient | Is::AnotherPatient, Needs::Blocks) => 403,
+                // Patients (light clients) read headers, never whole blocks; so does the new
+                // key of a pending re-binding, to check it.
+                (Is::ThePatient | Is::AnotherPatient | Is::PendingKey, Needs::Headers) => 200,
+                (Is::ThePatient | Is::AnotherPatient | Is::PendingKey, Needs::Blocks) => 403,
                 // Every key of an active member, and its users.
                 _ => 200,
             };
@@ -488,4 +530,61 @@ async fn a_malformed_path_or_query_is_a_clear_400_and_changes_nothing() {
         assert!(said.contains("\"error\""), "GET {path}: {said}");
     }
     assert_eq!(l.snapshot().state.root(), root, "reads change nothing");
+}
+
+/// A key reads its own key record whatever it is — registered, retired or waiting for a
+/// re-binding (not found) — so a client can tell a retired key from an unknown one; anyone
+/// else's key record still needs standing.
+#[tokio::test]
+async fn a_key_reads_its_own_key_record_even_retired() {
+    let World {
+        l,
+        callers,
+        rebinding,
+        ..
+    } = world();
+    let app = router(l.clone(), Config::new(NODE));
+    let get = |path: String, key: &Keypair| {
+        let h = sign(&path, key);
+        let app = app.clone();
+        async move {
+            let resp = app
+                .oneshot(
+                    Request::get(path.as_str())
+                        .header("authorization", h)
+                        .body(Body::empty())
+                        .unwrap(),
+                )
+                .await
+                .unwrap();
+            resp.status()
+        }
+    };
+    let own = |k: &Keypair| {
+        format!(
+            "/v1/records/{}",
+            hex::encode(medspace_state::records::keys::principal(&k.public()))
+        )
+    };
+    for (who, k, is) in &callers {
+        let Some(k) = k else { continue };
+        let want = match is {
+            // The retired key's record says so; an outsider's does not exist.
+            Is::NoStanding if *who == "an outsider's key" => StatusCode::NOT_FOUND,
+            Is::PendingKey => StatusCode::NOT_FOUND,
+            _ => StatusCode::OK,
+        };
+        assert_eq!(
+            get(own(k), k).await,
+            want,
+            "{who} reading its own key record"
+        );
+    }
+    // Another key's record is not a retired key's to read.
+    let retired = callers
+        .iter()
+        .find(|(w, ..)| *w == "a retired key")
+        .and_then(|(_, k, _)| k.clone())
+        .unwrap();
+    assert_eq!(get(own(&rebinding), &retired).await, StatusCode::FORBIDDEN);
 }

@@ -263,8 +263,8 @@ pub fn run(args: PatientArgs) -> anyhow::Result<()> {
             qr,
         } => {
             let key = patient_key(&who, &patient)?;
-            let id = PatientId::from_key(&key.public());
             let ledger = light(&key)?;
+            let id = ledger.pseudonym()?;
             let now_ms = ledger.latest()?.time_ms;
             let until_ms = match until {
                 Some(d) => day_ms(&d)? + 86_399_999,
@@ -452,8 +452,8 @@ pub fn run(args: PatientArgs) -> anyhow::Result<()> {
         }
         PatientCommand::Log { patient } => {
             let key = patient_key(&who, &patient)?;
-            let id = PatientId::from_key(&key.public());
             let ledger = light(&key)?;
+            let id = ledger.pseudonym()?;
             let head = ledger.latest()?;
             println!(
                 "log of patient {id} at height {}, state root {} (a certified header; every entry proven against the root of the height it was read at):",

@@ -158,6 +158,12 @@ fn a_patient_uses_the_portal_in_a_real_browser() {
     // A hospital's member key, exported for the browser.
     let staff = dir.join("staff-key.json");
     browser_key(consortium(&dir).member_key("hospital-a").unwrap(), &staff);
+    // hospital-a's steward, who re-binds a patient's lost key.
+    let steward = dir.join("steward-key.json");
+    browser_key(
+        consortium(&dir).user_key("hospital-a.steward").unwrap(),
+        &steward,
+    );
     let shots = root().join("target/console-screenshots");
     let record = dir.join("record.json");
     let out = Command::new("node")
@@ -171,6 +177,7 @@ fn a_patient_uses_the_portal_in_a_real_browser() {
         .env("SHOTS", &shots)
         .env("RECORD_OUT", &record)
         .env("STAFF_KEY", &staff)
+        .env("STEWARD_KEY", &steward)
         .output()
         .unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);

@@ -81,6 +81,17 @@ out.add = c.hex(await L.signTx(session, "medspace-devnet", 24n, G.addMember({{ i
 out.dismiss = c.hex(await L.signTx(session, "medspace-devnet", 23n, G.dismissUser("hospital-b.ethics-committee")));
 const policy = JSON.parse((await import("node:fs")).readFileSync(new URL("./policy.json", import.meta.url), "utf8"));
 out.policy = c.hex(await L.signTx(session, "medspace-devnet", 25n, G.updatePolicy(policy)));
+// Re-binding a lost key: the new key's claim, the steward's request, the veto, the completion;
+// and the records the pages read.
+out.claim = await L.rebindClaim(session, "medspace-devnet", "hospital-a");
+const claim = L.parseClaim(out.claim);
+out.rebind = c.hex(await L.signTx(session, "medspace-devnet", 26n, L.rebindPatient("{patient}", claim)));
+out.cancel = c.hex(await L.signTx(session, "medspace-devnet", 27n, L.cancelRebind("{patient}")));
+out.complete = c.hex(await L.signTx(session, "medspace-devnet", 0n, L.completeRebind("{patient}")));
+out.log = JSON.stringify(L.decodeLogEntry(c.unhex("{log}")), (k, v) => (typeof v === "bigint" ? Number(v) : v));
+out.pending = JSON.stringify(L.decodeRebind(c.unhex("{pending}")));
+out.record = JSON.stringify(L.decodePatient(c.unhex("{record}")), (k, v) => (typeof v === "bigint" ? Number(v) : v));
+try {{ L.parseClaim(out.claim.replace("hospital-a", "hospital-a:x")); out.badClaim = "accepted"; }} catch (e) {{ out.badClaim = e.message; }}
 console.log(JSON.stringify(out));
 "#,
         secret = key.secret_hex(),
@@ -93,6 +104,37 @@ console.log(JSON.stringify(out));
             }
         )),
         other = Keypair::from_seed(5).public().to_hex(),
+        log = hex::encode(medspace_state::records::encode_record(
+            &medspace_state::records::LogEntry {
+                height: 12,
+                time_ms: 1_700_000_000_000,
+                event: medspace_state::records::PatientEvent::RebindAsked(
+                    medspace_state::records::RebindEvent {
+                        hospital: MemberId::new("hospital-a").unwrap(),
+                        new_key: Keypair::from_seed(5).public(),
+                        effective_ms: 1_700_000_015_000,
+                    }
+                ),
+            }
+        )),
+        pending = hex::encode(medspace_state::records::encode_record(
+            &medspace_state::records::RebindRecord {
+                patient,
+                hospital: MemberId::new("hospital-a").unwrap(),
+                steward: UserId::new("hospital-a.steward").unwrap(),
+                requested_ms: 1_700_000_000_000,
+                effective_ms: 1_700_000_015_000,
+            }
+        )),
+        record = hex::encode(medspace_state::records::encode_record(
+            &medspace_state::records::PatientRecord {
+                key: key.public(),
+                registered_height: 3,
+                log_len: 7,
+                hospital: MemberId::new("hospital-b").unwrap(),
+                rebinding: Some(Keypair::from_seed(5).public()),
+            }
+        )),
         agreement = "ab".repeat(32),
     );
     let script_path = dir.join("sign.mjs");
@@ -313,7 +355,30 @@ console.log(JSON.stringify(out));
         "policy",
         expect(25, Payload::UpdatePolicy(UpdatePolicy { policy })),
     );
-    for (field, rust) in cases.into_iter().chain([add, update]) {
+    // Re-binding: the claim is the Rust one, its transactions byte for byte.
+    let claim = RebindPatient::claim(&chain, &MemberId::new("hospital-a").unwrap(), &key);
+    let rebinds = [
+        (
+            "rebind",
+            expect(
+                26,
+                Payload::RebindPatient(RebindPatient {
+                    patient,
+                    new_key: key.public(),
+                    proof: claim,
+                }),
+            ),
+        ),
+        (
+            "cancel",
+            expect(27, Payload::CancelRebind(CancelRebind { patient })),
+        ),
+        (
+            "complete",
+            expect(0, Payload::CompleteRebind(CompleteRebind { patient })),
+        ),
+    ];
+    for (field, rust) in cases.into_iter().chain([add, update]).chain(rebinds) {
         let browser = tx(field);
         assert!(browser.verify_signature(), "{field}");
         assert_eq!(
@@ -322,5 +387,28 @@ console.log(JSON.stringify(out));
             "{field}: byte for byte"
         );
     }
+    // The claim's text, and the records the pages read, as written.
+    assert!(
+        v["claim"]
+            .as_str()
+            .unwrap()
+            .starts_with("medspace-rebind:hospital-a:")
+    );
+    assert!(v["claim"].as_str().unwrap().len() <= 213, "fits a QR code");
+    assert_eq!(v["badClaim"], "claim-malformed");
+    let json = |f: &str| serde_json::from_str::<serde_json::Value>(v[f].as_str().unwrap()).unwrap();
+    let other = Keypair::from_seed(5).public().to_hex();
+    assert_eq!(
+        json("log"),
+        serde_json::json!({"height": 12, "timeMs": 1_700_000_000_000u64, "event": {"kind": "rebind_asked", "hospital": "hospital-a", "newKey": other, "effectiveMs": 1_700_000_015_000u64}})
+    );
+    assert_eq!(
+        json("pending"),
+        serde_json::json!({"patient": patient.to_string(), "hospital": "hospital-a", "steward": "hospital-a.steward", "requestedMs": 1_700_000_000_000u64, "effectiveMs": 1_700_000_015_000u64})
+    );
+    assert_eq!(
+        json("record"),
+        serde_json::json!({"key": public, "registeredHeight": 3, "logLen": 7, "hospital": "hospital-b", "rebinding": other})
+    );
     std::fs::remove_dir_all(&dir).unwrap();
 }

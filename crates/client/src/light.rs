@@ -15,7 +15,7 @@ use medspace_chain::block::Header;
 use medspace_chain::follow::HeaderCheck;
 use medspace_chain::node::Genesis as ChainGenesis;
 use medspace_state::records::{
-    AccessRecord, ContractRecord, GrantRecord, JobRecord, KeyRecord, LogEntry, keys,
+    AccessRecord, ContractRecord, GrantRecord, JobRecord, KeyRecord, LogEntry, Principal, keys,
 };
 use medspace_state::trie::Proof;
 use medspace_state::{CountedJob, Proven};
@@ -169,8 +169,8 @@ impl LightClient {
         }))
     }
 
-    /// The next nonce of this client's key, proven (0 for a key the ledger does not know).
-    fn next_nonce(&self) -> Result<u64> {
+    /// This client's own key record, proven (`None` for a key the ledger does not know).
+    fn own_record(&self) -> Result<Option<KeyRecord>> {
         let key = keys::principal(&self.key.public());
         let path = format!("/v1/records/{}", hex::encode(&key));
         match self.anchored(&path) {
@@ -182,12 +182,36 @@ impl LightClient {
                 if rec.key != key {
                     return Err(malformed("key record (another key)"));
                 }
-                Ok(rec.record.nonce)
+                Ok(Some(rec.record))
             }
-            Ok(None) => Ok(0),
-            // A key the ledger does not know yet is refused by the read API.
-            Err(ClientError::Refused { status: 403, .. }) => Ok(0),
+            Ok(None) => Ok(None),
+            Err(ClientError::Refused { status: 403, .. }) => Ok(None),
             Err(e) => Err(e),
+        }
+    }
+
+    /// The next nonce of this client's key, proven (0 for a key the ledger does not know).
+    fn next_nonce(&self) -> Result<u64> {
+        Ok(self.own_record()?.map_or(0, |r| r.nonce))
+    }
+
+    /// The pseudonym this client's key signs for, proven: the one derived from the key, or the
+    /// one a hospital re-bound the key to. Refused for a key that is not a patient's or that
+    /// was retired.
+    pub fn pseudonym(&self) -> Result<PatientId> {
+        match self.own_record()? {
+            Some(KeyRecord {
+                principal: Principal::Patient(id),
+                retired: false,
+                ..
+            }) => Ok(id),
+            Some(KeyRecord { retired: true, .. }) => Err(ClientError::Verification(
+                "this key was retired (replaced, or a hospital re-bound its patient to a new key)"
+                    .into(),
+            )),
+            _ => Err(ClientError::Missing(
+                "this key is not a registered patient's".into(),
+            )),
         }
     }
 

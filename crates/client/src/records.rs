@@ -148,6 +148,11 @@ fn proof_failed(what: &str) -> impl Fn(medspace_state::trie::ProofError) -> Clie
     move |e| ClientError::Verification(format!("{what} failed its proof: {e}"))
 }
 
+/// The first 12 hex digits of a key: enough to recognize it.
+fn short_key(k: &medspace_types::PublicKey) -> String {
+    k.to_hex().chars().take(12).collect()
+}
+
 /// A patient's log entries and the record accesses they name, each proof checked against
 /// `root`, in words.
 pub fn log_lines(
@@ -184,6 +189,22 @@ pub fn log_lines(
                 )
             }
             PatientEvent::Destroyed(a) => format!("copy of {a} destroyed"),
+            PatientEvent::RebindAsked(r) => format!(
+                "{} asked to re-bind this pseudonym to key {}…; the current key may veto until block time {} ms",
+                r.hospital,
+                short_key(&r.new_key),
+                r.effective_ms
+            ),
+            PatientEvent::RebindCancelled(r) => format!(
+                "re-binding to key {}… through {} cancelled",
+                short_key(&r.new_key),
+                r.hospital
+            ),
+            PatientEvent::Rebound(r) => format!(
+                "key re-bound through {} to {}…; the old key is retired",
+                r.hospital,
+                short_key(&r.new_key)
+            ),
         };
         out.push(LogLine {
             height: entry.record.height,

@@ -10,8 +10,9 @@ import * as patient from "./patient.js";
 import * as researcher from "./researcher.js";
 import * as reviewer from "./reviewer.js";
 import * as steward from "./steward.js";
+import * as rebind from "./rebind.js";
 
-const MODULES = [patient, researcher, reviewer, steward];
+const MODULES = [patient, researcher, reviewer, steward, rebind];
 const PAGES = MODULES.flatMap((m) => m.pages);
 
 // ---------------------------------------------------------------- sign-in
@@ -74,7 +75,7 @@ async function whoIsSignedIn() {
   const cached = sessionStorage.getItem(cacheKey);
   if (cached) return JSON.parse(cached);
   const rec = await state.client.keyRecord();
-  let p = { kind: "unknown" };
+  let p = { kind: rec && rec.retired ? "retired" : "unknown" };
   if (rec && !rec.retired) {
     p = { kind: rec.kind, id: rec.name };
     if (rec.kind === "user") {
@@ -85,7 +86,7 @@ async function whoIsSignedIn() {
       Object.assign(p, L.decodeUser(chk.value));
     }
   }
-  if (p.kind !== "unknown") sessionStorage.setItem(cacheKey, JSON.stringify(p));
+  if (p.kind !== "unknown" && p.kind !== "retired") sessionStorage.setItem(cacheKey, JSON.stringify(p));
   return p;
 }
 
@@ -107,8 +108,12 @@ async function route() {
   try {
     state.principal = state.principal || (await whoIsSignedIn());
     const p = state.principal;
+    // A patient is the pseudonym the ledger binds their key to (a re-bound key's is not the
+    // one derived from it).
+    if (p.kind === "patient" && p.id) state.session.patient = p.id;
     const mine = PAGES.filter((x) => x.may(p));
-    const titleKey = p.kind === "patient" ? "app_title" : "app_title_staff";
+    // A key registered to nobody (or retired) is, in all likelihood, a patient's.
+    const titleKey = ["patient", "unknown", "retired"].includes(p.kind) ? "app_title" : "app_title_staff";
     // The explorer (its own page) for the regulator's auditors and members' keys: the node's
     // gate decides what it shows them.
     const explorer = p.kind === "member" || (p.kind === "user" && p.role === "auditor") ? [["explorer.html", "ex_nav"]] : [];
@@ -116,7 +121,7 @@ async function route() {
     page = mine.find((x) => x.id === path) || (path ? null : mine[0]);
     if (!page) {
       const who = p.kind === "user" ? t("role_" + p.role) : t("kind_" + p.kind);
-      const msg = p.kind === "unknown" ? t("not_registered") : !mine.length ? t("no_pages", { who }) : t("not_your_page", { who });
+      const msg = p.kind === "retired" ? t("key_retired") : p.kind === "unknown" ? t("not_registered") : !mine.length ? t("no_pages", { who }) : t("not_your_page", { who });
       show(h("h1", {}, t(titleKey)), h("div", { class: "notice", role: "alert", id: "who" }, msg), mine.length ? h("p", {}, h("a", { href: "#/" + mine[0].id }, t(mine[0].nav))) : null);
       document.body.dataset.ready = path || "none";
       return;
@@ -149,6 +154,8 @@ async function start() {
   });
   document.getElementById("signout").addEventListener("click", async () => {
     await L.signOut();
+    // Who a key was is asked again at the next sign-in (it may have been retired meanwhile).
+    for (const k of Object.keys(sessionStorage)) if (k.startsWith("medspace.principal.")) sessionStorage.removeItem(k);
     state.session = null;
     state.client = null;
     state.principal = null;

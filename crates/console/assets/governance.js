@@ -91,6 +91,7 @@ export function updatePolicy(p) {
     c.list(cl.fields, (f) => c.concat(c.text(f.table), c.text(f.column), en(LEVELS, f.level))),
     c.list(cl.sensitive, (s) => c.concat(c.text(s.table), c.text(s.code), c.bool(s.prefix), en(SENSITIVE, s.category))),
     en(LEVELS, cl.unlisted),
+    c.u64(whole(p.rebind_delay_ms)),
   );
 }
 
@@ -102,6 +103,7 @@ const POLICY_NUMBERS = [
   ["max_epsilon_micro", "eps"],
   ["dataset_epsilon_micro", "eps"],
   ["max_contract_ms", "days"],
+  ["rebind_delay_ms", "days"],
 ];
 const shown = (unit, v) => (unit === "eps" ? Number(v) / 1e6 : unit === "days" ? Number(v) / 86400000 : Number(v));
 const kept = (unit, s) => {

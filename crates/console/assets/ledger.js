@@ -271,7 +271,7 @@ export class Client {
     if (!c.equal(p.key, key)) throw new Verification("key record of another key");
     const r = new c.Reader(p.value);
     const tag = r.u8();
-    const name = tag === 3 ? (r.take(32), null) : r.name();
+    const name = tag === 3 ? "pt-" + c.hex(r.take(32)) : r.name();
     const retired = r.bool();
     return { kind: [null, "member", "user", "patient"][tag], name, retired, nonce: r.u64() };
   }
@@ -455,6 +455,12 @@ export function decodeLogEntry(value) {
     const id = r.u64().toString(16).padStart(16, "0");
     event = [null, null, { kind: "grant_issued", id: "g-" + id }, { kind: "grant_revoked", id: "g-" + id },
       { kind: "accessed", id: "a-" + id }, { kind: "destroyed", id: "a-" + id }][tag];
+  } else if (tag >= 6 && tag <= 8) {
+    // A key re-binding: asked by a hospital, cancelled, or completed.
+    const hospital = r.name();
+    const newKey = c.hex(r.take(32));
+    const effectiveMs = Number(r.u64());
+    event = { kind: [null, null, null, null, null, null, "rebind_asked", "rebind_cancelled", "rebound"][tag], hospital, newKey, effectiveMs };
   } else throw new Error("unknown event");
   if (!r.done()) throw new Error("trailing bytes");
   return { height, timeMs, event };
@@ -586,6 +592,70 @@ export async function issueGrant(patient, t) {
     codeHash,
   );
   return { payload, codeHash: c.hex(codeHash) };
+}
+
+// ---------------------------------------------------------------- re-binding a lost key
+
+const REBIND_NAMESPACE = c.utf8("medspace/rebind/v1");
+
+/// The signed-in key's claim to take over a patient's pseudonym through `hospital` (what
+/// `types::RebindPatient::claim` signs), as the text the patient hands to the hospital (short
+/// enough for a QR code): `medspace-rebind:<hospital>:<base64url(key | signature)>`.
+export async function rebindClaim(session, chainId, hospital) {
+  const key = c.unhex(session.public);
+  const proof = await sign(session, REBIND_NAMESPACE, c.concat(c.name(chainId), c.name(hospital), key));
+  const both = c.concat(key, proof);
+  const b64 = btoa(String.fromCharCode(...both)).replace(/\+/g, "-").replace(/\//g, "_").replace(/=+$/, "");
+  return `medspace-rebind:${hospital}:${b64}`;
+}
+
+/// A claim's parts (`key` and `proof` in hex), or an error `claim-malformed`.
+export function parseClaim(text) {
+  const m = /^medspace-rebind:([a-z0-9][a-z0-9._-]{0,47}):([A-Za-z0-9_-]{128})$/.exec(String(text).trim());
+  if (!m) throw new Error("claim-malformed");
+  const both = b64url(m[2]);
+  if (both.length !== 96) throw new Error("claim-malformed");
+  return { hospital: m[1], key: c.hex(both.subarray(0, 32)), proof: c.hex(both.subarray(32)) };
+}
+
+/// `Payload::RebindPatient`: a steward asks to re-bind `patient` (pt-…) to a claim's key.
+export function rebindPatient(patient, claim) {
+  return c.concat(c.u8(26), c.unhex(patient.replace(/^pt-/, "")), c.unhex(claim.key), c.unhex(claim.proof));
+}
+
+/// `Payload::CancelRebind`: the patient's veto, or the hospital's withdrawal.
+export function cancelRebind(patient) {
+  return c.concat(c.u8(27), c.unhex(patient.replace(/^pt-/, "")));
+}
+
+/// `Payload::CompleteRebind`: the new key takes over.
+export function completeRebind(patient) {
+  return c.concat(c.u8(28), c.unhex(patient.replace(/^pt-/, "")));
+}
+
+/// A pending re-binding (`state::records::RebindRecord`).
+export function decodeRebind(value) {
+  const r = new c.Reader(value);
+  const patient = "pt-" + c.hex(r.take(32));
+  const hospital = r.name();
+  const steward = r.name();
+  const requestedMs = Number(r.u64());
+  const effectiveMs = Number(r.u64());
+  if (!r.done()) throw new Error("trailing bytes");
+  return { patient, hospital, steward, requestedMs, effectiveMs };
+}
+
+/// A patient's record (`state::records::PatientRecord`): their key, the hospital that
+/// registered them and the new key of a pending re-binding.
+export function decodePatient(value) {
+  const r = new c.Reader(value);
+  const key = c.hex(r.take(32));
+  const registeredHeight = r.u64();
+  const logLen = r.u64();
+  const hospital = r.name();
+  const rebinding = r.option((x) => c.hex(x.take(32)));
+  if (!r.done()) throw new Error("trailing bytes");
+  return { key, registeredHeight, logLen, hospital, rebinding };
 }
 
 /// `Payload::RevokeGrant`.

@@ -372,6 +372,12 @@ function describe(ev, accesses) {
         ? t("ev_accessed", { recipient: a.recipient, holder: a.holder, count: number(a.resourceCount), types: typesName(a.resourceTypes) })
         : t("ev_accessed_unknown", { id: ev.id });
     }
+    case "rebind_asked":
+      return t("ev_rebind_asked", { hospital: ev.hospital, key: ev.newKey.slice(0, 16) + "…", from: date(ev.effectiveMs) });
+    case "rebind_cancelled":
+      return t("ev_rebind_cancelled", { hospital: ev.hospital, key: ev.newKey.slice(0, 16) + "…" });
+    case "rebound":
+      return t("ev_rebound", { hospital: ev.hospital, key: ev.newKey.slice(0, 16) + "…" });
     default:
       return t("ev_destroyed", { id: ev.id });
   }

@@ -48,6 +48,8 @@ export function explain(e) {
     const s = e.health;
     return t("tx_stalled", { who: list(s.unreachable || []), n: s.reachable, total: (s.validators || []).length, needed: s.needed });
   }
+  const words = { "claim-malformed": "rb_claim_malformed", "claim-other-hospital": "rb_claim_other", "pseudonym-malformed": "rb_pseudonym_malformed" };
+  if (e && words[e.message]) return t(words[e.message]);
   if (e && (e.message === "wallet-malformed" || e.message === "wallet-mismatch")) {
     return t(e.message === "wallet-malformed" ? "wallet_malformed" : "wallet_mismatch");
   }

@@ -121,6 +121,11 @@ const ASSETS: &[Asset] = &[
         body: include_str!("../assets/steward.js"),
     },
     Asset {
+        name: "rebind.js",
+        mime: "text/javascript; charset=utf-8",
+        body: include_str!("../assets/rebind.js"),
+    },
+    Asset {
         name: "qr.js",
         mime: "text/javascript; charset=utf-8",
         body: include_str!("../assets/qr.js"),
@@ -303,6 +308,7 @@ mod tests {
             "explorer.js",
             "explorer.html",
             "governance.js",
+            "rebind.js",
         ] {
             let src = asset(name).unwrap();
             for (at, _) in src.match_indices("t(\"") {

@@ -11,6 +11,8 @@ pub const HOSPITALS: [&str; 3] = ["hospital-a", "hospital-b", "hospital-c"];
 
 /// The default consortium's genesis time: 2026-01-01T00:00:00Z.
 pub const GENESIS_MS: u64 = 1_767_225_600_000;
+/// The devnet's veto delay of a patient key re-binding.
+pub const DEVNET_REBIND_DELAY_MS: u64 = 15_000;
 
 /// Errors of building a consortium or finding a party in it.
 #[derive(Debug, thiserror::Error)]
@@ -273,7 +275,12 @@ impl Consortium {
                     key: key.public(),
                 })
                 .collect(),
-            policy: Policy::default(),
+            // A development network: a re-bound patient key may take over after 15 s rather
+            // than the default three days, so the whole flow can be tried in one sitting.
+            policy: Policy {
+                rebind_delay_ms: DEVNET_REBIND_DELAY_MS,
+                ..Policy::default()
+            },
         };
         Ok(Self {
             seed,

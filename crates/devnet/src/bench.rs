@@ -472,6 +472,26 @@ pub fn ledger_processes(
         medspace_ledger::bench::bench_member(),
     );
     let outcome = offer(&genesis, &urls, &reader, &workload, opts.rate, progress);
+    // A run that did not finalize everything shows why: each validator's state and last words.
+    if outcome.as_ref().map_or(true, |r| r.finalized < opts.txs) {
+        for (n, child) in nodes.iter().zip(children.0.iter_mut()) {
+            let state = match child.try_wait() {
+                Ok(Some(status)) => format!("exited ({status})"),
+                Ok(None) => "running".to_string(),
+                Err(e) => format!("unknown ({e})"),
+            };
+            progress(&format!(
+                "validator {} is {state}; the end of its log:",
+                n.name
+            ));
+            let log =
+                std::fs::read_to_string(dir.join(&n.name).join("node.log")).unwrap_or_default();
+            let lines: Vec<&str> = log.lines().collect();
+            for line in lines.iter().skip(lines.len().saturating_sub(15)) {
+                progress(&format!("    {line}"));
+            }
+        }
+    }
     drop(children);
     let _ = std::fs::remove_dir_all(&dir);
     outcome
@@ -592,7 +612,33 @@ fn offer(
             std::thread::sleep(Duration::from_millis(100));
         }
     }
-    progress("offering the workload");
+    // The clock starts once the consortium finalizes (every validator past height 0): on a
+    // loaded machine the first views may take a while, and that is not the workload's time.
+    progress("waiting for the consortium's first finalized block");
+    for url in urls {
+        loop {
+            let height = rt
+                .block_on(async {
+                    let r = client.get(format!("{url}/health")).send().await.ok()?;
+                    let body = r.bytes().await.ok()?;
+                    serde_json::from_slice::<serde_json::Value>(&body).ok()
+                })
+                .and_then(|v| v.get("height").and_then(serde_json::Value::as_u64))
+                .unwrap_or(0);
+            if height > 0 {
+                break;
+            }
+            if started.elapsed() > Duration::from_secs(180) {
+                fail!("validator {url} finalized nothing within 180 s of its start");
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+    progress(&format!(
+        "offering the workload ({:.1} s after the processes started)",
+        started.elapsed().as_secs_f64()
+    ));
+    let offering = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
     let submitted = std::sync::Arc::new(std::sync::Mutex::new(std::collections::HashMap::<
         String,
         Instant,
@@ -605,12 +651,13 @@ fn offer(
     ));
     // The watcher: validator 0's finalized blocks, one after another.
     let watcher = {
-        let (client, url, submitted, finalized, done) = (
+        let (client, url, submitted, finalized, done, offering) = (
             client.clone(),
             urls.first().cloned().unwrap_or_default(),
             submitted.clone(),
             finalized.clone(),
             done.clone(),
+            offering.clone(),
         );
         let (audience, key) = reader.clone();
         let signed = move |path: &str| {
@@ -627,8 +674,16 @@ fn offer(
             let mut last = Instant::now();
             let mut height = 1u64;
             let mut failure: Option<String> = None;
+            // Idle for this long after the offering ended (while it lasts, the offering's own
+            // limit decides): what is still unseen will not come.
             let idle_limit = Duration::from_secs(30);
-            while latencies.len() < total && last.elapsed() < idle_limit {
+            let mut idle_since = Instant::now();
+            while latencies.len() < total {
+                if offering.load(std::sync::atomic::Ordering::Relaxed) {
+                    idle_since = Instant::now();
+                } else if idle_since.max(last).elapsed() >= idle_limit {
+                    break;
+                }
                 // Waits at the validator for the height, then reads its transaction ids.
                 let wait = format!("/v1/blocks/{height}/header?wait_ms=2000");
                 let raw = client
@@ -866,6 +921,7 @@ fn offer(
             }
         }
     }
+    offering.store(false, std::sync::atomic::Ordering::Relaxed);
     let (latencies, last, failure) = rt.block_on(watcher).context("watching the blocks")?;
     if let Some(f) = failure {
         progress(&format!(

@@ -47,6 +47,8 @@ pub mod tag {
     pub const STUDY: u8 = 0x10;
     /// Each dataset's lifetime epsilon account.
     pub const DATASET_EPSILON: u8 = 0x11;
+    /// Pending key re-bindings, by the new key.
+    pub const REBIND: u8 = 0x12;
 }
 
 fn key_of(tag: u8, part: &impl Write) -> Vec<u8> {
@@ -140,6 +142,11 @@ pub mod keys {
     pub fn dataset_epsilon(id: &DatasetId) -> Vec<u8> {
         key_of(tag::DATASET_EPSILON, id)
     }
+    /// The pending re-binding of a patient to `new_key` (found by the new key's holder, who
+    /// may not know the pseudonym).
+    pub fn rebind(new_key: &PublicKey) -> Vec<u8> {
+        key_of(tag::REBIND, new_key)
+    }
 }
 
 /// Who a key belongs to.
@@ -213,7 +220,7 @@ codec_struct!(UserRecord {
     key: PublicKey
 });
 
-/// A patient's record: a pseudonym and a key, nothing else.
+/// A patient's record: a pseudonym and a key, and the hospital that verified them.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PatientRecord {
     /// The patient's current key.
@@ -222,11 +229,40 @@ pub struct PatientRecord {
     pub registered_height: u64,
     /// Entries in their log.
     pub log_len: u64,
+    /// The hospital that attested the registration: the one that may re-bind a lost key.
+    pub hospital: MemberId,
+    /// The new key of a pending re-binding ([`RebindRecord`]), if any.
+    pub rebinding: Option<PublicKey>,
 }
 codec_struct!(PatientRecord {
     key: PublicKey,
     registered_height: u64,
-    log_len: u64
+    log_len: u64,
+    hospital: MemberId,
+    rebinding: Option<PublicKey>,
+});
+
+/// A pending re-binding of a patient's pseudonym to a new key, asked by a hospital's steward
+/// who verified the person.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RebindRecord {
+    /// The patient.
+    pub patient: PatientId,
+    /// The hospital that verified them.
+    pub hospital: MemberId,
+    /// Its steward who asked.
+    pub steward: UserId,
+    /// When it was asked (block time, ms).
+    pub requested_ms: u64,
+    /// From when the new key may complete it (block time, ms).
+    pub effective_ms: u64,
+}
+codec_struct!(RebindRecord {
+    patient: PatientId,
+    hospital: MemberId,
+    steward: UserId,
+    requested_ms: u64,
+    effective_ms: u64,
 });
 
 unit_enum!(
@@ -731,6 +767,12 @@ pub enum PatientEvent {
     Accessed(AccessId),
     /// A delivered copy destroyed.
     Destroyed(AccessId),
+    /// A hospital asked to re-bind the pseudonym to a new key.
+    RebindAsked(RebindEvent),
+    /// A pending re-binding cancelled (vetoed by the patient or withdrawn by the hospital).
+    RebindCancelled(RebindEvent),
+    /// The new key took over; the old one is retired.
+    Rebound(RebindEvent),
 }
 codec_enum!(PatientEvent {
     1 => Consent(ConsentEvent),
@@ -738,6 +780,25 @@ codec_enum!(PatientEvent {
     3 => GrantRevoked(GrantId),
     4 => Accessed(AccessId),
     5 => Destroyed(AccessId),
+    6 => RebindAsked(RebindEvent),
+    7 => RebindCancelled(RebindEvent),
+    8 => Rebound(RebindEvent),
+});
+
+/// A re-binding in a patient's log: through which hospital, to which key, effective when.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RebindEvent {
+    /// The hospital.
+    pub hospital: MemberId,
+    /// The new key.
+    pub new_key: PublicKey,
+    /// From when the new key may take over (block time, ms).
+    pub effective_ms: u64,
+}
+codec_struct!(RebindEvent {
+    hospital: MemberId,
+    new_key: PublicKey,
+    effective_ms: u64
 });
 
 /// A consent change in a patient's log.

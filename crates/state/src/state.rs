@@ -105,6 +105,10 @@ impl State {
         })
     }
 
+    pub(crate) fn delete(&mut self, key: &[u8]) {
+        self.trie.remove(key);
+    }
+
     pub(crate) fn scan<T: Decode<Cfg = ()>>(&self, prefix: &[u8]) -> Result<Vec<T>, TxError> {
         self.trie
             .scan_prefix(prefix)

@@ -27,6 +27,7 @@ mod ledger {
     mod node_keys;
     mod proofs;
     mod props;
+    mod rebind;
     mod registration;
     mod roles;
     mod settlement;

@@ -165,6 +165,10 @@ pub struct Policy {
     /// (the default classification when a genesis file leaves it out).
     #[serde(default)]
     pub classification: crate::classification::Classification,
+    /// How long a hospital's re-binding of a patient's key waits before the new key may take
+    /// over, in milliseconds: the patient's current key may veto it meanwhile.
+    #[serde(default = "default_rebind_delay_ms")]
+    pub rebind_delay_ms: u64,
 }
 codec_struct!(Policy {
     vote_num: u32,
@@ -178,7 +182,13 @@ codec_struct!(Policy {
     max_job_epsilon_micro: u64,
     dataset_epsilon_micro: u64,
     classification: crate::classification::Classification,
+    rebind_delay_ms: u64,
 });
+
+/// The default veto delay of a patient key re-binding: three days.
+pub fn default_rebind_delay_ms() -> u64 {
+    3 * 24 * 3600 * 1000
+}
 
 /// The default per-job epsilon cap: 1 (in micro-epsilon).
 pub fn default_max_job_epsilon_micro() -> u64 {
@@ -219,6 +229,7 @@ impl Default for Policy {
             max_job_epsilon_micro: default_max_job_epsilon_micro(),
             dataset_epsilon_micro: default_dataset_epsilon_micro(),
             classification: crate::classification::Classification::default(),
+            rebind_delay_ms: default_rebind_delay_ms(),
         }
     }
 }

@@ -220,6 +220,70 @@ impl RegisterPatient {
     }
 }
 
+/// Signing namespace of a new key's claim to take over a patient's pseudonym through a
+/// hospital ([`RebindPatient`]).
+pub const REBIND_NAMESPACE: &[u8] = b"medspace/rebind/v1";
+
+/// What a patient's new key signs to ask `hospital` to re-bind their pseudonym to it:
+/// `chain id | hospital | new key`. The claim names the hospital, so one hospital cannot replay
+/// a claim made for another.
+pub fn rebind_message(chain_id: &Name, hospital: &MemberId, new_key: &PublicKey) -> Vec<u8> {
+    let mut m = Vec::with_capacity(96);
+    chain_id.write(&mut m);
+    hospital.write(&mut m);
+    new_key.write(&mut m);
+    m
+}
+
+/// A hospital re-binds a patient who lost their key to a new one, after verifying the person
+/// in person: signed by a steward of the hospital that registered the patient. The change waits
+/// out the policy's veto delay, during which the patient's current key (if it was not lost but
+/// stolen, or the hospital acts without the patient) can cancel it ([`CancelRebind`]); then the
+/// new key completes it ([`CompleteRebind`]). The pseudonym, and so the patient's whole history,
+/// stays; only the key changes.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RebindPatient {
+    /// The patient's pseudonym.
+    pub patient: PatientId,
+    /// The key that is to sign for them.
+    pub new_key: PublicKey,
+    /// The new key's signature over [`rebind_message`] in [`REBIND_NAMESPACE`].
+    pub proof: Signature,
+}
+codec_struct!(RebindPatient {
+    patient: PatientId,
+    new_key: PublicKey,
+    proof: Signature
+});
+
+impl RebindPatient {
+    /// The new key's claim (its proof of possession) for a re-binding through `hospital`.
+    pub fn claim(chain_id: &Name, hospital: &MemberId, new_key: &Keypair) -> Signature {
+        new_key.sign(
+            REBIND_NAMESPACE,
+            &rebind_message(chain_id, hospital, &new_key.public()),
+        )
+    }
+}
+
+/// Cancels a pending re-binding: the patient's current key vetoes it, or the hospital that
+/// asked withdraws it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CancelRebind {
+    /// The patient's pseudonym.
+    pub patient: PatientId,
+}
+codec_struct!(CancelRebind { patient: PatientId });
+
+/// The new key of a pending re-binding takes over, once the veto delay has passed: the old key
+/// is retired, the pseudonym and its history stay.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CompleteRebind {
+    /// The patient's pseudonym.
+    pub patient: PatientId,
+}
+codec_struct!(CompleteRebind { patient: PatientId });
+
 /// A member publishes (or republishes) a dataset description in the catalog.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PublishDataset {
@@ -562,6 +626,9 @@ pub enum Payload {
     AppointUser(AppointUser),
     DismissUser(DismissUser),
     RotateNodeKey(RotateNodeKey),
+    RebindPatient(RebindPatient),
+    CancelRebind(CancelRebind),
+    CompleteRebind(CompleteRebind),
 }
 codec_enum!(Payload {
     1 => AddMember(AddMember),
@@ -589,6 +656,9 @@ codec_enum!(Payload {
     23 => AppointUser(AppointUser),
     24 => DismissUser(DismissUser),
     25 => RotateNodeKey(RotateNodeKey),
+    26 => RebindPatient(RebindPatient),
+    27 => CancelRebind(CancelRebind),
+    28 => CompleteRebind(CompleteRebind),
 });
 
 impl Payload {
@@ -620,6 +690,9 @@ impl Payload {
             Payload::AppointUser(_) => "appoint_user",
             Payload::DismissUser(_) => "dismiss_user",
             Payload::RotateNodeKey(_) => "rotate_node_key",
+            Payload::RebindPatient(_) => "rebind_patient",
+            Payload::CancelRebind(_) => "cancel_rebind",
+            Payload::CompleteRebind(_) => "complete_rebind",
         }
     }
 }

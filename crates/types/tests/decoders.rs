@@ -184,6 +184,9 @@ arbitrary_bytes! {
     register_user: RegisterUser,
     rotate_key: RotateKey,
     register_patient: RegisterPatient,
+    rebind_patient: RebindPatient,
+    cancel_rebind: CancelRebind,
+    complete_rebind: CompleteRebind,
     publish_dataset: PublishDataset,
     set_consent: SetConsent,
     revoke_consent: RevokeConsent,
@@ -600,6 +603,17 @@ fn payloads() -> Vec<Payload> {
             proof: new_key.sign(ROTATE_NAMESPACE, &rotation_message(&chain, &old, 4)),
         }),
         Payload::RotateNodeKey(RotateNodeKey::new(&chain, &old, 5, &new_key)),
+        Payload::RebindPatient(RebindPatient {
+            patient: PatientId::from_key(&old),
+            new_key: new_key.public(),
+            proof: RebindPatient::claim(&chain, &mid("hospital-a"), &new_key),
+        }),
+        Payload::CancelRebind(CancelRebind {
+            patient: PatientId::from_key(&old),
+        }),
+        Payload::CompleteRebind(CompleteRebind {
+            patient: PatientId::from_key(&old),
+        }),
         Payload::RegisterPatient(RegisterPatient::attested(
             &chain,
             &Keypair::from_seed(13).public(),
@@ -783,6 +797,17 @@ fn corpus() -> Corpus {
             Payload::RotateNodeKey(p) => {
                 ("RotateNodeKey", p.encode().to_vec(), check::<RotateNodeKey>)
             }
+            Payload::RebindPatient(p) => {
+                ("RebindPatient", p.encode().to_vec(), check::<RebindPatient>)
+            }
+            Payload::CancelRebind(p) => {
+                ("CancelRebind", p.encode().to_vec(), check::<CancelRebind>)
+            }
+            Payload::CompleteRebind(p) => (
+                "CompleteRebind",
+                p.encode().to_vec(),
+                check::<CompleteRebind>,
+            ),
         };
         add(name, bytes, check);
     }
@@ -951,7 +976,7 @@ fn boundary_bytes_at_every_position() {
 fn corpus_covers_every_kind() {
     let kinds: std::collections::BTreeSet<&str> =
         CORPUS.txs.iter().map(|t| t.body.payload.kind()).collect();
-    assert_eq!(kinds.len(), 25);
+    assert_eq!(kinds.len(), 28);
     for tx in &CORPUS.txs {
         assert_eq!(SignedTx::from_bytes(tx.to_bytes()).as_ref(), Ok(tx));
         assert!(tx.verify_signature());

@@ -219,7 +219,7 @@ check(!/\b(403|Forbidden|Error)\b/.test(refusal), "no raw status in the refusal"
 await shot("log-refused-en");
 
 // Accessibility: every control labelled; the tab order reaches every control.
-const pages = [["#/consents", "consents"], ["#/grants", "grants"], ["#/log", "log"], ["#/record", "record"]];
+const pages = [["#/consents", "consents"], ["#/grants", "grants"], ["#/log", "log"], ["#/record", "record"], ["#/rebind-key", "rebind-key"]];
 for (const [hash, name] of pages) {
   await go(hash, name);
   const unlabelled = await page.$$eval("input, select, textarea, button, a[href]", (els) =>
@@ -255,9 +255,8 @@ for (const [hash, name] of pages) {
 // Chinese: every page, no untranslated string in any text node.
 await page.selectOption("#locale", "zh");
 const allowed = /([a-z_]+\.[a-z_]+|[0-9a-f]{16}|FHIR R4|medspace|hospital-[a-z]|research-\d|regulator|cli-study|study-two|pt-[0-9a-f]+|[gcaj]-[0-9a-f]{16}|QR|L4|English|[0-9A-Z]{4}(-[0-9A-Z]{4}){3})/g;
-for (const [hash, name] of [...pages, ["#/signin", "signin"]]) {
-  await go(hash, name);
-  const leftovers = await page.evaluate((src) => {
+async function untranslated() {
+  return page.evaluate((src) => {
     const re = new RegExp(src, "g");
     const out = [];
     const walk = document.createTreeWalker(document.body, NodeFilter.SHOW_TEXT);
@@ -272,6 +271,10 @@ for (const [hash, name] of [...pages, ["#/signin", "signin"]]) {
     }
     return out;
   }, allowed.source);
+}
+for (const [hash, name] of [...pages, ["#/signin", "signin"]]) {
+  await go(hash, name);
+  const leftovers = await untranslated();
   check(leftovers.length === 0, `zh ${name}: untranslated ${JSON.stringify(leftovers)}`);
   await shot(`${name}-zh`);
 }
@@ -316,20 +319,102 @@ await ready("signin");
 await page.reload();
 await ready("signin");
 
-// A staff key exported for the browser (`medspace key export-browser`) and a wallet no hospital
-// registered yet: each told in words what it can do.
-for (const [file, expect, what] of [
-  [env.STAFF_KEY, "no pages for that yet", "staff key"],
-  [newWallet, "not registered yet", "unregistered wallet"],
-]) {
+// A staff key exported for the browser (`medspace key export-browser`): told in words what it
+// can do.
+async function signIn(file, name = null) {
   await page.setInputFiles("#wallet-file", file);
   await page.click("#signin");
-  await ready("none");
-  check(((await page.textContent("main")) || "").includes(expect), `${what}: ${expect}`);
-  await shot(what.replace(/ /g, "-") + "-en");
+  if (name) await ready(name);
+  else await page.waitForSelector('body[data-ready]:not([data-ready="signin"])', { timeout: 60000, state: "attached" });
+}
+async function signOut() {
   await page.click("#signout");
   await ready("signin");
 }
+await signIn(env.STAFF_KEY, "none");
+check(((await page.textContent("main")) || "").includes("no pages for that yet"), "staff key: no pages for that yet");
+await shot("staff-key-en");
+await signOut();
+
+// A patient who lost their key. The browser's new wallet, registered to nobody, is told so and
+// makes a claim; hospital-a's steward (who registered the patient) asks to re-bind the patient's
+// pseudonym to it; the patient's current key sees the request and refuses it. Asked again, the
+// new key waits out the veto delay, completes, and answers for the same pseudonym with its whole
+// history; the old key is retired.
+const pt = JSON.parse(fs.readFileSync(env.WALLET, "utf8")).patient;
+// A page of this section in Chinese: nothing left untranslated; a screenshot.
+async function inChinese(hash, name, shotName) {
+  await page.selectOption("#locale", "zh");
+  await go(hash, name);
+  const left = await untranslated();
+  check(left.length === 0, `zh ${name}: untranslated ${JSON.stringify(left)}`);
+  await shot(shotName);
+  await page.selectOption("#locale", "en");
+}
+await signIn(newWallet, "rebind-new");
+check(((await page.textContent("main")) || "").includes("not registered yet"), "unregistered wallet: not registered yet");
+await page.click("#claim-make");
+await page.waitForSelector("#claim-text");
+const claim = (await page.textContent("#claim-text")).trim();
+check(/^medspace-rebind:hospital-a:[A-Za-z0-9_-]{128}$/.test(claim), "the new key makes a claim: " + claim);
+check((await page.$$("#claim-box svg.qr path")).length === 1, "the claim's QR code is drawn");
+await shot("rebind-new-en");
+await inChinese("#/rebind-new", "rebind-new", "rebind-new-zh");
+await signOut();
+
+async function stewardAsks(claimText) {
+  await signIn(env.STEWARD_KEY);
+  await go("#/rebind", "rebind");
+  await page.fill("#rebind-patient", pt);
+  await page.fill("#rebind-claim", claimText);
+  await page.click("#rebind-ask");
+  await page.waitForSelector("#rebind-status .done, #rebind-status .notice", { timeout: 60000 });
+}
+// A mangled claim is refused in words, before anything is signed.
+await stewardAsks(claim.slice(0, -3));
+check(((await page.textContent("#rebind-status")) || "").includes("That is not a claim"), "a mangled claim is refused in words");
+await signOut();
+await stewardAsks(claim);
+check(((await page.textContent("#rebind-asked")) || "").includes("may take over from"), "the steward's request is recorded: " + (await page.textContent("main")).slice(0, 300));
+await shot("rebind-steward-en");
+await inChinese("#/rebind", "rebind", "rebind-steward-zh");
+await signOut();
+
+await signIn(env.WALLET);
+await go("#/rebind-key", "rebind-key");
+check(((await page.textContent("#rebind-pending")) || "").includes("hospital-a"), "the patient sees the pending re-binding");
+await shot("rebind-pending-en");
+await page.click("#veto");
+await page.waitForSelector("#rebind-status .done, #rebind-status .notice", { timeout: 60000 });
+check((await page.$$("#rebind-none")).length === 1, "after the veto nothing waits: " + (await page.textContent("main")).slice(0, 300));
+await go("#/log", "log");
+const vetoed = await page.$$eval("#log tbody tr", (trs) => trs.map((tr) => ({ v: tr.dataset.verified, text: tr.textContent })));
+check(vetoed.some((r) => r.v === "true" && r.text.includes("asked to re-bind your record")), "the request is in the log, verified");
+check(vetoed.some((r) => r.v === "true" && r.text.includes("was cancelled")), "the veto is in the log, verified");
+await signOut();
+
+await stewardAsks(claim);
+check((await page.$$("#rebind-asked")).length === 1, "asked again");
+await signOut();
+await signIn(newWallet, "rebind-new");
+check((await page.$$("#rebind-early")).length === 1 && (await page.$$("#complete[disabled]")).length === 1, "the new key waits out the veto delay");
+await shot("rebind-take-en");
+await page.waitForSelector("#complete:not([disabled])", { timeout: 90000 });
+await page.click("#complete");
+await page.waitForSelector("#rebind-status .done, #rebind-status .notice", { timeout: 60000 });
+check(((await page.textContent("#rebind-status")) || "").includes("now answers for your record"), "the new key took over: " + (await page.textContent("main")).slice(0, 300));
+check(((await page.textContent("main")) || "").includes(pt), "under the same pseudonym");
+await go("#/log", "log");
+const rebound = await page.$$eval("#log tbody tr", (trs) => trs.map((tr) => ({ v: tr.dataset.verified, text: tr.textContent })));
+check(rebound.every((r) => r.v === "true"), "the new key's log verifies");
+check(rebound.some((r) => r.text.includes("hospital-b received")), "the history is kept under the new key");
+check(rebound.some((r) => r.text.includes("re-bound through hospital-a")), "the re-binding is in the log");
+await shot("rebind-log-en");
+await signOut();
+await signIn(env.WALLET, "none");
+check(((await page.textContent("main")) || "").includes("retired"), "the old key is told it was retired");
+await shot("rebind-retired-en");
+await signOut();
 
 check(external.length === 0, "no request left the node: " + JSON.stringify(external.slice(0, 3)));
 check(consoleErrors.length === 0, "no errors in the page: " + JSON.stringify(consoleErrors.slice(0, 3)));

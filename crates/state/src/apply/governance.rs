@@ -369,8 +369,11 @@ impl State {
                 "the new key's signature over the rotation does not verify",
             ));
         }
-        if self.key_record(&p.new_key)?.is_some() {
-            return Err(invalid("new_key", "already registered to a principal"));
+        if self.key_taken(&p.new_key)? {
+            return Err(invalid(
+                "new_key",
+                "already registered, or waiting to take over a patient",
+            ));
         }
         let principal = match signer {
             Signer::Member(mut m) => {

@@ -10,6 +10,8 @@
 //! - `governance`: proposals and votes (members, policy, consortium roles), user registration,
 //!   key rotation;
 //! - `patients`: patient registration, the patient's log, consent;
+//! - `rebind`: a lost patient key re-bound through the registering hospital (asked, vetoable,
+//!   completed by the new key);
 //! - `grants`: a patient's grants, issued and revoked;
 //! - `catalog`: dataset descriptions;
 //! - `contracts`: data-use requests, approvals, rejection, termination, refunds;
@@ -26,6 +28,7 @@ mod governance;
 mod grants;
 mod jobs;
 mod patients;
+mod rebind;
 mod signatures;
 mod value;
 
@@ -361,6 +364,14 @@ impl State {
                 // A registration is admitted only with a valid hospital attestation, so the
                 // mempool cannot be flooded with free registrations either.
                 Payload::RegisterPatient(p) => self.check_patient_attestation(&tx.body.signer, p),
+                // Likewise a re-bound key's completion: only the key a hospital asked for.
+                Payload::CompleteRebind(p)
+                    if self
+                        .rebind_of(&tx.body.signer)?
+                        .is_some_and(|r| r.patient == p.patient) =>
+                {
+                    Ok(())
+                }
                 _ => Err(TxError::UnknownSigner {
                     key: tx.body.signer.to_hex(),
                 }),
@@ -479,13 +490,16 @@ impl State {
         }
         let signer = self.resolve_signer(key, record.as_ref())?;
         if matches!(signer, Signer::Unknown)
-            && !matches!(tx.body.payload, Payload::RegisterPatient(_))
+            && !matches!(
+                tx.body.payload,
+                Payload::RegisterPatient(_) | Payload::CompleteRebind(_)
+            )
         {
             return Err(TxError::UnknownSigner { key: key.to_hex() });
         }
         if let Some(mut r) = record {
-            // An unknown key (a patient registering) gets its record, with nonce 1, from the
-            // handler.
+            // An unknown key (a patient registering, or a re-bound key taking over) gets its
+            // record, with nonce 1, from the handler.
             // INVARIANT: nonces start at 0 (1 for a patient) and grow by one per applied
             // transaction of the key; no key can sign 2^64 transactions.
             r.nonce = expected + 1;
@@ -547,6 +561,9 @@ impl State {
             Payload::AttestDestruction(p) => self.attest_destruction(signer, ctx, p),
             Payload::Settle(p) => self.settle(signer, ctx, p),
             Payload::CloseRound(p) => self.close_round(signer, ctx, p),
+            Payload::RebindPatient(p) => self.rebind_patient(signer, ctx, p),
+            Payload::CancelRebind(p) => self.cancel_rebind(signer, ctx, p),
+            Payload::CompleteRebind(p) => self.complete_rebind(signer, key, ctx, p),
         }
     }
 

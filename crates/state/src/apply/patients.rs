@@ -18,8 +18,11 @@ impl State {
         ctx: &BlockContext,
         p: &RegisterPatient,
     ) -> Result<Receipt, TxError> {
-        if !matches!(signer, Signer::Unknown) {
-            return Err(invalid("key", "already registered to a principal"));
+        if !matches!(signer, Signer::Unknown) || self.key_taken(key)? {
+            return Err(invalid(
+                "key",
+                "already registered, or waiting to take over a patient",
+            ));
         }
         self.check_patient_attestation(key, p)?;
         let id = PatientId::from_key(key);
@@ -35,6 +38,8 @@ impl State {
                 key: key.clone(),
                 registered_height: ctx.height,
                 log_len: 0,
+                hospital: p.hospital.clone(),
+                rebinding: None,
             },
         )?;
         self.put(

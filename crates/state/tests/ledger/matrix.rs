@@ -114,6 +114,11 @@ const TABLE: &[(&str, &str)] = &[
     ("attest_destruction", "claims_officer insurer insurer_node"),
     // Value: the requester (or its institution) or a data owner (or its steward).
     ("settle", "researcher steward hospital research_institute"),
+    // A lost patient key: the registering hospital's steward asks; the patient's key or that
+    // steward cancels; only the new key completes, after the delay (`rebind.rs`).
+    ("rebind_patient", "steward"),
+    ("cancel_rebind", "patient steward"),
+    ("complete_rebind", ""),
 ];
 
 /// What the cells act on, prepared once.
@@ -322,6 +327,17 @@ fn world() -> World {
     let nonce = net.nonce(&b);
     let rotation = RotateNodeKey::new(&net.chain, &b.public(), nonce, &Keypair::from_seed(1_121));
     net.ok(&b, Payload::RotateNodeKey(rotation));
+    // A re-binding of the patient's pseudonym to a new key, pending.
+    let new_key = Keypair::from_seed(1_160);
+    let steward_a = net.user(&steward("hospital-a"));
+    net.ok(
+        &steward_a,
+        Payload::RebindPatient(RebindPatient {
+            patient: net.pid(0),
+            new_key: new_key.public(),
+            proof: RebindPatient::claim(&net.chain, &mid("hospital-a"), &new_key),
+        }),
+    );
     net.advance(10_000);
     let keys = vec![
         ("patient", net.patient(0)),
@@ -518,6 +534,17 @@ fn payload(w: &World, row: &str, signer: &str, key: &Keypair) -> Payload {
         ),
         "attest_destruction" => Payload::AttestDestruction(AttestDestruction { access: w.access }),
         "settle" => settle(w.ended),
+        "rebind_patient" => Payload::RebindPatient(RebindPatient {
+            patient: net.pid(2),
+            new_key: fresh.public(),
+            proof: RebindPatient::claim(&net.chain, &mid("hospital-a"), &fresh),
+        }),
+        "cancel_rebind" => Payload::CancelRebind(CancelRebind {
+            patient: net.pid(0),
+        }),
+        "complete_rebind" => Payload::CompleteRebind(CompleteRebind {
+            patient: net.pid(0),
+        }),
         other => panic!("no payload for row {other}"),
     }
 }
@@ -600,6 +627,9 @@ fn authorization_matrix() {
         "appoint_user",
         "dismiss_user",
         "rotate_node_key",
+        "rebind_patient",
+        "cancel_rebind",
+        "complete_rebind",
     ]
     .into_iter()
     .collect();

@@ -132,6 +132,7 @@ fn policy_s() -> impl Strategy<Value = Policy> {
                 sensitive: List::default(),
                 unlisted: Level::ALL[(ttl % 4) as usize],
             },
+            rebind_delay_ms: ttl / 7,
         })
 }
 fn dataset_s() -> impl Strategy<Value = DatasetDescription> {
