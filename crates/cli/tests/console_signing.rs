@@ -81,6 +81,11 @@ out.add = c.hex(await L.signTx(session, "medspace-devnet", 24n, G.addMember({{ i
 out.dismiss = c.hex(await L.signTx(session, "medspace-devnet", 23n, G.dismissUser("hospital-b.ethics-committee")));
 const policy = JSON.parse((await import("node:fs")).readFileSync(new URL("./policy.json", import.meta.url), "utf8"));
 out.policy = c.hex(await L.signTx(session, "medspace-devnet", 25n, G.updatePolicy(policy)));
+// A member registers a user; a key replaced in the browser (its new key and proof made here).
+out.register = c.hex(await L.signTx(session, "medspace-devnet", 28n, G.registerUser("hospital-a.researcher-2", "researcher", "{other}")));
+const rotated = await L.newKeyFor(session, "medspace-devnet", 29n);
+out.rotate = c.hex(await L.signTx(session, "medspace-devnet", 29n, rotated.payload));
+out.rotatedFile = rotated.file;
 // Re-binding a lost key: the new key's claim, the steward's request, the veto, the completion;
 // and the records the pages read.
 out.claim = await L.rebindClaim(session, "medspace-devnet", "hospital-a");
@@ -387,6 +392,41 @@ console.log(JSON.stringify(out));
             "{field}: byte for byte"
         );
     }
+    let register = tx("register");
+    assert_eq!(
+        register.to_bytes(),
+        expect(
+            28,
+            Payload::RegisterUser(RegisterUser {
+                user: UserId::new("hospital-a.researcher-2").unwrap(),
+                role: Role::Researcher,
+                key: Keypair::from_seed(5).public(),
+            })
+        )
+        .to_bytes(),
+        "register: byte for byte"
+    );
+    // The rotation: signed by the old key at its nonce; the new key's proof verifies over
+    // this chain, the old key and that nonce; the saved file holds that new key.
+    let rotate = tx("rotate");
+    assert!(rotate.verify_signature());
+    assert_eq!(rotate.body.nonce, 29);
+    let Payload::RotateKey(r) = &rotate.body.payload else {
+        panic!("not a rotation: {:?}", rotate.body.payload)
+    };
+    assert!(r.new_key.verify(
+        ROTATE_NAMESPACE,
+        &rotation_message(&chain, &key.public(), 29),
+        &r.proof
+    ));
+    assert!(!r.new_key.verify(
+        ROTATE_NAMESPACE,
+        &rotation_message(&chain, &key.public(), 30),
+        &r.proof
+    ));
+    let file: serde_json::Value = serde_json::from_str(v["rotatedFile"].as_str().unwrap()).unwrap();
+    let saved = Keypair::from_secret_hex(file["secret"].as_str().unwrap()).unwrap();
+    assert_eq!(saved.public(), r.new_key, "the saved file is the new key");
     // The claim's text, and the records the pages read, as written.
     assert!(
         v["claim"]

@@ -64,6 +64,13 @@ const SCOPES = { per_owner: 1, consortium: 2 };
 const PURPOSES = { treatment: 1, patient_access: 2, research: 3, teaching: 4, insurance_claim: 5, public_health: 6, drug_safety: 7, quality_management: 8 };
 const SENSITIVE = { hiv_sti: 1, mental_health: 2, substance_use: 3, reproductive: 4, genetic: 5 };
 
+/// `Payload::RegisterUser`: a member registers one of its own users (its institutional roles;
+/// the ledger refuses the others).
+export function registerUser(user, role, keyHex) {
+  if (!/^[0-9a-f]{64}$/.test(keyHex) || !(role in ROLES)) throw new Error("bad input");
+  return c.concat(c.u8(5), c.name(user), c.u8(ROLES[role]), c.unhex(keyHex));
+}
+
 /// `Payload::UpdatePolicy`: the whole policy (as `/v1/status` gives it), every field in the
 /// order `types::Policy`'s codec writes it.
 export function updatePolicy(p) {
@@ -103,13 +110,14 @@ const POLICY_NUMBERS = [
   ["max_epsilon_micro", "eps"],
   ["dataset_epsilon_micro", "eps"],
   ["max_contract_ms", "days"],
-  ["rebind_delay_ms", "days"],
+  ["rebind_delay_ms", "s"],
 ];
-const shown = (unit, v) => (unit === "eps" ? Number(v) / 1e6 : unit === "days" ? Number(v) / 86400000 : Number(v));
+const SCALE = { eps: 1e6, days: 86400000, s: 1000, whole: 1 };
+const shown = (unit, v) => Number(v) / SCALE[unit];
 const kept = (unit, s) => {
   const x = Number(String(s).trim());
   if (!Number.isFinite(x) || x <= 0) throw new Error("bad number");
-  const v = unit === "eps" ? Math.round(x * 1e6) : unit === "days" ? Math.round(x * 86400000) : x;
+  const v = unit === "whole" ? x : Math.round(x * SCALE[unit]);
   if (!Number.isSafeInteger(v)) throw new Error("bad number");
   return v;
 };
@@ -168,10 +176,11 @@ export async function governancePage(client, who, redraw, said) {
   const members = ((await client.get("/v1/members")).members || []).filter((m) => m.member);
   const proposals = (await client.get("/v1/proposals")).proposals || [];
   const policy = (await client.get("/v1/status")).policy || null;
-  const act = async (payload, done) => {
+  const act = async (payload, done, then = null) => {
     let outcome;
     try {
-      await client.submit(payload);
+      await client.submit(payload, { retiresKey: !!then });
+      if (then) await then();
       outcome = h("div", { class: "done", role: "status", id: "outcome" }, done);
     } catch (e) {
       if (!(e instanceof L.Refused) && !(e instanceof L.Verification) && !(e instanceof Error)) console.error(e);
@@ -232,26 +241,35 @@ export async function governancePage(client, who, redraw, said) {
     const others = members.filter((m) => m.active && m.member.id !== who.member).map((m) => m.member.id);
     const sel = (id, options) => h("select", { id }, options.map(([v, label]) => h("option", { value: v }, label)));
     const field = (id, label, control) => [h("label", { for: id }, label), control];
-    parts.push(
-      h("h2", { id: "propose-h" }, t("gv_propose")),
+    const v = (id) => document.getElementById(id).value.trim();
+    // A form whose payload `build` makes from its fields: bad input is said before anything is
+    // signed; the rest goes to the ledger and its answer is shown.
+    const form = (id, build, doneText, ...kids) =>
       h(
         "form",
         {
-          id: "propose-add",
+          id,
           class: "card",
           onsubmit: (e) => {
             e.preventDefault();
-            const v = (id) => document.getElementById(id).value.trim();
             let payload;
             try {
-              payload = addMember({ id: v("add-id"), name: v("add-name"), kind: v("add-kind"), key: v("add-key"), nodeKey: v("add-node-key"), agreementKey: v("add-agreement-key") }, 0n);
+              payload = build();
             } catch {
               redraw(h("div", { class: "notice", role: "alert", id: "outcome" }, t("gv_bad_input")));
               return;
             }
-            act(payload, t("gv_proposed"));
+            act(payload, doneText);
           },
         },
+        ...kids,
+      );
+    parts.push(
+      h("h2", { id: "propose-h" }, t("gv_propose")),
+      form(
+        "propose-add",
+        () => addMember({ id: v("add-id"), name: v("add-name"), kind: v("add-kind"), key: v("add-key"), nodeKey: v("add-node-key"), agreementKey: v("add-agreement-key") }, 0n),
+        t("gv_proposed"),
         h("h3", {}, t("gv_add_title")),
         field("add-id", t("gv_add_id"), h("input", { type: "text", id: "add-id", required: true, autocomplete: "off" })),
         field("add-name", t("gv_add_name"), h("input", { type: "text", id: "add-name", required: true, autocomplete: "off" })),
@@ -261,38 +279,18 @@ export async function governancePage(client, who, redraw, said) {
         field("add-agreement-key", t("gv_add_agreement_key"), h("input", { type: "text", id: "add-agreement-key", required: true, autocomplete: "off", spellcheck: "false", size: "66" })),
         h("p", {}, h("button", { type: "submit" }, t("gv_propose_button"))),
       ),
-      h(
-        "form",
-        {
-          id: "propose-remove",
-          class: "card",
-          onsubmit: (e) => {
-            e.preventDefault();
-            act(removeMember(document.getElementById("remove-member").value), t("gv_proposed"));
-          },
-        },
+      form(
+        "propose-remove",
+        () => removeMember(v("remove-member")),
+        t("gv_proposed"),
         h("h3", {}, t("gv_remove_title")),
         field("remove-member", t("gv_member"), sel("remove-member", others.map((m) => [m, m]))),
         h("p", {}, h("button", { type: "submit" }, t("gv_propose_button"))),
       ),
-      h(
-        "form",
-        {
-          id: "propose-appoint",
-          class: "card",
-          onsubmit: (e) => {
-            e.preventDefault();
-            const v = (id) => document.getElementById(id).value.trim();
-            let payload;
-            try {
-              payload = appointUser(v("appoint-user"), v("appoint-member"), v("appoint-role"), v("appoint-key"));
-            } catch {
-              redraw(h("div", { class: "notice", role: "alert", id: "outcome" }, t("gv_bad_input")));
-              return;
-            }
-            act(payload, t("gv_proposed"));
-          },
-        },
+      form(
+        "propose-appoint",
+        () => appointUser(v("appoint-user"), v("appoint-member"), v("appoint-role"), v("appoint-key")),
+        t("gv_proposed"),
         h("h3", {}, t("gv_appoint_title")),
         field("appoint-user", t("gv_user"), h("input", { type: "text", id: "appoint-user", required: true, autocomplete: "off" })),
         field("appoint-member", t("gv_member"), sel("appoint-member", members.filter((m) => m.active).map((m) => [m.member.id, m.member.id]))),
@@ -301,47 +299,78 @@ export async function governancePage(client, who, redraw, said) {
         h("p", {}, h("button", { type: "submit" }, t("gv_propose_button"))),
       ),
       policy
-        ? h(
-            "form",
-            {
-              id: "propose-policy",
-              class: "card",
-              onsubmit: (e) => {
-                e.preventDefault();
-                let payload;
-                try {
-                  const next = { ...policy };
-                  for (const [k, unit] of POLICY_NUMBERS) next[k] = kept(unit, document.getElementById("pol-" + k).value);
-                  if (!policyChanges(policy, next).length) throw new Error("nothing changes");
-                  payload = updatePolicy(next);
-                } catch {
-                  redraw(h("div", { class: "notice", role: "alert", id: "outcome" }, t("gv_bad_input")));
-                  return;
-                }
-                act(payload, t("gv_proposed"));
-              },
+        ? form(
+            "propose-policy",
+            () => {
+              const next = { ...policy };
+              for (const [k, unit] of POLICY_NUMBERS) next[k] = kept(unit, v("pol-" + k));
+              if (!policyChanges(policy, next).length) throw new Error("nothing changes");
+              return updatePolicy(next);
             },
+            t("gv_proposed"),
             h("h3", {}, t("gv_policy_title")),
             h("p", { class: "muted" }, t("gv_policy_hint")),
             POLICY_NUMBERS.flatMap(([k, unit]) => field("pol-" + k, t("gv_pol_" + k), h("input", { type: "text", inputmode: "decimal", id: "pol-" + k, value: String(shown(unit, policy[k])), autocomplete: "off", size: "12" }))),
             h("p", {}, h("button", { type: "submit" }, t("gv_propose_button"))),
           )
         : "",
-      h(
-        "form",
-        {
-          id: "propose-dismiss",
-          class: "card",
-          onsubmit: (e) => {
-            e.preventDefault();
-            act(dismissUser(document.getElementById("dismiss-user").value.trim()), t("gv_proposed"));
-          },
-        },
+      form(
+        "propose-dismiss",
+        () => dismissUser(v("dismiss-user")),
+        t("gv_proposed"),
         h("h3", {}, t("gv_dismiss_title")),
         field("dismiss-user", t("gv_user"), h("input", { type: "text", id: "dismiss-user", required: true, autocomplete: "off" })),
         h("p", {}, h("button", { type: "submit" }, t("gv_propose_button"))),
       ),
+      h("h2", {}, t("gv_register_title")),
+      form(
+        "register-user",
+        () => registerUser(v("register-id"), v("register-role"), v("register-key").toLowerCase()),
+        t("gv_registered"),
+        h("p", {}, t("gv_register_intro", { member: who.member })),
+        field("register-id", t("gv_register_id", { member: who.member }), h("input", { type: "text", id: "register-id", required: true, autocomplete: "off" })),
+        field("register-role", t("gv_register_role"), sel("register-role", ["steward", "researcher", "clinician", "claims_officer", "auditor"].map((r) => [r, t("role_" + r)]))),
+        field("register-key", t("gv_key"), h("input", { type: "text", id: "register-key", required: true, autocomplete: "off", spellcheck: "false", size: "66" })),
+        h("p", {}, h("button", { type: "submit" }, t("gv_register_button"))),
+      ),
     );
   }
+  parts.push(rotateSection(client, act));
   return parts;
+}
+
+/// Replacing the signed-in key (a member's or a user's): a new key made here, its file saved
+/// first, then `RotateKey` signed by the old key with the new key's proof of possession; the
+/// page then signs with the new key and the old one is retired.
+function rotateSection(client, act) {
+  const box = h("div", { "aria-live": "polite", id: "rotate-box" });
+  const start = async () => {
+    const nonce = await client.nonce();
+    const made = await L.newKeyFor(client.session, client.genesis.chain_id, nonce);
+    const save = h("a", { href: URL.createObjectURL(new Blob([made.file], { type: "application/json" })), download: "new-key.json", id: "rotate-save" }, t("gv_rotate_save"));
+    const confirm = h("button", { type: "button", id: "rotate-confirm", disabled: true }, t("gv_rotate_confirm"));
+    save.addEventListener("click", () => confirm.removeAttribute("disabled"));
+    confirm.addEventListener("click", () =>
+      act(made.payload, t("gv_rotated"), async () => {
+        // From now on this page signs with the new key (kept non-extractable, as at sign-in),
+        // once its own proven record shows it in force.
+        const old = client.session;
+        client.session = await L.importWallet(made.file);
+        const rec = await client.keyRecord();
+        if (!rec || rec.retired) {
+          client.session = old;
+          throw new L.Verification("the new key is not in force");
+        }
+      }),
+    );
+    box.replaceChildren(h("p", {}, t("gv_rotate_saving", { key: made.public.slice(0, 16) })), h("p", {}, save), h("p", {}, confirm));
+  };
+  return h(
+    "section",
+    { class: "card", "aria-labelledby": "rotate-h", id: "rotate" },
+    h("h2", { id: "rotate-h" }, t("gv_rotate_title")),
+    h("p", {}, t("gv_rotate_intro")),
+    h("p", {}, h("button", { type: "button", class: "secondary", id: "rotate-start", onclick: start }, t("gv_rotate_start"))),
+    box,
+  );
 }

@@ -287,7 +287,9 @@ export class Client {
   }
 
   /// Signs `payload` (its encoding) with the next nonce, submits it and waits until final.
-  async submit(payload) {
+  /// With `retiresKey` (a key rotation) the old key can no longer read its own proof: the
+  /// caller checks the new key's record instead.
+  async submit(payload, opts = {}) {
     const nonce = await this.nonce();
     const tx = await signTx(this.session, this.genesis.chain_id, nonce, payload);
     const id = c.hex(await c.sha256(tx));
@@ -335,7 +337,7 @@ export class Client {
       if (Date.now() - started > 60000) throw new Refused(504, "tx");
       await new Promise((res) => setTimeout(res, 150));
     }
-    if ((await this.nonce()) <= nonce) throw new Verification("not applied");
+    if (!opts.retiresKey && (await this.nonce()) <= nonce) throw new Verification("not applied");
     return id;
   }
 }
@@ -592,6 +594,24 @@ export async function issueGrant(patient, t) {
     codeHash,
   );
   return { payload, codeHash: c.hex(codeHash) };
+}
+
+// ---------------------------------------------------------------- replacing a key
+
+const ROTATE_NAMESPACE = c.utf8("medspace/rotate/v1");
+
+/// A new key for the signed-in principal: its file (`{"secret": hex}`, to be saved before the
+/// change is sent) and `Payload::RotateKey` with the new key's proof of possession over
+/// `chain id | old key | nonce` (`types::rotation_message`), `nonce` being the old key's next.
+export async function newKeyFor(session, chainId, nonce) {
+  const pair = await crypto.subtle.generateKey({ name: "Ed25519" }, true, ["sign", "verify"]);
+  const pk = new Uint8Array(await crypto.subtle.exportKey("pkcs8", pair.privateKey));
+  const secret = c.hex(pk.subarray(PKCS8_ED25519.length));
+  pk.fill(0);
+  const pub = new Uint8Array(await crypto.subtle.exportKey("raw", pair.publicKey));
+  const msg = c.concat(c.name(chainId), c.unhex(session.public), c.u64(nonce));
+  const proof = new Uint8Array(await crypto.subtle.sign({ name: "Ed25519" }, pair.privateKey, unionUnique(ROTATE_NAMESPACE, msg)));
+  return { file: JSON.stringify({ secret }, null, 2), payload: c.concat(c.u8(6), pub, proof), public: c.hex(pub) };
 }
 
 // ---------------------------------------------------------------- re-binding a lost key

@@ -3,6 +3,7 @@
 import { createRequire } from "node:module";
 import fs from "node:fs";
 import path from "node:path";
+import os from "node:os";
 
 const env = process.env;
 const require = createRequire(path.join(env.BROWSER_DIR, "package.json"));
@@ -214,7 +215,64 @@ check((await page.getAttribute("#outcome", "class")) === "done", "the policy pro
 const policyCard = (await page.$$eval(".proposal", (x) => x.map((e) => e.textContent))).find((x) => x.startsWith("Replace the consortium's policy")) || "";
 check(policyCard.includes(`smallest released group (k) from ${kNow} to ${kNow + 1}`) && policyCard.includes("For: hospital-b"), "the policy proposal says what it changes: " + policyCard);
 await shot("governance-policy-en");
+// hospital-b registers a researcher of its own, in the page.
+const pair2 = await crypto.subtle.generateKey({ name: "Ed25519" }, true, ["sign", "verify"]);
+const pub2 = Buffer.from(await crypto.subtle.exportKey("raw", pair2.publicKey)).toString("hex");
+await page.fill("#register-id", "hospital-b.researcher-2");
+await page.selectOption("#register-role", "researcher");
+await page.fill("#register-key", pub2);
+// Clicks `selector` and waits for the next outcome (a new text where the last one was).
+// (Polled: the CSP allows no evaluated script.)
+async function outcomeText() {
+  const el = await page.$("#outcome");
+  return el ? (await el.textContent()) || "" : "";
+}
+async function act(selector) {
+  const before = await outcomeText();
+  await page.click(selector);
+  for (let i = 0; i < 180; i++) {
+    const o = await outcomeText();
+    if (o && o !== before) return o;
+    await page.waitForTimeout(500);
+  }
+  await shot("governance-no-outcome");
+  return "";
+}
+await act("#register-user button[type=submit]");
+check(((await page.textContent("#outcome")) || "").includes("The user is registered"), "the user is registered: " + (await page.textContent("#outcome")));
+// A role only the consortium appoints is refused by the ledger, in words.
+await page.fill("#register-id", "hospital-b.committee-2");
+await page.selectOption("#register-role", "auditor");
+const pair3 = await crypto.subtle.generateKey({ name: "Ed25519" }, true, ["sign", "verify"]);
+await page.fill("#register-key", Buffer.from(await crypto.subtle.exportKey("raw", pair3.publicKey)).toString("hex"));
+await act("#register-user button[type=submit]");
+check((await page.$$("#outcome.notice")).length === 1 && ((await page.textContent("#outcome")) || "").includes("auditor"), "a hospital registering an auditor is refused in words: " + (await page.textContent("#outcome")));
+// hospital-b replaces its member key: the new key's file saved first, then the change signed;
+// the page goes on with the new key; the old key file is retired.
+await page.click("#rotate-start");
+await page.waitForSelector("#rotate-save");
+check((await page.$$("#rotate-confirm[disabled]")).length === 1, "no replacement before the new key is saved");
+const [saved] = await Promise.all([page.waitForEvent("download"), page.click("#rotate-save")]);
+const newKeyFile = path.join(os.tmpdir(), `medspace-rotated-${process.pid}.json`);
+await saved.saveAs(newKeyFile);
+await act("#rotate-confirm");
+check(((await page.textContent("#outcome")) || "").includes("The key is replaced"), "the key is replaced: " + (await page.textContent("#outcome")));
+check(((await page.textContent("#who")) || "").includes("member key of hospital-b"), "the page goes on with the new key: " + (await page.textContent("#who")));
+await shot("governance-rotated-en");
 await signOut();
+await signIn(env.MEMBER_B_KEY);
+await page.goto("about:blank");
+await page.goto(origin + "/console/explorer.html#/governance");
+await ready("governance");
+check(((await page.textContent("#who")) || "").includes("not one of theirs"), "the old key reads nothing: " + (await page.textContent("main")).slice(0, 200));
+await signOut();
+await signIn(newKeyFile);
+await page.goto("about:blank");
+await page.goto(origin + "/console/explorer.html#/governance");
+await ready("governance");
+check(((await page.textContent("#who")) || "").includes("member key of hospital-b"), "the saved new key signs in as hospital-b");
+await signOut();
+fs.rmSync(newKeyFile, { force: true });
 
 // A researcher's key: refused in words, no chain shown.
 await signIn(env.OTHER_KEY);
