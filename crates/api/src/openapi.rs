@@ -265,6 +265,27 @@ pub const ROUTES: &[Route] = &[
         "a job's released result, to its submitter only and only once the ledger holds its hash (202 before)",
     ),
     r(
+        "/v1/worker/vault",
+        "get",
+        Signed,
+        Workers,
+        "the hospital's vault for its own stewards (or member key): ingests, rows per CDM table, persons and how many are linked to a pseudonym",
+    ),
+    r(
+        "/v1/worker/vault/entry",
+        "get",
+        Signed,
+        Workers,
+        "the catalog entry the vault would publish now (next version, the ledger's classification), for the hospital's own stewards to sign",
+    ),
+    r(
+        "/v1/worker/vault/lookup",
+        "post",
+        Signed,
+        Workers,
+        "the pseudonym linked to a local patient id (in the signed body), for the hospital's own stewards who verified the person",
+    ),
+    r(
         "/v1/records/export",
         "get",
         Signed,

@@ -158,6 +158,19 @@ fn a_patient_uses_the_portal_in_a_real_browser() {
     // A hospital's member key, exported for the browser.
     let staff = dir.join("staff-key.json");
     browser_key(consortium(&dir).member_key("hospital-a").unwrap(), &staff);
+    // The patient's id in hospital-a's records (what its steward looks up, the person in
+    // front of them), read from the vault as the node does.
+    let node_a = dir.join("hospital-a");
+    let vault_key = medspace_vault::VaultKey::unlock(
+        &node_a,
+        &medspace_node::vault_passphrase(&node_a, None).unwrap(),
+    )
+    .unwrap();
+    let local_id = medspace_vault::Vault::open_read_only(&node_a, &vault_key)
+        .unwrap()
+        .persons()[0]
+        .1
+        .clone();
     // hospital-a's steward, who re-binds a patient's lost key.
     let steward = dir.join("steward-key.json");
     browser_key(
@@ -178,6 +191,7 @@ fn a_patient_uses_the_portal_in_a_real_browser() {
         .env("RECORD_OUT", &record)
         .env("STAFF_KEY", &staff)
         .env("STEWARD_KEY", &steward)
+        .env("LOCAL_ID", &local_id)
         .output()
         .unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);

@@ -46,6 +46,40 @@ fn the_browser_signs_requests_and_transactions_as_the_rust_code_does() {
         serde_json::to_vec(&policy).unwrap(),
     )
     .unwrap();
+    // A catalog entry as the node's `/v1/worker/vault/entry` serves it.
+    let dataset = DatasetDescription {
+        id: DatasetId::new("hospital-a.cdm").unwrap(),
+        title: Text::new("hospital-a common data model (9 persons) 医院").unwrap(),
+        version: 3,
+        tables: List::new(vec![TableDesc {
+            name: Text::new("measurement").unwrap(),
+            rows: 5_000_000_000,
+            duplicate_ppm: 12,
+            implausible_ppm: 3_400,
+            fields: List::new(vec![
+                FieldDesc {
+                    name: Text::new("person_id").unwrap(),
+                    level: Level::L2,
+                    missing_ppm: 0,
+                    invalid_ppm: 0,
+                },
+                FieldDesc {
+                    name: Text::new("value_as_number").unwrap(),
+                    level: Level::L4,
+                    missing_ppm: 150_000,
+                    invalid_ppm: 7,
+                },
+            ])
+            .unwrap(),
+        }])
+        .unwrap(),
+        content_hash: Hash([0x5a; 32]),
+    };
+    std::fs::write(
+        dir.join("dataset.json"),
+        serde_json::to_vec(&dataset).unwrap(),
+    )
+    .unwrap();
     let key = Keypair::from_secret_hex(&"07".repeat(32)).unwrap();
     let public = key.public().to_hex();
     let patient = PatientId::from_key(&key.public());
@@ -81,6 +115,8 @@ out.add = c.hex(await L.signTx(session, "medspace-devnet", 24n, G.addMember({{ i
 out.dismiss = c.hex(await L.signTx(session, "medspace-devnet", 23n, G.dismissUser("hospital-b.ethics-committee")));
 const policy = JSON.parse((await import("node:fs")).readFileSync(new URL("./policy.json", import.meta.url), "utf8"));
 out.policy = c.hex(await L.signTx(session, "medspace-devnet", 25n, G.updatePolicy(policy)));
+const dataset = JSON.parse((await import("node:fs")).readFileSync(new URL("./dataset.json", import.meta.url), "utf8"));
+out.publish = c.hex(await L.signTx(session, "medspace-devnet", 30n, L.publishDataset(dataset)));
 // A member registers a user; a key replaced in the browser (its new key and proof made here).
 out.register = c.hex(await L.signTx(session, "medspace-devnet", 28n, G.registerUser("hospital-a.researcher-2", "researcher", "{other}")));
 const rotated = await L.newKeyFor(session, "medspace-devnet", 29n);
@@ -392,6 +428,11 @@ console.log(JSON.stringify(out));
             "{field}: byte for byte"
         );
     }
+    assert_eq!(
+        tx("publish").to_bytes(),
+        expect(30, Payload::PublishDataset(PublishDataset { dataset })).to_bytes(),
+        "publish: byte for byte"
+    );
     let register = tx("register");
     assert_eq!(
         register.to_bytes(),

@@ -21,6 +21,7 @@ pub mod links;
 pub mod local;
 pub mod node;
 pub mod plan;
+pub mod publish;
 
 pub use links::Links;
 pub use plan::{JobPlan, PlanError, plan_job};

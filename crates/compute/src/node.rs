@@ -142,4 +142,56 @@ impl RecordSource for VaultRecords {
                 .map_err(|e| refuse(&e))
         })
     }
+
+    fn vault_summary(&self) -> Result<Option<serde_json::Value>, PlaneRefusal> {
+        let refuse = |e: &dyn std::fmt::Display| PlaneRefusal(e.to_string());
+        let links = Links::load(&self.dir, &self.key).map_err(|e| refuse(&e))?;
+        outside_runtime(|| {
+            let vault = medspace_vault::Vault::open_read_only(&self.dir, &self.key)
+                .map_err(|e| refuse(&e))?;
+            let ingests = vault.ingests();
+            let mut tables = std::collections::BTreeMap::<String, u64>::new();
+            for i in &ingests {
+                for (t, n) in &i.tables {
+                    *tables.entry(t.clone()).or_insert(0) += n;
+                }
+            }
+            Ok(Some(serde_json::json!({
+                "ingests": ingests,
+                "tables": tables,
+                "resources": vault.counts_by_type(),
+                "persons": vault.persons().len(),
+                "linked": links.len(),
+            })))
+        })
+    }
+
+    fn catalog_entry(
+        &self,
+        member: &MemberId,
+        version: u32,
+        classification: &medspace_types::classification::Classification,
+        as_of_day: i32,
+    ) -> Result<Option<medspace_types::DatasetDescription>, PlaneRefusal> {
+        let refuse = |e: &dyn std::fmt::Display| PlaneRefusal(e.to_string());
+        outside_runtime(|| {
+            let v = medspace_vault::catalog::describe_node(&self.dir, &self.key, as_of_day)
+                .map_err(|e| refuse(&e))?;
+            crate::publish::ledger_description(member.as_str(), version, &v, classification)
+                .map(Some)
+                .map_err(|e| refuse(&e))
+        })
+    }
+
+    fn pseudonym_of(&self, local_id: &str) -> Result<Option<PatientId>, PlaneRefusal> {
+        let refuse = |e: &dyn std::fmt::Display| PlaneRefusal(e.to_string());
+        let links = Links::load(&self.dir, &self.key).map_err(|e| refuse(&e))?;
+        outside_runtime(|| {
+            let vault = medspace_vault::Vault::open_read_only(&self.dir, &self.key)
+                .map_err(|e| refuse(&e))?;
+            Ok(vault
+                .person_id_for_patient_id(local_id)
+                .and_then(|person| links.patient_of(person).copied()))
+        })
+    }
 }

@@ -179,6 +179,15 @@ export class Client {
     return raw ? new Uint8Array(await r.arrayBuffer()) : r.json();
   }
 
+  /// A signed `POST` of the JSON `body` to `path` at this node; the answer's JSON.
+  async post(path, body) {
+    const bytes = c.utf8(JSON.stringify(body));
+    const auth = await authorization(this.session, "POST", path, this.member, bytes);
+    const r = await fetch(path, { method: "POST", body: bytes, headers: { authorization: auth, "content-type": "application/json" }, cache: "no-store" });
+    if (!r.ok) throw new Refused(r.status, path);
+    return r.json();
+  }
+
   /// A signed `GET` of `path` at `member`'s node: directly if it is this node, else through
   /// this node's relay (the signature is for `member` and `path`: the relay cannot reuse it).
   async getAt(member, path) {
@@ -676,6 +685,37 @@ export function decodePatient(value) {
   const rebinding = r.option((x) => c.hex(x.take(32)));
   if (!r.done()) throw new Error("trailing bytes");
   return { key, registeredHeight, logLen, hospital, rebinding };
+}
+
+/// `Payload::PublishDataset` of a dataset description as its JSON reads (`types::
+/// DatasetDescription`: levels `"L1"`…`"L4"`, the content hash in hex).
+export function publishDataset(d) {
+  const level = (l) => {
+    const n = { L1: 1, L2: 2, L3: 3, L4: 4 }[l];
+    if (!n) throw new Error("bad level " + l);
+    return c.u8(n);
+  };
+  const whole = (n) => {
+    if (!Number.isSafeInteger(Number(n)) || Number(n) < 0) throw new Error("bad number");
+    return Number(n);
+  };
+  if (!/^[0-9a-f]{64}$/.test(d.content_hash)) throw new Error("bad content hash");
+  return c.concat(
+    c.u8(8),
+    c.name(d.id),
+    c.text(d.title),
+    c.u32(whole(d.version)),
+    c.list(d.tables, (t) =>
+      c.concat(
+        c.text(t.name),
+        c.u64(BigInt(whole(t.rows))),
+        c.u32(whole(t.duplicate_ppm)),
+        c.u32(whole(t.implausible_ppm)),
+        c.list(t.fields, (f) => c.concat(c.text(f.name), level(f.level), c.u32(whole(f.missing_ppm)), c.u32(whole(f.invalid_ppm)))),
+      ),
+    ),
+    c.unhex(d.content_hash),
+  );
 }
 
 /// `Payload::RevokeGrant`.

@@ -183,6 +183,31 @@ function takeOver(p, header) {
 
 function stewardPage() {
   const member = state.principal.member;
+  // The pseudonym of a person the steward has in front of them, from this hospital's links.
+  const local = h("input", { id: "lookup-id", type: "text", autocomplete: "off", spellcheck: "false" });
+  const found = h("div", { "aria-live": "polite", id: "lookup-status" });
+  const lookup = async (ev) => {
+    ev.preventDefault();
+    try {
+      const r = await state.client.post("/v1/worker/vault/lookup", { patient_id: local.value.trim() });
+      pt.value = r.patient;
+      found.replaceChildren(h("p", { class: "done", role: "status" }, t("rb_found", { patient: r.patient })));
+    } catch (e) {
+      found.replaceChildren(e instanceof L.Refused && e.status === 404 ? h("div", { class: "notice", role: "alert" }, t("rb_not_found")) : notice(e));
+    }
+  };
+  const lookupForm =
+    state.member === member
+      ? h(
+          "form",
+          { onsubmit: lookup, "aria-labelledby": "lookup-h", id: "lookup-form" },
+          h("h2", { id: "lookup-h" }, t("rb_lookup_title")),
+          h("label", { for: "lookup-id" }, t("rb_lookup_label")),
+          local,
+          h("p", {}, h("button", { type: "submit", class: "secondary", id: "lookup" }, t("rb_lookup"))),
+          found,
+        )
+      : null;
   const pt = h("input", { id: "rebind-patient", autocomplete: "off", spellcheck: "false", placeholder: "pt-…", size: 70, type: "text" });
   const claim = h("textarea", { id: "rebind-claim", autocomplete: "off", spellcheck: "false", rows: 3 });
   const status = h("div", { "aria-live": "polite", id: "rebind-status" });
@@ -220,6 +245,7 @@ function stewardPage() {
   show(
     h("h1", {}, t("rb_steward_title")),
     h("p", { class: "lead" }, t("rb_steward_intro", { member })),
+    lookupForm,
     h(
       "form",
       { onsubmit: ask, "aria-labelledby": "rb-form-h", id: "rebind-form" },

@@ -309,6 +309,7 @@ mod tests {
             "explorer.html",
             "governance.js",
             "rebind.js",
+            "steward.js",
         ] {
             let src = asset(name).unwrap();
             for (at, _) in src.match_indices("t(\"") {

@@ -8,10 +8,11 @@
 //! hospital's catalog entry and registers its patients with their consents. Later starts resume
 //! from disk: the nodes replay their stored chain, nothing is re-created.
 
+use crate::hospitals;
 use crate::{Context, Result, fail};
-use crate::{hospitals, publish};
 use medspace_chain::node::{ConsortiumSpec, Genesis as ChainGenesis, SpecNode};
 use medspace_client::Remote;
+use medspace_compute::publish;
 use medspace_consortium::{Consortium, GENESIS_MS, HOSPITALS};
 use medspace_types::*;
 use medspace_worker::config::{NODE_KEY_FILE, NODE_KEY_ROLE};

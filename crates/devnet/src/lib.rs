@@ -3,7 +3,7 @@
 //! - [`devnet`]: four validators (three hospitals and a research institute) and the regulator's
 //!   observer as real `medspace node` processes over loopback TCP; on first start the keys,
 //!   genesis and node configs, each hospital's vault ([`hospitals`]) and worker section; once
-//!   the chain runs, each hospital's catalog entry ([`publish`]), its patients' registrations
+//!   the chain runs, each hospital's catalog entry (`medspace_compute::publish`), its patients' registrations
 //!   and their research consents. Later starts resume from disk.
 //! - [`hints`]: the commands `medspace devnet` prints to try, each runnable as printed.
 //! - [`demo`]: the whole story on such a consortium, step by step, printed.
@@ -15,7 +15,6 @@ pub mod demo;
 pub mod devnet;
 pub mod hints;
 pub mod hospitals;
-pub mod publish;
 
 pub use devnet::{Devnet, DevnetOptions};
 
@@ -41,6 +40,9 @@ pub enum DevnetError {
     /// Patient links failed.
     #[error(transparent)]
     Links(#[from] medspace_compute::links::LinkError),
+    /// A vault's catalog entry that does not fit the ledger.
+    #[error(transparent)]
+    Publish(#[from] medspace_compute::publish::PublishError),
     /// Making or loading the consortium's files failed.
     #[error(transparent)]
     Node(#[from] medspace_chain::node::NodeError),

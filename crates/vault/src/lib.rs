@@ -55,7 +55,7 @@ pub use error::VaultError;
 pub use medspace_seal as seal;
 pub(crate) use session::runtime;
 pub use session::{open_pooled_session, open_session, sql, sql_blocking};
-pub use store::{IngestOptions, IngestReport, InputError, OnError, Vault};
+pub use store::{Ingest, IngestOptions, IngestReport, InputError, OnError, Vault};
 pub use vocab::Vocabulary;
 
 /// Row sink handed to [`Vault::bench_commit_cdm`].

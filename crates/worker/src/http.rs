@@ -103,6 +103,12 @@ where
             post(psi::<E, L, R>).layer(DefaultBodyLimit::max(PSI_BODY_LIMIT)),
         )
         .route("/v1/worker/jobs/{job}/result", get(result::<E, L, R>))
+        .route("/v1/worker/vault", get(vault::<E, L, R>))
+        .route("/v1/worker/vault/entry", get(entry::<E, L, R>))
+        .route(
+            "/v1/worker/vault/lookup",
+            post(lookup::<E, L, R>).layer(DefaultBodyLimit::max(1024)),
+        )
         .route("/v1/records/export", get(export::<E, L, R>))
         .route(
             "/v1/records/redeem",
@@ -423,6 +429,116 @@ where
         Bytes::from(d.bytes),
     )
         .into_response())
+}
+
+/// What a steward's vault route answers (`vault`: the summary; `entry`: the next catalog entry).
+#[derive(Clone, Copy)]
+enum VaultView {
+    Summary,
+    Entry,
+}
+
+/// The vault as this hospital's steward sees it: ingests, rows per CDM table, persons and
+/// links — nothing about any one patient.
+async fn vault<E, L, R>(
+    r: AxState<Arc<Routes<E, L, R>>>,
+    uri: Uri,
+    headers: HeaderMap,
+) -> Result<Response, Refusal>
+where
+    E: Spawner + Clock,
+    L: Ledger,
+    R: RecordSource,
+{
+    vault_view(r, uri, headers, VaultView::Summary).await
+}
+
+/// The catalog entry the vault would publish now, for this hospital's steward to check and
+/// sign (`PublishDataset`); the ledger still refuses a field below the consortium's level.
+async fn entry<E, L, R>(
+    r: AxState<Arc<Routes<E, L, R>>>,
+    uri: Uri,
+    headers: HeaderMap,
+) -> Result<Response, Refusal>
+where
+    E: Spawner + Clock,
+    L: Ledger,
+    R: RecordSource,
+{
+    vault_view(r, uri, headers, VaultView::Entry).await
+}
+
+async fn vault_view<E, L, R>(
+    AxState(r): AxState<Arc<Routes<E, L, R>>>,
+    uri: Uri,
+    headers: HeaderMap,
+    view: VaultView,
+) -> Result<Response, Refusal>
+where
+    E: Spawner + Clock,
+    L: Ledger,
+    R: RecordSource,
+{
+    let (_, who) = caller(&r, "GET", &uri, &headers, b"")?;
+    let answer = match view {
+        VaultView::Summary => r.records.vault_summary(&who).await,
+        VaultView::Entry => r.records.catalog_entry(&who).await.and_then(|d| {
+            serde_json::to_value(d).map_err(|e| crate::records::Refused {
+                status: 500,
+                reason: e.to_string(),
+            })
+        }),
+    }
+    .map_err(|x| refuse(status_of(x.status), x.reason))?;
+    Ok(axum::Json(answer).into_response())
+}
+
+/// A lookup's body: the local patient id (in the body, signed, never in a logged path).
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Lookup {
+    patient_id: String,
+}
+
+/// The pseudonym linked to a local patient id, for this hospital's steward who verified the
+/// person in person (to re-bind a lost key).
+async fn lookup<E, L, R>(
+    AxState(r): AxState<Arc<Routes<E, L, R>>>,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, Refusal>
+where
+    E: Spawner + Clock,
+    L: Ledger,
+    R: RecordSource,
+{
+    let (_, who) = caller(&r, "POST", &uri, &headers, &body)?;
+    let q: Lookup = serde_json::from_slice(&body).map_err(|e| {
+        refuse(
+            StatusCode::BAD_REQUEST,
+            format!("expected {{\"patient_id\": \"…\"}}: {e}"),
+        )
+    })?;
+    let id = q.patient_id.trim().to_string();
+    if id.is_empty() || id.len() > 128 {
+        return Err(refuse(
+            StatusCode::BAD_REQUEST,
+            "a local patient id is 1 to 128 characters",
+        ));
+    }
+    match r
+        .records
+        .pseudonym_of(&who, id)
+        .await
+        .map_err(|x| refuse(status_of(x.status), x.reason))?
+    {
+        Some(p) => Ok(axum::Json(serde_json::json!({ "patient": p })).into_response()),
+        None => Err(refuse(
+            StatusCode::NOT_FOUND,
+            "no linked patient with that local id here",
+        )),
+    }
 }
 
 async fn export<E, L, R>(

@@ -51,6 +51,33 @@ pub trait RecordSource: Send + Sync + 'static {
     /// The patient's complete record here as a FHIR R4 Bundle, if this hospital holds one
     /// linked to the pseudonym. Blocking.
     fn patient_bundle(&self, patient: &PatientId) -> Result<Option<Value>, PlaneRefusal>;
+
+    /// What the hospital's steward sees of the vault: its ingests, its rows per CDM table, its
+    /// persons and how many are linked to a ledger pseudonym. Blocking. `None`: no vault here.
+    fn vault_summary(&self) -> Result<Option<Value>, PlaneRefusal> {
+        Ok(None)
+    }
+
+    /// The catalog entry this vault would publish now, as `version`, each field at the level
+    /// `classification` gives it, quality measured as of `as_of_day` (days since 1970).
+    /// Blocking. `None`: no vault here.
+    fn catalog_entry(
+        &self,
+        member: &MemberId,
+        version: u32,
+        classification: &medspace_types::classification::Classification,
+        as_of_day: i32,
+    ) -> Result<Option<medspace_types::DatasetDescription>, PlaneRefusal> {
+        let _ = (member, version, classification, as_of_day);
+        Ok(None)
+    }
+
+    /// The ledger pseudonym linked to the person this hospital knows by `local_id` (a FHIR
+    /// Patient id), for the steward who verifies a patient in person. Blocking.
+    fn pseudonym_of(&self, local_id: &str) -> Result<Option<PatientId>, PlaneRefusal> {
+        let _ = local_id;
+        Ok(None)
+    }
 }
 
 /// What a redemption delivers, and how long its two phases took at the holder.
@@ -322,16 +349,102 @@ where
         }
     }
 
-    /// The patient's bundle, read off the async runtime.
-    async fn bundle(&self, patient: PatientId) -> Result<Option<Value>, Refused> {
+    /// `f` over the record source, off the async runtime (the source blocks).
+    async fn blocking<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&R) -> Result<T, PlaneRefusal> + Send + 'static,
+    ) -> Result<T, Refused> {
         let source = self.source.clone();
         self.ctx
             .child("records")
             .shared(true)
-            .spawn(move |_| async move { source.patient_bundle(&patient) })
+            .spawn(move |_| async move { f(&source) })
             .await
             .map_err(|e| refused(500, e.to_string()))?
             .map_err(|e| refused(500, e.to_string()))
+    }
+
+    /// The patient's bundle, read off the async runtime.
+    async fn bundle(&self, patient: PatientId) -> Result<Option<Value>, Refused> {
+        self.blocking(move |s| s.patient_bundle(&patient)).await
+    }
+
+    /// Whether `who` is this hospital itself (its member key) or one of its stewards: the
+    /// only callers of the vault's own pages.
+    fn is_own_steward(&self, who: &Principal) -> Result<(), Refused> {
+        let ok = match who {
+            Principal::Member(m) => *m == self.member,
+            Principal::User(u) => self
+                .ledger
+                .snapshot()
+                .state
+                .user(u)
+                .map_err(|e| refused(500, e.to_string()))?
+                .is_some_and(|u| {
+                    u.role == medspace_types::Role::Steward && u.member == self.member
+                }),
+            _ => false,
+        };
+        if ok {
+            Ok(())
+        } else {
+            Err(refused(
+                403,
+                format!(
+                    "only {}'s stewards (or its member key) see its vault",
+                    self.member
+                ),
+            ))
+        }
+    }
+
+    /// The vault as its steward sees it ([`RecordSource::vault_summary`]), read off the async
+    /// runtime; refused to anyone but this hospital's stewards.
+    pub async fn vault_summary(&self, who: &Principal) -> Result<Value, Refused> {
+        self.is_own_steward(who)?;
+        self.blocking(|s| s.vault_summary())
+            .await?
+            .ok_or_else(|| refused(404, "this node holds no vault"))
+    }
+
+    /// The catalog entry the vault would publish now ([`RecordSource::catalog_entry`]): the
+    /// next version after the one on the ledger, the ledger's classification, quality as of
+    /// the ledger's day. For this hospital's stewards only; the steward signs it.
+    pub async fn catalog_entry(
+        &self,
+        who: &Principal,
+    ) -> Result<medspace_types::DatasetDescription, Refused> {
+        self.is_own_steward(who)?;
+        let snap = self.ledger.snapshot();
+        let internal = |e: &dyn std::fmt::Display| refused(500, e.to_string());
+        let id = medspace_types::DatasetId::new(&format!("{}.cdm", self.member))
+            .map_err(|e| internal(&e))?;
+        let version = snap
+            .state
+            .dataset(&id)
+            .map_err(|e| internal(&e))?
+            .map_or(1, |d| d.description.version.saturating_add(1));
+        let classification = snap
+            .state
+            .policy()
+            .map_err(|e| internal(&e))?
+            .classification;
+        let day = i32::try_from(snap.time_ms / 86_400_000).unwrap_or(i32::MAX);
+        let member = self.member.clone();
+        self.blocking(move |s| s.catalog_entry(&member, version, &classification, day))
+            .await?
+            .ok_or_else(|| refused(404, "this node holds no vault"))
+    }
+
+    /// The pseudonym linked to a local patient id ([`RecordSource::pseudonym_of`]), for this
+    /// hospital's stewards only; `None` when the person is unknown here or not linked.
+    pub async fn pseudonym_of(
+        &self,
+        who: &Principal,
+        local_id: String,
+    ) -> Result<Option<PatientId>, Refused> {
+        self.is_own_steward(who)?;
+        self.blocking(move |s| s.pseudonym_of(&local_id)).await
     }
 
     /// Redeems a grant for `caller` (the verified signer of the request): every check, then

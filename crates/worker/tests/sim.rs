@@ -1213,6 +1213,19 @@ fn every_worker_route_accepts_a_signed_request_once_and_only_at_its_audience() {
                 b"{\"grant\":\"1\",\"code\":\"x\"}".to_vec(),
                 &researcher,
             ),
+            ("GET", "/v1/worker/vault".to_string(), vec![], &researcher),
+            (
+                "GET",
+                "/v1/worker/vault/entry".to_string(),
+                vec![],
+                &researcher,
+            ),
+            (
+                "POST",
+                "/v1/worker/vault/lookup".to_string(),
+                b"{\"patient_id\":\"abc\"}".to_vec(),
+                &researcher,
+            ),
         ];
         for (method, path, body, key) in &routes {
             let sign = |audience: &str| {
@@ -1264,6 +1277,10 @@ enum Caller {
     Submitter,
     /// Another registered user.
     OtherUser,
+    /// A steward of the node's own hospital.
+    HomeSteward,
+    /// The node's own hospital's member key.
+    HomeMember,
 }
 
 #[test]
@@ -1312,6 +1329,16 @@ fn every_worker_route_answers_every_kind_of_caller_as_its_rule_says() {
             (
                 "hospital-b's steward",
                 k(w.c.user_key("hospital-b.steward")),
+                Caller::HomeSteward,
+            ),
+            (
+                "hospital-b's member key",
+                k(w.c.member_key("hospital-b")),
+                Caller::HomeMember,
+            ),
+            (
+                "hospital-a's steward",
+                k(w.c.user_key("hospital-a.steward")),
                 Caller::OtherUser,
             ),
             (
@@ -1383,6 +1410,20 @@ fn every_worker_route_answers_every_kind_of_caller_as_its_rule_says() {
             ),
             // A patient's own export: no member, user or outsider.
             ("GET", "/v1/records/export".to_string(), vec![], |_| false),
+            // The vault's own pages: the hospital's stewards and its member key only (this
+            // simulated node holds no vault: they reach the route's "no vault" answer).
+            ("GET", "/v1/worker/vault".to_string(), vec![], |c| {
+                matches!(c, Caller::HomeSteward | Caller::HomeMember)
+            }),
+            ("GET", "/v1/worker/vault/entry".to_string(), vec![], |c| {
+                matches!(c, Caller::HomeSteward | Caller::HomeMember)
+            }),
+            (
+                "POST",
+                "/v1/worker/vault/lookup".to_string(),
+                b"{\"patient_id\":\"abc\"}".to_vec(),
+                |c| matches!(c, Caller::HomeSteward | Caller::HomeMember),
+            ),
         ];
         let mut cells = 0;
         let mut wrong = Vec::new();

@@ -362,10 +362,35 @@ await shot("rebind-new-en");
 await inChinese("#/rebind-new", "rebind-new", "rebind-new-zh");
 await signOut();
 
+// The steward's hospital page shows the vault: its persons and links, rows per table, ingests.
+await signIn(env.STEWARD_KEY);
+await go("#/hospital", "hospital");
+check(/\d+ persons, \d+ of them linked/.test((await page.textContent("#vault-links")) || ""), "the vault's persons and links: " + (await page.textContent("main")).slice(0, 300));
+check((await page.$$("#vault-ingests tbody tr")).length >= 1, "the vault's ingests are listed");
+check(((await page.textContent("#catalog-state")) || "").includes("says what the vault holds"), "the published entry matches the vault: " + (await page.textContent("#catalog-state")));
+await shot("hospital-vault-en");
+// The steward republishes the catalog entry from the vault, signed in the page.
+await page.click("#publish");
+await page.waitForSelector("#publish-sign", { timeout: 60000 });
+check(((await page.textContent("#publish-entry")) || "").includes("hospital-a.cdm version 2"), "the next version is prepared: " + (await page.textContent("#publish-entry")));
+await page.click("#publish-sign");
+await page.waitForSelector("#publish-status .done, #publish-status .notice", { timeout: 60000 });
+check(((await page.textContent("#publish-status")) || "").includes("version 2 is the catalog entry"), "the entry is published: " + (await page.textContent("#publish-status")));
+check(((await page.textContent("main")) || "").includes("2, published at block"), "the catalog shows version 2");
+await shot("hospital-published-en");
+await signOut();
+
 async function stewardAsks(claimText) {
   await signIn(env.STEWARD_KEY);
   await go("#/rebind", "rebind");
-  await page.fill("#rebind-patient", pt);
+  // The person in front of the steward, found by their id in the hospital's records.
+  await page.fill("#lookup-id", "no-such-patient");
+  await page.click("#lookup");
+  await page.waitForSelector("#lookup-status .notice", { timeout: 30000 });
+  await page.fill("#lookup-id", env.LOCAL_ID);
+  await page.click("#lookup");
+  await page.waitForSelector("#lookup-status .done", { timeout: 30000 });
+  check((await page.inputValue("#rebind-patient")) === pt, "the lookup finds the patient's pseudonym");
   await page.fill("#rebind-claim", claimText);
   await page.click("#rebind-ask");
   await page.waitForSelector("#rebind-status .done, #rebind-status .notice", { timeout: 60000 });

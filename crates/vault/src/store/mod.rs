@@ -50,6 +50,17 @@ use crate::error::VaultError;
 
 pub use ingest::{IngestOptions, IngestReport, InputError, OnError, updatable};
 pub use manifest::vault_dir;
+
+/// One committed ingest of a vault (a segment), as a steward sees it.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct Ingest {
+    /// The segment's name (`seg-00000001`, in commit order).
+    pub name: String,
+    /// FHIR resources it stored.
+    pub resources: u64,
+    /// CDM rows it added, per table.
+    pub tables: BTreeMap<String, u64>,
+}
 pub(crate) use manifest::{Manifest, read_manifest, segment_dir};
 
 use identity::PersonMaps;
@@ -155,6 +166,19 @@ impl Vault {
 
     pub(crate) fn manifest(&self) -> &Manifest {
         &self.manifest
+    }
+
+    /// Every committed ingest, oldest first: its resources and the CDM rows it added per table.
+    pub fn ingests(&self) -> Vec<Ingest> {
+        self.manifest
+            .segments
+            .iter()
+            .map(|s| Ingest {
+                name: s.name.clone(),
+                resources: s.resources,
+                tables: s.tables.clone(),
+            })
+            .collect()
     }
 
     /// Number of stored resources.

@@ -2,13 +2,26 @@
 //! each field as the consortium's policy on the ledger classifies it (DESIGN §3), quality
 //! figures in parts per million.
 
-use crate::{Context, Result};
-use medspace_types::{DatasetDescription, DatasetId, FieldDesc, Hash, List, TableDesc, Text};
+use medspace_types::{
+    DatasetDescription, DatasetId, FieldDesc, Hash, List, TableDesc, Text, TypeError,
+};
 use medspace_vault::catalog::DatasetDescription as VaultDescription;
 
 fn ppm(rate: f64) -> u32 {
     // Outside the state machine: the node converts its measured rates once, to integers.
     (rate.clamp(0.0, 1.0) * 1_000_000.0).round() as u32
+}
+
+/// Why a vault's description does not fit the ledger's (a name or a list too long, a content
+/// hash that is not one).
+#[derive(Debug, thiserror::Error)]
+#[error("the vault's catalog description does not fit the ledger's: {0}")]
+pub struct PublishError(String);
+
+impl From<TypeError> for PublishError {
+    fn from(e: TypeError) -> Self {
+        Self(e.to_string())
+    }
 }
 
 /// Builds the ledger's dataset description for `hospital` from its vault's description, each
@@ -18,7 +31,7 @@ pub fn ledger_description(
     version: u32,
     v: &VaultDescription,
     classification: &medspace_types::classification::Classification,
-) -> Result<DatasetDescription> {
+) -> Result<DatasetDescription, PublishError> {
     let mut tables = Vec::new();
     for t in &v.tables {
         let q = v.quality.tables.iter().find(|q| q.table == t.name);
@@ -49,7 +62,10 @@ pub fn ledger_description(
             fields: List::new(fields)?,
         });
     }
-    let content_hash: Hash = v.content_hash.parse().context("vault content hash")?;
+    let content_hash: Hash = v
+        .content_hash
+        .parse()
+        .map_err(|e| PublishError(format!("vault content hash: {e}")))?;
     Ok(DatasetDescription {
         id: DatasetId::new(&format!("{hospital}.cdm"))?,
         title: Text::new(format!(
