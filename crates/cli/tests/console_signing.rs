@@ -116,7 +116,7 @@ out.dismiss = c.hex(await L.signTx(session, "medspace-devnet", 23n, G.dismissUse
 const policy = JSON.parse((await import("node:fs")).readFileSync(new URL("./policy.json", import.meta.url), "utf8"));
 out.policy = c.hex(await L.signTx(session, "medspace-devnet", 25n, G.updatePolicy(policy)));
 const dataset = JSON.parse((await import("node:fs")).readFileSync(new URL("./dataset.json", import.meta.url), "utf8"));
-out.publish = c.hex(await L.signTx(session, "medspace-devnet", 30n, L.publishDataset(dataset)));
+out.publish = c.hex(await L.signTx(session, "medspace-devnet", 30n, G.publishDataset(dataset)));
 // A member registers a user; a key replaced in the browser (its new key and proof made here).
 out.register = c.hex(await L.signTx(session, "medspace-devnet", 28n, G.registerUser("hospital-a.researcher-2", "researcher", "{other}")));
 const rotated = await L.newKeyFor(session, "medspace-devnet", 29n);

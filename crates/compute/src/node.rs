@@ -168,16 +168,17 @@ impl RecordSource for VaultRecords {
 
     fn catalog_entry(
         &self,
+        state: &State,
+        time_ms: u64,
         member: &MemberId,
-        version: u32,
-        classification: &medspace_types::classification::Classification,
-        as_of_day: i32,
     ) -> Result<Option<medspace_types::DatasetDescription>, PlaneRefusal> {
         let refuse = |e: &dyn std::fmt::Display| PlaneRefusal(e.to_string());
+        // Quality "as of" the ledger's day, as the devnet's first entries are.
+        let day = i32::try_from(time_ms / 86_400_000).unwrap_or(i32::MAX);
         outside_runtime(|| {
-            let v = medspace_vault::catalog::describe_node(&self.dir, &self.key, as_of_day)
+            let v = medspace_vault::catalog::describe_node(&self.dir, &self.key, day)
                 .map_err(|e| refuse(&e))?;
-            crate::publish::ledger_description(member.as_str(), version, &v, classification)
+            crate::publish::next_entry(state, member.as_str(), &v)
                 .map(Some)
                 .map_err(|e| refuse(&e))
         })

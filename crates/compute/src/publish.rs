@@ -77,3 +77,20 @@ pub fn ledger_description(
         content_hash,
     })
 }
+
+/// The catalog entry `hospital` publishes next from its vault's description: the version after
+/// the one on the ledger in `state` (1 for a first entry), each field at the level of the
+/// consortium's classification in force there.
+pub fn next_entry(
+    state: &medspace_state::State,
+    hospital: &str,
+    v: &VaultDescription,
+) -> Result<DatasetDescription, PublishError> {
+    let ledger = |e: medspace_state::TxError| PublishError(format!("ledger: {e}"));
+    let version = state
+        .dataset(&DatasetId::new(&format!("{hospital}.cdm"))?)
+        .map_err(ledger)?
+        .map_or(1, |d| d.description.version.saturating_add(1));
+    let classification = state.policy().map_err(ledger)?.classification;
+    ledger_description(hospital, version, v, &classification)
+}

@@ -64,6 +64,39 @@ const SCOPES = { per_owner: 1, consortium: 2 };
 const PURPOSES = { treatment: 1, patient_access: 2, research: 3, teaching: 4, insurance_claim: 5, public_health: 6, drug_safety: 7, quality_management: 8 };
 const SENSITIVE = { hiv_sti: 1, mental_health: 2, substance_use: 3, reproductive: 4, genetic: 5 };
 
+/// A unit enum's tag byte by its JSON name, or an error.
+const en = (map, v) => {
+  if (!(v in map)) throw new Error("bad value " + v);
+  return c.u8(map[v]);
+};
+/// A whole number (as JSON gives it), or an error.
+const whole = (n) => {
+  if (!Number.isSafeInteger(Number(n)) || Number(n) < 0) throw new Error("bad number");
+  return BigInt(n);
+};
+
+/// `Payload::PublishDataset` of a dataset description as its JSON reads (`types::
+/// DatasetDescription`, as the node's `/v1/worker/vault/entry` serves it).
+export function publishDataset(d) {
+  if (!/^[0-9a-f]{64}$/.test(d.content_hash)) throw new Error("bad content hash");
+  return c.concat(
+    c.u8(8),
+    c.name(d.id),
+    c.text(d.title),
+    c.u32(Number(whole(d.version))),
+    c.list(d.tables, (t) =>
+      c.concat(
+        c.text(t.name),
+        c.u64(whole(t.rows)),
+        c.u32(Number(whole(t.duplicate_ppm))),
+        c.u32(Number(whole(t.implausible_ppm))),
+        c.list(t.fields, (f) => c.concat(c.text(f.name), en(LEVELS, f.level), c.u32(Number(whole(f.missing_ppm))), c.u32(Number(whole(f.invalid_ppm))))),
+      ),
+    ),
+    c.unhex(d.content_hash),
+  );
+}
+
 /// `Payload::RegisterUser`: a member registers one of its own users (its institutional roles;
 /// the ledger refuses the others).
 export function registerUser(user, role, keyHex) {
@@ -74,14 +107,6 @@ export function registerUser(user, role, keyHex) {
 /// `Payload::UpdatePolicy`: the whole policy (as `/v1/status` gives it), every field in the
 /// order `types::Policy`'s codec writes it.
 export function updatePolicy(p) {
-  const en = (map, v) => {
-    if (!(v in map)) throw new Error("bad value " + v);
-    return c.u8(map[v]);
-  };
-  const whole = (n) => {
-    if (!Number.isSafeInteger(Number(n)) || Number(n) < 0) throw new Error("bad number");
-    return BigInt(n);
-  };
   const cl = p.classification;
   return c.concat(
     c.u8(3),

@@ -1372,8 +1372,9 @@ export function intlTag() {
   return locale === "zh" ? "zh-CN" : "en-GB";
 }
 
-export function date(ms) {
-  return new Intl.DateTimeFormat(intlTag(), { dateStyle: "medium", timeStyle: "short" }).format(new Date(Number(ms)));
+/// A date and time in the reader's locale; with `seconds`, to the second.
+export function date(ms, { seconds = false } = {}) {
+  return new Intl.DateTimeFormat(intlTag(), { dateStyle: "medium", timeStyle: seconds ? "medium" : "short" }).format(new Date(Number(ms)));
 }
 
 export function number(n) {

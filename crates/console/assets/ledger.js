@@ -105,13 +105,20 @@ export async function importWallet(text) {
 /// A new patient wallet made in the browser: the key is generated non-extractable except for
 /// the one export the wallet file needs, which is handed to the person to save.
 export async function newWallet() {
+  const { secret, pub } = await freshKey();
+  const patient = "pt-" + c.hex(await c.sha256(c.utf8("medspace/patient/v1"), pub));
+  return JSON.stringify({ secret, patient, links: [] }, null, 2);
+}
+
+/// A new Ed25519 key made in the browser: the pair, its seed in hex (the one export a key file
+/// needs) and its public key.
+async function freshKey() {
   const pair = await crypto.subtle.generateKey({ name: "Ed25519" }, true, ["sign", "verify"]);
   const pk = new Uint8Array(await crypto.subtle.exportKey("pkcs8", pair.privateKey));
   const secret = c.hex(pk.subarray(PKCS8_ED25519.length));
   pk.fill(0);
   const pub = new Uint8Array(await crypto.subtle.exportKey("raw", pair.publicKey));
-  const patient = "pt-" + c.hex(await c.sha256(c.utf8("medspace/patient/v1"), pub));
-  return JSON.stringify({ secret, patient, links: [] }, null, 2);
+  return { pair, secret, pub };
 }
 
 function b64url(s) {
@@ -613,11 +620,7 @@ const ROTATE_NAMESPACE = c.utf8("medspace/rotate/v1");
 /// change is sent) and `Payload::RotateKey` with the new key's proof of possession over
 /// `chain id | old key | nonce` (`types::rotation_message`), `nonce` being the old key's next.
 export async function newKeyFor(session, chainId, nonce) {
-  const pair = await crypto.subtle.generateKey({ name: "Ed25519" }, true, ["sign", "verify"]);
-  const pk = new Uint8Array(await crypto.subtle.exportKey("pkcs8", pair.privateKey));
-  const secret = c.hex(pk.subarray(PKCS8_ED25519.length));
-  pk.fill(0);
-  const pub = new Uint8Array(await crypto.subtle.exportKey("raw", pair.publicKey));
+  const { pair, secret, pub } = await freshKey();
   const msg = c.concat(c.name(chainId), c.unhex(session.public), c.u64(nonce));
   const proof = new Uint8Array(await crypto.subtle.sign({ name: "Ed25519" }, pair.privateKey, unionUnique(ROTATE_NAMESPACE, msg)));
   return { file: JSON.stringify({ secret }, null, 2), payload: c.concat(c.u8(6), pub, proof), public: c.hex(pub) };
@@ -685,37 +688,6 @@ export function decodePatient(value) {
   const rebinding = r.option((x) => c.hex(x.take(32)));
   if (!r.done()) throw new Error("trailing bytes");
   return { key, registeredHeight, logLen, hospital, rebinding };
-}
-
-/// `Payload::PublishDataset` of a dataset description as its JSON reads (`types::
-/// DatasetDescription`: levels `"L1"`…`"L4"`, the content hash in hex).
-export function publishDataset(d) {
-  const level = (l) => {
-    const n = { L1: 1, L2: 2, L3: 3, L4: 4 }[l];
-    if (!n) throw new Error("bad level " + l);
-    return c.u8(n);
-  };
-  const whole = (n) => {
-    if (!Number.isSafeInteger(Number(n)) || Number(n) < 0) throw new Error("bad number");
-    return Number(n);
-  };
-  if (!/^[0-9a-f]{64}$/.test(d.content_hash)) throw new Error("bad content hash");
-  return c.concat(
-    c.u8(8),
-    c.name(d.id),
-    c.text(d.title),
-    c.u32(whole(d.version)),
-    c.list(d.tables, (t) =>
-      c.concat(
-        c.text(t.name),
-        c.u64(BigInt(whole(t.rows))),
-        c.u32(whole(t.duplicate_ppm)),
-        c.u32(whole(t.implausible_ppm)),
-        c.list(t.fields, (f) => c.concat(c.text(f.name), level(f.level), c.u32(whole(f.missing_ppm)), c.u32(whole(f.invalid_ppm)))),
-      ),
-    ),
-    c.unhex(d.content_hash),
-  );
 }
 
 /// `Payload::RevokeGrant`.

@@ -5,13 +5,16 @@
 // answers to it. Every record shown here is proven against a certified block.
 
 import * as L from "./ledger.js";
-import { t, intlTag } from "./i18n.js";
+import * as c from "./codec.js";
+import { t, date as day } from "./i18n.js";
 import * as qr from "./qr.js";
 import { state, h, show, notice, facts } from "./ui.js";
 
-/// A proven record at `path`, decoded by `decode`, with the certified header it is proven at;
-/// `null` when the node answers that there is none.
-async function proven(path, decode) {
+/// The proven record under the state key `keyHex`, read at `path` (by default the record
+/// route), decoded by `decode`, with the certified header it is proven at; `null` when the node
+/// answers that there is none. A proof of any other key is refused: the node's word is not
+/// taken for which record it is.
+async function proven(keyHex, decode, path = `/v1/records/${keyHex}`) {
   let a;
   try {
     a = await state.client.anchored(path);
@@ -21,6 +24,7 @@ async function proven(path, decode) {
   }
   const chk = await L.checkProven(a.root, a.body);
   if (!chk.ok) throw new L.Verification("record fails its proof");
+  if (c.hex(chk.key) !== keyHex) throw new L.Verification("the proof is of another record");
   return { value: decode(chk.value), header: a.header };
 }
 
@@ -28,13 +32,13 @@ const patientKey = (pt) => "07" + pt.replace(/^pt-/, "");
 const rebindKey = (key) => "12" + key;
 const short = (hex) => hex.slice(0, 16) + "…";
 /// A time to the second: the waits here may be short (a devnet's is seconds).
-const date = (ms) => new Intl.DateTimeFormat(intlTag(), { dateStyle: "medium", timeStyle: "medium" }).format(new Date(Number(ms)));
+const date = (ms) => day(ms, { seconds: true });
 
 /// The patient's proven record, and the pending re-binding it names (if any).
 export async function patientRebinding(pt) {
-  const rec = await proven(`/v1/records/${patientKey(pt)}`, L.decodePatient);
+  const rec = await proven(patientKey(pt), L.decodePatient);
   if (!rec) throw new L.Verification("no patient record");
-  const pending = rec.value.rebinding ? await proven(`/v1/records/${rebindKey(rec.value.rebinding)}`, L.decodeRebind) : null;
+  const pending = rec.value.rebinding ? await proven(rebindKey(rec.value.rebinding), L.decodeRebind) : null;
   return { patient: rec.value, pending: pending && pending.value, header: rec.header };
 }
 
@@ -87,7 +91,7 @@ async function keyPage() {
 // ---------------------------------------------------------------- a new key
 
 async function newKeyPage() {
-  const mine = await proven("/v1/rebinding", L.decodeRebind);
+  const mine = await proven(rebindKey(state.session.public), L.decodeRebind, "/v1/rebinding");
   if (mine) return takeOver(mine.value, mine.header);
   const hospital = h("input", { id: "claim-hospital", type: "text", value: state.member, autocomplete: "off", spellcheck: "false" });
   const out = h("div", { "aria-live": "polite", id: "claim-box" });
@@ -209,7 +213,7 @@ function stewardPage() {
         )
       : null;
   const pt = h("input", { id: "rebind-patient", autocomplete: "off", spellcheck: "false", placeholder: "pt-…", size: 70, type: "text" });
-  const claim = h("textarea", { id: "rebind-claim", autocomplete: "off", spellcheck: "false", rows: 3 });
+  const claimText = h("textarea", { id: "rebind-claim", autocomplete: "off", spellcheck: "false", rows: 3 });
   const status = h("div", { "aria-live": "polite", id: "rebind-status" });
   const ask = async (ev) => {
     ev.preventDefault();
@@ -217,10 +221,10 @@ function stewardPage() {
     try {
       const patient = pt.value.trim();
       if (!/^pt-[0-9a-f]{64}$/.test(patient)) throw new Error("pseudonym-malformed");
-      const c = L.parseClaim(claim.value);
-      if (c.hospital !== member) throw new Error("claim-other-hospital");
-      await state.client.submit(L.rebindPatient(patient, c));
-      const rec = await proven(`/v1/records/${rebindKey(c.key)}`, L.decodeRebind);
+      const parsed = L.parseClaim(claimText.value);
+      if (parsed.hospital !== member) throw new Error("claim-other-hospital");
+      await state.client.submit(L.rebindPatient(patient, parsed));
+      const rec = await proven(rebindKey(parsed.key), L.decodeRebind);
       const withdraw = async () => {
         try {
           await state.client.submit(L.cancelRebind(patient));
@@ -233,7 +237,7 @@ function stewardPage() {
         h(
           "div",
           { class: "done", role: "status", id: "rebind-asked" },
-          h("p", {}, rec ? pendingText(rec.value, c.key) : t("saved")),
+          h("p", {}, rec ? pendingText(rec.value, parsed.key) : t("saved")),
           h("p", {}, t("rb_asked_hint")),
           h("p", {}, h("button", { type: "button", class: "secondary", id: "withdraw", onclick: withdraw }, t("rb_withdraw"))),
         ),
@@ -253,7 +257,7 @@ function stewardPage() {
       h("label", { for: "rebind-patient" }, t("rb_pseudonym")),
       pt,
       h("label", { for: "rebind-claim" }, t("rb_claim_label")),
-      claim,
+      claimText,
       h("p", {}, h("button", { type: "submit", id: "rebind-ask" }, t("rb_ask"))),
       status,
     ),

@@ -5,6 +5,7 @@
 import * as L from "./ledger.js";
 import { t, date, number, list } from "./i18n.js";
 import { state, h, show, bars, table, notice } from "./ui.js";
+import { publishDataset } from "./governance.js";
 import { catalog, datasetCard, provenContract, levelName, statusName } from "./researcher.js";
 
 /// A FHIR resource type in words where the console has them, else as it is.
@@ -34,7 +35,7 @@ async function vaultSection(member, published) {
       const sign = async () => {
         status.replaceChildren(h("p", {}, t("saving")));
         try {
-          await state.client.submit(L.publishDataset(entry));
+          await state.client.submit(publishDataset(entry));
           await state.route();
           document.getElementById("publish-status").replaceChildren(h("div", { class: "done", role: "status" }, t("publish_done", { version: number(entry.version) })));
         } catch (e) {

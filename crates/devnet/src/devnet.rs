@@ -530,13 +530,7 @@ pub fn publish_catalogs(
             &node.key,
             (GENESIS_MS / 86_400_000) as i32,
         )?;
-        let version = ledger
-            .state()
-            .dataset(&DatasetId::new(&format!("{}.cdm", node.member))?)?
-            .map_or(1, |d| d.description.version + 1);
-        let classification = ledger.state().policy()?.classification;
-        let desc =
-            publish::ledger_description(&node.member, version, &vault_desc, &classification)?;
+        let desc = publish::next_entry(ledger.state(), &node.member, &vault_desc)?;
         let rows: u64 = desc.tables.iter().map(|t| t.rows).sum();
         ledger.submit(
             devnet

@@ -431,48 +431,21 @@ where
         .into_response())
 }
 
-/// What a steward's vault route answers (`vault`: the summary; `entry`: the next catalog entry).
-#[derive(Clone, Copy)]
-enum VaultView {
-    Summary,
-    Entry,
+/// A steward route's answer as JSON, or its refusal.
+fn json_or_refusal<T: serde::Serialize>(
+    answer: Result<T, crate::records::Refused>,
+) -> Result<Response, Refusal> {
+    answer
+        .map(|v| axum::Json(v).into_response())
+        .map_err(|x| refuse(status_of(x.status), x.reason))
 }
 
 /// The vault as this hospital's steward sees it: ingests, rows per CDM table, persons and
 /// links — nothing about any one patient.
 async fn vault<E, L, R>(
-    r: AxState<Arc<Routes<E, L, R>>>,
-    uri: Uri,
-    headers: HeaderMap,
-) -> Result<Response, Refusal>
-where
-    E: Spawner + Clock,
-    L: Ledger,
-    R: RecordSource,
-{
-    vault_view(r, uri, headers, VaultView::Summary).await
-}
-
-/// The catalog entry the vault would publish now, for this hospital's steward to check and
-/// sign (`PublishDataset`); the ledger still refuses a field below the consortium's level.
-async fn entry<E, L, R>(
-    r: AxState<Arc<Routes<E, L, R>>>,
-    uri: Uri,
-    headers: HeaderMap,
-) -> Result<Response, Refusal>
-where
-    E: Spawner + Clock,
-    L: Ledger,
-    R: RecordSource,
-{
-    vault_view(r, uri, headers, VaultView::Entry).await
-}
-
-async fn vault_view<E, L, R>(
     AxState(r): AxState<Arc<Routes<E, L, R>>>,
     uri: Uri,
     headers: HeaderMap,
-    view: VaultView,
 ) -> Result<Response, Refusal>
 where
     E: Spawner + Clock,
@@ -480,17 +453,23 @@ where
     R: RecordSource,
 {
     let (_, who) = caller(&r, "GET", &uri, &headers, b"")?;
-    let answer = match view {
-        VaultView::Summary => r.records.vault_summary(&who).await,
-        VaultView::Entry => r.records.catalog_entry(&who).await.and_then(|d| {
-            serde_json::to_value(d).map_err(|e| crate::records::Refused {
-                status: 500,
-                reason: e.to_string(),
-            })
-        }),
-    }
-    .map_err(|x| refuse(status_of(x.status), x.reason))?;
-    Ok(axum::Json(answer).into_response())
+    json_or_refusal(r.records.vault_summary(&who).await)
+}
+
+/// The catalog entry the vault would publish now, for this hospital's steward to check and
+/// sign (`PublishDataset`); the ledger still refuses a field below the consortium's level.
+async fn entry<E, L, R>(
+    AxState(r): AxState<Arc<Routes<E, L, R>>>,
+    uri: Uri,
+    headers: HeaderMap,
+) -> Result<Response, Refusal>
+where
+    E: Spawner + Clock,
+    L: Ledger,
+    R: RecordSource,
+{
+    let (_, who) = caller(&r, "GET", &uri, &headers, b"")?;
+    json_or_refusal(r.records.catalog_entry(&who).await)
 }
 
 /// A lookup's body: the local patient id (in the body, signed, never in a logged path).
@@ -514,6 +493,10 @@ where
     R: RecordSource,
 {
     let (_, who) = caller(&r, "POST", &uri, &headers, &body)?;
+    // Who may ask is settled before the body is read: nobody else learns even what it parses.
+    r.records
+        .is_own_steward(&who)
+        .map_err(|x| refuse(status_of(x.status), x.reason))?;
     let q: Lookup = serde_json::from_slice(&body).map_err(|e| {
         refuse(
             StatusCode::BAD_REQUEST,

@@ -58,17 +58,16 @@ pub trait RecordSource: Send + Sync + 'static {
         Ok(None)
     }
 
-    /// The catalog entry this vault would publish now, as `version`, each field at the level
-    /// `classification` gives it, quality measured as of `as_of_day` (days since 1970).
+    /// The catalog entry `member`'s vault would publish now on the ledger `state` of block
+    /// time `time_ms` (the next version, the classification in force, quality as of that day).
     /// Blocking. `None`: no vault here.
     fn catalog_entry(
         &self,
+        state: &State,
+        time_ms: u64,
         member: &MemberId,
-        version: u32,
-        classification: &medspace_types::classification::Classification,
-        as_of_day: i32,
     ) -> Result<Option<medspace_types::DatasetDescription>, PlaneRefusal> {
-        let _ = (member, version, classification, as_of_day);
+        let _ = (state, time_ms, member);
         Ok(None)
     }
 
@@ -371,7 +370,7 @@ where
 
     /// Whether `who` is this hospital itself (its member key) or one of its stewards: the
     /// only callers of the vault's own pages.
-    fn is_own_steward(&self, who: &Principal) -> Result<(), Refused> {
+    pub(crate) fn is_own_steward(&self, who: &Principal) -> Result<(), Refused> {
         let ok = match who {
             Principal::Member(m) => *m == self.member,
             Principal::User(u) => self
@@ -407,31 +406,15 @@ where
             .ok_or_else(|| refused(404, "this node holds no vault"))
     }
 
-    /// The catalog entry the vault would publish now ([`RecordSource::catalog_entry`]): the
-    /// next version after the one on the ledger, the ledger's classification, quality as of
-    /// the ledger's day. For this hospital's stewards only; the steward signs it.
+    /// The catalog entry the vault would publish now ([`RecordSource::catalog_entry`]), on the
+    /// ledger as this node sees it. For this hospital's stewards only; the steward signs it.
     pub async fn catalog_entry(
         &self,
         who: &Principal,
     ) -> Result<medspace_types::DatasetDescription, Refused> {
         self.is_own_steward(who)?;
-        let snap = self.ledger.snapshot();
-        let internal = |e: &dyn std::fmt::Display| refused(500, e.to_string());
-        let id = medspace_types::DatasetId::new(&format!("{}.cdm", self.member))
-            .map_err(|e| internal(&e))?;
-        let version = snap
-            .state
-            .dataset(&id)
-            .map_err(|e| internal(&e))?
-            .map_or(1, |d| d.description.version.saturating_add(1));
-        let classification = snap
-            .state
-            .policy()
-            .map_err(|e| internal(&e))?
-            .classification;
-        let day = i32::try_from(snap.time_ms / 86_400_000).unwrap_or(i32::MAX);
-        let member = self.member.clone();
-        self.blocking(move |s| s.catalog_entry(&member, version, &classification, day))
+        let (snap, member) = (self.ledger.snapshot(), self.member.clone());
+        self.blocking(move |s| s.catalog_entry(&snap.state, snap.time_ms, &member))
             .await?
             .ok_or_else(|| refused(404, "this node holds no vault"))
     }

@@ -1458,6 +1458,43 @@ fn every_worker_route_answers_every_kind_of_caller_as_its_rule_says() {
                 }
             }
         }
+        // A lookup's bad body: a clear 400 to the hospital's steward; anyone else is refused
+        // before the body is read.
+        let post = |key: &Keypair, body: &'static [u8]| {
+            let auth = medspace_api::auth::Request {
+                method: "POST",
+                path_and_query: "/v1/worker/vault/lookup",
+                audience: "hospital-b",
+                body,
+            }
+            .sign(key);
+            (auth, body)
+        };
+        let steward_b = w.c.user_key("hospital-b.steward").unwrap().clone();
+        let steward_a = w.c.user_key("hospital-a.steward").unwrap().clone();
+        for (key, body, want) in [
+            (&steward_b, &b"{\"id\":\"x\"}"[..], 400),
+            (&steward_b, &b"{\"patient_id\":\"  \"}"[..], 400),
+            (&steward_b, &b"not json"[..], 400),
+            (&steward_a, &b"not json"[..], 403),
+        ] {
+            let (auth, body) = post(key, body);
+            let (status, said) = send_with(
+                &w,
+                "hospital-b",
+                "POST",
+                "/v1/worker/vault/lookup",
+                body,
+                &auth,
+            )
+            .await;
+            if status != want {
+                wrong.push(format!(
+                    "lookup {:?}: {status} (want {want}) {said}",
+                    String::from_utf8_lossy(body)
+                ));
+            }
+        }
         println!(
             "worker route authorization matrix: {} routes x {} callers = {cells} cells",
             routes.len(),
