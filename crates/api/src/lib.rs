@@ -482,7 +482,30 @@ async fn undestroyed<L: Ledger>(
             }));
         }
     }
-    Ok(Json(json!({ "height": snap.height, "accesses": out })))
+    // Copies of open-pool releases, with when each must be attested destroyed; the overdue
+    // ones block their recipient's new requests.
+    let mut releases = Vec::new();
+    for d in snap.state.deliveries().map_err(internal)? {
+        let Some(due_ms) = snap.state.destruction_due_ms(&d).map_err(internal)? else {
+            continue;
+        };
+        releases.push(json!({
+            "id": d.id,
+            "dataset": d.dataset,
+            "version": d.version,
+            "holder": d.holder,
+            "recipient": d.recipient,
+            "contract": d.contract,
+            "bytes": d.bytes,
+            "height": d.height,
+            "time_ms": d.time_ms,
+            "due_ms": due_ms,
+            "overdue": due_ms < snap.time_ms,
+        }));
+    }
+    Ok(Json(
+        json!({ "height": snap.height, "accesses": out, "releases": releases }),
+    ))
 }
 
 async fn proposals<L: Ledger>(
@@ -622,7 +645,18 @@ async fn member_deliveries<L: Ledger>(
         return Err(not_found(format!("member not found: id={id}")));
     }
     let deliveries = snap.state.proven_deliveries_of(&member).map_err(internal)?;
-    Ok(anchored(&snap, json!({ "deliveries": deliveries })).into_response())
+    let releases: Vec<Value> = snap
+        .state
+        .proven_release_deliveries(&member)
+        .map_err(internal)?
+        .into_iter()
+        .map(|(d, due_ms)| json!({ "delivery": d, "due_ms": due_ms }))
+        .collect();
+    Ok(anchored(
+        &snap,
+        json!({ "deliveries": deliveries, "releases": releases }),
+    )
+    .into_response())
 }
 
 async fn job<L: Ledger>(

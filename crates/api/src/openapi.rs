@@ -325,7 +325,7 @@ pub const ROUTES: &[Route] = &[
         "get",
         Signed,
         Every,
-        "record-level deliveries whose recipient has not attested destroying the copy, without the patients' pseudonyms (a regulator's auditors only)",
+        "record-level deliveries whose recipient has not attested destroying the copy, without the patients' pseudonyms, and the open-pool release copies awaiting a destruction attestation with when each is due and whether it is overdue (a regulator's auditors only)",
     ),
     r(
         "/v1/members",
@@ -360,7 +360,7 @@ pub const ROUTES: &[Route] = &[
         "get",
         Signed,
         Every,
-        "the record deliveries a member served, each with its inclusion proof (its own keys and users, or a regulator's auditor)",
+        "the record deliveries a member served and the open-pool release copies it delivered or received (with when their destruction is due), each with its inclusion proof (its own keys and users, or a regulator's auditor)",
     ),
     r(
         "/v1/jobs/{id}",

@@ -488,6 +488,7 @@ async fn what_concerns_a_patient_answers_them_the_grant_parties_and_the_regulato
     let (s, v) = call(&app, signed_get(&auditor, open)).await;
     assert_eq!(s, StatusCode::OK, "{v}");
     assert!(v["accesses"].is_array(), "{v}");
+    assert!(v["releases"].is_array(), "{v}");
     assert!(!v.to_string().contains("pt-"), "{v}");
     for (who, key) in [
         ("a member's own auditor", &own_auditor),
@@ -550,6 +551,7 @@ async fn what_concerns_a_patient_answers_them_the_grant_parties_and_the_regulato
         assert_eq!(s, want, "{who} reading {deliveries}: {v}");
         if s == StatusCode::OK {
             assert!(v["deliveries"].is_array(), "{v}");
+            assert!(v["releases"].is_array(), "{v}");
         }
     }
     assert_eq!(l.snapshot().state.root(), root, "reads change nothing");

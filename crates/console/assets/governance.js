@@ -124,6 +124,10 @@ export function updatePolicy(p) {
     c.list(cl.sensitive, (s) => c.concat(c.text(s.table), c.text(s.code), c.bool(s.prefix), en(SENSITIVE, s.category))),
     en(LEVELS, cl.unlisted),
     c.u64(whole(p.rebind_delay_ms)),
+    c.u32(Number(whole(p.open_pool.min_k))),
+    c.u32(Number(whole(p.open_pool.min_l))),
+    c.u32(Number(whole(p.open_pool.max_risk_ppm))),
+    c.u64(whole(p.open_pool.destruction_ms)),
   );
 }
 
@@ -151,7 +155,7 @@ const kept = (unit, s) => {
 /// units the form uses (other fields compared whole).
 export function policyChanges(current, next) {
   const out = POLICY_NUMBERS.filter(([k]) => Number(current[k]) !== Number(next[k])).map(([k, unit]) => [k, shown(unit, current[k]), shown(unit, next[k])]);
-  for (const k of ["vote_num", "vote_den", "proposal_ttl_ms", "requirements", "implied_consent", "classification"]) {
+  for (const k of ["vote_num", "vote_den", "proposal_ttl_ms", "requirements", "implied_consent", "classification", "open_pool"]) {
     if (JSON.stringify(current[k]) !== JSON.stringify(next[k]) && !POLICY_NUMBERS.some(([n]) => n === k)) out.push([k, null, null]);
   }
   return out;

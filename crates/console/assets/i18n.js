@@ -671,6 +671,7 @@ const STRINGS = {
     gv_pol_requirements: "who approves each level",
     gv_pol_implied_consent: "purposes without explicit consent",
     gv_pol_classification: "the classification of fields and codes",
+    gv_pol_open_pool: "the open pool's standard (k, l, risk, days to attest destruction)",
     gv_bad_input: "Check the fields: a user's name, a member, a role, and a public key of 64 hex digits.",
   },
   zh: {
@@ -1342,6 +1343,7 @@ const STRINGS = {
     gv_pol_requirements: "各级别的审批方",
     gv_pol_implied_consent: "无需明确同意的用途",
     gv_pol_classification: "字段与编码的分级",
+    gv_pol_open_pool: "开放数据池的标准（匿名组大小、多样性、重识别风险、证明销毁的期限）",
     gv_bad_input: "请检查各项：用户名、成员、角色，以及 64 位十六进制的公钥。",
   },
 };

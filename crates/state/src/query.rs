@@ -190,6 +190,26 @@ impl State {
         Ok(out)
     }
 
+    /// Every open-pool delivery `member` made or received, with its proof and when its
+    /// destruction is due (`None` once attested).
+    pub fn proven_release_deliveries(
+        &self,
+        member: &MemberId,
+    ) -> Result<Vec<(Proven<DeliveryRecord>, Option<u64>)>, TxError> {
+        let mut out = Vec::new();
+        for d in self
+            .deliveries()?
+            .into_iter()
+            .filter(|d| &d.holder == member || &d.recipient == member)
+        {
+            let due = self.destruction_due_ms(&d)?;
+            if let Some(p) = self.proven(keys::delivery(&d.recipient, d.id))? {
+                out.push((p, due));
+            }
+        }
+        Ok(out)
+    }
+
     /// Every job under `contract`, with its proof, oldest first.
     pub fn proven_jobs_of(&self, contract: ContractId) -> Result<Vec<Proven<JobRecord>>, TxError> {
         let mut out = Vec::new();

@@ -8,8 +8,8 @@ use commonware_codec::{Encode, Write};
 use medspace_types::{
     AccessBasis, AccessId, Blob, ContractId, Contribution, DatasetDescription, DatasetId, Decision,
     FieldRef, GrantId, Hash, IssueGrant, JobId, Level, List, MAX_COMPUTATION, Member, MemberId,
-    Mode, PatientId, ProposalId, PublicKey, Purpose, Role, StudyId, Text, UserId, codec_enum,
-    codec_struct, unit_enum,
+    Mode, PatientId, ProposalId, PublicKey, Purpose, ReleaseFigures, Role, StudyId, Text, UserId,
+    codec_enum, codec_struct, unit_enum,
 };
 use serde::{Deserialize, Serialize};
 
@@ -49,6 +49,8 @@ pub mod tag {
     pub const DATASET_EPSILON: u8 = 0x11;
     /// Pending key re-bindings, by the new key.
     pub const REBIND: u8 = 0x12;
+    /// Deliveries of open-pool releases: recipient | access id.
+    pub const DELIVERY: u8 = 0x13;
 }
 
 fn key_of(tag: u8, part: &impl Write) -> Vec<u8> {
@@ -147,6 +149,16 @@ pub mod keys {
     pub fn rebind(new_key: &PublicKey) -> Vec<u8> {
         key_of(tag::REBIND, new_key)
     }
+    /// A delivery of a release to `recipient`.
+    pub fn delivery(recipient: &MemberId, id: AccessId) -> Vec<u8> {
+        let mut k = key_of(tag::DELIVERY, recipient);
+        id.write(&mut k);
+        k
+    }
+    /// Prefix of the deliveries to `recipient`.
+    pub fn deliveries_to(recipient: &MemberId) -> Vec<u8> {
+        key_of(tag::DELIVERY, recipient)
+    }
 }
 
 /// Who a key belongs to.
@@ -168,6 +180,59 @@ codec_enum!(Principal {
     3 => Patient(PatientId),
     4 => Node(MemberId),
 });
+
+/// A delivery of an open-pool release's extract to a member, under its contract: what left
+/// (the bytes' hash equals the published extract's), and whether the recipient attested its
+/// destruction.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeliveryRecord {
+    /// The delivery (attested destroyed by this id, like a record access).
+    pub id: AccessId,
+    /// The release.
+    pub dataset: DatasetId,
+    /// Its version when delivered.
+    pub version: u32,
+    /// Who delivered.
+    pub holder: MemberId,
+    /// Who received.
+    pub recipient: MemberId,
+    /// The open-pool contract.
+    pub contract: ContractId,
+    /// SHA-256 of the bytes.
+    pub content_hash: Hash,
+    /// How many bytes.
+    pub bytes: u64,
+    /// When.
+    pub height: u64,
+    /// Block time.
+    pub time_ms: u64,
+    /// When the recipient attested destruction.
+    pub destroyed_height: Option<u64>,
+}
+codec_struct!(DeliveryRecord {
+    id: AccessId,
+    dataset: DatasetId,
+    version: u32,
+    holder: MemberId,
+    recipient: MemberId,
+    contract: ContractId,
+    content_hash: Hash,
+    bytes: u64,
+    height: u64,
+    time_ms: u64,
+    destroyed_height: Option<u64>,
+});
+
+impl ContractRecord {
+    /// When the contract's use of data ends: its termination, or else its expiry.
+    pub fn end_ms(&self) -> u64 {
+        if self.ended_ms > 0 {
+            self.ended_ms.min(self.expiry_ms)
+        } else {
+            self.expiry_ms
+        }
+    }
+}
 
 /// A key's record.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -420,11 +485,14 @@ pub struct DatasetRecord {
     pub description: DatasetDescription,
     /// When it was (last) published.
     pub published_height: u64,
+    /// For a de-identified release in the open pool, what it proves of itself.
+    pub release: Option<ReleaseFigures>,
 }
 codec_struct!(DatasetRecord {
     owner: MemberId,
     description: DatasetDescription,
     published_height: u64,
+    release: Option<ReleaseFigures>,
 });
 
 unit_enum!(
@@ -502,6 +570,8 @@ pub struct ContractRecord {
     pub submitted_height: u64,
     /// Why it was rejected or terminated.
     pub closing_reason: Text<256>,
+    /// Block time it was terminated before its expiry (0: it runs to `expiry_ms`).
+    pub ended_ms: u64,
 }
 codec_struct!(ContractRecord {
     id: ContractId,
@@ -527,6 +597,7 @@ codec_struct!(ContractRecord {
     settled: bool,
     submitted_height: u64,
     closing_reason: Text<256>,
+    ended_ms: u64,
 });
 
 impl ContractRecord {

@@ -25,6 +25,7 @@ mod ledger {
     mod jobs;
     mod matrix;
     mod node_keys;
+    mod open_pool;
     mod proofs;
     mod props;
     mod rebind;

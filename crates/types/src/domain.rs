@@ -169,6 +169,9 @@ pub struct Policy {
     /// over, in milliseconds: the patient's current key may veto it meanwhile.
     #[serde(default = "default_rebind_delay_ms")]
     pub rebind_delay_ms: u64,
+    /// What the open pool demands of a de-identified release, and of its recipients.
+    #[serde(default)]
+    pub open_pool: OpenPoolPolicy,
 }
 codec_struct!(Policy {
     vote_num: u32,
@@ -183,6 +186,85 @@ codec_struct!(Policy {
     dataset_epsilon_micro: u64,
     classification: crate::classification::Classification,
     rebind_delay_ms: u64,
+    open_pool: OpenPoolPolicy,
+});
+
+/// The consortium's standard for the open pool: what a release must prove to be published
+/// (its figures, as [`ReleaseFigures`] carries them) and how long a recipient has, once its
+/// contract ends, to attest the destruction of what it received.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct OpenPoolPolicy {
+    /// Smallest equivalence class a release may have (k-anonymity).
+    pub min_k: u32,
+    /// Fewest distinct sensitive values in every class (distinct l-diversity); 0: not required.
+    pub min_l: u32,
+    /// Highest prosecutor re-identification risk of any record, parts per million.
+    pub max_risk_ppm: u32,
+    /// Milliseconds after a contract's end by which each delivered copy must be attested
+    /// destroyed; a recipient with an overdue attestation may not request more data.
+    pub destruction_ms: u64,
+}
+codec_struct!(OpenPoolPolicy {
+    min_k: u32,
+    min_l: u32,
+    max_risk_ppm: u32,
+    destruction_ms: u64,
+});
+
+impl Default for OpenPoolPolicy {
+    /// k = 5, l = 2, a record's risk at most 1/5, thirty days to attest destruction.
+    fn default() -> Self {
+        Self {
+            min_k: 5,
+            min_l: 2,
+            max_risk_ppm: 200_000,
+            destruction_ms: 30 * 24 * 3600 * 1000,
+        }
+    }
+}
+
+/// What a de-identified release proves of itself, as its owner's vault measured it on the
+/// extract (risks and shares in parts per million). The ledger checks these against the
+/// [`OpenPoolPolicy`]; the extract's hash in the catalog entry binds them to the bytes a
+/// recipient receives, where anyone holding them can recompute every figure.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReleaseFigures {
+    /// The owner's dataset the release was derived from.
+    pub source: DatasetId,
+    /// SHA-256 of the release specification (the contract-approved de-identification).
+    pub spec_hash: Hash,
+    /// Smallest equivalence class over the quasi-identifiers.
+    pub k: u32,
+    /// Fewest distinct sensitive values in a class (0 when none is declared).
+    pub l: u32,
+    /// Persons in the extract.
+    pub persons: u64,
+    /// Persons suppressed to reach the targets.
+    pub suppressed: u64,
+    /// Highest prosecutor risk of a record.
+    pub prosecutor_max_ppm: u32,
+    /// Average prosecutor risk.
+    pub prosecutor_avg_ppm: u32,
+    /// Highest journalist risk (against the source population).
+    pub journalist_max_ppm: u32,
+    /// Marketer risk: the expected share of records re-identified.
+    pub marketer_ppm: u32,
+    /// Share of records whose risk is above the report's threshold.
+    pub at_risk_ppm: u32,
+}
+codec_struct!(ReleaseFigures {
+    source: DatasetId,
+    spec_hash: Hash,
+    k: u32,
+    l: u32,
+    persons: u64,
+    suppressed: u64,
+    prosecutor_max_ppm: u32,
+    prosecutor_avg_ppm: u32,
+    journalist_max_ppm: u32,
+    marketer_ppm: u32,
+    at_risk_ppm: u32,
 });
 
 /// The default veto delay of a patient key re-binding: three days.
@@ -230,6 +312,7 @@ impl Default for Policy {
             dataset_epsilon_micro: default_dataset_epsilon_micro(),
             classification: crate::classification::Classification::default(),
             rebind_delay_ms: default_rebind_delay_ms(),
+            open_pool: OpenPoolPolicy::default(),
         }
     }
 }

@@ -7,11 +7,11 @@
 use crate::codec::{Blob, List, Text};
 use crate::domain::{
     AccessBasis, Contribution, DatasetDescription, Decision, FieldRef, Member, Mode, Policy,
-    Purpose, Role,
+    Purpose, ReleaseFigures, Role,
 };
 use crate::ids::{
-    AccessId, ContractId, GrantId, Hash, JobId, MemberId, Name, PatientId, ProposalId, StudyId,
-    UserId,
+    AccessId, ContractId, DatasetId, GrantId, Hash, JobId, MemberId, Name, PatientId, ProposalId,
+    StudyId, UserId,
 };
 use crate::keys::{Keypair, PublicKey, Signature};
 use crate::{TypeError, codec_enum, codec_struct};
@@ -586,6 +586,41 @@ pub struct AttestDestruction {
 }
 codec_struct!(AttestDestruction { access: AccessId });
 
+/// A member publishes a de-identified release of one of its datasets in the open pool: an L1
+/// catalog entry (every field L1, whatever the consortium's classification of the source
+/// columns) with the figures that justify it, which must meet the policy's open-pool standard.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PublishRelease {
+    /// The release's catalog entry (its own dataset id; `content_hash` is the extract's).
+    pub dataset: DatasetDescription,
+    /// What the release proves of itself.
+    pub release: ReleaseFigures,
+}
+codec_struct!(PublishRelease {
+    dataset: DatasetDescription,
+    release: ReleaseFigures,
+});
+
+/// The owner's node records that it delivered a release's extract under an open-pool contract;
+/// `content_hash` must be the published extract's (the recipient checks the bytes against it).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeliverRelease {
+    /// The open-pool contract.
+    pub contract: ContractId,
+    /// The release delivered.
+    pub dataset: DatasetId,
+    /// SHA-256 of the bytes delivered.
+    pub content_hash: Hash,
+    /// How many bytes.
+    pub bytes: u64,
+}
+codec_struct!(DeliverRelease {
+    contract: ContractId,
+    dataset: DatasetId,
+    content_hash: Hash,
+    bytes: u64,
+});
+
 /// Splits a finished contract's fee among its contributors.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Settle {
@@ -629,6 +664,8 @@ pub enum Payload {
     RebindPatient(RebindPatient),
     CancelRebind(CancelRebind),
     CompleteRebind(CompleteRebind),
+    PublishRelease(PublishRelease),
+    DeliverRelease(DeliverRelease),
 }
 codec_enum!(Payload {
     1 => AddMember(AddMember),
@@ -659,6 +696,8 @@ codec_enum!(Payload {
     26 => RebindPatient(RebindPatient),
     27 => CancelRebind(CancelRebind),
     28 => CompleteRebind(CompleteRebind),
+    29 => PublishRelease(PublishRelease),
+    30 => DeliverRelease(DeliverRelease),
 });
 
 impl Payload {
@@ -693,6 +732,8 @@ impl Payload {
             Payload::RebindPatient(_) => "rebind_patient",
             Payload::CancelRebind(_) => "cancel_rebind",
             Payload::CompleteRebind(_) => "complete_rebind",
+            Payload::PublishRelease(_) => "publish_release",
+            Payload::DeliverRelease(_) => "deliver_release",
         }
     }
 }

@@ -176,6 +176,8 @@ arbitrary_bytes! {
     contribution: Contribution,
     signed_contribution: SignedContribution,
     access_basis: AccessBasis,
+    open_pool_policy: OpenPoolPolicy,
+    release_figures: ReleaseFigures,
     // tx.rs
     add_member: AddMember,
     remove_member: RemoveMember,
@@ -200,6 +202,8 @@ arbitrary_bytes! {
     post_result: PostResult,
     record_access: RecordAccess,
     attest_destruction: AttestDestruction,
+    publish_release: PublishRelease,
+    deliver_release: DeliverRelease,
     settle: Settle,
     close_round: CloseRound,
     appoint_user: AppointUser,
@@ -554,6 +558,22 @@ fn dataset() -> DatasetDescription {
     }
 }
 
+fn sample_release() -> ReleaseFigures {
+    ReleaseFigures {
+        source: DatasetId::new("hospital-a-cdm").unwrap(),
+        spec_hash: Hash::of(&[b"spec"]),
+        k: 5,
+        l: 2,
+        persons: 180,
+        suppressed: 4,
+        prosecutor_max_ppm: 200_000,
+        prosecutor_avg_ppm: 61_000,
+        journalist_max_ppm: 150_000,
+        marketer_ppm: 61_000,
+        at_risk_ppm: 0,
+    }
+}
+
 /// The default policy with a classification cut to a few entries of each kind (every byte of
 /// every encoding is mutated below: the full classification would only repeat the same shapes).
 fn small_policy() -> Policy {
@@ -713,6 +733,16 @@ fn payloads() -> Vec<Payload> {
         Payload::Settle(Settle {
             contract: ContractId(6),
         }),
+        Payload::PublishRelease(PublishRelease {
+            dataset: dataset(),
+            release: sample_release(),
+        }),
+        Payload::DeliverRelease(DeliverRelease {
+            contract: ContractId(6),
+            dataset: DatasetId::new("hospital-a-open").unwrap(),
+            content_hash: Hash::of(&[b"extract"]),
+            bytes: 1 << 20,
+        }),
         Payload::AppointUser(AppointUser {
             user: UserId::new("hospital-b.ethics").unwrap(),
             member: mid("hospital-b"),
@@ -808,6 +838,16 @@ fn corpus() -> Corpus {
                 p.encode().to_vec(),
                 check::<CompleteRebind>,
             ),
+            Payload::PublishRelease(p) => (
+                "PublishRelease",
+                p.encode().to_vec(),
+                check::<PublishRelease>,
+            ),
+            Payload::DeliverRelease(p) => (
+                "DeliverRelease",
+                p.encode().to_vec(),
+                check::<DeliverRelease>,
+            ),
         };
         add(name, bytes, check);
     }
@@ -819,6 +859,16 @@ fn corpus() -> Corpus {
         check::<medspace_types::classification::Classification>,
     );
     add("Policy", policy.encode().to_vec(), check::<Policy>);
+    add(
+        "OpenPoolPolicy",
+        policy.open_pool.encode().to_vec(),
+        check::<OpenPoolPolicy>,
+    );
+    add(
+        "ReleaseFigures",
+        sample_release().encode().to_vec(),
+        check::<ReleaseFigures>,
+    );
     for r in &policy.requirements {
         add("Requirement", r.encode().to_vec(), check::<Requirement>);
     }
@@ -976,7 +1026,7 @@ fn boundary_bytes_at_every_position() {
 fn corpus_covers_every_kind() {
     let kinds: std::collections::BTreeSet<&str> =
         CORPUS.txs.iter().map(|t| t.body.payload.kind()).collect();
-    assert_eq!(kinds.len(), 28);
+    assert_eq!(kinds.len(), 30);
     for tx in &CORPUS.txs {
         assert_eq!(SignedTx::from_bytes(tx.to_bytes()).as_ref(), Ok(tx));
         assert!(tx.verify_signature());

@@ -180,9 +180,12 @@ impl State {
                 });
             }
         };
-        let mut a = self
-            .access(p.access)?
-            .ok_or_else(|| not_found("access", p.access))?;
+        let Some(mut a) = self.access(p.access)? else {
+            // Not a record copy: a delivered release of the open pool, or nothing.
+            return self
+                .attest_delivery_destroyed(&member, p.access, ctx)?
+                .ok_or_else(|| not_found("access", p.access));
+        };
         if a.recipient != member {
             return Err(forbidden(format!(
                 "access {} was delivered to `{}`",

@@ -9,7 +9,7 @@ use medspace_types::*;
 
 impl State {
     /// The member a signer acts for, if it is the member itself or one of its stewards.
-    fn steward_member(signer: &Signer, kind: &'static str) -> Result<MemberId, TxError> {
+    pub(super) fn steward_member(signer: &Signer, kind: &'static str) -> Result<MemberId, TxError> {
         match signer {
             Signer::Member(m) => Ok(m.member.id.clone()),
             Signer::User(u) if u.role == Role::Steward => Ok(u.member.clone()),
@@ -35,6 +35,43 @@ impl State {
         let owner = Self::steward_member(&signer, "publish_dataset")?;
         let d = &p.dataset;
         let classification = self.policy()?.classification;
+        for t in &d.tables {
+            for f in &t.fields {
+                // An owner may classify its data higher than the consortium, never lower.
+                let floor = classification.field_level(t.name.as_str(), f.name.as_str());
+                if f.level < floor {
+                    return Err(invalid(
+                        "level",
+                        format!(
+                            "`{}.{}` is published at {} below the consortium's {floor}",
+                            t.name, f.name, f.level
+                        ),
+                    ));
+                }
+            }
+        }
+        self.check_description(d, &owner, false)?;
+        self.put(
+            &keys::dataset(&d.id),
+            &DatasetRecord {
+                owner,
+                description: d.clone(),
+                published_height: ctx.height,
+                release: None,
+            },
+        )?;
+        Ok(Receipt::new("publish_dataset"))
+    }
+
+    /// What every catalog entry must be: tables with fields, quality shares in range, and, if
+    /// the id is taken, a newer version of the same owner's entry of the same kind (a release
+    /// stays a release).
+    pub(super) fn check_description(
+        &self,
+        d: &DatasetDescription,
+        owner: &MemberId,
+        release: bool,
+    ) -> Result<(), TxError> {
         if d.tables.is_empty() {
             return Err(invalid(
                 "tables",
@@ -49,17 +86,6 @@ impl State {
                 ));
             }
             for f in &t.fields {
-                // An owner may classify its data higher than the consortium, never lower.
-                let floor = classification.field_level(t.name.as_str(), f.name.as_str());
-                if f.level < floor {
-                    return Err(invalid(
-                        "level",
-                        format!(
-                            "`{}.{}` is published at {} below the consortium's {floor}",
-                            t.name, f.name, f.level
-                        ),
-                    ));
-                }
                 if f.missing_ppm > 1_000_000 || f.invalid_ppm > 1_000_000 {
                     return Err(invalid(
                         "quality",
@@ -69,11 +95,21 @@ impl State {
             }
         }
         if let Some(existing) = self.dataset(&d.id)? {
-            if existing.owner != owner {
+            if existing.owner != *owner {
                 return Err(forbidden(format!(
                     "dataset `{}` belongs to `{}`",
                     d.id, existing.owner
                 )));
+            }
+            if existing.release.is_some() != release {
+                return Err(invalid(
+                    "dataset",
+                    format!(
+                        "`{}` is {} release of the open pool",
+                        d.id,
+                        if release { "not a" } else { "a" }
+                    ),
+                ));
             }
             if d.version <= existing.description.version {
                 return Err(invalid(
@@ -85,14 +121,6 @@ impl State {
                 ));
             }
         }
-        self.put(
-            &keys::dataset(&d.id),
-            &DatasetRecord {
-                owner,
-                description: d.clone(),
-                published_height: ctx.height,
-            },
-        )?;
-        Ok(Receipt::new("publish_dataset"))
+        Ok(())
     }
 }

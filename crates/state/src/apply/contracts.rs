@@ -40,6 +40,7 @@ impl State {
         let user = Self::user_signer(signer, "submit_request")?;
         let kind = self.active_member(&user.member)?.member.kind;
         check_requester(&user, kind, p.purpose)?;
+        self.check_no_overdue(&user.member, ctx.time_ms)?;
         let policy = self.policy()?;
         check_request_terms(&policy, ctx, p)?;
         let (mut level, owners) = self.request_scope(p)?;
@@ -71,7 +72,10 @@ impl State {
         if let Some(study) = &p.study {
             self.claim_study(study, &user.member, id, ctx)?;
         }
-        let approvals = required_approvals(&policy, level, &owners);
+        let mut approvals = required_approvals(&policy, level, &owners);
+        if p.mode == Mode::OpenPool {
+            open_pool_approvals(&mut approvals, &owners);
+        }
         let status = if approvals.is_empty() {
             ContractStatus::Active
         } else {
@@ -102,6 +106,7 @@ impl State {
             settled: false,
             submitted_height: ctx.height,
             closing_reason: Text::default(),
+            ended_ms: 0,
         };
         self.put(&keys::contract(id), &rec)?;
         let mut receipt = Receipt::created("submit_request", Created::Contract(id));
@@ -132,9 +137,33 @@ impl State {
                     ),
                 })?;
             self.active_member(&ds.owner)?;
-            level = level
-                .max(l)
-                .max(classification.field_level(f.table.as_str(), f.field.as_str()));
+            // The open pool holds de-identified releases only, and a release is only ever
+            // requested from it: its fields are L1 by the figures it was published with, not by
+            // the classification of the columns it was derived from.
+            match (p.mode == Mode::OpenPool, ds.release.is_some()) {
+                (true, true) => level = level.max(l),
+                (false, false) => {
+                    level = level
+                        .max(l)
+                        .max(classification.field_level(f.table.as_str(), f.field.as_str()))
+                }
+                (true, false) => {
+                    return Err(TxError::OutOfScope {
+                        reason: format!(
+                            "`{}` is not a de-identified release: the open pool holds releases only",
+                            f.dataset
+                        ),
+                    });
+                }
+                (false, true) => {
+                    return Err(TxError::OutOfScope {
+                        reason: format!(
+                            "`{}` is a release of the open pool: request it in open-pool mode",
+                            f.dataset
+                        ),
+                    });
+                }
+            }
             if !owners.contains(&ds.owner) {
                 owners.push(ds.owner.clone());
             }
@@ -302,7 +331,12 @@ impl State {
         Ok(())
     }
 
-    pub(super) fn terminate(&mut self, signer: Signer, p: &Terminate) -> Result<Receipt, TxError> {
+    pub(super) fn terminate(
+        &mut self,
+        signer: Signer,
+        ctx: &BlockContext,
+        p: &Terminate,
+    ) -> Result<Receipt, TxError> {
         let mut c = self
             .contract(p.contract)?
             .ok_or_else(|| not_found("contract", p.contract))?;
@@ -333,10 +367,28 @@ impl State {
             });
         }
         c.status = ContractStatus::Terminated;
+        c.ended_ms = ctx.time_ms;
         c.closing_reason = p.reason.clone();
         self.end_reservations(&mut c)?;
         self.put(&keys::contract(c.id), &c)?;
         Ok(Receipt::new("terminate"))
+    }
+}
+
+/// An open-pool request needs, besides what its level needs, each owner's steward: the owner
+/// decides who receives a copy of its release (and so who must attest its destruction).
+fn open_pool_approvals(approvals: &mut Vec<RequiredApproval>, owners: &[MemberId]) {
+    for owner in owners {
+        let has = approvals
+            .iter()
+            .any(|a| a.role == Role::Steward && a.member.as_ref() == Some(owner));
+        if !has {
+            approvals.push(RequiredApproval {
+                role: Role::Steward,
+                member: Some(owner.clone()),
+                by: None,
+            });
+        }
     }
 }
 

@@ -29,6 +29,7 @@ mod grants;
 mod jobs;
 mod patients;
 mod rebind;
+mod release;
 mod signatures;
 mod value;
 
@@ -554,7 +555,7 @@ impl State {
             Payload::SubmitRequest(p) => self.submit_request(signer, key, nonce, ctx, p),
             Payload::Approve(p) => self.approve(signer, ctx, p),
             Payload::Reject(p) => self.reject(signer, ctx, p),
-            Payload::Terminate(p) => self.terminate(signer, p),
+            Payload::Terminate(p) => self.terminate(signer, ctx, p),
             Payload::SubmitJob(p) => self.submit_job(signer, key, nonce, ctx, p),
             Payload::PostResult(p) => self.post_result(signer, ctx, p),
             Payload::RecordAccess(p) => self.record_access(signer, key, nonce, ctx, p),
@@ -564,6 +565,8 @@ impl State {
             Payload::RebindPatient(p) => self.rebind_patient(signer, ctx, p),
             Payload::CancelRebind(p) => self.cancel_rebind(signer, ctx, p),
             Payload::CompleteRebind(p) => self.complete_rebind(signer, key, ctx, p),
+            Payload::PublishRelease(p) => self.publish_release(signer, ctx, p),
+            Payload::DeliverRelease(p) => self.deliver_release(signer, key, nonce, ctx, p),
         }
     }
 

@@ -44,6 +44,7 @@ impl State {
         // out (or refunded).
         if matches!(c.status, ContractStatus::Pending | ContractStatus::Active) {
             c.status = ContractStatus::Terminated;
+            c.ended_ms = ctx.time_ms;
             self.end_reservations(&mut c)?;
             c.closing_reason =
                 Text::new("settled").map_err(|e| invalid("reason", e.to_string()))?;

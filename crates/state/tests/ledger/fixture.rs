@@ -203,6 +203,55 @@ pub fn dataset_desc(h: &str, version: u32) -> DatasetDescription {
     }
 }
 
+/// The id of a hospital's open-pool release.
+pub fn release_of(h: &str) -> DatasetId {
+    did(&format!("{h}.open"))
+}
+
+/// A hospital's de-identified release (every field L1; `person.year_of_birth` is classified L2
+/// in its source dataset's entry).
+pub fn release_desc(h: &str, version: u32) -> DatasetDescription {
+    DatasetDescription {
+        id: release_of(h),
+        title: text(&format!("{h} de-identified extract")),
+        version,
+        tables: list(vec![table_desc(
+            "person",
+            18,
+            vec![
+                field_desc("gender_concept_id", Level::L1),
+                field_desc("year_of_birth", Level::L1),
+            ],
+        )]),
+        content_hash: Hash::of(&[b"extract", h.as_bytes(), &version.to_be_bytes()]),
+    }
+}
+
+/// The figures of a k = 5, l = 2 release of 18 persons of `h`'s dataset.
+pub fn release_figures(h: &str) -> ReleaseFigures {
+    ReleaseFigures {
+        source: dataset_of(h),
+        spec_hash: Hash::of(&[b"spec", h.as_bytes()]),
+        k: 5,
+        l: 2,
+        persons: 18,
+        suppressed: 2,
+        prosecutor_max_ppm: 200_000,
+        prosecutor_avg_ppm: 166_667,
+        journalist_max_ppm: 200_000,
+        marketer_ppm: 166_667,
+        at_risk_ppm: 0,
+    }
+}
+
+/// The release transaction of [`release_desc`] and [`release_figures`].
+pub fn publish_release(h: &str, version: u32) -> Payload {
+    Payload::PublishRelease(PublishRelease {
+        dataset: release_desc(h, version),
+        release: release_figures(h),
+    })
+}
+
 /// The fixture consortium's classification: fields up to each level (the ones
 /// [`dataset_desc`] publishes), anything else L1.
 pub fn classification() -> medspace_types::classification::Classification {
@@ -579,6 +628,36 @@ impl Net {
                 .status_at(self.ctx.time_ms),
             "active"
         );
+    }
+
+    /// `h`'s steward publishes its release (version 1).
+    #[track_caller]
+    pub fn release(&mut self, h: &str) {
+        let k = self.user(&steward(h));
+        self.ok(&k, publish_release(h, 1));
+    }
+
+    /// The researcher's open-pool request for the releases of `owners` (30 days, fee 1,000).
+    pub fn open_pool_request(&self, owners: &[&str]) -> Payload {
+        Payload::SubmitRequest(SubmitRequest {
+            purpose: Purpose::Research,
+            mode: Mode::OpenPool,
+            study: None,
+            fields: list(
+                owners
+                    .iter()
+                    .map(|h| FieldRef {
+                        dataset: release_of(h),
+                        table: text("person"),
+                        field: text("year_of_birth"),
+                    })
+                    .collect(),
+            ),
+            computation: Blob::default(),
+            expiry_ms: self.ctx.time_ms + 30 * DAY_MS,
+            epsilon_budget: 0,
+            fee: 1_000,
+        })
     }
 
     /// An approved research contract.

@@ -393,7 +393,9 @@ fn submit_job_refusals() {
         net.refuse(&r, submit_job(rs, 1)),
         TxError::OutOfScope { .. }
     ));
-    let op = net.active(Mode::OpenPool, &["hospital-a"], Level::L1);
+    net.release("hospital-a");
+    let op = net.submit(RESEARCHER, net.open_pool_request(&["hospital-a"]));
+    net.approve_all(op);
     assert!(matches!(
         net.refuse(&r, submit_job(op, 1)),
         TxError::OutOfScope { .. }

@@ -119,6 +119,15 @@ const TABLE: &[(&str, &str)] = &[
     ("rebind_patient", "steward"),
     ("cancel_rebind", "patient steward"),
     ("complete_rebind", ""),
+    // The open pool (`open_pool.rs`): the member or its steward publishes a release; the
+    // researcher requests it; the owner's node delivers; the recipient attests destruction.
+    ("publish_release(hospital's)", "steward hospital"),
+    ("submit_request(open_pool)", "researcher"),
+    ("deliver_release", "hospital_node"),
+    (
+        "attest_destruction(release)",
+        "researcher research_institute",
+    ),
 ];
 
 /// What the cells act on, prepared once.
@@ -135,6 +144,8 @@ struct World {
     closed_job: JobId,
     grant: GrantId,
     access: AccessId,
+    open_pool: ContractId,
+    delivery: AccessId,
 }
 
 fn add_member(
@@ -338,6 +349,14 @@ fn world() -> World {
             proof: RebindPatient::claim(&net.chain, &mid("hospital-a"), &new_key),
         }),
     );
+    // A release of hospital-a, an approved open-pool contract of the researcher, a delivery.
+    net.release("hospital-a");
+    let open_pool = net.submit(RESEARCHER, net.open_pool_request(&["hospital-a"]));
+    net.approve_all(open_pool);
+    let delivery = match net.ok(&h, deliver(open_pool)).created {
+        Some(Created::Access(a)) => a,
+        other => panic!("no delivery: {other:?}"),
+    };
     net.advance(10_000);
     let keys = vec![
         ("patient", net.patient(0)),
@@ -374,7 +393,19 @@ fn world() -> World {
         closed_job,
         grant,
         access,
+        open_pool,
+        delivery,
     }
+}
+
+/// hospital-a's node delivers its release under `c`.
+fn deliver(c: ContractId) -> Payload {
+    Payload::DeliverRelease(DeliverRelease {
+        contract: c,
+        dataset: release_of("hospital-a"),
+        content_hash: release_desc("hospital-a", 1).content_hash,
+        bytes: 4_096,
+    })
 }
 
 /// The transaction of row `row` as `signer` (`key`) would send it.
@@ -545,6 +576,12 @@ fn payload(w: &World, row: &str, signer: &str, key: &Keypair) -> Payload {
         "complete_rebind" => Payload::CompleteRebind(CompleteRebind {
             patient: net.pid(0),
         }),
+        "publish_release(hospital's)" => publish_release("hospital-a", 2),
+        "submit_request(open_pool)" => net.open_pool_request(&["hospital-a"]),
+        "deliver_release" => deliver(w.open_pool),
+        "attest_destruction(release)" => {
+            Payload::AttestDestruction(AttestDestruction { access: w.delivery })
+        }
         other => panic!("no payload for row {other}"),
     }
 }
@@ -630,6 +667,8 @@ fn authorization_matrix() {
         "rebind_patient",
         "cancel_rebind",
         "complete_rebind",
+        "publish_release",
+        "deliver_release",
     ]
     .into_iter()
     .collect();

@@ -133,6 +133,12 @@ fn policy_s() -> impl Strategy<Value = Policy> {
                 unlisted: Level::ALL[(ttl % 4) as usize],
             },
             rebind_delay_ms: ttl / 7,
+            open_pool: medspace_types::OpenPoolPolicy {
+                min_k: k / 3,
+                min_l: k % 7,
+                max_risk_ppm: k / 11,
+                destruction_ms: ms / 13,
+            },
         })
 }
 fn dataset_s() -> impl Strategy<Value = DatasetDescription> {
