@@ -7,6 +7,7 @@
 
 mod bench_cmd;
 mod chain_cmd;
+mod deid_cmd;
 mod devnet_cmd;
 mod patient_cmd;
 mod query_cmd;
@@ -40,6 +41,9 @@ enum Command {
     /// A patient's authorization codes and proven access log, and a grantee's redemption of a
     /// code at the holding hospital's node.
     Patient(patient_cmd::PatientArgs),
+    /// The open pool: de-identified releases planned, published, requested, fetched and
+    /// destroyed.
+    Deid(deid_cmd::DeidArgs),
     /// The hospital confirms that one of its records belongs to a patient's ledger pseudonym
     /// (after checking who they are at the desk): the link stays in the node directory.
     Link {
@@ -177,6 +181,14 @@ enum BenchCommand {
         #[arg(long = "threads")]
         t: Option<usize>,
     },
+    /// De-identification: the lattice search and release of --persons synthetic persons with six
+    /// quasi-identifiers (k = 5, l = 2), against the naive search of every node.
+    Deid {
+        #[arg(long, default_value_t = 1_000_000)]
+        persons: usize,
+        #[arg(long, default_value_t = 17)]
+        seed: u64,
+    },
 }
 
 fn main() -> anyhow::Result<()> {
@@ -184,6 +196,7 @@ fn main() -> anyhow::Result<()> {
         Command::Demo(a) => devnet_cmd::demo(a),
         Command::Devnet(a) => devnet_cmd::run(a),
         Command::Query(a) => query_cmd::run(a),
+        Command::Deid(a) => deid_cmd::run(a),
         Command::Patient(a) => patient_cmd::run(a),
         Command::Link {
             node,
@@ -229,6 +242,7 @@ fn main() -> anyhow::Result<()> {
             BenchCommand::Redeem(a) => bench_cmd::redeem(a),
             BenchCommand::Glm { persons, threads } => Ok(bench_glm::run_cli(persons, threads)?),
             BenchCommand::Psi { n, o, t } => Ok(medspace_privacy::psi::bench::print(n, o, t)?),
+            BenchCommand::Deid { persons, seed } => Ok(medspace_deid::bench::print(persons, seed)?),
         },
     }
 }

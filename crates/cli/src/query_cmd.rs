@@ -168,7 +168,7 @@ pub fn load(who: &Who, default_user: &str) -> anyhow::Result<(ChainGenesis, Keyp
 }
 
 /// A contract's id, or `latest`: the newest contract on the ledger.
-fn parse_contract(ledger: &Remote, s: &str) -> anyhow::Result<ContractId> {
+pub fn parse_contract(ledger: &Remote, s: &str) -> anyhow::Result<ContractId> {
     if s == "latest" {
         return ledger
             .state()

@@ -1204,6 +1204,7 @@ fn a_study_runs_from_the_cli_on_the_hospitals_workers_and_survives_a_dropped_sit
     assert_eq!(get(1, &reveal, &node_key("hospital-a")), (200, first));
 
     models_run_from_the_cli(&net, &dir);
+    the_open_pool_runs_from_the_cli(&net, &dir);
 
     // A job running another query than the contract approved (one reading fields the contract
     // does not cover): the validators refuse it, nothing is submitted, no epsilon reserved.
@@ -1347,6 +1348,208 @@ fn models_run_from_the_cli(net: &DevnetProcess, dir: &Path) {
         let svg = std::fs::read_to_string(&chart).unwrap();
         assert!(svg.starts_with("<svg"), "{svg}");
     }
+}
+
+/// The venv's Python with pycanon, or `None` (skipped loudly; a failure under CI=true).
+fn pycanon_python() -> Option<PathBuf> {
+    let exe = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../.ci/venv/bin/python");
+    let ok = exe.exists()
+        && Command::new(&exe)
+            .args(["-c", "import pycanon"])
+            .status()
+            .is_ok_and(|s| s.success());
+    if !ok {
+        let msg = format!(
+            "python with pycanon not found at {} (run .ci/run)",
+            exe.display()
+        );
+        assert!(std::env::var("CI").as_deref() != Ok("true"), "{msg}");
+        eprintln!("SKIPPED: the release's independent check: {msg}");
+        return None;
+    }
+    Some(exe)
+}
+
+/// The direct identifiers of every patient in a node's vault: ids, names, address lines,
+/// postal codes, telecoms and identifier values (each at least 4 characters).
+fn direct_identifiers_in_vault(node: &Path) -> std::collections::BTreeSet<String> {
+    let pass = medspace_node::vault_passphrase(node, None).unwrap();
+    let key = medspace_vault::VaultKey::unlock(node, &pass).unwrap();
+    let vault = medspace_vault::Vault::open_read_only(node, &key).unwrap();
+    let keys: Vec<String> = vault
+        .persons()
+        .into_iter()
+        .map(|(_, id, _)| format!("Patient/{id}"))
+        .collect();
+    let mut out = std::collections::BTreeSet::new();
+    for (_, r) in vault.load_resources(&keys).unwrap() {
+        for v in medspace_compute::release::patient_identifiers(&r) {
+            if v.len() >= 4 {
+                out.insert(v);
+            }
+        }
+    }
+    assert!(out.len() > keys.len(), "{} identifiers", out.len());
+    out
+}
+
+/// The open pool from the CLI: hospital-a's steward plans (nothing published) and releases a
+/// k = 5, l = 2 extract; research-1 asks for it; nothing is delivered before hospital-a's
+/// steward approves, nor to another institution; the fetched files verify against the ledger,
+/// pycanon computes the same k and l from the released person table, no direct identifier of
+/// any input patient appears in any file; the destruction is attested once.
+fn the_open_pool_runs_from_the_cli(net: &DevnetProcess, dir: &Path) {
+    let spec = dir.join("release.json");
+    std::fs::write(&spec, medspace_devnet::demo::RELEASE_SPEC).unwrap();
+    let node = dir.join("hospital-a");
+    let build = |what: &str| {
+        net.cli(
+            "deid",
+            &[
+                "--as",
+                "hospital-a.steward",
+                what,
+                "--node",
+                node.to_str().unwrap(),
+                "--spec",
+                spec.to_str().unwrap(),
+            ],
+        )
+    };
+    let (ok, text) = build("plan");
+    assert!(ok, "{text}");
+    assert!(
+        text.contains("k = ") && !text.contains("published"),
+        "{text}"
+    );
+    let (ok, text) = net.cli("deid", &["request", "--dataset", "hospital-a.open"]);
+    assert!(!ok && text.contains("no release"), "{text}");
+    let (ok, text) = build("release");
+    assert!(ok, "{text}");
+    assert!(
+        text.contains("published hospital-a.open version 1"),
+        "{text}"
+    );
+    let figures = text
+        .lines()
+        .find(|l| l.trim_start().starts_with("k = "))
+        .unwrap_or_else(|| panic!("no figures in:\n{text}"))
+        .to_string();
+    let number_after = |line: &str, key: &str| -> u64 {
+        line.split(key)
+            .nth(1)
+            .and_then(|r| r.split(|c: char| !c.is_ascii_digit()).next())
+            .and_then(|n| n.parse().ok())
+            .unwrap_or_else(|| panic!("no `{key}` in {line}"))
+    };
+    let (k, l) = (
+        number_after(&figures, "k = "),
+        number_after(&figures, "l = "),
+    );
+    assert!(k >= 5 && l >= 2, "{figures}");
+
+    let (ok, text) = net.cli("deid", &["request", "--dataset", "hospital-a.open"]);
+    assert!(ok, "{text}");
+    assert!(
+        text.contains("pending") && text.contains("steward of hospital-a"),
+        "{text}"
+    );
+    let contract = text
+        .lines()
+        .find_map(|l| l.strip_prefix("contract "))
+        .and_then(|l| l.split(':').next())
+        .unwrap()
+        .to_string();
+    let out = dir.join("open-pool");
+    let fetch = |who: &str| {
+        net.cli(
+            "deid",
+            &[
+                "--as",
+                who,
+                "fetch",
+                "--contract",
+                &contract,
+                "--dataset",
+                "hospital-a.open",
+                "--out",
+                out.to_str().unwrap(),
+            ],
+        )
+    };
+    let (ok, text) = fetch("research-1.researcher");
+    assert!(!ok && text.contains("pending"), "before approval: {text}");
+    assert!(!out.exists(), "nothing is written before approval");
+    let (ok, text) = net.query(&[
+        "--as",
+        "hospital-a.steward",
+        "approve",
+        "--contract",
+        &contract,
+    ]);
+    assert!(ok && text.contains("-> contract ACTIVE"), "{text}");
+    let (ok, text) = fetch("hospital-b.steward");
+    assert!(
+        !ok && text.contains("held by research-1"),
+        "another institution: {text}"
+    );
+    let (ok, text) = fetch("research-1.researcher");
+    assert!(ok, "{text}");
+    assert!(text.contains("checked against the ledger's hash"), "{text}");
+    let delivery = text
+        .lines()
+        .find_map(|l| l.trim_start().strip_prefix("delivery "))
+        .and_then(|l| l.split_whitespace().next())
+        .unwrap_or_else(|| panic!("no delivery in:\n{text}"))
+        .to_string();
+    for f in [
+        "person.parquet",
+        "person.csv",
+        "condition_occurrence.parquet",
+        "measurement.csv",
+        "data_dictionary.json",
+        "risk_report.json",
+        "risk_report.html",
+        "manifest.json",
+    ] {
+        assert!(out.join(f).exists(), "{f} missing");
+    }
+
+    // No direct identifier of any of hospital-a's patients, in any file.
+    let secrets = direct_identifiers_in_vault(&node);
+    for e in std::fs::read_dir(&out).unwrap() {
+        let p = e.unwrap().path();
+        let bytes = std::fs::read(&p).unwrap();
+        if let Some(s) = first_found(&bytes, &secrets) {
+            panic!("{} contains the identifier {s:?}", p.display());
+        }
+    }
+
+    // The independent check: pycanon computes k and l from the released person table itself.
+    if let Some(py) = pycanon_python() {
+        let script = r#"
+import sys, json, pandas as pd
+from pycanon import anonymity
+df = pd.read_csv(sys.argv[1], dtype=str, keep_default_na=False)
+qi = ["year_of_birth", "gender", "race", "ethnicity"]
+print(json.dumps({"k": int(anonymity.k_anonymity(df, qi)), "l": int(anonymity.l_diversity(df, qi, ["condition"]))}))
+"#;
+        let o = Command::new(py)
+            .arg("-c")
+            .arg(script)
+            .arg(out.join("person.csv"))
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+        assert_eq!(v["k"].as_u64(), Some(k), "pycanon's k against {figures}");
+        assert_eq!(v["l"].as_u64(), Some(l), "pycanon's l against {figures}");
+    }
+
+    let (ok, text) = net.cli("deid", &["destroy", "--delivery", &delivery]);
+    assert!(ok && text.contains("attested"), "{text}");
+    let (ok, text) = net.cli("deid", &["destroy", "--delivery", &delivery]);
+    assert!(!ok && text.contains("already attested"), "{text}");
 }
 
 /// A patient's code redeemed at the holding hospital's node (hospital-a) by the grantee's

@@ -17,6 +17,7 @@
 
 pub mod light;
 pub mod models;
+pub mod openpool;
 pub mod records;
 pub mod remote;
 pub mod study;

@@ -22,6 +22,7 @@ pub mod local;
 pub mod node;
 pub mod plan;
 pub mod publish;
+pub mod release;
 
 pub use links::Links;
 pub use plan::{JobPlan, PlanError, plan_job};

@@ -184,6 +184,41 @@ impl RecordSource for VaultRecords {
         })
     }
 
+    fn release_manifest(
+        &self,
+        dataset: &medspace_types::DatasetId,
+    ) -> Result<Option<Vec<u8>>, PlaneRefusal> {
+        let path = crate::release::release_dir(&self.dir, dataset).join("manifest.json");
+        match std::fs::read(&path) {
+            Ok(b) => Ok(Some(b)),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(PlaneRefusal(format!("{}: {e}", path.display()))),
+        }
+    }
+
+    fn release_file(
+        &self,
+        dataset: &medspace_types::DatasetId,
+        name: &str,
+    ) -> Result<Option<Vec<u8>>, PlaneRefusal> {
+        // Only a file the manifest lists (never a path of the caller's choosing).
+        let Some(manifest) = self.release_manifest(dataset)? else {
+            return Ok(None);
+        };
+        let m: crate::release::Manifest = serde_json::from_slice(&manifest)
+            .map_err(|e| PlaneRefusal(format!("the release's manifest: {e}")))?;
+        if name == "manifest.json" {
+            return Ok(Some(manifest));
+        }
+        if !m.files.iter().any(|f| f.name == name) {
+            return Ok(None);
+        }
+        let path = crate::release::release_dir(&self.dir, dataset).join(name);
+        std::fs::read(&path)
+            .map(Some)
+            .map_err(|e| PlaneRefusal(format!("{}: {e}", path.display())))
+    }
+
     fn pseudonym_of(&self, local_id: &str) -> Result<Option<PatientId>, PlaneRefusal> {
         let refuse = |e: &dyn std::fmt::Display| PlaneRefusal(e.to_string());
         let links = Links::load(&self.dir, &self.key).map_err(|e| refuse(&e))?;

@@ -39,6 +39,12 @@ pub const SURVIVAL_SPEC: &str = r#"{"version":1,"cohort":{"index_date":"2020-01-
 /// patients only.
 pub const STUDY_SPEC: &str = r#"{"version":1,"cohort":{"conditions":["44054006"],"measurement":{"code":"4548-4","op":">=","value":6.5},"index_date":"2025-01-01"},"aggregate":"count","group_by":["sex"]}"#;
 
+/// The open pool's release: persons by birth-year band, sex, race and ethnicity (the
+/// quasi-identifiers), their principal condition as the sensitive attribute, k = 5 and l = 2
+/// with at most a fifth suppressed; conditions, visits and measurements with every date shifted
+/// by up to 30 days per person.
+pub const RELEASE_SPEC: &str = r#"{"version":1,"dataset":"hospital-a.cdm","tables":{"condition_occurrence":["condition_concept_id","condition_start_date","condition_source_value"],"visit_occurrence":["visit_concept_id","visit_start_date","visit_end_date"],"measurement":["measurement_source_value","measurement_date","value_as_number","unit_source_value"]},"quasi_identifiers":[{"field":"year_of_birth","hierarchy":{"kind":"interval","widths":[5,10,20,40]}},{"field":"gender","hierarchy":{"kind":"suppress"}},{"field":"race","hierarchy":{"kind":"suppress"}},{"field":"ethnicity","hierarchy":{"kind":"suppress"}}],"sensitive":["condition"],"k":5,"l":{"distinct":2},"max_suppression":0.2,"dates":{"shift_days":30}}"#;
+
 fn step(n: &mut usize, text: &str) {
     *n += 1;
     println!("\n[{n}] {text}");
@@ -460,6 +466,7 @@ fn story(net: &Devnet, ledger: &mut Remote, opts: &DemoOptions, n: &mut usize) -
     }
 
     model_studies(ledger, c, researcher, &study, opts, n)?;
+    open_pool(net, ledger, researcher, opts, n)?;
 
     step(
         n,
@@ -578,6 +585,103 @@ fn story(net: &Devnet, ledger: &mut Remote, opts: &DemoOptions, n: &mut usize) -
         ledger.height(),
         ledger.state().len(),
         ledger.state().root()
+    );
+    Ok(())
+}
+
+/// The open pool: hospital-a's steward releases a de-identified extract of its consenting
+/// patients (the lattice search for k = 5, l = 2, the risk report, the files beside the node,
+/// an L1 catalog entry with the figures and the manifest's hash); a researcher asks for it, the
+/// steward approves, hospital-a's node delivers it once the delivery is on the ledger, and the
+/// researcher checks every byte against the ledger and attests the copy's destruction.
+fn open_pool(
+    net: &Devnet,
+    ledger: &mut Remote,
+    researcher: &Keypair,
+    opts: &DemoOptions,
+    n: &mut usize,
+) -> Result<()> {
+    use medspace_client::openpool;
+    step(
+        n,
+        "the open pool: hospital-a releases a k = 5, l = 2 de-identified extract; a researcher downloads it",
+    );
+    let h = net
+        .hospitals
+        .iter()
+        .find(|h| h.member == "hospital-a")
+        .context("no hospital-a")?;
+    let spec = medspace_deid::ReleaseSpec::from_json(RELEASE_SPEC)?;
+    let (source, id) = (
+        DatasetId::new("hospital-a.cdm")?,
+        DatasetId::new("hospital-a.open")?,
+    );
+    let started = std::time::Instant::now();
+    let built = medspace_compute::release::build(
+        &h.dir,
+        &h.key,
+        ledger.state(),
+        ledger.height(),
+        &medspace_compute::release::Request {
+            release: &id,
+            source: &source,
+            spec: &spec,
+            purposes: &[Purpose::Research],
+            parents: &Default::default(),
+        },
+        &mut |_| {},
+    )?;
+    let r = &built.report;
+    println!(
+        "    {} of hospital-a's {} persons who consented to research released after a search of {} of {} generalizations ({:.2} s): {}",
+        built.figures.persons,
+        built.eligible,
+        r.nodes_evaluated,
+        r.lattice_size,
+        started.elapsed().as_secs_f64(),
+        r.levels
+            .iter()
+            .map(|l| format!("{} {}", l.field, l.name))
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+    for l in openpool::figure_lines(&built.figures) {
+        println!("    {l}");
+    }
+    let steward = net.consortium.user_key("hospital-a.steward")?;
+    ledger.must(
+        steward,
+        Payload::PublishRelease(PublishRelease {
+            dataset: built.entry.clone(),
+            release: built.figures.clone(),
+        }),
+    )?;
+    println!(
+        "    published {id} in the open pool: every field L1, manifest hash {}",
+        built.content_hash
+    );
+    let contract = openpool::request(
+        ledger,
+        researcher,
+        std::slice::from_ref(&id),
+        Purpose::Research,
+        30,
+        0,
+    )?;
+    ledger.must(steward, Payload::Approve(Approve { contract }))?;
+    println!("    research-1 asks for it ({contract}); hospital-a's steward approves");
+    let out = opts.dir.join("open-pool-download");
+    let f = openpool::fetch(ledger, researcher, contract, &id, &out)?;
+    let bytes: u64 = f.files.iter().map(|(_, b)| b).sum();
+    println!(
+        "    research-1 fetches it from hospital-a's node: {} files, {bytes} bytes (Parquet and CSV per table, data dictionary, risk report), each checked against the ledger's hash -> {}",
+        f.files.len(),
+        out.display()
+    );
+    let delivery = f.delivery.context("the delivery is not on the ledger")?;
+    openpool::destroy(ledger, researcher, delivery)?;
+    println!(
+        "    the delivery {delivery} is on the ledger; research-1 attests the copy's destruction (overdue attestations would block its next requests)"
     );
     Ok(())
 }

@@ -40,6 +40,12 @@ pub enum DevnetError {
     /// Patient links failed.
     #[error(transparent)]
     Links(#[from] medspace_compute::links::LinkError),
+    /// A de-identified release could not be built.
+    #[error(transparent)]
+    Release(#[from] medspace_compute::release::ReleaseError),
+    /// A release specification does not parse.
+    #[error(transparent)]
+    Deid(#[from] medspace_deid::DeidError),
     /// A vault's catalog entry that does not fit the ledger.
     #[error(transparent)]
     Publish(#[from] medspace_compute::publish::PublishError),

@@ -23,6 +23,9 @@ pub struct Proven<T> {
     pub proof: Proof,
 }
 
+/// A proven open-pool delivery and when its destruction is due (`None` once attested).
+pub type DueDelivery = (Proven<DeliveryRecord>, Option<u64>);
+
 impl<T> Proven<T> {
     /// Checks the proof against a trusted root.
     pub fn verify(&self, root: &medspace_types::Hash) -> Result<(), crate::trie::ProofError> {
@@ -195,7 +198,7 @@ impl State {
     pub fn proven_release_deliveries(
         &self,
         member: &MemberId,
-    ) -> Result<Vec<(Proven<DeliveryRecord>, Option<u64>)>, TxError> {
+    ) -> Result<Vec<DueDelivery>, TxError> {
         let mut out = Vec::new();
         for d in self
             .deliveries()?

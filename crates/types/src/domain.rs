@@ -232,6 +232,11 @@ impl Default for OpenPoolPolicy {
 pub struct ReleaseFigures {
     /// The owner's dataset the release was derived from.
     pub source: DatasetId,
+    /// The purposes the released persons consented to (at `consent_height`): an open-pool
+    /// request for any other purpose is refused.
+    pub purposes: List<Purpose, 8>,
+    /// The ledger height whose consents selected the persons.
+    pub consent_height: u64,
     /// SHA-256 of the release specification (the contract-approved de-identification).
     pub spec_hash: Hash,
     /// Smallest equivalence class over the quasi-identifiers.
@@ -255,6 +260,8 @@ pub struct ReleaseFigures {
 }
 codec_struct!(ReleaseFigures {
     source: DatasetId,
+    purposes: List<Purpose, 8>,
+    consent_height: u64,
     spec_hash: Hash,
     k: u32,
     l: u32,

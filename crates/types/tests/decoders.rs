@@ -561,6 +561,8 @@ fn dataset() -> DatasetDescription {
 fn sample_release() -> ReleaseFigures {
     ReleaseFigures {
         source: DatasetId::new("hospital-a-cdm").unwrap(),
+        purposes: List::new(vec![Purpose::Research]).unwrap(),
+        consent_height: 3,
         spec_hash: Hash::of(&[b"spec"]),
         k: 5,
         l: 2,

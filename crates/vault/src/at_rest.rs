@@ -271,6 +271,16 @@ impl VaultKey {
         &self.files
     }
 
+    /// The secret of the hospital's de-identified releases (their per-release pseudonyms and
+    /// date shifts): derived from the pseudonym key, so it lasts as long as the vault's
+    /// pseudonyms, and never leaves the node.
+    pub fn release_secret(&self) -> [u8; 32] {
+        *self
+            .pseudonym
+            .derive("medspace/vault/v1/open-pool-releases")
+            .expose()
+    }
+
     /// The HMAC key of ledger pseudonyms.
     pub(crate) fn pseudonym_key(&self) -> &[u8; 32] {
         self.pseudonym.expose()

@@ -17,6 +17,10 @@
 //! - `GET /v1/worker/jobs/{job}/result` — the job's submitter only, and only once the result's
 //!   hash is final on the ledger: the released result;
 //! - `GET /v1/records/export` — the patient only (their own key): their complete record here;
+//! - `POST /v1/worker/releases/deliver` — the holder of an approved open-pool contract (its
+//!   member key, node key or users): a release's manifest, once the delivery is on the ledger;
+//!   `GET /v1/worker/releases/{dataset}/files/{name}` — then the files it lists
+//!   ([`crate::releases`]);
 //! - `POST /v1/records/redeem` — the grantee institution (its member key, its node key or one of its users):
 //!   the granted part of a patient's record, once the access is on the ledger
 //!   ([`crate::records`]).
@@ -108,6 +112,14 @@ where
         .route(
             "/v1/worker/vault/lookup",
             post(lookup::<E, L, R>).layer(DefaultBodyLimit::max(1024)),
+        )
+        .route(
+            "/v1/worker/releases/deliver",
+            post(deliver_release::<E, L, R>).layer(DefaultBodyLimit::max(1024)),
+        )
+        .route(
+            "/v1/worker/releases/{dataset}/files/{name}",
+            get(release_file::<E, L, R>),
         )
         .route("/v1/records/export", get(export::<E, L, R>))
         .route(
@@ -522,6 +534,60 @@ where
             "no linked patient with that local id here",
         )),
     }
+}
+
+/// A release's manifest for the holder of an open-pool contract, once the delivery is final.
+async fn deliver_release<E, L, R>(
+    AxState(r): AxState<Arc<Routes<E, L, R>>>,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, Refusal>
+where
+    E: Spawner + Clock,
+    L: Ledger,
+    R: RecordSource,
+{
+    let (key, _) = caller(&r, "POST", &uri, &headers, &body)?;
+    let req: crate::releases::Fetch = serde_json::from_slice(&body)
+        .map_err(|e| refuse(StatusCode::BAD_REQUEST, format!("bad release request: {e}")))?;
+    let bytes = r
+        .records
+        .deliver_release(&key, &req, crate::now_ms())
+        .await
+        .map_err(|x| refuse(status_of(x.status), x.reason))?;
+    Ok((
+        [(axum::http::header::CONTENT_TYPE, "application/json")],
+        Bytes::from(bytes),
+    )
+        .into_response())
+}
+
+/// A file of a delivered release.
+async fn release_file<E, L, R>(
+    AxState(r): AxState<Arc<Routes<E, L, R>>>,
+    Path((dataset, name)): Path<(String, String)>,
+    uri: Uri,
+    headers: HeaderMap,
+) -> Result<Response, Refusal>
+where
+    E: Spawner + Clock,
+    L: Ledger,
+    R: RecordSource,
+{
+    let (key, _) = caller(&r, "GET", &uri, &headers, b"")?;
+    let dataset = medspace_types::DatasetId::new(&dataset)
+        .map_err(|e| refuse(StatusCode::BAD_REQUEST, e.to_string()))?;
+    let bytes = r
+        .records
+        .release_file(&key, dataset, name, crate::now_ms())
+        .await
+        .map_err(|x| refuse(status_of(x.status), x.reason))?;
+    Ok((
+        [(axum::http::header::CONTENT_TYPE, "application/octet-stream")],
+        Bytes::from(bytes),
+    )
+        .into_response())
 }
 
 async fn export<E, L, R>(

@@ -21,6 +21,7 @@ pub mod compute;
 pub mod config;
 mod http;
 pub mod records;
+pub mod releases;
 pub mod round;
 pub mod store;
 pub mod submit;

@@ -77,6 +77,26 @@ pub trait RecordSource: Send + Sync + 'static {
         let _ = local_id;
         Ok(None)
     }
+
+    /// The manifest of this hospital's open-pool release `dataset` as kept here (its bytes hash
+    /// to the catalog entry's `content_hash`). Blocking. `None`: not kept here.
+    fn release_manifest(
+        &self,
+        dataset: &medspace_types::DatasetId,
+    ) -> Result<Option<Vec<u8>>, PlaneRefusal> {
+        let _ = dataset;
+        Ok(None)
+    }
+
+    /// A file of the release that its manifest lists. Blocking. `None`: no such file.
+    fn release_file(
+        &self,
+        dataset: &medspace_types::DatasetId,
+        name: &str,
+    ) -> Result<Option<Vec<u8>>, PlaneRefusal> {
+        let _ = (dataset, name);
+        Ok(None)
+    }
 }
 
 /// What a redemption delivers, and how long its two phases took at the holder.
@@ -320,6 +340,21 @@ impl<E, L, R> RecordSharing<E, L, R> {
     pub(crate) fn clock(&self) -> &E {
         &self.ctx
     }
+
+    /// This node's member.
+    pub(crate) fn member(&self) -> &MemberId {
+        &self.member
+    }
+
+    /// The ledger as this node follows it.
+    pub(crate) fn ledger(&self) -> &L {
+        &self.ledger
+    }
+
+    /// The node's transaction submitter.
+    pub(crate) fn submitter(&self) -> &Submitter<L> {
+        &self.submitter
+    }
 }
 
 impl<E, L, R> RecordSharing<E, L, R>
@@ -349,7 +384,7 @@ where
     }
 
     /// `f` over the record source, off the async runtime (the source blocks).
-    async fn blocking<T: Send + 'static>(
+    pub(crate) async fn blocking<T: Send + 'static>(
         &self,
         f: impl FnOnce(&R) -> Result<T, PlaneRefusal> + Send + 'static,
     ) -> Result<T, Refused> {

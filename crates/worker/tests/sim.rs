@@ -1226,6 +1226,18 @@ fn every_worker_route_accepts_a_signed_request_once_and_only_at_its_audience() {
                 b"{\"patient_id\":\"abc\"}".to_vec(),
                 &researcher,
             ),
+            (
+                "POST",
+                "/v1/worker/releases/deliver".to_string(),
+                b"{\"contract\":\"c-0000000000000001\",\"dataset\":\"hospital-a.open\"}".to_vec(),
+                &researcher,
+            ),
+            (
+                "GET",
+                "/v1/worker/releases/hospital-a.open/files/person.csv".to_string(),
+                vec![],
+                &researcher,
+            ),
         ];
         for (method, path, body, key) in &routes {
             let sign = |audience: &str| {
@@ -1423,6 +1435,20 @@ fn every_worker_route_answers_every_kind_of_caller_as_its_rule_says() {
                 "/v1/worker/vault/lookup".to_string(),
                 b"{\"patient_id\":\"abc\"}".to_vec(),
                 |c| matches!(c, Caller::HomeSteward | Caller::HomeMember),
+            ),
+            // The open pool: any registered institution's key may ask; its contract decides
+            // (none here: the route's own "not found").
+            (
+                "POST",
+                "/v1/worker/releases/deliver".to_string(),
+                b"{\"contract\":\"c-0000000000000001\",\"dataset\":\"hospital-b.open\"}".to_vec(),
+                |c| !matches!(c, Caller::Unsigned | Caller::Outsider),
+            ),
+            (
+                "GET",
+                "/v1/worker/releases/hospital-b.open/files/person.csv".to_string(),
+                vec![],
+                |c| !matches!(c, Caller::Unsigned | Caller::Outsider),
             ),
         ];
         let mut cells = 0;

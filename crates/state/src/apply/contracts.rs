@@ -140,14 +140,30 @@ impl State {
             // The open pool holds de-identified releases only, and a release is only ever
             // requested from it: its fields are L1 by the figures it was published with, not by
             // the classification of the columns it was derived from.
-            match (p.mode == Mode::OpenPool, ds.release.is_some()) {
-                (true, true) => level = level.max(l),
-                (false, false) => {
+            match (p.mode == Mode::OpenPool, &ds.release) {
+                (true, Some(r)) => {
+                    if !r.purposes.iter().any(|x| *x == p.purpose) {
+                        return Err(TxError::OutOfScope {
+                            reason: format!(
+                                "release `{}` holds persons who consented to {}, not to {}",
+                                f.dataset,
+                                r.purposes
+                                    .iter()
+                                    .map(|x| x.as_str())
+                                    .collect::<Vec<_>>()
+                                    .join(", "),
+                                p.purpose
+                            ),
+                        });
+                    }
+                    level = level.max(l)
+                }
+                (false, None) => {
                     level = level
                         .max(l)
                         .max(classification.field_level(f.table.as_str(), f.field.as_str()))
                 }
-                (true, false) => {
+                (true, None) => {
                     return Err(TxError::OutOfScope {
                         reason: format!(
                             "`{}` is not a de-identified release: the open pool holds releases only",
@@ -155,7 +171,7 @@ impl State {
                         ),
                     });
                 }
-                (false, true) => {
+                (false, Some(_)) => {
                     return Err(TxError::OutOfScope {
                         reason: format!(
                             "`{}` is a release of the open pool: request it in open-pool mode",

@@ -51,6 +51,12 @@ impl State {
             ));
         }
         check_figures(&self.policy()?.open_pool, r)?;
+        if r.purposes.is_empty() || r.consent_height > ctx.height {
+            return Err(invalid(
+                "release",
+                "a release names the purposes its persons consented to, at a height already final",
+            ));
+        }
         for t in &d.tables {
             if let Some(f) = t.fields.iter().find(|f| f.level != Level::L1) {
                 return Err(invalid(

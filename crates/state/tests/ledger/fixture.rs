@@ -231,6 +231,8 @@ pub fn release_desc(h: &str, version: u32) -> DatasetDescription {
 pub fn release_figures(h: &str) -> ReleaseFigures {
     ReleaseFigures {
         source: dataset_of(h),
+        purposes: list(vec![Purpose::Research, Purpose::Teaching]),
+        consent_height: 1,
         spec_hash: Hash::of(&[b"spec", h.as_bytes()]),
         k: 5,
         l: 2,
