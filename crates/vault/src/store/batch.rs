@@ -16,7 +16,7 @@ use sha2::{Digest, Sha256};
 use super::index::{Entry, Stamp};
 use super::options::{IngestOptions, IngestReport, InputError, updatable};
 use super::resources::RESOURCES_FILE;
-use super::{Vault, qualify};
+use super::{Vault, qualify, qualify_target};
 use crate::error::VaultError;
 use crate::fhir::{self, BadReason, Position, RefTarget};
 
@@ -387,14 +387,4 @@ pub(super) enum Resolved {
     Deleted,
     /// Nothing: neither in the batch nor in the vault.
     Missing,
-}
-
-/// A reference target with its id qualified by `source` (references resolve within their
-/// source).
-pub(super) fn qualify_target(source: Option<&str>, t: RefTarget) -> RefTarget {
-    match t {
-        RefTarget::AnyType(id) => RefTarget::AnyType(qualify(source, &id)),
-        RefTarget::Typed(ty, id) => RefTarget::Typed(ty, qualify(source, &id)),
-        RefTarget::Unresolvable => RefTarget::Unresolvable,
-    }
 }

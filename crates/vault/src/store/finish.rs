@@ -9,13 +9,13 @@ use std::fs;
 
 use serde_json::Value;
 
-use super::batch::{Batch, Resolved, State, qualify_target};
+use super::batch::{Batch, Resolved, State};
 use super::identity::pseudonym_with;
 use super::index::{Entry, RowSpan, Stamp, Status, write_index};
 use super::manifest::{Hidden, SegmentInfo, sync_dir};
 use super::options::{IngestReport, OnError, updatable};
 use super::resources::RESOURCES_FILE;
-use super::{Vault, qualify};
+use super::{Vault, qualify, qualify_target};
 use crate::cdm::{self, CdmWriter, Counters, Resolve, RowLog};
 use crate::error::VaultError;
 use crate::fhir::{self, BadReason, RefTarget};

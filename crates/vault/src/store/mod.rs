@@ -94,6 +94,7 @@ pub struct Ingest {
 }
 pub(crate) use manifest::{Manifest, read_manifest, segment_dir};
 
+use crate::fhir::RefTarget;
 use identity::PersonMaps;
 use index::{Entry, Status};
 
@@ -103,6 +104,16 @@ pub(crate) fn qualify(source: Option<&str>, id: &str) -> String {
     match source {
         Some(s) => format!("{s}|{id}"),
         None => id.to_string(),
+    }
+}
+
+/// A reference target with its id qualified by `source` (references resolve within their
+/// source).
+pub(crate) fn qualify_target(source: Option<&str>, t: RefTarget) -> RefTarget {
+    match t {
+        RefTarget::AnyType(id) => RefTarget::AnyType(qualify(source, &id)),
+        RefTarget::Typed(ty, id) => RefTarget::Typed(ty, qualify(source, &id)),
+        RefTarget::Unresolvable => RefTarget::Unresolvable,
     }
 }
 

@@ -80,7 +80,7 @@ impl Vault {
     /// source): references resolve within the referrer's source.
     pub(crate) fn resolve_from(&self, referrer: &str, t: &RefTarget) -> Option<String> {
         let source = super::source_of(referrer);
-        self.resolve_key(&super::batch::qualify_target(source, t.clone()))
+        self.resolve_key(&super::qualify_target(source, t.clone()))
     }
 
     /// Every live resource's key (`Type/id`, the id qualified by its source as
