@@ -126,6 +126,20 @@ pub struct IngestArgs {
     /// No progress bar.
     #[arg(long)]
     pub quiet: bool,
+    /// The source system the files come from (`lab-system`, `ehr`): resources are keyed by
+    /// (source, type, id), so two sources never collide and references resolve within their
+    /// source. Default: the vault's default namespace (where every earlier ingest lives).
+    #[arg(long)]
+    pub source: Option<String>,
+    /// An update feed: changed content for a stored resource is a new version (its CDM rows
+    /// replace the old ones; every version is kept). Without it a changed clinical resource is
+    /// refused as a conflict, with everything that refers to it.
+    #[arg(long)]
+    pub update: bool,
+    /// An incremental (Bulk Data `_since`) feed: the instant it covers changes since. Implies
+    /// `--update`; recorded with the ingest.
+    #[arg(long, value_name = "INSTANT")]
+    pub since: Option<String>,
 }
 
 /// `medspace sql` (the institution's own operator only; never exposed to other parties).
@@ -304,6 +318,9 @@ pub fn run_ingest(args: IngestArgs) -> anyhow::Result<()> {
         },
         progress: !args.quiet,
         vocabulary,
+        source: args.source,
+        updates: args.update,
+        since: args.since,
         fail_after: None,
     };
     let report = vault.ingest_paths(&args.paths, &opts)?;

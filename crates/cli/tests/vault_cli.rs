@@ -197,3 +197,83 @@ fn a_vault_from_before_encryption_is_converted_keeping_its_pseudonym_key() {
     let said = refused("pass", &["vault", "encrypt", "--node", node_s]);
     assert!(said.contains("already encrypted"), "{said}");
 }
+
+/// The one number a `count(*)` query prints.
+fn number(table: &str) -> i64 {
+    table
+        .lines()
+        .filter_map(|l| {
+            l.trim_matches(|c: char| c == '|' || c.is_whitespace())
+                .parse()
+                .ok()
+        })
+        .next_back()
+        .unwrap()
+}
+
+/// Issue #17, item 7, as a new user met it: `synth --seed 99` reuses the id of a seed-1
+/// patient. Ingested into the seed-1 vault, that Patient is refused and so is everything of
+/// theirs (no Condition attached to the other person); named as another source it is a person
+/// of its own; as an update feed it is a new version of the stored patient (same person).
+#[test]
+fn a_reused_patient_id_is_refused_with_its_record_and_a_source_keeps_it_apart() {
+    let tmp = Tmp::new("sources");
+    let (a, b, node) = (
+        tmp.path().join("seed-1"),
+        tmp.path().join("seed-99"),
+        tmp.path().join("node"),
+    );
+    let (a_s, b_s, node_s) = (
+        a.to_str().unwrap(),
+        b.to_str().unwrap(),
+        node.to_str().unwrap(),
+    );
+    let p = "passphrase";
+    ok(
+        p,
+        &["synth", "--patients", "100", "--seed", "1", "--out", a_s],
+    );
+    ok(p, &["ingest", "--node", node_s, "--quiet", a_s]);
+    let count = |table: &str| {
+        number(&ok(
+            p,
+            &[
+                "sql",
+                "--node",
+                node_s,
+                &format!("SELECT count(*) AS n FROM {table}"),
+            ],
+        ))
+    };
+    let (conditions, persons) = (count("condition_occurrence"), count("person"));
+    ok(
+        p,
+        &["synth", "--patients", "1", "--seed", "99", "--out", b_s],
+    );
+    let out = run(p, &["ingest", "--node", node_s, "--quiet", b_s]);
+    assert!(out.status.success());
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert!(said.contains("Patient.ndjson: line 1: conflict"), "{said}");
+    assert!(
+        said.contains(
+            "Condition.ndjson: line 1: refused with what it refers to: field=subject target_type=Patient"
+        ),
+        "{said}"
+    );
+    assert_eq!(count("condition_occurrence"), conditions);
+    assert_eq!(count("person"), persons);
+    // Another source: a person of its own.
+    let said = ok(
+        p,
+        &[
+            "ingest", "--node", node_s, "--quiet", "--source", "clinic-b", b_s,
+        ],
+    );
+    assert!(said.contains("committed=true"), "{said}");
+    assert_eq!(count("person"), persons + 1);
+    assert!(count("condition_occurrence") > conditions);
+    // An update feed: the stored patient's new version, the same person.
+    let said = ok(p, &["ingest", "--node", node_s, "--quiet", "--update", b_s]);
+    assert!(said.contains("committed=true"), "{said}");
+    assert_eq!(count("person"), persons + 1);
+}

@@ -78,7 +78,7 @@ pub fn prepare(
                 on_error: OnError::Skip,
                 progress: true,
                 vocabulary: None,
-                fail_after: None,
+                ..IngestOptions::default()
             };
             let report = match source {
                 Source::Generated { per_hospital } => {

@@ -87,6 +87,15 @@ pub fn content_hash(node_dir: &Path, key: &VaultKey) -> Result<String, VaultErro
             h.update(table.as_bytes());
             h.update(rows.to_le_bytes());
         }
+        // The rows it retracts (a segment of an earlier format retracts none and hashes as
+        // before).
+        for hidden in &seg.hidden {
+            h.update(b"hidden");
+            h.update(hidden.segment.as_bytes());
+            h.update(hidden.table.as_bytes());
+            h.update(hidden.first.to_le_bytes());
+            h.update(hidden.count.to_le_bytes());
+        }
     }
     Ok(hex::encode(h.finalize()))
 }
@@ -101,7 +110,8 @@ pub async fn describe(
     let quality = quality::profile(ctx, as_of).await?;
     let root = store::vault_dir(node_dir);
     let manifest = store::read_manifest(&root, key)?;
-    let resources = manifest.segments.iter().map(|s| s.resources).sum();
+    // Live resources: updated and deleted ones are not counted twice or at all.
+    let resources = manifest.live_resources();
     let mut tables = Vec::new();
     let mut persons = 0;
     for table in TABLES {

@@ -70,6 +70,9 @@ pub enum VaultError {
         /// The environment variable consulted.
         env: &'static str,
     },
+    /// An ingest named a source that is not a valid source name.
+    #[error("invalid source name: use 1 to 64 of A-Z a-z 0-9 . _ -")]
+    InvalidSource,
     /// A test hook aborted the ingest mid-batch, as a crash would (nothing is committed).
     #[error("injected fault: ingest aborted after resources={0} (test hook)")]
     InjectedFault(u64),

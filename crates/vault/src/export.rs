@@ -3,6 +3,9 @@
 //! the resources a patient's resources refer to (Organization, Practitioner, ...), and
 //! references are rewritten consistently (`urn:uuid:` full URLs in a Bundle, `Type/id` in NDJSON).
 //!
+//! Each resource is exported in its current version (earlier versions stay readable through
+//! [`Vault::resource_versions`]); deleted resources are not exported.
+//!
 //! Only the patient's own resources leave: reference following stops at anything that belongs
 //! to another person (another patient's Patient or compartment, a Person or RelatedPerson not in
 //! this patient's compartment), and a reference to such a resource is replaced by a bare
@@ -68,8 +71,8 @@ fn belongs_to(vault: &Vault, key: &str, person_id: i64) -> bool {
 
 /// Whether a reference names a person other than the exported patient: a stored resource that
 /// is not theirs, or a person-type target that is not stored here (another hospital's patient).
-fn names_someone_else(vault: &Vault, t: &RefTarget, person_id: i64) -> bool {
-    match vault.resolve_key(t) {
+fn names_someone_else(vault: &Vault, referrer: &str, t: &RefTarget, person_id: i64) -> bool {
+    match vault.resolve_from(referrer, t) {
         Some(k) => !belongs_to(vault, &k, person_id),
         None => matches!(t, RefTarget::Typed(ty, _) if PERSON_TYPES.contains(&ty.as_str())),
     }
@@ -84,9 +87,9 @@ fn closure(vault: &Vault, person_id: i64) -> Result<Vec<(String, Value)>, VaultE
     while !keys.is_empty() {
         let loaded = vault.load_resources(&keys)?;
         let mut next = Vec::new();
-        for (_, v) in &loaded {
+        for (referrer, v) in &loaded {
             for (_, t) in fhir::references(v) {
-                if let Some(k) = vault.resolve_key(&t)
+                if let Some(k) = vault.resolve_from(referrer, &t)
                     && belongs_to(vault, &k, person_id)
                     && seen.insert(k.clone())
                 {
@@ -117,11 +120,12 @@ pub fn export_patient(vault: &Vault, id: &str) -> Result<Value, VaultError> {
         .into_iter()
         .map(|(k, mut v)| {
             fhir::withhold_references(&mut v, WITHHELD, &mut |r| {
-                fhir::parse_reference(r).is_some_and(|t| names_someone_else(vault, &t, person_id))
+                fhir::parse_reference(r)
+                    .is_some_and(|t| names_someone_else(vault, &k, &t, person_id))
             });
             fhir::rewrite_references(&mut v, &mut |r| {
                 let t = fhir::parse_reference(r)?;
-                let target = vault.resolve_key(&t)?;
+                let target = vault.resolve_from(&k, &t)?;
                 let url = urls.get(&target)?;
                 (url != r).then(|| url.clone())
             });
@@ -163,7 +167,12 @@ pub fn export_ndjson(vault: &Vault, dir: &Path) -> Result<NdjsonSummary, VaultEr
                 if matches!(t, RefTarget::Unresolvable) {
                     return None;
                 }
-                let target = vault.resolve_key(&t)?;
+                // The target's own `Type/id` (a named source's qualifier left out).
+                let target = vault.resolve_from(key, &t)?;
+                let target = match target.split_once('/') {
+                    Some((ty, qid)) => format!("{ty}/{}", crate::store::bare_id(qid)),
+                    None => target,
+                };
                 (target != r).then_some(target)
             });
             let ty = key

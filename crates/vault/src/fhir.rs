@@ -29,8 +29,19 @@ pub enum BadReason {
     NotR4(String),
     /// A reference points to a resource neither in this batch nor in the vault; names the field.
     DanglingReference(String),
-    /// A resource with this type and id is already stored with different content.
+    /// A resource with this type and id is already stored with different content (and the
+    /// ingest is not an update feed).
     Conflict,
+    /// A reference points to a resource of the batch that was refused; names the field and
+    /// the target's type. The resource is refused with it.
+    RefusedDependency(String, String),
+    /// A reference points to a resource this batch deletes; names the field.
+    DeletedReference(String),
+    /// A delete names a resource that was never stored; names its type.
+    NotStored(String),
+    /// The stored resource (or one that would go with it) was written before versioning: its
+    /// CDM rows are not known, so it can be neither updated nor deleted.
+    NotVersioned,
 }
 
 impl fmt::Display for BadReason {
@@ -49,7 +60,21 @@ impl fmt::Display for BadReason {
             }
             BadReason::Conflict => write!(
                 f,
-                "conflict: same type and id already stored with different content (updates are not supported)"
+                "conflict: same type and id already stored with different content (not an update feed: ingest with updates to store a new version)"
+            ),
+            BadReason::RefusedDependency(field, ty) => write!(
+                f,
+                "refused with what it refers to: field={field} target_type={ty} was refused in this batch"
+            ),
+            BadReason::DeletedReference(field) => {
+                write!(f, "reference to a deleted resource: field={field}")
+            }
+            BadReason::NotStored(ty) => {
+                write!(f, "delete of a resource that is not stored: type={ty}")
+            }
+            BadReason::NotVersioned => write!(
+                f,
+                "stored before versioning: its cdm rows are unknown, it cannot be updated or deleted"
             ),
         }
     }
@@ -630,6 +655,77 @@ pub fn compartment_ref(v: &Value) -> Option<RefTarget> {
     })
 }
 
+/// Whether a Bundle entry is a delete (`request.method = DELETE`).
+fn is_delete_entry(e: &Map<String, Value>) -> bool {
+    e.get("request")
+        .and_then(|r| r.get("method"))
+        .and_then(Value::as_str)
+        == Some("DELETE")
+}
+
+/// A delete entry of a Bundle file as the one-entry transaction Bundle an NDJSON feed would
+/// carry, so both reach the ingest in the same form.
+fn delete_bundle(e: Map<String, Value>) -> Value {
+    let request = e.get("request").cloned().unwrap_or(Value::Null);
+    serde_json::json!({"resourceType": "Bundle", "type": "transaction",
+        "entry": [{"request": request}]})
+}
+
+/// One entry of a transaction or batch Bundle as the ingest applies it.
+#[derive(Debug)]
+pub enum TxEntry {
+    /// A resource to store (create or update).
+    Resource(Value),
+    /// Delete `Type/id`, or why the request is not a valid delete.
+    Delete(Result<(String, String), BadReason>),
+}
+
+/// The entries of a `transaction` or `batch` Bundle (`None` for any other resource, which is
+/// stored as it is). A delete's `url` is `Type/id` (relative, or absolute ending so).
+pub fn transaction_entries(v: &Value) -> Option<Vec<TxEntry>> {
+    if v.get("resourceType").and_then(Value::as_str) != Some("Bundle") {
+        return None;
+    }
+    let ty = v.get("type").and_then(Value::as_str)?;
+    if ty != "transaction" && ty != "batch" {
+        return None;
+    }
+    let entries = v.get("entry").and_then(Value::as_array)?;
+    Some(
+        entries
+            .iter()
+            .map(|e| {
+                let method = e
+                    .get("request")
+                    .and_then(|r| r.get("method"))
+                    .and_then(Value::as_str);
+                match (method, e.get("resource")) {
+                    (Some("DELETE"), _) => TxEntry::Delete(delete_target(e)),
+                    (_, Some(r)) => TxEntry::Resource(r.clone()),
+                    _ => TxEntry::Delete(Err(BadReason::Malformed(
+                        "transaction entry has neither a resource nor a delete".into(),
+                    ))),
+                }
+            })
+            .collect(),
+    )
+}
+
+/// `Type/id` of a delete entry's `request.url`.
+fn delete_target(e: &Value) -> Result<(String, String), BadReason> {
+    let url = e
+        .get("request")
+        .and_then(|r| r.get("url"))
+        .and_then(Value::as_str)
+        .ok_or_else(|| BadReason::Malformed("field=request.url missing on a delete".into()))?;
+    match parse_reference(url) {
+        Some(RefTarget::Typed(t, id)) => Ok((t, id)),
+        _ => Err(BadReason::Malformed(
+            "field=request.url of a delete is not Type/id".into(),
+        )),
+    }
+}
+
 /// Where in a file a resource was.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
 #[serde(rename_all = "snake_case")]
@@ -795,6 +891,7 @@ impl<'de> Visitor<'de> for Entries<'_, '_> {
             let pos = Position::Entry(self.0.entries);
             self.0.entries += 1;
             let item = match entry {
+                Value::Object(e) if is_delete_entry(&e) => Ok(delete_bundle(e)),
                 Value::Object(mut e) => match e.remove("resource") {
                     Some(r) => Ok(r),
                     None => Err(BadReason::Malformed("bundle entry has no resource".into())),

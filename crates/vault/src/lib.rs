@@ -2,9 +2,13 @@
 //!
 //! * **Ingest** ([`Vault::ingest_paths`], [`Vault::ingest_values`]): FHIR R4 Bundle JSON,
 //!   folders of them, and Bulk Data NDJSON, streamed; each resource is checked (malformed,
-//!   unknown type, not R4, dangling reference), deduplicated by type, id and content hash
-//!   (re-ingesting adds nothing), and the whole batch commits atomically as one new segment
-//!   (see [`store`]).
+//!   unknown type, not R4, dangling reference), deduplicated by source, type, id and content
+//!   hash (re-ingesting adds nothing), and the whole batch commits atomically as one new
+//!   segment (see [`store`]). What refers to a refused resource is refused with it. Each
+//!   source system has its own ids ([`IngestOptions::source`]); an update feed
+//!   ([`IngestOptions::updates`], `_since` feeds) stores changed content as a new version whose
+//!   CDM rows replace the old ones, and transaction Bundles delete (a Patient with its
+//!   record); every version stays in the segments for audit ([`Vault::resource_versions`]).
 //! * **Storage**: the original resources (zstd-compressed canonical JSON) for export and record
 //!   sharing, and OMOP-CDM-5.4-like tables in Parquet ([`cdm`]): person, visit_occurrence,
 //!   condition_occurrence, drug_exposure, measurement, observation, procedure_occurrence, death.

@@ -1,16 +1,25 @@
 //! Query: DataFusion sessions over the committed CDM tables of one vault or of several pooled
 //! vaults (each table is registered as one listing table over the Parquet files of every
 //! committed segment), and SQL helpers for the operator.
+//!
+//! Retracted rows (of resource versions a later segment updated or deleted; see
+//! [`crate::store`]) are left out here, once, for every reader: a table whose segments retract
+//! nothing is the plain listing table; otherwise it is a view, the union of one listing table
+//! over the untouched segments' files and, per segment with retracted rows, that segment's file
+//! without them (`row id NOT IN (...)` on the table's first column, its row id). Rows are
+//! retracted per segment because a new version of a Patient or Encounter keeps its id: the
+//! current person row has the same `person_id` as the retracted one, in a later segment.
 
 use std::path::Path;
 use std::sync::Arc;
 
 use datafusion::datasource::MemTable;
+use datafusion::datasource::TableProvider;
 use datafusion::datasource::file_format::parquet::ParquetFormat;
 use datafusion::datasource::listing::{
     ListingOptions, ListingTable, ListingTableConfig, ListingTableUrl,
 };
-use datafusion::prelude::{SessionConfig, SessionContext};
+use datafusion::prelude::{DataFrame, SessionConfig, SessionContext, ident, lit};
 
 use datafusion::common::config::TableParquetOptions;
 
@@ -33,7 +42,8 @@ pub fn open_session(node_dir: &Path, key: &VaultKey) -> Result<SessionContext, V
 /// With one directory this is [`open_session`]. Used by `medspace bench federated` for the
 /// pooled baseline; a node only ever opens its own vault.
 pub fn open_pooled_session(vaults_in: &[(&Path, &VaultKey)]) -> Result<SessionContext, VaultError> {
-    let mut vaults = Vec::with_capacity(vaults_in.len());
+    let mut vaults: Vec<(std::path::PathBuf, store::Manifest)> =
+        Vec::with_capacity(vaults_in.len());
     let mut keys = Vec::with_capacity(vaults_in.len());
     for (node_dir, key) in vaults_in {
         let root = store::vault_dir(node_dir);
@@ -51,10 +61,20 @@ pub fn open_pooled_session(vaults_in: &[(&Path, &VaultKey)]) -> Result<SessionCo
         .register_parquet_encryption_factory(FACTORY_ID, Arc::new(VaultDecryption::new(keys)?));
     let mut parquet_options = TableParquetOptions::default();
     parquet_options.crypto.factory_id = Some(FACTORY_ID.to_string());
+    let format = ParquetFormat::default().with_options(parquet_options);
+    let options = ListingOptions::new(Arc::new(format)).with_file_extension(".parquet");
+    let hidden: Vec<_> = vaults.iter().map(|(_, m)| m.hidden_rows()).collect();
     for table in TABLES {
         let schema = cdm::schema(table);
-        let mut urls = Vec::new();
-        for (root, manifest) in &vaults {
+        let listing = |urls: Vec<ListingTableUrl>| -> Result<Arc<dyn TableProvider>, VaultError> {
+            let config = ListingTableConfig::new_with_multi_paths(urls)
+                .with_listing_options(options.clone())
+                .with_schema(schema.clone());
+            Ok(Arc::new(ListingTable::try_new(config)?))
+        };
+        let mut clean = Vec::new();
+        let mut dirty: Vec<(ListingTableUrl, &Vec<i64>)> = Vec::new();
+        for ((root, manifest), hidden) in vaults.iter().zip(&hidden) {
             for seg in &manifest.segments {
                 if seg.tables.get(table).copied().unwrap_or(0) == 0 {
                     continue;
@@ -63,19 +83,37 @@ pub fn open_pooled_session(vaults_in: &[(&Path, &VaultKey)]) -> Result<SessionCo
                     .join("cdm")
                     .join(format!("{table}.parquet"));
                 let path = path.canonicalize().map_err(VaultError::io(&path))?;
-                urls.push(ListingTableUrl::parse(path.to_string_lossy().as_ref())?);
+                let url = ListingTableUrl::parse(path.to_string_lossy().as_ref())?;
+                match hidden.get(&(table.to_string(), seg.name.clone())) {
+                    Some(ids) => dirty.push((url, ids)),
+                    None => clean.push(url),
+                }
             }
         }
-        if urls.is_empty() {
+        if clean.is_empty() && dirty.is_empty() {
             let mem = MemTable::try_new(schema, vec![vec![]])?;
             ctx.register_table(table, Arc::new(mem))?;
+        } else if dirty.is_empty() {
+            ctx.register_table(table, listing(clean)?)?;
         } else {
-            let format = ParquetFormat::default().with_options(parquet_options.clone());
-            let options = ListingOptions::new(Arc::new(format)).with_file_extension(".parquet");
-            let config = ListingTableConfig::new_with_multi_paths(urls)
-                .with_listing_options(options)
-                .with_schema(schema);
-            ctx.register_table(table, Arc::new(ListingTable::try_new(config)?))?;
+            let id_column = schema.field(0).name().clone();
+            let mut frames: Vec<DataFrame> = Vec::new();
+            if !clean.is_empty() {
+                frames.push(ctx.read_table(listing(clean)?)?);
+            }
+            for (url, ids) in dirty {
+                let list = ids.iter().map(|i| lit(*i)).collect();
+                let df = ctx.read_table(listing(vec![url])?)?;
+                frames.push(df.filter(ident(&id_column).in_list(list, true))?);
+            }
+            let mut frames = frames.into_iter();
+            let Some(mut all) = frames.next() else {
+                continue;
+            };
+            for f in frames {
+                all = all.union(f)?;
+            }
+            ctx.register_table(table, all.into_view())?;
         }
     }
     Ok(ctx)

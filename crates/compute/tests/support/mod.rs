@@ -31,7 +31,7 @@ pub fn opts() -> IngestOptions {
         on_error: OnError::Refuse,
         progress: false,
         vocabulary: None,
-        fail_after: None,
+        ..IngestOptions::default()
     }
 }
 

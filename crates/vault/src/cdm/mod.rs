@@ -64,12 +64,32 @@ pub(crate) trait Resolve {
     fn visit(&self, target: &RefTarget) -> Option<i64>;
 }
 
+/// The CDM rows one resource produced: (table, first row id, count), a span per run of
+/// consecutive ids in a table. The row id is a table's first column (`person_id` for `person`
+/// and `death`).
+#[derive(Debug, Default)]
+pub(crate) struct RowLog(pub Vec<(String, i64, u32)>);
+
+impl RowLog {
+    fn note(&mut self, table: &str, id: i64) {
+        if let Some(last) = self.0.last_mut()
+            && last.0 == table
+            && last.1.checked_add(i64::from(last.2)) == Some(id)
+        {
+            last.2 += 1;
+            return;
+        }
+        self.0.push((table.to_string(), id, 1));
+    }
+}
+
 /// What every mapper works with: the vocabulary, reference resolution, row ids and the writer.
 struct Mapping<'a> {
     vocab: &'a Vocabulary,
     resolve: &'a dyn Resolve,
     counters: &'a mut Counters,
     out: &'a mut CdmWriter,
+    log: &'a mut RowLog,
 }
 
 impl Mapping<'_> {
@@ -99,12 +119,18 @@ impl Mapping<'_> {
     }
 
     fn push(&mut self, table: &str, row: &[Val<'_>]) -> Result<(), VaultError> {
-        self.out.push(table, row)
+        self.out.push(table, row)?;
+        if let Some(Val::I64(Some(id))) = row.first() {
+            self.log.note(table, *id);
+        }
+        Ok(())
     }
 }
 
 /// Maps one stored resource to CDM rows. `own_row_id` is the person_id of a Patient or the
 /// visit_occurrence_id of an Encounter. Resource types without a CDM table produce no rows.
+/// The rows written are noted in `log`.
+#[allow(clippy::too_many_arguments)]
 pub(crate) fn map_resource(
     v: &Value,
     own_row_id: Option<i64>,
@@ -113,12 +139,14 @@ pub(crate) fn map_resource(
     resolve: &dyn Resolve,
     counters: &mut Counters,
     out: &mut CdmWriter,
+    log: &mut RowLog,
 ) -> Result<(), VaultError> {
     let mut m = Mapping {
         vocab,
         resolve,
         counters,
         out,
+        log,
     };
     match v.get("resourceType").and_then(Value::as_str).unwrap_or("") {
         "Patient" => {

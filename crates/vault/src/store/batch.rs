@@ -13,28 +13,56 @@ use std::time::Instant;
 use indicatif::{ProgressBar, ProgressStyle};
 use sha2::{Digest, Sha256};
 
-use super::Vault;
+use super::index::{Entry, Stamp};
 use super::options::{IngestOptions, IngestReport, InputError, updatable};
 use super::resources::RESOURCES_FILE;
+use super::{Vault, qualify, qualify_target};
 use crate::error::VaultError;
 use crate::fhir::{self, BadReason, Position, RefTarget};
 
-/// A resource admitted to the batch (before reference checks).
+/// What became of a resource (or delete) admitted to the batch.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum State {
+    /// The batch's latest version of its key (or a delete of it): indexed as current.
+    Current,
+    /// Superseded in this batch, or older than the stored version: indexed for audit only.
+    Old,
+    /// Same content as the stored version: not indexed.
+    Dup,
+    /// Rejected (an error was reported): not indexed; what refers to it is refused with it.
+    Bad,
+}
+
+/// A resource or delete admitted to the batch (before reference checks).
 pub(super) struct Pending {
+    /// `Type/id`, the id qualified by the batch's source.
     pub(super) key: String,
     pub(super) line: u32,
     pub(super) hash: [u8; 16],
     pub(super) file: u32,
     pub(super) pos: Position,
-    /// References not (yet) resolvable inside the batch when the resource was read: checked
-    /// against the whole batch and the vault at the end.
-    pub(super) forward: Vec<(String, RefTarget)>,
-    /// Batch resources this one refers to that were already read (compact: no strings).
-    pub(super) deps: Vec<u32>,
+    /// Every reference (json path, target with qualified id), checked at the end against the
+    /// whole batch and the vault.
+    pub(super) refs: Vec<(String, RefTarget)>,
     pub(super) compartment: Option<RefTarget>,
-    pub(super) dead: bool,
-    /// Rejected (an error was reported): resources referring to it dangle.
-    pub(super) bad: bool,
+    pub(super) stamp: Stamp,
+    /// A delete of `key` rather than a resource.
+    pub(super) delete: bool,
+    /// A resource that follows a delete of its key in this batch (a re-creation: no update
+    /// permission needed).
+    pub(super) after_delete: bool,
+    /// A delete of a resource created earlier in this batch.
+    pub(super) batch_target: bool,
+    pub(super) state: State,
+    /// The stored current version this one retires (update or delete).
+    pub(super) replaces: Option<Entry>,
+}
+
+impl Pending {
+    /// A current resource version (it gets CDM rows).
+    pub(super) fn live(&self) -> bool {
+        self.state == State::Current && !self.delete
+    }
 }
 
 /// One batch being written into a new segment.
@@ -45,8 +73,12 @@ pub(super) struct Batch<'o> {
     pub(super) files: Vec<PathBuf>,
     pub(super) out: Option<zstd::Encoder<'static, SealWriter<BufWriter<File>>>>,
     pub(super) pending: Vec<Pending>,
+    /// Key -> the batch's latest accepted pending of it.
     pub(super) by_key: HashMap<String, usize>,
+    /// Qualified id -> type, for `urn:uuid:` references.
     pub(super) by_id: HashMap<String, String>,
+    /// The batch's source (`None`: the default namespace).
+    pub(super) source: Option<String>,
     pub(super) report: IngestReport,
     pub(super) started: Instant,
     pub(super) bar: ProgressBar,
@@ -54,6 +86,11 @@ pub(super) struct Batch<'o> {
 
 impl<'o> Batch<'o> {
     pub(super) fn start(vault: &Vault, opts: &'o IngestOptions) -> Result<Batch<'o>, VaultError> {
+        if let Some(s) = &opts.source
+            && !super::valid_source(s)
+        {
+            return Err(VaultError::InvalidSource);
+        }
         let name = vault.manifest.next_segment_name();
         let dir = vault.segment_dir(&name);
         if dir.exists() {
@@ -85,6 +122,7 @@ impl<'o> Batch<'o> {
             pending: Vec::new(),
             by_key: HashMap::new(),
             by_id: HashMap::new(),
+            source: opts.source.clone(),
             report: IngestReport::default(),
             started: Instant::now(),
             bar,
@@ -107,7 +145,8 @@ impl<'o> Batch<'o> {
         });
     }
 
-    /// Phase 1: check one resource, deduplicate, append it to the new segment.
+    /// Phase 1: check one input item (a resource, or a transaction Bundle of resources and
+    /// deletes), deduplicate, append it to the new segment.
     pub(super) fn admit(
         &mut self,
         file: usize,
@@ -123,6 +162,65 @@ impl<'o> Batch<'o> {
                 return Ok(());
             }
         };
+        let Some(entries) = fhir::transaction_entries(&v) else {
+            return self.admit_resource(file, pos, v);
+        };
+        // Each entry of a transaction counts as one item read.
+        self.report.read += (entries.len() as u64).saturating_sub(1);
+        if entries.is_empty() {
+            self.report.read += 1;
+            self.error(file, pos, BadReason::EmptyFile);
+        }
+        for e in entries {
+            match e {
+                fhir::TxEntry::Resource(r) => self.admit_resource(file, pos, r)?,
+                fhir::TxEntry::Delete(Ok((ty, id))) => self.admit_delete(file, pos, &ty, &id)?,
+                fhir::TxEntry::Delete(Err(reason)) => self.error(file, pos, reason),
+            }
+        }
+        Ok(())
+    }
+
+    /// Appends one line to the new segment's resources file.
+    fn write_line(&mut self, bytes: &[u8]) -> Result<(), VaultError> {
+        if let Some(out) = self.out.as_mut() {
+            out.write_all(bytes)
+                .and_then(|()| out.write_all(b"\n"))
+                .map_err(VaultError::io(&self.dir))?;
+        }
+        Ok(())
+    }
+
+    fn canonical(&self, v: &serde_json::Value) -> Result<(Vec<u8>, [u8; 16]), VaultError> {
+        // serde_json's Map is ordered by key: this is a canonical form for hashing and storage.
+        let bytes = serde_json::to_vec(v).map_err(|e| VaultError::Corrupt {
+            path: self.dir.clone(),
+            reason: e.to_string(),
+        })?;
+        let digest = Sha256::digest(&bytes);
+        let mut hash = [0u8; 16];
+        hash.copy_from_slice(digest.get(..16).unwrap_or(&[0u8; 16]));
+        Ok((bytes, hash))
+    }
+
+    /// The batch's latest accepted pending of `key`.
+    fn latest(&self, key: &str) -> Option<usize> {
+        self.by_key.get(key).copied()
+    }
+
+    fn set_state(&mut self, i: usize, state: State) {
+        if let Some(p) = self.pending.get_mut(i) {
+            p.state = state;
+        }
+    }
+
+    /// One resource: checked, compared with the batch's earlier version of it, appended.
+    fn admit_resource(
+        &mut self,
+        file: usize,
+        pos: Position,
+        v: serde_json::Value,
+    ) -> Result<(), VaultError> {
         let (rtype, id) = match fhir::check_resource(&v) {
             Ok((t, i)) => (t.to_string(), i.to_string()),
             Err(reason) => {
@@ -130,61 +228,96 @@ impl<'o> Batch<'o> {
                 return Ok(());
             }
         };
-        let key = format!("{rtype}/{id}");
-        // serde_json's Map is ordered by key: this is a canonical form for hashing and storage.
-        let bytes = serde_json::to_vec(&v).map_err(|e| VaultError::Corrupt {
-            path: self.dir.clone(),
-            reason: e.to_string(),
-        })?;
-        let digest = Sha256::digest(&bytes);
-        let mut hash = [0u8; 16];
-        hash.copy_from_slice(digest.get(..16).unwrap_or(&[0u8; 16]));
-        let existing = self
-            .by_key
-            .get(&key)
-            .and_then(|i| self.pending.get(*i))
-            .map(|p| p.hash);
+        let qid = qualify(self.source.as_deref(), &id);
+        let key = format!("{rtype}/{qid}");
+        let (bytes, hash) = self.canonical(&v)?;
+        let stamp = Stamp::of(&v);
+        let mut state = State::Current;
+        let mut after_delete = false;
         // Resolution of this check against the vault happens in `finish` (it needs the vault).
-        if let Some(h) = existing {
-            if h == hash {
+        if let Some(i) = self.latest(&key)
+            && let Some(prev) = self.pending.get(i)
+        {
+            if prev.delete {
+                // Re-created after its delete in this batch: the delete stays for audit.
+                after_delete = true;
+                self.set_state(i, State::Old);
+            } else if prev.hash == hash {
                 self.report.unchanged += 1;
                 return Ok(());
-            }
-            if !updatable(&rtype) {
+            } else if !self.opts.accepts_updates() && !updatable(&rtype) {
                 self.error(file, pos, BadReason::Conflict);
                 return Ok(());
+            } else if stamp.older_than(&prev.stamp) {
+                state = State::Old;
+                self.report.stale += 1;
+            } else {
+                // A later version in the same batch supersedes the earlier one.
+                after_delete = prev.after_delete;
+                self.set_state(i, State::Old);
+                self.report.updated += 1;
             }
-            // A later version in the same batch replaces the earlier one.
-            if let Some(old) = self.by_key.get(&key).and_then(|i| self.pending.get_mut(*i)) {
-                old.dead = true;
-            }
-            self.report.updated += 1;
         }
         let line = u32::try_from(self.pending.len()).unwrap_or(u32::MAX);
-        if let Some(out) = self.out.as_mut() {
-            out.write_all(&bytes)
-                .and_then(|()| out.write_all(b"\n"))
-                .map_err(VaultError::io(&self.dir))?;
-        }
-        let mut forward = Vec::new();
-        let mut deps = Vec::new();
-        for (field, t) in fhir::references(&v) {
-            let local = match &t {
-                RefTarget::AnyType(id) => self.by_id.get(id).map(|ty| format!("{ty}/{id}")),
-                RefTarget::Typed(ty, id) => Some(format!("{ty}/{id}")),
-                RefTarget::Unresolvable => None,
-            };
-            match local.and_then(|k| self.by_key.get(&k)) {
-                Some(i) => deps.push(u32::try_from(*i).unwrap_or(u32::MAX)),
-                None => forward.push((field, t)),
-            }
-        }
+        self.write_line(&bytes)?;
+        let source = self.source.clone();
+        let refs = fhir::references(&v)
+            .into_iter()
+            .map(|(field, t)| (field, qualify_target(source.as_deref(), t)))
+            .collect();
         let compartment = if rtype == "Patient" {
             None
         } else {
-            fhir::compartment_ref(&v)
+            fhir::compartment_ref(&v).map(|t| qualify_target(source.as_deref(), t))
         };
-        self.by_id.insert(id, rtype);
+        if state == State::Current {
+            self.by_id.insert(qid, rtype);
+            self.by_key.insert(key.clone(), self.pending.len());
+        }
+        self.pending.push(Pending {
+            key,
+            line,
+            hash,
+            file: u32::try_from(file).unwrap_or(u32::MAX),
+            pos,
+            refs,
+            compartment,
+            stamp,
+            delete: false,
+            after_delete,
+            batch_target: false,
+            state,
+            replaces: None,
+        });
+        Ok(())
+    }
+
+    /// A delete of `Type/id` (of the batch's source): the request is kept as the segment's line.
+    fn admit_delete(
+        &mut self,
+        file: usize,
+        pos: Position,
+        rtype: &str,
+        id: &str,
+    ) -> Result<(), VaultError> {
+        let qid = qualify(self.source.as_deref(), id);
+        let key = format!("{rtype}/{qid}");
+        let request =
+            serde_json::json!({"request": {"method": "DELETE", "url": format!("{rtype}/{id}")}});
+        let (bytes, hash) = self.canonical(&request)?;
+        let mut batch_target = false;
+        if let Some(i) = self.latest(&key)
+            && let Some(prev) = self.pending.get(i)
+        {
+            if prev.delete {
+                self.report.unchanged += 1;
+                return Ok(());
+            }
+            batch_target = true;
+            self.set_state(i, State::Old);
+        }
+        let line = u32::try_from(self.pending.len()).unwrap_or(u32::MAX);
+        self.write_line(&bytes)?;
         self.by_key.insert(key.clone(), self.pending.len());
         self.pending.push(Pending {
             key,
@@ -192,34 +325,66 @@ impl<'o> Batch<'o> {
             hash,
             file: u32::try_from(file).unwrap_or(u32::MAX),
             pos,
-            forward,
-            deps,
-            compartment,
-            dead: false,
-            bad: false,
+            refs: Vec::new(),
+            compartment: None,
+            stamp: Stamp::default(),
+            delete: true,
+            after_delete: false,
+            batch_target,
+            state: State::Current,
+            replaces: None,
         });
         Ok(())
     }
 
-    pub(super) fn resolve_batch(&self, vault: &Vault, t: &RefTarget) -> Option<String> {
+    /// Resolves a (qualified) reference target: the batch's latest version of it, else the
+    /// vault's; says why not when it cannot. `deleting` holds the stored keys this batch
+    /// deletes (with what goes with them).
+    pub(super) fn resolve(
+        &self,
+        vault: &Vault,
+        t: &RefTarget,
+        deleting: &std::collections::HashSet<String>,
+    ) -> Resolved {
         let local = match t {
             RefTarget::AnyType(id) => self.by_id.get(id).map(|ty| format!("{ty}/{id}")),
-            RefTarget::Typed(ty, id) => {
-                Some(format!("{ty}/{id}")).filter(|k| self.by_key.contains_key(k))
-            }
+            RefTarget::Typed(ty, id) => Some(format!("{ty}/{id}")),
             RefTarget::Unresolvable => None,
         };
-        match local {
-            Some(k)
-                if self
-                    .by_key
-                    .get(&k)
-                    .and_then(|i| self.pending.get(*i))
-                    .is_some_and(|p| !p.dead) =>
-            {
-                Some(k)
+        if let Some(k) = local
+            && let Some(p) = self.by_key.get(&k).and_then(|i| self.pending.get(*i))
+        {
+            match p.state {
+                State::Bad => {
+                    let ty = k.split_once('/').map_or("", |(t, _)| t);
+                    return Resolved::Refused(ty.to_string());
+                }
+                State::Current if p.delete => return Resolved::Deleted,
+                State::Current => return Resolved::Found(k),
+                State::Old | State::Dup => {}
             }
-            _ => vault.resolve_key(t),
+        }
+        match vault.resolve_key(t) {
+            Some(k) if deleting.contains(&k) => Resolved::Deleted,
+            Some(k) => Resolved::Found(k),
+            None => match t {
+                RefTarget::Typed(ty, id) if vault.deleted.contains(&format!("{ty}/{id}")) => {
+                    Resolved::Deleted
+                }
+                _ => Resolved::Missing,
+            },
         }
     }
+}
+
+/// What a reference of the batch resolves to.
+pub(super) enum Resolved {
+    /// A stored or batch key.
+    Found(String),
+    /// A resource of this batch that was refused (its type).
+    Refused(String),
+    /// A resource deleted (by this batch or before).
+    Deleted,
+    /// Nothing: neither in the batch nor in the vault.
+    Missing,
 }

@@ -1,5 +1,10 @@
-//! A segment's index (`index.jsonl`): one line per stored resource with its `Type/id`, its line
-//! in the segment's resources file, its content hash, and its local ids.
+//! A segment's index (`index.jsonl`): one line per stored resource version or delete with its
+//! `Type/id` (the id qualified by its source, see [`super::qualify`]), its line in the segment's
+//! resources file, its content hash, its local ids, the CDM rows it produced, and whether it is
+//! the current version, an older version kept for audit, or a delete.
+//!
+//! Lines written before versioning (format 1) carry no row list (`c`): their resources read as
+//! usual but cannot be updated or deleted (their CDM rows cannot be retracted).
 
 use std::io::{BufRead, Write};
 use std::path::Path;
@@ -24,6 +29,79 @@ pub(super) struct IndexLine {
     /// Local row id: person_id of a Patient, visit_occurrence_id of an Encounter.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub r: Option<i64>,
+    /// The CDM rows this version produced: (table, first row id, count). Absent in lines
+    /// written before versioning.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub c: Option<Vec<RowSpan>>,
+    /// visit_occurrence_id its rows refer to (the Encounter it belongs to), if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub v: Option<i64>,
+    /// `old` (a version kept for audit, never current) or `del` (a delete); absent: the
+    /// current version when committed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub s: Option<Status>,
+    /// `meta.lastUpdated` of the resource, if given.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub u: Option<String>,
+    /// `meta.versionId` of the resource, if given.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub n: Option<String>,
+}
+
+/// What an index line is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub(crate) enum Status {
+    /// An older version, kept for audit (superseded in its own batch, or arrived late).
+    Old,
+    /// A delete of the resource (the line holds the delete request).
+    Del,
+}
+
+/// CDM rows of one table produced by one resource version: ids `first .. first + count`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct RowSpan(pub String, pub i64, pub u32);
+
+/// A resource's version stamp: `meta.lastUpdated` and `meta.versionId`.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub(crate) struct Stamp {
+    pub updated: Option<String>,
+    pub version: Option<String>,
+}
+
+impl Stamp {
+    /// The stamp of a resource.
+    pub(crate) fn of(v: &serde_json::Value) -> Stamp {
+        let meta = v.get("meta");
+        let get = |f: &str| {
+            meta.and_then(|m| m.get(f))
+                .and_then(serde_json::Value::as_str)
+                .map(str::to_string)
+        };
+        Stamp {
+            updated: get("lastUpdated"),
+            version: get("versionId"),
+        }
+    }
+
+    /// Whether a resource with this stamp is older than one with `other`: by `lastUpdated`
+    /// when both have it and they differ (FHIR instants, compared as UTC when both end in `Z`
+    /// or carry the same offset, which is how servers write them), else by a numeric
+    /// `versionId` when both have one. Otherwise not older: arrival order decides.
+    pub(crate) fn older_than(&self, other: &Stamp) -> bool {
+        if let (Some(a), Some(b)) = (&self.updated, &other.updated)
+            && a != b
+        {
+            return a < b;
+        }
+        match (
+            self.version.as_deref().map(str::parse::<u64>),
+            other.version.as_deref().map(str::parse::<u64>),
+        ) {
+            (Some(Ok(a)), Some(Ok(b))) => a < b,
+            _ => false,
+        }
+    }
 }
 
 /// Where a stored resource lives.
@@ -34,6 +112,11 @@ pub(crate) struct Entry {
     pub hash: [u8; 16],
     pub person: Option<i64>,
     pub row: Option<i64>,
+    /// CDM rows of this version (`None`: written before versioning, unknown).
+    pub rows: Option<Vec<RowSpan>>,
+    pub visit: Option<i64>,
+    pub status: Option<Status>,
+    pub stamp: Stamp,
 }
 
 impl Entry {
@@ -44,6 +127,11 @@ impl Entry {
             h: hex::encode(self.hash),
             p: self.person,
             r: self.row,
+            c: self.rows.clone(),
+            v: self.visit,
+            s: self.status,
+            u: self.stamp.updated.clone(),
+            n: self.stamp.version.clone(),
         }
     }
 }
@@ -76,6 +164,13 @@ pub(super) fn read_index(
                 hash,
                 person: il.p,
                 row: il.r,
+                rows: il.c,
+                visit: il.v,
+                status: il.s,
+                stamp: Stamp {
+                    updated: il.u,
+                    version: il.n,
+                },
             },
         );
     }

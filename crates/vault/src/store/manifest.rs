@@ -20,7 +20,11 @@ use crate::error::VaultError;
 
 const MANIFEST: &str = "manifest.json";
 const MANIFEST_TMP: &str = "manifest.json.tmp";
-pub(super) const FORMAT: u32 = 1;
+/// The manifest format written: 2 since versions and deletes (segments may hide earlier rows).
+/// Format 1 (before) reads as format 2 with no hidden rows.
+pub(super) const FORMAT: u32 = 2;
+/// Formats this code reads.
+const READABLE: [u32; 2] = [1, 2];
 
 /// The committed state of a vault.
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
@@ -40,12 +44,62 @@ impl Manifest {
 }
 
 /// One committed batch.
-#[derive(Clone, Debug, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
 pub(crate) struct SegmentInfo {
     pub name: String,
     pub resources: u64,
     /// Tables with a Parquet file in this segment, and their row counts.
     pub tables: BTreeMap<String, u64>,
+    /// CDM rows of earlier segments this one retracts (their resources were updated or
+    /// deleted here): the session leaves them out.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub hidden: Vec<Hidden>,
+    /// Earlier current resource versions this segment retired (updated or deleted).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub retired: u64,
+    /// Resources this segment deleted (included in `retired`).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub deleted: u64,
+    /// The source system of the batch (`None`: the default namespace).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source: Option<String>,
+    /// The `_since` instant of an incremental feed, as given.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub since: Option<String>,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
+}
+
+/// Rows `first .. first + count` of `table` in segment `segment` that a later segment retracts.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct Hidden {
+    pub segment: String,
+    pub table: String,
+    pub first: i64,
+    pub count: u32,
+}
+
+impl Manifest {
+    /// Every retracted row id, per table and segment name.
+    pub(crate) fn hidden_rows(&self) -> BTreeMap<(String, String), Vec<i64>> {
+        let mut out: BTreeMap<(String, String), Vec<i64>> = BTreeMap::new();
+        for seg in &self.segments {
+            for h in &seg.hidden {
+                let ids = out.entry((h.table.clone(), h.segment.clone())).or_default();
+                ids.extend((0..i64::from(h.count)).map(|i| h.first + i));
+            }
+        }
+        out
+    }
+
+    /// Live resources: stored current versions less those retired since.
+    pub(crate) fn live_resources(&self) -> u64 {
+        let stored: u64 = self.segments.iter().map(|s| s.resources).sum();
+        let retired: u64 = self.segments.iter().map(|s| s.retired).sum();
+        stored.saturating_sub(retired)
+    }
 }
 
 /// `<node>/vault`.
@@ -73,7 +127,7 @@ pub(crate) fn read_manifest(root: &Path, key: &VaultKey) -> Result<Manifest, Vau
                 path: path.clone(),
                 reason: e.to_string(),
             })?;
-            if m.format != FORMAT {
+            if !READABLE.contains(&m.format) {
                 return Err(VaultError::Corrupt {
                     path,
                     reason: format!("format={} expected={FORMAT}", m.format),
@@ -190,6 +244,7 @@ impl Vault {
                 name,
                 resources: 0,
                 tables: counts,
+                ..SegmentInfo::default()
             },
             counters,
         )

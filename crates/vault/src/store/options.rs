@@ -29,6 +29,20 @@ pub struct IngestOptions {
     pub progress: bool,
     /// Vocabulary for concept ids (`None`: every concept id is 0).
     pub vocabulary: Option<Arc<Vocabulary>>,
+    /// The source system the batch comes from (`lab-system`, `ehr`; 1 to 64 of `A-Z a-z 0-9
+    /// . _ -`). Resources are keyed by (source, type, id) and references resolve within their
+    /// source, so two sources never collide. `None`: the default namespace, which is where
+    /// every resource of a vault written before sources lives.
+    pub source: Option<String>,
+    /// Accept changed content for a stored (source, type, id) as a new version (an update
+    /// feed). Without it, changed content of a type with CDM rows is a conflict and is refused
+    /// with everything that depends on it: an id reused by another system for another person
+    /// must not silently rewrite a record. Deletes (Bundle entries with `request.method =
+    /// DELETE`) are explicit and always applied.
+    pub updates: bool,
+    /// An incremental feed's `_since` instant (Bulk Data export): recorded with the segment;
+    /// implies `updates`.
+    pub since: Option<String>,
     /// Test hook: abort like a crash after this many resources were written to the new
     /// segment (nothing is cleaned up, nothing committed).
     #[doc(hidden)]
@@ -67,9 +81,14 @@ pub struct IngestReport {
     pub stored: u64,
     /// Resources already in the vault (or repeated in the batch) with the same content.
     pub unchanged: u64,
-    /// Stored resources replaced by a changed version (only types without CDM rows, such as
-    /// Organization or Practitioner, may change; see [`updatable`]).
+    /// Stored resources replaced by a changed version (types with CDM rows only in an update
+    /// feed, see [`IngestOptions::updates`]; reference data always, see [`updatable`]).
     pub updated: u64,
+    /// Stored resources deleted (asked for, or with the Patient or Encounter they belong to).
+    pub deleted: u64,
+    /// Versions older than the stored one (by `meta.lastUpdated` / `meta.versionId`) that
+    /// arrived late: kept for audit, not current.
+    pub stale: u64,
     /// Bad resources skipped (`--on-error skip`).
     pub skipped: u64,
     /// Resources not stored because the batch was refused (`--on-error refuse`).
@@ -82,6 +101,8 @@ pub struct IngestReport {
     pub stored_by_type: BTreeMap<String, u64>,
     /// Rows added per CDM table.
     pub rows_by_table: BTreeMap<String, u64>,
+    /// Rows of earlier batches retracted per CDM table (updated or deleted resources).
+    pub rows_retracted_by_table: BTreeMap<String, u64>,
     /// Wall time in seconds.
     pub seconds: f64,
 }
@@ -90,10 +111,11 @@ impl IngestReport {
     /// `read=.. stored=.. unchanged=.. skipped=.. refused=..`.
     pub fn summary_line(&self) -> String {
         format!(
-            "read={} stored={} updated={} unchanged={} skipped={} refused={} committed={}",
+            "read={} stored={} updated={} deleted={} unchanged={} skipped={} refused={} committed={}",
             self.read,
             self.stored,
             self.updated,
+            self.deleted,
             self.unchanged,
             self.skipped,
             self.refused,
@@ -102,9 +124,25 @@ impl IngestReport {
     }
 }
 
-/// Whether a stored resource of this type may be replaced by a changed version. Types that feed
-/// CDM rows may not (their rows would have to be retracted); reference data such as
-/// Organization, Practitioner or Location may (Synthea ships updated copies of them).
+impl IngestOptions {
+    /// Whether changed content is a new version (see [`IngestOptions::updates`]).
+    pub fn accepts_updates(&self) -> bool {
+        self.updates || self.since.is_some()
+    }
+}
+
+/// Whether `name` is a valid source name: 1 to 64 of `A-Z a-z 0-9 . _ -`.
+pub fn valid_source(name: &str) -> bool {
+    (1..=64).contains(&name.len())
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
+}
+
+/// Whether a stored resource of this type may be replaced by a changed version outside an
+/// update feed. Types that feed CDM rows may not (see [`IngestOptions::updates`]); reference
+/// data such as Organization, Practitioner or Location may (Synthea ships updated copies of
+/// them).
 pub fn updatable(resource_type: &str) -> bool {
     !matches!(
         resource_type,

@@ -76,6 +76,69 @@ impl Vault {
         }
     }
 
+    /// Resolves a reference made by the stored resource `referrer` (its id qualified by its
+    /// source): references resolve within the referrer's source.
+    pub(crate) fn resolve_from(&self, referrer: &str, t: &RefTarget) -> Option<String> {
+        let source = super::source_of(referrer);
+        self.resolve_key(&super::qualify_target(source, t.clone()))
+    }
+
+    /// Every live resource's key (`Type/id`, the id qualified by its source as
+    /// `source|id` for a named source), sorted.
+    pub fn resource_keys(&self) -> Vec<String> {
+        let mut keys: Vec<String> = self.entries.keys().cloned().collect();
+        keys.sort();
+        keys
+    }
+
+    /// Every stored version of a resource, oldest first as committed: earlier versions
+    /// (superseded, arrived late, or deleted) and the current one, if it is live. Versions are
+    /// never removed from the segments; this is their audit trail.
+    pub fn resource_versions(&self, key: &str) -> Result<Vec<Value>, VaultError> {
+        let mut entries: Vec<&super::index::Entry> = self
+            .history
+            .get(key)
+            .map(|h| h.iter().collect())
+            .unwrap_or_default();
+        entries.extend(self.entries.get(key));
+        entries.sort_by_key(|e| (e.seg, e.line));
+        let mut out = Vec::with_capacity(entries.len());
+        for e in entries {
+            let Some(info) = self.manifest.segments.get(e.seg as usize) else {
+                continue;
+            };
+            let path = self.resources_file(&info.name);
+            let mut found = None;
+            self.scan_segment(&path, &mut |line, bytes| {
+                if line == e.line {
+                    found = Some(serde_json::from_slice::<Value>(bytes).map_err(|err| {
+                        VaultError::Corrupt {
+                            path: path.clone(),
+                            reason: err.to_string(),
+                        }
+                    })?);
+                }
+                Ok(())
+            })?;
+            out.extend(found);
+        }
+        Ok(out)
+    }
+
+    /// Whether the vault keeps a version of `key` with this content hash (current or earlier).
+    pub(crate) fn holds_version(&self, key: &str, hash: &[u8; 16]) -> bool {
+        self.entries.get(key).is_some_and(|e| &e.hash == hash)
+            || self
+                .history
+                .get(key)
+                .is_some_and(|h| h.iter().any(|e| &e.hash == hash))
+    }
+
+    /// Whether the resource `key` was deleted (and not stored again since).
+    pub fn is_deleted(&self, key: &str) -> bool {
+        self.deleted.contains(key)
+    }
+
     /// Loads stored resources by `Type/id` key (in the order given; unknown keys are left out).
     pub fn load_resources(&self, keys: &[String]) -> Result<Vec<(String, Value)>, VaultError> {
         // Group wanted lines per segment, then stream each segment once.
