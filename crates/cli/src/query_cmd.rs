@@ -341,6 +341,9 @@ fn print_status(ledger: &Remote, contract: ContractId) -> anyhow::Result<()> {
     if !missing.is_empty() {
         println!("  waiting for: {}", missing.join(", "));
     }
+    for l in study::quality_lines(&rec) {
+        println!("  {l}");
+    }
     println!(
         "  epsilon: budget {:.3}, spent {:.3}, reserved {:.3}",
         rec.epsilon_budget as f64 / 1e6,

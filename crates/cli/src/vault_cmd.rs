@@ -164,6 +164,17 @@ pub struct QualityArgs {
     /// Print JSON instead of text.
     #[arg(long)]
     pub json: bool,
+    /// The failing checks with their records and how to fix each (unmapped codes looked up in
+    /// the vocabulary of `--vocab`).
+    #[arg(long)]
+    pub checks: bool,
+    /// Map every stored record's codes again through the vocabulary of `--vocab` (the fix for
+    /// unmapped codes), then print the checks.
+    #[arg(long)]
+    pub remap: bool,
+    /// OMOP vocabulary directory (default `$MEDSPACE_VOCAB` or the shared subset).
+    #[arg(long)]
+    pub vocab: Option<PathBuf>,
 }
 
 /// `medspace catalog ...` (vault part).
@@ -321,6 +332,7 @@ pub fn run_ingest(args: IngestArgs) -> anyhow::Result<()> {
         source: args.source,
         updates: args.update,
         since: args.since,
+        remap: false,
         fail_after: None,
     };
     let report = vault.ingest_paths(&args.paths, &opts)?;
@@ -358,8 +370,40 @@ pub fn run_sql(args: SqlArgs) -> anyhow::Result<()> {
 /// Runs `medspace quality`.
 pub fn run_quality(args: QualityArgs) -> anyhow::Result<()> {
     let key = vault_key(&args.node)?;
+    let vocab = if args.checks || args.remap {
+        load_vocab(args.vocab.as_deref())?
+    } else {
+        None
+    };
+    if args.remap {
+        let v = vocab
+            .clone()
+            .context("--remap needs a vocabulary (--vocab)")?;
+        let mut vault = Vault::open(&args.node, &key)?;
+        let done = vault.remap(v, true)?;
+        for r in &done.batches {
+            eprintln!(
+                "re-mapped {} resources; rows per table: {:?}",
+                r.updated, r.rows_by_table
+            );
+        }
+        if done.unversioned > 0 {
+            eprintln!(
+                "{} resources were stored before versioning and cannot be re-mapped: ingest them again",
+                done.unversioned
+            );
+        }
+    }
     let p = quality::profile_node(&args.node, &key, as_of(args.as_of.as_deref())?)?;
-    if args.json {
+    if args.checks || args.remap {
+        let unmapped = medspace_vault::checks::unmapped_codes(&args.node, &key)?;
+        let checks = medspace_vault::checks::checks(&p, &unmapped, vocab.as_deref());
+        if args.json {
+            println!("{}", serde_json::to_string_pretty(&checks)?);
+        } else {
+            print!("{}", medspace_vault::checks::render(&checks));
+        }
+    } else if args.json {
         println!("{}", serde_json::to_string_pretty(&p)?);
     } else {
         print!("{}", p.render());

@@ -605,9 +605,20 @@ fn free_base() -> u16 {
     panic!("no free ports");
 }
 
+/// The OMOP vocabulary subset of `../shared` beside the repository, if it is there.
+fn shared_vocabulary() -> Option<PathBuf> {
+    let d = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../../shared/reference/omop-vocabulary-subset");
+    d.join("CONCEPT.csv").exists().then_some(d)
+}
+
 /// Runs `medspace demo` in `dir` on free ports with `args`; its output, insisting on success.
 fn run_demo(dir: &Path, args: &[std::ffi::OsString]) -> String {
-    let out = Command::new(BIN)
+    let mut cmd = Command::new(BIN);
+    if let Some(v) = shared_vocabulary() {
+        cmd.env("MEDSPACE_VOCAB", v);
+    }
+    let out = cmd
         .args(["demo", "--base-port"])
         .arg(free_base().to_string())
         .arg("--dir")
@@ -780,8 +791,18 @@ fn demo_runs_its_story_across_the_devnet() {
         "records delivered by hospital-a to insurer-1",
         "[proof ✓",
         "credits in the system: 10000",
+        // The open pool: released, fetched and checked, destroyed.
+        "published hospital-a.open in the open pool",
+        "each checked against the ledger's hash",
+        "research-1 attests the copy's destruction",
+        // Data quality: the flagged request, the fix, the request again.
+        "every reviewer sees:",
+        "quality below the floor: hospital-a.cdm condition_occurrence.condition_concept_id: invalid or unmapped codes 100.0 %",
     ] {
         assert!(text.contains(expected), "missing `{expected}` in:\n{text}");
+    }
+    if shared_vocabulary().is_some() {
+        assert!(text.contains("meets the floor: no check to show"), "{text}");
     }
     // Both audits verify at least the demo's last block, with its root when they end there.
     let last = text
@@ -1205,6 +1226,7 @@ fn a_study_runs_from_the_cli_on_the_hospitals_workers_and_survives_a_dropped_sit
 
     models_run_from_the_cli(&net, &dir);
     the_open_pool_runs_from_the_cli(&net, &dir);
+    quality_checks_and_their_fix_from_the_cli(&dir);
 
     // A job running another query than the contract approved (one reading fields the contract
     // does not cover): the validators refuse it, nothing is submitted, no epsilon reserved.
@@ -1550,6 +1572,54 @@ print(json.dumps({"k": int(anonymity.k_anonymity(df, qi)), "l": int(anonymity.l_
     assert!(ok && text.contains("attested"), "{text}");
     let (ok, text) = net.cli("deid", &["destroy", "--delivery", &delivery]);
     assert!(!ok && text.contains("already attested"), "{text}");
+}
+
+/// The steward's quality checks on a running node's vault: the devnet ingests without a
+/// vocabulary, so every condition code is unmapped; the check lists the codes with the
+/// concept the vocabulary offers and the fix; re-mapping through the vocabulary (the shared
+/// reference) leaves only the codes it does not know.
+fn quality_checks_and_their_fix_from_the_cli(dir: &Path) {
+    let node = dir.join("hospital-a");
+    let quality = |extra: &[&str]| {
+        let mut cmd = Command::new(BIN);
+        cmd.args(["quality", "--node"]).arg(&node).args(extra);
+        if let Some(v) = shared_vocabulary() {
+            cmd.arg("--vocab").arg(v);
+        }
+        let out = cmd.output().unwrap();
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(out.status.success(), "{text}");
+        text
+    };
+    let text = quality(&["--checks"]);
+    let all_unmapped = "condition_occurrence.condition_concept_id: ";
+    let line = text
+        .lines()
+        .find(|l| l.starts_with("mapping") && l.contains(all_unmapped))
+        .unwrap_or_else(|| panic!("no mapping check in:\n{text}"));
+    assert!(line.contains("(100.00 %)"), "{line}");
+    assert!(text.contains("fix: "), "{text}");
+    if shared_vocabulary().is_none() {
+        assert!(
+            !std::env::var("CI").is_ok_and(|v| v == "true"),
+            "../shared is missing"
+        );
+        return;
+    }
+    assert!(text.contains("maps to concept"), "{text}");
+    let text = quality(&["--remap"]);
+    assert!(text.contains("re-mapped"), "{text}");
+    let after = text
+        .lines()
+        .find(|l| l.starts_with("mapping") && l.contains(all_unmapped));
+    assert!(
+        after.is_none_or(|l| !l.contains("(100.00 %)")),
+        "still unmapped after the fix: {after:?}"
+    );
 }
 
 /// A patient's code redeemed at the holding hospital's node (hospital-a) by the grantee's

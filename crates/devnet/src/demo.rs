@@ -467,6 +467,7 @@ fn story(net: &Devnet, ledger: &mut Remote, opts: &DemoOptions, n: &mut usize) -
 
     model_studies(ledger, c, researcher, &study, opts, n)?;
     open_pool(net, ledger, researcher, opts, n)?;
+    quality_governance(net, ledger, researcher, n)?;
 
     step(
         n,
@@ -682,6 +683,127 @@ fn open_pool(
     openpool::destroy(ledger, researcher, delivery)?;
     println!(
         "    the delivery {delivery} is on the ledger; research-1 attests the copy's destruction (overdue attestations would block its next requests)"
+    );
+    Ok(())
+}
+
+/// Data quality as governance: hospital-a's vault holds codes it could not map to standard
+/// concepts (the devnet ingests without a vocabulary); a research request over them is
+/// flagged with the failing check for its reviewers and waits for hospital-a's steward; the
+/// steward sees the check with the codes and the fix, re-maps the vault through the OMOP
+/// vocabulary (when the shared reference is beside the repository), publishes the catalog
+/// entry again, and the same request is no longer flagged.
+fn quality_governance(
+    net: &Devnet,
+    ledger: &mut Remote,
+    researcher: &Keypair,
+    n: &mut usize,
+) -> Result<()> {
+    step(
+        n,
+        "data quality as governance: a request over data below the consortium's floor is flagged for its reviewers; the steward fixes the data and publishes again",
+    );
+    let h = net
+        .hospitals
+        .iter()
+        .find(|h| h.member == "hospital-a")
+        .context("no hospital-a")?;
+    let day = (medspace_consortium::GENESIS_MS / 86_400_000) as i32;
+    let vocabulary = std::env::var_os("MEDSPACE_VOCAB")
+        .map(std::path::PathBuf::from)
+        .into_iter()
+        .chain([std::path::PathBuf::from(
+            "../shared/reference/omop-vocabulary-subset",
+        )])
+        .find(|d| d.join("CONCEPT.csv").exists())
+        .map(|d| medspace_vault::Vocabulary::load(&d))
+        .transpose()?
+        .map(std::sync::Arc::new);
+    let show_checks = |what: &str| -> Result<()> {
+        let p = medspace_vault::quality::profile_node(&h.dir, &h.key, day)?;
+        let unmapped = medspace_vault::checks::unmapped_codes(&h.dir, &h.key)?;
+        let checks = medspace_vault::checks::checks(&p, &unmapped, vocabulary.as_deref());
+        if let Some(c) = checks
+            .iter()
+            .find(|c| c.kind == "mapping" && c.table == "condition_occurrence")
+        {
+            println!(
+                "    {what}: condition codes unmapped to standard concepts in {} rows ({:.1} %), e.g. {}",
+                c.records,
+                c.share * 100.0,
+                c.codes
+                    .iter()
+                    .take(3)
+                    .map(|x| format!("{} ({} rows)", x.code, x.rows))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            );
+        } else {
+            println!("    {what}: every condition code maps to a standard concept");
+        }
+        Ok(())
+    };
+    let ask = |ledger: &mut Remote| -> Result<ContractId> {
+        let r = ledger.must(
+            researcher,
+            Payload::SubmitRequest(SubmitRequest {
+                purpose: Purpose::Research,
+                mode: Mode::Compute,
+                study: None,
+                fields: List::new(vec![FieldRef {
+                    dataset: DatasetId::new("hospital-a.cdm")?,
+                    table: Text::new("condition_occurrence")?,
+                    field: Text::new("condition_concept_id")?,
+                }])?,
+                computation: Blob::new(STUDY_SPEC.as_bytes().to_vec())?,
+                expiry_ms: ledger.time_ms() + 30 * 86_400_000,
+                epsilon_budget: 100_000,
+                fee: 0,
+            }),
+        )?;
+        match r.created {
+            Some(Created::Contract(c)) => Ok(c),
+            _ => fail!("the request created no contract"),
+        }
+    };
+    show_checks("hospital-a's steward sees")?;
+    let c = ask(ledger)?;
+    let rec = ledger.state().contract(c)?.context("contract")?;
+    println!("    research-1 asks for hospital-a's condition concepts ({c}); every reviewer sees:");
+    for l in medspace_client::study::quality_lines(&rec) {
+        println!("      {l}");
+    }
+    let Some(vocabulary) = vocabulary.clone() else {
+        println!(
+            "    (no OMOP vocabulary beside the repository: the fix is `medspace quality --node … --remap --vocab <dir>`)"
+        );
+        return Ok(());
+    };
+    let mut vault = medspace_vault::Vault::open(&h.dir, &h.key)?;
+    let done = vault.remap(vocabulary, false)?;
+    drop(vault);
+    let remapped: u64 = done.batches.iter().map(|b| b.updated).sum();
+    println!(
+        "    hospital-a's steward re-maps the vault through the OMOP vocabulary: {remapped} resources mapped again (atomically, every original kept)"
+    );
+    show_checks("now")?;
+    let vault_desc = medspace_vault::catalog::describe_node(&h.dir, &h.key, day)?;
+    let desc = medspace_compute::publish::next_entry(ledger.state(), &h.member, &vault_desc)?;
+    let version = desc.version;
+    ledger.must(
+        net.consortium.user_key("hospital-a.steward")?,
+        Payload::PublishDataset(PublishDataset { dataset: desc }),
+    )?;
+    let c = ask(ledger)?;
+    let rec = ledger.state().contract(c)?.context("contract")?;
+    let lines = medspace_client::study::quality_lines(&rec);
+    println!(
+        "    hospital-a publishes catalog version {version}; the same request ({c}) {}",
+        if lines.is_empty() {
+            "meets the floor: no check to show".to_string()
+        } else {
+            format!("still shows: {}", lines.join("; "))
+        }
     );
     Ok(())
 }

@@ -1,8 +1,13 @@
 //! Authorization decisions, in one place: who may request what, which approvals a request
 //! needs, and whether a patient's consent allows a use. Pure functions of their inputs.
 
-use crate::records::{ConsentRecord, ConsentState, GrantRecord, RequiredApproval};
-use medspace_types::{ApprovalScope, Level, MemberId, MemberKind, Policy, Purpose, Role};
+use crate::records::{
+    ConsentRecord, ConsentState, GrantRecord, QualityCheck, QualityFlag, RequiredApproval,
+};
+use medspace_types::{
+    ApprovalScope, DatasetDescription, FieldRef, Level, MemberId, MemberKind, Policy, Purpose,
+    QualityFloor, Role, Text,
+};
 
 /// Whether `role` is one of the consortium's own roles (data committee, ethics committee,
 /// auditor): appointed by a governance vote, never registered by an institution for itself
@@ -120,6 +125,77 @@ pub fn may_fill(
         && slot.role == role
         && institution
         && (role != Role::Auditor || kind == MemberKind::Regulator)
+}
+
+/// The quality checks a request of `purpose` at `level` fails: each requested field (and its
+/// table) against the strictest of the policy's floors that apply (a floor of the request's
+/// purpose or of every purpose, at the request's level or below). `describe` gives a field's
+/// dataset description. Each failing check once, in request order, at most 64.
+pub fn quality_flags<'a>(
+    floors: &[QualityFloor],
+    purpose: Purpose,
+    level: Level,
+    fields: &[FieldRef],
+    describe: impl Fn(&FieldRef) -> Option<&'a DatasetDescription>,
+) -> Vec<QualityFlag> {
+    let applying: Vec<&QualityFloor> = floors
+        .iter()
+        .filter(|f| f.level <= level && f.purpose.is_none_or(|p| p == purpose))
+        .collect();
+    let strictest = |pick: fn(&QualityFloor) -> u32| applying.iter().map(|f| pick(f)).min();
+    let (missing, invalid, duplicate, implausible) = (
+        strictest(|f| f.max_missing_ppm),
+        strictest(|f| f.max_invalid_ppm),
+        strictest(|f| f.max_duplicate_ppm),
+        strictest(|f| f.max_implausible_ppm),
+    );
+    let mut out: Vec<QualityFlag> = Vec::new();
+    let mut push = |flag: QualityFlag| {
+        let seen = out.iter().any(|x| {
+            x.dataset == flag.dataset
+                && x.table == flag.table
+                && x.field == flag.field
+                && x.check == flag.check
+        });
+        if !seen && out.len() < 64 {
+            out.push(flag);
+        }
+    };
+    for r in fields {
+        let Some(d) = describe(r) else { continue };
+        let Some(t) = d.tables.iter().find(|t| t.name == r.table) else {
+            continue;
+        };
+        let flag = |field: &Text<64>, check, value_ppm, max_ppm| QualityFlag {
+            dataset: r.dataset.clone(),
+            table: t.name.clone(),
+            field: field.clone(),
+            check,
+            value_ppm,
+            max_ppm,
+        };
+        if let Some(f) = t.fields.iter().find(|f| f.name == r.field) {
+            if let Some(max) = missing.filter(|m| f.missing_ppm > *m) {
+                push(flag(&f.name, QualityCheck::Missing, f.missing_ppm, max));
+            }
+            if let Some(max) = invalid.filter(|m| f.invalid_ppm > *m) {
+                push(flag(&f.name, QualityCheck::Invalid, f.invalid_ppm, max));
+            }
+        }
+        let none = Text::default();
+        if let Some(max) = duplicate.filter(|m| t.duplicate_ppm > *m) {
+            push(flag(&none, QualityCheck::Duplicate, t.duplicate_ppm, max));
+        }
+        if let Some(max) = implausible.filter(|m| t.implausible_ppm > *m) {
+            push(flag(
+                &none,
+                QualityCheck::Implausible,
+                t.implausible_ppm,
+                max,
+            ));
+        }
+    }
+    out
 }
 
 /// The consents relevant to one use of one patient's data: the study-specific one (if the use

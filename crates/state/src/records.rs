@@ -506,6 +506,42 @@ unit_enum!(
     }
 );
 
+unit_enum!(
+    /// A data-quality check a requested field (or its table) failed.
+    QualityCheck {
+        1 => Missing = "missing",
+        2 => Invalid = "invalid",
+        3 => Duplicate = "duplicate",
+        4 => Implausible = "implausible",
+    }
+);
+
+/// A failing quality check of a request's data against the consortium's floor: shown to every
+/// reviewer, with the figure and the floor.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct QualityFlag {
+    /// The dataset.
+    pub dataset: DatasetId,
+    /// The table.
+    pub table: Text<64>,
+    /// The field (empty for a table's check: duplicates, implausible values).
+    pub field: Text<64>,
+    /// The check.
+    pub check: QualityCheck,
+    /// The dataset's share, ppm (its catalog entry's).
+    pub value_ppm: u32,
+    /// The largest share the floor accepts, ppm.
+    pub max_ppm: u32,
+}
+codec_struct!(QualityFlag {
+    dataset: DatasetId,
+    table: Text<64>,
+    field: Text<64>,
+    check: QualityCheck,
+    value_ppm: u32,
+    max_ppm: u32,
+});
+
 /// One approval a contract needs, and who gave it.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RequiredApproval {
@@ -572,6 +608,8 @@ pub struct ContractRecord {
     pub closing_reason: Text<256>,
     /// Block time it was terminated before its expiry (0: it runs to `expiry_ms`).
     pub ended_ms: u64,
+    /// The quality checks its data failed against the consortium's floor, for its reviewers.
+    pub quality: List<QualityFlag, 64>,
 }
 codec_struct!(ContractRecord {
     id: ContractId,
@@ -598,6 +636,7 @@ codec_struct!(ContractRecord {
     submitted_height: u64,
     closing_reason: Text<256>,
     ended_ms: u64,
+    quality: List<QualityFlag, 64>,
 });
 
 impl ContractRecord {

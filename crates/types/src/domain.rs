@@ -172,6 +172,11 @@ pub struct Policy {
     /// What the open pool demands of a de-identified release, and of its recipients.
     #[serde(default)]
     pub open_pool: OpenPoolPolicy,
+    /// The data quality a request's fields must have (by purpose and level): a request over
+    /// data below a floor is flagged with its failing checks for every reviewer, and always
+    /// needs the data owners' stewards.
+    #[serde(default = "default_quality_floors")]
+    pub quality_floors: List<QualityFloor, 16>,
 }
 codec_struct!(Policy {
     vote_num: u32,
@@ -187,7 +192,51 @@ codec_struct!(Policy {
     classification: crate::classification::Classification,
     rebind_delay_ms: u64,
     open_pool: OpenPoolPolicy,
+    quality_floors: List<QualityFloor, 16>,
 });
+
+/// A minimum data quality for requests of a purpose (or every purpose) at a level and above,
+/// as the largest share (ppm) of each failing check the consortium accepts in a requested
+/// field (missing values, invalid or unmapped codes) or its table (duplicate rows, implausible
+/// values), as the catalog entry states them.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct QualityFloor {
+    /// The purpose it applies to (`None`: every purpose).
+    pub purpose: Option<Purpose>,
+    /// It applies to requests of this level and above.
+    pub level: Level,
+    /// Largest share of missing values in a requested field.
+    pub max_missing_ppm: u32,
+    /// Largest share of invalid or unmapped codes in a requested field.
+    pub max_invalid_ppm: u32,
+    /// Largest share of duplicate rows in a requested field's table.
+    pub max_duplicate_ppm: u32,
+    /// Largest share of implausible values in a requested field's table.
+    pub max_implausible_ppm: u32,
+}
+codec_struct!(QualityFloor {
+    purpose: Option<Purpose>,
+    level: Level,
+    max_missing_ppm: u32,
+    max_invalid_ppm: u32,
+    max_duplicate_ppm: u32,
+    max_implausible_ppm: u32,
+});
+
+/// The default quality floor: for research at L2 and above (record-level, pseudonymized), at
+/// most half of a requested field missing, a tenth of its codes invalid or unmapped, and a
+/// hundredth of its table's rows duplicate or implausible.
+pub fn default_quality_floors() -> List<QualityFloor, 16> {
+    List::new(vec![QualityFloor {
+        purpose: Some(Purpose::Research),
+        level: Level::L2,
+        max_missing_ppm: 500_000,
+        max_invalid_ppm: 100_000,
+        max_duplicate_ppm: 10_000,
+        max_implausible_ppm: 10_000,
+    }])
+    .unwrap_or_default()
+}
 
 /// The consortium's standard for the open pool: what a release must prove to be published
 /// (its figures, as [`ReleaseFigures`] carries them) and how long a recipient has, once its
@@ -320,6 +369,7 @@ impl Default for Policy {
             classification: crate::classification::Classification::default(),
             rebind_delay_ms: default_rebind_delay_ms(),
             open_pool: OpenPoolPolicy::default(),
+            quality_floors: default_quality_floors(),
         }
     }
 }

@@ -40,6 +40,7 @@ pub mod at_rest;
 pub mod bench;
 pub mod catalog;
 pub mod cdm;
+pub mod checks;
 pub mod error;
 pub mod export;
 pub mod fhir;

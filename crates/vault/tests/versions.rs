@@ -11,6 +11,9 @@
     clippy::panic,
     clippy::indexing_slicing
 )]
+mod common;
+
+use common::vkey;
 use std::path::Path;
 
 use datafusion::arrow::array::AsArray;
@@ -20,27 +23,6 @@ use medspace_vault::fhir::{BadReason, parse_date};
 use medspace_vault::{IngestOptions, IngestReport, OnError, Vault, catalog, export, open_session};
 use proptest::prelude::*;
 use serde_json::{Value, json};
-
-/// The test vault's keys: a fixed passphrase, a fixed pseudonym key (so two vaults give the
-/// same pseudonyms), the cheapest argon2id parameters.
-fn vkey(node: &Path) -> medspace_vault::VaultKey {
-    let pass = medspace_vault::seal::Passphrase::new("test passphrase").unwrap();
-    if !node.join("vault").join("vault.key").exists() {
-        medspace_vault::VaultKey::create_with_pseudonym_key(
-            node,
-            &pass,
-            medspace_vault::seal::KdfParams::INSECURE_FAST,
-            [7u8; 32],
-        )
-        .unwrap();
-    }
-    medspace_vault::VaultKey::unlock_or_create(
-        node,
-        &pass,
-        medspace_vault::seal::KdfParams::INSECURE_FAST,
-    )
-    .unwrap()
-}
 
 fn rows(node: &Path, sql: &str) -> Vec<String> {
     let ctx = open_session(node, &vkey(node)).unwrap();

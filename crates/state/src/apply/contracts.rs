@@ -10,12 +10,13 @@
 
 use super::{Created, Event, Receipt, Signer, derive_id, forbidden, invalid, not_found};
 use crate::error::TxError;
-use crate::policy::{may_request, own_data_only, required_approvals};
+use crate::policy::{may_request, own_data_only, quality_flags, required_approvals};
 use crate::records::keys;
 use crate::records::*;
 use crate::state::{BlockContext, State};
 use medspace_types::query;
 use medspace_types::*;
+use std::collections::BTreeMap;
 
 impl State {
     pub(super) fn user_signer(signer: Signer, kind: &'static str) -> Result<UserRecord, TxError> {
@@ -74,8 +75,37 @@ impl State {
         }
         let mut approvals = required_approvals(&policy, level, &owners);
         if p.mode == Mode::OpenPool {
-            open_pool_approvals(&mut approvals, &owners);
+            steward_of_each(&mut approvals, &owners);
         }
+        // Data below the consortium's quality floor: every reviewer sees the failing checks,
+        // and the owners of that data review it (even a request that needs nobody else).
+        let mut described: BTreeMap<DatasetId, (MemberId, DatasetDescription)> = BTreeMap::new();
+        for f in &p.fields {
+            if !described.contains_key(&f.dataset)
+                && let Some(d) = self.dataset(&f.dataset)?
+            {
+                described.insert(f.dataset.clone(), (d.owner, d.description));
+            }
+        }
+        let quality = quality_flags(
+            policy.quality_floors.as_slice(),
+            p.purpose,
+            level,
+            p.fields.as_slice(),
+            |f| described.get(&f.dataset).map(|(_, d)| d),
+        );
+        let flagged_owners: Vec<MemberId> = owners
+            .iter()
+            .filter(|o| {
+                quality.iter().any(|q| {
+                    described
+                        .get(&q.dataset)
+                        .is_some_and(|(owner, _)| owner == *o)
+                })
+            })
+            .cloned()
+            .collect();
+        steward_of_each(&mut approvals, &flagged_owners);
         let status = if approvals.is_empty() {
             ContractStatus::Active
         } else {
@@ -107,6 +137,7 @@ impl State {
             submitted_height: ctx.height,
             closing_reason: Text::default(),
             ended_ms: 0,
+            quality: List::new(quality).map_err(to_list)?,
         };
         self.put(&keys::contract(id), &rec)?;
         let mut receipt = Receipt::created("submit_request", Created::Contract(id));
@@ -391,9 +422,10 @@ impl State {
     }
 }
 
-/// An open-pool request needs, besides what its level needs, each owner's steward: the owner
-/// decides who receives a copy of its release (and so who must attest its destruction).
-fn open_pool_approvals(approvals: &mut Vec<RequiredApproval>, owners: &[MemberId]) {
+/// Adds each of `owners`' steward to the approvals, once: an open-pool request needs them (the
+/// owner decides who receives a copy of its release, and so who must attest its
+/// destruction), and so does a request over data below the quality floor.
+fn steward_of_each(approvals: &mut Vec<RequiredApproval>, owners: &[MemberId]) {
     for owner in owners {
         let has = approvals
             .iter()

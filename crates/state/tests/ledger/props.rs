@@ -139,6 +139,15 @@ fn policy_s() -> impl Strategy<Value = Policy> {
                 max_risk_ppm: k / 11,
                 destruction_ms: ms / 13,
             },
+            quality_floors: List::new(vec![medspace_types::QualityFloor {
+                purpose: None,
+                level: Level::ALL[(k % 4) as usize],
+                max_missing_ppm: k / 5,
+                max_invalid_ppm: k / 6,
+                max_duplicate_ppm: k / 7,
+                max_implausible_ppm: k / 8,
+            }])
+            .unwrap(),
         })
 }
 fn dataset_s() -> impl Strategy<Value = DatasetDescription> {

@@ -186,7 +186,9 @@ impl Batch<'_> {
             } else {
                 match stored {
                     None => Outcome::Keep(None),
-                    Some(e) if e.hash == p.hash && !p.after_delete => Outcome::Dup,
+                    Some(e) if e.hash == p.hash && !p.after_delete && !self.opts.remap => {
+                        Outcome::Dup
+                    }
                     Some(_) if !p.after_delete && !updates && !updatable(&ty) => {
                         Outcome::Reject(BadReason::Conflict)
                     }

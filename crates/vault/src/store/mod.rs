@@ -61,6 +61,7 @@ mod ingest;
 mod manifest;
 mod options;
 mod rekey;
+mod remap;
 mod resources;
 
 use std::collections::{BTreeMap, HashMap};
@@ -73,6 +74,7 @@ use crate::error::VaultError;
 pub use ingest::{IngestOptions, IngestReport, InputError, OnError, updatable};
 pub use manifest::vault_dir;
 pub use options::valid_source;
+pub use remap::Remapped;
 
 /// One committed ingest of a vault (a segment), as a steward sees it.
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]

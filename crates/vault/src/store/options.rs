@@ -43,6 +43,9 @@ pub struct IngestOptions {
     /// An incremental feed's `_since` instant (Bulk Data export): recorded with the segment;
     /// implies `updates`.
     pub since: Option<String>,
+    /// Map stored resources again (same content) as new versions of themselves, their rows
+    /// through this batch's vocabulary ([`crate::Vault::remap`]); implies `updates`.
+    pub remap: bool,
     /// Test hook: abort like a crash after this many resources were written to the new
     /// segment (nothing is cleaned up, nothing committed).
     #[doc(hidden)]
@@ -127,7 +130,7 @@ impl IngestReport {
 impl IngestOptions {
     /// Whether changed content is a new version (see [`IngestOptions::updates`]).
     pub fn accepts_updates(&self) -> bool {
-        self.updates || self.since.is_some()
+        self.updates || self.remap || self.since.is_some()
     }
 }
 

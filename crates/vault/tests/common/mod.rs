@@ -62,3 +62,24 @@ pub fn vocab_dir(test: &str) -> Option<PathBuf> {
         "checks of concept ids from the OMOP vocabulary",
     )
 }
+
+/// A test vault's keys in `node`: a fixed passphrase, a fixed pseudonym key (so two vaults give
+/// the same pseudonyms), the cheapest argon2id parameters. Created on first use.
+pub fn vkey(node: &std::path::Path) -> medspace_vault::VaultKey {
+    let pass = medspace_vault::seal::Passphrase::new("test passphrase").unwrap();
+    if !node.join("vault").join("vault.key").exists() {
+        medspace_vault::VaultKey::create_with_pseudonym_key(
+            node,
+            &pass,
+            medspace_vault::seal::KdfParams::INSECURE_FAST,
+            [7u8; 32],
+        )
+        .unwrap();
+    }
+    medspace_vault::VaultKey::unlock_or_create(
+        node,
+        &pass,
+        medspace_vault::seal::KdfParams::INSECURE_FAST,
+    )
+    .unwrap()
+}
