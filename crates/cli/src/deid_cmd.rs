@@ -196,12 +196,16 @@ fn build(
         })
         .collect::<anyhow::Result<Vec<Purpose>>>()?;
     let vault_key = crate::vault_cmd::vault_key(&b.node)?;
+    // `tree` hierarchies roll codes up through the vocabulary (when there is one).
+    let parents = crate::vault_cmd::load_vocab(None)?
+        .map(|v| v.parents())
+        .unwrap_or_default();
     let req = release::Request {
         release: &id,
         source: &source,
         spec: &spec,
         purposes: &purposes,
-        parents: &Default::default(),
+        parents: &parents,
     };
     let started = std::time::Instant::now();
     let built = release::build(

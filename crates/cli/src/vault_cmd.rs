@@ -272,7 +272,7 @@ pub struct BenchCohortArgs {
     pub dir: Option<PathBuf>,
 }
 
-fn load_vocab(flag: Option<&Path>) -> anyhow::Result<Option<Arc<Vocabulary>>> {
+pub fn load_vocab(flag: Option<&Path>) -> anyhow::Result<Option<Arc<Vocabulary>>> {
     let dir = match flag {
         Some(d) => Some(d.to_path_buf()),
         None => std::env::var_os("MEDSPACE_VOCAB")

@@ -60,6 +60,8 @@ pub struct Mapped {
 pub struct Vocabulary {
     by_code: HashMap<(CodeSystem, String), (i32, bool)>,
     maps_to: HashMap<i32, i32>,
+    /// Each code's concept class and domain (`SNOMED Clinical Finding`, `Condition`).
+    classes: HashMap<String, (String, String)>,
 }
 
 impl Vocabulary {
@@ -103,6 +105,10 @@ impl Vocabulary {
             col("standard_concept", &concept)?,
             col("concept_code", &concept)?,
         );
+        let (c_class, c_domain) = (
+            headers.iter().position(|h| h == "concept_class_id"),
+            headers.iter().position(|h| h == "domain_id"),
+        );
         for rec in rdr.records() {
             let rec = rec.map_err(|e| bad(&concept, e.to_string()))?;
             let id: i32 = rec
@@ -115,6 +121,15 @@ impl Vocabulary {
             }
             let standard = rec.get(c_std) == Some("S");
             let code = rec.get(c_code).unwrap_or("").to_string();
+            if let (Some(class), Some(domain)) = (
+                c_class.and_then(|i| rec.get(i)).filter(|x| !x.is_empty()),
+                c_domain.and_then(|i| rec.get(i)).filter(|x| !x.is_empty()),
+            ) {
+                let vocabulary = rec.get(c_vocab).unwrap_or("");
+                v.classes
+                    .entry(code.clone())
+                    .or_insert_with(|| (format!("{vocabulary} {class}"), domain.to_string()));
+            }
             v.by_code.insert((system, code), (id, standard));
         }
         let rel = dir.join("CONCEPT_RELATIONSHIP_maps_to.csv");
@@ -132,6 +147,19 @@ impl Vocabulary {
             }
         }
         Ok(v)
+    }
+
+    /// The generalization the vocabulary gives codes, as a parent map for de-identification's
+    /// `tree` hierarchies: a code rolls up to its concept class (`SNOMED Clinical Finding`),
+    /// a class to its domain (`Condition`). The subset carries no concept hierarchy
+    /// (CONCEPT_ANCESTOR); with one, a code's parent concepts would come first.
+    pub fn parents(&self) -> HashMap<String, String> {
+        let mut out = HashMap::new();
+        for (code, (class, domain)) in &self.classes {
+            out.insert(code.clone(), class.clone());
+            out.insert(class.clone(), domain.clone());
+        }
+        out
     }
 
     /// Looks a source code up.
@@ -203,6 +231,34 @@ fn snomed_partition_ok(code: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn codes_roll_up_to_their_class_then_domain() {
+        let dir = std::env::temp_dir().join(format!("medspace-vocab-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(
+            dir.join("CONCEPT.csv"),
+            "concept_id,concept_name,domain_id,vocabulary_id,concept_class_id,standard_concept,concept_code,valid_start_date,valid_end_date,invalid_reason\n\
+             201826,Type 2 diabetes,Condition,SNOMED,Clinical Finding,S,44054006,1970-01-01,2099-12-31,\n",
+        )
+        .unwrap();
+        std::fs::write(
+            dir.join("CONCEPT_RELATIONSHIP_maps_to.csv"),
+            "concept_id_1,concept_id_2,relationship_id\n",
+        )
+        .unwrap();
+        let v = Vocabulary::load(&dir).unwrap();
+        let p = v.parents();
+        assert_eq!(
+            p.get("44054006").map(String::as_str),
+            Some("SNOMED Clinical Finding")
+        );
+        assert_eq!(
+            p.get("SNOMED Clinical Finding").map(String::as_str),
+            Some("Condition")
+        );
+        let _ = std::fs::remove_dir_all(&dir);
+    }
 
     #[test]
     fn check_digits() {
