@@ -1377,6 +1377,12 @@ pub struct DpGlm {
 }
 
 impl DpGlm {
+    /// DP parameters for [`standardize`]d columns: every covariate bound 1 (`p` columns,
+    /// the intercept included), the default deviance bound.
+    pub fn standardized(rho_per_iteration: f64, p: usize, y_bound: f64) -> Self {
+        Self::new(rho_per_iteration, vec![1.0; p], y_bound)
+    }
+
     /// DP parameters with the default per-row deviance bound of 10.
     pub fn new(rho_per_iteration: f64, x_bound: Vec<f64>, y_bound: f64) -> Self {
         Self {
@@ -1518,6 +1524,63 @@ pub fn noise_stats<R: CryptoRng>(
     }
     out.deviance = noisy(stats.deviance, "deviance")?;
     Ok(out)
+}
+
+/// The design matrix of a private fit, standardized by the covariates' bounds: each
+/// `x_j` clamped to `±bound[j]` and divided by it (a column of bound 0 is 0), so every column
+/// lies in `[-1, 1]`. With one σ for the whole released vector, the noise is driven by the
+/// largest bound (Δ₂ grows like `max b_j²`): on the raw scale, a covariate bounded by a hundred
+/// (an age, a lab value) swamps the score and the deviance in noise meant for `X'WX`; on the
+/// standardized scale every block of the vector has a sensitivity of the same order. Fit on
+/// these rows with [`DpGlm`] bounds of 1 ([`DpGlm::standardized`]) and map the fit back with
+/// [`unscale`]. (An L2 penalty then applies to the standardized coefficients.)
+pub fn standardize(x: &[f64], p: usize, bound: &[f64]) -> Result<Vec<f64>, GlmError> {
+    check_p(p)?;
+    if bound.len() != p {
+        return Err(GlmError::Shape {
+            what: "bound",
+            expected: p,
+            got: bound.len(),
+        });
+    }
+    if x.len() % p != 0 {
+        return Err(GlmError::Shape {
+            what: "x",
+            expected: p,
+            got: x.len() % p,
+        });
+    }
+    let mut out = Vec::with_capacity(x.len());
+    for row in x.chunks(p) {
+        for (v, b) in row.iter().zip(bound) {
+            if !(b.is_finite() && *b >= 0.0) {
+                return Err(GlmError::BadParameter {
+                    name: "bound",
+                    value: *b,
+                });
+            }
+            out.push(if *b > 0.0 { v.clamp(-b, *b) / b } else { 0.0 });
+        }
+    }
+    Ok(out)
+}
+
+/// A fit on [`standardize`]d columns, on the original scale: `β_j = β'_j / b_j` and likewise
+/// its standard error and interval (z and p are scale-free), ratios recomputed. A column of
+/// bound 0 keeps its (zero) coefficient.
+pub fn unscale(mut fit: Fit, bound: &[f64]) -> Fit {
+    for (t, b) in fit.terms.iter_mut().zip(bound) {
+        if *b > 0.0 {
+            t.coefficient /= b;
+            t.std_error /= b;
+            t.ci_low /= b;
+            t.ci_high /= b;
+            if let Some(r) = t.ratio.as_mut() {
+                *r = (t.coefficient.exp(), t.ci_low.exp(), t.ci_high.exp());
+            }
+        }
+    }
+    fit
 }
 
 /// ε of (ε, δ)-DP implied by ρ-zCDP: ε = ρ + 2·√(ρ·ln(1/δ)) (Bun–Steinke 2016, Prop. 1.3).

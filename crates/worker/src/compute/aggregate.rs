@@ -632,6 +632,8 @@ impl<L: Ledger, T: Transport, P: DataPlane> Aggregation<L, T, P> {
                 }
                 Ok(Progress::Converged) => {
                     let fit = match glm::summarize(fam, &m.terms(), &irls, &stats) {
+                        // A private fit ran on the standardized scale (see the sites' steps).
+                        Ok(fit) if m.dp => glm::unscale(fit, &super::model::dp_bounds(m).0),
                         Ok(fit) => fit,
                         Err(e) => {
                             let why = format!("the fit cannot be summarized: {e}");

@@ -68,7 +68,7 @@ pub(crate) fn family(f: Family) -> glm::Family {
 
 /// The clipping bounds of a private model: each column's largest magnitude (the intercept's
 /// is 1) and the outcome's.
-fn dp_bounds(m: &ModelSpec) -> (Vec<f64>, f64) {
+pub(crate) fn dp_bounds(m: &ModelSpec) -> (Vec<f64>, f64) {
     let x = std::iter::once(1.0)
         .chain(m.covariates.iter().map(|c| c.bound().to_f64()))
         .collect();
@@ -238,14 +238,17 @@ pub fn answer_step<R: CryptoRng>(
     };
     let fam = family(m.family);
     let stats = if m.dp {
-        // Each row clipped to the variables' bounds, then the site's calibrated noise: the job's
+        // Each row clipped to the variables' bounds and standardized by them (the fit runs on
+        // that scale; the aggregator maps it back), then the site's calibrated noise: the job's
         // epsilon (at δ = DP_DELTA) spread evenly over every approved iteration.
         let rho = glm::zcdp_rho(job.record.epsilon_reserved as f64 / 1e6, DP_DELTA)
             / f64::from(m.max_iterations);
         let (x_bound, y_bound) = dp_bounds(m);
-        let dp = DpGlm::new(rho, x_bound, y_bound);
+        let x = glm::standardize(rows.x, rows.p, &x_bound).map_err(|e| e.to_string())?;
+        let standard = Rows { x: &x, ..rows };
+        let dp = DpGlm::standardized(rho, rows.p, y_bound);
         let clipped =
-            glm::site_stats_clipped(fam, &rows, &req.beta, &dp).map_err(|e| e.to_string())?;
+            glm::site_stats_clipped(fam, &standard, &req.beta, &dp).map_err(|e| e.to_string())?;
         glm::noise_stats(&clipped, &dp, fam, rng).map_err(|e| e.to_string())?
     } else {
         glm::site_stats(fam, &rows, &req.beta).map_err(|e| e.to_string())?
