@@ -1543,7 +1543,7 @@ pub fn standardize(x: &[f64], p: usize, bound: &[f64]) -> Result<Vec<f64>, GlmEr
             got: bound.len(),
         });
     }
-    if x.len() % p != 0 {
+    if !x.len().is_multiple_of(p) {
         return Err(GlmError::Shape {
             what: "x",
             expected: p,
