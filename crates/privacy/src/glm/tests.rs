@@ -522,7 +522,7 @@ fn noisy_fit_runs_its_iterations_and_stays_close() {
 #[test]
 fn a_standardized_fit_maps_back_and_survives_large_bounds() {
     let family = Family::Logistic;
-    let bound = vec![1.0, 4.0, 1.0, 10.0, 1.0];
+    let bound = [1.0, 4.0, 1.0, 10.0, 1.0];
     let d = data(family, 5_000, 31);
     let exact = fit_pooled(family, &rows(&d, family), &names(), Options::default()).unwrap();
     // Bounds that clip nothing: the standardized fit, mapped back, is the raw fit.
