@@ -12,6 +12,9 @@
 //!   over sites' sufficient statistics, encoded as exact fixed point for secure aggregation,
 //!   with an optional discrete-Gaussian DP release per iteration.
 //! - [`survival`]: Kaplan–Meier curves and the log-rank test from aggregated per-bin counts.
+//! - [`pharmacovigilance`]: drug-safety disproportionality from summed 2×2 tables (PRR, ROR
+//!   with their intervals, the BCPNN information component, Yates χ², signal rules, a scan with
+//!   Benjamini–Hochberg), the risk-window classification of a person, the sites' vector layout.
 //! - [`query`]: the compilation of the versioned, declarative federated query spec (cohort +
 //!   aggregate + group-by; the spec itself is `medspace_types::query`, re-exported there) to SQL
 //!   over the node's OMOP-like tables, always joined to the contract's consent allow-list, with a
@@ -23,6 +26,7 @@
 
 pub mod dp;
 pub mod glm;
+pub mod pharmacovigilance;
 pub mod psi;
 pub mod query;
 pub mod release;

@@ -25,6 +25,8 @@
 //! * `names` — people's names.
 //! * `ids` — deterministic UUID-shaped ids.
 //! * `calendar` — day counts and FHIR date strings.
+//! * `safety` — drug-safety ground truth: drugs injected on top of the generated records, one
+//!   causing an adverse event at a known excess risk ([`generate_with_safety`]).
 //! * This file: the configuration, the whole-population API ([`generate`], [`write_ndjson`])
 //!   and transaction Bundles ([`patient_bundle`]).
 
@@ -34,6 +36,7 @@ mod hospital;
 mod ids;
 mod names;
 mod patient;
+mod safety;
 
 use std::fs::{self, File};
 use std::io::{BufWriter, Write};
@@ -45,6 +48,10 @@ pub use calendar::{civil_from_days, days_from_civil};
 pub use hospital::hospital_resources;
 pub use ids::organization_id;
 pub use patient::patient_resources;
+pub use safety::{
+    NULL_DRUG_RXNORM, SIGNAL_DRUG_RXNORM, SIGNAL_EVENT_SNOMED, SafetyScenario, SafetySignal,
+    patient_resources_with_safety,
+};
 
 /// The fixed "as of" date of the generated world (no wall clock: output is reproducible).
 pub const AS_OF_YEAR: i32 = 2025;
@@ -153,6 +160,21 @@ pub fn generate(cfg: SynthConfig) -> Vec<Value> {
     let mut out = hospital_resources(cfg.seed, cfg.hospital);
     for i in 0..cfg.patients {
         out.extend(patient_resources(cfg.seed, cfg.hospital, i));
+    }
+    out
+}
+
+/// [`generate`] with the drugs and events of `scenario` injected into every patient's record
+/// (see [`patient_resources_with_safety`]); an empty scenario gives [`generate`]'s output.
+pub fn generate_with_safety(cfg: SynthConfig, scenario: &SafetyScenario) -> Vec<Value> {
+    let mut out = hospital_resources(cfg.seed, cfg.hospital);
+    for i in 0..cfg.patients {
+        out.extend(patient_resources_with_safety(
+            cfg.seed,
+            cfg.hospital,
+            i,
+            scenario,
+        ));
     }
     out
 }
