@@ -80,6 +80,36 @@ fn the_browser_signs_requests_and_transactions_as_the_rust_code_does() {
         serde_json::to_vec(&dataset).unwrap(),
     )
     .unwrap();
+    // An open-pool release as the node's `/v1/worker/releases/plan` answers it: its L1 entry
+    // and its figures.
+    let release = PublishRelease {
+        dataset: DatasetDescription {
+            id: DatasetId::new("hospital-a.open").unwrap(),
+            title: Text::new("hospital-a.open: de-identified release of hospital-a.cdm").unwrap(),
+            version: 2,
+            ..dataset.clone()
+        },
+        release: ReleaseFigures {
+            source: DatasetId::new("hospital-a.cdm").unwrap(),
+            purposes: List::new(vec![Purpose::Research, Purpose::PublicHealth]).unwrap(),
+            consent_height: 4_000_000_000_123,
+            spec_hash: Hash([0x3c; 32]),
+            k: 5,
+            l: 2,
+            persons: 6_000_000_000,
+            suppressed: 17,
+            prosecutor_max_ppm: 200_000,
+            prosecutor_avg_ppm: 123_456,
+            journalist_max_ppm: 199_999,
+            marketer_ppm: 123_455,
+            at_risk_ppm: 0,
+        },
+    };
+    std::fs::write(
+        dir.join("release.json"),
+        serde_json::to_vec(&release).unwrap(),
+    )
+    .unwrap();
     let key = Keypair::from_secret_hex(&"07".repeat(32)).unwrap();
     let public = key.public().to_hex();
     let patient = PatientId::from_key(&key.public());
@@ -117,6 +147,15 @@ const policy = JSON.parse((await import("node:fs")).readFileSync(new URL("./poli
 out.policy = c.hex(await L.signTx(session, "medspace-devnet", 25n, G.updatePolicy(policy)));
 const dataset = JSON.parse((await import("node:fs")).readFileSync(new URL("./dataset.json", import.meta.url), "utf8"));
 out.publish = c.hex(await L.signTx(session, "medspace-devnet", 30n, G.publishDataset(dataset)));
+// The open pool: a release published, requested, its delivery read and its copy attested
+// destroyed; the catalog entry the download checks against.
+const release = JSON.parse((await import("node:fs")).readFileSync(new URL("./release.json", import.meta.url), "utf8"));
+out.release = c.hex(await L.signTx(session, "medspace-devnet", 31n, G.publishRelease(release.dataset, release.release)));
+out.attest = c.hex(await L.signTx(session, "medspace-devnet", 32n, L.attestDestruction("a-00000000000000b1")));
+out.openpool = c.hex(await L.signTx(session, "medspace-devnet", 33n, L.openPoolRequest([{{ description: dataset }}], "public_health", 30, 1700000000000)));
+out.delivery = JSON.stringify(L.decodeDelivery(c.unhex("{delivery}")));
+out.datasetRecord = JSON.stringify(L.decodeDatasetRecord(c.unhex("{dataset_record}")));
+out.sha = await L.sha256Hex(c.utf8("{{\"format\":\"medspace-release/1\"}}"));
 // A member registers a user; a key replaced in the browser (its new key and proof made here).
 out.register = c.hex(await L.signTx(session, "medspace-devnet", 28n, G.registerUser("hospital-a.researcher-2", "researcher", "{other}")));
 const rotated = await L.newKeyFor(session, "medspace-devnet", 29n);
@@ -177,6 +216,29 @@ console.log(JSON.stringify(out));
             }
         )),
         agreement = "ab".repeat(32),
+        delivery = hex::encode(medspace_state::records::encode_record(
+            &medspace_state::records::DeliveryRecord {
+                id: AccessId(0xb1),
+                dataset: DatasetId::new("hospital-a.open").unwrap(),
+                version: 2,
+                holder: MemberId::new("hospital-a").unwrap(),
+                recipient: MemberId::new("research-1").unwrap(),
+                contract: "c-00000000000000a4".parse().unwrap(),
+                content_hash: Hash([0x5a; 32]),
+                bytes: 123_456,
+                height: 77,
+                time_ms: 1_700_000_000_000,
+                destroyed_height: Some(80),
+            }
+        )),
+        dataset_record = hex::encode(medspace_state::records::encode_record(
+            &medspace_state::records::DatasetRecord {
+                owner: MemberId::new("hospital-a").unwrap(),
+                description: release.dataset.clone(),
+                published_height: 9,
+                release: Some(release.release.clone()),
+            }
+        )),
     );
     let script_path = dir.join("sign.mjs");
     std::fs::write(&script_path, script).unwrap();
@@ -432,6 +494,75 @@ console.log(JSON.stringify(out));
         tx("publish").to_bytes(),
         expect(30, Payload::PublishDataset(PublishDataset { dataset })).to_bytes(),
         "publish: byte for byte"
+    );
+    // The open pool, byte for byte: the release published, the destruction attested, the
+    // request for a release (every field of its entry, no computation, no budget).
+    assert_eq!(
+        tx("release").to_bytes(),
+        expect(31, Payload::PublishRelease(release.clone())).to_bytes(),
+        "publish release: byte for byte"
+    );
+    assert_eq!(
+        tx("attest").to_bytes(),
+        expect(
+            32,
+            Payload::AttestDestruction(AttestDestruction {
+                access: AccessId(0xb1)
+            })
+        )
+        .to_bytes(),
+        "attest destruction: byte for byte"
+    );
+    assert_eq!(
+        tx("openpool").to_bytes(),
+        expect(
+            33,
+            Payload::SubmitRequest(SubmitRequest {
+                purpose: Purpose::PublicHealth,
+                mode: Mode::OpenPool,
+                study: None,
+                fields: List::new(vec![
+                    field("hospital-a.cdm", "measurement", "person_id"),
+                    field("hospital-a.cdm", "measurement", "value_as_number"),
+                ])
+                .unwrap(),
+                computation: Blob::default(),
+                expiry_ms: 1_700_000_000_000 + 30 * 86_400_000,
+                epsilon_budget: 0,
+                fee: 0,
+            })
+        )
+        .to_bytes(),
+        "open-pool request: byte for byte"
+    );
+    let json_of =
+        |f: &str| serde_json::from_str::<serde_json::Value>(v[f].as_str().unwrap()).unwrap();
+    assert_eq!(
+        json_of("delivery"),
+        serde_json::json!({"id": "a-00000000000000b1", "dataset": "hospital-a.open", "version": 2, "holder": "hospital-a", "recipient": "research-1", "contract": "c-00000000000000a4", "contentHash": "5a".repeat(32), "bytes": 123_456, "height": 77, "timeMs": 1_700_000_000_000u64, "destroyedHeight": 80})
+    );
+    // The catalog entry decodes to the JSON the catalog serves.
+    let mut record = json_of("datasetRecord");
+    assert_eq!(
+        record["release"],
+        serde_json::to_value(&release.release).unwrap()
+    );
+    assert_eq!(
+        record["description"],
+        serde_json::to_value(&release.dataset).unwrap()
+    );
+    record["description"] = serde_json::Value::Null;
+    record["release"] = serde_json::Value::Null;
+    assert_eq!(
+        record,
+        serde_json::json!({"owner": "hospital-a", "description": null, "published_height": 9, "release": null})
+    );
+    assert_eq!(
+        v["sha"].as_str().unwrap(),
+        hex::encode(
+            medspace_worker::releases::manifest_hash(br#"{"format":"medspace-release/1"}"#).0
+        ),
+        "a manifest's hash as the catalog publishes it"
     );
     let register = tx("register");
     assert_eq!(

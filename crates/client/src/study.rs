@@ -323,6 +323,33 @@ pub fn chart_svg(doc: &ResultDoc, title: &str) -> String {
     svg
 }
 
+/// The quality checks a contract's data failed against the consortium's floor, one line each
+/// (empty when its data meets the floor).
+pub fn quality_lines(rec: &medspace_state::records::ContractRecord) -> Vec<String> {
+    let pct = |ppm: u32| f64::from(ppm) / 10_000.0;
+    rec.quality
+        .iter()
+        .map(|q| {
+            let what = if q.field.as_str().is_empty() {
+                format!("{} {}", q.dataset, q.table)
+            } else {
+                format!("{} {}.{}", q.dataset, q.table, q.field)
+            };
+            let check = match q.check {
+                medspace_state::records::QualityCheck::Missing => "missing values",
+                medspace_state::records::QualityCheck::Invalid => "invalid or unmapped codes",
+                medspace_state::records::QualityCheck::Duplicate => "duplicate rows",
+                medspace_state::records::QualityCheck::Implausible => "implausible values",
+            };
+            format!(
+                "quality below the floor: {what}: {check} {:.1} % (the floor accepts {:.1} %)",
+                pct(q.value_ppm),
+                pct(q.max_ppm)
+            )
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -362,31 +389,4 @@ mod tests {
         assert!(svg.contains("suppressed (&lt; 10)"));
         assert_eq!(svg.matches("<rect").count(), 3);
     }
-}
-
-/// The quality checks a contract's data failed against the consortium's floor, one line each
-/// (empty when its data meets the floor).
-pub fn quality_lines(rec: &medspace_state::records::ContractRecord) -> Vec<String> {
-    let pct = |ppm: u32| f64::from(ppm) / 10_000.0;
-    rec.quality
-        .iter()
-        .map(|q| {
-            let what = if q.field.as_str().is_empty() {
-                format!("{} {}", q.dataset, q.table)
-            } else {
-                format!("{} {}.{}", q.dataset, q.table, q.field)
-            };
-            let check = match q.check {
-                medspace_state::records::QualityCheck::Missing => "missing values",
-                medspace_state::records::QualityCheck::Invalid => "invalid or unmapped codes",
-                medspace_state::records::QualityCheck::Duplicate => "duplicate rows",
-                medspace_state::records::QualityCheck::Implausible => "implausible values",
-            };
-            format!(
-                "quality below the floor: {what}: {check} {:.1} % (the floor accepts {:.1} %)",
-                pct(q.value_ppm),
-                pct(q.max_ppm)
-            )
-        })
-        .collect()
 }

@@ -184,6 +184,65 @@ impl RecordSource for VaultRecords {
         })
     }
 
+    fn build_release(
+        &self,
+        state: &State,
+        height: u64,
+        member: &MemberId,
+        request: &serde_json::Value,
+    ) -> Result<Option<serde_json::Value>, PlaneRefusal> {
+        let refuse = |e: &dyn std::fmt::Display| PlaneRefusal(e.to_string());
+        let spec_json = request
+            .get("spec")
+            .filter(|s| s.is_object())
+            .ok_or_else(|| PlaneRefusal("the release specification is missing".into()))?
+            .to_string();
+        let spec = medspace_deid::ReleaseSpec::from_json(&spec_json).map_err(|e| refuse(&e))?;
+        let purposes: Vec<medspace_types::Purpose> =
+            serde_json::from_value(request.get("purposes").cloned().unwrap_or_default())
+                .map_err(|e| refuse(&format!("purposes: {e}")))?;
+        let source = medspace_types::DatasetId::new(&spec.dataset).map_err(|e| refuse(&e))?;
+        // Only this hospital's own dataset is released from its vault.
+        match state.dataset(&source).map_err(|e| refuse(&e))? {
+            Some(d) if d.owner == *member && d.release.is_none() => {}
+            _ => {
+                return Err(PlaneRefusal(format!(
+                    "{source} is not a dataset of {member} in the catalog"
+                )));
+            }
+        }
+        let id = match request.get("release").and_then(|r| r.as_str()) {
+            Some(r) if !r.trim().is_empty() => r.trim().to_string(),
+            _ => format!("{member}.open"),
+        };
+        let id = medspace_types::DatasetId::new(&id).map_err(|e| refuse(&e))?;
+        let started = std::time::Instant::now();
+        let built = outside_runtime(|| {
+            crate::release::build(
+                &self.dir,
+                &self.key,
+                state,
+                height,
+                &crate::release::Request {
+                    release: &id,
+                    source: &source,
+                    spec: &spec,
+                    purposes: &purposes,
+                    parents: &Default::default(),
+                },
+                &mut |_| {},
+            )
+            .map_err(|e| refuse(&e))
+        })?;
+        tracing::info!(release = %id, persons = built.figures.persons, eligible = built.eligible, ms = started.elapsed().as_millis() as u64, "release.plan: built");
+        Ok(Some(serde_json::json!({
+            "entry": built.entry,
+            "figures": built.figures,
+            "report": built.report,
+            "eligible": built.eligible,
+        })))
+    }
+
     fn release_manifest(
         &self,
         dataset: &medspace_types::DatasetId,

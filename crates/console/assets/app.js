@@ -11,8 +11,9 @@ import * as researcher from "./researcher.js";
 import * as reviewer from "./reviewer.js";
 import * as steward from "./steward.js";
 import * as rebind from "./rebind.js";
+import * as openpool from "./openpool.js";
 
-const MODULES = [patient, researcher, reviewer, steward, rebind];
+const MODULES = [patient, researcher, openpool, reviewer, steward, rebind];
 const PAGES = MODULES.flatMap((m) => m.pages);
 
 // ---------------------------------------------------------------- sign-in

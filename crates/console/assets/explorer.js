@@ -126,7 +126,7 @@ export async function blockRow(client, height) {
 }
 
 /// `types::Payload`'s variants, by tag.
-const KINDS = [null, "add_member", "remove_member", "update_policy", "vote", "register_user", "rotate_key", "register_patient", "publish_dataset", "set_consent", "revoke_consent", "issue_grant", "revoke_grant", "submit_request", "approve", "reject", "terminate", "submit_job", "post_result", "record_access", "attest_destruction", "settle", "close_round", "appoint_user", "dismiss_user", "rotate_node_key"];
+const KINDS = [null, "add_member", "remove_member", "update_policy", "vote", "register_user", "rotate_key", "register_patient", "publish_dataset", "set_consent", "revoke_consent", "issue_grant", "revoke_grant", "submit_request", "approve", "reject", "terminate", "submit_job", "post_result", "record_access", "attest_destruction", "settle", "close_round", "appoint_user", "dismiss_user", "rotate_node_key", "rebind_patient", "cancel_rebind", "complete_rebind", "publish_release", "deliver_release"];
 
 /// A finalized block's transactions from its raw bytes, checked here: its header is the one
 /// whose certificate `client.header` verified (same digest), and the transactions hash to the
@@ -320,13 +320,44 @@ export async function contractsSection(client) {
   return h("section", { id: "contracts", "aria-labelledby": "contracts-h" }, parts);
 }
 
-/// Record-level deliveries whose recipient has not yet attested destroying the copy.
+/// Record-level deliveries whose recipient has not yet attested destroying the copy, and the
+/// copies of open-pool releases with when each is due (the overdue ones first, marked: they
+/// block their recipient's new requests).
 export async function destructionSection(client) {
-  const list = (await client.get("/v1/accesses/undestroyed")).accesses || [];
+  const answer = await client.get("/v1/accesses/undestroyed");
+  const list = answer.accesses || [];
+  const releases = (answer.releases || []).slice().sort((a, b) => Number(b.overdue) - Number(a.overdue) || a.due_ms - b.due_ms);
+  const late = releases.filter((r) => r.overdue);
   return h(
     "section",
     { id: "destruction", "aria-labelledby": "destruction-h" },
-    h("h2", { id: "destruction-h" }, t("ex_destruction")),
+    h("h2", { id: "destruction-h" }, t("ex_release_copies")),
+    late.length ? h("div", { class: "notice", role: "alert", id: "overdue-copies" }, t("ex_overdue_block", { n: number(late.length), who: [...new Set(late.map((r) => r.recipient))].join(", ") })) : null,
+    releases.length
+      ? h(
+          "table",
+          { id: "release-copies" },
+          h("thead", {}, h("tr", {}, ...["ex_access", "ex_release", "ex_holder", "ex_recipient", "ex_time", "ex_due"].map((k) => h("th", { scope: "col" }, t(k))))),
+          h(
+            "tbody",
+            {},
+            releases.map((r) =>
+              h(
+                "tr",
+                { "data-delivery": r.id, "data-overdue": r.overdue ? "true" : "false" },
+                h("td", {}, r.id, h("br"), h("span", { class: "muted" }, r.contract)),
+                h("td", {}, h("span", { translate: "no" }, r.dataset), " ", t("ex_release_version", { v: number(r.version) })),
+                h("td", {}, r.holder),
+                h("td", {}, r.recipient),
+                h("td", {}, date(r.time_ms)),
+                h("td", {}, h("span", { class: "badge " + (r.overdue ? "bad" : "ok") }, r.overdue ? t("ex_overdue", { when: date(r.due_ms) }) : t("ex_due_at", { when: date(r.due_ms) }))),
+              ),
+            ),
+          ),
+        )
+      : h("p", { id: "no-release-copies" }, t("ex_release_copies_none")),
+    h("p", { class: "muted" }, t("ex_overdue_rule")),
+    h("h2", { id: "destruction-records-h" }, t("ex_destruction")),
     list.length
       ? h(
           "table",

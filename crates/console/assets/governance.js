@@ -78,9 +78,13 @@ const whole = (n) => {
 /// `Payload::PublishDataset` of a dataset description as its JSON reads (`types::
 /// DatasetDescription`, as the node's `/v1/worker/vault/entry` serves it).
 export function publishDataset(d) {
+  return c.concat(c.u8(8), description(d));
+}
+
+/// A dataset description's bytes (`types::DatasetDescription`'s codec).
+function description(d) {
   if (!/^[0-9a-f]{64}$/.test(d.content_hash)) throw new Error("bad content hash");
   return c.concat(
-    c.u8(8),
     c.name(d.id),
     c.text(d.title),
     c.u32(Number(whole(d.version))),
@@ -94,6 +98,30 @@ export function publishDataset(d) {
       ),
     ),
     c.unhex(d.content_hash),
+  );
+}
+
+/// `Payload::PublishRelease`: a release's catalog entry (its JSON as the node's
+/// `/v1/worker/releases/plan` answers it) and its figures (`types::ReleaseFigures`, fields in
+/// the codec's order).
+export function publishRelease(entry, f) {
+  if (!/^[0-9a-f]{64}$/.test(f.spec_hash)) throw new Error("bad spec hash");
+  return c.concat(
+    c.u8(29),
+    description(entry),
+    c.name(f.source),
+    c.list(f.purposes, (x) => en(PURPOSES, x)),
+    c.u64(whole(f.consent_height)),
+    c.unhex(f.spec_hash),
+    c.u32(Number(whole(f.k))),
+    c.u32(Number(whole(f.l))),
+    c.u64(whole(f.persons)),
+    c.u64(whole(f.suppressed)),
+    c.u32(Number(whole(f.prosecutor_max_ppm))),
+    c.u32(Number(whole(f.prosecutor_avg_ppm))),
+    c.u32(Number(whole(f.journalist_max_ppm))),
+    c.u32(Number(whole(f.marketer_ppm))),
+    c.u32(Number(whole(f.at_risk_ppm))),
   );
 }
 
@@ -128,6 +156,16 @@ export function updatePolicy(p) {
     c.u32(Number(whole(p.open_pool.min_l))),
     c.u32(Number(whole(p.open_pool.max_risk_ppm))),
     c.u64(whole(p.open_pool.destruction_ms)),
+    c.list(p.quality_floors, (f) =>
+      c.concat(
+        c.option(f.purpose, (x) => en(PURPOSES, x)),
+        en(LEVELS, f.level),
+        c.u32(Number(whole(f.max_missing_ppm))),
+        c.u32(Number(whole(f.max_invalid_ppm))),
+        c.u32(Number(whole(f.max_duplicate_ppm))),
+        c.u32(Number(whole(f.max_implausible_ppm))),
+      ),
+    ),
   );
 }
 
@@ -155,7 +193,7 @@ const kept = (unit, s) => {
 /// units the form uses (other fields compared whole).
 export function policyChanges(current, next) {
   const out = POLICY_NUMBERS.filter(([k]) => Number(current[k]) !== Number(next[k])).map(([k, unit]) => [k, shown(unit, current[k]), shown(unit, next[k])]);
-  for (const k of ["vote_num", "vote_den", "proposal_ttl_ms", "requirements", "implied_consent", "classification", "open_pool"]) {
+  for (const k of ["vote_num", "vote_den", "proposal_ttl_ms", "requirements", "implied_consent", "classification", "open_pool", "quality_floors"]) {
     if (JSON.stringify(current[k]) !== JSON.stringify(next[k]) && !POLICY_NUMBERS.some(([n]) => n === k)) out.push([k, null, null]);
   }
   return out;

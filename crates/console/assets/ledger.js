@@ -161,6 +161,17 @@ export class Refused extends Error {
 
 export class Verification extends Error {}
 
+/// A refusal from a node's answer `r`, with the reason it gave (`{"error": …}`), if any.
+async function refusedBy(r, path) {
+  const e = new Refused(r.status, path);
+  try {
+    e.reason = (await r.json()).error || "";
+  } catch {
+    e.reason = "";
+  }
+  return e;
+}
+
 /// A transaction sent while the consortium cannot finalize (too few validators answer):
 /// `health` is the node's `/v1/consortium` view, naming those that do not.
 export class Stalled extends Error {
@@ -186,12 +197,13 @@ export class Client {
     return raw ? new Uint8Array(await r.arrayBuffer()) : r.json();
   }
 
-  /// A signed `POST` of the JSON `body` to `path` at this node; the answer's JSON.
+  /// A signed `POST` of the JSON `body` to `path` at this node; the answer's JSON (a refusal
+  /// carries the node's reason).
   async post(path, body) {
     const bytes = c.utf8(JSON.stringify(body));
     const auth = await authorization(this.session, "POST", path, this.member, bytes);
     const r = await fetch(path, { method: "POST", body: bytes, headers: { authorization: auth, "content-type": "application/json" }, cache: "no-store" });
-    if (!r.ok) throw new Refused(r.status, path);
+    if (!r.ok) throw await refusedBy(r, path);
     return r.json();
   }
 
@@ -211,7 +223,18 @@ export class Client {
     const url = member === this.member ? path : `/console/relay/${encodeURIComponent(member)}${path}`;
     const r = await fetch(url, { headers: { authorization: auth }, cache: "no-store" });
     // Only a 200 carries the bytes asked for: a 202 ("not ready yet") is a refusal to retry.
-    if (r.status !== 200) throw new Refused(r.status, path);
+    if (r.status !== 200) throw await refusedBy(r, path);
+    return new Uint8Array(await r.arrayBuffer());
+  }
+
+  /// The bytes answering a signed `POST` of the JSON `body` to `path` at `member`'s node
+  /// (through this node's relay, which passes the signed bytes on unchanged).
+  async postAtBytes(member, path, body) {
+    const bytes = c.utf8(JSON.stringify(body));
+    const auth = await authorization(this.session, "POST", path, member, bytes);
+    const url = member === this.member ? path : `/console/relay/${encodeURIComponent(member)}${path}`;
+    const r = await fetch(url, { method: "POST", body: bytes, headers: { authorization: auth, "content-type": "application/json" }, cache: "no-store" });
+    if (r.status !== 200) throw await refusedBy(r, path);
     return new Uint8Array(await r.arrayBuffer());
   }
 
@@ -782,6 +805,9 @@ export function decodeContract(value) {
   out.settled = r.bool();
   out.submittedHeight = r.u64();
   out.reason = r.text();
+  out.endedMs = r.u64();
+  // Each failing quality check of the data it reads (figure and floor, ppm).
+  out.quality = r.list((x) => ({ dataset: x.name(), table: x.text(), field: x.text(), check: [null, "missing", "invalid", "duplicate", "implausible"][x.u8()], valuePpm: x.u32(), maxPpm: x.u32() }));
   if (!r.done()) throw new Verification("contract record has trailing bytes");
   return out;
 }
@@ -806,6 +832,102 @@ export function decodeJob(value) {
     height: x.u64(),
   }));
   return out;
+}
+
+/// `Payload::AttestDestruction`: the recipient attests a delivered copy (a record access or a
+/// release delivery, `a-` and 16 hex digits) was destroyed.
+export function attestDestruction(access) {
+  return c.concat(c.u8(20), c.u64(idNum(access, /^a-/)));
+}
+
+/// An open-pool request (`Payload::SubmitRequest`, mode open_pool) for the releases
+/// `datasets` (their catalog entries): every field of their tables, for `purpose`, for `days`
+/// from `nowMs`, no computation, no budget, no fee.
+export function openPoolRequest(datasets, purpose, days, nowMs) {
+  const fields = [];
+  for (const d of datasets) for (const tb of d.description.tables || []) for (const f of tb.fields || []) fields.push({ dataset: d.description.id, table: tb.name, field: f.name });
+  return submitRequest({ purpose, mode: "open_pool", study: null, fields: fields.slice(0, 256), computation: new Uint8Array(), expiryMs: BigInt(Math.round(nowMs + days * 86400000)), epsilonBudget: 0, fee: 0 });
+}
+
+const LEVEL_NAMES = [null, "L1", "L2", "L3", "L4"];
+
+/// A catalog entry's description (`types::DatasetDescription`), as its JSON reads.
+function readDescription(r) {
+  const id = r.name();
+  const title = r.text();
+  const version = r.u32();
+  const tables = r.list((x) => ({
+    name: x.text(),
+    rows: Number(x.u64()),
+    duplicate_ppm: x.u32(),
+    implausible_ppm: x.u32(),
+    fields: x.list((y) => ({ name: y.text(), level: LEVEL_NAMES[y.u8()], missing_ppm: y.u32(), invalid_ppm: y.u32() })),
+  }));
+  const content_hash = c.hex(r.take(32));
+  return { id, title, version, tables, content_hash };
+}
+
+/// A release's figures (`types::ReleaseFigures`), as their JSON reads.
+function readFigures(r) {
+  return {
+    source: r.name(),
+    purposes: r.list((x) => PURPOSES[x.u8()]),
+    consent_height: Number(r.u64()),
+    spec_hash: c.hex(r.take(32)),
+    k: r.u32(),
+    l: r.u32(),
+    persons: Number(r.u64()),
+    suppressed: Number(r.u64()),
+    prosecutor_max_ppm: r.u32(),
+    prosecutor_avg_ppm: r.u32(),
+    journalist_max_ppm: r.u32(),
+    marketer_ppm: r.u32(),
+    at_risk_ppm: r.u32(),
+  };
+}
+
+/// A catalog entry (`records::DatasetRecord`) from its proven bytes: owner, description,
+/// height published, and a release's figures (`null` for a plain dataset).
+export function decodeDatasetRecord(value) {
+  const r = new c.Reader(value);
+  const out = { owner: r.name(), description: readDescription(r), published_height: Number(r.u64()), release: r.option(readFigures) };
+  if (!r.done()) throw new Verification("dataset record has trailing bytes");
+  return out;
+}
+
+/// The proven catalog entry of `dataset` at a certified block.
+export async function provenDataset(client, dataset) {
+  const key = "0a" + hexName(dataset);
+  const a = await client.anchored(`/v1/records/${key}`);
+  const chk = await checkProven(a.root, a.body);
+  if (!chk.ok || c.hex(chk.key) !== key) throw new Verification("catalog entry fails its proof");
+  return { ...decodeDatasetRecord(chk.value), height: a.body.height };
+}
+
+/// An open-pool delivery (`records::DeliveryRecord`) from its proven bytes.
+export function decodeDelivery(value) {
+  const r = new c.Reader(value);
+  const out = {
+    id: idHex(r, "a-"),
+    dataset: r.name(),
+    version: r.u32(),
+    holder: r.name(),
+    recipient: r.name(),
+    contract: idHex(r, "c-"),
+    contentHash: c.hex(r.take(32)),
+    bytes: Number(r.u64()),
+    height: Number(r.u64()),
+    timeMs: Number(r.u64()),
+    destroyedHeight: r.option((x) => Number(x.u64())),
+  };
+  if (!r.done()) throw new Verification("delivery record has trailing bytes");
+  return out;
+}
+
+/// SHA-256 of `bytes` in hex: `types::Hash::of(&[bytes])`, as a release's manifest and catalog
+/// entry state it.
+export async function sha256Hex(bytes) {
+  return c.hex(await c.sha256(bytes));
 }
 
 /// A user record (`records::UserRecord`): who they are, where, in which role.

@@ -8,6 +8,7 @@ import * as L from "./ledger.js";
 import { t, date, number, list } from "./i18n.js";
 import { state, h, show, facts, table, submitting } from "./ui.js";
 import { provenContract, approvalsView, levelName, slotName, statusName, pct } from "./researcher.js";
+import { releaseFacts } from "./openpool.js";
 
 const REVIEWERS = ["steward", "data_committee", "ethics_committee", "auditor"];
 const eps = (m) => (Number(m) / 1e6).toFixed(3);
@@ -89,9 +90,48 @@ function decisionCard(rec, open, catalog = []) {
       { class: "fields" },
     ),
     h("p", { class: "muted" }, t("quality_hint")),
-    h("h3", {}, t("decide_computation")),
-    h("pre", { tabindex: "0", class: "spec" }, spec),
-    h("p", { class: "muted" }, t("computation_hash", { hash: rec.computationHash })),
+    // The checks the ledger found failing against the consortium's quality floor: shown to
+    // every reviewer; the data's owner must approve.
+    rec.quality && rec.quality.length
+      ? h(
+          "div",
+          { class: "notice", role: "note", id: "quality-" + rec.id },
+          h("strong", {}, t("rv_quality_head")),
+          h(
+            "ul",
+            {},
+            rec.quality.map((q) =>
+              h(
+                "li",
+                { "data-check": q.check },
+                t("rv_quality_item", {
+                  what: q.field ? `${q.dataset} ${q.table}.${q.field}` : `${q.dataset} ${q.table}`,
+                  check: t("rv_check_" + q.check),
+                  value: pct(q.valuePpm),
+                  max: pct(q.maxPpm),
+                }),
+              ),
+            ),
+          ),
+          h("p", { class: "muted" }, t("rv_quality_hint")),
+        )
+      : null,
+    rec.mode === "open_pool"
+      ? [
+          // An open-pool request takes a published release whole: what protects its persons
+          // is what its catalog entry states.
+          h("h3", {}, t("rv_open_pool")),
+          h("p", { class: "muted" }, t("rv_open_pool_hint")),
+          ...[...new Set(rec.fields.map((f) => f.dataset))].map((id) => {
+            const d = catalog.find((x) => x.description && x.description.id === id && x.release);
+            return d ? h("div", { class: "release", "data-dataset": id }, h("h4", { translate: "no" }, d.description.title || id), releaseFacts(d).slice(0, 2)) : h("p", {}, h("code", { translate: "no" }, id));
+          }),
+        ]
+      : [
+          h("h3", {}, t("decide_computation")),
+          h("pre", { tabindex: "0", class: "spec" }, spec),
+          h("p", { class: "muted" }, t("computation_hash", { hash: rec.computationHash })),
+        ],
     h("h3", {}, t("approvals_title")),
     approvalsView(rec),
     open && rec.status === "pending"

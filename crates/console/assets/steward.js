@@ -5,8 +5,199 @@
 import * as L from "./ledger.js";
 import { t, date, number, list } from "./i18n.js";
 import { state, h, show, bars, table, notice } from "./ui.js";
-import { publishDataset } from "./governance.js";
+import { publishDataset, publishRelease } from "./governance.js";
 import { catalog, datasetCard, provenContract, levelName, statusName } from "./researcher.js";
+import { releaseFacts, reportView, riskPct } from "./openpool.js";
+
+/// A sensible first release specification (the demo's): year of birth in bands, gender, race
+/// and ethnicity kept or suppressed, the condition as the sensitive attribute, k = 5, l = 2,
+/// dates shifted per person; for the hospital's own dataset.
+function defaultSpec(member) {
+  return {
+    version: 1,
+    dataset: `${member}.cdm`,
+    tables: {
+      condition_occurrence: ["condition_concept_id", "condition_start_date", "condition_source_value"],
+      visit_occurrence: ["visit_concept_id", "visit_start_date", "visit_end_date"],
+      measurement: ["measurement_source_value", "measurement_date", "value_as_number", "unit_source_value"],
+    },
+    quasi_identifiers: [
+      { field: "year_of_birth", hierarchy: { kind: "interval", widths: [5, 10, 20, 40] } },
+      { field: "gender", hierarchy: { kind: "suppress" } },
+      { field: "race", hierarchy: { kind: "suppress" } },
+      { field: "ethnicity", hierarchy: { kind: "suppress" } },
+    ],
+    sensitive: ["condition"],
+    k: 5,
+    l: { distinct: 2 },
+    max_suppression: 0.2,
+    dates: { shift_days: 30 },
+  };
+}
+
+const OPEN_PURPOSES = ["research", "public_health", "drug_safety", "quality_management", "teaching"];
+
+/// A release's deliveries as the ledger records them (each proven), with whether each copy
+/// was destroyed, is due, or is overdue.
+function releaseDeliveries(d, member) {
+  const rows = [];
+  const now = Date.now();
+  return (async () => {
+    for (const x of d.body.releases || []) {
+      const chk = await L.checkProven(d.root, x.delivery);
+      let r = null;
+      try {
+        r = chk.ok ? L.decodeDelivery(chk.value) : null;
+      } catch {
+        r = null;
+      }
+      if (r && r.holder !== member) continue;
+      if (!r) {
+        rows.push(h("tr", { "data-verified": "false" }, h("td", { colspan: "5" }, h("em", {}, t("entry_unverified")))));
+        continue;
+      }
+      const live = r.destroyedHeight === null;
+      const late = live && x.due_ms !== null && x.due_ms < now;
+      rows.push(
+        h(
+          "tr",
+          { "data-delivery": r.id, "data-verified": "true", "data-state": live ? (late ? "overdue" : "held") : "destroyed" },
+          h("td", {}, date(r.timeMs), h("br"), h("span", { class: "muted" }, "#" + number(r.height))),
+          h("td", {}, r.recipient, h("br"), h("span", { class: "muted" }, r.contract)),
+          h("td", {}, h("code", { translate: "no" }, r.dataset), " ", t("op_version", { v: number(r.version) })),
+          h("td", { class: "num" }, number(r.bytes)),
+          h(
+            "td",
+            {},
+            live
+              ? h("span", { class: "badge " + (late ? "bad" : "ok") }, late ? t("op_overdue_since", { when: date(x.due_ms) }) : t("op_due", { when: date(x.due_ms) }))
+              : h("span", { class: "badge ok" }, t("op_destroyed_at", { height: number(r.destroyedHeight) })),
+          ),
+        ),
+      );
+    }
+    return rows;
+  })();
+}
+
+/// The hospital's open-pool releases: what each states, its deliveries, and (at the
+/// hospital's own node) a new release planned from the vault and published by the steward.
+async function releasesSection(member, datasets, proven) {
+  const mine = datasets.filter((d) => d.owner === member && d.release);
+  const sources = datasets.filter((d) => d.owner === member && !d.release);
+  const rows = await releaseDeliveries(proven, member);
+  const parts = [
+    h("h2", { id: "releases-h" }, t("rl_title")),
+    h("p", { class: "lead" }, t("rl_intro")),
+    mine.length
+      ? mine.map((d) => h("section", { class: "card release", "data-dataset": d.description.id, "aria-labelledby": "rl-" + d.description.id.replace(/[^a-z0-9]/gi, "-") }, h("h3", { id: "rl-" + d.description.id.replace(/[^a-z0-9]/gi, "-"), translate: "no" }, d.description.title || d.description.id), releaseFacts(d)))
+      : h("p", { id: "no-releases" }, t("rl_none")),
+    h("h3", {}, t("rl_deliveries")),
+    rows.length
+      ? h("table", { id: "release-deliveries" }, h("thead", {}, h("tr", {}, [t("when_col"), t("rl_recipient"), t("op_what"), t("rl_bytes"), t("op_destruction")].map((c) => h("th", { scope: "col" }, c)))), h("tbody", {}, rows))
+      : h("p", { id: "no-release-deliveries" }, t("rl_no_deliveries")),
+  ];
+  if (state.member !== member) {
+    parts.push(h("p", { class: "muted", id: "release-elsewhere" }, t("rl_elsewhere", { member })));
+    return parts.flat();
+  }
+  parts.push(planForm(member, sources.length ? sources[0].description.id : `${member}.cdm`));
+  return parts.flat();
+}
+
+/// The release builder: a specification (prefilled), its purposes and the release's id; the
+/// plan the node builds from the vault (nothing published); then the steward signs it.
+function planForm(member, source) {
+  const spec = defaultSpec(member);
+  spec.dataset = source;
+  const text = h("textarea", { id: "rl-spec", rows: "18", spellcheck: "false", autocomplete: "off", "aria-describedby": "rl-spec-hint" }, JSON.stringify(spec, null, 2));
+  const release = h("input", { type: "text", id: "rl-release", value: `${member}.open`, autocomplete: "off", spellcheck: "false", size: "30" });
+  const purposes = OPEN_PURPOSES.map((p) => h("span", { class: "check" }, h("input", { type: "checkbox", id: "rl-p-" + p, value: p, checked: p === "research" }), " ", h("label", { for: "rl-p-" + p }, t("p_" + p))));
+  const status = h("div", { "aria-live": "polite", id: "rl-status" });
+  const errors = h("div", { id: "rl-errors" });
+  const plan = async (ev) => {
+    ev.preventDefault();
+    errors.replaceChildren();
+    const problems = [];
+    let parsed = null;
+    try {
+      parsed = JSON.parse(text.value);
+      if (!parsed || typeof parsed !== "object" || Array.isArray(parsed)) throw new Error("not an object");
+    } catch {
+      problems.push(["rl-spec", t("rl_bad_spec")]);
+    }
+    const chosen = OPEN_PURPOSES.filter((p) => document.getElementById("rl-p-" + p).checked);
+    if (!chosen.length) problems.push(["rl-p-research", t("rl_bad_purposes")]);
+    if (!/^[a-z0-9][a-z0-9._-]{0,47}$/.test(release.value.trim())) problems.push(["rl-release", t("rl_bad_release")]);
+    if (problems.length) {
+      errors.replaceChildren(
+        h(
+          "div",
+          { class: "notice", role: "alert", id: "rl-error-summary", tabindex: "-1" },
+          h("p", {}, t("rl_problems")),
+          h("ul", {}, problems.map(([id, msg]) => h("li", {}, h("a", { href: "#" + id, onclick: (e) => (e.preventDefault(), document.getElementById(id).focus()) }, msg)))),
+        ),
+      );
+      document.getElementById("rl-error-summary").focus();
+      return;
+    }
+    status.replaceChildren(h("p", {}, t("rl_planning")));
+    let p;
+    try {
+      p = await state.client.post("/v1/worker/releases/plan", { spec: parsed, purposes: chosen, release: release.value.trim() });
+    } catch (e) {
+      status.replaceChildren(e instanceof L.Refused && e.reason ? h("div", { class: "notice", role: "alert" }, t("rl_refused"), " ", h("span", { translate: "no" }, "(" + e.reason + ")")) : notice(e));
+      return;
+    }
+    status.replaceChildren(planView(p, member));
+  };
+  return h(
+    "form",
+    { class: "card", id: "release-plan", onsubmit: plan, novalidate: true, "aria-labelledby": "rl-plan-h" },
+    h("h3", { id: "rl-plan-h" }, t("rl_plan_title")),
+    h("p", {}, t("rl_plan_intro")),
+    errors,
+    h("label", { for: "rl-spec" }, t("rl_spec")),
+    h("p", { class: "muted", id: "rl-spec-hint" }, t("rl_spec_hint")),
+    text,
+    h("fieldset", {}, h("legend", {}, t("rl_purposes")), h("div", { class: "row" }, purposes)),
+    h("label", { for: "rl-release" }, t("rl_release_id")),
+    release,
+    h("p", { class: "muted" }, t("rl_plan_warn")),
+    h("p", {}, h("button", { type: "submit", id: "rl-plan" }, t("rl_plan"))),
+    status,
+  );
+}
+
+/// What the plan would publish: the chosen generalization, k, l, the risks, the information
+/// lost and the classes' sizes; then the steward's signature publishes it.
+function planView(p, member) {
+  const f = p.figures;
+  const e = p.entry;
+  const out = h("div", { "aria-live": "polite", id: "rl-publish-status" });
+  const sign = async () => {
+    out.replaceChildren(h("p", {}, t("saving")));
+    try {
+      await state.client.submit(publishRelease(e, f));
+      await state.route();
+      const st = document.getElementById("rl-status");
+      if (st) st.replaceChildren(h("div", { class: "done", role: "status", id: "rl-published" }, t("rl_published", { id: e.id, version: number(e.version) })));
+    } catch (err) {
+      out.replaceChildren(notice(err));
+    }
+  };
+  return h(
+    "div",
+    { class: "card", id: "rl-plan-result", "data-k": String(f.k), "data-l": String(f.l) },
+    h("p", {}, h("strong", {}, t("rl_plan_what", { id: e.id, version: number(e.version), persons: number(f.persons), eligible: number(p.eligible), suppressed: number(f.suppressed) }))),
+    releaseFacts({ owner: member, description: e, published_height: 0, release: f })[0],
+    h("p", { class: "muted" }, t("rl_risk_standard", { max: riskPct(f.prosecutor_max_ppm) })),
+    h("h4", {}, t("op_report")),
+    reportView(p.report, "plan"),
+    h("p", {}, h("button", { type: "button", id: "rl-publish", onclick: sign }, t("rl_publish"))),
+    out,
+  );
+}
 
 /// A FHIR resource type in words where the console has them, else as it is.
 function typeName(x) {
@@ -77,7 +268,7 @@ async function hospitalPage() {
   const proven = state.client.anchored(`/v1/members/${member}/deliveries`);
   const [datasets, listed] = await Promise.all([catalog(), state.client.get("/v1/contracts")]);
   const mine = datasets.filter((d) => d.owner === member);
-  const vault = vaultSection(member, mine[0]);
+  const vault = vaultSection(member, mine.find((x) => !x.release));
   const all = listed.contracts || [];
   const rows = [];
   // Every contract proven at once (each is its own proof; none waits for another).
@@ -124,7 +315,8 @@ async function hospitalPage() {
     h("h1", {}, t("hospital_title", { member })),
     h("p", { class: "lead" }, t("hospital_intro")),
     await vault,
-    mine.length ? mine.map(datasetCard) : h("p", { id: "empty-dataset" }, t("hospital_no_dataset")),
+    mine.some((x) => !x.release) ? mine.filter((x) => !x.release).map(datasetCard) : h("p", { id: "empty-dataset" }, t("hospital_no_dataset")),
+    await releasesSection(member, datasets, d),
     h("h2", {}, t("hospital_contracts")),
     rows.length
       ? h("table", { id: "hospital-contracts" }, h("thead", {}, h("tr", {}, [t("col_contract"), t("requester"), t("study_id"), t("col_level"), t("col_status"), t("col_contributed")].map((c) => h("th", { scope: "col" }, c)))), h("tbody", {}, rows))

@@ -121,6 +121,11 @@ const ASSETS: &[Asset] = &[
         body: include_str!("../assets/steward.js"),
     },
     Asset {
+        name: "openpool.js",
+        mime: "text/javascript; charset=utf-8",
+        body: include_str!("../assets/openpool.js"),
+    },
+    Asset {
         name: "rebind.js",
         mime: "text/javascript; charset=utf-8",
         body: include_str!("../assets/rebind.js"),
@@ -310,6 +315,7 @@ mod tests {
             "governance.js",
             "rebind.js",
             "steward.js",
+            "openpool.js",
         ] {
             let src = asset(name).unwrap();
             for (at, _) in src.match_indices("t(\"") {

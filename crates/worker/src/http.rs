@@ -20,7 +20,8 @@
 //! - `POST /v1/worker/releases/deliver` — the holder of an approved open-pool contract (its
 //!   member key, node key or users): a release's manifest, once the delivery is on the ledger;
 //!   `GET /v1/worker/releases/{dataset}/files/{name}` — then the files it lists
-//!   ([`crate::releases`]);
+//!   ([`crate::releases`]); `POST /v1/worker/releases/plan` — the hospital's own stewards and
+//!   its member key: a release built from the vault (entry, figures, risk report) to sign;
 //! - `POST /v1/records/redeem` — the grantee institution (its member key, its node key or one of its users):
 //!   the granted part of a patient's record, once the access is on the ledger
 //!   ([`crate::records`]).
@@ -51,6 +52,8 @@ const STEP_BODY_LIMIT: usize = 8 << 20;
 const PSI_BODY_LIMIT: usize = 160 << 20;
 /// Largest mask request (the dealings of every site).
 const MASK_BODY_LIMIT: usize = 1 << 20;
+/// Largest release plan request (a release specification and its purposes).
+const PLAN_BODY_LIMIT: usize = 64 << 10;
 
 /// A refusal: status and lowercase message, answered as `{"error": …}`.
 struct Refusal(StatusCode, String);
@@ -116,6 +119,10 @@ where
         .route(
             "/v1/worker/releases/deliver",
             post(deliver_release::<E, L, R>).layer(DefaultBodyLimit::max(1024)),
+        )
+        .route(
+            "/v1/worker/releases/plan",
+            post(plan_release::<E, L, R>).layer(DefaultBodyLimit::max(PLAN_BODY_LIMIT)),
         )
         .route(
             "/v1/worker/releases/{dataset}/files/{name}",
@@ -484,6 +491,31 @@ where
     json_or_refusal(r.records.catalog_entry(&who).await)
 }
 
+/// A steward route's caller and body: this hospital's stewards (or its member key) only,
+/// settled before the body is read, so nobody else learns even what it parses; then the body,
+/// or a clear 400 naming what was `expected`.
+fn steward_body<E, L, R, T>(
+    r: &Routes<E, L, R>,
+    uri: &Uri,
+    headers: &HeaderMap,
+    body: &[u8],
+    expected: &str,
+) -> Result<(Principal, T), Refusal>
+where
+    E: Spawner + Clock,
+    L: Ledger,
+    R: RecordSource,
+    T: serde::de::DeserializeOwned,
+{
+    let (_, who) = caller(r, "POST", uri, headers, body)?;
+    r.records
+        .is_own_steward(&who)
+        .map_err(|x| refuse(status_of(x.status), x.reason))?;
+    let parsed = serde_json::from_slice(body)
+        .map_err(|e| refuse(StatusCode::BAD_REQUEST, format!("expected {expected}: {e}")))?;
+    Ok((who, parsed))
+}
+
 /// A lookup's body: the local patient id (in the body, signed, never in a logged path).
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -504,17 +536,7 @@ where
     L: Ledger,
     R: RecordSource,
 {
-    let (_, who) = caller(&r, "POST", &uri, &headers, &body)?;
-    // Who may ask is settled before the body is read: nobody else learns even what it parses.
-    r.records
-        .is_own_steward(&who)
-        .map_err(|x| refuse(status_of(x.status), x.reason))?;
-    let q: Lookup = serde_json::from_slice(&body).map_err(|e| {
-        refuse(
-            StatusCode::BAD_REQUEST,
-            format!("expected {{\"patient_id\": \"…\"}}: {e}"),
-        )
-    })?;
+    let (who, q): (_, Lookup) = steward_body(&r, &uri, &headers, &body, "{\"patient_id\": \"…\"}")?;
     let id = q.patient_id.trim().to_string();
     if id.is_empty() || id.len() > 128 {
         return Err(refuse(
@@ -534,6 +556,52 @@ where
             "no linked patient with that local id here",
         )),
     }
+}
+
+/// A release plan's body: the specification, the purposes its persons consented to, and the
+/// release's dataset id (`<member>.open` when absent).
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Plan {
+    spec: serde_json::Map<String, serde_json::Value>,
+    purposes: Vec<String>,
+    #[serde(default)]
+    release: Option<String>,
+}
+
+/// Builds this hospital's open-pool release from its vault for its steward to read and sign
+/// (`PublishRelease`): the catalog entry, the figures, the risk report and how many persons
+/// could have been in it. Nothing is published here.
+async fn plan_release<E, L, R>(
+    AxState(r): AxState<Arc<Routes<E, L, R>>>,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, Refusal>
+where
+    E: Spawner + Clock,
+    L: Ledger,
+    R: RecordSource,
+{
+    let (who, plan): (_, Plan) = steward_body(
+        &r,
+        &uri,
+        &headers,
+        &body,
+        "{\"spec\": {…}, \"purposes\": [\"research\"], \"release\": \"<dataset id>\"}",
+    )?;
+    if plan.purposes.is_empty() || plan.purposes.len() > 8 {
+        return Err(refuse(
+            StatusCode::BAD_REQUEST,
+            "name 1 to 8 purposes the released persons consented to",
+        ));
+    }
+    let request = serde_json::json!({
+        "spec": plan.spec,
+        "purposes": plan.purposes,
+        "release": plan.release,
+    });
+    json_or_refusal(r.records.build_release(&who, request).await)
 }
 
 /// A release's manifest for the holder of an open-pool contract, once the delivery is final.

@@ -88,6 +88,22 @@ pub trait RecordSource: Send + Sync + 'static {
         Ok(None)
     }
 
+    /// Builds (or plans again) this hospital's open-pool release from its vault, as its steward
+    /// asks in `request` (`{"spec": <release specification>, "purposes": [..], "release":
+    /// "<dataset id>"}`) over the ledger `state` at `height`: the files are written beside the
+    /// node and the answer is `{"entry", "figures", "report", "eligible"}` for the steward to
+    /// read and sign (`PublishRelease`). Blocking. `None`: this node holds no vault.
+    fn build_release(
+        &self,
+        state: &State,
+        height: u64,
+        member: &MemberId,
+        request: &Value,
+    ) -> Result<Option<Value>, PlaneRefusal> {
+        let _ = (state, height, member, request);
+        Ok(None)
+    }
+
     /// A file of the release that its manifest lists. Blocking. `None`: no such file.
     fn release_file(
         &self,
@@ -450,6 +466,17 @@ where
         self.is_own_steward(who)?;
         let (snap, member) = (self.ledger.snapshot(), self.member.clone());
         self.blocking(move |s| s.catalog_entry(&snap.state, snap.time_ms, &member))
+            .await?
+            .ok_or_else(|| refused(404, "this node holds no vault"))
+    }
+
+    /// A release built from the vault ([`RecordSource::build_release`]) over the ledger as this
+    /// node sees it. For this hospital's stewards (and its member key) only; the steward signs
+    /// what it answers.
+    pub async fn build_release(&self, who: &Principal, request: Value) -> Result<Value, Refused> {
+        self.is_own_steward(who)?;
+        let (snap, member) = (self.ledger.snapshot(), self.member.clone());
+        self.blocking(move |s| s.build_release(&snap.state, snap.height, &member, &request))
             .await?
             .ok_or_else(|| refused(404, "this node holds no vault"))
     }

@@ -1238,6 +1238,12 @@ fn every_worker_route_accepts_a_signed_request_once_and_only_at_its_audience() {
                 vec![],
                 &researcher,
             ),
+            (
+                "POST",
+                "/v1/worker/releases/plan".to_string(),
+                b"{\"spec\":{},\"purposes\":[\"research\"]}".to_vec(),
+                &researcher,
+            ),
         ];
         for (method, path, body, key) in &routes {
             let sign = |audience: &str| {
@@ -1449,6 +1455,14 @@ fn every_worker_route_answers_every_kind_of_caller_as_its_rule_says() {
                 "/v1/worker/releases/hospital-b.open/files/person.csv".to_string(),
                 vec![],
                 |c| !matches!(c, Caller::Unsigned | Caller::Outsider),
+            ),
+            // Building a release from the vault: the hospital's stewards and its member key
+            // only (no vault here: they reach the route's "no vault" answer).
+            (
+                "POST",
+                "/v1/worker/releases/plan".to_string(),
+                b"{\"spec\":{},\"purposes\":[\"research\"]}".to_vec(),
+                |c| matches!(c, Caller::HomeSteward | Caller::HomeMember),
             ),
         ];
         let mut cells = 0;
