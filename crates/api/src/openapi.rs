@@ -161,6 +161,20 @@ pub const ROUTES: &[Route] = &[
         "passes a researcher's request for a job's released result on to `member`'s node (the job's aggregator), the authorization header (signed in the browser for that node) untouched",
     ),
     r(
+        "/console/relay/{member}/v1/worker/releases/deliver",
+        "post",
+        Signed,
+        Validators,
+        "passes a researcher's open-pool fetch on to the release owner's node, the authorization header (signed in the browser for that node) untouched",
+    ),
+    r(
+        "/console/relay/{member}/v1/worker/releases/{dataset}/files/{name}",
+        "get",
+        Signed,
+        Validators,
+        "passes the download of a delivered release's file on to its owner's node, the authorization header untouched",
+    ),
+    r(
         "/v1/tx",
         "post",
         Open,
@@ -284,6 +298,27 @@ pub const ROUTES: &[Route] = &[
         Signed,
         Workers,
         "the pseudonym linked to a local patient id (in the signed body), for the hospital's own stewards who verified the person",
+    ),
+    r(
+        "/v1/worker/releases/plan",
+        "post",
+        Signed,
+        Workers,
+        "builds the hospital's open-pool release from its vault (specification, purposes, dataset id in the signed body) for its own stewards to read and sign; nothing is published",
+    ),
+    r(
+        "/v1/worker/releases/deliver",
+        "post",
+        Signed,
+        Workers,
+        "an open-pool release's manifest, to the holder of an active contract naming it, once the delivery (with the manifest's hash, which must be the catalog entry's) is final on the ledger",
+    ),
+    r(
+        "/v1/worker/releases/{dataset}/files/{name}",
+        "get",
+        Signed,
+        Workers,
+        "a file the release's manifest lists, to an institution with an unattested delivery of its current version under an active contract",
     ),
     r(
         "/v1/records/export",

@@ -2166,7 +2166,9 @@ fn every_documented_route_is_served_by_the_devnet() {
             .replace("{member}", "hospital-b")
             .replace("{job}", "1")
             .replace("{id}", "00")
-            .replace("{key}", "00");
+            .replace("{key}", "00")
+            .replace("{dataset}", "hospital-a.open")
+            .replace("{name}", "person.csv");
         let nodes: &[&str] = match route.served {
             Served::Every => &["hospital-a", "research-1", "regulator"],
             Served::Validators => &["hospital-a", "research-1"],
