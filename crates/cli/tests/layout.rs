@@ -215,7 +215,10 @@ fn the_binary_is_argument_parsing_and_printing() {
         .iter()
         .map(|f| std::fs::read_to_string(f).unwrap().lines().count())
         .sum();
-    assert!(lines < 2_500, "crates/cli/src has {lines} lines");
+    // About 200 lines per subcommand group of parsing and printing (the open pool's `deid`
+    // and the quality checks brought the budget from 2,500 to 2,900); logic that grows past
+    // printing belongs in a library crate.
+    assert!(lines < 2_900, "crates/cli/src has {lines} lines");
 }
 
 /// The ledger crate, and so every client, follower and auditor, links no data plane.
