@@ -1574,7 +1574,7 @@ fn the_open_pool_runs_from_the_cli(net: &DevnetProcess, dir: &Path) {
 import sys, json, pandas as pd
 from pycanon import anonymity
 df = pd.read_csv(sys.argv[1], dtype=str, keep_default_na=False)
-qi = ["year_of_birth", "gender", "race", "ethnicity"]
+qi = ["year_of_birth", "gender", "race", "ethnicity", "zip"]
 print(json.dumps({"k": int(anonymity.k_anonymity(df, qi)), "l": int(anonymity.l_diversity(df, qi, ["condition"]))}))
 "#;
         let o = Command::new(py)

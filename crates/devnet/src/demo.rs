@@ -39,11 +39,11 @@ pub const SURVIVAL_SPEC: &str = r#"{"version":1,"cohort":{"index_date":"2020-01-
 /// patients only.
 pub const STUDY_SPEC: &str = r#"{"version":1,"cohort":{"conditions":["44054006"],"measurement":{"code":"4548-4","op":">=","value":6.5},"index_date":"2025-01-01"},"aggregate":"count","group_by":["sex"]}"#;
 
-/// The open pool's release: persons by birth-year band, sex, race and ethnicity (the
-/// quasi-identifiers), their principal condition as the sensitive attribute, k = 5 and l = 2
+/// The open pool's release: persons by birth-year band, sex, race, ethnicity and the first
+/// three characters of their postal code (the quasi-identifiers), their principal condition as the sensitive attribute, k = 5 and l = 2
 /// with at most a fifth suppressed; conditions, visits and measurements with every date shifted
 /// by up to 30 days per person.
-pub const RELEASE_SPEC: &str = r#"{"version":1,"dataset":"hospital-a.cdm","tables":{"condition_occurrence":["condition_concept_id","condition_start_date","condition_source_value"],"visit_occurrence":["visit_concept_id","visit_start_date","visit_end_date"],"measurement":["measurement_source_value","measurement_date","value_as_number","unit_source_value"]},"quasi_identifiers":[{"field":"year_of_birth","hierarchy":{"kind":"interval","widths":[5,10,20,40]}},{"field":"gender","hierarchy":{"kind":"suppress"}},{"field":"race","hierarchy":{"kind":"suppress"}},{"field":"ethnicity","hierarchy":{"kind":"suppress"}}],"sensitive":["condition"],"k":5,"l":{"distinct":2},"max_suppression":0.2,"dates":{"shift_days":30}}"#;
+pub const RELEASE_SPEC: &str = r#"{"version":1,"dataset":"hospital-a.cdm","tables":{"condition_occurrence":["condition_concept_id","condition_start_date","condition_source_value"],"visit_occurrence":["visit_concept_id","visit_start_date","visit_end_date"],"measurement":["measurement_source_value","measurement_date","value_as_number","unit_source_value"]},"quasi_identifiers":[{"field":"year_of_birth","hierarchy":{"kind":"interval","widths":[5,10,20,40]}},{"field":"gender","hierarchy":{"kind":"suppress"}},{"field":"race","hierarchy":{"kind":"suppress"}},{"field":"ethnicity","hierarchy":{"kind":"suppress"}},{"field":"zip","hierarchy":{"kind":"prefix","keep":[1]}}],"sensitive":["condition"],"k":5,"l":{"distinct":2},"max_suppression":0.2,"dates":{"shift_days":30}}"#;
 
 fn step(n: &mut usize, text: &str) {
     *n += 1;

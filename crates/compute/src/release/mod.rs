@@ -59,7 +59,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 /// The person-level values a spec may name as quasi-identifiers or sensitive attributes.
-pub const FIELDS: [&str; 8] = [
+pub const FIELDS: [&str; 9] = [
     "year_of_birth",
     "birth_date",
     "gender",
@@ -68,6 +68,7 @@ pub const FIELDS: [&str; 8] = [
     "death_date",
     "deceased",
     "condition",
+    "zip",
 ];
 
 /// The release's format, named in its manifest.
@@ -210,7 +211,8 @@ pub fn build(
         }
     }
     let ctx = medspace_vault::open_session(node_dir, key)?;
-    let people = persons(&ctx, &eligible)?;
+    let mut people = persons(&ctx, &eligible)?;
+    postal_codes(node_dir, key, &mut people)?;
     let secret = key.release_secret();
     let pseud = Pseudonymizer::new(
         &secret,

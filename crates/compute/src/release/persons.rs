@@ -186,6 +186,54 @@ pub(super) fn direct_identifiers(
     Ok(out)
 }
 
+/// Each person's postal code as a quasi-identifier `zip`, from their Patient resource's first
+/// address, cut to its first three characters before anything else sees it (as HIPAA's Safe
+/// Harbor allows; a full postal code is an identifier, and the CDM keeps none). Persons
+/// without one get `Missing`.
+pub(super) fn postal_codes(
+    node_dir: &Path,
+    key: &VaultKey,
+    people: &mut [Person],
+) -> Result<(), ReleaseError> {
+    let vault = medspace_vault::Vault::open_read_only(node_dir, key)?;
+    let ids: HashMap<i64, String> = vault
+        .persons()
+        .into_iter()
+        .map(|(person, id, _)| (person, format!("Patient/{id}")))
+        .collect();
+    let keys: Vec<String> = people
+        .iter()
+        .filter_map(|p| ids.get(&p.id).cloned())
+        .collect();
+    let mut zips: HashMap<String, String> = HashMap::new();
+    for (k, r) in vault.load_resources(&keys)? {
+        let zip = r
+            .get("address")
+            .and_then(|a| a.as_array())
+            .and_then(|a| a.first())
+            .and_then(|a| a.get("postalCode"))
+            .and_then(|z| z.as_str())
+            .map(|z| {
+                z.chars()
+                    .filter(|c| c.is_ascii_alphanumeric())
+                    .take(3)
+                    .collect::<String>()
+            })
+            .filter(|z| z.len() == 3);
+        if let Some(z) = zip {
+            zips.insert(k, z);
+        }
+    }
+    for p in people.iter_mut() {
+        let zip = ids
+            .get(&p.id)
+            .and_then(|k| zips.get(k))
+            .map_or(Value::Missing, |z| Value::Text(z.clone()));
+        p.values.insert("zip", zip);
+    }
+    Ok(())
+}
+
 /// A Patient's direct identifiers: its id, every name part, address line, city and postal
 /// code, telecom value and identifier value.
 pub fn patient_identifiers(r: &serde_json::Value) -> Vec<String> {
