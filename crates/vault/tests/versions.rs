@@ -831,3 +831,46 @@ proptest! {
         }
     }
 }
+
+/// Found by the invariant below: a batch that deletes a condition and its encounter, then
+/// re-creates the condition pointing at that encounter. The re-creation is refused (its
+/// encounter is deleted) and so is the delete it superseded: the stored condition stays whole,
+/// rows and index, instead of a deleted key whose rows stay visible.
+#[test]
+fn a_delete_whose_recreation_is_refused_keeps_the_stored_version_whole() {
+    let tmp = tempfile::tempdir().unwrap();
+    let node = tmp.path().join("node");
+    let base = vec![
+        patient("p1", "1980-05-01"),
+        encounter("e1", "p1"),
+        condition("c1", "p1", "44054006"),
+    ];
+    let r = ingest(&node, base, &feed());
+    assert!(r.errors.is_empty(), "{:?}", r.errors);
+    let mut again = condition("c1", "p1", "38341003");
+    again["encounter"] = json!({"reference": "Encounter/e1"});
+    let r = ingest(
+        &node,
+        vec![
+            deletes(&["Condition/c1"]),
+            deletes(&["Encounter/e1"]),
+            again,
+        ],
+        &feed(),
+    );
+    assert_eq!(
+        r.errors.len(),
+        2,
+        "the re-creation and its delete: {:?}",
+        r.errors
+    );
+    let vault = Vault::open_read_only(&node, &vkey(&node)).unwrap();
+    assert!(vault.resource_keys().contains(&"Condition/c1".to_string()));
+    drop(vault);
+    assert_eq!(table_count(&node, "condition_occurrence"), 1);
+    assert_eq!(
+        table_count(&node, "visit_occurrence"),
+        0,
+        "the encounter is deleted"
+    );
+}

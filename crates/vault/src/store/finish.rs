@@ -49,6 +49,7 @@ impl Batch<'_> {
         let mut cascade = self.cascade(vault);
         let deleting = self.deleting(&cascade);
         self.reject_dangling(vault, &deleting);
+        self.refuse_deletes_of_refused_recreations();
         // A stored resource whose new version in this batch passed the checks is retired by
         // that version; one whose new version was refused goes with the delete.
         cascade.retain(|c| {
@@ -341,6 +342,37 @@ impl Batch<'_> {
             if self.opts.on_error == OnError::Refuse {
                 break;
             }
+        }
+    }
+
+    /// A delete the batch superseded by re-creating the resource goes with that re-creation:
+    /// when it was refused (and nothing else of the key is stored by the batch), the delete is
+    /// refused too, so the stored version stays whole — its rows and its index — rather than
+    /// leaving the key deleted with its rows still visible.
+    fn refuse_deletes_of_refused_recreations(&mut self) {
+        let orphaned: Vec<usize> = self
+            .pending
+            .iter()
+            .enumerate()
+            .filter(|(_, p)| p.delete && p.state == State::Old)
+            .filter(|(i, p)| {
+                let later = || {
+                    self.pending
+                        .iter()
+                        .skip(i.saturating_add(1))
+                        .filter(|q| q.key == p.key)
+                };
+                later().any(|q| q.state == State::Bad) && !later().any(|q| q.live())
+            })
+            .map(|(i, _)| i)
+            .collect();
+        for i in orphaned {
+            let ty = self
+                .pending
+                .get(i)
+                .map(|p| type_of(&p.key).to_string())
+                .unwrap_or_default();
+            self.reject(i, BadReason::RefusedDependency("request.url".into(), ty));
         }
     }
 
