@@ -1498,39 +1498,61 @@ fn every_worker_route_answers_every_kind_of_caller_as_its_rule_says() {
                 }
             }
         }
-        // A lookup's bad body: a clear 400 to the hospital's steward; anyone else is refused
+        // Bad input: a clear 400 to whom the route serves; a steward route refuses anyone else
         // before the body is read.
-        let post = |key: &Keypair, body: &'static [u8]| {
+        let steward_b = w.c.user_key("hospital-b.steward").unwrap().clone();
+        let steward_a = w.c.user_key("hospital-a.steward").unwrap().clone();
+        let researcher = w.c.user_key("research-1.researcher").unwrap().clone();
+        let lookup = "/v1/worker/vault/lookup";
+        let plan = "/v1/worker/releases/plan";
+        let deliver = "/v1/worker/releases/deliver";
+        for (method, path, key, body, want) in [
+            ("POST", lookup, &steward_b, &b"{\"id\":\"x\"}"[..], 400),
+            (
+                "POST",
+                lookup,
+                &steward_b,
+                &b"{\"patient_id\":\"  \"}"[..],
+                400,
+            ),
+            ("POST", lookup, &steward_b, &b"not json"[..], 400),
+            ("POST", lookup, &steward_a, &b"not json"[..], 403),
+            ("POST", plan, &steward_b, &b"not json"[..], 400),
+            (
+                "POST",
+                plan,
+                &steward_b,
+                &b"{\"spec\":{},\"purposes\":[]}"[..],
+                400,
+            ),
+            ("POST", plan, &steward_a, &b"not json"[..], 403),
+            ("POST", deliver, &researcher, &b"not json"[..], 400),
+            (
+                "POST",
+                deliver,
+                &researcher,
+                &b"{\"contract\":\"x\",\"dataset\":\"d\"}"[..],
+                400,
+            ),
+            (
+                "GET",
+                "/v1/worker/releases/NOT%20AN%20ID/files/person.csv",
+                &researcher,
+                &b""[..],
+                400,
+            ),
+        ] {
             let auth = medspace_api::auth::Request {
-                method: "POST",
-                path_and_query: "/v1/worker/vault/lookup",
+                method,
+                path_and_query: path,
                 audience: "hospital-b",
                 body,
             }
             .sign(key);
-            (auth, body)
-        };
-        let steward_b = w.c.user_key("hospital-b.steward").unwrap().clone();
-        let steward_a = w.c.user_key("hospital-a.steward").unwrap().clone();
-        for (key, body, want) in [
-            (&steward_b, &b"{\"id\":\"x\"}"[..], 400),
-            (&steward_b, &b"{\"patient_id\":\"  \"}"[..], 400),
-            (&steward_b, &b"not json"[..], 400),
-            (&steward_a, &b"not json"[..], 403),
-        ] {
-            let (auth, body) = post(key, body);
-            let (status, said) = send_with(
-                &w,
-                "hospital-b",
-                "POST",
-                "/v1/worker/vault/lookup",
-                body,
-                &auth,
-            )
-            .await;
+            let (status, said) = send_with(&w, "hospital-b", method, path, body, &auth).await;
             if status != want {
                 wrong.push(format!(
-                    "lookup {:?}: {status} (want {want}) {said}",
+                    "{method} {path} {:?}: {status} (want {want}) {said}",
                     String::from_utf8_lossy(body)
                 ));
             }
