@@ -5,7 +5,7 @@
 use anyhow::Context as _;
 use clap::{Args, ValueEnum};
 use indicatif::{ProgressBar, ProgressStyle};
-use medspace_compute::bench::{self, FederatedOptions, Progress};
+use medspace_compute::bench::{self, FederatedOptions, Population, Progress};
 use medspace_devnet::bench::{percentile, sorted};
 use std::path::PathBuf;
 
@@ -193,6 +193,10 @@ pub enum AggregateArg {
     Count,
     /// Mean of the latest HbA1c by sex (count and clamped sum per cell).
     Mean,
+    /// One daily surveillance window: 10 syndromes x 20 regions x 5 age bands (1,000 cells).
+    Surveil,
+    /// A drug-safety scan: 100 drugs x 50 event groups (5,000 2x2 tables).
+    DrugSafety,
 }
 
 /// `medspace bench federated`.
@@ -233,15 +237,20 @@ fn list(ms: &[f64]) -> String {
 
 /// Runs `medspace bench federated`.
 pub fn federated(args: FederatedArgs) -> anyhow::Result<()> {
-    let spec = match args.aggregate {
-        AggregateArg::Count => bench::COUNT_SPEC,
-        AggregateArg::Mean => bench::MEAN_SPEC,
+    let (spec, population, window) = match args.aggregate {
+        AggregateArg::Count => (bench::COUNT_SPEC.to_string(), Population::Clinical, None),
+        AggregateArg::Mean => (bench::MEAN_SPEC.to_string(), Population::Clinical, None),
+        AggregateArg::Surveil => (bench::surveil_spec(), Population::PublicHealth, Some(15)),
+        AggregateArg::DrugSafety => (bench::drug_safety_spec(), Population::PublicHealth, None),
     };
+    let spec = spec.as_str();
     let options = FederatedOptions {
         persons_per_site: args.persons,
         runs: args.runs,
         seed: args.seed,
         spec: spec.to_string(),
+        population,
+        window,
     };
     let (dir, temp) = crate::vault_cmd::work_dir(args.dir.clone())?;
     let b = bar(
@@ -259,7 +268,7 @@ pub fn federated(args: FederatedArgs) -> anyhow::Result<()> {
         Progress::Runs { done, .. } => b.set_position(done as u64),
     });
     b.finish_and_clear();
-    let e2e = if args.e2e_jobs > 0 && result.is_ok() {
+    let e2e = if args.e2e_jobs > 0 && population == Population::Clinical && result.is_ok() {
         let b = bar(
             args.e2e_jobs as u64,
             "{msg} {bar:40} {pos}/{len} {eta}",

@@ -9,6 +9,7 @@ mod bench_cmd;
 mod chain_cmd;
 mod deid_cmd;
 mod devnet_cmd;
+mod health_cmd;
 mod patient_cmd;
 mod query_cmd;
 mod vault_cmd;
@@ -38,6 +39,10 @@ enum Command {
     /// A researcher's federated study on a running consortium: contract, approvals, jobs,
     /// results (run by the hospitals' own nodes; only protected aggregates leave them).
     Query(query_cmd::QueryArgs),
+    /// Public-health surveillance: a standing contract's daily windows, outbreak detection,
+    /// alerts on the ledger, and the detectors' evaluation. (Drug safety: `medspace query` with
+    /// a `drug_safety` aggregate under purpose drug_safety.)
+    Surveil(health_cmd::SurveilArgs),
     /// A patient's authorization codes and proven access log, and a grantee's redemption of a
     /// code at the holding hospital's node.
     Patient(patient_cmd::PatientArgs),
@@ -111,7 +116,8 @@ enum Command {
     Catalog(vault_cmd::CatalogCmd),
     /// Export one patient as a FHIR Bundle, or everything as Bulk NDJSON.
     Export(vault_cmd::ExportArgs),
-    /// Generate synthetic FHIR R4 patients (Bulk NDJSON).
+    /// Generate synthetic FHIR R4 patients (Bulk NDJSON), optionally with a known outbreak
+    /// (`--outbreak`) or drug-safety signal (`--safety`) injected.
     Synth(vault_cmd::SynthArgs),
     /// Benchmarks that print their figures.
     #[command(subcommand)]
@@ -161,6 +167,12 @@ enum BenchCommand {
     Cohort(vault_cmd::BenchCohortArgs),
     /// Three hospitals' federated data plane against the same query over the pooled data.
     Federated(bench_cmd::FederatedArgs),
+    /// One surveillance window (10 syndromes x 20 regions x 5 age bands) over 3 hospitals:
+    /// the data plane against the same query pooled (`bench federated --aggregate surveil`).
+    Surveil(bench_cmd::FederatedArgs),
+    /// A drug-safety scan (100 drugs x 50 event groups) over 3 hospitals: the data plane
+    /// against the same query pooled (`bench federated --aggregate drug-safety`).
+    Drugsafety(bench_cmd::FederatedArgs),
     /// Redeeming a patient's code at the holding hospital's node: latency and rate.
     Redeem(bench_cmd::RedeemArgs),
     /// Federated logistic regression (3 hospitals, IRLS over secure aggregation) vs pooled.
@@ -196,6 +208,7 @@ fn main() -> anyhow::Result<()> {
         Command::Demo(a) => devnet_cmd::demo(a),
         Command::Devnet(a) => devnet_cmd::run(a),
         Command::Query(a) => query_cmd::run(a),
+        Command::Surveil(a) => health_cmd::run(a),
         Command::Deid(a) => deid_cmd::run(a),
         Command::Patient(a) => patient_cmd::run(a),
         Command::Link {
@@ -239,6 +252,14 @@ fn main() -> anyhow::Result<()> {
             BenchCommand::Ingest(a) => vault_cmd::run_bench(vault_cmd::Bench::Ingest(a)),
             BenchCommand::Cohort(a) => vault_cmd::run_bench(vault_cmd::Bench::Cohort(a)),
             BenchCommand::Federated(a) => bench_cmd::federated(a),
+            BenchCommand::Surveil(mut a) => {
+                a.aggregate = bench_cmd::AggregateArg::Surveil;
+                bench_cmd::federated(a)
+            }
+            BenchCommand::Drugsafety(mut a) => {
+                a.aggregate = bench_cmd::AggregateArg::DrugSafety;
+                bench_cmd::federated(a)
+            }
             BenchCommand::Redeem(a) => bench_cmd::redeem(a),
             BenchCommand::Glm { persons, threads } => Ok(bench_glm::run_cli(persons, threads)?),
             BenchCommand::Psi { n, o, t } => Ok(medspace_privacy::psi::bench::print(n, o, t)?),

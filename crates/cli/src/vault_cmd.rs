@@ -230,6 +230,17 @@ pub struct SynthArgs {
     /// Output directory (Bulk NDJSON, one file per resource type).
     #[arg(long)]
     pub out: PathBuf,
+    /// Inject the example surveillance scenario: four syndromes (influenza-like illness, acute
+    /// gastroenteritis, fever with rash, severe acute respiratory infection) seen day by day
+    /// over the 56 days before the generator's "as of" date, with an outbreak of
+    /// influenza-like illness in one region. The ground truth is printed.
+    #[arg(long)]
+    pub outbreak: bool,
+    /// Inject the example drug-safety scenario: ibuprofen causes gastrointestinal hemorrhage
+    /// within 30 days, acetaminophen does not (each prescribed to 30 % of the patients,
+    /// background risk 5 %). The ground truth is printed.
+    #[arg(long)]
+    pub safety: bool,
 }
 
 /// `medspace bench ...` (vault part; the lead merges this with the other benches).
@@ -470,7 +481,15 @@ pub fn run_synth(args: SynthArgs) -> anyhow::Result<()> {
         seed: args.seed,
         hospital: args.hospital,
     };
-    let s = medspace_synth::write_ndjson(cfg, &args.out, |n| {
+    let scenarios = medspace_synth::Scenarios {
+        safety: args
+            .safety
+            .then(|| medspace_synth::SafetyScenario::example(0.3, 0.3, 0.05)),
+        outbreak: args
+            .outbreak
+            .then(medspace_synth::OutbreakScenario::example),
+    };
+    let s = medspace_synth::write_ndjson_with(cfg, &scenarios, &args.out, |n| {
         if n % 256 == 0 {
             bar.set_position(n);
         }
@@ -482,6 +501,12 @@ pub fn run_synth(args: SynthArgs) -> anyhow::Result<()> {
         s.resources,
         args.out.display()
     );
+    if let Some(o) = &scenarios.outbreak {
+        print!("{}", o.describe());
+    }
+    if let Some(sc) = &scenarios.safety {
+        print!("{}", sc.describe());
+    }
     Ok(())
 }
 

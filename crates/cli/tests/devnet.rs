@@ -790,7 +790,14 @@ fn demo_runs_its_story_across_the_devnet() {
         "insurer-1's claims officer redeems it at hospital-a's node and receives",
         "records delivered by hospital-a to insurer-1",
         "[proof ✓",
-        "credits in the system: 10000",
+        "credits in the system: 20000",
+        // Public health: the standing contract's windows, detection, alerts on the ledger;
+        // the drug-safety scan's table.
+        "health-agency's standing contract",
+        "56 daily windows run by the hospitals",
+        "alerts stated on the ledger by the agency",
+        "pharma-1's drug-safety contract",
+        "drug -> event",
         // The open pool: released, fetched and checked, destroyed.
         "published hospital-a.open in the open pool",
         "each checked against the ledger's hash",
@@ -1248,6 +1255,7 @@ fn a_study_runs_from_the_cli_on_the_hospitals_workers_and_survives_a_dropped_sit
     models_run_from_the_cli(&net, &dir);
     the_open_pool_runs_from_the_cli(&net, &dir);
     quality_checks_and_their_fix_from_the_cli(&dir);
+    public_health_runs_from_the_cli(&net, &dir);
 
     // A job running another query than the contract approved (one reading fields the contract
     // does not cover): the validators refuse it, nothing is submitted, no epsilon reserved.
@@ -1393,24 +1401,182 @@ fn models_run_from_the_cli(net: &DevnetProcess, dir: &Path) {
     }
 }
 
-/// The venv's Python with pycanon, or `None` (skipped loudly; a failure under CI=true).
-fn pycanon_python() -> Option<PathBuf> {
-    let exe = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../.ci/venv/bin/python");
-    let ok = exe.exists()
-        && Command::new(&exe)
-            .args(["-c", "import pycanon"])
-            .status()
-            .is_ok_and(|s| s.success());
-    if !ok {
-        let msg = format!(
-            "python with pycanon not found at {} (run .ci/run)",
-            exe.display()
-        );
-        assert!(std::env::var("CI").as_deref() != Ok("true"), "{msg}");
-        eprintln!("SKIPPED: the release's independent check: {msg}");
-        return None;
+/// The contract's id printed as `contract <id>` by `query contract` or `surveil contract`.
+fn printed_contract(text: &str) -> String {
+    text.lines()
+        .find_map(|l| l.strip_prefix("contract "))
+        .and_then(|l| l.split_whitespace().next())
+        .unwrap_or_else(|| panic!("no contract in:\n{text}"))
+        .to_string()
+}
+
+/// Every reviewer a public-health or drug-safety request at L3 needs, until it is active.
+fn approve_until_active(net: &DevnetProcess, contract: &str) {
+    for reviewer in [
+        "hospital-a.steward",
+        "hospital-b.steward",
+        "hospital-c.steward",
+        "hospital-a.data-committee",
+        "hospital-b.ethics-committee",
+    ] {
+        let (ok, text) = net.query(&["--as", reviewer, "approve", "--contract", contract]);
+        assert!(ok, "{reviewer}: {text}");
+        if text.contains("-> contract ACTIVE") {
+            return;
+        }
     }
-    Some(exe)
+    panic!("{contract} never became active");
+}
+
+/// Public health from the command line: the agency's standing surveillance contract, every
+/// window run (a window asked for twice is refused by the ledger's schedule), detection with
+/// its alerts stated on the ledger and read back by a hospital; pharma-1's drug-safety scan
+/// through `medspace query`.
+fn public_health_runs_from_the_cli(net: &DevnetProcess, dir: &Path) {
+    let agency = ["--as", "health-agency.epidemiologist"];
+    let surveil = |args: &[&str]| net.cli("surveil", &[&agency[..], args].concat());
+    let (ok, text) = surveil(&["contract"]);
+    assert!(ok, "{text}");
+    let contract = printed_contract(&text);
+    assert!(text.contains("public_health"), "{text}");
+    approve_until_active(net, &contract);
+    let (ok, text) = surveil(&["run", "--contract", &contract, "--limit", "20"]);
+    assert!(ok, "{text}");
+    assert!(text.contains("20 window(s) run"), "{text}");
+    let (ok, text) = surveil(&["run", "--contract", &contract]);
+    assert!(ok, "{text}");
+    assert!(text.contains("36 window(s) run"), "{text}");
+    // Nothing is due any more: every window of the period ran.
+    let (ok, text) = surveil(&["run", "--contract", &contract]);
+    assert!(ok && text.contains("0 window(s) run"), "{text}");
+    let charts = dir.join("surveillance-charts");
+    // The second source: pharma-1's published pharmacy sales; a file that is not the
+    // catalog's (one count changed) is refused before anything is detected.
+    let sales = net.dir.join("pharma-1").join("otc-sales.csv");
+    let forged = dir.join("otc-sales-forged.csv");
+    let original = std::fs::read_to_string(&sales).unwrap();
+    std::fs::write(&forged, original.replacen(",013,", ",013,9", 1)).unwrap();
+    let (ok, text) = surveil(&[
+        "detect",
+        "--contract",
+        &contract,
+        "--source",
+        "pharma-1.otc-sales",
+        "--source-file",
+        forged.to_str().unwrap(),
+    ]);
+    assert!(!ok && text.contains("hash differs"), "{text}");
+    let (ok, text) = surveil(&[
+        "detect",
+        "--contract",
+        &contract,
+        "--record",
+        "--charts",
+        charts.to_str().unwrap(),
+        "--source",
+        "pharma-1.otc-sales",
+        "--source-file",
+        sales.to_str().unwrap(),
+    ]);
+    assert!(ok, "{text}");
+    assert!(text.contains("second source pharma-1.otc-sales"), "{text}");
+    assert!(text.contains("56 windows, 80 series"), "{text}");
+    let alerts: usize = text
+        .lines()
+        .find_map(|l| l.split("series; ").nth(1)?.split(' ').next()?.parse().ok())
+        .unwrap_or_else(|| panic!("no alert count in:\n{text}"));
+    assert!(
+        text.contains(&format!("{alerts} alert(s) stated on the ledger")),
+        "{text}"
+    );
+    // Stated again: nothing new (each alert once).
+    let (ok, text) = surveil(&[
+        "detect",
+        "--contract",
+        &contract,
+        "--record",
+        "--source",
+        "pharma-1.otc-sales",
+        "--source-file",
+        sales.to_str().unwrap(),
+    ]);
+    assert!(
+        ok && text.contains("0 alert(s) stated on the ledger"),
+        "{text}"
+    );
+    // A hospital reads what its data triggered.
+    let (ok, text) = net.cli(
+        "surveil",
+        &[
+            "--as",
+            "hospital-a.steward",
+            "alerts",
+            "--contract",
+            &contract,
+        ],
+    );
+    assert!(ok, "{text}");
+    assert!(
+        text.contains(&format!("{alerts} alert(s) under {contract}")),
+        "{text}"
+    );
+    // Detectors evaluated over generated outbreaks (no consortium needed).
+    let (ok, text) = net.cli("surveil", &["evaluate", "--seeds", "3"]);
+    assert!(ok, "{text}");
+    for m in ["c1", "c2", "c3", "seasonal"] {
+        assert!(text.contains(&format!(" {m} ")), "{m}: {text}");
+    }
+    // Drug safety: the scan under purpose drug_safety, by pharma-1.
+    let spec = dir.join("drug-safety.json");
+    std::fs::write(&spec, medspace_devnet::health::DRUG_SAFETY_SPEC).unwrap();
+    let pharma = ["--as", "pharma-1.safety"];
+    let (ok, text) = net.query(
+        &[
+            &pharma[..],
+            &[
+                "contract",
+                "--spec",
+                spec.to_str().unwrap(),
+                "--purpose",
+                "research",
+            ],
+        ]
+        .concat(),
+    );
+    assert!(
+        !ok && text.contains("drug_safety"),
+        "refused under research: {text}"
+    );
+    let (ok, text) = net.query(
+        &[
+            &pharma[..],
+            &[
+                "contract",
+                "--spec",
+                spec.to_str().unwrap(),
+                "--purpose",
+                "drug_safety",
+            ],
+        ]
+        .concat(),
+    );
+    assert!(ok, "{text}");
+    let contract = printed_contract(&text);
+    approve_until_active(net, &contract);
+    let (ok, text) = net.query(
+        &[
+            &pharma[..],
+            &["run", "--contract", &contract, "--epsilon", "0.1"],
+        ]
+        .concat(),
+    );
+    assert!(ok, "{text}");
+    assert!(text.contains("scan of every drug x event"), "{text}");
+    assert!(text.contains("ibuprofen -> gi_bleeding"), "{text}");
+}
+
+fn pycanon_python() -> Option<PathBuf> {
+    medspace_testkit::venv_python(&["pycanon"], "the release's independent check")
 }
 
 /// The direct identifiers of every patient in a node's vault: ids, names, address lines,

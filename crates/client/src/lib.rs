@@ -15,6 +15,7 @@
 //! The command line (`medspace query`, `medspace patient`, the demo) and the web console are
 //! argument parsing and presentation over this library.
 
+pub mod health;
 pub mod light;
 pub mod models;
 pub mod openpool;

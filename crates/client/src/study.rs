@@ -224,7 +224,24 @@ pub fn result_lines(doc: &ResultDoc) -> Vec<String> {
     if let Some(s) = &doc.survival {
         out.extend(crate::models::survival_lines(s));
     }
-    let cells = if doc.model.is_some() || doc.survival.is_some() {
+    if let Some(d) = &doc.drug_safety {
+        out.extend(crate::health::drug_safety_lines(d));
+    }
+    if let Some(s) = &doc.surveillance {
+        out.push(format!(
+            "window {} ({} day(s) from {}): {} persons with a syndrome across {} regions (per-window noise at every hospital, ε={eps})",
+            s.window,
+            s.days,
+            s.from,
+            s.totals.iter().flatten().sum::<i64>(),
+            s.regions.len()
+        ));
+    }
+    let cells = if doc.model.is_some()
+        || doc.survival.is_some()
+        || doc.drug_safety.is_some()
+        || doc.surveillance.is_some()
+    {
         &[][..]
     } else {
         &doc.cells[..]
@@ -378,6 +395,8 @@ mod tests {
             ],
             contributions: vec![],
             dropped: vec![],
+            drug_safety: None,
+            surveillance: None,
             not_counted_once: vec![],
             failure: None,
             model: None,

@@ -19,7 +19,7 @@
 //! federated totals equal the pooled ones cell by cell (the benchmark fails otherwise). The
 //! timed federated runs use full protection. Figures are medians over the runs.
 
-use crate::federated::{FederatedError, SiteJob, local_vector, site_vector};
+use crate::federated::{FederatedError, SiteJob, rows_vector, site_vector};
 use crate::local::{self, CONSENTED};
 use medspace_privacy::query::QuerySpec;
 use medspace_privacy::release::{Cell, Protection, group_label, release_totals};
@@ -45,6 +45,42 @@ pub const COUNT_SPEC: &str = r#"{"version":1,"cohort":{"conditions":["44054006"]
 
 /// The same cohort, with the mean of each person's latest HbA1c (clamped to 0..20 %) by sex.
 pub const MEAN_SPEC: &str = r#"{"version":1,"cohort":{"conditions":["44054006"],"measurement":{"code":"4548-4","op":">=","value":6.5},"index_date":"2025-01-01"},"aggregate":{"mean":{"measurement":"4548-4","lower":0,"upper":20}},"group_by":["sex"]}"#;
+
+/// The surveillance benchmark's definition over the public-health population: its 10
+/// syndromes × 20 regions × 5 age bands, daily over its 30-day period, noised (ε = 1 per window).
+pub fn surveil_spec() -> String {
+    use medspace_vault::bench::{HEALTH_PERIOD_START, HEALTH_REGIONS, HEALTH_SYNDROMES};
+    let start = medspace_privacy::query::date_of_day(i64::from(HEALTH_PERIOD_START));
+    let syndromes: Vec<String> = (1..=HEALTH_SYNDROMES)
+        .map(|i| format!(r#"{{"name":"s{i:02}","codes":["S{i:02}"]}}"#))
+        .collect();
+    let regions: Vec<String> = (0..HEALTH_REGIONS)
+        .map(|r| format!(r#""{:03}""#, 10 + r))
+        .collect();
+    format!(
+        r#"{{"version":1,"cohort":{{"index_date":"{start}"}},"aggregate":{{"surveillance":{{"syndromes":[{}],"regions":[{}],"start":"{start}","window_days":1,"windows":30,"epsilon_per_window":1}}}}}}"#,
+        syndromes.join(","),
+        regions.join(",")
+    )
+}
+
+/// The drug-safety benchmark's scan over the public-health population: its 100 drugs × 50
+/// event groups (5,000 pairs), a 30-day risk window, new users after a 30-day washout.
+pub fn drug_safety_spec() -> String {
+    use medspace_vault::bench::{HEALTH_DRUGS, HEALTH_EVENTS, HEALTH_PERIOD_START};
+    let index = medspace_privacy::query::date_of_day(i64::from(HEALTH_PERIOD_START) + 60);
+    let drugs: Vec<String> = (1..=HEALTH_DRUGS)
+        .map(|i| format!(r#"{{"name":"d{i:03}","codes":["D{i:03}"]}}"#))
+        .collect();
+    let events: Vec<String> = (1..=HEALTH_EVENTS)
+        .map(|i| format!(r#"{{"name":"e{i:02}","codes":["E{i:02}"]}}"#))
+        .collect();
+    format!(
+        r#"{{"version":1,"cohort":{{"index_date":"{index}"}},"aggregate":{{"drug_safety":{{"drugs":[{}],"events":[{}],"window_days":30,"washout_days":30}}}}}}"#,
+        drugs.join(","),
+        events.join(",")
+    )
+}
 
 /// Suppression threshold of the timed (protected) runs.
 pub const BENCH_K: u32 = 10;
@@ -107,6 +143,20 @@ pub struct FederatedOptions {
     pub seed: u64,
     /// The query specification (JSON), e.g. [`COUNT_SPEC`].
     pub spec: String,
+    /// The population each hospital gets.
+    pub population: Population,
+    /// The surveillance window the job computes (a surveillance definition only).
+    pub window: Option<u32>,
+}
+
+/// Which synthetic population the hospitals hold.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Population {
+    /// Conditions and HbA1c measurements ([`write_synthetic_cdm`]).
+    Clinical,
+    /// Regions, visits, syndromes, drugs and adverse events
+    /// ([`medspace_vault::bench::write_synthetic_health_cdm`]).
+    PublicHealth,
 }
 
 /// Where the benchmark is.
@@ -186,23 +236,25 @@ impl FederatedBench {
         );
         let _ = writeln!(
             o,
-            "check without protection: federated = pooled in all {} cells",
-            r.pooled.len()
+            "check without protection: federated = pooled in all {} values",
+            r.values
         );
-        for c in &r.pooled {
-            let _ = writeln!(o, "  {}", cell_text(c));
+        if r.grouped {
+            for c in &r.pooled {
+                let _ = writeln!(o, "  {}", cell_text(c));
+            }
+            let _ = writeln!(
+                o,
+                "protected release (epsilon {}, k {}) of the last run:\n  {}",
+                BENCH_EPSILON_MICRO as f64 / 1e6,
+                BENCH_K,
+                r.protected
+                    .iter()
+                    .map(cell_text)
+                    .collect::<Vec<_>>()
+                    .join("; ")
+            );
         }
-        let _ = writeln!(
-            o,
-            "protected release (epsilon {}, k {}) of the last run:\n  {}",
-            BENCH_EPSILON_MICRO as f64 / 1e6,
-            BENCH_K,
-            r.protected
-                .iter()
-                .map(cell_text)
-                .collect::<Vec<_>>()
-                .join("; ")
-        );
         let _ = writeln!(o, "federated runs (ms): {}", ms_list(&r.federated_ms));
         let _ = writeln!(o, "pooled runs (ms):    {}", ms_list(&r.pooled_ms));
         let _ = writeln!(o, "federated phases (median ms):");
@@ -236,6 +288,11 @@ impl FederatedBench {
 /// The benchmark's figures.
 #[derive(Clone, Debug)]
 pub struct FederatedBench {
+    /// Values of the query's vector (checked one by one against the pooled run).
+    pub values: usize,
+    /// Whether the result is a table of counts per group (else a public-health layout, whose
+    /// values are not listed).
+    pub grouped: bool,
     /// Persons per hospital.
     pub persons_per_site: u64,
     /// Measurement rows over all hospitals.
@@ -276,6 +333,7 @@ struct Site {
 /// One federated run's result and phase times.
 struct FederatedRun {
     cells: Vec<Cell>,
+    totals: Vec<i64>,
     total: Duration,
     local: Vec<Duration>,
     noise: Duration,
@@ -360,28 +418,23 @@ fn secure_sum(
 fn federated_run(
     sites: &[Site],
     peers: &[PublicKey],
-    spec: &QuerySpec,
-    job: JobId,
-    protection: Protection,
+    job: &SiteJob<'_>,
+    id: JobId,
 ) -> Result<FederatedRun, ComputeError> {
     let mut rng = medspace_privacy::dp::os_rng().map_err(FederatedError::from)?;
-    let site_job = SiteJob {
-        spec,
-        epsilon_micro: BENCH_EPSILON_MICRO,
-        protection,
-    };
+    let (spec, protection, site_job) = (job.spec, job.protection, job);
     let start = Instant::now();
     let mut vectors = Vec::with_capacity(sites.len());
     let (mut local, mut noise) = (Vec::new(), Duration::ZERO);
     let mut slowest_site = Duration::ZERO;
     for site in sites {
-        let (vector, t) = site_vector(&site.dir, &site.key, &site.cohort, &site_job, &mut rng)?;
+        let (vector, t) = site_vector(&site.dir, &site.key, &site.cohort, site_job, &mut rng)?;
         vectors.push(vector);
         local.push(t.local);
         noise += t.noise;
         slowest_site = slowest_site.max(t.local + t.noise);
     }
-    let (totals, mask, unmask) = secure_sum(job, sites, peers, &vectors)?;
+    let (totals, mask, unmask) = secure_sum(id, sites, peers, &vectors)?;
     let t = Instant::now();
     let cells = release_totals(spec, &totals, protection)?;
     let release = unmask + t.elapsed();
@@ -389,6 +442,7 @@ fn federated_run(
     let per_site_mask = mask / u32::try_from(sites.len().max(1)).unwrap_or(1);
     Ok(FederatedRun {
         cells,
+        totals,
         total: start.elapsed(),
         local,
         noise,
@@ -403,12 +457,13 @@ fn pooled_run(
     cohort: &BTreeSet<i64>,
     spec: &QuerySpec,
     sql: &str,
-) -> Result<(Vec<Cell>, Duration), ComputeError> {
+) -> Result<(Vec<Cell>, Vec<i64>, Duration), ComputeError> {
     let start = Instant::now();
     let ctx = medspace_vault::open_pooled_session(dirs)?;
     let rows = local::run_in(&ctx, cohort, sql)?;
-    let cells = release_totals(spec, &local_vector(spec, &rows), Protection::TestNone)?;
-    Ok((cells, start.elapsed()))
+    let totals = rows_vector(spec, &rows)?;
+    let cells = release_totals(spec, &totals, Protection::TestNone)?;
+    Ok((cells, totals, start.elapsed()))
 }
 
 fn describe(cell: &Cell) -> String {
@@ -428,7 +483,7 @@ pub fn bench_federated(
     progress: &mut dyn FnMut(Progress),
 ) -> Result<FederatedBench, ComputeError> {
     let (spec, _) = medspace_privacy::query::parse(&options.spec)?;
-    let sql = medspace_privacy::query::compile_sql(&spec, CONSENTED)?;
+    let sql = medspace_privacy::query::compile_sql_at(&spec, CONSENTED, options.window)?;
     let persons = options.persons_per_site;
     let sites_n = SITES.len() as u64;
     let too_many = || ComputeError::Parameter {
@@ -469,21 +524,26 @@ pub fn bench_federated(
                 reason: e.to_string(),
             })?;
         let key = VaultKey::create(&dir, &passphrase, KdfParams::DEFAULT)?;
-        measurements += write_synthetic_cdm(
-            &dir,
-            &key,
-            SyntheticPersons {
-                persons,
-                seed: options.seed.wrapping_add(i),
-                person_id_offset: offset,
-            },
-            &mut |done| {
-                progress(Progress::Building {
-                    done: before + done,
-                    total,
-                })
-            },
-        )?;
+        let population = SyntheticPersons {
+            persons,
+            seed: options.seed.wrapping_add(i),
+            person_id_offset: offset,
+        };
+        let mut report = |done| {
+            progress(Progress::Building {
+                done: before + done,
+                total,
+            })
+        };
+        measurements += match options.population {
+            Population::Clinical => write_synthetic_cdm(&dir, &key, population, &mut report)?,
+            Population::PublicHealth => medspace_vault::bench::write_synthetic_health_cdm(
+                &dir,
+                &key,
+                population,
+                &mut report,
+            )?,
+        };
         let first = i64::from(offset) + 1;
         let cohort: BTreeSet<i64> = (first..first + i64::from(per_site)).collect();
         let secret = StaticSecret::from(
@@ -512,14 +572,26 @@ pub fn bench_federated(
         .flat_map(|s| s.cohort.iter().copied())
         .collect();
 
-    // The check (also the warm-up): without protection, federated = pooled, cell by cell.
-    let check = federated_run(&sites, &peers, &spec, JobId(0), Protection::TestNone)?;
-    let (pooled, _) = pooled_run(&dirs, &pooled_cohort, &spec, &sql)?;
-    if check.cells.len() != pooled.len() {
+    // The check (also the warm-up): without protection, federated = pooled, value by value.
+    let job = |protection| SiteJob {
+        spec: &spec,
+        epsilon_micro: BENCH_EPSILON_MICRO,
+        protection,
+        window: options.window,
+    };
+    let check = federated_run(&sites, &peers, &job(Protection::TestNone), JobId(0))?;
+    let (pooled, pooled_totals, _) = pooled_run(&dirs, &pooled_cohort, &spec, &sql)?;
+    if check.totals != pooled_totals {
+        let at = check
+            .totals
+            .iter()
+            .zip(&pooled_totals)
+            .position(|(f, p)| f != p)
+            .unwrap_or(check.totals.len().min(pooled_totals.len()));
         return Err(ComputeError::Mismatch {
-            group: "layout".into(),
-            federated: format!("{} cells", check.cells.len()),
-            pooled: format!("{} cells", pooled.len()),
+            group: format!("value {at} of {}", pooled_totals.len()),
+            federated: format!("{:?}", check.totals.get(at)),
+            pooled: format!("{:?}", pooled_totals.get(at)),
         });
     }
     for (f, p) in check.cells.iter().zip(&pooled) {
@@ -540,15 +612,15 @@ pub fn bench_federated(
         (Vec::new(), Vec::new(), Vec::new(), Vec::new());
     let mut protected = Vec::new();
     for run in 0..runs {
-        let job = JobId(run as u64 + 1);
+        let id = JobId(run as u64 + 1);
         let protection = Protection::Full { k: BENCH_K };
         let (fed, pool_time) = if run % 2 == 0 {
-            let fed = federated_run(&sites, &peers, &spec, job, protection)?;
-            let (_, pool_time) = pooled_run(&dirs, &pooled_cohort, &spec, &sql)?;
+            let fed = federated_run(&sites, &peers, &job(protection), id)?;
+            let (_, _, pool_time) = pooled_run(&dirs, &pooled_cohort, &spec, &sql)?;
             (fed, pool_time)
         } else {
-            let (_, pool_time) = pooled_run(&dirs, &pooled_cohort, &spec, &sql)?;
-            let fed = federated_run(&sites, &peers, &spec, job, protection)?;
+            let (_, _, pool_time) = pooled_run(&dirs, &pooled_cohort, &spec, &sql)?;
+            let fed = federated_run(&sites, &peers, &job(protection), id)?;
             (fed, pool_time)
         };
         federated_ms.push(ms(fed.total));
@@ -569,6 +641,11 @@ pub fn bench_federated(
     let median_federated_ms = median(&federated_ms);
     let median_pooled_ms = median(&pooled_ms);
     Ok(FederatedBench {
+        values: pooled_totals.len(),
+        grouped: matches!(
+            spec.aggregate,
+            medspace_privacy::query::Aggregate::Count | medspace_privacy::query::Aggregate::Mean(_)
+        ),
         persons_per_site: persons,
         measurements,
         build_seconds,

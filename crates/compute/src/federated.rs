@@ -71,6 +71,23 @@ fn mechanisms(spec: &QuerySpec, epsilon_micro: u64) -> (Mechanism, Option<Mechan
             },
             None,
         ),
+        // A person is in one cell of each pair's table: L1 sensitivity is the number of pairs.
+        Aggregate::DrugSafety(d) => (
+            Mechanism::Laplace {
+                epsilon_micro: epsilon_micro.max(1),
+                sensitivity: d.pair_indices().len().max(1) as u64,
+            },
+            None,
+        ),
+        // A person is counted at most once per syndrome of a window, in one region and band:
+        // L1 sensitivity is the number of syndromes.
+        Aggregate::Surveillance(s) => (
+            Mechanism::Laplace {
+                epsilon_micro: epsilon_micro.max(1),
+                sensitivity: s.syndromes.len().max(1) as u64,
+            },
+            None,
+        ),
         // A model's statistics are noised per step (`medspace_privacy::glm::noise_stats`).
         Aggregate::Model(_) => (
             Mechanism::Laplace {
@@ -108,6 +125,9 @@ pub struct SiteJob<'a> {
     pub epsilon_micro: u64,
     /// The protection applied.
     pub protection: Protection,
+    /// The surveillance window the ledger scheduled for the job (`None` for other
+    /// computations).
+    pub window: Option<u32>,
 }
 
 /// Wall time of each step of [`site_vector`], for the operator's log and the benchmark.
@@ -132,22 +152,19 @@ pub fn site_vector<R: rand_core::CryptoRng>(
 ) -> Result<(Vec<i64>, SiteTimings), FederatedError> {
     let spec = job.spec;
     let t = Instant::now();
-    let sql = medspace_privacy::query::compile_sql(spec, CONSENTED)?;
+    let sql = medspace_privacy::query::compile_sql_at(spec, CONSENTED, job.window)?;
     let rows = local::run(node_dir, key, cohort, &sql)?;
-    let mut vector = match &spec.aggregate {
-        Aggregate::Survival(s) => survival_vector(spec, s, &rows)?,
-        Aggregate::Model(_) => {
-            return Err(FederatedError::Layout(
-                "a model's job has no single vector (its rows are read by model_rows)".into(),
-            ));
-        }
-        Aggregate::Count | Aggregate::Mean(_) => local_vector(spec, &rows),
-    };
+    let mut vector = rows_vector(spec, &rows)?;
     let local = t.elapsed();
     let t = Instant::now();
     // A survival curve without its `dp` option releases exact counts (only their sum leaves
     // the sites; small risk sets are suppressed at release).
-    let noised = !matches!(&spec.aggregate, Aggregate::Survival(s) if !s.dp);
+    let noised = match &spec.aggregate {
+        Aggregate::Survival(s) => s.dp,
+        Aggregate::DrugSafety(d) => d.dp,
+        Aggregate::Surveillance(s) => s.dp,
+        _ => true,
+    };
     if let (Protection::Full { .. }, true) = (job.protection, noised) {
         let per = values_per_group(spec);
         let (count_mech, sum_mech) = mechanisms(spec, job.epsilon_micro);
@@ -167,6 +184,20 @@ pub fn site_vector<R: rand_core::CryptoRng>(
             noise: t.elapsed(),
         },
     ))
+}
+
+/// The rows of a query's compiled SQL laid out in its vector (before any noise), whatever its
+/// aggregate: what a site releases and what a pooled run computes alike.
+pub fn rows_vector(spec: &QuerySpec, rows: &[local::Row]) -> Result<Vec<i64>, FederatedError> {
+    match &spec.aggregate {
+        Aggregate::Survival(s) => survival_vector(spec, s, rows),
+        Aggregate::DrugSafety(d) => safety_vector(d, rows),
+        Aggregate::Surveillance(s) => surveillance_vector(s, rows),
+        Aggregate::Model(_) => Err(FederatedError::Layout(
+            "a model's job has no single vector (its rows are read by model_rows)".into(),
+        )),
+        Aggregate::Count | Aggregate::Mean(_) => Ok(local_vector(spec, rows)),
+    }
 }
 
 /// The position in `layout` of an output row's group (its `group_by` key columns); `None` for
@@ -242,6 +273,46 @@ pub fn survival_vector(
     }
     medspace_privacy::survival::site_vector(layout.len(), bins, s.bin_days, &times)
         .map_err(|e| FederatedError::Layout(e.to_string()))
+}
+
+/// A drug-safety query's tallies (`kind, d, e, v`) as the site's 2×2 tables, laid out per pair
+/// ([`medspace_privacy::pharmacovigilance::site_vector_from_tables`]).
+pub fn safety_vector(
+    d: &medspace_privacy::query::DrugSafetySpec,
+    rows: &[local::Row],
+) -> Result<Vec<i64>, FederatedError> {
+    let tallies: Vec<[i64; 4]> = rows
+        .iter()
+        .map(|r| match r.values.as_slice() {
+            [kind, drug, event, v] => Ok([*kind, *drug, *event, *v]),
+            _ => Err(FederatedError::Layout(
+                "drug-safety rows need kind, d, e, v".into(),
+            )),
+        })
+        .collect::<Result<_, _>>()?;
+    let tables = medspace_privacy::query::health::site_safety_tables(d, &tallies)
+        .map_err(|e| FederatedError::Layout(e.to_string()))?;
+    medspace_privacy::pharmacovigilance::site_vector_from_tables(&tables)
+        .map_err(|e| FederatedError::Layout(e.to_string()))
+}
+
+/// One surveillance window's rows (`zip`; `s, age, n`) as the site's vector.
+pub fn surveillance_vector(
+    s: &medspace_privacy::query::SurveillanceSpec,
+    rows: &[local::Row],
+) -> Result<Vec<i64>, FederatedError> {
+    let cells: Vec<(String, [i64; 3])> = rows
+        .iter()
+        .map(|r| match (r.key.as_slice(), r.values.as_slice()) {
+            ([zip], [syn, age, n]) => Ok((zip.clone(), [*syn, *age, *n])),
+            _ => Err(FederatedError::Layout(
+                "surveillance rows need zip, s, age, n".into(),
+            )),
+        })
+        .collect::<Result<_, _>>()?;
+    Ok(medspace_privacy::query::health::site_surveillance_vector(
+        s, &cells,
+    ))
 }
 
 /// A model's rows at one site: its variables for the consenting cohort (`cohort`), in memory,
@@ -367,7 +438,16 @@ pub fn run_model_site(
 /// site releases (noised when protected), so it costs no privacy of its own and no exact
 /// per-site count ever reaches the ledger or the result.
 pub fn contributed_records(spec: &QuerySpec, vector: &[i64]) -> u64 {
-    let per = values_per_group(spec).max(1);
+    let per = match &spec.aggregate {
+        // The persons in the first pair's table (everyone with a record but its prevalent
+        // users); every window cell of a surveillance count.
+        Aggregate::DrugSafety(_) => {
+            let total: i64 = vector.iter().take(4).map(|v| (*v).max(0)).sum();
+            return u64::try_from(total).unwrap_or(0);
+        }
+        Aggregate::Surveillance(_) => 1,
+        _ => values_per_group(spec).max(1),
+    };
     let total: i64 = vector
         .iter()
         .step_by(per)
@@ -400,6 +480,7 @@ pub fn run_site<R: rand_core::CryptoRng>(
         spec: &spec,
         epsilon_micro: plan.job.epsilon_reserved,
         protection,
+        window: plan.job.window,
     };
     let (vector, _) = site_vector(vault.dir, vault.key, &plan.cohort, &site_job, rng)?;
     let records = contributed_records(&spec, &vector);

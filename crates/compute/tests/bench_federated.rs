@@ -20,6 +20,8 @@ fn options(spec: &str) -> FederatedOptions {
         runs: 1,
         seed: 3,
         spec: spec.to_string(),
+        population: medspace_compute::bench::Population::Clinical,
+        window: None,
     }
 }
 

@@ -37,24 +37,11 @@ fn fields() -> Vec<(&'static str, &'static str)> {
         .collect()
 }
 
-/// The venv's Python with statsmodels and lifelines, or `None` (skipped loudly; a failure
-/// under CI=true).
 fn python() -> Option<PathBuf> {
-    let exe = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../.ci/venv/bin/python");
-    let ok = std::process::Command::new(&exe)
-        .args(["-c", "import statsmodels, lifelines"])
-        .status()
-        .is_ok_and(|s| s.success());
-    if !ok {
-        let msg = format!(
-            "no python with statsmodels and lifelines at {} (run .ci/run)",
-            exe.display()
-        );
-        assert!(std::env::var("CI").as_deref() != Ok("true"), "{msg}");
-        eprintln!("SKIPPED: the models' checks against statsmodels and lifelines: {msg}");
-        return None;
-    }
-    Some(exe)
+    medspace_testkit::venv_python(
+        &["statsmodels", "lifelines"],
+        "the models' checks against statsmodels and lifelines",
+    )
 }
 
 fn python_json(exe: &PathBuf, script: &str, csv: &str) -> Value {

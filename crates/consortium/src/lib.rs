@@ -31,7 +31,7 @@ pub enum ConsortiumError {
 /// A member of the default consortium: id, display name, kind, opening credits.
 struct MemberSpec(&'static str, &'static str, MemberKind, u64);
 
-const MEMBERS: [MemberSpec; 6] = [
+const MEMBERS: [MemberSpec; 8] = [
     MemberSpec(
         "hospital-a",
         "Hospital A (university hospital)",
@@ -67,6 +67,18 @@ const MEMBERS: [MemberSpec; 6] = [
         "Insurer 1 (health insurance)",
         MemberKind::Insurer,
         0,
+    ),
+    MemberSpec(
+        "health-agency",
+        "Public Health Agency",
+        MemberKind::PublicHealthAgency,
+        0,
+    ),
+    MemberSpec(
+        "pharma-1",
+        "Pharma 1 (drug safety)",
+        MemberKind::Pharma,
+        10_000,
     ),
 ];
 
@@ -262,6 +274,12 @@ impl Consortium {
         add("research-1.researcher", Role::Researcher, "research-1")?;
         add("regulator.auditor", Role::Auditor, "regulator")?;
         add("insurer-1.claims", Role::ClaimsOfficer, "insurer-1")?;
+        add(
+            "health-agency.epidemiologist",
+            Role::Researcher,
+            "health-agency",
+        )?;
+        add("pharma-1.safety", Role::Researcher, "pharma-1")?;
         let genesis = Genesis {
             chain_id: Name::new("medspace-devnet")?,
             time_ms,
@@ -365,7 +383,9 @@ mod tests {
         let c = Consortium::default_devnet(2, GENESIS_MS).unwrap();
         assert_eq!(a.genesis, b.genesis);
         assert_ne!(a.genesis, c.genesis);
-        assert_eq!(a.genesis.members.len(), 6);
+        assert_eq!(a.genesis.members.len(), 8);
+        assert!(a.user_key("health-agency.epidemiologist").is_ok());
+        assert!(a.user_key("pharma-1.safety").is_ok());
         assert!(a.user_key("research-1.researcher").is_ok());
         assert!(a.user_key("nobody").is_err());
         let agreement = x25519_dalek::PublicKey::from(&a.agreement("hospital-b")).to_bytes();

@@ -21,24 +21,10 @@ use medspace_deid::{Microdata, Parents, Record, ReleaseSpec, Value, plan, verify
 use serde_json::Value as Json;
 
 fn python() -> Option<PathBuf> {
-    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
-    let exe = root.join(".ci/venv/bin/python");
-    let ok = exe.exists()
-        && std::process::Command::new(&exe)
-            .args(["-c", "import pycanon"])
-            .status()
-            .map(|s| s.success())
-            .unwrap_or(false);
-    if !ok {
-        let msg = format!(
-            "python with pycanon not found at {} (run .ci/run, or: python3 -m venv .ci/venv && .ci/venv/bin/pip install pycanon==1.3.6)",
-            exe.display()
-        );
-        assert!(std::env::var("CI").as_deref() != Ok("true"), "{msg}");
-        eprintln!("SKIPPED: the de-identification figures' independent check: {msg}");
-        return None;
-    }
-    Some(exe)
+    medspace_testkit::venv_python(
+        &["pycanon"],
+        "the de-identification figures' independent check",
+    )
 }
 
 const SCRIPT: &str = r#"

@@ -191,7 +191,7 @@ fn story(net: &Devnet, ledger: &mut Remote, opts: &DemoOptions, n: &mut usize) -
     let c = &net.consortium;
     step(
         n,
-        "genesis: three hospitals, a research institute, a regulator and an insurer",
+        "genesis: three hospitals, a research institute, a regulator, an insurer, a public-health agency and a pharma company",
     );
     for m in &c.genesis.members {
         println!(
@@ -246,6 +246,7 @@ fn story(net: &Devnet, ledger: &mut Remote, opts: &DemoOptions, n: &mut usize) -
         // decline this one study (dynamic secondary consent).
         let decision = devnet::research_decision(i);
         batch.push((&p.key, devnet::research_consent(None, decision)));
+        batch.push((&p.key, devnet::drug_safety_consent(decision)));
         if decision == Decision::Allow {
             allow += 1;
         } else {
@@ -262,7 +263,7 @@ fn story(net: &Devnet, ledger: &mut Remote, opts: &DemoOptions, n: &mut usize) -
     ledger.submit_many(batch)?;
     ledger.must_block()?;
     println!(
-        "    {} patients: {allow} allow research, {deny} deny, {study_decline} decline study `{study}`",
+        "    {} patients: {allow} allow research, {deny} deny, {study_decline} decline study `{study}`; each decides drug-safety monitoring the same way (public health needs no consent below L4)",
         patients.len()
     );
 
@@ -468,6 +469,16 @@ fn story(net: &Devnet, ledger: &mut Remote, opts: &DemoOptions, n: &mut usize) -
     model_studies(ledger, c, researcher, &study, opts, n)?;
     open_pool(net, ledger, researcher, opts, n)?;
     quality_governance(net, ledger, researcher, n)?;
+    step(
+        n,
+        "public health: a standing surveillance contract, its daily windows run by the hospitals, outbreak detection, alerts on the ledger",
+    );
+    crate::health::demo_surveillance(ledger, c, &opts.dir)?;
+    step(
+        n,
+        "drug safety: a disproportionality scan of new users' 2x2 tables across the hospitals",
+    );
+    crate::health::demo_drug_safety(ledger, c)?;
 
     step(
         n,
@@ -539,15 +550,27 @@ fn story(net: &Devnet, ledger: &mut Remote, opts: &DemoOptions, n: &mut usize) -
             l.height, l.what, l.proof_steps
         );
     }
-    let jobs = medspace_client::records::jobs_that_may_have_counted(
-        ledger.state(),
-        &patient.id,
-        &[MemberId::new("hospital-a")?],
-    )?;
-    for l in &jobs {
+    let holders = [MemberId::new("hospital-a")?];
+    let counted = ledger
+        .state()
+        .jobs_that_may_have_counted(&patient.id, &holders)?;
+    let jobs = medspace_client::records::job_lines(&ledger.state().root(), &counted)?;
+    // A standing contract runs a job per window: two lines per contract, then how many more.
+    let mut shown: std::collections::BTreeMap<ContractId, usize> = Default::default();
+    for (l, c) in jobs.iter().zip(&counted) {
+        let seen = shown.entry(c.contract.record.id).or_default();
+        *seen += 1;
+        if *seen <= 2 {
+            println!(
+                "    height {:>3}  {}  [proof ✓ {} steps]",
+                l.height, l.what, l.proof_steps
+            );
+        }
+    }
+    for (c, seen) in shown.iter().filter(|(_, s)| **s > 2) {
         println!(
-            "    height {:>3}  {}  [proof ✓ {} steps]",
-            l.height, l.what, l.proof_steps
+            "    … and {} more jobs under {c}, each proven the same way",
+            seen - 2
         );
     }
     let jobs = jobs.len();

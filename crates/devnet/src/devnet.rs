@@ -540,6 +540,13 @@ pub fn publish_catalogs(
         )?;
         report(&node.member, &vault_desc, rows);
     }
+    // A non-hospital source for public health: pharma-1's pharmacy sales per region and day,
+    // aggregate counts published as a catalog entry whose hash the agency checks.
+    let (desc, _) = crate::health::write_sales(&devnet.dir, devnet.options.seed)?;
+    ledger.submit(
+        devnet.consortium.member_key("pharma-1")?,
+        Payload::PublishDataset(PublishDataset { dataset: desc }),
+    )?;
     ledger.must_block()?;
     Ok(())
 }
@@ -580,9 +587,20 @@ pub fn research_consent(study: Option<StudyId>, decision: Decision) -> Payload {
     })
 }
 
+/// A consent to drug-safety monitoring (pharmacovigilance), without L4 opt-in.
+pub fn drug_safety_consent(decision: Decision) -> Payload {
+    Payload::SetConsent(SetConsent {
+        purpose: Purpose::DrugSafety,
+        study: None,
+        decision,
+        l4_opt_in: false,
+    })
+}
+
 /// The devnet's patients decide on research consent, deterministically: six in seven allow
 /// research in general, the others deny it (as the patients of a real consortium would, each
-/// with their own key). Run once, at the devnet's bootstrap. Returns (allow, deny).
+/// with their own key), and decide drug-safety monitoring the same way. Run once, at the
+/// devnet's bootstrap. Returns (allow, deny).
 pub fn simulate_consents(devnet: &Devnet, ledger: &mut Remote) -> Result<(usize, usize)> {
     let (mut allow, mut deny) = (0, 0);
     let mut i = 0usize;
@@ -596,6 +614,7 @@ pub fn simulate_consents(devnet: &Devnet, ledger: &mut Remote) -> Result<(usize,
             deny += 1;
         }
         batch.push((&p.key, research_consent(None, decision)));
+        batch.push((&p.key, drug_safety_consent(decision)));
     }
     ledger.submit_many(batch)?;
     ledger.must_block()?;

@@ -86,13 +86,22 @@ pub fn prepare(
                     let n = members.len() as u32;
                     // Its own patients, then the copies of those the previous hospital
                     // referred here (one in ten, see `medspace_synth::is_shared`).
+                    // With the ground truths of public health injected: an outbreak in one
+                    // region and a drug that causes an adverse event (`crate::health`).
+                    let scenarios = crate::health::scenarios();
+                    let shared = medspace_synth::shared_resources_with(
+                        seed,
+                        k,
+                        n,
+                        *per_hospital,
+                        &scenarios,
+                    );
                     let resources = medspace_synth::hospital_resources(seed, k)
                         .into_iter()
-                        .chain(
-                            (0..*per_hospital)
-                                .flat_map(move |i| medspace_synth::patient_resources(seed, k, i)),
-                        )
-                        .chain(medspace_synth::shared_resources(seed, k, n, *per_hospital));
+                        .chain((0..*per_hospital).flat_map(move |i| {
+                            medspace_synth::patient_resources_with(seed, k, i, &scenarios)
+                        }))
+                        .chain(shared);
                     vault.ingest_values(
                         &format!("synth:seed={seed}:hospital={member}"),
                         resources,

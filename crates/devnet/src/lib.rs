@@ -7,12 +7,15 @@
 //!   and their research consents. Later starts resume from disk.
 //! - [`hints`]: the commands `medspace devnet` prints to try, each runnable as printed.
 //! - [`demo`]: the whole story on such a consortium, step by step, printed.
+//! - [`health`]: the outbreak and drug-safety ground truths the generator injects, and the
+//!   surveillance and drug-safety steps that find them.
 //! - [`bench`]: the end-to-end benchmarks that need a running consortium (jobs from submission
 //!   to verified result, code redemption node to node).
 
 pub mod bench;
 pub mod demo;
 pub mod devnet;
+pub mod health;
 pub mod hints;
 pub mod hospitals;
 

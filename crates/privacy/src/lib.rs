@@ -23,7 +23,11 @@
 //!   CDM at the index date), compiled to SQL after the same cohort; they never leave the site.
 //! - [`psi`]: private set intersection (ECDH-PSI on ristretto255) over keyed identifiers, in
 //!   cardinality-only and linked modes, the multi-site dedup rule, and its benchmark.
+//! - [`aberration`]: outbreak detection on the daily released syndromic counts (EARS C1/C2/C3
+//!   and a quasi-Poisson regression with trend, annual harmonics and day of week), with a
+//!   simulation harness for sensitivity, false alerts and time to detection.
 
+pub mod aberration;
 pub mod dp;
 pub mod glm;
 pub mod pharmacovigilance;

@@ -8,6 +8,7 @@
 //! those documented on [`medspace_types::query`].
 
 pub mod features;
+pub mod health;
 
 use std::fmt::Write as _;
 
@@ -28,13 +29,38 @@ pub(crate) fn sql_decimal(v: Decimal) -> String {
 /// Compiles a spec to one SQL statement for DataFusion over the node's tables and the consent
 /// allow-list `consented_table(person_id Int64)`. Codes are validated to `[A-Za-z0-9.-]` and so
 /// cannot break out of their string literals; the table name is validated and double-quoted.
+/// A surveillance definition runs per window: it compiles only with [`compile_sql_at`].
 pub fn compile_sql(spec: &QuerySpec, consented_table: &str) -> Result<String, QueryError> {
+    compile_sql_at(spec, consented_table, None)
+}
+
+/// [`compile_sql`] for window `window` of a surveillance definition (the ledger's schedule
+/// gives each job its window): the cohort's age and birth-year bound are those of the window's
+/// first year. Other aggregates take no window.
+pub fn compile_sql_at(
+    spec: &QuerySpec,
+    consented_table: &str,
+    window: Option<u32>,
+) -> Result<String, QueryError> {
     validate(spec)?;
     if !valid_table_name(consented_table) {
         return Err(QueryError::TableName);
     }
     let c = &spec.cohort;
-    let year = index_year(&c.index_date)?;
+    let year = match (&spec.aggregate, window) {
+        (Aggregate::Surveillance(s), Some(w)) => health::window_year(s, w)?,
+        (Aggregate::Surveillance(_), None) => {
+            return Err(QueryError::Model {
+                reason: "a surveillance definition runs per window (the ledger gives each job its window)".into(),
+            });
+        }
+        (_, Some(_)) => {
+            return Err(QueryError::Model {
+                reason: "only a surveillance definition runs per window".into(),
+            });
+        }
+        (_, None) => index_year(&c.index_date)?,
+    };
     let date = format!("DATE '{}'", c.index_date);
     let age = format!("({year} - p.year_of_birth)");
 
@@ -105,6 +131,15 @@ pub fn compile_sql(spec: &QuerySpec, consented_table: &str) -> Result<String, Qu
             features::survival_rows(&mut sql, surv, &c.index_date, &spec.group_by)?;
             return Ok(sql);
         }
+        Aggregate::DrugSafety(d) => {
+            health::drug_safety_rows(&mut sql, d);
+            return Ok(sql);
+        }
+        Aggregate::Surveillance(s) => {
+            // INVARIANT: a surveillance spec reached here with a window (checked above).
+            health::surveillance_rows(&mut sql, s, window.unwrap_or(0))?;
+            return Ok(sql);
+        }
         Aggregate::Count | Aggregate::Mean(_) => {}
     }
 
@@ -129,7 +164,10 @@ pub fn compile_sql(spec: &QuerySpec, consented_table: &str) -> Result<String, Qu
             let _ = writeln!(sql, "  FROM cohort k");
             let _ = writeln!(sql, ")");
         }
-        Aggregate::Model(_) | Aggregate::Survival(_) => {}
+        Aggregate::Model(_)
+        | Aggregate::Survival(_)
+        | Aggregate::DrugSafety(_)
+        | Aggregate::Surveillance(_) => {}
         Aggregate::Mean(mean) => {
             let _ = writeln!(sql, ",");
             let _ = writeln!(sql, "latest AS (");

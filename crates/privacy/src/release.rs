@@ -50,6 +50,8 @@ pub fn values_per_group(spec: &QuerySpec) -> usize {
         Aggregate::Mean(_) => 2,
         Aggregate::Survival(s) => 1 + 2 * s.bins(),
         Aggregate::Model(_) => 0,
+        Aggregate::DrugSafety(d) => crate::pharmacovigilance::layout_len(d.pair_indices().len()),
+        Aggregate::Surveillance(s) => s.cells(),
     }
 }
 

@@ -28,26 +28,11 @@ const SITES: usize = 3;
 const COVARIATES: [&str; 5] = ["age", "sex", "bmi", "smoker", "lab"];
 const P: usize = COVARIATES.len() + 1;
 
-/// The venv's Python, or `None` (skipped loudly; a failure under CI=true).
 fn python() -> Option<PathBuf> {
-    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
-    let exe = root.join(".ci/venv/bin/python");
-    let ok = exe.exists()
-        && std::process::Command::new(&exe)
-            .args(["-c", "import statsmodels, lifelines"])
-            .status()
-            .map(|s| s.success())
-            .unwrap_or(false);
-    if !ok {
-        let msg = format!(
-            "python with statsmodels and lifelines not found at {} (run .ci/run, or: python3 -m venv .ci/venv && .ci/venv/bin/pip install statsmodels==0.14.4 lifelines==0.30.0)",
-            exe.display()
-        );
-        assert!(std::env::var("CI").as_deref() != Ok("true"), "{msg}");
-        eprintln!("SKIPPED: the federated models' independent checks: {msg}");
-        return None;
-    }
-    Some(exe)
+    medspace_testkit::venv_python(
+        &["statsmodels", "lifelines"],
+        "the models' checks against statsmodels and lifelines",
+    )
 }
 
 fn run_python(exe: &PathBuf, script: &str, csv: &str) -> Value {

@@ -24,27 +24,11 @@ use serde_json::Value;
 use std::fmt::Write as _;
 use std::path::PathBuf;
 
-/// The venv's Python with statsmodels and scipy, or `None` (skipped loudly; a failure under
-/// CI=true).
 fn python() -> Option<PathBuf> {
-    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
-    let exe = root.join(".ci/venv/bin/python");
-    let ok = exe.exists()
-        && std::process::Command::new(&exe)
-            .args(["-c", "import statsmodels, scipy"])
-            .status()
-            .map(|s| s.success())
-            .unwrap_or(false);
-    if !ok {
-        let msg = format!(
-            "python with statsmodels and scipy not found at {} (run .ci/run, or: python3 -m venv .ci/venv && .ci/venv/bin/pip install statsmodels==0.14.4)",
-            exe.display()
-        );
-        assert!(std::env::var("CI").as_deref() != Ok("true"), "{msg}");
-        eprintln!("SKIPPED: the pharmacovigilance independent checks: {msg}");
-        return None;
-    }
-    Some(exe)
+    medspace_testkit::venv_python(
+        &["statsmodels", "scipy"],
+        "the pharmacovigilance independent checks",
+    )
 }
 
 const SCRIPT: &str = r#"

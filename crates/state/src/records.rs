@@ -51,6 +51,8 @@ pub mod tag {
     pub const REBIND: u8 = 0x12;
     /// Deliveries of open-pool releases: recipient | access id.
     pub const DELIVERY: u8 = 0x13;
+    /// Surveillance alerts: contract | window | syndrome | region | method.
+    pub const ALERT: u8 = 0x14;
 }
 
 fn key_of(tag: u8, part: &impl Write) -> Vec<u8> {
@@ -159,7 +161,63 @@ pub mod keys {
     pub fn deliveries_to(recipient: &MemberId) -> Vec<u8> {
         key_of(tag::DELIVERY, recipient)
     }
+    /// An alert of a surveillance contract.
+    pub fn alert(a: &AlertRecord) -> Vec<u8> {
+        let mut k = key_of(tag::ALERT, &a.contract);
+        a.window.write(&mut k);
+        a.syndrome.write(&mut k);
+        a.region.write(&mut k);
+        a.method.write(&mut k);
+        k
+    }
+    /// Prefix of a contract's alerts.
+    pub fn alerts_of(contract: ContractId) -> Vec<u8> {
+        key_of(tag::ALERT, &contract)
+    }
 }
+
+/// A surveillance alert as the ledger keeps it ([`medspace_types::RecordAlert`]).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AlertRecord {
+    /// The surveillance contract.
+    pub contract: ContractId,
+    /// The window's job.
+    pub job: JobId,
+    /// The window.
+    pub window: u32,
+    /// The syndrome.
+    pub syndrome: Text<32>,
+    /// The region.
+    pub region: Text<8>,
+    /// The detector.
+    pub method: Text<16>,
+    /// The released count.
+    pub observed: i64,
+    /// Expected, thousandths.
+    pub expected_milli: i64,
+    /// Score, thousandths.
+    pub score_milli: i64,
+    /// Who stated it (the contract's holder).
+    pub by: UserId,
+    /// When.
+    pub height: u64,
+    /// Block time.
+    pub time_ms: u64,
+}
+codec_struct!(AlertRecord {
+    contract: ContractId,
+    job: JobId,
+    window: u32,
+    syndrome: Text<32>,
+    region: Text<8>,
+    method: Text<16>,
+    observed: i64,
+    expected_milli: i64,
+    score_milli: i64,
+    by: UserId,
+    height: u64,
+    time_ms: u64,
+});
 
 /// Who a key belongs to.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -610,6 +668,9 @@ pub struct ContractRecord {
     pub ended_ms: u64,
     /// The quality checks its data failed against the consortium's floor, for its reviewers.
     pub quality: List<QualityFlag, 64>,
+    /// For a standing surveillance definition: how many of its windows have had their job
+    /// (the next job runs window `windows_run`).
+    pub windows_run: u32,
 }
 codec_struct!(ContractRecord {
     id: ContractId,
@@ -637,6 +698,7 @@ codec_struct!(ContractRecord {
     closing_reason: Text<256>,
     ended_ms: u64,
     quality: List<QualityFlag, 64>,
+    windows_run: u32,
 });
 
 impl ContractRecord {
@@ -749,6 +811,9 @@ pub struct JobRecord {
     pub result: Option<JobResult>,
     /// The aggregation round's sets, once closed.
     pub round: Option<RoundRecord>,
+    /// For a surveillance definition: the window this job computes, fixed by the ledger's
+    /// schedule when it was submitted.
+    pub window: Option<u32>,
 }
 codec_struct!(JobRecord {
     id: JobId,
@@ -761,6 +826,7 @@ codec_struct!(JobRecord {
     submitted_ms: u64,
     result: Option<JobResult>,
     round: Option<RoundRecord>,
+    window: Option<u32>,
 });
 
 /// A record-level delivery.

@@ -28,6 +28,7 @@ mod ledger {
     mod open_pool;
     mod proofs;
     mod props;
+    mod public_health;
     mod quality;
     mod rebind;
     mod registration;

@@ -26,6 +26,14 @@ pub fn civil_from_days(z: i64) -> (i32, u32, u32) {
     ((y + i64::from(m <= 2)) as i32, m, d)
 }
 
+/// Day count of a FHIR date or dateTime (`YYYY-MM-DD…`).
+pub(crate) fn day_of(s: &str) -> Option<i64> {
+    let y = s.get(0..4)?.parse().ok()?;
+    let m = s.get(5..7)?.parse().ok()?;
+    let d = s.get(8..10)?.parse().ok()?;
+    Some(days_from_civil(y, m, d))
+}
+
 /// FHIR `date`: `YYYY-MM-DD`.
 pub(crate) fn date_str(days: i64) -> String {
     let (y, m, d) = civil_from_days(days);

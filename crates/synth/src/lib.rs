@@ -5,14 +5,23 @@
 //! parallel, and tests can rely on exact output. The generator is deliberately light (only
 //! `serde_json` and `rand`) so the devnet can create thousands of patients per second.
 //!
-//! What it produces, per patient: a `Patient` (US Core race/ethnicity extensions), `Encounter`s
-//! (wellness, chronic-care and emergency visits), `Condition`s with age-dependent prevalence
-//! (SNOMED CT), `MedicationRequest`s that follow the conditions (RxNorm), vital signs and lab
-//! `Observation`s with correlated plausible values (LOINC: diabetics have higher HbA1c and
-//! glucose, hypertensives higher blood pressure, BMI tracks diabetes), `Procedure`s (SNOMED CT)
-//! and `Immunization`s (CVX). Per hospital there is one `Organization` and a few `Practitioner`s.
-//! References use the relative `Type/id` form of FHIR Bulk Data; within a transaction Bundle
-//! (see [`patient_bundle`]) each entry has `fullUrl = urn:uuid:<id>` and references use it.
+//! What it produces, per patient: a `Patient` (US Core race/ethnicity extensions, one home
+//! address in one of [`REGIONS`] regions — postal codes `010..` to `029..`, see [`region_of`]),
+//! `Encounter`s (wellness, chronic-care and emergency visits), `Condition`s with age-dependent
+//! prevalence (SNOMED CT), `MedicationRequest`s that follow the conditions (RxNorm), vital signs
+//! and lab `Observation`s with correlated plausible values (LOINC: diabetics have higher HbA1c
+//! and glucose, hypertensives higher blood pressure, BMI tracks diabetes), `Procedure`s (SNOMED
+//! CT) and `Immunization`s (CVX). Per hospital there is one `Organization` and a few
+//! `Practitioner`s. References use the relative `Type/id` form of FHIR Bulk Data; within a
+//! transaction Bundle (see [`patient_bundle`]) each entry has `fullUrl = urn:uuid:<id>` and
+//! references use it.
+//!
+//! On top of that, [`Scenarios`] inject records with a known answer, each from a random stream
+//! of its own so the generated record stays as it is and they are only appended to it: a
+//! drug-safety signal ([`SafetyScenario`]: drugs, one causing an adverse event at a known excess
+//! risk) and surveillance syndromes with an outbreak in one region ([`OutbreakScenario`]: cases
+//! at a known daily rate per region). [`generate_with`] and [`write_ndjson_with`] take them;
+//! without any, the output is that of [`generate`] and [`write_ndjson`].
 //!
 //! Clinical figures are chosen to be plausible, not epidemiologically exact.
 //!
@@ -20,22 +29,28 @@
 //! * `patient` — one patient, in named steps (demographics, conditions, death, the Patient,
 //!   latent physiology, encounters, diagnoses and medication, acute problems, vitals and labs,
 //!   smoking status, procedures, immunizations).
+//! * `region` — the home address and the region it is in ([`region_of`], [`region_zip3`]).
 //! * `hospital` — a hospital's Organization and Practitioners.
 //! * `codes` — code systems and the clinical catalogue (conditions, prevalence, medication).
 //! * `names` — people's names.
 //! * `ids` — deterministic UUID-shaped ids.
 //! * `calendar` — day counts and FHIR date strings.
 //! * `safety` — drug-safety ground truth: drugs injected on top of the generated records, one
-//!   causing an adverse event at a known excess risk ([`generate_with_safety`]).
-//! * This file: the configuration, the whole-population API ([`generate`], [`write_ndjson`])
-//!   and transaction Bundles ([`patient_bundle`]).
+//!   causing an adverse event at a known excess risk ([`patient_resources_with_safety`]).
+//! * `outbreak` — surveillance ground truth: syndromes at a background rate and an outbreak in
+//!   one region ([`patient_resources_with_outbreak`], [`OutbreakScenario::rate`]).
+//! * This file: the configuration, the scenarios together ([`Scenarios`],
+//!   [`patient_resources_with`]), the whole-population API ([`generate`], [`generate_with`],
+//!   [`write_ndjson`], [`write_ndjson_with`]) and transaction Bundles ([`patient_bundle`]).
 
 mod calendar;
 mod codes;
 mod hospital;
 mod ids;
 mod names;
+mod outbreak;
 mod patient;
+mod region;
 mod safety;
 
 use std::fs::{self, File};
@@ -47,7 +62,12 @@ use serde_json::{Value, json};
 pub use calendar::{civil_from_days, days_from_civil};
 pub use hospital::hospital_resources;
 pub use ids::organization_id;
+pub use outbreak::{
+    AGI_SNOMED, ILI_SNOMED, Outbreak, OutbreakScenario, RASH_SNOMED, SARI_SNOMED, Syndrome,
+    patient_resources_with_outbreak, pharmacy_sales,
+};
 pub use patient::patient_resources;
+pub use region::{REGIONS, region_of, region_zip3};
 pub use safety::{
     NULL_DRUG_RXNORM, SIGNAL_DRUG_RXNORM, SIGNAL_EVENT_SNOMED, SafetyScenario, SafetySignal,
     patient_resources_with_safety,
@@ -78,6 +98,37 @@ pub struct SynthConfig {
     pub seed: u64,
     /// Hospital number (0, 1, 2 ...): each hospital gets its own disjoint patients and staff.
     pub hospital: u32,
+}
+
+/// The ground truths injected on top of the generated records (none by default).
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Scenarios {
+    /// Drugs and the adverse event one of them causes.
+    pub safety: Option<SafetyScenario>,
+    /// Syndromes under surveillance and an outbreak.
+    pub outbreak: Option<OutbreakScenario>,
+}
+
+/// The patient's resources ([`patient_resources`]) followed by what `scenarios` inject: the
+/// safety scenario's (as [`patient_resources_with_safety`]), then the outbreak scenario's (as
+/// [`patient_resources_with_outbreak`]). Each is drawn from its own stream and from the
+/// generated record only, so each comes out as it does alone.
+pub fn patient_resources_with(
+    seed: u64,
+    hospital: u32,
+    index: u64,
+    scenarios: &Scenarios,
+) -> Vec<Value> {
+    let mut out = patient_resources(seed, hospital, index);
+    let mut injected = Vec::new();
+    if let Some(s) = scenarios.safety.as_ref().filter(|s| !s.signals.is_empty()) {
+        injected.extend(safety::inject(seed, hospital, index, s, &out));
+    }
+    if let Some(s) = &scenarios.outbreak {
+        injected.extend(outbreak::inject(seed, hospital, index, s, &out));
+    }
+    out.extend(injected);
+    out
 }
 
 /// Summary of a generation run.
@@ -130,8 +181,6 @@ fn rewrite_refs_to_urn(v: &mut Value) {
     }
 }
 
-/// All resources of `cfg.patients` patients of hospital `cfg.hospital`, in memory: the
-/// hospital's Organization and Practitioners first, then each patient's resources.
 /// Whether patient `index` of a hospital is also treated at the next hospital of the
 /// consortium (one in ten): the ground truth of the count-once tests, where a patient held by
 /// two hospitals must count once.
@@ -145,21 +194,51 @@ pub fn is_shared(index: u64) -> bool {
 /// Organization and Practitioners it refers to, as a referral brings it. Nothing with one
 /// hospital.
 pub fn shared_resources(seed: u64, hospital: u32, hospitals: u32, per_hospital: u64) -> Vec<Value> {
+    shared_resources_with(
+        seed,
+        hospital,
+        hospitals,
+        per_hospital,
+        &Scenarios::default(),
+    )
+}
+
+/// [`shared_resources`] of records generated with `scenarios` injected (the referred copy is
+/// the whole record, injected events included).
+pub fn shared_resources_with(
+    seed: u64,
+    hospital: u32,
+    hospitals: u32,
+    per_hospital: u64,
+    scenarios: &Scenarios,
+) -> Vec<Value> {
     if hospitals < 2 {
         return Vec::new();
     }
     let from = (hospital + hospitals - 1) % hospitals;
     let mut out = hospital_resources(seed, from);
     for i in (0..per_hospital).filter(|i| is_shared(*i)) {
-        out.extend(patient_resources(seed, from, i));
+        out.extend(patient_resources_with(seed, from, i, scenarios));
     }
     out
 }
 
+/// All resources of `cfg.patients` patients of hospital `cfg.hospital`, in memory: the
+/// hospital's Organization and Practitioners first, then each patient's resources.
 pub fn generate(cfg: SynthConfig) -> Vec<Value> {
     let mut out = hospital_resources(cfg.seed, cfg.hospital);
     for i in 0..cfg.patients {
         out.extend(patient_resources(cfg.seed, cfg.hospital, i));
+    }
+    out
+}
+
+/// [`generate`] with what `scenarios` inject into every patient's record (see
+/// [`patient_resources_with`]); no scenario gives [`generate`]'s output.
+pub fn generate_with(cfg: SynthConfig, scenarios: &Scenarios) -> Vec<Value> {
+    let mut out = hospital_resources(cfg.seed, cfg.hospital);
+    for i in 0..cfg.patients {
+        out.extend(patient_resources_with(cfg.seed, cfg.hospital, i, scenarios));
     }
     out
 }
@@ -184,6 +263,17 @@ pub fn generate_with_safety(cfg: SynthConfig, scenario: &SafetyScenario) -> Vec<
 /// `on_patient` is called after each patient (for progress bars).
 pub fn write_ndjson(
     cfg: SynthConfig,
+    dir: &Path,
+    on_patient: impl FnMut(u64),
+) -> Result<SynthSummary, SynthError> {
+    write_ndjson_with(cfg, &Scenarios::default(), dir, on_patient)
+}
+
+/// [`write_ndjson`] of [`generate_with`]'s resources: what `scenarios` inject follows each
+/// patient's record.
+pub fn write_ndjson_with(
+    cfg: SynthConfig,
+    scenarios: &Scenarios,
     dir: &Path,
     mut on_patient: impl FnMut(u64),
 ) -> Result<SynthSummary, SynthError> {
@@ -225,7 +315,7 @@ pub fn write_ndjson(
         summary.resources += 1;
     }
     for i in 0..cfg.patients {
-        for r in patient_resources(cfg.seed, cfg.hospital, i) {
+        for r in patient_resources_with(cfg.seed, cfg.hospital, i, scenarios) {
             write(&r, &mut writers)?;
             summary.resources += 1;
         }

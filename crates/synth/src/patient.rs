@@ -5,7 +5,8 @@
 //!
 //! Every step draws from the patient's own random stream, so the order of the steps and of the
 //! draws inside each step is part of the output: keep it when changing a step
-//! (`tests/determinism.rs` pins a hash of the output).
+//! (`tests/determinism.rs` pins a hash of the output). The home address comes from a stream of
+//! its own ([`crate::region`]), so adding it changed nothing else.
 
 use rand::{RngExt, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -20,6 +21,7 @@ use crate::codes::{
 use crate::hospital::PRACTITIONERS;
 use crate::ids::{next_id, organization_id, patient_id, practitioner_id};
 use crate::names::{FAMILY_NAMES, GIVEN_F_NAMES, GIVEN_M_NAMES, pick};
+use crate::region::home_address;
 
 /// Which chronic conditions a patient has, indexed like [`CHRONIC`].
 type Conditions = [bool; N_CHRONIC];
@@ -41,7 +43,10 @@ pub fn patient_resources(seed: u64, hospital: u32, index: u64) -> Vec<Value> {
     let has = chronic_conditions(&mut rng, person.band);
     let death_day = death(&mut rng, &person, as_of);
     let mrn = format!("H{hospital}-{index:09}");
-    out.push(patient(&mut rng, &person, &pid, &mrn, &org_ref, death_day));
+    let address = home_address(seed, hospital, index);
+    out.push(patient(
+        &mut rng, &person, &pid, &mrn, &org_ref, address, death_day,
+    ));
     let latent = Latent::sample(&mut rng, &has, person.age);
     let practitioner = format!(
         "Practitioner/{}",
@@ -154,13 +159,15 @@ fn death(rng: &mut ChaCha8Rng, person: &Demographics, as_of: i64) -> Option<i64>
     }
 }
 
-/// The Patient resource: name, US Core race and ethnicity, record number, birth and death.
+/// The Patient resource: name, US Core race and ethnicity, record number, home address, birth
+/// and death.
 fn patient(
     rng: &mut ChaCha8Rng,
     person: &Demographics,
     pid: &str,
     mrn: &str,
     org_ref: &str,
+    address: Value,
     death_day: Option<i64>,
 ) -> Value {
     let family = pick(rng, FAMILY_NAMES);
@@ -195,6 +202,7 @@ fn patient(
         "name": [{"use": "official", "family": family, "given": [given]}],
         "gender": person.gender,
         "birthDate": date_str(person.birth),
+        "address": [address],
         "managingOrganization": {"reference": org_ref},
     });
     if let (Some(d), Some(obj)) = (death_day, patient.as_object_mut()) {

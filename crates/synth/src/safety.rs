@@ -28,7 +28,7 @@ use rand_chacha::ChaCha8Rng;
 use serde_json::{Value, json};
 
 use crate::AS_OF_YEAR;
-use crate::calendar::{datetime_str, days_from_civil};
+use crate::calendar::{datetime_str, day_of, days_from_civil};
 use crate::codes::{RXNORM, SNOMED, codeable};
 use crate::ids::next_id;
 use crate::patient::patient_resources;
@@ -106,7 +106,46 @@ impl SafetyScenario {
     }
 }
 
-fn prob(p: f64) -> f64 {
+impl SafetyScenario {
+    /// The true risk ratio of `signal`'s drug for its event: the risk within the window after
+    /// the index encounter of a patient exposed to it (and to no other drug with an effect on
+    /// the event) over the risk of a patient not exposed, `(1 − (1 − p₀)(1 − e)) / p₀` with
+    /// `p₀` the background risk and `e` the drug's excess risk, as the generator clamps them
+    /// (a little less in the data: events after the end of a record are lost). `None` without
+    /// a background risk.
+    pub fn true_risk_ratio(&self, signal: &SafetySignal) -> Option<f64> {
+        let p0 = prob(self.background_risk);
+        let e = prob(signal.excess_risk);
+        (p0 > 0.0).then(|| (1.0 - (1.0 - p0) * (1.0 - e)) / p0)
+    }
+
+    /// The ground truth in words, one line each (for `medspace synth --safety`): the
+    /// background risk, and per drug its share of patients, its event, window and true risk
+    /// ratio.
+    pub fn describe(&self) -> String {
+        let mut out = format!(
+            "injected drug safety: background risk of each event {} in the window after the index visit\n",
+            prob(self.background_risk)
+        );
+        for s in &self.signals {
+            let rr = self
+                .true_risk_ratio(s)
+                .map_or_else(|| "undefined".to_string(), |r| format!("{r:.2}"));
+            out.push_str(&format!(
+                "  {} (RxNorm {}) to {} of patients -> {} (SNOMED CT {}) within {} days: true risk ratio {rr}\n",
+                s.drug_display,
+                s.drug_rxnorm,
+                prob(s.exposed_share),
+                s.event_display,
+                s.event_snomed,
+                s.window_days
+            ));
+        }
+        out
+    }
+}
+
+pub(crate) fn prob(p: f64) -> f64 {
     if p >= 0.0 { p.min(1.0) } else { 0.0 }
 }
 
@@ -134,15 +173,9 @@ struct Visit {
     start: String,
 }
 
-/// Day count of a FHIR date or dateTime (`YYYY-MM-DD…`).
-fn day_of(s: &str) -> Option<i64> {
-    let y = s.get(0..4)?.parse().ok()?;
-    let m = s.get(5..7)?.parse().ok()?;
-    let d = s.get(8..10)?.parse().ok()?;
-    Some(days_from_civil(y, m, d))
-}
-
-fn inject(
+/// The scenario's MedicationRequests and Conditions for the patient whose generated record
+/// is `record` (its Patient first).
+pub(crate) fn inject(
     seed: u64,
     hospital: u32,
     index: u64,
@@ -362,6 +395,25 @@ mod tests {
         // Exposure share as asked.
         let exposed = (ts[0] + ts[1]) as f64 / 800.0;
         assert!((0.24..0.36).contains(&exposed), "{exposed}");
+        let rr = |i: usize| scenario.true_risk_ratio(&scenario.signals[i]).unwrap();
+        assert!(
+            (rr(0) - 6.7).abs() < 1e-9 && (rr(1) - 1.0).abs() < 1e-9,
+            "{} {}",
+            rr(0),
+            rr(1)
+        );
+        let text = scenario.describe();
+        assert!(
+            text.contains("(RxNorm 310965) to 0.3 of patients -> Gastrointestinal hemorrhage (disorder) (SNOMED CT 74474003) within 30 days: true risk ratio 6.70"),
+            "{text}"
+        );
+        assert!(
+            text.contains("(RxNorm 313782) to 0.3 of patients"),
+            "{text}"
+        );
+        assert!(text.contains("true risk ratio 1.00"), "{text}");
+        let none = SafetyScenario::example(0.3, 0.3, 0.0);
+        assert_eq!(none.true_risk_ratio(&none.signals[0]), None);
     }
 
     #[test]

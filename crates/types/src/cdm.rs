@@ -78,6 +78,9 @@ pub const CDM: &[Table] = &[
             col("gender_source_value", Utf8),
             col("race_source_value", Utf8),
             col("ethnicity_source_value", Utf8),
+            // Appended after the columns of earlier versions so their positions stay; a person
+            // row of an earlier file reads it as null.
+            col("location_id", Int64),
         ],
     },
     Table {
@@ -180,10 +183,24 @@ pub const CDM: &[Table] = &[
             col("cause_source_value", Utf8),
         ],
     },
+    // The person's region, for counts by region (public-health surveillance). One row per
+    // person with an address, `location_id` = the person's `person_id`. `zip` holds only the
+    // first three characters of the postal code (HIPAA Safe Harbor: a full postal code is an
+    // identifier); `county` is FHIR `address.district`. No street lines, no full postal code.
+    Table {
+        name: "location",
+        columns: &[
+            key("location_id"),
+            col("city", Utf8),
+            col("state", Utf8),
+            col("zip", Utf8),
+            col("county", Utf8),
+        ],
+    },
 ];
 
 /// The CDM table names, in the order of [`CDM`].
-pub const TABLES: [&str; 8] = table_names(CDM);
+pub const TABLES: [&str; 9] = table_names(CDM);
 
 const fn table_names<const N: usize>(tables: &[Table]) -> [&'static str; N] {
     assert!(tables.len() == N, "TABLES must name every table of CDM");
@@ -232,5 +249,18 @@ mod tests {
             assert_eq!(names.len(), t.columns.len(), "{}", t.name);
         }
         assert!(columns("banana").is_empty());
+    }
+
+    #[test]
+    fn location_is_last_and_person_refers_to_it() {
+        assert_eq!(TABLES.last(), Some(&"location"));
+        let person = columns("person");
+        assert_eq!(
+            person.last().map(|c| (c.name, c.ty, c.nullable)),
+            Some(("location_id", Int64, true)),
+            "appended, so earlier columns keep their positions"
+        );
+        let names: Vec<&str> = columns("location").iter().map(|c| c.name).collect();
+        assert_eq!(names, ["location_id", "city", "state", "zip", "county"]);
     }
 }

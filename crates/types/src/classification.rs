@@ -85,10 +85,17 @@ crate::codec_struct!(Classification {
 });
 
 /// The default level of a CDM field: pseudonymous record-level data (row ids, concept ids,
-/// sex, year and month of birth) is L2; dates, clinical source codes and values, race,
-/// ethnicity, the day of birth, the hospital's own patient identifier and every field of a
-/// death record are L3.
+/// sex, year and month of birth, the state of residence) is L2; dates, clinical source codes
+/// and values, race, ethnicity, the day of birth, the hospital's own patient identifier, every
+/// field of a death record and the quasi-identifiers of a location (city, county, the postal
+/// code's first three characters) are L3.
 pub fn default_field_level(table: &str, column: &str) -> Level {
+    if table == "location" {
+        return match column {
+            "city" | "county" | "zip" => Level::L3,
+            _ => Level::L2,
+        };
+    }
     match column {
         "person_source_value"
         | "birth_datetime"
@@ -99,6 +106,7 @@ pub fn default_field_level(table: &str, column: &str) -> Level {
         | "ethnicity_concept_id"
         | "quantity" => Level::L3,
         "person_id"
+        | "location_id"
         | "gender_source_value"
         | "gender_concept_id"
         | "year_of_birth"
@@ -280,6 +288,13 @@ mod tests {
         assert_eq!(c.field_level("death", "death_type_concept_id"), Level::L3);
         assert_eq!(c.field_level("measurement", "measurement_id"), Level::L2);
         assert_eq!(c.field_level("banana", "peel"), Level::L3, "unlisted");
+        // The region: the state is L2, what narrows it further a quasi-identifier (L3).
+        assert_eq!(c.field_level("person", "location_id"), Level::L2);
+        assert_eq!(c.field_level("location", "location_id"), Level::L2);
+        assert_eq!(c.field_level("location", "state"), Level::L2);
+        for col in ["zip", "city", "county"] {
+            assert_eq!(c.field_level("location", col), Level::L3, "{col}");
+        }
         assert_eq!(
             c.sensitive("condition_occurrence", "86406008"),
             Some(Sensitive::HivSti)

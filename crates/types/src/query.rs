@@ -32,7 +32,11 @@
 
 use crate::Level;
 use crate::classification::Classification;
+pub mod health;
 pub mod model;
+pub use health::{
+    CodeGroup, DrugSafetySpec, PairRef, SURVEILLANCE_BANDS, SignalThresholds, SurveillanceSpec,
+};
 pub use model::{Clamped, Event, Family, Feature, ModelSpec, SurvivalSpec, Threshold, Window};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use std::fmt;
@@ -419,6 +423,13 @@ pub enum Aggregate {
     Model(ModelSpec),
     /// Kaplan–Meier curves per group and the log-rank test ([`model`]).
     Survival(SurvivalSpec),
+    /// Drug → adverse event 2×2 tables and their disproportionality ([`health`]); no
+    /// `group_by`.
+    #[serde(rename = "drug_safety")]
+    DrugSafety(DrugSafetySpec),
+    /// A standing syndromic surveillance definition, one job per window ([`health`]); no
+    /// `group_by`.
+    Surveillance(SurveillanceSpec),
 }
 
 /// The measurement to average and its clamping bounds.
@@ -526,6 +537,8 @@ pub fn codes(spec: &QuerySpec) -> Vec<(&'static str, &str)> {
                 out.push(("condition_occurrence", c.as_str()));
             }
         }
+        Aggregate::DrugSafety(d) => out.extend(d.codes()),
+        Aggregate::Surveillance(s) => out.extend(s.codes()),
         Aggregate::Count => {}
     }
     out
@@ -623,6 +636,27 @@ pub fn index_day(date: &str) -> Result<i64, QueryError> {
     Ok(era * 146_097 + doe - 719_468)
 }
 
+/// The civil date `(year, month, day)` of a day number (days since 1970-01-01, proleptic
+/// Gregorian): the inverse of [`index_day`].
+pub fn civil_of_day(day: i64) -> (i64, u32, u32) {
+    let z = day.saturating_add(719_468);
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    // INVARIANT: 1 <= d <= 31 and 1 <= m <= 12 by construction.
+    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    (yoe + era * 400 + i64::from(m <= 2), m, d)
+}
+
+/// `YYYY-MM-DD` of a day number (see [`civil_of_day`]).
+pub fn date_of_day(day: i64) -> String {
+    let (y, m, d) = civil_of_day(day);
+    format!("{y:04}-{m:02}-{d:02}")
+}
+
 /// The year of an index date `YYYY-MM-DD`, checking that the date exists (and is after 1800).
 pub fn index_year(date: &str) -> Result<i32, QueryError> {
     let b = date.as_bytes();
@@ -707,6 +741,22 @@ pub fn validate(spec: &QuerySpec) -> Result<Validated, QueryError> {
             }
         }
         Aggregate::Survival(s) => s.validate()?,
+        Aggregate::DrugSafety(d) => {
+            d.validate()?;
+            if !spec.group_by.is_empty() {
+                return Err(QueryError::GroupBy {
+                    reason: "drug safety is assessed on the whole cohort",
+                });
+            }
+        }
+        Aggregate::Surveillance(s) => {
+            s.validate()?;
+            if !spec.group_by.is_empty() {
+                return Err(QueryError::GroupBy {
+                    reason: "surveillance counts are laid out by syndrome, region and age band",
+                });
+            }
+        }
         Aggregate::Count | Aggregate::Mean(_) => {}
     }
     if spec.group_by.len() > 2 {
@@ -763,6 +813,8 @@ pub fn validate(spec: &QuerySpec) -> Result<Validated, QueryError> {
             reads.extend(m.variables().flat_map(Feature::reads));
         }
         Aggregate::Survival(s) => reads.extend(s.reads()),
+        Aggregate::DrugSafety(d) => reads.extend(d.reads()),
+        Aggregate::Surveillance(s) => reads.extend(s.reads()),
         Aggregate::Count | Aggregate::Mean(_) => {}
     }
     reads.sort_unstable();

@@ -621,6 +621,37 @@ codec_struct!(DeliverRelease {
     bytes: u64,
 });
 
+/// A public-health agency's signed statement that a surveillance window's released counts
+/// raised an alert: which syndrome and region, by which detector, the observed count, the
+/// expected one and the score (both in thousandths, so the ledger holds no float). The data
+/// holders see what their data triggered.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RecordAlert {
+    /// The surveillance window's job (its contract and window follow from it).
+    pub job: JobId,
+    /// The syndrome's name in the definition.
+    pub syndrome: Text<32>,
+    /// The region (a postal prefix in the definition).
+    pub region: Text<8>,
+    /// The detector (`c1`, `c2`, `c3`, `seasonal`, `combined`).
+    pub method: Text<16>,
+    /// The released (noised) count that alerted.
+    pub observed: i64,
+    /// The count expected, in thousandths.
+    pub expected_milli: i64,
+    /// The detector's score, in thousandths.
+    pub score_milli: i64,
+}
+codec_struct!(RecordAlert {
+    job: JobId,
+    syndrome: Text<32>,
+    region: Text<8>,
+    method: Text<16>,
+    observed: i64,
+    expected_milli: i64,
+    score_milli: i64,
+});
+
 /// Splits a finished contract's fee among its contributors.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Settle {
@@ -666,6 +697,7 @@ pub enum Payload {
     CompleteRebind(CompleteRebind),
     PublishRelease(PublishRelease),
     DeliverRelease(DeliverRelease),
+    RecordAlert(RecordAlert),
 }
 codec_enum!(Payload {
     1 => AddMember(AddMember),
@@ -698,6 +730,7 @@ codec_enum!(Payload {
     28 => CompleteRebind(CompleteRebind),
     29 => PublishRelease(PublishRelease),
     30 => DeliverRelease(DeliverRelease),
+    31 => RecordAlert(RecordAlert),
 });
 
 impl Payload {
@@ -734,6 +767,7 @@ impl Payload {
             Payload::CompleteRebind(_) => "complete_rebind",
             Payload::PublishRelease(_) => "publish_release",
             Payload::DeliverRelease(_) => "deliver_release",
+            Payload::RecordAlert(_) => "record_alert",
         }
     }
 }

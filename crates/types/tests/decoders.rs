@@ -745,6 +745,15 @@ fn payloads() -> Vec<Payload> {
             content_hash: Hash::of(&[b"extract"]),
             bytes: 1 << 20,
         }),
+        Payload::RecordAlert(RecordAlert {
+            job: JobId(9),
+            syndrome: Text::new("ili").unwrap(),
+            region: Text::new("013").unwrap(),
+            method: Text::new("c2").unwrap(),
+            observed: 17,
+            expected_milli: 4_250,
+            score_milli: -3_100,
+        }),
         Payload::AppointUser(AppointUser {
             user: UserId::new("hospital-b.ethics").unwrap(),
             member: mid("hospital-b"),
@@ -850,6 +859,7 @@ fn corpus() -> Corpus {
                 p.encode().to_vec(),
                 check::<DeliverRelease>,
             ),
+            Payload::RecordAlert(p) => ("RecordAlert", p.encode().to_vec(), check::<RecordAlert>),
         };
         add(name, bytes, check);
     }
@@ -1028,7 +1038,7 @@ fn boundary_bytes_at_every_position() {
 fn corpus_covers_every_kind() {
     let kinds: std::collections::BTreeSet<&str> =
         CORPUS.txs.iter().map(|t| t.body.payload.kind()).collect();
-    assert_eq!(kinds.len(), 30);
+    assert_eq!(kinds.len(), 31);
     for tx in &CORPUS.txs {
         assert_eq!(SignedTx::from_bytes(tx.to_bytes()).as_ref(), Ok(tx));
         assert!(tx.verify_signature());

@@ -508,3 +508,87 @@ impl VaultError {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
+    use super::*;
+    use datafusion::arrow::array::{Array, AsArray, RecordBatch};
+    use datafusion::arrow::datatypes::{Int64Type, Schema};
+    use parquet::arrow::ArrowWriter;
+    use parquet::arrow::arrow_reader::ArrowReaderOptions;
+    use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+
+    /// A person file written before `person.location_id` existed (its columns one fewer, each
+    /// under its key) still reads: the new column is null, the other tables as they are.
+    #[test]
+    fn a_person_file_without_location_id_reads_it_as_null() {
+        let tmp = tempfile::tempdir().unwrap();
+        let node = tmp.path();
+        let key = VaultKey::unlock_or_create(
+            node,
+            &Passphrase::new("test passphrase").unwrap(),
+            KdfParams::INSECURE_FAST,
+        )
+        .unwrap();
+        let patient = serde_json::json!({"resourceType": "Patient", "id": "p1", "gender": "female",
+            "address": [{"city": "Worcester", "state": "MA", "postalCode": "01545"}]});
+        let mut vault = crate::Vault::open(node, &key).unwrap();
+        let r = vault
+            .ingest_values("t", vec![patient], &crate::IngestOptions::default())
+            .unwrap();
+        assert!(r.committed, "{:?}", r.errors);
+        drop(vault);
+        let root = crate::store::vault_dir(node);
+        let manifest = crate::store::read_manifest(&root, &key).unwrap();
+        let file = crate::store::segment_dir(&root, &manifest.segments[0].name)
+            .join("cdm")
+            .join("person.parquet");
+        let rel = rel_path(&root, &file);
+        // Read the current file, drop its last column, write it back as an earlier version did.
+        let reader = ParquetRecordBatchReaderBuilder::try_new_with_options(
+            File::open(&file).unwrap(),
+            ArrowReaderOptions::new()
+                .with_file_decryption_properties(key.parquet_decryption(&rel, "person").unwrap()),
+        )
+        .unwrap()
+        .build()
+        .unwrap();
+        let batches: Vec<RecordBatch> = reader.map(Result::unwrap).collect();
+        let old_columns = &columns("person")[..columns("person").len() - 1];
+        assert_eq!(old_columns.last().unwrap().name, "ethnicity_source_value");
+        let schema = Arc::new(Schema::new(
+            batches[0].schema().fields()[..old_columns.len()].to_vec(),
+        ));
+        let mut enc = FileEncryptionProperties::builder(key.parquet_key(&rel, "footer"));
+        for c in old_columns {
+            enc = enc.with_column_key(c.name, key.parquet_key(&rel, &format!("col|{}", c.name)));
+        }
+        let props = parquet::file::properties::WriterProperties::builder()
+            .with_file_encryption_properties(enc.build().unwrap())
+            .build();
+        let mut w = ArrowWriter::try_new(File::create(&file).unwrap(), schema.clone(), Some(props))
+            .unwrap();
+        for b in &batches {
+            w.write(
+                &b.project(&(0..old_columns.len()).collect::<Vec<_>>())
+                    .unwrap(),
+            )
+            .unwrap();
+        }
+        w.close().unwrap();
+        let ctx = crate::open_session(node, &key).unwrap();
+        let rt = crate::runtime().unwrap();
+        let out = rt
+            .block_on(crate::sql(
+                &ctx,
+                "select p.person_id, p.location_id, p.gender_source_value, (select count(*) from location) from person p",
+            ))
+            .unwrap();
+        assert_eq!(out[0].num_rows(), 1);
+        assert_eq!(out[0].column(0).as_primitive::<Int64Type>().value(0), 1);
+        assert!(out[0].column(1).is_null(0));
+        assert_eq!(out[0].column(2).as_string::<i32>().value(0), "female");
+        assert_eq!(out[0].column(3).as_primitive::<Int64Type>().value(0), 1);
+    }
+}

@@ -170,6 +170,7 @@ pub fn write_synthetic_cdm(
                     Val::Str(Some(if female { "female" } else { "male" })),
                     Val::Str(None),
                     Val::Str(None),
+                    Val::I64(None),
                 ],
             )?;
             let code = if diabetic {
@@ -223,6 +224,148 @@ pub fn write_synthetic_cdm(
         Ok(())
     })?;
     Ok(measurements)
+}
+
+/// Regions of the public-health population: postal prefixes `010` to `029`.
+pub const HEALTH_REGIONS: u32 = 20;
+/// Syndromes of the public-health population: condition codes `S01` to `S10`.
+pub const HEALTH_SYNDROMES: u32 = 10;
+/// Drugs of the public-health population: drug codes `D001` to `D100`.
+pub const HEALTH_DRUGS: u32 = 100;
+/// Adverse-event groups of the public-health population: condition codes `E01` to `E50`.
+pub const HEALTH_EVENTS: u32 = 50;
+/// First day (days since 1970-01-01) of the public-health population's 30-day surveillance
+/// period.
+pub const HEALTH_PERIOD_START: i32 = 19_700;
+
+/// A public-health population written directly as CDM rows for the surveillance and
+/// drug-safety benchmarks: each person has a sex, a birth year (age 0-94 in 2025), a home
+/// region (one of [`HEALTH_REGIONS`] postal prefixes, as a `location` row), a first visit in
+/// the 700 days before the period; with probability 0.3 one syndrome condition (one of
+/// [`HEALTH_SYNDROMES`]) on a day of the 30-day period from [`HEALTH_PERIOD_START`]; two drug
+/// exposures (of [`HEALTH_DRUGS`]) after the first visit; and with probability 0.5 one adverse
+/// event (of [`HEALTH_EVENTS`]) after it. Returns the rows written.
+pub fn write_synthetic_health_cdm(
+    node: &Path,
+    key: &VaultKey,
+    population: SyntheticPersons,
+    progress: &mut dyn FnMut(u64),
+) -> Result<u64, VaultError> {
+    let mut written = 0u64;
+    let mut vault = Vault::open(node, key)?;
+    let mut rng = rand_chacha_rng(population.seed);
+    let start = HEALTH_PERIOD_START;
+    vault.bench_commit_cdm(&mut |rows| {
+        let slot = rows.counters.entry("person".to_string()).or_insert(1);
+        *slot = (*slot).max(i64::from(population.person_id_offset) + 1);
+        for done in 0..population.persons {
+            if done % 10_000 == 0 {
+                progress(done);
+            }
+            let pid = next_id(rows.counters, "person");
+            let female = rng.random_bool(0.51);
+            let age: i32 = rng.random_range(0..95);
+            let zip = format!("{:03}", 10 + rng.random_range(0..HEALTH_REGIONS));
+            let pseudo = format!("{pid:032x}");
+            rows.writer.push(
+                "person",
+                &[
+                    Val::I64(Some(pid)),
+                    Val::I32(Some(if female { 8532 } else { 8507 })),
+                    Val::I32(Some(2025 - age)),
+                    Val::I32(Some(1)),
+                    Val::I32(Some(1)),
+                    Val::Date(None),
+                    Val::I32(Some(0)),
+                    Val::I32(Some(0)),
+                    Val::Str(Some(&pseudo)),
+                    Val::Str(Some(if female { "female" } else { "male" })),
+                    Val::Str(None),
+                    Val::Str(None),
+                    Val::I64(Some(pid)),
+                ],
+            )?;
+            rows.writer.push(
+                "location",
+                &[
+                    Val::I64(Some(pid)),
+                    Val::Str(None),
+                    Val::Str(Some("MA")),
+                    Val::Str(Some(&zip)),
+                    Val::Str(None),
+                ],
+            )?;
+            let first = start - rng.random_range(1..700);
+            let vid = next_id(rows.counters, "visit_occurrence");
+            rows.writer.push(
+                "visit_occurrence",
+                &[
+                    Val::I64(Some(vid)),
+                    Val::I64(Some(pid)),
+                    Val::I32(Some(9202)),
+                    Val::Date(Some(first)),
+                    Val::Date(Some(first)),
+                    Val::I32(Some(32817)),
+                    Val::Str(Some("AMB")),
+                    Val::I32(Some(0)),
+                ],
+            )?;
+            written += 3;
+            let condition = |rows: &mut crate::BenchRows<'_>, code: &str, day: i32| {
+                let cid = next_id(rows.counters, "condition_occurrence");
+                rows.writer.push(
+                    "condition_occurrence",
+                    &[
+                        Val::I64(Some(cid)),
+                        Val::I64(Some(pid)),
+                        Val::I32(Some(0)),
+                        Val::Date(Some(day)),
+                        Val::Date(None),
+                        Val::I32(Some(32817)),
+                        Val::Str(Some("active")),
+                        Val::I64(None),
+                        Val::Str(Some(code)),
+                        Val::I32(Some(0)),
+                    ],
+                )
+            };
+            if rng.random_bool(0.3) {
+                let code = format!("S{:02}", 1 + rng.random_range(0..HEALTH_SYNDROMES));
+                condition(rows, &code, start + rng.random_range(0..30))?;
+                written += 1;
+            }
+            for _ in 0..2 {
+                let code = format!("D{:03}", 1 + rng.random_range(0..HEALTH_DRUGS));
+                let day = first + rng.random_range(0..(start + 30 - first).max(1));
+                let did = next_id(rows.counters, "drug_exposure");
+                rows.writer.push(
+                    "drug_exposure",
+                    &[
+                        Val::I64(Some(did)),
+                        Val::I64(Some(pid)),
+                        Val::I32(Some(0)),
+                        Val::Date(Some(day)),
+                        Val::Date(None),
+                        Val::I32(Some(38_000_177)),
+                        Val::F64(None),
+                        Val::I64(None),
+                        Val::Str(Some(&code)),
+                        Val::I32(Some(0)),
+                    ],
+                )?;
+                written += 1;
+            }
+            if rng.random_bool(0.5) {
+                let code = format!("E{:02}", 1 + rng.random_range(0..HEALTH_EVENTS));
+                let day = first + rng.random_range(0..(start + 60 - first).max(1));
+                condition(rows, &code, day)?;
+                written += 1;
+            }
+        }
+        progress(population.persons);
+        Ok(())
+    })?;
+    Ok(written)
 }
 
 /// Builds a vault with `persons` persons at `work_dir/node` (see [`write_synthetic_cdm`]) and

@@ -11,7 +11,9 @@
 //!   record); every version stays in the segments for audit ([`Vault::resource_versions`]).
 //! * **Storage**: the original resources (zstd-compressed canonical JSON) for export and record
 //!   sharing, and OMOP-CDM-5.4-like tables in Parquet ([`cdm`]): person, visit_occurrence,
-//!   condition_occurrence, drug_exposure, measurement, observation, procedure_occurrence, death.
+//!   condition_occurrence, drug_exposure, measurement, observation, procedure_occurrence, death,
+//!   location (the region of a person's address: city, state, county and the postal code's
+//!   first three characters only).
 //!   Patients get a stable local `person_id` and a ledger pseudonym (HMAC with a per-vault key);
 //!   the mapping stays here.
 //! * **Query**: [`open_session`] gives a DataFusion `SessionContext` with those tables

@@ -143,6 +143,7 @@ fn key_columns(table: &str) -> &'static [&'static str] {
         "measurement" => &["measurement_id"],
         "observation" => &["observation_id"],
         "procedure_occurrence" => &["procedure_occurrence_id"],
+        "location" => &["location_id"],
         _ => &[],
     }
 }
@@ -153,6 +154,8 @@ fn duplicate_columns(table: &str) -> Option<&'static [&'static str]> {
         // Two person rows are the same person when they carry the same pseudonym.
         "person" => Some(&["person_source_value"]),
         "death" => Some(&["person_id"]),
+        // One location per person (its id is the person's): people of one town share the rest.
+        "location" => Some(&["location_id"]),
         _ => None,
     }
 }

@@ -134,6 +134,73 @@ fn counts_per_type_and_table_match_the_source() {
             .filter(|r| r["resourceType"] == "Patient" && r.get("deceasedDateTime").is_some())
             .count() as i64;
         assert_eq!(count(node, "select count(*) from death"), deceased);
+        // Every Synthea Patient has a home address: one location each, the postal code cut to
+        // three characters, no street line anywhere.
+        let patients: Vec<&Value> = distinct
+            .values()
+            .filter(|r| r["resourceType"] == "Patient")
+            .collect();
+        let with_address = patients
+            .iter()
+            .filter(|r| r["address"].as_array().is_some_and(|a| !a.is_empty()))
+            .count() as i64;
+        assert!(with_address > 0);
+        assert_eq!(count(node, "select count(*) from location"), with_address);
+        assert_eq!(
+            count(
+                node,
+                "select count(*) from person p join location l on p.location_id = l.location_id"
+            ),
+            with_address
+        );
+        assert_eq!(
+            count(
+                node,
+                "select count(*) from location where length(zip) <> 3 or state <> 'MA'"
+            ),
+            0
+        );
+        // A few Synthea addresses have no postal code: no zip then.
+        let with_zip = patients
+            .iter()
+            .filter(|r| r["address"][0]["postalCode"].is_string())
+            .count() as i64;
+        assert_eq!(
+            count(node, "select count(*) from location where zip is not null"),
+            with_zip
+        );
+        let lines_and_codes: Vec<String> = patients
+            .iter()
+            .flat_map(|r| r["address"].as_array().cloned().unwrap_or_default())
+            .flat_map(|a| {
+                let mut v: Vec<String> = a["line"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .filter_map(|l| l.as_str().map(str::to_string))
+                    .collect();
+                v.extend(a["postalCode"].as_str().map(str::to_string));
+                v
+            })
+            .collect();
+        assert!(!lines_and_codes.is_empty());
+        for table in medspace_vault::TABLES {
+            for col in medspace_vault::cdm::columns(table)
+                .iter()
+                .filter(|c| c.ty == medspace_vault::cdm::ColumnType::Utf8)
+            {
+                let list: Vec<String> = lines_and_codes
+                    .iter()
+                    .map(|s| format!("'{}'", s.replace('\'', "''")))
+                    .collect();
+                let sql = format!(
+                    "select count(*) from {table} where {} in ({})",
+                    col.name,
+                    list.join(", ")
+                );
+                assert_eq!(count(node, &sql), 0, "{hospital}: {table}.{}", col.name);
+            }
+        }
         let obs_rows: i64 = distinct
             .values()
             .filter(|r| r["resourceType"] == "Observation")

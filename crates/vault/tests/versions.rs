@@ -711,10 +711,21 @@ fn resource(k: usize, v: u8) -> Value {
     let p = |i: usize| format!("p{}", i % 3);
     let codes = ["44054006", "38341003", "195662009"];
     match k {
-        0..=2 => patient(
-            &p(k),
-            ["1980-05-01", "1981-06-02", "1950-12-31"][v as usize % 3],
-        ),
+        0..=2 => {
+            let mut patient = patient(
+                &p(k),
+                ["1980-05-01", "1981-06-02", "1950-12-31"][v as usize % 3],
+            );
+            // Variants 0 and 1 live in two places, variant 2 has no address.
+            if let (Some(city), Some(zip)) = (
+                ["Worcester", "Boston"].get(v as usize % 3),
+                ["01545", "02108"].get(v as usize % 3),
+            ) {
+                patient["address"] = json!([{"use": "home", "line": ["1 Main St"],
+                    "city": city, "state": "MA", "postalCode": zip}]);
+            }
+            patient
+        }
         3..=5 => {
             let mut e = encounter(&format!("e{}", k - 3), &p(k));
             e["period"]["start"] = json!(format!("2020-0{}-01", v % 3 + 1));
@@ -761,7 +772,9 @@ fn normalized(node: &Path) -> Vec<String> {
         let keep: Vec<String> = cols
             .iter()
             .enumerate()
-            .filter(|(i, c)| *i != 0 && c.name != "person_id" && c.name != "visit_occurrence_id")
+            .filter(|(i, c)| {
+                *i != 0 && !matches!(c.name, "person_id" | "visit_occurrence_id" | "location_id")
+            })
             .map(|(_, c)| format!("t.{}", c.name))
             .collect();
         let has = |n: &str| cols.iter().any(|c| c.name == n);
@@ -770,6 +783,13 @@ fn normalized(node: &Path) -> Vec<String> {
         if has("person_id") {
             select.push("p.person_source_value as who".into());
             joins.push_str(" left join person p on t.person_id = p.person_id");
+        }
+        if table == "location" {
+            select.push("p.person_source_value as who".into());
+            joins.push_str(" left join person p on t.location_id = p.location_id");
+        } else if has("location_id") {
+            select.push("l.zip as place".into());
+            joins.push_str(" left join location l on t.location_id = l.location_id");
         }
         if has("visit_occurrence_id") && table != "visit_occurrence" {
             select.push("v.visit_start_date as visit".into());

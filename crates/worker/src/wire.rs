@@ -310,6 +310,51 @@ pub struct SurvivalResult {
     pub log_rank: Option<(f64, u32, f64)>,
 }
 
+/// A drug-safety job's released table: each pair's 2×2 table and statistics, pairs with a cell
+/// below `k` suppressed.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct DrugSafetyResult {
+    /// Every drug × event pair assessed as one scan (Benjamini–Hochberg at `fdr`).
+    pub scan: bool,
+    /// The scan's false discovery rate.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fdr: Option<f64>,
+    /// The risk window in days.
+    pub window_days: u32,
+    /// The new-user washout in days.
+    pub washout_days: u32,
+    /// Whether the sites noised their cells.
+    pub dp: bool,
+    /// The pairs, in the specification's order.
+    pub pairs: Vec<medspace_privacy::pharmacovigilance::PairResult>,
+}
+
+/// A surveillance window's released counts.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct SurveillanceResult {
+    /// The window.
+    pub window: u32,
+    /// Its first day, `YYYY-MM-DD`.
+    pub from: String,
+    /// Its length in days.
+    pub days: u32,
+    /// The syndromes' names (outermost in `cells`).
+    pub syndromes: Vec<String>,
+    /// The regions.
+    pub regions: Vec<String>,
+    /// The age bands (innermost in `cells`).
+    pub bands: Vec<String>,
+    /// Whether the counts were noised at every site.
+    pub dp: bool,
+    /// Persons per syndrome × region × band; `None` when withheld (below `k`; without noise,
+    /// every band of a total is withheld when one is).
+    pub cells: Vec<Option<i64>>,
+    /// Persons per syndrome × region. With noise, the sum of its bands' noised counts
+    /// (withheld ones included: post-processing of differentially private counts reveals
+    /// nothing more); without, the exact total, `None` below `k`.
+    pub totals: Vec<Option<i64>>,
+}
+
 /// One released cell of a result.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct ResultCell {
@@ -352,6 +397,12 @@ pub struct ResultDoc {
     /// The survival curves, for a survival job.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub survival: Option<SurvivalResult>,
+    /// The disproportionality table, for a drug-safety job.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub drug_safety: Option<DrugSafetyResult>,
+    /// The window's counts, for a surveillance job.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub surveillance: Option<SurveillanceResult>,
     /// Pairs of contributing sites (later, earlier) whose patients were NOT matched, so a
     /// patient held by both may count twice (the later one could not reach the earlier one,
     /// or holds no pseudonyms); empty when every patient counts once.

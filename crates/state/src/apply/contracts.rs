@@ -61,6 +61,7 @@ impl State {
             let (spec, validated) = query::parse_bytes(p.computation.as_bytes())
                 .map_err(|e| invalid("computation", e.to_string()))?;
             level = level.max(query::level(&spec, &validated, &policy.classification));
+            check_public_health(&spec, p, owners.len(), policy.max_job_epsilon_micro)?;
         }
         self.escrow_fee(&user.member, p.fee)?;
         let id = ContractId(derive_id(b"contract", key, nonce));
@@ -138,6 +139,7 @@ impl State {
             closing_reason: Text::default(),
             ended_ms: 0,
             quality: List::new(quality).map_err(to_list)?,
+            windows_run: 0,
         };
         self.put(&keys::contract(id), &rec)?;
         let mut receipt = Receipt::created("submit_request", Created::Contract(id));
@@ -503,4 +505,63 @@ fn check_request_terms(
         return Err(invalid("fields", "a request must name at least one field"));
     }
     Ok(())
+}
+
+/// The public-health computations' own terms: drug safety only under its purpose; a standing
+/// surveillance definition only for public health, with a budget that covers every window it
+/// schedules at every site (the per-window epsilon is part of what the reviewers approve).
+fn check_public_health(
+    spec: &query::QuerySpec,
+    p: &SubmitRequest,
+    owners: usize,
+    job_cap: u64,
+) -> Result<(), TxError> {
+    match &spec.aggregate {
+        query::Aggregate::DrugSafety(_) if p.purpose != Purpose::DrugSafety => Err(invalid(
+            "computation",
+            format!(
+                "a drug-safety computation is for drug_safety, not {}",
+                p.purpose
+            ),
+        )),
+        query::Aggregate::Surveillance(_) if p.purpose != Purpose::PublicHealth => Err(invalid(
+            "computation",
+            format!(
+                "a surveillance definition is for public_health, not {}",
+                p.purpose
+            ),
+        )),
+        query::Aggregate::Surveillance(s) => {
+            // Each window is a job: its charge (the per-window epsilon at every site) must fit
+            // the policy's per-job cap, or no window could ever run.
+            let window = s.epsilon_micro().saturating_mul(owners.max(1) as u64);
+            if window > job_cap {
+                return Err(invalid(
+                    "computation",
+                    format!(
+                        "a window's {} micro-epsilon x {owners} sites = {window} exceeds the policy's per-job cap of {job_cap}",
+                        s.epsilon_micro()
+                    ),
+                ));
+            }
+            let need = s
+                .epsilon_micro()
+                .checked_mul(u64::from(s.windows))
+                .and_then(|e| e.checked_mul(owners.max(1) as u64))
+                .ok_or_else(|| invalid("epsilon_budget", "the schedule's epsilon overflows"))?;
+            if p.epsilon_budget < need {
+                return Err(invalid(
+                    "epsilon_budget",
+                    format!(
+                        "{} windows x {} micro-epsilon x {owners} sites need a budget of {need} micro-epsilon, not {}",
+                        s.windows,
+                        s.epsilon_micro(),
+                        p.epsilon_budget
+                    ),
+                ));
+            }
+            Ok(())
+        }
+        _ => Ok(()),
+    }
 }

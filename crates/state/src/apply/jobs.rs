@@ -95,6 +95,7 @@ impl State {
                 requested: charge,
             });
         }
+        let window = scheduled_window(&c, p, ctx)?;
         self.reserve_datasets(&c, charge, policy.dataset_epsilon_micro)?;
         let id = JobId(derive_id(b"job", key, nonce));
         if self.job(id)?.is_some() {
@@ -106,6 +107,9 @@ impl State {
         // INVARIANT: charge <= epsilon_left(), checked above, so the reservation stays within
         // the budget (or adds 0 when spent and reserved already exhaust it).
         c.epsilon_reserved += charge;
+        if window.is_some() {
+            c.windows_run += 1;
+        }
         self.put(&keys::contract(c.id), &c)?;
         let job = JobRecord {
             id,
@@ -118,6 +122,7 @@ impl State {
             submitted_ms: ctx.time_ms,
             result: None,
             round: None,
+            window,
         };
         self.put(&keys::job(id), &job)?;
         Ok(Receipt::created("submit_job", Created::Job(id)))
@@ -430,4 +435,52 @@ fn add_contributions(
 /// the worst case: `per_site` times the number of sites. `None` on overflow.
 pub fn person_epsilon(per_site: u64, c: &ContractRecord) -> Option<u64> {
     per_site.checked_mul(c.owners.len().max(1) as u64)
+}
+
+/// The window a surveillance contract's next job computes, by the ledger's schedule: the
+/// windows run in order, each once, only after the window's last day has ended in block time
+/// (so every site counts the same complete window), at most as many as the definition covers,
+/// each reserving exactly the approved per-window epsilon. `None` for any other computation.
+fn scheduled_window(
+    c: &ContractRecord,
+    p: &SubmitJob,
+    ctx: &BlockContext,
+) -> Result<Option<u32>, TxError> {
+    let Ok((spec, _)) = medspace_types::query::parse_bytes(p.computation.as_bytes()) else {
+        return Ok(None);
+    };
+    let medspace_types::query::Aggregate::Surveillance(s) = &spec.aggregate else {
+        return Ok(None);
+    };
+    let w = c.windows_run;
+    if w >= s.windows {
+        return Err(TxError::OutOfScope {
+            reason: format!(
+                "contract {} has run all {} windows of its surveillance definition",
+                c.id, s.windows
+            ),
+        });
+    }
+    if p.epsilon != s.epsilon_micro() {
+        return Err(invalid(
+            "epsilon",
+            format!(
+                "a surveillance window reserves the approved {} micro-epsilon, not {}",
+                s.epsilon_micro(),
+                p.epsilon
+            ),
+        ));
+    }
+    let end = s
+        .window_end_ms(w)
+        .map_err(|e| invalid("computation", e.to_string()))?;
+    if ctx.time_ms < end {
+        return Err(TxError::OutOfScope {
+            reason: format!(
+                "window {w} of contract {} ends at {end} ms (block time {}): it runs once it is complete",
+                c.id, ctx.time_ms
+            ),
+        });
+    }
+    Ok(Some(w))
 }

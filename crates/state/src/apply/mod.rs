@@ -22,6 +22,7 @@
 //!   and the [`KeyCache`] of decompressed signer keys.
 
 mod access;
+mod alerts;
 mod catalog;
 mod contracts;
 mod governance;
@@ -567,6 +568,7 @@ impl State {
             Payload::CompleteRebind(p) => self.complete_rebind(signer, key, ctx, p),
             Payload::PublishRelease(p) => self.publish_release(signer, ctx, p),
             Payload::DeliverRelease(p) => self.deliver_release(signer, key, nonce, ctx, p),
+            Payload::RecordAlert(p) => self.record_alert(signer, ctx, p),
         }
     }
 

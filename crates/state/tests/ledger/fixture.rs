@@ -835,3 +835,28 @@ pub fn record_access(
         content_hash: Hash::of(&[b"bundle"]),
     })
 }
+
+/// The per-window epsilon of [`surveillance_spec`], in micro-epsilon (0.1).
+pub const SURVEILLANCE_EPSILON: u64 = 100_000;
+
+/// A surveillance definition: syndromes `ili` and `agi`, regions `010` and `013`, window 0
+/// starting on `start`, `windows` windows of `window_days` days, [`SURVEILLANCE_EPSILON`] per
+/// window.
+pub fn surveillance_spec(start: &str, window_days: u32, windows: u32) -> String {
+    format!(
+        r#"{{"version":1,"cohort":{{"index_date":"{start}"}},"aggregate":{{"surveillance":{{"syndromes":[{{"name":"ili","codes":["6142004"]}},{{"name":"agi","codes":["25374005"]}}],"regions":["010","013"],"start":"{start}","window_days":{window_days},"windows":{windows},"epsilon_per_window":0.1}}}}}}"#
+    )
+}
+
+/// An alert on `job`'s surveillance window: 12 observed, 4.5 expected, score 3.1.
+pub fn record_alert(job: JobId, syndrome: &str, region: &str, method: &str) -> Payload {
+    Payload::RecordAlert(RecordAlert {
+        job,
+        syndrome: text(syndrome),
+        region: text(region),
+        method: text(method),
+        observed: 12,
+        expected_milli: 4_500,
+        score_milli: 3_100,
+    })
+}

@@ -128,7 +128,16 @@ const TABLE: &[(&str, &str)] = &[
         "attest_destruction(release)",
         "researcher research_institute",
     ),
+    // Public health (`public_health.rs`): a surveillance definition by a public-health requester
+    // (the matrix's is the regulator's auditor); an alert on a finished window only by the
+    // contract's holder (the auditor's surveillance contract).
+    ("submit_request(surveillance)", "auditor"),
+    ("record_alert", "auditor"),
 ];
+
+/// The first day of the matrix's surveillance definition: its three daily windows ended before
+/// genesis, so its jobs run at once.
+const SURVEILLANCE_START: &str = "2023-11-01";
 
 /// What the cells act on, prepared once.
 struct World {
@@ -146,6 +155,7 @@ struct World {
     access: AccessId,
     open_pool: ContractId,
     delivery: AccessId,
+    window_job: JobId,
 }
 
 fn add_member(
@@ -179,6 +189,21 @@ fn add_user(
         key: k.public(),
     });
     users.insert(id.into(), k);
+}
+
+/// A surveillance definition over hospital-a's conditions (three windows from
+/// [`SURVEILLANCE_START`]), its budget just enough.
+fn surveillance_request(now: u64) -> Payload {
+    Payload::SubmitRequest(SubmitRequest {
+        purpose: Purpose::PublicHealth,
+        mode: Mode::Compute,
+        study: None,
+        fields: list(vec![field_at("hospital-a", Level::L3)]),
+        computation: Blob::new(surveillance_spec(SURVEILLANCE_START, 1, 3).into_bytes()).unwrap(),
+        expiry_ms: now + 30 * DAY_MS,
+        epsilon_budget: 3 * SURVEILLANCE_EPSILON,
+        fee: 0,
+    })
 }
 
 fn created_contract(r: medspace_state::Receipt) -> ContractId {
@@ -298,6 +323,26 @@ fn world() -> World {
             500,
         ),
     ));
+    // The auditor's surveillance contract, its window 0's job finished.
+    let auditor = net.user(AUDITOR);
+    let surveillance = created_contract(net.ok(&auditor, surveillance_request(net.ctx.time_ms)));
+    net.approve_all(surveillance);
+    let window_job = match net
+        .ok(
+            &auditor,
+            submit_job_of(
+                surveillance,
+                &surveillance_spec(SURVEILLANCE_START, 1, 3),
+                SURVEILLANCE_EPSILON,
+            ),
+        )
+        .created
+    {
+        Some(Created::Job(j)) => j,
+        other => panic!("no job: {other:?}"),
+    };
+    assert_eq!(net.state.job(window_job).unwrap().unwrap().window, Some(0));
+    net.finish(window_job, &[("hospital-a", 4)]);
     // A patient's consent, a grant to the insurer, a delivery under it.
     net.consent(0, Purpose::Research, false);
     let p = net.patient(0);
@@ -395,6 +440,7 @@ fn world() -> World {
         access,
         open_pool,
         delivery,
+        window_job,
     }
 }
 
@@ -582,6 +628,8 @@ fn payload(w: &World, row: &str, signer: &str, key: &Keypair) -> Payload {
         "attest_destruction(release)" => {
             Payload::AttestDestruction(AttestDestruction { access: w.delivery })
         }
+        "submit_request(surveillance)" => surveillance_request(now),
+        "record_alert" => record_alert(w.window_job, "ili", "010", "c1"),
         other => panic!("no payload for row {other}"),
     }
 }
@@ -669,6 +717,7 @@ fn authorization_matrix() {
         "complete_rebind",
         "publish_release",
         "deliver_release",
+        "record_alert",
     ]
     .into_iter()
     .collect();

@@ -11,7 +11,9 @@
 //! * `writer` — Arrow schemas, row buffers, Parquet files.
 //! * this file — `map_resource`, which hands a resource to the mapper of its family, and
 //!   what the mappers share (row ids, reference resolution, the vocabulary).
-//! * one mapper per resource family: `person` (Patient → person), `death` (Patient → death),
+//! * one mapper per resource family: `person` (Patient → person), `location` (Patient →
+//!   location: the region of the person's address, the postal code cut to three characters),
+//!   `death` (Patient → death),
 //!   `visit` (Encounter → visit_occurrence), `condition` (Condition → condition_occurrence),
 //!   `drug` (MedicationRequest / MedicationStatement / MedicationAdministration / Immunization →
 //!   drug_exposure), `observation` (Observation → measurement or observation), `allergy`
@@ -23,6 +25,7 @@ mod condition;
 mod death;
 mod drug;
 mod extract;
+mod location;
 mod observation;
 mod person;
 mod procedure;
@@ -66,7 +69,7 @@ pub(crate) trait Resolve {
 
 /// The CDM rows one resource produced: (table, first row id, count), a span per run of
 /// consecutive ids in a table. The row id is a table's first column (`person_id` for `person`
-/// and `death`).
+/// and `death`, `location_id`, equal to the person's `person_id`, for `location`).
 #[derive(Debug, Default)]
 pub(crate) struct RowLog(pub Vec<(String, i64, u32)>);
 
@@ -153,7 +156,8 @@ pub(crate) fn map_resource(
             let Some(pid) = own_row_id else {
                 return Ok(());
             };
-            person::map(v, pid, pseudonym, &mut m)?;
+            let location = location::map(v, pid, &mut m)?;
+            person::map(v, pid, location, pseudonym, &mut m)?;
             death::map(v, pid, &mut m)
         }
         "Encounter" => visit::map(v, own_row_id, &mut m),

@@ -1,5 +1,6 @@
-//! Patient → person: sex, birth date (as precise as given), US Core race and ethnicity, and the
-//! ledger pseudonym as `person_source_value` (never the source id).
+//! Patient → person: sex, birth date (as precise as given), US Core race and ethnicity, the
+//! ledger pseudonym as `person_source_value` (never the source id), and the person's location
+//! row (see `location`) when the Patient has an address.
 
 use serde_json::Value;
 
@@ -11,10 +12,12 @@ use crate::fhir::parse_date;
 const US_CORE_RACE: &str = "http://hl7.org/fhir/us/core/StructureDefinition/us-core-race";
 const US_CORE_ETHNICITY: &str = "http://hl7.org/fhir/us/core/StructureDefinition/us-core-ethnicity";
 
-/// The person row of a Patient with person_id `pid`.
+/// The person row of a Patient with person_id `pid`, living at `location` (its location row's
+/// id, if it has one).
 pub(super) fn map(
     v: &Value,
     pid: i64,
+    location: Option<i64>,
     pseudonym: &dyn Fn(&str) -> String,
     m: &mut Mapping<'_>,
 ) -> Result<(), VaultError> {
@@ -67,6 +70,7 @@ pub(super) fn map(
             Val::Str(gender),
             Val::Str(race),
             Val::Str(eth),
+            Val::I64(location),
         ],
     )
 }

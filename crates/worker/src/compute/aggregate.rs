@@ -371,6 +371,29 @@ impl<L: Ledger, T: Transport, P: DataPlane> Aggregation<L, T, P> {
     }
 
     fn release(&self, job: &Job, c: &Collected, totals: &[i64]) -> Result<ResultDoc, WorkerError> {
+        use medspace_privacy::query::Aggregate;
+        match &job.spec.aggregate {
+            Aggregate::DrugSafety(d) => {
+                let mut doc = self.doc(job, c, Vec::new(), true);
+                doc.drug_safety = Some(
+                    super::health::drug_safety_result(d, totals, job.k)
+                        .map_err(WorkerError::Round)?,
+                );
+                return Ok(doc);
+            }
+            Aggregate::Surveillance(s) => {
+                let window = job.record.window.ok_or_else(|| {
+                    WorkerError::Round("the ledger gave the job no surveillance window".into())
+                })?;
+                let mut doc = self.doc(job, c, Vec::new(), true);
+                doc.surveillance = Some(
+                    super::health::surveillance_result(s, window, totals, job.k)
+                        .map_err(WorkerError::Round)?,
+                );
+                return Ok(doc);
+            }
+            _ => {}
+        }
         let cells = release_totals(&job.spec, totals, Protection::Full { k: job.k })
             .map_err(|e| WorkerError::Round(e.to_string()))?
             .iter()
@@ -425,6 +448,8 @@ impl<L: Ledger, T: Transport, P: DataPlane> Aggregation<L, T, P> {
             failure: None,
             model: None,
             survival: None,
+            drug_safety: None,
+            surveillance: None,
             not_counted_once: not_counted_once(job, &c.dealings, &contributors),
         }
     }
@@ -504,6 +529,8 @@ impl<L: Ledger, T: Transport, P: DataPlane> Aggregation<L, T, P> {
             failure: Some(format!("the job cannot run: {why}")),
             model: None,
             survival: None,
+            drug_safety: None,
+            surveillance: None,
             not_counted_once: Vec::new(),
         };
         let bytes = serde_json::to_vec(&doc).map_err(|e| WorkerError::Invalid {

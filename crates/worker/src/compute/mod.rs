@@ -11,6 +11,7 @@
 
 pub mod actor;
 pub mod aggregate;
+pub mod health;
 pub mod ingress;
 pub mod model;
 pub mod once;

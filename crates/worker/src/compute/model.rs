@@ -441,6 +441,7 @@ mod tests {
                 survivors: names(set),
                 height: 2,
             }),
+            window: None,
         };
         let job = Job {
             record,
