@@ -155,6 +155,7 @@ fn routes<L: Ledger>(ledger: Arc<L>, config: Config, with_tx: bool) -> Router {
         .route("/v1/contracts", get(contracts::<L>))
         .route("/v1/contracts/{id}", get(contract::<L>))
         .route("/v1/contracts/{id}/jobs", get(contract_jobs::<L>))
+        .route("/v1/contracts/{id}/alerts", get(contract_alerts::<L>))
         .route("/v1/members/{id}/deliveries", get(member_deliveries::<L>))
         .route("/v1/jobs/{id}", get(job::<L>))
         .route("/v1/grants/{id}", get(grant::<L>))
@@ -628,6 +629,61 @@ async fn contract_jobs<L: Ledger>(
     let id: ContractId = parse(&id)?;
     let jobs = snap.state.proven_jobs_of(id).map_err(internal)?;
     Ok(anchored(&snap, json!({ "jobs": jobs })).into_response())
+}
+
+/// Whether `caller` may read what a contract's data use produced for its parties (a
+/// surveillance contract's alerts): the requesting institution (its keys and users), an
+/// institution whose data it covers, an auditor of the regulator.
+fn may_read_contract_output(
+    state: &State,
+    caller: &Caller,
+    c: &ContractRecord,
+) -> Result<bool, ApiError> {
+    Ok(caller.acts_for(&c.requester_member)
+        || c.owners.iter().any(|o| caller.acts_for(o))
+        || caller.is_regulator_auditor(state)?)
+}
+
+/// The alerts stated under a surveillance contract (`RecordAlert`), each with its inclusion
+/// proof, in key order (window, syndrome, region, detector): for the requesting institution,
+/// the hospitals whose data raised them, and the regulator's auditors.
+async fn contract_alerts<L: Ledger>(
+    AxState(ctx): AxState<Arc<Ctx<L>>>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    let (snap, caller) = signed_read!(ctx, method, uri, headers);
+    let id: ContractId = parse(&id)?;
+    let c = snap
+        .state
+        .contract(id)
+        .map_err(internal)?
+        .ok_or_else(|| not_found(format!("contract not found: id={id}")))?;
+    if !may_read_contract_output(&snap.state, &caller, &c)? {
+        return Err(ApiError(
+            StatusCode::FORBIDDEN,
+            format!(
+                "the alerts of contract={id} are read by its requesting institution, the institutions whose data it covers and the regulator's auditors only"
+            ),
+        ));
+    }
+    let mut alerts = Vec::new();
+    for a in snap.state.alerts_of(id).map_err(internal)? {
+        let key = keys::alert(&a);
+        let (value, proof) = snap
+            .state
+            .prove(&key)
+            .ok_or_else(|| internal(format!("alert without a proof: contract={id}")))?;
+        alerts.push(Proven {
+            record: a,
+            key,
+            value,
+            proof,
+        });
+    }
+    Ok(anchored(&snap, json!({ "alerts": alerts })).into_response())
 }
 
 /// The record deliveries a member's node served: for that member's keys and users, and the

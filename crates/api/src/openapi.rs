@@ -391,6 +391,13 @@ pub const ROUTES: &[Route] = &[
         "the jobs of a contract, each with its inclusion proof",
     ),
     r(
+        "/v1/contracts/{id}/alerts",
+        "get",
+        Signed,
+        Every,
+        "the surveillance alerts stated under a contract (window, syndrome, region, detector, observed, expected, score), each with its inclusion proof (its requesting institution, the institutions whose data it covers, or a regulator's auditor)",
+    ),
+    r(
         "/v1/members/{id}/deliveries",
         "get",
         Signed,

@@ -101,6 +101,11 @@ enum Rule {
     HolderOrAuditor,
     /// An auditor of the regulator only.
     AuditorOnly,
+    /// What a contract's data use produced (a surveillance contract's alerts): its requesting
+    /// institution (hospital-a: its keys and users), an institution whose data it covers
+    /// (hospital-b's member key), an auditor of the regulator; anyone else registered is
+    /// refused.
+    ContractParties,
     /// A pending re-binding: the patient, the hospital that asked (hospital-a), an auditor;
     /// anyone else registered is answered "not found".
     RebindParties,
@@ -129,6 +134,8 @@ fn expected(rule: Rule, is: Is) -> StatusCode {
         (Rule::HolderOrAuditor, Is::Holder | Is::RegulatorAuditor) => S::OK,
         (Rule::HolderOrAuditor, _) => S::NOT_FOUND,
         (Rule::AuditorOnly, Is::RegulatorAuditor) => S::OK,
+        (Rule::ContractParties, Is::Holder | Is::Grantee | Is::RegulatorAuditor) => S::OK,
+        (Rule::ContractParties, _) => S::FORBIDDEN,
         (Rule::AuditorOnly, _) => S::FORBIDDEN,
         (Rule::RebindParties, Is::ThePatient | Is::Holder | Is::RegulatorAuditor) => S::OK,
         (Rule::RebindParties, _) => S::NOT_FOUND,
@@ -142,12 +149,15 @@ struct World {
     grant: GrantId,
     /// The key hospital-a's steward asked to re-bind Alice to (pending).
     rebinding: Keypair,
+    /// hospital-a's researcher's request over hospital-b's data (pending).
+    contract: ContractId,
     callers: Vec<(&'static str, Option<Keypair>, Is)>,
 }
 
 /// Three hospitals and a regulator with an auditor; hospital-a's steward (whose first key is
 /// retired by a rotation) and researcher; hospital-c's researcher; hospital-c removed by vote;
-/// Alice and Bob, registered at hospital-a, Alice granting hospital-b her conditions.
+/// Alice and Bob, registered at hospital-a, Alice granting hospital-b her conditions;
+/// hospital-a's researcher's request over hospital-b's published data.
 fn world() -> World {
     // The consortium: three hospitals and a regulator with an auditor; hospital-a's steward
     // and researcher; hospital-c's researcher.
@@ -212,6 +222,60 @@ fn world() -> World {
     ) else {
         panic!("no grant")
     };
+    // hospital-b publishes its catalog entry; hospital-a's researcher asks to count over it.
+    let l4 = |n: &str| FieldDesc {
+        name: Text::new(n).unwrap(),
+        level: Level::L4,
+        missing_ppm: 0,
+        invalid_ppm: 0,
+    };
+    apply(
+        &l,
+        &b,
+        0,
+        Payload::PublishDataset(PublishDataset {
+            dataset: DatasetDescription {
+                id: DatasetId::new("hospital-b.cdm").unwrap(),
+                title: Text::new("hospital-b").unwrap(),
+                version: 1,
+                tables: List::new(vec![TableDesc {
+                    name: Text::new("person").unwrap(),
+                    rows: 20,
+                    duplicate_ppm: 0,
+                    implausible_ppm: 0,
+                    fields: List::new(vec![l4("person_id"), l4("year_of_birth")]).unwrap(),
+                }])
+                .unwrap(),
+                content_hash: Hash::of(&[b"hospital-b"]),
+            },
+        }),
+    );
+    let field = |f: &str| FieldRef {
+        dataset: DatasetId::new("hospital-b.cdm").unwrap(),
+        table: Text::new("person").unwrap(),
+        field: Text::new(f).unwrap(),
+    };
+    let Some(Created::Contract(contract)) = apply(
+        &l,
+        &researcher,
+        0,
+        Payload::SubmitRequest(SubmitRequest {
+            purpose: Purpose::Research,
+            mode: Mode::Compute,
+            study: None,
+            fields: List::new(vec![field("person_id"), field("year_of_birth")]).unwrap(),
+            computation: Blob::new(
+                br#"{"version":1,"cohort":{"index_date":"2025-01-01"},"aggregate":"count"}"#
+                    .to_vec(),
+            )
+            .unwrap(),
+            expiry_ms: 9_000_000,
+            epsilon_budget: 1_000_000,
+            fee: 0,
+        }),
+    ) else {
+        panic!("no contract")
+    };
     // hospital-a's steward replaces its key: the old one is retired.
     let new_steward = key(9);
     let proof = new_steward.sign(
@@ -257,7 +321,7 @@ fn world() -> World {
         apply(
             &l,
             voter,
-            0,
+            l.snapshot().state.next_nonce(&voter.public()).unwrap(),
             Payload::Vote(Vote {
                 proposal: p,
                 approve: true,
@@ -322,6 +386,7 @@ fn world() -> World {
         alice,
         grant,
         rebinding,
+        contract,
         callers,
     }
 }
@@ -333,6 +398,7 @@ async fn every_read_route_answers_every_kind_of_caller_as_its_rule_says() {
         alice,
         grant,
         rebinding,
+        contract,
         callers,
     } = world();
     let alice_id = PatientId::from_key(&alice.public());
@@ -353,6 +419,12 @@ async fn every_read_route_answers_every_kind_of_caller_as_its_rule_says() {
         (
             "/v1/contracts/c-00000000000000a1/jobs".into(),
             Rule::Registered,
+        ),
+        (format!("/v1/contracts/{contract}/jobs"), Rule::Registered),
+        (format!("/v1/contracts/{contract}"), Rule::Registered),
+        (
+            format!("/v1/contracts/{contract}/alerts"),
+            Rule::ContractParties,
         ),
         ("/v1/contracts".into(), Rule::Registered),
         ("/v1/contracts?status=active".into(), Rule::Registered),
@@ -499,6 +571,7 @@ async fn a_malformed_path_or_query_is_a_clear_400_and_changes_nothing() {
     for path in [
         "/v1/contracts/not-a-contract",
         "/v1/contracts/not-a-contract/jobs",
+        "/v1/contracts/not-a-contract/alerts",
         "/v1/jobs/j-zz",
         "/v1/grants/g-not-hex",
         "/v1/members/NOT%20A%20MEMBER/deliveries",

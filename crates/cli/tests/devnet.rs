@@ -676,9 +676,17 @@ fn first_found<'a>(
     bytes: &[u8],
     secrets: &'a std::collections::BTreeSet<String>,
 ) -> Option<&'a String> {
-    secrets
-        .iter()
-        .find(|s| bytes.windows(s.len()).any(|w| w == s.as_bytes()))
+    // A whole token only: not a run of digits inside a longer letter-and-digit token (a
+    // postal code's five digits occur by chance inside the hex of a per-release pseudonym).
+    let apart = |b: Option<&u8>| b.is_none_or(|b| !b.is_ascii_alphanumeric());
+    secrets.iter().find(|s| {
+        let n = s.len();
+        bytes.windows(n).enumerate().any(|(i, w)| {
+            w == s.as_bytes()
+                && apart(i.checked_sub(1).and_then(|j| bytes.get(j)))
+                && apart(bytes.get(i + n))
+        })
+    })
 }
 
 /// Every file a consortium run leaves: the chain's stored blocks, the observer's block log,

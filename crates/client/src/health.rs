@@ -11,7 +11,7 @@ use medspace_privacy::query::{Aggregate, SurveillanceSpec};
 use medspace_state::Created;
 use medspace_state::records::AlertRecord;
 use medspace_types::*;
-use medspace_worker::wire::{DrugSafetyResult, SurveillanceResult};
+use medspace_worker::wire::SurveillanceResult;
 use std::time::{Duration, Instant};
 
 /// A contract's surveillance definition (its approved computation).
@@ -52,9 +52,14 @@ pub fn due_windows(
     Ok(rec.windows_run..end)
 }
 
-/// Runs every due window of `contract` (at most `limit`): their jobs are submitted together
-/// (the ledger gives each the next window in order), then each result is awaited, fetched and
-/// checked. `progress(done, total)` is called as results arrive.
+/// Windows submitted together by [`run_due_windows`]: each is a secure aggregation round at
+/// every hospital, and a site's rounds share its machine (too many at once and a site misses
+/// a round's deadline, which ends that window with nothing released).
+pub const WINDOWS_AT_ONCE: usize = 8;
+
+/// Runs every due window of `contract` (at most `limit`), [`WINDOWS_AT_ONCE`] at a time: their
+/// jobs are submitted together (the ledger gives each the next window in order), then each
+/// result is awaited, fetched and checked. `progress(done, total)` is called as results arrive.
 pub fn run_due_windows(
     ledger: &mut Remote,
     key: &Keypair,
@@ -69,42 +74,44 @@ pub fn run_due_windows(
         .state()
         .contract(contract)?
         .ok_or_else(|| ClientError::Missing(format!("contract {contract} is not on the ledger")))?;
-    let started = Instant::now();
-    let items: Vec<(&Keypair, Payload)> = due
-        .clone()
-        .map(|_| {
-            Ok((
-                key,
-                Payload::SubmitJob(SubmitJob {
-                    contract,
-                    computation: rec.computation.clone(),
-                    epsilon: s.epsilon_micro(),
-                }),
-            ))
-        })
-        .collect::<Result<_>>()?;
-    if items.is_empty() {
-        return Ok(Vec::new());
-    }
-    ledger.submit_many(items)?;
-    let mut jobs = Vec::new();
-    for r in ledger.must_block()? {
-        if let Some(Created::Job(job)) = r.created {
-            jobs.push(job);
-        }
-    }
-    let total = jobs.len();
+    let total = due.len();
     let mut out = Vec::with_capacity(total);
-    for job in jobs {
-        let record = wait_result(ledger, job, started, timeout)?;
-        let result = fetch_result(ledger, key, job, &record)?;
-        out.push(JobRun {
-            job,
-            result,
-            record,
-            latency: started.elapsed(),
-        });
-        progress(out.len(), total);
+    while out.len() < total {
+        let started = Instant::now();
+        let batch = (total - out.len()).min(WINDOWS_AT_ONCE);
+        let items: Vec<(&Keypair, Payload)> = (0..batch)
+            .map(|_| {
+                (
+                    key,
+                    Payload::SubmitJob(SubmitJob {
+                        contract,
+                        computation: rec.computation.clone(),
+                        epsilon: s.epsilon_micro(),
+                    }),
+                )
+            })
+            .collect();
+        ledger.submit_many(items)?;
+        let mut jobs = Vec::new();
+        for r in ledger.must_block()? {
+            if let Some(Created::Job(job)) = r.created {
+                jobs.push(job);
+            }
+        }
+        if jobs.is_empty() {
+            break;
+        }
+        for job in jobs {
+            let record = wait_result(ledger, job, started, timeout)?;
+            let result = fetch_result(ledger, key, job, &record)?;
+            out.push(JobRun {
+                job,
+                result,
+                record,
+                latency: started.elapsed(),
+            });
+            progress(out.len(), total);
+        }
     }
     Ok(out)
 }
@@ -457,67 +464,6 @@ pub fn alert_lines(alerts: &[AlertRecord], series: Option<&Series>) -> Vec<Strin
         .collect()
 }
 
-fn fmt_opt(x: Option<f64>, digits: usize) -> String {
-    x.map_or_else(|| "-".into(), |v| format!("{v:.digits$}"))
-}
-
-/// A drug-safety result as a table: one line per pair, signals flagged.
-pub fn drug_safety_lines(r: &DrugSafetyResult) -> Vec<String> {
-    let mut out = vec![format!(
-        "{} over new users (washout {} d), event 1-{} d after the first exposure{}{}",
-        if r.scan {
-            "scan of every drug x event"
-        } else {
-            "listed pairs"
-        },
-        r.washout_days,
-        r.window_days,
-        r.fdr
-            .map(|q| format!(", Benjamini-Hochberg FDR {q}"))
-            .unwrap_or_default(),
-        if r.dp {
-            ", cells noised"
-        } else {
-            ", exact cells (secure aggregation)"
-        }
-    )];
-    out.push(format!(
-        "{:<30} {:>5} {:>6} {:>5} {:>7} {:>6} {:>15} {:>6} {:>15} {:>6} {:>7} signal",
-        "drug -> event", "a", "b", "c", "d", "PRR", "95% CI", "ROR", "95% CI", "IC025", "chi2"
-    ));
-    for p in &r.pairs {
-        let name = format!("{} -> {}", p.pair.drug, p.pair.event);
-        match (&p.table, &p.stats) {
-            (Some(t), Some(s)) => {
-                let ci = |c: Option<(f64, f64)>| {
-                    c.map_or_else(|| "-".into(), |(lo, hi)| format!("{lo:.2}-{hi:.2}"))
-                };
-                let signal = match p.scan_signal {
-                    Some(true) => "SIGNAL (scan)",
-                    Some(false) => "",
-                    None if s.signals.prr_rule => "SIGNAL",
-                    None => "",
-                };
-                out.push(format!(
-                    "{name:<30} {:>5} {:>6} {:>5} {:>7} {:>6} {:>15} {:>6} {:>15} {:>6} {:>7} {signal}",
-                    t.a,
-                    t.b,
-                    t.c,
-                    t.d,
-                    fmt_opt(s.prr, 2),
-                    ci(s.prr_ci),
-                    fmt_opt(s.ror, 2),
-                    ci(s.ror_ci),
-                    fmt_opt(s.ic025, 2),
-                    fmt_opt(s.chi2, 1),
-                ));
-            }
-            _ => out.push(format!("{name:<30} suppressed (a cell below k)")),
-        }
-    }
-    out
-}
-
 fn escape(s: &str) -> String {
     s.replace('&', "&amp;")
         .replace('<', "&lt;")
@@ -608,8 +554,20 @@ pub fn series_svg(series: &Series, track: &Track, method: Method, title: &str) -
         top + 4.0,
         max
     ));
+    let noised = series.windows.iter().flatten().any(|w| w.dp);
+    let how = if noised {
+        "noised at every hospital".to_string()
+    } else {
+        format!(
+            "exact; below {} withheld, drawn at {:.1}",
+            series.k,
+            f64::from(series.k.saturating_sub(1)) / 2.0
+        )
+    };
     svg.push_str(&format!(
-        "<text x=\"10\" y=\"{:.1}\" fill=\"#555\">released counts per window (noised at every hospital); band: {} expected to alert threshold; red: alerts</text>\n</svg>\n",
+        "<text x=\"{:.1}\" y=\"{:.1}\" text-anchor=\"end\" fill=\"#555\">0</text>\n<text x=\"10\" y=\"{:.1}\" fill=\"#555\">released counts per window ({how}); band: {} expected to alert threshold; red: alerts</text>\n</svg>\n",
+        left - 6.0,
+        axis_y,
         h - 8.0,
         method
     ));

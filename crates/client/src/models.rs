@@ -1,6 +1,7 @@
 //! A released model or survival result as a researcher reads it: the coefficient table, the
 //! curves' summary, and their charts (a forest plot of the ratios or coefficients, the
-//! Kaplan–Meier curves with their bands) as standalone SVG.
+//! Kaplan–Meier curves with their bands) as standalone SVG; a drug-safety result as its table of
+//! pairs.
 
 use medspace_worker::wire::{ModelResult, SurvivalResult};
 
@@ -252,6 +253,67 @@ pub fn survival_svg(s: &SurvivalResult, title: &str) -> String {
         escape(&test)
     ));
     svg
+}
+
+fn fmt_opt(x: Option<f64>, digits: usize) -> String {
+    x.map_or_else(|| "-".into(), |v| format!("{v:.digits$}"))
+}
+
+/// A drug-safety result as a table: one line per pair, signals flagged.
+pub fn drug_safety_lines(r: &medspace_worker::wire::DrugSafetyResult) -> Vec<String> {
+    let mut out = vec![format!(
+        "{} over new users (washout {} d), event 1-{} d after the first exposure{}{}",
+        if r.scan {
+            "scan of every drug x event"
+        } else {
+            "listed pairs"
+        },
+        r.washout_days,
+        r.window_days,
+        r.fdr
+            .map(|q| format!(", Benjamini-Hochberg FDR {q}"))
+            .unwrap_or_default(),
+        if r.dp {
+            ", cells noised"
+        } else {
+            ", exact cells (secure aggregation)"
+        }
+    )];
+    out.push(format!(
+        "{:<30} {:>5} {:>6} {:>5} {:>7} {:>6} {:>15} {:>6} {:>15} {:>6} {:>7} signal",
+        "drug -> event", "a", "b", "c", "d", "PRR", "95% CI", "ROR", "95% CI", "IC025", "chi2"
+    ));
+    for p in &r.pairs {
+        let name = format!("{} -> {}", p.pair.drug, p.pair.event);
+        match (&p.table, &p.stats) {
+            (Some(t), Some(s)) => {
+                let ci = |c: Option<(f64, f64)>| {
+                    c.map_or_else(|| "-".into(), |(lo, hi)| format!("{lo:.2}-{hi:.2}"))
+                };
+                let signal = match p.scan_signal {
+                    Some(true) => "SIGNAL (scan)",
+                    Some(false) => "",
+                    None if s.signals.prr_rule => "SIGNAL",
+                    None => "",
+                };
+                out.push(format!(
+                    "{name:<30} {:>5} {:>6} {:>5} {:>7} {:>6} {:>15} {:>6} {:>15} {:>6} {:>7} {signal}",
+                    t.a,
+                    t.b,
+                    t.c,
+                    t.d,
+                    fmt_opt(s.prr, 2),
+                    ci(s.prr_ci),
+                    fmt_opt(s.ror, 2),
+                    ci(s.ror_ci),
+                    fmt_opt(s.ic025, 2),
+                    fmt_opt(s.chi2, 1),
+                ));
+            }
+            _ => out.push(format!("{name:<30} suppressed (a cell below k)")),
+        }
+    }
+    out
 }
 
 #[cfg(test)]

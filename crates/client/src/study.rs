@@ -225,7 +225,7 @@ pub fn result_lines(doc: &ResultDoc) -> Vec<String> {
         out.extend(crate::models::survival_lines(s));
     }
     if let Some(d) = &doc.drug_safety {
-        out.extend(crate::health::drug_safety_lines(d));
+        out.extend(crate::models::drug_safety_lines(d));
     }
     if let Some(s) = &doc.surveillance {
         out.push(format!(

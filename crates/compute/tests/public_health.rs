@@ -25,7 +25,7 @@ use std::path::{Path, PathBuf};
 
 const PER_HOSPITAL: u64 = 150;
 
-const SAFETY: &str = r#"{"version":1,"cohort":{"index_date":"2025-01-01"},"aggregate":{"drug_safety":{"drugs":[{"name":"ibuprofen","codes":["310965"]},{"name":"acetaminophen","codes":["313782"]},{"name":"simvastatin","codes":["312961"]}],"events":[{"name":"gi_bleeding","codes":["74474003"]},{"name":"bronchitis","codes":["10509002"]}],"window_days":30,"washout_days":180}}}"#;
+const SAFETY: &str = r#"{"version":1,"cohort":{"index_date":"2025-01-01"},"aggregate":{"drug_safety":{"drugs":[{"name":"ibuprofen","codes":["310965"]},{"name":"acetaminophen","codes":["313782"]},{"name":"simvastatin","codes":["312961"]}],"events":[{"name":"gi_bleeding","codes":["74474003","6072007"]},{"name":"bronchitis","codes":["10509002"]}],"window_days":30,"washout_days":180}}}"#;
 
 fn vkey(node: &Path) -> medspace_vault::VaultKey {
     medspace_vault::VaultKey::unlock_or_create(

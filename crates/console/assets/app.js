@@ -4,6 +4,7 @@
 // import and one entry of MODULES. Pages are addressed by the fragment: `#/page?params`.
 
 import * as L from "./ledger.js";
+import * as c from "./codec.js";
 import { t, setLocale } from "./i18n.js";
 import { state, h, show, notice, chrome, stopPolling } from "./ui.js";
 import * as patient from "./patient.js";
@@ -12,8 +13,10 @@ import * as reviewer from "./reviewer.js";
 import * as steward from "./steward.js";
 import * as rebind from "./rebind.js";
 import * as openpool from "./openpool.js";
+import * as health from "./health.js";
 
-const MODULES = [patient, researcher, openpool, reviewer, steward, rebind];
+// A public-health agency's researcher lands on surveillance (offered to no one else).
+const MODULES = [patient, health, researcher, openpool, reviewer, steward, rebind];
 const PAGES = MODULES.flatMap((m) => m.pages);
 
 // ---------------------------------------------------------------- sign-in
@@ -85,6 +88,12 @@ async function whoIsSignedIn() {
       const chk = await L.checkProven(a.root, a.body);
       if (!chk.ok) throw new L.Verification("user record fails its proof");
       Object.assign(p, L.decodeUser(chk.value));
+      // What kind of institution they work for (a public-health agency sees surveillance).
+      const mk = "04" + L.hexName(p.member);
+      const m = await state.client.anchored(`/v1/records/${mk}`);
+      const mchk = await L.checkProven(m.root, m.body);
+      if (!mchk.ok || c.hex(mchk.key) !== mk) throw new L.Verification("member record fails its proof");
+      p.memberKind = L.decodeMember(mchk.value).kind;
     }
   }
   if (p.kind !== "unknown" && p.kind !== "retired") sessionStorage.setItem(cacheKey, JSON.stringify(p));

@@ -126,7 +126,7 @@ export async function blockRow(client, height) {
 }
 
 /// `types::Payload`'s variants, by tag.
-const KINDS = [null, "add_member", "remove_member", "update_policy", "vote", "register_user", "rotate_key", "register_patient", "publish_dataset", "set_consent", "revoke_consent", "issue_grant", "revoke_grant", "submit_request", "approve", "reject", "terminate", "submit_job", "post_result", "record_access", "attest_destruction", "settle", "close_round", "appoint_user", "dismiss_user", "rotate_node_key", "rebind_patient", "cancel_rebind", "complete_rebind", "publish_release", "deliver_release"];
+const KINDS = [null, "add_member", "remove_member", "update_policy", "vote", "register_user", "rotate_key", "register_patient", "publish_dataset", "set_consent", "revoke_consent", "issue_grant", "revoke_grant", "submit_request", "approve", "reject", "terminate", "submit_job", "post_result", "record_access", "attest_destruction", "settle", "close_round", "appoint_user", "dismiss_user", "rotate_node_key", "rebind_patient", "cancel_rebind", "complete_rebind", "publish_release", "deliver_release", "record_alert"];
 
 /// A finalized block's transactions from its raw bytes, checked here: its header is the one
 /// whose certificate `client.header` verified (same digest), and the transactions hash to the

@@ -808,6 +808,8 @@ export function decodeContract(value) {
   out.endedMs = r.u64();
   // Each failing quality check of the data it reads (figure and floor, ppm).
   out.quality = r.list((x) => ({ dataset: x.name(), table: x.text(), field: x.text(), check: [null, "missing", "invalid", "duplicate", "implausible"][x.u8()], valuePpm: x.u32(), maxPpm: x.u32() }));
+  // A standing surveillance definition: how many of its windows have had their job.
+  out.windowsRun = r.u32();
   if (!r.done()) throw new Verification("contract record has trailing bytes");
   return out;
 }
@@ -831,7 +833,53 @@ export function decodeJob(value) {
     postedBy: x.name(),
     height: x.u64(),
   }));
+  out.round = r.option((x) => ({ sharers: x.list((y) => y.name()), survivors: x.list((y) => y.name()), height: x.u64() }));
+  // For a surveillance definition, the window the ledger scheduled this job for.
+  out.window = r.option((x) => x.u32());
+  if (!r.done()) throw new Verification("job record has trailing bytes");
   return out;
+}
+
+/// A surveillance alert (`records::AlertRecord`) from its proven bytes: figures in
+/// thousandths as the ledger keeps them, and as numbers.
+export function decodeAlert(value) {
+  const r = new c.Reader(value);
+  const i64 = () => {
+    const b = r.take(8);
+    return new DataView(b.buffer, b.byteOffset, 8).getBigInt64(0);
+  };
+  const out = {
+    contract: idHex(r, "c-"),
+    job: idHex(r, "j-"),
+    window: r.u32(),
+    syndrome: r.text(),
+    region: r.text(),
+    method: r.text(),
+    observed: i64(),
+    expectedMilli: i64(),
+    scoreMilli: i64(),
+    by: r.name(),
+    height: Number(r.u64()),
+    timeMs: Number(r.u64()),
+  };
+  if (!r.done()) throw new Verification("alert record has trailing bytes");
+  return out;
+}
+
+const MEMBER_KINDS = [null, "hospital", "insurer", "pharma", "research_institute", "public_health_agency", "regulator"];
+
+/// A member's record (`records::MemberRecord`) from its proven bytes: id, name, kind, whether
+/// it is active.
+export function decodeMember(value) {
+  const r = new c.Reader(value);
+  const id = r.name();
+  const name = r.text();
+  const kind = MEMBER_KINDS[r.u8()] || "unknown";
+  r.take(32 + 32 + 32);
+  const active = r.bool();
+  const joinedHeight = Number(r.u64());
+  if (!r.done()) throw new Verification("member record has trailing bytes");
+  return { id, name, kind, active, joinedHeight };
 }
 
 /// `Payload::AttestDestruction`: the recipient attests a delivered copy (a record access or a

@@ -325,7 +325,10 @@ export function problems(f, spec, hospitals) {
 async function studyPage() {
   const [datasets, status] = await Promise.all([catalog(), state.client.get("/v1/status")]);
   const policy = status.policy || { requirements: [] };
-  const owners = [...new Set(datasets.map((d) => d.owner))];
+  // The data holders a query can run at: the members whose CDM (a dataset with a person
+  // table, not a release) is in the catalog; an aggregate source such as pharmacy sales is not.
+  const cdms = datasets.filter((d) => !d.release && d.description.tables.some((x) => x.name === "person"));
+  const owners = [...new Set(cdms.map((d) => d.owner))];
   const input = (id, attrs = {}) => h("input", { id, name: id, type: "text", autocomplete: "off", ...attrs });
   const f = {
     study: input("study-id", { value: "study-" + Date.now().toString(36).slice(-5), "aria-describedby": "study-id-hint" }),
@@ -453,7 +456,7 @@ async function studyPage() {
     const r = reads(spec);
     const fields = [];
     for (const hname of hs) {
-      const d = datasets.find((x) => x.owner === hname);
+      const d = cdms.find((x) => x.owner === hname);
       for (const [tb, fl] of r) {
         const fd = d && (d.description.tables.find((x) => x.name === tb) || { fields: [] }).fields.find((x) => x.name === fl);
         fields.push({ dataset: d ? d.description.id : `${hname}.cdm`, table: tb, field: fl, level: fd ? LEVEL[fd.level] : 3 });
@@ -616,7 +619,7 @@ async function studiesPage(q) {
 
 /// A released result, fetched from the aggregator (through this node) and checked against the
 /// hash the ledger holds; `null` with the reason when it cannot be.
-async function released(job) {
+export async function released(job) {
   // The aggregator answers 202 until its own node has the block holding the result's hash (this
   // page's node may have it first): ask again for a while, as the CLI does.
   let bytes;
@@ -904,15 +907,101 @@ function survivalView(job, doc, spec) {
   ];
 }
 
+// ---------------------------------------------------------------- drug safety and surveillance
+
+/// An estimate with its 95 % interval under it (smaller), so the table fits a page's width.
+const withCi = (v, x) => [h("span", { class: "est" }, fixed(v, 2)), h("span", { class: "ci" }, Array.isArray(x) && x.length === 2 ? `${fixed(x[0], 2)}–${fixed(x[1], 2)}` : "—")];
+
+/// Whether a released pair signals: the scan's Benjamini–Hochberg verdict in a scan, else the
+/// PRR rule (Evans et al.) or the IC rule; which, in words.
+function pairSignal(p) {
+  if (p.suppressed || !p.stats) return null;
+  if (p.scan_signal !== null && p.scan_signal !== undefined) return p.scan_signal ? t("pv_signal_scan") : null;
+  const rules = [p.stats.signals.prr_rule ? t("pv_rule_prr") : null, p.stats.signals.ic_rule ? t("pv_rule_ic") : null].filter(Boolean);
+  return rules.length ? t("pv_signal_rules", { rules: list(rules) }) : null;
+}
+
+function drugSafetyCsv(r) {
+  const lines = [["drug", "event", "suppressed", "a", "b", "c", "d", "prr", "prr_low", "prr_high", "ror", "ror_low", "ror_high", "ic", "ic025", "ic975", "chi2", "chi2_p", "prr_rule", "ic_rule", "scan_signal"].join(",")];
+  for (const p of r.pairs || []) {
+    const tb = p.table || {};
+    const st = p.stats || { signals: {} };
+    const v = (x) => (x === null || x === undefined ? "" : x);
+    const pair = (x, i) => (Array.isArray(x) ? x[i] : "");
+    lines.push([csvEsc(p.pair.drug), csvEsc(p.pair.event), p.suppressed, v(tb.a), v(tb.b), v(tb.c), v(tb.d), v(st.prr), pair(st.prr_ci, 0), pair(st.prr_ci, 1), v(st.ror), pair(st.ror_ci, 0), pair(st.ror_ci, 1), v(st.ic), v(st.ic025), v(st.ic975), v(st.chi2), v(st.chi2_p), v(st.signals.prr_rule), v(st.signals.ic_rule), v(p.scan_signal)].join(","));
+  }
+  return lines.join("\n") + "\n";
+}
+
+/// A drug-safety result: every drug → event pair's 2×2 table and disproportionality (PRR and
+/// ROR with their 95 % intervals, the information component's lower bound, Yates' χ²), pairs
+/// with a cell below `k` marked suppressed, signals highlighted.
+export function drugSafetyView(job, doc) {
+  const r = doc.drug_safety;
+  const pairs = r.pairs || [];
+  const signals = pairs.filter(pairSignal);
+  const rows = pairs.map((p) => {
+    const sig = pairSignal(p);
+    const attrs = { "data-pair": `${p.pair.drug}>${p.pair.event}`, "data-signal": sig ? "true" : "false", "data-suppressed": p.suppressed ? "true" : "false", class: sig ? "signal" : p.suppressed ? "suppressed" : null };
+    const name = h("th", { scope: "row" }, h("span", { translate: "no" }, p.pair.drug), " → ", h("span", { translate: "no" }, p.pair.event));
+    if (p.suppressed || !p.table || !p.stats) {
+      return h("tr", attrs, name, h("td", { colspan: "9", class: "muted" }, t("pv_suppressed", { k: number(doc.k) })));
+    }
+    const tb = p.table;
+    const st = p.stats;
+    return h(
+      "tr",
+      attrs,
+      name,
+      ...[number(tb.a), number(tb.b), number(tb.c), number(tb.d), withCi(st.prr, st.prr_ci), withCi(st.ror, st.ror_ci), fixed(st.ic025, 2), fixed(st.chi2, 1)].map((x, i) => h("td", { class: "num", "data-col": ["a", "b", "c", "d", "prr", "ror", "ic025", "chi2"][i] }, x)),
+      h("td", { "data-col": "signal" }, sig ? h("span", { class: "badge bad" }, sig) : "—"),
+    );
+  });
+  // The answer first: which pairs signal (drug and event names are the specification's).
+  const named = signals.flatMap((p, i) => [i ? ", " : "", h("span", { translate: "no" }, `${p.pair.drug} → ${p.pair.event}`)]);
+  return [
+    h("p", { class: signals.length ? "pv-summary signals" : "pv-summary", id: "pv-summary-" + job.id }, signals.length ? [t("pv_signals"), " ", ...named] : t("pv_no_signal")),
+    h("p", {}, r.scan ? t("pv_design_scan", { fdr: fixed((r.fdr || 0) * 100, 0) }) : t("pv_design_pairs"), " ", t("pv_design_window", { washout: number(r.washout_days), window: number(r.window_days) })),
+    h("p", { class: "muted" }, t("pv_protection", { k: number(doc.k) }), " ", r.dp ? t("pv_noise", { eps: eps(doc.epsilon_micro) }) : t("pv_exact")),
+    h(
+      "div",
+      { class: "scroll" },
+      h(
+        "table",
+        { class: "drug-safety", id: "pv-" + job.id },
+        h("thead", {}, h("tr", {}, [t("pv_col_pair"), "a", "b", "c", "d", t("pv_col_prr"), t("pv_col_ror"), "IC025", "χ²", t("pv_col_signal")].map((x) => h("th", { scope: "col" }, x)))),
+        h("tbody", {}, rows),
+      ),
+    ),
+    h("p", { class: "muted" }, t("pv_legend")),
+    h("p", {}, csvLink(job, drugSafetyCsv(r), "csv_pv")),
+  ];
+}
+
+/// A surveillance window's result: its totals in one line; the series and the agency's alerts
+/// are on the surveillance page.
+function surveillanceView(job, doc) {
+  const sv = doc.surveillance;
+  const total = (sv.totals || []).reduce((a, v) => a + (v === null || v === undefined ? 0 : Number(v)), 0);
+  const withheld = (sv.totals || []).filter((v) => v === null || v === undefined).length;
+  return [
+    h("p", {}, t("sv_window", { w: number(sv.window), from: sv.from, days: number(sv.days), n: number(total), regions: number((sv.regions || []).length) }), " ", withheld ? t("sv_withheld", { n: number(withheld), k: number(doc.k) }) : ""),
+    h("p", {}, h("a", { href: `#/health?contract=${doc.contract}` }, t("sv_see_series"))),
+  ];
+}
+
 /// A released result: a coefficient table and forest plot for a model, Kaplan–Meier curves for
-/// survival, else the counts or means per group. `computation` is the contract's spec text.
+/// survival, the pairs' table for drug safety, a window's totals for surveillance, else the
+/// counts or means per group. `computation` is the contract's spec text.
 export function resultView(job, doc, computation) {
-  if (doc.model || doc.survival) {
+  if (doc.model || doc.survival || doc.drug_safety || doc.surveillance) {
+    const kind = doc.model ? "model" : doc.survival ? "survival" : doc.drug_safety ? "drug_safety" : "surveillance";
+    const view = { model: () => modelView(job, doc), survival: () => survivalView(job, doc, specOfText(computation)), drug_safety: () => drugSafetyView(job, doc), surveillance: () => surveillanceView(job, doc) }[kind];
     return h(
       "div",
-      { class: "result", "data-job": job.id, "data-verified": "true", "data-kind": doc.model ? "model" : "survival" },
+      { class: "result", "data-job": job.id, "data-verified": "true", "data-kind": kind },
       h("p", {}, h("span", { class: "badge ok" }, "✓ " + t("result_verified"))),
-      doc.model ? modelView(job, doc) : survivalView(job, doc, specOfText(computation)),
+      view(),
       (doc.contributions || []).length ? h("p", { class: "muted" }, t("contributed", { who: list(doc.contributions.map(([m, n]) => t("contrib_one", { m, n: number(n) }))) })) : null,
       (doc.dropped || []).map(([m, why]) => h("p", { class: "muted" }, t("dropped", { m, why }))),
       onceView(doc),

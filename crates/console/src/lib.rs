@@ -126,6 +126,11 @@ const ASSETS: &[Asset] = &[
         body: include_str!("../assets/openpool.js"),
     },
     Asset {
+        name: "health.js",
+        mime: "text/javascript; charset=utf-8",
+        body: include_str!("../assets/health.js"),
+    },
+    Asset {
         name: "rebind.js",
         mime: "text/javascript; charset=utf-8",
         body: include_str!("../assets/rebind.js"),

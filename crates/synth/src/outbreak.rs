@@ -37,10 +37,12 @@ use crate::safety::prob;
 /// Mixed into the cases' seed so their stream differs from the patient's other streams.
 const SALT: u64 = 0x0B7B_4EA4_C0DE_5EED;
 
-/// SNOMED CT of influenza-like illness in the example (Influenza (disorder)).
-pub const ILI_SNOMED: &str = "6142004";
-/// SNOMED CT of acute gastroenteritis in the example (Gastroenteritis (disorder)).
-pub const AGI_SNOMED: &str = "25374005";
+/// SNOMED CT under which the example records a case of influenza-like illness (Fever
+/// (finding): a standard concept of the OMOP vocabulary, so a vault's mapping keeps it).
+pub const ILI_SNOMED: &str = "386661006";
+/// SNOMED CT under which the example records a case of acute gastroenteritis (Diarrhea
+/// symptom (finding), a standard concept of the OMOP vocabulary).
+pub const AGI_SNOMED: &str = "267060006";
 /// SNOMED CT of fever with rash in the example (Eruption of skin (disorder)).
 pub const RASH_SNOMED: &str = "271807003";
 /// SNOMED CT of severe acute respiratory infection in the example (Pneumonia (disorder)).
@@ -123,13 +125,13 @@ impl OutbreakScenario {
                 syndrome(
                     "influenza-like illness",
                     ILI_SNOMED,
-                    "Influenza (disorder)",
+                    "Fever (finding)",
                     0.004,
                 ),
                 syndrome(
                     "acute gastroenteritis",
                     AGI_SNOMED,
-                    "Gastroenteritis (disorder)",
+                    "Diarrhea symptom (finding)",
                     0.002,
                 ),
                 syndrome(
@@ -494,7 +496,7 @@ mod tests {
         assert_eq!(s.rate(9, 3, 55), 0.0);
         let codes: Vec<&str> = s.syndromes.iter().map(|s| s.code.as_str()).collect();
         assert_eq!(codes, [ILI_SNOMED, AGI_SNOMED, RASH_SNOMED, SARI_SNOMED]);
-        assert_eq!(codes, ["6142004", "25374005", "271807003", "233604007"]);
+        assert_eq!(codes, ["386661006", "267060006", "271807003", "233604007"]);
         let text = s.describe();
         assert!(text.starts_with("surveillance period: 2024-11-06 to 2024-12-31 (56 days)"));
         assert!(text.contains(

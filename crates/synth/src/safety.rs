@@ -70,8 +70,9 @@ pub struct SafetyScenario {
 pub const SIGNAL_DRUG_RXNORM: &str = "310965";
 /// RxNorm of the example null drug (acetaminophen).
 pub const NULL_DRUG_RXNORM: &str = "313782";
-/// SNOMED CT of the example event (gastrointestinal hemorrhage).
-pub const SIGNAL_EVENT_SNOMED: &str = "74474003";
+/// SNOMED CT of the example event (Bleeding from anus (finding), a sign of gastrointestinal
+/// bleeding and a standard concept of the OMOP vocabulary).
+pub const SIGNAL_EVENT_SNOMED: &str = "6072007";
 
 impl SafetyScenario {
     /// The example: ibuprofen causes gastrointestinal hemorrhage within 30 days with excess
@@ -79,7 +80,7 @@ impl SafetyScenario {
     /// `exposed_share` of the patients, and the event's background risk is `background_risk`.
     /// (The codes are real, the association and its size are synthetic.)
     pub fn example(exposed_share: f64, excess_risk: f64, background_risk: f64) -> SafetyScenario {
-        let event = ("Gastrointestinal hemorrhage (disorder)").to_string();
+        let event = ("Bleeding from anus (finding)").to_string();
         SafetyScenario {
             signals: vec![
                 SafetySignal {
@@ -404,7 +405,7 @@ mod tests {
         );
         let text = scenario.describe();
         assert!(
-            text.contains("(RxNorm 310965) to 0.3 of patients -> Gastrointestinal hemorrhage (disorder) (SNOMED CT 74474003) within 30 days: true risk ratio 6.70"),
+            text.contains("(RxNorm 310965) to 0.3 of patients -> Bleeding from anus (finding) (SNOMED CT 6072007) within 30 days: true risk ratio 6.70"),
             "{text}"
         );
         assert!(

@@ -353,7 +353,7 @@ fn generated_patients_live_in_their_region() {
         count(
             &node,
             "select count(*) from condition_occurrence c join visit_occurrence v on c.visit_occurrence_id = v.visit_occurrence_id \
-             where c.condition_source_value in ('6142004', '25374005', '271807003', '233604007') \
+             where c.condition_source_value in ('386661006', '267060006', '271807003', '233604007') \
              and c.condition_start_date = v.visit_start_date and c.person_id = v.person_id"
         ),
         cases
