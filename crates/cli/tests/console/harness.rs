@@ -51,19 +51,17 @@ pub fn browser_or_skip(what: &str) -> Option<PathBuf> {
 }
 
 pub fn free_base() -> u16 {
-    // Ports from base (p2p) and base + 100 (HTTP) for five nodes.
-    for _ in 0..50 {
-        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        let p = l.local_addr().unwrap().port();
-        drop(l);
-        if p > 20_000 && p < 60_000 {
-            let free = (0..5).all(|i| {
-                std::net::TcpListener::bind(("127.0.0.1", p + i)).is_ok()
-                    && std::net::TcpListener::bind(("127.0.0.1", p + 100 + i)).is_ok()
-            });
-            if free {
-                return p;
-            }
+    // Ports from base (p2p) and base + 100 (HTTP) for five nodes, below Linux's ephemeral
+    // range (32768 and up): no client connection of a concurrent test can be given one of them
+    // between this check and the node's bind.
+    for attempt in 0..200u32 {
+        let p = 20_000 + ((std::process::id() * 13 + attempt * 211) % 12_000) as u16;
+        let free = (0..5).all(|i| {
+            std::net::TcpListener::bind(("127.0.0.1", p + i)).is_ok()
+                && std::net::TcpListener::bind(("127.0.0.1", p + 100 + i)).is_ok()
+        });
+        if free {
+            return p;
         }
     }
     panic!("no free ports")
