@@ -967,6 +967,11 @@ fn seasonal_point(
     let threshold = upper_quantile(mu, phi, p.alpha);
     let sd = (phi * mu).sqrt();
     let score = if sd > 0.0 { (x - mu) / sd } else { x - mu };
+    // A fit on counts near the largest accepted (1e12) can overflow its variance: no
+    // threshold, so no point that day (as a day without enough history).
+    if !threshold.is_finite() || !score.is_finite() {
+        return None;
+    }
     Some(Point {
         day: t,
         observed: x,
