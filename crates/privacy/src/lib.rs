@@ -23,6 +23,9 @@
 //!   CDM at the index date), compiled to SQL after the same cohort; they never leave the site.
 //! - [`psi`]: private set intersection (ECDH-PSI on ristretto255) over keyed identifiers, in
 //!   cardinality-only and linked modes, the multi-site dedup rule, and its benchmark.
+//! - [`join`]: a grouped private intersection-sum on top of linked PSI — a hospital's groups
+//!   summed over an insurer's values on their common patients, under the insurer's exponential
+//!   ElGamal key, noised and re-randomized by the hospital, opened by the insurer.
 //! - [`aberration`]: outbreak detection on the daily released syndromic counts (EARS C1/C2/C3
 //!   and a quasi-Poisson regression with trend, annual harmonics and day of week), with a
 //!   simulation harness for sensitivity, false alerts and time to detection.
@@ -30,6 +33,7 @@
 pub mod aberration;
 pub mod dp;
 pub mod glm;
+pub mod join;
 pub mod pharmacovigilance;
 pub mod psi;
 pub mod query;

@@ -317,8 +317,25 @@ where
     U: Send,
     F: Fn(&[T], &mut [U]) -> Result<(), usize> + Sync,
 {
+    parallel_above(input, output, threads, BATCH, f)
+}
+
+/// [`parallel`], single-threaded when `input` has at most `serial_up_to` items (for work whose
+/// items are each expensive, such as a discrete-logarithm search).
+pub(crate) fn parallel_above<T, U, F>(
+    input: &[T],
+    output: &mut [U],
+    threads: usize,
+    serial_up_to: usize,
+    f: F,
+) -> Result<(), PsiError>
+where
+    T: Sync,
+    U: Send,
+    F: Fn(&[T], &mut [U]) -> Result<(), usize> + Sync,
+{
     let threads = threads.clamp(1, 256);
-    if threads == 1 || input.len() <= BATCH {
+    if threads == 1 || input.len() <= serial_up_to {
         return f(input, output).map_err(|index| PsiError::InvalidPoint { index });
     }
     let chunk = input.len().div_ceil(threads).max(1);
@@ -359,7 +376,7 @@ fn blind_batch(points: &mut Vec<RistrettoPoint>, out: &mut [PointBytes]) {
 }
 
 /// `H(id)^s` compressed, for each id.
-fn hash_and_blind<I: AsRef<[u8]> + Sync>(
+pub(crate) fn hash_and_blind<I: AsRef<[u8]> + Sync>(
     ids: &[I],
     secret: &PsiSecret,
     threads: usize,
@@ -380,7 +397,7 @@ fn hash_and_blind<I: AsRef<[u8]> + Sync>(
 }
 
 /// Decompresses, checks and multiplies each received point by `secret`; writes the tags.
-fn reblind_to_tags(
+pub(crate) fn reblind_to_tags(
     points: &[PointBytes],
     secret: &PsiSecret,
     threads: usize,
@@ -426,7 +443,7 @@ fn uniform_below<R: CryptoRng + ?Sized>(rng: &mut R, bound: u64) -> u64 {
 }
 
 /// Fisher–Yates shuffle from a cryptographic RNG.
-fn shuffle<T, R: CryptoRng + ?Sized>(items: &mut [T], rng: &mut R) {
+pub(crate) fn shuffle<T, R: CryptoRng + ?Sized>(items: &mut [T], rng: &mut R) {
     for i in (1..items.len()).rev() {
         let j = uniform_below(rng, i as u64 + 1);
         // `j ≤ i < len` by construction; `usize::try_from` cannot fail for it.
@@ -663,6 +680,59 @@ impl Receiver {
             },
             Request { mode, points },
         ))
+    }
+
+    /// The number of own elements the request blinded.
+    pub(crate) fn count(&self) -> usize {
+        self.count
+    }
+
+    /// The worker threads this receiver was created with.
+    pub(crate) fn threads(&self) -> usize {
+        self.threads
+    }
+
+    /// Linked mode: for each common element, `(own index, sender row)` — the position of the
+    /// receiver's element in its input and the position of the matching point in
+    /// `sender_points` — ascending by own index (a sender point that occurs twice gives two
+    /// pairs; the caller decides whether that is an error). `reblinded` answers the request in
+    /// its order, as in a [`Mode::Linked`] [`Response`].
+    pub(crate) fn linked_pairs(
+        &self,
+        reblinded: &[Tag],
+        sender_points: &[PointBytes],
+    ) -> Result<Vec<(usize, usize)>, PsiError> {
+        if self.mode != Mode::Linked {
+            return Err(PsiError::ModeMismatch {
+                expected: Mode::Linked,
+                got: self.mode,
+            });
+        }
+        if reblinded.len() != self.count {
+            return Err(PsiError::CountMismatch {
+                expected: self.count,
+                got: reblinded.len(),
+            });
+        }
+        check_size(sender_points.len())?;
+        let mut theirs: Vec<(Tag, usize)> =
+            reblind_to_tags(sender_points, &self.secret, self.threads)?
+                .into_iter()
+                .enumerate()
+                .map(|(row, tag)| (tag, row))
+                .collect();
+        theirs.sort_unstable();
+        let mut pairs = Vec::new();
+        for (own, tag) in reblinded.iter().enumerate() {
+            let start = theirs.partition_point(|(t, _)| t < tag);
+            let equal = theirs
+                .get(start..)
+                .unwrap_or_default()
+                .iter()
+                .take_while(|(t, _)| t == tag);
+            pairs.extend(equal.map(|(_, row)| (own, *row)));
+        }
+        Ok(pairs)
     }
 
     /// The intersection from a sender's response.
