@@ -1,5 +1,6 @@
 //! Deterministic UUID-shaped ids: the hospital's Organization and Practitioners, the patients,
-//! and each patient's resources (drawn from the patient's own random stream).
+//! the insurer's members, and each patient's resources (drawn from the patient's own random
+//! stream).
 
 use rand::{RngExt, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -8,6 +9,8 @@ use rand_chacha::ChaCha8Rng;
 const KIND_ORGANIZATION: u64 = 1;
 const KIND_PRACTITIONER: u64 = 2;
 const KIND_PATIENT: u64 = 3;
+const KIND_MEMBER: u64 = 4;
+const KIND_INSURER_ONLY_MEMBER: u64 = 5;
 
 /// A deterministic UUID-shaped id for `(seed, hospital, kind, index)`.
 pub(crate) fn make_id(seed: u64, hospital: u32, kind: u64, index: u64) -> String {
@@ -53,6 +56,16 @@ pub(crate) fn practitioner_id(seed: u64, hospital: u32, i: u64) -> String {
 /// The Patient id of patient `index` of a hospital.
 pub(crate) fn patient_id(seed: u64, hospital: u32, index: u64) -> String {
     make_id(seed, hospital, KIND_PATIENT, index)
+}
+
+/// The insurer's member id of patient `index` of a hospital (another id than its Patient id).
+pub(crate) fn member_id(seed: u64, hospital: u32, index: u64) -> String {
+    make_id(seed, hospital, KIND_MEMBER, index)
+}
+
+/// The member id of the insurer's member `index` who is no hospital's patient.
+pub(crate) fn insurer_only_member_id(seed: u64, index: u64) -> String {
+    make_id(seed, 0, KIND_INSURER_ONLY_MEMBER, index)
 }
 
 #[cfg(test)]

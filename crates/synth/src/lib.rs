@@ -23,6 +23,14 @@
 //! at a known daily rate per region). [`generate_with`] and [`write_ndjson_with`] take them;
 //! without any, the output is that of [`generate`] and [`write_ndjson`].
 //!
+//! Beside the hospitals' records, [`claims`] generates an insurer's claims feed: which of each
+//! hospital's patients insurer-1 covers ([`claims::covered`]), under which member id, and per
+//! covered patient the insurer's Patient, Coverage, and for each encounter of the hospital's
+//! record an Encounter stub with the ExplanationOfBenefit billing it
+//! ([`claims::insurer_resources`]), plus members who are no hospital's patient
+//! ([`claims::insurer_only_members`]). Its amounts carry a known excess: a diabetic's
+//! encounters cost [`claims::DIABETES_COST_FACTOR`] times more.
+//!
 //! Clinical figures are chosen to be plausible, not epidemiologically exact.
 //!
 //! Module map:
@@ -39,11 +47,14 @@
 //!   causing an adverse event at a known excess risk ([`patient_resources_with_safety`]).
 //! * `outbreak` — surveillance ground truth: syndromes at a background rate and an outbreak in
 //!   one region ([`patient_resources_with_outbreak`], [`OutbreakScenario::rate`]).
+//! * `claims` — the insurer's claims feed: coverage, member ids, Encounter stubs and
+//!   ExplanationOfBenefits with amounts by encounter class and a known diabetes excess.
 //! * This file: the configuration, the scenarios together ([`Scenarios`],
 //!   [`patient_resources_with`]), the whole-population API ([`generate`], [`generate_with`],
 //!   [`write_ndjson`], [`write_ndjson_with`]) and transaction Bundles ([`patient_bundle`]).
 
 mod calendar;
+pub mod claims;
 mod codes;
 mod hospital;
 mod ids;

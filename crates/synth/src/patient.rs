@@ -621,7 +621,7 @@ fn immunization(rng: &mut ChaCha8Rng, chart: &Chart, enc: &Encounter, out: &mut 
 }
 
 /// A normal deviate (Box-Muller: two uniforms give one standard normal deviate).
-fn normal(rng: &mut ChaCha8Rng, mean: f64, sd: f64) -> f64 {
+pub(crate) fn normal(rng: &mut ChaCha8Rng, mean: f64, sd: f64) -> f64 {
     let u1: f64 = rng.random::<f64>().max(f64::MIN_POSITIVE);
     let u2: f64 = rng.random::<f64>();
     mean + sd * (-2.0 * u1.ln()).sqrt() * (2.0 * std::f64::consts::PI * u2).cos()

@@ -1,5 +1,7 @@
-//! The common data model every hospital's vault stores: each table with its columns (name,
-//! type, nullability), in storage order — OMOP CDM 5.4 names, a subset.
+//! The common data model every member's vault stores (a hospital's clinical record, an
+//! insurer's claims): each table with its columns (name, type, nullability), in storage order —
+//! OMOP CDM 5.4 names, a subset: person, visit_occurrence, condition_occurrence,
+//! drug_exposure, measurement, observation, procedure_occurrence, death, location, cost.
 //!
 //! This list is the one definition of the tables. The vault's Parquet schemas, row buffers,
 //! quality profile and catalog description derive from it, and so does the consortium's
@@ -197,10 +199,30 @@ pub const CDM: &[Table] = &[
             col("county", Utf8),
         ],
     },
+    // What an encounter cost, from a payer's adjudicated claim (FHIR ExplanationOfBenefit): one
+    // row per claim, about the visit it bills (`cost_event_id` = its `visit_occurrence_id`,
+    // `cost_domain_id` = "Visit"). `cost_type_concept_id` 32810 is "Claim", `currency_concept_id`
+    // 44818668 is USD. `total_charge` is what was submitted, `total_paid` what the payer paid
+    // (all of it, so `paid_by_payer` = `total_paid`), `paid_by_patient` the rest of the charge.
+    // The two concept ids are Int64 here, where other tables' concept ids are Int32.
+    Table {
+        name: "cost",
+        columns: &[
+            key("cost_id"),
+            key("cost_event_id"),
+            col("cost_domain_id", Utf8),
+            col("cost_type_concept_id", Int64),
+            col("currency_concept_id", Int64),
+            col("total_charge", Float64),
+            col("total_paid", Float64),
+            col("paid_by_payer", Float64),
+            col("paid_by_patient", Float64),
+        ],
+    },
 ];
 
 /// The CDM table names, in the order of [`CDM`].
-pub const TABLES: [&str; 9] = table_names(CDM);
+pub const TABLES: [&str; 10] = table_names(CDM);
 
 const fn table_names<const N: usize>(tables: &[Table]) -> [&'static str; N] {
     assert!(tables.len() == N, "TABLES must name every table of CDM");
@@ -252,8 +274,10 @@ mod tests {
     }
 
     #[test]
-    fn location_is_last_and_person_refers_to_it() {
-        assert_eq!(TABLES.last(), Some(&"location"));
+    fn new_tables_are_appended_and_person_refers_to_location() {
+        // Tables are appended, so the order of earlier ones stays.
+        assert_eq!(TABLES.get(8), Some(&"location"));
+        assert_eq!(TABLES.last(), Some(&"cost"));
         let person = columns("person");
         assert_eq!(
             person.last().map(|c| (c.name, c.ty, c.nullable)),
@@ -262,5 +286,27 @@ mod tests {
         );
         let names: Vec<&str> = columns("location").iter().map(|c| c.name).collect();
         assert_eq!(names, ["location_id", "city", "state", "zip", "county"]);
+    }
+
+    #[test]
+    fn cost_refers_to_a_visit_and_holds_amounts() {
+        let cost: Vec<(&str, ColumnType, bool)> = columns("cost")
+            .iter()
+            .map(|c| (c.name, c.ty, c.nullable))
+            .collect();
+        assert_eq!(
+            cost,
+            [
+                ("cost_id", Int64, false),
+                ("cost_event_id", Int64, false),
+                ("cost_domain_id", Utf8, true),
+                ("cost_type_concept_id", Int64, true),
+                ("currency_concept_id", Int64, true),
+                ("total_charge", Float64, true),
+                ("total_paid", Float64, true),
+                ("paid_by_payer", Float64, true),
+                ("paid_by_patient", Float64, true),
+            ]
+        );
     }
 }

@@ -1,8 +1,8 @@
 //! The consortium's classification of data by privacy level (DESIGN §3), in one place:
 //!
 //! - the level of every field of the common data model ([`crate::cdm`]): pseudonymous
-//!   record-level data is L2; dates, clinical codes and values (which identify a person in
-//!   combination) and direct identifiers are L3;
+//!   record-level data is L2; dates, clinical codes and values (a cost's amounts among them:
+//!   they identify a person in combination) and direct identifiers are L3;
 //! - the codes that make data highly sensitive whatever the field (L4): HIV and other sexually
 //!   transmitted infections, mental health, substance use, reproductive health, genetics.
 //!
@@ -85,14 +85,23 @@ crate::codec_struct!(Classification {
 });
 
 /// The default level of a CDM field: pseudonymous record-level data (row ids, concept ids,
-/// sex, year and month of birth, the state of residence) is L2; dates, clinical source codes
-/// and values, race, ethnicity, the day of birth, the hospital's own patient identifier, every
+/// sex, year and month of birth, the state of residence, a cost's domain) is L2; dates,
+/// clinical source codes and values (a measured value, a dispensed quantity, the amounts of a
+/// cost), race, ethnicity, the day of birth, the hospital's own patient identifier, every
 /// field of a death record and the quasi-identifiers of a location (city, county, the postal
 /// code's first three characters) are L3.
 pub fn default_field_level(table: &str, column: &str) -> Level {
     if table == "location" {
         return match column {
             "city" | "county" | "zip" => Level::L3,
+            _ => Level::L2,
+        };
+    }
+    if table == "cost" {
+        // The amounts are values of the record, as a measurement's value or a drug's quantity
+        // (L3); the row id, the visit it is about, its domain and concept ids are L2.
+        return match column {
+            "total_charge" | "total_paid" | "paid_by_payer" | "paid_by_patient" => Level::L3,
             _ => Level::L2,
         };
     }
@@ -294,6 +303,36 @@ mod tests {
         assert_eq!(c.field_level("location", "state"), Level::L2);
         for col in ["zip", "city", "county"] {
             assert_eq!(c.field_level("location", col), Level::L3, "{col}");
+        }
+        // A cost: its ids as other event tables' (L2), its amounts as their values (L3).
+        for col in [
+            "cost_id",
+            "cost_event_id",
+            "cost_domain_id",
+            "cost_type_concept_id",
+            "currency_concept_id",
+        ] {
+            assert_eq!(c.field_level("cost", col), Level::L2, "{col}");
+        }
+        assert_eq!(
+            c.field_level("cost", "cost_event_id"),
+            c.field_level("measurement", "visit_occurrence_id")
+        );
+        for col in [
+            "total_charge",
+            "total_paid",
+            "paid_by_payer",
+            "paid_by_patient",
+        ] {
+            assert_eq!(c.field_level("cost", col), Level::L3, "{col}");
+            assert_eq!(
+                c.field_level("cost", col),
+                c.field_level("measurement", "value_as_number")
+            );
+            assert_eq!(
+                c.field_level("cost", col),
+                c.field_level("drug_exposure", "quantity")
+            );
         }
         assert_eq!(
             c.sensitive("condition_occurrence", "86406008"),

@@ -1,4 +1,5 @@
-//! The hospital's vault: its own patient data, which never leaves the node.
+//! A member's vault (a hospital's, an insurer's): its own patient data, which never leaves the
+//! node.
 //!
 //! * **Ingest** ([`Vault::ingest_paths`], [`Vault::ingest_values`]): FHIR R4 Bundle JSON,
 //!   folders of them, and Bulk Data NDJSON, streamed; each resource is checked (malformed,
@@ -13,7 +14,8 @@
 //!   sharing, and OMOP-CDM-5.4-like tables in Parquet ([`cdm`]): person, visit_occurrence,
 //!   condition_occurrence, drug_exposure, measurement, observation, procedure_occurrence, death,
 //!   location (the region of a person's address: city, state, county and the postal code's
-//!   first three characters only).
+//!   first three characters only), cost (what a visit cost, charged and paid, from a payer's
+//!   ExplanationOfBenefit: an insurer's vault holds its members' claims).
 //!   Patients get a stable local `person_id` and a ledger pseudonym (HMAC with a per-vault key);
 //!   the mapping stays here.
 //! * **Query**: [`open_session`] gives a DataFusion `SessionContext` with those tables

@@ -144,6 +144,7 @@ fn key_columns(table: &str) -> &'static [&'static str] {
         "observation" => &["observation_id"],
         "procedure_occurrence" => &["procedure_occurrence_id"],
         "location" => &["location_id"],
+        "cost" => &["cost_id"],
         _ => &[],
     }
 }

@@ -100,6 +100,17 @@ fn observation(id: &str, patient: &str, enc: &str, value: f64) -> Value {
            "effectiveDateTime": "2020-01-01"})
 }
 
+/// A claim for the visit of `enc` (none: a claim of no visit), paid `paid`.
+fn claim(id: &str, patient: &str, enc: Option<&str>, paid: f64) -> Value {
+    let mut item = json!({"sequence": 1, "net": {"value": 200.0, "currency": "USD"}});
+    if let Some(e) = enc {
+        item["encounter"] = json!([{"reference": format!("Encounter/{e}")}]);
+    }
+    json!({"resourceType": "ExplanationOfBenefit", "id": id, "status": "active",
+           "patient": {"reference": format!("Patient/{patient}")}, "item": [item],
+           "payment": {"amount": {"value": paid, "currency": "USD"}}})
+}
+
 /// A transaction Bundle deleting `Type/id`s, as an NDJSON feed carries deletes.
 fn deletes(urls: &[&str]) -> Value {
     let entry: Vec<Value> = urls
@@ -704,8 +715,9 @@ enum Op {
     Delete(usize),
 }
 
-/// The universe of the random feeds: 3 patients, 3 encounters, 4 conditions, 3 observations.
-const KEYS: usize = 13;
+/// The universe of the random feeds: 3 patients, 3 encounters, 4 conditions, 3 observations,
+/// 2 claims.
+const KEYS: usize = 15;
 
 fn resource(k: usize, v: u8) -> Value {
     let p = |i: usize| format!("p{}", i % 3);
@@ -738,12 +750,18 @@ fn resource(k: usize, v: u8) -> Value {
             }
             c
         }
-        _ => observation(
+        10..=12 => observation(
             &format!("o{}", k - 10),
             &p(k),
             &format!("e{}", k % 3),
             f64::from(v) + 5.0,
         ),
+        // Variant 2 bills no visit (no cost row).
+        _ => {
+            let enc = format!("e{}", k % 3);
+            let enc = (v % 3 != 2).then_some(enc.as_str());
+            claim(&format!("x{}", k - 13), &p(k), enc, 100.0 + f64::from(v))
+        }
     }
 }
 
@@ -773,7 +791,11 @@ fn normalized(node: &Path) -> Vec<String> {
             .iter()
             .enumerate()
             .filter(|(i, c)| {
-                *i != 0 && !matches!(c.name, "person_id" | "visit_occurrence_id" | "location_id")
+                *i != 0
+                    && !matches!(
+                        c.name,
+                        "person_id" | "visit_occurrence_id" | "location_id" | "cost_event_id"
+                    )
             })
             .map(|(_, c)| format!("t.{}", c.name))
             .collect();
@@ -790,6 +812,14 @@ fn normalized(node: &Path) -> Vec<String> {
         } else if has("location_id") {
             select.push("l.zip as place".into());
             joins.push_str(" left join location l on t.location_id = l.location_id");
+        }
+        if has("cost_event_id") {
+            select.push("v.visit_start_date as visit".into());
+            select.push("vp.person_source_value as visit_of".into());
+            joins.push_str(
+                " left join visit_occurrence v on t.cost_event_id = v.visit_occurrence_id \
+                 left join person vp on v.person_id = vp.person_id",
+            );
         }
         if has("visit_occurrence_id") && table != "visit_occurrence" {
             select.push("v.visit_start_date as visit".into());

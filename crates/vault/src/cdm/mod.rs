@@ -17,11 +17,13 @@
 //!   `visit` (Encounter → visit_occurrence), `condition` (Condition → condition_occurrence),
 //!   `drug` (MedicationRequest / MedicationStatement / MedicationAdministration / Immunization →
 //!   drug_exposure), `observation` (Observation → measurement or observation), `allergy`
-//!   (AllergyIntolerance → observation), `procedure` (Procedure → procedure_occurrence).
+//!   (AllergyIntolerance → observation), `procedure` (Procedure → procedure_occurrence),
+//!   `cost` (ExplanationOfBenefit → cost: what the visit it bills cost, charged and paid).
 //! * `extract` — reading codings, references, dates and extensions from a resource.
 
 mod allergy;
 mod condition;
+mod cost;
 mod death;
 mod drug;
 mod extract;
@@ -103,12 +105,9 @@ impl Mapping<'_> {
             .and_then(|t| self.resolve.person(&t))
     }
 
-    /// visit_occurrence_id of the Encounter of `v` (`encounter`, else `context`).
+    /// visit_occurrence_id of the Encounter of `v` (see [`visit_of`]).
     fn visit_of(&self, v: &Value) -> Option<i64> {
-        ref_of(v, "encounter")
-            .or_else(|| ref_of(v, "context"))
-            .and_then(parse_reference)
-            .and_then(|t| self.resolve.visit(&t))
+        visit_of(v, self.resolve)
     }
 
     /// Concept ids of a coding (zeros when there is none).
@@ -128,6 +127,31 @@ impl Mapping<'_> {
         }
         Ok(())
     }
+}
+
+/// visit_occurrence_id of the Encounter a resource's rows refer to: its `encounter`, else its
+/// `context`; a claim (Claim, ExplanationOfBenefit) without either, the first of its items'
+/// `encounter` references that resolves. The mappers and the segment index (which takes what
+/// refers to a deleted Encounter with it) read it alike.
+pub(crate) fn visit_of(v: &Value, resolve: &dyn Resolve) -> Option<i64> {
+    let visit = |r: &str| parse_reference(r).and_then(|t| resolve.visit(&t));
+    if let Some(r) = ref_of(v, "encounter").or_else(|| ref_of(v, "context")) {
+        return visit(r);
+    }
+    let claim = matches!(
+        v.get("resourceType").and_then(Value::as_str),
+        Some("Claim" | "ExplanationOfBenefit")
+    );
+    if !claim {
+        return None;
+    }
+    v.get("item")?
+        .as_array()?
+        .iter()
+        .filter_map(|i| i.get("encounter").and_then(Value::as_array))
+        .flatten()
+        .filter_map(|e| e.get("reference").and_then(Value::as_str))
+        .find_map(visit)
 }
 
 /// Maps one stored resource to CDM rows. `own_row_id` is the person_id of a Patient or the
@@ -169,6 +193,7 @@ pub(crate) fn map_resource(
         "Procedure" => procedure::map(v, &mut m),
         "AllergyIntolerance" => allergy::map(v, &mut m),
         "Observation" => observation::map(v, &mut m),
+        "ExplanationOfBenefit" => cost::map(v, &mut m),
         _ => Ok(()),
     }
 }

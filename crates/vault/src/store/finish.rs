@@ -13,12 +13,12 @@ use super::batch::{Batch, Resolved, State};
 use super::identity::pseudonym_with;
 use super::index::{Entry, RowSpan, Stamp, Status, write_index};
 use super::manifest::{Hidden, SegmentInfo, sync_dir};
-use super::options::{IngestReport, OnError, updatable};
+use super::options::{IngestReport, OnError, mapped_since_versioning, updatable};
 use super::resources::RESOURCES_FILE;
 use super::{Vault, qualify, qualify_target};
 use crate::cdm::{self, CdmWriter, Counters, Resolve, RowLog};
 use crate::error::VaultError;
-use crate::fhir::{self, BadReason, RefTarget};
+use crate::fhir::{BadReason, RefTarget};
 use crate::vocab::Vocabulary;
 
 /// A stored resource this batch deletes because it goes with a deleted Patient (its
@@ -38,7 +38,8 @@ fn type_of(key: &str) -> &str {
 /// Whether a stored entry was written before versioning for a type with CDM rows: its rows are
 /// unknown and cannot be retracted.
 fn unversioned(key: &str, e: &Entry) -> bool {
-    e.rows.is_none() && !updatable(type_of(key))
+    let ty = type_of(key);
+    e.rows.is_none() && !updatable(ty) && !mapped_since_versioning(ty)
 }
 
 impl Batch<'_> {
@@ -471,7 +472,7 @@ impl Batch<'_> {
                     .collect();
             }
             if let Some(slot) = visits.get_mut(line as usize) {
-                *slot = encounter_of(&v).and_then(|t| resolver.visit(&t));
+                *slot = cdm::visit_of(&v, &resolver);
             }
             done += 1;
             self.bar.inc(1);
@@ -603,17 +604,6 @@ impl Batch<'_> {
         sync_dir(&self.dir)?;
         Ok(new_entries)
     }
-}
-
-/// The Encounter a resource's rows refer to (`encounter`, else `context`), as the mappers read
-/// it.
-fn encounter_of(v: &Value) -> Option<RefTarget> {
-    ["encounter", "context"].iter().find_map(|f| {
-        v.get(f)
-            .and_then(|r| r.get("reference"))
-            .and_then(Value::as_str)
-            .and_then(fhir::parse_reference)
-    })
 }
 
 /// What phase 3 produced, per pending resource in batch order (`None` / empty for those not

@@ -412,4 +412,51 @@ mod tests {
             .value(0);
         assert_eq!(n, 2);
     }
+
+    /// An ExplanationOfBenefit stored before versions had no CDM rows then (the cost mapping
+    /// came later): its rows are known, none, so it can be updated and deleted, where a
+    /// Condition of that time cannot.
+    #[test]
+    fn a_claim_stored_before_versions_can_be_updated_and_deleted() {
+        let tmp = tempfile::tempdir().unwrap();
+        let node = tmp.path();
+        let k = key(node);
+        let claim = |paid: f64| {
+            json!({"resourceType": "ExplanationOfBenefit", "id": "x1", "status": "active",
+                   "patient": {"reference": "Patient/p1"},
+                   "payment": {"amount": {"value": paid, "currency": "USD"}}})
+        };
+        let mut v = Vault::open(node, &k).unwrap();
+        let first = vec![
+            json!({"resourceType": "Patient", "id": "p1", "gender": "female"}),
+            claim(10.0),
+        ];
+        v.ingest_values("t", first, &IngestOptions::default())
+            .unwrap();
+        drop(v);
+        downgrade(node, &k);
+        let mut v = Vault::open(node, &k).unwrap();
+        let feed = IngestOptions {
+            updates: true,
+            ..IngestOptions::default()
+        };
+        let r = v.ingest_values("t", vec![claim(20.0)], &feed).unwrap();
+        assert!(r.errors.is_empty(), "{:?}", r.errors);
+        assert_eq!(r.updated, 1);
+        let r = v
+            .ingest_values("t", vec![claim(30.0)], &IngestOptions::default())
+            .unwrap();
+        assert_eq!(
+            r.errors[0].reason,
+            BadReason::Conflict,
+            "outside an update feed, as any type with rows"
+        );
+        let del = json!({"resourceType": "Bundle", "type": "transaction",
+            "entry": [{"request": {"method": "DELETE", "url": "ExplanationOfBenefit/x1"}}]});
+        let r = v
+            .ingest_values("t", vec![del], &IngestOptions::default())
+            .unwrap();
+        assert!(r.errors.is_empty(), "{:?}", r.errors);
+        assert_eq!(r.deleted, 1);
+    }
 }

@@ -159,5 +159,13 @@ pub fn updatable(resource_type: &str) -> bool {
             | "Immunization"
             | "Procedure"
             | "AllergyIntolerance"
+            | "ExplanationOfBenefit"
     )
+}
+
+/// Types that got CDM rows after versioning came (ExplanationOfBenefit → cost): a resource of
+/// one stored before versioning produced no rows then, so its rows are known (none) and it may
+/// be updated or deleted like any versioned one.
+pub(crate) fn mapped_since_versioning(resource_type: &str) -> bool {
+    resource_type == "ExplanationOfBenefit"
 }
