@@ -316,6 +316,101 @@ pub fn drug_safety_lines(r: &medspace_worker::wire::DrugSafetyResult) -> Vec<Str
     out
 }
 
+/// A vertical study's release as a table: one line per cell (persons in both, claims and paid
+/// per person in the window, with standard deviations when released).
+pub fn vertical_lines(v: &medspace_worker::wire::VerticalResult, k: u32) -> Vec<String> {
+    let mut out = vec![format!(
+        "hospital cohort x insurer claims over {} days after the index date{}{}",
+        v.days,
+        v.compare
+            .as_ref()
+            .map(|c| format!(", split by {c}"))
+            .unwrap_or_default(),
+        if v.dp {
+            ", noised by both sides"
+        } else {
+            ", exact (cells below k withheld)"
+        }
+    )];
+    out.push(format!(
+        "{:<26} {:>7} {:>16} {:>20}",
+        "cell", "persons", "claims/person", "paid/person"
+    ));
+    let with_sd = |m: Option<f64>, sd: Option<f64>, digits: usize| match (m, sd) {
+        (Some(m), Some(sd)) => format!("{m:.digits$} (sd {sd:.digits$})"),
+        (Some(m), None) => format!("{m:.digits$}"),
+        _ => "-".into(),
+    };
+    for (label, c) in &v.cells {
+        match c.n {
+            None => out.push(format!("{label:<26} withheld (< {k})")),
+            Some(n) => out.push(format!(
+                "{label:<26} {n:>7} {:>16} {:>20}",
+                with_sd(c.claims_mean, c.claims_sd, 2),
+                with_sd(c.paid_mean, c.paid_sd, 0),
+            )),
+        }
+    }
+    out
+}
+
+/// A vertical study's chart: mean paid per person for each cell, with its standard deviation
+/// when released; withheld cells drawn empty.
+pub fn vertical_svg(v: &medspace_worker::wire::VerticalResult, k: u32, title: &str) -> String {
+    let (w, bar_h, gap, left, top) = (680.0_f64, 22.0_f64, 8.0_f64, 190.0_f64, 40.0_f64);
+    let max = v
+        .cells
+        .iter()
+        .filter_map(|(_, c)| c.paid_mean.map(|m| m + c.paid_sd.unwrap_or(0.0)))
+        .fold(1.0_f64, f64::max);
+    let scale = (w - left - 110.0) / max;
+    let h = top + v.cells.len() as f64 * (bar_h + gap) + 30.0;
+    let mut svg = format!(
+        "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{w}\" height=\"{h}\" font-family=\"sans-serif\" font-size=\"13\">\n<rect width=\"100%\" height=\"100%\" fill=\"white\"/>\n<text x=\"10\" y=\"22\" font-size=\"15\">{}</text>\n",
+        escape(title)
+    );
+    for (i, (label, c)) in v.cells.iter().enumerate() {
+        let y = top + i as f64 * (bar_h + gap);
+        svg.push_str(&format!(
+            "<text x=\"{}\" y=\"{}\" text-anchor=\"end\">{}</text>\n",
+            left - 8.0,
+            y + bar_h * 0.7,
+            escape(label)
+        ));
+        match (c.n, c.paid_mean) {
+            (Some(n), Some(m)) => {
+                let len = m.max(0.0) * scale;
+                svg.push_str(&format!(
+                    "<rect x=\"{left}\" y=\"{y}\" width=\"{len:.1}\" height=\"{bar_h}\" fill=\"#3b7dd8\"/>\n"
+                ));
+                if let Some(sd) = c.paid_sd {
+                    let (x0, x1) = (left + (m - sd).max(0.0) * scale, left + (m + sd) * scale);
+                    let yc = y + bar_h / 2.0;
+                    svg.push_str(&format!(
+                        "<line x1=\"{x0:.1}\" y1=\"{yc:.1}\" x2=\"{x1:.1}\" y2=\"{yc:.1}\" stroke=\"#222\"/>\n"
+                    ));
+                }
+                svg.push_str(&format!(
+                    "<text x=\"{:.1}\" y=\"{}\">{m:.0} (n={n})</text>\n",
+                    left + len + 6.0 + c.paid_sd.map_or(0.0, |sd| sd * scale),
+                    y + bar_h * 0.7
+                ));
+            }
+            _ => svg.push_str(&format!(
+                "<rect x=\"{left}\" y=\"{y}\" width=\"60\" height=\"{bar_h}\" fill=\"none\" stroke=\"#999\" stroke-dasharray=\"4 3\"/>\n<text x=\"{:.1}\" y=\"{}\" fill=\"#777\">withheld (&lt; {k})</text>\n",
+                left + 66.0,
+                y + bar_h * 0.7
+            )),
+        }
+    }
+    svg.push_str(&format!(
+        "<text x=\"10\" y=\"{:.1}\" fill=\"#555\">mean paid per person in the window{}</text>\n</svg>\n",
+        h - 10.0,
+        if v.dp { ", noised by both sides" } else { " (line: one standard deviation)" }
+    ));
+    svg
+}
+
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used)]

@@ -12,21 +12,37 @@ use medspace_types::*;
 use medspace_worker::wire::ResultDoc;
 use std::time::{Duration, Instant};
 
-/// The fields a query specification reads in each hospital's CDM dataset (and `person_id`,
-/// which every query reads for the consent allow-list).
-pub fn contract_fields(spec_json: &str, hospitals: &[&str]) -> Result<Vec<FieldRef>> {
-    let (_, validated) = medspace_privacy::query::parse(spec_json)?;
+/// The fields a query specification reads in each data holder's CDM dataset (and
+/// `person_id`, which every query reads for the consent allow-list), given each holder's kind:
+/// a vertical study reads the cohort's fields at the hospital and the claims at the insurer.
+pub fn contract_fields(spec_json: &str, holders: &[(&str, MemberKind)]) -> Result<Vec<FieldRef>> {
+    let (spec, validated) = medspace_privacy::query::parse(spec_json)?;
     let mut fields = Vec::new();
-    for h in hospitals {
-        for (t, f) in validated
-            .reads
-            .iter()
-            .chain([("person", "person_id")].iter())
-        {
+    for (h, kind) in holders {
+        let reads = match &spec.aggregate {
+            medspace_privacy::query::Aggregate::Claims(_) if *kind == MemberKind::Insurer => {
+                medspace_privacy::query::ClaimsSpec::claims_reads()
+            }
+            medspace_privacy::query::Aggregate::Claims(c) => {
+                let cohort = medspace_privacy::query::QuerySpec {
+                    aggregate: medspace_privacy::query::Aggregate::Count,
+                    ..spec.clone()
+                };
+                let mut r = medspace_privacy::query::validate(&cohort)?.reads;
+                r.extend(c.clinical_reads());
+                r
+            }
+            _ => validated.reads.clone(),
+        };
+        let mut reads = reads;
+        reads.push(("person", "person_id"));
+        reads.sort_unstable();
+        reads.dedup();
+        for (t, f) in reads {
             fields.push(FieldRef {
                 dataset: DatasetId::new(&format!("{h}.cdm"))?,
-                table: Text::new(*t)?,
-                field: Text::new(*f)?,
+                table: Text::new(t)?,
+                field: Text::new(f)?,
             });
         }
     }
@@ -53,13 +69,22 @@ pub struct Proposal<'a> {
 
 /// Submits the data-use contract; returns its id once finalized.
 pub fn propose(ledger: &mut Remote, key: &Keypair, p: &Proposal<'_>) -> Result<ContractId> {
+    let mut holders = Vec::with_capacity(p.hospitals.len());
+    for h in p.hospitals {
+        let kind = ledger
+            .state()
+            .member(&MemberId::new(h)?)?
+            .map(|m| m.member.kind)
+            .unwrap_or(MemberKind::Hospital);
+        holders.push((*h, kind));
+    }
     let r = ledger.must(
         key,
         Payload::SubmitRequest(SubmitRequest {
             purpose: p.purpose,
             mode: Mode::Compute,
             study: p.study.clone(),
-            fields: List::new(contract_fields(p.spec_json, p.hospitals)?)?,
+            fields: List::new(contract_fields(p.spec_json, &holders)?)?,
             computation: Blob::new(p.spec_json.as_bytes().to_vec())?,
             expiry_ms: ledger.time_ms() + p.days * 24 * 3600 * 1000,
             epsilon_budget: p.budget_micro,
@@ -227,6 +252,25 @@ pub fn result_lines(doc: &ResultDoc) -> Vec<String> {
     if let Some(d) = &doc.drug_safety {
         out.extend(crate::models::drug_safety_lines(d));
     }
+    if let Some(v) = &doc.vertical {
+        out.extend(crate::models::vertical_lines(v, doc.k));
+    }
+    if let Some(o) = &doc.overlap {
+        out.push(format!(
+            "persons of the cohort both sites hold (cardinality-only private set intersection{})",
+            if o.dp {
+                format!(", noised at the later site, ε={eps}")
+            } else {
+                ", exact".to_string()
+            }
+        ));
+        for (a, b, n) in &o.pairs {
+            out.push(match n {
+                Some(n) => format!("{a:<12} & {b:<12} {n:>7}"),
+                None => format!("{a:<12} & {b:<12} withheld (< {} or not matched)", doc.k),
+            });
+        }
+    }
     if let Some(s) = &doc.surveillance {
         out.push(format!(
             "window {} ({} day(s) from {}): {} persons with a syndrome across {} regions (per-window noise at every hospital, ε={eps})",
@@ -241,6 +285,8 @@ pub fn result_lines(doc: &ResultDoc) -> Vec<String> {
         || doc.survival.is_some()
         || doc.drug_safety.is_some()
         || doc.surveillance.is_some()
+        || doc.vertical.is_some()
+        || doc.overlap.is_some()
     {
         &[][..]
     } else {
@@ -259,7 +305,11 @@ pub fn result_lines(doc: &ResultDoc) -> Vec<String> {
     for (m, why) in &doc.dropped {
         out.push(format!("{m} did not contribute: {why}"));
     }
-    if doc.failure.is_none() && doc.contributions.len() > 1 {
+    if doc.failure.is_none()
+        && doc.contributions.len() > 1
+        && doc.vertical.is_none()
+        && doc.overlap.is_none()
+    {
         if doc.not_counted_once.is_empty() {
             out.push(
                 "each patient counted once: every hospital matched its patients with those before it (private set intersection)"
@@ -292,6 +342,9 @@ pub fn chart_svg(doc: &ResultDoc, title: &str) -> String {
     }
     if let Some(s) = &doc.survival {
         return crate::models::survival_svg(s, title);
+    }
+    if let Some(v) = &doc.vertical {
+        return crate::models::vertical_svg(v, doc.k, title);
     }
     let (w, bar_h, gap, left, top) = (640.0_f64, 22.0_f64, 8.0_f64, 130.0_f64, 40.0_f64);
     let max = doc
@@ -397,6 +450,8 @@ mod tests {
             dropped: vec![],
             drug_safety: None,
             surveillance: None,
+            vertical: None,
+            overlap: None,
             not_counted_once: vec![],
             failure: None,
             model: None,

@@ -88,8 +88,10 @@ fn mechanisms(spec: &QuerySpec, epsilon_micro: u64) -> (Mechanism, Option<Mechan
             },
             None,
         ),
-        // A model's statistics are noised per step (`medspace_privacy::glm::noise_stats`).
-        Aggregate::Model(_) => (
+        // A model's statistics are noised per step (`medspace_privacy::glm::noise_stats`); a
+        // vertical study's and an overlap's values by their own protocols (the worker's
+        // `vertical` and `once`): none of them computes a vector here.
+        Aggregate::Model(_) | Aggregate::Claims(_) | Aggregate::Overlap(_) => (
             Mechanism::Laplace {
                 epsilon_micro: epsilon_micro.max(1),
                 sensitivity: 1,
@@ -195,6 +197,9 @@ pub fn rows_vector(spec: &QuerySpec, rows: &[local::Row]) -> Result<Vec<i64>, Fe
         Aggregate::Surveillance(s) => surveillance_vector(s, rows),
         Aggregate::Model(_) => Err(FederatedError::Layout(
             "a model's job has no single vector (its rows are read by model_rows)".into(),
+        )),
+        Aggregate::Claims(_) | Aggregate::Overlap(_) => Err(FederatedError::Layout(
+            "a vertical study or an overlap computes in its private set intersection".into(),
         )),
         Aggregate::Count | Aggregate::Mean(_) => Ok(local_vector(spec, rows)),
     }
@@ -393,9 +398,8 @@ fn plan_site(
     links: &Links,
 ) -> Result<(QuerySpec, crate::plan::JobPlan), FederatedError> {
     let spec = job_spec(state, job)?;
-    let validated = medspace_privacy::query::validate(&spec)?;
-    let reads: Vec<(String, String)> = validated
-        .reads
+    // A vertical study's sides read different tables: each is checked for its own.
+    let reads: Vec<(String, String)> = crate::vertical::side_reads(state, &spec, member)?
         .iter()
         .map(|(t, f)| (t.to_string(), f.to_string()))
         .collect();
@@ -416,6 +420,25 @@ pub fn job_patients(
     Ok(plan
         .cohort
         .iter()
+        .filter_map(|person| links.patient_of(*person).copied())
+        .collect())
+}
+
+/// The ledger pseudonyms of an overlap job's cohort at this site: its consenting patients
+/// the query's cohort selects (the persons whose intersection sizes the job counts).
+pub fn overlap_patients(
+    state: &State,
+    job: JobId,
+    member: &MemberId,
+    vault: SiteVault<'_>,
+    links: &Links,
+) -> Result<Vec<medspace_types::PatientId>, FederatedError> {
+    let (spec, plan) = plan_site(state, job, member, links)?;
+    let sql = medspace_privacy::query::compile_sql(&spec, CONSENTED)?;
+    let rows = local::run(vault.dir, vault.key, &plan.cohort, &sql)?;
+    Ok(rows
+        .iter()
+        .filter_map(|r| r.values.first())
         .filter_map(|person| links.patient_of(*person).copied())
         .collect())
 }

@@ -23,6 +23,7 @@ pub mod node;
 pub mod plan;
 pub mod publish;
 pub mod release;
+pub mod vertical;
 
 pub use links::Links;
 pub use plan::{JobPlan, PlanError, plan_job};

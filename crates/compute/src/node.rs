@@ -9,7 +9,7 @@ use medspace_privacy::release::Protection;
 use medspace_state::State;
 use medspace_types::{JobId, MemberId, PatientId};
 use medspace_vault::VaultKey;
-use medspace_worker::compute::{DataPlane, ModelRows, PlaneRefusal, SiteVector};
+use medspace_worker::compute::{DataPlane, JoinInput, ModelRows, PlaneRefusal, SiteVector};
 use medspace_worker::records::RecordSource;
 use std::collections::BTreeSet;
 use std::path::PathBuf;
@@ -102,6 +102,37 @@ impl DataPlane for VaultPlane {
         Ok(rows)
     }
 
+    fn join_input(
+        &self,
+        state: &State,
+        job: JobId,
+        member: &MemberId,
+    ) -> Result<JoinInput, PlaneRefusal> {
+        let refuse = |e: &dyn std::fmt::Display| PlaneRefusal(e.to_string());
+        let links = Links::load(&self.dir, &self.key).map_err(|e| refuse(&e))?;
+        let started = std::time::Instant::now();
+        let input = outside_runtime(|| {
+            crate::vertical::run_join_site(
+                state,
+                job,
+                member,
+                crate::federated::SiteVault {
+                    dir: &self.dir,
+                    key: &self.key,
+                },
+                &links,
+            )
+            .map_err(|e| refuse(&e))
+        })?;
+        let persons = match &input {
+            JoinInput::Clinical { patients, .. } | JoinInput::Claims { patients, .. } => {
+                patients.len()
+            }
+        };
+        tracing::info!(job = %job, persons, ms = started.elapsed().as_millis() as u64, "compute.site: vertical study's rows read");
+        Ok(input)
+    }
+
     fn job_patients(
         &self,
         state: &State,
@@ -110,6 +141,25 @@ impl DataPlane for VaultPlane {
     ) -> Result<Option<Vec<PatientId>>, PlaneRefusal> {
         let refuse = |e: &dyn std::fmt::Display| PlaneRefusal(e.to_string());
         let links = Links::load(&self.dir, &self.key).map_err(|e| refuse(&e))?;
+        let overlap = crate::federated::job_spec(state, job)
+            .is_ok_and(|s| matches!(s.aggregate, medspace_privacy::query::Aggregate::Overlap(_)));
+        if overlap {
+            // An overlap counts its cohort's persons: the query selects them here.
+            return outside_runtime(|| {
+                crate::federated::overlap_patients(
+                    state,
+                    job,
+                    member,
+                    crate::federated::SiteVault {
+                        dir: &self.dir,
+                        key: &self.key,
+                    },
+                    &links,
+                )
+                .map(Some)
+                .map_err(|e| refuse(&e))
+            });
+        }
         crate::federated::job_patients(state, job, member, &links)
             .map(Some)
             .map_err(|e| refuse(&e))

@@ -202,3 +202,67 @@ fn a_patient_held_by_two_hospitals_counts_once_in_a_count_and_a_model() {
         );
     }
 }
+
+/// An overlap job: each site's cohort (the query selects it over the consenting patients), a
+/// cardinality-only PSI of each later site with each earlier one through the wire format, and
+/// the counts equal the plain intersections of the same persons.
+#[test]
+fn an_overlap_job_counts_the_cohort_each_pair_of_hospitals_shares() {
+    const OVERLAP: &str = r#"{"version":1,"cohort":{"conditions":["44054006"],"index_date":"2025-01-01"},"aggregate":{"overlap":{"dp":false}}}"#;
+    let root = tempfile::tempdir().unwrap();
+    let mut w = World::with_referrals(root.path());
+    let contract = w.contract_for(&ALL_FIELDS, OVERLAP);
+    let job = w.job_with(contract, OVERLAP, 100_000);
+    let sets: Vec<Vec<PatientId>> = (0..3)
+        .map(|i| {
+            with_vault(&w, i, |v| {
+                medspace_compute::federated::overlap_patients(
+                    &w.state,
+                    job,
+                    &member(i),
+                    v,
+                    &links(&w, i),
+                )
+            })
+            .unwrap()
+        })
+        .collect();
+    // The cohort, not every consenting patient: fewer than the sites' linked patients.
+    let everyone = job_patients(&w.state, job, &member(0), &links(&w, 0)).unwrap();
+    assert!(!sets[0].is_empty() && sets[0].len() < everyone.len());
+    let ids: Vec<_> = sets
+        .iter()
+        .map(|s| medspace_worker::compute::once::identifiers(job, s))
+        .collect();
+    let mut rng = ChaCha20Rng::seed_from_u64(3);
+    let mode = medspace_privacy::psi::Mode::Cardinality;
+    let mut shared_any = false;
+    for (i, j) in medspace_worker::compute::once::overlap_pairs(3) {
+        let sender = medspace_privacy::psi::Sender::new(&mut rng, &ids[i], mode, 2).unwrap();
+        let (receiver, request) =
+            medspace_privacy::psi::Receiver::new(&mut rng, &ids[j], mode, 2).unwrap();
+        let request =
+            medspace_privacy::psi::Request::from_bytes(&request.to_bytes().unwrap()).unwrap();
+        let response = medspace_privacy::psi::Response::from_bytes(
+            &sender
+                .respond(&request, &mut rng)
+                .unwrap()
+                .to_bytes()
+                .unwrap(),
+        )
+        .unwrap();
+        let got = receiver.finish(&response).unwrap();
+        let a: BTreeSet<&PatientId> = sets[i].iter().collect();
+        let plain = sets[j].iter().filter(|p| a.contains(p)).count();
+        assert_eq!(
+            got,
+            medspace_privacy::psi::PsiOutput::Cardinality(plain),
+            "pair {i}-{j}"
+        );
+        shared_any |= plain > 0;
+    }
+    assert!(
+        shared_any,
+        "referred diabetic patients are shared by some pair"
+    );
+}

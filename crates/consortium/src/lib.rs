@@ -274,6 +274,7 @@ impl Consortium {
         add("research-1.researcher", Role::Researcher, "research-1")?;
         add("regulator.auditor", Role::Auditor, "regulator")?;
         add("insurer-1.claims", Role::ClaimsOfficer, "insurer-1")?;
+        add("insurer-1.steward", Role::Steward, "insurer-1")?;
         add(
             "health-agency.epidemiologist",
             Role::Researcher,

@@ -1,7 +1,7 @@
-//! `medspace devnet`: the whole default consortium on this machine — four validators (three
-//! hospitals and a research institute) and the regulator's observer — as real `medspace node`
-//! processes talking over loopback TCP, with the hospitals' vaults filled and their catalog
-//! published on the chain.
+//! `medspace devnet`: the whole default consortium on this machine — five validators (three
+//! hospitals, a research institute and an insurer) and the regulator's observer — as real
+//! `medspace node` processes talking over loopback TCP, with the hospitals' vaults and the
+//! insurer's claims vault filled and their catalog published on the chain.
 //!
 //! The first start creates everything under the devnet directory (keys, genesis, node
 //! configs, each hospital's vault and patient links) and, once the chain runs, publishes each
@@ -23,7 +23,13 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 /// The validators of the default consortium, in genesis order, then the observer.
-pub const VALIDATORS: [&str; 4] = ["hospital-a", "hospital-b", "hospital-c", "research-1"];
+pub const VALIDATORS: [&str; 5] = [
+    "hospital-a",
+    "hospital-b",
+    "hospital-c",
+    "research-1",
+    hospitals::INSURER,
+];
 /// The observer node.
 pub const OBSERVER: &str = "regulator";
 
@@ -62,6 +68,8 @@ pub struct Devnet {
     pub consortium: Consortium,
     /// Each hospital's node directory and patients.
     pub hospitals: Vec<hospitals::Hospital>,
+    /// The insurer's node directory and its members who are patients here.
+    pub insurer: hospitals::Hospital,
     /// The options it was made with.
     pub options: DevnetOptions,
     children: Vec<(String, Child)>,
@@ -277,7 +285,8 @@ impl Devnet {
             hospitals::Source::Fhir(&options.fhir)
         };
         let hospitals = hospitals::prepare(dir, &HOSPITALS, options.seed, &source)?;
-        for member in HOSPITALS {
+        let insurer = hospitals::prepare_insurer(dir, options.seed, &source)?;
+        for member in HOSPITALS.iter().chain([&hospitals::INSURER]) {
             ensure_worker(dir, &consortium, options.seed, member)?;
         }
         ensure_observer(dir, &consortium, OBSERVER)?;
@@ -300,6 +309,7 @@ impl Devnet {
             genesis,
             consortium,
             hospitals,
+            insurer,
             options,
             children: Vec::new(),
             bootstrapped,
@@ -523,7 +533,7 @@ pub fn publish_catalogs(
     ledger: &mut Remote,
     mut report: impl FnMut(&str, &medspace_vault::catalog::DatasetDescription, u64),
 ) -> Result<()> {
-    for node in &devnet.hospitals {
+    for node in devnet.hospitals.iter().chain([&devnet.insurer]) {
         // Quality figures "as of" the devnet's genesis day (days since 1970-01-01).
         let vault_desc = medspace_vault::catalog::describe_node(
             &node.dir,

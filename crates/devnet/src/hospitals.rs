@@ -38,6 +38,9 @@ pub enum Source<'a> {
     Fhir(&'a [PathBuf]),
 }
 
+/// The insurer whose node holds a claims vault.
+pub const INSURER: &str = "insurer-1";
+
 /// The file beside a hospital's node config holding its vault's passphrase.
 pub const VAULT_PASSPHRASE_FILE: &str = "vault.pass";
 
@@ -159,4 +162,79 @@ pub fn distinct_patients(hospitals: &[Hospital]) -> Vec<(usize, &str, &Patient)>
         })
         .filter(|(_, _, p)| seen.insert(p.id))
         .collect()
+}
+
+/// Fills the insurer's claims vault (if it is empty) and links its members who are patients of
+/// the devnet's hospitals to their ledger pseudonyms (the patient's key follows the person, as
+/// at the hospitals). Generated patients: every covered patient of every hospital
+/// ([`medspace_synth::claims::covered`]) and as many members again who are nobody's patients
+/// here; FHIR folders: only such members (the insurer knows none of those patients).
+pub fn prepare_insurer(base: &Path, seed: u64, source: &Source<'_>) -> Result<Hospital> {
+    let dir = base.join(INSURER);
+    std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    let key = vault_key(&dir)?;
+    let mut vault = Vault::open(&dir, &key)?;
+    let hospitals = medspace_consortium::HOSPITALS.len() as u32;
+    let per_hospital = match source {
+        Source::Generated { per_hospital } => *per_hospital,
+        Source::Fhir(_) => 0,
+    };
+    // The hospital's Patient id of each covered patient, by the insurer's member id.
+    let mut patient_of = std::collections::BTreeMap::new();
+    for h in 0..hospitals {
+        for i in 0..per_hospital {
+            if medspace_synth::claims::covered(seed, h, i) {
+                patient_of.insert(
+                    medspace_synth::claims::member_id(seed, h, i),
+                    medspace_synth::patient_id(seed, h, i),
+                );
+            }
+        }
+    }
+    if vault.resource_count() == 0 {
+        let opts = IngestOptions {
+            on_error: OnError::Skip,
+            progress: true,
+            vocabulary: None,
+            ..IngestOptions::default()
+        };
+        let members = (0..hospitals)
+            .flat_map(|h| (0..per_hospital).map(move |i| (h, i)))
+            .filter_map(|(h, i)| medspace_synth::claims::insurer_resources(seed, h, i))
+            .flatten();
+        let others = medspace_synth::claims::insurer_only_members(seed, per_hospital.max(20))
+            .into_iter()
+            .flatten();
+        let report = vault.ingest_values(
+            &format!("synth:seed={seed}:insurer={INSURER}"),
+            members.chain(others),
+            &opts,
+        )?;
+        eprintln!("{INSURER}: {}", report.summary_line());
+    }
+    let mut links = Links::load(&dir, &key)?;
+    let mut patients = Vec::new();
+    for (person_id, member_id, _) in vault.persons() {
+        let Some(fhir_id) = patient_of.get(&member_id) else {
+            // A member who is no patient of these hospitals: no pseudonym to link.
+            continue;
+        };
+        let key = medspace_consortium::patient_key(seed, fhir_id);
+        let id = PatientId::from_key(&key.public());
+        if links.link(person_id, id).is_err() {
+            crate::fail!(
+                "{} was made by another version of medspace (its patient links differ); remove the directory to start afresh",
+                base.display()
+            );
+        }
+        patients.push(Patient { key, id });
+    }
+    links.save(&dir, &key)?;
+    drop(vault);
+    Ok(Hospital {
+        member: INSURER.to_string(),
+        dir,
+        key,
+        patients,
+    })
 }

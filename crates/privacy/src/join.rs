@@ -580,6 +580,60 @@ impl Sums {
     }
 }
 
+impl Sums {
+    /// The cell-wise homomorphic sum of several hospitals' sums: the insurer adds them up and
+    /// opens only the total, so no hospital's own sums are ever opened. Every part must have
+    /// the same groups and measures; a malformed cell is a typed error.
+    pub fn add_all(parts: &[Sums]) -> Result<Sums, JoinError> {
+        let Some(first) = parts.first() else {
+            return Err(JoinError::CellCount {
+                expected: 1,
+                got: 0,
+            });
+        };
+        let cells = cells_of(first.groups, first.measures)?;
+        let mut acc = vec![(RistrettoPoint::identity(), RistrettoPoint::identity()); cells];
+        for part in parts {
+            if part.groups != first.groups {
+                return Err(JoinError::GroupsLength {
+                    expected: first.groups,
+                    got: part.groups,
+                });
+            }
+            if part.measures != first.measures {
+                return Err(JoinError::MeasureMismatch {
+                    expected: first.measures,
+                    got: part.measures,
+                });
+            }
+            if part.cells.len() != cells {
+                return Err(JoinError::CellCount {
+                    expected: cells,
+                    got: part.cells.len(),
+                });
+            }
+            for (index, (a, ct)) in acc.iter_mut().zip(&part.cells).enumerate() {
+                let (c1, c2) = ct
+                    .decompress()
+                    .ok_or(JoinError::InvalidCiphertext { index })?;
+                a.0 += c1;
+                a.1 += c2;
+            }
+        }
+        Ok(Sums {
+            groups: first.groups,
+            measures: first.measures,
+            cells: acc
+                .into_iter()
+                .map(|(c1, c2)| Ciphertext {
+                    c1: c1.compress().to_bytes(),
+                    c2: c2.compress().to_bytes(),
+                })
+                .collect(),
+        })
+    }
+}
+
 fn public_point(bytes: &PointBytes) -> Result<RistrettoPoint, JoinError> {
     CompressedRistretto(*bytes)
         .decompress()

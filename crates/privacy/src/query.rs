@@ -7,6 +7,7 @@
 //! every site's vector lines up for secure aggregation. The semantics of a compiled query are
 //! those documented on [`medspace_types::query`].
 
+pub mod claims;
 pub mod features;
 pub mod health;
 
@@ -140,6 +141,15 @@ pub fn compile_sql_at(
             health::surveillance_rows(&mut sql, s, window.unwrap_or(0))?;
             return Ok(sql);
         }
+        Aggregate::Claims(c) => {
+            claims::clinical_rows(&mut sql, c, spec);
+            return Ok(sql);
+        }
+        Aggregate::Overlap(_) => {
+            // The cohort's persons: their pseudonyms go into the intersection, never a row.
+            let _ = write!(sql, "\nSELECT person_id FROM cohort ORDER BY person_id");
+            return Ok(sql);
+        }
         Aggregate::Count | Aggregate::Mean(_) => {}
     }
 
@@ -167,7 +177,9 @@ pub fn compile_sql_at(
         Aggregate::Model(_)
         | Aggregate::Survival(_)
         | Aggregate::DrugSafety(_)
-        | Aggregate::Surveillance(_) => {}
+        | Aggregate::Surveillance(_)
+        | Aggregate::Claims(_)
+        | Aggregate::Overlap(_) => {}
         Aggregate::Mean(mean) => {
             let _ = writeln!(sql, ",");
             let _ = writeln!(sql, "latest AS (");

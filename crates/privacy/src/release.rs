@@ -52,6 +52,10 @@ pub fn values_per_group(spec: &QuerySpec) -> usize {
         Aggregate::Model(_) => 0,
         Aggregate::DrugSafety(d) => crate::pharmacovigilance::layout_len(d.pair_indices().len()),
         Aggregate::Surveillance(s) => s.cells(),
+        // Per clinical split of the group: n and the claims side's measures.
+        Aggregate::Claims(c) => c.measures().len() * if c.compare.is_some() { 2 } else { 1 },
+        // One count per pair of sites: laid out by the job's sites, not the query.
+        Aggregate::Overlap(_) => 0,
     }
 }
 

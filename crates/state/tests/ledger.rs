@@ -35,4 +35,5 @@ mod ledger {
     mod roles;
     mod settlement;
     mod studies;
+    mod vertical;
 }

@@ -54,7 +54,7 @@ pub(crate) fn practitioner_id(seed: u64, hospital: u32, i: u64) -> String {
 }
 
 /// The Patient id of patient `index` of a hospital.
-pub(crate) fn patient_id(seed: u64, hospital: u32, index: u64) -> String {
+pub fn patient_id(seed: u64, hospital: u32, index: u64) -> String {
     make_id(seed, hospital, KIND_PATIENT, index)
 }
 

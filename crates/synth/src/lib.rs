@@ -72,7 +72,7 @@ use serde_json::{Value, json};
 
 pub use calendar::{civil_from_days, days_from_civil};
 pub use hospital::hospital_resources;
-pub use ids::organization_id;
+pub use ids::{organization_id, patient_id};
 pub use outbreak::{
     AGI_SNOMED, ILI_SNOMED, Outbreak, OutbreakScenario, RASH_SNOMED, SARI_SNOMED, Syndrome,
     patient_resources_with_outbreak, pharmacy_sales,

@@ -32,8 +32,10 @@
 
 use crate::Level;
 use crate::classification::Classification;
+pub mod claims;
 pub mod health;
 pub mod model;
+pub use claims::ClaimsSpec;
 pub use health::{
     CodeGroup, DrugSafetySpec, PairRef, SURVEILLANCE_BANDS, SignalThresholds, SurveillanceSpec,
 };
@@ -430,6 +432,29 @@ pub enum Aggregate {
     /// A standing syndromic surveillance definition, one job per window ([`health`]); no
     /// `group_by`.
     Surveillance(SurveillanceSpec),
+    /// A vertical study: the cohort at a hospital joined with an insurer's claims
+    /// ([`claims`]).
+    Claims(ClaimsSpec),
+    /// How many persons of the cohort each pair of sites both hold, by a cardinality-only
+    /// private set intersection ([`OverlapSpec`]); no `group_by`.
+    Overlap(OverlapSpec),
+}
+
+/// The intersection sizes of a cohort between every pair of the job's sites: for sites
+/// `i < j` in the contract's order, site `j` runs a cardinality-only PSI of its consenting
+/// cohort's pseudonyms with site `i`'s and learns only how many they share. Each count is
+/// a protected result: noised by site `j` (a person changes at most `sites − 1` of its counts)
+/// with `dp` (the default), else exact with counts below `k` withheld.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OverlapSpec {
+    /// Noise at each site (the default); without it, exact counts with small ones withheld.
+    #[serde(default = "overlap_dp")]
+    pub dp: bool,
+}
+
+fn overlap_dp() -> bool {
+    true
 }
 
 /// The measurement to average and its clamping bounds.
@@ -539,7 +564,12 @@ pub fn codes(spec: &QuerySpec) -> Vec<(&'static str, &str)> {
         }
         Aggregate::DrugSafety(d) => out.extend(d.codes()),
         Aggregate::Surveillance(s) => out.extend(s.codes()),
-        Aggregate::Count => {}
+        Aggregate::Claims(c) => {
+            if let Some(g) = &c.compare {
+                out.extend(g.codes.iter().map(|x| ("condition_occurrence", x.as_str())));
+            }
+        }
+        Aggregate::Count | Aggregate::Overlap(_) => {}
     }
     out
 }
@@ -757,6 +787,14 @@ pub fn validate(spec: &QuerySpec) -> Result<Validated, QueryError> {
                 });
             }
         }
+        Aggregate::Claims(c) => c.validate()?,
+        Aggregate::Overlap(_) => {
+            if !spec.group_by.is_empty() {
+                return Err(QueryError::GroupBy {
+                    reason: "an overlap is counted per pair of sites",
+                });
+            }
+        }
         Aggregate::Count | Aggregate::Mean(_) => {}
     }
     if spec.group_by.len() > 2 {
@@ -815,7 +853,11 @@ pub fn validate(spec: &QuerySpec) -> Result<Validated, QueryError> {
         Aggregate::Survival(s) => reads.extend(s.reads()),
         Aggregate::DrugSafety(d) => reads.extend(d.reads()),
         Aggregate::Surveillance(s) => reads.extend(s.reads()),
-        Aggregate::Count | Aggregate::Mean(_) => {}
+        Aggregate::Claims(c) => {
+            reads.extend(c.clinical_reads());
+            reads.extend(ClaimsSpec::claims_reads());
+        }
+        Aggregate::Count | Aggregate::Mean(_) | Aggregate::Overlap(_) => {}
     }
     reads.sort_unstable();
     reads.dedup();

@@ -14,6 +14,13 @@
 //! - `POST /v1/worker/jobs/{job}/psi?wait_ms=` — a later site of the job (its node key): the
 //!   answer to its count-once set (one set per site and job, ever; `202` while computing)
 //!   ([`crate::compute::once`]);
+//!   — the same route carries a vertical study's set from its hospital to its insurer
+//!   ([`crate::compute::vertical`]);
+//! - `GET /v1/worker/jobs/{job}/sums?wait_ms=` — the aggregator of a vertical study: this
+//!   hospital's signed, encrypted sums (`202` while it joins);
+//! - `POST /v1/worker/jobs/{job}/open` — the aggregator of a vertical study (its node key): its
+//!   insurer opens the total of every hospital's sums, once per job, once the ledger closed
+//!   the round with every site;
 //! - `GET /v1/worker/jobs/{job}/result` — the job's submitter only, and only once the result's
 //!   hash is final on the ledger: the released result;
 //! - `GET /v1/records/export` — the patient only (their own key): their complete record here;
@@ -50,6 +57,8 @@ const MAX_WAIT: Duration = Duration::from_secs(30);
 const STEP_BODY_LIMIT: usize = 8 << 20;
 /// Largest count-once set (two million patients, hex-encoded).
 const PSI_BODY_LIMIT: usize = 160 << 20;
+/// Largest opening request (the sums of up to 64 hospitals, hex-encoded, in JSON).
+const OPEN_BODY_LIMIT: usize = 64 << 20;
 /// Largest mask request (the dealings of every site).
 const MASK_BODY_LIMIT: usize = 1 << 20;
 /// Largest release plan request (a release specification and its purposes).
@@ -108,6 +117,11 @@ where
         .route(
             "/v1/worker/jobs/{job}/psi",
             post(psi::<E, L, R>).layer(DefaultBodyLimit::max(PSI_BODY_LIMIT)),
+        )
+        .route("/v1/worker/jobs/{job}/sums", get(sums::<E, L, R>))
+        .route(
+            "/v1/worker/jobs/{job}/open",
+            post(open::<E, L, R>).layer(DefaultBodyLimit::max(OPEN_BODY_LIMIT)),
         )
         .route("/v1/worker/jobs/{job}/result", get(result::<E, L, R>))
         .route("/v1/worker/vault", get(vault::<E, L, R>))
@@ -343,6 +357,33 @@ async fn psi<E: Clock, L: Ledger, R>(
     // At least a second: a refusal is decided at once, never answered "not ready".
     let wait = wait_of(&q).max(Duration::from_secs(1));
     posted(&r, &job, &uri, &headers, &body, "psi", job_of, wait, ask).await
+}
+
+async fn open<E: Clock, L: Ledger, R>(
+    AxState(r): AxState<Arc<Routes<E, L, R>>>,
+    Path(job): Path<String>,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, Refusal> {
+    let job_of = |a: &crate::wire::OpenAsk| a.job;
+    let ask = |req, who| r.compute.open(req, who);
+    posted(
+        &r, &job, &uri, &headers, &body, "open", job_of, MAX_WAIT, ask,
+    )
+    .await
+}
+
+async fn sums<E: Clock, L: Ledger, R>(
+    AxState(r): AxState<Arc<Routes<E, L, R>>>,
+    Path(job): Path<String>,
+    Query(q): Query<Wait>,
+    uri: Uri,
+    headers: HeaderMap,
+) -> Result<Response, Refusal> {
+    let job = parse_job(&job)?;
+    let who = member(&r, "GET", &uri, &headers, b"")?;
+    Ok(answer(r.records.clock(), wait_of(&q), r.compute.sums(job, who)).await)
 }
 
 async fn reveal<E: Clock, L: Ledger, R>(

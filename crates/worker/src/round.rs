@@ -171,6 +171,11 @@ impl Job {
 
     /// The vector length every site sends.
     pub fn layout_len(&self) -> usize {
+        if let medspace_privacy::query::Aggregate::Overlap(_) = self.spec.aggregate {
+            // One count per pair of sites.
+            let m = self.owners.len();
+            return m * m.saturating_sub(1) / 2;
+        }
         medspace_privacy::release::layout_len(&self.spec)
     }
 

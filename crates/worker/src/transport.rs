@@ -5,7 +5,8 @@
 //! and failures.
 
 use crate::wire::{
-    DealingMsg, MaskRequest, MaskedMsg, PsiAnswer, PsiAsk, RevealMsg, StepMsg, StepRequest,
+    DealingMsg, MaskRequest, MaskedMsg, OpenAnswer, OpenAsk, PsiAnswer, PsiAsk, RevealMsg, StepMsg,
+    StepRequest, SumsMsg,
 };
 use medspace_types::{JobId, Keypair, MemberId};
 use std::collections::BTreeMap;
@@ -69,6 +70,38 @@ pub trait Transport: Clone + Send + Sync + 'static {
         async {
             Err(PeerError::Refused(
                 "this transport carries no model steps".into(),
+            ))
+        }
+    }
+
+    /// A vertical study's hospital's signed sums (waits at the site up to `wait` while it
+    /// joins). A transport that carries no vertical studies refuses.
+    fn sums(
+        &self,
+        to: &MemberId,
+        job: JobId,
+        wait: Duration,
+    ) -> impl Future<Output = Result<SumsMsg, PeerError>> + Send {
+        let _ = (to, job, wait);
+        async {
+            Err(PeerError::Refused(
+                "this transport carries no vertical studies".into(),
+            ))
+        }
+    }
+
+    /// A vertical study's insurer opens the total of the hospitals' sums (at once: it refuses
+    /// before the ledger closed the round). A transport that carries no vertical studies
+    /// refuses.
+    fn open(
+        &self,
+        to: &MemberId,
+        ask: OpenAsk,
+    ) -> impl Future<Output = Result<OpenAnswer, PeerError>> + Send {
+        let _ = (to, ask);
+        async {
+            Err(PeerError::Refused(
+                "this transport carries no vertical studies".into(),
             ))
         }
     }
@@ -274,6 +307,32 @@ impl Transport for HttpTransport {
         let body = serde_json::to_vec(&ask).unwrap_or_default();
         let (this, to) = (self.clone(), to.clone());
         async move { this.call(&to, "POST", pq, body, wait).await }
+    }
+
+    fn sums(
+        &self,
+        to: &MemberId,
+        job: JobId,
+        wait: Duration,
+    ) -> impl Future<Output = Result<SumsMsg, PeerError>> + Send {
+        let pq = format!("/v1/worker/jobs/{job}/sums?wait_ms={}", wait.as_millis());
+        let (this, to) = (self.clone(), to.clone());
+        async move { this.call(&to, "GET", pq, Vec::new(), wait).await }
+    }
+
+    fn open(
+        &self,
+        to: &MemberId,
+        ask: OpenAsk,
+    ) -> impl Future<Output = Result<OpenAnswer, PeerError>> + Send {
+        let pq = format!("/v1/worker/jobs/{}/open", ask.job);
+        let body = serde_json::to_vec(&ask).unwrap_or_default();
+        let (this, to) = (self.clone(), to.clone());
+        // Opening searches a discrete logarithm per cell: it may take a while on a big study.
+        async move {
+            this.call(&to, "POST", pq, body, Duration::from_secs(120))
+                .await
+        }
     }
 
     fn step(

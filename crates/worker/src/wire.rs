@@ -170,6 +170,75 @@ pub struct PsiAnswer {
     pub response: Hex,
 }
 
+/// Namespace of a hospital's sums in a vertical study.
+pub const SUMS_NAMESPACE: &[u8] = b"medspace/worker/vertical-sums/v1";
+
+/// A hospital's encrypted, noised sums per cell of a vertical study
+/// ([`crate::compute::vertical`]), signed by its node key: a
+/// [`medspace_privacy::join::Sums`] in its byte form.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SumsBody {
+    /// The job.
+    pub job: JobId,
+    /// The hospital.
+    pub member: MemberId,
+    /// The sums' bytes.
+    pub sums: Hex,
+    /// The earlier hospitals it matched its patients with (count once).
+    pub counted_once_with: Vec<MemberId>,
+    /// Its contribution (persons offered, coarsened), signed by its node key.
+    pub contribution: medspace_types::SignedContribution,
+}
+
+/// A hospital's signed sums.
+pub type SumsMsg = Signed<SumsBody>;
+
+/// The aggregator of a vertical study asks its insurer to open the total of every hospital's
+/// sums (the insurer adds them up itself).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct OpenAsk {
+    /// The job.
+    pub job: JobId,
+    /// Every hospital's signed sums, in contract order.
+    pub parts: Vec<SumsMsg>,
+}
+
+/// The insurer's opened sums (with its own noise), per cell and measure, and its signed
+/// contribution.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OpenAnswer {
+    /// The job.
+    pub job: JobId,
+    /// Per cell, per measure of the study.
+    pub values: Vec<i64>,
+    /// The insurer's contribution, signed by its node key.
+    pub contribution: medspace_types::SignedContribution,
+}
+
+/// A vertical study's release: per cell, the persons both sites hold and the claims measures.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct VerticalResult {
+    /// The clinical comparison, when the study has one (its cells alternate with and without).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub compare: Option<String>,
+    /// The window's days after the index date.
+    pub days: u32,
+    /// Whether both sides noised the values.
+    pub dp: bool,
+    /// The cells: the group's label (with `+name` / `-name` for the comparison) and its values.
+    pub cells: Vec<(String, medspace_privacy::query::claims::ClaimsCell)>,
+}
+
+/// An overlap job's release: per pair of sites, how many persons of the cohort both hold.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OverlapResult {
+    /// Whether the counts were noised.
+    pub dp: bool,
+    /// `(earlier site, later site, count)`: `None` below `k`, or when the later site could
+    /// not match with the earlier one.
+    pub pairs: Vec<(MemberId, MemberId, Option<i64>)>,
+}
+
 /// The aggregator asks every site of a model's job for its statistics at `beta`.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct StepRequest {
@@ -403,6 +472,12 @@ pub struct ResultDoc {
     /// The window's counts, for a surveillance job.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub surveillance: Option<SurveillanceResult>,
+    /// The cells of a vertical study.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vertical: Option<VerticalResult>,
+    /// The intersection sizes of an overlap job.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub overlap: Option<OverlapResult>,
     /// Pairs of contributing sites (later, earlier) whose patients were NOT matched, so a
     /// patient held by both may count twice (the later one could not reach the earlier one,
     /// or holds no pseudonyms); empty when every patient counts once.

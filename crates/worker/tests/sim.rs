@@ -22,14 +22,16 @@ use medspace_state::State;
 use medspace_state::records::JobStatus;
 use medspace_types::*;
 use medspace_worker::Worker;
-use medspace_worker::compute::{DataPlane, Mailbox, ModelRows, PlaneRefusal, SiteVector};
+use medspace_worker::compute::{
+    DataPlane, JoinInput, Mailbox, ModelRows, PlaneRefusal, SiteVector,
+};
 use medspace_worker::config::Prepared;
 use medspace_worker::records::RecordSource;
 use medspace_worker::round::Job;
 use medspace_worker::transport::{PeerError, Transport};
 use medspace_worker::wire::{
-    DealingMsg, MaskRequest, MaskedMsg, PsiAnswer, PsiAsk, ResultDoc, RevealMsg, StepMsg,
-    StepRequest,
+    DealingMsg, MaskRequest, MaskedMsg, OpenAnswer, OpenAsk, PsiAnswer, PsiAsk, ResultDoc,
+    RevealMsg, StepMsg, StepRequest,
 };
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::PathBuf;
@@ -280,6 +282,33 @@ impl Transport for SimTransport {
             this.bounded(wait, mb.psi(ask, this.me.clone())).await
         }
     }
+
+    fn sums(
+        &self,
+        to: &MemberId,
+        job: JobId,
+        wait: Duration,
+    ) -> impl std::future::Future<Output = Result<medspace_worker::wire::SumsMsg, PeerError>> + Send
+    {
+        let (this, to) = (self.clone(), to.clone());
+        async move {
+            let mb = this.reach(&to).await?;
+            this.bounded(wait, mb.sums(job, this.me.clone())).await
+        }
+    }
+
+    fn open(
+        &self,
+        to: &MemberId,
+        ask: OpenAsk,
+    ) -> impl std::future::Future<Output = Result<OpenAnswer, PeerError>> + Send {
+        let (this, to) = (self.clone(), to.clone());
+        async move {
+            let mb = this.reach(&to).await?;
+            this.bounded(Duration::from_secs(30), mb.open(ask, this.me.clone()))
+                .await
+        }
+    }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -290,6 +319,8 @@ struct FakePlane {
     /// The site's patients' pseudonyms, in the count-once scenarios: cell 0 then counts those
     /// not left to an earlier site.
     patients: Option<Vec<PatientId>>,
+    /// The site's input to a vertical study, in those scenarios.
+    join: Option<JoinInput>,
 }
 
 /// Patient `i`'s pseudonym in the count-once scenarios.
@@ -350,6 +381,17 @@ impl DataPlane for FakePlane {
         _leave_out: &BTreeSet<PatientId>,
     ) -> Result<ModelRows, PlaneRefusal> {
         Ok(fake_rows(self.site))
+    }
+
+    fn join_input(
+        &self,
+        _state: &State,
+        _job: JobId,
+        _member: &MemberId,
+    ) -> Result<JoinInput, PlaneRefusal> {
+        self.join
+            .clone()
+            .ok_or_else(|| PlaneRefusal("no vertical input here".into()))
     }
 }
 
@@ -438,11 +480,24 @@ impl World {
 
     /// [`World::start_worker`]; with `patients`, its plane holds [`site_patients`].
     fn start_worker_with(&self, name: &str, patients: bool) {
-        let m = member(name);
         let site = medspace_consortium::HOSPITALS
             .iter()
             .position(|h| *h == name)
             .unwrap();
+        self.start_plane(
+            name,
+            FakePlane {
+                site,
+                patients: patients.then(|| site_patients(site)),
+                join: None,
+            },
+        );
+    }
+
+    /// Starts `name`'s worker over `plane`.
+    fn start_plane(&self, name: &str, plane: FakePlane) {
+        let m = member(name);
+        let site = plane.site;
         let p = Prepared {
             member: m.clone(),
             key: self.c.node_key(name).unwrap().clone(),
@@ -466,10 +521,7 @@ impl World {
             p,
             self.ledger.clone(),
             transport,
-            Arc::new(FakePlane {
-                site,
-                patients: patients.then(|| site_patients(site)),
-            }),
+            Arc::new(plane),
             Arc::new(NoRecords),
         )
         .unwrap();
@@ -522,7 +574,13 @@ impl World {
 
     /// [`World::contract_and_job`] for another computation.
     async fn contract_and_job_for(&self, spec: &str) -> JobId {
-        for h in medspace_consortium::HOSPITALS {
+        self.contract_and_job_over(spec, &medspace_consortium::HOSPITALS)
+            .await
+    }
+
+    /// [`World::contract_and_job_for`] over the data of `holders`.
+    async fn contract_and_job_over(&self, spec: &str, holders: &[&str]) -> JobId {
+        for h in holders {
             self.submit(
                 self.c.user_key(&format!("{h}.steward")).unwrap(),
                 Payload::PublishDataset(PublishDataset {
@@ -532,7 +590,7 @@ impl World {
         }
         self.next_block().await;
         let researcher = self.c.user_key("research-1.researcher").unwrap();
-        let fields: Vec<FieldRef> = medspace_consortium::HOSPITALS
+        let fields: Vec<FieldRef> = holders
             .iter()
             .flat_map(|h| {
                 ["person_id", "gender_source_value"].map(|f| FieldRef {
@@ -557,9 +615,22 @@ impl World {
         );
         self.next_block().await;
         let contract = self.ledger.state().contracts().unwrap()[0].id;
-        for h in medspace_consortium::HOSPITALS {
+        for h in holders {
             self.submit(
                 self.c.user_key(&format!("{h}.steward")).unwrap(),
+                Payload::Approve(Approve { contract }),
+            );
+        }
+        // A higher level (a vertical study reads L3 amounts) needs the committees too.
+        let record = self.ledger.state().contract(contract).unwrap().unwrap();
+        for slot in record.approvals.iter() {
+            let committee = match slot.role {
+                Role::DataCommittee => "hospital-a.data-committee",
+                Role::EthicsCommittee => "hospital-b.ethics-committee",
+                _ => continue,
+            };
+            self.submit(
+                self.c.user_key(committee).unwrap(),
                 Payload::Approve(Approve { contract }),
             );
         }
@@ -574,7 +645,25 @@ impl World {
         );
         self.next_block().await;
         let jobs = self.ledger.state().jobs().unwrap();
-        assert_eq!(jobs.len(), 1, "the job is on the ledger");
+        assert_eq!(
+            jobs.len(),
+            1,
+            "the job is on the ledger; its contract: {:?}; refused: {:?}",
+            self.ledger
+                .state()
+                .contracts()
+                .unwrap()
+                .first()
+                .map(|c| (c.status, c.approvals.clone())),
+            self.ledger
+                .inner
+                .lock()
+                .unwrap()
+                .status
+                .values()
+                .filter(|s| matches!(s, TxStatus::Refused { .. }))
+                .collect::<Vec<_>>()
+        );
         jobs[0].id
     }
 
@@ -1744,6 +1833,345 @@ fn a_private_model_runs_every_approved_iteration_with_noised_statistics() {
             assert_eq!(m.iterations, 6, "seed {seed}");
             assert_ne!(m.terms[1].coefficient, exact.terms[1].coefficient);
             assert_eq!(posted.epsilon_spent, 3 * 100_000, "seed {seed}");
+        });
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// A vertical study (hospitals' cohort joined with an insurer's claims) and an overlap job.
+
+const VERTICAL_SPEC: &str = r#"{"version":1,"cohort":{"index_date":"2024-01-01"},"group_by":["sex"],"aggregate":{"claims":{"days":365,"max_claims":50,"max_paid":100000,"compare":{"name":"diabetes","codes":["44054006"]},"dp":false}}}"#;
+
+/// hospital-a's cohort: persons 0..100; hospital-b's: 80..100 (also at a) and 200..260;
+/// person `i` in cell `i % 4`.
+fn clinical_ids(site: usize) -> Vec<u32> {
+    match site {
+        0 => (0..100).collect(),
+        _ => (80..100).chain(200..260).collect(),
+    }
+}
+
+fn clinical_input(site: usize) -> JoinInput {
+    let ids = clinical_ids(site);
+    JoinInput::Clinical {
+        patients: ids.iter().copied().map(pseudonym).collect(),
+        cells: ids.iter().map(|i| i % 4).collect(),
+    }
+}
+
+/// The insurer's members: persons 40..100 and 200..240 (patients of the hospitals) and
+/// 1000..1040 (nobody's patients there); member `i` has `i % 7` claims paid `37·i`.
+fn claims_member(i: u32) -> Vec<u64> {
+    let (c, p) = (u64::from(i % 7), u64::from(37 * i));
+    vec![1, c, c * c, p, p * p]
+}
+
+fn claims_input() -> JoinInput {
+    let ids: Vec<u32> = (40..100).chain(200..240).chain(1000..1040).collect();
+    JoinInput::Claims {
+        patients: ids.iter().copied().map(pseudonym).collect(),
+        values: ids.iter().copied().map(claims_member).collect(),
+    }
+}
+
+/// The plain join: per cell, `[n, Σc, Σc², Σp, Σp²]` over the persons a hospital and the
+/// insurer both hold, each once.
+fn plain_join() -> Vec<[i64; 5]> {
+    let mut out = vec![[0i64; 5]; 4];
+    for i in (40..100u32).chain(200..240) {
+        let cell = &mut out[(i % 4) as usize];
+        for (k, v) in claims_member(i).iter().enumerate() {
+            cell[k] += *v as i64;
+        }
+    }
+    out
+}
+
+impl World {
+    fn start_hospital_side(&self, name: &str, site: usize) {
+        self.start_plane(
+            name,
+            FakePlane {
+                site,
+                patients: Some(clinical_ids(site).into_iter().map(pseudonym).collect()),
+                join: Some(clinical_input(site)),
+            },
+        );
+    }
+
+    fn start_insurer(&self) {
+        self.start_plane(
+            "insurer-1",
+            FakePlane {
+                site: 3,
+                patients: None,
+                join: Some(claims_input()),
+            },
+        );
+    }
+}
+
+#[test]
+fn a_vertical_study_releases_the_plain_join_and_neither_side_sees_a_row() {
+    for seed in 0..3 {
+        runner(seed).start(|ctx| async move {
+            let w = World::new(ctx, seed, "vertical");
+            w.start_hospital_side("hospital-a", 0);
+            w.start_hospital_side("hospital-b", 1);
+            w.start_insurer();
+            let job = w
+                .contract_and_job_over(VERTICAL_SPEC, &["insurer-1", "hospital-b", "hospital-a"])
+                .await;
+            // The ledger lists the hospitals first (a aggregates), the insurer last.
+            let contract = w.ledger.state().contracts().unwrap()[0].clone();
+            let owners: Vec<&str> = contract.owners.iter().map(|m| m.as_str()).collect();
+            assert_eq!(owners, ["hospital-a", "hospital-b", "insurer-1"]);
+            let posted = w.result(job, Duration::from_secs(60)).await;
+            let doc = w.released(job, &posted);
+            assert!(doc.failure.is_none(), "seed {seed}: {:?}", doc.failure);
+            let v = doc.vertical.as_ref().expect("a vertical result");
+            let want = plain_join();
+            assert_eq!(v.cells.len(), 4);
+            for ((label, cell), w5) in v.cells.iter().zip(&want) {
+                let n = w5[0] as f64;
+                assert_eq!(cell.n, Some(w5[0]), "seed {seed} {label}");
+                let mean = |s: i64| s as f64 / n;
+                let sd = |s: i64, q: i64| ((q as f64 - (s as f64).powi(2) / n) / (n - 1.0)).sqrt();
+                assert_eq!(cell.claims_mean, Some(mean(w5[1])), "{label}");
+                assert_eq!(cell.paid_mean, Some(mean(w5[3])), "{label}");
+                assert!((cell.claims_sd.unwrap() - sd(w5[1], w5[2])).abs() < 1e-9);
+                assert!((cell.paid_sd.unwrap() - sd(w5[3], w5[4])).abs() < 1e-6);
+            }
+            assert_eq!(v.cells[0].0, "female +diabetes");
+            // b matched its patients with a: the 20 both hold count once, at a.
+            assert!(
+                doc.not_counted_once.is_empty(),
+                "{:?}",
+                doc.not_counted_once
+            );
+            // Every site's signed contribution; the round closed with all: epsilon charged.
+            let record = w.ledger.state().job(job).unwrap().unwrap();
+            assert_eq!(record.status, JobStatus::Done);
+            let result = record.result.unwrap();
+            let who: Vec<&str> = result
+                .contributions
+                .iter()
+                .map(|c| c.member.as_str())
+                .collect();
+            assert_eq!(who, ["hospital-a", "hospital-b", "insurer-1"]);
+            assert_eq!(result.epsilon_spent, 3 * record.epsilon_reserved);
+        });
+    }
+}
+
+#[test]
+fn a_vertical_study_with_a_silent_hospital_opens_nothing_and_charges_nothing() {
+    runner(5).start(|ctx| async move {
+        let w = World::new(ctx, 5, "vertical-silent");
+        w.start_hospital_side("hospital-a", 0);
+        w.start_insurer();
+        w.link("hospital-b", Link::Down);
+        let job = w
+            .contract_and_job_over(VERTICAL_SPEC, &["hospital-a", "hospital-b", "insurer-1"])
+            .await;
+        let posted = w.result(job, Duration::from_secs(300)).await;
+        let doc = w.released(job, &posted);
+        assert!(
+            doc.failure
+                .as_deref()
+                .is_some_and(|f| f.contains("every hospital")),
+            "{:?}",
+            doc.failure
+        );
+        assert!(doc.vertical.is_none());
+        assert_eq!(
+            posted.epsilon_spent, 0,
+            "nothing was opened: nothing is charged"
+        );
+    });
+}
+
+/// A hospital's blinded set of persons `ids` for a vertical job.
+fn vertical_ask(job: JobId, ids: std::ops::Range<u32>, seed: u64) -> PsiAsk {
+    let ids = medspace_worker::compute::vertical::identifiers(
+        job,
+        &ids.map(pseudonym).collect::<Vec<_>>(),
+    );
+    let mut rng = rand_chacha_rng(seed);
+    let (_, request) = medspace_privacy::psi::Receiver::new(
+        &mut rng,
+        &ids,
+        medspace_privacy::psi::Mode::Linked,
+        1,
+    )
+    .unwrap();
+    PsiAsk {
+        job,
+        request: medspace_worker::wire::Hex(request.to_bytes().unwrap()),
+    }
+}
+
+/// `hospital`'s signed sums of its persons `ids`, all in cell 0, from the insurer's answer.
+fn signed_sums(
+    w: &World,
+    job: JobId,
+    hospital: &str,
+    ids: std::ops::Range<u32>,
+    answer: &PsiAnswer,
+    seed: u64,
+) -> medspace_worker::wire::SumsMsg {
+    let n = ids.len();
+    let ids = medspace_worker::compute::vertical::identifiers(
+        job,
+        &ids.map(pseudonym).collect::<Vec<_>>(),
+    );
+    let mut rng = rand_chacha_rng(seed);
+    let (receiver, _) = medspace_privacy::psi::Receiver::new(
+        &mut rng,
+        &ids,
+        medspace_privacy::psi::Mode::Linked,
+        1,
+    )
+    .unwrap();
+    let offer = medspace_privacy::join::Offer::from_bytes(&answer.response.0).unwrap();
+    let (_, sums) =
+        medspace_privacy::join::sum_groups(&receiver, &offer, &vec![Some(0); n], 4, &[], &mut rng)
+            .unwrap();
+    let key = w.c.node_key(hospital).unwrap();
+    let body = medspace_worker::wire::SumsBody {
+        job,
+        member: member(hospital),
+        sums: medspace_worker::wire::Hex(sums.to_bytes().unwrap()),
+        counted_once_with: Vec::new(),
+        contribution: SignedContribution::sign(key, job, member(hospital), 10),
+    };
+    medspace_worker::wire::Signed::sign(key, medspace_worker::wire::SUMS_NAMESPACE, body).unwrap()
+}
+
+#[test]
+fn an_insurer_answers_only_its_studys_hospitals_once_and_opens_only_the_total_of_a_closed_round_once()
+ {
+    runner(11).start(|ctx| async move {
+        let w = World::new(ctx, 11, "vertical-refused");
+        // Only the insurer runs: the cheats are tried at its mailbox directly.
+        w.start_insurer();
+        let job = w
+            .contract_and_job_over(VERTICAL_SPEC, &["hospital-a", "hospital-b", "insurer-1"])
+            .await;
+        let insurer = w.net.lock().unwrap().mailboxes[&member("insurer-1")].clone();
+        // A hospital outside the study is refused, and so is a stuffed set.
+        let other = insurer.psi(vertical_ask(job, 0..10, 1), member("hospital-c")).await;
+        assert!(matches!(&other, Err(PeerError::Forbidden(_))), "{other:?}");
+        let stuffed = insurer.psi(vertical_ask(job, 0..101, 2), member("hospital-a")).await;
+        assert!(
+            matches!(&stuffed, Err(PeerError::Refused(why)) if why.contains("publishes 100 persons")),
+            "{stuffed:?}"
+        );
+        // Each hospital's set is answered once (from one encrypted set); another set is refused.
+        let a = insurer.psi(vertical_ask(job, 0..100, 3), member("hospital-a")).await.unwrap();
+        let b = insurer.psi(vertical_ask(job, 200..260, 4), member("hospital-b")).await.unwrap();
+        let again = insurer.psi(vertical_ask(job, 0..50, 5), member("hospital-a")).await;
+        assert!(
+            matches!(&again, Err(PeerError::Refused(why)) if why.contains("already sent another set")),
+            "{again:?}"
+        );
+        let part_a = signed_sums(&w, job, "hospital-a", 0..100, &a, 3);
+        let part_b = signed_sums(&w, job, "hospital-b", 200..260, &b, 4);
+        let ask = |parts: Vec<medspace_worker::wire::SumsMsg>| OpenAsk { job, parts };
+        // The round is not closed yet: nothing is opened.
+        let early = insurer
+            .open(ask(vec![part_a.clone(), part_b.clone()]), member("hospital-a"))
+            .await;
+        assert!(matches!(&early, Err(PeerError::NotReady)), "{early:?}");
+        let node = w.c.node_key("hospital-a").unwrap().clone();
+        let all = List::new(vec![
+            member("hospital-a"),
+            member("hospital-b"),
+            member("insurer-1"),
+        ])
+        .unwrap();
+        w.submit(
+            &node,
+            Payload::CloseRound(CloseRound {
+                job,
+                sharers: all.clone(),
+                survivors: all,
+            }),
+        );
+        w.next_block().await;
+        // Only the aggregator asks; only every hospital's own signed part, in order.
+        let stranger = insurer
+            .open(ask(vec![part_a.clone(), part_b.clone()]), member("hospital-b"))
+            .await;
+        assert!(matches!(&stranger, Err(PeerError::Forbidden(_))), "{stranger:?}");
+        for parts in [
+            vec![part_b.clone()],
+            vec![part_b.clone(), part_a.clone()],
+            vec![part_a.clone(), part_a.clone()],
+        ] {
+            let refused = insurer.open(ask(parts), member("hospital-a")).await;
+            assert!(matches!(&refused, Err(PeerError::Refused(_))), "{refused:?}");
+        }
+        let mut forged = part_b.clone();
+        forged.body.sums = part_a.body.sums.clone();
+        let refused = insurer
+            .open(ask(vec![part_a.clone(), forged]), member("hospital-a"))
+            .await;
+        assert!(
+            matches!(&refused, Err(PeerError::Refused(why)) if why.contains("not signed")),
+            "{refused:?}"
+        );
+        // The total of both: a's 60 and b's 40 shared persons, all in cell 0.
+        let opened = insurer
+            .open(ask(vec![part_a.clone(), part_b.clone()]), member("hospital-a"))
+            .await
+            .unwrap();
+        let shared: Vec<u32> = (40..100).chain(200..240).collect();
+        assert_eq!(opened.values[0], shared.len() as i64);
+        let claims: i64 = shared.iter().map(|i| i64::from(i % 7)).sum();
+        assert_eq!(opened.values[1], claims);
+        assert_eq!(opened.values.len(), 20);
+        let twice = insurer
+            .open(ask(vec![part_a, part_b]), member("hospital-a"))
+            .await;
+        assert!(
+            matches!(&twice, Err(PeerError::Refused(why)) if why.contains("already opened")),
+            "{twice:?}"
+        );
+    });
+}
+
+const OVERLAP_SPEC: &str =
+    r#"{"version":1,"cohort":{"index_date":"2025-01-01"},"aggregate":{"overlap":{"dp":false}}}"#;
+
+#[test]
+fn an_overlap_job_releases_each_pairs_intersection_size_on_every_seed() {
+    for seed in 0..3 {
+        runner(seed).start(|ctx| async move {
+            let w = World::new(ctx, seed, "overlap");
+            for h in medspace_consortium::HOSPITALS {
+                w.start_worker_with(h, true);
+            }
+            let job = w.contract_and_job_for(OVERLAP_SPEC).await;
+            let posted = w.result(job, Duration::from_secs(60)).await;
+            let doc = w.released(job, &posted);
+            let o = doc.overlap.as_ref().expect("an overlap result");
+            // a 0..40, b 30..70, c 0..10 and 60..90: 10 shared by each pair.
+            let pairs: Vec<(&str, &str, Option<i64>)> = o
+                .pairs
+                .iter()
+                .map(|(a, b, n)| (a.as_str(), b.as_str(), *n))
+                .collect();
+            assert_eq!(
+                pairs,
+                [
+                    ("hospital-a", "hospital-b", Some(10)),
+                    ("hospital-a", "hospital-c", Some(10)),
+                    ("hospital-b", "hospital-c", Some(10)),
+                ],
+                "seed {seed}"
+            );
+            assert_eq!(doc.contributions.len(), 3);
         });
     }
 }

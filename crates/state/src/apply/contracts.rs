@@ -44,7 +44,7 @@ impl State {
         self.check_no_overdue(&user.member, ctx.time_ms)?;
         let policy = self.policy()?;
         check_request_terms(&policy, ctx, p)?;
-        let (mut level, owners) = self.request_scope(p)?;
+        let (mut level, mut owners) = self.request_scope(p)?;
         if own_data_only(p.purpose, kind) && owners.iter().any(|o| *o != user.member) {
             return Err(forbidden(format!(
                 "{} by a hospital covers only its own data, not that of {}",
@@ -62,6 +62,9 @@ impl State {
                 .map_err(|e| invalid("computation", e.to_string()))?;
             level = level.max(query::level(&spec, &validated, &policy.classification));
             check_public_health(&spec, p, owners.len(), policy.max_job_epsilon_micro)?;
+            if let query::Aggregate::Claims(_) = &spec.aggregate {
+                owners = self.claims_study_sites(owners)?;
+            }
         }
         self.escrow_fee(&user.member, p.fee)?;
         let id = ContractId(derive_id(b"contract", key, nonce));
@@ -219,6 +222,43 @@ impl State {
         }
         owners.sort();
         Ok((level, owners))
+    }
+
+    /// The data holders of a vertical study ([`query::ClaimsSpec`]) in the order its protocol
+    /// runs: one or more hospitals (the clinical side, first: the first one aggregates, each
+    /// counts a patient an earlier one holds there), then exactly one insurer (the claims side,
+    /// last: it opens only the total of every hospital's sums).
+    fn claims_study_sites(&self, owners: Vec<MemberId>) -> Result<Vec<MemberId>, TxError> {
+        let mut clinical = Vec::new();
+        let mut claims = Vec::new();
+        for o in owners {
+            match self.active_member(&o)?.member.kind {
+                MemberKind::Insurer => claims.push(o),
+                MemberKind::Hospital => clinical.push(o),
+                other => {
+                    return Err(invalid(
+                        "computation",
+                        format!(
+                            "a vertical study joins hospitals' data with an insurer's claims; `{o}` is a {other}"
+                        ),
+                    ));
+                }
+            }
+        }
+        match claims.as_slice() {
+            [insurer] if !clinical.is_empty() => {
+                clinical.push(insurer.clone());
+                Ok(clinical)
+            }
+            _ => Err(invalid(
+                "computation",
+                format!(
+                    "a vertical study covers one or more hospitals and exactly one insurer, not {} hospital(s) and {} insurer(s)",
+                    clinical.len(),
+                    claims.len()
+                ),
+            )),
+        }
     }
 
     /// Registers `study` for `member` (whose contract `contract` names it first), or checks that

@@ -75,7 +75,11 @@ fn valid_name(name: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'.' || b == b'-')
 }
 
-fn check_groups(field: &'static str, groups: &[CodeGroup], most: usize) -> Result<(), QueryError> {
+pub(crate) fn check_groups(
+    field: &'static str,
+    groups: &[CodeGroup],
+    most: usize,
+) -> Result<(), QueryError> {
     let bad = |reason: String| Err(QueryError::Model { reason });
     if groups.is_empty() || groups.len() > most {
         return bad(format!("{field}: 1 to {most} groups"));

@@ -10,7 +10,8 @@ use crate::round::{Job, RoundError};
 use crate::store::{MaskCommitment, SiteRecord, StepRecord};
 use crate::transport::{PeerError, Transport};
 use crate::wire::{
-    DealingMsg, Hex, MaskRequest, MaskedMsg, PsiAnswer, PsiAsk, RevealMsg, StepMsg, StepRequest,
+    DealingMsg, Hex, MaskRequest, MaskedMsg, OpenAnswer, OpenAsk, PsiAnswer, PsiAsk, RevealMsg,
+    StepMsg, StepRequest, SumsMsg,
 };
 use futures::StreamExt as _;
 use futures::channel::mpsc;
@@ -50,6 +51,14 @@ pub struct Actor<E, L, T, P> {
     waiting_psi: Vec<(JobId, MemberId, Reply<PsiAnswer>)>,
     /// This site's blinded set per running job, shared by its answers.
     senders: Arc<super::once::Senders>,
+    /// The vertical studies this site is the insurer of, in memory only.
+    holders: Arc<super::vertical::Holders>,
+    /// The vertical studies whose sums this site (their insurer) opened.
+    opened: BTreeSet<JobId>,
+    /// This site's signed sums of the vertical studies it is a hospital of (or why not).
+    sums: BTreeMap<JobId, Result<SumsMsg, String>>,
+    /// Sums requests waiting for them.
+    waiting_sums: Vec<(JobId, MemberId, Reply<SumsMsg>)>,
 }
 
 /// A count-once set this site answers: the set's hash and, once computed, the answer.
@@ -92,6 +101,10 @@ where
                 psi: BTreeMap::new(),
                 waiting_psi: Vec::new(),
                 senders: Arc::default(),
+                holders: Arc::default(),
+                opened: BTreeSet::new(),
+                sums: BTreeMap::new(),
+                waiting_sums: Vec::new(),
             },
             mailbox,
         )
@@ -147,6 +160,9 @@ where
                     let _ = reply.send(answer);
                 }
                 Message::Reveal { job, caller, reply } => self.on_reveal(job, caller, reply),
+                Message::Summed { job, outcome } => self.on_summed(job, outcome),
+                Message::Sums { job, caller, reply } => self.on_sums(job, caller, reply),
+                Message::Open { caller, ask, reply } => self.on_open(caller, ask, reply),
                 Message::Aggregated { job, outcome } => {
                     self.aggregating.remove(&job);
                     match outcome {
@@ -178,7 +194,15 @@ where
             if !contract.owners.iter().any(|o| *o == self.cfg.member) {
                 continue;
             }
-            self.ensure_computing(rec.id);
+            // A vertical study's hospitals compute their sums in the join; its insurer answers.
+            match Job::from_ledger(&snap.state, rec.id) {
+                Ok(j) if super::vertical::study(&j).is_some() => {
+                    if super::vertical::hospitals(&j).contains(&self.cfg.member) {
+                        self.ensure_summing(rec.id);
+                    }
+                }
+                _ => self.ensure_computing(rec.id),
+            }
             if crate::round::aggregator(&contract) == Some(&self.cfg.member)
                 && self.attempts.get(&rec.id).copied().unwrap_or(0) < MAX_ATTEMPTS
                 && self.aggregating.insert(rec.id)
@@ -194,6 +218,11 @@ where
         };
         self.models.retain(|job, _| running(job));
         self.psi.retain(|(job, _), _| running(job));
+        self.sums.retain(|job, _| running(job));
+        self.opened.retain(|job| running(job));
+        if let Ok(mut h) = self.holders.lock() {
+            h.retain(|job, _| running(job));
+        }
         if let Ok(mut s) = self.senders.lock() {
             s.retain(|job, _| running(job));
         }
@@ -237,7 +266,14 @@ where
                 // The patients an earlier site also holds count there, not here.
                 let matched = super::once::leave_out(&mut ctx, &cfg, &transport, job).await;
                 let (leave_out, counted_once_with) = (matched.leave_out, matched.with);
+                let (shared, offered) = (matched.shared, matched.offered);
                 let state = cfg.ledger.snapshot().state;
+                let overlap = Job::from_ledger(&state, job).ok().filter(|j| {
+                    matches!(
+                        j.spec.aggregate,
+                        medspace_privacy::query::Aggregate::Overlap(_)
+                    )
+                });
                 let msg = if model {
                     let outcome = cfg
                         .plane
@@ -245,6 +281,20 @@ where
                         .map(Arc::new)
                         .map_err(|e| e.to_string());
                     Message::Modeled {
+                        job,
+                        outcome,
+                        counted_once_with,
+                    }
+                } else if let Some(j) = overlap {
+                    // An overlap's vector is the intersection sizes themselves.
+                    let matched = super::once::Matched {
+                        leave_out,
+                        with: counted_once_with.clone(),
+                        shared,
+                        offered,
+                    };
+                    let outcome = super::once::overlap_vector(&cfg, &state, &j, &matched, &mut ctx);
+                    Message::Computed {
                         job,
                         outcome,
                         counted_once_with,
@@ -272,10 +322,15 @@ where
             job,
         };
         let me = self.me.clone();
-        self.ctx.child("aggregate").spawn(move |ctx| async move {
-            let outcome = agg.run(&ctx).await.map_err(|e| e.to_string());
-            me.send(Message::Aggregated { job, outcome }).await;
-        });
+        // A vertical study's aggregator reads its own cohort (blocking work) in its task.
+        let vertical = super::vertical::is_vertical(&self.cfg.ledger.snapshot().state, job);
+        self.ctx
+            .child("aggregate")
+            .shared(vertical)
+            .spawn(move |ctx| async move {
+                let outcome = agg.run(&ctx).await.map_err(|e| e.to_string());
+                me.send(Message::Aggregated { job, outcome }).await;
+            });
     }
 
     fn on_computed(
@@ -587,7 +642,11 @@ where
                 Err(RoundError::UnknownJob(_)) => return Err(PeerError::NotReady),
                 Err(e) => return refused(e),
             };
-            let request = super::once::check_request(&state, &j, &self.cfg.member, &caller, &ask)?;
+            let request = if super::vertical::insurer(&j) == Some(&self.cfg.member) {
+                super::vertical::check_join(&state, &j, &self.cfg.member, &caller, &ask)?
+            } else {
+                super::once::check_request(&state, &j, &self.cfg.member, &caller, &ask)?
+            };
             let index = j.index(&caller).unwrap_or(usize::MAX);
             let kept = self
                 .cfg
@@ -615,20 +674,36 @@ where
         let cfg = self.cfg.clone();
         let me = self.me.clone();
         let senders = self.senders.clone();
+        let holders = self.holders.clone();
         self.ctx
             .child("once")
             .shared(true)
             .spawn(move |mut ctx| async move {
                 let state = cfg.ledger.snapshot().state;
-                let outcome = super::once::answer(
-                    &*cfg.plane,
-                    &senders,
-                    &state,
-                    job,
-                    &cfg.member,
-                    &request,
-                    &mut ctx,
-                );
+                let vertical = Job::from_ledger(&state, job)
+                    .ok()
+                    .filter(|j| super::vertical::insurer(j) == Some(&cfg.member));
+                let outcome = match vertical {
+                    // The insurer of a vertical study answers with its encrypted values.
+                    Some(j) => super::vertical::answer(
+                        &*cfg.plane,
+                        &holders,
+                        &state,
+                        &j,
+                        &cfg.member,
+                        &request,
+                        &mut ctx,
+                    ),
+                    None => super::once::answer(
+                        &*cfg.plane,
+                        &senders,
+                        &state,
+                        job,
+                        &cfg.member,
+                        &request,
+                        &mut ctx,
+                    ),
+                };
                 me.send(Message::PsiAnswered {
                     job,
                     caller,
@@ -636,6 +711,130 @@ where
                 })
                 .await;
             });
+    }
+
+    /// A vertical study's aggregator asks this site (its insurer) to open the total of every
+    /// hospital's sums: once per job, once the ledger closed its round with every site.
+    fn on_open(&mut self, caller: MemberId, ask: OpenAsk, reply: Reply<OpenAnswer>) {
+        let job = ask.job;
+        let state = self.cfg.ledger.snapshot().state;
+        let j = match Job::from_ledger(&state, job) {
+            Ok(j) => j,
+            Err(RoundError::UnknownJob(_)) => {
+                let _ = reply.send(Err(PeerError::NotReady));
+                return;
+            }
+            Err(e) => {
+                let _ = reply.send(refused(e));
+                return;
+            }
+        };
+        let total = match super::vertical::check_open(&j, &self.cfg.member, &caller, &ask) {
+            Ok(s) => s,
+            Err(e) => {
+                let _ = reply.send(Err(e));
+                return;
+            }
+        };
+        if self.opened.contains(&job) {
+            let _ = reply.send(refused(format!("the sums of {job} were already opened")));
+            return;
+        }
+        let holder = self.holders.lock().ok().and_then(|h| h.get(&job).cloned());
+        let Some(holder) = holder else {
+            let _ = reply.send(refused(format!(
+                "{job} was not joined here (or this node restarted since)"
+            )));
+            return;
+        };
+        self.opened.insert(job);
+        tracing::info!(job = %job, cells = total.groups, "worker.vertical: opening the total");
+        let cfg = self.cfg.clone();
+        self.ctx
+            .child("open")
+            .shared(true)
+            .spawn(move |mut ctx| async move {
+                let answer =
+                    super::vertical::open(&holder, &j, &cfg.member, &cfg.key, &total, &mut ctx);
+                let _ = reply.send(answer.or_else(refused));
+            });
+    }
+
+    /// Starts this hospital's sums of a vertical study, once: it matches its patients with the
+    /// earlier hospitals, joins with the insurer and signs.
+    fn ensure_summing(&mut self, job: JobId) {
+        if self.sums.contains_key(&job) || self.computing.contains(&job) {
+            return;
+        }
+        self.computing.insert(job);
+        let cfg = self.cfg.clone();
+        let me = self.me.clone();
+        let transport = self.transport.clone();
+        self.ctx
+            .child("sums")
+            .shared(true)
+            .spawn(move |mut ctx| async move {
+                let matched = super::once::leave_out(&mut ctx, &cfg, &transport, job).await;
+                let outcome = super::vertical::site_sums(
+                    &mut ctx,
+                    &cfg,
+                    &transport,
+                    job,
+                    &matched.leave_out,
+                    matched.with,
+                )
+                .await;
+                me.send(Message::Summed { job, outcome }).await;
+            });
+    }
+
+    fn on_summed(&mut self, job: JobId, outcome: Result<SumsMsg, String>) {
+        self.computing.remove(&job);
+        if let Err(e) = &outcome {
+            tracing::warn!(job = %job, error = %e, "worker.vertical: no sums");
+        }
+        let waiting = std::mem::take(&mut self.waiting_sums);
+        for (j, c, reply) in waiting {
+            if j == job {
+                let _ = reply.send(outcome.clone().or_else(refused));
+            } else if !reply.is_canceled() {
+                self.waiting_sums.push((j, c, reply));
+            }
+        }
+        self.sums.insert(job, outcome);
+    }
+
+    /// The aggregator of a vertical study asks for this hospital's sums (answered once made).
+    fn on_sums(&mut self, job: JobId, caller: MemberId, reply: Reply<SumsMsg>) {
+        let state = self.cfg.ledger.snapshot().state;
+        match Job::from_ledger(&state, job) {
+            Err(RoundError::UnknownJob(_)) => {
+                let _ = reply.send(Err(PeerError::NotReady));
+            }
+            Err(e) => {
+                let _ = reply.send(refused(e));
+            }
+            Ok(j) if j.aggregator() != Some(&caller) => {
+                let _ = reply.send(Err(PeerError::Forbidden(format!(
+                    "only the aggregator of {job} collects its sums, not {caller}"
+                ))));
+            }
+            Ok(j) if !super::vertical::hospitals(&j).contains(&self.cfg.member) => {
+                let _ = reply.send(refused(format!(
+                    "{} is no hospital of {job}",
+                    self.cfg.member
+                )));
+            }
+            Ok(_) => match self.sums.get(&job) {
+                Some(done) => {
+                    let _ = reply.send(done.clone().or_else(refused));
+                }
+                None => {
+                    self.ensure_summing(job);
+                    self.waiting_sums.push((job, caller, reply));
+                }
+            },
+        }
     }
 
     fn on_psi_answered(

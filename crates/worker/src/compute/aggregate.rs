@@ -90,6 +90,10 @@ impl<L: Ledger, T: Transport, P: DataPlane> Aggregation<L, T, P> {
                 })?;
             return self.post(clock, &doc, &bytes).await;
         }
+        if let Some(c) = super::vertical::study(&job) {
+            let c = c.clone();
+            return self.run_vertical(clock, &job, &c).await;
+        }
         let mut collected = store.collected(self.job)?.unwrap_or_default();
         if collected.dealings.is_empty() {
             collected = self.collect_dealings(clock, &job).await;
@@ -295,7 +299,7 @@ impl<L: Ledger, T: Transport, P: DataPlane> Aggregation<L, T, P> {
     }
 
     /// Posts `CloseRound(U1, U2)` and waits until it is final (the first close of a job wins).
-    async fn close<E: Clock>(
+    pub(crate) async fn close<E: Clock>(
         &self,
         clock: &E,
         job: &Job,
@@ -381,6 +385,38 @@ impl<L: Ledger, T: Transport, P: DataPlane> Aggregation<L, T, P> {
                 );
                 return Ok(doc);
             }
+            Aggregate::Overlap(o) => {
+                let mut doc = self.doc(job, c, Vec::new(), true);
+                let unmatched = doc.not_counted_once.clone();
+                let pairs = super::once::overlap_pairs(job.owners.len());
+                if totals.len() != pairs.len() {
+                    return Err(WorkerError::Round(format!(
+                        "{} overlap values, not {} pairs",
+                        totals.len(),
+                        pairs.len()
+                    )));
+                }
+                let mut released = Vec::with_capacity(pairs.len());
+                for ((i, j), v) in pairs.iter().zip(totals) {
+                    let (Some(a), Some(b)) = (job.owners.get(*i), job.owners.get(*j)) else {
+                        continue;
+                    };
+                    let measured = !unmatched.contains(&(b.clone(), a.clone()));
+                    let value = if measured {
+                        medspace_privacy::dp::suppress_small(*v, job.k)
+                    } else {
+                        None
+                    };
+                    released.push((a.clone(), b.clone(), value));
+                }
+                doc.overlap = Some(crate::wire::OverlapResult {
+                    dp: o.dp,
+                    pairs: released,
+                });
+                // The pairs themselves say which were matched.
+                doc.not_counted_once.clear();
+                return Ok(doc);
+            }
             Aggregate::Surveillance(s) => {
                 let window = job.record.window.ok_or_else(|| {
                     WorkerError::Round("the ledger gave the job no surveillance window".into())
@@ -450,6 +486,8 @@ impl<L: Ledger, T: Transport, P: DataPlane> Aggregation<L, T, P> {
             survival: None,
             drug_safety: None,
             surveillance: None,
+            vertical: None,
+            overlap: None,
             not_counted_once: not_counted_once(job, &c.dealings, &contributors),
         }
     }
@@ -531,6 +569,8 @@ impl<L: Ledger, T: Transport, P: DataPlane> Aggregation<L, T, P> {
             survival: None,
             drug_safety: None,
             surveillance: None,
+            vertical: None,
+            overlap: None,
             not_counted_once: Vec::new(),
         };
         let bytes = serde_json::to_vec(&doc).map_err(|e| WorkerError::Invalid {

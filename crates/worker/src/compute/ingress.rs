@@ -3,7 +3,8 @@
 use super::{ModelRows, SiteVector};
 use crate::transport::PeerError;
 use crate::wire::{
-    DealingMsg, MaskRequest, MaskedMsg, PsiAnswer, PsiAsk, RevealMsg, StepMsg, StepRequest,
+    DealingMsg, MaskRequest, MaskedMsg, OpenAnswer, OpenAsk, PsiAnswer, PsiAsk, RevealMsg, StepMsg,
+    StepRequest, SumsMsg,
 };
 use futures::SinkExt as _;
 use futures::channel::{mpsc, oneshot};
@@ -65,6 +66,31 @@ pub enum Message {
         caller: MemberId,
         /// The answer, or why not.
         outcome: Result<PsiAnswer, String>,
+    },
+    /// This hospital's sums of a vertical study are made (or refused).
+    Summed {
+        /// The job.
+        job: JobId,
+        /// The signed sums, or why not.
+        outcome: Result<SumsMsg, String>,
+    },
+    /// The aggregator of a vertical study asks for this hospital's sums.
+    Sums {
+        /// The job.
+        job: JobId,
+        /// The authenticated caller.
+        caller: MemberId,
+        /// Where the answer goes.
+        reply: Reply<SumsMsg>,
+    },
+    /// The aggregator of a vertical study asks this site (its insurer) to open the total.
+    Open {
+        /// The authenticated caller.
+        caller: MemberId,
+        /// The sums.
+        ask: OpenAsk,
+        /// Where the answer goes.
+        reply: Reply<OpenAnswer>,
     },
     /// The job's aggregator asks for this site's dealing (answered once it exists).
     Dealing {
@@ -166,6 +192,16 @@ impl Mailbox {
     /// This site's answer to `caller`'s count-once set.
     pub async fn psi(&self, ask: PsiAsk, caller: MemberId) -> Result<PsiAnswer, PeerError> {
         self.ask(|reply| Message::Psi { caller, ask, reply }).await
+    }
+
+    /// This hospital's signed sums of a vertical study, for `caller`.
+    pub async fn sums(&self, job: JobId, caller: MemberId) -> Result<SumsMsg, PeerError> {
+        self.ask(|reply| Message::Sums { job, caller, reply }).await
+    }
+
+    /// This site's opening of a vertical study's sums, for `caller`.
+    pub async fn open(&self, ask: OpenAsk, caller: MemberId) -> Result<OpenAnswer, PeerError> {
+        self.ask(|reply| Message::Open { caller, ask, reply }).await
     }
 
     /// This site's reveal for `job`, for `caller`.

@@ -15,6 +15,7 @@ pub mod health;
 pub mod ingress;
 pub mod model;
 pub mod once;
+pub mod vertical;
 
 pub use actor::Actor;
 pub use ingress::{Mailbox, Message};
@@ -55,6 +56,26 @@ pub struct ModelRows {
     pub cohort: u64,
 }
 
+/// A site's input to a vertical study ([`vertical`]), in memory only (never written).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum JoinInput {
+    /// The hospital: its consenting cohort's pseudonyms and the study cell of each.
+    Clinical {
+        /// The patients, by ledger pseudonym.
+        patients: Vec<PatientId>,
+        /// Their cells, in the same order.
+        cells: Vec<u32>,
+    },
+    /// The insurer: its consenting members' pseudonyms and their values (in the order of the
+    /// study's measures).
+    Claims {
+        /// The members, by ledger pseudonym.
+        patients: Vec<PatientId>,
+        /// Their values, in the same order.
+        values: Vec<Vec<u64>>,
+    },
+}
+
 /// Why a site does not take part in a job (the contract does not allow it here, no consenting
 /// patient, the computation failed…): a lowercase reason naming no patient.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
@@ -85,6 +106,20 @@ pub trait DataPlane: Send + Sync + 'static {
         _leave_out: &BTreeSet<PatientId>,
     ) -> Result<ModelRows, PlaneRefusal> {
         Err(PlaneRefusal("this data plane fits no models".into()))
+    }
+
+    /// This site's input to a vertical study's `job`, planned as [`DataPlane::site_vector`]
+    /// plans a query: the clinical side's cohort with cells, or the claims side's members with
+    /// values, by the member's kind. Blocking.
+    fn join_input(
+        &self,
+        _state: &State,
+        _job: JobId,
+        _member: &MemberId,
+    ) -> Result<JoinInput, PlaneRefusal> {
+        Err(PlaneRefusal(
+            "this data plane runs no vertical study".into(),
+        ))
     }
 
     /// The ledger pseudonyms of the patients who may count in `job` here (linked at this

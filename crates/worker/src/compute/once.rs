@@ -38,6 +38,16 @@ use std::time::{Duration, SystemTime};
 /// Threads a PSI computation may use (the node's other services keep running beside it).
 const THREADS: usize = 2;
 
+/// The PSI mode of `job`'s runs between sites: cardinality-only for an overlap job (a later
+/// site learns how many persons it shares with an earlier one, nothing else), linked for the
+/// count-once rule of every other job.
+pub fn mode_of(job: &Job) -> Mode {
+    match job.spec.aggregate {
+        medspace_privacy::query::Aggregate::Overlap(_) => Mode::Cardinality,
+        _ => Mode::Linked,
+    }
+}
+
 /// The identifier key of a job's count-once runs: the pseudonyms are hashed under a key bound
 /// to the job, so one job's messages cannot be matched with another's. It is public (derived
 /// from the job); the secrecy is the ECDH exponents', drawn afresh for every run.
@@ -61,7 +71,7 @@ pub fn request_hash(bytes: &[u8]) -> Hash {
 
 /// The most persons `member`'s own catalog entries publish (its `person` tables' rows): the
 /// bound on the set it may send.
-fn published_persons(state: &State, member: &MemberId) -> u64 {
+pub(crate) fn published_persons(state: &State, member: &MemberId) -> u64 {
     state
         .datasets()
         .unwrap_or_default()
@@ -130,8 +140,14 @@ pub fn check_request(
     }
     let request =
         psi::Request::from_bytes(&ask.request.0).map_err(|e| PeerError::Refused(e.to_string()))?;
-    if request.mode != Mode::Linked {
-        return Err(PeerError::Refused("a count-once set runs linked".into()));
+    if request.mode != mode_of(job) {
+        return Err(PeerError::Refused(format!(
+            "this job's sets run {}",
+            match mode_of(job) {
+                Mode::Linked => "linked",
+                Mode::Cardinality => "cardinality-only",
+            }
+        )));
     }
     let bound = published_persons(state, caller);
     if request.points.len() as u64 > bound {
@@ -173,7 +189,7 @@ pub fn answer<P: DataPlane, R: CryptoRng>(
                     .unwrap_or_default();
                 let ids = identifiers(job, &patients);
                 let s = std::sync::Arc::new(
-                    Sender::new(rng, &ids, Mode::Linked, THREADS).map_err(|e| e.to_string())?,
+                    Sender::new(rng, &ids, request.mode, THREADS).map_err(|e| e.to_string())?,
                 );
                 kept.insert(job, s.clone());
                 s
@@ -195,6 +211,11 @@ pub struct Matched {
     /// The sites before it it matched its patients with (all of them when it has no patient
     /// in the job; none for a data plane without pseudonyms).
     pub with: Vec<MemberId>,
+    /// For an overlap job: how many of its persons each earlier site also holds (the sites
+    /// that answered), and how many persons it offered.
+    pub shared: Vec<(MemberId, u64)>,
+    /// The persons it offered.
+    pub offered: u64,
 }
 
 /// What this site leaves out of `job`: its patients that a site before it also holds. Empty
@@ -228,10 +249,12 @@ where
     }
     let patients = match cfg.plane.job_patients(&state, job, &cfg.member) {
         Ok(Some(p)) if p.is_empty() => {
-            // Nobody here to count twice.
+            // Nobody here to count twice (or to share).
             return Matched {
                 leave_out: BTreeSet::new(),
                 with: earlier.to_vec(),
+                shared: earlier.iter().map(|m| (m.clone(), 0)).collect(),
+                offered: 0,
             };
         }
         Ok(Some(p)) => p,
@@ -242,16 +265,19 @@ where
         }
     };
     let ids = identifiers(job, &patients);
-    let (receiver, request) = match Receiver::new(ctx, &ids, Mode::Linked, THREADS)
-        .and_then(|(r, q)| Ok((r, q.to_bytes()?)))
-    {
-        Ok(x) => x,
-        Err(e) => {
-            tracing::warn!(job = %job, error = %e, "worker.once: cannot blind the set");
-            return Matched::default();
-        }
+    let mode = mode_of(&j);
+    let (receiver, request) =
+        match Receiver::new(ctx, &ids, mode, THREADS).and_then(|(r, q)| Ok((r, q.to_bytes()?))) {
+            Ok(x) => x,
+            Err(e) => {
+                tracing::warn!(job = %job, error = %e, "worker.once: cannot blind the set");
+                return Matched::default();
+            }
+        };
+    let mut out = Matched {
+        offered: patients.len() as u64,
+        ..Matched::default()
     };
-    let mut out = Matched::default();
     for site in earlier {
         let ask = PsiAsk {
             job,
@@ -272,13 +298,74 @@ where
                     .extend(hits.iter().filter_map(|i| patients.get(*i).copied()));
                 out.with.push(site.clone());
             }
-            Ok(psi::PsiOutput::Cardinality(_)) => {}
+            Ok(psi::PsiOutput::Cardinality(n)) => {
+                tracing::info!(job = %job, site = %site, shared = n, "worker.overlap: counted");
+                out.shared.push((site.clone(), n as u64));
+                out.with.push(site.clone());
+            }
             Err(e) => {
                 tracing::warn!(job = %job, site = %site, error = %e, "worker.once: no answer; its shared patients count here")
             }
         }
     }
     out
+}
+
+/// The pairs of an overlap job's `m` sites in layout order: `(i, j)` for `i < j`, by `i`
+/// then `j`.
+pub fn overlap_pairs(m: usize) -> Vec<(usize, usize)> {
+    (0..m)
+        .flat_map(|i| ((i + 1)..m).map(move |j| (i, j)))
+        .collect()
+}
+
+/// This site's vector of an overlap job: its noised count (with `dp`) for each earlier site it
+/// was matched with, zeros elsewhere; its contribution is the persons it offered, coarsened.
+/// A person here changes at most the counts with the `sites - 1` others.
+pub fn overlap_vector<P: DataPlane, L, R: CryptoRng>(
+    cfg: &Config<L, P>,
+    state: &State,
+    job: &Job,
+    matched: &Matched,
+    rng: &mut R,
+) -> Result<super::SiteVector, String> {
+    let medspace_privacy::query::Aggregate::Overlap(spec) = &job.spec.aggregate else {
+        return Err("not an overlap job".into());
+    };
+    let m = job.owners.len();
+    let mine = job.index(&cfg.member).ok_or("not a site of this job")?;
+    let pairs = overlap_pairs(m);
+    let mut values = vec![0i64; pairs.len()];
+    let mechanism = medspace_privacy::dp::Mechanism::Laplace {
+        epsilon_micro: job.record.epsilon_reserved,
+        sensitivity: m.saturating_sub(1).max(1) as u64,
+    };
+    for (site, n) in &matched.shared {
+        let Some(i) = job.index(site) else { continue };
+        let Some(cell) = pairs.iter().position(|p| *p == (i, mine)) else {
+            continue;
+        };
+        let noise = if spec.dp {
+            mechanism.noise(rng).map_err(|e| e.to_string())?
+        } else {
+            0
+        };
+        if let Some(v) = values.get_mut(cell) {
+            *v = i64::try_from(*n).unwrap_or(i64::MAX).saturating_add(noise);
+        }
+    }
+    let offered = if mine == 0 {
+        cfg.plane
+            .job_patients(state, job.id(), &cfg.member)
+            .map_err(|e| e.to_string())?
+            .map_or(0, |p| p.len() as u64)
+    } else {
+        matched.offered
+    };
+    Ok(super::SiteVector {
+        values,
+        cohort: super::model::coarse_count(usize::try_from(offered).unwrap_or(usize::MAX)),
+    })
 }
 
 async fn ask_site<E: commonware_runtime::Clock, T: Transport>(
