@@ -269,7 +269,21 @@ pub const ROUTES: &[Route] = &[
         "post",
         Signed,
         Workers,
-        "a site's answer to a later site's count-once set (private set intersection of the job's patients), to a later site's node only (one set per site and job; 202 while computing)",
+        "a site's answer to a later site's count-once or overlap set (private set intersection of the job's patients), to a later site's node only, and a vertical study's insurer's answer (its encrypted values) to a hospital of the study (one set per site and job; 202 while computing)",
+    ),
+    q(
+        "/v1/worker/jobs/{job}/sums",
+        Signed,
+        Workers,
+        &[WAIT],
+        "a hospital's signed, encrypted sums of a vertical study, to the job's aggregator node only (202 while it joins with the insurer)",
+    ),
+    r(
+        "/v1/worker/jobs/{job}/open",
+        "post",
+        Signed,
+        Workers,
+        "the insurer of a vertical study opens the total of every hospital's signed sums, for the job's aggregator node only, once per job and once the ledger closed the round with every site",
     ),
     r(
         "/v1/worker/jobs/{job}/result",

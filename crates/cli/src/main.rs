@@ -33,8 +33,9 @@ struct Cli {
 enum Command {
     /// Run the whole story end to end and print what happened.
     Demo(devnet_cmd::DemoArgs),
-    /// Start (or resume) the default consortium on this machine: four validators and the
-    /// regulator's observer as real node processes over loopback TCP, until Ctrl-C.
+    /// Start (or resume) the default consortium on this machine: five validators (three
+    /// hospitals, a research institute, an insurer) and the regulator's observer as real node
+    /// processes over loopback TCP, until Ctrl-C.
     Devnet(devnet_cmd::DevnetArgs),
     /// A researcher's federated study on a running consortium: contract, approvals, jobs,
     /// results (run by the hospitals' own nodes; only protected aggregates leave them).

@@ -595,7 +595,8 @@ fn free_base() -> u16 {
     for attempt in 0..200u32 {
         let base =
             20_000 + ((std::process::id() * 7 + call * 2_999 + attempt * 211) % 12_000) as u16;
-        let ok = (0..5)
+        // Six nodes: five validators and the observer.
+        let ok = (0..6)
             .flat_map(|i| [base + i, base + 100 + i])
             .map(|p| std::net::TcpListener::bind(("127.0.0.1", p)))
             .collect::<Result<Vec<_>, _>>()
@@ -767,6 +768,7 @@ fn demo_runs_its_story_across_the_devnet() {
         "hospital-b",
         "hospital-c",
         "research-1",
+        "insurer-1",
         "regulator",
     ] {
         assert!(
@@ -808,6 +810,9 @@ fn demo_runs_its_story_across_the_devnet() {
         "alerts stated on the ledger by the agency",
         "pharma-1's drug-safety contract",
         "drug -> event",
+        // The vertical study and the intersection sizes.
+        "hospital cohort x insurer claims over 366 days",
+        "persons of the cohort both sites hold (cardinality-only private set intersection, exact)",
         // The open pool: released, fetched and checked, destroyed.
         "published hospital-a.open in the open pool",
         "each checked against the ledger's hash",
@@ -862,6 +867,7 @@ fn demo_runs_its_story_across_the_devnet() {
         "hospital-b",
         "hospital-c",
         "research-1",
+        "insurer-1",
         "regulator",
     ] {
         assert_no_member_key_in(&dir.join(node), &devnet_member_key(1, node));
@@ -1263,6 +1269,7 @@ fn a_study_runs_from_the_cli_on_the_hospitals_workers_and_survives_a_dropped_sit
     assert_eq!(get(1, &reveal, &node_key("hospital-a")), (200, first));
 
     models_run_from_the_cli(&net, &dir);
+    joins_run_from_the_cli(&net, &dir);
     the_open_pool_runs_from_the_cli(&net, &dir);
     quality_checks_and_their_fix_from_the_cli(&dir);
     public_health_runs_from_the_cli(&net, &dir);
@@ -1404,6 +1411,76 @@ fn models_run_from_the_cli(net: &DevnetProcess, dir: &Path) {
         assert!(text.contains(expect), "{text}");
         assert!(!text.contains("nothing was released"), "{text}");
         for h in ["hospital-a", "hospital-b", "hospital-c"] {
+            assert!(text.contains(&format!("contributed: {h}")), "{h}: {text}");
+        }
+        let svg = std::fs::read_to_string(&chart).unwrap();
+        assert!(svg.starts_with("<svg"), "{svg}");
+    }
+}
+
+/// The private set intersection's two jobs from the command line: a vertical study of the
+/// three hospitals' cohort joined with insurer-1's claims (the insurer's node answers and opens
+/// only the total), and the intersection sizes of a cohort between every pair of hospitals.
+fn joins_run_from_the_cli(net: &DevnetProcess, dir: &Path) {
+    for (name, spec, holders, expect) in [
+        (
+            "vertical",
+            r#"{"version":1,"cohort":{"index_date":"2024-01-01"},"aggregate":{"claims":{"days":366,"max_claims":200,"max_paid":200000,"compare":{"name":"diabetes","codes":["44054006"]},"dp":false}}}"#,
+            "hospital-a,hospital-b,hospital-c,insurer-1",
+            "hospital cohort x insurer claims",
+        ),
+        (
+            "overlap",
+            r#"{"version":1,"cohort":{"index_date":"2025-01-01"},"aggregate":{"overlap":{"dp":false}}}"#,
+            "hospital-a,hospital-b,hospital-c",
+            "persons of the cohort both sites hold",
+        ),
+    ] {
+        let file = dir.join(format!("{name}.json"));
+        std::fs::write(&file, spec).unwrap();
+        let (ok, text) = net.query(&[
+            "contract",
+            "--spec",
+            file.to_str().unwrap(),
+            "--hospitals",
+            holders,
+            "--study",
+            &format!("cli-{name}"),
+            "--budget",
+            "1.0",
+        ]);
+        assert!(ok, "{text}");
+        let contract = printed_contract(&text);
+        for reviewer in [
+            "hospital-a.steward",
+            "hospital-b.steward",
+            "hospital-c.steward",
+            "insurer-1.steward",
+            "hospital-a.data-committee",
+            "hospital-b.ethics-committee",
+        ] {
+            let (ok, text) = net.query(&["--as", reviewer, "approve", "--contract", &contract]);
+            if text.contains("-> contract ACTIVE") {
+                break;
+            }
+            // The insurer reviews only what covers its data.
+            assert!(ok || !holders.contains("insurer"), "{reviewer}: {text}");
+        }
+        let chart = dir.join(format!("{name}.svg"));
+        let (ok, text) = net.query(&[
+            "run",
+            "--contract",
+            &contract,
+            "--epsilon",
+            "0.1",
+            "--chart",
+            chart.to_str().unwrap(),
+        ]);
+        assert!(ok, "{text}");
+        assert!(text.contains("verified against the ledger"), "{text}");
+        assert!(text.contains(expect), "{text}");
+        assert!(!text.contains("nothing was released"), "{text}");
+        for h in holders.split(',') {
             assert!(text.contains(&format!("contributed: {h}")), "{h}: {text}");
         }
         let svg = std::fs::read_to_string(&chart).unwrap();
@@ -2197,7 +2274,8 @@ fn every_hint_the_devnet_prints_works_as_printed() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
-/// Two of the four validators killed: the consortium cannot finalize. A submitting command
+/// Two of the five validators killed (three of five cannot reach the quorum of four): the
+/// consortium cannot finalize. A submitting command
 /// names the unreachable validators within seconds and gives up with a clear message after
 /// its `--finality-timeout-s`; a node's `GET /v1/consortium` says the same.
 #[test]

@@ -1,6 +1,6 @@
 //! `medspace demo`: the whole story on a real local consortium, step by step — the devnet's
-//! node processes (four validators and the regulator's observer, over loopback TCP) and each
-//! hospital's real vault (FHIR ingested into CDM tables, queried with DataFusion inside the
+//! node processes (five validators and the regulator's observer, over loopback TCP) and each
+//! hospital's and the insurer's real vault (FHIR ingested into CDM tables, queried with DataFusion inside the
 //! hospital). Every transaction goes through consensus; the demo acts on the state it verified
 //! itself from finalized blocks.
 

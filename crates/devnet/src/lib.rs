@@ -1,6 +1,6 @@
 //! medspace-devnet: the embedded default consortium on one machine, and what runs on it.
 //!
-//! - [`devnet`]: four validators (three hospitals and a research institute) and the regulator's
+//! - [`devnet`]: five validators (three hospitals, a research institute and an insurer) and the regulator's
 //!   observer as real `medspace node` processes over loopback TCP; on first start the keys,
 //!   genesis and node configs, each hospital's vault ([`hospitals`]) and worker section; once
 //!   the chain runs, each hospital's catalog entry (`medspace_compute::publish`), its patients' registrations

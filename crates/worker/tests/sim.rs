@@ -1286,6 +1286,18 @@ fn every_worker_route_accepts_a_signed_request_once_and_only_at_its_audience() {
             ),
             (
                 "GET",
+                format!("/v1/worker/jobs/{job}/sums"),
+                vec![],
+                &node_b,
+            ),
+            (
+                "POST",
+                format!("/v1/worker/jobs/{job}/open"),
+                b"{}".to_vec(),
+                &node_b,
+            ),
+            (
+                "GET",
                 format!("/v1/worker/jobs/{job}/result"),
                 vec![],
                 &researcher,
@@ -1500,6 +1512,21 @@ fn every_worker_route_answers_every_kind_of_caller_as_its_rule_says() {
                 format!("/v1/worker/jobs/{job}/psi"),
                 format!("{{\"job\":\"{job}\",\"request\":\"00\"}}").into_bytes(),
                 |c| c == Caller::SiteNode,
+            ),
+            // Only the aggregator collects a hospital's sums of a vertical study and asks the
+            // insurer to open them (this job is no vertical study: the aggregator's request
+            // reaches the route, which refuses it for that).
+            (
+                "GET",
+                format!("/v1/worker/jobs/{job}/sums?wait_ms=1000"),
+                vec![],
+                |c| c == Caller::AggregatorNode,
+            ),
+            (
+                "POST",
+                format!("/v1/worker/jobs/{job}/open"),
+                format!("{{\"job\":\"{job}\",\"parts\":[]}}").into_bytes(),
+                |c| c == Caller::AggregatorNode,
             ),
             // A result goes to the job's submitter only.
             (

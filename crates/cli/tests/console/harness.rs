@@ -51,7 +51,7 @@ pub fn browser_or_skip(what: &str) -> Option<PathBuf> {
 }
 
 pub fn free_base() -> u16 {
-    // Ports from base (p2p) and base + 100 (HTTP) for five nodes, below Linux's ephemeral
+    // Ports from base (p2p) and base + 100 (HTTP) for six nodes, below Linux's ephemeral
     // range (32768 and up): no client connection of a concurrent test can be given one of them
     // between this check and the node's bind.
     // The tests of one file run in parallel in one process: each call starts elsewhere.
@@ -59,7 +59,7 @@ pub fn free_base() -> u16 {
     let call = CALLS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     for attempt in 0..200u32 {
         let p = 20_000 + ((std::process::id() * 13 + call * 2_999 + attempt * 211) % 12_000) as u16;
-        let free = (0..5).all(|i| {
+        let free = (0..6).all(|i| {
             std::net::TcpListener::bind(("127.0.0.1", p + i)).is_ok()
                 && std::net::TcpListener::bind(("127.0.0.1", p + 100 + i)).is_ok()
         });

@@ -819,6 +819,9 @@ where
                     "only the aggregator of {job} collects its sums, not {caller}"
                 ))));
             }
+            Ok(j) if super::vertical::study(&j).is_none() => {
+                let _ = reply.send(refused(format!("{job} is not a vertical study")));
+            }
             Ok(j) if !super::vertical::hospitals(&j).contains(&self.cfg.member) => {
                 let _ = reply.send(refused(format!(
                     "{} is no hospital of {job}",

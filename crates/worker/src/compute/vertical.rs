@@ -232,15 +232,22 @@ pub fn check_open(
     caller: &MemberId,
     ask: &OpenAsk,
 ) -> Result<Sums, PeerError> {
+    // Who asks first: anyone but the job's aggregator is refused before anything else.
+    if job.aggregator() != Some(caller) {
+        return Err(PeerError::Forbidden(format!(
+            "only the aggregator of {} asks its insurer to open",
+            job.id()
+        )));
+    }
     let Some(c) = study(job) else {
         return Err(PeerError::Refused(format!(
             "{} is not a vertical study",
             job.id()
         )));
     };
-    if insurer(job) != Some(me) || job.aggregator() != Some(caller) {
-        return Err(PeerError::Forbidden(format!(
-            "only the aggregator of vertical study {} asks its insurer to open",
+    if insurer(job) != Some(me) {
+        return Err(PeerError::Refused(format!(
+            "{me} is not the insurer of {}",
             job.id()
         )));
     }
