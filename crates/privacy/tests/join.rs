@@ -680,6 +680,45 @@ mod join {
         );
     }
 
+    /// Two hospitals join the same insurer's rows; the insurer adds their sums up and opens
+    /// the total: the plain join of both hospitals' persons (disjoint here) with the insurer's.
+    #[test]
+    fn the_total_of_two_hospitals_sums_opens_to_both_joins() {
+        let mut r = rng(41);
+        let insurer: Vec<u32> = (0..60).collect();
+        let values: Vec<u64> = insurer.iter().flat_map(|i| [1, u64::from(*i)]).collect();
+        let holder = Holder::new(&mut r, &ids(&insurer), &values, 2, 1).unwrap();
+        let mut parts = Vec::new();
+        for hospital in [(10..30).collect::<Vec<u32>>(), (40..70).collect()] {
+            let (receiver, request) =
+                Receiver::new(&mut r, &ids(&hospital), Mode::Linked, 1).unwrap();
+            let offer = holder.respond(&request, &mut r).unwrap();
+            let groups: Vec<Option<u32>> = hospital.iter().map(|i| Some(i % 2)).collect();
+            let (_, sums) = sum_groups(&receiver, &offer, &groups, 2, &[], &mut r).unwrap();
+            parts.push(Sums::from_bytes(&sums.to_bytes().unwrap()).unwrap());
+        }
+        let opened = holder.open(&Sums::add_all(&parts).unwrap(), 0).unwrap();
+        let mut want = [0i64; 4];
+        for i in (10..30).chain(40..60) {
+            let g = (i % 2) as usize;
+            want[g * 2] += 1;
+            want[g * 2 + 1] += i64::from(i);
+        }
+        assert_eq!(opened, want);
+        // Parts of another shape, or none, are refused.
+        assert!(Sums::add_all(&[]).is_err());
+        let mut other = parts[0].clone();
+        other.groups = 1;
+        other.cells.truncate(2);
+        assert!(Sums::add_all(&[parts[0].clone(), other]).is_err());
+        let mut garbled = parts[1].clone();
+        garbled.cells[0].c1 = [0xff; 32];
+        assert!(matches!(
+            Sums::add_all(&[parts[0].clone(), garbled]),
+            Err(JoinError::InvalidCiphertext { .. })
+        ));
+    }
+
     fn study_strategy() -> impl Strategy<Value = (Study, u64)> {
         (
             proptest::collection::btree_set(0u32..400, 0..160),

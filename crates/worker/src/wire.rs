@@ -225,7 +225,8 @@ pub struct VerticalResult {
     pub days: u32,
     /// Whether both sides noised the values.
     pub dp: bool,
-    /// The cells: the group's label (with `+name` / `-name` for the comparison) and its values.
+    /// The cells: the group's label (with `with name` / `without name` for the comparison) and
+    /// its values.
     pub cells: Vec<(String, medspace_privacy::query::claims::ClaimsCell)>,
 }
 

@@ -1969,7 +1969,7 @@ fn a_vertical_study_releases_the_plain_join_and_neither_side_sees_a_row() {
                 assert!((cell.claims_sd.unwrap() - sd(w5[1], w5[2])).abs() < 1e-9);
                 assert!((cell.paid_sd.unwrap() - sd(w5[3], w5[4])).abs() < 1e-6);
             }
-            assert_eq!(v.cells[0].0, "female +diabetes");
+            assert_eq!(v.cells[0].0, "female, with diabetes");
             // b matched its patients with a: the 20 both hold count once, at a.
             assert!(
                 doc.not_counted_once.is_empty(),
@@ -2038,7 +2038,8 @@ fn vertical_ask(job: JobId, ids: std::ops::Range<u32>, seed: u64) -> PsiAsk {
     }
 }
 
-/// `hospital`'s signed sums of its persons `ids`, all in cell 0, from the insurer's answer.
+/// `hospital`'s signed sums of its persons `ids` from the insurer's answer: persons 40..45 in
+/// cell 1, everyone else in cell 0.
 fn signed_sums(
     w: &World,
     job: JobId,
@@ -2047,7 +2048,10 @@ fn signed_sums(
     answer: &PsiAnswer,
     seed: u64,
 ) -> medspace_worker::wire::SumsMsg {
-    let n = ids.len();
+    let cells: Vec<Option<u32>> = ids
+        .clone()
+        .map(|i| Some(u32::from((40..45).contains(&i))))
+        .collect();
     let ids = medspace_worker::compute::vertical::identifiers(
         job,
         &ids.map(pseudonym).collect::<Vec<_>>(),
@@ -2062,8 +2066,7 @@ fn signed_sums(
     .unwrap();
     let offer = medspace_privacy::join::Offer::from_bytes(&answer.response.0).unwrap();
     let (_, sums) =
-        medspace_privacy::join::sum_groups(&receiver, &offer, &vec![Some(0); n], 4, &[], &mut rng)
-            .unwrap();
+        medspace_privacy::join::sum_groups(&receiver, &offer, &cells, 4, &[], &mut rng).unwrap();
     let key = w.c.node_key(hospital).unwrap();
     let body = medspace_worker::wire::SumsBody {
         job,
@@ -2148,16 +2151,18 @@ fn an_insurer_answers_only_its_studys_hospitals_once_and_opens_only_the_total_of
             matches!(&refused, Err(PeerError::Refused(why)) if why.contains("not signed")),
             "{refused:?}"
         );
-        // The total of both: a's 60 and b's 40 shared persons, all in cell 0.
+        // The total of both: a's 60 and b's 40 shared persons, 95 in cell 0; the 5 in cell 1
+        // are fewer than k: that cell is not given out, not even to the aggregator.
         let opened = insurer
             .open(ask(vec![part_a.clone(), part_b.clone()]), member("hospital-a"))
             .await
             .unwrap();
-        let shared: Vec<u32> = (40..100).chain(200..240).collect();
+        let shared: Vec<u32> = (45..100).chain(200..240).collect();
         assert_eq!(opened.values[0], shared.len() as i64);
         let claims: i64 = shared.iter().map(|i| i64::from(i % 7)).sum();
         assert_eq!(opened.values[1], claims);
         assert_eq!(opened.values.len(), 20);
+        assert_eq!(&opened.values[5..10], &[0; 5], "a cell of 5 persons stays closed");
         let twice = insurer
             .open(ask(vec![part_a, part_b]), member("hospital-a"))
             .await;

@@ -301,7 +301,16 @@ pub fn open<R: CryptoRng>(
         .max()
         .unwrap_or(0)
         .saturating_mul(hospitals);
-    let opened = holder.open(total, margin).map_err(|e| e.to_string())?;
+    let mut opened = holder.open(total, margin).map_err(|e| e.to_string())?;
+    if !c.dp {
+        // Exact values: a cell of fewer than k persons (its first measure counts them) is not
+        // given out at all, so no hospital, the aggregator included, sees a sum over so few.
+        for cell in opened.chunks_mut(total.measures.max(1)) {
+            if cell.first().is_some_and(|n| *n < i64::from(job.k)) {
+                cell.fill(0);
+            }
+        }
+    }
     let noise =
         side_noise(c, job.record.epsilon_reserved, total.groups, rng).map_err(|e| e.to_string())?;
     let values = opened
@@ -540,10 +549,15 @@ impl<L: Ledger, T: Transport, P: DataPlane> Aggregation<L, T, P> {
             .into_iter()
             .map(|(g, has)| {
                 let group = group_label(&g);
-                match (has, &name) {
-                    (Some(true), Some(n)) => format!("{group} +{n}"),
-                    (Some(false), Some(n)) => format!("{group} -{n}"),
-                    _ => group,
+                let split = match (has, &name) {
+                    (Some(true), Some(n)) => format!("with {n}"),
+                    (Some(false), Some(n)) => format!("without {n}"),
+                    _ => return group,
+                };
+                if g.sex.is_none() && g.age_band.is_none() {
+                    split
+                } else {
+                    format!("{group}, {split}")
                 }
             })
             .collect();
