@@ -214,9 +214,11 @@ async function vaultSection(member, published) {
   const tables = Object.entries(v.tables || {}).sort((a, b) => b[1] - a[1]);
   // Whether the catalog entry on the ledger still says what the vault holds; publishing signs
   // the entry the node builds from the vault (its next version), after the steward reads it.
-  const rowsOn = (d) => Object.fromEntries(((d && d.tables) || []).map((x) => [x.name, Number(x.rows)]));
+  // Empty tables count as absent on either side (the vault lists every CDM table).
+  const rowsOn = (d) => Object.fromEntries(((d && d.tables) || []).filter((x) => Number(x.rows) > 0).map((x) => [x.name, Number(x.rows)]));
   const onLedger = rowsOn(published && published.description);
-  const same = published && tables.every(([k, n]) => onLedger[k] === n) && Object.keys(onLedger).length === tables.length;
+  const held = tables.filter(([, n]) => n > 0);
+  const same = published && held.every(([k, n]) => onLedger[k] === n) && Object.keys(onLedger).length === held.length;
   const status = h("div", { "aria-live": "polite", id: "publish-status" });
   const prepare = async () => {
     status.replaceChildren(h("p", {}, t("publish_building")));

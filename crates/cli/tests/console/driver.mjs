@@ -254,7 +254,7 @@ for (const [hash, name] of pages) {
 
 // Chinese: every page, no untranslated string in any text node.
 await page.selectOption("#locale", "zh");
-const allowed = /([a-z_]+\.[a-z_]+|[0-9a-f]{16}|FHIR R4|medspace|hospital-[a-z]|research-\d|regulator|cli-study|study-two|pt-[0-9a-f]+|[gcaj]-[0-9a-f]{16}|QR|L4|English|[0-9A-Z]{4}(-[0-9A-Z]{4}){3})/g;
+const allowed = /([a-z_]+\.[a-z_]+|[0-9a-f]{16}|FHIR R4|medspace|hospital-[a-z]|research-\d|insurer-\d|regulator|cli-study|study-two|pt-[0-9a-f]+|[gcaj]-[0-9a-f]{16}|QR|L4|English|[0-9A-Z]{4}(-[0-9A-Z]{4}){3})/g;
 async function untranslated() {
   return page.evaluate((src) => {
     const re = new RegExp(src, "g");

@@ -77,10 +77,10 @@ const verified = await page.$$('tr.block[data-verified="yes"]');
 const unverified = await page.$$('tr.block[data-verified="no"]');
 check(verified.length >= 3, `blocks with verified certificates: ${verified.length}`);
 check(unverified.length === 0, `blocks not verified: ${unverified.length}`);
-check((await page.textContent("#health")).includes("Blocks are being finalized: 4 of 4"), "all four validators answer: " + (await page.textContent("#health")));
+check((await page.textContent("#health")).includes("Blocks are being finalized: 5 of 5"), "all five validators answer: " + (await page.textContent("#health")));
 check((await page.textContent("#contracts")).includes("Active"), "an active contract is listed");
 check((await page.textContent("#contracts")).includes("spent"), "budgets spent are shown");
-check((await page.$$("#datasets tbody tr")).length === 4, "budgets per dataset are shown (three CDMs and pharma-1's sales)");
+check((await page.$$("#datasets tbody tr")).length === 5, "budgets per dataset are shown (three hospitals' CDMs, insurer-1's claims and pharma-1's sales)");
 // The job ran at ε 0.2 per hospital: three hospitals, 0.6 charged.
 check((await page.textContent("#datasets")).includes("0.6 spent"), "each dataset's account shows the job's ε: " + (await page.textContent("#datasets")));
 check((await page.textContent("#contracts")).includes("0.6 of 1 spent"), "the contract's budget shows the job's ε");
