@@ -85,6 +85,36 @@ fn survival_doc() -> ResultDoc {
     .unwrap()
 }
 
+/// A released vertical study (three hospitals and insurer-1, split by diabetes), as a worker
+/// serves it.
+fn vertical_doc() -> ResultDoc {
+    serde_json::from_value(json!({
+        "version": 2, "job": "j-00000000000000b3", "contract": "c-0000000000000009",
+        "aggregator": "hospital-a", "k": 10, "epsilon_micro": 200000,
+        "cells": [],
+        "contributions": [["hospital-a", 140], ["hospital-b", 130], ["hospital-c", 120], ["insurer-1", 400]],
+        "dropped": [],
+        "vertical": {"compare": "diabetes", "days": 366, "dp": false, "cells": [
+            {"group": "all", "with": true, "n": 26, "claims_mean": 1.92, "claims_sd": 1.09, "paid_mean": 545.2, "paid_sd": 557.0},
+            {"group": "all", "with": false, "n": 204, "claims_mean": 1.2, "claims_sd": 1.07, "paid_mean": 185.4, "paid_sd": 241.3}
+        ]}
+    }))
+    .unwrap()
+}
+
+/// A released overlap job (a pair below k withheld), as a worker serves it.
+fn overlap_doc() -> ResultDoc {
+    serde_json::from_value(json!({
+        "version": 2, "job": "j-00000000000000b4", "contract": "c-000000000000000a",
+        "aggregator": "hospital-a", "k": 10, "epsilon_micro": 100000,
+        "cells": [],
+        "contributions": [["hospital-a", 150], ["hospital-b", 150], ["hospital-c", 150]],
+        "dropped": [],
+        "overlap": {"dp": false, "pairs": [["hospital-a", "hospital-b", 12], ["hospital-a", "hospital-c", 13], ["hospital-b", "hospital-c", null]]}
+    }))
+    .unwrap()
+}
+
 /// `table.field` of what the query reads, as the preview lists them.
 fn reads(spec: &Value) -> Vec<String> {
     let text = spec.to_string();
@@ -121,6 +151,13 @@ fn the_builder_writes_models_and_the_results_show_them() {
         serde_json::to_vec(&survival).unwrap(),
     )
     .unwrap();
+    for (name, doc) in [("vertical", vertical_doc()), ("overlap", overlap_doc())] {
+        std::fs::write(
+            dir.join(format!("{name}-doc.json")),
+            serde_json::to_vec(&doc).unwrap(),
+        )
+        .unwrap();
+    }
     std::fs::write(
         dir.join("classification.json"),
         serde_json::to_vec(&medspace_types::classification::Classification::default()).unwrap(),
@@ -134,6 +171,8 @@ fn the_builder_writes_models_and_the_results_show_them() {
         .env("ASSETS", &dir)
         .env("MODEL_DOC", dir.join("model-doc.json"))
         .env("SURVIVAL_DOC", dir.join("survival-doc.json"))
+        .env("VERTICAL_DOC", dir.join("vertical-doc.json"))
+        .env("OVERLAP_DOC", dir.join("overlap-doc.json"))
         .env("SHOTS", &shots)
         .output()
         .unwrap();

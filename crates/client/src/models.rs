@@ -341,7 +341,8 @@ pub fn vertical_lines(v: &medspace_worker::wire::VerticalResult, k: u32) -> Vec<
         (Some(m), None) => format!("{m:.digits$}"),
         _ => "-".into(),
     };
-    for (label, c) in &v.cells {
+    for cell in &v.cells {
+        let (label, c) = (cell.label(v.compare.as_deref()), &cell.values);
         match c.n {
             None => out.push(format!("{label:<26} withheld (< {k})")),
             Some(n) => out.push(format!(
@@ -361,7 +362,11 @@ pub fn vertical_svg(v: &medspace_worker::wire::VerticalResult, k: u32, title: &s
     let max = v
         .cells
         .iter()
-        .filter_map(|(_, c)| c.paid_mean.map(|m| m + c.paid_sd.unwrap_or(0.0)))
+        .filter_map(|c| {
+            c.values
+                .paid_mean
+                .map(|m| m + c.values.paid_sd.unwrap_or(0.0))
+        })
         .fold(1.0_f64, f64::max);
     let scale = (w - left - 110.0) / max;
     let h = top + v.cells.len() as f64 * (bar_h + gap) + 30.0;
@@ -369,13 +374,14 @@ pub fn vertical_svg(v: &medspace_worker::wire::VerticalResult, k: u32, title: &s
         "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{w}\" height=\"{h}\" font-family=\"sans-serif\" font-size=\"13\">\n<rect width=\"100%\" height=\"100%\" fill=\"white\"/>\n<text x=\"10\" y=\"22\" font-size=\"15\">{}</text>\n",
         escape(title)
     );
-    for (i, (label, c)) in v.cells.iter().enumerate() {
+    for (i, cell) in v.cells.iter().enumerate() {
+        let (label, c) = (cell.label(v.compare.as_deref()), &cell.values);
         let y = top + i as f64 * (bar_h + gap);
         svg.push_str(&format!(
             "<text x=\"{}\" y=\"{}\" text-anchor=\"end\">{}</text>\n",
             left - 8.0,
             y + bar_h * 0.7,
-            escape(label)
+            escape(&label)
         ));
         match (c.n, c.paid_mean) {
             (Some(n), Some(m)) => {

@@ -978,6 +978,86 @@ export function drugSafetyView(job, doc) {
   ];
 }
 
+/// A vertical study's cell in words: its group and, for a comparison, with or without the
+/// condition (its name is the specification's).
+function verticalCellName(c, name) {
+  const group = groupName(c.group);
+  if (c.with === undefined || c.with === null || !name) return group;
+  const split = t(c.with ? "vt_with" : "vt_without", { name });
+  return c.group === "all" ? split : `${group}, ${split}`;
+}
+
+/// `key`'s text with the specification's `name` in it marked as data (not to translate).
+function withName(key, name) {
+  const [before, after] = t(key, { name: "\u0000" }).split("\u0000");
+  return h("span", {}, before || "", h("span", { translate: "no" }, name), after || "");
+}
+
+/// [`verticalCellName`] in a table's cell: the condition's name marked as data.
+function verticalCellNode(c, name) {
+  if (c.with === undefined || c.with === null || !name) return groupName(c.group);
+  return h("span", {}, c.group === "all" ? "" : `${groupName(c.group)}, `, withName(c.with ? "vt_with" : "vt_without", name));
+}
+
+function verticalCsv(v, k) {
+  const lines = [["group", "with_condition", "persons", "claims_mean", "claims_sd", "paid_mean", "paid_sd", "withheld_below_k"].join(",")];
+  const x = (v) => (v === null || v === undefined ? "" : v);
+  for (const c of v.cells || []) lines.push([csvEsc(c.group), x(c.with), x(c.n), x(c.claims_mean), x(c.claims_sd), x(c.paid_mean), x(c.paid_sd), c.n === null || c.n === undefined ? k : ""].join(","));
+  return lines.join("\n") + "\n";
+}
+
+/// A vertical study's result: per cell the persons a hospital and the insurer both hold, and
+/// claims and amount paid per person in the window (with standard deviations when exact); a
+/// chart of the amount paid per person.
+function verticalView(job, doc) {
+  const v = doc.vertical;
+  const cells = v.cells || [];
+  const none = (c) => c.n === null || c.n === undefined;
+  const sd = (m, d, digits) => (m === null || m === undefined ? "—" : d === null || d === undefined ? fixed(m, digits) : `${fixed(m, digits)} (${t("vt_sd")} ${fixed(d, digits)})`);
+  const withheld = t("suppressed", { k: number(doc.k) });
+  const rows = cells.map((c) =>
+    h(
+      "tr",
+      { "data-cell": `${c.group}|${c.with === undefined ? "" : c.with}` },
+      h("th", { scope: "row" }, verticalCellNode(c, v.compare)),
+      ...(none(c) ? [h("td", { colspan: "3", class: "muted" }, withheld)] : [number(c.n), sd(c.claims_mean, c.claims_sd, 2), sd(c.paid_mean, c.paid_sd, 0)].map((x) => h("td", { class: "num" }, x))),
+    ),
+  );
+  return [
+    h("p", {}, t("vt_design", { days: number(v.days) }), " ", v.compare ? withName("vt_compare", v.compare) : ""),
+    h("p", { class: "muted" }, v.dp ? t("vt_noise", { eps: eps(doc.epsilon_micro) }) : t("vt_exact", { k: number(doc.k) })),
+    bars(
+      cells.map((c) => [verticalCellName(c, v.compare), none(c) || c.paid_mean === null || c.paid_mean === undefined ? null : Math.round(c.paid_mean), withheld]),
+      t("vt_chart"),
+      { labelsAreData: true },
+    ),
+    table([t("vt_col_cell"), t("vt_col_persons"), t("vt_col_claims"), t("vt_col_paid")], rows, { class: "vertical", id: "vt-" + job.id }),
+    h("p", {}, csvLink(job, verticalCsv(v, doc.k), "csv_vt")),
+  ];
+}
+
+/// An overlap job's result: how many persons of the cohort each pair of hospitals both hold.
+function overlapView(job, doc) {
+  const o = doc.overlap;
+  const pairs = o.pairs || [];
+  const withheld = t("ov_withheld", { k: number(doc.k) });
+  const lines = [["site", "other_site", "shared_persons"].join(",")].concat(pairs.map(([a, b, n]) => [a, b, n === null || n === undefined ? "" : n].join(",")));
+  return [
+    h("p", {}, t("ov_design"), " ", o.dp ? t("ov_noise", { eps: eps(doc.epsilon_micro) }) : t("ov_exact", { k: number(doc.k) })),
+    bars(
+      pairs.map(([a, b, n]) => [`${a} ∩ ${b}`, n === null || n === undefined ? null : Math.max(0, n), withheld]),
+      t("ov_chart"),
+      { labelsAreData: true },
+    ),
+    table(
+      [t("ov_col_pair"), t("ov_col_shared")],
+      pairs.map(([a, b, n]) => h("tr", { "data-pair": `${a}|${b}` }, h("th", { scope: "row" }, h("span", { translate: "no" }, `${a} ∩ ${b}`)), h("td", { class: "num" }, n === null || n === undefined ? withheld : number(n)))),
+      { class: "overlap", id: "ov-" + job.id },
+    ),
+    h("p", {}, csvLink(job, lines.join("\n") + "\n", "csv_ov")),
+  ];
+}
+
 /// A surveillance window's result: its totals in one line; the series and the agency's alerts
 /// are on the surveillance page.
 function surveillanceView(job, doc) {
@@ -994,9 +1074,16 @@ function surveillanceView(job, doc) {
 /// survival, the pairs' table for drug safety, a window's totals for surveillance, else the
 /// counts or means per group. `computation` is the contract's spec text.
 export function resultView(job, doc, computation) {
-  if (doc.model || doc.survival || doc.drug_safety || doc.surveillance) {
-    const kind = doc.model ? "model" : doc.survival ? "survival" : doc.drug_safety ? "drug_safety" : "surveillance";
-    const view = { model: () => modelView(job, doc), survival: () => survivalView(job, doc, specOfText(computation)), drug_safety: () => drugSafetyView(job, doc), surveillance: () => surveillanceView(job, doc) }[kind];
+  if (doc.model || doc.survival || doc.drug_safety || doc.surveillance || doc.vertical || doc.overlap) {
+    const kind = doc.model ? "model" : doc.survival ? "survival" : doc.drug_safety ? "drug_safety" : doc.vertical ? "vertical" : doc.overlap ? "overlap" : "surveillance";
+    const view = {
+      model: () => modelView(job, doc),
+      survival: () => survivalView(job, doc, specOfText(computation)),
+      drug_safety: () => drugSafetyView(job, doc),
+      surveillance: () => surveillanceView(job, doc),
+      vertical: () => verticalView(job, doc),
+      overlap: () => overlapView(job, doc),
+    }[kind];
     return h(
       "div",
       { class: "result", "data-job": job.id, "data-verified": "true", "data-kind": kind },
@@ -1014,7 +1101,7 @@ export function resultView(job, doc, computation) {
 /// Whether each patient counted once across the contributing hospitals, or which pairs were
 /// not matched.
 function onceView(doc) {
-  if (doc.failure || (doc.contributions || []).length < 2) return null;
+  if (doc.failure || doc.overlap || (doc.contributions || []).length < 2) return null;
   const pairs = doc.not_counted_once || [];
   if (!pairs.length) return h("p", { class: "muted", "data-once": "all" }, t("counted_once"));
   return pairs.map(([later, earlier]) => h("p", { class: "notice", "data-once": "missing" }, t("not_counted_once", { later, earlier })));

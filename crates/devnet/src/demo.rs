@@ -253,7 +253,7 @@ fn vertical_study(
         let per_claim = |i: usize| {
             v.cells
                 .get(i)
-                .and_then(|(_, c)| Some(c.paid_mean? / c.claims_mean?))
+                .and_then(|c| Some(c.values.paid_mean? / c.values.claims_mean?))
         };
         if let (Some(with), Some(without)) = (per_claim(0), per_claim(1)) {
             println!(

@@ -225,9 +225,37 @@ pub struct VerticalResult {
     pub days: u32,
     /// Whether both sides noised the values.
     pub dp: bool,
-    /// The cells: the group's label (with `with name` / `without name` for the comparison) and
-    /// its values.
-    pub cells: Vec<(String, medspace_privacy::query::claims::ClaimsCell)>,
+    /// The cells, in the study's layout.
+    pub cells: Vec<VerticalCell>,
+}
+
+/// One cell of a vertical study's release.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct VerticalCell {
+    /// The `group_by` group's label (`"all"` without one).
+    pub group: String,
+    /// With (`true`) or without the compared condition, when the study has one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub with: Option<bool>,
+    /// The released values.
+    #[serde(flatten)]
+    pub values: medspace_privacy::query::claims::ClaimsCell,
+}
+
+impl VerticalCell {
+    /// The cell in words: its group and, for a comparison of `name`, with or without it.
+    pub fn label(&self, name: Option<&str>) -> String {
+        let split = match (self.with, name) {
+            (Some(true), Some(n)) => format!("with {n}"),
+            (Some(false), Some(n)) => format!("without {n}"),
+            _ => return self.group.clone(),
+        };
+        if self.group == "all" {
+            split
+        } else {
+            format!("{}, {split}", self.group)
+        }
+    }
 }
 
 /// An overlap job's release: per pair of sites, how many persons of the cohort both hold.

@@ -1959,7 +1959,8 @@ fn a_vertical_study_releases_the_plain_join_and_neither_side_sees_a_row() {
             let v = doc.vertical.as_ref().expect("a vertical result");
             let want = plain_join();
             assert_eq!(v.cells.len(), 4);
-            for ((label, cell), w5) in v.cells.iter().zip(&want) {
+            for (c, w5) in v.cells.iter().zip(&want) {
+                let (label, cell) = (c.label(v.compare.as_deref()), &c.values);
                 let n = w5[0] as f64;
                 assert_eq!(cell.n, Some(w5[0]), "seed {seed} {label}");
                 let mean = |s: i64| s as f64 / n;
@@ -1969,7 +1970,10 @@ fn a_vertical_study_releases_the_plain_join_and_neither_side_sees_a_row() {
                 assert!((cell.claims_sd.unwrap() - sd(w5[1], w5[2])).abs() < 1e-9);
                 assert!((cell.paid_sd.unwrap() - sd(w5[3], w5[4])).abs() < 1e-6);
             }
-            assert_eq!(v.cells[0].0, "female, with diabetes");
+            assert_eq!(
+                v.cells[0].label(v.compare.as_deref()),
+                "female, with diabetes"
+            );
             // b matched its patients with a: the 20 both hold count once, at a.
             assert!(
                 doc.not_counted_once.is_empty(),

@@ -32,6 +32,8 @@ await new Promise((r) => server.listen(0, "127.0.0.1", r));
 const origin = `http://127.0.0.1:${server.address().port}`;
 const model = JSON.parse(fs.readFileSync(env.MODEL_DOC, "utf8"));
 const survival = JSON.parse(fs.readFileSync(env.SURVIVAL_DOC, "utf8"));
+const vertical = JSON.parse(fs.readFileSync(env.VERTICAL_DOC, "utf8"));
+const overlap = JSON.parse(fs.readFileSync(env.OVERLAP_DOC, "utf8"));
 // The consortium's default classification (its sensitive codes), as `/v1/status` carries it.
 const classification = JSON.parse(fs.readFileSync(env.CLASSIFICATION, "utf8"));
 const browser = await chromium.launch({ executablePath: "/usr/bin/chromium", args: ["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking", "--disable-component-update", "--disable-sync"] });
@@ -212,6 +214,35 @@ async function results(page, locale) {
     }),
   );
   check(out.overflow.length === 0, `${locale}: chart text overflows: ${out.overflow.join(" | ")}`);
+  if (locale === "zh") {
+    const left = await english(page);
+    check(left.length === 0, "zh model and survival results: untranslated " + JSON.stringify(left));
+  }
+  // A vertical study's cells and an overlap's pairs.
+  await page.evaluate(
+    async ([v, o]) => {
+      const ui = await import("./ui.js");
+      const R = await import("./researcher.js");
+      ui.show(ui.h("h1", {}, "…"), ui.h("section", { class: "card job" }, R.resultView({ id: v.job }, v)), ui.h("section", { class: "card job" }, R.resultView({ id: o.job }, o)));
+    },
+    [vertical, overlap],
+  );
+  out.vertical = await page.$$eval(`.result[data-job="${vertical.job}"] table.vertical tbody tr`, (x) => x.map((r) => [r.dataset.cell, ...[...r.cells].map((c) => c.textContent)]));
+  out.overlap = await page.$$eval(`.result[data-job="${overlap.job}"] table.overlap tbody tr`, (x) => x.map((r) => [r.dataset.pair, ...[...r.cells].map((c) => c.textContent)]));
+  check(out.vertical.length === 2 && out.vertical[0][0] === "all|true" && out.vertical[0][2] === "26", `${locale}: vertical cells: ${JSON.stringify(out.vertical)}`);
+  check(out.vertical[0][1].includes("diabetes"), `${locale}: the condition is named: ${JSON.stringify(out.vertical)}`);
+  check(out.overlap.length === 3 && out.overlap[0][2] === "12" && !/\d/.test(out.overlap[2][2].replace(/10/, "")), `${locale}: overlap pairs: ${JSON.stringify(out.overlap)}`);
+  check((await page.$$(`.result[data-job="${vertical.job}"] svg.chart`)).length === 1, `${locale}: the vertical study's chart`);
+  out.verticalCsv = await csv(vertical.job);
+  out.overlapCsv = await csv(overlap.job);
+  const vt = await page.$(`.result[data-job="${vertical.job}"]`);
+  await vt.screenshot({ path: path.join(shots, `models-result-vertical-${locale}.png`) });
+  const ov = await page.$(`.result[data-job="${overlap.job}"]`);
+  await ov.screenshot({ path: path.join(shots, `models-result-overlap-${locale}.png`) });
+  if (locale === "zh") {
+    const left = await english(page);
+    check(left.length === 0, "zh vertical and overlap results: untranslated " + JSON.stringify(left));
+  }
   return out;
 }
 const enResults = await results(en, "en");

@@ -35,7 +35,7 @@ use crate::store::Collected;
 use crate::transport::{PeerError, Transport, ask_until};
 use crate::wire::{
     Hex, OpenAnswer, OpenAsk, PsiAnswer, PsiAsk, SUMS_NAMESPACE, Signed, SumsBody, SumsMsg,
-    VerticalResult,
+    VerticalCell, VerticalResult,
 };
 use commonware_runtime::Clock;
 use futures::future::join_all;
@@ -544,23 +544,6 @@ impl<L: Ledger, T: Transport, P: DataPlane> Aggregation<L, T, P> {
         };
         let released = release_cells(c, &opened.values, job.k);
         let name = c.compare.as_ref().map(|g| g.name.clone());
-        let labels: Vec<String> = c
-            .cells(&job.spec)
-            .into_iter()
-            .map(|(g, has)| {
-                let group = group_label(&g);
-                let split = match (has, &name) {
-                    (Some(true), Some(n)) => format!("with {n}"),
-                    (Some(false), Some(n)) => format!("without {n}"),
-                    _ => return group,
-                };
-                if g.sex.is_none() && g.age_band.is_none() {
-                    split
-                } else {
-                    format!("{group}, {split}")
-                }
-            })
-            .collect();
         collected.contributions = ask
             .parts
             .iter()
@@ -580,7 +563,16 @@ impl<L: Ledger, T: Transport, P: DataPlane> Aggregation<L, T, P> {
             compare: name,
             days: c.days,
             dp: c.dp,
-            cells: labels.into_iter().zip(released).collect(),
+            cells: c
+                .cells(&job.spec)
+                .into_iter()
+                .zip(released)
+                .map(|((g, with), values)| VerticalCell {
+                    group: group_label(&g),
+                    with,
+                    values,
+                })
+                .collect(),
         });
         self.release_doc(clock, &doc).await
     }
