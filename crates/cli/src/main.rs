@@ -194,6 +194,14 @@ enum BenchCommand {
         #[arg(long = "threads")]
         t: Option<usize>,
     },
+    /// A vertical study's join (linked PSI + exponential ElGamal sums) of --n hospital
+    /// patients with --n insurer members, against the plain join in the same run.
+    Join {
+        #[arg(long, default_value_t = 100_000)]
+        n: usize,
+        #[arg(long = "threads")]
+        t: Option<usize>,
+    },
     /// De-identification: the lattice search and release of --persons synthetic persons with six
     /// quasi-identifiers (k = 5, l = 2), against the naive search of every node.
     Deid {
@@ -264,6 +272,7 @@ fn main() -> anyhow::Result<()> {
             BenchCommand::Redeem(a) => bench_cmd::redeem(a),
             BenchCommand::Glm { persons, threads } => Ok(bench_glm::run_cli(persons, threads)?),
             BenchCommand::Psi { n, o, t } => Ok(medspace_privacy::psi::bench::print(n, o, t)?),
+            BenchCommand::Join { n, t } => Ok(medspace_privacy::join::bench::print(n, t)?),
             BenchCommand::Deid { persons, seed } => Ok(medspace_deid::bench::print(persons, seed)?),
         },
     }

@@ -323,8 +323,12 @@ export function problems(f, spec, hospitals) {
 }
 
 async function studyPage() {
-  const [datasets, status] = await Promise.all([catalog(), state.client.get("/v1/status")]);
+  const [datasets, status, listed] = await Promise.all([catalog(), state.client.get("/v1/status"), state.client.get("/v1/members").catch(() => ({ members: [] }))]);
   const policy = status.policy || { requirements: [] };
+  // A study covers the hospitals by default; another data holder's CDM (an insurer's claims)
+  // is offered unchecked.
+  const kinds = Object.fromEntries((listed.members || []).filter((m) => m.member).map((m) => [m.member.id, m.member.kind]));
+  const byDefault = (o) => kinds[o] === undefined || String(kinds[o]).toLowerCase() === "hospital";
   // The data holders a query can run at: the members whose CDM (a dataset with a person
   // table, not a release) is in the catalog; an aggregate source such as pharmacy sales is not.
   const cdms = datasets.filter((d) => !d.release && d.description.tables.some((x) => x.name === "person"));
@@ -363,7 +367,7 @@ async function studyPage() {
     days: h("input", { id: "days", type: "number", min: "1", value: "90" }),
     fee: h("input", { id: "fee", type: "number", min: "0", value: "0" }),
   };
-  const boxes = owners.map((o) => h("span", { class: "check" }, h("input", { type: "checkbox", id: "h-" + o, value: o, checked: true, class: "hospital" }), " ", h("label", { for: "h-" + o }, o), " "));
+  const boxes = owners.map((o) => h("span", { class: "check" }, h("input", { type: "checkbox", id: "h-" + o, value: o, checked: byDefault(o), class: "hospital" }), " ", h("label", { for: "h-" + o }, o), " "));
   const meanBox = h("div", { id: "mean-box" }, h("label", { for: "mean" }, t("mean_code")), f.mean, h("div", { class: "row" }, h("span", {}, h("label", { for: "lower" }, t("mean_lower")), f.lower), h("span", {}, h("label", { for: "upper" }, t("mean_upper")), f.upper)));
   // A model's variables: the outcome, then the covariates, each a kind and the fields it takes.
   let serial = 0;

@@ -90,6 +90,8 @@
 //! insurer; 16 per patient, `32 + 64·K` per insurer row and 32 for the key insurer →
 //! hospital; 64 per cell hospital → insurer. Work is split over the `threads` given.
 
+pub mod bench;
+
 use crate::psi::{
     self, MAX_ELEMENTS, Mode, POINT_LEN, PointBytes, PsiError, PsiSecret, TAG_LEN, Tag,
 };
