@@ -2373,7 +2373,7 @@ fn a_stalled_consortium_is_named_and_given_up_on() {
     });
     assert_eq!(status, 200, "{v}");
     assert_eq!(v["can_finalize"], false, "{v}");
-    assert_eq!(v["needed"], 3, "{v}");
+    assert_eq!(v["needed"], 4, "{v}");
     let unreachable: Vec<&str> = v["unreachable"]
         .as_array()
         .unwrap()

@@ -399,7 +399,7 @@ fn plan_site(
 ) -> Result<(QuerySpec, crate::plan::JobPlan), FederatedError> {
     let spec = job_spec(state, job)?;
     // A vertical study's sides read different tables: each is checked for its own.
-    let reads: Vec<(String, String)> = crate::vertical::side_reads(state, &spec, member)?
+    let reads: Vec<(String, String)> = crate::plan::side_reads(state, &spec, member)?
         .iter()
         .map(|(t, f)| (t.to_string(), f.to_string()))
         .collect();

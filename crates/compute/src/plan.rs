@@ -63,6 +63,44 @@ pub enum PlanError {
     /// The ledger could not be read.
     #[error("ledger: {0}")]
     Ledger(#[from] TxError),
+    /// The job's computation is not a valid query.
+    #[error("computation: {0}")]
+    Query(#[from] medspace_privacy::QueryError),
+    /// The institution is not a member.
+    #[error("not a member: {0}")]
+    NotAMember(String),
+}
+
+/// Whether `member` is the claims side of a vertical study (an insurer).
+pub fn claims_side(state: &State, member: &MemberId) -> Result<bool, PlanError> {
+    let m = state
+        .member(member)?
+        .ok_or_else(|| PlanError::NotAMember(member.to_string()))?;
+    Ok(m.member.kind == medspace_types::MemberKind::Insurer)
+}
+
+/// What `member` reads of `spec`: everything the spec reads, but for a vertical study only its
+/// own side's fields (the insurer's claims; a hospital's cohort, as a count of it would read,
+/// and the comparison).
+pub fn side_reads(
+    state: &State,
+    spec: &medspace_privacy::query::QuerySpec,
+    member: &MemberId,
+) -> Result<Vec<(&'static str, &'static str)>, PlanError> {
+    use medspace_privacy::query::{Aggregate, ClaimsSpec, QuerySpec, validate};
+    let Aggregate::Claims(c) = &spec.aggregate else {
+        return Ok(validate(spec)?.reads);
+    };
+    if claims_side(state, member)? {
+        return Ok(ClaimsSpec::claims_reads());
+    }
+    let cohort = QuerySpec {
+        aggregate: Aggregate::Count,
+        ..spec.clone()
+    };
+    let mut reads = validate(&cohort)?.reads;
+    reads.extend(c.clinical_reads());
+    Ok(reads)
 }
 
 /// A job this worker may run, and on whom.

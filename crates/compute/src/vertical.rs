@@ -9,43 +9,10 @@ use crate::links::Links;
 use crate::local::{self, CONSENTED};
 use crate::plan::plan_job;
 use medspace_privacy::query::claims::{claims_sql, member_values};
-use medspace_privacy::query::{
-    Aggregate, ClaimsSpec, GroupField, QuerySpec, compile_sql, group_index, groups,
-};
+use medspace_privacy::query::{Aggregate, GroupField, QuerySpec, compile_sql, group_index, groups};
 use medspace_state::State;
-use medspace_types::{JobId, MemberId, MemberKind};
+use medspace_types::{JobId, MemberId};
 use medspace_worker::compute::JoinInput;
-
-/// Whether `member` is the claims side of a vertical study (an insurer).
-fn claims_side(state: &State, member: &MemberId) -> Result<bool, FederatedError> {
-    let m = state
-        .member(member)?
-        .ok_or_else(|| FederatedError::Layout(format!("not a member: {member}")))?;
-    Ok(m.member.kind == MemberKind::Insurer)
-}
-
-/// What `member` reads of `spec`: everything the spec reads, but for a vertical study only its
-/// own side's fields (the insurer's claims, a hospital's cohort and comparison).
-pub fn side_reads(
-    state: &State,
-    spec: &QuerySpec,
-    member: &MemberId,
-) -> Result<Vec<(&'static str, &'static str)>, FederatedError> {
-    let Aggregate::Claims(c) = &spec.aggregate else {
-        return Ok(medspace_privacy::query::validate(spec)?.reads);
-    };
-    if claims_side(state, member)? {
-        return Ok(ClaimsSpec::claims_reads());
-    }
-    // The cohort's own reads (as a count of it would read) and the comparison's.
-    let cohort = QuerySpec {
-        aggregate: Aggregate::Count,
-        ..spec.clone()
-    };
-    let mut reads = medspace_privacy::query::validate(&cohort)?.reads;
-    reads.extend(c.clinical_reads());
-    Ok(reads)
-}
 
 /// `member`'s input to the vertical study `job`, planned from the ledger: each side checks
 /// only the reads of its own side against the contract's fields here.
@@ -60,8 +27,8 @@ pub fn run_join_site(
     let Aggregate::Claims(c) = &spec.aggregate else {
         return Err(FederatedError::Layout("not a vertical study".into()));
     };
-    let claims = claims_side(state, member)?;
-    let reads: Vec<(String, String)> = side_reads(state, &spec, member)?
+    let claims = crate::plan::claims_side(state, member)?;
+    let reads: Vec<(String, String)> = crate::plan::side_reads(state, &spec, member)?
         .iter()
         .map(|(t, f)| (t.to_string(), f.to_string()))
         .collect();

@@ -90,7 +90,8 @@ impl<L: Ledger, T: Transport, P: DataPlane> Aggregation<L, T, P> {
                 })?;
             return self.post(clock, &doc, &bytes).await;
         }
-        if let Some(c) = super::vertical::study(&job) {
+        // A vertical study runs its own protocol (`super::vertical`).
+        if let medspace_privacy::query::Aggregate::Claims(c) = &job.spec.aggregate {
             let c = c.clone();
             return self.run_vertical(clock, &job, &c).await;
         }
