@@ -19,7 +19,10 @@
 //! job's epsilon, each protecting its own data from the other and from the result's reader, and
 //! only the sums of claims and paid are released (means); without it the values are exact, a
 //! cell below `k` is withheld, and the sums of squares are released too (means and standard
-//! deviations). Neither side ever sees a row of the other.
+//! deviations). Without `dp` a hospital also leaves out of a cell its persons there when it has
+//! fewer than `k` of them, so no total the insurer opens is a sum over fewer than `k` of its
+//! members; such a cell can then count fewer persons than the hospitals hold. Neither side ever
+//! sees a row of the other.
 
 use super::health::CodeGroup;
 use super::{GroupKey, QueryError, QuerySpec};
