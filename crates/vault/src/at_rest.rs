@@ -34,7 +34,7 @@ use parquet::encryption::decrypt::FileDecryptionProperties;
 use parquet::encryption::encrypt::FileEncryptionProperties;
 use zeroize::Zeroizing;
 
-use crate::cdm::columns;
+use medspace_types::cdm::columns;
 use crate::error::VaultError;
 
 /// The vault's sealed key file, inside the vault directory.
