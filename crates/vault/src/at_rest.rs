@@ -34,8 +34,8 @@ use parquet::encryption::decrypt::FileDecryptionProperties;
 use parquet::encryption::encrypt::FileEncryptionProperties;
 use zeroize::Zeroizing;
 
-use medspace_types::cdm::columns;
 use crate::error::VaultError;
+use medspace_types::cdm::columns;
 
 /// The vault's sealed key file, inside the vault directory.
 pub const KEY_FILE: &str = "vault.key";
