@@ -391,7 +391,7 @@ pub fn model_rows(
 
 /// A job's specification and its plan at one site: the ledger allows it here, on these
 /// consenting patients, reading only fields its contract covers.
-fn plan_site(
+pub(crate) fn plan_site(
     state: &State,
     job: JobId,
     member: &MemberId,

@@ -4,10 +4,9 @@
 //! height) and read with the side's own SQL. The rows never leave the site: they are the
 //! inputs of the join ([`medspace_worker::compute::vertical`]).
 
-use crate::federated::{FederatedError, SiteVault, job_spec};
+use crate::federated::{FederatedError, SiteVault, plan_site};
 use crate::links::Links;
 use crate::local::{self, CONSENTED};
-use crate::plan::plan_job;
 use medspace_privacy::query::claims::{claims_sql, member_values};
 use medspace_privacy::query::{Aggregate, GroupField, QuerySpec, compile_sql, group_index, groups};
 use medspace_state::State;
@@ -23,16 +22,11 @@ pub fn run_join_site(
     vault: SiteVault<'_>,
     links: &Links,
 ) -> Result<JoinInput, FederatedError> {
-    let spec = job_spec(state, job)?;
+    let (spec, plan) = plan_site(state, job, member, links)?;
     let Aggregate::Claims(c) = &spec.aggregate else {
         return Err(FederatedError::Layout("not a vertical study".into()));
     };
     let claims = crate::plan::claims_side(state, member)?;
-    let reads: Vec<(String, String)> = crate::plan::side_reads(state, &spec, member)?
-        .iter()
-        .map(|(t, f)| (t.to_string(), f.to_string()))
-        .collect();
-    let plan = plan_job(state, job, member, links, &reads)?;
     if claims {
         let sql = claims_sql(&spec, CONSENTED)?;
         let rows = local::run(vault.dir, vault.key, &plan.cohort, &sql)?;

@@ -26,7 +26,7 @@ use rand_chacha::ChaCha20Rng;
 use rand_core::SeedableRng;
 use serde_json::Value;
 use std::collections::BTreeMap;
-use support::{opts, vkey};
+use support::{cdm_dataset, opts, vkey};
 
 const SEED: u64 = 7;
 const PATIENTS: u64 = 160;
@@ -53,39 +53,6 @@ impl Chain {
                 },
             )
             .unwrap_or_else(|e| panic!("{kind}: {e}"))
-    }
-}
-
-fn dataset(member: &str, tables: &[(&str, &[&str])]) -> DatasetDescription {
-    DatasetDescription {
-        id: DatasetId::new(&format!("{member}.cdm")).unwrap(),
-        title: Text::new("cdm").unwrap(),
-        version: 1,
-        tables: List::new(
-            tables
-                .iter()
-                .map(|(t, fields)| TableDesc {
-                    name: Text::new(*t).unwrap(),
-                    rows: PATIENTS,
-                    duplicate_ppm: 0,
-                    implausible_ppm: 0,
-                    fields: List::new(
-                        fields
-                            .iter()
-                            .map(|f| FieldDesc {
-                                name: Text::new(*f).unwrap(),
-                                level: support::level_of(t, f),
-                                missing_ppm: 0,
-                                invalid_ppm: 0,
-                            })
-                            .collect(),
-                    )
-                    .unwrap(),
-                })
-                .collect(),
-        )
-        .unwrap(),
-        content_hash: Hash::default(),
     }
 }
 
@@ -300,13 +267,13 @@ fn a_vertical_study_over_the_vaults_equals_the_join_of_the_generated_records() {
     chain.apply(
         &stewards[0],
         Payload::PublishDataset(PublishDataset {
-            dataset: dataset("hospital-a", &CLINICAL),
+            dataset: cdm_dataset("hospital-a", &CLINICAL, PATIENTS),
         }),
     );
     chain.apply(
         &stewards[1],
         Payload::PublishDataset(PublishDataset {
-            dataset: dataset("insurer-1", &CLAIMS),
+            dataset: cdm_dataset("insurer-1", &CLAIMS, PATIENTS),
         }),
     );
     let mut fields = Vec::new();

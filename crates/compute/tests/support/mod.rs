@@ -174,36 +174,7 @@ impl World {
             }
             links.save(&dir, &vkey(&dir)).unwrap();
             w.patients.push(keys);
-            let desc = DatasetDescription {
-                id: DatasetId::new(&format!("{member}.cdm")).unwrap(),
-                title: Text::new("cdm").unwrap(),
-                version: 1,
-                tables: List::new(
-                    PUBLISHED
-                        .iter()
-                        .map(|(table, fields)| TableDesc {
-                            name: Text::new(*table).unwrap(),
-                            rows: PER_HOSPITAL,
-                            duplicate_ppm: 0,
-                            implausible_ppm: 0,
-                            fields: List::new(
-                                fields
-                                    .iter()
-                                    .map(|f| FieldDesc {
-                                        name: Text::new(*f).unwrap(),
-                                        level: level_of(table, f),
-                                        missing_ppm: 0,
-                                        invalid_ppm: 0,
-                                    })
-                                    .collect(),
-                            )
-                            .unwrap(),
-                        })
-                        .collect(),
-                )
-                .unwrap(),
-                content_hash: Hash::default(),
-            };
+            let desc = cdm_dataset(member, &PUBLISHED, PER_HOSPITAL);
             w.apply(
                 &stewards[h],
                 Payload::PublishDataset(PublishDataset { dataset: desc }),
@@ -286,6 +257,41 @@ impl World {
             panic!("no job")
         };
         id
+    }
+}
+
+/// `member`'s CDM catalog entry listing `tables` (each with `rows` rows), every field at the
+/// level the default classification gives it.
+pub fn cdm_dataset(member: &str, tables: &[(&str, &[&str])], rows: u64) -> DatasetDescription {
+    DatasetDescription {
+        id: DatasetId::new(&format!("{member}.cdm")).unwrap(),
+        title: Text::new("cdm").unwrap(),
+        version: 1,
+        tables: List::new(
+            tables
+                .iter()
+                .map(|(table, fields)| TableDesc {
+                    name: Text::new(*table).unwrap(),
+                    rows,
+                    duplicate_ppm: 0,
+                    implausible_ppm: 0,
+                    fields: List::new(
+                        fields
+                            .iter()
+                            .map(|f| FieldDesc {
+                                name: Text::new(*f).unwrap(),
+                                level: level_of(table, f),
+                                missing_ppm: 0,
+                                invalid_ppm: 0,
+                            })
+                            .collect(),
+                    )
+                    .unwrap(),
+                })
+                .collect(),
+        )
+        .unwrap(),
+        content_hash: Hash::default(),
     }
 }
 

@@ -57,10 +57,14 @@ fn job_key(job: JobId) -> ContractKey {
 
 /// The PSI elements of `patients`, in their order.
 pub fn identifiers(job: JobId, patients: &[PatientId]) -> Vec<psi::Identifier> {
-    let key = job_key(job);
+    keyed(&job_key(job), patients)
+}
+
+/// `patients`' pseudonyms hashed under `key`, in their order.
+pub(crate) fn keyed(key: &ContractKey, patients: &[PatientId]) -> Vec<psi::Identifier> {
     patients
         .iter()
-        .map(|p| psi::pseudonym_identifier(&key, &p.0))
+        .map(|p| psi::pseudonym_identifier(key, &p.0))
         .collect()
 }
 

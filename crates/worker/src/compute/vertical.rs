@@ -87,11 +87,7 @@ fn job_key(job: JobId) -> ContractKey {
 
 /// The join's elements of `patients`, in their order.
 pub fn identifiers(job: JobId, patients: &[PatientId]) -> Vec<psi::Identifier> {
-    let key = job_key(job);
-    patients
-        .iter()
-        .map(|p| psi::pseudonym_identifier(&key, &p.0))
-        .collect()
+    super::once::keyed(&job_key(job), patients)
 }
 
 /// The study's cells (the release's layout).
