@@ -376,6 +376,28 @@ async fn finalized<A: Application>(
     }
 }
 
+/// `GET /v1/checkpoint`: the committed state at the committed height, for a follower to start
+/// from (it checks the state against that height's certified header). Read like whole blocks
+/// (the same gate), encoded off the async workers.
+async fn checkpoint<A: Application>(
+    State(s): State<Arc<ApiState<A>>>,
+    uri: axum::http::Uri,
+    headers: axum::http::HeaderMap,
+) -> Response {
+    if let Some(refused) = gate(&s, &uri, &headers, ChainAccess::Blocks) {
+        return refused;
+    }
+    let handle = s.handle.clone();
+    match tokio::task::spawn_blocking(move || handle.checkpoint()).await {
+        Ok(Some(bytes)) => ([("content-type", "application/octet-stream")], bytes).into_response(),
+        Ok(None) => error(StatusCode::NOT_FOUND, "this chain keeps no checkpoints"),
+        Err(e) => error(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!("checkpoint failed: {e}"),
+        ),
+    }
+}
+
 /// Query of `GET /v1/blocks`: long-poll for a block above `after`.
 #[derive(serde::Deserialize)]
 struct BlocksQuery {
@@ -403,13 +425,14 @@ async fn blocks<A: Application>(
         let wait = std::time::Duration::from_millis(q.wait_ms.min(MAX_WAIT_MS));
         let _ = tokio::time::timeout(wait, s.handle.wait_for_height(after + 1)).await;
     }
+    let first = s.handle.finalized_from();
     let chain = s.handle.finalized_chain();
     let from = chain.len().saturating_sub(20);
     let recent: Vec<_> = chain
         .iter()
         .enumerate()
         .skip(from)
-        .map(|(h, (d, r))| json!({ "height": h, "digest": hex::encode(d), "state_root": hex::encode(r) }))
+        .map(|(i, (d, r))| json!({ "height": first + i as u64, "digest": hex::encode(d), "state_root": hex::encode(r) }))
         .collect();
     Json(json!({ "height": s.handle.height(), "recent": recent })).into_response()
 }
@@ -498,6 +521,7 @@ pub fn router<A: Application>(
         .route("/v1/blocks/{height}", get(block::<A>))
         .route("/v1/blocks/{height}/raw", get(block_raw::<A>))
         .route("/v1/blocks/{height}/header", get(block_header::<A>))
+        .route("/v1/checkpoint", get(checkpoint::<A>))
         .route("/health", get(health::<A>))
         .route("/metrics", get(metrics::<A>))
         .route("/v1/faults", get(faults::<A>))

@@ -171,6 +171,9 @@ pub struct ConsensusSection {
     pub max_tx_bytes: usize,
     /// Maximum block payload size.
     pub max_block_bytes: usize,
+    /// Write a checkpoint of the committed state every this many finalized blocks, so that a
+    /// restart replays only the blocks after it (0: never; a restart replays from genesis).
+    pub checkpoint_every: u64,
 }
 
 impl Default for ConsensusSection {
@@ -185,6 +188,7 @@ impl Default for ConsensusSection {
             max_block_txs: limits.max_txs,
             max_tx_bytes: limits.max_tx_bytes,
             max_block_bytes: limits.max_block_bytes,
+            checkpoint_every: 256,
         }
     }
 }

@@ -152,6 +152,23 @@ impl ChainCheck {
         })
     }
 
+    /// Starts after the block whose certified header is `raw` (the form of
+    /// [`encode_certified_header`]) at `height`, once its certificate checks against the genesis
+    /// validators: what a follower does that restores that block's state from a checkpoint
+    /// instead of replaying the chain up to it. Returns the check and the header.
+    pub fn from_certified(
+        genesis: &Genesis,
+        height: u64,
+        raw: &[u8],
+    ) -> Result<(Self, Header), FollowError> {
+        let header = HeaderCheck::new(genesis)?.verify(height, raw)?;
+        let mut check = Self::new(genesis, [0; 32])?;
+        check.prev = header.digest();
+        check.prev_time = header.time_ms;
+        check.height = header.height;
+        Ok((check, header))
+    }
+
     /// Height of the last verified block (0 at genesis).
     pub fn height(&self) -> u64 {
         self.height
@@ -335,11 +352,32 @@ impl HttpSource {
         self.fetch_part(height, "header", wait_ms).await
     }
 
+    /// A validator's checkpoint of its committed state (`GET /v1/checkpoint`), unverified: the
+    /// caller checks it against the certified header of its height. `None` when no validator
+    /// keeps checkpoints.
+    pub async fn fetch_checkpoint(&self) -> Result<Option<Bytes>, FollowError> {
+        self.get(0, 0, |_| "/v1/checkpoint".to_string()).await
+    }
+
     async fn fetch_part(
         &self,
         height: u64,
         part: &str,
         wait_ms: u64,
+    ) -> Result<Option<Bytes>, FollowError> {
+        self.get(height, wait_ms, |wait| {
+            format!("/v1/blocks/{height}/{part}?wait_ms={wait}")
+        })
+        .await
+    }
+
+    /// `GET`s the path `path(wait)` from each validator in turn (waiting `wait_ms` at the first
+    /// only) until one answers; `height` only names what was asked in errors.
+    async fn get(
+        &self,
+        height: u64,
+        wait_ms: u64,
+        path: impl Fn(u64) -> String,
     ) -> Result<Option<Bytes>, FollowError> {
         use std::sync::atomic::Ordering;
         let n = self.nodes.len().max(1);
@@ -358,7 +396,7 @@ impl HttpSource {
             };
             // Wait at the first validator only; the others are asked without waiting.
             let wait = if i == 0 { wait_ms } else { 0 };
-            let path = format!("/v1/blocks/{height}/{part}?wait_ms={wait}");
+            let path = path(wait);
             let mut req = client.get(format!("{url}{path}"));
             if let Some(s) = &self.signer {
                 req = req.header("authorization", s.authorization(name, &path));

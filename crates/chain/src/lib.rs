@@ -32,10 +32,13 @@
 //!   benchmark, and `testing::sim`, the deterministic-simulation harness (simulated network,
 //!   validator launch, agreement checks) shared by the chain's and the node's simulation tests.
 //!
-//! Durability: the committed state is not stored separately. On start the engine replays every
-//! finalized block that marshal persisted (heights `1..=processed`) through
-//! [`Application::commit`] before consensus starts, so the applied height can never disagree with
-//! the state (both are derived from the same finalized-block archive).
+//! Durability: every `checkpoint_every` finalized blocks a validator writes the committed state
+//! as a checkpoint ([`Application::checkpoint`]) to its own storage, synced before older ones
+//! are removed. On start the engine restores the newest checkpoint whose state is exactly that
+//! of the block at its height in marshal's finalized archive (a torn or stale one is skipped),
+//! then replays through [`Application::commit`] only the finalized blocks after it — all of
+//! them from genesis when there is none — before consensus starts, so the applied height never
+//! disagrees with the state.
 
 pub mod api;
 pub mod audit;
@@ -98,4 +101,23 @@ pub trait Application: Clone + Send + Sync + 'static {
     fn commit(&mut self, height: u64, diff: &Self::Diff) -> [u8; 32];
     /// Root of the committed state.
     fn root(&self) -> [u8; 32];
+    /// The committed state as a checkpoint taken after the finalized block at `height` with
+    /// time `time_ms`, or `None` when the application keeps none (its nodes then always replay
+    /// from genesis). A node writes one every `checkpoint_every` blocks and serves one to
+    /// followers that start from it.
+    fn checkpoint(&self, _height: u64, _time_ms: u64) -> Option<Vec<u8>> {
+        None
+    }
+    /// This application with its committed state restored from `bytes`, a checkpoint of the
+    /// finalized block at `height` whose header has `time_ms` and `root`. Refused, changing
+    /// nothing, unless the checkpoint is intact and is exactly that block's state.
+    fn restore(
+        &self,
+        _bytes: &[u8],
+        _height: u64,
+        _time_ms: u64,
+        _root: [u8; 32],
+    ) -> Result<Self, String> {
+        Err("this application keeps no checkpoints".into())
+    }
 }

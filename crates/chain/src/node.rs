@@ -107,6 +107,7 @@ pub async fn start_node<A: Application>(
         timeout_retry: Duration::from_millis(c.timeout_retry_ms),
         fetch_timeout: Duration::from_millis(c.fetch_timeout_ms),
         mailbox_size: NZUsize!(4096),
+        checkpoint_every: c.checkpoint_every,
     };
     Ok(engine::start(context.child("engine"), engine_config, app, channels).await?)
 }

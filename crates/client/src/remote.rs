@@ -1,7 +1,7 @@
 //! A client of a running consortium: submits signed transactions to the validators' HTTP API
-//! and acts on the state it rebuilt itself from finalized blocks it verified (finality
-//! certificates of the genesis validators, re-execution to each header's state root), never
-//! on a node's word.
+//! and acts on the state it verified itself, never on a node's word: a validator's checkpoint
+//! whose records hash to the state root of a header certified by the genesis validators, then
+//! each finalized block after it (finality certificate, re-execution to the header's root).
 
 use crate::{ClientError, Result};
 use medspace_chain::follow::HttpSource;
@@ -131,13 +131,17 @@ impl Remote {
         let urls = medspace_chain::tls::validator_urls(genesis);
         let client = medspace_chain::tls::client(genesis, Duration::from_secs(30))
             .map_err(|e| ClientError::Runtime(e.to_string()))?;
+        let source = HttpSource::from_genesis(genesis)
+            .map_err(|e| ClientError::Runtime(e.to_string()))?
+            .signed_by(std::sync::Arc::new(medspace_api::gate::KeySigner(
+                reader.clone(),
+            )));
+        // Start from a validator's checkpoint (checked against its height's certified header),
+        // so a command does not re-execute the chain from genesis; from genesis if none checks.
+        let (follower, _) = runtime.block_on(Follower::start(genesis, &source))?;
         let mut r = Self {
             runtime,
-            source: HttpSource::from_genesis(genesis)
-                .map_err(|e| ClientError::Runtime(e.to_string()))?
-                .signed_by(std::sync::Arc::new(medspace_api::gate::KeySigner(
-                    reader.clone(),
-                ))),
+            source,
             client,
             reader: reader.clone(),
             urls,
@@ -149,7 +153,7 @@ impl Remote {
                 .map(|n| (n.name.clone(), medspace_chain::tls::node_url(n)))
                 .collect(),
             next_url: 0,
-            follower: Follower::new(genesis)?,
+            follower,
             chain_id: Name::new(&genesis.chain_id)?,
             pending: Vec::new(),
             reached: Default::default(),

@@ -10,7 +10,7 @@ use crate::execute::{Refusal, execute_block_with};
 use crate::recent::Recent;
 use bytes::Bytes;
 use medspace_chain::Application;
-use medspace_state::State;
+use medspace_state::{State, checkpoint};
 use medspace_types::{Genesis, SignedTx};
 use std::collections::HashSet;
 use std::sync::{Arc, Mutex, PoisonError};
@@ -148,6 +148,30 @@ impl Application for LedgerApp {
 
     fn root(&self) -> [u8; 32] {
         self.committed.root().0
+    }
+
+    fn checkpoint(&self, height: u64, time_ms: u64) -> Option<Vec<u8>> {
+        (height == self.height).then(|| checkpoint::encode(&self.committed, height, time_ms))
+    }
+
+    fn restore(
+        &self,
+        bytes: &[u8],
+        height: u64,
+        time_ms: u64,
+        root: [u8; 32],
+    ) -> Result<Self, String> {
+        let restored = checkpoint::decode(bytes).map_err(|e| e.to_string())?;
+        restored
+            .summary
+            .expect(height, time_ms, &root)
+            .map_err(|e| e.to_string())?;
+        Ok(Self {
+            // The node's key cache stays the one its admission shares.
+            committed: restored.state.with_key_cache(self.key_cache().clone()),
+            height,
+            verified: self.verified.clone(),
+        })
     }
 }
 

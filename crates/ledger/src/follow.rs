@@ -10,7 +10,7 @@ use crate::execute::{TxOutcome, execute_block};
 use crate::recent::Recent;
 use medspace_chain::follow::{ChainCheck, FollowError, HttpSource};
 use medspace_chain::node::Genesis as ChainGenesis;
-use medspace_state::State;
+use medspace_state::{State, checkpoint};
 use medspace_types::Genesis;
 
 /// How many transaction outcomes a follower remembers (oldest forgotten first).
@@ -46,6 +46,79 @@ impl Follower {
             time_ms: app.time_ms,
             outcomes: Recent::new(OUTCOMES_KEPT),
         })
+    }
+
+    /// A follower that starts after a finalized block from a checkpoint of its state instead of
+    /// replaying the chain: `header` is that block's certified header (the form of
+    /// `medspace_chain::follow::encode_certified_header`), whose finality certificate must check
+    /// against the genesis validators, and the checkpoint's records must hash to exactly the
+    /// state root in it. From there it follows blocks like any follower.
+    pub fn from_checkpoint(
+        genesis: &ChainGenesis,
+        checkpoint: &[u8],
+        header: &[u8],
+    ) -> Result<Self, FollowError> {
+        let refused = |height: u64, reason: String| FollowError::Invalid {
+            height,
+            reason: format!("checkpoint refused: {reason}"),
+        };
+        let summary = checkpoint::summary(checkpoint).map_err(|e| refused(0, e.to_string()))?;
+        let height = summary.height;
+        let (check, header) = ChainCheck::from_certified(genesis, height, header)?;
+        summary
+            .expect(height, header.time_ms, &header.state_root)
+            .map_err(|e| refused(height, e.to_string()))?;
+        let restored =
+            checkpoint::decode(checkpoint).map_err(|e| refused(height, e.to_string()))?;
+        Ok(Self {
+            check,
+            state: restored.state,
+            time_ms: header.time_ms,
+            outcomes: Recent::new(OUTCOMES_KEPT),
+        })
+    }
+
+    /// A follower of `source`'s chain that starts from a validator's checkpoint when one is
+    /// offered and checks ([`Follower::from_checkpoint`]), and from genesis otherwise (no
+    /// checkpoint, or one that is refused: a node's bad checkpoint costs only the replay).
+    /// Returns the follower and the height it started from.
+    pub async fn start(
+        genesis: &ChainGenesis,
+        source: &HttpSource,
+    ) -> Result<(Self, u64), FollowError> {
+        match Self::checkpointed(genesis, source).await {
+            Ok(Some(f)) => {
+                let height = f.height();
+                Ok((f, height))
+            }
+            Ok(None) => Ok((Self::new(genesis)?, 0)),
+            Err(e) => {
+                tracing::warn!(error = %e, "ledger.follow: checkpoint refused, replaying from genesis");
+                Ok((Self::new(genesis)?, 0))
+            }
+        }
+    }
+
+    async fn checkpointed(
+        genesis: &ChainGenesis,
+        source: &HttpSource,
+    ) -> Result<Option<Self>, FollowError> {
+        let Some(bytes) = source.fetch_checkpoint().await? else {
+            return Ok(None);
+        };
+        let height = checkpoint::summary(&bytes)
+            .map_err(|e| FollowError::Decode {
+                height: 0,
+                reason: e.to_string(),
+            })?
+            .height;
+        if height == 0 {
+            return Ok(None);
+        }
+        let Some(header) = source.fetch_header(height, 0).await? else {
+            return Ok(None);
+        };
+        Self::from_checkpoint(genesis, &bytes, &header).map(Some)
     }
 
     /// Verifies and applies the next finalized block (in the wire form of

@@ -3,7 +3,9 @@
 //! header's root), keeps every verified block in its own log, and serves the ledger-read API
 //! with proofs from the state it verified ([`medspace_ledger::FollowerView`]).
 
-use medspace_chain::follow::{BlockLog, FollowError, HttpSource};
+use medspace_chain::follow::{
+    BlockLog, ChainCheck, FollowError, HttpSource, encode_certified_header,
+};
 use medspace_chain::node::Genesis as ChainGenesis;
 use medspace_ledger::{Follower, FollowerView};
 use std::sync::{Arc, RwLock};
@@ -92,14 +94,20 @@ pub fn run(
     };
     std::fs::create_dir_all(&config.node.data_dir)
         .map_err(|e| io(&config.node.data_dir.display().to_string(), &e))?;
-    let mut follower = Follower::new(genesis)?;
     let (mut log, entries) = BlockLog::open(
         &config
             .node
             .data_dir
             .join(medspace_chain::audit::OBSERVED_LOG),
     )?;
-    for (i, raw) in entries.iter().enumerate() {
+    let checkpoint_path = config.node.data_dir.join(CHECKPOINT_FILE);
+    let mut follower = restore(genesis, &entries, &checkpoint_path)?;
+    let from = follower.height();
+    for (i, raw) in entries
+        .iter()
+        .enumerate()
+        .skip(usize::try_from(from).unwrap_or(0))
+    {
         follower.apply(raw).map_err(|e| ObserverError::Stored {
             height: i as u64 + 1,
             reason: e.to_string(),
@@ -108,8 +116,10 @@ pub fn run(
     tracing::info!(
         name = %config.node.name,
         height = follower.height(),
+        checkpoint = from,
         "node.observer: replayed block log"
     );
+    let every = config.consensus.checkpoint_every;
     let follower = Arc::new(RwLock::new(follower));
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(config.node.worker_threads)
@@ -161,7 +171,22 @@ pub fn run(
                         .write()
                         .unwrap_or_else(std::sync::PoisonError::into_inner);
                     match f.apply(&raw) {
-                        Ok(_) => log.append(&raw).map(|()| true).map_err(ObserverError::from),
+                        Ok(_) => {
+                            let appended = log.append(&raw).map(|()| true).map_err(ObserverError::from);
+                            if appended.is_ok() && every > 0 && next % every == 0 {
+                                let (state, time) = (f.state().clone(), f.time_ms());
+                                let path = checkpoint_path.clone();
+                                // Encoded and written off the follow loop; a failure only
+                                // means the next restart replays more.
+                                tokio::task::spawn_blocking(move || {
+                                    let bytes = medspace_state::checkpoint::encode(&state, next, time);
+                                    if let Err(e) = write_atomically(&path, &bytes) {
+                                        tracing::warn!(height = next, error = %e, "node.observer: checkpoint not written");
+                                    }
+                                });
+                            }
+                            appended
+                        }
                         Err(e) => {
                             // A validator served something that does not verify: never store
                             // it, ask the others.
@@ -186,4 +211,58 @@ pub fn run(
             }
         }
     })
+}
+
+/// The observer's checkpoint of its verified state, beside its block log.
+pub const CHECKPOINT_FILE: &str = "observer.checkpoint";
+
+/// The follower after the logged chain's checkpointed height, if the checkpoint file is the
+/// state of the logged block at its height (its certificate checked against the genesis
+/// validators, its records hashing to that block's root); otherwise (none, torn, stale, or
+/// beyond the log) the follower at genesis. The log itself stays whole: the observer is an
+/// archive, and `audit verify` still re-verifies it from genesis.
+fn restore(
+    genesis: &ChainGenesis,
+    entries: &[Vec<u8>],
+    path: &std::path::Path,
+) -> Result<Follower, ObserverError> {
+    let Ok(bytes) = std::fs::read(path) else {
+        return Ok(Follower::new(genesis)?);
+    };
+    let attempt = || -> Result<Follower, String> {
+        let height = medspace_state::checkpoint::summary(&bytes)
+            .map_err(|e| e.to_string())?
+            .height;
+        let index = usize::try_from(height.checked_sub(1).ok_or("checkpoint at genesis")?)
+            .map_err(|e| e.to_string())?;
+        let raw = entries
+            .get(index)
+            .ok_or("checkpoint beyond the block log")?;
+        let check = ChainCheck::new(genesis, [0; 32]).map_err(|e| e.to_string())?;
+        let (block, fin) = check.decode(height, raw).map_err(|e| e.to_string())?;
+        let header = encode_certified_header(&block.header, &fin);
+        Follower::from_checkpoint(genesis, &bytes, &header).map_err(|e| e.to_string())
+    };
+    match attempt() {
+        Ok(f) => Ok(f),
+        Err(reason) => {
+            tracing::warn!(%reason, "node.observer: checkpoint not used, replaying from genesis");
+            Ok(Follower::new(genesis)?)
+        }
+    }
+}
+
+/// Writes `bytes` to `path` so that a crash leaves either the old file or the new one: a
+/// temporary file beside it, synced, renamed over it, and the directory synced.
+fn write_atomically(path: &std::path::Path, bytes: &[u8]) -> std::io::Result<()> {
+    use std::io::Write as _;
+    let tmp = path.with_extension("tmp");
+    let mut file = std::fs::File::create(&tmp)?;
+    file.write_all(bytes)?;
+    file.sync_all()?;
+    std::fs::rename(&tmp, path)?;
+    if let Some(dir) = path.parent() {
+        std::fs::File::open(dir)?.sync_all()?;
+    }
+    Ok(())
 }

@@ -24,6 +24,7 @@
 //! [`verify_signatures_with`]; no cache is process-global.
 
 pub mod apply;
+pub mod checkpoint;
 pub mod error;
 mod key_cache;
 pub mod policy;

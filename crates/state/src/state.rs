@@ -63,6 +63,29 @@ impl State {
         self
     }
 
+    /// A state holding exactly `records` (raw keys and canonically encoded records, in
+    /// strictly increasing key order), built in one pass. No rule runs: this is how a verified
+    /// checkpoint is restored and how benchmarks build a large state; anything built this way
+    /// is trusted only once its root matches a certified one.
+    pub fn from_records<K, V>(
+        records: impl IntoIterator<Item = (K, V)>,
+    ) -> Result<Self, crate::trie::TrieError>
+    where
+        K: AsRef<[u8]>,
+        V: Into<std::sync::Arc<[u8]>>,
+    {
+        let mut state = State {
+            trie: Trie::from_sorted(records)?,
+            ..State::default()
+        };
+        state.chain_id = state
+            .get::<Name>(&keys::chain_id())
+            .ok()
+            .flatten()
+            .map(std::sync::Arc::new);
+        Ok(state)
+    }
+
     /// Number of records.
     pub fn len(&self) -> usize {
         self.trie.len()

@@ -31,6 +31,12 @@ pub enum TrieError {
         /// Length of the key being written.
         len: usize,
     },
+    /// Entries given as sorted that are not in strictly increasing, prefix-free key order.
+    #[error("entries out of order: a key is not above the one before it (len={len})")]
+    OutOfOrder {
+        /// Length of the offending key.
+        len: usize,
+    },
 }
 
 enum Node {
@@ -110,6 +116,17 @@ impl Node {
         })
     }
 
+    /// The greatest leaf key below this node.
+    fn some_key_last(&self) -> &[u8] {
+        let mut node = self;
+        loop {
+            match node {
+                Node::Leaf { key, .. } => return key,
+                Node::Branch { right, .. } => node = right,
+            }
+        }
+    }
+
     /// Any leaf key below this node.
     fn some_key(&self) -> &[u8] {
         let mut node = self;
@@ -159,6 +176,52 @@ impl Trie {
     /// The root hash committing to every entry.
     pub fn root_hash(&self) -> Hash {
         self.root.as_ref().map_or_else(empty_root, |n| n.hash())
+    }
+
+    /// The map holding `entries`, given in strictly increasing key order (as
+    /// [`Trie::scan_prefix`] lists them), built bottom-up in one pass: the crit-bit trie of a
+    /// sorted list is the tree of its neighbours' first differing bits, smallest bit at the top,
+    /// so each leaf is pushed once and each branch made once. Out-of-order, repeated or
+    /// prefix-related keys are refused.
+    pub fn from_sorted<K, V>(entries: impl IntoIterator<Item = (K, V)>) -> Result<Self, TrieError>
+    where
+        K: AsRef<[u8]>,
+        V: Into<Arc<[u8]>>,
+    {
+        // Branches whose right side is still being built: their bit and their left side.
+        let mut spine: Vec<(u32, Arc<Node>)> = Vec::new();
+        let mut last: Option<Arc<Node>> = None;
+        let mut len = 0usize;
+        for (key, value) in entries {
+            let key = key.as_ref();
+            let leaf = Node::leaf(key, value.into());
+            let Some(mut done) = last.take() else {
+                last = Some(leaf);
+                len = 1;
+                continue;
+            };
+            let prev = done.some_key_last();
+            let ordered = prev < key;
+            let bit = crit_bit(prev, key)
+                .filter(|_| ordered && !key.starts_with(prev) && !prev.starts_with(key))
+                .ok_or(TrieError::OutOfOrder { len: key.len() })?;
+            while let Some((b, _)) = spine.last()
+                && *b > bit
+            {
+                if let Some((b, left)) = spine.pop() {
+                    done = Node::branch(b, left, done);
+                }
+            }
+            spine.push((bit, done));
+            last = Some(leaf);
+            // INVARIANT: len counts leaves in memory, below usize::MAX.
+            len += 1;
+        }
+        let mut root = last;
+        while let Some((b, left)) = spine.pop() {
+            root = root.map(|right| Node::branch(b, left, right));
+        }
+        Ok(Self { root, len })
     }
 
     /// The value under `key`.
@@ -515,5 +578,45 @@ mod tests {
             for (a, b) in &m { t2.insert(a, b.clone()).unwrap(); }
             prop_assert_eq!(t.root_hash(), t2.root_hash());
         }
+
+        #[test]
+        fn built_from_sorted_entries_equals_built_by_inserts(
+            entries in proptest::collection::btree_map(proptest::collection::vec(any::<u8>(), 1..6), proptest::collection::vec(any::<u8>(), 0..4), 0..120)
+        ) {
+            // Keep the keys prefix-free, as the state's keys are: drop any key that is a prefix
+            // of a later one or has an earlier one as its prefix.
+            let mut kept: Vec<(Vec<u8>, Vec<u8>)> = Vec::new();
+            for (key, value) in entries {
+                if kept.iter().all(|(k0, _)| !key.starts_with(k0) && !k0.starts_with(&key)) {
+                    kept.push((key, value));
+                }
+            }
+            let mut by_insert = Trie::new();
+            for (key, value) in &kept { by_insert.insert(key, value.clone()).unwrap(); }
+            let built = Trie::from_sorted(kept.iter().map(|(a, b)| (a.clone(), b.clone()))).unwrap();
+            prop_assert_eq!(built.root_hash(), by_insert.root_hash());
+            prop_assert_eq!(built.len(), kept.len());
+            for (key, value) in &kept {
+                prop_assert_eq!(built.get(key), Some(&value[..]));
+            }
+            // Any two entries swapped, repeated or prefix-related are refused.
+            if kept.len() >= 2 {
+                let mut swapped = kept.clone();
+                swapped.swap(0, 1);
+                prop_assert!(Trie::from_sorted(swapped).is_err());
+                let mut repeated = kept.clone();
+                repeated.insert(1, kept[0].clone());
+                prop_assert!(Trie::from_sorted(repeated).is_err());
+            }
+        }
+    }
+
+    #[test]
+    fn sorted_build_refuses_a_key_that_extends_the_one_before() {
+        let entries = vec![(vec![1u8, 2], vec![0u8]), (vec![1u8, 2, 3], vec![0u8])];
+        assert!(matches!(
+            Trie::from_sorted(entries),
+            Err(TrieError::OutOfOrder { len: 3 })
+        ));
     }
 }

@@ -3,11 +3,14 @@
 //! storage, marshal, simplex and gossip around it.
 //!
 //! Start, step by step: check the signing key against the validator set; open the finalized-block
-//! archives and start marshal (with block backfill and broadcast); replay every finalized block
-//! marshal persisted so the application state matches the stored chain; spawn the finalizer;
+//! archives and start marshal (with block backfill and broadcast); restore the newest checkpoint
+//! that matches the stored chain and replay the finalized blocks marshal persisted after it, so
+//! the application state matches the stored chain; spawn the finalizer (which offers a
+//! checkpoint every `checkpoint_every` blocks to the writer);
 //! start simplex with the fault-recording reporter; start transaction gossip.
 
 use super::{
+    checkpoint,
     config::{
         BlockFinalization, Channels, Config, Marshal, PublicKey, Scheme, archive_config, epocher,
         page_cache,
@@ -503,12 +506,18 @@ where
         blocks,
     )
     .await?;
-    replay(&node, &marshal).await?;
+    replay(&context, &config, &node, &marshal).await?;
     {
         let (node, marshal) = (node.clone(), marshal.clone());
+        let checkpoints = (config.checkpoint_every > 0).then(|| {
+            (
+                config.checkpoint_every,
+                checkpoint::start_writer(&context, &config.partition_prefix),
+            )
+        });
         context
             .child("finalizer")
-            .spawn(move |_| run_finalizer(node, marshal, finalized));
+            .spawn(move |_| run_finalizer(node, marshal, finalized, checkpoints));
     }
     let faults = start_consensus(
         &context,
@@ -667,15 +676,34 @@ where
     Ok((finalizations, blocks))
 }
 
-/// Rebuilds the committed state from marshal's finalized blocks (heights `1..=processed`)
-/// before consensus starts.
-async fn replay<A: Application>(node: &Node<A>, marshal: &Marshal) -> Result<(), EngineError> {
+/// Rebuilds the committed state before consensus starts: from the newest checkpoint that is
+/// the state of its block in marshal's archive, if any, then through marshal's finalized blocks
+/// after it (heights `from+1..=processed`).
+async fn replay<E, A, B, P>(
+    context: &E,
+    config: &Config<B, P>,
+    node: &Node<A>,
+    marshal: &Marshal,
+) -> Result<(), EngineError>
+where
+    E: Storage,
+    A: Application,
+{
     let processed = marshal
         .get_processed()
         .await
         .map(|p| p.height().get())
         .unwrap_or(0);
-    for height in 1..=processed {
+    let from = checkpoint::restore(
+        context,
+        &config.partition_prefix,
+        &node.shared,
+        marshal,
+        processed,
+    )
+    .await
+    .unwrap_or(0);
+    for height in from.saturating_add(1)..=processed {
         let block = marshal
             .get_block(Identifier::Height(Height::new(height)))
             .await
@@ -687,7 +715,12 @@ async fn replay<A: Application>(node: &Node<A>, marshal: &Marshal) -> Result<(),
             .map_err(|reason| EngineError::Replay { height, reason })?;
     }
     if processed > 0 {
-        info!(processed, "chain.node.replay: committed state rebuilt");
+        info!(
+            processed,
+            checkpoint = from,
+            replayed = processed - from.min(processed),
+            "chain.node.replay: committed state rebuilt"
+        );
     }
     Ok(())
 }
@@ -698,6 +731,7 @@ async fn run_finalizer<A: Application>(
     node: Node<A>,
     marshal: Marshal,
     mut finalized: mpsc::UnboundedReceiver<Update<Block>>,
+    mut checkpoints: Option<(u64, mpsc::Sender<checkpoint::Job<A>>)>,
 ) {
     while let Some(update) = finalized.next().await {
         let Update::Block(block, ack) = update else {
@@ -721,7 +755,15 @@ async fn run_finalizer<A: Application>(
             }
         }
         match node.commit(block.inner()) {
-            Ok(_) => ack.acknowledge(),
+            Ok(committed) => {
+                ack.acknowledge();
+                if let Some((every, writer)) = checkpoints.as_mut()
+                    && committed
+                    && height % *every == 0
+                {
+                    checkpoint::offer(writer, &node.shared, height, block.inner().header.time_ms);
+                }
+            }
             Err(reason) => {
                 error!(%reason, "chain.block.commit: failed; node halted");
                 return;

@@ -59,6 +59,9 @@ pub struct Config<B, P> {
     pub fetch_timeout: Duration,
     /// Mailbox sizes.
     pub mailbox_size: NonZeroUsize,
+    /// Write a checkpoint of the committed state every this many finalized blocks (0: never;
+    /// a restart then replays from genesis).
+    pub checkpoint_every: u64,
 }
 
 /// The network channels one validator needs, all on the same authenticated network.

@@ -233,20 +233,28 @@ impl<A: Application> Handle<A> {
         self.shared.lock().committed().0
     }
 
-    /// (digest, root) of the finalized block at `height`.
+    /// (digest, root) of the finalized block at `height`, if this node knows it (a node that
+    /// started from a checkpoint knows the blocks from the checkpoint's height on).
     pub fn finalized(&self, height: u64) -> Option<(Digest, [u8; 32])> {
-        let shared = self.shared.lock();
-        usize::try_from(height)
-            .ok()
-            .and_then(|h| shared.finalized.get(h))
+        self.shared
+            .lock()
+            .finalized
+            .get(height)
             .map(|(d, _, r)| (*d, *r))
     }
 
-    /// All finalized (digest, root) pairs from genesis.
+    /// The lowest height [`Handle::finalized_chain`] starts at: 0, or the height of the
+    /// checkpoint this node started from.
+    pub fn finalized_from(&self) -> u64 {
+        self.shared.lock().finalized.first
+    }
+
+    /// The finalized (digest, root) pairs this node knows, from [`Handle::finalized_from`] on.
     pub fn finalized_chain(&self) -> Vec<(Digest, [u8; 32])> {
         self.shared
             .lock()
             .finalized
+            .blocks
             .iter()
             .map(|(d, _, r)| (*d, *r))
             .collect()
@@ -260,6 +268,18 @@ impl<A: Application> Handle<A> {
     /// Reason the node stopped committing, if it did (a finalized block failed re-execution).
     pub fn halted(&self) -> Option<String> {
         self.shared.lock().halted.clone()
+    }
+
+    /// The committed state as a checkpoint of the committed height (what a follower starts
+    /// from instead of replaying the chain), if the application keeps them.
+    pub fn checkpoint(&self) -> Option<Vec<u8>> {
+        let (app, height, time) = {
+            let shared = self.shared.lock();
+            let (height, _, time) = shared.committed();
+            (shared.app.clone(), height, time)
+        };
+        // Encoded outside the lock, on an O(1) clone of the committed application.
+        app.checkpoint(height, time)
     }
 
     /// Committed application state (read-only use).

@@ -26,9 +26,12 @@
 //! - `handle`: [`Handle`], [`SubmitError`], admission, and the [`Finalizer`] marshal reports to;
 //! - `gossip`: the transaction batch framing ([`encode_tx_batch`], [`decode_tx_batch`]) and the
 //!   gossip tasks;
+//! - `checkpoint`: the node's checkpoints on its storage (written every `checkpoint_every`
+//!   blocks on their own task, restored at start against the finalized archive);
 //! - `actor`: the [`Node`] (propose, verify, commit), the finalizer loop, and [`start`].
 
 mod actor;
+mod checkpoint;
 mod config;
 mod faults;
 mod gossip;

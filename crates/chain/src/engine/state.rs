@@ -72,8 +72,9 @@ pub(super) struct PendingChain<D> {
 pub(super) struct Shared<A: Application> {
     /// The committed application state.
     pub(super) app: A,
-    /// `finalized[h]` = (digest, time, root) of the finalized block at height h (0 = genesis).
-    pub(super) finalized: Vec<(Digest, u64, [u8; 32])>,
+    /// (digest, time, root) of each finalized block this node knows, from genesis or, after a
+    /// start from a checkpoint, from the checkpoint's height.
+    pub(super) finalized: FinalizedChain,
     /// Executed blocks that are not finalized yet, by digest.
     pub(super) pending: HashMap<Digest, Executed<A::Diff>>,
     /// Admitted transactions waiting for a block.
@@ -91,7 +92,10 @@ impl<A: Application> Shared<A> {
     pub(super) fn new(app: A, genesis: &Block, mempool_limits: MempoolLimits) -> Self {
         Self {
             app,
-            finalized: vec![(genesis.digest(), 0, genesis.header.state_root)],
+            finalized: FinalizedChain {
+                first: 0,
+                blocks: vec![(genesis.digest(), 0, genesis.header.state_root)],
+            },
             pending: HashMap::new(),
             mempool: Mempool::new(mempool_limits),
             status: HashMap::new(),
@@ -102,8 +106,8 @@ impl<A: Application> Shared<A> {
 
     /// The committed tip: height, digest and time.
     pub(super) fn committed(&self) -> (u64, Digest, u64) {
-        let h = self.finalized.len().saturating_sub(1) as u64;
-        match self.finalized.last() {
+        let h = self.finalized.tip();
+        match self.finalized.blocks.last() {
             Some((d, t, _)) => (h, *d, *t),
             None => (0, Digest::from([0u8; 32]), 0),
         }
@@ -120,8 +124,7 @@ impl<A: Application> Shared<A> {
             if digest == tip {
                 diffs.reverse();
                 digests.reverse();
-                let (h, t) =
-                    top.unwrap_or((self.finalized.len().saturating_sub(1) as u64, tip_time));
+                let (h, t) = top.unwrap_or((self.finalized.tip(), tip_time));
                 return Some(PendingChain {
                     diffs,
                     digests,
@@ -141,9 +144,41 @@ impl<A: Application> Shared<A> {
 
     /// Digest of the finalized block at `height`.
     pub(super) fn finalized_at(&self, height: u64) -> Option<Digest> {
-        usize::try_from(height)
-            .ok()
-            .and_then(|h| self.finalized.get(h))
-            .map(|(d, _, _)| *d)
+        self.finalized.get(height).map(|(d, _, _)| *d)
+    }
+}
+
+/// The finalized blocks a node knows: (digest, time, root) for each height from `first` on.
+/// `first` is 0 (genesis) for a node that replayed the chain, or the height of the checkpoint
+/// it started from: what lies below was never read, so a restart costs nothing per old block.
+pub(super) struct FinalizedChain {
+    pub(super) first: u64,
+    pub(super) blocks: Vec<(Digest, u64, [u8; 32])>,
+}
+
+impl FinalizedChain {
+    /// The chain starting at one known block (a checkpoint's).
+    pub(super) fn starting_at(height: u64, block: (Digest, u64, [u8; 32])) -> Self {
+        Self {
+            first: height,
+            blocks: vec![block],
+        }
+    }
+
+    /// Height of the last finalized block.
+    pub(super) fn tip(&self) -> u64 {
+        // INVARIANT: `blocks` is never empty (it starts with genesis or the checkpoint's block).
+        self.first + (self.blocks.len().saturating_sub(1) as u64)
+    }
+
+    /// The block at `height`, if known.
+    pub(super) fn get(&self, height: u64) -> Option<&(Digest, u64, [u8; 32])> {
+        let offset = usize::try_from(height.checked_sub(self.first)?).ok()?;
+        self.blocks.get(offset)
+    }
+
+    /// Appends the block after the tip.
+    pub(super) fn push(&mut self, block: (Digest, u64, [u8; 32])) {
+        self.blocks.push(block);
     }
 }

@@ -115,6 +115,9 @@ pub struct Sim {
     pub peers: Vec<PublicKey>,
     /// The network oracle.
     pub oracle: SimOracle,
+    /// Validators launched from now on write a checkpoint every this many finalized blocks (0,
+    /// the default: never).
+    pub checkpoint_every: u64,
 }
 
 impl Sim {
@@ -139,6 +142,7 @@ impl Sim {
             keys,
             peers,
             oracle,
+            checkpoint_every: 0,
         }
     }
 
@@ -238,6 +242,7 @@ impl Sim {
             timeout_retry: Duration::from_secs(5),
             fetch_timeout: Duration::from_secs(1),
             mailbox_size: NZUsize!(1024),
+            checkpoint_every: self.checkpoint_every,
         };
         let (tx, rx) = futures::channel::oneshot::channel();
         let task = ctx
@@ -306,15 +311,29 @@ pub async fn converge<A: Application>(handles: &[&Handle<A>]) -> u64 {
 /// Checks that every pair of handles agrees on the common prefix of their finalized chains,
 /// that each committed state root is the root of its last finalized block, and that none halted.
 pub fn check_consistent<A: Application>(handles: &[&Handle<A>]) -> Result<(), SimError> {
-    let chains: Vec<_> = handles.iter().map(|h| h.finalized_chain()).collect();
-    for (a, ca) in chains.iter().enumerate() {
-        for (b, cb) in chains.iter().enumerate().skip(a + 1) {
-            if let Some(height) = ca.iter().zip(cb.iter()).position(|(x, y)| x != y) {
+    // Each chain from the height its node knows (genesis, or the checkpoint it started from).
+    let chains: Vec<_> = handles
+        .iter()
+        .map(|h| (h.finalized_from(), h.finalized_chain()))
+        .collect();
+    for (a, (fa, ca)) in chains.iter().enumerate() {
+        for (b, (fb, cb)) in chains.iter().enumerate().skip(a + 1) {
+            let from = (*fa).max(*fb);
+            let skip = |f: u64| usize::try_from(from - f).unwrap_or(usize::MAX);
+            if let Some(at) = ca
+                .iter()
+                .skip(skip(*fa))
+                .zip(cb.iter().skip(skip(*fb)))
+                .position(|(x, y)| x != y)
+            {
+                let height = usize::try_from(from)
+                    .unwrap_or(usize::MAX)
+                    .saturating_add(at);
                 return Err(SimError::Diverged { a, b, height });
             }
         }
     }
-    for (index, (h, chain)) in handles.iter().zip(chains.iter()).enumerate() {
+    for (index, (h, (_, chain))) in handles.iter().zip(chains.iter()).enumerate() {
         if let Some(reason) = h.halted() {
             return Err(SimError::Halted { index, reason });
         }
