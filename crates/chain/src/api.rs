@@ -442,6 +442,9 @@ async fn health<A: Application>(State(s): State<Arc<ApiState<A>>>) -> Response {
         "height": s.handle.height(),
         "mempool": s.handle.mempool_len(),
         "halted": s.handle.halted(),
+        // The checkpoint this node's state was restored from at its start (0: replayed from
+        // genesis).
+        "started_from": s.handle.finalized_from(),
     });
     if s.handle.halted().is_some() {
         (StatusCode::SERVICE_UNAVAILABLE, Json(body)).into_response()

@@ -209,3 +209,97 @@ fn a_validator_restarts_from_its_newest_sound_checkpoint_and_refuses_bad_ones() 
         );
     });
 }
+
+/// The chain genesis a follower of the simulated consortium trusts: its validators' keys
+/// (addresses are never dialled here) and the application genesis.
+fn chain_genesis(sim: &Sim) -> medspace_chain::node::Genesis {
+    use commonware_codec::Encode as _;
+    medspace_chain::node::Genesis {
+        chain_id: CHAIN.into(),
+        validators: sim
+            .peers
+            .iter()
+            .enumerate()
+            .map(|(i, p)| medspace_chain::genesis::GenesisValidator {
+                name: format!("validator-{i}"),
+                public_key: hex::encode(p.encode()),
+                p2p: "127.0.0.1:1".parse().unwrap(),
+                http: "127.0.0.1:1".parse().unwrap(),
+                tls_cert: None,
+            })
+            .collect(),
+        observers: Vec::new(),
+        app: serde_json::to_value(genesis()).unwrap(),
+    }
+}
+
+#[test]
+fn a_follower_starts_from_a_certified_checkpoint_and_refuses_any_other() {
+    use medspace_chain::follow::{encode_certified_header, encode_finalized};
+    use medspace_ledger::Follower;
+    use medspace_state::checkpoint;
+    sim::runner(9, Duration::from_secs(300)).start(|ctx| async move {
+        let sim = Sim::new(&ctx, CHAIN, N).await;
+        sim.link_all().await;
+        let mut vals = Vec::new();
+        for i in 0..N {
+            vals.push(sim.launch(&ctx, i, 0, app()).await.expect("start").handle);
+        }
+        let all: Vec<&Handle<LedgerApp>> = vals.iter().collect();
+        register(&all, 0, 6).await;
+        let v = &vals[0];
+        // A checkpoint and the certified header of the height it was taken at.
+        let (bytes, height) = loop {
+            let h = v.height();
+            let bytes = v.checkpoint().expect("the ledger keeps checkpoints");
+            if checkpoint::summary(&bytes).unwrap().height == h {
+                break (bytes, h);
+            }
+        };
+        let certified = |h: u64| async move {
+            let (block, fin) = v.block(h).await.expect("stored");
+            (block.clone(), fin.clone().expect("certified"))
+        };
+        let (block, fin) = certified(height).await;
+        let header = encode_certified_header(&block.header, &fin);
+        let cg = chain_genesis(&sim);
+
+        let mut follower = Follower::from_checkpoint(&cg, &bytes, &header).expect("sound");
+        assert_eq!(follower.height(), height);
+        assert_eq!(follower.state().root().0, block.header.state_root);
+        assert_eq!(follower.state().len(), v.with_app(|a| a.state().len()));
+        // It follows the next block like any follower (re-execution to the header's root).
+        v.wait_for_height(height + 1).await;
+        let (next, next_fin) = certified(height + 1).await;
+        follower
+            .apply(&encode_finalized(&next, &next_fin))
+            .expect("next block");
+        assert_eq!(follower.state().root().0, next.header.state_root);
+
+        // The header of another height.
+        let other = encode_certified_header(&next.header, &next_fin);
+        assert!(Follower::from_checkpoint(&cg, &bytes, &other).is_err());
+        // A header whose certificate is for another block.
+        let miscertified = encode_certified_header(&block.header, &next_fin);
+        assert!(Follower::from_checkpoint(&cg, &bytes, &miscertified).is_err());
+        // One record altered and the checkpoint re-sealed with its new root: a forger's.
+        let restored = checkpoint::decode(&bytes).unwrap();
+        let mut records: Vec<(Vec<u8>, Vec<u8>)> = restored
+            .state
+            .scan_raw(&[])
+            .into_iter()
+            .map(|(k, v)| (k.to_vec(), v.to_vec()))
+            .collect();
+        let last = records.last_mut().unwrap();
+        last.1.push(0);
+        let forged = medspace_state::State::from_records(records).unwrap();
+        let forged = checkpoint::encode(&forged, height, block.header.time_ms);
+        assert!(Follower::from_checkpoint(&cg, &forged, &header).is_err());
+        // Torn in transit.
+        assert!(Follower::from_checkpoint(&cg, &bytes[..bytes.len() - 1], &header).is_err());
+        // A validator set the genesis does not name.
+        let mut strangers = chain_genesis(&sim);
+        strangers.validators.truncate(1);
+        assert!(Follower::from_checkpoint(&strangers, &bytes, &header).is_err());
+    });
+}
