@@ -101,7 +101,7 @@ pub const ROUTES: &[Route] = &[
         "get",
         Open,
         Validators,
-        "the chain's health: height, mempool size, whether it halted (503 if so)",
+        "the chain's health: height, mempool size, whether it halted (503 if so), the checkpoint height its state started from",
     ),
     r(
         "/metrics",
@@ -221,6 +221,13 @@ pub const ROUTES: &[Route] = &[
         Validators,
         &[WAIT],
         "a finalized block with its finality certificate, binary (members and their users)",
+    ),
+    r(
+        "/v1/checkpoint",
+        "get",
+        Signed,
+        Validators,
+        "the committed state as a checkpoint of the committed height, binary, for a follower to start from after checking it against that height's certified header (members and their users)",
     ),
     q(
         "/v1/blocks/{height}/header",

@@ -26,6 +26,7 @@
 //!   certificates, server configuration, the pinned client, serving a router.
 //! - [`audit`]: `audit verify` over a stopped node's stored chain (a validator's archives or an
 //!   observer's log).
+//! - [`recent`]: a bounded map of the latest transactions' entries (statuses, outcomes).
 //! - [`bench`](mod@bench): `medspace bench ledger`, validators over loopback TCP measuring finalized tx/s.
 //! - `testing` (cargo feature `testing`, off by default): a small real application (signed
 //!   key-value counters, ed25519, nonces, SHA-256 root) used by the tests and the counter
@@ -51,6 +52,7 @@ pub mod follow;
 pub mod genesis;
 pub mod mempool;
 pub mod node;
+pub mod recent;
 #[cfg(feature = "testing")]
 pub mod testing;
 pub mod tls;

@@ -7,7 +7,7 @@
 
 use crate::LedgerError;
 use crate::execute::{Refusal, execute_block_with};
-use crate::recent::Recent;
+use medspace_chain::recent::Recent;
 use bytes::Bytes;
 use medspace_chain::Application;
 use medspace_state::{State, checkpoint};

@@ -7,7 +7,8 @@
 //!   auditor does (decode, each signer's transactions in nonce order, one batch signature
 //!   check, the rules).
 //! - [`Follower`] ([`follow`]): the state rebuilt from finalized blocks verified one by one
-//!   (certificate of the genesis validators, parent link, re-execution to the header's root).
+//!   (certificate of the genesis validators, parent link, re-execution to the header's root),
+//!   from genesis or from a checkpoint whose records hash to a certified header's root.
 //! - [`Ledger`] ([`view`]): the one view of a ledger that a node's services use — implemented by
 //!   a validator's chain handle, an observer's follower and the simulations' in-process ledger.
 //! - [`local`]: an in-process ledger sealing blocks with no consensus (benchmarks, tools).
@@ -21,14 +22,13 @@ pub mod bench_apply;
 pub mod execute;
 pub mod follow;
 pub mod local;
-pub mod recent;
 pub mod view;
 
 pub use app::{BlockState, LedgerApp};
 pub use audit::audit;
 pub use execute::{Refusal, TxOutcome, execute_block, execute_block_with};
 pub use follow::{Follower, Outcome};
-pub use recent::Recent;
+pub use medspace_chain::recent::Recent;
 pub use view::{Anchor, Finality, FollowerView, Ledger, Snapshot, SubmitError, TxStatus};
 
 /// Errors of building the ledger application.

@@ -4,6 +4,7 @@
 
 use crate::{
     Application,
+    recent::Recent,
     block::Block,
     mempool::{Mempool, MempoolLimits},
 };
@@ -11,6 +12,9 @@ use commonware_cryptography::Digestible as _;
 use commonware_cryptography::sha256::Digest;
 use futures::channel::mpsc;
 use std::{collections::HashMap, sync::Arc};
+
+/// How many transaction statuses a node remembers (about 40 MB at most).
+pub const STATUSES_KEPT: usize = 1 << 18;
 
 /// Status of a transaction as seen by this node.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -80,7 +84,9 @@ pub(super) struct Shared<A: Application> {
     /// Admitted transactions waiting for a block.
     pub(super) mempool: Mempool,
     /// What this node knows of each transaction, by id.
-    pub(super) status: HashMap<[u8; 32], TxStatus>,
+    /// Bounded: the oldest are forgotten first ([`STATUSES_KEPT`]); a forgotten one reads as
+    /// `Unknown` and a client falls back on the blocks it verifies.
+    pub(super) status: Recent<TxStatus>,
     /// Receivers of committed blocks (dropped ones are removed on the next commit).
     pub(super) subscribers: Vec<mpsc::UnboundedSender<Committed>>,
     /// Why this node stopped committing, if it did.
@@ -98,7 +104,7 @@ impl<A: Application> Shared<A> {
             },
             pending: HashMap::new(),
             mempool: Mempool::new(mempool_limits),
-            status: HashMap::new(),
+            status: Recent::new(STATUSES_KEPT),
             subscribers: Vec::new(),
             halted: None,
         }

@@ -1,5 +1,6 @@
-//! A bounded map of the most recent entries keyed by transaction id: a validator's ids of
-//! signatures checked at admission, a follower's outcomes.
+//! A bounded map of the most recent entries keyed by transaction id: a node's transaction
+//! statuses, a validator's ids of signatures checked at admission, a follower's outcomes. What
+//! a node remembers per transaction is bounded by a count, not by the chain's length.
 
 use std::collections::{HashMap, VecDeque};
 
