@@ -109,6 +109,11 @@ pub struct P2pSection {
     pub max_message_size: u32,
     /// Per-channel message rate (messages per second per peer).
     pub rate_per_second: u32,
+    /// How many messages one peer may send on one channel at once, above the rate. The network
+    /// preallocates an inbound slot for each (peers × burst per channel, plus the outbound
+    /// router's sum of them), so this bounds a node's baseline memory: at a burst equal to
+    /// the rate (10,000) the slots alone took about 900 MB per node.
+    pub burst: u32,
 }
 
 impl Default for P2pSection {
@@ -117,6 +122,7 @@ impl Default for P2pSection {
             listen: SocketAddr::from(([127, 0, 0, 1], 7400)),
             max_message_size: 8 * 1024 * 1024,
             rate_per_second: 10_000,
+            burst: 256,
         }
     }
 }
@@ -297,8 +303,11 @@ impl NodeConfig {
                 self.p2p.max_message_size, c.max_block_bytes
             ));
         }
-        if self.p2p.rate_per_second == 0 || self.http.submit_rate_per_second == 0 {
-            return range("rates must be > 0".into());
+        if self.p2p.rate_per_second == 0
+            || self.p2p.burst == 0
+            || self.http.submit_rate_per_second == 0
+        {
+            return range("rates and p2p.burst must be > 0".into());
         }
         if self.mempool.max_txs == 0 || self.node.worker_threads == 0 {
             return range("mempool.max_txs and node.worker_threads must be > 0".into());

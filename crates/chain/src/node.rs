@@ -77,7 +77,8 @@ pub async fn start_node<A: Application>(
     oracle.track(0, peers);
     let quota = Quota::per_second(
         std::num::NonZeroU32::new(config.p2p.rate_per_second).unwrap_or(NZU32!(10_000)),
-    );
+    )
+    .allow_burst(std::num::NonZeroU32::new(config.p2p.burst).unwrap_or(NZU32!(256)));
     let mut reg = |ch| network.register(ch, quota);
     let channels = Channels {
         votes: reg(channel::VOTES),

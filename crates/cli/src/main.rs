@@ -159,6 +159,9 @@ enum BenchCommand {
     /// Signed transactions applied per second on one core, cold and warm signer keys, each
     /// against raw ed25519 batch verification measured the same way.
     Apply(bench_cmd::ApplyArgs),
+    /// A client's start on a running consortium (default: the devnet): from a validator's
+    /// checkpoint against replaying every block from genesis, to the same height.
+    Sync(query_cmd::Who),
     /// Four validators over loopback TCP (in one process, and one process each): finalized
     /// tx/s and submission→finality latency.
     Ledger(bench_cmd::LedgerArgs),
@@ -257,6 +260,7 @@ fn main() -> anyhow::Result<()> {
         Command::Synth(a) => vault_cmd::run_synth(a),
         Command::Bench(b) => match b {
             BenchCommand::Apply(a) => bench_cmd::apply(a),
+            BenchCommand::Sync(who) => query_cmd::bench_sync(&who),
             BenchCommand::Ledger(a) => bench_cmd::ledger(a),
             BenchCommand::Ingest(a) => vault_cmd::run_bench(vault_cmd::Bench::Ingest(a)),
             BenchCommand::Cohort(a) => vault_cmd::run_bench(vault_cmd::Bench::Cohort(a)),

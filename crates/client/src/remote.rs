@@ -716,3 +716,65 @@ impl Remote {
             .ok_or_else(|| ClientError::Missing("no outcome for the transaction".into()))
     }
 }
+
+/// What it costs a client to have the verified state of a running chain: started from a
+/// validator's checkpoint (checked against the certified header of its height) and, as the
+/// baseline, replayed block by block from genesis to the same height (`medspace bench sync`).
+#[derive(Clone, Debug)]
+pub struct SyncFigures {
+    /// The height both reached.
+    pub height: u64,
+    /// The checkpoint's size in bytes.
+    pub checkpoint_bytes: usize,
+    /// Records in the state.
+    pub records: usize,
+    /// Fetching, checking and restoring the checkpoint.
+    pub from_checkpoint: Duration,
+    /// Fetching, verifying and re-executing every block from genesis.
+    pub replay: Duration,
+}
+
+/// Measures [`SyncFigures`] against `genesis`'s validators, reading as `reader`. Both ways must
+/// end at the same state root.
+pub fn measure_sync(
+    genesis: &medspace_chain::node::Genesis,
+    reader: &Keypair,
+) -> Result<SyncFigures> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .map_err(|e| ClientError::Runtime(e.to_string()))?;
+    let source = HttpSource::from_genesis(genesis)
+        .map_err(|e| ClientError::Runtime(e.to_string()))?
+        .signed_by(std::sync::Arc::new(medspace_api::gate::KeySigner(
+            reader.clone(),
+        )));
+    runtime.block_on(async {
+        let checkpoint_bytes = source.fetch_checkpoint().await?.map_or(0, |b| b.len());
+        let start = Instant::now();
+        let (synced, height) = Follower::start(genesis, &source).await?;
+        let from_checkpoint = start.elapsed();
+        if height == 0 {
+            return Err(ClientError::Verification(
+                "no validator offered a checkpoint that checks".into(),
+            ));
+        }
+        let start = Instant::now();
+        let mut replayed = Follower::new(genesis)?;
+        replayed.sync_to(&source, height, |_| {}).await?;
+        let replay = start.elapsed();
+        if replayed.state().root() != synced.state().root() {
+            return Err(ClientError::Verification(format!(
+                "the checkpoint and the replay disagree at height={height}"
+            )));
+        }
+        Ok(SyncFigures {
+            height,
+            checkpoint_bytes,
+            records: synced.state().len(),
+            from_checkpoint,
+            replay,
+        })
+    })
+}
