@@ -1,6 +1,6 @@
-//! `medspace bench apply | ledger | federated | redeem`: the figures, printed. Each benchmark
-//! lives in its library crate and prints its baseline from the same run, measured the same
-//! way, and the ratio.
+//! `medspace bench apply | ledger | federated | redeem | state`: the figures, printed. Each
+//! benchmark lives in its library crate and prints its baseline from the same run, measured the
+//! same way, and the ratio.
 
 use anyhow::Context as _;
 use clap::{Args, ValueEnum};
@@ -449,4 +449,62 @@ fn redeem_once(a: &RedeemArgs, tls: bool, run: usize) -> anyhow::Result<(f64, f6
         percentile(&rest, 0.5),
         r.concurrent.len() as f64 / r.concurrent_s.max(1e-9),
     ))
+}
+
+/// `medspace bench state`.
+#[derive(Args, Debug)]
+pub struct StateArgs {
+    /// Registered patients (three consents each).
+    #[arg(long, default_value_t = 1_000_000)]
+    pub patients: u64,
+    /// Patient grants.
+    #[arg(long, default_value_t = 100_000)]
+    pub grants: u64,
+    /// Record accesses (each under a grant).
+    #[arg(long, default_value_t = 1_000_000)]
+    pub accesses: u64,
+    /// Patients linked at the hospital whose worker plans the job (at most --patients).
+    #[arg(long, default_value_t = 1_000_000)]
+    pub linked: u64,
+    /// Where the checkpoint is written (default: a temporary directory, removed afterwards).
+    #[arg(long)]
+    pub dir: Option<PathBuf>,
+}
+
+/// Runs `medspace bench state`.
+pub fn state(a: StateArgs) -> anyhow::Result<()> {
+    let (dir, temp) = crate::vault_cmd::work_dir(a.dir)?;
+    let opts = medspace_compute::bench_state::StateOptions {
+        patients: a.patients,
+        grants: a.grants,
+        accesses: a.accesses,
+        linked: a.linked.min(a.patients),
+        dir: dir.clone(),
+    };
+    let started = std::time::Instant::now();
+    let spinner = ProgressBar::new_spinner();
+    spinner.set_style(
+        ProgressStyle::with_template("{spinner} [{elapsed_precise}] {msg}")
+            .unwrap_or_else(|_| ProgressStyle::default_spinner()),
+    );
+    spinner.enable_steady_tick(std::time::Duration::from_millis(200));
+    let result = medspace_compute::bench_state::state(&opts, &mut |step| {
+        spinner.set_message(step.to_string());
+    });
+    spinner.finish_and_clear();
+    if temp {
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+    let r = result.context("bench state")?;
+    print!("{}", r.report());
+    println!(
+        "wall time {:.1} s{}",
+        started.elapsed().as_secs_f64(),
+        if temp {
+            " (the temporary checkpoint was removed)"
+        } else {
+            ""
+        }
+    );
+    Ok(())
 }

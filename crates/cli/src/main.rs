@@ -179,6 +179,8 @@ enum BenchCommand {
     Drugsafety(bench_cmd::FederatedArgs),
     /// Redeeming a patient's code at the holding hospital's node: latency and rate.
     Redeem(bench_cmd::RedeemArgs),
+    /// A registry-scale ledger state: bytes per record, memory, checkpoint restart, job plan.
+    State(bench_cmd::StateArgs),
     /// Federated logistic regression (3 hospitals, IRLS over secure aggregation) vs pooled.
     Glm {
         /// Persons per hospital.
@@ -274,6 +276,7 @@ fn main() -> anyhow::Result<()> {
                 bench_cmd::federated(a)
             }
             BenchCommand::Redeem(a) => bench_cmd::redeem(a),
+            BenchCommand::State(a) => bench_cmd::state(a),
             BenchCommand::Glm { persons, threads } => Ok(bench_glm::run_cli(persons, threads)?),
             BenchCommand::Psi { n, o, t } => Ok(medspace_privacy::psi::bench::print(n, o, t)?),
             BenchCommand::Join { n, t } => Ok(medspace_privacy::join::bench::print(n, t)?),

@@ -12,10 +12,13 @@
 //! (the compute service's data plane, record sharing's source). [`bench`] times the data plane
 //! with secure aggregation against the same query over the pooled data
 //! (`medspace bench federated`); [`bench_glm`] times a federated logistic regression (IRLS over
-//! secure aggregation) against the pooled fit (`medspace bench glm`).
+//! secure aggregation) against the pooled fit (`medspace bench glm`); [`bench_state`] builds a
+//! registry-scale ledger state and measures its size, memory, checkpoint restart and the plan of
+//! a job over a million linked patients on it (`medspace bench state`).
 
 pub mod bench;
 pub mod bench_glm;
+pub mod bench_state;
 pub mod federated;
 pub mod links;
 pub mod local;
