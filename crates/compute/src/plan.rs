@@ -3,7 +3,7 @@
 use crate::links::Links;
 use medspace_state::records::{ContractRecord, ContractStatus, JobRecord, JobStatus};
 use medspace_state::{State, TxError};
-use medspace_types::{FieldRef, JobId, MemberId, Mode, computation_hash};
+use medspace_types::{FieldRef, JobId, MemberId, Mode, PatientId, computation_hash};
 use std::collections::BTreeSet;
 
 /// Why a worker will not run a job (nothing is computed, nothing leaves).
@@ -103,6 +103,9 @@ pub fn side_reads(
     Ok(reads)
 }
 
+/// Fewer linked patients than this are judged on one thread (a thread costs more).
+const PLAN_PART_MIN: usize = 50_000;
+
 /// A job this worker may run, and on whom.
 #[derive(Clone, Debug)]
 pub struct JobPlan {
@@ -192,17 +195,42 @@ pub fn plan_job(
             return Err(PlanError::OutOfScope(format!("{table}.{field}")));
         }
     }
-    let mut cohort = BTreeSet::new();
-    let mut excluded = 0;
-    for (person, patient) in links.iter() {
-        if state.consent_allows(
-            patient,
+    // One policy read per part, the consent table read in key order (pseudonym order), the
+    // sorted patients split across the machine's cores (the state is read-only here).
+    let mut linked: Vec<(i64, &PatientId)> = links.iter().collect();
+    linked.sort_unstable_by(|a, b| a.1.cmp(b.1));
+    let cores = std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get);
+    let part = linked.len().div_ceil(cores).max(PLAN_PART_MIN);
+    let judge = |chunk: &[(i64, &PatientId)]| {
+        state.consents_allow(
+            chunk.iter().map(|(_, p)| *p),
             contract.purpose,
             contract.study.as_ref(),
             contract.level,
             job.submitted_height,
-        )? {
-            cohort.insert(person);
+        )
+    };
+    let parts: Vec<Result<Vec<bool>, TxError>> = std::thread::scope(|scope| {
+        let handles: Vec<_> = linked
+            .chunks(part)
+            .map(|chunk| scope.spawn(move || judge(chunk)))
+            .collect();
+        handles
+            .into_iter()
+            // Judging never panics (library code has no panics); if a thread did, the plan
+            // fails rather than guess at its part.
+            .map(|h| h.join().unwrap_or(Err(TxError::Corrupt { table: 0 })))
+            .collect()
+    });
+    let mut allowed = Vec::with_capacity(linked.len());
+    for part in parts {
+        allowed.extend(part?);
+    }
+    let mut cohort = BTreeSet::new();
+    let mut excluded = 0;
+    for ((person, _), allow) in linked.iter().zip(allowed) {
+        if allow {
+            cohort.insert(*person);
         } else {
             excluded += 1;
         }

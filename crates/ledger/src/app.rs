@@ -7,9 +7,9 @@
 
 use crate::LedgerError;
 use crate::execute::{Refusal, execute_block_with};
-use medspace_chain::recent::Recent;
 use bytes::Bytes;
 use medspace_chain::Application;
+use medspace_chain::recent::Recent;
 use medspace_state::{State, checkpoint};
 use medspace_types::{Genesis, SignedTx};
 use std::collections::HashSet;

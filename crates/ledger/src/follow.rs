@@ -7,9 +7,9 @@
 //! the verified one, not a validator's word.
 
 use crate::execute::{TxOutcome, execute_block};
-use medspace_chain::recent::Recent;
 use medspace_chain::follow::{ChainCheck, FollowError, HttpSource};
 use medspace_chain::node::Genesis as ChainGenesis;
+use medspace_chain::recent::Recent;
 use medspace_state::{State, checkpoint};
 use medspace_types::Genesis;
 

@@ -4,9 +4,9 @@
 
 use crate::{
     Application,
-    recent::Recent,
     block::Block,
     mempool::{Mempool, MempoolLimits},
+    recent::Recent,
 };
 use commonware_cryptography::Digestible as _;
 use commonware_cryptography::sha256::Digest;
