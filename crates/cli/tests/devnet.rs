@@ -374,7 +374,10 @@ fn validators_survive_kill_9_and_every_acknowledged_transaction_is_everywhere() 
             .await
     });
     let from = health["started_from"].as_u64().unwrap();
-    assert!(from > 0 && from % 8 == 0, "restarted from {health}");
+    assert!(
+        from > 0 && from.is_multiple_of(8),
+        "restarted from {health}"
+    );
     // So does the observer, from its own checkpoint beside its block log.
     net.kill(4);
     net.spawn(4);
@@ -382,8 +385,7 @@ fn validators_survive_kill_9_and_every_acknowledged_transaction_is_everywhere() 
     let log = std::fs::read_to_string(dir.join("observer.log")).unwrap();
     let replayed = plain_log(&log)
         .lines()
-        .filter(|l| l.contains("node.observer: replayed block log"))
-        .last()
+        .rfind(|l| l.contains("node.observer: replayed block log"))
         .map(str::to_string)
         .unwrap_or_default();
     let at = replayed
@@ -392,7 +394,7 @@ fn validators_survive_kill_9_and_every_acknowledged_transaction_is_everywhere() 
         .and_then(|r| r.split_whitespace().next())
         .and_then(|n| n.parse::<u64>().ok())
         .unwrap_or(0);
-    assert!(at > 0 && at % 8 == 0, "observer: {replayed}");
+    assert!(at > 0 && at.is_multiple_of(8), "observer: {replayed}");
     let ids = rt.block_on(load(&client, &net, &[0, 1, 2, 3], 500, 200));
     rt.block_on(acknowledged(&net, &[0, 1, 2], &ids, &mut ack));
     all_ids.extend(ids);

@@ -121,7 +121,7 @@ where
     let stored = checkpoints(ctx, 3).await;
     assert!(!stored.is_empty(), "validator 3 wrote no checkpoint");
     assert!(stored.len() <= 2, "old checkpoints are removed: {stored:?}");
-    assert!(stored.iter().all(|h| h % EVERY == 0), "{stored:?}");
+    assert!(stored.iter().all(|h| h.is_multiple_of(EVERY)), "{stored:?}");
     tamper(ctx.child("tamper"), stored).await;
     let restarted = sim
         .launch(ctx, 3, incarnation, app())
@@ -170,7 +170,10 @@ fn a_validator_restarts_from_its_newest_sound_checkpoint_and_refuses_bad_ones() 
             },
         )
         .await;
-        assert!(from > 0 && from % EVERY == 0, "restored from {from}");
+        assert!(
+            from > 0 && from.is_multiple_of(EVERY),
+            "restored from {from}"
+        );
 
         // The newest checkpoint torn mid-write (a flipped byte inside it): the one before is used.
         let mut expected = 0;

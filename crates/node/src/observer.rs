@@ -173,7 +173,7 @@ pub fn run(
                     match f.apply(&raw) {
                         Ok(_) => {
                             let appended = log.append(&raw).map(|()| true).map_err(ObserverError::from);
-                            if appended.is_ok() && every > 0 && next % every == 0 {
+                            if appended.is_ok() && every > 0 && next.is_multiple_of(every) {
                                 let (state, time) = (f.state().clone(), f.time_ms());
                                 let path = checkpoint_path.clone();
                                 // Encoded and written off the follow loop; a failure only

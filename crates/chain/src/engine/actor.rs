@@ -759,7 +759,7 @@ async fn run_finalizer<A: Application>(
                 ack.acknowledge();
                 if let Some((every, writer)) = checkpoints.as_mut()
                     && committed
-                    && height % *every == 0
+                    && height.is_multiple_of(*every)
                 {
                     checkpoint::offer(writer, &node.shared, height, block.inner().header.time_ms);
                 }
