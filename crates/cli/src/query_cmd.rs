@@ -53,28 +53,7 @@ pub fn connect(who: &Who, genesis: &ChainGenesis, key: &Keypair) -> anyhow::Resu
 /// against replaying every block from genesis, measured the same way in the same run.
 pub fn bench_sync(who: &Who) -> anyhow::Result<()> {
     let (genesis, key) = load(who, "research-1.researcher")?;
-    let f = medspace_client::remote::measure_sync(&genesis, &key)?;
-    let secs = |d: Duration| d.as_secs_f64();
-    println!(
-        "chain at height {}: {} records, checkpoint {:.1} MB ({:.0} B/record)",
-        f.height,
-        f.records,
-        f.checkpoint_bytes as f64 / 1e6,
-        f.checkpoint_bytes as f64 / f.records.max(1) as f64
-    );
-    println!(
-        "  from a checkpoint (fetch, certified header, rebuild, root check): {:>8.3} s",
-        secs(f.from_checkpoint)
-    );
-    println!(
-        "  baseline, replay from genesis (every block verified and re-executed): {:>8.3} s",
-        secs(f.replay)
-    );
-    println!(
-        "  ratio: {:.3} of the replay ({:.1}x faster); both at the same state root",
-        secs(f.from_checkpoint) / secs(f.replay).max(1e-9),
-        secs(f.replay) / secs(f.from_checkpoint).max(1e-9)
-    );
+    print!("{}", medspace_client::remote::measure_sync(&genesis, &key)?);
     Ok(())
 }
 

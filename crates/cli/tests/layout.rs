@@ -216,9 +216,10 @@ fn the_binary_is_argument_parsing_and_printing() {
         .map(|f| std::fs::read_to_string(f).unwrap().lines().count())
         .sum();
     // About 200 lines per subcommand group of parsing and printing (the open pool's `deid`
-    // and the quality checks brought the budget from 2,500 to 2,900); logic that grows past
-    // printing belongs in a library crate.
-    assert!(lines < 3_200, "crates/cli/src has {lines} lines");
+    // and the quality checks brought the budget from 2,500 to 2,900, the model and join
+    // commands to 3,200, `bench state` and `bench sync` to 3,300); logic that grows past
+    // printing belongs in a library crate (both benchmarks' reports are printed there).
+    assert!(lines < 3_300, "crates/cli/src has {lines} lines");
 }
 
 /// The ledger crate, and so every client, follower and auditor, links no data plane.

@@ -734,6 +734,37 @@ pub struct SyncFigures {
     pub replay: Duration,
 }
 
+impl std::fmt::Display for SyncFigures {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let (ckpt, replay) = (
+            self.from_checkpoint.as_secs_f64(),
+            self.replay.as_secs_f64(),
+        );
+        writeln!(
+            f,
+            "chain at height {}: {} records, checkpoint {:.1} MB ({:.0} B/record)",
+            self.height,
+            self.records,
+            self.checkpoint_bytes as f64 / 1e6,
+            self.checkpoint_bytes as f64 / self.records.max(1) as f64
+        )?;
+        writeln!(
+            f,
+            "  from a checkpoint (fetch, certified header, rebuild, root check): {ckpt:>8.3} s"
+        )?;
+        writeln!(
+            f,
+            "  baseline, replay from genesis (every block verified and re-executed): {replay:>8.3} s"
+        )?;
+        writeln!(
+            f,
+            "  ratio: {:.3} of the replay ({:.1}x faster); both at the same state root",
+            ckpt / replay.max(1e-9),
+            replay / ckpt.max(1e-9)
+        )
+    }
+}
+
 /// Measures [`SyncFigures`] against `genesis`'s validators, reading as `reader`. Both ways must
 /// end at the same state root.
 pub fn measure_sync(
