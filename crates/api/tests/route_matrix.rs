@@ -513,6 +513,8 @@ fn every_chain_read_answers_every_kind_of_caller_as_its_rule_says() {
         ("/v1/blocks?from=1&limit=10", Needs::Blocks),
         ("/v1/blocks/1", Needs::Blocks),
         ("/v1/blocks/1/raw", Needs::Blocks),
+        // The whole state, what the blocks hold: read like whole blocks.
+        ("/v1/checkpoint", Needs::Blocks),
         ("/v1/blocks/1/header", Needs::Headers),
         ("/v1/blocks/1/header?wait_ms=10", Needs::Headers),
     ];
