@@ -209,8 +209,7 @@ fn build(
     };
     let started = std::time::Instant::now();
     let built = release::build(
-        &b.node,
-        &vault_key,
+        medspace_compute::federated::SiteVault::embedded(&b.node, &vault_key),
         ledger.state(),
         ledger.height(),
         &req,

@@ -51,11 +51,27 @@ pub enum VaultCmd {
         #[arg(long)]
         node: PathBuf,
     },
+    /// Run the hospital's Apache Ballista scheduler for its vault's queries; a node uses it
+    /// with `[vault] scheduler = "df://<address>"`.
+    Scheduler {
+        /// Address to listen on (port 0: any free port, printed).
+        #[arg(long, default_value = "127.0.0.1:50050")]
+        listen: String,
+    },
+    /// Run a Ballista executor that reads the node's vault (its passphrase as for `ingest`).
+    Executor(medspace_cluster::executor::ExecutorSettings),
 }
 
 /// Runs `medspace vault ...`.
 pub fn run_vault(cmd: VaultCmd) -> anyhow::Result<()> {
     match cmd {
+        VaultCmd::Scheduler { listen } => medspace_cluster::scheduler::serve(&listen, |a| {
+            println!("scheduler listening on {a}");
+        })?,
+        VaultCmd::Executor(s) => {
+            let key = vault_key(&s.node)?;
+            medspace_cluster::executor::serve(s, &key)?;
+        }
         VaultCmd::Rewrap {
             node,
             new_passphrase_file,
@@ -281,6 +297,10 @@ pub struct BenchCohortArgs {
     /// Work directory (default: a temporary one, removed afterwards).
     #[arg(long)]
     pub dir: Option<PathBuf>,
+    /// Also run it on an Apache Ballista scheduler with two executors (child processes of this
+    /// binary, on loopback), each taking this many tasks at once, and print both.
+    #[arg(long)]
+    pub cluster: Option<usize>,
 }
 
 pub fn load_vocab(flag: Option<&Path>) -> anyhow::Result<Option<Arc<Vocabulary>>> {
@@ -551,6 +571,33 @@ pub fn run_bench(cmd: Bench) -> anyhow::Result<()> {
             if let Some(kib) = r.peak_rss_kib {
                 println!("peak memory (VmHWM): {:.1} MiB", kib as f64 / 1024.0);
             }
+        }
+        Bench::Cohort(BenchCohortArgs {
+            cluster: Some(vcores),
+            persons,
+            runs,
+            seed,
+            dir,
+        }) => {
+            let (dir, temp) = work_dir(dir)?;
+            let exe = std::env::current_exe()?;
+            let r = medspace_cluster::bench::cohort(
+                &exe,
+                &dir,
+                persons,
+                seed,
+                runs,
+                vcores,
+                &mut |s| eprintln!("bench cohort: {s}"),
+            );
+            if temp {
+                let _ = std::fs::remove_dir_all(&dir);
+            }
+            println!(
+                "bench cohort: {persons} persons; query: {}\n{}",
+                bench::COHORT_SQL,
+                r?
+            );
         }
         Bench::Cohort(a) => {
             let (dir, temp) = work_dir(a.dir)?;

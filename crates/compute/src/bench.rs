@@ -441,7 +441,12 @@ fn federated_run(
     let (mut local, mut noise) = (Vec::new(), Duration::ZERO);
     let mut slowest_site = Duration::ZERO;
     for site in sites {
-        let (vector, t) = site_vector(&site.dir, &site.key, &site.cohort, site_job, &mut rng)?;
+        let (vector, t) = site_vector(
+            crate::federated::SiteVault::embedded(&site.dir, &site.key),
+            &site.cohort,
+            site_job,
+            &mut rng,
+        )?;
         vectors.push(vector);
         local.push(t.local);
         noise += t.noise;

@@ -13,9 +13,7 @@ use medspace_privacy::query::{Aggregate, GroupField, QuerySpec};
 use medspace_privacy::release::{Protection, values_per_group};
 use medspace_state::State;
 use medspace_types::{JobId, MemberId};
-use medspace_vault::VaultKey;
 use std::collections::BTreeSet;
-use std::path::Path;
 use std::time::{Duration, Instant};
 
 /// Errors of a site's part of a federated job (nothing leaves a site that fails).
@@ -146,8 +144,7 @@ pub struct SiteTimings {
 /// fixed vector ([`local_vector`]) and adds the site's noise. Returns the noised vector and the
 /// time of each step.
 pub fn site_vector<R: rand_core::CryptoRng>(
-    node_dir: &Path,
-    key: &VaultKey,
+    vault: SiteVault<'_>,
     cohort: &BTreeSet<i64>,
     job: &SiteJob<'_>,
     rng: &mut R,
@@ -155,7 +152,7 @@ pub fn site_vector<R: rand_core::CryptoRng>(
     let spec = job.spec;
     let t = Instant::now();
     let sql = medspace_privacy::query::compile_sql_at(spec, CONSENTED, job.window)?;
-    let rows = local::run(node_dir, key, cohort, &sql)?;
+    let rows = local::run_at(vault, cohort, &sql)?;
     let mut vector = rows_vector(spec, &rows)?;
     let local = t.elapsed();
     let t = Instant::now();
@@ -324,8 +321,7 @@ pub fn surveillance_vector(
 /// with the intercept column first and, for a Poisson model, `log(person-days)` as offset.
 /// Refused when the site has fewer than `k` complete rows, or not more rows than coefficients.
 pub fn model_rows(
-    node_dir: &Path,
-    key: &VaultKey,
+    vault: SiteVault<'_>,
     cohort: &BTreeSet<i64>,
     spec: &QuerySpec,
     k: u32,
@@ -334,7 +330,7 @@ pub fn model_rows(
         return Err(FederatedError::Layout("not a model".into()));
     };
     let sql = medspace_privacy::query::compile_sql(spec, CONSENTED)?;
-    let columns = local::run_f64(node_dir, key, cohort, &sql)?;
+    let columns = local::run_f64_at(vault, cohort, &sql)?;
     let column = |name: &str| -> Result<&[f64], FederatedError> {
         columns
             .iter()
@@ -435,7 +431,7 @@ pub fn overlap_patients(
 ) -> Result<Vec<medspace_types::PatientId>, FederatedError> {
     let (spec, plan) = plan_site(state, job, member, links)?;
     let sql = medspace_privacy::query::compile_sql(&spec, CONSENTED)?;
-    let rows = local::run(vault.dir, vault.key, &plan.cohort, &sql)?;
+    let rows = local::run_at(vault, &plan.cohort, &sql)?;
     Ok(rows
         .iter()
         .filter_map(|r| r.values.first())
@@ -453,7 +449,7 @@ pub fn run_model_site(
 ) -> Result<medspace_worker::compute::ModelRows, FederatedError> {
     let (spec, plan) = plan_site(state, job, member, links)?;
     let k = state.policy()?.min_cell_k;
-    model_rows(vault.dir, vault.key, &plan.cohort, &spec, k)
+    model_rows(vault, &plan.cohort, &spec, k)
 }
 
 /// What a site says it contributed to a job (the weight of its share of the job's value): the
@@ -478,14 +474,7 @@ pub fn contributed_records(spec: &QuerySpec, vector: &[i64]) -> u64 {
     u64::try_from(total).unwrap_or(0)
 }
 
-/// A site's vault: the node directory holding it and its unlocked keys.
-#[derive(Clone, Copy, Debug)]
-pub struct SiteVault<'a> {
-    /// The node directory.
-    pub dir: &'a Path,
-    /// The vault's keys.
-    pub key: &'a VaultKey,
-}
+pub use crate::local::SiteVault;
 
 /// A job at one site, planned from the ledger: its noised vector and what it contributed
 /// ([`contributed_records`]).
@@ -505,7 +494,7 @@ pub fn run_site<R: rand_core::CryptoRng>(
         protection,
         window: plan.job.window,
     };
-    let (vector, _) = site_vector(vault.dir, vault.key, &plan.cohort, &site_job, rng)?;
+    let (vector, _) = site_vector(vault, &plan.cohort, &site_job, rng)?;
     let records = contributed_records(&spec, &vector);
     Ok((vector, records))
 }

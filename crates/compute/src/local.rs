@@ -11,6 +11,29 @@ use std::collections::BTreeSet;
 use std::path::Path;
 use std::sync::Arc;
 
+/// A site's vault: the node directory holding it, its unlocked keys, and the engine its
+/// queries run on.
+#[derive(Clone, Copy, Debug)]
+pub struct SiteVault<'a> {
+    /// The node directory.
+    pub dir: &'a Path,
+    /// The vault's keys.
+    pub key: &'a medspace_vault::VaultKey,
+    /// Where its queries run (the node's process, or the hospital's Ballista cluster).
+    pub engine: &'a medspace_cluster::Engine,
+}
+
+impl<'a> SiteVault<'a> {
+    /// The vault of `dir`, queried in this process.
+    pub fn embedded(dir: &'a Path, key: &'a medspace_vault::VaultKey) -> SiteVault<'a> {
+        SiteVault {
+            dir,
+            key,
+            engine: &medspace_cluster::Engine::Embedded,
+        }
+    }
+}
+
 /// The name under which the consenting cohort is registered for every query.
 pub const CONSENTED: &str = "consented";
 
@@ -26,6 +49,9 @@ pub enum LocalError {
     /// The query's output is not the agreed shape.
     #[error("query output: {0}")]
     Shape(String),
+    /// The cluster engine failed.
+    #[error("{0}")]
+    Cluster(#[from] medspace_cluster::ClusterError),
     /// The async runtime could not start.
     #[error("runtime: {0}")]
     Runtime(#[from] std::io::Error),
@@ -40,15 +66,26 @@ pub struct Row {
     pub values: Vec<i64>,
 }
 
-/// Runs `sql` over the vault of `node_dir` (unlocked with `key`) with the table [`CONSENTED`]`(person_id)` holding
-/// `cohort`; returns the rows (Utf8 columns form the key, Int64 columns the values).
+/// Runs `sql` over the vault of `node_dir` (unlocked with `key`) in this process, with the
+/// table [`CONSENTED`]`(person_id)` holding `cohort`; returns the rows (Utf8 columns form the
+/// key, Int64 columns the values).
 pub fn run(
     node_dir: &Path,
     key: &medspace_vault::VaultKey,
     cohort: &BTreeSet<i64>,
     sql: &str,
 ) -> Result<Vec<Row>, LocalError> {
-    run_in(&medspace_vault::open_session(node_dir, key)?, cohort, sql)
+    run_at(SiteVault::embedded(node_dir, key), cohort, sql)
+}
+
+/// Runs `sql` as [`run`] does, on the site's engine (this process, or the hospital's Ballista
+/// cluster: the same SQL, the same tables, the same rows).
+pub fn run_at(
+    vault: SiteVault<'_>,
+    cohort: &BTreeSet<i64>,
+    sql: &str,
+) -> Result<Vec<Row>, LocalError> {
+    rows_of(&collect_at(vault, cohort, sql)?)
 }
 
 /// Runs `sql` over the vault of `node_dir` as [`run`] does and returns its Float64 columns by
@@ -59,8 +96,16 @@ pub fn run_f64(
     cohort: &BTreeSet<i64>,
     sql: &str,
 ) -> Result<Vec<(String, Vec<f64>)>, LocalError> {
-    let ctx = medspace_vault::open_session(node_dir, key)?;
-    let batches = collect(&ctx, cohort, sql)?;
+    run_f64_at(SiteVault::embedded(node_dir, key), cohort, sql)
+}
+
+/// [`run_f64`] on the site's engine.
+pub fn run_f64_at(
+    vault: SiteVault<'_>,
+    cohort: &BTreeSet<i64>,
+    sql: &str,
+) -> Result<Vec<(String, Vec<f64>)>, LocalError> {
+    let batches = collect_at(vault, cohort, sql)?;
     let mut out: Vec<(String, Vec<f64>)> = Vec::new();
     for b in &batches {
         let schema = b.schema();
@@ -82,24 +127,36 @@ pub fn run_f64(
     Ok(out)
 }
 
-fn collect(
-    ctx: &SessionContext,
-    cohort: &BTreeSet<i64>,
-    sql: &str,
-) -> Result<Vec<RecordBatch>, LocalError> {
+/// The cohort as the one-column batch registered as [`CONSENTED`].
+fn cohort_batch(cohort: &BTreeSet<i64>) -> Result<RecordBatch, LocalError> {
     let schema = Arc::new(Schema::new(vec![Field::new(
         "person_id",
         DataType::Int64,
         false,
     )]));
     let ids: ArrayRef = Arc::new(Int64Array::from(cohort.iter().copied().collect::<Vec<_>>()));
-    let batch = RecordBatch::try_new(schema.clone(), vec![ids])
-        .map_err(datafusion::error::DataFusionError::from)?;
-    ctx.register_table(
-        CONSENTED,
-        Arc::new(MemTable::try_new(schema, vec![vec![batch]])?),
-    )?;
-    let rt = tokio::runtime::Builder::new_current_thread().build()?;
+    Ok(
+        RecordBatch::try_new(schema, vec![ids])
+            .map_err(datafusion::error::DataFusionError::from)?,
+    )
+}
+
+fn collect_at(
+    vault: SiteVault<'_>,
+    cohort: &BTreeSet<i64>,
+    sql: &str,
+) -> Result<Vec<RecordBatch>, LocalError> {
+    let mut session = vault.engine.session(vault.dir, vault.key)?;
+    session.register_rows(CONSENTED, cohort_batch(cohort)?)?;
+    query(session.ctx(), sql)
+}
+
+/// Runs `sql` in `ctx` to the end. The runtime has I/O and timers: a cluster session talks to
+/// its scheduler and executors.
+fn query(ctx: &SessionContext, sql: &str) -> Result<Vec<RecordBatch>, LocalError> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
     Ok(rt.block_on(async { ctx.sql(sql).await?.collect().await })?)
 }
 
@@ -111,9 +168,18 @@ pub fn run_in(
     cohort: &BTreeSet<i64>,
     sql: &str,
 ) -> Result<Vec<Row>, LocalError> {
-    let batches = collect(ctx, cohort, sql)?;
+    let batch = cohort_batch(cohort)?;
+    ctx.register_table(
+        CONSENTED,
+        Arc::new(MemTable::try_new(batch.schema(), vec![vec![batch]])?),
+    )?;
+    rows_of(&query(ctx, sql)?)
+}
+
+/// The rows of `batches`: Utf8 columns form the key, Int64 columns the values.
+fn rows_of(batches: &[RecordBatch]) -> Result<Vec<Row>, LocalError> {
     let mut rows = Vec::new();
-    for b in &batches {
+    for b in batches {
         for r in 0..b.num_rows() {
             let mut key = Vec::new();
             let mut values = Vec::new();

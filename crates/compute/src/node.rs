@@ -33,6 +33,18 @@ pub struct VaultPlane {
     pub dir: PathBuf,
     /// The vault's keys, unlocked once when the node starts.
     pub key: VaultKey,
+    /// Where the vault's queries run (`[vault] scheduler`).
+    pub engine: medspace_cluster::Engine,
+}
+
+impl VaultPlane {
+    fn site(&self) -> crate::federated::SiteVault<'_> {
+        crate::federated::SiteVault {
+            dir: &self.dir,
+            key: &self.key,
+            engine: &self.engine,
+        }
+    }
 }
 
 impl DataPlane for VaultPlane {
@@ -59,10 +71,7 @@ impl DataPlane for VaultPlane {
                 state,
                 job,
                 member,
-                crate::federated::SiteVault {
-                    dir: &self.dir,
-                    key: &self.key,
-                },
+                self.site(),
                 &links,
                 Protection::Full { k },
                 &mut rng,
@@ -86,17 +95,8 @@ impl DataPlane for VaultPlane {
             .without(leave_out);
         let started = std::time::Instant::now();
         let rows = outside_runtime(|| {
-            crate::federated::run_model_site(
-                state,
-                job,
-                member,
-                crate::federated::SiteVault {
-                    dir: &self.dir,
-                    key: &self.key,
-                },
-                &links,
-            )
-            .map_err(|e| refuse(&e))
+            crate::federated::run_model_site(state, job, member, self.site(), &links)
+                .map_err(|e| refuse(&e))
         })?;
         tracing::info!(job = %job, cohort = rows.cohort, ms = started.elapsed().as_millis() as u64, "compute.site: model rows read");
         Ok(rows)
@@ -112,17 +112,8 @@ impl DataPlane for VaultPlane {
         let links = Links::load(&self.dir, &self.key).map_err(|e| refuse(&e))?;
         let started = std::time::Instant::now();
         let input = outside_runtime(|| {
-            crate::vertical::run_join_site(
-                state,
-                job,
-                member,
-                crate::federated::SiteVault {
-                    dir: &self.dir,
-                    key: &self.key,
-                },
-                &links,
-            )
-            .map_err(|e| refuse(&e))
+            crate::vertical::run_join_site(state, job, member, self.site(), &links)
+                .map_err(|e| refuse(&e))
         })?;
         let persons = match &input {
             JoinInput::Clinical { patients, .. } | JoinInput::Claims { patients, .. } => {
@@ -146,18 +137,9 @@ impl DataPlane for VaultPlane {
         if overlap {
             // An overlap counts its cohort's persons: the query selects them here.
             return outside_runtime(|| {
-                crate::federated::overlap_patients(
-                    state,
-                    job,
-                    member,
-                    crate::federated::SiteVault {
-                        dir: &self.dir,
-                        key: &self.key,
-                    },
-                    &links,
-                )
-                .map(Some)
-                .map_err(|e| refuse(&e))
+                crate::federated::overlap_patients(state, job, member, self.site(), &links)
+                    .map(Some)
+                    .map_err(|e| refuse(&e))
             });
         }
         crate::federated::job_patients(state, job, member, &links)
@@ -172,6 +154,18 @@ pub struct VaultRecords {
     pub dir: PathBuf,
     /// The vault's keys, unlocked once when the node starts.
     pub key: VaultKey,
+    /// Where the vault's queries run (`[vault] scheduler`).
+    pub engine: medspace_cluster::Engine,
+}
+
+impl VaultRecords {
+    fn site(&self) -> crate::federated::SiteVault<'_> {
+        crate::federated::SiteVault {
+            dir: &self.dir,
+            key: &self.key,
+            engine: &self.engine,
+        }
+    }
 }
 
 impl RecordSource for VaultRecords {
@@ -269,8 +263,7 @@ impl RecordSource for VaultRecords {
         let started = std::time::Instant::now();
         let built = outside_runtime(|| {
             crate::release::build(
-                &self.dir,
-                &self.key,
+                self.site(),
                 state,
                 height,
                 &crate::release::Request {

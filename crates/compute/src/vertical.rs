@@ -29,7 +29,7 @@ pub fn run_join_site(
     let claims = crate::plan::claims_side(state, member)?;
     if claims {
         let sql = claims_sql(&spec, CONSENTED)?;
-        let rows = local::run(vault.dir, vault.key, &plan.cohort, &sql)?;
+        let rows = local::run_at(vault, &plan.cohort, &sql)?;
         let mut patients = Vec::with_capacity(rows.len());
         let mut values = Vec::with_capacity(rows.len());
         for r in rows {
@@ -46,7 +46,7 @@ pub fn run_join_site(
         return Ok(JoinInput::Claims { patients, values });
     }
     let sql = compile_sql(&spec, CONSENTED)?;
-    let rows = local::run(vault.dir, vault.key, &plan.cohort, &sql)?;
+    let rows = local::run_at(vault, &plan.cohort, &sql)?;
     let layout = groups(&spec);
     fn column<'a>(spec: &QuerySpec, r: &'a local::Row, field: GroupField) -> Option<&'a str> {
         spec.group_by

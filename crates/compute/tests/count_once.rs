@@ -35,10 +35,7 @@ fn links(w: &World, i: usize) -> Links {
 /// `f` on site `i`'s vault.
 fn with_vault<T>(w: &World, i: usize, f: impl FnOnce(SiteVault<'_>) -> T) -> T {
     let key = vkey(&w.dirs[i]);
-    f(SiteVault {
-        dir: &w.dirs[i],
-        key: &key,
-    })
+    f(SiteVault::embedded(&w.dirs[i], &key))
 }
 
 /// What each site leaves out of `job` by the count-once rule, as the workers decide it: its

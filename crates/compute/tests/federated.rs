@@ -44,10 +44,7 @@ fn run_all(
             &w.state,
             job,
             &MemberId::new(member).unwrap(),
-            SiteVault {
-                dir: &w.dirs[i],
-                key: &vkey(&w.dirs[i]),
-            },
+            SiteVault::embedded(&w.dirs[i], &vkey(&w.dirs[i])),
             &links,
             protection,
             &mut rng,
@@ -158,10 +155,7 @@ fn a_site_posts_what_its_released_vector_counts_never_its_exact_cohort() {
     let member = MemberId::new("hospital-a").unwrap();
     let key = vkey(&w.dirs[0]);
     let links = Links::load(&w.dirs[0], &key).unwrap();
-    let vault = SiteVault {
-        dir: &w.dirs[0],
-        key: &key,
-    };
+    let vault = SiteVault::embedded(&w.dirs[0], &key);
     let site = |protection, seed| {
         let mut rng = ChaCha20Rng::seed_from_u64(seed);
         run_site(&w.state, job, &member, vault, &links, protection, &mut rng).unwrap()
@@ -240,10 +234,7 @@ fn out_of_scope_fields_and_ended_contracts_are_refused() {
         &w.state,
         job,
         &MemberId::new("hospital-a").unwrap(),
-        SiteVault {
-            dir: &w.dirs[0],
-            key: &vkey(&w.dirs[0]),
-        },
+        SiteVault::embedded(&w.dirs[0], &vkey(&w.dirs[0])),
         &links,
         Protection::TestNone,
         &mut rng,
@@ -265,10 +256,7 @@ fn out_of_scope_fields_and_ended_contracts_are_refused() {
         &w.state,
         job,
         &MemberId::new("hospital-a").unwrap(),
-        SiteVault {
-            dir: &w.dirs[0],
-            key: &vkey(&w.dirs[0]),
-        },
+        SiteVault::embedded(&w.dirs[0], &vkey(&w.dirs[0])),
         &links,
         Protection::TestNone,
         &mut rng,

@@ -116,10 +116,7 @@ fn federated_fit(w: &World, job: JobId, spec: &medspace_privacy::query::ModelSpe
                 &w.state,
                 job,
                 &MemberId::new(m).unwrap(),
-                SiteVault {
-                    dir: &w.dirs[i],
-                    key: &vkey(&w.dirs[i]),
-                },
+                SiteVault::embedded(&w.dirs[i], &vkey(&w.dirs[i])),
                 &Links::load(&w.dirs[i], &vkey(&w.dirs[i])).unwrap(),
             )
             .unwrap()
@@ -265,10 +262,7 @@ fn federated_kaplan_meier_equals_lifelines_on_the_pooled_rows() {
                 &w.state,
                 job,
                 &MemberId::new(m).unwrap(),
-                SiteVault {
-                    dir: &w.dirs[i],
-                    key: &vkey(&w.dirs[i]),
-                },
+                SiteVault::embedded(&w.dirs[i], &vkey(&w.dirs[i])),
                 &Links::load(&w.dirs[i], &vkey(&w.dirs[i])).unwrap(),
                 Protection::TestNone,
                 &mut rng,

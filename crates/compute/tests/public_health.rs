@@ -97,7 +97,13 @@ fn summed(s: &Sites, spec: &QuerySpec, window: Option<u32>) -> Vec<i64> {
     let mut rng = medspace_privacy::dp::os_rng().unwrap();
     let mut total: Vec<i64> = Vec::new();
     for (dir, cohort) in s.dirs.iter().zip(&s.cohorts) {
-        let (v, _) = site_vector(dir, &vkey(dir), cohort, &job, &mut rng).unwrap();
+        let (v, _) = site_vector(
+            medspace_compute::federated::SiteVault::embedded(dir, &vkey(dir)),
+            cohort,
+            &job,
+            &mut rng,
+        )
+        .unwrap();
         if total.is_empty() {
             total = v;
         } else {

@@ -325,10 +325,7 @@ fn a_vertical_study_over_the_vaults_equals_the_join_of_the_generated_records() {
             &chain.state,
             job,
             &MemberId::new(member).unwrap(),
-            SiteVault {
-                dir,
-                key: &vkey(dir),
-            },
+            SiteVault::embedded(dir, &vkey(dir)),
             links,
         )
         .unwrap()

@@ -764,8 +764,7 @@ fn open_pool(
     );
     let started = std::time::Instant::now();
     let built = medspace_compute::release::build(
-        &h.dir,
-        &h.key,
+        medspace_compute::federated::SiteVault::embedded(&h.dir, &h.key),
         ledger.state(),
         ledger.height(),
         &medspace_compute::release::Request {

@@ -105,6 +105,9 @@ fn prepare_worker(
 struct VaultSection {
     /// A file holding the vault's passphrase (else [`medspace_vault::at_rest::PASSPHRASE_ENV`]).
     passphrase_file: Option<PathBuf>,
+    /// The hospital's Ballista scheduler (`df://host:port`) that runs the vault's queries;
+    /// none: they run in the node's process.
+    scheduler: Option<String>,
 }
 
 #[derive(serde::Deserialize)]
@@ -112,19 +115,38 @@ struct FileWithVault {
     vault: Option<VaultSection>,
 }
 
+/// The `[vault]` section of the config at `config` (an empty one when it has none).
+fn vault_section(config: &Path) -> Result<VaultSection, NodeError> {
+    let text = std::fs::read_to_string(config).map_err(|e| NodeError::VaultSection {
+        path: config.display().to_string(),
+        error: e.to_string(),
+    })?;
+    let file: FileWithVault = toml::from_str(&text).map_err(|e| NodeError::VaultSection {
+        path: config.display().to_string(),
+        error: e.to_string(),
+    })?;
+    Ok(file.vault.unwrap_or_default())
+}
+
+/// Where the vault's queries run, per the config at `config`: its `[vault] scheduler`, else
+/// the node's own process.
+pub fn vault_engine(config: &Path) -> Result<medspace_cluster::Engine, NodeError> {
+    let section = vault_section(config)?;
+    medspace_cluster::Engine::from_setting(section.scheduler.as_deref()).map_err(|e| {
+        NodeError::VaultSection {
+            path: config.display().to_string(),
+            error: e.to_string(),
+        }
+    })
+}
+
 /// Where the vault's passphrase comes from, per the config at `config`: its `[vault]
 /// passphrase_file` (relative to the config's directory), else the environment.
 pub fn vault_passphrase_source(
     config: &Path,
 ) -> Result<medspace_vault::seal::PassphraseSource, NodeError> {
-    let bad = |error: String| NodeError::VaultSection {
-        path: config.display().to_string(),
-        error,
-    };
-    let text = std::fs::read_to_string(config).map_err(|e| bad(e.to_string()))?;
-    let file: FileWithVault = toml::from_str(&text).map_err(|e| bad(e.to_string()))?;
     let base = config.parent().unwrap_or(Path::new("."));
-    let section = file.vault.unwrap_or_default();
+    let section = vault_section(config)?;
     Ok(medspace_vault::seal::PassphraseSource {
         file: section.passphrase_file.map(|p| base.join(p)),
         env: Some(medspace_vault::at_rest::PASSPHRASE_ENV.into()),
@@ -200,7 +222,8 @@ pub fn run(config: &Path) -> Result<(), NodeError> {
     let worker = match prepare_worker(config, &cfg, &genesis)? {
         Some(p) => {
             let key = unlock_vault(config, &p.vault_dir)?;
-            Some((p, key))
+            let engine = vault_engine(config)?;
+            Some((p, key, engine))
         }
         None => None,
     };
@@ -243,8 +266,8 @@ pub fn run(config: &Path) -> Result<(), NodeError> {
             let mut router = medspace_api::read_router(ledger.clone(), api)
                 .merge(console)
                 .merge(watch);
-            if let Some((p, key)) = worker {
-                match start_worker(ctx, p, key, ledger, client) {
+            if let Some((p, key, engine)) = worker {
+                match start_worker(ctx, p, (key, engine), ledger, client) {
                     Ok(w) => {
                         router = router.merge(w.router());
                         follow_blocks(handle, w);
@@ -287,7 +310,7 @@ const WORKER_REQUEST_TIMEOUT: std::time::Duration = std::time::Duration::from_se
 fn start_worker(
     ctx: commonware_runtime::tokio::Context,
     p: medspace_worker::config::Prepared,
-    key: medspace_vault::VaultKey,
+    (key, engine): (medspace_vault::VaultKey, medspace_cluster::Engine),
     ledger: Arc<medspace_chain::engine::Handle<LedgerApp>>,
     client: reqwest::Client,
 ) -> Result<medspace_worker::Worker, medspace_worker::WorkerError> {
@@ -297,10 +320,12 @@ fn start_worker(
     let plane = Arc::new(medspace_compute::node::VaultPlane {
         dir: p.vault_dir.clone(),
         key: key.clone(),
+        engine: engine.clone(),
     });
     let records = Arc::new(medspace_compute::node::VaultRecords {
         dir: p.vault_dir.clone(),
         key,
+        engine,
     });
     medspace_worker::Worker::start(ctx, p, ledger, transport, plane, records)
 }

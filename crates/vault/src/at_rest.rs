@@ -413,7 +413,7 @@ pub(crate) fn write_sealed(
 }
 
 /// The name of the encryption factory registered in every vault session.
-pub(crate) const FACTORY_ID: &str = "medspace-vault";
+pub const FACTORY_ID: &str = "medspace-vault";
 
 /// DataFusion's way into the vaults' encrypted Parquet: for each file it opens, the keys of
 /// the vault the file belongs to, derived for that file's path.

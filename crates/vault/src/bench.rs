@@ -376,12 +376,40 @@ pub fn bench_cohort(
     seed: u64,
     runs: usize,
 ) -> Result<CohortBench, VaultError> {
+    let vault = build_cohort_vault(work_dir, &Passphrase::generate(), persons, seed)?;
+    let ctx = crate::open_session(&vault.node, &vault.key)?;
+    time_cohort(&vault, &ctx, runs)
+}
+
+/// The vault of the cohort benchmark.
+#[derive(Debug)]
+pub struct CohortVault {
+    /// Its node directory.
+    pub node: std::path::PathBuf,
+    /// Its keys.
+    pub key: VaultKey,
+    /// Persons.
+    pub persons: u64,
+    /// Measurement rows.
+    pub measurements: u64,
+    /// Seconds to build it.
+    pub build_seconds: f64,
+}
+
+/// Builds the cohort benchmark's vault, `persons` persons at `work_dir/node`, sealed under
+/// `passphrase` (see [`write_synthetic_cdm`]).
+pub fn build_cohort_vault(
+    work_dir: &Path,
+    passphrase: &Passphrase,
+    persons: u64,
+    seed: u64,
+) -> Result<CohortVault, VaultError> {
     let node = work_dir.join("node");
     if node.exists() {
         std::fs::remove_dir_all(&node).map_err(VaultError::io(&node))?;
     }
     let t = Instant::now();
-    let key = VaultKey::create(&node, &Passphrase::generate(), KdfParams::DEFAULT)?;
+    let key = VaultKey::create(&node, passphrase, KdfParams::DEFAULT)?;
     let measurements = write_synthetic_cdm(
         &node,
         &key,
@@ -392,15 +420,29 @@ pub fn bench_cohort(
         },
         &mut |_| {},
     )?;
-    let build_seconds = t.elapsed().as_secs_f64();
-    let ctx = crate::open_session(&node, &key)?;
+    Ok(CohortVault {
+        node,
+        key,
+        persons,
+        measurements,
+        build_seconds: t.elapsed().as_secs_f64(),
+    })
+}
+
+/// Times [`COHORT_SQL`] `runs` times in `ctx`, a session over `vault` (in this process, or a
+/// client session whose plans run elsewhere).
+pub fn time_cohort(
+    vault: &CohortVault,
+    ctx: &datafusion::prelude::SessionContext,
+    runs: usize,
+) -> Result<CohortBench, VaultError> {
     let rt = crate::runtime()?;
     let mut runs_ms = Vec::with_capacity(runs);
     let mut cohort_persons = 0u64;
     let mut groups = 0;
     for _ in 0..runs.max(1) {
         let t = Instant::now();
-        let batches = rt.block_on(crate::sql(&ctx, COHORT_SQL))?;
+        let batches = rt.block_on(crate::sql(ctx, COHORT_SQL))?;
         runs_ms.push(t.elapsed().as_secs_f64() * 1000.0);
         groups = batches.iter().map(|b| b.num_rows()).sum();
         cohort_persons = 0;
@@ -417,9 +459,9 @@ pub fn bench_cohort(
     sorted.sort_by(f64::total_cmp);
     let median_ms = sorted.get(sorted.len() / 2).copied().unwrap_or(0.0);
     Ok(CohortBench {
-        persons,
-        measurements,
-        build_seconds,
+        persons: vault.persons,
+        measurements: vault.measurements,
+        build_seconds: vault.build_seconds,
         runs_ms,
         median_ms,
         cohort_persons,
@@ -434,7 +476,16 @@ fn rand_chacha_rng(seed: u64) -> rand::rngs::StdRng {
 
 /// Peak resident set size of this process (VmHWM in `/proc/self/status`), KiB.
 pub fn peak_rss_kib() -> Option<u64> {
-    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    vm_hwm_kib("/proc/self/status")
+}
+
+/// Peak resident set size of process `pid` (VmHWM in `/proc/<pid>/status`), KiB.
+pub fn peak_rss_kib_of(pid: u32) -> Option<u64> {
+    vm_hwm_kib(&format!("/proc/{pid}/status"))
+}
+
+fn vm_hwm_kib(status_file: &str) -> Option<u64> {
+    let status = std::fs::read_to_string(status_file).ok()?;
     status
         .lines()
         .find(|l| l.starts_with("VmHWM:"))?

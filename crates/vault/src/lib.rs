@@ -36,7 +36,9 @@
 //! * [`cdm`] — the CDM schema (`cdm::tables`, one data-like list of tables and columns), Parquet
 //!   writing, and one mapper per FHIR resource family.
 //! * `session` — DataFusion sessions over the committed tables ([`open_session`],
-//!   [`open_pooled_session`], [`sql`], [`sql_blocking`]).
+//!   [`open_pooled_session`], [`sql`], [`sql_blocking`]); the same tables registered in a
+//!   session whose plans run elsewhere ([`register_vaults`], [`decryption_factory`]); scratch
+//!   tables beside them ([`ScratchTable`]).
 //! * [`vocab`] — the OMOP vocabulary subset; [`quality`], [`catalog`], [`export`], [`bench`](mod@bench) as
 //!   above; [`error`] — [`VaultError`].
 
@@ -56,6 +58,7 @@ pub mod vocab;
 use std::path::Path;
 use std::sync::Arc;
 
+pub use at_rest::FACTORY_ID;
 pub use at_rest::VaultKey;
 pub use cdm::TABLES;
 pub use error::VaultError;
@@ -63,7 +66,10 @@ pub use error::VaultError;
 /// the vault's users.
 pub use medspace_seal as seal;
 pub(crate) use session::runtime;
-pub use session::{open_pooled_session, open_session, sql, sql_blocking};
+pub use session::{
+    ScratchTable, decryption_factory, open_pooled_session, open_session, register_vaults,
+    session_config, sql, sql_blocking,
+};
 pub use store::{Ingest, IngestOptions, IngestReport, InputError, OnError, Vault};
 pub use vocab::Vocabulary;
 

@@ -13,7 +13,8 @@
 use std::path::Path;
 use std::sync::Arc;
 
-use datafusion::datasource::MemTable;
+use datafusion::arrow::record_batch::RecordBatch;
+use datafusion::catalog::empty::EmptyTable;
 use datafusion::datasource::TableProvider;
 use datafusion::datasource::file_format::parquet::ParquetFormat;
 use datafusion::datasource::listing::{
@@ -42,6 +43,37 @@ pub fn open_session(node_dir: &Path, key: &VaultKey) -> Result<SessionContext, V
 /// With one directory this is [`open_session`]. Used by `medspace bench federated` for the
 /// pooled baseline; a node only ever opens its own vault.
 pub fn open_pooled_session(vaults_in: &[(&Path, &VaultKey)]) -> Result<SessionContext, VaultError> {
+    let ctx = SessionContext::new_with_config(session_config());
+    register_vaults(&ctx, vaults_in)?;
+    Ok(ctx)
+}
+
+/// The settings of every vault session: two target partitions (the cores of a hospital's
+/// small node) and the information schema.
+pub fn session_config() -> SessionConfig {
+    SessionConfig::new()
+        .with_target_partitions(2)
+        .with_information_schema(true)
+}
+
+/// How every vault table is read: encrypted Parquet, decrypted through the encryption factory
+/// [`FACTORY_ID`] of the session's runtime.
+fn listing_options() -> ListingOptions {
+    let mut parquet_options = TableParquetOptions::default();
+    parquet_options.crypto.factory_id = Some(FACTORY_ID.to_string());
+    let format = ParquetFormat::default().with_options(parquet_options);
+    ListingOptions::new(Arc::new(format)).with_file_extension(".parquet")
+}
+
+/// Registers the CDM tables of the vaults of `vaults_in` in `ctx`, which may be a session of
+/// its own ([`open_pooled_session`]) or a client session whose plans run elsewhere (a Ballista
+/// scheduler's executors, which decrypt with the same keys; see `medspace-cluster`). Every
+/// table provider used is one DataFusion can serialize into a plan: listing tables, views,
+/// and empty tables.
+pub fn register_vaults(
+    ctx: &SessionContext,
+    vaults_in: &[(&Path, &VaultKey)],
+) -> Result<(), VaultError> {
     let mut vaults: Vec<(std::path::PathBuf, store::Manifest)> =
         Vec::with_capacity(vaults_in.len());
     let mut keys = Vec::with_capacity(vaults_in.len());
@@ -53,16 +85,9 @@ pub fn open_pooled_session(vaults_in: &[(&Path, &VaultKey)]) -> Result<SessionCo
         keys.push((canonical, (*key).clone()));
         vaults.push((root, manifest));
     }
-    let config = SessionConfig::new()
-        .with_target_partitions(2)
-        .with_information_schema(true);
-    let ctx = SessionContext::new_with_config(config);
     ctx.runtime_env()
         .register_parquet_encryption_factory(FACTORY_ID, Arc::new(VaultDecryption::new(keys)?));
-    let mut parquet_options = TableParquetOptions::default();
-    parquet_options.crypto.factory_id = Some(FACTORY_ID.to_string());
-    let format = ParquetFormat::default().with_options(parquet_options);
-    let options = ListingOptions::new(Arc::new(format)).with_file_extension(".parquet");
+    let options = listing_options();
     let hidden: Vec<_> = vaults.iter().map(|(_, m)| m.hidden_rows()).collect();
     for table in TABLES {
         let schema = cdm::schema(table);
@@ -91,8 +116,7 @@ pub fn open_pooled_session(vaults_in: &[(&Path, &VaultKey)]) -> Result<SessionCo
             }
         }
         if clean.is_empty() && dirty.is_empty() {
-            let mem = MemTable::try_new(schema, vec![vec![]])?;
-            ctx.register_table(table, Arc::new(mem))?;
+            ctx.register_table(table, Arc::new(EmptyTable::new(schema)))?;
         } else if dirty.is_empty() {
             ctx.register_table(table, listing(clean)?)?;
         } else {
@@ -116,7 +140,7 @@ pub fn open_pooled_session(vaults_in: &[(&Path, &VaultKey)]) -> Result<SessionCo
             ctx.register_table(table, all.into_view())?;
         }
     }
-    Ok(ctx)
+    Ok(())
 }
 
 /// Runs one SQL query against a session and collects the result.
@@ -146,4 +170,107 @@ pub(crate) fn runtime() -> Result<tokio::runtime::Runtime, VaultError> {
         .enable_all()
         .build()
         .map_err(VaultError::io("tokio-runtime"))
+}
+
+/// The decryption factory of the vaults of `vaults_in` (each key checked against its vault),
+/// registered as [`FACTORY_ID`] in every vault session: what an engine outside this process
+/// (a Ballista executor of the hospital) installs to read the vaults' files.
+pub fn decryption_factory(
+    vaults_in: &[(&Path, &VaultKey)],
+) -> Result<Arc<dyn datafusion::execution::parquet_encryption::EncryptionFactory>, VaultError> {
+    let mut keys = Vec::with_capacity(vaults_in.len());
+    for (node_dir, key) in vaults_in {
+        let root = store::vault_dir(node_dir);
+        key.check(&root)?;
+        let canonical = root.canonicalize().map_err(VaultError::io(&root))?;
+        keys.push((canonical, (*key).clone()));
+    }
+    Ok(Arc::new(VaultDecryption::new(keys)?))
+}
+
+/// The directory of scratch tables inside a vault.
+const SCRATCH_DIR: &str = "scratch";
+
+/// Rows a query needs beside the vault's tables (a job's consenting cohort), as an encrypted
+/// Parquet file in the vault's `scratch/` directory: any engine that reads the vault can read
+/// it (the embedded one, or a Ballista cluster's executors on the hospital's machines, which
+/// hold the same keys), and nothing of it is ever in plain text on disk. The file goes when
+/// the table is dropped.
+///
+/// Its keys are derived from its path like a CDM table's; having no CDM columns, every column
+/// is encrypted under the footer key.
+pub struct ScratchTable {
+    path: std::path::PathBuf,
+    provider: Arc<dyn TableProvider>,
+}
+
+impl std::fmt::Debug for ScratchTable {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ScratchTable")
+            .field("path", &self.path)
+            .finish()
+    }
+}
+
+impl ScratchTable {
+    /// Writes `batch` as the scratch table `name` (letters, digits and `_`) of the vault in
+    /// `node_dir`, encrypted under `key`. The session reading it must have that vault's
+    /// decryption factory ([`register_vaults`] installs it).
+    pub fn write(
+        node_dir: &Path,
+        key: &VaultKey,
+        name: &str,
+        batch: &RecordBatch,
+    ) -> Result<ScratchTable, VaultError> {
+        if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
+            return Err(VaultError::Query(format!(
+                "bad scratch table name {name:?}"
+            )));
+        }
+        let root = store::vault_dir(node_dir);
+        let root = root.canonicalize().map_err(VaultError::io(&root))?;
+        let dir = root.join(SCRATCH_DIR);
+        std::fs::create_dir_all(&dir).map_err(VaultError::io(&dir))?;
+        let nonce: u64 = rand::random();
+        let path = dir.join(format!("{name}-{nonce:016x}.parquet"));
+        let rel = crate::at_rest::rel_path(&root, &path);
+        let encryption = key.parquet_encryption(&rel, name)?;
+        let props = parquet::file::properties::WriterProperties::builder()
+            .with_file_encryption_properties(encryption)
+            .build();
+        let written = (|| {
+            let file = std::fs::File::create(&path).map_err(VaultError::io(&path))?;
+            let mut w = parquet::arrow::ArrowWriter::try_new(file, batch.schema(), Some(props))
+                .map_err(|e| VaultError::storage(name)(e.to_string()))?;
+            w.write(batch)
+                .map_err(|e| VaultError::storage(name)(e.to_string()))?;
+            w.close()
+                .map_err(|e| VaultError::storage(name)(e.to_string()))?;
+            let url = ListingTableUrl::parse(path.to_string_lossy().as_ref())?;
+            let config = ListingTableConfig::new(url)
+                .with_listing_options(listing_options())
+                .with_schema(batch.schema());
+            Ok::<_, VaultError>(Arc::new(ListingTable::try_new(config)?) as Arc<dyn TableProvider>)
+        })();
+        match written {
+            Ok(provider) => Ok(ScratchTable { path, provider }),
+            Err(e) => {
+                let _ = std::fs::remove_file(&path);
+                Err(e)
+            }
+        }
+    }
+
+    /// The table, to register in a session under the name the query uses.
+    pub fn provider(&self) -> Arc<dyn TableProvider> {
+        self.provider.clone()
+    }
+}
+
+impl Drop for ScratchTable {
+    fn drop(&mut self) {
+        if let Err(e) = std::fs::remove_file(&self.path) {
+            tracing::warn!(error = %e, "vault.scratch: a scratch table could not be removed");
+        }
+    }
 }

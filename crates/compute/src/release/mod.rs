@@ -181,16 +181,16 @@ pub fn release_dir(node_dir: &Path, dataset: &DatasetId) -> PathBuf {
     node_dir.join("releases").join(dataset.as_str())
 }
 
-/// Builds the release of `req` from the vault at `node_dir` for the persons linked and
+/// Builds the release of `req` from the site's vault (its queries on the site's engine) for the persons linked and
 /// consenting on `state`, writes it to [`release_dir`], and returns it (nothing is published).
 pub fn build(
-    node_dir: &Path,
-    key: &VaultKey,
+    vault: crate::federated::SiteVault<'_>,
     state: &State,
     height: u64,
     req: &Request<'_>,
     progress: &mut dyn FnMut(Progress),
 ) -> Result<Built, ReleaseError> {
+    let (node_dir, key) = (vault.dir, vault.key);
     let spec = req.spec;
     check_spec(spec)?;
     if req.purposes.is_empty() {
@@ -210,8 +210,9 @@ pub fn build(
             eligible.insert(person);
         }
     }
-    let ctx = medspace_vault::open_session(node_dir, key)?;
-    let mut people = persons(&ctx, &eligible)?;
+    let session = vault.engine.session(node_dir, key).map_err(query_err)?;
+    let ctx = session.ctx();
+    let mut people = persons(ctx, &eligible)?;
     postal_codes(node_dir, key, &mut people)?;
     let secret = key.release_secret();
     let pseud = Pseudonymizer::new(
@@ -296,7 +297,7 @@ pub fn build(
             listed: &listed,
             release_visits: spec.tables.contains_key("visit_occurrence"),
         };
-        let (batch, notes) = ev.table(&ctx, t, &cols, &mut visits)?;
+        let (batch, notes) = ev.table(ctx, t, &cols, &mut visits)?;
         tables.push(write_table(&dir, t, &batch)?);
         dictionary.insert(t.clone(), notes);
     }

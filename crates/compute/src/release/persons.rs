@@ -27,6 +27,7 @@ pub(super) fn run(
     q: &str,
 ) -> Result<Vec<RecordBatch>, ReleaseError> {
     let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
         .build()
         .map_err(query_err)?;
     rt.block_on(medspace_vault::sql(ctx, q))
