@@ -180,6 +180,11 @@ pub struct ConsensusSection {
     /// Write a checkpoint of the committed state every this many finalized blocks, so that a
     /// restart replays only the blocks after it (0: never; a restart replays from genesis).
     pub checkpoint_every: u64,
+    /// Prune finalized blocks and certificates below the older of the two kept checkpoints
+    /// (`false`, the default: keep the whole chain, so this node serves every block to
+    /// followers that verify from genesis and `audit verify` re-verifies all of it). Chooses the
+    /// storage layout for the life of the node's storage; needs `checkpoint_every > 0`.
+    pub prune: bool,
 }
 
 impl Default for ConsensusSection {
@@ -195,6 +200,7 @@ impl Default for ConsensusSection {
             max_tx_bytes: limits.max_tx_bytes,
             max_block_bytes: limits.max_block_bytes,
             checkpoint_every: 256,
+            prune: false,
         }
     }
 }

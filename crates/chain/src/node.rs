@@ -109,6 +109,8 @@ pub async fn start_node<A: Application>(
         fetch_timeout: Duration::from_millis(c.fetch_timeout_ms),
         mailbox_size: NZUsize!(4096),
         checkpoint_every: c.checkpoint_every,
+        state_sync: None,
+        prune: c.prune,
     };
     Ok(engine::start(context.child("engine"), engine_config, app, channels).await?)
 }

@@ -306,3 +306,124 @@ fn a_follower_starts_from_a_certified_checkpoint_and_refuses_any_other() {
         assert!(Follower::from_checkpoint(&strangers, &bytes, &header).is_err());
     });
 }
+
+/// Partitions a validator's engine creates when it opens its storage.
+const OPENED: [&str; 3] = [
+    "finalized-blocks-metadata",
+    "finalizations-by-height-metadata",
+    "simplex",
+];
+
+/// Whether validator `i` has any of the storage its engine opens at start.
+async fn has_storage(ctx: &Ctx, i: usize) -> bool {
+    for name in OPENED {
+        if ctx.scan(&format!("validator-{i}-{name}")).await.is_ok() {
+            return true;
+        }
+    }
+    false
+}
+
+/// A state sync from `from` whose checkpoint's certificate is stored.
+async fn state_sync(from: &Handle<LedgerApp>) -> medspace_chain::engine::StateSync {
+    loop {
+        if let Some(sync) = from.state_sync().await {
+            return sync;
+        }
+        from.wait_for_height(from.height() + 1).await;
+    }
+}
+
+/// `sync` with one record of its checkpoint altered and the checkpoint re-sealed (checksum and
+/// root recomputed): a forger's, intact as a file.
+fn with_forged_records(
+    sync: &medspace_chain::engine::StateSync,
+) -> medspace_chain::engine::StateSync {
+    use medspace_state::checkpoint;
+    let restored = checkpoint::decode(&sync.checkpoint).unwrap();
+    let mut records: Vec<(Vec<u8>, Vec<u8>)> = restored
+        .state
+        .scan_raw(&[])
+        .into_iter()
+        .map(|(k, v)| (k.to_vec(), v.to_vec()))
+        .collect();
+    records.last_mut().unwrap().1.push(0);
+    let forged = medspace_state::State::from_records(records).unwrap();
+    let mut out = sync.clone();
+    out.checkpoint = checkpoint::encode(&forged, sync.header.height, sync.header.time_ms);
+    out
+}
+
+#[test]
+fn a_fresh_validator_joins_by_state_sync_and_forged_checkpoints_are_refused() {
+    use medspace_chain::engine::EngineError;
+    use medspace_chain::testing::sim::SimError;
+    sim::runner(21, Duration::from_secs(600)).start(|ctx| async move {
+        let mut sim = Sim::new(&ctx, CHAIN, N).await;
+        sim.checkpoint_every = EVERY;
+        sim.link_all().await;
+        // Validator 3 is offline from genesis: the other three (a quorum) make the chain.
+        let mut vals = Vec::new();
+        for i in 0..N - 1 {
+            vals.push(sim.launch(&ctx, i, 0, app()).await.expect("start"));
+        }
+        let three: Vec<&Handle<LedgerApp>> = vals.iter().map(|v| &v.handle).collect();
+        register(&three, 0, 8).await;
+        three[0].wait_for_height(6 * EVERY).await;
+        let sync = state_sync(three[0]).await;
+        let height = sync.header.height;
+        assert!(height >= 6 * EVERY);
+
+        // Forged: records altered and re-sealed; a certificate over another block; the header
+        // and certificate of another height; torn in transit. Each is refused before anything
+        // is written.
+        three[0].wait_for_height(height + 1).await;
+        let next = state_sync(three[0]).await;
+        assert!(next.header.height > height);
+        let mut other_block = sync.clone();
+        other_block.finalization = next.finalization.clone();
+        let mut other_height = next.clone();
+        other_height.checkpoint = sync.checkpoint.clone();
+        let mut torn = sync.clone();
+        torn.checkpoint.truncate(torn.checkpoint.len() - 1);
+        for (what, forged) in [
+            ("records altered", with_forged_records(&sync)),
+            ("certificate over another block", other_block),
+            ("checkpoint of another height", other_height),
+            ("torn in transit", torn),
+        ] {
+            match sim.launch_synced(&ctx, 3, 0, app(), Some(forged)).await {
+                Err(SimError::Start(EngineError::StateSync { .. })) => {}
+                Err(e) => panic!("{what}: refused for another reason: {e}"),
+                Ok(_) => panic!("{what}: a forged checkpoint was taken"),
+            }
+            assert!(!has_storage(&ctx, 3).await, "{what}: storage written");
+        }
+
+        // The sound one: validator 3 restores it, starts at its block, never holds block 1.
+        let joined = sim
+            .launch_synced(&ctx, 3, 1, app(), Some(sync))
+            .await
+            .expect("joins");
+        assert!(has_storage(&ctx, 3).await, "the storage check sees storage");
+        assert_eq!(joined.handle.finalized_from(), height);
+        vals.push(joined);
+        let all: Vec<&Handle<LedgerApp>> = vals.iter().map(|v| &v.handle).collect();
+        register(&all, 8, 14).await;
+        sim::converge(&all).await;
+        sim::check_consistent(&all).expect("validators agree");
+        assert!(all[3].block(1).await.is_none(), "block 1 was fetched");
+
+        // It votes: with validator 2 down, 0, 1 and 3 are the only quorum and keep finalizing.
+        let down = vals.remove(2);
+        down.task.abort();
+        let quorum: Vec<&Handle<LedgerApp>> = vals.iter().map(|v| &v.handle).collect();
+        let before = quorum[2].height();
+        register(&quorum, 14, 18).await;
+        sim::converge(&quorum).await;
+        sim::check_consistent(&quorum).expect("validators agree");
+        assert!(quorum[2].height() > before);
+        let roots: Vec<[u8; 32]> = quorum.iter().map(|v| v.with_app(|a| a.root())).collect();
+        assert!(roots.windows(2).all(|w| w[0] == w[1]), "roots differ");
+    });
+}
