@@ -574,7 +574,7 @@ fn is_refused(e: &NodeError, what: &str, path: &Path) -> bool {
         } => *w == what && *p == file,
         NodeError::Io { path: p, error } => *p == file && error.contains("UTF-8"),
         NodeError::Key { path: p, .. } => what == "key file" && *p == file,
-        NodeError::Engine(_) => false,
+        NodeError::Engine(_) | NodeError::StateSync { .. } => false,
     }
 }
 

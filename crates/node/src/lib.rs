@@ -224,8 +224,14 @@ pub fn run(config: &Path) -> Result<(), NodeError> {
             .map(|n| (n.name.clone(), medspace_chain::tls::node_url(n)))
             .collect(),
     ));
+    // A validator joining by state sync reads its peer's checkpoint with its worker's node key
+    // (the peer's API serves the chain to members' keys only).
+    let request_signer: Option<Arc<dyn medspace_chain::follow::RequestSigner>> = worker
+        .as_ref()
+        .map(|(p, _)| Arc::new(medspace_api::gate::KeySigner(p.key.clone())) as _);
     medspace_chain::node::run_node(
         cfg,
+        request_signer,
         |g| LedgerApp::from_chain_genesis(&g.app),
         move |ctx, handle| {
             let ledger = Arc::new(handle.clone());
