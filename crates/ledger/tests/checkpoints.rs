@@ -1,7 +1,11 @@
 //! Validators of the real ledger write checkpoints of their committed state and restart from
 //! them, replaying only the blocks after; a torn, stale or forged checkpoint is refused and the
 //! validator falls back to an older one or to genesis, ending with the same chain and root as
-//! the others. Four validators on commonware's deterministic runtime and simulated network.
+//! the others. A validator with no chain joins by state sync from a peer's checkpoint (forged
+//! ones refused, nothing written); pruning validators drop old blocks and still restart while an
+//! archive keeps the chain verifiable from genesis; the cost of joining by state sync is
+//! measured against replaying. Four validators on commonware's deterministic runtime and
+//! simulated network.
 
 #![allow(
     clippy::unwrap_used,

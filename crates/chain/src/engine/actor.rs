@@ -2,8 +2,11 @@
 //! that commits finalized blocks in height order exactly once, and [`start`], which wires
 //! storage, marshal, simplex and gossip around it.
 //!
-//! Start, step by step: check the signing key against the validator set; open the finalized-block
-//! archives and start marshal (with block backfill and broadcast); restore the newest checkpoint
+//! Start, step by step: check the signing key against the validator set; check a state sync, if
+//! given, before anything is written; open the finalized-block archives (`immutable`, or
+//! `prunable` on a node that prunes) and start marshal (with block backfill and broadcast, from
+//! the state sync's block as its floor if any); take the state sync's state when the stored chain
+//! is behind it, or else restore the newest checkpoint
 //! that matches the stored chain and replay the finalized blocks marshal persisted after it, so
 //! the application state matches the stored chain; spawn the finalizer (which offers a
 //! checkpoint every `checkpoint_every` blocks to the writer);
