@@ -79,6 +79,35 @@ fn has_chain(config: &NodeConfig) -> bool {
     .any(|p| storage.join(format!("{prefix}-{p}")).exists())
 }
 
+/// The genesis validator `[consensus] sync_from` names: refused, before anything is opened or
+/// written, when it names no genesis validator or this node itself.
+fn sync_peer<'g>(
+    config: &NodeConfig,
+    genesis: &'g Genesis,
+    peer: &str,
+) -> Result<&'g crate::genesis::GenesisValidator, NodeError> {
+    let failed = |reason: String| NodeError::StateSync {
+        peer: peer.to_string(),
+        reason,
+    };
+    if peer == config.node.name {
+        return Err(failed(
+            "a validator cannot sync from itself: name another genesis validator".into(),
+        ));
+    }
+    genesis
+        .validators
+        .iter()
+        .find(|v| v.name == peer)
+        .ok_or_else(|| {
+            let names: Vec<&str> = genesis.validators.iter().map(|v| v.name.as_str()).collect();
+            failed(format!(
+                "not a validator of the genesis (its validators: {})",
+                names.join(", ")
+            ))
+        })
+}
+
 /// The state sync `[consensus] sync_from` asks for, if any: fetched and checked. A node with a
 /// chain of its own starts without it when it fails; a node with none refuses to start unless
 /// `sync_fallback_genesis` lets it sync from genesis.
@@ -95,11 +124,7 @@ async fn configured_state_sync<A: Application>(
         peer: peer.clone(),
         reason,
     };
-    let entry = genesis
-        .validators
-        .iter()
-        .find(|v| &v.name == peer)
-        .ok_or_else(|| failed("not a validator of the genesis".into()))?;
+    let entry = sync_peer(config, genesis, peer)?;
     // The peer is reached as every node reaches it: over TLS with the certificate the genesis
     // pins for it (plain HTTP only where the genesis pins none).
     let client =
@@ -243,10 +268,12 @@ pub struct Services {
 /// certificate the genesis pins for the node ([`crate::tls::for_node`]; a node with none
 /// refuses to start unless its config allows plain HTTP). `make_app` builds the genesis
 /// application state from the genesis file; `services` receives the engine handle and returns
-/// the application's routes and read gate ([`Services`]).
-pub fn run_node<A, E, F, X>(
+/// the application's routes and read gate ([`Services`]). `request_signer` makes, from the
+/// node's validator key, what signs its state-sync requests to its `sync_from` peer (`None`:
+/// they go unsigned).
+pub fn run_node<A, E, F, S, X>(
     config: NodeConfig,
-    request_signer: Option<Arc<dyn RequestSigner>>,
+    request_signer: S,
     make_app: F,
     extra_routes: X,
 ) -> Result<(), NodeError>
@@ -254,11 +281,16 @@ where
     A: Application,
     E: std::fmt::Display,
     F: FnOnce(&Genesis) -> Result<A, E> + Send + 'static,
+    S: FnOnce(&ed25519::PrivateKey) -> Option<Arc<dyn RequestSigner>>,
     X: FnOnce(commonware_runtime::tokio::Context, Handle<A>) -> Services + Send + 'static,
 {
     let genesis = Genesis::load(&config.node.genesis_file)?;
+    if let Some(peer) = &config.consensus.sync_from {
+        sync_peer(&config, &genesis, peer)?;
+    }
     let tls = crate::tls::for_node(&config, &genesis)?;
     let signer = config.load_node_key()?;
+    let request_signer = request_signer(&signer);
     let app = make_app(&genesis).map_err(|e| NodeError::Invalid {
         what: "application genesis",
         path: config.node.genesis_file.display().to_string(),
