@@ -598,20 +598,23 @@ async fn grow(
     }
 }
 
-/// Sets (or, with `None`, removes) `[consensus] sync_from` in node `i`'s config.
-fn set_sync_from(net: &Net, i: usize, peer: Option<&str>) {
+/// Sets (or, with `None`, removes) `[consensus] sync_from` in node `i`'s config, and
+/// `sync_fallback_genesis`.
+fn set_sync_from(net: &Net, i: usize, peer: Option<&str>, fallback: bool) {
     let config = net.dir.join(&net.names[i]).join("node.toml");
     let text = std::fs::read_to_string(&config).unwrap();
     let mut text: String = text
         .lines()
-        .filter(|l| !l.starts_with("sync_from"))
+        .filter(|l| !l.starts_with("sync_from") && !l.starts_with("sync_fallback_genesis"))
         .map(|l| format!("{l}\n"))
         .collect();
     assert!(text.contains("checkpoint_every = 8\n"), "{text}");
     if let Some(peer) = peer {
         text = text.replace(
             "checkpoint_every = 8\n",
-            &format!("checkpoint_every = 8\nsync_from = \"{peer}\"\n"),
+            &format!(
+                "checkpoint_every = 8\nsync_from = \"{peer}\"\nsync_fallback_genesis = {fallback}\n"
+            ),
         );
     }
     std::fs::write(&config, text).unwrap();
@@ -664,8 +667,9 @@ fn refused_start(net: &mut Net, i: usize) -> String {
 /// A validator whose chain storage is wiped (keys and config kept) rejoins a running devnet by
 /// state sync from another validator's checkpoint: it starts above genesis, catches up with
 /// the others' height and state root, and is then needed for quorum while the chain keeps
-/// finalizing. A `sync_from` naming no genesis validator, or an unreachable one with no
-/// fallback, is refused at start, writing no chain. Prints how long the wiped validator takes
+/// finalizing. A `sync_from` naming no genesis validator (or itself), or an unreachable one with
+/// no fallback, is refused at start, writing no chain; with `sync_fallback_genesis` the
+/// unreachable one is given up for a sync from genesis. Prints how long the wiped validator takes
 /// from process start to caught up by state sync and by replaying from genesis.
 #[test]
 fn a_wiped_validator_rejoins_by_state_sync_and_is_needed_for_quorum() {
@@ -695,7 +699,7 @@ fn a_wiped_validator_rejoins_by_state_sync_and_is_needed_for_quorum() {
         .ok()
         .and_then(|h| h.parse().ok())
         .unwrap_or(64);
-    // (Seeds from 1000 on: the other loads use 0..600.)
+    // (Seeds from 1000 on: the other loads use 0..700.)
     rt.block_on(grow(&client, &net, &[0, 1, 2, 3], 1_000, 5, join_height));
     // Validator 3 stops; its chain storage goes, its keys and config stay.
     net.kill(3);
@@ -706,7 +710,7 @@ fn a_wiped_validator_rejoins_by_state_sync_and_is_needed_for_quorum() {
     rt.block_on(acknowledged(&net, &[0, 1, 2], &ids, &mut ack));
 
     // Refused at start, writing no chain: a peer that is not a genesis validator...
-    set_sync_from(&net, 3, Some("observer"));
+    set_sync_from(&net, 3, Some("observer"), false);
     let log = refused_start(&mut net, 3);
     assert!(
         log.contains("state sync from peer=`observer` failed: not a validator of the genesis"),
@@ -718,7 +722,7 @@ fn a_wiped_validator_rejoins_by_state_sync_and_is_needed_for_quorum() {
         files_under(&storage)
     );
     // ... itself ...
-    set_sync_from(&net, 3, Some("v3"));
+    set_sync_from(&net, 3, Some("v3"), false);
     let log = refused_start(&mut net, 3);
     assert!(log.contains("cannot sync from itself"), "{log}");
     assert!(
@@ -729,7 +733,7 @@ fn a_wiped_validator_rejoins_by_state_sync_and_is_needed_for_quorum() {
 
     // The figure: from process start to caught up with the others' height at that start, by
     // replaying every block from genesis ...
-    set_sync_from(&net, 3, None);
+    set_sync_from(&net, 3, None, false);
     let target = rt.block_on(top_height(&client, &net, &[0, 1, 2]));
     let start = Instant::now();
     net.spawn(3);
@@ -752,7 +756,7 @@ fn a_wiped_validator_rejoins_by_state_sync_and_is_needed_for_quorum() {
     // ... and, unreachable: validator 0 is down (the chain stalls with two of four) and the
     // wiped validator has no fallback: it refuses to start, writing no chain.
     net.kill(0);
-    set_sync_from(&net, 3, Some("v0"));
+    set_sync_from(&net, 3, Some("v0"), false);
     let log = refused_start(&mut net, 3);
     assert!(log.contains("state sync from peer=`v0` failed"), "{log}");
     assert!(
@@ -760,6 +764,31 @@ fn a_wiped_validator_rejoins_by_state_sync_and_is_needed_for_quorum() {
         "{:?}",
         files_under(&storage)
     );
+    // With `sync_fallback_genesis`, the same start syncs from genesis instead; with validator
+    // 0 still down, the chain needs it for quorum.
+    set_sync_from(&net, 3, Some("v0"), true);
+    net.spawn(3);
+    rt.block_on(wait_up(&client, &net.http[3]));
+    let ids = rt.block_on(load(&client, &net, &[1, 2, 3], 600, 100));
+    rt.block_on(acknowledged(&net, &[1, 2, 3], &ids, &mut ack));
+    let health: serde_json::Value = rt.block_on(async {
+        client
+            .get(format!("{}/health", net.http[3]))
+            .send()
+            .await
+            .unwrap()
+            .json_value()
+            .await
+    });
+    assert_eq!(health["started_from"].as_u64(), Some(0), "{health}");
+    let log = plain_log(&std::fs::read_to_string(dir.join("v3.log")).unwrap());
+    assert!(
+        log.contains("chain.node.sync: no state sync, syncing from genesis"),
+        "{log}"
+    );
+    net.kill(3);
+    std::fs::remove_dir_all(&storage).unwrap();
+    set_sync_from(&net, 3, Some("v0"), false);
     net.spawn(0);
     rt.block_on(wait_up(&client, &net.http[0]));
     let ids = rt.block_on(load(&client, &net, &[0, 1, 2], 400, 100));
