@@ -4,14 +4,17 @@
 //! to the consortium: the key of an active member, or of a user of an active member. Headers
 //! with their finality certificates go to a patient's key too: a light client needs nothing more
 //! to check a state root, and proofs of its own records against it. A removed member's keys and
-//! users read nothing. Every request is signed for this node and accepted once ([`crate::auth`]).
+//! users read nothing. A genesis validator's own key reads whole blocks too
+//! ([`ChainGate::with_validators`]): it holds every block already, and a validator joining by state
+//! sync reads its peer's checkpoint with it. Every request is signed for this node and accepted
+//! once ([`crate::auth`]).
 
 use crate::auth::{ReplayGuard, Request, now_ms};
 use crate::limit::KeyLimiter;
 use medspace_chain::api::{ChainAccess, GateRefusal, ReadGate};
 use medspace_ledger::Ledger;
 use medspace_state::records::Principal;
-use medspace_types::Keypair;
+use medspace_types::{Keypair, PublicKey};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -25,6 +28,7 @@ pub const CHAIN_READS_BURST: u32 = 4000;
 pub struct ChainGate<L> {
     ledger: Arc<L>,
     member: String,
+    validators: Vec<PublicKey>,
     replays: ReplayGuard,
     per_key: KeyLimiter,
 }
@@ -35,9 +39,20 @@ impl<L: Ledger> ChainGate<L> {
         Self {
             ledger,
             member: member.into(),
+            validators: Vec::new(),
             replays: ReplayGuard::default(),
             per_key: KeyLimiter::new(CHAIN_READS_PER_SEC, CHAIN_READS_BURST),
         }
+    }
+
+    /// This gate, also serving whole blocks (and checkpoints) to requests signed by one of
+    /// `validators`, the genesis validators' consensus keys: they replicate every block anyway,
+    /// and a validator with no chain of its own reads its peer's checkpoint with its key
+    /// (`[consensus] sync_from`). Their requests are verified, rate-limited and accepted once
+    /// like any other.
+    pub fn with_validators(mut self, validators: impl IntoIterator<Item = PublicKey>) -> Self {
+        self.validators = validators.into_iter().collect();
+        self
     }
 }
 
@@ -74,6 +89,9 @@ impl<L: Ledger> ReadGate for ChainGate<L> {
         self.replays
             .admit(&v, now)
             .map_err(|e| refuse(401, e.to_string()))?;
+        if self.validators.contains(&v.key) {
+            return Ok(ChainAccess::Blocks);
+        }
         let state = self.ledger.snapshot().state;
         let internal = |e: medspace_state::TxError| refuse(500, e.to_string());
         let rec = state.key_record(&v.key).map_err(internal)?;

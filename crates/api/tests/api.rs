@@ -683,4 +683,41 @@ fn whole_blocks_go_to_the_consortium_and_headers_to_any_registered_key() {
         401,
         "a node key's request for another node"
     );
+    // A genesis validator's key reads whole blocks (a validator joining by state sync reads its
+    // peer's checkpoint with it) where the gate is told the validators, and nowhere else.
+    let validator = Keypair::from_seed(71);
+    assert_eq!(
+        ask(Some(&validator), NODE).unwrap_err().status,
+        403,
+        "a validator key at a gate that knows no validators"
+    );
+    let gate =
+        medspace_api::gate::ChainGate::new(l.clone(), NODE).with_validators([validator.public()]);
+    let ask = |key: &Keypair, audience: &str| {
+        let mut h = axum::http::HeaderMap::new();
+        let v = auth::Request {
+            method: "GET",
+            path_and_query: path,
+            audience,
+            body: b"",
+        }
+        .sign(key);
+        h.insert("authorization", v.parse().unwrap());
+        gate.access("GET", path, &h)
+    };
+    assert_eq!(
+        ask(&validator, NODE).unwrap(),
+        ChainAccess::Blocks,
+        "a genesis validator"
+    );
+    assert_eq!(
+        ask(&validator, "hospital-b").unwrap_err().status,
+        401,
+        "a validator's request for another node"
+    );
+    assert_eq!(
+        ask(&Keypair::from_seed(99), NODE).unwrap_err().status,
+        403,
+        "unknown, still"
+    );
 }

@@ -7,6 +7,9 @@
 //! the state rebuilt so far gives the state root in its header. It names the first faulty height
 //! and the reason. The node must be stopped while auditing.
 //!
+//! A node that prunes (`[consensus] prune`) keeps only the blocks since its older checkpoint; it
+//! is refused ([`AuditError::Pruned`]): the chain is audited on an archive node.
+//!
 //! The committed state is not stored separately (it is rebuilt from blocks, see the crate
 //! docs), so "tampering with state" means tampering with these archives, which this detects.
 
@@ -45,6 +48,16 @@ pub enum AuditError {
     /// Bad genesis.
     #[error("invalid genesis: {0}")]
     Genesis(String),
+    /// The node prunes (`[consensus] prune`): its store no longer starts at genesis, so it
+    /// cannot be re-verified from there. Audit an archive node (one that does not prune, or an
+    /// observer) instead.
+    #[error(
+        "node prunes its chain: dir={dir}; audit an archive node (prune = false) or an observer"
+    )]
+    Pruned {
+        /// Directory.
+        dir: String,
+    },
     /// Storage could not be opened.
     #[error("cannot open storage: dir={dir} error={error}")]
     Storage {
@@ -79,6 +92,14 @@ pub fn audit_verify<A: Application>(
         });
     }
     let prefix = format!("medspace-{node_name}");
+    // A pruning node's archives (see `engine::Config::prune`) live under their own partitions.
+    if ["metadata", "key", "value"].iter().any(|part| {
+        storage
+            .join(format!("{prefix}-finalized-blocks-pruned-{part}"))
+            .exists()
+    }) {
+        return Err(AuditError::Pruned { dir });
+    }
     let runner = commonware_runtime::tokio::Runner::new(
         commonware_runtime::tokio::Config::new().with_storage_directory(storage),
     );

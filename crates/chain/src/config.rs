@@ -49,6 +49,15 @@ pub enum NodeError {
     /// Engine failed.
     #[error(transparent)]
     Engine(#[from] EngineError),
+    /// The state sync this node's config asks for could not be fetched or did not check (and
+    /// `sync_fallback_genesis` is off).
+    #[error("state sync from peer=`{peer}` failed: {reason}")]
+    StateSync {
+        /// The peer validator's name.
+        peer: String,
+        /// Why.
+        reason: String,
+    },
 }
 
 /// The role of a node's ledger key in a sealed key file.
@@ -180,6 +189,22 @@ pub struct ConsensusSection {
     /// Write a checkpoint of the committed state every this many finalized blocks, so that a
     /// restart replays only the blocks after it (0: never; a restart replays from genesis).
     pub checkpoint_every: u64,
+    /// Prune finalized blocks and certificates below the older of the two kept checkpoints
+    /// (`false`, the default: keep the whole chain, so this node serves every block to
+    /// followers that verify from genesis and `audit verify` re-verifies all of it). Chooses the
+    /// storage layout for the life of the node's storage; needs `checkpoint_every > 0`.
+    pub prune: bool,
+    /// Join by state sync: the name of a genesis validator whose checkpoint this validator
+    /// starts from instead of fetching every block from genesis (reached at its API with the
+    /// certificate the genesis pins). The checkpoint's certificate and records are checked
+    /// against the genesis validators before anything is written. Used when this node's storage
+    /// is empty or behind the checkpoint; a node with a chain of its own starts without it if
+    /// the peer cannot be reached.
+    pub sync_from: Option<String>,
+    /// With `sync_from`, a node with no chain of its own whose peer cannot be reached or
+    /// serves a checkpoint that does not check syncs from genesis instead of refusing to start
+    /// (`false`, the default: it refuses).
+    pub sync_fallback_genesis: bool,
 }
 
 impl Default for ConsensusSection {
@@ -195,6 +220,9 @@ impl Default for ConsensusSection {
             max_tx_bytes: limits.max_tx_bytes,
             max_block_bytes: limits.max_block_bytes,
             checkpoint_every: 256,
+            prune: false,
+            sync_from: None,
+            sync_fallback_genesis: false,
         }
     }
 }
@@ -311,6 +339,9 @@ impl NodeConfig {
         }
         if self.mempool.max_txs == 0 || self.node.worker_threads == 0 {
             return range("mempool.max_txs and node.worker_threads must be > 0".into());
+        }
+        if c.prune && c.checkpoint_every == 0 {
+            return range("consensus.prune needs consensus.checkpoint_every > 0".into());
         }
         Ok(())
     }

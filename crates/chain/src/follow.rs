@@ -92,6 +92,16 @@ impl HeaderCheck {
     /// The header at `height` in `raw` (the form of [`encode_certified_header`]), if its
     /// certificate is a quorum certificate of the genesis validators over it.
     pub fn verify(&self, height: u64, raw: &[u8]) -> Result<Header, FollowError> {
+        self.verify_certified(height, raw).map(|(header, _)| header)
+    }
+
+    /// [`HeaderCheck::verify`], returning the certificate too (what a validator joining by
+    /// state sync starts marshal and simplex from).
+    pub fn verify_certified(
+        &self,
+        height: u64,
+        raw: &[u8],
+    ) -> Result<(Header, BlockFinalization), FollowError> {
         let err = |reason: String| FollowError::Decode { height, reason };
         let (head, rest) = raw
             .split_first_chunk::<HEADER_SIZE>()
@@ -116,7 +126,7 @@ impl HeaderCheck {
         if !fin.verify(&mut rand::rng(), &self.verifier, &Sequential) {
             return Err(invalid("finality certificate signature invalid"));
         }
-        Ok(header)
+        Ok((header, fin))
     }
 }
 

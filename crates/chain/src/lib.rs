@@ -110,6 +110,12 @@ pub trait Application: Clone + Send + Sync + 'static {
     fn checkpoint(&self, _height: u64, _time_ms: u64) -> Option<Vec<u8>> {
         None
     }
+    /// The height a checkpoint says it was taken at, read without restoring it (untrusted
+    /// until [`Application::restore`] checks it against a certified header), or `None` when
+    /// the bytes are not a checkpoint of this application.
+    fn checkpoint_height(&self, _bytes: &[u8]) -> Option<u64> {
+        None
+    }
     /// This application with its committed state restored from `bytes`, a checkpoint of the
     /// finalized block at `height` whose header has `time_ms` and `root`. Refused, changing
     /// nothing, unless the checkpoint is intact and is exactly that block's state.

@@ -9,6 +9,7 @@ use crate::{
     Application,
     config::io,
     engine::{self, Channels, Handle, PublicKey, channel},
+    follow::{HeaderCheck, HttpSource, RequestSigner},
     mempool::MempoolLimits,
 };
 pub use crate::{
@@ -26,7 +27,131 @@ use commonware_stream::{
     sake::{self, Sake},
 };
 use commonware_utils::{NZU32, NZUsize, ordered::Map};
-use std::time::Duration;
+use std::{sync::Arc, time::Duration};
+
+/// Fetches what a validator joining by state sync starts from ([`engine::StateSync`]):
+/// `source`'s checkpoint of its committed state and the certified header of the checkpoint's
+/// height, checked as the engine will check them — the certificate is a quorum certificate of
+/// the genesis validators over the header, and the checkpoint restores `app` (holding the
+/// genesis state) to exactly that header's state.
+pub async fn fetch_state_sync<A: Application>(
+    genesis: &Genesis,
+    source: &HttpSource,
+    app: &A,
+) -> Result<engine::StateSync, String> {
+    let checkpoint = source
+        .fetch_checkpoint()
+        .await
+        .map_err(|e| e.to_string())?
+        .ok_or("the peer keeps no checkpoints")?
+        .to_vec();
+    let height = app
+        .checkpoint_height(&checkpoint)
+        .ok_or("the peer's checkpoint does not decode")?;
+    let raw = source
+        .fetch_header(height, 0)
+        .await
+        .map_err(|e| e.to_string())?
+        .ok_or_else(|| format!("the peer has no certified header at height={height}"))?;
+    let check = HeaderCheck::new(genesis).map_err(|e| e.to_string())?;
+    let (header, finalization) = check
+        .verify_certified(height, &raw)
+        .map_err(|e| e.to_string())?;
+    app.restore(&checkpoint, height, header.time_ms, header.state_root)
+        .map_err(|reason| format!("checkpoint refused at height={height}: {reason}"))?;
+    Ok(engine::StateSync {
+        checkpoint,
+        header,
+        finalization,
+    })
+}
+
+/// Whether this node's storage holds a chain of its own (either archive layout).
+fn has_chain(config: &NodeConfig) -> bool {
+    let storage = config.node.data_dir.join("storage");
+    let prefix = format!("medspace-{}", config.node.name);
+    [
+        "finalized-blocks-metadata",
+        "finalized-blocks-pruned-key",
+        "simplex",
+    ]
+    .iter()
+    .any(|p| storage.join(format!("{prefix}-{p}")).exists())
+}
+
+/// The genesis validator `[consensus] sync_from` names: refused, before anything is opened or
+/// written, when it names no genesis validator or this node itself.
+fn sync_peer<'g>(
+    config: &NodeConfig,
+    genesis: &'g Genesis,
+    peer: &str,
+) -> Result<&'g crate::genesis::GenesisValidator, NodeError> {
+    let failed = |reason: String| NodeError::StateSync {
+        peer: peer.to_string(),
+        reason,
+    };
+    if peer == config.node.name {
+        return Err(failed(
+            "a validator cannot sync from itself: name another genesis validator".into(),
+        ));
+    }
+    genesis
+        .validators
+        .iter()
+        .find(|v| v.name == peer)
+        .ok_or_else(|| {
+            let names: Vec<&str> = genesis.validators.iter().map(|v| v.name.as_str()).collect();
+            failed(format!(
+                "not a validator of the genesis (its validators: {})",
+                names.join(", ")
+            ))
+        })
+}
+
+/// The state sync `[consensus] sync_from` asks for, if any: fetched and checked. A node with a
+/// chain of its own starts without it when it fails; a node with none refuses to start unless
+/// `sync_fallback_genesis` lets it sync from genesis.
+async fn configured_state_sync<A: Application>(
+    config: &NodeConfig,
+    genesis: &Genesis,
+    request_signer: Option<Arc<dyn RequestSigner>>,
+    app: &A,
+) -> Result<Option<engine::StateSync>, NodeError> {
+    let Some(peer) = &config.consensus.sync_from else {
+        return Ok(None);
+    };
+    let failed = |reason: String| NodeError::StateSync {
+        peer: peer.clone(),
+        reason,
+    };
+    let entry = sync_peer(config, genesis, peer)?;
+    // The peer is reached as every node reaches it: over TLS with the certificate the genesis
+    // pins for it (plain HTTP only where the genesis pins none).
+    let client =
+        crate::tls::client(genesis, Duration::from_secs(60)).map_err(|e| failed(e.to_string()))?;
+    let mut source = HttpSource::with_client(
+        client,
+        vec![(entry.name.clone(), crate::tls::node_url(entry))],
+    );
+    if let Some(signer) = request_signer {
+        source = source.signed_by(signer);
+    }
+    match fetch_state_sync(genesis, &source, app).await {
+        Ok(sync) => {
+            tracing::info!(%peer, height = sync.header.height, "chain.node.sync: checkpoint fetched and checked");
+            Ok(Some(sync))
+        }
+        Err(reason) if has_chain(config) => {
+            tracing::warn!(%peer, %reason, "chain.node.sync: no state sync, starting from own storage");
+            Ok(None)
+        }
+        Err(reason) if config.consensus.sync_fallback_genesis => {
+            tracing::warn!(%peer, %reason, "chain.node.sync: no state sync, syncing from genesis");
+            Ok(None)
+        }
+        Err(reason) => Err(failed(reason)),
+    }
+}
 
 /// Starts one validator on an existing tokio-runtime context: opens the lookup network to the
 /// genesis validators and starts the engine. Returns the engine handle.
@@ -37,6 +162,20 @@ pub async fn start_node<A: Application>(
     signer: ed25519::PrivateKey,
     app: A,
 ) -> Result<Handle<A>, NodeError> {
+    start_node_syncing(context, config, genesis, signer, app, None).await
+}
+
+/// [`start_node`], joining by state sync when `[consensus] sync_from` names a peer validator
+/// (its requests signed by `request_signer`, when the peer's API gates chain reads).
+pub async fn start_node_syncing<A: Application>(
+    context: commonware_runtime::tokio::Context,
+    config: &NodeConfig,
+    genesis: &Genesis,
+    signer: ed25519::PrivateKey,
+    app: A,
+    request_signer: Option<Arc<dyn RequestSigner>>,
+) -> Result<Handle<A>, NodeError> {
+    let state_sync = configured_state_sync(config, genesis, request_signer, &app).await?;
     let validators = genesis
         .validator_keys()
         .map_err(|error| NodeError::Invalid {
@@ -109,6 +248,8 @@ pub async fn start_node<A: Application>(
         fetch_timeout: Duration::from_millis(c.fetch_timeout_ms),
         mailbox_size: NZUsize!(4096),
         checkpoint_every: c.checkpoint_every,
+        state_sync,
+        prune: c.prune,
     };
     Ok(engine::start(context.child("engine"), engine_config, app, channels).await?)
 }
@@ -127,9 +268,12 @@ pub struct Services {
 /// certificate the genesis pins for the node ([`crate::tls::for_node`]; a node with none
 /// refuses to start unless its config allows plain HTTP). `make_app` builds the genesis
 /// application state from the genesis file; `services` receives the engine handle and returns
-/// the application's routes and read gate ([`Services`]).
-pub fn run_node<A, E, F, X>(
+/// the application's routes and read gate ([`Services`]). `request_signer` makes, from the
+/// node's validator key, what signs its state-sync requests to its `sync_from` peer (`None`:
+/// they go unsigned).
+pub fn run_node<A, E, F, S, X>(
     config: NodeConfig,
+    request_signer: S,
     make_app: F,
     extra_routes: X,
 ) -> Result<(), NodeError>
@@ -137,11 +281,16 @@ where
     A: Application,
     E: std::fmt::Display,
     F: FnOnce(&Genesis) -> Result<A, E> + Send + 'static,
+    S: FnOnce(&ed25519::PrivateKey) -> Option<Arc<dyn RequestSigner>>,
     X: FnOnce(commonware_runtime::tokio::Context, Handle<A>) -> Services + Send + 'static,
 {
     let genesis = Genesis::load(&config.node.genesis_file)?;
+    if let Some(peer) = &config.consensus.sync_from {
+        sync_peer(&config, &genesis, peer)?;
+    }
     let tls = crate::tls::for_node(&config, &genesis)?;
     let signer = config.load_node_key()?;
+    let request_signer = request_signer(&signer);
     let app = make_app(&genesis).map_err(|e| NodeError::Invalid {
         what: "application genesis",
         path: config.node.genesis_file.display().to_string(),
@@ -156,7 +305,15 @@ where
     runner.start(|context| async move {
         let metrics_context = context.child("metrics");
         let services_context = context.child("services");
-        let handle = start_node(context.child("node"), &config, &genesis, signer, app).await?;
+        let handle = start_node_syncing(
+            context.child("node"),
+            &config,
+            &genesis,
+            signer,
+            app,
+            request_signer,
+        )
+        .await?;
         tracing::info!(name = %config.node.name, http = %config.http.listen, "chain.node.run: started");
         let services = extra_routes(services_context, handle.clone());
         let router = crate::api::router(

@@ -206,5 +206,14 @@ fn audit_verifies_clean_chain_and_detects_flipped_byte() {
     );
     assert_eq!(report.verified_height, committed.target - 1, "{report:?}");
     assert_eq!(report.root, committed.root_before_target, "{report:?}");
+
+    // A store in the pruning layout cannot be re-verified from genesis: refused, not reported
+    // as a short clean chain.
+    std::fs::create_dir_all(data.join("storage/medspace-n0-finalized-blocks-pruned-key"))
+        .expect("mkdir");
+    assert!(matches!(
+        audit_verify(&data, "n0", &genesis, CounterApp::new(CHAIN)),
+        Err(medspace_chain::audit::AuditError::Pruned { .. })
+    ));
     let _ = std::fs::remove_dir_all(&dir);
 }

@@ -574,7 +574,7 @@ fn is_refused(e: &NodeError, what: &str, path: &Path) -> bool {
         } => *w == what && *p == file,
         NodeError::Io { path: p, error } => *p == file && error.contains("UTF-8"),
         NodeError::Key { path: p, .. } => what == "key file" && *p == file,
-        NodeError::Engine(_) => false,
+        NodeError::Engine(_) | NodeError::StateSync { .. } => false,
     }
 }
 
@@ -632,4 +632,14 @@ proptest! {
         }
         let _ = std::fs::remove_file(&path);
     }
+}
+
+#[test]
+fn pruning_without_checkpoints_is_refused_at_load() {
+    let text = "[consensus]\nprune = true\ncheckpoint_every = 0\n";
+    assert!(NodeConfig::from_toml(text, Path::new("/base")).is_err());
+    let text = "[consensus]\nprune = true\nsync_from = \"hospital-a\"\n";
+    let c = NodeConfig::from_toml(text, Path::new("/base")).expect("prunes with checkpoints");
+    assert!(c.consensus.prune && !c.consensus.sync_fallback_genesis);
+    assert_eq!(c.consensus.sync_from.as_deref(), Some("hospital-a"));
 }

@@ -196,6 +196,7 @@ fn a_node_without_a_pinned_certificate_refuses_to_start_unless_plain_http_is_all
     std::thread::spawn(move || {
         let r = medspace_chain::node::run_node(
             config,
+            |_| None,
             |_| {
                 Ok::<_, std::convert::Infallible>(medspace_chain::testing::CounterApp::new(
                     "medspace-tls",

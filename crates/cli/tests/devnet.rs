@@ -528,6 +528,338 @@ fn validators_survive_kill_9_and_every_acknowledged_transaction_is_everywhere() 
     let _ = std::fs::remove_dir_all(&dir);
 }
 
+/// `/v1/health` of `url` (height and state root of one snapshot), or `None` while it does not
+/// answer.
+async fn ledger_health(client: &reqwest::Client, url: &str) -> Option<serde_json::Value> {
+    let r = client.get(format!("{url}/v1/health")).send().await.ok()?;
+    if !r.status().is_success() {
+        return None;
+    }
+    serde_json::from_slice(&r.bytes().await.ok()?).ok()
+}
+
+/// The highest height the validators `of` report.
+async fn top_height(client: &reqwest::Client, net: &Net, of: &[usize]) -> u64 {
+    let mut top = 0;
+    for i in of {
+        top = top.max(height(client, &net.http[*i]).await);
+    }
+    top
+}
+
+/// Waits until validator `i` reports at least `target`; returns its `/v1/health`.
+async fn caught_up(
+    client: &reqwest::Client,
+    net: &Net,
+    i: usize,
+    target: u64,
+) -> serde_json::Value {
+    let deadline = Instant::now() + Duration::from_secs(900);
+    loop {
+        if let Some(v) = ledger_health(client, &net.http[i]).await
+            && v["height"].as_u64().unwrap_or(0) >= target
+        {
+            return v;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{} did not reach height {target}",
+            net.names[i]
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Grows the chain to at least `to` blocks: a batch of `per_block` registrations (seeds from
+/// `first` on) to the validators `targets`, then waits for the next block, and again.
+async fn grow(
+    client: &reqwest::Client,
+    net: &Net,
+    targets: &[usize],
+    mut first: u64,
+    per_block: u64,
+    to: u64,
+) {
+    let deadline = Instant::now() + Duration::from_secs(1800);
+    loop {
+        let top = top_height(client, net, targets).await;
+        if top >= to {
+            return;
+        }
+        load(client, net, targets, first, per_block).await;
+        first += per_block;
+        while top_height(client, net, targets).await <= top {
+            assert!(
+                Instant::now() < deadline,
+                "the chain stopped at {top} < {to}"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+}
+
+/// Sets (or, with `None`, removes) `[consensus] sync_from` in node `i`'s config, and
+/// `sync_fallback_genesis`.
+fn set_sync_from(net: &Net, i: usize, peer: Option<&str>, fallback: bool) {
+    let config = net.dir.join(&net.names[i]).join("node.toml");
+    let text = std::fs::read_to_string(&config).unwrap();
+    let mut text: String = text
+        .lines()
+        .filter(|l| !l.starts_with("sync_from") && !l.starts_with("sync_fallback_genesis"))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    assert!(text.contains("checkpoint_every = 8\n"), "{text}");
+    if let Some(peer) = peer {
+        text = text.replace(
+            "checkpoint_every = 8\n",
+            &format!(
+                "checkpoint_every = 8\nsync_from = \"{peer}\"\nsync_fallback_genesis = {fallback}\n"
+            ),
+        );
+    }
+    std::fs::write(&config, text).unwrap();
+}
+
+/// Node `i`'s chain storage (blocks, certificates, checkpoints, consensus journal).
+fn chain_storage(net: &Net, i: usize) -> PathBuf {
+    net.dir.join(&net.names[i]).join("data").join("storage")
+}
+
+/// Files under `dir`, recursively (none when it does not exist), but the storage runtime's
+/// empty directory lock (`.hold`), which is no chain.
+fn files_under(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    if let Ok(entries) = std::fs::read_dir(dir) {
+        for e in entries.flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                out.extend(files_under(&p));
+            } else if p.file_name().is_some_and(|n| n == ".hold") {
+                assert_eq!(std::fs::metadata(&p).unwrap().len(), 0, "{}", p.display());
+            } else {
+                out.push(p);
+            }
+        }
+    }
+    out
+}
+
+/// Starts node `i` and waits for its process to exit, which it must, refusing; returns its log.
+fn refused_start(net: &mut Net, i: usize) -> String {
+    net.spawn(i);
+    let deadline = Instant::now() + Duration::from_secs(180);
+    let status = loop {
+        if let Some(st) = net.children[i].as_mut().unwrap().try_wait().unwrap() {
+            break st;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{} did not refuse to start",
+            net.names[i]
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    net.children[i] = None;
+    assert!(!status.success(), "{} exited successfully", net.names[i]);
+    plain_log(&std::fs::read_to_string(net.dir.join(format!("{}.log", net.names[i]))).unwrap())
+}
+
+/// A validator whose chain storage is wiped (keys and config kept) rejoins a running devnet by
+/// state sync from another validator's checkpoint: it starts above genesis, catches up with
+/// the others' height and state root, and is then needed for quorum while the chain keeps
+/// finalizing. A `sync_from` naming no genesis validator (or itself), or an unreachable one with
+/// no fallback, is refused at start, writing no chain; with `sync_fallback_genesis` the
+/// unreachable one is given up for a sync from genesis. Prints how long the wiped validator takes
+/// from process start to caught up by state sync and by replaying from genesis.
+#[test]
+fn a_wiped_validator_rejoins_by_state_sync_and_is_needed_for_quorum() {
+    let dir = std::env::temp_dir().join(format!("medspace-sync-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let mut net = init(&dir);
+    // Four validators (quorum 3); the observer is not needed.
+    for i in 0..4 {
+        net.spawn(i);
+    }
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let client = net.client();
+    rt.block_on(async {
+        for url in &net.http[..4] {
+            wait_up(&client, url).await;
+        }
+    });
+    let mut ack = Follower::new(&net.genesis).unwrap();
+    let ids = rt.block_on(load(&client, &net, &[0, 1, 2, 3], 0, 300));
+    rt.block_on(acknowledged(&net, &[0, 1, 2, 3], &ids, &mut ack));
+    // A chain of `MEDSPACE_SYNC_JOIN_HEIGHT` blocks (64 unless set: the join-time figure below
+    // means more on a taller chain), a few registrations each.
+    let join_height = std::env::var("MEDSPACE_SYNC_JOIN_HEIGHT")
+        .ok()
+        .and_then(|h| h.parse().ok())
+        .unwrap_or(64);
+    // (Seeds from 1000 on: the other loads use 0..700.)
+    rt.block_on(grow(&client, &net, &[0, 1, 2, 3], 1_000, 5, join_height));
+    // Validator 3 stops; its chain storage goes, its keys and config stay.
+    net.kill(3);
+    let storage = chain_storage(&net, 3);
+    assert!(!files_under(&storage).is_empty(), "{}", storage.display());
+    std::fs::remove_dir_all(&storage).unwrap();
+    let ids = rt.block_on(load(&client, &net, &[0, 1, 2], 300, 100));
+    rt.block_on(acknowledged(&net, &[0, 1, 2], &ids, &mut ack));
+
+    // Refused at start, writing no chain: a peer that is not a genesis validator...
+    set_sync_from(&net, 3, Some("observer"), false);
+    let log = refused_start(&mut net, 3);
+    assert!(
+        log.contains("state sync from peer=`observer` failed: not a validator of the genesis"),
+        "{log}"
+    );
+    assert!(
+        files_under(&storage).is_empty(),
+        "{:?}",
+        files_under(&storage)
+    );
+    // ... itself ...
+    set_sync_from(&net, 3, Some("v3"), false);
+    let log = refused_start(&mut net, 3);
+    assert!(log.contains("cannot sync from itself"), "{log}");
+    assert!(
+        files_under(&storage).is_empty(),
+        "{:?}",
+        files_under(&storage)
+    );
+
+    // The figure: from process start to caught up with the others' height at that start, by
+    // replaying every block from genesis ...
+    set_sync_from(&net, 3, None, false);
+    let target = rt.block_on(top_height(&client, &net, &[0, 1, 2]));
+    let start = Instant::now();
+    net.spawn(3);
+    let v = rt.block_on(caught_up(&client, &net, 3, target));
+    let by_replay = start.elapsed();
+    let health: serde_json::Value = rt.block_on(async {
+        client
+            .get(format!("{}/health", net.http[3]))
+            .send()
+            .await
+            .unwrap()
+            .json_value()
+            .await
+    });
+    assert_eq!(health["started_from"].as_u64(), Some(0), "{health}");
+    let replay_height = v["height"].as_u64().unwrap();
+    net.kill(3);
+    std::fs::remove_dir_all(&storage).unwrap();
+
+    // ... and, unreachable: validator 0 is down (the chain stalls with two of four) and the
+    // wiped validator has no fallback: it refuses to start, writing no chain.
+    net.kill(0);
+    set_sync_from(&net, 3, Some("v0"), false);
+    let log = refused_start(&mut net, 3);
+    assert!(log.contains("state sync from peer=`v0` failed"), "{log}");
+    assert!(
+        files_under(&storage).is_empty(),
+        "{:?}",
+        files_under(&storage)
+    );
+    // With `sync_fallback_genesis`, the same start syncs from genesis instead; with validator
+    // 0 still down, the chain needs it for quorum.
+    set_sync_from(&net, 3, Some("v0"), true);
+    net.spawn(3);
+    rt.block_on(wait_up(&client, &net.http[3]));
+    let ids = rt.block_on(load(&client, &net, &[1, 2, 3], 600, 100));
+    rt.block_on(acknowledged(&net, &[1, 2, 3], &ids, &mut ack));
+    let health: serde_json::Value = rt.block_on(async {
+        client
+            .get(format!("{}/health", net.http[3]))
+            .send()
+            .await
+            .unwrap()
+            .json_value()
+            .await
+    });
+    assert_eq!(health["started_from"].as_u64(), Some(0), "{health}");
+    let log = plain_log(&std::fs::read_to_string(dir.join("v3.log")).unwrap());
+    assert!(
+        log.contains("chain.node.sync: no state sync, syncing from genesis"),
+        "{log}"
+    );
+    net.kill(3);
+    std::fs::remove_dir_all(&storage).unwrap();
+    set_sync_from(&net, 3, Some("v0"), false);
+    net.spawn(0);
+    rt.block_on(wait_up(&client, &net.http[0]));
+    let ids = rt.block_on(load(&client, &net, &[0, 1, 2], 400, 100));
+    rt.block_on(acknowledged(&net, &[0, 1, 2], &ids, &mut ack));
+
+    // ... by state sync from validator 0's checkpoint.
+    let target = rt.block_on(top_height(&client, &net, &[0, 1, 2]));
+    let start = Instant::now();
+    net.spawn(3);
+    let v = rt.block_on(caught_up(&client, &net, 3, target));
+    let by_sync = start.elapsed();
+    let sync_height = v["height"].as_u64().unwrap();
+    let health: serde_json::Value = rt.block_on(async {
+        client
+            .get(format!("{}/health", net.http[3]))
+            .send()
+            .await
+            .unwrap()
+            .json_value()
+            .await
+    });
+    let from = health["started_from"].as_u64().unwrap();
+    assert!(from > 0, "did not start from a checkpoint: {health}");
+    let log = plain_log(&std::fs::read_to_string(dir.join("v3.log")).unwrap());
+    assert!(
+        log.contains("chain.node.sync: checkpoint fetched and checked"),
+        "{log}"
+    );
+    println!(
+        "wiped validator, process start to caught up: by replay from genesis {:.2}s (height {replay_height}), by state sync {:.2}s (height {sync_height}, from the checkpoint at {from})",
+        by_replay.as_secs_f64(),
+        by_sync.as_secs_f64()
+    );
+    // It agrees with the others: its state root at its height is the verified chain's.
+    let h = v["height"].as_u64().unwrap();
+    rt.block_on(ack.sync_to(&net.source(&[0, 1, 2]), h, |_| {}))
+        .unwrap();
+    assert_eq!(
+        v["root"].as_str().unwrap(),
+        ack.state().root().to_string(),
+        "the synced validator disagrees at height {h}"
+    );
+    // It serves the blocks above its checkpoint to a verifying follower (first: one it
+    // finalized through a later certificate may lack its own, see the kill-9 test).
+    let mut f = Follower::new(&net.genesis).unwrap();
+    rt.block_on(f.sync_to(&net.source(&[0, 1, 2]), from, |_| {}))
+        .unwrap();
+    let next = rt.block_on(height(&client, &net.http[3]));
+    rt.block_on(f.sync_to(&net.source(&[3, 0, 1, 2]), next, |_| {}))
+        .unwrap();
+    rt.block_on(ack.sync_to(&net.source(&[0, 1, 2]), next, |_| {}))
+        .unwrap();
+    assert_eq!(f.state().root(), ack.state().root());
+
+    // It is needed for quorum: with validator 1 down, three of four are 0, 2 and the synced 3,
+    // and the chain keeps finalizing transactions submitted to it.
+    net.kill(1);
+    let ids = rt.block_on(load(&client, &net, &[3, 0, 2], 500, 100));
+    rt.block_on(acknowledged(&net, &[3, 0, 2], &ids, &mut ack));
+    let top = ack.height();
+    let v = rt.block_on(caught_up(&client, &net, 3, top));
+    rt.block_on(ack.sync_to(&net.source(&[0, 2]), v["height"].as_u64().unwrap(), |_| {}))
+        .unwrap();
+    assert_eq!(v["root"].as_str().unwrap(), ack.state().root().to_string());
+    drop(rt);
+    for i in 0..4 {
+        net.kill(i);
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
 /// The node key of the devnet node in `node`: its key file is sealed under the node's key
 /// passphrase (`node.pass`), and holds no key in the clear.
 fn sealed_node_key(node: &Path) -> Keypair {

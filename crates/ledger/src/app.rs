@@ -154,6 +154,10 @@ impl Application for LedgerApp {
         (height == self.height).then(|| checkpoint::encode(&self.committed, height, time_ms))
     }
 
+    fn checkpoint_height(&self, bytes: &[u8]) -> Option<u64> {
+        checkpoint::summary(bytes).ok().map(|s| s.height)
+    }
+
     fn restore(
         &self,
         bytes: &[u8],

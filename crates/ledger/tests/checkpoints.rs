@@ -1,7 +1,11 @@
 //! Validators of the real ledger write checkpoints of their committed state and restart from
 //! them, replaying only the blocks after; a torn, stale or forged checkpoint is refused and the
 //! validator falls back to an older one or to genesis, ending with the same chain and root as
-//! the others. Four validators on commonware's deterministic runtime and simulated network.
+//! the others. A validator with no chain joins by state sync from a peer's checkpoint (forged
+//! ones refused, nothing written); pruning validators drop old blocks and still restart while an
+//! archive keeps the chain verifiable from genesis; the cost of joining by state sync is
+//! measured against replaying. Four validators on commonware's deterministic runtime and
+//! simulated network.
 
 #![allow(
     clippy::unwrap_used,
@@ -305,4 +309,254 @@ fn a_follower_starts_from_a_certified_checkpoint_and_refuses_any_other() {
         strangers.validators.truncate(1);
         assert!(Follower::from_checkpoint(&strangers, &bytes, &header).is_err());
     });
+}
+
+/// Partitions a validator's engine creates when it opens its storage.
+const OPENED: [&str; 3] = [
+    "finalized-blocks-metadata",
+    "finalizations-by-height-metadata",
+    "simplex",
+];
+
+/// Whether validator `i` has any of the storage its engine opens at start.
+async fn has_storage(ctx: &Ctx, i: usize) -> bool {
+    for name in OPENED {
+        if ctx.scan(&format!("validator-{i}-{name}")).await.is_ok() {
+            return true;
+        }
+    }
+    false
+}
+
+/// A state sync from `from` whose checkpoint's certificate is stored.
+async fn state_sync(from: &Handle<LedgerApp>) -> medspace_chain::engine::StateSync {
+    loop {
+        if let Some(sync) = from.state_sync().await {
+            return sync;
+        }
+        from.wait_for_height(from.height() + 1).await;
+    }
+}
+
+/// `sync` with one record of its checkpoint altered and the checkpoint re-sealed (checksum and
+/// root recomputed): a forger's, intact as a file.
+fn with_forged_records(
+    sync: &medspace_chain::engine::StateSync,
+) -> medspace_chain::engine::StateSync {
+    use medspace_state::checkpoint;
+    let restored = checkpoint::decode(&sync.checkpoint).unwrap();
+    let mut records: Vec<(Vec<u8>, Vec<u8>)> = restored
+        .state
+        .scan_raw(&[])
+        .into_iter()
+        .map(|(k, v)| (k.to_vec(), v.to_vec()))
+        .collect();
+    records.last_mut().unwrap().1.push(0);
+    let forged = medspace_state::State::from_records(records).unwrap();
+    let mut out = sync.clone();
+    out.checkpoint = checkpoint::encode(&forged, sync.header.height, sync.header.time_ms);
+    out
+}
+
+#[test]
+fn a_fresh_validator_joins_by_state_sync_and_forged_checkpoints_are_refused() {
+    use medspace_chain::engine::EngineError;
+    use medspace_chain::testing::sim::SimError;
+    sim::runner(21, Duration::from_secs(600)).start(|ctx| async move {
+        let mut sim = Sim::new(&ctx, CHAIN, N).await;
+        sim.checkpoint_every = EVERY;
+        sim.link_all().await;
+        // Validator 3 is offline from genesis: the other three (a quorum) make the chain.
+        let mut vals = Vec::new();
+        for i in 0..N - 1 {
+            vals.push(sim.launch(&ctx, i, 0, app()).await.expect("start"));
+        }
+        let three: Vec<&Handle<LedgerApp>> = vals.iter().map(|v| &v.handle).collect();
+        register(&three, 0, 8).await;
+        three[0].wait_for_height(6 * EVERY).await;
+        let sync = state_sync(three[0]).await;
+        let height = sync.header.height;
+        assert!(height >= 6 * EVERY);
+
+        // Forged: records altered and re-sealed; a certificate over another block; the header
+        // and certificate of another height; torn in transit. Each is refused before anything
+        // is written.
+        three[0].wait_for_height(height + 1).await;
+        let next = state_sync(three[0]).await;
+        assert!(next.header.height > height);
+        let mut other_block = sync.clone();
+        other_block.finalization = next.finalization.clone();
+        let mut other_height = next.clone();
+        other_height.checkpoint = sync.checkpoint.clone();
+        let mut torn = sync.clone();
+        torn.checkpoint.truncate(torn.checkpoint.len() - 1);
+        for (what, forged) in [
+            ("records altered", with_forged_records(&sync)),
+            ("certificate over another block", other_block),
+            ("checkpoint of another height", other_height),
+            ("torn in transit", torn),
+        ] {
+            match sim.launch_synced(&ctx, 3, 0, app(), Some(forged)).await {
+                Err(SimError::Start(EngineError::StateSync { .. })) => {}
+                Err(e) => panic!("{what}: refused for another reason: {e}"),
+                Ok(_) => panic!("{what}: a forged checkpoint was taken"),
+            }
+            assert!(!has_storage(&ctx, 3).await, "{what}: storage written");
+        }
+
+        // The sound one: validator 3 restores it, starts at its block, never holds block 1.
+        let joined = sim
+            .launch_synced(&ctx, 3, 1, app(), Some(sync))
+            .await
+            .expect("joins");
+        assert!(has_storage(&ctx, 3).await, "the storage check sees storage");
+        assert_eq!(joined.handle.finalized_from(), height);
+        vals.push(joined);
+        let all: Vec<&Handle<LedgerApp>> = vals.iter().map(|v| &v.handle).collect();
+        register(&all, 8, 14).await;
+        sim::converge(&all).await;
+        sim::check_consistent(&all).expect("validators agree");
+        assert!(all[3].block(1).await.is_none(), "block 1 was fetched");
+
+        // It votes: with validator 2 down, 0, 1 and 3 are the only quorum and keep finalizing.
+        let down = vals.remove(2);
+        down.task.abort();
+        let quorum: Vec<&Handle<LedgerApp>> = vals.iter().map(|v| &v.handle).collect();
+        let before = quorum[2].height();
+        register(&quorum, 14, 18).await;
+        sim::converge(&quorum).await;
+        sim::check_consistent(&quorum).expect("validators agree");
+        assert!(quorum[2].height() > before);
+        let roots: Vec<[u8; 32]> = quorum.iter().map(|v| v.with_app(|a| a.root())).collect();
+        assert!(roots.windows(2).all(|w| w[0] == w[1]), "roots differ");
+    });
+}
+
+#[test]
+fn pruning_validators_drop_old_blocks_restart_from_checkpoints_and_an_archive_still_verifies() {
+    use medspace_ledger::Follower;
+    const EVERY: u64 = 16;
+    sim::runner(33, Duration::from_secs(1200)).start(|ctx| async move {
+        let mut sim = Sim::new(&ctx, CHAIN, N).await;
+        sim.checkpoint_every = EVERY;
+        sim.link_all().await;
+        // Validator 0 is an archive; 1, 2 and 3 prune.
+        let mut vals = Vec::new();
+        for i in 0..N {
+            sim.prune = i > 0;
+            vals.push(sim.launch(&ctx, i, 0, app()).await.expect("start"));
+        }
+        let all: Vec<&Handle<LedgerApp>> = vals.iter().map(|v| &v.handle).collect();
+        register(&all, 0, 8).await;
+        // Past two checkpoints above the first section of 64 heights, every pruning validator
+        // has dropped block 1 (pruning follows the checkpoint writer, so allow a few blocks).
+        all[0].wait_for_height(7 * EVERY).await;
+        for v in &all[1..] {
+            let mut waited = 0;
+            while v.block(1).await.is_some() {
+                assert!(waited < 4 * EVERY, "block 1 not pruned");
+                v.wait_for_height(v.height() + 1).await;
+                waited += 1;
+            }
+            assert!(v.block(v.height()).await.is_some(), "the tip is kept");
+        }
+        assert!(all[0].block(1).await.is_some(), "the archive pruned");
+
+        // A pruned validator restarts from its checkpoint and agrees.
+        let crashed = vals.pop().expect("validator 3");
+        crashed.task.abort();
+        let three: Vec<&Handle<LedgerApp>> = vals.iter().map(|v| &v.handle).collect();
+        register(&three, 8, 12).await;
+        let restarted = sim.launch(&ctx, 3, 1, app()).await.expect("restart");
+        let from = restarted.handle.finalized_from();
+        assert!(
+            from > 0 && from.is_multiple_of(EVERY),
+            "restored from {from}"
+        );
+        vals.push(restarted);
+        let all: Vec<&Handle<LedgerApp>> = vals.iter().map(|v| &v.handle).collect();
+        register(&all, 12, 16).await;
+        let tip = sim::converge(&all).await;
+        sim::check_consistent(&all).expect("validators agree");
+
+        // A follower verifies the archive's chain from genesis to the same root.
+        let mut follower = Follower::new(&chain_genesis(&sim)).expect("genesis");
+        for h in 1..=tip {
+            let (block, fin) = all[0]
+                .block(h)
+                .await
+                .expect("the archive keeps every block");
+            let fin = fin.expect("certified");
+            follower
+                .apply(&medspace_chain::follow::encode_finalized(&block, &fin))
+                .unwrap_or_else(|e| panic!("height {h}: {e}"));
+        }
+        assert_eq!(
+            follower.state().root().0,
+            all[0].finalized(tip).expect("tip").1
+        );
+    });
+}
+
+/// Builds a chain of `height` blocks on validators 0-2 (with validator 3 offline from genesis),
+/// then starts validator 3 — by state sync from validator 0 or by fetching and replaying every
+/// block — and returns the simulated milliseconds until it committed the first block after the
+/// others' tip of when it started, how many blocks it executed to get there, and the wall-clock
+/// time of that phase (the whole simulation's work, not only validator 3's).
+fn join(seed: u64, height: u64, by_state_sync: bool) -> (u64, u64, Duration) {
+    use commonware_runtime::Clock as _;
+    sim::runner(seed, Duration::from_secs(3600)).start(|ctx| async move {
+        let mut sim = Sim::new(&ctx, CHAIN, N).await;
+        sim.checkpoint_every = EVERY;
+        sim.link_all().await;
+        let mut vals = Vec::new();
+        for i in 0..N - 1 {
+            vals.push(sim.launch(&ctx, i, 0, app()).await.expect("start"));
+        }
+        let three: Vec<&Handle<LedgerApp>> = vals.iter().map(|v| &v.handle).collect();
+        register(&three, 0, 24).await;
+        three[0].wait_for_height(height).await;
+        let started = ctx.current();
+        let wall = std::time::Instant::now();
+        let sync = if by_state_sync {
+            Some(state_sync(three[0]).await)
+        } else {
+            None
+        };
+        let tip = three[0].height();
+        let joined = sim
+            .launch_synced(&ctx, 3, 0, app(), sync)
+            .await
+            .expect("joins");
+        joined.handle.wait_for_height(tip + 1).await;
+        let wall = wall.elapsed();
+        let ms = ctx
+            .current()
+            .duration_since(started)
+            .unwrap_or_default()
+            .as_millis();
+        let executed = tip + 1 - joined.handle.finalized_from();
+        let all = [three[0], three[1], three[2], &joined.handle];
+        sim::converge(&all).await;
+        sim::check_consistent(&all).expect("validators agree");
+        (u64::try_from(ms).unwrap(), executed, wall)
+    })
+}
+
+#[test]
+fn joining_by_state_sync_costs_the_state_not_the_chain() {
+    const HEIGHT: u64 = 160;
+    let (replay_ms, replayed, replay_wall) = join(41, HEIGHT, false);
+    let (sync_ms, synced, sync_wall) = join(41, HEIGHT, true);
+    eprintln!(
+        "join at height {HEIGHT}: by replay {replay_ms} ms simulated, {replayed} blocks \
+         executed, {replay_wall:?} wall; by state sync {sync_ms} ms simulated, {synced} blocks \
+         executed, {sync_wall:?} wall"
+    );
+    assert!(replayed > HEIGHT);
+    assert!(
+        synced <= EVERY,
+        "executed {synced} blocks after the checkpoint"
+    );
+    assert!(sync_ms < replay_ms);
 }

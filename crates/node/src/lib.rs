@@ -247,22 +247,41 @@ pub fn run(config: &Path) -> Result<(), NodeError> {
             .map(|n| (n.name.clone(), medspace_chain::tls::node_url(n)))
             .collect(),
     ));
+    // A validator joining by state sync reads its peer's checkpoint with its own validator key
+    // (the peers' gates serve whole blocks to the genesis validators' keys).
+    let validator_keys: Vec<medspace_types::PublicKey> = genesis
+        .validator_keys()
+        .map_err(|error| medspace_chain::node::NodeError::Invalid {
+            what: "genesis validators",
+            path: cfg.node.genesis_file.display().to_string(),
+            error,
+        })?
+        .into_iter()
+        .map(Into::into)
+        .collect();
     medspace_chain::node::run_node(
         cfg,
+        |key| {
+            Some(Arc::new(medspace_api::gate::KeySigner(key.clone().into()))
+                as Arc<dyn medspace_chain::follow::RequestSigner>)
+        },
         |g| LedgerApp::from_chain_genesis(&g.app),
         move |ctx, handle| {
             let ledger = Arc::new(handle.clone());
             let watch = consortium::router(
                 ledger.clone(),
-                Arc::new(medspace_api::gate::ChainGate::new(
-                    ledger.clone(),
-                    member.clone(),
-                )),
+                Arc::new(
+                    medspace_api::gate::ChainGate::new(ledger.clone(), member.clone())
+                        .with_validators(validator_keys.clone()),
+                ),
                 probe_client,
                 member.clone(),
                 validators,
             );
-            let gate = Arc::new(medspace_api::gate::ChainGate::new(ledger.clone(), member));
+            let gate = Arc::new(
+                medspace_api::gate::ChainGate::new(ledger.clone(), member)
+                    .with_validators(validator_keys),
+            );
             let mut router = medspace_api::read_router(ledger.clone(), api)
                 .merge(console)
                 .merge(watch);

@@ -234,6 +234,13 @@ impl Keypair {
     }
 }
 
+impl From<ed25519::PrivateKey> for Keypair {
+    /// A commonware key as a ledger key pair (a validator's key signing its API requests).
+    fn from(private: ed25519::PrivateKey) -> Self {
+        Self { private }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -2,8 +2,11 @@
 //! that commits finalized blocks in height order exactly once, and [`start`], which wires
 //! storage, marshal, simplex and gossip around it.
 //!
-//! Start, step by step: check the signing key against the validator set; open the finalized-block
-//! archives and start marshal (with block backfill and broadcast); restore the newest checkpoint
+//! Start, step by step: check the signing key against the validator set; check a state sync, if
+//! given, before anything is written; open the finalized-block archives (`immutable`, or
+//! `prunable` on a node that prunes) and start marshal (with block backfill and broadcast, from
+//! the state sync's block as its floor if any); take the state sync's state when the stored chain
+//! is behind it, or else restore the newest checkpoint
 //! that matches the stored chain and replay the finalized blocks marshal persisted after it, so
 //! the application state matches the stored chain; spawn the finalizer (which offers a
 //! checkpoint every `checkpoint_every` blocks to the writer);
@@ -12,21 +15,21 @@
 use super::{
     checkpoint,
     config::{
-        BlockFinalization, Channels, Config, Marshal, PublicKey, Scheme, archive_config, epocher,
-        page_cache,
+        BlockFinalization, Channels, Config, Marshal, PublicKey, Scheme, StateSync, archive_config,
+        epocher, page_cache, prunable_archive_config,
     },
     faults::{Accountable, FaultLog},
     gossip,
     handle::{Finalizer, Handle},
-    state::{Committed, Executed, PendingChain, Shared, TxStatus},
+    state::{Committed, Executed, FinalizedChain, PendingChain, Shared, TxStatus},
 };
 use crate::{
     Application,
-    block::{Block, BlockLimits, tx_hash},
+    block::{Block, BlockLimits, Header, tx_hash},
 };
 use bytes::Bytes;
 use commonware_consensus::{
-    Heightable as _,
+    Epochable as _, Heightable as _,
     marshal::{
         self, Identifier, Update, ancestry::Ancestry, core::Actor as MarshalActor,
         resolver::p2p as marshal_resolver, standard::Inline,
@@ -47,7 +50,10 @@ use commonware_cryptography::{
 use commonware_p2p::{Blocker, Provider, Receiver, Sender};
 use commonware_parallel::Sequential;
 use commonware_runtime::{Clock, Metrics, Spawner, Storage, buffer::paged::CacheRef};
-use commonware_storage::archive::immutable;
+use commonware_storage::{
+    archive::{immutable, prunable},
+    translator::EightCap,
+};
 use commonware_utils::{
     Acknowledgement as _, NZDuration, NZU64, NZUsize, NonZeroDuration, ordered::Set, sync::Mutex,
 };
@@ -84,6 +90,66 @@ pub enum EngineError {
         /// Why.
         reason: String,
     },
+    /// A state sync checkpoint was refused; nothing was written.
+    #[error("state sync refused at height={height}: {reason}")]
+    StateSync {
+        /// Height the checkpoint claims.
+        height: u64,
+        /// Why it was refused.
+        reason: String,
+    },
+    /// Pruning needs checkpoints to restart from.
+    #[error("pruning needs checkpoints: set checkpoint_every above 0")]
+    PruneWithoutCheckpoints,
+}
+
+/// A state sync that checked: the application restored at the synced block, and what marshal
+/// and simplex start from.
+struct Synced<A> {
+    app: A,
+    header: Header,
+    finalization: BlockFinalization,
+}
+
+/// Checks a state sync against the validator set before anything is written: the certificate
+/// is a quorum certificate of `scheme`'s validators, in the chain's one epoch, over the header's
+/// digest, and the checkpoint restores to exactly the header's state at its height and time.
+fn verify_state_sync<A: Application>(
+    rng: &mut impl CryptoRng,
+    scheme: &Scheme,
+    app: &A,
+    sync: StateSync,
+) -> Result<Synced<A>, EngineError> {
+    let StateSync {
+        checkpoint,
+        header,
+        finalization,
+    } = sync;
+    let height = header.height;
+    let refused = |reason: &str| EngineError::StateSync {
+        height,
+        reason: reason.into(),
+    };
+    if height == 0 {
+        return Err(refused("a checkpoint of genesis is not a state sync"));
+    }
+    if finalization.proposal.payload != header.digest() {
+        return Err(refused("finality certificate is for a different block"));
+    }
+    if finalization.epoch() != Epoch::zero() {
+        return Err(refused("finality certificate of another epoch"));
+    }
+    if !finalization.verify(rng, scheme, &Sequential) {
+        return Err(refused("finality certificate signature invalid"));
+    }
+    let app = app
+        .restore(&checkpoint, height, header.time_ms, header.state_root)
+        .map_err(|reason| EngineError::StateSync { height, reason })?;
+    Ok(Synced {
+        app,
+        header,
+        finalization,
+    })
 }
 
 enum Check {
@@ -463,10 +529,13 @@ where
 }
 
 /// Starts a validator: opens storage, replays finalized blocks into `app`, starts marshal,
-/// simplex and the gossip tasks. `app` must hold the genesis state.
+/// simplex and the gossip tasks. `app` must hold the genesis state. With
+/// [`Config::state_sync`], the checkpoint is checked first (refused with
+/// [`EngineError::StateSync`] before anything is written) and a node whose storage is behind it
+/// starts at its block.
 pub async fn start<E, A, S, R, B, P>(
-    context: E,
-    config: Config<B, P>,
+    mut context: E,
+    mut config: Config<B, P>,
     app: A,
     channels: Channels<S, R>,
 ) -> Result<Handle<A>, EngineError>
@@ -480,7 +549,14 @@ where
 {
     let me = config.signer.public_key();
     let scheme = signing_scheme(&config)?;
+    if config.prune && config.checkpoint_every == 0 {
+        return Err(EngineError::PruneWithoutCheckpoints);
+    }
     let genesis = Block::genesis(&config.chain_id, app.root());
+    let synced = match config.state_sync.take() {
+        Some(sync) => Some(verify_state_sync(&mut context, &scheme, &app, sync)?),
+        None => None,
+    };
     let shared = Arc::new(Mutex::new(Shared::new(
         app,
         &genesis,
@@ -496,23 +572,25 @@ where
         blocks,
         txs,
     } = channels;
+    let floor = synced.as_ref().map(|s| s.finalization.clone());
     let (marshal, finalized) = start_marshal(
         &context,
         &config,
         &scheme,
-        &genesis,
+        (&genesis, floor.clone()),
         page_cache.clone(),
         backfill,
         blocks,
     )
     .await?;
-    replay(&context, &config, &node, &marshal).await?;
+    replay(&context, &config, &node, &marshal, synced).await?;
     {
         let (node, marshal) = (node.clone(), marshal.clone());
         let checkpoints = (config.checkpoint_every > 0).then(|| {
+            let pruner = config.prune.then(|| marshal.clone());
             (
                 config.checkpoint_every,
-                checkpoint::start_writer(&context, &config.partition_prefix),
+                checkpoint::start_writer(&context, &config.partition_prefix, pruner),
             )
         });
         context
@@ -524,7 +602,7 @@ where
         &config,
         scheme,
         (node, &marshal),
-        &genesis,
+        (&genesis, floor),
         page_cache,
         (votes, certificates, resolver),
     );
@@ -558,7 +636,7 @@ async fn start_marshal<E, S, R, B, P>(
     context: &E,
     config: &Config<B, P>,
     scheme: &Scheme,
-    genesis: &Block,
+    (genesis, floor): (&Block, Option<BlockFinalization>),
     page_cache: CacheRef,
     backfill: (S, R),
     blocks: (S, R),
@@ -598,36 +676,57 @@ where
         },
     );
     broadcast_engine.start(blocks);
-    let (finalizations, finalized_blocks) =
-        open_archives(context, config, scheme, page_cache.clone()).await?;
-    let (actor, mailbox, _floor) = MarshalActor::init(
-        context.child("marshal"),
-        finalizations,
-        finalized_blocks,
-        marshal::Config {
-            provider: ConstantProvider::new(scheme.clone()),
-            epocher: epocher(),
-            start: marshal::Start::Genesis(Digested::precomputed(
-                genesis.clone(),
-                genesis.digest(),
-            )),
-            partition_prefix: format!("{}-marshal", config.partition_prefix),
-            mailbox_size: config.mailbox_size,
-            view_retention: ViewDelta::new(10),
-            prunable_items_per_section: NZU64!(64),
-            page_cache,
-            replay_buffer: NZUsize!(1 << 13),
-            key_write_buffer: NZUsize!(1 << 13),
-            value_write_buffer: NZUsize!(1 << 13),
-            block_codec_config: config.block_limits,
-            max_repair: NZUsize!(16),
-            max_pending_acks: NZUsize!(16),
-            strategy: Sequential,
-        },
-    )
-    .await;
+    let start = match floor {
+        // A state sync: marshal fetches the floor's block from peers and delivers blocks from
+        // its height on (unless this node's own storage is already past it).
+        Some(finalization) => marshal::Start::Floor(finalization),
+        None => marshal::Start::Genesis(Digested::precomputed(genesis.clone(), genesis.digest())),
+    };
+    let marshal_config = marshal::Config {
+        provider: ConstantProvider::new(scheme.clone()),
+        epocher: epocher(),
+        start,
+        partition_prefix: format!("{}-marshal", config.partition_prefix),
+        mailbox_size: config.mailbox_size,
+        view_retention: ViewDelta::new(10),
+        prunable_items_per_section: NZU64!(64),
+        page_cache: page_cache.clone(),
+        replay_buffer: NZUsize!(1 << 13),
+        key_write_buffer: NZUsize!(1 << 13),
+        value_write_buffer: NZUsize!(1 << 13),
+        block_codec_config: config.block_limits,
+        max_repair: NZUsize!(16),
+        max_pending_acks: NZUsize!(16),
+        strategy: Sequential,
+    };
     let (sender, finalized) = mpsc::unbounded();
-    actor.start(Finalizer::new(sender), buffer, resolver);
+    let finalizer = Finalizer::new(sender);
+    // The two layouts differ only in their archives' type: marshal's mailbox is the same.
+    let mailbox = if config.prune {
+        let (finalizations, finalized_blocks) =
+            open_prunable_archives(context, config, scheme, page_cache).await?;
+        let (actor, mailbox, _floor) = MarshalActor::init(
+            context.child("marshal"),
+            finalizations,
+            finalized_blocks,
+            marshal_config,
+        )
+        .await;
+        actor.start(finalizer, buffer, resolver);
+        mailbox
+    } else {
+        let (finalizations, finalized_blocks) =
+            open_archives(context, config, scheme, page_cache).await?;
+        let (actor, mailbox, _floor) = MarshalActor::init(
+            context.child("marshal"),
+            finalizations,
+            finalized_blocks,
+            marshal_config,
+        )
+        .await;
+        actor.start(finalizer, buffer, resolver);
+        mailbox
+    };
     Ok((mailbox, finalized))
 }
 
@@ -676,14 +775,62 @@ where
     Ok((finalizations, blocks))
 }
 
+/// The archives of a node that prunes: the same contents as [`open_archives`], in `prunable`
+/// archives (by sections of `PRUNE_SECTION` heights) under their own partitions.
+#[allow(clippy::type_complexity)]
+async fn open_prunable_archives<E, B, P>(
+    context: &E,
+    config: &Config<B, P>,
+    scheme: &Scheme,
+    page_cache: CacheRef,
+) -> Result<
+    (
+        prunable::Archive<EightCap, E, Digest, BlockFinalization>,
+        prunable::Archive<EightCap, E, Digest, Arc<Block>>,
+    ),
+    EngineError,
+>
+where
+    E: Clock + Spawner + Storage + Metrics,
+{
+    let prefix = &config.partition_prefix;
+    let storage = |name: &'static str| {
+        move |e: commonware_storage::archive::Error| EngineError::Storage {
+            partition: format!("{prefix}-{name}-pruned"),
+            error: e.to_string(),
+        }
+    };
+    let finalizations = prunable::Archive::init(
+        context.child("finalizations_by_height"),
+        prunable_archive_config(
+            prefix,
+            "finalizations-by-height",
+            scheme.certificate_codec_config(),
+            page_cache.clone(),
+        ),
+    )
+    .await
+    .map_err(storage("finalizations-by-height"))?;
+    let blocks = prunable::Archive::init(
+        context.child("finalized_blocks"),
+        prunable_archive_config(prefix, "finalized-blocks", config.block_limits, page_cache),
+    )
+    .await
+    .map_err(storage("finalized-blocks"))?;
+    Ok((finalizations, blocks))
+}
+
 /// Rebuilds the committed state before consensus starts: from the newest checkpoint that is
 /// the state of its block in marshal's archive, if any, then through marshal's finalized blocks
-/// after it (heights `from+1..=processed`).
+/// after it (heights `from+1..=processed`). A checked state sync above the stored chain is the
+/// state outright (marshal delivers blocks from its height on); one at or below it serves as a
+/// base when no own checkpoint is newer and its block is the stored one at its height.
 async fn replay<E, A, B, P>(
     context: &E,
     config: &Config<B, P>,
     node: &Node<A>,
     marshal: &Marshal,
+    synced: Option<Synced<A>>,
 ) -> Result<(), EngineError>
 where
     E: Storage,
@@ -694,7 +841,27 @@ where
         .await
         .map(|p| p.height().get())
         .unwrap_or(0);
-    let from = checkpoint::restore(
+    if let Some(synced) = &synced
+        && synced.header.height > processed
+    {
+        let height = synced.header.height;
+        let mut shared = node.shared.lock();
+        shared.app = synced.app.clone();
+        shared.finalized = FinalizedChain::starting_at(
+            height,
+            (
+                synced.header.digest(),
+                synced.header.time_ms,
+                synced.header.state_root,
+            ),
+        );
+        info!(
+            height,
+            processed, "chain.node.sync: state restored from a peer's checkpoint"
+        );
+        return Ok(());
+    }
+    let mut from = checkpoint::restore(
         context,
         &config.partition_prefix,
         &node.shared,
@@ -703,6 +870,28 @@ where
     )
     .await
     .unwrap_or(0);
+    if let Some(synced) = synced
+        && synced.header.height > from
+    {
+        let height = synced.header.height;
+        let stored = marshal
+            .get_block(Identifier::Height(Height::new(height)))
+            .await
+            .map(|b| b.digest());
+        if stored == Some(synced.header.digest()) {
+            let mut shared = node.shared.lock();
+            shared.app = synced.app;
+            shared.finalized = FinalizedChain::starting_at(
+                height,
+                (
+                    synced.header.digest(),
+                    synced.header.time_ms,
+                    synced.header.state_root,
+                ),
+            );
+            from = height;
+        }
+    }
     for height in from.saturating_add(1)..=processed {
         let block = marshal
             .get_block(Identifier::Height(Height::new(height)))
@@ -780,7 +969,7 @@ fn start_consensus<E, A, S, R, B, P>(
     config: &Config<B, P>,
     scheme: Scheme,
     (node, marshal): (Node<A>, &Marshal),
-    genesis: &Block,
+    (genesis, floor): (&Block, Option<BlockFinalization>),
     page_cache: CacheRef,
     (votes, certificates, resolver): ((S, R), (S, R), (S, R)),
 ) -> Arc<Mutex<FaultLog>>
@@ -812,7 +1001,12 @@ where
             partition: format!("{}-simplex", config.partition_prefix),
             mailbox_size: config.mailbox_size,
             epoch: Epoch::zero(),
-            floor: simplex::config::Floor::Genesis(genesis.digest()),
+            // After a state sync, voting starts after the synced block's view (a restart resumes
+            // from its journal when that is higher).
+            floor: match floor {
+                Some(finalization) => simplex::config::Floor::Finalized(finalization),
+                None => simplex::config::Floor::Genesis(genesis.digest()),
+            },
             replay_buffer: NZUsize!(1 << 13),
             write_buffer: NZUsize!(1 << 13),
             page_cache,

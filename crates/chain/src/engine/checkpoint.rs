@@ -151,8 +151,15 @@ pub(super) async fn restore<E: Storage, A: Application>(
 /// at it (an O(1) clone).
 pub(super) type Job<A> = (u64, u64, A);
 
-/// Starts the writer task; returns the slot to offer checkpoints to.
-pub(super) fn start_writer<E, A>(context: &E, prefix: &str) -> mpsc::Sender<Job<A>>
+/// Starts the writer task; returns the slot to offer checkpoints to. With `pruner` (a node
+/// that prunes), each durably written checkpoint is followed by pruning marshal's finalized
+/// blocks and certificates below the oldest kept checkpoint: whichever checkpoint a restart
+/// restores, its block and every block after it are still stored.
+pub(super) fn start_writer<E, A>(
+    context: &E,
+    prefix: &str,
+    pruner: Option<Marshal>,
+) -> mpsc::Sender<Job<A>>
 where
     E: Storage + Spawner,
     A: Application,
@@ -169,7 +176,19 @@ where
                 let size = bytes.len();
                 match write(&context, &partition, height, bytes).await {
                     Ok(()) => info!(height, bytes = size, "chain.checkpoint: written"),
-                    Err(e) => warn!(height, error = %e, "chain.checkpoint: write failed"),
+                    Err(e) => {
+                        warn!(height, error = %e, "chain.checkpoint: write failed");
+                        continue;
+                    }
+                }
+                if let Some(marshal) = &pruner
+                    && let Some(&oldest) = heights(&context, &partition).await.last()
+                {
+                    // `oldest` was committed and acknowledged before its checkpoint was offered,
+                    // so it is at or below marshal's processed height (marshal ignores a prune
+                    // above it; the next checkpoint would then prune).
+                    marshal.prune(Height::new(oldest));
+                    info!(below = oldest, "chain.checkpoint: pruned finalized blocks");
                 }
             }
         });

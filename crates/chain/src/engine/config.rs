@@ -3,7 +3,7 @@
 //! archives' partitions, which the audit reopens by name).
 
 use crate::{
-    block::{Block, BlockLimits},
+    block::{Block, BlockLimits, Header},
     mempool::MempoolLimits,
 };
 use commonware_consensus::{
@@ -13,7 +13,10 @@ use commonware_consensus::{
 };
 use commonware_cryptography::{ed25519, sha256::Digest};
 use commonware_runtime::buffer::paged::CacheRef;
-use commonware_storage::archive::immutable;
+use commonware_storage::{
+    archive::{immutable, prunable},
+    translator::EightCap,
+};
 use commonware_utils::{NZU16, NZU64, NZUsize};
 use std::{num::NonZeroUsize, time::Duration};
 
@@ -62,6 +65,40 @@ pub struct Config<B, P> {
     /// Write a checkpoint of the committed state every this many finalized blocks (0: never;
     /// a restart then replays from genesis).
     pub checkpoint_every: u64,
+    /// Join by state sync: start from this peer's checkpoint of a recent finalized block
+    /// instead of fetching every block from genesis. Checked before anything is written (see
+    /// [`StateSync`]); ignored when this node's own storage is already at or past its height.
+    pub state_sync: Option<StateSync>,
+    /// Prune finalized blocks and certificates below the older of the two kept checkpoints once
+    /// a checkpoint is durably written (`false`: keep the whole chain, an archive). Needs
+    /// `checkpoint_every > 0`, and chooses the storage layout: a node keeps the same setting for
+    /// the life of its storage.
+    pub prune: bool,
+}
+
+/// The committed state of a recent finalized block as a peer serves it, with that block's
+/// header and finality certificate: what a validator with no chain starts from. The engine
+/// trusts none of it: the certificate must be a quorum certificate of the configured validators
+/// over the header's digest, and the checkpoint must restore to exactly the header's state root
+/// at its height and time ([`crate::Application::restore`]); anything else is refused with
+/// [`super::EngineError::StateSync`] before any storage is opened.
+#[derive(Clone)]
+pub struct StateSync {
+    /// The application's checkpoint of the block's state.
+    pub checkpoint: Vec<u8>,
+    /// The block's header.
+    pub header: Header,
+    /// The block's finality certificate.
+    pub finalization: BlockFinalization,
+}
+
+impl std::fmt::Debug for StateSync {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StateSync")
+            .field("height", &self.header.height)
+            .field("checkpoint_bytes", &self.checkpoint.len())
+            .finish_non_exhaustive()
+    }
 }
 
 /// The network channels one validator needs, all on the same authenticated network.
@@ -132,5 +169,33 @@ pub(crate) fn archive_config<C>(
         freezer_key_write_buffer: NZUsize!(1 << 13),
         freezer_value_write_buffer: NZUsize!(1 << 13),
         ordinal_write_buffer: NZUsize!(1 << 13),
+    }
+}
+
+/// Heights per section of a pruning node's archives: the granularity of pruning (a section goes
+/// once every height in it is below the prune floor). Fixed for the life of the storage.
+pub(crate) const PRUNE_SECTION: u64 = 64;
+
+/// Configuration of one `prunable` archive under `prefix`, the layout of a node that prunes
+/// (`Config::prune`): the partitions are `{prefix}-{name}-pruned-*`, apart from the archive
+/// layout's, so neither is ever opened as the other.
+pub(crate) fn prunable_archive_config<C>(
+    prefix: &str,
+    name: &str,
+    codec_config: C,
+    page_cache: CacheRef,
+) -> prunable::Config<EightCap, C> {
+    prunable::Config {
+        translator: EightCap,
+        metadata_partition: format!("{prefix}-{name}-pruned-metadata"),
+        key_partition: format!("{prefix}-{name}-pruned-key"),
+        key_page_cache: page_cache,
+        value_partition: format!("{prefix}-{name}-pruned-value"),
+        compression: None,
+        codec_config,
+        items_per_section: NZU64!(PRUNE_SECTION),
+        key_write_buffer: NZUsize!(1 << 13),
+        value_write_buffer: NZUsize!(1 << 13),
+        replay_buffer: NZUsize!(1 << 13),
     }
 }

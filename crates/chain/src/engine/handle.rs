@@ -4,7 +4,7 @@
 //! the node.
 
 use super::{
-    config::{BlockFinalization, Marshal},
+    config::{BlockFinalization, Marshal, StateSync},
     faults::{Fault, FaultLog},
     state::{Committed, Shared, TxStatus},
 };
@@ -280,6 +280,30 @@ impl<A: Application> Handle<A> {
         };
         // Encoded outside the lock, on an O(1) clone of the committed application.
         app.checkpoint(height, time)
+    }
+
+    /// What a validator joining by state sync starts from
+    /// ([`super::Config::state_sync`]): a checkpoint of the committed state, with its block's
+    /// header and finality certificate. `None` when the application keeps no checkpoints or
+    /// this node stores no certificate of its committed height (a block finalized through a
+    /// later one's certificate); a later call may then succeed.
+    pub async fn state_sync(&self) -> Option<StateSync> {
+        let (app, height, time) = {
+            let shared = self.shared.lock();
+            let (height, _, time) = shared.committed();
+            (shared.app.clone(), height, time)
+        };
+        if height == 0 {
+            return None;
+        }
+        let (block, finalization) = self.block(height).await?;
+        let finalization = finalization?;
+        let checkpoint = app.checkpoint(height, time)?;
+        Some(StateSync {
+            checkpoint,
+            header: block.header,
+            finalization,
+        })
     }
 
     /// Committed application state (read-only use).

@@ -27,8 +27,11 @@
 //! - `gossip`: the transaction batch framing ([`encode_tx_batch`], [`decode_tx_batch`]) and the
 //!   gossip tasks;
 //! - `checkpoint`: the node's checkpoints on its storage (written every `checkpoint_every`
-//!   blocks on their own task, restored at start against the finalized archive);
-//! - `actor`: the [`Node`] (propose, verify, commit), the finalizer loop, and [`start`].
+//!   blocks on their own task, restored at start against the finalized archive; on a node that
+//!   prunes, each written checkpoint prunes the blocks below the older kept one);
+//! - `actor`: the [`Node`] (propose, verify, commit), the finalizer loop, and [`start`]
+//!   (including a join by state sync: a peer's checkpoint, checked against the validator set,
+//!   as marshal's and simplex's floor).
 
 mod actor;
 mod checkpoint;
@@ -40,7 +43,9 @@ mod state;
 
 pub use actor::{EngineError, Node, start};
 pub(crate) use config::archive_config;
-pub use config::{BlockFinalization, Channels, Config, Marshal, PublicKey, Scheme, channel};
+pub use config::{
+    BlockFinalization, Channels, Config, Marshal, PublicKey, Scheme, StateSync, channel,
+};
 pub use faults::{Fault, FaultKind, MAX_RECORDED_FAULTS};
 pub use gossip::{GOSSIP_BATCH_TXS, decode_tx_batch, encode_tx_batch};
 pub use handle::{Finalizer, Handle, SubmitError};

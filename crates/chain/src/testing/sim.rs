@@ -12,7 +12,10 @@
 use crate::{
     Application,
     block::BlockLimits,
-    engine::{self, Channels, Config, EngineError, Handle, PublicKey, Scheme, TxStatus, channel},
+    engine::{
+        self, Channels, Config, EngineError, Handle, PublicKey, Scheme, StateSync, TxStatus,
+        channel,
+    },
     mempool::MempoolLimits,
 };
 use commonware_cryptography::{Signer as _, ed25519};
@@ -118,6 +121,9 @@ pub struct Sim {
     /// Validators launched from now on write a checkpoint every this many finalized blocks (0,
     /// the default: never).
     pub checkpoint_every: u64,
+    /// Validators launched from now on prune their finalized blocks below their older kept
+    /// checkpoint (`false`, the default: they keep the whole chain).
+    pub prune: bool,
 }
 
 impl Sim {
@@ -143,6 +149,7 @@ impl Sim {
             peers,
             oracle,
             checkpoint_every: 0,
+            prune: false,
         }
     }
 
@@ -217,6 +224,19 @@ impl Sim {
         incarnation: u32,
         app: A,
     ) -> Result<Validator<A>, SimError> {
+        self.launch_synced(ctx, i, incarnation, app, None).await
+    }
+
+    /// [`Sim::launch`], joining by state sync from `sync` (e.g. another validator's
+    /// [`Handle::state_sync`]) when given.
+    pub async fn launch_synced<A: Application>(
+        &self,
+        ctx: &Ctx,
+        i: usize,
+        incarnation: u32,
+        app: A,
+        sync: Option<StateSync>,
+    ) -> Result<Validator<A>, SimError> {
         let key = self.keys.get(i).ok_or(SimError::NoValidator(i))?.clone();
         let control = self.oracle.control(key.public_key());
         let channels = Channels {
@@ -243,6 +263,8 @@ impl Sim {
             fetch_timeout: Duration::from_secs(1),
             mailbox_size: NZUsize!(1024),
             checkpoint_every: self.checkpoint_every,
+            state_sync: sync,
+            prune: self.prune,
         };
         let (tx, rx) = futures::channel::oneshot::channel();
         let task = ctx
