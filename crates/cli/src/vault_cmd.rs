@@ -156,6 +156,9 @@ pub struct IngestArgs {
     /// `--update`; recorded with the ingest.
     #[arg(long, value_name = "INSTANT")]
     pub since: Option<String>,
+    /// Threads that parse the files (0: one per core); the outcome is the same for any number.
+    #[arg(long, default_value_t = 0)]
+    pub threads: usize,
 }
 
 /// `medspace sql` (the institution's own operator only; never exposed to other parties).
@@ -277,6 +280,9 @@ pub struct BenchIngestArgs {
     /// Seed.
     #[arg(long, default_value_t = 1)]
     pub seed: u64,
+    /// Threads of the parallel run (0: one per core); the baseline runs on one.
+    #[arg(long, default_value_t = 0)]
+    pub threads: usize,
     /// Work directory (default: a temporary one, removed afterwards).
     #[arg(long)]
     pub dir: Option<PathBuf>,
@@ -363,6 +369,7 @@ pub fn run_ingest(args: IngestArgs) -> anyhow::Result<()> {
         source: args.source,
         updates: args.update,
         since: args.since,
+        threads: args.threads,
         remap: false,
         fail_after: None,
     };
@@ -554,16 +561,25 @@ pub fn run_bench(cmd: Bench) -> anyhow::Result<()> {
     match cmd {
         Bench::Ingest(a) => {
             let (dir, temp) = work_dir(a.dir)?;
-            let r = bench::bench_ingest(&dir, a.patients, a.seed);
+            let r = bench::bench_ingest(&dir, a.patients, a.seed, a.threads);
             if temp {
                 let _ = std::fs::remove_dir_all(&dir);
             }
             let r = r?;
             println!(
-                "bench ingest: {} patients, {} resources in {:.2} s (one thread)",
-                r.patients, r.resources, r.seconds
+                "bench ingest: {} patients, {} resources in {} NDJSON files, each run into a fresh vault",
+                r.patients, r.parallel.resources, r.files
             );
-            println!("{:.0} resources/s", r.resources_per_second);
+            for (what, run) in [("baseline", &r.baseline), ("parallel", &r.parallel)] {
+                println!(
+                    "  {what}: {} thread{}: {:.2} s, {:.0} resources/s",
+                    run.threads,
+                    if run.threads == 1 { "" } else { "s" },
+                    run.seconds,
+                    run.resources_per_second
+                );
+            }
+            println!("  ratio: {:.2}x the one-thread rate", r.speedup());
             println!(
                 "vault unlock (argon2id, once per open, not in the figure above): {:.0} ms",
                 r.unlock_ms

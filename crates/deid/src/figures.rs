@@ -1,6 +1,6 @@
 //! The privacy figures of a released table, recomputed from the output alone ([`verify`]):
 //! k, distinct and entropy l, t — with pycanon's definitions (checked against it in
-//! `tests/against_pycanon.rs`).
+//! `tests/it/against_pycanon.rs`).
 //!
 //! - `k`: the size of the smallest equivalence class (rows sharing all QI labels).
 //! - distinct `l`: per sensitive attribute, the fewest distinct values in a class.

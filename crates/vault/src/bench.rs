@@ -1,7 +1,8 @@
 //! Benchmarks printed by `medspace bench ingest` and `medspace bench cohort`.
 //!
-//! * ingest: generated patients written as Bulk NDJSON, then ingested into a fresh vault on one
-//!   thread (parse, check, deduplicate, store originals, map to CDM Parquet, commit).
+//! * ingest: generated patients written as Bulk NDJSON, then ingested (parse, check,
+//!   deduplicate, store originals, map to CDM Parquet, commit) into a fresh vault on one thread,
+//!   the baseline, and into another on several.
 //! * cohort: a vault with N persons (CDM rows written directly, with the generator's
 //!   age-dependent diabetes prevalence and HbA1c distribution) and the query "persons with
 //!   type 2 diabetes (SNOMED 44054006) and an HbA1c (LOINC 4548-4) over 7 %, counted by sex and
@@ -21,27 +22,53 @@ use crate::error::VaultError;
 use crate::store::{IngestOptions, Vault};
 use medspace_seal::{KdfParams, Passphrase};
 
-/// Result of the ingest benchmark.
+/// One timed ingest of the benchmark's input into a fresh vault.
 #[derive(Clone, Debug, Serialize)]
-pub struct IngestBench {
-    /// Patients generated.
-    pub patients: u64,
-    /// Resources ingested.
+pub struct IngestRun {
+    /// Threads the ingest parsed on.
+    pub threads: usize,
+    /// Resources stored.
     pub resources: u64,
     /// Seconds spent in the ingest.
     pub seconds: f64,
     /// Resources per second.
     pub resources_per_second: f64,
+}
+
+/// Result of the ingest benchmark: the same input ingested on one thread (the baseline) and on
+/// several, each into a fresh vault.
+#[derive(Clone, Debug, Serialize)]
+pub struct IngestBench {
+    /// Patients generated.
+    pub patients: u64,
+    /// Input files (one NDJSON file per resource type).
+    pub files: usize,
+    /// The ingest on one thread.
+    pub baseline: IngestRun,
+    /// The ingest on [`IngestRun::threads`] threads.
+    pub parallel: IngestRun,
     /// Milliseconds to unlock the vault's keys from its passphrase (argon2id, once per open;
-    /// not part of `seconds`).
+    /// not part of the runs' seconds).
     pub unlock_ms: f64,
     /// Peak resident memory of the process, KiB (VmHWM), if known.
     pub peak_rss_kib: Option<u64>,
 }
 
+impl IngestBench {
+    /// How many times faster the parallel ingest is than the one-thread baseline.
+    pub fn speedup(&self) -> f64 {
+        self.parallel.resources_per_second / self.baseline.resources_per_second.max(1e-9)
+    }
+}
+
 /// Generates `patients` synthetic patients into `work_dir/ndjson`, then times their ingest into
-/// a fresh vault at `work_dir/node`.
-pub fn bench_ingest(work_dir: &Path, patients: u64, seed: u64) -> Result<IngestBench, VaultError> {
+/// a fresh vault on one thread and into another on `threads` threads (0: one per core).
+pub fn bench_ingest(
+    work_dir: &Path,
+    patients: u64,
+    seed: u64,
+    threads: usize,
+) -> Result<IngestBench, VaultError> {
     let nd = work_dir.join("ndjson");
     let cfg = medspace_synth::SynthConfig {
         patients,
@@ -52,25 +79,42 @@ pub fn bench_ingest(work_dir: &Path, patients: u64, seed: u64) -> Result<IngestB
         path: nd.clone(),
         source: std::io::Error::other(e.to_string()),
     })?;
-    let node = work_dir.join("node");
-    if node.exists() {
+    let files = std::fs::read_dir(&nd).map_err(VaultError::io(&nd))?.count();
+    let mut unlock_ms = 0.0;
+    let mut run = |threads: usize| -> Result<IngestRun, VaultError> {
+        let node = work_dir.join(format!("node-{threads}"));
+        if node.exists() {
+            std::fs::remove_dir_all(&node).map_err(VaultError::io(&node))?;
+        }
+        let passphrase = Passphrase::generate();
+        VaultKey::create(&node, &passphrase, KdfParams::DEFAULT)?;
+        let t = Instant::now();
+        let key = VaultKey::unlock(&node, &passphrase)?;
+        unlock_ms = t.elapsed().as_secs_f64() * 1000.0;
+        let mut vault = Vault::open(&node, &key)?;
+        let opts = IngestOptions {
+            threads,
+            ..IngestOptions::default()
+        };
+        let t = Instant::now();
+        let report = vault.ingest_paths(std::slice::from_ref(&nd), &opts)?;
+        let seconds = t.elapsed().as_secs_f64();
+        drop(vault);
         std::fs::remove_dir_all(&node).map_err(VaultError::io(&node))?;
-    }
-    let passphrase = Passphrase::generate();
-    VaultKey::create(&node, &passphrase, KdfParams::DEFAULT)?;
-    let t = Instant::now();
-    let key = VaultKey::unlock(&node, &passphrase)?;
-    let unlock_ms = t.elapsed().as_secs_f64() * 1000.0;
-    let mut vault = Vault::open(&node, &key)?;
-    let opts = IngestOptions::default();
-    let t = Instant::now();
-    let report = vault.ingest_paths(&[nd], &opts)?;
-    let seconds = t.elapsed().as_secs_f64();
+        Ok(IngestRun {
+            threads: opts.threads(),
+            resources: report.stored,
+            seconds,
+            resources_per_second: report.stored as f64 / seconds.max(1e-9),
+        })
+    };
+    let baseline = run(1)?;
+    let parallel = run(threads)?;
     Ok(IngestBench {
         patients,
-        resources: report.stored,
-        seconds,
-        resources_per_second: report.stored as f64 / seconds.max(1e-9),
+        files,
+        baseline,
+        parallel,
         unlock_ms,
         peak_rss_kib: peak_rss_kib(),
     })

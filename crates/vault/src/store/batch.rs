@@ -11,10 +11,10 @@ use std::path::PathBuf;
 use std::time::Instant;
 
 use indicatif::{ProgressBar, ProgressStyle};
-use sha2::{Digest, Sha256};
 
 use super::index::{Entry, Stamp};
 use super::options::{IngestOptions, IngestReport, InputError, updatable};
+use super::pipeline::{self, Canon};
 use super::resources::RESOURCES_FILE;
 use super::{Vault, qualify, qualify_target};
 use crate::error::VaultError;
@@ -152,6 +152,7 @@ impl<'o> Batch<'o> {
         file: usize,
         pos: Position,
         item: fhir::Item,
+        canon: Option<Canon>,
     ) -> Result<(), VaultError> {
         self.report.read += 1;
         self.bar.inc(1);
@@ -163,7 +164,7 @@ impl<'o> Batch<'o> {
             }
         };
         let Some(entries) = fhir::transaction_entries(&v) else {
-            return self.admit_resource(file, pos, v);
+            return self.admit_resource(file, pos, v, canon);
         };
         // Each entry of a transaction counts as one item read.
         self.report.read += (entries.len() as u64).saturating_sub(1);
@@ -173,7 +174,7 @@ impl<'o> Batch<'o> {
         }
         for e in entries {
             match e {
-                fhir::TxEntry::Resource(r) => self.admit_resource(file, pos, r)?,
+                fhir::TxEntry::Resource(r) => self.admit_resource(file, pos, r, None)?,
                 fhir::TxEntry::Delete(Ok((ty, id))) => self.admit_delete(file, pos, &ty, &id)?,
                 fhir::TxEntry::Delete(Err(reason)) => self.error(file, pos, reason),
             }
@@ -191,16 +192,11 @@ impl<'o> Batch<'o> {
         Ok(())
     }
 
-    fn canonical(&self, v: &serde_json::Value) -> Result<(Vec<u8>, [u8; 16]), VaultError> {
-        // serde_json's Map is ordered by key: this is a canonical form for hashing and storage.
-        let bytes = serde_json::to_vec(v).map_err(|e| VaultError::Corrupt {
+    fn canonical(&self, v: &serde_json::Value) -> Result<Canon, VaultError> {
+        pipeline::canonical(v).map_err(|e| VaultError::Corrupt {
             path: self.dir.clone(),
             reason: e.to_string(),
-        })?;
-        let digest = Sha256::digest(&bytes);
-        let mut hash = [0u8; 16];
-        hash.copy_from_slice(digest.get(..16).unwrap_or(&[0u8; 16]));
-        Ok((bytes, hash))
+        })
     }
 
     /// The batch's latest accepted pending of `key`.
@@ -220,6 +216,7 @@ impl<'o> Batch<'o> {
         file: usize,
         pos: Position,
         v: serde_json::Value,
+        canon: Option<Canon>,
     ) -> Result<(), VaultError> {
         let (rtype, id) = match fhir::check_resource(&v) {
             Ok((t, i)) => (t.to_string(), i.to_string()),
@@ -230,7 +227,10 @@ impl<'o> Batch<'o> {
         };
         let qid = qualify(self.source.as_deref(), &id);
         let key = format!("{rtype}/{qid}");
-        let (bytes, hash) = self.canonical(&v)?;
+        let (bytes, hash) = match canon {
+            Some(c) => c,
+            None => self.canonical(&v)?,
+        };
         let stamp = Stamp::of(&v);
         let mut state = State::Current;
         let mut after_delete = false;

@@ -7,13 +7,12 @@
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fs;
 
-use serde_json::Value;
-
-use super::batch::{Batch, Resolved, State};
+use super::batch::{Batch, Pending, Resolved, State};
 use super::identity::pseudonym_with;
 use super::index::{Entry, RowSpan, Stamp, Status, write_index};
 use super::manifest::{Hidden, SegmentInfo, sync_dir};
 use super::options::{IngestReport, OnError, mapped_since_versioning, updatable};
+use super::pipeline;
 use super::resources::RESOURCES_FILE;
 use super::{Vault, qualify, qualify_target};
 use crate::cdm::{self, CdmWriter, Counters, Resolve, RowLog};
@@ -436,48 +435,49 @@ impl Batch<'_> {
         let path = self.dir.join(RESOURCES_FILE);
         let mut done = 0u64;
         let fail_after = self.opts.fail_after;
-        vault.scan_segment(&path, &mut |line, bytes| {
-            let Some(p) = self.pending.get(line as usize) else {
-                return Ok(());
-            };
-            if !p.live() {
-                return Ok(());
-            }
-            if let Some(n) = fail_after
-                && done >= n
-            {
-                return Err(VaultError::InjectedFault(done));
-            }
-            let v: Value = serde_json::from_slice(bytes).map_err(|e| VaultError::Corrupt {
-                path: path.clone(),
-                reason: e.to_string(),
-            })?;
-            let own = rows.get(&p.key).copied();
-            let mut log = RowLog::default();
-            cdm::map_resource(
-                &v,
-                own,
-                &pseudonym,
-                vocab,
-                &resolver,
-                counters,
-                &mut writer,
-                &mut log,
-            )?;
-            if let Some(slot) = logs.get_mut(line as usize) {
-                *slot = log
-                    .0
-                    .into_iter()
-                    .map(|(t, first, n)| RowSpan(t, first, n))
-                    .collect();
-            }
-            if let Some(slot) = visits.get_mut(line as usize) {
-                *slot = cdm::visit_of(&v, &resolver);
-            }
-            done += 1;
-            self.bar.inc(1);
-            Ok(())
-        })?;
+        let pending = &self.pending;
+        let wanted = |line: u32| pending.get(line as usize).is_some_and(Pending::live);
+        pipeline::parse_lines(
+            vault,
+            &path,
+            self.opts.threads(),
+            &wanted,
+            &mut |line, v| {
+                let Some(p) = self.pending.get(line as usize) else {
+                    return Ok(());
+                };
+                if let Some(n) = fail_after
+                    && done >= n
+                {
+                    return Err(VaultError::InjectedFault(done));
+                }
+                let own = rows.get(&p.key).copied();
+                let mut log = RowLog::default();
+                cdm::map_resource(
+                    &v,
+                    own,
+                    &pseudonym,
+                    vocab,
+                    &resolver,
+                    counters,
+                    &mut writer,
+                    &mut log,
+                )?;
+                if let Some(slot) = logs.get_mut(line as usize) {
+                    *slot = log
+                        .0
+                        .into_iter()
+                        .map(|(t, first, n)| RowSpan(t, first, n))
+                        .collect();
+                }
+                if let Some(slot) = visits.get_mut(line as usize) {
+                    *slot = cdm::visit_of(&v, &resolver);
+                }
+                done += 1;
+                self.bar.inc(1);
+                Ok(())
+            },
+        )?;
         let counts = writer.counts.clone();
         writer.finish()?;
         Ok(CdmOutput {

@@ -10,11 +10,13 @@ use serde_json::Value;
 use super::Vault;
 use super::batch::Batch;
 pub use super::options::{IngestOptions, IngestReport, InputError, OnError, updatable};
+use super::pipeline;
 use crate::error::VaultError;
-use crate::fhir::{self, Position};
+use crate::fhir::Position;
 
 impl Vault {
-    /// Ingests FHIR files and folders (Bundle JSON, NDJSON) as one atomic batch.
+    /// Ingests FHIR files and folders (Bundle JSON, NDJSON) as one atomic batch, the files
+    /// parsed on [`IngestOptions::threads`] threads (the outcome is the same for any number).
     pub fn ingest_paths(
         &mut self,
         paths: &[PathBuf],
@@ -26,9 +28,11 @@ impl Vault {
         }
         let mut batch = Batch::start(self, opts)?;
         for file in &files {
-            let file_idx = batch.add_file(file.clone());
-            fhir::read_file(file, &mut |pos, item| batch.admit(file_idx, pos, item))?;
+            batch.add_file(file.clone());
         }
+        pipeline::read_files(&files, opts.threads(), &mut |file, read| {
+            batch.admit(file, read.pos, read.item, read.canon)
+        })?;
         batch.finish(self)
     }
 
@@ -43,7 +47,7 @@ impl Vault {
         let mut batch = Batch::start(self, opts)?;
         batch.add_file(PathBuf::from(source));
         for (i, r) in resources.into_iter().enumerate() {
-            batch.admit(0, Position::Entry(i as u64), Ok(r))?;
+            batch.admit(0, Position::Entry(i as u64), Ok(r), None)?;
         }
         batch.finish(self)
     }

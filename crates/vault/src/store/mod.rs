@@ -50,6 +50,7 @@
 //! * `identity` — the per-vault key, pseudonyms, person_id ↔ Patient.id ↔ pseudonym.
 //! * `ingest` — options, report and the two entry points of an ingest.
 //! * `batch` — phase 1: check, deduplicate and append each resource to the new segment.
+//! * `pipeline` — the ingest's reading and mapping on several threads, in one thread's order.
 //! * `finish` — phases 2 and 3: dedup against the vault, reference checks, local ids, CDM rows,
 //!   index, commit.
 
@@ -60,6 +61,7 @@ mod index;
 mod ingest;
 mod manifest;
 mod options;
+mod pipeline;
 mod rekey;
 mod remap;
 mod resources;

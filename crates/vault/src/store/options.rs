@@ -8,6 +8,7 @@ use crate::vocab::Vocabulary;
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::thread;
 
 /// What to do with a bad resource.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
@@ -46,6 +47,9 @@ pub struct IngestOptions {
     /// Map stored resources again (same content) as new versions of themselves, their rows
     /// through this batch's vocabulary ([`crate::Vault::remap`]); implies `updates`.
     pub remap: bool,
+    /// Threads that parse the input and the new segment (0: one per core). Items are still
+    /// admitted and mapped in input order, so the outcome is the same for any number.
+    pub threads: usize,
     /// Test hook: abort like a crash after this many resources were written to the new
     /// segment (nothing is cleaned up, nothing committed).
     #[doc(hidden)]
@@ -131,6 +135,14 @@ impl IngestOptions {
     /// Whether changed content is a new version (see [`IngestOptions::updates`]).
     pub fn accepts_updates(&self) -> bool {
         self.updates || self.remap || self.since.is_some()
+    }
+
+    /// The threads an ingest parses on: [`IngestOptions::threads`], or one per core.
+    pub fn threads(&self) -> usize {
+        match self.threads {
+            0 => thread::available_parallelism().map_or(1, usize::from),
+            n => n,
+        }
     }
 }
 

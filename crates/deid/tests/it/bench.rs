@@ -39,7 +39,7 @@ fn synthetic_is_deterministic_and_skewed() {
     assert!(*by_region.values().max().unwrap() > 2000 / 20);
 }
 
-/// 1,000,000 persons, release build: `cargo test --release -p medspace-deid --test bench -- --ignored --nocapture`.
+/// 1,000,000 persons, release build: `cargo test --release -p medspace-deid --test it -- bench:: --ignored --nocapture`.
 #[test]
 #[ignore]
 fn one_million_persons() {

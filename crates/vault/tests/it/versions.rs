@@ -11,7 +11,7 @@
     clippy::panic,
     clippy::indexing_slicing
 )]
-mod common;
+use crate::common;
 
 use common::vkey;
 use std::path::Path;

@@ -21,7 +21,7 @@ use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 
-mod support;
+use crate::support;
 use support::*;
 
 /// The role a child process of this test plays, and the vault an executor reads.
@@ -105,7 +105,7 @@ fn child(role: &str) -> Command {
     let mut c = Command::new(std::env::current_exe().unwrap());
     c.args([
         "--exact",
-        "cluster_process",
+        "ballista::cluster_process",
         "--nocapture",
         "--test-threads=1",
     ])

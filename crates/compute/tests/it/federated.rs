@@ -18,7 +18,7 @@ use rand_core::SeedableRng;
 use std::collections::BTreeSet;
 use std::path::Path;
 
-mod support;
+use crate::support;
 use support::*;
 
 const SPEC_BY_SEX: &str = r#"{"version":1,"cohort":{"conditions":["44054006"],"index_date":"2025-01-01"},"aggregate":"count","group_by":["sex"]}"#;

@@ -278,7 +278,7 @@ fn without_an_outbreak_the_sensitivity_falls() {
 }
 
 /// The figures with DP noise at ε = 1 (sensitivity 1): `cargo test --release -p
-/// medspace-privacy --test aberration -- --ignored --nocapture`.
+/// medspace-privacy --test it -- aberration:: --ignored --nocapture`.
 #[test]
 #[ignore = "figures for the documentation; slow in debug"]
 fn figures_with_dp() {

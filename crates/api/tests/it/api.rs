@@ -17,8 +17,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use tower::ServiceExt;
 
-#[path = "support/local.rs"]
-mod local;
+use crate::local;
 use local::Local;
 
 fn chain() -> Name {

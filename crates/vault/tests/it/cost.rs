@@ -10,7 +10,7 @@
     clippy::panic,
     clippy::indexing_slicing
 )]
-mod common;
+use crate::common;
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;

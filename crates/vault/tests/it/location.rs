@@ -9,7 +9,7 @@
     clippy::panic,
     clippy::indexing_slicing
 )]
-mod common;
+use crate::common;
 
 use std::path::Path;
 

@@ -19,8 +19,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use tower::ServiceExt;
 
-#[path = "support/local.rs"]
-mod local;
+use crate::local;
 use local::Local;
 
 const CHAIN: &str = "matrix-chain";

@@ -1,0 +1,16 @@
+//! The integration tests of medspace-chain, in one binary (one link, one copy of the
+//! dependencies on disk); each file is a module.
+
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
+
+mod api;
+mod audit;
+mod decoders;
+mod loopback;
+mod sim;
+mod tls;

@@ -1,0 +1,369 @@
+//! An ingest on several cores with the outcome of one.
+//!
+//! Both passes over the data parse JSON, which is most of their work; the rest (deduplicating,
+//! numbering lines and rows, mapping, writing) must stay in order. So:
+//! * **reading** ([`read_files`]): reader threads take the input files in turn, parse them and
+//!   compute each resource's canonical bytes and hash; the batch admits the items strictly file
+//!   by file, in each file's order, exactly as one thread would;
+//! * **mapping** ([`parse_lines`]): one thread decrypts and decompresses the new segment,
+//!   workers parse chunks of its lines, and the mapping takes them back in line order.
+//!
+//! Every hand-over is a bounded channel, so what is in flight does not grow with the input,
+//! and the segment, its index and every CDM row are the same for any number of threads (the
+//! vault's pinned-output test runs with one and with several). Written on std threads: the
+//! stages are a fixed pipeline with ordered hand-over, which a work-stealing pool does not
+//! give without a reordering step of its own, and the vault takes no dependency for it.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::thread;
+
+use serde_json::Value;
+use sha2::{Digest, Sha256};
+
+use super::Vault;
+use crate::error::VaultError;
+use crate::fhir::{self, Position};
+
+/// Items a reader may parse ahead of the batch, per file in flight.
+const READ_AHEAD: usize = 512;
+
+/// Lines per chunk handed to a parsing worker.
+const CHUNK: usize = 256;
+
+/// A resource's canonical bytes (how the segment stores it) and content hash.
+pub(super) type Canon = (Vec<u8>, [u8; 16]);
+
+/// The canonical form of a resource: serde_json's map is ordered by key, so serializing the
+/// parsed value gives the same bytes for the same content.
+pub(super) fn canonical(v: &Value) -> Result<Canon, serde_json::Error> {
+    let bytes = serde_json::to_vec(v)?;
+    let digest = Sha256::digest(&bytes);
+    let mut hash = [0u8; 16];
+    hash.copy_from_slice(digest.get(..16).unwrap_or(&[0u8; 16]));
+    Ok((bytes, hash))
+}
+
+/// One input item as a reader prepared it.
+pub(super) struct Read {
+    pub(super) pos: Position,
+    pub(super) item: fhir::Item,
+    /// The canonical form of a plain resource (not a transaction Bundle), computed on the
+    /// reader's thread; `None` when the batch must compute it (entries of a transaction).
+    pub(super) canon: Option<Canon>,
+}
+
+fn prepare(pos: Position, item: fhir::Item) -> Read {
+    let canon = match &item {
+        Ok(v) if fhir::transaction_entries(v).is_none() => canonical(v).ok(),
+        _ => None,
+    };
+    Read { pos, item, canon }
+}
+
+enum FromReader {
+    Item(Read),
+    Failed(VaultError),
+}
+
+/// Reads `files` on `threads` reader threads (one: in the caller's thread) and calls
+/// `admit(file, item)` for every item of file 0, then of file 1, … in each file's order.
+/// The first error, the reader's or `admit`'s, stops everything and is returned.
+pub(super) fn read_files(
+    files: &[PathBuf],
+    threads: usize,
+    admit: &mut dyn FnMut(usize, Read) -> Result<(), VaultError>,
+) -> Result<(), VaultError> {
+    if threads <= 1 {
+        for (i, file) in files.iter().enumerate() {
+            fhir::read_file(file, &mut |pos, item| admit(i, prepare(pos, item)))?;
+        }
+        return Ok(());
+    }
+    let mut senders = Vec::with_capacity(files.len());
+    let mut receivers = Vec::with_capacity(files.len());
+    for _ in files {
+        let (tx, rx) = sync_channel::<FromReader>(READ_AHEAD);
+        senders.push(Some(tx));
+        receivers.push(rx);
+    }
+    let senders = Mutex::new(senders);
+    let next = AtomicUsize::new(0);
+    let stopped = AtomicBool::new(false);
+    thread::scope(|s| {
+        for _ in 0..threads.min(files.len()) {
+            s.spawn(|| reader(files, &senders, &next, &stopped));
+        }
+        // Owned here, so an early return drops them and unblocks every reader.
+        let receivers = receivers;
+        let result = admit_in_order(&receivers, admit);
+        stopped.store(true, Ordering::Relaxed);
+        result
+    })
+}
+
+/// A reader thread: takes the next file, parses it into that file's channel, and so on.
+fn reader(
+    files: &[PathBuf],
+    senders: &Mutex<Vec<Option<SyncSender<FromReader>>>>,
+    next: &AtomicUsize,
+    stopped: &AtomicBool,
+) {
+    while !stopped.load(Ordering::Relaxed) {
+        let i = next.fetch_add(1, Ordering::Relaxed);
+        let Some(path) = files.get(i) else { return };
+        let tx = senders
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get_mut(i)
+            .and_then(Option::take);
+        let Some(tx) = tx else { return };
+        let mut gone = false;
+        let read = fhir::read_file(path, &mut |pos, item| {
+            if tx.send(FromReader::Item(prepare(pos, item))).is_err() {
+                // The batch stopped: end this file quietly.
+                gone = true;
+                return Err(VaultError::Corrupt {
+                    path: path.clone(),
+                    reason: "ingest stopped".into(),
+                });
+            }
+            Ok(())
+        });
+        if gone {
+            return;
+        }
+        if let Err(e) = read
+            && tx.send(FromReader::Failed(e)).is_err()
+        {
+            return;
+        }
+    }
+}
+
+fn admit_in_order(
+    receivers: &[Receiver<FromReader>],
+    admit: &mut dyn FnMut(usize, Read) -> Result<(), VaultError>,
+) -> Result<(), VaultError> {
+    for (i, rx) in receivers.iter().enumerate() {
+        // The file's sender is dropped when its reader is done with it.
+        for msg in rx {
+            match msg {
+                FromReader::Item(read) => admit(i, read)?,
+                FromReader::Failed(e) => return Err(e),
+            }
+        }
+    }
+    Ok(())
+}
+
+/// A numbered chunk of a segment's lines: (chunk number, [(line, bytes)]).
+type Chunk = (u64, Vec<(u32, Vec<u8>)>);
+
+/// One parsed line of a segment: its number, and its value (or why it did not parse).
+type Parsed = (u32, Result<Value, String>);
+
+/// Calls `f(line, value)` for every line of the segment's resources file at `path` for which
+/// `wanted(line)`, in line order, the lines parsed on `threads` workers (one: all in the
+/// caller's thread). A line that does not parse is [`VaultError::Corrupt`].
+pub(super) fn parse_lines(
+    vault: &Vault,
+    path: &Path,
+    threads: usize,
+    wanted: &(dyn Fn(u32) -> bool + Sync),
+    f: &mut dyn FnMut(u32, Value) -> Result<(), VaultError>,
+) -> Result<(), VaultError> {
+    let corrupt = |reason: String| VaultError::Corrupt {
+        path: path.to_path_buf(),
+        reason,
+    };
+    if threads <= 1 {
+        return vault.scan_segment(path, &mut |line, bytes| {
+            if !wanted(line) {
+                return Ok(());
+            }
+            let v = serde_json::from_slice(bytes).map_err(|e| corrupt(e.to_string()))?;
+            f(line, v)
+        });
+    }
+    let (chunk_tx, chunk_rx) = sync_channel::<Chunk>(threads * 2);
+    // Held by the workers only: when the last one stops, the scanner's sends fail.
+    let chunk_rx = Arc::new(Mutex::new(chunk_rx));
+    let (parsed_tx, parsed_rx) = sync_channel::<(u64, Vec<Parsed>)>(threads * 2);
+    thread::scope(|s| {
+        let scanner = s.spawn(move || scan_chunks(vault, path, wanted, chunk_tx));
+        for _ in 0..threads {
+            let parsed_tx = parsed_tx.clone();
+            let chunk_rx = Arc::clone(&chunk_rx);
+            s.spawn(move || parse_chunks(&chunk_rx, parsed_tx));
+        }
+        drop(parsed_tx);
+        drop(chunk_rx);
+        // Owned here, so an early return drops it and unblocks the workers and the scanner.
+        let parsed_rx = parsed_rx;
+        let mut waiting: BTreeMap<u64, Vec<Parsed>> = BTreeMap::new();
+        let mut due = 0u64;
+        for (seq, chunk) in &parsed_rx {
+            waiting.insert(seq, chunk);
+            while let Some(chunk) = waiting.remove(&due) {
+                due += 1;
+                for (line, v) in chunk {
+                    f(line, v.map_err(corrupt)?)?;
+                }
+            }
+        }
+        drop(parsed_rx);
+        // Every chunk was mapped; the scanner's own error (a damaged file) comes last.
+        match scanner.join() {
+            Ok(r) => r,
+            Err(panic) => std::panic::resume_unwind(panic),
+        }
+    })
+}
+
+/// The scanning thread: decrypts and decompresses the segment and sends its wanted lines in
+/// numbered chunks.
+fn scan_chunks(
+    vault: &Vault,
+    path: &Path,
+    wanted: &(dyn Fn(u32) -> bool + Sync),
+    tx: SyncSender<Chunk>,
+) -> Result<(), VaultError> {
+    let mut seq = 0u64;
+    let mut chunk = Vec::with_capacity(CHUNK);
+    let stopped = || VaultError::Corrupt {
+        path: path.to_path_buf(),
+        reason: "ingest stopped".into(),
+    };
+    vault.scan_segment(path, &mut |line, bytes| {
+        if wanted(line) {
+            chunk.push((line, bytes.to_vec()));
+        }
+        if chunk.len() == CHUNK {
+            let full = std::mem::replace(&mut chunk, Vec::with_capacity(CHUNK));
+            tx.send((seq, full)).map_err(|_| stopped())?;
+            seq += 1;
+        }
+        Ok(())
+    })?;
+    if !chunk.is_empty() {
+        tx.send((seq, chunk)).map_err(|_| stopped())?;
+    }
+    Ok(())
+}
+
+/// A parsing worker: parses chunks until the scanner is done or the mapping stopped.
+fn parse_chunks(rx: &Mutex<Receiver<Chunk>>, tx: SyncSender<(u64, Vec<Parsed>)>) {
+    loop {
+        let next = rx.lock().unwrap_or_else(PoisonError::into_inner).recv();
+        let Ok((seq, lines)) = next else { return };
+        let parsed = lines
+            .into_iter()
+            .map(|(line, bytes)| {
+                let v = serde_json::from_slice(&bytes).map_err(|e| e.to_string());
+                (line, v)
+            })
+            .collect();
+        if tx.send((seq, parsed)).is_err() {
+            return;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Files of NDJSON: file `f` holds `per` resources `f-0`, `f-1`, … (one malformed line in
+    /// file 2, so reasons travel through the readers too).
+    fn files(dir: &Path, n: usize, per: usize) -> Vec<PathBuf> {
+        (0..n)
+            .map(|f| {
+                let mut text = String::new();
+                for i in 0..per {
+                    if f == 2 && i == 5 {
+                        text.push_str("{\"resourceType\": \n");
+                        continue;
+                    }
+                    text.push_str(&format!(
+                        "{{\"resourceType\":\"Basic\",\"id\":\"{f}-{i}\",\"z\":1,\"a\":[{i}]}}\n"
+                    ));
+                }
+                let p = dir.join(format!("{f:02}.ndjson"));
+                std::fs::write(&p, text).unwrap();
+                p
+            })
+            .collect()
+    }
+
+    /// What `admit` saw, in order: file, position, id or reason, canonical hash.
+    fn admitted(files: &[PathBuf], threads: usize) -> Vec<String> {
+        let mut seen = Vec::new();
+        read_files(files, threads, &mut |file, read| {
+            let what = match &read.item {
+                Ok(v) => v["id"].as_str().unwrap_or("?").to_string(),
+                Err(reason) => format!("{reason:?}"),
+            };
+            let hash = read.canon.map(|(_, h)| hex::encode(h)).unwrap_or_default();
+            seen.push(format!("{file} {} {what} {hash}", read.pos));
+            Ok(())
+        })
+        .unwrap();
+        seen
+    }
+
+    #[test]
+    fn readers_hand_over_in_file_order_whatever_the_threads() {
+        let dir = tempfile::tempdir().unwrap();
+        // More items per file than a reader may read ahead, so readers block and resume.
+        let files = files(dir.path(), 7, READ_AHEAD * 2 + 3);
+        let one = admitted(&files, 1);
+        assert_eq!(one.len(), 7 * (READ_AHEAD * 2 + 3));
+        assert!(
+            one.iter()
+                .any(|l| l.starts_with("2 line 6 ") && !l.contains("2-5"))
+        );
+        for threads in [2, 3, 8] {
+            assert_eq!(admitted(&files, threads), one, "{threads} threads");
+        }
+    }
+
+    #[test]
+    fn a_refusal_stops_every_reader() {
+        let dir = tempfile::tempdir().unwrap();
+        let files = files(dir.path(), 6, READ_AHEAD * 3);
+        for threads in [1, 2, 4] {
+            let mut n = 0;
+            let err = read_files(&files, threads, &mut |file, _| {
+                n += 1;
+                if file == 1 && n > READ_AHEAD * 3 + 10 {
+                    return Err(VaultError::InjectedFault(n as u64));
+                }
+                Ok(())
+            })
+            .unwrap_err();
+            assert!(matches!(err, VaultError::InjectedFault(_)), "{err}");
+            assert_eq!(n, READ_AHEAD * 3 + 11);
+        }
+    }
+
+    #[test]
+    fn a_missing_file_is_an_error_after_the_files_before_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut files = files(dir.path(), 3, 10);
+        files.insert(1, dir.path().join("gone.ndjson"));
+        for threads in [1, 3] {
+            let mut seen = 0;
+            let err = read_files(&files, threads, &mut |_, _| {
+                seen += 1;
+                Ok(())
+            })
+            .unwrap_err();
+            assert!(matches!(err, VaultError::Io { .. }), "{err}");
+            assert_eq!(seen, 10, "only the first file was admitted");
+        }
+    }
+}
