@@ -191,11 +191,42 @@ pub fn decryption_factory(
 /// The directory of scratch tables inside a vault.
 const SCRATCH_DIR: &str = "scratch";
 
+/// A scratch table lives as long as one job's query; one older than this was left by a process
+/// that died before dropping it, and the next scratch table written removes it.
+pub const SCRATCH_MAX_AGE: std::time::Duration = std::time::Duration::from_secs(24 * 3600);
+
+/// Removes the scratch files in `dir` last modified more than [`SCRATCH_MAX_AGE`] ago (left
+/// by a crash). Files of live tables are younger and stay; what cannot be read or removed is
+/// left for the next sweep.
+fn sweep_scratch(dir: &Path) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    let now = std::time::SystemTime::now();
+    for entry in entries.flatten() {
+        let stale = entry
+            .metadata()
+            .and_then(|m| m.modified())
+            .ok()
+            .and_then(|modified| now.duration_since(modified).ok())
+            .is_some_and(|age| age > SCRATCH_MAX_AGE);
+        if stale && entry.file_name().to_string_lossy().ends_with(".parquet") {
+            match std::fs::remove_file(entry.path()) {
+                Ok(()) => tracing::info!("vault.scratch: removed a table left by a crash"),
+                Err(e) => {
+                    tracing::warn!(error = %e, "vault.scratch: a stale table could not be removed")
+                }
+            }
+        }
+    }
+}
+
 /// Rows a query needs beside the vault's tables (a job's consenting cohort), as an encrypted
 /// Parquet file in the vault's `scratch/` directory: any engine that reads the vault can read
 /// it (the embedded one, or a Ballista cluster's executors on the hospital's machines, which
 /// hold the same keys), and nothing of it is ever in plain text on disk. The file goes when
-/// the table is dropped.
+/// the table is dropped, or, if its process dies first, with the first table written a day
+/// later ([`SCRATCH_MAX_AGE`]).
 ///
 /// Its keys are derived from its path like a CDM table's; having no CDM columns, every column
 /// is encrypted under the footer key.
@@ -231,6 +262,7 @@ impl ScratchTable {
         let root = root.canonicalize().map_err(VaultError::io(&root))?;
         let dir = root.join(SCRATCH_DIR);
         std::fs::create_dir_all(&dir).map_err(VaultError::io(&dir))?;
+        sweep_scratch(&dir);
         let nonce: u64 = rand::random();
         let path = dir.join(format!("{name}-{nonce:016x}.parquet"));
         let rel = crate::at_rest::rel_path(&root, &path);

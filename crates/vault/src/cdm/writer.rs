@@ -5,6 +5,8 @@ use std::collections::BTreeMap;
 use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::sync::mpsc::{SyncSender, sync_channel};
+use std::thread::JoinHandle;
 
 use datafusion::arrow::array::{
     ArrayRef, Date32Builder, Float64Builder, Int32Builder, Int64Builder, StringBuilder,
@@ -143,28 +145,114 @@ impl TableBuf {
 
 const FLUSH_ROWS: usize = 64 * 1024;
 
-/// Writes the CDM rows of one segment into `<dir>/<table>.parquet`, bounded in memory, each
-/// file encrypted (footer and columns) under keys derived for its path in the vault.
-pub(crate) struct CdmWriter {
+/// The Parquet files of one segment's tables: each opened with its first rows, encrypted
+/// under keys derived for its path in the vault.
+struct Files {
     dir: PathBuf,
     root: PathBuf,
     key: VaultKey,
-    bufs: Vec<TableBuf>,
     writers: Vec<Option<ArrowWriter<File>>>,
+}
+
+impl Files {
+    fn write(&mut self, i: usize, batch: &RecordBatch) -> Result<(), VaultError> {
+        let (Some(table), Some(slot)) = (TABLES.get(i).copied(), self.writers.get_mut(i)) else {
+            return Ok(());
+        };
+        if slot.is_none() {
+            let path = self.dir.join(format!("{table}.parquet"));
+            let file = File::create(&path).map_err(VaultError::io(&path))?;
+            let encryption = self
+                .key
+                .parquet_encryption(&rel_path(&self.root, &path), table)?;
+            let props = WriterProperties::builder()
+                .set_compression(Compression::SNAPPY)
+                .set_max_row_group_row_count(Some(256 * 1024))
+                .with_file_encryption_properties(encryption)
+                .build();
+            let w = ArrowWriter::try_new(file, schema(table), Some(props))
+                .map_err(|e| VaultError::storage(table)(e.to_string()))?;
+            *slot = Some(w);
+        }
+        if let Some(w) = slot.as_mut() {
+            w.write(batch)
+                .map_err(|e| VaultError::storage(table)(e.to_string()))?;
+        }
+        Ok(())
+    }
+
+    /// Closes and syncs every file; returns the tables that got one.
+    fn close(self) -> Result<Vec<String>, VaultError> {
+        let mut written = Vec::new();
+        for (i, slot) in self.writers.into_iter().enumerate() {
+            if let Some(w) = slot {
+                let table = TABLES.get(i).copied().unwrap_or("");
+                let file = w
+                    .into_inner()
+                    .map_err(|e| VaultError::storage(table)(e.to_string()))?;
+                file.sync_all()
+                    .map_err(VaultError::io(self.dir.join(format!("{table}.parquet"))))?;
+                written.push(table.to_string());
+            }
+        }
+        Ok(written)
+    }
+}
+
+/// Where full row buffers are encoded: in the caller's thread, or on an encoding thread of
+/// their own (Parquet encoding, compression and encryption overlap the mapping; each file
+/// gets the same batches in the same order either way).
+enum Sink {
+    Here(Files),
+    Thread {
+        tx: Option<SyncSender<(usize, RecordBatch)>>,
+        thread: Option<JoinHandle<Result<Vec<String>, VaultError>>>,
+    },
+}
+
+/// Writes the CDM rows of one segment into `<dir>/<table>.parquet`, bounded in memory.
+pub(crate) struct CdmWriter {
+    bufs: Vec<TableBuf>,
+    sink: Sink,
     /// Rows written per table.
     pub counts: BTreeMap<String, u64>,
 }
 
 impl CdmWriter {
-    /// A writer into `dir`, inside the vault at `root` whose keys are `key`.
-    pub fn new(root: &Path, key: &VaultKey, dir: &Path) -> Result<CdmWriter, VaultError> {
+    /// A writer into `dir`, inside the vault at `root` whose keys are `key`; `background`:
+    /// encode on a thread of its own.
+    pub fn new(
+        root: &Path,
+        key: &VaultKey,
+        dir: &Path,
+        background: bool,
+    ) -> Result<CdmWriter, VaultError> {
         std::fs::create_dir_all(dir).map_err(VaultError::io(dir))?;
-        Ok(CdmWriter {
+        let files = Files {
             dir: dir.to_path_buf(),
             root: root.to_path_buf(),
             key: key.clone(),
-            bufs: TABLES.iter().map(|t| TableBuf::new(t)).collect(),
             writers: TABLES.iter().map(|_| None).collect(),
+        };
+        let sink = if background {
+            let (tx, rx) = sync_channel::<(usize, RecordBatch)>(2);
+            let thread = std::thread::spawn(move || {
+                let mut files = files;
+                for (i, batch) in rx {
+                    files.write(i, &batch)?;
+                }
+                files.close()
+            });
+            Sink::Thread {
+                tx: Some(tx),
+                thread: Some(thread),
+            }
+        } else {
+            Sink::Here(files)
+        };
+        Ok(CdmWriter {
+            bufs: TABLES.iter().map(|t| TableBuf::new(t)).collect(),
+            sink,
             counts: BTreeMap::new(),
         })
     }
@@ -188,34 +276,26 @@ impl CdmWriter {
     }
 
     fn flush(&mut self, i: usize) -> Result<(), VaultError> {
-        let (Some(buf), Some(slot)) = (self.bufs.get_mut(i), self.writers.get_mut(i)) else {
+        let Some(buf) = self.bufs.get_mut(i) else {
             return Ok(());
         };
         if buf.rows == 0 {
             return Ok(());
         }
-        let table = buf.table;
         let batch = buf.finish()?;
-        if slot.is_none() {
-            let path = self.dir.join(format!("{table}.parquet"));
-            let file = File::create(&path).map_err(VaultError::io(&path))?;
-            let encryption = self
-                .key
-                .parquet_encryption(&rel_path(&self.root, &path), table)?;
-            let props = WriterProperties::builder()
-                .set_compression(Compression::SNAPPY)
-                .set_max_row_group_row_count(Some(256 * 1024))
-                .with_file_encryption_properties(encryption)
-                .build();
-            let w = ArrowWriter::try_new(file, schema(table), Some(props))
-                .map_err(|e| VaultError::storage(table)(e.to_string()))?;
-            *slot = Some(w);
+        match &mut self.sink {
+            Sink::Here(files) => files.write(i, &batch),
+            Sink::Thread { tx, thread } => {
+                if tx.as_ref().is_some_and(|tx| tx.send((i, batch)).is_ok()) {
+                    return Ok(());
+                }
+                // The encoding thread stopped: its error is the one to report.
+                tx.take();
+                Err(join(thread.take()).err().unwrap_or_else(|| {
+                    VaultError::storage("cdm")("the encoding thread stopped".into())
+                }))
+            }
         }
-        if let Some(w) = slot.as_mut() {
-            w.write(&batch)
-                .map_err(|e| VaultError::storage(table)(e.to_string()))?;
-        }
-        Ok(())
     }
 
     /// Flushes and closes every file; returns the tables that got a file.
@@ -223,18 +303,122 @@ impl CdmWriter {
         for i in 0..TABLES.len() {
             self.flush(i)?;
         }
-        let mut written = Vec::new();
-        for (i, slot) in self.writers.into_iter().enumerate() {
-            if let Some(w) = slot {
-                let table = TABLES.get(i).copied().unwrap_or("");
-                let file = w
-                    .into_inner()
-                    .map_err(|e| VaultError::storage(table)(e.to_string()))?;
-                file.sync_all()
-                    .map_err(VaultError::io(self.dir.join(format!("{table}.parquet"))))?;
-                written.push(table.to_string());
+        match std::mem::replace(
+            &mut self.sink,
+            Sink::Thread {
+                tx: None,
+                thread: None,
+            },
+        ) {
+            Sink::Here(files) => files.close(),
+            Sink::Thread { tx, thread } => {
+                drop(tx);
+                join(thread)
             }
         }
-        Ok(written)
+    }
+}
+
+fn join(
+    thread: Option<JoinHandle<Result<Vec<String>, VaultError>>>,
+) -> Result<Vec<String>, VaultError> {
+    match thread.map(JoinHandle::join) {
+        Some(Ok(result)) => result,
+        Some(Err(panic)) => std::panic::resume_unwind(panic),
+        None => Err(VaultError::storage("cdm")(
+            "the encoding thread is gone".into(),
+        )),
+    }
+}
+
+impl Drop for CdmWriter {
+    /// An unfinished writer (an ingest that failed) still waits for its encoding thread, so
+    /// nothing writes into the segment after the ingest returned.
+    fn drop(&mut self) {
+        if let Sink::Thread { tx, thread } = &mut self.sink {
+            tx.take();
+            if let Some(t) = thread.take() {
+                let _ = t.join();
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    fn death(w: &mut CdmWriter, person: i64) -> Result<(), VaultError> {
+        w.push(
+            "death",
+            &[
+                Val::I64(Some(person)),
+                Val::Date(Some(19_000)),
+                Val::I32(Some(0)),
+                Val::Str(Some("x")),
+            ],
+        )
+    }
+
+    /// A file that cannot be written is an error of `push` or `finish`, on the caller's thread
+    /// or the encoding thread alike, and the encoding thread is gone when the writer is.
+    #[test]
+    fn a_failed_write_is_reported_on_either_sink() {
+        let tmp = tempfile::tempdir().unwrap();
+        let node = tmp.path().join("node");
+        let key = VaultKey::unlock_or_create(
+            &node,
+            &medspace_seal::Passphrase::new("test passphrase").unwrap(),
+            medspace_seal::KdfParams::INSECURE_FAST,
+        )
+        .unwrap();
+        for background in [false, true] {
+            let dir = tmp.path().join(format!("cdm-{background}"));
+            let mut w = CdmWriter::new(&node, &key, &dir, background).unwrap();
+            death(&mut w, 1).unwrap();
+            std::fs::remove_dir_all(&dir).unwrap();
+            // Enough rows for flushes, whose writes fail: an error by `finish` at the latest.
+            let mut failed = false;
+            for p in 0..(2 * FLUSH_ROWS as i64) {
+                if death(&mut w, p).is_err() {
+                    failed = true;
+                    break;
+                }
+            }
+            if failed {
+                drop(w);
+            } else {
+                assert!(
+                    matches!(w.finish(), Err(VaultError::Io { .. })),
+                    "{background}"
+                );
+            }
+            assert!(!dir.exists());
+        }
+    }
+
+    /// Both sinks write the same rows.
+    #[test]
+    fn both_sinks_write_every_row() {
+        let tmp = tempfile::tempdir().unwrap();
+        let node = tmp.path().join("node");
+        let key = VaultKey::unlock_or_create(
+            &node,
+            &medspace_seal::Passphrase::new("test passphrase").unwrap(),
+            medspace_seal::KdfParams::INSECURE_FAST,
+        )
+        .unwrap();
+        for background in [false, true] {
+            let dir = crate::store::vault_dir(&node).join(format!("cdm-{background}"));
+            let mut w =
+                CdmWriter::new(&crate::store::vault_dir(&node), &key, &dir, background).unwrap();
+            for p in 0..(FLUSH_ROWS as i64 + 7) {
+                death(&mut w, p).unwrap();
+            }
+            assert_eq!(w.counts.get("death"), Some(&(FLUSH_ROWS as u64 + 7)));
+            assert_eq!(w.finish().unwrap(), vec!["death".to_string()]);
+            assert!(dir.join("death.parquet").exists());
+        }
     }
 }

@@ -14,9 +14,9 @@ use indicatif::{ProgressBar, ProgressStyle};
 
 use super::index::{Entry, Stamp};
 use super::options::{IngestOptions, IngestReport, InputError, updatable};
-use super::pipeline::{self, Canon};
+use super::pipeline::{self, Analysed, Canon, Prepared};
 use super::resources::RESOURCES_FILE;
-use super::{Vault, qualify, qualify_target};
+use super::{Vault, qualify};
 use crate::error::VaultError;
 use crate::fhir::{self, BadReason, Position, RefTarget};
 
@@ -145,26 +145,23 @@ impl<'o> Batch<'o> {
         });
     }
 
-    /// Phase 1: check one input item (a resource, or a transaction Bundle of resources and
-    /// deletes), deduplicate, append it to the new segment.
+    /// Phase 1: one input item (a resource, or a transaction Bundle of resources and deletes),
+    /// prepared by a reader: deduplicated and appended to the new segment.
     pub(super) fn admit(
         &mut self,
         file: usize,
         pos: Position,
-        item: fhir::Item,
-        canon: Option<Canon>,
+        item: Prepared,
     ) -> Result<(), VaultError> {
         self.report.read += 1;
         self.bar.inc(1);
-        let v = match item {
-            Ok(v) => v,
-            Err(reason) => {
+        let entries = match item {
+            Prepared::Bad(reason) => {
                 self.error(file, pos, reason);
                 return Ok(());
             }
-        };
-        let Some(entries) = fhir::transaction_entries(&v) else {
-            return self.admit_resource(file, pos, v, canon);
+            Prepared::Resource(analysed) => return self.admit_resource(file, pos, analysed),
+            Prepared::Transaction(entries) => entries,
         };
         // Each entry of a transaction counts as one item read.
         self.report.read += (entries.len() as u64).saturating_sub(1);
@@ -174,7 +171,10 @@ impl<'o> Batch<'o> {
         }
         for e in entries {
             match e {
-                fhir::TxEntry::Resource(r) => self.admit_resource(file, pos, r, None)?,
+                fhir::TxEntry::Resource(r) => {
+                    let analysed = pipeline::analyse(&r, self.source.as_deref());
+                    self.admit_resource(file, pos, analysed)?
+                }
                 fhir::TxEntry::Delete(Ok((ty, id))) => self.admit_delete(file, pos, &ty, &id)?,
                 fhir::TxEntry::Delete(Err(reason)) => self.error(file, pos, reason),
             }
@@ -215,23 +215,23 @@ impl<'o> Batch<'o> {
         &mut self,
         file: usize,
         pos: Position,
-        v: serde_json::Value,
-        canon: Option<Canon>,
+        analysed: Result<Analysed, BadReason>,
     ) -> Result<(), VaultError> {
-        let (rtype, id) = match fhir::check_resource(&v) {
-            Ok((t, i)) => (t.to_string(), i.to_string()),
+        let Analysed {
+            rtype,
+            qid,
+            canon: (bytes, hash),
+            stamp,
+            refs,
+            compartment,
+        } = match analysed {
+            Ok(a) => a,
             Err(reason) => {
                 self.error(file, pos, reason);
                 return Ok(());
             }
         };
-        let qid = qualify(self.source.as_deref(), &id);
         let key = format!("{rtype}/{qid}");
-        let (bytes, hash) = match canon {
-            Some(c) => c,
-            None => self.canonical(&v)?,
-        };
-        let stamp = Stamp::of(&v);
         let mut state = State::Current;
         let mut after_delete = false;
         // Resolution of this check against the vault happens in `finish` (it needs the vault).
@@ -260,16 +260,6 @@ impl<'o> Batch<'o> {
         }
         let line = u32::try_from(self.pending.len()).unwrap_or(u32::MAX);
         self.write_line(&bytes)?;
-        let source = self.source.clone();
-        let refs = fhir::references(&v)
-            .into_iter()
-            .map(|(field, t)| (field, qualify_target(source.as_deref(), t)))
-            .collect();
-        let compartment = if rtype == "Patient" {
-            None
-        } else {
-            fhir::compartment_ref(&v).map(|t| qualify_target(source.as_deref(), t))
-        };
         if state == State::Current {
             self.by_id.insert(qid, rtype);
             self.by_key.insert(key.clone(), self.pending.len());

@@ -428,7 +428,12 @@ impl Batch<'_> {
         self.bar.set_position(0);
         let vocab_empty = Vocabulary::empty();
         let vocab = self.opts.vocabulary.as_deref().unwrap_or(&vocab_empty);
-        let mut writer = CdmWriter::new(&vault.root, &vault.key, &self.dir.join("cdm"))?;
+        let mut writer = CdmWriter::new(
+            &vault.root,
+            &vault.key,
+            &self.dir.join("cdm"),
+            self.opts.threads() > 1,
+        )?;
         let key = *vault.key.pseudonym_key();
         let source = self.source.clone();
         let pseudonym = move |id: &str| pseudonym_with(&key, &qualify(source.as_deref(), id));

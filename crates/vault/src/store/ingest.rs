@@ -30,8 +30,9 @@ impl Vault {
         for file in &files {
             batch.add_file(file.clone());
         }
-        pipeline::read_files(&files, opts.threads(), &mut |file, read| {
-            batch.admit(file, read.pos, read.item, read.canon)
+        let source = opts.source.as_deref();
+        pipeline::read_files(&files, source, opts.threads(), &mut |file, read| {
+            batch.admit(file, read.pos, read.item)
         })?;
         batch.finish(self)
     }
@@ -47,7 +48,8 @@ impl Vault {
         let mut batch = Batch::start(self, opts)?;
         batch.add_file(PathBuf::from(source));
         for (i, r) in resources.into_iter().enumerate() {
-            batch.admit(0, Position::Entry(i as u64), Ok(r), None)?;
+            let item = pipeline::prepare(Ok(r), opts.source.as_deref());
+            batch.admit(0, Position::Entry(i as u64), item)?;
         }
         batch.finish(self)
     }

@@ -224,7 +224,7 @@ impl Vault {
         let name = self.manifest.next_segment_name();
         let dir = self.segment_dir(&name);
         fs::create_dir_all(&dir).map_err(VaultError::io(&dir))?;
-        let mut writer = CdmWriter::new(&self.root, &self.key, &dir.join("cdm"))?;
+        let mut writer = CdmWriter::new(&self.root, &self.key, &dir.join("cdm"), true)?;
         let mut counters = self.manifest.counters.clone();
         fill(&mut crate::BenchRows {
             writer: &mut writer,

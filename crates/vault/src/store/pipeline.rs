@@ -3,8 +3,8 @@
 //! Both passes over the data parse JSON, which is most of their work; the rest (deduplicating,
 //! numbering lines and rows, mapping, writing) must stay in order. So:
 //! * **reading** ([`read_files`]): reader threads take the input files in turn, parse them and
-//!   compute each resource's canonical bytes and hash; the batch admits the items strictly file
-//!   by file, in each file's order, exactly as one thread would;
+//!   analyse each resource (its checks, canonical bytes and hash, references); the batch admits
+//!   the items strictly file by file, in each file's order, exactly as one thread would;
 //! * **mapping** ([`parse_lines`]): one thread decrypts and decompresses the new segment,
 //!   workers parse chunks of its lines, and the mapping takes them back in line order.
 //!
@@ -24,9 +24,10 @@ use std::thread;
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 
-use super::Vault;
+use super::index::Stamp;
+use super::{Vault, qualify, qualify_target};
 use crate::error::VaultError;
-use crate::fhir::{self, Position};
+use crate::fhir::{self, BadReason, Position, RefTarget};
 
 /// Items a reader may parse ahead of the batch, per file in flight.
 const READ_AHEAD: usize = 512;
@@ -47,21 +48,68 @@ pub(super) fn canonical(v: &Value) -> Result<Canon, serde_json::Error> {
     Ok((bytes, hash))
 }
 
-/// One input item as a reader prepared it.
-pub(super) struct Read {
-    pub(super) pos: Position,
-    pub(super) item: fhir::Item,
-    /// The canonical form of a plain resource (not a transaction Bundle), computed on the
-    /// reader's thread; `None` when the batch must compute it (entries of a transaction).
-    pub(super) canon: Option<Canon>,
+/// A plain resource as a reader analysed it: everything the batch needs of it but its place
+/// among the others. The parsed value itself is dropped on the reader's thread.
+pub(super) struct Analysed {
+    pub(super) rtype: String,
+    /// The id, qualified by the batch's source.
+    pub(super) qid: String,
+    pub(super) canon: Canon,
+    pub(super) stamp: Stamp,
+    /// Every reference (json path, target qualified by the source).
+    pub(super) refs: Vec<(String, RefTarget)>,
+    /// The patient it belongs to (none for a Patient).
+    pub(super) compartment: Option<RefTarget>,
 }
 
-fn prepare(pos: Position, item: fhir::Item) -> Read {
-    let canon = match &item {
-        Ok(v) if fhir::transaction_entries(v).is_none() => canonical(v).ok(),
-        _ => None,
+/// Checks and analyses one resource of the batch's `source`.
+pub(super) fn analyse(v: &Value, source: Option<&str>) -> Result<Analysed, BadReason> {
+    let (rtype, id) = fhir::check_resource(v)?;
+    let canon = canonical(v).map_err(|e| BadReason::Malformed(e.to_string()))?;
+    let refs = fhir::references(v)
+        .into_iter()
+        .map(|(field, t)| (field, qualify_target(source, t)))
+        .collect();
+    let compartment = if rtype == "Patient" {
+        None
+    } else {
+        fhir::compartment_ref(v).map(|t| qualify_target(source, t))
     };
-    Read { pos, item, canon }
+    Ok(Analysed {
+        rtype: rtype.to_string(),
+        qid: qualify(source, id),
+        canon,
+        stamp: Stamp::of(v),
+        refs,
+        compartment,
+    })
+}
+
+/// One input item, prepared for the batch.
+pub(super) enum Prepared {
+    /// Not a resource at all (unparsable, truncated, …): why.
+    Bad(BadReason),
+    /// A plain resource, analysed, or why it is refused.
+    Resource(Result<Analysed, BadReason>),
+    /// A transaction or batch Bundle: its entries, admitted one by one.
+    Transaction(Vec<fhir::TxEntry>),
+}
+
+/// Prepares one item read from the input of the batch's `source`.
+pub(super) fn prepare(item: fhir::Item, source: Option<&str>) -> Prepared {
+    match item {
+        Err(reason) => Prepared::Bad(reason),
+        Ok(v) => match fhir::transaction_entries(&v) {
+            Some(entries) => Prepared::Transaction(entries),
+            None => Prepared::Resource(analyse(&v, source)),
+        },
+    }
+}
+
+/// One input item as a reader prepared it, with its place in its file.
+pub(super) struct Read {
+    pub(super) pos: Position,
+    pub(super) item: Prepared,
 }
 
 enum FromReader {
@@ -74,12 +122,16 @@ enum FromReader {
 /// The first error, the reader's or `admit`'s, stops everything and is returned.
 pub(super) fn read_files(
     files: &[PathBuf],
+    source: Option<&str>,
     threads: usize,
     admit: &mut dyn FnMut(usize, Read) -> Result<(), VaultError>,
 ) -> Result<(), VaultError> {
     if threads <= 1 {
         for (i, file) in files.iter().enumerate() {
-            fhir::read_file(file, &mut |pos, item| admit(i, prepare(pos, item)))?;
+            fhir::read_file(file, &mut |pos, item| {
+                let item = prepare(item, source);
+                admit(i, Read { pos, item })
+            })?;
         }
         return Ok(());
     }
@@ -95,7 +147,7 @@ pub(super) fn read_files(
     let stopped = AtomicBool::new(false);
     thread::scope(|s| {
         for _ in 0..threads.min(files.len()) {
-            s.spawn(|| reader(files, &senders, &next, &stopped));
+            s.spawn(|| reader(files, source, &senders, &next, &stopped));
         }
         // Owned here, so an early return drops them and unblocks every reader.
         let receivers = receivers;
@@ -108,6 +160,7 @@ pub(super) fn read_files(
 /// A reader thread: takes the next file, parses it into that file's channel, and so on.
 fn reader(
     files: &[PathBuf],
+    source: Option<&str>,
     senders: &Mutex<Vec<Option<SyncSender<FromReader>>>>,
     next: &AtomicUsize,
     stopped: &AtomicBool,
@@ -123,7 +176,8 @@ fn reader(
         let Some(tx) = tx else { return };
         let mut gone = false;
         let read = fhir::read_file(path, &mut |pos, item| {
-            if tx.send(FromReader::Item(prepare(pos, item))).is_err() {
+            let item = prepare(item, source);
+            if tx.send(FromReader::Item(Read { pos, item })).is_err() {
                 // The batch stopped: end this file quietly.
                 gone = true;
                 return Err(VaultError::Corrupt {
@@ -302,13 +356,13 @@ mod tests {
     /// What `admit` saw, in order: file, position, id or reason, canonical hash.
     fn admitted(files: &[PathBuf], threads: usize) -> Vec<String> {
         let mut seen = Vec::new();
-        read_files(files, threads, &mut |file, read| {
+        read_files(files, None, threads, &mut |file, read| {
             let what = match &read.item {
-                Ok(v) => v["id"].as_str().unwrap_or("?").to_string(),
-                Err(reason) => format!("{reason:?}"),
+                Prepared::Resource(Ok(a)) => format!("{} {}", a.qid, hex::encode(a.canon.1)),
+                Prepared::Resource(Err(reason)) | Prepared::Bad(reason) => format!("{reason:?}"),
+                Prepared::Transaction(_) => "transaction".into(),
             };
-            let hash = read.canon.map(|(_, h)| hex::encode(h)).unwrap_or_default();
-            seen.push(format!("{file} {} {what} {hash}", read.pos));
+            seen.push(format!("{file} {} {what}", read.pos));
             Ok(())
         })
         .unwrap();
@@ -337,7 +391,7 @@ mod tests {
         let files = files(dir.path(), 6, READ_AHEAD * 3);
         for threads in [1, 2, 4] {
             let mut n = 0;
-            let err = read_files(&files, threads, &mut |file, _| {
+            let err = read_files(&files, None, threads, &mut |file, _| {
                 n += 1;
                 if file == 1 && n > READ_AHEAD * 3 + 10 {
                     return Err(VaultError::InjectedFault(n as u64));
@@ -357,7 +411,7 @@ mod tests {
         files.insert(1, dir.path().join("gone.ndjson"));
         for threads in [1, 3] {
             let mut seen = 0;
-            let err = read_files(&files, threads, &mut |_, _| {
+            let err = read_files(&files, None, threads, &mut |_, _| {
                 seen += 1;
                 Ok(())
             })

@@ -425,3 +425,60 @@ fn encrypted_tables_answer_as_the_input_says_before_and_after_rotation() {
         Err(VaultError::WrongKey(_))
     ));
 }
+
+/// A job's cohort as a scratch table: encrypted on disk, gone when dropped, and a table left by
+/// a process that died (a day old) removed by the next one written; a younger one stays.
+#[test]
+fn scratch_tables_are_sealed_dropped_and_swept_after_a_crash() {
+    use datafusion::arrow::array::StringArray;
+    use datafusion::arrow::datatypes::{DataType, Field, Schema};
+    use datafusion::arrow::record_batch::RecordBatch;
+    use std::sync::Arc;
+
+    let tmp = tempfile::tempdir().unwrap();
+    let (node, key) = vault_with_known_patient(tmp.path(), "scratch passphrase");
+    let schema = Arc::new(Schema::new(vec![Field::new("who", DataType::Utf8, false)]));
+    let batch = RecordBatch::try_new(
+        schema,
+        vec![Arc::new(StringArray::from(vec![FHIR_ID, NAME]))],
+    )
+    .unwrap();
+    let scratch = node.join("vault/scratch");
+    let files = || -> Vec<PathBuf> {
+        let mut v: Vec<PathBuf> = std::fs::read_dir(&scratch)
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .collect();
+        v.sort();
+        v
+    };
+    let first = medspace_vault::ScratchTable::write(&node, &key, "cohort", &batch).unwrap();
+    let [table] = files().try_into().unwrap();
+    let bytes = std::fs::read(&table).unwrap();
+    for plain in [FHIR_ID, NAME] {
+        assert!(
+            !bytes.windows(plain.len()).any(|w| w == plain.as_bytes()),
+            "{plain} in plain text"
+        );
+    }
+    // As a crashed process leaves them: one table two days old, one an hour old.
+    let old = scratch.join("cohort-00000000000000aa.parquet");
+    let young = scratch.join("cohort-00000000000000bb.parquet");
+    for (p, age) in [(&old, 48 * 3600), (&young, 3600)] {
+        std::fs::copy(&table, p).unwrap();
+        let f = std::fs::File::options().write(true).open(p).unwrap();
+        f.set_modified(std::time::SystemTime::now() - std::time::Duration::from_secs(age))
+            .unwrap();
+    }
+    let second = medspace_vault::ScratchTable::write(&node, &key, "cohort", &batch).unwrap();
+    let now = files();
+    assert!(!now.contains(&old), "the day-old table is swept");
+    assert!(
+        now.contains(&young) && now.contains(&table),
+        "younger tables stay"
+    );
+    assert_eq!(now.len(), 3);
+    drop(first);
+    drop(second);
+    assert_eq!(files(), vec![young], "dropped tables are gone");
+}
