@@ -18,6 +18,12 @@ use clap::{Parser, Subcommand};
 use medspace_compute::bench_glm;
 use std::path::PathBuf;
 
+/// mimalloc, not the system allocator: the vault's ingest, DataFusion and the node hand memory
+/// from thread to thread, and glibc's arenas spent a quarter of a parallel ingest in
+/// `malloc`/`free` and their locks (`medspace bench ingest` prints the effect).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Parser)]
 #[command(
     name = "medspace",

@@ -565,28 +565,7 @@ pub fn run_bench(cmd: Bench) -> anyhow::Result<()> {
             if temp {
                 let _ = std::fs::remove_dir_all(&dir);
             }
-            let r = r?;
-            println!(
-                "bench ingest: {} patients, {} resources in {} NDJSON files, each run into a fresh vault",
-                r.patients, r.parallel.resources, r.files
-            );
-            for (what, run) in [("baseline", &r.baseline), ("parallel", &r.parallel)] {
-                println!(
-                    "  {what}: {} thread{}: {:.2} s, {:.0} resources/s",
-                    run.threads,
-                    if run.threads == 1 { "" } else { "s" },
-                    run.seconds,
-                    run.resources_per_second
-                );
-            }
-            println!("  ratio: {:.2}x the one-thread rate", r.speedup());
-            println!(
-                "vault unlock (argon2id, once per open, not in the figure above): {:.0} ms",
-                r.unlock_ms
-            );
-            if let Some(kib) = r.peak_rss_kib {
-                println!("peak memory (VmHWM): {:.1} MiB", kib as f64 / 1024.0);
-            }
+            println!("{}", r?);
         }
         Bench::Cohort(BenchCohortArgs {
             cluster: Some(vcores),

@@ -61,6 +61,36 @@ impl IngestBench {
     }
 }
 
+impl std::fmt::Display for IngestBench {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        writeln!(
+            f,
+            "bench ingest: {} patients, {} resources in {} NDJSON files, each run into a fresh vault",
+            self.patients, self.parallel.resources, self.files
+        )?;
+        for (what, run) in [("baseline", &self.baseline), ("parallel", &self.parallel)] {
+            writeln!(
+                f,
+                "  {what}: {} thread{}: {:.2} s, {:.0} resources/s",
+                run.threads,
+                if run.threads == 1 { "" } else { "s" },
+                run.seconds,
+                run.resources_per_second
+            )?;
+        }
+        writeln!(f, "  ratio: {:.2}x the one-thread rate", self.speedup())?;
+        write!(
+            f,
+            "vault unlock (argon2id, once per open, not in the figures above): {:.0} ms",
+            self.unlock_ms
+        )?;
+        if let Some(kib) = self.peak_rss_kib {
+            write!(f, "\npeak memory (VmHWM): {:.1} MiB", kib as f64 / 1024.0)?;
+        }
+        Ok(())
+    }
+}
+
 /// Generates `patients` synthetic patients into `work_dir/ndjson`, then times their ingest into
 /// a fresh vault on one thread and into another on `threads` threads (0: one per core).
 pub fn bench_ingest(

@@ -29,8 +29,12 @@ use super::{Vault, qualify, qualify_target};
 use crate::error::VaultError;
 use crate::fhir::{self, BadReason, Position, RefTarget};
 
+/// Items a reader hands over at once (one hand-over per item would cost a thread wake-up per
+/// resource, more than the parallel work gains).
+const HAND_OVER: usize = 128;
+
 /// Items a reader may parse ahead of the batch, per file in flight.
-const READ_AHEAD: usize = 512;
+const READ_AHEAD: usize = 4 * HAND_OVER;
 
 /// Lines per chunk handed to a parsing worker.
 const CHUNK: usize = 256;
@@ -113,7 +117,7 @@ pub(super) struct Read {
 }
 
 enum FromReader {
-    Item(Read),
+    Items(Vec<Read>),
     Failed(VaultError),
 }
 
@@ -138,7 +142,7 @@ pub(super) fn read_files(
     let mut senders = Vec::with_capacity(files.len());
     let mut receivers = Vec::with_capacity(files.len());
     for _ in files {
-        let (tx, rx) = sync_channel::<FromReader>(READ_AHEAD);
+        let (tx, rx) = sync_channel::<FromReader>(READ_AHEAD / HAND_OVER);
         senders.push(Some(tx));
         receivers.push(rx);
     }
@@ -175,9 +179,15 @@ fn reader(
             .and_then(Option::take);
         let Some(tx) = tx else { return };
         let mut gone = false;
+        let mut items = Vec::with_capacity(HAND_OVER);
         let read = fhir::read_file(path, &mut |pos, item| {
             let item = prepare(item, source);
-            if tx.send(FromReader::Item(Read { pos, item })).is_err() {
+            items.push(Read { pos, item });
+            if items.len() < HAND_OVER {
+                return Ok(());
+            }
+            let full = std::mem::replace(&mut items, Vec::with_capacity(HAND_OVER));
+            if tx.send(FromReader::Items(full)).is_err() {
                 // The batch stopped: end this file quietly.
                 gone = true;
                 return Err(VaultError::Corrupt {
@@ -187,7 +197,7 @@ fn reader(
             }
             Ok(())
         });
-        if gone {
+        if gone || (!items.is_empty() && tx.send(FromReader::Items(items)).is_err()) {
             return;
         }
         if let Err(e) = read
@@ -206,7 +216,11 @@ fn admit_in_order(
         // The file's sender is dropped when its reader is done with it.
         for msg in rx {
             match msg {
-                FromReader::Item(read) => admit(i, read)?,
+                FromReader::Items(items) => {
+                    for read in items {
+                        admit(i, read)?;
+                    }
+                }
                 FromReader::Failed(e) => return Err(e),
             }
         }
