@@ -210,16 +210,6 @@ async fn height(client: &reqwest::Client, url: &str) -> u64 {
     v["height"].as_u64().unwrap()
 }
 
-/// Waits until the node at `url` has finalized `h` blocks (an idle consortium still finalizes
-/// empty blocks).
-async fn wait_height(client: &reqwest::Client, url: &str, h: u64) {
-    let deadline = Instant::now() + Duration::from_secs(120);
-    while height(client, url).await < h {
-        assert!(Instant::now() < deadline, "{url} did not reach height {h}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
-
 trait JsonValue {
     async fn json_value(self) -> serde_json::Value;
 }
@@ -369,7 +359,7 @@ fn validators_survive_kill_9_and_every_acknowledged_transaction_is_everywhere() 
     all_ids.extend(ids);
     // Past two checkpoints (every 8 blocks), so the validator has one on disk however many
     // transactions each block held.
-    rt.block_on(wait_height(&client, &net.http[3], 17));
+    rt.block_on(caught_up(&client, &net, 3, 17));
     net.kill(3);
     let ids = rt.block_on(load(&client, &net, &[0, 1, 2], 200, 300));
     rt.block_on(acknowledged(&net, &[0, 1, 2], &ids, &mut ack));

@@ -63,29 +63,31 @@ impl IngestBench {
 
 impl std::fmt::Display for IngestBench {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let (p, b) = (&self.parallel, &self.baseline);
         writeln!(
             f,
-            "bench ingest: {} patients, {} resources in {} NDJSON files, each run into a fresh vault",
-            self.patients, self.parallel.resources, self.files
+            "bench ingest: {:.0} resources/s on {} threads, {:.2}x the one-thread baseline",
+            p.resources_per_second,
+            p.threads,
+            self.speedup()
         )?;
-        for (what, run) in [("baseline", &self.baseline), ("parallel", &self.parallel)] {
-            writeln!(
-                f,
-                "  {what}: {} thread{}: {:.2} s, {:.0} resources/s",
-                run.threads,
-                if run.threads == 1 { "" } else { "s" },
-                run.seconds,
-                run.resources_per_second
-            )?;
-        }
-        writeln!(f, "  ratio: {:.2}x the one-thread rate", self.speedup())?;
+        writeln!(
+            f,
+            "  {} patients, {} resources in {} NDJSON files, each run into a fresh vault",
+            self.patients, p.resources, self.files
+        )?;
+        writeln!(
+            f,
+            "  {} threads: {:.2} s; baseline, 1 thread: {:.2} s, {:.0} resources/s",
+            p.threads, p.seconds, b.seconds, b.resources_per_second
+        )?;
         write!(
             f,
-            "vault unlock (argon2id, once per open, not in the figures above): {:.0} ms",
+            "  vault unlock (argon2id, once per open, not in the figures above): {:.0} ms",
             self.unlock_ms
         )?;
         if let Some(kib) = self.peak_rss_kib {
-            write!(f, "\npeak memory (VmHWM): {:.1} MiB", kib as f64 / 1024.0)?;
+            write!(f, "\n  peak memory (VmHWM): {:.1} MiB", kib as f64 / 1024.0)?;
         }
         Ok(())
     }

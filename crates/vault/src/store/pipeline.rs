@@ -16,7 +16,7 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::thread;
@@ -139,19 +139,16 @@ pub(super) fn read_files(
         }
         return Ok(());
     }
-    let mut senders = Vec::with_capacity(files.len());
-    let mut receivers = Vec::with_capacity(files.len());
-    for _ in files {
-        let (tx, rx) = sync_channel::<FromReader>(READ_AHEAD / HAND_OVER);
-        senders.push(Some(tx));
-        receivers.push(rx);
-    }
-    let senders = Mutex::new(senders);
-    let next = AtomicUsize::new(0);
+    let (senders, receivers): (Vec<_>, Vec<_>) = files
+        .iter()
+        .map(|_| sync_channel::<FromReader>(READ_AHEAD / HAND_OVER))
+        .unzip();
+    // The files still to read, each with its channel: a reader takes the next under the lock.
+    let work = Mutex::new(files.iter().zip(senders));
     let stopped = AtomicBool::new(false);
     thread::scope(|s| {
         for _ in 0..threads.min(files.len()) {
-            s.spawn(|| reader(files, source, &senders, &next, &stopped));
+            s.spawn(|| reader(&work, source, &stopped));
         }
         // Owned here, so an early return drops them and unblocks every reader.
         let receivers = receivers;
@@ -162,22 +159,14 @@ pub(super) fn read_files(
 }
 
 /// A reader thread: takes the next file, parses it into that file's channel, and so on.
-fn reader(
-    files: &[PathBuf],
+fn reader<'a>(
+    work: &Mutex<impl Iterator<Item = (&'a PathBuf, SyncSender<FromReader>)>>,
     source: Option<&str>,
-    senders: &Mutex<Vec<Option<SyncSender<FromReader>>>>,
-    next: &AtomicUsize,
     stopped: &AtomicBool,
 ) {
     while !stopped.load(Ordering::Relaxed) {
-        let i = next.fetch_add(1, Ordering::Relaxed);
-        let Some(path) = files.get(i) else { return };
-        let tx = senders
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .get_mut(i)
-            .and_then(Option::take);
-        let Some(tx) = tx else { return };
+        let next = work.lock().unwrap_or_else(PoisonError::into_inner).next();
+        let Some((path, tx)) = next else { return };
         let mut gone = false;
         let mut items = Vec::with_capacity(HAND_OVER);
         let read = fhir::read_file(path, &mut |pos, item| {
