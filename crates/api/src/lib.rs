@@ -466,9 +466,9 @@ async fn undestroyed<L: Ledger>(
     let key = keys::access(medspace_types::AccessId(0));
     let table = key.get(..1).unwrap_or_default();
     let mut out = Vec::new();
-    for (_, bytes) in snap.state.scan_raw(table) {
+    for (_, bytes) in snap.state.scan_raw(table).map_err(internal)? {
         let a = <medspace_state::records::AccessRecord as commonware_codec::DecodeExt<()>>::decode(
-            Bytes::copy_from_slice(bytes),
+            Bytes::copy_from_slice(&bytes),
         )
         .map_err(internal)?;
         if a.destroyed_height.is_none() {
@@ -675,6 +675,7 @@ async fn contract_alerts<L: Ledger>(
         let (value, proof) = snap
             .state
             .prove(&key)
+            .map_err(internal)?
             .ok_or_else(|| internal(format!("alert without a proof: contract={id}")))?;
         alerts.push(Proven {
             record: a,
@@ -724,7 +725,7 @@ async fn job<L: Ledger>(
 ) -> Result<Response, ApiError> {
     let (snap, _) = signed_read!(ctx, method, uri, headers);
     let id: JobId = parse(&id)?;
-    proven_record(&snap, keys::job(id), "job", |s, k| s.get_raw(k).map(|_| ()))
+    proven_record(&snap, keys::job(id), "job")
 }
 
 async fn grant<L: Ledger>(
@@ -749,16 +750,11 @@ async fn grant<L: Ledger>(
     Ok(anchored(&snap, json!({ "grant": p })).into_response())
 }
 
-fn proven_record(
-    snap: &Snapshot,
-    key: Vec<u8>,
-    what: &str,
-    exists: impl Fn(&State, &[u8]) -> Option<()>,
-) -> Result<Response, ApiError> {
-    exists(&snap.state, &key).ok_or_else(|| not_found(format!("{what} not found")))?;
+fn proven_record(snap: &Snapshot, key: Vec<u8>, what: &str) -> Result<Response, ApiError> {
     let (value, proof) = snap
         .state
         .prove(&key)
+        .map_err(internal)?
         .ok_or_else(|| not_found(format!("{what} not found")))?;
     Ok(anchored(
         snap,
@@ -881,7 +877,7 @@ async fn record<L: Ledger>(
     // A key reads its own record whatever it is (unregistered: not found; retired: so marked),
     // so a client can tell a retired key from one never registered.
     if key == keys::principal(&signer) {
-        return proven_record(&snap, key, "record", |s, k| s.get_raw(k).map(|_| ()));
+        return proven_record(&snap, key, "record");
     }
     let caller = caller_of(&snap, &signer)?;
     use medspace_state::records::tag;
@@ -945,7 +941,7 @@ async fn record<L: Ledger>(
         }
         _ => {}
     }
-    proven_record(&snap, key, "record", |s, k| s.get_raw(k).map(|_| ()))
+    proven_record(&snap, key, "record")
 }
 
 /// The pending re-binding of the key that signs the request, proven: how a patient's new key,
@@ -958,9 +954,7 @@ async fn rebinding<L: Ledger>(
 ) -> Result<Response, ApiError> {
     let snap = ctx.ledger.snapshot();
     let key = signing_key(&ctx, &method, &uri, &headers)?;
-    proven_record(&snap, keys::rebind(&key), "pending re-binding", |s, k| {
-        s.get_raw(k).map(|_| ())
-    })
+    proven_record(&snap, keys::rebind(&key), "pending re-binding")
 }
 
 /// The 8-byte id after a table tag.

@@ -103,6 +103,23 @@ pub trait Application: Clone + Send + Sync + 'static {
     fn commit(&mut self, height: u64, diff: &Self::Diff) -> [u8; 32];
     /// Root of the committed state.
     fn root(&self) -> [u8; 32];
+    /// The state root at genesis (what the genesis block names). The committed root until the
+    /// first commit, unless the application starts from a state of its own storage.
+    fn genesis_root(&self) -> [u8; 32] {
+        self.root()
+    }
+    /// The height and root of the committed state this application brought from its own
+    /// storage (its last commit before the process stopped), or `None` when it starts at
+    /// genesis. The engine resumes there — replaying only the finalized blocks after it — when
+    /// that root is the state root of its own stored block at that height, and otherwise
+    /// starts over from [`Application::at_genesis`].
+    fn resumed(&self) -> Option<(u64, [u8; 32])> {
+        None
+    }
+    /// This application back at genesis, the state it brought from its storage set aside.
+    fn at_genesis(&self) -> Result<Self, String> {
+        Err("this application keeps no state of its own".into())
+    }
     /// The committed state as a checkpoint taken after the finalized block at `height` with
     /// time `time_ms`, or `None` when the application keeps none (its nodes then always replay
     /// from genesis). A node writes one every `checkpoint_every` blocks and serves one to

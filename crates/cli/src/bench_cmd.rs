@@ -466,9 +466,16 @@ pub struct StateArgs {
     /// Patients linked at the hospital whose worker plans the job (at most --patients).
     #[arg(long, default_value_t = 1_000_000)]
     pub linked: u64,
-    /// Where the checkpoint is written (default: a temporary directory, removed afterwards).
+    /// Where the checkpoint and the state stores are written (default: a temporary
+    /// directory, removed afterwards).
     #[arg(long)]
     pub dir: Option<PathBuf>,
+    /// The node cache the on-disk state is read through, MiB (what bounds its memory).
+    #[arg(long, default_value_t = 256)]
+    pub cache_mib: usize,
+    /// Build the state whole in memory instead of into an on-disk store (the old layout).
+    #[arg(long)]
+    pub in_memory: bool,
 }
 
 /// Runs `medspace bench state`.
@@ -480,6 +487,7 @@ pub fn state(a: StateArgs) -> anyhow::Result<()> {
         accesses: a.accesses,
         linked: a.linked.min(a.patients),
         dir: dir.clone(),
+        store_cache: (!a.in_memory).then(|| a.cache_mib.saturating_mul(1 << 20)),
     };
     let started = std::time::Instant::now();
     let spinner = ProgressBar::new_spinner();

@@ -36,6 +36,7 @@ use medspace_state::records::{
     tag,
 };
 use medspace_state::trie::TrieError;
+use medspace_state::trie::disk::NodeStore;
 use medspace_state::{BlockContext, Created, GenesisError, State, TxError};
 use medspace_types::classification::Classification;
 use medspace_types::query::{self, QueryError, QuerySpec};
@@ -96,8 +97,27 @@ pub struct StateOptions {
     /// Patients linked to local person ids at `hospital-a` (the plan's linked patients; at most
     /// `patients`).
     pub linked: u64,
-    /// Where the checkpoint is written.
+    /// Where the checkpoint (and, on disk, the state stores) are written.
     pub dir: PathBuf,
+    /// `Some(cache bytes)`: the state is built into an on-disk store ([`NodeStore`]) and read
+    /// through a node cache of that size, as a validator keeps it; `None`: whole in memory.
+    pub store_cache: Option<usize>,
+}
+
+/// What the on-disk run measures beyond the in-memory one.
+#[derive(Clone, Debug, PartialEq)]
+pub struct StoredFigures {
+    /// The node cache the state is read through, bytes (the setting that bounds memory).
+    pub cache_bytes: usize,
+    /// The store's node file after the build, bytes.
+    pub store_bytes: u64,
+    /// Seconds to open the store again and read the state's chain id: a validator's restart
+    /// before it replays the blocks after the store's height.
+    pub restart_s: f64,
+    /// The synced store's node file, bytes (the state sync's build).
+    pub synced_bytes: u64,
+    /// Nodes read from the file and found in the cache by the plan's runs.
+    pub plan_reads: (u64, u64),
 }
 
 /// Why the benchmark could not run (or its checks failed).
@@ -277,6 +297,8 @@ pub struct StateReport {
     pub plan: PlanFigures,
     /// Peak resident memory of the whole run, KiB (VmHWM).
     pub peak_kib: Option<u64>,
+    /// The on-disk run's own figures (`None` for a state in memory).
+    pub stored: Option<StoredFigures>,
 }
 
 impl StateReport {
@@ -366,11 +388,17 @@ impl StateReport {
             r.root_s,
             r.sort_s + r.build_s + r.root_s
         );
+        let bounded = r.stored.as_ref().map_or(String::new(), |st| {
+            format!(
+                " — the state is on disk, read through a node cache of {:.0} MiB (the setting that bounds it)",
+                st.cache_bytes as f64 / f64::from(1u32 << 20)
+            )
+        });
         match (r.memory_bytes(), r.memory_per_record()) {
             (Some(m), Some(per)) => {
                 let _ = writeln!(
                     o,
-                    "in memory: {:.2} GiB resident added by the bulk (VmRSS {} before, {} after) = {per:.1} B/record",
+                    "in memory: {:.2} GiB resident added by the bulk (VmRSS {} before, {} after) = {per:.1} B/record{bounded}",
                     gib(m as f64),
                     mib_kib(r.rss_before_kib),
                     mib_kib(r.rss_after_kib)
@@ -380,19 +408,42 @@ impl StateReport {
                 let _ = writeln!(o, "in memory: n/a (no /proc/self/status)");
             }
         }
+        if let Some(st) = &r.stored {
+            let _ = writeln!(
+                o,
+                "on disk: the state store's node file {:.2} GiB = {:.1} B/record (each record's leaf and its branch, with the child hashes)",
+                gib(st.store_bytes as f64),
+                st.store_bytes as f64 / (r.records.max(1)) as f64
+            );
+            let _ = writeln!(
+                o,
+                "restart (open the store at its last commit and read through it; a validator then replays only the blocks after): {:.3} s",
+                st.restart_s
+            );
+        }
         let _ = writeln!(
             o,
-            "on disk: checkpoint {:.2} GiB ({} bytes) = {:.1} B/record; encoded in {:.2} s, written with fsync in {:.2} s to {}",
+            "checkpoint (state sync's transfer): {:.2} GiB ({} bytes) = {:.1} B/record; {} in {:.2} s, fsync {:.2} s, to {}",
             gib(r.checkpoint_bytes as f64),
             r.checkpoint_bytes,
             r.disk_per_record(),
+            if r.stored.is_some() {
+                "streamed from the store to the file"
+            } else {
+                "encoded"
+            },
             r.encode_s,
             r.write_s,
             r.checkpoint_path.display()
         );
+        let restore = if r.stored.is_some() {
+            "state sync (stream the checkpoint into a new store: checksum, records, one-pass build written as it goes, root verified)"
+        } else {
+            "restart / state sync (read the checkpoint + decode: checksum, records, one-pass trie, root verified)"
+        };
         let _ = writeln!(
             o,
-            "restart / state sync (read the checkpoint + decode: checksum, records, one-pass trie, root verified): {:.2} s (read {:.2} s, decode {:.2} s); baseline, same run: reading the same file raw {:.2} s; ratio {:.1}",
+            "{restore}: {:.2} s (read {:.2} s, decode {:.2} s); baseline, same run: reading the same file raw {:.2} s; ratio {:.1}",
             r.restore_s,
             r.restore_s - r.decode_s,
             r.decode_s,
@@ -407,9 +458,24 @@ impl StateReport {
         let p = &r.plan;
         let _ = writeln!(
             o,
-            "plan at {HOSPITAL} on the restored state: job over {} linked patients ({} fields read, checked against the contract): cohort {} consenting, {} excluded (study consent denied), as expected",
-            p.linked, p.reads, p.cohort, p.excluded
+            "plan at {HOSPITAL} on the {} state: job over {} linked patients ({} fields read, checked against the contract): cohort {} consenting, {} excluded (study consent denied), as expected",
+            if r.stored.is_some() {
+                "reopened on-disk"
+            } else {
+                "restored"
+            },
+            p.linked,
+            p.reads,
+            p.cohort,
+            p.excluded
         );
+        if let Some(st) = &r.stored {
+            let _ = writeln!(
+                o,
+                "  nodes over all runs of the plan and its baseline: {} read from the file, {} found in the cache",
+                st.plan_reads.0, st.plan_reads.1
+            );
+        }
         let list = |v: &[f64]| {
             v.iter()
                 .map(|s| format!("{:.0}", s * 1000.0))
@@ -1208,8 +1274,14 @@ fn raw_lookups<'a>(
     for patient in patients {
         let broad = keys::consent(patient, Purpose::Research, None);
         let specific = keys::consent(patient, Purpose::Research, Some(study));
-        found += usize::from(std::hint::black_box(state.get_raw(&broad)).is_some());
-        found += usize::from(std::hint::black_box(state.get_raw(&specific)).is_some());
+        found += usize::from(matches!(
+            std::hint::black_box(state.get_raw(&broad)),
+            Ok(Some(_))
+        ));
+        found += usize::from(matches!(
+            std::hint::black_box(state.get_raw(&specific)),
+            Ok(Some(_))
+        ));
     }
     found
 }
@@ -1247,6 +1319,7 @@ pub fn state(
     let setup_s = t.elapsed().as_secs_f64();
     let small_records: Vec<Rec> = small
         .scan_raw(&[])
+        .map_err(ledger("reading the setup's records"))?
         .into_iter()
         .map(|(k, v)| (k.to_vec(), v.to_vec()))
         .collect();
@@ -1278,6 +1351,12 @@ pub fn state(
     let mut by_tag = [(0u64, 0u64); 256];
     let mut done = 0u64;
     let generating = Cell::new(Duration::ZERO);
+    let store_dir = opts.dir.join("state");
+    let synced_dir = opts.dir.join("synced");
+    let mut store = match opts.store_cache {
+        Some(cache) => Some(fresh_store(&store_dir, cache)?),
+        None => None,
+    };
     let t = Instant::now();
     let built = {
         let stream = merge(
@@ -1297,7 +1376,11 @@ pub fn state(
                 progress(&format!("building the state: {done}/{total} records"));
             }
         });
-        State::from_records(stream)?
+        match (&mut store, opts.store_cache) {
+            (Some(store), _) => State::build_in(store, stream, heights.job)
+                .map_err(ledger("building the state into its store"))?,
+            (None, _) => State::from_records(stream)?,
+        }
     };
     let build_s = t.elapsed().as_secs_f64();
     drop(by_id);
@@ -1333,70 +1416,117 @@ pub fn state(
         )));
     }
 
-    progress("encoding the checkpoint");
     let ctx = block(heights.job);
-    let t = Instant::now();
-    let bytes = checkpoint::encode(&built, ctx.height, ctx.time_ms);
-    let encode_s = t.elapsed().as_secs_f64();
-    let checkpoint_bytes = bytes.len() as u64;
-    // The plan runs on the restored state, as on a restarted node: the built one goes, so the
-    // run holds one state at a time.
-    drop(built);
-    progress("writing the checkpoint (fsync)");
     let path = opts.dir.join(CHECKPOINT_FILE);
     let io = |source| BenchStateError::Io {
         path: path.clone(),
         source,
     };
     std::fs::create_dir_all(&opts.dir).map_err(io)?;
+    // On disk: what a validator's restart costs before it replays any block — open the store
+    // and read through it (the state is never loaded whole).
+    let (built, restart_s) = match (store.take(), opts.store_cache) {
+        (Some(s), Some(cache)) => {
+            drop((built, s));
+            progress("restarting: opening the store again");
+            let t = Instant::now();
+            let (s, committed) = NodeStore::open(&store_dir, cache).map_err(store_failed)?;
+            let committed = committed
+                .ok_or_else(|| BenchStateError::Check("the store lost its commit".into()))?;
+            let reopened = State::from_store(committed).map_err(ledger("reopening the state"))?;
+            let restart_s = t.elapsed().as_secs_f64();
+            store = Some(s);
+            (reopened, Some(restart_s))
+        }
+        (s, _) => (built, s.map(|_| 0.0)),
+    };
+    let store_bytes = store.as_ref().map_or(0, |s| s.size().file_bytes);
+
+    progress("encoding the checkpoint");
     let t = Instant::now();
-    {
+    let (checkpoint_bytes, encode_s, write_s) = if store.is_some() {
+        // Streamed from the store to the file: memory stays the cache's.
+        let mut f = std::fs::File::create(&path).map_err(io)?;
+        let n = checkpoint::write_to(&built, ctx.height, ctx.time_ms, &mut f)?;
+        let encode_s = t.elapsed().as_secs_f64();
+        progress("syncing the checkpoint (fsync)");
+        let t = Instant::now();
+        f.sync_all().map_err(io)?;
+        (n, encode_s, t.elapsed().as_secs_f64())
+    } else {
+        let bytes = checkpoint::encode(&built, ctx.height, ctx.time_ms)
+            .map_err(|e| ledger("encoding the checkpoint")(e.into()))?;
+        let encode_s = t.elapsed().as_secs_f64();
+        progress("writing the checkpoint (fsync)");
+        let t = Instant::now();
         let mut f = std::fs::File::create(&path).map_err(io)?;
         f.write_all(&bytes).map_err(io)?;
         f.sync_all().map_err(io)?;
-    }
-    let write_s = t.elapsed().as_secs_f64();
-    drop(bytes);
+        (bytes.len() as u64, encode_s, t.elapsed().as_secs_f64())
+    };
+    // In memory, the plan runs on the restored state, as on a restarted node: the built one
+    // goes, so the run holds one state at a time. On disk it runs on the reopened store.
+    let kept = store.is_some().then_some(built);
 
     // The first read after the write is a warm-up, not a figure of either side: both timed
     // reads below then start from the same page cache and the same free memory.
     progress("reading the checkpoint once (warm-up)");
     let t = Instant::now();
-    drop(std::fs::read(&path).map_err(io)?);
+    read_through(&path).map_err(io)?;
     let first_read_s = t.elapsed().as_secs_f64();
     progress("reading the checkpoint raw (baseline)");
     let t = Instant::now();
-    let raw = std::fs::read(&path).map_err(io)?;
+    let raw_len = read_through(&path).map_err(io)?;
     let raw_read_s = t.elapsed().as_secs_f64();
-    if raw.len() as u64 != checkpoint_bytes {
+    if raw_len != checkpoint_bytes {
         return Err(BenchStateError::Check(format!(
-            "read {} bytes back, wrote {checkpoint_bytes}",
-            raw.len()
+            "read {raw_len} bytes back, wrote {checkpoint_bytes}"
         )));
     }
-    drop(raw);
     progress("restoring the checkpoint (read + decode, root verified)");
-    let t = Instant::now();
-    let bytes = std::fs::read(&path).map_err(io)?;
-    let d = Instant::now();
-    let restored = checkpoint::decode(&bytes)?;
-    let decode_s = d.elapsed().as_secs_f64();
-    let restore_s = t.elapsed().as_secs_f64();
-    drop(bytes);
-    let restored_root = restored.state.root();
-    if restored_root != root || restored.summary.root != root {
+    let (summary, restored, restore_s, decode_s, synced_bytes) = match opts.store_cache {
+        Some(cache) => {
+            let mut synced = fresh_store(&synced_dir, cache)?;
+            let t = Instant::now();
+            let f = std::fs::File::open(&path).map_err(io)?;
+            let (summary, state) = checkpoint::restore_into(f, &mut synced)?;
+            let restore_s = t.elapsed().as_secs_f64();
+            let synced_bytes = synced.size().file_bytes;
+            (summary, state, restore_s, restore_s, synced_bytes)
+        }
+        None => {
+            let t = Instant::now();
+            let bytes = std::fs::read(&path).map_err(io)?;
+            let d = Instant::now();
+            let restored = checkpoint::decode(&bytes)?;
+            let decode_s = d.elapsed().as_secs_f64();
+            let restore_s = t.elapsed().as_secs_f64();
+            (restored.summary, restored.state, restore_s, decode_s, 0)
+        }
+    };
+    let restored_root = restored.root();
+    if restored_root != root || summary.root != root {
         return Err(BenchStateError::Check(format!(
             "restored root {restored_root} differs from the built root {root}"
         )));
     }
-    if restored.summary.records != records || restored.state.len() as u64 != records {
+    if summary.records != records || restored.len() as u64 != records {
         return Err(BenchStateError::Check(format!(
             "restored {} records, built {records}",
-            restored.state.len()
+            restored.len()
         )));
     }
-    restored.summary.expect(ctx.height, ctx.time_ms, &root.0)?;
-    let state = restored.state;
+    summary.expect(ctx.height, ctx.time_ms, &root.0)?;
+    let state = match kept {
+        Some(kept) => {
+            // The synced copy was checked; its disk is given back before the plan.
+            drop(restored);
+            let _ = std::fs::remove_dir_all(&synced_dir);
+            kept
+        }
+        None => restored,
+    };
+    let reads_before = store.as_ref().map(|s| s.file().reads());
 
     progress(&format!("linking {linked} patients at {HOSPITAL}"));
     let t = Instant::now();
@@ -1454,7 +1584,10 @@ pub fn state(
         )));
     }
     // What the plan pays per patient before any consent is read: the policy's decode.
-    let policy_bytes = state.get_raw(&keys::policy()).map_or(0, <[u8]>::len);
+    let policy_bytes = state
+        .get_raw(&keys::policy())
+        .map_err(ledger("reading the policy"))?
+        .map_or(0, |p| p.len());
     let t = Instant::now();
     for _ in 0..POLICY_SAMPLES {
         std::hint::black_box(state.policy().map_err(ledger("reading the policy"))?);
@@ -1513,7 +1646,48 @@ pub fn state(
         restored_root,
         plan,
         peak_kib: status_kib("VmHWM:"),
+        stored: match (opts.store_cache, store, reads_before) {
+            (Some(cache_bytes), Some(store), Some((loads, hits))) => {
+                let (l, h) = store.file().reads();
+                Some(StoredFigures {
+                    cache_bytes,
+                    store_bytes,
+                    restart_s: restart_s.unwrap_or(0.0),
+                    synced_bytes,
+                    plan_reads: (l.saturating_sub(loads), h.saturating_sub(hits)),
+                })
+            }
+            _ => None,
+        },
     })
+}
+
+/// An empty store in `dir` (whatever was there removed first).
+fn fresh_store(dir: &std::path::Path, cache: usize) -> Result<NodeStore, BenchStateError> {
+    match std::fs::remove_dir_all(dir) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(source) => {
+            return Err(BenchStateError::Io {
+                path: dir.to_path_buf(),
+                source,
+            });
+        }
+    }
+    Ok(NodeStore::open(dir, cache).map_err(store_failed)?.0)
+}
+
+fn store_failed(e: TrieError) -> BenchStateError {
+    BenchStateError::Ledger {
+        step: "opening the state store",
+        source: e.into(),
+    }
+}
+
+/// Reads the file at `path` through a small buffer, keeping nothing; returns its length.
+fn read_through(path: &std::path::Path) -> std::io::Result<u64> {
+    let mut f = std::fs::File::open(path)?;
+    std::io::copy(&mut f, &mut std::io::sink())
 }
 
 #[cfg(test)]
@@ -1522,6 +1696,29 @@ mod tests {
 
     #[test]
     fn a_small_state_builds_restores_to_the_same_root_and_plans_the_consenting_cohort() {
+        in_memory_or_on_disk(None);
+    }
+
+    #[test]
+    fn a_small_state_on_disk_gives_the_same_figures_and_root() {
+        let r = in_memory_or_on_disk(Some(1 << 20));
+        let st = r.stored.as_ref().unwrap();
+        assert!(st.store_bytes > r.records * 100, "{st:?}");
+        assert!(
+            st.plan_reads.0 + st.plan_reads.1 > 0,
+            "the plan read through the store"
+        );
+        let report = r.report();
+        assert!(report.contains("node cache of 1 MiB"), "{report}");
+        assert!(report.contains("restart (open the store"), "{report}");
+        assert_eq!(
+            r.root,
+            in_memory_or_on_disk(None).root,
+            "the same state either way"
+        );
+    }
+
+    fn in_memory_or_on_disk(store_cache: Option<usize>) -> StateReport {
         let dir = tempfile::tempdir().unwrap();
         let opts = StateOptions {
             patients: 200,
@@ -1529,6 +1726,7 @@ mod tests {
             accesses: 300,
             linked: 100,
             dir: dir.path().to_path_buf(),
+            store_cache,
         };
         let mut steps = 0;
         let r = state(&opts, &mut |_| steps += 1).unwrap();
@@ -1560,13 +1758,14 @@ mod tests {
         let p = patient_id(3);
         let rec = s.patient(&p).unwrap().unwrap();
         assert_eq!(rec.log_len, 3 + 1 + 6);
-        assert_eq!(s.scan_raw(&keys::patient_log_of(&p)).len(), 10);
+        assert_eq!(s.scan_raw(&keys::patient_log_of(&p)).unwrap().len(), 10);
         assert_eq!(s.next_nonce(&patient_key(3)).unwrap(), 5);
         let g = s.grant(Bulk::grant_id(3)).unwrap().unwrap();
         assert_eq!((g.patient, g.uses), (p, 6));
         assert!(s.access(Bulk::access_id(53)).unwrap().is_some());
         let report = r.report();
         assert!(report.contains("EXTRAPOLATED"), "{report}");
+        r
     }
 
     #[test]

@@ -4,12 +4,19 @@
 //! unfinalized blocks it builds on — and the result of a block *is* the next state (the state is
 //! a persistent trie, so keeping one per unfinalized block costs only the nodes that block
 //! wrote). Committing a finalized block makes its state the committed one.
+//!
+//! With a state store ([`LedgerApp::with_store`], a validator's own disk), each commit also
+//! writes what the block changed to the store and keeps the committed state as one stub into
+//! it: memory is then the store's cache plus the unfinalized blocks' writes, whatever the
+//! state's size, and a restart opens the store at the last committed height
+//! ([`Application::resumed`]) and replays only the blocks after it.
 
 use crate::LedgerError;
 use crate::execute::{Refusal, execute_block_with};
 use bytes::Bytes;
 use medspace_chain::Application;
 use medspace_chain::recent::Recent;
+use medspace_state::trie::disk::NodeStore;
 use medspace_state::{State, checkpoint};
 use medspace_types::{Genesis, SignedTx};
 use std::collections::HashSet;
@@ -33,16 +40,78 @@ pub struct LedgerApp {
     /// Ids of transactions whose signature this node checked at admission, so executing the
     /// block that carries them need not check again.
     verified: Arc<Mutex<Recent<()>>>,
+    /// The genesis state (small), for [`Application::at_genesis`].
+    genesis: State,
+    /// Where committed states are written, if anywhere.
+    store: Option<Arc<Mutex<NodeStore>>>,
+    /// The height and root the store held when it was opened.
+    resumed: Option<(u64, [u8; 32])>,
+}
+
+/// Why a state store could not be opened.
+#[derive(Debug, thiserror::Error)]
+#[error("state store at {dir}: {reason}")]
+pub struct StoreError {
+    /// The store's directory.
+    pub dir: String,
+    /// What went wrong.
+    pub reason: String,
 }
 
 impl LedgerApp {
     /// The application at genesis.
     pub fn new(genesis: &Genesis) -> Result<Self, LedgerError> {
+        let state = State::genesis(genesis)?;
         Ok(Self {
-            committed: State::genesis(genesis)?,
+            committed: state.clone(),
             height: 0,
             verified: Arc::new(Mutex::new(Recent::new(VERIFIED_KEPT))),
+            genesis: state,
+            store: None,
+            resumed: None,
         })
+    }
+
+    /// This application keeping its committed state in the store in `dir` (created if
+    /// missing), with a node cache of about `cache_bytes`: it starts at what the store last
+    /// committed, if anything (the engine checks that against its finalized blocks), and each
+    /// commit from now on is written there. A store of another chain is refused.
+    pub fn with_store(
+        mut self,
+        dir: &std::path::Path,
+        cache_bytes: usize,
+    ) -> Result<Self, StoreError> {
+        let err = |reason: String| StoreError {
+            dir: dir.display().to_string(),
+            reason,
+        };
+        let (store, committed) =
+            NodeStore::open(dir, cache_bytes).map_err(|e| err(e.to_string()))?;
+        if let Some(committed) = committed {
+            let height = committed.height;
+            let state = State::from_store(committed)
+                .map_err(|e| err(e.to_string()))?
+                .with_key_cache(self.key_cache().clone());
+            let ours = self.genesis.chain_id().map_err(|e| err(e.to_string()))?;
+            let theirs = state.chain_id().map_err(|e| err(e.to_string()))?;
+            if ours != theirs {
+                return Err(err(format!(
+                    "it holds chain `{theirs}`, this node is of `{ours}`"
+                )));
+            }
+            self.resumed = Some((height, state.root().0));
+            self.committed = state;
+            self.height = height;
+        }
+        self.store = Some(Arc::new(Mutex::new(store)));
+        Ok(self)
+    }
+
+    /// The state store's sizes and its file's cache statistics, if it has one.
+    pub fn store_size(&self) -> Option<medspace_state::trie::disk::StoreSize> {
+        self.store
+            .as_ref()
+            .map(|s| s.lock().unwrap_or_else(PoisonError::into_inner).size())
     }
 
     /// The application from the chain genesis' `app` section (a medspace genesis).
@@ -143,7 +212,35 @@ impl Application for LedgerApp {
     fn commit(&mut self, height: u64, diff: &Self::Diff) -> [u8; 32] {
         self.committed = diff.state.clone();
         self.height = height;
+        if let Some(store) = &self.store {
+            let mut store = store.lock().unwrap_or_else(PoisonError::into_inner);
+            match self.committed.persist(&mut store, height) {
+                Ok(stored) => self.committed = stored,
+                // The state is whole in memory; a restart resumes from the last good commit.
+                Err(e) => tracing::error!(height, error = %e, "ledger.store: commit not written"),
+            }
+        }
         self.committed.root().0
+    }
+
+    fn genesis_root(&self) -> [u8; 32] {
+        self.genesis.root().0
+    }
+
+    fn resumed(&self) -> Option<(u64, [u8; 32])> {
+        self.resumed
+    }
+
+    fn at_genesis(&self) -> Result<Self, String> {
+        Ok(Self {
+            committed: self
+                .genesis
+                .clone()
+                .with_key_cache(self.key_cache().clone()),
+            height: 0,
+            resumed: None,
+            ..self.clone()
+        })
     }
 
     fn root(&self) -> [u8; 32] {
@@ -151,7 +248,11 @@ impl Application for LedgerApp {
     }
 
     fn checkpoint(&self, height: u64, time_ms: u64) -> Option<Vec<u8>> {
-        (height == self.height).then(|| checkpoint::encode(&self.committed, height, time_ms))
+        // A state store that cannot be read gives no checkpoint (the node's next block then
+        // halts it at the root check); the writer skips the height.
+        (height == self.height)
+            .then(|| checkpoint::encode(&self.committed, height, time_ms).ok())
+            .flatten()
     }
 
     fn checkpoint_height(&self, bytes: &[u8]) -> Option<u64> {
@@ -174,7 +275,8 @@ impl Application for LedgerApp {
             // The node's key cache stays the one its admission shares.
             committed: restored.state.with_key_cache(self.key_cache().clone()),
             height,
-            verified: self.verified.clone(),
+            resumed: None,
+            ..self.clone()
         })
     }
 }

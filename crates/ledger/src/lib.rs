@@ -24,7 +24,7 @@ pub mod follow;
 pub mod local;
 pub mod view;
 
-pub use app::{BlockState, LedgerApp};
+pub use app::{BlockState, LedgerApp, StoreError};
 pub use audit::audit;
 pub use execute::{Refusal, TxOutcome, execute_block, execute_block_with};
 pub use follow::{Follower, Outcome};

@@ -110,22 +110,60 @@ struct VaultSection {
     scheduler: Option<String>,
 }
 
-#[derive(serde::Deserialize)]
-struct FileWithVault {
-    vault: Option<VaultSection>,
+/// Where a validator keeps its committed ledger state.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+enum StateStore {
+    /// In `<data_dir>/state`, written with each finalized block; memory bounded by the cache.
+    #[default]
+    Disk,
+    /// Whole in memory, rebuilt at each start from the newest checkpoint and the blocks after.
+    Memory,
 }
 
-/// The `[vault]` section of the config at `config` (an empty one when it has none).
-fn vault_section(config: &Path) -> Result<VaultSection, NodeError> {
+/// The `[state]` section of a validator's config.
+#[derive(Debug, serde::Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct StateSection {
+    /// Where the committed state lives.
+    store: StateStore,
+    /// The on-disk state's node cache, MiB: what bounds the state's memory.
+    cache_mib: usize,
+}
+
+impl Default for StateSection {
+    fn default() -> Self {
+        Self {
+            store: StateStore::Disk,
+            cache_mib: DEFAULT_STATE_CACHE_MIB,
+        }
+    }
+}
+
+/// The default node cache of a validator's on-disk state.
+pub const DEFAULT_STATE_CACHE_MIB: usize = 64;
+
+#[derive(serde::Deserialize)]
+struct Sections {
+    vault: Option<VaultSection>,
+    state: Option<StateSection>,
+}
+
+/// The sections of the config at `config` that the node reads beside the chain's.
+fn sections(config: &Path) -> Result<Sections, NodeError> {
     let text = std::fs::read_to_string(config).map_err(|e| NodeError::VaultSection {
         path: config.display().to_string(),
         error: e.to_string(),
     })?;
-    let file: FileWithVault = toml::from_str(&text).map_err(|e| NodeError::VaultSection {
+    toml::from_str(&text).map_err(|e| NodeError::VaultSection {
         path: config.display().to_string(),
         error: e.to_string(),
-    })?;
-    Ok(file.vault.unwrap_or_default())
+    })
+}
+
+/// The `[vault]` section of the config at `config` (an empty one when it has none).
+fn vault_section(config: &Path) -> Result<VaultSection, NodeError> {
+    Ok(sections(config)?.vault.unwrap_or_default())
 }
 
 /// Where the vault's queries run, per the config at `config`: its `[vault] scheduler`, else
@@ -219,6 +257,8 @@ pub fn run(config: &Path) -> Result<(), NodeError> {
             genesis: cfg.node.genesis_file.display().to_string(),
         });
     }
+    let state = sections(config)?.state.unwrap_or_default();
+    let state_dir = cfg.node.data_dir.join("state");
     let worker = match prepare_worker(config, &cfg, &genesis)? {
         Some(p) => {
             let key = unlock_vault(config, &p.vault_dir)?;
@@ -265,7 +305,15 @@ pub fn run(config: &Path) -> Result<(), NodeError> {
             Some(Arc::new(medspace_api::gate::KeySigner(key.clone().into()))
                 as Arc<dyn medspace_chain::follow::RequestSigner>)
         },
-        |g| LedgerApp::from_chain_genesis(&g.app),
+        move |g| {
+            let app = LedgerApp::from_chain_genesis(&g.app)?;
+            Ok::<_, Box<dyn std::error::Error + Send + Sync>>(match state.store {
+                StateStore::Disk => {
+                    app.with_store(&state_dir, state.cache_mib.saturating_mul(1 << 20))?
+                }
+                StateStore::Memory => app,
+            })
+        },
         move |ctx, handle| {
             let ledger = Arc::new(handle.clone());
             let watch = consortium::router(

@@ -179,8 +179,10 @@ pub fn run(
                                 // Encoded and written off the follow loop; a failure only
                                 // means the next restart replays more.
                                 tokio::task::spawn_blocking(move || {
-                                    let bytes = medspace_state::checkpoint::encode(&state, next, time);
-                                    if let Err(e) = write_atomically(&path, &bytes) {
+                                    let written = medspace_state::checkpoint::encode(&state, next, time)
+                                        .map_err(|e| e.to_string())
+                                        .and_then(|bytes| write_atomically(&path, &bytes).map_err(|e| e.to_string()));
+                                    if let Err(e) = written {
                                         tracing::warn!(height = next, error = %e, "node.observer: checkpoint not written");
                                     }
                                 });

@@ -184,6 +184,17 @@ pub enum TxError {
         /// The table tag.
         table: u8,
     },
+    /// The node could not read its own state store (a disk error, or a file altered behind its
+    /// back). Not a verdict on the transaction: the node's root then differs from the
+    /// certified one, and it halts at commit rather than diverge.
+    #[error("state store unreadable: {0}")]
+    Store(String),
+}
+
+impl From<crate::trie::TrieError> for TxError {
+    fn from(e: crate::trie::TrieError) -> Self {
+        TxError::Store(e.to_string())
+    }
 }
 
 /// Errors building the genesis state.

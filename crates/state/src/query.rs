@@ -56,7 +56,7 @@ impl State {
         &self,
         key: Vec<u8>,
     ) -> Result<Option<Proven<T>>, TxError> {
-        let Some((value, proof)) = self.prove(&key) else {
+        let Some((value, proof)) = self.prove(&key)? else {
             return Ok(None);
         };
         let record = decode(&value, key.first().copied().unwrap_or(0))?;
@@ -114,7 +114,7 @@ impl State {
     /// A patient's consents, each with its proof.
     pub fn consents_of(&self, patient: &PatientId) -> Result<Vec<Proven<ConsentRecord>>, TxError> {
         let keys: Vec<Vec<u8>> = self
-            .scan_raw(&keys::consents_of(patient))
+            .scan_raw(&keys::consents_of(patient))?
             .into_iter()
             .map(|(k, _)| k.to_vec())
             .collect();
@@ -127,7 +127,7 @@ impl State {
     /// proof.
     pub fn patient_log(&self, patient: &PatientId) -> Result<Vec<Proven<LogEntry>>, TxError> {
         let keys: Vec<Vec<u8>> = self
-            .scan_raw(&keys::patient_log_of(patient))
+            .scan_raw(&keys::patient_log_of(patient))?
             .into_iter()
             .map(|(k, _)| k.to_vec())
             .collect();

@@ -4,12 +4,14 @@ use crate::error::TxError;
 use crate::key_cache::KeyCache;
 use crate::records::keys;
 use crate::records::*;
+use crate::trie::disk::{Committed, NodeStore};
 use crate::trie::{Proof, Trie};
 use commonware_codec::{Decode, DecodeExt, Encode};
 use medspace_types::{
     AccessId, ContractId, GrantId, Hash, JobId, MemberId, Name, PatientId, Policy, ProposalId,
     PublicKey, UserId,
 };
+use std::sync::Arc;
 
 /// The whole ledger state. Cloning is O(1): the trie is persistent.
 ///
@@ -86,6 +88,47 @@ impl State {
         Ok(state)
     }
 
+    /// The state `store` had committed when it was opened, read lazily through the store's
+    /// cache. Trusted only as far as the store is: a node restarting from its own store still
+    /// compares the root with the certified block at that height.
+    pub fn from_store(committed: Committed) -> Result<Self, TxError> {
+        let mut state = State {
+            trie: committed.trie,
+            ..State::default()
+        };
+        state.chain_id = state
+            .get::<Name>(&keys::chain_id())?
+            .map(std::sync::Arc::new);
+        Ok(state)
+    }
+
+    /// Like [`State::from_records`], but built straight into `store` and committed there at
+    /// `height`: memory stays that of the store's cache, whatever the number of records.
+    pub fn build_in<K, V>(
+        store: &mut NodeStore,
+        records: impl IntoIterator<Item = (K, V)>,
+        height: u64,
+    ) -> Result<Self, TxError>
+    where
+        K: AsRef<[u8]>,
+        V: Into<std::sync::Arc<[u8]>>,
+    {
+        let trie = store.build(records.into_iter().map(Ok), height, None)?;
+        Self::from_store(Committed { height, trie })
+    }
+
+    /// Writes this state to `store` as its committed state at `height` (only the records that
+    /// changed since the state was last written there) and returns the same state — same root,
+    /// key cache and chain id — held as one stub into the store, so its memory is the store's
+    /// cache's.
+    pub fn persist(&self, store: &mut NodeStore, height: u64) -> Result<Self, TxError> {
+        Ok(State {
+            trie: store.commit(&self.trie, height)?,
+            chain_id: self.chain_id.clone(),
+            key_cache: self.key_cache.clone(),
+        })
+    }
+
     /// Number of records.
     pub fn len(&self) -> usize {
         self.trie.len()
@@ -97,26 +140,37 @@ impl State {
     }
 
     /// The raw (canonically encoded) record under `key`.
-    pub fn get_raw(&self, key: &[u8]) -> Option<&[u8]> {
-        self.trie.get(key)
+    pub fn get_raw(&self, key: &[u8]) -> Result<Option<Arc<[u8]>>, TxError> {
+        Ok(self.trie.get(key)?)
     }
 
     /// The raw record under `key` with its inclusion proof against [`State::root`].
-    pub fn prove(&self, key: &[u8]) -> Option<(Vec<u8>, Proof)> {
-        let value = self.trie.get(key)?.to_vec();
-        let proof = self.trie.prove(key)?;
-        Some((value, proof))
+    pub fn prove(&self, key: &[u8]) -> Result<Option<(Vec<u8>, Proof)>, TxError> {
+        let Some(value) = self.trie.get(key)? else {
+            return Ok(None);
+        };
+        Ok(self.trie.prove(key)?.map(|proof| (value.to_vec(), proof)))
     }
 
     /// Every raw record whose key starts with `prefix`, in key order.
-    pub fn scan_raw(&self, prefix: &[u8]) -> Vec<(&[u8], &[u8])> {
-        self.trie.scan_prefix(prefix)
+    pub fn scan_raw(&self, prefix: &[u8]) -> Result<Vec<crate::trie::Entry>, TxError> {
+        Ok(self.trie.scan_prefix(prefix)?)
+    }
+
+    /// Calls `f` with every raw record whose key starts with `prefix`, in key order, without
+    /// collecting them; stops at the first error.
+    pub fn visit_raw(
+        &self,
+        prefix: &[u8],
+        f: impl FnMut(&[u8], &Arc<[u8]>) -> Result<(), TxError>,
+    ) -> Result<(), TxError> {
+        self.trie.visit_prefix(prefix, f)
     }
 
     pub(crate) fn get<T: Decode<Cfg = ()>>(&self, key: &[u8]) -> Result<Option<T>, TxError> {
-        match self.trie.get(key) {
+        match self.trie.get(key)? {
             None => Ok(None),
-            Some(bytes) => decode(bytes, key.first().copied().unwrap_or(0)).map(Some),
+            Some(bytes) => decode(&bytes, key.first().copied().unwrap_or(0)).map(Some),
         }
     }
 
@@ -128,16 +182,18 @@ impl State {
         })
     }
 
-    pub(crate) fn delete(&mut self, key: &[u8]) {
-        self.trie.remove(key);
+    pub(crate) fn delete(&mut self, key: &[u8]) -> Result<(), TxError> {
+        self.trie.remove(key)?;
+        Ok(())
     }
 
     pub(crate) fn scan<T: Decode<Cfg = ()>>(&self, prefix: &[u8]) -> Result<Vec<T>, TxError> {
-        self.trie
-            .scan_prefix(prefix)
-            .into_iter()
-            .map(|(k, v)| decode(v, k.first().copied().unwrap_or(0)))
-            .collect()
+        let mut out = Vec::new();
+        self.trie.visit_prefix(prefix, |k, v| {
+            out.push(decode(v, k.first().copied().unwrap_or(0))?);
+            Ok::<(), TxError>(())
+        })?;
+        Ok(out)
     }
 
     /// The chain id.

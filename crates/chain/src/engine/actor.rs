@@ -552,7 +552,7 @@ where
     if config.prune && config.checkpoint_every == 0 {
         return Err(EngineError::PruneWithoutCheckpoints);
     }
-    let genesis = Block::genesis(&config.chain_id, app.root());
+    let genesis = Block::genesis(&config.chain_id, app.genesis_root());
     let synced = match config.state_sync.take() {
         Some(sync) => Some(verify_state_sync(&mut context, &scheme, &app, sync)?),
         None => None,
@@ -861,15 +861,18 @@ where
         );
         return Ok(());
     }
-    let mut from = checkpoint::restore(
-        context,
-        &config.partition_prefix,
-        &node.shared,
-        marshal,
-        processed,
-    )
-    .await
-    .unwrap_or(0);
+    let mut from = match resume(node, marshal).await? {
+        Some(height) => height,
+        None => checkpoint::restore(
+            context,
+            &config.partition_prefix,
+            &node.shared,
+            marshal,
+            processed,
+        )
+        .await
+        .unwrap_or(0),
+    };
     if let Some(synced) = synced
         && synced.header.height > from
     {
@@ -912,6 +915,44 @@ where
         );
     }
     Ok(())
+}
+
+/// Resumes from the state the application brought from its own storage, if it is the state of
+/// the stored finalized block at its height: sets the finalized chain to start there and
+/// returns that height. An application state that is not (the chain's storage was wiped or
+/// is older) is set aside for the application at genesis, and `None` returned.
+async fn resume<A: Application>(
+    node: &Node<A>,
+    marshal: &Marshal,
+) -> Result<Option<u64>, EngineError> {
+    let app = node.shared.lock().app.clone();
+    let Some((height, root)) = app.resumed() else {
+        return Ok(None);
+    };
+    let block = marshal
+        .get_block(Identifier::Height(Height::new(height)))
+        .await;
+    if let Some(block) = block
+        && block.inner().header.state_root == root
+    {
+        let header = &block.inner().header;
+        node.shared.lock().finalized =
+            FinalizedChain::starting_at(height, (block.digest(), header.time_ms, root));
+        info!(
+            height,
+            "chain.node.resume: committed state opened from the node's own store"
+        );
+        return Ok(Some(height));
+    }
+    warn!(
+        height,
+        "chain.node.resume: the stored state is not of a finalized block this node holds; starting from genesis"
+    );
+    let fresh = app
+        .at_genesis()
+        .map_err(|reason| EngineError::Replay { height, reason })?;
+    node.shared.lock().app = fresh;
+    Ok(None)
 }
 
 /// The finalizer: commits each block marshal reports as finalized, in height order, then

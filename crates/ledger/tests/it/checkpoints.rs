@@ -24,12 +24,12 @@ use medspace_ledger::LedgerApp;
 use medspace_types::*;
 use std::time::Duration;
 
-const CHAIN: &str = "medspace-ckpt";
-const N: usize = 4;
-const EVERY: u64 = 4;
+pub(crate) const CHAIN: &str = "medspace-ckpt";
+pub(crate) const N: usize = 4;
+pub(crate) const EVERY: u64 = 4;
 const HOSPITAL_SEED: u64 = 77;
 
-fn genesis() -> Genesis {
+pub(crate) fn genesis() -> Genesis {
     medspace_consortium::GenesisBuilder::new(CHAIN)
         .unwrap()
         .member(
@@ -41,12 +41,12 @@ fn genesis() -> Genesis {
         .build()
 }
 
-fn app() -> LedgerApp {
+pub(crate) fn app() -> LedgerApp {
     LedgerApp::new(&genesis()).expect("genesis")
 }
 
 /// Registers patients `from..to` through the running validators and waits until they applied.
-async fn register(vals: &[&Handle<LedgerApp>], from: u64, to: u64) {
+pub(crate) async fn register(vals: &[&Handle<LedgerApp>], from: u64, to: u64) {
     let chain = Name::new(CHAIN).unwrap();
     let mut ids = Vec::new();
     for (i, seed) in (from..to).enumerate() {
@@ -127,10 +127,19 @@ where
     assert!(stored.len() <= 2, "old checkpoints are removed: {stored:?}");
     assert!(stored.iter().all(|h| h.is_multiple_of(EVERY)), "{stored:?}");
     tamper(ctx.child("tamper"), stored).await;
-    let restarted = sim
-        .launch(ctx, 3, incarnation, app())
-        .await
-        .expect("restart");
+    relaunch(ctx, sim, vals, (incarnation, app()), next_patient).await
+}
+
+/// Starts validator 3 again with `app`, registers more patients through all four, and returns
+/// the height it started from once it caught up and agrees with the others.
+pub(crate) async fn relaunch(
+    ctx: &Ctx,
+    sim: &Sim,
+    vals: &mut Vec<Validator<LedgerApp>>,
+    (incarnation, app): (u32, LedgerApp),
+    next_patient: &mut u64,
+) -> u64 {
+    let restarted = sim.launch(ctx, 3, incarnation, app).await.expect("restart");
     let from = restarted.handle.finalized_from();
     vals.push(restarted);
     let all: Vec<&Handle<LedgerApp>> = vals.iter().map(|v| &v.handle).collect();
@@ -294,13 +303,14 @@ fn a_follower_starts_from_a_certified_checkpoint_and_refuses_any_other() {
         let mut records: Vec<(Vec<u8>, Vec<u8>)> = restored
             .state
             .scan_raw(&[])
+            .unwrap()
             .into_iter()
             .map(|(k, v)| (k.to_vec(), v.to_vec()))
             .collect();
         let last = records.last_mut().unwrap();
         last.1.push(0);
         let forged = medspace_state::State::from_records(records).unwrap();
-        let forged = checkpoint::encode(&forged, height, block.header.time_ms);
+        let forged = checkpoint::encode(&forged, height, block.header.time_ms).unwrap();
         assert!(Follower::from_checkpoint(&cg, &forged, &header).is_err());
         // Torn in transit.
         assert!(Follower::from_checkpoint(&cg, &bytes[..bytes.len() - 1], &header).is_err());
@@ -348,13 +358,14 @@ fn with_forged_records(
     let mut records: Vec<(Vec<u8>, Vec<u8>)> = restored
         .state
         .scan_raw(&[])
+        .unwrap()
         .into_iter()
         .map(|(k, v)| (k.to_vec(), v.to_vec()))
         .collect();
     records.last_mut().unwrap().1.push(0);
     let forged = medspace_state::State::from_records(records).unwrap();
     let mut out = sync.clone();
-    out.checkpoint = checkpoint::encode(&forged, sync.header.height, sync.header.time_ms);
+    out.checkpoint = checkpoint::encode(&forged, sync.header.height, sync.header.time_ms).unwrap();
     out
 }
 
@@ -435,7 +446,7 @@ fn a_fresh_validator_joins_by_state_sync_and_forged_checkpoints_are_refused() {
 #[test]
 fn pruning_validators_drop_old_blocks_restart_from_checkpoints_and_an_archive_still_verifies() {
     use medspace_ledger::Follower;
-    const EVERY: u64 = 16;
+    pub(crate) const EVERY: u64 = 16;
     sim::runner(33, Duration::from_secs(1200)).start(|ctx| async move {
         let mut sim = Sim::new(&ctx, CHAIN, N).await;
         sim.checkpoint_every = EVERY;

@@ -10,3 +10,4 @@
 
 mod checkpoints;
 mod sim;
+mod stores;

@@ -100,7 +100,7 @@ impl State {
             time_ms: ctx.time_ms,
         };
         let key = keys::alert(&rec);
-        if self.get_raw(&key).is_some() {
+        if self.get_raw(&key)?.is_some() {
             return Err(TxError::AlreadyExists {
                 what: "alert",
                 id: format!(

@@ -134,7 +134,7 @@ impl State {
                 have: signer.describe(),
             });
         }
-        self.delete(&keys::rebind(&new_key));
+        self.delete(&keys::rebind(&new_key))?;
         rec.rebinding = None;
         self.put(&keys::patient(&p.patient), &rec)?;
         self.log(
@@ -190,7 +190,7 @@ impl State {
                 nonce: 1,
             },
         )?;
-        self.delete(&keys::rebind(&new_key));
+        self.delete(&keys::rebind(&new_key))?;
         rec.key = new_key.clone();
         rec.rebinding = None;
         self.put(&keys::patient(&p.patient), &rec)?;

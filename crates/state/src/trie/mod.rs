@@ -1,17 +1,25 @@
 //! The authenticated map behind the state root: a persistent binary Patricia (crit-bit) Merkle
-//! trie over raw keys.
+//! trie over raw keys, held in memory or paged from an on-disk node store ([`disk`]).
 //!
-//! Why our own: the ledger needs, in one pure in-memory structure, (1) a root that commits to
-//! every record, (2) inclusion proofs checked with the root alone, (3) O(1) snapshots so that a
-//! block can be executed speculatively on top of an unfinalized parent and a refused transaction
-//! can be dropped without an undo log, and (4) ordered prefix scans for the ledger's queries.
-//! commonware-storage's QMDB is an asynchronous, disk-backed database (a fit for the node's
-//! persistence layer, not for a pure `apply`), and its stateless `bmt` rebuilds from all leaves;
+//! Why our own: the ledger needs, in one structure, (1) a root that commits to every record,
+//! (2) inclusion proofs checked with the root alone, (3) O(1) snapshots so that a block can be
+//! executed speculatively on top of an unfinalized parent and a refused transaction can be
+//! dropped without an undo log, and (4) ordered prefix scans for the ledger's queries.
+//! commonware-storage's QMDB is an asynchronous database whose root commits to an operation log
+//! (a fit for a key-value store, not for a synchronous `apply` that needs ordered scans and
+//! cheap snapshots of unfinalized blocks), and its stateless `bmt` rebuilds from all leaves;
 //! the Merkle crates on crates.io either hash the key path (losing order) or rebuild on update.
 //!
 //! Nodes are immutable and shared through `Arc`: an update copies only the path from the root
 //! to the changed leaf, so a clone is a pointer copy and old versions stay valid. Node hashes are
 //! computed lazily and memoized, so hashing a block's writes costs one pass over the new nodes.
+//!
+//! A subtree may be a *stub*: its hash and where it lies in a node file. Reads load stubs on
+//! the way down (through the file's bounded cache) and check each loaded node against the hash
+//! its parent names, so a torn or altered file is an error, never a wrong answer. Writes copy
+//! the path as before and leave the untouched siblings as stubs. [`disk::NodeStore::commit`]
+//! writes a trie's new nodes and hands back the same map as one stub: the memory a stored
+//! trie holds is the cache plus what blocks wrote since their last commit.
 //!
 //! Keys must be prefix-free (no key is a proper prefix of another); the state layer builds every
 //! key from a table tag and fixed-size or length-prefixed parts, which guarantees it.
@@ -19,7 +27,11 @@
 //! Hashes (SHA-256): `leaf = H(0x00 | len(key) u32 | key | value)`,
 //! `branch = H(0x01 | bit u32 | left | right)`, the empty map is `H("medspace/trie/empty")`.
 
+pub mod disk;
+
+use disk::NodeFile;
 use medspace_types::Hash;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 
 /// An error of the trie.
@@ -37,6 +49,42 @@ pub enum TrieError {
         /// Length of the offending key.
         len: usize,
     },
+    /// A stored node could not be read, or is not the node its parent names.
+    #[error("state store: {0}")]
+    Store(String),
+    /// An entry given to a build could not be had (its stream failed).
+    #[error("entries: {0}")]
+    Input(String),
+    /// Entries built into a store do not hash to the root they were to have (nothing was
+    /// committed).
+    #[error("built root {computed} is not the expected {expected}")]
+    RootMismatch {
+        /// The root the entries were to have.
+        expected: Hash,
+        /// Their root.
+        computed: Hash,
+    },
+}
+
+/// Where a node lies in a node file: the file's process-local id in the top 16 bits, the byte
+/// offset in the low 48; 0 while the node is in no file (offset 0 is the file's magic).
+#[derive(Default)]
+struct Stored(AtomicU64);
+
+impl Stored {
+    fn at(file: &NodeFile, offset: u64) -> Self {
+        Self(AtomicU64::new(disk::pack(file.id(), offset)))
+    }
+
+    /// The offset of this node in `file`, if it was written there.
+    fn offset_in(&self, file: &NodeFile) -> Option<u64> {
+        disk::unpack(self.0.load(Ordering::Acquire), file.id())
+    }
+
+    fn set(&self, file: &NodeFile, offset: u64) {
+        self.0
+            .store(disk::pack(file.id(), offset), Ordering::Release);
+    }
 }
 
 enum Node {
@@ -44,12 +92,20 @@ enum Node {
         key: Box<[u8]>,
         value: Arc<[u8]>,
         hash: OnceLock<Hash>,
+        stored: Stored,
     },
     Branch {
         bit: u32,
         left: Arc<Node>,
         right: Arc<Node>,
         hash: OnceLock<Hash>,
+        stored: Stored,
+    },
+    /// A subtree in a node file, not loaded.
+    Stub {
+        hash: Hash,
+        file: Arc<NodeFile>,
+        offset: u64,
     },
 }
 
@@ -89,13 +145,17 @@ fn branch_hash(bit: u32, left: &Hash, right: &Hash) -> Hash {
 impl Node {
     fn hash(&self) -> Hash {
         match self {
-            Node::Leaf { key, value, hash } => *hash.get_or_init(|| leaf_hash(key, value)),
+            Node::Leaf {
+                key, value, hash, ..
+            } => *hash.get_or_init(|| leaf_hash(key, value)),
             Node::Branch {
                 bit,
                 left,
                 right,
                 hash,
+                ..
             } => *hash.get_or_init(|| branch_hash(*bit, &left.hash(), &right.hash())),
+            Node::Stub { hash, .. } => *hash,
         }
     }
 
@@ -104,6 +164,7 @@ impl Node {
             key: key.into(),
             value,
             hash: OnceLock::new(),
+            stored: Stored::default(),
         })
     }
 
@@ -113,31 +174,34 @@ impl Node {
             left,
             right,
             hash: OnceLock::new(),
+            stored: Stored::default(),
         })
     }
 
-    /// The greatest leaf key below this node.
-    fn some_key_last(&self) -> &[u8] {
-        let mut node = self;
-        loop {
-            match node {
-                Node::Leaf { key, .. } => return key,
-                Node::Branch { right, .. } => node = right,
-            }
+    /// This node with its contents at hand: itself, or what its stub names, loaded.
+    fn open(node: &Arc<Node>) -> Result<Arc<Node>, TrieError> {
+        match &**node {
+            Node::Stub { hash, file, offset } => file.load(*offset, hash),
+            _ => Ok(node.clone()),
         }
     }
 
-    /// Any leaf key below this node.
-    fn some_key(&self) -> &[u8] {
-        let mut node = self;
+    /// Any leaf key below `node` (the smallest).
+    fn first_key(node: &Arc<Node>) -> Result<Box<[u8]>, TrieError> {
+        let mut node = Node::open(node)?;
         loop {
-            match node {
-                Node::Leaf { key, .. } => return key,
-                Node::Branch { left, .. } => node = left,
-            }
+            let next = match &*node {
+                Node::Branch { left, .. } => Node::open(left)?,
+                Node::Leaf { key, .. } => return Ok(key.clone()),
+                Node::Stub { .. } => return Err(stub_in_place_of_node()),
+            };
+            node = next;
         }
     }
 }
+
+/// One entry of a map, as a scan lists it: the key and its value.
+pub type Entry = (Box<[u8]>, Arc<[u8]>);
 
 /// The hash of the empty map.
 pub fn empty_root() -> Hash {
@@ -154,6 +218,20 @@ pub struct Trie {
 impl std::fmt::Debug for Trie {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "Trie(len={}, root={})", self.len, self.root_hash())
+    }
+}
+
+/// What [`Trie::from_sorted_with`] does with each finished subtree as it builds: keep it in
+/// memory, or write it out and keep only a stub.
+trait Finish {
+    fn finish(&mut self, node: Arc<Node>) -> Result<Arc<Node>, TrieError>;
+}
+
+struct InMemory;
+
+impl Finish for InMemory {
+    fn finish(&mut self, node: Arc<Node>) -> Result<Arc<Node>, TrieError> {
+        Ok(node)
     }
 }
 
@@ -188,11 +266,27 @@ impl Trie {
         K: AsRef<[u8]>,
         V: Into<Arc<[u8]>>,
     {
-        // Branches whose right side is still being built: their bit and their left side.
+        Self::from_sorted_with(entries.into_iter().map(Ok), &mut InMemory)
+    }
+
+    /// [`Trie::from_sorted`] over entries that may fail (read from a stream), handing each
+    /// finished subtree to `finish`; stops at the first failed entry.
+    fn from_sorted_with<K, V>(
+        entries: impl IntoIterator<Item = Result<(K, V), TrieError>>,
+        finish: &mut impl Finish,
+    ) -> Result<Self, TrieError>
+    where
+        K: AsRef<[u8]>,
+        V: Into<Arc<[u8]>>,
+    {
+        // Branches whose right side is still being built: their bit and their (finished) left
+        // side.
         let mut spine: Vec<(u32, Arc<Node>)> = Vec::new();
+        // The previous leaf, and its key (the greatest so far).
         let mut last: Option<Arc<Node>> = None;
         let mut len = 0usize;
-        for (key, value) in entries {
+        for entry in entries {
+            let (key, value) = entry?;
             let key = key.as_ref();
             let leaf = Node::leaf(key, value.into());
             let Some(mut done) = last.take() else {
@@ -200,7 +294,10 @@ impl Trie {
                 len = 1;
                 continue;
             };
-            let prev = done.some_key_last();
+            let Node::Leaf { key: prev, .. } = &*done else {
+                return Err(TrieError::OutOfOrder { len: key.len() });
+            };
+            let prev: &[u8] = prev;
             let ordered = prev < key;
             let bit = crit_bit(prev, key)
                 .filter(|_| ordered && !key.starts_with(prev) && !prev.starts_with(key))
@@ -212,31 +309,27 @@ impl Trie {
                     done = Node::branch(b, left, done);
                 }
             }
-            spine.push((bit, done));
+            spine.push((bit, finish.finish(done)?));
             last = Some(leaf);
-            // INVARIANT: len counts leaves in memory, below usize::MAX.
+            // INVARIANT: len counts leaves, below usize::MAX.
             len += 1;
         }
         let mut root = last;
         while let Some((b, left)) = spine.pop() {
             root = root.map(|right| Node::branch(b, left, right));
         }
+        let root = match root {
+            Some(node) => Some(finish.finish(node)?),
+            None => None,
+        };
         Ok(Self { root, len })
     }
 
     /// The value under `key`.
-    pub fn get(&self, key: &[u8]) -> Option<&[u8]> {
-        let mut node = self.root.as_deref()?;
-        loop {
-            match node {
-                Node::Leaf { key: k, value, .. } => {
-                    return (&**k == key).then_some(&**value);
-                }
-                Node::Branch {
-                    bit, left, right, ..
-                } => node = if bit_at(key, *bit) { right } else { left },
-            }
-        }
+    pub fn get(&self, key: &[u8]) -> Result<Option<Arc<[u8]>>, TrieError> {
+        self.root
+            .as_deref()
+            .map_or(Ok(None), |root| get_in(root, key))
     }
 
     /// Sets `key` to `value`.
@@ -248,7 +341,7 @@ impl Trie {
             return Ok(());
         };
         // Most writes update an existing record: one walk that copies the path on the way back.
-        let crit = match replace(&root, key, &value) {
+        let crit = match replace(&root, key, &value)? {
             Replaced::Done(new_root) => {
                 self.root = Some(new_root);
                 return Ok(());
@@ -259,8 +352,8 @@ impl Trie {
             None => Err(TrieError::PrefixConflict { len: key.len() }),
             Some(crit) => {
                 let leaf = Node::leaf(key, value);
-                self.root = Some(insert_at(&root, key, leaf, crit));
-                // INVARIANT: len counts the leaves in memory, below usize::MAX.
+                self.root = Some(insert_at(&root, key, leaf, crit)?);
+                // INVARIANT: len counts the leaves, below usize::MAX.
                 self.len += 1;
                 Ok(())
             }
@@ -268,11 +361,11 @@ impl Trie {
     }
 
     /// Removes `key`; returns whether it was present.
-    pub fn remove(&mut self, key: &[u8]) -> bool {
+    pub fn remove(&mut self, key: &[u8]) -> Result<bool, TrieError> {
         let Some(root) = self.root.clone() else {
-            return false;
+            return Ok(false);
         };
-        match remove_at(&root, key) {
+        Ok(match remove_at(&root, key)? {
             Removal::NotFound => false,
             Removal::Gone(rest) => {
                 self.root = rest;
@@ -280,69 +373,113 @@ impl Trie {
                 self.len -= 1;
                 true
             }
-        }
+        })
     }
 
-    /// Every entry whose key starts with `prefix`, in key order.
-    pub fn scan_prefix(&self, prefix: &[u8]) -> Vec<(&[u8], &[u8])> {
-        let mut out = Vec::new();
-        let Some(mut node) = self.root.as_deref() else {
-            return out;
+    /// Calls `f` with every entry whose key starts with `prefix`, in key order; stops at the
+    /// first error `f` returns.
+    pub fn visit_prefix<E: From<TrieError>>(
+        &self,
+        prefix: &[u8],
+        mut f: impl FnMut(&[u8], &Arc<[u8]>) -> Result<(), E>,
+    ) -> Result<(), E> {
+        let Some(root) = &self.root else {
+            return Ok(());
         };
+        let mut node = Node::open(root)?;
         // INVARIANT: prefixes are key prefixes, far shorter than 2^29 bytes.
         let prefix_bits = prefix.len() as u32 * 8;
         // Descend while the branch point lies inside the prefix.
-        while let Node::Branch {
-            bit, left, right, ..
-        } = node
-        {
-            if *bit >= prefix_bits {
-                break;
-            }
-            node = if bit_at(prefix, *bit) { right } else { left };
+        loop {
+            let next = match &*node {
+                Node::Branch {
+                    bit, left, right, ..
+                } if *bit < prefix_bits => {
+                    Node::open(if bit_at(prefix, *bit) { right } else { left })?
+                }
+                _ => break,
+            };
+            node = next;
         }
-        if !node.some_key().starts_with(prefix) {
-            return out;
+        if !Node::first_key(&node)?.starts_with(prefix) {
+            return Ok(());
         }
         let mut stack = vec![node];
         while let Some(n) = stack.pop() {
-            match n {
-                Node::Leaf { key, value, .. } => out.push((&**key, &**value)),
+            match &*Node::open(&n)? {
+                Node::Leaf { key, value, .. } => f(key, value)?,
                 Node::Branch { left, right, .. } => {
-                    stack.push(right);
-                    stack.push(left);
+                    stack.push(right.clone());
+                    stack.push(left.clone());
                 }
+                Node::Stub { .. } => return Err(stub_in_place_of_node().into()),
             }
         }
-        out
+        Ok(())
+    }
+
+    /// Every entry whose key starts with `prefix`, in key order.
+    pub fn scan_prefix(&self, prefix: &[u8]) -> Result<Vec<Entry>, TrieError> {
+        let mut out = Vec::new();
+        self.visit_prefix(prefix, |k, v| {
+            out.push((Box::from(k), v.clone()));
+            Ok::<(), TrieError>(())
+        })?;
+        Ok(out)
     }
 
     /// An inclusion proof for `key`, if present.
-    pub fn prove(&self, key: &[u8]) -> Option<Proof> {
-        let mut node = self.root.as_deref()?;
+    pub fn prove(&self, key: &[u8]) -> Result<Option<Proof>, TrieError> {
         let mut path = Vec::new();
-        loop {
-            match node {
-                Node::Leaf { key: k, .. } => {
-                    return (&**k == key).then_some(Proof { path });
-                }
-                Node::Branch {
-                    bit, left, right, ..
-                } => {
-                    if bit_at(key, *bit) {
-                        path.push(ProofStep {
-                            bit: *bit,
-                            sibling: left.hash(),
-                        });
-                        node = right;
-                    } else {
-                        path.push(ProofStep {
-                            bit: *bit,
-                            sibling: right.hash(),
-                        });
-                        node = left;
-                    }
-                }
+        let found = match self.root.as_deref() {
+            Some(root) => prove_in(root, key, &mut path)?,
+            None => false,
+        };
+        Ok(found.then_some(Proof { path }))
+    }
+}
+
+/// The error of finding a stub where a loaded node was expected (a node file naming a stub as
+/// a node cannot be written, so this is a bug, reported rather than trusted).
+fn stub_in_place_of_node() -> TrieError {
+    TrieError::Store("a stub where a loaded node was expected".into())
+}
+
+/// Walks borrowed nodes down to `key`, loading (and recursing) only at stubs.
+fn get_in(mut node: &Node, key: &[u8]) -> Result<Option<Arc<[u8]>>, TrieError> {
+    loop {
+        match node {
+            Node::Leaf { key: k, value, .. } => return Ok((&**k == key).then(|| value.clone())),
+            Node::Branch {
+                bit, left, right, ..
+            } => node = if bit_at(key, *bit) { right } else { left },
+            Node::Stub { hash, file, offset } => return get_in(&*file.load(*offset, hash)?, key),
+        }
+    }
+}
+
+/// Like [`get_in`], pushing each branch's bit and the other side's hash on `path`; whether
+/// `key` is there.
+fn prove_in(mut node: &Node, key: &[u8], path: &mut Vec<ProofStep>) -> Result<bool, TrieError> {
+    loop {
+        match node {
+            Node::Leaf { key: k, .. } => return Ok(&**k == key),
+            Node::Branch {
+                bit, left, right, ..
+            } => {
+                let (to, other) = if bit_at(key, *bit) {
+                    (right, left)
+                } else {
+                    (left, right)
+                };
+                path.push(ProofStep {
+                    bit: *bit,
+                    sibling: other.hash(),
+                });
+                node = to;
+            }
+            Node::Stub { hash, file, offset } => {
+                return prove_in(&*file.load(*offset, hash)?, key, path);
             }
         }
     }
@@ -356,8 +493,9 @@ enum Replaced {
     Absent(Option<u32>),
 }
 
-fn replace(node: &Arc<Node>, key: &[u8], value: &Arc<[u8]>) -> Replaced {
-    match &**node {
+fn replace(node: &Arc<Node>, key: &[u8], value: &Arc<[u8]>) -> Result<Replaced, TrieError> {
+    let node = Node::open(node)?;
+    Ok(match &*node {
         Node::Leaf { key: k, .. } => {
             if &**k == key {
                 Replaced::Done(Node::leaf(key, value.clone()))
@@ -370,7 +508,7 @@ fn replace(node: &Arc<Node>, key: &[u8], value: &Arc<[u8]>) -> Replaced {
         } => {
             let go_right = bit_at(key, *bit);
             let child = if go_right { right } else { left };
-            match replace(child, key, value) {
+            match replace(child, key, value)? {
                 Replaced::Done(new_child) => Replaced::Done(if go_right {
                     Node::branch(*bit, left.clone(), new_child)
                 } else {
@@ -379,26 +517,34 @@ fn replace(node: &Arc<Node>, key: &[u8], value: &Arc<[u8]>) -> Replaced {
                 absent => absent,
             }
         }
-    }
+        Node::Stub { .. } => return Err(stub_in_place_of_node()),
+    })
 }
 
-fn insert_at(node: &Arc<Node>, key: &[u8], leaf: Arc<Node>, crit: u32) -> Arc<Node> {
+fn insert_at(
+    node: &Arc<Node>,
+    key: &[u8],
+    leaf: Arc<Node>,
+    crit: u32,
+) -> Result<Arc<Node>, TrieError> {
+    let open = Node::open(node)?;
     if let Node::Branch {
         bit, left, right, ..
-    } = &**node
+    } = &*open
         && *bit < crit
     {
-        return if bit_at(key, *bit) {
-            Node::branch(*bit, left.clone(), insert_at(right, key, leaf, crit))
+        return Ok(if bit_at(key, *bit) {
+            Node::branch(*bit, left.clone(), insert_at(right, key, leaf, crit)?)
         } else {
-            Node::branch(*bit, insert_at(left, key, leaf, crit), right.clone())
-        };
+            Node::branch(*bit, insert_at(left, key, leaf, crit)?, right.clone())
+        });
     }
-    if bit_at(key, crit) {
+    // The new leaf branches off above `node`, which stays as it was (a stub stays a stub).
+    Ok(if bit_at(key, crit) {
         Node::branch(crit, node.clone(), leaf)
     } else {
         Node::branch(crit, leaf, node.clone())
-    }
+    })
 }
 
 enum Removal {
@@ -406,8 +552,9 @@ enum Removal {
     Gone(Option<Arc<Node>>),
 }
 
-fn remove_at(node: &Arc<Node>, key: &[u8]) -> Removal {
-    match &**node {
+fn remove_at(node: &Arc<Node>, key: &[u8]) -> Result<Removal, TrieError> {
+    let node = Node::open(node)?;
+    Ok(match &*node {
         Node::Leaf { key: k, .. } => {
             if &**k == key {
                 Removal::Gone(None)
@@ -424,7 +571,7 @@ fn remove_at(node: &Arc<Node>, key: &[u8]) -> Removal {
             } else {
                 (left, right)
             };
-            match remove_at(child, key) {
+            match remove_at(child, key)? {
                 Removal::NotFound => Removal::NotFound,
                 Removal::Gone(None) => Removal::Gone(Some(other.clone())),
                 Removal::Gone(Some(new_child)) => Removal::Gone(Some(if go_right {
@@ -434,7 +581,8 @@ fn remove_at(node: &Arc<Node>, key: &[u8]) -> Removal {
                 })),
             }
         }
-    }
+        Node::Stub { .. } => return Err(stub_in_place_of_node()),
+    })
 }
 
 /// One level of an inclusion proof: the branch bit and the other side's hash.
@@ -524,15 +672,15 @@ mod tests {
         assert_eq!(t.len(), 200);
         let root = t.root_hash();
         for i in 0..200 {
-            assert_eq!(t.get(&k(i)), Some(&[i as u8; 3][..]));
-            let p = t.prove(&k(i)).unwrap();
+            assert_eq!(t.get(&k(i)).unwrap().as_deref(), Some(&[i as u8; 3][..]));
+            let p = t.prove(&k(i)).unwrap().unwrap();
             p.verify(&root, &k(i), &[i as u8; 3]).unwrap();
             assert!(p.verify(&root, &k(i), &[i as u8 ^ 1; 3]).is_err());
         }
-        assert!(t.prove(&k(500)).is_none());
+        assert!(t.prove(&k(500)).unwrap().is_none());
         let snapshot = t.clone();
-        assert!(t.remove(&k(5)));
-        assert!(!t.remove(&k(5)));
+        assert!(t.remove(&k(5)).unwrap());
+        assert!(!t.remove(&k(5)).unwrap());
         assert_ne!(t.root_hash(), root);
         assert_eq!(snapshot.root_hash(), root, "snapshots are unaffected");
         t.insert(&k(5), vec![5; 3]).unwrap();
@@ -551,7 +699,7 @@ mod tests {
         let mut t = Trie::new();
         t.insert(&k(1), vec![1]).unwrap();
         t.insert(&k(2), vec![2]).unwrap();
-        let p = t.prove(&k(1)).unwrap();
+        let p = t.prove(&k(1)).unwrap().unwrap();
         let mut t2 = t.clone();
         t2.insert(&k(3), vec![3]).unwrap();
         assert!(p.verify(&t2.root_hash(), &k(1), &[1]).is_err());
@@ -566,11 +714,11 @@ mod tests {
             for (key, val) in ops {
                 match val {
                     Some(v) => { t.insert(&k(key), vec![v]).unwrap(); m.insert(k(key), vec![v]); }
-                    None => { prop_assert_eq!(t.remove(&k(key)), m.remove(&k(key)).is_some()); }
+                    None => { prop_assert_eq!(t.remove(&k(key)).unwrap(), m.remove(&k(key)).is_some()); }
                 }
             }
             prop_assert_eq!(t.len(), m.len());
-            let scanned: Vec<(Vec<u8>, Vec<u8>)> = t.scan_prefix(&[7]).into_iter().map(|(a, b)| (a.to_vec(), b.to_vec())).collect();
+            let scanned: Vec<(Vec<u8>, Vec<u8>)> = t.scan_prefix(&[7]).unwrap().into_iter().map(|(a, b)| (a.to_vec(), b.to_vec())).collect();
             let expected: Vec<(Vec<u8>, Vec<u8>)> = m.clone().into_iter().collect();
             prop_assert_eq!(scanned, expected);
             // Same content, built in key order, gives the same root.
@@ -597,7 +745,8 @@ mod tests {
             prop_assert_eq!(built.root_hash(), by_insert.root_hash());
             prop_assert_eq!(built.len(), kept.len());
             for (key, value) in &kept {
-                prop_assert_eq!(built.get(key), Some(&value[..]));
+                let got = built.get(key).unwrap();
+                prop_assert_eq!(got.as_deref(), Some(&value[..]));
             }
             // Any two entries swapped, repeated or prefix-related are refused.
             if kept.len() >= 2 {
