@@ -1464,9 +1464,12 @@ pub fn state(
         f.sync_all().map_err(io)?;
         (bytes.len() as u64, encode_s, t.elapsed().as_secs_f64())
     };
-    // In memory, the plan runs on the restored state, as on a restarted node: the built one
-    // goes, so the run holds one state at a time. On disk it runs on the reopened store.
-    let kept = store.is_some().then_some(built);
+    // The plan runs on the restored state, as on a restarted or state-synced node: the built
+    // one goes (on disk, with its store's files), so the run holds one state at a time.
+    drop(built);
+    if store.take().is_some() {
+        let _ = std::fs::remove_dir_all(&store_dir);
+    }
 
     // The first read after the write is a warm-up, not a figure of either side: both timed
     // reads below then start from the same page cache and the same free memory.
@@ -1492,6 +1495,7 @@ pub fn state(
             let (summary, state) = checkpoint::restore_into(f, &mut synced)?;
             let restore_s = t.elapsed().as_secs_f64();
             let synced_bytes = synced.size().file_bytes;
+            store = Some(synced);
             (summary, state, restore_s, restore_s, synced_bytes)
         }
         None => {
@@ -1517,15 +1521,7 @@ pub fn state(
         )));
     }
     summary.expect(ctx.height, ctx.time_ms, &root.0)?;
-    let state = match kept {
-        Some(kept) => {
-            // The synced copy was checked; its disk is given back before the plan.
-            drop(restored);
-            let _ = std::fs::remove_dir_all(&synced_dir);
-            kept
-        }
-        None => restored,
-    };
+    let state = restored;
     let reads_before = store.as_ref().map(|s| s.file().reads());
 
     progress(&format!("linking {linked} patients at {HOSPITAL}"));

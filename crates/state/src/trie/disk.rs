@@ -18,9 +18,10 @@
 //! unfinished commit). Every loaded node is checked against the hash its parent names, so a
 //! file altered behind the store's back gives an error, never a wrong record.
 //!
-//! Memory: a stored trie is one stub; reads load nodes through a bounded least-recently-used
-//! cache shared by every snapshot of the file ([`NodeStore::open`]'s `cache_bytes`). What else
-//! a node keeps is what its blocks wrote since their last commit.
+//! Memory: a committed trie keeps its top levels in memory (as many as a quarter of
+//! [`NodeStore::open`]'s `cache_bytes` holds) and stubs below them; reads below load nodes
+//! through a bounded least-recently-used cache (the other three quarters) shared by every
+//! snapshot of the file. What else a node keeps is what its blocks wrote since their commit.
 //!
 //! Old versions of a record stay in the file until it is compacted ([`NodeStore::compact`],
 //! done by `open` when the file has grown past [`COMPACT_GROWTH`] times its size after the last
@@ -39,7 +40,7 @@ use std::num::NonZeroUsize;
 use std::os::unix::fs::FileExt as _;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU16, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 
 const FILE_MAGIC: &[u8; 8] = b"MSNODES1";
 const HEAD_MAGIC: &[u8; 8] = b"MSHEAD01";
@@ -63,6 +64,24 @@ const WRITE_CHUNK: usize = 1 << 20;
 /// `open` compacts a node file that has grown past this many times its size after the last
 /// build or compaction.
 pub const COMPACT_GROWTH: u64 = 4;
+/// What one pinned node costs in memory, roughly (a branch, or a leaf with its key and value).
+const PINNED_NODE_BYTES: usize = 160;
+/// The most levels a store pins.
+const MAX_PINNED_LEVELS: u32 = 24;
+
+/// The levels of a committed trie kept in memory: as many as a quarter of the cache setting
+/// holds when full (2^levels nodes).
+fn pinned_levels(cache_bytes: usize) -> u32 {
+    let nodes = cache_bytes / 4 / PINNED_NODE_BYTES;
+    (usize::BITS - nodes.leading_zeros())
+        .saturating_sub(1)
+        .min(MAX_PINNED_LEVELS)
+}
+
+/// The part of the cache setting left to the node cache (the pinned levels take a quarter).
+fn cache_share(cache_bytes: usize) -> usize {
+    cache_bytes - cache_bytes / 4
+}
 
 /// Process-local ids of node files (so a node knows which file it was written to).
 static NEXT_FILE_ID: AtomicU16 = AtomicU16::new(1);
@@ -353,6 +372,8 @@ pub struct NodeStore {
     file: Arc<NodeFile>,
     out: File,
     cache_bytes: usize,
+    /// The levels of a committed trie kept in memory (the rest is read through the cache).
+    pinned: u32,
     head: Head,
     /// Set when a write failed part-way: the file's tail is then unknown, so the store refuses
     /// further commits (the last good `HEAD` stays what a restart opens).
@@ -434,9 +455,10 @@ impl NodeStore {
         let read = File::open(&path).map_err(io("opening the node file"))?;
         let mut store = Self {
             dir: dir.to_path_buf(),
-            file: Arc::new(NodeFile::new(read, cache_bytes)),
+            file: Arc::new(NodeFile::new(read, cache_share(cache_bytes))),
             out,
             cache_bytes,
+            pinned: pinned_levels(cache_bytes),
             head,
             poisoned: false,
         };
@@ -501,7 +523,77 @@ impl NodeStore {
         let root = self.poison_on_error(written)?;
         // The first commit into a store is its base size.
         let rebase = self.head.root_offset == 0;
-        self.publish(root, trie.len, height, rebase)
+        let stub = self.publish(root, trie.len, height, rebase)?;
+        self.pin(trie, stub)
+    }
+
+    /// `trie` (just committed) with its top [`NodeStore::pinned`] levels in memory and stubs
+    /// below: reads then walk the top without the cache's lock, and memory stays bounded. On
+    /// any error the stub alone, which is always right.
+    fn pin(&self, trie: &Trie, stub: Trie) -> Result<Trie, TrieError> {
+        let Some(root) = &trie.root else {
+            return Ok(stub);
+        };
+        Ok(match self.pin_node(root, 0) {
+            Ok(root) => Trie {
+                root: Some(root),
+                len: stub.len,
+            },
+            Err(_) => stub,
+        })
+    }
+
+    fn pin_node(&self, node: &Arc<Node>, depth: u32) -> Result<Arc<Node>, TrieError> {
+        if depth >= self.pinned {
+            return self.stub_of(node);
+        }
+        match &**node {
+            Node::Stub { hash, file, offset } => {
+                let loaded = file.load(*offset, hash)?;
+                self.pin_node(&loaded, depth)
+            }
+            Node::Leaf { .. } => Ok(node.clone()),
+            Node::Branch {
+                bit,
+                left,
+                right,
+                stored,
+                ..
+            } => {
+                // INVARIANT: depth < pinned <= MAX_PINNED_LEVELS.
+                let l = self.pin_node(left, depth + 1)?;
+                let r = self.pin_node(right, depth + 1)?;
+                if Arc::ptr_eq(&l, left) && Arc::ptr_eq(&r, right) {
+                    return Ok(node.clone());
+                }
+                let offset = stored
+                    .offset_in(&self.file)
+                    .ok_or_else(|| store_error("pinning a branch that was not written"))?;
+                Ok(Arc::new(Node::Branch {
+                    bit: *bit,
+                    left: l,
+                    right: r,
+                    hash: OnceLock::from(node.hash()),
+                    stored: Stored::at(&self.file, offset),
+                }))
+            }
+        }
+    }
+
+    /// A stub for `node`, which is in this store's file.
+    fn stub_of(&self, node: &Arc<Node>) -> Result<Arc<Node>, TrieError> {
+        let stored = match &**node {
+            Node::Stub { .. } => return Ok(node.clone()),
+            Node::Leaf { stored, .. } | Node::Branch { stored, .. } => stored,
+        };
+        let offset = stored
+            .offset_in(&self.file)
+            .ok_or_else(|| store_error("a node below the pinned levels that was not written"))?;
+        Ok(Arc::new(Node::Stub {
+            hash: node.hash(),
+            file: self.file.clone(),
+            offset,
+        }))
     }
 
     /// The map holding `entries` (strictly increasing keys), built in one pass straight into
@@ -550,7 +642,8 @@ impl NodeStore {
             }
         };
         // A build into an empty store is its base size.
-        self.publish(root, built.len, height, rebase)
+        let stub = self.publish(root, built.len, height, rebase)?;
+        self.pin(&stub.clone(), stub)
     }
 
     fn poison_on_error<T>(&mut self, result: Result<T, TrieError>) -> Result<T, TrieError> {
@@ -579,7 +672,7 @@ impl NodeStore {
         out.write_all(FILE_MAGIC)
             .map_err(io("writing the compacted node file"))?;
         let read = File::open(&path).map_err(io("opening the compacted node file"))?;
-        let file = Arc::new(NodeFile::new(read, self.cache_bytes));
+        let file = Arc::new(NodeFile::new(read, cache_share(self.cache_bytes)));
         let mut writer = Writer {
             file: file.clone(),
             out: &mut out,
@@ -808,6 +901,43 @@ mod tests {
             .collect()
     }
 
+    /// The nodes a trie holds in memory (not stubs).
+    fn resident(t: &Trie) -> usize {
+        fn count(n: &Node) -> usize {
+            match n {
+                Node::Stub { .. } => 0,
+                Node::Leaf { .. } => 1,
+                Node::Branch { left, right, .. } => 1 + count(left) + count(right),
+            }
+        }
+        t.root.as_deref().map_or(0, count)
+    }
+
+    #[test]
+    fn memory_stays_within_the_pinned_levels_however_large_the_map() {
+        let dir = tempfile::tempdir().unwrap();
+        // 16 KiB: four pinned levels, at most 31 resident nodes.
+        let (mut store, _) = NodeStore::open(dir.path(), 16 << 10).unwrap();
+        assert_eq!(pinned_levels(16 << 10), 4);
+        let mut t = store.commit(&filled(3000), 1).unwrap();
+        assert!(resident(&t) <= 31, "{}", resident(&t));
+        for round in 0..5u8 {
+            for i in (0..3000).step_by(7) {
+                t.insert(&k(i), vec![round; 5]).unwrap();
+            }
+            assert!(
+                resident(&t) > 31,
+                "the block's writes are in memory until committed"
+            );
+            t = store.commit(&t, 2 + u64::from(round)).unwrap();
+            assert!(resident(&t) <= 31, "{}", resident(&t));
+        }
+        for i in 0..3000 {
+            let want = if i % 7 == 0 { [4u8; 5] } else { [i as u8; 5] };
+            assert_eq!(t.get(&k(i)).unwrap().as_deref(), Some(&want[..]));
+        }
+    }
+
     fn filled(n: u32) -> Trie {
         let mut t = Trie::new();
         for i in 0..n {
@@ -823,7 +953,9 @@ mod tests {
         let (mut store, nothing) = NodeStore::open(dir.path(), 1 << 20).unwrap();
         assert!(nothing.is_none());
         let stored = store.commit(&t, 9).unwrap();
-        assert!(matches!(stored.root.as_deref(), Some(Node::Stub { .. })));
+        let levels = pinned_levels(1 << 20);
+        assert_eq!(levels, 10);
+        assert!(resident(&stored) < 1 << (levels + 1));
         assert_eq!(stored.root_hash(), t.root_hash());
         drop((store, stored));
         let (store, committed) = NodeStore::open(dir.path(), 1 << 20).unwrap();
