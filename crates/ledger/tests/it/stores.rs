@@ -37,6 +37,8 @@ async fn crash_and_resume(
 ) -> u64 {
     let crashed = vals.pop().expect("validator 3");
     crashed.task.abort();
+    // As the process's death would, give back the store's lock.
+    drop(crashed);
     let alive: Vec<&Handle<LedgerApp>> = vals.iter().map(|v| &v.handle).collect();
     register(&alive, *next, *next + 6).await;
     *next += 6;

@@ -416,6 +416,13 @@ impl NodeStore {
             .create(true)
             .open(&path)
             .map_err(io("opening the node file"))?;
+        // One writer per store: a second process (or a second open in this one) is refused
+        // before it could cut or clear what the first is writing. The lock goes with the file.
+        out.try_lock().map_err(|e| {
+            store_error(format_args!(
+                "the store is open elsewhere (its node file is locked): {e}"
+            ))
+        })?;
         let on_disk = out
             .metadata()
             .map_err(io("reading the node file's size"))?
@@ -667,6 +674,8 @@ impl NodeStore {
             .truncate(false)
             .open(&path)
             .map_err(io("creating the compacted node file"))?;
+        out.try_lock()
+            .map_err(|e| store_error(format_args!("the compacted node file is locked: {e}")))?;
         out.set_len(0)
             .map_err(io("clearing the compacted node file"))?;
         out.write_all(FILE_MAGIC)
@@ -998,6 +1007,20 @@ mod tests {
         );
         assert_eq!(stored2.get(&k(6)).unwrap(), None);
         assert_eq!(stored2.root_hash(), kept.root_hash());
+    }
+
+    #[test]
+    fn a_second_writer_is_refused_while_the_first_holds_the_store() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut first, _) = NodeStore::open(dir.path(), 1 << 16).unwrap();
+        first.commit(&filled(10), 1).unwrap();
+        let refused = NodeStore::open(dir.path(), 1 << 16).unwrap_err();
+        assert!(refused.to_string().contains("open elsewhere"), "{refused}");
+        // Nothing was cut or cleared by the refused open.
+        first.commit(&filled(20), 2).unwrap();
+        drop(first);
+        let (_, c) = NodeStore::open(dir.path(), 1 << 16).unwrap();
+        assert_eq!(c.unwrap().trie.root_hash(), filled(20).root_hash());
     }
 
     #[test]
