@@ -89,6 +89,10 @@ pub struct LedgerArgs {
     /// ratio (the processes mode; the in-process validators are driven without HTTP).
     #[arg(long, value_enum, default_value_t = TlsArg::Both)]
     pub tls: TlsArg,
+    /// The processes hold their ledger state whole in memory instead of in their on-disk
+    /// stores (`[state] store = "memory"`): the cost of the stores, run against the default.
+    #[arg(long)]
+    pub state_in_memory: bool,
 }
 
 /// Whether a benchmark's HTTP hops speak TLS.
@@ -177,6 +181,7 @@ pub fn ledger(a: LedgerArgs) -> anyhow::Result<()> {
                 rate: a.rate,
                 base_port: a.base_port.saturating_add(1000),
                 tls: true,
+                state_in_memory: a.state_in_memory,
             },
             a.tls.runs(),
             in_process_tps,

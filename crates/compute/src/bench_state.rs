@@ -460,7 +460,7 @@ impl StateReport {
             o,
             "plan at {HOSPITAL} on the {} state: job over {} linked patients ({} fields read, checked against the contract): cohort {} consenting, {} excluded (study consent denied), as expected",
             if r.stored.is_some() {
-                "reopened on-disk"
+                "state-synced on-disk"
             } else {
                 "restored"
             },

@@ -46,6 +46,8 @@ pub struct LedgerApp {
     store: Option<Arc<Mutex<NodeStore>>>,
     /// The height and root the store held when it was opened.
     resumed: Option<(u64, [u8; 32])>,
+    /// Write to the store every this many committed blocks (at heights divisible by it).
+    store_every: u64,
 }
 
 /// Why a state store could not be opened.
@@ -69,6 +71,7 @@ impl LedgerApp {
             genesis: state,
             store: None,
             resumed: None,
+            store_every: 1,
         })
     }
 
@@ -105,6 +108,15 @@ impl LedgerApp {
         }
         self.store = Some(Arc::new(Mutex::new(store)));
         Ok(self)
+    }
+
+    /// Writes the committed state to the store only at heights divisible by `every` (at least
+    /// 1, every block): the top of the trie, which every block rewrites, is then written once
+    /// per `every` blocks, at the cost of up to `every - 1` blocks' writes held in memory and
+    /// replayed after a crash.
+    pub fn store_every(mut self, every: u64) -> Self {
+        self.store_every = every.max(1);
+        self
     }
 
     /// The state store's sizes and its file's cache statistics, if it has one.
@@ -212,7 +224,9 @@ impl Application for LedgerApp {
     fn commit(&mut self, height: u64, diff: &Self::Diff) -> [u8; 32] {
         self.committed = diff.state.clone();
         self.height = height;
-        if let Some(store) = &self.store {
+        if let Some(store) = &self.store
+            && height.is_multiple_of(self.store_every)
+        {
             let mut store = store.lock().unwrap_or_else(PoisonError::into_inner);
             match self.committed.persist(&mut store, height) {
                 Ok(stored) => self.committed = stored,

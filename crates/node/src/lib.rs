@@ -129,6 +129,8 @@ struct StateSection {
     store: StateStore,
     /// The on-disk state's node cache, MiB: what bounds the state's memory.
     cache_mib: usize,
+    /// Write the committed state to disk every this many finalized blocks.
+    commit_every: u64,
 }
 
 impl Default for StateSection {
@@ -136,12 +138,16 @@ impl Default for StateSection {
         Self {
             store: StateStore::Disk,
             cache_mib: DEFAULT_STATE_CACHE_MIB,
+            commit_every: DEFAULT_STATE_COMMIT_EVERY,
         }
     }
 }
 
 /// The default node cache of a validator's on-disk state.
 pub const DEFAULT_STATE_CACHE_MIB: usize = 64;
+/// By default a validator writes its state every this many finalized blocks (the top of the
+/// trie, which every block rewrites, is then written once for all of them).
+pub const DEFAULT_STATE_COMMIT_EVERY: u64 = 8;
 
 #[derive(serde::Deserialize)]
 struct Sections {

@@ -153,3 +153,46 @@ fn a_store_of_another_chain_is_refused_when_opened() {
         .unwrap();
     assert_eq!(reopened.resumed().map(|(h, _)| h), Some(1));
 }
+
+/// The engine's order under load, on a stored application: each block executes on the
+/// unfinalized one before it while that one commits (and is written to the store), and every
+/// transaction of the workload is accepted in its block, as without a store.
+#[test]
+fn blocks_on_unfinalized_parents_commit_into_a_store_with_nothing_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let w = medspace_ledger::bench::workload(6_000).unwrap();
+    let app = (w.make_app)().unwrap();
+    // Written every other block, as a validator with `[state] commit_every = 2` would.
+    let mut stored = app
+        .clone()
+        .with_store(dir.path(), 64 << 10)
+        .unwrap()
+        .store_every(2);
+    let mut plain = app;
+    for app in [&mut stored, &mut plain] {
+        let mut parent: Option<std::sync::Arc<medspace_ledger::BlockState>> = None;
+        for (i, block) in w.txs.chunks(500).enumerate() {
+            let height = i as u64 + 1;
+            let pending: Vec<&std::sync::Arc<medspace_ledger::BlockState>> =
+                parent.iter().collect();
+            let (diff, _, outcomes) = app.execute(&pending, height, 1_000 * height, block);
+            let refused: Vec<_> = outcomes.iter().filter_map(|o| o.as_ref().err()).collect();
+            assert!(
+                refused.is_empty(),
+                "block {height}: {} refused, first: {}",
+                refused.len(),
+                refused[0]
+            );
+            if let Some(p) = parent.replace(diff) {
+                app.commit(height - 1, &p);
+            }
+        }
+        let last = parent.take().unwrap();
+        app.commit(w.txs.len().div_ceil(500) as u64, &last);
+    }
+    assert_eq!(stored.root(), plain.root());
+    drop(stored);
+    let (store, committed) = NodeStore::open(dir.path(), CACHE).unwrap();
+    assert_eq!(store.height(), 12, "the last even height of 12 blocks");
+    assert_eq!(committed.unwrap().trie.len(), plain.state().len());
+}

@@ -57,15 +57,18 @@ const READ_AHEAD: usize = 4 + 160;
 const MAX_BODY: usize = (1 << 20) + (1 << 12) + 16;
 /// Cache shards (each its own lock).
 const SHARDS: usize = 16;
-/// What one cached node costs, roughly: the node, its key and value, the cache's entry.
-const CACHED_NODE_BYTES: usize = 256;
+/// What one cached node costs, roughly: the node, its key and value or its two stubs, the
+/// cache's entry, the allocator's rounding (measured: `bench state --cache-mib 2048` peaked at
+/// about twice the setting with 256 here).
+const CACHED_NODE_BYTES: usize = 512;
 /// Written nodes are handed to the file in pieces of this size.
 const WRITE_CHUNK: usize = 1 << 20;
 /// `open` compacts a node file that has grown past this many times its size after the last
 /// build or compaction.
 pub const COMPACT_GROWTH: u64 = 4;
-/// What one pinned node costs in memory, roughly (a branch, or a leaf with its key and value).
-const PINNED_NODE_BYTES: usize = 160;
+/// What one pinned node costs in memory, roughly (a loaded branch with its two stubs, or a leaf
+/// with its key and value).
+const PINNED_NODE_BYTES: usize = 384;
 /// The most levels a store pins.
 const MAX_PINNED_LEVELS: u32 = 24;
 
@@ -925,21 +928,23 @@ mod tests {
     #[test]
     fn memory_stays_within_the_pinned_levels_however_large_the_map() {
         let dir = tempfile::tempdir().unwrap();
-        // 16 KiB: four pinned levels, at most 31 resident nodes.
+        // 16 KiB: a few pinned levels, at most 2^(levels+1) - 1 resident nodes.
         let (mut store, _) = NodeStore::open(dir.path(), 16 << 10).unwrap();
-        assert_eq!(pinned_levels(16 << 10), 4);
+        let levels = pinned_levels(16 << 10);
+        assert!((2..6).contains(&levels), "{levels}");
+        let most = (1usize << (levels + 1)) - 1;
         let mut t = store.commit(&filled(3000), 1).unwrap();
-        assert!(resident(&t) <= 31, "{}", resident(&t));
+        assert!(resident(&t) <= most, "{}", resident(&t));
         for round in 0..5u8 {
             for i in (0..3000).step_by(7) {
                 t.insert(&k(i), vec![round; 5]).unwrap();
             }
             assert!(
-                resident(&t) > 31,
+                resident(&t) > most,
                 "the block's writes are in memory until committed"
             );
             t = store.commit(&t, 2 + u64::from(round)).unwrap();
-            assert!(resident(&t) <= 31, "{}", resident(&t));
+            assert!(resident(&t) <= most, "{}", resident(&t));
         }
         for i in 0..3000 {
             let want = if i % 7 == 0 { [4u8; 5] } else { [i as u8; 5] };
@@ -963,7 +968,7 @@ mod tests {
         assert!(nothing.is_none());
         let stored = store.commit(&t, 9).unwrap();
         let levels = pinned_levels(1 << 20);
-        assert_eq!(levels, 10);
+        assert!(levels >= 8, "{levels}");
         assert!(resident(&stored) < 1 << (levels + 1));
         assert_eq!(stored.root_hash(), t.root_hash());
         drop((store, stored));
