@@ -314,9 +314,9 @@ pub fn run(config: &Path) -> Result<(), NodeError> {
         move |g| {
             let app = LedgerApp::from_chain_genesis(&g.app)?;
             Ok::<_, Box<dyn std::error::Error + Send + Sync>>(match state.store {
-                StateStore::Disk => {
-                    app.with_store(&state_dir, state.cache_mib.saturating_mul(1 << 20))?
-                }
+                StateStore::Disk => app
+                    .with_store(&state_dir, state.cache_mib.saturating_mul(1 << 20))?
+                    .store_every(state.commit_every),
                 StateStore::Memory => app,
             })
         },
