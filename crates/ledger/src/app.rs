@@ -119,13 +119,6 @@ impl LedgerApp {
         self
     }
 
-    /// The state store's sizes and its file's cache statistics, if it has one.
-    pub fn store_size(&self) -> Option<medspace_state::trie::disk::StoreSize> {
-        self.store
-            .as_ref()
-            .map(|s| s.lock().unwrap_or_else(PoisonError::into_inner).size())
-    }
-
     /// The application from the chain genesis' `app` section (a medspace genesis).
     pub fn from_chain_genesis(app: &serde_json::Value) -> Result<Self, LedgerError> {
         let genesis: Genesis = serde_json::from_value(app.clone())

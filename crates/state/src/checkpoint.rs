@@ -123,29 +123,7 @@ pub struct Checkpoint {
 /// when a stored state cannot be read from its node file.
 pub fn encode(state: &State, height: u64, time_ms: u64) -> Result<Vec<u8>, TrieError> {
     let mut out = Vec::with_capacity(HEADER_LEN + 32);
-    out.extend_from_slice(MAGIC);
-    out.extend_from_slice(&height.to_be_bytes());
-    out.extend_from_slice(&time_ms.to_be_bytes());
-    out.extend_from_slice(&state.root().0);
-    out.extend_from_slice(&(state.len() as u64).to_be_bytes());
-    let mut count = 0usize;
-    state.trie.visit_prefix(&[], |key, value| {
-        // INVARIANT: keys and records are far below 4 GiB (transactions are at most 64 KiB).
-        out.extend_from_slice(&(key.len() as u32).to_be_bytes());
-        out.extend_from_slice(key);
-        out.extend_from_slice(&(value.len() as u32).to_be_bytes());
-        out.extend_from_slice(value);
-        count += 1;
-        Ok::<(), TrieError>(())
-    })?;
-    if count != state.len() {
-        return Err(TrieError::Store(format!(
-            "the state counts {} records, its trie holds {count}",
-            state.len()
-        )));
-    }
-    let sum = Hash::of(&[&out]);
-    out.extend_from_slice(&sum.0);
+    write_to(state, height, time_ms, &mut out).map_err(|e| TrieError::Store(e.to_string()))?;
     Ok(out)
 }
 
