@@ -21,6 +21,7 @@ pub mod auth;
 pub mod gate;
 pub mod limit;
 pub mod openapi;
+pub mod pieces;
 
 use axum::body::Bytes;
 use axum::extract::{DefaultBodyLimit, Path, Query, Request, State as AxState};
@@ -92,6 +93,9 @@ struct Ctx<L> {
     member: String,
     bucket: Mutex<limit::Bucket>,
     per_key: limit::KeyLimiter,
+    /// Light clients' piece reads: one command reads many, as a follower reads blocks.
+    piece_reads: limit::KeyLimiter,
+    pins: pieces::Pins,
     replays: auth::ReplayGuard,
 }
 
@@ -133,6 +137,8 @@ fn routes<L: Ledger>(ledger: Arc<L>, config: Config, with_tx: bool) -> Router {
         ledger,
         bucket: Mutex::new(limit::Bucket::new(l.requests_per_sec, l.burst)),
         per_key: limit::KeyLimiter::new(l.per_key_per_sec, l.per_key_burst),
+        piece_reads: limit::KeyLimiter::new(gate::CHAIN_READS_PER_SEC, gate::CHAIN_READS_BURST),
+        pins: pieces::Pins::default(),
         replays: auth::ReplayGuard::default(),
         member: config.member,
     });
@@ -166,6 +172,8 @@ fn routes<L: Ledger>(ledger: Arc<L>, config: Config, with_tx: bool) -> Router {
         .route("/v1/patients/{id}/grants", get(patient_grants::<L>))
         .route("/v1/records/{key}", get(record::<L>))
         .route("/v1/rebinding", get(rebinding::<L>))
+        .route("/v1/state/pin", get(pieces::pin::<L>))
+        .route("/v1/state/nodes", get(pieces::nodes::<L>))
         .layer(middleware::from_fn_with_state(ctx.clone(), rate_limit::<L>))
         .with_state(ctx)
 }
@@ -197,6 +205,7 @@ struct Caller {
 /// or not.
 fn signing_key<L: Ledger>(
     ctx: &Ctx<L>,
+    limiter: &limit::KeyLimiter,
     method: &Method,
     uri: &Uri,
     headers: &HeaderMap,
@@ -213,7 +222,7 @@ fn signing_key<L: Ledger>(
     let v = request
         .verify(header, now)
         .map_err(|e| ApiError(StatusCode::UNAUTHORIZED, e.to_string()))?;
-    if !ctx.per_key.take(&v.key, Instant::now()) {
+    if !limiter.take(&v.key, Instant::now()) {
         return Err(ApiError(
             StatusCode::TOO_MANY_REQUESTS,
             format!("rate limit of key={} exceeded: slow down", v.key.to_hex()),
@@ -232,7 +241,7 @@ fn authenticate<L: Ledger>(
     uri: &Uri,
     headers: &HeaderMap,
 ) -> Result<Caller, ApiError> {
-    let key = signing_key(ctx, method, uri, headers)?;
+    let key = signing_key(ctx, &ctx.per_key, method, uri, headers)?;
     caller_of(snap, &key)
 }
 
@@ -872,7 +881,7 @@ async fn record<L: Ledger>(
     Path(key): Path<String>,
 ) -> Result<Response, ApiError> {
     let snap = ctx.ledger.snapshot();
-    let signer = signing_key(&ctx, &method, &uri, &headers)?;
+    let signer = signing_key(&ctx, &ctx.per_key, &method, &uri, &headers)?;
     let key = hex::decode(&key).map_err(|_| bad("key is not hex"))?;
     // A key reads its own record whatever it is (unregistered: not found; retired: so marked),
     // so a client can tell a retired key from one never registered.
@@ -953,7 +962,7 @@ async fn rebinding<L: Ledger>(
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     let snap = ctx.ledger.snapshot();
-    let key = signing_key(&ctx, &method, &uri, &headers)?;
+    let key = signing_key(&ctx, &ctx.per_key, &method, &uri, &headers)?;
     proven_record(&snap, keys::rebind(&key), "pending re-binding")
 }
 

@@ -485,6 +485,29 @@ pub const ROUTES: &[Route] = &[
         "any state record by hex key, with its inclusion proof",
     ),
     r(
+        "/v1/state/pin",
+        "get",
+        Signed,
+        Every,
+        "pins the node's last finalized state for a light client's reads and names its height, root and anchor (the consortium's members and their users)",
+    ),
+    q(
+        "/v1/state/nodes",
+        Signed,
+        Every,
+        &[
+            ("height", "the pinned height"),
+            ("at", "hex path whose bits lead to the piece"),
+            ("depth", "the bit the walk stops at"),
+            ("toward", "hex key the piece leads toward"),
+            (
+                "whole_from",
+                "the branch bit from which the piece holds whole subtrees",
+            ),
+        ],
+        "a piece of a pinned state's trie, binary, each subtree left out given by its hash, for a light client that checks it against the certified root (the consortium's members and their users)",
+    ),
+    r(
         "/v1/rebinding",
         "get",
         Signed,

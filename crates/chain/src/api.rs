@@ -22,6 +22,8 @@
 //! - `GET /v1/blocks/{height}/raw?wait_ms=N` (blocks) — the finalized block and its finality
 //!   certificate in the binary form of [`crate::follow::encode_finalized`], waiting up to `N`
 //!   ms (≤ 10 s) for that height to be finalized; what observers and verifying clients follow.
+//!   A block finalized through a later block's certificate has none of its own: it is served
+//!   alone ([`crate::follow::encode_linked`]), final once a certified block links back to it.
 //! - `GET /v1/blocks/{height}/header?wait_ms=N` (headers) — the header and its finality
 //!   certificate ([`crate::follow::encode_certified_header`]); what light clients follow.
 //! - `GET /v1/blocks?after=H&wait_ms=N` (headers) — the latest height and the last (up to) 20
@@ -363,6 +365,14 @@ async fn finalized<A: Application>(
                 ChainAccess::Blocks => crate::follow::encode_finalized(&b, &fin),
                 ChainAccess::Headers => crate::follow::encode_certified_header(&b.header, &fin),
             },
+        )
+            .into_response(),
+        // Finalized through a later block's certificate: a follower takes the block alone and
+        // trusts it once a certified block links back to it; a light client needs a
+        // certificate of the height itself.
+        Some((b, None)) if what == ChainAccess::Blocks => (
+            [("content-type", "application/octet-stream")],
+            crate::follow::encode_linked(&b),
         )
             .into_response(),
         Some((_, None)) => error(

@@ -134,11 +134,10 @@ pub fn audit_verify<A: Application>(
             .map_err(storage_err)?;
         // A block marshal finalized through a later block's certificate has none of its own:
         // it is verified by linkage and counts as final once a later certified block links
-        // back to it. `unproven` is the first such height not yet covered, with the state
-        // and root before it (what the audit reports if no certificate ever covers it).
+        // back to it ([`Tail`]: what the audit reports if no certificate ever covers it).
         let mut height = 0u64;
         let mut root = app.root();
-        let mut unproven: Option<(u64, [u8; 32])> = None;
+        let mut tail = Tail::default();
         let fault = loop {
             let h = height + 1;
             let fin: Result<Option<BlockFinalization>, _> =
@@ -152,33 +151,49 @@ pub fn audit_verify<A: Application>(
                 (fin, Ok(Some(b))) => (fin.ok().flatten(), b),
             };
             match step(&mut check, &mut app, &block, fin.as_ref()) {
-                Ok(r) => {
-                    if fin.is_some() {
-                        unproven = None;
-                    } else if unproven.is_none() {
-                        unproven = Some((h, root));
-                    }
-                    root = r;
-                }
+                Ok(r) => tail.step(h, fin.is_some(), &mut root, r),
                 Err(reason) => break Some((h, reason)),
             }
             height = h;
         };
-        if let (None, Some((h, before))) = (&fault, unproven) {
-            return Ok(AuditReport {
+        Ok(tail.report(height, fault, root))
+    })
+}
+
+/// The blocks at the end of a stored chain that no certificate proves yet: the first of them
+/// and the root before it, while no later certified block has linked back.
+#[derive(Default)]
+struct Tail(Option<(u64, [u8; 32])>);
+
+impl Tail {
+    /// Height `h` was verified (by its certificate, or by linkage only) and gave `next`.
+    fn step(&mut self, h: u64, certified: bool, root: &mut [u8; 32], next: [u8; 32]) {
+        if certified {
+            self.0 = None;
+        } else if self.0.is_none() {
+            self.0 = Some((h, *root));
+        }
+        *root = next;
+    }
+
+    /// The report of an audit that verified up to `height`: without a fault, an unproven tail
+    /// is reported as such and not counted.
+    fn report(self, height: u64, fault: Option<(u64, String)>, root: [u8; 32]) -> AuditReport {
+        match (&fault, self.0) {
+            (None, Some((h, before))) => AuditReport {
                 verified_height: h - 1,
                 fault: None,
                 root: before,
                 unproven_tail: Some(h),
-            });
+            },
+            _ => AuditReport {
+                verified_height: height,
+                fault,
+                root,
+                unproven_tail: None,
+            },
         }
-        Ok(AuditReport {
-            verified_height: height,
-            fault,
-            root,
-            unproven_tail: None,
-        })
-    })
+    }
 }
 
 /// File name of an observer's block log inside its data directory.
@@ -223,14 +238,20 @@ fn audit_log<A: Application>(
         error: e.to_string(),
     })?;
     let mut fault = None;
+    // An entry logged without a certificate of its own (finalized through a later block's) is
+    // verified by linkage, and proven once a later certified entry links back to it.
+    let mut tail = Tail::default();
     for (i, raw) in entries.iter().enumerate() {
         let h = i as u64 + 1;
         let outcome = check
-            .decode(h, raw)
+            .decode_entry(h, raw)
             .map_err(fault_reason)
-            .and_then(|(block, fin)| step(&mut check, &mut app, &block, Some(&fin)));
+            .and_then(|(block, fin)| {
+                let r = step(&mut check, &mut app, &block, fin.as_ref())?;
+                Ok((r, fin.is_some()))
+            });
         match outcome {
-            Ok(r) => root = r,
+            Ok((r, certified)) => tail.step(h, certified, &mut root, r),
             Err(reason) => {
                 fault = Some((h, reason));
                 break;
@@ -240,12 +261,7 @@ fn audit_log<A: Application>(
     if fault.is_none() {
         fault = corrupt.map(|h| (h, "block log entry corrupt (checksum mismatch)".to_string()));
     }
-    Ok(AuditReport {
-        verified_height: check.height(),
-        fault,
-        root,
-        unproven_tail: None,
-    })
+    Ok(tail.report(check.height(), fault, root))
 }
 
 /// The reason of a fault as the audit names it (the height is reported separately).

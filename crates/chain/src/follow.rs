@@ -62,6 +62,13 @@ pub fn encode_finalized(block: &Block, fin: &BlockFinalization) -> Vec<u8> {
     out
 }
 
+/// Encodes a finalized block that has no finality certificate of its own (simplex finalized it
+/// through a later block's): the block alone. It is final once a later block with a valid
+/// certificate links back to it ([`ChainCheck::decode_entry`] tells the two forms apart).
+pub fn encode_linked(block: &Block) -> Vec<u8> {
+    block.encode().to_vec()
+}
+
 /// Encodes a certified header for light clients: the header's fixed-width bytes, then the
 /// finality certificate over its digest.
 pub fn encode_certified_header(header: &Header, fin: &BlockFinalization) -> Vec<u8> {
@@ -132,6 +139,7 @@ impl HeaderCheck {
 
 /// The chain of blocks verified so far: the validator set, and the digest, time and height of
 /// the last verified block.
+#[derive(Clone)]
 pub struct ChainCheck {
     verifier: Scheme,
     limits: BlockLimits,
@@ -209,6 +217,28 @@ impl ChainCheck {
             return Err(err(format!("{} trailing bytes", buf.len())));
         }
         Ok((block, fin))
+    }
+
+    /// Decodes a finalized block in either form a validator serves or an observer logs: with
+    /// its certificate ([`encode_finalized`]) or alone ([`encode_linked`]). The block decodes
+    /// first and exactly; what follows is its certificate, or nothing.
+    pub fn decode_entry(
+        &self,
+        height: u64,
+        raw: &[u8],
+    ) -> Result<(Block, Option<BlockFinalization>), FollowError> {
+        let err = |reason: String| FollowError::Decode { height, reason };
+        let mut buf = Bytes::copy_from_slice(raw);
+        let block = Block::read_cfg(&mut buf, &self.limits).map_err(|e| err(e.to_string()))?;
+        if buf.is_empty() {
+            return Ok((block, None));
+        }
+        let fin = BlockFinalization::read_cfg(&mut buf, &self.certificate_config())
+            .map_err(|e| err(e.to_string()))?;
+        if !buf.is_empty() {
+            return Err(err(format!("{} trailing bytes", buf.len())));
+        }
+        Ok((block, Some(fin)))
     }
 
     /// Checks that `block`, certified by `fin`, is the next block of the chain (it does not

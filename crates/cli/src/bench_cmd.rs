@@ -483,6 +483,31 @@ pub struct StateArgs {
     pub in_memory: bool,
 }
 
+/// `medspace query status latest` as a fresh light client runs it on `state`, served by the
+/// node's read API: the latest contract, its approvals, budget and jobs, and the signer's nonce
+/// (what any command that signs reads first).
+fn light_status(
+    state: &medspace_state::State,
+    height: u64,
+    reader: &medspace_types::Keypair,
+) -> Result<medspace_compute::bench_state::LightFigures, String> {
+    use medspace_client::study;
+    let figures =
+        medspace_client::pinned::measure(state.clone(), height, "hospital-a", reader, 5, |light| {
+            light.next_nonce(&reader.public())?;
+            let contract = study::latest_contract(light)?
+                .ok_or_else(|| medspace_client::ClientError::Missing("no contract".into()))?;
+            Ok(study::status_lines(light, contract)?.len())
+        })
+        .map_err(|e| e.to_string())?;
+    Ok(medspace_compute::bench_state::LightFigures {
+        command: "query status latest".into(),
+        runs: figures.runs,
+        pieces: figures.pieces,
+        bytes: figures.bytes,
+    })
+}
+
 /// Runs `medspace bench state`.
 pub fn state(a: StateArgs) -> anyhow::Result<()> {
     let (dir, temp) = crate::vault_cmd::work_dir(a.dir)?;
@@ -501,7 +526,7 @@ pub fn state(a: StateArgs) -> anyhow::Result<()> {
             .unwrap_or_else(|_| ProgressStyle::default_spinner()),
     );
     spinner.enable_steady_tick(std::time::Duration::from_millis(200));
-    let result = medspace_compute::bench_state::state(&opts, &mut |step| {
+    let result = medspace_compute::bench_state::state(&opts, Some(&light_status), &mut |step| {
         spinner.set_message(step.to_string());
     });
     spinner.finish_and_clear();

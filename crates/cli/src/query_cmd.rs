@@ -43,6 +43,7 @@ pub struct Who {
 /// and give up after `--finality-timeout-s` without a finalized block.
 pub fn connect(who: &Who, genesis: &ChainGenesis, key: &Keypair) -> anyhow::Result<Remote> {
     let mut ledger = Remote::connect(genesis, key)?;
+    eprintln!("ledger: {}", ledger.started());
     ledger.set_finality_timeout(Duration::from_secs(who.finality_timeout_s.max(1)));
     let limit = who.finality_timeout_s;
     ledger.on_stall(move |s| eprintln!("waiting: {}; giving up after {limit} s", s.describe()));
@@ -178,12 +179,7 @@ pub fn load(who: &Who, default_user: &str) -> anyhow::Result<(ChainGenesis, Keyp
 /// A contract's id, or `latest`: the newest contract on the ledger.
 pub fn parse_contract(ledger: &Remote, s: &str) -> anyhow::Result<ContractId> {
     if s == "latest" {
-        return ledger
-            .state()
-            .contracts()?
-            .into_iter()
-            .map(|c| c.id)
-            .max()
+        return study::latest_contract(ledger.state())?
             .context("no contract on the ledger yet (`latest` names the newest)");
     }
     s.parse()
@@ -265,7 +261,7 @@ pub fn run(args: QueryArgs) -> anyhow::Result<()> {
                     bail!(
                         "contract {contract} is {} (missing approvals: {}); use --wait-approvals-s to wait",
                         rec.status,
-                        missing(&rec).join(", ")
+                        study::awaited_approvals(&rec).join(", ")
                     );
                 }
                 ledger.next_block()?;
@@ -318,66 +314,9 @@ pub fn run(args: QueryArgs) -> anyhow::Result<()> {
     }
 }
 
-fn missing(rec: &medspace_state::records::ContractRecord) -> Vec<String> {
-    rec.approvals
-        .iter()
-        .filter(|a| a.by.is_none())
-        .map(|a| match &a.member {
-            Some(m) => format!("{} of {m}", a.role.as_str()),
-            None => a.role.as_str().to_string(),
-        })
-        .collect()
-}
-
 fn print_status(ledger: &Remote, contract: ContractId) -> anyhow::Result<()> {
-    let s = ledger.state();
-    let rec = s
-        .contract(contract)?
-        .with_context(|| format!("contract {contract} is not on the ledger"))?;
-    println!(
-        "  {contract}: {} {} level {}, holders {}",
-        rec.status,
-        rec.purpose,
-        rec.level,
-        rec.owners
-            .iter()
-            .map(MemberId::as_str)
-            .collect::<Vec<_>>()
-            .join(", ")
-    );
-    let missing = missing(&rec);
-    if !missing.is_empty() {
-        println!("  waiting for: {}", missing.join(", "));
-    }
-    for l in study::quality_lines(&rec) {
-        println!("  {l}");
-    }
-    println!(
-        "  epsilon: budget {:.3}, spent {:.3}, reserved {:.3}",
-        rec.epsilon_budget as f64 / 1e6,
-        rec.epsilon_spent as f64 / 1e6,
-        rec.epsilon_reserved as f64 / 1e6
-    );
-    for j in s.jobs()?.into_iter().filter(|j| j.contract == contract) {
-        match &j.result {
-            Some(r) => println!(
-                "  job {} done: ε {:.3}, result {} posted by {}, contributions {}",
-                j.id,
-                r.epsilon_spent as f64 / 1e6,
-                r.result_hash,
-                r.posted_by,
-                r.contributions
-                    .iter()
-                    .map(|c| format!("{}={}", c.member, c.records))
-                    .collect::<Vec<_>>()
-                    .join(" ")
-            ),
-            None => println!(
-                "  job {} running (ε {:.3} reserved)",
-                j.id,
-                j.epsilon_reserved as f64 / 1e6
-            ),
-        }
+    for line in study::status_lines(ledger.state(), contract)? {
+        println!("{line}");
     }
     Ok(())
 }

@@ -1532,6 +1532,9 @@ fn a_study_runs_from_the_cli_on_the_hospitals_workers_and_survives_a_dropped_sit
         text.contains("waiting for: steward of hospital-a"),
         "{text}"
     );
+    // The client read the state it acted on in pieces of a pinned, certified state: it did
+    // not load the state, nor replay the chain.
+    assert!(text.contains("certificate, read in pieces from "), "{text}");
 
     // Not active yet: a run is refused and nothing is spent.
     let (ok, text) = net.query(&["run", "--contract", &contract, "--epsilon", "0.1"]);

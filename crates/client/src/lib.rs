@@ -1,8 +1,9 @@
 //! medspace-client: a client of a running consortium that never trusts a node's word.
 //!
 //! - [`Remote`] ([`remote`]): submits signed transactions to the validators' HTTP API and acts
-//!   on the state it rebuilt itself from finalized blocks it verified (finality certificates of
-//!   the genesis validators, re-execution to each header's state root).
+//!   on the state it verified itself: a certified state root read in pieces checked against
+//!   it ([`pinned`]), and the finalized blocks after it (finality certificates of the genesis
+//!   validators, re-execution to each header's state root).
 //! - [`study`]: a researcher's study — the data-use contract for a query specification, its
 //!   approvals, jobs, and the released result fetched from the aggregating hospital and checked
 //!   against the hash on the ledger; the result as a table and as a chart ([`models`]: a
@@ -19,6 +20,7 @@ pub mod health;
 pub mod light;
 pub mod models;
 pub mod openpool;
+pub mod pinned;
 pub mod records;
 pub mod remote;
 pub mod study;
@@ -86,3 +88,11 @@ pub enum ClientError {
 
 /// A client result.
 pub type Result<T, E = ClientError> = std::result::Result<T, E>;
+
+/// The reason in a node's error answer (its `error` field, or the body).
+pub fn error_reason(body: &[u8]) -> String {
+    serde_json::from_slice::<serde_json::Value>(body)
+        .ok()
+        .and_then(|v| v.get("error").and_then(|e| e.as_str()).map(String::from))
+        .unwrap_or_else(|| String::from_utf8_lossy(body).into_owned())
+}

@@ -71,13 +71,7 @@ pub fn redeem_request(
     ledger.post_signed(holder, "/v1/records/redeem", &body, key)
 }
 
-/// The reason in a node's error answer (its `error` field, or the body).
-pub fn error_reason(body: &[u8]) -> String {
-    serde_json::from_slice::<Value>(body)
-        .ok()
-        .and_then(|v| v.get("error").and_then(|e| e.as_str()).map(String::from))
-        .unwrap_or_else(|| String::from_utf8_lossy(body).into_owned())
-}
+pub use crate::error_reason;
 
 /// The access record on the ledger for `delivered` bytes of `patient`'s record (after
 /// catching up): a delivery without one is refused.

@@ -1,7 +1,8 @@
 //! A client of a running consortium: submits signed transactions to the validators' HTTP API
-//! and acts on the state it verified itself, never on a node's word: a validator's checkpoint
-//! whose records hash to the state root of a header certified by the genesis validators, then
-//! each finalized block after it (finality certificate, re-execution to the header's root).
+//! and acts on the state it verified itself, never on a node's word: the state root of a
+//! header certified by the genesis validators, read in pieces checked against it
+//! ([`crate::pinned`]), then each finalized block after it (finality certificate,
+//! re-execution to the header's root) on that state.
 
 use crate::{ClientError, Result};
 use medspace_chain::follow::HttpSource;
@@ -105,6 +106,9 @@ pub struct Remote {
     next_url: usize,
     source: HttpSource,
     follower: Follower,
+    /// The pieces of the pinned state read so far (`None`: started from a checkpoint).
+    pieces: Option<std::sync::Arc<medspace_state::trie::remote::RemoteNodes>>,
+    started: crate::pinned::Started,
     chain_id: Name,
     /// The key that reads the chain.
     reader: Keypair,
@@ -136,9 +140,11 @@ impl Remote {
             .signed_by(std::sync::Arc::new(medspace_api::gate::KeySigner(
                 reader.clone(),
             )));
-        // Start from a validator's checkpoint (checked against its height's certified header),
-        // so a command does not re-execute the chain from genesis; from genesis if none checks.
-        let (follower, _) = runtime.block_on(Follower::start(genesis, &source))?;
+        // Start from a validator's pinned state, held as its certified root and read in pieces
+        // as the command reaches them: the command does not re-execute the chain, nor load the
+        // state (a checkpoint if no validator pins).
+        let (follower, pieces, started) =
+            crate::pinned::start(&runtime, &client, genesis, &source, reader)?;
         let mut r = Self {
             runtime,
             source,
@@ -154,6 +160,8 @@ impl Remote {
                 .collect(),
             next_url: 0,
             follower,
+            pieces,
+            started,
             chain_id: Name::new(&genesis.chain_id)?,
             pending: Vec::new(),
             reached: Default::default(),
@@ -167,6 +175,17 @@ impl Remote {
     /// The verified state after the last finalized block this client applied.
     pub fn state(&self) -> &State {
         self.follower.state()
+    }
+
+    /// The pieces of state this client read from its pinned validator: how many and their
+    /// bytes (`None` when it started from a checkpoint instead).
+    pub fn pieces_read(&self) -> Option<(u64, u64)> {
+        self.pieces.as_ref().map(|p| (p.fetches(), p.bytes()))
+    }
+
+    /// Where this client's verified state came from.
+    pub fn started(&self) -> &crate::pinned::Started {
+        &self.started
     }
 
     /// Height of that block.
@@ -732,6 +751,11 @@ pub struct SyncFigures {
     pub from_checkpoint: Duration,
     /// Fetching, verifying and re-executing every block from genesis.
     pub replay: Duration,
+    /// A light start: a validator's pin, its height's certified header, and the reads of
+    /// `query status latest` (the contracts, the latest's record, the jobs) in pieces.
+    pub light: Duration,
+    /// The pieces that took, and their bytes.
+    pub light_pieces: (u64, u64),
 }
 
 impl std::fmt::Display for SyncFigures {
@@ -761,6 +785,14 @@ impl std::fmt::Display for SyncFigures {
             "  ratio: {:.3} of the replay ({:.1}x faster); both at the same state root",
             ckpt / replay.max(1e-9),
             replay / ckpt.max(1e-9)
+        )?;
+        let light = self.light.as_secs_f64();
+        writeln!(
+            f,
+            "  light start (pin, certified header, `query status latest` read in {} pieces, {:.1} KiB): {light:>8.3} s; {:.4} of the checkpoint start",
+            self.light_pieces.0,
+            self.light_pieces.1 as f64 / 1024.0,
+            light / ckpt.max(1e-9)
         )
     }
 }
@@ -781,6 +813,21 @@ pub fn measure_sync(
         .signed_by(std::sync::Arc::new(medspace_api::gate::KeySigner(
             reader.clone(),
         )));
+    let client = medspace_chain::tls::client(genesis, Duration::from_secs(30))
+        .map_err(|e| ClientError::Runtime(e.to_string()))?;
+    let start = Instant::now();
+    let (light_follower, pieces, started) =
+        crate::pinned::start(&runtime, &client, genesis, &source, reader)?;
+    let (Some(pieces), crate::pinned::Started::Pinned { .. }) = (pieces, &started) else {
+        return Err(ClientError::Verification(format!(
+            "no light start: {started}"
+        )));
+    };
+    if let Some(c) = crate::study::latest_contract(light_follower.state())? {
+        crate::study::status_lines(light_follower.state(), c)?;
+    }
+    let light = start.elapsed();
+    let light_pieces = (pieces.fetches(), pieces.bytes());
     runtime.block_on(async {
         let checkpoint_bytes = source.fetch_checkpoint().await?.map_or(0, |b| b.len());
         let start = Instant::now();
@@ -806,6 +853,8 @@ pub fn measure_sync(
             records: synced.state().len(),
             from_checkpoint,
             replay,
+            light,
+            light_pieces,
         })
     })
 }

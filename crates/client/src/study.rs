@@ -393,6 +393,76 @@ pub fn chart_svg(doc: &ResultDoc, title: &str) -> String {
     svg
 }
 
+/// The newest contract on the ledger (by id), if any: what `latest` names.
+pub fn latest_contract(state: &medspace_state::State) -> Result<Option<ContractId>> {
+    Ok(state.contracts()?.into_iter().map(|c| c.id).max())
+}
+
+/// The approvals a contract still waits for, each as "role of member" (or the role alone
+/// for the consortium's).
+pub fn awaited_approvals(rec: &medspace_state::records::ContractRecord) -> Vec<String> {
+    rec.approvals
+        .iter()
+        .filter(|a| a.by.is_none())
+        .map(|a| match &a.member {
+            Some(m) => format!("{} of {m}", a.role.as_str()),
+            None => a.role.as_str().to_string(),
+        })
+        .collect()
+}
+
+/// A contract's status as `medspace query status` prints it: state, purpose, level and
+/// holders, the approvals awaited, quality flags, the privacy budget and every job.
+pub fn status_lines(state: &medspace_state::State, contract: ContractId) -> Result<Vec<String>> {
+    let rec = state
+        .contract(contract)?
+        .ok_or_else(|| ClientError::Missing(format!("contract {contract} is not on the ledger")))?;
+    let mut out = vec![format!(
+        "  {contract}: {} {} level {}, holders {}",
+        rec.status,
+        rec.purpose,
+        rec.level,
+        rec.owners
+            .iter()
+            .map(MemberId::as_str)
+            .collect::<Vec<_>>()
+            .join(", ")
+    )];
+    let awaited = awaited_approvals(&rec);
+    if !awaited.is_empty() {
+        out.push(format!("  waiting for: {}", awaited.join(", ")));
+    }
+    out.extend(quality_lines(&rec).into_iter().map(|l| format!("  {l}")));
+    out.push(format!(
+        "  epsilon: budget {:.3}, spent {:.3}, reserved {:.3}",
+        rec.epsilon_budget as f64 / 1e6,
+        rec.epsilon_spent as f64 / 1e6,
+        rec.epsilon_reserved as f64 / 1e6
+    ));
+    for j in state.jobs()?.into_iter().filter(|j| j.contract == contract) {
+        out.push(match &j.result {
+            Some(r) => format!(
+                "  job {} done: ε {:.3}, result {} posted by {}, contributions {}",
+                j.id,
+                r.epsilon_spent as f64 / 1e6,
+                r.result_hash,
+                r.posted_by,
+                r.contributions
+                    .iter()
+                    .map(|c| format!("{}={}", c.member, c.records))
+                    .collect::<Vec<_>>()
+                    .join(" ")
+            ),
+            None => format!(
+                "  job {} running (ε {:.3} reserved)",
+                j.id,
+                j.epsilon_reserved as f64 / 1e6
+            ),
+        });
+    }
+    Ok(out)
+}
+
 /// The quality checks a contract's data failed against the consortium's floor, one line each
 /// (empty when its data meets the floor).
 pub fn quality_lines(rec: &medspace_state::records::ContractRecord) -> Vec<String> {

@@ -85,6 +85,9 @@ const DAY_MS: u64 = 24 * 3600 * 1000;
 /// Consortium seed (the default devnet's keys).
 const SEED: u64 = 1;
 
+/// The key a light client reads the state as (a researcher of the default devnet).
+const LIGHT_READER: &str = "research-1.researcher";
+
 /// What to build and measure.
 #[derive(Clone, Debug)]
 pub struct StateOptions {
@@ -103,6 +106,23 @@ pub struct StateOptions {
     /// through a node cache of that size, as a validator keeps it; `None`: whole in memory.
     pub store_cache: Option<usize>,
 }
+
+/// A light client's command on the built state, over a node's read API (measured by the
+/// caller's probe, which serves the state and reads it in pieces; see [`LightProbe`]).
+#[derive(Clone, Debug, PartialEq)]
+pub struct LightFigures {
+    /// What the command is.
+    pub command: String,
+    /// Its runs, seconds each (a fresh client every run: pin, then reads in pieces).
+    pub runs: Vec<f64>,
+    /// Pieces one run fetched.
+    pub pieces: u64,
+    /// Their bytes.
+    pub bytes: u64,
+}
+
+/// Measures [`LightFigures`] on a state at a height, reading as a key of the consortium.
+pub type LightProbe<'a> = dyn Fn(&State, u64, &Keypair) -> Result<LightFigures, String> + 'a;
 
 /// What the on-disk run measures beyond the in-memory one.
 #[derive(Clone, Debug, PartialEq)]
@@ -299,6 +319,8 @@ pub struct StateReport {
     pub peak_kib: Option<u64>,
     /// The on-disk run's own figures (`None` for a state in memory).
     pub stored: Option<StoredFigures>,
+    /// A light client's command on the state (`None` without a probe).
+    pub light: Option<LightFigures>,
 }
 
 impl StateReport {
@@ -524,6 +546,26 @@ impl StateReport {
                 "  target <= {PLAN_TARGET_S:.0} s for {PLAN_TARGET_LINKED} linked patients: {verdict} (scaled linearly from {} linked: {:.3} s)",
                 p.linked,
                 p.at_target_s()
+            );
+        }
+        if let Some(l) = &r.light {
+            let mut runs = l.runs.clone();
+            runs.sort_by(f64::total_cmp);
+            let median = runs.get(runs.len() / 2).copied().unwrap_or(0.0);
+            let _ = writeln!(
+                o,
+                "light client on this state: `{}` over the node's read API (loopback HTTP; a fresh client each run: pin, then the state held as its root and read in pieces checked against it) runs (ms): {}",
+                l.command,
+                list(&l.runs)
+            );
+            let _ = writeln!(
+                o,
+                "  median {:.4} s, {} pieces ({:.1} KiB) per run; baseline, same run: starting from the checkpoint (the state sync above) {:.2} s; ratio {:.5}",
+                median,
+                l.pieces,
+                l.bytes as f64 / 1024.0,
+                r.restore_s,
+                median / r.restore_s.max(1e-9)
             );
         }
         let _ = writeln!(
@@ -1290,6 +1332,7 @@ fn raw_lookups<'a>(
 /// `progress` gets a line per step (and per million records while building).
 pub fn state(
     opts: &StateOptions,
+    light: Option<&LightProbe<'_>>,
     progress: &mut dyn FnMut(&str),
 ) -> Result<StateReport, BenchStateError> {
     let patients = fit_u32("patients", opts.patients)?;
@@ -1599,6 +1642,15 @@ pub fn state(
             "the ordered raw lookups found {found} consents of {linked} patients"
         )));
     }
+    let light = match light {
+        Some(probe) => {
+            progress("a light client's command over the read API");
+            let consortium = Consortium::default_devnet(SEED, GENESIS_MS)?;
+            let reader = consortium.user_key(LIGHT_READER)?;
+            Some(probe(&state, ctx.height, reader).map_err(BenchStateError::Check)?)
+        }
+        None => None,
+    };
     let plan = PlanFigures {
         raw_link_order_s,
         policy_bytes,
@@ -1655,6 +1707,7 @@ pub fn state(
             }
             _ => None,
         },
+        light,
     })
 }
 
@@ -1725,7 +1778,7 @@ mod tests {
             store_cache,
         };
         let mut steps = 0;
-        let r = state(&opts, &mut |_| steps += 1).unwrap();
+        let r = state(&opts, None, &mut |_| steps += 1).unwrap();
         assert!(steps > 5);
         let count = |t: u8| r.kinds.iter().find(|k| k.tag == t).unwrap().bulk;
         assert_eq!(count(tag::KEY), 200);

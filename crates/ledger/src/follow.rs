@@ -16,6 +16,20 @@ use medspace_types::Genesis;
 /// How many transaction outcomes a follower remembers (oldest forgotten first).
 const OUTCOMES_KEPT: usize = 200_000;
 
+/// How many blocks without a certificate of their own a follower holds while it waits for a
+/// certified block to link back to them.
+pub const MAX_LINKED: usize = 1024;
+
+/// What one entry made final ([`Follower::apply_entry`]).
+#[derive(Debug, Default)]
+pub struct Applied {
+    /// The entries applied, in height order: the blocks that waited for a certificate, then
+    /// the certified one (none while the entry waits itself).
+    pub entries: Vec<Vec<u8>>,
+    /// Each applied transaction's outcome.
+    pub outcomes: Vec<([u8; 32], Outcome)>,
+}
+
 /// One transaction's outcome as the follower executed it.
 #[derive(Clone, Debug)]
 pub struct Outcome {
@@ -31,6 +45,8 @@ pub struct Follower {
     state: State,
     time_ms: u64,
     outcomes: Recent<Outcome>,
+    /// Blocks finalized through a later block's certificate, waiting for it (entry, block).
+    linked: Vec<(Vec<u8>, medspace_chain::block::Block)>,
 }
 
 impl Follower {
@@ -45,6 +61,7 @@ impl Follower {
             state,
             time_ms: app.time_ms,
             outcomes: Recent::new(OUTCOMES_KEPT),
+            linked: Vec::new(),
         })
     }
 
@@ -75,6 +92,38 @@ impl Follower {
             state: restored.state,
             time_ms: header.time_ms,
             outcomes: Recent::new(OUTCOMES_KEPT),
+            linked: Vec::new(),
+        })
+    }
+
+    /// A follower that starts after a finalized block from a state whose root the caller
+    /// holds but not its records — a light client's [`State::remote`], read piece by piece
+    /// from a node — once `header` (that block's certified header) checks against the genesis
+    /// validators and names exactly that root. It executes the blocks after it on that state,
+    /// loading only what they touch.
+    pub fn from_state(
+        genesis: &ChainGenesis,
+        state: State,
+        header: &[u8],
+        height: u64,
+    ) -> Result<Self, FollowError> {
+        let (check, header) = ChainCheck::from_certified(genesis, height, header)?;
+        if state.root().0 != header.state_root {
+            return Err(FollowError::Invalid {
+                height,
+                reason: format!(
+                    "the state's root {} is not the certified root {}",
+                    state.root(),
+                    hex::encode(header.state_root)
+                ),
+            });
+        }
+        Ok(Self {
+            check,
+            state,
+            time_ms: header.time_ms,
+            outcomes: Recent::new(OUTCOMES_KEPT),
+            linked: Vec::new(),
         })
     }
 
@@ -124,32 +173,99 @@ impl Follower {
     /// Verifies and applies the next finalized block (in the wire form of
     /// `medspace_chain::follow::encode_finalized`). On error nothing changes.
     pub fn apply(&mut self, raw: &[u8]) -> Result<Vec<([u8; 32], Outcome)>, FollowError> {
-        let h = self.check.height() + 1;
-        let (block, fin) = self.check.decode(h, raw)?;
-        self.check.check(&block, &fin)?;
-        let mut next = self.state.clone();
-        let results = execute_block(&mut next, h, block.header.time_ms, &block.txs);
-        if next.root().0 != block.header.state_root {
-            return Err(FollowError::Invalid {
-                height: h,
-                reason: format!(
-                    "re-execution gives a different state root: header={} computed={}",
-                    hex::encode(block.header.state_root),
-                    next.root()
-                ),
-            });
+        Ok(self.apply_entry(raw)?.outcomes)
+    }
+
+    /// The height of the next entry to give [`Follower::apply_entry`]: past the applied blocks
+    /// and those waiting for a certificate.
+    pub fn next_height(&self) -> u64 {
+        self.check.height() + self.linked.len() as u64 + 1
+    }
+
+    /// Takes the next finalized block in either form a validator serves: with its finality
+    /// certificate (`encode_finalized`), or alone (`encode_linked`: simplex finalized it through
+    /// a later block's certificate). A block alone is held, not applied, until a certified block
+    /// links back to it; then the held blocks and the certified one are checked (links, times,
+    /// the certificate), executed in order (each to its header's root) and applied together.
+    /// On error nothing changes, and the held blocks are dropped (to be fetched again).
+    pub fn apply_entry(&mut self, raw: &[u8]) -> Result<Applied, FollowError> {
+        let h = self.next_height();
+        let decoded = self.check.decode_entry(h, raw);
+        let (block, fin) = match decoded {
+            Ok(d) => d,
+            Err(e) => {
+                self.linked.clear();
+                return Err(e);
+            }
+        };
+        let Some(fin) = fin else {
+            let parent = self
+                .linked
+                .last()
+                .map_or(self.check.last_digest(), |(_, b)| b.header.digest());
+            let refused = if block.header.height != h {
+                Some(format!("block has height={}", block.header.height))
+            } else if block.header.parent != parent {
+                Some("parent digest does not link to the previous block".into())
+            } else if self.linked.len() >= MAX_LINKED {
+                Some(format!(
+                    "{MAX_LINKED} blocks without a certificate and none certified after them"
+                ))
+            } else {
+                None
+            };
+            if let Some(reason) = refused {
+                self.linked.clear();
+                return Err(FollowError::Invalid { height: h, reason });
+            }
+            self.linked.push((raw.to_vec(), block));
+            return Ok(Applied::default());
+        };
+        let linked = std::mem::take(&mut self.linked);
+        let mut check = self.check.clone();
+        let mut state = self.state.clone();
+        let mut results = Vec::new();
+        let mut time_ms = self.time_ms;
+        let certified = linked
+            .iter()
+            .map(|(_, b)| (b, None))
+            .chain([(&block, Some(&fin))]);
+        for (b, fin) in certified {
+            let height = check.height() + 1;
+            match fin {
+                Some(fin) => check.check(b, fin)?,
+                None => check.check_link(b)?,
+            }
+            let out = execute_block(&mut state, height, b.header.time_ms, &b.txs);
+            if state.root().0 != b.header.state_root {
+                return Err(FollowError::Invalid {
+                    height,
+                    reason: format!(
+                        "re-execution gives a different state root: header={} computed={}",
+                        hex::encode(b.header.state_root),
+                        state.root()
+                    ),
+                });
+            }
+            check.advance(b);
+            time_ms = b.header.time_ms;
+            results.extend(
+                out.into_iter()
+                    .map(|(id, result)| (id, Outcome { height, result })),
+            );
         }
-        self.state = next;
-        self.time_ms = block.header.time_ms;
-        self.check.advance(&block);
-        let out: Vec<([u8; 32], Outcome)> = results
-            .into_iter()
-            .map(|(id, result)| (id, Outcome { height: h, result }))
-            .collect();
-        for (id, o) in &out {
+        self.check = check;
+        self.state = state;
+        self.time_ms = time_ms;
+        for (id, o) in &results {
             self.outcomes.insert(*id, o.clone());
         }
-        Ok(out)
+        let mut entries: Vec<Vec<u8>> = linked.into_iter().map(|(raw, _)| raw).collect();
+        entries.push(raw.to_vec());
+        Ok(Applied {
+            entries,
+            outcomes: results,
+        })
     }
 
     /// The verified state after the last applied block.
@@ -187,10 +303,10 @@ impl Follower {
         mut progress: impl FnMut(&[([u8; 32], Outcome)]),
     ) -> Result<(), FollowError> {
         while self.height() < height {
-            let next = self.height() + 1;
+            let next = self.next_height();
             if let Some(raw) = source.fetch(next, 2_000).await? {
-                let out = self.apply(&raw)?;
-                progress(&out);
+                let applied = self.apply_entry(&raw)?;
+                progress(&applied.outcomes);
             }
         }
         Ok(())

@@ -27,7 +27,7 @@ pub mod view;
 pub use app::{BlockState, LedgerApp, StoreError};
 pub use audit::audit;
 pub use execute::{Refusal, TxOutcome, execute_block, execute_block_with};
-pub use follow::{Follower, Outcome};
+pub use follow::{Applied, Follower, Outcome};
 pub use medspace_chain::recent::Recent;
 pub use view::{Anchor, Finality, FollowerView, Ledger, Snapshot, SubmitError, TxStatus};
 

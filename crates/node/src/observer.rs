@@ -162,18 +162,28 @@ pub fn run(
             let next = shared
                 .read()
                 .unwrap_or_else(std::sync::PoisonError::into_inner)
-                .height()
-                + 1;
+                .next_height();
             let fetched = source.fetch(next, 5_000).await;
             let applied = match fetched {
                 Ok(Some(raw)) => {
                     let mut f = shared
                         .write()
                         .unwrap_or_else(std::sync::PoisonError::into_inner);
-                    match f.apply(&raw) {
-                        Ok(_) => {
-                            let appended = log.append(&raw).map(|()| true).map_err(ObserverError::from);
-                            if appended.is_ok() && every > 0 && next.is_multiple_of(every) {
+                    let before = f.height();
+                    match f.apply_entry(&raw) {
+                        Ok(applied) => {
+                            // A block without a certificate of its own waits (in the follower)
+                            // for the certified one that links back to it; then both are final
+                            // and logged, in order.
+                            let appended = applied
+                                .entries
+                                .iter()
+                                .try_for_each(|e| log.append(e))
+                                .map(|()| true)
+                                .map_err(ObserverError::from);
+                            let next = f.height();
+                            let due = every > 0 && (before + 1..=next).any(|h| h.is_multiple_of(every));
+                            if appended.is_ok() && due {
                                 let (state, time) = (f.state().clone(), f.time_ms());
                                 let path = checkpoint_path.clone();
                                 // Encoded and written off the follow loop; a failure only

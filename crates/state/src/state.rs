@@ -102,6 +102,23 @@ impl State {
         Ok(state)
     }
 
+    /// The state whose root is `root`, read (and written, for blocks executed on it) through
+    /// pieces another node serves, each checked against that root ([`crate::trie::remote`]):
+    /// a light client's state, whose cost is the records it touches, not the state's size.
+    /// Trusted as far as `root` is: take it from a certified header. `len` is reported only.
+    pub fn remote(
+        root: Hash,
+        len: usize,
+        nodes: &Arc<crate::trie::remote::RemoteNodes>,
+    ) -> Result<Self, TxError> {
+        let mut state = State {
+            trie: Trie::remote(root, len, nodes),
+            ..State::default()
+        };
+        state.chain_id = state.get::<Name>(&keys::chain_id())?.map(Arc::new);
+        Ok(state)
+    }
+
     /// Like [`State::from_records`], but built straight into `store` and committed there at
     /// `height`: memory stays that of the store's cache, whatever the number of records.
     pub fn build_in<K, V>(
@@ -127,6 +144,12 @@ impl State {
             chain_id: self.chain_id.clone(),
             key_cache: self.key_cache.clone(),
         })
+    }
+
+    /// The piece of this state that `at` names, in the wire form a light client's
+    /// [`State::remote`] reads.
+    pub fn piece(&self, at: crate::trie::remote::Locate<'_>) -> Result<Vec<u8>, TxError> {
+        Ok(self.trie.piece(at)?)
     }
 
     /// Number of records.

@@ -20,12 +20,12 @@ use tower::ServiceExt;
 use crate::local;
 use local::Local;
 
-fn chain() -> Name {
+pub(crate) fn chain() -> Name {
     Name::new("test-chain").unwrap()
 }
 
 /// A patient's registration, attested by hospital-a's member key (seed 1, as in [`setup`]).
-fn registration(patient: &PublicKey) -> Payload {
+pub(crate) fn registration(patient: &PublicKey) -> Payload {
     Payload::RegisterPatient(RegisterPatient::attested(
         &chain(),
         patient,
@@ -34,7 +34,7 @@ fn registration(patient: &PublicKey) -> Payload {
     ))
 }
 
-fn setup() -> (Arc<Local>, Keypair, Keypair) {
+pub(crate) fn setup() -> (Arc<Local>, Keypair, Keypair) {
     let member = Keypair::from_seed(1);
     let auditor = Keypair::from_seed(2);
     let g = medspace_consortium::GenesisBuilder::new("test-chain")
@@ -74,9 +74,9 @@ async fn call(app: &axum::Router, req: Request<Body>) -> (StatusCode, Value) {
 }
 
 /// The node the API under test belongs to.
-const NODE: &str = "hospital-a";
+pub(crate) const NODE: &str = "hospital-a";
 
-fn signed_get(key: &Keypair, path: &str) -> Request<Body> {
+pub(crate) fn signed_get(key: &Keypair, path: &str) -> Request<Body> {
     signed_get_for(key, path, NODE)
 }
 

@@ -12,4 +12,5 @@ mod api;
 mod decoders;
 #[path = "support/local.rs"]
 mod local;
+mod pieces;
 mod route_matrix;

@@ -571,3 +571,126 @@ fn joining_by_state_sync_costs_the_state_not_the_chain() {
     );
     assert!(sync_ms < replay_ms);
 }
+
+#[test]
+fn a_follower_takes_blocks_finalized_through_a_later_certificate_and_nothing_else() {
+    use medspace_chain::follow::{encode_finalized, encode_linked};
+    use medspace_ledger::Follower;
+    sim::runner(41, Duration::from_secs(600)).start(|ctx| async move {
+        let sim = Sim::new(&ctx, CHAIN, N).await;
+        sim.link_all().await;
+        let mut vals = Vec::new();
+        for i in 0..N {
+            vals.push(sim.launch(&ctx, i, 0, app()).await.expect("start"));
+        }
+        let all: Vec<&Handle<LedgerApp>> = vals.iter().map(|v| &v.handle).collect();
+        for round in 0..8 {
+            register(&all, round, round + 1).await;
+        }
+        let tip = sim::converge(&all).await;
+        assert!(tip >= 6, "tip {tip}");
+        let mut blocks = Vec::new();
+        for h in 1..=tip {
+            let (block, fin) = all[0].block(h).await.expect("stored");
+            blocks.push((block, fin.expect("certified")));
+        }
+        let certified = |h: u64| {
+            let (b, f) = &blocks[h as usize - 1];
+            encode_finalized(b, f)
+        };
+        // Heights 2 to 4 as a validator serves a block simplex finalized through a later
+        // block's certificate: the block alone.
+        let alone = |h: u64| encode_linked(&blocks[h as usize - 1].0);
+        let cg = chain_genesis(&sim);
+
+        let mut f = Follower::new(&cg).expect("genesis");
+        f.apply_entry(&certified(1)).expect("height 1");
+        for h in 2..=4 {
+            let applied = f.apply_entry(&alone(h)).expect("held");
+            assert!(applied.entries.is_empty(), "a block alone is not applied");
+            assert_eq!(f.height(), 1);
+            assert_eq!(f.next_height(), h + 1);
+        }
+        let applied = f.apply_entry(&certified(5)).expect("certified after them");
+        assert_eq!(
+            applied.entries,
+            vec![alone(2), alone(3), alone(4), certified(5)]
+        );
+        assert_eq!(f.height(), 5);
+        for h in 6..=tip {
+            f.apply_entry(&certified(h)).expect("the rest");
+        }
+        assert_eq!(f.state().root().0, all[0].finalized(tip).expect("tip").1);
+
+        // An observer logs the entries as they became final; the audit verifies such a log,
+        // and one that ends with a block no certificate proves yet reports that tail.
+        let dir = std::env::temp_dir().join(format!("medspace-linked-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join(medspace_chain::audit::OBSERVED_LOG);
+        let (mut log, _) = medspace_chain::follow::BlockLog::open(&path).unwrap();
+        log.append(&certified(1)).unwrap();
+        for e in &applied.entries {
+            log.append(e).unwrap();
+        }
+        for h in 6..=tip {
+            log.append(&certified(h)).unwrap();
+        }
+        let report = medspace_chain::audit::audit_verify(&dir, "observer", &cg, app()).unwrap();
+        assert_eq!((report.verified_height, report.fault.clone()), (tip, None));
+        assert_eq!(report.root, all[0].finalized(tip).expect("tip").1);
+        drop(log);
+        std::fs::remove_dir_all(&dir).unwrap();
+        std::fs::create_dir_all(&dir).unwrap();
+        let (mut log, _) = medspace_chain::follow::BlockLog::open(&path).unwrap();
+        for e in [certified(1), alone(2), alone(3)] {
+            log.append(&e).unwrap();
+        }
+        let report = medspace_chain::audit::audit_verify(&dir, "observer", &cg, app()).unwrap();
+        assert_eq!(
+            (report.verified_height, report.unproven_tail, report.fault),
+            (1, Some(2), None)
+        );
+        let _ = std::fs::remove_dir_all(&dir);
+
+        // A block alone that is not the chain's (another block's txs under its header, or a
+        // block that does not link) is refused, and so is a certified block after blocks that
+        // do not lead to it; nothing is applied and what was held is dropped.
+        let mut f = Follower::new(&cg).expect("genesis");
+        f.apply_entry(&certified(1)).expect("height 1");
+        let root = f.state().root();
+        assert!(f.apply_entry(&alone(3)).is_err(), "a gap");
+        assert_eq!(f.next_height(), 2);
+        let mut forged = blocks[1].0.clone();
+        forged.header.time_ms += 1;
+        f.apply_entry(&encode_linked(&forged))
+            .expect("links to height 1, held");
+        assert!(
+            f.apply_entry(&alone(3)).is_err(),
+            "does not link to the forged block"
+        );
+        assert_eq!(
+            (f.height(), f.next_height(), f.state().root()),
+            (1, 2, root)
+        );
+        f.apply_entry(&encode_linked(&forged)).expect("held again");
+        assert!(
+            f.apply_entry(&certified(3)).is_err(),
+            "a certified block whose parent is not the held one"
+        );
+        assert_eq!(
+            (f.height(), f.next_height(), f.state().root()),
+            (1, 2, root)
+        );
+        // Blocks alone with no certified block after them are never applied.
+        for h in 2..=tip {
+            f.apply_entry(&alone(h)).expect("held");
+        }
+        assert_eq!((f.height(), f.state().root()), (1, root));
+        // Garbage after a block is refused and drops what was held.
+        let mut garbage = alone(tip + 1 - 1);
+        garbage.push(7);
+        assert!(f.apply_entry(&garbage).is_err());
+        assert_eq!(f.next_height(), 2);
+    });
+}

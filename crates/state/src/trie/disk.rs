@@ -97,6 +97,11 @@ pub(super) fn unpack(packed: u64, file: u16) -> Option<u64> {
     (packed != 0 && (packed >> OFFSET_BITS) == u64::from(file)).then_some(packed & OFFSET_MASK)
 }
 
+/// A light client's map holds other nodes' subtrees by hash only: it has nothing to store.
+fn remote_in_store() -> TrieError {
+    store_error("a subtree of another node's state cannot be written to a store")
+}
+
 fn store_error(what: impl std::fmt::Display) -> TrieError {
     TrieError::Store(what.to_string())
 }
@@ -562,6 +567,7 @@ impl NodeStore {
                 let loaded = file.load(*offset, hash)?;
                 self.pin_node(&loaded, depth)
             }
+            Node::Remote(_) => Err(remote_in_store()),
             Node::Leaf { .. } => Ok(node.clone()),
             Node::Branch {
                 bit,
@@ -594,6 +600,7 @@ impl NodeStore {
     fn stub_of(&self, node: &Arc<Node>) -> Result<Arc<Node>, TrieError> {
         let stored = match &**node {
             Node::Stub { .. } => return Ok(node.clone()),
+            Node::Remote(_) => return Err(remote_in_store()),
             Node::Leaf { stored, .. } | Node::Branch { stored, .. } => stored,
         };
         let offset = stored
@@ -816,6 +823,7 @@ impl Writer<'_> {
                 let loaded = file.load(*offset, hash)?;
                 return self.write(&loaded);
             }
+            Node::Remote(_) => return Err(remote_in_store()),
             Node::Leaf {
                 key, value, stored, ..
             } => {
@@ -917,7 +925,7 @@ mod tests {
     fn resident(t: &Trie) -> usize {
         fn count(n: &Node) -> usize {
             match n {
-                Node::Stub { .. } => 0,
+                Node::Stub { .. } | Node::Remote(_) => 0,
                 Node::Leaf { .. } => 1,
                 Node::Branch { left, right, .. } => 1 + count(left) + count(right),
             }

@@ -28,9 +28,11 @@
 //! `branch = H(0x01 | bit u32 | left | right)`, the empty map is `H("medspace/trie/empty")`.
 
 pub mod disk;
+pub mod remote;
 
 use disk::NodeFile;
 use medspace_types::Hash;
+use remote::{Locate, RemoteNodes, RemoteStub, Want};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 
@@ -107,6 +109,8 @@ enum Node {
         file: Arc<NodeFile>,
         offset: u64,
     },
+    /// A subtree of another node's state, not loaded ([`remote`]).
+    Remote(Box<RemoteStub>),
 }
 
 fn bit_at(key: &[u8], bit: u32) -> bool {
@@ -156,6 +160,7 @@ impl Node {
                 ..
             } => *hash.get_or_init(|| branch_hash(*bit, &left.hash(), &right.hash())),
             Node::Stub { hash, .. } => *hash,
+            Node::Remote(stub) => stub.hash,
         }
     }
 
@@ -178,22 +183,24 @@ impl Node {
         })
     }
 
-    /// This node with its contents at hand: itself, or what its stub names, loaded.
-    fn open(node: &Arc<Node>) -> Result<Arc<Node>, TrieError> {
+    /// This node with its contents at hand: itself, or what its stub names, loaded (a remote
+    /// stub loads what `want` needs below it).
+    fn open(node: &Arc<Node>, want: Want<'_>) -> Result<Arc<Node>, TrieError> {
         match &**node {
             Node::Stub { hash, file, offset } => file.load(*offset, hash),
+            Node::Remote(stub) => stub.load(want),
             _ => Ok(node.clone()),
         }
     }
 
     /// Any leaf key below `node` (the smallest).
     fn first_key(node: &Arc<Node>) -> Result<Box<[u8]>, TrieError> {
-        let mut node = Node::open(node)?;
+        let mut node = Node::open(node, Want::First)?;
         loop {
             let next = match &*node {
-                Node::Branch { left, .. } => Node::open(left)?,
+                Node::Branch { left, .. } => Node::open(left, Want::First)?,
                 Node::Leaf { key, .. } => return Ok(key.clone()),
-                Node::Stub { .. } => return Err(stub_in_place_of_node()),
+                Node::Stub { .. } | Node::Remote(_) => return Err(stub_in_place_of_node()),
             };
             node = next;
         }
@@ -386,7 +393,7 @@ impl Trie {
         let Some(root) = &self.root else {
             return Ok(());
         };
-        let mut node = Node::open(root)?;
+        let mut node = Node::open(root, Want::Prefix(prefix))?;
         // INVARIANT: prefixes are key prefixes, far shorter than 2^29 bytes.
         let prefix_bits = prefix.len() as u32 * 8;
         // Descend while the branch point lies inside the prefix.
@@ -394,9 +401,10 @@ impl Trie {
             let next = match &*node {
                 Node::Branch {
                     bit, left, right, ..
-                } if *bit < prefix_bits => {
-                    Node::open(if bit_at(prefix, *bit) { right } else { left })?
-                }
+                } if *bit < prefix_bits => Node::open(
+                    if bit_at(prefix, *bit) { right } else { left },
+                    Want::Prefix(prefix),
+                )?,
                 _ => break,
             };
             node = next;
@@ -406,13 +414,15 @@ impl Trie {
         }
         let mut stack = vec![node];
         while let Some(n) = stack.pop() {
-            match &*Node::open(&n)? {
+            match &*Node::open(&n, Want::Whole)? {
                 Node::Leaf { key, value, .. } => f(key, value)?,
                 Node::Branch { left, right, .. } => {
                     stack.push(right.clone());
                     stack.push(left.clone());
                 }
-                Node::Stub { .. } => return Err(stub_in_place_of_node().into()),
+                Node::Stub { .. } | Node::Remote(_) => {
+                    return Err(stub_in_place_of_node().into());
+                }
             }
         }
         Ok(())
@@ -426,6 +436,25 @@ impl Trie {
             Ok::<(), TrieError>(())
         })?;
         Ok(out)
+    }
+
+    /// The map whose root is `root` (of `len` entries), loaded piece by piece from `nodes` as
+    /// reads and writes reach it, each piece checked against the hash its parent names
+    /// ([`remote`]). `len` is only reported, never trusted.
+    pub fn remote(root: Hash, len: usize, nodes: &Arc<RemoteNodes>) -> Self {
+        if root == empty_root() {
+            return Self::new();
+        }
+        Self {
+            root: Some(nodes.root(root)),
+            len,
+        }
+    }
+
+    /// The piece of this map that `at` names, in the wire form [`remote`] reads (what a node
+    /// serves to a client reading its state through [`Trie::remote`]).
+    pub fn piece(&self, at: Locate<'_>) -> Result<Vec<u8>, TrieError> {
+        remote::encode_subtree(self.root.as_ref(), at, remote::WHOLE_BUDGET)
     }
 
     /// An inclusion proof for `key`, if present.
@@ -454,6 +483,7 @@ fn get_in(mut node: &Node, key: &[u8]) -> Result<Option<Arc<[u8]>>, TrieError> {
                 bit, left, right, ..
             } => node = if bit_at(key, *bit) { right } else { left },
             Node::Stub { hash, file, offset } => return get_in(&*file.load(*offset, hash)?, key),
+            Node::Remote(stub) => return get_in(&*stub.load(Want::Key(key))?, key),
         }
     }
 }
@@ -481,6 +511,7 @@ fn prove_in(mut node: &Node, key: &[u8], path: &mut Vec<ProofStep>) -> Result<bo
             Node::Stub { hash, file, offset } => {
                 return prove_in(&*file.load(*offset, hash)?, key, path);
             }
+            Node::Remote(stub) => return prove_in(&*stub.load(Want::Key(key))?, key, path),
         }
     }
 }
@@ -494,7 +525,7 @@ enum Replaced {
 }
 
 fn replace(node: &Arc<Node>, key: &[u8], value: &Arc<[u8]>) -> Result<Replaced, TrieError> {
-    let node = Node::open(node)?;
+    let node = Node::open(node, Want::Key(key))?;
     Ok(match &*node {
         Node::Leaf { key: k, .. } => {
             if &**k == key {
@@ -517,7 +548,7 @@ fn replace(node: &Arc<Node>, key: &[u8], value: &Arc<[u8]>) -> Result<Replaced, 
                 absent => absent,
             }
         }
-        Node::Stub { .. } => return Err(stub_in_place_of_node()),
+        Node::Stub { .. } | Node::Remote(_) => return Err(stub_in_place_of_node()),
     })
 }
 
@@ -527,7 +558,7 @@ fn insert_at(
     leaf: Arc<Node>,
     crit: u32,
 ) -> Result<Arc<Node>, TrieError> {
-    let open = Node::open(node)?;
+    let open = Node::open(node, Want::Key(key))?;
     if let Node::Branch {
         bit, left, right, ..
     } = &*open
@@ -553,7 +584,7 @@ enum Removal {
 }
 
 fn remove_at(node: &Arc<Node>, key: &[u8]) -> Result<Removal, TrieError> {
-    let node = Node::open(node)?;
+    let node = Node::open(node, Want::Key(key))?;
     Ok(match &*node {
         Node::Leaf { key: k, .. } => {
             if &**k == key {
@@ -581,7 +612,7 @@ fn remove_at(node: &Arc<Node>, key: &[u8]) -> Result<Removal, TrieError> {
                 })),
             }
         }
-        Node::Stub { .. } => return Err(stub_in_place_of_node()),
+        Node::Stub { .. } | Node::Remote(_) => return Err(stub_in_place_of_node()),
     })
 }
 
