@@ -89,10 +89,33 @@ pub struct LedgerArgs {
     /// ratio (the processes mode; the in-process validators are driven without HTTP).
     #[arg(long, value_enum, default_value_t = TlsArg::Both)]
     pub tls: TlsArg,
-    /// The processes hold their ledger state whole in memory instead of in their on-disk
-    /// stores (`[state] store = "memory"`): the cost of the stores, run against the default.
-    #[arg(long)]
-    pub state_in_memory: bool,
+    /// Where the processes hold their ledger state: in their on-disk stores (the default),
+    /// whole in memory (`[state] store = "memory"`), or both one after the other with the
+    /// ratio (the cost of the stores).
+    #[arg(long, value_enum, default_value_t = StateArg::Disk)]
+    pub state: StateArg,
+}
+
+/// Where `bench ledger`'s validator processes keep their state.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum StateArg {
+    /// In the on-disk store (`[state] store = "disk"`).
+    Disk,
+    /// Whole in memory.
+    Memory,
+    /// Both, on disk first, then the ratio disk / memory.
+    Both,
+}
+
+impl StateArg {
+    /// The runs it asks for: `true` for in memory.
+    fn runs(self) -> &'static [bool] {
+        match self {
+            StateArg::Disk => &[false],
+            StateArg::Memory => &[true],
+            StateArg::Both => &[false, true],
+        }
+    }
 }
 
 /// Whether a benchmark's HTTP hops speak TLS.
@@ -181,9 +204,13 @@ pub fn ledger(a: LedgerArgs) -> anyhow::Result<()> {
                 rate: a.rate,
                 base_port: a.base_port.saturating_add(1000),
                 tls: true,
-                state_in_memory: a.state_in_memory,
+                state_in_memory: false,
             },
-            a.tls.runs(),
+            &a.tls
+                .runs()
+                .iter()
+                .flat_map(|t| a.state.runs().iter().map(|m| (*t, *m)))
+                .collect::<Vec<_>>(),
             in_process_tps,
             &mut |line| println!("{line}"),
         )?;

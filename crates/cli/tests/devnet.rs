@@ -1122,6 +1122,8 @@ fn the_multi_process_ledger_benchmark_finalizes_its_workload() {
             "600",
             "--rate",
             "100",
+            "--state",
+            "both",
         ])
         .arg("--base-port")
         .arg(base.to_string())
@@ -1133,19 +1135,25 @@ fn the_multi_process_ledger_benchmark_finalizes_its_workload() {
         "bench failed: {text}\n{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    // Both runs, over TLS and over plain HTTP, finalize everything, and the ratio is printed.
+    // Every run, over TLS and over plain HTTP, with the state on disk and in memory, finalizes
+    // everything, and the ratios of runs that differ in one setting are printed.
     for mode in ["tls", "plain http"] {
-        let line = text
-            .lines()
-            .find(|l| l.starts_with(&format!("bench ledger (processes, {mode}):")))
-            .unwrap_or_else(|| panic!("no {mode} figures: {text}"));
-        assert!(line.contains("finalized 600 of 600"), "{text}");
-        assert!(line.contains("refused 0"), "{text}");
+        for state in ["on disk", "in memory"] {
+            let label = format!("{mode}, state {state}");
+            let line = text
+                .lines()
+                .find(|l| l.starts_with(&format!("bench ledger (processes, {label}):")))
+                .unwrap_or_else(|| panic!("no {label} figures: {text}"));
+            assert!(line.contains("finalized 600 of 600"), "{text}");
+            assert!(line.contains("refused 0"), "{text}");
+        }
     }
-    assert!(
-        text.contains("tls / plain http, same run: throughput"),
-        "{text}"
-    );
+    for ratio in [
+        "tls, state on disk / plain http, state on disk, same run: throughput",
+        "tls, state on disk / tls, state in memory, same run: throughput",
+    ] {
+        assert!(text.contains(ratio), "{ratio}: {text}");
+    }
 }
 
 /// The README's main job, end to end on real node processes: every step's outcome is checked

@@ -518,42 +518,42 @@ struct Offered {
     why: Option<String>,
 }
 
-fn tls_label(tls: bool) -> &'static str {
-    if tls { "tls" } else { "plain http" }
+fn run_label(tls: bool, in_memory: bool) -> String {
+    format!(
+        "{}, state {}",
+        if tls { "tls" } else { "plain http" },
+        if in_memory { "in memory" } else { "on disk" }
+    )
 }
 
 /// The processes mode of `medspace bench ledger`: [`ledger_processes`] once per entry of
-/// `tls` (TLS or plain HTTP, each run on its own ports: the previous run's sockets may still
-/// linger), each run's figures and, with TLS then plain HTTP, their ratio, as report lines to
-/// `out`; with `baseline_tps` (the in-process run), the processes/in-process ratio.
+/// `runs` (TLS or plain HTTP; the validators' state on disk or whole in memory), each run on
+/// its own ports (the previous run's sockets may still linger), then, for every two runs that
+/// differ in one setting, the ratio of their figures (TLS / plain; on disk / in memory).
 pub fn ledger_process_runs(
     exe: &Path,
     first: LedgerOptions,
-    tls: &[bool],
+    runs: &[(bool, bool)],
     baseline_tps: Option<f64>,
     out: &mut dyn FnMut(String),
 ) -> Result<()> {
-    // (tls, tx/s, p50 ms, p99 ms) of each run.
+    // (tls, in memory, tx/s, p50 ms, p99 ms) of each run.
     let mut figures = Vec::new();
-    for (run, &tls) in tls.iter().enumerate() {
+    for (run, &(tls, state_in_memory)) in runs.iter().enumerate() {
         let opts = LedgerOptions {
             base_port: first.base_port.saturating_add(200 * run as u16),
             tls,
+            state_in_memory,
             ..first
         };
-        let r = ledger_processes(exe, &opts, &mut |line| {
-            out(format!("  [{}] {line}", tls_label(tls)))
-        })?;
+        let label = run_label(tls, state_in_memory);
+        let r = ledger_processes(exe, &opts, &mut |line| out(format!("  [{label}] {line}")))?;
         let lat = sorted(r.latencies_ms.iter().copied());
         let tps = r.finalized as f64 / r.seconds.max(1e-9);
         let (p50, p99) = (percentile(&lat, 0.5), percentile(&lat, 0.99));
         out(format!(
-            "bench ledger (processes, {}): finalized {} of {} in {:.2} s = {tps:.0} tx/s; submission->finality p50 {p50:.0} ms p99 {p99:.0} ms; refused {}",
-            tls_label(tls),
-            r.finalized,
-            opts.txs,
-            r.seconds,
-            r.refused
+            "bench ledger (processes, {label}): finalized {} of {} in {:.2} s = {tps:.0} tx/s; submission->finality p50 {p50:.0} ms p99 {p99:.0} ms; refused {}",
+            r.finalized, opts.txs, r.seconds, r.refused
         ));
         if let Some(why) = &r.first_refusal {
             out(format!("  the first refusal: {why}"));
@@ -564,15 +564,28 @@ pub fn ledger_process_runs(
                 tps / base.max(1e-9)
             ));
         }
-        figures.push((tls, tps, p50, p99));
+        figures.push((tls, state_in_memory, tps, p50, p99));
     }
-    if let [(true, t_tps, t_p50, t_p99), (false, p_tps, p_p50, p_p99)] = figures.as_slice() {
-        out(format!(
-            "bench ledger (processes): tls / plain http, same run: throughput {:.3} ({t_tps:.0} / {p_tps:.0} tx/s), p50 latency {:.3} ({t_p50:.0} / {p_p50:.0} ms), p99 latency {:.3} ({t_p99:.0} / {p_p99:.0} ms)",
-            t_tps / p_tps.max(1e-9),
-            t_p50 / p_p50.max(1e-9),
-            t_p99 / p_p99.max(1e-9),
-        ));
+    for (i, a) in figures.iter().enumerate() {
+        for b in figures.iter().skip(i + 1) {
+            // Only runs that differ in exactly one setting compare.
+            if (a.0 != b.0) == (a.1 != b.1) {
+                continue;
+            }
+            let what = format!("{} / {}", run_label(a.0, a.1), run_label(b.0, b.1));
+            out(format!(
+                "bench ledger (processes): {what}, same run: throughput {:.3} ({:.0} / {:.0} tx/s), p50 latency {:.3} ({:.0} / {:.0} ms), p99 latency {:.3} ({:.0} / {:.0} ms)",
+                a.2 / b.2.max(1e-9),
+                a.2,
+                b.2,
+                a.3 / b.3.max(1e-9),
+                a.3,
+                b.3,
+                a.4 / b.4.max(1e-9),
+                a.4,
+                b.4,
+            ));
+        }
     }
     Ok(())
 }
