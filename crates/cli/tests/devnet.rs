@@ -387,7 +387,7 @@ fn validators_survive_kill_9_and_every_acknowledged_transaction_is_everywhere() 
         plain_log(&log).contains("committed state opened from the node's own store"),
         "validator 3 did not resume from its store"
     );
-    // So does the observer, from its own checkpoint beside its block log.
+    // So does the observer, from its own state store beside its block log.
     net.kill(4);
     net.spawn(4);
     rt.block_on(wait_up(&client, &net.http[4]));
@@ -403,7 +403,7 @@ fn validators_survive_kill_9_and_every_acknowledged_transaction_is_everywhere() 
         .and_then(|r| r.split_whitespace().next())
         .and_then(|n| n.parse::<u64>().ok())
         .unwrap_or(0);
-    assert!(at > 0 && at.is_multiple_of(8), "observer: {replayed}");
+    assert!(at > 0 && replayed.contains("store"), "observer: {replayed}");
     let ids = rt.block_on(load(&client, &net, &[0, 1, 2, 3], 500, 200));
     rt.block_on(acknowledged(&net, &[0, 1, 2], &ids, &mut ack));
     all_ids.extend(ids);

@@ -268,6 +268,19 @@ impl Follower {
         })
     }
 
+    /// Writes the verified state to `store` as its committed state at this follower's height
+    /// (only what changed since it was last written there) and goes on from the same state held
+    /// as one stub into the store: its memory is then the store's cache. A store written this
+    /// way is trusted at a restart only once [`Follower::from_state`] checked it against the
+    /// certified header of its height.
+    pub fn persist(
+        &mut self,
+        store: &mut medspace_state::trie::disk::NodeStore,
+    ) -> Result<(), medspace_state::TxError> {
+        self.state = self.state.persist(store, self.height())?;
+        Ok(())
+    }
+
     /// The verified state after the last applied block.
     pub fn state(&self) -> &State {
         &self.state

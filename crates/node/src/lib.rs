@@ -110,7 +110,7 @@ struct VaultSection {
     scheduler: Option<String>,
 }
 
-/// Where a validator keeps its committed ledger state.
+/// Where a node (validator or observer) keeps its committed ledger state.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
 enum StateStore {
@@ -121,7 +121,7 @@ enum StateStore {
     Memory,
 }
 
-/// The `[state]` section of a validator's config.
+/// The `[state]` section of a node's config (validator or observer).
 #[derive(Debug, serde::Deserialize)]
 #[serde(deny_unknown_fields, default)]
 struct StateSection {
@@ -253,9 +253,16 @@ pub fn run(config: &Path) -> Result<(), NodeError> {
     let cfg = NodeConfig::load(config)?;
     let genesis = Genesis::load(&cfg.node.genesis_file)?;
     let name = &cfg.node.name;
+    let state = sections(config)?.state.unwrap_or_default();
+    let state_dir = cfg.node.data_dir.join("state");
     if genesis.observers.iter().any(|o| &o.name == name) {
         let key = observer::node_key(config, &cfg.key_unlock()?)?;
-        return Ok(observer::run(&cfg, &genesis, key)?);
+        let stored = (state.store == StateStore::Disk).then(|| observer::StateStore {
+            dir: state_dir,
+            cache_bytes: state.cache_mib.saturating_mul(1 << 20),
+            every: state.commit_every,
+        });
+        return Ok(observer::run(&cfg, &genesis, key, stored)?);
     }
     if !genesis.validators.iter().any(|v| &v.name == name) {
         return Err(NodeError::Unknown {
@@ -263,8 +270,6 @@ pub fn run(config: &Path) -> Result<(), NodeError> {
             genesis: cfg.node.genesis_file.display().to_string(),
         });
     }
-    let state = sections(config)?.state.unwrap_or_default();
-    let state_dir = cfg.node.data_dir.join("state");
     let worker = match prepare_worker(config, &cfg, &genesis)? {
         Some(p) => {
             let key = unlock_vault(config, &p.vault_dir)?;

@@ -8,7 +8,20 @@ use medspace_chain::follow::{
 };
 use medspace_chain::node::Genesis as ChainGenesis;
 use medspace_ledger::{Follower, FollowerView};
+use medspace_state::trie::disk::{Committed, NodeStore};
 use std::sync::{Arc, RwLock};
+
+/// Where an observer keeps its verified state on disk (`[state] store = "disk"`, the default):
+/// the store's directory, its node cache and how often it is written.
+#[derive(Clone, Debug)]
+pub struct StateStore {
+    /// The store's directory (`<data_dir>/state`).
+    pub dir: std::path::PathBuf,
+    /// Its node cache, bytes: what bounds the state's memory.
+    pub cache_bytes: usize,
+    /// Write it every this many blocks (at the first certified height past a multiple).
+    pub every: u64,
+}
 
 /// The `[observer]` section of an observer's config: the node key of its member, with which
 /// it asks the validators for blocks (they serve whole blocks to the consortium's members, and
@@ -87,6 +100,7 @@ pub fn run(
     config: &medspace_chain::node::NodeConfig,
     genesis: &ChainGenesis,
     node_key: medspace_types::Keypair,
+    stored: Option<StateStore>,
 ) -> Result<(), ObserverError> {
     let io = |what: &str, e: &dyn std::fmt::Display| ObserverError::Io {
         what: what.to_string(),
@@ -101,7 +115,26 @@ pub fn run(
             .join(medspace_chain::audit::OBSERVED_LOG),
     )?;
     let checkpoint_path = config.node.data_dir.join(CHECKPOINT_FILE);
-    let mut follower = restore(genesis, &entries, &checkpoint_path)?;
+    let mut store = None;
+    let mut follower = None;
+    if let Some(s) = &stored {
+        let (opened, committed) = NodeStore::open(&s.dir, s.cache_bytes)
+            .map_err(|e| io(&s.dir.display().to_string(), &e))?;
+        follower = committed.and_then(|c| from_store(genesis, &entries, c));
+        store = Some(opened);
+    }
+    let started = if follower.is_some() {
+        "store"
+    } else if stored.is_some() {
+        "genesis"
+    } else {
+        "checkpoint"
+    };
+    let mut follower = match follower {
+        Some(f) => f,
+        None if stored.is_some() => Follower::new(genesis)?,
+        None => restore(genesis, &entries, &checkpoint_path)?,
+    };
     let from = follower.height();
     for (i, raw) in entries
         .iter()
@@ -117,6 +150,7 @@ pub fn run(
         name = %config.node.name,
         height = follower.height(),
         checkpoint = from,
+        started,
         "node.observer: replayed block log"
     );
     let every = config.consensus.checkpoint_every;
@@ -182,8 +216,18 @@ pub fn run(
                                 .map(|()| true)
                                 .map_err(ObserverError::from);
                             let next = f.height();
-                            let due = every > 0 && (before + 1..=next).any(|h| h.is_multiple_of(every));
-                            if appended.is_ok() && due {
+                            let due = |every: u64| every > 0 && (before + 1..=next).any(|h| h.is_multiple_of(every));
+                            if let (Some(store), Some(s)) = (store.as_mut(), &stored)
+                                && appended.is_ok()
+                                && due(s.every)
+                            {
+                                // Written after the log, so the store never runs ahead of it;
+                                // a failure only means the next restart replays more.
+                                if let Err(e) = f.persist(store) {
+                                    tracing::warn!(height = next, error = %e, "node.observer: state store not written");
+                                }
+                            }
+                            if appended.is_ok() && stored.is_none() && due(every) {
                                 let (state, time) = (f.state().clone(), f.time_ms());
                                 let path = checkpoint_path.clone();
                                 // Encoded and written off the follow loop; a failure only
@@ -223,6 +267,34 @@ pub fn run(
             }
         }
     })
+}
+
+/// The follower at the height `committed` (the observer's own state store) holds, if the
+/// logged block at that height carries a certificate of the genesis validators whose state
+/// root is the store's; otherwise (altered store, another chain's, beyond the log) none, and
+/// the store is written over from the state replayed from genesis.
+fn from_store(
+    genesis: &ChainGenesis,
+    entries: &[Vec<u8>],
+    committed: Committed,
+) -> Option<Follower> {
+    let height = committed.height;
+    let attempt = || -> Result<Follower, String> {
+        let index = usize::try_from(height.checked_sub(1).ok_or("store at genesis")?)
+            .map_err(|e| e.to_string())?;
+        let raw = entries.get(index).ok_or("store beyond the block log")?;
+        let check = ChainCheck::new(genesis, [0; 32]).map_err(|e| e.to_string())?;
+        let (block, fin) = check.decode_entry(height, raw).map_err(|e| e.to_string())?;
+        let fin = fin.ok_or("the logged block at the store's height has no certificate")?;
+        let header = encode_certified_header(&block.header, &fin);
+        let state = medspace_state::State::from_store(committed).map_err(|e| e.to_string())?;
+        Follower::from_state(genesis, state, &header, height).map_err(|e| e.to_string())
+    };
+    attempt()
+        .inspect_err(|reason| {
+            tracing::warn!(%reason, height, "node.observer: state store set aside, replaying from genesis");
+        })
+        .ok()
 }
 
 /// The observer's checkpoint of its verified state, beside its block log.

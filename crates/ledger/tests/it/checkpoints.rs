@@ -622,6 +622,18 @@ fn a_follower_takes_blocks_finalized_through_a_later_certificate_and_nothing_els
         }
         assert_eq!(f.state().root().0, all[0].finalized(tip).expect("tip").1);
 
+        // A follower starts from a state it holds (an observer's store, a client's pinned
+        // root) only at the certified root of that height.
+        let header = |h: u64| {
+            let (b, f) = &blocks[h as usize - 1];
+            medspace_chain::follow::encode_certified_header(&b.header, f)
+        };
+        let resumed = Follower::from_state(&cg, f.state().clone(), &header(tip), tip)
+            .expect("the certified root");
+        assert_eq!(resumed.height(), tip);
+        assert!(Follower::from_state(&cg, f.state().clone(), &header(tip - 1), tip - 1).is_err());
+        assert!(Follower::from_state(&cg, f.state().clone(), &header(tip), tip - 1).is_err());
+
         // An observer logs the entries as they became final; the audit verifies such a log,
         // and one that ends with a block no certificate proves yet reports that tail.
         let dir = std::env::temp_dir().join(format!("medspace-linked-{}", std::process::id()));
