@@ -232,12 +232,12 @@ pub enum Started {
         /// The validator serving the pieces.
         validator: String,
     },
-    /// No validator's pin checked: a checkpoint's whole state at `height` (0: replayed from
-    /// genesis), and why the pins failed.
+    /// A checkpoint's whole state at `height` (0: replayed from genesis): asked for
+    /// ([`crate::Remote::connect_replica`]), or no validator's pin checked.
     Checkpoint {
         /// The checkpoint's height.
         height: u64,
-        /// Each validator's failure.
+        /// Why not a pin (each validator's failure).
         why: String,
     },
 }
@@ -252,7 +252,7 @@ impl std::fmt::Display for Started {
             ),
             Started::Checkpoint { height, why } => write!(
                 f,
-                "no validator's pinned state checked ({why}); started from the checkpoint at height {height}"
+                "the whole state from the checkpoint at height {height} (0: replayed from genesis), since {why}"
             ),
         }
     }
@@ -291,10 +291,33 @@ pub(crate) fn start(
             Err(e) => why.push(format!("{}: {e}", v.name)),
         }
     }
-    let (follower, height) = runtime.block_on(Follower::start(genesis, source))?;
     let why = why.join("; ");
     tracing::warn!(reasons = %why, "client: no validator's pinned state checks; starting from a checkpoint");
+    let (follower, _, started) = replica(runtime, genesis, source)?;
+    let height = match started {
+        Started::Checkpoint { height, .. } => height,
+        _ => 0,
+    };
     Ok((follower, None, Started::Checkpoint { height, why }))
+}
+
+/// The follower of a client that holds the whole state: from a validator's checkpoint (checked
+/// against its height's certified header), or from genesis if none checks.
+pub(crate) fn replica(
+    runtime: &tokio::runtime::Runtime,
+    genesis: &ChainGenesis,
+    source: &HttpSource,
+) -> Result<(Follower, Option<Arc<RemoteNodes>>, Started)> {
+    let (follower, height) = runtime.block_on(Follower::start(genesis, source))?;
+    let started = if height == 0 {
+        Started::Genesis
+    } else {
+        Started::Checkpoint {
+            height,
+            why: "the client asked for the whole state".into(),
+        }
+    };
+    Ok((follower, None, started))
 }
 
 fn start_at(

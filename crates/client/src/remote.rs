@@ -126,6 +126,25 @@ impl Remote {
     /// blocks as `reader` (validators serve whole blocks to the keys of the consortium's
     /// members and their users only; a patient reads through [`crate::light::LightClient`]).
     pub fn connect(genesis: &medspace_chain::node::Genesis, reader: &Keypair) -> Result<Self> {
+        Self::start(genesis, reader, true)
+    }
+
+    /// Like [`Remote::connect`], but holding the whole state, from a validator's checkpoint
+    /// (checked against the certified header of its height): for a client that submits and
+    /// follows many transactions (a bootstrap, a load generator), whose blocks would each cost
+    /// many pieces read one by one from a pinned state.
+    pub fn connect_replica(
+        genesis: &medspace_chain::node::Genesis,
+        reader: &Keypair,
+    ) -> Result<Self> {
+        Self::start(genesis, reader, false)
+    }
+
+    fn start(
+        genesis: &medspace_chain::node::Genesis,
+        reader: &Keypair,
+        light: bool,
+    ) -> Result<Self> {
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
             .enable_all()
@@ -143,8 +162,11 @@ impl Remote {
         // Start from a validator's pinned state, held as its certified root and read in pieces
         // as the command reaches them: the command does not re-execute the chain, nor load the
         // state (a checkpoint if no validator pins).
-        let (follower, pieces, started) =
-            crate::pinned::start(&runtime, &client, genesis, &source, reader)?;
+        let (follower, pieces, started) = if light {
+            crate::pinned::start(&runtime, &client, genesis, &source, reader)?
+        } else {
+            crate::pinned::replica(&runtime, genesis, &source)?
+        };
         let mut r = Self {
             runtime,
             source,

@@ -477,9 +477,10 @@ impl Devnet {
     }
 
     /// A verifying client of this devnet, reading the chain as the regulator (a member: the
-    /// validators serve it whole blocks).
+    /// validators serve it whole blocks). It holds the whole state ([`Remote::connect_replica`]):
+    /// the bootstrap, the demo and the benchmarks submit and follow thousands of transactions.
     pub fn client(&self) -> Result<Remote> {
-        Ok(Remote::connect(
+        Ok(Remote::connect_replica(
             &self.genesis,
             self.consortium.member_key(OBSERVER)?,
         )?)
