@@ -561,7 +561,24 @@ impl Remote {
                 .cloned()
                 .unwrap_or_default();
             self.caught_up(&url);
-            let (status, text) = match self.post_bytes(format!("{url}{path}"), body.clone()) {
+            // A validator that is busy (its submission rate, or a full mempool) is asked again
+            // after a growing pause, for as long as the finality timeout.
+            let busy_since = Instant::now();
+            let mut pause = Duration::from_millis(50);
+            let answered = loop {
+                match self.post_bytes(format!("{url}{path}"), body.clone()) {
+                    Ok((status, _))
+                        if (status == reqwest::StatusCode::TOO_MANY_REQUESTS
+                            || status == reqwest::StatusCode::SERVICE_UNAVAILABLE)
+                            && busy_since.elapsed() < self.finality_timeout =>
+                    {
+                        std::thread::sleep(pause);
+                        pause = (pause * 2).min(Duration::from_secs(2));
+                    }
+                    other => break other,
+                }
+            };
+            let (status, text) = match answered {
                 Ok(a) => a,
                 Err(e) => {
                     unreachable.push(format!("{url}: {e}"));
@@ -684,9 +701,16 @@ impl Remote {
     /// Waits until every submitted transaction is in a verified finalized block; returns each
     /// one's outcome in submission order.
     pub fn settle(&mut self) -> Result<Vec<(&'static str, Result<Receipt, String>)>> {
-        let started = Instant::now();
+        // The finality timeout counts from the last newly finalized block: a large batch may
+        // take many blocks, each of them progress.
+        let mut started = Instant::now();
+        let mut seen = self.height();
         let mut polled = Instant::now();
         loop {
+            if self.height() > seen {
+                seen = self.height();
+                started = Instant::now();
+            }
             if self
                 .pending
                 .iter()
@@ -701,7 +725,7 @@ impl Remote {
             }
             if started.elapsed() > self.finality_timeout {
                 return Err(ClientError::Timeout(format!(
-                    "{} transaction(s) not in a finalized block after {} s (last height {})",
+                    "{} transaction(s) not in a finalized block, and no block finalized for {} s (last height {})",
                     self.unfinalized(),
                     self.finality_timeout.as_secs(),
                     self.height()
