@@ -869,8 +869,12 @@ pub fn measure_sync(
             "no light start: {started}"
         )));
     };
-    if let Some(c) = crate::study::latest_contract(light_follower.state())? {
-        crate::study::status_lines(light_follower.state(), c)?;
+    // The reads of `query status latest` (`study::status_lines`): the contracts, the latest
+    // one's record, the jobs.
+    let state = light_follower.state();
+    if let Some(c) = state.contracts()?.into_iter().map(|c| c.id).max() {
+        state.contract(c)?;
+        state.jobs()?;
     }
     let light = start.elapsed();
     let light_pieces = (pieces.fetches(), pieces.bytes());
