@@ -106,8 +106,6 @@ pub struct Remote {
     next_url: usize,
     source: HttpSource,
     follower: Follower,
-    /// The pieces of the pinned state read so far (`None`: started from a checkpoint).
-    pieces: Option<std::sync::Arc<medspace_state::trie::remote::RemoteNodes>>,
     started: crate::pinned::Started,
     chain_id: Name,
     /// The key that reads the chain.
@@ -162,7 +160,7 @@ impl Remote {
         // Start from a validator's pinned state, held as its certified root and read in pieces
         // as the command reaches them: the command does not re-execute the chain, nor load the
         // state (a checkpoint if no validator pins).
-        let (follower, pieces, started) = if light {
+        let (follower, _, started) = if light {
             crate::pinned::start(&runtime, &client, genesis, &source, reader)?
         } else {
             crate::pinned::replica(&runtime, genesis, &source)?
@@ -182,7 +180,6 @@ impl Remote {
                 .collect(),
             next_url: 0,
             follower,
-            pieces,
             started,
             chain_id: Name::new(&genesis.chain_id)?,
             pending: Vec::new(),
@@ -202,7 +199,7 @@ impl Remote {
     /// The pieces of state this client read from its pinned validator: how many and their
     /// bytes (`None` when it started from a checkpoint instead).
     pub fn pieces_read(&self) -> Option<(u64, u64)> {
-        self.pieces.as_ref().map(|p| (p.fetches(), p.bytes()))
+        self.state().pieces().map(|p| (p.fetches(), p.bytes()))
     }
 
     /// Where this client's verified state came from.

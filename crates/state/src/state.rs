@@ -146,6 +146,12 @@ impl State {
         })
     }
 
+    /// Where a light client's state ([`State::remote`]) reads its pieces: how many it read
+    /// and their bytes (`None` for a state held here or in a store).
+    pub fn pieces(&self) -> Option<&Arc<crate::trie::remote::RemoteNodes>> {
+        self.trie.source()
+    }
+
     /// The piece of this state that `at` names, in the wire form a light client's
     /// [`State::remote`] reads.
     pub fn piece(&self, at: crate::trie::remote::Locate<'_>) -> Result<Vec<u8>, TxError> {

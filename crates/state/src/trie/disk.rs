@@ -502,6 +502,7 @@ impl NodeStore {
             }),
             // INVARIANT: the records of a map held by this process fit usize.
             len: usize::try_from(head.records).unwrap_or(usize::MAX),
+            remote: None,
         }
     }
 
@@ -553,6 +554,7 @@ impl NodeStore {
             Ok(root) => Trie {
                 root: Some(root),
                 len: stub.len,
+                remote: None,
             },
             Err(_) => stub,
         })

@@ -220,6 +220,9 @@ pub fn empty_root() -> Hash {
 pub struct Trie {
     root: Option<Arc<Node>>,
     len: usize,
+    /// The source of a remote trie's pieces, kept alive by the tries that read it (its stubs
+    /// name it weakly, so the pieces it caches do not keep it alive in a cycle).
+    remote: Option<Arc<RemoteNodes>>,
 }
 
 impl std::fmt::Debug for Trie {
@@ -329,7 +332,11 @@ impl Trie {
             Some(node) => Some(finish.finish(node)?),
             None => None,
         };
-        Ok(Self { root, len })
+        Ok(Self {
+            root,
+            len,
+            remote: None,
+        })
     }
 
     /// The value under `key`.
@@ -448,7 +455,13 @@ impl Trie {
         Self {
             root: Some(nodes.root(root)),
             len,
+            remote: Some(nodes.clone()),
         }
+    }
+
+    /// Where a remote map's pieces come from (`None` for a map held here or in a store).
+    pub fn source(&self) -> Option<&Arc<RemoteNodes>> {
+        self.remote.as_ref()
     }
 
     /// The piece of this map that `at` names, in the wire form [`remote`] reads (what a node

@@ -22,7 +22,7 @@ use lru::LruCache;
 use medspace_types::Hash;
 use std::num::NonZeroUsize;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, OnceLock, PoisonError};
+use std::sync::{Arc, Mutex, OnceLock, PoisonError, Weak};
 
 const VERSION: u8 = 1;
 const LEAF: u8 = 0;
@@ -70,10 +70,11 @@ impl std::fmt::Debug for RemoteNodes {
     }
 }
 
-/// A subtree not loaded yet: its hash and its locator.
+/// A subtree not loaded yet: its hash, where to ask for it (weakly: the tries reading it
+/// keep the source alive, and the source's cache holds stubs) and its locator.
 pub(super) struct RemoteStub {
     pub(super) hash: Hash,
-    nodes: Arc<RemoteNodes>,
+    nodes: Weak<RemoteNodes>,
     path: Box<[u8]>,
     depth: u32,
 }
@@ -104,7 +105,7 @@ impl RemoteNodes {
     pub(super) fn root(self: &Arc<Self>, root: Hash) -> Arc<Node> {
         Arc::new(Node::Remote(Box::new(RemoteStub {
             hash: root,
-            nodes: self.clone(),
+            nodes: Arc::downgrade(self),
             path: Box::default(),
             depth: 0,
         })))
@@ -127,7 +128,9 @@ pub(super) enum Want<'a> {
 impl RemoteStub {
     /// The subtree this stub names, from the cache or fetched and checked against its hash.
     pub(super) fn load(&self, want: Want<'_>) -> Result<Arc<Node>, TrieError> {
-        let nodes = &self.nodes;
+        let nodes = &self.nodes.upgrade().ok_or_else(|| {
+            TrieError::Store("the source of this state's pieces is gone (no trie reads it)".into())
+        })?;
         if let Some(n) = nodes
             .cache
             .lock()
@@ -396,7 +399,7 @@ fn decode_node(
             hash.copy_from_slice(h);
             Ok(Arc::new(Node::Remote(Box::new(RemoteStub {
                 hash: Hash(hash),
-                nodes: nodes.clone(),
+                nodes: Arc::downgrade(nodes),
                 path: path.clone().into_boxed_slice(),
                 depth,
             }))))
@@ -540,6 +543,22 @@ mod tests {
         );
         let light = Trie::remote(trie.root_hash(), trie.len(), &nodes);
         assert!(light.get(&k(17)).is_err());
+    }
+
+    #[test]
+    fn the_source_lives_as_long_as_a_trie_reads_it() {
+        let trie = sample(300);
+        let (light, asked) = served(&trie, None);
+        assert!(light.get(&k(3)).unwrap().is_some());
+        let nodes = Arc::downgrade(light.source().unwrap());
+        let copy = light.clone();
+        drop(light);
+        assert!(nodes.upgrade().is_some(), "a clone still reads it");
+        assert!(copy.get(&k(200)).unwrap().is_some());
+        drop(copy);
+        // Its cache holds pieces whose stubs name it: no cycle keeps it (and its HTTP reader).
+        assert!(nodes.upgrade().is_none());
+        assert!(asked.load(Ordering::Relaxed) >= 2);
     }
 
     #[test]
