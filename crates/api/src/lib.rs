@@ -241,7 +241,19 @@ fn authenticate<L: Ledger>(
     uri: &Uri,
     headers: &HeaderMap,
 ) -> Result<Caller, ApiError> {
-    let key = signing_key(ctx, &ctx.per_key, method, uri, headers)?;
+    authenticate_within(ctx, &ctx.per_key, snap, method, uri, headers)
+}
+
+/// [`authenticate`], the key's rate counted by `limiter`.
+fn authenticate_within<L: Ledger>(
+    ctx: &Ctx<L>,
+    limiter: &limit::KeyLimiter,
+    snap: &Snapshot,
+    method: &Method,
+    uri: &Uri,
+    headers: &HeaderMap,
+) -> Result<Caller, ApiError> {
+    let key = signing_key(ctx, limiter, method, uri, headers)?;
     caller_of(snap, &key)
 }
 

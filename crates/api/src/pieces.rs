@@ -16,9 +16,9 @@
 //! [`PIN_SHARE`] of each other share one height, so the snapshots held follow the clients'
 //! arrivals, not the block rate.
 
-use super::{ApiError, Ctx, Ledger, Snapshot, bad, caller_of, internal, signing_key};
+use super::{ApiError, Ctx, Ledger, Snapshot, authenticate_within, bad, internal};
 use axum::Json;
-use axum::extract::{Query, State as AxState};
+use axum::extract::{Query, State as AxState, rejection::QueryRejection};
 use axum::http::{HeaderMap, Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use medspace_state::records::Principal;
@@ -88,8 +88,7 @@ fn consortium_reader<L: Ledger>(
     uri: &Uri,
     headers: &HeaderMap,
 ) -> Result<(), ApiError> {
-    let key = signing_key(ctx, &ctx.piece_reads, method, uri, headers)?;
-    let caller = caller_of(snap, &key)?;
+    let caller = authenticate_within(ctx, &ctx.piece_reads, snap, method, uri, headers)?;
     match (&caller.principal, &caller.member) {
         (Principal::Member(_) | Principal::Node(_), _) | (Principal::User(_), Some(_)) => Ok(()),
         _ => Err(ApiError(
@@ -147,10 +146,11 @@ pub(crate) async fn nodes<L: Ledger>(
     method: Method,
     uri: Uri,
     headers: HeaderMap,
-    Query(q): Query<PieceQuery>,
+    q: Result<Query<PieceQuery>, QueryRejection>,
 ) -> Result<Response, ApiError> {
     let latest = ctx.ledger.snapshot();
     consortium_reader(&ctx, &latest, &method, &uri, &headers)?;
+    let Query(q) = q.map_err(|e| bad(format!("state nodes query: {}", e.body_text())))?;
     let (path, toward) = (hex_path(&q.at, "at")?, hex_path(&q.toward, "toward")?);
     let now = Instant::now();
     let snap = match ctx.pins.get(q.height, now) {

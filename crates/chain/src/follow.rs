@@ -208,15 +208,13 @@ impl ChainCheck {
         height: u64,
         raw: &[u8],
     ) -> Result<(Block, BlockFinalization), FollowError> {
-        let err = |reason: String| FollowError::Decode { height, reason };
-        let mut buf = Bytes::copy_from_slice(raw);
-        let block = Block::read_cfg(&mut buf, &self.limits).map_err(|e| err(e.to_string()))?;
-        let fin = BlockFinalization::read_cfg(&mut buf, &self.certificate_config())
-            .map_err(|e| err(e.to_string()))?;
-        if !buf.is_empty() {
-            return Err(err(format!("{} trailing bytes", buf.len())));
+        match self.decode_entry(height, raw)? {
+            (block, Some(fin)) => Ok((block, fin)),
+            (_, None) => Err(FollowError::Decode {
+                height,
+                reason: "no finality certificate after the block".into(),
+            }),
         }
-        Ok((block, fin))
     }
 
     /// Decodes a finalized block in either form a validator serves or an observer logs: with

@@ -387,16 +387,12 @@ pub fn redeem(a: RedeemArgs) -> anyhow::Result<()> {
     }
     if let [(true, t), (false, p)] = figures.as_slice() {
         println!(
-            "bench redeem: tls / plain http, same run: sequential p50 {:.3} ({:.0} / {:.0} ms), transfer and client p50 {:.3} ({:.1} / {:.1} ms), concurrent rate {:.3} ({:.1} / {:.1} redemptions/s)",
-            t.0 / p.0.max(1e-9),
-            t.0,
-            p.0,
-            t.1 / p.1.max(1e-9),
-            t.1,
-            p.1,
-            t.2 / p.2.max(1e-9),
-            t.2,
-            p.2,
+            "bench redeem: tls / plain http, same run: {}",
+            medspace_devnet::bench::ratios(&[
+                ("sequential p50", t.0, p.0, "ms", 0),
+                ("transfer and client p50", t.1, p.1, "ms", 1),
+                ("concurrent rate", t.2, p.2, "redemptions/s", 1),
+            ])
         );
     }
     Ok(())

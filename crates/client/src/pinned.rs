@@ -11,13 +11,14 @@
 //! does, the client starts from a checkpoint as before ([`Follower::start`]).
 
 use crate::{ClientError, Result};
+use medspace_api::gate::KeySigner;
+use medspace_chain::follow::RequestSigner as _;
 use medspace_chain::follow::{HeaderCheck, HttpSource};
 use medspace_chain::node::Genesis as ChainGenesis;
 use medspace_ledger::Follower;
 use medspace_state::State;
 use medspace_state::trie::remote::{Locate, NodeSource, RemoteNodes};
 use medspace_types::{Hash, Keypair};
-use std::sync::Arc;
 use std::time::Duration;
 
 /// How many pieces a client keeps (each a path of a few nodes, or a small table whole).
@@ -45,7 +46,7 @@ struct Job {
 struct HttpPieces {
     jobs: tokio::sync::mpsc::UnboundedSender<Job>,
     audience: String,
-    reader: Keypair,
+    reader: KeySigner,
     height: u64,
 }
 
@@ -63,7 +64,7 @@ impl HttpPieces {
             .map_err(|e| ClientError::Runtime(e.to_string()))?;
         let (jobs, mut queue) = tokio::sync::mpsc::unbounded_channel::<Job>();
         let base = url.to_string();
-        let (key, name) = (reader.clone(), audience.to_string());
+        let (key, name) = (KeySigner(reader.clone()), audience.to_string());
         std::thread::Builder::new()
             .name("medspace-pieces".into())
             .spawn(move || {
@@ -87,7 +88,7 @@ impl HttpPieces {
                                     toward: &[],
                                     whole_from: u32::MAX,
                                 });
-                                let auth = sign(&key, &name, &path);
+                                let auth = key.authorization(&name, &path);
                                 let _ = get_piece(&client, &base, &path, &auth).await;
                             }
                         }
@@ -98,7 +99,7 @@ impl HttpPieces {
         Ok(Self {
             jobs,
             audience: audience.to_string(),
-            reader: reader.clone(),
+            reader: KeySigner(reader.clone()),
             height,
         })
     }
@@ -135,20 +136,10 @@ fn piece_path(height: u64, at: &Locate<'_>) -> String {
     )
 }
 
-fn sign(key: &Keypair, audience: &str, path: &str) -> String {
-    medspace_api::auth::Request {
-        method: "GET",
-        path_and_query: path,
-        audience,
-        body: b"",
-    }
-    .sign(key)
-}
-
 impl NodeSource for HttpPieces {
     fn fetch(&self, at: Locate<'_>) -> std::result::Result<Vec<u8>, String> {
         let path = piece_path(self.height, &at);
-        let auth = sign(&self.reader, &self.audience, &path);
+        let auth = self.reader.authorization(&self.audience, &path);
         let (reply, answer) = std::sync::mpsc::sync_channel(1);
         self.jobs
             .send(Job { path, auth, reply })
@@ -173,13 +164,7 @@ fn ask_pin(
     reader: &Keypair,
 ) -> Result<Pin> {
     let path = "/v1/state/pin";
-    let auth = medspace_api::auth::Request {
-        method: "GET",
-        path_and_query: path,
-        audience: name,
-        body: b"",
-    }
-    .sign(reader);
+    let auth = KeySigner(reader.clone()).authorization(name, path);
     let what = format!("GET {url}{path}");
     let req = client
         .get(format!("{url}{path}"))
@@ -258,15 +243,15 @@ impl std::fmt::Display for Started {
     }
 }
 
-/// The follower a client starts with, the pieces it reads when it started from a pin, and
-/// where it started.
+/// The follower a client starts with, and where it started (a pinned state's pieces are
+/// reached through the follower's state: [`State::pieces`]).
 pub(crate) fn start(
     runtime: &tokio::runtime::Runtime,
     client: &reqwest::Client,
     genesis: &ChainGenesis,
     source: &HttpSource,
     reader: &Keypair,
-) -> Result<(Follower, Option<Arc<RemoteNodes>>, Started)> {
+) -> Result<(Follower, Started)> {
     let check = HeaderCheck::new(genesis)?;
     let mut why = Vec::new();
     for v in &genesis.validators {
@@ -280,25 +265,15 @@ pub(crate) fn start(
             (&v.name, &url),
             reader,
         ) {
-            Ok((follower, None)) => return Ok((follower, None, Started::Genesis)),
-            Ok((follower, Some(nodes))) => {
-                let started = Started::Pinned {
-                    height: follower.height(),
-                    validator: v.name.clone(),
-                };
-                return Ok((follower, Some(nodes), started));
-            }
+            Ok(started) => return Ok(started),
             Err(e) => why.push(format!("{}: {e}", v.name)),
         }
     }
     let why = why.join("; ");
     tracing::warn!(reasons = %why, "client: no validator's pinned state checks; starting from a checkpoint");
-    let (follower, _, started) = replica(runtime, genesis, source)?;
-    let height = match started {
-        Started::Checkpoint { height, .. } => height,
-        _ => 0,
-    };
-    Ok((follower, None, Started::Checkpoint { height, why }))
+    let (follower, _) = replica(runtime, genesis, source)?;
+    let height = follower.height();
+    Ok((follower, Started::Checkpoint { height, why }))
 }
 
 /// The follower of a client that holds the whole state: from a validator's checkpoint (checked
@@ -307,7 +282,7 @@ pub(crate) fn replica(
     runtime: &tokio::runtime::Runtime,
     genesis: &ChainGenesis,
     source: &HttpSource,
-) -> Result<(Follower, Option<Arc<RemoteNodes>>, Started)> {
+) -> Result<(Follower, Started)> {
     let (follower, height) = runtime.block_on(Follower::start(genesis, source))?;
     let started = if height == 0 {
         Started::Genesis
@@ -317,7 +292,7 @@ pub(crate) fn replica(
             why: "the client asked for the whole state".into(),
         }
     };
-    Ok((follower, None, started))
+    Ok((follower, started))
 }
 
 fn start_at(
@@ -328,12 +303,12 @@ fn start_at(
     check: &HeaderCheck,
     (name, url): (&str, &str),
     reader: &Keypair,
-) -> Result<(Follower, Option<Arc<RemoteNodes>>)> {
+) -> Result<(Follower, Started)> {
     for _ in 0..PIN_ATTEMPTS {
         let pin = ask_pin(runtime, client, (name, url), reader)?;
         if pin.height == 0 {
             // Nothing finalized yet: the genesis state is small and derived from the file.
-            return Ok((Follower::new(genesis)?, None));
+            return Ok((Follower::new(genesis)?, Started::Genesis));
         }
         // A height finalized through a later block's certificate has none of its own: pin
         // again (the next pin is a later height).
@@ -348,7 +323,11 @@ fn start_at(
         let nodes = RemoteNodes::new(pieces, CACHE_PIECES);
         let state = State::remote(root, pin.records, &nodes)?;
         let follower = Follower::from_state(genesis, state, &header, pin.height)?;
-        return Ok((follower, Some(nodes)));
+        let started = Started::Pinned {
+            height: pin.height,
+            validator: name.to_string(),
+        };
+        return Ok((follower, started));
     }
     Err(ClientError::Missing(format!(
         "no pinned height with a certificate of its own after {PIN_ATTEMPTS} tries"

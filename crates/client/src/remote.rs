@@ -160,7 +160,7 @@ impl Remote {
         // Start from a validator's pinned state, held as its certified root and read in pieces
         // as the command reaches them: the command does not re-execute the chain, nor load the
         // state (a checkpoint if no validator pins).
-        let (follower, _, started) = if light {
+        let (follower, started) = if light {
             crate::pinned::start(&runtime, &client, genesis, &source, reader)?
         } else {
             crate::pinned::replica(&runtime, genesis, &source)?
@@ -194,12 +194,6 @@ impl Remote {
     /// The verified state after the last finalized block this client applied.
     pub fn state(&self) -> &State {
         self.follower.state()
-    }
-
-    /// The pieces of state this client read from its pinned validator: how many and their
-    /// bytes (`None` when it started from a checkpoint instead).
-    pub fn pieces_read(&self) -> Option<(u64, u64)> {
-        self.state().pieces().map(|p| (p.fetches(), p.bytes()))
     }
 
     /// Where this client's verified state came from.
@@ -859,9 +853,11 @@ pub fn measure_sync(
     let client = medspace_chain::tls::client(genesis, Duration::from_secs(30))
         .map_err(|e| ClientError::Runtime(e.to_string()))?;
     let start = Instant::now();
-    let (light_follower, pieces, started) =
+    let (light_follower, started) =
         crate::pinned::start(&runtime, &client, genesis, &source, reader)?;
-    let (Some(pieces), crate::pinned::Started::Pinned { .. }) = (pieces, &started) else {
+    let (Some(pieces), crate::pinned::Started::Pinned { .. }) =
+        (light_follower.state().pieces().cloned(), &started)
+    else {
         return Err(ClientError::Verification(format!(
             "no light start: {started}"
         )));

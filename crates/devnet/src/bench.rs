@@ -518,6 +518,23 @@ struct Offered {
     why: Option<String>,
 }
 
+/// Two runs' figures side by side: for each `(name, a, b, unit, decimals)`,
+/// `name a/b (a / b unit)`, joined by commas (the comparison lines of the benchmarks that run
+/// one workload two ways).
+pub fn ratios(metrics: &[(&str, f64, f64, &str, usize)]) -> String {
+    metrics
+        .iter()
+        .map(|(name, a, b, unit, d)| {
+            format!(
+                "{name} {:.3} ({a:.d$} / {b:.d$} {unit})",
+                a / b.max(1e-9),
+                d = *d
+            )
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
 fn run_label(tls: bool, in_memory: bool) -> String {
     format!(
         "{}, state {}",
@@ -572,18 +589,15 @@ pub fn ledger_process_runs(
             if (a.0 != b.0) == (a.1 != b.1) {
                 continue;
             }
-            let what = format!("{} / {}", run_label(a.0, a.1), run_label(b.0, b.1));
             out(format!(
-                "bench ledger (processes): {what}, same run: throughput {:.3} ({:.0} / {:.0} tx/s), p50 latency {:.3} ({:.0} / {:.0} ms), p99 latency {:.3} ({:.0} / {:.0} ms)",
-                a.2 / b.2.max(1e-9),
-                a.2,
-                b.2,
-                a.3 / b.3.max(1e-9),
-                a.3,
-                b.3,
-                a.4 / b.4.max(1e-9),
-                a.4,
-                b.4,
+                "bench ledger (processes): {} / {}, same run: {}",
+                run_label(a.0, a.1),
+                run_label(b.0, b.1),
+                ratios(&[
+                    ("throughput", a.2, b.2, "tx/s", 0),
+                    ("p50 latency", a.3, b.3, "ms", 0),
+                    ("p99 latency", a.4, b.4, "ms", 0),
+                ])
             ));
         }
     }

@@ -280,13 +280,7 @@ fn from_store(
 ) -> Option<Follower> {
     let height = committed.height;
     let attempt = || -> Result<Follower, String> {
-        let index = usize::try_from(height.checked_sub(1).ok_or("store at genesis")?)
-            .map_err(|e| e.to_string())?;
-        let raw = entries.get(index).ok_or("store beyond the block log")?;
-        let check = ChainCheck::new(genesis, [0; 32]).map_err(|e| e.to_string())?;
-        let (block, fin) = check.decode_entry(height, raw).map_err(|e| e.to_string())?;
-        let fin = fin.ok_or("the logged block at the store's height has no certificate")?;
-        let header = encode_certified_header(&block.header, &fin);
+        let header = logged_header(genesis, entries, height)?;
         let state = medspace_state::State::from_store(committed).map_err(|e| e.to_string())?;
         Follower::from_state(genesis, state, &header, height).map_err(|e| e.to_string())
     };
@@ -295,6 +289,23 @@ fn from_store(
             tracing::warn!(%reason, height, "node.observer: state store set aside, replaying from genesis");
         })
         .ok()
+}
+
+/// The certified header (`encode_certified_header`) of the block the log holds at `height`:
+/// what a stored state or checkpoint of that height must match. The certificate is checked by
+/// the follower that takes it; a block logged without one of its own does not serve.
+fn logged_header(
+    genesis: &ChainGenesis,
+    entries: &[Vec<u8>],
+    height: u64,
+) -> Result<Vec<u8>, String> {
+    let index =
+        usize::try_from(height.checked_sub(1).ok_or("at genesis")?).map_err(|e| e.to_string())?;
+    let raw = entries.get(index).ok_or("beyond the block log")?;
+    let check = ChainCheck::new(genesis, [0; 32]).map_err(|e| e.to_string())?;
+    let (block, fin) = check.decode_entry(height, raw).map_err(|e| e.to_string())?;
+    let fin = fin.ok_or("the logged block at that height has no certificate of its own")?;
+    Ok(encode_certified_header(&block.header, &fin))
 }
 
 /// The observer's checkpoint of its verified state, beside its block log.
@@ -317,14 +328,7 @@ fn restore(
         let height = medspace_state::checkpoint::summary(&bytes)
             .map_err(|e| e.to_string())?
             .height;
-        let index = usize::try_from(height.checked_sub(1).ok_or("checkpoint at genesis")?)
-            .map_err(|e| e.to_string())?;
-        let raw = entries
-            .get(index)
-            .ok_or("checkpoint beyond the block log")?;
-        let check = ChainCheck::new(genesis, [0; 32]).map_err(|e| e.to_string())?;
-        let (block, fin) = check.decode(height, raw).map_err(|e| e.to_string())?;
-        let header = encode_certified_header(&block.header, &fin);
+        let header = logged_header(genesis, entries, height)?;
         Follower::from_checkpoint(genesis, &bytes, &header).map_err(|e| e.to_string())
     };
     match attempt() {

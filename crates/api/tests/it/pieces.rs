@@ -142,6 +142,17 @@ async fn a_light_state_read_through_the_api_equals_the_nodes_and_stays_pinned() 
     );
     let (s, _) = call(&app, signed(&member, &path)).await;
     assert_eq!(s, StatusCode::BAD_REQUEST);
+    // A query without its height, or with one that is not a number: a clear 400 in JSON.
+    for path in [
+        "/v1/state/nodes?at=&depth=0&toward=",
+        "/v1/state/nodes?height=tall&at=&depth=0&toward=",
+        "/v1/state/nodes?height=1&depth=-1",
+    ] {
+        let (s, body) = call(&app, signed(&member, path)).await;
+        assert_eq!(s, StatusCode::BAD_REQUEST, "{path}");
+        let v: Value = serde_json::from_slice(&body).unwrap();
+        assert!(v["error"].is_string(), "{path}: {v}");
+    }
 }
 
 #[tokio::test]

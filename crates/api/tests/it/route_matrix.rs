@@ -111,6 +111,9 @@ enum Rule {
     /// The pending re-binding of the signing key: found only by that key; any other signed
     /// request, registered or not, finds nothing.
     OwnRebinding,
+    /// The consortium: the keys of active members and their users (the state in pieces, as
+    /// whole blocks); a patient is refused.
+    Consortium,
 }
 
 /// The answer `rule` gives a caller that `is`.
@@ -138,6 +141,8 @@ fn expected(rule: Rule, is: Is) -> StatusCode {
         (Rule::AuditorOnly, _) => S::FORBIDDEN,
         (Rule::RebindParties, Is::ThePatient | Is::Holder | Is::RegulatorAuditor) => S::OK,
         (Rule::RebindParties, _) => S::NOT_FOUND,
+        (Rule::Consortium, Is::ThePatient | Is::AnotherPatient) => S::FORBIDDEN,
+        (Rule::Consortium, _) => S::OK,
     }
 }
 
@@ -451,6 +456,14 @@ async fn every_read_route_answers_every_kind_of_caller_as_its_rule_says() {
         (format!("/v1/records/{grant_key}"), Rule::GrantParties),
         (format!("/v1/records/{rebind_key}"), Rule::RebindParties),
         ("/v1/rebinding".into(), Rule::OwnRebinding),
+        ("/v1/state/pin".into(), Rule::Consortium),
+        (
+            format!(
+                "/v1/state/nodes?height={}&at=&depth=0&toward=",
+                l.snapshot().height
+            ),
+            Rule::Consortium,
+        ),
     ];
     let app = router(l.clone(), Config::new(NODE));
     let root = l.snapshot().state.root();
