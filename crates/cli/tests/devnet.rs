@@ -2675,6 +2675,26 @@ fn every_hint_the_devnet_prints_works_as_printed() {
     for cmd in &after {
         run(cmd);
     }
+    // A bootstrap that stopped after its transactions were final, before the devnet recorded
+    // it, runs again when the devnet resumes: nothing it already did is refused or done twice.
+    let record = dir.join("devnet.json");
+    let text = std::fs::read_to_string(&record).unwrap();
+    assert!(text.contains("\"bootstrapped\": true"), "{text}");
+    std::fs::write(
+        &record,
+        text.replace("\"bootstrapped\": true", "\"bootstrapped\": false"),
+    )
+    .unwrap();
+    let net = DevnetProcess::start(&dir, 20);
+    for said in [
+        "resuming the consortium",
+        "catalog entry hospital-a.cdm published",
+        "0 patients registered",
+        "research consent:",
+    ] {
+        assert!(net.printed.contains(said), "{said}: {}", net.printed);
+    }
+    drop(net);
     let _ = std::fs::remove_dir_all(&dir);
 }
 

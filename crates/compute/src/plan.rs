@@ -197,17 +197,19 @@ pub fn plan_job(
     }
     // One policy read per part, the consent table read in key order (pseudonym order), the
     // sorted patients split across the machine's cores (the state is read-only here).
-    let mut linked: Vec<(i64, &PatientId)> = links.iter().collect();
-    linked.sort_unstable_by(|a, b| a.1.cmp(b.1));
+    // Pseudonyms held by value, so the sort compares them in place.
+    let mut linked: Vec<(PatientId, i64)> = links.iter().map(|(p, id)| (*id, p)).collect();
+    linked.sort_unstable();
     let cores = std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get);
     let part = linked.len().div_ceil(cores).max(PLAN_PART_MIN);
-    let judge = |chunk: &[(i64, &PatientId)]| {
+    let judge = |chunk: &[(PatientId, i64)]| {
         state.consents_allow(
-            chunk.iter().map(|(_, p)| *p),
+            chunk.iter().map(|(p, _)| p),
             contract.purpose,
             contract.study.as_ref(),
             contract.level,
             job.submitted_height,
+            medspace_state::CONSENT_BATCH,
         )
     };
     let parts: Vec<Result<Vec<bool>, TxError>> = std::thread::scope(|scope| {
@@ -226,15 +228,17 @@ pub fn plan_job(
     for part in parts {
         allowed.extend(part?);
     }
-    let mut cohort = BTreeSet::new();
+    let mut cohort = Vec::with_capacity(linked.len());
     let mut excluded = 0;
-    for ((person, _), allow) in linked.iter().zip(allowed) {
+    for ((_, person), allow) in linked.iter().zip(allowed) {
         if allow {
-            cohort.insert(*person);
+            cohort.push(*person);
         } else {
             excluded += 1;
         }
     }
+    // Collected from a vector: sorted once and built in bulk.
+    let cohort: BTreeSet<i64> = cohort.into_iter().collect();
     Ok(JobPlan {
         job,
         contract,

@@ -543,23 +543,44 @@ pub fn publish_catalogs(
         )?;
         let desc = publish::next_entry(ledger.state(), &node.member, &vault_desc)?;
         let rows: u64 = desc.tables.iter().map(|t| t.rows).sum();
-        ledger.submit(
-            devnet
-                .consortium
-                .user_key(&format!("{}.steward", node.member))?,
-            Payload::PublishDataset(PublishDataset { dataset: desc }),
-        )?;
+        // A bootstrap resumed after a failure does not publish the same content again.
+        if !matches!(published(ledger, &desc)?, Some((_, true))) {
+            ledger.submit(
+                devnet
+                    .consortium
+                    .user_key(&format!("{}.steward", node.member))?,
+                Payload::PublishDataset(PublishDataset { dataset: desc }),
+            )?;
+        }
         report(&node.member, &vault_desc, rows);
     }
     // A non-hospital source for public health: pharma-1's pharmacy sales per region and day,
     // aggregate counts published as a catalog entry whose hash the agency checks.
-    let (desc, _) = crate::health::write_sales(&devnet.dir, devnet.options.seed)?;
-    ledger.submit(
-        devnet.consortium.member_key("pharma-1")?,
-        Payload::PublishDataset(PublishDataset { dataset: desc }),
-    )?;
+    let (mut desc, _) = crate::health::write_sales(&devnet.dir, devnet.options.seed)?;
+    match published(ledger, &desc)? {
+        Some((_, true)) => {}
+        known => {
+            if let Some((version, _)) = known {
+                desc.version = version.saturating_add(1);
+            }
+            ledger.submit(
+                devnet.consortium.member_key("pharma-1")?,
+                Payload::PublishDataset(PublishDataset { dataset: desc }),
+            )?;
+        }
+    }
     ledger.must_block()?;
     Ok(())
+}
+
+/// The published version of `desc`'s dataset, and whether it holds the same content.
+fn published(ledger: &Remote, desc: &DatasetDescription) -> Result<Option<(u32, bool)>> {
+    Ok(ledger.state().dataset(&desc.id)?.map(|d| {
+        (
+            d.description.version,
+            d.description.content_hash == desc.content_hash,
+        )
+    }))
 }
 
 /// Registers every hospital's patients on the ledger (their pseudonymous keys only), each
@@ -623,6 +644,11 @@ pub fn simulate_consents(devnet: &Devnet, ledger: &mut Remote) -> Result<(usize,
             allow += 1;
         } else {
             deny += 1;
+        }
+        // A bootstrap resumed after a failure does not set a consent twice.
+        let patient = PatientId::from_key(&p.key.public());
+        if !ledger.state().consents_of(&patient)?.is_empty() {
+            continue;
         }
         batch.push((&p.key, research_consent(None, decision)));
         batch.push((&p.key, drug_safety_consent(decision)));

@@ -246,7 +246,7 @@ pub fn write_to(
     let mut count = 0usize;
     state
         .trie
-        .visit_prefix(&[], |key, value| {
+        .visit_all(|key, value| {
             // INVARIANT: keys and records are far below 4 GiB (transactions are at most 64 KiB).
             for part in [
                 &(key.len() as u32).to_be_bytes()[..],

@@ -34,7 +34,7 @@ mod state;
 pub mod trie;
 
 pub use apply::{
-    Created, Event, KeyCache, Receipt, person_epsilon, split_fee, verify_signatures,
+    CONSENT_BATCH, Created, Event, KeyCache, Receipt, person_epsilon, split_fee, verify_signatures,
     verify_signatures_with,
 };
 pub use error::{GenesisError, TxError};

@@ -4,7 +4,7 @@
 //! the canonical codec, so any record can be proven against the state root. Keys are
 //! prefix-free: parts are fixed-size or length-prefixed.
 
-use commonware_codec::{Encode, Write};
+use commonware_codec::{Encode, EncodeSize, Write};
 use medspace_types::{
     AccessBasis, AccessId, Blob, ContractId, Contribution, DatasetDescription, DatasetId, Decision,
     FieldRef, GrantId, Hash, IssueGrant, JobId, Level, List, MAX_COMPUTATION, Member, MemberId,
@@ -55,8 +55,9 @@ pub mod tag {
     pub const ALERT: u8 = 0x14;
 }
 
-fn key_of(tag: u8, part: &impl Write) -> Vec<u8> {
-    let mut k = vec![tag];
+fn key_of(tag: u8, part: &(impl Write + EncodeSize)) -> Vec<u8> {
+    let mut k = Vec::with_capacity(1 + part.encode_size());
+    k.push(tag);
     part.write(&mut k);
     k
 }
@@ -95,9 +96,21 @@ pub mod keys {
     }
     /// A patient's consent for a purpose, broad (`None`) or for one study.
     pub fn consent(patient: &PatientId, purpose: Purpose, study: Option<&StudyId>) -> Vec<u8> {
-        let mut k = key_of(tag::CONSENT, patient);
+        // Written as `Option<StudyId>` writes itself, without cloning the study for each of a
+        // plan's million keys, into one allocation.
+        let mut k = Vec::with_capacity(
+            1 + patient.encode_size()
+                + purpose.encode_size()
+                + 1
+                + study.map_or(0, EncodeSize::encode_size),
+        );
+        k.push(tag::CONSENT);
+        patient.write(&mut k);
         purpose.write(&mut k);
-        study.cloned().write(&mut k);
+        study.is_some().write(&mut k);
+        if let Some(study) = study {
+            study.write(&mut k);
+        }
         k
     }
     /// Prefix of every consent of a patient.
@@ -1008,4 +1021,26 @@ codec_struct!(LogEntry {
 /// The canonical bytes of a record (what the trie stores and proofs cover).
 pub fn encode_record(r: &impl Encode) -> Vec<u8> {
     r.encode().to_vec()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A consent key is the table tag, then the patient, purpose and `Option<StudyId>` as the
+    /// codec writes them (the layout every stored consent already has).
+    #[test]
+    fn a_consent_key_is_its_parts_as_the_codec_writes_them() {
+        let patient = PatientId::from_key(&medspace_types::Keypair::from_seed(7).public());
+        for study in [None, Some(StudyId::new("t2d-outcomes-2026").unwrap())] {
+            let mut expected = vec![tag::CONSENT];
+            expected.extend_from_slice(&patient.encode());
+            expected.extend_from_slice(&Purpose::Research.encode());
+            expected.extend_from_slice(&study.encode());
+            let key = keys::consent(&patient, Purpose::Research, study.as_ref());
+            assert_eq!(key, expected);
+            assert_eq!(key.capacity(), key.len());
+            assert!(key.starts_with(&keys::consents_of(&patient)));
+        }
+    }
 }

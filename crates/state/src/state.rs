@@ -128,7 +128,7 @@ impl State {
     ) -> Result<Self, TxError>
     where
         K: AsRef<[u8]>,
-        V: Into<std::sync::Arc<[u8]>>,
+        V: AsRef<[u8]>,
     {
         let trie = store.build(records.into_iter().map(Ok), height, None)?;
         Self::from_store(Committed { height, trie })
@@ -201,6 +201,20 @@ impl State {
             None => Ok(None),
             Some(bytes) => decode(&bytes, key.first().copied().unwrap_or(0)).map(Some),
         }
+    }
+
+    /// Calls `f(i, record)` for every `keys[i]` present, reading them together
+    /// ([`Trie::visit_many`]); all keys are of one table.
+    pub(crate) fn visit_many<T: Decode<Cfg = ()>>(
+        &self,
+        keys: &[&[u8]],
+        mut f: impl FnMut(usize, T),
+    ) -> Result<(), TxError> {
+        self.trie.visit_many(keys, |i, bytes| {
+            let table = keys.get(i).and_then(|k| k.first()).copied().unwrap_or(0);
+            f(i, decode(bytes, table)?);
+            Ok::<(), TxError>(())
+        })
     }
 
     pub(crate) fn put<T: Encode>(&mut self, key: &[u8], value: &T) -> Result<(), TxError> {

@@ -35,6 +35,7 @@ mod signatures;
 mod value;
 
 pub use jobs::person_epsilon;
+pub use patients::CONSENT_BATCH;
 pub use signatures::{KeyCache, verify_signatures, verify_signatures_with};
 pub use value::split_fee;
 

@@ -10,6 +10,11 @@ use crate::records::*;
 use crate::state::{BlockContext, State};
 use medspace_types::*;
 
+/// Patients whose consents a plan reads in one walk ([`State::consents_allow`]): large enough that the
+/// walk's upper nodes are read once per batch, not once per patient; small enough that a
+/// batch's keys and records take a few MiB.
+pub const CONSENT_BATCH: usize = 1 << 16;
+
 impl State {
     pub(super) fn register_patient(
         &mut self,
@@ -223,8 +228,11 @@ impl State {
     }
 
     /// [`State::consent_allows`] for many patients at once, in the order given: the policy is
-    /// read once, and patients given in pseudonym order read the consent table in key order
-    /// (what a worker's plan over a million linked patients needs).
+    /// read once, and each batch of patients' consents is read in one walk of the trie
+    /// ([`crate::trie::Trie::visit_many`]) rather than one walk from the root per consent (what
+    /// a worker's plan over a million linked patients needs). Patients given in pseudonym
+    /// order make each batch one stretch of the consent table. `batch` patients are read per
+    /// walk (at least one; [`CONSENT_BATCH`] is what a plan uses).
     pub fn consents_allow<'a>(
         &self,
         patients: impl IntoIterator<Item = &'a PatientId>,
@@ -232,12 +240,39 @@ impl State {
         study: Option<&StudyId>,
         level: Level,
         height: u64,
+        batch: usize,
     ) -> Result<Vec<bool>, TxError> {
         let policy = self.policy()?;
-        patients
-            .into_iter()
-            .map(|p| self.consent_allows_under(&policy, p, purpose, study, level, height))
-            .collect()
+        let mut patients = patients.into_iter().peekable();
+        let mut allowed = Vec::with_capacity(patients.size_hint().0);
+        // Each patient's broad consent, then (for a study) the study's, read together a batch
+        // at a time (so memory stays that of one batch however many patients).
+        let per = if study.is_some() { 2 } else { 1 };
+        while patients.peek().is_some() {
+            let keys: Vec<Vec<u8>> = patients
+                .by_ref()
+                .take(batch.max(1))
+                .flat_map(|p| {
+                    let study = study.map(|s| keys::consent(p, purpose, Some(s)));
+                    std::iter::once(keys::consent(p, purpose, None)).chain(study)
+                })
+                .collect();
+            let refs: Vec<&[u8]> = keys.iter().map(Vec::as_slice).collect();
+            let mut records: Vec<Option<ConsentRecord>> = keys.iter().map(|_| None).collect();
+            self.visit_many(&refs, |i, record| {
+                if let Some(slot) = records.get_mut(i) {
+                    *slot = Some(record);
+                }
+            })?;
+            allowed.extend(records.chunks(per).map(|pair| {
+                let view = ConsentView {
+                    broad: pair.first().and_then(Option::as_ref),
+                    study: pair.get(1).and_then(Option::as_ref),
+                };
+                consent_allows(&policy, purpose, level, view, height)
+            }));
+        }
+        Ok(allowed)
     }
 
     fn consent_allows_under(

@@ -22,6 +22,8 @@
 //! [`NodeStore::open`]'s `cache_bytes` holds) and stubs below them; reads below load nodes
 //! through a bounded least-recently-used cache (the other three quarters) shared by every
 //! snapshot of the file. What else a node keeps is what its blocks wrote since their commit.
+//! Reads of many keys at once and walks over the whole map read the file through blocks of
+//! their own instead, checking every node the same way ([`super::batch`]).
 //!
 //! Old versions of a record stay in the file until it is compacted ([`NodeStore::compact`],
 //! done by `open` when the file has grown past [`COMPACT_GROWTH`] times its size after the last
@@ -31,7 +33,7 @@
 //! hash the parent names (see the module above for why the trie is our own); a general
 //! key-value store under it would hash and index every node a second time.
 
-use super::{Finish, Node, Stored, Trie, TrieError};
+use super::{Node, Stored, Trie, TrieError};
 use lru::LruCache;
 use medspace_types::Hash;
 use std::fs::{self, File, OpenOptions};
@@ -50,11 +52,11 @@ const HEAD_LEN: usize = 8 + 8 * 4 + 32 + 8 + 8 + 32;
 const OFFSET_BITS: u32 = 48;
 const OFFSET_MASK: u64 = (1 << OFFSET_BITS) - 1;
 /// A stored branch's body: tag, bit, two (hash, offset) pairs.
-const BRANCH_BODY: usize = 1 + 4 + 2 * (32 + 8);
+pub(super) const BRANCH_BODY: usize = 1 + 4 + 2 * (32 + 8);
 /// Bytes read at once when loading a node: a whole branch, and most leaves.
 const READ_AHEAD: usize = 4 + 160;
 /// The longest node body a file may hold (a key and a record of at most 1 MiB).
-const MAX_BODY: usize = (1 << 20) + (1 << 12) + 16;
+pub(super) const MAX_BODY: usize = (1 << 20) + (1 << 12) + 16;
 /// Cache shards (each its own lock).
 const SHARDS: usize = 16;
 /// What one cached node costs, roughly: the node, its key and value or its two stubs, the
@@ -155,6 +157,17 @@ impl NodeFile {
         )
     }
 
+    /// Reads into `buf` from `offset` until it is full or the file ends; returns the bytes read
+    /// (a batch read's block, [`super::batch`]).
+    pub(super) fn read_block(&self, offset: u64, buf: &mut [u8]) -> Result<usize, TrieError> {
+        read_some(&self.file, offset, buf)
+    }
+
+    /// Counts `n` nodes read from the file outside the cache (a batch read's).
+    pub(super) fn count_loads(&self, n: u64) {
+        self.loads.fetch_add(n, Ordering::Relaxed);
+    }
+
     /// The node at `offset`, which its parent names by `expected`.
     pub(super) fn load(
         self: &Arc<Self>,
@@ -188,6 +201,12 @@ impl NodeFile {
     }
 
     fn read(self: &Arc<Self>, offset: u64) -> Result<Node, TrieError> {
+        let buf = self.read_node(offset)?;
+        self.decode(offset, buf.get(4..).unwrap_or_default())
+    }
+
+    /// The stored bytes of the node at `offset`: its length, then its body.
+    pub(super) fn read_node(&self, offset: u64) -> Result<Vec<u8>, TrieError> {
         let mut buf = vec![0u8; READ_AHEAD];
         let got = read_some(&self.file, offset, &mut buf)?;
         let len = buf
@@ -217,7 +236,7 @@ impl NodeFile {
                 )));
             }
         }
-        self.decode(offset, buf.get(4..).unwrap_or_default())
+        Ok(buf)
     }
 
     fn decode(self: &Arc<Self>, offset: u64, body: &[u8]) -> Result<Node, TrieError> {
@@ -628,29 +647,24 @@ impl NodeStore {
     ) -> Result<Trie, TrieError>
     where
         K: AsRef<[u8]>,
-        V: Into<Arc<[u8]>>,
+        V: AsRef<[u8]>,
     {
         let rebase = self.head.root_offset == 0;
         let written = self.writer().and_then(|mut writer| {
-            let built = Trie::from_sorted_with(entries, &mut writer)?;
+            let built = writer.build_sorted(entries)?;
             writer.flush()?;
             Ok(built)
         });
-        let checked = written.and_then(|built| {
-            let root = match built.root.as_deref() {
-                Some(Node::Stub { offset, hash, .. }) => Some((*offset, *hash)),
-                Some(_) => return Err(store_error("a built root that was not written")),
-                None => None,
-            };
+        let checked = written.and_then(|(root, len)| {
             let computed = root.map_or_else(super::empty_root, |(_, h)| h);
             match expect {
                 Some(expected) if expected != computed => {
                     Err(TrieError::RootMismatch { expected, computed })
                 }
-                _ => Ok((built, root)),
+                _ => Ok((len, root)),
             }
         });
-        let (built, root) = match checked {
+        let (len, root) = match checked {
             Ok(done) => done,
             Err(e) => {
                 // What the build appended is no commit's: cut it, so the next write starts
@@ -661,7 +675,7 @@ impl NodeStore {
             }
         };
         // A build into an empty store is its base size.
-        let stub = self.publish(root, built.len, height, rebase)?;
+        let stub = self.publish(root, len, height, rebase)?;
         self.pin(&stub.clone(), stub)
     }
 
@@ -817,67 +831,161 @@ struct Writer<'a> {
 impl Writer<'_> {
     /// Writes `node` and whatever below it is not in this file yet; returns its offset.
     fn write(&mut self, node: &Arc<Node>) -> Result<u64, TrieError> {
-        let mut body = Vec::new();
-        let stored = match &**node {
-            Node::Stub { file, offset, .. } if file.id() == self.file.id() => return Ok(*offset),
+        match &**node {
+            Node::Stub { file, offset, .. } if file.id() == self.file.id() => Ok(*offset),
             Node::Stub { hash, file, offset } => {
                 // A subtree of another file (a compaction): copy it node by node.
                 let loaded = file.load(*offset, hash)?;
-                return self.write(&loaded);
+                self.write(&loaded)
             }
-            Node::Remote(_) => return Err(remote_in_store()),
+            Node::Remote(_) => Err(remote_in_store()),
             Node::Leaf {
-                key, value, stored, ..
+                key,
+                value,
+                hash,
+                stored,
             } => {
                 if let Some(offset) = stored.offset_in(&self.file) {
                     return Ok(offset);
                 }
-                body.push(0u8);
-                // INVARIANT: keys are far shorter than 2^32 bytes.
-                body.extend_from_slice(&(key.len() as u32).to_be_bytes());
-                body.extend_from_slice(key);
-                body.extend_from_slice(value);
-                stored
+                let (offset, h) = self.leaf(key, value)?;
+                hash.get_or_init(|| h);
+                stored.set(&self.file, offset);
+                Ok(offset)
             }
             Node::Branch {
                 bit,
                 left,
                 right,
+                hash,
                 stored,
-                ..
             } => {
                 if let Some(offset) = stored.offset_in(&self.file) {
                     return Ok(offset);
                 }
                 let l = self.write(left)?;
                 let r = self.write(right)?;
-                body.push(1u8);
-                body.extend_from_slice(&bit.to_be_bytes());
-                body.extend_from_slice(&left.hash().0);
-                body.extend_from_slice(&l.to_be_bytes());
-                body.extend_from_slice(&right.hash().0);
-                body.extend_from_slice(&r.to_be_bytes());
-                stored
+                let (offset, h) = self.branch(*bit, (l, left.hash()), (r, right.hash()))?;
+                hash.get_or_init(|| h);
+                stored.set(&self.file, offset);
+                Ok(offset)
             }
-        };
-        if body.len() > MAX_BODY {
-            return Err(store_error(format_args!("a node of {} bytes", body.len())));
+        }
+    }
+
+    /// Appends a leaf; returns its offset and hash (that of its body).
+    fn leaf(&mut self, key: &[u8], value: &[u8]) -> Result<(u64, Hash), TrieError> {
+        let len = 1 + 4 + key.len() + value.len();
+        let offset = self.start(len)?;
+        let from = self.buf.len();
+        self.buf.push(0u8);
+        // INVARIANT: keys are far shorter than 2^32 bytes.
+        self.buf
+            .extend_from_slice(&(key.len() as u32).to_be_bytes());
+        self.buf.extend_from_slice(key);
+        self.buf.extend_from_slice(value);
+        let hash = Hash::of(&[self.buf.get(from..).unwrap_or_default()]);
+        self.end(len)?;
+        Ok((offset, hash))
+    }
+
+    /// Appends a branch over two written children (offset, hash); returns its offset and hash.
+    fn branch(
+        &mut self,
+        bit: u32,
+        left: (u64, Hash),
+        right: (u64, Hash),
+    ) -> Result<(u64, Hash), TrieError> {
+        let offset = self.start(BRANCH_BODY)?;
+        self.buf.push(1u8);
+        self.buf.extend_from_slice(&bit.to_be_bytes());
+        self.buf.extend_from_slice(&left.1.0);
+        self.buf.extend_from_slice(&left.0.to_be_bytes());
+        self.buf.extend_from_slice(&right.1.0);
+        self.buf.extend_from_slice(&right.0.to_be_bytes());
+        self.end(BRANCH_BODY)?;
+        Ok((offset, super::branch_hash(bit, &left.1, &right.1)))
+    }
+
+    /// Checks that a body of `len` bytes may be written and appends its length; returns
+    /// where the node starts.
+    fn start(&mut self, len: usize) -> Result<u64, TrieError> {
+        if len > MAX_BODY {
+            return Err(store_error(format_args!("a node of {len} bytes")));
         }
         let offset = self.len;
         if offset > OFFSET_MASK {
             return Err(store_error("the node file is full (2^48 bytes)"));
         }
-        // INVARIANT: body.len() <= MAX_BODY fits u32.
-        self.buf
-            .extend_from_slice(&(body.len() as u32).to_be_bytes());
-        self.buf.extend_from_slice(&body);
-        // INVARIANT: the file stays below 2^48 bytes (checked above).
-        self.len += 4 + body.len() as u64;
+        // INVARIANT: len <= MAX_BODY fits u32.
+        self.buf.extend_from_slice(&(len as u32).to_be_bytes());
+        Ok(offset)
+    }
+
+    /// Counts the node just appended (its `len` bytes of body) and hands full chunks to the
+    /// file.
+    fn end(&mut self, len: usize) -> Result<(), TrieError> {
+        // INVARIANT: the file stays below 2^48 bytes (checked by `start`).
+        self.len += 4 + len as u64;
         if self.buf.len() >= WRITE_CHUNK {
             self.flush()?;
         }
-        stored.set(&self.file, offset);
-        Ok(offset)
+        Ok(())
+    }
+
+    /// Writes entries given in strictly increasing, prefix-free key order: the nodes
+    /// [`Trie::from_sorted`] would build, written in the order a commit of that trie writes
+    /// them (children first, each finished subtree as the build moves past it), without
+    /// making a node of each (a build or a state sync writes tens of millions). Memory: one
+    /// root-to-leaf path. Returns the root's (offset, hash) and the number of entries.
+    fn build_sorted<K, V>(
+        &mut self,
+        entries: impl IntoIterator<Item = Result<(K, V), TrieError>>,
+    ) -> Result<(Option<(u64, Hash)>, usize), TrieError>
+    where
+        K: AsRef<[u8]>,
+        V: AsRef<[u8]>,
+    {
+        // Branches whose right side is still being built: their bit and their written left
+        // side.
+        let mut spine: Vec<(u32, (u64, Hash))> = Vec::new();
+        // The previous entry (the greatest key so far), not written yet.
+        let mut last: Option<(K, V)> = None;
+        let mut len = 0usize;
+        for entry in entries {
+            let (key, value) = entry?;
+            let Some((prev, prev_value)) = last.take() else {
+                last = Some((key, value));
+                len = 1;
+                continue;
+            };
+            let (p, k) = (prev.as_ref(), key.as_ref());
+            let bit = super::crit_bit(p, k)
+                .filter(|_| p < k && !k.starts_with(p) && !p.starts_with(k))
+                .ok_or(TrieError::OutOfOrder { len: k.len() })?;
+            let mut done = self.leaf(p, prev_value.as_ref())?;
+            while let Some((b, _)) = spine.last()
+                && *b > bit
+            {
+                if let Some((b, left)) = spine.pop() {
+                    done = self.branch(b, left, done)?;
+                }
+            }
+            spine.push((bit, done));
+            last = Some((key, value));
+            // INVARIANT: len counts entries, below usize::MAX.
+            len += 1;
+        }
+        let mut root = match last {
+            Some((key, value)) => Some(self.leaf(key.as_ref(), value.as_ref())?),
+            None => None,
+        };
+        while let Some((b, left)) = spine.pop() {
+            if let Some(right) = root {
+                root = Some(self.branch(b, left, right)?);
+            }
+        }
+        Ok((root, len))
     }
 
     fn flush(&mut self) -> Result<(), TrieError> {
@@ -889,17 +997,6 @@ impl Writer<'_> {
             .map_err(io("appending to the node file"))?;
         self.buf.clear();
         Ok(())
-    }
-}
-
-impl Finish for Writer<'_> {
-    fn finish(&mut self, node: Arc<Node>) -> Result<Arc<Node>, TrieError> {
-        let offset = self.write(&node)?;
-        Ok(Arc::new(Node::Stub {
-            hash: node.hash(),
-            file: self.file.clone(),
-            offset,
-        }))
     }
 }
 
@@ -1113,6 +1210,33 @@ mod tests {
         assert_eq!(built.len(), 5000);
         assert_eq!(contents(&built), entries, "read back through a small cache");
         assert_eq!(store.size().base_bytes, store.size().file_bytes);
+        // The same file as a commit of the map built in memory: the same nodes, in the same
+        // order.
+        let other = tempfile::tempdir().unwrap();
+        let (mut committed, _) = NodeStore::open(other.path(), 64 << 10).unwrap();
+        committed.commit(&memory, 4).unwrap();
+        let file = |d: &Path| fs::read(d.join(node_file_name(0))).unwrap();
+        assert!(
+            file(dir.path()) == file(other.path()),
+            "the node files differ"
+        );
+        // Entries out of order, or one a prefix of the next, are refused with nothing
+        // committed.
+        for bad in [
+            vec![(k(2), vec![1]), (k(1), vec![1])],
+            vec![(k(2), vec![1]), (k(2), vec![1])],
+            vec![(vec![7u8, 0], vec![1]), (vec![7u8, 0, 0], vec![1])],
+        ] {
+            let again = tempfile::tempdir().unwrap();
+            let (mut store, _) = NodeStore::open(again.path(), 64 << 10).unwrap();
+            let refused = store.build(bad.into_iter().map(Ok), 1, None);
+            assert!(
+                matches!(refused, Err(TrieError::OutOfOrder { .. })),
+                "{refused:?}"
+            );
+            assert_eq!(store.height(), 0);
+            assert_eq!(store.size().file_bytes, 8);
+        }
     }
 
     #[test]

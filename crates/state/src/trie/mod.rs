@@ -27,6 +27,7 @@
 //! Hashes (SHA-256): `leaf = H(0x00 | len(key) u32 | key | value)`,
 //! `branch = H(0x01 | bit u32 | left | right)`, the empty map is `H("medspace/trie/empty")`.
 
+mod batch;
 pub mod disk;
 pub mod remote;
 
@@ -231,20 +232,6 @@ impl std::fmt::Debug for Trie {
     }
 }
 
-/// What [`Trie::from_sorted_with`] does with each finished subtree as it builds: keep it in
-/// memory, or write it out and keep only a stub.
-trait Finish {
-    fn finish(&mut self, node: Arc<Node>) -> Result<Arc<Node>, TrieError>;
-}
-
-struct InMemory;
-
-impl Finish for InMemory {
-    fn finish(&mut self, node: Arc<Node>) -> Result<Arc<Node>, TrieError> {
-        Ok(node)
-    }
-}
-
 impl Trie {
     /// An empty map.
     pub fn new() -> Self {
@@ -276,27 +263,13 @@ impl Trie {
         K: AsRef<[u8]>,
         V: Into<Arc<[u8]>>,
     {
-        Self::from_sorted_with(entries.into_iter().map(Ok), &mut InMemory)
-    }
-
-    /// [`Trie::from_sorted`] over entries that may fail (read from a stream), handing each
-    /// finished subtree to `finish`; stops at the first failed entry.
-    fn from_sorted_with<K, V>(
-        entries: impl IntoIterator<Item = Result<(K, V), TrieError>>,
-        finish: &mut impl Finish,
-    ) -> Result<Self, TrieError>
-    where
-        K: AsRef<[u8]>,
-        V: Into<Arc<[u8]>>,
-    {
         // Branches whose right side is still being built: their bit and their (finished) left
         // side.
         let mut spine: Vec<(u32, Arc<Node>)> = Vec::new();
         // The previous leaf, and its key (the greatest so far).
         let mut last: Option<Arc<Node>> = None;
         let mut len = 0usize;
-        for entry in entries {
-            let (key, value) = entry?;
+        for (key, value) in entries {
             let key = key.as_ref();
             let leaf = Node::leaf(key, value.into());
             let Some(mut done) = last.take() else {
@@ -319,7 +292,7 @@ impl Trie {
                     done = Node::branch(b, left, done);
                 }
             }
-            spine.push((bit, finish.finish(done)?));
+            spine.push((bit, done));
             last = Some(leaf);
             // INVARIANT: len counts leaves, below usize::MAX.
             len += 1;
@@ -328,10 +301,6 @@ impl Trie {
         while let Some((b, left)) = spine.pop() {
             root = root.map(|right| Node::branch(b, left, right));
         }
-        let root = match root {
-            Some(node) => Some(finish.finish(node)?),
-            None => None,
-        };
         Ok(Self {
             root,
             len,
@@ -344,6 +313,44 @@ impl Trie {
         self.root
             .as_deref()
             .map_or(Ok(None), |root| get_in(root, key))
+    }
+
+    /// Calls `f(i, value)` for every `keys[i]` present, in key order, in one walk that splits
+    /// the keys at each branch: each node on their paths is read once, not once per key from
+    /// the root, and nodes in a store are read from its file without going through its cache
+    /// ([`batch`]). For many keys at once; any order of `keys` is read the same way.
+    pub fn visit_many<E: From<TrieError>>(
+        &self,
+        keys: &[&[u8]],
+        mut f: impl FnMut(usize, &[u8]) -> Result<(), E>,
+    ) -> Result<(), E> {
+        let Some(root) = self.root.as_deref() else {
+            return Ok(());
+        };
+        let mut keys: Vec<(&[u8], usize)> = keys.iter().copied().zip(0..).collect();
+        let mut blocks = batch::Blocks::new();
+        let walked = batch::many_in(root, &mut keys, &mut f, &mut blocks);
+        blocks.finish();
+        walked
+    }
+
+    /// Calls `f` with every entry, in key order, reading a store's nodes from its file without
+    /// going through its cache (a checkpoint's walk over the whole map, [`batch`]). A remote
+    /// map is read piece by piece, as [`Trie::visit_prefix`] does.
+    pub fn visit_all<E: From<TrieError>>(
+        &self,
+        mut f: impl FnMut(&[u8], &[u8]) -> Result<(), E>,
+    ) -> Result<(), E> {
+        let Some(root) = self.root.as_deref() else {
+            return Ok(());
+        };
+        if self.remote.is_some() {
+            return self.visit_prefix(&[], |k, v| f(k, v));
+        }
+        let mut blocks = batch::Blocks::new();
+        let walked = batch::all_in(root, &mut f, &mut blocks);
+        blocks.finish();
+        walked
     }
 
     /// Sets `key` to `value`.

@@ -479,6 +479,21 @@ mod tests {
             trie.scan_prefix(&[3u8, 0, 0, 1]).unwrap()
         );
         assert!(light.scan_prefix(&[4u8]).unwrap().is_empty());
+        // Many keys read together, as each alone.
+        let keys: Vec<Vec<u8>> = [3, 499, 700, 12, 12].map(k).to_vec();
+        let refs: Vec<&[u8]> = keys.iter().map(Vec::as_slice).collect();
+        let mut together = vec![None; keys.len()];
+        light
+            .visit_many(&refs, |i, v| {
+                together[i] = Some(v.to_vec());
+                Ok::<(), TrieError>(())
+            })
+            .unwrap();
+        let alone: Vec<_> = keys
+            .iter()
+            .map(|key| trie.get(key).unwrap().map(|v| v.to_vec()))
+            .collect();
+        assert_eq!(together, alone);
     }
 
     #[test]

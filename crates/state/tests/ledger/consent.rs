@@ -310,3 +310,84 @@ fn consent_history_keeps_the_last_changes() {
             .unwrap()
     );
 }
+
+/// A plan's batch of consents (one walk over many patients) answers as each patient's own
+/// check: broad and study consents, denials, revocations, L4, unregistered patients, any order,
+/// repeats, and heights before and after a change.
+#[test]
+fn consents_of_many_patients_at_once_equal_each_alone() {
+    let mut net = Net::new();
+    let study = StudyId::new("t2d-outcomes-2026").unwrap();
+    let choices = [
+        vec![set(Purpose::Research, None, Decision::Allow, false)],
+        vec![set(Purpose::Research, None, Decision::Allow, true)],
+        vec![
+            set(Purpose::Research, None, Decision::Allow, false),
+            set(
+                Purpose::Research,
+                Some(study.as_str()),
+                Decision::Deny,
+                false,
+            ),
+        ],
+        vec![set(
+            Purpose::Research,
+            Some(study.as_str()),
+            Decision::Allow,
+            false,
+        )],
+        vec![set(Purpose::Research, None, Decision::Deny, false)],
+        vec![],
+    ];
+    for seed in net.patients.len()..choices.len() * 2 {
+        net.register_patient(seed as u64 + 500);
+    }
+    net.next_block();
+    for i in 0..choices.len() * 2 {
+        let p = net.patient(i);
+        for payload in &choices[i % choices.len()] {
+            net.ok(&p, payload.clone());
+        }
+    }
+    let before = net.ctx.height;
+    net.advance(5_000);
+    net.ok(&net.patient(0), revoke(Purpose::Research, None));
+    let after = net.ctx.height;
+    let mut asked: Vec<PatientId> = (0..choices.len() * 2).rev().map(|i| net.pid(i)).collect();
+    asked.push(net.pid(3));
+    asked.push(PatientId::from_key(&Keypair::from_seed(999).public()));
+    for study in [None, Some(&study)] {
+        for level in [Level::L2, Level::L4] {
+            for h in [before, after] {
+                let together = net
+                    .state
+                    .consents_allow(
+                        asked.iter(),
+                        Purpose::Research,
+                        study,
+                        level,
+                        h,
+                        medspace_state::CONSENT_BATCH,
+                    )
+                    .unwrap();
+                let alone: Vec<bool> = asked
+                    .iter()
+                    .map(|p| {
+                        net.state
+                            .consent_allows(p, Purpose::Research, study, level, h)
+                            .unwrap()
+                    })
+                    .collect();
+                assert_eq!(together, alone, "study {study:?}, {level:?}, height {h}");
+                for batch in [0, 1, 2, 5] {
+                    let batched = net
+                        .state
+                        .consents_allow(asked.iter(), Purpose::Research, study, level, h, batch)
+                        .unwrap();
+                    assert_eq!(batched, alone, "batches of {batch}");
+                }
+                assert!(together.iter().any(|a| *a) && together.iter().any(|a| !*a));
+            }
+        }
+    }
+}
