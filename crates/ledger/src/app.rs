@@ -273,14 +273,41 @@ impl Application for LedgerApp {
         time_ms: u64,
         root: [u8; 32],
     ) -> Result<Self, String> {
-        let restored = checkpoint::decode(bytes).map_err(|e| e.to_string())?;
-        restored
-            .summary
-            .expect(height, time_ms, &root)
-            .map_err(|e| e.to_string())?;
+        let state = match &self.store {
+            // With a store, the checkpoint is built straight into it, so memory stays that of
+            // the store's cache whatever the state's size; and only once its header names the
+            // certified height, time and root, and its records hash to that root: a refused
+            // checkpoint leaves the store as it was.
+            Some(store) => {
+                checkpoint::summary(bytes)
+                    .and_then(|s| s.expect(height, time_ms, &root))
+                    .map_err(|e| e.to_string())?;
+                let mut store = store.lock().unwrap_or_else(PoisonError::into_inner);
+                match store.committed() {
+                    // Restored there already (a state sync is checked before the engine
+                    // restores it): the store holds exactly the certified root at that height.
+                    Some(done) if done.height == height && done.trie.root_hash().0 == root => {
+                        State::from_store(done).map_err(|e| e.to_string())?
+                    }
+                    _ => {
+                        checkpoint::restore_into(bytes, &mut store)
+                            .map_err(|e| e.to_string())?
+                            .1
+                    }
+                }
+            }
+            None => {
+                let restored = checkpoint::decode(bytes).map_err(|e| e.to_string())?;
+                restored
+                    .summary
+                    .expect(height, time_ms, &root)
+                    .map_err(|e| e.to_string())?;
+                restored.state
+            }
+        };
         Ok(Self {
             // The node's key cache stays the one its admission shares.
-            committed: restored.state.with_key_cache(self.key_cache().clone()),
+            committed: state.with_key_cache(self.key_cache().clone()),
             height,
             resumed: None,
             ..self.clone()

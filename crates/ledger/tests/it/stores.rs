@@ -196,3 +196,74 @@ fn blocks_on_unfinalized_parents_commit_into_a_store_with_nothing_refused() {
     assert_eq!(store.height(), 12, "the last even height of 12 blocks");
     assert_eq!(committed.unwrap().trie.len(), plain.state().len());
 }
+
+/// A validator with a store restores a checkpoint (a state sync, or its own checkpoint at a
+/// restart) into that store rather than into memory. The store then holds the checkpoint's
+/// state at its height. A checkpoint whose header is not the certified one, or whose records
+/// do not hash to its root, leaves the store as it was. Restoring the same checkpoint again
+/// (the engine checks a state sync before it restores it) writes nothing more.
+#[test]
+fn a_checkpoint_is_restored_into_the_store_and_a_refused_one_changes_nothing() {
+    let w = medspace_ledger::bench::workload(600).unwrap();
+    let mut source = (w.make_app)().unwrap();
+    for (i, block) in w.txs.chunks(100).enumerate() {
+        let height = i as u64 + 1;
+        let (diff, _, _) = source.execute(&[], height, 1_000 * height, block);
+        source.commit(height, &diff);
+    }
+    let height = w.txs.len().div_ceil(100) as u64;
+    let time = 1_000 * height;
+    let root = source.root();
+    let bytes = source.checkpoint(height, time).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let joining = (w.make_app)()
+        .unwrap()
+        .with_store(dir.path(), CACHE)
+        .unwrap();
+    // The store's files: each one's name and length, and HEAD's bytes.
+    let size = || {
+        let mut files: Vec<(String, u64)> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap())
+            .map(|e| {
+                (
+                    e.file_name().to_string_lossy().into_owned(),
+                    e.metadata().unwrap().len(),
+                )
+            })
+            .collect();
+        files.sort();
+        (files, std::fs::read(dir.path().join("HEAD")).ok())
+    };
+    let before = size();
+    // Refused: another height, time or root than the certified header's; a record altered.
+    let mut altered = bytes.clone();
+    let at = altered.len() / 2;
+    altered[at] ^= 1;
+    for (bytes, height, time, root) in [
+        (&bytes, height + 1, time, root),
+        (&bytes, height, time + 1, root),
+        (&bytes, height, time, [7u8; 32]),
+        (&altered, height, time, root),
+    ] {
+        assert!(joining.restore(bytes, height, time, root).is_err());
+        assert_eq!(size(), before, "a refused checkpoint wrote to the store");
+    }
+    let restored = joining.restore(&bytes, height, time, root).unwrap();
+    assert_eq!(restored.root(), root);
+    assert_eq!(restored.state().len(), source.state().len());
+    let written = size();
+    assert_ne!(written, before);
+    // Again, as the engine restores a state sync it checked: nothing more is written.
+    let again = joining.restore(&bytes, height, time, root).unwrap();
+    assert_eq!(again.root(), root);
+    assert_eq!(size(), written);
+    // The store reopens at the checkpoint's state.
+    drop((joining, restored, again));
+    assert_eq!(store_height(dir.path()), height);
+    let reopened = (w.make_app)()
+        .unwrap()
+        .with_store(dir.path(), CACHE)
+        .unwrap();
+    assert_eq!(reopened.resumed(), Some((height, root)));
+}

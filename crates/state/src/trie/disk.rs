@@ -509,6 +509,14 @@ impl NodeStore {
         Ok((store, Some(committed)))
     }
 
+    /// What the store last committed, if anything (as [`NodeStore::open`] gives it).
+    pub fn committed(&self) -> Option<Committed> {
+        (self.head.root_offset != 0).then(|| Committed {
+            height: self.head.height,
+            trie: self.committed_trie(),
+        })
+    }
+
     fn committed_trie(&self) -> Trie {
         let head = &self.head;
         Trie {
