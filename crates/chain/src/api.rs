@@ -398,13 +398,94 @@ async fn checkpoint<A: Application>(
         return refused;
     }
     let handle = s.handle.clone();
-    match tokio::task::spawn_blocking(move || handle.checkpoint()).await {
-        Ok(Some(bytes)) => ([("content-type", "application/octet-stream")], bytes).into_response(),
-        Ok(None) => error(StatusCode::NOT_FOUND, "this chain keeps no checkpoints"),
-        Err(e) => error(
+    let (chunks, mut received) = tokio::sync::mpsc::channel(CHECKPOINT_CHUNKS);
+    let writer = tokio::task::spawn_blocking(move || {
+        let mut out = Chunks {
+            chunks,
+            buf: Vec::new(),
+            size: CHECKPOINT_CHUNK,
+        };
+        handle
+            .write_checkpoint(&mut out)
+            .map(|written| written.and_then(|n| std::io::Write::flush(&mut out).map(|()| n)))
+    });
+    let failed = |e: String| {
+        error(
             StatusCode::INTERNAL_SERVER_ERROR,
             format!("checkpoint failed: {e}"),
-        ),
+        )
+    };
+    let Some(first) = received.recv().await else {
+        // Nothing was written: no checkpoint, or it failed before its first chunk.
+        return match writer.await {
+            Ok(None) => error(StatusCode::NOT_FOUND, "this chain keeps no checkpoints"),
+            Ok(Some(Err(e))) => failed(e.to_string()),
+            Ok(Some(Ok(_))) => failed("it wrote nothing".into()),
+            Err(e) => failed(e.to_string()),
+        };
+    };
+    // The rest as it is encoded; a failure after the first chunk ends the body with an error
+    // (the client's checksum would refuse a cut checkpoint anyway).
+    let rest = futures::stream::unfold(Some((received, writer)), |left| async move {
+        let (mut received, writer) = left?;
+        match received.recv().await {
+            Some(chunk) => Some((Ok(chunk), Some((received, writer)))),
+            None => match writer.await {
+                Ok(Some(Ok(_))) => None,
+                Ok(Some(Err(e))) => Some((Err(e), None)),
+                Ok(None) => Some((Err(std::io::Error::other("no checkpoint")), None)),
+                Err(e) => Some((Err(std::io::Error::other(e.to_string())), None)),
+            },
+        }
+    });
+    let body = futures::StreamExt::chain(
+        futures::stream::once(async move { Ok::<Bytes, std::io::Error>(first) }),
+        rest,
+    );
+    (
+        [("content-type", "application/octet-stream")],
+        axum::body::Body::from_stream(body),
+    )
+        .into_response()
+}
+
+/// Bytes of a checkpoint handed to the response at once.
+const CHECKPOINT_CHUNK: usize = 1 << 20;
+/// Chunks encoded ahead of the client: what serving a checkpoint holds in memory, whatever
+/// its size.
+const CHECKPOINT_CHUNKS: usize = 4;
+
+/// A writer that hands what is written to a channel in chunks of `size` bytes; a write fails
+/// once the receiver is gone (the client left), which stops the encoding.
+struct Chunks {
+    chunks: tokio::sync::mpsc::Sender<Bytes>,
+    buf: Vec<u8>,
+    size: usize,
+}
+
+impl Chunks {
+    fn send(&mut self) -> std::io::Result<()> {
+        let chunk = Bytes::from(std::mem::take(&mut self.buf));
+        self.chunks
+            .blocking_send(chunk)
+            .map_err(|_| std::io::Error::from(std::io::ErrorKind::BrokenPipe))
+    }
+}
+
+impl std::io::Write for Chunks {
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+        self.buf.extend_from_slice(bytes);
+        if self.buf.len() >= self.size {
+            self.send()?;
+        }
+        Ok(bytes.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        if self.buf.is_empty() {
+            return Ok(());
+        }
+        self.send()
     }
 }
 
@@ -541,4 +622,45 @@ pub fn router<A: Application>(
         .with_state(state)
         .merge(extra)
         .layer(DefaultBodyLimit::max(limits.body_limit))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write as _;
+
+    #[test]
+    fn a_checkpoint_is_handed_over_in_chunks_in_order_and_stops_when_the_client_left() {
+        let (chunks, mut received) = tokio::sync::mpsc::channel(64);
+        let mut out = Chunks {
+            chunks,
+            buf: Vec::new(),
+            size: 10,
+        };
+        let data: Vec<u8> = (0..=255u8).collect();
+        for piece in data.chunks(7) {
+            out.write_all(piece).unwrap();
+        }
+        out.flush().unwrap();
+        drop(out);
+        let (mut got, mut sizes) = (Vec::new(), Vec::new());
+        while let Ok(chunk) = received.try_recv() {
+            sizes.push(chunk.len());
+            got.extend_from_slice(&chunk);
+        }
+        assert_eq!(got, data);
+        let (last, full) = sizes.split_last().unwrap();
+        assert!(full.iter().all(|s| (10..17).contains(s)), "{sizes:?}");
+        assert!(*last > 0);
+        // The client left: the next chunk cannot be handed over, and the encoding stops.
+        let (chunks, received) = tokio::sync::mpsc::channel(1);
+        drop(received);
+        let mut out = Chunks {
+            chunks,
+            buf: Vec::new(),
+            size: 4,
+        };
+        let err = out.write_all(&[0; 8]).unwrap_err();
+        assert_eq!(err.kind(), std::io::ErrorKind::BrokenPipe);
+    }
 }

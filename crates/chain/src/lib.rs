@@ -127,6 +127,19 @@ pub trait Application: Clone + Send + Sync + 'static {
     fn checkpoint(&self, _height: u64, _time_ms: u64) -> Option<Vec<u8>> {
         None
     }
+    /// [`Application::checkpoint`] written to `out` as it is encoded, so that serving one
+    /// costs the encoder's memory, not the checkpoint's size; the bytes written, or `None`
+    /// when the application keeps none. The default encodes it whole first.
+    fn write_checkpoint(
+        &self,
+        height: u64,
+        time_ms: u64,
+        out: &mut dyn std::io::Write,
+    ) -> Option<std::io::Result<u64>> {
+        let bytes = self.checkpoint(height, time_ms)?;
+        // INVARIANT: a checkpoint's length fits u64.
+        Some(out.write_all(&bytes).map(|()| bytes.len() as u64))
+    }
     /// The height a checkpoint says it was taken at, read without restoring it (untrusted
     /// until [`Application::restore`] checks it against a certified header), or `None` when
     /// the bytes are not a checkpoint of this application.

@@ -262,6 +262,18 @@ impl Application for LedgerApp {
             .flatten()
     }
 
+    fn write_checkpoint(
+        &self,
+        height: u64,
+        time_ms: u64,
+        out: &mut dyn std::io::Write,
+    ) -> Option<std::io::Result<u64>> {
+        (height == self.height).then(|| {
+            checkpoint::write_to(&self.committed, height, time_ms, out)
+                .map_err(|e| std::io::Error::other(e.to_string()))
+        })
+    }
+
     fn checkpoint_height(&self, bytes: &[u8]) -> Option<u64> {
         checkpoint::summary(bytes).ok().map(|s| s.height)
     }

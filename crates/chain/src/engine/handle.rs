@@ -282,6 +282,17 @@ impl<A: Application> Handle<A> {
         app.checkpoint(height, time)
     }
 
+    /// [`Handle::checkpoint`] written to `out` as it is encoded
+    /// ([`Application::write_checkpoint`]).
+    pub fn write_checkpoint(&self, out: &mut dyn std::io::Write) -> Option<std::io::Result<u64>> {
+        let (app, height, time) = {
+            let shared = self.shared.lock();
+            let (height, _, time) = shared.committed();
+            (shared.app.clone(), height, time)
+        };
+        app.write_checkpoint(height, time, out)
+    }
+
     /// What a validator joining by state sync starts from
     /// ([`super::Config::state_sync`]): a checkpoint of the committed state, with its block's
     /// header and finality certificate. `None` when the application keeps no checkpoints or

@@ -215,6 +215,16 @@ fn a_checkpoint_is_restored_into_the_store_and_a_refused_one_changes_nothing() {
     let time = 1_000 * height;
     let root = source.root();
     let bytes = source.checkpoint(height, time).unwrap();
+    // Streamed as it is encoded (what the checkpoint route serves), the same bytes.
+    let mut streamed = Vec::new();
+    let written = source.write_checkpoint(height, time, &mut streamed);
+    assert_eq!(written.unwrap().unwrap(), bytes.len() as u64);
+    assert!(streamed == bytes);
+    assert!(
+        source
+            .write_checkpoint(height + 1, time, &mut Vec::new())
+            .is_none()
+    );
     let dir = tempfile::tempdir().unwrap();
     let joining = (w.make_app)()
         .unwrap()

@@ -10,9 +10,9 @@ use crate::records::*;
 use crate::state::{BlockContext, State};
 use medspace_types::*;
 
-/// Patients whose consents a plan reads in one walk ([`State::consents_allow`]): large enough that the
-/// walk's upper nodes are read once per batch, not once per patient; small enough that a
-/// batch's keys and records take a few MiB.
+/// Patients whose consents a plan reads in one walk ([`State::consents_allow`]): large enough
+/// that the walk's upper nodes are read once per batch, not once per patient; small enough
+/// that a batch's keys and records take a few MiB.
 pub const CONSENT_BATCH: usize = 1 << 16;
 
 impl State {
