@@ -15,7 +15,7 @@
 //! ([`super::disk`]); nothing is decoded into nodes, and the shared cache is neither probed
 //! nor churned.
 
-use super::disk::{BRANCH_BODY, MAX_BODY, NodeFile};
+use super::disk::{Body, MAX_BODY, NodeFile, altered};
 use super::{Node, TrieError, bit_at, get_in};
 use medspace_types::Hash;
 use std::sync::Arc;
@@ -242,54 +242,15 @@ impl Blocks {
         file: &Arc<NodeFile>,
         offset: u64,
         expected: &Hash,
-    ) -> Result<Raw, TrieError> {
+    ) -> Result<Body<'_>, TrieError> {
         self.fetch(file, offset)?;
         self.count(file);
-        let bad = || TrieError::Store(format!("node at offset {offset} is malformed"));
-        let altered = || {
-            TrieError::Store(format!(
-                "node at offset {offset} does not match the hash its parent names (torn or altered file)"
-            ))
-        };
         let body = self.current().get(4..).unwrap_or_default();
-        match body.split_first() {
-            // A leaf's hash is that of its stored body: 0x00 | key length | key | value.
-            Some((0, rest)) => {
-                if Hash::of(&[body]) != *expected {
-                    return Err(altered());
-                }
-                let (len, rest) = rest.split_first_chunk::<4>().ok_or_else(bad)?;
-                let key_len = u32::from_be_bytes(*len) as usize;
-                if rest.len() < key_len {
-                    return Err(bad());
-                }
-                Ok(Raw::Leaf { key_len })
-            }
-            Some((1, rest)) if body.len() == BRANCH_BODY => {
-                let (bit, rest) = rest.split_first_chunk::<4>().ok_or_else(bad)?;
-                let (left, rest) = rest.split_first_chunk::<32>().ok_or_else(bad)?;
-                let (left_at, rest) = rest.split_first_chunk::<8>().ok_or_else(bad)?;
-                let (right, rest) = rest.split_first_chunk::<32>().ok_or_else(bad)?;
-                let (right_at, _) = rest.split_first_chunk::<8>().ok_or_else(bad)?;
-                if Hash::of(&[&[1u8], bit, left, right]) != *expected {
-                    return Err(altered());
-                }
-                Ok(Raw::Branch {
-                    bit: u32::from_be_bytes(*bit),
-                    left: (u64::from_be_bytes(*left_at), Hash(*left)),
-                    right: (u64::from_be_bytes(*right_at), Hash(*right)),
-                })
-            }
-            _ => Err(bad()),
+        let node = Body::parse(offset, body)?;
+        if node.hash(body) != *expected {
+            return Err(altered(offset));
         }
-    }
-
-    /// The key and value of the leaf [`Blocks::open`] just read.
-    fn leaf(&self, key_len: usize) -> (&[u8], &[u8]) {
-        // The stored node: length (4), tag (1), key length (4), key, value; `open` checked
-        // that the key fits.
-        let rest = self.current().get(9..).unwrap_or_default();
-        rest.split_at_checked(key_len).unwrap_or_default()
+        Ok(node)
     }
 
     /// Visits the subtree stored at `offset` of `file`, which its parent names by `expected`,
@@ -306,22 +267,18 @@ impl Blocks {
         E: From<TrieError>,
         F: FnMut(usize, &[u8]) -> Result<(), E>,
     {
-        match self.open(file, offset, expected)? {
-            Raw::Leaf { key_len } => {
-                let (key, value) = self.leaf(key_len);
-                found(key, value, keys, f)
-            }
-            Raw::Branch { bit, left, right } => {
-                let (l, r) = split(keys, bit);
-                if !l.is_empty() {
-                    self.walk(file, left.0, &left.1, l, f)?;
-                }
-                if !r.is_empty() {
-                    self.walk(file, right.0, &right.1, r, f)?;
-                }
-                Ok(())
-            }
+        let (bit, left, right) = match self.open(file, offset, expected)? {
+            Body::Leaf { key, value } => return found(key, value, keys, f),
+            Body::Branch { bit, left, right } => (bit, left, right),
+        };
+        let (l, r) = split(keys, bit);
+        if !l.is_empty() {
+            self.walk(file, left.0, &left.1, l, f)?;
         }
+        if !r.is_empty() {
+            self.walk(file, right.0, &right.1, r, f)?;
+        }
+        Ok(())
     }
 
     /// Calls `f` with every entry of the subtree stored at `offset` of `file`, in key order.
@@ -336,29 +293,13 @@ impl Blocks {
         E: From<TrieError>,
         F: FnMut(&[u8], &[u8]) -> Result<(), E>,
     {
-        match self.open(file, offset, expected)? {
-            Raw::Leaf { key_len } => {
-                let (key, value) = self.leaf(key_len);
-                f(key, value)
-            }
-            Raw::Branch { left, right, .. } => {
-                self.scan(file, left.0, &left.1, f)?;
-                self.scan(file, right.0, &right.1, f)
-            }
-        }
+        let (left, right) = match self.open(file, offset, expected)? {
+            Body::Leaf { key, value } => return f(key, value),
+            Body::Branch { left, right, .. } => (left, right),
+        };
+        self.scan(file, left.0, &left.1, f)?;
+        self.scan(file, right.0, &right.1, f)
     }
-}
-
-/// A stored node as [`Blocks::open`] read and checked it.
-enum Raw {
-    /// A leaf; its key and value are in the blocks' node buffer ([`Blocks::leaf`]).
-    Leaf { key_len: usize },
-    /// A branch: its bit, and where each child lies with the hash it must have.
-    Branch {
-        bit: u32,
-        left: (u64, Hash),
-        right: (u64, Hash),
-    },
 }
 
 /// Calls `f` with every entry of `node`'s subtree, in key order.

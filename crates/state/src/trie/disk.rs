@@ -52,7 +52,7 @@ const HEAD_LEN: usize = 8 + 8 * 4 + 32 + 8 + 8 + 32;
 const OFFSET_BITS: u32 = 48;
 const OFFSET_MASK: u64 = (1 << OFFSET_BITS) - 1;
 /// A stored branch's body: tag, bit, two (hash, offset) pairs.
-pub(super) const BRANCH_BODY: usize = 1 + 4 + 2 * (32 + 8);
+const BRANCH_BODY: usize = 1 + 4 + 2 * (32 + 8);
 /// Bytes read at once when loading a node: a whole branch, and most leaves.
 const READ_AHEAD: usize = 4 + 160;
 /// The longest node body a file may hold (a key and a record of at most 1 MiB).
@@ -186,9 +186,7 @@ impl NodeFile {
         }
         let node = Arc::new(self.read(offset)?);
         if node.hash() != *expected {
-            return Err(store_error(format_args!(
-                "node at offset {offset} does not match the hash its parent names (torn or altered file)"
-            )));
+            return Err(altered(offset));
         }
         self.loads.fetch_add(1, Ordering::Relaxed);
         if let Some(shard) = shard {
@@ -240,49 +238,93 @@ impl NodeFile {
     }
 
     fn decode(self: &Arc<Self>, offset: u64, body: &[u8]) -> Result<Node, TrieError> {
-        let bad = || store_error(format_args!("node at offset {offset} is malformed"));
         let stored = Stored::at(self, offset);
+        let stub = |(offset, hash): (u64, Hash)| {
+            Arc::new(Node::Stub {
+                hash,
+                file: self.clone(),
+                offset,
+            })
+        };
+        Ok(match Body::parse(offset, body)? {
+            Body::Leaf { key, value } => Node::Leaf {
+                key: key.into(),
+                value: value.into(),
+                hash: Default::default(),
+                stored,
+            },
+            Body::Branch { bit, left, right } => Node::Branch {
+                bit,
+                left: stub(left),
+                right: stub(right),
+                hash: Default::default(),
+                stored,
+            },
+        })
+    }
+}
+
+/// A stored node's body (the bytes after its length), read in place.
+pub(super) enum Body<'a> {
+    /// `0x00 | key length u32 | key | value`.
+    Leaf { key: &'a [u8], value: &'a [u8] },
+    /// `0x01 | bit u32 | left hash | left offset u64 | right hash | right offset u64`: the bit
+    /// and each child's (offset, hash).
+    Branch {
+        bit: u32,
+        left: (u64, Hash),
+        right: (u64, Hash),
+    },
+}
+
+impl<'a> Body<'a> {
+    /// The body of the node at `offset`, or why it is not one.
+    pub(super) fn parse(offset: u64, body: &'a [u8]) -> Result<Self, TrieError> {
+        let bad = || store_error(format_args!("node at offset {offset} is malformed"));
+        let child = |bytes: &[u8; 40]| {
+            let (hash, at) = bytes.split_at(32);
+            Some((
+                u64::from_be_bytes(at.try_into().ok()?),
+                Hash(hash.try_into().ok()?),
+            ))
+        };
         match body.split_first() {
             Some((0, rest)) => {
                 let (len, rest) = rest.split_first_chunk::<4>().ok_or_else(bad)?;
-                let len = u32::from_be_bytes(*len) as usize;
-                if rest.len() < len {
-                    return Err(bad());
-                }
-                let (key, value) = rest.split_at(len);
-                Ok(Node::Leaf {
-                    key: key.into(),
-                    value: value.into(),
-                    hash: Default::default(),
-                    stored,
-                })
+                let (key, value) = rest
+                    .split_at_checked(u32::from_be_bytes(*len) as usize)
+                    .ok_or_else(bad)?;
+                Ok(Body::Leaf { key, value })
             }
             Some((1, rest)) if body.len() == BRANCH_BODY => {
                 let (bit, rest) = rest.split_first_chunk::<4>().ok_or_else(bad)?;
-                let (left, rest) = self.stub(rest).ok_or_else(bad)?;
-                let (right, _) = self.stub(rest).ok_or_else(bad)?;
-                Ok(Node::Branch {
+                let (left, rest) = rest.split_first_chunk::<40>().ok_or_else(bad)?;
+                let (right, _) = rest.split_first_chunk::<40>().ok_or_else(bad)?;
+                Ok(Body::Branch {
                     bit: u32::from_be_bytes(*bit),
-                    left,
-                    right,
-                    hash: Default::default(),
-                    stored,
+                    left: child(left).ok_or_else(bad)?,
+                    right: child(right).ok_or_else(bad)?,
                 })
             }
             _ => Err(bad()),
         }
     }
 
-    fn stub<'a>(self: &Arc<Self>, bytes: &'a [u8]) -> Option<(Arc<Node>, &'a [u8])> {
-        let (hash, rest) = bytes.split_first_chunk::<32>()?;
-        let (offset, rest) = rest.split_first_chunk::<8>()?;
-        let node = Node::Stub {
-            hash: Hash(*hash),
-            file: self.clone(),
-            offset: u64::from_be_bytes(*offset),
-        };
-        Some((Arc::new(node), rest))
+    /// The node's hash: a leaf's is that of its body as stored, a branch's that of its bit and
+    /// its children's hashes (the trie's rule, [`super::leaf_hash`], [`super::branch_hash`]).
+    pub(super) fn hash(&self, body: &[u8]) -> Hash {
+        match self {
+            Body::Leaf { .. } => Hash::of(&[body]),
+            Body::Branch { bit, left, right } => super::branch_hash(*bit, &left.1, &right.1),
+        }
     }
+}
+
+/// The error of a node that is not the one its parent names.
+pub(super) fn altered(offset: u64) -> TrieError {
+    store_error(format_args!(
+        "node at offset {offset} does not match the hash its parent names (torn or altered file)"
+    ))
 }
 
 /// Reads into `buf` from `offset` until it is full or the file ends; returns the bytes read.
