@@ -159,6 +159,16 @@ pub struct IngestArgs {
     /// Threads that parse the files (0: one per core); the outcome is the same for any number.
     #[arg(long, default_value_t = 0)]
     pub threads: usize,
+    /// Commit as the input is read, in batches of about this many resources, so memory holds
+    /// one batch whatever the input's size; run again on the same files, an interrupted
+    /// ingest resumes after its last commit. Bulk NDJSON files are read in dependency order
+    /// (organizations, practitioners, patients, encounters, …). 0: the whole input is one
+    /// atomic batch (so is it with `--on-error refuse`).
+    #[arg(long, default_value_t = medspace_vault::COMMIT_EVERY)]
+    pub commit_every: usize,
+    /// Print the report as JSON, with the process's peak memory (for `bench ingest`).
+    #[arg(long, hide = true)]
+    pub json: bool,
 }
 
 /// `medspace sql` (the institution's own operator only; never exposed to other parties).
@@ -283,9 +293,22 @@ pub struct BenchIngestArgs {
     /// Threads of the parallel run (0: one per core); the baseline runs on one.
     #[arg(long, default_value_t = 0)]
     pub threads: usize,
+    /// The input: one transaction Bundle file per patient (as Synthea writes them), or Bulk
+    /// NDJSON (one file per resource type).
+    #[arg(long, value_enum, default_value = "bundles")]
+    pub format: IngestFormatArg,
     /// Work directory (default: a temporary one, removed afterwards).
     #[arg(long)]
     pub dir: Option<PathBuf>,
+}
+
+/// The input of `medspace bench ingest`.
+#[derive(Clone, Copy, Debug, ValueEnum)]
+pub enum IngestFormatArg {
+    /// One transaction Bundle file per patient.
+    Bundles,
+    /// Bulk NDJSON, one file per resource type.
+    Ndjson,
 }
 
 /// `medspace bench cohort`.
@@ -371,7 +394,8 @@ pub fn run_ingest(args: IngestArgs) -> anyhow::Result<()> {
         since: args.since,
         threads: args.threads,
         remap: false,
-        fail_after: None,
+        commit_every: args.commit_every,
+        ..IngestOptions::default()
     };
     let report = vault.ingest_paths(&args.paths, &opts)?;
     const SHOWN: usize = 50;
@@ -381,8 +405,19 @@ pub fn run_ingest(args: IngestArgs) -> anyhow::Result<()> {
     if report.errors.len() > SHOWN {
         eprintln!("error: ... and {} more", report.errors.len() - SHOWN);
     }
+    if args.json {
+        let out = serde_json::json!({
+            "report": report,
+            "peak_rss_kib": medspace_vault::bench::peak_rss_kib(),
+        });
+        println!("{out}");
+        return Ok(());
+    }
+    let peak = medspace_vault::bench::peak_rss_kib()
+        .map(|k| format!(", peak memory {:.0} MiB", k as f64 / 1024.0))
+        .unwrap_or_default();
     println!(
-        "{} ({:.0} resources/s)",
+        "{} ({:.0} resources/s{peak})",
         report.summary_line(),
         report.read as f64 / report.seconds.max(1e-9)
     );
@@ -561,7 +596,12 @@ pub fn run_bench(cmd: Bench) -> anyhow::Result<()> {
     match cmd {
         Bench::Ingest(a) => {
             let (dir, temp) = work_dir(a.dir)?;
-            let r = bench::bench_ingest(&dir, a.patients, a.seed, a.threads);
+            let format = match a.format {
+                IngestFormatArg::Bundles => bench::IngestFormat::Bundles,
+                IngestFormatArg::Ndjson => bench::IngestFormat::Ndjson,
+            };
+            let exe = std::env::current_exe()?;
+            let r = bench::bench_ingest(&exe, &dir, a.patients, a.seed, a.threads, format);
             if temp {
                 let _ = std::fs::remove_dir_all(&dir);
             }

@@ -277,3 +277,95 @@ fn a_reused_patient_id_is_refused_with_its_record_and_a_source_keeps_it_apart() 
     assert!(said.contains("committed=true"), "{said}");
     assert_eq!(count("person"), persons + 1);
 }
+
+/// `medspace ingest` killed (SIGKILL) while it commits batch after batch, then run again on
+/// the same files: it resumes after its last commit, and the vault ends as one uninterrupted
+/// ingest leaves it.
+#[test]
+fn an_ingest_killed_midway_resumes_after_its_last_commit() {
+    let tmp = Tmp::new("resume");
+    let fhir = tmp.path().join("fhir");
+    let (fhir_s, pass) = (fhir.to_str().unwrap(), "resume");
+    ok(pass, &["synth", "--patients", "300", "--out", fhir_s]);
+    let reference = tmp.path().join("reference");
+    let reference_s = reference.to_str().unwrap();
+    let whole = [
+        "ingest",
+        "--node",
+        reference_s,
+        "--quiet",
+        "--commit-every",
+        "0",
+        fhir_s,
+    ];
+    ok(pass, &whole);
+
+    let node = tmp.path().join("node");
+    let node_s = node.to_str().unwrap();
+    let args = [
+        "ingest",
+        "--node",
+        node_s,
+        "--quiet",
+        "--commit-every",
+        "500",
+        fhir_s,
+    ];
+    let mut child = Command::new(BIN)
+        .args(args)
+        .env(ENV, pass)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    // Killed once its first batch is committed (or it ended first, on a fast machine).
+    let manifest = node.join("vault/manifest.json");
+    let ended = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break Some(status);
+        }
+        if manifest.exists() {
+            child.kill().unwrap();
+            child.wait().unwrap();
+            break None;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(2));
+    };
+    let again = ok(pass, &args);
+    eprintln!("after the kill ({ended:?}): {again}");
+    if ended.is_none() {
+        // Resumed, unless the kill came after the last commit (then nothing is new).
+        assert!(
+            again.contains(" resumed=") || again.contains(" stored=0 "),
+            "{again}"
+        );
+    }
+    for sql in [
+        COUNT,
+        "SELECT count(*) AS n FROM measurement",
+        "SELECT count(*) AS n, sum(visit_occurrence_id) AS v FROM visit_occurrence",
+        "SELECT count(*) AS n FROM condition_occurrence",
+    ] {
+        assert_eq!(
+            ok(pass, &["sql", "--node", node_s, sql]),
+            ok(pass, &["sql", "--node", reference_s, sql]),
+            "{sql}"
+        );
+    }
+}
+
+/// `medspace bench ingest` on a few patients: every run, with its own peak memory.
+#[test]
+fn the_ingest_benchmark_prints_each_run_with_its_memory() {
+    let out = ok("unused", &["bench", "ingest", "--patients", "24"]);
+    for line in [
+        "baseline: 1 thread",
+        "threads, a quarter of the input",
+        "threads, one atomic batch",
+        "memory: ",
+        "transaction Bundle files",
+    ] {
+        assert!(out.contains(line), "{line}: {out}");
+    }
+    assert!(!out.contains(" ? "), "a run without its peak memory: {out}");
+}

@@ -1,8 +1,10 @@
 //! Benchmarks printed by `medspace bench ingest` and `medspace bench cohort`.
 //!
-//! * ingest: generated patients written as Bulk NDJSON, then ingested (parse, check,
-//!   deduplicate, store originals, map to CDM Parquet, commit) into a fresh vault on one thread,
-//!   the baseline, and into another on several.
+//! * ingest: generated patients written as one transaction Bundle per patient (as Synthea
+//!   writes them) or as Bulk NDJSON, then ingested (parse, check, deduplicate, store originals,
+//!   map to CDM Parquet, commit in batches) into a fresh vault on one thread, the baseline, and
+//!   into others on several: all the input, a quarter of it, and all as one atomic batch, each
+//!   run a `medspace ingest` process of its own, so that its peak memory (VmHWM) is its own.
 //! * cohort: a vault with N persons (CDM rows written directly, with the generator's
 //!   age-dependent diabetes prevalence and HbA1c distribution) and the query "persons with
 //!   type 2 diabetes (SNOMED 44054006) and an HbA1c (LOINC 4548-4) over 7 %, counted by sex and
@@ -22,36 +24,64 @@ use crate::error::VaultError;
 use crate::store::{IngestOptions, Vault};
 use medspace_seal::{KdfParams, Passphrase};
 
+/// The input the ingest benchmark generates.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum IngestFormat {
+    /// One FHIR transaction Bundle file per patient, as Synthea writes them (each with its
+    /// own copies of the hospital's Organization and Practitioners).
+    Bundles,
+    /// Bulk Data NDJSON, one file per resource type.
+    Ndjson,
+}
+
 /// One timed ingest of the benchmark's input into a fresh vault.
 #[derive(Clone, Debug, Serialize)]
 pub struct IngestRun {
+    /// What the run is.
+    pub label: String,
     /// Threads the ingest parsed on.
     pub threads: usize,
+    /// Items per committed batch (0: one atomic batch).
+    pub commit_every: usize,
+    /// Input files read.
+    pub files: usize,
+    /// Resources read (each parsed, checked and hashed; stored or found unchanged).
+    pub read: u64,
     /// Resources stored.
     pub resources: u64,
+    /// Batches committed.
+    pub commits: u64,
     /// Seconds spent in the ingest.
     pub seconds: f64,
-    /// Resources per second.
+    /// Resources read per second.
     pub resources_per_second: f64,
+    /// Peak resident memory of the run's process, KiB (VmHWM), if known.
+    pub peak_rss_kib: Option<u64>,
 }
 
 /// Result of the ingest benchmark: the same input ingested on one thread (the baseline) and on
-/// several, each into a fresh vault.
+/// several, each into a fresh vault, and the memory of the ingest at two input sizes.
 #[derive(Clone, Debug, Serialize)]
 pub struct IngestBench {
     /// Patients generated.
     pub patients: u64,
-    /// Input files (one NDJSON file per resource type).
+    /// The input's form.
+    pub format: IngestFormat,
+    /// Input files.
     pub files: usize,
     /// The ingest on one thread.
     pub baseline: IngestRun,
     /// The ingest on [`IngestRun::threads`] threads.
     pub parallel: IngestRun,
+    /// The parallel ingest of a quarter of the files: its peak memory against
+    /// [`IngestBench::parallel`]'s shows whether memory grows with the input.
+    pub quarter: IngestRun,
+    /// The parallel ingest as one atomic batch (`--commit-every 0`), for its memory.
+    pub atomic: IngestRun,
     /// Milliseconds to unlock the vault's keys from its passphrase (argon2id, once per open;
     /// not part of the runs' seconds).
     pub unlock_ms: f64,
-    /// Peak resident memory of the process, KiB (VmHWM), if known.
-    pub peak_rss_kib: Option<u64>,
 }
 
 impl IngestBench {
@@ -71,84 +101,216 @@ impl std::fmt::Display for IngestBench {
             p.threads,
             self.speedup()
         )?;
+        let form = match self.format {
+            IngestFormat::Bundles => "transaction Bundle files (one per patient, as Synthea)",
+            IngestFormat::Ndjson => "Bulk NDJSON files (one per type)",
+        };
         writeln!(
             f,
-            "  {} patients, {} resources in {} NDJSON files, each run into a fresh vault",
-            self.patients, p.resources, self.files
+            "  {} patients, {} resources read ({} stored) from {} {form}, each run into a fresh vault",
+            self.patients, p.read, p.resources, self.files
         )?;
+        let mib = |r: &IngestRun| {
+            r.peak_rss_kib
+                .map_or("?".to_string(), |k| format!("{:.0} MiB", k as f64 / 1024.0))
+        };
         writeln!(
             f,
-            "  {} threads: {:.2} s; baseline, 1 thread: {:.2} s, {:.0} resources/s",
-            p.threads, p.seconds, b.seconds, b.resources_per_second
+            "  {:<34} {:>9} {:>9} {:>8} {:>13} {:>12}",
+            "run", "resources", "seconds", "commits", "resources/s", "peak memory"
         )?;
+        for r in [b, p, &self.quarter, &self.atomic] {
+            writeln!(
+                f,
+                "  {:<34} {:>9} {:>9.2} {:>8} {:>13.0} {:>12}",
+                r.label,
+                r.read,
+                r.seconds,
+                r.commits,
+                r.resources_per_second,
+                mib(r)
+            )?;
+        }
+        if let (Some(q), Some(a)) = (self.quarter.peak_rss_kib, p.peak_rss_kib) {
+            writeln!(
+                f,
+                "  memory: {:.2}x for {:.1}x the input (committed every {} items); one atomic batch: {}",
+                a as f64 / (q as f64).max(1.0),
+                p.read as f64 / (self.quarter.read as f64).max(1.0),
+                p.commit_every,
+                mib(&self.atomic)
+            )?;
+        }
         write!(
             f,
             "  vault unlock (argon2id, once per open, not in the figures above): {:.0} ms",
             self.unlock_ms
-        )?;
-        if let Some(kib) = self.peak_rss_kib {
-            write!(f, "\n  peak memory (VmHWM): {:.1} MiB", kib as f64 / 1024.0)?;
-        }
-        Ok(())
+        )
     }
 }
 
-/// Generates `patients` synthetic patients into `work_dir/ndjson`, then times their ingest into
-/// a fresh vault on one thread and into another on `threads` threads (0: one per core).
-pub fn bench_ingest(
-    work_dir: &Path,
+/// Writes the benchmark's input: `patients` generated patients into `dir`, as `format`.
+fn write_input(
+    dir: &Path,
     patients: u64,
     seed: u64,
-    threads: usize,
-) -> Result<IngestBench, VaultError> {
-    let nd = work_dir.join("ndjson");
+    format: IngestFormat,
+) -> Result<(), VaultError> {
     let cfg = medspace_synth::SynthConfig {
         patients,
         seed,
         hospital: 0,
     };
-    medspace_synth::write_ndjson(cfg, &nd, |_| {}).map_err(|e| VaultError::Io {
-        path: nd.clone(),
-        source: std::io::Error::other(e.to_string()),
-    })?;
-    let files = std::fs::read_dir(&nd).map_err(VaultError::io(&nd))?.count();
-    let mut unlock_ms = 0.0;
-    let mut run = |threads: usize| -> Result<IngestRun, VaultError> {
-        let node = work_dir.join(format!("node-{threads}"));
+    let synth_err = |e: String| VaultError::Io {
+        path: dir.to_path_buf(),
+        source: std::io::Error::other(e),
+    };
+    match format {
+        IngestFormat::Ndjson => medspace_synth::write_ndjson(cfg, dir, |_| {})
+            .map(|_| ())
+            .map_err(|e| synth_err(e.to_string())),
+        IngestFormat::Bundles => {
+            std::fs::create_dir_all(dir).map_err(VaultError::io(dir))?;
+            for i in 0..patients {
+                let path = dir.join(format!("patient-{i:07}.json"));
+                let bundle = medspace_synth::patient_bundle(seed, 0, i);
+                let bytes = serde_json::to_vec(&bundle).map_err(|e| synth_err(e.to_string()))?;
+                std::fs::write(&path, bytes).map_err(VaultError::io(&path))?;
+            }
+            Ok(())
+        }
+    }
+}
+
+/// Generates `patients` synthetic patients into `work_dir` as `format`, then times their
+/// ingest into fresh vaults: on one thread (the baseline), on `threads` threads (0: one per
+/// core), on those threads for a quarter of the files, and as one atomic batch; each run
+/// committing every [`crate::COMMIT_EVERY`] items but the last. Each run is a `medspace
+/// ingest` process of its own (`exe`), so its peak memory is its own.
+pub fn bench_ingest(
+    exe: &Path,
+    work_dir: &Path,
+    patients: u64,
+    seed: u64,
+    threads: usize,
+    format: IngestFormat,
+) -> Result<IngestBench, VaultError> {
+    let input = work_dir.join("input");
+    write_input(&input, patients, seed, format)?;
+    let mut files: Vec<std::path::PathBuf> = std::fs::read_dir(&input)
+        .map_err(VaultError::io(&input))?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .collect();
+    files.sort();
+    // A quarter of the files (of each type, for NDJSON: its first quarter of lines).
+    let quarter = work_dir.join("input-quarter");
+    std::fs::create_dir_all(&quarter).map_err(VaultError::io(&quarter))?;
+    match format {
+        IngestFormat::Bundles => {
+            for f in files.iter().take(files.len().div_ceil(4)) {
+                let to = quarter.join(f.file_name().unwrap_or_default());
+                std::fs::hard_link(f, &to)
+                    .or_else(|_| std::fs::copy(f, &to).map(|_| ()))
+                    .map_err(VaultError::io(&to))?;
+            }
+        }
+        IngestFormat::Ndjson => {
+            write_input(&quarter, patients.div_ceil(4), seed, format)?;
+        }
+    }
+    let passphrase = Passphrase::generate();
+    let n = IngestOptions {
+        threads,
+        ..IngestOptions::default()
+    }
+    .threads();
+    let run = |label: &str, dir: &Path, threads: usize, commit_every: usize| {
+        let node = work_dir.join("node");
         if node.exists() {
             std::fs::remove_dir_all(&node).map_err(VaultError::io(&node))?;
         }
-        let passphrase = Passphrase::generate();
-        VaultKey::create(&node, &passphrase, KdfParams::DEFAULT)?;
-        let t = Instant::now();
-        let key = VaultKey::unlock(&node, &passphrase)?;
-        unlock_ms = t.elapsed().as_secs_f64() * 1000.0;
-        let mut vault = Vault::open(&node, &key)?;
-        let opts = IngestOptions {
-            threads,
-            ..IngestOptions::default()
-        };
-        let t = Instant::now();
-        let report = vault.ingest_paths(std::slice::from_ref(&nd), &opts)?;
-        let seconds = t.elapsed().as_secs_f64();
-        drop(vault);
+        let out = std::process::Command::new(exe)
+            .args(["ingest", "--quiet", "--json", "--node"])
+            .arg(&node)
+            .args(["--threads", &threads.to_string()])
+            .args(["--commit-every", &commit_every.to_string()])
+            .arg(dir)
+            .env(
+                crate::at_rest::PASSPHRASE_ENV,
+                String::from_utf8_lossy(passphrase.expose()).as_ref(),
+            )
+            .env_remove("MEDSPACE_VOCAB")
+            .output()
+            .map_err(VaultError::io(exe))?;
         std::fs::remove_dir_all(&node).map_err(VaultError::io(&node))?;
+        let failed = |why: String| VaultError::Io {
+            path: exe.to_path_buf(),
+            source: std::io::Error::other(why),
+        };
+        if !out.status.success() {
+            return Err(failed(format!(
+                "ingest run failed: {}",
+                String::from_utf8_lossy(&out.stderr).trim()
+            )));
+        }
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout)
+            .map_err(|e| failed(format!("ingest run printed no report: {e}")))?;
+        let num = |p: &str| {
+            v.pointer(p)
+                .and_then(serde_json::Value::as_u64)
+                .unwrap_or(0)
+        };
+        let seconds = v
+            .pointer("/report/seconds")
+            .and_then(serde_json::Value::as_f64)
+            .unwrap_or(0.0);
+        let read = num("/report/read");
         Ok(IngestRun {
-            threads: opts.threads(),
-            resources: report.stored,
+            label: label.to_string(),
+            threads: if threads == 0 { n } else { threads },
+            commit_every,
+            files: std::fs::read_dir(dir).map_err(VaultError::io(dir))?.count(),
+            read,
+            resources: num("/report/stored"),
+            commits: num("/report/commits"),
             seconds,
-            resources_per_second: report.stored as f64 / seconds.max(1e-9),
+            resources_per_second: read as f64 / seconds.max(1e-9),
+            peak_rss_kib: v
+                .pointer("/peak_rss_kib")
+                .and_then(serde_json::Value::as_u64),
         })
     };
-    let baseline = run(1)?;
-    let parallel = run(threads)?;
+    let every = crate::COMMIT_EVERY;
+    let baseline = run("baseline: 1 thread", &input, 1, every)?;
+    let parallel = run(&format!("{n} threads"), &input, threads, every)?;
+    let quarter = run(
+        &format!("{n} threads, a quarter of the input"),
+        &quarter,
+        threads,
+        every,
+    )?;
+    let atomic = run(
+        &format!("{n} threads, one atomic batch"),
+        &input,
+        threads,
+        0,
+    )?;
+    // The vault's own unlock, timed here once (each run unlocks its own).
+    let node = work_dir.join("unlock");
+    VaultKey::create(&node, &passphrase, KdfParams::DEFAULT)?;
+    let t = Instant::now();
+    VaultKey::unlock(&node, &passphrase)?;
+    let unlock_ms = t.elapsed().as_secs_f64() * 1000.0;
+    std::fs::remove_dir_all(&node).map_err(VaultError::io(&node))?;
     Ok(IngestBench {
         patients,
-        files,
+        format,
+        files: files.len(),
         baseline,
         parallel,
+        quarter,
+        atomic,
         unlock_ms,
-        peak_rss_kib: peak_rss_kib(),
     })
 }
 

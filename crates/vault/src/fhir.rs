@@ -779,38 +779,66 @@ pub fn read_file(
     path: &Path,
     f: &mut dyn FnMut(Position, Item) -> Result<(), VaultError>,
 ) -> Result<(), VaultError> {
+    read_file_from(path, 0, f)
+}
+
+/// Whether a file is read as NDJSON (one resource per line) rather than as one JSON document.
+pub fn is_ndjson(path: &Path) -> bool {
     let name = path.to_string_lossy();
+    name.ends_with(".ndjson") || name.ends_with(".jsonl")
+}
+
+/// [`read_file`] without its first `skip` items (an interrupted ingest's committed part):
+/// NDJSON lines are skipped unparsed; a Bundle's entries are parsed and dropped.
+pub fn read_file_from(
+    path: &Path,
+    skip: u64,
+    f: &mut dyn FnMut(Position, Item) -> Result<(), VaultError>,
+) -> Result<(), VaultError> {
     let file = File::open(path).map_err(VaultError::io(path))?;
     let len = file.metadata().map_err(VaultError::io(path))?.len();
     if len == 0 {
         return f(Position::File, Err(BadReason::EmptyFile));
     }
     let reader = BufReader::with_capacity(1 << 20, file);
-    if name.ends_with(".ndjson") || name.ends_with(".jsonl") {
-        read_ndjson(path, reader, f)
-    } else if len <= SLURP_LIMIT {
+    if is_ndjson(path) {
+        return read_ndjson(path, reader, skip, f);
+    }
+    let mut seen = 0u64;
+    let mut f = |pos: Position, item: Item| -> Result<(), VaultError> {
+        seen += 1;
+        if seen <= skip {
+            return Ok(());
+        }
+        f(pos, item)
+    };
+    if len <= SLURP_LIMIT {
         // Small enough to parse from memory, which is several times faster than from a reader;
         // larger Bundles are streamed entry by entry.
         let mut buf = Vec::with_capacity(usize::try_from(len).unwrap_or(0));
         let mut reader = reader;
         reader.read_to_end(&mut buf).map_err(VaultError::io(path))?;
-        read_json(serde_json::Deserializer::from_slice(&buf), f)
+        read_json(serde_json::Deserializer::from_slice(&buf), &mut f)
     } else {
-        read_json(serde_json::Deserializer::from_reader(reader), f)
+        read_json(serde_json::Deserializer::from_reader(reader), &mut f)
     }
 }
 
 /// Bundle files up to this size are read into memory before parsing.
 const SLURP_LIMIT: u64 = 64 << 20;
 
+/// Reads NDJSON lines; the first `skip` non-blank lines are counted (as the items they were)
+/// but not parsed, and not passed to `f`.
 fn read_ndjson(
     path: &Path,
     mut reader: impl BufRead,
+    skip: u64,
     f: &mut dyn FnMut(Position, Item) -> Result<(), VaultError>,
 ) -> Result<(), VaultError> {
     let mut line = Vec::with_capacity(8192);
     let mut no = 0u64;
     let mut any = false;
+    let mut skipped = 0u64;
     loop {
         line.clear();
         let n = reader
@@ -824,6 +852,10 @@ fn read_ndjson(
             continue;
         }
         any = true;
+        if skipped < skip {
+            skipped += 1;
+            continue;
+        }
         let item = serde_json::from_slice::<Value>(&line).map_err(|e| classify(&e));
         f(Position::Line(no), item)?;
     }

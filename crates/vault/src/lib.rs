@@ -70,7 +70,9 @@ pub use session::{
     ScratchTable, decryption_factory, open_pooled_session, open_session, register_vaults,
     session_config, sql, sql_blocking,
 };
-pub use store::{Ingest, IngestOptions, IngestReport, InputError, OnError, Vault};
+pub use store::{
+    COMMIT_EVERY, Ingest, IngestOptions, IngestReport, InputError, OnError, Vault, ingest_order,
+};
 pub use vocab::Vocabulary;
 
 /// Row sink handed to [`Vault::bench_commit_cdm`].

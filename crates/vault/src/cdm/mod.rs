@@ -73,9 +73,10 @@ pub(crate) trait Resolve {
 /// consecutive ids in a table. The row id is a table's first column (`person_id` for `person`
 /// and `death`, `location_id`, equal to the person's `person_id`, for `location`).
 #[derive(Debug, Default)]
-pub(crate) struct RowLog(pub Vec<(String, i64, u32)>);
+pub(crate) struct RowLog(pub Vec<(&'static str, i64, u32)>);
 
 impl RowLog {
+    /// Notes row `id` of `table` (one of [`TABLES`]: the writer refused any other before).
     fn note(&mut self, table: &str, id: i64) {
         if let Some(last) = self.0.last_mut()
             && last.0 == table
@@ -84,7 +85,9 @@ impl RowLog {
             last.2 += 1;
             return;
         }
-        self.0.push((table.to_string(), id, 1));
+        if let Some(name) = TABLES.iter().copied().find(|t| *t == table) {
+            self.0.push((name, id, 1));
+        }
     }
 }
 

@@ -7,7 +7,7 @@ use std::fs::{self, File};
 use std::io::{BufWriter, Write};
 
 use medspace_seal::SealWriter;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use indicatif::{ProgressBar, ProgressStyle};
@@ -17,6 +17,7 @@ use super::options::{IngestOptions, IngestReport, InputError, updatable};
 use super::pipeline::{self, Analysed, Canon, Prepared};
 use super::resources::RESOURCES_FILE;
 use super::{Vault, qualify};
+use crate::at_rest::VaultKey;
 use crate::error::VaultError;
 use crate::fhir::{self, BadReason, Position, RefTarget};
 
@@ -82,37 +83,60 @@ pub(super) struct Batch<'o> {
     pub(super) report: IngestReport,
     pub(super) started: Instant,
     pub(super) bar: ProgressBar,
+    /// Where the ingest this batch belongs to stands once it commits (a chunked ingest).
+    pub(super) run: Option<super::manifest::RunCursor>,
+    /// Where [`Batch::resolve`] spells the keys it looks up.
+    scratch: std::cell::RefCell<String>,
+}
+
+/// The progress bar of an ingest (hidden unless [`IngestOptions::progress`]).
+pub(super) fn progress_bar(opts: &IngestOptions) -> ProgressBar {
+    if !opts.progress {
+        return ProgressBar::hidden();
+    }
+    let b = ProgressBar::new_spinner();
+    b.set_style(
+        ProgressStyle::with_template("{spinner} {msg} {pos} resources ({per_sec}) {elapsed}")
+            .unwrap_or_else(|_| ProgressStyle::default_spinner()),
+    );
+    b
 }
 
 impl<'o> Batch<'o> {
-    pub(super) fn start(vault: &Vault, opts: &'o IngestOptions) -> Result<Batch<'o>, VaultError> {
+    /// A new batch, written into the vault's next segment; `bar` shows its progress (and that
+    /// of the other batches of the same ingest).
+    pub(super) fn start(
+        vault: &Vault,
+        opts: &'o IngestOptions,
+        bar: &ProgressBar,
+    ) -> Result<Batch<'o>, VaultError> {
+        let name = vault.manifest.next_segment_name();
+        Batch::start_named(&vault.key, &vault.root, name, opts, bar)
+    }
+
+    /// A new batch written into the segment `name` (not yet in the manifest) of the vault at
+    /// `root`.
+    pub(super) fn start_named(
+        key: &VaultKey,
+        root: &Path,
+        name: String,
+        opts: &'o IngestOptions,
+        bar: &ProgressBar,
+    ) -> Result<Batch<'o>, VaultError> {
         if let Some(s) = &opts.source
             && !super::valid_source(s)
         {
             return Err(VaultError::InvalidSource);
         }
-        let name = vault.manifest.next_segment_name();
-        let dir = vault.segment_dir(&name);
+        let dir = super::segment_dir(root, &name);
         if dir.exists() {
             fs::remove_dir_all(&dir).map_err(VaultError::io(&dir))?;
         }
         fs::create_dir_all(&dir).map_err(VaultError::io(&dir))?;
         let path = dir.join(RESOURCES_FILE);
-        let sealed = crate::at_rest::create_sealed(&vault.key, &vault.root, &path)?;
+        let sealed = crate::at_rest::create_sealed(key, root, &path)?;
         let enc = zstd::Encoder::new(sealed, 1).map_err(|e| VaultError::from_io(&path, e))?;
-        let bar = if opts.progress {
-            let b = ProgressBar::new_spinner();
-            b.set_style(
-                ProgressStyle::with_template(
-                    "{spinner} {msg} {pos} resources ({per_sec}) {elapsed}",
-                )
-                .unwrap_or_else(|_| ProgressStyle::default_spinner()),
-            );
-            b.set_message("reading");
-            b
-        } else {
-            ProgressBar::hidden()
-        };
+        bar.set_message("reading");
         Ok(Batch {
             opts,
             name,
@@ -125,7 +149,9 @@ impl<'o> Batch<'o> {
             source: opts.source.clone(),
             report: IngestReport::default(),
             started: Instant::now(),
-            bar,
+            bar: bar.clone(),
+            run: None,
+            scratch: std::cell::RefCell::new(String::with_capacity(128)),
         })
     }
 
@@ -329,38 +355,43 @@ impl<'o> Batch<'o> {
 
     /// Resolves a (qualified) reference target: the batch's latest version of it, else the
     /// vault's; says why not when it cannot. `deleting` holds the stored keys this batch
-    /// deletes (with what goes with them).
-    pub(super) fn resolve(
-        &self,
-        vault: &Vault,
+    /// deletes (with what goes with them). Keys are spelled in the batch's scratch buffer, so
+    /// a lookup allocates nothing (a batch resolves several references per resource).
+    pub(super) fn resolve<'a>(
+        &'a self,
+        vault: &'a Vault,
         t: &RefTarget,
         deleting: &std::collections::HashSet<String>,
-    ) -> Resolved {
+    ) -> Resolved<'a> {
+        let mut key = self.scratch.borrow_mut();
+        key.clear();
         let local = match t {
-            RefTarget::AnyType(id) => self.by_id.get(id).map(|ty| format!("{ty}/{id}")),
-            RefTarget::Typed(ty, id) => Some(format!("{ty}/{id}")),
+            RefTarget::AnyType(id) => self.by_id.get(id).map(|ty| (ty.as_str(), id.as_str())),
+            RefTarget::Typed(ty, id) => Some((ty.as_str(), id.as_str())),
             RefTarget::Unresolvable => None,
         };
-        if let Some(k) = local
-            && let Some(p) = self.by_key.get(&k).and_then(|i| self.pending.get(*i))
-        {
-            match p.state {
-                State::Bad => {
-                    let ty = k.split_once('/').map_or("", |(t, _)| t);
-                    return Resolved::Refused(ty.to_string());
+        if let Some((ty, id)) = local {
+            key.push_str(ty);
+            key.push('/');
+            key.push_str(id);
+            if let Some(p) = self
+                .by_key
+                .get(key.as_str())
+                .and_then(|i| self.pending.get(*i))
+            {
+                match p.state {
+                    State::Bad => return Resolved::Refused(ty.to_string()),
+                    State::Current if p.delete => return Resolved::Deleted,
+                    State::Current => return Resolved::Found(&p.key),
+                    State::Old | State::Dup => {}
                 }
-                State::Current if p.delete => return Resolved::Deleted,
-                State::Current => return Resolved::Found(k),
-                State::Old | State::Dup => {}
             }
         }
-        match vault.resolve_key(t) {
-            Some(k) if deleting.contains(&k) => Resolved::Deleted,
+        match vault.resolve_key_in(t, &mut key) {
+            Some(k) if deleting.contains(k) => Resolved::Deleted,
             Some(k) => Resolved::Found(k),
             None => match t {
-                RefTarget::Typed(ty, id) if vault.deleted.contains(&format!("{ty}/{id}")) => {
-                    Resolved::Deleted
-                }
+                RefTarget::Typed(..) if vault.deleted.contains(key.as_str()) => Resolved::Deleted,
                 _ => Resolved::Missing,
             },
         }
@@ -368,9 +399,9 @@ impl<'o> Batch<'o> {
 }
 
 /// What a reference of the batch resolves to.
-pub(super) enum Resolved {
+pub(super) enum Resolved<'a> {
     /// A stored or batch key.
-    Found(String),
+    Found(&'a str),
     /// A resource of this batch that was refused (its type).
     Refused(String),
     /// A resource deleted (by this batch or before).

@@ -103,6 +103,7 @@ impl Batch<'_> {
             deleted: deletes,
             source: self.source.clone(),
             since: self.opts.since.clone(),
+            run: self.run.clone(),
         };
         vault.commit(info, counters)?;
         for (k, e) in new_entries {
@@ -115,8 +116,8 @@ impl Batch<'_> {
         self.report.rows_by_table = out.counts;
         self.report.rows_retracted_by_table = retracted;
         self.report.committed = true;
+        self.report.commits = 1;
         self.report.seconds = self.started.elapsed().as_secs_f64();
-        self.bar.finish_and_clear();
         tracing::info!(segment = %self.name, stored = live, updated = updates, deleted = deletes, "vault.ingest.commit");
         Ok(self.report)
     }
@@ -135,7 +136,6 @@ impl Batch<'_> {
     fn abandon(mut self) -> Result<IngestReport, VaultError> {
         fs::remove_dir_all(&self.dir).map_err(VaultError::io(&self.dir))?;
         self.report.seconds = self.started.elapsed().as_secs_f64();
-        self.bar.finish_and_clear();
         Ok(self.report)
     }
 
@@ -424,8 +424,8 @@ impl Batch<'_> {
             .collect();
         let mut visits: Vec<Option<i64>> = vec![None; self.pending.len()];
         let mut logs: Vec<Vec<RowSpan>> = vec![Vec::new(); self.pending.len()];
-        self.bar.set_message("mapping");
-        self.bar.set_position(0);
+        let mapping = self.pending.iter().filter(|p| p.live()).count();
+        self.bar.set_message(format!("mapping 0/{mapping}"));
         let vocab_empty = Vocabulary::empty();
         let vocab = self.opts.vocabulary.as_deref().unwrap_or(&vocab_empty);
         let mut writer = CdmWriter::new(
@@ -479,7 +479,9 @@ impl Batch<'_> {
                     *slot = cdm::visit_of(&v, &resolver);
                 }
                 done += 1;
-                self.bar.inc(1);
+                if done.is_multiple_of(4096) {
+                    self.bar.set_message(format!("mapping {done}/{mapping}"));
+                }
                 Ok(())
             },
         )?;
@@ -515,11 +517,11 @@ impl Batch<'_> {
             for RowSpan(table, first, count) in e.rows.iter().flatten() {
                 hidden.push(Hidden {
                     segment: seg.name.clone(),
-                    table: table.clone(),
+                    table: table.to_string(),
                     first: *first,
                     count: *count,
                 });
-                *counts.entry(table.clone()).or_insert(0) += u64::from(*count);
+                *counts.entry(table.to_string()).or_insert(0) += u64::from(*count);
             }
         }
         (hidden, counts)
@@ -558,7 +560,7 @@ impl Batch<'_> {
                 },
                 (State::Old, false) => Entry {
                     status: Some(Status::Old),
-                    rows: Some(Vec::new()),
+                    rows: Some(Box::default()),
                     ..base
                 },
                 (State::Current, false) => {
@@ -576,7 +578,7 @@ impl Batch<'_> {
                     Entry {
                         person,
                         row,
-                        rows: Some(out.logs.get(i).cloned().unwrap_or_default()),
+                        rows: Some(out.logs.get(i).cloned().unwrap_or_default().into()),
                         visit: out.visits.get(i).copied().flatten(),
                         ..base
                     }
@@ -643,9 +645,9 @@ impl BatchResolver<'_> {
             return None;
         }
         self.rows
-            .get(&k)
+            .get(k)
             .copied()
-            .or_else(|| self.vault.entries.get(&k).and_then(|e| e.row))
+            .or_else(|| self.vault.entries.get(k).and_then(|e| e.row))
     }
 
     fn qualified(&self, t: &RefTarget) -> RefTarget {

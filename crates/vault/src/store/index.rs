@@ -32,7 +32,7 @@ pub(super) struct IndexLine {
     /// The CDM rows this version produced: (table, first row id, count). Absent in lines
     /// written before versioning.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub c: Option<Vec<RowSpan>>,
+    pub c: Option<Box<[RowSpan]>>,
     /// visit_occurrence_id its rows refer to (the Encounter it belongs to), if any.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub v: Option<i64>,
@@ -58,15 +58,37 @@ pub(crate) enum Status {
     Del,
 }
 
-/// CDM rows of one table produced by one resource version: ids `first .. first + count`.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub(crate) struct RowSpan(pub String, pub i64, pub u32);
+/// CDM rows of one table produced by one resource version: ids `first .. first + count`. The
+/// table is one of [`crate::TABLES`], held as that name (every stored resource keeps its spans
+/// in the vault's index in memory, so a copy of the name each would add up).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub(crate) struct RowSpan(pub &'static str, pub i64, pub u32);
 
-/// A resource's version stamp: `meta.lastUpdated` and `meta.versionId`.
+impl RowSpan {
+    /// The span of `count` rows of `table` from `first`, if `table` is a CDM table.
+    pub(crate) fn of(table: &str, first: i64, count: u32) -> Option<RowSpan> {
+        let name = crate::TABLES.iter().copied().find(|t| *t == table)?;
+        Some(RowSpan(name, first, count))
+    }
+}
+
+impl<'de> Deserialize<'de> for RowSpan {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let (table, first, count) = <(String, i64, u32)>::deserialize(d)?;
+        RowSpan::of(&table, first, count)
+            .ok_or_else(|| serde::de::Error::custom("row span of an unknown table"))
+    }
+}
+
+/// A resource's version stamp: `meta.lastUpdated` and `meta.versionId`. Most resources carry
+/// neither, so the stamp is one pointer, null for them.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub(crate) struct Stamp {
-    pub updated: Option<String>,
-    pub version: Option<String>,
+pub(crate) struct Stamp(Option<Box<StampParts>>);
+
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+struct StampParts {
+    updated: Option<String>,
+    version: Option<String>,
 }
 
 impl Stamp {
@@ -78,10 +100,25 @@ impl Stamp {
                 .and_then(serde_json::Value::as_str)
                 .map(str::to_string)
         };
-        Stamp {
-            updated: get("lastUpdated"),
-            version: get("versionId"),
+        Stamp::new(get("lastUpdated"), get("versionId"))
+    }
+
+    /// The stamp of `meta.lastUpdated` and `meta.versionId`.
+    pub(crate) fn new(updated: Option<String>, version: Option<String>) -> Stamp {
+        if updated.is_none() && version.is_none() {
+            return Stamp(None);
         }
+        Stamp(Some(Box::new(StampParts { updated, version })))
+    }
+
+    /// `meta.lastUpdated`, if given.
+    pub(crate) fn updated(&self) -> Option<&str> {
+        self.0.as_ref()?.updated.as_deref()
+    }
+
+    /// `meta.versionId`, if given.
+    pub(crate) fn version(&self) -> Option<&str> {
+        self.0.as_ref()?.version.as_deref()
     }
 
     /// Whether a resource with this stamp is older than one with `other`: by `lastUpdated`
@@ -89,14 +126,14 @@ impl Stamp {
     /// or carry the same offset, which is how servers write them), else by a numeric
     /// `versionId` when both have one. Otherwise not older: arrival order decides.
     pub(crate) fn older_than(&self, other: &Stamp) -> bool {
-        if let (Some(a), Some(b)) = (&self.updated, &other.updated)
+        if let (Some(a), Some(b)) = (self.updated(), other.updated())
             && a != b
         {
             return a < b;
         }
         match (
-            self.version.as_deref().map(str::parse::<u64>),
-            other.version.as_deref().map(str::parse::<u64>),
+            self.version().map(str::parse::<u64>),
+            other.version().map(str::parse::<u64>),
         ) {
             (Some(Ok(a)), Some(Ok(b))) => a < b,
             _ => false,
@@ -113,7 +150,7 @@ pub(crate) struct Entry {
     pub person: Option<i64>,
     pub row: Option<i64>,
     /// CDM rows of this version (`None`: written before versioning, unknown).
-    pub rows: Option<Vec<RowSpan>>,
+    pub rows: Option<Box<[RowSpan]>>,
     pub visit: Option<i64>,
     pub status: Option<Status>,
     pub stamp: Stamp,
@@ -130,8 +167,8 @@ impl Entry {
             c: self.rows.clone(),
             v: self.visit,
             s: self.status,
-            u: self.stamp.updated.clone(),
-            n: self.stamp.version.clone(),
+            u: self.stamp.updated().map(str::to_string),
+            n: self.stamp.version().map(str::to_string),
         }
     }
 }
@@ -167,10 +204,7 @@ pub(super) fn read_index(
                 rows: il.c,
                 visit: il.v,
                 status: il.s,
-                stamp: Stamp {
-                    updated: il.u,
-                    version: il.n,
-                },
+                stamp: Stamp::new(il.u, il.n),
             },
         );
     }

@@ -39,7 +39,20 @@ pub(crate) struct Manifest {
 impl Manifest {
     /// The directory name of the segment the next commit adds.
     pub(super) fn next_segment_name(&self) -> String {
-        format!("seg-{:08}", self.generation + 1)
+        segment_name(self.next_segment_number())
+    }
+
+    /// The number of the segment the next commit adds: after the generation and after every
+    /// segment's number, so that a name is never used twice (a chunked ingest names the
+    /// batches it has in flight ahead of their commits, and some may commit nothing).
+    pub(super) fn next_segment_number(&self) -> u64 {
+        let top = self
+            .segments
+            .iter()
+            .filter_map(|s| s.name.strip_prefix("seg-")?.parse::<u64>().ok())
+            .max()
+            .unwrap_or(0);
+        top.max(self.generation).saturating_add(1)
     }
 }
 
@@ -66,6 +79,35 @@ pub(crate) struct SegmentInfo {
     /// The `_since` instant of an incremental feed, as given.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub since: Option<String>,
+    /// For a batch of an ingest committed in several: how far that ingest had come.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub run: Option<RunCursor>,
+}
+
+/// How far a chunked ingest had come when one of its batches committed. It names the input
+/// only by a digest (file names can hold patients' names), and positions by number.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct RunCursor {
+    /// Digest of the ingest's input files (paths, sizes, modification times) and options.
+    pub id: String,
+    /// The next file to read (its number in the ingest's ordered list).
+    pub file: u64,
+    /// Items of that file already committed.
+    pub item: u64,
+    /// Items of the whole input read up to there.
+    pub read: u64,
+    /// The ingest ended with this batch.
+    pub done: bool,
+}
+
+impl Manifest {
+    /// Where an interrupted ingest of the input `run` resumes: its last committed batch is the
+    /// vault's last, and it had not ended. Anything else starts from the beginning (and what
+    /// is already stored reads as unchanged).
+    pub(crate) fn resume_point(&self, run: &str) -> Option<RunCursor> {
+        let cursor = self.segments.last()?.run.as_ref()?;
+        (cursor.id == run && !cursor.done).then(|| cursor.clone())
+    }
 }
 
 fn is_zero(n: &u64) -> bool {
@@ -105,6 +147,11 @@ impl Manifest {
 /// `<node>/vault`.
 pub fn vault_dir(node_dir: &Path) -> PathBuf {
     crate::at_rest::vault_dir(node_dir)
+}
+
+/// The directory name of segment number `n`.
+pub(super) fn segment_name(n: u64) -> String {
+    format!("seg-{n:08}")
 }
 
 /// `<vault>/segments/<name>`.

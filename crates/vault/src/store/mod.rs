@@ -73,7 +73,9 @@ use std::path::{Path, PathBuf};
 use crate::at_rest::VaultKey;
 use crate::error::VaultError;
 
-pub use ingest::{IngestOptions, IngestReport, InputError, OnError, updatable};
+pub use ingest::{
+    COMMIT_EVERY, IngestOptions, IngestReport, InputError, OnError, ingest_order, updatable,
+};
 pub use manifest::vault_dir;
 pub use options::valid_source;
 pub use remap::Remapped;
@@ -201,11 +203,16 @@ impl Vault {
     /// Reads the manifest and the index of every committed segment.
     fn load(root: PathBuf, key: VaultKey) -> Result<Vault, VaultError> {
         let manifest = read_manifest(&root, &key)?;
+        // Sized once for the live resources, rather than grown (each growth holds the old table
+        // and the new one at once); bounded, whatever the manifest says.
+        let live = usize::try_from(manifest.live_resources())
+            .unwrap_or(0)
+            .min(1 << 26);
         let mut v = Vault {
             root,
             manifest,
-            entries: HashMap::new(),
-            by_id: HashMap::new(),
+            entries: HashMap::with_capacity(live),
+            by_id: HashMap::with_capacity(live),
             history: HashMap::new(),
             deleted: std::collections::HashSet::new(),
             key,

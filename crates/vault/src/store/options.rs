@@ -50,11 +50,25 @@ pub struct IngestOptions {
     /// Threads that parse the input and the new segment (0: one per core). Items are still
     /// admitted and mapped in input order, so the outcome is the same for any number.
     pub threads: usize,
+    /// Commit the input as it is read, in batches of about this many items (0: the whole
+    /// input is one atomic batch). Memory then holds one batch, whatever the input's size,
+    /// and an interrupted ingest resumes after its last committed batch when run again on the
+    /// same files (see [`crate::Vault::ingest_paths`]). A Bundle file is never split across
+    /// batches; NDJSON files are split at line boundaries. Ignored with [`OnError::Refuse`],
+    /// which refuses or stores the input as a whole.
+    pub commit_every: usize,
     /// Test hook: abort like a crash after this many resources were written to the new
     /// segment (nothing is cleaned up, nothing committed).
     #[doc(hidden)]
     pub fail_after: Option<u64>,
+    /// Test hook: abort like a crash once this many batches of a chunked ingest committed.
+    #[doc(hidden)]
+    pub fail_after_commits: Option<u64>,
 }
+
+/// Items per committed batch of `medspace ingest` by default: about 100 MB of memory at the
+/// peak of a batch (phase 3), whatever the input's size.
+pub const COMMIT_EVERY: usize = 50_000;
 
 /// One rejected input item.
 #[derive(Clone, Debug, Serialize)]
@@ -110,14 +124,49 @@ pub struct IngestReport {
     pub rows_by_table: BTreeMap<String, u64>,
     /// Rows of earlier batches retracted per CDM table (updated or deleted resources).
     pub rows_retracted_by_table: BTreeMap<String, u64>,
+    /// Batches committed (one per segment; an atomic ingest commits at most one).
+    pub commits: u64,
+    /// Items not read again because an interrupted ingest of the same input had committed
+    /// them (see [`IngestOptions::commit_every`]).
+    pub resumed: u64,
     /// Wall time in seconds.
     pub seconds: f64,
 }
 
 impl IngestReport {
-    /// `read=.. stored=.. unchanged=.. skipped=.. refused=..`.
+    /// Adds the report of the next batch of the same ingest (its time excluded: the caller
+    /// times the whole ingest).
+    pub(crate) fn absorb(&mut self, next: IngestReport) {
+        self.read += next.read;
+        self.stored += next.stored;
+        self.unchanged += next.unchanged;
+        self.updated += next.updated;
+        self.deleted += next.deleted;
+        self.stale += next.stale;
+        self.skipped += next.skipped;
+        self.refused += next.refused;
+        self.committed |= next.committed;
+        self.commits += next.commits;
+        self.resumed += next.resumed;
+        self.errors.extend(next.errors);
+        let add = |to: &mut BTreeMap<String, u64>, from: BTreeMap<String, u64>| {
+            for (k, n) in from {
+                *to.entry(k).or_insert(0) += n;
+            }
+        };
+        add(&mut self.stored_by_type, next.stored_by_type);
+        add(&mut self.rows_by_table, next.rows_by_table);
+        add(
+            &mut self.rows_retracted_by_table,
+            next.rows_retracted_by_table,
+        );
+    }
+
+    /// `read=.. stored=.. unchanged=.. skipped=.. refused=..`, then `commits=..` when the
+    /// input was committed in several batches and `resumed=..` when an interrupted ingest was
+    /// resumed.
     pub fn summary_line(&self) -> String {
-        format!(
+        let mut line = format!(
             "read={} stored={} updated={} deleted={} unchanged={} skipped={} refused={} committed={}",
             self.read,
             self.stored,
@@ -127,7 +176,14 @@ impl IngestReport {
             self.skipped,
             self.refused,
             self.committed
-        )
+        );
+        if self.commits > 1 {
+            line.push_str(&format!(" commits={}", self.commits));
+        }
+        if self.resumed > 0 {
+            line.push_str(&format!(" resumed={}", self.resumed));
+        }
+        line
     }
 }
 

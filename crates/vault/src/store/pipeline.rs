@@ -18,7 +18,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Condvar, Mutex, PoisonError};
 use std::thread;
 
 use serde_json::Value;
@@ -121,55 +121,141 @@ enum FromReader {
     Failed(VaultError),
 }
 
-/// Reads `files` on `threads` reader threads (one: in the caller's thread) and calls
-/// `admit(file, item)` for every item of file 0, then of file 1, … in each file's order.
-/// The first error, the reader's or `admit`'s, stops everything and is returned.
+/// Where reading starts: the first file to read, and the items of it already taken (an
+/// interrupted ingest's committed part).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub(super) struct Start {
+    pub(super) file: usize,
+    pub(super) skip: u64,
+}
+
+impl Start {
+    /// Items of file `i` not to read.
+    fn skip_of(&self, i: usize) -> u64 {
+        if i == self.file { self.skip } else { 0 }
+    }
+}
+
+/// Reads `files` from `start` on `threads` reader threads (one: in the caller's thread) and
+/// calls `admit(file, item)` for every item of the first file, then of the next, … in each
+/// file's order (`file` numbers the file in `files`). The first error, the reader's or
+/// `admit`'s, stops everything and is returned.
 pub(super) fn read_files(
     files: &[PathBuf],
+    start: Start,
     source: Option<&str>,
     threads: usize,
     admit: &mut dyn FnMut(usize, Read) -> Result<(), VaultError>,
 ) -> Result<(), VaultError> {
+    let todo: Vec<(usize, &PathBuf)> = files.iter().enumerate().skip(start.file).collect();
     if threads <= 1 {
-        for (i, file) in files.iter().enumerate() {
-            fhir::read_file(file, &mut |pos, item| {
+        for (i, file) in todo {
+            fhir::read_file_from(file, start.skip_of(i), &mut |pos, item| {
                 let item = prepare(item, source);
                 admit(i, Read { pos, item })
             })?;
         }
         return Ok(());
     }
-    let (senders, receivers): (Vec<_>, Vec<_>) = files
+    let (senders, receivers): (Vec<_>, Vec<_>) = todo
         .iter()
         .map(|_| sync_channel::<FromReader>(READ_AHEAD / HAND_OVER))
         .unzip();
     // The files still to read, each with its channel: a reader takes the next under the lock.
-    let work = Mutex::new(files.iter().zip(senders));
-    let stopped = AtomicBool::new(false);
+    let work = Mutex::new(
+        todo.iter()
+            .enumerate()
+            .map(|(n, (i, path))| (n, *path, start.skip_of(*i)))
+            .zip(senders),
+    );
+    let gate = Gate {
+        admitting: Mutex::new(0),
+        moved: Condvar::new(),
+        ahead: threads + FILES_AHEAD,
+        stopped: AtomicBool::new(false),
+    };
     thread::scope(|s| {
-        for _ in 0..threads.min(files.len()) {
-            s.spawn(|| reader(&work, source, &stopped));
+        for _ in 0..threads.min(todo.len()) {
+            s.spawn(|| reader(&work, source, &gate));
         }
         // Owned here, so an early return drops them and unblocks every reader.
         let receivers = receivers;
-        let result = admit_in_order(&receivers, admit);
-        stopped.store(true, Ordering::Relaxed);
+        let result = admit_in_order(start.file, &receivers, &gate, admit);
+        gate.stop();
         result
     })
 }
 
+/// Files a reader may start beyond the one being admitted, besides one per reader.
+const FILES_AHEAD: usize = 2;
+
+/// How far ahead of the batch the readers may go, in files: a file's channel bounds what is
+/// parsed of it, and this bounds how many files are parsed at once (many small Bundle files
+/// would otherwise all be parsed into memory while the batch commits).
+struct Gate {
+    /// The file (its number among those read) being admitted.
+    admitting: Mutex<usize>,
+    moved: Condvar,
+    /// A reader may start file `n` once `n < admitting + ahead`.
+    ahead: usize,
+    stopped: AtomicBool,
+}
+
+impl Gate {
+    /// Whether file `n` may be read while file `admitting` is admitted.
+    fn may_read(&self, n: usize, admitting: usize) -> bool {
+        n < admitting.saturating_add(self.ahead)
+    }
+
+    /// Waits until file `n` may be read; false if the ingest stopped meanwhile.
+    fn wait_for(&self, n: usize) -> bool {
+        let mut at = self
+            .admitting
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        while !self.may_read(n, *at) && !self.stopped.load(Ordering::Relaxed) {
+            at = self.moved.wait(at).unwrap_or_else(PoisonError::into_inner);
+        }
+        !self.stopped.load(Ordering::Relaxed)
+    }
+
+    /// The batch moved on to file `n`.
+    fn admit(&self, n: usize) {
+        *self
+            .admitting
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) = n;
+        self.moved.notify_all();
+    }
+
+    /// The ingest stopped: every waiting reader leaves.
+    fn stop(&self) {
+        let _held = self
+            .admitting
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        self.stopped.store(true, Ordering::Relaxed);
+        self.moved.notify_all();
+    }
+}
+
 /// A reader thread: takes the next file, parses it into that file's channel, and so on.
 fn reader<'a>(
-    work: &Mutex<impl Iterator<Item = (&'a PathBuf, SyncSender<FromReader>)>>,
+    work: &Mutex<impl Iterator<Item = ((usize, &'a PathBuf, u64), SyncSender<FromReader>)>>,
     source: Option<&str>,
-    stopped: &AtomicBool,
+    gate: &Gate,
 ) {
-    while !stopped.load(Ordering::Relaxed) {
+    loop {
         let next = work.lock().unwrap_or_else(PoisonError::into_inner).next();
-        let Some((path, tx)) = next else { return };
+        let Some(((n, path, skip), tx)) = next else {
+            return;
+        };
+        if !gate.wait_for(n) {
+            return;
+        }
         let mut gone = false;
         let mut items = Vec::with_capacity(HAND_OVER);
-        let read = fhir::read_file(path, &mut |pos, item| {
+        let read = fhir::read_file_from(path, skip, &mut |pos, item| {
             let item = prepare(item, source);
             items.push(Read { pos, item });
             if items.len() < HAND_OVER {
@@ -197,11 +283,15 @@ fn reader<'a>(
     }
 }
 
+/// Admits what the readers of files `first`, `first + 1`, … send, file by file.
 fn admit_in_order(
+    first: usize,
     receivers: &[Receiver<FromReader>],
+    gate: &Gate,
     admit: &mut dyn FnMut(usize, Read) -> Result<(), VaultError>,
 ) -> Result<(), VaultError> {
-    for (i, rx) in receivers.iter().enumerate() {
+    for (n, (i, rx)) in (first..).zip(receivers).enumerate() {
+        gate.admit(n);
         // The file's sender is dropped when its reader is done with it.
         for msg in rx {
             match msg {
@@ -358,8 +448,12 @@ mod tests {
 
     /// What `admit` saw, in order: file, position, id or reason, canonical hash.
     fn admitted(files: &[PathBuf], threads: usize) -> Vec<String> {
+        admitted_from(files, Start::default(), threads)
+    }
+
+    fn admitted_from(files: &[PathBuf], start: Start, threads: usize) -> Vec<String> {
         let mut seen = Vec::new();
-        read_files(files, None, threads, &mut |file, read| {
+        read_files(files, start, None, threads, &mut |file, read| {
             let what = match &read.item {
                 Prepared::Resource(Ok(a)) => format!("{} {}", a.qid, hex::encode(a.canon.1)),
                 Prepared::Resource(Err(reason)) | Prepared::Bad(reason) => format!("{reason:?}"),
@@ -389,12 +483,58 @@ mod tests {
     }
 
     #[test]
+    fn reading_from_a_start_gives_the_rest_of_the_input() {
+        let dir = tempfile::tempdir().unwrap();
+        let files = files(dir.path(), 5, 40);
+        let all = admitted(&files, 1);
+        // File 2 holds a malformed line (an item like any other): skip past it.
+        let start = Start { file: 2, skip: 7 };
+        let rest: Vec<String> = all
+            .iter()
+            .filter(|l| !l.starts_with("0 ") && !l.starts_with("1 "))
+            .skip(7)
+            .cloned()
+            .collect();
+        assert!(rest[0].starts_with("2 line 8 "), "{}", rest[0]);
+        for threads in [1, 2, 4] {
+            assert_eq!(
+                admitted_from(&files, start, threads),
+                rest,
+                "{threads} threads"
+            );
+        }
+        let end = Start { file: 5, skip: 0 };
+        assert!(admitted_from(&files, end, 2).is_empty());
+    }
+
+    #[test]
+    fn readers_stay_a_few_files_ahead() {
+        let gate = Gate {
+            admitting: Mutex::new(0),
+            moved: Condvar::new(),
+            ahead: 2 + FILES_AHEAD,
+            stopped: AtomicBool::new(false),
+        };
+        assert!(gate.may_read(0, 0) && gate.may_read(3, 0));
+        assert!(!gate.may_read(4, 0) && !gate.may_read(1000, 0));
+        assert!(gate.may_read(4, 1) && !gate.may_read(5, 1));
+        // A reader waiting for a file far ahead leaves when the ingest stops.
+        thread::scope(|s| {
+            let waiting = s.spawn(|| gate.wait_for(50));
+            gate.admit(10);
+            gate.stop();
+            assert!(!waiting.join().unwrap());
+        });
+        assert!(!gate.wait_for(0), "a stopped ingest reads nothing more");
+    }
+
+    #[test]
     fn a_refusal_stops_every_reader() {
         let dir = tempfile::tempdir().unwrap();
         let files = files(dir.path(), 6, READ_AHEAD * 3);
         for threads in [1, 2, 4] {
             let mut n = 0;
-            let err = read_files(&files, None, threads, &mut |file, _| {
+            let err = read_files(&files, Start::default(), None, threads, &mut |file, _| {
                 n += 1;
                 if file == 1 && n > READ_AHEAD * 3 + 10 {
                     return Err(VaultError::InjectedFault(n as u64));
@@ -414,7 +554,7 @@ mod tests {
         files.insert(1, dir.path().join("gone.ndjson"));
         for threads in [1, 3] {
             let mut seen = 0;
-            let err = read_files(&files, None, threads, &mut |_, _| {
+            let err = read_files(&files, Start::default(), None, threads, &mut |_, _| {
                 seen += 1;
                 Ok(())
             })

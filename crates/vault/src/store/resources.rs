@@ -66,14 +66,25 @@ impl Vault {
 
     /// Resolves a reference target to a stored `Type/id` key.
     pub(crate) fn resolve_key(&self, t: &RefTarget) -> Option<String> {
-        match t {
-            RefTarget::AnyType(id) => self.by_id.get(id).map(|ty| format!("{ty}/{id}")),
-            RefTarget::Typed(ty, id) => {
-                let k = format!("{ty}/{id}");
-                self.entries.contains_key(&k).then_some(k)
-            }
-            RefTarget::Unresolvable => None,
-        }
+        self.resolve_key_in(t, &mut String::new())
+            .map(str::to_string)
+    }
+
+    /// [`Vault::resolve_key`], the key spelled in `key` (left there, found or not, for a
+    /// typed target) and returned as the index holds it.
+    pub(crate) fn resolve_key_in(&self, t: &RefTarget, key: &mut String) -> Option<&str> {
+        key.clear();
+        let (ty, id) = match t {
+            RefTarget::AnyType(id) => (self.by_id.get(id)?.as_str(), id.as_str()),
+            RefTarget::Typed(ty, id) => (ty.as_str(), id.as_str()),
+            RefTarget::Unresolvable => return None,
+        };
+        key.push_str(ty);
+        key.push('/');
+        key.push_str(id);
+        self.entries
+            .get_key_value(key.as_str())
+            .map(|(k, _)| k.as_str())
     }
 
     /// Resolves a reference made by the stored resource `referrer` (its id qualified by its

@@ -10,6 +10,7 @@
 
 mod at_rest;
 mod bad_input;
+mod chunked;
 mod common;
 mod cost;
 mod crash_quality_export;
