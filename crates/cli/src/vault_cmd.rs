@@ -159,11 +159,8 @@ pub struct IngestArgs {
     /// Threads that parse the files (0: one per core); the outcome is the same for any number.
     #[arg(long, default_value_t = 0)]
     pub threads: usize,
-    /// Commit as the input is read, in batches of about this many resources, so memory holds
-    /// one batch whatever the input's size; run again on the same files, an interrupted
-    /// ingest resumes after its last commit. Bulk NDJSON files are read in dependency order
-    /// (organizations, practitioners, patients, encounters, …). 0: the whole input is one
-    /// atomic batch (so is it with `--on-error refuse`).
+    /// Commit in batches of about this many resources (memory holds one batch); run again, an
+    /// interrupted ingest resumes after its last commit. 0 or `--on-error refuse`: one batch.
     #[arg(long, default_value_t = medspace_vault::COMMIT_EVERY)]
     pub commit_every: usize,
     /// Print the report as JSON, with the process's peak memory (for `bench ingest`).
@@ -293,22 +290,13 @@ pub struct BenchIngestArgs {
     /// Threads of the parallel run (0: one per core); the baseline runs on one.
     #[arg(long, default_value_t = 0)]
     pub threads: usize,
-    /// The input: one transaction Bundle file per patient (as Synthea writes them), or Bulk
-    /// NDJSON (one file per resource type).
-    #[arg(long, value_enum, default_value = "bundles")]
-    pub format: IngestFormatArg,
+    /// The input: `bundles`, one transaction Bundle file per patient (as Synthea writes
+    /// them), or `ndjson`, Bulk NDJSON (one file per resource type).
+    #[arg(long, default_value = "bundles", value_parser = ["bundles", "ndjson"])]
+    pub format: String,
     /// Work directory (default: a temporary one, removed afterwards).
     #[arg(long)]
     pub dir: Option<PathBuf>,
-}
-
-/// The input of `medspace bench ingest`.
-#[derive(Clone, Copy, Debug, ValueEnum)]
-pub enum IngestFormatArg {
-    /// One transaction Bundle file per patient.
-    Bundles,
-    /// Bulk NDJSON, one file per resource type.
-    Ndjson,
 }
 
 /// `medspace bench cohort`.
@@ -393,7 +381,6 @@ pub fn run_ingest(args: IngestArgs) -> anyhow::Result<()> {
         updates: args.update,
         since: args.since,
         threads: args.threads,
-        remap: false,
         commit_every: args.commit_every,
         ..IngestOptions::default()
     };
@@ -405,22 +392,15 @@ pub fn run_ingest(args: IngestArgs) -> anyhow::Result<()> {
     if report.errors.len() > SHOWN {
         eprintln!("error: ... and {} more", report.errors.len() - SHOWN);
     }
+    let peak_kib = medspace_vault::bench::peak_rss_kib();
     if args.json {
-        let out = serde_json::json!({
-            "report": report,
-            "peak_rss_kib": medspace_vault::bench::peak_rss_kib(),
-        });
-        println!("{out}");
+        println!(
+            "{}",
+            serde_json::json!({"report": report, "peak_rss_kib": peak_kib})
+        );
         return Ok(());
     }
-    let peak = medspace_vault::bench::peak_rss_kib()
-        .map(|k| format!(", peak memory {:.0} MiB", k as f64 / 1024.0))
-        .unwrap_or_default();
-    println!(
-        "{} ({:.0} resources/s{peak})",
-        report.summary_line(),
-        report.read as f64 / report.seconds.max(1e-9)
-    );
+    println!("{}", report.printed(peak_kib));
     if report.refused > 0 {
         bail!(
             "batch refused: {} bad resources (--on-error refuse); the vault is unchanged",
@@ -596,9 +576,9 @@ pub fn run_bench(cmd: Bench) -> anyhow::Result<()> {
     match cmd {
         Bench::Ingest(a) => {
             let (dir, temp) = work_dir(a.dir)?;
-            let format = match a.format {
-                IngestFormatArg::Bundles => bench::IngestFormat::Bundles,
-                IngestFormatArg::Ndjson => bench::IngestFormat::Ndjson,
+            let format = match a.format.as_str() {
+                "ndjson" => bench::IngestFormat::Ndjson,
+                _ => bench::IngestFormat::Bundles,
             };
             let exe = std::env::current_exe()?;
             let r = bench::bench_ingest(&exe, &dir, a.patients, a.seed, a.threads, format);

@@ -134,6 +134,19 @@ pub struct IngestReport {
 }
 
 impl IngestReport {
+    /// What `medspace ingest` prints: [`IngestReport::summary_line`], the rate, and the
+    /// process's peak memory when known.
+    pub fn printed(&self, peak_rss_kib: Option<u64>) -> String {
+        let peak = peak_rss_kib
+            .map(|k| format!(", peak memory {:.0} MiB", k as f64 / 1024.0))
+            .unwrap_or_default();
+        format!(
+            "{} ({:.0} resources/s{peak})",
+            self.summary_line(),
+            self.read as f64 / self.seconds.max(1e-9)
+        )
+    }
+
     /// Adds the report of the next batch of the same ingest (its time excluded: the caller
     /// times the whole ingest).
     pub(crate) fn absorb(&mut self, next: IngestReport) {
