@@ -2,7 +2,6 @@
 //! appended to the new segment's resources file; its references are noted for the checks of
 //! phase 2 (see `finish`).
 
-use std::collections::HashMap;
 use std::fs::{self, File};
 use std::io::{BufWriter, Write};
 
@@ -16,7 +15,7 @@ use super::index::{Entry, Stamp};
 use super::options::{IngestOptions, IngestReport, InputError, updatable};
 use super::pipeline::{self, Analysed, Canon, Prepared};
 use super::resources::RESOURCES_FILE;
-use super::{Vault, qualify};
+use super::{FastMap, Vault, qualify};
 use crate::at_rest::VaultKey;
 use crate::error::VaultError;
 use crate::fhir::{self, BadReason, Position, RefTarget};
@@ -75,9 +74,9 @@ pub(super) struct Batch<'o> {
     pub(super) out: Option<zstd::Encoder<'static, SealWriter<BufWriter<File>>>>,
     pub(super) pending: Vec<Pending>,
     /// Key -> the batch's latest accepted pending of it.
-    pub(super) by_key: HashMap<String, usize>,
+    pub(super) by_key: FastMap<String, usize>,
     /// Qualified id -> type, for `urn:uuid:` references.
-    pub(super) by_id: HashMap<String, String>,
+    pub(super) by_id: FastMap<String, String>,
     /// The batch's source (`None`: the default namespace).
     pub(super) source: Option<String>,
     pub(super) report: IngestReport,
@@ -144,8 +143,8 @@ impl<'o> Batch<'o> {
             files: Vec::new(),
             out: Some(enc),
             pending: Vec::new(),
-            by_key: HashMap::new(),
-            by_id: HashMap::new(),
+            by_key: FastMap::default(),
+            by_id: FastMap::default(),
             source: opts.source.clone(),
             report: IngestReport::default(),
             started: Instant::now(),
@@ -162,8 +161,10 @@ impl<'o> Batch<'o> {
     }
 
     pub(super) fn error(&mut self, file: usize, pos: Position, reason: BadReason) {
+        // The log names the file by its number: Synthea names files after the patient. (The
+        // report, printed to the operator who gave the files, names them.)
+        tracing::debug!(file, position = %pos, reason = %reason, "vault.ingest.reject");
         let file = self.files.get(file).cloned().unwrap_or_default();
-        tracing::debug!(file = %file.display(), position = %pos, reason = %reason, "vault.ingest.reject");
         self.report.errors.push(InputError {
             file,
             position: pos,
@@ -361,7 +362,7 @@ impl<'o> Batch<'o> {
         &'a self,
         vault: &'a Vault,
         t: &RefTarget,
-        deleting: &std::collections::HashSet<String>,
+        deleting: &super::FastSet<String>,
     ) -> Resolved<'a> {
         let mut key = self.scratch.borrow_mut();
         key.clear();
@@ -387,11 +388,16 @@ impl<'o> Batch<'o> {
                 }
             }
         }
+        // Most batches delete nothing, and most vaults hold no deletes: no hashing then.
         match vault.resolve_key_in(t, &mut key) {
-            Some(k) if deleting.contains(k) => Resolved::Deleted,
+            Some(k) if !deleting.is_empty() && deleting.contains(k) => Resolved::Deleted,
             Some(k) => Resolved::Found(k),
             None => match t {
-                RefTarget::Typed(..) if vault.deleted.contains(key.as_str()) => Resolved::Deleted,
+                RefTarget::Typed(..)
+                    if !vault.deleted.is_empty() && vault.deleted.contains(key.as_str()) =>
+                {
+                    Resolved::Deleted
+                }
                 _ => Resolved::Missing,
             },
         }

@@ -14,7 +14,7 @@ use super::manifest::{Hidden, SegmentInfo, sync_dir};
 use super::options::{IngestReport, OnError, mapped_since_versioning, updatable};
 use super::pipeline;
 use super::resources::RESOURCES_FILE;
-use super::{Vault, qualify, qualify_target};
+use super::{FastMap, FastSet, Vault, qualify, qualify_target};
 use crate::cdm::{self, CdmWriter, Counters, Resolve, RowLog};
 use crate::error::VaultError;
 use crate::fhir::{BadReason, RefTarget};
@@ -302,7 +302,7 @@ impl Batch<'_> {
     }
 
     /// The stored keys this batch deletes: asked for, and taken with them.
-    fn deleting(&self, cascade: &[Cascade]) -> HashSet<String> {
+    fn deleting(&self, cascade: &[Cascade]) -> FastSet<String> {
         self.pending
             .iter()
             .filter(|p| p.state == State::Current && p.delete)
@@ -315,7 +315,7 @@ impl Batch<'_> {
     /// or to a resource of this batch that was refused (it is refused with it). Refusing one
     /// resource can refuse others, so this iterates (once only when the batch will be refused
     /// anyway).
-    fn reject_dangling(&mut self, vault: &Vault, deleting: &HashSet<String>) {
+    fn reject_dangling(&mut self, vault: &Vault, deleting: &FastSet<String>) {
         loop {
             let mut newly = Vec::new();
             for (i, p) in self.pending.iter().enumerate() {
@@ -378,8 +378,8 @@ impl Batch<'_> {
 
     /// Local ids of current patients and encounters, in input order: a new version keeps the
     /// ids of the version it replaces.
-    fn assign_row_ids(&self, counters: &mut Counters) -> HashMap<String, i64> {
-        let mut rows: HashMap<String, i64> = HashMap::new();
+    fn assign_row_ids(&self, counters: &mut Counters) -> FastMap<String, i64> {
+        let mut rows: FastMap<String, i64> = FastMap::default();
         for p in self.pending.iter().filter(|p| p.live()) {
             let table = match type_of(&p.key) {
                 "Patient" => "person",
@@ -399,8 +399,8 @@ impl Batch<'_> {
     fn map_to_cdm(
         &self,
         vault: &Vault,
-        rows: &HashMap<String, i64>,
-        deleting: &HashSet<String>,
+        rows: &FastMap<String, i64>,
+        deleting: &FastSet<String>,
         counters: &mut Counters,
     ) -> Result<CdmOutput, VaultError> {
         let resolver = BatchResolver {
@@ -459,7 +459,7 @@ impl Batch<'_> {
                 let own = rows.get(&p.key).copied();
                 let mut log = RowLog::default();
                 cdm::map_resource(
-                    &v,
+                    v,
                     own,
                     &pseudonym,
                     vocab,
@@ -476,7 +476,7 @@ impl Batch<'_> {
                         .collect();
                 }
                 if let Some(slot) = visits.get_mut(line as usize) {
-                    *slot = cdm::visit_of(&v, &resolver);
+                    *slot = cdm::visit_of(v, &resolver);
                 }
                 done += 1;
                 if done.is_multiple_of(4096) {
@@ -533,7 +533,7 @@ impl Batch<'_> {
         &mut self,
         vault: &Vault,
         seg_no: u32,
-        rows: &HashMap<String, i64>,
+        rows: &FastMap<String, i64>,
         out: &CdmOutput,
         cascade: &[Cascade],
     ) -> Result<Vec<(String, Entry)>, VaultError> {
@@ -631,8 +631,8 @@ struct CdmOutput {
 struct BatchResolver<'a> {
     batch: &'a Batch<'a>,
     vault: &'a Vault,
-    rows: &'a HashMap<String, i64>,
-    deleting: &'a HashSet<String>,
+    rows: &'a FastMap<String, i64>,
+    deleting: &'a FastSet<String>,
 }
 
 impl BatchResolver<'_> {

@@ -161,7 +161,7 @@ impl Entry {
         IndexLine {
             k: key.to_string(),
             l: self.line,
-            h: hex::encode(self.hash),
+            h: hex16(&self.hash),
             p: self.person,
             r: self.row,
             c: self.rows.clone(),
@@ -170,6 +170,16 @@ impl Entry {
             u: self.stamp.updated().map(str::to_string),
             n: self.stamp.version().map(str::to_string),
         }
+    }
+}
+
+/// The hex of a content hash (`hex::encode` goes through a char iterator, which showed in the
+/// profile of writing a segment's index).
+fn hex16(hash: &[u8; 16]) -> String {
+    let mut out = [0u8; 32];
+    match hex::encode_to_slice(hash, &mut out) {
+        Ok(()) => String::from_utf8_lossy(&out).into_owned(),
+        Err(_) => hex::encode(hash),
     }
 }
 
@@ -219,7 +229,9 @@ pub(super) fn write_index(
     path: &Path,
     entries: &[(String, Entry)],
 ) -> Result<(), VaultError> {
-    let mut w = at_rest::create_sealed(vault_key, root, path)?;
+    // Buffered in front of the sealing writer: serde writes a line in many small pieces.
+    let mut w =
+        std::io::BufWriter::with_capacity(1 << 16, at_rest::create_sealed(vault_key, root, path)?);
     for (key, entry) in entries {
         serde_json::to_writer(&mut w, &entry.line(key)).map_err(|e| VaultError::Corrupt {
             path: path.to_path_buf(),
@@ -228,5 +240,8 @@ pub(super) fn write_index(
         w.write_all(b"\n")
             .map_err(|e| VaultError::from_io(path, e))?;
     }
+    let w = w
+        .into_inner()
+        .map_err(|e| VaultError::from_io(path, e.into_error()))?;
     at_rest::finish_sealed(path, w)
 }

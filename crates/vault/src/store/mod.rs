@@ -104,6 +104,15 @@ use crate::fhir::RefTarget;
 use identity::PersonMaps;
 use index::{Entry, Status};
 
+/// The maps of the ingest's hot path, keyed by resource keys and ids: foldhash, several times
+/// cheaper than std's SipHash on keys of this length (a batch looks up several per resource).
+/// Not a cryptographic hash, but seeded at random like SipHash, so ids cannot be prepared in
+/// advance to collide.
+pub(crate) type FastMap<K, V> = std::collections::HashMap<K, V, foldhash::fast::RandomState>;
+
+/// The set of [`FastMap`]'s kind.
+pub(crate) type FastSet<K> = std::collections::HashSet<K, foldhash::fast::RandomState>;
+
 /// The id of a resource of `source` in the vault's keys: the id itself in the default
 /// namespace, `source|id` otherwise.
 pub(crate) fn qualify(source: Option<&str>, id: &str) -> String {
@@ -138,9 +147,9 @@ pub(crate) fn bare_id(qid: &str) -> &str {
 pub struct Vault {
     root: PathBuf,
     manifest: Manifest,
-    entries: HashMap<String, Entry>,
+    entries: FastMap<String, Entry>,
     /// id -> type, for `urn:uuid:` references.
-    by_id: HashMap<String, String>,
+    by_id: FastMap<String, String>,
     /// Earlier versions of each key (superseded or deleted), oldest first, for audit.
     history: HashMap<String, Vec<Entry>>,
     /// Keys whose latest index line is a delete.
@@ -211,8 +220,8 @@ impl Vault {
         let mut v = Vault {
             root,
             manifest,
-            entries: HashMap::with_capacity(live),
-            by_id: HashMap::with_capacity(live),
+            entries: FastMap::with_capacity_and_hasher(live, Default::default()),
+            by_id: FastMap::with_capacity_and_hasher(live, Default::default()),
             history: HashMap::new(),
             deleted: std::collections::HashSet::new(),
             key,
