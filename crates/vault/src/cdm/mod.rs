@@ -85,8 +85,8 @@ impl RowLog {
             last.2 += 1;
             return;
         }
-        if let Some(name) = TABLES.iter().copied().find(|t| *t == table) {
-            self.0.push((name, id, 1));
+        if let Some(t) = medspace_types::cdm::table(table) {
+            self.0.push((t.name, id, 1));
         }
     }
 }

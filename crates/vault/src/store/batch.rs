@@ -7,6 +7,7 @@ use std::io::{BufWriter, Write};
 
 use medspace_seal::SealWriter;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Instant;
 
 use indicatif::{ProgressBar, ProgressStyle};
@@ -70,7 +71,8 @@ pub(super) struct Batch<'o> {
     pub(super) opts: &'o IngestOptions,
     pub(super) name: String,
     pub(super) dir: PathBuf,
-    pub(super) files: Vec<PathBuf>,
+    /// The ingest's input files, numbered as `admit` is given them (shared by its batches).
+    pub(super) files: Arc<[PathBuf]>,
     pub(super) out: Option<zstd::Encoder<'static, SealWriter<BufWriter<File>>>>,
     pub(super) pending: Vec<Pending>,
     /// Key -> the batch's latest accepted pending of it.
@@ -106,11 +108,12 @@ impl<'o> Batch<'o> {
     /// of the other batches of the same ingest).
     pub(super) fn start(
         vault: &Vault,
+        files: Arc<[PathBuf]>,
         opts: &'o IngestOptions,
         bar: &ProgressBar,
     ) -> Result<Batch<'o>, VaultError> {
         let name = vault.manifest.next_segment_name();
-        Batch::start_named(&vault.key, &vault.root, name, opts, bar)
+        Batch::start_named(&vault.key, &vault.root, name, files, opts, bar)
     }
 
     /// A new batch written into the segment `name` (not yet in the manifest) of the vault at
@@ -119,6 +122,7 @@ impl<'o> Batch<'o> {
         key: &VaultKey,
         root: &Path,
         name: String,
+        files: Arc<[PathBuf]>,
         opts: &'o IngestOptions,
         bar: &ProgressBar,
     ) -> Result<Batch<'o>, VaultError> {
@@ -140,7 +144,7 @@ impl<'o> Batch<'o> {
             opts,
             name,
             dir,
-            files: Vec::new(),
+            files,
             out: Some(enc),
             pending: Vec::new(),
             by_key: FastMap::default(),
@@ -152,12 +156,6 @@ impl<'o> Batch<'o> {
             run: None,
             scratch: std::cell::RefCell::new(String::with_capacity(128)),
         })
-    }
-
-    /// Adds an input file (or the name of an in-memory source); returns its number.
-    pub(super) fn add_file(&mut self, file: PathBuf) -> usize {
-        self.files.push(file);
-        self.files.len() - 1
     }
 
     pub(super) fn error(&mut self, file: usize, pos: Position, reason: BadReason) {

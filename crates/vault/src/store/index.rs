@@ -67,7 +67,7 @@ pub(crate) struct RowSpan(pub &'static str, pub i64, pub u32);
 impl RowSpan {
     /// The span of `count` rows of `table` from `first`, if `table` is a CDM table.
     pub(crate) fn of(table: &str, first: i64, count: u32) -> Option<RowSpan> {
-        let name = crate::TABLES.iter().copied().find(|t| *t == table)?;
+        let name = medspace_types::cdm::table(table)?.name;
         Some(RowSpan(name, first, count))
     }
 }

@@ -6,6 +6,7 @@
 
 use std::fs;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::sync::mpsc::sync_channel;
 use std::thread;
 use std::time::{Instant, UNIX_EPOCH};
@@ -63,10 +64,7 @@ impl Vault {
         opts: &IngestOptions,
         bar: &indicatif::ProgressBar,
     ) -> Result<IngestReport, VaultError> {
-        let mut batch = Batch::start(self, opts, bar)?;
-        for file in files {
-            batch.add_file(file.clone());
-        }
+        let mut batch = Batch::start(self, files.into(), opts, bar)?;
         let source = opts.source.as_deref();
         pipeline::read_files(
             files,
@@ -108,13 +106,10 @@ impl Vault {
         // Batches are named ahead of their commits; a name is never reused (see
         // `next_segment_number`), even when a batch commits nothing.
         let mut number = self.manifest.next_segment_number();
-        let open = |number: u64| -> Result<Batch<'_>, VaultError> {
+        let shared: Arc<[PathBuf]> = files.into();
+        let open = |number: u64| {
             let name = segment_name(number);
-            let mut batch = Batch::start_named(&key, &root, name, opts, bar)?;
-            for file in files {
-                batch.add_file(file.clone());
-            }
-            Ok(batch)
+            Batch::start_named(&key, &root, name, Arc::clone(&shared), opts, bar)
         };
         let cursor = |file: usize, item: u64, read: u64, done: bool| RunCursor {
             id: run.clone(),
@@ -207,8 +202,7 @@ impl Vault {
         opts: &IngestOptions,
     ) -> Result<IngestReport, VaultError> {
         let bar = progress_bar(opts);
-        let mut batch = Batch::start(self, opts, &bar)?;
-        batch.add_file(PathBuf::from(source));
+        let mut batch = Batch::start(self, Arc::from([PathBuf::from(source)]), opts, &bar)?;
         for (i, r) in resources.into_iter().enumerate() {
             let item = pipeline::prepare(Ok(r), opts.source.as_deref());
             batch.admit(0, Position::Entry(i as u64), item)?;
