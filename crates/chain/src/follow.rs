@@ -397,6 +397,21 @@ impl HttpSource {
         self.get(0, 0, |_| "/v1/checkpoint".to_string()).await
     }
 
+    /// [`HttpSource::fetch_checkpoint`] as it arrives: the first validator that answers, its
+    /// body read a chunk at a time ([`CheckpointStream`]), so that a joining node holds one
+    /// chunk, not the checkpoint. The transfer may take as long as the state's size needs; a
+    /// validator that sends nothing for [`FETCH_TIMEOUT`] ends it.
+    pub async fn open_checkpoint(&self) -> Result<Option<CheckpointStream>, FollowError> {
+        let path = |_| "/v1/checkpoint".to_string();
+        Ok(self
+            .ask(0, 0, path, Want::Response)
+            .await?
+            .and_then(|answer| match answer {
+                Answer::Response(response, from) => Some(CheckpointStream { response, from }),
+                Answer::Body(_) => None,
+            }))
+    }
+
     async fn fetch_part(
         &self,
         height: u64,
@@ -410,13 +425,32 @@ impl HttpSource {
     }
 
     /// `GET`s the path `path(wait)` from each validator in turn (waiting `wait_ms` at the first
-    /// only) until one answers; `height` only names what was asked in errors.
+    /// only) until one answers with a body; `height` only names what was asked in errors.
     async fn get(
         &self,
         height: u64,
         wait_ms: u64,
         path: impl Fn(u64) -> String,
     ) -> Result<Option<Bytes>, FollowError> {
+        Ok(self
+            .ask(height, wait_ms, path, Want::Body)
+            .await?
+            .and_then(|answer| match answer {
+                Answer::Body(body) => Some(body),
+                Answer::Response(..) => None,
+            }))
+    }
+
+    /// [`HttpSource::get`], giving what `want` says: the body read whole (a validator whose body
+    /// fails is passed over like one that does not answer), or the first successful response,
+    /// its body unread.
+    async fn ask(
+        &self,
+        height: u64,
+        wait_ms: u64,
+        path: impl Fn(u64) -> String,
+        want: Want,
+    ) -> Result<Option<Answer>, FollowError> {
         use std::sync::atomic::Ordering;
         let n = self.nodes.len().max(1);
         let start = self.next.load(Ordering::Relaxed);
@@ -439,12 +473,19 @@ impl HttpSource {
             if let Some(s) = &self.signer {
                 req = req.header("authorization", s.authorization(name, &path));
             }
+            if want == Want::Response {
+                req = req.timeout(STREAM_TIMEOUT);
+            }
             let answer = req.send().await;
             match answer {
+                Ok(r) if r.status().is_success() && want == Want::Response => {
+                    self.next.store((start + i) % n, Ordering::Relaxed);
+                    return Ok(Some(Answer::Response(r, url.clone())));
+                }
                 Ok(r) if r.status().is_success() => match r.bytes().await {
                     Ok(b) => {
                         self.next.store((start + i) % n, Ordering::Relaxed);
-                        return Ok(Some(b));
+                        return Ok(Some(Answer::Body(b)));
                     }
                     Err(e) => last = format!("{url}: {e}"),
                 },
@@ -462,6 +503,46 @@ impl HttpSource {
                 height,
                 reason: last,
             })
+        }
+    }
+}
+
+/// What [`HttpSource::ask`] is to give.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Want {
+    Body,
+    Response,
+}
+
+enum Answer {
+    Body(Bytes),
+    /// A successful response, its body unread, and the URL that gave it.
+    Response(reqwest::Response, String),
+}
+
+/// The longest a streamed transfer may take in all (a checkpoint of a large state); each chunk
+/// must still come within [`FETCH_TIMEOUT`] of the one before.
+const STREAM_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(6 * 3600);
+
+/// A validator's checkpoint arriving ([`HttpSource::open_checkpoint`]), unverified.
+pub struct CheckpointStream {
+    response: reqwest::Response,
+    from: String,
+}
+
+impl CheckpointStream {
+    /// The next piece of the checkpoint, or `None` at its end. A validator that sends nothing
+    /// for [`FETCH_TIMEOUT`], or whose transfer fails, ends it with an error.
+    pub async fn chunk(&mut self) -> Result<Option<Bytes>, FollowError> {
+        let failed = |reason: String| FollowError::Unreachable { height: 0, reason };
+        match tokio::time::timeout(FETCH_TIMEOUT, self.response.chunk()).await {
+            Ok(Ok(chunk)) => Ok(chunk),
+            Ok(Err(e)) => Err(failed(format!("{}: {e}", self.from))),
+            Err(_) => Err(failed(format!(
+                "{}: nothing received for {} s",
+                self.from,
+                FETCH_TIMEOUT.as_secs()
+            ))),
         }
     }
 }

@@ -34,7 +34,7 @@
 //!   validator launch, agreement checks) shared by the chain's and the node's simulation tests.
 //!
 //! Durability: every `checkpoint_every` finalized blocks a validator writes the committed state
-//! as a checkpoint ([`Application::checkpoint`]) to its own storage, synced before older ones
+//! as a checkpoint ([`Application::checkpoint_reader`], read and written a chunk at a time) to its own storage, synced before older ones
 //! are removed. On start the engine restores the newest checkpoint whose state is exactly that
 //! of the block at its height in marshal's finalized archive (a torn or stale one is skipped),
 //! then replays through [`Application::commit`] only the finalized blocks after it — all of
@@ -121,41 +121,88 @@ pub trait Application: Clone + Send + Sync + 'static {
         Err("this application keeps no state of its own".into())
     }
     /// The committed state as a checkpoint taken after the finalized block at `height` with
-    /// time `time_ms`, or `None` when the application keeps none (its nodes then always replay
-    /// from genesis). A node writes one every `checkpoint_every` blocks and serves one to
-    /// followers that start from it.
-    fn checkpoint(&self, _height: u64, _time_ms: u64) -> Option<Vec<u8>> {
+    /// time `time_ms`, as bytes read on demand, or `None` when the application keeps none (its
+    /// nodes then always replay from genesis) or is not at `height`. A node writes one every
+    /// `checkpoint_every` blocks and serves one to nodes that join from it; both read it a
+    /// chunk at a time, so a checkpoint costs the reader's memory, not its size.
+    fn checkpoint_reader(
+        &self,
+        _height: u64,
+        _time_ms: u64,
+    ) -> Option<Box<dyn std::io::Read + Send>> {
         None
     }
-    /// [`Application::checkpoint`] written to `out` as it is encoded, so that serving one
-    /// costs the encoder's memory, not the checkpoint's size; the bytes written, or `None`
-    /// when the application keeps none. The default encodes it whole first.
+    /// [`Application::checkpoint_reader`] read whole (tests, small states).
+    fn checkpoint(&self, height: u64, time_ms: u64) -> Option<Vec<u8>> {
+        let mut out = Vec::new();
+        self.checkpoint_reader(height, time_ms)?
+            .read_to_end(&mut out)
+            .ok()?;
+        Some(out)
+    }
+    /// [`Application::checkpoint_reader`] copied to `out`; the bytes written, or `None` when
+    /// the application keeps none.
     fn write_checkpoint(
         &self,
         height: u64,
         time_ms: u64,
         out: &mut dyn std::io::Write,
     ) -> Option<std::io::Result<u64>> {
-        let bytes = self.checkpoint(height, time_ms)?;
-        // INVARIANT: a checkpoint's length fits u64.
-        Some(out.write_all(&bytes).map(|()| bytes.len() as u64))
+        let mut reader = self.checkpoint_reader(height, time_ms)?;
+        Some(std::io::copy(&mut reader, out))
     }
-    /// The height a checkpoint says it was taken at, read without restoring it (untrusted
-    /// until [`Application::restore`] checks it against a certified header), or `None` when
-    /// the bytes are not a checkpoint of this application.
+    /// The height a checkpoint says it was taken at, read from its first bytes without
+    /// restoring it (untrusted until the restore checks it against a certified header), or
+    /// `None` when they are not the start of a checkpoint of this application.
     fn checkpoint_height(&self, _bytes: &[u8]) -> Option<u64> {
         None
     }
-    /// This application with its committed state restored from `bytes`, a checkpoint of the
-    /// finalized block at `height` whose header has `time_ms` and `root`. Refused, changing
-    /// nothing, unless the checkpoint is intact and is exactly that block's state.
-    fn restore(
+    /// How many first bytes of a checkpoint [`Application::checkpoint_height`] needs.
+    fn checkpoint_header_len(&self) -> usize {
+        0
+    }
+    /// A restore of the checkpoint of the finalized block at `height` whose header has
+    /// `time_ms` and `root`, taking the checkpoint's bytes as they arrive ([`Restoring`]).
+    /// Refused (changing nothing) unless the application keeps checkpoints.
+    fn restoring(
         &self,
-        _bytes: &[u8],
         _height: u64,
         _time_ms: u64,
         _root: [u8; 32],
-    ) -> Result<Self, String> {
+    ) -> Result<Box<dyn Restoring<Self>>, String> {
         Err("this application keeps no checkpoints".into())
     }
+    /// This application with its committed state restored from `bytes`, the whole checkpoint
+    /// of the finalized block at `height` whose header has `time_ms` and `root`. Refused,
+    /// changing nothing, unless the checkpoint is intact and is exactly that block's state.
+    fn restore(
+        &self,
+        bytes: &[u8],
+        height: u64,
+        time_ms: u64,
+        root: [u8; 32],
+    ) -> Result<Self, String> {
+        let mut restoring = self.restoring(height, time_ms, root)?;
+        restoring.feed(bytes)?;
+        restoring.finish()
+    }
+    /// This application, if a restore already brought it to the state of the block at
+    /// `height` with state root `root` (a node that joined by state sync restores the
+    /// checkpoint as it arrives, before the engine starts: [`crate::node::fetch_state_sync`]).
+    /// Refused when it is at any other state.
+    fn restored(&self, _height: u64, _root: [u8; 32]) -> Result<Self, String> {
+        Err("this application keeps no checkpoints".into())
+    }
+}
+
+/// A checkpoint being restored as its bytes arrive, in pieces of any size
+/// ([`Application::restoring`]). Nothing is committed before [`Restoring::finish`]; the first
+/// refusal ends the restore, and one dropped unfinished commits nothing.
+pub trait Restoring<A>: Send {
+    /// The next bytes of the checkpoint; refused as soon as they show it is not the one
+    /// expected (its header names another block, a record is malformed, ...).
+    fn feed(&mut self, bytes: &[u8]) -> Result<(), String>;
+    /// The whole checkpoint arrived: the application restored at its block, once its checksum
+    /// and state root check out.
+    fn finish(self: Box<Self>) -> Result<A, String>;
 }

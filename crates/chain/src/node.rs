@@ -33,20 +33,32 @@ use std::{sync::Arc, time::Duration};
 /// `source`'s checkpoint of its committed state and the certified header of the checkpoint's
 /// height, checked as the engine will check them — the certificate is a quorum certificate of
 /// the genesis validators over the header, and the checkpoint restores `app` (holding the
-/// genesis state) to exactly that header's state.
+/// genesis state) to exactly that header's state. The checkpoint is restored as it arrives
+/// ([`Application::restoring`]): its header first, to learn its height and fetch that height's
+/// certified header, then each chunk into the restore, so the node never holds it whole.
+/// Returns the sync (its state [`engine::SyncedState::Restored`]) and the application
+/// restored at it, to start the engine with.
 pub async fn fetch_state_sync<A: Application>(
     genesis: &Genesis,
     source: &HttpSource,
     app: &A,
-) -> Result<engine::StateSync, String> {
-    let checkpoint = source
-        .fetch_checkpoint()
+) -> Result<(engine::StateSync, A), String> {
+    let mut stream = source
+        .open_checkpoint()
         .await
         .map_err(|e| e.to_string())?
-        .ok_or("the peer keeps no checkpoints")?
-        .to_vec();
+        .ok_or("the peer keeps no checkpoints")?;
+    let mut head = Vec::new();
+    while head.len() < app.checkpoint_header_len().max(1) {
+        let chunk = stream
+            .chunk()
+            .await
+            .map_err(|e| e.to_string())?
+            .ok_or("the peer's checkpoint ends inside its header")?;
+        head.extend_from_slice(&chunk);
+    }
     let height = app
-        .checkpoint_height(&checkpoint)
+        .checkpoint_height(&head)
         .ok_or("the peer's checkpoint does not decode")?;
     let raw = source
         .fetch_header(height, 0)
@@ -57,13 +69,31 @@ pub async fn fetch_state_sync<A: Application>(
     let (header, finalization) = check
         .verify_certified(height, &raw)
         .map_err(|e| e.to_string())?;
-    app.restore(&checkpoint, height, header.time_ms, header.state_root)
-        .map_err(|reason| format!("checkpoint refused at height={height}: {reason}"))?;
-    Ok(engine::StateSync {
-        checkpoint,
-        header,
-        finalization,
-    })
+    let refused = |reason: String| format!("checkpoint refused at height={height}: {reason}");
+    let mut restoring = app
+        .restoring(height, header.time_ms, header.state_root)
+        .map_err(refused)?;
+    restoring.feed(&head).map_err(refused)?;
+    let mut received = head.len() as u64;
+    while let Some(chunk) = stream.chunk().await.map_err(|e| e.to_string())? {
+        restoring.feed(&chunk).map_err(refused)?;
+        // INVARIANT: a chunk's length fits u64.
+        received += chunk.len() as u64;
+    }
+    let restored = restoring.finish().map_err(refused)?;
+    tracing::info!(
+        height,
+        bytes = received,
+        "chain.node.sync: checkpoint restored as it arrived"
+    );
+    Ok((
+        engine::StateSync {
+            checkpoint: engine::SyncedState::Restored,
+            header,
+            finalization,
+        },
+        restored,
+    ))
 }
 
 /// Whether this node's storage holds a chain of its own (either archive layout).
@@ -116,7 +146,7 @@ async fn configured_state_sync<A: Application>(
     genesis: &Genesis,
     request_signer: Option<Arc<dyn RequestSigner>>,
     app: &A,
-) -> Result<Option<engine::StateSync>, NodeError> {
+) -> Result<Option<(engine::StateSync, A)>, NodeError> {
     let Some(peer) = &config.consensus.sync_from else {
         return Ok(None);
     };
@@ -137,9 +167,9 @@ async fn configured_state_sync<A: Application>(
         source = source.signed_by(signer);
     }
     match fetch_state_sync(genesis, &source, app).await {
-        Ok(sync) => {
-            tracing::info!(%peer, height = sync.header.height, "chain.node.sync: checkpoint fetched and checked");
-            Ok(Some(sync))
+        Ok(synced) => {
+            tracing::info!(%peer, height = synced.0.header.height, "chain.node.sync: checkpoint fetched and checked");
+            Ok(Some(synced))
         }
         Err(reason) if has_chain(config) => {
             tracing::warn!(%peer, %reason, "chain.node.sync: no state sync, starting from own storage");
@@ -175,7 +205,11 @@ pub async fn start_node_syncing<A: Application>(
     app: A,
     request_signer: Option<Arc<dyn RequestSigner>>,
 ) -> Result<Handle<A>, NodeError> {
-    let state_sync = configured_state_sync(config, genesis, request_signer, &app).await?;
+    let (state_sync, app) =
+        match configured_state_sync(config, genesis, request_signer, &app).await? {
+            Some((sync, restored)) => (Some(sync), restored),
+            None => (None, app),
+        };
     let validators = genesis
         .validator_keys()
         .map_err(|error| NodeError::Invalid {

@@ -136,6 +136,11 @@ pub struct StoredFigures {
     pub restart_s: f64,
     /// The synced store's node file, bytes (the state sync's build).
     pub synced_bytes: u64,
+    /// Resident memory (KiB) just before the checkpoint's stream-out, and its peak over it
+    /// (VmHWM reset at its start), when the kernel reports them.
+    pub write_memory_kib: Option<(u64, u64)>,
+    /// The same for the state sync (the checkpoint streamed into a new store).
+    pub sync_memory_kib: Option<(u64, u64)>,
     /// Nodes read from the file and found in the cache by the plan's runs.
     pub plan_reads: (u64, u64),
 }
@@ -458,6 +463,24 @@ impl StateReport {
             r.write_s,
             r.checkpoint_path.display()
         );
+        if let Some(st) = &r.stored {
+            for (what, memory) in [
+                ("checkpoint stream-out", st.write_memory_kib),
+                ("state sync", st.sync_memory_kib),
+            ] {
+                if let Some((before, peak)) = memory {
+                    let _ = writeln!(
+                        o,
+                        "{what} memory: peak {} over the step, {} before it: {} added for a {} checkpoint (node cache {})",
+                        mib_kib(Some(peak)),
+                        mib_kib(Some(before)),
+                        mib_kib(Some(peak.saturating_sub(before))),
+                        mib_kib(Some(r.checkpoint_bytes / 1024)),
+                        mib_kib(Some(st.cache_bytes as u64 / 1024)),
+                    );
+                }
+            }
+        }
         let restore = if r.stored.is_some() {
             "state sync (stream the checkpoint into a new store: checksum, records, one-pass build written as it goes, root verified)"
         } else {
@@ -662,6 +685,19 @@ fn status_kib(field: &str) -> Option<u64> {
         .nth(1)?
         .parse()
         .ok()
+}
+
+/// Resets the process's peak resident memory (VmHWM) to what is resident now, so that the
+/// next reading is the peak of the step about to run; returns what is resident (KiB), or
+/// `None` where the kernel offers neither.
+fn step_start() -> Option<u64> {
+    std::fs::write("/proc/self/clear_refs", "5").ok()?;
+    status_kib("VmRSS:")
+}
+
+/// Resident memory before a step begun with [`step_start`] and the peak over it (KiB).
+fn step_memory(before: Option<u64>) -> Option<(u64, u64)> {
+    Some((before?, status_kib("VmHWM:")?))
 }
 
 /// The block at `height` (one block a second from the genesis).
@@ -1486,11 +1522,15 @@ pub fn state(
     let store_bytes = store.as_ref().map_or(0, |s| s.size().file_bytes);
 
     progress("encoding the checkpoint");
+    let mut write_memory = None;
+    let mut sync_memory = None;
     let t = Instant::now();
     let (checkpoint_bytes, encode_s, write_s) = if store.is_some() {
         // Streamed from the store to the file: memory stays the cache's.
         let mut f = std::fs::File::create(&path).map_err(io)?;
+        let before = step_start();
         let n = checkpoint::write_to(&built, ctx.height, ctx.time_ms, &mut f)?;
+        write_memory = step_memory(before);
         let encode_s = t.elapsed().as_secs_f64();
         progress("syncing the checkpoint (fsync)");
         let t = Instant::now();
@@ -1535,7 +1575,9 @@ pub fn state(
             let mut synced = fresh_store(&synced_dir, cache)?;
             let t = Instant::now();
             let f = std::fs::File::open(&path).map_err(io)?;
+            let before = step_start();
             let (summary, state) = checkpoint::restore_into(f, &mut synced)?;
+            sync_memory = step_memory(before);
             let restore_s = t.elapsed().as_secs_f64();
             let synced_bytes = synced.size().file_bytes;
             store = Some(synced);
@@ -1702,6 +1744,8 @@ pub fn state(
                     store_bytes,
                     restart_s: restart_s.unwrap_or(0.0),
                     synced_bytes,
+                    write_memory_kib: write_memory,
+                    sync_memory_kib: sync_memory,
                     plan_reads: (l.saturating_sub(loads), h.saturating_sub(hits)),
                 })
             }

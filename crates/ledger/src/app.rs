@@ -254,23 +254,16 @@ impl Application for LedgerApp {
         self.committed.root().0
     }
 
-    fn checkpoint(&self, height: u64, time_ms: u64) -> Option<Vec<u8>> {
-        // A state store that cannot be read gives no checkpoint (the node's next block then
-        // halts it at the root check); the writer skips the height.
-        (height == self.height)
-            .then(|| checkpoint::encode(&self.committed, height, time_ms).ok())
-            .flatten()
-    }
-
-    fn write_checkpoint(
+    fn checkpoint_reader(
         &self,
         height: u64,
         time_ms: u64,
-        out: &mut dyn std::io::Write,
-    ) -> Option<std::io::Result<u64>> {
+    ) -> Option<Box<dyn std::io::Read + Send>> {
+        // A state store that cannot be read fails the reader (the node's next block then halts
+        // it at the root check); the writer skips the height.
         (height == self.height).then(|| {
-            checkpoint::write_to(&self.committed, height, time_ms, out)
-                .map_err(|e| std::io::Error::other(e.to_string()))
+            Box::new(checkpoint::Reader::new(&self.committed, height, time_ms))
+                as Box<dyn std::io::Read + Send>
         })
     }
 
@@ -278,38 +271,134 @@ impl Application for LedgerApp {
         checkpoint::summary(bytes).ok().map(|s| s.height)
     }
 
-    fn restore(
+    fn checkpoint_header_len(&self) -> usize {
+        checkpoint::HEADER_LEN
+    }
+
+    fn restoring(
         &self,
-        bytes: &[u8],
         height: u64,
         time_ms: u64,
         root: [u8; 32],
-    ) -> Result<Self, String> {
-        let state = match &self.store {
+    ) -> Result<Box<dyn medspace_chain::Restoring<Self>>, String> {
+        let expect = (height, time_ms, root);
+        let how = match &self.store {
             // With a store, the checkpoint is built straight into it, so memory stays that of
             // the store's cache whatever the state's size; and only once its header names the
             // certified height, time and root, and its records hash to that root: a refused
             // checkpoint leaves the store as it was.
             Some(store) => {
-                checkpoint::summary(bytes)
-                    .and_then(|s| s.expect(height, time_ms, &root))
-                    .map_err(|e| e.to_string())?;
-                let mut store = store.lock().unwrap_or_else(PoisonError::into_inner);
-                match store.committed() {
-                    // Restored there already (a state sync is checked before the engine
-                    // restores it): the store holds exactly the certified root at that height.
+                let held = store.lock().unwrap_or_else(PoisonError::into_inner);
+                match held.committed() {
+                    // Restored there already (a state sync streamed into the store before the
+                    // engine started): the store holds exactly the certified root at that
+                    // height, and only the checkpoint's header is still checked.
                     Some(done) if done.height == height && done.trie.root_hash().0 == root => {
-                        State::from_store(done).map_err(|e| e.to_string())?
+                        How::Already {
+                            done,
+                            head: Vec::new(),
+                        }
                     }
-                    _ => {
-                        checkpoint::restore_into(bytes, &mut store)
-                            .map_err(|e| e.to_string())?
-                            .1
-                    }
+                    _ => How::Store {
+                        store: store.clone(),
+                        restore: Some(Box::new(checkpoint::Restore::new(Some(expect)))),
+                    },
                 }
             }
-            None => {
-                let restored = checkpoint::decode(bytes).map_err(|e| e.to_string())?;
+            None => How::Memory(Vec::new()),
+        };
+        Ok(Box::new(LedgerRestoring {
+            app: self.clone(),
+            expect,
+            how,
+        }))
+    }
+
+    fn restored(&self, height: u64, root: [u8; 32]) -> Result<Self, String> {
+        if self.height == height && self.committed.root().0 == root {
+            Ok(self.clone())
+        } else {
+            Err(format!(
+                "the application is at height={}, not at the synced height={height} and its root",
+                self.height
+            ))
+        }
+    }
+}
+
+impl LedgerApp {
+    /// This application with `state` committed at `height`.
+    fn at(&self, state: State, height: u64) -> Self {
+        Self {
+            // The node's key cache stays the one its admission shares.
+            committed: state.with_key_cache(self.key_cache().clone()),
+            height,
+            resumed: None,
+            ..self.clone()
+        }
+    }
+}
+
+/// A checkpoint being restored into a [`LedgerApp`] ([`Application::restoring`]).
+struct LedgerRestoring {
+    app: LedgerApp,
+    /// The certified block's height, time and state root.
+    expect: (u64, u64, [u8; 32]),
+    how: How,
+}
+
+enum How {
+    /// Built into the node's store as it arrives (the lock taken per piece).
+    Store {
+        store: Arc<Mutex<NodeStore>>,
+        /// `None` once finished.
+        restore: Option<Box<checkpoint::Restore>>,
+    },
+    /// The store holds the certified state already: the header is checked, the rest ignored.
+    Already {
+        done: medspace_state::trie::disk::Committed,
+        head: Vec<u8>,
+    },
+    /// No store: the state lives in memory, and so does the checkpoint until it is decoded.
+    Memory(Vec<u8>),
+}
+
+impl medspace_chain::Restoring<LedgerApp> for LedgerRestoring {
+    fn feed(&mut self, bytes: &[u8]) -> Result<(), String> {
+        match &mut self.how {
+            How::Store { store, restore } => {
+                let restore = restore.as_mut().ok_or("the restore has finished")?;
+                let mut store = store.lock().unwrap_or_else(PoisonError::into_inner);
+                restore.feed(&mut store, bytes).map_err(|e| e.to_string())
+            }
+            How::Already { head, .. } => {
+                let want = checkpoint::HEADER_LEN.saturating_sub(head.len());
+                head.extend_from_slice(bytes.get(..want.min(bytes.len())).unwrap_or_default());
+                Ok(())
+            }
+            How::Memory(all) => {
+                all.extend_from_slice(bytes);
+                Ok(())
+            }
+        }
+    }
+
+    fn finish(mut self: Box<Self>) -> Result<LedgerApp, String> {
+        let (height, time_ms, root) = self.expect;
+        let state = match &mut self.how {
+            How::Store { store, restore } => {
+                let restore = restore.take().ok_or("the restore has finished")?;
+                let mut store = store.lock().unwrap_or_else(PoisonError::into_inner);
+                restore.finish(&mut store).map_err(|e| e.to_string())?.1
+            }
+            How::Already { done, head } => {
+                checkpoint::summary(head)
+                    .and_then(|s| s.expect(height, time_ms, &root))
+                    .map_err(|e| e.to_string())?;
+                State::from_store(done.clone()).map_err(|e| e.to_string())?
+            }
+            How::Memory(all) => {
+                let restored = checkpoint::decode(all).map_err(|e| e.to_string())?;
                 restored
                     .summary
                     .expect(height, time_ms, &root)
@@ -317,13 +406,18 @@ impl Application for LedgerApp {
                 restored.state
             }
         };
-        Ok(Self {
-            // The node's key cache stays the one its admission shares.
-            committed: state.with_key_cache(self.key_cache().clone()),
-            height,
-            resumed: None,
-            ..self.clone()
-        })
+        Ok(self.app.at(state, height))
+    }
+}
+
+impl Drop for LedgerRestoring {
+    /// A restore dropped unfinished (its source failed) cuts what it wrote into the store.
+    fn drop(&mut self) {
+        if let How::Store { store, restore } = &mut self.how
+            && let Some(restore) = restore.take()
+        {
+            restore.abandon(&mut store.lock().unwrap_or_else(PoisonError::into_inner));
+        }
     }
 }
 

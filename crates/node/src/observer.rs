@@ -233,9 +233,11 @@ pub fn run(
                                 // Encoded and written off the follow loop; a failure only
                                 // means the next restart replays more.
                                 tokio::task::spawn_blocking(move || {
-                                    let written = medspace_state::checkpoint::encode(&state, next, time)
-                                        .map_err(|e| e.to_string())
-                                        .and_then(|bytes| write_atomically(&path, &bytes).map_err(|e| e.to_string()));
+                                    let written = write_atomically(&path, |file| {
+                                        medspace_state::checkpoint::write_to(&state, next, time, file)
+                                            .map(|_| ())
+                                            .map_err(std::io::Error::other)
+                                    });
                                     if let Err(e) = written {
                                         tracing::warn!(height = next, error = %e, "node.observer: checkpoint not written");
                                     }
@@ -340,13 +342,16 @@ fn restore(
     }
 }
 
-/// Writes `bytes` to `path` so that a crash leaves either the old file or the new one: a
-/// temporary file beside it, synced, renamed over it, and the directory synced.
-fn write_atomically(path: &std::path::Path, bytes: &[u8]) -> std::io::Result<()> {
-    use std::io::Write as _;
+/// Writes to `path` what `write` writes (streamed: a checkpoint is never held whole) so that a
+/// crash leaves either the old file or the new one: a temporary file beside it, synced,
+/// renamed over it, and the directory synced.
+fn write_atomically(
+    path: &std::path::Path,
+    write: impl FnOnce(&mut std::fs::File) -> std::io::Result<()>,
+) -> std::io::Result<()> {
     let tmp = path.with_extension("tmp");
     let mut file = std::fs::File::create(&tmp)?;
-    file.write_all(bytes)?;
+    write(&mut file)?;
     file.sync_all()?;
     std::fs::rename(&tmp, path)?;
     if let Some(dir) = path.parent() {

@@ -20,7 +20,7 @@
 
 use crate::State;
 use crate::trie::TrieError;
-use crate::trie::disk::{Committed, NodeStore};
+use crate::trie::disk::{Build, Committed, NodeStore};
 use commonware_cryptography::{Hasher as _, Sha256};
 use medspace_types::Hash;
 use std::io::{Read, Write};
@@ -226,51 +226,134 @@ pub fn decode(bytes: &[u8]) -> Result<Checkpoint, CheckpointError> {
     Ok(Checkpoint { summary, state })
 }
 
+/// Bytes a [`Reader`] encodes at a time, and a [`restore_into`] reads at a time.
+const CHUNK: usize = 1 << 20;
+
 /// Writes the checkpoint of `state` taken after the block at `height` with time `time_ms` to
-/// `out` as it walks the state: the same bytes as [`encode`], with memory that of the state's
-/// store cache whatever its size. Returns the bytes written.
+/// `out` as it walks the state ([`Reader`]): the same bytes as [`encode`], with memory that of
+/// the state's store cache whatever its size. Returns the bytes written.
 pub fn write_to(
     state: &State,
     height: u64,
     time_ms: u64,
-    out: impl Write,
+    mut out: impl Write,
 ) -> Result<u64, CheckpointError> {
-    let mut out = Hashing::new(std::io::BufWriter::with_capacity(1 << 20, out));
-    let io = |e: std::io::Error| CheckpointError::Io(e.to_string());
-    out.write_all(MAGIC).map_err(io)?;
-    out.write_all(&height.to_be_bytes()).map_err(io)?;
-    out.write_all(&time_ms.to_be_bytes()).map_err(io)?;
-    out.write_all(&state.root().0).map_err(io)?;
-    out.write_all(&(state.len() as u64).to_be_bytes())
-        .map_err(io)?;
-    let mut count = 0usize;
-    state
-        .trie
-        .visit_all(|key, value| {
-            // INVARIANT: keys and records are far below 4 GiB (transactions are at most 64 KiB).
-            for part in [
-                &(key.len() as u32).to_be_bytes()[..],
-                key,
-                &(value.len() as u32).to_be_bytes(),
-                value,
-            ] {
-                out.write_all(part)
-                    .map_err(|e| TrieError::Input(e.to_string()))?;
-            }
-            count += 1;
-            Ok::<(), TrieError>(())
-        })
+    let mut reader = Reader::new(state, height, time_ms);
+    let written = std::io::copy(&mut reader, &mut out).map_err(|e| reader.error_of(e))?;
+    out.flush()
         .map_err(|e| CheckpointError::Io(e.to_string()))?;
-    if count != state.len() {
-        return Err(CheckpointError::Io(format!(
-            "the state counts {} records, its trie holds {count}",
-            state.len()
-        )));
+    Ok(written)
+}
+
+/// The checkpoint of a state as bytes read on demand: a [`std::io::Read`] that encodes the
+/// next records whenever its last chunk is used up, walking the state one entry at a time
+/// ([`crate::trie::Leaves`]). For writers that cannot hand the walk a callback — an async
+/// blob written a chunk at a time, a response body — with memory that of one chunk and the
+/// store's cache, whatever the state's size. The reader holds the state as it was when made:
+/// later commits do not change what it reads.
+pub struct Reader {
+    leaves: crate::trie::Leaves,
+    /// Header and records not read yet: `chunk[at..]`.
+    chunk: Vec<u8>,
+    at: usize,
+    hasher: Sha256,
+    /// Records the state counts, and those encoded so far.
+    records: usize,
+    encoded: usize,
+    /// Whether the checksum has been encoded (nothing follows it).
+    ended: bool,
+    /// Why the walk failed, kept for [`Reader::error_of`].
+    failed: Option<CheckpointError>,
+}
+
+impl Reader {
+    /// The checkpoint of `state` taken after the block at `height` with time `time_ms`.
+    pub fn new(state: &State, height: u64, time_ms: u64) -> Self {
+        let mut chunk = Vec::with_capacity(CHUNK + 64);
+        chunk.extend_from_slice(MAGIC);
+        chunk.extend_from_slice(&height.to_be_bytes());
+        chunk.extend_from_slice(&time_ms.to_be_bytes());
+        chunk.extend_from_slice(&state.root().0);
+        chunk.extend_from_slice(&(state.len() as u64).to_be_bytes());
+        let mut hasher = Sha256::default();
+        hasher.update(&chunk);
+        Self {
+            leaves: state.trie.leaves(),
+            chunk,
+            at: 0,
+            hasher,
+            records: state.len(),
+            encoded: 0,
+            ended: false,
+            failed: None,
+        }
     }
-    let (mut inner, sum, written) = out.finish();
-    inner.write_all(&sum.0).map_err(io)?;
-    inner.flush().map_err(io)?;
-    Ok(written + 32)
+
+    /// The checkpoint error behind an i/o error this reader returned (or the i/o error itself,
+    /// from whatever it was copied into).
+    pub fn error_of(&mut self, e: std::io::Error) -> CheckpointError {
+        self.failed
+            .take()
+            .unwrap_or_else(|| CheckpointError::Io(e.to_string()))
+    }
+
+    /// Encodes the next chunk of records (and, after the last, the checksum).
+    fn refill(&mut self) -> Result<(), CheckpointError> {
+        self.chunk.clear();
+        self.at = 0;
+        while self.chunk.len() < CHUNK {
+            let chunk = &mut self.chunk;
+            let next = self
+                .leaves
+                .next_with(|key, value| {
+                    // INVARIANT: keys and records are far below 4 GiB (transactions are at
+                    // most 64 KiB).
+                    chunk.extend_from_slice(&(key.len() as u32).to_be_bytes());
+                    chunk.extend_from_slice(key);
+                    chunk.extend_from_slice(&(value.len() as u32).to_be_bytes());
+                    chunk.extend_from_slice(value);
+                })
+                .map_err(|e| CheckpointError::Io(e.to_string()))?;
+            if next.is_none() {
+                if self.encoded != self.records {
+                    return Err(CheckpointError::Io(format!(
+                        "the state counts {} records, its trie holds {}",
+                        self.records, self.encoded
+                    )));
+                }
+                self.hasher.update(&self.chunk);
+                let (_, digest) = std::mem::take(&mut self.hasher).finalize();
+                self.chunk.extend_from_slice(&digest.0);
+                self.ended = true;
+                return Ok(());
+            }
+            self.encoded += 1;
+        }
+        self.hasher.update(&self.chunk);
+        Ok(())
+    }
+}
+
+impl Read for Reader {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        if self.at >= self.chunk.len() {
+            if self.ended {
+                return Ok(0);
+            }
+            if let Err(e) = self.refill() {
+                let shown = std::io::Error::other(e.to_string());
+                self.failed = Some(e);
+                return Err(shown);
+            }
+        }
+        let ready = self.chunk.get(self.at..).unwrap_or_default();
+        let n = ready.len().min(buf.len());
+        if let (Some(to), Some(from)) = (buf.get_mut(..n), ready.get(..n)) {
+            to.copy_from_slice(from);
+        }
+        self.at += n;
+        Ok(n)
+    }
 }
 
 /// Restores a checkpoint read from `input` straight into `store`, committed there at the
@@ -278,163 +361,267 @@ pub fn write_to(
 /// [`decode`], with memory that of the store's cache whatever the checkpoint's size. Checking
 /// the root against a certified block stays the caller's part ([`Summary::expect`]).
 pub fn restore_into(
-    input: impl Read,
+    mut input: impl Read,
     store: &mut NodeStore,
 ) -> Result<(Summary, State), CheckpointError> {
-    let mut input = std::io::BufReader::with_capacity(1 << 20, input);
-    let mut header = [0u8; HEADER_LEN];
-    input
-        .read_exact(&mut header)
-        .map_err(|_| CheckpointError::Format("ends inside its header".into()))?;
-    let summary = summary(&header)?;
-    let mut records = Records {
-        input,
-        hasher: Sha256::default(),
-        left: summary.records,
-        failed: None,
-        done: false,
-    };
-    records.hasher.update(&header);
-    let built = store.build(&mut records, summary.height, Some(summary.root));
-    let failed = records.failed.take();
-    let trie = match (built, failed) {
-        (_, Some(e)) => return Err(e),
-        (Err(TrieError::RootMismatch { expected, computed }), None) => {
-            return Err(CheckpointError::Root {
-                claimed: expected,
-                computed,
-            });
-        }
-        (Err(e @ (TrieError::OutOfOrder { .. } | TrieError::PrefixConflict { .. })), None) => {
-            return Err(CheckpointError::Records(e.to_string()));
-        }
-        (Err(e), None) => return Err(CheckpointError::Io(e.to_string())),
-        (Ok(trie), None) => trie,
-    };
-    let state = State::from_store(Committed {
-        height: summary.height,
-        trie,
-    })
-    .map_err(|e| CheckpointError::Io(e.to_string()))?;
-    Ok((summary, state))
+    let mut restore = Restore::new(None);
+    let mut chunk = vec![0u8; CHUNK];
+    loop {
+        let n = match input.read(&mut chunk) {
+            Ok(0) => break,
+            Ok(n) => n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) => {
+                restore.abandon(store);
+                return Err(CheckpointError::Io(e.to_string()));
+            }
+        };
+        restore.feed(store, chunk.get(..n).unwrap_or_default())?;
+    }
+    restore.finish(store)
 }
 
-/// The records of a checkpoint being read: each one as it comes, then — once the count is
-/// reached — the checksum checked and the end of the input required, before the build that
-/// consumes them may commit.
-struct Records<R> {
-    input: R,
+/// What the parts of a checkpoint being restored wait for next.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Part {
+    Header,
+    KeyLen,
+    Key(usize),
+    ValueLen,
+    Value(usize),
+    Checksum,
+    End,
+    Failed,
+}
+
+impl Part {
+    /// Bytes this part takes.
+    fn len(self) -> usize {
+        match self {
+            Part::Header => HEADER_LEN,
+            Part::KeyLen | Part::ValueLen => 4,
+            Part::Key(n) | Part::Value(n) => n,
+            Part::Checksum => 32,
+            Part::End | Part::Failed => 0,
+        }
+    }
+
+    fn what(self) -> &'static str {
+        match self {
+            Part::Header => "its header",
+            Part::KeyLen => "a key length",
+            Part::Key(_) => "a key",
+            Part::ValueLen => "a value length",
+            Part::Value(_) => "a record",
+            Part::Checksum => "its checksum",
+            Part::End | Part::Failed => "nothing",
+        }
+    }
+}
+
+/// A checkpoint restored into a store as its bytes arrive, in pieces of any size
+/// ([`Restore::feed`]): for a reader that cannot hand over a [`std::io::Read`] — an async
+/// blob, a response body read a chunk at a time. Each record is built into the store as it
+/// is complete ([`crate::trie::disk::Build`]); only [`Restore::finish`], after the checksum
+/// and the root check out, commits. The same checks as [`decode`] and [`restore_into`];
+/// memory: one record and one root-to-leaf path.
+///
+/// With an expected height, time and root (from a certified header), a checkpoint of anything
+/// else is refused as soon as its header arrives, before anything is written.
+#[derive(Debug)]
+pub struct Restore {
+    expect: Option<(u64, u64, [u8; 32])>,
+    part: Part,
+    /// The bytes of `part` received so far, when they came in more than one piece.
+    carry: Vec<u8>,
     hasher: Sha256,
+    summary: Option<Summary>,
+    /// Records still to come.
     left: u64,
+    key: Vec<u8>,
+    build: Option<Build>,
+    /// Why it failed (given again to every later call).
     failed: Option<CheckpointError>,
-    done: bool,
 }
 
-impl<R: Read> Records<R> {
-    fn read(&mut self, buf: &mut [u8], what: &str) -> Result<(), CheckpointError> {
-        self.input
-            .read_exact(buf)
-            .map_err(|_| CheckpointError::Format(format!("ends inside a {what}")))?;
-        self.hasher.update(buf);
+impl Restore {
+    /// A restore expecting the checkpoint of the block at `(height, time_ms, root)`, or of any
+    /// block with `None` (the caller checks the summary against a certified block later).
+    pub fn new(expect: Option<(u64, u64, [u8; 32])>) -> Self {
+        Self {
+            expect,
+            part: Part::Header,
+            carry: Vec::new(),
+            hasher: Sha256::default(),
+            summary: None,
+            left: 0,
+            key: Vec::new(),
+            build: None,
+            failed: None,
+        }
+    }
+
+    /// The checkpoint's summary, once its header has arrived.
+    pub fn summary(&self) -> Option<Summary> {
+        self.summary
+    }
+
+    /// Takes the next bytes of the checkpoint. The first failure abandons the build (nothing
+    /// committed, what it wrote cut) and is returned again by every later call.
+    pub fn feed(&mut self, store: &mut NodeStore, mut bytes: &[u8]) -> Result<(), CheckpointError> {
+        if let Some(e) = &self.failed {
+            return Err(e.clone());
+        }
+        while !bytes.is_empty() {
+            let want = self.part.len();
+            if self.part == Part::End {
+                return self.fail(
+                    store,
+                    CheckpointError::Format("bytes after its checksum".into()),
+                );
+            }
+            // Whole in what arrived: taken from it directly; otherwise gathered in `carry`.
+            let stepped = if self.carry.is_empty() && bytes.len() >= want {
+                let (part, rest) = bytes.split_at(want);
+                bytes = rest;
+                self.step(store, part)
+            } else {
+                let take = (want - self.carry.len()).min(bytes.len());
+                let (part, rest) = bytes.split_at(take);
+                self.carry.extend_from_slice(part);
+                bytes = rest;
+                if self.carry.len() < want {
+                    continue;
+                }
+                let carried = std::mem::take(&mut self.carry);
+                let stepped = self.step(store, &carried);
+                self.carry = carried;
+                self.carry.clear();
+                stepped
+            };
+            if let Err(e) = stepped {
+                return self.fail(store, e);
+            }
+        }
         Ok(())
     }
 
-    fn record(&mut self) -> Result<(Vec<u8>, Vec<u8>), CheckpointError> {
-        let mut len = [0u8; 4];
-        self.read(&mut len, "key length")?;
-        let klen = u32::from_be_bytes(len) as usize;
-        if klen == 0 || klen > MAX_KEY {
-            return Err(CheckpointError::Records(format!("key of {klen} bytes")));
+    fn fail(&mut self, store: &mut NodeStore, e: CheckpointError) -> Result<(), CheckpointError> {
+        if let Some(build) = self.build.take() {
+            build.abandon(store);
         }
-        let mut key = vec![0u8; klen];
-        self.read(&mut key, "key")?;
-        self.read(&mut len, "value length")?;
-        let vlen = u32::from_be_bytes(len) as usize;
-        if vlen > MAX_VALUE {
-            return Err(CheckpointError::Records(format!("record of {vlen} bytes")));
-        }
-        let mut value = vec![0u8; vlen];
-        self.read(&mut value, "record")?;
-        Ok((key, value))
+        self.part = Part::Failed;
+        self.failed = Some(e.clone());
+        Err(e)
     }
 
-    fn end(&mut self) -> Result<(), CheckpointError> {
-        let mut sum = [0u8; 32];
-        self.input
-            .read_exact(&mut sum)
-            .map_err(|_| CheckpointError::Format("ends inside its checksum".into()))?;
-        let (_, digest) = std::mem::take(&mut self.hasher).finalize();
-        if digest.0 != sum {
-            return Err(CheckpointError::Checksum);
+    /// Takes one whole part.
+    fn step(&mut self, store: &mut NodeStore, bytes: &[u8]) -> Result<(), CheckpointError> {
+        if self.part != Part::Checksum {
+            self.hasher.update(bytes);
         }
-        let mut more = [0u8; 1];
-        match self.input.read(&mut more) {
-            Ok(0) => Ok(()),
-            Ok(_) => Err(CheckpointError::Format("bytes after its checksum".into())),
-            Err(e) => Err(CheckpointError::Io(e.to_string())),
-        }
-    }
-}
-
-impl<R: Read> Iterator for &mut Records<R> {
-    type Item = Result<(Vec<u8>, Vec<u8>), TrieError>;
-
-    fn next(&mut self) -> Option<Self::Item> {
-        if self.done || self.failed.is_some() {
-            return None;
-        }
-        let step = if self.left == 0 {
-            self.done = true;
-            self.end().map(|()| None)
-        } else {
-            self.left -= 1;
-            self.record().map(Some)
-        };
-        match step {
-            Ok(item) => item.map(Ok),
-            Err(e) => {
-                let shown = TrieError::Input(e.to_string());
-                self.failed = Some(e);
-                Some(Err(shown))
+        let len =
+            |bytes: &[u8]| <[u8; 4]>::try_from(bytes).map_or(0, |b| u32::from_be_bytes(b) as usize);
+        self.part = match self.part {
+            Part::Header => {
+                let summary = summary(bytes)?;
+                if let Some((height, time_ms, root)) = &self.expect {
+                    summary.expect(*height, *time_ms, root)?;
+                }
+                self.summary = Some(summary);
+                self.left = summary.records;
+                self.build = Some(
+                    store
+                        .begin_build()
+                        .map_err(|e| CheckpointError::Io(e.to_string()))?,
+                );
+                self.next_record()
             }
+            Part::KeyLen => match len(bytes) {
+                klen @ 1..=MAX_KEY => Part::Key(klen),
+                klen => return Err(CheckpointError::Records(format!("key of {klen} bytes"))),
+            },
+            Part::Key(_) => {
+                self.key.clear();
+                self.key.extend_from_slice(bytes);
+                Part::ValueLen
+            }
+            Part::ValueLen => match len(bytes) {
+                vlen @ 0..=MAX_VALUE => Part::Value(vlen),
+                vlen => {
+                    return Err(CheckpointError::Records(format!("record of {vlen} bytes")));
+                }
+            },
+            Part::Value(_) => {
+                let build = self
+                    .build
+                    .as_mut()
+                    .ok_or_else(|| CheckpointError::Format("records before its header".into()))?;
+                build.push(store, &self.key, bytes).map_err(|e| match e {
+                    TrieError::OutOfOrder { .. } | TrieError::PrefixConflict { .. } => {
+                        CheckpointError::Records(e.to_string())
+                    }
+                    e => CheckpointError::Io(e.to_string()),
+                })?;
+                self.left -= 1;
+                self.next_record()
+            }
+            Part::Checksum => {
+                let (_, digest) = std::mem::take(&mut self.hasher).finalize();
+                if digest.0 != bytes {
+                    return Err(CheckpointError::Checksum);
+                }
+                Part::End
+            }
+            part @ (Part::End | Part::Failed) => part,
+        };
+        Ok(())
+    }
+
+    fn next_record(&self) -> Part {
+        if self.left == 0 {
+            Part::Checksum
+        } else {
+            Part::KeyLen
         }
     }
-}
 
-/// A writer that hashes and counts what passes through it.
-struct Hashing<W> {
-    inner: W,
-    hasher: Sha256,
-    written: u64,
-}
-
-impl<W: Write> Hashing<W> {
-    fn new(inner: W) -> Self {
-        Self {
-            inner,
-            hasher: Sha256::default(),
-            written: 0,
+    /// Ends the checkpoint: committed into `store` at its height once it is whole, its checksum
+    /// matches and its records hash to the root it names; anything else commits nothing.
+    pub fn finish(mut self, store: &mut NodeStore) -> Result<(Summary, State), CheckpointError> {
+        if let Some(e) = self.failed.take() {
+            return Err(e);
         }
+        if self.part != Part::End {
+            let e = CheckpointError::Format(format!("ends inside {}", self.part.what()));
+            let _ = self.fail(store, e.clone());
+            return Err(e);
+        }
+        let (Some(summary), Some(build)) = (self.summary, self.build.take()) else {
+            return Err(CheckpointError::Format("ends inside its header".into()));
+        };
+        let trie = build
+            .finish(store, summary.height, Some(summary.root))
+            .map_err(|e| match e {
+                TrieError::RootMismatch { expected, computed } => CheckpointError::Root {
+                    claimed: expected,
+                    computed,
+                },
+                e => CheckpointError::Io(e.to_string()),
+            })?;
+        let state = State::from_store(Committed {
+            height: summary.height,
+            trie,
+        })
+        .map_err(|e| CheckpointError::Io(e.to_string()))?;
+        Ok((summary, state))
     }
 
-    fn finish(mut self) -> (W, Hash, u64) {
-        let (_, digest) = std::mem::take(&mut self.hasher).finalize();
-        let sum = Hash(digest.0);
-        (self.inner, sum, self.written)
-    }
-}
-
-impl<W: Write> Write for Hashing<W> {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        let n = self.inner.write(buf)?;
-        self.hasher.update(buf.get(..n).unwrap_or_default());
-        // INVARIANT: n <= buf.len(), far below u64::MAX in sum.
-        self.written += n as u64;
-        Ok(n)
-    }
-
-    fn flush(&mut self) -> std::io::Result<()> {
-        self.inner.flush()
+    /// Gives the restore up: nothing committed, what it wrote cut.
+    pub fn abandon(mut self, store: &mut NodeStore) {
+        if let Some(build) = self.build.take() {
+            build.abandon(store);
+        }
     }
 }
 
@@ -568,5 +755,129 @@ mod tests {
         drop(store);
         let (_, committed) = NodeStore::open(dir.path(), 1 << 16).unwrap();
         assert_eq!(committed.unwrap().trie.root_hash(), before.root());
+    }
+
+    /// The length of the store's node file on disk (what a build appended, committed or not).
+    fn on_disk(dir: &std::path::Path) -> u64 {
+        std::fs::read_dir(dir)
+            .unwrap()
+            .flatten()
+            .filter(|e| e.file_name().to_string_lossy().starts_with("nodes-"))
+            .map(|e| e.metadata().unwrap().len())
+            .sum()
+    }
+
+    /// Feeds `bytes` cut at `cuts` (positions, any order) into a fresh restore.
+    fn fed_in_pieces(
+        bytes: &[u8],
+        cuts: &[usize],
+        store: &mut NodeStore,
+        expect: Option<(u64, u64, [u8; 32])>,
+    ) -> Result<(Summary, State), CheckpointError> {
+        let mut at: Vec<usize> = cuts.iter().map(|c| c % (bytes.len() + 1)).collect();
+        at.push(0);
+        at.push(bytes.len());
+        at.sort_unstable();
+        let mut restore = Restore::new(expect);
+        for w in at.windows(2) {
+            restore.feed(store, &bytes[w[0]..w[1]])?;
+        }
+        restore.finish(store)
+    }
+
+    #[test]
+    fn the_reader_gives_the_encoded_bytes_whatever_the_reads_it_is_asked_for() {
+        let s = sample();
+        let bytes = encode(&s, 9, 9).unwrap();
+        for size in [1usize, 7, 64, 4096] {
+            let mut reader = Reader::new(&s, 9, 9);
+            let mut out = Vec::new();
+            let mut buf = vec![0u8; size];
+            loop {
+                let n = reader.read(&mut buf).unwrap();
+                if n == 0 {
+                    break;
+                }
+                out.extend_from_slice(&buf[..n]);
+            }
+            assert_eq!(out, bytes, "reads of {size}");
+        }
+        let mut empty = Vec::new();
+        Reader::new(&State::default(), 0, 0)
+            .read_to_end(&mut empty)
+            .unwrap();
+        assert_eq!(empty, encode(&State::default(), 0, 0).unwrap());
+    }
+
+    #[test]
+    fn a_checkpoint_of_another_block_is_refused_at_its_header_before_anything_is_written() {
+        let s = sample();
+        let bytes = encode(&s, 42, 7_000).unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let (mut store, _) = NodeStore::open(dir.path(), 1 << 16).unwrap();
+        let before = on_disk(dir.path());
+        for expect in [
+            (41, 7_000, s.root().0),
+            (42, 7_001, s.root().0),
+            (42, 7_000, [1; 32]),
+        ] {
+            let mut restore = Restore::new(Some(expect));
+            let refused = restore.feed(&mut store, &bytes[..HEADER_LEN + 10]);
+            assert!(matches!(refused, Err(CheckpointError::Mismatch { .. })));
+            assert_eq!(on_disk(dir.path()), before);
+            // Refused for good: more bytes do not revive it.
+            assert!(restore.feed(&mut store, &bytes[HEADER_LEN + 10..]).is_err());
+            assert!(restore.finish(&mut store).is_err());
+        }
+        assert!(store.committed().is_none());
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(24))]
+
+        #[test]
+        fn a_checkpoint_fed_in_any_pieces_restores_the_same_state(
+            cuts in proptest::collection::vec(0usize..100_000, 0..40),
+        ) {
+            let s = sample();
+            let bytes = encode(&s, 42, 7_000).unwrap();
+            let dir = tempfile::tempdir().unwrap();
+            let (mut store, _) = NodeStore::open(dir.path(), 1 << 16).unwrap();
+            let (summary, restored) =
+                fed_in_pieces(&bytes, &cuts, &mut store, Some((42, 7_000, s.root().0))).unwrap();
+            proptest::prop_assert_eq!(summary, self::summary(&bytes).unwrap());
+            proptest::prop_assert_eq!((restored.root(), restored.len()), (s.root(), 300));
+            proptest::prop_assert_eq!(encode(&restored, 42, 7_000).unwrap(), bytes);
+        }
+
+        #[test]
+        fn a_torn_or_flipped_checkpoint_fed_in_pieces_commits_nothing(
+            cuts in proptest::collection::vec(0usize..100_000, 0..12),
+            flip in 0usize..100_000,
+            torn in proptest::bool::ANY,
+        ) {
+            let s = sample();
+            let mut bytes = encode(&s, 3, 3).unwrap();
+            if torn {
+                bytes.truncate(flip % bytes.len());
+            } else {
+                let at = flip % bytes.len();
+                bytes[at] ^= 0x04;
+            }
+            let dir = tempfile::tempdir().unwrap();
+            let (mut store, _) = NodeStore::open(dir.path(), 1 << 16).unwrap();
+            let mut before = State::default();
+            before.trie.insert(&[1, 2, 3], vec![4]).unwrap();
+            before.persist(&mut store, 1).unwrap();
+            let (size, file) = (store.size(), on_disk(dir.path()));
+            proptest::prop_assert!(fed_in_pieces(&bytes, &cuts, &mut store, None).is_err());
+            proptest::prop_assert_eq!(store.size(), size);
+            proptest::prop_assert_eq!(on_disk(dir.path()), file);
+            proptest::prop_assert_eq!(store.height(), 1);
+            // The store still takes commits after a refused restore.
+            let mut after = before.clone();
+            after.trie.insert(&[1, 2, 4], vec![5]).unwrap();
+            proptest::prop_assert!(after.persist(&mut store, 2).is_ok());
+        }
     }
 }

@@ -15,8 +15,8 @@
 use super::{
     checkpoint,
     config::{
-        BlockFinalization, Channels, Config, Marshal, PublicKey, Scheme, StateSync, archive_config,
-        epocher, page_cache, prunable_archive_config,
+        BlockFinalization, Channels, Config, Marshal, PublicKey, Scheme, StateSync, SyncedState,
+        archive_config, epocher, page_cache, prunable_archive_config,
     },
     faults::{Accountable, FaultLog},
     gossip,
@@ -142,9 +142,11 @@ fn verify_state_sync<A: Application>(
     if !finalization.verify(rng, scheme, &Sequential) {
         return Err(refused("finality certificate signature invalid"));
     }
-    let app = app
-        .restore(&checkpoint, height, header.time_ms, header.state_root)
-        .map_err(|reason| EngineError::StateSync { height, reason })?;
+    let app = match checkpoint {
+        SyncedState::Bytes(bytes) => app.restore(&bytes, height, header.time_ms, header.state_root),
+        SyncedState::Restored => app.restored(height, header.state_root),
+    }
+    .map_err(|reason| EngineError::StateSync { height, reason })?;
     Ok(Synced {
         app,
         header,

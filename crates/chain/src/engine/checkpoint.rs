@@ -11,16 +11,18 @@
 //!
 //! Writing runs on its own task, fed through a channel of one slot: a checkpoint that finds the
 //! writer still busy with the previous one is skipped, so a large state never holds up
-//! finalization.
+//! finalization. A checkpoint is written and restored a chunk ([`CHUNK`]) at a time — pulled
+//! from the application's reader, pushed into its restore — so neither ever holds it whole.
 
 use super::state::{FinalizedChain, Shared};
-use crate::{Application, block::Block};
+use crate::{Application, Restoring, block::Block};
 use commonware_consensus::marshal::Identifier;
 use commonware_consensus::types::Height;
 use commonware_cryptography::Digestible as _;
 use commonware_runtime::{Blob as _, ReadOptions, Spawner, Storage, WriteOptions};
 use commonware_utils::sync::Mutex;
 use futures::{StreamExt as _, channel::mpsc};
+use std::io::Read;
 use std::sync::Arc;
 use tracing::{info, warn};
 
@@ -50,39 +52,79 @@ async fn heights<E: Storage>(context: &E, partition: &str) -> Vec<u64> {
     out
 }
 
-async fn read<E: Storage>(context: &E, partition: &str, height: u64) -> Result<Vec<u8>, String> {
+/// Bytes of a checkpoint read from or written to its blob at a time: what a checkpoint costs
+/// in memory on top of the application's reader or restore, whatever its size.
+const CHUNK: usize = 1 << 20;
+
+/// Feeds the checkpoint of `height` to `restoring`, a chunk at a time; returns its length.
+async fn read_into<E: Storage, A>(
+    context: &E,
+    partition: &str,
+    height: u64,
+    restoring: &mut dyn Restoring<A>,
+    chunk: usize,
+) -> Result<u64, String> {
     let (blob, len) = context
         .open(partition, &height.to_be_bytes())
         .await
         .map_err(|e| e.to_string())?;
-    let len = usize::try_from(len).map_err(|e| e.to_string())?;
     if len == 0 {
         return Err("empty checkpoint".into());
     }
-    let bufs = blob
-        .read_at(0, len, ReadOptions::default())
-        .await
-        .map_err(|e| e.to_string())?;
-    Ok(bufs.coalesce().as_ref().to_vec())
+    let mut offset = 0u64;
+    while offset < len {
+        // INVARIANT: at most `chunk`, which fits usize.
+        let n = (len - offset).min(chunk as u64) as usize;
+        let bufs = blob
+            .read_at(offset, n, ReadOptions::default())
+            .await
+            .map_err(|e| e.to_string())?;
+        restoring.feed(bufs.coalesce().as_ref())?;
+        offset += n as u64;
+    }
+    Ok(len)
 }
 
-/// Writes `bytes` as the checkpoint of `height`, syncs it, then removes all but the newest
-/// [`KEEP`].
+/// Reads from `reader` until `buf` is full or the reader ends; returns the bytes read.
+fn fill(reader: &mut dyn Read, buf: &mut [u8]) -> std::io::Result<usize> {
+    let mut got = 0;
+    while let Some(rest) = buf.get_mut(got..).filter(|r| !r.is_empty()) {
+        match reader.read(rest) {
+            Ok(0) => break,
+            Ok(n) => got += n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(got)
+}
+
+/// Writes the checkpoint `reader` gives as that of `height`, a chunk at a time, syncs it, then
+/// removes all but the newest [`KEEP`]. Returns its length.
 async fn write<E: Storage>(
     context: &E,
     partition: &str,
     height: u64,
-    bytes: Vec<u8>,
-) -> Result<(), String> {
+    mut reader: Box<dyn Read + Send>,
+    chunk: usize,
+) -> Result<u64, String> {
     let (blob, _) = context
         .open(partition, &height.to_be_bytes())
         .await
         .map_err(|e| e.to_string())?;
-    // INVARIANT: a checkpoint's length fits u64.
-    let len = bytes.len() as u64;
-    blob.write_at(0, bytes, WriteOptions::default())
-        .await
-        .map_err(|e| e.to_string())?;
+    let mut chunk = vec![0u8; chunk];
+    let mut len = 0u64;
+    loop {
+        let n = fill(&mut *reader, &mut chunk).map_err(|e| e.to_string())?;
+        let Some(bytes) = chunk.get(..n).filter(|b| !b.is_empty()) else {
+            break;
+        };
+        blob.write_at(len, bytes.to_vec(), WriteOptions::default())
+            .await
+            .map_err(|e| e.to_string())?;
+        // INVARIANT: n <= chunk.len().
+        len += n as u64;
+    }
     blob.resize(len).await.map_err(|e| e.to_string())?;
     blob.sync().await.map_err(|e| e.to_string())?;
     drop(blob);
@@ -91,7 +133,7 @@ async fn write<E: Storage>(
             warn!(height = old, error = %e, "chain.checkpoint: could not remove an old checkpoint");
         }
     }
-    Ok(())
+    Ok(len)
 }
 
 /// Restores the newest stored checkpoint that is exactly the state of the block at its height
@@ -117,24 +159,26 @@ pub(super) async fn restore<E: Storage, A: Application>(
             continue;
         };
         let block: &Block = block.inner();
-        let bytes = match read(context, &partition, height).await {
-            Ok(bytes) => bytes,
-            Err(reason) => {
-                warn!(height, %reason, "chain.checkpoint.restore: unreadable, trying an older one");
-                continue;
-            }
-        };
         let (time, root) = (block.header.time_ms, block.header.state_root);
         let app = shared.lock().app.clone();
-        match app.restore(&bytes, height, time, root) {
-            Ok(restored) => {
+        let restored = match app.restoring(height, time, root) {
+            Ok(mut restoring) => {
+                match read_into(context, &partition, height, &mut *restoring, CHUNK).await {
+                    Ok(len) => restoring.finish().map(|app| (app, len)),
+                    Err(reason) => Err(reason),
+                }
+            }
+            Err(reason) => Err(reason),
+        };
+        match restored {
+            Ok((restored, len)) => {
                 let mut shared = shared.lock();
                 shared.app = restored;
                 shared.finalized =
                     FinalizedChain::starting_at(height, (block.digest(), time, root));
                 info!(
                     height,
-                    bytes = bytes.len(),
+                    bytes = len,
                     "chain.checkpoint.restore: state restored from checkpoint"
                 );
                 return Some(height);
@@ -170,14 +214,17 @@ where
         .child("checkpoints")
         .spawn(move |context| async move {
             while let Some((height, time, app)) = jobs.next().await {
-                let Some(bytes) = app.checkpoint(height, time) else {
+                let Some(reader) = app.checkpoint_reader(height, time) else {
                     continue;
                 };
-                let size = bytes.len();
-                match write(&context, &partition, height, bytes).await {
-                    Ok(()) => info!(height, bytes = size, "chain.checkpoint: written"),
+                match write(&context, &partition, height, reader, CHUNK).await {
+                    Ok(size) => info!(height, bytes = size, "chain.checkpoint: written"),
                     Err(e) => {
                         warn!(height, error = %e, "chain.checkpoint: write failed");
+                        // A torn blob would be kept as one of the newest in place of a whole one.
+                        let _ = context
+                            .remove(&partition, Some(&height.to_be_bytes()))
+                            .await;
                         continue;
                     }
                 }
@@ -205,5 +252,68 @@ pub(super) fn offer<A: Application>(
     let app = shared.lock().app.clone();
     if writer.try_send((height, time, app)).is_err() {
         info!(height, "chain.checkpoint: writer busy, skipped");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use commonware_runtime::{Runner as _, deterministic};
+
+    /// Collects what a restore is fed, piece by piece.
+    struct Pieces(Vec<Vec<u8>>);
+
+    impl Restoring<Vec<Vec<u8>>> for Pieces {
+        fn feed(&mut self, bytes: &[u8]) -> Result<(), String> {
+            self.0.push(bytes.to_vec());
+            Ok(())
+        }
+
+        fn finish(self: Box<Self>) -> Result<Vec<Vec<u8>>, String> {
+            Ok(self.0)
+        }
+    }
+
+    /// A reader handing out at most 333 bytes per read, as an encoder's chunks end anywhere.
+    struct Dribble(std::io::Cursor<Vec<u8>>);
+
+    impl Read for Dribble {
+        fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+            let n = buf.len().min(333);
+            self.0.read(&mut buf[..n])
+        }
+    }
+
+    #[test]
+    fn a_checkpoint_goes_to_and_from_its_blob_a_chunk_at_a_time_and_two_are_kept() {
+        deterministic::Runner::default().start(|context| async move {
+            let bytes: Vec<u8> = (0..2_500u32).map(|i| (i * 7 % 251) as u8).collect();
+            let partition = partition("t");
+            for height in [4u64, 8, 12] {
+                let reader = Box::new(Dribble(std::io::Cursor::new(bytes.clone())));
+                let len = write(&context, &partition, height, reader, 1_000)
+                    .await
+                    .unwrap();
+                assert_eq!(len, 2_500);
+            }
+            // The newest two are kept.
+            assert_eq!(heights(&context, &partition).await, vec![12, 8]);
+            let mut pieces = Box::new(Pieces(Vec::new()));
+            let len = read_into(&context, &partition, 12, &mut *pieces, 1_000)
+                .await
+                .unwrap();
+            assert_eq!(len, 2_500);
+            let pieces = pieces.finish().unwrap();
+            let sizes: Vec<usize> = pieces.iter().map(Vec::len).collect();
+            assert_eq!(sizes, vec![1_000, 1_000, 500]);
+            assert_eq!(pieces.concat(), bytes);
+            // A checkpoint that was never written, or an empty blob, is no checkpoint.
+            let mut none = Box::new(Pieces(Vec::new()));
+            assert!(
+                read_into(&context, &partition, 4, &mut *none, 1_000)
+                    .await
+                    .is_err()
+            );
+        });
     }
 }

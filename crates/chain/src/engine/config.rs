@@ -85,19 +85,35 @@ pub struct Config<B, P> {
 #[derive(Clone)]
 pub struct StateSync {
     /// The application's checkpoint of the block's state.
-    pub checkpoint: Vec<u8>,
+    pub checkpoint: SyncedState,
     /// The block's header.
     pub header: Header,
     /// The block's finality certificate.
     pub finalization: BlockFinalization,
 }
 
+/// Where a state sync's state comes from.
+#[derive(Clone)]
+pub enum SyncedState {
+    /// The checkpoint whole, restored by the engine (a simulation's validators, a node without
+    /// a state store).
+    Bytes(Vec<u8>),
+    /// Already restored, as it was fetched, into the application the engine is started with,
+    /// and checked against the header there ([`crate::node::fetch_state_sync`]): the engine
+    /// takes that application's state ([`crate::Application::restored`]) once the header's
+    /// certificate checks out, and refuses if it is at any other.
+    Restored,
+}
+
 impl std::fmt::Debug for StateSync {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("StateSync")
-            .field("height", &self.header.height)
-            .field("checkpoint_bytes", &self.checkpoint.len())
-            .finish_non_exhaustive()
+        let mut out = f.debug_struct("StateSync");
+        out.field("height", &self.header.height);
+        match &self.checkpoint {
+            SyncedState::Bytes(bytes) => out.field("checkpoint_bytes", &bytes.len()),
+            SyncedState::Restored => out.field("checkpoint", &"restored"),
+        };
+        out.finish_non_exhaustive()
     }
 }
 

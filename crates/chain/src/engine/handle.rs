@@ -4,7 +4,7 @@
 //! the node.
 
 use super::{
-    config::{BlockFinalization, Marshal, StateSync},
+    config::{BlockFinalization, Marshal, StateSync, SyncedState},
     faults::{Fault, FaultLog},
     state::{Committed, Shared, TxStatus},
 };
@@ -311,7 +311,7 @@ impl<A: Application> Handle<A> {
         let finalization = finalization?;
         let checkpoint = app.checkpoint(height, time)?;
         Some(StateSync {
-            checkpoint,
+            checkpoint: SyncedState::Bytes(checkpoint),
             header: block.header,
             finalization,
         })

@@ -44,7 +44,8 @@ mod state;
 pub use actor::{EngineError, Node, start};
 pub(crate) use config::archive_config;
 pub use config::{
-    BlockFinalization, Channels, Config, Marshal, PublicKey, Scheme, StateSync, channel,
+    BlockFinalization, Channels, Config, Marshal, PublicKey, Scheme, StateSync, SyncedState,
+    channel,
 };
 pub use faults::{Fault, FaultKind, MAX_RECORDED_FAULTS};
 pub use gossip::{GOSSIP_BATCH_TXS, decode_tx_batch, encode_tx_batch};

@@ -15,6 +15,7 @@
 )]
 use bytes::Bytes;
 use commonware_runtime::{Blob as _, Runner as _, Storage as _, Supervisor as _, WriteOptions};
+use medspace_chain::engine::SyncedState;
 use medspace_chain::{
     Application as _,
     engine::Handle,
@@ -354,7 +355,7 @@ fn with_forged_records(
     sync: &medspace_chain::engine::StateSync,
 ) -> medspace_chain::engine::StateSync {
     use medspace_state::checkpoint;
-    let restored = checkpoint::decode(&sync.checkpoint).unwrap();
+    let restored = checkpoint::decode(bytes(sync)).unwrap();
     let mut records: Vec<(Vec<u8>, Vec<u8>)> = restored
         .state
         .scan_raw(&[])
@@ -365,8 +366,18 @@ fn with_forged_records(
     records.last_mut().unwrap().1.push(0);
     let forged = medspace_state::State::from_records(records).unwrap();
     let mut out = sync.clone();
-    out.checkpoint = checkpoint::encode(&forged, sync.header.height, sync.header.time_ms).unwrap();
+    out.checkpoint = SyncedState::Bytes(
+        checkpoint::encode(&forged, sync.header.height, sync.header.time_ms).unwrap(),
+    );
     out
+}
+
+/// The checkpoint a state sync made by a handle carries.
+fn bytes(sync: &medspace_chain::engine::StateSync) -> &Vec<u8> {
+    match &sync.checkpoint {
+        SyncedState::Bytes(bytes) => bytes,
+        SyncedState::Restored => panic!("a handle's state sync carries its checkpoint"),
+    }
 }
 
 #[test]
@@ -400,12 +411,17 @@ fn a_fresh_validator_joins_by_state_sync_and_forged_checkpoints_are_refused() {
         let mut other_height = next.clone();
         other_height.checkpoint = sync.checkpoint.clone();
         let mut torn = sync.clone();
-        torn.checkpoint.truncate(torn.checkpoint.len() - 1);
+        let whole = bytes(&sync);
+        torn.checkpoint = SyncedState::Bytes(whole[..whole.len() - 1].to_vec());
+        // Said to be restored already, by an application still at genesis.
+        let mut claimed = sync.clone();
+        claimed.checkpoint = SyncedState::Restored;
         for (what, forged) in [
             ("records altered", with_forged_records(&sync)),
             ("certificate over another block", other_block),
             ("checkpoint of another height", other_height),
             ("torn in transit", torn),
+            ("claimed restored", claimed),
         ] {
             match sim.launch_synced(&ctx, 3, 0, app(), Some(forged)).await {
                 Err(SimError::Start(EngineError::StateSync { .. })) => {}

@@ -280,45 +280,76 @@ impl Blocks {
         }
         Ok(())
     }
+}
 
-    /// Calls `f` with every entry of the subtree stored at `offset` of `file`, in key order.
-    pub(super) fn scan<E, F>(
+/// A subtree a [`Leaves`] walk has still to visit: a node in memory, or one stored in a node
+/// file (where, and the hash its parent names it by).
+enum Pending {
+    Node(Arc<Node>),
+    Stored(Arc<NodeFile>, u64, Hash),
+}
+
+/// Every entry of a map in key order, one at a time and on demand, reading a store's nodes
+/// through [`Blocks`] as [`Trie::visit_all`](super::Trie::visit_all) does: what a checkpoint
+/// being streamed out pulls, a chunk at a time, between writes of its own (an async writer
+/// cannot hand a callback walk its I/O). Memory: the right siblings along one root-to-leaf
+/// path, and the blocks.
+pub struct Leaves {
+    pending: Vec<Pending>,
+    blocks: Blocks,
+}
+
+impl Leaves {
+    /// A walk over the subtree of `root` (`None`: an empty map).
+    pub(super) fn new(root: Option<&Arc<Node>>) -> Self {
+        Self {
+            pending: root.map(|r| Pending::Node(r.clone())).into_iter().collect(),
+            blocks: Blocks::new(),
+        }
+    }
+
+    /// Calls `f` with the next entry and returns what it returned, or `None` after the last.
+    /// A node altered on disk, or another node's state (read by the piece, not whole), is an
+    /// error.
+    pub fn next_with<R>(
         &mut self,
-        file: &Arc<NodeFile>,
-        offset: u64,
-        expected: &Hash,
-        f: &mut F,
-    ) -> Result<(), E>
-    where
-        E: From<TrieError>,
-        F: FnMut(&[u8], &[u8]) -> Result<(), E>,
-    {
-        let (left, right) = match self.open(file, offset, expected)? {
-            Body::Leaf { key, value } => return f(key, value),
-            Body::Branch { left, right, .. } => (left, right),
-        };
-        self.scan(file, left.0, &left.1, f)?;
-        self.scan(file, right.0, &right.1, f)
+        f: impl FnOnce(&[u8], &[u8]) -> R,
+    ) -> Result<Option<R>, TrieError> {
+        while let Some(pending) = self.pending.pop() {
+            let (file, offset, hash) = match pending {
+                Pending::Node(node) => match &*node {
+                    Node::Leaf { key, value, .. } => return Ok(Some(f(key, value))),
+                    Node::Branch { left, right, .. } => {
+                        self.pending.push(Pending::Node(right.clone()));
+                        self.pending.push(Pending::Node(left.clone()));
+                        continue;
+                    }
+                    Node::Stub { hash, file, offset } => (file.clone(), *offset, *hash),
+                    Node::Remote(_) => {
+                        return Err(TrieError::Store(
+                            "another node's state is read by the piece, not whole".into(),
+                        ));
+                    }
+                },
+                Pending::Stored(file, offset, hash) => (file, offset, hash),
+            };
+            match self.blocks.open(&file, offset, &hash)? {
+                Body::Leaf { key, value } => return Ok(Some(f(key, value))),
+                Body::Branch { left, right, .. } => {
+                    self.pending
+                        .push(Pending::Stored(file.clone(), right.0, right.1));
+                    self.pending.push(Pending::Stored(file, left.0, left.1));
+                }
+            }
+        }
+        self.blocks.finish();
+        Ok(None)
     }
 }
 
-/// Calls `f` with every entry of `node`'s subtree, in key order.
-pub(super) fn all_in<E, F>(node: &Node, f: &mut F, blocks: &mut Blocks) -> Result<(), E>
-where
-    E: From<TrieError>,
-    F: FnMut(&[u8], &[u8]) -> Result<(), E>,
-{
-    match node {
-        Node::Leaf { key, value, .. } => f(key, value),
-        Node::Branch { left, right, .. } => {
-            all_in(left, f, blocks)?;
-            all_in(right, f, blocks)
-        }
-        Node::Stub { hash, file, offset } => blocks.scan(file, *offset, hash, f),
-        Node::Remote(_) => Err(TrieError::Store(
-            "another node's state is read by the piece, not whole".into(),
-        )
-        .into()),
+impl Drop for Leaves {
+    fn drop(&mut self) {
+        self.blocks.finish();
     }
 }
 

@@ -699,34 +699,39 @@ impl NodeStore {
         K: AsRef<[u8]>,
         V: AsRef<[u8]>,
     {
-        let rebase = self.head.root_offset == 0;
-        let written = self.writer().and_then(|mut writer| {
-            let built = writer.build_sorted(entries)?;
-            writer.flush()?;
-            Ok(built)
-        });
-        let checked = written.and_then(|(root, len)| {
-            let computed = root.map_or_else(super::empty_root, |(_, h)| h);
-            match expect {
-                Some(expected) if expected != computed => {
-                    Err(TrieError::RootMismatch { expected, computed })
-                }
-                _ => Ok((len, root)),
-            }
-        });
-        let (len, root) = match checked {
-            Ok(done) => done,
-            Err(e) => {
-                // What the build appended is no commit's: cut it, so the next write starts
-                // where `HEAD` ends (a store that cannot cut refuses further writes).
-                let cut = self.out.set_len(self.head.file_len);
-                self.poisoned |= cut.is_err();
+        let mut build = self.begin_build()?;
+        for entry in entries {
+            let pushed = entry.and_then(|(k, v)| build.push(self, k.as_ref(), v.as_ref()));
+            if let Err(e) = pushed {
+                build.abandon(self);
                 return Err(e);
             }
-        };
-        // A build into an empty store is its base size.
-        let stub = self.publish(root, len, height, rebase)?;
-        self.pin(&stub.clone(), stub)
+        }
+        build.finish(self, height, expect)
+    }
+
+    /// Starts a map built from entries pushed one at a time ([`Build`]), for a caller that
+    /// receives them in pieces (a checkpoint arriving over the network or from an async
+    /// blob). Nothing is committed until [`Build::finish`].
+    pub fn begin_build(&mut self) -> Result<Build, TrieError> {
+        if self.poisoned {
+            return Err(store_error("an earlier write failed; reopen the store"));
+        }
+        Ok(Build {
+            spine: Vec::new(),
+            last: None,
+            len: 0,
+            file_len: self.head.file_len,
+            base: self.head,
+            buf: Vec::with_capacity(WRITE_CHUNK),
+        })
+    }
+
+    /// Cuts what an unfinished build appended, so the next write starts where `HEAD` ends (a
+    /// store that cannot cut refuses further writes).
+    fn cut_to_head(&mut self) {
+        let cut = self.out.set_len(self.head.file_len);
+        self.poisoned |= cut.is_err();
     }
 
     fn poison_on_error<T>(&mut self, result: Result<T, TrieError>) -> Result<T, TrieError> {
@@ -869,6 +874,160 @@ fn remove_other_generations(dir: &Path, keep: u64) {
     }
 }
 
+/// A map being built into a store from entries pushed in strictly increasing, prefix-free key
+/// order ([`NodeStore::begin_build`]): the nodes [`Trie::from_sorted`] would build, written in
+/// the order a commit of that trie writes them (children first, each finished subtree as the
+/// build moves past it), without making a node of each (a build or a state sync writes tens of
+/// millions). Memory: one root-to-leaf path and the previous key.
+///
+/// Each push takes the store, so a caller holding it behind a lock locks it per push; a store
+/// that committed anything since the build began refuses the build. An abandoned build — an
+/// error, a refused checkpoint, or one dropped unfinished and then [`Build::abandon`]ed or
+/// cut by the next [`NodeStore::open`] — commits nothing.
+#[derive(Debug)]
+pub struct Build {
+    /// Branches whose right side is still being built: their bit and their written left side.
+    spine: Vec<(u32, (u64, Hash))>,
+    /// The previous entry's key (the greatest so far) and its written leaf.
+    last: Option<(Vec<u8>, (u64, Hash))>,
+    len: usize,
+    /// The file's length counting what is buffered.
+    file_len: u64,
+    /// `HEAD` when the build began.
+    base: Head,
+    buf: Vec<u8>,
+}
+
+impl Build {
+    /// Entries pushed so far.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// Whether nothing was pushed yet.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    fn writer<'a>(&mut self, store: &'a mut NodeStore) -> Result<Writer<'a>, TrieError> {
+        if store.poisoned || store.head != self.base {
+            return Err(store_error(
+                "the store committed something else while a build was under way",
+            ));
+        }
+        Ok(Writer {
+            file: store.file.clone(),
+            out: &mut store.out,
+            len: self.file_len,
+            buf: std::mem::take(&mut self.buf),
+        })
+    }
+
+    fn keep(&mut self, writer: Writer<'_>) {
+        self.file_len = writer.len;
+        self.buf = writer.buf;
+    }
+
+    /// Adds the entry after the last one pushed; refused unless its key is greater and neither
+    /// key is a prefix of the other.
+    pub fn push(
+        &mut self,
+        store: &mut NodeStore,
+        key: &[u8],
+        value: &[u8],
+    ) -> Result<(), TrieError> {
+        let mut writer = self.writer(store)?;
+        let pushed = self.push_with(&mut writer, key, value);
+        self.keep(writer);
+        pushed
+    }
+
+    fn push_with(
+        &mut self,
+        writer: &mut Writer<'_>,
+        key: &[u8],
+        value: &[u8],
+    ) -> Result<(), TrieError> {
+        if let Some((prev, leaf)) = &self.last {
+            let p = prev.as_slice();
+            let bit = super::crit_bit(p, key)
+                .filter(|_| p < key && !key.starts_with(p) && !p.starts_with(key))
+                .ok_or(TrieError::OutOfOrder { len: key.len() })?;
+            let mut done = *leaf;
+            while let Some((b, _)) = self.spine.last()
+                && *b > bit
+            {
+                if let Some((b, left)) = self.spine.pop() {
+                    done = writer.branch(b, left, done)?;
+                }
+            }
+            self.spine.push((bit, done));
+        }
+        let leaf = writer.leaf(key, value)?;
+        match &mut self.last {
+            Some((prev, at)) => {
+                prev.clear();
+                prev.extend_from_slice(key);
+                *at = leaf;
+            }
+            None => self.last = Some((key.to_vec(), leaf)),
+        }
+        // INVARIANT: len counts entries, below usize::MAX.
+        self.len += 1;
+        Ok(())
+    }
+
+    /// Writes the branches left on the spine and commits the map at `height` — unless its root
+    /// is not `expect`, which commits nothing. Returns the committed map.
+    pub fn finish(
+        mut self,
+        store: &mut NodeStore,
+        height: u64,
+        expect: Option<Hash>,
+    ) -> Result<Trie, TrieError> {
+        let rebase = self.base.root_offset == 0;
+        let written = self.writer(store).and_then(|mut writer| {
+            let mut root = self.last.take().map(|(_, leaf)| leaf);
+            while let Some((b, left)) = self.spine.pop() {
+                if let Some(right) = root {
+                    root = Some(writer.branch(b, left, right)?);
+                }
+            }
+            writer.flush()?;
+            Ok(root)
+        });
+        let checked = written.and_then(|root| {
+            let computed = root.map_or_else(super::empty_root, |(_, h)| h);
+            match expect {
+                Some(expected) if expected != computed => {
+                    Err(TrieError::RootMismatch { expected, computed })
+                }
+                _ => Ok(root),
+            }
+        });
+        let root = match checked {
+            Ok(root) => root,
+            Err(e) => {
+                if store.head == self.base {
+                    store.cut_to_head();
+                }
+                return Err(e);
+            }
+        };
+        // A build into an empty store is its base size.
+        let stub = store.publish(root, self.len, height, rebase)?;
+        store.pin(&stub.clone(), stub)
+    }
+
+    /// Gives the build up: what it appended is cut (when the store is still where the build
+    /// began), and nothing is committed.
+    pub fn abandon(self, store: &mut NodeStore) {
+        if store.head == self.base {
+            store.cut_to_head();
+        }
+    }
+}
+
 /// Appends nodes to a node file, children first.
 struct Writer<'a> {
     file: Arc<NodeFile>,
@@ -981,61 +1140,6 @@ impl Writer<'_> {
             self.flush()?;
         }
         Ok(())
-    }
-
-    /// Writes entries given in strictly increasing, prefix-free key order: the nodes
-    /// [`Trie::from_sorted`] would build, written in the order a commit of that trie writes
-    /// them (children first, each finished subtree as the build moves past it), without
-    /// making a node of each (a build or a state sync writes tens of millions). Memory: one
-    /// root-to-leaf path. Returns the root's (offset, hash) and the number of entries.
-    fn build_sorted<K, V>(
-        &mut self,
-        entries: impl IntoIterator<Item = Result<(K, V), TrieError>>,
-    ) -> Result<(Option<(u64, Hash)>, usize), TrieError>
-    where
-        K: AsRef<[u8]>,
-        V: AsRef<[u8]>,
-    {
-        // Branches whose right side is still being built: their bit and their written left
-        // side.
-        let mut spine: Vec<(u32, (u64, Hash))> = Vec::new();
-        // The previous entry (the greatest key so far), not written yet.
-        let mut last: Option<(K, V)> = None;
-        let mut len = 0usize;
-        for entry in entries {
-            let (key, value) = entry?;
-            let Some((prev, prev_value)) = last.take() else {
-                last = Some((key, value));
-                len = 1;
-                continue;
-            };
-            let (p, k) = (prev.as_ref(), key.as_ref());
-            let bit = super::crit_bit(p, k)
-                .filter(|_| p < k && !k.starts_with(p) && !p.starts_with(k))
-                .ok_or(TrieError::OutOfOrder { len: k.len() })?;
-            let mut done = self.leaf(p, prev_value.as_ref())?;
-            while let Some((b, _)) = spine.last()
-                && *b > bit
-            {
-                if let Some((b, left)) = spine.pop() {
-                    done = self.branch(b, left, done)?;
-                }
-            }
-            spine.push((bit, done));
-            last = Some((key, value));
-            // INVARIANT: len counts entries, below usize::MAX.
-            len += 1;
-        }
-        let mut root = match last {
-            Some((key, value)) => Some(self.leaf(key.as_ref(), value.as_ref())?),
-            None => None,
-        };
-        while let Some((b, left)) = spine.pop() {
-            if let Some(right) = root {
-                root = Some(self.branch(b, left, right)?);
-            }
-        }
-        Ok((root, len))
     }
 
     fn flush(&mut self) -> Result<(), TrieError> {

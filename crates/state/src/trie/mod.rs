@@ -29,6 +29,7 @@
 
 mod batch;
 pub mod disk;
+pub use batch::Leaves;
 pub mod remote;
 
 use disk::NodeFile;
@@ -341,16 +342,21 @@ impl Trie {
         &self,
         mut f: impl FnMut(&[u8], &[u8]) -> Result<(), E>,
     ) -> Result<(), E> {
-        let Some(root) = self.root.as_deref() else {
-            return Ok(());
-        };
         if self.remote.is_some() {
             return self.visit_prefix(&[], |k, v| f(k, v));
         }
-        let mut blocks = batch::Blocks::new();
-        let walked = batch::all_in(root, &mut f, &mut blocks);
-        blocks.finish();
-        walked
+        let mut leaves = self.leaves();
+        while let Some(visited) = leaves.next_with(&mut f)? {
+            visited?;
+        }
+        Ok(())
+    }
+
+    /// Every entry in key order, pulled one at a time ([`Leaves`]); the walk holds this map's
+    /// nodes as they are now, whatever is committed after. Another node's state (a remote map)
+    /// is read by the piece with [`Trie::visit_prefix`], not this way.
+    pub fn leaves(&self) -> Leaves {
+        Leaves::new(self.root.as_ref())
     }
 
     /// Sets `key` to `value`.
