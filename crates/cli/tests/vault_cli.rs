@@ -364,6 +364,8 @@ fn the_ingest_benchmark_prints_each_run_with_its_memory() {
         "threads, one atomic batch",
         "memory: ",
         "transaction Bundle files",
+        "baseline: 1 thread repeats, resources/s in the order run: ",
+        "medians of 5 alternated runs each",
     ] {
         assert!(out.contains(line), "{line}: {out}");
     }

@@ -5,6 +5,7 @@
 //!   map to CDM Parquet, commit in batches) into a fresh vault on one thread, the baseline, and
 //!   into others on several: all the input, a quarter of it, and all as one atomic batch, each
 //!   run a `medspace ingest` process of its own, so that its peak memory (VmHWM) is its own.
+//!   The baseline and the parallel run are repeated, alternating, and their medians printed.
 //! * cohort: a vault with N persons (CDM rows written directly, with the generator's
 //!   age-dependent diabetes prevalence and HbA1c distribution) and the query "persons with
 //!   type 2 diabetes (SNOMED 44054006) and an HbA1c (LOINC 4548-4) over 7 %, counted by sex and
@@ -58,6 +59,24 @@ pub struct IngestRun {
     pub resources_per_second: f64,
     /// Peak resident memory of the run's process, KiB (VmHWM), if known.
     pub peak_rss_kib: Option<u64>,
+    /// Resources read per second of each repeat of this run, in the order they ran (one
+    /// unless repeated); the figures above are those of the median repeat.
+    pub repeats: Vec<f64>,
+}
+
+/// How many times the baseline and the parallel run are repeated, alternating, for their
+/// medians: on a shared two-core machine one run of either varies by ±15 %.
+pub const INGEST_REPEATS: usize = 5;
+
+/// The repeat with the median rate, carrying every repeat's rate in the order they ran.
+fn median_run(runs: Vec<IngestRun>) -> Option<IngestRun> {
+    let repeats: Vec<f64> = runs.iter().map(|r| r.resources_per_second).collect();
+    let mut sorted = runs;
+    sorted.sort_by(|a, b| a.resources_per_second.total_cmp(&b.resources_per_second));
+    let mid = sorted.len() / 2;
+    let mut median = sorted.into_iter().nth(mid)?;
+    median.repeats = repeats;
+    Some(median)
 }
 
 /// Result of the ingest benchmark: the same input ingested on one thread (the baseline) and on
@@ -96,10 +115,11 @@ impl std::fmt::Display for IngestBench {
         let (p, b) = (&self.parallel, &self.baseline);
         writeln!(
             f,
-            "bench ingest: {:.0} resources/s on {} threads, {:.2}x the one-thread baseline",
+            "bench ingest: {:.0} resources/s on {} threads, {:.2}x the one-thread baseline (medians of {} alternated runs each)",
             p.resources_per_second,
             p.threads,
-            self.speedup()
+            self.speedup(),
+            p.repeats.len()
         )?;
         let form = match self.format {
             IngestFormat::Bundles => "transaction Bundle files (one per patient, as Synthea)",
@@ -129,6 +149,15 @@ impl std::fmt::Display for IngestBench {
                 r.commits,
                 r.resources_per_second,
                 mib(r)
+            )?;
+        }
+        for r in [b, p] {
+            let rates: Vec<String> = r.repeats.iter().map(|x| format!("{x:.0}")).collect();
+            writeln!(
+                f,
+                "  {} repeats, resources/s in the order run: {}",
+                r.label,
+                rates.join(" ")
             )?;
         }
         if let (Some(q), Some(a)) = (self.quarter.peak_rss_kib, p.peak_rss_kib) {
@@ -278,11 +307,22 @@ pub fn bench_ingest(
             peak_rss_kib: v
                 .pointer("/peak_rss_kib")
                 .and_then(serde_json::Value::as_u64),
+            repeats: vec![read as f64 / seconds.max(1e-9)],
         })
     };
     let every = crate::COMMIT_EVERY;
-    let baseline = run("baseline: 1 thread", &input, 1, every)?;
-    let parallel = run(&format!("{n} threads"), &input, threads, every)?;
+    // Alternated, so that a slow spell of the machine falls on both sides.
+    let (mut baselines, mut parallels) = (Vec::new(), Vec::new());
+    for _ in 0..INGEST_REPEATS {
+        baselines.push(run("baseline: 1 thread", &input, 1, every)?);
+        parallels.push(run(&format!("{n} threads"), &input, threads, every)?);
+    }
+    let no_runs = || VaultError::Io {
+        path: exe.to_path_buf(),
+        source: std::io::Error::other("no runs"),
+    };
+    let baseline = median_run(baselines).ok_or_else(no_runs)?;
+    let parallel = median_run(parallels).ok_or_else(no_runs)?;
     let quarter = run(
         &format!("{n} threads, a quarter of the input"),
         &quarter,
