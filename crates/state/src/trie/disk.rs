@@ -114,6 +114,9 @@ pub struct NodeFile {
     id: u16,
     file: File,
     cache: Vec<Mutex<LruCache<u64, Arc<Node>>>>,
+    /// Set once the file's store has moved on (a compaction) or closed: nothing more is
+    /// cached ([`NodeFile::retire`]).
+    retired: std::sync::atomic::AtomicBool,
     loads: AtomicU64,
     hits: AtomicU64,
 }
@@ -134,6 +137,7 @@ impl NodeFile {
             cache: (0..SHARDS)
                 .map(|_| Mutex::new(LruCache::new(capacity)))
                 .collect(),
+            retired: std::sync::atomic::AtomicBool::new(false),
             loads: AtomicU64::new(0),
             hits: AtomicU64::new(0),
         }
@@ -190,12 +194,25 @@ impl NodeFile {
         }
         self.loads.fetch_add(1, Ordering::Relaxed);
         if let Some(shard) = shard {
-            shard
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner)
-                .put(offset, node.clone());
+            let mut cache = shard.lock().unwrap_or_else(PoisonError::into_inner);
+            // Read under the shard's lock, so a retirement's clearing cannot miss this entry.
+            if !self.retired.load(Ordering::SeqCst) {
+                cache.put(offset, node.clone());
+            }
         }
         Ok(node)
+    }
+
+    /// Empties the cache and caches nothing more. A cached branch holds this file through its
+    /// children's stubs, so a cache left full would keep the file — its memory, and its disk
+    /// space once a compaction removed it — alive as long as the process; retired, the file
+    /// closes when the last trie reading it is dropped. Tries still reading it read from the
+    /// file, uncached.
+    pub(super) fn retire(&self) {
+        self.retired.store(true, Ordering::SeqCst);
+        for shard in &self.cache {
+            shard.lock().unwrap_or_else(PoisonError::into_inner).clear();
+        }
     }
 
     fn read(self: &Arc<Self>, offset: u64) -> Result<Node, TrieError> {
@@ -455,6 +472,14 @@ impl std::fmt::Debug for NodeStore {
             .field("dir", &self.dir)
             .field("head", &self.head)
             .finish()
+    }
+}
+
+impl Drop for NodeStore {
+    /// The store's file caches nothing once the store is gone ([`NodeFile::retire`]): its
+    /// tries may still read it, and it closes with the last of them.
+    fn drop(&mut self) {
+        self.file.retire();
     }
 }
 
@@ -792,7 +817,8 @@ impl NodeStore {
         };
         self.write_head(&head)?;
         self.head = head;
-        self.file = file;
+        let old = std::mem::replace(&mut self.file, file);
+        old.retire();
         self.out = out;
         remove_other_generations(&self.dir, generation);
         Ok(())
@@ -1422,6 +1448,53 @@ mod tests {
             fs::read_dir(dir.path()).unwrap().count(),
             2,
             "HEAD and one node file"
+        );
+    }
+
+    /// A node file closes — its memory and, once removed, its disk space released — when its
+    /// store has moved on and the last trie reading it is dropped, however much of it was
+    /// cached: cached branches hold the file through their children's stubs.
+    #[test]
+    fn a_node_file_closes_with_the_last_trie_after_its_store_moved_on() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut store, _) = NodeStore::open(dir.path(), 1 << 20).unwrap();
+        let mut t = store.commit(&filled(400), 1).unwrap();
+        for round in 0..3u8 {
+            for i in 0..400 {
+                t.insert(&k(i), vec![round; 5]).unwrap();
+            }
+            t = store.commit(&t, 2 + u64::from(round)).unwrap();
+        }
+        // Read through the cache: branches and leaves of the file now sit in it.
+        for i in 0..400 {
+            assert!(t.get(&k(i)).unwrap().is_some());
+        }
+        assert!(store.file().reads().0 > 0);
+        // A compaction moves the store to a new file; the snapshot still reads the old one.
+        let old = Arc::downgrade(store.file());
+        store.compact().unwrap();
+        assert!(
+            old.upgrade().is_some(),
+            "a snapshot still reads the old file"
+        );
+        assert_eq!(t.get(&k(7)).unwrap().as_deref(), Some(&[2u8; 5][..]));
+        drop(t);
+        assert!(
+            old.upgrade().is_none(),
+            "the old file outlived its last trie"
+        );
+        // A store closed while a trie of it was read: the file goes with that trie.
+        let t = store.committed().unwrap().trie;
+        for i in 0..400 {
+            assert!(t.get(&k(i)).unwrap().is_some());
+        }
+        let current = Arc::downgrade(store.file());
+        drop(store);
+        assert_eq!(t.get(&k(9)).unwrap().as_deref(), Some(&[2u8; 5][..]));
+        drop(t);
+        assert!(
+            current.upgrade().is_none(),
+            "a closed store's file outlived its tries"
         );
     }
 
