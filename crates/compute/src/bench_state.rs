@@ -691,8 +691,21 @@ fn status_kib(field: &str) -> Option<u64> {
 /// next reading is the peak of the step about to run; returns what is resident (KiB), or
 /// `None` where the kernel offers neither.
 fn step_start() -> Option<u64> {
+    // The peak so far is kept first: the run's own peak is the highest of every step's.
+    if let Some(peak) = status_kib("VmHWM:") {
+        EARLIER_PEAK_KIB.fetch_max(peak, std::sync::atomic::Ordering::Relaxed);
+    }
     std::fs::write("/proc/self/clear_refs", "5").ok()?;
     status_kib("VmRSS:")
+}
+
+/// The highest VmHWM read before a [`step_start`] reset it (KiB).
+static EARLIER_PEAK_KIB: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+/// The process's peak resident memory over the whole run, across [`step_start`]'s resets.
+fn run_peak_kib() -> Option<u64> {
+    let earlier = EARLIER_PEAK_KIB.load(std::sync::atomic::Ordering::Relaxed);
+    status_kib("VmHWM:").map(|now| now.max(earlier))
 }
 
 /// Resident memory before a step begun with [`step_start`] and the peak over it (KiB).
@@ -1735,7 +1748,7 @@ pub fn state(
         decode_s,
         restored_root,
         plan,
-        peak_kib: status_kib("VmHWM:"),
+        peak_kib: run_peak_kib(),
         stored: match (opts.store_cache, store, reads_before) {
             (Some(cache_bytes), Some(store), Some((loads, hits))) => {
                 let (l, h) = store.file().reads();
