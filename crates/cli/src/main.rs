@@ -19,11 +19,8 @@ use medspace_compute::bench_glm;
 use std::path::PathBuf;
 
 /// mimalloc, not the system allocator: the vault's ingest, DataFusion and the node hand memory
-/// from thread to thread, and glibc's arenas spent a quarter of a parallel ingest in
-/// `malloc`/`free` and their locks (`medspace bench ingest` prints the effect). Built without
-/// transparent huge pages: mimalloc frees memory back in pieces smaller than a huge page, and
-/// each one touched again made the kernel zero a whole 2 MiB page — 15 % of a parallel
-/// ingest's cycles in `clear_page`, about 12 % of its throughput.
+/// from thread to thread, and glibc's arenas spent a quarter of a parallel ingest in their
+/// locks (`bench ingest` prints the effect); built without huge pages (see Cargo.toml).
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
