@@ -205,7 +205,16 @@ pub struct ConsensusSection {
     /// serves a checkpoint that does not check syncs from genesis instead of refusing to start
     /// (`false`, the default: it refuses).
     pub sync_fallback_genesis: bool,
+    /// The most bytes of a peer's checkpoint a state sync takes (64 GiB by default). The
+    /// checkpoint is built into the state store as it arrives and checked against the
+    /// certified root only at its end, so without a cap a dishonest peer could stream records
+    /// until the disk is full; past it the sync is refused and what it wrote is cut.
+    pub sync_max_checkpoint_bytes: u64,
 }
+
+/// [`ConsensusSection::sync_max_checkpoint_bytes`] by default: 64 GiB, eight times a
+/// checkpoint of 10 million patients with three consents each.
+pub const SYNC_MAX_CHECKPOINT_BYTES: u64 = 64 << 30;
 
 impl Default for ConsensusSection {
     fn default() -> Self {
@@ -223,6 +232,7 @@ impl Default for ConsensusSection {
             prune: false,
             sync_from: None,
             sync_fallback_genesis: false,
+            sync_max_checkpoint_bytes: SYNC_MAX_CHECKPOINT_BYTES,
         }
     }
 }

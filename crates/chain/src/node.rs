@@ -36,12 +36,14 @@ use std::{sync::Arc, time::Duration};
 /// genesis state) to exactly that header's state. The checkpoint is restored as it arrives
 /// ([`Application::restoring`]): its header first, to learn its height and fetch that height's
 /// certified header, then each chunk into the restore, so the node never holds it whole.
+/// A checkpoint longer than `max_bytes` is refused as soon as it is, and what it wrote cut.
 /// Returns the sync (its state [`engine::SyncedState::Restored`]) and the application
 /// restored at it, to start the engine with.
 pub async fn fetch_state_sync<A: Application>(
     genesis: &Genesis,
     source: &HttpSource,
     app: &A,
+    max_bytes: u64,
 ) -> Result<(engine::StateSync, A), String> {
     let mut stream = source
         .open_checkpoint()
@@ -73,12 +75,26 @@ pub async fn fetch_state_sync<A: Application>(
     let mut restoring = app
         .restoring(height, header.time_ms, header.state_root)
         .map_err(refused)?;
-    restoring.feed(&head).map_err(refused)?;
+    // INVARIANT: lengths of chunks in memory fit u64.
     let mut received = head.len() as u64;
+    let too_long = |received: u64| {
+        (received > max_bytes).then(|| {
+            refused(format!(
+                "longer than this node's limit of {max_bytes} bytes ([consensus] sync_max_checkpoint_bytes)"
+            ))
+        })
+    };
+    if let Some(e) = too_long(received) {
+        return Err(e);
+    }
+    restoring.feed(&head).map_err(refused)?;
     while let Some(chunk) = stream.chunk().await.map_err(|e| e.to_string())? {
+        received = received.saturating_add(chunk.len() as u64);
+        // Dropped unfinished, the restore cuts what it wrote.
+        if let Some(e) = too_long(received) {
+            return Err(e);
+        }
         restoring.feed(&chunk).map_err(refused)?;
-        // INVARIANT: a chunk's length fits u64.
-        received += chunk.len() as u64;
     }
     let restored = restoring.finish().map_err(refused)?;
     tracing::info!(
@@ -166,7 +182,14 @@ async fn configured_state_sync<A: Application>(
     if let Some(signer) = request_signer {
         source = source.signed_by(signer);
     }
-    match fetch_state_sync(genesis, &source, app).await {
+    match fetch_state_sync(
+        genesis,
+        &source,
+        app,
+        config.consensus.sync_max_checkpoint_bytes,
+    )
+    .await
+    {
         Ok(synced) => {
             tracing::info!(%peer, height = synced.0.header.height, "chain.node.sync: checkpoint fetched and checked");
             Ok(Some(synced))

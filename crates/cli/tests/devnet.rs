@@ -629,6 +629,31 @@ fn set_sync_from(net: &Net, i: usize, peer: Option<&str>, fallback: bool) {
     std::fs::write(&config, text).unwrap();
 }
 
+/// Sets (or, with `None`, removes) `[consensus] sync_max_checkpoint_bytes` in node `i`'s
+/// config.
+fn set_sync_limit(net: &Net, i: usize, bytes: Option<u64>) {
+    let config = net.dir.join(&net.names[i]).join("node.toml");
+    let text = std::fs::read_to_string(&config).unwrap();
+    let mut text: String = text
+        .lines()
+        .filter(|l| !l.starts_with("sync_max_checkpoint_bytes"))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    if let Some(bytes) = bytes {
+        text = text.replace(
+            "checkpoint_every = 8\n",
+            &format!("checkpoint_every = 8\nsync_max_checkpoint_bytes = {bytes}\n"),
+        );
+    }
+    std::fs::write(&config, text).unwrap();
+}
+
+/// A refused start wrote no chain under `storage`.
+fn assert_no_chain(storage: &Path) {
+    let files = files_under(storage);
+    assert!(files.is_empty(), "{files:?}");
+}
+
 /// Node `i`'s chain storage (blocks, certificates, checkpoints, consensus journal).
 fn chain_storage(net: &Net, i: usize) -> PathBuf {
     net.dir.join(&net.names[i]).join("data").join("storage")
@@ -725,20 +750,23 @@ fn a_wiped_validator_rejoins_by_state_sync_and_is_needed_for_quorum() {
         log.contains("state sync from peer=`observer` failed: not a validator of the genesis"),
         "{log}"
     );
-    assert!(
-        files_under(&storage).is_empty(),
-        "{:?}",
-        files_under(&storage)
-    );
+    assert_no_chain(&storage);
     // ... itself ...
     set_sync_from(&net, 3, Some("v3"), false);
     let log = refused_start(&mut net, 3);
     assert!(log.contains("cannot sync from itself"), "{log}");
+    assert_no_chain(&storage);
+    // ... or a sound peer whose checkpoint is longer than this node takes (a dishonest one
+    // could stream records until the disk is full): refused as soon as it is, nothing kept.
+    set_sync_from(&net, 3, Some("v0"), false);
+    set_sync_limit(&net, 3, Some(2_000));
+    let log = refused_start(&mut net, 3);
     assert!(
-        files_under(&storage).is_empty(),
-        "{:?}",
-        files_under(&storage)
+        log.contains("longer than this node's limit of 2000 bytes"),
+        "{log}"
     );
+    assert_no_chain(&storage);
+    set_sync_limit(&net, 3, None);
 
     // The figure: from process start to caught up with the others' height at that start, by
     // replaying every block from genesis ...
@@ -768,11 +796,7 @@ fn a_wiped_validator_rejoins_by_state_sync_and_is_needed_for_quorum() {
     set_sync_from(&net, 3, Some("v0"), false);
     let log = refused_start(&mut net, 3);
     assert!(log.contains("state sync from peer=`v0` failed"), "{log}");
-    assert!(
-        files_under(&storage).is_empty(),
-        "{:?}",
-        files_under(&storage)
-    );
+    assert_no_chain(&storage);
     // With `sync_fallback_genesis`, the same start syncs from genesis instead; with validator
     // 0 still down, the chain needs it for quorum.
     set_sync_from(&net, 3, Some("v0"), true);
