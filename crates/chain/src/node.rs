@@ -75,26 +75,23 @@ pub async fn fetch_state_sync<A: Application>(
     let mut restoring = app
         .restoring(height, header.time_ms, header.state_root)
         .map_err(refused)?;
-    // INVARIANT: lengths of chunks in memory fit u64.
-    let mut received = head.len() as u64;
-    let too_long = |received: u64| {
-        (received > max_bytes).then(|| {
-            refused(format!(
+    // The header first, then each chunk as it comes; dropped unfinished (an error, the cap),
+    // the restore cuts what it wrote.
+    let mut piece = bytes::Bytes::from(head);
+    let mut received = 0u64;
+    loop {
+        // INVARIANT: a chunk's length fits u64.
+        received = received.saturating_add(piece.len() as u64);
+        if received > max_bytes {
+            return Err(refused(format!(
                 "longer than this node's limit of {max_bytes} bytes ([consensus] sync_max_checkpoint_bytes)"
-            ))
-        })
-    };
-    if let Some(e) = too_long(received) {
-        return Err(e);
-    }
-    restoring.feed(&head).map_err(refused)?;
-    while let Some(chunk) = stream.chunk().await.map_err(|e| e.to_string())? {
-        received = received.saturating_add(chunk.len() as u64);
-        // Dropped unfinished, the restore cuts what it wrote.
-        if let Some(e) = too_long(received) {
-            return Err(e);
+            )));
         }
-        restoring.feed(&chunk).map_err(refused)?;
+        restoring.feed(&piece).map_err(refused)?;
+        match stream.chunk().await.map_err(|e| e.to_string())? {
+            Some(next) => piece = next,
+            None => break,
+        }
     }
     let restored = restoring.finish().map_err(refused)?;
     tracing::info!(

@@ -687,30 +687,33 @@ fn status_kib(field: &str) -> Option<u64> {
         .ok()
 }
 
-/// Resets the process's peak resident memory (VmHWM) to what is resident now, so that the
-/// next reading is the peak of the step about to run; returns what is resident (KiB), or
-/// `None` where the kernel offers neither.
-fn step_start() -> Option<u64> {
-    // The peak so far is kept first: the run's own peak is the highest of every step's.
-    if let Some(peak) = status_kib("VmHWM:") {
-        EARLIER_PEAK_KIB.fetch_max(peak, std::sync::atomic::Ordering::Relaxed);
+/// The process's peak resident memory (VmHWM) step by step: reset at a step's start, so that
+/// the next reading is that step's peak, while the run's own peak is kept across the resets.
+#[derive(Default)]
+struct Peaks {
+    /// The highest VmHWM read before a reset (KiB).
+    earlier: u64,
+}
+
+impl Peaks {
+    /// Starts a step: what is resident now (KiB), or `None` where the kernel offers neither.
+    fn start(&mut self) -> Option<u64> {
+        if let Some(peak) = status_kib("VmHWM:") {
+            self.earlier = self.earlier.max(peak);
+        }
+        std::fs::write("/proc/self/clear_refs", "5").ok()?;
+        status_kib("VmRSS:")
     }
-    std::fs::write("/proc/self/clear_refs", "5").ok()?;
-    status_kib("VmRSS:")
-}
 
-/// The highest VmHWM read before a [`step_start`] reset it (KiB).
-static EARLIER_PEAK_KIB: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    /// Resident memory before the step begun with `before` and the peak over it (KiB).
+    fn step(before: Option<u64>) -> Option<(u64, u64)> {
+        Some((before?, status_kib("VmHWM:")?))
+    }
 
-/// The process's peak resident memory over the whole run, across [`step_start`]'s resets.
-fn run_peak_kib() -> Option<u64> {
-    let earlier = EARLIER_PEAK_KIB.load(std::sync::atomic::Ordering::Relaxed);
-    status_kib("VmHWM:").map(|now| now.max(earlier))
-}
-
-/// Resident memory before a step begun with [`step_start`] and the peak over it (KiB).
-fn step_memory(before: Option<u64>) -> Option<(u64, u64)> {
-    Some((before?, status_kib("VmHWM:")?))
+    /// The peak over the whole run, across the resets.
+    fn run(&self) -> Option<u64> {
+        status_kib("VmHWM:").map(|now| now.max(self.earlier))
+    }
 }
 
 /// The block at `height` (one block a second from the genesis).
@@ -1535,15 +1538,16 @@ pub fn state(
     let store_bytes = store.as_ref().map_or(0, |s| s.size().file_bytes);
 
     progress("encoding the checkpoint");
+    let mut peaks = Peaks::default();
     let mut write_memory = None;
     let mut sync_memory = None;
     let t = Instant::now();
     let (checkpoint_bytes, encode_s, write_s) = if store.is_some() {
         // Streamed from the store to the file: memory stays the cache's.
         let mut f = std::fs::File::create(&path).map_err(io)?;
-        let before = step_start();
+        let before = peaks.start();
         let n = checkpoint::write_to(&built, ctx.height, ctx.time_ms, &mut f)?;
-        write_memory = step_memory(before);
+        write_memory = Peaks::step(before);
         let encode_s = t.elapsed().as_secs_f64();
         progress("syncing the checkpoint (fsync)");
         let t = Instant::now();
@@ -1588,9 +1592,9 @@ pub fn state(
             let mut synced = fresh_store(&synced_dir, cache)?;
             let t = Instant::now();
             let f = std::fs::File::open(&path).map_err(io)?;
-            let before = step_start();
+            let before = peaks.start();
             let (summary, state) = checkpoint::restore_into(f, &mut synced)?;
-            sync_memory = step_memory(before);
+            sync_memory = Peaks::step(before);
             let restore_s = t.elapsed().as_secs_f64();
             let synced_bytes = synced.size().file_bytes;
             store = Some(synced);
@@ -1748,7 +1752,7 @@ pub fn state(
         decode_s,
         restored_root,
         plan,
-        peak_kib: run_peak_kib(),
+        peak_kib: peaks.run(),
         stored: match (opts.store_cache, store, reads_before) {
             (Some(cache_bytes), Some(store), Some((loads, hits))) => {
                 let (l, h) = store.file().reads();

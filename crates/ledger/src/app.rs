@@ -290,9 +290,10 @@ impl Application for LedgerApp {
             Some(store) => {
                 let held = store.lock().unwrap_or_else(PoisonError::into_inner);
                 match held.committed() {
-                    // Restored there already (a state sync streamed into the store before the
-                    // engine started): the store holds exactly the certified root at that
-                    // height, and only the checkpoint's header is still checked.
+                    // The store holds that state already (the same checkpoint restored again,
+                    // or the store's own commit after the application was set back to
+                    // genesis): exactly the certified root at that height, so only the
+                    // checkpoint's header is still checked and nothing is written twice.
                     Some(done) if done.height == height && done.trie.root_hash().0 == root => {
                         How::Already {
                             done,

@@ -789,7 +789,7 @@ impl NodeStore {
         let read = File::open(&path).map_err(io("opening the compacted node file"))?;
         let file = Arc::new(NodeFile::new(read, cache_share(self.cache_bytes)));
         let mut writer = Writer {
-            file: file.clone(),
+            file: &file,
             out: &mut out,
             len: FILE_MAGIC.len() as u64,
             buf: Vec::with_capacity(WRITE_CHUNK),
@@ -829,7 +829,7 @@ impl NodeStore {
             return Err(store_error("an earlier write failed; reopen the store"));
         }
         Ok(Writer {
-            file: self.file.clone(),
+            file: &self.file,
             out: &mut self.out,
             len: self.head.file_len,
             buf: Vec::with_capacity(WRITE_CHUNK),
@@ -942,7 +942,7 @@ impl Build {
             ));
         }
         Ok(Writer {
-            file: store.file.clone(),
+            file: &store.file,
             out: &mut store.out,
             len: self.file_len,
             buf: std::mem::take(&mut self.buf),
@@ -1056,7 +1056,7 @@ impl Build {
 
 /// Appends nodes to a node file, children first.
 struct Writer<'a> {
-    file: Arc<NodeFile>,
+    file: &'a NodeFile,
     out: &'a mut File,
     /// The file's length counting what is buffered.
     len: u64,
@@ -1080,12 +1080,12 @@ impl Writer<'_> {
                 hash,
                 stored,
             } => {
-                if let Some(offset) = stored.offset_in(&self.file) {
+                if let Some(offset) = stored.offset_in(self.file) {
                     return Ok(offset);
                 }
                 let (offset, h) = self.leaf(key, value)?;
                 hash.get_or_init(|| h);
-                stored.set(&self.file, offset);
+                stored.set(self.file, offset);
                 Ok(offset)
             }
             Node::Branch {
@@ -1095,14 +1095,14 @@ impl Writer<'_> {
                 hash,
                 stored,
             } => {
-                if let Some(offset) = stored.offset_in(&self.file) {
+                if let Some(offset) = stored.offset_in(self.file) {
                     return Ok(offset);
                 }
                 let l = self.write(left)?;
                 let r = self.write(right)?;
                 let (offset, h) = self.branch(*bit, (l, left.hash()), (r, right.hash()))?;
                 hash.get_or_init(|| h);
-                stored.set(&self.file, offset);
+                stored.set(self.file, offset);
                 Ok(offset)
             }
         }
